@@ -1,0 +1,30 @@
+# Croupier: `make demo` and `make test` set up .venv themselves on a machine with Python 3.11.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench chaos tools clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,postgres]'
+	touch $(STAMP)
+
+# System tools the tests and benchmarks use, from Debian packages when missing.
+tools:
+	@command -v promtool >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null)
+	@command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null)
+
+demo: $(STAMP)
+	$(VENV)/bin/croupier demo
+
+test: $(STAMP) tools
+	$(PY) -m pytest -q -x --durations=15
+
+bench: $(STAMP) tools
+	$(PY) bench/ledger_throughput.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -1,0 +1,89 @@
+"""Bearer-token authentication and role checks.
+
+Tokens are configured as sha256 hashes (never in clear), looked up by hash and compared in
+constant time. Each route declares the roles it admits with `@roles(...)`; a route without a
+declaration admits nobody (deny by default) unless it is marked `@public`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from typing import Callable, Iterable, TypeVar
+
+from shared.errors import Forbidden, Unauthenticated
+
+ROLES = frozenset(
+    {"game_server", "edge", "peer", "cashier", "admin_read", "admin_write", "replica", "metrics"}
+)
+
+F = TypeVar("F", bound=Callable[..., object])
+
+
+@dataclass(frozen=True)
+class Principal:
+    name: str
+    role: str
+
+
+@dataclass(frozen=True)
+class TokenEntry:
+    name: str
+    role: str
+    sha256: str  # hex digest of the token
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+class TokenStore:
+    """Resolves a presented bearer token to its principal."""
+
+    def __init__(self, entries: Iterable[TokenEntry]) -> None:
+        self._by_hash: dict[str, TokenEntry] = {}
+        for e in entries:
+            assert e.role in ROLES, e.role
+            self._by_hash[e.sha256.lower()] = e
+
+    def authenticate(self, header: str | None) -> Principal:
+        if not header or not header.startswith("Bearer "):
+            raise Unauthenticated("a bearer token is required")
+        digest = hash_token(header[7:].strip())
+        entry = self._by_hash.get(digest)
+        # The dict lookup is by a hash of the secret; the constant-time compare guards the final check.
+        if entry is None or not hmac.compare_digest(entry.sha256.lower(), digest):
+            raise Unauthenticated("the bearer token is not valid")
+        return Principal(entry.name, entry.role)
+
+
+def roles(*allowed: str) -> Callable[[F], F]:
+    assert allowed and set(allowed) <= ROLES, allowed
+
+    def mark(handler: F) -> F:
+        handler.croupier_roles = frozenset(allowed)  # type: ignore[attr-defined]
+        return handler
+
+    return mark
+
+
+def public(handler: F) -> F:
+    handler.croupier_public = True  # type: ignore[attr-defined]
+    return handler
+
+
+def check(handler: object, principal: Principal | None) -> None:
+    """Raise unless `principal` may call `handler`."""
+    if getattr(handler, "croupier_public", False):
+        return
+    if principal is None:
+        raise Unauthenticated("a bearer token is required")
+    allowed = getattr(handler, "croupier_roles", frozenset())
+    if principal.role not in allowed:
+        raise Forbidden(f"role {principal.role!r} may not call this route")

@@ -1,0 +1,60 @@
+"""Config loading: TOML files into frozen dataclasses, validated once in `main`, passed down.
+
+A config file holds the service's own table plus `[[tokens]]` entries:
+
+    [[tokens]]
+    name = "edge-eu"        # identity recorded in the journal (admin identity, via, client_id)
+    role = "edge"
+    sha256 = "<hex sha256 of the token>"   # or token_file = "path" holding the clear token
+
+Clear tokens never appear in config; `token_file` is read and hashed at load time.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from shared.auth import ROLES, TokenEntry, hash_token
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"cannot read config {path}: {e}") from None
+
+
+def token_entries(raw: list[dict[str, Any]], base: Path) -> list[TokenEntry]:
+    out = []
+    for i, t in enumerate(raw):
+        name, role = t.get("name"), t.get("role")
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"tokens[{i}].name is required")
+        if role not in ROLES:
+            raise ConfigError(f"tokens[{i}].role must be one of {sorted(ROLES)}")
+        if "sha256" in t:
+            digest = str(t["sha256"]).lower()
+            if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+                raise ConfigError(f"tokens[{i}].sha256 is not a hex sha256 digest")
+        elif "token_file" in t:
+            digest = hash_token((base / t["token_file"]).read_text().strip())
+        else:
+            raise ConfigError(f"tokens[{i}] needs sha256 or token_file")
+        out.append(TokenEntry(name=name, role=role, sha256=digest))
+    return out
+
+
+def pick(raw: dict[str, Any], key: str, typ: type, default: Any) -> Any:
+    value = raw.get(key, default)
+    if typ is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
+        raise ConfigError(f"{key} must be {typ.__name__}")
+    return value

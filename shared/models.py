@@ -1,0 +1,132 @@
+"""Request bodies of the money API, shared by the ledger and the edge (API.md is the contract).
+
+Every model forbids unknown fields and takes integers strictly (no floats, no bools, no strings
+for money). `via` and `client_id` are set by an edge; the ledger accepts them only from an
+`edge` credential.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
+
+from shared.ids import Currency, Id, NonNegativeMinor, PositiveMinor, SignedMinor
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class MoneyWrite(Body):
+    id: Id
+    via: Id | None = None
+    client_id: Id | None = None
+
+
+class BetIn(MoneyWrite):
+    player_id: Id
+    currency: Currency
+    amount_minor: PositiveMinor
+    round_id: Id
+    game_id: Id
+
+
+class WinIn(MoneyWrite):
+    player_id: Id
+    currency: Currency
+    amount_minor: NonNegativeMinor
+    round_id: Id
+    close_round: StrictBool = False
+
+
+class RollbackIn(MoneyWrite):
+    bet_id: Id
+    player_id: Id
+    round_id: Id | None = None
+
+
+class JackpotPayoutIn(MoneyWrite):
+    jackpot_id: Id
+    player_id: Id
+    round_id: Id
+
+
+class BonusClaimIn(MoneyWrite):
+    player_id: Id
+    bonus_id: Id
+
+
+class DepositIn(MoneyWrite):
+    player_id: Id
+    currency: Currency
+    amount_minor: PositiveMinor
+
+
+class WithdrawalIn(DepositIn):
+    pass
+
+
+# op name (as used in /v1/batch) -> (transaction type, body model, path)
+MONEY_OPS: dict[str, tuple[str, type[MoneyWrite], str]] = {
+    "bet": ("bet", BetIn, "/v1/bets"),
+    "win": ("win", WinIn, "/v1/wins"),
+    "rollback": ("rollback", RollbackIn, "/v1/rollbacks"),
+    "jackpot_payout": ("jackpot_payout", JackpotPayoutIn, "/v1/jackpot-payouts"),
+    "bonus_claim": ("bonus_claim", BonusClaimIn, "/v1/bonus-claims"),
+    "deposit": ("deposit", DepositIn, "/v1/deposits"),
+    "withdrawal": ("withdrawal", WithdrawalIn, "/v1/withdrawals"),
+}
+
+
+class BatchAction(Body):
+    op: Literal["bet", "win", "rollback", "jackpot_payout", "bonus_claim"]
+    body: dict[str, Any]
+
+
+class BatchIn(Body):
+    actions: list[BatchAction] = Field(min_length=1)
+
+
+# --- admin bodies -----------------------------------------------------------------------------
+
+
+class PlayerCreateIn(Body):
+    player_id: Id
+    currencies: list[Currency] = Field(min_length=1, max_length=16)
+
+
+class FreezeIn(Body):
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class AdjustmentIn(Body):
+    id: Id
+    player_id: Id
+    currency: Currency
+    amount_minor: SignedMinor
+    reason: str = Field(min_length=1, max_length=500)
+    expected_version: int | None = Field(default=None, ge=0)
+
+
+class JackpotCreateIn(Body):
+    jackpot_id: Id
+    currency: Currency
+    seed_minor: NonNegativeMinor
+    contribution_ppm: int = Field(ge=0, le=1_000_000)
+    game_ids: list[Id] = Field(min_length=1, max_length=1000)
+
+
+class BonusGrantIn(Body):
+    id: Id
+    player_id: Id
+    bonus_id: Id
+    currency: Currency
+    amount_minor: PositiveMinor
+    wagering_requirement_minor: NonNegativeMinor
+    expires_at: datetime
+
+
+class SessionStateIn(Body):
+    state: dict[str, Any]

@@ -1,0 +1,68 @@
+"""Shared plumbing: token checks, role checks, the error table and strict request models."""
+
+import pytest
+
+from shared import auth
+from shared.errors import BadRequest, Conflict, Forbidden, Unauthenticated, error_from_code, problem, status_for
+from shared.models import BetIn
+from shared.web import validate
+
+
+def test_tokens_resolve_by_hash_and_reject_unknown_or_missing():
+    token = auth.new_token()
+    store = auth.TokenStore([auth.TokenEntry("gs-1", "game_server", auth.hash_token(token))])
+    assert store.authenticate(f"Bearer {token}") == auth.Principal("gs-1", "game_server")
+    with pytest.raises(Unauthenticated):
+        store.authenticate("Bearer " + token + "x")
+    with pytest.raises(Unauthenticated):
+        store.authenticate(None)
+    with pytest.raises(Unauthenticated):
+        store.authenticate(token)  # no scheme
+
+
+def test_roles_deny_by_default_and_admit_declared_roles():
+    @auth.roles("edge")
+    async def h(_):
+        return None
+
+    async def undeclared(_):
+        return None
+
+    auth.check(h, auth.Principal("e", "edge"))
+    with pytest.raises(Forbidden):
+        auth.check(h, auth.Principal("c", "cashier"))
+    with pytest.raises(Forbidden):
+        auth.check(undeclared, auth.Principal("a", "admin_write"))
+    with pytest.raises(Unauthenticated):
+        auth.check(h, None)
+
+
+def test_error_table_maps_codes_to_statuses():
+    assert status_for(error_from_code("round_closed", "x")) == 409
+    assert status_for(error_from_code("insufficient_funds", "x")) == 422
+    assert status_for(error_from_code("account_frozen", "x")) == 423
+    assert status_for(error_from_code("not_primary", "x")) == 503
+    body = problem(Conflict("closed", code="round_closed", replayed=True))
+    assert body["code"] == "round_closed" and body["status"] == 409 and body["replayed"] is True
+
+
+@pytest.mark.parametrize(
+    "patch,field",
+    [
+        ({"amount_minor": 1.0}, "amount_minor"),
+        ({"amount_minor": True}, "amount_minor"),
+        ({"amount_minor": "5"}, "amount_minor"),
+        ({"amount_minor": 0}, "amount_minor"),
+        ({"amount_minor": 10**16}, "amount_minor"),
+        ({"id": "bad id"}, "id"),
+        ({"id": "x" * 129}, "id"),
+        ({"currency": "eur"}, "currency"),
+        ({"extra": 1}, "extra"),
+    ],
+)
+def test_bet_body_is_strict_and_names_the_field(patch, field):
+    body = {"id": "b1", "player_id": "p1", "currency": "EUR", "amount_minor": 5, "round_id": "r1", "game_id": "g"}
+    validate(BetIn, body)
+    with pytest.raises(BadRequest) as e:
+        validate(BetIn, {**body, **patch})
+    assert e.value.extra["field"] == field
