@@ -20,3 +20,7 @@ def _register() -> None:
 def main() -> None:
     _register()
     app()
+
+
+if __name__ == "__main__":
+    main()

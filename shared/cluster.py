@@ -1,0 +1,305 @@
+"""A local Croupier cluster as real processes: one ledger and N edges on 127.0.0.1.
+
+`croupier up`, `croupier demo`, the multi-process tests and the fault harness all start clusters
+through `Cluster`. It writes configs with fresh random credentials (clear tokens only in
+`DIR/secrets/`, mode 0600; configs hold sha256 digests), starts `croupier ledger serve` and
+`croupier edge serve`, waits for every `/readyz`, and stops what it started.
+
+With `proxied=True` every edge→ledger and edge→peer link goes through an in-process
+`FaultProxy`, so a test can add latency, cut a region off (`partition`) or reset connections.
+This module imports neither `core_ledger` nor `edge`: it only speaks their CLI and HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from shared.auth import hash_token, new_token
+from shared.faultproxy import FaultProxy
+
+READY_TIMEOUT_S = 40.0
+STOP_TIMEOUT_S = 10.0
+EDGE_IDS = ("eu", "us", "apac")
+LEDGER_ROLES = ("edge", "cashier", "admin_read", "admin_write", "replica", "metrics")
+EDGE_ROLES = ("game_server", "peer", "metrics")
+GAME_SERVER = "gs"  # one game-server identity across regions: idempotency is scoped by it
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Service:
+    name: str  # "ledger" or the edge id
+    kind: str  # "ledger" | "edge"
+    port: int
+    config_path: Path
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+@dataclass
+class Cluster:
+    root: Path
+    edge_ids: tuple[str, ...] = EDGE_IDS
+    proxied: bool = False
+    seed: int = 0
+    group_commit: bool = True
+    log_level: str = "info"
+    ledger_attempt_timeout_s: float = 1.0
+    ledger_deadline_s: float = 3.0
+    tokens: dict[str, str] = field(default_factory=dict)
+    services: dict[str, Service] = field(default_factory=dict)
+    proxies: dict[tuple[str, str], FaultProxy] = field(default_factory=dict)
+
+    # --- set-up ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "secrets").mkdir(mode=0o700, exist_ok=True)
+        self._make_tokens()
+        ledger = Service("ledger", "ledger", free_port(), self.root / "ledger.toml", self.root / "ledger.log")
+        self.services["ledger"] = ledger
+        for eid in self.edge_ids:
+            self.services[eid] = Service(eid, "edge", free_port(), self.root / f"edge-{eid}.toml",
+                                         self.root / f"edge-{eid}.log")
+        if self.proxied:
+            await self._start_proxies()
+        self._write_ledger_config(ledger)
+        for eid in self.edge_ids:
+            self._write_edge_config(self.services[eid])
+        try:
+            await self.start_service("ledger")
+            await asyncio.gather(*(self.start_service(e) for e in self.edge_ids))
+        except BaseException:
+            await self.stop()
+            raise
+
+    def _make_tokens(self) -> None:
+        if self.tokens:
+            return
+        names = [*LEDGER_ROLES, *EDGE_ROLES, *(f"edge-{e}" for e in self.edge_ids)]
+        for name in names:
+            self.tokens[name] = new_token()
+            path = self.root / "secrets" / f"{name}.token"
+            path.write_text(self.tokens[name])
+            path.chmod(0o600)
+
+    def _token_rows(self, entries: list[tuple[str, str, str]]) -> str:
+        rows = []
+        for name, role, token_key in entries:
+            rows.append(f'[[tokens]]\nname = "{name}"\nrole = "{role}"\nsha256 = "{hash_token(self.tokens[token_key])}"\n')
+        return "\n".join(rows)
+
+    def _write_ledger_config(self, svc: Service) -> None:
+        entries = [(f"edge-{e}", "edge", f"edge-{e}") for e in self.edge_ids]
+        entries += [("edge-dev", "edge", "edge")]
+        entries += [(role, role, role) for role in LEDGER_ROLES if role != "edge"]
+        svc.config_path.write_text(
+            "[ledger]\n"
+            f'host = "127.0.0.1"\nport = {svc.port}\ndata_dir = "ledger-data"\n'
+            f"group_commit = {'true' if self.group_commit else 'false'}\n"
+            f'log_level = "{self.log_level}"\n\n' + self._token_rows(entries)
+        )
+
+    def _write_edge_config(self, svc: Service) -> None:
+        eid = svc.name
+        ledger_url = self._link_url(eid, "ledger")
+        peers = "".join(
+            f'\n[[edge.peers]]\nid = "{p}"\nurl = "{self._link_url(eid, p)}"\n'
+            for p in self.edge_ids if p != eid
+        )
+        entries = [(GAME_SERVER, "game_server", "game_server"), ("peer", "peer", "peer"),
+                   ("metrics", "metrics", "metrics")]
+        svc.config_path.write_text(
+            "[edge]\n"
+            f'id = "{eid}"\ncrdt_client_id = {self.edge_ids.index(eid) + 1}\n'
+            f'host = "127.0.0.1"\nport = {svc.port}\ndata_dir = "edge-{eid}-data"\n'
+            f'ledger_url = "{ledger_url}"\n'
+            f'ledger_token_file = "secrets/edge-{eid}.token"\npeer_token_file = "secrets/peer.token"\n'
+            f"ledger_attempt_timeout_s = {self.ledger_attempt_timeout_s}\n"
+            f"ledger_deadline_s = {self.ledger_deadline_s}\n"
+            f'log_level = "{self.log_level}"\n{peers}\n' + self._token_rows(entries)
+        )
+
+    def _link_url(self, src: str, dst: str) -> str:
+        proxy = self.proxies.get((src, dst))
+        port = proxy.port if proxy else self.services[dst].port
+        return f"http://127.0.0.1:{port}"
+
+    async def _start_proxies(self) -> None:
+        links = [(e, "ledger") for e in self.edge_ids]
+        links += [(a, b) for a in self.edge_ids for b in self.edge_ids if a != b]
+        for i, (src, dst) in enumerate(links):
+            proxy = FaultProxy("127.0.0.1", self.services[dst].port, name=f"{src}->{dst}", seed=self.seed + i)
+            await proxy.start()
+            self.proxies[(src, dst)] = proxy
+
+    # --- process control ------------------------------------------------------------------
+
+    async def start_service(self, name: str) -> None:
+        svc = self.services[name]
+        assert not svc.running, f"{name} already running"
+        cmd = [sys.executable, "-m", "shared.cli", svc.kind, "serve", "--config", str(svc.config_path)]
+        log = svc.log_path.open("ab")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        svc.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.root, env=env,
+                                    start_new_session=True)
+        log.close()
+        await self.wait_ready(name)
+
+    async def wait_ready(self, name: str, timeout_s: float = READY_TIMEOUT_S) -> None:
+        svc = self.services[name]
+        deadline = time.monotonic() + timeout_s
+        async with aiohttp.ClientSession() as http:
+            while time.monotonic() < deadline:
+                if not svc.running:
+                    raise RuntimeError(f"{name} exited ({svc.proc and svc.proc.returncode}):\n{self.log_tail(name)}")
+                try:
+                    async with http.get(svc.url + "/readyz", timeout=aiohttp.ClientTimeout(total=1)) as r:
+                        if r.status == 200:
+                            return
+                except (aiohttp.ClientError, asyncio.TimeoutError):
+                    pass
+                await asyncio.sleep(0.1)
+        raise TimeoutError(f"{name} not ready after {timeout_s}s:\n{self.log_tail(name)}")
+
+    def signal(self, name: str, sig: int) -> None:
+        svc = self.services[name]
+        assert svc.proc is not None
+        svc.proc.send_signal(sig)
+
+    async def kill(self, name: str) -> None:
+        """kill -9, and reap it."""
+        svc = self.services[name]
+        if svc.running:
+            svc.proc.kill()  # type: ignore[union-attr]
+            await asyncio.to_thread(svc.proc.wait, STOP_TIMEOUT_S)  # type: ignore[union-attr]
+
+    async def stop_service(self, name: str) -> int | None:
+        """SIGTERM, then SIGKILL after STOP_TIMEOUT_S; returns the exit status."""
+        svc = self.services[name]
+        if svc.proc is None:
+            return None
+        if svc.running:
+            svc.proc.send_signal(signal.SIGCONT)
+            svc.proc.terminate()
+            try:
+                await asyncio.to_thread(svc.proc.wait, STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                svc.proc.kill()
+                await asyncio.to_thread(svc.proc.wait, STOP_TIMEOUT_S)
+        return svc.proc.returncode
+
+    async def restart(self, name: str) -> None:
+        await self.stop_service(name)
+        await self.start_service(name)
+
+    async def stop(self) -> None:
+        for name in [*self.edge_ids, "ledger"]:
+            if name in self.services:
+                await self.stop_service(name)
+        for proxy in self.proxies.values():
+            await proxy.stop()
+
+    def log_tail(self, name: str, lines: int = 30) -> str:
+        path = self.services[name].log_path
+        if not path.exists():
+            return "(no log)"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    # --- faults ---------------------------------------------------------------------------
+
+    def partition(self, edge_id: str, mode: str = "blackhole") -> None:
+        """Cut `edge_id` off from its peers (both directions); it still reaches the ledger."""
+        assert self.proxied, "partitions need Cluster(proxied=True)"
+        for (src, dst), proxy in self.proxies.items():
+            if dst != "ledger" and edge_id in (src, dst):
+                proxy.set_mode(mode)
+
+    def heal(self) -> None:
+        for proxy in self.proxies.values():
+            proxy.set_mode("pass")
+
+    # --- what clients need ----------------------------------------------------------------
+
+    def url(self, name: str) -> str:
+        return self.services[name].url
+
+    def headers(self, role: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[role]}"}
+
+    def info(self, seed: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The `cluster.json` contract."""
+        return {
+            "ledger": {"url": self.url("ledger")},
+            "edges": [{"id": e, "url": self.url(e)} for e in self.edge_ids],
+            "tokens": {role: self.tokens[role] for role in (*EDGE_ROLES, *LEDGER_ROLES)},
+            "seed": seed or {"players": [], "jackpots": [], "bonuses": []},
+        }
+
+    def write_info(self, seed: dict[str, Any] | None = None) -> Path:
+        path = self.root / "cluster.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.info(seed), indent=2))
+        tmp.chmod(0o600)
+        tmp.replace(path)
+        return path
+
+
+# --- seed data --------------------------------------------------------------------------------
+
+JACKPOT_ID = "mega"
+JACKPOT_GAMES = ("slots-1", "slots-2")
+BONUS_ID = "welcome"
+
+
+async def seed(cluster: Cluster, *, players: int = 20, deposit_minor: int = 1_000_000,
+               currency: str = "EUR", bonus_requirement_minor: int = 5_000) -> dict[str, Any]:
+    """Players with a deposit, one jackpot on the slot games, and a welcome bonus for each player."""
+    ledger = cluster.url("ledger")
+    admin, cashier = cluster.headers("admin_write"), cluster.headers("cashier")
+    player_ids = [f"p{i:03d}" for i in range(1, players + 1)]
+    async with aiohttp.ClientSession(raise_for_status=True) as http:
+        await http.post(f"{ledger}/admin/v1/jackpots", headers=admin, json={
+            "jackpot_id": JACKPOT_ID, "currency": currency, "seed_minor": 100_000,
+            "contribution_ppm": 10_000, "game_ids": list(JACKPOT_GAMES)})
+        for pid in player_ids:
+            await http.post(f"{ledger}/admin/v1/players", headers=admin,
+                            json={"player_id": pid, "currencies": [currency]})
+            await http.post(f"{ledger}/v1/deposits", headers=cashier, json={
+                "id": f"seed-dep-{pid}", "player_id": pid, "currency": currency,
+                "amount_minor": deposit_minor})
+            await http.post(f"{ledger}/admin/v1/bonuses", headers=admin, json={
+                "id": f"seed-bonus-{pid}", "player_id": pid, "bonus_id": BONUS_ID, "currency": currency,
+                "amount_minor": 1_000, "wagering_requirement_minor": bonus_requirement_minor,
+                "expires_at": "2099-01-01T00:00:00Z"})
+    return {
+        "players": [{"player_id": p, "currency": currency, "deposit_minor": deposit_minor} for p in player_ids],
+        "jackpots": [{"jackpot_id": JACKPOT_ID, "currency": currency, "game_ids": list(JACKPOT_GAMES)}],
+        "bonuses": [{"bonus_id": BONUS_ID, "currency": currency, "amount_minor": 1_000,
+                     "wagering_requirement_minor": bonus_requirement_minor}],
+    }
