@@ -8,9 +8,9 @@ for money). `via` and `client_id` are set by an edge; the ledger accepts them on
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 
 from shared.ids import Currency, Id, NonNegativeMinor, PositiveMinor, SignedMinor
 
@@ -118,6 +118,16 @@ class JackpotCreateIn(Body):
     game_ids: list[Id] = Field(min_length=1, max_length=1000)
 
 
+def _rfc3339_text(value: Any) -> Any:
+    if not isinstance(value, (str, datetime)):
+        raise ValueError("an RFC 3339 timestamp string is required")
+    return value
+
+
+# Strict models refuse strings for datetimes; JSON carries timestamps as RFC 3339 strings.
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text), Field(strict=False)]
+
+
 class BonusGrantIn(Body):
     id: Id
     player_id: Id
@@ -125,7 +135,7 @@ class BonusGrantIn(Body):
     currency: Currency
     amount_minor: PositiveMinor
     wagering_requirement_minor: NonNegativeMinor
-    expires_at: datetime
+    expires_at: Timestamp
 
 
 class SessionStateIn(Body):
