@@ -2,13 +2,121 @@
 
 from __future__ import annotations
 
+import asyncio
+import signal
+import tempfile
+from pathlib import Path
+
 import typer
+from rich.console import Console
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Croupier: casino money and state.")
 ledger_app = typer.Typer(no_args_is_help=True, help="The core ledger.")
 edge_app = typer.Typer(no_args_is_help=True, help="A regional edge node.")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(edge_app, name="edge")
+
+
+@app.command()
+def up(
+    dir: Path = typer.Option(..., "--dir", help="Where configs, data, logs and cluster.json go."),
+    players: int = typer.Option(20, help="Seeded players."),
+) -> None:
+    """Start a ledger and three edges (eu, us, apac) on embedded SQLite; run until interrupted."""
+    from shared.cluster import Cluster, seed
+
+    console = Console()
+
+    async def run() -> None:
+        cluster = Cluster(dir.resolve())
+        try:
+            await cluster.start()
+            path = cluster.write_info(await seed(cluster, players=players))
+            console.print(f"Croupier is up. Contract: [bold]{path}[/] (ledger {cluster.url('ledger')}, "
+                          + ", ".join(f"{e} {cluster.url(e)}" for e in cluster.edge_ids) + "). Ctrl-C stops it.")
+            await wait_for_signal()
+        finally:
+            await cluster.stop()
+            console.print("stopped")
+
+    asyncio.run(run())
+
+
+@app.command()
+def demo(
+    duration: float = typer.Option(60.0, "--duration", min=10.0, max=3600.0, help="Seconds of traffic."),
+    seed_value: int = typer.Option(1, "--seed", help="Random seed of the simulated traffic."),
+    players: int = typer.Option(20, help="Seeded players."),
+    keep_running: bool = typer.Option(False, "--keep-running", help="Leave the cluster up afterwards."),
+    dir: Path | None = typer.Option(None, "--dir", help="Directory for the cluster (default: a temporary one)."),
+) -> None:
+    """Start a cluster, play simulated game traffic in every region, verify the invariants."""
+    from shared.cluster import Cluster
+    from shared.demo import run_demo
+
+    console = Console()
+    root = dir.resolve() if dir else Path(tempfile.mkdtemp(prefix="croupier-demo-"))
+
+    async def run() -> bool:
+        cluster = Cluster(root, proxied=True, seed=seed_value, log_level="warning")
+        try:
+            await cluster.start()
+            console.print(f"cluster up in {root}")
+            ok = await run_demo(cluster, duration, seed_value, players, console)
+            if keep_running:
+                console.print(f"still running: {root / 'cluster.json'}; Ctrl-C stops it.")
+                await wait_for_signal()
+            return ok
+        finally:
+            await cluster.stop()
+
+    ok = asyncio.run(run())
+    console.print("[green]all invariants hold[/]" if ok else "[red]invariants violated[/]")
+    raise typer.Exit(0 if ok else 1)
+
+
+@app.command()
+def chaos(
+    duration: float = typer.Option(60.0, "--duration", min=5.0, max=7200.0, help="Seconds of faults and load."),
+    seed_value: int = typer.Option(0, "--seed", help="Seed of faults and workload (printed; reproduces a run)."),
+    clients: int = typer.Option(16, min=1, max=256, help="Concurrent clients."),
+    dir: Path | None = typer.Option(None, "--dir", help="Directory for the cluster (default: a temporary one)."),
+) -> None:
+    """Jepsen-style bank test: load, seeded faults, then a check of the history against the journal."""
+    from shared.chaos import run_chaos
+    from shared.cluster import Cluster, seed
+
+    console = Console()
+    root = dir.resolve() if dir else Path(tempfile.mkdtemp(prefix="croupier-chaos-"))
+    console.print(f"chaos seed {seed_value}, {duration:.0f}s, {clients} clients, cluster in {root}")
+
+    async def run() -> bool:
+        cluster = Cluster(root, proxied=True, seed=seed_value, log_level="warning")
+        try:
+            await cluster.start()
+            seeded = await seed(cluster, players=8, deposit_minor=2_000)
+            players = [p["player_id"] for p in seeded["players"]]
+            checks, nemesis, workload = await run_chaos(
+                cluster, duration_s=duration, seed_value=seed_value, clients=clients, players=players)
+        finally:
+            await cluster.stop()
+        console.print("faults: " + "; ".join(nemesis.log))
+        for c in checks:
+            console.print(f"{'PASS' if c.ok else 'FAIL'}  {c.name}: {c.detail}")
+        return all(c.ok for c in checks)
+
+    ok = asyncio.run(run())
+    if not ok:
+        console.print(f"[red]chaos failed; reproduce with --seed {seed_value}[/]")
+    raise typer.Exit(0 if ok else 1)
+
+
+async def wait_for_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
 
 
 def _register() -> None:
