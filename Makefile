@@ -25,6 +25,12 @@ test: $(STAMP) tools
 
 bench: $(STAMP) tools
 	$(PY) bench/ledger_throughput.py
+	$(PY) bench/edge_throughput.py
+	$(PY) bench/sync_lag.py
+
+# The long fault run (the short one is part of make test). SEED=n reproduces a run.
+chaos: $(STAMP)
+	$(VENV)/bin/croupier chaos --duration $${DURATION:-600} --seed $${SEED:-$$RANDOM} --clients 32
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
