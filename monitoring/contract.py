@@ -1,0 +1,64 @@
+"""The metric names dashboards and alerts rely on: DESIGN.md's "Metrics" contract plus the audit and
+commit-failure metrics the rules need. Names, types and label names here are what the services export.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str
+    kind: str  # "counter" | "gauge" | "histogram"
+    labels: tuple[str, ...] = ()
+
+    def sample_names(self) -> tuple[str, ...]:
+        """The series names this metric shows in the Prometheus text exposition."""
+        if self.kind == "histogram":
+            return (f"{self.name}_bucket", f"{self.name}_sum", f"{self.name}_count")
+        return (self.name,)
+
+
+EDGE_METRICS = (
+    MetricSpec("edge_sync_lag_seconds", "histogram", ("peer",)),
+    MetricSpec("edge_sync_peer_up", "gauge", ("peer",)),
+    MetricSpec("edge_sync_last_success_timestamp_seconds", "gauge", ("peer",)),
+    MetricSpec("edge_sync_pending_updates", "gauge", ("peer",)),
+    MetricSpec("edge_ledger_request_duration_seconds", "histogram", ("operation", "outcome")),
+    MetricSpec("edge_money_requests_total", "counter", ("operation", "status")),
+    MetricSpec("edge_crdt_updates_total", "counter", ("doc", "origin")),
+    MetricSpec("edge_display_drift_minor", "gauge", ("kind",)),
+)
+
+LEDGER_METRICS = (
+    MetricSpec("ledger_transactions_total", "counter", ("type", "outcome")),
+    MetricSpec("ledger_commit_duration_seconds", "histogram"),
+    MetricSpec("ledger_commit_batch_size", "histogram"),
+    MetricSpec("ledger_idempotent_replays_total", "counter"),
+    MetricSpec("ledger_conflicts_total", "counter", ("reason",)),
+    MetricSpec("ledger_journal_head_sequence", "gauge"),
+    # Exported by standbys only; a primary without standbys has no such series.
+    MetricSpec("ledger_replica_lag_sequences", "gauge"),
+    MetricSpec("ledger_replica_lag_seconds", "gauge"),
+    # Beyond DESIGN.md's list: needed by the "ledger write failures" and "audit chain broken" alerts.
+    MetricSpec("ledger_commit_failures_total", "counter"),
+    MetricSpec("ledger_audit_chain_ok", "gauge"),
+    MetricSpec("ledger_audit_last_verified_timestamp_seconds", "gauge"),
+)
+
+COMMON_METRICS = (
+    MetricSpec("http_request_duration_seconds", "histogram", ("route", "method", "status")),
+)
+
+ALL_METRICS = EDGE_METRICS + LEDGER_METRICS + COMMON_METRICS
+
+# Series Prometheus itself attaches to every scrape target.
+PROMETHEUS_SERIES = frozenset({"up", "scrape_duration_seconds", "scrape_samples_scraped"})
+
+# Label values the rules match on; the services must use exactly these.
+EDGE_LEDGER_OUTCOME_UNAVAILABLE = "unavailable"  # no answer within the deadline: connect error, timeout, 5xx
+
+
+def exported_sample_names() -> frozenset[str]:
+    return frozenset(n for m in ALL_METRICS for n in m.sample_names())

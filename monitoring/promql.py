@@ -1,0 +1,121 @@
+"""Every PromQL expression the monitoring ships (rules and dashboards), and the metric names in it.
+
+The extraction is lexical, not a full parser: promtool checks that expressions parse (see
+`rules_file_for`), and this module only needs to tell metric names apart from functions, keywords,
+label names, label values, durations and grouping lists.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+MONITORING_DIR = Path(__file__).resolve().parent
+RULES_DIR = MONITORING_DIR / "prometheus" / "rules"
+DASHBOARDS_DIR = MONITORING_DIR / "grafana" / "dashboards"
+
+# Grafana's interval variables, replaced by a fixed window so that Prometheus can parse the query.
+GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "1m", "$__range": "5m"}
+
+KEYWORDS = frozenset({
+    "by", "without", "on", "ignoring", "group_left", "group_right", "offset", "bool",
+    "and", "or", "unless", "inf", "nan", "atan2", "start", "end",
+})
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')
+_MATCHERS = re.compile(r"\{[^{}]*\}")
+_RANGE = re.compile(r"\[[^\[\]]*\]")
+_GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^()]*\)")
+_IDENT = re.compile(r"(?<![\w:.])([A-Za-z_:][A-Za-z0-9_:]*)(?![\w:])(\s*\()?")
+
+
+@dataclass(frozen=True)
+class Expression:
+    source: str  # where it comes from, for failure messages
+    expr: str
+
+
+def metric_names(expr: str) -> set[str]:
+    """Names of the series an expression selects (raw metrics and recorded series)."""
+    text = substitute_grafana_variables(expr)
+    for pattern in (_STRING, _MATCHERS, _RANGE, _GROUPING):
+        text = pattern.sub(" ", text)
+    names = set()
+    for m in _IDENT.finditer(text):
+        name, call = m.group(1), m.group(2)
+        if call is None and name.lower() not in KEYWORDS:
+            names.add(name)
+    return names
+
+
+def substitute_grafana_variables(expr: str) -> str:
+    for var, value in GRAFANA_VARIABLES.items():
+        expr = expr.replace(var, value)
+    return expr
+
+
+def rule_groups(rules_dir: Path = RULES_DIR) -> list[tuple[Path, dict]]:
+    """(file, group) for every rule group in the shipped rule files, in file order."""
+    out = []
+    for path in sorted(rules_dir.glob("*.yml")):
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            out.append((path, group))
+    return out
+
+
+def rule_expressions(rules_dir: Path = RULES_DIR) -> list[Expression]:
+    out = []
+    for path, group in rule_groups(rules_dir):
+        for rule in group["rules"]:
+            name = rule.get("alert") or rule["record"]
+            out.append(Expression(f"{path.name}:{name}", rule["expr"]))
+    return out
+
+
+def recorded_names(rules_dir: Path = RULES_DIR) -> set[str]:
+    return {r["record"] for _, g in rule_groups(rules_dir) for r in g["rules"] if "record" in r}
+
+
+def dashboard_expressions(dashboards_dir: Path = DASHBOARDS_DIR) -> list[Expression]:
+    out = []
+    for path in sorted(dashboards_dir.glob("*.json")):
+        dashboard = json.loads(path.read_text())
+        for panel in dashboard.get("panels", []):
+            for target in panel.get("targets", []):
+                out.append(Expression(f"{path.name}:{panel['title']}:{target['refId']}", target["expr"]))
+    return out
+
+
+def all_expressions() -> list[Expression]:
+    return rule_expressions() + dashboard_expressions()
+
+
+def rules_file_for(expressions: list[Expression]) -> dict:
+    """A throwaway recording-rules document holding each expression, for `promtool check rules`."""
+    rules = [
+        {"record": f"croupier_check:expr_{i}", "expr": substitute_grafana_variables(e.expr)}
+        for i, e in enumerate(expressions)
+    ]
+    return {"groups": [{"name": "expression-check", "rules": rules}]}
+
+
+def exposition_sample_names(text: str) -> set[str]:
+    """Sample names in a Prometheus text exposition (what a live /metrics serves)."""
+    names = set()
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            names.add(re.split(r"[{\s]", line, maxsplit=1)[0])
+    return names
+
+
+def unexported_names(expressions: list[Expression], exported: set[str], recorded: set[str],
+                     synthetic: frozenset[str]) -> dict[str, list[str]]:
+    """metric name → the expressions naming it, for names no target exports and no rule records."""
+    missing: dict[str, list[str]] = {}
+    for e in expressions:
+        for name in sorted(metric_names(e.expr) - exported - recorded - synthetic):
+            missing.setdefault(name, []).append(e.source)
+    return missing
