@@ -1,0 +1,61 @@
+"""What a replica does with a peer's sync entries (pure: every document it touches is live).
+
+The transport first asks `docs_to_load` which documents must be live, loads them from the store,
+then calls `handle`: updates are applied (reporting what changed, for persistence and lag), and
+each STEP1 is answered per `protocol.answer_step1`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pycrdt import YSyncMessageType
+
+from edge.crdt import protocol
+from edge.crdt.replica import Replica
+
+
+@dataclass
+class Handled:
+    replies: list[tuple[str, bytes]] = field(default_factory=list)
+    changes: list[tuple[str, bytes]] = field(default_factory=list)  # (doc, bytes that changed us)
+    arrived: list[tuple[str, float]] = field(default_factory=list)  # (origin edge, origin write time)
+    differing: int = 0  # documents whose state vectors differed from the peer's
+
+
+def docs_to_load(replica: Replica, entries: list[tuple[str, bytes]]) -> list[str]:
+    names = []
+    for name, message in entries:
+        kind, payload = protocol.parse(message)
+        if kind != YSyncMessageType.SYNC_STEP1:
+            names.append(name)
+        elif replica.known(name) and protocol.answer_step1(replica.state_vectors[name], payload).send_diff:
+            names.append(name)
+    return list(dict.fromkeys(names))
+
+
+def handle(replica: Replica, entries: list[tuple[str, bytes]]) -> Handled:
+    out = Handled()
+    for name, message in entries:
+        kind, payload = protocol.parse(message)
+        if kind == YSyncMessageType.SYNC_STEP1:
+            local_sv = replica.state_vectors.get(name, protocol.EMPTY_STATE_VECTOR)
+            answer = protocol.answer_step1(local_sv, payload)
+            if answer.send_diff and replica.live(name) is not None:  # evicted meanwhile: next round
+                out.replies.append((name, protocol.step2(replica.diff_for(name, payload))))
+            if answer.ask:
+                out.replies.append((name, protocol.step1(local_sv)))
+            out.differing += answer.send_diff or answer.ask
+            continue
+        if replica.live(name) is None:
+            continue  # evicted between load and handle (all others pinned): anti-entropy resends
+        changed, arrived = replica.apply_remote(name, payload)
+        if changed:
+            out.changes.append((name, changed))
+            out.arrived.extend(arrived)
+    return out
+
+
+def state_entries(replica: Replica, names: list[str]) -> list[tuple[str, bytes]]:
+    """STEP1 entries advertising our state of `names` (anti-entropy)."""
+    return [(n, protocol.step1(replica.state_vectors[n])) for n in names if replica.known(n)]

@@ -1,0 +1,113 @@
+"""One edge's set of pycrdt documents: lazy, bounded in memory, observer-free (pure: no I/O).
+
+Documents are loaded by the caller (from the local store) and installed here; at most
+`docs_live_max` stay live, least recently used first out. A document with writes not yet on disk
+is pinned by the caller's `pinned` predicate and never evicted (reloading it would lose them).
+
+Changes are captured by state-vector difference instead of observers (an observer that is never
+unobserved keeps its Doc alive): `write_local` and `apply_remote` return exactly the bytes that
+changed this replica, ready to persist and to push. `apply_remote` also reports which remote-owned
+slots changed and their origin write times, for the sync-lag metric.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Callable, Iterable
+
+from pycrdt import Doc
+
+from edge.crdt.slots import slot_times
+
+EMPTY_UPDATE = b"\x00\x00"
+
+
+def new_doc(client_id: int, updates: Iterable[bytes] = ()) -> Doc:
+    doc = Doc(client_id=client_id)
+    for update in updates:
+        doc.apply_update(update)
+    return doc
+
+
+def compact(client_id: int, updates: Iterable[bytes]) -> bytes:
+    """One update equivalent to `updates` (apply and re-encode: fast, and collects garbage)."""
+    return new_doc(client_id, updates).get_update()
+
+
+class Replica:
+    def __init__(self, edge_id: str, client_id: int, docs_live_max: int,
+                 pinned: Callable[[str], bool] = lambda name: False) -> None:
+        assert 1 <= client_id < 2**32 and docs_live_max >= 1
+        self.edge_id = edge_id
+        self.client_id = client_id
+        self.docs_live_max = docs_live_max
+        self._pinned = pinned
+        self._live: OrderedDict[str, Doc] = OrderedDict()
+        self.state_vectors: dict[str, bytes] = {}  # every known doc, live or on disk
+
+    def known(self, name: str) -> bool:
+        return name in self.state_vectors
+
+    def live(self, name: str) -> Doc | None:
+        doc = self._live.get(name)
+        if doc is not None:
+            self._live.move_to_end(name)
+        return doc
+
+    def install(self, name: str, updates: Iterable[bytes]) -> Doc:
+        """Make a document live from its stored updates (or empty)."""
+        assert name not in self._live, name
+        doc = new_doc(self.client_id, updates)
+        self._live[name] = doc
+        self.state_vectors[name] = doc.get_state()
+        self._evict()
+        return doc
+
+    def note_state(self, name: str, state_vector: bytes) -> None:
+        """Record a stored (not live) document's state vector, at start-up."""
+        self.state_vectors[name] = state_vector
+
+    def write_local(self, name: str, write: Callable[[Doc], None]) -> bytes:
+        doc = self._live[name]
+        before = doc.get_state()
+        with doc.transaction(origin=self.edge_id):
+            write(doc)
+        return self._changed(name, doc, before)
+
+    def apply_remote(self, name: str, update: bytes) -> tuple[bytes, list[tuple[str, float]]]:
+        """Apply a peer's update; the bytes that changed us, and (origin edge, write time) per
+        remote-owned slot that changed."""
+        doc = self._live[name]
+        if update == EMPTY_UPDATE:
+            return b"", []
+        before_sv, before_ts = doc.get_state(), slot_times(doc)
+        doc.apply_update(update)
+        changed = self._changed(name, doc, before_sv)
+        if not changed:
+            return b"", []
+        arrived = [(edge, ts) for edge, ts in slot_times(doc).items()
+                   if edge != self.edge_id and before_ts.get(edge) != ts]
+        return changed, arrived
+
+    def diff_for(self, name: str, remote_state_vector: bytes) -> bytes:
+        return self._live[name].get_update(remote_state_vector)
+
+    def full_update(self, name: str) -> bytes:
+        return self._live[name].get_update()
+
+    def live_names(self) -> list[str]:
+        return list(self._live)
+
+    def _changed(self, name: str, doc: Doc, before: bytes) -> bytes:
+        after = doc.get_state()
+        if after == before:
+            return b""
+        self.state_vectors[name] = after
+        return doc.get_update(before)
+
+    def _evict(self) -> None:
+        for name in list(self._live):
+            if len(self._live) <= self.docs_live_max:
+                return
+            if not self._pinned(name):
+                del self._live[name]

@@ -1,0 +1,193 @@
+"""Owned-slot CRDT values inside pycrdt documents (pure: no I/O, no awaits).
+
+Every document has one root Map, `slots`, keyed by edge id. Only the owning edge writes its key
+and always as one whole value, so the same client rewrites the same key (pycrdt collects the
+overwritten item) and concurrent writers never touch the same key (no lost increments).
+Each value carries `ts`, the origin write time (seconds since the epoch, from an injected clock),
+which the receiving edge uses to measure sync lag.
+
+Document kinds (one document per key, so that no document grows without bound):
+
+- `jackpot/<jackpot_id>`: {"epoch", "p", "n", "seed", "currency", "ts"}; display = seed of the
+  highest epoch + sum over slots of that epoch of (p - n).
+- `bonus/<player_id>`: {"w": {bonus_id: [p, n]}, "ts"}; progress = sum over slots of (p - n).
+- `session/<player_id>/<game_id>`: {"state" (JSON text), "updated_at", "ts"}; last writer wins by
+  (ts, edge id).
+
+pycrdt returns integers as floats and panics far above 2**53: `as_int` converts on read and
+`check_int` bounds every value on write.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pycrdt import Doc, Map
+
+SLOTS = "slots"
+INT_ABS_MAX = 2**53 - 1  # exact in a float, far below pycrdt's panic threshold
+JACKPOT, BONUS, SESSION = "jackpot", "bonus", "session"
+
+
+def doc_name(kind: str, *parts: str) -> str:
+    # "/" is outside the id alphabet ([A-Za-z0-9._:-]), so names split back unambiguously.
+    return "/".join((kind, *parts))
+
+
+def doc_kind(name: str) -> str:
+    return name.split("/", 1)[0]
+
+
+def as_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"not a number: {value!r}")
+    if isinstance(value, float) and not value.is_integer():
+        raise ValueError(f"not an integer: {value!r}")
+    return int(value)
+
+
+def check_int(value: int) -> int:
+    assert isinstance(value, int) and abs(value) <= INT_ABS_MAX, value
+    return value
+
+
+def slots(doc: Doc) -> Map:
+    return doc.get(SLOTS, type=Map)
+
+
+def raw_slots(doc: Doc) -> dict[str, dict[str, Any]]:
+    out = {}
+    for edge, value in slots(doc).items():
+        if isinstance(value, dict):
+            out[edge] = value
+    return out
+
+
+def slot_times(doc: Doc) -> dict[str, float]:
+    """Origin write time of every slot, by owner edge."""
+    return {edge: float(v.get("ts", 0.0)) for edge, v in raw_slots(doc).items()}
+
+
+def write_slot(doc: Doc, edge: str, value: dict[str, Any]) -> None:
+    slots(doc)[edge] = value
+
+
+# --- jackpots ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JackpotSlot:
+    epoch: int
+    p: int
+    n: int
+    seed_minor: int
+    currency: str
+    ts: float
+
+    def encode(self) -> dict[str, Any]:
+        for v in (self.epoch, self.p, self.n, self.seed_minor):
+            check_int(v)
+        return {"epoch": self.epoch, "p": self.p, "n": self.n, "seed": self.seed_minor,
+                "currency": self.currency, "ts": self.ts}
+
+    @staticmethod
+    def decode(v: dict[str, Any]) -> JackpotSlot:
+        return JackpotSlot(as_int(v["epoch"]), as_int(v["p"]), as_int(v["n"]), as_int(v["seed"]),
+                           str(v["currency"]), float(v["ts"]))
+
+    def add(self, epoch: int, amount_minor: int, ts: float) -> JackpotSlot:
+        """This slot after one contribution (negative: a reversal) tagged with its epoch."""
+        if epoch < self.epoch:
+            return self  # a contribution to a paid-out epoch no longer shows anywhere
+        base = self if epoch == self.epoch else JackpotSlot(epoch, 0, 0, self.seed_minor, self.currency, ts)
+        p, n = (base.p + amount_minor, base.n) if amount_minor >= 0 else (base.p, base.n - amount_minor)
+        return JackpotSlot(epoch, p, n, base.seed_minor, base.currency, ts)
+
+
+@dataclass(frozen=True)
+class JackpotView:
+    display_minor: int
+    epoch: int
+    seed_minor: int
+    currency: str
+    by_edge: dict[str, int]
+    as_of_ts: float
+
+
+def jackpot_slots(doc: Doc) -> dict[str, JackpotSlot]:
+    return {edge: JackpotSlot.decode(v) for edge, v in raw_slots(doc).items()}
+
+
+def jackpot_view(all_slots: dict[str, JackpotSlot]) -> JackpotView | None:
+    if not all_slots:
+        return None
+    epoch = max(s.epoch for s in all_slots.values())
+    current = {e: s for e, s in all_slots.items() if s.epoch == epoch}
+    first = current[min(current)]
+    by_edge = {e: s.p - s.n for e, s in sorted(current.items())}
+    return JackpotView(first.seed_minor + sum(by_edge.values()), epoch, first.seed_minor, first.currency,
+                       by_edge, max(s.ts for s in all_slots.values()))
+
+
+# --- bonus wagering progress ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BonusSlot:
+    wagered: dict[str, tuple[int, int]]  # bonus_id -> (p, n)
+    ts: float
+
+    def encode(self) -> dict[str, Any]:
+        return {"w": {b: [check_int(p), check_int(n)] for b, (p, n) in self.wagered.items()}, "ts": self.ts}
+
+    @staticmethod
+    def decode(v: dict[str, Any]) -> BonusSlot:
+        w = v.get("w") or {}
+        return BonusSlot({b: (as_int(pn[0]), as_int(pn[1])) for b, pn in w.items()}, float(v["ts"]))
+
+    def add(self, deltas: dict[str, int], ts: float) -> BonusSlot:
+        wagered = dict(self.wagered)
+        for bonus_id, amount in deltas.items():
+            p, n = wagered.get(bonus_id, (0, 0))
+            wagered[bonus_id] = (p + amount, n) if amount >= 0 else (p, n - amount)
+        return BonusSlot(wagered, ts)
+
+
+def bonus_slots(doc: Doc) -> dict[str, BonusSlot]:
+    return {edge: BonusSlot.decode(v) for edge, v in raw_slots(doc).items()}
+
+
+def bonus_progress(all_slots: dict[str, BonusSlot]) -> dict[str, dict[str, int]]:
+    """bonus_id -> {edge: net wagered} over every edge's slot."""
+    out: dict[str, dict[str, int]] = {}
+    for edge, slot in sorted(all_slots.items()):
+        for bonus_id, (p, n) in slot.wagered.items():
+            out.setdefault(bonus_id, {})[edge] = p - n
+    return out
+
+
+# --- game-session records ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    state_json: str  # kept as text: JSON numbers round-trip exactly, no float conversion
+    updated_at: str
+    ts: float
+
+    def encode(self) -> dict[str, Any]:
+        return {"state": self.state_json, "updated_at": self.updated_at, "ts": self.ts}
+
+    @staticmethod
+    def decode(v: dict[str, Any]) -> SessionRecord:
+        return SessionRecord(str(v["state"]), str(v["updated_at"]), float(v["ts"]))
+
+
+def session_latest(doc: Doc) -> tuple[str, SessionRecord] | None:
+    """The last writer's record and its edge: highest origin time, ties broken by edge id."""
+    records = {edge: SessionRecord.decode(v) for edge, v in raw_slots(doc).items()}
+    if not records:
+        return None
+    edge = max(records, key=lambda e: (records[e].ts, e))
+    return edge, records[edge]

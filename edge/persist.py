@@ -1,0 +1,201 @@
+"""Local persistence of an edge: CRDT updates, applied effects and watermarks in SQLite (aiosqlite).
+
+Every change a replica makes (local write or remote update) is appended to `updates`. One writer
+task drains a bounded queue and commits a batch in one transaction (so an effect row and the
+CRDT update that carries it are durable together or not at all). A document with more than
+`compact_after` rows is compacted by applying its rows to a fresh Doc and re-encoding it (never
+`merge_updates`: superlinear and keeps garbage). Documents with writes still queued are "pending"
+and the replica must not evict them: their rows on disk are incomplete.
+
+CRDT state can be rebuilt from the ledger and the peers, so `synchronous=NORMAL` is enough here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiosqlite
+import orjson
+import structlog
+
+from edge.crdt import Effect, compact
+from shared.errors import Unavailable
+
+log = structlog.get_logger("croupier.edge.persist")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS updates (id INTEGER PRIMARY KEY AUTOINCREMENT, doc TEXT NOT NULL, data BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS updates_by_doc ON updates(doc, id);
+CREATE TABLE IF NOT EXISTS docs (name TEXT PRIMARY KEY, sv BLOB NOT NULL, n INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS effects (key TEXT NOT NULL, seq INTEGER NOT NULL, delta BLOB NOT NULL,
+                                    PRIMARY KEY (key, seq));
+CREATE TABLE IF NOT EXISTS watermarks (key TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class StoreLimits:
+    queue_max: int = 10_000
+    batch_max: int = 512
+    compact_after: int = 64  # rows of one document before it is compacted
+    compactions_per_batch_max: int = 16
+
+
+@dataclass(frozen=True)
+class Append:
+    doc: str
+    data: bytes
+    state_vector: bytes
+    effect: Effect | None = None
+
+
+@dataclass(frozen=True)
+class Watermark:
+    key: str
+    sequence: int
+
+
+@dataclass
+class Loaded:
+    docs: list[tuple[str, bytes]] = field(default_factory=list)  # (name, state vector)
+    effects: list[Effect] = field(default_factory=list)
+    watermarks: dict[str, int] = field(default_factory=dict)
+
+
+class Store:
+    def __init__(self, path: Path, client_id: int, limits: StoreLimits = StoreLimits()) -> None:
+        self.path = path
+        self.client_id = client_id
+        self.limits = limits
+        self._db: aiosqlite.Connection | None = None
+        self._queue: asyncio.Queue[Append | Watermark | None] = asyncio.Queue(maxsize=limits.queue_max)
+        self._pending: Counter[str] = Counter()
+        self._writer: asyncio.Task[None] | None = None
+        self.failed: BaseException | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self._db is not None and self._writer is not None and not self._writer.done()
+
+    async def open(self) -> Loaded:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = await aiosqlite.connect(self.path)
+        await self._db.executescript("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;" + SCHEMA)
+        await self._db.commit()
+        loaded = Loaded()
+        async with self._db.execute("SELECT name, sv FROM docs") as cur:
+            loaded.docs = [(name, bytes(sv)) async for name, sv in cur]
+        async with self._db.execute("SELECT key, seq, delta FROM effects") as cur:
+            loaded.effects = [Effect(k, s, orjson.loads(d)) async for k, s, d in cur]
+        async with self._db.execute("SELECT key, seq FROM watermarks") as cur:
+            loaded.watermarks = {k: s async for k, s in cur}
+        self._writer = asyncio.create_task(self._write_loop(), name="edge-store-writer")
+        return loaded
+
+    async def close(self) -> None:
+        """Flush everything queued, then close."""
+        if self._writer is not None and not self._writer.done():
+            await self._queue.put(None)
+            await self._writer
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    def pending(self, doc: str) -> bool:
+        return self._pending[doc] > 0
+
+    async def append(self, op: Append) -> None:
+        self._check_writer()
+        self._pending[op.doc] += 1
+        await self._queue.put(op)
+
+    async def raise_watermark(self, key: str, sequence: int) -> None:
+        self._check_writer()
+        await self._queue.put(Watermark(key, sequence))
+
+    def _check_writer(self) -> None:
+        if not self.is_open:
+            raise Unavailable("the edge's local store is not writable", code="storage_unavailable")
+
+    async def load_doc(self, name: str) -> list[bytes]:
+        assert self._db is not None
+        async with self._db.execute("SELECT data FROM updates WHERE doc = ? ORDER BY id", (name,)) as cur:
+            return [bytes(row[0]) async for row in cur]
+
+    async def doc_names(self, prefix: str, limit: int) -> list[str]:
+        """Documents whose name starts with `prefix`, in name order (bounded)."""
+        assert self._db is not None
+        # Names are ASCII, so every name with the prefix sorts below prefix + U+FFFF: an index range scan.
+        async with self._db.execute(
+            "SELECT name FROM docs WHERE name >= ? AND name < ? ORDER BY name LIMIT ?",
+            (prefix, prefix + "\uffff", limit),
+        ) as cur:
+            return [row[0] async for row in cur]
+
+    async def _write_loop(self) -> None:
+        try:
+            while True:
+                batch = [await self._queue.get()]
+                while len(batch) < self.limits.batch_max and not self._queue.empty():
+                    batch.append(self._queue.get_nowait())
+                stop = batch[-1] is None
+                ops = [op for op in batch if op is not None]
+                if ops:
+                    await self._commit(ops)
+                if stop:
+                    return
+        except Exception as e:  # a broken store is reported by /readyz; the edge keeps serving reads
+            self.failed = e
+            log.exception("edge store writer failed")
+            raise
+
+    async def _commit(self, ops: list[Append | Watermark]) -> None:
+        db = self._db
+        assert db is not None
+        appends = [op for op in ops if isinstance(op, Append)]
+        counts = Counter(op.doc for op in appends)
+        last_sv = {op.doc: op.state_vector for op in appends}
+        await db.executemany("INSERT INTO updates (doc, data) VALUES (?, ?)", [(op.doc, op.data) for op in appends])
+        await db.executemany(
+            "INSERT INTO docs (name, sv, n) VALUES (?, ?, ?) "
+            "ON CONFLICT(name) DO UPDATE SET sv = excluded.sv, n = docs.n + excluded.n",
+            [(doc, last_sv[doc], n) for doc, n in counts.items()],
+        )
+        await db.executemany(
+            "INSERT OR IGNORE INTO effects (key, seq, delta) VALUES (?, ?, ?)",
+            [(op.effect.key, op.effect.sequence, orjson.dumps(op.effect.delta)) for op in appends if op.effect],
+        )
+        for op in ops:
+            if isinstance(op, Watermark):
+                await db.execute("DELETE FROM effects WHERE key = ? AND seq <= ?", (op.key, op.sequence))
+                await db.execute(
+                    "INSERT INTO watermarks (key, seq) VALUES (?, ?) "
+                    "ON CONFLICT(key) DO UPDATE SET seq = max(seq, excluded.seq)", (op.key, op.sequence))
+        await db.commit()
+        self._pending.subtract(counts)
+        for doc in counts:
+            if self._pending[doc] <= 0:
+                del self._pending[doc]
+        await self._compact_some(list(counts))
+
+    async def _compact_some(self, docs: list[str]) -> None:
+        db = self._db
+        assert db is not None
+        placeholders = ",".join("?" * len(docs))
+        async with db.execute(
+            f"SELECT name FROM docs WHERE name IN ({placeholders}) AND n > ? LIMIT ?",
+            (*docs, self.limits.compact_after, self.limits.compactions_per_batch_max),
+        ) as cur:
+            due = [row[0] async for row in cur]
+        for name in due:
+            async with db.execute("SELECT id, data FROM updates WHERE doc = ? ORDER BY id", (name,)) as cur:
+                rows = [(i, bytes(d)) async for i, d in cur]
+            snapshot = compact(self.client_id, (d for _, d in rows))
+            await db.execute("DELETE FROM updates WHERE doc = ? AND id <= ?", (name, rows[-1][0]))
+            await db.execute("INSERT INTO updates (doc, data) VALUES (?, ?)", (name, snapshot))
+            await db.execute("UPDATE docs SET n = 1 WHERE name = ?", (name,))
+        if due:
+            await db.commit()

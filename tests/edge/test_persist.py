@@ -1,0 +1,35 @@
+"""The edge store: updates, effects and watermarks survive a reopen; compaction keeps the state."""
+
+from edge.crdt import Effect
+from edge.crdt.replica import Replica
+from edge.crdt.slots import JackpotSlot, jackpot_slots, write_slot
+from edge.persist import Append, Store, StoreLimits
+
+JP = "jackpot/mega"
+
+
+async def test_store_reopens_with_documents_effects_and_watermarks_and_compacts(tmp_path):
+    store = Store(tmp_path / "edge.db", client_id=1, limits=StoreLimits(compact_after=10))
+    await store.open()
+    r = Replica("eu", 1, 4, pinned=store.pending)
+    r.install(JP, [])
+    for i in range(1, 26):
+        update = r.write_local(JP, lambda d, i=i: write_slot(d, "eu", JackpotSlot(1, i, 0, 5, "EUR", 0.0).encode()))
+        effect = Effect(JP, 100 + i, {"epoch": 1, "amount_minor": 1}) if i % 5 == 0 else None
+        await store.append(Append(JP, update, r.state_vectors[JP], effect))
+    await store.raise_watermark(JP, 110)
+    await store.close()
+
+    store2 = Store(tmp_path / "edge.db", client_id=1, limits=StoreLimits(compact_after=10))
+    loaded = await store2.open()
+    try:
+        assert loaded.docs == [(JP, r.state_vectors[JP])]
+        assert sorted(e.sequence for e in loaded.effects) == [115, 120, 125]  # <= 110 forgotten
+        assert loaded.watermarks == {JP: 110}
+        rows = await store2.load_doc(JP)
+        assert len(rows) <= 11, "compaction bounds the rows of a document"
+        r2 = Replica("eu", 1, 4)
+        assert jackpot_slots(r2.install(JP, rows))["eu"].p == 25
+        assert await store2.doc_names("jackpot/", 10) == [JP] and await store2.doc_names("bonus/", 10) == []
+    finally:
+        await store2.close()
