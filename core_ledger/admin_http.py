@@ -1,0 +1,139 @@
+"""The admin API (`/admin/v1`): writes need `admin_write`, reads `admin_read`; every write is
+journaled with the admin's identity (the credential name)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any, Callable
+
+import orjson
+from aiohttp import web
+from pydantic import BaseModel
+
+from shared import auth
+from shared.errors import BadRequest
+from shared.models import AdjustmentIn, BonusGrantIn, FreezeIn, JackpotCreateIn, PlayerCreateIn
+from shared.web import json_response, principal, read_model
+
+from core_ledger.domain import ADMIN_SCOPE, Command
+from core_ledger.routes import CONFIG, READS, SERVICE, Route, answer, page_limit, path_id, query_choice, query_int
+
+SEQUENCE_MAX = 2**62
+Keyer = Callable[[BaseModel, auth.Principal], tuple[str, str] | None]
+
+
+def _write_route(path: str, tx_type: str, model: type[BaseModel], keyer: Keyer, summary: str) -> Route:
+    """An admin write: validate, build the command (path ids merged in), one service call."""
+
+    @auth.roles("admin_write")
+    async def handler(request: web.Request) -> web.Response:
+        body = await read_model(request, model)
+        who = principal(request)
+        fields = body.model_dump(mode="json")
+        if "player_id" in request.match_info:
+            fields["player_id"] = path_id(request, "player_id")
+        [result] = await request.app[SERVICE].submit([Command(tx_type, fields, who.name, keyer(body, who))])
+        return answer(result)
+
+    return Route("POST", path, handler, summary, body=model)
+
+
+def _by_admin(body: Any, who: auth.Principal) -> tuple[str, str]:
+    return (who.name, body.id)
+
+
+@auth.roles("admin_read")
+async def player(request: web.Request) -> web.Response:
+    return json_response(await request.app[READS].player(path_id(request, "player_id")))
+
+
+@auth.roles("admin_read")
+async def statement(request: web.Request) -> web.Response:
+    currency = request.query.get("currency", "")
+    if len(currency) != 3 or not currency.isascii() or not currency.isupper():
+        raise BadRequest("currency: a 3-letter currency code is required", field="currency")
+    after = query_int(request, "after_sequence", 0, high=SEQUENCE_MAX)
+    return json_response(await request.app[READS].statement(path_id(request, "player_id"), currency, after,
+                                                            page_limit(request)))
+
+
+@auth.roles("admin_read")
+async def round_(request: web.Request) -> web.Response:
+    return json_response(await request.app[READS].rounds_by_id(path_id(request, "round_id"), page_limit(request)))
+
+
+@auth.roles("admin_read")
+async def trace(request: web.Request) -> web.Response:
+    return json_response(await request.app[READS].trace(path_id(request, "id"), page_limit(request)))
+
+
+@auth.roles("admin_read", "admin_write")
+async def verify(request: web.Request) -> web.Response:
+    return json_response(await request.app[READS].verify())
+
+
+CSV_COLUMNS = ("sequence", "epoch", "type", "id", "client_id", "via", "principal", "committed_at", "outcome",
+               "postings", "prev_hash", "hash")
+
+
+def _csv_line(entry: dict[str, Any]) -> str:
+    tx = entry["transaction"]
+    row = [entry["sequence"], entry["epoch"], tx["type"], tx["id"], tx["client_id"], tx["via"], tx["principal"],
+           tx["committed_at"], tx["outcome"], orjson.dumps(entry["postings"]).decode(), entry["prev_hash"],
+           entry["hash"]]
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerow(["" if v is None else v for v in row])
+    return out.getvalue()
+
+
+@auth.roles("admin_read")
+async def export(request: web.Request) -> web.StreamResponse:
+    start = query_int(request, "from_sequence", 1, low=1, high=SEQUENCE_MAX)
+    end = query_int(request, "to_sequence", request.app[SERVICE].head.sequence, low=0, high=SEQUENCE_MAX)
+    fmt = query_choice(request, "format", ("ndjson", "csv")) or "ndjson"
+    response = web.StreamResponse(headers={"Content-Type": "text/csv" if fmt == "csv" else "application/x-ndjson"})
+    await response.prepare(request)
+    if fmt == "csv":
+        await response.write(",".join(CSV_COLUMNS).encode() + b"\n")
+    async for page in request.app[READS].journal_range(start, end):
+        lines = [_csv_line(e) if fmt == "csv" else orjson.dumps(e).decode() + "\n" for e in page]
+        await response.write("".join(lines).encode())
+    await response.write_eof()
+    return response
+
+
+@auth.roles("admin_read")
+async def replication(request: web.Request) -> web.Response:
+    head = request.app[SERVICE].head
+    return json_response({"role": "primary", "epoch": head.epoch,
+                          "head": {"sequence": head.sequence, "hash": head.hash}, "standbys": []})
+
+
+@auth.roles("admin_write")
+async def backup(request: web.Request) -> web.Response:
+    return json_response(await request.app[READS].backup(request.app[CONFIG].backups_dir), status=201)
+
+
+ROUTES: list[Route] = [
+    _write_route("/admin/v1/players", "player_create", PlayerCreateIn,
+                 lambda b, _: (ADMIN_SCOPE, f"player:{b.player_id}"), "Create a player with accounts"),
+    Route("GET", "/admin/v1/players/{player_id}", player, "A player, flags and balances"),
+    _write_route("/admin/v1/players/{player_id}/freeze", "freeze", FreezeIn, lambda b, w: None, "Freeze a player"),
+    _write_route("/admin/v1/players/{player_id}/unfreeze", "unfreeze", FreezeIn, lambda b, w: None,
+                 "Unfreeze a player"),
+    _write_route("/admin/v1/adjustments", "adjustment", AdjustmentIn, _by_admin, "Signed balance adjustment"),
+    Route("GET", "/admin/v1/players/{player_id}/statement", statement, "Postings with running balance",
+          query={"currency": "string", "after_sequence": "integer", "limit": "integer"}),
+    Route("GET", "/admin/v1/rounds/{round_id}", round_, "Rounds with this id"),
+    Route("GET", "/admin/v1/transactions/{id}/trace", trace, "Who, when, via which edge, sequence, hash",
+          query={"limit": "integer"}),
+    _write_route("/admin/v1/jackpots", "jackpot_create", JackpotCreateIn,
+                 lambda b, _: (ADMIN_SCOPE, f"jackpot:{b.jackpot_id}"), "Create a jackpot (seeded by the house)"),
+    _write_route("/admin/v1/bonuses", "bonus_grant", BonusGrantIn, _by_admin, "Grant a bonus offer"),
+    Route("POST", "/admin/v1/audit/verify", verify, "Verify the whole hash chain"),
+    Route("GET", "/admin/v1/journal/export", export, "Export a journal range",
+          query={"from_sequence": "integer", "to_sequence": "integer", "format": "string"}, ndjson=True),
+    Route("GET", "/admin/v1/replication", replication, "Role, epoch, head and standbys"),
+    Route("POST", "/admin/v1/backups", backup, "Online backup into data_dir/backups"),
+]

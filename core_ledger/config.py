@@ -1,0 +1,84 @@
+"""The ledger's config: the `[ledger]` table and `[[tokens]]` of a TOML file, validated once.
+
+    [ledger]
+    host = "127.0.0.1"        port = 8700          data_dir = "./data"  (relative to the file)
+    group_commit = true       commit_batch_max = 256                    queue_depth_max = 10000
+    body_bytes_max = 65536    page_limit_max = 1000                     batch_actions_max = 256
+    log_level = "info"
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from shared.auth import TokenEntry
+from shared.config import ConfigError, load_toml, pick, token_entries
+
+LIMIT_MAX = 1_000_000  # sanity bound on every configured count
+
+
+@dataclass(frozen=True)
+class LedgerConfig:
+    data_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 8700
+    group_commit: bool = True
+    commit_batch_max: int = 256
+    queue_depth_max: int = 10_000
+    body_bytes_max: int = 65_536
+    page_limit_max: int = 1000
+    batch_actions_max: int = 256
+    log_level: str = "info"
+    tokens: tuple[TokenEntry, ...] = field(default_factory=tuple)
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "ledger.db"
+
+    @property
+    def backups_dir(self) -> Path:
+        return self.data_dir / "backups"
+
+
+_INTS = ("port", "commit_batch_max", "queue_depth_max", "body_bytes_max", "page_limit_max", "batch_actions_max")
+
+
+def parse(raw: dict[str, Any], base: Path) -> LedgerConfig:
+    table = raw.get("ledger", {})
+    if not isinstance(table, dict):
+        raise ConfigError("[ledger] must be a table")
+    defaults = LedgerConfig(data_dir=Path("data"))
+    unknown = set(table) - {f for f in LedgerConfig.__dataclass_fields__ if f != "tokens"}
+    if unknown:
+        raise ConfigError(f"unknown [ledger] keys: {sorted(unknown)}")
+    values: dict[str, Any] = {name: pick(table, name, int, getattr(defaults, name)) for name in _INTS}
+    for name, value in values.items():
+        if not 1 <= value <= (65535 if name == "port" else LIMIT_MAX):
+            raise ConfigError(f"ledger.{name} is out of range")
+    data_dir = Path(pick(table, "data_dir", str, "./data"))
+    return LedgerConfig(
+        data_dir=data_dir if data_dir.is_absolute() else (base / data_dir).resolve(),
+        host=pick(table, "host", str, defaults.host),
+        group_commit=pick(table, "group_commit", bool, True),
+        log_level=pick(table, "log_level", str, defaults.log_level),
+        tokens=tuple(token_entries(raw.get("tokens", []), base)),
+        **values,
+    )
+
+
+def load(path: Path, *, host: str | None = None, port: int | None = None, data_dir: Path | None = None,
+         group_commit: bool | None = None) -> LedgerConfig:
+    """Read a config file and apply command-line overrides."""
+    config = parse(load_toml(path), path.resolve().parent)
+    overrides: dict[str, Any] = {}
+    if host is not None:
+        overrides["host"] = host
+    if port is not None:
+        overrides["port"] = port
+    if data_dir is not None:
+        overrides["data_dir"] = data_dir.resolve()
+    if group_commit is not None:
+        overrides["group_commit"] = group_commit
+    return replace(config, **overrides)

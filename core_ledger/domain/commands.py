@@ -1,0 +1,58 @@
+"""What the ledger is asked to do (`Command`), when (`Context`), and the outcome types of `decide`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+# Idempotency scope of admin writes keyed by a natural id (player, jackpot): the same whichever
+# admin sends them. Client ids from the wire match shared.ids.ID_PATTERN, which has no "@".
+ADMIN_SCOPE = "@admin"
+
+
+@dataclass(frozen=True)
+class Command:
+    type: str
+    request: dict[str, Any]  # JSON-ready request fields, without via/client_id
+    principal: str  # the credential name that sent it
+    key: tuple[str, str] | None  # (client_id, id): the idempotency key; None: not idempotent
+    via: str | None = None
+
+
+@dataclass(frozen=True)
+class Context:
+    now: datetime
+
+    @property
+    def now_text(self) -> str:
+        return rfc3339(self.now)
+
+
+def rfc3339(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class Draft:
+    """A decided transaction not yet on the chain (no sequence, no hash)."""
+
+    transaction: dict[str, Any]
+    postings: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Replay:
+    """The command repeats a stored one exactly: answer what was answered then."""
+
+    status: int
+    body: dict[str, Any]
+
+
+class Reject(Exception):
+    """A state-dependent refusal: journaled with no postings, and sticky to the id."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail

@@ -1,0 +1,73 @@
+"""`decide`: pure judgement of one command against the state, as a journal draft.
+
+Returns a `Draft` (committed with postings, or rejected with a code and no postings) or a `Replay`,
+or raises a non-binding `CroupierError` (validation, unknown player/round/bonus, key reuse) that is
+not journaled and does not bind the id. `decide` never mutates the state; `evolve` does.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from shared.errors import Unprocessable
+
+from core_ledger.domain import admin, money
+from core_ledger.domain.commands import Command, Context, Draft, Reject, Replay
+from core_ledger.domain.state import Doc, State
+
+DECIDERS: dict[str, Callable[[State, Command, Context], money.Decided]] = {
+    "deposit": money.deposit,
+    "withdrawal": money.withdrawal,
+    "bet": money.bet,
+    "win": money.win,
+    "rollback": money.rollback,
+    "jackpot_payout": money.jackpot_payout,
+    "bonus_claim": money.bonus_claim,
+    "player_create": admin.player_create,
+    "freeze": admin.freeze,
+    "unfreeze": admin.unfreeze,
+    "adjustment": admin.adjustment,
+    "jackpot_create": admin.jackpot_create,
+    "bonus_grant": admin.bonus_grant,
+}
+
+
+def decide(view: State, cmd: Command, ctx: Context) -> Draft | Replay:
+    if cmd.key is not None:
+        record = view.get("idem", cmd.key)
+        if record is not None:
+            return replay_or_conflict(record, cmd)
+    tx: dict[str, Any] = {
+        "type": cmd.type, "id": cmd.key[1] if cmd.key else None,
+        "client_id": cmd.key[0] if cmd.key else None, "via": cmd.via, "principal": cmd.principal,
+        "committed_at": ctx.now_text, "request": cmd.request,
+    }
+    try:
+        postings, result = DECIDERS[cmd.type](view, cmd, ctx)
+    except Reject as r:
+        tx.update(outcome="rejected", code=r.code, detail=r.detail, result={})
+        return Draft(tx)
+    tx.update(outcome="committed", result=result)
+    return Draft(tx, [p for p in postings if p["amount_minor"] != 0])
+
+
+def replay_or_conflict(record: Doc, cmd: Command) -> Replay:
+    field = first_difference(record, cmd)
+    if field is not None:
+        raise Unprocessable(
+            f"id {cmd.key[1]!r} was already used for a different request ({field} differs)",  # type: ignore[index]
+            code="idempotency_key_reused", field=field)
+    status = 200 if record["status"] == 201 else record["status"]
+    return Replay(status, {**record["body"], "replayed": True})
+
+
+def first_difference(record: Doc, cmd: Command) -> str | None:
+    if record["type"] != cmd.type:
+        return "type"
+    old, new = record["request"], cmd.request
+    for name in sorted(set(old) | set(new)):
+        if old.get(name) != new.get(name):
+            return name
+    return None
+
+

@@ -1,0 +1,199 @@
+"""`evolve`: fold one journal entry into the derived state. Live writes and rebuild share it.
+
+Everything here follows from the entry alone (its postings and recorded results), so replaying the
+journal into an empty state reproduces every derived table exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from core_ledger.domain.render import render
+from core_ledger.domain.state import Doc, State
+
+Entry = dict[str, Any]
+DIRECT_SLOT = "direct"  # contributions slot of money that came without an edge
+
+
+def edge_slot(via: str | None) -> str:
+    return via or DIRECT_SLOT
+
+
+def evolve(state: State, entry: Entry) -> None:
+    tx = entry["transaction"]
+    if tx["outcome"] == "committed":
+        _apply_postings(state, entry)
+        APPLIERS[tx["type"]](state, entry)
+    if tx["id"] is not None:
+        status, body = render(entry)
+        state.put("idem", (tx["client_id"], tx["id"]),
+                  {"type": tx["type"], "request": tx["request"], "sequence": entry["sequence"],
+                   "status": status, "body": body})
+
+
+def _apply_postings(state: State, entry: Entry) -> None:
+    tx, sequence = entry["transaction"], entry["sequence"]
+    deltas: dict[str, int] = {}
+    for p in entry["postings"]:
+        deltas[p["account"]] = deltas.get(p["account"], 0) + p["amount_minor"]
+    for account, delta in deltas.items():
+        row = state.get("accounts", (account,)) or {"balance_minor": 0, "version": 0}
+        row = {"balance_minor": row["balance_minor"] + delta, "version": row["version"] + 1}
+        state.put("accounts", (account,), row)
+        if account.startswith("player:"):
+            assert row["balance_minor"] >= 0, f"{account} would go negative at {sequence}"
+            state.put("history", (account, sequence), {"amount_minor": delta, "balance_minor": row["balance_minor"],
+                                                       "type": tx["type"], "id": tx["id"]})
+    balance = tx["result"].get("balance")
+    if balance:
+        row = state.get("accounts", (f"player:{balance['player_id']}:{balance['currency']}",))
+        assert row == {"balance_minor": balance["balance_minor"], "version": balance["version"]}, (row, balance)
+
+
+def _round_note(round_: Doc, entry: Entry, amount_minor: int) -> None:
+    tx = entry["transaction"]
+    round_["transactions"].append({"id": tx["id"], "type": tx["type"], "sequence": entry["sequence"],
+                                   "amount_minor": amount_minor})
+
+
+def _bet(state: State, entry: Entry) -> None:
+    tx, r, result = entry["transaction"], entry["transaction"]["request"], entry["transaction"]["result"]
+    key = (r["player_id"], r["round_id"])
+    round_ = state.get("rounds", key) or {
+        "game_id": r["game_id"], "currency": r["currency"], "status": "open", "bets_minor": 0,
+        "wins_minor": 0, "win_count": 0, "opened_sequence": entry["sequence"], "transactions": []}
+    round_["bets_minor"] += r["amount_minor"]
+    _round_note(round_, entry, r["amount_minor"])
+    state.put("rounds", key, round_)
+    state.put("bets", (tx["client_id"], tx["id"]), {
+        "state": "committed", "player_id": r["player_id"], "currency": r["currency"],
+        "amount_minor": r["amount_minor"], "round_id": r["round_id"], "game_id": r["game_id"],
+        "via": tx["via"], "jackpot_contributions": result["jackpot_contributions"],
+        "bonus_wagering": result["bonus_wagering"], "sequence": entry["sequence"]})
+    _count_edge(state, tx["via"], r["player_id"], result["jackpot_contributions"], result["bonus_wagering"], 1)
+
+
+def _count_edge(state: State, via: str | None, player_id: str, contributions: list[Doc],
+                wagering: list[Doc], sign: int) -> None:
+    """Add (or with sign -1 take back) a bet's per-edge jackpot and wagering credits."""
+    slot = edge_slot(via)
+    for c in contributions:
+        jackpot = state.get("jackpots", (c["jackpot_id"],))
+        assert jackpot is not None
+        by_edge = jackpot["contributions_by_edge"]
+        by_edge[slot] = by_edge.get(slot, 0) + sign * c["amount_minor"]
+        state.put("jackpots", (c["jackpot_id"],), jackpot)
+    for w in wagering:
+        bonus = state.get("bonuses", (player_id, w["bonus_id"]))
+        assert bonus is not None
+        bonus["wagered_minor"] += sign * w["amount_minor"]
+        bonus["wagered_by_edge"][slot] = bonus["wagered_by_edge"].get(slot, 0) + sign * w["amount_minor"]
+        state.put("bonuses", (player_id, w["bonus_id"]), bonus)
+
+
+def _win(state: State, entry: Entry) -> None:
+    r = entry["transaction"]["request"]
+    key = (r["player_id"], r["round_id"])
+    round_ = state.get("rounds", key)
+    assert round_ is not None
+    round_["wins_minor"] += r["amount_minor"]
+    round_["win_count"] += 1
+    if r["close_round"]:
+        round_["status"] = "closed"
+    _round_note(round_, entry, r["amount_minor"])
+    state.put("rounds", key, round_)
+
+
+def _rollback(state: State, entry: Entry) -> None:
+    tx, r, result = entry["transaction"], entry["transaction"]["request"], entry["transaction"]["result"]
+    bet_key = (tx["client_id"], r["bet_id"])
+    bet = state.get("bets", bet_key)
+    if not result["bet_found"]:
+        if bet is None:
+            state.put("bets", bet_key, {"state": "marker", "player_id": r["player_id"],
+                                        "round_id": r.get("round_id"), "sequence": entry["sequence"]})
+        return
+    if not result["reversed"]:
+        return
+    assert bet is not None and bet["state"] == "committed"
+    bet["state"] = "rolled_back"
+    state.put("bets", bet_key, bet)
+    key = (bet["player_id"], bet["round_id"])
+    round_ = state.get("rounds", key)
+    assert round_ is not None
+    round_["bets_minor"] -= bet["amount_minor"]
+    _round_note(round_, entry, bet["amount_minor"])
+    state.put("rounds", key, round_)
+    _count_edge(state, bet["via"], bet["player_id"], result["reversed_contributions"], bet["bonus_wagering"], -1)
+
+
+def _jackpot_payout(state: State, entry: Entry) -> None:
+    r, result = entry["transaction"]["request"], entry["transaction"]["result"]
+    jackpot = state.get("jackpots", (r["jackpot_id"],))
+    assert jackpot is not None
+    jackpot["epoch"] = result["epoch"]
+    jackpot["contributions_by_edge"] = {}
+    state.put("jackpots", (r["jackpot_id"],), jackpot)
+
+
+def _bonus_claim(state: State, entry: Entry) -> None:
+    r = entry["transaction"]["request"]
+    bonus = state.get("bonuses", (r["player_id"], r["bonus_id"]))
+    assert bonus is not None
+    bonus["status"] = "claimed"
+    bonus["claimed_sequence"] = entry["sequence"]
+    state.put("bonuses", (r["player_id"], r["bonus_id"]), bonus)
+
+
+def _player_create(state: State, entry: Entry) -> None:
+    r = entry["transaction"]["request"]
+    state.put("players", (r["player_id"],), {"currencies": r["currencies"], "frozen": False, "bonus_ids": []})
+    for currency in r["currencies"]:
+        account = (f"player:{r['player_id']}:{currency}",)
+        if state.get("accounts", account) is None:
+            state.put("accounts", account, {"balance_minor": 0, "version": 0})
+
+
+def _set_frozen(state: State, entry: Entry) -> None:
+    r = entry["transaction"]["request"]
+    player = state.get("players", (r["player_id"],))
+    assert player is not None
+    player["frozen"] = entry["transaction"]["type"] == "freeze"
+    state.put("players", (r["player_id"],), player)
+
+
+def _jackpot_create(state: State, entry: Entry) -> None:
+    r = entry["transaction"]["request"]
+    state.put("jackpots", (r["jackpot_id"],), {
+        "currency": r["currency"], "seed_minor": r["seed_minor"], "contribution_ppm": r["contribution_ppm"],
+        "game_ids": r["game_ids"], "epoch": 1, "contributions_by_edge": {}})
+    for game_id in r["game_ids"]:
+        game = state.get("games", (game_id,)) or {"jackpot_ids": []}
+        if r["jackpot_id"] not in game["jackpot_ids"]:
+            game["jackpot_ids"] = [*game["jackpot_ids"], r["jackpot_id"]]
+        state.put("games", (game_id,), game)
+
+
+def _bonus_grant(state: State, entry: Entry) -> None:
+    r = entry["transaction"]["request"]
+    state.put("bonuses", (r["player_id"], r["bonus_id"]), {
+        "id": r["id"], "currency": r["currency"], "amount_minor": r["amount_minor"],
+        "wagering_requirement_minor": r["wagering_requirement_minor"], "expires_at": r["expires_at"],
+        "granted_sequence": entry["sequence"], "wagered_minor": 0, "wagered_by_edge": {},
+        "status": "active"})
+    player = state.get("players", (r["player_id"],))
+    assert player is not None
+    player["bonus_ids"] = [*player["bonus_ids"], r["bonus_id"]]
+    state.put("players", (r["player_id"],), player)
+
+
+def _nothing(state: State, entry: Entry) -> None:
+    """Deposits, withdrawals and adjustments change only balances (done from the postings)."""
+
+
+APPLIERS: dict[str, Callable[[State, Entry], None]] = {
+    "deposit": _nothing, "withdrawal": _nothing, "adjustment": _nothing, "bet": _bet, "win": _win,
+    "rollback": _rollback, "jackpot_payout": _jackpot_payout, "bonus_claim": _bonus_claim,
+    "player_create": _player_create, "freeze": _set_frozen, "unfreeze": _set_frozen,
+    "jackpot_create": _jackpot_create, "bonus_grant": _bonus_grant,
+}

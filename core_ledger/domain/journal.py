@@ -1,0 +1,109 @@
+"""Journal entries: canonical JSON, the sha256 hash chain, sealing a draft, verifying a chain.
+
+hash = sha256(bytes.fromhex(prev_hash) + canonical_json(entry without "hash")); canonical JSON is
+sorted keys, no spaces, UTF-8, integers only. Genesis prev_hash is 64 zeros; sequences start at 1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import orjson
+
+GENESIS_HASH = "0" * 64
+NESTING_MAX = 16  # entries are shallow; anything deeper is a programming error
+
+
+def _assert_no_float(value: Any, depth: int = 0) -> None:
+    assert depth < NESTING_MAX, "journal values are shallow"
+    if isinstance(value, dict):
+        for v in value.values():
+            _assert_no_float(v, depth + 1)
+    elif isinstance(value, list):
+        for v in value:
+            _assert_no_float(v, depth + 1)
+    else:
+        assert not isinstance(value, float), "money and journal values are integers, never floats"
+
+
+def canonical_json(value: Any) -> bytes:
+    _assert_no_float(value)
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+def chain_hash(prev_hash: str, body: dict[str, Any]) -> str:
+    return hashlib.sha256(bytes.fromhex(prev_hash) + canonical_json(body)).hexdigest()
+
+
+def postings_balanced(postings: list[dict[str, Any]]) -> bool:
+    """True when the postings sum to zero in every currency (the double-entry rule)."""
+    sums: dict[str, int] = {}
+    for p in postings:
+        amount = p["amount_minor"]
+        if not isinstance(amount, int) or isinstance(amount, bool):
+            return False
+        sums[p["currency"]] = sums.get(p["currency"], 0) + amount
+    return all(v == 0 for v in sums.values())
+
+
+def seal(transaction: dict[str, Any], postings: list[dict[str, Any]], *, sequence: int, epoch: int,
+         prev_hash: str) -> dict[str, Any]:
+    """The journal entry for a decided transaction, hashed onto the chain."""
+    assert postings_balanced(postings), postings
+    entry = {"sequence": sequence, "epoch": epoch, "transaction": transaction, "postings": postings,
+             "prev_hash": prev_hash}
+    entry["hash"] = chain_hash(prev_hash, entry)
+    return entry
+
+
+def entry_text(entry: dict[str, Any]) -> str:
+    """How an entry is stored and served (one NDJSON line): canonical JSON."""
+    return canonical_json(entry).decode()
+
+
+@dataclass
+class ChainCheck:
+    """Incremental verification of a journal read in order, page by page."""
+
+    entries_checked: int = 0
+    head_sequence: int = 0
+    head_hash: str = GENESIS_HASH
+    first_bad_sequence: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.first_bad_sequence is None
+
+    def feed(self, rows: Iterable[tuple[int, str]]) -> bool:
+        """Check (sequence, stored text) rows; False once a bad entry was found."""
+        for sequence, text in rows:
+            if not self.ok:
+                return False
+            if not self._good(sequence, text):
+                self.first_bad_sequence = self.head_sequence + 1
+                return False
+            self.entries_checked += 1
+        return self.ok
+
+    def _good(self, sequence: int, text: str) -> bool:
+        expected = self.head_sequence + 1
+        if sequence != expected:
+            return False
+        try:
+            entry = orjson.loads(text)
+            stored_hash = entry.pop("hash")
+            good = (entry["sequence"] == sequence and entry["prev_hash"] == self.head_hash
+                    and postings_balanced(entry["postings"])
+                    and chain_hash(self.head_hash, entry) == stored_hash)
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AssertionError, AttributeError):
+            return False
+        if good:
+            self.head_sequence, self.head_hash = sequence, stored_hash
+        return good
+
+    def report(self) -> dict[str, Any]:
+        return {"ok": self.ok, "entries_checked": self.entries_checked,
+                "head_sequence": self.head_sequence, "head_hash": self.head_hash,
+                "first_bad_sequence": self.first_bad_sequence}

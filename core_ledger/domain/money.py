@@ -1,0 +1,229 @@
+"""Rules of the money operations (pure): each returns (postings, result) or raises.
+
+`Reject` is a sticky, journaled refusal; a `CroupierError` is non-binding and not journaled.
+The helpers here are shared with the admin rules.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from shared.errors import BadRequest, NotFound
+
+from core_ledger.domain.commands import Command, Context, Reject
+from core_ledger.domain.state import Doc, State, jackpot_account, player_account, system_account
+
+PPM = 1_000_000
+Decided = tuple[list[dict[str, Any]], dict[str, Any]]  # (postings, result)
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def posting(account: str, amount_minor: int, currency: str) -> dict[str, Any]:
+    return {"account": account, "amount_minor": amount_minor, "currency": currency}
+
+
+def transfer(source: str, target: str, amount_minor: int, currency: str) -> list[dict[str, Any]]:
+    return [posting(source, -amount_minor, currency), posting(target, amount_minor, currency)]
+
+
+def player(view: State, player_id: str) -> Doc:
+    row = view.get("players", (player_id,))
+    if row is None:
+        raise NotFound(f"player {player_id!r} not found", field="player_id")
+    return row
+
+
+def wallet(view: State, player_id: str, currency: str, *, check_frozen: bool = True) -> Doc:
+    """The player's account in `currency`; refuses (sticky) a missing currency or a frozen player."""
+    row = player(view, player_id)
+    if currency not in row["currencies"]:
+        raise Reject("currency_mismatch", f"player {player_id!r} has no {currency} account")
+    if check_frozen and row["frozen"]:
+        raise Reject("account_frozen", f"player {player_id!r} is frozen")
+    account = view.get("accounts", (player_account(player_id, currency),))
+    assert account is not None, "a player's accounts exist from creation"
+    return account
+
+
+def balance_after(player_id: str, currency: str, account: Doc, delta_minor: int) -> dict[str, Any]:
+    return {"player_id": player_id, "currency": currency,
+            "balance_minor": account["balance_minor"] + delta_minor,
+            "version": account["version"] + (1 if delta_minor else 0)}
+
+
+def need_funds(account: Doc, amount_minor: int) -> None:
+    if account["balance_minor"] < amount_minor:
+        raise Reject("insufficient_funds",
+                      f"balance {account['balance_minor']} is below {amount_minor}")
+
+
+def expired(expires_at: str, ctx: Context) -> bool:
+    return datetime.fromisoformat(expires_at) <= ctx.now
+
+
+# --- money ops ----------------------------------------------------------------------------------
+
+
+def deposit(view: State, cmd: Command, ctx: Context) -> Decided:
+    r = cmd.request
+    account = wallet(view, r["player_id"], r["currency"])
+    postings = transfer(system_account("cashier", r["currency"]),
+                        player_account(r["player_id"], r["currency"]), r["amount_minor"], r["currency"])
+    return postings, {"balance": balance_after(r["player_id"], r["currency"], account, r["amount_minor"])}
+
+
+def withdrawal(view: State, cmd: Command, ctx: Context) -> Decided:
+    r = cmd.request
+    account = wallet(view, r["player_id"], r["currency"])
+    need_funds(account, r["amount_minor"])
+    postings = transfer(player_account(r["player_id"], r["currency"]),
+                        system_account("cashier", r["currency"]), r["amount_minor"], r["currency"])
+    return postings, {"balance": balance_after(r["player_id"], r["currency"], account, -r["amount_minor"])}
+
+
+def bet(view: State, cmd: Command, ctx: Context) -> Decided:
+    r = cmd.request
+    pid, cur, amount = r["player_id"], r["currency"], r["amount_minor"]
+    marker = view.get("bets", cmd.key)  # type: ignore[arg-type]
+    if marker is not None and marker["state"] == "marker":
+        raise Reject("bet_rolled_back", f"bet {r['id']!r} was rolled back before it arrived")
+    account = wallet(view, pid, cur)
+    round_ = view.get("rounds", (pid, r["round_id"]))
+    if round_ is not None:
+        if round_["game_id"] != r["game_id"]:
+            raise BadRequest(f"round {r['round_id']!r} belongs to game {round_['game_id']!r}",
+                             field="game_id")
+        if round_["currency"] != cur:
+            raise BadRequest(f"round {r['round_id']!r} is played in {round_['currency']}", field="currency")
+        if round_["status"] == "closed":
+            raise Reject("round_closed", f"round {r['round_id']!r} is closed")
+    need_funds(account, amount)
+    postings = transfer(player_account(pid, cur), system_account("house", cur), amount, cur)
+    contributions = []
+    for jackpot_id in jackpots_of_game(view, r["game_id"]):
+        jackpot = view.get("jackpots", (jackpot_id,))
+        assert jackpot is not None
+        share = amount * jackpot["contribution_ppm"] // PPM
+        if jackpot["currency"] == cur and share > 0:
+            postings += transfer(system_account("house", cur), jackpot_account(jackpot_id), share, cur)
+            contributions.append({"jackpot_id": jackpot_id, "amount_minor": share, "epoch": jackpot["epoch"]})
+    wagering = [{"bonus_id": b, "amount_minor": amount} for b in active_bonuses(view, pid, cur)]
+    return postings, {"balance": balance_after(pid, cur, account, -amount),
+                      "jackpot_contributions": contributions, "bonus_wagering": wagering}
+
+
+def jackpots_of_game(view: State, game_id: str) -> list[str]:
+    game = view.get("games", (game_id,))
+    return [] if game is None else game["jackpot_ids"]
+
+
+def active_bonuses(view: State, player_id: str, currency: str) -> list[str]:
+    row = view.get("players", (player_id,))
+    out = []
+    for bonus_id in row["bonus_ids"] if row else []:
+        bonus = view.get("bonuses", (player_id, bonus_id))
+        assert bonus is not None
+        if bonus["status"] == "active" and bonus["currency"] == currency:
+            out.append(bonus_id)
+    return out
+
+
+def win(view: State, cmd: Command, ctx: Context) -> Decided:
+    r = cmd.request
+    pid, cur, amount = r["player_id"], r["currency"], r["amount_minor"]
+    player(view, pid)
+    round_ = view.get("rounds", (pid, r["round_id"]))
+    if round_ is None:
+        raise NotFound(f"round {r['round_id']!r} has no bet of player {pid!r}", field="round_id")
+    if round_["currency"] != cur:
+        raise BadRequest(f"round {r['round_id']!r} is played in {round_['currency']}", field="currency")
+    account = wallet(view, pid, cur)
+    if round_["status"] == "closed":
+        raise Reject("round_closed", f"round {r['round_id']!r} is closed")
+    postings = transfer(system_account("house", cur), player_account(pid, cur), amount, cur)
+    return postings, {"balance": balance_after(pid, cur, account, amount)}
+
+
+def rollback(view: State, cmd: Command, ctx: Context) -> Decided:
+    r = cmd.request
+    pid = r["player_id"]
+    client_id = cmd.key[0]  # type: ignore[index]
+    bet = view.get("bets", (client_id, r["bet_id"]))
+    if bet is None:
+        rejected = view.get("idem", (client_id, r["bet_id"]))
+        if rejected is None or rejected["type"] != "bet":
+            player(view, pid)  # unknown bet: a marker refuses it if it arrives later
+            return [], {"bet_found": False, "reversed": False, "balance": None}
+        bet = {**rejected["request"], "state": "rejected"}
+    if bet["player_id"] != pid:
+        raise BadRequest(f"bet {r['bet_id']!r} belongs to another player", field="player_id")
+    if r.get("round_id") is not None and bet.get("round_id") != r["round_id"]:
+        raise BadRequest(f"bet {r['bet_id']!r} is in another round", field="round_id")
+    if bet["state"] == "marker":
+        return [], {"bet_found": False, "reversed": False, "balance": None}
+    cur = bet["currency"]
+    account = wallet(view, pid, cur)
+    if bet["state"] != "committed":  # already rolled back, or never charged: nothing to reverse
+        return [], {"bet_found": True, "reversed": False, "balance": balance_after(pid, cur, account, 0)}
+    round_ = view.get("rounds", (pid, bet["round_id"]))
+    assert round_ is not None
+    if round_["status"] == "closed" or round_["win_count"] > 0:
+        raise Reject("round_closed", f"round {bet['round_id']!r} has a win or is closed")
+    amount = bet["amount_minor"]
+    postings = transfer(system_account("house", cur), player_account(pid, cur), amount, cur)
+    reversed_contributions = []
+    for c in bet["jackpot_contributions"]:
+        jackpot = view.get("jackpots", (c["jackpot_id"],))
+        assert jackpot is not None
+        # After a payout the contribution left with the pool: the house bears the refund alone.
+        if jackpot["epoch"] == c["epoch"]:
+            postings += transfer(jackpot_account(c["jackpot_id"]), system_account("house", cur),
+                                 c["amount_minor"], cur)
+            reversed_contributions.append(c)
+    return postings, {"bet_found": True, "reversed": True, "round_id": bet["round_id"],
+                      "currency": cur, "amount_minor": amount,
+                      "reversed_contributions": reversed_contributions,
+                      "bonus_wagering": bet["bonus_wagering"],
+                      "balance": balance_after(pid, cur, account, amount)}
+
+
+def jackpot_payout(view: State, cmd: Command, ctx: Context) -> Decided:
+    r = cmd.request
+    jackpot = view.get("jackpots", (r["jackpot_id"],))
+    if jackpot is None:
+        raise NotFound(f"jackpot {r['jackpot_id']!r} not found", field="jackpot_id")
+    cur, pid = jackpot["currency"], r["player_id"]
+    account = wallet(view, pid, cur)
+    pool = view.get("accounts", (jackpot_account(r["jackpot_id"]),))
+    assert pool is not None
+    amount, seed = pool["balance_minor"], jackpot["seed_minor"]
+    postings = transfer(jackpot_account(r["jackpot_id"]), player_account(pid, cur), amount, cur)
+    postings += transfer(system_account("house", cur), jackpot_account(r["jackpot_id"]), seed, cur)
+    return postings, {"amount_minor": amount, "currency": cur, "seed_minor": seed,
+                      "paid_epoch": jackpot["epoch"], "epoch": jackpot["epoch"] + 1,
+                      "balance": balance_after(pid, cur, account, amount)}
+
+
+def bonus_claim(view: State, cmd: Command, ctx: Context) -> Decided:
+    r = cmd.request
+    pid = r["player_id"]
+    player(view, pid)
+    bonus = view.get("bonuses", (pid, r["bonus_id"]))
+    if bonus is None:
+        raise NotFound(f"bonus {r['bonus_id']!r} of player {pid!r} not found", field="bonus_id")
+    cur = bonus["currency"]
+    account = wallet(view, pid, cur)
+    if bonus["status"] == "claimed":
+        raise Reject("already_claimed", f"bonus {r['bonus_id']!r} was already claimed")
+    if expired(bonus["expires_at"], ctx):
+        raise Reject("bonus_expired", f"bonus {r['bonus_id']!r} expired at {bonus['expires_at']}")
+    if bonus["wagered_minor"] < bonus["wagering_requirement_minor"]:
+        raise Reject("wagering_not_met", f"wagered {bonus['wagered_minor']} of "
+                                         f"{bonus['wagering_requirement_minor']}")
+    amount = bonus["amount_minor"]
+    postings = transfer(system_account("bonus", cur), player_account(pid, cur), amount, cur)
+    return postings, {"currency": cur, "amount_minor": amount,
+                      "balance": balance_after(pid, cur, account, amount)}

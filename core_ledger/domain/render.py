@@ -1,0 +1,37 @@
+"""The answer to a journaled transaction, rendered from its entry alone (so replays are identical)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shared.errors import error_from_code, problem, status_for
+
+BODY_KEYS = ("balance", "player", "jackpot", "bonus")  # results shown beside the transaction
+
+
+def public_transaction(entry: dict[str, Any]) -> dict[str, Any]:
+    tx = entry["transaction"]
+    out: dict[str, Any] = {"id": tx["id"], "type": tx["type"], "sequence": entry["sequence"],
+                           "epoch": entry["epoch"], "committed_at": tx["committed_at"],
+                           "via": tx["via"], "client_id": tx["client_id"], "outcome": tx["outcome"]}
+    out.update(tx["request"])
+    if tx["outcome"] == "rejected":
+        out["code"] = tx["code"]
+    for name, value in tx["result"].items():
+        if name not in BODY_KEYS:
+            out[name] = value
+    return out
+
+
+def render(entry: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """(HTTP status, body) of the first answer; a replay adds "replayed": true (and 200 for 201)."""
+    tx = entry["transaction"]
+    if tx["outcome"] == "rejected":
+        exc = error_from_code(tx["code"], tx["detail"], sequence=entry["sequence"], transaction_id=tx["id"])
+        return status_for(exc), {**problem(exc), "replayed": False}
+    body: dict[str, Any] = {"transaction": public_transaction(entry)}
+    for name in BODY_KEYS:
+        if name in tx["result"]:
+            body[name] = tx["result"][name]
+    body["replayed"] = False
+    return 201, body

@@ -1,0 +1,87 @@
+"""The derived state: tables of JSON documents keyed by tuples, folded from the journal by `evolve`.
+
+The same `State` serves three uses: the writer's overlay/cache (rows loaded on demand; asking for a
+row that was never loaded is a programming error), the in-memory backend and rebuild-from-journal
+(`complete=True`: a row that is not there does not exist).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+Key = tuple[Any, ...]
+Doc = dict[str, Any]
+
+# table -> its key columns. Every table is rebuildable from the journal.
+TABLES: dict[str, tuple[str, ...]] = {
+    "players": ("player_id",),
+    "accounts": ("account",),
+    "rounds": ("player_id", "round_id"),
+    "idem": ("client_id", "id"),
+    "bets": ("client_id", "bet_id"),
+    "jackpots": ("jackpot_id",),
+    "games": ("game_id",),
+    "bonuses": ("player_id", "bonus_id"),
+    "history": ("account", "sequence"),
+}
+# Append-only tables the writer never reads back: not kept in its cache after a flush.
+WRITE_ONLY = frozenset({"history"})
+
+
+def player_account(player_id: str, currency: str) -> str:
+    return f"player:{player_id}:{currency}"
+
+
+def system_account(kind: str, currency: str) -> str:
+    return f"{kind}:{currency}"
+
+
+def jackpot_account(jackpot_id: str) -> str:
+    return f"jackpot:{jackpot_id}"
+
+
+class State:
+    def __init__(self, *, complete: bool) -> None:
+        self.complete = complete
+        self.tables: dict[str, dict[Key, Doc | None]] = {t: {} for t in TABLES}
+        self.dirty: set[tuple[str, Key]] = set()
+
+    def known(self, table: str, key: Key) -> bool:
+        return self.complete or key in self.tables[table]
+
+    def peek(self, table: str, key: Key) -> Doc | None:
+        """The row if it is loaded and exists, else None (no assertion: used to plan loads)."""
+        return self.tables[table].get(key)
+
+    def get(self, table: str, key: Key) -> Doc | None:
+        rows = self.tables[table]
+        if key in rows:
+            return rows[key]
+        assert self.complete, f"{table}{key} was not loaded before use"
+        return None
+
+    def fill(self, table: str, key: Key, doc: Doc | None) -> None:
+        """Record what storage holds for a key (None: absent); not a change."""
+        self.tables[table][key] = doc
+
+    def put(self, table: str, key: Key, doc: Doc) -> None:
+        self.tables[table][key] = doc
+        self.dirty.add((table, key))
+
+    def take_dirty(self) -> dict[str, list[tuple[Key, Doc]]]:
+        """The changed rows since the last call, by table, sorted for deterministic writes."""
+        out: dict[str, list[tuple[Key, Doc]]] = {}
+        for table, key in sorted(self.dirty, key=lambda tk: (tk[0], tuple(map(str, tk[1])))):
+            doc = self.tables[table][key]
+            assert doc is not None
+            out.setdefault(table, []).append((key, doc))
+            if table in WRITE_ONLY and not self.complete:
+                del self.tables[table][key]
+        self.dirty.clear()
+        return out
+
+    def size(self) -> int:
+        return sum(len(rows) for rows in self.tables.values())
+
+    def rows(self, table: str) -> dict[Key, Doc]:
+        return {k: v for k, v in self.tables[table].items() if v is not None}

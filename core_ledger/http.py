@@ -1,0 +1,181 @@
+"""The ledger's HTTP API (`/v1`): money writes, the batch, reads; and the app factory.
+
+Handlers parse, make one service call, render. Roles: game money ops `edge`, deposits and
+withdrawals `cashier`, reads `edge`/`cashier`/`admin_read`, the journal `replica`/`admin_read`.
+A non-edge caller that sends `via` or `client_id` gets 403: only edges forward those.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, AsyncIterator, Callable
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from shared import auth
+from shared.errors import BadRequest, CroupierError, Forbidden, problem, status_for
+from shared.models import MONEY_OPS, BatchIn
+from shared.web import json_response, make_app, principal, read_json, validate
+
+from core_ledger import admin_http, openapi
+from core_ledger.config import LedgerConfig
+from core_ledger.domain import Command
+from core_ledger.metrics import LedgerMetrics
+from core_ledger.reads import LedgerReads
+from core_ledger.routes import (
+    CONFIG, READS, SERVICE, Route, answer, page_limit, path_id, query_choice, query_int,
+)
+from core_ledger.service import LedgerService, WriterLimits
+from core_ledger.store import SqliteStore, Store
+
+READ_ROLES = ("edge", "cashier", "admin_read")
+CASHIER_OPS = ("deposit", "withdrawal")
+
+
+def money_command(op: str, raw: Any, who: auth.Principal) -> Command:
+    """Validate one money request and build its command (idempotency key, client, via)."""
+    tx_type, model, _ = MONEY_OPS[op]
+    body = validate(model, raw)
+    if who.role == "edge":
+        client_id, via = body.client_id or who.name, body.via or who.name
+    elif body.via is not None or body.client_id is not None:
+        raise Forbidden("via and client_id are accepted only from an edge credential")
+    else:
+        client_id, via = who.name, None
+    request = body.model_dump(mode="json", exclude={"via", "client_id"})
+    return Command(tx_type, request, who.name, (client_id, body.id), via)
+
+
+def _money_route(op: str) -> Route:
+    _, model, path = MONEY_OPS[op]
+
+    @auth.roles(*(("cashier",) if op in CASHIER_OPS else ("edge",)))
+    async def handler(request: web.Request) -> web.Response:
+        command = money_command(op, await read_json(request), principal(request))
+        [result] = await request.app[SERVICE].submit([command])
+        return answer(result)
+
+    return Route("POST", path, handler, f"{op.replace('_', ' ').capitalize()} (idempotent by id)", body=model)
+
+
+def _batch_item(result: tuple[int, dict[str, Any]] | CroupierError) -> dict[str, Any]:
+    if isinstance(result, CroupierError):
+        return {"status": status_for(result), "body": problem(result)}
+    return {"status": result[0], "body": result[1]}
+
+
+@auth.roles("edge")
+async def batch(request: web.Request) -> web.Response:
+    parsed = validate(BatchIn, await read_json(request))
+    limit = request.app[CONFIG].batch_actions_max
+    if len(parsed.actions) > limit:
+        raise BadRequest(f"actions: at most {limit} per batch", field="actions")
+    who = principal(request)
+    slots: list[Command | CroupierError] = []
+    for action in parsed.actions:
+        try:
+            slots.append(money_command(action.op, action.body, who))
+        except CroupierError as e:  # judged alone: a bad action fails only itself
+            slots.append(e)
+    commands = [s for s in slots if isinstance(s, Command)]
+    results = iter(await request.app[SERVICE].submit(commands) if commands else [])
+    out = [_batch_item(next(results) if isinstance(s, Command) else s) for s in slots]
+    return json_response({"results": out})
+
+
+@auth.roles(*READ_ROLES)
+async def balances(request: web.Request) -> web.Response:
+    return json_response(await request.app[READS].balances(path_id(request, "player_id")))
+
+
+@auth.roles(*READ_ROLES)
+async def rounds(request: web.Request) -> web.Response:
+    status = query_choice(request, "status", ("open", "closed"))
+    return json_response(await request.app[READS].rounds(path_id(request, "player_id"), status,
+                                                         page_limit(request)))
+
+
+@auth.roles(*READ_ROLES)
+async def transaction(request: web.Request) -> web.Response:
+    client_id = request.query.get("client_id")
+    return json_response(await request.app[READS].transaction(path_id(request, "id"), client_id))
+
+
+@auth.roles(*READ_ROLES)
+async def jackpot(request: web.Request) -> web.Response:
+    return json_response(await request.app[READS].jackpot(path_id(request, "jackpot_id")))
+
+
+@auth.roles(*READ_ROLES)
+async def bonuses(request: web.Request) -> web.Response:
+    return json_response(await request.app[READS].bonuses(path_id(request, "player_id"),
+                                                          request.app[CONFIG].page_limit_max))
+
+
+@auth.roles("replica", "admin_read")
+async def journal(request: web.Request) -> web.Response:
+    after = query_int(request, "after_sequence", 0, high=2**62)
+    lines = await request.app[READS].journal_page(after, page_limit(request))
+    body = "".join(line + "\n" for line in lines)
+    return web.Response(text=body, content_type="application/x-ndjson")
+
+
+@auth.public
+async def readyz(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    if not service.ready:
+        return json_response({"status": "unavailable"}, status=503, headers={"Retry-After": "1"})
+    return json_response({"status": "ready", "role": "primary", "head_sequence": service.head.sequence})
+
+
+ROUTES: list[Route] = [
+    *(_money_route(op) for op in MONEY_OPS),
+    Route("POST", "/v1/batch", batch, "Many money actions in one round trip, each judged alone", body=BatchIn),
+    Route("GET", "/v1/players/{player_id}/balances", balances, "A player's balances"),
+    Route("GET", "/v1/players/{player_id}/rounds", rounds, "A player's rounds",
+          query={"status": "string", "limit": "integer"}),
+    Route("GET", "/v1/transactions/{id}", transaction, "One transaction", query={"client_id": "string"}),
+    Route("GET", "/v1/jackpots/{jackpot_id}", jackpot, "A jackpot's pool, epoch and per-edge contributions"),
+    Route("GET", "/v1/players/{player_id}/bonuses", bonuses, "A player's bonus offers and wagering"),
+    Route("GET", "/v1/journal", journal, "Journal entries as NDJSON",
+          query={"after_sequence": "integer", "limit": "integer"}, ndjson=True),
+    Route("GET", "/readyz", readyz, "Ready to serve (store open, writer running)"),
+]
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def create_app(config: LedgerConfig, *, store: Store | None = None, clock: Callable[[], datetime] = utc_now,
+               registry: CollectorRegistry | None = None) -> web.Application:
+    """The ledger application; its service starts and stops with the app (cleanup_ctx)."""
+    registry = registry or CollectorRegistry()
+    store = store or SqliteStore(config.db_path)
+    app = make_app(tokens=auth.TokenStore(config.tokens), registry=registry, body_bytes_max=config.body_bytes_max)
+    limits = WriterLimits(group_commit=config.group_commit, commit_batch_max=config.commit_batch_max,
+                          queue_depth_max=config.queue_depth_max)
+    app[SERVICE] = LedgerService(store, limits, clock=clock, metrics=LedgerMetrics(registry))
+    app[READS] = LedgerReads(store, clock=clock)
+    app[CONFIG] = config
+    all_routes = [*ROUTES, *admin_http.ROUTES]
+    for route in all_routes:
+        app.router.add_route(route.method, route.path, route.handler)
+    document = openapi.document(all_routes)
+
+    @auth.public
+    async def openapi_json(request: web.Request) -> web.Response:
+        return json_response(document)
+
+    app.router.add_get("/openapi.json", openapi_json)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        await app[SERVICE].start()
+        try:
+            yield
+        finally:
+            await app[SERVICE].stop()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app

@@ -1,0 +1,74 @@
+"""Route declarations shared by the HTTP modules and the OpenAPI generator, the app keys, and
+request helpers (path ids, bounded query values, page limits, answers of the writer)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel
+
+from shared.errors import BadRequest, CroupierError
+from shared.ids import is_id
+from shared.web import Handler, dumps
+
+from core_ledger.config import LedgerConfig
+from core_ledger.reads import LedgerReads
+from core_ledger.service import LedgerService
+
+SERVICE = web.AppKey("ledger_service", LedgerService)
+READS = web.AppKey("ledger_reads", LedgerReads)
+CONFIG = web.AppKey("ledger_config", LedgerConfig)
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    body: type[BaseModel] | None = None
+    query: dict[str, str] = field(default_factory=dict)  # name -> "integer" | "string"
+    ndjson: bool = False
+
+
+def path_id(request: web.Request, name: str) -> str:
+    value = request.match_info[name]
+    if not is_id(value):
+        raise BadRequest(f"{name}: not a valid id", field=name)
+    return value
+
+
+def query_int(request: web.Request, name: str, default: int, *, low: int = 0, high: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"{name}: an integer is required", field=name) from None
+    if not low <= value <= high:
+        raise BadRequest(f"{name}: must be between {low} and {high}", field=name)
+    return value
+
+
+def query_choice(request: web.Request, name: str, choices: tuple[str, ...]) -> str | None:
+    value = request.query.get(name)
+    if value is not None and value not in choices:
+        raise BadRequest(f"{name}: must be one of {', '.join(choices)}", field=name)
+    return value
+
+
+def answer(result: tuple[int, dict[str, Any]] | CroupierError) -> web.Response:
+    """The HTTP form of one writer result (a stored rejection replays as problem+json)."""
+    if isinstance(result, CroupierError):
+        raise result
+    status, body = result
+    kind = "application/problem+json" if status >= 400 else "application/json"
+    return web.Response(body=dumps(body), status=status, content_type=kind)
+
+
+def page_limit(request: web.Request) -> int:
+    high = request.app[CONFIG].page_limit_max
+    return query_int(request, "limit", min(100, high), low=1, high=high)

@@ -1,0 +1,87 @@
+"""The storage interface every backend implements (memory, SQLite; PostgreSQL can follow).
+
+Narrow on purpose: the writer loads rows by key and commits a batch (journal rows + derived-row
+upserts + the new head) atomically; readers get committed state only. Backends translate their
+driver errors into `StorageError` where the transaction ends.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from core_ledger.domain.journal import GENESIS_HASH
+from core_ledger.domain.state import Doc, Key
+
+Rows = dict[str, list[tuple[Key, Doc]]]
+KEYS_PER_QUERY_MAX = 400  # bound on the IN-list of one load query
+
+
+class StorageError(Exception):
+    """The backend failed; nothing of the failed commit is visible."""
+
+
+@dataclass(frozen=True)
+class Head:
+    sequence: int = 0
+    hash: str = GENESIS_HASH
+    epoch: int = 1
+
+
+@dataclass(frozen=True)
+class JournalRow:
+    sequence: int
+    tx_id: str | None
+    text: str  # canonical JSON of the whole entry, hash included
+
+
+class Store(ABC):
+    @abstractmethod
+    async def open(self) -> None: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    @abstractmethod
+    async def head(self) -> Head: ...
+
+    @abstractmethod
+    async def load(self, table: str, keys: Sequence[Key]) -> dict[Key, Doc]:
+        """Existing rows among `keys` (writer side; absent keys are simply missing)."""
+
+    @abstractmethod
+    async def commit(self, journal: Sequence[JournalRow], rows: Rows, head: Head) -> None:
+        """Append journal rows, upsert derived rows and store the head, in one durable transaction."""
+
+    @abstractmethod
+    async def get(self, table: str, key: Key) -> tuple[Doc | None, int]:
+        """A committed row and the journal head sequence, read in one consistent snapshot."""
+
+    @abstractmethod
+    async def select(self, table: str, equals: dict[str, Any], *, limit: int,
+                     doc_equals: dict[str, Any] | None = None, after: Any = None) -> tuple[list[tuple[Key, Doc]], int]:
+        """Committed rows whose key columns equal `equals` (and whose docs match `doc_equals`),
+        ordered by key, with the last key column greater than `after` when given; and the journal
+        head sequence, read in the same snapshot."""
+
+    @abstractmethod
+    async def journal(self, after_sequence: int, limit: int) -> list[tuple[int, str]]:
+        """Committed journal rows (sequence, text) after a sequence, in order."""
+
+    @abstractmethod
+    async def journal_of(self, tx_id: str, limit: int) -> list[str]:
+        """Texts of the committed entries whose transaction id is `tx_id`, in order."""
+
+    @abstractmethod
+    async def dump(self, table: str) -> dict[Key, Doc]:
+        """Every row of a derived table (audits and rebuild checks)."""
+
+    @abstractmethod
+    async def replace_derived(self, tables: dict[str, dict[Key, Doc]]) -> None:
+        """Replace every derived table with the given rows (rebuild from the journal)."""
+
+    @abstractmethod
+    async def backup(self, path: Path) -> Head:
+        """Write an online, consistent copy of the store to `path`; the head that copy holds."""

@@ -1,0 +1,86 @@
+"""In-memory backend: the reference implementation of the contract, and fast tests.
+
+Rows are copied in and out (via JSON) so callers never share mutable documents with the store.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import orjson
+
+from core_ledger.domain.state import TABLES, Doc, Key
+from core_ledger.store.base import Head, JournalRow, Rows, Store
+
+
+def _copy(doc: Doc) -> Doc:
+    return orjson.loads(orjson.dumps(doc))
+
+
+class MemoryStore(Store):
+    def __init__(self) -> None:
+        self._tables: dict[str, dict[Key, Doc]] = {t: {} for t in TABLES}
+        self._journal: list[JournalRow] = []
+        self._head = Head()
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def head(self) -> Head:
+        return self._head
+
+    async def load(self, table: str, keys: Sequence[Key]) -> dict[Key, Doc]:
+        rows = self._tables[table]
+        return {k: _copy(rows[k]) for k in keys if k in rows}
+
+    async def commit(self, journal: Sequence[JournalRow], rows: Rows, head: Head) -> None:
+        assert [j.sequence for j in journal] == list(range(self._head.sequence + 1, head.sequence + 1))
+        self._journal.extend(journal)
+        for table, items in rows.items():
+            for key, doc in items:
+                self._tables[table][key] = _copy(doc)
+        self._head = head
+
+    async def get(self, table: str, key: Key) -> tuple[Doc | None, int]:
+        doc = self._tables[table].get(key)
+        return (None if doc is None else _copy(doc)), self._head.sequence
+
+    async def select(self, table: str, equals: dict[str, Any], *, limit: int,
+                     doc_equals: dict[str, Any] | None = None, after: Any = None) -> tuple[list[tuple[Key, Doc]], int]:
+        columns = TABLES[table]
+        out = []
+        for key in sorted(self._tables[table]):
+            named = dict(zip(columns, key))
+            doc = self._tables[table][key]
+            if any(named[c] != v for c, v in equals.items()):
+                continue
+            if doc_equals and any(doc.get(c) != v for c, v in doc_equals.items()):
+                continue
+            if after is not None and not key[-1] > after:
+                continue
+            out.append((key, _copy(doc)))
+            if len(out) >= limit:
+                break
+        return out, self._head.sequence
+
+    async def journal(self, after_sequence: int, limit: int) -> list[tuple[int, str]]:
+        return [(j.sequence, j.text) for j in self._journal[after_sequence:after_sequence + limit]]
+
+    async def journal_of(self, tx_id: str, limit: int) -> list[str]:
+        return [j.text for j in self._journal if j.tx_id == tx_id][:limit]
+
+    async def dump(self, table: str) -> dict[Key, Doc]:
+        return {k: _copy(v) for k, v in self._tables[table].items()}
+
+    async def replace_derived(self, tables: dict[str, dict[Key, Doc]]) -> None:
+        self._tables = {t: {k: _copy(v) for k, v in tables.get(t, {}).items()} for t in TABLES}
+
+    async def backup(self, path: Path) -> Head:
+        """The journal alone is a complete backup: every other table is rebuilt from it."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(j.text + "\n" for j in self._journal))
+        return self._head

@@ -1,0 +1,196 @@
+"""SQLite backend (aiosqlite): WAL with synchronous=FULL, one writer connection, one reader.
+
+Derived tables are (key columns..., doc JSON). The journal is protected by triggers against UPDATE
+and DELETE; its rows hold the canonical entry text that the chain hashes.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any, Sequence
+
+import aiosqlite
+import orjson
+
+from core_ledger.domain.state import TABLES, Doc, Key
+from core_ledger.store.base import KEYS_PER_QUERY_MAX, Head, JournalRow, Rows, Store, StorageError
+
+BUSY_TIMEOUT_MS = 5000
+PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL", f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+SCHEMA = [
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS journal (sequence INTEGER PRIMARY KEY, tx_id TEXT, entry TEXT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS journal_tx_id ON journal (tx_id)",
+    "CREATE TRIGGER IF NOT EXISTS journal_no_update BEFORE UPDATE ON journal "
+    "BEGIN SELECT RAISE(ABORT, 'the journal is append-only'); END",
+    "CREATE TRIGGER IF NOT EXISTS journal_no_delete BEFORE DELETE ON journal "
+    "BEGIN SELECT RAISE(ABORT, 'the journal is append-only'); END",
+    *[f"CREATE TABLE IF NOT EXISTS {t} ({', '.join(cols)}, doc TEXT NOT NULL, "
+      f"PRIMARY KEY ({', '.join(cols)})) WITHOUT ROWID" for t, cols in TABLES.items()],
+    "CREATE INDEX IF NOT EXISTS rounds_by_round ON rounds (round_id)",
+    "CREATE INDEX IF NOT EXISTS idem_by_id ON idem (id)",
+]
+HEAD_SQL = "(SELECT value FROM meta WHERE key = 'head_sequence')"
+
+
+def _where_keys(columns: tuple[str, ...], count: int) -> str:
+    if len(columns) == 1:
+        return f"{columns[0]} IN ({', '.join('?' * count)})"
+    row = "(" + ", ".join("?" * len(columns)) + ")"
+    return f"({', '.join(columns)}) IN (VALUES {', '.join([row] * count)})"
+
+
+async def _head_of(conn: aiosqlite.Connection) -> Head:
+    async with conn.execute("SELECT key, value FROM meta") as cur:
+        meta = dict(await cur.fetchall())  # type: ignore[arg-type]
+    if "head_sequence" not in meta:
+        return Head()
+    return Head(int(meta["head_sequence"]), str(meta["head_hash"]), int(meta["epoch"]))
+
+
+class SqliteStore(Store):
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._writer: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._writer = await self._connect()
+            await self._writer.executescript(";\n".join(SCHEMA) + ";")
+            self._reader = await self._connect()
+        except sqlite3.Error as e:
+            await self.close()
+            raise StorageError(f"cannot open {self.path}: {e}") from e
+
+    async def _connect(self) -> aiosqlite.Connection:
+        conn = await aiosqlite.connect(self.path, isolation_level=None)
+        for pragma in PRAGMAS:
+            await conn.execute(pragma)
+        return conn
+
+    async def close(self) -> None:
+        for conn in (self._reader, self._writer):
+            if conn is not None:
+                await conn.close()
+        self._reader = self._writer = None
+
+    @property
+    def _w(self) -> aiosqlite.Connection:
+        assert self._writer is not None, "store is open"
+        return self._writer
+
+    @property
+    def _r(self) -> aiosqlite.Connection:
+        assert self._reader is not None, "store is open"
+        return self._reader
+
+    async def head(self) -> Head:
+        return await _head_of(self._w)
+
+    async def load(self, table: str, keys: Sequence[Key]) -> dict[Key, Doc]:
+        columns = TABLES[table]
+        out: dict[Key, Doc] = {}
+        unique = list(dict.fromkeys(keys))
+        for start in range(0, len(unique), KEYS_PER_QUERY_MAX):
+            chunk = unique[start:start + KEYS_PER_QUERY_MAX]
+            sql = f"SELECT {', '.join(columns)}, doc FROM {table} WHERE {_where_keys(columns, len(chunk))}"
+            params = [part for key in chunk for part in key]
+            async with self._w.execute(sql, params) as cur:
+                for row in await cur.fetchall():
+                    out[tuple(row[:-1])] = orjson.loads(row[-1])
+        return out
+
+    async def commit(self, journal: Sequence[JournalRow], rows: Rows, head: Head) -> None:
+        w = self._w
+        try:
+            await w.execute("BEGIN IMMEDIATE")
+            try:
+                await w.executemany("INSERT INTO journal (sequence, tx_id, entry) VALUES (?, ?, ?)",
+                                    [(j.sequence, j.tx_id, j.text) for j in journal])
+                for table, items in rows.items():
+                    width = len(TABLES[table]) + 1
+                    await w.executemany(f"INSERT OR REPLACE INTO {table} VALUES ({', '.join('?' * width)})",
+                                        [(*key, orjson.dumps(doc).decode()) for key, doc in items])
+                await w.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                                    [("head_sequence", head.sequence), ("head_hash", head.hash),
+                                     ("epoch", head.epoch)])
+                await w.execute("COMMIT")
+            except BaseException:
+                if w.in_transaction:
+                    await w.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as e:
+            raise StorageError(f"commit failed: {e}") from e
+
+    async def get(self, table: str, key: Key) -> tuple[Doc | None, int]:
+        columns = TABLES[table]
+        where = " AND ".join(f"{c} = ?" for c in columns)
+        sql = f"SELECT (SELECT doc FROM {table} WHERE {where}), {HEAD_SQL}"
+        async with self._r.execute(sql, list(key)) as cur:
+            doc, head = await cur.fetchone()  # type: ignore[misc]
+        return (None if doc is None else orjson.loads(doc)), int(head or 0)
+
+    async def select(self, table: str, equals: dict[str, Any], *, limit: int,
+                     doc_equals: dict[str, Any] | None = None, after: Any = None) -> tuple[list[tuple[Key, Doc]], int]:
+        columns = TABLES[table]
+        clauses, params = [f"{c} = ?" for c in equals], list(equals.values())
+        for name, value in (doc_equals or {}).items():
+            clauses.append(f"json_extract(doc, '$.{name}') = ?")
+            params.append(value)
+        if after is not None:
+            clauses.append(f"{columns[-1]} > ?")
+            params.append(after)
+        where = " AND ".join(clauses) or "1"
+        sql = (f"SELECT {', '.join(columns)}, doc, {HEAD_SQL} FROM {table} WHERE {where} "
+               f"ORDER BY {', '.join(columns)} LIMIT ?")
+        async with self._r.execute(sql, [*params, limit]) as cur:
+            found = await cur.fetchall()
+        if not found:
+            return [], (await self._read_head())
+        return [(tuple(row[:-2]), orjson.loads(row[-2])) for row in found], int(found[0][-1] or 0)
+
+    async def _read_head(self) -> int:
+        async with self._r.execute(f"SELECT {HEAD_SQL}") as cur:
+            row = await cur.fetchone()
+        return int(row[0] or 0) if row else 0
+
+    async def journal(self, after_sequence: int, limit: int) -> list[tuple[int, str]]:
+        sql = "SELECT sequence, entry FROM journal WHERE sequence > ? ORDER BY sequence LIMIT ?"
+        async with self._r.execute(sql, (after_sequence, limit)) as cur:
+            return [(int(s), str(e)) for s, e in await cur.fetchall()]
+
+    async def journal_of(self, tx_id: str, limit: int) -> list[str]:
+        sql = "SELECT entry FROM journal WHERE tx_id = ? ORDER BY sequence LIMIT ?"
+        async with self._r.execute(sql, (tx_id, limit)) as cur:
+            return [str(row[0]) for row in await cur.fetchall()]
+
+    async def dump(self, table: str) -> dict[Key, Doc]:
+        columns = TABLES[table]
+        async with self._r.execute(f"SELECT {', '.join(columns)}, doc FROM {table}") as cur:
+            return {tuple(row[:-1]): orjson.loads(row[-1]) for row in await cur.fetchall()}
+
+    async def replace_derived(self, tables: dict[str, dict[Key, Doc]]) -> None:
+        w = self._w
+        await w.execute("BEGIN IMMEDIATE")
+        try:
+            for table, columns in TABLES.items():
+                await w.execute(f"DELETE FROM {table}")
+                await w.executemany(f"INSERT INTO {table} VALUES ({', '.join('?' * (len(columns) + 1))})",
+                                    [(*k, orjson.dumps(v).decode()) for k, v in tables.get(table, {}).items()])
+            await w.execute("COMMIT")
+        except BaseException:
+            if w.in_transaction:
+                await w.execute("ROLLBACK")
+            raise
+
+    async def backup(self, path: Path) -> Head:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        target = await aiosqlite.connect(path)
+        try:
+            await self._r.backup(target)
+            return await _head_of(target)
+        finally:
+            await target.close()

@@ -1,0 +1,86 @@
+"""Fixtures for ledger tests: credentials per role, a controllable clock, an app on loopback."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared.auth import TokenEntry, hash_token
+
+from core_ledger.config import LedgerConfig
+from core_ledger.http import create_app
+
+ROLES = ("edge", "cashier", "admin_read", "admin_write", "replica", "game_server")
+TOKENS = {role: f"token-of-{role}-0123456789" for role in ROLES}
+NAMES = {role: f"{role.replace('_', '-')}-1" for role in ROLES}
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 11, 23, 10, 0, 0, tzinfo=timezone.utc)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+def ledger_config(data_dir: Path, **overrides: Any) -> LedgerConfig:
+    tokens = tuple(TokenEntry(NAMES[r], r, hash_token(TOKENS[r])) for r in ROLES)
+    return LedgerConfig(data_dir=data_dir, tokens=tokens, **overrides)
+
+
+@dataclass
+class Api:
+    """A test client that speaks as a role; returns (status, parsed body)."""
+
+    client: Any
+
+    async def call(self, role: str, method: str, path: str, body: Any = None, **kw: Any) -> tuple[int, Any]:
+        headers = {"Authorization": f"Bearer {TOKENS[role]}"} if role else {}
+        async with self.client.request(method, path, json=body, headers=headers, **kw) as resp:
+            if resp.content_type in ("application/json", "application/problem+json"):
+                return resp.status, await resp.json()
+            return resp.status, await resp.text()
+
+    async def post(self, role: str, path: str, body: Any = None) -> tuple[int, Any]:
+        return await self.call(role, "POST", path, body)
+
+    async def get(self, role: str, path: str, **kw: Any) -> tuple[int, Any]:
+        return await self.call(role, "GET", path, **kw)
+
+    async def player(self, player_id: str = "p1", currencies: tuple[str, ...] = ("EUR",), deposit: int = 0) -> None:
+        status, body = await self.post("admin_write", "/admin/v1/players",
+                                       {"player_id": player_id, "currencies": list(currencies)})
+        assert status == 201, body
+        if deposit:
+            status, body = await self.post("cashier", "/v1/deposits", {
+                "id": f"dep-{player_id}", "player_id": player_id, "currency": currencies[0],
+                "amount_minor": deposit})
+            assert status == 201, body
+
+
+def bet(id: str, amount: int = 100, *, player: str = "p1", round_id: str = "r1", game: str = "slots",
+        currency: str = "EUR", **extra: Any) -> dict[str, Any]:
+    return {"id": id, "player_id": player, "currency": currency, "amount_minor": amount,
+            "round_id": round_id, "game_id": game, **extra}
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def app_config(tmp_path: Path) -> LedgerConfig:
+    return ledger_config(tmp_path / "data", page_limit_max=50, batch_actions_max=8, body_bytes_max=4096)
+
+
+@pytest.fixture
+async def api(aiohttp_client: Any, app_config: LedgerConfig, clock: FakeClock) -> Api:
+    return Api(await aiohttp_client(create_app(app_config, clock=clock)))

@@ -1,0 +1,81 @@
+"""HTTP contract of the money API: answers, idempotency, sticky failures, roles, batch."""
+
+from __future__ import annotations
+
+from tests.ledger.conftest import NAMES, Api, bet
+
+
+async def test_bet_answers_201_with_balance_and_replays_identically_as_200(api: Api) -> None:
+    await api.player(deposit=1000)
+    status, first = await api.post("edge", "/v1/bets", bet("b1", 300, via="eu", client_id="gs-1"))
+    assert status == 201 and first["replayed"] is False
+    assert first["balance"] == {"player_id": "p1", "currency": "EUR", "balance_minor": 700, "version": 2}
+    tx = first["transaction"]
+    assert (tx["id"], tx["type"], tx["via"], tx["client_id"]) == ("b1", "bet", "eu", "gs-1")
+    assert isinstance(tx["sequence"], int) and tx["committed_at"].endswith("Z")
+    # The same bet forwarded by another edge is a replay, not a conflict.
+    status, again = await api.post("edge", "/v1/bets", bet("b1", 300, via="us", client_id="gs-1"))
+    assert status == 200 and again == {**first, "replayed": True}
+    status, body = await api.get("edge", "/v1/players/p1/balances")
+    assert body["balances"] == [{"currency": "EUR", "balance_minor": 700, "version": 2}]
+
+
+async def test_same_id_different_request_is_idempotency_key_reused_naming_the_field(api: Api) -> None:
+    await api.player(deposit=1000)
+    await api.post("edge", "/v1/bets", bet("b1", 300))
+    status, body = await api.post("edge", "/v1/bets", bet("b1", 301))
+    assert status == 422 and body["code"] == "idempotency_key_reused" and body["field"] == "amount_minor"
+    status, body = await api.post("edge", "/v1/wins", {"id": "b1", "player_id": "p1", "currency": "EUR",
+                                                       "amount_minor": 1, "round_id": "r1"})
+    assert status == 422 and body["field"] == "type"
+    status, body = await api.get("edge", "/v1/players/p1/balances")
+    assert body["balances"][0]["balance_minor"] == 700
+
+
+async def test_insufficient_funds_sticks_to_the_id_after_a_deposit(api: Api) -> None:
+    await api.player(deposit=100)
+    status, first = await api.post("edge", "/v1/bets", bet("b1", 500))
+    assert status == 422 and first["code"] == "insufficient_funds" and first["replayed"] is False
+    await api.post("cashier", "/v1/deposits", {"id": "d2", "player_id": "p1", "currency": "EUR", "amount_minor": 1000})
+    status, again = await api.post("edge", "/v1/bets", bet("b1", 500))
+    assert status == 422 and again == {**first, "replayed": True}
+    status, fresh = await api.post("edge", "/v1/bets", bet("b2", 500))
+    assert status == 201 and fresh["balance"]["balance_minor"] == 600
+
+
+async def test_client_id_scopes_ids_and_defaults_to_the_credential(api: Api) -> None:
+    await api.player(deposit=1000)
+    assert (await api.post("edge", "/v1/bets", bet("b1", 100, client_id="gs-a")))[0] == 201
+    status, body = await api.post("edge", "/v1/bets", bet("b1", 100, client_id="gs-b"))
+    assert status == 201 and body["balance"]["balance_minor"] == 800
+    status, body = await api.post("edge", "/v1/bets", bet("b1", 100))
+    assert status == 201 and body["transaction"]["client_id"] == NAMES["edge"]
+
+
+async def test_only_edges_may_send_via_or_client_id_and_roles_are_enforced(api: Api) -> None:
+    await api.player()
+    deposit = {"id": "d1", "player_id": "p1", "currency": "EUR", "amount_minor": 5}
+    status, body = await api.post("cashier", "/v1/deposits", {**deposit, "via": "eu"})
+    assert status == 403 and body["code"] == "forbidden"
+    for role in ("cashier", "admin_write", "game_server", "replica"):
+        assert (await api.post(role, "/v1/bets", bet("b1")))[0] == 403
+    assert (await api.post("edge", "/v1/deposits", deposit))[0] == 403
+    status, body = await api.post("", "/v1/bets", bet("b1"))
+    assert status == 401 and body["code"] == "unauthenticated"
+
+
+async def test_batch_judges_each_action_alone_in_order(api: Api) -> None:
+    await api.player(deposit=250)
+    actions = [{"op": "bet", "body": bet("b1", 100)}, {"op": "bet", "body": bet("b2", 200)},
+               {"op": "bet", "body": {"id": "bad"}}, {"op": "bet", "body": bet("b1", 100)},
+               {"op": "win", "body": {"id": "w1", "player_id": "p1", "currency": "EUR", "amount_minor": 40,
+                                      "round_id": "r1", "close_round": True}}]
+    status, body = await api.post("edge", "/v1/batch", {"actions": actions})
+    assert status == 200
+    got = [(r["status"], r["body"].get("code"), r["body"].get("replayed")) for r in body["results"]]
+    assert got == [(201, None, False), (422, "insufficient_funds", False), (400, "validation_error", None),
+                   (200, None, True), (201, None, False)]
+    assert body["results"][4]["body"]["balance"]["balance_minor"] == 190
+    too_many = {"actions": [{"op": "bet", "body": bet(f"x{i}")} for i in range(9)]}
+    status, body = await api.post("edge", "/v1/batch", too_many)
+    assert status == 400 and body["field"] == "actions"
