@@ -1,0 +1,153 @@
+"""Helpers the benchmark scripts share: start/stop a server process, run `wrk`, read its figures.
+
+The load generator is `wrk` (Debian package; `make tools` installs it): one C process with an
+event loop per thread, far faster than the servers measured here, so it is not the bottleneck
+(a Python aiohttp client tops out near 3.4k req/s on one core of the reference machine).
+
+A wrk Lua script used with `run_wrk` must load `bench/wrk/report.lua` (see `bench/wrk/bets.lua`):
+that file counts answers by status and prints the one `WRK_JSON {...}` line parsed here.
+Nothing here is specific to the ledger: any script, URL and server command will do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+WRK_DIR = Path(__file__).resolve().parent / "wrk"
+WRK_MARKER = "WRK_JSON "
+WRK_TIMEOUT_S = 10  # a request slower than this counts as a wrk timeout error
+WRK_EXTRA_WALL_S = 30.0  # wall-clock allowance beyond the run itself before wrk is killed
+READY_POLL_S = 0.1
+STOP_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class WrkResult:
+    """What one wrk run measured. Latencies are in milliseconds."""
+
+    duration_s: float
+    requests: int  # answered requests
+    statuses: dict[int, int]  # answers by HTTP status
+    socket_errors: dict[str, int]  # connect/read/write/timeout counts from wrk
+    latency_ms: dict[str, float]  # mean, max, p50, p90, p99, p999
+    first_error: str | None  # status and start of the body of the first non-2xx answer
+
+    @property
+    def ok(self) -> int:
+        return sum(n for status, n in self.statuses.items() if 200 <= status <= 299)
+
+    @property
+    def non_2xx(self) -> int:
+        return self.requests - self.ok
+
+    @property
+    def errors(self) -> int:
+        """Non-2xx answers plus socket errors: a run with any is not a clean measurement."""
+        return self.non_2xx + sum(self.socket_errors.values())
+
+    @property
+    def ok_per_s(self) -> float:
+        return self.ok / self.duration_s
+
+    def figures(self) -> dict[str, Any]:
+        return {
+            "ok_per_s": round(self.ok_per_s, 1),
+            "p50_ms": self.latency_ms["p50"],
+            "p99_ms": self.latency_ms["p99"],
+            "max_ms": self.latency_ms["max"],
+            "requests": self.requests,
+            "non_2xx": self.non_2xx,
+            "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
+            "socket_errors": self.socket_errors,
+            "first_error": self.first_error,
+            "duration_s": round(self.duration_s, 3),
+        }
+
+
+def parse_wrk_output(stdout: str) -> WrkResult:
+    """The figures of the `WRK_JSON` line that `bench/wrk/report.lua` prints."""
+    lines = [line for line in stdout.splitlines() if line.startswith(WRK_MARKER)]
+    if len(lines) != 1:
+        raise ValueError(f"expected one {WRK_MARKER.strip()} line in wrk's output, got {len(lines)}:\n{stdout}")
+    raw = json.loads(lines[0][len(WRK_MARKER):])
+    latency_ms = {name: round(us / 1000.0, 3) for name, us in raw["latency_us"].items()}
+    return WrkResult(
+        duration_s=raw["duration_us"] / 1e6,
+        requests=raw["requests"],
+        statuses={int(k): v for k, v in raw["statuses"].items()},
+        socket_errors=raw["socket_errors"],
+        latency_ms=latency_ms,
+        first_error=raw["first_error"],
+    )
+
+
+def run_wrk(url: str, *, script: Path, script_args: Sequence[str], threads: int, connections: int,
+            duration_s: float) -> WrkResult:
+    """Run wrk against `url` for `duration_s` seconds and return what it measured."""
+    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration_s))}s",
+           f"--timeout={WRK_TIMEOUT_S}s", "--latency", "-s", str(script), url, "--", *script_args]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=duration_s + WRK_EXTRA_WALL_S)
+    if done.returncode != 0:
+        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr.strip()}\n{done.stdout}")
+    return parse_wrk_output(done.stdout)
+
+
+@dataclass
+class ServerProcess:
+    """A server started as a child process, its output in a log file; `stop()` always reaps it."""
+
+    cmd: Sequence[str]
+    log_path: Path
+    cwd: Path | None = None
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        assert self.proc is None, "started once"
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd,
+                                         env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
+
+    def wait_http_ok(self, url: str, timeout_s: float) -> None:
+        """Poll `url` until it answers 200; fail early if the process exits."""
+        assert self.proc is not None, "started"
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.cmd[:3]} exited ({self.proc.returncode}):\n{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(url, timeout=1.0) as answer:
+                    if answer.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(READY_POLL_S)
+        raise TimeoutError(f"{url} not ready after {timeout_s}s:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after STOP_TIMEOUT_S."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(STOP_TIMEOUT_S)
+
+    def log_tail(self, lines: int = 30) -> str:
+        if not self.log_path.exists():
+            return "(no log)"
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def load_average() -> float:
+    """The 1-minute load average: other work on a shared machine skews every figure."""
+    return round(os.getloadavg()[0], 2)

@@ -1,0 +1,242 @@
+"""Ledger throughput: durable bets/s, p50 and p99 over loopback, against two baselines in one run.
+
+Three modes, measured the same way (wrk, `bench/wrk/bets.lua`: a fresh id per request, bets
+spread over many funded players and small rounds, same threads/connections/duration, warm-up):
+
+  noop       `bench/noop_server.py`: the ledger's framework cost only (same middleware, model, answer)
+  ledger     the ledger on SQLite (WAL, synchronous=FULL) with group commit
+  single     the ledger with group commit off: one commit per bet
+
+After each ledger run the chain is verified (POST /admin/v1/audit/verify) and the growth of the
+journal head is compared with the bets wrk saw committed, so the figure counts real commits.
+The last line printed is one JSON object with every figure, ratio and target.
+
+    .venv/bin/python bench/ledger_throughput.py [--seconds 10] [--connections 64] [--players 1000]
+
+Exit status 1 if a run had errors (non-2xx, socket errors) or failed verification; missed
+targets are reported (`targets_met`) but are not errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from common import WRK_DIR, ServerProcess, WrkResult, load_average, run_wrk
+
+from shared.auth import new_token
+from shared.cluster import JACKPOT_GAMES, JACKPOT_ID, Cluster, free_port
+
+NOOP_SERVER = Path(__file__).resolve().parent / "noop_server.py"
+BETS_SCRIPT = WRK_DIR / "bets.lua"
+CURRENCY = "EUR"
+GAME_IDS = (*JACKPOT_GAMES, "roulette-1")  # two of three bets feed the jackpot, as in slot-heavy play
+BET_MINOR = 100
+DEPOSIT_MINOR = 10**9  # far more than any run can bet: no bet is refused for funds
+SEED_CONCURRENCY = 32  # seeding requests in flight
+HTTP_TIMEOUT_S = 120.0  # seeding calls and the chain verification of a long journal
+READY_TIMEOUT_S = 40.0
+TARGETS = {"ledger_vs_noop_min": 0.7, "ledger_vs_single_min": 3.0, "ledger_p99_ms_max": 25.0}
+
+
+@dataclass(frozen=True)
+class Options:
+    seconds: float
+    warmup_seconds: float
+    connections: int
+    threads: int
+    players: int
+    root: Path
+    keep_dir: bool  # --dir given: keep what the run wrote; else a temporary dir removed after a clean run
+
+
+def wrk_bets(url: str, token_file: Path, prefix: str, opts: Options, seconds: float) -> WrkResult:
+    args = [str(token_file), prefix, str(opts.players), ",".join(GAME_IDS), str(BET_MINOR)]
+    return run_wrk(url, script=BETS_SCRIPT, script_args=args, threads=opts.threads,
+                   connections=opts.connections, duration_s=seconds)
+
+
+async def run_noop(opts: Options) -> dict[str, Any]:
+    root = opts.root / "noop"
+    root.mkdir(parents=True)
+    token_file = root / "edge.token"
+    token_file.write_text(new_token())
+    token_file.chmod(0o600)
+    port = free_port()
+    server = ServerProcess([sys.executable, str(NOOP_SERVER), "--port", str(port), "--token-file", str(token_file)],
+                           log_path=root / "noop.log", cwd=root)
+    try:
+        server.start()
+        await asyncio.to_thread(server.wait_http_ok, f"http://127.0.0.1:{port}/healthz", READY_TIMEOUT_S)
+        url = f"http://127.0.0.1:{port}"
+        warm = await asyncio.to_thread(wrk_bets, url, token_file, "warm", opts, opts.warmup_seconds)
+        result = await asyncio.to_thread(wrk_bets, url, token_file, "run", opts, opts.seconds)
+    finally:
+        await asyncio.to_thread(server.stop)
+    return {"warmup_errors": warm.errors, **result.figures(), "errors": result.errors}
+
+
+async def seed_players(cluster: Cluster, players: int) -> None:
+    """The jackpot of the slot games, then `players` funded players, SEED_CONCURRENCY at a time."""
+    ledger = cluster.url("ledger")
+    admin, cashier = cluster.headers("admin_write"), cluster.headers("cashier")
+    limit = asyncio.Semaphore(SEED_CONCURRENCY)
+    timeout = aiohttp.ClientTimeout(total=HTTP_TIMEOUT_S)
+    async with aiohttp.ClientSession(raise_for_status=True, timeout=timeout) as http:
+        await http.post(f"{ledger}/admin/v1/jackpots", headers=admin, json={
+            "jackpot_id": JACKPOT_ID, "currency": CURRENCY, "seed_minor": 100_000,
+            "contribution_ppm": 10_000, "game_ids": list(JACKPOT_GAMES)})
+
+        async def one(i: int) -> None:
+            pid = f"bench-p{i}"  # the naming bets.lua uses
+            async with limit:
+                await http.post(f"{ledger}/admin/v1/players", headers=admin,
+                                json={"player_id": pid, "currencies": [CURRENCY]})
+                await http.post(f"{ledger}/v1/deposits", headers=cashier, json={
+                    "id": f"bench-dep-{pid}", "player_id": pid, "currency": CURRENCY,
+                    "amount_minor": DEPOSIT_MINOR})
+
+        await asyncio.gather(*(one(i) for i in range(players)))
+
+
+async def audit(cluster: Cluster) -> dict[str, Any]:
+    timeout = aiohttp.ClientTimeout(total=HTTP_TIMEOUT_S)
+    async with aiohttp.ClientSession(raise_for_status=True, timeout=timeout) as http:
+        async with http.post(cluster.url("ledger") + "/admin/v1/audit/verify",
+                             headers=cluster.headers("admin_read")) as answer:
+            return await answer.json()
+
+
+def commit_check(result: WrkResult, before: dict[str, Any], after: dict[str, Any], connections: int) -> dict[str, Any]:
+    """Did the journal grow by the bets wrk saw committed? Bets still in flight when wrk stopped
+    may commit unseen (at most one per connection); nothing else writes during the run."""
+    committed = after["head_sequence"] - before["head_sequence"]
+    seen = result.statuses.get(201, 0)
+    return {
+        "chain_ok": bool(after["ok"]),
+        "entries_checked": after["entries_checked"],
+        "journal_growth": committed,
+        "committed_201_seen": seen,
+        "commits_match": seen <= committed <= seen + result.non_2xx + connections,
+    }
+
+
+async def run_ledger(opts: Options, *, group_commit: bool) -> dict[str, Any]:
+    name = "ledger" if group_commit else "single"
+    cluster = Cluster(opts.root / name, edge_ids=(), group_commit=group_commit, log_level="warning")
+    try:
+        await cluster.start()
+        await seed_players(cluster, opts.players)
+        token_file = cluster.root / "secrets" / "edge.token"
+        warm = await asyncio.to_thread(wrk_bets, cluster.url("ledger"), token_file, "warm", opts,
+                                       opts.warmup_seconds)
+        before = await audit(cluster)
+        result = await asyncio.to_thread(wrk_bets, cluster.url("ledger"), token_file, "run", opts, opts.seconds)
+        after = await audit(cluster)
+    finally:
+        await cluster.stop()
+    check = commit_check(result, before, after, opts.connections)
+    bad = result.errors + (0 if check["chain_ok"] and check["commits_match"] else 1)
+    return {"warmup_errors": warm.errors, **result.figures(), "errors": bad, "verify": check}
+
+
+def ratio(a: float, b: float) -> float | None:
+    return round(a / b, 3) if b > 0 else None
+
+
+def summarize(modes: dict[str, dict[str, Any]], opts: Options, load_before: float) -> dict[str, Any]:
+    noop, ledger, single = modes["noop"], modes["ledger"], modes["single"]
+    vs_noop = ratio(ledger["ok_per_s"], noop["ok_per_s"])
+    vs_single = ratio(ledger["ok_per_s"], single["ok_per_s"])
+    met = {
+        "ledger_vs_noop": vs_noop is not None and vs_noop >= TARGETS["ledger_vs_noop_min"],
+        "ledger_vs_single": vs_single is not None and vs_single >= TARGETS["ledger_vs_single_min"],
+        "ledger_p99": ledger["p99_ms"] < TARGETS["ledger_p99_ms_max"],
+    }
+    return {
+        "benchmark": "ledger_throughput",
+        "bets_per_s": ledger["ok_per_s"], "p50_ms": ledger["p50_ms"], "p99_ms": ledger["p99_ms"],
+        "ratio_ledger_vs_noop": vs_noop, "ratio_ledger_vs_single": vs_single,
+        "targets": TARGETS, "targets_met": met, "all_targets_met": all(met.values()),
+        "errors": sum(m["errors"] + m["warmup_errors"] for m in modes.values()),
+        "modes": modes,
+        "setup": {"seconds": opts.seconds, "warmup_seconds": opts.warmup_seconds, "threads": opts.threads,
+                  "connections": opts.connections, "players": opts.players, "games": list(GAME_IDS),
+                  "bet_minor": BET_MINOR, "load_average_1m_before": load_before,
+                  "load_average_1m_after": load_average()},
+    }
+
+
+def print_mode(name: str, figures: dict[str, Any]) -> None:
+    line = (f"{name:7s} {figures['ok_per_s']:9.1f} ok/s   p50 {figures['p50_ms']:7.2f} ms   "
+            f"p99 {figures['p99_ms']:7.2f} ms   requests {figures['requests']}   non-2xx {figures['non_2xx']}")
+    if "verify" in figures:
+        v = figures["verify"]
+        line += (f"   chain {'ok' if v['chain_ok'] else 'BROKEN'}, journal +{v['journal_growth']} "
+                 f"({'matches' if v['commits_match'] else 'DOES NOT MATCH'} {v['committed_201_seen']} seen)")
+    print(line, flush=True)
+    if figures["errors"] or figures["warmup_errors"]:
+        print(f"        ERRORS: {figures['errors']} in the run, {figures['warmup_errors']} in warm-up; "
+              f"first: {figures['first_error']}", flush=True)
+
+
+async def run(opts: Options) -> dict[str, Any]:
+    load_before = load_average()
+    print(f"ledger throughput: wrk -t{opts.threads} -c{opts.connections}, {opts.seconds:g}s per mode "
+          f"after {opts.warmup_seconds:g}s warm-up, {opts.players} players; load average {load_before}",
+          flush=True)
+    modes: dict[str, dict[str, Any]] = {}
+    runners = {"noop": lambda: run_noop(opts), "ledger": lambda: run_ledger(opts, group_commit=True),
+               "single": lambda: run_ledger(opts, group_commit=False)}
+    for name, runner in runners.items():
+        modes[name] = await runner()
+        print_mode(name, modes[name])
+    return summarize(modes, opts, load_before)
+
+
+def parse_args(argv: list[str] | None = None) -> Options:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per mode (1..600)")
+    parser.add_argument("--warmup-seconds", type=float, default=3.0, help="warm-up seconds per mode (1..60)")
+    parser.add_argument("--connections", type=int, default=64, help="wrk connections (1..1024)")
+    parser.add_argument("--threads", type=int, default=1, choices=(1, 2), help="wrk threads")
+    parser.add_argument("--players", type=int, default=1000, help="funded players bets spread over (1..100000)")
+    parser.add_argument("--dir", type=Path, default=None, help="where configs, data and logs go (default: temp)")
+    a = parser.parse_args(argv)
+    bounds = {"seconds": (1, 600), "warmup_seconds": (1, 60), "connections": (1, 1024), "players": (1, 100_000)}
+    for field, (low, high) in bounds.items():
+        if not low <= getattr(a, field) <= high:
+            parser.error(f"--{field.replace('_', '-')} must be within {low}..{high}")
+    root = (a.dir or Path(tempfile.mkdtemp(prefix="croupier-bench-"))).resolve()
+    return Options(a.seconds, a.warmup_seconds, a.connections, a.threads, a.players, root, keep_dir=a.dir is not None)
+
+
+def main() -> None:
+    opts = parse_args()
+    summary = asyncio.run(run(opts))
+    met = summary["targets_met"]
+    print(f"bets/s {summary['bets_per_s']}  p99 {summary['p99_ms']} ms  "
+          f"vs noop {summary['ratio_ledger_vs_noop']}x (target >= {TARGETS['ledger_vs_noop_min']}: "
+          f"{'met' if met['ledger_vs_noop'] else 'MISSED'})  "
+          f"vs one-commit-per-bet {summary['ratio_ledger_vs_single']}x (target >= "
+          f"{TARGETS['ledger_vs_single_min']}: {'met' if met['ledger_vs_single'] else 'MISSED'})  "
+          f"p99 target < {TARGETS['ledger_p99_ms_max']} ms: {'met' if met['ledger_p99'] else 'MISSED'}",
+          flush=True)
+    if opts.keep_dir or summary["errors"]:
+        print(f"configs, data and logs kept in {opts.root}", flush=True)
+    else:
+        shutil.rmtree(opts.root)
+    print(json.dumps(summary, sort_keys=True), flush=True)
+    sys.exit(1 if summary["errors"] else 0)
+
+
+if __name__ == "__main__":
+    main()
