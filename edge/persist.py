@@ -7,7 +7,11 @@ CRDT update that carries it are durable together or not at all). A document with
 `merge_updates`: superlinear and keeps garbage). Documents with writes still queued are "pending"
 and the replica must not evict them: their rows on disk are incomplete.
 
-CRDT state can be rebuilt from the ledger and the peers, so `synchronous=NORMAL` is enough here.
+Nothing this edge wrote leaves it before it is committed here: live pushes happen in `on_durable`
+after the commit, and sync answers wait for `barrier()`. So a restart after kill -9 never reuses a
+(client id, clock) pair that peers already hold, and an effect seen by peers is in the local book.
+A commit in WAL mode survives the death of the process, so `synchronous=NORMAL` is enough here
+(CRDT state can be rebuilt from the ledger and the peers after a power loss).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import asyncio
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import aiosqlite
 import orjson
@@ -50,6 +55,7 @@ class Append:
     data: bytes
     state_vector: bytes
     effect: Effect | None = None
+    local: bool = False  # written by this edge: pushed to peers once durable
 
 
 @dataclass(frozen=True)
@@ -66,13 +72,18 @@ class Loaded:
 
 
 class Store:
-    def __init__(self, path: Path, client_id: int, limits: StoreLimits = StoreLimits()) -> None:
+    def __init__(self, path: Path, client_id: int, limits: StoreLimits = StoreLimits(),
+                 on_durable: Callable[[list[tuple[str, bytes]]], None] = lambda local_updates: None) -> None:
         self.path = path
+        self._on_durable = on_durable
         self.client_id = client_id
         self.limits = limits
         self._db: aiosqlite.Connection | None = None
         self._queue: asyncio.Queue[Append | Watermark | None] = asyncio.Queue(maxsize=limits.queue_max)
         self._pending: Counter[str] = Counter()
+        self._enqueued = 0  # operations queued so far; the queue keeps their order
+        self._committed = 0
+        self._committed_cond = asyncio.Condition()
         self._writer: asyncio.Task[None] | None = None
         self.failed: BaseException | None = None
 
@@ -107,18 +118,32 @@ class Store:
     def pending(self, doc: str) -> bool:
         return self._pending[doc] > 0
 
-    async def append(self, op: Append) -> None:
-        self._check_writer()
+    def append(self, op: Append) -> None:
+        self._put(op)
         self._pending[op.doc] += 1
-        await self._queue.put(op)
 
-    async def raise_watermark(self, key: str, sequence: int) -> None:
-        self._check_writer()
-        await self._queue.put(Watermark(key, sequence))
+    def raise_watermark(self, key: str, sequence: int) -> None:
+        self._put(Watermark(key, sequence))
 
-    def _check_writer(self) -> None:
+    async def barrier(self, timeout_s: float) -> bool:
+        """Wait until everything queued so far is committed (False on timeout)."""
+        target = self._enqueued
+        async with self._committed_cond:
+            try:
+                await asyncio.wait_for(self._committed_cond.wait_for(lambda: self._committed >= target), timeout_s)
+            except asyncio.TimeoutError:
+                return False
+        return True
+
+    def _put(self, op: Append | Watermark) -> None:
+        # Never blocks: a full queue is an explicit failure (callers degrade, reconciliation repairs).
         if not self.is_open:
             raise Unavailable("the edge's local store is not writable", code="storage_unavailable")
+        try:
+            self._queue.put_nowait(op)
+        except asyncio.QueueFull:
+            raise Unavailable("the edge's local store is overloaded", code="storage_unavailable") from None
+        self._enqueued += 1
 
     async def load_doc(self, name: str) -> list[bytes]:
         assert self._db is not None
@@ -175,6 +200,10 @@ class Store:
                     "INSERT INTO watermarks (key, seq) VALUES (?, ?) "
                     "ON CONFLICT(key) DO UPDATE SET seq = max(seq, excluded.seq)", (op.key, op.sequence))
         await db.commit()
+        self._on_durable([(op.doc, op.data) for op in appends if op.local])
+        async with self._committed_cond:
+            self._committed += len(ops)
+            self._committed_cond.notify_all()
         self._pending.subtract(counts)
         for doc in counts:
             if self._pending[doc] <= 0:

@@ -123,6 +123,7 @@ def _register() -> None:
     from core_ledger import cli as ledger_cli
 
     ledger_cli.register(ledger_app)
+    from edge import cli as edge_cli; edge_cli.register(edge_app)
 
 
 def main() -> None:

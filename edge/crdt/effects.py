@@ -23,7 +23,7 @@ from edge.crdt.slots import BonusSlot, JackpotSlot
 class Effect:
     key: str  # document name
     sequence: int
-    delta: dict[str, Any]  # jackpot: {"epoch", "amount_minor"}; bonus: {bonus_id: amount_minor}
+    delta: dict[str, Any]  # jackpot: {"epoch", "amount_minor"[, "seed_minor"]}; bonus: {bonus_id: amount_minor}
 
 
 class EffectBook:
@@ -83,7 +83,7 @@ def reconcile_jackpot(truth: JackpotTruth, pending: list[tuple[int, dict[str, An
     p, n = (truth.mine_minor, 0) if truth.mine_minor >= 0 else (0, -truth.mine_minor)
     slot = JackpotSlot(truth.epoch, p, n, truth.seed_minor, truth.currency, ts)
     for _, delta in pending:
-        slot = slot.add(int(delta["epoch"]), int(delta["amount_minor"]), ts)
+        slot = slot.add(int(delta["epoch"]), int(delta["amount_minor"]), ts, delta.get("seed_minor"))
     return slot
 
 

@@ -20,6 +20,7 @@ from pycrdt import Doc
 from edge.crdt.slots import slot_times
 
 EMPTY_UPDATE = b"\x00\x00"
+EMPTY_STATE_VECTOR = b"\x00"
 
 
 def new_doc(client_id: int, updates: Iterable[bytes] = ()) -> Doc:
@@ -59,7 +60,9 @@ class Replica:
         assert name not in self._live, name
         doc = new_doc(self.client_id, updates)
         self._live[name] = doc
-        self.state_vectors[name] = doc.get_state()
+        state = doc.get_state()
+        if state != EMPTY_STATE_VECTOR:  # an empty document is not "known": nothing to advertise
+            self.state_vectors[name] = state
         self._evict()
         return doc
 

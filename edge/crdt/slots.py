@@ -96,11 +96,13 @@ class JackpotSlot:
         return JackpotSlot(as_int(v["epoch"]), as_int(v["p"]), as_int(v["n"]), as_int(v["seed"]),
                            str(v["currency"]), float(v["ts"]))
 
-    def add(self, epoch: int, amount_minor: int, ts: float) -> JackpotSlot:
-        """This slot after one contribution (negative: a reversal) tagged with its epoch."""
+    def add(self, epoch: int, amount_minor: int, ts: float, seed_minor: int | None = None) -> JackpotSlot:
+        """This slot after one contribution (negative: a reversal) tagged with its epoch; a newer
+        epoch (a payout happened) starts from zero, with its seed when known."""
         if epoch < self.epoch:
             return self  # a contribution to a paid-out epoch no longer shows anywhere
-        base = self if epoch == self.epoch else JackpotSlot(epoch, 0, 0, self.seed_minor, self.currency, ts)
+        seed = self.seed_minor if seed_minor is None else seed_minor
+        base = self if epoch == self.epoch else JackpotSlot(epoch, 0, 0, seed, self.currency, ts)
         p, n = (base.p + amount_minor, base.n) if amount_minor >= 0 else (base.p, base.n - amount_minor)
         return JackpotSlot(epoch, p, n, base.seed_minor, base.currency, ts)
 

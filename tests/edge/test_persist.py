@@ -9,15 +9,18 @@ JP = "jackpot/mega"
 
 
 async def test_store_reopens_with_documents_effects_and_watermarks_and_compacts(tmp_path):
-    store = Store(tmp_path / "edge.db", client_id=1, limits=StoreLimits(compact_after=10))
+    durable = []
+    store = Store(tmp_path / "edge.db", client_id=1, limits=StoreLimits(compact_after=10), on_durable=durable.extend)
     await store.open()
     r = Replica("eu", 1, 4, pinned=store.pending)
     r.install(JP, [])
     for i in range(1, 26):
         update = r.write_local(JP, lambda d, i=i: write_slot(d, "eu", JackpotSlot(1, i, 0, 5, "EUR", 0.0).encode()))
         effect = Effect(JP, 100 + i, {"epoch": 1, "amount_minor": 1}) if i % 5 == 0 else None
-        await store.append(Append(JP, update, r.state_vectors[JP], effect))
-    await store.raise_watermark(JP, 110)
+        store.append(Append(JP, update, r.state_vectors[JP], effect, local=i % 2 == 0))
+    store.raise_watermark(JP, 110)
+    assert await store.barrier(timeout_s=10)
+    assert len(durable) == 12 and not store.pending(JP), "local updates are handed over only once committed"
     await store.close()
 
     store2 = Store(tmp_path / "edge.db", client_id=1, limits=StoreLimits(compact_after=10))

@@ -1,0 +1,130 @@
+"""Edge configuration: the `[edge]` table and `[[tokens]]` of a TOML file, validated once in main.
+
+Paths (`data_dir`, token files) are relative to the config file. The clear tokens the edge
+presents (to the ledger, to peers) are read from files; the tokens it accepts are sha256 digests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from shared.auth import TokenEntry
+from shared.config import ConfigError, load_toml, pick, token_entries
+from shared.ids import is_id
+
+ACCEPTED_ROLES = frozenset({"game_server", "peer", "metrics"})
+
+
+@dataclass(frozen=True)
+class Peer:
+    id: str
+    url: str
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Named bounds of everything the edge queues, batches, retries or keeps."""
+
+    ledger_connections_max: int = 32
+    ledger_batch_max: int = 256  # money actions per POST /v1/batch (the ledger's batch_actions_max)
+    ledger_batch_bytes_max: int = 60_000  # under the ledger's body_bytes_max (65536)
+    ledger_batches_in_flight_max: int = 4
+    ledger_queue_max: int = 10_000  # money actions waiting for a batch
+    ledger_retry_backoff_s: float = 0.05  # first retry delay, doubled per attempt, within the deadline
+    breaker_failures: int = 5  # consecutive failed attempts that open the circuit
+    breaker_open_s: float = 2.0
+    reachable_window_s: float = 10.0  # /readyz: the ledger answered within this window
+    docs_live_max: int = 4096
+    sync_push_interval_s: float = 0.005  # live updates are batched for this long
+    sync_queue_max: int = 20_000  # live updates waiting for one peer
+    anti_entropy_interval_s: float = 1.0
+    reconnect_backoff_s: float = 0.1
+    reconnect_backoff_max_s: float = 5.0
+    sync_heartbeat_s: float = 5.0
+    reconcile_interval_s: float = 5.0
+    reconcile_keys_per_round_max: int = 200
+    session_games_max: int = 64  # games listed per player
+    jackpots_list_max: int = 1000
+
+
+@dataclass(frozen=True)
+class EdgeConfig:
+    id: str
+    crdt_client_id: int
+    host: str
+    port: int
+    data_dir: Path
+    ledger_url: str
+    ledger_token: str
+    peer_token: str
+    ledger_attempt_timeout_s: float
+    ledger_deadline_s: float
+    body_bytes_max: int
+    session_state_bytes_max: int
+    log_level: str
+    peers: tuple[Peer, ...]
+    tokens: tuple[TokenEntry, ...]
+    limits: Limits = Limits()
+
+
+def _read_secret(base: Path, raw: dict[str, Any], key: str) -> str:
+    rel = pick(raw, key, str, None)
+    try:
+        secret = (base / rel).read_text().strip()
+    except OSError as e:
+        raise ConfigError(f"edge.{key}: cannot read {rel}: {e}") from None
+    if not secret:
+        raise ConfigError(f"edge.{key}: {rel} is empty")
+    return secret
+
+
+def _peers(raw: list[Any], own_id: str) -> tuple[Peer, ...]:
+    peers = []
+    for i, p in enumerate(raw):
+        if not isinstance(p, dict) or not is_id(p.get("id")) or not isinstance(p.get("url"), str):
+            raise ConfigError(f"edge.peers[{i}] needs an id and a url")
+        if p["id"] == own_id or any(q.id == p["id"] for q in peers):
+            raise ConfigError(f"edge.peers[{i}].id {p['id']!r} is this edge or repeated")
+        peers.append(Peer(p["id"], p["url"].rstrip("/")))
+    return tuple(peers)
+
+
+def load(path: Path) -> EdgeConfig:
+    raw = load_toml(path)
+    base = path.resolve().parent
+    edge = raw.get("edge")
+    if not isinstance(edge, dict):
+        raise ConfigError("the [edge] table is required")
+    edge_id = pick(edge, "id", str, None)
+    if not is_id(edge_id) or "/" in edge_id:
+        raise ConfigError("edge.id must be an id")
+    client_id = pick(edge, "crdt_client_id", int, None)
+    if not 1 <= client_id <= 1000:
+        raise ConfigError("edge.crdt_client_id must be a unique integer in 1..1000")
+    tokens = token_entries(raw.get("tokens", []), base)
+    if any(t.role not in ACCEPTED_ROLES for t in tokens):
+        raise ConfigError(f"edge tokens admit only the roles {sorted(ACCEPTED_ROLES)}")
+    cfg = EdgeConfig(
+        id=edge_id,
+        crdt_client_id=client_id,
+        host=pick(edge, "host", str, "127.0.0.1"),
+        port=pick(edge, "port", int, 8801),
+        data_dir=base / pick(edge, "data_dir", str, f"./{edge_id}"),
+        ledger_url=pick(edge, "ledger_url", str, None).rstrip("/"),
+        ledger_token=_read_secret(base, edge, "ledger_token_file"),
+        peer_token=_read_secret(base, edge, "peer_token_file"),
+        ledger_attempt_timeout_s=pick(edge, "ledger_attempt_timeout_s", float, 1.0),
+        ledger_deadline_s=pick(edge, "ledger_deadline_s", float, 3.0),
+        body_bytes_max=pick(edge, "body_bytes_max", int, 65536),
+        session_state_bytes_max=pick(edge, "session_state_bytes_max", int, 16384),
+        log_level=pick(edge, "log_level", str, "info"),
+        peers=_peers(edge.get("peers", []), edge_id),
+        tokens=tuple(tokens),
+    )
+    if not 0 < cfg.ledger_attempt_timeout_s <= cfg.ledger_deadline_s <= 60:
+        raise ConfigError("need 0 < ledger_attempt_timeout_s <= ledger_deadline_s <= 60")
+    if not 1024 <= cfg.session_state_bytes_max <= cfg.body_bytes_max <= 16 << 20:
+        raise ConfigError("need 1024 <= session_state_bytes_max <= body_bytes_max <= 16 MiB")
+    return cfg

@@ -1,0 +1,176 @@
+"""The edge's HTTP API (API.md, edge section) and its app factory.
+
+Handlers parse, call one service method, render. Everything the app owns (store, ledger client,
+sync hub, reconciler) is opened and closed in one cleanup context, in dependency order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+import structlog
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from edge.config import EdgeConfig
+from edge.ledger_client import LedgerClient
+from edge.metrics import EdgeMetrics
+from edge.openapi import openapi_document
+from edge.persist import Store, StoreLimits
+from edge.reconcile import Reconciler
+from edge.service import EdgeService
+from edge.state import EdgeState
+from edge.sync import SyncHub
+from shared import auth
+from shared.errors import BadRequest
+from shared.ids import is_id
+from shared.models import MONEY_OPS, SessionStateIn
+from shared.web import json_response, make_app, principal, read_model
+
+log = structlog.get_logger("croupier.edge")
+
+SERVICE = web.AppKey("edge_service", EdgeService)
+HUB = web.AppKey("edge_sync", SyncHub)
+EDGE_MONEY_OPS = ("bet", "win", "rollback", "jackpot_payout", "bonus_claim")
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    summary: str
+    body: Any = None
+
+
+def path_id(request: web.Request, name: str) -> str:
+    value = request.match_info[name]
+    if not is_id(value):
+        raise BadRequest(f"{name}: not a valid id", field=name)
+    return value
+
+
+def _money_route(op: str) -> Route:
+    _, model, path = MONEY_OPS[op]
+
+    @auth.roles("game_server")
+    async def handler(request: web.Request) -> web.Response:
+        body = await read_model(request, model)
+        status, answer = await request.app[SERVICE].money(op, body, principal(request).name)
+        return json_response(answer, status=status)
+
+    return Route("POST", path, handler, f"{op.replace('_', ' ').capitalize()}, forwarded to the ledger", model)
+
+
+@auth.roles("game_server")
+async def balances(request: web.Request) -> web.Response:
+    return json_response(await request.app[SERVICE].balances(path_id(request, "player_id")))
+
+
+@auth.roles("game_server")
+async def session(request: web.Request) -> web.Response:
+    return json_response(await request.app[SERVICE].session(path_id(request, "player_id")))
+
+
+@auth.roles("game_server")
+async def put_session(request: web.Request) -> web.Response:
+    body = await read_model(request, SessionStateIn)
+    return json_response(await request.app[SERVICE].put_session(
+        path_id(request, "player_id"), path_id(request, "game_id"), body.state))
+
+
+@auth.roles("game_server")
+async def jackpots(request: web.Request) -> web.Response:
+    return json_response(await request.app[SERVICE].jackpots())
+
+
+@auth.roles("game_server")
+async def jackpot(request: web.Request) -> web.Response:
+    return json_response(await request.app[SERVICE].jackpot(path_id(request, "jackpot_id")))
+
+
+@auth.roles("game_server")
+async def bonus_progress(request: web.Request) -> web.Response:
+    return json_response(await request.app[SERVICE].bonus_progress(path_id(request, "player_id")))
+
+
+@auth.roles("peer")
+async def sync(request: web.Request) -> web.WebSocketResponse:
+    return await request.app[HUB].accept(request)
+
+
+@auth.public
+async def readyz(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    store_ok, ledger_ok = service.state.store.is_open, service.ledger.reachable()
+    body = {"status": "ready" if store_ok and ledger_ok else "unavailable", "store": store_ok, "ledger": ledger_ok,
+            "peers_connected": sorted(request.app[HUB].links)}
+    if not (store_ok and ledger_ok):
+        return json_response(body, status=503, headers={"Retry-After": "1"})
+    return json_response(body)
+
+
+ROUTES = [
+    *(_money_route(op) for op in EDGE_MONEY_OPS),
+    Route("GET", "/v1/players/{player_id}/balances", balances, "Balances, read through to the ledger"),
+    Route("GET", "/v1/players/{player_id}/session", session, "Open rounds (ledger) and game states (CRDT)"),
+    Route("PUT", "/v1/players/{player_id}/session/{game_id}", put_session, "Save a game state (last writer wins)",
+          SessionStateIn),
+    Route("GET", "/v1/jackpots", jackpots, "Jackpot displays known here"),
+    Route("GET", "/v1/jackpots/{jackpot_id}", jackpot, "One jackpot display, served locally"),
+    Route("GET", "/v1/players/{player_id}/bonus-progress", bonus_progress, "Bonus wagering progress, served locally"),
+    Route("GET", "/v1/sync", sync, "Websocket for peer edges (CRDT sync)"),
+    Route("GET", "/readyz", readyz, "Ready: store open and ledger reachable"),
+]
+
+
+def create_app(cfg: EdgeConfig, *, registry: CollectorRegistry | None = None,
+               clock: Callable[[], float] = time.time, store_limits: StoreLimits = StoreLimits()) -> web.Application:
+    registry = registry or CollectorRegistry()
+    tokens = auth.TokenStore(cfg.tokens)
+    app = make_app(tokens=tokens, registry=registry, body_bytes_max=cfg.body_bytes_max)
+    metrics = EdgeMetrics(registry)
+    hub_ref: list[SyncHub] = []
+    store = Store(cfg.data_dir / "edge.db", cfg.crdt_client_id, store_limits,
+                  on_durable=lambda updates: hub_ref[0].push(updates) if hub_ref else None)
+    state = EdgeState(cfg.id, cfg.crdt_client_id, cfg.limits.docs_live_max, store, metrics, clock)
+    ledger = LedgerClient(cfg.ledger_url, cfg.ledger_token, attempt_timeout_s=cfg.ledger_attempt_timeout_s,
+                          deadline_s=cfg.ledger_deadline_s, limits=cfg.limits, metrics=metrics)
+    reconciler = Reconciler(state, ledger, cfg.limits)
+    hub = SyncHub(cfg.id, cfg.peers, cfg.peer_token, state, cfg.limits, metrics, on_hint=reconciler.mark_dirty)
+    hub_ref.append(hub)
+    app[SERVICE] = EdgeService(cfg, state, ledger, reconciler, metrics, hint=hub.hint)
+    app[HUB] = hub
+    for route in ROUTES:
+        app.router.add_route(route.method, route.path, route.handler)
+    document = openapi_document(ROUTES)
+
+    @auth.public
+    async def openapi_json(request: web.Request) -> web.Response:
+        return json_response(document)
+
+    app.router.add_get("/openapi.json", openapi_json)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        await state.open()
+        reconciler.mark_dirty(state.book.keys())  # effects near a crash: confirm them first
+        await ledger.start()
+        await hub.start()
+        tasks = [asyncio.create_task(reconciler.run(), name="edge-reconciler"),
+                 asyncio.create_task(ledger.watch(), name="edge-ledger-watch")]
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await hub.close()
+            await ledger.close()
+            await store.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app
+

@@ -1,0 +1,299 @@
+"""The edge's client of the core ledger: pooled keep-alive HTTP, batching, deadlines, breaker.
+
+Money actions queue here and are sent in `POST /v1/batch` requests (up to `ledger_batch_max`
+actions, up to `ledger_batches_in_flight_max` requests at once): while batches are in flight new
+actions accumulate, so concurrency turns into batch size (group commit on the client side, as
+TigerBeetle's clients do). Each action is still answered only with its own result, after the
+ledger committed it.
+
+Every attempt has `attempt_timeout_s`; every action has an overall deadline (`deadline_s` from its
+arrival). A failed attempt (connection error, timeout, 5xx, or a per-action 503 or
+`request_in_progress`) is retried with the same body, hence the same idempotency `id`, after a
+doubling backoff, while the deadline allows. Past it the caller gets `Unavailable`
+(`ledger_unavailable`, rendered 503 with Retry-After). A circuit breaker opens after
+`breaker_failures` consecutive failed attempts: while open, calls fail at once; after
+`breaker_open_s` one probe is let through.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import aiohttp
+import orjson
+import structlog
+
+from edge.config import Limits
+from edge.metrics import EdgeMetrics
+from shared.errors import CroupierError, Unavailable, error_from_code
+
+log = structlog.get_logger("croupier.edge.ledger")
+
+RETRYABLE_CODES = frozenset({"request_in_progress", "ledger_unavailable", "not_primary", "storage_unavailable"})
+PROBLEM_FIELDS = frozenset({"type", "title", "status", "detail", "code"})
+
+
+class AttemptFailed(Exception):
+    """One attempt did not reach a decision of the ledger (retryable)."""
+
+
+def error_from_problem(status: int, body: Any) -> CroupierError:
+    """The ledger's problem+json answer as the same error here (extra members kept)."""
+    if not isinstance(body, dict) or not isinstance(body.get("code"), str):
+        return Unavailable(f"the ledger answered {status} without a problem body")
+    extra = {k: v for k, v in body.items() if k not in PROBLEM_FIELDS}
+    return error_from_code(body["code"], str(body.get("detail", "")), **extra)
+
+
+class Breaker:
+    def __init__(self, failures_max: int, open_s: float, clock: Callable[[], float]) -> None:
+        self._failures_max, self._open_s, self._clock = failures_max, open_s, clock
+        self._failures = 0
+        self._open_until = 0.0
+        self._probing = False
+
+    def allow(self) -> bool:
+        if self._failures < self._failures_max:
+            return True
+        if self._clock() < self._open_until or self._probing:
+            return False
+        self._probing = True  # half-open: one attempt decides
+        return True
+
+    def retry_after_s(self) -> int:
+        return max(1, math.ceil(self._open_until - self._clock()))
+
+    def success(self) -> None:
+        self._failures, self._probing = 0, False
+
+    def failure(self) -> None:
+        self._failures += 1
+        self._probing = False
+        if self._failures >= self._failures_max:
+            self._open_until = self._clock() + self._open_s
+
+
+@dataclass
+class _Action:
+    encoded: bytes  # {"op", "body"} as JSON: a batch is these joined
+    deadline: float
+    future: asyncio.Future[tuple[int, dict[str, Any]]]
+    attempts: int = 0
+
+
+class LedgerClient:
+    def __init__(self, base_url: str, token: str, *, attempt_timeout_s: float, deadline_s: float,
+                 limits: Limits, metrics: EdgeMetrics, clock: Callable[[], float] = time.monotonic) -> None:
+        self._base = base_url
+        self._token = token
+        self._attempt_timeout_s = attempt_timeout_s
+        self.deadline_s = deadline_s
+        self._limits = limits
+        self._metrics = metrics
+        self._clock = clock
+        self.breaker = Breaker(limits.breaker_failures, limits.breaker_open_s, clock)
+        self._queue: asyncio.Queue[_Action] = asyncio.Queue(maxsize=limits.ledger_queue_max)
+        self._slots = asyncio.Semaphore(limits.ledger_batches_in_flight_max)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._http: aiohttp.ClientSession | None = None
+        self._last_ok = -math.inf
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(limit=self._limits.ledger_connections_max, keepalive_timeout=30)
+        self._http = aiohttp.ClientSession(
+            connector=connector, headers={"Authorization": f"Bearer {self._token}"},
+            timeout=aiohttp.ClientTimeout(total=self._attempt_timeout_s))
+        self._spawn(self._dispatch())
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._http is not None:
+            await self._http.close()
+
+    def reachable(self) -> bool:
+        return self._clock() - self._last_ok <= self._limits.reachable_window_s
+
+    async def watch(self) -> None:
+        """Forever: probe the ledger when nothing else did lately (readiness, breaker recovery)."""
+        while True:
+            if self._clock() - self._last_ok > self._limits.reachable_window_s / 4:
+                try:
+                    await self.get("/readyz", "readyz", deadline_s=self._attempt_timeout_s)
+                except CroupierError:
+                    pass  # counted by the metrics; /readyz reports it
+            await asyncio.sleep(min(1.0, self._limits.reachable_window_s / 4))
+
+    # --- money --------------------------------------------------------------------------------
+
+    async def money(self, op: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """The ledger's answer (status, body) to one money action, or the error it decided."""
+        if not self.breaker.allow():
+            raise Unavailable("the ledger is unavailable (circuit open)", retry_after_s=self.breaker.retry_after_s())
+        encoded = orjson.dumps({"op": op, "body": body})
+        action = _Action(encoded, self._clock() + self.deadline_s, asyncio.get_running_loop().create_future())
+        try:
+            self._queue.put_nowait(action)
+        except asyncio.QueueFull:
+            raise Unavailable("too many money actions waiting for the ledger") from None
+        try:
+            return await asyncio.wait_for(asyncio.shield(action.future), self.deadline_s)
+        except asyncio.TimeoutError:
+            action.future.cancel()  # nobody waits any more; an answer arriving later is dropped
+            raise Unavailable("the ledger did not answer within the deadline",
+                              retry_after_s=self.breaker.retry_after_s()) from None
+
+    async def _dispatch(self) -> None:
+        carry: _Action | None = None  # taken from the queue but did not fit the last batch
+        while True:
+            first = carry or await self._queue.get()
+            carry = None
+            await self._slots.acquire()
+            batch, size = [first], len(first.encoded)
+            while len(batch) < self._limits.ledger_batch_max and not self._queue.empty():
+                action = self._queue.get_nowait()
+                if size + len(action.encoded) + 1 > self._limits.ledger_batch_bytes_max:
+                    carry = action
+                    break
+                batch.append(action)
+                size += len(action.encoded) + 1
+            batch = [a for a in batch if not a.future.done()]
+            if batch:
+                self._spawn(self._send(batch))
+            else:
+                self._slots.release()
+
+    async def _send(self, batch: list[_Action]) -> None:
+        try:
+            results = await self._post_batch(batch)
+        except AttemptFailed as e:
+            for action in batch:
+                self._retry_or_fail(action, str(e))
+            return
+        finally:
+            self._slots.release()
+        for action, result in zip(batch, results):
+            status, body = result.get("status"), result.get("body")
+            if not isinstance(status, int) or not isinstance(body, dict):
+                self._retry_or_fail(action, "malformed batch result")
+            elif status < 400:
+                _resolve(action, (status, body))
+            elif status == 503 or body.get("code") in RETRYABLE_CODES:
+                self._retry_or_fail(action, str(body.get("code")))
+            else:
+                _fail(action, error_from_problem(status, body))
+
+    async def _post_batch(self, batch: list[_Action]) -> list[dict[str, Any]]:
+        assert self._http is not None
+        payload = b'{"actions":[' + b",".join(a.encoded for a in batch) + b"]}"
+        self._metrics.ledger_batch_size.observe(len(batch))
+        started, outcome = self._clock(), "error"
+        try:
+            async with self._http.post(self._base + "/v1/batch", data=payload,
+                                       headers={"Content-Type": "application/json"}) as resp:
+                raw = await resp.read()
+                if resp.status != 200:
+                    raise AttemptFailed(f"ledger batch answered {resp.status}")
+                results = orjson.loads(raw).get("results")
+                if not isinstance(results, list) or len(results) != len(batch):
+                    raise AttemptFailed("ledger batch answered without one result per action")
+                outcome = "ok"
+                return results
+        except (aiohttp.ClientError, asyncio.TimeoutError, orjson.JSONDecodeError, AttributeError) as e:
+            outcome = "timeout" if isinstance(e, asyncio.TimeoutError) else "error"
+            raise AttemptFailed(f"ledger batch failed: {type(e).__name__}") from None
+        finally:
+            self._observe("batch", outcome, started)
+
+    def _retry_or_fail(self, action: _Action, reason: str) -> None:
+        action.attempts += 1
+        delay = self._limits.ledger_retry_backoff_s * 2 ** min(action.attempts - 1, 10)
+        if action.future.done():
+            return
+        if self._clock() + delay >= action.deadline or not self.breaker.allow():
+            _fail(action, Unavailable(f"the ledger is unavailable ({reason})",
+                                      retry_after_s=self.breaker.retry_after_s()))
+            return
+        self._spawn(self._requeue(action, delay))
+
+    async def _requeue(self, action: _Action, delay: float) -> None:
+        await asyncio.sleep(delay)
+        if not action.future.done():
+            try:
+                self._queue.put_nowait(action)
+            except asyncio.QueueFull:
+                _fail(action, Unavailable("too many money actions waiting for the ledger"))
+
+    # --- reads ----------------------------------------------------------------------------------
+
+    async def get(self, path: str, operation: str, *, deadline_s: float | None = None) -> dict[str, Any]:
+        """A read, retried within the deadline; the ledger's own errors (404...) pass through."""
+        assert self._http is not None
+        deadline = self._clock() + (self.deadline_s if deadline_s is None else deadline_s)
+        delay = self._limits.ledger_retry_backoff_s
+        while True:
+            if not self.breaker.allow():
+                raise Unavailable("the ledger is unavailable (circuit open)", retry_after_s=self.breaker.retry_after_s())
+            try:
+                return await self._get_once(path, operation, deadline)
+            except AttemptFailed as e:
+                if self._clock() + delay >= deadline:
+                    raise Unavailable(f"the ledger is unavailable ({e})",
+                                      retry_after_s=self.breaker.retry_after_s()) from None
+            await asyncio.sleep(delay)
+            delay *= 2
+
+    async def _get_once(self, path: str, operation: str, deadline: float) -> dict[str, Any]:
+        assert self._http is not None
+        started, outcome = self._clock(), "error"
+        timeout = aiohttp.ClientTimeout(total=max(0.001, min(self._attempt_timeout_s, deadline - started)))
+        try:
+            async with self._http.get(self._base + path, timeout=timeout) as resp:
+                body = orjson.loads(await resp.read())
+                if resp.status >= 500:
+                    raise AttemptFailed(f"ledger answered {resp.status}")
+                outcome = "ok" if resp.status < 400 else "rejected"
+                if resp.status >= 400:
+                    raise error_from_problem(resp.status, body)
+                return body
+        except (aiohttp.ClientError, asyncio.TimeoutError, orjson.JSONDecodeError) as e:
+            outcome = "timeout" if isinstance(e, asyncio.TimeoutError) else "error"
+            raise AttemptFailed(type(e).__name__) from None
+        finally:
+            self._observe(operation, outcome, started)
+
+    # --- plumbing -------------------------------------------------------------------------------
+
+    def _observe(self, operation: str, outcome: str, started: float) -> None:
+        self._metrics.ledger_request_duration_seconds.labels(operation, outcome).observe(self._clock() - started)
+        if outcome in ("ok", "rejected"):
+            self._last_ok = self._clock()
+            self.breaker.success()
+        else:
+            self.breaker.failure()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self._metrics.background_failures_total.labels("ledger_client").inc()
+            log.error("ledger client task failed", error=repr(task.exception()))
+
+
+def _resolve(action: _Action, value: tuple[int, dict[str, Any]]) -> None:
+    if not action.future.done():
+        action.future.set_result(value)
+
+
+def _fail(action: _Action, exc: CroupierError) -> None:
+    if not action.future.done():
+        action.future.set_exception(exc)

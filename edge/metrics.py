@@ -1,0 +1,45 @@
+"""The edge's Prometheus metrics (names are a contract: see DESIGN.md), on an injected registry."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from shared.metrics import LATENCY_BUCKETS_S
+
+# Sync lag spans loopback milliseconds up to minutes of partition catch-up.
+SYNC_LAG_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                      60.0, 300.0)
+
+
+class EdgeMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.sync_lag_seconds = Histogram(
+            "edge_sync_lag_seconds", "Origin write time to applied here, per origin edge (live and catch-up).",
+            ["peer"], buckets=SYNC_LAG_BUCKETS_S, registry=registry)
+        self.sync_peer_up = Gauge("edge_sync_peer_up", "1 while the sync websocket to the peer is open.",
+                                  ["peer"], registry=registry)
+        self.sync_last_success = Gauge(
+            "edge_sync_last_success_timestamp_seconds", "Last completed state-vector exchange with the peer.",
+            ["peer"], registry=registry)
+        self.sync_pending_updates = Gauge(
+            "edge_sync_pending_updates",
+            "Documents whose state differed from the peer's at the last state-vector exchange, plus live "
+            "updates queued for it.", ["peer"], registry=registry)
+        self.ledger_request_duration_seconds = Histogram(
+            "edge_ledger_request_duration_seconds", "Ledger calls by operation and outcome.",
+            ["operation", "outcome"], buckets=LATENCY_BUCKETS_S, registry=registry)
+        self.money_requests_total = Counter(
+            "edge_money_requests_total", "Money requests answered, by operation and HTTP status.",
+            ["operation", "status"], registry=registry)
+        self.crdt_updates_total = Counter(
+            "edge_crdt_updates_total", "CRDT updates applied, by document kind and origin (local or remote).",
+            ["doc", "origin"], registry=registry)
+        self.display_drift_minor = Gauge(
+            "edge_display_drift_minor", "Display minus ledger truth at the last reconciliation, by kind.",
+            ["kind"], registry=registry)
+        self.ledger_batch_size = Histogram(
+            "edge_ledger_batch_size", "Money actions per POST /v1/batch.",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512), registry=registry)
+        self.background_failures_total = Counter(
+            "edge_background_failures_total", "Failures of background tasks (sync, reconciliation).",
+            ["task"], registry=registry)

@@ -1,0 +1,127 @@
+"""Reconciliation: repair this edge's own slots from the ledger's per-edge truth.
+
+The ledger says, as of its journal head `as_of_sequence`, how much of a jackpot's current epoch
+came through each edge (`contributions_by_edge`) and how much each edge's bets wagered per bonus
+(`wagered_by_edge`). The own slot becomes that truth plus the effects already applied above
+`as_of_sequence` (see `edge.crdt.effects`), then the watermark rises to `as_of_sequence`.
+
+Keys are reconciled when marked dirty (a payout, a new epoch, a rollback of another edge's bet,
+a peer's hint, start-up) and by a slow sweep over every known key, a bounded number per round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Any
+
+import structlog
+
+from edge.crdt import BONUS, JACKPOT, JackpotTruth, doc_name, reconcile_bonus, reconcile_jackpot
+from edge.crdt.slots import BonusSlot, bonus_progress, bonus_slots, jackpot_slots, jackpot_view, write_slot
+from edge.config import Limits
+from edge.ledger_client import LedgerClient
+from edge.state import EdgeState
+from shared.errors import CroupierError, NotFound
+from shared.ids import is_id
+
+log = structlog.get_logger("croupier.edge.reconcile")
+
+SWEEP_KEYS_PER_ROUND = 20
+
+
+class Reconciler:
+    def __init__(self, state: EdgeState, ledger: LedgerClient, limits: Limits) -> None:
+        self.state = state
+        self.ledger = ledger
+        self.limits = limits
+        self._dirty: dict[str, None] = {}  # insertion-ordered set of document names
+        self._sweep: deque[str] = deque()
+
+    def mark_dirty(self, names: list[str]) -> None:
+        for name in names:
+            kind, _, key = name.partition("/")
+            if kind in (JACKPOT, BONUS) and is_id(key) and len(self._dirty) < self.limits.ledger_queue_max:
+                self._dirty[name] = None
+
+    async def reconcile(self, name: str) -> None:
+        kind, _, key = name.partition("/")
+        if kind == JACKPOT:
+            await self.jackpot(key)
+        elif kind == BONUS:
+            await self.bonuses(key)
+
+    async def jackpot(self, jackpot_id: str) -> None:
+        raw = await self.ledger.get(f"/v1/jackpots/{jackpot_id}", "jackpot")
+        name = doc_name(JACKPOT, jackpot_id)
+        await self.state.doc(name)
+        truth = JackpotTruth(epoch=int(raw["epoch"]), seed_minor=int(raw["seed_minor"]), currency=str(raw["currency"]),
+                             mine_minor=int(raw.get("contributions_by_edge", {}).get(self.state.edge_id, 0)),
+                             pool_minor=int(raw["pool_minor"]), as_of=int(raw["as_of_sequence"]))
+        me, book = self.state.edge_id, self.state.book
+        if truth.as_of < book.watermark(name):
+            return  # an older read than the last reconciliation: nothing to learn
+        slot = reconcile_jackpot(truth, book.after(name, truth.as_of), self.state.clock())
+        book.raise_watermark(name, truth.as_of)
+        doc = self.state.replica.live(name)
+        assert doc is not None
+        own = jackpot_slots(doc).get(me)
+        if own is None or (own.epoch, own.p - own.n, own.seed_minor, own.currency) != (
+                slot.epoch, slot.p - slot.n, slot.seed_minor, slot.currency):
+            self.state.write(name, lambda d: write_slot(d, me, slot.encode()))
+        self.state.store.raise_watermark(name, truth.as_of)
+        view = jackpot_view(jackpot_slots(doc))
+        if view is not None and view.epoch == truth.epoch:
+            self.state.metrics.display_drift_minor.labels("jackpot").set(view.display_minor - truth.pool_minor)
+
+    async def bonuses(self, player_id: str) -> None:
+        raw = await self.ledger.get(f"/v1/players/{player_id}/bonuses", "bonuses")
+        name = doc_name(BONUS, player_id)
+        await self.state.doc(name)
+        me, book = self.state.edge_id, self.state.book
+        as_of = int(raw["as_of_sequence"])
+        bonuses: list[dict[str, Any]] = raw.get("bonuses", [])
+        if as_of < book.watermark(name) or (not bonuses and not self.state.replica.known(name)):
+            return
+        mine = {str(b["bonus_id"]): int(b.get("wagered_by_edge", {}).get(me, 0)) for b in bonuses}
+        slot = reconcile_bonus(mine, book.after(name, as_of), self.state.clock())
+        book.raise_watermark(name, as_of)
+        doc = self.state.replica.live(name)
+        assert doc is not None
+        own = bonus_slots(doc).get(me, BonusSlot({}, 0.0))
+        if _net(own) != _net(slot):
+            self.state.write(name, lambda d: write_slot(d, me, slot.encode()))
+        self.state.store.raise_watermark(name, as_of)
+        shown = bonus_progress(bonus_slots(doc))
+        drift = sum(sum(shown.get(str(b["bonus_id"]), {}).values()) - int(b["wagered_minor"]) for b in bonuses)
+        self.state.metrics.display_drift_minor.labels("bonus").set(drift)
+
+    async def run(self) -> None:
+        """Forever: every interval, the dirty keys then a slice of the sweep (both bounded)."""
+        while True:
+            await asyncio.sleep(self.limits.reconcile_interval_s)
+            for name in self._next_round():
+                try:
+                    await self.reconcile(name)
+                except NotFound:
+                    pass  # the ledger does not know it (yet): nothing to repair
+                except CroupierError as e:
+                    self._dirty[name] = None  # ledger unavailable: try again next round
+                    log.info("reconciliation postponed", doc=name, code=e.code)
+                    break
+
+    def _next_round(self) -> list[str]:
+        budget = self.limits.reconcile_keys_per_round_max
+        names = list(self._dirty)[:budget]
+        for name in names:
+            del self._dirty[name]
+        if not self._sweep:
+            self._sweep.extend(f"{JACKPOT}/{j}" for j in self.state.children(JACKPOT))
+            self._sweep.extend(f"{BONUS}/{p}" for p in self.state.children(BONUS))
+        for _ in range(min(SWEEP_KEYS_PER_ROUND, budget - len(names), len(self._sweep))):
+            names.append(self._sweep.popleft())
+        return list(dict.fromkeys(names))
+
+
+def _net(slot: BonusSlot) -> dict[str, int]:
+    return {b: p - n for b, (p, n) in slot.wagered.items() if p - n}

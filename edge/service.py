@@ -1,0 +1,213 @@
+"""The edge's use cases: money forwarded to the ledger (then its CRDT effects), and state reads.
+
+Money is answered only with the ledger's own answer, after it committed. The CRDT effects of a
+committed transaction are applied here iff it went through this edge (see `edge.crdt.effects`);
+a failure to apply one never fails the money answer (reconciliation repairs the slot).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+import orjson
+import structlog
+
+from edge.config import EdgeConfig
+from edge.crdt import BONUS, JACKPOT, SESSION, BonusSlot, Effect, JackpotSlot, SessionRecord, doc_name
+from edge.crdt.slots import bonus_progress, bonus_slots, jackpot_slots, jackpot_view, session_latest, write_slot
+from edge.ledger_client import LedgerClient
+from edge.metrics import EdgeMetrics
+from edge.reconcile import Reconciler
+from edge.state import EdgeState
+from shared.errors import CroupierError, NotFound, PayloadTooLarge, Unavailable, status_for
+from shared.models import MoneyWrite
+
+log = structlog.get_logger("croupier.edge.service")
+
+Hint = Callable[[str, list[str]], None]  # (peer edge id, document names): ask it to reconcile
+
+
+def rfc3339(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class EdgeService:
+    def __init__(self, cfg: EdgeConfig, state: EdgeState, ledger: LedgerClient, reconciler: Reconciler,
+                 metrics: EdgeMetrics, hint: Hint = lambda peer, names: None) -> None:
+        self.cfg = cfg
+        self.state = state
+        self.ledger = ledger
+        self.reconciler = reconciler
+        self.metrics = metrics
+        self.hint = hint
+
+    @property
+    def edge_id(self) -> str:
+        return self.cfg.id
+
+    # --- money --------------------------------------------------------------------------------
+
+    async def money(self, op: str, body: MoneyWrite, client_id: str) -> tuple[int, dict[str, Any]]:
+        payload = {**body.model_dump(mode="json", exclude_none=True), "via": self.edge_id, "client_id": client_id}
+        try:
+            status, answer = await self.ledger.money(op, payload)
+        except CroupierError as e:
+            self.metrics.money_requests_total.labels(op, str(status_for(e))).inc()
+            raise
+        self.metrics.money_requests_total.labels(op, str(status)).inc()
+        try:
+            await self._apply_effects(op, answer.get("transaction") or {})
+        except (CroupierError, KeyError, TypeError, ValueError) as e:
+            log.warning("effect not applied; reconciliation will repair", op=op, error=repr(e))
+        return status, answer
+
+    async def _apply_effects(self, op: str, tx: dict[str, Any]) -> None:
+        if tx.get("via") != self.edge_id or tx.get("outcome", "committed") != "committed":
+            return  # another edge owns these effects (or nothing was committed)
+        seq = int(tx["sequence"])
+        if op == "bet":
+            await self._credit(seq, tx["player_id"], tx.get("jackpot_contributions", []),
+                               tx.get("bonus_wagering", []), sign=1)
+        elif op == "rollback" and tx.get("reversed"):
+            await self._rollback(seq, tx)
+        elif op == "jackpot_payout":
+            delta = {"epoch": int(tx["epoch"]), "amount_minor": 0, "seed_minor": int(tx["seed_minor"])}
+            await self._effect(doc_name(JACKPOT, tx["jackpot_id"]), seq, delta, str(tx["currency"]))
+
+    async def _credit(self, seq: int, player_id: str, contributions: list[dict[str, Any]],
+                      wagering: list[dict[str, Any]], sign: int) -> None:
+        for c in contributions:
+            delta = {"epoch": int(c["epoch"]), "amount_minor": sign * int(c["amount_minor"])}
+            await self._effect(doc_name(JACKPOT, c["jackpot_id"]), seq, delta, None)
+        deltas = {str(w["bonus_id"]): sign * int(w["amount_minor"]) for w in wagering}
+        if deltas:
+            await self._effect(doc_name(BONUS, player_id), seq, deltas, None)
+
+    async def _rollback(self, seq: int, tx: dict[str, Any]) -> None:
+        """The ledger takes a reversed bet's credits back from the slot of the edge the bet came
+        through: here if that is us, else that edge is asked to reconcile."""
+        names = [doc_name(JACKPOT, c["jackpot_id"]) for c in tx.get("reversed_contributions", [])]
+        if tx.get("bonus_wagering"):
+            names.append(doc_name(BONUS, tx["player_id"]))
+        try:
+            bet = await self.ledger.get(f"/v1/transactions/{tx['bet_id']}?client_id={tx['client_id']}", "transaction")
+        except CroupierError:
+            self.reconciler.mark_dirty(names)  # whoever owns the credits: the sweeps repair them
+            for peer in self.cfg.peers:
+                self.hint(peer.id, names)
+            return
+        bet_via = (bet.get("transaction") or bet).get("via")
+        if bet_via == self.edge_id:
+            await self._credit(seq, tx["player_id"], tx.get("reversed_contributions", []),
+                               tx.get("bonus_wagering", []), sign=-1)
+        elif bet_via is not None:
+            self.hint(bet_via, names)
+
+    async def _effect(self, name: str, seq: int, delta: dict[str, Any], currency: str | None) -> None:
+        if not self.state.replica.known(name):
+            try:  # first sight: start from the ledger's truth (seed, epoch, our share so far)
+                await self.reconciler.reconcile(name)
+            except CroupierError:
+                self.reconciler.mark_dirty([name])
+        await self.state.doc(name)
+        # No await from here on: the check, the booking and the write see one state.
+        if not self.state.book.should_apply(name, seq):
+            return
+        effect = Effect(name, seq, delta)
+        if name.startswith(JACKPOT + "/"):
+            slot = self._jackpot_after(name, delta, currency)
+            self.state.write(name, lambda d: write_slot(d, self.edge_id, slot.encode()), effect)
+        else:
+            own = bonus_slots(self.state.replica.live(name)).get(self.edge_id)  # type: ignore[arg-type]
+            slot = (own or BonusSlot({}, 0.0)).add(delta, self.state.clock())
+            self.state.write(name, lambda d: write_slot(d, self.edge_id, slot.encode()), effect)
+
+    def _jackpot_after(self, name: str, delta: dict[str, Any], currency: str | None) -> JackpotSlot:
+        doc = self.state.replica.live(name)
+        assert doc is not None
+        slots = jackpot_slots(doc)
+        own = slots.get(self.edge_id)
+        epoch = int(delta["epoch"])
+        if own is None:
+            view = jackpot_view(slots)
+            # Seed and currency come from the ledger; until reconciled, a peer's view is the best guess.
+            own = JackpotSlot(epoch, 0, 0, view.seed_minor if view else 0, currency or (view.currency if view else ""), 0.0)
+            self.reconciler.mark_dirty([name])
+        if epoch > own.epoch and "seed_minor" not in delta:
+            self.reconciler.mark_dirty([name])  # a payout elsewhere: confirm the new epoch's seed
+        return own.add(epoch, int(delta["amount_minor"]), self.state.clock(), delta.get("seed_minor"))
+
+    # --- reads --------------------------------------------------------------------------------
+
+    async def balances(self, player_id: str) -> dict[str, Any]:
+        return await self.ledger.get(f"/v1/players/{player_id}/balances", "balances")
+
+    async def jackpot(self, jackpot_id: str) -> dict[str, Any]:
+        name = doc_name(JACKPOT, jackpot_id)
+        if not self.state.replica.known(name):
+            try:
+                await self.reconciler.jackpot(jackpot_id)  # first sight: learn it from the ledger
+            except Unavailable:
+                pass
+        view = jackpot_view(jackpot_slots(await self.state.doc(name)))
+        if view is None:
+            raise NotFound(f"jackpot {jackpot_id!r} is not known here")
+        return {"jackpot_id": jackpot_id, "currency": view.currency, "display_minor": view.display_minor,
+                "epoch": view.epoch, "seed_minor": view.seed_minor, "by_edge": view.by_edge,
+                "as_of": rfc3339(view.as_of_ts)}
+
+    async def jackpots(self) -> dict[str, Any]:
+        out = []
+        for jackpot_id in self.state.children(JACKPOT)[: self.cfg.limits.jackpots_list_max]:
+            view = jackpot_view(jackpot_slots(await self.state.doc(doc_name(JACKPOT, jackpot_id))))
+            if view is not None:
+                out.append({"jackpot_id": jackpot_id, "currency": view.currency, "display_minor": view.display_minor,
+                            "epoch": view.epoch, "seed_minor": view.seed_minor, "by_edge": view.by_edge,
+                            "as_of": rfc3339(view.as_of_ts)})
+        return {"jackpots": out}
+
+    async def bonus_progress(self, player_id: str) -> dict[str, Any]:
+        name = doc_name(BONUS, player_id)
+        if not self.state.replica.known(name):
+            try:
+                await self.reconciler.bonuses(player_id)
+            except (Unavailable, NotFound):
+                pass
+        progress = bonus_progress(bonus_slots(await self.state.doc(name)))
+        return {"player_id": player_id, "bonuses": [
+            {"bonus_id": b, "wagered_minor": sum(by_edge.values()), "by_edge": by_edge}
+            for b, by_edge in sorted(progress.items())]}
+
+    async def session(self, player_id: str) -> dict[str, Any]:
+        games = {}
+        for game_id in self.state.children(doc_name(SESSION, player_id))[: self.cfg.limits.session_games_max]:
+            latest = session_latest(await self.state.doc(doc_name(SESSION, player_id, game_id)))
+            if latest is not None:
+                edge, rec = latest
+                games[game_id] = {"state": orjson.loads(rec.state_json), "updated_at": rec.updated_at, "edge": edge}
+        out: dict[str, Any] = {"player_id": player_id, "open_rounds": [], "open_rounds_available": True, "games": games}
+        try:
+            rounds = await self.ledger.get(f"/v1/players/{player_id}/rounds?status=open", "rounds",
+                                           deadline_s=self.ledger.deadline_s / 2)
+            out["open_rounds"] = rounds.get("rounds", [])
+        except NotFound:
+            pass
+        except Unavailable:
+            out["open_rounds_available"] = False  # the game state is still served while the ledger is away
+        return out
+
+    async def put_session(self, player_id: str, game_id: str, state: dict[str, Any]) -> dict[str, Any]:
+        text = orjson.dumps(state).decode()
+        if len(text) > self.cfg.session_state_bytes_max:
+            raise PayloadTooLarge(f"session state exceeds {self.cfg.session_state_bytes_max} bytes")
+        name = doc_name(SESSION, player_id, game_id)
+        doc = await self.state.doc(name)
+        latest = session_latest(doc)
+        # Last writer wins by origin time: this write must sort after the one it replaces.
+        ts = max(self.state.clock(), latest[1].ts + 1e-6 if latest else 0.0)
+        record = SessionRecord(text, rfc3339(ts), ts)
+        self.state.write(name, lambda d: write_slot(d, self.edge_id, record.encode()))
+        return {"player_id": player_id, "game_id": game_id, "state": state, "updated_at": record.updated_at,
+                "edge": self.edge_id}
+

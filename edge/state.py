@@ -1,0 +1,94 @@
+"""The edge's CRDT state at run time: documents loaded on demand, writes persisted, effects booked.
+
+`EdgeState` ties the pure replica and effect book to the store and the metrics. Callers first
+`await doc(name)` (load once, single flight), then call the synchronous `write`/`apply_remote`
+with no await in between, so a decision and the write it leads to see the same state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Callable
+
+from pycrdt import Doc
+
+from edge.crdt import Effect, EffectBook, Replica
+from edge.crdt.slots import doc_kind
+from edge.metrics import EdgeMetrics
+from edge.persist import Append, Store
+
+
+class EdgeState:
+    def __init__(self, edge_id: str, client_id: int, docs_live_max: int, store: Store,
+                 metrics: EdgeMetrics, clock: Callable[[], float]) -> None:
+        self.edge_id = edge_id
+        self.store = store
+        self.metrics = metrics
+        self.clock = clock  # wall time in seconds: origin write times must compare across edges
+        self.replica = Replica(edge_id, client_id, docs_live_max, pinned=store.pending)
+        self.book = EffectBook()
+        self._loading: dict[str, asyncio.Future[Doc]] = {}
+        self._children: dict[str, set[str]] = {}  # "session/p1" -> {"g1"}, "jackpot" -> {"mega"}
+
+    async def open(self) -> None:
+        loaded = await self.store.open()
+        for name, state_vector in loaded.docs:
+            self.replica.note_state(name, state_vector)
+            self._index(name)
+        self.book.load(loaded.effects, loaded.watermarks)
+
+    # --- documents ----------------------------------------------------------------------------
+
+    async def doc(self, name: str) -> Doc:
+        doc = self.replica.live(name)
+        if doc is not None:
+            return doc
+        pending = self._loading.get(name)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[Doc] = asyncio.get_running_loop().create_future()
+        self._loading[name] = future
+        try:
+            updates = await self.store.load_doc(name) if self.replica.known(name) else []
+            doc = self.replica.live(name) or self.replica.install(name, updates)
+            future.set_result(doc)
+            return doc
+        except BaseException as e:
+            future.set_exception(e)
+            future.exception()  # retrieved here: waiters re-raise it themselves
+            raise
+        finally:
+            del self._loading[name]
+
+    def children(self, parent: str) -> list[str]:
+        return sorted(self._children.get(parent, ()))
+
+    def _index(self, name: str) -> None:
+        parent, _, child = name.rpartition("/")
+        self._children.setdefault(parent, set()).add(child)
+
+    # --- changes ------------------------------------------------------------------------------
+
+    def write(self, name: str, write: Callable[[Doc], None], effect: Effect | None = None) -> None:
+        """A local write (the document is live); with `effect`, booked and stored with it."""
+        update = self.replica.write_local(name, write)
+        if effect is not None:
+            self.book.record(effect)
+        if update or effect is not None:
+            self._stored(name, update or b"\x00\x00", effect, local=True)
+            self.metrics.crdt_updates_total.labels(doc_kind(name), "local").inc()
+
+    def remote_changed(self, name: str, update: bytes) -> None:
+        """Bytes a peer's update changed here (already applied to the live document)."""
+        self._stored(name, update, None, local=False)
+        self.metrics.crdt_updates_total.labels(doc_kind(name), "remote").inc()
+
+    def observe_arrivals(self, arrived: list[tuple[str, float]]) -> None:
+        now = self.clock()
+        for origin, ts in arrived:
+            self.metrics.sync_lag_seconds.labels(origin).observe(max(0.0, now - ts))
+
+    def _stored(self, name: str, update: bytes, effect: Effect | None, local: bool) -> None:
+        self._index(name)
+        sv = self.replica.state_vectors.get(name, b"\x00")
+        self.store.append(Append(name, update, sv, effect, local=local))

@@ -1,0 +1,240 @@
+"""Edge-to-edge sync over websockets (`GET /v1/sync`, role `peer`).
+
+One websocket per peer pair: the edge with the smaller id dials, the other accepts; after a
+hello each way both sides run the same link: live push of this edge's own updates (batched for
+`sync_push_interval_s`, and only once they are stored), a state-vector exchange at connect and
+every `anti_entropy_interval_s` (which repairs drops, reordering and partitions), and receipt
+of peer frames through the pure `edge.crdt.exchange`. Text messages carry reconcile hints.
+The dialer reconnects with doubling backoff; heartbeats detect a silent (blackholed) link.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+import orjson
+import structlog
+from aiohttp import web
+from pycrdt import YSyncMessageType
+
+from edge.config import Limits, Peer
+from edge.crdt import FrameBuilder, ProtocolError, protocol
+from edge.crdt.exchange import docs_to_load, handle, state_entries
+from edge.metrics import EdgeMetrics
+from edge.state import EdgeState
+from shared.errors import Unavailable
+
+log = structlog.get_logger("croupier.edge.sync")
+
+HELLO_TIMEOUT_S = 2.0
+CONNECT_TIMEOUT_S = 1.0
+BARRIER_TIMEOUT_S = 5.0
+CHUNK_DOCS_MAX = 256  # documents made live per step of one frame (<< docs_live_max)
+HINT_NAMES_MAX = 1000
+
+
+class _Link:
+    def __init__(self, peer: str, ws: Any, queue_max: int) -> None:
+        self.peer = peer
+        self.ws = ws
+        self.queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(maxsize=queue_max)
+        self.dropped = 0
+
+
+class SyncHub:
+    def __init__(self, edge_id: str, peers: tuple[Peer, ...], peer_token: str, state: EdgeState,
+                 limits: Limits, metrics: EdgeMetrics, on_hint: Any,
+                 proto_limits: protocol.Limits = protocol.Limits()) -> None:
+        self.edge_id = edge_id
+        self.peers = {p.id: p for p in peers}
+        self._token = peer_token
+        self.state = state
+        self.limits = limits
+        self.metrics = metrics
+        self._on_hint = on_hint
+        self.proto = proto_limits
+        self.links: dict[str, _Link] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._http: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        self._http = aiohttp.ClientSession()
+        for peer in self.peers.values():
+            self.metrics.sync_peer_up.labels(peer.id).set(0)
+            if self.edge_id < peer.id:
+                self._spawn(self._dial_forever(peer), f"sync-dial-{peer.id}")
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for link in list(self.links.values()):
+            await link.ws.close()
+        if self._http is not None:
+            await self._http.close()
+
+    # --- outbound -----------------------------------------------------------------------------
+
+    def push(self, updates: list[tuple[str, bytes]]) -> None:
+        """This edge's own updates, now stored: queue them for every connected peer."""
+        for link in self.links.values():
+            for name, update in updates:
+                try:
+                    link.queue.put_nowait((name, protocol.update_message(update)))
+                except asyncio.QueueFull:
+                    link.dropped += 1  # anti-entropy delivers it instead
+
+    def hint(self, peer: str, names: list[str]) -> None:
+        link = self.links.get(peer)
+        if link is not None and names:
+            self._spawn(link.ws.send_str(orjson.dumps({"reconcile": names[:HINT_NAMES_MAX]}).decode()), "sync-hint")
+
+    # --- connections --------------------------------------------------------------------------
+
+    async def _dial_forever(self, peer: Peer) -> None:
+        assert self._http is not None
+        backoff = self.limits.reconnect_backoff_s
+        while True:
+            try:
+                ws = await asyncio.wait_for(self._http.ws_connect(
+                    peer.url + "/v1/sync", headers={"Authorization": f"Bearer {self._token}"},
+                    heartbeat=self.limits.sync_heartbeat_s, max_msg_size=self.proto.frame_bytes_max),
+                    CONNECT_TIMEOUT_S)
+                try:
+                    await ws.send_str(orjson.dumps({"edge": self.edge_id}).decode())
+                    if await self._read_hello(ws) != peer.id:
+                        raise ProtocolError("the peer answered with another edge id")
+                    backoff = self.limits.reconnect_backoff_s
+                    await self._run(peer.id, ws)
+                finally:
+                    await ws.close()
+            except (aiohttp.ClientError, asyncio.TimeoutError, ProtocolError, OSError) as e:
+                log.debug("sync link down", peer=peer.id, error=type(e).__name__)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, self.limits.reconnect_backoff_max_s)
+
+    async def accept(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(heartbeat=self.limits.sync_heartbeat_s, max_msg_size=self.proto.frame_bytes_max)
+        await ws.prepare(request)
+        try:
+            peer = await self._read_hello(ws)
+            if peer not in self.peers or peer >= self.edge_id:  # the smaller id dials
+                raise ProtocolError(f"unexpected peer {peer!r}")
+            await ws.send_str(orjson.dumps({"edge": self.edge_id}).decode())
+            await self._run(peer, ws)
+        except (ProtocolError, asyncio.TimeoutError) as e:
+            log.warning("sync peer refused", error=str(e))
+        finally:
+            await ws.close()
+        return ws
+
+    async def _read_hello(self, ws: Any) -> str:
+        msg = await asyncio.wait_for(ws.receive(), HELLO_TIMEOUT_S)
+        if msg.type != aiohttp.WSMsgType.TEXT:
+            raise ProtocolError("expected a hello")
+        try:
+            edge = orjson.loads(msg.data).get("edge")
+        except (orjson.JSONDecodeError, AttributeError):
+            raise ProtocolError("malformed hello") from None
+        if not isinstance(edge, str):
+            raise ProtocolError("malformed hello")
+        return edge
+
+    async def _run(self, peer: str, ws: Any) -> None:
+        old = self.links.get(peer)
+        if old is not None:
+            await old.ws.close()
+        link = self.links[peer] = _Link(peer, ws, self.limits.sync_queue_max)
+        self.metrics.sync_peer_up.labels(peer).set(1)
+        tasks = [asyncio.create_task(self._send_loop(link)), asyncio.create_task(self._anti_entropy_loop(link))]
+        for task in tasks:  # a failed sender ends the link; the dialer reconnects
+            task.add_done_callback(lambda t: t.cancelled() or t.exception() is None or self._spawn(ws.close(), "close"))
+        try:
+            async for msg in ws:
+                if msg.type == aiohttp.WSMsgType.BINARY:
+                    await self._receive(link, msg.data)
+                elif msg.type == aiohttp.WSMsgType.TEXT:
+                    self._receive_hint(msg.data)
+                else:
+                    break
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if self.links.get(peer) is link:
+                del self.links[peer]
+                self.metrics.sync_peer_up.labels(peer).set(0)
+
+    # --- per link -----------------------------------------------------------------------------
+
+    async def _send_loop(self, link: _Link) -> None:
+        while True:
+            first = await link.queue.get()
+            await asyncio.sleep(self.limits.sync_push_interval_s)  # let a batch gather
+            builder = FrameBuilder(self.proto)
+            builder.add(*first)
+            for _ in range(min(link.queue.qsize(), self.proto.entries_per_frame_max * 4)):
+                builder.add(*link.queue.get_nowait())
+            builder.flush()
+            for frame in builder.frames:
+                await link.ws.send_bytes(frame)
+
+    async def _anti_entropy_loop(self, link: _Link) -> None:
+        while True:
+            builder = FrameBuilder(self.proto)
+            for name, message in state_entries(self.state.replica, list(self.state.replica.state_vectors)):
+                builder.add(name, message)
+            builder.flush()
+            for frame in builder.frames:
+                await link.ws.send_bytes(frame)
+            await asyncio.sleep(self.limits.anti_entropy_interval_s)
+
+    async def _receive(self, link: _Link, frame: bytes) -> None:
+        entries = protocol.decode_frame(frame, self.proto)
+        replies: list[tuple[str, bytes]] = []
+        differing, exchange = 0, False
+        for start in range(0, len(entries), CHUNK_DOCS_MAX):
+            chunk = entries[start:start + CHUNK_DOCS_MAX]
+            for name in docs_to_load(self.state.replica, chunk):
+                await self.state.doc(name)
+            handled = handle(self.state.replica, chunk)  # no await between: documents stay live
+            try:
+                for name, update in handled.changes:
+                    self.state.remote_changed(name, update)
+            except Unavailable:
+                log.warning("store overloaded: remote updates kept in memory only", peer=link.peer)
+            self.state.observe_arrivals(handled.arrived)
+            replies += handled.replies
+            differing += handled.differing
+            exchange = exchange or any(m[1] == YSyncMessageType.SYNC_STEP1 for _, m in chunk)
+        if exchange:
+            self.metrics.sync_last_success.labels(link.peer).set(self.state.clock())
+            self.metrics.sync_pending_updates.labels(link.peer).set(differing + link.queue.qsize())
+        if replies and await self.state.store.barrier(BARRIER_TIMEOUT_S):  # send only what is stored
+            builder = FrameBuilder(self.proto)
+            for name, message in replies:
+                builder.add(name, message)
+            builder.flush()
+            for out in builder.frames:
+                await link.ws.send_bytes(out)
+
+    def _receive_hint(self, data: str) -> None:
+        try:
+            names = orjson.loads(data).get("reconcile", [])
+        except (orjson.JSONDecodeError, AttributeError):
+            return
+        if isinstance(names, list):
+            self._on_hint([n for n in names[:HINT_NAMES_MAX] if isinstance(n, str)])
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.metrics.background_failures_total.labels("sync").inc()
+            log.error("sync task failed", task=task.get_name(), error=repr(task.exception()))

@@ -1,0 +1,107 @@
+"""Fixtures for in-process edge tests: a fake ledger and edges on loopback, always stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from edge.config import EdgeConfig, Limits, Peer
+from edge.http import create_app
+from shared.auth import TokenEntry, hash_token
+from shared.cluster import free_port
+from tests.edge.fake_ledger import FakeLedger
+
+GS, PEER, LEDGER_TOKEN = "gs-token", "peer-token", "edge-token"
+FAST = Limits(anti_entropy_interval_s=0.2, reconcile_interval_s=0.2, breaker_open_s=0.5, breaker_failures=3,
+              reconnect_backoff_s=0.05, reconnect_backoff_max_s=0.3, sync_heartbeat_s=2.0)
+
+
+def edge_config(root: Path, edge_id: str, client_id: int, ledger_url: str, port: int,
+                peers: dict[str, int], **overrides: Any) -> EdgeConfig:
+    tokens = (TokenEntry("gs", "game_server", hash_token(GS)), TokenEntry("peer", "peer", hash_token(PEER)),
+              TokenEntry("metrics", "metrics", hash_token("metrics-token")))
+    cfg = EdgeConfig(id=edge_id, crdt_client_id=client_id, host="127.0.0.1", port=port,
+                     data_dir=root / edge_id, ledger_url=ledger_url, ledger_token=LEDGER_TOKEN, peer_token=PEER,
+                     ledger_attempt_timeout_s=0.5, ledger_deadline_s=1.5, body_bytes_max=65536,
+                     session_state_bytes_max=2048, log_level="warning",
+                     peers=tuple(Peer(p, f"http://127.0.0.1:{port_}") for p, port_ in peers.items()),
+                     tokens=tokens, limits=FAST)
+    return dataclasses.replace(cfg, **overrides)
+
+
+@pytest.fixture
+async def fake_ledger() -> AsyncIterator[tuple[FakeLedger, TestServer]]:
+    ledger = FakeLedger()
+    server = TestServer(ledger.app(), host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield ledger, server
+    finally:
+        await server.close()
+
+
+@dataclasses.dataclass
+class Edges:
+    root: Path
+    ledger_url: str
+    ports: dict[str, int]
+    servers: dict[str, TestServer] = dataclasses.field(default_factory=dict)
+
+    def config(self, edge_id: str, **overrides: Any) -> EdgeConfig:
+        ids = sorted(self.ports)
+        return edge_config(self.root, edge_id, ids.index(edge_id) + 1, self.ledger_url, self.ports[edge_id],
+                           {p: port for p, port in self.ports.items() if p != edge_id}, **overrides)
+
+    async def start(self, edge_id: str, **overrides: Any) -> TestServer:
+        server = TestServer(create_app(self.config(edge_id, **overrides)), host="127.0.0.1", port=self.ports[edge_id])
+        await server.start_server()
+        self.servers[edge_id] = server
+        return server
+
+    async def stop(self, edge_id: str) -> None:
+        await self.servers.pop(edge_id).close()
+
+    def url(self, edge_id: str) -> str:
+        return f"http://127.0.0.1:{self.ports[edge_id]}"
+
+
+@pytest.fixture
+async def edges(tmp_path, fake_ledger) -> AsyncIterator[Callable[..., Awaitable[Edges]]]:
+    made: list[Edges] = []
+
+    async def make(*ids: str) -> Edges:
+        e = Edges(tmp_path, str(fake_ledger[1].make_url("")).rstrip("/"), {i: free_port() for i in ids})
+        made.append(e)
+        for i in ids:
+            await e.start(i)
+        return e
+
+    try:
+        yield make
+    finally:
+        for e in made:
+            for i in list(e.servers):
+                await e.stop(i)
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {GS}"},
+                                     timeout=aiohttp.ClientTimeout(total=10)) as s:
+        yield s
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 10.0, every_s: float = 0.05) -> None:
+    """Poll `check` until it is true; bounded in time."""
+    deadline = time.monotonic() + timeout_s
+    while not await check():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(every_s)

@@ -1,0 +1,172 @@
+"""The edge in process against a fake ledger: forwarding, exactly-once effects, failures, sync."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import aiohttp
+from openapi_spec_validator import validate as validate_openapi
+
+from tests.edge.conftest import PEER, eventually
+
+BET = {"player_id": "p1", "currency": "EUR", "amount_minor": 500, "round_id": "r1", "game_id": "slots"}
+
+
+def bet(i: int | str, **kw) -> dict:
+    return {**BET, "id": f"b-{i}", "round_id": f"r-{i}", **kw}
+
+
+async def get(http, url):
+    async with http.get(url) as r:
+        return r.status, await r.json()
+
+
+async def post(http, url, body):
+    async with http.post(url, json=body) as r:
+        return r.status, await r.json()
+
+
+async def test_bets_are_forwarded_and_their_effects_apply_once_across_retries_and_replays(edges, fake_ledger, http):
+    ledger, _ = fake_ledger
+    ledger.grant("p1", "w")
+    e = await edges("eu", "us")
+    eu, us = e.url("eu"), e.url("us")
+    status, first = await post(http, eu + "/v1/bets", bet(1))
+    assert status == 201 and first["transaction"]["via"] == "eu" and first["transaction"]["client_id"] == "gs"
+    again = await post(http, eu + "/v1/bets", bet(1))
+    elsewhere = await post(http, us + "/v1/bets", bet(1))
+    assert again[0] == elsewhere[0] == 200 and again[1]["replayed"] and elsewhere[1]["transaction"]["via"] == "eu"
+    for url in (eu, us):
+        async def shows_once(url=url):
+            jp = (await get(http, url + "/v1/jackpots/mega"))[1]
+            bp = (await get(http, url + "/v1/players/p1/bonus-progress"))[1]
+            return jp.get("display_minor") == 1005 and bp["bonuses"] == [
+                {"bonus_id": "w", "wagered_minor": 500, "by_edge": {"eu": 500}}]
+        await eventually(shows_once)
+    assert ledger.pool_minor() == 1005
+
+
+async def test_a_lost_answer_is_retried_with_the_same_id_and_counted_once(edges, fake_ledger, http):
+    ledger, _ = fake_ledger
+    e = await edges("eu")
+    ledger.fail_after_commit = 1  # the ledger commits, the answer is lost, the edge retries
+    status, body = await post(http, e.url("eu") + "/v1/bets", bet(7))
+    assert status == 200 and body["replayed"] is True and ledger.sequence == 1
+    assert (await get(http, e.url("eu") + "/v1/jackpots/mega"))[1]["display_minor"] == 1005
+
+
+async def test_concurrent_bets_share_ledger_batches_and_each_gets_its_own_answer(edges, fake_ledger, http):
+    ledger, _ = fake_ledger
+    ledger.delay_s = 0.05
+    e = await edges("eu")
+    results = await asyncio.gather(*(post(http, e.url("eu") + "/v1/bets", bet(i)) for i in range(60)))
+    assert sorted(b["transaction"]["id"] for _, b in results) == sorted(f"b-{i}" for i in range(60))
+    assert all(s == 201 for s, _ in results) and max(ledger.batches) > 1
+    assert (await get(http, e.url("eu") + "/v1/jackpots/mega"))[1]["display_minor"] == 1000 + 60 * 5
+
+
+async def test_rollbacks_take_credits_back_from_the_edge_that_took_the_bet(edges, fake_ledger, http):
+    ledger, _ = fake_ledger
+    ledger.grant("p1", "w")
+    e = await edges("eu", "us")
+    await post(http, e.url("eu") + "/v1/bets", bet(1))
+    await post(http, e.url("us") + "/v1/bets", bet(2))
+    await post(http, e.url("eu") + "/v1/rollbacks", {"id": "rb-1", "bet_id": "b-1", "player_id": "p1"})
+    await post(http, e.url("eu") + "/v1/rollbacks", {"id": "rb-2", "bet_id": "b-2", "player_id": "p1"})
+    for url in (e.url("eu"), e.url("us")):
+        async def reversed_everywhere(url=url):
+            jp = (await get(http, url + "/v1/jackpots/mega"))[1]
+            bp = (await get(http, url + "/v1/players/p1/bonus-progress"))[1]
+            return jp["display_minor"] == 1000 and [b["wagered_minor"] for b in bp["bonuses"]] == [0]
+        await eventually(reversed_everywhere)
+    assert ledger.pool_minor() == 1000
+
+
+async def test_a_payout_resets_the_display_on_every_edge(edges, fake_ledger, http):
+    e = await edges("eu", "us")
+    await post(http, e.url("eu") + "/v1/bets", bet(1))
+    await post(http, e.url("us") + "/v1/bets", bet(2))
+    status, _ = await post(http, e.url("us") + "/v1/jackpot-payouts",
+                           {"id": "jp-1", "jackpot_id": "mega", "player_id": "p1", "round_id": "r-2"})
+    assert status == 201
+    await post(http, e.url("eu") + "/v1/bets", bet(3))
+    for url in (e.url("eu"), e.url("us")):
+        async def reset(url=url):
+            jp = (await get(http, url + "/v1/jackpots/mega"))[1]
+            return (jp["epoch"], jp["display_minor"], jp["by_edge"]) == (2, 1005, {"eu": 5, "us": 0})
+        await eventually(reset)
+
+
+async def test_ledger_down_money_fails_fast_with_503_while_state_reads_answer(edges, fake_ledger, http):
+    ledger, server = fake_ledger
+    e = await edges("eu")
+    eu = e.url("eu")
+    await post(http, eu + "/v1/bets", bet(1))
+    async with http.put(eu + "/v1/players/p1/session/slots", json={"state": {"reel": [1, 2, 3]}}) as r:
+        assert r.status == 200
+    await server.close()
+    for i in range(5):
+        started = time.monotonic()
+        async with http.post(eu + "/v1/bets", json=bet(f"down-{i}")) as r:
+            body = await r.json()
+            assert r.status == 503 and body["code"] == "ledger_unavailable" and int(r.headers["Retry-After"]) >= 1
+        assert time.monotonic() - started < 1.5 + 0.5  # within the deadline (1.5 s here)
+    started = time.monotonic()
+    async with http.post(eu + "/v1/bets", json=bet("fast")) as r:
+        assert r.status == 503
+    assert time.monotonic() - started < 0.5, "the open circuit answers at once"
+    status, jp = await get(http, eu + "/v1/jackpots/mega")
+    assert status == 200 and jp["display_minor"] == 1005
+    status, session = await get(http, eu + "/v1/players/p1/session")
+    assert status == 200 and session["games"]["slots"]["state"] == {"reel": [1, 2, 3]}
+    assert session["open_rounds_available"] is False
+    assert (await get(http, eu + "/v1/players/p1/bonus-progress"))[0] == 200
+
+
+async def test_requests_are_authenticated_validated_and_bounded(edges, http):
+    e = await edges("eu")
+    eu = e.url("eu")
+    async with aiohttp.ClientSession() as anon:
+        async with anon.post(eu + "/v1/bets", json=bet(1)) as r:
+            assert r.status == 401
+        async with anon.post(eu + "/v1/bets", json=bet(1), headers={"Authorization": f"Bearer {PEER}"}) as r:
+            assert r.status == 403
+    status, body = await post(http, eu + "/v1/bets", {**bet(1), "amount_minor": 1.5})
+    assert status == 400 and body["field"] == "amount_minor"
+    async with http.put(eu + "/v1/players/p1/session/g", json={"state": {"x": "y" * 4000}}) as r:
+        assert r.status == 413 and (await r.json())["code"] == "payload_too_large"
+    async with http.get(eu + "/openapi.json") as r:
+        doc = await r.json()
+    validate_openapi(doc)
+    assert {"/v1/bets", "/v1/sync", "/v1/players/{player_id}/session"} <= set(doc["paths"])
+
+
+async def test_sessions_follow_the_player_to_another_edge_with_open_rounds(edges, http):
+    e = await edges("eu", "us")
+    await post(http, e.url("eu") + "/v1/bets", bet(1))
+    async with http.put(e.url("eu") + "/v1/players/p1/session/slots", json={"state": {"step": 3, "x": 1.5}}) as r:
+        assert r.status == 200
+
+    async def resumed():
+        status, s = await get(http, e.url("us") + "/v1/players/p1/session")
+        return status == 200 and s["games"].get("slots", {}).get("state") == {"step": 3, "x": 1.5}
+    await eventually(resumed)
+    s = (await get(http, e.url("us") + "/v1/players/p1/session"))[1]
+    assert [r["round_id"] for r in s["open_rounds"]] == ["r-1"] and s["games"]["slots"]["edge"] == "eu"
+
+
+async def test_an_edge_restarts_from_disk_and_catches_up(edges, http):
+    e = await edges("eu", "us")
+    await post(http, e.url("us") + "/v1/bets", bet(1))
+    await e.stop("us")
+    await post(http, e.url("eu") + "/v1/bets", bet(2))  # while us is away
+    await e.start("us")
+
+    async def caught_up():
+        jp = (await get(http, e.url("us") + "/v1/jackpots/mega"))[1]
+        return jp.get("by_edge") == {"eu": 5, "us": 5}
+    await eventually(caught_up)
+    async with http.get(e.url("us") + "/metrics", headers={"Authorization": "Bearer metrics-token"}) as r:
+        text = await r.text()
+    assert 'edge_sync_lag_seconds_count{peer="eu"}' in text and 'edge_sync_peer_up{peer="eu"} 1.0' in text
