@@ -171,6 +171,10 @@ def create_app(cfg: EdgeConfig, *, registry: CollectorRegistry | None = None,
             await ledger.close()
             await store.close()
 
+    async def close_links(app: web.Application) -> None:
+        await hub.close()  # before aiohttp waits for handlers: open websockets would hold it up
+
     app.cleanup_ctx.append(lifecycle)
+    app.on_shutdown.append(close_links)
     return app
 

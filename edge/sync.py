@@ -58,6 +58,7 @@ class SyncHub:
         self.links: dict[str, _Link] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._http: aiohttp.ClientSession | None = None
+        self._closing = False
 
     async def start(self) -> None:
         self._http = aiohttp.ClientSession()
@@ -67,6 +68,8 @@ class SyncHub:
                 self._spawn(self._dial_forever(peer), f"sync-dial-{peer.id}")
 
     async def close(self) -> None:
+        """Idempotent: stop dialing, close every link."""
+        self._closing = True
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -74,6 +77,7 @@ class SyncHub:
             await link.ws.close()
         if self._http is not None:
             await self._http.close()
+            self._http = None
 
     # --- outbound -----------------------------------------------------------------------------
 
@@ -118,6 +122,9 @@ class SyncHub:
     async def accept(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(heartbeat=self.limits.sync_heartbeat_s, max_msg_size=self.proto.frame_bytes_max)
         await ws.prepare(request)
+        if self._closing:
+            await ws.close()
+            return ws
         try:
             peer = await self._read_hello(ws)
             if peer not in self.peers or peer >= self.edge_id:  # the smaller id dials
