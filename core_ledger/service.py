@@ -19,7 +19,7 @@ import structlog
 from shared.errors import CroupierError, Unavailable
 
 from core_ledger.domain import (
-    PASSES_MAX, Command, Context, Replay, State, decide, entry_text, evolve, render, rows_needed, seal,
+    PASSES_MAX, Command, Context, Replay, State, decide, entry_text, evolve, rows_needed, seal,
 )
 from core_ledger.metrics import LedgerMetrics
 from core_ledger.store import Head, JournalRow, Store
@@ -155,10 +155,9 @@ class LedgerService:
                 continue
             entry = seal(outcome.transaction, outcome.postings, sequence=head.sequence + 1,
                          epoch=head.epoch, prev_hash=head.hash)
-            evolve(self._cache, entry)
+            results.append(evolve(self._cache, entry))
             journal.append(JournalRow(entry["sequence"], entry["transaction"]["id"], entry_text(entry)))
             head = Head(entry["sequence"], entry["hash"], head.epoch)
-            results.append(render(entry))
             tx = entry["transaction"]
             counts.append((tx["type"], tx["outcome"]))
             if tx["outcome"] == "rejected":
@@ -195,7 +194,8 @@ class LedgerService:
                         missing.setdefault(table, {})[key] = None
             if not missing:
                 return
+            found = await self.store.load({table: list(keys) for table, keys in missing.items()})
             for table, keys in missing.items():
-                found = await self.store.load(table, list(keys))
+                rows = found.get(table, {})
                 for key in keys:
-                    self._cache.fill(table, key, found.get(key))
+                    self._cache.fill(table, key, rows.get(key))

@@ -19,16 +19,18 @@ def edge_slot(via: str | None) -> str:
     return via or DIRECT_SLOT
 
 
-def evolve(state: State, entry: Entry) -> None:
+def evolve(state: State, entry: Entry) -> tuple[int, dict[str, Any]]:
+    """Apply the entry; returns its rendered answer (also stored for replays when it has an id)."""
     tx = entry["transaction"]
     if tx["outcome"] == "committed":
         _apply_postings(state, entry)
         APPLIERS[tx["type"]](state, entry)
+    status, body = render(entry)
     if tx["id"] is not None:
-        status, body = render(entry)
         state.put("idem", (tx["client_id"], tx["id"]),
                   {"type": tx["type"], "request": tx["request"], "sequence": entry["sequence"],
                    "status": status, "body": body})
+    return status, body
 
 
 def _apply_postings(state: State, entry: Entry) -> None:

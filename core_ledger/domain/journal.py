@@ -16,20 +16,19 @@ GENESIS_HASH = "0" * 64
 NESTING_MAX = 16  # entries are shallow; anything deeper is a programming error
 
 
-def _assert_no_float(value: Any, depth: int = 0) -> None:
+def assert_no_float(value: Any, depth: int = 0) -> None:
     assert depth < NESTING_MAX, "journal values are shallow"
     if isinstance(value, dict):
         for v in value.values():
-            _assert_no_float(v, depth + 1)
+            assert_no_float(v, depth + 1)
     elif isinstance(value, list):
         for v in value:
-            _assert_no_float(v, depth + 1)
+            assert_no_float(v, depth + 1)
     else:
         assert not isinstance(value, float), "money and journal values are integers, never floats"
 
 
 def canonical_json(value: Any) -> bytes:
-    _assert_no_float(value)
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
 
 
@@ -93,6 +92,7 @@ class ChainCheck:
             return False
         try:
             entry = orjson.loads(text)
+            assert_no_float(entry)
             stored_hash = entry.pop("hash")
             good = (entry["sequence"] == sequence and entry["prev_hash"] == self.head_hash
                     and postings_balanced(entry["postings"])

@@ -44,7 +44,7 @@ class State:
     def __init__(self, *, complete: bool) -> None:
         self.complete = complete
         self.tables: dict[str, dict[Key, Doc | None]] = {t: {} for t in TABLES}
-        self.dirty: set[tuple[str, Key]] = set()
+        self.dirty: dict[tuple[str, Key], None] = {}  # insertion-ordered: writes are deterministic
 
     def known(self, table: str, key: Key) -> bool:
         return self.complete or key in self.tables[table]
@@ -66,12 +66,12 @@ class State:
 
     def put(self, table: str, key: Key, doc: Doc) -> None:
         self.tables[table][key] = doc
-        self.dirty.add((table, key))
+        self.dirty[(table, key)] = None
 
     def take_dirty(self) -> dict[str, list[tuple[Key, Doc]]]:
-        """The changed rows since the last call, by table, sorted for deterministic writes."""
+        """The changed rows since the last call, by table, in the order they were first changed."""
         out: dict[str, list[tuple[Key, Doc]]] = {}
-        for table, key in sorted(self.dirty, key=lambda tk: (tk[0], tuple(map(str, tk[1])))):
+        for table, key in self.dirty:
             doc = self.tables[table][key]
             assert doc is not None
             out.setdefault(table, []).append((key, doc))

@@ -48,8 +48,8 @@ class Store(ABC):
     async def head(self) -> Head: ...
 
     @abstractmethod
-    async def load(self, table: str, keys: Sequence[Key]) -> dict[Key, Doc]:
-        """Existing rows among `keys` (writer side; absent keys are simply missing)."""
+    async def load(self, wanted: dict[str, Sequence[Key]]) -> dict[str, dict[Key, Doc]]:
+        """Existing rows among the wanted keys of each table (writer side; absent keys are missing)."""
 
     @abstractmethod
     async def commit(self, journal: Sequence[JournalRow], rows: Rows, head: Head) -> None:

@@ -33,9 +33,9 @@ class MemoryStore(Store):
     async def head(self) -> Head:
         return self._head
 
-    async def load(self, table: str, keys: Sequence[Key]) -> dict[Key, Doc]:
-        rows = self._tables[table]
-        return {k: _copy(rows[k]) for k in keys if k in rows}
+    async def load(self, wanted: dict[str, Sequence[Key]]) -> dict[str, dict[Key, Doc]]:
+        return {table: {k: _copy(self._tables[table][k]) for k in keys if k in self._tables[table]}
+                for table, keys in wanted.items()}
 
     async def commit(self, journal: Sequence[JournalRow], rows: Rows, head: Head) -> None:
         assert [j.sequence for j in journal] == list(range(self._head.sequence + 1, head.sequence + 1))
