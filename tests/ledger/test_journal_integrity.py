@@ -1,0 +1,155 @@
+"""The journal is the truth: rebuild equals live tables, tampering is pinpointed, writes are guarded."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+from prometheus_client import CollectorRegistry
+
+from shared.errors import Unavailable
+
+from core_ledger.domain import ADMIN_SCOPE, Command
+from core_ledger.metrics import LedgerMetrics
+from core_ledger.reads import rebuild_differences, verify_store
+from core_ledger.service import LedgerService, WriterLimits
+from core_ledger.store import MemoryStore, SqliteStore, StorageError
+from tests.ledger.conftest import FakeClock
+
+CLI = [sys.executable, "-c", "from shared.cli import main; main()", "ledger"]
+
+
+def cmd(kind: str, key: str | None, principal: str = "edge-1", via: str | None = "eu", **request: object) -> Command:
+    scope = ADMIN_SCOPE if kind in ("player_create", "jackpot_create") else "gs"
+    return Command(kind, dict(request), principal, (scope, key) if key else None, via)
+
+
+def traffic() -> list[Command]:
+    bet = dict(player_id="p1", currency="EUR", game_id="slots")
+    return [
+        cmd("player_create", "player:p1", player_id="p1", currencies=["EUR"]),
+        cmd("jackpot_create", "jackpot:j", jackpot_id="j", currency="EUR", seed_minor=100, contribution_ppm=50_000,
+            game_ids=["slots"]),
+        cmd("deposit", "d1", id="d1", amount_minor=5000, player_id="p1", currency="EUR"),
+        cmd("bonus_grant", "g1", id="g1", bonus_id="b", player_id="p1", currency="EUR", amount_minor=10,
+            wagering_requirement_minor=100, expires_at="2030-01-01T00:00:00Z"),
+        *(cmd("bet", f"b{i}", id=f"b{i}", amount_minor=100 + i, round_id=f"r{i // 3}", **bet) for i in range(9)),
+        cmd("rollback", "rb1", id="rb1", bet_id="b7", player_id="p1", round_id=None),
+        cmd("rollback", "rb2", id="rb2", bet_id="ghost", player_id="p1", round_id=None),
+        cmd("win", "w1", id="w1", player_id="p1", currency="EUR", amount_minor=300, round_id="r0", close_round=True),
+        cmd("jackpot_payout", "jp", id="jp", jackpot_id="j", player_id="p1", round_id="r1"),
+        cmd("bonus_claim", "c1", id="c1", player_id="p1", bonus_id="b"),
+        cmd("freeze", None, player_id="p1", reason="x"),
+        cmd("withdrawal", "w9", id="w9", player_id="p1", currency="EUR", amount_minor=1),
+    ]
+
+
+async def run_service(store, commands: list[Command], *, batch: int = 4) -> list:
+    service = LedgerService(store, WriterLimits(), clock=FakeClock(), metrics=LedgerMetrics(CollectorRegistry()))
+    await service.start()
+    try:
+        results = []
+        for i in range(0, len(commands), batch):
+            results += await service.submit(commands[i:i + batch])
+        return results
+    finally:
+        await service.stop()
+
+
+async def test_rebuild_from_the_journal_equals_the_live_tables(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "ledger.db")
+    results = await run_service(store, traffic())
+    assert [r[0] for r in results if isinstance(r, tuple)].count(201) >= 17
+    await store.open()
+    try:
+        assert await rebuild_differences(store) == []
+        assert (await verify_store(store))["entries_checked"] == len(await store.journal(0, 1000))
+    finally:
+        await store.close()
+
+
+async def test_a_flipped_byte_in_an_old_entry_is_named_by_both_verifiers(tmp_path: Path) -> None:
+    db = tmp_path / "ledger.db"
+    await run_service(SqliteStore(db), traffic())
+    ok = subprocess.run([*CLI, "verify", str(db)], capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0 and orjson.loads(ok.stdout)["ok"] is True
+    conn = sqlite3.connect(db)
+    (text,) = conn.execute("SELECT entry FROM journal WHERE sequence = 5").fetchone()
+    conn.close()
+    raw = db.read_bytes()
+    at = raw.index(text.encode()) + text.index('"amount_minor":') + len('"amount_minor":')
+    flipped = raw[:at] + (b"9" if raw[at:at + 1] != b"9" else b"8") + raw[at + 1:]
+    db.write_bytes(flipped)
+    bad = subprocess.run([*CLI, "verify", str(db)], capture_output=True, text=True, timeout=60)
+    report = orjson.loads(bad.stdout)
+    assert bad.returncode == 1 and report["ok"] is False and report["first_bad_sequence"] == 5
+    assert report["entries_checked"] == 4
+    store = SqliteStore(db)
+    await store.open()
+    try:
+        assert (await verify_store(store))["first_bad_sequence"] == 5
+    finally:
+        await store.close()
+
+
+async def test_cli_rebuild_restores_wiped_derived_tables(tmp_path: Path) -> None:
+    db = tmp_path / "ledger.db"
+    await run_service(SqliteStore(db), traffic())
+    conn = sqlite3.connect(db)
+    before = conn.execute("SELECT doc FROM accounts WHERE account = 'player:p1:EUR'").fetchone()
+    conn.execute("DELETE FROM accounts")
+    conn.commit()
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        conn.execute("UPDATE journal SET entry = 'x' WHERE sequence = 1")
+    conn.close()
+    done = subprocess.run([*CLI, "rebuild", str(db)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and orjson.loads(done.stdout)["rebuilt"] is True
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT doc FROM accounts WHERE account = 'player:p1:EUR'").fetchone() == before
+    conn.close()
+
+
+class FlakyStore(MemoryStore):
+    """Fails the next commit on demand, as a full disk would."""
+
+    fail_next = False
+
+    async def commit(self, journal, rows, head) -> None:  # type: ignore[no-untyped-def]
+        if self.fail_next:
+            self.fail_next = False
+            raise StorageError("disk full")
+        await super().commit(journal, rows, head)
+
+
+async def test_failed_commit_answers_503_and_leaves_no_trace() -> None:
+    store = FlakyStore()
+    await run_service(store, traffic()[:3])
+    store.fail_next = True
+    bet = dict(player_id="p1", currency="EUR", game_id="slots", round_id="rx", amount_minor=10)
+    failed = await run_service(store, [cmd("bet", "x1", id="x1", **bet), cmd("bet", "x2", id="x2", **bet)])
+    assert all(isinstance(r, Unavailable) and r.code == "storage_unavailable" for r in failed)
+    assert (await store.head()).sequence == 3
+    [again] = await run_service(store, [cmd("bet", "x1", id="x1", **bet)])
+    assert again[0] == 201 and again[1]["transaction"]["sequence"] == 4
+    assert await rebuild_differences(store) == []
+
+
+async def test_full_queue_is_refused_with_503_ledger_unavailable() -> None:
+    service = LedgerService(MemoryStore(), WriterLimits(queue_depth_max=1), clock=FakeClock(),
+                            metrics=LedgerMetrics(CollectorRegistry()))
+    await service.start()
+    try:
+        first = service.submit(traffic()[:1])
+        second = service.submit(traffic()[:1])
+        results = await asyncio.gather(first, second, service.submit(traffic()[:1]), return_exceptions=True)
+        refused = [r for r in results if isinstance(r, Unavailable)]
+        assert refused and refused[0].code == "ledger_unavailable"
+    finally:
+        await service.stop()
+    with pytest.raises(Unavailable):
+        await service.submit(traffic()[:1])

@@ -1,0 +1,76 @@
+"""One contract suite for every storage backend (memory, SQLite): no backend-specific branches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import AsyncIterator, Callable
+
+import pytest
+
+from core_ledger.store import Head, JournalRow, MemoryStore, SqliteStore, Store
+
+BACKENDS: dict[str, Callable[[Path], Store]] = {
+    "memory": lambda _: MemoryStore(),
+    "sqlite": lambda tmp: SqliteStore(tmp / "ledger.db"),
+}
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    s = BACKENDS[request.param](tmp_path)
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+def rows(n: int, start: int = 1) -> list[JournalRow]:
+    return [JournalRow(i, f"tx{i}", f'{{"sequence":{i}}}') for i in range(start, start + n)]
+
+
+class TestStoreContract:
+    async def test_empty_store_has_genesis_head(self, store: Store) -> None:
+        assert await store.head() == Head()
+        assert await store.journal(0, 10) == []
+
+    async def test_commit_is_visible_to_loads_reads_and_journal(self, store: Store) -> None:
+        head = Head(2, "ab" * 32, 1)
+        await store.commit(rows(2), {"accounts": [(("house:EUR",), {"balance_minor": -5, "version": 1})],
+                                     "idem": [(("c", "b1"), {"x": 1}), (("c", "b2"), {"x": 2})]}, head)
+        assert await store.head() == head
+        assert await store.load({"idem": [("c", "b1"), ("c", "zz")], "accounts": [("house:EUR",)]}) == {
+            "idem": {("c", "b1"): {"x": 1}}, "accounts": {("house:EUR",): {"balance_minor": -5, "version": 1}}}
+        assert await store.get("idem", ("c", "b2")) == ({"x": 2}, 2)
+        assert await store.get("idem", ("c", "nope")) == (None, 2)
+        assert [s for s, _ in await store.journal(1, 10)] == [2]
+        assert await store.journal_of("tx2", 5) == ['{"sequence":2}']
+
+    async def test_upsert_replaces_and_select_filters_orders_and_pages(self, store: Store) -> None:
+        docs = [(("p1", f"r{i}"), {"status": "open" if i % 2 else "closed", "n": i}) for i in range(5)]
+        await store.commit(rows(1), {"rounds": docs}, Head(1, "00" * 32, 1))
+        await store.commit(rows(1, 2), {"rounds": [(("p1", "r0"), {"status": "open", "n": 9})]}, Head(2, "11" * 32, 1))
+        got, head = await store.select("rounds", {"player_id": "p1"}, limit=10, doc_equals={"status": "open"})
+        assert head == 2 and [k[1] for k, _ in got] == ["r0", "r1", "r3"] and got[0][1]["n"] == 9
+        got, _ = await store.select("rounds", {"player_id": "p1"}, limit=2, after="r1")
+        assert [k[1] for k, _ in got] == ["r2", "r3"]
+        got, _ = await store.select("rounds", {"round_id": "r4"}, limit=5)
+        assert [k for k, _ in got] == [("p1", "r4")]
+
+    async def test_loads_many_keys_beyond_one_query(self, store: Store) -> None:
+        keys = [("c", f"id{i}") for i in range(1000)]
+        await store.commit(rows(1), {"idem": [(k, {"i": i}) for i, k in enumerate(keys)]}, Head(1, "00" * 32, 1))
+        found = await store.load({"idem": keys + [("c", "missing")]})
+        assert len(found["idem"]) == 1000 and found["idem"][("c", "id999")] == {"i": 999}
+
+    async def test_replace_derived_and_dump(self, store: Store) -> None:
+        await store.commit(rows(1), {"players": [(("p1",), {"a": 1})]}, Head(1, "00" * 32, 1))
+        await store.replace_derived({"players": {("p2",): {"b": 2}}})
+        assert await store.dump("players") == {("p2",): {"b": 2}}
+        assert [s for s, _ in await store.journal(0, 5)] == [1]  # the journal is not derived
+
+    async def test_backup_holds_the_head(self, store: Store, tmp_path: Path) -> None:
+        head = Head(3, "cd" * 32, 1)
+        await store.commit(rows(3), {}, head)
+        assert await store.backup(tmp_path / "b" / "copy") == head
+        assert (tmp_path / "b" / "copy").stat().st_size > 0
