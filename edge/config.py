@@ -43,7 +43,7 @@ class Limits:
     reconnect_backoff_s: float = 0.1
     reconnect_backoff_max_s: float = 1.0  # bounds the time to resync after a peer comes back
     sync_heartbeat_s: float = 5.0
-    reconcile_interval_s: float = 5.0
+    reconcile_interval_s: float = 1.0  # repairs a crash's lost effects within about this
     reconcile_keys_per_round_max: int = 200
     session_games_max: int = 64  # games listed per player
     jackpots_list_max: int = 1000

@@ -88,8 +88,8 @@ class Reconciler:
         book.raise_watermark(name, as_of)
         doc = self.state.replica.live(name)
         assert doc is not None
-        own = bonus_slots(doc).get(me, BonusSlot({}, 0.0))
-        if _net(own) != _net(slot):
+        own = bonus_slots(doc).get(me)
+        if own is None or _net(own) != _net(slot):  # written once even if zero: the key is then known
             self.state.write(name, lambda d: write_slot(d, me, slot.encode()))
         self.state.store.raise_watermark(name, as_of)
         shown = bonus_progress(bonus_slots(doc))
@@ -97,9 +97,9 @@ class Reconciler:
         self.state.metrics.display_drift_minor.labels("bonus").set(drift)
 
     async def run(self) -> None:
-        """Forever: every interval, the dirty keys then a slice of the sweep (both bounded)."""
+        """Forever: the dirty keys then a slice of the sweep (both bounded), at once (start-up
+        after a crash) and then every interval."""
         while True:
-            await asyncio.sleep(self.limits.reconcile_interval_s)
             for name in self._next_round():
                 try:
                     await self.reconcile(name)
@@ -109,6 +109,7 @@ class Reconciler:
                     self._dirty[name] = None  # ledger unavailable: try again next round
                     log.info("reconciliation postponed", doc=name, code=e.code)
                     break
+            await asyncio.sleep(self.limits.reconcile_interval_s)
 
     def _next_round(self) -> list[str]:
         budget = self.limits.reconcile_keys_per_round_max
