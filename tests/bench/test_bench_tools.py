@@ -1,0 +1,136 @@
+"""The benchmark's own tools measure what they claim: wrk's Lua bets, answer counting, the no-op
+baseline server and the journal-growth check that makes the ledger figure count real commits."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+from common import WRK_DIR, ServerProcess, parse_wrk_output, run_wrk
+from ledger_throughput import NOOP_SERVER, commit_check
+
+from shared.auth import new_token
+from shared.cluster import free_port
+from shared.models import BetIn
+
+PLAYERS = 50
+GAMES = ("slots-1", "slots-2", "roulette-1")
+REFUSE_EVERY = 10  # the recording server refuses every 10th bet it sees
+
+
+def wrk_line(statuses: dict[str, int], requests: int, first_error: str | None = None) -> str:
+    raw = {"duration_us": 2_000_000, "requests": requests, "bytes": 1, "statuses": statuses,
+           "socket_errors": {"connect": 0, "read": 0, "write": 0, "timeout": 1},
+           "latency_us": {"mean": 1500.0, "max": 9000, "p50": 1200, "p90": 2000, "p99": 4500, "p999": 8000},
+           "first_error": first_error}
+    return "Running 2s test\nsome wrk text\nWRK_JSON " + json.dumps(raw) + "\n"
+
+
+def test_wrk_output_parses_into_counts_rates_and_milliseconds():
+    result = parse_wrk_output(wrk_line({"201": 90, "422": 10}, 100, "422 {}"))
+    assert (result.ok, result.non_2xx, result.errors) == (90, 10, 11)
+    assert result.ok_per_s == 45.0
+    assert result.latency_ms["p99"] == 4.5
+    assert result.figures()["statuses"] == {"201": 90, "422": 10}
+
+
+def test_wrk_output_without_exactly_one_report_line_is_refused():
+    with pytest.raises(ValueError):
+        parse_wrk_output("Running 2s test\nno report here\n")
+    with pytest.raises(ValueError):
+        parse_wrk_output(wrk_line({"201": 1}, 1) + wrk_line({"201": 1}, 1))
+
+
+@pytest.fixture
+async def recording_server(tmp_path: Path):
+    """A bet endpoint that records every valid body and refuses every REFUSE_EVERY-th with 422."""
+    seen: list[BetIn] = []
+
+    async def bets(request: web.Request) -> web.Response:
+        assert request.headers["Authorization"] == "Bearer " + token
+        seen.append(BetIn.model_validate(await request.json()))
+        if len(seen) % REFUSE_EVERY == 0:
+            return web.json_response({"code": "insufficient_funds"}, status=422)
+        return web.json_response({"transaction": {"id": seen[-1].id}}, status=201)
+
+    token = new_token()
+    token_file = tmp_path / "edge.token"
+    token_file.write_text(token + "\n")
+    app = web.Application()
+    app.router.add_post("/v1/bets", bets)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{port}", token_file, seen
+    finally:
+        await runner.cleanup()
+
+
+async def test_bets_script_sends_fresh_ids_and_rounds_that_keep_their_player_and_game(recording_server):
+    url, token_file, seen = recording_server
+    result = await asyncio.to_thread(
+        run_wrk, url, script=WRK_DIR / "bets.lua", script_args=[str(token_file), "t", str(PLAYERS), ",".join(GAMES)],
+        threads=2, connections=8, duration_s=1)
+    assert result.requests > 50
+    assert len({bet.id for bet in seen}) == len(seen), "every request carries a fresh id"
+    assert {bet.player_id for bet in seen} <= {f"bench-p{i}" for i in range(PLAYERS)}
+    assert len({bet.player_id for bet in seen}) > PLAYERS // 2, "bets are spread over the players"
+    owner: dict[str, tuple[str, str]] = {}
+    for bet in seen:
+        assert owner.setdefault(bet.round_id, (bet.player_id, bet.game_id)) == (bet.player_id, bet.game_id)
+    assert {bet.game_id for bet in seen} == set(GAMES)
+    # Answers wrk did not wait for (in flight at the end) are the only difference allowed.
+    assert 0 <= len(seen) - result.requests <= 8
+    assert result.statuses[422] >= result.requests // REFUSE_EVERY - 1
+    assert result.non_2xx == result.statuses[422]
+    assert result.first_error is not None and result.first_error.startswith("422 ")
+
+
+async def test_noop_server_answers_a_bet_like_the_ledger_and_refuses_bad_credentials(tmp_path: Path):
+    token_file = tmp_path / "edge.token"
+    token_file.write_text(new_token())
+    port = free_port()
+    server = ServerProcess([sys.executable, str(NOOP_SERVER), "--port", str(port), "--token-file", str(token_file)],
+                           log_path=tmp_path / "noop.log", cwd=tmp_path)
+    bet = {"id": "b-1", "player_id": "p1", "currency": "EUR", "amount_minor": 500, "round_id": "r1",
+           "game_id": "slots-1"}
+    try:
+        server.start()
+        await asyncio.to_thread(server.wait_http_ok, f"http://127.0.0.1:{port}/healthz", 30.0)
+        async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{port}",
+                                         timeout=aiohttp.ClientTimeout(total=10)) as http:
+            good = {"Authorization": f"Bearer {token_file.read_text()}"}
+            async with http.post("/v1/bets", json=bet, headers=good) as answer:
+                assert answer.status == 201
+                body = await answer.json()
+            async with http.post("/v1/bets", json=bet, headers={"Authorization": "Bearer wrong"}) as answer:
+                assert (answer.status, (await answer.json())["code"]) == (401, "unauthenticated")
+            async with http.post("/v1/bets", json={**bet, "amount_minor": 1.5}, headers=good) as answer:
+                assert (answer.status, (await answer.json())["code"]) == (400, "validation_error")
+    finally:
+        server.stop()
+    assert body["transaction"]["id"] == "b-1" and body["transaction"]["amount_minor"] == 500
+    assert set(body["balance"]) == {"player_id", "currency", "balance_minor", "version"}
+    assert body["replayed"] is False
+
+
+def audit(ok: bool, head: int) -> dict:
+    return {"ok": ok, "head_sequence": head, "entries_checked": head, "head_hash": "x", "first_bad_sequence": None}
+
+
+def test_commit_check_accepts_only_journal_growth_explained_by_the_bets_seen():
+    result = parse_wrk_output(wrk_line({"201": 1000}, 1000))
+    assert commit_check(result, 500, 1500, audit(True, 1500), connections=64)["commits_match"]
+    assert commit_check(result, 500, 1564, audit(True, 1564), connections=64)["commits_match"], "64 in flight"
+    assert not commit_check(result, 500, 1565, audit(True, 1565), connections=64)["commits_match"]
+    assert not commit_check(result, 500, 1499, audit(True, 1499), connections=64)["commits_match"]
+    assert not commit_check(result, 500, 1500, audit(False, 1500), connections=64)["chain_ok"]
+    assert not commit_check(result, 500, 1500, audit(True, 1501), connections=64)["chain_ok"]
