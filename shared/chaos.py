@@ -205,7 +205,7 @@ def check_history(history: list[Op], entries: list[dict[str, Any]]) -> list[Chec
             seq = op.answer["transaction"]["sequence"]
             if found[0]["sequence"] != seq:
                 problems.append(f"ok {op.kind} {op.key} answered sequence {seq}, journal has {found[0]['sequence']}")
-            bal = op.answer.get("balance", {})
+            bal = op.answer.get("balance") or {}
             want = balance_after.get((seq, bal.get("player_id")))
             if want is not None and want != bal.get("balance_minor"):
                 problems.append(f"ok {op.kind} {op.key} answered balance {bal.get('balance_minor')}, journal {want}")

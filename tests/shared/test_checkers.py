@@ -1,0 +1,70 @@
+"""The history checker and journal fold catch what they claim to catch (synthetic histories)."""
+
+from shared.chaos import Op, check_history
+from shared.verify import duplicate_keys, fold_journal
+
+
+def entry(seq, tx_id, postings, *, prev="0" * 64, outcome="committed", client="gs"):
+    return {"sequence": seq, "epoch": 1, "prev_hash": prev, "hash": f"{seq:064x}",
+            "transaction": {"id": tx_id, "client_id": client, "outcome": outcome},
+            "postings": [{"account": a, "amount_minor": m, "currency": "EUR"} for a, m in postings]}
+
+
+def chain(*entries):
+    prev = "0" * 64
+    for e in entries:
+        e["prev_hash"], prev = prev, e["hash"]
+    return list(entries)
+
+
+def bet_op(key, outcome, seq=None, balance=None):
+    op = Op("bet", key, {"id": key}, "eu", 0.0, outcome=outcome, status=201 if outcome == "ok" else 422)
+    if seq is not None:
+        op.answer = {"transaction": {"sequence": seq}, "balance": {"player_id": "p1", "balance_minor": balance}}
+    return op
+
+
+DEPOSIT = entry(1, "d1", [("cashier:EUR", -100), ("player:p1:EUR", 100)], client="cashier")
+BET = entry(2, "b1", [("player:p1:EUR", -10), ("house:EUR", 10)])
+
+
+def test_a_clean_history_passes():
+    checks = check_history([bet_op("b1", "ok", 2, 90)], chain(dict(DEPOSIT), dict(BET)))
+    assert all(c.ok for c in checks), checks
+
+
+def test_an_acknowledged_write_missing_from_the_journal_fails():
+    checks = check_history([bet_op("b1", "ok", 2, 90)], chain(dict(DEPOSIT)))
+    assert not checks[0].ok and "journaled 0 times" in checks[0].detail
+
+
+def test_a_wrong_answered_balance_fails():
+    checks = check_history([bet_op("b1", "ok", 2, 95)], chain(dict(DEPOSIT), dict(BET)))
+    assert not checks[0].ok and "answered balance 95" in checks[0].detail
+
+
+def test_an_unknown_write_journaled_twice_fails():
+    twice = entry(3, "b1", [("player:p1:EUR", -10), ("house:EUR", 10)])
+    entries = chain(dict(DEPOSIT), dict(BET), twice)
+    checks = check_history([bet_op("b1", "info")], entries)
+    assert not checks[0].ok and "journaled 2 times" in checks[0].detail
+    assert duplicate_keys(entries) == [("gs", "b1")]
+
+
+def test_a_refused_write_that_was_committed_fails_but_a_journaled_rejection_passes():
+    assert not check_history([bet_op("b1", "fail")], chain(dict(DEPOSIT), dict(BET)))[0].ok
+    rejected = entry(2, "b1", [], outcome="rejected")
+    assert check_history([bet_op("b1", "fail")], chain(dict(DEPOSIT), rejected))[0].ok
+
+
+def test_fold_reports_negative_balances_unbalanced_postings_and_chain_breaks():
+    overdraw = entry(2, "b1", [("player:p1:EUR", -200), ("house:EUR", 200)])
+    _, problems = fold_journal(chain(dict(DEPOSIT), overdraw))
+    assert any("negative balance player:p1:EUR at sequence 2" in p for p in problems)
+    unbalanced = entry(2, "b1", [("player:p1:EUR", -10), ("house:EUR", 9)])
+    _, problems = fold_journal(chain(dict(DEPOSIT), unbalanced))
+    assert any("do not sum to zero at sequence 2" in p for p in problems)
+    broken = chain(dict(DEPOSIT), dict(BET))
+    broken[1]["prev_hash"] = "f" * 64
+    _, problems = fold_journal(broken)
+    assert any("chain break at sequence 2" in p for p in problems)
