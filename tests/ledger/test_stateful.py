@@ -1,0 +1,249 @@
+"""Hypothesis stateful test: random money traffic (with exact and conflicting retries and rollbacks
+of unknown bets) against a simple model. Checked after every step: balances equal the model,
+postings sum to zero, no player goes negative, replays are identical, the chain verifies."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from prometheus_client import CollectorRegistry
+
+from shared.errors import CroupierError
+
+from core_ledger.domain import ADMIN_SCOPE, Command
+from core_ledger.metrics import LedgerMetrics
+from core_ledger.reads import LedgerReads, rebuild_differences, verify_store
+from core_ledger.service import LedgerService, WriterLimits
+from core_ledger.store import MemoryStore
+from tests.ledger.conftest import FakeClock
+
+PLAYERS = ("p0", "p1")
+ROUNDS = ("r0", "r1", "r2")
+VIAS = ("eu", "us")
+SEED, PPM, REQUIREMENT, BONUS = 100, 10_000, 300, 50
+amounts = st.integers(min_value=1, max_value=400)
+
+
+@dataclass
+class Bet:
+    player: str
+    amount: int
+    round: str
+    via: str
+    contribution: int
+    epoch: int
+    wagered: bool
+    state: str = "committed"
+
+
+@dataclass
+class Model:
+    balances: dict[str, int] = field(default_factory=lambda: {p: 0 for p in PLAYERS})
+    rounds: dict[tuple[str, str], dict[str, bool]] = field(default_factory=dict)
+    bets: dict[str, Bet] = field(default_factory=dict)
+    refused_bets: set[str] = field(default_factory=set)
+    markers: set[str] = field(default_factory=set)
+    pool: int = SEED
+    epoch: int = 1
+    by_edge: dict[str, int] = field(default_factory=dict)
+    wagered: dict[str, int] = field(default_factory=lambda: {p: 0 for p in PLAYERS})
+    claimed: set[str] = field(default_factory=set)
+
+
+class LedgerMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop = asyncio.new_event_loop()
+        self.store = MemoryStore()
+        self.clock = FakeClock()
+        self.service = LedgerService(self.store, WriterLimits(commit_batch_max=8), clock=self.clock,
+                                     metrics=LedgerMetrics(CollectorRegistry()))
+        self.reads = LedgerReads(self.store, clock=self.clock)
+        self.loop.run_until_complete(self.service.start())
+        self.model = Model()
+        self.sent: list[tuple[Command, tuple[int, dict[str, Any]]]] = []  # journaled commands
+        self.counter = 0
+        setup = [Command("jackpot_create", {"jackpot_id": "j", "currency": "EUR", "seed_minor": SEED,
+                                            "contribution_ppm": PPM, "game_ids": ["slots"]}, "admin",
+                         (ADMIN_SCOPE, "jackpot:j"))]
+        for p in PLAYERS:
+            setup += [Command("player_create", {"player_id": p, "currencies": ["EUR"]}, "admin", (ADMIN_SCOPE, f"player:{p}")),
+                      Command("bonus_grant", {"id": f"g-{p}", "player_id": p, "bonus_id": "welcome", "currency": "EUR",
+                                              "amount_minor": BONUS, "wagering_requirement_minor": REQUIREMENT,
+                                              "expires_at": "2030-01-01T00:00:00Z"}, "admin", ("admin", f"g-{p}"))]
+        assert all(isinstance(r, tuple) and r[0] == 201 for r in self.submit_many(setup))
+
+    def teardown(self) -> None:
+        try:
+            assert self.loop.run_until_complete(rebuild_differences(self.store)) == []
+        finally:
+            self.loop.run_until_complete(self.service.stop())
+            self.loop.close()
+
+    def submit_many(self, commands: list[Command]) -> list[Any]:
+        return self.loop.run_until_complete(self.service.submit(commands))
+
+    def send(self, kind: str, via: str = "eu", **request: Any) -> tuple[int, dict[str, Any]]:
+        self.counter += 1
+        request = {"id": f"{kind}-{self.counter}", **request}
+        command = Command(kind, request, "edge-1", ("gs", request["id"]), via)
+        [result] = self.submit_many([command])
+        if isinstance(result, CroupierError):
+            return 0, {"code": result.code}
+        self.sent.append((command, result))
+        return result
+
+    def expect(self, result: tuple[int, dict[str, Any]], status: int, code: str | None = None) -> None:
+        assert result[0] == status, (result, status, code)
+        if code is not None:
+            assert result[1]["code"] == code, result
+
+    @rule(player=st.sampled_from(PLAYERS), amount=amounts)
+    def deposit(self, player: str, amount: int) -> None:
+        self.expect(self.send("deposit", player_id=player, currency="EUR", amount_minor=amount), 201)
+        self.model.balances[player] += amount
+
+    @rule(player=st.sampled_from(PLAYERS), round_id=st.sampled_from(ROUNDS), amount=amounts,
+          via=st.sampled_from(VIAS), late=st.booleans())
+    def bet(self, player: str, round_id: str, amount: int, via: str, late: bool) -> None:
+        m = self.model
+        request = dict(player_id=player, currency="EUR", amount_minor=amount, round_id=round_id, game_id="slots")
+        if late and m.markers:
+            request["id"] = sorted(m.markers)[0]
+            m.markers.discard(request["id"])
+            self.expect(self.send("bet", via, **request), 409, "bet_rolled_back")
+            m.refused_bets.add(request["id"])
+            return
+        result = self.send("bet", via, **request)
+        bet_id = result[1].get("transaction", {}).get("id") or f"bet-{self.counter}"
+        round_ = m.rounds.get((player, round_id))
+        if round_ is not None and round_["closed"]:
+            self.expect(result, 409, "round_closed")
+        elif m.balances[player] < amount:
+            self.expect(result, 422, "insufficient_funds")
+        else:
+            self.expect(result, 201)
+            share = amount * PPM // 1_000_000
+            wagered = player not in m.claimed
+            m.bets[bet_id] = Bet(player, amount, round_id, via, share, m.epoch, wagered)
+            m.balances[player] -= amount
+            m.pool += share
+            m.by_edge[via] = m.by_edge.get(via, 0) + share
+            if wagered:
+                m.wagered[player] += amount
+            m.rounds.setdefault((player, round_id), {"closed": False, "won": False})
+            return
+        m.refused_bets.add(bet_id)
+
+    @rule(player=st.sampled_from(PLAYERS), round_id=st.sampled_from(ROUNDS), amount=st.integers(0, 300),
+          close=st.booleans())
+    def win(self, player: str, round_id: str, amount: int, close: bool) -> None:
+        result = self.send("win", player_id=player, currency="EUR", amount_minor=amount, round_id=round_id,
+                           close_round=close)
+        round_ = self.model.rounds.get((player, round_id))
+        if round_ is None:
+            assert result == (0, {"code": "not_found"})
+        elif round_["closed"]:
+            self.expect(result, 409, "round_closed")
+        else:
+            self.expect(result, 201)
+            self.model.balances[player] += amount
+            round_["won"], round_["closed"] = True, close
+
+    @precondition(lambda self: self.model.bets)
+    @rule(pick=st.integers(0, 10**6))
+    def rollback_known(self, pick: int) -> None:
+        m = self.model
+        bet_id = sorted(m.bets)[pick % len(m.bets)]
+        bet = m.bets[bet_id]
+        result = self.send("rollback", player_id=bet.player, bet_id=bet_id, round_id=None)
+        round_ = m.rounds[(bet.player, bet.round)]
+        if bet.state == "rolled_back":
+            self.expect(result, 201)
+            assert result[1]["transaction"]["reversed"] is False
+        elif round_["won"] or round_["closed"]:
+            self.expect(result, 409, "round_closed")
+        else:
+            self.expect(result, 201)
+            bet.state = "rolled_back"
+            m.balances[bet.player] += bet.amount
+            if bet.epoch == m.epoch:
+                m.pool -= bet.contribution
+                m.by_edge[bet.via] -= bet.contribution
+            if bet.wagered:
+                m.wagered[bet.player] -= bet.amount
+
+    @rule(player=st.sampled_from(PLAYERS))
+    def rollback_unknown(self, player: str) -> None:
+        ghost = f"ghost-{self.counter}"
+        result = self.send("rollback", player_id=player, bet_id=ghost, round_id=None)
+        self.expect(result, 201)
+        assert result[1]["transaction"]["bet_found"] is False
+        self.model.markers.add(ghost)
+
+    @rule(player=st.sampled_from(PLAYERS))
+    def payout(self, player: str) -> None:
+        m = self.model
+        result = self.send("jackpot_payout", jackpot_id="j", player_id=player, round_id="r0")
+        self.expect(result, 201)
+        assert result[1]["transaction"]["amount_minor"] == m.pool
+        m.balances[player] += m.pool
+        m.pool, m.epoch, m.by_edge = SEED, m.epoch + 1, {}
+
+    @rule(player=st.sampled_from(PLAYERS))
+    def claim(self, player: str) -> None:
+        m = self.model
+        result = self.send("bonus_claim", player_id=player, bonus_id="welcome")
+        if player in m.claimed:
+            self.expect(result, 409, "already_claimed")
+        elif m.wagered[player] < REQUIREMENT:
+            self.expect(result, 422, "wagering_not_met")
+        else:
+            self.expect(result, 201)
+            m.balances[player] += BONUS
+            m.claimed.add(player)
+
+    @precondition(lambda self: self.sent)
+    @rule(pick=st.integers(0, 10**6), via=st.sampled_from(VIAS))
+    def exact_retry(self, pick: int, via: str) -> None:
+        command, first = self.sent[pick % len(self.sent)]
+        [again] = self.submit_many([Command(command.type, command.request, command.principal, command.key, via)])
+        assert again[0] == (200 if first[0] == 201 else first[0])
+        assert again[1] == {**first[1], "replayed": True}
+
+    @precondition(lambda self: any("amount_minor" in c.request for c, _ in self.sent))
+    @rule(pick=st.integers(0, 10**6))
+    def conflicting_retry(self, pick: int) -> None:
+        candidates = [c for c, _ in self.sent if "amount_minor" in c.request]
+        command = candidates[pick % len(candidates)]
+        changed = {**command.request, "amount_minor": command.request["amount_minor"] + 1}
+        [result] = self.submit_many([Command(command.type, changed, command.principal, command.key, command.via)])
+        assert isinstance(result, CroupierError) and result.code == "idempotency_key_reused"
+        assert result.extra["field"] == "amount_minor"
+
+    @invariant()
+    def ledger_matches_model(self) -> None:
+        accounts = self.loop.run_until_complete(self.store.dump("accounts"))
+        assert sum(a["balance_minor"] for a in accounts.values()) == 0  # postings sum to zero
+        for (name,), account in accounts.items():
+            if name.startswith("player:"):
+                assert account["balance_minor"] >= 0
+        for p in PLAYERS:
+            assert accounts[(f"player:{p}:EUR",)]["balance_minor"] == self.model.balances[p]
+        jackpot = self.loop.run_until_complete(self.reads.jackpot("j"))
+        assert (jackpot["pool_minor"], jackpot["epoch"]) == (self.model.pool, self.model.epoch)
+        assert accounts[("jackpot:j",)]["balance_minor"] == self.model.pool
+        assert {k: v for k, v in jackpot["contributions_by_edge"].items() if v} == \
+               {k: v for k, v in self.model.by_edge.items() if v}
+        report = self.loop.run_until_complete(verify_store(self.store))
+        assert report["ok"] and report["entries_checked"] == report["head_sequence"]
+
+
+LedgerMachine.TestCase.settings = settings(max_examples=30, stateful_step_count=30, deadline=None,
+                                           suppress_health_check=[HealthCheck.too_slow])
+TestLedgerStateful = LedgerMachine.TestCase
