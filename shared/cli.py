@@ -10,6 +10,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from shared.auth import ROLES, hash_token, new_token
+
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Croupier: casino money and state.")
 ledger_app = typer.Typer(no_args_is_help=True, help="The core ledger.")
 edge_app = typer.Typer(no_args_is_help=True, help="A regional edge node.")
@@ -109,6 +111,21 @@ def chaos(
     if not ok:
         console.print(f"[red]chaos failed; reproduce with --seed {seed_value}[/]")
     raise typer.Exit(0 if ok else 1)
+
+
+@app.command()
+def token(
+    name: str = typer.Argument(..., help="Identity recorded in the journal (e.g. edge-eu, gs-eu, ops-alice)."),
+    role: str = typer.Argument(..., help="One of: " + ", ".join(sorted(ROLES))),
+    out: Path = typer.Option(..., "--out", help="File the clear token is written to (mode 0600)."),
+) -> None:
+    """Make a credential: the clear token goes to --out, the config entry (name, role, sha256) to stdout."""
+    if role not in ROLES:
+        raise typer.BadParameter(f"role must be one of {sorted(ROLES)}")
+    secret = new_token()
+    out.touch(mode=0o600)
+    out.write_text(secret)
+    typer.echo(f'[[tokens]]\nname = "{name}"\nrole = "{role}"\nsha256 = "{hash_token(secret)}"')
 
 
 async def wait_for_signal() -> None:
