@@ -41,7 +41,7 @@ class Limits:
     sync_queue_max: int = 20_000  # live updates waiting for one peer
     anti_entropy_interval_s: float = 1.0
     reconnect_backoff_s: float = 0.1
-    reconnect_backoff_max_s: float = 1.0  # bounds the time to resync after a peer comes back
+    reconnect_backoff_max_s: float = 0.5  # bounds the time to resync after a peer comes back
     sync_heartbeat_s: float = 5.0
     reconcile_interval_s: float = 1.0  # repairs a crash's lost effects within about this
     reconcile_keys_per_round_max: int = 200

@@ -29,7 +29,7 @@ from shared.errors import Unavailable
 log = structlog.get_logger("croupier.edge.sync")
 
 HELLO_TIMEOUT_S = 2.0
-CONNECT_TIMEOUT_S = 1.0
+CONNECT_TIMEOUT_S = 0.5  # a loopback/LAN handshake; a blackholed dial is abandoned quickly
 BARRIER_TIMEOUT_S = 5.0
 CHUNK_DOCS_MAX = 256  # documents made live per step of one frame (<< docs_live_max)
 HINT_NAMES_MAX = 1000

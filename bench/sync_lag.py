@@ -1,0 +1,207 @@
+"""Sync lag between edges: p50/p99 of `edge_sync_lag_seconds` at a steady rate of CRDT-affecting
+bets, and the time to converge after a partition heals.
+
+A ledger and three edges (eu, us, apac) run as real processes, every edge link through a fault
+proxy (shared.cluster). A load generator in its own process sends bets on the jackpot games at a
+fixed rate (open loop), spread round-robin over the edges: each bet is one jackpot-slot update
+that the two other edges apply. Phases:
+
+  steady     `--seconds` at `--rate` bets/s: p50/p99 from the edges' lag histograms (delta of
+             the buckets over the phase, interpolated like Prometheus' histogram_quantile)
+  partition  apac cut from its peers for `--partition-seconds` under the same load, then the
+             load stops and the cut heals: time until every edge shows the ledger's pool
+
+Targets: p99 < 100 ms at 500 updates/s; convergence within 2 s of healing. Ends with one JSON line.
+
+    .venv/bin/python bench/sync_lag.py [--rate 500] [--seconds 20] [--partition-seconds 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from ledger_throughput import seed_players
+from prometheus_client.parser import text_string_to_metric_families
+
+from shared.cluster import JACKPOT_GAMES, JACKPOT_ID, Cluster
+
+TARGETS = {"p99_ms_max": 100.0, "converge_s_max": 2.0}
+CONCURRENCY_MAX = 256  # bets in flight from the generator
+POLL_S = 0.05
+CONVERGE_TIMEOUT_S = 60.0
+
+
+# --- the load generator (a child process, so the proxies' event loop is not starved) -----------
+
+async def generate(urls: list[str], token: str, rate: float, seconds: float, players: int, prefix: str) -> dict[str, int]:
+    counts = {"ok": 0, "failed": 0, "late": 0}
+    slots = asyncio.Semaphore(CONCURRENCY_MAX)
+    started = time.monotonic()
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"},
+                                     connector=aiohttp.TCPConnector(limit=CONCURRENCY_MAX),
+                                     timeout=aiohttp.ClientTimeout(total=10)) as http:
+        async def one(i: int) -> None:
+            body = {"id": f"{prefix}-{i}", "player_id": f"bench-p{i % players}", "currency": "EUR",
+                    "amount_minor": 100, "round_id": f"{prefix}-r{i}", "game_id": JACKPOT_GAMES[i % len(JACKPOT_GAMES)]}
+            try:
+                async with http.post(urls[i % len(urls)] + "/v1/bets", json=body) as r:
+                    counts["ok" if r.status == 201 else "failed"] += 1
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                counts["failed"] += 1
+            finally:
+                slots.release()
+
+        tasks = set()
+        for i in range(int(rate * seconds)):
+            delay = started + i / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            elif delay < -0.1:
+                counts["late"] += 1  # the generator fell behind its schedule
+            await slots.acquire()
+            task = asyncio.create_task(one(i))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        await asyncio.gather(*tasks)
+    return counts
+
+
+async def run_generator(cluster: Cluster, a: argparse.Namespace, seconds: float, prefix: str) -> asyncio.subprocess.Process:
+    urls = ",".join(cluster.url(e) for e in cluster.edge_ids)
+    return await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "--generate", urls, str(cluster.root / "secrets" / "game_server.token"),
+        str(a.rate), str(seconds), str(a.players), prefix, stdout=asyncio.subprocess.PIPE)
+
+
+async def generator_counts(proc: asyncio.subprocess.Process) -> dict[str, int]:
+    out, _ = await proc.communicate()
+    return json.loads(out.decode().strip().splitlines()[-1])
+
+
+# --- measurements -------------------------------------------------------------------------------
+
+async def lag_buckets(cluster: Cluster, http: aiohttp.ClientSession) -> dict[float, float]:
+    """Cumulative bucket counts of edge_sync_lag_seconds summed over every edge and origin."""
+    total: dict[float, float] = {}
+    for edge in cluster.edge_ids:
+        async with http.get(cluster.url(edge) + "/metrics", headers=cluster.headers("metrics")) as r:
+            text = await r.text()
+        for family in text_string_to_metric_families(text):
+            if family.name == "edge_sync_lag_seconds":
+                for s in family.samples:
+                    if s.name.endswith("_bucket"):
+                        le = float(s.labels["le"])
+                        total[le] = total.get(le, 0.0) + s.value
+    return total
+
+
+def quantile(q: float, before: dict[float, float], after: dict[float, float]) -> float | None:
+    """histogram_quantile over the increase of cumulative buckets (linear within a bucket)."""
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]
+    if not counts or counts[-1] <= 0:
+        return None
+    rank, prev_bound, prev_count = q * counts[-1], 0.0, 0.0
+    for bound, count in zip(bounds, counts):
+        if count >= rank:
+            if bound == float("inf"):
+                return prev_bound
+            return prev_bound + (bound - prev_bound) * (rank - prev_count) / max(count - prev_count, 1e-9)
+        prev_bound, prev_count = bound, count
+    return None
+
+
+async def displays(cluster: Cluster, http: aiohttp.ClientSession) -> tuple[int, dict[str, int | None]]:
+    async with http.get(f"{cluster.url('ledger')}/v1/jackpots/{JACKPOT_ID}", headers=cluster.headers("edge")) as r:
+        pool = (await r.json())["pool_minor"]
+    shown = {}
+    for edge in cluster.edge_ids:
+        async with http.get(f"{cluster.url(edge)}/v1/jackpots/{JACKPOT_ID}", headers=cluster.headers("game_server")) as r:
+            shown[edge] = (await r.json()).get("display_minor") if r.status == 200 else None
+    return pool, shown
+
+
+async def time_to_converge(cluster: Cluster, http: aiohttp.ClientSession, since: float) -> float:
+    while True:
+        pool, shown = await displays(cluster, http)
+        if all(v == pool for v in shown.values()):
+            return time.monotonic() - since
+        if time.monotonic() - since > CONVERGE_TIMEOUT_S:
+            raise TimeoutError(f"not converged: pool {pool}, displays {shown}")
+        await asyncio.sleep(POLL_S)
+
+
+async def run(a: argparse.Namespace, root: Path) -> dict[str, Any]:
+    cluster = Cluster(root, proxied=True, seed=1, log_level="warning")
+    try:
+        await cluster.start()
+        await seed_players(cluster, a.players)
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+            await generator_counts(await run_generator(cluster, a, 2.0, "warm"))
+            await time_to_converge(cluster, http, time.monotonic())
+            before = await lag_buckets(cluster, http)
+            steady = await generator_counts(await run_generator(cluster, a, a.seconds, "steady"))
+            await time_to_converge(cluster, http, time.monotonic())
+            after = await lag_buckets(cluster, http)
+            cluster.partition("apac")
+            gen = await run_generator(cluster, a, a.partition_seconds, "cut")
+            cut = await generator_counts(gen)
+            _, during = await displays(cluster, http)
+            healed_at = time.monotonic()
+            cluster.heal()
+            converge_s = await time_to_converge(cluster, http, healed_at)
+    finally:
+        await cluster.stop()
+    p50, p99 = quantile(0.5, before, after), quantile(0.99, before, after)
+    samples = after.get(float("inf"), 0.0) - before.get(float("inf"), 0.0)
+    met = {"p99": p99 is not None and p99 * 1000 < TARGETS["p99_ms_max"],
+           "converge": converge_s < TARGETS["converge_s_max"]}
+    return {
+        "benchmark": "sync_lag", "rate_bets_per_s": a.rate,
+        "p50_ms": round(p50 * 1000, 2) if p50 is not None else None,
+        "p99_ms": round(p99 * 1000, 2) if p99 is not None else None,
+        "lag_samples": int(samples), "converge_after_heal_s": round(converge_s, 3),
+        "targets": TARGETS, "targets_met": met, "all_targets_met": all(met.values()),
+        "steady_bets": steady, "partition_bets": cut, "displays_before_heal": during,
+        "setup": {"seconds": a.seconds, "partition_seconds": a.partition_seconds, "players": a.players},
+    }
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--generate":
+        urls, token_file, rate, seconds, players, prefix = sys.argv[2:8]
+        token = Path(token_file).read_text().strip()
+        counts = asyncio.run(generate(urls.split(","), token, float(rate), float(seconds), int(players), prefix))
+        print(json.dumps(counts), flush=True)
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=500.0, help="bets (CRDT updates) per second (1..5000)")
+    parser.add_argument("--seconds", type=float, default=20.0, help="steady phase (1..600)")
+    parser.add_argument("--partition-seconds", type=float, default=30.0, help="partition length (1..600)")
+    parser.add_argument("--players", type=int, default=200, help="funded players (1..100000)")
+    a = parser.parse_args()
+    if not (1 <= a.rate <= 5000 and 1 <= a.seconds <= 600 and 1 <= a.partition_seconds <= 600
+            and 1 <= a.players <= 100_000):
+        parser.error("an argument is out of its bounds")
+    root = Path(tempfile.mkdtemp(prefix="croupier-sync-bench-"))
+    summary = asyncio.run(run(a, root))
+    print(f"sync lag p50 {summary['p50_ms']} ms, p99 {summary['p99_ms']} ms at {a.rate:g} updates/s "
+          f"(target < {TARGETS['p99_ms_max']} ms: {'met' if summary['targets_met']['p99'] else 'MISSED'}); "
+          f"converged {summary['converge_after_heal_s']} s after healing a {a.partition_seconds:g} s partition "
+          f"(target < {TARGETS['converge_s_max']} s: {'met' if summary['targets_met']['converge'] else 'MISSED'})",
+          flush=True)
+    shutil.rmtree(root)
+    print(json.dumps(summary, sort_keys=True), flush=True)
+
+
+if __name__ == "__main__":
+    main()
