@@ -168,6 +168,7 @@ class LedgerService:
             self.metrics.commit_duration_seconds.observe(time.perf_counter() - started)
             self.metrics.commit_batch_size.observe(len(commands))
         self._head = head
+        self._cache.forget_entries()
         self._count(counts, replays)
         if self._cache.size() > self.limits.cache_rows_max:
             self._cache = State(complete=False)

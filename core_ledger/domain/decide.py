@@ -13,7 +13,8 @@ from shared.errors import Unprocessable
 
 from core_ledger.domain import admin, money
 from core_ledger.domain.commands import Command, Context, Draft, Reject, Replay
-from core_ledger.domain.state import Doc, State
+from core_ledger.domain.render import render
+from core_ledger.domain.state import ENTRIES, Doc, State
 
 DECIDERS: dict[str, Callable[[State, Command, Context], money.Decided]] = {
     "deposit": money.deposit,
@@ -36,7 +37,7 @@ def decide(view: State, cmd: Command, ctx: Context) -> Draft | Replay:
     if cmd.key is not None:
         record = view.get("idem", cmd.key)
         if record is not None:
-            return replay_or_conflict(record, cmd)
+            return replay_or_conflict(view, record, cmd)
     tx: dict[str, Any] = {
         "type": cmd.type, "id": cmd.key[1] if cmd.key else None,
         "client_id": cmd.key[0] if cmd.key else None, "via": cmd.via, "principal": cmd.principal,
@@ -51,20 +52,23 @@ def decide(view: State, cmd: Command, ctx: Context) -> Draft | Replay:
     return Draft(tx, [p for p in postings if p["amount_minor"] != 0])
 
 
-def replay_or_conflict(record: Doc, cmd: Command) -> Replay:
-    field = first_difference(record, cmd)
+def replay_or_conflict(view: State, record: Doc, cmd: Command) -> Replay:
+    entry = view.get(ENTRIES, (record["sequence"],))
+    assert entry is not None, "an idempotency record points at a journal entry"
+    field = first_difference(entry["transaction"], cmd)
     if field is not None:
         raise Unprocessable(
             f"id {cmd.key[1]!r} was already used for a different request ({field} differs)",  # type: ignore[index]
             code="idempotency_key_reused", field=field)
-    status = 200 if record["status"] == 201 else record["status"]
-    return Replay(status, {**record["body"], "replayed": True})
+    status, body = render(entry)
+    return Replay(200 if status == 201 else status, {**body, "replayed": True})
 
 
-def first_difference(record: Doc, cmd: Command) -> str | None:
-    if record["type"] != cmd.type:
+def first_difference(stored: Doc, cmd: Command) -> str | None:
+    """The first field (by name) in which a retry differs from the stored transaction."""
+    if stored["type"] != cmd.type:
         return "type"
-    old, new = record["request"], cmd.request
+    old, new = stored["request"], cmd.request
     for name in sorted(set(old) | set(new)):
         if old.get(name) != new.get(name):
             return name

@@ -25,12 +25,11 @@ def evolve(state: State, entry: Entry) -> tuple[int, dict[str, Any]]:
     if tx["outcome"] == "committed":
         _apply_postings(state, entry)
         APPLIERS[tx["type"]](state, entry)
-    status, body = render(entry)
     if tx["id"] is not None:
-        state.put("idem", (tx["client_id"], tx["id"]),
-                  {"type": tx["type"], "request": tx["request"], "sequence": entry["sequence"],
-                   "status": status, "body": body})
-    return status, body
+        # The journal holds the request and the answer; the record only points at the entry.
+        state.put("idem", (tx["client_id"], tx["id"]), {"type": tx["type"], "sequence": entry["sequence"]})
+        state.remember(entry)
+    return render(entry)
 
 
 def _apply_postings(state: State, entry: Entry) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 from shared.errors import BadRequest, NotFound
 
 from core_ledger.domain.commands import Command, Context, Reject
-from core_ledger.domain.state import Doc, State, jackpot_account, player_account, system_account
+from core_ledger.domain.state import ENTRIES, Doc, State, jackpot_account, player_account, system_account
 
 PPM = 1_000_000
 Decided = tuple[list[dict[str, Any]], dict[str, Any]]  # (postings, result)
@@ -157,7 +157,9 @@ def rollback(view: State, cmd: Command, ctx: Context) -> Decided:
         if rejected is None or rejected["type"] != "bet":
             player(view, pid)  # unknown bet: a marker refuses it if it arrives later
             return [], {"bet_found": False, "reversed": False, "balance": None}
-        bet = {**rejected["request"], "state": "rejected"}
+        entry = view.get(ENTRIES, (rejected["sequence"],))
+        assert entry is not None
+        bet = {**entry["transaction"]["request"], "state": "rejected"}
     if bet["player_id"] != pid:
         raise BadRequest(f"bet {r['bet_id']!r} belongs to another player", field="player_id")
     if r.get("round_id") is not None and bet.get("round_id") != r["round_id"]:

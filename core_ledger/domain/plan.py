@@ -7,17 +7,17 @@ bet being rolled back, a player's bonuses) name further rows for the next pass.
 from __future__ import annotations
 
 from core_ledger.domain.commands import Command
-from core_ledger.domain.state import Key, State, jackpot_account, player_account, system_account
+from core_ledger.domain.state import ENTRIES, Key, State, jackpot_account, player_account, system_account
 
 Need = list[tuple[str, Key]]
-PASSES_MAX = 3  # player/game/bet rows → bonuses/jackpots/accounts: dependencies are 2 deep
+PASSES_MAX = 4  # idem/player/game/bet rows → entries/bonuses/jackpots → accounts: 3 deep
 
 
 def rows_needed(view: State, cmd: Command) -> Need:
     r = cmd.request
     need: Need = []
     if cmd.key is not None:
-        need.append(("idem", cmd.key))
+        _idem(view, cmd.key, need)
     pid = r.get("player_id")
     if pid is not None:
         need.append(("players", (pid,)))
@@ -27,6 +27,13 @@ def rows_needed(view: State, cmd: Command) -> Need:
     if extra is not None:
         extra(view, cmd, need)
     return need
+
+
+def _idem(view: State, key: Key, need: Need) -> None:
+    need.append(("idem", key))
+    record = view.peek("idem", key)
+    if record is not None:
+        need.append((ENTRIES, (record["sequence"],)))
 
 
 def _wallet_of(pid: str, currency: str, kind: str, need: Need) -> None:
@@ -67,7 +74,8 @@ def _win(view: State, cmd: Command, need: Need) -> None:
 def _rollback(view: State, cmd: Command, need: Need) -> None:
     r = cmd.request
     bet_key = (cmd.key[0], r["bet_id"])  # type: ignore[index]
-    need += [("bets", bet_key), ("idem", bet_key)]
+    need.append(("bets", bet_key))
+    _idem(view, bet_key, need)
     bet = view.peek("bets", bet_key) or {}
     if bet.get("state") not in (None, "marker"):
         _wallet_of(bet["player_id"], bet["currency"], "house", need)
@@ -76,8 +84,9 @@ def _rollback(view: State, cmd: Command, need: Need) -> None:
         for w in bet["bonus_wagering"]:
             need.append(("bonuses", (bet["player_id"], w["bonus_id"])))
     rejected = view.peek("idem", bet_key)
-    if rejected is not None and rejected["type"] == "bet":
-        req = rejected["request"]
+    entry = view.peek(ENTRIES, (rejected["sequence"],)) if rejected is not None else None
+    if entry is not None and entry["transaction"]["type"] == "bet":
+        req = entry["transaction"]["request"]
         need.append(("accounts", (player_account(req["player_id"], req["currency"]),)))
 
 

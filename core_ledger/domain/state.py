@@ -26,6 +26,9 @@ TABLES: dict[str, tuple[str, ...]] = {
 }
 # Append-only tables the writer never reads back: not kept in its cache after a flush.
 WRITE_ONLY = frozenset({"history"})
+# Journal entries by (sequence,): read by the writer to replay or compare a stored answer; not a
+# derived table (the journal itself), only cached for the batch that needs it.
+ENTRIES = "entries"
 
 
 def player_account(player_id: str, currency: str) -> str:
@@ -43,7 +46,7 @@ def jackpot_account(jackpot_id: str) -> str:
 class State:
     def __init__(self, *, complete: bool) -> None:
         self.complete = complete
-        self.tables: dict[str, dict[Key, Doc | None]] = {t: {} for t in TABLES}
+        self.tables: dict[str, dict[Key, Doc | None]] = {t: {} for t in (*TABLES, ENTRIES)}
         self.dirty: dict[tuple[str, Key], None] = {}  # insertion-ordered: writes are deterministic
 
     def known(self, table: str, key: Key) -> bool:
@@ -67,6 +70,14 @@ class State:
     def put(self, table: str, key: Key, doc: Doc) -> None:
         self.tables[table][key] = doc
         self.dirty[(table, key)] = None
+
+    def remember(self, entry: Doc) -> None:
+        """Keep a just-written entry for replays later in the same batch (not in a rebuild)."""
+        if not self.complete:
+            self.tables[ENTRIES][(entry["sequence"],)] = entry
+
+    def forget_entries(self) -> None:
+        self.tables[ENTRIES].clear()
 
     def take_dirty(self) -> dict[str, list[tuple[Key, Doc]]]:
         """The changed rows since the last call, by table, in the order they were first changed."""

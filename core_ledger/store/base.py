@@ -49,7 +49,8 @@ class Store(ABC):
 
     @abstractmethod
     async def load(self, wanted: dict[str, Sequence[Key]]) -> dict[str, dict[Key, Doc]]:
-        """Existing rows among the wanted keys of each table (writer side; absent keys are missing)."""
+        """Existing rows among the wanted keys of each table (writer side; absent keys are missing).
+        The pseudo-table `ENTRIES` ("entries") returns parsed journal entries keyed by (sequence,)."""
 
     @abstractmethod
     async def commit(self, journal: Sequence[JournalRow], rows: Rows, head: Head) -> None:

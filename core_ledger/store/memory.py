@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 import orjson
 
-from core_ledger.domain.state import TABLES, Doc, Key
+from core_ledger.domain.state import ENTRIES, TABLES, Doc, Key
 from core_ledger.store.base import Head, JournalRow, Rows, Store
 
 
@@ -34,8 +34,14 @@ class MemoryStore(Store):
         return self._head
 
     async def load(self, wanted: dict[str, Sequence[Key]]) -> dict[str, dict[Key, Doc]]:
-        return {table: {k: _copy(self._tables[table][k]) for k in keys if k in self._tables[table]}
-                for table, keys in wanted.items()}
+        out = {}
+        for table, keys in wanted.items():
+            if table == ENTRIES:
+                out[table] = {k: orjson.loads(self._journal[k[0] - 1].text) for k in keys
+                              if 0 < k[0] <= len(self._journal)}
+            else:
+                out[table] = {k: _copy(self._tables[table][k]) for k in keys if k in self._tables[table]}
+        return out
 
     async def commit(self, journal: Sequence[JournalRow], rows: Rows, head: Head) -> None:
         assert [j.sequence for j in journal] == list(range(self._head.sequence + 1, head.sequence + 1))

@@ -13,7 +13,7 @@ from typing import Any, Callable, Sequence, TypeVar
 import aiosqlite
 import orjson
 
-from core_ledger.domain.state import TABLES, Doc, Key
+from core_ledger.domain.state import ENTRIES, TABLES, Doc, Key
 from core_ledger.store.base import KEYS_PER_QUERY_MAX, Head, JournalRow, Rows, Store, StorageError
 
 BUSY_TIMEOUT_MS = 5000
@@ -27,7 +27,7 @@ SCHEMA = [
     "CREATE TRIGGER IF NOT EXISTS journal_no_delete BEFORE DELETE ON journal "
     "BEGIN SELECT RAISE(ABORT, 'the journal is append-only'); END",
     *[f"CREATE TABLE IF NOT EXISTS {t} ({', '.join(cols)}, doc TEXT NOT NULL, "
-      f"PRIMARY KEY ({', '.join(cols)})) WITHOUT ROWID" for t, cols in TABLES.items()],
+      f"PRIMARY KEY ({', '.join(cols)}))" for t, cols in TABLES.items()],
     "CREATE INDEX IF NOT EXISTS rounds_by_round ON rounds (round_id)",
     "CREATE INDEX IF NOT EXISTS idem_by_id ON idem (id)",
 ]
@@ -65,7 +65,9 @@ def _load_sync(db: sqlite3.Connection, wanted: dict[str, Sequence[Key]]) -> dict
         unique = list(dict.fromkeys(keys))
         for start in range(0, len(unique), KEYS_PER_QUERY_MAX):
             chunk = unique[start:start + KEYS_PER_QUERY_MAX]
-            for row in db.execute(_select_keys(table, len(chunk)), [part for key in chunk for part in key]):
+            sql = (f"SELECT sequence, entry FROM journal WHERE sequence IN ({', '.join('?' * len(chunk))})"
+                   if table == ENTRIES else _select_keys(table, len(chunk)))
+            for row in db.execute(sql, [part for key in chunk for part in key]):
                 found[tuple(row[:-1])] = orjson.loads(row[-1])
     return out
 

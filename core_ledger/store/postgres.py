@@ -1,0 +1,310 @@
+"""PostgreSQL backend (asyncpg): the scale-out store, behind the same contract as SQLite.
+
+The schema mirrors SQLite's: derived tables are (key columns..., doc TEXT) holding the same JSON
+text; the journal (sequence, tx_id, entry) is append-only by trigger; `head` is one row. Text keys
+use COLLATE "C" so ordering and `after` paging match the other backends (code-point order).
+
+The writer's commit is ONE SERIALIZABLE transaction (head moved first, fenced on the previous
+head, then journal rows and derived upserts by `unnest` arrays), retried a bounded number of times
+on serialization failure or deadlock. Reads of a row or page plus the head run in one REPEATABLE
+READ READ ONLY transaction (one snapshot). Driver errors become `StorageError` where the
+transaction ends. `backup` writes a SQLite ledger file (see `backup`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, AsyncIterator, Awaitable, Callable, Sequence, TypeVar
+
+import asyncpg
+import orjson
+import structlog
+
+from core_ledger.domain.journal import GENESIS_HASH
+from core_ledger.domain.state import TABLES, Doc, Key
+from core_ledger.store.base import KEYS_PER_QUERY_MAX, Head, JournalRow, Rows, Store, StorageError
+from core_ledger.store.sqlite import SqliteStore
+
+log = structlog.get_logger("croupier.ledger.postgres")
+
+ROWS_PER_STATEMENT_MAX = 5000  # bound on the arrays of one insert/upsert statement
+BACKUP_PAGE_ROWS = 2000  # rows fetched per round trip while copying a snapshot out
+SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+KEY_TYPES = {"sequence": "bigint"}  # key columns that are not text (history's journal sequence)
+# Ends of a transaction that may be retried as is: nothing of it was committed.
+RETRYABLE = (asyncpg.SerializationError, asyncpg.DeadlockDetectedError)
+DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class PostgresLimits:
+    pool_size_max: int = 8
+    connect_timeout_s: float = 10.0
+    acquire_timeout_s: float = 10.0
+    command_timeout_s: float = 30.0
+    serialization_attempts_max: int = 8  # tries of one write transaction, the first included
+    retry_backoff_s: float = 0.005  # times the attempt number
+
+
+def _key_type(column: str) -> str:
+    return KEY_TYPES.get(column, "text")
+
+
+def _column_def(column: str) -> str:
+    typ = _key_type(column)
+    return f"{column} {typ}" + (' COLLATE "C"' if typ == "text" else "")
+
+
+SCHEMA = [
+    "CREATE TABLE IF NOT EXISTS head (one boolean PRIMARY KEY DEFAULT true CHECK (one), "
+    "sequence bigint NOT NULL, hash text NOT NULL, epoch bigint NOT NULL)",
+    f"INSERT INTO head (sequence, hash, epoch) VALUES (0, '{GENESIS_HASH}', 1) ON CONFLICT DO NOTHING",
+    "CREATE TABLE IF NOT EXISTS journal (sequence bigint PRIMARY KEY, tx_id text, entry text NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS journal_tx_id ON journal (tx_id)",
+    "CREATE OR REPLACE FUNCTION journal_append_only() RETURNS trigger LANGUAGE plpgsql AS "
+    "$$ BEGIN RAISE EXCEPTION 'the journal is append-only'; END $$",
+    "CREATE OR REPLACE TRIGGER journal_no_change BEFORE UPDATE OR DELETE OR TRUNCATE ON journal "
+    "FOR EACH STATEMENT EXECUTE FUNCTION journal_append_only()",
+    *[f"CREATE TABLE IF NOT EXISTS {t} ({', '.join(map(_column_def, cols))}, doc text NOT NULL, "
+      f"PRIMARY KEY ({', '.join(cols)}))" for t, cols in TABLES.items()],
+    "CREATE INDEX IF NOT EXISTS rounds_by_round ON rounds (round_id)",
+    "CREATE INDEX IF NOT EXISTS idem_by_id ON idem (id)",
+]
+SCHEMA_LOCK = 0x43524F55  # advisory lock: ledgers starting together create the schema once
+
+
+def _unnest(columns: Sequence[str], *, with_doc: bool) -> str:
+    """`unnest($1::type[], ...) AS k(columns)`: a batch of rows, one array parameter per column."""
+    names = [*columns, "doc"] if with_doc else list(columns)
+    types = [_key_type(c) for c in columns] + (["text"] if with_doc else [])
+    arrays = ", ".join(f"${i}::{t}[]" for i, t in enumerate(types, 1))
+    return f"unnest({arrays}) AS k({', '.join(names)})"
+
+
+def _load_sql(table: str) -> str:
+    columns = TABLES[table]
+    return (f"SELECT {', '.join('k.' + c for c in columns)}, t.doc FROM {_unnest(columns, with_doc=False)} "
+            f"JOIN {table} AS t USING ({', '.join(columns)})")
+
+
+def _write_sql(table: str, *, upsert: bool) -> str:
+    columns = TABLES[table]
+    conflict = f" ON CONFLICT ({', '.join(columns)}) DO UPDATE SET doc = EXCLUDED.doc" if upsert else ""
+    return (f"INSERT INTO {table} ({', '.join(columns)}, doc) SELECT * FROM {_unnest(columns, with_doc=True)}"
+            f"{conflict}")
+
+
+def _columns_of(keys: Sequence[Key], width: int) -> list[list[Any]]:
+    return [[key[i] for key in keys] for i in range(width)]
+
+
+async def _write_rows(conn: asyncpg.Connection, table: str, items: dict[Key, Doc], *, upsert: bool) -> None:
+    """Insert (or upsert) rows in statements of at most ROWS_PER_STATEMENT_MAX rows."""
+    sql, width, pairs = _write_sql(table, upsert=upsert), len(TABLES[table]), list(items.items())
+    for start in range(0, len(pairs), ROWS_PER_STATEMENT_MAX):
+        chunk = pairs[start:start + ROWS_PER_STATEMENT_MAX]
+        docs = [orjson.dumps(doc).decode() for _, doc in chunk]
+        await conn.execute(sql, *_columns_of([k for k, _ in chunk], width), docs)
+
+
+async def _commit_in(conn: asyncpg.Connection, journal: Sequence[JournalRow], rows: Rows, head: Head) -> None:
+    async with conn.transaction(isolation="serializable"):
+        # Fencing: the stored head must be where this writer believes it is.
+        moved = await conn.fetchval(
+            "UPDATE head SET sequence = $1, hash = $2, epoch = $3 WHERE sequence = $4 RETURNING 1",
+            head.sequence, head.hash, head.epoch, head.sequence - len(journal))
+        if moved is None:
+            raise StorageError("the stored journal head is not the one this commit extends (another writer?)")
+        await conn.execute("INSERT INTO journal (sequence, tx_id, entry) SELECT * FROM "
+                           "unnest($1::bigint[], $2::text[], $3::text[])",
+                           [j.sequence for j in journal], [j.tx_id for j in journal], [j.text for j in journal])
+        for table, items in rows.items():
+            await _write_rows(conn, table, dict(items), upsert=True)  # dict: the last doc of a key wins
+
+
+async def _replace_in(conn: asyncpg.Connection, tables: dict[str, dict[Key, Doc]]) -> None:
+    async with conn.transaction(isolation="serializable"):
+        for table in TABLES:
+            await conn.execute(f"DELETE FROM {table}")
+            await _write_rows(conn, table, tables.get(table, {}), upsert=False)
+
+
+def _pairs(found: Sequence[asyncpg.Record]) -> list[tuple[Key, Doc]]:
+    return [(tuple(row[:-1]), orjson.loads(row[-1])) for row in found]
+
+
+class PostgresStore(Store):
+    """`dsn` holds a password: it is never logged nor put in an error message."""
+
+    def __init__(self, dsn: str, limits: PostgresLimits = PostgresLimits(), *, schema: str = "public") -> None:
+        if not SCHEMA_NAME.fullmatch(schema):
+            raise ValueError(f"schema {schema!r} is not a plain lower-case SQL name")
+        self._dsn = dsn
+        self.limits = limits
+        self.schema = schema
+        self._pool: asyncpg.Pool | None = None
+
+    def __repr__(self) -> str:
+        return f"PostgresStore(schema={self.schema!r})"
+
+    async def open(self) -> None:
+        lim = self.limits
+        try:
+            self._pool = await asyncpg.create_pool(
+                self._dsn, min_size=1, max_size=lim.pool_size_max, timeout=lim.connect_timeout_s,
+                command_timeout=lim.command_timeout_s, server_settings={"search_path": self.schema})
+            async with self._pool.acquire(timeout=lim.acquire_timeout_s) as conn, conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", SCHEMA_LOCK)
+                if not await conn.fetchval("SELECT 1 FROM pg_namespace WHERE nspname = $1", self.schema):
+                    await conn.execute(f'CREATE SCHEMA "{self.schema}"')
+                for statement in SCHEMA:
+                    await conn.execute(statement)
+        except DRIVER_ERRORS as e:
+            await self.close()
+            raise StorageError(f"cannot open the PostgreSQL store: {type(e).__name__}: {e}") from e
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
+
+    @property
+    def _p(self) -> asyncpg.Pool:
+        assert self._pool is not None, "store is open"
+        return self._pool
+
+    @asynccontextmanager
+    async def _conn(self, what: str) -> AsyncIterator[asyncpg.Connection]:
+        try:
+            async with self._p.acquire(timeout=self.limits.acquire_timeout_s) as conn:
+                yield conn
+        except DRIVER_ERRORS as e:
+            raise StorageError(f"{what} failed: {type(e).__name__}: {e}") from e
+
+    @asynccontextmanager
+    async def _snapshot(self, what: str) -> AsyncIterator[asyncpg.Connection]:
+        """One REPEATABLE READ READ ONLY transaction: every statement in it sees the same snapshot."""
+        async with self._conn(what) as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            yield conn
+
+    async def _once(self, what: str, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        async with self._conn(what) as conn:
+            return await work(conn)
+
+    async def _retrying(self, what: str, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        """Run a write transaction, again (bounded) when PostgreSQL could not serialize it: a
+        serialization failure or deadlock ends the transaction with nothing of it committed."""
+        for attempt in range(1, self.limits.serialization_attempts_max):
+            try:
+                return await self._once(what, work)
+            except StorageError as e:
+                if not isinstance(e.__cause__, RETRYABLE):
+                    raise
+                log.warning("postgres_write_retry", what=what, attempt=attempt, sqlstate=e.__cause__.sqlstate)
+            await asyncio.sleep(self.limits.retry_backoff_s * attempt)
+        return await self._once(what, work)
+
+    async def head(self) -> Head:
+        async with self._conn("head") as conn:
+            row = await conn.fetchrow("SELECT sequence, hash, epoch FROM head")
+        return Head(int(row["sequence"]), str(row["hash"]), int(row["epoch"]))
+
+    async def load(self, wanted: dict[str, Sequence[Key]]) -> dict[str, dict[Key, Doc]]:
+        out: dict[str, dict[Key, Doc]] = {}
+        async with self._conn("load") as conn:
+            for table, keys in wanted.items():
+                found, width = out.setdefault(table, {}), len(TABLES[table])
+                unique = list(dict.fromkeys(keys))
+                for start in range(0, len(unique), KEYS_PER_QUERY_MAX):
+                    chunk = unique[start:start + KEYS_PER_QUERY_MAX]
+                    found.update(_pairs(await conn.fetch(_load_sql(table), *_columns_of(chunk, width))))
+        return out
+
+    async def commit(self, journal: Sequence[JournalRow], rows: Rows, head: Head) -> None:
+        await self._retrying("commit", lambda conn: _commit_in(conn, journal, rows, head))
+
+    async def get(self, table: str, key: Key) -> tuple[Doc | None, int]:
+        where = " AND ".join(f"{c} = ${i}" for i, c in enumerate(TABLES[table], 1))
+        async with self._snapshot("get") as conn:
+            doc = await conn.fetchval(f"SELECT doc FROM {table} WHERE {where}", *key)
+            head = await conn.fetchval("SELECT sequence FROM head")
+        return (None if doc is None else orjson.loads(doc)), int(head)
+
+    async def select(self, table: str, equals: dict[str, Any], *, limit: int,
+                     doc_equals: dict[str, Any] | None = None, after: Any = None) -> tuple[list[tuple[Key, Doc]], int]:
+        columns = TABLES[table]
+        clauses, params = [], []
+        for column, value in equals.items():
+            params.append(value)
+            clauses.append(f"{column} = ${len(params)}")
+        for name, value in (doc_equals or {}).items():
+            params.extend([name, orjson.dumps(value).decode()])
+            clauses.append(f"(doc::jsonb) -> ${len(params) - 1}::text = ${len(params)}::jsonb")
+        if after is not None:
+            params.append(after)
+            clauses.append(f"{columns[-1]} > ${len(params)}")
+        where = " AND ".join(clauses) or "true"
+        sql = (f"SELECT {', '.join(columns)}, doc FROM {table} WHERE {where} "
+               f"ORDER BY {', '.join(columns)} LIMIT ${len(params) + 1}")
+        async with self._snapshot("select") as conn:
+            found = await conn.fetch(sql, *params, limit)
+            head = await conn.fetchval("SELECT sequence FROM head")
+        return _pairs(found), int(head)
+
+    async def journal(self, after_sequence: int, limit: int) -> list[tuple[int, str]]:
+        sql = "SELECT sequence, entry FROM journal WHERE sequence > $1 ORDER BY sequence LIMIT $2"
+        async with self._conn("journal") as conn:
+            return [(int(s), str(e)) for s, e in await conn.fetch(sql, after_sequence, limit)]
+
+    async def journal_of(self, tx_id: str, limit: int) -> list[str]:
+        sql = "SELECT entry FROM journal WHERE tx_id = $1 ORDER BY sequence LIMIT $2"
+        async with self._conn("journal_of") as conn:
+            return [str(row[0]) for row in await conn.fetch(sql, tx_id, limit)]
+
+    async def dump(self, table: str) -> dict[Key, Doc]:
+        async with self._conn("dump") as conn:
+            return dict(_pairs(await conn.fetch(f"SELECT {', '.join(TABLES[table])}, doc FROM {table}")))
+
+    async def replace_derived(self, tables: dict[str, dict[Key, Doc]]) -> None:
+        await self._retrying("replace_derived", lambda conn: _replace_in(conn, tables))
+
+    async def backup(self, path: Path) -> Head:
+        """Copy one snapshot (journal, every derived table, head) into a new SQLite ledger file.
+
+        The copy is what `croupier ledger verify` checks and what a SQLite ledger serves, so a
+        PostgreSQL ledger is restored by serving it (or by loading it back with `commit`). It is
+        written under a temporary name, page by page (bounded memory), then renamed into place.
+        """
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".partial")
+        partial.unlink(missing_ok=True)
+        copy = SqliteStore(partial)
+        await copy.open()
+        try:
+            async with self._snapshot("backup") as conn:
+                row = await conn.fetchrow("SELECT sequence, hash, epoch FROM head")
+                head = Head(int(row["sequence"]), str(row["hash"]), int(row["epoch"]))
+                sql = "SELECT sequence, tx_id, entry FROM journal ORDER BY sequence"
+                async for page in _pages(conn, sql):
+                    await copy.commit([JournalRow(int(s), t, str(e)) for s, t, e in page], {}, head)
+                for table, columns in TABLES.items():
+                    async for page in _pages(conn, f"SELECT {', '.join(columns)}, doc FROM {table}"):
+                        await copy.commit([], {table: _pairs(page)}, head)
+                await copy.commit([], {}, head)  # the head, even when there is nothing else
+        finally:
+            await copy.close()
+        os.replace(partial, path)
+        return head
+
+
+async def _pages(conn: asyncpg.Connection, sql: str) -> AsyncIterator[list[asyncpg.Record]]:
+    """The rows of a query in pages of BACKUP_PAGE_ROWS, by a server-side cursor (inside a transaction)."""
+    cursor = await conn.cursor(sql)
+    while page := await cursor.fetch(BACKUP_PAGE_ROWS):
+        yield page
