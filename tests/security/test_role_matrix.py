@@ -1,0 +1,79 @@
+"""Role × route matrix against the live processes: for every route of both services (from their
+route tables), no credential and an unknown one get 401, a credential of each wrong role gets 403
+(401 where the service does not know that credential at all), and a right role gets an answer
+(2xx/4xx). Wrong-role and anonymous calls carry valid bodies and commit nothing."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.auth import ROLES
+from shared.cluster import EDGE_ROLES, LEDGER_ROLES
+from tests.security.conftest import Client, Reply
+from tests.security.routes import RouteInfo, concrete_path, edge_routes, example_body, ledger_routes
+
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="package")]
+
+KNOWN_ROLES = {"ledger": frozenset(LEDGER_ROLES), "eu": frozenset(EDGE_ROLES)}
+BOGUS_TOKEN = "not-a-credential-of-this-cluster"
+
+
+def _problem_code(reply: Reply) -> str | None:
+    if reply.content_type != "application/problem+json" or not reply.raw:
+        return None
+    return reply.json().get("code")
+
+
+def _refusal(reply: Reply, status: int, code: str) -> str | None:
+    """Why `reply` is not the expected refusal (None when it is). HEAD answers carry no body."""
+    if reply.status != status:
+        return f"status {reply.status}"
+    if reply.raw and _problem_code(reply) != code:
+        return f"body {reply.raw[:200]!r}"
+    return None
+
+
+async def _call(client: Client, service: str, route: RouteInfo, token: str | None, tag: str) -> Reply:
+    return await client.send(service, route.method, concrete_path(route.path), token=token,
+                             body=example_body(route.method, route.path, tag))
+
+
+async def _matrix(client: Client, service: str, routes: list[RouteInfo]) -> list[str]:
+    """Every route × (no credential, unknown credential, each role); returns the violations."""
+    wrong: list[str] = []
+    tag = f"matrix-{service}"
+    guarded = [r for r in routes if not r.public]
+    for route in guarded:
+        for token, label in ((None, "no credential"), (BOGUS_TOKEN, "unknown credential")):
+            if why := _refusal(await _call(client, service, route, token, tag), 401, "unauthenticated"):
+                wrong.append(f"{route.label} with {label}: {why}, expected 401")
+        for role in sorted(ROLES - route.roles):
+            known = role in KNOWN_ROLES[service]
+            status, code = (403, "forbidden") if known else (401, "unauthenticated")
+            reply = await _call(client, service, route, client.cluster.tokens[role], tag)
+            if why := _refusal(reply, status, code):
+                wrong.append(f"{route.label} as {role}: {why}, expected {status}")
+    return wrong
+
+
+async def _right_roles(client: Client, service: str, routes: list[RouteInfo]) -> list[str]:
+    wrong = []
+    for route in routes:
+        allowed = ["anonymous"] if route.public else sorted(route.roles & KNOWN_ROLES[service])
+        assert allowed, f"{route.label}: no credential of the cluster may call it"
+        for role in allowed:
+            token = None if role == "anonymous" else client.cluster.tokens[role]
+            reply = await _call(client, service, route, token, f"matrix-{service}")
+            if reply.status in (401, 403) or reply.status >= 500:
+                wrong.append(f"{route.label} as {role}: {reply.status} {reply.raw[:200]!r}")
+    return wrong
+
+
+@pytest.mark.parametrize("service", ["ledger", "eu"])
+async def test_every_route_refuses_anonymous_unknown_and_wrong_roles_and_answers_the_right_ones(
+        client, service, tmp_path):
+    routes = ledger_routes(tmp_path) if service == "ledger" else edge_routes(tmp_path)
+    before = await client.snapshot()
+    assert await _matrix(client, service, routes) == []
+    assert await client.snapshot() == before, "a refused call changed the ledger"
+    assert await _right_roles(client, service, routes) == []
