@@ -1,4 +1,4 @@
-"""One contract suite for every storage backend (memory, SQLite): no backend-specific branches."""
+"""One contract suite for every storage backend (memory, SQLite, PostgreSQL): no backend-specific branches."""
 
 from __future__ import annotations
 
@@ -8,16 +8,18 @@ from typing import AsyncIterator, Callable
 import pytest
 
 from core_ledger.store import Head, JournalRow, MemoryStore, SqliteStore, Store
+from tests.ledger.pg import pg_server, postgres_store  # noqa: F401 (pg_server: a session fixture)
 
-BACKENDS: dict[str, Callable[[Path], Store]] = {
-    "memory": lambda _: MemoryStore(),
-    "sqlite": lambda tmp: SqliteStore(tmp / "ledger.db"),
+BACKENDS: dict[str, Callable[[Path, pytest.FixtureRequest], Store]] = {
+    "memory": lambda _, __: MemoryStore(),
+    "sqlite": lambda tmp, _: SqliteStore(tmp / "ledger.db"),
+    "postgres": lambda _, request: postgres_store(request.getfixturevalue("pg_server")),
 }
 
 
 @pytest.fixture(params=sorted(BACKENDS))
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    s = BACKENDS[request.param](tmp_path)
+    s = BACKENDS[request.param](tmp_path, request)
     await s.open()
     try:
         yield s

@@ -1,0 +1,82 @@
+"""Pure domain: canonical JSON, the hash chain, its verifier, and decide's refusal to touch state."""
+
+from __future__ import annotations
+
+import copy
+from datetime import datetime, timezone
+
+import orjson
+import pytest
+
+from core_ledger.domain import ADMIN_SCOPE, ChainCheck, Command, Context, State, decide, entry_text, evolve, seal
+from core_ledger.domain.journal import GENESIS_HASH, canonical_json, chain_hash, postings_balanced
+
+CTX = Context(datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc))
+
+
+def test_canonical_json_sorts_keys_without_spaces_in_utf8() -> None:
+    assert canonical_json({"b": 1, "a": {"d": [1, "é"], "c": None}}) == '{"a":{"c":null,"d":[1,"é"]},"b":1}'.encode()
+
+
+def test_hash_is_sha256_of_prev_hash_bytes_and_canonical_entry() -> None:
+    import hashlib
+
+    body = {"sequence": 1, "x": "y"}
+    assert chain_hash(GENESIS_HASH, body) == hashlib.sha256(bytes(32) + b'{"sequence":1,"x":"y"}').hexdigest()
+
+
+def test_postings_must_balance_per_currency() -> None:
+    assert postings_balanced([{"account": "a", "amount_minor": 5, "currency": "EUR"},
+                              {"account": "b", "amount_minor": -5, "currency": "EUR"}])
+    assert not postings_balanced([{"account": "a", "amount_minor": 5, "currency": "EUR"},
+                                  {"account": "b", "amount_minor": -5, "currency": "USD"}])
+    assert not postings_balanced([{"account": "a", "amount_minor": 0.0, "currency": "EUR"}])
+    with pytest.raises(AssertionError):
+        seal({"type": "x"}, [{"account": "a", "amount_minor": 1, "currency": "EUR"}], sequence=1, epoch=1,
+             prev_hash=GENESIS_HASH)
+
+
+def chain(n: int) -> list[tuple[int, str]]:
+    rows, prev = [], GENESIS_HASH
+    for i in range(1, n + 1):
+        entry = seal({"type": "t", "i": i}, [], sequence=i, epoch=1, prev_hash=prev)
+        rows.append((i, entry_text(entry)))
+        prev = entry["hash"]
+    return rows
+
+
+@pytest.mark.parametrize("broken", [1, 3, 5])
+def test_chain_check_names_the_first_bad_sequence(broken: int) -> None:
+    rows = chain(5)
+    entry = orjson.loads(rows[broken - 1][1])
+    entry["transaction"]["i"] = 99
+    rows[broken - 1] = (broken, orjson.dumps(entry).decode())
+    check = ChainCheck()
+    check.feed(rows)
+    assert check.report()["first_bad_sequence"] == broken and check.entries_checked == broken - 1
+
+
+def test_chain_check_refuses_gaps_floats_and_garbage() -> None:
+    rows = chain(3)
+    assert ChainCheck().feed([rows[0], rows[2]]) is False
+    float_entry = orjson.loads(rows[0][1])
+    float_entry["transaction"]["i"] = 1.0
+    assert ChainCheck().feed([(1, orjson.dumps(float_entry).decode())]) is False
+    assert ChainCheck().feed([(1, "{not json")]) is False
+    good = ChainCheck()
+    assert good.feed(rows) and good.report()["head_hash"] == orjson.loads(rows[2][1])["hash"]
+
+
+def test_decide_is_pure_and_evolve_applies_the_draft() -> None:
+    state = State(complete=True)
+    create = Command("player_create", {"player_id": "p", "currencies": ["EUR"]}, "admin", (ADMIN_SCOPE, "player:p"))
+    evolve(state, seal(decide(state, create, CTX).transaction, [], sequence=1, epoch=1, prev_hash=GENESIS_HASH))
+    deposit = Command("deposit", {"id": "d", "player_id": "p", "currency": "EUR", "amount_minor": 7}, "c", ("c", "d"))
+    before = copy.deepcopy(state.tables)
+    draft = decide(state, deposit, CTX)
+    assert state.tables == before
+    assert draft.transaction["outcome"] == "committed" and postings_balanced(draft.postings)
+    status, body = evolve(state, seal(draft.transaction, draft.postings, sequence=2, epoch=1, prev_hash="11" * 32))
+    assert status == 201 and body["balance"]["balance_minor"] == 7
+    assert state.get("accounts", ("player:p:EUR",)) == {"balance_minor": 7, "version": 1}
+    assert state.get("accounts", ("cashier:EUR",)) == {"balance_minor": -7, "version": 1}
