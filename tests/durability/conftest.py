@@ -1,0 +1,24 @@
+"""Fixtures for durability tests: the power-loss shim, built once, and a ledger on a simulated disk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import AsyncIterator
+
+import pytest
+
+from tests.durability.powered import PoweredLedger, build_shim
+
+
+@pytest.fixture(scope="session")
+def shim(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_shim(tmp_path_factory.mktemp("powerloss"))
+
+
+@pytest.fixture
+async def powered(tmp_path: Path, shim: Path) -> AsyncIterator[PoweredLedger]:
+    ledger = PoweredLedger(tmp_path, shim)
+    try:
+        yield ledger
+    finally:
+        ledger.stop()

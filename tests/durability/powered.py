@@ -1,0 +1,160 @@
+"""A real `croupier ledger serve` process on a simulated disk that can lose power.
+
+The process runs with the LD_PRELOAD shim of `powerloss/shim.c` (built here with gcc), which keeps
+a durable shadow of every file of the data directory as of its last fsync. `power_cut()` kills the
+process with SIGKILL and replaces the data directory by what the shim says survived; the next
+`start()` boots on it. Each boot gets a fresh shadow directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+
+from shared.auth import hash_token
+from shared.cluster import free_port
+from tests.ledger.conftest import NAMES, ROLES, TOKENS
+
+SHIM_SOURCE = Path(__file__).parent / "powerloss" / "shim.c"
+GCC_TIMEOUT_S = 60.0
+READY_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 15.0
+PRODUCT_SYNCHRONOUS = "PRAGMA synchronous=FULL"
+
+# Runs the ledger CLI with the SQLite `synchronous` pragma replaced (teeth runs only): fails loudly
+# if the product no longer sets FULL, rather than silently testing something else.
+_WITH_SYNCHRONOUS = f"""
+import sys
+import core_ledger.store.sqlite as sqlite_store
+wanted = 'PRAGMA synchronous=' + sys.argv.pop(1)
+assert {PRODUCT_SYNCHRONOUS!r} in sqlite_store.PRAGMAS, sqlite_store.PRAGMAS
+sqlite_store.PRAGMAS = tuple(wanted if p == {PRODUCT_SYNCHRONOUS!r} else p for p in sqlite_store.PRAGMAS)
+from shared.cli import main
+main()
+"""
+
+
+def build_shim(out_dir: Path) -> Path:
+    """Compile the shim; -Werror so that a warning on the CI compiler is a failure, not a surprise."""
+    target = out_dir / "powerloss.so"
+    subprocess.run(["gcc", "-O2", "-Wall", "-Wextra", "-Werror", "-Wno-format-truncation", "-shared", "-fPIC",
+                    "-o", str(target), str(SHIM_SOURCE), "-ldl", "-lpthread"],
+                   check=True, capture_output=True, timeout=GCC_TIMEOUT_S)
+    return target
+
+
+@dataclass(frozen=True)
+class Disk:
+    """How the simulated disk behaves during one boot."""
+
+    mode: str = "honest"           # or "drop_last": the most recent fsync never becomes durable
+    synchronous: str | None = None  # None: the product's own setting (FULL); else e.g. "NORMAL"
+    full_flag: Path | None = None   # while this file exists, writes to the database files fail ENOSPC
+
+
+def shim_env(shim: Path, watched: Path, shadow: Path, disk: Disk) -> dict[str, str]:
+    env = {**os.environ, "LD_PRELOAD": str(shim), "CROUPIER_POWERLOSS_DIR": os.path.realpath(watched),
+           "CROUPIER_POWERLOSS_SHADOW": str(shadow), "CROUPIER_POWERLOSS_MODE": disk.mode,
+           "PYTHONUNBUFFERED": "1"}
+    if disk.full_flag is not None:
+        env["CROUPIER_POWERLOSS_FULL_FLAG"] = str(disk.full_flag)
+    return env
+
+
+def materialize(shadow: Path, target: Path) -> list[str]:
+    """Make `target` hold exactly what the shim's manifest says survived; returns the file names."""
+    for child in target.iterdir():
+        if child.is_dir():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+    names = []
+    for line in (shadow / "manifest").read_text().splitlines():
+        name, copy = line.split("\t")
+        shutil.copyfile(shadow / copy, target / name)
+        names.append(name)
+    return names
+
+
+class PoweredLedger:
+    def __init__(self, root: Path, shim: Path) -> None:
+        self.root = root
+        self.shim = shim
+        self.data = root / "data"
+        self.data.mkdir(parents=True, exist_ok=True)
+        self.config = root / "ledger.toml"
+        tokens = "".join(f'[[tokens]]\nname = "{NAMES[r]}"\nrole = "{r}"\nsha256 = "{hash_token(TOKENS[r])}"\n'
+                         for r in ROLES)
+        self.config.write_text(f'[ledger]\ndata_dir = "data"\nlog_level = "warning"\n{tokens}')
+        self.log = root / "ledger.log"
+        self.boots = 0
+        self.shadow = root / "shadow-0"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = ""
+
+    async def start(self, disk: Disk = Disk()) -> None:
+        assert self.proc is None, "already running"
+        self.boots += 1
+        self.shadow = self.root / f"shadow-{self.boots}"
+        self.shadow.mkdir()
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        cli = ["ledger", "serve", "--config", str(self.config), "--port", str(port)]
+        if disk.synchronous is None:
+            argv = [sys.executable, "-m", "shared.cli", *cli]
+        else:
+            argv = [sys.executable, "-c", _WITH_SYNCHRONOUS, disk.synchronous, *cli]
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=self.root,
+                                         env=shim_env(self.shim, self.data, self.shadow, disk),
+                                         start_new_session=True)
+        await self._wait_ready()
+
+    async def _wait_ready(self) -> None:
+        assert self.proc is not None
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
+            while time.monotonic() < deadline:
+                assert self.proc.poll() is None, self.log.read_text()
+                try:
+                    async with http.get(self.url + "/readyz") as r:
+                        if r.status == 200:
+                            return
+                except (aiohttp.ClientError, asyncio.TimeoutError):
+                    pass
+                await asyncio.sleep(0.1)
+        raise AssertionError(f"ledger not ready after {READY_TIMEOUT_S}s: {self.log.read_text()}")
+
+    def syncs(self) -> list[str]:
+        """Every fsync the shim saw in this boot, in order: shadow names, "." for the directory."""
+        return (self.shadow / "synclog").read_text().splitlines()
+
+    def power_cut(self) -> list[str]:
+        """SIGKILL, then keep only what was durable; returns the surviving file names."""
+        assert self.proc is not None, "not running"
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=STOP_TIMEOUT_S)
+        self.proc = None
+        return materialize(self.shadow, self.data)
+
+    def stop(self) -> None:
+        """Graceful stop (SIGTERM, then SIGKILL); safe to call when not running."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=STOP_TIMEOUT_S)
+        self.proc = None
