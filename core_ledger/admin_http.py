@@ -17,7 +17,7 @@ from shared.models import AdjustmentIn, BonusGrantIn, FreezeIn, JackpotCreateIn,
 from shared.web import json_response, principal, read_model
 
 from core_ledger.domain import ADMIN_SCOPE, Command
-from core_ledger.routes import CONFIG, READS, SERVICE, Route, answer, page_limit, path_id, query_choice, query_int
+from core_ledger.routes import AUDITOR, CONFIG, READS, SERVICE, STANDBY, Route, answer, page_limit, path_id, query_choice, query_int
 
 SEQUENCE_MAX = 2**62
 Keyer = Callable[[BaseModel, auth.Principal], tuple[str, str] | None]
@@ -70,7 +70,7 @@ async def trace(request: web.Request) -> web.Response:
 
 @auth.roles("admin_read", "admin_write")
 async def verify(request: web.Request) -> web.Response:
-    return json_response(await request.app[READS].verify())
+    return json_response(await request.app[AUDITOR].verify())
 
 
 CSV_COLUMNS = ("sequence", "epoch", "type", "id", "client_id", "via", "principal", "committed_at", "outcome",
@@ -105,9 +105,16 @@ async def export(request: web.Request) -> web.StreamResponse:
 
 @auth.roles("admin_read")
 async def replication(request: web.Request) -> web.Response:
-    head = request.app[SERVICE].head
-    return json_response({"role": "primary", "epoch": head.epoch,
-                          "head": {"sequence": head.sequence, "hash": head.hash}, "standbys": []})
+    service = request.app[SERVICE]
+    head = service.head
+    body: dict[str, Any] = {"role": service.role, "epoch": head.epoch,
+                            "head": {"sequence": head.sequence, "hash": head.hash}, "standbys": []}
+    standby = request.app.get(STANDBY)
+    if standby is not None:
+        body["primary"] = {"url": standby.settings.primary_url, "head_sequence": standby.primary_head,
+                           "lag_sequences": max(0, standby.primary_head - head.sequence),
+                           "tailing": standby.running, "broken_at_sequence": standby.broken_at}
+    return json_response(body)
 
 
 @auth.roles("admin_write")

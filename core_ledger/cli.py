@@ -38,18 +38,28 @@ def serve(
     port: int | None = typer.Option(None, "--port", min=1, max=65535),
     data_dir: Path | None = typer.Option(None, "--data-dir"),
     no_group_commit: bool = typer.Option(False, "--no-group-commit", help="One commit per request (baseline)."),
+    standby_of: str | None = typer.Option(None, "--standby-of", help="Primary URL: run as its standby."),
+    replica_token_file: Path | None = typer.Option(None, "--replica-token-file", exists=True, dir_okay=False,
+                                                   help="File holding a `replica` token of the primary."),
 ) -> None:
     """Run the ledger until SIGINT/SIGTERM, then drain the queue and close the database."""
     from aiohttp import web
 
     from core_ledger import config as ledger_config
     from core_ledger.http import create_app
+    from core_ledger.standby import StandbySettings
     from shared import logs
 
+    if (standby_of is None) != (replica_token_file is None):
+        raise typer.BadParameter("--standby-of and --replica-token-file go together")
     cfg = ledger_config.load(config, host=host, port=port, data_dir=data_dir,
                              group_commit=False if no_group_commit else None)
+    standby = None
+    if standby_of is not None and replica_token_file is not None:
+        standby = StandbySettings(standby_of.rstrip("/"), replica_token_file.read_text().strip(),
+                                  page_limit=cfg.page_limit_max)
     logs.configure(cfg.log_level)
-    web.run_app(create_app(cfg), host=cfg.host, port=cfg.port, print=None, access_log=None)
+    web.run_app(create_app(cfg, standby=standby), host=cfg.host, port=cfg.port, print=None, access_log=None)
 
 
 def verify(path: Path = typer.Argument(..., help="Path to ledger.db")) -> None:

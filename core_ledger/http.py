@@ -19,14 +19,16 @@ from shared.models import MONEY_OPS, BatchIn
 from shared.web import json_response, make_app, principal, read_json, validate
 
 from core_ledger import admin_http, openapi
+from core_ledger.audit import Auditor
 from core_ledger.config import LedgerConfig
 from core_ledger.domain import Command
 from core_ledger.metrics import LedgerMetrics
 from core_ledger.reads import LedgerReads
 from core_ledger.routes import (
-    CONFIG, READS, SERVICE, Route, answer, page_limit, path_id, query_choice, query_int,
+    AUDITOR, CONFIG, READS, SERVICE, STANDBY, Route, answer, page_limit, path_id, query_choice, query_int,
 )
 from core_ledger.service import LedgerService, WriterLimits
+from core_ledger.standby import HEAD_HEADER, Standby, StandbyMetrics, StandbySettings
 from core_ledger.store import SqliteStore, Store
 
 READ_ROLES = ("edge", "cashier", "admin_read")
@@ -116,17 +118,19 @@ async def bonuses(request: web.Request) -> web.Response:
 @auth.roles("replica", "admin_read")
 async def journal(request: web.Request) -> web.Response:
     after = query_int(request, "after_sequence", 0, high=2**62)
+    head = request.app[SERVICE].head.sequence  # read first: the page never runs past it
     lines = await request.app[READS].journal_page(after, page_limit(request))
     body = "".join(line + "\n" for line in lines)
-    return web.Response(text=body, content_type="application/x-ndjson")
+    return web.Response(text=body, content_type="application/x-ndjson", headers={HEAD_HEADER: str(head)})
 
 
 @auth.public
 async def readyz(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
-    if not service.ready:
+    standby = request.app.get(STANDBY)
+    if not service.ready or (standby is not None and not standby.running):
         return json_response({"status": "unavailable"}, status=503, headers={"Retry-After": "1"})
-    return json_response({"status": "ready", "role": "primary", "head_sequence": service.head.sequence})
+    return json_response({"status": "ready", "role": service.role, "head_sequence": service.head.sequence})
 
 
 ROUTES: list[Route] = [
@@ -149,15 +153,19 @@ def utc_now() -> datetime:
 
 
 def create_app(config: LedgerConfig, *, store: Store | None = None, clock: Callable[[], datetime] = utc_now,
-               registry: CollectorRegistry | None = None) -> web.Application:
-    """The ledger application; its service starts and stops with the app (cleanup_ctx)."""
+               registry: CollectorRegistry | None = None, standby: StandbySettings | None = None) -> web.Application:
+    """The ledger application; its service (and standby tailer) start and stop with the app."""
     registry = registry or CollectorRegistry()
     store = store or SqliteStore(config.db_path)
     app = make_app(tokens=auth.TokenStore(config.tokens), registry=registry, body_bytes_max=config.body_bytes_max)
     limits = WriterLimits(group_commit=config.group_commit, commit_batch_max=config.commit_batch_max,
                           queue_depth_max=config.queue_depth_max)
-    app[SERVICE] = LedgerService(store, limits, clock=clock, metrics=LedgerMetrics(registry))
+    metrics = LedgerMetrics(registry)
+    app[SERVICE] = LedgerService(store, limits, clock=clock, metrics=metrics, standby=standby is not None)
+    if standby is not None:
+        app[STANDBY] = Standby(app[SERVICE], standby, StandbyMetrics(registry), clock)
     app[READS] = LedgerReads(store, clock=clock)
+    app[AUDITOR] = Auditor(app[SERVICE], app[READS], metrics, clock)
     app[CONFIG] = config
     all_routes = [*ROUTES, *admin_http.ROUTES]
     for route in all_routes:
@@ -172,9 +180,14 @@ def create_app(config: LedgerConfig, *, store: Store | None = None, clock: Calla
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await app[SERVICE].start()
+        tasks = [t for t in (app.get(STANDBY), app[AUDITOR]) if t is not None]
+        for task in tasks:
+            task.start()
         try:
             yield
         finally:
+            for task in tasks:
+                await task.stop()
             await app[SERVICE].stop()
 
     app.cleanup_ctx.append(lifecycle)

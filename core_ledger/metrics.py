@@ -27,5 +27,14 @@ class LedgerMetrics:
             ["reason"], registry=registry)
         self.journal_head_sequence = Gauge(
             "ledger_journal_head_sequence", "Sequence of the last committed journal entry.", registry=registry)
-        self.writer_failures_total = Counter(
-            "ledger_writer_failures_total", "Batches that failed to commit (answered 503).", registry=registry)
+        self.commit_failures_total = Counter(
+            "ledger_commit_failures_total", "Batches that failed to commit (answered 503).", registry=registry)
+        self.audit_chain_ok = Gauge(
+            "ledger_audit_chain_ok", "1 if the last hash-chain verification passed, 0 if it failed.",
+            registry=registry)
+        self.audit_last_verified_timestamp_seconds = Gauge(
+            "ledger_audit_last_verified_timestamp_seconds", "When the last hash-chain verification finished.",
+            registry=registry)
+        # Unknown until the first verification finishes (NaN does not fire `== 0` alerts).
+        self.audit_chain_ok.set(float("nan"))
+        self.audit_last_verified_timestamp_seconds.set(float("nan"))

@@ -13,13 +13,17 @@ from shared.errors import BadRequest, CroupierError
 from shared.ids import is_id
 from shared.web import Handler, dumps
 
+from core_ledger.audit import Auditor
 from core_ledger.config import LedgerConfig
 from core_ledger.reads import LedgerReads
 from core_ledger.service import LedgerService
+from core_ledger.standby import Standby
 
 SERVICE = web.AppKey("ledger_service", LedgerService)
 READS = web.AppKey("ledger_reads", LedgerReads)
 CONFIG = web.AppKey("ledger_config", LedgerConfig)
+STANDBY = web.AppKey("ledger_standby", Standby)  # present only in standby mode
+AUDITOR = web.AppKey("ledger_auditor", Auditor)
 
 
 @dataclass(frozen=True)

@@ -14,12 +14,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Callable
 
+import orjson
 import structlog
 
 from shared.errors import CroupierError, Unavailable
 
 from core_ledger.domain import (
-    PASSES_MAX, Command, Context, Replay, State, decide, entry_text, evolve, rows_needed, seal,
+    PASSES_MAX, ChainCheck, Command, Context, Replay, State, decide, entry_text, evolve, rows_needed, seal,
 )
 from core_ledger.metrics import LedgerMetrics
 from core_ledger.store import Head, JournalRow, Store
@@ -28,6 +29,19 @@ log = structlog.get_logger("croupier.ledger")
 
 Answer = tuple[int, dict]
 Result = Answer | CroupierError
+
+
+class ReplicationError(Exception):
+    def __init__(self, detail: str, first_bad_sequence: int | None) -> None:
+        super().__init__(detail)
+        self.first_bad_sequence = first_bad_sequence
+
+
+def command_of(entry: dict) -> Command:
+    """The command an entry was decided from: names the rows its `evolve` touches."""
+    tx = entry["transaction"]
+    key = (tx["client_id"], tx["id"]) if tx["id"] is not None else None
+    return Command(tx["type"], tx["request"], tx["principal"], key, tx["via"])
 
 
 @dataclass(frozen=True)
@@ -46,8 +60,9 @@ class _Job:
 
 class LedgerService:
     def __init__(self, store: Store, limits: WriterLimits, *, clock: Callable[[], datetime],
-                 metrics: LedgerMetrics) -> None:
+                 metrics: LedgerMetrics, standby: bool = False) -> None:
         self.store = store
+        self.role = "standby" if standby else "primary"
         self.limits = limits
         self._clock = clock
         self.metrics = metrics
@@ -84,6 +99,8 @@ class LedgerService:
 
     async def submit(self, commands: list[Command]) -> list[Result]:
         """Queue commands as one group; their results in order, once committed."""
+        if self.role != "primary":
+            raise Unavailable("this ledger is a standby: write to the primary", code="not_primary")
         if not self.ready:
             raise Unavailable("the ledger is not accepting writes", code="ledger_unavailable")
         future: asyncio.Future[list[Result]] = asyncio.get_running_loop().create_future()
@@ -125,7 +142,7 @@ class LedgerService:
         try:
             return await self._judge_and_commit(commands)
         except Exception as e:  # storage failure or a broken invariant: nothing is acknowledged
-            self.metrics.writer_failures_total.inc()
+            self.metrics.commit_failures_total.inc()
             log.error("ledger_batch_failed", error=repr(e), batch_size=len(commands))
             self._cache = State(complete=False)
             try:
@@ -184,6 +201,30 @@ class LedgerService:
         if replays:
             m.idempotent_replays_total.inc(replays)
         m.journal_head_sequence.set(self._head.sequence)
+
+    async def apply_replicated(self, rows: list[tuple[int, str]]) -> None:
+        """Standby: verify (sequence, text) journal rows against the local head and apply them with
+        the same `evolve`, in one commit. Raises `ReplicationError` on a broken chain."""
+        assert self.role == "standby", "only a standby applies another ledger's journal"
+        check = ChainCheck(head_sequence=self._head.sequence, head_hash=self._head.hash)
+        if not check.feed(rows):
+            raise ReplicationError(f"the primary's journal does not verify at {check.first_bad_sequence}",
+                                   check.first_bad_sequence)
+        entries = [orjson.loads(text) for _, text in rows]
+        try:
+            await self._load([command_of(e) for e in entries])
+            journal = []
+            for entry in entries:
+                evolve(self._cache, entry)
+                journal.append(JournalRow(entry["sequence"], entry["transaction"]["id"], entry_text(entry)))
+            head = Head(entries[-1]["sequence"], entries[-1]["hash"], entries[-1]["epoch"])
+            await self.store.commit(journal, self._cache.take_dirty(), head)
+        except Exception:
+            self._cache = State(complete=False)  # the overlay may hold half-applied rows
+            raise
+        self._cache.forget_entries()
+        self._head = head
+        self.metrics.journal_head_sequence.set(head.sequence)
 
     async def _load(self, commands: list[Command]) -> None:
         """Bring every row the commands need into the overlay, a few IN-queries per pass."""

@@ -83,6 +83,7 @@ async def test_audit_replication_backup_and_service_endpoints(api: Api, tmp_path
     status, metrics = await api.get("admin_read", "/metrics")
     assert status == 200 and "ledger_journal_head_sequence 2.0" in metrics
     assert 'ledger_transactions_total{outcome="committed",type="deposit"} 1.0' in metrics
+    assert "ledger_audit_chain_ok 1.0" in metrics and "ledger_commit_failures_total 0.0" in metrics
     assert (await api.get("edge", "/metrics"))[0] == 403
 
 

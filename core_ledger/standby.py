@@ -1,0 +1,120 @@
+"""Standby mode: tail the primary's journal (`GET /v1/journal`), verify the chain, apply it with
+the same `evolve`, refuse writes (503 `not_primary`), and export the replication lag."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Callable
+
+import aiohttp
+import orjson
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from core_ledger.service import LedgerService, ReplicationError
+
+log = structlog.get_logger("croupier.standby")
+
+HEAD_HEADER = "X-Journal-Head"  # the primary's head sequence, sent with every journal page
+
+
+@dataclass(frozen=True)
+class StandbySettings:
+    primary_url: str
+    replica_token: str = field(repr=False)  # a secret: never in reprs or logs
+    page_limit: int = 1000
+    poll_interval_s: float = 0.2  # when caught up
+    request_timeout_s: float = 10.0
+    backoff_max_s: float = 5.0  # between failed polls, doubling from poll_interval_s
+
+
+class StandbyMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.lag_sequences = Gauge("ledger_replica_lag_sequences",
+                                   "Journal entries the primary has that this standby has not applied.",
+                                   registry=registry)
+        self.lag_seconds = Gauge("ledger_replica_lag_seconds",
+                                 "Age of the primary's oldest entry not yet applied here (0 when caught up).",
+                                 registry=registry)
+        self.errors_total = Counter("ledger_replica_errors_total", "Failed journal polls or applies.",
+                                    ["reason"], registry=registry)
+
+
+class Standby:
+    """The tailer task: the only mutator of a standby's store."""
+
+    def __init__(self, service: LedgerService, settings: StandbySettings, metrics: StandbyMetrics,
+                 clock: Callable[[], datetime]) -> None:
+        self.service = service
+        self.settings = settings
+        self.metrics = metrics
+        self._clock = clock
+        self.primary_head = 0
+        self.broken_at: int | None = None  # first sequence that failed verification
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="ledger-standby")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    async def _run(self) -> None:
+        s = self.settings
+        headers = {"Authorization": f"Bearer {s.replica_token}"}
+        delay = s.poll_interval_s
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=s.request_timeout_s),
+                                         headers=headers) as session:
+            while True:
+                try:
+                    applied = await self.poll_once(session)
+                    delay = s.poll_interval_s
+                except ReplicationError as e:
+                    self.broken_at = e.first_bad_sequence
+                    self.metrics.errors_total.labels("chain").inc()
+                    log.error("standby_chain_broken", first_bad_sequence=e.first_bad_sequence)
+                    return  # never apply past a broken link: an operator must look
+                except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as e:
+                    self.metrics.errors_total.labels("poll").inc()
+                    log.warning("standby_poll_failed", error=repr(e))
+                    applied, delay = 0, min(s.backoff_max_s, delay * 2)
+                if not applied:
+                    await asyncio.sleep(delay)
+
+    async def poll_once(self, session: aiohttp.ClientSession) -> int:
+        """Fetch and apply one page after the local head; the number of entries applied."""
+        after = self.service.head.sequence
+        url = f"{self.settings.primary_url}/v1/journal?after_sequence={after}&limit={self.settings.page_limit}"
+        async with session.get(url) as resp:
+            if resp.status != 200:
+                raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status)
+            self.primary_head = int(resp.headers.get(HEAD_HEADER, "0"))
+            text = await resp.text()
+        rows = [(after + i + 1, line) for i, line in enumerate(text.splitlines()) if line]
+        if rows:
+            await self.service.apply_replicated(rows)
+        self._observe_lag(rows)
+        return len(rows)
+
+    def _observe_lag(self, rows: list[tuple[int, str]]) -> None:
+        behind = max(0, self.primary_head - self.service.head.sequence)
+        self.metrics.lag_sequences.set(behind)
+        if behind == 0:
+            self.metrics.lag_seconds.set(0)
+        elif rows:
+            # The next entry we lack was committed no earlier than the last one we applied.
+            at = orjson.loads(rows[-1][1])["transaction"]["committed_at"]
+            age = self._clock().timestamp() - datetime.fromisoformat(at).timestamp()
+            self.metrics.lag_seconds.set(max(0.0, age))
