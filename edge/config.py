@@ -37,7 +37,7 @@ class Limits:
     breaker_open_s: float = 2.0
     reachable_window_s: float = 10.0  # /readyz: the ledger answered within this window
     docs_live_max: int = 4096
-    sync_push_interval_s: float = 0.005  # live updates are batched for this long
+    sync_push_interval_s: float = 0.0  # extra wait to batch live updates (0: one loop turn)
     sync_queue_max: int = 20_000  # live updates waiting for one peer
     anti_entropy_interval_s: float = 1.0
     reconnect_backoff_s: float = 0.1

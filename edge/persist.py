@@ -81,6 +81,7 @@ class Store:
         self._db: aiosqlite.Connection | None = None
         self._queue: asyncio.Queue[Append | Watermark | None] = asyncio.Queue(maxsize=limits.queue_max)
         self._pending: Counter[str] = Counter()
+        self._rows: Counter[str] = Counter()  # rows per document on disk (mirrors docs.n)
         self._enqueued = 0  # operations queued so far; the queue keeps their order
         self._committed = 0
         self._committed_cond = asyncio.Condition()
@@ -97,8 +98,10 @@ class Store:
         await self._db.executescript("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;" + SCHEMA)
         await self._db.commit()
         loaded = Loaded()
-        async with self._db.execute("SELECT name, sv FROM docs") as cur:
-            loaded.docs = [(name, bytes(sv)) async for name, sv in cur]
+        async with self._db.execute("SELECT name, sv, n FROM docs") as cur:
+            async for name, sv, n in cur:
+                loaded.docs.append((name, bytes(sv)))
+                self._rows[name] = n
         async with self._db.execute("SELECT key, seq, delta FROM effects") as cur:
             loaded.effects = [Effect(k, s, orjson.loads(d)) async for k, s, d in cur]
         async with self._db.execute("SELECT key, seq FROM watermarks") as cur:
@@ -189,10 +192,9 @@ class Store:
             "ON CONFLICT(name) DO UPDATE SET sv = excluded.sv, n = docs.n + excluded.n",
             [(doc, last_sv[doc], n) for doc, n in counts.items()],
         )
-        await db.executemany(
-            "INSERT OR IGNORE INTO effects (key, seq, delta) VALUES (?, ?, ?)",
-            [(op.effect.key, op.effect.sequence, orjson.dumps(op.effect.delta)) for op in appends if op.effect],
-        )
+        effects = [(op.effect.key, op.effect.sequence, orjson.dumps(op.effect.delta)) for op in appends if op.effect]
+        if effects:  # every statement is a hop to the database thread: skip the empty ones
+            await db.executemany("INSERT OR IGNORE INTO effects (key, seq, delta) VALUES (?, ?, ?)", effects)
         for op in ops:
             if isinstance(op, Watermark):
                 await db.execute("DELETE FROM effects WHERE key = ? AND seq <= ?", (op.key, op.sequence))
@@ -205,20 +207,16 @@ class Store:
             self._committed += len(ops)
             self._committed_cond.notify_all()
         self._pending.subtract(counts)
+        self._rows.update(counts)
         for doc in counts:
             if self._pending[doc] <= 0:
                 del self._pending[doc]
-        await self._compact_some(list(counts))
+        due = [doc for doc in counts if self._rows[doc] > self.limits.compact_after]
+        await self._compact(due[: self.limits.compactions_per_batch_max])
 
-    async def _compact_some(self, docs: list[str]) -> None:
+    async def _compact(self, due: list[str]) -> None:
         db = self._db
         assert db is not None
-        placeholders = ",".join("?" * len(docs))
-        async with db.execute(
-            f"SELECT name FROM docs WHERE name IN ({placeholders}) AND n > ? LIMIT ?",
-            (*docs, self.limits.compact_after, self.limits.compactions_per_batch_max),
-        ) as cur:
-            due = [row[0] async for row in cur]
         for name in due:
             async with db.execute("SELECT id, data FROM updates WHERE doc = ? ORDER BY id", (name,)) as cur:
                 rows = [(i, bytes(d)) async for i, d in cur]
@@ -226,5 +224,6 @@ class Store:
             await db.execute("DELETE FROM updates WHERE doc = ? AND id <= ?", (name, rows[-1][0]))
             await db.execute("INSERT INTO updates (doc, data) VALUES (?, ?)", (name, snapshot))
             await db.execute("UPDATE docs SET n = 1 WHERE name = ?", (name,))
+            self._rows[name] = 1
         if due:
             await db.commit()

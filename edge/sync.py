@@ -179,7 +179,9 @@ class SyncHub:
     async def _send_loop(self, link: _Link) -> None:
         while True:
             first = await link.queue.get()
-            await asyncio.sleep(self.limits.sync_push_interval_s)  # let a batch gather
+            # What queued while the previous frame was being sent goes out together: batching
+            # grows with load, an idle link sends at once.
+            await asyncio.sleep(self.limits.sync_push_interval_s)
             builder = FrameBuilder(self.proto)
             builder.add(*first)
             for _ in range(min(link.queue.qsize(), self.proto.entries_per_frame_max * 4)):
