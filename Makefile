@@ -21,7 +21,7 @@ demo: $(STAMP)
 	$(VENV)/bin/croupier demo
 
 test: $(STAMP) tools
-	$(PY) -m pytest -q -x --durations=15
+	$(PY) -m pytest -q --durations=15
 
 bench: $(STAMP) tools
 	$(PY) bench/ledger_throughput.py

@@ -31,7 +31,7 @@ log = structlog.get_logger("croupier.http")
 M = TypeVar("M", bound=BaseModel)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-PRINCIPAL: str = "croupier_principal"  # request key holding the authenticated Principal
+PRINCIPAL = web.RequestKey("principal", auth.Principal)  # the authenticated caller
 REGISTRY_KEY = web.AppKey("registry", CollectorRegistry)
 TOKENS_KEY = web.AppKey("tokens", auth.TokenStore)
 HTTP_METRICS_KEY = web.AppKey("http_metrics", HttpMetrics)
