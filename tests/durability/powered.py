@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -20,14 +19,11 @@ from pathlib import Path
 
 import aiohttp
 
-from shared.auth import hash_token
-from shared.cluster import free_port
-from tests.ledger.conftest import NAMES, ROLES, TOKENS
+from tests.ledger.procs import LedgerProcess, free_port
 
 SHIM_SOURCE = Path(__file__).parent / "powerloss" / "shim.c"
 GCC_TIMEOUT_S = 60.0
 READY_TIMEOUT_S = 30.0
-STOP_TIMEOUT_S = 15.0
 PRODUCT_SYNCHRONOUS = "PRAGMA synchronous=FULL"
 
 # Runs the ledger CLI with the SQLite `synchronous` pragma replaced (teeth runs only): fails loudly
@@ -85,23 +81,19 @@ def materialize(shadow: Path, target: Path) -> list[str]:
     return names
 
 
-class PoweredLedger:
+class PoweredLedger(LedgerProcess):
+    """`LedgerProcess` (config, tokens, log, graceful stop) booted under the shim."""
+
     def __init__(self, root: Path, shim: Path) -> None:
+        super().__init__(root)
         self.root = root
         self.shim = shim
         self.data = root / "data"
         self.data.mkdir(parents=True, exist_ok=True)
-        self.config = root / "ledger.toml"
-        tokens = "".join(f'[[tokens]]\nname = "{NAMES[r]}"\nrole = "{r}"\nsha256 = "{hash_token(TOKENS[r])}"\n'
-                         for r in ROLES)
-        self.config.write_text(f'[ledger]\ndata_dir = "data"\nlog_level = "warning"\n{tokens}')
-        self.log = root / "ledger.log"
         self.boots = 0
         self.shadow = root / "shadow-0"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.url = ""
 
-    async def start(self, disk: Disk = Disk()) -> None:
+    async def start(self, disk: Disk = Disk()) -> None:  # type: ignore[override]
         assert self.proc is None, "already running"
         self.boots += 1
         self.shadow = self.root / f"shadow-{self.boots}"
@@ -141,20 +133,7 @@ class PoweredLedger:
     def power_cut(self) -> list[str]:
         """SIGKILL, then keep only what was durable; returns the surviving file names."""
         assert self.proc is not None, "not running"
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=STOP_TIMEOUT_S)
+        self.kill9()
         self.proc = None
         return materialize(self.shadow, self.data)
 
-    def stop(self) -> None:
-        """Graceful stop (SIGTERM, then SIGKILL); safe to call when not running."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=STOP_TIMEOUT_S)
-        self.proc = None
