@@ -8,13 +8,11 @@ from __future__ import annotations
 import pytest
 
 from shared.auth import ROLES
-from shared.cluster import EDGE_ROLES, LEDGER_ROLES
 from tests.security.conftest import Client, Reply
-from tests.security.routes import RouteInfo, concrete_path, edge_routes, example_body, ledger_routes
+from tests.security.routes import CLUSTER_ROLES, RouteInfo, concrete_path, edge_routes, example_body, ledger_routes
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="package")]
 
-KNOWN_ROLES = {"ledger": frozenset(LEDGER_ROLES), "eu": frozenset(EDGE_ROLES)}
 BOGUS_TOKEN = "not-a-credential-of-this-cluster"
 
 
@@ -48,7 +46,7 @@ async def _matrix(client: Client, service: str, routes: list[RouteInfo]) -> list
             if why := _refusal(await _call(client, service, route, token, tag), 401, "unauthenticated"):
                 wrong.append(f"{route.label} with {label}: {why}, expected 401")
         for role in sorted(ROLES - route.roles):
-            known = role in KNOWN_ROLES[service]
+            known = role in CLUSTER_ROLES[service]
             status, code = (403, "forbidden") if known else (401, "unauthenticated")
             reply = await _call(client, service, route, client.cluster.tokens[role], tag)
             if why := _refusal(reply, status, code):
@@ -59,7 +57,7 @@ async def _matrix(client: Client, service: str, routes: list[RouteInfo]) -> list
 async def _right_roles(client: Client, service: str, routes: list[RouteInfo]) -> list[str]:
     wrong = []
     for route in routes:
-        allowed = ["anonymous"] if route.public else sorted(route.roles & KNOWN_ROLES[service])
+        allowed = ["anonymous"] if route.public else sorted(route.roles & CLUSTER_ROLES[service])
         assert allowed, f"{route.label}: no credential of the cluster may call it"
         for role in allowed:
             token = None if role == "anonymous" else client.cluster.tokens[role]

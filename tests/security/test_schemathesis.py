@@ -1,0 +1,90 @@
+"""schemathesis against both services' `/openapi.json` on the live cluster: generated valid and
+invalid requests for every operation, sent with a credential of a role the route table admits,
+get no 5xx, answers match the documented statuses, content types and schemas, and no operation
+answers without its credential (`ignored_auth`). Bounded: EXAMPLES per operation and mode,
+derandomized so that a run is reproducible (the whole module takes well under 90 s)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, Phase, given, settings
+from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    ignored_auth,
+    negative_data_rejection,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from shared.cluster import Cluster
+from tests.security.conftest import SEEN_BODIES
+from tests.security.routes import CLUSTER_ROLES, RouteInfo, edge_routes, ledger_routes
+
+pytestmark = [pytest.mark.slow]
+
+EXAMPLES = 25
+REQUEST_TIMEOUT_S = 10.0
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
+          ignored_auth]
+MODES = {"positive": GenerationMode.POSITIVE, "negative": GenerationMode.NEGATIVE}
+
+# Reported documentation bugs, left out until fixed (the other checks still run on these
+# operations): their 201 answers are application/json, but the documents list 201 only for
+# ledger routes with a body (core_ledger/openapi.py) and never for edge routes (edge/openapi.py),
+# so a 201 falls to `default`, documented as problem+json.
+UNDOCUMENTED_201 = {
+    ("ledger", "POST /admin/v1/backups"),
+    *(("eu", f"POST {p}") for p in ("/v1/bets", "/v1/wins", "/v1/rollbacks", "/v1/jackpot-payouts",
+                                     "/v1/bonus-claims")),
+}
+
+
+def _token(cluster: Cluster, service: str, route: RouteInfo) -> dict[str, str]:
+    if route.public:
+        return {}
+    role = min(route.roles & CLUSTER_ROLES[service])
+    return {"Authorization": f"Bearer {cluster.tokens[role]}"}
+
+
+def _has_inputs(operation: schemathesis.APIOperation) -> bool:
+    return bool(len(operation.body) or len(operation.path_parameters) or len(operation.query))
+
+
+def _fuzz(operation: schemathesis.APIOperation, headers: dict[str, str], mode: str, service: str) -> None:
+    checks = CHECKS + ([negative_data_rejection] if mode == "negative" else [])
+    if (service, operation.label) in UNDOCUMENTED_201:
+        checks.remove(content_type_conformance)
+
+    @given(case=operation.as_strategy(generation_mode=MODES[mode]))
+    @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
+              suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.generate])
+    def run(case: schemathesis.Case) -> None:
+        response = case.call(headers=headers, timeout=REQUEST_TIMEOUT_S)
+        SEEN_BODIES.append((case.formatted_path, response.status_code, response.content))
+        case.validate_response(response, checks=checks, headers=headers)
+
+    run()
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+@pytest.mark.parametrize("service", ["ledger", "eu"])
+def test_generated_requests_get_no_5xx_and_answers_match_the_openapi_document(cluster, service, mode,
+                                                                               tmp_path: Path):
+    routes = {r.label: r for r in (ledger_routes if service == "ledger" else edge_routes)(tmp_path)}
+    schema = schemathesis.openapi.from_url(cluster.url(service) + "/openapi.json")
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert len(operations) >= 10
+    failures = []
+    for operation in operations:
+        if mode == "negative" and not _has_inputs(operation):
+            continue  # nothing in it can be made invalid
+        try:
+            _fuzz(operation, _token(cluster, service, routes[operation.label]), mode, service)
+        except Exception as e:  # one operation's failure must not hide the others'
+            failures.append(f"{operation.label}: {e}")
+    assert failures == [], "\n\n".join(failures)
