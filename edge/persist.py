@@ -153,16 +153,6 @@ class Store:
         async with self._db.execute("SELECT data FROM updates WHERE doc = ? ORDER BY id", (name,)) as cur:
             return [bytes(row[0]) async for row in cur]
 
-    async def doc_names(self, prefix: str, limit: int) -> list[str]:
-        """Documents whose name starts with `prefix`, in name order (bounded)."""
-        assert self._db is not None
-        # Names are ASCII, so every name with the prefix sorts below prefix + U+FFFF: an index range scan.
-        async with self._db.execute(
-            "SELECT name FROM docs WHERE name >= ? AND name < ? ORDER BY name LIMIT ?",
-            (prefix, prefix + "\uffff", limit),
-        ) as cur:
-            return [row[0] async for row in cur]
-
     async def _write_loop(self) -> None:
         try:
             while True:

@@ -95,12 +95,6 @@ class Replica:
     def diff_for(self, name: str, remote_state_vector: bytes) -> bytes:
         return self._live[name].get_update(remote_state_vector)
 
-    def full_update(self, name: str) -> bytes:
-        return self._live[name].get_update()
-
-    def live_names(self) -> list[str]:
-        return list(self._live)
-
     def _changed(self, name: str, doc: Doc, before: bytes) -> bytes:
         after = doc.get_state()
         if after == before:
