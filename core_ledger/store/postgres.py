@@ -26,7 +26,7 @@ import orjson
 import structlog
 
 from core_ledger.domain.journal import GENESIS_HASH
-from core_ledger.domain.state import TABLES, Doc, Key
+from core_ledger.domain.state import ENTRIES, TABLES, Doc, Key
 from core_ledger.store.base import KEYS_PER_QUERY_MAX, Head, JournalRow, Rows, Store, StorageError
 from core_ledger.store.sqlite import SqliteStore
 
@@ -36,6 +36,7 @@ ROWS_PER_STATEMENT_MAX = 5000  # bound on the arrays of one insert/upsert statem
 BACKUP_PAGE_ROWS = 2000  # rows fetched per round trip while copying a snapshot out
 SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 KEY_TYPES = {"sequence": "bigint"}  # key columns that are not text (history's journal sequence)
+LOAD_KEYS = {**TABLES, ENTRIES: ("sequence",)}  # what `load` accepts: the tables and the journal
 # Ends of a transaction that may be retried as is: nothing of it was committed.
 RETRYABLE = (asyncpg.SerializationError, asyncpg.DeadlockDetectedError)
 DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
@@ -88,9 +89,11 @@ def _unnest(columns: Sequence[str], *, with_doc: bool) -> str:
 
 
 def _load_sql(table: str) -> str:
-    columns = TABLES[table]
-    return (f"SELECT {', '.join('k.' + c for c in columns)}, t.doc FROM {_unnest(columns, with_doc=False)} "
-            f"JOIN {table} AS t USING ({', '.join(columns)})")
+    """Rows of `table` among a batch of keys; for ENTRIES, journal entries among sequences."""
+    source, doc = ("journal", "entry") if table == ENTRIES else (table, "doc")
+    columns = LOAD_KEYS[table]
+    return (f"SELECT {', '.join('k.' + c for c in columns)}, t.{doc} FROM {_unnest(columns, with_doc=False)} "
+            f"JOIN {source} AS t USING ({', '.join(columns)})")
 
 
 def _write_sql(table: str, *, upsert: bool) -> str:
@@ -219,7 +222,7 @@ class PostgresStore(Store):
         out: dict[str, dict[Key, Doc]] = {}
         async with self._conn("load") as conn:
             for table, keys in wanted.items():
-                found, width = out.setdefault(table, {}), len(TABLES[table])
+                found, width = out.setdefault(table, {}), len(LOAD_KEYS[table])
                 unique = list(dict.fromkeys(keys))
                 for start in range(0, len(unique), KEYS_PER_QUERY_MAX):
                     chunk = unique[start:start + KEYS_PER_QUERY_MAX]
