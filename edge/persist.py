@@ -45,7 +45,7 @@ CREATE TABLE IF NOT EXISTS watermarks (key TEXT PRIMARY KEY, seq INTEGER NOT NUL
 class StoreLimits:
     queue_max: int = 10_000
     batch_max: int = 512
-    compact_after: int = 64  # rows of one document before it is compacted
+    compact_after: int = 256  # rows of one document before it is compacted (a hot one: a few times a second)
     compactions_per_batch_max: int = 16
 
 
