@@ -178,7 +178,7 @@ class LedgerClient:
         finally:
             self._slots.release()
         for action, result in zip(batch, results):
-            status, body = result.get("status"), result.get("body")
+            status, body = (result.get("status"), result.get("body")) if isinstance(result, dict) else (None, None)
             if not isinstance(status, int) or not isinstance(body, dict):
                 self._retry_or_fail(action, "malformed batch result")
             elif status < 400:
