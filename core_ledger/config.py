@@ -4,7 +4,9 @@
     host = "127.0.0.1"        port = 8700          data_dir = "./data"  (relative to the file)
     group_commit = true       commit_batch_max = 256                    queue_depth_max = 10000
     body_bytes_max = 65536    page_limit_max = 1000                     batch_actions_max = 256
-    log_level = "info"
+    log_level = "info"        backend = "sqlite"   (or "postgres", which needs postgres_dsn_file)
+    postgres_dsn_file = "pg.dsn"  (relative to the file; the DSN holds a password: read, never logged)
+    postgres_schema = "public"    postgres_pool_size_max = 8
 """
 
 from __future__ import annotations
@@ -31,6 +33,11 @@ class LedgerConfig:
     page_limit_max: int = 1000
     batch_actions_max: int = 256
     log_level: str = "info"
+    backend: str = "sqlite"
+    postgres_dsn_file: Path | None = None
+    postgres_schema: str = "public"
+    postgres_pool_size_max: int = 8
+    postgres_dsn: str = field(default="", repr=False)  # read from postgres_dsn_file, never from TOML
     tokens: tuple[TokenEntry, ...] = field(default_factory=tuple)
 
     @property
@@ -42,7 +49,30 @@ class LedgerConfig:
         return self.data_dir / "backups"
 
 
-_INTS = ("port", "commit_batch_max", "queue_depth_max", "body_bytes_max", "page_limit_max", "batch_actions_max")
+_INTS = ("port", "commit_batch_max", "queue_depth_max", "body_bytes_max", "page_limit_max", "batch_actions_max",
+         "postgres_pool_size_max")
+BACKENDS = ("sqlite", "postgres")
+
+
+def _backend(table: dict[str, Any], base: Path) -> dict[str, Any]:
+    """`backend` and, for PostgreSQL, its settings with the DSN read from its file."""
+    backend = pick(table, "backend", str, "sqlite")
+    if backend not in BACKENDS:
+        raise ConfigError(f"ledger.backend must be one of {list(BACKENDS)}")
+    out: dict[str, Any] = {"backend": backend, "postgres_schema": pick(table, "postgres_schema", str, "public")}
+    name = pick(table, "postgres_dsn_file", str, "")
+    if backend != "postgres":
+        return out
+    if not name:
+        raise ConfigError('ledger.postgres_dsn_file is required with backend = "postgres"')
+    path = (base / name).resolve()
+    try:
+        dsn = path.read_text().strip()
+    except OSError as e:
+        raise ConfigError(f"cannot read ledger.postgres_dsn_file {path}: {e.strerror}") from None
+    if not dsn:
+        raise ConfigError(f"ledger.postgres_dsn_file {path} is empty")
+    return {**out, "postgres_dsn_file": path, "postgres_dsn": dsn}
 
 
 def parse(raw: dict[str, Any], base: Path) -> LedgerConfig:
@@ -50,7 +80,7 @@ def parse(raw: dict[str, Any], base: Path) -> LedgerConfig:
     if not isinstance(table, dict):
         raise ConfigError("[ledger] must be a table")
     defaults = LedgerConfig(data_dir=Path("data"))
-    unknown = set(table) - {f for f in LedgerConfig.__dataclass_fields__ if f != "tokens"}
+    unknown = set(table) - {f for f in LedgerConfig.__dataclass_fields__ if f not in ("tokens", "postgres_dsn")}
     if unknown:
         raise ConfigError(f"unknown [ledger] keys: {sorted(unknown)}")
     values: dict[str, Any] = {name: pick(table, name, int, getattr(defaults, name)) for name in _INTS}
@@ -64,6 +94,7 @@ def parse(raw: dict[str, Any], base: Path) -> LedgerConfig:
         group_commit=pick(table, "group_commit", bool, True),
         log_level=pick(table, "log_level", str, defaults.log_level),
         tokens=tuple(token_entries(raw.get("tokens", []), base)),
+        **_backend(table, base),
         **values,
     )
 

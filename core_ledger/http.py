@@ -152,11 +152,21 @@ def utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def store_for(config: LedgerConfig) -> Store:
+    """The configured backend (asyncpg, an optional dependency, is imported only when it is used)."""
+    if config.backend == "postgres":
+        from core_ledger.store.postgres import PostgresLimits, PostgresStore
+
+        limits = PostgresLimits(pool_size_max=config.postgres_pool_size_max)
+        return PostgresStore(config.postgres_dsn, limits, schema=config.postgres_schema)
+    return SqliteStore(config.db_path)
+
+
 def create_app(config: LedgerConfig, *, store: Store | None = None, clock: Callable[[], datetime] = utc_now,
                registry: CollectorRegistry | None = None, standby: StandbySettings | None = None) -> web.Application:
     """The ledger application; its service (and standby tailer) start and stop with the app."""
     registry = registry or CollectorRegistry()
-    store = store or SqliteStore(config.db_path)
+    store = store or store_for(config)
     app = make_app(tokens=auth.TokenStore(config.tokens), registry=registry, body_bytes_max=config.body_bytes_max)
     limits = WriterLimits(group_commit=config.group_commit, commit_batch_max=config.commit_batch_max,
                           queue_depth_max=config.queue_depth_max)

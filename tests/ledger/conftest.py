@@ -13,6 +13,7 @@ from shared.auth import TokenEntry, hash_token
 
 from core_ledger.config import LedgerConfig
 from core_ledger.http import create_app
+from tests.ledger.pg import pg_server  # noqa: F401 (one PostgreSQL per session for every ledger module)
 
 ROLES = ("edge", "cashier", "admin_read", "admin_write", "replica", "game_server")
 TOKENS = {role: f"token-of-{role}-0123456789" for role in ROLES}

@@ -8,7 +8,7 @@ from typing import AsyncIterator, Callable
 import pytest
 
 from core_ledger.store import Head, JournalRow, MemoryStore, SqliteStore, Store
-from tests.ledger.pg import pg_server, postgres_store  # noqa: F401 (pg_server: a session fixture)
+from tests.ledger.pg import postgres_store
 
 BACKENDS: dict[str, Callable[[Path, pytest.FixtureRequest], Store]] = {
     "memory": lambda _, __: MemoryStore(),
