@@ -90,6 +90,8 @@ async def read_json(request: web.Request) -> Any:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise PayloadTooLarge("request body exceeds the size limit") from None
+    except web.RequestPayloadError:  # e.g. a Content-Encoding the body does not decode with
+        raise MalformedJson("request body could not be decoded") from None
     return parse_json(raw)
 
 

@@ -6,7 +6,9 @@ not bind their idempotency id (a valid request with it afterwards commits fresh)
 
 from __future__ import annotations
 
+import gzip
 import json
+import zlib
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -225,4 +227,24 @@ async def test_bad_session_states_get_a_problem_and_leave_the_stored_state_alone
         assert problem_violation(reply, status, code) is None, (str(body)[:80], reply.raw[:300])
     session = await client.as_role("eu", "game_server", "GET", "/v1/players/p003/session")
     assert session.json()["games"]["slots-1"]["state"] == {"level": 7}
+
+
+ENCODED_CASES = [
+    ("gzip bomb", "gzip", gzip.compress(b'{"id": "' + b"a" * (16 << 20) + b'"}'), 413, "payload_too_large"),
+    ("deflate bomb", "deflate", zlib.compress(b"[" + b"0," * (8 << 20) + b"0]"), 413, "payload_too_large"),
+    ("not gzip", "gzip", b'{"id": "x"}', 400, "malformed_json"),
+    ("truncated gzip", "gzip", gzip.compress(b'{"id": "x"}')[:12], 400, "malformed_json"),
+]
+
+
+@pytest.mark.parametrize("target", ["ledger-bet", "edge-bet"])
+async def test_compressed_bodies_are_capped_after_decompression_and_undecodable_ones_refused(client, target):
+    t = TARGETS[target]
+    before = await client.snapshot()
+    for name, encoding, raw, status, code in ENCODED_CASES:
+        # A body the parser gave up on leaves the connection unusable: do not pool it.
+        reply = await client.as_role(t.service, t.role, "POST", t.path, data=raw,
+                                     headers={"Content-Encoding": encoding, "Connection": "close"})
+        assert problem_violation(reply, status, code) is None, (name, reply.status, reply.raw[:200])
+    assert await client.snapshot() == before
 
