@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import sys
 from pathlib import Path
 from typing import Any, Awaitable, Callable
@@ -11,6 +12,8 @@ import orjson
 import typer
 
 from core_ledger.store import SqliteStore
+
+GC_THRESHOLDS = (50_000, 20, 100)
 
 
 def _print(value: Any) -> None:
@@ -59,6 +62,9 @@ def serve(
         standby = StandbySettings(standby_of.rstrip("/"), replica_token_file.read_text().strip(),
                                   page_limit=cfg.page_limit_max)
     logs.configure(cfg.log_level)
+    # The writer's overlay keeps many long-lived dicts; default young-generation collections
+    # rescan them so often that GC cost a third of the per-bet CPU in profiles.
+    gc.set_threshold(*GC_THRESHOLDS)
     web.run_app(create_app(cfg, standby=standby), host=cfg.host, port=cfg.port, print=None, access_log=None)
 
 

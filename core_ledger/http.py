@@ -45,7 +45,7 @@ def money_command(op: str, raw: Any, who: auth.Principal) -> Command:
         raise Forbidden("via and client_id are accepted only from an edge credential")
     else:
         client_id, via = who.name, None
-    request = body.model_dump(mode="json", exclude={"via", "client_id"})
+    request = body.model_dump(exclude={"via", "client_id"})  # money bodies hold only JSON types
     return Command(tx_type, request, who.name, (client_id, body.id), via)
 
 

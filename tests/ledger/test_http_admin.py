@@ -10,7 +10,8 @@ from pathlib import Path
 import orjson
 from openapi_spec_validator import validate
 
-from tests.ledger.conftest import Api, bet
+from core_ledger.routes import SERVICE
+from tests.ledger.conftest import TOKENS, Api, bet
 
 
 async def test_player_creation_is_idempotent_by_player_id_and_readable(api: Api) -> None:
@@ -95,3 +96,12 @@ async def test_openapi_document_is_valid_3_1_and_lists_every_route(api: Api) -> 
                  "/v1/jackpots/{jackpot_id}", "/admin/v1/players/{player_id}/statement"):
         assert path in doc["paths"], path
     assert doc["components"]["schemas"]["BetIn"]["additionalProperties"] is False
+
+
+async def test_a_stopped_writer_answers_503_ledger_unavailable_with_retry_after(api: Api) -> None:
+    await api.player(deposit=100)
+    await api.client.app[SERVICE].stop()
+    async with api.client.post("/v1/bets", json=bet("b1"), headers={"Authorization": f"Bearer {TOKENS['edge']}"}) as r:
+        assert r.status == 503 and r.headers["Retry-After"] == "1"
+        assert (await r.json())["code"] == "ledger_unavailable"
+    assert (await api.get("", "/readyz"))[0] == 503
