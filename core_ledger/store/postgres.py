@@ -117,6 +117,7 @@ async def _write_rows(conn: asyncpg.Connection, table: str, items: dict[Key, Doc
 
 
 async def _commit_in(conn: asyncpg.Connection, journal: Sequence[JournalRow], rows: Rows, head: Head) -> None:
+    assert [j.sequence for j in journal] == list(range(head.sequence - len(journal) + 1, head.sequence + 1))
     async with conn.transaction(isolation="serializable"):
         # Fencing: the stored head must be where this writer believes it is.
         moved = await conn.fetchval(
