@@ -176,7 +176,7 @@ async def test_with_the_ledger_stopped_money_answers_503_in_time_and_state_reads
             started = time.monotonic()
             status, body = await t.post(edge, "/v1/bets", t.bet())
             assert status == 503 and body["code"] == "ledger_unavailable"
-            assert time.monotonic() - started < cluster.ledger_deadline_s + 1.0
+            assert time.monotonic() - started < cluster.ledger_deadline_s + 2.0  # deadline + scheduling slack
             for path in (f"/v1/jackpots/{JACKPOT_ID}", "/v1/players/p001/bonus-progress", "/v1/players/p001/session"):
                 async with http.get(cluster.url(edge) + path) as r:
                     assert r.status == 200, path
