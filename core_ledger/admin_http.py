@@ -118,6 +118,16 @@ async def replication(request: web.Request) -> web.Response:
 
 
 @auth.roles("admin_write")
+async def promote(request: web.Request) -> web.Response:
+    standby = request.app.get(STANDBY)
+    if standby is not None:
+        await standby.stop()
+    head = await request.app[SERVICE].promote()
+    return json_response({"role": "primary", "epoch": head.epoch,
+                          "head": {"sequence": head.sequence, "hash": head.hash}})
+
+
+@auth.roles("admin_write")
 async def backup(request: web.Request) -> web.Response:
     return json_response(await request.app[READS].backup(request.app[CONFIG].backups_dir), status=201)
 
@@ -143,4 +153,5 @@ ROUTES: list[Route] = [
           query={"from_sequence": "integer", "to_sequence": "integer", "format": "string"}, ndjson=True),
     Route("GET", "/admin/v1/replication", replication, "Role, epoch, head and standbys"),
     Route("POST", "/admin/v1/backups", backup, "Online backup into data_dir/backups"),
+    Route("POST", "/admin/v1/promote", promote, "Make this standby the primary (epoch + 1); no-op on a primary"),
 ]

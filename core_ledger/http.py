@@ -128,7 +128,7 @@ async def journal(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     standby = request.app.get(STANDBY)
-    if not service.ready or (standby is not None and not standby.running):
+    if not service.ready or (service.role == "standby" and standby is not None and not standby.running):
         return json_response({"status": "unavailable"}, status=503, headers={"Retry-After": "1"})
     return json_response({"status": "ready", "role": service.role, "head_sequence": service.head.sequence})
 

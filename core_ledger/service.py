@@ -226,6 +226,16 @@ class LedgerService:
         self._head = head
         self.metrics.journal_head_sequence.set(head.sequence)
 
+    async def promote(self) -> Head:
+        """Standby → primary: raise the epoch (stored durably) so every later entry carries it.
+        The caller has stopped the tailer, so nothing else mutates the store."""
+        if self.role == "standby":
+            head = Head(self._head.sequence, self._head.hash, self._head.epoch + 1)
+            await self.store.commit([], {}, head)
+            self._head, self.role = head, "primary"
+            log.warning("ledger_promoted", epoch=head.epoch, head_sequence=head.sequence)
+        return self._head
+
     async def _load(self, commands: list[Command]) -> None:
         """Bring every row the commands need into the overlay, a few IN-queries per pass."""
         for _ in range(PASSES_MAX):

@@ -75,3 +75,25 @@ async def test_standby_refuses_a_journal_that_does_not_chain(aiohttp_client: Any
     else:
         raise AssertionError("a forged entry was applied")
     assert app[SERVICE].head.sequence == 0
+
+
+async def test_promoted_standby_takes_writes_in_a_higher_epoch(aiohttp_server: Any, aiohttp_client: Any,
+                                                               tmp_path: Path, clock: FakeClock) -> None:
+    primary_app = create_app(ledger_config(tmp_path / "primary"), clock=clock)
+    primary_server = await aiohttp_server(primary_app)
+    primary = Api(await aiohttp_client(primary_server))
+    settings = StandbySettings(str(primary_server.make_url("")).rstrip("/"), TOKENS["replica"], poll_interval_s=0.05)
+    standby_app = create_app(ledger_config(tmp_path / "standby"), clock=clock, standby=settings)
+    standby = Api(await aiohttp_client(standby_app))
+    await primary.player(deposit=500)
+    head = primary_app[SERVICE].head
+    await wait_for(lambda: standby_app[SERVICE].head == head)
+    status, promoted = await standby.post("admin_write", "/admin/v1/promote")
+    assert status == 200 and promoted["epoch"] == head.epoch + 1 and promoted["head"]["sequence"] == head.sequence
+    status, body = await standby.post("edge", "/v1/bets", bet("b1", 100))
+    assert status == 201 and body["transaction"]["epoch"] == head.epoch + 1
+    assert body["balance"]["balance_minor"] == 400
+    _, report = await standby.post("admin_read", "/admin/v1/audit/verify")
+    assert report["ok"] and report["head_sequence"] == head.sequence + 1
+    assert (await standby.get("", "/readyz"))[0] == 200
+    assert (await standby.post("admin_write", "/admin/v1/promote"))[1]["epoch"] == head.epoch + 1  # no-op now
