@@ -1,4 +1,15 @@
 """The core ledger: a serializable, double-entry, hash-chained journal with an HTTP API.
 
 Layers point inward: `http`/`admin_http` → `service` → `domain`; `store` holds the backends.
+
+Choices where DESIGN.md/API.md leave room (all covered by tests):
+- `via`/`client_id` from a non-edge credential: 403 `forbidden`. An edge that omits them is
+  recorded under its own credential name.
+- A bet whose game or currency differs from its open round's: 400 `validation_error` (not bound).
+- Rollback of an unknown bet: 201 with `bet_found: false` and `balance: null` (no currency is
+  known); of a bet that was refused (never charged) or already rolled back: 201, `reversed: false`.
+- Player and jackpot creation are idempotent by their natural id (same body: 200 replay; other
+  body: 422 `idempotency_key_reused`). Admin adjustments and bonus grants: by (admin, id).
+- A bonus id granted twice to one player: 400. Expired offers show `status: "expired"`.
+- A rollback after the jackpot paid out (epoch moved) refunds the player from the house alone.
 """
