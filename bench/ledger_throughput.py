@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -46,6 +47,7 @@ HTTP_TIMEOUT_S = 120.0  # seeding calls and the chain verification of a long jou
 READY_TIMEOUT_S = 40.0
 SETTLE_POLL_S = 0.2  # the head is settled when two reads this far apart agree
 SETTLE_POLLS_MAX = 100
+BUSY_LOAD_PER_CPU = 0.5  # a 1-minute load above this per CPU before a run: others' work skews the figures
 TARGETS = {"ledger_vs_noop_min": 0.7, "ledger_vs_single_min": 3.0, "ledger_p99_ms_max": 25.0}
 
 
@@ -186,8 +188,13 @@ def summarize(modes: dict[str, dict[str, Any]], opts: Options, load_before: floa
         "setup": {"seconds": opts.seconds, "warmup_seconds": opts.warmup_seconds, "threads": opts.threads,
                   "connections": opts.connections, "players": opts.players, "games": list(GAME_IDS),
                   "bet_minor": BET_MINOR, "load_average_1m_before": load_before,
-                  "load_average_1m_after": load_average()},
+                  "load_average_1m_after": load_average(), "cpus": os.cpu_count(),
+                  "machine_busy": machine_busy(load_before)},
     }
+
+
+def machine_busy(load: float) -> bool:
+    return load > BUSY_LOAD_PER_CPU * (os.cpu_count() or 1)
 
 
 def print_mode(name: str, figures: dict[str, Any]) -> None:
@@ -208,6 +215,9 @@ async def run(opts: Options) -> dict[str, Any]:
     print(f"ledger throughput: wrk -t{opts.threads} -c{opts.connections}, {opts.seconds:g}s per mode "
           f"after {opts.warmup_seconds:g}s warm-up, {opts.players} players; load average {load_before}",
           flush=True)
+    if machine_busy(load_before):
+        print(f"WARNING: the machine is busy (load {load_before} on {os.cpu_count()} CPUs): "
+              "the figures, ratios included, are not representative", flush=True)
     modes: dict[str, dict[str, Any]] = {}
     runners = {"noop": lambda: run_noop(opts), "ledger": lambda: run_ledger(opts, group_commit=True),
                "single": lambda: run_ledger(opts, group_commit=False)}
@@ -243,8 +253,8 @@ def main() -> None:
           f"{'met' if met['ledger_vs_noop'] else 'MISSED'})  "
           f"vs one-commit-per-bet {summary['ratio_ledger_vs_single']}x (target >= "
           f"{TARGETS['ledger_vs_single_min']}: {'met' if met['ledger_vs_single'] else 'MISSED'})  "
-          f"p99 target < {TARGETS['ledger_p99_ms_max']} ms: {'met' if met['ledger_p99'] else 'MISSED'}",
-          flush=True)
+          f"p99 target < {TARGETS['ledger_p99_ms_max']} ms: {'met' if met['ledger_p99'] else 'MISSED'}"
+          + ("  (machine busy: not representative)" if summary["setup"]["machine_busy"] else ""), flush=True)
     if opts.keep_dir or summary["errors"]:
         print(f"configs, data and logs kept in {opts.root}", flush=True)
     else:
