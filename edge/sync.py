@@ -1,6 +1,7 @@
 """Edge-to-edge sync over websockets (`GET /v1/sync`, role `peer`).
 
-One websocket per peer pair: the edge with the smaller id dials, the other accepts; after a
+One websocket per peer pair: the edge with the smaller id dials, the other accepts (so both must
+list each other in `[[edge.peers]]`, as the cluster launcher writes them); after a
 hello each way both sides run the same link: live push of this edge's own updates (batched for
 `sync_push_interval_s`, and only once they are stored), a state-vector exchange at connect and
 every `anti_entropy_interval_s` (which repairs drops, reordering and partitions), and receipt
