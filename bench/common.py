@@ -148,6 +148,15 @@ class ServerProcess:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, all threads) a live process has used so far (Linux /proc).
+
+    CPU per answered request is steadier than requests/s on a shared machine: others' work
+    slows a server down but does not add to its own CPU time."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def load_average() -> float:
     """The 1-minute load average: other work on a shared machine skews every figure."""
     return round(os.getloadavg()[0], 2)

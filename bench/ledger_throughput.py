@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from common import WRK_DIR, ServerProcess, WrkResult, load_average, run_wrk
+from common import WRK_DIR, ServerProcess, WrkResult, load_average, process_cpu_s, run_wrk
 
 from shared.auth import new_token
 from shared.cluster import JACKPOT_GAMES, JACKPOT_ID, Cluster, free_port
@@ -68,6 +68,15 @@ def wrk_bets(url: str, token_file: Path, prefix: str, opts: Options, seconds: fl
                    connections=opts.connections, duration_s=seconds)
 
 
+async def measured_run(pid: int, url: str, token_file: Path, opts: Options) -> tuple[WrkResult, dict[str, float]]:
+    """The measured wrk run, and the server's CPU time per 2xx answer during it."""
+    cpu_before = process_cpu_s(pid)
+    result = await asyncio.to_thread(wrk_bets, url, token_file, "run", opts, opts.seconds)
+    cpu_s = process_cpu_s(pid) - cpu_before
+    return result, {"server_cpu_s": round(cpu_s, 2),
+                    "server_cpu_ms_per_ok": round(1000 * cpu_s / result.ok, 4) if result.ok else None}
+
+
 async def run_noop(opts: Options) -> dict[str, Any]:
     root = opts.root / "noop"
     root.mkdir(parents=True)
@@ -82,10 +91,11 @@ async def run_noop(opts: Options) -> dict[str, Any]:
         await asyncio.to_thread(server.wait_http_ok, f"http://127.0.0.1:{port}/healthz", READY_TIMEOUT_S)
         url = f"http://127.0.0.1:{port}"
         warm = await asyncio.to_thread(wrk_bets, url, token_file, "warm", opts, opts.warmup_seconds)
-        result = await asyncio.to_thread(wrk_bets, url, token_file, "run", opts, opts.seconds)
+        assert server.proc is not None
+        result, cpu = await measured_run(server.proc.pid, url, token_file, opts)
     finally:
         await asyncio.to_thread(server.stop)
-    return {"warmup_errors": warm.errors, **result.figures(), "errors": result.errors}
+    return {"warmup_errors": warm.errors, **result.figures(), **cpu, "errors": result.errors}
 
 
 async def seed_players(cluster: Cluster, players: int) -> None:
@@ -155,14 +165,16 @@ async def run_ledger(opts: Options, *, group_commit: bool) -> dict[str, Any]:
         warm = await asyncio.to_thread(wrk_bets, cluster.url("ledger"), token_file, "warm", opts,
                                        opts.warmup_seconds)
         before = await settled_head(cluster)
-        result = await asyncio.to_thread(wrk_bets, cluster.url("ledger"), token_file, "run", opts, opts.seconds)
+        ledger_proc = cluster.services["ledger"].proc
+        assert ledger_proc is not None
+        result, cpu = await measured_run(ledger_proc.pid, cluster.url("ledger"), token_file, opts)
         after = await settled_head(cluster)
         audit = await admin_call(cluster, "POST", "/admin/v1/audit/verify")
     finally:
         await cluster.stop()
     check = commit_check(result, before, after, audit, opts.connections)
     bad = result.errors + (0 if check["chain_ok"] and check["commits_match"] else 1)
-    return {"warmup_errors": warm.errors, **result.figures(), "errors": bad, "verify": check}
+    return {"warmup_errors": warm.errors, **result.figures(), **cpu, "errors": bad, "verify": check}
 
 
 def ratio(a: float, b: float) -> float | None:
@@ -182,6 +194,9 @@ def summarize(modes: dict[str, dict[str, Any]], opts: Options, load_before: floa
         "benchmark": "ledger_throughput",
         "bets_per_s": ledger["ok_per_s"], "p50_ms": ledger["p50_ms"], "p99_ms": ledger["p99_ms"],
         "ratio_ledger_vs_noop": vs_noop, "ratio_ledger_vs_single": vs_single,
+        # CPU per bet over CPU per no-op answer: what the ledger's own work costs, steadier than
+        # the throughput ratio when other work shares the machine.
+        "cpu_per_ok_ledger_vs_noop": ratio(ledger["server_cpu_ms_per_ok"] or 0, noop["server_cpu_ms_per_ok"] or 0),
         "targets": TARGETS, "targets_met": met, "all_targets_met": all(met.values()),
         "errors": sum(m["errors"] + m["warmup_errors"] for m in modes.values()),
         "modes": modes,
@@ -199,7 +214,8 @@ def machine_busy(load: float) -> bool:
 
 def print_mode(name: str, figures: dict[str, Any]) -> None:
     line = (f"{name:7s} {figures['ok_per_s']:9.1f} ok/s   p50 {figures['p50_ms']:7.2f} ms   "
-            f"p99 {figures['p99_ms']:7.2f} ms   requests {figures['requests']}   non-2xx {figures['non_2xx']}")
+            f"p99 {figures['p99_ms']:7.2f} ms   cpu/ok {figures['server_cpu_ms_per_ok']} ms   "
+            f"requests {figures['requests']}   non-2xx {figures['non_2xx']}")
     if "verify" in figures:
         v = figures["verify"]
         line += (f"   chain {'ok' if v['chain_ok'] else 'BROKEN'}, journal +{v['journal_growth']} "

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 
 import aiohttp
 import pytest
 from aiohttp import web
-from common import WRK_DIR, ServerProcess, parse_wrk_output, run_wrk
+from common import WRK_DIR, ServerProcess, parse_wrk_output, process_cpu_s, run_wrk
 from ledger_throughput import NOOP_SERVER, commit_check
 
 from shared.auth import new_token
@@ -44,6 +45,16 @@ def test_wrk_output_without_exactly_one_report_line_is_refused():
         parse_wrk_output("Running 2s test\nno report here\n")
     with pytest.raises(ValueError):
         parse_wrk_output(wrk_line({"201": 1}, 1) + wrk_line({"201": 1}, 1))
+
+
+def test_process_cpu_time_grows_with_work_done():
+    before = process_cpu_s(os.getpid())
+    deadline = before + 0.05
+    for _ in range(10_000):  # bounded: 50 ms of CPU takes far fewer rounds than this
+        sum(range(100_000))
+        if process_cpu_s(os.getpid()) >= deadline:
+            break
+    assert process_cpu_s(os.getpid()) >= deadline
 
 
 @pytest.fixture
