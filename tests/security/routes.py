@@ -105,8 +105,8 @@ EDGE_POLICY: dict[tuple[str, str], str | frozenset[str]] = {
 
 # --- valid example requests -------------------------------------------------------------------
 
-# The matrix player: writes that a right role makes in the matrix land on players no other
-# security test relies on (freeze is undone by the unfreeze example on the same player).
+# The matrix player: what the right roles write in the matrix (a freeze included) lands on a
+# player that no other security test uses.
 MATRIX_PLAYER = "p008"
 PATH_VALUES = {"player_id": MATRIX_PLAYER, "jackpot_id": "mega", "round_id": "matrix-r", "id": "seed-dep-p001",
                "game_id": "slots-1"}
