@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Callable
 
@@ -52,10 +53,26 @@ class WriterLimits:
     cache_rows_max: int = 200_000  # the overlay is dropped (and reloaded lazily) beyond this
 
 
+PIPELINE_DEPTH = 2  # groups judged but not yet committed: one committing, one waiting behind it
+
+
 @dataclass
 class _Job:
     commands: list[Command]
     future: asyncio.Future[list[Result]]
+    partial: list[Result] = field(default_factory=list)  # results so far, one commit per command
+
+
+@dataclass
+class _Judged:
+    """A group decided against the overlay, waiting for its commit."""
+
+    head: Head
+    results: list[Result] = field(default_factory=list)
+    journal: list[JournalRow] = field(default_factory=list)
+    rows: dict = field(default_factory=dict)
+    counts: list[tuple[str, str]] = field(default_factory=list)
+    replays: int = 0
 
 
 class LedgerService:
@@ -68,13 +85,15 @@ class LedgerService:
         self.metrics = metrics
         self._queue: asyncio.Queue[_Job | None] = asyncio.Queue(maxsize=limits.queue_depth_max)
         self._cache = State(complete=False)
-        self._head = Head()
+        self._head = Head()  # of the last judged entry (the overlay's view)
+        self._committed = Head()  # of the last durably committed entry (what readers see)
+        self._broken = False  # a judge or commit failed: restart the overlay from storage
         self._task: asyncio.Task[None] | None = None
         self._accepting = False
 
     @property
     def head(self) -> Head:
-        return self._head
+        return self._committed
 
     @property
     def ready(self) -> bool:
@@ -82,7 +101,7 @@ class LedgerService:
 
     async def start(self) -> None:
         await self.store.open()
-        self._head = await self.store.head()
+        self._head = self._committed = await self.store.head()
         self.metrics.journal_head_sequence.set(self._head.sequence)
         self._task = asyncio.create_task(self._run(), name="ledger-writer")
         self._accepting = True
@@ -111,85 +130,129 @@ class LedgerService:
         return await future
 
     async def _run(self) -> None:
-        stopping = False
-        while not stopping:
-            job = await self._queue.get()
-            if job is None:
-                break
-            jobs, size = [job], len(job.commands)
-            while size < self.limits.commit_batch_max and not self._queue.empty():
-                nxt = self._queue.get_nowait()
-                if nxt is None:
-                    stopping = True
-                    break
-                jobs.append(nxt)
-                size += len(nxt.commands)
-            await self._serve(jobs)
+        inflight: deque[asyncio.Task[bool]] = deque()
+        try:
+            while True:
+                jobs = await self._take()
+                if jobs is None:
+                    return
+                if self.limits.group_commit:
+                    inflight.append(await self._pipeline(jobs, inflight))
+                else:  # the benchmark baseline: every command its own commit, nothing overlapped
+                    for job in jobs:
+                        for command in job.commands:
+                            sub = _Job([command], asyncio.get_running_loop().create_future())
+                            await (await self._pipeline([sub], inflight))
+                            job.partial.append(sub.future.result()[0])
+                        if not job.future.done():
+                            job.future.set_result(job.partial)
+        finally:
+            for task in inflight:
+                await task
 
-    async def _serve(self, jobs: list[_Job]) -> None:
+    async def _take(self) -> list[_Job] | None:
+        """The next group of queued jobs (up to commit_batch_max commands); None once stopped."""
+        job = await self._queue.get()
+        if job is None:
+            return None
+        jobs, size = [job], len(job.commands)
+        while size < self.limits.commit_batch_max and not self._queue.empty():
+            nxt = self._queue.get_nowait()
+            if nxt is None:
+                self._queue.put_nowait(None)  # seen again, after this group
+                break
+            jobs.append(nxt)
+            size += len(nxt.commands)
+        return jobs
+
+    async def _pipeline(self, jobs: list[_Job], inflight: deque[asyncio.Task[bool]]) -> asyncio.Task[bool]:
+        """Judge a group against the overlay while the previous group may still be committing;
+        the returned task commits it after its predecessor and then answers it."""
+        while inflight and (len(inflight) >= PIPELINE_DEPTH or inflight[0].done()):
+            await inflight.popleft()
+        if self._broken or self._cache.size() > self.limits.cache_rows_max:
+            await self._settle(inflight)
+        self._cache.forget_entries(self._committed.sequence)
+        previous = inflight[-1] if inflight else None
         commands = [c for j in jobs for c in j.commands]
-        if self.limits.group_commit:
-            results = await self._execute(commands)
+        try:
+            judged = await self._judge(commands)
+        except Exception as e:  # a broken invariant: the overlay may be half-changed
+            log.error("ledger_judge_failed", error=repr(e), batch_size=len(commands))
+            self._broken = True
+            judged = None
+        return asyncio.create_task(self._finish(previous, jobs, judged))
+
+    async def _settle(self, inflight: deque[asyncio.Task[bool]]) -> None:
+        """Wait for every commit in flight, then restart the overlay from what storage holds."""
+        while inflight:
+            await inflight.popleft()
+        self._cache = State(complete=False)
+        try:
+            self._head = self._committed = await self.store.head()
+            self._broken = False
+        except Exception as e:  # still broken: the next group fails and tries again
+            log.error("ledger_head_reload_failed", error=repr(e))
+
+    async def _judge(self, commands: list[Command]) -> _Judged:
+        await self._load(commands)
+        ctx = Context(self._clock())
+        judged = _Judged(head=self._head)
+        for cmd in commands:
+            try:
+                outcome = decide(self._cache, cmd, ctx)
+            except CroupierError as e:  # non-binding: not journaled
+                judged.results.append(e)
+                if e.code == "idempotency_key_reused":
+                    judged.counts.append(("conflict", e.code))
+                continue
+            if isinstance(outcome, Replay):
+                judged.replays += 1
+                judged.results.append((outcome.status, outcome.body))
+                continue
+            head = judged.head
+            entry = seal(outcome.transaction, outcome.postings, sequence=head.sequence + 1,
+                         epoch=head.epoch, prev_hash=head.hash)
+            judged.results.append(evolve(self._cache, entry))
+            judged.journal.append(JournalRow(entry["sequence"], entry["transaction"]["id"], entry_text(entry)))
+            judged.head = Head(entry["sequence"], entry["hash"], head.epoch)
+            tx = entry["transaction"]
+            judged.counts.append((tx["type"], tx["outcome"]))
+            if tx["outcome"] == "rejected":
+                judged.counts.append(("conflict", tx["code"]))
+        judged.rows = self._cache.take_dirty() if judged.journal else {}
+        self._head = judged.head
+        return judged
+
+    async def _finish(self, previous: asyncio.Task[bool] | None, jobs: list[_Job], judged: _Judged | None) -> bool:
+        """Commit after the predecessor did (its effects are in this group's answers), then
+        answer. If the predecessor or this commit failed, nothing here is acknowledged."""
+        ok = judged is not None and (previous is None or await previous)
+        if ok and judged is not None and judged.journal:
+            started = time.perf_counter()
+            try:
+                await self.store.commit(judged.journal, judged.rows, judged.head)
+            except Exception as e:  # storage failure: nothing of this group is acknowledged
+                log.error("ledger_commit_failed", error=repr(e), batch_size=len(judged.results))
+                ok = False
+            else:
+                self.metrics.commit_duration_seconds.observe(time.perf_counter() - started)
+                self.metrics.commit_batch_size.observe(len(judged.results))
+        if ok and judged is not None:
+            self._committed = max(self._committed, judged.head, key=lambda h: h.sequence)
+            self._count(judged.counts, judged.replays)
+            results: list[Result] = judged.results
         else:
-            results = [r for c in commands for r in await self._execute([c])]
+            self._broken = True
+            self.metrics.commit_failures_total.inc()
+            failure = Unavailable("the ledger could not commit; retry with the same id", code="storage_unavailable")
+            results = [failure] * sum(len(j.commands) for j in jobs)
         start = 0
         for job in jobs:
             if not job.future.done():  # the caller may have gone away
                 job.future.set_result(results[start:start + len(job.commands)])
             start += len(job.commands)
-
-    async def _execute(self, commands: list[Command]) -> list[Result]:
-        try:
-            return await self._judge_and_commit(commands)
-        except Exception as e:  # storage failure or a broken invariant: nothing is acknowledged
-            self.metrics.commit_failures_total.inc()
-            log.error("ledger_batch_failed", error=repr(e), batch_size=len(commands))
-            self._cache = State(complete=False)
-            try:
-                self._head = await self.store.head()
-            except Exception as again:
-                log.error("ledger_head_reload_failed", error=repr(again))
-            failure = Unavailable("the ledger could not commit; retry with the same id",
-                                  code="storage_unavailable")
-            return [failure] * len(commands)
-
-    async def _judge_and_commit(self, commands: list[Command]) -> list[Result]:
-        await self._load(commands)
-        ctx = Context(self._clock())
-        head, journal, results, counts = self._head, [], [], []
-        replays = 0
-        for cmd in commands:
-            try:
-                outcome = decide(self._cache, cmd, ctx)
-            except CroupierError as e:  # non-binding: not journaled
-                results.append(e)
-                if e.code == "idempotency_key_reused":
-                    counts.append(("conflict", e.code))
-                continue
-            if isinstance(outcome, Replay):
-                replays += 1
-                results.append((outcome.status, outcome.body))
-                continue
-            entry = seal(outcome.transaction, outcome.postings, sequence=head.sequence + 1,
-                         epoch=head.epoch, prev_hash=head.hash)
-            results.append(evolve(self._cache, entry))
-            journal.append(JournalRow(entry["sequence"], entry["transaction"]["id"], entry_text(entry)))
-            head = Head(entry["sequence"], entry["hash"], head.epoch)
-            tx = entry["transaction"]
-            counts.append((tx["type"], tx["outcome"]))
-            if tx["outcome"] == "rejected":
-                counts.append(("conflict", tx["code"]))
-        if journal:
-            started = time.perf_counter()
-            await self.store.commit(journal, self._cache.take_dirty(), head)
-            self.metrics.commit_duration_seconds.observe(time.perf_counter() - started)
-            self.metrics.commit_batch_size.observe(len(commands))
-        self._head = head
-        self._cache.forget_entries()
-        self._count(counts, replays)
-        if self._cache.size() > self.limits.cache_rows_max:
-            self._cache = State(complete=False)
-        return results
+        return ok
 
     def _count(self, counts: list[tuple[str, str]], replays: int) -> None:
         m = self.metrics
@@ -200,7 +263,7 @@ class LedgerService:
                 m.transactions_total.labels(kind, label).inc()
         if replays:
             m.idempotent_replays_total.inc(replays)
-        m.journal_head_sequence.set(self._head.sequence)
+        m.journal_head_sequence.set(self._committed.sequence)
 
     async def apply_replicated(self, rows: list[tuple[int, str]]) -> None:
         """Standby: verify (sequence, text) journal rows against the local head and apply them with
@@ -222,8 +285,8 @@ class LedgerService:
         except Exception:
             self._cache = State(complete=False)  # the overlay may hold half-applied rows
             raise
-        self._cache.forget_entries()
-        self._head = head
+        self._cache.forget_entries(head.sequence)
+        self._head = self._committed = head
         self.metrics.journal_head_sequence.set(head.sequence)
 
     async def promote(self) -> Head:
@@ -232,7 +295,8 @@ class LedgerService:
         if self.role == "standby":
             head = Head(self._head.sequence, self._head.hash, self._head.epoch + 1)
             await self.store.commit([], {}, head)
-            self._head, self.role = head, "primary"
+            self._head = self._committed = head
+            self.role = "primary"
             log.warning("ledger_promoted", epoch=head.epoch, head_sequence=head.sequence)
         return self._head
 

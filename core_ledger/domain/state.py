@@ -76,8 +76,11 @@ class State:
         if not self.complete:
             self.tables[ENTRIES][(entry["sequence"],)] = entry
 
-    def forget_entries(self) -> None:
-        self.tables[ENTRIES].clear()
+    def forget_entries(self, up_to_sequence: int) -> None:
+        """Drop cached entries that storage now holds (later ones belong to commits in flight)."""
+        cached = self.tables[ENTRIES]
+        for key in [k for k in cached if k[0] <= up_to_sequence]:
+            del cached[key]
 
     def take_dirty(self) -> dict[str, list[tuple[Key, Doc]]]:
         """The changed rows since the last call, by table, in the order they were first changed."""

@@ -140,7 +140,9 @@ class SqliteStore(Store):
         return await _head_of(self._w)
 
     async def load(self, wanted: dict[str, Sequence[Key]]) -> dict[str, dict[Key, Doc]]:
-        return await _in_thread(self._w, _load_sync, wanted)
+        # On the reader: it runs while the writer connection commits the previous group. Rows that
+        # group changed are in the writer's overlay, so committed state is right for the rest.
+        return await _in_thread(self._r, _load_sync, wanted)
 
     async def commit(self, journal: Sequence[JournalRow], rows: Rows, head: Head) -> None:
         try:
