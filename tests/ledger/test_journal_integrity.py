@@ -153,3 +153,24 @@ async def test_full_queue_is_refused_with_503_ledger_unavailable() -> None:
         await service.stop()
     with pytest.raises(Unavailable):
         await service.submit(traffic()[:1])
+
+
+async def test_a_failed_commit_also_fails_the_group_judged_on_top_of_it() -> None:
+    store = FlakyStore()
+    await run_service(store, traffic()[:3])
+    service = LedgerService(store, WriterLimits(commit_batch_max=2), clock=FakeClock(),
+                            metrics=LedgerMetrics(CollectorRegistry()))
+    await service.start()
+    try:
+        bet = dict(player_id="p1", currency="EUR", game_id="slots", round_id="rx", amount_minor=10)
+        first = [cmd("bet", "x1", id="x1", **bet), cmd("bet", "x2", id="x2", **bet)]
+        second = [cmd("bet", "x3", id="x3", **bet), cmd("bet", "x1", id="x1", **bet)]  # x1: a replay of `first`
+        store.fail_next = True
+        a, b = await asyncio.gather(service.submit(first), service.submit(second))
+        assert all(isinstance(r, Unavailable) for r in a + b), (a, b)
+        [again] = await service.submit([cmd("bet", "x1", id="x1", **bet)])
+        assert again[0] == 201 and again[1]["transaction"]["sequence"] == 4
+    finally:
+        await service.stop()
+    assert (await store.head()).sequence == 4
+    assert await rebuild_differences(store) == []
