@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Callable
@@ -256,11 +256,11 @@ class LedgerService:
 
     def _count(self, counts: list[tuple[str, str]], replays: int) -> None:
         m = self.metrics
-        for kind, label in counts:
+        for (kind, label), n in Counter(counts).items():
             if kind == "conflict":
-                m.conflicts_total.labels(label).inc()
+                m.conflicts_total.labels(label).inc(n)
             else:
-                m.transactions_total.labels(kind, label).inc()
+                m.transactions_total.labels(kind, label).inc(n)
         if replays:
             m.idempotent_replays_total.inc(replays)
         m.journal_head_sequence.set(self._committed.sequence)

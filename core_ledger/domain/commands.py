@@ -23,10 +23,10 @@ class Command:
 @dataclass(frozen=True)
 class Context:
     now: datetime
+    now_text: str = field(init=False)  # formatted once per batch, not per command
 
-    @property
-    def now_text(self) -> str:
-        return rfc3339(self.now)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "now_text", rfc3339(self.now))
 
 
 def rfc3339(moment: datetime) -> str:
