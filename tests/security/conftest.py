@@ -10,6 +10,7 @@ from typing import Any, AsyncIterator
 import aiohttp
 import orjson
 import pytest_asyncio
+from yarl import URL
 
 from shared.cluster import Cluster, seed
 
@@ -47,7 +48,8 @@ class Client:
         if data is not None:
             hdrs.setdefault("Content-Type", "application/json")
         url = self.cluster.url(service) + path
-        async with self.http.request(method, url, data=data, headers=hdrs) as r:
+        # Paths are sent exactly as written (already percent-encoded; no `..` folding).
+        async with self.http.request(method, URL(url, encoded=True), data=data, headers=hdrs) as r:
             raw = await r.read()
             SEEN_BODIES.append((url, r.status, raw))
             return Reply(r.status, r.content_type, raw, dict(r.headers))

@@ -74,7 +74,8 @@ ADMIN_READS = ("/admin/v1/players/{player_id}", "/admin/v1/players/{player_id}/s
                "/admin/v1/rounds/{round_id}", "/admin/v1/transactions/{id}/trace", "/admin/v1/journal/export",
                "/admin/v1/replication")
 ADMIN_WRITES = ("/admin/v1/players", "/admin/v1/players/{player_id}/freeze", "/admin/v1/players/{player_id}/unfreeze",
-                "/admin/v1/adjustments", "/admin/v1/jackpots", "/admin/v1/bonuses", "/admin/v1/backups")
+                "/admin/v1/adjustments", "/admin/v1/jackpots", "/admin/v1/bonuses", "/admin/v1/backups",
+                "/admin/v1/promote")
 METRICS = _roles("metrics", "admin_read")
 EVERY_PROCESS = {("GET", "/healthz"): PUBLIC, ("HEAD", "/healthz"): PUBLIC, ("GET", "/openapi.json"): PUBLIC,
                  ("HEAD", "/openapi.json"): PUBLIC, ("GET", "/readyz"): PUBLIC,
@@ -119,6 +120,9 @@ def concrete_path(path: str) -> str:
     return path
 
 
+BODILESS_POSTS = frozenset({"/admin/v1/audit/verify", "/admin/v1/backups", "/admin/v1/promote"})
+
+
 def example_body(method: str, path: str, tag: str) -> dict[str, Any] | None:
     """A valid body for a write route (fresh ids per `tag`), None for routes without one."""
     if method not in ("POST", "PUT"):
@@ -146,4 +150,4 @@ def example_body(method: str, path: str, tag: str) -> dict[str, Any] | None:
                               "expires_at": "2099-01-01T00:00:00Z"},
         "/v1/players/{player_id}/session/{game_id}": {"state": {"level": 1}},
     }
-    return bodies.get(path, {}) if path not in ("/admin/v1/audit/verify", "/admin/v1/backups") else None
+    return bodies.get(path, {}) if path not in BODILESS_POSTS else None

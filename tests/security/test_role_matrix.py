@@ -75,3 +75,19 @@ async def test_every_route_refuses_anonymous_unknown_and_wrong_roles_and_answers
     assert await _matrix(client, service, routes) == []
     assert await client.snapshot() == before, "a refused call changed the ledger"
     assert await _right_roles(client, service, routes) == []
+
+
+BYPASS_PATHS = ("/healthz/../v1/journal", "/healthz/%2e%2e/v1/journal", "//v1/journal", "/v1//journal",
+                "/V1/journal", "/v1/journal/", "/v1/journal%00", "/openapi.json/../admin/v1/replication",
+                "/v1/journal;/healthz", "/./v1/journal", "/v1/./journal", "/admin/v1/replication/.",
+                "/metrics/", "/v1/players/p001/balances/")
+
+
+@pytest.mark.parametrize("service", ["ledger", "eu"])
+async def test_path_tricks_and_other_methods_do_not_reach_a_guarded_route_without_a_credential(client, service):
+    answers = {}
+    for path in BYPASS_PATHS:
+        answers[path] = (await client.send(service, "GET", path)).status
+    for method in ("OPTIONS", "TRACE", "PATCH", "DELETE", "PUT"):
+        answers[f"{method} /v1/journal"] = (await client.send(service, method, "/v1/journal")).status
+    assert {k: s for k, s in answers.items() if s not in (401, 404, 405)} == {}
