@@ -1,9 +1,12 @@
 """The ledger service: one writer task with group commit, and reads of committed state.
 
-The writer drains up to `commit_batch_max` queued commands, loads the rows they need into its
-overlay (a cache it alone mutates, so load-then-write is serializable), runs decide+evolve for
-each in order, writes journal rows and derived rows in ONE transaction, commits, and only then
-answers. A failed commit answers every command of the batch 503 and drops the overlay.
+The writer drains up to `commit_batch_max` queued commands (a group), loads the rows they need
+into its overlay (a cache only it mutates, so load-then-write is serializable), runs
+decide+evolve for each in order, and writes the journal rows and derived rows in ONE
+transaction. Groups are pipelined: the next group is judged (against the overlay, which already
+holds the previous group's effects) while the previous one commits; each group commits only after
+its predecessor did, and is answered only after its own commit. A failed commit (or judge) fails
+that group and every group judged on top of it with 503, and the overlay restarts from storage.
 """
 
 from __future__ import annotations
