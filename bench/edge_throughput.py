@@ -8,7 +8,9 @@ One ledger (SQLite, group commit) and one edge (`eu`) are started as real proces
            forwards into POST /v1/batch; each bet answered after its own commit
 
 `--rounds` alternations (each mode measured `--seconds` per round, after one warm-up of each)
-even out a shared machine's noise; ratio = sum of edge ok / sum of direct ok. Afterwards the
+even out a shared machine's noise; ratio = sum of edge ok / sum of direct ok. Server CPU per bet
+(ledger + edge processes, from /proc) is reported too: it is steadier than req/s when other work
+shares the machine, and direct/edge CPU per bet is the throughput ratio when servers are CPU-bound. Afterwards the
 journal growth must match the 201s seen and the edge's jackpot display must equal the ledger's
 seed plus the contributions the ledger counts for it, exactly (each applied once under load). Ends with one JSON line.
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -36,6 +39,17 @@ BETS_SCRIPT = WRK_DIR / "bets.lua"
 BET_MINOR = 100
 TARGET_RATIO_MIN = 0.7
 DISPLAY_SETTLE_S = 10.0
+
+
+def cpu_s(cluster: Cluster) -> float:
+    """CPU seconds used so far by the ledger and edge processes (user + system, from /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for svc in cluster.services.values():
+        assert svc.proc is not None
+        fields = Path(f"/proc/{svc.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return total
 
 
 def wrk_bets(url: str, token_file: Path, prefix: str, a: argparse.Namespace, seconds: float) -> WrkResult:
@@ -70,6 +84,7 @@ async def run(a: argparse.Namespace, root: Path) -> dict[str, Any]:
     secrets = root / "secrets"
     targets = {"direct": ("ledger", secrets / "edge.token"), "edge": ("eu", secrets / "game_server.token")}
     runs: dict[str, list[WrkResult]] = {"direct": [], "edge": []}
+    cpu: dict[str, float] = {"direct": 0.0, "edge": 0.0}  # server CPU seconds per mode (steadier than req/s)
     try:
         await cluster.start()
         await seed_players(cluster, a.players)
@@ -79,7 +94,9 @@ async def run(a: argparse.Namespace, root: Path) -> dict[str, Any]:
         before = await settled_head(cluster)
         for i in range(a.rounds):
             for mode, (service, token) in targets.items():
+                cpu_before = cpu_s(cluster)
                 result = await asyncio.to_thread(wrk_bets, cluster.url(service), token, f"{mode}{i}", a, a.seconds)
+                cpu[mode] += cpu_s(cluster) - cpu_before
                 runs[mode].append(result)
                 print(f"round {i} {mode:6s} {result.ok_per_s:8.1f} ok/s  p50 {result.latency_ms['p50']:6.2f} ms  "
                       f"p99 {result.latency_ms['p99']:7.2f} ms  errors {result.errors}", flush=True)
@@ -93,7 +110,10 @@ async def run(a: argparse.Namespace, root: Path) -> dict[str, Any]:
     seen = sum(r.statuses.get(201, 0) for rs in runs.values() for r in rs)
     ratio = round(per_s["edge"] / per_s["direct"], 3) if per_s["direct"] else None
     errors = sum(r.errors for rs in runs.values() for r in rs)
+    cpu_ms = {m: round(1000 * cpu[m] / ok[m], 3) if ok[m] else None for m in runs}
     return {
+        "server_cpu_ms_per_bet": cpu_ms,
+        "cpu_ratio_direct_vs_edge": round(cpu_ms["direct"] / cpu_ms["edge"], 3) if all(cpu_ms.values()) else None,
         "benchmark": "edge_throughput",
         "direct_bets_per_s": per_s["direct"], "edge_bets_per_s": per_s["edge"], "ratio_edge_vs_direct": ratio,
         "target_ratio_min": TARGET_RATIO_MIN, "target_met": ratio is not None and ratio >= TARGET_RATIO_MIN,
@@ -124,6 +144,8 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="croupier-edge-bench-"))
     summary = asyncio.run(run(a, root))
     v = summary["verify"]
+    print(f"server CPU per bet: direct {summary['server_cpu_ms_per_bet']['direct']} ms, edge "
+          f"{summary['server_cpu_ms_per_bet']['edge']} ms (ratio {summary['cpu_ratio_direct_vs_edge']})", flush=True)
     print(f"edge {summary['edge_bets_per_s']} bets/s vs direct {summary['direct_bets_per_s']} bets/s = "
           f"{summary['ratio_edge_vs_direct']}x (target >= {TARGET_RATIO_MIN}: "
           f"{'met' if summary['target_met'] else 'MISSED'}); chain {'ok' if v['chain_ok'] else 'BROKEN'}, "
