@@ -30,7 +30,7 @@ class Limits:
     ledger_connections_max: int = 32
     ledger_batch_max: int = 256  # money actions per POST /v1/batch (the ledger's batch_actions_max)
     ledger_batch_bytes_max: int = 60_000  # under the ledger's body_bytes_max (65536)
-    ledger_batches_in_flight_max: int = 2  # few and large: more in flight measured slower here
+    ledger_batches_in_flight_max: int = 2  # few, large batches: fewer ledger requests per bet
     ledger_queue_max: int = 10_000  # money actions waiting for a batch
     ledger_retry_backoff_s: float = 0.05  # first retry delay, doubled per attempt, within the deadline
     breaker_failures: int = 5  # consecutive failed attempts that open the circuit
