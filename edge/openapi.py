@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any, Iterable
 
+from shared.models import MONEY_OPS
+
 PROBLEM = {"description": "An error (RFC 9457 problem+json with a stable `code`)",
            "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
 PROBLEM_SCHEMA = {
@@ -13,6 +15,9 @@ PROBLEM_SCHEMA = {
                    "detail": {"type": "string"}, "code": {"type": "string"}, "field": {"type": "string"},
                    "replayed": {"type": "boolean"}},
 }
+
+
+MONEY_PATHS = frozenset(path for _, _, path in MONEY_OPS.values())
 
 
 def _operation(route: Any, schemas: dict[str, Any]) -> dict[str, Any]:
@@ -31,6 +36,9 @@ def _operation(route: Any, schemas: dict[str, Any]) -> dict[str, Any]:
               for n in re.findall(r"{(\w+)}", route.path)]
     if params:
         op["parameters"] = params
+    if route.method == "POST" and route.path in MONEY_PATHS:
+        op["responses"]["201"] = {"description": "Committed by the ledger",
+                                  "content": {"application/json": {"schema": {}}}}
     if route.body is not None:
         schema = route.body.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(schema.pop("$defs", {}))

@@ -20,7 +20,7 @@ from edge.ledger_client import LedgerClient
 from edge.metrics import EdgeMetrics
 from edge.reconcile import Reconciler
 from edge.state import EdgeState
-from shared.errors import CroupierError, NotFound, PayloadTooLarge, Unavailable, status_for
+from shared.errors import BadRequest, CroupierError, NotFound, PayloadTooLarge, Unavailable, status_for
 from shared.models import MoneyWrite
 
 log = structlog.get_logger("croupier.edge.service")
@@ -198,7 +198,10 @@ class EdgeService:
         return out
 
     async def put_session(self, player_id: str, game_id: str, state: dict[str, Any]) -> dict[str, Any]:
-        text = orjson.dumps(state).decode()
+        try:
+            text = orjson.dumps(state).decode()
+        except orjson.JSONEncodeError as e:  # e.g. nested deeper than orjson writes (255 levels)
+            raise BadRequest(f"state: cannot be stored: {e}", field="state") from None
         if len(text) > self.cfg.session_state_bytes_max:
             raise PayloadTooLarge(f"session state exceeds {self.cfg.session_state_bytes_max} bytes")
         name = doc_name(SESSION, player_id, game_id)

@@ -5,6 +5,7 @@ Handlers parse (`read_model`), call one service method, and render (`json_respon
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any, Awaitable, Callable, TypeVar
 
@@ -137,6 +138,12 @@ async def edge_of_app(request: web.Request, handler: Handler) -> web.StreamRespo
                 status=exc.status,
                 content_type="application/problem+json",
             )
+        except (asyncio.CancelledError, ConnectionResetError):
+            raise
+        except Exception:
+            # A bug, not an operating error: logged with its traceback, answered without details.
+            log.exception("unhandled error", route=route_name(request), method=request.method)
+            resp = problem_response(CroupierError("an internal error occurred; it has been logged"))
         status = resp.status
         return resp
     finally:

@@ -66,3 +66,21 @@ def test_bet_body_is_strict_and_names_the_field(patch, field):
     with pytest.raises(BadRequest) as e:
         validate(BetIn, {**body, **patch})
     assert e.value.extra["field"] == field
+
+
+async def test_an_unhandled_bug_becomes_a_500_problem_without_details(aiohttp_client):
+    from prometheus_client import CollectorRegistry
+
+    from shared.web import make_app
+
+    @auth.public
+    async def broken(_request):
+        raise KeyError("secret-internal-detail")
+
+    app = make_app(tokens=auth.TokenStore([]), registry=CollectorRegistry(), body_bytes_max=1024)
+    app.router.add_get("/broken", broken)
+    client = await aiohttp_client(app)
+    resp = await client.get("/broken")
+    body = await resp.json(content_type=None)
+    assert resp.status == 500 and resp.content_type == "application/problem+json"
+    assert body["code"] == "internal_error" and "secret-internal-detail" not in str(body)
