@@ -174,3 +174,17 @@ async def test_a_failed_commit_also_fails_the_group_judged_on_top_of_it() -> Non
         await service.stop()
     assert (await store.head()).sequence == 4
     assert await rebuild_differences(store) == []
+
+
+async def test_without_group_commit_every_command_is_its_own_commit() -> None:
+    registry = CollectorRegistry()
+    service = LedgerService(MemoryStore(), WriterLimits(group_commit=False), clock=FakeClock(),
+                            metrics=LedgerMetrics(registry))
+    await service.start()
+    try:
+        results = await service.submit(traffic())
+    finally:
+        await service.stop()
+    assert [r[0] for r in results[:3]] == [201, 201, 201]
+    commits = registry.get_sample_value("ledger_commit_batch_size_count")
+    assert commits == len(traffic()) and registry.get_sample_value("ledger_commit_batch_size_sum") == commits
