@@ -11,7 +11,7 @@ Error tree (status in brackets)::
     │                               already_claimed, request_in_progress
     ├── PayloadTooLarge [413]       payload_too_large
     ├── Unprocessable [422]         insufficient_funds, idempotency_key_reused, wagering_not_met,
-    │                               bonus_expired, currency_mismatch
+    │                               bonus_expired, currency_mismatch, balance_limit_exceeded
     ├── Locked [423]                account_frozen
     └── Unavailable [503]           ledger_unavailable, not_primary, storage_unavailable
 
@@ -121,6 +121,7 @@ CLASS_BY_CODE: dict[str, type[CroupierError]] = {
     "wagering_not_met": Unprocessable,
     "bonus_expired": Unprocessable,
     "currency_mismatch": Unprocessable,
+    "balance_limit_exceeded": Unprocessable,
     "account_frozen": Locked,
     "ledger_unavailable": Unavailable,
     "not_primary": Unavailable,

@@ -16,6 +16,8 @@ from core_ledger.domain.commands import Command, Context, Draft, Reject, Replay
 from core_ledger.domain.render import render
 from core_ledger.domain.state import ENTRIES, Doc, State
 
+BALANCE_ABS_MAX = 2**62
+
 DECIDERS: dict[str, Callable[[State, Command, Context], money.Decided]] = {
     "deposit": money.deposit,
     "withdrawal": money.withdrawal,
@@ -45,11 +47,26 @@ def decide(view: State, cmd: Command, ctx: Context) -> Draft | Replay:
     }
     try:
         postings, result = DECIDERS[cmd.type](view, cmd, ctx)
+        check_balance_limits(view, postings)
     except Reject as r:
         tx.update(outcome="rejected", code=r.code, detail=r.detail, result={})
         return Draft(tx)
     tx.update(outcome="committed", result=result)
     return Draft(tx, [p for p in postings if p["amount_minor"] != 0])
+
+
+def check_balance_limits(view: State, postings: list[dict[str, Any]]) -> None:
+    """Refuse (sticky) a transaction that would take any account, system ones included, beyond
+    BALANCE_ABS_MAX: each amount is bounded, but nothing else bounds their sum, and a balance must
+    stay far inside the 64-bit integers every store encodes."""
+    deltas: dict[str, int] = {}
+    for p in postings:
+        deltas[p["account"]] = deltas.get(p["account"], 0) + p["amount_minor"]
+    for account, delta in deltas.items():
+        row = view.get("accounts", (account,))
+        after = (row["balance_minor"] if row else 0) + delta
+        if abs(after) > BALANCE_ABS_MAX:
+            raise Reject("balance_limit_exceeded", f"account {account} would leave ±{BALANCE_ABS_MAX}")
 
 
 def replay_or_conflict(view: State, record: Doc, cmd: Command) -> Replay:
