@@ -152,6 +152,6 @@ ROUTES: list[Route] = [
     Route("GET", "/admin/v1/journal/export", export, "Export a journal range",
           query={"from_sequence": "integer", "to_sequence": "integer", "format": "string"}, ndjson=True),
     Route("GET", "/admin/v1/replication", replication, "Role, epoch, head and standbys"),
-    Route("POST", "/admin/v1/backups", backup, "Online backup into data_dir/backups"),
+    Route("POST", "/admin/v1/backups", backup, "Online backup into data_dir/backups", created=True),
     Route("POST", "/admin/v1/promote", promote, "Make this standby the primary (epoch + 1); no-op on a primary"),
 ]

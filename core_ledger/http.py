@@ -16,9 +16,10 @@ from prometheus_client import CollectorRegistry
 from shared import auth
 from shared.errors import BadRequest, CroupierError, Forbidden, problem, status_for
 from shared.models import MONEY_OPS, BatchIn
+from shared.routes import serve_routes
 from shared.web import json_response, make_app, principal, read_json, validate
 
-from core_ledger import admin_http, openapi
+from core_ledger import admin_http
 from core_ledger.audit import Auditor
 from core_ledger.config import LedgerConfig
 from core_ledger.domain import Command
@@ -135,7 +136,8 @@ async def readyz(request: web.Request) -> web.Response:
 
 ROUTES: list[Route] = [
     *(_money_route(op) for op in MONEY_OPS),
-    Route("POST", "/v1/batch", batch, "Many money actions in one round trip, each judged alone", body=BatchIn),
+    Route("POST", "/v1/batch", batch, "Many money actions in one round trip, each judged alone", body=BatchIn,
+          created=False),
     Route("GET", "/v1/players/{player_id}/balances", balances, "A player's balances"),
     Route("GET", "/v1/players/{player_id}/rounds", rounds, "A player's rounds",
           query={"status": "string", "limit": "integer"}),
@@ -177,16 +179,8 @@ def create_app(config: LedgerConfig, *, store: Store | None = None, clock: Calla
     app[READS] = LedgerReads(store, clock=clock)
     app[AUDITOR] = Auditor(app[SERVICE], app[READS], metrics, clock)
     app[CONFIG] = config
-    all_routes = [*ROUTES, *admin_http.ROUTES]
-    for route in all_routes:
-        app.router.add_route(route.method, route.path, route.handler)
-    document = openapi.document(all_routes)
-
-    @auth.public
-    async def openapi_json(request: web.Request) -> web.Response:
-        return json_response(document)
-
-    app.router.add_get("/openapi.json", openapi_json)
+    serve_routes(app, [*ROUTES, *admin_http.ROUTES], title="Croupier core ledger",
+                 description="Serializable double-entry money ledger with a hash-chained journal.")
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await app[SERVICE].start()

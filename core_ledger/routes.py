@@ -3,15 +3,13 @@ request helpers (path ids, bounded query values, page limits, answers of the wri
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel
 
 from shared.errors import BadRequest, CroupierError
-from shared.ids import is_id
-from shared.web import Handler, dumps
+from shared.routes import Route, path_id  # noqa: F401  (re-exported for the HTTP modules)
+from shared.web import dumps
 
 from core_ledger.audit import Auditor
 from core_ledger.config import LedgerConfig
@@ -24,24 +22,6 @@ READS = web.AppKey("ledger_reads", LedgerReads)
 CONFIG = web.AppKey("ledger_config", LedgerConfig)
 STANDBY = web.AppKey("ledger_standby", Standby)  # present only in standby mode
 AUDITOR = web.AppKey("ledger_auditor", Auditor)
-
-
-@dataclass(frozen=True)
-class Route:
-    method: str
-    path: str
-    handler: Handler
-    summary: str
-    body: type[BaseModel] | None = None
-    query: dict[str, str] = field(default_factory=dict)  # name -> "integer" | "string"
-    ndjson: bool = False
-
-
-def path_id(request: web.Request, name: str) -> str:
-    value = request.match_info[name]
-    if not is_id(value):
-        raise BadRequest(f"{name}: not a valid id", field=name)
-    return value
 
 
 def query_int(request: web.Request, name: str, default: int, *, low: int = 0, high: int) -> int:

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import AsyncIterator, Callable
 
 import structlog
 from aiohttp import web
@@ -18,16 +17,14 @@ from prometheus_client import CollectorRegistry
 from edge.config import EdgeConfig
 from edge.ledger_client import LedgerClient
 from edge.metrics import EdgeMetrics
-from edge.openapi import openapi_document
 from edge.persist import Store, StoreLimits
 from edge.reconcile import Reconciler
 from edge.service import EdgeService
 from edge.state import EdgeState
 from edge.sync import SyncHub
 from shared import auth
-from shared.errors import BadRequest
-from shared.ids import is_id
 from shared.models import MONEY_OPS, SessionStateIn
+from shared.routes import Route, path_id, serve_routes
 from shared.web import json_response, make_app, principal, read_model
 
 log = structlog.get_logger("croupier.edge")
@@ -35,22 +32,6 @@ log = structlog.get_logger("croupier.edge")
 SERVICE = web.AppKey("edge_service", EdgeService)
 HUB = web.AppKey("edge_sync", SyncHub)
 EDGE_MONEY_OPS = ("bet", "win", "rollback", "jackpot_payout", "bonus_claim")
-
-
-@dataclass(frozen=True)
-class Route:
-    method: str
-    path: str
-    handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-    summary: str
-    body: Any = None
-
-
-def path_id(request: web.Request, name: str) -> str:
-    value = request.match_info[name]
-    if not is_id(value):
-        raise BadRequest(f"{name}: not a valid id", field=name)
-    return value
 
 
 def _money_route(op: str) -> Route:
@@ -144,15 +125,8 @@ def create_app(cfg: EdgeConfig, *, registry: CollectorRegistry | None = None,
     hub_ref.append(hub)
     app[SERVICE] = EdgeService(cfg, state, ledger, reconciler, metrics, hint=hub.hint)
     app[HUB] = hub
-    for route in ROUTES:
-        app.router.add_route(route.method, route.path, route.handler)
-    document = openapi_document(ROUTES)
-
-    @auth.public
-    async def openapi_json(request: web.Request) -> web.Response:
-        return json_response(document)
-
-    app.router.add_get("/openapi.json", openapi_json)
+    serve_routes(app, ROUTES, title="Croupier edge",
+                 description="Regional edge: money forwarded to the core ledger, CRDT state served locally.")
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await state.open()

@@ -33,17 +33,6 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           ignored_auth]
 MODES = {"positive": GenerationMode.POSITIVE, "negative": GenerationMode.NEGATIVE}
 
-# Reported documentation bugs, left out until fixed (the other checks still run on these
-# operations): their 201 answers are application/json, but the documents list 201 only for
-# ledger routes with a body (core_ledger/openapi.py) and never for edge routes (edge/openapi.py),
-# so a 201 falls to `default`, documented as problem+json.
-UNDOCUMENTED_201 = {
-    ("ledger", "POST /admin/v1/backups"),
-    *(("eu", f"POST {p}") for p in ("/v1/bets", "/v1/wins", "/v1/rollbacks", "/v1/jackpot-payouts",
-                                     "/v1/bonus-claims")),
-}
-
-
 def _token(cluster: Cluster, service: str, route: RouteInfo) -> dict[str, str]:
     if route.public:
         return {}
@@ -57,8 +46,6 @@ def _has_inputs(operation: schemathesis.APIOperation) -> bool:
 
 def _fuzz(operation: schemathesis.APIOperation, headers: dict[str, str], mode: str, service: str) -> None:
     checks = CHECKS + ([negative_data_rejection] if mode == "negative" else [])
-    if (service, operation.label) in UNDOCUMENTED_201:
-        checks.remove(content_type_conformance)
 
     @given(case=operation.as_strategy(generation_mode=MODES[mode]))
     @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
