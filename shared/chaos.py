@@ -1,6 +1,6 @@
 """`croupier chaos`: a Jepsen-style bank test on a real cluster under seeded faults.
 
-Clients make bets, wins, rollbacks, deposits and balance reads through every edge (and the
+Clients make bets, wins, rollbacks, deposits, withdrawals and balance reads through every edge (and the
 cashier straight to the ledger), retry the same id after timeouts, and send deliberate duplicates.
 Each operation is recorded with its outcome: `ok`, `fail` (a definite refusal) or `info` (unknown:
 it may or may not have happened). Faults are drawn from a seeded RNG: kill -9 and restart of the
@@ -34,7 +34,7 @@ RETRYABLE = {502, 503, 504, 599}
 
 @dataclass
 class Op:
-    kind: str  # bet | win | rollback | deposit | read
+    kind: str  # bet | win | rollback | deposit | withdrawal | read
     key: str | None
     body: dict[str, Any]
     via: str
@@ -107,11 +107,11 @@ class Workload:
                 op.key = op.body["id"]
                 await self.send(http, op, base + "/v1/rollbacks", gs)
             elif roll < 0.85:
-                op = Op("deposit", None, {"id": self.next_id("dep"), "player_id": player, "currency": "EUR",
-                                          "amount_minor": rng.randint(50, 300)}, "ledger", time.monotonic())
+                kind = "deposit" if roll < 0.81 else "withdrawal"
+                op = Op(kind, None, {"id": self.next_id(kind), "player_id": player, "currency": "EUR",
+                                     "amount_minor": rng.randint(50, 300)}, "ledger", time.monotonic())
                 op.key = op.body["id"]
-                await self.send(http, op, self.cluster.url("ledger") + "/v1/deposits",
-                                self.cluster.headers("cashier"))
+                await self.send(http, op, f"{self.cluster.url('ledger')}/v1/{kind}s", self.cluster.headers("cashier"))
             else:
                 op = Op("read", None, {"player_id": player}, edge, time.monotonic())
                 await self.send(http, op, f"{base}/v1/players/{player}/balances", gs)
@@ -195,7 +195,7 @@ def check_history(history: list[Op], entries: list[dict[str, Any]]) -> list[Chec
     problems: list[str] = []
     writes = [op for op in history if op.kind != "read"]
     for op in writes:
-        client = "cashier" if op.kind == "deposit" else "gs"
+        client = "cashier" if op.kind in ("deposit", "withdrawal") else "gs"
         found = by_key.get(f"{client}|{op.key}", [])
         committed = [e for e in found if e["transaction"].get("outcome") == "committed"]
         if op.outcome == "ok":

@@ -68,3 +68,13 @@ def test_fold_reports_negative_balances_unbalanced_postings_and_chain_breaks():
     broken[1]["prev_hash"] = "f" * 64
     _, problems = fold_journal(broken)
     assert any("chain break at sequence 2" in p for p in problems)
+
+
+def test_conservation_balances_cash_in_against_what_is_held_and_flags_money_from_nowhere():
+    from shared.verify import conservation
+
+    entries = chain(dict(DEPOSIT), dict(BET))
+    check = conservation(entries, [])
+    assert check.ok and "EUR: in 100 = players 90 + house 10" in check.detail
+    minted = entry(3, "m", [("house:EUR", 5)])
+    assert not conservation(chain(dict(DEPOSIT), dict(BET), minted), []).ok
