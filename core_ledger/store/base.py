@@ -84,5 +84,14 @@ class Store(ABC):
         """Replace every derived table with the given rows (rebuild from the journal)."""
 
     @abstractmethod
+    async def fence(self, epoch: int) -> None:
+        """Durably record that a ledger of a higher `epoch` exists: this copy must never take a
+        write again (fencing). The stored value only grows; the head is left alone."""
+
+    @abstractmethod
+    async def fenced_by(self) -> int:
+        """The highest epoch `fence` recorded; 0 when this copy was never fenced."""
+
+    @abstractmethod
     async def backup(self, path: Path) -> Head:
         """Write an online, consistent copy of the store to `path`; the head that copy holds."""

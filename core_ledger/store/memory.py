@@ -23,6 +23,7 @@ class MemoryStore(Store):
         self._tables: dict[str, dict[Key, Doc]] = {t: {} for t in TABLES}
         self._journal: list[JournalRow] = []
         self._head = Head()
+        self._fenced_by = 0
 
     async def open(self) -> None:
         return None
@@ -84,6 +85,12 @@ class MemoryStore(Store):
 
     async def replace_derived(self, tables: dict[str, dict[Key, Doc]]) -> None:
         self._tables = {t: {k: _copy(v) for k, v in tables.get(t, {}).items()} for t in TABLES}
+
+    async def fence(self, epoch: int) -> None:
+        self._fenced_by = max(self._fenced_by, epoch)
+
+    async def fenced_by(self) -> int:
+        return self._fenced_by
 
     async def backup(self, path: Path) -> Head:
         """The journal alone is a complete backup: every other table is rebuilt from it."""

@@ -66,6 +66,7 @@ SCHEMA = [
     "CREATE TABLE IF NOT EXISTS head (one boolean PRIMARY KEY DEFAULT true CHECK (one), "
     "sequence bigint NOT NULL, hash text NOT NULL, epoch bigint NOT NULL)",
     f"INSERT INTO head (sequence, hash, epoch) VALUES (0, '{GENESIS_HASH}', 1) ON CONFLICT DO NOTHING",
+    "ALTER TABLE head ADD COLUMN IF NOT EXISTS fenced_by bigint NOT NULL DEFAULT 0",
     "CREATE TABLE IF NOT EXISTS journal (sequence bigint PRIMARY KEY, tx_id text, entry text NOT NULL)",
     "CREATE INDEX IF NOT EXISTS journal_tx_id ON journal (tx_id)",
     "CREATE OR REPLACE FUNCTION journal_append_only() RETURNS trigger LANGUAGE plpgsql AS "
@@ -218,6 +219,15 @@ class PostgresStore(Store):
         async with self._conn("head") as conn:
             row = await conn.fetchrow("SELECT sequence, hash, epoch FROM head")
         return Head(int(row["sequence"]), str(row["hash"]), int(row["epoch"]))
+
+    async def fence(self, epoch: int) -> None:
+        # Commits set only sequence, hash and epoch: the fence column outlives them.
+        async with self._conn("fence") as conn:
+            await conn.execute("UPDATE head SET fenced_by = GREATEST(fenced_by, $1)", epoch)
+
+    async def fenced_by(self) -> int:
+        async with self._conn("fenced_by") as conn:
+            return int(await conn.fetchval("SELECT fenced_by FROM head"))
 
     async def load(self, wanted: dict[str, Sequence[Key]]) -> dict[str, dict[Key, Doc]]:
         out: dict[str, dict[Key, Doc]] = {}

@@ -71,6 +71,15 @@ class TestStoreContract:
         assert await store.dump("players") == {("p2",): {"b": 2}}
         assert [s for s, _ in await store.journal(0, 5)] == [1]  # the journal is not derived
 
+    async def test_fence_is_durable_only_grows_and_leaves_the_head_alone(self, store: Store) -> None:
+        assert await store.fenced_by() == 0
+        head = Head(1, "ab" * 32, 1)
+        await store.commit(rows(1), {}, head)
+        await store.fence(3)
+        await store.fence(2)  # a lower epoch seen later does not lower the fence
+        await store.commit(rows(1, 2), {}, Head(2, "cd" * 32, 1))  # a commit does not clear it
+        assert await store.fenced_by() == 3 and (await store.head()).sequence == 2
+
     async def test_backup_holds_the_head(self, store: Store, tmp_path: Path) -> None:
         head = Head(3, "cd" * 32, 1)
         await store.commit(rows(3), {}, head)
