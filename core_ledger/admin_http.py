@@ -3,6 +3,7 @@ journaled with the admin's identity (the credential name)."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 from typing import Any, Callable
@@ -107,11 +108,16 @@ async def export(request: web.Request) -> web.StreamResponse:
 async def replication(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     head = service.head
-    body: dict[str, Any] = {"role": service.role, "epoch": head.epoch,
-                            "head": {"sequence": head.sequence, "hash": head.hash}, "standbys": []}
+    # Enough to decide which copy is right: the highest epoch, then the longest chain that verifies.
+    body: dict[str, Any] = {"role": service.role, "epoch": head.epoch, "fenced": service.fenced,
+                            "fenced_by_epoch": service.fenced_by or None,
+                            "head": {"sequence": head.sequence, "hash": head.hash},
+                            "synchronous_standby": service.limits.synchronous_standby,
+                            "standbys": service.acks.report(head.sequence, asyncio.get_running_loop().time())}
     standby = request.app.get(STANDBY)
     if standby is not None:
         body["primary"] = {"url": standby.settings.primary_url, "head_sequence": standby.primary_head,
+                           "epoch": standby.primary_epoch,
                            "lag_sequences": max(0, standby.primary_head - head.sequence),
                            "tailing": standby.running, "broken_at_sequence": standby.broken_at}
     return json_response(body)

@@ -1,4 +1,4 @@
-"""`croupier ledger serve | verify | rebuild`."""
+"""`croupier ledger serve | verify | rebuild | compare`."""
 
 from __future__ import annotations
 
@@ -20,17 +20,22 @@ def _print(value: Any) -> None:
     sys.stdout.write(orjson.dumps(value).decode() + "\n")
 
 
-def _offline(path: Path, work: Callable[[SqliteStore], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
-    if not path.is_file():
-        raise typer.BadParameter(f"{path} is not a ledger database")
+def _offline(paths: list[Path], work: Callable[..., Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+    """Open each ledger file, run `work(*stores)`, close them all."""
+    for path in paths:
+        if not path.is_file():
+            raise typer.BadParameter(f"{path} is not a ledger database")
 
     async def run() -> dict[str, Any]:
-        store = SqliteStore(path)
-        await store.open()
+        stores: list[SqliteStore] = []
         try:
-            return await work(store)
+            for path in paths:
+                stores.append(SqliteStore(path))
+                await stores[-1].open()
+            return await work(*stores)
         finally:
-            await store.close()
+            for store in stores:
+                await store.close()
 
     return asyncio.run(run())
 
@@ -44,6 +49,10 @@ def serve(
     standby_of: str | None = typer.Option(None, "--standby-of", help="Primary URL: run as its standby."),
     replica_token_file: Path | None = typer.Option(None, "--replica-token-file", exists=True, dir_okay=False,
                                                    help="File holding a `replica` token of the primary."),
+    synchronous_standby: bool = typer.Option(False, "--synchronous-standby",
+                                             help="Answer a commit only once a standby has applied it."),
+    peer_ledger: list[str] = typer.Option([], "--peer-ledger",
+                                          help="Another ledger's URL: a higher epoch there fences this one."),
 ) -> None:
     """Run the ledger until SIGINT/SIGTERM, then drain the queue and close the database."""
     from aiohttp import web
@@ -56,7 +65,9 @@ def serve(
     if (standby_of is None) != (replica_token_file is None):
         raise typer.BadParameter("--standby-of and --replica-token-file go together")
     cfg = ledger_config.load(config, host=host, port=port, data_dir=data_dir,
-                             group_commit=False if no_group_commit else None)
+                             group_commit=False if no_group_commit else None,
+                             synchronous_standby=True if synchronous_standby else None,
+                             peers=tuple(u.rstrip("/") for u in peer_ledger))
     standby = None
     if standby_of is not None and replica_token_file is not None:
         standby = StandbySettings(standby_of.rstrip("/"), replica_token_file.read_text().strip(),
@@ -72,7 +83,7 @@ def verify(path: Path = typer.Argument(..., help="Path to ledger.db")) -> None:
     """Verify the journal's hash chain offline; prints JSON, exit 1 when broken."""
     from core_ledger.reads import verify_store
 
-    report = _offline(path, verify_store)
+    report = _offline([path], verify_store)
     _print(report)
     raise typer.Exit(0 if report["ok"] else 1)
 
@@ -90,12 +101,26 @@ def rebuild(path: Path = typer.Argument(..., help="Path to ledger.db (the ledger
         await store.replace_derived(tables)
         return {**report, "rebuilt": True, "rows": {t: len(rows) for t, rows in tables.items()}}
 
-    report = _offline(path, work)
+    report = _offline([path], work)
     _print(report)
     raise typer.Exit(0 if report["rebuilt"] else 1)
+
+
+def compare(a: Path = typer.Argument(..., help="One ledger.db (stopped or a backup)"),
+            b: Path = typer.Argument(..., help="The other ledger.db")) -> None:
+    """Which copy is right (highest epoch, then longest chain that verifies), and where they
+    diverge. Prints JSON; exit 0 when the loser is a prefix of a winner that verifies, else 1."""
+    from core_ledger.compare import compare_stores
+
+    report = _offline([a, b], lambda sa, sb: compare_stores(sa, sb, names=(str(a), str(b))))
+    _print(report)
+    winner = report["winner"]
+    clean = winner is not None and report["loser_is_prefix"] and report["copies"][winner]["verifies"]
+    raise typer.Exit(0 if clean else 1)
 
 
 def register(app: typer.Typer) -> None:
     app.command("serve")(serve)
     app.command("verify")(verify)
     app.command("rebuild")(rebuild)
+    app.command("compare")(compare)

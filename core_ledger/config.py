@@ -7,6 +7,9 @@
     log_level = "info"        backend = "sqlite"   (or "postgres", which needs postgres_dsn_file)
     postgres_dsn_file = "pg.dsn"  (relative to the file; the DSN holds a password: read, never logged)
     postgres_schema = "public"    postgres_pool_size_max = 8
+    synchronous_standby = false   standby_ack_timeout_s = 2.0    journal_wait_ms_max = 5000
+    peers = ["http://127.0.0.1:8701"]  (other ledgers: a higher epoch there fences this primary)
+    peer_check_interval_s = 5.0   peer_check_timeout_s = 2.0
 """
 
 from __future__ import annotations
@@ -38,6 +41,12 @@ class LedgerConfig:
     postgres_schema: str = "public"
     postgres_pool_size_max: int = 8
     postgres_dsn: str = field(default="", repr=False)  # read from postgres_dsn_file, never from TOML
+    synchronous_standby: bool = False
+    standby_ack_timeout_s: float = 2.0
+    journal_wait_ms_max: int = 5000  # bound of a standby's long poll of GET /v1/journal
+    peers: tuple[str, ...] = ()
+    peer_check_interval_s: float = 5.0
+    peer_check_timeout_s: float = 2.0
     tokens: tuple[TokenEntry, ...] = field(default_factory=tuple)
 
     @property
@@ -50,7 +59,9 @@ class LedgerConfig:
 
 
 _INTS = ("port", "commit_batch_max", "queue_depth_max", "body_bytes_max", "page_limit_max", "batch_actions_max",
-         "postgres_pool_size_max")
+         "postgres_pool_size_max", "journal_wait_ms_max")
+_SECONDS = ("standby_ack_timeout_s", "peer_check_interval_s", "peer_check_timeout_s")
+SECONDS_MAX = 600.0
 BACKENDS = ("sqlite", "postgres")
 
 
@@ -75,6 +86,12 @@ def _backend(table: dict[str, Any], base: Path) -> dict[str, Any]:
     return {**out, "postgres_dsn_file": path, "postgres_dsn": dsn}
 
 
+def _peers(raw: list[Any]) -> tuple[str, ...]:
+    if not all(isinstance(u, str) and u.startswith(("http://", "https://")) for u in raw):
+        raise ConfigError("ledger.peers must be a list of http(s) URLs")
+    return tuple(u.rstrip("/") for u in raw)
+
+
 def parse(raw: dict[str, Any], base: Path) -> LedgerConfig:
     table = raw.get("ledger", {})
     if not isinstance(table, dict):
@@ -87,11 +104,17 @@ def parse(raw: dict[str, Any], base: Path) -> LedgerConfig:
     for name, value in values.items():
         if not 1 <= value <= (65535 if name == "port" else LIMIT_MAX):
             raise ConfigError(f"ledger.{name} is out of range")
+    for name in _SECONDS:
+        values[name] = pick(table, name, float, getattr(defaults, name))
+        if not 0 < values[name] <= SECONDS_MAX:
+            raise ConfigError(f"ledger.{name} must be in (0, {SECONDS_MAX}]")
     data_dir = Path(pick(table, "data_dir", str, "./data"))
     return LedgerConfig(
         data_dir=data_dir if data_dir.is_absolute() else (base / data_dir).resolve(),
         host=pick(table, "host", str, defaults.host),
         group_commit=pick(table, "group_commit", bool, True),
+        synchronous_standby=pick(table, "synchronous_standby", bool, False),
+        peers=_peers(pick(table, "peers", list, [])),
         log_level=pick(table, "log_level", str, defaults.log_level),
         tokens=tuple(token_entries(raw.get("tokens", []), base)),
         **_backend(table, base),
@@ -100,7 +123,8 @@ def parse(raw: dict[str, Any], base: Path) -> LedgerConfig:
 
 
 def load(path: Path, *, host: str | None = None, port: int | None = None, data_dir: Path | None = None,
-         group_commit: bool | None = None) -> LedgerConfig:
+         group_commit: bool | None = None, synchronous_standby: bool | None = None,
+         peers: tuple[str, ...] = ()) -> LedgerConfig:
     """Read a config file and apply command-line overrides."""
     config = parse(load_toml(path), path.resolve().parent)
     overrides: dict[str, Any] = {}
@@ -112,4 +136,8 @@ def load(path: Path, *, host: str | None = None, port: int | None = None, data_d
         overrides["data_dir"] = data_dir.resolve()
     if group_commit is not None:
         overrides["group_commit"] = group_commit
+    if synchronous_standby is not None:
+        overrides["synchronous_standby"] = synchronous_standby
+    if peers:
+        overrides["peers"] = (*config.peers, *_peers(list(peers)))
     return replace(config, **overrides)

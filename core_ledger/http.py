@@ -7,9 +7,12 @@ A non-edge caller that sends `via` or `client_id` gets 403: only edges forward t
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timezone
 from typing import Any, AsyncIterator, Callable
 
+import aiohttp
+import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
@@ -17,7 +20,7 @@ from shared import auth
 from shared.errors import BadRequest, CroupierError, Forbidden, problem, status_for
 from shared.models import MONEY_OPS, BatchIn
 from shared.routes import serve_routes
-from shared.web import json_response, make_app, principal, read_json, validate
+from shared.web import PRINCIPAL, Handler, json_response, make_app, principal, read_json, validate
 
 from core_ledger import admin_http
 from core_ledger.audit import Auditor
@@ -25,12 +28,15 @@ from core_ledger.config import LedgerConfig
 from core_ledger.domain import Command
 from core_ledger.metrics import LedgerMetrics
 from core_ledger.reads import LedgerReads
+from core_ledger.replication import EPOCH_HEADER, peer_epoch
 from core_ledger.routes import (
     AUDITOR, CONFIG, READS, SERVICE, STANDBY, Route, answer, page_limit, path_id, query_choice, query_int,
 )
 from core_ledger.service import LedgerService, WriterLimits
 from core_ledger.standby import HEAD_HEADER, Standby, StandbyMetrics, StandbySettings
 from core_ledger.store import SqliteStore, Store
+
+log = structlog.get_logger("croupier.ledger.http")
 
 READ_ROLES = ("edge", "cashier", "admin_read")
 CASHIER_OPS = ("deposit", "withdrawal")
@@ -119,7 +125,13 @@ async def bonuses(request: web.Request) -> web.Response:
 @auth.roles("replica", "admin_read")
 async def journal(request: web.Request) -> web.Response:
     after = query_int(request, "after_sequence", 0, high=2**62)
-    head = request.app[SERVICE].head.sequence  # read first: the page never runs past it
+    wait_ms = query_int(request, "wait_ms", 0, high=request.app[CONFIG].journal_wait_ms_max)
+    service = request.app[SERVICE]
+    if principal(request).role == "replica":  # a standby asks for what follows what it has durably applied
+        service.acknowledge(principal(request).name, after, asyncio.get_running_loop().time())
+    if wait_ms:  # long poll: a new commit is pushed to the standby at once
+        await service.commits.reach(after + 1, wait_ms / 1000)
+    head = service.head.sequence  # read first: the page never runs past it
     lines = await request.app[READS].journal_page(after, page_limit(request))
     body = "".join(line + "\n" for line in lines)
     return web.Response(text=body, content_type="application/x-ndjson", headers={HEAD_HEADER: str(head)})
@@ -129,9 +141,13 @@ async def journal(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     standby = request.app.get(STANDBY)
+    body = {"role": service.role, "epoch": service.epoch, "fenced": service.fenced,
+            "head_sequence": service.head.sequence}
+    if service.fenced:  # it still serves reads, never writes again
+        return json_response({**body, "status": "fenced"}, status=503, headers={"Retry-After": "1"})
     if not service.ready or (service.role == "standby" and standby is not None and not standby.running):
-        return json_response({"status": "unavailable"}, status=503, headers={"Retry-After": "1"})
-    return json_response({"status": "ready", "role": service.role, "head_sequence": service.head.sequence})
+        return json_response({**body, "status": "unavailable"}, status=503, headers={"Retry-After": "1"})
+    return json_response({**body, "status": "ready"})
 
 
 ROUTES: list[Route] = [
@@ -145,8 +161,8 @@ ROUTES: list[Route] = [
     Route("GET", "/v1/jackpots/{jackpot_id}", jackpot, "A jackpot's pool, epoch and per-edge contributions"),
     Route("GET", "/v1/players/{player_id}/bonuses", bonuses, "A player's bonus offers and wagering"),
     Route("GET", "/v1/journal", journal, "Journal entries as NDJSON",
-          query={"after_sequence": "integer", "limit": "integer"}, ndjson=True),
-    Route("GET", "/readyz", readyz, "Ready to serve (store open, writer running)"),
+          query={"after_sequence": "integer", "limit": "integer", "wait_ms": "integer"}, ndjson=True),
+    Route("GET", "/readyz", readyz, "Ready to serve (store open, writer running, not fenced)"),
 ]
 
 
@@ -171,7 +187,8 @@ def create_app(config: LedgerConfig, *, store: Store | None = None, clock: Calla
     store = store or store_for(config)
     app = make_app(tokens=auth.TokenStore(config.tokens), registry=registry, body_bytes_max=config.body_bytes_max)
     limits = WriterLimits(group_commit=config.group_commit, commit_batch_max=config.commit_batch_max,
-                          queue_depth_max=config.queue_depth_max)
+                          queue_depth_max=config.queue_depth_max, synchronous_standby=config.synchronous_standby,
+                          standby_ack_timeout_s=config.standby_ack_timeout_s)
     metrics = LedgerMetrics(registry)
     app[SERVICE] = LedgerService(store, limits, clock=clock, metrics=metrics, standby=standby is not None)
     if standby is not None:
@@ -181,18 +198,61 @@ def create_app(config: LedgerConfig, *, store: Store | None = None, clock: Calla
     app[CONFIG] = config
     serve_routes(app, [*ROUTES, *admin_http.ROUTES], title="Croupier core ledger",
                  description="Serializable double-entry money ledger with a hash-chained journal.")
+    app.middlewares.append(_fencing)
+    app.on_response_prepare.append(_announce_epoch)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await app[SERVICE].start()
+        if config.peers:  # before the first request: a primary that lost a failover never takes a write
+            await _check_peers(app)
         tasks = [t for t in (app.get(STANDBY), app[AUDITOR]) if t is not None]
         for task in tasks:
             task.start()
+        watch = asyncio.create_task(_watch_peers(app), name="ledger-peer-check") if config.peers else None
         try:
             yield
         finally:
+            if watch is not None:
+                watch.cancel()
+                await asyncio.gather(watch, return_exceptions=True)
             for task in tasks:
                 await task.stop()
             await app[SERVICE].stop()
 
     app.cleanup_ctx.append(lifecycle)
     return app
+
+
+@web.middleware
+async def _fencing(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """An authenticated caller's `X-Ledger-Epoch` (the highest epoch it saw) fences a primary of a
+    lower epoch before the request is served. Anonymous callers cannot fence."""
+    raw = request.headers.get(EPOCH_HEADER)
+    if raw is not None and request.get(PRINCIPAL) is not None:
+        if not raw.isdigit() or len(raw) > 18:
+            raise BadRequest(f"{EPOCH_HEADER}: a non-negative integer is required", field=EPOCH_HEADER)
+        await request.app[SERVICE].observe_epoch(int(raw))
+    return await handler(request)
+
+
+async def _announce_epoch(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers[EPOCH_HEADER] = str(request.app[SERVICE].epoch)
+
+
+async def _check_peers(app: web.Application) -> None:
+    """Read every peer ledger's epoch (bounded); a higher one fences this primary."""
+    config = app[CONFIG]
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=config.peer_check_timeout_s)) as http:
+        for url in config.peers:
+            epoch = await peer_epoch(http, url)
+            if epoch is not None:
+                await app[SERVICE].observe_epoch(epoch)
+
+
+async def _watch_peers(app: web.Application) -> None:
+    while True:
+        await asyncio.sleep(app[CONFIG].peer_check_interval_s)
+        try:
+            await _check_peers(app)
+        except Exception as e:  # a storage failure while fencing: logged, tried again next round
+            log.error("peer_check_failed", error=repr(e))

@@ -38,3 +38,16 @@ class LedgerMetrics:
         # Unknown until the first verification finishes (NaN does not fire `== 0` alerts).
         self.audit_chain_ok.set(float("nan"))
         self.audit_last_verified_timestamp_seconds.set(float("nan"))
+        self.epoch = Gauge("ledger_epoch", "This ledger's epoch (promotion raises it).", registry=registry)
+        self.fenced = Gauge("ledger_fenced", "1 once a higher epoch fenced this primary: it refuses every write.",
+                            registry=registry)
+        self.standby_acked_sequence = Gauge(
+            "ledger_standby_acked_sequence", "Highest journal sequence a standby has confirmed applying.",
+            registry=registry)
+        self.standby_ack_wait_seconds = Histogram(
+            "ledger_standby_ack_wait_seconds", "Synchronous standby: commit to standby confirmation, per group.",
+            buckets=LATENCY_BUCKETS_S, registry=registry)
+        self.standby_ack_timeouts_total = Counter(
+            "ledger_standby_ack_timeouts_total",
+            "Synchronous standby: groups answered 503 because no standby confirmed them in time.",
+            registry=registry)

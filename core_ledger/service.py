@@ -7,6 +7,12 @@ transaction. Groups are pipelined: the next group is judged (against the overlay
 holds the previous group's effects) while the previous one commits; each group commits only after
 its predecessor did, and is answered only after its own commit. A failed commit (or judge) fails
 that group and every group judged on top of it with 503, and the overlay restarts from storage.
+
+Failover: a primary that learns of a higher epoch is fenced (durably, for good): it answers every
+write 503 `not_primary`, even one whose commit was under way. With `synchronous_standby`, a
+committed group's answers are held until a standby acknowledged its last sequence; past
+`standby_ack_timeout_s` they are 503 `standby_unavailable` instead (the entries stay journaled: a
+retry with the same id replays them, and that replay too waits for a standby).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from core_ledger.domain import (
     PASSES_MAX, ChainCheck, Command, Context, Replay, State, decide, entry_text, evolve, rows_needed, seal,
 )
 from core_ledger.metrics import LedgerMetrics
+from core_ledger.replication import Acks, Watermark
 from core_ledger.store import Head, JournalRow, Store
 
 log = structlog.get_logger("croupier.ledger")
@@ -54,6 +61,8 @@ class WriterLimits:
     commit_batch_max: int = 256
     queue_depth_max: int = 10_000
     cache_rows_max: int = 200_000  # the overlay is dropped (and reloaded lazily) beyond this
+    synchronous_standby: bool = False  # answer a commit only once a standby has applied it
+    standby_ack_timeout_s: float = 2.0  # then 503 standby_unavailable (retry with the same id)
 
 
 PIPELINE_DEPTH = 2  # groups judged but not yet committed: one committing, one waiting behind it
@@ -93,10 +102,22 @@ class LedgerService:
         self._broken = False  # a judge or commit failed: restart the overlay from storage
         self._task: asyncio.Task[None] | None = None
         self._accepting = False
+        self.fenced_by = 0  # the higher epoch that fenced this primary (0: not fenced)
+        self.commits = Watermark()  # the committed head sequence (journal long polls wait on it)
+        self.acks = Acks()  # what standbys have applied (synchronous answers wait on it)
+        self._held: set[asyncio.Task[None]] = set()  # committed answers waiting for a standby
 
     @property
     def head(self) -> Head:
         return self._committed
+
+    @property
+    def epoch(self) -> int:
+        return self._head.epoch
+
+    @property
+    def fenced(self) -> bool:
+        return self.fenced_by > 0
 
     @property
     def ready(self) -> bool:
@@ -105,7 +126,9 @@ class LedgerService:
     async def start(self) -> None:
         await self.store.open()
         self._head = self._committed = await self.store.head()
-        self.metrics.journal_head_sequence.set(self._head.sequence)
+        self.fenced_by = await self.store.fenced_by()
+        self.commits.advance(self._head.sequence)
+        self._observe_role()
         self._task = asyncio.create_task(self._run(), name="ledger-writer")
         self._accepting = True
 
@@ -117,12 +140,16 @@ class LedgerService:
                 await self._queue.put(None)
             await self._task
             self._task = None
+        while self._held:  # each waits at most standby_ack_timeout_s
+            await asyncio.gather(*self._held, return_exceptions=True)
         await self.store.close()
 
     async def submit(self, commands: list[Command]) -> list[Result]:
         """Queue commands as one group; their results in order, once committed."""
         if self.role != "primary":
             raise Unavailable("this ledger is a standby: write to the primary", code="not_primary")
+        if self.fenced:
+            raise self._refusal()
         if not self.ready:
             raise Unavailable("the ledger is not accepting writes", code="ledger_unavailable")
         future: asyncio.Future[list[Result]] = asyncio.get_running_loop().create_future()
@@ -231,31 +258,87 @@ class LedgerService:
         """Commit after the predecessor did (its effects are in this group's answers), then
         answer. If the predecessor or this commit failed, nothing here is acknowledged."""
         ok = judged is not None and (previous is None or await previous)
+        if self.fenced:
+            self._broken = True  # judged, never stored: the overlay is ahead of storage
+            self._answer(jobs, self._refusal())
+            return False
         if ok and judged is not None and judged.journal:
-            started = time.perf_counter()
-            try:
-                await self.store.commit(judged.journal, judged.rows, judged.head)
-            except Exception as e:  # storage failure: nothing of this group is acknowledged
-                log.error("ledger_commit_failed", error=repr(e), batch_size=len(judged.results))
-                ok = False
-            else:
-                self.metrics.commit_duration_seconds.observe(time.perf_counter() - started)
-                self.metrics.commit_batch_size.observe(len(judged.results))
-        if ok and judged is not None:
-            self._committed = max(self._committed, judged.head, key=lambda h: h.sequence)
-            self._count(judged.counts, judged.replays)
-            results: list[Result] = judged.results
-        else:
+            ok = await self._commit(judged)
+        if not ok or judged is None:
             self._broken = True
             self.metrics.commit_failures_total.inc()
-            failure = Unavailable("the ledger could not commit; retry with the same id", code="storage_unavailable")
-            results = [failure] * sum(len(j.commands) for j in jobs)
+            self._answer(jobs, Unavailable("the ledger could not commit; retry with the same id",
+                                           code="storage_unavailable"))
+            return False
+        self._committed = max(self._committed, judged.head, key=lambda h: h.sequence)
+        self.commits.advance(self._committed.sequence)
+        self._count(judged.counts, judged.replays)
+        if self.fenced:  # fenced while this commit ran: stored, never acknowledged
+            self._answer(jobs, self._refusal())
+        elif self.limits.synchronous_standby:
+            task = asyncio.create_task(self._release(jobs, judged.results, judged.head.sequence))
+            self._held.add(task)
+            task.add_done_callback(self._held.discard)
+        else:
+            self._answer(jobs, judged.results)
+        return True
+
+    async def _commit(self, judged: _Judged) -> bool:
+        started = time.perf_counter()
+        try:
+            await self.store.commit(judged.journal, judged.rows, judged.head)
+        except Exception as e:  # storage failure: nothing of this group is acknowledged
+            log.error("ledger_commit_failed", error=repr(e), batch_size=len(judged.results))
+            return False
+        self.metrics.commit_duration_seconds.observe(time.perf_counter() - started)
+        self.metrics.commit_batch_size.observe(len(judged.results))
+        return True
+
+    async def _release(self, jobs: list[_Job], results: list[Result], sequence: int) -> None:
+        """Synchronous standby: answer once some standby has applied up to `sequence` (which
+        covers replays too: they answer for entries at or before the judged head)."""
+        started = time.perf_counter()
+        acked = await self.acks.best.reach(sequence, self.limits.standby_ack_timeout_s)
+        self.metrics.standby_ack_wait_seconds.observe(time.perf_counter() - started)
+        if not acked:
+            self.metrics.standby_ack_timeouts_total.inc()
+            self._answer(jobs, Unavailable("no standby confirmed the commit in time; it is journaled here: "
+                                           "retry with the same id", code="standby_unavailable"))
+        else:
+            self._answer(jobs, self._refusal() if self.fenced else results)
+
+    @staticmethod
+    def _answer(jobs: list[_Job], results: list[Result] | CroupierError) -> None:
         start = 0
         for job in jobs:
             if not job.future.done():  # the caller may have gone away
-                job.future.set_result(results[start:start + len(job.commands)])
+                n = len(job.commands)
+                job.future.set_result([results] * n if isinstance(results, CroupierError)
+                                      else results[start:start + n])
             start += len(job.commands)
-        return ok
+
+    def _refusal(self) -> Unavailable:
+        return Unavailable(f"this ledger was fenced by epoch {self.fenced_by}: write to the current primary",
+                           code="not_primary")
+
+    async def observe_epoch(self, epoch: int) -> None:
+        """A caller saw a ledger of `epoch`: if that is above ours, this primary is fenced at
+        once (in memory, before any other answer) and durably (it survives a restart)."""
+        if self.role != "primary" or epoch <= max(self._head.epoch, self.fenced_by):
+            return
+        self.fenced_by = epoch
+        self._observe_role()
+        log.warning("ledger_fenced", own_epoch=self._head.epoch, seen_epoch=epoch)
+        await self.store.fence(epoch)
+
+    def acknowledge(self, name: str, sequence: int, now: float) -> None:
+        """A standby polled after `sequence`: it has durably applied everything up to it."""
+        self.acks.record(name, min(sequence, self._committed.sequence), now)
+        self.metrics.standby_acked_sequence.set(self.acks.best.value)
+
+    def _observe_role(self) -> None:
+        self.metrics.epoch.set(self._head.epoch)
+        self.metrics.fenced.set(1 if self.fenced else 0)
 
     def _count(self, counts: list[tuple[str, str]], replays: int) -> None:
         m = self.metrics
@@ -290,16 +373,20 @@ class LedgerService:
             raise
         self._cache.forget_entries(head.sequence)
         self._head = self._committed = head
+        self.commits.advance(head.sequence)
+        self._observe_role()
         self.metrics.journal_head_sequence.set(head.sequence)
 
     async def promote(self) -> Head:
         """Standby → primary: raise the epoch (stored durably) so every later entry carries it.
         The caller has stopped the tailer, so nothing else mutates the store."""
         if self.role == "standby":
-            head = Head(self._head.sequence, self._head.hash, self._head.epoch + 1)
+            # Above every epoch this copy has heard of, so no two primaries ever share one.
+            head = Head(self._head.sequence, self._head.hash, max(self._head.epoch, self.fenced_by) + 1)
             await self.store.commit([], {}, head)
             self._head = self._committed = head
             self.role = "primary"
+            self._observe_role()
             log.warning("ledger_promoted", epoch=head.epoch, head_sequence=head.sequence)
         return self._head
 
