@@ -1,6 +1,7 @@
 """Edge configuration: the `[edge]` table and `[[tokens]]` of a TOML file, validated once in main.
 
-Paths (`data_dir`, token files) are relative to the config file. The clear tokens the edge
+Paths (`data_dir`, token files) are relative to the config file. `ledger_url` names one ledger;
+`ledger_urls = [primary, standby, ...]` names every copy the client may fail over to (either key). The clear tokens the edge
 presents (to the ledger, to peers) are read from files; the tokens it accepts are sha256 digests.
 """
 
@@ -67,6 +68,11 @@ class EdgeConfig:
     peers: tuple[Peer, ...]
     tokens: tuple[TokenEntry, ...]
     limits: Limits = Limits()
+    ledger_urls: tuple[str, ...] = ()  # failover order; empty: just ledger_url
+
+    @property
+    def ledger_endpoints(self) -> tuple[str, ...]:
+        return self.ledger_urls or (self.ledger_url,)
 
 
 def _read_secret(base: Path, raw: dict[str, Any], key: str) -> str:
@@ -91,6 +97,23 @@ def _peers(raw: list[Any], own_id: str) -> tuple[Peer, ...]:
     return tuple(peers)
 
 
+LEDGER_URLS_MAX = 8
+
+
+def _ledger_urls(edge: dict[str, Any]) -> tuple[str, ...]:
+    """`ledger_urls`, or the single `ledger_url`; with both, `ledger_url` must come first."""
+    single = pick(edge, "ledger_url", str, "").rstrip("/")
+    raw = pick(edge, "ledger_urls", list, [])
+    if not all(isinstance(u, str) and u for u in raw) or len(raw) > LEDGER_URLS_MAX:
+        raise ConfigError(f"edge.ledger_urls must be a list of at most {LEDGER_URLS_MAX} URLs")
+    urls = tuple(u.rstrip("/") for u in raw) or ((single,) if single else ())
+    if not urls:
+        raise ConfigError("edge.ledger_url or edge.ledger_urls is required")
+    if single and single != urls[0]:
+        raise ConfigError("edge.ledger_url must be the first of edge.ledger_urls")
+    return urls
+
+
 def load(path: Path) -> EdgeConfig:
     raw = load_toml(path)
     base = path.resolve().parent
@@ -106,13 +129,15 @@ def load(path: Path) -> EdgeConfig:
     tokens = token_entries(raw.get("tokens", []), base)
     if any(t.role not in ACCEPTED_ROLES for t in tokens):
         raise ConfigError(f"edge tokens admit only the roles {sorted(ACCEPTED_ROLES)}")
+    ledger_urls = _ledger_urls(edge)
     cfg = EdgeConfig(
         id=edge_id,
         crdt_client_id=client_id,
         host=pick(edge, "host", str, "127.0.0.1"),
         port=pick(edge, "port", int, 8801),
         data_dir=base / pick(edge, "data_dir", str, f"./{edge_id}"),
-        ledger_url=pick(edge, "ledger_url", str, None).rstrip("/"),
+        ledger_url=ledger_urls[0],
+        ledger_urls=ledger_urls,
         ledger_token=_read_secret(base, edge, "ledger_token_file"),
         peer_token=_read_secret(base, edge, "peer_token_file"),
         ledger_attempt_timeout_s=pick(edge, "ledger_attempt_timeout_s", float, 1.0),

@@ -118,7 +118,7 @@ def create_app(cfg: EdgeConfig, *, registry: CollectorRegistry | None = None,
     store = Store(cfg.data_dir / "edge.db", cfg.crdt_client_id, store_limits,
                   on_durable=lambda updates: hub_ref[0].push(updates) if hub_ref else None)
     state = EdgeState(cfg.id, cfg.crdt_client_id, cfg.limits.docs_live_max, store, metrics, clock)
-    ledger = LedgerClient(cfg.ledger_url, cfg.ledger_token, attempt_timeout_s=cfg.ledger_attempt_timeout_s,
+    ledger = LedgerClient(cfg.ledger_endpoints, cfg.ledger_token, attempt_timeout_s=cfg.ledger_attempt_timeout_s,
                           deadline_s=cfg.ledger_deadline_s, limits=cfg.limits, metrics=metrics)
     reconciler = Reconciler(state, ledger, cfg.limits)
     hub = SyncHub(cfg.id, cfg.peers, cfg.peer_token, state, cfg.limits, metrics, on_hint=reconciler.mark_dirty)

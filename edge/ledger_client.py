@@ -13,6 +13,14 @@ doubling backoff, while the deadline allows. Past it the caller gets `Unavailabl
 (`ledger_unavailable`, rendered 503 with Retry-After). A circuit breaker opens after
 `breaker_failures` consecutive failed attempts: while open, calls fail at once; after
 `breaker_open_s` one probe is let through.
+
+Failover: the client knows every ledger URL (`ledger_urls`, the primary first) and keeps using the
+one that last worked. An attempt that fails (unreachable, timeout, 5xx) or is answered
+`not_primary` moves it to the next URL; the action is retried there within the same deadline,
+with the same id. Each URL has its own breaker; `not_primary` is an answer, not a failure, so it
+does not open the standby's breaker before its promotion. Every request carries `X-Ledger-Epoch`,
+the highest epoch any ledger announced to this client: a primary of a lower epoch that receives
+it fences itself (it lost a failover), so an edge never has a write acknowledged by it.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ import asyncio
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import aiohttp
 import orjson
@@ -35,10 +43,23 @@ log = structlog.get_logger("croupier.edge.ledger")
 
 RETRYABLE_CODES = frozenset({"request_in_progress", "ledger_unavailable", "not_primary", "storage_unavailable"})
 PROBLEM_FIELDS = frozenset({"type", "title", "status", "detail", "code"})
+EPOCH_HEADER = "X-Ledger-Epoch"
 
 
 class AttemptFailed(Exception):
     """One attempt did not reach a decision of the ledger (retryable)."""
+
+
+class NotPrimary(AttemptFailed):
+    """The ledger answered, but it is not (or no longer) the primary: try the next URL."""
+
+
+def _problem_code(raw: bytes) -> str | None:
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return body.get("code") if isinstance(body, dict) else None
 
 
 def error_from_problem(status: int, body: Any) -> CroupierError:
@@ -56,6 +77,10 @@ class Breaker:
         self._open_until = 0.0
         self._probing = False
 
+    def is_open(self) -> bool:
+        """Calls would fail at once (no side effect, unlike `allow`)."""
+        return self._failures >= self._failures_max and (self._clock() < self._open_until or self._probing)
+
     def allow(self) -> bool:
         if self._failures < self._failures_max:
             return True
@@ -69,6 +94,10 @@ class Breaker:
 
     def success(self) -> None:
         self._failures, self._probing = 0, False
+
+    def release(self) -> None:
+        """The call got an answer that says nothing about the link's health (a half-open probe ends)."""
+        self._probing = False
 
     def failure(self) -> None:
         self._failures += 1
@@ -86,16 +115,19 @@ class _Action:
 
 
 class LedgerClient:
-    def __init__(self, base_url: str, token: str, *, attempt_timeout_s: float, deadline_s: float,
+    def __init__(self, base_url: str | Sequence[str], token: str, *, attempt_timeout_s: float, deadline_s: float,
                  limits: Limits, metrics: EdgeMetrics, clock: Callable[[], float] = time.monotonic) -> None:
-        self._base = base_url
+        self._bases = [base_url] if isinstance(base_url, str) else list(base_url)
+        assert self._bases, "at least one ledger URL"
+        self._current = 0  # index of the URL in use: the last one that worked
+        self.epoch_seen = 0  # the highest epoch a ledger announced (sent back on every request)
         self._token = token
         self._attempt_timeout_s = attempt_timeout_s
         self.deadline_s = deadline_s
         self._limits = limits
         self._metrics = metrics
         self._clock = clock
-        self.breaker = Breaker(limits.breaker_failures, limits.breaker_open_s, clock)
+        self._breakers = [Breaker(limits.breaker_failures, limits.breaker_open_s, clock) for _ in self._bases]
         self._queue: asyncio.Queue[_Action] = asyncio.Queue(maxsize=limits.ledger_queue_max)
         self._slots = asyncio.Semaphore(limits.ledger_batches_in_flight_max)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -116,6 +148,43 @@ class LedgerClient:
         if self._http is not None:
             await self._http.close()
 
+    @property
+    def breaker(self) -> Breaker:
+        """The breaker of the URL in use."""
+        return self._breakers[self._current]
+
+    @property
+    def ledger_url(self) -> str:
+        return self._bases[self._current]
+
+    def _closed(self) -> bool:
+        return not all(b.is_open() for b in self._breakers)
+
+    def _retry_after_s(self) -> int:
+        return min(b.retry_after_s() for b in self._breakers)
+
+    def _pick(self) -> int:
+        """The URL to try: the one in use, else the next whose breaker lets a call through."""
+        for step in range(len(self._bases)):
+            index = (self._current + step) % len(self._bases)
+            if self._breakers[index].allow():
+                self._current = index
+                return index
+        raise AttemptFailed("the circuit is open for every ledger")
+
+    def _move_on(self, index: int) -> None:
+        """The URL at `index` failed or is not the primary: the next attempt goes to the next one."""
+        if index == self._current:
+            self._current = (index + 1) % len(self._bases)
+
+    def _headers(self) -> dict[str, str]:
+        return {EPOCH_HEADER: str(self.epoch_seen)} if self.epoch_seen else {}
+
+    def _learn(self, resp: aiohttp.ClientResponse) -> None:
+        raw = resp.headers.get(EPOCH_HEADER, "")
+        if raw.isdigit() and len(raw) <= 18:
+            self.epoch_seen = max(self.epoch_seen, int(raw))
+
     def reachable(self) -> bool:
         return self._clock() - self._last_ok <= self._limits.reachable_window_s
 
@@ -133,8 +202,8 @@ class LedgerClient:
 
     async def money(self, op: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         """The ledger's answer (status, body) to one money action, or the error it decided."""
-        if not self.breaker.allow():
-            raise Unavailable("the ledger is unavailable (circuit open)", retry_after_s=self.breaker.retry_after_s())
+        if not self._closed():
+            raise Unavailable("the ledger is unavailable (circuit open)", retry_after_s=self._retry_after_s())
         encoded = orjson.dumps({"op": op, "body": body})
         action = _Action(encoded, self._clock() + self.deadline_s, asyncio.get_running_loop().create_future())
         try:
@@ -146,7 +215,7 @@ class LedgerClient:
         except asyncio.TimeoutError:
             action.future.cancel()  # nobody waits any more; an answer arriving later is dropped
             raise Unavailable("the ledger did not answer within the deadline",
-                              retry_after_s=self.breaker.retry_after_s()) from None
+                              retry_after_s=self._retry_after_s()) from None
 
     async def _dispatch(self) -> None:
         carry: _Action | None = None  # taken from the queue but did not fit the last batch
@@ -170,7 +239,7 @@ class LedgerClient:
 
     async def _send(self, batch: list[_Action]) -> None:
         try:
-            results = await self._post_batch(batch)
+            index, results = await self._post_batch(batch)
         except AttemptFailed as e:
             for action in batch:
                 self._retry_or_fail(action, str(e))
@@ -184,40 +253,46 @@ class LedgerClient:
             elif status < 400:
                 _resolve(action, (status, body))
             elif status == 503 or body.get("code") in RETRYABLE_CODES:
+                if body.get("code") == "not_primary":  # fenced while committing: the primary is elsewhere
+                    self._move_on(index)
                 self._retry_or_fail(action, str(body.get("code")))
             else:
                 _fail(action, error_from_problem(status, body))
 
-    async def _post_batch(self, batch: list[_Action]) -> list[dict[str, Any]]:
+    async def _post_batch(self, batch: list[_Action]) -> tuple[int, list[dict[str, Any]]]:
+        """(index of the URL that answered, one result per action)."""
         assert self._http is not None
         payload = b'{"actions":[' + b",".join(a.encoded for a in batch) + b"]}"
         self._metrics.ledger_batch_size.observe(len(batch))
+        index = self._pick()
         started, outcome = self._clock(), "error"
         try:
-            async with self._http.post(self._base + "/v1/batch", data=payload,
-                                       headers={"Content-Type": "application/json"}) as resp:
+            async with self._http.post(self._bases[index] + "/v1/batch", data=payload,
+                                       headers={"Content-Type": "application/json", **self._headers()}) as resp:
+                self._learn(resp)
                 raw = await resp.read()
                 if resp.status != 200:
+                    outcome = _refused(resp.status, raw)
                     raise AttemptFailed(f"ledger batch answered {resp.status}")
                 results = orjson.loads(raw).get("results")
                 if not isinstance(results, list) or len(results) != len(batch):
                     raise AttemptFailed("ledger batch answered without one result per action")
                 outcome = "ok"
-                return results
+                return index, results
         except (aiohttp.ClientError, asyncio.TimeoutError, orjson.JSONDecodeError, AttributeError) as e:
             outcome = "timeout" if isinstance(e, asyncio.TimeoutError) else "error"
             raise AttemptFailed(f"ledger batch failed: {type(e).__name__}") from None
         finally:
-            self._observe("batch", outcome, started)
+            self._observe("batch", outcome, started, index)
 
     def _retry_or_fail(self, action: _Action, reason: str) -> None:
         action.attempts += 1
         delay = self._limits.ledger_retry_backoff_s * 2 ** min(action.attempts - 1, 10)
         if action.future.done():
             return
-        if self._clock() + delay >= action.deadline or not self.breaker.allow():
+        if self._clock() + delay >= action.deadline or not self._closed():
             _fail(action, Unavailable(f"the ledger is unavailable ({reason})",
-                                      retry_after_s=self.breaker.retry_after_s()))
+                                      retry_after_s=self._retry_after_s()))
             return
         self._spawn(self._requeue(action, delay))
 
@@ -237,26 +312,30 @@ class LedgerClient:
         deadline = self._clock() + (self.deadline_s if deadline_s is None else deadline_s)
         delay = self._limits.ledger_retry_backoff_s
         while True:
-            if not self.breaker.allow():
-                raise Unavailable("the ledger is unavailable (circuit open)", retry_after_s=self.breaker.retry_after_s())
+            if not self._closed():
+                raise Unavailable("the ledger is unavailable (circuit open)", retry_after_s=self._retry_after_s())
             try:
                 return await self._get_once(path, operation, deadline)
             except AttemptFailed as e:
                 if self._clock() + delay >= deadline:
                     raise Unavailable(f"the ledger is unavailable ({e})",
-                                      retry_after_s=self.breaker.retry_after_s()) from None
+                                      retry_after_s=self._retry_after_s()) from None
             await asyncio.sleep(delay)
             delay *= 2
 
     async def _get_once(self, path: str, operation: str, deadline: float) -> dict[str, Any]:
         assert self._http is not None
+        index = self._pick()
         started, outcome = self._clock(), "error"
         timeout = aiohttp.ClientTimeout(total=max(0.001, min(self._attempt_timeout_s, deadline - started)))
         try:
-            async with self._http.get(self._base + path, timeout=timeout) as resp:
-                body = orjson.loads(await resp.read())
+            async with self._http.get(self._bases[index] + path, timeout=timeout, headers=self._headers()) as resp:
+                self._learn(resp)
+                raw = await resp.read()
                 if resp.status >= 500:
+                    outcome = _refused(resp.status, raw)
                     raise AttemptFailed(f"ledger answered {resp.status}")
+                body = orjson.loads(raw)
                 outcome = "ok" if resp.status < 400 else "rejected"
                 if resp.status >= 400:
                     raise error_from_problem(resp.status, body)
@@ -265,17 +344,22 @@ class LedgerClient:
             outcome = "timeout" if isinstance(e, asyncio.TimeoutError) else "error"
             raise AttemptFailed(type(e).__name__) from None
         finally:
-            self._observe(operation, outcome, started)
+            self._observe(operation, outcome, started, index)
 
     # --- plumbing -------------------------------------------------------------------------------
 
-    def _observe(self, operation: str, outcome: str, started: float) -> None:
+    def _observe(self, operation: str, outcome: str, started: float, index: int) -> None:
         self._metrics.ledger_request_duration_seconds.labels(operation, outcome).observe(self._clock() - started)
+        breaker = self._breakers[index]
         if outcome in ("ok", "rejected"):
             self._last_ok = self._clock()
-            self.breaker.success()
+            breaker.success()
+            return
+        if outcome == "not_primary":  # it answered: not a failure of the link, just the wrong ledger
+            breaker.release()
         else:
-            self.breaker.failure()
+            breaker.failure()
+        self._move_on(index)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -287,6 +371,11 @@ class LedgerClient:
         if not task.cancelled() and task.exception() is not None:
             self._metrics.background_failures_total.labels("ledger_client").inc()
             log.error("ledger client task failed", error=repr(task.exception()))
+
+
+def _refused(status: int, raw: bytes) -> str:
+    """The outcome label of a non-success answer: `not_primary` (try elsewhere) or an error."""
+    return "not_primary" if status == 503 and _problem_code(raw) == "not_primary" else "error"
 
 
 def _resolve(action: _Action, value: tuple[int, dict[str, Any]]) -> None:
