@@ -7,6 +7,10 @@ through `Cluster`. It writes configs with fresh random credentials (clear tokens
 
 With `proxied=True` every edge→ledger and edge→peer link goes through an in-process
 `FaultProxy`, so a test can add latency, cut a region off (`partition`) or reset connections.
+With `standby=True` a second ledger ("ledger-standby") runs as the synchronous standby of the
+first (each names the other as its peer, so a restarted old primary finds the higher epoch), the
+edges get both URLs, and `failover()` kills the primary with SIGKILL and promotes the standby.
+
 This module imports neither `core_ledger` nor `edge`: it only speaks their CLI and HTTP.
 """
 
@@ -32,6 +36,7 @@ from shared.faultproxy import FaultProxy
 READY_TIMEOUT_S = 40.0
 STOP_TIMEOUT_S = 10.0
 EDGE_IDS = ("eu", "us", "apac")
+STANDBY = "ledger-standby"
 LEDGER_ROLES = ("edge", "cashier", "admin_read", "admin_write", "replica", "metrics")
 EDGE_ROLES = ("game_server", "peer", "metrics")
 GAME_SERVER = "gs"  # one game-server identity across regions: idempotency is scoped by it
@@ -51,6 +56,7 @@ class Service:
     config_path: Path
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
+    args: tuple[str, ...] = ()  # extra `serve` arguments
 
     @property
     def url(self) -> str:
@@ -71,6 +77,7 @@ class Cluster:
     log_level: str = "info"
     ledger_attempt_timeout_s: float = 1.0
     ledger_deadline_s: float = 3.0
+    standby: bool = False
     tokens: dict[str, str] = field(default_factory=dict)
     services: dict[str, Service] = field(default_factory=dict)
     proxies: dict[tuple[str, str], FaultProxy] = field(default_factory=dict)
@@ -81,18 +88,25 @@ class Cluster:
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "secrets").mkdir(mode=0o700, exist_ok=True)
         self._make_tokens()
-        ledger = Service("ledger", "ledger", free_port(), self.root / "ledger.toml", self.root / "ledger.log")
-        self.services["ledger"] = ledger
+        ledgers = ["ledger", *([STANDBY] if self.standby else [])]
+        for name in ledgers:
+            self.services[name] = Service(name, "ledger", free_port(), self.root / f"{name}.toml",
+                                          self.root / f"{name}.log")
+        if self.standby:
+            self.services[STANDBY].args = ("--standby-of", self.url("ledger"),
+                                           "--replica-token-file", str(self.root / "secrets" / "replica.token"))
         for eid in self.edge_ids:
             self.services[eid] = Service(eid, "edge", free_port(), self.root / f"edge-{eid}.toml",
                                          self.root / f"edge-{eid}.log")
         if self.proxied:
             await self._start_proxies()
-        self._write_ledger_config(ledger)
+        for name in ledgers:
+            self._write_ledger_config(self.services[name])
         for eid in self.edge_ids:
             self._write_edge_config(self.services[eid])
         try:
-            await self.start_service("ledger")
+            for name in ledgers:
+                await self.start_service(name)
             await asyncio.gather(*(self.start_service(e) for e in self.edge_ids))
         except BaseException:
             await self.stop()
@@ -118,16 +132,21 @@ class Cluster:
         entries = [(f"edge-{e}", "edge", f"edge-{e}") for e in self.edge_ids]
         entries += [("edge-dev", "edge", "edge")]
         entries += [(role, role, role) for role in LEDGER_ROLES if role != "edge"]
+        others = [self.url(n) for n in ("ledger", STANDBY) if n in self.services and n != svc.name]
+        # The primary waits for its standby; the standby, once promoted, has none to wait for.
+        synchronous = self.standby and svc.name == "ledger"
         svc.config_path.write_text(
             "[ledger]\n"
-            f'host = "127.0.0.1"\nport = {svc.port}\ndata_dir = "ledger-data"\n'
+            f'host = "127.0.0.1"\nport = {svc.port}\ndata_dir = "{svc.name}-data"\n'
             f"group_commit = {'true' if self.group_commit else 'false'}\n"
+            f"synchronous_standby = {'true' if synchronous else 'false'}\n"
+            f"peers = {json.dumps(others)}\n"
             f'log_level = "{self.log_level}"\n\n' + self._token_rows(entries)
         )
 
     def _write_edge_config(self, svc: Service) -> None:
         eid = svc.name
-        ledger_url = self._link_url(eid, "ledger")
+        ledger_urls = [self._link_url(eid, n) for n in ("ledger", STANDBY) if n in self.services]
         peers = "".join(
             f'\n[[edge.peers]]\nid = "{p}"\nurl = "{self._link_url(eid, p)}"\n'
             for p in self.edge_ids if p != eid
@@ -138,7 +157,7 @@ class Cluster:
             "[edge]\n"
             f'id = "{eid}"\ncrdt_client_id = {self.edge_ids.index(eid) + 1}\n'
             f'host = "127.0.0.1"\nport = {svc.port}\ndata_dir = "edge-{eid}-data"\n'
-            f'ledger_url = "{ledger_url}"\n'
+            f"ledger_urls = {json.dumps(ledger_urls)}\n"
             f'ledger_token_file = "secrets/edge-{eid}.token"\npeer_token_file = "secrets/peer.token"\n'
             f"ledger_attempt_timeout_s = {self.ledger_attempt_timeout_s}\n"
             f"ledger_deadline_s = {self.ledger_deadline_s}\n"
@@ -151,7 +170,7 @@ class Cluster:
         return f"http://127.0.0.1:{port}"
 
     async def _start_proxies(self) -> None:
-        links = [(e, "ledger") for e in self.edge_ids]
+        links = [(e, n) for e in self.edge_ids for n in ("ledger", STANDBY) if n in self.services]
         links += [(a, b) for a in self.edge_ids for b in self.edge_ids if a != b]
         for i, (src, dst) in enumerate(links):
             proxy = FaultProxy("127.0.0.1", self.services[dst].port, name=f"{src}->{dst}", seed=self.seed + i)
@@ -160,18 +179,20 @@ class Cluster:
 
     # --- process control ------------------------------------------------------------------
 
-    async def start_service(self, name: str) -> None:
+    async def start_service(self, name: str, *, ready: bool = True) -> None:
+        """Start a service and wait for its /readyz (or, with ready=False, its /healthz: a fenced
+        ledger is alive but never ready)."""
         svc = self.services[name]
         assert not svc.running, f"{name} already running"
-        cmd = [sys.executable, "-m", "shared.cli", svc.kind, "serve", "--config", str(svc.config_path)]
+        cmd = [sys.executable, "-m", "shared.cli", svc.kind, "serve", "--config", str(svc.config_path), *svc.args]
         log = svc.log_path.open("ab")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         svc.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.root, env=env,
                                     start_new_session=True)
         log.close()
-        await self.wait_ready(name)
+        await self.wait_ready(name, path="/readyz" if ready else "/healthz")
 
-    async def wait_ready(self, name: str, timeout_s: float = READY_TIMEOUT_S) -> None:
+    async def wait_ready(self, name: str, timeout_s: float = READY_TIMEOUT_S, *, path: str = "/readyz") -> None:
         svc = self.services[name]
         deadline = time.monotonic() + timeout_s
         async with aiohttp.ClientSession() as http:
@@ -179,7 +200,7 @@ class Cluster:
                 if not svc.running:
                     raise RuntimeError(f"{name} exited ({svc.proc and svc.proc.returncode}):\n{self.log_tail(name)}")
                 try:
-                    async with http.get(svc.url + "/readyz", timeout=aiohttp.ClientTimeout(total=1)) as r:
+                    async with http.get(svc.url + path, timeout=aiohttp.ClientTimeout(total=1)) as r:
                         if r.status == 200:
                             return
                 except (aiohttp.ClientError, asyncio.TimeoutError):
@@ -218,8 +239,17 @@ class Cluster:
         await self.stop_service(name)
         await self.start_service(name)
 
+    async def failover(self) -> dict[str, Any]:
+        """kill -9 the primary, promote the standby; the promote answer (role, epoch, head)."""
+        assert self.standby, "failover needs Cluster(standby=True)"
+        await self.kill("ledger")
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=READY_TIMEOUT_S)) as http:
+            async with http.post(self.url(STANDBY) + "/admin/v1/promote", headers=self.headers("admin_write")) as r:
+                r.raise_for_status()
+                return await r.json()
+
     async def stop(self) -> None:
-        for name in [*self.edge_ids, "ledger"]:
+        for name in [*self.edge_ids, STANDBY, "ledger"]:
             if name in self.services:
                 await self.stop_service(name)
         for proxy in self.proxies.values():
@@ -237,7 +267,7 @@ class Cluster:
         """Cut `edge_id` off from its peers (both directions); it still reaches the ledger."""
         assert self.proxied, "partitions need Cluster(proxied=True)"
         for (src, dst), proxy in self.proxies.items():
-            if dst != "ledger" and edge_id in (src, dst):
+            if dst not in ("ledger", STANDBY) and edge_id in (src, dst):
                 proxy.set_mode(mode)
 
     def heal(self) -> None:
@@ -256,6 +286,7 @@ class Cluster:
         """The `cluster.json` contract."""
         return {
             "ledger": {"url": self.url("ledger")},
+            **({"standby": {"url": self.url(STANDBY)}} if self.standby else {}),
             "edges": [{"id": e, "url": self.url(e)} for e in self.edge_ids],
             "tokens": {role: self.tokens[role] for role in (*EDGE_ROLES, *LEDGER_ROLES)},
             "seed": seed or {"players": [], "jackpots": [], "bonuses": []},
