@@ -72,30 +72,17 @@ def _load_sync(db: sqlite3.Connection, wanted: dict[str, Sequence[Key]]) -> dict
     return out
 
 
-def _from_json_rows(table: str, width: int) -> str:
-    """INSERT OR REPLACE of every row of one JSON array parameter ([col, ..., doc] per row).
-
-    One statement per table, not one per row: sqlite3 releases the GIL around every step, and
-    each hand-off back cost up to a switch interval while the event loop thread was busy, so a
-    commit of a few hundred rows took 8x its I/O time. Bound as TEXT (a BLOB would be read as
-    JSONB by SQLite >= 3.45); `->>` gives a doc object back as JSON text."""
-    picks = ", ".join(f"value ->> {i}" for i in range(width))
-    return f"INSERT OR REPLACE INTO {table} SELECT {picks} FROM json_each(?)"
-
-
-META_SQL = "INSERT OR REPLACE INTO meta (key, value) VALUES ('head_sequence', ?), ('head_hash', ?), ('epoch', ?)"
-
-
 def _commit_sync(db: sqlite3.Connection, journal: Sequence[JournalRow], rows: Rows, head: Head) -> None:
     db.execute("BEGIN IMMEDIATE")
     try:
-        if journal:
-            db.execute(_from_json_rows("journal", 3),
-                       (orjson.dumps([(j.sequence, j.tx_id, j.text) for j in journal]).decode(),))
+        db.executemany("INSERT INTO journal (sequence, tx_id, entry) VALUES (?, ?, ?)",
+                       [(j.sequence, j.tx_id, j.text) for j in journal])
         for table, items in rows.items():
-            db.execute(_from_json_rows(table, len(TABLES[table]) + 1),
-                       (orjson.dumps([(*key, doc) for key, doc in items]).decode(),))
-        db.execute(META_SQL, (head.sequence, head.hash, head.epoch))
+            width = len(TABLES[table]) + 1
+            db.executemany(f"INSERT OR REPLACE INTO {table} VALUES ({', '.join('?' * width)})",
+                           [(*key, orjson.dumps(doc).decode()) for key, doc in items])
+        db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                       [("head_sequence", head.sequence), ("head_hash", head.hash), ("epoch", head.epoch)])
         db.execute("COMMIT")
     except BaseException:
         if db.in_transaction:
