@@ -15,10 +15,11 @@ doubling backoff, while the deadline allows. Past it the caller gets `Unavailabl
 `breaker_open_s` one probe is let through.
 
 Failover: the client knows every ledger URL (`ledger_urls`, the primary first) and keeps using the
-one that last worked. An attempt that fails (unreachable, timeout, 5xx) or is answered
-`not_primary` moves it to the next URL; the action is retried there within the same deadline,
-with the same id. Each URL has its own breaker; `not_primary` is an answer, not a failure, so it
-does not open the standby's breaker before its promotion. Every request carries `X-Ledger-Epoch`,
+one that last worked. An attempt that fails (unreachable, timeout, 5xx) or is answered 503
+(`not_primary`; `standby_unavailable` from a primary whose standby was promoted) moves it to the
+next URL; the action is retried there within the same deadline, with the same id. Each URL has
+its own breaker; `not_primary` is an answer, not a failure, so it does not open the standby's
+breaker before its promotion. Every request carries `X-Ledger-Epoch`,
 the highest epoch any ledger announced to this client: a primary of a lower epoch that receives
 it fences itself (it lost a failover), so an edge never has a write acknowledged by it.
 """
@@ -253,7 +254,7 @@ class LedgerClient:
             elif status < 400:
                 _resolve(action, (status, body))
             elif status == 503 or body.get("code") in RETRYABLE_CODES:
-                if body.get("code") == "not_primary":  # fenced while committing: the primary is elsewhere
+                if status == 503:  # this ledger cannot take it (fenced, or its standby went away)
                     self._move_on(index)
                 self._retry_or_fail(action, str(body.get("code")))
             else:

@@ -1,0 +1,85 @@
+"""The edge's ledger client against real in-process ledgers: it moves past an unreachable URL
+and a standby (without opening the standby's breaker), learns the epoch from answers, follows a
+promotion within its deadline, and its epoch header fences the old primary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from core_ledger.http import create_app
+from core_ledger.routes import SERVICE
+from core_ledger.standby import StandbySettings
+from edge.config import Limits
+from edge.ledger_client import LedgerClient
+from edge.metrics import EdgeMetrics
+from shared.cluster import free_port
+from shared.errors import Unavailable
+from tests.ledger.conftest import TOKENS, Api, FakeClock, bet, ledger_config
+from tests.ledger.test_standby import wait_for
+
+LIMITS = Limits(breaker_failures=3, breaker_open_s=5.0, ledger_retry_backoff_s=0.02)
+
+
+def client_of(urls: list[str]) -> LedgerClient:
+    return LedgerClient(urls, TOKENS["edge"], attempt_timeout_s=1.0, deadline_s=3.0, limits=LIMITS,
+                        metrics=EdgeMetrics(CollectorRegistry()))
+
+
+def url_of(server: Any) -> str:
+    return str(server.make_url("")).rstrip("/")
+
+
+async def pair(aiohttp_server: Any, aiohttp_client: Any, root: Path, **primary: Any) -> tuple[Any, Any, Any, Api]:
+    """A primary (with `primary` config overrides) and its standby, both served; and an admin Api
+    on the primary with a funded player p1."""
+    primary_app = create_app(ledger_config(root / "a", **primary), clock=FakeClock())
+    primary_server = await aiohttp_server(primary_app)
+    settings = StandbySettings(url_of(primary_server), TOKENS["replica"], poll_interval_s=0.05)
+    standby_server = await aiohttp_server(create_app(ledger_config(root / "b"), clock=FakeClock(), standby=settings))
+    api = Api(await aiohttp_client(primary_server))
+    await api.player(deposit=10_000)
+    return primary_server, standby_server, primary_app, api
+
+
+async def test_client_skips_a_dead_url_and_a_standby_and_learns_the_epoch(aiohttp_server: Any, aiohttp_client: Any,
+                                                                          tmp_path: Path) -> None:
+    primary, standby, _, _ = await pair(aiohttp_server, aiohttp_client, tmp_path)
+    client = client_of([f"http://127.0.0.1:{free_port()}", url_of(standby), url_of(primary)])
+    await client.start()
+    try:
+        for i in range(5):
+            status, body = await client.money("bet", bet(f"b{i}", 10, via="eu"))
+            assert status == 201 and body["transaction"]["id"] == f"b{i}"
+        assert client.ledger_url == url_of(primary) and client.epoch_seen == 1
+        client._current = 1  # back to the standby: it answers not_primary, which is not a link failure
+        for i in range(5, 10):
+            assert (await client.money("bet", bet(f"b{i}", 10, via="eu")))[0] == 201
+            client._current = 1
+        assert not client._breakers[1].is_open()
+    finally:
+        await client.close()
+
+
+async def test_client_follows_a_promotion_and_its_epoch_fences_the_old_primary(
+        aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path) -> None:
+    primary, standby, primary_app, _ = await pair(aiohttp_server, aiohttp_client, tmp_path,
+                                                  synchronous_standby=True, standby_ack_timeout_s=0.3)
+    client = client_of([url_of(primary), url_of(standby)])
+    await client.start()
+    try:
+        assert (await client.money("bet", bet("b1", 10, via="eu")))[0] == 201
+        standby_api = Api(await aiohttp_client(standby))
+        assert (await standby_api.post("admin_write", "/admin/v1/promote"))[1]["epoch"] == 2
+        # The old primary no longer has a standby to confirm its commits (503): the client moves on.
+        status, body = await client.money("bet", bet("b2", 10, via="eu"))
+        assert status == 201 and body["transaction"]["epoch"] == 2 and client.epoch_seen == 2
+        await standby.close()  # the new primary goes away too: the client tries the old one again...
+        with pytest.raises(Unavailable):
+            await client.money("bet", bet("b3", 10, via="eu"))
+        await wait_for(lambda: primary_app[SERVICE].fenced_by == 2, 5.0)  # ...which its header fenced
+    finally:
+        await client.close()
