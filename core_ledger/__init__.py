@@ -12,4 +12,11 @@ Choices where DESIGN.md/API.md leave room (all covered by tests):
   body: 422 `idempotency_key_reused`). Admin adjustments and bonus grants: by (admin, id).
 - A bonus id granted twice to one player: 400. Expired offers show `status: "expired"`.
 - A rollback after the jackpot paid out (epoch moved) refunds the player from the house alone.
+- Failover: the ledger's epoch goes out in `X-Ledger-Epoch` on every answer; an authenticated
+  caller's `X-Ledger-Epoch` above a primary's own fences it (durably; 503 `not_primary`, readyz
+  503 `fenced`); anonymous callers cannot fence. A synchronous primary that gets no standby
+  confirmation within `standby_ack_timeout_s` answers 503 `standby_unavailable` but keeps the
+  entry (semi-sync: no acknowledged loss, at the price of refusing writes while no standby is
+  up); that entry may be the diverged tail `croupier ledger compare` reports after a failover.
+  A promoted standby does not itself wait for a standby until one is configured.
 """
