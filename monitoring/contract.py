@@ -45,6 +45,9 @@ LEDGER_METRICS = (
     MetricSpec("ledger_commit_failures_total", "counter"),
     MetricSpec("ledger_audit_chain_ok", "gauge"),
     MetricSpec("ledger_audit_last_verified_timestamp_seconds", "gauge"),
+    # Failover: a fenced copy refuses writes; a synchronous primary counts standby confirmations that timed out.
+    MetricSpec("ledger_fenced", "gauge"),
+    MetricSpec("ledger_standby_ack_timeouts_total", "counter"),
 )
 
 COMMON_METRICS = (

@@ -29,8 +29,12 @@ def host_port(url: str) -> str:
 
 def target_groups(cluster: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     """file_sd groups per job; edges carry a `region` label (the edge id) used by alerts and panels."""
+    ledgers = [{"targets": [host_port(cluster["ledger"]["url"])], "labels": {"service": "ledger"}}]
+    if "standby" in cluster:
+        ledgers.append({"targets": [host_port(cluster["standby"]["url"])],
+                        "labels": {"service": "ledger", "role": "standby"}})
     return {
-        "croupier-ledger": [{"targets": [host_port(cluster["ledger"]["url"])], "labels": {"service": "ledger"}}],
+        "croupier-ledger": ledgers,
         "croupier-edge": [
             {"targets": [host_port(e["url"])], "labels": {"service": "edge", "region": e["id"]}}
             for e in cluster["edges"]

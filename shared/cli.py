@@ -23,6 +23,7 @@ app.add_typer(edge_app, name="edge")
 def up(
     dir: Path = typer.Option(..., "--dir", help="Where configs, data, logs and cluster.json go."),
     players: int = typer.Option(20, help="Seeded players."),
+    standby: bool = typer.Option(False, "--standby", help="Also run a synchronous standby ledger."),
 ) -> None:
     """Start a ledger and three edges (eu, us, apac) on embedded SQLite; run until interrupted."""
     from shared.cluster import Cluster, seed
@@ -30,7 +31,7 @@ def up(
     console = Console()
 
     async def run() -> None:
-        cluster = Cluster(dir.resolve())
+        cluster = Cluster(dir.resolve(), standby=standby)
         try:
             await cluster.start()
             path = cluster.write_info(await seed(cluster, players=players))

@@ -1,4 +1,4 @@
-"""Against a live cluster (a ledger and three edges as real processes, with traffic):
+"""Against a live cluster (a ledger, its synchronous standby and three edges as real processes, with traffic):
 every metric name that rules and dashboards use is exported, and a real Prometheus scraping the
 cluster returns data for every dashboard and recording-rule query."""
 
@@ -15,12 +15,9 @@ import pytest_asyncio
 from monitoring import contract
 from monitoring.prom import expressions_without_data, running_prometheus, scraped_names, wait_targets_up
 from monitoring.promql import all_expressions, recorded_names, unexported_names
-from shared.cluster import Cluster, free_port, seed
+from shared.cluster import STANDBY, Cluster, free_port, seed
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
-
-# Standby-only gauges: exported by a ledger running as a standby, which this cluster does not start.
-STANDBY_ONLY = {"ledger_replica_lag_sequences", "ledger_replica_lag_seconds"}
 
 
 async def traffic(cluster: Cluster, stop: asyncio.Event) -> None:
@@ -50,7 +47,7 @@ async def traffic(cluster: Cluster, stop: asyncio.Event) -> None:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def live(tmp_path_factory):
-    cluster = Cluster(tmp_path_factory.mktemp("live"))
+    cluster = Cluster(tmp_path_factory.mktemp("live"), standby=True)  # a standby exports the replica gauges
     stop = asyncio.Event()
     task = None
     try:
@@ -72,15 +69,13 @@ async def live(tmp_path_factory):
 
 
 async def test_every_metric_named_in_rules_and_dashboards_is_exported_by_a_live_process(live):
-    targets = [live.url("ledger"), *(live.url(e) for e in live.edge_ids)]
+    targets = [live.url("ledger"), live.url(STANDBY), *(live.url(e) for e in live.edge_ids)]
     names = await scraped_names(targets, live.tokens["metrics"])
-    missing = unexported_names(all_expressions(), names, recorded_names(), contract.PROMETHEUS_SERIES)
-    assert set(missing) <= STANDBY_ONLY, missing
+    assert unexported_names(all_expressions(), names, recorded_names(), contract.PROMETHEUS_SERIES) == {}
 
 
 async def test_every_dashboard_and_recording_query_returns_data_from_prometheus_on_the_live_cluster(live):
     async with running_prometheus(live.root, free_port()) as prom:
-        await wait_targets_up(prom, expected=4)
-        exprs = [e for e in all_expressions()
-                 if "alerts" not in e.source and not any(n in e.expr for n in STANDBY_ONLY)]
+        await wait_targets_up(prom, expected=5)
+        exprs = [e for e in all_expressions() if "alerts" not in e.source]
         assert await expressions_without_data(prom, exprs, timeout_s=45.0) == []
