@@ -9,6 +9,8 @@ from typing import Any, Callable
 
 import structlog
 
+from shared.tasks import OwnedTask
+
 from core_ledger.metrics import LedgerMetrics
 from core_ledger.reads import LedgerReads
 from core_ledger.service import LedgerService
@@ -26,7 +28,7 @@ class Auditor:
         self.metrics = metrics
         self._clock = clock
         self.interval_s = interval_s
-        self._task: asyncio.Task[None] | None = None
+        self._task = OwnedTask("ledger-audit")
 
     async def verify(self) -> dict[str, Any]:
         """Verify the journal up to the current head and publish the outcome."""
@@ -38,16 +40,10 @@ class Auditor:
         return report
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="ledger-audit")
+        self._task.start(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await self._task.stop()
 
     async def _run(self) -> None:
         while True:

@@ -17,6 +17,8 @@ import orjson
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from shared.tasks import OwnedTask
+
 from core_ledger.replication import EPOCH_HEADER
 from core_ledger.service import LedgerService, ReplicationError
 
@@ -60,23 +62,17 @@ class Standby:
         self.primary_head = 0
         self.primary_epoch: int | None = None
         self.broken_at: int | None = None  # first sequence that failed verification
-        self._task: asyncio.Task[None] | None = None
+        self._task = OwnedTask("ledger-standby")
 
     @property
     def running(self) -> bool:
-        return self._task is not None and not self._task.done()
+        return self._task.running
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="ledger-standby")
+        self._task.start(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await self._task.stop()
 
     async def _run(self) -> None:
         s = self.settings
