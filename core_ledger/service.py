@@ -30,7 +30,8 @@ import structlog
 from shared.errors import CroupierError, Unavailable
 
 from core_ledger.domain import (
-    PASSES_MAX, ChainCheck, Command, Context, Replay, State, decide, entry_text, evolve, rows_needed, seal,
+    PASSES_MAX, PLANNED_FROM, ChainCheck, Command, Context, Replay, State, decide, entry_text, evolve, rows_needed,
+    seal,
 )
 from core_ledger.metrics import LedgerMetrics
 from core_ledger.replication import Acks, Watermark
@@ -391,17 +392,23 @@ class LedgerService:
         return self._head
 
     async def _load(self, commands: list[Command]) -> None:
-        """Bring every row the commands need into the overlay, a few IN-queries per pass."""
+        """Bring every row the commands need into the overlay, a few IN-queries per pass. A command
+        is planned again only if a row it may plan from was just found (`PLANNED_FROM`)."""
+        cache, pending = self._cache, commands
         for _ in range(PASSES_MAX):
             missing: dict[str, dict[tuple, None]] = {}
-            for cmd in commands:
-                for table, key in rows_needed(self._cache, cmd):
-                    if not self._cache.known(table, key):
-                        missing.setdefault(table, {})[key] = None
+            watched: list[tuple[Command, list[tuple[str, tuple]]]] = []
+            for cmd in pending:
+                unknown = [(t, k) for t, k in rows_needed(cache, cmd) if not cache.known(t, k)]
+                for table, key in unknown:
+                    missing.setdefault(table, {})[key] = None
+                if unknown:
+                    watched.append((cmd, [(t, k) for t, k in unknown if t in PLANNED_FROM]))
             if not missing:
                 return
             found = await self.store.load({table: list(keys) for table, keys in missing.items()})
             for table, keys in missing.items():
                 rows = found.get(table, {})
                 for key in keys:
-                    self._cache.fill(table, key, rows.get(key))
+                    cache.fill(table, key, rows.get(key))
+            pending = [cmd for cmd, keys in watched if any(cache.peek(t, k) is not None for t, k in keys)]

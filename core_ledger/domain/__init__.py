@@ -4,12 +4,13 @@ from core_ledger.domain.commands import ADMIN_SCOPE, Command, Context, Draft, Re
 from core_ledger.domain.decide import decide
 from core_ledger.domain.evolve import evolve
 from core_ledger.domain.journal import GENESIS_HASH, ChainCheck, entry_text, postings_balanced, seal
-from core_ledger.domain.plan import PASSES_MAX, rows_needed
+from core_ledger.domain.plan import PASSES_MAX, PLANNED_FROM, rows_needed
 from core_ledger.domain.render import public_transaction, render
 from core_ledger.domain.state import TABLES, State
 
 __all__ = [
-    "ADMIN_SCOPE", "ChainCheck", "Command", "Context", "Draft", "GENESIS_HASH", "PASSES_MAX", "Reject",
+    "ADMIN_SCOPE", "ChainCheck", "Command", "Context", "Draft", "GENESIS_HASH", "PASSES_MAX", "PLANNED_FROM",
+    "Reject",
     "Replay", "State", "TABLES", "decide", "entry_text", "evolve", "postings_balanced", "public_transaction",
     "render", "rfc3339", "rows_needed", "seal",
 ]

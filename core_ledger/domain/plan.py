@@ -11,6 +11,10 @@ from core_ledger.domain.state import ENTRIES, Key, State, jackpot_account, playe
 
 Need = list[tuple[str, Key]]
 PASSES_MAX = 4  # idem/player/game/bet rows → entries/bonuses/jackpots → accounts: 3 deep
+# The only tables `rows_needed` reads (peeks), and it names further rows only from rows that exist:
+# a command must be planned again only when a row of these tables was just found for it. (A fresh
+# bet finds no idem row and no bet row: it is planned once.)
+PLANNED_FROM = frozenset({"idem", "players", "games", "bets", ENTRIES, "jackpots", "bonuses"})
 
 
 def rows_needed(view: State, cmd: Command) -> Need:

@@ -56,12 +56,14 @@ class Model:
 
 
 class LedgerMachine(RuleBasedStateMachine):
+    limits = WriterLimits(commit_batch_max=8)
+
     def __init__(self) -> None:
         super().__init__()
         self.loop = asyncio.new_event_loop()
         self.store = MemoryStore()
         self.clock = FakeClock()
-        self.service = LedgerService(self.store, WriterLimits(commit_batch_max=8), clock=self.clock,
+        self.service = LedgerService(self.store, self.limits, clock=self.clock,
                                      metrics=LedgerMetrics(CollectorRegistry()))
         self.reads = LedgerReads(self.store, clock=self.clock)
         self.loop.run_until_complete(self.service.start())
@@ -247,3 +249,14 @@ class LedgerMachine(RuleBasedStateMachine):
 LedgerMachine.TestCase.settings = settings(max_examples=30, stateful_step_count=30, deadline=None,
                                            suppress_health_check=[HealthCheck.too_slow])
 TestLedgerStateful = LedgerMachine.TestCase
+
+
+class ColdCacheLedgerMachine(LedgerMachine):
+    """The same traffic with the writer's overlay dropped before every group: each command loads
+    every row it needs from storage (rows named by rows found in an earlier pass included)."""
+
+    limits = WriterLimits(commit_batch_max=8, cache_rows_max=0)
+
+
+ColdCacheLedgerMachine.TestCase.settings = LedgerMachine.TestCase.settings
+TestColdCacheLedgerStateful = ColdCacheLedgerMachine.TestCase
