@@ -68,6 +68,7 @@ class Demo:
         self.events: deque[str] = deque(maxlen=8)
         self.failures: list[str] = []
         self.view: dict[str, Any] = {"pool": 0, "epoch": 0, "displays": {}, "lag": {}}
+        self.lag_buckets: dict[str, dict[str, list[tuple[float, float]]]] = {}
         self.gs = cluster.headers("game_server")
         self._ids = 0
 
@@ -195,7 +196,10 @@ class Demo:
                     async with http.get(f"{self.cluster.url(e)}/v1/jackpots/{JACKPOT_ID}", headers=self.gs) as r:
                         self.view["displays"][e] = (await r.json())["display_minor"]
                     async with http.get(f"{self.cluster.url(e)}/metrics", headers=metrics_h) as r:
-                        self.view["lag"][e] = lag_p99_by_peer(await r.text())
+                        buckets = lag_buckets_by_peer(await r.text())
+                    window = lag_p99_since(self.lag_buckets.get(e, {}), buckets)
+                    self.lag_buckets[e] = buckets
+                    self.view["lag"].setdefault(e, {}).update(window)  # a quiet peer keeps its last figure
             except (aiohttp.ClientError, asyncio.TimeoutError, KeyError):
                 pass
             await asyncio.sleep(1.0)
@@ -215,8 +219,8 @@ class Demo:
         return Group(t, events)
 
 
-def lag_p99_by_peer(text: str) -> dict[str, float]:
-    """p99 of edge_sync_lag_seconds per peer from cumulative histogram buckets."""
+def lag_buckets_by_peer(text: str) -> dict[str, list[tuple[float, float]]]:
+    """Cumulative (le, count) buckets of edge_sync_lag_seconds per peer, from a /metrics text."""
     buckets: dict[str, list[tuple[float, float]]] = {}
     for fam in text_string_to_metric_families(text):
         if fam.name != "edge_sync_lag_seconds":
@@ -224,12 +228,34 @@ def lag_p99_by_peer(text: str) -> dict[str, float]:
         for s in fam.samples:
             if s.name.endswith("_bucket"):
                 buckets.setdefault(s.labels["peer"], []).append((float(s.labels["le"]), s.value))
+    return {peer: sorted(rows) for peer, rows in buckets.items()}
+
+
+def quantile(rows: list[tuple[float, float]], q: float) -> float | None:
+    """Like PromQL's histogram_quantile: linear interpolation inside the bucket holding rank q."""
+    total = rows[-1][1] if rows else 0
+    if not total:
+        return None
+    rank, lower_le, lower_count = q * total, 0.0, 0.0
+    for le, count in rows:
+        if count >= rank:
+            if le == float("inf"):
+                return lower_le
+            return lower_le + (le - lower_le) * (rank - lower_count) / max(count - lower_count, 1e-9)
+        lower_le, lower_count = le, count
+    return lower_le
+
+
+def lag_p99_since(previous: dict[str, list[tuple[float, float]]],
+                  current: dict[str, list[tuple[float, float]]]) -> dict[str, float]:
+    """p99 sync lag per peer over the updates applied between two scrapes."""
     out = {}
-    for peer, rows in buckets.items():
-        rows.sort()
-        total = rows[-1][1]
-        if total:
-            out[peer] = next(le for le, c in rows if c >= 0.99 * total)
+    for peer, rows in current.items():
+        before = dict(previous.get(peer, []))
+        window = [(le, count - before.get(le, 0.0)) for le, count in rows]
+        value = quantile(window, 0.99)
+        if value is not None:
+            out[peer] = value
     return out
 
 

@@ -78,3 +78,14 @@ def test_conservation_balances_cash_in_against_what_is_held_and_flags_money_from
     assert check.ok and "EUR: in 100 = players 90 + house 10" in check.detail
     minted = entry(3, "m", [("house:EUR", 5)])
     assert not conservation(chain(dict(DEPOSIT), dict(BET), minted), []).ok
+
+
+def test_demo_sync_lag_quantile_interpolates_like_promql_over_the_window_between_scrapes():
+    from shared.demo import lag_p99_since, quantile
+
+    rows = [(0.01, 50.0), (0.1, 90.0), (0.25, 100.0), (float("inf"), 100.0)]
+    assert quantile(rows, 0.5) == 0.01
+    assert abs(quantile(rows, 0.99) - (0.1 + 0.15 * 9 / 10)) < 1e-9
+    assert quantile([(0.1, 0.0), (float("inf"), 0.0)], 0.99) is None
+    later = [(0.01, 50.0), (0.1, 90.0), (0.25, 200.0), (float("inf"), 200.0)]  # 100 new, all in (0.1, 0.25]
+    assert abs(lag_p99_since({"us": rows}, {"us": later})["us"] - (0.1 + 0.15 * 0.99)) < 1e-9
