@@ -86,18 +86,16 @@ class EdgeService:
 
     async def _rollback(self, seq: int, tx: dict[str, Any]) -> None:
         """The ledger takes a reversed bet's credits back from the slot of the edge the bet came
-        through: here if that is us, else that edge is asked to reconcile."""
+        through (`bet_via` in the answer): here if that is us, else that edge is asked to reconcile."""
         names = [doc_name(JACKPOT, c["jackpot_id"]) for c in tx.get("reversed_contributions", [])]
         if tx.get("bonus_wagering"):
             names.append(doc_name(BONUS, tx["player_id"]))
-        try:
-            bet = await self.ledger.get(f"/v1/transactions/{tx['bet_id']}?client_id={tx['client_id']}", "transaction")
-        except CroupierError:
-            self.reconciler.mark_dirty(names)  # whoever owns the credits: the sweeps repair them
+        bet_via = tx.get("bet_via")
+        if bet_via is None:  # a bet forwarded without an edge: whoever holds credits, the sweeps repair them
+            self.reconciler.mark_dirty(names)
             for peer in self.cfg.peers:
                 self.hint(peer.id, names)
             return
-        bet_via = (bet.get("transaction") or bet).get("via")
         if bet_via == self.edge_id:
             await self._credit(seq, tx["player_id"], tx.get("reversed_contributions", []),
                                tx.get("bonus_wagering", []), sign=-1)

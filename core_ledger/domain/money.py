@@ -186,7 +186,7 @@ def rollback(view: State, cmd: Command, ctx: Context) -> Decided:
                                  c["amount_minor"], cur)
             reversed_contributions.append(c)
     return postings, {"bet_found": True, "reversed": True, "round_id": bet["round_id"],
-                      "currency": cur, "amount_minor": amount,
+                      "currency": cur, "amount_minor": amount, "bet_via": bet["via"],
                       "reversed_contributions": reversed_contributions,
                       "bonus_wagering": bet["bonus_wagering"],
                       "balance": balance_after(pid, cur, account, amount)}
