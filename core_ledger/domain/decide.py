@@ -14,7 +14,7 @@ from shared.errors import Unprocessable
 from core_ledger.domain import admin, money
 from core_ledger.domain.commands import Command, Context, Draft, Reject, Replay
 from core_ledger.domain.render import render
-from core_ledger.domain.state import ENTRIES, Doc, State
+from core_ledger.domain.state import ENTRIES, Doc, State, idempotency_record
 
 BALANCE_ABS_MAX = 2**62
 
@@ -37,7 +37,7 @@ DECIDERS: dict[str, Callable[[State, Command, Context], money.Decided]] = {
 
 def decide(view: State, cmd: Command, ctx: Context) -> Draft | Replay:
     if cmd.key is not None:
-        record = view.get("idem", cmd.key)
+        record = idempotency_record(view.get("idem", cmd.key), view.get("bets", cmd.key))
         if record is not None:
             return replay_or_conflict(view, record, cmd)
     tx: dict[str, Any] = {

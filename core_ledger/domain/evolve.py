@@ -26,8 +26,10 @@ def evolve(state: State, entry: Entry) -> tuple[int, dict[str, Any]]:
         _apply_postings(state, entry)
         APPLIERS[tx["type"]](state, entry)
     if tx["id"] is not None:
-        # The journal holds the request and the answer; the record only points at the entry.
-        state.put("idem", (tx["client_id"], tx["id"]), {"type": tx["type"], "sequence": entry["sequence"]})
+        # The journal holds the request and the answer; the record only points at the entry. A
+        # committed bet's own `bets` row is its record (see `idempotency_record`).
+        if tx["type"] != "bet" or tx["outcome"] != "committed":
+            state.put("idem", (tx["client_id"], tx["id"]), {"type": tx["type"], "sequence": entry["sequence"]})
         state.remember(entry)
     return render(entry)
 

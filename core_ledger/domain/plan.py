@@ -7,7 +7,9 @@ bet being rolled back, a player's bonuses) name further rows for the next pass.
 from __future__ import annotations
 
 from core_ledger.domain.commands import Command
-from core_ledger.domain.state import ENTRIES, Key, State, jackpot_account, player_account, system_account
+from core_ledger.domain.state import (
+    ENTRIES, Key, State, idempotency_record, jackpot_account, player_account, system_account,
+)
 
 Need = list[tuple[str, Key]]
 PASSES_MAX = 4  # idem/player/game/bet rows → entries/bonuses/jackpots → accounts: 3 deep
@@ -34,8 +36,8 @@ def rows_needed(view: State, cmd: Command) -> Need:
 
 
 def _idem(view: State, key: Key, need: Need) -> None:
-    need.append(("idem", key))
-    record = view.peek("idem", key)
+    need += [("idem", key), ("bets", key)]
+    record = idempotency_record(view.peek("idem", key), view.peek("bets", key))
     if record is not None:
         need.append((ENTRIES, (record["sequence"],)))
 

@@ -31,6 +31,17 @@ WRITE_ONLY = frozenset({"history"})
 ENTRIES = "entries"
 
 
+def idempotency_record(idem: Doc | None, bet: Doc | None) -> Doc | None:
+    """What binds an idempotency key, given its `idem` and `bets` rows: a committed bet writes no
+    `idem` row (its `bets` row already holds the sequence: one row less per bet); a rollback's
+    marker binds nothing."""
+    if idem is not None:
+        return idem
+    if bet is not None and bet["state"] != "marker":
+        return {"type": "bet", "sequence": bet["sequence"]}
+    return None
+
+
 def player_account(player_id: str, currency: str) -> str:
     return f"player:{player_id}:{currency}"
 

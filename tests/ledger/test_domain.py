@@ -8,8 +8,13 @@ from datetime import datetime, timezone
 import orjson
 import pytest
 
-from core_ledger.domain import ADMIN_SCOPE, ChainCheck, Command, Context, State, decide, entry_text, evolve, seal
+from shared.errors import Unprocessable
+
+from core_ledger.domain import (
+    ADMIN_SCOPE, ChainCheck, Command, Context, Replay, State, decide, entry_text, evolve, seal,
+)
 from core_ledger.domain.journal import GENESIS_HASH, canonical_json, chain_hash, postings_balanced
+from core_ledger.domain.state import ENTRIES
 
 CTX = Context(datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc))
 
@@ -80,3 +85,28 @@ def test_decide_is_pure_and_evolve_applies_the_draft() -> None:
     assert status == 201 and body["balance"]["balance_minor"] == 7
     assert state.get("accounts", ("player:p:EUR",)) == {"balance_minor": 7, "version": 1}
     assert state.get("accounts", ("cashier:EUR",)) == {"balance_minor": -7, "version": 1}
+
+
+def _apply(state: State, cmd: Command, sequence: int) -> tuple[int, dict]:
+    draft = decide(state, cmd, CTX)
+    assert not isinstance(draft, Replay)
+    entry = seal(draft.transaction, draft.postings, sequence=sequence, epoch=1, prev_hash=GENESIS_HASH)
+    state.fill(ENTRIES, (sequence,), entry)  # what the writer loads from the journal to replay
+    return evolve(state, entry)
+
+
+def test_a_committed_bet_keeps_no_idem_row_yet_binds_its_id() -> None:
+    state = State(complete=True)
+    _apply(state, Command("player_create", {"player_id": "p", "currencies": ["EUR"]}, "admin", (ADMIN_SCOPE, "p")), 1)
+    _apply(state, Command("deposit", {"id": "d", "player_id": "p", "currency": "EUR", "amount_minor": 150}, "c",
+                          ("c", "d")), 2)
+    bet = {"id": "b", "player_id": "p", "currency": "EUR", "amount_minor": 100, "round_id": "r", "game_id": "g"}
+    status, first = _apply(state, Command("bet", bet, "e", ("e", "b"), "e"), 3)
+    assert status == 201 and state.get("idem", ("e", "b")) is None and state.get("bets", ("e", "b"))["sequence"] == 3
+    replay = decide(state, Command("bet", bet, "e", ("e", "b"), "e"), CTX)
+    assert isinstance(replay, Replay) and replay.body == {**first, "replayed": True}
+    with pytest.raises(Unprocessable) as reused:
+        decide(state, Command("rollback", {"id": "b", "bet_id": "x", "player_id": "p"}, "e", ("e", "b"), "e"), CTX)
+    assert reused.value.code == "idempotency_key_reused" and reused.value.extra["field"] == "type"
+    status, _ = _apply(state, Command("bet", {**bet, "id": "b2"}, "e", ("e", "b2"), "e"), 4)  # 50 left: refused
+    assert status == 422 and state.get("idem", ("e", "b2")) == {"type": "bet", "sequence": 4}
