@@ -1,0 +1,154 @@
+"""Ledger writer cost per bet, without HTTP: CPU per thread and bytes written, in one process.
+
+`ledger_throughput.py` measures the whole server over loopback, where the shared machine's noise
+and the HTTP stack blur the ledger's own cost. This drives `LedgerService` on SQLite directly
+(WAL, synchronous=FULL, group commit) with CONCURRENCY submitters of one bet each, shaped like
+`bench/wrk/bets.lua` (funded players, small rounds, two of three games feed a jackpot), and reports
+what a change to the domain or the store moves: CPU per bet of the event-loop thread and of each
+SQLite thread (user and system), KiB written per bet (`wchar`: WAL, checkpoints) and bets/s.
+
+    .venv/bin/python bench/ledger_writer.py [--bets 20000] [--players 1000]
+
+The last line printed is one JSON object with every figure. Linux only (reads /proc).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import random
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from shared.auth import Principal
+from core_ledger.cli import GC_THRESHOLDS
+from core_ledger.domain import ADMIN_SCOPE, Command
+from core_ledger.http import money_command
+from core_ledger.metrics import LedgerMetrics
+from core_ledger.service import LedgerService, WriterLimits
+from core_ledger.store import SqliteStore
+
+CONCURRENCY = 64  # bets in flight, as wrk's connections in ledger_throughput.py
+GAME_IDS = ("slots-1", "slots-2", "roulette-1")
+JACKPOT_GAMES = ["slots-1", "slots-2"]
+BETS_PER_ROUND = 5
+BET_MINOR = 100
+DEPOSIT_MINOR = 10**9  # no bet is refused for funds
+SEED_GROUP = 100  # players created (and funded) per submitted group
+WARMUP_BETS = 3000
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def thread_cpu_s() -> dict[str, tuple[float, float]]:
+    """(user, system) CPU seconds of each thread of this process, by thread id."""
+    out = {}
+    for tid in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{tid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        out[tid] = (int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS)
+    return out
+
+
+def written_bytes() -> int:
+    with open("/proc/self/io") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("wchar"))
+
+
+class Bets:
+    """Bet commands like bets.lua's: a random player per bet, rounds of BETS_PER_ROUND bets."""
+
+    def __init__(self, players: int, prefix: str, seed: int) -> None:
+        self.players, self.prefix, self.rng = players, prefix, random.Random(seed)
+        self.count, self.by_player = 0, [0] * players
+        self.edge = Principal("edge", "edge")
+
+    def next(self) -> Command:
+        p = self.rng.randrange(self.players)
+        n, self.count = self.by_player[p], self.count + 1
+        self.by_player[p] += 1
+        r = n // BETS_PER_ROUND
+        return money_command("bet", {
+            "id": f"{self.prefix}-{self.count}", "player_id": f"bench-p{p}", "currency": "EUR",
+            "amount_minor": BET_MINOR, "round_id": f"{self.prefix}-p{p}-r{r}",
+            "game_id": GAME_IDS[(p + r) % len(GAME_IDS)]}, self.edge)
+
+
+async def seed(service: LedgerService, players: int) -> None:
+    def admin(kind: str, fields: dict[str, Any], key: str) -> Command:
+        return Command(kind, fields, "admin", (ADMIN_SCOPE, key))
+
+    await service.submit([admin("jackpot_create", {"jackpot_id": "mega", "currency": "EUR", "seed_minor": 100_000,
+                                                   "contribution_ppm": 10_000, "game_ids": JACKPOT_GAMES}, "mega")])
+    cashier = Principal("cashier", "cashier")
+    for start in range(0, players, SEED_GROUP):
+        ids = [f"bench-p{i}" for i in range(start, min(start + SEED_GROUP, players))]
+        await service.submit([admin("player_create", {"player_id": p, "currencies": ["EUR"]}, p) for p in ids])
+        await service.submit([money_command("deposit", {"id": f"dep-{p}", "player_id": p, "currency": "EUR",
+                                                        "amount_minor": DEPOSIT_MINOR}, cashier) for p in ids])
+
+
+async def drive(service: LedgerService, bets: Bets, total: int) -> None:
+    """`total` bets, CONCURRENCY at a time, each submitted alone (as one HTTP request would be)."""
+    left = [total]
+
+    async def submitter() -> None:
+        while left[0] > 0:
+            left[0] -= 1
+            [result] = await service.submit([bets.next()])
+            assert isinstance(result, tuple) and result[0] == 201, result
+
+    await asyncio.gather(*(submitter() for _ in range(CONCURRENCY)))
+
+
+async def run(total: int, players: int, root: Path, warmup: int = WARMUP_BETS) -> dict[str, Any]:
+    service = LedgerService(SqliteStore(root / "ledger.db"), WriterLimits(),
+                            clock=lambda: datetime.now(timezone.utc), metrics=LedgerMetrics(CollectorRegistry()))
+    await service.start()
+    try:
+        await seed(service, players)
+        await drive(service, Bets(players, "warm", 1), warmup)
+        cpu_before, written_before, started = thread_cpu_s(), written_bytes(), time.perf_counter()
+        await drive(service, Bets(players, "run", 2), total)
+        wall = time.perf_counter() - started
+        written, cpu_after = written_bytes() - written_before, thread_cpu_s()
+    finally:
+        await service.stop()
+    main_tid = str(os.getpid())
+    threads = {("loop" if tid == main_tid else f"thread-{tid}"): {
+        "user_ms_per_bet": round(1000 * (u - cpu_before.get(tid, (0, 0))[0]) / total, 4),
+        "system_ms_per_bet": round(1000 * (s - cpu_before.get(tid, (0, 0))[1]) / total, 4)}
+        for tid, (u, s) in cpu_after.items()}
+    cpu = sum(t["user_ms_per_bet"] + t["system_ms_per_bet"] for t in threads.values())
+    return {"benchmark": "ledger_writer", "bets": total, "players": players, "bets_per_s": round(total / wall, 1),
+            "cpu_ms_per_bet": round(cpu, 4), "written_kib_per_bet": round(written / 1024 / total, 2),
+            "head_sequence": service.head.sequence, "threads": threads,
+            "load_average_1m": os.getloadavg()[0]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bets", type=int, default=20_000, help="measured bets (1000..1000000)")
+    parser.add_argument("--players", type=int, default=1000, help="funded players (1..100000)")
+    args = parser.parse_args()
+    if not (1000 <= args.bets <= 1_000_000 and 1 <= args.players <= 100_000):
+        parser.error("--bets or --players out of range")
+    gc.set_threshold(*GC_THRESHOLDS)  # as `croupier ledger serve` runs
+    with tempfile.TemporaryDirectory(prefix="ledger-writer-") as tmp:
+        figures = asyncio.run(run(args.bets, args.players, Path(tmp)))
+    print(f"bets/s {figures['bets_per_s']}  cpu/bet {figures['cpu_ms_per_bet']} ms  "
+          f"written/bet {figures['written_kib_per_bet']} KiB")
+    for name, t in figures["threads"].items():
+        print(f"  {name:14s} user {t['user_ms_per_bet']:.4f} ms/bet  system {t['system_ms_per_bet']:.4f} ms/bet")
+    print(json.dumps(figures, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()
