@@ -33,6 +33,7 @@ from ledger_throughput import seed_players
 from prometheus_client.parser import text_string_to_metric_families
 
 from shared.cluster import JACKPOT_GAMES, JACKPOT_ID, Cluster
+from shared.metrics import histogram_quantile
 
 TARGETS = {"p99_ms_max": 100.0, "converge_s_max": 2.0}
 CONCURRENCY_MAX = 256  # bets in flight from the generator
@@ -105,19 +106,8 @@ async def lag_buckets(cluster: Cluster, http: aiohttp.ClientSession) -> dict[flo
 
 
 def quantile(q: float, before: dict[float, float], after: dict[float, float]) -> float | None:
-    """histogram_quantile over the increase of cumulative buckets (linear within a bucket)."""
-    bounds = sorted(after)
-    counts = [after[b] - before.get(b, 0.0) for b in bounds]
-    if not counts or counts[-1] <= 0:
-        return None
-    rank, prev_bound, prev_count = q * counts[-1], 0.0, 0.0
-    for bound, count in zip(bounds, counts):
-        if count >= rank:
-            if bound == float("inf"):
-                return prev_bound
-            return prev_bound + (bound - prev_bound) * (rank - prev_count) / max(count - prev_count, 1e-9)
-        prev_bound, prev_count = bound, count
-    return None
+    """histogram_quantile over the increase of cumulative buckets between two scrapes."""
+    return histogram_quantile(sorted((b, after[b] - before.get(b, 0.0)) for b in after), q)
 
 
 async def displays(cluster: Cluster, http: aiohttp.ClientSession) -> tuple[int, dict[str, int | None]]:

@@ -22,6 +22,7 @@ from rich.live import Live
 from rich.table import Table
 
 from shared.cluster import BONUS_ID, JACKPOT_GAMES, JACKPOT_ID, Cluster, seed
+from shared.metrics import histogram_quantile
 from shared.verify import Check, check_cluster
 
 GAMES = (*JACKPOT_GAMES, "table-1")
@@ -231,21 +232,6 @@ def lag_buckets_by_peer(text: str) -> dict[str, list[tuple[float, float]]]:
     return {peer: sorted(rows) for peer, rows in buckets.items()}
 
 
-def quantile(rows: list[tuple[float, float]], q: float) -> float | None:
-    """Like PromQL's histogram_quantile: linear interpolation inside the bucket holding rank q."""
-    total = rows[-1][1] if rows else 0
-    if not total:
-        return None
-    rank, lower_le, lower_count = q * total, 0.0, 0.0
-    for le, count in rows:
-        if count >= rank:
-            if le == float("inf"):
-                return lower_le
-            return lower_le + (le - lower_le) * (rank - lower_count) / max(count - lower_count, 1e-9)
-        lower_le, lower_count = le, count
-    return lower_le
-
-
 def lag_p99_since(previous: dict[str, list[tuple[float, float]]],
                   current: dict[str, list[tuple[float, float]]]) -> dict[str, float]:
     """p99 sync lag per peer over the updates applied between two scrapes."""
@@ -253,7 +239,7 @@ def lag_p99_since(previous: dict[str, list[tuple[float, float]]],
     for peer, rows in current.items():
         before = dict(previous.get(peer, []))
         window = [(le, count - before.get(le, 0.0)) for le, count in rows]
-        value = quantile(window, 0.99)
+        value = histogram_quantile(window, 0.99)
         if value is not None:
             out[peer] = value
     return out

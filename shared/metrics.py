@@ -19,3 +19,18 @@ class HttpMetrics:
             buckets=LATENCY_BUCKETS_S,
             registry=registry,
         )
+
+
+def histogram_quantile(rows: list[tuple[float, float]], q: float) -> float | None:
+    """Like PromQL's histogram_quantile: linear interpolation inside the bucket holding rank q."""
+    total = rows[-1][1] if rows else 0
+    if not total:
+        return None
+    rank, lower_le, lower_count = q * total, 0.0, 0.0
+    for le, count in rows:
+        if count >= rank:
+            if le == float("inf"):
+                return lower_le
+            return lower_le + (le - lower_le) * (rank - lower_count) / max(count - lower_count, 1e-9)
+        lower_le, lower_count = le, count
+    return lower_le

@@ -81,7 +81,8 @@ def test_conservation_balances_cash_in_against_what_is_held_and_flags_money_from
 
 
 def test_demo_sync_lag_quantile_interpolates_like_promql_over_the_window_between_scrapes():
-    from shared.demo import lag_p99_since, quantile
+    from shared.demo import lag_p99_since
+    from shared.metrics import histogram_quantile as quantile
 
     rows = [(0.01, 50.0), (0.1, 90.0), (0.25, 100.0), (float("inf"), 100.0)]
     assert quantile(rows, 0.5) == 0.01
