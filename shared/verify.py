@@ -109,7 +109,9 @@ async def check_cluster(info: dict[str, Any], jackpot_ids: list[str], player_ids
             audit = await r.json()
         chain_problems = [p for p in problems if "chain" in p or "gap" in p]
         checks.append(Check("journal chain valid", bool(audit.get("ok")) and not chain_problems,
-                            f"ledger audit {audit}; local: {chain_problems[:1] or 'linked, gapless'}"))
+                            f"ledger audit ok={audit.get('ok')} over {audit.get('entries_checked')} entries "
+                            f"(first bad: {audit.get('first_bad_sequence')}); "
+                            f"local: {chain_problems[0] if chain_problems else 'linked, gapless'}"))
         mismatched = []
         for pid in player_ids:
             async with http.get(f"{ledger}/v1/players/{pid}/balances", headers=edge_h) as r:
