@@ -6,6 +6,7 @@ and DELETE; its rows hold the canonical entry text that the chain hashes.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
@@ -109,6 +110,22 @@ async def _head_of(conn: aiosqlite.Connection) -> Head:
     return Head(int(meta["head_sequence"]), str(meta["head_hash"]), int(meta["epoch"]))
 
 
+
+def mkdir_durable(directory: Path) -> None:
+    """Create `directory` and its missing parents, fsyncing each parent after the new entry: on a
+    first install a power cut must not lose the directory that holds acknowledged commits."""
+    missing = []
+    while not directory.exists():
+        missing.append(directory)
+        directory = directory.parent
+    for d in reversed(missing):
+        d.mkdir(exist_ok=True)
+        fd = os.open(d.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
 class SqliteStore(Store):
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -116,7 +133,7 @@ class SqliteStore(Store):
         self._reader: aiosqlite.Connection | None = None
 
     async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        mkdir_durable(self.path.parent)
         try:
             self._writer = await self._connect()
             await self._writer.executescript(";\n".join(SCHEMA) + ";")
@@ -237,7 +254,7 @@ class SqliteStore(Store):
         return int(row[0]) if row else 0
 
     async def backup(self, path: Path) -> Head:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        mkdir_durable(path.parent)
         target = await aiosqlite.connect(path)
         try:
             await self._r.backup(target)
