@@ -26,7 +26,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import aiohttp
 
@@ -46,6 +46,24 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+async def wait_until_ready(url: str, proc: subprocess.Popen[bytes], *, timeout_s: float,
+                           describe: Callable[[], str]) -> None:
+    """Poll `url` until it answers 200; fail early if `proc` exits, and after `timeout_s` at most."""
+    deadline = time.monotonic() + timeout_s
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"exited ({proc.returncode}) before ready: {describe()}")
+            try:
+                async with http.get(url, timeout=aiohttp.ClientTimeout(total=1)) as r:
+                    if r.status == 200:
+                        return
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                pass
+            await asyncio.sleep(0.1)
+    raise TimeoutError(f"not ready after {timeout_s}s: {describe()}")
 
 
 @dataclass
@@ -194,19 +212,9 @@ class Cluster:
 
     async def wait_ready(self, name: str, timeout_s: float = READY_TIMEOUT_S, *, path: str = "/readyz") -> None:
         svc = self.services[name]
-        deadline = time.monotonic() + timeout_s
-        async with aiohttp.ClientSession() as http:
-            while time.monotonic() < deadline:
-                if not svc.running:
-                    raise RuntimeError(f"{name} exited ({svc.proc and svc.proc.returncode}):\n{self.log_tail(name)}")
-                try:
-                    async with http.get(svc.url + path, timeout=aiohttp.ClientTimeout(total=1)) as r:
-                        if r.status == 200:
-                            return
-                except (aiohttp.ClientError, asyncio.TimeoutError):
-                    pass
-                await asyncio.sleep(0.1)
-        raise TimeoutError(f"{name} not ready after {timeout_s}s:\n{self.log_tail(name)}")
+        assert svc.proc is not None, f"{name} not started"
+        await wait_until_ready(svc.url + path, svc.proc, timeout_s=timeout_s,
+                               describe=lambda: f"{name}:\n{self.log_tail(name)}")
 
     def signal(self, name: str, sig: int) -> None:
         svc = self.services[name]

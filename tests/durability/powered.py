@@ -8,18 +8,15 @@ process with SIGKILL and replaces the data directory by what the shim says survi
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiohttp
-
-from tests.ledger.procs import LedgerProcess, free_port
+from shared.cluster import free_port, wait_until_ready
+from tests.ledger.procs import LedgerProcess
 
 SHIM_SOURCE = Path(__file__).parent / "powerloss" / "shim.c"
 GCC_TIMEOUT_S = 60.0
@@ -109,22 +106,8 @@ class PoweredLedger(LedgerProcess):
             self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=self.root,
                                          env=shim_env(self.shim, self.data, self.shadow, disk),
                                          start_new_session=True)
-        await self._wait_ready()
-
-    async def _wait_ready(self) -> None:
-        assert self.proc is not None
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
-            while time.monotonic() < deadline:
-                assert self.proc.poll() is None, self.log.read_text()
-                try:
-                    async with http.get(self.url + "/readyz") as r:
-                        if r.status == 200:
-                            return
-                except (aiohttp.ClientError, asyncio.TimeoutError):
-                    pass
-                await asyncio.sleep(0.1)
-        raise AssertionError(f"ledger not ready after {READY_TIMEOUT_S}s: {self.log.read_text()}")
+        await wait_until_ready(self.url + "/readyz", self.proc, timeout_s=READY_TIMEOUT_S,
+                               describe=self.log.read_text)
 
     def syncs(self) -> list[str]:
         """Every fsync the shim saw in this boot, in order: shadow names, "." for the directory."""

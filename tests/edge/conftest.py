@@ -10,7 +10,6 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 
 import aiohttp
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from edge.config import EdgeConfig, Limits, Peer

@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import aiohttp
-
 from shared.auth import hash_token
+from shared.cluster import free_port, wait_until_ready
 from tests.ledger.conftest import NAMES, ROLES, TOKENS
 
 READY_TIMEOUT_S = 30.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class LedgerProcess:
@@ -43,18 +33,8 @@ class LedgerProcess:
                 [sys.executable, "-c", "from shared.cli import main; main()", "ledger", "serve",
                  "--config", str(self.config), "--port", str(port)],
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as s:
-            while time.monotonic() < deadline:
-                assert self.proc.poll() is None, self.log.read_text()
-                try:
-                    async with s.get(self.url + "/readyz") as r:
-                        if r.status == 200:
-                            return
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.1)
-        raise AssertionError(f"ledger not ready: {self.log.read_text()}")
+        await wait_until_ready(self.url + "/readyz", self.proc, timeout_s=READY_TIMEOUT_S,
+                               describe=self.log.read_text)
 
     def kill9(self) -> None:
         assert self.proc is not None
