@@ -12,7 +12,7 @@ from core_ledger.http import create_app
 from core_ledger.routes import SERVICE
 from core_ledger.standby import StandbySettings
 from core_ledger.store import SqliteStore
-from tests.ledger.conftest import TOKENS, Api, FakeClock, bet, ledger_config
+from tests.ledger.conftest import TOKENS, Api, FakeClock, bet, ledger_config, standby_of
 from tests.ledger.test_standby import wait_for
 
 EPOCH = "X-Ledger-Epoch"
@@ -74,8 +74,7 @@ async def test_compare_picks_the_promoted_copy_and_reports_the_old_primarys_tail
     primary_app = create_app(ledger_config(tmp_path / "a"), clock=clock)
     primary_server = await aiohttp_server(primary_app)
     primary = Api(await aiohttp_client(primary_server))
-    settings = StandbySettings(str(primary_server.make_url("")).rstrip("/"), TOKENS["replica"], poll_interval_s=0.05)
-    standby_app = create_app(ledger_config(tmp_path / "b"), clock=clock, standby=settings)
+    standby_app = standby_of(primary_server, tmp_path / "b", clock)
     standby = Api(await aiohttp_client(standby_app))
     await primary.player(deposit=1000)
     await wait_for(lambda: standby_app[SERVICE].head == primary_app[SERVICE].head)

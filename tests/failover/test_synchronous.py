@@ -9,8 +9,7 @@ from typing import Any
 
 from core_ledger.http import create_app
 from core_ledger.routes import SERVICE
-from core_ledger.standby import StandbySettings
-from tests.ledger.conftest import TOKENS, Api, FakeClock, bet, ledger_config
+from tests.ledger.conftest import Api, FakeClock, bet, ledger_config, standby_of
 
 
 async def test_answers_wait_for_the_standby_and_time_out_without_one(aiohttp_server: Any, aiohttp_client: Any,
@@ -27,8 +26,7 @@ async def test_answers_wait_for_the_standby_and_time_out_without_one(aiohttp_ser
     _, metrics = await primary.get("admin_read", "/metrics")
     assert "ledger_standby_ack_timeouts_total 1.0" in metrics
 
-    settings = StandbySettings(str(primary_server.make_url("")).rstrip("/"), TOKENS["replica"], poll_interval_s=0.05)
-    standby_app = create_app(ledger_config(tmp_path / "s"), clock=clock, standby=settings)
+    standby_app = standby_of(primary_server, tmp_path / "s", clock)
     await aiohttp_client(standby_app)
     status, body = await primary.post("admin_write", "/admin/v1/players", {"player_id": "p1", "currencies": ["EUR"]})
     assert status == 200 and body["replayed"] is True  # the retry replays it, once a standby has it

@@ -8,11 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from shared.auth import TokenEntry, hash_token
 
 from core_ledger.config import LedgerConfig
 from core_ledger.http import create_app
+from core_ledger.standby import StandbySettings
 from tests.ledger.pg import pg_server  # noqa: F401 (one PostgreSQL per session for every ledger module)
 
 ROLES = ("edge", "cashier", "admin_read", "admin_write", "replica", "game_server")
@@ -64,6 +66,12 @@ class Api:
                 "id": f"dep-{player_id}", "player_id": player_id, "currency": currencies[0],
                 "amount_minor": deposit})
             assert status == 201, body
+
+
+def standby_of(primary_server: Any, data_dir: Path, clock: FakeClock) -> web.Application:
+    """A standby ledger app tailing `primary_server` with the replica credential, polling fast."""
+    settings = StandbySettings(str(primary_server.make_url("")).rstrip("/"), TOKENS["replica"], poll_interval_s=0.05)
+    return create_app(ledger_config(data_dir), clock=clock, standby=settings)
 
 
 def bet(id: str, amount: int = 100, *, player: str = "p1", round_id: str = "r1", game: str = "slots",

@@ -14,7 +14,7 @@ from core_ledger.http import create_app
 from core_ledger.routes import SERVICE, STANDBY
 from core_ledger.service import ReplicationError
 from core_ledger.standby import StandbySettings
-from tests.ledger.conftest import TOKENS, Api, FakeClock, bet, ledger_config
+from tests.ledger.conftest import TOKENS, Api, FakeClock, bet, ledger_config, standby_of
 
 CATCH_UP_TIMEOUT_S = 20.0
 
@@ -82,8 +82,7 @@ async def test_promoted_standby_takes_writes_in_a_higher_epoch(aiohttp_server: A
     primary_app = create_app(ledger_config(tmp_path / "primary"), clock=clock)
     primary_server = await aiohttp_server(primary_app)
     primary = Api(await aiohttp_client(primary_server))
-    settings = StandbySettings(str(primary_server.make_url("")).rstrip("/"), TOKENS["replica"], poll_interval_s=0.05)
-    standby_app = create_app(ledger_config(tmp_path / "standby"), clock=clock, standby=settings)
+    standby_app = standby_of(primary_server, tmp_path / "standby", clock)
     standby = Api(await aiohttp_client(standby_app))
     await primary.player(deposit=500)
     head = primary_app[SERVICE].head
