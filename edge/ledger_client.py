@@ -39,6 +39,7 @@ import structlog
 from edge.config import Limits
 from edge.metrics import EdgeMetrics
 from shared.errors import CroupierError, Unavailable, error_from_code
+from shared.tasks import TaskSet
 
 log = structlog.get_logger("croupier.edge.ledger")
 
@@ -131,7 +132,7 @@ class LedgerClient:
         self._breakers = [Breaker(limits.breaker_failures, limits.breaker_open_s, clock) for _ in self._bases]
         self._queue: asyncio.Queue[_Action] = asyncio.Queue(maxsize=limits.ledger_queue_max)
         self._slots = asyncio.Semaphore(limits.ledger_batches_in_flight_max)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet(self._failed)
         self._http: aiohttp.ClientSession | None = None
         self._last_ok = -math.inf
 
@@ -143,9 +144,7 @@ class LedgerClient:
         self._spawn(self._dispatch())
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.cancel_all()
         if self._http is not None:
             await self._http.close()
 
@@ -363,15 +362,11 @@ class LedgerClient:
         self._move_on(index)
 
     def _spawn(self, coro: Any) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
+        self._tasks.spawn(coro)
 
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            self._metrics.background_failures_total.labels("ledger_client").inc()
-            log.error("ledger client task failed", error=repr(task.exception()))
+    def _failed(self, task: asyncio.Task[Any], error: BaseException) -> None:
+        self._metrics.background_failures_total.labels("ledger_client").inc()
+        log.error("ledger client task failed", error=repr(error))
 
 
 def _refused(status: int, raw: bytes) -> str:

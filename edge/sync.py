@@ -26,6 +26,7 @@ from edge.crdt.exchange import docs_to_load, handle, state_entries
 from edge.metrics import EdgeMetrics
 from edge.state import EdgeState
 from shared.errors import Unavailable
+from shared.tasks import TaskSet
 
 log = structlog.get_logger("croupier.edge.sync")
 
@@ -57,7 +58,7 @@ class SyncHub:
         self._on_hint = on_hint
         self.proto = proto_limits
         self.links: dict[str, _Link] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet(self._failed)
         self._http: aiohttp.ClientSession | None = None
         self._closing = False
 
@@ -71,9 +72,7 @@ class SyncHub:
     async def close(self) -> None:
         """Idempotent: stop dialing, close every link."""
         self._closing = True
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.cancel_all()
         for link in list(self.links.values()):
             await link.ws.close()
         if self._http is not None:
@@ -239,12 +238,8 @@ class SyncHub:
             self._on_hint([n for n in names[:HINT_NAMES_MAX] if isinstance(n, str)])
 
     def _spawn(self, coro: Any, name: str) -> None:
-        task = asyncio.create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
+        self._tasks.spawn(coro, name)
 
-    def _done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            self.metrics.background_failures_total.labels("sync").inc()
-            log.error("sync task failed", task=task.get_name(), error=repr(task.exception()))
+    def _failed(self, task: asyncio.Task[Any], error: BaseException) -> None:
+        self.metrics.background_failures_total.labels("sync").inc()
+        log.error("sync task failed", task=task.get_name(), error=repr(error))

@@ -1,10 +1,10 @@
-"""An owned background task: started once, cancelled and awaited on stop (never left dangling)."""
+"""Owned background tasks: started, cancelled and awaited on stop, failures reported (never left dangling)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any, Coroutine
+from typing import Any, Callable, Coroutine
 
 
 class OwnedTask:
@@ -27,3 +27,28 @@ class OwnedTask:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         self._task = None
+
+
+class TaskSet:
+    """Many short-lived owned tasks: a failure is reported to `on_failure`, and `cancel_all`
+    cancels and awaits whatever is still running (on shutdown)."""
+
+    def __init__(self, on_failure: Callable[[asyncio.Task[Any], BaseException], None]) -> None:
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._on_failure = on_failure
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str | None = None) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self._on_failure(task, task.exception())  # type: ignore[arg-type]
+
+    async def cancel_all(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
