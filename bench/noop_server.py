@@ -3,7 +3,7 @@
 Same framework cost as the ledger's bet route and nothing else: the app comes from
 `shared.web.make_app` (auth by bearer token, request metrics, problem+json errors), the body is
 parsed with `shared.models.BetIn`, and the 201 answer is a JSON body of the ledger's shape and
-about its size (API.md, "Answer of a money write"). Nothing is stored. The ratio of the ledger's
+about its size (docs/API.md, "Answers of the money writes"). Nothing is stored. The ratio of the ledger's
 bets/s to this endpoint's requests/s is then the cost of the ledger's own work.
 
     python bench/noop_server.py --port 8080 --token-file secrets/edge.token

@@ -2,7 +2,7 @@
 
 Layers point inward: `http`/`admin_http` → `service` → `domain`; `store` holds the backends.
 
-Choices where DESIGN.md/API.md leave room (all covered by tests):
+Choices the code makes (all covered by tests; the contract is docs/API.md, the design docs/DESIGN.md):
 - `via`/`client_id` from a non-edge credential: 403 `forbidden`. An edge that omits them is
   recorded under its own credential name.
 - A bet whose game or currency differs from its open round's: 400 `validation_error` (not bound).

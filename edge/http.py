@@ -1,4 +1,4 @@
-"""The edge's HTTP API (API.md, edge section) and its app factory.
+"""The edge's HTTP API (docs/API.md, section "Edge") and its app factory.
 
 Handlers parse, call one service method, render. Everything the app owns (store, ledger client,
 sync hub, reconciler) is opened and closed in one cleanup context, in dependency order.

@@ -1,4 +1,4 @@
-"""The edge's Prometheus metrics (names are a contract: see DESIGN.md), on an injected registry."""
+"""The edge's Prometheus metrics (names are a contract: see docs/DESIGN.md), on an injected registry."""
 
 from __future__ import annotations
 

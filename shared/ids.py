@@ -1,4 +1,4 @@
-"""Identifier and money value rules shared by every API (see API.md)."""
+"""Identifier and money value rules shared by every API (see docs/API.md, "Conventions")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Request bodies of the money API, shared by the ledger and the edge (API.md is the contract).
+"""Request bodies of the money API, shared by the ledger and the edge (docs/API.md is the contract).
 
 Every model forbids unknown fields and takes integers strictly (no floats, no bools, no strings
 for money). `via` and `client_id` are set by an edge; the ledger accepts them only from an

@@ -1,5 +1,5 @@
 """The route tables of both services, read from apps built by their own factories, the access
-policy API.md states for them, and a valid example request for every route.
+policy docs/API.md states for them, and a valid example request for every route.
 
 The apps are built (never started) from throwaway configs: a route table is a property of the
 code, not of a running process, so a route added anywhere shows up here.
@@ -81,7 +81,7 @@ EVERY_PROCESS = {("GET", "/healthz"): PUBLIC, ("HEAD", "/healthz"): PUBLIC, ("GE
                  ("HEAD", "/openapi.json"): PUBLIC, ("GET", "/readyz"): PUBLIC,
                  ("GET", "/metrics"): METRICS, ("HEAD", "/metrics"): METRICS}
 
-# Who may call what (API.md). A route missing here fails the policy test: access to a new route
+# Who may call what (docs/API.md). A route missing here fails the policy test: access to a new route
 # is a decision to review, not a default.
 LEDGER_POLICY: dict[tuple[str, str], str | frozenset[str]] = {
     **{("POST", p): _roles("edge") for p in (*GAME_MONEY, "/v1/batch")},

@@ -1,5 +1,5 @@
 """Every route of both services declares who may call it, and the declarations are exactly the
-access policy of API.md (read from apps built by the services' own factories, never started)."""
+access policy of docs/API.md (read from apps built by the services' own factories, never started)."""
 
 from __future__ import annotations
 
