@@ -1,6 +1,6 @@
-"""The metric names dashboards and alerts rely on: the "Metrics" contract of docs/DESIGN.md plus the
-audit and commit-failure metrics the rules need. Names, types and label names here are what the
-services export.
+"""The metric names dashboards and alerts rely on (the "Metrics" contract of docs/DESIGN.md, which
+includes the audit, commit-failure and failover metrics the alert rules need). Names, types and
+label names here are what the services export.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ LEDGER_METRICS = (
     # Exported by standbys only; a primary without standbys has no such series.
     MetricSpec("ledger_replica_lag_sequences", "gauge"),
     MetricSpec("ledger_replica_lag_seconds", "gauge"),
-    # Beyond the base list of docs/DESIGN.md: needed by the "ledger write failures" and "audit chain broken" alerts.
+    # Needed by the "ledger write failures" and "audit chain broken" alerts.
     MetricSpec("ledger_commit_failures_total", "counter"),
     MetricSpec("ledger_audit_chain_ok", "gauge"),
     MetricSpec("ledger_audit_last_verified_timestamp_seconds", "gauge"),

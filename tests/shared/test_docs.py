@@ -1,6 +1,7 @@
 """The repository documents its own contract: docs/API.md names every route of both services (read
-from their route tables) and every error code of shared/errors.py with its status, and no file of
-the repository cites a document outside it, or the contract documents other than under docs/."""
+from their route tables) and every error code of shared/errors.py with its status, docs/DESIGN.md
+every metric of monitoring/contract.py, and no file of the repository cites a document outside it,
+or the contract documents other than under docs/."""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ from pathlib import Path
 from core_ledger import admin_http
 from core_ledger import http as ledger_http
 from edge import http as edge_http
+from monitoring.contract import ALL_METRICS
 from shared.errors import CLASS_BY_CODE, error_from_code, status_for
 from shared.routes import COMMON_PATHS
 
 ROOT = Path(__file__).resolve().parents[2]
 API_DOC = ROOT / "docs/API.md"
+DESIGN_DOC = ROOT / "docs/DESIGN.md"
 # Written as patterns so that this file does not match itself.
 OUTSIDE_CITATION = re.compile(r"\.\./shared/")
 BARE_CITATION = re.compile(r"(?<!docs/)\b(?:API|DESIGN)\.md\b")
@@ -82,6 +85,12 @@ def test_every_error_code_is_in_the_api_document_with_its_status() -> None:
     wrong = {code: (documented[code], status_for(error_from_code(code, "")))
              for code in CLASS_BY_CODE if documented[code] != status_for(error_from_code(code, ""))}
     assert not wrong, f"documented status differs from the code's (documented, actual): {wrong}"
+
+
+def test_every_contract_metric_is_in_the_design_document() -> None:
+    metrics = text_under(DESIGN_DOC.read_text(), "Metrics")
+    missing = [m.name for m in ALL_METRICS if f"`{m.name}`" not in metrics]
+    assert ALL_METRICS and not missing, f"metrics of monitoring/contract.py missing from docs/DESIGN.md: {missing}"
 
 
 def test_no_file_cites_documents_outside_the_repository_or_outside_docs() -> None:
