@@ -63,6 +63,7 @@ class Standby:
         self.primary_epoch: int | None = None
         self.broken_at: int | None = None  # first sequence that failed verification
         self._task = OwnedTask("ledger-standby")
+        self._applying: asyncio.Future[None] | None = None  # the apply under way, never cut in half
 
     @property
     def running(self) -> bool:
@@ -72,7 +73,12 @@ class Standby:
         self._task.start(self._run())
 
     async def stop(self) -> None:
+        """Stop tailing. A poll is cancelled, but an apply under way is let finish: when this
+        returns the store and the service's head agree (promotion builds on both)."""
         await self._task.stop()
+        applying, self._applying = self._applying, None
+        if applying is not None:
+            await asyncio.gather(applying, return_exceptions=True)  # its failure was seen by the tailer
 
     async def _run(self) -> None:
         s = self.settings
@@ -110,7 +116,13 @@ class Standby:
             text = await resp.text()
         rows = [(after + i + 1, line) for i, line in enumerate(text.splitlines()) if line]
         if rows:
-            await self.service.apply_replicated(rows)
+            # Shielded: cancelling the tailer (stop) does not cut the apply; stop waits for it.
+            self._applying = applying = asyncio.ensure_future(self.service.apply_replicated(rows))
+            try:
+                await asyncio.shield(applying)
+            finally:
+                if applying.done():
+                    self._applying = None
         self._observe_lag(rows)
         return len(rows)
 
