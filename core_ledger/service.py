@@ -28,10 +28,10 @@ from typing import Callable
 import orjson
 import structlog
 
-from shared.errors import CroupierError, Unavailable
+from shared.errors import Conflict, CroupierError, Unavailable
 
 from core_ledger.domain import (
-    PASSES_MAX, PLANNED_FROM, ChainCheck, Command, Context, Replay, State, decide, entry_text, evolve, rows_needed,
+    GENESIS_HASH, PASSES_MAX, PLANNED_FROM, ChainCheck, Command, Context, Replay, State, decide, entry_text, evolve, rows_needed,
     seal,
 )
 from core_ledger.metrics import LedgerMetrics
@@ -353,10 +353,33 @@ class LedgerService:
         log.warning("ledger_fenced", own_epoch=self._head.epoch, seen_epoch=epoch)
         await self.store.fence(epoch)
 
-    def acknowledge(self, name: str, sequence: int, now: float) -> None:
-        """A standby polled after `sequence`: it has durably applied everything up to it."""
-        self.acks.record(name, min(sequence, self._committed.sequence), now)
+    async def acknowledge(self, name: str, sequence: int, claimed_hash: str, now: float) -> None:
+        """A standby polled after `sequence`, proving with `claimed_hash` (its entry's hash there)
+        that it holds this ledger's chain up to it: only then has it durably applied everything up
+        to `sequence`. A hash that differs, or a sequence this ledger never stored, means its copy
+        diverged: `Conflict` `replica_diverged`, nothing recorded."""
+        own = await self._hash_at(sequence)
+        if own != claimed_hash:
+            self.metrics.standby_divergences_total.inc()
+            log.error("standby_diverged", standby=name, sequence=sequence, head_sequence=self._committed.sequence,
+                      held_here=own is not None)
+            raise Conflict(f"the standby's entry {sequence} is not this ledger's "
+                           f"({'another hash' if own is not None else 'no such entry here'}): "
+                           "its copy diverged and must be rebuilt from this primary",
+                           code="replica_diverged", sequence=sequence)
+        self.acks.record(name, sequence, now)
         self.metrics.standby_acked_sequence.set(self.acks.best.value)
+
+    async def _hash_at(self, sequence: int) -> str | None:
+        """The hash of this ledger's stored entry at `sequence` (the genesis hash at 0); None if absent."""
+        if sequence == 0:
+            return GENESIS_HASH
+        if sequence == self._committed.sequence:
+            return self._committed.hash
+        rows = await self.store.journal(sequence - 1, 1)
+        if not rows or rows[0][0] != sequence:
+            return None
+        return str(orjson.loads(rows[0][1])["hash"])
 
     def _observe_role(self) -> None:
         self.metrics.epoch.set(self._head.epoch)

@@ -1,9 +1,12 @@
 """Standby mode: tail the primary's journal (`GET /v1/journal`), verify the chain, apply it with
 the same `evolve`, refuse writes (503 `not_primary`), and export the replication lag.
 
-Each poll asks for what follows the local committed head, which tells the primary (a synchronous
-one waits for it) that everything up to there is durably applied here; polls are long polls
-(`wait_ms`), so a new commit reaches the standby at once, not at the next tick."""
+Each poll asks for what follows the local committed head and proves it with the head's hash
+(`after_hash`), which tells the primary (a synchronous one waits for it) that everything up to
+there is durably applied here; polls are long polls (`wait_ms`), so a new commit reaches the standby
+at once, not at the next tick. A primary that does not hold that hash at that sequence answers 409
+`replica_diverged`: this copy's tail is not the primary's, and the tailer stops for good (an
+operator rebuilds the copy from the primary); so does a page whose chain does not verify."""
 
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from core_ledger.service import LedgerService, ReplicationError
 log = structlog.get_logger("croupier.standby")
 
 HEAD_HEADER = "X-Journal-Head"  # the primary's head sequence, sent with every journal page
+HALT_REASONS = ("chain", "diverged")  # why a tailer stopped for good (ledger_replica_halted)
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,19 @@ class StandbyMetrics:
                                  registry=registry)
         self.errors_total = Counter("ledger_replica_errors_total", "Failed journal polls or applies.",
                                     ["reason"], registry=registry)
+        self.halted = Gauge("ledger_replica_halted",
+                            "1 once the tailer stopped for good: chain (a page did not verify) or diverged "
+                            "(the primary does not hold this copy's head).", ["reason"], registry=registry)
+        for reason in HALT_REASONS:
+            self.halted.labels(reason).set(0)
+
+
+class StandbyDiverged(Exception):
+    """The primary refused this standby's position: its entry there has another hash (or none)."""
+
+    def __init__(self, sequence: int, detail: str) -> None:
+        super().__init__(detail)
+        self.sequence = sequence
 
 
 class Standby:
@@ -62,12 +79,22 @@ class Standby:
         self.primary_head = 0
         self.primary_epoch: int | None = None
         self.broken_at: int | None = None  # first sequence that failed verification
+        self.diverged_at: int | None = None  # the position the primary refused as not on its chain
         self._task = OwnedTask("ledger-standby")
         self._applying: asyncio.Future[None] | None = None  # the apply under way, never cut in half
 
     @property
     def running(self) -> bool:
         return self._task.running
+
+    @property
+    def state(self) -> str:
+        """tailing, or why not: diverged, chain_broken (stopped for good) or stopped."""
+        if self.diverged_at is not None:
+            return "diverged"
+        if self.broken_at is not None:
+            return "chain_broken"
+        return "tailing" if self.running else "stopped"
 
     def start(self) -> None:
         self._task.start(self._run())
@@ -94,8 +121,15 @@ class Standby:
                 except ReplicationError as e:
                     self.broken_at = e.first_bad_sequence
                     self.metrics.errors_total.labels("chain").inc()
+                    self.metrics.halted.labels("chain").set(1)
                     log.error("standby_chain_broken", first_bad_sequence=e.first_bad_sequence)
                     return  # never apply past a broken link: an operator must look
+                except StandbyDiverged as e:
+                    self.diverged_at = e.sequence
+                    self.metrics.errors_total.labels("diverged").inc()
+                    self.metrics.halted.labels("diverged").set(1)
+                    log.error("standby_diverged", sequence=e.sequence, primary=s.primary_url, detail=str(e))
+                    return  # its tail is not the primary's: rebuild this copy from the primary
                 except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as e:
                     self.metrics.errors_total.labels("poll").inc()
                     log.warning("standby_poll_failed", error=repr(e))
@@ -105,10 +139,16 @@ class Standby:
 
     async def poll_once(self, session: aiohttp.ClientSession) -> int:
         """Fetch and apply one page after the local head; the number of entries applied."""
-        after = self.service.head.sequence
+        head = self.service.head
+        after = head.sequence
         s = self.settings
-        url = f"{s.primary_url}/v1/journal?after_sequence={after}&limit={s.page_limit}&wait_ms={s.long_poll_ms}"
+        url = (f"{s.primary_url}/v1/journal?after_sequence={after}&after_hash={head.hash}"
+               f"&limit={s.page_limit}&wait_ms={s.long_poll_ms}")
         async with session.get(url) as resp:
+            if resp.status == 409 and resp.content_type == "application/problem+json":
+                problem = await resp.json(content_type=None)
+                if problem.get("code") == "replica_diverged":
+                    raise StandbyDiverged(after, str(problem.get("detail", "")))
             if resp.status != 200:
                 raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status)
             self.primary_head = int(resp.headers.get(HEAD_HEADER, "0"))
