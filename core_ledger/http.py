@@ -154,7 +154,10 @@ async def readyz(request: web.Request) -> web.Response:
         return json_response({**body, "status": "fenced"}, status=503, headers={"Retry-After": "1"})
     if service.role == "standby" and standby is not None:
         body["tailer"] = standby.state
-    if not service.ready or body.get("tailer", "tailing") != "tailing":
+    auditing = request.app[AUDITOR].health
+    if auditing.failing:  # the tailer's own failures show in `tailer`
+        body["failing_tasks"] = [auditing.task]
+    if not service.ready or auditing.failing or body.get("tailer", "tailing") != "tailing":
         return json_response({**body, "status": "unavailable"}, status=503, headers={"Retry-After": "1"})
     return json_response({**body, "status": "ready"})
 

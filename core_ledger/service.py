@@ -31,8 +31,8 @@ import structlog
 from shared.errors import Conflict, CroupierError, Unavailable
 
 from core_ledger.domain import (
-    GENESIS_HASH, PASSES_MAX, PLANNED_FROM, ChainCheck, Command, Context, Replay, State, decide, entry_text, evolve, rows_needed,
-    seal,
+    GENESIS_HASH, PASSES_MAX, PLANNED_FROM, ChainCheck, Command, Context, Replay, State, decide, entry_text, evolve,
+    rows_needed, seal,
 )
 from core_ledger.metrics import LedgerMetrics
 from core_ledger.replication import Acks, Watermark

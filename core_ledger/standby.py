@@ -24,6 +24,7 @@ from shared.tasks import OwnedTask
 
 from core_ledger.replication import EPOCH_HEADER
 from core_ledger.service import LedgerService, ReplicationError
+from core_ledger.task_health import TaskHealth
 
 log = structlog.get_logger("croupier.standby")
 
@@ -82,6 +83,8 @@ class Standby:
         self.diverged_at: int | None = None  # the position the primary refused as not on its chain
         self._task = OwnedTask("ledger-standby")
         self._applying: asyncio.Future[None] | None = None  # the apply under way, never cut in half
+        self.health = TaskHealth("standby", service.metrics, base_delay_s=settings.poll_interval_s,
+                                 max_delay_s=settings.backoff_max_s)
 
     @property
     def running(self) -> bool:
@@ -89,12 +92,14 @@ class Standby:
 
     @property
     def state(self) -> str:
-        """tailing, or why not: diverged, chain_broken (stopped for good) or stopped."""
+        """tailing, or why not: diverged, chain_broken (stopped for good), failing (retrying) or stopped."""
         if self.diverged_at is not None:
             return "diverged"
         if self.broken_at is not None:
             return "chain_broken"
-        return "tailing" if self.running else "stopped"
+        if not self.running:
+            return "stopped"
+        return "failing" if self.health.failing else "tailing"
 
     def start(self) -> None:
         self._task.start(self._run())
@@ -108,16 +113,16 @@ class Standby:
             await asyncio.gather(applying, return_exceptions=True)  # its failure was seen by the tailer
 
     async def _run(self) -> None:
+        """Poll and apply until stopped. A failure (the primary unreachable, a storage error while
+        applying, a bug) is logged, counted and retried with backoff; only a broken chain or a
+        diverged copy stops the tailer, on purpose and loudly."""
         s = self.settings
         headers = {"Authorization": f"Bearer {s.replica_token}"}
-        delay = s.poll_interval_s
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=s.request_timeout_s),
                                          headers=headers) as session:
             while True:
-                failed = False
                 try:
                     applied = await self.poll_once(session)
-                    delay = s.poll_interval_s
                 except ReplicationError as e:
                     self.broken_at = e.first_bad_sequence
                     self.metrics.errors_total.labels("chain").inc()
@@ -132,10 +137,22 @@ class Standby:
                     return  # its tail is not the primary's: rebuild this copy from the primary
                 except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as e:
                     self.metrics.errors_total.labels("poll").inc()
-                    log.warning("standby_poll_failed", error=repr(e))
-                    applied, failed, delay = 0, True, min(s.backoff_max_s, delay * 2)
-                if failed or (not applied and not s.long_poll_ms):  # a long poll has waited already
+                    delay = self.health.failed()
+                    log.warning("standby_poll_failed", error=repr(e), failures=self.health.consecutive_failures,
+                                retry_in_s=delay)
                     await asyncio.sleep(delay)
+                    continue
+                # A storage failure while applying, or a bug: counted and retried, never a silent death.
+                except Exception as e:  # noqa: BLE001
+                    self.metrics.errors_total.labels("apply").inc()
+                    delay = self.health.failed()
+                    log.error("standby_apply_failed", error=repr(e), failures=self.health.consecutive_failures,
+                              retry_in_s=delay)
+                    await asyncio.sleep(delay)
+                    continue
+                self.health.succeeded()
+                if not applied and not s.long_poll_ms:  # a long poll has waited already
+                    await asyncio.sleep(s.poll_interval_s)
 
     async def poll_once(self, session: aiohttp.ClientSession) -> int:
         """Fetch and apply one page after the local head; the number of entries applied."""
