@@ -153,3 +153,53 @@ async def test_long_polls_see_a_commit_of_unknown_outcome_once_the_head_is_reloa
     assert (await verify_store(store))["ok"]
 
 
+
+
+class LandsThenFailsSqlite(SlowSqlite):
+    """As SlowSqlite; and the next journal commit after `lose_next` is stored, then reported failed
+    (the caller cannot know it landed)."""
+
+    lose_next = False
+
+    async def commit(self, journal: Sequence[JournalRow], rows: Rows, head: Head) -> None:
+        await super().commit(journal, rows, head)
+        if journal and self.lose_next:
+            self.lose_next = False
+            raise StorageError("commit failed: disk I/O error")
+
+
+async def test_a_standby_apply_that_failed_or_was_cancelled_leaves_memory_equal_to_disk(
+        aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path) -> None:
+    clock = FakeClock()
+    primary_app = create_app(ledger_config(tmp_path / "p"), clock=clock)
+    primary = Api(await aiohttp_client(await aiohttp_server(primary_app)))
+    await primary.player(deposit=500)
+    for i in range(3):
+        assert (await primary.post("edge", "/v1/bets", bet(f"b{i}", 10)))[0] == 201
+    rows = await primary_app[SERVICE].store.journal(0, 10)
+
+    store = LandsThenFailsSqlite(tmp_path / "s" / "ledger.db")
+    settings = StandbySettings("http://127.0.0.1:9", TOKENS["replica"], poll_interval_s=10)
+    standby_app = create_app(ledger_config(tmp_path / "s"), clock=clock, store=store, standby=settings)
+    await aiohttp_client(standby_app)
+    await standby_app[STANDBY].stop()  # driven by hand
+    service = standby_app[SERVICE]
+
+    store.lose_next = True
+    try:
+        await service.apply_replicated(rows[:2])
+    except StorageError:
+        pass
+    else:
+        raise AssertionError("the failure was not reported")
+    assert service.head == await store.head() and service.head.sequence == 2  # it landed: memory says so
+
+    store.delay_s = COMMIT_DELAY_S
+    applying = asyncio.ensure_future(service.apply_replicated(rows[2:4]))
+    await asyncio.wait_for(store.committing.wait(), 10)
+    applying.cancel()  # cut while SQLite's thread still commits
+    await asyncio.gather(applying, return_exceptions=True)
+    assert service.head == await store.head() and service.head.sequence == 4  # the cut commit landed too
+    store.delay_s = 0
+    await service.apply_replicated(rows[4:])  # and tailing goes on from there
+    assert service.head == primary_app[SERVICE].head == await store.head()
