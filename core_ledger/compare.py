@@ -2,9 +2,10 @@
 
 `compare_stores` reads two stores (offline copies, or a backup and a live copy) and reports, for
 each, its epoch, head, fence and how far its chain verifies; which one wins; and whether the
-loser is a prefix of the winner or where they diverge (the first sequence whose hashes differ).
-A diverged tail is reported, never merged: its entries were never acknowledged by a synchronous
-primary, and an operator decides what to do with them.
+loser is a prefix of the winner or where they diverge (the first sequence whose hashes differ),
+with a one-sentence `verdict` for the operator. A diverged tail is reported, never merged: its
+entries were never acknowledged by a synchronous primary, and an operator decides what to do with
+them; a diverged copy cannot tail the winner (it refuses it as `replica_diverged`) until rebuilt.
 """
 
 from __future__ import annotations

@@ -5,8 +5,13 @@ stops tailing loudly (readyz red, metric), again after a restart; `compare` says
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from core_ledger.compare import compare_stores
 from core_ledger.domain import GENESIS_HASH
@@ -105,3 +110,9 @@ async def test_a_diverged_old_primary_never_acknowledges_the_new_primarys_writes
             await store.close()
     assert report["winner"] == "new" and report["diverged"] is True and report["divergence_sequence"] == shared + 1
     assert report["verdict"].startswith("old DIVERGED from new") and "rebuild" in report["verdict"]
+
+    old_db, new_db = str(tmp_path / "a" / "ledger.db"), str(tmp_path / "b" / "ledger.db")
+    out = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "shared.cli", "ledger", "compare", old_db,
+                                                   new_db], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and orjson.loads(out.stdout)["diverged"] is True
+    assert f"{old_db} DIVERGED from {new_db} at sequence {shared + 1}" in out.stderr
