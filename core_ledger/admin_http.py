@@ -119,7 +119,8 @@ async def replication(request: web.Request) -> web.Response:
         body["primary"] = {"url": standby.settings.primary_url, "head_sequence": standby.primary_head,
                            "epoch": standby.primary_epoch,
                            "lag_sequences": max(0, standby.primary_head - head.sequence),
-                           "tailing": standby.running, "broken_at_sequence": standby.broken_at}
+                           "tailing": standby.running, "broken_at_sequence": standby.broken_at,
+                           "state": standby.state, "diverged_at_sequence": standby.diverged_at}
     return json_response(body)
 
 

@@ -1,5 +1,6 @@
 """Hash-chain audits: on demand (POST /admin/v1/audit/verify) and periodically in the background.
-Both publish `ledger_audit_chain_ok` and `ledger_audit_last_verified_timestamp_seconds`."""
+Both publish `ledger_audit_chain_ok` and `ledger_audit_last_verified_timestamp_seconds`. A periodic
+audit that fails (a read error, not a broken chain) is retried with backoff (`TaskHealth`)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ from shared.tasks import OwnedTask
 from core_ledger.metrics import LedgerMetrics
 from core_ledger.reads import LedgerReads
 from core_ledger.service import LedgerService
+from core_ledger.task_health import TaskHealth
 
 log = structlog.get_logger("croupier.audit")
 
 AUDIT_INTERVAL_S = 3600.0  # the stale-audit alert fires after 6 hours without one
+AUDIT_RETRY_S = 5.0  # after a failed audit (not a broken chain: a read that failed), doubling up to the interval
 
 
 class Auditor:
@@ -29,6 +32,7 @@ class Auditor:
         self._clock = clock
         self.interval_s = interval_s
         self._task = OwnedTask("ledger-audit")
+        self.health = TaskHealth("audit", metrics, base_delay_s=min(AUDIT_RETRY_S, interval_s), max_delay_s=interval_s)
 
     async def verify(self) -> dict[str, Any]:
         """Verify the journal up to the current head and publish the outcome."""
@@ -49,6 +53,11 @@ class Auditor:
         while True:
             try:
                 await self.verify()
-            except Exception as e:  # a failed audit is logged and retried; it must not stop the ledger
-                log.error("audit_failed", error=repr(e))
-            await asyncio.sleep(self.interval_s)
+            except Exception as e:  # logged, counted and retried sooner; it must not stop the ledger
+                delay = self.health.failed()
+                log.error("audit_failed", error=repr(e), failures=self.health.consecutive_failures,
+                          retry_in_s=delay)
+            else:
+                self.health.succeeded()
+                delay = self.interval_s
+            await asyncio.sleep(delay)

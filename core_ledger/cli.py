@@ -115,6 +115,7 @@ def compare(a: Path = typer.Argument(..., help="One ledger.db (stopped or a back
 
     report = _offline([a, b], lambda sa, sb: compare_stores(sa, sb, names=(str(a), str(b))))
     _print(report)
+    sys.stderr.write(report["verdict"] + "\n")  # the JSON is for tools; this line is for the operator
     winner = report["winner"]
     clean = winner is not None and report["loser_is_prefix"] and report["copies"][winner]["verifies"]
     raise typer.Exit(0 if clean else 1)

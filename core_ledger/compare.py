@@ -2,9 +2,10 @@
 
 `compare_stores` reads two stores (offline copies, or a backup and a live copy) and reports, for
 each, its epoch, head, fence and how far its chain verifies; which one wins; and whether the
-loser is a prefix of the winner or where they diverge (the first sequence whose hashes differ).
-A diverged tail is reported, never merged: its entries were never acknowledged by a synchronous
-primary, and an operator decides what to do with them.
+loser is a prefix of the winner or where they diverge (the first sequence whose hashes differ),
+with a one-sentence `verdict` for the operator. A diverged tail is reported, never merged: its
+entries were never acknowledged by a synchronous primary, and an operator decides what to do with
+them; a diverged copy cannot tail the winner (it refuses it as `replica_diverged`) until rebuilt.
 """
 
 from __future__ import annotations
@@ -53,13 +54,29 @@ async def compare_stores(a: Store, b: Store, names: tuple[str, str] = ("a", "b")
     tie = _rank(copies[ranked[0]]) == _rank(copies[ranked[1]])
     winner, loser = ranked
     loser_head = copies[loser]["head_sequence"]
+    extra = 0 if first is None else loser_head - first + 1
+    decided = None if tie and first is not None else winner
     return {
-        "winner": None if tie and first is not None else winner,
+        "winner": decided,
         "same": first is None and copies[winner]["head_sequence"] == loser_head,
         "loser_is_prefix": first is None,
+        "diverged": first is not None,
         "divergence_sequence": first,
         # Entries of the loser the winner does not hold: reported, never merged.
-        "loser_extra_entries": 0 if first is None else loser_head - first + 1,
+        "loser_extra_entries": extra,
         "rule": "highest epoch, then the longest chain that verifies",
+        "verdict": _verdict(decided, loser, first, extra),
         "copies": copies,
     }
+
+
+def _verdict(winner: str | None, loser: str, first: int | None, extra: int) -> str:
+    """What an operator reads first: which copy serves, and what the other one may do."""
+    if winner is None:
+        return (f"the copies diverge at sequence {first} and neither ranks higher: an operator must decide "
+                "which one serves")
+    if first is None:
+        return f"{loser} is a prefix of {winner}: it may tail {winner} as its standby"
+    return (f"{loser} DIVERGED from {winner} at sequence {first} ({extra} entries {winner} does not hold, never "
+            f"acknowledged by a synchronous primary): it cannot tail {winner} (the primary refuses it as "
+            f"replica_diverged); rebuild it from a backup of {winner} and report its tail, never merge it")

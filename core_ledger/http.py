@@ -8,6 +8,7 @@ A non-edge caller that sends `via` or `client_id` gets 403: only edges forward t
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import datetime, timezone
 from typing import Any, AsyncIterator, Callable
 
@@ -39,6 +40,7 @@ from core_ledger.store import SqliteStore, Store
 log = structlog.get_logger("croupier.ledger.http")
 
 READ_ROLES = ("edge", "cashier", "admin_read")
+HASH_TEXT = re.compile(r"[0-9a-f]{64}")
 CASHIER_OPS = ("deposit", "withdrawal")
 
 
@@ -126,9 +128,14 @@ async def bonuses(request: web.Request) -> web.Response:
 async def journal(request: web.Request) -> web.Response:
     after = query_int(request, "after_sequence", 0, high=2**62)
     wait_ms = query_int(request, "wait_ms", 0, high=request.app[CONFIG].journal_wait_ms_max)
+    after_hash = request.query.get("after_hash")
+    if after_hash is not None and not HASH_TEXT.fullmatch(after_hash):
+        raise BadRequest("after_hash: the 64 lowercase hex digits of an entry's hash", field="after_hash")
     service = request.app[SERVICE]
-    if principal(request).role == "replica":  # a standby asks for what follows what it has durably applied
-        service.acknowledge(principal(request).name, after, asyncio.get_running_loop().time())
+    if principal(request).role == "replica" and after_hash is not None:
+        # A standby asks for what follows what it has durably applied, and proves it holds this
+        # chain up to there; a poll without the proof reads the journal but acknowledges nothing.
+        await service.acknowledge(principal(request).name, after, after_hash, asyncio.get_running_loop().time())
     if wait_ms:  # long poll: a new commit is pushed to the standby at once
         await service.commits.reach(after + 1, wait_ms / 1000)
     head = service.head.sequence  # read first: the page never runs past it
@@ -145,7 +152,12 @@ async def readyz(request: web.Request) -> web.Response:
             "head_sequence": service.head.sequence}
     if service.fenced:  # it still serves reads, never writes again
         return json_response({**body, "status": "fenced"}, status=503, headers={"Retry-After": "1"})
-    if not service.ready or (service.role == "standby" and standby is not None and not standby.running):
+    if service.role == "standby" and standby is not None:
+        body["tailer"] = standby.state
+    auditing = request.app[AUDITOR].health
+    if auditing.failing:  # the tailer's own failures show in `tailer`
+        body["failing_tasks"] = [auditing.task]
+    if not service.ready or auditing.failing or body.get("tailer", "tailing") != "tailing":
         return json_response({**body, "status": "unavailable"}, status=503, headers={"Retry-After": "1"})
     return json_response({**body, "status": "ready"})
 
@@ -161,7 +173,8 @@ ROUTES: list[Route] = [
     Route("GET", "/v1/jackpots/{jackpot_id}", jackpot, "A jackpot's pool, epoch and per-edge contributions"),
     Route("GET", "/v1/players/{player_id}/bonuses", bonuses, "A player's bonus offers and wagering"),
     Route("GET", "/v1/journal", journal, "Journal entries as NDJSON",
-          query={"after_sequence": "integer", "limit": "integer", "wait_ms": "integer"}, ndjson=True),
+          query={"after_sequence": "integer", "after_hash": "string", "limit": "integer", "wait_ms": "integer"},
+          ndjson=True),
     Route("GET", "/readyz", readyz, "Ready to serve (store open, writer running, not fenced)"),
 ]
 

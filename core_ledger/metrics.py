@@ -47,6 +47,16 @@ class LedgerMetrics:
         self.standby_ack_wait_seconds = Histogram(
             "ledger_standby_ack_wait_seconds", "Synchronous standby: commit to standby confirmation, per group.",
             buckets=LATENCY_BUCKETS_S, registry=registry)
+        self.task_failures_total = Counter(
+            "ledger_task_failures_total", "Failures of a background task (standby tailer, auditor), each retried.",
+            ["task"], registry=registry)
+        self.task_failing = Gauge(
+            "ledger_task_failing", "1 while a background task keeps failing (/readyz is red meanwhile).",
+            ["task"], registry=registry)
+        self.standby_divergences_total = Counter(
+            "ledger_standby_divergences_total",
+            "Standby polls refused (409 replica_diverged): the standby's claimed position is not on this chain.",
+            registry=registry)
         self.standby_ack_timeouts_total = Counter(
             "ledger_standby_ack_timeouts_total",
             "Synchronous standby: groups answered 503 because no standby confirmed them in time.",

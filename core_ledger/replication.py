@@ -2,8 +2,9 @@
 (synchronous replication), and the peer epoch check that fences a primary at start.
 
 The journal endpoint advances nothing itself: the writer advances `commits` after every durable
-commit (long polls wait on it) and each standby's poll `after_sequence=N` acknowledges N, which
-advances `acks` (answers of a synchronous primary wait on it).
+commit (long polls wait on it) and each standby's poll `after_sequence=N&after_hash=H` acknowledges
+N once H is the primary's own hash at N (`LedgerService.acknowledge`), which advances `acks`
+(answers of a synchronous primary wait on it).
 """
 
 from __future__ import annotations

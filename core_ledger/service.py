@@ -18,6 +18,7 @@ retry with the same id replays them, and that replay too waits for a standby).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -27,11 +28,11 @@ from typing import Callable
 import orjson
 import structlog
 
-from shared.errors import CroupierError, Unavailable
+from shared.errors import Conflict, CroupierError, Unavailable
 
 from core_ledger.domain import (
-    PASSES_MAX, PLANNED_FROM, ChainCheck, Command, Context, Replay, State, decide, entry_text, evolve, rows_needed,
-    seal,
+    GENESIS_HASH, PASSES_MAX, PLANNED_FROM, ChainCheck, Command, Context, Replay, State, decide, entry_text, evolve,
+    rows_needed, seal,
 )
 from core_ledger.metrics import LedgerMetrics
 from core_ledger.replication import Acks, Watermark
@@ -107,6 +108,8 @@ class LedgerService:
         self.commits = Watermark()  # the committed head sequence (journal long polls wait on it)
         self.acks = Acks()  # what standbys have applied (synchronous answers wait on it)
         self._held: set[asyncio.Task[None]] = set()  # committed answers waiting for a standby
+        self._head_stale = False  # standby: an apply failed or was cut, reload the head before the next
+        self._promoting = asyncio.Lock()
 
     @property
     def head(self) -> Head:
@@ -224,6 +227,9 @@ class LedgerService:
             self._broken = False
         except Exception as e:  # still broken: the next group fails and tries again
             log.error("ledger_head_reload_failed", error=repr(e))
+            return
+        # A commit whose outcome was unknown may have landed: long polls waiting for it are due now.
+        self.commits.advance(self._committed.sequence)
 
     async def _judge(self, commands: list[Command]) -> _Judged:
         await self._load(commands)
@@ -290,10 +296,25 @@ class LedgerService:
             await self.store.commit(judged.journal, judged.rows, judged.head)
         except Exception as e:  # storage failure: nothing of this group is acknowledged
             log.error("ledger_commit_failed", error=repr(e), batch_size=len(judged.results))
+            await self._observe_stored_head()
             return False
         self.metrics.commit_duration_seconds.observe(time.perf_counter() - started)
         self.metrics.commit_batch_size.observe(len(judged.results))
         return True
+
+    async def _observe_stored_head(self) -> None:
+        """After a failed commit, whose outcome may be unknown (the connection died after COMMIT was
+        sent): what the store holds is committed, and journal long polls must see it now, not at
+        the next commit. The overlay is restarted by the next group (`_settle`)."""
+        try:
+            stored = await self.store.head()
+        except Exception as e:  # noqa: BLE001 (any failure: the next group's `_settle` reloads it again)
+            log.error("ledger_head_reload_failed", error=repr(e))
+            return
+        if stored.sequence > self._committed.sequence:
+            log.warning("ledger_commit_outcome_landed", head_sequence=stored.sequence)
+            self._committed = stored
+            self.commits.advance(stored.sequence)
 
     async def _release(self, jobs: list[_Job], results: list[Result], sequence: int) -> None:
         """Synchronous standby: answer once some standby has applied up to `sequence` (which
@@ -332,10 +353,33 @@ class LedgerService:
         log.warning("ledger_fenced", own_epoch=self._head.epoch, seen_epoch=epoch)
         await self.store.fence(epoch)
 
-    def acknowledge(self, name: str, sequence: int, now: float) -> None:
-        """A standby polled after `sequence`: it has durably applied everything up to it."""
-        self.acks.record(name, min(sequence, self._committed.sequence), now)
+    async def acknowledge(self, name: str, sequence: int, claimed_hash: str, now: float) -> None:
+        """A standby polled after `sequence`, proving with `claimed_hash` (its entry's hash there)
+        that it holds this ledger's chain up to it: only then has it durably applied everything up
+        to `sequence`. A hash that differs, or a sequence this ledger never stored, means its copy
+        diverged: `Conflict` `replica_diverged`, nothing recorded."""
+        own = await self._hash_at(sequence)
+        if own != claimed_hash:
+            self.metrics.standby_divergences_total.inc()
+            log.error("standby_diverged", standby=name, sequence=sequence, head_sequence=self._committed.sequence,
+                      held_here=own is not None)
+            raise Conflict(f"the standby's entry {sequence} is not this ledger's "
+                           f"({'another hash' if own is not None else 'no such entry here'}): "
+                           "its copy diverged and must be rebuilt from this primary",
+                           code="replica_diverged", sequence=sequence)
+        self.acks.record(name, sequence, now)
         self.metrics.standby_acked_sequence.set(self.acks.best.value)
+
+    async def _hash_at(self, sequence: int) -> str | None:
+        """The hash of this ledger's stored entry at `sequence` (the genesis hash at 0); None if absent."""
+        if sequence == 0:
+            return GENESIS_HASH
+        if sequence == self._committed.sequence:
+            return self._committed.hash
+        rows = await self.store.journal(sequence - 1, 1)
+        if not rows or rows[0][0] != sequence:
+            return None
+        return str(orjson.loads(rows[0][1])["hash"])
 
     def _observe_role(self) -> None:
         self.metrics.epoch.set(self._head.epoch)
@@ -356,6 +400,8 @@ class LedgerService:
         """Standby: verify (sequence, text) journal rows against the local head and apply them with
         the same `evolve`, in one commit. Raises `ReplicationError` on a broken chain."""
         assert self.role == "standby", "only a standby applies another ledger's journal"
+        if self._head_stale:  # a previous apply failed or was cut: start from what is stored
+            await self._reload_head()
         check = ChainCheck(head_sequence=self._head.sequence, head_hash=self._head.hash)
         if not check.feed(rows):
             raise ReplicationError(f"the primary's journal does not verify at {check.first_bad_sequence}",
@@ -369,8 +415,11 @@ class LedgerService:
                 journal.append(JournalRow(entry["sequence"], entry["transaction"]["id"], entry_text(entry)))
             head = Head(entries[-1]["sequence"], entries[-1]["hash"], entries[-1]["epoch"])
             await self.store.commit(journal, self._cache.take_dirty(), head)
-        except Exception:
+        except BaseException:  # cancelled too: the commit may still land (or have landed)
+            self._head_stale = True
             self._cache = State(complete=False)  # the overlay may hold half-applied rows
+            with contextlib.suppress(Exception):
+                await self._reload_head()
             raise
         self._cache.forget_entries(head.sequence)
         self._head = self._committed = head
@@ -378,17 +427,30 @@ class LedgerService:
         self._observe_role()
         self.metrics.journal_head_sequence.set(head.sequence)
 
+    async def _reload_head(self) -> None:
+        """Standby: the head (and an empty overlay) from what the store holds. On SQLite a read
+        queues behind a commit still running on the writer connection, so it sees its outcome."""
+        self._cache = State(complete=False)
+        stored = await self.store.head()
+        self._head = self._committed = stored
+        self._head_stale = False
+        self.commits.advance(stored.sequence)
+        self.metrics.journal_head_sequence.set(stored.sequence)
+
     async def promote(self) -> Head:
         """Standby → primary: raise the epoch (stored durably) so every later entry carries it.
-        The caller has stopped the tailer, so nothing else mutates the store."""
-        if self.role == "standby":
-            # Above every epoch this copy has heard of, so no two primaries ever share one.
-            head = Head(self._head.sequence, self._head.hash, max(self._head.epoch, self.fenced_by) + 1)
-            await self.store.commit([], {}, head)
-            self._head = self._committed = head
-            self.role = "primary"
-            self._observe_role()
-            log.warning("ledger_promoted", epoch=head.epoch, head_sequence=head.sequence)
+        The caller has stopped the tailer, so nothing else mutates the store. The head is read
+        back from the store first: the new primary extends exactly what is stored."""
+        async with self._promoting:  # two promote calls at once raise the epoch once
+            if self.role == "standby":
+                await self._reload_head()
+                # Above every epoch this copy has heard of, so no two primaries ever share one.
+                head = Head(self._head.sequence, self._head.hash, max(self._head.epoch, self.fenced_by) + 1)
+                await self.store.commit([], {}, head)
+                self._head = self._committed = head
+                self.role = "primary"
+                self._observe_role()
+                log.warning("ledger_promoted", epoch=head.epoch, head_sequence=head.sequence)
         return self._head
 
     async def _load(self, commands: list[Command]) -> None:

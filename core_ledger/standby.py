@@ -1,9 +1,12 @@
 """Standby mode: tail the primary's journal (`GET /v1/journal`), verify the chain, apply it with
 the same `evolve`, refuse writes (503 `not_primary`), and export the replication lag.
 
-Each poll asks for what follows the local committed head, which tells the primary (a synchronous
-one waits for it) that everything up to there is durably applied here; polls are long polls
-(`wait_ms`), so a new commit reaches the standby at once, not at the next tick."""
+Each poll asks for what follows the local committed head and proves it with the head's hash
+(`after_hash`), which tells the primary (a synchronous one waits for it) that everything up to
+there is durably applied here; polls are long polls (`wait_ms`), so a new commit reaches the standby
+at once, not at the next tick. A primary that does not hold that hash at that sequence answers 409
+`replica_diverged`: this copy's tail is not the primary's, and the tailer stops for good (an
+operator rebuilds the copy from the primary); so does a page whose chain does not verify."""
 
 from __future__ import annotations
 
@@ -21,10 +24,12 @@ from shared.tasks import OwnedTask
 
 from core_ledger.replication import EPOCH_HEADER
 from core_ledger.service import LedgerService, ReplicationError
+from core_ledger.task_health import TaskHealth
 
 log = structlog.get_logger("croupier.standby")
 
 HEAD_HEADER = "X-Journal-Head"  # the primary's head sequence, sent with every journal page
+HALT_REASONS = ("chain", "diverged")  # why a tailer stopped for good (ledger_replica_halted)
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,19 @@ class StandbyMetrics:
                                  registry=registry)
         self.errors_total = Counter("ledger_replica_errors_total", "Failed journal polls or applies.",
                                     ["reason"], registry=registry)
+        self.halted = Gauge("ledger_replica_halted",
+                            "1 once the tailer stopped for good: chain (a page did not verify) or diverged "
+                            "(the primary does not hold this copy's head).", ["reason"], registry=registry)
+        for reason in HALT_REASONS:
+            self.halted.labels(reason).set(0)
+
+
+class StandbyDiverged(Exception):
+    """The primary refused this standby's position: its entry there has another hash (or none)."""
+
+    def __init__(self, sequence: int, detail: str) -> None:
+        super().__init__(detail)
+        self.sequence = sequence
 
 
 class Standby:
@@ -62,47 +80,92 @@ class Standby:
         self.primary_head = 0
         self.primary_epoch: int | None = None
         self.broken_at: int | None = None  # first sequence that failed verification
+        self.diverged_at: int | None = None  # the position the primary refused as not on its chain
         self._task = OwnedTask("ledger-standby")
+        self._applying: asyncio.Future[None] | None = None  # the apply under way, never cut in half
+        self.health = TaskHealth("standby", service.metrics, base_delay_s=settings.poll_interval_s,
+                                 max_delay_s=settings.backoff_max_s)
 
     @property
     def running(self) -> bool:
         return self._task.running
 
+    @property
+    def state(self) -> str:
+        """tailing, or why not: diverged, chain_broken (stopped for good), failing (retrying) or stopped."""
+        if self.diverged_at is not None:
+            return "diverged"
+        if self.broken_at is not None:
+            return "chain_broken"
+        if not self.running:
+            return "stopped"
+        return "failing" if self.health.failing else "tailing"
+
     def start(self) -> None:
         self._task.start(self._run())
 
     async def stop(self) -> None:
+        """Stop tailing. A poll is cancelled, but an apply under way is let finish: when this
+        returns the store and the service's head agree (promotion builds on both)."""
         await self._task.stop()
+        applying, self._applying = self._applying, None
+        if applying is not None:
+            await asyncio.gather(applying, return_exceptions=True)  # its failure was seen by the tailer
 
     async def _run(self) -> None:
+        """Poll and apply until stopped. A failure (the primary unreachable, a storage error while
+        applying, a bug) is logged, counted and retried with backoff; only a broken chain or a
+        diverged copy stops the tailer, on purpose and loudly."""
         s = self.settings
         headers = {"Authorization": f"Bearer {s.replica_token}"}
-        delay = s.poll_interval_s
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=s.request_timeout_s),
                                          headers=headers) as session:
             while True:
-                failed = False
                 try:
                     applied = await self.poll_once(session)
-                    delay = s.poll_interval_s
                 except ReplicationError as e:
                     self.broken_at = e.first_bad_sequence
                     self.metrics.errors_total.labels("chain").inc()
+                    self.metrics.halted.labels("chain").set(1)
                     log.error("standby_chain_broken", first_bad_sequence=e.first_bad_sequence)
                     return  # never apply past a broken link: an operator must look
+                except StandbyDiverged as e:
+                    self.diverged_at = e.sequence
+                    self.metrics.errors_total.labels("diverged").inc()
+                    self.metrics.halted.labels("diverged").set(1)
+                    log.error("standby_diverged", sequence=e.sequence, primary=s.primary_url, detail=str(e))
+                    return  # its tail is not the primary's: rebuild this copy from the primary
                 except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as e:
                     self.metrics.errors_total.labels("poll").inc()
-                    log.warning("standby_poll_failed", error=repr(e))
-                    applied, failed, delay = 0, True, min(s.backoff_max_s, delay * 2)
-                if failed or (not applied and not s.long_poll_ms):  # a long poll has waited already
+                    delay = self.health.failed()
+                    log.warning("standby_poll_failed", error=repr(e), failures=self.health.consecutive_failures,
+                                retry_in_s=delay)
                     await asyncio.sleep(delay)
+                    continue
+                # A storage failure while applying, or a bug: counted and retried, never a silent death.
+                except Exception as e:  # noqa: BLE001
+                    self.metrics.errors_total.labels("apply").inc()
+                    delay = self.health.failed()
+                    log.error("standby_apply_failed", error=repr(e), failures=self.health.consecutive_failures,
+                              retry_in_s=delay)
+                    await asyncio.sleep(delay)
+                    continue
+                self.health.succeeded()
+                if not applied and not s.long_poll_ms:  # a long poll has waited already
+                    await asyncio.sleep(s.poll_interval_s)
 
     async def poll_once(self, session: aiohttp.ClientSession) -> int:
         """Fetch and apply one page after the local head; the number of entries applied."""
-        after = self.service.head.sequence
+        head = self.service.head
+        after = head.sequence
         s = self.settings
-        url = f"{s.primary_url}/v1/journal?after_sequence={after}&limit={s.page_limit}&wait_ms={s.long_poll_ms}"
+        url = (f"{s.primary_url}/v1/journal?after_sequence={after}&after_hash={head.hash}"
+               f"&limit={s.page_limit}&wait_ms={s.long_poll_ms}")
         async with session.get(url) as resp:
+            if resp.status == 409 and resp.content_type == "application/problem+json":
+                problem = await resp.json(content_type=None)
+                if problem.get("code") == "replica_diverged":
+                    raise StandbyDiverged(after, str(problem.get("detail", "")))
             if resp.status != 200:
                 raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status)
             self.primary_head = int(resp.headers.get(HEAD_HEADER, "0"))
@@ -110,7 +173,13 @@ class Standby:
             text = await resp.text()
         rows = [(after + i + 1, line) for i, line in enumerate(text.splitlines()) if line]
         if rows:
-            await self.service.apply_replicated(rows)
+            # Shielded: cancelling the tailer (stop) does not cut the apply; stop waits for it.
+            self._applying = applying = asyncio.ensure_future(self.service.apply_replicated(rows))
+            try:
+                await asyncio.shield(applying)
+            finally:
+                if applying.done():
+                    self._applying = None
         self._observe_lag(rows)
         return len(rows)
 

@@ -49,6 +49,12 @@ LEDGER_METRICS = (
     # Failover: a fenced copy refuses writes; a synchronous primary counts standby confirmations that timed out.
     MetricSpec("ledger_fenced", "gauge"),
     MetricSpec("ledger_standby_ack_timeouts_total", "counter"),
+    # Replication safety: a primary refusing a standby's unproven position; a standby's tailer stopped for
+    # good (reason: chain | diverged); background tasks (task: standby | audit) failing and retrying.
+    MetricSpec("ledger_standby_divergences_total", "counter"),
+    MetricSpec("ledger_replica_halted", "gauge", ("reason",)),
+    MetricSpec("ledger_task_failures_total", "counter", ("task",)),
+    MetricSpec("ledger_task_failing", "gauge", ("task",)),
 )
 
 COMMON_METRICS = (

@@ -1,0 +1,42 @@
+"""Health of the ledger's long-running background tasks (the standby tailer, the auditor).
+
+A task that fails logs the failure itself, reports it here and goes on after the delay this
+returns (doubling from `base_delay_s` up to `max_delay_s`); one success resets the streak. Each
+failure is counted (`ledger_task_failures_total{task}`); `failing_after` consecutive failures make
+the task `failing` (`ledger_task_failing{task}` = 1), which turns the ledger's /readyz red.
+"""
+
+from __future__ import annotations
+
+from core_ledger.metrics import LedgerMetrics
+
+FAILING_AFTER = 5  # consecutive failures before a task counts as failing
+
+
+class TaskHealth:
+    def __init__(self, task: str, metrics: LedgerMetrics, *, base_delay_s: float, max_delay_s: float,
+                 failing_after: int = FAILING_AFTER) -> None:
+        self.task = task
+        self.base_delay_s = base_delay_s
+        self.max_delay_s = max(base_delay_s, max_delay_s)
+        self.failing_after = failing_after
+        self.consecutive_failures = 0
+        self._failures = metrics.task_failures_total.labels(task)
+        self._failing = metrics.task_failing.labels(task)
+        self._failing.set(0)
+
+    @property
+    def failing(self) -> bool:
+        return self.consecutive_failures >= self.failing_after
+
+    def failed(self) -> float:
+        """Count one failure; the delay before the task tries again."""
+        self.consecutive_failures += 1
+        self._failures.inc()
+        self._failing.set(1 if self.failing else 0)
+        return min(self.max_delay_s, self.base_delay_s * 2 ** min(self.consecutive_failures - 1, 30))
+
+    def succeeded(self) -> None:
+        if self.consecutive_failures:
+            self.consecutive_failures = 0
+            self._failing.set(0)

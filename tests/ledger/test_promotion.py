@@ -1,0 +1,205 @@
+"""Promotion safety: a standby promoted while it applies a page extends exactly what it stored
+(SQLite and PostgreSQL), and after a commit of unknown outcome the journal's long polls see what
+the store holds as soon as the writer reloaded its head."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from core_ledger.http import create_app
+from core_ledger.reads import verify_store
+from core_ledger.routes import SERVICE, STANDBY
+from core_ledger.standby import StandbySettings
+from core_ledger.store import Head, JournalRow, SqliteStore, StorageError
+from core_ledger.store.base import Rows
+from core_ledger.store.postgres import PostgresStore
+from core_ledger.store.sqlite import _commit_sync, _in_thread
+from tests.ledger.conftest import TOKENS, Api, FakeClock, bet, ledger_config
+from tests.ledger.pg import TEST_LIMITS, PgServer, fresh_schema
+from tests.ledger.test_standby import wait_for
+
+COMMIT_DELAY_S = 0.5
+
+
+def _slow_commit(db: sqlite3.Connection, journal: Sequence[JournalRow], rows: Rows, head: Head, delay_s: float) -> None:
+    time.sleep(delay_s)  # in the database thread: cancelling the caller does not stop this commit
+    _commit_sync(db, journal, rows, head)
+
+
+class SlowSqlite(SqliteStore):
+    """Journal commits take `delay_s` in SQLite's thread (a slow fsync); `committing` is set on entry."""
+
+    delay_s = 0.0
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.committing = asyncio.Event()
+
+    async def commit(self, journal: Sequence[JournalRow], rows: Rows, head: Head) -> None:
+        if not (journal and self.delay_s):
+            return await super().commit(journal, rows, head)
+        self.committing.set()
+        await _in_thread(self._w, _slow_commit, journal, rows, head, self.delay_s)
+
+
+class SlowPostgres(PostgresStore):
+    """Journal commits take `delay_s` and, once sent, complete even if the caller is cancelled
+    (what the server does with a COMMIT it received)."""
+
+    delay_s = 0.0
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.committing = asyncio.Event()
+
+    async def commit(self, journal: Sequence[JournalRow], rows: Rows, head: Head) -> None:
+        if not (journal and self.delay_s):
+            return await super().commit(journal, rows, head)
+        self.committing.set()
+
+        async def sent() -> None:
+            await asyncio.sleep(self.delay_s)
+            await PostgresStore.commit(self, journal, rows, head)
+
+        await asyncio.shield(asyncio.ensure_future(sent()))
+
+
+async def _promote_during_apply(aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path,
+                                standby_store: SlowSqlite | SlowPostgres, reopen: Any) -> None:
+    clock = FakeClock()
+    primary_app = create_app(ledger_config(tmp_path / "p"), clock=clock)
+    primary_server = await aiohttp_server(primary_app)
+    primary = Api(await aiohttp_client(primary_server))
+    settings = StandbySettings(str(primary_server.make_url("")).rstrip("/"), TOKENS["replica"], poll_interval_s=0.05)
+    standby_app = create_app(ledger_config(tmp_path / "s"), clock=clock, store=standby_store, standby=settings)
+    standby = Api(await aiohttp_client(standby_app))
+    await primary.player(deposit=0)
+    await wait_for(lambda: standby_app[SERVICE].head.sequence == 1)
+
+    standby_store.delay_s = COMMIT_DELAY_S
+    status, _ = await primary.post("cashier", "/v1/deposits", {"id": "d1", "player_id": "p1", "currency": "EUR",
+                                                               "amount_minor": 500})
+    assert status == 201
+    await asyncio.wait_for(standby_store.committing.wait(), 10)
+    status, promoted = await standby.post("admin_write", "/admin/v1/promote")  # while entry 2 is being applied
+    assert status == 200 and promoted["head"]["sequence"] == 2, promoted
+    assert not standby_app[STANDBY].running
+    assert (await standby_store.head()).sequence == standby_app[SERVICE].head.sequence == 2
+    status, body = await standby.post("edge", "/v1/bets", bet("b1", 100))
+    assert status == 201 and body["transaction"]["sequence"] == 3 and body["balance"]["balance_minor"] == 400, body
+    await standby.client.close()
+
+    again = Api(await aiohttp_client(create_app(ledger_config(tmp_path / "s"), clock=clock, store=reopen())))
+    status, body = await again.post("edge", "/v1/bets", bet("b2", 100))  # after a restart too
+    assert status == 201 and body["transaction"]["sequence"] == 4, body
+    status, report = await again.post("admin_read", "/admin/v1/audit/verify")
+    assert report["ok"] and report["head_sequence"] == 4
+
+
+async def test_promotion_while_applying_extends_what_sqlite_stored(aiohttp_server: Any, aiohttp_client: Any,
+                                                                  tmp_path: Path) -> None:
+    path = tmp_path / "s" / "ledger.db"
+    await _promote_during_apply(aiohttp_server, aiohttp_client, tmp_path, SlowSqlite(path),
+                                lambda: SqliteStore(path))
+
+
+async def test_promotion_while_applying_extends_what_postgres_stored(aiohttp_server: Any, aiohttp_client: Any,
+                                                                    tmp_path: Path, pg_server: PgServer) -> None:
+    schema = fresh_schema()
+    await _promote_during_apply(aiohttp_server, aiohttp_client, tmp_path,
+                                SlowPostgres(pg_server.dsn, TEST_LIMITS, schema=schema),
+                                lambda: PostgresStore(pg_server.dsn, TEST_LIMITS, schema=schema))
+
+
+class LostAnswerPostgres(PostgresStore):
+    """The next journal commit lands, but its answer is lost (the connection died after COMMIT)."""
+
+    lose_next = False
+
+    async def commit(self, journal: Sequence[JournalRow], rows: Rows, head: Head) -> None:
+        await super().commit(journal, rows, head)
+        if journal and self.lose_next:
+            self.lose_next = False
+            raise StorageError("commit failed: ConnectionDoesNotExistError: connection was closed")
+
+
+async def test_long_polls_see_a_commit_of_unknown_outcome_once_the_head_is_reloaded(
+        aiohttp_client: Any, tmp_path: Path, pg_server: PgServer) -> None:
+    store = LostAnswerPostgres(pg_server.dsn, TEST_LIMITS, schema=fresh_schema())
+    app = create_app(ledger_config(tmp_path / "p"), clock=FakeClock(), store=store)
+    api = Api(await aiohttp_client(app))
+    await api.player()
+    store.lose_next = True
+    deposit = {"id": "d1", "player_id": "p1", "currency": "EUR", "amount_minor": 500}
+    status, problem = await api.post("cashier", "/v1/deposits", deposit)
+    assert status == 503 and problem["code"] == "storage_unavailable"
+    assert (await store.head()).sequence == 2  # it landed all the same
+
+    started = time.monotonic()  # no other write follows: the long poll must not wait for one
+    status, page = await api.get("admin_read", "/v1/journal?after_sequence=1&wait_ms=5000")
+    assert status == 200 and len(page.splitlines()) == 1
+    assert time.monotonic() - started < 2.5, "the long poll waited for a commit that is already stored"
+    assert app[SERVICE].head.sequence == 2
+
+    status, body = await api.post("cashier", "/v1/deposits", deposit)  # the retry is a replay of what landed
+    assert status == 200 and body["replayed"] is True and app[SERVICE].head.sequence == 2
+    status, body = await api.post("cashier", "/v1/deposits", {**deposit, "id": "d2"})
+    assert status == 201 and body["transaction"]["sequence"] == 3
+    assert (await verify_store(store))["ok"]
+
+
+
+
+class LandsThenFailsSqlite(SlowSqlite):
+    """As SlowSqlite; and the next journal commit after `lose_next` is stored, then reported failed
+    (the caller cannot know it landed)."""
+
+    lose_next = False
+
+    async def commit(self, journal: Sequence[JournalRow], rows: Rows, head: Head) -> None:
+        await super().commit(journal, rows, head)
+        if journal and self.lose_next:
+            self.lose_next = False
+            raise StorageError("commit failed: disk I/O error")
+
+
+async def test_a_standby_apply_that_failed_or_was_cancelled_leaves_memory_equal_to_disk(
+        aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path) -> None:
+    clock = FakeClock()
+    primary_app = create_app(ledger_config(tmp_path / "p"), clock=clock)
+    primary = Api(await aiohttp_client(await aiohttp_server(primary_app)))
+    await primary.player(deposit=500)
+    for i in range(3):
+        assert (await primary.post("edge", "/v1/bets", bet(f"b{i}", 10)))[0] == 201
+    rows = await primary_app[SERVICE].store.journal(0, 10)
+
+    store = LandsThenFailsSqlite(tmp_path / "s" / "ledger.db")
+    settings = StandbySettings("http://127.0.0.1:9", TOKENS["replica"], poll_interval_s=10)
+    standby_app = create_app(ledger_config(tmp_path / "s"), clock=clock, store=store, standby=settings)
+    await aiohttp_client(standby_app)
+    await standby_app[STANDBY].stop()  # driven by hand
+    service = standby_app[SERVICE]
+
+    store.lose_next = True
+    try:
+        await service.apply_replicated(rows[:2])
+    except StorageError:
+        pass
+    else:
+        raise AssertionError("the failure was not reported")
+    assert service.head == await store.head() and service.head.sequence == 2  # it landed: memory says so
+
+    store.delay_s = COMMIT_DELAY_S
+    applying = asyncio.ensure_future(service.apply_replicated(rows[2:4]))
+    await asyncio.wait_for(store.committing.wait(), 10)
+    applying.cancel()  # cut while SQLite's thread still commits
+    await asyncio.gather(applying, return_exceptions=True)
+    assert service.head == await store.head() and service.head.sequence == 4  # the cut commit landed too
+    store.delay_s = 0
+    await service.apply_replicated(rows[4:])  # and tailing goes on from there
+    assert service.head == primary_app[SERVICE].head == await store.head()
