@@ -8,7 +8,8 @@ Error tree (status in brackets)::
     ├── Forbidden [403]             forbidden
     ├── NotFound [404]              not_found
     ├── Conflict [409]              round_closed, bet_rolled_back, version_conflict,
-    │                               already_claimed, request_in_progress
+    │                               already_claimed, request_in_progress, not_fenced,
+    │                               peer_is_primary
     ├── PayloadTooLarge [413]       payload_too_large
     ├── Unprocessable [422]         insufficient_funds, idempotency_key_reused, wagering_not_met,
     │                               bonus_expired, currency_mismatch, balance_limit_exceeded
@@ -115,6 +116,8 @@ CLASS_BY_CODE: dict[str, type[CroupierError]] = {
     "version_conflict": Conflict,
     "already_claimed": Conflict,
     "request_in_progress": Conflict,
+    "not_fenced": Conflict,
+    "peer_is_primary": Conflict,
     "payload_too_large": PayloadTooLarge,
     "insufficient_funds": Unprocessable,
     "idempotency_key_reused": Unprocessable,
