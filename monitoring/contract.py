@@ -48,6 +48,10 @@ LEDGER_METRICS = (
     # Failover: a fenced copy refuses writes; a synchronous primary counts standby confirmations that timed out.
     MetricSpec("ledger_fenced", "gauge"),
     MetricSpec("ledger_standby_ack_timeouts_total", "counter"),
+    # Fencing at the trust boundary: epoch claims by outcome, failed peer checks, fences lifted by an operator.
+    MetricSpec("ledger_epoch_claims_total", "counter", ("outcome",)),
+    MetricSpec("ledger_peer_check_failures_total", "counter"),
+    MetricSpec("ledger_unfences_total", "counter", ("forced",)),
 )
 
 COMMON_METRICS = (
