@@ -40,8 +40,8 @@ log = structlog.get_logger("croupier.ledger.fencing")
 
 EPOCH_CLAIM_ROLES = frozenset({"edge", "replica"})  # the only credentials whose X-Ledger-Epoch is heard
 PEER_ANSWER_BYTES_MAX = 4096  # a /readyz body is ~150 bytes
-IGNORED_LOG_INTERVAL_S = 60.0  # a refused claim is logged at most once a minute per credential
-IGNORED_LOG_NAMES_MAX = 1024  # credentials remembered for that throttle
+CLAIM_LOG_INTERVAL_S = 60.0  # an ignored or unverified claim is logged at most once a minute per credential
+CLAIM_LOG_KEYS_MAX = 1024  # credentials remembered for that throttle
 
 
 @dataclass(frozen=True)
@@ -89,9 +89,11 @@ async def read_peer(http: aiohttp.ClientSession, url: str) -> PeerView:
     ready, with the same body): role, epoch, fenced, head. The header must agree with the body."""
     try:
         async with http.get(url + "/readyz") as resp:
-            raw = await resp.content.read(PEER_ANSWER_BYTES_MAX + 1)
-            if len(raw) > PEER_ANSWER_BYTES_MAX:
-                raise ValueError("answer too large")
+            raw = b""
+            while chunk := await resp.content.read(PEER_ANSWER_BYTES_MAX + 1 - len(raw)):
+                raw += chunk
+                if len(raw) > PEER_ANSWER_BYTES_MAX:
+                    raise ValueError("answer too large")
             body = orjson.loads(raw)
             header = int(resp.headers[EPOCH_HEADER])
         epoch, role, fenced = body["epoch"], body["role"], body["fenced"]
@@ -115,7 +117,7 @@ class _Throttle:
     def allow(self, key: str, now: float) -> bool:
         if now - self.last.get(key, -self.interval_s) < self.interval_s:
             return False
-        if key not in self.last and len(self.last) >= IGNORED_LOG_NAMES_MAX:
+        if key not in self.last and len(self.last) >= CLAIM_LOG_KEYS_MAX:
             self.last.clear()
         self.last[key] = now
         return True
@@ -135,7 +137,8 @@ class Fencing:
         self.last: Survey | None = None
         self._inflight: asyncio.Task[Survey] | None = None
         self._watch: asyncio.Task[None] | None = None
-        self._ignored_log = _Throttle(IGNORED_LOG_INTERVAL_S)
+        self._ignored_log = _Throttle(CLAIM_LOG_INTERVAL_S)
+        self._unverified_log = _Throttle(CLAIM_LOG_INTERVAL_S)
 
     # --- claims -----------------------------------------------------------------------------
 
@@ -173,8 +176,8 @@ class Fencing:
                   "outcome": outcome, "fenced_by_epoch": self.service.fenced_by or None}
         if outcome == "proven":
             log.warning("epoch_claim_proven", **fields)
-        elif not remembered:  # a refutation from memory was logged when it was first judged
-            log.warning("epoch_claim_unverified", **fields,
+        elif self._unverified_log.allow(f"{who.name}:{outcome}", time.monotonic()):  # the counter counts each
+            log.warning("epoch_claim_unverified", **fields, refuted_from_memory=remembered,
                         peers=[v.record() for v in survey.views] if survey is not None else [])
 
     # --- surveys ----------------------------------------------------------------------------
@@ -192,21 +195,21 @@ class Fencing:
             self._inflight = None
 
     async def _survey(self) -> Survey:
+        views: tuple[PeerView, ...] = ()
         try:
             timeout = aiohttp.ClientTimeout(total=self.timeout_s)
             async with aiohttp.ClientSession(timeout=timeout) as http:
-                views = await asyncio.gather(*(read_peer(http, url) for url in self.peers))
-            survey = Survey(asyncio.get_running_loop().time(), tuple(views))
-            proven = survey.highest_primary_epoch()
+                views = tuple(await asyncio.gather(*(read_peer(http, url) for url in self.peers)))
+            proven = Survey(0.0, views).highest_primary_epoch()
             if proven:
                 evidence = {"peers": [v.record() for v in views if v.proves_primary_above(self.service.epoch)]}
                 await self.service.fence(proven, evidence)
         except Exception as e:  # noqa: BLE001 -- the periodic check must outlive any failure (logged, counted)
+            # e.g. the store could not record the fence: it holds in memory, the next check stores it
             log.error("peer_check_failed", error=repr(e))
             self.metrics.peer_check_failures_total.inc()
-            survey = Survey(asyncio.get_running_loop().time(), ())
-        self.last = survey
-        return survey
+        self.last = Survey(asyncio.get_running_loop().time(), views)
+        return self.last
 
     # --- the periodic peer check ------------------------------------------------------------
 

@@ -335,13 +335,15 @@ class LedgerService:
         that is above ours, this primary is fenced at once (in memory, before any other answer) and
         durably (it survives a restart). True when this call fenced it. Never call this with an
         epoch a caller merely claimed."""
-        if self.role != "primary" or epoch <= max(self._head.epoch, self.fenced_by):
+        if self.role != "primary" or epoch <= self._head.epoch:
             return False
-        self.fenced_by = epoch
-        self._observe_role()
-        log.warning("ledger_fenced", own_epoch=self._head.epoch, fenced_by_epoch=epoch, evidence=evidence)
-        await self.store.fence(epoch)
-        return True
+        fenced_now = epoch > self.fenced_by
+        if fenced_now:
+            self.fenced_by = epoch
+            self._observe_role()
+            log.warning("ledger_fenced", own_epoch=self._head.epoch, fenced_by_epoch=epoch, evidence=evidence)
+        await self.store.fence(self.fenced_by)  # again on every proof: a failed store write is retried
+        return fenced_now
 
     async def unfence(self, command: Command, lifted: int) -> Result:
         """Journal `command` (an `unfence`: who, why, the evidence), then clear the durable fence of

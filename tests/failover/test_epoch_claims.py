@@ -21,7 +21,7 @@ from core_ledger.config import LedgerConfig
 from core_ledger.http import create_app
 from core_ledger.routes import SERVICE
 from core_ledger.standby import StandbySettings
-from core_ledger.store import SqliteStore
+from core_ledger.store import MemoryStore, SqliteStore, StorageError
 from edge.http import create_app as create_edge_app
 from shared.auth import TokenEntry, hash_token
 from shared.cluster import free_port
@@ -276,3 +276,44 @@ async def test_an_edge_never_forwards_a_game_servers_epoch_header(tmp_path: Path
     finally:
         await edge.close()
         await ledger.close()
+
+
+class FenceFailsOnce(MemoryStore):
+    """A store whose first fence write fails, as a full disk would."""
+
+    failed = False
+
+    async def fence(self, epoch: int) -> None:
+        if not self.failed:
+            self.failed = True
+            raise StorageError("disk full")
+        await super().fence(epoch)
+
+
+async def test_a_fence_the_store_failed_to_record_holds_in_memory_is_counted_and_stored_by_the_next_check(
+        aiohttp_client: Any, tmp_path: Path) -> None:
+    async def readyz(request: web.Request) -> web.Response:  # a promoted peer: primary at epoch 2
+        body = {"role": "primary", "epoch": 2, "fenced": False, "head_sequence": 9, "head_hash": "ab" * 32}
+        return web.json_response(body, headers={EPOCH: "2"})
+
+    peer_app = web.Application()
+    peer_app.router.add_get("/readyz", readyz)
+    peer = TestServer(peer_app, host="127.0.0.1")
+    await peer.start_server()
+    store = FenceFailsOnce()
+    try:
+        app = create_app(ledger_config(tmp_path / "l", peers=(url_of(peer),), peer_check_interval_s=0.05),
+                         store=store, clock=FakeClock())
+        client = await aiohttp_client(app)
+        assert app[SERVICE].fenced_by == 2  # the start check: in memory at once, though the store failed
+        assert app[SERVICE].metrics.peer_check_failures_total._value.get() == 1
+        status, problem = await Api(client).post("admin_write", "/admin/v1/players",
+                                                 {"player_id": "p1", "currencies": ["EUR"]})
+        assert status == 503 and problem["code"] == "not_primary"
+        for _ in range(100):  # the periodic check (every 50 ms) stores it
+            if await store.fenced_by() == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert await store.fenced_by() == 2
+    finally:
+        await peer.close()
