@@ -10,8 +10,10 @@ primary fences itself durably (`LedgerService.fence`); without it, nothing is st
 One survey runs at a time: a claim arriving while one is in flight waits for that one. A result is
 remembered for `epoch_claim_recheck_s`: claims above what it proved are refuted from memory, so a
 caller sending claims in a loop costs the peers at most one survey per window, and only its own
-requests wait (never other callers' writes). The periodic peer check (`peer_check_interval_s`) is
-the same survey, so a promotion is learned within interval + timeout even if nobody claims it.
+requests wait (never other callers' writes). Claims above our epoch and ignored ones are counted;
+unverified and ignored ones are logged at most once a minute per credential. The periodic peer check
+(`peer_check_interval_s`) is the same survey, so a promotion is learned within interval + timeout
+even if nobody claims it.
 
 `unfence` is the operator's way back: it surveys the peers again, refuses while one of them proves
 a higher epoch as primary (unless forced), and journals an `unfence` entry (reason, force, the fence
