@@ -14,11 +14,13 @@ from pydantic import BaseModel
 
 from shared import auth
 from shared.errors import BadRequest
-from shared.models import AdjustmentIn, BonusGrantIn, FreezeIn, JackpotCreateIn, PlayerCreateIn
+from shared.models import AdjustmentIn, BonusGrantIn, FreezeIn, JackpotCreateIn, PlayerCreateIn, UnfenceIn
 from shared.web import json_response, principal, read_model
 
 from core_ledger.domain import ADMIN_SCOPE, Command
-from core_ledger.routes import AUDITOR, CONFIG, READS, SERVICE, STANDBY, Route, answer, page_limit, path_id, query_choice, query_int
+from core_ledger.routes import (
+    AUDITOR, CONFIG, FENCING, READS, SERVICE, STANDBY, Route, answer, page_limit, path_id, query_choice, query_int,
+)
 
 SEQUENCE_MAX = 2**62
 Keyer = Callable[[BaseModel, auth.Principal], tuple[str, str] | None]
@@ -135,6 +137,12 @@ async def promote(request: web.Request) -> web.Response:
 
 
 @auth.roles("admin_write")
+async def unfence(request: web.Request) -> web.Response:
+    body = await read_model(request, UnfenceIn)
+    return answer(await request.app[FENCING].unfence(body.reason, body.force, principal(request)))
+
+
+@auth.roles("admin_write")
 async def backup(request: web.Request) -> web.Response:
     return json_response(await request.app[READS].backup(request.app[CONFIG].backups_dir), status=201)
 
@@ -161,4 +169,7 @@ ROUTES: list[Route] = [
     Route("GET", "/admin/v1/replication", replication, "Role, epoch, head and standbys"),
     Route("POST", "/admin/v1/backups", backup, "Online backup into data_dir/backups", created=True),
     Route("POST", "/admin/v1/promote", promote, "Make this standby the primary (epoch + 1); no-op on a primary"),
+    Route("POST", "/admin/v1/unfence", unfence,
+          "Lift this primary's fence (journaled with the reason and the peers' evidence; refused while a peer "
+          "is primary at a higher epoch unless forced)", body=UnfenceIn),
 ]

@@ -52,7 +52,7 @@ def serve(
     synchronous_standby: bool = typer.Option(False, "--synchronous-standby",
                                              help="Answer a commit only once a standby has applied it."),
     peer_ledger: list[str] = typer.Option([], "--peer-ledger",
-                                          help="Another ledger's URL: a higher epoch there fences this one."),
+                                          help="Another ledger's URL: a primary of a higher epoch there fences this one."),
 ) -> None:
     """Run the ledger until SIGINT/SIGTERM, then drain the queue and close the database."""
     from aiohttp import web

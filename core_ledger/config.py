@@ -8,8 +8,9 @@
     postgres_dsn_file = "pg.dsn"  (relative to the file; the DSN holds a password: read, never logged)
     postgres_schema = "public"    postgres_pool_size_max = 8
     synchronous_standby = false   standby_ack_timeout_s = 2.0    journal_wait_ms_max = 5000
-    peers = ["http://127.0.0.1:8701"]  (other ledgers: a higher epoch there fences this primary)
+    peers = ["http://127.0.0.1:8701"]  (other ledgers: a primary of a higher epoch there fences this one)
     peer_check_interval_s = 5.0   peer_check_timeout_s = 2.0
+    epoch_claim_recheck_s = 1.0   (a caller's epoch claim the peers refuted: refuted again without asking)
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class LedgerConfig:
     peers: tuple[str, ...] = ()
     peer_check_interval_s: float = 5.0
     peer_check_timeout_s: float = 2.0
+    epoch_claim_recheck_s: float = 1.0  # a peer survey is remembered this long for judging epoch claims
     tokens: tuple[TokenEntry, ...] = field(default_factory=tuple)
 
     @property
@@ -60,7 +62,7 @@ class LedgerConfig:
 
 _INTS = ("port", "commit_batch_max", "queue_depth_max", "body_bytes_max", "page_limit_max", "batch_actions_max",
          "postgres_pool_size_max", "journal_wait_ms_max")
-_SECONDS = ("standby_ack_timeout_s", "peer_check_interval_s", "peer_check_timeout_s")
+_SECONDS = ("standby_ack_timeout_s", "peer_check_interval_s", "peer_check_timeout_s", "epoch_claim_recheck_s")
 SECONDS_MAX = 600.0
 BACKENDS = ("sqlite", "postgres")
 

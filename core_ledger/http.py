@@ -12,7 +12,6 @@ import re
 from datetime import datetime, timezone
 from typing import Any, AsyncIterator, Callable
 
-import aiohttp
 import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -27,11 +26,12 @@ from core_ledger import admin_http
 from core_ledger.audit import Auditor
 from core_ledger.config import LedgerConfig
 from core_ledger.domain import Command
+from core_ledger.fencing import Fencing
 from core_ledger.metrics import LedgerMetrics
 from core_ledger.reads import LedgerReads
-from core_ledger.replication import EPOCH_HEADER, peer_epoch
+from core_ledger.replication import EPOCH_HEADER
 from core_ledger.routes import (
-    AUDITOR, CONFIG, READS, SERVICE, STANDBY, Route, answer, page_limit, path_id, query_choice, query_int,
+    AUDITOR, CONFIG, FENCING, READS, SERVICE, STANDBY, Route, answer, page_limit, path_id, query_choice, query_int,
 )
 from core_ledger.service import LedgerService, WriterLimits
 from core_ledger.standby import HEAD_HEADER, Standby, StandbyMetrics, StandbySettings
@@ -148,8 +148,9 @@ async def journal(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     standby = request.app.get(STANDBY)
+    # Also what a peer ledger reads as this copy's own announcement (core_ledger/fencing.py).
     body = {"role": service.role, "epoch": service.epoch, "fenced": service.fenced,
-            "head_sequence": service.head.sequence}
+            "head_sequence": service.head.sequence, "head_hash": service.head.hash}
     if service.fenced:  # it still serves reads, never writes again
         return json_response({**body, "status": "fenced"}, status=503, headers={"Retry-After": "1"})
     if service.role == "standby" and standby is not None:
@@ -209,6 +210,8 @@ def create_app(config: LedgerConfig, *, store: Store | None = None, clock: Calla
     app[READS] = LedgerReads(store, clock=clock)
     app[AUDITOR] = Auditor(app[SERVICE], app[READS], metrics, clock)
     app[CONFIG] = config
+    app[FENCING] = Fencing(app[SERVICE], metrics, peers=config.peers, timeout_s=config.peer_check_timeout_s,
+                           interval_s=config.peer_check_interval_s, recheck_s=config.epoch_claim_recheck_s)
     serve_routes(app, [*ROUTES, *admin_http.ROUTES], title="Croupier core ledger",
                  description="Serializable double-entry money ledger with a hash-chained journal.")
     app.middlewares.append(_fencing)
@@ -216,18 +219,14 @@ def create_app(config: LedgerConfig, *, store: Store | None = None, clock: Calla
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await app[SERVICE].start()
-        if config.peers:  # before the first request: a primary that lost a failover never takes a write
-            await _check_peers(app)
+        await app[FENCING].start()  # peers first: a primary that lost a failover never takes a write
         tasks = [t for t in (app.get(STANDBY), app[AUDITOR]) if t is not None]
         for task in tasks:
             task.start()
-        watch = asyncio.create_task(_watch_peers(app), name="ledger-peer-check") if config.peers else None
         try:
             yield
         finally:
-            if watch is not None:
-                watch.cancel()
-                await asyncio.gather(watch, return_exceptions=True)
+            await app[FENCING].stop()
             for task in tasks:
                 await task.stop()
             await app[SERVICE].stop()
@@ -238,34 +237,17 @@ def create_app(config: LedgerConfig, *, store: Store | None = None, clock: Calla
 
 @web.middleware
 async def _fencing(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """An authenticated caller's `X-Ledger-Epoch` (the highest epoch it saw) fences a primary of a
-    lower epoch before the request is served. Anonymous callers cannot fence."""
+    """An authenticated caller's `X-Ledger-Epoch` (the highest epoch it saw) is a claim, judged by
+    core_ledger/fencing.py before the request is served: only a peer's proof fences this primary,
+    and only edge and replica credentials are heard. Anonymous callers' headers are ignored."""
     raw = request.headers.get(EPOCH_HEADER)
-    if raw is not None and request.get(PRINCIPAL) is not None:
+    who = request.get(PRINCIPAL)
+    if raw is not None and who is not None:
         if not raw.isdigit() or len(raw) > 18:
             raise BadRequest(f"{EPOCH_HEADER}: a non-negative integer is required", field=EPOCH_HEADER)
-        await request.app[SERVICE].observe_epoch(int(raw))
+        await request.app[FENCING].claim(int(raw), who)
     return await handler(request)
 
 
 async def _announce_epoch(request: web.Request, response: web.StreamResponse) -> None:
     response.headers[EPOCH_HEADER] = str(request.app[SERVICE].epoch)
-
-
-async def _check_peers(app: web.Application) -> None:
-    """Read every peer ledger's epoch (bounded); a higher one fences this primary."""
-    config = app[CONFIG]
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=config.peer_check_timeout_s)) as http:
-        for url in config.peers:
-            epoch = await peer_epoch(http, url)
-            if epoch is not None:
-                await app[SERVICE].observe_epoch(epoch)
-
-
-async def _watch_peers(app: web.Application) -> None:
-    while True:
-        await asyncio.sleep(app[CONFIG].peer_check_interval_s)
-        try:
-            await _check_peers(app)
-        except Exception as e:  # a storage failure while fencing: logged, tried again next round
-            log.error("peer_check_failed", error=repr(e))

@@ -7,6 +7,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from shared.metrics import LATENCY_BUCKETS_S
 
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+# How an X-Ledger-Epoch above this primary's was judged (core_ledger/fencing.py); alerts match these.
+EPOCH_CLAIM_OUTCOMES = ("proven", "refuted", "unverifiable", "role_not_allowed")
 
 
 class LedgerMetrics:
@@ -61,3 +63,18 @@ class LedgerMetrics:
             "ledger_standby_ack_timeouts_total",
             "Synchronous standby: groups answered 503 because no standby confirmed them in time.",
             registry=registry)
+        self.epoch_claims_total = Counter(
+            "ledger_epoch_claims_total",
+            "X-Ledger-Epoch claims above this primary's epoch, by outcome: proven by a peer (fenced), refuted "
+            "or unverifiable (no peer proves it: nothing stored), role_not_allowed (ignored; any epoch).",
+            ["outcome"], registry=registry)
+        for outcome in EPOCH_CLAIM_OUTCOMES:
+            self.epoch_claims_total.labels(outcome)
+        self.peer_check_failures_total = Counter(
+            "ledger_peer_check_failures_total",
+            "Peer epoch checks that failed unexpectedly (e.g. the fence could not be stored).", registry=registry)
+        self.unfences_total = Counter(
+            "ledger_unfences_total", "Fences lifted by an operator (journaled), by whether it was forced.",
+            ["forced"], registry=registry)
+        for forced in ("true", "false"):
+            self.unfences_total.labels(forced)

@@ -1,5 +1,5 @@
-"""What failover needs on top of the writer: a waitable watermark, the standbys' acknowledgements
-(synchronous replication), and the peer epoch check that fences a primary at start.
+"""What failover needs on top of the writer: a waitable watermark and the standbys' acknowledgements
+(synchronous replication). The peer epoch checks that fence a primary are in core_ledger/fencing.py.
 
 The journal endpoint advances nothing itself: the writer advances `commits` after every durable
 commit (long polls wait on it) and each standby's poll `after_sequence=N&after_hash=H` acknowledges
@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-import aiohttp
 import structlog
 
 log = structlog.get_logger("croupier.replication")
@@ -80,12 +79,3 @@ class Acks:
                  "lag_sequences": max(0, head_sequence - a.acked_sequence),
                  "last_poll_age_s": round(now - a.seen_at, 3)} for name, a in sorted(self.by_name.items())]
 
-
-async def peer_epoch(http: aiohttp.ClientSession, url: str) -> int | None:
-    """The epoch a peer ledger announces (any answer carries it); None when it cannot be read."""
-    try:
-        async with http.get(url + "/healthz") as resp:
-            return int(resp.headers[EPOCH_HEADER])
-    except (aiohttp.ClientError, asyncio.TimeoutError, KeyError, ValueError) as e:
-        log.warning("peer_ledger_unreadable", peer=url, error=type(e).__name__)
-        return None

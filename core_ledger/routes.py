@@ -13,6 +13,7 @@ from shared.web import dumps
 
 from core_ledger.audit import Auditor
 from core_ledger.config import LedgerConfig
+from core_ledger.fencing import Fencing
 from core_ledger.reads import LedgerReads
 from core_ledger.service import LedgerService
 from core_ledger.standby import Standby
@@ -22,6 +23,7 @@ READS = web.AppKey("ledger_reads", LedgerReads)
 CONFIG = web.AppKey("ledger_config", LedgerConfig)
 STANDBY = web.AppKey("ledger_standby", Standby)  # present only in standby mode
 AUDITOR = web.AppKey("ledger_auditor", Auditor)
+FENCING = web.AppKey("ledger_fencing", Fencing)
 
 
 def query_int(request: web.Request, name: str, default: int, *, low: int = 0, high: int) -> int:

@@ -8,8 +8,9 @@ holds the previous group's effects) while the previous one commits; each group c
 its predecessor did, and is answered only after its own commit. A failed commit (or judge) fails
 that group and every group judged on top of it with 503, and the overlay restarts from storage.
 
-Failover: a primary that learns of a higher epoch is fenced (durably, for good): it answers every
-write 503 `not_primary`, even one whose commit was under way. With `synchronous_standby`, a
+Failover: a primary fenced by a higher epoch (`fence`, called only on verified evidence: see
+core_ledger/fencing.py) answers every write 503 `not_primary`, even one whose commit was under way,
+until an operator lifts the fence (`unfence`, itself journaled). With `synchronous_standby`, a
 committed group's answers are held until a standby acknowledged its last sequence; past
 `standby_ack_timeout_s` they are 503 `standby_unavailable` instead (the entries stay journaled: a
 retry with the same id replays them, and that replay too waits for a standby).
@@ -23,7 +24,7 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Callable
+from typing import Any, Callable
 
 import orjson
 import structlog
@@ -75,6 +76,7 @@ class _Job:
     commands: list[Command]
     future: asyncio.Future[list[Result]]
     partial: list[Result] = field(default_factory=list)  # results so far, one commit per command
+    lifting_fence: bool = False  # the journaled unfence: the one write a fenced primary takes
 
 
 @dataclass
@@ -148,17 +150,18 @@ class LedgerService:
             await asyncio.gather(*self._held, return_exceptions=True)
         await self.store.close()
 
-    async def submit(self, commands: list[Command]) -> list[Result]:
-        """Queue commands as one group; their results in order, once committed."""
+    async def submit(self, commands: list[Command], *, lifting_fence: bool = False) -> list[Result]:
+        """Queue commands as one group; their results in order, once committed. Only `unfence`
+        passes `lifting_fence` (a fenced primary takes that group, and only when it is alone)."""
         if self.role != "primary":
             raise Unavailable("this ledger is a standby: write to the primary", code="not_primary")
-        if self.fenced:
+        if self.fenced and not lifting_fence:
             raise self._refusal()
         if not self.ready:
             raise Unavailable("the ledger is not accepting writes", code="ledger_unavailable")
         future: asyncio.Future[list[Result]] = asyncio.get_running_loop().create_future()
         try:
-            self._queue.put_nowait(_Job(commands, future))
+            self._queue.put_nowait(_Job(commands, future, lifting_fence=lifting_fence))
         except asyncio.QueueFull:
             raise Unavailable("the ledger's write queue is full", code="ledger_unavailable") from None
         return await future
@@ -175,7 +178,8 @@ class LedgerService:
                 else:  # the benchmark baseline: every command its own commit, nothing overlapped
                     for job in jobs:
                         for command in job.commands:
-                            sub = _Job([command], asyncio.get_running_loop().create_future())
+                            sub = _Job([command], asyncio.get_running_loop().create_future(),
+                                       lifting_fence=job.lifting_fence)
                             await (await self._pipeline([sub], inflight))
                             job.partial.append(sub.future.result()[0])
                         if not job.future.done():
@@ -265,7 +269,7 @@ class LedgerService:
         """Commit after the predecessor did (its effects are in this group's answers), then
         answer. If the predecessor or this commit failed, nothing here is acknowledged."""
         ok = judged is not None and (previous is None or await previous)
-        if self.fenced:
+        if self._refuses(jobs):
             self._broken = True  # judged, never stored: the overlay is ahead of storage
             self._answer(jobs, self._refusal())
             return False
@@ -280,7 +284,7 @@ class LedgerService:
         self._committed = max(self._committed, judged.head, key=lambda h: h.sequence)
         self.commits.advance(self._committed.sequence)
         self._count(judged.counts, judged.replays)
-        if self.fenced:  # fenced while this commit ran: stored, never acknowledged
+        if self._refuses(jobs):  # fenced while this commit ran: stored, never acknowledged
             self._answer(jobs, self._refusal())
         elif self.limits.synchronous_standby:
             task = asyncio.create_task(self._release(jobs, judged.results, judged.head.sequence))
@@ -327,7 +331,7 @@ class LedgerService:
             self._answer(jobs, Unavailable("no standby confirmed the commit in time; it is journaled here: "
                                            "retry with the same id", code="standby_unavailable"))
         else:
-            self._answer(jobs, self._refusal() if self.fenced else results)
+            self._answer(jobs, self._refusal() if self._refuses(jobs) else results)
 
     @staticmethod
     def _answer(jobs: list[_Job], results: list[Result] | CroupierError) -> None:
@@ -339,19 +343,42 @@ class LedgerService:
                                       else results[start:start + n])
             start += len(job.commands)
 
+    def _refuses(self, jobs: list[_Job]) -> bool:
+        """A fenced primary stores and answers nothing but a group that only lifts its fence."""
+        return self.fenced and not all(job.lifting_fence for job in jobs)
+
     def _refusal(self) -> Unavailable:
         return Unavailable(f"this ledger was fenced by epoch {self.fenced_by}: write to the current primary",
                            code="not_primary")
 
-    async def observe_epoch(self, epoch: int) -> None:
-        """A caller saw a ledger of `epoch`: if that is above ours, this primary is fenced at
-        once (in memory, before any other answer) and durably (it survives a restart)."""
-        if self.role != "primary" or epoch <= max(self._head.epoch, self.fenced_by):
-            return
-        self.fenced_by = epoch
+    async def fence(self, epoch: int, evidence: dict[str, Any]) -> bool:
+        """Verified evidence (a configured peer announced it) that a ledger of `epoch` exists: if
+        that is above ours, this primary is fenced at once (in memory, before any other answer) and
+        durably (it survives a restart). True when this call fenced it. Never call this with an
+        epoch a caller merely claimed."""
+        if self.role != "primary" or epoch <= self._head.epoch:
+            return False
+        fenced_now = epoch > self.fenced_by
+        if fenced_now:
+            self.fenced_by = epoch
+            self._observe_role()
+            log.warning("ledger_fenced", own_epoch=self._head.epoch, fenced_by_epoch=epoch, evidence=evidence)
+        await self.store.fence(self.fenced_by)  # again on every proof: a failed store write is retried
+        return fenced_now
+
+    async def unfence(self, command: Command, lifted: int) -> Result:
+        """Journal `command` (an `unfence`: who, why, the evidence), then clear the durable fence of
+        epoch `lifted`. A higher fence that arrived meanwhile stays in force."""
+        [result] = await self.submit([command], lifting_fence=True)
+        if isinstance(result, CroupierError):
+            return result
+        remaining = await self.store.unfence(lifted)
+        if self.fenced_by <= lifted:
+            self.fenced_by = remaining
         self._observe_role()
-        log.warning("ledger_fenced", own_epoch=self._head.epoch, seen_epoch=epoch)
-        await self.store.fence(epoch)
+        log.warning("ledger_unfenced", lifted_epoch=lifted, still_fenced_by=self.fenced_by or None,
+                    principal=command.principal, forced=command.request.get("force"))
+        return result
 
     async def acknowledge(self, name: str, sequence: int, claimed_hash: str, now: float) -> None:
         """A standby polled after `sequence`, proving with `claimed_hash` (its entry's hash there)

@@ -20,8 +20,9 @@ one that last worked. An attempt that fails (unreachable, timeout, 5xx) or is an
 next URL; the action is retried there within the same deadline, with the same id. Each URL has
 its own breaker; `not_primary` is an answer, not a failure, so it does not open the standby's
 breaker before its promotion. Every request carries `X-Ledger-Epoch`,
-the highest epoch any ledger announced to this client: a primary of a lower epoch that receives
-it fences itself (it lost a failover), so an edge never has a write acknowledged by it.
+the highest epoch any ledger announced to this client (learned only from ledger answers, never
+from a game server's request): a primary of a lower epoch that receives it asks its peer ledgers
+and fences itself if one proves that epoch (it lost a failover).
 """
 
 from __future__ import annotations

@@ -55,6 +55,10 @@ LEDGER_METRICS = (
     MetricSpec("ledger_replica_halted", "gauge", ("reason",)),
     MetricSpec("ledger_task_failures_total", "counter", ("task",)),
     MetricSpec("ledger_task_failing", "gauge", ("task",)),
+    # Fencing at the trust boundary: epoch claims by outcome, failed peer checks, fences lifted by an operator.
+    MetricSpec("ledger_epoch_claims_total", "counter", ("outcome",)),
+    MetricSpec("ledger_peer_check_failures_total", "counter"),
+    MetricSpec("ledger_unfences_total", "counter", ("forced",)),
 )
 
 COMMON_METRICS = (

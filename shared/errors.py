@@ -8,7 +8,8 @@ Error tree (status in brackets)::
     ├── Forbidden [403]             forbidden
     ├── NotFound [404]              not_found
     ├── Conflict [409]              round_closed, bet_rolled_back, version_conflict,
-    │                               already_claimed, request_in_progress, replica_diverged
+    │                               already_claimed, request_in_progress, replica_diverged,
+    │                               not_fenced, peer_is_primary
     ├── PayloadTooLarge [413]       payload_too_large
     ├── Unprocessable [422]         insufficient_funds, idempotency_key_reused, wagering_not_met,
     │                               bonus_expired, currency_mismatch, balance_limit_exceeded
@@ -116,6 +117,8 @@ CLASS_BY_CODE: dict[str, type[CroupierError]] = {
     "already_claimed": Conflict,
     "request_in_progress": Conflict,
     "replica_diverged": Conflict,
+    "not_fenced": Conflict,
+    "peer_is_primary": Conflict,
     "payload_too_large": PayloadTooLarge,
     "insufficient_funds": Unprocessable,
     "idempotency_key_reused": Unprocessable,

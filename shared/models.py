@@ -101,6 +101,11 @@ class FreezeIn(Body):
     reason: str = Field(min_length=1, max_length=500)
 
 
+class UnfenceIn(Body):
+    reason: str = Field(min_length=1, max_length=500)
+    force: StrictBool = False  # lift it even though a peer ledger proves a higher epoch as primary (journaled)
+
+
 class AdjustmentIn(Body):
     id: Id
     player_id: Id

@@ -1,4 +1,4 @@
-"""Rules of the admin writes (pure): players, freezes, adjustments, jackpots, bonus offers."""
+"""Rules of the admin writes (pure): players, freezes, adjustments, jackpots, bonus offers, unfencing."""
 
 from __future__ import annotations
 
@@ -67,3 +67,8 @@ def bonus_grant(view: State, cmd: Command, ctx: Context) -> Decided:
                           "expires_at": r["expires_at"]}}
 
 
+def unfence(view: State, cmd: Command, ctx: Context) -> Decided:
+    """An operator lifts this copy's fence. The service checked that the copy is fenced and what its
+    peers announce (both in the request: `fenced_by_epoch`, `peers`, `force`, `reason`); the entry
+    is the record of that decision, with no postings and nothing derived from it."""
+    return [], {"fence_lifted": cmd.request["fenced_by_epoch"]}

@@ -32,6 +32,7 @@ DECIDERS: dict[str, Callable[[State, Command, Context], money.Decided]] = {
     "adjustment": admin.adjustment,
     "jackpot_create": admin.jackpot_create,
     "bonus_grant": admin.bonus_grant,
+    "unfence": admin.unfence,
 }
 
 

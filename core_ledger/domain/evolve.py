@@ -191,12 +191,14 @@ def _bonus_grant(state: State, entry: Entry) -> None:
 
 
 def _nothing(state: State, entry: Entry) -> None:
-    """Deposits, withdrawals and adjustments change only balances (done from the postings)."""
+    """Deposits, withdrawals and adjustments change only balances (done from the postings); an
+    unfence changes no derived row (the fence is the store's, not the state's: the entry records
+    that it was lifted, and why)."""
 
 
 APPLIERS: dict[str, Callable[[State, Entry], None]] = {
     "deposit": _nothing, "withdrawal": _nothing, "adjustment": _nothing, "bet": _bet, "win": _win,
     "rollback": _rollback, "jackpot_payout": _jackpot_payout, "bonus_claim": _bonus_claim,
     "player_create": _player_create, "freeze": _set_frozen, "unfreeze": _set_frozen,
-    "jackpot_create": _jackpot_create, "bonus_grant": _bonus_grant,
+    "jackpot_create": _jackpot_create, "bonus_grant": _bonus_grant, "unfence": _nothing,
 }

@@ -90,7 +90,12 @@ class Store(ABC):
 
     @abstractmethod
     async def fenced_by(self) -> int:
-        """The highest epoch `fence` recorded; 0 when this copy was never fenced."""
+        """The highest epoch `fence` recorded; 0 when this copy was never fenced (or was unfenced)."""
+
+    @abstractmethod
+    async def unfence(self, epoch: int) -> int:
+        """Clear a recorded fence of at most `epoch` (an operator lifted it, journaled by the caller
+        first); a higher fence recorded meanwhile stays. Returns the fence that remains (0: none)."""
 
     @abstractmethod
     async def backup(self, path: Path) -> Head:

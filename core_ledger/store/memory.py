@@ -92,6 +92,11 @@ class MemoryStore(Store):
     async def fenced_by(self) -> int:
         return self._fenced_by
 
+    async def unfence(self, epoch: int) -> int:
+        if self._fenced_by <= epoch:
+            self._fenced_by = 0
+        return self._fenced_by
+
     async def backup(self, path: Path) -> Head:
         """The journal alone is a complete backup: every other table is rebuilt from it."""
         path.parent.mkdir(parents=True, exist_ok=True)

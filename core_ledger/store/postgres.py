@@ -229,6 +229,12 @@ class PostgresStore(Store):
         async with self._conn("fenced_by") as conn:
             return int(await conn.fetchval("SELECT fenced_by FROM head"))
 
+    async def unfence(self, epoch: int) -> int:
+        async with self._conn("unfence") as conn:
+            return int(await conn.fetchval(
+                "UPDATE head SET fenced_by = CASE WHEN fenced_by <= $1 THEN 0 ELSE fenced_by END RETURNING fenced_by",
+                epoch))
+
     async def load(self, wanted: dict[str, Sequence[Key]]) -> dict[str, dict[Key, Doc]]:
         out: dict[str, dict[Key, Doc]] = {}
         async with self._conn("load") as conn:

@@ -253,6 +253,13 @@ class SqliteStore(Store):
             row = await cur.fetchone()
         return int(row[0]) if row else 0
 
+    async def unfence(self, epoch: int) -> int:
+        try:
+            await self._w.execute("DELETE FROM meta WHERE key = 'fenced_by' AND value <= ?", (epoch,))
+        except sqlite3.Error as e:
+            raise StorageError(f"unfence failed: {e}") from e
+        return await self.fenced_by()
+
     async def backup(self, path: Path) -> Head:
         mkdir_durable(path.parent)
         target = await aiosqlite.connect(path)

@@ -1,6 +1,7 @@
 """The edge's ledger client against real in-process ledgers: it moves past an unreachable URL
 and a standby (without opening the standby's breaker), learns the epoch from answers, follows a
-promotion within its deadline, and its epoch header fences the old primary."""
+promotion within its deadline, and its epoch header fences the old primary once the promoted
+peer proves that epoch."""
 
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ from edge.metrics import EdgeMetrics
 from shared.cluster import free_port
 from shared.errors import Unavailable
 from tests.ledger.conftest import TOKENS, Api, FakeClock, bet, ledger_config
-from tests.ledger.test_standby import wait_for
 
 LIMITS = Limits(breaker_failures=3, breaker_open_s=5.0, ledger_retry_backoff_s=0.02)
 
@@ -33,13 +33,15 @@ def url_of(server: Any) -> str:
     return str(server.make_url("")).rstrip("/")
 
 
-async def pair(aiohttp_server: Any, aiohttp_client: Any, root: Path, **primary: Any) -> tuple[Any, Any, Any, Api]:
-    """A primary (with `primary` config overrides) and its standby, both served; and an admin Api
-    on the primary with a funded player p1."""
+async def pair(aiohttp_server: Any, aiohttp_client: Any, root: Path, standby_port: int | None = None,
+               **primary: Any) -> tuple[Any, Any, Any, Api]:
+    """A primary (with `primary` config overrides) and its standby (on `standby_port` if given),
+    both served; and an admin Api on the primary with a funded player p1."""
     primary_app = create_app(ledger_config(root / "a", **primary), clock=FakeClock())
     primary_server = await aiohttp_server(primary_app)
     settings = StandbySettings(url_of(primary_server), TOKENS["replica"], poll_interval_s=0.05)
-    standby_server = await aiohttp_server(create_app(ledger_config(root / "b"), clock=FakeClock(), standby=settings))
+    standby_server = await aiohttp_server(create_app(ledger_config(root / "b"), clock=FakeClock(), standby=settings),
+                                          port=standby_port)
     api = Api(await aiohttp_client(primary_server))
     await api.player(deposit=10_000)
     return primary_server, standby_server, primary_app, api
@@ -66,8 +68,11 @@ async def test_client_skips_a_dead_url_and_a_standby_and_learns_the_epoch(aiohtt
 
 async def test_client_follows_a_promotion_and_its_epoch_fences_the_old_primary(
         aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path) -> None:
-    primary, standby, primary_app, _ = await pair(aiohttp_server, aiohttp_client, tmp_path,
-                                                  synchronous_standby=True, standby_ack_timeout_s=0.3)
+    port = free_port()  # the standby's: the primary names it as its peer (the one that can prove an epoch)
+    primary, standby, primary_app, _ = await pair(aiohttp_server, aiohttp_client, tmp_path, standby_port=port,
+                                                  synchronous_standby=True, standby_ack_timeout_s=0.3,
+                                                  peers=(f"http://127.0.0.1:{port}",), peer_check_interval_s=600.0,
+                                                  epoch_claim_recheck_s=0.01)
     client = client_of([url_of(primary), url_of(standby)])
     await client.start()
     try:
@@ -77,9 +82,13 @@ async def test_client_follows_a_promotion_and_its_epoch_fences_the_old_primary(
         # The old primary no longer has a standby to confirm its commits (503): the client moves on.
         status, body = await client.money("bet", bet("b2", 10, via="eu"))
         assert status == 201 and body["transaction"]["epoch"] == 2 and client.epoch_seen == 2
-        await standby.close()  # the new primary goes away too: the client tries the old one again...
+        assert primary_app[SERVICE].fenced_by == 0  # not told yet (no periodic check in this test)
+        client._current = 0  # back to the old primary: its header claims epoch 2, which the peer proves
+        status, body = await client.money("bet", bet("b3", 10, via="eu"))
+        assert status == 201 and body["transaction"]["epoch"] == 2  # answered by the new primary...
+        assert primary_app[SERVICE].fenced_by == 2  # ...after the old one fenced itself on that proof
+        await standby.close()  # the new primary goes away too: the fenced old one acknowledges nothing
         with pytest.raises(Unavailable):
-            await client.money("bet", bet("b3", 10, via="eu"))
-        await wait_for(lambda: primary_app[SERVICE].fenced_by == 2, 5.0)  # ...which its header fenced
+            await client.money("bet", bet("b4", 10, via="eu"))
     finally:
         await client.close()

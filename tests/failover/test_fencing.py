@@ -1,6 +1,6 @@
-"""Fencing (in process): a primary that learns of a higher epoch refuses writes at once and for
-good; the epoch travels in `X-Ledger-Epoch`; a peer check at start fences a primary that lost a
-failover; `compare` picks the promoted copy and reports the old primary's extra tail."""
+"""Fencing (in process): a primary that learns of a higher epoch (a caller's `X-Ledger-Epoch`
+claim that a peer proves, or the peer check at start) refuses writes at once and for good;
+`compare` picks the promoted copy and reports the old primary's extra tail."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from core_ledger.http import create_app
 from core_ledger.routes import SERVICE
 from core_ledger.standby import StandbySettings
 from core_ledger.store import SqliteStore
+from shared.cluster import free_port
 from tests.ledger.conftest import TOKENS, Api, FakeClock, bet, ledger_config, standby_of
 from tests.ledger.test_standby import wait_for
 
@@ -26,14 +27,23 @@ async def raw_post(client: Any, role: str, path: str, body: Any, epoch: int | No
         return resp.status, await resp.json(), resp.headers
 
 
-async def test_a_higher_epoch_from_a_caller_fences_the_primary_for_good(aiohttp_client: Any, tmp_path: Path) -> None:
-    client = await aiohttp_client(create_app(ledger_config(tmp_path / "l"), clock=FakeClock()))
+async def test_a_higher_epoch_a_peer_proves_fences_the_primary_for_good(aiohttp_server: Any, aiohttp_client: Any,
+                                                                       tmp_path: Path) -> None:
+    port = free_port()  # the peer that will prove epoch 2 (a standby of this primary, promoted)
+    config = ledger_config(tmp_path / "l", peers=(f"http://127.0.0.1:{port}",), peer_check_interval_s=600.0,
+                           epoch_claim_recheck_s=0.01)
+    server = await aiohttp_server(create_app(config, clock=FakeClock()))
+    client = await aiohttp_client(server)
     api = Api(client)
     await api.player(deposit=1000)
     status, _, headers = await raw_post(client, "edge", "/v1/bets", bet("b1", 10), epoch=1)
     assert status == 201 and headers[EPOCH] == "1"  # every answer announces the ledger's epoch
     async with client.get("/readyz", headers={EPOCH: "7"}) as resp:  # anonymous: cannot fence
         assert resp.status == 200 and (await resp.json())["fenced"] is False
+    settings = StandbySettings(str(server.make_url("")).rstrip("/"), TOKENS["replica"], poll_interval_s=0.05)
+    promoted = await aiohttp_server(create_app(ledger_config(tmp_path / "new"), clock=FakeClock(), standby=settings),
+                                    port=port)
+    assert (await Api(await aiohttp_client(promoted)).post("admin_write", "/admin/v1/promote"))[1]["epoch"] == 2
 
     status, problem, headers = await raw_post(client, "edge", "/v1/bets", bet("b2", 10), epoch=2)
     assert status == 503 and problem["code"] == "not_primary" and "Retry-After" in headers
@@ -46,8 +56,10 @@ async def test_a_higher_epoch_from_a_caller_fences_the_primary_for_good(aiohttp_
     _, repl = await api.get("admin_read", "/admin/v1/replication")
     assert repl["fenced"] is True and repl["fenced_by_epoch"] == 2 and repl["head"]["sequence"] == 3
     await client.close()
+    await promoted.close()
 
-    again = await aiohttp_client(create_app(ledger_config(tmp_path / "l"), clock=FakeClock()))  # restart
+    # Restart without peers (nothing can prove anything now): the stored fence holds on its own.
+    again = await aiohttp_client(create_app(ledger_config(tmp_path / "l"), clock=FakeClock()))
     status, problem, _ = await raw_post(again, "edge", "/v1/bets", bet("b4", 10))
     assert status == 503 and problem["code"] == "not_primary"
     assert (await Api(again).get("", "/readyz"))[0] == 503

@@ -80,6 +80,15 @@ class TestStoreContract:
         await store.commit(rows(1, 2), {}, Head(2, "cd" * 32, 1))  # a commit does not clear it
         assert await store.fenced_by() == 3 and (await store.head()).sequence == 2
 
+    async def test_unfence_clears_a_fence_up_to_its_epoch_and_keeps_a_higher_one(self, store: Store) -> None:
+        await store.commit(rows(1), {}, Head(1, "ab" * 32, 1))
+        await store.fence(3)
+        assert await store.unfence(2) == 3 and await store.fenced_by() == 3  # a higher fence came meanwhile
+        assert await store.unfence(3) == 0 and await store.fenced_by() == 0
+        assert await store.unfence(3) == 0  # nothing to lift: still none
+        await store.fence(5)  # fencing works again after an unfence, and the head was never touched
+        assert await store.fenced_by() == 5 and await store.head() == Head(1, "ab" * 32, 1)
+
     async def test_backup_holds_the_head(self, store: Store, tmp_path: Path) -> None:
         head = Head(3, "cd" * 32, 1)
         await store.commit(rows(3), {}, head)

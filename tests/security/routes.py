@@ -75,7 +75,7 @@ ADMIN_READS = ("/admin/v1/players/{player_id}", "/admin/v1/players/{player_id}/s
                "/admin/v1/replication")
 ADMIN_WRITES = ("/admin/v1/players", "/admin/v1/players/{player_id}/freeze", "/admin/v1/players/{player_id}/unfreeze",
                 "/admin/v1/adjustments", "/admin/v1/jackpots", "/admin/v1/bonuses", "/admin/v1/backups",
-                "/admin/v1/promote")
+                "/admin/v1/promote", "/admin/v1/unfence")
 METRICS = _roles("metrics", "admin_read")
 EVERY_PROCESS = {("GET", "/healthz"): PUBLIC, ("HEAD", "/healthz"): PUBLIC, ("GET", "/openapi.json"): PUBLIC,
                  ("HEAD", "/openapi.json"): PUBLIC, ("GET", "/readyz"): PUBLIC,
@@ -142,6 +142,7 @@ def example_body(method: str, path: str, tag: str) -> dict[str, Any] | None:
         "/admin/v1/players": {"player_id": f"{tag}-player", "currencies": ["EUR"]},
         "/admin/v1/players/{player_id}/freeze": {"reason": "security matrix"},
         "/admin/v1/players/{player_id}/unfreeze": {"reason": "security matrix"},
+        "/admin/v1/unfence": {"reason": "security matrix"},  # the matrix ledger is not fenced: 409 not_fenced
         "/admin/v1/adjustments": {"id": f"{tag}-adj", **money, "reason": "security matrix"},
         "/admin/v1/jackpots": {"jackpot_id": f"{tag}-jackpot", "currency": "EUR", "seed_minor": 0,
                                "contribution_ppm": 0, "game_ids": [f"{tag}-game"]},
