@@ -123,7 +123,9 @@ class LedgerService:
 
     @property
     def fenced(self) -> bool:
-        return self.fenced_by > 0
+        """A fence holds against a copy of a lower epoch only: once this copy is promoted above it
+        (promotion raises the epoch past every fence it heard of), the fence is history."""
+        return self.fenced_by > self._head.epoch
 
     @property
     def ready(self) -> bool:

@@ -203,3 +203,35 @@ async def test_a_standby_apply_that_failed_or_was_cancelled_leaves_memory_equal_
     store.delay_s = 0
     await service.apply_replicated(rows[4:])  # and tailing goes on from there
     assert service.head == primary_app[SERVICE].head == await store.head()
+
+
+async def test_a_fenced_copy_promoted_from_standby_is_no_longer_fenced(tmp_path: Path) -> None:
+    """A copy fenced as a primary (epoch 1 fenced by 3), later restarted as a standby and promoted,
+    takes an epoch above the fence (4): the stored fence no longer holds, also after a restart."""
+    from prometheus_client import CollectorRegistry
+
+    from core_ledger.metrics import LedgerMetrics
+    from core_ledger.service import LedgerService, WriterLimits
+
+    async def run(standby: bool, step: Any) -> Any:
+        service = LedgerService(SqliteStore(tmp_path / "ledger.db"), WriterLimits(), clock=FakeClock(),
+                                metrics=LedgerMetrics(CollectorRegistry()), standby=standby)
+        await service.start()
+        try:
+            return await step(service)
+        finally:
+            await service.stop()
+
+    async def fence(s: LedgerService) -> bool:
+        await s.fence(3, {"peer": "test"})
+        return s.fenced
+
+    async def promote(s: LedgerService) -> tuple[int, bool]:
+        return (await s.promote()).epoch, s.fenced
+
+    async def reopen(s: LedgerService) -> tuple[int, bool]:
+        return s.epoch, s.fenced
+
+    assert await run(False, fence) is True
+    assert await run(True, promote) == (4, False)
+    assert await run(False, reopen) == (4, False)
