@@ -145,6 +145,8 @@ async def readyz(request: web.Request) -> web.Response:
             "head_sequence": service.head.sequence}
     if service.fenced:  # it still serves reads, never writes again
         return json_response({**body, "status": "fenced"}, status=503, headers={"Retry-After": "1"})
+    if service.halted is not None:  # fail-stop on a broken invariant: an operator must look
+        return json_response({**body, "status": "halted", "halted": service.halted}, status=503)
     if not service.ready or (service.role == "standby" and standby is not None and not standby.running):
         return json_response({**body, "status": "unavailable"}, status=503, headers={"Retry-After": "1"})
     return json_response({**body, "status": "ready"})

@@ -11,6 +11,7 @@ import orjson
 from shared.errors import NotFound
 
 from core_ledger.domain import ChainCheck, State, evolve, public_transaction
+from core_ledger.domain.commands import present
 from core_ledger.domain.state import TABLES, jackpot_account, player_account
 from core_ledger.store import Store
 
@@ -35,7 +36,7 @@ class LedgerReads:
         balances = []
         for currency in row["currencies"]:
             account, _ = await self.store.get("accounts", (player_account(player_id, currency),))
-            assert account is not None
+            account = present(account, f"account of {player_id!r} in {currency}")
             balances.append({"currency": currency, **account})
         return {"player_id": player_id, "currencies": row["currencies"], "frozen": row["frozen"],
                 "balances": balances}

@@ -48,6 +48,9 @@ LEDGER_METRICS = (
     # Failover: a fenced copy refuses writes; a synchronous primary counts standby confirmations that timed out.
     MetricSpec("ledger_fenced", "gauge"),
     MetricSpec("ledger_standby_ack_timeouts_total", "counter"),
+    # Fail-stop: a broken money invariant halts the writer (500 ledger_halted) until a restart.
+    MetricSpec("ledger_halted", "gauge"),
+    MetricSpec("ledger_invariant_failures_total", "counter"),
 )
 
 COMMON_METRICS = (

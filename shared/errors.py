@@ -8,12 +8,16 @@ Error tree (status in brackets)::
     ├── Forbidden [403]             forbidden
     ├── NotFound [404]              not_found
     ├── Conflict [409]              round_closed, bet_rolled_back, version_conflict,
-    │                               already_claimed, request_in_progress
+    │                               already_claimed, request_in_progress, round_refunded,
+    │                               wagering_already_claimed
     ├── PayloadTooLarge [413]       payload_too_large
     ├── Unprocessable [422]         insufficient_funds, idempotency_key_reused, wagering_not_met,
     │                               bonus_expired, currency_mismatch, balance_limit_exceeded
     ├── Locked [423]                account_frozen
-    └── Unavailable [503]           ledger_unavailable, not_primary, storage_unavailable
+    ├── Unavailable [503]           ledger_unavailable, not_primary, storage_unavailable
+    └── Halted [500]                ledger_halted: NOT retryable. A money invariant broke inside
+                                    the writer (a bug or corrupt state): it takes no write until an
+                                    operator investigated and restarted it; retrying cannot help.
 
 One table (`STATUS_BY_CLASS`) maps classes to statuses; `status_for` walks the class hierarchy.
 """
@@ -89,6 +93,11 @@ class Unavailable(CroupierError):
         self.retry_after_s = retry_after_s
 
 
+class Halted(CroupierError):
+    code = "ledger_halted"
+    title = "Ledger halted"
+
+
 STATUS_BY_CLASS: dict[type[CroupierError], int] = {
     BadRequest: 400,
     Unauthenticated: 401,
@@ -99,6 +108,7 @@ STATUS_BY_CLASS: dict[type[CroupierError], int] = {
     Unprocessable: 422,
     Locked: 423,
     Unavailable: 503,
+    Halted: 500,
     CroupierError: 500,
 }
 
@@ -115,6 +125,8 @@ CLASS_BY_CODE: dict[str, type[CroupierError]] = {
     "version_conflict": Conflict,
     "already_claimed": Conflict,
     "request_in_progress": Conflict,
+    "round_refunded": Conflict,
+    "wagering_already_claimed": Conflict,
     "payload_too_large": PayloadTooLarge,
     "insufficient_funds": Unprocessable,
     "idempotency_key_reused": Unprocessable,
@@ -126,6 +138,7 @@ CLASS_BY_CODE: dict[str, type[CroupierError]] = {
     "ledger_unavailable": Unavailable,
     "not_primary": Unavailable,
     "storage_unavailable": Unavailable,
+    "ledger_halted": Halted,
 }
 
 

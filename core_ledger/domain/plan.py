@@ -100,6 +100,7 @@ def _jackpot_payout(view: State, cmd: Command, need: Need) -> None:
     r = cmd.request
     need.append(("jackpots", (r["jackpot_id"],)))
     jackpot = view.peek("jackpots", (r["jackpot_id"],))
+    need.append(("rounds", (r["player_id"], r["round_id"])))
     if jackpot is not None:
         _wallet_of(r["player_id"], jackpot["currency"], "house", need)
         _jackpots(view, [r["jackpot_id"]], need)

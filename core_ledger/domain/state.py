@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from core_ledger.domain.commands import InvariantBroken
+
 Key = tuple[Any, ...]
 Doc = dict[str, Any]
 
@@ -71,7 +73,8 @@ class State:
         rows = self.tables[table]
         if key in rows:
             return rows[key]
-        assert self.complete, f"{table}{key} was not loaded before use"
+        if not self.complete:
+            raise InvariantBroken(f"{table}{key} was not loaded before use")
         return None
 
     def fill(self, table: str, key: Key, doc: Doc | None) -> None:
@@ -98,7 +101,8 @@ class State:
         out: dict[str, list[tuple[Key, Doc]]] = {}
         for table, key in self.dirty:
             doc = self.tables[table][key]
-            assert doc is not None
+            if doc is None:
+                raise InvariantBroken(f"{table}{key} was marked changed without a value")
             out.setdefault(table, []).append((key, doc))
             if table in WRITE_ONLY and not self.complete:
                 del self.tables[table][key]

@@ -25,6 +25,7 @@ import asyncpg
 import orjson
 import structlog
 
+from core_ledger.domain.commands import require
 from core_ledger.domain.journal import GENESIS_HASH
 from core_ledger.domain.state import ENTRIES, TABLES, Doc, Key
 from core_ledger.store.base import KEYS_PER_QUERY_MAX, Head, JournalRow, Rows, Store, StorageError
@@ -118,7 +119,8 @@ async def _write_rows(conn: asyncpg.Connection, table: str, items: dict[Key, Doc
 
 
 async def _commit_in(conn: asyncpg.Connection, journal: Sequence[JournalRow], rows: Rows, head: Head) -> None:
-    assert [j.sequence for j in journal] == list(range(head.sequence - len(journal) + 1, head.sequence + 1))
+    require([j.sequence for j in journal] == list(range(head.sequence - len(journal) + 1, head.sequence + 1)),
+            "a commit's journal rows end at its head without a gap")
     async with conn.transaction(isolation="serializable"):
         # Fencing: the stored head must be where this writer believes it is.
         moved = await conn.fetchval(
@@ -181,7 +183,8 @@ class PostgresStore(Store):
 
     @property
     def _p(self) -> asyncpg.Pool:
-        assert self._pool is not None, "store is open"
+        if self._pool is None:
+            raise StorageError("the store is not open")
         return self._pool
 
     @asynccontextmanager

@@ -156,12 +156,14 @@ class SqliteStore(Store):
 
     @property
     def _w(self) -> aiosqlite.Connection:
-        assert self._writer is not None, "store is open"
+        if self._writer is None:
+            raise StorageError("the store is not open")
         return self._writer
 
     @property
     def _r(self) -> aiosqlite.Connection:
-        assert self._reader is not None, "store is open"
+        if self._reader is None:
+            raise StorageError("the store is not open")
         return self._reader
 
     async def head(self) -> Head:

@@ -11,7 +11,7 @@ import pytest
 from shared.errors import Unprocessable
 
 from core_ledger.domain import (
-    ADMIN_SCOPE, ChainCheck, Command, Context, Replay, State, decide, entry_text, evolve, seal,
+    ADMIN_SCOPE, ChainCheck, Command, Context, InvariantBroken, Replay, State, decide, entry_text, evolve, seal,
 )
 from core_ledger.domain.journal import GENESIS_HASH, canonical_json, chain_hash, postings_balanced
 from core_ledger.domain.state import ENTRIES
@@ -36,7 +36,7 @@ def test_postings_must_balance_per_currency() -> None:
     assert not postings_balanced([{"account": "a", "amount_minor": 5, "currency": "EUR"},
                                   {"account": "b", "amount_minor": -5, "currency": "USD"}])
     assert not postings_balanced([{"account": "a", "amount_minor": 0.0, "currency": "EUR"}])
-    with pytest.raises(AssertionError):
+    with pytest.raises(InvariantBroken):
         seal({"type": "x"}, [{"account": "a", "amount_minor": 1, "currency": "EUR"}], sequence=1, epoch=1,
              prev_hash=GENESIS_HASH)
 

@@ -44,7 +44,7 @@ class Bet:
 @dataclass
 class Model:
     balances: dict[str, int] = field(default_factory=lambda: {p: 0 for p in PLAYERS})
-    rounds: dict[tuple[str, str], dict[str, bool]] = field(default_factory=dict)
+    rounds: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)  # closed, won, stake
     bets: dict[str, Bet] = field(default_factory=dict)
     refused_bets: set[str] = field(default_factory=set)
     markers: set[str] = field(default_factory=set)
@@ -138,7 +138,7 @@ class LedgerMachine(RuleBasedStateMachine):
             m.by_edge[via] = m.by_edge.get(via, 0) + share
             if wagered:
                 m.wagered[player] += amount
-            m.rounds.setdefault((player, round_id), {"closed": False, "won": False})
+            m.rounds.setdefault((player, round_id), {"closed": False, "won": False, "stake": 0})["stake"] += amount
             return
         m.refused_bets.add(bet_id)
 
@@ -152,6 +152,8 @@ class LedgerMachine(RuleBasedStateMachine):
             assert result == (0, {"code": "not_found"})
         elif round_["closed"]:
             self.expect(result, 409, "round_closed")
+        elif round_["stake"] == 0:  # every bet rolled back: nothing to win
+            self.expect(result, 409, "round_refunded")
         else:
             self.expect(result, 201)
             self.model.balances[player] += amount
@@ -170,9 +172,12 @@ class LedgerMachine(RuleBasedStateMachine):
             assert result[1]["transaction"]["reversed"] is False
         elif round_["won"] or round_["closed"]:
             self.expect(result, 409, "round_closed")
+        elif bet.wagered and bet.player in m.claimed and m.wagered[bet.player] - bet.amount < REQUIREMENT:
+            self.expect(result, 409, "wagering_already_claimed")  # the claimed bonus needs this bet
         else:
             self.expect(result, 201)
             bet.state = "rolled_back"
+            round_["stake"] -= bet.amount
             m.balances[bet.player] += bet.amount
             if bet.epoch == m.epoch:
                 m.pool -= bet.contribution
@@ -188,10 +193,17 @@ class LedgerMachine(RuleBasedStateMachine):
         assert result[1]["transaction"]["bet_found"] is False
         self.model.markers.add(ghost)
 
-    @rule(player=st.sampled_from(PLAYERS))
-    def payout(self, player: str) -> None:
+    @rule(player=st.sampled_from(PLAYERS), round_id=st.sampled_from(ROUNDS))
+    def payout(self, player: str, round_id: str) -> None:
         m = self.model
-        result = self.send("jackpot_payout", jackpot_id="j", player_id=player, round_id="r0")
+        result = self.send("jackpot_payout", jackpot_id="j", player_id=player, round_id=round_id)
+        round_ = m.rounds.get((player, round_id))
+        if round_ is None:  # a payout needs a round of the player's
+            assert result == (0, {"code": "not_found"})
+            return
+        if round_["stake"] == 0:
+            self.expect(result, 409, "round_refunded")
+            return
         self.expect(result, 201)
         assert result[1]["transaction"]["amount_minor"] == m.pool
         m.balances[player] += m.pool
