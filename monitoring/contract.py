@@ -29,6 +29,8 @@ EDGE_METRICS = (
     MetricSpec("edge_money_requests_total", "counter", ("operation", "status")),
     MetricSpec("edge_crdt_updates_total", "counter", ("doc", "origin")),
     MetricSpec("edge_display_drift_minor", "gauge", ("kind",)),
+    # A committed answer's CRDT effect that failed to apply (the answer stands; reconciliation repairs).
+    MetricSpec("edge_effect_failures_total", "counter", ("operation",)),
 )
 
 LEDGER_METRICS = (
