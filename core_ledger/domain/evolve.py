@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 from core_ledger.domain.commands import present, require
 from core_ledger.domain.render import render
-from core_ledger.domain.state import Doc, State
+from core_ledger.domain.state import ROUND_CLIENT, Doc, State, round_address
 
 Entry = dict[str, Any]
 DIRECT_SLOT = "direct"  # contributions slot of money that came without an edge
@@ -63,18 +63,20 @@ def _round_note(round_: Doc, entry: Entry, amount_minor: int) -> None:
 
 def _bet(state: State, entry: Entry) -> None:
     tx, r, result = entry["transaction"], entry["transaction"]["request"], entry["transaction"]["result"]
-    key = (r["player_id"], r["round_id"])
-    round_ = state.get("rounds", key) or {
+    table, key = round_address(result.get(ROUND_CLIENT), r["player_id"], r["round_id"])  # none: before scoping
+    round_ = state.get(table, key) or {
         "game_id": r["game_id"], "currency": r["currency"], "status": "open", "bets_minor": 0,
         "wins_minor": 0, "win_count": 0, "opened_sequence": entry["sequence"], "transactions": []}
     round_["bets_minor"] += r["amount_minor"]
     _round_note(round_, entry, r["amount_minor"])
-    state.put("rounds", key, round_)
-    state.put("bets", (tx["client_id"], tx["id"]), {
-        "state": "committed", "player_id": r["player_id"], "currency": r["currency"],
-        "amount_minor": r["amount_minor"], "round_id": r["round_id"], "game_id": r["game_id"],
-        "via": tx["via"], "jackpot_contributions": result["jackpot_contributions"],
-        "bonus_wagering": result["bonus_wagering"], "sequence": entry["sequence"]})
+    state.put(table, key, round_)
+    bet = {"state": "committed", "player_id": r["player_id"], "currency": r["currency"],
+           "amount_minor": r["amount_minor"], "round_id": r["round_id"], "game_id": r["game_id"],
+           "via": tx["via"], "jackpot_contributions": result["jackpot_contributions"],
+           "bonus_wagering": result["bonus_wagering"], "sequence": entry["sequence"]}
+    if ROUND_CLIENT in result:  # a bet journaled before scoping keeps the row it had
+        bet[ROUND_CLIENT] = result[ROUND_CLIENT]
+    state.put("bets", (tx["client_id"], tx["id"]), bet)
     _count_edge(state, tx["via"], r["player_id"], result["jackpot_contributions"], result["bonus_wagering"], 1)
 
 
@@ -95,15 +97,15 @@ def _count_edge(state: State, via: str | None, player_id: str, contributions: li
 
 
 def _win(state: State, entry: Entry) -> None:
-    r = entry["transaction"]["request"]
-    key = (r["player_id"], r["round_id"])
-    round_ = present(state.get("rounds", key), f"round {key}")
+    r, result = entry["transaction"]["request"], entry["transaction"]["result"]
+    table, key = round_address(result.get(ROUND_CLIENT), r["player_id"], r["round_id"])
+    round_ = present(state.get(table, key), f"round {key}")
     round_["wins_minor"] += r["amount_minor"]
     round_["win_count"] += 1
     if r["close_round"]:
         round_["status"] = "closed"
     _round_note(round_, entry, r["amount_minor"])
-    state.put("rounds", key, round_)
+    state.put(table, key, round_)
 
 
 def _rollback(state: State, entry: Entry) -> None:
@@ -121,11 +123,11 @@ def _rollback(state: State, entry: Entry) -> None:
     require(bet["state"] == "committed", f"the reversed bet {bet_key} is committed")
     bet["state"] = "rolled_back"
     state.put("bets", bet_key, bet)
-    key = (bet["player_id"], bet["round_id"])
-    round_ = present(state.get("rounds", key), f"round {key}")
+    table, key = round_address(bet.get(ROUND_CLIENT), bet["player_id"], bet["round_id"])
+    round_ = present(state.get(table, key), f"round {key}")
     round_["bets_minor"] -= bet["amount_minor"]
     _round_note(round_, entry, bet["amount_minor"])
-    state.put("rounds", key, round_)
+    state.put(table, key, round_)
     _count_edge(state, bet["via"], bet["player_id"], result["reversed_contributions"], bet["bonus_wagering"], -1)
 
 

@@ -12,7 +12,9 @@ from typing import Any
 from shared.errors import BadRequest, NotFound
 
 from core_ledger.domain.commands import Command, Context, Reject, present
-from core_ledger.domain.state import ENTRIES, Doc, State, jackpot_account, player_account, system_account
+from core_ledger.domain.state import (
+    ENTRIES, ROUND_CLIENT, Doc, State, jackpot_account, player_account, round_address, system_account,
+)
 
 PPM = 1_000_000
 Decided = tuple[list[dict[str, Any]], dict[str, Any]]  # (postings, result)
@@ -59,6 +61,29 @@ def need_funds(account: Doc, amount_minor: int) -> None:
                       f"balance {account['balance_minor']} is below {amount_minor}")
 
 
+def find_round(view: State, client_id: str, player_id: str, round_id: str) -> tuple[str | None, Doc | None]:
+    """(scope, row) of the round a client plays: its own round; else a round journaled before
+    rounds were scoped (scope None) in which this client has a bet; else (client_id, None): a
+    bet opens it. Another client's round of the same id is never this client's."""
+    own = view.get(*round_address(client_id, player_id, round_id))
+    if own is not None:
+        return client_id, own
+    unscoped = view.get(*round_address(None, player_id, round_id))
+    if unscoped is not None and has_bet_in(view, client_id, player_id, round_id, unscoped):
+        return None, unscoped
+    return client_id, None
+
+
+def has_bet_in(view: State, client_id: str, player_id: str, round_id: str, round_: Doc) -> bool:
+    for t in round_["transactions"]:
+        if t["type"] == "bet":
+            bet = view.get("bets", (client_id, t["id"]))
+            if (bet is not None and bet["state"] != "marker" and bet["player_id"] == player_id
+                    and bet["round_id"] == round_id):
+                return True
+    return False
+
+
 def expired(expires_at: str, ctx: Context) -> bool:
     return datetime.fromisoformat(expires_at) <= ctx.now
 
@@ -90,7 +115,7 @@ def bet(view: State, cmd: Command, ctx: Context) -> Decided:
     if marker is not None and marker["state"] == "marker":
         raise Reject("bet_rolled_back", f"bet {r['id']!r} was rolled back before it arrived")
     account = wallet(view, pid, cur)
-    round_ = view.get("rounds", (pid, r["round_id"]))
+    scope, round_ = find_round(view, cmd.key[0], pid, r["round_id"])  # type: ignore[index]
     if round_ is not None:
         if round_["game_id"] != r["game_id"]:
             raise BadRequest(f"round {r['round_id']!r} belongs to game {round_['game_id']!r}",
@@ -110,7 +135,7 @@ def bet(view: State, cmd: Command, ctx: Context) -> Decided:
             contributions.append({"jackpot_id": jackpot_id, "amount_minor": share, "epoch": jackpot["epoch"]})
     wagering = [{"bonus_id": b, "amount_minor": amount} for b in active_bonuses(view, pid, cur)]
     return postings, {"balance": balance_after(pid, cur, account, -amount),
-                      "jackpot_contributions": contributions, "bonus_wagering": wagering}
+                      "jackpot_contributions": contributions, "bonus_wagering": wagering, ROUND_CLIENT: scope}
 
 
 def jackpots_of_game(view: State, game_id: str) -> list[str]:
@@ -132,7 +157,7 @@ def win(view: State, cmd: Command, ctx: Context) -> Decided:
     r = cmd.request
     pid, cur, amount = r["player_id"], r["currency"], r["amount_minor"]
     player(view, pid)
-    round_ = view.get("rounds", (pid, r["round_id"]))
+    scope, round_ = find_round(view, cmd.key[0], pid, r["round_id"])  # type: ignore[index]
     if round_ is None:
         raise NotFound(f"round {r['round_id']!r} has no bet of player {pid!r}", field="round_id")
     if round_["currency"] != cur:
@@ -142,7 +167,7 @@ def win(view: State, cmd: Command, ctx: Context) -> Decided:
         raise Reject("round_closed", f"round {r['round_id']!r} is closed")
     refuse_refunded(round_, r["round_id"])
     postings = transfer(system_account("house", cur), player_account(pid, cur), amount, cur)
-    return postings, {"balance": balance_after(pid, cur, account, amount)}
+    return postings, {"balance": balance_after(pid, cur, account, amount), ROUND_CLIENT: scope}
 
 
 def refuse_refunded(round_: Doc, round_id: str) -> None:
@@ -185,7 +210,8 @@ def rollback(view: State, cmd: Command, ctx: Context) -> Decided:
     account = wallet(view, pid, cur)
     if bet["state"] != "committed":  # already rolled back, or never charged: nothing to reverse
         return [], {"bet_found": True, "reversed": False, "balance": balance_after(pid, cur, account, 0)}
-    round_ = present(view.get("rounds", (pid, bet["round_id"])), f"round {bet['round_id']!r}")
+    round_ = present(view.get(*round_address(bet.get(ROUND_CLIENT), pid, bet["round_id"])),
+                     f"round {bet['round_id']!r}")
     if round_["status"] == "closed" or round_["win_count"] > 0:
         raise Reject("round_closed", f"round {bet['round_id']!r} has a win or is closed")
     refuse_claimed_wagering(view, pid, r["bet_id"], bet)
@@ -213,7 +239,7 @@ def jackpot_payout(view: State, cmd: Command, ctx: Context) -> Decided:
         raise NotFound(f"jackpot {r['jackpot_id']!r} not found", field="jackpot_id")
     cur, pid = jackpot["currency"], r["player_id"]
     account = wallet(view, pid, cur)
-    round_ = view.get("rounds", (pid, r["round_id"]))
+    scope, round_ = find_round(view, cmd.key[0], pid, r["round_id"])  # type: ignore[index]
     if round_ is None:
         raise NotFound(f"round {r['round_id']!r} has no bet of player {pid!r}", field="round_id")
     refuse_refunded(round_, r["round_id"])
@@ -223,7 +249,7 @@ def jackpot_payout(view: State, cmd: Command, ctx: Context) -> Decided:
     postings += transfer(system_account("house", cur), jackpot_account(r["jackpot_id"]), seed, cur)
     return postings, {"amount_minor": amount, "currency": cur, "seed_minor": seed,
                       "paid_epoch": jackpot["epoch"], "epoch": jackpot["epoch"] + 1,
-                      "balance": balance_after(pid, cur, account, amount)}
+                      "balance": balance_after(pid, cur, account, amount), ROUND_CLIENT: scope}
 
 
 def bonus_claim(view: State, cmd: Command, ctx: Context) -> Decided:

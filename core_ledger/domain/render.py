@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from core_ledger.domain.state import ROUND_CLIENT
 from shared.errors import error_from_code, problem, status_for
 
 BODY_KEYS = ("balance", "player", "jackpot", "bonus")  # results shown beside the transaction
+JOURNAL_ONLY = frozenset({ROUND_CLIENT})  # results the fold needs that answers do not show
 
 
 def public_transaction(entry: dict[str, Any]) -> dict[str, Any]:
@@ -24,7 +26,7 @@ def public_transaction(entry: dict[str, Any]) -> dict[str, Any]:
     if tx["outcome"] == "rejected":
         out["code"] = tx["code"]
     for name, value in sorted(tx["result"].items()):
-        if name not in BODY_KEYS:
+        if name not in BODY_KEYS and name not in JOURNAL_ONLY:
             out[name] = sorted_keys(value)
     return out
 

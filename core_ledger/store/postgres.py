@@ -77,6 +77,7 @@ SCHEMA = [
     *[f"CREATE TABLE IF NOT EXISTS {t} ({', '.join(map(_column_def, cols))}, doc text NOT NULL, "
       f"PRIMARY KEY ({', '.join(cols)}))" for t, cols in TABLES.items()],
     "CREATE INDEX IF NOT EXISTS rounds_by_round ON rounds (round_id)",
+    "CREATE INDEX IF NOT EXISTS client_rounds_by_round ON client_rounds (round_id)",
     "CREATE INDEX IF NOT EXISTS idem_by_id ON idem (id)",
 ]
 SCHEMA_LOCK = 0x43524F55  # advisory lock: ledgers starting together create the schema once

@@ -246,3 +246,29 @@ async def test_a_jackpot_payout_needs_a_round_of_the_player_with_a_stake(api: Ap
     await api.post("edge", "/v1/bets", bet("b2", 100, round_id="r2"))
     status, body = await api.post("edge", "/v1/jackpot-payouts", {**payout, "id": "jp3", "round_id": "r2"})
     assert status == 201 and body["balance"]["balance_minor"] == 1900
+
+
+async def test_rounds_are_scoped_by_client_like_ids(api: Api) -> None:
+    await api.player(deposit=1000)
+    assert (await api.post("edge", "/v1/bets", bet("a-bet", 100, round_id="7", client_id="gs-a")))[0] == 201
+    # Client B never bet in round "7": it cannot close client A's round.
+    status, body = await api.post("edge", "/v1/wins", {**win("b-win", 0, round_id="7", close=True), "client_id": "gs-b"})
+    assert status == 404 and body["code"] == "not_found" and body["field"] == "round_id"
+    status, body = await api.post("edge", "/v1/wins", {**win("a-win", 40, round_id="7"), "client_id": "gs-a"})
+    assert status == 201 and body["balance"]["balance_minor"] == 940
+    assert "round_client_id" not in body["transaction"]  # the journal's scope is not part of the answer
+    # B plays a round "7" of its own, next to A's.
+    assert (await api.post("edge", "/v1/bets", bet("b-bet", 10, round_id="7", client_id="gs-b")))[0] == 201
+    status, body = await api.post("edge", "/v1/wins", {**win("b-win2", 5, round_id="7", close=True),
+                                                       "client_id": "gs-b"})
+    assert status == 201
+    status, body = await api.post("edge", "/v1/bets", bet("a-bet2", 10, round_id="7", client_id="gs-a"))
+    assert status == 201  # A's round is still open: B closed only its own
+    _, rounds = await api.get("edge", "/v1/players/p1/rounds")
+    assert [(r["round_id"], r["client_id"], r["status"], r["bets_minor"]) for r in rounds["rounds"]] == [
+        ("7", "gs-a", "open", 110), ("7", "gs-b", "closed", 10)]
+    payout = {"id": "jp1", "jackpot_id": "mega", "player_id": "p1", "round_id": "7", "client_id": "gs-c"}
+    await api.post("admin_write", "/admin/v1/jackpots", {"jackpot_id": "mega", "currency": "EUR", "seed_minor": 1,
+                                                         "contribution_ppm": 0, "game_ids": ["slots"]})
+    status, body = await api.post("edge", "/v1/jackpot-payouts", payout)
+    assert status == 404 and body["field"] == "round_id"  # a jackpot too is paid in the client's own round
