@@ -179,6 +179,7 @@ class LedgerService:
 
     async def _run(self) -> None:
         inflight: deque[asyncio.Task[bool]] = deque()
+        jobs: list[_Job] | None = []
         try:
             while True:
                 jobs = await self._take()
@@ -194,6 +195,13 @@ class LedgerService:
                             job.partial.append(sub.future.result()[0])
                         if not job.future.done():
                             job.future.set_result(job.partial)
+        except Exception as e:  # noqa: BLE001 (a bug in the writer loop itself: fail-stop, never a silent death)
+            self._halt(e, None)
+            self._answer(jobs or [], self._halted_error())
+            while not self._queue.empty():  # whoever waits is answered, not left hanging
+                queued = self._queue.get_nowait()
+                if queued is not None:
+                    self._answer([queued], self._halted_error())
         finally:
             for task in inflight:
                 await task
@@ -408,7 +416,8 @@ class LedgerService:
     async def apply_replicated(self, rows: list[tuple[int, str]]) -> None:
         """Standby: verify (sequence, text) journal rows against the local head and apply them with
         the same `evolve`, in one commit. Raises `ReplicationError` on a broken chain."""
-        assert self.role == "standby", "only a standby applies another ledger's journal"
+        if self.role != "standby":
+            raise InvariantBroken("only a standby applies another ledger's journal")
         check = ChainCheck(head_sequence=self._head.sequence, head_hash=self._head.hash)
         if not check.feed(rows):
             raise ReplicationError(f"the primary's journal does not verify at {check.first_bad_sequence}",

@@ -12,6 +12,7 @@ from structlog.testing import capture_logs
 
 from core_ledger.domain import money
 from core_ledger.domain.state import player_account, system_account
+from core_ledger.routes import SERVICE
 from tests.ledger.conftest import Api
 
 decide_module = importlib.import_module("core_ledger.domain.decide")  # the package re-exports the function
@@ -79,3 +80,22 @@ async def test_a_healthy_ledger_reports_not_halted(api: Api) -> None:
     assert status == 200 and ready["status"] == "ready"
     _, metrics = await api.get("admin_read", "/metrics")
     assert "ledger_halted 0.0" in metrics and "ledger_invariant_failures_total 0.0" in metrics
+
+
+async def test_a_bug_in_the_writer_loop_halts_it_and_answers_everyone_waiting(
+        api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    await api.player(deposit=100)
+    service = api.client.server.app[SERVICE]
+
+    async def broken_pipeline(*args: Any) -> Any:
+        raise RuntimeError("a bug in the pipeline")
+
+    monkeypatch.setattr(service, "_pipeline", broken_pipeline)
+    with capture_logs() as logs:
+        status, body = await api.post("cashier", "/v1/deposits", deposit("d1"))
+    assert status == 500 and body["code"] == "ledger_halted"
+    assert [e["error"] for e in logs if e["event"] == "ledger_halted"] == ["RuntimeError('a bug in the pipeline')"]
+    status, body = await api.post("cashier", "/v1/deposits", deposit("d2"))
+    assert status == 500 and body["code"] == "ledger_halted"
+    status, ready = await api.get("", "/readyz")
+    assert status == 503 and ready["status"] == "halted"
