@@ -3,11 +3,14 @@ byte for byte, and CRDT effects that never fail a committed money answer."""
 
 from __future__ import annotations
 
+import importlib
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 from aiohttp.test_utils import TestServer
 from structlog.testing import capture_logs
@@ -141,3 +144,22 @@ async def test_a_failing_effect_never_fails_the_committed_answer_and_reconciliat
         await eventually(repaired)
     finally:
         await e.stop("eu")
+
+
+async def test_a_halted_ledger_is_answered_500_through_the_edge_without_retries(
+        edge: Edges, as_role: Any, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch) -> None:
+    await setup_player(as_role)
+    deciders = importlib.import_module("core_ledger.domain.decide").DECIDERS
+
+    real_bet = deciders["bet"]
+
+    def bet_without_house(view: Any, cmd: Any, ctx: Any) -> Any:
+        postings, result = real_bet(view, cmd, ctx)
+        return [p for p in postings if not p["account"].startswith("house:")], result
+
+    monkeypatch.setitem(deciders, "bet", bet_without_house)
+    started = time.monotonic()
+    for i in range(2):
+        status, body = await post_raw(http, edge.url("eu") + "/v1/bets", bet(i, 100))
+        assert status == 500 and orjson.loads(body)["code"] == "ledger_halted", body
+    assert time.monotonic() - started < 1.0  # refused at once: no retries up to the edge's deadline
