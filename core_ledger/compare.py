@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from core_ledger.domain import require
 from core_ledger.reads import verify_store
 from core_ledger.store import Store
 
@@ -35,7 +36,7 @@ async def first_divergence(a: Store, b: Store) -> int | None:
     while True:
         rows_a, rows_b = await a.journal(after, PAGE), await b.journal(after, PAGE)
         for (seq_a, text_a), (seq_b, text_b) in zip(rows_a, rows_b):
-            assert seq_a == seq_b, "journals are gapless from 1"
+            require(seq_a == seq_b, "journals are gapless from 1")
             if orjson.loads(text_a)["hash"] != orjson.loads(text_b)["hash"]:
                 return seq_a
         if len(rows_a) < PAGE or len(rows_b) < PAGE:

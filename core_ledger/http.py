@@ -153,6 +153,8 @@ async def readyz(request: web.Request) -> web.Response:
             "head_sequence": service.head.sequence, "head_hash": service.head.hash}
     if service.fenced:  # it still serves reads, never writes again
         return json_response({**body, "status": "fenced"}, status=503, headers={"Retry-After": "1"})
+    if service.halted is not None:  # fail-stop on a broken invariant: an operator must look
+        return json_response({**body, "status": "halted", "halted": service.halted}, status=503)
     if service.role == "standby" and standby is not None:
         body["tailer"] = standby.state
     auditing = request.app[AUDITOR].health

@@ -43,6 +43,12 @@ class LedgerMetrics:
         self.epoch = Gauge("ledger_epoch", "This ledger's epoch (promotion raises it).", registry=registry)
         self.fenced = Gauge("ledger_fenced", "1 once a higher epoch fenced this primary: it refuses every write.",
                             registry=registry)
+        self.halted = Gauge(
+            "ledger_halted", "1 once a broken money invariant stopped the writer: it refuses every write "
+            "(500 ledger_halted) until restarted.", registry=registry)
+        self.invariant_failures_total = Counter(
+            "ledger_invariant_failures_total", "Broken money invariants met by the writer (each halts it).",
+            registry=registry)
         self.standby_acked_sequence = Gauge(
             "ledger_standby_acked_sequence", "Highest journal sequence a standby has confirmed applying.",
             registry=registry)

@@ -11,16 +11,34 @@ import orjson
 from shared.errors import NotFound
 
 from core_ledger.domain import ChainCheck, State, evolve, public_transaction
+from core_ledger.domain.commands import present
 from core_ledger.domain.state import TABLES, jackpot_account, player_account
 from core_ledger.store import Store
 
 JOURNAL_PAGE = 1000  # rows per query when streaming, verifying or rebuilding
 
 
+ROUND_TABLES = ("rounds", "client_rounds")  # before scoping by client, and scoped (see domain.state)
+
+
 def _round_view(key: tuple, doc: dict[str, Any]) -> dict[str, Any]:
-    return {"player_id": key[0], "round_id": key[1], "game_id": doc["game_id"], "currency": doc["currency"],
+    """A round of either table; `client_id` is the game-server client it is scoped to (None: a
+    round journaled before rounds were scoped)."""
+    return {"player_id": key[0], "round_id": key[1], "client_id": key[2] if len(key) > 2 else None,
+            "game_id": doc["game_id"], "currency": doc["currency"],
             "status": doc["status"], "bets_minor": doc["bets_minor"], "wins_minor": doc["wins_minor"],
             "transactions": doc["transactions"]}
+
+
+async def _rounds_where(store: Store, equals: dict[str, Any], limit: int,
+                        doc_equals: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Rounds of both tables, by (round id, client), at most `limit`."""
+    found = []
+    for table in ROUND_TABLES:
+        rows, _ = await store.select(table, equals, limit=limit, doc_equals=doc_equals)
+        found += rows
+    found.sort(key=lambda row: (row[0][1], row[0][2] if len(row[0]) > 2 else ""))
+    return [_round_view(k, d) for k, d in found[:limit]]
 
 
 class LedgerReads:
@@ -35,7 +53,7 @@ class LedgerReads:
         balances = []
         for currency in row["currencies"]:
             account, _ = await self.store.get("accounts", (player_account(player_id, currency),))
-            assert account is not None
+            account = present(account, f"account of {player_id!r} in {currency}")
             balances.append({"currency": currency, **account})
         return {"player_id": player_id, "currencies": row["currencies"], "frozen": row["frozen"],
                 "balances": balances}
@@ -45,15 +63,14 @@ class LedgerReads:
         return {"player_id": player_id, "balances": player["balances"]}
 
     async def rounds(self, player_id: str, status: str | None, limit: int) -> dict[str, Any]:
-        rows, _ = await self.store.select("rounds", {"player_id": player_id}, limit=limit,
-                                          doc_equals={"status": status} if status else None)
-        return {"rounds": [_round_view(k, d) for k, d in rows]}
+        return {"rounds": await _rounds_where(self.store, {"player_id": player_id}, limit,
+                                              {"status": status} if status else None)}
 
     async def rounds_by_id(self, round_id: str, limit: int) -> dict[str, Any]:
-        rows, _ = await self.store.select("rounds", {"round_id": round_id}, limit=limit)
-        if not rows:
+        rounds = await _rounds_where(self.store, {"round_id": round_id}, limit)
+        if not rounds:
             raise NotFound(f"round {round_id!r} not found", field="round_id")
-        return {"rounds": [_round_view(k, d) for k, d in rows]}
+        return {"rounds": rounds}
 
     async def _entries(self, tx_id: str, limit: int) -> list[dict[str, Any]]:
         entries = [orjson.loads(t) for t in await self.store.journal_of(tx_id, limit)]

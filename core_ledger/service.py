@@ -5,8 +5,13 @@ into its overlay (a cache only it mutates, so load-then-write is serializable), 
 decide+evolve for each in order, and writes the journal rows and derived rows in ONE
 transaction. Groups are pipelined: the next group is judged (against the overlay, which already
 holds the previous group's effects) while the previous one commits; each group commits only after
-its predecessor did, and is answered only after its own commit. A failed commit (or judge) fails
+its predecessor did, and is answered only after its own commit. A failed commit (or a failed load) fails
 that group and every group judged on top of it with 503, and the overlay restarts from storage.
+
+Fail-stop: judging is pure, so an exception there (an `InvariantBroken`, or any other bug) would
+repeat on every retry. The writer halts instead: the failing command is logged, that group and
+every later write are answered 500 `ledger_halted` (not retryable), /readyz turns red and
+`ledger_halted` is 1 until an operator restarts the ledger.
 
 Failover: a primary fenced by a higher epoch (`fence`, called only on verified evidence: see
 core_ledger/fencing.py) answers every write 503 `not_primary`, even one whose commit was under way,
@@ -29,11 +34,11 @@ from typing import Any, Callable
 import orjson
 import structlog
 
-from shared.errors import Conflict, CroupierError, Unavailable
+from shared.errors import Conflict, CroupierError, Halted, Unavailable
 
 from core_ledger.domain import (
-    GENESIS_HASH, PASSES_MAX, PLANNED_FROM, ChainCheck, Command, Context, Replay, State, decide, entry_text, evolve,
-    rows_needed, seal,
+    GENESIS_HASH, PASSES_MAX, PLANNED_FROM, ChainCheck, Command, Context, InvariantBroken, Replay, State, decide,
+    entry_text, evolve, rows_needed, seal,
 )
 from core_ledger.metrics import LedgerMetrics
 from core_ledger.replication import Acks, Watermark
@@ -49,6 +54,15 @@ class ReplicationError(Exception):
     def __init__(self, detail: str, first_bad_sequence: int | None) -> None:
         super().__init__(detail)
         self.first_bad_sequence = first_bad_sequence
+
+
+class _JudgeFailed(Exception):
+    """Judging one command raised: a bug (judging is pure), so the writer halts."""
+
+    def __init__(self, command: Command, error: BaseException) -> None:
+        super().__init__(repr(error))
+        self.command = command
+        self.error = error
 
 
 def command_of(entry: dict) -> Command:
@@ -107,6 +121,7 @@ class LedgerService:
         self._task: asyncio.Task[None] | None = None
         self._accepting = False
         self.fenced_by = 0  # the higher epoch that fenced this primary (0: not fenced)
+        self.halted: str | None = None  # why the writer stopped taking writes (fail-stop); None: it did not
         self.commits = Watermark()  # the committed head sequence (journal long polls wait on it)
         self.acks = Acks()  # what standbys have applied (synchronous answers wait on it)
         self._held: set[asyncio.Task[None]] = set()  # committed answers waiting for a standby
@@ -129,7 +144,7 @@ class LedgerService:
 
     @property
     def ready(self) -> bool:
-        return self._accepting and self._task is not None and not self._task.done()
+        return self._accepting and self._task is not None and not self._task.done() and self.halted is None
 
     async def start(self) -> None:
         await self.store.open()
@@ -159,6 +174,8 @@ class LedgerService:
             raise Unavailable("this ledger is a standby: write to the primary", code="not_primary")
         if self.fenced and not lifting_fence:
             raise self._refusal()
+        if self.halted is not None:  # per command, so a batch answers each action (edges do not retry it)
+            return [self._halted_error()] * len(commands)
         if not self.ready:
             raise Unavailable("the ledger is not accepting writes", code="ledger_unavailable")
         future: asyncio.Future[list[Result]] = asyncio.get_running_loop().create_future()
@@ -170,6 +187,7 @@ class LedgerService:
 
     async def _run(self) -> None:
         inflight: deque[asyncio.Task[bool]] = deque()
+        jobs: list[_Job] | None = []
         try:
             while True:
                 jobs = await self._take()
@@ -186,6 +204,13 @@ class LedgerService:
                             job.partial.append(sub.future.result()[0])
                         if not job.future.done():
                             job.future.set_result(job.partial)
+        except Exception as e:  # noqa: BLE001 (a bug in the writer loop itself: fail-stop, never a silent death)
+            self._halt(e, None)
+            self._answer(jobs or [], self._halted_error())
+            while not self._queue.empty():  # whoever waits is answered, not left hanging
+                queued = self._queue.get_nowait()
+                if queued is not None:
+                    self._answer([queued], self._halted_error())
         finally:
             for task in inflight:
                 await task
@@ -215,12 +240,15 @@ class LedgerService:
         self._cache.forget_entries(self._committed.sequence)
         previous = inflight[-1] if inflight else None
         commands = [c for j in jobs for c in j.commands]
-        try:
-            judged = await self._judge(commands)
-        except Exception as e:  # a broken invariant: the overlay may be half-changed
-            log.error("ledger_judge_failed", error=repr(e), batch_size=len(commands))
-            self._broken = True
-            judged = None
+        judged: _Judged | None = None
+        if self.halted is None:
+            try:
+                judged = await self._judge(commands)
+            except _JudgeFailed as e:  # a bug: every retry would hit it again
+                self._halt(e.error, e.command)
+            except Exception as e:  # loading rows failed: the overlay may be half-filled
+                log.error("ledger_judge_failed", error=repr(e), batch_size=len(commands))
+                self._broken = True
         return asyncio.create_task(self._finish(previous, jobs, judged))
 
     async def _settle(self, inflight: deque[asyncio.Task[bool]]) -> None:
@@ -243,29 +271,56 @@ class LedgerService:
         judged = _Judged(head=self._head)
         for cmd in commands:
             try:
-                outcome = decide(self._cache, cmd, ctx)
-            except CroupierError as e:  # non-binding: not journaled
-                judged.results.append(e)
-                if e.code == "idempotency_key_reused":
-                    judged.counts.append(("conflict", e.code))
-                continue
-            if isinstance(outcome, Replay):
-                judged.replays += 1
-                judged.results.append((outcome.status, outcome.body))
-                continue
-            head = judged.head
-            entry = seal(outcome.transaction, outcome.postings, sequence=head.sequence + 1,
-                         epoch=head.epoch, prev_hash=head.hash)
-            judged.results.append(evolve(self._cache, entry))
-            judged.journal.append(JournalRow(entry["sequence"], entry["transaction"]["id"], entry_text(entry)))
-            judged.head = Head(entry["sequence"], entry["hash"], head.epoch)
-            tx = entry["transaction"]
-            judged.counts.append((tx["type"], tx["outcome"]))
-            if tx["outcome"] == "rejected":
-                judged.counts.append(("conflict", tx["code"]))
-        judged.rows = self._cache.take_dirty() if judged.journal else {}
+                self._judge_one(cmd, ctx, judged)
+            except Exception as e:  # judging is pure: this is a bug, not an outage
+                raise _JudgeFailed(cmd, e) from e
+        try:
+            judged.rows = self._cache.take_dirty() if judged.journal else {}
+        except Exception as e:
+            raise _JudgeFailed(commands[-1], e) from e
         self._head = judged.head
         return judged
+
+    def _judge_one(self, cmd: Command, ctx: Context, judged: _Judged) -> None:
+        try:
+            outcome = decide(self._cache, cmd, ctx)
+        except CroupierError as e:  # non-binding: not journaled
+            judged.results.append(e)
+            if e.code == "idempotency_key_reused":
+                judged.counts.append(("conflict", e.code))
+            return
+        if isinstance(outcome, Replay):
+            judged.replays += 1
+            judged.results.append((outcome.status, outcome.body))
+            return
+        head = judged.head
+        entry = seal(outcome.transaction, outcome.postings, sequence=head.sequence + 1,
+                     epoch=head.epoch, prev_hash=head.hash)
+        judged.results.append(evolve(self._cache, entry))
+        judged.journal.append(JournalRow(entry["sequence"], entry["transaction"]["id"], entry_text(entry)))
+        judged.head = Head(entry["sequence"], entry["hash"], head.epoch)
+        tx = entry["transaction"]
+        judged.counts.append((tx["type"], tx["outcome"]))
+        if tx["outcome"] == "rejected":
+            judged.counts.append(("conflict", tx["code"]))
+
+    def _halt(self, error: BaseException, command: Command | None) -> None:
+        """Fail-stop: refuse every later write (500 ledger_halted) and say why, once."""
+        self._broken = True
+        if self.halted is None:
+            self.halted = f"{type(error).__name__}: {error}"
+        self.metrics.halted.set(1)
+        self.metrics.invariant_failures_total.inc()
+        log.critical("ledger_halted", error=repr(error), head_sequence=self._committed.sequence,
+                     command_type=command.type if command else None,
+                     client_id=command.key[0] if command and command.key else None,
+                     id=command.key[1] if command and command.key else None,
+                     via=command.via if command else None, principal=command.principal if command else None,
+                     request=command.request if command else None)
+
+    def _halted_error(self) -> Halted:
+        return Halted(f"the ledger halted on a broken invariant ({self.halted}); it takes no write until an "
+                      "operator restarts it: do not retry")
 
     async def _finish(self, previous: asyncio.Task[bool] | None, jobs: list[_Job], judged: _Judged | None) -> bool:
         """Commit after the predecessor did (its effects are in this group's answers), then
@@ -277,6 +332,9 @@ class LedgerService:
             return False
         if ok and judged is not None and judged.journal:
             ok = await self._commit(judged)
+        if (not ok or judged is None) and self.halted is not None:
+            self._answer(jobs, self._halted_error())  # nothing of it was stored
+            return False
         if not ok or judged is None:
             self._broken = True
             self.metrics.commit_failures_total.inc()
@@ -300,6 +358,9 @@ class LedgerService:
         started = time.perf_counter()
         try:
             await self.store.commit(judged.journal, judged.rows, judged.head)
+        except InvariantBroken as e:  # the store refused a gap in the journal: a writer bug
+            self._halt(e, None)
+            return False
         except Exception as e:  # storage failure: nothing of this group is acknowledged
             log.error("ledger_commit_failed", error=repr(e), batch_size=len(judged.results))
             await self._observe_stored_head()
@@ -428,7 +489,8 @@ class LedgerService:
     async def apply_replicated(self, rows: list[tuple[int, str]]) -> None:
         """Standby: verify (sequence, text) journal rows against the local head and apply them with
         the same `evolve`, in one commit. Raises `ReplicationError` on a broken chain."""
-        assert self.role == "standby", "only a standby applies another ledger's journal"
+        if self.role != "standby":
+            raise InvariantBroken("only a standby applies another ledger's journal")
         if self._head_stale:  # a previous apply failed or was cut: start from what is stored
             await self._reload_head()
         check = ChainCheck(head_sequence=self._head.sequence, head_hash=self._head.hash)

@@ -40,6 +40,10 @@ class EdgeMetrics:
         self.ledger_batch_size = Histogram(
             "edge_ledger_batch_size", "Money actions per POST /v1/batch.",
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512), registry=registry)
+        self.effect_failures_total = Counter(
+            "edge_effect_failures_total", "CRDT effects of committed money answers that could not be applied "
+            "(the answer stands; reconciliation repairs the display), by operation.",
+            ["operation"], registry=registry)
         self.background_failures_total = Counter(
             "edge_background_failures_total", "Failures of background tasks (sync, reconciliation).",
             ["task"], registry=registry)

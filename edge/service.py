@@ -28,6 +28,20 @@ log = structlog.get_logger("croupier.edge.service")
 Hint = Callable[[str, list[str]], None]  # (peer edge id, document names): ask it to reconcile
 
 
+def effect_docs(tx: dict[str, Any]) -> list[str]:
+    """The documents a committed transaction's effects touch (to reconcile when applying failed)."""
+    try:
+        names = [doc_name(JACKPOT, str(c["jackpot_id"]))
+                 for c in [*tx.get("jackpot_contributions", []), *tx.get("reversed_contributions", [])]]
+        if "jackpot_id" in tx:
+            names.append(doc_name(JACKPOT, str(tx["jackpot_id"])))
+        if tx.get("bonus_wagering") and "player_id" in tx:
+            names.append(doc_name(BONUS, str(tx["player_id"])))
+    except (KeyError, TypeError):  # a malformed answer: nothing to name
+        return []
+    return sorted(set(names))
+
+
 def rfc3339(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -56,10 +70,15 @@ class EdgeService:
             self.metrics.money_requests_total.labels(op, str(status_for(e))).inc()
             raise
         self.metrics.money_requests_total.labels(op, str(status)).inc()
+        tx = answer.get("transaction") or {}
         try:
-            await self._apply_effects(op, answer.get("transaction") or {})
-        except (CroupierError, KeyError, TypeError, ValueError) as e:
-            log.warning("effect not applied; reconciliation will repair", op=op, error=repr(e))
+            await self._apply_effects(op, tx)
+        except Exception as e:  # noqa: BLE001 (any bug included: the ledger committed, so the answer stands)
+            self.metrics.effect_failures_total.labels(op).inc()
+            names = effect_docs(tx)
+            self.reconciler.mark_dirty(names)
+            log.error("effect_failed", op=op, sequence=tx.get("sequence"), id=tx.get("id"), docs=names,
+                      error=repr(e))
         return status, answer
 
     async def _apply_effects(self, op: str, tx: dict[str, Any]) -> None:

@@ -30,6 +30,8 @@ EDGE_METRICS = (
     MetricSpec("edge_money_requests_total", "counter", ("operation", "status")),
     MetricSpec("edge_crdt_updates_total", "counter", ("doc", "origin")),
     MetricSpec("edge_display_drift_minor", "gauge", ("kind",)),
+    # A committed answer's CRDT effect that failed to apply (the answer stands; reconciliation repairs).
+    MetricSpec("edge_effect_failures_total", "counter", ("operation",)),
 )
 
 LEDGER_METRICS = (
@@ -59,6 +61,9 @@ LEDGER_METRICS = (
     MetricSpec("ledger_epoch_claims_total", "counter", ("outcome",)),
     MetricSpec("ledger_peer_check_failures_total", "counter"),
     MetricSpec("ledger_unfences_total", "counter", ("forced",)),
+    # Fail-stop: a broken money invariant halts the writer (500 ledger_halted) until a restart.
+    MetricSpec("ledger_halted", "gauge"),
+    MetricSpec("ledger_invariant_failures_total", "counter"),
 )
 
 COMMON_METRICS = (

@@ -9,12 +9,16 @@ Error tree (status in brackets)::
     ├── NotFound [404]              not_found
     ├── Conflict [409]              round_closed, bet_rolled_back, version_conflict,
     │                               already_claimed, request_in_progress, replica_diverged,
-    │                               not_fenced, peer_is_primary
+    │                               not_fenced, peer_is_primary, round_refunded,
+    │                               wagering_already_claimed
     ├── PayloadTooLarge [413]       payload_too_large
     ├── Unprocessable [422]         insufficient_funds, idempotency_key_reused, wagering_not_met,
     │                               bonus_expired, currency_mismatch, balance_limit_exceeded
     ├── Locked [423]                account_frozen
-    └── Unavailable [503]           ledger_unavailable, not_primary, storage_unavailable
+    ├── Unavailable [503]           ledger_unavailable, not_primary, storage_unavailable
+    └── Halted [500]                ledger_halted: NOT retryable. A money invariant broke inside
+                                    the writer (a bug or corrupt state): it takes no write until an
+                                    operator investigated and restarted it; retrying cannot help.
 
 One table (`STATUS_BY_CLASS`) maps classes to statuses; `status_for` walks the class hierarchy.
 """
@@ -90,6 +94,11 @@ class Unavailable(CroupierError):
         self.retry_after_s = retry_after_s
 
 
+class Halted(CroupierError):
+    code = "ledger_halted"
+    title = "Ledger halted"
+
+
 STATUS_BY_CLASS: dict[type[CroupierError], int] = {
     BadRequest: 400,
     Unauthenticated: 401,
@@ -100,6 +109,7 @@ STATUS_BY_CLASS: dict[type[CroupierError], int] = {
     Unprocessable: 422,
     Locked: 423,
     Unavailable: 503,
+    Halted: 500,
     CroupierError: 500,
 }
 
@@ -119,6 +129,8 @@ CLASS_BY_CODE: dict[str, type[CroupierError]] = {
     "replica_diverged": Conflict,
     "not_fenced": Conflict,
     "peer_is_primary": Conflict,
+    "round_refunded": Conflict,
+    "wagering_already_claimed": Conflict,
     "payload_too_large": PayloadTooLarge,
     "insufficient_funds": Unprocessable,
     "idempotency_key_reused": Unprocessable,
@@ -130,6 +142,7 @@ CLASS_BY_CODE: dict[str, type[CroupierError]] = {
     "ledger_unavailable": Unavailable,
     "not_primary": Unavailable,
     "storage_unavailable": Unavailable,
+    "ledger_halted": Halted,
 }
 
 

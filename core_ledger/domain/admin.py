@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from shared.errors import BadRequest
 
-from core_ledger.domain.commands import Command, Context, Reject
+from core_ledger.domain.commands import Command, Context, Reject, require
 from core_ledger.domain.money import Decided, balance_after, need_funds, player, transfer, wallet
 from core_ledger.domain.state import State, jackpot_account, player_account, system_account
 
@@ -12,7 +12,7 @@ from core_ledger.domain.state import State, jackpot_account, player_account, sys
 def player_create(view: State, cmd: Command, ctx: Context) -> Decided:
     r = cmd.request
     # A re-sent creation is an idempotent replay (the key is the player id), so the player is new.
-    assert view.get("players", (r["player_id"],)) is None
+    require(view.get("players", (r["player_id"],)) is None, f"player {r['player_id']!r} is new")
     return [], {"player": {"player_id": r["player_id"], "currencies": r["currencies"], "frozen": False}}
 
 
@@ -45,7 +45,8 @@ def adjustment(view: State, cmd: Command, ctx: Context) -> Decided:
 
 def jackpot_create(view: State, cmd: Command, ctx: Context) -> Decided:
     r = cmd.request
-    assert view.get("jackpots", (r["jackpot_id"],)) is None  # same reasoning as player_create
+    require(view.get("jackpots", (r["jackpot_id"],)) is None,  # same reasoning as player_create
+            f"jackpot {r['jackpot_id']!r} is new")
     cur, seed = r["currency"], r["seed_minor"]
     postings = transfer(system_account("house", cur), jackpot_account(r["jackpot_id"]), seed, cur)
     return postings, {"jackpot": {"jackpot_id": r["jackpot_id"], "currency": cur, "pool_minor": seed,

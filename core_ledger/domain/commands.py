@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeVar
 
 # Idempotency scope of admin writes keyed by a natural id (player, jackpot): the same whichever
 # admin sends them. Client ids from the wire match shared.ids.ID_PATTERN, which has no "@".
 ADMIN_SCOPE = "@admin"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,25 @@ class Replay:
 
     status: int
     body: dict[str, Any]
+
+
+class InvariantBroken(Exception):
+    """A money invariant does not hold (double entry, a missing row that must exist, a negative
+    player balance...): a bug or corrupt state, never the caller's fault. The writer stops taking
+    writes (fail-stop) rather than answer a retryable error that every retry would hit again."""
+
+
+def require(condition: bool, what: str) -> None:
+    """An explicit invariant check (unlike `assert`, it also runs under `python -O`)."""
+    if not condition:
+        raise InvariantBroken(what)
+
+
+def present(row: T | None, what: str) -> T:
+    """A row that must exist (an explicit check, and it narrows the type)."""
+    if row is None:
+        raise InvariantBroken(f"{what} is missing")
+    return row
 
 
 class Reject(Exception):

@@ -12,7 +12,7 @@ from typing import Any, Callable
 from shared.errors import Unprocessable
 
 from core_ledger.domain import admin, money
-from core_ledger.domain.commands import Command, Context, Draft, Reject, Replay
+from core_ledger.domain.commands import Command, Context, Draft, Reject, Replay, present
 from core_ledger.domain.render import render
 from core_ledger.domain.state import ENTRIES, Doc, State, idempotency_record
 
@@ -71,8 +71,7 @@ def check_balance_limits(view: State, postings: list[dict[str, Any]]) -> None:
 
 
 def replay_or_conflict(view: State, record: Doc, cmd: Command) -> Replay:
-    entry = view.get(ENTRIES, (record["sequence"],))
-    assert entry is not None, "an idempotency record points at a journal entry"
+    entry = present(view.get(ENTRIES, (record["sequence"],)), f"journal entry {record['sequence']} of an id")
     field = first_difference(entry["transaction"], cmd)
     if field is not None:
         raise Unprocessable(

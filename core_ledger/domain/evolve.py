@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from core_ledger.domain.commands import present, require
 from core_ledger.domain.render import render
-from core_ledger.domain.state import Doc, State
+from core_ledger.domain.state import ROUND_CLIENT, Doc, State, round_address
 
 Entry = dict[str, Any]
 DIRECT_SLOT = "direct"  # contributions slot of money that came without an edge
@@ -44,13 +45,14 @@ def _apply_postings(state: State, entry: Entry) -> None:
         row = {"balance_minor": row["balance_minor"] + delta, "version": row["version"] + 1}
         state.put("accounts", (account,), row)
         if account.startswith("player:"):
-            assert row["balance_minor"] >= 0, f"{account} would go negative at {sequence}"
+            require(row["balance_minor"] >= 0, f"{account} would go negative at {sequence}")
             state.put("history", (account, sequence), {"amount_minor": delta, "balance_minor": row["balance_minor"],
                                                        "type": tx["type"], "id": tx["id"]})
     balance = tx["result"].get("balance")
     if balance:
         row = state.get("accounts", (f"player:{balance['player_id']}:{balance['currency']}",))
-        assert row == {"balance_minor": balance["balance_minor"], "version": balance["version"]}, (row, balance)
+        require(row == {"balance_minor": balance["balance_minor"], "version": balance["version"]},
+                f"the balance folded at {sequence} ({row}) is not the decided one ({balance})")
 
 
 def _round_note(round_: Doc, entry: Entry, amount_minor: int) -> None:
@@ -61,18 +63,20 @@ def _round_note(round_: Doc, entry: Entry, amount_minor: int) -> None:
 
 def _bet(state: State, entry: Entry) -> None:
     tx, r, result = entry["transaction"], entry["transaction"]["request"], entry["transaction"]["result"]
-    key = (r["player_id"], r["round_id"])
-    round_ = state.get("rounds", key) or {
+    table, key = round_address(result.get(ROUND_CLIENT), r["player_id"], r["round_id"])  # none: before scoping
+    round_ = state.get(table, key) or {
         "game_id": r["game_id"], "currency": r["currency"], "status": "open", "bets_minor": 0,
         "wins_minor": 0, "win_count": 0, "opened_sequence": entry["sequence"], "transactions": []}
     round_["bets_minor"] += r["amount_minor"]
     _round_note(round_, entry, r["amount_minor"])
-    state.put("rounds", key, round_)
-    state.put("bets", (tx["client_id"], tx["id"]), {
-        "state": "committed", "player_id": r["player_id"], "currency": r["currency"],
-        "amount_minor": r["amount_minor"], "round_id": r["round_id"], "game_id": r["game_id"],
-        "via": tx["via"], "jackpot_contributions": result["jackpot_contributions"],
-        "bonus_wagering": result["bonus_wagering"], "sequence": entry["sequence"]})
+    state.put(table, key, round_)
+    bet = {"state": "committed", "player_id": r["player_id"], "currency": r["currency"],
+           "amount_minor": r["amount_minor"], "round_id": r["round_id"], "game_id": r["game_id"],
+           "via": tx["via"], "jackpot_contributions": result["jackpot_contributions"],
+           "bonus_wagering": result["bonus_wagering"], "sequence": entry["sequence"]}
+    if ROUND_CLIENT in result:  # a bet journaled before scoping keeps the row it had
+        bet[ROUND_CLIENT] = result[ROUND_CLIENT]
+    state.put("bets", (tx["client_id"], tx["id"]), bet)
     _count_edge(state, tx["via"], r["player_id"], result["jackpot_contributions"], result["bonus_wagering"], 1)
 
 
@@ -81,30 +85,27 @@ def _count_edge(state: State, via: str | None, player_id: str, contributions: li
     """Add (or with sign -1 take back) a bet's per-edge jackpot and wagering credits."""
     slot = edge_slot(via)
     for c in contributions:
-        jackpot = state.get("jackpots", (c["jackpot_id"],))
-        assert jackpot is not None
+        jackpot = present(state.get("jackpots", (c["jackpot_id"],)), f"jackpot {c['jackpot_id']!r}")
         by_edge = jackpot["contributions_by_edge"]
         by_edge[slot] = by_edge.get(slot, 0) + sign * c["amount_minor"]
         state.put("jackpots", (c["jackpot_id"],), jackpot)
     for w in wagering:
-        bonus = state.get("bonuses", (player_id, w["bonus_id"]))
-        assert bonus is not None
+        bonus = present(state.get("bonuses", (player_id, w["bonus_id"])), f"bonus {w['bonus_id']!r}")
         bonus["wagered_minor"] += sign * w["amount_minor"]
         bonus["wagered_by_edge"][slot] = bonus["wagered_by_edge"].get(slot, 0) + sign * w["amount_minor"]
         state.put("bonuses", (player_id, w["bonus_id"]), bonus)
 
 
 def _win(state: State, entry: Entry) -> None:
-    r = entry["transaction"]["request"]
-    key = (r["player_id"], r["round_id"])
-    round_ = state.get("rounds", key)
-    assert round_ is not None
+    r, result = entry["transaction"]["request"], entry["transaction"]["result"]
+    table, key = round_address(result.get(ROUND_CLIENT), r["player_id"], r["round_id"])
+    round_ = present(state.get(table, key), f"round {key}")
     round_["wins_minor"] += r["amount_minor"]
     round_["win_count"] += 1
     if r["close_round"]:
         round_["status"] = "closed"
     _round_note(round_, entry, r["amount_minor"])
-    state.put("rounds", key, round_)
+    state.put(table, key, round_)
 
 
 def _rollback(state: State, entry: Entry) -> None:
@@ -118,22 +119,21 @@ def _rollback(state: State, entry: Entry) -> None:
         return
     if not result["reversed"]:
         return
-    assert bet is not None and bet["state"] == "committed"
+    bet = present(bet, f"bet {bet_key}")
+    require(bet["state"] == "committed", f"the reversed bet {bet_key} is committed")
     bet["state"] = "rolled_back"
     state.put("bets", bet_key, bet)
-    key = (bet["player_id"], bet["round_id"])
-    round_ = state.get("rounds", key)
-    assert round_ is not None
+    table, key = round_address(bet.get(ROUND_CLIENT), bet["player_id"], bet["round_id"])
+    round_ = present(state.get(table, key), f"round {key}")
     round_["bets_minor"] -= bet["amount_minor"]
     _round_note(round_, entry, bet["amount_minor"])
-    state.put("rounds", key, round_)
+    state.put(table, key, round_)
     _count_edge(state, bet["via"], bet["player_id"], result["reversed_contributions"], bet["bonus_wagering"], -1)
 
 
 def _jackpot_payout(state: State, entry: Entry) -> None:
     r, result = entry["transaction"]["request"], entry["transaction"]["result"]
-    jackpot = state.get("jackpots", (r["jackpot_id"],))
-    assert jackpot is not None
+    jackpot = present(state.get("jackpots", (r["jackpot_id"],)), f"jackpot {r['jackpot_id']!r}")
     jackpot["epoch"] = result["epoch"]
     jackpot["contributions_by_edge"] = {}
     state.put("jackpots", (r["jackpot_id"],), jackpot)
@@ -141,8 +141,7 @@ def _jackpot_payout(state: State, entry: Entry) -> None:
 
 def _bonus_claim(state: State, entry: Entry) -> None:
     r = entry["transaction"]["request"]
-    bonus = state.get("bonuses", (r["player_id"], r["bonus_id"]))
-    assert bonus is not None
+    bonus = present(state.get("bonuses", (r["player_id"], r["bonus_id"])), f"bonus {r['bonus_id']!r}")
     bonus["status"] = "claimed"
     bonus["claimed_sequence"] = entry["sequence"]
     state.put("bonuses", (r["player_id"], r["bonus_id"]), bonus)
@@ -159,8 +158,7 @@ def _player_create(state: State, entry: Entry) -> None:
 
 def _set_frozen(state: State, entry: Entry) -> None:
     r = entry["transaction"]["request"]
-    player = state.get("players", (r["player_id"],))
-    assert player is not None
+    player = present(state.get("players", (r["player_id"],)), f"player {r['player_id']!r}")
     player["frozen"] = entry["transaction"]["type"] == "freeze"
     state.put("players", (r["player_id"],), player)
 
@@ -184,8 +182,7 @@ def _bonus_grant(state: State, entry: Entry) -> None:
         "wagering_requirement_minor": r["wagering_requirement_minor"], "expires_at": r["expires_at"],
         "granted_sequence": entry["sequence"], "wagered_minor": 0, "wagered_by_edge": {},
         "status": "active"})
-    player = state.get("players", (r["player_id"],))
-    assert player is not None
+    player = present(state.get("players", (r["player_id"],)), f"player {r['player_id']!r}")
     player["bonus_ids"] = [*player["bonus_ids"], r["bonus_id"]]
     state.put("players", (r["player_id"],), player)
 

@@ -12,20 +12,25 @@ from typing import Any, Iterable
 
 import orjson
 
+from core_ledger.domain.commands import InvariantBroken
+
 GENESIS_HASH = "0" * 64
 NESTING_MAX = 16  # entries are shallow; anything deeper is a programming error
 
 
-def assert_no_float(value: Any, depth: int = 0) -> None:
-    assert depth < NESTING_MAX, "journal values are shallow"
+def refuse_floats(value: Any, depth: int = 0) -> None:
+    """Raises TypeError on a float, ValueError on nesting deeper than journal entries ever are."""
+    if depth >= NESTING_MAX:
+        raise ValueError("journal values are shallow")
     if isinstance(value, dict):
         for v in value.values():
-            assert_no_float(v, depth + 1)
+            refuse_floats(v, depth + 1)
     elif isinstance(value, list):
         for v in value:
-            assert_no_float(v, depth + 1)
+            refuse_floats(v, depth + 1)
     else:
-        assert not isinstance(value, float), "money and journal values are integers, never floats"
+        if isinstance(value, float):
+            raise TypeError("money and journal values are integers, never floats")
 
 
 def canonical_json(value: Any) -> bytes:
@@ -50,7 +55,8 @@ def postings_balanced(postings: list[dict[str, Any]]) -> bool:
 def seal(transaction: dict[str, Any], postings: list[dict[str, Any]], *, sequence: int, epoch: int,
          prev_hash: str) -> dict[str, Any]:
     """The journal entry for a decided transaction, hashed onto the chain."""
-    assert postings_balanced(postings), postings
+    if not postings_balanced(postings):
+        raise InvariantBroken(f"postings of a {transaction.get('type')} do not balance: {postings}")
     entry = {"sequence": sequence, "epoch": epoch, "transaction": transaction, "postings": postings,
              "prev_hash": prev_hash}
     entry["hash"] = chain_hash(prev_hash, entry)
@@ -92,7 +98,7 @@ class ChainCheck:
             return False
         try:
             entry = orjson.loads(text)
-            assert_no_float(entry)
+            refuse_floats(entry)
             stored_hash = entry.pop("hash")
             good = (entry["sequence"] == sequence and entry["prev_hash"] == self.head_hash
                     and postings_balanced(entry["postings"])

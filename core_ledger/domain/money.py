@@ -11,8 +11,10 @@ from typing import Any
 
 from shared.errors import BadRequest, NotFound
 
-from core_ledger.domain.commands import Command, Context, Reject
-from core_ledger.domain.state import ENTRIES, Doc, State, jackpot_account, player_account, system_account
+from core_ledger.domain.commands import Command, Context, Reject, present
+from core_ledger.domain.state import (
+    ENTRIES, ROUND_CLIENT, Doc, State, jackpot_account, player_account, round_address, system_account,
+)
 
 PPM = 1_000_000
 Decided = tuple[list[dict[str, Any]], dict[str, Any]]  # (postings, result)
@@ -43,9 +45,8 @@ def wallet(view: State, player_id: str, currency: str, *, check_frozen: bool = T
         raise Reject("currency_mismatch", f"player {player_id!r} has no {currency} account")
     if check_frozen and row["frozen"]:
         raise Reject("account_frozen", f"player {player_id!r} is frozen")
-    account = view.get("accounts", (player_account(player_id, currency),))
-    assert account is not None, "a player's accounts exist from creation"
-    return account
+    # a player's accounts exist from creation
+    return present(view.get("accounts", (player_account(player_id, currency),)), f"account of {player_id!r}")
 
 
 def balance_after(player_id: str, currency: str, account: Doc, delta_minor: int) -> dict[str, Any]:
@@ -58,6 +59,29 @@ def need_funds(account: Doc, amount_minor: int) -> None:
     if account["balance_minor"] < amount_minor:
         raise Reject("insufficient_funds",
                       f"balance {account['balance_minor']} is below {amount_minor}")
+
+
+def find_round(view: State, client_id: str, player_id: str, round_id: str) -> tuple[str | None, Doc | None]:
+    """(scope, row) of the round a client plays: its own round; else a round journaled before
+    rounds were scoped (scope None) in which this client has a bet; else (client_id, None): a
+    bet opens it. Another client's round of the same id is never this client's."""
+    own = view.get(*round_address(client_id, player_id, round_id))
+    if own is not None:
+        return client_id, own
+    unscoped = view.get(*round_address(None, player_id, round_id))
+    if unscoped is not None and has_bet_in(view, client_id, player_id, round_id, unscoped):
+        return None, unscoped
+    return client_id, None
+
+
+def has_bet_in(view: State, client_id: str, player_id: str, round_id: str, round_: Doc) -> bool:
+    for t in round_["transactions"]:
+        if t["type"] == "bet":
+            bet = view.get("bets", (client_id, t["id"]))
+            if (bet is not None and bet["state"] != "marker" and bet["player_id"] == player_id
+                    and bet["round_id"] == round_id):
+                return True
+    return False
 
 
 def expired(expires_at: str, ctx: Context) -> bool:
@@ -91,7 +115,7 @@ def bet(view: State, cmd: Command, ctx: Context) -> Decided:
     if marker is not None and marker["state"] == "marker":
         raise Reject("bet_rolled_back", f"bet {r['id']!r} was rolled back before it arrived")
     account = wallet(view, pid, cur)
-    round_ = view.get("rounds", (pid, r["round_id"]))
+    scope, round_ = find_round(view, cmd.key[0], pid, r["round_id"])  # type: ignore[index]
     if round_ is not None:
         if round_["game_id"] != r["game_id"]:
             raise BadRequest(f"round {r['round_id']!r} belongs to game {round_['game_id']!r}",
@@ -104,15 +128,14 @@ def bet(view: State, cmd: Command, ctx: Context) -> Decided:
     postings = transfer(player_account(pid, cur), system_account("house", cur), amount, cur)
     contributions = []
     for jackpot_id in jackpots_of_game(view, r["game_id"]):
-        jackpot = view.get("jackpots", (jackpot_id,))
-        assert jackpot is not None
+        jackpot = present(view.get("jackpots", (jackpot_id,)), f"jackpot {jackpot_id!r}")
         share = amount * jackpot["contribution_ppm"] // PPM
         if jackpot["currency"] == cur and share > 0:
             postings += transfer(system_account("house", cur), jackpot_account(jackpot_id), share, cur)
             contributions.append({"jackpot_id": jackpot_id, "amount_minor": share, "epoch": jackpot["epoch"]})
     wagering = [{"bonus_id": b, "amount_minor": amount} for b in active_bonuses(view, pid, cur)]
     return postings, {"balance": balance_after(pid, cur, account, -amount),
-                      "jackpot_contributions": contributions, "bonus_wagering": wagering}
+                      "jackpot_contributions": contributions, "bonus_wagering": wagering, ROUND_CLIENT: scope}
 
 
 def jackpots_of_game(view: State, game_id: str) -> list[str]:
@@ -124,8 +147,7 @@ def active_bonuses(view: State, player_id: str, currency: str) -> list[str]:
     row = view.get("players", (player_id,))
     out = []
     for bonus_id in row["bonus_ids"] if row else []:
-        bonus = view.get("bonuses", (player_id, bonus_id))
-        assert bonus is not None
+        bonus = present(view.get("bonuses", (player_id, bonus_id)), f"bonus {bonus_id!r}")
         if bonus["status"] == "active" and bonus["currency"] == currency:
             out.append(bonus_id)
     return out
@@ -135,7 +157,7 @@ def win(view: State, cmd: Command, ctx: Context) -> Decided:
     r = cmd.request
     pid, cur, amount = r["player_id"], r["currency"], r["amount_minor"]
     player(view, pid)
-    round_ = view.get("rounds", (pid, r["round_id"]))
+    scope, round_ = find_round(view, cmd.key[0], pid, r["round_id"])  # type: ignore[index]
     if round_ is None:
         raise NotFound(f"round {r['round_id']!r} has no bet of player {pid!r}", field="round_id")
     if round_["currency"] != cur:
@@ -143,8 +165,27 @@ def win(view: State, cmd: Command, ctx: Context) -> Decided:
     account = wallet(view, pid, cur)
     if round_["status"] == "closed":
         raise Reject("round_closed", f"round {r['round_id']!r} is closed")
+    refuse_refunded(round_, r["round_id"])
     postings = transfer(system_account("house", cur), player_account(pid, cur), amount, cur)
-    return postings, {"balance": balance_after(pid, cur, account, amount)}
+    return postings, {"balance": balance_after(pid, cur, account, amount), ROUND_CLIENT: scope}
+
+
+def refuse_refunded(round_: Doc, round_id: str) -> None:
+    """Nothing is paid out of a round whose every bet was rolled back (bets are positive, so a
+    round with bets and a zero net stake was refunded in full)."""
+    if round_["bets_minor"] <= 0:
+        raise Reject("round_refunded", f"every bet of round {round_id!r} was rolled back")
+
+
+def refuse_claimed_wagering(view: State, player_id: str, bet_id: str, bet: Doc) -> None:
+    """A bet's wagering that a claimed bonus needs cannot be rolled back: the bonus was paid for
+    it. (The rollback is allowed while the claimed bonus keeps its requirement without the bet.)"""
+    for w in bet["bonus_wagering"]:
+        bonus = present(view.get("bonuses", (player_id, w["bonus_id"])), f"bonus {w['bonus_id']!r} of bet {bet_id!r}")
+        if (bonus["status"] == "claimed"
+                and bonus["wagered_minor"] - w["amount_minor"] < bonus["wagering_requirement_minor"]):
+            raise Reject("wagering_already_claimed",
+                         f"bonus {w['bonus_id']!r} was claimed with this bet's wagering")
 
 
 def rollback(view: State, cmd: Command, ctx: Context) -> Decided:
@@ -157,8 +198,7 @@ def rollback(view: State, cmd: Command, ctx: Context) -> Decided:
         if rejected is None or rejected["type"] != "bet":
             player(view, pid)  # unknown bet: a marker refuses it if it arrives later
             return [], {"bet_found": False, "reversed": False, "balance": None}
-        entry = view.get(ENTRIES, (rejected["sequence"],))
-        assert entry is not None
+        entry = present(view.get(ENTRIES, (rejected["sequence"],)), f"journal entry {rejected['sequence']}")
         bet = {**entry["transaction"]["request"], "state": "rejected"}
     if bet["player_id"] != pid:
         raise BadRequest(f"bet {r['bet_id']!r} belongs to another player", field="player_id")
@@ -170,16 +210,16 @@ def rollback(view: State, cmd: Command, ctx: Context) -> Decided:
     account = wallet(view, pid, cur)
     if bet["state"] != "committed":  # already rolled back, or never charged: nothing to reverse
         return [], {"bet_found": True, "reversed": False, "balance": balance_after(pid, cur, account, 0)}
-    round_ = view.get("rounds", (pid, bet["round_id"]))
-    assert round_ is not None
+    round_ = present(view.get(*round_address(bet.get(ROUND_CLIENT), pid, bet["round_id"])),
+                     f"round {bet['round_id']!r}")
     if round_["status"] == "closed" or round_["win_count"] > 0:
         raise Reject("round_closed", f"round {bet['round_id']!r} has a win or is closed")
+    refuse_claimed_wagering(view, pid, r["bet_id"], bet)
     amount = bet["amount_minor"]
     postings = transfer(system_account("house", cur), player_account(pid, cur), amount, cur)
     reversed_contributions = []
     for c in bet["jackpot_contributions"]:
-        jackpot = view.get("jackpots", (c["jackpot_id"],))
-        assert jackpot is not None
+        jackpot = present(view.get("jackpots", (c["jackpot_id"],)), f"jackpot {c['jackpot_id']!r}")
         # After a payout the contribution left with the pool: the house bears the refund alone.
         if jackpot["epoch"] == c["epoch"]:
             postings += transfer(jackpot_account(c["jackpot_id"]), system_account("house", cur),
@@ -199,14 +239,17 @@ def jackpot_payout(view: State, cmd: Command, ctx: Context) -> Decided:
         raise NotFound(f"jackpot {r['jackpot_id']!r} not found", field="jackpot_id")
     cur, pid = jackpot["currency"], r["player_id"]
     account = wallet(view, pid, cur)
-    pool = view.get("accounts", (jackpot_account(r["jackpot_id"]),))
-    assert pool is not None
+    scope, round_ = find_round(view, cmd.key[0], pid, r["round_id"])  # type: ignore[index]
+    if round_ is None:
+        raise NotFound(f"round {r['round_id']!r} has no bet of player {pid!r}", field="round_id")
+    refuse_refunded(round_, r["round_id"])
+    pool = present(view.get("accounts", (jackpot_account(r["jackpot_id"]),)), f"pool of {r['jackpot_id']!r}")
     amount, seed = pool["balance_minor"], jackpot["seed_minor"]
     postings = transfer(jackpot_account(r["jackpot_id"]), player_account(pid, cur), amount, cur)
     postings += transfer(system_account("house", cur), jackpot_account(r["jackpot_id"]), seed, cur)
     return postings, {"amount_minor": amount, "currency": cur, "seed_minor": seed,
                       "paid_epoch": jackpot["epoch"], "epoch": jackpot["epoch"] + 1,
-                      "balance": balance_after(pid, cur, account, amount)}
+                      "balance": balance_after(pid, cur, account, amount), ROUND_CLIENT: scope}
 
 
 def bonus_claim(view: State, cmd: Command, ctx: Context) -> Decided:

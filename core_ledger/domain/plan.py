@@ -8,15 +8,16 @@ from __future__ import annotations
 
 from core_ledger.domain.commands import Command
 from core_ledger.domain.state import (
-    ENTRIES, Key, State, idempotency_record, jackpot_account, player_account, system_account,
+    ENTRIES, ROUND_CLIENT, Key, State, idempotency_record, jackpot_account, player_account, round_address,
+    system_account,
 )
 
 Need = list[tuple[str, Key]]
-PASSES_MAX = 4  # idem/player/game/bet rows → entries/bonuses/jackpots → accounts: 3 deep
+PASSES_MAX = 4  # idem/player/game/bet/round rows → entries/bonuses/jackpots/bets → accounts: 3 deep
 # The only tables `rows_needed` reads (peeks), and it names further rows only from rows that exist:
 # a command must be planned again only when a row of these tables was just found for it. (A fresh
 # bet finds no idem row and no bet row: it is planned once.)
-PLANNED_FROM = frozenset({"idem", "players", "games", "bets", ENTRIES, "jackpots", "bonuses"})
+PLANNED_FROM = frozenset({"idem", "players", "games", "bets", ENTRIES, "jackpots", "bonuses", "rounds"})
 
 
 def rows_needed(view: State, cmd: Command) -> Need:
@@ -59,22 +60,36 @@ def _bonuses(view: State, pid: str, need: Need) -> None:
         need.append(("bonuses", (pid, bonus_id)))
 
 
+def _round(view: State, cmd: Command, need: Need) -> None:
+    """The client's own round, and a round of the same id from before scoping with the client's
+    bets in it (see `money.find_round`)."""
+    r = cmd.request
+    need.append(round_address(cmd.key[0], r["player_id"], r["round_id"]))  # type: ignore[index]
+    unscoped = round_address(None, r["player_id"], r["round_id"])
+    need.append(unscoped)
+    round_ = view.peek(*unscoped)
+    for t in round_["transactions"] if round_ else []:
+        if t["type"] == "bet":
+            need.append(("bets", (cmd.key[0], t["id"])))  # type: ignore[index]
+
+
 def _cashier(view: State, cmd: Command, need: Need) -> None:
     need.append(("accounts", (system_account("cashier", cmd.request["currency"]),)))
 
 
 def _bet(view: State, cmd: Command, need: Need) -> None:
     r = cmd.request
-    need += [("bets", cmd.key), ("rounds", (r["player_id"], r["round_id"])), ("games", (r["game_id"],)),  # type: ignore[list-item]
+    need += [("bets", cmd.key), ("games", (r["game_id"],)),  # type: ignore[list-item]
              ("accounts", (system_account("house", r["currency"]),))]
+    _round(view, cmd, need)
     game = view.peek("games", (r["game_id"],))
     _jackpots(view, game["jackpot_ids"] if game else [], need)
     _bonuses(view, r["player_id"], need)
 
 
 def _win(view: State, cmd: Command, need: Need) -> None:
-    r = cmd.request
-    need += [("rounds", (r["player_id"], r["round_id"])), ("accounts", (system_account("house", r["currency"]),))]
+    need.append(("accounts", (system_account("house", cmd.request["currency"]),)))
+    _round(view, cmd, need)
 
 
 def _rollback(view: State, cmd: Command, need: Need) -> None:
@@ -85,7 +100,7 @@ def _rollback(view: State, cmd: Command, need: Need) -> None:
     bet = view.peek("bets", bet_key) or {}
     if bet.get("state") not in (None, "marker"):
         _wallet_of(bet["player_id"], bet["currency"], "house", need)
-        need.append(("rounds", (bet["player_id"], bet["round_id"])))
+        need.append(round_address(bet.get(ROUND_CLIENT), bet["player_id"], bet["round_id"]))
         _jackpots(view, [c["jackpot_id"] for c in bet["jackpot_contributions"]], need)
         for w in bet["bonus_wagering"]:
             need.append(("bonuses", (bet["player_id"], w["bonus_id"])))
@@ -100,6 +115,7 @@ def _jackpot_payout(view: State, cmd: Command, need: Need) -> None:
     r = cmd.request
     need.append(("jackpots", (r["jackpot_id"],)))
     jackpot = view.peek("jackpots", (r["jackpot_id"],))
+    _round(view, cmd, need)
     if jackpot is not None:
         _wallet_of(r["player_id"], jackpot["currency"], "house", need)
         _jackpots(view, [r["jackpot_id"]], need)

@@ -1,12 +1,20 @@
-"""The answer to a journaled transaction, rendered from its entry alone (so replays are identical)."""
+"""The answer to a journaled transaction, rendered from its entry alone (so replays are identical).
+
+Replays render an entry read back from the journal, whose canonical JSON has sorted keys, while the
+first answer renders the entry just decided, whose request and results are in the order they were
+built. Every member taken from the request or the results is therefore rendered in sorted-key
+order, so the first answer and its replays are the same bytes apart from `replayed`.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from core_ledger.domain.state import ROUND_CLIENT
 from shared.errors import error_from_code, problem, status_for
 
 BODY_KEYS = ("balance", "player", "jackpot", "bonus")  # results shown beside the transaction
+JOURNAL_ONLY = frozenset({ROUND_CLIENT})  # results the fold needs that answers do not show
 
 
 def public_transaction(entry: dict[str, Any]) -> dict[str, Any]:
@@ -14,13 +22,22 @@ def public_transaction(entry: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"id": tx["id"], "type": tx["type"], "sequence": entry["sequence"],
                            "epoch": entry["epoch"], "committed_at": tx["committed_at"],
                            "via": tx["via"], "client_id": tx["client_id"], "outcome": tx["outcome"]}
-    out.update(tx["request"])
+    out.update(sorted_keys(tx["request"]))
     if tx["outcome"] == "rejected":
         out["code"] = tx["code"]
-    for name, value in tx["result"].items():
-        if name not in BODY_KEYS:
-            out[name] = value
+    for name, value in sorted(tx["result"].items()):
+        if name not in BODY_KEYS and name not in JOURNAL_ONLY:
+            out[name] = sorted_keys(value)
     return out
+
+
+def sorted_keys(value: Any) -> Any:
+    """`value` with every mapping in it in sorted-key order (the order of the stored journal)."""
+    if isinstance(value, dict):
+        return {k: sorted_keys(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [sorted_keys(v) for v in value]
+    return value
 
 
 def render(entry: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -32,6 +49,6 @@ def render(entry: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     body: dict[str, Any] = {"transaction": public_transaction(entry)}
     for name in BODY_KEYS:
         if name in tx["result"]:
-            body[name] = tx["result"][name]
+            body[name] = sorted_keys(tx["result"][name])
     body["replayed"] = False
     return 201, body

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from core_ledger.domain.commands import InvariantBroken
+
 Key = tuple[Any, ...]
 Doc = dict[str, Any]
 
@@ -16,7 +18,11 @@ Doc = dict[str, Any]
 TABLES: dict[str, tuple[str, ...]] = {
     "players": ("player_id",),
     "accounts": ("account",),
+    # Rounds are scoped by the game-server client that bets in them, like ids: two clients may
+    # both play a round "7" of a player. `rounds` holds the rounds of entries journaled before that
+    # (one namespace for every client); they fold there still, and stay open to their own clients.
     "rounds": ("player_id", "round_id"),
+    "client_rounds": ("player_id", "round_id", "client_id"),
     "idem": ("client_id", "id"),
     "bets": ("client_id", "bet_id"),
     "jackpots": ("jackpot_id",),
@@ -40,6 +46,18 @@ def idempotency_record(idem: Doc | None, bet: Doc | None) -> Doc | None:
     if bet is not None and bet["state"] != "marker":
         return {"type": "bet", "sequence": bet["sequence"]}
     return None
+
+
+# The result member that records which round an entry played in: the client scope, or None for a
+# round of `rounds` (before scoping). Entries journaled before scoping have no such member.
+ROUND_CLIENT = "round_client_id"
+
+
+def round_address(round_client_id: str | None, player_id: str, round_id: str) -> tuple[str, Key]:
+    """Where a round's row lives: (table, key)."""
+    if round_client_id is None:
+        return "rounds", (player_id, round_id)
+    return "client_rounds", (player_id, round_id, round_client_id)
 
 
 def player_account(player_id: str, currency: str) -> str:
@@ -71,7 +89,8 @@ class State:
         rows = self.tables[table]
         if key in rows:
             return rows[key]
-        assert self.complete, f"{table}{key} was not loaded before use"
+        if not self.complete:
+            raise InvariantBroken(f"{table}{key} was not loaded before use")
         return None
 
     def fill(self, table: str, key: Key, doc: Doc | None) -> None:
@@ -98,7 +117,8 @@ class State:
         out: dict[str, list[tuple[Key, Doc]]] = {}
         for table, key in self.dirty:
             doc = self.tables[table][key]
-            assert doc is not None
+            if doc is None:
+                raise InvariantBroken(f"{table}{key} was marked changed without a value")
             out.setdefault(table, []).append((key, doc))
             if table in WRITE_ONLY and not self.complete:
                 del self.tables[table][key]

@@ -10,6 +10,7 @@ from typing import Any, Sequence
 
 import orjson
 
+from core_ledger.domain.commands import require
 from core_ledger.domain.state import ENTRIES, TABLES, Doc, Key
 from core_ledger.store.base import Head, JournalRow, Rows, Store
 
@@ -45,7 +46,8 @@ class MemoryStore(Store):
         return out
 
     async def commit(self, journal: Sequence[JournalRow], rows: Rows, head: Head) -> None:
-        assert [j.sequence for j in journal] == list(range(self._head.sequence + 1, head.sequence + 1))
+        require([j.sequence for j in journal] == list(range(self._head.sequence + 1, head.sequence + 1)),
+                "a commit continues the journal without a gap")
         self._journal.extend(journal)
         for table, items in rows.items():
             for key, doc in items:

@@ -25,6 +25,7 @@ import asyncpg
 import orjson
 import structlog
 
+from core_ledger.domain.commands import require
 from core_ledger.domain.journal import GENESIS_HASH
 from core_ledger.domain.state import ENTRIES, TABLES, Doc, Key
 from core_ledger.store.base import KEYS_PER_QUERY_MAX, Head, JournalRow, Rows, Store, StorageError
@@ -76,6 +77,7 @@ SCHEMA = [
     *[f"CREATE TABLE IF NOT EXISTS {t} ({', '.join(map(_column_def, cols))}, doc text NOT NULL, "
       f"PRIMARY KEY ({', '.join(cols)}))" for t, cols in TABLES.items()],
     "CREATE INDEX IF NOT EXISTS rounds_by_round ON rounds (round_id)",
+    "CREATE INDEX IF NOT EXISTS client_rounds_by_round ON client_rounds (round_id)",
     "CREATE INDEX IF NOT EXISTS idem_by_id ON idem (id)",
 ]
 SCHEMA_LOCK = 0x43524F55  # advisory lock: ledgers starting together create the schema once
@@ -118,7 +120,8 @@ async def _write_rows(conn: asyncpg.Connection, table: str, items: dict[Key, Doc
 
 
 async def _commit_in(conn: asyncpg.Connection, journal: Sequence[JournalRow], rows: Rows, head: Head) -> None:
-    assert [j.sequence for j in journal] == list(range(head.sequence - len(journal) + 1, head.sequence + 1))
+    require([j.sequence for j in journal] == list(range(head.sequence - len(journal) + 1, head.sequence + 1)),
+            "a commit's journal rows end at its head without a gap")
     async with conn.transaction(isolation="serializable"):
         # Fencing: the stored head must be where this writer believes it is.
         moved = await conn.fetchval(
@@ -181,7 +184,8 @@ class PostgresStore(Store):
 
     @property
     def _p(self) -> asyncpg.Pool:
-        assert self._pool is not None, "store is open"
+        if self._pool is None:
+            raise StorageError("the store is not open")
         return self._pool
 
     @asynccontextmanager

@@ -36,6 +36,7 @@ SCHEMA = [
     *[f"CREATE TABLE IF NOT EXISTS {t} ({', '.join(cols)}, doc TEXT NOT NULL, "
       f"PRIMARY KEY ({', '.join(cols)}))" for t, cols in TABLES.items()],
     "CREATE INDEX IF NOT EXISTS rounds_by_round ON rounds (round_id)",
+    "CREATE INDEX IF NOT EXISTS client_rounds_by_round ON client_rounds (round_id)",
     "CREATE INDEX IF NOT EXISTS idem_by_id ON idem (id)",
 ]
 T = TypeVar("T")
@@ -156,12 +157,14 @@ class SqliteStore(Store):
 
     @property
     def _w(self) -> aiosqlite.Connection:
-        assert self._writer is not None, "store is open"
+        if self._writer is None:
+            raise StorageError("the store is not open")
         return self._writer
 
     @property
     def _r(self) -> aiosqlite.Connection:
-        assert self._reader is not None, "store is open"
+        if self._reader is None:
+            raise StorageError("the store is not open")
         return self._reader
 
     async def head(self) -> Head:

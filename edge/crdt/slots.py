@@ -8,14 +8,17 @@ which the receiving edge uses to measure sync lag.
 
 Document kinds (one document per key, so that no document grows without bound):
 
-- `jackpot/<jackpot_id>`: {"epoch", "p", "n", "seed", "currency", "ts"}; display = seed of the
-  highest epoch + sum over slots of that epoch of (p - n).
-- `bonus/<player_id>`: {"w": {bonus_id: [p, n]}, "ts"}; progress = sum over slots of (p - n).
+- `jackpot/<jackpot_id>`: {"epoch", "p", "n", "seed", "currency", "ts"[, "high"]}; display = seed
+  of the highest epoch + sum over slots of that epoch of (p - n).
+- `bonus/<player_id>`: {"w": {bonus_id: [p, n, ...]}, "ts"}; progress = sum over slots of (p - n).
 - `session/<player_id>/<game_id>`: {"state" (JSON text), "updated_at", "ts"}; last writer wins by
   (ts, edge id).
 
 pycrdt returns integers as floats and panics far above 2**53: `as_int` converts on read and
-`check_int` bounds every value on write.
+`check_int` bounds every value on write. A counter (p or n) may still grow past 2**53 (ten bets of
+10**15 wager 10**16): it is written as several p/n pairs, digits in base 2**53 (`split_pairs`), each
+exact. A value below 2**53 is one pair, so documents look as before; a jackpot slot keeps its
+lowest pair in "p"/"n" and any higher pairs in "high" (absent when there are none).
 """
 
 from __future__ import annotations
@@ -52,6 +55,33 @@ def check_int(value: int) -> int:
     return value
 
 
+PAIR_BASE = INT_ABS_MAX + 1  # 2**53: every digit of a split counter is exact in a float
+
+
+def split_pairs(p: int, n: int) -> list[int]:
+    """[p0, n0, p1, n1, ...]: the base-2**53 digits of two non-negative counters, lowest first;
+    one pair when both are below 2**53."""
+    if p < 0 or n < 0:
+        raise ValueError(f"counters are non-negative: {p}, {n}")
+    out = [p % PAIR_BASE, n % PAIR_BASE]
+    p, n = p // PAIR_BASE, n // PAIR_BASE
+    while p or n:
+        out += [p % PAIR_BASE, n % PAIR_BASE]
+        p, n = p // PAIR_BASE, n // PAIR_BASE
+    return out
+
+
+def join_pairs(values: list[Any]) -> tuple[int, int]:
+    """(p, n) from the digits `split_pairs` wrote (or a plain [p, n] pair)."""
+    if len(values) < 2 or len(values) % 2:
+        raise ValueError(f"p/n pairs are needed, not {values!r}")
+    p = n = 0
+    for i in range(len(values) // 2 - 1, -1, -1):
+        p = p * PAIR_BASE + as_int(values[2 * i])
+        n = n * PAIR_BASE + as_int(values[2 * i + 1])
+    return p, n
+
+
 def slots(doc: Doc) -> Map:
     return doc.get(SLOTS, type=Map)
 
@@ -86,15 +116,17 @@ class JackpotSlot:
     ts: float
 
     def encode(self) -> dict[str, Any]:
-        for v in (self.epoch, self.p, self.n, self.seed_minor):
-            check_int(v)
-        return {"epoch": self.epoch, "p": self.p, "n": self.n, "seed": self.seed_minor,
-                "currency": self.currency, "ts": self.ts}
+        pairs = [check_int(v) for v in split_pairs(self.p, self.n)]
+        out = {"epoch": check_int(self.epoch), "p": pairs[0], "n": pairs[1], "seed": check_int(self.seed_minor),
+               "currency": self.currency, "ts": self.ts}
+        if len(pairs) > 2:
+            out["high"] = pairs[2:]
+        return out
 
     @staticmethod
     def decode(v: dict[str, Any]) -> JackpotSlot:
-        return JackpotSlot(as_int(v["epoch"]), as_int(v["p"]), as_int(v["n"]), as_int(v["seed"]),
-                           str(v["currency"]), float(v["ts"]))
+        p, n = join_pairs([v["p"], v["n"], *v.get("high", [])])
+        return JackpotSlot(as_int(v["epoch"]), p, n, as_int(v["seed"]), str(v["currency"]), float(v["ts"]))
 
     def add(self, epoch: int, amount_minor: int, ts: float, seed_minor: int | None = None) -> JackpotSlot:
         """This slot after one contribution (negative: a reversal) tagged with its epoch; a newer
@@ -141,12 +173,13 @@ class BonusSlot:
     ts: float
 
     def encode(self) -> dict[str, Any]:
-        return {"w": {b: [check_int(p), check_int(n)] for b, (p, n) in self.wagered.items()}, "ts": self.ts}
+        return {"w": {b: [check_int(d) for d in split_pairs(p, n)] for b, (p, n) in self.wagered.items()},
+                "ts": self.ts}
 
     @staticmethod
     def decode(v: dict[str, Any]) -> BonusSlot:
         w = v.get("w") or {}
-        return BonusSlot({b: (as_int(pn[0]), as_int(pn[1])) for b, pn in w.items()}, float(v["ts"]))
+        return BonusSlot({b: join_pairs(list(pn)) for b, pn in w.items()}, float(v["ts"]))
 
     def add(self, deltas: dict[str, int], ts: float) -> BonusSlot:
         wagered = dict(self.wagered)

@@ -161,3 +161,25 @@ def test_a_document_known_only_to_the_peer_is_pulled_by_its_state_vector():
     assert [protocol.parse(m)[0] for _, m in replies] == [0]  # b asks with its (empty) state
     deliver(b, deliver(a, replies))
     assert bonus_progress(bonus_slots(b.live("bonus/p9"))) == {"w": {"eu": 1}}
+
+
+def test_counters_past_2_53_are_split_into_exact_pairs_and_small_ones_stay_one_pair():
+    from edge.crdt.slots import INT_ABS_MAX, join_pairs, split_pairs
+
+    assert split_pairs(5, 7) == [5, 7] and split_pairs(INT_ABS_MAX, 0) == [INT_ABS_MAX, 0]
+    for p, n in ((10**16, 3), (2**53, 2**53 + 1), (2**70 + 11, 0), (0, 10**17)):
+        digits = split_pairs(p, n)
+        assert len(digits) > 2 and all(0 <= d <= INT_ABS_MAX for d in digits)
+        assert join_pairs([float(d) for d in digits]) == (p, n)  # as pycrdt hands them back
+    with pytest.raises(ValueError):
+        join_pairs([1, 2, 3])
+    doc = Doc()
+    big = 10 * 10**15
+    write_slot(doc, "eu", BonusSlot({"w": (big, 1)}, 1.0).encode())
+    write_slot(doc, "us", JackpotSlot(1, big + 5, 2, 100, "EUR", 1.0).encode())
+    copy = Doc()
+    copy.apply_update(doc.get_update())
+    assert slots(copy)["eu"]["w"]["w"] == [float(big - 2**53), 1.0, 1.0, 0.0]
+    assert BonusSlot.decode(slots(copy)["eu"]).wagered == {"w": (big, 1)}
+    assert JackpotSlot.decode(slots(copy)["us"]) == JackpotSlot(1, big + 5, 2, 100, "EUR", 1.0)
+    assert "high" not in JackpotSlot(1, 5, 2, 100, "EUR", 1.0).encode()

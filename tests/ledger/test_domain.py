@@ -8,10 +8,10 @@ from datetime import datetime, timezone
 import orjson
 import pytest
 
-from shared.errors import Unprocessable
+from shared.errors import NotFound, Unprocessable
 
 from core_ledger.domain import (
-    ADMIN_SCOPE, ChainCheck, Command, Context, Replay, State, decide, entry_text, evolve, seal,
+    ADMIN_SCOPE, ChainCheck, Command, Context, InvariantBroken, Replay, State, decide, entry_text, evolve, seal,
 )
 from core_ledger.domain.journal import GENESIS_HASH, canonical_json, chain_hash, postings_balanced
 from core_ledger.domain.state import ENTRIES
@@ -36,7 +36,7 @@ def test_postings_must_balance_per_currency() -> None:
     assert not postings_balanced([{"account": "a", "amount_minor": 5, "currency": "EUR"},
                                   {"account": "b", "amount_minor": -5, "currency": "USD"}])
     assert not postings_balanced([{"account": "a", "amount_minor": 0.0, "currency": "EUR"}])
-    with pytest.raises(AssertionError):
+    with pytest.raises(InvariantBroken):
         seal({"type": "x"}, [{"account": "a", "amount_minor": 1, "currency": "EUR"}], sequence=1, epoch=1,
              prev_hash=GENESIS_HASH)
 
@@ -110,3 +110,42 @@ def test_a_committed_bet_keeps_no_idem_row_yet_binds_its_id() -> None:
     assert reused.value.code == "idempotency_key_reused" and reused.value.extra["field"] == "type"
     status, _ = _apply(state, Command("bet", {**bet, "id": "b2"}, "e", ("e", "b2"), "e"), 4)  # 50 left: refused
     assert status == 422 and state.get("idem", ("e", "b2")) == {"type": "bet", "sequence": 4}
+
+
+def _legacy(state: State, cmd: Command, sequence: int, **tx_changes: object) -> tuple[int, dict]:
+    """Fold `cmd` as the code before round scoping journaled it: no round scope in its result."""
+    draft = decide(state, cmd, CTX)
+    assert not isinstance(draft, Replay) and draft.transaction["outcome"] == "committed"
+    draft.transaction["result"].pop("round_client_id", None)
+    draft.transaction.update(tx_changes)
+    entry = seal(draft.transaction, draft.postings, sequence=sequence, epoch=1, prev_hash=GENESIS_HASH)
+    state.fill(ENTRIES, (sequence,), entry)
+    return evolve(state, entry)
+
+
+def test_entries_from_before_round_scoping_fold_as_they_did_and_their_rounds_stay_playable() -> None:
+    state = State(complete=True)
+    _apply(state, Command("player_create", {"player_id": "p", "currencies": ["EUR"]}, "admin", (ADMIN_SCOPE, "p")), 1)
+    _apply(state, Command("deposit", {"id": "d", "player_id": "p", "currency": "EUR", "amount_minor": 1000}, "c",
+                          ("c", "d")), 2)
+    bet = {"player_id": "p", "currency": "EUR", "amount_minor": 100, "game_id": "g"}
+    _legacy(state, Command("bet", {**bet, "id": "a7", "round_id": "7"}, "e", ("gs-a", "a7"), "e"), 3)
+    _legacy(state, Command("bet", {**bet, "id": "a9", "round_id": "9"}, "e", ("gs-a", "a9"), "e"), 4)
+    # Before scoping, client B could close A's round "7": that entry still folds, onto the same row.
+    win = {"player_id": "p", "currency": "EUR", "amount_minor": 0, "close_round": True}
+    _legacy(state, Command("win", {**win, "id": "bw", "round_id": "7"}, "e", ("gs-a", "bw"), "e"), 5,
+            client_id="gs-b")
+    assert state.rows("client_rounds") == {}
+    assert state.get("rounds", ("p", "7"))["status"] == "closed"
+    assert state.get("rounds", ("p", "9"))["bets_minor"] == 100
+    assert "round_client_id" not in state.get("bets", ("gs-a", "a9"))  # the same bet row as before
+    # The open unscoped round "9" stays A's (A bet in it); B cannot play or close it.
+    with pytest.raises(NotFound):
+        decide(state, Command("win", {**win, "id": "bw9", "round_id": "9"}, "e", ("gs-b", "bw9"), "e"), CTX)
+    status, _ = _apply(state, Command("win", {**win, "id": "aw9", "round_id": "9", "amount_minor": 30}, "e",
+                                         ("gs-a", "aw9"), "e"), 6)
+    assert status == 201 and state.get("rounds", ("p", "9"))["status"] == "closed"
+    # B's bet in a round "9" opens B's own round.
+    _apply(state, Command("bet", {**bet, "id": "b9", "round_id": "9"}, "e", ("gs-b", "b9"), "e"), 7)
+    assert state.get("client_rounds", ("p", "9", "gs-b"))["bets_minor"] == 100
+    assert state.get("bets", ("gs-b", "b9"))["round_client_id"] == "gs-b"

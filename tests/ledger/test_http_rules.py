@@ -181,3 +181,94 @@ async def test_request_errors_malformed_unknown_field_too_large_and_bad_limits(a
     assert status == 400
     status, body = await api.get("edge", "/v1/transactions/missing")
     assert status == 404 and body["code"] == "not_found"
+
+
+async def grant_welcome(api: Api, requirement: int = 1000, amount: int = 500) -> None:
+    status, body = await api.post("admin_write", "/admin/v1/bonuses", {
+        "id": "g1", "player_id": "p1", "bonus_id": "welcome", "currency": "EUR", "amount_minor": amount,
+        "wagering_requirement_minor": requirement, "expires_at": "2026-11-24T10:00:00Z"})
+    assert status == 201, body
+
+
+async def test_a_rollback_cannot_take_back_wagering_that_a_claimed_bonus_needs(api: Api) -> None:
+    await api.player(deposit=1000)
+    await grant_welcome(api)
+    assert (await api.post("edge", "/v1/bets", bet("b1", 1000)))[0] == 201
+    status, body = await api.post("edge", "/v1/bonus-claims", {"id": "c1", "player_id": "p1", "bonus_id": "welcome"})
+    assert status == 201 and body["balance"]["balance_minor"] == 500
+    status, body = await api.post("edge", "/v1/rollbacks", rollback("rb1", "b1"))
+    assert status == 409 and body["code"] == "wagering_already_claimed"
+    assert await balance(api) == 500  # not 1500 of a 1000 deposit
+    status, again = await api.post("edge", "/v1/rollbacks", rollback("rb1", "b1"))
+    assert status == 409 and again["code"] == "wagering_already_claimed" and again["replayed"] is True
+    _, bonuses = await api.get("edge", "/v1/players/p1/bonuses")
+    assert bonuses["bonuses"][0]["wagered_minor"] == 1000
+
+
+async def test_a_rollback_is_allowed_while_the_claimed_bonus_keeps_its_requirement(api: Api) -> None:
+    await api.player(deposit=2000)
+    await grant_welcome(api)
+    await api.post("edge", "/v1/bets", bet("b1", 1000))
+    await api.post("edge", "/v1/bets", bet("b2", 400, round_id="r2"))
+    assert (await api.post("edge", "/v1/bonus-claims", {"id": "c1", "player_id": "p1", "bonus_id": "welcome"}))[0] == 201
+    status, body = await api.post("edge", "/v1/rollbacks", rollback("rb2", "b2"))
+    assert status == 201 and body["transaction"]["reversed"] is True
+    assert await balance(api) == 2000 - 1000 + 500
+    status, body = await api.post("edge", "/v1/rollbacks", rollback("rb1", "b1"))
+    assert status == 409 and body["code"] == "wagering_already_claimed"
+
+
+async def test_no_win_is_paid_in_a_round_whose_every_bet_was_rolled_back(api: Api) -> None:
+    await api.player(deposit=1000)
+    await api.post("edge", "/v1/bets", bet("b1", 100))
+    assert (await api.post("edge", "/v1/rollbacks", rollback("rb1", "b1")))[0] == 201
+    status, body = await api.post("edge", "/v1/wins", win("w1", 50_000))
+    assert status == 409 and body["code"] == "round_refunded"
+    assert await balance(api) == 1000
+    await api.post("edge", "/v1/bets", bet("b2", 100))  # a new bet in the round: its win is paid
+    status, body = await api.post("edge", "/v1/wins", win("w2", 30))
+    assert status == 201 and body["balance"]["balance_minor"] == 930
+
+
+async def test_a_jackpot_payout_needs_a_round_of_the_player_with_a_stake(api: Api) -> None:
+    await api.player(deposit=1000)
+    status, _ = await api.post("admin_write", "/admin/v1/jackpots", {
+        "jackpot_id": "mega", "currency": "EUR", "seed_minor": 1000, "contribution_ppm": 0, "game_ids": ["slots"]})
+    assert status == 201
+    payout = {"id": "jp1", "jackpot_id": "mega", "player_id": "p1", "round_id": "r1"}
+    status, body = await api.post("edge", "/v1/jackpot-payouts", payout)
+    assert status == 404 and body["code"] == "not_found" and body["field"] == "round_id"
+    await api.post("edge", "/v1/bets", bet("b1", 100))
+    await api.post("edge", "/v1/rollbacks", rollback("rb1", "b1"))
+    status, body = await api.post("edge", "/v1/jackpot-payouts", {**payout, "id": "jp2"})
+    assert status == 409 and body["code"] == "round_refunded"
+    assert await balance(api) == 1000
+    await api.post("edge", "/v1/bets", bet("b2", 100, round_id="r2"))
+    status, body = await api.post("edge", "/v1/jackpot-payouts", {**payout, "id": "jp3", "round_id": "r2"})
+    assert status == 201 and body["balance"]["balance_minor"] == 1900
+
+
+async def test_rounds_are_scoped_by_client_like_ids(api: Api) -> None:
+    await api.player(deposit=1000)
+    assert (await api.post("edge", "/v1/bets", bet("a-bet", 100, round_id="7", client_id="gs-a")))[0] == 201
+    # Client B never bet in round "7": it cannot close client A's round.
+    status, body = await api.post("edge", "/v1/wins", {**win("b-win", 0, round_id="7", close=True), "client_id": "gs-b"})
+    assert status == 404 and body["code"] == "not_found" and body["field"] == "round_id"
+    status, body = await api.post("edge", "/v1/wins", {**win("a-win", 40, round_id="7"), "client_id": "gs-a"})
+    assert status == 201 and body["balance"]["balance_minor"] == 940
+    assert "round_client_id" not in body["transaction"]  # the journal's scope is not part of the answer
+    # B plays a round "7" of its own, next to A's.
+    assert (await api.post("edge", "/v1/bets", bet("b-bet", 10, round_id="7", client_id="gs-b")))[0] == 201
+    status, body = await api.post("edge", "/v1/wins", {**win("b-win2", 5, round_id="7", close=True),
+                                                       "client_id": "gs-b"})
+    assert status == 201
+    status, body = await api.post("edge", "/v1/bets", bet("a-bet2", 10, round_id="7", client_id="gs-a"))
+    assert status == 201  # A's round is still open: B closed only its own
+    _, rounds = await api.get("edge", "/v1/players/p1/rounds")
+    assert [(r["round_id"], r["client_id"], r["status"], r["bets_minor"]) for r in rounds["rounds"]] == [
+        ("7", "gs-a", "open", 110), ("7", "gs-b", "closed", 10)]
+    payout = {"id": "jp1", "jackpot_id": "mega", "player_id": "p1", "round_id": "7", "client_id": "gs-c"}
+    await api.post("admin_write", "/admin/v1/jackpots", {"jackpot_id": "mega", "currency": "EUR", "seed_minor": 1,
+                                                         "contribution_ppm": 0, "game_ids": ["slots"]})
+    status, body = await api.post("edge", "/v1/jackpot-payouts", payout)
+    assert status == 404 and body["field"] == "round_id"  # a jackpot too is paid in the client's own round

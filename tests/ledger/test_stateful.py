@@ -25,12 +25,14 @@ from tests.ledger.conftest import FakeClock
 PLAYERS = ("p0", "p1")
 ROUNDS = ("r0", "r1", "r2")
 VIAS = ("eu", "us")
+CLIENTS = ("gs", "gs2")  # game-server clients: ids and rounds are scoped by them
 SEED, PPM, REQUIREMENT, BONUS = 100, 10_000, 300, 50
 amounts = st.integers(min_value=1, max_value=400)
 
 
 @dataclass
 class Bet:
+    client: str
     player: str
     amount: int
     round: str
@@ -44,7 +46,7 @@ class Bet:
 @dataclass
 class Model:
     balances: dict[str, int] = field(default_factory=lambda: {p: 0 for p in PLAYERS})
-    rounds: dict[tuple[str, str], dict[str, bool]] = field(default_factory=dict)
+    rounds: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)  # closed, won, stake
     bets: dict[str, Bet] = field(default_factory=dict)
     refused_bets: set[str] = field(default_factory=set)
     markers: set[str] = field(default_factory=set)
@@ -90,10 +92,10 @@ class LedgerMachine(RuleBasedStateMachine):
     def submit_many(self, commands: list[Command]) -> list[Any]:
         return self.loop.run_until_complete(self.service.submit(commands))
 
-    def send(self, kind: str, via: str = "eu", **request: Any) -> tuple[int, dict[str, Any]]:
+    def send(self, kind: str, via: str = "eu", client: str = "gs", **request: Any) -> tuple[int, dict[str, Any]]:
         self.counter += 1
         request = {"id": f"{kind}-{self.counter}", **request}
-        command = Command(kind, request, "edge-1", ("gs", request["id"]), via)
+        command = Command(kind, request, "edge-1", (client, request["id"]), via)
         [result] = self.submit_many([command])
         if isinstance(result, CroupierError):
             return 0, {"code": result.code}
@@ -111,8 +113,8 @@ class LedgerMachine(RuleBasedStateMachine):
         self.model.balances[player] += amount
 
     @rule(player=st.sampled_from(PLAYERS), round_id=st.sampled_from(ROUNDS), amount=amounts,
-          via=st.sampled_from(VIAS), late=st.booleans())
-    def bet(self, player: str, round_id: str, amount: int, via: str, late: bool) -> None:
+          via=st.sampled_from(VIAS), late=st.booleans(), client=st.sampled_from(CLIENTS))
+    def bet(self, player: str, round_id: str, amount: int, via: str, late: bool, client: str) -> None:
         m = self.model
         request = dict(player_id=player, currency="EUR", amount_minor=amount, round_id=round_id, game_id="slots")
         if late and m.markers:
@@ -121,9 +123,9 @@ class LedgerMachine(RuleBasedStateMachine):
             self.expect(self.send("bet", via, **request), 409, "bet_rolled_back")
             m.refused_bets.add(request["id"])
             return
-        result = self.send("bet", via, **request)
+        result = self.send("bet", via, client, **request)
         bet_id = result[1].get("transaction", {}).get("id") or f"bet-{self.counter}"
-        round_ = m.rounds.get((player, round_id))
+        round_ = m.rounds.get((client, player, round_id))
         if round_ is not None and round_["closed"]:
             self.expect(result, 409, "round_closed")
         elif m.balances[player] < amount:
@@ -132,26 +134,28 @@ class LedgerMachine(RuleBasedStateMachine):
             self.expect(result, 201)
             share = amount * PPM // 1_000_000
             wagered = player not in m.claimed
-            m.bets[bet_id] = Bet(player, amount, round_id, via, share, m.epoch, wagered)
+            m.bets[bet_id] = Bet(client, player, amount, round_id, via, share, m.epoch, wagered)
             m.balances[player] -= amount
             m.pool += share
             m.by_edge[via] = m.by_edge.get(via, 0) + share
             if wagered:
                 m.wagered[player] += amount
-            m.rounds.setdefault((player, round_id), {"closed": False, "won": False})
+            m.rounds.setdefault((client, player, round_id), {"closed": False, "won": False, "stake": 0})["stake"] += amount
             return
         m.refused_bets.add(bet_id)
 
     @rule(player=st.sampled_from(PLAYERS), round_id=st.sampled_from(ROUNDS), amount=st.integers(0, 300),
-          close=st.booleans())
-    def win(self, player: str, round_id: str, amount: int, close: bool) -> None:
-        result = self.send("win", player_id=player, currency="EUR", amount_minor=amount, round_id=round_id,
-                           close_round=close)
-        round_ = self.model.rounds.get((player, round_id))
+          close=st.booleans(), client=st.sampled_from(CLIENTS))
+    def win(self, player: str, round_id: str, amount: int, close: bool, client: str) -> None:
+        result = self.send("win", client=client, player_id=player, currency="EUR", amount_minor=amount,
+                           round_id=round_id, close_round=close)
+        round_ = self.model.rounds.get((client, player, round_id))  # another client's round is not this one
         if round_ is None:
             assert result == (0, {"code": "not_found"})
         elif round_["closed"]:
             self.expect(result, 409, "round_closed")
+        elif round_["stake"] == 0:  # every bet rolled back: nothing to win
+            self.expect(result, 409, "round_refunded")
         else:
             self.expect(result, 201)
             self.model.balances[player] += amount
@@ -163,16 +167,19 @@ class LedgerMachine(RuleBasedStateMachine):
         m = self.model
         bet_id = sorted(m.bets)[pick % len(m.bets)]
         bet = m.bets[bet_id]
-        result = self.send("rollback", player_id=bet.player, bet_id=bet_id, round_id=None)
-        round_ = m.rounds[(bet.player, bet.round)]
+        result = self.send("rollback", client=bet.client, player_id=bet.player, bet_id=bet_id, round_id=None)
+        round_ = m.rounds[(bet.client, bet.player, bet.round)]
         if bet.state == "rolled_back":
             self.expect(result, 201)
             assert result[1]["transaction"]["reversed"] is False
         elif round_["won"] or round_["closed"]:
             self.expect(result, 409, "round_closed")
+        elif bet.wagered and bet.player in m.claimed and m.wagered[bet.player] - bet.amount < REQUIREMENT:
+            self.expect(result, 409, "wagering_already_claimed")  # the claimed bonus needs this bet
         else:
             self.expect(result, 201)
             bet.state = "rolled_back"
+            round_["stake"] -= bet.amount
             m.balances[bet.player] += bet.amount
             if bet.epoch == m.epoch:
                 m.pool -= bet.contribution
@@ -188,10 +195,17 @@ class LedgerMachine(RuleBasedStateMachine):
         assert result[1]["transaction"]["bet_found"] is False
         self.model.markers.add(ghost)
 
-    @rule(player=st.sampled_from(PLAYERS))
-    def payout(self, player: str) -> None:
+    @rule(player=st.sampled_from(PLAYERS), round_id=st.sampled_from(ROUNDS), client=st.sampled_from(CLIENTS))
+    def payout(self, player: str, round_id: str, client: str) -> None:
         m = self.model
-        result = self.send("jackpot_payout", jackpot_id="j", player_id=player, round_id="r0")
+        result = self.send("jackpot_payout", client=client, jackpot_id="j", player_id=player, round_id=round_id)
+        round_ = m.rounds.get((client, player, round_id))
+        if round_ is None:  # a payout needs a round of the player's
+            assert result == (0, {"code": "not_found"})
+            return
+        if round_["stake"] == 0:
+            self.expect(result, 409, "round_refunded")
+            return
         self.expect(result, 201)
         assert result[1]["transaction"]["amount_minor"] == m.pool
         m.balances[player] += m.pool
