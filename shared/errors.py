@@ -15,7 +15,8 @@ Error tree (status in brackets)::
     ├── Unprocessable [422]         insufficient_funds, idempotency_key_reused, wagering_not_met,
     │                               bonus_expired, currency_mismatch, balance_limit_exceeded
     ├── Locked [423]                account_frozen
-    ├── Unavailable [503]           ledger_unavailable, not_primary, storage_unavailable
+    ├── Unavailable [503]           ledger_unavailable, not_primary, storage_unavailable,
+    │                               standby_unavailable
     └── Halted [500]                ledger_halted: NOT retryable. A money invariant broke inside
                                     the writer (a bug or corrupt state): it takes no write until an
                                     operator investigated and restarted it; retrying cannot help.
@@ -142,6 +143,7 @@ CLASS_BY_CODE: dict[str, type[CroupierError]] = {
     "ledger_unavailable": Unavailable,
     "not_primary": Unavailable,
     "storage_unavailable": Unavailable,
+    "standby_unavailable": Unavailable,
     "ledger_halted": Halted,
 }
 

@@ -84,3 +84,20 @@ async def test_an_unhandled_bug_becomes_a_500_problem_without_details(aiohttp_cl
     body = await resp.json(content_type=None)
     assert resp.status == 500 and resp.content_type == "application/problem+json"
     assert body["code"] == "internal_error" and "secret-internal-detail" not in str(body)
+
+
+def test_every_code_the_services_raise_by_name_is_in_the_error_table():
+    """A code raised as `code="..."` must map back to its class (and status) through the table,
+    so a client (the edge among them) that reads a problem's `code` knows what it means. Only the
+    web framework's own codes (documented apart in docs/API.md) stay outside it."""
+    import re
+    from pathlib import Path
+
+    from shared.errors import CLASS_BY_CODE
+
+    root = Path(__file__).resolve().parents[2]
+    framework_codes = {"internal_error", "method_not_allowed", "http_error"}
+    raised = {m for package in ("core_ledger", "edge", "shared") for path in (root / package).rglob("*.py")
+              for m in re.findall(r'code\s*=\s*"([a-z_]+)"', path.read_text())}
+    assert "standby_unavailable" in raised  # the scan sees what it should
+    assert sorted(raised - framework_codes - set(CLASS_BY_CODE)) == []
