@@ -58,7 +58,7 @@ class Limits:
     sync_doc_bytes_max: int = 256 * 1024  # encoded size of one CRDT document after a peer's update
     sync_peer_bytes_per_s: int = 256 * 1024  # sustained bytes of accepted updates per peer link
     sync_peer_bytes_burst: int = 4 * 1024 * 1024  # a peer's bucket: catch-up after a partition
-    jackpot_lookup_interval_s: float = 5.0  # an unknown jackpot id is asked of the ledger at most this often
+    jackpot_lookup_interval_s: float = 1.0  # a jackpot id is asked of the ledger at most this often
     background_failures_unready: int = 5  # consecutive failures of one background task that turn /readyz red
 
 

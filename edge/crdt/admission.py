@@ -13,7 +13,8 @@ Peers are hostile until checked. An update is admitted only if all of these hold
   (pycrdt would keep them pending and apply them later, unchecked; anti-entropy resends them with
   their items), and so are deletions that would leave a slot without a value (see `admit`): a
   peer cannot blank another edge's slot (short of forging that edge's items, see below);
-- applied to a scratch copy, every changed slot decodes strictly (`edge.crdt.slots`) with a write time not ahead of `now` by more
+- applied to a scratch copy, all of it is integrated (nothing left pending for later, unchecked),
+  every changed slot decodes strictly (`edge.crdt.slots`) with a write time not ahead of `now` by more
   than the allowed skew, a jackpot slot's epoch is not beyond the ledger's, and the document's
   encoded size stays within the quota.
 
@@ -65,8 +66,9 @@ DOC_QUOTA = "doc_quota"
 PEER_QUOTA = "peer_quota"
 UNVERIFIED_JACKPOT = "unverified_jackpot"  # deferred
 UNVERIFIED_EPOCH = "unverified_epoch"  # deferred
+UNVERIFIED_GAP = "unverified_gap"  # deferred
 REASONS = (UNKNOWN_DOC, UNKNOWN_JACKPOT, MALFORMED, UNSUPPORTED, FOREIGN_AUTHOR, INVALID_VALUE,
-           EPOCH_AHEAD, DOC_QUOTA, PEER_QUOTA, UNVERIFIED_JACKPOT, UNVERIFIED_EPOCH)
+           EPOCH_AHEAD, DOC_QUOTA, PEER_QUOTA, UNVERIFIED_JACKPOT, UNVERIFIED_EPOCH, UNVERIFIED_GAP)
 
 
 class JackpotFacts(Protocol):
@@ -77,6 +79,9 @@ class JackpotFacts(Protocol):
 
     def missing(self, jackpot_id: str) -> bool:
         """The ledger said it has no such jackpot."""
+
+    def asked_recently(self, jackpot_id: str) -> bool:
+        """The epoch was read from the ledger just now: a slot beyond it is the peer's fault."""
 
 
 @dataclass(frozen=True)
@@ -111,6 +116,14 @@ def check_name(name: str) -> Verdict | None:
     parts = rest.split("/")
     if kind not in PARTS or len(parts) != PARTS[kind] or not all(is_id(p) for p in parts):
         return refuse(UNKNOWN_DOC, f"no such document kind or malformed name: {name[:80]!r}")
+    return None
+
+
+def check_jackpot_missing(name: str, facts: JackpotFacts) -> Verdict | None:
+    """A refusal for a jackpot document the ledger said does not exist, else None."""
+    kind, _, jackpot_id = name.partition("/")
+    if kind == JACKPOT and facts.missing(jackpot_id):
+        return refuse(UNKNOWN_JACKPOT, f"the ledger has no jackpot {jackpot_id!r}")
     return None
 
 
@@ -150,16 +163,24 @@ def admit(name: str, doc: Doc, update: bytes, rules: Rules) -> Verdict:
     # Nothing is lost: integrating an overwrite deletes its predecessor.
     deletes = _reachable_deletes(parsed, _state(doc))
     before = _values(doc)
-    scratch = _trial(held_bytes, yupdate.with_deletes(update, parsed, deletes))
-    blanked = set(before) - set(_values(scratch))
-    if blanked:
-        current = {(i.client, i.clock) for i in held.items
-                   if not i.deleted and i.length == 1 and known.key_of((i.client, i.clock)) in blanked}
-        deletes = _sparing(deletes, current)
-    if deletes != parsed.deletes:
-        update = yupdate.with_deletes(update, parsed, deletes)
+    try:
+        scratch = _trial(held_bytes, yupdate.with_deletes(update, parsed, deletes))
+        blanked = set(before) - set(_values(scratch))
         if blanked:
-            scratch = _trial(held_bytes, update)
+            current = {(i.client, i.clock) for i in held.items
+                       if not i.deleted and i.length == 1 and known.key_of((i.client, i.clock)) in blanked}
+            deletes = _sparing(deletes, current)
+        if deletes != parsed.deletes:
+            update = yupdate.with_deletes(update, parsed, deletes)
+            if blanked:
+                scratch = _trial(held_bytes, update)
+    except yupdate.MalformedUpdate as e:
+        return refuse(MALFORMED, str(e))
+    integrated = decode_state_vector(scratch.get_state())
+    if any(i.clock + i.length > integrated.get(i.client, 0) for i in parsed.items):
+        # Items that continue items not here yet would stay pending and be integrated later, when
+        # their predecessors arrive, without being checked: the whole update waits for them.
+        return refuse(UNVERIFIED_GAP, "the update continues items not received yet", deferred=True)
     refused = _check_values(name, before, _values(scratch), rules)
     if refused is not None:
         return refused
@@ -277,9 +298,14 @@ def _sparing(deletes: list[tuple[int, int, int]], spared: set[tuple[int, int]]) 
 
 
 def _trial(held_bytes: bytes, update: bytes) -> Doc:
-    scratch = Doc()
+    scratch: Doc[Any] = Doc()
     scratch.apply_update(held_bytes)
-    scratch.apply_update(update)
+    try:
+        scratch.apply_update(update)
+    except BaseException as e:  # pycrdt raises a BaseException (a Rust panic) on some bad input
+        if isinstance(e, (KeyboardInterrupt, SystemExit)):
+            raise
+        raise yupdate.MalformedUpdate(f"pycrdt refused it: {type(e).__name__}") from None
     return scratch
 
 
@@ -306,6 +332,8 @@ def _check_values(name: str, before: dict[str, Any], after: dict[str, Any], rule
             known = rules.jackpots.epoch(key)
             if known is None:
                 return refuse(UNVERIFIED_JACKPOT, f"jackpot {key!r} not confirmed", deferred=True)
+            if epoch > known and rules.jackpots.asked_recently(key):
+                return refuse(EPOCH_AHEAD, f"slot {edge!r}: epoch {epoch} beyond the ledger's {known}")
             if epoch > known:
                 return refuse(UNVERIFIED_EPOCH, f"slot {edge!r}: epoch {epoch} beyond the ledger's {known} known here",
                               deferred=True)

@@ -1,21 +1,26 @@
 """CRDT client ids that say which edge wrote an item, fresh at every start (pure: no I/O).
 
 A Yjs/pycrdt client id is an unsigned integer below 2**53 (pycrdt refuses more). Ours are
-`tag(edge id) << 32 | incarnation`: the high 21 bits are a hash of the edge id, so any replica
-that knows the cluster's edge ids can tell the owning edge of every item, and the low 32 bits are
-a random incarnation drawn at each start, so a restarted edge never reuses a (client id, clock)
-pair that its peers may already hold from before a crash (even one whose last writes never
-reached its disk). Configs refuse a cluster where two edges' tags collide.
+`tag(edge id) << 37 | incarnation`: the high 16 bits are a hash of the edge id, so any replica
+that knows the cluster's edge ids can tell the owning edge of every item, and the low 37 bits are
+the start time in tenths of a second since 2024 (good for four centuries), so a restarted edge
+never reuses a (client id, clock) pair that its peers may already hold from before a crash (even
+one whose last writes never reached its disk; no edge restarts within 0.1 s). A later
+incarnation also has the higher client id, and Yjs lets the higher client id win between
+concurrent writes of the same key: a write made after a crash wins over the lost one that peers
+still hold. Configs refuse a cluster where two edges' tags collide.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
-TAG_BITS = 21
-INCARNATION_BITS = 32
+TAG_BITS = 16
+INCARNATION_BITS = 37
 CLIENT_ID_LIMIT = 1 << (TAG_BITS + INCARNATION_BITS)  # 2**53, pycrdt's bound
+INCARNATION_EPOCH_S = 1_704_067_200.0  # 2024-01-01T00:00:00Z
+INCARNATIONS_PER_S = 10
 
 
 def tag(edge_id: str) -> int:
@@ -28,12 +33,10 @@ def client_id(edge_id: str, incarnation: int) -> int:
     return tag(edge_id) << INCARNATION_BITS | incarnation
 
 
-def fresh_client_id(edge_id: str, randbits: Callable[[int], int]) -> int:
-    """A client id for this start of `edge_id` (`randbits`: e.g. `secrets.randbits`)."""
-    while True:
-        cid = client_id(edge_id, randbits(INCARNATION_BITS))
-        if cid >= 1:
-            return cid
+def fresh_client_id(edge_id: str, now: float) -> int:
+    """The client id of `edge_id` started at wall time `now` (seconds since the Unix epoch)."""
+    incarnation = int((now - INCARNATION_EPOCH_S) * INCARNATIONS_PER_S)
+    return client_id(edge_id, min(max(incarnation, 1), (1 << INCARNATION_BITS) - 1))
 
 
 def check_distinct_tags(edge_ids: Iterable[str]) -> None:

@@ -96,7 +96,7 @@ class _Reader:
             raise MalformedUpdate("count beyond the data")
         return n
 
-    def int(self) -> int:  # lib0 var_int: sign in bit 6 of the first byte
+    def signed(self) -> int:  # lib0 var_int: sign in bit 6 of the first byte
         b = self.byte()
         value, negative, shift = b & 0x3F, b & 0x40, 6
         while b & 0x80:
@@ -120,7 +120,7 @@ class _Reader:
         if t == 127 or t == 126:
             return None
         if t == 125:
-            return self.int()
+            return self.signed()
         if t == 124:
             return struct.unpack(">f", self.take(4))[0]
         if t == 123:

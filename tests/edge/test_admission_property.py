@@ -1,7 +1,8 @@
-"""Property: every update honest edges exchange passes admission: live pushes delivered late,
+"""Property: no update honest edges exchange is refused as invalid: live pushes delivered late,
 twice or never, anti-entropy STEP2 answers that relay other edges' items, documents rebuilt from
-a compacted snapshot, and restarts with a fresh CRDT identity after losing unflushed writes. And
-the replicas still converge to the true values."""
+a compacted snapshot, and restarts with a fresh CRDT identity after losing unflushed writes. The
+only refusal allowed is a deferral of a push that continues a dropped one; and the replicas still
+converge to equal values after anti-entropy."""
 
 from __future__ import annotations
 
@@ -43,6 +44,9 @@ class Facts:
     def missing(self, jackpot_id: str) -> bool:
         return False
 
+    def asked_recently(self, jackpot_id: str) -> bool:
+        return True
+
 
 ops = st.one_of(
     st.tuples(st.just("jp"), st.integers(0, 4), st.integers(-50, 200)),
@@ -62,6 +66,7 @@ class Net:
         self.rng = random.Random(seed)
         self.ids = EDGES[:n]
         self.owners = Owners(self.ids)
+        self.started = 0
         self.facts = Facts()
         self.reps = [self._replica(e, {}) for e in self.ids]
         self.disk: list[list[dict[str, bytes]]] = [[] for _ in self.ids]  # per edge: a snapshot per step
@@ -70,7 +75,8 @@ class Net:
         self.refused: list[tuple[str, admission.Verdict]] = []
 
     def _replica(self, edge: str, stored: dict[str, list[bytes]]) -> Replica:
-        r = Replica(edge, fresh_client_id(edge, self.rng.getrandbits), 16)
+        self.started += 1  # a later start: a later incarnation (0.1 s apart at least)
+        r = Replica(edge, fresh_client_id(edge, 1.8e9 + self.started * 0.1), 16)
         for name in NAMES:
             r.install(name, stored.get(name, []))
         return r
@@ -79,8 +85,10 @@ class Net:
         rules = admission.Rules(self.owners, self.facts, doc_bytes_max=1 << 20, session_state_bytes_max=4096,
                                 now=self.clock + 1)
         verdict = admission.admit(name, doc, update, rules)
-        if not verdict.admitted:
+        if not verdict.admitted and not verdict.deferred:
             self.refused.append((name, verdict))
+        if verdict.deferred:  # a live push that continues a dropped one: anti-entropy brings both
+            assert verdict.reason == admission.UNVERIFIED_GAP, verdict
         return verdict
 
     def write(self, i: int, name: str, value: dict) -> None:
