@@ -16,10 +16,13 @@ log = structlog.get_logger("croupier.edge.health")
 
 
 class TaskHealth:
-    def __init__(self, metrics: EdgeMetrics, unready_after: int) -> None:
+    def __init__(self, metrics: EdgeMetrics, unready_after: int, tasks: tuple[str, ...] = ()) -> None:
         self._metrics = metrics
         self._unready_after = unready_after
         self._consecutive: dict[str, int] = {}
+        for task in tasks:  # series that exist from the start: a first failure is an increase
+            metrics.background_failures_total.labels(task)
+            metrics.background_task_failing.labels(task).set(0)
 
     def failed(self, task: str, error: BaseException) -> None:
         n = self._consecutive[task] = self._consecutive.get(task, 0) + 1

@@ -120,7 +120,9 @@ def create_app(cfg: EdgeConfig, *, registry: CollectorRegistry | None = None,
     tokens = auth.TokenStore(cfg.tokens)
     app = make_app(tokens=tokens, registry=registry, body_bytes_max=cfg.body_bytes_max)
     metrics = EdgeMetrics(registry)
-    health = TaskHealth(metrics, cfg.limits.background_failures_unready)
+    health = TaskHealth(metrics, cfg.limits.background_failures_unready,
+                        tasks=("reconcile", "store-compaction", "sync", "sync-push", "sync-anti-entropy", "sync-accept",
+                               *(f"sync-dial-{p.id}" for p in cfg.peers if cfg.id < p.id)))
     # A fresh CRDT identity at every start (edge.crdt.identity): never a (client, clock) pair peers may hold.
     client_id = fresh_client_id(cfg.id, time.time())
     hub_ref: list[SyncHub] = []

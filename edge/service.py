@@ -55,6 +55,8 @@ class EdgeService:
                  catalog: JackpotCatalog | None = None) -> None:
         self.cfg = cfg
         self.catalog = catalog or reconciler.catalog
+        for kind in (JACKPOT, BONUS, SESSION):
+            metrics.crdt_invalid_slots_total.labels(kind)
         self.state = state
         self.ledger = ledger
         self.reconciler = reconciler

@@ -47,6 +47,7 @@ CONNECT_TIMEOUT_S = 0.5  # a loopback/LAN handshake; a blackholed dial is abando
 BARRIER_TIMEOUT_S = 5.0
 CHUNK_DOCS_MAX = 256  # documents made live per step of one frame (<< docs_live_max)
 HINT_NAMES_MAX = 1000
+REFUSED_LINK_REASONS = ("claimed_other_edge", "unknown_peer", "malformed_hello")
 
 
 class _Link:
@@ -82,8 +83,13 @@ class SyncHub:
 
     async def start(self) -> None:
         self._http = aiohttp.ClientSession()
+        # Every series exists from the start: the first refusal is then an increase, alerts see it.
+        for reason in REFUSED_LINK_REASONS:
+            self.metrics.sync_refused_links_total.labels(reason)
         for peer in self.peers.values():
             self.metrics.sync_peer_up.labels(peer.id).set(0)
+            for reason in admission.REASONS:
+                self.metrics.sync_rejected_updates_total.labels(peer.id, reason)
             if self.edge_id < peer.id:
                 self._spawn(self._dial_forever(peer), f"sync-dial-{peer.id}")
 
@@ -151,7 +157,7 @@ class SyncHub:
         try:
             try:
                 peer = await self._read_hello(ws)
-            except (ProtocolError, asyncio.TimeoutError):
+            except (ProtocolError, TimeoutError):
                 self._refuse_link("malformed_hello", credential, None)
                 raise
             if peer != credential:
