@@ -25,6 +25,7 @@ log = structlog.get_logger("croupier.edge.jackpots")
 
 IDS_MAX = 10_000  # ids remembered (confirmed, missing or asked); least recently used first out
 LOOKUPS_PER_CALL_MAX = 8
+LOOKUP_DEADLINE_S = 1.0  # sync waits for these lookups: a slow ledger must not stall it for long
 
 
 class JackpotCatalog:
@@ -73,7 +74,8 @@ class JackpotCatalog:
             self._asked.move_to_end(jackpot_id)
             _bound(self._asked)
             try:
-                raw = await self._ledger.get(f"/v1/jackpots/{jackpot_id}", "jackpot")
+                raw = await self._ledger.get(f"/v1/jackpots/{jackpot_id}", "jackpot",
+                                             deadline_s=min(LOOKUP_DEADLINE_S, self._ledger.deadline_s))
                 self.note(jackpot_id, int(raw["epoch"]))
             except NotFound:
                 self._missing[jackpot_id] = self._clock()
@@ -81,7 +83,7 @@ class JackpotCatalog:
                 _bound(self._missing)
             except (CroupierError, KeyError, TypeError, ValueError) as e:
                 log.info("jackpot lookup postponed", jackpot_id=jackpot_id, error=repr(e))
-                return
+                return  # the ledger is unavailable: the others wait for their next turn too
 
 
 def _bound(d: OrderedDict[str, Any]) -> None:
