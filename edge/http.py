@@ -143,8 +143,8 @@ def create_app(cfg: EdgeConfig, *, registry: CollectorRegistry | None = None,
                  description="Regional edge: money forwarded to the core ledger, CRDT state served locally.")
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        log.info("edge CRDT identity", edge=cfg.id, crdt_client_id=client_id)
         await state.open()
+        log.info("edge CRDT identity", edge=cfg.id, crdt_client_id=state.replica.client_id)
         reconciler.mark_dirty(state.book.keys())  # effects near a crash: confirm them first
         await ledger.start()
         await hub.start()

@@ -5,7 +5,8 @@ A Yjs/pycrdt client id is an unsigned integer below 2**53 (pycrdt refuses more).
 that knows the cluster's edge ids can tell the owning edge of every item, and the low 37 bits are
 the start time in tenths of a second since 2024 (good for four centuries), so a restarted edge
 never reuses a (client id, clock) pair that its peers may already hold from before a crash (even
-one whose last writes never reached its disk; no edge restarts within 0.1 s). A later
+one whose last writes never reached its disk). An incarnation is also kept above every one of the
+same edge found in the local store (`after_stored`), for a clock stepped back or a fast restart. A later
 incarnation also has the higher client id, and Yjs lets the higher client id win between
 concurrent writes of the same key: a write made after a crash wins over the lost one that peers
 still hold. Configs refuse a cluster where two edges' tags collide.
@@ -35,8 +36,19 @@ def client_id(edge_id: str, incarnation: int) -> int:
 
 def fresh_client_id(edge_id: str, now: float) -> int:
     """The client id of `edge_id` started at wall time `now` (seconds since the Unix epoch)."""
-    incarnation = int((now - INCARNATION_EPOCH_S) * INCARNATIONS_PER_S)
+    incarnation = round((now - INCARNATION_EPOCH_S) * INCARNATIONS_PER_S)
     return client_id(edge_id, min(max(incarnation, 1), (1 << INCARNATION_BITS) - 1))
+
+
+def after_stored(client: int, stored_clients: Iterable[int]) -> int:
+    """`client`, or a later incarnation of the same edge if the local store already holds items
+    of an incarnation at or after it (a clock stepped back, or a restart within 0.1 s)."""
+    same_edge = [c for c in stored_clients if c >> INCARNATION_BITS == client >> INCARNATION_BITS]
+    latest = max(same_edge, default=0)
+    if latest < client:
+        return client
+    assert latest + 1 < CLIENT_ID_LIMIT and (latest + 1) >> INCARNATION_BITS == client >> INCARNATION_BITS
+    return latest + 1
 
 
 def check_distinct_tags(edge_ids: Iterable[str]) -> None:
