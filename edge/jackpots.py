@@ -60,6 +60,14 @@ class JackpotCatalog:
         self._missing.pop(jackpot_id, None)
         _bound(self._epochs)
 
+    def note_missing(self, jackpot_id: str) -> None:
+        """The ledger answered 404 for `jackpot_id`."""
+        if jackpot_id in self._epochs or not is_id(jackpot_id):
+            return
+        self._missing[jackpot_id] = self._clock()
+        self._missing.move_to_end(jackpot_id)
+        _bound(self._missing)
+
     def due(self, jackpot_id: str) -> bool:
         """Not asked of the ledger within the lookup interval."""
         asked = self._asked.get(jackpot_id)
@@ -78,9 +86,7 @@ class JackpotCatalog:
                                              deadline_s=min(LOOKUP_DEADLINE_S, self._ledger.deadline_s))
                 self.note(jackpot_id, int(raw["epoch"]))
             except NotFound:
-                self._missing[jackpot_id] = self._clock()
-                self._missing.move_to_end(jackpot_id)
-                _bound(self._missing)
+                self.note_missing(jackpot_id)
             except (CroupierError, KeyError, TypeError, ValueError) as e:
                 log.info("jackpot lookup postponed", jackpot_id=jackpot_id, error=repr(e))
                 return  # the ledger is unavailable: the others wait for their next turn too

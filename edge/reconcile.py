@@ -57,7 +57,11 @@ class Reconciler:
             await self.bonuses(key)
 
     async def jackpot(self, jackpot_id: str) -> None:
-        raw = await self.ledger.get(f"/v1/jackpots/{jackpot_id}", "jackpot")
+        try:
+            raw = await self.ledger.get(f"/v1/jackpots/{jackpot_id}", "jackpot")
+        except NotFound:
+            self.catalog.note_missing(jackpot_id)  # e.g. an id a peer made up before admission existed
+            raise
         name = doc_name(JACKPOT, jackpot_id)
         await self.state.doc(name)
         truth = JackpotTruth(epoch=int(raw["epoch"]), seed_minor=int(raw["seed_minor"]), currency=str(raw["currency"]),

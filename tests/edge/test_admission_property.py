@@ -6,8 +6,6 @@ converge to equal values after anti-entropy."""
 
 from __future__ import annotations
 
-import random
-
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pycrdt import Doc
@@ -62,8 +60,7 @@ ops = st.one_of(
 
 
 class Net:
-    def __init__(self, n: int, seed: int) -> None:
-        self.rng = random.Random(seed)
+    def __init__(self, n: int) -> None:
         self.ids = EDGES[:n]
         self.owners = Owners(self.ids)
         self.started = 0
@@ -139,9 +136,9 @@ class Net:
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(n=st.integers(3, 5), seed=st.integers(0, 2**32), steps=st.lists(ops, max_size=50))
-def test_honest_updates_always_pass_admission_and_replicas_converge(n, seed, steps):
-    net = Net(n, seed)
+@given(n=st.integers(3, 5), steps=st.lists(ops, max_size=50))
+def test_honest_updates_always_pass_admission_and_replicas_converge(n, steps):
+    net = Net(n)
     for r in net.reps:
         ensure_live(r, list(NAMES))
     for op in steps:
@@ -154,4 +151,3 @@ def test_honest_updates_always_pass_admission_and_replicas_converge(n, seed, ste
     views = [(jackpot_view(jackpot_slots(r.live(JP))), bonus_progress(bonus_slots(r.live(BONUS))),
               session_latest(r.live(SESSION))) for r in net.reps]
     assert all(v == views[0] for v in views)
-    assert [r.live(name).get_state() for r in net.reps for name in NAMES] != []

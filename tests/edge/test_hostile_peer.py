@@ -154,7 +154,15 @@ async def test_malformed_values_are_refused_and_never_break_reads_or_background_
     status, body = await get(http, eu + "/v1/jackpots")
     assert status == 200 and body["jackpots"][0]["by_edge"] == {"eu": 0}
     assert metric(server, "edge_crdt_invalid_slots_total", doc="jackpot") >= 1
-    # ... and the reconciler keeps running over it: the sweep still repairs eu's own slot.
+    # A jackpot the ledger does not know, stored before admission existed, leaves the list once
+    # the reconciler's sweep asked the ledger about it.
+    await state.doc("jackpot/FAKE-JACKPOT")
+    state.write("jackpot/FAKE-JACKPOT", lambda d: d.get("slots", type=Map).__setitem__("apac", jackpot_slot(1, 10**12)))
+
+    async def fake_gone():
+        return [j["jackpot_id"] for j in (await get(http, eu + "/v1/jackpots"))[1]["jackpots"]] == ["mega"]
+    await eventually(fake_gone, timeout_s=5)
+    # ... and the reconciler keeps running over the bad values: the sweep still repairs eu's own slot.
     state.write("jackpot/mega", lambda d: d.get("slots", type=Map).__setitem__("eu", jackpot_slot(1, 555)))
 
     async def repaired():
