@@ -135,8 +135,8 @@ class Net:
             disk.append({name: r.live(name).get_update() for name in NAMES})
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(n=st.integers(3, 5), steps=st.lists(ops, max_size=50))
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(n=st.integers(3, 5), steps=st.lists(ops, max_size=150))
 def test_honest_updates_always_pass_admission_and_replicas_converge(n, steps):
     net = Net(n)
     for r in net.reps:
