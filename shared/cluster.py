@@ -180,7 +180,8 @@ class Cluster:
                    *((p, "peer", f"peer-{p}") for p in self.edge_ids if p != eid)]
         svc.config_path.write_text(
             "[edge]\n"
-            f'id = "{eid}"\n'
+            # crdt_client_id: ignored by current edges (ids derive from the edge id), kept for older ones.
+            f'id = "{eid}"\ncrdt_client_id = {self.edge_ids.index(eid) + 1}\n'
             f'host = "127.0.0.1"\nport = {svc.port}\ndata_dir = "edge-{eid}-data"\n'
             f"ledger_urls = {json.dumps(ledger_urls)}\n"
             f'ledger_token_file = "secrets/edge-{eid}.token"\npeer_token_file = "secrets/peer-{eid}.token"\n'
