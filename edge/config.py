@@ -3,14 +3,20 @@
 Paths (`data_dir`, token files) are relative to the config file. `ledger_url` names one ledger;
 `ledger_urls = [primary, standby, ...]` names every copy the client may fail over to (either key). The clear tokens the edge
 presents (to the ledger, to peers) are read from files; the tokens it accepts are sha256 digests.
+
+Peer credentials are per edge: `peer_token_file` is this edge's own credential, and every
+`[[tokens]]` entry of role `peer` must be named after a configured peer (its edge id), so the
+credential a websocket presents says which edge it is (see `edge.sync`). `crdt_client_id` is
+accepted for old config files and ignored: CRDT client ids derive from the edge id (`edge.crdt.identity`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from edge.crdt.identity import check_distinct_tags
 from shared.auth import TokenEntry
 from shared.config import ConfigError, load_toml, pick, token_entries
 from shared.ids import is_id
@@ -48,12 +54,18 @@ class Limits:
     reconcile_keys_per_round_max: int = 200
     session_games_max: int = 64  # games listed per player
     jackpots_list_max: int = 1000
+    # Quotas on what peers may make this edge store (over quota: refused, counted, alerted).
+    sync_doc_bytes_max: int = 256 * 1024  # encoded size of one CRDT document after a peer's update
+    sync_peer_bytes_per_s: int = 256 * 1024  # sustained bytes of accepted updates per peer link
+    sync_peer_bytes_burst: int = 4 * 1024 * 1024  # a peer's bucket: catch-up after a partition
+    jackpot_lookup_interval_s: float = 1.0  # a jackpot id is asked of the ledger at most this often
+    background_failures_unready: int = 5  # consecutive failures of one background task that turn /readyz red
 
 
 @dataclass(frozen=True)
 class EdgeConfig:
     id: str
-    crdt_client_id: int
+    crdt_client_id: int  # legacy, ignored: see edge.crdt.identity
     host: str
     port: int
     data_dir: Path
@@ -97,6 +109,28 @@ def _peers(raw: list[Any], own_id: str) -> tuple[Peer, ...]:
     return tuple(peers)
 
 
+def _check_peer_tokens(tokens: list[TokenEntry], peers: tuple[Peer, ...]) -> None:
+    """A peer credential is named after the edge that holds it: that name is the only edge id its
+    holder may claim on the sync link."""
+    peer_ids = {p.id for p in peers}
+    for t in tokens:
+        if t.role == "peer" and t.name not in peer_ids:
+            raise ConfigError(f"tokens: the peer credential {t.name!r} must be named after a configured peer "
+                              f"(one of {sorted(peer_ids)}): one credential per edge")
+
+
+QUOTA_KEYS = ("sync_doc_bytes_max", "sync_peer_bytes_per_s", "sync_peer_bytes_burst")
+
+
+def _limits(edge: dict[str, Any]) -> Limits:
+    """Defaults, with the quota keys of `[edge]` when given."""
+    defaults = Limits()
+    values = {k: pick(edge, k, int, getattr(defaults, k)) for k in QUOTA_KEYS}
+    if any(v < 1024 for v in values.values()) or values["sync_peer_bytes_burst"] < values["sync_doc_bytes_max"]:
+        raise ConfigError("need every sync quota >= 1024 bytes and sync_peer_bytes_burst >= sync_doc_bytes_max")
+    return replace(defaults, **values)
+
+
 LEDGER_URLS_MAX = 8
 
 
@@ -123,12 +157,18 @@ def load(path: Path) -> EdgeConfig:
     edge_id = pick(edge, "id", str, None)
     if not is_id(edge_id) or "/" in edge_id:
         raise ConfigError("edge.id must be an id")
-    client_id = pick(edge, "crdt_client_id", int, None)
+    client_id = pick(edge, "crdt_client_id", int, 1)
     if not 1 <= client_id <= 1000:
-        raise ConfigError("edge.crdt_client_id must be a unique integer in 1..1000")
+        raise ConfigError("edge.crdt_client_id (legacy, ignored) must be an integer in 1..1000")
     tokens = token_entries(raw.get("tokens", []), base)
     if any(t.role not in ACCEPTED_ROLES for t in tokens):
         raise ConfigError(f"edge tokens admit only the roles {sorted(ACCEPTED_ROLES)}")
+    peers = _peers(edge.get("peers", []), edge_id)
+    _check_peer_tokens(tokens, peers)
+    try:
+        check_distinct_tags((edge_id, *(p.id for p in peers)))
+    except ValueError as e:
+        raise ConfigError(f"edge.peers: {e}") from None
     ledger_urls = _ledger_urls(edge)
     cfg = EdgeConfig(
         id=edge_id,
@@ -145,8 +185,9 @@ def load(path: Path) -> EdgeConfig:
         body_bytes_max=pick(edge, "body_bytes_max", int, 65536),
         session_state_bytes_max=pick(edge, "session_state_bytes_max", int, 16384),
         log_level=pick(edge, "log_level", str, "info"),
-        peers=_peers(edge.get("peers", []), edge_id),
+        peers=peers,
         tokens=tuple(tokens),
+        limits=_limits(edge),
     )
     if not 0 < cfg.ledger_attempt_timeout_s <= cfg.ledger_deadline_s <= 60:
         raise ConfigError("need 0 < ledger_attempt_timeout_s <= ledger_deadline_s <= 60")

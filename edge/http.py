@@ -15,6 +15,9 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from edge.config import EdgeConfig
+from edge.crdt.identity import fresh_client_id
+from edge.health import TaskHealth
+from edge.jackpots import JackpotCatalog
 from edge.ledger_client import LedgerClient
 from edge.metrics import EdgeMetrics
 from edge.persist import Store, StoreLimits
@@ -31,6 +34,7 @@ log = structlog.get_logger("croupier.edge")
 
 SERVICE = web.AppKey("edge_service", EdgeService)
 HUB = web.AppKey("edge_sync", SyncHub)
+HEALTH = web.AppKey("edge_health", TaskHealth)
 EDGE_MONEY_OPS = ("bet", "win", "rollback", "jackpot_payout", "bonus_claim")
 
 
@@ -80,16 +84,18 @@ async def bonus_progress(request: web.Request) -> web.Response:
 
 @auth.roles("peer")
 async def sync(request: web.Request) -> web.WebSocketResponse:
-    return await request.app[HUB].accept(request)
+    return await request.app[HUB].accept(request, principal(request).name)
 
 
 @auth.public
 async def readyz(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     store_ok, ledger_ok = service.state.store.is_open, service.ledger.reachable()
-    body = {"status": "ready" if store_ok and ledger_ok else "unavailable", "store": store_ok, "ledger": ledger_ok,
-            "peers_connected": sorted(request.app[HUB].links)}
-    if not (store_ok and ledger_ok):
+    failing = request.app[HEALTH].failing()
+    ready = store_ok and ledger_ok and not failing
+    body = {"status": "ready" if ready else "unavailable", "store": store_ok, "ledger": ledger_ok,
+            "peers_connected": sorted(request.app[HUB].links), "background_failing": failing}
+    if not ready:
         return json_response(body, status=503, headers={"Retry-After": "1"})
     return json_response(body)
 
@@ -104,7 +110,7 @@ ROUTES = [
     Route("GET", "/v1/jackpots/{jackpot_id}", jackpot, "One jackpot display, served locally"),
     Route("GET", "/v1/players/{player_id}/bonus-progress", bonus_progress, "Bonus wagering progress, served locally"),
     Route("GET", "/v1/sync", sync, "Websocket for peer edges (CRDT sync)"),
-    Route("GET", "/readyz", readyz, "Ready: store open and ledger reachable"),
+    Route("GET", "/readyz", readyz, "Ready: store open, ledger reachable, no background task failing repeatedly"),
 ]
 
 
@@ -114,22 +120,31 @@ def create_app(cfg: EdgeConfig, *, registry: CollectorRegistry | None = None,
     tokens = auth.TokenStore(cfg.tokens)
     app = make_app(tokens=tokens, registry=registry, body_bytes_max=cfg.body_bytes_max)
     metrics = EdgeMetrics(registry)
+    health = TaskHealth(metrics, cfg.limits.background_failures_unready,
+                        tasks=("reconcile", "store-compaction", "sync", "sync-push", "sync-anti-entropy", "sync-accept",
+                               *(f"sync-dial-{p.id}" for p in cfg.peers if cfg.id < p.id)))
+    # A fresh CRDT identity at every start (edge.crdt.identity): never a (client, clock) pair peers may hold.
+    client_id = fresh_client_id(cfg.id, time.time())
     hub_ref: list[SyncHub] = []
-    store = Store(cfg.data_dir / "edge.db", cfg.crdt_client_id, store_limits,
-                  on_durable=lambda updates: hub_ref[0].push(updates) if hub_ref else None)
-    state = EdgeState(cfg.id, cfg.crdt_client_id, cfg.limits.docs_live_max, store, metrics, clock)
+    store = Store(cfg.data_dir / "edge.db", client_id, store_limits,
+                  on_durable=lambda updates: hub_ref[0].push(updates) if hub_ref else None, health=health)
+    state = EdgeState(cfg.id, client_id, cfg.limits.docs_live_max, store, metrics, clock)
     ledger = LedgerClient(cfg.ledger_endpoints, cfg.ledger_token, attempt_timeout_s=cfg.ledger_attempt_timeout_s,
                           deadline_s=cfg.ledger_deadline_s, limits=cfg.limits, metrics=metrics)
-    reconciler = Reconciler(state, ledger, cfg.limits)
-    hub = SyncHub(cfg.id, cfg.peers, cfg.peer_token, state, cfg.limits, metrics, on_hint=reconciler.mark_dirty)
+    catalog = JackpotCatalog(ledger, cfg.limits.jackpot_lookup_interval_s)
+    reconciler = Reconciler(state, ledger, cfg.limits, catalog=catalog, health=health)
+    hub = SyncHub(cfg.id, cfg.peers, cfg.peer_token, state, cfg.limits, metrics, on_hint=reconciler.mark_dirty,
+                  catalog=catalog, health=health, session_state_bytes_max=cfg.session_state_bytes_max)
     hub_ref.append(hub)
-    app[SERVICE] = EdgeService(cfg, state, ledger, reconciler, metrics, hint=hub.hint)
+    app[SERVICE] = EdgeService(cfg, state, ledger, reconciler, metrics, hint=hub.hint, catalog=catalog)
     app[HUB] = hub
+    app[HEALTH] = health
     serve_routes(app, ROUTES, title="Croupier edge",
                  description="Regional edge: money forwarded to the core ledger, CRDT state served locally.")
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await state.open()
+        log.info("edge CRDT identity", edge=cfg.id, crdt_client_id=state.replica.client_id)
         reconciler.mark_dirty(state.book.keys())  # effects near a crash: confirm them first
         await ledger.start()
         await hub.start()

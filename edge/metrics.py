@@ -47,3 +47,19 @@ class EdgeMetrics:
         self.background_failures_total = Counter(
             "edge_background_failures_total", "Failures of background tasks (sync, reconciliation).",
             ["task"], registry=registry)
+        self.background_task_failing = Gauge(
+            "edge_background_task_failing",
+            "1 while a background task has failed several rounds in a row (/readyz is then red).",
+            ["task"], registry=registry)
+        self.sync_rejected_updates_total = Counter(
+            "edge_sync_rejected_updates_total",
+            "Peer updates refused whole before they were applied, by peer link and reason "
+            "(reasons unverified_*: deferred until the ledger confirms a fact; the rest: invalid or over quota).",
+            ["peer", "reason"], registry=registry)
+        self.sync_refused_links_total = Counter(
+            "edge_sync_refused_links_total",
+            "Sync websockets refused at the hello, by reason (claimed_other_edge, unknown_peer, malformed_hello).",
+            ["reason"], registry=registry)
+        self.crdt_invalid_slots_total = Counter(
+            "edge_crdt_invalid_slots_total", "Slot values skipped by a read because they do not decode, by document kind.",
+            ["doc"], registry=registry)

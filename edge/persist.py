@@ -27,6 +27,7 @@ import orjson
 import structlog
 
 from edge.crdt import Effect, compact
+from edge.health import TaskHealth
 from shared.errors import Unavailable
 
 log = structlog.get_logger("croupier.edge.persist")
@@ -73,8 +74,10 @@ class Loaded:
 
 class Store:
     def __init__(self, path: Path, client_id: int, limits: StoreLimits = StoreLimits(),
-                 on_durable: Callable[[list[tuple[str, bytes]]], None] = lambda local_updates: None) -> None:
+                 on_durable: Callable[[list[tuple[str, bytes]]], None] = lambda local_updates: None,
+                 health: TaskHealth | None = None) -> None:
         self.path = path
+        self._health = health
         self._on_durable = on_durable
         self.client_id = client_id
         self.limits = limits
@@ -202,7 +205,17 @@ class Store:
             if self._pending[doc] <= 0:
                 del self._pending[doc]
         due = [doc for doc in counts if self._rows[doc] > self.limits.compact_after]
-        await self._compact(due[: self.limits.compactions_per_batch_max])
+        try:
+            await self._compact(due[: self.limits.compactions_per_batch_max])
+        except Exception as e:  # the rows stay as they are (still complete): retried with the next batch
+            if self._health is None:
+                raise
+            self._health.failed("store-compaction", e)
+            if self._db is not None and self._db.in_transaction:
+                await self._db.rollback()
+        else:
+            if due and self._health is not None:
+                self._health.ok("store-compaction")
 
     async def _compact(self, due: list[str]) -> None:
         db = self._db

@@ -20,6 +20,8 @@ import structlog
 from edge.crdt import BONUS, JACKPOT, JackpotTruth, doc_name, reconcile_bonus, reconcile_jackpot
 from edge.crdt.slots import BonusSlot, bonus_progress, bonus_slots, jackpot_slots, jackpot_view, write_slot
 from edge.config import Limits
+from edge.health import TaskHealth
+from edge.jackpots import JackpotCatalog
 from edge.ledger_client import LedgerClient
 from edge.state import EdgeState
 from shared.errors import CroupierError, NotFound
@@ -31,10 +33,13 @@ SWEEP_KEYS_PER_ROUND = 20
 
 
 class Reconciler:
-    def __init__(self, state: EdgeState, ledger: LedgerClient, limits: Limits) -> None:
+    def __init__(self, state: EdgeState, ledger: LedgerClient, limits: Limits, *,
+                 catalog: JackpotCatalog | None = None, health: TaskHealth | None = None) -> None:
         self.state = state
         self.ledger = ledger
         self.limits = limits
+        self.catalog = catalog or JackpotCatalog(None, limits.jackpot_lookup_interval_s)
+        self.health = health or TaskHealth(state.metrics, limits.background_failures_unready)
         self._dirty: dict[str, None] = {}  # insertion-ordered set of document names
         self._sweep: deque[str] = deque()
 
@@ -52,12 +57,17 @@ class Reconciler:
             await self.bonuses(key)
 
     async def jackpot(self, jackpot_id: str) -> None:
-        raw = await self.ledger.get(f"/v1/jackpots/{jackpot_id}", "jackpot")
+        try:
+            raw = await self.ledger.get(f"/v1/jackpots/{jackpot_id}", "jackpot")
+        except NotFound:
+            self.catalog.note_missing(jackpot_id)  # e.g. an id a peer made up before admission existed
+            raise
         name = doc_name(JACKPOT, jackpot_id)
         await self.state.doc(name)
         truth = JackpotTruth(epoch=int(raw["epoch"]), seed_minor=int(raw["seed_minor"]), currency=str(raw["currency"]),
                              mine_minor=int(raw.get("contributions_by_edge", {}).get(self.state.edge_id, 0)),
                              pool_minor=int(raw["pool_minor"]), as_of=int(raw["as_of_sequence"]))
+        self.catalog.note(jackpot_id, truth.epoch)
         me, book = self.state.edge_id, self.state.book
         if truth.as_of < book.watermark(name):
             return  # an older read than the last reconciliation: nothing to learn
@@ -71,7 +81,7 @@ class Reconciler:
             self.state.write(name, lambda d: write_slot(d, me, slot.encode()))
         self.state.store.raise_watermark(name, truth.as_of)
         view = jackpot_view(jackpot_slots(doc))
-        if view is not None and view.epoch == truth.epoch:
+        if view is not None:  # at another epoch too: a display ahead of the ledger is drift
             self.state.metrics.display_drift_minor.labels("jackpot").set(view.display_minor - truth.pool_minor)
 
     async def bonuses(self, player_id: str) -> None:
@@ -98,8 +108,10 @@ class Reconciler:
 
     async def run(self) -> None:
         """Forever: the dirty keys then a slice of the sweep (both bounded), at once (start-up
-        after a crash) and then every interval."""
+        after a crash) and then every interval. A key that fails for another reason than the
+        ledger is logged and counted (`edge.health`) and the round goes on: nothing ends the loop."""
         while True:
+            failure: Exception | None = None
             for name in self._next_round():
                 try:
                     await self.reconcile(name)
@@ -109,6 +121,13 @@ class Reconciler:
                     self._dirty[name] = None  # ledger unavailable: try again next round
                     log.info("reconciliation postponed", doc=name, code=e.code)
                     break
+                except Exception as e:  # noqa: BLE001 - a bug in one key must not end the loop
+                    failure = e
+                    log.error("reconciliation failed", doc=name, error=repr(e))
+            if failure is None:
+                self.health.ok("reconcile")
+            else:
+                self.health.failed("reconcile", failure)
             await asyncio.sleep(self.limits.reconcile_interval_s)
 
     def _next_round(self) -> list[str]:

@@ -12,10 +12,21 @@ from typing import Any, Callable
 
 import orjson
 import structlog
+from pycrdt import Doc
 
 from edge.config import EdgeConfig
 from edge.crdt import BONUS, JACKPOT, SESSION, BonusSlot, Effect, JackpotSlot, SessionRecord, doc_name
-from edge.crdt.slots import bonus_progress, bonus_slots, jackpot_slots, jackpot_view, session_latest, write_slot
+from edge.crdt.slots import (
+    JackpotView,
+    bonus_progress,
+    bonus_slots,
+    decoded,
+    jackpot_slots,
+    jackpot_view,
+    session_latest,
+    write_slot,
+)
+from edge.jackpots import JackpotCatalog
 from edge.ledger_client import LedgerClient
 from edge.metrics import EdgeMetrics
 from edge.reconcile import Reconciler
@@ -46,10 +57,20 @@ def rfc3339(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def _jackpot_body(jackpot_id: str, view: JackpotView) -> dict[str, Any]:
+    return {"jackpot_id": jackpot_id, "currency": view.currency, "display_minor": view.display_minor,
+            "epoch": view.epoch, "seed_minor": view.seed_minor, "by_edge": view.by_edge,
+            "as_of": rfc3339(view.as_of_ts)}
+
+
 class EdgeService:
     def __init__(self, cfg: EdgeConfig, state: EdgeState, ledger: LedgerClient, reconciler: Reconciler,
-                 metrics: EdgeMetrics, hint: Hint = lambda peer, names: None) -> None:
+                 metrics: EdgeMetrics, hint: Hint = lambda peer, names: None,
+                 catalog: JackpotCatalog | None = None) -> None:
         self.cfg = cfg
+        self.catalog = catalog or reconciler.catalog
+        for kind in (JACKPOT, BONUS, SESSION):
+            metrics.crdt_invalid_slots_total.labels(kind)
         self.state = state
         self.ledger = ledger
         self.reconciler = reconciler
@@ -82,6 +103,7 @@ class EdgeService:
         return status, answer
 
     async def _apply_effects(self, op: str, tx: dict[str, Any]) -> None:
+        self._note_epochs(op, tx)
         if tx.get("via") != self.edge_id or tx.get("outcome", "committed") != "committed":
             return  # another edge owns these effects (or nothing was committed)
         seq = int(tx["sequence"])
@@ -93,6 +115,13 @@ class EdgeService:
         elif op == "jackpot_payout":
             delta = {"epoch": int(tx["epoch"]), "amount_minor": 0, "seed_minor": int(tx["seed_minor"])}
             await self._effect(doc_name(JACKPOT, tx["jackpot_id"]), seq, delta, str(tx["currency"]))
+
+    def _note_epochs(self, op: str, tx: dict[str, Any]) -> None:
+        """The ledger's answer says which jackpots exist and at which epoch (admission uses it)."""
+        for c in [*tx.get("jackpot_contributions", []), *tx.get("reversed_contributions", [])]:
+            self.catalog.note(str(c["jackpot_id"]), int(c["epoch"]))
+        if op == "jackpot_payout" and tx.get("outcome", "committed") == "committed":
+            self.catalog.note(str(tx["jackpot_id"]), int(tx["epoch"]))
 
     async def _credit(self, seq: int, player_id: str, contributions: list[dict[str, Any]],
                       wagering: list[dict[str, Any]], sign: int) -> None:
@@ -167,22 +196,33 @@ class EdgeService:
                 await self.reconciler.jackpot(jackpot_id)  # first sight: learn it from the ledger
             except Unavailable:
                 pass
-        view = jackpot_view(jackpot_slots(await self.state.doc(name)))
+        view = self._jackpot_view(jackpot_id, await self.state.doc(name))
         if view is None:
             raise NotFound(f"jackpot {jackpot_id!r} is not known here")
-        return {"jackpot_id": jackpot_id, "currency": view.currency, "display_minor": view.display_minor,
-                "epoch": view.epoch, "seed_minor": view.seed_minor, "by_edge": view.by_edge,
-                "as_of": rfc3339(view.as_of_ts)}
+        return _jackpot_body(jackpot_id, view)
 
     async def jackpots(self) -> dict[str, Any]:
         out = []
         for jackpot_id in self.state.children(JACKPOT)[: self.cfg.limits.jackpots_list_max]:
-            view = jackpot_view(jackpot_slots(await self.state.doc(doc_name(JACKPOT, jackpot_id))))
+            if self.catalog.missing(jackpot_id):
+                continue  # the ledger has no such jackpot (an id a peer made up before admission existed)
+            view = self._jackpot_view(jackpot_id, await self.state.doc(doc_name(JACKPOT, jackpot_id)))
             if view is not None:
-                out.append({"jackpot_id": jackpot_id, "currency": view.currency, "display_minor": view.display_minor,
-                            "epoch": view.epoch, "seed_minor": view.seed_minor, "by_edge": view.by_edge,
-                            "as_of": rfc3339(view.as_of_ts)})
+                out.append(_jackpot_body(jackpot_id, view))
         return {"jackpots": out}
+
+    def _jackpot_view(self, jackpot_id: str, doc: Doc) -> JackpotView | None:
+        """The display from the slots that decode and whose epoch the ledger confirmed (when the
+        ledger's epoch is known here); the others are skipped and counted, never a 500."""
+        good, bad = decoded(doc, JackpotSlot.decode)
+        known = self.catalog.epoch(jackpot_id)
+        ahead = [e for e, s in good.items() if known is not None and s.epoch > known]
+        self._count_invalid(JACKPOT, len(bad) + len(ahead))
+        return jackpot_view({e: s for e, s in good.items() if e not in ahead})
+
+    def _count_invalid(self, kind: str, n: int) -> None:
+        if n:
+            self.metrics.crdt_invalid_slots_total.labels(kind).inc(n)
 
     async def bonus_progress(self, player_id: str) -> dict[str, Any]:
         name = doc_name(BONUS, player_id)
@@ -191,7 +231,9 @@ class EdgeService:
                 await self.reconciler.bonuses(player_id)
             except (Unavailable, NotFound):
                 pass
-        progress = bonus_progress(bonus_slots(await self.state.doc(name)))
+        good, bad = decoded(await self.state.doc(name), BonusSlot.decode)
+        self._count_invalid(BONUS, len(bad))
+        progress = bonus_progress(good)
         return {"player_id": player_id, "bonuses": [
             {"bonus_id": b, "wagered_minor": sum(by_edge.values()), "by_edge": by_edge}
             for b, by_edge in sorted(progress.items())]}
@@ -199,7 +241,9 @@ class EdgeService:
     async def session(self, player_id: str) -> dict[str, Any]:
         games = {}
         for game_id in self.state.children(doc_name(SESSION, player_id))[: self.cfg.limits.session_games_max]:
-            latest = session_latest(await self.state.doc(doc_name(SESSION, player_id, game_id)))
+            doc = await self.state.doc(doc_name(SESSION, player_id, game_id))
+            self._count_invalid(SESSION, len(decoded(doc, SessionRecord.decode)[1]))
+            latest = session_latest(doc)
             if latest is not None:
                 edge, rec = latest
                 games[game_id] = {"state": orjson.loads(rec.state_json), "updated_at": rec.updated_at, "edge": edge}

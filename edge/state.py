@@ -13,6 +13,8 @@ from typing import Callable
 from pycrdt import Doc
 
 from edge.crdt import Effect, EffectBook, Replica
+from edge.crdt.identity import after_stored
+from edge.crdt.protocol import decode_state_vector
 from edge.crdt.slots import doc_kind
 from edge.metrics import EdgeMetrics
 from edge.persist import Append, Store
@@ -32,10 +34,14 @@ class EdgeState:
 
     async def open(self) -> None:
         loaded = await self.store.open()
+        stored_clients: set[int] = set()
         for name, state_vector in loaded.docs:
             self.replica.note_state(name, state_vector)
             self._index(name)
+            stored_clients.update(decode_state_vector(state_vector))
         self.book.load(loaded.effects, loaded.watermarks)
+        # Nothing is live yet: the replica may still take a later identity than it was given.
+        self.replica.client_id = self.store.client_id = after_stored(self.replica.client_id, stored_clients)
 
     # --- documents ----------------------------------------------------------------------------
 

@@ -7,6 +7,13 @@ hello each way both sides run the same link: live push of this edge's own update
 every `anti_entropy_interval_s` (which repairs drops, reordering and partitions), and receipt
 of peer frames through the pure `edge.crdt.exchange`. Text messages carry reconcile hints.
 The dialer reconnects with doubling backoff; heartbeats detect a silent (blackholed) link.
+
+Peers are hostile until checked. Each edge holds its own peer credential, named after its edge
+id: a websocket's hello must claim exactly the id its credential names, so no peer can pose as
+another or take over another's link. Every update a peer sends is admitted whole or not at all
+(`edge.crdt.admission`), against the jackpot facts learned from the ledger (`edge.jackpots`) and
+within the peer's byte quota (`edge.quota`); refusals are logged and counted. No loop dies
+silently: failures are counted in `edge.health`, and a link that fails is closed and redialed.
 """
 
 from __future__ import annotations
@@ -21,9 +28,14 @@ from aiohttp import web
 from pycrdt import YSyncMessageType
 
 from edge.config import Limits, Peer
-from edge.crdt import FrameBuilder, ProtocolError, protocol
+from edge.crdt import FrameBuilder, ProtocolError, admission, protocol, yupdate
 from edge.crdt.exchange import docs_to_load, handle, state_entries
+from edge.crdt.identity import Owners
+from edge.crdt.slots import JACKPOT
+from edge.health import TaskHealth
+from edge.jackpots import JackpotCatalog
 from edge.metrics import EdgeMetrics
+from edge.quota import ByteBucket
 from edge.state import EdgeState
 from shared.errors import Unavailable
 from shared.tasks import TaskSet
@@ -35,6 +47,7 @@ CONNECT_TIMEOUT_S = 0.5  # a loopback/LAN handshake; a blackholed dial is abando
 BARRIER_TIMEOUT_S = 5.0
 CHUNK_DOCS_MAX = 256  # documents made live per step of one frame (<< docs_live_max)
 HINT_NAMES_MAX = 1000
+REFUSED_LINK_REASONS = ("claimed_other_edge", "unknown_peer", "malformed_hello")
 
 
 class _Link:
@@ -48,7 +61,8 @@ class _Link:
 class SyncHub:
     def __init__(self, edge_id: str, peers: tuple[Peer, ...], peer_token: str, state: EdgeState,
                  limits: Limits, metrics: EdgeMetrics, on_hint: Any,
-                 proto_limits: protocol.Limits = protocol.Limits()) -> None:
+                 proto_limits: protocol.Limits = protocol.Limits(), *, catalog: JackpotCatalog | None = None,
+                 health: TaskHealth | None = None, session_state_bytes_max: int = 16384) -> None:
         self.edge_id = edge_id
         self.peers = {p.id: p for p in peers}
         self._token = peer_token
@@ -57,6 +71,11 @@ class SyncHub:
         self.metrics = metrics
         self._on_hint = on_hint
         self.proto = proto_limits
+        self.owners = Owners((edge_id, *self.peers))
+        self.catalog = catalog or JackpotCatalog(None, limits.jackpot_lookup_interval_s)
+        self.health = health or TaskHealth(metrics, limits.background_failures_unready)
+        self._session_state_bytes_max = session_state_bytes_max
+        self._quota = {p: ByteBucket(limits.sync_peer_bytes_per_s, limits.sync_peer_bytes_burst) for p in self.peers}
         self.links: dict[str, _Link] = {}
         self._tasks = TaskSet(self._failed)
         self._http: aiohttp.ClientSession | None = None
@@ -64,8 +83,13 @@ class SyncHub:
 
     async def start(self) -> None:
         self._http = aiohttp.ClientSession()
+        # Every series exists from the start: the first refusal is then an increase, alerts see it.
+        for reason in REFUSED_LINK_REASONS:
+            self.metrics.sync_refused_links_total.labels(reason)
         for peer in self.peers.values():
             self.metrics.sync_peer_up.labels(peer.id).set(0)
+            for reason in admission.REASONS:
+                self.metrics.sync_rejected_updates_total.labels(peer.id, reason)
             if self.edge_id < peer.id:
                 self._spawn(self._dial_forever(peer), f"sync-dial-{peer.id}")
 
@@ -111,31 +135,51 @@ class SyncHub:
                     if await self._read_hello(ws) != peer.id:
                         raise ProtocolError("the peer answered with another edge id")
                     backoff = self.limits.reconnect_backoff_s
+                    self.health.ok(f"sync-dial-{peer.id}")
                     await self._run(peer.id, ws)
                 finally:
                     await ws.close()
             except (aiohttp.ClientError, asyncio.TimeoutError, ProtocolError, OSError) as e:
                 log.debug("sync link down", peer=peer.id, error=type(e).__name__)
+            except Exception as e:  # noqa: BLE001 - a bug must not end the dialer for good: count it, redial
+                self.health.failed(f"sync-dial-{peer.id}", e)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self.limits.reconnect_backoff_max_s)
 
-    async def accept(self, request: web.Request) -> web.WebSocketResponse:
+    async def accept(self, request: web.Request, credential: str) -> web.WebSocketResponse:
+        """A peer's websocket; `credential` is the name of the peer credential it presented, which
+        is the only edge id it may claim."""
         ws = web.WebSocketResponse(heartbeat=self.limits.sync_heartbeat_s, max_msg_size=self.proto.frame_bytes_max)
         await ws.prepare(request)
         if self._closing:
             await ws.close()
             return ws
         try:
-            peer = await self._read_hello(ws)
+            try:
+                peer = await self._read_hello(ws)
+            except (ProtocolError, TimeoutError):
+                self._refuse_link("malformed_hello", credential, None)
+                raise
+            if peer != credential:
+                self._refuse_link("claimed_other_edge", credential, peer)
+                raise ProtocolError(f"credential {credential!r} claimed edge {peer[:40]!r}")
             if peer not in self.peers or peer >= self.edge_id:  # the smaller id dials
+                self._refuse_link("unknown_peer", credential, peer)
                 raise ProtocolError(f"unexpected peer {peer!r}")
             await ws.send_str(orjson.dumps({"edge": self.edge_id}).decode())
             await self._run(peer, ws)
         except (ProtocolError, asyncio.TimeoutError) as e:
-            log.warning("sync peer refused", error=str(e))
+            log.warning("sync peer refused", credential=credential, error=str(e))
+        except Exception as e:  # noqa: BLE001 - a bug ends this link only: counted, the peer redials
+            self.health.failed("sync-accept", e)
         finally:
             await ws.close()
         return ws
+
+    def _refuse_link(self, reason: str, credential: str, claimed: str | None) -> None:
+        self.metrics.sync_refused_links_total.labels(reason).inc()
+        log.warning("sync link refused", reason=reason, credential=credential,
+                    claimed=None if claimed is None else claimed[:40])
 
     async def _read_hello(self, ws: Any) -> str:
         msg = await asyncio.wait_for(ws.receive(), HELLO_TIMEOUT_S)
@@ -155,9 +199,10 @@ class SyncHub:
             await old.ws.close()
         link = self.links[peer] = _Link(peer, ws, self.limits.sync_queue_max)
         self.metrics.sync_peer_up.labels(peer).set(1)
-        tasks = [asyncio.create_task(self._send_loop(link)), asyncio.create_task(self._anti_entropy_loop(link))]
-        for task in tasks:  # a failed sender ends the link; the dialer reconnects
-            task.add_done_callback(lambda t: t.cancelled() or t.exception() is None or self._spawn(ws.close(), "close"))
+        tasks = [asyncio.create_task(self._send_loop(link), name=f"sync-push-{peer}"),
+                 asyncio.create_task(self._anti_entropy_loop(link), name=f"sync-anti-entropy-{peer}")]
+        for task in tasks:  # a failed sender ends the link (counted unless the socket broke); the dialer reconnects
+            task.add_done_callback(lambda t: self._link_task_done(t, ws))
         try:
             async for msg in ws:
                 if msg.type == aiohttp.WSMsgType.BINARY:
@@ -174,6 +219,18 @@ class SyncHub:
                 del self.links[peer]
                 self.metrics.sync_peer_up.labels(peer).set(0)
 
+    def _link_task_done(self, task: asyncio.Task[Any], ws: Any) -> None:
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is None:
+            return
+        if isinstance(error, (aiohttp.ClientError, ConnectionError, TimeoutError)):
+            log.debug("sync link task ended", task=task.get_name(), error=repr(error))
+        else:
+            self.health.failed(task.get_name().rsplit("-", 1)[0], error)
+        self._spawn(ws.close(), "close")
+
     # --- per link -----------------------------------------------------------------------------
 
     async def _send_loop(self, link: _Link) -> None:
@@ -189,6 +246,7 @@ class SyncHub:
             builder.flush()
             for frame in builder.frames:
                 await link.ws.send_bytes(frame)
+            self.health.ok("sync-push")
 
     async def _anti_entropy_loop(self, link: _Link) -> None:
         while True:
@@ -198,17 +256,21 @@ class SyncHub:
             builder.flush()
             for frame in builder.frames:
                 await link.ws.send_bytes(frame)
+            self.health.ok("sync-anti-entropy")
             await asyncio.sleep(self.limits.anti_entropy_interval_s)
 
     async def _receive(self, link: _Link, frame: bytes) -> None:
-        entries = protocol.decode_frame(frame, self.proto)
+        entries = self._known_docs(link, protocol.decode_frame(frame, self.proto))
         replies: list[tuple[str, bytes]] = []
         differing, exchange = 0, False
         for start in range(0, len(entries), CHUNK_DOCS_MAX):
             chunk = entries[start:start + CHUNK_DOCS_MAX]
+            await self.catalog.learn(self._jackpots_to_confirm(chunk))
             for name in docs_to_load(self.state.replica, chunk):
                 await self.state.doc(name)
-            handled = handle(self.state.replica, chunk)  # no await between: documents stay live
+            # No await from here on: documents stay live, and admission sees what is applied.
+            handled = handle(self.state.replica, chunk, lambda name, doc, update: self._admit(link, name, doc, update))
+            self._refused(link, handled.refused)
             try:
                 for name, update in handled.changes:
                     self.state.remote_changed(name, update)
@@ -229,6 +291,47 @@ class SyncHub:
             for out in builder.frames:
                 await link.ws.send_bytes(out)
 
+    def _known_docs(self, link: _Link, entries: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+        """Entries for documents of a known kind (others are refused before anything is loaded or
+        created), and not for jackpots the ledger said do not exist."""
+        kept = []
+        for name, message in entries:
+            verdict = admission.check_name(name) or admission.check_jackpot_missing(name, self.catalog)
+            if verdict is None:
+                kept.append((name, message))
+            elif protocol.parse(message)[0] != YSyncMessageType.SYNC_STEP1:
+                self._refused(link, [(name, verdict)])
+        return kept
+
+    def _jackpots_to_confirm(self, entries: list[tuple[str, bytes]]) -> list[str]:
+        """Jackpots the ledger has not confirmed, or that an update shows at a newer epoch than the
+        ledger's known here: they are asked of the ledger before admission."""
+        out = []
+        for name, message in entries:
+            kind, _, jackpot_id = name.partition("/")
+            if kind != JACKPOT:
+                continue
+            sync_type, payload = protocol.parse(message)
+            known = self.catalog.epoch(jackpot_id)
+            if known is None or (sync_type != YSyncMessageType.SYNC_STEP1 and _max_epoch(payload) > known):
+                out.append(jackpot_id)
+        return out
+
+    def _admit(self, link: _Link, name: str, doc: Any, update: bytes) -> admission.Verdict:
+        rules = admission.Rules(self.owners, self.catalog, doc_bytes_max=self.limits.sync_doc_bytes_max,
+                                session_state_bytes_max=self._session_state_bytes_max, now=self.state.clock())
+        verdict = admission.admit(name, doc, update, rules)
+        if verdict.update is not None and not self._quota[link.peer].take(len(verdict.update)):
+            return admission.refuse(admission.PEER_QUOTA, f"{link.peer} is over its byte quota "
+                                    f"({self.limits.sync_peer_bytes_per_s} bytes/s)")
+        return verdict
+
+    def _refused(self, link: _Link, refused: list[tuple[str, admission.Verdict]]) -> None:
+        for name, verdict in refused:
+            self.metrics.sync_rejected_updates_total.labels(link.peer, verdict.reason).inc()
+            (log.debug if verdict.deferred else log.warning)(
+                "peer update refused", peer=link.peer, doc=name[:120], reason=verdict.reason, detail=verdict.detail)
+
     def _receive_hint(self, data: str) -> None:
         try:
             names = orjson.loads(data).get("reconcile", [])
@@ -241,5 +344,15 @@ class SyncHub:
         self._tasks.spawn(coro, name)
 
     def _failed(self, task: asyncio.Task[Any], error: BaseException) -> None:
-        self.metrics.background_failures_total.labels("sync").inc()
-        log.error("sync task failed", task=task.get_name(), error=repr(error))
+        self.health.failed("sync", error)
+
+
+def _max_epoch(update: bytes) -> int:
+    """The highest `epoch` among the slot values an update carries (0 if none or unreadable)."""
+    try:
+        items = yupdate.parse(update).items
+    except ValueError:
+        return 0
+    epochs = [v.get("epoch") for i in items for v in i.values if isinstance(v, dict)]
+    return max((int(e) for e in epochs if isinstance(e, (int, float)) and not isinstance(e, bool)
+                and 0 <= e <= 2**53), default=0)

@@ -32,6 +32,12 @@ EDGE_METRICS = (
     MetricSpec("edge_display_drift_minor", "gauge", ("kind",)),
     # A committed answer's CRDT effect that failed to apply (the answer stands; reconciliation repairs).
     MetricSpec("edge_effect_failures_total", "counter", ("operation",)),
+    # Hostile or broken peers, and background tasks that keep failing.
+    MetricSpec("edge_sync_rejected_updates_total", "counter", ("peer", "reason")),
+    MetricSpec("edge_sync_refused_links_total", "counter", ("reason",)),
+    MetricSpec("edge_crdt_invalid_slots_total", "counter", ("doc",)),
+    MetricSpec("edge_background_failures_total", "counter", ("task",)),
+    MetricSpec("edge_background_task_failing", "gauge", ("task",)),
 )
 
 LEDGER_METRICS = (

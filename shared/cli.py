@@ -116,7 +116,8 @@ def chaos(
 
 @app.command()
 def token(
-    name: str = typer.Argument(..., help="Identity recorded in the journal (e.g. edge-eu, gs-eu, ops-alice)."),
+    name: str = typer.Argument(..., help="Identity recorded in the journal (e.g. edge-eu, gs-eu, ops-alice); "
+                                         "for role peer, the id of the edge that will hold it (e.g. eu)."),
     role: str = typer.Argument(..., help="One of: " + ", ".join(sorted(ROLES))),
     out: Path = typer.Option(..., "--out", help="File the clear token is written to (mode 0600)."),
 ) -> None:

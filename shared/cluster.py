@@ -5,6 +5,11 @@ through `Cluster`. It writes configs with fresh random credentials (clear tokens
 `DIR/secrets/`, mode 0600; configs hold sha256 digests), starts `croupier ledger serve` and
 `croupier edge serve`, waits for every `/readyz`, and stops what it started.
 
+Every edge has its own peer credential (`secrets/peer-<edge id>.token`, named after the edge in
+the other edges' configs): `peer_token(edge_id)` and `peer_headers(edge_id)` give it to a test
+that speaks `/v1/sync` as that edge, and `cluster.json` lists them under `peer_tokens`. The
+`tokens.peer` entry of `cluster.json` is kept for old readers; no edge accepts it any more.
+
 With `proxied=True` every edge→ledger and edge→peer link goes through an in-process
 `FaultProxy`, so a test can add latency, cut a region off (`partition`) or reset connections.
 With `standby=True` a second ledger ("ledger-standby") runs as the synchronous standby of the
@@ -133,7 +138,8 @@ class Cluster:
     def _make_tokens(self) -> None:
         if self.tokens:
             return
-        names = [*LEDGER_ROLES, *EDGE_ROLES, *(f"edge-{e}" for e in self.edge_ids)]
+        names = [*LEDGER_ROLES, *EDGE_ROLES, *(f"edge-{e}" for e in self.edge_ids),
+                 *(f"peer-{e}" for e in self.edge_ids)]
         for name in names:
             self.tokens[name] = new_token()
             path = self.root / "secrets" / f"{name}.token"
@@ -169,14 +175,16 @@ class Cluster:
             f'\n[[edge.peers]]\nid = "{p}"\nurl = "{self._link_url(eid, p)}"\n'
             for p in self.edge_ids if p != eid
         )
-        entries = [(GAME_SERVER, "game_server", "game_server"), ("peer", "peer", "peer"),
-                   ("metrics", "metrics", "metrics")]
+        # One peer credential per edge, named after it: the only edge id its holder may claim.
+        entries = [(GAME_SERVER, "game_server", "game_server"), ("metrics", "metrics", "metrics"),
+                   *((p, "peer", f"peer-{p}") for p in self.edge_ids if p != eid)]
         svc.config_path.write_text(
             "[edge]\n"
+            # crdt_client_id: ignored by current edges (ids derive from the edge id), kept for older ones.
             f'id = "{eid}"\ncrdt_client_id = {self.edge_ids.index(eid) + 1}\n'
             f'host = "127.0.0.1"\nport = {svc.port}\ndata_dir = "edge-{eid}-data"\n'
             f"ledger_urls = {json.dumps(ledger_urls)}\n"
-            f'ledger_token_file = "secrets/edge-{eid}.token"\npeer_token_file = "secrets/peer.token"\n'
+            f'ledger_token_file = "secrets/edge-{eid}.token"\npeer_token_file = "secrets/peer-{eid}.token"\n'
             f"ledger_attempt_timeout_s = {self.ledger_attempt_timeout_s}\n"
             f"ledger_deadline_s = {self.ledger_deadline_s}\n"
             f'log_level = "{self.log_level}"\n{peers}\n' + self._token_rows(entries)
@@ -290,6 +298,14 @@ class Cluster:
     def headers(self, role: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[role]}"}
 
+    def peer_token(self, edge_id: str) -> str:
+        """The peer credential of `edge_id`: with it, `/v1/sync` of any other edge accepts a hello
+        as `edge_id` (and only as `edge_id`)."""
+        return self.tokens[f"peer-{edge_id}"]
+
+    def peer_headers(self, edge_id: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.peer_token(edge_id)}"}
+
     def info(self, seed: dict[str, Any] | None = None) -> dict[str, Any]:
         """The `cluster.json` contract."""
         return {
@@ -297,6 +313,7 @@ class Cluster:
             **({"standby": {"url": self.url(STANDBY)}} if self.standby else {}),
             "edges": [{"id": e, "url": self.url(e)} for e in self.edge_ids],
             "tokens": {role: self.tokens[role] for role in (*EDGE_ROLES, *LEDGER_ROLES)},
+            "peer_tokens": {e: self.peer_token(e) for e in self.edge_ids},
             "seed": seed or {"players": [], "jackpots": [], "bonuses": []},
         }
 

@@ -165,9 +165,12 @@ class Demo:
                                                    "amount_minor": 250, "round_id": round_id, "close_round": True})
 
     async def jackpot_hit(self, http: aiohttp.ClientSession) -> None:
-        region, player = self.cluster.edge_ids[1], self.rng.choice(self.players)
+        region, player, round_id = self.cluster.edge_ids[1], self.rng.choice(self.players), self.new_id("round-jp")
+        # A jackpot is won in a round the player staked in: the spin's bet comes first.
+        await self.post(http, region, "/v1/bets", {"id": self.new_id("bet"), "player_id": player, "currency": "EUR",
+                                                   "amount_minor": 100, "round_id": round_id, "game_id": "slots-1"})
         status, body = await self.post(http, region, "/v1/jackpot-payouts", {
-            "id": self.new_id("jp"), "jackpot_id": JACKPOT_ID, "player_id": player, "round_id": self.new_id("round-jp")})
+            "id": self.new_id("jp"), "jackpot_id": JACKPOT_ID, "player_id": player, "round_id": round_id})
         paid = body.get("transaction", {}).get("amount_minor") if status == 201 else None
         self.event(f"jackpot {JACKPOT_ID} hit by {player} via {region}: paid {paid}", status == 201)
 

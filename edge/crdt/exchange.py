@@ -7,12 +7,16 @@ each STEP1 is answered per `protocol.answer_step1`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pycrdt import YSyncMessageType
+from pycrdt import Doc, YSyncMessageType
 
 from edge.crdt import protocol
-from edge.crdt.replica import Replica
+from edge.crdt.admission import Verdict
+from edge.crdt.replica import EMPTY_UPDATE, Replica
+
+Admit = Callable[[str, Doc, bytes], Verdict]  # (document, its live Doc, a peer's update) -> verdict
 
 
 @dataclass
@@ -21,6 +25,7 @@ class Handled:
     changes: list[tuple[str, bytes]] = field(default_factory=list)  # (doc, bytes that changed us)
     arrived: list[tuple[str, float]] = field(default_factory=list)  # (origin edge, origin write time)
     differing: int = 0  # documents whose state vectors differed from the peer's
+    refused: list[tuple[str, Verdict]] = field(default_factory=list)  # (doc, why), nothing applied
 
 
 def docs_to_load(replica: Replica, entries: list[tuple[str, bytes]]) -> list[str]:
@@ -34,7 +39,8 @@ def docs_to_load(replica: Replica, entries: list[tuple[str, bytes]]) -> list[str
     return list(dict.fromkeys(names))
 
 
-def handle(replica: Replica, entries: list[tuple[str, bytes]]) -> Handled:
+def handle(replica: Replica, entries: list[tuple[str, bytes]], admit: Admit | None = None) -> Handled:
+    """With `admit`, every update is checked before it is applied (a refused one changes nothing)."""
     out = Handled()
     for name, message in entries:
         kind, payload = protocol.parse(message)
@@ -47,8 +53,15 @@ def handle(replica: Replica, entries: list[tuple[str, bytes]]) -> Handled:
                 out.replies.append((name, protocol.step1(local_sv)))
             out.differing += answer.send_diff or answer.ask
             continue
-        if replica.live(name) is None:
+        doc = replica.live(name)
+        if doc is None:
             continue  # evicted between load and handle (all others pinned): anti-entropy resends
+        if admit is not None and payload != EMPTY_UPDATE:
+            verdict = admit(name, doc, payload)
+            if verdict.update is None:
+                out.refused.append((name, verdict))
+                continue
+            payload = verdict.update
         changed, arrived = replica.apply_remote(name, payload)
         if changed:
             out.changes.append((name, changed))

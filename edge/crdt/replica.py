@@ -38,7 +38,7 @@ def compact(client_id: int, updates: Iterable[bytes]) -> bytes:
 class Replica:
     def __init__(self, edge_id: str, client_id: int, docs_live_max: int,
                  pinned: Callable[[str], bool] = lambda name: False) -> None:
-        assert 1 <= client_id < 2**32 and docs_live_max >= 1
+        assert 1 <= client_id < 2**53 and docs_live_max >= 1
         self.edge_id = edge_id
         self.client_id = client_id
         self.docs_live_max = docs_live_max

@@ -19,14 +19,24 @@ pycrdt returns integers as floats and panics far above 2**53: `as_int` converts 
 10**15 wager 10**16): it is written as several p/n pairs, digits in base 2**53 (`split_pairs`), each
 exact. A value below 2**53 is one pair, so documents look as before; a jackpot slot keeps its
 lowest pair in "p"/"n" and any higher pairs in "high" (absent when there are none).
+
+Values come from peers too, so `decode` is strict (`BadSlot` for anything of the wrong shape, type
+or range) and every reader skips a slot that does not decode instead of failing: a bad value is
+refused at the door (`edge.crdt.admission`), and one that got in anyway never breaks a read.
 """
 
 from __future__ import annotations
 
+import math
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
+import orjson
 from pycrdt import Doc, Map
+
+from shared.ids import is_id
 
 SLOTS = "slots"
 INT_ABS_MAX = 2**53 - 1  # exact in a float, far below pycrdt's panic threshold
@@ -42,6 +52,16 @@ def doc_kind(name: str) -> str:
     return name.split("/", 1)[0]
 
 
+CURRENCY_RE = re.compile(r"[A-Z]{3}")
+BONUSES_PER_SLOT_MAX = 256
+UPDATED_AT_CHARS_MAX = 64
+T = TypeVar("T")
+
+
+class BadSlot(ValueError):
+    """A slot value of the wrong shape, type or range."""
+
+
 def as_int(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"not a number: {value!r}")
@@ -51,11 +71,13 @@ def as_int(value: Any) -> int:
 
 
 def check_int(value: int) -> int:
-    assert isinstance(value, int) and abs(value) <= INT_ABS_MAX, value
+    if not isinstance(value, int) or abs(value) > INT_ABS_MAX:
+        raise ValueError(f"not an integer within +-(2**53 - 1): {value!r}")
     return value
 
 
 PAIR_BASE = INT_ABS_MAX + 1  # 2**53: every digit of a split counter is exact in a float
+PAIRS_MAX = 4  # counters below 2**212: far beyond any sum of 64-bit ledger amounts
 
 
 def split_pairs(p: int, n: int) -> list[int]:
@@ -82,6 +104,48 @@ def join_pairs(values: list[Any]) -> tuple[int, int]:
     return p, n
 
 
+def count_in(value: Any, lo: int = 0) -> int:
+    """An integer in lo..INT_ABS_MAX, else BadSlot."""
+    try:
+        n = as_int(value)
+    except ValueError as e:
+        raise BadSlot(str(e)) from None
+    if not lo <= n <= INT_ABS_MAX:
+        raise BadSlot(f"out of range: {n}")
+    return n
+
+
+def origin_time(value: Any) -> float:
+    """A write time: a finite, non-negative number of seconds."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise BadSlot(f"not a write time: {value!r}")
+    return float(value)
+
+
+def fields(value: Any, required: frozenset[str], optional: frozenset[str] = frozenset()) -> dict[str, Any]:
+    if not isinstance(value, dict) or not required <= set(value) <= required | optional:
+        raise BadSlot(f"expected the fields {sorted(required)} (and optionally {sorted(optional)})")
+    return value
+
+
+def counter_pairs(values: Any) -> tuple[int, int]:
+    """(p, n) from a strict list of base-2**53 digits [p0, n0, p1, n1, ...] (see `split_pairs`)."""
+    if not isinstance(values, list) or not 2 <= len(values) <= 2 * PAIRS_MAX or len(values) % 2:
+        raise BadSlot(f"expected 1 to {PAIRS_MAX} p/n pairs")
+    return join_pairs([count_in(d) for d in values])
+
+
+def decoded(doc: Doc, decode: Callable[[Any], T]) -> tuple[dict[str, T], list[str]]:
+    """(owner edge -> value) of the slots that decode, and the owners of those that do not."""
+    good, bad = {}, []
+    for edge, value in slots(doc).items():
+        try:
+            good[edge] = decode(value)
+        except BadSlot:
+            bad.append(edge)
+    return good, bad
+
+
 def slots(doc: Doc) -> Map:
     return doc.get(SLOTS, type=Map)
 
@@ -95,8 +159,14 @@ def raw_slots(doc: Doc) -> dict[str, dict[str, Any]]:
 
 
 def slot_times(doc: Doc) -> dict[str, float]:
-    """Origin write time of every slot, by owner edge."""
-    return {edge: float(v.get("ts", 0.0)) for edge, v in raw_slots(doc).items()}
+    """Origin write time of every slot that has a valid one, by owner edge."""
+    out = {}
+    for edge, v in raw_slots(doc).items():
+        try:
+            out[edge] = origin_time(v.get("ts"))
+        except BadSlot:
+            pass
+    return out
 
 
 def write_slot(doc: Doc, edge: str, value: dict[str, Any]) -> None:
@@ -123,10 +193,19 @@ class JackpotSlot:
             out["high"] = pairs[2:]
         return out
 
+    FIELDS = frozenset({"epoch", "p", "n", "seed", "currency", "ts"})
+
     @staticmethod
-    def decode(v: dict[str, Any]) -> JackpotSlot:
-        p, n = join_pairs([v["p"], v["n"], *v.get("high", [])])
-        return JackpotSlot(as_int(v["epoch"]), p, n, as_int(v["seed"]), str(v["currency"]), float(v["ts"]))
+    def decode(value: Any) -> JackpotSlot:
+        v = fields(value, JackpotSlot.FIELDS, frozenset({"high"}))
+        currency = v["currency"]
+        if not isinstance(currency, str) or not (currency == "" or CURRENCY_RE.fullmatch(currency)):
+            raise BadSlot(f"not a currency: {currency!r}")  # "" until the ledger told the seed's currency
+        high = v.get("high", [])
+        if not isinstance(high, list) or (len(high) == 0 and "high" in v):
+            raise BadSlot("high must hold the higher p/n pairs")
+        p, n = counter_pairs([v["p"], v["n"], *high])
+        return JackpotSlot(count_in(v["epoch"], 1), p, n, count_in(v["seed"]), currency, origin_time(v["ts"]))
 
     def add(self, epoch: int, amount_minor: int, ts: float, seed_minor: int | None = None) -> JackpotSlot:
         """This slot after one contribution (negative: a reversal) tagged with its epoch; a newer
@@ -150,7 +229,7 @@ class JackpotView:
 
 
 def jackpot_slots(doc: Doc) -> dict[str, JackpotSlot]:
-    return {edge: JackpotSlot.decode(v) for edge, v in raw_slots(doc).items()}
+    return decoded(doc, JackpotSlot.decode)[0]
 
 
 def jackpot_view(all_slots: dict[str, JackpotSlot]) -> JackpotView | None:
@@ -176,10 +255,20 @@ class BonusSlot:
         return {"w": {b: [check_int(d) for d in split_pairs(p, n)] for b, (p, n) in self.wagered.items()},
                 "ts": self.ts}
 
+    FIELDS = frozenset({"w", "ts"})
+
     @staticmethod
-    def decode(v: dict[str, Any]) -> BonusSlot:
-        w = v.get("w") or {}
-        return BonusSlot({b: join_pairs(list(pn)) for b, pn in w.items()}, float(v["ts"]))
+    def decode(value: Any) -> BonusSlot:
+        v = fields(value, BonusSlot.FIELDS)
+        w = v["w"]
+        if not isinstance(w, dict) or len(w) > BONUSES_PER_SLOT_MAX:
+            raise BadSlot("w must map at most 256 bonus ids to [p, n]")
+        wagered = {}
+        for bonus_id, pn in w.items():
+            if not is_id(bonus_id):
+                raise BadSlot(f"not a bonus id: {bonus_id!r}")
+            wagered[bonus_id] = counter_pairs(pn)
+        return BonusSlot(wagered, origin_time(v["ts"]))
 
     def add(self, deltas: dict[str, int], ts: float) -> BonusSlot:
         wagered = dict(self.wagered)
@@ -190,7 +279,7 @@ class BonusSlot:
 
 
 def bonus_slots(doc: Doc) -> dict[str, BonusSlot]:
-    return {edge: BonusSlot.decode(v) for edge, v in raw_slots(doc).items()}
+    return decoded(doc, BonusSlot.decode)[0]
 
 
 def bonus_progress(all_slots: dict[str, BonusSlot]) -> dict[str, dict[str, int]]:
@@ -214,14 +303,25 @@ class SessionRecord:
     def encode(self) -> dict[str, Any]:
         return {"state": self.state_json, "updated_at": self.updated_at, "ts": self.ts}
 
+    FIELDS = frozenset({"state", "updated_at", "ts"})
+
     @staticmethod
-    def decode(v: dict[str, Any]) -> SessionRecord:
-        return SessionRecord(str(v["state"]), str(v["updated_at"]), float(v["ts"]))
+    def decode(value: Any) -> SessionRecord:
+        v = fields(value, SessionRecord.FIELDS)
+        state, updated_at = v["state"], v["updated_at"]
+        if not isinstance(state, str) or not isinstance(updated_at, str) or len(updated_at) > UPDATED_AT_CHARS_MAX:
+            raise BadSlot("state and updated_at must be text")
+        try:
+            if not isinstance(orjson.loads(state), dict):
+                raise BadSlot("state must be a JSON object")
+        except orjson.JSONDecodeError:
+            raise BadSlot("state is not JSON") from None
+        return SessionRecord(state, updated_at, origin_time(v["ts"]))
 
 
 def session_latest(doc: Doc) -> tuple[str, SessionRecord] | None:
     """The last writer's record and its edge: highest origin time, ties broken by edge id."""
-    records = {edge: SessionRecord.decode(v) for edge, v in raw_slots(doc).items()}
+    records = decoded(doc, SessionRecord.decode)[0]
     if not records:
         return None
     edge = max(records, key=lambda e: (records[e].ts, e))

@@ -18,17 +18,27 @@ from shared.auth import TokenEntry, hash_token
 from shared.cluster import free_port
 from tests.edge.fake_ledger import FakeLedger
 
-GS, PEER, LEDGER_TOKEN = "gs-token", "peer-token", "edge-token"
+GS, LEDGER_TOKEN = "gs-token", "edge-token"
+
+
+def peer_token(edge_id: str) -> str:
+    """The peer credential of `edge_id` (every edge lists its peers' under their edge ids)."""
+    return f"peer-token-{edge_id}"
+
+
+def peer_headers(edge_id: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {peer_token(edge_id)}"}
 FAST = Limits(anti_entropy_interval_s=0.2, reconcile_interval_s=0.2, breaker_open_s=0.5, breaker_failures=3,
               reconnect_backoff_s=0.05, reconnect_backoff_max_s=0.3, sync_heartbeat_s=2.0)
 
 
 def edge_config(root: Path, edge_id: str, client_id: int, ledger_url: str, port: int,
                 peers: dict[str, int], **overrides: Any) -> EdgeConfig:
-    tokens = (TokenEntry("gs", "game_server", hash_token(GS)), TokenEntry("peer", "peer", hash_token(PEER)),
-              TokenEntry("metrics", "metrics", hash_token("metrics-token")))
+    tokens = (TokenEntry("gs", "game_server", hash_token(GS)), TokenEntry("metrics", "metrics", hash_token("metrics-token")),
+              *(TokenEntry(p, "peer", hash_token(peer_token(p))) for p in peers))
     cfg = EdgeConfig(id=edge_id, crdt_client_id=client_id, host="127.0.0.1", port=port,
-                     data_dir=root / edge_id, ledger_url=ledger_url, ledger_token=LEDGER_TOKEN, peer_token=PEER,
+                     data_dir=root / edge_id, ledger_url=ledger_url, ledger_token=LEDGER_TOKEN,
+                     peer_token=peer_token(edge_id),
                      ledger_attempt_timeout_s=0.5, ledger_deadline_s=1.5, body_bytes_max=65536,
                      session_state_bytes_max=2048, log_level="warning",
                      peers=tuple(Peer(p, f"http://127.0.0.1:{port_}") for p, port_ in peers.items()),

@@ -114,9 +114,11 @@ async def test_bets_retries_replays_and_rollbacks_through_all_edges_show_the_led
 
 async def test_a_jackpot_payout_resets_every_display(cluster, http):
     t = Traffic(cluster, http, "pay")
-    await t.bets(cluster.edge_ids, 9)
-    status, body = await t.post("us", "/v1/jackpot-payouts",
-                                {"id": "pay-1", "jackpot_id": JACKPOT_ID, "player_id": "p001", "round_id": "pay-r1"})
+    placed = await t.bets(cluster.edge_ids, 9)
+    winner = placed[0][1]  # a jackpot is won in a round the player staked in
+    status, body = await t.post("us", "/v1/jackpot-payouts", {"id": "pay-1", "jackpot_id": JACKPOT_ID,
+                                                              "player_id": winner["player_id"],
+                                                              "round_id": winner["round_id"]})
     assert status == 201, body
     await converged(cluster, http)
     assert (await ledger_truth(cluster, http))["jackpot"] == (100_000, 2)

@@ -51,7 +51,8 @@ def test_the_documented_config_loads_with_paths_relative_to_the_file(tmp_path):
 
 @pytest.mark.parametrize("change,message", [
     (('crdt_client_id = 1', 'crdt_client_id = 0'), "crdt_client_id"),
-    (('crdt_client_id = 1\n', ''), "crdt_client_id"),
+    (('name = "gs-eu"\nrole = "game_server"', 'name = "peer"\nrole = "peer"'), "named after a configured peer"),
+    (('log_level = "info"', 'log_level = "info"\nsync_doc_bytes_max = 10'), "sync quota"),
     (('id = "us"\nurl', 'id = "eu"\nurl'), "peers"),
     (('ledger_deadline_s = 3', 'ledger_deadline_s = 0.5'), "ledger_attempt_timeout_s"),
     (('role = "game_server"', 'role = "edge"'), "roles"),
@@ -60,3 +61,11 @@ def test_the_documented_config_loads_with_paths_relative_to_the_file(tmp_path):
 def test_config_mistakes_are_refused_by_name(tmp_path, change, message):
     with pytest.raises(ConfigError, match=message):
         load(write(tmp_path, CONFIG.replace(*change)))
+
+
+def test_crdt_client_id_is_legacy_and_peer_credentials_are_named_after_their_edge(tmp_path):
+    text = CONFIG.replace('crdt_client_id = 1\n', '').replace('name = "gs-eu"\nrole = "game_server"',
+                                                               'name = "us"\nrole = "peer"')
+    cfg = load(write(tmp_path, text))
+    assert [(t.name, t.role) for t in cfg.tokens] == [("us", "peer")]
+    assert cfg.limits.sync_doc_bytes_max == 256 * 1024

@@ -8,7 +8,7 @@ import time
 import aiohttp
 from openapi_spec_validator import validate as validate_openapi
 
-from tests.edge.conftest import PEER, eventually
+from tests.edge.conftest import eventually, peer_token
 
 BET = {"player_id": "p1", "currency": "EUR", "amount_minor": 500, "round_id": "r1", "game_id": "slots"}
 
@@ -125,12 +125,12 @@ async def test_ledger_down_money_fails_fast_with_503_while_state_reads_answer(ed
 
 
 async def test_requests_are_authenticated_validated_and_bounded(edges, http):
-    e = await edges("eu")
+    e = await edges("eu", "us")
     eu = e.url("eu")
     async with aiohttp.ClientSession() as anon:
         async with anon.post(eu + "/v1/bets", json=bet(1)) as r:
             assert r.status == 401
-        async with anon.post(eu + "/v1/bets", json=bet(1), headers={"Authorization": f"Bearer {PEER}"}) as r:
+        async with anon.post(eu + "/v1/bets", json=bet(1), headers={"Authorization": f"Bearer {peer_token('us')}"}) as r:
             assert r.status == 403
     status, body = await post(http, eu + "/v1/bets", {**bet(1), "amount_minor": 1.5})
     assert status == 400 and body["field"] == "amount_minor"

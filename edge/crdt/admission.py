@@ -1,0 +1,352 @@
+"""Admission of a peer's CRDT update (pure: no I/O): checked whole before it is applied.
+
+Peers are hostile until checked. An update is admitted only if all of these hold:
+
+- the document is of a known kind with well-formed ids (`jackpot/<id>`, `bonus/<player>`,
+  `session/<player>/<game>`), and a jackpot document names a jackpot the ledger confirmed;
+- it parses as a Yjs v1 update holding only slot values (`edge.crdt.yupdate`);
+- every item sits under the root map `slots` at the key of the edge that authored it, the owner
+  of its client id (`edge.crdt.identity`); an item that continues another (a map overwrite names
+  its predecessor as origin) sits at its origin's key, and when that origin is not here yet it
+  must at least share its owner. Items of other edges relayed by this peer pass like their own.
+- its delete set is trimmed before it is applied: deletions of items not seen yet are dropped
+  (pycrdt would keep them pending and apply them later, unchecked; anti-entropy resends them with
+  their items), and so are deletions that would leave a slot without a value (see `admit`): a
+  peer cannot blank another edge's slot (short of forging that edge's items, see below);
+- applied to a scratch copy, all of it is integrated (nothing left pending for later, unchecked),
+  every changed slot decodes strictly (`edge.crdt.slots`) with a write time not ahead of `now` by more
+  than the allowed skew, a jackpot slot's epoch is not beyond the ledger's, and the document's
+  encoded size stays within the quota.
+
+What this cannot stop: client ids are not signed, so a peer holding a valid credential can still
+forge items under another edge's client id (relays must pass). Such forgeries are bounded by the
+value checks (types, ranges, an epoch the ledger confirmed, write times) and reconciliation
+rewrites an edge's own slot from the ledger; signing updates is the next step if that matters.
+
+A refusal names a stable `reason` (a metric label). A refusal that is `deferred` is not the peer's
+fault: this edge lacks a ledger fact to decide (a jackpot not confirmed yet, an epoch newer than the
+one it knows); the caller asks the ledger and anti-entropy brings the update again.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+from pycrdt import Doc, Map
+
+from edge.crdt import yupdate
+from edge.crdt.identity import Owners
+from edge.crdt.protocol import decode_state_vector
+from edge.crdt.slots import (
+    BONUS,
+    JACKPOT,
+    SESSION,
+    SLOTS,
+    BadSlot,
+    BonusSlot,
+    JackpotSlot,
+    SessionRecord,
+)
+from shared.ids import is_id
+
+PARTS = {JACKPOT: 1, BONUS: 1, SESSION: 2}
+
+# Stable reasons (metric label values).
+UNKNOWN_DOC = "unknown_doc"
+UNKNOWN_JACKPOT = "unknown_jackpot"
+MALFORMED = "malformed"
+UNSUPPORTED = "unsupported"
+FOREIGN_AUTHOR = "foreign_author"
+INVALID_VALUE = "invalid_value"
+EPOCH_AHEAD = "epoch_ahead"
+DOC_QUOTA = "doc_quota"
+PEER_QUOTA = "peer_quota"
+UNVERIFIED_JACKPOT = "unverified_jackpot"  # deferred
+UNVERIFIED_EPOCH = "unverified_epoch"  # deferred
+UNVERIFIED_GAP = "unverified_gap"  # deferred
+REASONS = (UNKNOWN_DOC, UNKNOWN_JACKPOT, MALFORMED, UNSUPPORTED, FOREIGN_AUTHOR, INVALID_VALUE,
+           EPOCH_AHEAD, DOC_QUOTA, PEER_QUOTA, UNVERIFIED_JACKPOT, UNVERIFIED_EPOCH, UNVERIFIED_GAP)
+
+
+class JackpotFacts(Protocol):
+    """What this edge learned from the ledger about jackpots."""
+
+    def epoch(self, jackpot_id: str) -> int | None:
+        """The ledger's current epoch of a confirmed jackpot; None if not confirmed (yet)."""
+
+    def missing(self, jackpot_id: str) -> bool:
+        """The ledger said it has no such jackpot."""
+
+    def asked_recently(self, jackpot_id: str) -> bool:
+        """The epoch was read from the ledger just now: a slot beyond it is the peer's fault."""
+
+
+@dataclass(frozen=True)
+class Rules:
+    owners: Owners
+    jackpots: JackpotFacts
+    doc_bytes_max: int
+    session_state_bytes_max: int
+    now: float
+    ts_skew_s: float = 300.0  # write times further in the future are refused (session last-writer-wins)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    update: bytes | None  # what to apply (unseen deletions dropped); None: refused
+    reason: str = ""
+    detail: str = ""
+    deferred: bool = False
+
+    @property
+    def admitted(self) -> bool:
+        return self.update is not None
+
+
+def refuse(reason: str, detail: str, deferred: bool = False) -> Verdict:
+    return Verdict(None, reason, detail, deferred)
+
+
+def check_name(name: str) -> Verdict | None:
+    """A refusal for a document name of no known kind, else None."""
+    kind, _, rest = name.partition("/")
+    parts = rest.split("/")
+    if kind not in PARTS or len(parts) != PARTS[kind] or not all(is_id(p) for p in parts):
+        return refuse(UNKNOWN_DOC, f"no such document kind or malformed name: {name[:80]!r}")
+    return None
+
+
+def check_jackpot_missing(name: str, facts: JackpotFacts) -> Verdict | None:
+    """A refusal for a jackpot document the ledger said does not exist, else None."""
+    kind, _, jackpot_id = name.partition("/")
+    if kind == JACKPOT and facts.missing(jackpot_id):
+        return refuse(UNKNOWN_JACKPOT, f"the ledger has no jackpot {jackpot_id!r}")
+    return None
+
+
+def check_jackpot(name: str, facts: JackpotFacts) -> Verdict | None:
+    kind, _, jackpot_id = name.partition("/")
+    if kind != JACKPOT:
+        return None
+    if facts.missing(jackpot_id):
+        return refuse(UNKNOWN_JACKPOT, f"the ledger has no jackpot {jackpot_id!r}")
+    if facts.epoch(jackpot_id) is None:
+        return refuse(UNVERIFIED_JACKPOT, f"jackpot {jackpot_id!r} not confirmed by the ledger yet", deferred=True)
+    return None
+
+
+def admit(name: str, doc: Doc, update: bytes, rules: Rules) -> Verdict:
+    """Check `update` for the live document `name` (`doc` is not changed)."""
+    refused = check_name(name) or check_jackpot(name, rules.jackpots)
+    if refused is not None:
+        return refused
+    try:
+        parsed = yupdate.parse(update)
+    except yupdate.MalformedUpdate as e:
+        return refuse(MALFORMED, str(e))
+    except yupdate.UnsupportedUpdate as e:
+        return refuse(UNSUPPORTED, str(e))
+    held_bytes = doc.get_update()
+    held = _held(held_bytes)
+    known = _resolve(held.items, _Keys())[0]
+    refused = _check_authors(parsed, known, rules.owners)
+    if refused is not None:
+        return refused
+    # Yjs sends a document's whole delete set with every diff. Deletions of items not seen here yet
+    # are dropped (pycrdt would keep them pending and apply them later, unchecked; anti-entropy
+    # resends them with their items). And an honest edge that saw eu's newer value "deletes" eu's
+    # older one, which may still be eu's current value here while the newer one is not (or cannot
+    # yet be integrated): such deletions are dropped too, so no update ever blanks a slot.
+    # Nothing is lost: integrating an overwrite deletes its predecessor.
+    deletes = _reachable_deletes(parsed, _state(doc))
+    before = _values(doc)
+    try:
+        scratch = _trial(held_bytes, yupdate.with_deletes(update, parsed, deletes))
+        blanked = set(before) - set(_values(scratch))
+        if blanked:
+            current = {(i.client, i.clock) for i in held.items
+                       if not i.deleted and i.length == 1 and known.key_of((i.client, i.clock)) in blanked}
+            deletes = _sparing(deletes, current)
+        if deletes != parsed.deletes:
+            update = yupdate.with_deletes(update, parsed, deletes)
+            if blanked:
+                scratch = _trial(held_bytes, update)
+    except yupdate.MalformedUpdate as e:
+        return refuse(MALFORMED, str(e))
+    integrated = decode_state_vector(scratch.get_state())
+    if any(i.clock + i.length > integrated.get(i.client, 0) for i in parsed.items):
+        # Items that continue items not here yet would stay pending and be integrated later, when
+        # their predecessors arrive, without being checked: the whole update waits for them.
+        return refuse(UNVERIFIED_GAP, "the update continues items not received yet", deferred=True)
+    refused = _check_values(name, before, _values(scratch), rules)
+    if refused is not None:
+        return refused
+    size = len(scratch.get_update())
+    if size > rules.doc_bytes_max:
+        return refuse(DOC_QUOTA, f"{name} would hold {size} bytes (quota {rules.doc_bytes_max})")
+    return Verdict(update)
+
+
+# --- authors ----------------------------------------------------------------------------------
+
+
+class _Keys:
+    """Map key of every item by id range: client -> [(clock, length, key)]."""
+
+    def __init__(self) -> None:
+        self._ranges: dict[int, list[tuple[int, int, str]]] = {}
+
+    def add(self, item: yupdate.Item, key: str) -> None:
+        self._ranges.setdefault(item.client, []).append((item.clock, item.length, key))
+
+    def key_of(self, item_id: tuple[int, int]) -> str | None:
+        client, clock = item_id
+        for start, length, key in self._ranges.get(client, ()):
+            if start <= clock < start + length:
+                return key
+        return None
+
+
+def _resolve(items: list[yupdate.Item], known: _Keys) -> tuple[_Keys, list[yupdate.Item]]:
+    """Keys of `items` (written, or inherited from their origins here or in `known`); and the
+    items whose origin is in neither."""
+    keys, todo = _Keys(), []
+    for item in items:
+        if item.origin is None and item.right_origin is None:
+            if item.root == SLOTS and item.key is not None:
+                keys.add(item, item.key)
+            # else: not a slot (another root, a nested type, no key): left unresolved
+        else:
+            todo.append(item)
+    progress = True
+    while todo and progress:  # origins may come later in the update: repeat until nothing resolves
+        progress, rest = False, []
+        for item in todo:
+            origin = item.origin or item.right_origin
+            assert origin is not None
+            key = keys.key_of(origin) or known.key_of(origin)
+            if key is None:
+                rest.append(item)
+            else:
+                keys.add(item, key)
+                progress = True
+        todo = rest
+    return keys, todo
+
+
+def _held(held: bytes) -> yupdate.Update:
+    try:
+        return yupdate.parse(held)
+    except ValueError:  # held from before admission existed: origins into it count as unresolved
+        return yupdate.Update()
+
+
+def _check_authors(parsed: yupdate.Update, known: _Keys, owners: Owners) -> Verdict | None:
+    keys, unresolved = _resolve(parsed.items, known)
+    unresolved_ids = {(i.client, i.clock) for i in unresolved}
+    for item in parsed.items:
+        author = owners.owner(item.client)
+        if author is None:
+            return refuse(FOREIGN_AUTHOR, f"client {item.client} belongs to no edge of this cluster")
+        if (item.client, item.clock) in unresolved_ids:
+            origin = item.origin or item.right_origin
+            if origin is None:
+                return refuse(UNSUPPORTED, "an item outside the slots map")
+            if owners.owner(origin[0]) != author:
+                return refuse(FOREIGN_AUTHOR, f"{author}'s item continues an unseen item of another edge")
+            continue
+        key = keys.key_of((item.client, item.clock))
+        if key is None:
+            return refuse(UNSUPPORTED, "an item outside the slots map")
+        if key != author:
+            return refuse(FOREIGN_AUTHOR, f"{author}'s item writes the slot {str(key)[:40]!r}")
+    return None
+
+
+def _state(doc: Doc) -> dict[int, int]:
+    return decode_state_vector(doc.get_state())
+
+
+def _reachable_deletes(parsed: yupdate.Update, state: dict[int, int]) -> list[tuple[int, int, int]]:
+    """Deletions clipped to the items held here or brought by the update."""
+    reach = dict(state)
+    for item in parsed.items:
+        reach[item.client] = max(reach.get(item.client, 0), item.clock + item.length)
+    kept = []
+    for client, clock, length in parsed.deletes:
+        end = min(clock + length, reach.get(client, 0))
+        if end > clock:
+            kept.append((client, clock, end - clock))
+    return kept
+
+
+def _sparing(deletes: list[tuple[int, int, int]], spared: set[tuple[int, int]]) -> list[tuple[int, int, int]]:
+    """`deletes` without the single item ids in `spared`."""
+    out = []
+    for client, clock, length in deletes:
+        end = clock + length
+        for cut in sorted(c for (cl, c) in spared if cl == client and clock <= c < end):
+            if cut > clock:
+                out.append((client, clock, cut - clock))
+            clock = cut + 1
+        if end > clock:
+            out.append((client, clock, end - clock))
+    return out
+
+
+def _trial(held_bytes: bytes, update: bytes) -> Doc:
+    scratch: Doc[Any] = Doc()
+    scratch.apply_update(held_bytes)
+    try:
+        scratch.apply_update(update)
+    except BaseException as e:  # pycrdt raises a BaseException (a Rust panic) on some bad input
+        if isinstance(e, (KeyboardInterrupt, SystemExit)):
+            raise
+        raise yupdate.MalformedUpdate(f"pycrdt refused it: {type(e).__name__}") from None
+    return scratch
+
+
+# --- values -----------------------------------------------------------------------------------
+
+
+def _values(doc: Doc) -> dict[str, Any]:
+    return dict(doc.get(SLOTS, type=Map).items())
+
+
+def _check_values(name: str, before: dict[str, Any], after: dict[str, Any], rules: Rules) -> Verdict | None:
+    kind, _, key = name.partition("/")
+    for edge, value in after.items():
+        if edge in before and before[edge] == value:
+            continue
+        try:
+            ts = _check_value(kind, value, rules)
+        except BadSlot as e:
+            return refuse(INVALID_VALUE, f"slot {edge!r}: {e}")
+        if not math.isfinite(ts) or ts > rules.now + rules.ts_skew_s:
+            return refuse(INVALID_VALUE, f"slot {edge!r}: write time {ts} is in the future")
+        if kind == JACKPOT:
+            epoch = JackpotSlot.decode(value).epoch
+            known = rules.jackpots.epoch(key)
+            if known is None:
+                return refuse(UNVERIFIED_JACKPOT, f"jackpot {key!r} not confirmed", deferred=True)
+            if epoch > known and rules.jackpots.asked_recently(key):
+                return refuse(EPOCH_AHEAD, f"slot {edge!r}: epoch {epoch} beyond the ledger's {known}")
+            if epoch > known:
+                return refuse(UNVERIFIED_EPOCH, f"slot {edge!r}: epoch {epoch} beyond the ledger's {known} known here",
+                              deferred=True)
+    return None
+
+
+def _check_value(kind: str, value: Any, rules: Rules) -> float:
+    if kind == JACKPOT:
+        return JackpotSlot.decode(value).ts
+    if kind == BONUS:
+        return BonusSlot.decode(value).ts
+    record = SessionRecord.decode(value)
+    if len(record.state_json.encode()) > rules.session_state_bytes_max:
+        raise BadSlot(f"state larger than {rules.session_state_bytes_max} bytes")
+    orjson.loads(record.state_json)
+    return record.ts

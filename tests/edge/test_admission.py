@@ -1,0 +1,146 @@
+"""Admission of single peer updates (pure): each hostile shape is refused with its reason and
+changes nothing; deletions that would blank another edge's slot are dropped from the update."""
+
+from __future__ import annotations
+
+import pytest
+from pycrdt import Doc, Map
+
+from edge.crdt import admission
+from edge.crdt.identity import Owners, fresh_client_id
+
+OWNERS = Owners(("apac", "eu", "us"))
+T0 = 1.8e9
+
+
+class Facts:
+    def __init__(self, epoch: int | None = 1, recently: bool = True, missing: bool = False) -> None:
+        self._epoch, self._recently, self._missing = epoch, recently, missing
+
+    def epoch(self, jackpot_id: str) -> int | None:
+        return self._epoch
+
+    def missing(self, jackpot_id: str) -> bool:
+        return self._missing
+
+    def asked_recently(self, jackpot_id: str) -> bool:
+        return self._recently
+
+
+def rules(facts: Facts | None = None, doc_bytes_max: int = 1 << 16) -> admission.Rules:
+    return admission.Rules(OWNERS, facts or Facts(), doc_bytes_max=doc_bytes_max, session_state_bytes_max=4096,
+                           now=T0 + 100)
+
+
+def jp(epoch: int = 1, p: int = 5, ts: float = T0) -> dict:
+    return {"epoch": epoch, "p": p, "n": 0, "seed": 1000, "currency": "EUR", "ts": ts}
+
+
+def edit(doc: Doc, change) -> bytes:
+    before = doc.get_state()
+    change(doc.get("slots", type=Map))
+    return doc.get_update(before)
+
+
+def writer(edge: str, offset: float = 0.0, held: Doc | None = None) -> Doc:
+    doc = Doc(client_id=fresh_client_id(edge, T0 + offset))
+    if held is not None:
+        doc.apply_update(held.get_update())
+    return doc
+
+
+def receiver() -> Doc:
+    """eu's replica, holding eu's and us's slots."""
+    doc = Doc(client_id=fresh_client_id("eu", T0 + 50))
+    doc.apply_update(edit(writer("eu", 1), lambda s: s.__setitem__("eu", jp(p=10))))
+    doc.apply_update(edit(writer("us", 2), lambda s: s.__setitem__("us", jp(p=20))))
+    return doc
+
+
+def admit(doc: Doc, update: bytes, name: str = "jackpot/mega", **kw) -> admission.Verdict:
+    return admission.admit(name, doc, update, rules(**kw))
+
+
+def test_an_edge_writing_its_own_slot_is_admitted():
+    doc = receiver()
+    verdict = admit(doc, edit(writer("apac", 3), lambda s: s.__setitem__("apac", jp(p=7))))
+    assert verdict.admitted and verdict.update is not None
+    doc.apply_update(verdict.update)
+    assert sorted(doc.get("slots", type=Map).to_py()) == ["apac", "eu", "us"]
+
+
+@pytest.mark.parametrize("key", ["zzz", "eu"])
+def test_writing_another_slot_is_refused(key):
+    verdict = admit(receiver(), edit(writer("apac", 3), lambda s: s.__setitem__(key, jp(p=99))))
+    assert (verdict.admitted, verdict.reason) == (False, "foreign_author")
+
+
+def test_a_client_id_of_no_edge_in_the_cluster_is_refused():
+    verdict = admit(receiver(), edit(Doc(client_id=12345), lambda s: s.__setitem__("apac", jp())))
+    assert verdict.reason == "foreign_author"
+
+
+def test_a_delete_of_another_edges_current_value_is_dropped_from_the_update():
+    doc = receiver()
+    hostile = writer("apac", 3, held=doc)
+    verdict = admit(doc, edit(hostile, lambda s: s.pop("eu")))
+    assert verdict.admitted and verdict.update is not None
+    doc.apply_update(verdict.update)
+    assert doc.get("slots", type=Map).to_py()["eu"]["p"] == 10
+
+
+def test_a_delete_of_items_not_seen_yet_is_dropped_and_never_applied_later():
+    doc = receiver()
+    eu_later = writer("eu", 1, held=doc)
+    newer = edit(eu_later, lambda s: s.__setitem__("eu", jp(p=11)))  # not delivered yet
+    hostile = writer("apac", 3, held=eu_later)
+    verdict = admit(doc, edit(hostile, lambda s: s.pop("eu")))
+    assert verdict.admitted and verdict.update is not None
+    doc.apply_update(verdict.update)
+    assert admit(doc, newer).admitted
+    doc.apply_update(newer)
+    assert doc.get("slots", type=Map).to_py()["eu"]["p"] == 11  # not deleted on arrival
+
+
+def test_a_nested_type_is_unsupported_and_garbage_is_malformed():
+    nested = edit(writer("apac", 3), lambda s: s.__setitem__("apac", Map({"a": 1})))
+    assert admit(receiver(), nested).reason == "unsupported"
+    assert admit(receiver(), b"\x01\xff\xff").reason == "malformed"
+    good = edit(writer("apac", 3), lambda s: s.__setitem__("apac", jp()))
+    assert admit(receiver(), good[:-3]).reason == "malformed"
+
+
+def test_an_update_continuing_an_unseen_item_is_deferred_not_left_pending():
+    apac = writer("apac", 3)
+    edit(apac, lambda s: s.__setitem__("apac", jp(p=1)))  # never delivered
+    second = edit(apac, lambda s: s.__setitem__("apac", jp(p=2)))
+    verdict = admit(receiver(), second)
+    assert (verdict.admitted, verdict.reason, verdict.deferred) == (False, "unverified_gap", True)
+
+
+@pytest.mark.parametrize("value, reason", [
+    ({**jp(), "epoch": "x"}, "invalid_value"),
+    ({**jp(), "ts": "abc"}, "invalid_value"),
+    ({**jp(), "ts": T0 + 10**6}, "invalid_value"),
+    ({**jp(), "p": -1}, "invalid_value"),
+    ({**jp(), "extra": 1}, "invalid_value"),
+    (jp(epoch=1_000_000), "epoch_ahead"),
+])
+def test_bad_jackpot_values_are_refused(value, reason):
+    verdict = admit(receiver(), edit(writer("apac", 3), lambda s: s.__setitem__("apac", value)))
+    assert (verdict.admitted, verdict.reason) == (False, reason)
+
+
+def test_unconfirmed_jackpots_and_epochs_are_deferred_and_missing_ones_refused():
+    update = edit(writer("apac", 3), lambda s: s.__setitem__("apac", jp(epoch=2)))
+    assert admit(receiver(), update, facts=Facts(recently=False)).reason == "unverified_epoch"
+    assert admit(receiver(), update, facts=Facts(epoch=None)).reason == "unverified_jackpot"
+    assert admit(receiver(), update, facts=Facts(missing=True)).reason == "unknown_jackpot"
+    assert admit(receiver(), update, facts=Facts(epoch=2)).admitted
+
+
+def test_documents_of_unknown_kinds_and_oversized_documents_are_refused():
+    update = edit(writer("apac", 3), lambda s: s.__setitem__("apac", jp()))
+    for name in ("nonsense/x", "jackpot/a/b", "jackpot/", "session/p1"):
+        assert admit(receiver(), update, name=name).reason == "unknown_doc"
+    assert admit(receiver(), update, doc_bytes_max=100).reason == "doc_quota"

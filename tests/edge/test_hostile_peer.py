@@ -1,0 +1,296 @@
+"""Peers are hostile until checked: a websocket client holding one edge's peer credential tries the
+reproduced attacks against real edges in process (fake ledger), and every one is refused, logged
+and counted while honest traffic goes on."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import random
+import sqlite3
+import time
+from typing import Any
+
+import aiohttp
+import orjson
+from pycrdt import Doc, Map
+
+from edge.crdt import protocol
+from edge.crdt.identity import fresh_client_id
+from edge.http import HEALTH, HUB, SERVICE
+from shared.web import REGISTRY_KEY
+from tests.edge.conftest import eventually, peer_headers
+
+RNG = random.Random(8)
+
+
+def metric(server: Any, name: str, **labels: str) -> float:
+    return server.app[REGISTRY_KEY].get_sample_value(name, labels) or 0.0
+
+
+class Hostile:
+    """A websocket client speaking /v1/sync as `edge_id` with that edge's credential, writing with
+    a pycrdt client id of `edge_id` (or any other it chooses)."""
+
+    def __init__(self, edge_id: str, client_id: int | None = None) -> None:
+        self.edge_id = edge_id
+        self.client_id = client_id or fresh_client_id(edge_id, time.time())
+        self.docs: dict[str, Doc] = {}
+        self.http: aiohttp.ClientSession | None = None
+        self.ws: aiohttp.ClientWebSocketResponse | None = None
+
+    async def connect(self, url: str, *, claim: str | None = None) -> str | None:
+        self.http = aiohttp.ClientSession()
+        self.ws = await self.http.ws_connect(url + "/v1/sync", headers=peer_headers(self.edge_id),
+                                             max_msg_size=8 << 20)
+        await self.ws.send_str(orjson.dumps({"edge": claim or self.edge_id}).decode())
+        msg = await asyncio.wait_for(self.ws.receive(), 5)
+        return orjson.loads(msg.data)["edge"] if msg.type == aiohttp.WSMsgType.TEXT else None
+
+    async def close(self) -> None:
+        if self.ws is not None:
+            await self.ws.close()
+        if self.http is not None:
+            await self.http.close()
+
+    async def write(self, name: str, key: str, value: Any) -> None:
+        """Each write from a fresh document and client id of the edge: it depends on nothing the
+        edge may have refused before."""
+        self.client_id = fresh_client_id(self.edge_id, time.time() + RNG.random())
+        doc = self.docs[name] = Doc(client_id=self.client_id)
+        before = doc.get_state()
+        doc.get("slots", type=Map)[key] = value
+        await self.send([(name, protocol.update_message(doc.get_update(before)))])
+
+    async def send(self, entries: list[tuple[str, bytes]]) -> None:
+        assert self.ws is not None
+        await self.ws.send_bytes(protocol.encode_frame(entries))
+
+
+def jackpot_slot(epoch: int, p: int, ts: float = 1.0, **kw: Any) -> dict[str, Any]:
+    return {"epoch": epoch, "p": p, "n": 0, "seed": 1000, "currency": "EUR", "ts": ts, **kw}
+
+
+async def get(http, url):
+    async with http.get(url) as r:
+        return r.status, await r.json()
+
+
+async def rejected(server, peer: str, reason: str) -> float:
+    return metric(server, "edge_sync_rejected_updates_total", peer=peer, reason=reason)
+
+
+async def test_the_jackpot_rewrite_and_the_fake_jackpot_are_refused_and_counted(edges, http):
+    e = await edges("apac", "eu")  # eu lists apac as a peer; apac itself is the test
+    await e.stop("apac")
+    eu, server = e.url("eu"), e.servers["eu"]
+    await get(http, eu + "/v1/jackpots/mega")  # eu learns mega (epoch 1) from the ledger
+    apac = Hostile("apac")
+    assert await apac.connect(eu) == "eu"
+    try:
+        await apac.write("jackpot/mega", "zzz", jackpot_slot(1_000_000, 99_999_999))  # the reproduction
+        await apac.write("jackpot/mega", "eu", jackpot_slot(1, 99_999_999))  # another edge's slot
+        await apac.write("jackpot/FAKE-JACKPOT", "apac", jackpot_slot(1, 10**12))  # a jackpot the ledger lacks
+        await apac.write("jackpot/mega", "apac", jackpot_slot(1_000_000, 5))  # an epoch the ledger never had
+        await apac.write("nonsense/x", "apac", {"a": 1})
+        await apac.write("jackpot/mega", "apac", jackpot_slot(1, 7, ts=2.0))  # honest: shown
+
+        async def honest_one_shown():
+            status, body = await get(http, eu + "/v1/jackpots")
+            return status == 200 and [(j["jackpot_id"], j["epoch"], j["by_edge"]) for j in body["jackpots"]] == [
+                ("mega", 1, {"apac": 7, "eu": 0})]
+        await eventually(honest_one_shown, timeout_s=5)
+        assert await rejected(server, "apac", "foreign_author") == 2
+        assert await rejected(server, "apac", "unknown_jackpot") == 1
+        assert await rejected(server, "apac", "epoch_ahead") == 1
+        assert await rejected(server, "apac", "unknown_doc") == 1
+        assert (await get(http, eu + "/v1/jackpots/mega"))[1]["display_minor"] == 1000 + 7
+    finally:
+        await apac.close()
+
+
+async def test_a_credential_claims_only_its_own_edge_and_cannot_take_over_a_real_link(edges, http):
+    e = await edges("apac", "eu", "us")
+    us, server = e.url("us"), e.servers["us"]
+
+    async def linked():
+        return sorted(server.app[HUB].links) == ["apac", "eu"]
+    await eventually(linked)
+    intruder = Hostile("apac")  # apac's credential, claiming eu
+    try:
+        assert await intruder.connect(us, claim="eu") is None
+    finally:
+        await intruder.close()
+    assert metric(server, "edge_sync_refused_links_total", reason="claimed_other_edge") == 1
+    assert await linked()
+    body = (await get(http, us + "/readyz"))[1]
+    assert body["peers_connected"] == ["apac", "eu"]
+
+
+async def test_malformed_values_are_refused_and_never_break_reads_or_background_tasks(edges, http):
+    e = await edges("apac", "eu")
+    await e.stop("apac")
+    eu, server = e.url("eu"), e.servers["eu"]
+    await get(http, eu + "/v1/jackpots/mega")
+    apac = Hostile("apac")
+    assert await apac.connect(eu) == "eu"
+    try:
+        await apac.write("jackpot/mega", "apac", {**jackpot_slot(1, 1), "epoch": "x"})  # the reproduction
+        await apac.write("session/p1/g1", "apac", {"state": "{}", "updated_at": "t", "ts": "abc"})  # the other
+        await apac.write("session/p1/g1", "apac", {"state": "{}", "updated_at": "t", "ts": 1e18})  # LWW forever
+        await apac.write("session/p1/g2", "apac", {"state": '{"ok": 1}', "updated_at": "t", "ts": 5.0})
+
+        async def session_shown():
+            status, body = await get(http, eu + "/v1/players/p1/session")
+            return status == 200 and list(body["games"]) == ["g2"]
+        await eventually(session_shown, timeout_s=5)
+        assert await rejected(server, "apac", "invalid_value") == 3
+        assert (await get(http, eu + "/v1/jackpots"))[0] == 200
+    finally:
+        await apac.close()
+    # A bad value already on disk (from before admission existed) is skipped by reads and counted.
+    state = server.app[SERVICE].state
+    state.write("jackpot/mega", lambda d: d.get("slots", type=Map).__setitem__("apac", {"epoch": "x"}))
+    status, body = await get(http, eu + "/v1/jackpots")
+    assert status == 200 and body["jackpots"][0]["by_edge"] == {"eu": 0}
+    assert metric(server, "edge_crdt_invalid_slots_total", doc="jackpot") >= 1
+    # A jackpot the ledger does not know, stored before admission existed, leaves the list once
+    # the reconciler's sweep asked the ledger about it.
+    await state.doc("jackpot/FAKE-JACKPOT")
+    state.write("jackpot/FAKE-JACKPOT", lambda d: d.get("slots", type=Map).__setitem__("apac", jackpot_slot(1, 10**12)))
+
+    async def fake_gone():
+        return [j["jackpot_id"] for j in (await get(http, eu + "/v1/jackpots"))[1]["jackpots"]] == ["mega"]
+    await eventually(fake_gone, timeout_s=5)
+    # ... and the reconciler keeps running over the bad values: the sweep still repairs eu's own slot.
+    state.write("jackpot/mega", lambda d: d.get("slots", type=Map).__setitem__("eu", jackpot_slot(1, 555)))
+
+    async def repaired():
+        return (await get(http, eu + "/v1/jackpots/mega"))[1]["by_edge"] == {"eu": 0}
+    await eventually(repaired, timeout_s=5)
+
+
+async def test_a_background_task_that_keeps_failing_is_counted_turns_readyz_red_and_recovers(edges, http):
+    e = await edges("eu")
+    eu, server = e.url("eu"), e.servers["eu"]
+    reconciler = server.app[SERVICE].reconciler
+    real = reconciler.reconcile
+    broken = {"on": True}
+
+    async def flaky(name):
+        if broken["on"]:
+            raise ValueError("a bug")
+        await real(name)
+    reconciler.reconcile = flaky
+    reconciler.mark_dirty(["jackpot/mega"])
+    server.app[SERVICE].reconciler.mark_dirty(["jackpot/mega"])
+
+    async def red():
+        reconciler.mark_dirty(["jackpot/mega"])
+        status, body = await get(http, eu + "/readyz")
+        return status == 503 and body["background_failing"] == ["reconcile"]
+    await eventually(red, timeout_s=8)
+    assert metric(server, "edge_background_failures_total", task="reconcile") >= 5
+    assert metric(server, "edge_background_task_failing", task="reconcile") == 1
+    broken["on"] = False
+
+    async def green():
+        return (await get(http, eu + "/readyz"))[0] == 200
+    await eventually(green, timeout_s=5)
+    assert server.app[HEALTH].failing() == []
+
+
+async def test_a_dialer_survives_a_bug_in_its_link(edges, http):
+    e = await edges("eu", "us")
+    hub = e.servers["eu"].app[HUB]  # eu dials us
+    real, calls = hub._run, {"n": 0}
+
+    async def buggy(peer, ws):
+        calls["n"] += 1
+        if calls["n"] <= 2:
+            raise KeyError("a bug")
+        await real(peer, ws)
+    await e.stop("us")
+    hub._run = buggy
+    await e.start("us")
+
+    async def relinked():
+        return "us" in hub.links
+    await eventually(relinked, timeout_s=8)
+    assert metric(e.servers["eu"], "edge_background_failures_total", task="sync-dial-us") == 2
+
+
+async def test_oversized_updates_are_refused_by_document_and_peer_quotas(edges, http, tmp_path):
+    e = await edges("apac", "eu")
+    await e.stop("apac")
+    await e.stop("eu")
+    limits = dataclasses.replace(e.config("eu").limits, sync_doc_bytes_max=1024, sync_peer_bytes_per_s=1024,
+                                 sync_peer_bytes_burst=4096)
+    await e.start("eu", limits=limits)
+    eu, server = e.url("eu"), e.servers["eu"]
+    apac = Hostile("apac")
+    assert await apac.connect(eu) == "eu"
+    state = '{"x": "' + "y" * 1500 + '"}'
+    small = '{"x": "' + "y" * 700 + '"}'
+    try:
+        await apac.write("session/p1/big", "apac", {"state": state, "updated_at": "t", "ts": 1.0})
+        for i in range(8):
+            await apac.write(f"session/p1/g{i}", "apac", {"state": small, "updated_at": "t", "ts": 1.0})
+
+        async def counted():
+            return await rejected(server, "apac", "peer_quota") >= 1
+        await eventually(counted, timeout_s=5)
+        assert await rejected(server, "apac", "doc_quota") == 1
+        games = (await get(http, eu + "/v1/players/p1/session"))[1]["games"]
+        assert "big" not in games and 1 <= len(games) <= 6
+    finally:
+        await apac.close()
+
+
+async def test_the_900kb_flood_reaches_neither_the_database_nor_other_edges(edges, http):
+    e = await edges("apac", "eu")
+    await e.stop("apac")
+    eu, server = e.url("eu"), e.servers["eu"]
+    apac = Hostile("apac")
+    assert await apac.connect(eu) == "eu"
+    blob = '{"x": "' + "y" * 900_000 + '"}'
+    try:
+        for i in range(15):
+            await apac.write(f"session/p{i}/g", "apac", {"state": blob, "updated_at": "t", "ts": 1.0})
+
+        async def all_refused():
+            return await rejected(server, "apac", "invalid_value") == 15
+        await eventually(all_refused, timeout_s=10)
+    finally:
+        await apac.close()
+    await server.app[SERVICE].state.store.barrier(5)
+    with sqlite3.connect(e.root / "eu" / "edge.db") as db:
+        stored = db.execute("SELECT coalesce(sum(length(data)), 0) FROM updates").fetchone()[0]
+    assert stored < 10_000
+
+
+async def test_a_restart_that_lost_its_last_write_still_converges_with_peers(edges, http):
+    """Item 12: peers hold a write the restarted edge lost; its next write must not reuse that
+    write's (client id, clock), or the replicas would diverge for good."""
+    e = await edges("eu", "us")
+
+    async def put(edge, v):
+        async with http.put(e.url(edge) + "/v1/players/p1/session/g", json={"state": {"v": v}}) as r:
+            assert r.status == 200
+
+    async def shows(edge, v):
+        status, body = await get(http, e.url(edge) + "/v1/players/p1/session")
+        return status == 200 and body["games"].get("g", {}).get("state") == {"v": v}
+
+    await put("eu", 1)
+    await put("eu", 2)
+    await eventually(lambda: shows("us", 2))
+    await e.stop("eu")
+    with sqlite3.connect(e.root / "eu" / "edge.db") as db:  # the last write never reached eu's disk
+        last = db.execute("SELECT max(id) FROM updates WHERE doc = 'session/p1/g'").fetchone()[0]
+        db.execute("DELETE FROM updates WHERE id = ?", (last,))
+        db.execute("UPDATE docs SET n = n - 1 WHERE name = 'session/p1/g'")
+    await e.start("eu")
+    await put("eu", 3)
+    await eventually(lambda: shows("us", 3))
+    await eventually(lambda: shows("eu", 3))
