@@ -144,3 +144,26 @@ def test_documents_of_unknown_kinds_and_oversized_documents_are_refused():
     for name in ("nonsense/x", "jackpot/a/b", "jackpot/", "session/p1"):
         assert admit(receiver(), update, name=name).reason == "unknown_doc"
     assert admit(receiver(), update, doc_bytes_max=100).reason == "doc_quota"
+
+
+def test_counters_past_2_53_split_into_pairs_are_admitted_and_read_back_exactly():
+    """Displays stay exact past 2**53 (several p/n pairs); a peer's slot in that shape passes
+    admission and decodes to the same sums, while a malformed pair list is refused."""
+    from edge.crdt.slots import BonusSlot, JackpotSlot
+
+    big = 10 * 10**15 + 7  # ten bets of 10**15 and a bit: beyond 2**53
+    jackpot = JackpotSlot(1, big, 3, 1000, "EUR", T0)
+    assert "high" in jackpot.encode() and JackpotSlot.decode(jackpot.encode()) == jackpot
+    doc = receiver()
+    verdict = admit(doc, edit(writer("apac", 3), lambda s: s.__setitem__("apac", jackpot.encode())))
+    assert verdict.admitted, verdict.reason
+    bonus = BonusSlot({"welcome": (big, 1)}, T0)
+    assert BonusSlot.decode(bonus.encode()) == bonus
+    bonus_doc = Doc(client_id=fresh_client_id("eu", T0 + 50))
+    verdict = admit(bonus_doc, edit(writer("apac", 3), lambda s: s.__setitem__("apac", bonus.encode())),
+                    name="bonus/p1")
+    assert verdict.admitted, verdict.reason
+    odd = {"w": {"welcome": [1, 2, 3]}, "ts": T0}
+    verdict = admit(Doc(client_id=fresh_client_id("eu", T0 + 50)),
+                    edit(writer("apac", 3), lambda s: s.__setitem__("apac", odd)), name="bonus/p1")
+    assert (verdict.admitted, verdict.reason) == (False, "invalid_value")
