@@ -22,7 +22,7 @@ from edge.ledger_client import LedgerClient
 from edge.metrics import EdgeMetrics
 from edge.persist import Store, StoreLimits
 from edge.reconcile import Reconciler
-from edge.service import EdgeService
+from edge.service import EDGE_MONEY_OPS, EdgeService
 from edge.state import EdgeState
 from edge.sync import SyncHub
 from shared import auth
@@ -35,7 +35,6 @@ log = structlog.get_logger("croupier.edge")
 SERVICE = web.AppKey("edge_service", EdgeService)
 HUB = web.AppKey("edge_sync", SyncHub)
 HEALTH = web.AppKey("edge_health", TaskHealth)
-EDGE_MONEY_OPS = ("bet", "win", "rollback", "jackpot_payout", "bonus_claim")
 
 
 def _money_route(op: str) -> Route:

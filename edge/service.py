@@ -63,14 +63,19 @@ def _jackpot_body(jackpot_id: str, view: JackpotView) -> dict[str, Any]:
             "as_of": rfc3339(view.as_of_ts)}
 
 
+EDGE_MONEY_OPS = ("bet", "win", "rollback", "jackpot_payout", "bonus_claim")  # what game servers send here
+
+
 class EdgeService:
     def __init__(self, cfg: EdgeConfig, state: EdgeState, ledger: LedgerClient, reconciler: Reconciler,
                  metrics: EdgeMetrics, hint: Hint = lambda peer, names: None,
                  catalog: JackpotCatalog | None = None) -> None:
         self.cfg = cfg
         self.catalog = catalog or reconciler.catalog
-        for kind in (JACKPOT, BONUS, SESSION):
+        for kind in (JACKPOT, BONUS, SESSION):  # every series exists from the start: a first failure is an increase
             metrics.crdt_invalid_slots_total.labels(kind)
+        for op in EDGE_MONEY_OPS:
+            metrics.effect_failures_total.labels(op)
         self.state = state
         self.ledger = ledger
         self.reconciler = reconciler

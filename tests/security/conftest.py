@@ -55,7 +55,14 @@ class Client:
             return Reply(r.status, r.content_type, raw, dict(r.headers))
 
     async def as_role(self, service: str, role: str, method: str, path: str, **kw: Any) -> Reply:
-        return await self.send(service, method, path, token=self.cluster.tokens[role], **kw)
+        return await self.send(service, method, path, token=self.token(service, role), **kw)
+
+    def token(self, service: str, role: str) -> str:
+        """The cluster's credential of `role` for `service`: a `peer` credential is one edge's own,
+        so an edge is called with the credential of another edge (one of its peers)."""
+        if role == "peer" and service in self.cluster.edge_ids:
+            return self.cluster.peer_token(next(e for e in self.cluster.edge_ids if e != service))
+        return self.cluster.tokens[role]
 
     async def snapshot(self) -> dict[str, Any]:
         """What must not move on a refused request: the journal head and every seeded balance."""

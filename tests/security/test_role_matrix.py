@@ -48,7 +48,7 @@ async def _matrix(client: Client, service: str, routes: list[RouteInfo]) -> list
         for role in sorted(ROLES - route.roles):
             known = role in CLUSTER_ROLES[service]
             status, code = (403, "forbidden") if known else (401, "unauthenticated")
-            reply = await _call(client, service, route, client.cluster.tokens[role], tag)
+            reply = await _call(client, service, route, client.token(service, role), tag)
             if why := _refusal(reply, status, code):
                 wrong.append(f"{route.label} as {role}: {why}, expected {status}")
     return wrong
@@ -60,7 +60,7 @@ async def _right_roles(client: Client, service: str, routes: list[RouteInfo]) ->
         allowed = ["anonymous"] if route.public else sorted(route.roles & CLUSTER_ROLES[service])
         assert allowed, f"{route.label}: no credential of the cluster may call it"
         for role in allowed:
-            token = None if role == "anonymous" else client.cluster.tokens[role]
+            token = None if role == "anonymous" else client.token(service, role)
             reply = await _call(client, service, route, token, f"matrix-{service}")
             if reply.status in (401, 403) or reply.status >= 500:
                 wrong.append(f"{route.label} as {role}: {reply.status} {reply.raw[:200]!r}")
