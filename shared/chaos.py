@@ -16,10 +16,12 @@ import asyncio
 import random
 import signal
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import structlog
 
 from shared.cluster import Cluster
 from shared.verify import Check, check_cluster, fold_journal, read_journal
@@ -28,8 +30,10 @@ ATTEMPTS_MAX = 4
 ATTEMPT_TIMEOUT_S = 2.0
 FAULT_HOLD_S = (1.0, 3.0)
 FAULT_GAP_S = (1.0, 3.0)
-HISTORY_MAX = 200_000
+HISTORY_MAX = 200_000  # operations a run records at most: the workload stops issuing there
 RETRYABLE = {502, 503, 504, 599}
+
+log = structlog.get_logger("croupier.chaos")
 
 
 @dataclass
@@ -53,6 +57,13 @@ class Workload:
     open_rounds: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # player → (round, bet id)
     bets: list[tuple[str, str]] = field(default_factory=list)  # (player, bet id)
     counter: int = 0
+    history_max: int = HISTORY_MAX
+
+    @property
+    def exhausted(self) -> bool:
+        """The history bound is reached: clients stop issuing (each finishes the operation it is in,
+        so the history holds at most `history_max` + 2 per client)."""
+        return len(self.history) >= self.history_max
 
     def next_id(self, kind: str) -> str:
         self.counter += 1
@@ -60,7 +71,6 @@ class Workload:
 
     async def send(self, http: aiohttp.ClientSession, op: Op, url: str, headers: dict[str, str]) -> Op:
         """Send with retries of the same id; classify the final outcome."""
-        assert len(self.history) < HISTORY_MAX, "history bound"
         self.history.append(op)
         for attempt in range(ATTEMPTS_MAX):
             try:
@@ -83,7 +93,7 @@ class Workload:
 
     async def client(self, http: aiohttp.ClientSession, deadline: float, rng: random.Random) -> None:
         gs = self.cluster.headers("game_server")
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not self.exhausted:
             edge = rng.choice(self.cluster.edge_ids)
             base = self.cluster.url(edge)
             player = rng.choice(self.players)
@@ -236,22 +246,81 @@ def _player_balance_after(entries: list[dict[str, Any]]) -> dict[tuple[int, str]
     return out
 
 
+@dataclass
+class ChaosReport:
+    """The verdict of a run: always produced, even when the run itself broke."""
+
+    seed: int
+    checks: list[Check]
+    history: list[Op] = field(default_factory=list)
+    fault_log: list[str] = field(default_factory=list)
+    history_max: int = HISTORY_MAX
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.checks) and all(c.ok for c in self.checks)
+
+    def counts(self) -> dict[str, int]:
+        writes = [op for op in self.history if op.kind != "read"]
+        out = {k: sum(1 for op in writes if op.outcome == k) for k in ("ok", "fail", "info")}
+        out["reads"] = len(self.history) - len(writes)
+        return out
+
+    def faults_by_kind(self) -> dict[str, int]:
+        return dict(sorted(Counter(line.split()[1] for line in self.fault_log).items()))
+
+    def summary(self) -> list[str]:
+        c = self.counts()
+        bound = " (history bound reached: the workload stopped issuing)" if len(self.history) >= self.history_max else ""
+        faults = ", ".join(f"{k} {n}" for k, n in self.faults_by_kind().items()) or "none"
+        return [(f"seed {self.seed}: {len(self.history)} operations{bound}; writes ok {c['ok']}, fail {c['fail']}, "
+                 f"info {c['info']}; reads {c['reads']}"),
+                f"faults by kind: {faults}"]
+
+
 async def run_chaos(cluster: Cluster, *, duration_s: float, seed_value: int, clients: int,
-                    players: list[str]) -> tuple[list[Check], Nemesis, Workload]:
+                    players: list[str], history_max: int = HISTORY_MAX) -> ChaosReport:
+    """Load and faults for `duration_s` (or until the history bound), heal, check. Never raises
+    for what goes wrong inside the run: that becomes a failed check of the report."""
     rng = random.Random(seed_value)
-    workload = Workload(cluster, players, random.Random(rng.random()))
+    workload = Workload(cluster, players, random.Random(rng.random()), history_max=history_max)
     nemesis = Nemesis(cluster, random.Random(rng.random()))
+    report = ChaosReport(seed_value, [], workload.history, nemesis.log, history_max)
+    try:
+        await _load_under_faults(workload, nemesis, duration_s, clients, rng)
+    except Exception as e:  # noqa: BLE001 (whatever broke, the run still ends with a verdict)
+        log.error("chaos_run_failed", phase="load", error=repr(e))
+        report.checks.append(Check("the run completed", False, f"load phase: {type(e).__name__}: {e}"))
+    try:
+        report.checks += await _heal_and_check(cluster, workload, players)
+    except Exception as e:  # noqa: BLE001 (whatever broke, the run still ends with a verdict)
+        log.error("chaos_run_failed", phase="check", error=repr(e))
+        report.checks.append(Check("the healed cluster was checked", False, f"{type(e).__name__}: {e}"))
+    return report
+
+
+async def _load_under_faults(workload: Workload, nemesis: Nemesis, duration_s: float, clients: int,
+                             rng: random.Random) -> None:
     deadline = time.monotonic() + duration_s
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=128)) as http:
         tasks = [asyncio.create_task(workload.client(http, deadline, random.Random(rng.random())))
                  for _ in range(clients)]
+        load = asyncio.gather(*tasks)
+        faults = asyncio.create_task(nemesis.run(deadline))
         try:
-            await nemesis.run(deadline)
-            await asyncio.gather(*tasks)
+            await load  # the clients stop at the deadline or at the history bound, whichever is first
+            if not faults.done():  # no load left to judge: the faults end too (healed below)
+                faults.cancel()
+            await asyncio.gather(faults, return_exceptions=True)
+            if not faults.cancelled() and faults.exception() is not None:
+                raise faults.exception()  # type: ignore[misc]
         finally:
-            for t in tasks:
+            for t in (*tasks, faults):
                 t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, faults, return_exceptions=True)
+
+
+async def _heal_and_check(cluster: Cluster, workload: Workload, players: list[str]) -> list[Check]:
     cluster.heal()
     for name in ("ledger", *cluster.edge_ids):
         if not cluster.services[name].running:
@@ -261,7 +330,7 @@ async def run_chaos(cluster: Cluster, *, duration_s: float, seed_value: int, cli
         entries = await read_journal(http, cluster.url("ledger"), cluster.headers("admin_read"))
     checks = check_history(workload.history, entries)
     checks += await _converged_cluster_checks(info, players)
-    return checks, nemesis, workload
+    return checks
 
 
 async def _converged_cluster_checks(info: dict[str, Any], players: list[str]) -> list[Check]:
