@@ -10,6 +10,9 @@
     synchronous_standby = false   standby_ack_timeout_s = 2.0    journal_wait_ms_max = 5000
     peers = ["http://127.0.0.1:8701"]  (other ledgers: a higher epoch there fences this primary)
     peer_check_interval_s = 5.0   peer_check_timeout_s = 2.0
+    fault_apply_delay_file = ""   (TEST ONLY, off by default: while this file holds a number of
+                                   seconds, a standby pauses that long inside each apply, before
+                                   its commit; only the chaos cluster sets it)
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ class LedgerConfig:
     peers: tuple[str, ...] = ()
     peer_check_interval_s: float = 5.0
     peer_check_timeout_s: float = 2.0
+    fault_apply_delay_file: Path | None = None  # test-only fault point (see the module docstring)
     tokens: tuple[TokenEntry, ...] = field(default_factory=tuple)
 
     @property
@@ -109,12 +113,14 @@ def parse(raw: dict[str, Any], base: Path) -> LedgerConfig:
         if not 0 < values[name] <= SECONDS_MAX:
             raise ConfigError(f"ledger.{name} must be in (0, {SECONDS_MAX}]")
     data_dir = Path(pick(table, "data_dir", str, "./data"))
+    fault_file = pick(table, "fault_apply_delay_file", str, "")
     return LedgerConfig(
         data_dir=data_dir if data_dir.is_absolute() else (base / data_dir).resolve(),
         host=pick(table, "host", str, defaults.host),
         group_commit=pick(table, "group_commit", bool, True),
         synchronous_standby=pick(table, "synchronous_standby", bool, False),
         peers=_peers(pick(table, "peers", list, [])),
+        fault_apply_delay_file=(base / fault_file).resolve() if fault_file else None,
         log_level=pick(table, "log_level", str, defaults.log_level),
         tokens=tuple(token_entries(raw.get("tokens", []), base)),
         **_backend(table, base),

@@ -104,6 +104,8 @@ class LedgerService:
         self._task: asyncio.Task[None] | None = None
         self._accepting = False
         self.fenced_by = 0  # the higher epoch that fenced this primary (0: not fenced)
+        # Test-only fault point: seconds a standby apply pauses before its commit (chaos runs).
+        self.apply_fault_delay: Callable[[], float] = lambda: 0.0
         self.commits = Watermark()  # the committed head sequence (journal long polls wait on it)
         self.acks = Acks()  # what standbys have applied (synchronous answers wait on it)
         self._held: set[asyncio.Task[None]] = set()  # committed answers waiting for a standby
@@ -368,6 +370,8 @@ class LedgerService:
                 evolve(self._cache, entry)
                 journal.append(JournalRow(entry["sequence"], entry["transaction"]["id"], entry_text(entry)))
             head = Head(entries[-1]["sequence"], entries[-1]["hash"], entries[-1]["epoch"])
+            if (delay := self.apply_fault_delay()) > 0:  # test-only fault point: off unless configured
+                await asyncio.sleep(delay)
             await self.store.commit(journal, self._cache.take_dirty(), head)
         except Exception:
             self._cache = State(complete=False)  # the overlay may hold half-applied rows

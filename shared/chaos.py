@@ -3,11 +3,14 @@
 Clients make bets, wins, rollbacks, deposits, withdrawals and balance reads through every edge (and the
 cashier straight to the ledger), retry the same id after timeouts, and send deliberate duplicates.
 Each operation is recorded with its outcome: `ok`, `fail` (a definite refusal) or `info` (unknown:
-it may or may not have happened). Faults are drawn from a seeded RNG: kill -9 and restart of the
-ledger or an edge, SIGSTOP/SIGCONT of the ledger, and proxy faults (latency with jitter,
-blackhole, reset, slow close) on edge→ledger and edge↔edge links.
+it may or may not have happened), and, for an answer, the epoch it carries and the ledger copy
+that gave it. The cluster runs a synchronous standby (both copies synchronous, so a promoted copy
+waits for the old primary to rejoin as its standby). Faults are drawn from a seeded RNG by
+`shared.nemesis` (process, network, failover and lying-participant kinds; see there).
 
-After healing, `check_history` judges the history against the journal (see its docstring).
+After healing, `check_history` judges the history against the final primary's journal (see its
+docstring), `check_failover` against the journals of every ledger copy, and the cluster checks
+(`shared.verify`) plus liveness and phantom-jackpot probes judge the healed cluster.
 """
 
 from __future__ import annotations
@@ -18,18 +21,20 @@ import signal
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import aiohttp
 import structlog
 
-from shared.cluster import Cluster
+from shared.cluster import STANDBY, Cluster
+from shared.nemesis import DEFAULT_FAULTS, EPOCH_HEADER, Nemesis
 from shared.verify import Check, check_cluster, fold_journal, read_journal
 
 ATTEMPTS_MAX = 4
 ATTEMPT_TIMEOUT_S = 2.0
-FAULT_HOLD_S = (1.0, 3.0)
-FAULT_GAP_S = (1.0, 3.0)
+CONVERGE_S = 30.0  # after healing: displays must match the ledger within this
+LIVENESS_S = 20.0  # after healing: a write through every edge must succeed within this
 HISTORY_MAX = 200_000  # operations a run records at most: the workload stops issuing there
 RETRYABLE = {502, 503, 504, 599}
 
@@ -46,6 +51,16 @@ class Op:
     outcome: str = "info"  # ok | fail | info
     status: int = 0
     answer: Any = None
+    answered_by: str = ""  # the service that gave the final answer (an edge, or a ledger copy)
+    epoch_header: int | None = None  # X-Ledger-Epoch of a ledger copy's answer
+
+    @property
+    def acked_at(self) -> tuple[int, int] | None:
+        """(epoch, sequence) of the journal entry an ok write's answer names."""
+        tx = (self.answer or {}).get("transaction") if isinstance(self.answer, dict) else None
+        if self.outcome != "ok" or not isinstance(tx, dict) or "sequence" not in tx:
+            return None
+        return int(tx.get("epoch", 0)), int(tx["sequence"])
 
 
 @dataclass
@@ -69,16 +84,23 @@ class Workload:
         self.counter += 1
         return f"c-{kind}-{self.counter}"
 
-    async def send(self, http: aiohttp.ClientSession, op: Op, url: str, headers: dict[str, str]) -> Op:
-        """Send with retries of the same id; classify the final outcome."""
+    async def send(self, http: aiohttp.ClientSession, op: Op, url: str, headers: dict[str, str],
+                   to: list[tuple[str, str]] | None = None) -> Op:
+        """Send with retries of the same id (attempt i goes to `to[i % len(to)]`, (service, url)
+        pairs; by default `url` of `op.via`); classify the final outcome."""
         self.history.append(op)
+        targets = to or [(op.via, url)]
         for attempt in range(ATTEMPTS_MAX):
+            service, target = targets[attempt % len(targets)]
+            op.answered_by, op.epoch_header = service, None
             try:
                 timeout = aiohttp.ClientTimeout(total=ATTEMPT_TIMEOUT_S)
                 method = http.get if op.kind == "read" else http.post
                 kwargs = {} if op.kind == "read" else {"json": op.body}
-                async with method(url, headers=headers, timeout=timeout, **kwargs) as r:
+                async with method(target, headers=headers, timeout=timeout, **kwargs) as r:
                     op.status, op.answer = r.status, await r.json(content_type=None)
+                    raw = r.headers.get(EPOCH_HEADER, "")
+                    op.epoch_header = int(raw) if raw.isdigit() else None
             except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
                 op.status, op.answer = 599, None
             if op.status < 300:
@@ -121,10 +143,30 @@ class Workload:
                 op = Op(kind, None, {"id": self.next_id(kind), "player_id": player, "currency": "EUR",
                                      "amount_minor": rng.randint(50, 300)}, "ledger", time.monotonic())
                 op.key = op.body["id"]
-                await self.send(http, op, f"{self.cluster.url('ledger')}/v1/{kind}s", self.cluster.headers("cashier"))
+                # The cashier tries the copy it believes primary first, then the other one.
+                copies = self.ledger_copies()
+                await self.send(http, op, "", self.cluster.headers("cashier"),
+                                to=[(name, f"{url}/v1/{kind}s") for name, url in copies])
             else:
                 op = Op("read", None, {"player_id": player}, edge, time.monotonic())
                 await self.send(http, op, f"{base}/v1/players/{player}/balances", gs)
+
+    def ledger_copies(self) -> list[tuple[str, str]]:
+        c = self.cluster
+        names = [c.primary, c.standby_name] if c.standby else [c.primary]
+        return [(n, c.url(n)) for n in names]
+
+    async def bet_now(self, http: aiohttp.ClientSession, edge: str) -> Op:
+        """One bet on a jackpot game through `edge`, recorded like any other (for the nemesis)."""
+        bet_id, player = self.next_id("bet"), self.rng.choice(self.players)
+        body: dict[str, Any] = {"id": bet_id, "player_id": player, "currency": "EUR",
+                                "amount_minor": self.rng.randint(1, 80), "round_id": self.next_id("round"),
+                                "game_id": "slots-1"}
+        op = Op("bet", bet_id, body, edge, time.monotonic())
+        await self.send(http, op, self.cluster.url(edge) + "/v1/bets", self.cluster.headers("game_server"))
+        if op.outcome != "fail":
+            self.bets.append((player, bet_id))
+        return op
 
     async def bet(self, http: aiohttp.ClientSession, base: str, edge: str, gs: dict[str, str], player: str,
                   rng: random.Random) -> None:
@@ -143,53 +185,6 @@ class Workload:
             self.bets.append((player, body["id"]))
         if op.outcome == "ok":
             self.open_rounds.setdefault(player, []).append((round_id, body["id"]))
-
-
-class Nemesis:
-    """Seeded faults, one at a time, each healed before the next."""
-
-    KINDS = ("kill_ledger", "kill_edge", "pause_ledger", "latency", "blackhole", "reset", "slow_close",
-             "partition")
-
-    def __init__(self, cluster: Cluster, rng: random.Random) -> None:
-        self.cluster, self.rng = cluster, rng
-        self.log: list[str] = []
-
-    async def run(self, deadline: float) -> None:
-        while time.monotonic() < deadline:
-            await asyncio.sleep(self.rng.uniform(*FAULT_GAP_S))
-            kind = self.rng.choice(self.KINDS)
-            hold = self.rng.uniform(*FAULT_HOLD_S)
-            self.log.append(f"{time.monotonic():.1f} {kind} {hold:.1f}s")
-            await self.inject(kind, hold)
-
-    async def inject(self, kind: str, hold: float) -> None:
-        c = self.cluster
-        if kind == "kill_ledger":
-            await c.kill("ledger")
-            await asyncio.sleep(hold)
-            await c.start_service("ledger")
-        elif kind == "kill_edge":
-            edge = self.rng.choice(c.edge_ids)
-            await c.kill(edge)
-            await asyncio.sleep(hold)
-            await c.start_service(edge)
-        elif kind == "pause_ledger":
-            c.signal("ledger", signal.SIGSTOP)
-            try:
-                await asyncio.sleep(hold)
-            finally:
-                c.signal("ledger", signal.SIGCONT)
-        elif kind == "partition":
-            c.partition(self.rng.choice(c.edge_ids), mode=self.rng.choice(["blackhole", "reset"]))
-            await asyncio.sleep(hold)
-            c.heal()
-        else:
-            links = [k for k in c.proxies if self.rng.random() < 0.5] or [next(iter(c.proxies))]
-            for link in links:
-                c.proxies[link].set_mode(kind, latency_s=0.3, jitter_s=0.2)
-            await asyncio.sleep(hold)
-            c.heal()
 
 
 def check_history(history: list[Op], entries: list[dict[str, Any]]) -> list[Check]:
@@ -232,6 +227,55 @@ def check_history(history: list[Op], entries: list[dict[str, Any]]) -> list[Chec
         Check("no negative balance in any ok read", not negative,
               f"{len(negative)} negative reads" if negative else "all reads >= 0"),
         Check("journal fold is clean", not fold_problems, fold_problems[0] if fold_problems else "ok"),
+    ]
+
+
+def check_failover(history: list[Op], journals: dict[str, list[dict[str, Any]]], final_primary: str) -> list[Check]:
+    """Across every failover:
+
+    - at most one ledger copy acknowledges writes per epoch: no two copies' journals hold
+      different entries at one sequence in one epoch; no ok answer names an (epoch, sequence)
+      whose entry in some copy is another transaction; and no epoch (`X-Ledger-Epoch` of a copy's
+      ok answer) was announced by two copies acknowledging writes;
+    - nothing acknowledged is lost: every ok write is in the final primary's journal.
+
+    `journals` maps each ledger copy to its journal (as read after healing)."""
+    split: list[str] = []
+    at: dict[tuple[int, int], tuple[str, str]] = {}  # (epoch, sequence) -> (copy, hash)
+    by_copy_seq: dict[str, dict[int, dict[str, Any]]] = {}
+    for copy, entries in sorted(journals.items()):
+        by_copy_seq[copy] = {e["sequence"]: e for e in entries}
+        for e in entries:
+            seen = at.setdefault((e["epoch"], e["sequence"]), (copy, e["hash"]))
+            if seen[1] != e["hash"]:
+                split.append(f"{seen[0]} and {copy} both journaled sequence {e['sequence']} in epoch {e['epoch']}, "
+                             "differently")
+    acked_by: dict[int, set[str]] = {}
+    for op in history:
+        where = op.acked_at
+        if where is None:
+            continue
+        epoch, seq = where
+        if op.epoch_header is not None and op.answered_by in journals:
+            acked_by.setdefault(op.epoch_header, set()).add(op.answered_by)
+        for copy, by_seq in by_copy_seq.items():
+            there = by_seq.get(seq)
+            if there is not None and there["epoch"] == epoch and there["transaction"].get("id") != op.key:
+                split.append(f"ok {op.kind} {op.key} was acknowledged at sequence {seq} in epoch {epoch}, "
+                             f"where {copy} journaled {there['transaction'].get('id')}")
+    split += [f"epoch {epoch} acknowledged writes from {sorted(copies)}" for epoch, copies in sorted(acked_by.items())
+              if len(copies) > 1]
+    final = {(e["transaction"].get("client_id"), e["transaction"].get("id")) for e in journals.get(final_primary, [])}
+    lost = [op for op in history if op.outcome == "ok" and op.kind != "read"
+            and ("cashier" if op.kind in ("deposit", "withdrawal") else "gs", op.key) not in final]
+    ok_writes = sum(1 for op in history if op.outcome == "ok" and op.kind != "read")
+    epochs = sorted({e["epoch"] for entries in journals.values() for e in entries})
+    return [
+        Check("at most one copy acknowledges writes per epoch", not split,
+              split[0] if split else f"{len(journals)} copies, epochs {epochs}"),
+        Check("nothing acknowledged is lost across failovers", not lost,
+              f"{len(lost)} ok writes missing from {final_primary}, first {lost[0].kind} {lost[0].key}"
+              if lost else f"{ok_writes} ok writes all in {final_primary}'s journal"),
     ]
 
 
@@ -279,12 +323,13 @@ class ChaosReport:
 
 
 async def run_chaos(cluster: Cluster, *, duration_s: float, seed_value: int, clients: int,
-                    players: list[str], history_max: int = HISTORY_MAX) -> ChaosReport:
+                    players: list[str], history_max: int = HISTORY_MAX,
+                    faults: tuple[str, ...] = DEFAULT_FAULTS) -> ChaosReport:
     """Load and faults for `duration_s` (or until the history bound), heal, check. Never raises
     for what goes wrong inside the run: that becomes a failed check of the report."""
     rng = random.Random(seed_value)
     workload = Workload(cluster, players, random.Random(rng.random()), history_max=history_max)
-    nemesis = Nemesis(cluster, random.Random(rng.random()))
+    nemesis = Nemesis(cluster, random.Random(rng.random()), faults)
     report = ChaosReport(seed_value, [], workload.history, nemesis.log, history_max)
     try:
         await _load_under_faults(workload, nemesis, duration_s, clients, rng)
@@ -303,6 +348,7 @@ async def _load_under_faults(workload: Workload, nemesis: Nemesis, duration_s: f
                              rng: random.Random) -> None:
     deadline = time.monotonic() + duration_s
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=128)) as http:
+        nemesis.bet_now = partial(workload.bet_now, http)
         tasks = [asyncio.create_task(workload.client(http, deadline, random.Random(rng.random())))
                  for _ in range(clients)]
         load = asyncio.gather(*tasks)
@@ -320,21 +366,106 @@ async def _load_under_faults(workload: Workload, nemesis: Nemesis, duration_s: f
             await asyncio.gather(*tasks, faults, return_exceptions=True)
 
 
-async def _heal_and_check(cluster: Cluster, workload: Workload, players: list[str]) -> list[Check]:
+async def heal(cluster: Cluster) -> None:
+    """Undo whatever a fault cut short: links pass, nothing paused, no apply delay, the primary and
+    the edges running, the other ledger copy running as its standby."""
     cluster.heal()
-    for name in ("ledger", *cluster.edge_ids):
-        if not cluster.services[name].running:
-            await cluster.start_service(name)
+    ledgers = [n for n in ("ledger", STANDBY) if n in cluster.services]
+    for name in ledgers:
+        if cluster.services[name].running:
+            cluster.signal(name, signal.SIGCONT)
+        if cluster.fault_hooks:
+            cluster.set_apply_delay(name, 0)
+    if not cluster.services[cluster.primary].running:
+        await cluster.start_service(cluster.primary, ready=False)
+    if cluster.standby and not await _tailing(cluster, cluster.standby_name):
+        # Dead, or a former primary that never rejoined (a fault cut short): its data may hold
+        # a tail the primary never had, so it starts over from a fresh copy.
+        await cluster.rejoin_as_standby(cluster.standby_name, keep_data=False)
+    for edge in cluster.edge_ids:
+        if not cluster.services[edge].running:
+            await cluster.start_service(edge)
+
+
+async def _tailing(cluster: Cluster, name: str) -> bool:
+    """`name` runs as a standby whose tailer is alive (its /readyz says so)."""
+    if not cluster.services[name].running:
+        return False
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
+            async with http.get(cluster.url(name) + "/readyz") as r:
+                body = await r.json(content_type=None)
+    except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+        return False
+    return isinstance(body, dict) and body.get("role") == "standby" and r.status == 200
+
+
+async def _heal_and_check(cluster: Cluster, workload: Workload, players: list[str]) -> list[Check]:
+    await heal(cluster)
     info = cluster.info()
-    async with aiohttp.ClientSession() as http:
-        entries = await read_journal(http, cluster.url("ledger"), cluster.headers("admin_read"))
-    checks = check_history(workload.history, entries)
+    journals: dict[str, list[dict[str, Any]]] = {}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
+        for name in [n for n in ("ledger", STANDBY) if n in cluster.services]:
+            try:
+                journals[name] = await read_journal(http, cluster.url(name), cluster.headers("admin_read"))
+            except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+                if name == cluster.primary:
+                    raise
+                log.warning("chaos_standby_journal_unreadable", copy=name, error=repr(e))
+        checks = check_history(workload.history, journals[cluster.primary])
+        checks += check_failover(workload.history, journals, cluster.primary)
+        checks.append(await check_writes_served(http, cluster, players[0]))
     checks += await _converged_cluster_checks(info, players)
+    checks.append(await check_no_phantom_jackpots(info))
     return checks
 
 
+async def check_writes_served(http: aiohttp.ClientSession, cluster: Cluster, player: str) -> Check:
+    """Liveness after healing: a bet through every edge is acknowledged within LIVENESS_S (a
+    cluster whose primary was fenced by a lie, or whose standby never acknowledges, fails)."""
+    deadline = time.monotonic() + LIVENESS_S
+    pending = list(cluster.edge_ids)
+    last: dict[str, int] = {}
+    for n in range(1000):  # bounded; the deadline ends it long before
+        if not pending or time.monotonic() > deadline:
+            break
+        edge = pending[0]
+        body = {"id": f"probe-{edge}-{n}", "player_id": player, "currency": "EUR", "amount_minor": 1,
+                "round_id": f"probe-{edge}-{n}", "game_id": "table-1"}
+        try:
+            async with http.post(cluster.url(edge) + "/v1/bets", json=body, headers=cluster.headers("game_server"),
+                                 timeout=aiohttp.ClientTimeout(total=ATTEMPT_TIMEOUT_S * 2)) as r:
+                last[edge] = r.status
+                if r.status in (200, 201):
+                    pending.pop(0)
+                    continue
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            last[edge] = 599
+        await asyncio.sleep(0.5)
+    return Check("the healed cluster serves writes", not pending,
+                 f"no bet acknowledged within {LIVENESS_S:.0f}s through {pending} (last status {last})"
+                 if pending else f"a bet acknowledged through each of {len(cluster.edge_ids)} edges")
+
+
+async def check_no_phantom_jackpots(info: dict[str, Any]) -> Check:
+    """No edge lists a jackpot display the ledger does not have (a forged document)."""
+    phantoms: list[str] = []
+    edge_h = {"Authorization": f"Bearer {info['tokens']['edge']}"}
+    gs_h = {"Authorization": f"Bearer {info['tokens']['game_server']}"}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+        for edge in info["edges"]:
+            async with http.get(f"{edge['url']}/v1/jackpots", headers=gs_h) as r:
+                listed = [j["jackpot_id"] for j in (await r.json()).get("jackpots", [])]
+            for jid in listed:
+                async with http.get(f"{info['ledger']['url']}/v1/jackpots/{jid}", headers=edge_h) as r:
+                    if r.status == 404:
+                        phantoms.append(f"{edge['id']} shows jackpot {jid!r}, unknown to the ledger")
+    return Check("no edge shows a jackpot the ledger does not know", not phantoms,
+                 phantoms[0] if phantoms else f"{len(info['edges'])} edges' jackpot lists")
+
+
 async def _converged_cluster_checks(info: dict[str, Any], players: list[str]) -> list[Check]:
-    deadline = time.monotonic() + 30.0
+    deadline = time.monotonic() + CONVERGE_S
     while True:
         checks = await check_cluster(info, ["mega"], players)
         if all(c.ok for c in checks) or time.monotonic() > deadline:

@@ -88,30 +88,42 @@ def chaos(
     keep_dir: bool = typer.Option(False, "--keep-dir", help="Keep the cluster directory (data, logs) afterwards."),
     history_max: int = typer.Option(200_000, "--history-max", min=1, max=10_000_000,
                                     help="Operations recorded at most: the workload stops issuing there."),
+    faults: str = typer.Option("default", "--faults",
+                               help="Fault kinds, comma-separated: default, all, none, a kind, or -kind to drop one "
+                                    "(e.g. default,rejoin_diverged). See shared/nemesis.py."),
 ) -> None:
     """Jepsen-style bank test: load, seeded faults, then a check of the history against the journal.
 
     Always ends with a verdict (exit 0: every check passed; 1: a check failed or the run broke)."""
     import shutil
 
+    from shared import logs
     from shared.chaos import ChaosReport, run_chaos
     from shared.cluster import Cluster, seed
+    from shared.nemesis import parse_faults
     from shared.verify import Check
 
+    logs.configure("info")  # faults and lies as JSON lines on stderr; the verdict on stdout
+    try:
+        kinds = parse_faults(faults)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--faults") from None
     console = Console()
     if dir is not None and dir.exists() and (not dir.is_dir() or any(dir.iterdir())):
         raise typer.BadParameter(f"{dir} is not a new or empty directory (it is removed after the run)")
     root = dir.resolve() if dir else Path(tempfile.mkdtemp(prefix="croupier-chaos-"))
     console.print(f"chaos seed {seed_value}, {duration:.0f}s, {clients} clients, cluster in {root}")
+    console.print("fault kinds: " + (", ".join(kinds) or "none"), highlight=False)
 
     async def run() -> ChaosReport:
-        cluster = Cluster(root, proxied=True, seed=seed_value, log_level="warning")
+        cluster = Cluster(root, proxied=True, seed=seed_value, log_level="warning", standby=True,
+                          synchronous_pair=True, fault_hooks=True)
         try:
             await cluster.start()
             seeded = await seed(cluster, players=8, deposit_minor=2_000)
             players = [p["player_id"] for p in seeded["players"]]
             return await run_chaos(cluster, duration_s=duration, seed_value=seed_value, clients=clients,
-                                   players=players, history_max=history_max)
+                                   players=players, history_max=history_max, faults=kinds)
         except Exception as e:  # noqa: BLE001 (the cluster did not come up: still a verdict)
             return ChaosReport(seed_value, [Check("the cluster started", False, f"{type(e).__name__}: {e}")])
         finally:

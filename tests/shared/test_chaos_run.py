@@ -3,6 +3,7 @@ breaks; and it removes its cluster directory unless asked to keep it."""
 
 from __future__ import annotations
 
+import os
 import random
 import subprocess
 import sys
@@ -12,6 +13,11 @@ from typing import Any, ClassVar
 import pytest
 
 from shared.chaos import ChaosReport, Op, Workload, run_chaos
+
+
+# A clean environment, but the services the run spawns import the code under test (PYTHONPATH).
+ENV = {"COLUMNS": "200", "PATH": "/usr/bin:/bin",
+       **{k: os.environ[k] for k in ("PYTHONPATH",) if k in os.environ}}
 
 
 class BrokenCluster:
@@ -59,7 +65,7 @@ def test_a_run_that_hits_its_history_bound_ends_with_a_verdict_and_cleans_up(tmp
     run = subprocess.run([sys.executable, "-m", "shared.cli", "chaos", "--duration", "60", "--seed", "5",
                           "--clients", "4", "--history-max", "40", "--dir", str(root)],
                          check=False, capture_output=True, text=True, timeout=120,
-                         env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"})
+                         env=ENV)
     out = run.stdout + run.stderr
     assert "Traceback" not in out, out[-4000:]
     assert "history bound reached" in run.stdout, out[-4000:]

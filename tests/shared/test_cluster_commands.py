@@ -5,17 +5,21 @@ ledger and edges, SIGSTOP, proxy faults and partitions under load, then the hist
 """
 
 import json
+import os
 import subprocess
 import sys
 
 import pytest
 
 pytestmark = pytest.mark.slow
+# A clean environment, but the services the run spawns import the code under test (PYTHONPATH).
+ENV = {"COLUMNS": "200", "PATH": "/usr/bin:/bin",
+       **{k: os.environ[k] for k in ("PYTHONPATH",) if k in os.environ}}
 
 
 def croupier(*args: str, timeout_s: float) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "shared.cli", *args], capture_output=True, text=True,
-                          timeout=timeout_s, env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"})
+                          timeout=timeout_s, env=ENV)
 
 
 def test_demo_runs_the_scenario_and_every_invariant_holds(tmp_path):
