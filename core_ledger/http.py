@@ -196,6 +196,7 @@ def create_app(config: LedgerConfig, *, store: Store | None = None, clock: Calla
     if config.fault_apply_delay_file is not None:
         log.warning("ledger_fault_point_enabled", fault="apply_delay", file=str(config.fault_apply_delay_file))
         app[SERVICE].apply_fault_delay = partial(_fault_delay, config.fault_apply_delay_file)
+    metrics.fault_point_enabled.set(1 if config.fault_apply_delay_file is not None else 0)
     if standby is not None:
         app[STANDBY] = Standby(app[SERVICE], standby, StandbyMetrics(registry), clock)
     app[READS] = LedgerReads(store, clock=clock)

@@ -51,3 +51,7 @@ class LedgerMetrics:
             "ledger_standby_ack_timeouts_total",
             "Synchronous standby: groups answered 503 because no standby confirmed them in time.",
             registry=registry)
+        self.fault_point_enabled = Gauge(
+            "ledger_fault_point_enabled",
+            "1 while a test-only fault point (fault_apply_delay_file) is configured: never in production.",
+            registry=registry)

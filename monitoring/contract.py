@@ -48,6 +48,8 @@ LEDGER_METRICS = (
     # Failover: a fenced copy refuses writes; a synchronous primary counts standby confirmations that timed out.
     MetricSpec("ledger_fenced", "gauge"),
     MetricSpec("ledger_standby_ack_timeouts_total", "counter"),
+    # A test-only fault point (the chaos run's slow standby apply) configured: must never be in production.
+    MetricSpec("ledger_fault_point_enabled", "gauge"),
 )
 
 COMMON_METRICS = (

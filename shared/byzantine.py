@@ -66,26 +66,42 @@ class ByzantinePeer:
 
     async def lie(self, lie: str, target: str, hold_s: float) -> str:
         """Connect to `target` as another edge, tell one lie, hold the link `hold_s`, close.
-        Returns what was done (for the fault log)."""
+        The impersonated edge's own link to the target is cut meanwhile (its proxy resets), or it
+        would redial at once and displace the liar. Returns what was done (for the fault log); a
+        target that closes the link or refuses is an outcome, not an error."""
         assert lie in LIES, lie
         posing_as = self.rng.choice(dialers_of(self.cluster, target))
+        cut = self.cluster.proxies.get((posing_as, target))
+        if cut is not None:
+            cut.set_mode("reset")
+        try:
+            frames = await self._tell(lie, target, posing_as, hold_s)
+        except (aiohttp.ClientError, ConnectionError, TimeoutError) as e:
+            log.warning("byzantine_peer_cut_off", lie=lie, target=target, posing_as=posing_as, error=repr(e))
+            return f"{lie} to {target} as {posing_as}: link closed ({type(e).__name__})"
+        finally:
+            if cut is not None:
+                cut.set_mode("pass")
+        log.warning("byzantine_peer_lied", lie=lie, target=target, posing_as=posing_as, frames=frames)
+        return f"{lie} to {target} as {posing_as} ({frames} frames)"
+
+    async def _tell(self, lie: str, target: str, posing_as: str, hold_s: float) -> int:
         url = self.cluster.url(target) + "/v1/sync"
         headers = {"Authorization": f"Bearer {peer_credential(self.cluster, posing_as)}"}
         from edge.crdt import protocol
 
-        async with aiohttp.ClientSession() as http:
-            async with http.ws_connect(url, headers=headers, max_msg_size=4 * FRAME_BYTES_MAX,
-                                       timeout=aiohttp.ClientWSTimeout(ws_close=1.0)) as ws:
-                await ws.send_str(json.dumps({"edge": posing_as}))
-                hello = await asyncio.wait_for(ws.receive(), PULL_TIMEOUT_S)
-                if hello.type != aiohttp.WSMsgType.TEXT:
-                    return f"{target} refused a hello as {posing_as}"
-                frames = await self._frames(lie, ws, posing_as, protocol)
-                for frame in frames:
-                    await ws.send_bytes(frame)
-                await self._drain(ws, hold_s)
-        log.warning("byzantine_peer_lied", lie=lie, target=target, posing_as=posing_as, frames=len(frames))
-        return f"{lie} to {target} as {posing_as} ({len(frames)} frames)"
+        async with aiohttp.ClientSession() as http, http.ws_connect(
+                url, headers=headers, max_msg_size=4 * FRAME_BYTES_MAX,
+                timeout=aiohttp.ClientWSTimeout(ws_close=1.0)) as ws:
+            await ws.send_str(json.dumps({"edge": posing_as}))
+            hello = await asyncio.wait_for(ws.receive(), PULL_TIMEOUT_S)
+            if hello.type != aiohttp.WSMsgType.TEXT:
+                raise ConnectionError(f"{target} refused a hello as {posing_as}")
+            frames = await self._frames(lie, ws, posing_as, protocol)
+            for frame in frames:
+                await ws.send_bytes(frame)
+            await self._drain(ws, hold_s)
+        return len(frames)
 
     async def _frames(self, lie: str, ws: Any, posing_as: str, protocol: Any) -> list[bytes]:
         now = time.time()
@@ -138,7 +154,7 @@ class ByzantinePeer:
                 break
             try:
                 msg = await asyncio.wait_for(ws.receive(), remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 break
             if msg.type != aiohttp.WSMsgType.BINARY:
                 if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
@@ -162,7 +178,7 @@ class ByzantinePeer:
                 return
             try:
                 msg = await asyncio.wait_for(ws.receive(), remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return
             if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
                 return

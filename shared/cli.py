@@ -108,7 +108,7 @@ def chaos(
         kinds = parse_faults(faults)
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--faults") from None
-    console = Console()
+    console = Console(soft_wrap=True)  # one line per check: easy to grep
     if dir is not None and dir.exists() and (not dir.is_dir() or any(dir.iterdir())):
         raise typer.BadParameter(f"{dir} is not a new or empty directory (it is removed after the run)")
     root = dir.resolve() if dir else Path(tempfile.mkdtemp(prefix="croupier-chaos-"))

@@ -14,7 +14,6 @@ import pytest
 
 from shared.chaos import ChaosReport, Op, Workload, run_chaos
 
-
 # A clean environment, but the services the run spawns import the code under test (PYTHONPATH).
 ENV = {"COLUMNS": "200", "PATH": "/usr/bin:/bin",
        **{k: os.environ[k] for k in ("PYTHONPATH",) if k in os.environ}}
