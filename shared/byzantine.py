@@ -2,10 +2,13 @@
 the real framing (`edge.crdt.protocol`) but sends what no honest edge would.
 
 It says hello as an edge the target accepts dials from (the smaller id dials: "apac" → "eu",
-"apac"/"eu" → "us"), so it also *is* an impersonation: the target drops its real link to that
-edge for this one. To forge a write that wins over the current value of a slot, it first pulls
-the target's copy of the document (STEP1 with an empty state vector → STEP2), applies it to a
-local pycrdt document of its own client id, writes there, and sends the difference as an update.
+"apac"/"eu" → "us"). For the content lies it holds that edge's own peer credential (a
+compromised edge); for `impersonate` it holds *another* edge's credential, so a target that
+binds credentials to edge ids must refuse the hello. While it lies, the real edge's link to the
+target is cut (its proxy resets), or the real edge would redial at once and displace the liar.
+To forge a write that wins over the current value of a slot, it first pulls the target's copy of
+the document (STEP1 with an empty state vector → STEP2), applies it to a local pycrdt document
+of its own client id, writes there, and sends the difference as an update.
 
 Lies, one per `LIES` entry:
 
@@ -14,7 +17,9 @@ Lies, one per `LIES` entry:
 - `bad_values`     `{"epoch": "x"}` in a jackpot slot and `{"ts": "abc"}` in a bonus slot
 - `unknown_doc`    a document the ledger never made (`jackpot/FAKE-JACKPOT`)
 - `oversized`      a session update just under the frame limit, and a frame over it
-- `impersonate`    rewrites the impersonated edge's own jackpot slot (its hello already lied)
+- `impersonate`    a hello as one edge with another edge's credential; then it rewrites the
+                   impersonated edge's own jackpot slot. An accepted hello is recorded in
+                   `accepted_impersonations` (the checker fails on any).
 
 The credential comes from `peer_credential` alone, so the per-edge peer credential layout needs
 a change in one place.
@@ -47,11 +52,11 @@ FRAMES_READ_MAX = 64  # frames read while waiting for the pulled document (bound
 BYZANTINE_CLIENT_ID = 0x7E57_0001  # a pycrdt client id no edge uses (edges use 1..n)
 
 
-def peer_credential(cluster: Cluster, impersonated_edge: str) -> str:
-    """The credential the byzantine peer presents to an edge's `/v1/sync`. Today every edge
-    accepts the one shared `peer` token (`secrets/peer.token`, `tokens.peer` in cluster.json);
-    with per-edge peer credentials this returns the impersonated (or a stolen) edge's one."""
-    del impersonated_edge  # one shared token today
+def peer_credential(cluster: Cluster, edge: str) -> str:
+    """The sync credential of `edge` (what it presents to its peers' `/v1/sync`). Today every edge
+    holds the one shared `peer` token (`secrets/peer.token`, `tokens.peer` in cluster.json); with
+    per-edge peer credentials this returns `edge`'s own one."""
+    del edge  # one shared token today
     return cluster.tokens["peer"]
 
 
@@ -63,6 +68,7 @@ def dialers_of(cluster: Cluster, target: str) -> list[str]:
 class ByzantinePeer:
     def __init__(self, cluster: Cluster, rng: random.Random) -> None:
         self.cluster, self.rng = cluster, rng
+        self.accepted_impersonations: list[str] = []  # "target accepted X holding Y's credential"
 
     async def lie(self, lie: str, target: str, hold_s: float) -> str:
         """Connect to `target` as another edge, tell one lie, hold the link `hold_s`, close.
@@ -87,7 +93,10 @@ class ByzantinePeer:
 
     async def _tell(self, lie: str, target: str, posing_as: str, hold_s: float) -> int:
         url = self.cluster.url(target) + "/v1/sync"
-        headers = {"Authorization": f"Bearer {peer_credential(self.cluster, posing_as)}"}
+        # A compromised edge lies with its own credential; an impersonator holds another's.
+        holder = posing_as if lie != "impersonate" else self.rng.choice(
+            [e for e in self.cluster.edge_ids if e not in (posing_as, target)] or [posing_as])
+        headers = {"Authorization": f"Bearer {peer_credential(self.cluster, holder)}"}
         from edge.crdt import protocol
 
         async with aiohttp.ClientSession() as http, http.ws_connect(
@@ -97,6 +106,9 @@ class ByzantinePeer:
             hello = await asyncio.wait_for(ws.receive(), PULL_TIMEOUT_S)
             if hello.type != aiohttp.WSMsgType.TEXT:
                 raise ConnectionError(f"{target} refused a hello as {posing_as}")
+            if holder != posing_as:
+                self.accepted_impersonations.append(f"{target} accepted a hello as {posing_as} "
+                                                    f"holding {holder}'s credential")
             frames = await self._frames(lie, ws, posing_as, protocol)
             for frame in frames:
                 await ws.send_bytes(frame)

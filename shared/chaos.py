@@ -16,6 +16,7 @@ docstring), `check_failover` against the journals of every ledger copy, and the 
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import signal
 import time
@@ -101,7 +102,7 @@ class Workload:
                     op.status, op.answer = r.status, await r.json(content_type=None)
                     raw = r.headers.get(EPOCH_HEADER, "")
                     op.epoch_header = int(raw) if raw.isdigit() else None
-            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+            except (aiohttp.ClientError, TimeoutError, ValueError):
                 op.status, op.answer = 599, None
             if op.status < 300:
                 op.outcome = "ok"
@@ -330,6 +331,7 @@ async def run_chaos(cluster: Cluster, *, duration_s: float, seed_value: int, cli
     rng = random.Random(seed_value)
     workload = Workload(cluster, players, random.Random(rng.random()), history_max=history_max)
     nemesis = Nemesis(cluster, random.Random(rng.random()), faults)
+    nemesis.heal = partial(heal, cluster)
     report = ChaosReport(seed_value, [], workload.history, nemesis.log, history_max)
     try:
         await _load_under_faults(workload, nemesis, duration_s, clients, rng)
@@ -338,6 +340,10 @@ async def run_chaos(cluster: Cluster, *, duration_s: float, seed_value: int, cli
         report.checks.append(Check("the run completed", False, f"load phase: {type(e).__name__}: {e}"))
     try:
         report.checks += await _heal_and_check(cluster, workload, players)
+        report.checks.append(Check("every fault was carried out", not nemesis.errors,
+                                   nemesis.errors[0] if nemesis.errors else f"{len(nemesis.log)} faults"))
+        report.checks.append(check_impersonation(nemesis.byzantine.accepted_impersonations,
+                                                 impersonations_tried=sum("byz_impersonate" in f for f in nemesis.log)))
     except Exception as e:  # noqa: BLE001 (whatever broke, the run still ends with a verdict)
         log.error("chaos_run_failed", phase="check", error=repr(e))
         report.checks.append(Check("the healed cluster was checked", False, f"{type(e).__name__}: {e}"))
@@ -370,6 +376,7 @@ async def heal(cluster: Cluster) -> None:
     """Undo whatever a fault cut short: links pass, nothing paused, no apply delay, the primary and
     the edges running, the other ledger copy running as its standby."""
     cluster.heal()
+    log.info("chaos_heal", primary=cluster.primary)
     ledgers = [n for n in ("ledger", STANDBY) if n in cluster.services]
     for name in ledgers:
         if cluster.services[name].running:
@@ -379,8 +386,9 @@ async def heal(cluster: Cluster) -> None:
     if not cluster.services[cluster.primary].running:
         await cluster.start_service(cluster.primary, ready=False)
     if cluster.standby and not await _tailing(cluster, cluster.standby_name):
-        # Dead, or a former primary that never rejoined (a fault cut short): its data may hold
-        # a tail the primary never had, so it starts over from a fresh copy.
+        # Dead, broken, or a former primary that never rejoined (a fault cut short): its data
+        # may hold a tail the primary never had, so it starts over from a fresh copy.
+        log.warning("chaos_heal_rejoin", copy=cluster.standby_name, primary=cluster.primary)
         await cluster.rejoin_as_standby(cluster.standby_name, keep_data=False)
     for edge in cluster.edge_ids:
         if not cluster.services[edge].running:
@@ -388,16 +396,29 @@ async def heal(cluster: Cluster) -> None:
 
 
 async def _tailing(cluster: Cluster, name: str) -> bool:
-    """`name` runs as a standby whose tailer is alive (its /readyz says so)."""
+    """`name` runs as a standby whose tailer is alive and whose journal is a prefix of the
+    primary's (the entry at its head has the same hash there): it can never break later."""
     if not cluster.services[name].running:
         return False
+    h = cluster.headers("admin_read")
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
             async with http.get(cluster.url(name) + "/readyz") as r:
-                body = await r.json(content_type=None)
-    except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+                ready, body = r.status, await r.json(content_type=None)
+            if ready != 200 or not isinstance(body, dict) or body.get("role") != "standby":
+                return False
+            head = int(body.get("head_sequence", 0))
+            if head == 0:
+                return True
+            hashes = []
+            for copy in (name, cluster.primary):
+                async with http.get(cluster.url(copy) + "/v1/journal", headers=h,
+                                    params={"after_sequence": head - 1, "limit": 1}) as r:
+                    lines = (await r.text()).splitlines()
+                hashes.append(json.loads(lines[0])["hash"] if lines else None)
+    except (aiohttp.ClientError, TimeoutError, ValueError, KeyError):
         return False
-    return isinstance(body, dict) and body.get("role") == "standby" and r.status == 200
+    return hashes[0] is not None and hashes[0] == hashes[1]
 
 
 async def _heal_and_check(cluster: Cluster, workload: Workload, players: list[str]) -> list[Check]:
@@ -408,7 +429,7 @@ async def _heal_and_check(cluster: Cluster, workload: Workload, players: list[st
         for name in [n for n in ("ledger", STANDBY) if n in cluster.services]:
             try:
                 journals[name] = await read_journal(http, cluster.url(name), cluster.headers("admin_read"))
-            except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+            except (aiohttp.ClientError, TimeoutError) as e:
                 if name == cluster.primary:
                     raise
                 log.warning("chaos_standby_journal_unreadable", copy=name, error=repr(e))
@@ -418,6 +439,13 @@ async def _heal_and_check(cluster: Cluster, workload: Workload, players: list[st
     checks += await _converged_cluster_checks(info, players)
     checks.append(await check_no_phantom_jackpots(info))
     return checks
+
+
+def check_impersonation(accepted: list[str], *, impersonations_tried: int) -> Check:
+    """No edge accepted a sync hello from a peer holding another edge's credential."""
+    return Check("no edge accepts a peer posing as another edge", not accepted,
+                 accepted[0] + (f" (and {len(accepted) - 1} more)" if len(accepted) > 1 else "")
+                 if accepted else f"{impersonations_tried} impersonation attempts, none accepted")
 
 
 async def check_writes_served(http: aiohttp.ClientSession, cluster: Cluster, player: str) -> Check:
@@ -439,7 +467,7 @@ async def check_writes_served(http: aiohttp.ClientSession, cluster: Cluster, pla
                 if r.status in (200, 201):
                     pending.pop(0)
                     continue
-        except (aiohttp.ClientError, asyncio.TimeoutError):
+        except (aiohttp.ClientError, TimeoutError):
             last[edge] = 599
         await asyncio.sleep(0.5)
     return Check("the healed cluster serves writes", not pending,

@@ -85,6 +85,8 @@ class Nemesis:
         self.bet_now = bet_now
         self.byzantine = ByzantinePeer(cluster, random.Random(rng.random()))
         self.log: list[str] = []
+        self.errors: list[str] = []  # faults that could not be carried out (e.g. a promotion refused)
+        self.heal: Callable[[], Awaitable[None]] | None = None  # run after a fault failed half-way
         self._deck: list[str] = []
 
     def next_kind(self) -> str:
@@ -102,7 +104,14 @@ class Nemesis:
             hold = self.rng.uniform(*FAULT_HOLD_S)
             self.log.append(f"{time.monotonic():.1f} {kind} {hold:.1f}s")
             log.info("chaos_fault", kind=kind, hold_s=round(hold, 1))
-            note = await self.inject(kind, hold)
+            try:
+                note = await self.inject(kind, hold)
+            except Exception as e:  # noqa: BLE001 (a service refusing a fault is a finding, not the end)
+                self.errors.append(f"{kind}: {type(e).__name__}: {e}")
+                log.error("chaos_fault_failed", kind=kind, error=repr(e))
+                note = f"failed: {type(e).__name__}"
+                if self.heal is not None:
+                    await self.heal()
             if note:
                 self.log[-1] += f" ({note})"
 

@@ -132,3 +132,10 @@ def test_the_nemesis_deals_every_enabled_kind_once_before_any_twice() -> None:
     assert sorted(first) == sorted(second) == sorted(kinds)
     again = Nemesis(None, random.Random(5), kinds)  # type: ignore[arg-type]
     assert [again.next_kind() for _ in kinds] == first  # seeded: the same order
+
+
+def test_an_accepted_impersonation_fails_the_check() -> None:
+    accepted = ["us accepted a hello as eu holding apac's credential"]
+    check = chaos.check_impersonation(accepted, impersonations_tried=2)
+    assert not check.ok and check.detail == accepted[0]
+    assert chaos.check_impersonation([], impersonations_tried=2).ok
