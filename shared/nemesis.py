@@ -52,7 +52,7 @@ FAILOVER_FAULTS = ("kill_standby", "failover_kill", "failover_pause", "failover_
 LYING_FAULTS = ("lie_epoch_edges", "lie_epoch_ledger", *(f"byz_{lie}" for lie in LIES), "kill_edge_unpersisted")
 KINDS = (*BASE_FAULTS, *FAILOVER_FAULTS, *LYING_FAULTS)
 # Adversarial kinds that break a guarantee on today's code; enable with --faults default,<kind>.
-HELD_BACK = ("failover_slow_apply", "rejoin_diverged", "lie_epoch_ledger", "byz_forge_slot", "byz_foreign_slot",
+HELD_BACK = ("failover_slow_apply", "rejoin_diverged", "lie_epoch_ledger", "byz_foreign_slot",
              "byz_bad_values", "byz_unknown_doc", "byz_impersonate")
 DEFAULT_FAULTS = tuple(k for k in KINDS if k not in HELD_BACK)
 

@@ -139,3 +139,16 @@ def test_an_accepted_impersonation_fails_the_check() -> None:
     check = chaos.check_impersonation(accepted, impersonations_tried=2)
     assert not check.ok and check.detail == accepted[0]
     assert chaos.check_impersonation([], impersonations_tried=2).ok
+
+
+async def test_an_edge_that_cannot_read_a_poisoned_display_fails_the_display_check_without_a_crash(
+        aiohttp_server: Any) -> None:
+    async def broken(request: web.Request) -> web.Response:
+        return web.json_response({"code": "internal"}, status=500)
+
+    poisoned = web.Application()
+    poisoned.router.add_get("/v1/jackpots/{jid}", broken)
+    info = await info_for(aiohttp_server, [fake_edge([MEGA]), poisoned])
+    async with aiohttp.ClientSession() as http:
+        check = await _check_displays(http, info, ["mega"], [], {}, {})
+    assert not check.ok and check.detail == "e1 mega: answered 500 internal"
