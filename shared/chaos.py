@@ -462,8 +462,9 @@ def check_impersonation(accepted: list[str], *, impersonations_tried: int) -> Ch
 
 
 async def check_writes_served(http: aiohttp.ClientSession, cluster: Cluster, player: str) -> Check:
-    """Liveness after healing: a bet through every edge is acknowledged within LIVENESS_S (a
-    cluster whose primary was fenced by a lie, or whose standby never acknowledges, fails)."""
+    """Liveness after healing: a bet through every edge is judged (acknowledged or definitely
+    refused, not 5xx) within LIVENESS_S: a cluster whose primary was fenced by a lie, or whose
+    standby never acknowledges, fails."""
     deadline = time.monotonic() + LIVENESS_S
     pending = list(cluster.edge_ids)
     last: dict[str, int] = {}
@@ -477,15 +478,15 @@ async def check_writes_served(http: aiohttp.ClientSession, cluster: Cluster, pla
             async with http.post(cluster.url(edge) + "/v1/bets", json=body, headers=cluster.headers("game_server"),
                                  timeout=aiohttp.ClientTimeout(total=ATTEMPT_TIMEOUT_S * 2)) as r:
                 last[edge] = r.status
-                if r.status in (200, 201):
+                if r.status < 500:  # judged (a refusal such as insufficient funds is an answer too)
                     pending.pop(0)
                     continue
         except (aiohttp.ClientError, TimeoutError):
             last[edge] = 599
         await asyncio.sleep(0.5)
     return Check("the healed cluster serves writes", not pending,
-                 f"no bet acknowledged within {LIVENESS_S:.0f}s through {pending} (last status {last})"
-                 if pending else f"a bet acknowledged through each of {len(cluster.edge_ids)} edges")
+                 f"no bet judged within {LIVENESS_S:.0f}s through {pending} (last status {last})"
+                 if pending else f"a bet judged through each of {len(cluster.edge_ids)} edges ({last})")
 
 
 async def check_no_phantom_jackpots(info: dict[str, Any]) -> Check:

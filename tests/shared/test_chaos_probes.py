@@ -97,7 +97,8 @@ async def test_a_cluster_that_no_longer_serves_writes_fails_liveness(aiohttp_ser
     async with aiohttp.ClientSession() as http:
         check = await chaos.check_writes_served(http, cluster, "p001")  # type: ignore[arg-type]
         assert not check.ok and "through ['us'] (last status {'eu': 201, 'us': 503})" in check.detail
-        cluster.urls["us"] = cluster.urls["eu"]
+        refusing = await aiohttp_server(fake_edge([], 422))  # judged: insufficient funds is an answer
+        cluster.urls["us"] = str(refusing.make_url("")).rstrip("/")
         assert (await chaos.check_writes_served(http, cluster, "p001")).ok  # type: ignore[arg-type]
 
 
