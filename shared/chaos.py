@@ -238,7 +238,7 @@ def check_failover(history: list[Op], journals: dict[str, list[dict[str, Any]]],
     - at most one ledger copy acknowledges writes per epoch: no two copies' journals hold
       different entries at one sequence in one epoch; no ok answer names an (epoch, sequence)
       whose entry in some copy is another transaction; and no epoch (`X-Ledger-Epoch` of a copy's
-      ok answer) was announced by two copies acknowledging writes;
+      ok answer to a new commit, not a replay) was announced by two copies acknowledging writes;
     - nothing acknowledged is lost: every ok write is in the final primary's journal.
 
     `journals` maps each ledger copy to its journal (as read after healing)."""
@@ -252,21 +252,23 @@ def check_failover(history: list[Op], journals: dict[str, list[dict[str, Any]]],
             if seen[1] != e["hash"]:
                 split.append(f"{seen[0]} and {copy} both journaled sequence {e['sequence']} in epoch {e['epoch']}, "
                              "differently")
-    acked_by: dict[int, set[str]] = {}
+    acked_by: dict[int, dict[str, str]] = {}  # epoch -> copy -> an example write it acknowledged
     for op in history:
         where = op.acked_at
         if where is None:
             continue
         epoch, seq = where
-        if op.epoch_header is not None and op.answered_by in journals:
-            acked_by.setdefault(op.epoch_header, set()).add(op.answered_by)
+        replayed = isinstance(op.answer, dict) and op.answer.get("replayed") is True
+        if op.epoch_header is not None and op.answered_by in journals and not replayed:  # a new commit
+            acked_by.setdefault(op.epoch_header, {}).setdefault(op.answered_by, f"{op.kind} {op.key}")
         for copy, by_seq in by_copy_seq.items():
             there = by_seq.get(seq)
             if there is not None and there["epoch"] == epoch and there["transaction"].get("id") != op.key:
                 split.append(f"ok {op.kind} {op.key} was acknowledged at sequence {seq} in epoch {epoch}, "
                              f"where {copy} journaled {there['transaction'].get('id')}")
-    split += [f"epoch {epoch} acknowledged writes from {sorted(copies)}" for epoch, copies in sorted(acked_by.items())
-              if len(copies) > 1]
+    split += [f"epoch {epoch} acknowledged new writes from {sorted(copies)} (e.g. "
+              + ", ".join(f"{example} by {copy}" for copy, example in sorted(copies.items())) + ")"
+              for epoch, copies in sorted(acked_by.items()) if len(copies) > 1]
     final = {(e["transaction"].get("client_id"), e["transaction"].get("id")) for e in journals.get(final_primary, [])}
     lost = [op for op in history if op.outcome == "ok" and op.kind != "read"
             and ("cashier" if op.kind in ("deposit", "withdrawal") else "gs", op.key) not in final]

@@ -98,11 +98,12 @@ class Nemesis:
         return self._deck.pop()
 
     async def run(self, deadline: float) -> None:
+        started = time.monotonic()
         while self.kinds and time.monotonic() < deadline:
             await asyncio.sleep(self.rng.uniform(*FAULT_GAP_S))
             kind = self.next_kind()
             hold = self.rng.uniform(*FAULT_HOLD_S)
-            self.log.append(f"{time.monotonic():.1f} {kind} {hold:.1f}s")
+            self.log.append(f"+{time.monotonic() - started:.1f}s {kind} {hold:.1f}s")
             log.info("chaos_fault", kind=kind, hold_s=round(hold, 1))
             try:
                 note = await self.inject(kind, hold)
