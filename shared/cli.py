@@ -100,7 +100,7 @@ def chaos(
     from shared import logs
     from shared.chaos import ChaosReport, run_chaos
     from shared.cluster import Cluster, seed
-    from shared.nemesis import parse_faults
+    from shared.nemesis import HELD_BACK, parse_faults
     from shared.verify import Check
 
     logs.configure("info")  # faults and lies as JSON lines on stderr; the verdict on stdout
@@ -114,6 +114,10 @@ def chaos(
     root = dir.resolve() if dir else Path(tempfile.mkdtemp(prefix="croupier-chaos-"))
     console.print(f"chaos seed {seed_value}, {duration:.0f}s, {clients} clients, cluster in {root}")
     console.print("fault kinds: " + (", ".join(kinds) or "none"), highlight=False)
+    held = [k for k in HELD_BACK if k not in kinds]
+    if held:
+        console.print("held back until their fixes land (add with --faults default,<kind>): " + ", ".join(held),
+                      highlight=False)
 
     async def run() -> ChaosReport:
         cluster = Cluster(root, proxied=True, seed=seed_value, log_level="warning", standby=True,
