@@ -37,6 +37,7 @@ ATTEMPTS_MAX = 4
 ATTEMPT_TIMEOUT_S = 2.0
 CONVERGE_S = 30.0  # after healing: displays must match the ledger within this
 LIVENESS_S = 20.0  # after healing: a write through every edge must succeed within this
+CATCH_UP_S = 180.0  # healing waits this long at most for the standby to hold the primary's head
 HISTORY_MAX = 200_000  # operations a run records at most: the workload stops issuing there
 RETRYABLE = {502, 503, 504, 599}
 
@@ -393,6 +394,8 @@ async def heal(cluster: Cluster) -> None:
         # may hold a tail the primary never had, so it starts over from a fresh copy.
         log.warning("chaos_heal_rejoin", copy=cluster.standby_name, primary=cluster.primary)
         await cluster.rejoin_as_standby(cluster.standby_name, keep_data=False)
+    if cluster.standby:
+        await _caught_up(cluster)
     for edge in cluster.edge_ids:
         if not cluster.services[edge].running:
             await cluster.start_service(edge)
@@ -422,6 +425,27 @@ async def _tailing(cluster: Cluster, name: str) -> bool:
     except (aiohttp.ClientError, TimeoutError, ValueError, KeyError):
         return False
     return hashes[0] is not None and hashes[0] == hashes[1]
+
+
+async def _caught_up(cluster: Cluster) -> None:
+    """Wait (bounded by CATCH_UP_S) until the standby holds the primary's head of now: a long
+    journal copied from nothing takes a while, and writes wait for it (synchronous pair)."""
+    deadline = time.monotonic() + CATCH_UP_S
+    target, head = None, -1
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
+        for _ in range(10_000):  # bounded; the deadline ends it first
+            try:
+                if target is None:
+                    async with http.get(cluster.url(cluster.primary) + "/readyz") as r:
+                        target = int((await r.json(content_type=None))["head_sequence"])
+                async with http.get(cluster.url(cluster.standby_name) + "/readyz") as r:
+                    head = int((await r.json(content_type=None))["head_sequence"])
+            except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError):
+                pass
+            if (target is not None and head >= target) or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+    log.info("chaos_heal_standby", standby=cluster.standby_name, head_sequence=head, primary_head=target)
 
 
 async def _heal_and_check(cluster: Cluster, workload: Workload, players: list[str]) -> list[Check]:
