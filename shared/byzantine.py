@@ -126,7 +126,7 @@ class ByzantinePeer:
                 owner = FOREIGN_EDGE
             elif lie == "impersonate":
                 owner = posing_as
-            else:  # an edge other than the one it poses as, nor the target
+            else:  # an edge other than the one it poses as (the target itself, possibly)
                 owner = self.rng.choice([e for e in self.cluster.edge_ids if e != posing_as] or [posing_as])
             base = current.get(owner) or {"p": 0, "n": 0, "seed": 0, "currency": "EUR"}
             before = doc.get_state()
