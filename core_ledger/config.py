@@ -11,6 +11,9 @@
     peers = ["http://127.0.0.1:8701"]  (other ledgers: a primary of a higher epoch there fences this one)
     peer_check_interval_s = 5.0   peer_check_timeout_s = 2.0
     epoch_claim_recheck_s = 1.0   (a caller's epoch claim the peers refuted: refuted again without asking)
+    fault_apply_delay_file = ""   (TEST ONLY, off by default: while this file holds a number of
+                                   seconds, a standby pauses that long inside each apply, before
+                                   its commit; only the chaos cluster sets it)
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ class LedgerConfig:
     peer_check_interval_s: float = 5.0
     peer_check_timeout_s: float = 2.0
     epoch_claim_recheck_s: float = 1.0  # a peer survey is remembered this long for judging epoch claims
+    fault_apply_delay_file: Path | None = None  # test-only fault point (see the module docstring)
     tokens: tuple[TokenEntry, ...] = field(default_factory=tuple)
 
     @property
@@ -111,12 +115,14 @@ def parse(raw: dict[str, Any], base: Path) -> LedgerConfig:
         if not 0 < values[name] <= SECONDS_MAX:
             raise ConfigError(f"ledger.{name} must be in (0, {SECONDS_MAX}]")
     data_dir = Path(pick(table, "data_dir", str, "./data"))
+    fault_file = pick(table, "fault_apply_delay_file", str, "")
     return LedgerConfig(
         data_dir=data_dir if data_dir.is_absolute() else (base / data_dir).resolve(),
         host=pick(table, "host", str, defaults.host),
         group_commit=pick(table, "group_commit", bool, True),
         synchronous_standby=pick(table, "synchronous_standby", bool, False),
         peers=_peers(pick(table, "peers", list, [])),
+        fault_apply_delay_file=(base / fault_file).resolve() if fault_file else None,
         log_level=pick(table, "log_level", str, defaults.log_level),
         tokens=tuple(token_entries(raw.get("tokens", []), base)),
         **_backend(table, base),

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import re
 from datetime import datetime, timezone
+from functools import partial
+from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
 import structlog
@@ -207,6 +209,10 @@ def create_app(config: LedgerConfig, *, store: Store | None = None, clock: Calla
                           standby_ack_timeout_s=config.standby_ack_timeout_s)
     metrics = LedgerMetrics(registry)
     app[SERVICE] = LedgerService(store, limits, clock=clock, metrics=metrics, standby=standby is not None)
+    if config.fault_apply_delay_file is not None:
+        log.warning("ledger_fault_point_enabled", fault="apply_delay", file=str(config.fault_apply_delay_file))
+        app[SERVICE].apply_fault_delay = partial(_fault_delay, config.fault_apply_delay_file)
+    metrics.fault_point_enabled.set(1 if config.fault_apply_delay_file is not None else 0)
     if standby is not None:
         app[STANDBY] = Standby(app[SERVICE], standby, StandbyMetrics(registry), clock)
     app[READS] = LedgerReads(store, clock=clock)
@@ -235,6 +241,14 @@ def create_app(config: LedgerConfig, *, store: Store | None = None, clock: Calla
 
     app.cleanup_ctx.append(lifecycle)
     return app
+
+
+def _fault_delay(path: Path) -> float:
+    """The test-only apply delay: the number in `path`, 0 while the file is absent or unreadable."""
+    try:
+        return max(0.0, min(float(path.read_text()), 60.0))
+    except (OSError, ValueError):
+        return 0.0
 
 
 @web.middleware

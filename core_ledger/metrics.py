@@ -84,3 +84,7 @@ class LedgerMetrics:
             ["forced"], registry=registry)
         for forced in ("true", "false"):
             self.unfences_total.labels(forced)
+        self.fault_point_enabled = Gauge(
+            "ledger_fault_point_enabled",
+            "1 while a test-only fault point (fault_apply_delay_file) is configured: never in production.",
+            registry=registry)

@@ -122,6 +122,8 @@ class LedgerService:
         self._accepting = False
         self.fenced_by = 0  # the higher epoch that fenced this primary (0: not fenced)
         self.halted: str | None = None  # why the writer stopped taking writes (fail-stop); None: it did not
+        # Test-only fault point: seconds a standby apply pauses before its commit (chaos runs).
+        self.apply_fault_delay: Callable[[], float] = lambda: 0.0
         self.commits = Watermark()  # the committed head sequence (journal long polls wait on it)
         self.acks = Acks()  # what standbys have applied (synchronous answers wait on it)
         self._held: set[asyncio.Task[None]] = set()  # committed answers waiting for a standby
@@ -505,6 +507,8 @@ class LedgerService:
                 evolve(self._cache, entry)
                 journal.append(JournalRow(entry["sequence"], entry["transaction"]["id"], entry_text(entry)))
             head = Head(entries[-1]["sequence"], entries[-1]["hash"], entries[-1]["epoch"])
+            if (delay := self.apply_fault_delay()) > 0:  # test-only fault point: off unless configured
+                await asyncio.sleep(delay)
             await self.store.commit(journal, self._cache.take_dirty(), head)
         except BaseException:  # cancelled too: the commit may still land (or have landed)
             self._head_stale = True

@@ -70,6 +70,8 @@ LEDGER_METRICS = (
     # Fail-stop: a broken money invariant halts the writer (500 ledger_halted) until a restart.
     MetricSpec("ledger_halted", "gauge"),
     MetricSpec("ledger_invariant_failures_total", "counter"),
+    # A test-only fault point (the chaos run's slow standby apply) configured: must never be in production.
+    MetricSpec("ledger_fault_point_enabled", "gauge"),
 )
 
 COMMON_METRICS = (

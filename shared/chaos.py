@@ -3,33 +3,45 @@
 Clients make bets, wins, rollbacks, deposits, withdrawals and balance reads through every edge (and the
 cashier straight to the ledger), retry the same id after timeouts, and send deliberate duplicates.
 Each operation is recorded with its outcome: `ok`, `fail` (a definite refusal) or `info` (unknown:
-it may or may not have happened). Faults are drawn from a seeded RNG: kill -9 and restart of the
-ledger or an edge, SIGSTOP/SIGCONT of the ledger, and proxy faults (latency with jitter,
-blackhole, reset, slow close) on edge→ledger and edge↔edge links.
+it may or may not have happened), and, for an answer, the epoch it carries and the ledger copy
+that gave it. The cluster runs a synchronous standby (both copies synchronous, so a promoted copy
+waits for the old primary to rejoin as its standby). Faults are drawn from a seeded RNG by
+`shared.nemesis` (process, network, failover and lying-participant kinds; see there).
 
-After healing, `check_history` judges the history against the journal (see its docstring).
+After healing, `check_history` judges the history against the final primary's journal (see its
+docstring), `check_failover` against the journals of every ledger copy, and the cluster checks
+(`shared.verify`) plus liveness and phantom-jackpot probes judge the healed cluster.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import signal
 import time
+from collections import Counter
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import aiohttp
+import structlog
 
-from shared.cluster import Cluster
+from shared.cluster import STANDBY, Cluster
+from shared.nemesis import DEFAULT_FAULTS, EPOCH_HEADER, Nemesis
 from shared.verify import Check, check_cluster, fold_journal, read_journal
 
 ATTEMPTS_MAX = 4
 ATTEMPT_TIMEOUT_S = 2.0
-FAULT_HOLD_S = (1.0, 3.0)
-FAULT_GAP_S = (1.0, 3.0)
-HISTORY_MAX = 200_000
+CONVERGE_S = 30.0  # after healing: displays must match the ledger within this
+LIVENESS_S = 20.0  # after healing: a write through every edge must succeed within this
+CATCH_UP_S = 180.0  # healing waits this long at most for the standby to hold the primary's head
+HISTORY_MAX = 200_000  # operations a run records at most: the workload stops issuing there
 RETRYABLE = {502, 503, 504, 599}
+
+log = structlog.get_logger("croupier.chaos")
 
 
 @dataclass
@@ -42,6 +54,16 @@ class Op:
     outcome: str = "info"  # ok | fail | info
     status: int = 0
     answer: Any = None
+    answered_by: str = ""  # the service that gave the final answer (an edge, or a ledger copy)
+    epoch_header: int | None = None  # X-Ledger-Epoch of a ledger copy's answer
+
+    @property
+    def acked_at(self) -> tuple[int, int] | None:
+        """(epoch, sequence) of the journal entry an ok write's answer names."""
+        tx = (self.answer or {}).get("transaction") if isinstance(self.answer, dict) else None
+        if self.outcome != "ok" or not isinstance(tx, dict) or "sequence" not in tx:
+            return None
+        return int(tx.get("epoch", 0)), int(tx["sequence"])
 
 
 @dataclass
@@ -53,23 +75,36 @@ class Workload:
     open_rounds: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # player → (round, bet id)
     bets: list[tuple[str, str]] = field(default_factory=list)  # (player, bet id)
     counter: int = 0
+    history_max: int = HISTORY_MAX
+
+    @property
+    def exhausted(self) -> bool:
+        """The history bound is reached: clients stop issuing (each finishes the operation it is in,
+        so the history holds at most `history_max` + 2 per client)."""
+        return len(self.history) >= self.history_max
 
     def next_id(self, kind: str) -> str:
         self.counter += 1
         return f"c-{kind}-{self.counter}"
 
-    async def send(self, http: aiohttp.ClientSession, op: Op, url: str, headers: dict[str, str]) -> Op:
-        """Send with retries of the same id; classify the final outcome."""
-        assert len(self.history) < HISTORY_MAX, "history bound"
+    async def send(self, http: aiohttp.ClientSession, op: Op, url: str, headers: dict[str, str],
+                   to: list[tuple[str, str]] | None = None) -> Op:
+        """Send with retries of the same id (attempt i goes to `to[i % len(to)]`, (service, url)
+        pairs; by default `url` of `op.via`); classify the final outcome."""
         self.history.append(op)
+        targets = to or [(op.via, url)]
         for attempt in range(ATTEMPTS_MAX):
+            service, target = targets[attempt % len(targets)]
+            op.answered_by, op.epoch_header = service, None
             try:
                 timeout = aiohttp.ClientTimeout(total=ATTEMPT_TIMEOUT_S)
                 method = http.get if op.kind == "read" else http.post
                 kwargs = {} if op.kind == "read" else {"json": op.body}
-                async with method(url, headers=headers, timeout=timeout, **kwargs) as r:
+                async with method(target, headers=headers, timeout=timeout, **kwargs) as r:
                     op.status, op.answer = r.status, await r.json(content_type=None)
-            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+                    raw = r.headers.get(EPOCH_HEADER, "")
+                    op.epoch_header = int(raw) if raw.isdigit() else None
+            except (aiohttp.ClientError, TimeoutError, ValueError):
                 op.status, op.answer = 599, None
             if op.status < 300:
                 op.outcome = "ok"
@@ -83,7 +118,7 @@ class Workload:
 
     async def client(self, http: aiohttp.ClientSession, deadline: float, rng: random.Random) -> None:
         gs = self.cluster.headers("game_server")
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not self.exhausted:
             edge = rng.choice(self.cluster.edge_ids)
             base = self.cluster.url(edge)
             player = rng.choice(self.players)
@@ -111,10 +146,30 @@ class Workload:
                 op = Op(kind, None, {"id": self.next_id(kind), "player_id": player, "currency": "EUR",
                                      "amount_minor": rng.randint(50, 300)}, "ledger", time.monotonic())
                 op.key = op.body["id"]
-                await self.send(http, op, f"{self.cluster.url('ledger')}/v1/{kind}s", self.cluster.headers("cashier"))
+                # The cashier tries the copy it believes primary first, then the other one.
+                copies = self.ledger_copies()
+                await self.send(http, op, "", self.cluster.headers("cashier"),
+                                to=[(name, f"{url}/v1/{kind}s") for name, url in copies])
             else:
                 op = Op("read", None, {"player_id": player}, edge, time.monotonic())
                 await self.send(http, op, f"{base}/v1/players/{player}/balances", gs)
+
+    def ledger_copies(self) -> list[tuple[str, str]]:
+        c = self.cluster
+        names = [c.primary, c.standby_name] if c.standby else [c.primary]
+        return [(n, c.url(n)) for n in names]
+
+    async def bet_now(self, http: aiohttp.ClientSession, edge: str) -> Op:
+        """One bet on a jackpot game through `edge`, recorded like any other (for the nemesis)."""
+        bet_id, player = self.next_id("bet"), self.rng.choice(self.players)
+        body: dict[str, Any] = {"id": bet_id, "player_id": player, "currency": "EUR",
+                                "amount_minor": self.rng.randint(1, 80), "round_id": self.next_id("round"),
+                                "game_id": "slots-1"}
+        op = Op("bet", bet_id, body, edge, time.monotonic())
+        await self.send(http, op, self.cluster.url(edge) + "/v1/bets", self.cluster.headers("game_server"))
+        if op.outcome != "fail":
+            self.bets.append((player, bet_id))
+        return op
 
     async def bet(self, http: aiohttp.ClientSession, base: str, edge: str, gs: dict[str, str], player: str,
                   rng: random.Random) -> None:
@@ -133,53 +188,6 @@ class Workload:
             self.bets.append((player, body["id"]))
         if op.outcome == "ok":
             self.open_rounds.setdefault(player, []).append((round_id, body["id"]))
-
-
-class Nemesis:
-    """Seeded faults, one at a time, each healed before the next."""
-
-    KINDS = ("kill_ledger", "kill_edge", "pause_ledger", "latency", "blackhole", "reset", "slow_close",
-             "partition")
-
-    def __init__(self, cluster: Cluster, rng: random.Random) -> None:
-        self.cluster, self.rng = cluster, rng
-        self.log: list[str] = []
-
-    async def run(self, deadline: float) -> None:
-        while time.monotonic() < deadline:
-            await asyncio.sleep(self.rng.uniform(*FAULT_GAP_S))
-            kind = self.rng.choice(self.KINDS)
-            hold = self.rng.uniform(*FAULT_HOLD_S)
-            self.log.append(f"{time.monotonic():.1f} {kind} {hold:.1f}s")
-            await self.inject(kind, hold)
-
-    async def inject(self, kind: str, hold: float) -> None:
-        c = self.cluster
-        if kind == "kill_ledger":
-            await c.kill("ledger")
-            await asyncio.sleep(hold)
-            await c.start_service("ledger")
-        elif kind == "kill_edge":
-            edge = self.rng.choice(c.edge_ids)
-            await c.kill(edge)
-            await asyncio.sleep(hold)
-            await c.start_service(edge)
-        elif kind == "pause_ledger":
-            c.signal("ledger", signal.SIGSTOP)
-            try:
-                await asyncio.sleep(hold)
-            finally:
-                c.signal("ledger", signal.SIGCONT)
-        elif kind == "partition":
-            c.partition(self.rng.choice(c.edge_ids), mode=self.rng.choice(["blackhole", "reset"]))
-            await asyncio.sleep(hold)
-            c.heal()
-        else:
-            links = [k for k in c.proxies if self.rng.random() < 0.5] or [next(iter(c.proxies))]
-            for link in links:
-                c.proxies[link].set_mode(kind, latency_s=0.3, jitter_s=0.2)
-            await asyncio.sleep(hold)
-            c.heal()
 
 
 def check_history(history: list[Op], entries: list[dict[str, Any]]) -> list[Check]:
@@ -225,6 +233,57 @@ def check_history(history: list[Op], entries: list[dict[str, Any]]) -> list[Chec
     ]
 
 
+def check_failover(history: list[Op], journals: dict[str, list[dict[str, Any]]], final_primary: str) -> list[Check]:
+    """Across every failover:
+
+    - at most one ledger copy acknowledges writes per epoch: no two copies' journals hold
+      different entries at one sequence in one epoch; no ok answer names an (epoch, sequence)
+      whose entry in some copy is another transaction; and no epoch (`X-Ledger-Epoch` of a copy's
+      ok answer to a new commit, not a replay) was announced by two copies acknowledging writes;
+    - nothing acknowledged is lost: every ok write is in the final primary's journal.
+
+    `journals` maps each ledger copy to its journal (as read after healing)."""
+    split: list[str] = []
+    at: dict[tuple[int, int], tuple[str, str]] = {}  # (epoch, sequence) -> (copy, hash)
+    by_copy_seq: dict[str, dict[int, dict[str, Any]]] = {}
+    for copy, entries in sorted(journals.items()):
+        by_copy_seq[copy] = {e["sequence"]: e for e in entries}
+        for e in entries:
+            seen = at.setdefault((e["epoch"], e["sequence"]), (copy, e["hash"]))
+            if seen[1] != e["hash"]:
+                split.append(f"{seen[0]} and {copy} both journaled sequence {e['sequence']} in epoch {e['epoch']}, "
+                             "differently")
+    acked_by: dict[int, dict[str, str]] = {}  # epoch -> copy -> an example write it acknowledged
+    for op in history:
+        where = op.acked_at
+        if where is None:
+            continue
+        epoch, seq = where
+        replayed = isinstance(op.answer, dict) and op.answer.get("replayed") is True
+        if op.epoch_header is not None and op.answered_by in journals and not replayed:  # a new commit
+            acked_by.setdefault(op.epoch_header, {}).setdefault(op.answered_by, f"{op.kind} {op.key}")
+        for copy, by_seq in by_copy_seq.items():
+            there = by_seq.get(seq)
+            if there is not None and there["epoch"] == epoch and there["transaction"].get("id") != op.key:
+                split.append(f"ok {op.kind} {op.key} was acknowledged at sequence {seq} in epoch {epoch}, "
+                             f"where {copy} journaled {there['transaction'].get('id')}")
+    split += [f"epoch {epoch} acknowledged new writes from {sorted(copies)} (e.g. "
+              + ", ".join(f"{example} by {copy}" for copy, example in sorted(copies.items())) + ")"
+              for epoch, copies in sorted(acked_by.items()) if len(copies) > 1]
+    final = {(e["transaction"].get("client_id"), e["transaction"].get("id")) for e in journals.get(final_primary, [])}
+    lost = [op for op in history if op.outcome == "ok" and op.kind != "read"
+            and ("cashier" if op.kind in ("deposit", "withdrawal") else "gs", op.key) not in final]
+    ok_writes = sum(1 for op in history if op.outcome == "ok" and op.kind != "read")
+    epochs = sorted({e["epoch"] for entries in journals.values() for e in entries})
+    return [
+        Check("at most one copy acknowledges writes per epoch", not split,
+              split[0] if split else f"{len(journals)} copies, epochs {epochs}"),
+        Check("nothing acknowledged is lost across failovers", not lost,
+              f"{len(lost)} ok writes missing from {final_primary}, first {lost[0].kind} {lost[0].key}"
+              if lost else f"{ok_writes} ok writes all in {final_primary}'s journal"),
+    ]
+
+
 def _player_balance_after(entries: list[dict[str, Any]]) -> dict[tuple[int, str], int]:
     running: dict[str, int] = {}
     out: dict[tuple[int, str], int] = {}
@@ -236,36 +295,245 @@ def _player_balance_after(entries: list[dict[str, Any]]) -> dict[tuple[int, str]
     return out
 
 
+@dataclass
+class ChaosReport:
+    """The verdict of a run: always produced, even when the run itself broke."""
+
+    seed: int
+    checks: list[Check]
+    history: list[Op] = field(default_factory=list)
+    fault_log: list[str] = field(default_factory=list)
+    history_max: int = HISTORY_MAX
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.checks) and all(c.ok for c in self.checks)
+
+    def counts(self) -> dict[str, int]:
+        writes = [op for op in self.history if op.kind != "read"]
+        out = {k: sum(1 for op in writes if op.outcome == k) for k in ("ok", "fail", "info")}
+        out["reads"] = len(self.history) - len(writes)
+        return out
+
+    def faults_by_kind(self) -> dict[str, int]:
+        return dict(sorted(Counter(line.split()[1] for line in self.fault_log).items()))
+
+    def summary(self) -> list[str]:
+        c = self.counts()
+        bound = " (history bound reached: the workload stopped issuing)" if len(self.history) >= self.history_max else ""
+        faults = ", ".join(f"{k} {n}" for k, n in self.faults_by_kind().items()) or "none"
+        return [(f"seed {self.seed}: {len(self.history)} operations{bound}; writes ok {c['ok']}, fail {c['fail']}, "
+                 f"info {c['info']}; reads {c['reads']}"),
+                f"faults by kind: {faults}"]
+
+
 async def run_chaos(cluster: Cluster, *, duration_s: float, seed_value: int, clients: int,
-                    players: list[str]) -> tuple[list[Check], Nemesis, Workload]:
+                    players: list[str], history_max: int = HISTORY_MAX,
+                    faults: tuple[str, ...] = DEFAULT_FAULTS) -> ChaosReport:
+    """Load and faults for `duration_s` (or until the history bound), heal, check. Never raises
+    for what goes wrong inside the run: that becomes a failed check of the report."""
     rng = random.Random(seed_value)
-    workload = Workload(cluster, players, random.Random(rng.random()))
-    nemesis = Nemesis(cluster, random.Random(rng.random()))
+    workload = Workload(cluster, players, random.Random(rng.random()), history_max=history_max)
+    nemesis = Nemesis(cluster, random.Random(rng.random()), faults)
+    nemesis.heal = partial(heal, cluster)
+    report = ChaosReport(seed_value, [], workload.history, nemesis.log, history_max)
+    try:
+        await _load_under_faults(workload, nemesis, duration_s, clients, rng)
+    except Exception as e:  # noqa: BLE001 (whatever broke, the run still ends with a verdict)
+        log.error("chaos_run_failed", phase="load", error=repr(e))
+        report.checks.append(Check("the run completed", False, f"load phase: {type(e).__name__}: {e}"))
+    try:
+        report.checks += await _heal_and_check(cluster, workload, players)
+        report.checks.append(Check("every fault was carried out", not nemesis.errors,
+                                   nemesis.errors[0] if nemesis.errors else f"{len(nemesis.log)} faults"))
+        report.checks.append(check_impersonation(nemesis.byzantine.accepted_impersonations,
+                                                 impersonations_tried=sum("byz_impersonate" in f for f in nemesis.log)))
+    except Exception as e:  # noqa: BLE001 (whatever broke, the run still ends with a verdict)
+        log.error("chaos_run_failed", phase="check", error=repr(e))
+        report.checks.append(Check("the healed cluster was checked", False, f"{type(e).__name__}: {e}"))
+    return report
+
+
+async def _load_under_faults(workload: Workload, nemesis: Nemesis, duration_s: float, clients: int,
+                             rng: random.Random) -> None:
     deadline = time.monotonic() + duration_s
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=128)) as http:
+        nemesis.bet_now = partial(workload.bet_now, http)
         tasks = [asyncio.create_task(workload.client(http, deadline, random.Random(rng.random())))
                  for _ in range(clients)]
+        load = asyncio.gather(*tasks)
+        faults = asyncio.create_task(nemesis.run(deadline))
         try:
-            await nemesis.run(deadline)
-            await asyncio.gather(*tasks)
+            await load  # the clients stop at the deadline or at the history bound, whichever is first
+            if not faults.done():  # no load left to judge: the faults end too (healed below)
+                faults.cancel()
+            await asyncio.gather(faults, return_exceptions=True)
+            if not faults.cancelled() and faults.exception() is not None:
+                raise faults.exception()  # type: ignore[misc]
         finally:
-            for t in tasks:
+            for t in (*tasks, faults):
                 t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, faults, return_exceptions=True)
+
+
+async def heal(cluster: Cluster) -> None:
+    """Undo whatever a fault cut short: links pass, nothing paused, no apply delay, the primary and
+    the edges running, the other ledger copy running as its standby."""
     cluster.heal()
-    for name in ("ledger", *cluster.edge_ids):
-        if not cluster.services[name].running:
-            await cluster.start_service(name)
+    log.info("chaos_heal", primary=cluster.primary)
+    ledgers = [n for n in ("ledger", STANDBY) if n in cluster.services]
+    for name in ledgers:
+        if cluster.services[name].running:
+            cluster.signal(name, signal.SIGCONT)
+        if cluster.fault_hooks:
+            cluster.set_apply_delay(name, 0)
+    if not cluster.services[cluster.primary].running:
+        await cluster.start_service(cluster.primary, ready=False)
+    if cluster.standby and not await _tailing(cluster, cluster.standby_name):
+        # Dead, broken, or a former primary that never rejoined (a fault cut short): its data
+        # may hold a tail the primary never had, so it starts over from a fresh copy.
+        log.warning("chaos_heal_rejoin", copy=cluster.standby_name, primary=cluster.primary)
+        await cluster.rejoin_as_standby(cluster.standby_name, keep_data=False)
+    if cluster.standby:
+        await _caught_up(cluster)
+    for edge in cluster.edge_ids:
+        if not cluster.services[edge].running:
+            await cluster.start_service(edge)
+
+
+async def _tailing(cluster: Cluster, name: str) -> bool:
+    """`name` runs as a standby whose tailer is alive and whose journal is a prefix of the
+    primary's (the entry at its head has the same hash there): it can never break later."""
+    if not cluster.services[name].running:
+        return False
+    h = cluster.headers("admin_read")
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
+            async with http.get(cluster.url(name) + "/readyz") as r:
+                ready, body = r.status, await r.json(content_type=None)
+            if ready != 200 or not isinstance(body, dict) or body.get("role") != "standby":
+                return False
+            head = int(body.get("head_sequence", 0))
+            if head == 0:
+                return True
+            hashes = []
+            for copy in (name, cluster.primary):
+                async with http.get(cluster.url(copy) + "/v1/journal", headers=h,
+                                    params={"after_sequence": head - 1, "limit": 1}) as r:
+                    lines = (await r.text()).splitlines()
+                hashes.append(json.loads(lines[0])["hash"] if lines else None)
+    except (aiohttp.ClientError, TimeoutError, ValueError, KeyError):
+        return False
+    return hashes[0] is not None and hashes[0] == hashes[1]
+
+
+async def _caught_up(cluster: Cluster) -> None:
+    """Wait (bounded by CATCH_UP_S) until the standby holds the primary's head of now: a long
+    journal copied from nothing takes a while, and writes wait for it (synchronous pair)."""
+    deadline = time.monotonic() + CATCH_UP_S
+    target, head = None, -1
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
+        for _ in range(10_000):  # bounded; the deadline ends it first
+            try:
+                if target is None:
+                    async with http.get(cluster.url(cluster.primary) + "/readyz") as r:
+                        target = int((await r.json(content_type=None))["head_sequence"])
+                async with http.get(cluster.url(cluster.standby_name) + "/readyz") as r:
+                    head = int((await r.json(content_type=None))["head_sequence"])
+            except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError):
+                pass
+            if (target is not None and head >= target) or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+    log.info("chaos_heal_standby", standby=cluster.standby_name, head_sequence=head, primary_head=target)
+
+
+async def _heal_and_check(cluster: Cluster, workload: Workload, players: list[str]) -> list[Check]:
+    await heal(cluster)
     info = cluster.info()
-    async with aiohttp.ClientSession() as http:
-        entries = await read_journal(http, cluster.url("ledger"), cluster.headers("admin_read"))
-    checks = check_history(workload.history, entries)
-    checks += await _converged_cluster_checks(info, players)
-    return checks, nemesis, workload
+    journals: dict[str, list[dict[str, Any]]] = {}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
+        for name in [n for n in ("ledger", STANDBY) if n in cluster.services]:
+            try:
+                journals[name] = await read_journal(http, cluster.url(name), cluster.headers("admin_read"))
+            except (aiohttp.ClientError, TimeoutError) as e:
+                if name == cluster.primary:
+                    raise
+                log.warning("chaos_standby_journal_unreadable", copy=name, error=repr(e))
+        checks = check_history(workload.history, journals[cluster.primary])
+        checks += check_failover(workload.history, journals, cluster.primary)
+        checks += await _isolated("the healed cluster serves writes",
+                                  check_writes_served(http, cluster, players[0]))
+    checks += await _isolated("the healed cluster's invariants were checked", _converged_cluster_checks(info, players))
+    checks += await _isolated("no edge shows a jackpot the ledger does not know", check_no_phantom_jackpots(info))
+    return checks
+
+
+async def _isolated(name: str, checking: Awaitable[Check | list[Check]]) -> list[Check]:
+    """One group of checks; if it breaks (say an edge answers garbage), that is its failed check
+    and the other groups still run."""
+    try:
+        result = await checking
+    except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError) as e:
+        log.error("chaos_check_failed", check=name, error=repr(e))
+        return [Check(name, False, f"{type(e).__name__}: {e}")]
+    return result if isinstance(result, list) else [result]
+
+
+def check_impersonation(accepted: list[str], *, impersonations_tried: int) -> Check:
+    """No edge accepted a sync hello from a peer holding another edge's credential."""
+    return Check("no edge accepts a peer posing as another edge", not accepted,
+                 accepted[0] + (f" (and {len(accepted) - 1} more)" if len(accepted) > 1 else "")
+                 if accepted else f"{impersonations_tried} impersonation attempts, none accepted")
+
+
+async def check_writes_served(http: aiohttp.ClientSession, cluster: Cluster, player: str) -> Check:
+    """Liveness after healing: a bet through every edge is judged (acknowledged or definitely
+    refused, not 5xx) within LIVENESS_S: a cluster whose primary was fenced by a lie, or whose
+    standby never acknowledges, fails."""
+    deadline = time.monotonic() + LIVENESS_S
+    pending = list(cluster.edge_ids)
+    last: dict[str, int] = {}
+    for n in range(1000):  # bounded; the deadline ends it long before
+        if not pending or time.monotonic() > deadline:
+            break
+        edge = pending[0]
+        body = {"id": f"probe-{edge}-{n}", "player_id": player, "currency": "EUR", "amount_minor": 1,
+                "round_id": f"probe-{edge}-{n}", "game_id": "table-1"}
+        try:
+            async with http.post(cluster.url(edge) + "/v1/bets", json=body, headers=cluster.headers("game_server"),
+                                 timeout=aiohttp.ClientTimeout(total=ATTEMPT_TIMEOUT_S * 2)) as r:
+                last[edge] = r.status
+                if r.status < 500:  # judged (a refusal such as insufficient funds is an answer too)
+                    pending.pop(0)
+                    continue
+        except (aiohttp.ClientError, TimeoutError):
+            last[edge] = 599
+        await asyncio.sleep(0.5)
+    return Check("the healed cluster serves writes", not pending,
+                 f"no bet judged within {LIVENESS_S:.0f}s through {pending} (last status {last})"
+                 if pending else f"a bet judged through each of {len(cluster.edge_ids)} edges ({last})")
+
+
+async def check_no_phantom_jackpots(info: dict[str, Any]) -> Check:
+    """No edge lists a jackpot display the ledger does not have (a forged document)."""
+    phantoms: list[str] = []
+    edge_h = {"Authorization": f"Bearer {info['tokens']['edge']}"}
+    gs_h = {"Authorization": f"Bearer {info['tokens']['game_server']}"}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+        for edge in info["edges"]:
+            async with http.get(f"{edge['url']}/v1/jackpots", headers=gs_h) as r:
+                listed = [j["jackpot_id"] for j in (await r.json()).get("jackpots", [])]
+            for jid in listed:
+                async with http.get(f"{info['ledger']['url']}/v1/jackpots/{jid}", headers=edge_h) as r:
+                    if r.status == 404:
+                        phantoms.append(f"{edge['id']} shows jackpot {jid!r}, unknown to the ledger")
+    return Check("no edge shows a jackpot the ledger does not know", not phantoms,
+                 phantoms[0] if phantoms else f"{len(info['edges'])} edges' jackpot lists")
 
 
 async def _converged_cluster_checks(info: dict[str, Any], players: list[str]) -> list[Check]:
-    deadline = time.monotonic() + 30.0
+    deadline = time.monotonic() + CONVERGE_S
     while True:
         checks = await check_cluster(info, ["mega"], players)
         if all(c.ok for c in checks) or time.monotonic() > deadline:

@@ -15,6 +15,12 @@ With `proxied=True` every edge→ledger and edge→peer link goes through an in-
 With `standby=True` a second ledger ("ledger-standby") runs as the synchronous standby of the
 first (each names the other as its peer, so a restarted old primary finds the higher epoch), the
 edges get both URLs, and `failover()` kills the primary with SIGKILL and promotes the standby.
+`primary` names the ledger copy acting as primary (`promote` moves it; `info()` and `seed()` use
+it), and `rejoin_as_standby` restarts a former primary as the standby of the current one. With
+`synchronous_pair=True` both copies are configured with `synchronous_standby`, so a promoted copy
+too answers a commit only once its own standby (the old primary, rejoined) applied it. With
+`fault_hooks=True` each ledger gets its test-only fault point (`fault_apply_delay_file`, see
+`set_apply_delay`); nothing else ever enables it.
 
 This module imports neither `core_ledger` nor `edge`: it only speaks their CLI and HTTP.
 """
@@ -24,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -101,6 +108,9 @@ class Cluster:
     ledger_attempt_timeout_s: float = 1.0
     ledger_deadline_s: float = 3.0
     standby: bool = False
+    synchronous_pair: bool = False  # both copies wait for a standby (the promoted one too)
+    fault_hooks: bool = False  # the ledgers' test-only fault point (a slow standby apply)
+    primary: str = "ledger"  # the ledger copy acting as primary
     tokens: dict[str, str] = field(default_factory=dict)
     services: dict[str, Service] = field(default_factory=dict)
     proxies: dict[tuple[str, str], FaultProxy] = field(default_factory=dict)
@@ -157,14 +167,16 @@ class Cluster:
         entries += [("edge-dev", "edge", "edge")]
         entries += [(role, role, role) for role in LEDGER_ROLES if role != "edge"]
         others = [self.url(n) for n in ("ledger", STANDBY) if n in self.services and n != svc.name]
-        # The primary waits for its standby; the standby, once promoted, has none to wait for.
-        synchronous = self.standby and svc.name == "ledger"
+        # The primary waits for its standby; the standby, once promoted, has none to wait for
+        # (unless both copies are synchronous: then the old primary must rejoin as its standby).
+        synchronous = self.standby and (svc.name == "ledger" or self.synchronous_pair)
+        hooks = f'fault_apply_delay_file = "{self._apply_delay_path(svc.name)}"\n' if self.fault_hooks else ""
         svc.config_path.write_text(
             "[ledger]\n"
             f'host = "127.0.0.1"\nport = {svc.port}\ndata_dir = "{svc.name}-data"\n'
             f"group_commit = {'true' if self.group_commit else 'false'}\n"
             f"synchronous_standby = {'true' if synchronous else 'false'}\n"
-            f"peers = {json.dumps(others)}\n"
+            f"peers = {json.dumps(others)}\n{hooks}"
             f'log_level = "{self.log_level}"\n\n' + self._token_rows(entries)
         )
 
@@ -258,11 +270,48 @@ class Cluster:
     async def failover(self) -> dict[str, Any]:
         """kill -9 the primary, promote the standby; the promote answer (role, epoch, head)."""
         assert self.standby, "failover needs Cluster(standby=True)"
-        await self.kill("ledger")
+        await self.kill(self.primary)
+        return await self.promote(self.standby_name)
+
+    @property
+    def standby_name(self) -> str:
+        """The ledger copy that is not the primary."""
+        return STANDBY if self.primary == "ledger" else "ledger"
+
+    async def promote(self, name: str) -> dict[str, Any]:
+        """POST /admin/v1/promote to `name`; from now on it is the primary (and restarts as one)."""
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=READY_TIMEOUT_S)) as http:
-            async with http.post(self.url(STANDBY) + "/admin/v1/promote", headers=self.headers("admin_write")) as r:
+            async with http.post(self.url(name) + "/admin/v1/promote", headers=self.headers("admin_write")) as r:
                 r.raise_for_status()
-                return await r.json()
+                answer: dict[str, Any] = await r.json()
+        self.primary = name
+        self.services[name].args = ()
+        return answer
+
+    async def rejoin_as_standby(self, name: str, *, keep_data: bool) -> None:
+        """Restart the ledger copy `name` as the standby of the current primary: with its own data
+        (whose tail may have diverged) or with none (it copies the primary's whole journal)."""
+        assert name != self.primary, f"{name} is the primary"
+        await self.stop_service(name)
+        if not keep_data:
+            shutil.rmtree(self.root / f"{name}-data", ignore_errors=True)
+        self.services[name].args = ("--standby-of", self.url(self.primary),
+                                    "--replica-token-file", str(self.root / "secrets" / "replica.token"))
+        await self.start_service(name, ready=False)
+
+    def _apply_delay_path(self, name: str) -> Path:
+        return self.root / "faults" / f"{name}-apply-delay"
+
+    def set_apply_delay(self, name: str, seconds: float) -> None:
+        """Test-only fault point: every standby apply of `name` pauses `seconds` before its commit
+        (0: off). Needs Cluster(fault_hooks=True)."""
+        assert self.fault_hooks, "the apply delay needs Cluster(fault_hooks=True)"
+        path = self._apply_delay_path(name)
+        if seconds <= 0:
+            path.unlink(missing_ok=True)
+        else:
+            path.parent.mkdir(exist_ok=True)
+            path.write_text(str(seconds))
 
     async def stop(self) -> None:
         for name in [*self.edge_ids, STANDBY, "ledger"]:
@@ -309,8 +358,8 @@ class Cluster:
     def info(self, seed: dict[str, Any] | None = None) -> dict[str, Any]:
         """The `cluster.json` contract."""
         return {
-            "ledger": {"url": self.url("ledger")},
-            **({"standby": {"url": self.url(STANDBY)}} if self.standby else {}),
+            "ledger": {"url": self.url(self.primary)},
+            **({"standby": {"url": self.url(self.standby_name)}} if self.standby else {}),
             "edges": [{"id": e, "url": self.url(e)} for e in self.edge_ids],
             "tokens": {role: self.tokens[role] for role in (*EDGE_ROLES, *LEDGER_ROLES)},
             "peer_tokens": {e: self.peer_token(e) for e in self.edge_ids},
@@ -336,7 +385,7 @@ BONUS_ID = "welcome"
 async def seed(cluster: Cluster, *, players: int = 20, deposit_minor: int = 1_000_000,
                currency: str = "EUR", bonus_requirement_minor: int = 5_000) -> dict[str, Any]:
     """Players with a deposit, one jackpot on the slot games, and a welcome bonus for each player."""
-    ledger = cluster.url("ledger")
+    ledger = cluster.url(cluster.primary)
     admin, cashier = cluster.headers("admin_write"), cluster.headers("cashier")
     player_ids = [f"p{i:03d}" for i in range(1, players + 1)]
     async with aiohttp.ClientSession(raise_for_status=True) as http:

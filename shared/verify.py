@@ -134,7 +134,10 @@ async def _check_displays(http: aiohttp.ClientSession, info: dict[str, Any], jac
             truth = await r.json()
         for edge in info["edges"]:
             async with http.get(f"{edge['url']}/v1/jackpots/{jid}", headers=gs_h) as r:
-                shown = await r.json()
+                shown = await r.json(content_type=None)
+                if r.status != 200:  # e.g. a value it cannot read: the display is broken, not a crash here
+                    wrong.append(f"{edge['id']} {jid}: answered {r.status} {_code(shown)}")
+                    continue
             if (shown["display_minor"], shown["epoch"]) != (truth["pool_minor"], truth["epoch"]):
                 wrong.append(f"{edge['id']} {jid}: shows {shown['display_minor']}@{shown['epoch']}, "
                              f"ledger {truth['pool_minor']}@{truth['epoch']}")
@@ -143,10 +146,18 @@ async def _check_displays(http: aiohttp.ClientSession, info: dict[str, Any], jac
             truth_b = {b["bonus_id"]: b["wagered_minor"] for b in (await r.json())["bonuses"]}
         for edge in info["edges"]:
             async with http.get(f"{edge['url']}/v1/players/{pid}/bonus-progress", headers=gs_h) as r:
-                shown_b = {b["bonus_id"]: b["wagered_minor"] for b in (await r.json())["bonuses"]}
+                answer = await r.json(content_type=None)
+                if r.status != 200:
+                    wrong.append(f"{edge['id']} {pid} bonus progress: answered {r.status} {_code(answer)}")
+                    continue
+                shown_b = {b["bonus_id"]: b["wagered_minor"] for b in answer["bonuses"]}
             for bid, wagered in truth_b.items():
                 if shown_b.get(bid, 0) != wagered:
                     wrong.append(f"{edge['id']} {pid}/{bid}: shows {shown_b.get(bid, 0)}, ledger {wagered}")
     n = len(info["edges"])
     return Check("every display equals the ledger", not wrong,
                  wrong[0] if wrong else f"{n} edges x {len(jackpot_ids)} jackpots, {len(player_ids)} players' bonuses")
+
+
+def _code(answer: Any) -> str:
+    return str(answer.get("code")) if isinstance(answer, dict) else "(no problem+json)"

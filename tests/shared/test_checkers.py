@@ -90,3 +90,71 @@ def test_demo_sync_lag_quantile_interpolates_like_promql_over_the_window_between
     assert quantile([(0.1, 0.0), (float("inf"), 0.0)], 0.99) is None
     later = [(0.01, 50.0), (0.1, 90.0), (0.25, 200.0), (float("inf"), 200.0)]  # 100 new, all in (0.1, 0.25]
     assert abs(lag_p99_since({"us": rows}, {"us": later})["us"] - (0.1 + 0.15 * 0.99)) < 1e-9
+
+
+# --- failover: one acknowledging copy per epoch, nothing acknowledged lost ---------------------
+
+
+def at(e, epoch):
+    e = dict(e)
+    e["epoch"] = epoch
+    return e
+
+
+def acked_bet(key, seq, epoch, *, by="eu", header=None):
+    op = Op("bet", key, {"id": key}, "eu", 0.0, outcome="ok", status=201)
+    op.answer = {"transaction": {"id": key, "sequence": seq, "epoch": epoch}}
+    op.answered_by, op.epoch_header = by, header
+    return op
+
+
+def test_a_clean_failover_passes_the_failover_checks():
+    from shared.chaos import check_failover
+
+    old = chain(dict(DEPOSIT), dict(BET))
+    new = chain(dict(DEPOSIT), dict(BET), at(entry(3, "b2", [("player:p1:EUR", -5), ("house:EUR", 5)]), 2))
+    history = [acked_bet("b1", 2, 1), acked_bet("b2", 3, 2)]
+    checks = check_failover(history, {"ledger": old, "ledger-standby": new}, "ledger-standby")
+    assert all(c.ok for c in checks), checks
+    assert "epochs [1, 2]" in checks[0].detail
+
+
+def test_two_copies_journaling_one_sequence_differently_in_one_epoch_is_caught():
+    from shared.chaos import check_failover
+
+    a = chain(dict(DEPOSIT), dict(BET))
+    b = chain(dict(DEPOSIT), entry(2, "b9", [("player:p1:EUR", -1), ("house:EUR", 1)]))
+    b[1]["hash"] = "e" * 64
+    checks = check_failover([], {"ledger": a, "ledger-standby": b}, "ledger")
+    assert not checks[0].ok and "both journaled sequence 2 in epoch 1" in checks[0].detail
+
+
+def test_an_ok_answer_naming_another_transactions_place_is_caught():
+    from shared.chaos import check_failover
+
+    journal = chain(dict(DEPOSIT), dict(BET))  # b1 at sequence 2, epoch 1
+    checks = check_failover([acked_bet("ghost", 2, 1)], {"ledger": journal}, "ledger")
+    assert not checks[0].ok and "acknowledged at sequence 2 in epoch 1, where ledger journaled b1" in checks[0].detail
+
+
+def test_one_epoch_announced_by_two_acknowledging_copies_is_caught():
+    from shared.chaos import check_failover
+
+    journal = chain(dict(DEPOSIT), dict(BET))
+    history = [acked_bet("b1", 2, 1, by="ledger", header=1), acked_bet("b1", 2, 1, by="ledger-standby", header=1)]
+    checks = check_failover(history, {"ledger": journal, "ledger-standby": journal}, "ledger")
+    assert not checks[0].ok and checks[0].detail == (
+        "epoch 1 acknowledged new writes from ['ledger', 'ledger-standby'] (e.g. bet b1 by ledger, bet b1 by "
+        "ledger-standby)")
+    history[1].answer["replayed"] = True  # a replay of a committed entry writes nothing new
+    assert check_failover(history, {"ledger": journal, "ledger-standby": journal}, "ledger")[0].ok
+
+
+def test_an_acknowledged_write_only_the_old_primary_has_is_lost():
+    from shared.chaos import check_failover
+
+    old = chain(dict(DEPOSIT), dict(BET))
+    new = chain(dict(DEPOSIT))
+    checks = check_failover([acked_bet("b1", 2, 1)], {"ledger": old, "ledger-standby": new}, "ledger-standby")
+    assert checks[0].ok
+    assert not checks[1].ok and "1 ok writes missing from ledger-standby, first bet b1" in checks[1].detail

@@ -1,0 +1,155 @@
+"""The chaos run's probes of a healed cluster catch what the lying participants leave behind:
+a phantom jackpot forged by a byzantine peer, a display inflated by a forged slot, and a cluster
+that no longer serves writes (a primary fenced by a lying epoch). Fake ledger and edges on
+127.0.0.1; and the `--faults` selection."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from shared import chaos
+from shared.byzantine import LIES, dialers_of, peer_credential
+from shared.nemesis import DEFAULT_FAULTS, HELD_BACK, KINDS, parse_faults
+from shared.verify import _check_displays
+
+TOKENS = {"edge": "e", "game_server": "g", "admin_read": "r", "admin_write": "w", "peer": "p"}
+
+
+def fake_ledger(jackpots: dict[str, dict[str, Any]]) -> web.Application:
+    async def jackpot(request: web.Request) -> web.Response:
+        jid = request.match_info["jid"]
+        if jid not in jackpots:
+            return web.json_response({"code": "not_found"}, status=404)
+        return web.json_response(jackpots[jid])
+
+    app = web.Application()
+    app.router.add_get("/v1/jackpots/{jid}", jackpot)
+    return app
+
+
+def fake_edge(displays: list[dict[str, Any]], bet_status: int = 201) -> web.Application:
+    async def listing(request: web.Request) -> web.Response:
+        return web.json_response({"jackpots": displays})
+
+    async def one(request: web.Request) -> web.Response:
+        found = [d for d in displays if d["jackpot_id"] == request.match_info["jid"]]
+        return web.json_response(found[0]) if found else web.json_response({}, status=404)
+
+    async def bet(request: web.Request) -> web.Response:
+        return web.json_response({"code": "not_primary"} if bet_status >= 400 else {"transaction": {}},
+                                 status=bet_status)
+
+    app = web.Application()
+    app.router.add_get("/v1/jackpots", listing)
+    app.router.add_get("/v1/jackpots/{jid}", one)
+    app.router.add_post("/v1/bets", bet)
+    return app
+
+
+MEGA = {"jackpot_id": "mega", "pool_minor": 100_500, "epoch": 1, "display_minor": 100_500}
+
+
+async def info_for(aiohttp_server: Any, edges: list[web.Application]) -> dict[str, Any]:
+    ledger = await aiohttp_server(fake_ledger({"mega": MEGA}))
+    servers = [await aiohttp_server(app) for app in edges]
+    return {"ledger": {"url": str(ledger.make_url("")).rstrip("/")}, "tokens": TOKENS,
+            "edges": [{"id": f"e{i}", "url": str(s.make_url("")).rstrip("/")} for i, s in enumerate(servers)]}
+
+
+async def test_a_jackpot_forged_by_a_byzantine_peer_is_a_phantom(aiohttp_server: Any) -> None:
+    info = await info_for(aiohttp_server, [fake_edge([MEGA]), fake_edge([MEGA, {**MEGA, "jackpot_id": "FAKE-JACKPOT"}])])
+    check = await chaos.check_no_phantom_jackpots(info)
+    assert not check.ok and "e1 shows jackpot 'FAKE-JACKPOT', unknown to the ledger" in check.detail
+    honest = await info_for(aiohttp_server, [fake_edge([MEGA])])
+    assert (await chaos.check_no_phantom_jackpots(honest)).ok
+
+
+async def test_a_display_inflated_by_a_forged_slot_fails_the_display_check(aiohttp_server: Any) -> None:
+    forged = {**MEGA, "display_minor": MEGA["display_minor"] + 1_000_000}
+    info = await info_for(aiohttp_server, [fake_edge([MEGA]), fake_edge([forged])])
+    async with aiohttp.ClientSession() as http:
+        check = await _check_displays(http, info, ["mega"], [], {}, {})
+    assert not check.ok and "e1 mega: shows 1100500@1, ledger 100500@1" in check.detail
+
+
+class FakeCluster:
+    edge_ids = ("eu", "us")
+
+    def __init__(self, urls: dict[str, str]) -> None:
+        self.urls = urls
+
+    def url(self, name: str) -> str:
+        return self.urls[name]
+
+    def headers(self, role: str) -> dict[str, str]:
+        return {"Authorization": "Bearer g"}
+
+
+async def test_a_cluster_that_no_longer_serves_writes_fails_liveness(aiohttp_server: Any,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(chaos, "LIVENESS_S", 1.0)
+    ok, fenced = await aiohttp_server(fake_edge([], 201)), await aiohttp_server(fake_edge([], 503))
+    cluster = FakeCluster({"eu": str(ok.make_url("")).rstrip("/"), "us": str(fenced.make_url("")).rstrip("/")})
+    async with aiohttp.ClientSession() as http:
+        check = await chaos.check_writes_served(http, cluster, "p001")  # type: ignore[arg-type]
+        assert not check.ok and "through ['us'] (last status {'eu': 201, 'us': 503})" in check.detail
+        refusing = await aiohttp_server(fake_edge([], 422))  # judged: insufficient funds is an answer
+        cluster.urls["us"] = str(refusing.make_url("")).rstrip("/")
+        assert (await chaos.check_writes_served(http, cluster, "p001")).ok  # type: ignore[arg-type]
+
+
+def test_fault_kinds_are_chosen_one_by_one_and_the_held_back_ones_are_not_default() -> None:
+    assert parse_faults("default") == DEFAULT_FAULTS and not set(HELD_BACK) & set(DEFAULT_FAULTS)
+    assert set(HELD_BACK) <= set(KINDS) and parse_faults("all") == KINDS
+    assert parse_faults("none,rejoin_diverged,byz_forge_slot") == ("rejoin_diverged", "byz_forge_slot")
+    assert "kill_edge" not in parse_faults("default,-kill_edge") and "rejoin_diverged" in parse_faults(
+        "default,rejoin_diverged")
+    assert {f"byz_{lie}" for lie in LIES} <= set(KINDS)
+    with pytest.raises(ValueError, match="unknown fault kind 'nope'"):
+        parse_faults("default,nope")
+
+
+def test_the_byzantine_peer_poses_as_an_edge_the_target_accepts_and_takes_its_credential_in_one_place() -> None:
+    class C:
+        edge_ids = ("eu", "us", "apac")
+        tokens: ClassVar[dict[str, str]] = {"peer": "shared-peer-token"}
+
+    assert dialers_of(C(), "us") == ["eu", "apac"] and dialers_of(C(), "apac") == []  # type: ignore[arg-type]
+    assert peer_credential(C(), "eu") == "shared-peer-token"  # type: ignore[arg-type]
+
+
+def test_the_nemesis_deals_every_enabled_kind_once_before_any_twice() -> None:
+    import random
+
+    from shared.nemesis import Nemesis
+
+    kinds = ("failover_kill", "lie_epoch_edges", "byz_oversized", "partition")
+    nemesis = Nemesis(None, random.Random(5), kinds)  # type: ignore[arg-type]
+    first, second = [nemesis.next_kind() for _ in kinds], [nemesis.next_kind() for _ in kinds]
+    assert sorted(first) == sorted(second) == sorted(kinds)
+    again = Nemesis(None, random.Random(5), kinds)  # type: ignore[arg-type]
+    assert [again.next_kind() for _ in kinds] == first  # seeded: the same order
+
+
+def test_an_accepted_impersonation_fails_the_check() -> None:
+    accepted = ["us accepted a hello as eu holding apac's credential"]
+    check = chaos.check_impersonation(accepted, impersonations_tried=2)
+    assert not check.ok and check.detail == accepted[0]
+    assert chaos.check_impersonation([], impersonations_tried=2).ok
+
+
+async def test_an_edge_that_cannot_read_a_poisoned_display_fails_the_display_check_without_a_crash(
+        aiohttp_server: Any) -> None:
+    async def broken(request: web.Request) -> web.Response:
+        return web.json_response({"code": "internal"}, status=500)
+
+    poisoned = web.Application()
+    poisoned.router.add_get("/v1/jackpots/{jid}", broken)
+    info = await info_for(aiohttp_server, [fake_edge([MEGA]), poisoned])
+    async with aiohttp.ClientSession() as http:
+        check = await _check_displays(http, info, ["mega"], [], {}, {})
+    assert not check.ok and check.detail == "e1 mega: answered 500 internal"
