@@ -140,9 +140,10 @@ class LedgerService:
 
     @property
     def fenced(self) -> bool:
-        """A fence holds against a copy of a lower epoch only: once this copy is promoted above it
-        (promotion raises the epoch past every fence it heard of), the fence is history."""
-        return self.fenced_by > self._head.epoch
+        """A fence holds against a primary of a lower epoch only: once this copy is promoted above
+        it (promotion raises the epoch past every fence it heard of), the fence is history. On a
+        standby the stored fence is only the highest epoch it heard of (see `heard_of_epoch`)."""
+        return self.role == "primary" and self.fenced_by > self._head.epoch
 
     @property
     def ready(self) -> bool:
@@ -430,6 +431,17 @@ class LedgerService:
             log.warning("ledger_fenced", own_epoch=self._head.epoch, fenced_by_epoch=epoch, evidence=evidence)
         await self.store.fence(self.fenced_by)  # again on every proof: a failed store write is retried
         return fenced_now
+
+    async def heard_of_epoch(self, epoch: int) -> None:
+        """Standby: its primary announced `epoch`. Kept durably (as the store's fence record) so a
+        later promotion goes above it even when no entry of that epoch reached this copy yet: a
+        primary promoted to epoch E that has journaled nothing since, then fails, must never see
+        this copy promoted to E as well (two copies writing under one epoch)."""
+        if self.role != "standby" or epoch <= max(self._head.epoch, self.fenced_by):
+            return
+        await self.store.fence(epoch)
+        self.fenced_by = epoch
+        log.info("ledger_heard_of_epoch", epoch=epoch, own_epoch=self._head.epoch)
 
     async def unfence(self, command: Command, lifted: int) -> Result:
         """Journal `command` (an `unfence`: who, why, the evidence), then clear the durable fence of

@@ -171,6 +171,8 @@ class Standby:
             self.primary_head = int(resp.headers.get(HEAD_HEADER, "0"))
             self.primary_epoch = int(resp.headers.get(EPOCH_HEADER, "0")) or None
             text = await resp.text()
+        if self.primary_epoch is not None:
+            await self.service.heard_of_epoch(self.primary_epoch)
         rows = [(after + i + 1, line) for i, line in enumerate(text.splitlines()) if line]
         if rows:
             # Shielded: cancelling the tailer (stop) does not cut the apply; stop waits for it.

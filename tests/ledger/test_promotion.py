@@ -235,3 +235,25 @@ async def test_a_fenced_copy_promoted_from_standby_is_no_longer_fenced(tmp_path:
     assert await run(False, fence) is True
     assert await run(True, promote) == (4, False)
     assert await run(False, reopen) == (4, False)
+
+
+async def test_a_standby_promoted_after_a_primary_that_wrote_nothing_takes_a_higher_epoch(
+        aiohttp_server: Any, tmp_path: Path, clock: FakeClock) -> None:
+    """A copy promoted to epoch 2 that journaled nothing since, followed by its standby: the standby
+    holds no entry of epoch 2, yet it must never be promoted to epoch 2 too (two copies writing
+    under one epoch): it keeps the epoch its primary announced, durably, and is promoted to 3."""
+    from tests.ledger.conftest import standby_of
+
+    first = create_app(ledger_config(tmp_path / "a"), clock=clock, standby=StandbySettings(
+        "http://127.0.0.1:9", TOKENS["replica"], poll_interval_s=0.05))
+    first_server = await aiohttp_server(first)
+    await first[STANDBY].stop()
+    assert (await first[SERVICE].promote()).epoch == 2  # a promoted copy, nothing journaled at epoch 2
+    follower = standby_of(first_server, tmp_path / "b", clock)
+    follower_server = await aiohttp_server(follower)
+    await wait_for(lambda: follower[STANDBY].primary_epoch == 2 and follower[SERVICE].fenced_by == 2)
+    assert follower[SERVICE].head.epoch == 1 and not follower[SERVICE].fenced  # a standby is never "fenced"
+    await first_server.close()
+    await follower[STANDBY].stop()
+    assert (await follower[SERVICE].promote()).epoch == 3
+    await follower_server.close()
