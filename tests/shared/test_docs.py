@@ -115,3 +115,11 @@ def test_the_checks_catch_what_they_look_for() -> None:
     assert citations("README.md", "see DESIGN" + ".md") != []
     assert citations("README.md", "see docs/DESIGN" + ".md and docs/API" + ".md") == []
     assert citations("docs/README.md", "[API" + ".md](API" + ".md)") == []
+
+
+def test_every_decision_record_and_runbook_is_linked_from_the_docs_index() -> None:
+    docs = Path(__file__).resolve().parents[2] / "docs"
+    index = (docs / "README.md").read_text()
+    unlinked = [f"{folder}/{f.name}" for folder in ("decisions", "runbooks")
+                for f in sorted((docs / folder).glob("*.md")) if f"({folder}/{f.name})" not in index]
+    assert not unlinked, f"not linked from docs/README.md: {unlinked}"
