@@ -32,6 +32,8 @@ EDGE_METRICS = (
     MetricSpec("edge_display_drift_minor", "gauge", ("kind",)),
     # A committed answer's CRDT effect that failed to apply (the answer stands; reconciliation repairs).
     MetricSpec("edge_effect_failures_total", "counter", ("operation",)),
+    # A background task failed (task: reconciler, ledger_watch — restarted —, ledger_client, sync).
+    MetricSpec("edge_background_failures_total", "counter", ("task",)),
 )
 
 LEDGER_METRICS = (
