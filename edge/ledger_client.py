@@ -46,7 +46,7 @@ from edge.config import Limits
 from edge.metrics import EdgeMetrics
 from shared import request_ids
 from shared.errors import CroupierError, Unavailable, error_from_code
-from shared.tasks import TaskSet
+from shared.tasks import TaskSet, supervise
 
 log = structlog.get_logger("croupier.edge.ledger")
 
@@ -153,7 +153,9 @@ class LedgerClient:
         self._http = aiohttp.ClientSession(
             connector=connector, headers={"Authorization": f"Bearer {self._token}"},
             timeout=aiohttp.ClientTimeout(total=self._attempt_timeout_s))
-        self._spawn(self._dispatch())
+        # The dispatcher feeds every batch: a bug in it is reported and it starts again, never left dead
+        # (which would turn every money action into a 503 after its deadline).
+        self._spawn(supervise("ledger_dispatch", self._dispatch, self._dispatch_failed, delay_s=0.1))
 
     async def close(self) -> None:
         await self._tasks.cancel_all()
@@ -395,7 +397,11 @@ class LedgerClient:
 
     def _failed(self, task: asyncio.Task[Any], error: BaseException) -> None:
         self._metrics.background_failures_total.labels("ledger_client").inc()
-        log.error("ledger client task failed", error=repr(error))
+        log.error("ledger client task failed", task=task.get_name(), error=repr(error), exc_info=error)
+
+    def _dispatch_failed(self, name: str, error: BaseException) -> None:
+        self._metrics.background_failures_total.labels("ledger_client").inc()
+        log.error("ledger client task failed", task=name, error=repr(error), exc_info=error)
 
 
 def _refused(status: int, raw: bytes) -> str:

@@ -107,3 +107,28 @@ async def test_a_breaker_that_closes_again_is_logged_and_each_action_carries_its
     events = [e["event"] for e in logs]
     assert events.index("ledger_breaker_open") < events.index("ledger_breaker_closed")
     assert len(seen) >= 2 and all(ids == ["gs-req-1"] for ids in seen)  # kept across the retry
+
+
+async def test_a_dispatcher_that_fails_is_reported_and_started_again(fake_ledger):
+    _, server = fake_ledger
+    registry = CollectorRegistry()
+    client = LedgerClient(str(server.make_url("")).rstrip("/"), "t", attempt_timeout_s=0.5, deadline_s=3.0,
+                          limits=Limits(), metrics=EdgeMetrics(registry))
+    original, calls = client._dispatch, []
+
+    async def flaky() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("a bug in the dispatcher")
+        await original()
+
+    client._dispatch = flaky  # type: ignore[method-assign]
+    await client.start()
+    try:
+        with capture_logs() as logs:
+            status, _ = await client.money("bet", bet_body())
+    finally:
+        await client.close()
+    assert status == 201 and len(calls) == 2
+    assert registry.get_sample_value("edge_background_failures_total", {"task": "ledger_client"}) == 1.0
+    assert any(e["event"] == "ledger client task failed" and e["task"] == "ledger_dispatch" for e in logs)
