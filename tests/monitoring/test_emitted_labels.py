@@ -198,6 +198,10 @@ async def test_every_name_and_label_value_the_monitoring_selects_is_emitted_by_t
     assert unmatched(label_matchers(expressions), emitted) == []
     used = set().union(*(metric_names(e.expr) for e in expressions))
     assert used - names - recorded_names() - contract.PROMETHEUS_SERIES == set()
+    # A counter an alert watches must have its series before the first failure: `increase()` does
+    # not count the step from an absent series to 1, so the first failure would never fire it.
+    watched = set().union(*(metric_names(e.expr) for e in expressions if e.source.startswith("croupier-alerts")))
+    assert {n for n in watched if n.endswith("_total")} - set(emitted) == set()
     assert contract.exported_sample_names() - names == set()  # the contract holds no name the code lacks
 
 
