@@ -1,5 +1,6 @@
 """The admin API (`/admin/v1`): writes need `admin_write`, reads `admin_read`; every write is
-journaled with the admin's identity (the credential name)."""
+journaled with the admin's identity (the credential name) and logged (`admin_action`: who, what,
+the outcome), as are promotions, backups, unfences and audit runs."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import io
 from typing import Any, Callable
 
 import orjson
+import structlog
 from aiohttp import web
 from pydantic import BaseModel
 
@@ -21,6 +23,8 @@ from core_ledger.domain import ADMIN_SCOPE, Command
 from core_ledger.routes import (
     AUDITOR, CONFIG, FENCING, READS, SERVICE, STANDBY, Route, answer, page_limit, path_id, query_choice, query_int,
 )
+
+log = structlog.get_logger("croupier.ledger.admin")
 
 SEQUENCE_MAX = 2**62
 Keyer = Callable[[BaseModel, auth.Principal], tuple[str, str] | None]
@@ -37,6 +41,9 @@ def _write_route(path: str, tx_type: str, model: type[BaseModel], keyer: Keyer, 
         if "player_id" in request.match_info:
             fields["player_id"] = path_id(request, "player_id")
         [result] = await request.app[SERVICE].submit([Command(tx_type, fields, who.name, keyer(body, who))])
+        status, code = (result[0], result[1].get("code")) if isinstance(result, tuple) else (None, result.code)
+        log.info("admin_action", action=tx_type, principal=who.name, id=getattr(body, "id", None),
+                 player_id=fields.get("player_id"), status=status, code=code)
         return answer(result)
 
     return Route("POST", path, handler, summary, body=model)
@@ -73,7 +80,10 @@ async def trace(request: web.Request) -> web.Response:
 
 @auth.roles("admin_read", "admin_write")
 async def verify(request: web.Request) -> web.Response:
-    return json_response(await request.app[AUDITOR].verify())
+    report = await request.app[AUDITOR].verify()
+    log.info("admin_action", action="audit_verify", principal=principal(request).name, ok=report.get("ok"),
+             first_bad_sequence=report.get("first_bad_sequence"))
+    return json_response(report)
 
 
 CSV_COLUMNS = ("sequence", "epoch", "type", "id", "client_id", "via", "principal", "committed_at", "outcome",
@@ -132,6 +142,8 @@ async def promote(request: web.Request) -> web.Response:
     if standby is not None:
         await standby.stop()
     head = await request.app[SERVICE].promote()
+    log.warning("admin_action", action="promote", principal=principal(request).name, epoch=head.epoch,
+                head_sequence=head.sequence)
     return json_response({"role": "primary", "epoch": head.epoch,
                           "head": {"sequence": head.sequence, "hash": head.hash}})
 
@@ -139,12 +151,19 @@ async def promote(request: web.Request) -> web.Response:
 @auth.roles("admin_write")
 async def unfence(request: web.Request) -> web.Response:
     body = await read_model(request, UnfenceIn)
-    return answer(await request.app[FENCING].unfence(body.reason, body.force, principal(request)))
+    result = await request.app[FENCING].unfence(body.reason, body.force, principal(request))
+    log.warning("admin_action", action="unfence", principal=principal(request).name, force=body.force,
+                reason=body.reason, status=result[0] if isinstance(result, tuple) else None,
+                code=None if isinstance(result, tuple) else result.code)
+    return answer(result)
 
 
 @auth.roles("admin_write")
 async def backup(request: web.Request) -> web.Response:
-    return json_response(await request.app[READS].backup(request.app[CONFIG].backups_dir), status=201)
+    taken = await request.app[READS].backup(request.app[CONFIG].backups_dir)
+    log.info("admin_action", action="backup", principal=principal(request).name, **{
+        k: v for k, v in taken.items() if isinstance(v, (str, int, float, bool))})
+    return json_response(taken, status=201)
 
 
 ROUTES: list[Route] = [

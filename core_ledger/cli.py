@@ -72,7 +72,7 @@ def serve(
     if standby_of is not None and replica_token_file is not None:
         standby = StandbySettings(standby_of.rstrip("/"), replica_token_file.read_text().strip(),
                                   page_limit=cfg.page_limit_max)
-    logs.configure(cfg.log_level)
+    logs.configure(cfg.log_level, service="ledger", file=cfg.log_file)
     # The writer's overlay keeps many long-lived dicts; default young-generation collections
     # rescan them so often that GC cost a third of the per-bet CPU in profiles.
     gc.set_threshold(*GC_THRESHOLDS)

@@ -5,6 +5,7 @@
     group_commit = true       commit_batch_max = 256                    queue_depth_max = 10000
     body_bytes_max = 65536    page_limit_max = 1000                     batch_actions_max = 256
     log_level = "info"        backend = "sqlite"   (or "postgres", which needs postgres_dsn_file)
+    log_file = "ledger.log"   (JSON lines appended there, relative to the file; default: stderr)
     postgres_dsn_file = "pg.dsn"  (relative to the file; the DSN holds a password: read, never logged)
     postgres_schema = "public"    postgres_pool_size_max = 8
     synchronous_standby = false   standby_ack_timeout_s = 2.0    journal_wait_ms_max = 5000
@@ -23,7 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from shared.auth import TokenEntry
-from shared.config import ConfigError, load_toml, pick, token_entries
+from shared.config import (
+    ConfigError,
+    load_toml,
+    pick,
+    pick_log_file,
+    pick_log_level,
+    token_entries,
+)
 
 LIMIT_MAX = 1_000_000  # sanity bound on every configured count
 
@@ -40,6 +48,7 @@ class LedgerConfig:
     page_limit_max: int = 1000
     batch_actions_max: int = 256
     log_level: str = "info"
+    log_file: Path | None = None  # None: stderr
     backend: str = "sqlite"
     postgres_dsn_file: Path | None = None
     postgres_schema: str = "public"
@@ -123,7 +132,8 @@ def parse(raw: dict[str, Any], base: Path) -> LedgerConfig:
         synchronous_standby=pick(table, "synchronous_standby", bool, False),
         peers=_peers(pick(table, "peers", list, [])),
         fault_apply_delay_file=(base / fault_file).resolve() if fault_file else None,
-        log_level=pick(table, "log_level", str, defaults.log_level),
+        log_level=pick_log_level(table, "ledger"),
+        log_file=pick_log_file(table, base, "ledger"),
         tokens=tuple(token_entries(raw.get("tokens", []), base)),
         **_backend(table, base),
         **values,

@@ -18,11 +18,13 @@ import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from shared import auth
+from shared import auth, logs
 from shared.errors import BadRequest, CroupierError, Forbidden, problem, status_for
 from shared.models import MONEY_OPS, BatchIn
 from shared.routes import serve_routes
-from shared.web import PRINCIPAL, Handler, json_response, make_app, principal, read_json, validate
+from shared.web import (
+    PRINCIPAL, Handler, annotate, json_response, make_app, principal, read_json, request_id, validate,
+)
 
 from core_ledger import admin_http
 from core_ledger.audit import Auditor
@@ -60,22 +62,52 @@ def money_command(op: str, raw: Any, who: auth.Principal) -> Command:
     return Command(tx_type, request, who.name, (client_id, body.id), via)
 
 
+Result = tuple[int, dict[str, Any]] | CroupierError
+
+
+def log_action(op: str, command: Command | None, result: Result, rid: str, **fields: Any) -> None:
+    """One `ledger_action` line per money action (alone or in a batch), under its request id."""
+    body: dict[str, Any] = {}
+    code: str | None = None
+    if isinstance(result, CroupierError):
+        status, code = status_for(result), result.code
+    else:
+        status, body = result
+        code = body.get("code") if status >= 400 else None
+    tx = body.get("transaction")
+    if not isinstance(tx, dict):
+        tx = body
+    if command is not None:
+        fields.update(id=command.key[1] if command.key else None, client_id=command.key[0] if command.key else None,
+                      via=command.via, principal=command.principal)
+    log.info("ledger_action", op=op, status=status, code=code, sequence=tx.get("sequence"),
+             replayed=body.get("replayed"), request_id=rid, **fields)
+
+
 def _money_route(op: str) -> Route:
     _, model, path = MONEY_OPS[op]
 
     @auth.roles(*(("cashier",) if op in CASHIER_OPS else ("edge",)))
     async def handler(request: web.Request) -> web.Response:
         command = money_command(op, await read_json(request), principal(request))
-        [result] = await request.app[SERVICE].submit([command])
+        annotate(request, client_id=command.key[0] if command.key else None, via=command.via)
+        try:
+            [result] = await request.app[SERVICE].submit([command])
+        except CroupierError as e:
+            log_action(op, command, e, request_id(request))
+            raise
+        log_action(op, command, result, request_id(request))
         return answer(result)
 
     return Route("POST", path, handler, f"{op.replace('_', ' ').capitalize()} (idempotent by id)", body=model)
 
 
-def _batch_item(result: tuple[int, dict[str, Any]] | CroupierError) -> dict[str, Any]:
+def _batch_item(result: Result, rid: str) -> dict[str, Any]:
+    """One action's result; a problem body names the action's own request id."""
     if isinstance(result, CroupierError):
-        return {"status": status_for(result), "body": problem(result)}
-    return {"status": result[0], "body": result[1]}
+        return {"status": status_for(result), "body": {**problem(result), "request_id": rid}}
+    status, body = result
+    return {"status": status, "body": {**body, "request_id": rid} if status >= 400 else body}
 
 
 @auth.roles("edge")
@@ -92,8 +124,21 @@ async def batch(request: web.Request) -> web.Response:
         except CroupierError as e:  # judged alone: a bad action fails only itself
             slots.append(e)
     commands = [s for s in slots if isinstance(s, Command)]
-    results = iter(await request.app[SERVICE].submit(commands) if commands else [])
-    out = [_batch_item(next(results) if isinstance(s, Command) else s) for s in slots]
+    batch_rid = request_id(request)
+    rids = [action.request_id or batch_rid for action in parsed.actions]
+    annotate(request, actions=len(slots))
+    try:
+        results = iter(await request.app[SERVICE].submit(commands) if commands else [])
+    except CroupierError as e:  # the whole batch refused (not primary, queue full...): each action says so
+        for action, slot, rid in zip(parsed.actions, slots, rids):
+            log_action(action.op, slot if isinstance(slot, Command) else None, e if isinstance(slot, Command) else slot,
+                       rid, batch_request_id=batch_rid)
+        raise
+    out = []
+    for action, slot, rid in zip(parsed.actions, slots, rids):
+        result = next(results) if isinstance(slot, Command) else slot
+        log_action(action.op, slot if isinstance(slot, Command) else None, result, rid, batch_request_id=batch_rid)
+        out.append(_batch_item(result, rid))
     return json_response({"results": out})
 
 
@@ -231,13 +276,19 @@ def create_app(config: LedgerConfig, *, store: Store | None = None, clock: Calla
         tasks = [t for t in (app.get(STANDBY), app[AUDITOR]) if t is not None]
         for task in tasks:
             task.start()
+        service = app[SERVICE]
+        log.info("ledger_started", version=logs.version(), role=service.role, epoch=service.epoch,
+                 fenced=service.fenced, head_sequence=service.head.sequence,
+                 standby_of=standby.primary_url if standby is not None else None, config=logs.config_summary(config))
         try:
             yield
         finally:
+            log.info("ledger_stopping", head_sequence=service.head.sequence)
             await app[FENCING].stop()
             for task in tasks:
                 await task.stop()
             await app[SERVICE].stop()
+            log.info("ledger_stopped", head_sequence=service.head.sequence)
 
     app.cleanup_ctx.append(lifecycle)
     return app

@@ -27,7 +27,7 @@ def serve(
     except ConfigError as e:
         raise typer.BadParameter(str(e)) from None
     cfg = dataclasses.replace(cfg, host=host or cfg.host, port=port or cfg.port)
-    logs.configure(cfg.log_level)
+    logs.configure(cfg.log_level, service="edge", edge_id=cfg.id, file=cfg.log_file)
     web.run_app(create_app(cfg), host=cfg.host, port=cfg.port, print=None, access_log=None,
                 shutdown_timeout=5.0)
 

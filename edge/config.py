@@ -18,7 +18,14 @@ from typing import Any
 
 from edge.crdt.identity import check_distinct_tags
 from shared.auth import TokenEntry
-from shared.config import ConfigError, load_toml, pick, token_entries
+from shared.config import (
+    ConfigError,
+    load_toml,
+    pick,
+    pick_log_file,
+    pick_log_level,
+    token_entries,
+)
 from shared.ids import is_id
 
 ACCEPTED_ROLES = frozenset({"game_server", "peer", "metrics"})
@@ -81,6 +88,7 @@ class EdgeConfig:
     tokens: tuple[TokenEntry, ...]
     limits: Limits = Limits()
     ledger_urls: tuple[str, ...] = ()  # failover order; empty: just ledger_url
+    log_file: Path | None = None  # JSON log lines appended there; None: stderr
 
     @property
     def ledger_endpoints(self) -> tuple[str, ...]:
@@ -184,7 +192,8 @@ def load(path: Path) -> EdgeConfig:
         ledger_deadline_s=pick(edge, "ledger_deadline_s", float, 3.0),
         body_bytes_max=pick(edge, "body_bytes_max", int, 65536),
         session_state_bytes_max=pick(edge, "session_state_bytes_max", int, 16384),
-        log_level=pick(edge, "log_level", str, "info"),
+        log_level=pick_log_level(edge, "edge"),
+        log_file=pick_log_file(edge, base, "edge"),
         peers=peers,
         tokens=tuple(tokens),
         limits=_limits(edge),

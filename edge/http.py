@@ -25,10 +25,11 @@ from edge.reconcile import Reconciler
 from edge.service import EDGE_MONEY_OPS, EdgeService
 from edge.state import EdgeState
 from edge.sync import SyncHub
-from shared import auth
+from shared import auth, logs
 from shared.models import MONEY_OPS, SessionStateIn
 from shared.routes import Route, path_id, serve_routes
-from shared.web import json_response, make_app, principal, read_model
+from shared.tasks import supervise
+from shared.web import annotate, json_response, make_app, principal, read_model
 
 log = structlog.get_logger("croupier.edge")
 
@@ -43,7 +44,9 @@ def _money_route(op: str) -> Route:
     @auth.roles("game_server")
     async def handler(request: web.Request) -> web.Response:
         body = await read_model(request, model)
-        status, answer = await request.app[SERVICE].money(op, body, principal(request).name)
+        client_id = principal(request).name
+        annotate(request, client_id=client_id, via=request.app[SERVICE].edge_id, id=body.id)
+        status, answer = await request.app[SERVICE].money(op, body, client_id)
         return json_response(answer, status=status)
 
     return Route("POST", path, handler, f"{op.replace('_', ' ').capitalize()}, forwarded to the ledger", model)
@@ -141,23 +144,31 @@ def create_app(cfg: EdgeConfig, *, registry: CollectorRegistry | None = None,
     serve_routes(app, ROUTES, title="Croupier edge",
                  description="Regional edge: money forwarded to the core ledger, CRDT state served locally.")
 
+    def task_failed(name: str, error: BaseException) -> None:
+        metrics.background_failures_total.labels(name).inc()
+        log.error("edge_task_failed", task=name, error=repr(error), exc_info=error)
+
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await state.open()
         log.info("edge CRDT identity", edge=cfg.id, crdt_client_id=state.replica.client_id)
         reconciler.mark_dirty(state.book.keys())  # effects near a crash: confirm them first
         await ledger.start()
         await hub.start()
-        tasks = [asyncio.create_task(reconciler.run(), name="edge-reconciler"),
-                 asyncio.create_task(ledger.watch(), name="edge-ledger-watch")]
+        tasks = [asyncio.create_task(supervise("reconciler", reconciler.run, task_failed), name="edge-reconciler"),
+                 asyncio.create_task(supervise("ledger_watch", ledger.watch, task_failed), name="edge-ledger-watch")]
+        log.info("edge_started", version=logs.version(), ledger_urls=list(cfg.ledger_endpoints),
+                 peers=[p.id for p in cfg.peers], config=logs.config_summary(cfg))
         try:
             yield
         finally:
+            log.info("edge_stopping")
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await hub.close()
             await ledger.close()
             await store.close()
+            log.info("edge_stopped")
 
     async def close_links(app: web.Application) -> None:
         await hub.close()  # before aiohttp waits for handlers: open websockets would hold it up

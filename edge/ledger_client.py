@@ -23,6 +23,11 @@ breaker before its promotion. Every request carries `X-Ledger-Epoch`,
 the highest epoch any ledger announced to this client (learned only from ledger answers, never
 from a game server's request): a primary of a lower epoch that receives it asks its peer ledgers
 and fences itself if one proves that epoch (it lost a failover).
+
+Request ids: each money action carries the id of the edge request it came from (`request_id` in its
+batch entry, kept across retries), and a read made while serving a request sends that id as
+`X-Request-Id`, so the ledger logs them under the id the edge logged. Breakers opening and closing
+and moves to another ledger URL are logged.
 """
 
 from __future__ import annotations
@@ -39,13 +44,14 @@ import structlog
 
 from edge.config import Limits
 from edge.metrics import EdgeMetrics
+from shared import request_ids
 from shared.errors import CroupierError, Unavailable, error_from_code
-from shared.tasks import TaskSet
+from shared.tasks import TaskSet, supervise
 
 log = structlog.get_logger("croupier.edge.ledger")
 
 RETRYABLE_CODES = frozenset({"request_in_progress", "ledger_unavailable", "not_primary", "storage_unavailable"})
-PROBLEM_FIELDS = frozenset({"type", "title", "status", "detail", "code"})
+PROBLEM_FIELDS = frozenset({"type", "title", "status", "detail", "code", "request_id"})
 EPOCH_HEADER = "X-Ledger-Epoch"
 
 
@@ -95,18 +101,23 @@ class Breaker:
     def retry_after_s(self) -> int:
         return max(1, math.ceil(self._open_until - self._clock()))
 
-    def success(self) -> None:
+    def success(self) -> bool:
+        """Reset; True if the circuit was open (it closes now)."""
+        was_open = self._failures >= self._failures_max
         self._failures, self._probing = 0, False
+        return was_open
 
     def release(self) -> None:
         """The call got an answer that says nothing about the link's health (a half-open probe ends)."""
         self._probing = False
 
-    def failure(self) -> None:
+    def failure(self) -> bool:
+        """Count a failure; True if it opened the circuit (not when a half-open probe failed)."""
         self._failures += 1
         self._probing = False
         if self._failures >= self._failures_max:
             self._open_until = self._clock() + self._open_s
+        return self._failures == self._failures_max
 
 
 @dataclass
@@ -142,7 +153,9 @@ class LedgerClient:
         self._http = aiohttp.ClientSession(
             connector=connector, headers={"Authorization": f"Bearer {self._token}"},
             timeout=aiohttp.ClientTimeout(total=self._attempt_timeout_s))
-        self._spawn(self._dispatch())
+        # The dispatcher feeds every batch: a bug in it is reported and it starts again, never left dead
+        # (which would turn every money action into a 503 after its deadline).
+        self._spawn(supervise("ledger_dispatch", self._dispatch, self._dispatch_failed, delay_s=0.1))
 
     async def close(self) -> None:
         await self._tasks.cancel_all()
@@ -169,17 +182,27 @@ class LedgerClient:
         for step in range(len(self._bases)):
             index = (self._current + step) % len(self._bases)
             if self._breakers[index].allow():
-                self._current = index
+                self._switch(index, "circuit open")
                 return index
         raise AttemptFailed("the circuit is open for every ledger")
 
-    def _move_on(self, index: int) -> None:
+    def _move_on(self, index: int, reason: str) -> None:
         """The URL at `index` failed or is not the primary: the next attempt goes to the next one."""
         if index == self._current:
-            self._current = (index + 1) % len(self._bases)
+            self._switch((index + 1) % len(self._bases), reason)
+
+    def _switch(self, index: int, reason: str) -> None:
+        if index != self._current:
+            log.warning("ledger_url_switched", from_url=self._bases[self._current], to_url=self._bases[index],
+                        reason=reason)
+            self._current = index
 
     def _headers(self) -> dict[str, str]:
-        return {EPOCH_HEADER: str(self.epoch_seen)} if self.epoch_seen else {}
+        headers = {EPOCH_HEADER: str(self.epoch_seen)} if self.epoch_seen else {}
+        request_id = request_ids.current()
+        if request_id is not None:
+            headers[request_ids.HEADER] = request_id
+        return headers
 
     def _learn(self, resp: aiohttp.ClientResponse) -> None:
         raw = resp.headers.get(EPOCH_HEADER, "")
@@ -201,11 +224,16 @@ class LedgerClient:
 
     # --- money --------------------------------------------------------------------------------
 
-    async def money(self, op: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        """The ledger's answer (status, body) to one money action, or the error it decided."""
+    async def money(self, op: str, body: dict[str, Any], *, request_id: str | None = None) -> tuple[int, dict[str, Any]]:
+        """The ledger's answer (status, body) to one money action, or the error it decided. The action
+        is logged at the ledger under `request_id` (default: the id of the request being served)."""
         if not self._closed():
             raise Unavailable("the ledger is unavailable (circuit open)", retry_after_s=self._retry_after_s())
-        encoded = orjson.dumps({"op": op, "body": body})
+        request_id = request_id or request_ids.current()
+        entry: dict[str, Any] = {"op": op, "body": body}
+        if request_id is not None:
+            entry["request_id"] = request_id
+        encoded = orjson.dumps(entry)
         action = _Action(encoded, self._clock() + self.deadline_s, asyncio.get_running_loop().create_future())
         try:
             self._queue.put_nowait(action)
@@ -255,7 +283,7 @@ class LedgerClient:
                 _resolve(action, (status, body))
             elif status == 503 or body.get("code") in RETRYABLE_CODES:
                 if status == 503:  # this ledger cannot take it (fenced, or its standby went away)
-                    self._move_on(index)
+                    self._move_on(index, str(body.get("code")))
                 self._retry_or_fail(action, str(body.get("code")))
             else:
                 _fail(action, error_from_problem(status, body))
@@ -354,20 +382,26 @@ class LedgerClient:
         breaker = self._breakers[index]
         if outcome in ("ok", "rejected"):
             self._last_ok = self._clock()
-            breaker.success()
+            if breaker.success():
+                log.info("ledger_breaker_closed", url=self._bases[index])
             return
         if outcome == "not_primary":  # it answered: not a failure of the link, just the wrong ledger
             breaker.release()
-        else:
-            breaker.failure()
-        self._move_on(index)
+        elif breaker.failure():
+            log.warning("ledger_breaker_open", url=self._bases[index], failures=self._limits.breaker_failures,
+                        open_s=self._limits.breaker_open_s, last_outcome=outcome, operation=operation)
+        self._move_on(index, outcome)
 
     def _spawn(self, coro: Any) -> None:
         self._tasks.spawn(coro)
 
     def _failed(self, task: asyncio.Task[Any], error: BaseException) -> None:
         self._metrics.background_failures_total.labels("ledger_client").inc()
-        log.error("ledger client task failed", error=repr(error))
+        log.error("ledger client task failed", task=task.get_name(), error=repr(error), exc_info=error)
+
+    def _dispatch_failed(self, name: str, error: BaseException) -> None:
+        self._metrics.background_failures_total.labels("ledger_client").inc()
+        log.error("ledger client task failed", task=name, error=repr(error), exc_info=error)
 
 
 def _refused(status: int, raw: bytes) -> str:

@@ -7,6 +7,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from shared.metrics import LATENCY_BUCKETS_S
 
 # Sync lag spans loopback milliseconds up to minutes of partition catch-up.
+# Label values of the failure counters, created at 0 when the edge starts: an alert on
+# `increase(...)` sees the first failure only if the series existed before it.
+MONEY_OPERATIONS = ("bet", "win", "rollback", "jackpot_payout", "bonus_claim")
+BACKGROUND_TASKS = ("reconciler", "ledger_watch", "ledger_client", "sync")
+
 SYNC_LAG_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
                       60.0, 300.0)
 
@@ -45,7 +50,8 @@ class EdgeMetrics:
             "(the answer stands; reconciliation repairs the display), by operation.",
             ["operation"], registry=registry)
         self.background_failures_total = Counter(
-            "edge_background_failures_total", "Failures of background tasks (sync, reconciliation).",
+            "edge_background_failures_total",
+            "Failures of background tasks (reconciler and ledger_watch, restarted; ledger_client; sync).",
             ["task"], registry=registry)
         self.background_task_failing = Gauge(
             "edge_background_task_failing",
@@ -63,3 +69,7 @@ class EdgeMetrics:
         self.crdt_invalid_slots_total = Counter(
             "edge_crdt_invalid_slots_total", "Slot values skipped by a read because they do not decode, by document kind.",
             ["doc"], registry=registry)
+        for operation in MONEY_OPERATIONS:
+            self.effect_failures_total.labels(operation)
+        for task in BACKGROUND_TASKS:
+            self.background_failures_total.labels(task)

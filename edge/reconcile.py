@@ -79,6 +79,8 @@ class Reconciler:
         if own is None or (own.epoch, own.p - own.n, own.seed_minor, own.currency) != (
                 slot.epoch, slot.p - slot.n, slot.seed_minor, slot.currency):
             self.state.write(name, lambda d: write_slot(d, me, slot.encode()))
+            log.info("reconciliation_repaired", doc=name, as_of_sequence=truth.as_of, epoch=slot.epoch,
+                     own_minor_before=None if own is None else own.p - own.n, own_minor_after=slot.p - slot.n)
         self.state.store.raise_watermark(name, truth.as_of)
         view = jackpot_view(jackpot_slots(doc))
         if view is not None:  # at another epoch too: a display ahead of the ledger is drift
@@ -101,6 +103,8 @@ class Reconciler:
         own = bonus_slots(doc).get(me)
         if own is None or _net(own) != _net(slot):  # written once even if zero: the key is then known
             self.state.write(name, lambda d: write_slot(d, me, slot.encode()))
+            log.info("reconciliation_repaired", doc=name, as_of_sequence=as_of,
+                     own_wagered_before=None if own is None else _net(own), own_wagered_after=_net(slot))
         self.state.store.raise_watermark(name, as_of)
         shown = bonus_progress(bonus_slots(doc))
         drift = sum(sum(shown.get(str(b["bonus_id"]), {}).values()) - int(b["wagered_minor"]) for b in bonuses)
@@ -119,7 +123,7 @@ class Reconciler:
                     pass  # the ledger does not know it (yet): nothing to repair
                 except CroupierError as e:
                     self._dirty[name] = None  # ledger unavailable: try again next round
-                    log.info("reconciliation postponed", doc=name, code=e.code)
+                    log.info("reconciliation_postponed", doc=name, code=e.code)
                     break
                 except Exception as e:  # noqa: BLE001 - a bug in one key must not end the loop
                     failure = e

@@ -28,7 +28,7 @@ from edge.crdt.slots import (
 )
 from edge.jackpots import JackpotCatalog
 from edge.ledger_client import LedgerClient
-from edge.metrics import EdgeMetrics
+from edge.metrics import MONEY_OPERATIONS, EdgeMetrics
 from edge.reconcile import Reconciler
 from edge.state import EdgeState
 from shared.errors import BadRequest, CroupierError, NotFound, PayloadTooLarge, Unavailable, status_for
@@ -63,7 +63,7 @@ def _jackpot_body(jackpot_id: str, view: JackpotView) -> dict[str, Any]:
             "as_of": rfc3339(view.as_of_ts)}
 
 
-EDGE_MONEY_OPS = ("bet", "win", "rollback", "jackpot_payout", "bonus_claim")  # what game servers send here
+EDGE_MONEY_OPS = MONEY_OPERATIONS  # what game servers send here
 
 
 class EdgeService:
@@ -74,8 +74,6 @@ class EdgeService:
         self.catalog = catalog or reconciler.catalog
         for kind in (JACKPOT, BONUS, SESSION):  # every series exists from the start: a first failure is an increase
             metrics.crdt_invalid_slots_total.labels(kind)
-        for op in EDGE_MONEY_OPS:
-            metrics.effect_failures_total.labels(op)
         self.state = state
         self.ledger = ledger
         self.reconciler = reconciler

@@ -83,8 +83,12 @@ ALL_METRICS = EDGE_METRICS + LEDGER_METRICS + COMMON_METRICS
 # Series Prometheus itself attaches to every scrape target.
 PROMETHEUS_SERIES = frozenset({"up", "scrape_duration_seconds", "scrape_samples_scraped"})
 
-# Label values the rules match on; the services must use exactly these.
-EDGE_LEDGER_OUTCOME_UNAVAILABLE = "unavailable"  # no answer within the deadline: connect error, timeout, 5xx
+# Label values the rules match on; the services must use exactly these (tests/monitoring/
+# test_emitted_labels.py drives the real code and checks every matcher of the rules and dashboards).
+# `outcome` of edge_ledger_request_duration_seconds, as edge/ledger_client.py emits it:
+EDGE_LEDGER_OUTCOMES = ("ok", "rejected", "not_primary", "error", "timeout")
+# ...and those that mean the edge got no usable answer (connect error, 5xx, malformed answer, timeout):
+EDGE_LEDGER_OUTCOMES_UNANSWERED = ("error", "timeout")
 
 
 def exported_sample_names() -> frozenset[str]:

@@ -119,3 +119,44 @@ def unexported_names(expressions: list[Expression], exported: set[str], recorded
         for name in sorted(metric_names(e.expr) - exported - recorded - synthetic):
             missing.setdefault(name, []).append(e.source)
     return missing
+
+
+# --- label matchers -----------------------------------------------------------------------------
+
+_SELECTOR = re.compile(r"([A-Za-z_:][A-Za-z0-9_:]*)\s*\{([^{}]*)\}")
+_MATCHER = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"')
+
+
+@dataclass(frozen=True)
+class LabelMatcher:
+    source: str  # the rule or panel it comes from
+    metric: str  # the series name it selects (a sample name: `_count`, `_bucket`... included)
+    label: str
+    op: str  # "=", "!=", "=~" or "!~"
+    value: str
+
+    def matches(self, value: str) -> bool:
+        """PromQL semantics: regular expressions are anchored at both ends."""
+        if self.op == "=":
+            return value == self.value
+        if self.op == "!=":
+            return value != self.value
+        found = re.fullmatch(self.value, value) is not None
+        return found if self.op == "=~" else not found
+
+    @property
+    def selects(self) -> bool:
+        """An equality or regex matcher: it names the values a series must have."""
+        return self.op in ("=", "=~")
+
+
+def label_matchers(expressions: list[Expression]) -> list[LabelMatcher]:
+    """Every `metric{label op "value", ...}` matcher in the expressions (after Grafana's variables
+    are replaced), with where it comes from."""
+    out = []
+    for e in expressions:
+        for selector in _SELECTOR.finditer(substitute_grafana_variables(e.expr)):
+            for m in _MATCHER.finditer(selector.group(2)):
+                value = m.group(3).encode().decode("unicode_escape")
+                out.append(LabelMatcher(e.source, selector.group(1), m.group(1), m.group(2), value))
+    return out

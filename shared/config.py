@@ -58,3 +58,26 @@ def pick(raw: dict[str, Any], key: str, typ: type, default: Any) -> Any:
     if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
         raise ConfigError(f"{key} must be {typ.__name__}")
     return value
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def pick_log_level(raw: dict[str, Any], section: str) -> str:
+    """`log_level`: one of LOG_LEVELS (any case), default info."""
+    level = pick(raw, "log_level", str, "info").lower()
+    if level not in LOG_LEVELS:
+        raise ConfigError(f"{section}.log_level must be one of {', '.join(LOG_LEVELS)}")
+    return level
+
+
+def pick_log_file(raw: dict[str, Any], base: Path, section: str) -> Path | None:
+    """`log_file`: where the JSON log lines go (appended), relative to the config file; absent or
+    empty: stderr."""
+    name = pick(raw, "log_file", str, "")
+    if not name:
+        return None
+    path = Path(name) if Path(name).is_absolute() else base / name
+    if path.is_dir():
+        raise ConfigError(f"{section}.log_file {path} is a directory")
+    return path

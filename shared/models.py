@@ -12,7 +12,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 
+from shared import request_ids
 from shared.ids import Currency, Id, NonNegativeMinor, PositiveMinor, SignedMinor
+
+RequestId = Annotated[str, Field(pattern=f"^{request_ids.VALID.pattern}$", max_length=request_ids.LENGTH_MAX)]
 
 
 class Body(BaseModel):
@@ -83,6 +86,9 @@ MONEY_OPS: dict[str, tuple[str, type[MoneyWrite], str]] = {
 class BatchAction(Body):
     op: Literal["bet", "win", "rollback", "jackpot_payout", "bonus_claim"]
     body: dict[str, Any]
+    # The X-Request-Id of the request this action came from at the edge (shared/request_ids.py):
+    # the ledger logs the action under it. Optional (older edges send none: the batch's own id).
+    request_id: RequestId | None = None
 
 
 class BatchIn(Body):

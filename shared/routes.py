@@ -21,10 +21,11 @@ from shared.web import Handler, json_response
 PROBLEM = {"description": "An error (RFC 9457 problem+json with a stable `code`)",
            "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
 PROBLEM_SCHEMA = {
-    "type": "object", "required": ["type", "title", "status", "detail", "code"],
+    "type": "object", "required": ["type", "title", "status", "detail", "code", "request_id"],
     "properties": {"type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
                    "detail": {"type": "string"}, "code": {"type": "string"}, "field": {"type": "string"},
-                   "replayed": {"type": "boolean"}},
+                   "replayed": {"type": "boolean"},
+                   "request_id": {"type": "string", "description": "The request's X-Request-Id"}},
 }
 # Served by shared.web.make_app (and /openapi.json by serve_routes) on every process.
 COMMON_PATHS = (("/healthz", "Alive", True), ("/metrics", "Prometheus metrics (roles metrics, admin_read)", False),

@@ -1,6 +1,13 @@
-"""aiohttp plumbing both services share: problem+json errors, auth, request metrics, JSON I/O.
+"""aiohttp plumbing both services share: problem+json errors, auth, request metrics, request ids,
+one log line per request, JSON I/O.
 
-Handlers parse (`read_model`), call one service method, and render (`json_response`).
+Handlers parse (`read_model`), call one service method, and render (`json_response`); a handler
+that knows more about the caller (the `client_id` and `via` of a money action) adds it to its
+request's log line with `annotate`.
+
+Every request gets an id (shared/request_ids.py): the caller's valid `X-Request-Id`, else a new
+one. It is echoed in the `X-Request-Id` header of every answer and as `request_id` in every
+problem+json body, and bound for the request's duration so that every log line it causes holds it.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel, ValidationError
 
-from shared import auth
+from shared import auth, request_ids
 from shared.errors import (
     BadRequest,
     CroupierError,
@@ -36,6 +43,11 @@ PRINCIPAL = web.RequestKey("principal", auth.Principal)  # the authenticated cal
 REGISTRY_KEY = web.AppKey("registry", CollectorRegistry)
 TOKENS_KEY = web.AppKey("tokens", auth.TokenStore)
 HTTP_METRICS_KEY = web.AppKey("http_metrics", HttpMetrics)
+REQUEST_ID = web.RequestKey("request_id", str)
+LOG_FIELDS = web.RequestKey("log_fields", dict)
+PROBLEM_TYPE = "application/problem+json"
+# Polled by probes and scrapers every few seconds: their lines are debug, not info.
+PROBE_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 def dumps(value: Any) -> bytes:
@@ -111,11 +123,57 @@ def route_name(request: web.Request) -> str:
     return info.canonical if info is not None else "unmatched"
 
 
+def request_id(request: web.Request) -> str:
+    return request.get(REQUEST_ID) or request_ids.new()
+
+
+def annotate(request: web.Request, **fields: Any) -> None:
+    """Fields for this request's log line (e.g. client_id, via)."""
+    request.setdefault(LOG_FIELDS, {}).update(fields)
+
+
+def stamp_problem(resp: web.StreamResponse, rid: str) -> str | None:
+    """Add `request_id` to a problem+json body not yet sent; its `code`."""
+    if not isinstance(resp, web.Response) or resp.content_type != PROBLEM_TYPE or not isinstance(resp.body, bytes):
+        return None
+    try:
+        body = orjson.loads(resp.body)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(body, dict):
+        return None
+    body["request_id"] = rid
+    resp.body = dumps(body)
+    code = body.get("code")
+    return code if isinstance(code, str) else None
+
+
+def log_request(request: web.Request, status: int, code: str | None, duration_s: float) -> None:
+    route = route_name(request)
+    who = request.get(PRINCIPAL)
+    if route in PROBE_ROUTES:
+        emit = log.debug
+    elif status >= 500:
+        emit = log.error if status == 500 else log.warning
+    else:
+        emit = log.info
+    emit("http_request", method=request.method, route=route, status=status, code=code,
+         duration_ms=round(duration_s * 1000, 3), principal=who.name if who is not None else None,
+         request_id=request.get(REQUEST_ID), **request.get(LOG_FIELDS, {}))
+
+
+async def echo_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers[request_ids.HEADER] = request_id(request)
+
+
 @web.middleware
 async def edge_of_app(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Outermost middleware: metrics, errors → problem+json, auth."""
+    """Outermost middleware: request id, metrics, the request's log line, errors → problem+json, auth."""
     started = time.perf_counter()
-    status = 500
+    status, code = 500, None
+    rid = request_ids.accept(request.headers.get(request_ids.HEADER))
+    request[REQUEST_ID] = rid
+    bound = request_ids.bind(rid)
     try:
         try:
             match_handler = request.match_info.handler
@@ -139,17 +197,22 @@ async def edge_of_app(request: web.Request, handler: Handler) -> web.StreamRespo
                 content_type="application/problem+json",
             )
         except (asyncio.CancelledError, ConnectionResetError):
+            code = "client_disconnected"  # the caller went away: logged so, counted as before
             raise
         except Exception:
             # A bug, not an operating error: logged with its traceback, answered without details.
             log.exception("unhandled error", route=route_name(request), method=request.method)
             resp = problem_response(CroupierError("an internal error occurred; it has been logged"))
         status = resp.status
+        code = stamp_problem(resp, rid)
         return resp
     finally:
+        elapsed = time.perf_counter() - started
         request.app[HTTP_METRICS_KEY].request_duration_seconds.labels(
             route_name(request), request.method, str(status)
-        ).observe(time.perf_counter() - started)
+        ).observe(elapsed)
+        log_request(request, 499 if code == "client_disconnected" else status, code, elapsed)
+        request_ids.unbind(bound)
 
 
 @auth.roles("metrics", "admin_read")
@@ -174,6 +237,7 @@ def make_app(
     app[TOKENS_KEY] = tokens
     app[REGISTRY_KEY] = registry
     app[HTTP_METRICS_KEY] = HttpMetrics(registry)
+    app.on_response_prepare.append(echo_request_id)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_handler)
     return app

@@ -53,8 +53,9 @@ def as_role(ledger: TestServer, http: aiohttp.ClientSession) -> Callable[[str, s
     return call
 
 
-async def post_raw(http: aiohttp.ClientSession, url: str, body: Json) -> tuple[int, bytes]:
-    async with http.post(url, json=body) as resp:
+async def post_raw(http: aiohttp.ClientSession, url: str, body: Json, request_id: str | None = None) -> tuple[int, bytes]:
+    headers = {"X-Request-Id": request_id} if request_id else None
+    async with http.post(url, json=body, headers=headers) as resp:
         return resp.status, await resp.read()
 
 
@@ -78,8 +79,9 @@ async def test_a_replay_through_the_edge_is_the_first_answer_byte_for_byte_but_r
         "jackpot_id": "mega", "currency": "EUR", "seed_minor": 100, "contribution_ppm": 10_000,
         "game_ids": ["slots"]}))[0] == 201
     for body in (bet(1, 500), bet(2, AMOUNT_MINOR_MAX)):  # committed, then a stored rejection (funds)
-        first_status, first = await post_raw(http, edge.url("eu") + "/v1/bets", body)
-        replay_status, replay = await post_raw(http, edge.url("eu") + "/v1/bets", body)
+        # A retry of one request keeps its X-Request-Id (a problem body names it as `request_id`).
+        first_status, first = await post_raw(http, edge.url("eu") + "/v1/bets", body, f"retry-{body['id']}")
+        replay_status, replay = await post_raw(http, edge.url("eu") + "/v1/bets", body, f"retry-{body['id']}")
         assert (first_status, replay_status) in ((201, 200), (422, 422)), (first, replay)
         assert first.count(b'"replayed":false') == 1
         assert first.replace(b'"replayed":false', b'"replayed":true') == replay, (first, replay)

@@ -38,7 +38,8 @@ async def test_insufficient_funds_sticks_to_the_id_after_a_deposit(api: Api) -> 
     assert status == 422 and first["code"] == "insufficient_funds" and first["replayed"] is False
     await api.post("cashier", "/v1/deposits", {"id": "d2", "player_id": "p1", "currency": "EUR", "amount_minor": 1000})
     status, again = await api.post("edge", "/v1/bets", bet("b1", 500))
-    assert status == 422 and again == {**first, "replayed": True}
+    # a replay is the first answer again, but for `replayed` and the `request_id` of the request it answers
+    assert status == 422 and again == {**first, "replayed": True, "request_id": again["request_id"]}
     status, fresh = await api.post("edge", "/v1/bets", bet("b2", 500))
     assert status == 201 and fresh["balance"]["balance_minor"] == 600
 

@@ -1,5 +1,7 @@
 """A replay is the first answer's exact bytes, apart from `replayed` (item 12): the first answer is
-rendered from the entry just decided, a replay from the journal's canonical (sorted-key) text."""
+rendered from the entry just decided, a replay from the journal's canonical (sorted-key) text.
+A problem body also names the request it answers (`request_id`): a retry sent with the first
+request's `X-Request-Id`, as a client retrying one request does, gets the same bytes."""
 
 from __future__ import annotations
 
@@ -9,7 +11,8 @@ from tests.ledger.conftest import TOKENS, Api, bet
 
 
 async def post_raw(api: Api, role: str, path: str, body: Any) -> tuple[int, bytes]:
-    async with api.client.post(path, json=body, headers={"Authorization": f"Bearer {TOKENS[role]}"}) as resp:
+    headers = {"Authorization": f"Bearer {TOKENS[role]}", "X-Request-Id": f"replay-test-{path}".replace("/", ".")}
+    async with api.client.post(path, json=body, headers=headers) as resp:
         return resp.status, await resp.read()
 
 

@@ -1,6 +1,9 @@
 """A real Prometheus scrapes (with the metrics bearer token) stand-in ledger and edge processes that
 export exactly the contract's metrics, evaluates the shipped rules, and every dashboard and rule
-query returns data. The same helpers run against a live `croupier up` cluster."""
+query returns data. The same helpers run against a live `croupier up` cluster.
+
+The stand-in proves only that the queries parse and select what the contract names; that the real
+code emits those names and label values is tests/monitoring/test_emitted_labels.py's job."""
 
 from __future__ import annotations
 
@@ -33,7 +36,7 @@ class ContractExporter:
 
     def step(self) -> None:
         for spec, metric in self.metrics:
-            outcomes = ["ok", contract.EDGE_LEDGER_OUTCOME_UNAVAILABLE] if "outcome" in spec.labels else ["ok"]
+            outcomes = ["ok", *contract.EDGE_LEDGER_OUTCOMES_UNANSWERED] if "outcome" in spec.labels else ["ok"]
             for outcome in outcomes:
                 values = [outcome if label == "outcome" else "x" for label in spec.labels]
                 child = metric.labels(*values) if spec.labels else metric

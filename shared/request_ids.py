@@ -1,0 +1,48 @@
+"""Request ids (`X-Request-Id`): accepted from the caller when safe, generated otherwise.
+
+A caller's id is kept only if it is 1..64 characters of `A-Z a-z 0-9 . _ : -`: nothing that could
+break a log line, a header or a shell grep. Anything else is replaced by a fresh id (32 hex digits),
+silently: the answer's `X-Request-Id` tells the caller which id its request got.
+
+The id of the request being served lives in a context variable (set by the HTTP middleware), so the
+code a request runs — the edge's ledger client forwarding its money action, every log line — can
+read it without passing it through every call.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import re
+import secrets
+
+HEADER = "X-Request-Id"
+LENGTH_MAX = 64
+VALID = re.compile(rf"[A-Za-z0-9._:-]{{1,{LENGTH_MAX}}}")
+
+_current: contextvars.ContextVar[str | None] = contextvars.ContextVar("croupier_request_id", default=None)
+
+
+def new() -> str:
+    return secrets.token_hex(16)
+
+
+def is_valid(value: object) -> bool:
+    return isinstance(value, str) and VALID.fullmatch(value) is not None
+
+
+def accept(raw: str | None) -> str:
+    """The caller's id if it is valid, else a new one."""
+    return raw if raw is not None and is_valid(raw) else new()
+
+
+def current() -> str | None:
+    """The id of the request this code runs for (None outside a request)."""
+    return _current.get()
+
+
+def bind(request_id: str) -> contextvars.Token[str | None]:
+    return _current.set(request_id)
+
+
+def unbind(token: contextvars.Token[str | None]) -> None:
+    _current.reset(token)
