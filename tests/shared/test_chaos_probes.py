@@ -116,10 +116,14 @@ def test_fault_kinds_are_chosen_one_by_one_and_the_held_back_ones_are_not_defaul
 def test_the_byzantine_peer_poses_as_an_edge_the_target_accepts_and_takes_its_credential_in_one_place() -> None:
     class C:
         edge_ids = ("eu", "us", "apac")
-        tokens: ClassVar[dict[str, str]] = {"peer": "shared-peer-token"}
+        tokens: ClassVar[dict[str, str]] = {"peer": "shared-peer-token", "peer-eu": "eu-token", "peer-us": "us-token"}
+
+        def peer_token(self, edge_id: str) -> str:
+            return self.tokens[f"peer-{edge_id}"]
 
     assert dialers_of(C(), "us") == ["eu", "apac"] and dialers_of(C(), "apac") == []  # type: ignore[arg-type]
-    assert peer_credential(C(), "eu") == "shared-peer-token"  # type: ignore[arg-type]
+    # The impersonated edge's own credential, never the legacy shared one (which no edge accepts).
+    assert peer_credential(C(), "eu") == "eu-token" and peer_credential(C(), "us") == "us-token"  # type: ignore[arg-type]
 
 
 def test_the_nemesis_deals_every_enabled_kind_once_before_any_twice() -> None:
