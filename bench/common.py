@@ -17,9 +17,10 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 WRK_DIR = Path(__file__).resolve().parent / "wrk"
 WRK_MARKER = "WRK_JSON "

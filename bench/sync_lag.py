@@ -56,7 +56,7 @@ async def generate(urls: list[str], token: str, rate: float, seconds: float, pla
             try:
                 async with http.post(urls[i % len(urls)] + "/v1/bets", json=body) as r:
                     counts["ok" if r.status == 201 else "failed"] += 1
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 counts["failed"] += 1
             finally:
                 slots.release()

@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -19,7 +20,18 @@ from shared.web import json_response, principal, read_model
 
 from core_ledger.domain import ADMIN_SCOPE, Command
 from core_ledger.routes import (
-    AUDITOR, CONFIG, FENCING, READS, SERVICE, STANDBY, Route, answer, page_limit, path_id, query_choice, query_int,
+    AUDITOR,
+    CONFIG,
+    FENCING,
+    READS,
+    SERVICE,
+    STANDBY,
+    Route,
+    answer,
+    page_limit,
+    path_id,
+    query_choice,
+    query_int,
 )
 
 SEQUENCE_MAX = 2**62

@@ -5,8 +5,9 @@ audit that fails (a read error, not a broken chain) is retried with backoff (`Ta
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
 import structlog
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import re
-from datetime import datetime, timezone
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -33,7 +34,18 @@ from core_ledger.metrics import LedgerMetrics
 from core_ledger.reads import LedgerReads
 from core_ledger.replication import EPOCH_HEADER
 from core_ledger.routes import (
-    AUDITOR, CONFIG, FENCING, READS, SERVICE, STANDBY, Route, answer, page_limit, path_id, query_choice, query_int,
+    AUDITOR,
+    CONFIG,
+    FENCING,
+    READS,
+    SERVICE,
+    STANDBY,
+    Route,
+    answer,
+    page_limit,
+    path_id,
+    query_choice,
+    query_int,
 )
 from core_ledger.service import LedgerService, WriterLimits
 from core_ledger.standby import HEAD_HEADER, Standby, StandbyMetrics, StandbySettings
@@ -185,7 +197,7 @@ ROUTES: list[Route] = [
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def store_for(config: LedgerConfig) -> Store:

@@ -27,9 +27,10 @@ import asyncio
 import contextlib
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 import structlog
@@ -37,8 +38,20 @@ import structlog
 from shared.errors import Conflict, CroupierError, Halted, Unavailable
 
 from core_ledger.domain import (
-    GENESIS_HASH, PASSES_MAX, PLANNED_FROM, ChainCheck, Command, Context, InvariantBroken, Replay, State, decide,
-    entry_text, evolve, rows_needed, seal,
+    GENESIS_HASH,
+    PASSES_MAX,
+    PLANNED_FROM,
+    ChainCheck,
+    Command,
+    Context,
+    InvariantBroken,
+    Replay,
+    State,
+    decide,
+    entry_text,
+    evolve,
+    rows_needed,
+    seal,
 )
 from core_ledger.metrics import LedgerMetrics
 from core_ledger.replication import Acks, Watermark

@@ -16,10 +16,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from edge.crdt.identity import check_distinct_tags
 from shared.auth import TokenEntry
 from shared.config import ConfigError, load_toml, pick, token_entries
 from shared.ids import is_id
+
+from edge.crdt.identity import check_distinct_tags
 
 ACCEPTED_ROLES = frozenset({"game_server", "peer", "metrics"})
 

@@ -30,17 +30,19 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import aiohttp
 import orjson
 import structlog
 
-from edge.config import Limits
-from edge.metrics import EdgeMetrics
 from shared.errors import CroupierError, Unavailable, error_from_code
 from shared.tasks import TaskSet
+
+from edge.config import Limits
+from edge.metrics import EdgeMetrics
 
 log = structlog.get_logger("croupier.edge.ledger")
 
@@ -213,7 +215,7 @@ class LedgerClient:
             raise Unavailable("too many money actions waiting for the ledger") from None
         try:
             return await asyncio.wait_for(asyncio.shield(action.future), self.deadline_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             action.future.cancel()  # nobody waits any more; an answer arriving later is dropped
             raise Unavailable("the ledger did not answer within the deadline",
                               retry_after_s=self._retry_after_s()) from None
@@ -280,7 +282,7 @@ class LedgerClient:
                     raise AttemptFailed("ledger batch answered without one result per action")
                 outcome = "ok"
                 return index, results
-        except (aiohttp.ClientError, asyncio.TimeoutError, orjson.JSONDecodeError, AttributeError) as e:
+        except (TimeoutError, aiohttp.ClientError, orjson.JSONDecodeError, AttributeError) as e:
             outcome = "timeout" if isinstance(e, asyncio.TimeoutError) else "error"
             raise AttemptFailed(f"ledger batch failed: {type(e).__name__}") from None
         finally:
@@ -341,7 +343,7 @@ class LedgerClient:
                 if resp.status >= 400:
                     raise error_from_problem(resp.status, body)
                 return body
-        except (aiohttp.ClientError, asyncio.TimeoutError, orjson.JSONDecodeError) as e:
+        except (TimeoutError, aiohttp.ClientError, orjson.JSONDecodeError) as e:
             outcome = "timeout" if isinstance(e, asyncio.TimeoutError) else "error"
             raise AttemptFailed(type(e).__name__) from None
         finally:

@@ -7,12 +7,16 @@ a failure to apply one never fails the money answer (reconciliation repairs the 
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 import structlog
 from pycrdt import Doc
+
+from shared.errors import BadRequest, CroupierError, NotFound, PayloadTooLarge, Unavailable, status_for
+from shared.models import MoneyWrite
 
 from edge.config import EdgeConfig
 from edge.crdt import BONUS, JACKPOT, SESSION, BonusSlot, Effect, JackpotSlot, SessionRecord, doc_name
@@ -31,8 +35,6 @@ from edge.ledger_client import LedgerClient
 from edge.metrics import EdgeMetrics
 from edge.reconcile import Reconciler
 from edge.state import EdgeState
-from shared.errors import BadRequest, CroupierError, NotFound, PayloadTooLarge, Unavailable, status_for
-from shared.models import MoneyWrite
 
 log = structlog.get_logger("croupier.edge.service")
 
@@ -54,7 +56,7 @@ def effect_docs(tx: dict[str, Any]) -> list[str]:
 
 
 def rfc3339(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _jackpot_body(jackpot_id: str, view: JackpotView) -> dict[str, Any]:

@@ -36,9 +36,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import aiohttp
 
@@ -72,7 +73,7 @@ async def wait_until_ready(url: str, proc: subprocess.Popen[bytes], *, timeout_s
                 async with http.get(url, timeout=aiohttp.ClientTimeout(total=1)) as r:
                     if r.status == 200:
                         return
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 pass
             await asyncio.sleep(0.1)
     raise TimeoutError(f"not ready after {timeout_s}s: {describe()}")

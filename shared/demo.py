@@ -89,7 +89,7 @@ class Demo:
                 payload = await r.json(content_type=None)
                 self.stats[region].record(started, r.status < 500)
                 return r.status, payload
-        except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+        except (TimeoutError, aiohttp.ClientError) as e:
             self.stats[region].record(started, False)
             return 599, {"code": type(e).__name__}
 
@@ -204,7 +204,7 @@ class Demo:
                     window = lag_p99_since(self.lag_buckets.get(e, {}), buckets)
                     self.lag_buckets[e] = buckets
                     self.view["lag"].setdefault(e, {}).update(window)  # a quiet peer keeps its last figure
-            except (aiohttp.ClientError, asyncio.TimeoutError, KeyError):
+            except (TimeoutError, aiohttp.ClientError, KeyError):
                 pass
             await asyncio.sleep(1.0)
 

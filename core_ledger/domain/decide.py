@@ -7,7 +7,8 @@ not journaled and does not bind the id. `decide` never mutates the state; `evolv
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from shared.errors import Unprocessable
 

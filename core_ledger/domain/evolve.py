@@ -6,7 +6,8 @@ journal into an empty state reproduces every derived table exactly.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from core_ledger.domain.commands import present, require
 from core_ledger.domain.render import render

@@ -13,7 +13,14 @@ from shared.errors import BadRequest, NotFound
 
 from core_ledger.domain.commands import Command, Context, Reject, present
 from core_ledger.domain.state import (
-    ENTRIES, ROUND_CLIENT, Doc, State, jackpot_account, player_account, round_address, system_account,
+    ENTRIES,
+    ROUND_CLIENT,
+    Doc,
+    State,
+    jackpot_account,
+    player_account,
+    round_address,
+    system_account,
 )
 
 PPM = 1_000_000

@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from core_ledger.domain.commands import Command
 from core_ledger.domain.state import (
-    ENTRIES, ROUND_CLIENT, Key, State, idempotency_record, jackpot_account, player_account, round_address,
+    ENTRIES,
+    ROUND_CLIENT,
+    Key,
+    State,
+    idempotency_record,
+    jackpot_account,
+    player_account,
+    round_address,
     system_account,
 )
 

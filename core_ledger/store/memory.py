@@ -5,8 +5,9 @@ Rows are copied in and out (via JSON) so callers never share mutable documents w
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import orjson
 

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import aiosqlite
 import orjson
 
 from core_ledger.domain.state import ENTRIES, TABLES, Doc, Key
-from core_ledger.store.base import KEYS_PER_QUERY_MAX, Head, JournalRow, Rows, Store, StorageError
+from core_ledger.store.base import KEYS_PER_QUERY_MAX, Head, JournalRow, Rows, StorageError, Store
 
 BUSY_TIMEOUT_MS = 5000
 # WAL pages before a commit also checkpoints them into the database (SQLite's default: 1000). The

@@ -37,6 +37,8 @@ from typing import Any, Protocol
 import orjson
 from pycrdt import Doc, Map
 
+from shared.ids import is_id
+
 from edge.crdt import yupdate
 from edge.crdt.identity import Owners
 from edge.crdt.protocol import decode_state_vector
@@ -50,7 +52,6 @@ from edge.crdt.slots import (
     JackpotSlot,
     SessionRecord,
 )
-from shared.ids import is_id
 
 PARTS = {JACKPOT: 1, BONUS: 1, SESSION: 2}
 

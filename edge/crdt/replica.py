@@ -13,7 +13,7 @@ slots changed and their origin write times, for the sync-lag metric.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from pycrdt import Doc
 

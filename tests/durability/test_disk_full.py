@@ -17,7 +17,16 @@ import pytest
 
 from tests.durability.powered import Disk, PoweredLedger
 from tests.durability.workload import (
-    HTTP_TIMEOUT, PLAYERS, Ack, Request, auth, bet, check, deposit, open_accounts, send,
+    HTTP_TIMEOUT,
+    PLAYERS,
+    Ack,
+    Request,
+    auth,
+    bet,
+    check,
+    deposit,
+    open_accounts,
+    send,
 )
 
 pytestmark = pytest.mark.slow

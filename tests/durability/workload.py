@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 
 from shared.verify import duplicate_keys, fold_journal, read_journal
+
 from tests.ledger.procs import auth
 
 HTTP_TIMEOUT = aiohttp.ClientTimeout(total=20)
@@ -99,7 +100,7 @@ class Load:
             req = traffic(worker, i)
             try:
                 status, _, body = await send(http, self.url, req)
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 return  # the ledger is gone (power cut)
             if 200 <= status < 300:
                 self.acks.append(Ack(req, body))

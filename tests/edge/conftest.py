@@ -5,17 +5,19 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from edge.config import EdgeConfig, Limits, Peer
-from edge.http import create_app
 from shared.auth import TokenEntry, hash_token
 from shared.cluster import free_port
+
+from edge.config import EdgeConfig, Limits, Peer
+from edge.http import create_app
 from tests.edge.fake_ledger import FakeLedger
 
 GS, LEDGER_TOKEN = "gs-token", "edge-token"

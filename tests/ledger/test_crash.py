@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator
 
 import aiohttp
 import orjson
@@ -42,7 +42,7 @@ async def load(session: aiohttp.ClientSession, url: str, worker: int, acked: lis
             async with session.post(url + "/v1/bets", json=body, headers=auth("edge")) as r:
                 if r.status == 201:
                     acked.append(bet_id)
-        except (aiohttp.ClientError, asyncio.TimeoutError):
+        except (TimeoutError, aiohttp.ClientError):
             return
 
 

@@ -45,7 +45,7 @@ class Bet:
 
 @dataclass
 class Model:
-    balances: dict[str, int] = field(default_factory=lambda: {p: 0 for p in PLAYERS})
+    balances: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PLAYERS, 0))
     rounds: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)  # closed, won, stake
     bets: dict[str, Bet] = field(default_factory=dict)
     refused_bets: set[str] = field(default_factory=set)
@@ -53,7 +53,7 @@ class Model:
     pool: int = SEED
     epoch: int = 1
     by_edge: dict[str, int] = field(default_factory=dict)
-    wagered: dict[str, int] = field(default_factory=lambda: {p: 0 for p in PLAYERS})
+    wagered: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PLAYERS, 0))
     claimed: set[str] = field(default_factory=set)
 
 

@@ -22,6 +22,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from shared.cluster import Cluster
+
 from tests.security.conftest import SEEN_BODIES
 from tests.security.routes import CLUSTER_ROLES, RouteInfo, edge_routes, ledger_routes
 

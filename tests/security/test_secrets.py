@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 
 from shared.cluster import Cluster
+
 from tests.security.conftest import SEEN_BODIES, Client
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="package")]

@@ -10,7 +10,6 @@ import aiohttp
 import pytest
 from pycrdt import Doc, Map
 
-from edge.crdt import protocol
 from shared.byzantine import (
     FAKE_JACKPOT,
     FOREIGN_EDGE,
@@ -20,6 +19,8 @@ from shared.byzantine import (
     LIES,
     ByzantinePeer,
 )
+
+from edge.crdt import protocol
 
 SLOT = {"epoch": 1, "p": 70, "n": 5, "seed": 100_000, "currency": "EUR", "ts": 1.0}
 
