@@ -85,6 +85,6 @@ def check(handler: object, principal: Principal | None) -> None:
         return
     if principal is None:
         raise Unauthenticated("a bearer token is required")
-    allowed = getattr(handler, "croupier_roles", frozenset())
+    allowed: frozenset[str] = getattr(handler, "croupier_roles", frozenset())
     if principal.role not in allowed:
         raise Forbidden(f"role {principal.role!r} may not call this route")

@@ -160,7 +160,8 @@ class Cluster:
     def _token_rows(self, entries: list[tuple[str, str, str]]) -> str:
         rows = []
         for name, role, token_key in entries:
-            rows.append(f'[[tokens]]\nname = "{name}"\nrole = "{role}"\nsha256 = "{hash_token(self.tokens[token_key])}"\n')
+            digest = hash_token(self.tokens[token_key])
+            rows.append(f'[[tokens]]\nname = "{name}"\nrole = "{role}"\nsha256 = "{digest}"\n')
         return "\n".join(rows)
 
     def _write_ledger_config(self, svc: Service) -> None:
@@ -281,10 +282,10 @@ class Cluster:
 
     async def promote(self, name: str) -> dict[str, Any]:
         """POST /admin/v1/promote to `name`; from now on it is the primary (and restarts as one)."""
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=READY_TIMEOUT_S)) as http:
-            async with http.post(self.url(name) + "/admin/v1/promote", headers=self.headers("admin_write")) as r:
-                r.raise_for_status()
-                answer: dict[str, Any] = await r.json()
+        async with (aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=READY_TIMEOUT_S)) as http,
+                    http.post(self.url(name) + "/admin/v1/promote", headers=self.headers("admin_write")) as r):
+            r.raise_for_status()
+            answer: dict[str, Any] = await r.json()
         self.primary = name
         self.services[name].args = ()
         return answer

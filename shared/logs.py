@@ -8,12 +8,13 @@ import sys
 from typing import Any
 
 import structlog
+from structlog.typing import EventDict
 
 SECRET_KEYS = frozenset({"authorization", "token", "password", "secret", "credentials"})
 BEARER_RE = re.compile(r"Bearer\s+\S+", re.IGNORECASE)
 
 
-def redact(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+def redact(_: Any, __: str, event: EventDict) -> EventDict:
     for key in list(event):
         if key.lower() in SECRET_KEYS:
             event[key] = "[redacted]"
