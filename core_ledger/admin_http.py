@@ -7,7 +7,7 @@ import asyncio
 import csv
 import io
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from aiohttp import web
@@ -35,10 +35,11 @@ from core_ledger.routes import (
 )
 
 SEQUENCE_MAX = 2**62
-Keyer = Callable[[BaseModel, auth.Principal], tuple[str, str] | None]
+Body = TypeVar("Body", bound=BaseModel)
+Keyer = Callable[[Body, auth.Principal], tuple[str, str] | None]
 
 
-def _write_route(path: str, tx_type: str, model: type[BaseModel], keyer: Keyer, summary: str) -> Route:
+def _write_route(path: str, tx_type: str, model: type[Body], keyer: Keyer[Body], summary: str) -> Route:
     """An admin write: validate, build the command (path ids merged in), one service call."""
 
     @auth.roles("admin_write")

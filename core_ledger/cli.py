@@ -52,8 +52,8 @@ def serve(
                                                    help="File holding a `replica` token of the primary."),
     synchronous_standby: bool = typer.Option(False, "--synchronous-standby",
                                              help="Answer a commit only once a standby has applied it."),
-    peer_ledger: list[str] = typer.Option([], "--peer-ledger",
-                                          help="Another ledger's URL: a primary of a higher epoch there fences this one."),
+    peer_ledger: list[str] = typer.Option(
+        [], "--peer-ledger", help="Another ledger's URL: a primary of a higher epoch there fences this one."),
 ) -> None:
     """Run the ledger until SIGINT/SIGTERM, then drain the queue and close the database."""
     from aiohttp import web

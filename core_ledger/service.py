@@ -262,7 +262,7 @@ class LedgerService:
                 judged = await self._judge(commands)
             except _JudgeFailed as e:  # a bug: every retry would hit it again
                 self._halt(e.error, e.command)
-            except Exception as e:  # loading rows failed: the overlay may be half-filled
+            except Exception as e:  # noqa: BLE001  loading rows failed: the overlay may be half-filled
                 log.error("ledger_judge_failed", error=repr(e), batch_size=len(commands))
                 self._broken = True
         return asyncio.create_task(self._finish(previous, jobs, judged))
@@ -275,7 +275,7 @@ class LedgerService:
         try:
             self._head = self._committed = await self.store.head()
             self._broken = False
-        except Exception as e:  # still broken: the next group fails and tries again
+        except Exception as e:  # noqa: BLE001  still broken: the next group fails and tries again
             log.error("ledger_head_reload_failed", error=repr(e))
             return
         # A commit whose outcome was unknown may have landed: long polls waiting for it are due now.
@@ -377,7 +377,7 @@ class LedgerService:
         except InvariantBroken as e:  # the store refused a gap in the journal: a writer bug
             self._halt(e, None)
             return False
-        except Exception as e:  # storage failure: nothing of this group is acknowledged
+        except Exception as e:  # noqa: BLE001  storage failure: nothing of this group is acknowledged
             log.error("ledger_commit_failed", error=repr(e), batch_size=len(judged.results))
             await self._observe_stored_head()
             return False

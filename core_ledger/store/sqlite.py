@@ -106,7 +106,7 @@ def _commit_sync(db: sqlite3.Connection, journal: Sequence[JournalRow], rows: Ro
 
 async def _head_of(conn: aiosqlite.Connection) -> Head:
     async with conn.execute("SELECT key, value FROM meta") as cur:
-        meta = dict(await cur.fetchall())  # type: ignore[arg-type]
+        meta = {str(key): value for key, value in await cur.fetchall()}
     if "head_sequence" not in meta:
         return Head()
     return Head(int(meta["head_sequence"]), str(meta["head_hash"]), int(meta["epoch"]))
@@ -204,7 +204,7 @@ class SqliteStore(Store):
         sql = (f"SELECT {', '.join(columns)}, doc, {HEAD_SQL} FROM {table} WHERE {where} "
                f"ORDER BY {', '.join(columns)} LIMIT ?")
         async with self._r.execute(sql, [*params, limit]) as cur:
-            found = await cur.fetchall()
+            found = list(await cur.fetchall())  # aiosqlite types it as an Iterable; it is a list already
         if not found:
             return [], (await self._read_head())
         return [(tuple(row[:-2]), orjson.loads(row[-2])) for row in found], int(found[0][-1] or 0)
