@@ -28,6 +28,7 @@ and fences itself if one proves that epoch (it lost a failover).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -195,10 +196,8 @@ class LedgerClient:
         """Forever: probe the ledger when nothing else did lately (readiness, breaker recovery)."""
         while True:
             if self._clock() - self._last_ok > self._limits.reachable_window_s / 4:
-                try:
+                with contextlib.suppress(CroupierError):  # counted by the metrics; /readyz reports it
                     await self.get("/readyz", "readyz", deadline_s=self._attempt_timeout_s)
-                except CroupierError:
-                    pass  # counted by the metrics; /readyz reports it
             await asyncio.sleep(min(1.0, self._limits.reachable_window_s / 4))
 
     # --- money --------------------------------------------------------------------------------
@@ -249,7 +248,7 @@ class LedgerClient:
             return
         finally:
             self._slots.release()
-        for action, result in zip(batch, results):
+        for action, result in zip(batch, results, strict=True):  # same length: checked by _post_batch
             status, body = (result.get("status"), result.get("body")) if isinstance(result, dict) else (None, None)
             if not isinstance(status, int) or not isinstance(body, dict):
                 self._retry_or_fail(action, "malformed batch result")

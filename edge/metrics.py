@@ -61,5 +61,5 @@ class EdgeMetrics:
             "Sync websockets refused at the hello, by reason (claimed_other_edge, unknown_peer, malformed_hello).",
             ["reason"], registry=registry)
         self.crdt_invalid_slots_total = Counter(
-            "edge_crdt_invalid_slots_total", "Slot values skipped by a read because they do not decode, by document kind.",
-            ["doc"], registry=registry)
+            "edge_crdt_invalid_slots_total",
+            "Slot values skipped by a read because they do not decode, by document kind.", ["doc"], registry=registry)

@@ -7,6 +7,7 @@ a failure to apply one never fails the money answer (reconciliation repairs the 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -172,9 +173,11 @@ class EdgeService:
             slot = self._jackpot_after(name, delta, currency)
             self.state.write(name, lambda d: write_slot(d, self.edge_id, slot.encode()), effect)
         else:
-            own = bonus_slots(self.state.replica.live(name)).get(self.edge_id)  # type: ignore[arg-type]
-            slot = (own or BonusSlot({}, 0.0)).add(delta, self.state.clock())
-            self.state.write(name, lambda d: write_slot(d, self.edge_id, slot.encode()), effect)
+            doc = self.state.replica.live(name)
+            assert doc is not None  # loaded by `state.doc` above, with no await since
+            own = bonus_slots(doc).get(self.edge_id)
+            bonus = (own or BonusSlot({}, 0.0)).add(delta, self.state.clock())
+            self.state.write(name, lambda d: write_slot(d, self.edge_id, bonus.encode()), effect)
 
     def _jackpot_after(self, name: str, delta: dict[str, Any], currency: str | None) -> JackpotSlot:
         doc = self.state.replica.live(name)
@@ -185,7 +188,8 @@ class EdgeService:
         if own is None:
             view = jackpot_view(slots)
             # Seed and currency come from the ledger; until reconciled, a peer's view is the best guess.
-            own = JackpotSlot(epoch, 0, 0, view.seed_minor if view else 0, currency or (view.currency if view else ""), 0.0)
+            seed_minor = view.seed_minor if view else 0
+            own = JackpotSlot(epoch, 0, 0, seed_minor, currency or (view.currency if view else ""), 0.0)
             self.reconciler.mark_dirty([name])
         if epoch > own.epoch and "seed_minor" not in delta:
             self.reconciler.mark_dirty([name])  # a payout elsewhere: confirm the new epoch's seed
@@ -199,10 +203,8 @@ class EdgeService:
     async def jackpot(self, jackpot_id: str) -> dict[str, Any]:
         name = doc_name(JACKPOT, jackpot_id)
         if not self.state.replica.known(name):
-            try:
+            with contextlib.suppress(Unavailable):
                 await self.reconciler.jackpot(jackpot_id)  # first sight: learn it from the ledger
-            except Unavailable:
-                pass
         view = self._jackpot_view(jackpot_id, await self.state.doc(name))
         if view is None:
             raise NotFound(f"jackpot {jackpot_id!r} is not known here")
@@ -234,10 +236,8 @@ class EdgeService:
     async def bonus_progress(self, player_id: str) -> dict[str, Any]:
         name = doc_name(BONUS, player_id)
         if not self.state.replica.known(name):
-            try:
+            with contextlib.suppress(Unavailable, NotFound):
                 await self.reconciler.bonuses(player_id)
-            except (Unavailable, NotFound):
-                pass
         good, bad = decoded(await self.state.doc(name), BonusSlot.decode)
         self._count_invalid(BONUS, len(bad))
         progress = bonus_progress(good)
