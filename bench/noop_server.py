@@ -31,7 +31,8 @@ SEQUENCE_KEY = web.AppKey("sequence", itertools.count)
 @auth.roles("edge")
 async def post_bet(request: web.Request) -> web.Response:
     bet = await read_model(request, BetIn)
-    sequence = next(request.app[SEQUENCE_KEY])
+    sequences = request.app[SEQUENCE_KEY]
+    sequence = next(sequences)
     caller = principal(request)
     committed_at = datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
     return json_response({

@@ -43,7 +43,8 @@ CONVERGE_TIMEOUT_S = 60.0
 
 # --- the load generator (a child process, so the proxies' event loop is not starved) -----------
 
-async def generate(urls: list[str], token: str, rate: float, seconds: float, players: int, prefix: str) -> dict[str, int]:
+async def generate(urls: list[str], token: str, rate: float, seconds: float, players: int,
+                   prefix: str) -> dict[str, int]:
     counts = {"ok": 0, "failed": 0, "late": 0}
     slots = asyncio.Semaphore(CONCURRENCY_MAX)
     started = time.monotonic()
@@ -76,7 +77,8 @@ async def generate(urls: list[str], token: str, rate: float, seconds: float, pla
     return counts
 
 
-async def run_generator(cluster: Cluster, a: argparse.Namespace, seconds: float, prefix: str) -> asyncio.subprocess.Process:
+async def run_generator(cluster: Cluster, a: argparse.Namespace, seconds: float,
+                        prefix: str) -> asyncio.subprocess.Process:
     urls = ",".join(cluster.url(e) for e in cluster.edge_ids)
     return await asyncio.create_subprocess_exec(
         sys.executable, __file__, "--generate", urls, str(cluster.root / "secrets" / "game_server.token"),
@@ -115,7 +117,8 @@ async def displays(cluster: Cluster, http: aiohttp.ClientSession) -> tuple[int, 
         pool = (await r.json())["pool_minor"]
     shown = {}
     for edge in cluster.edge_ids:
-        async with http.get(f"{cluster.url(edge)}/v1/jackpots/{JACKPOT_ID}", headers=cluster.headers("game_server")) as r:
+        display_url = f"{cluster.url(edge)}/v1/jackpots/{JACKPOT_ID}"
+        async with http.get(display_url, headers=cluster.headers("game_server")) as r:
             shown[edge] = (await r.json()).get("display_minor") if r.status == 200 else None
     return pool, shown
 

@@ -28,9 +28,10 @@ CATCH_UP_POLL_S = 0.2
 
 
 async def replication(cluster: Cluster, name: str) -> dict[str, Any]:
-    async with aiohttp.ClientSession(raise_for_status=True, timeout=aiohttp.ClientTimeout(total=HTTP_TIMEOUT_S)) as h:
-        async with h.get(cluster.url(name) + "/admin/v1/replication", headers=cluster.headers("admin_read")) as r:
-            return await r.json()
+    timeout = aiohttp.ClientTimeout(total=HTTP_TIMEOUT_S)
+    async with (aiohttp.ClientSession(raise_for_status=True, timeout=timeout) as h,
+                h.get(cluster.url(name) + "/admin/v1/replication", headers=cluster.headers("admin_read")) as r):
+        return await r.json()
 
 
 async def standby_holds(cluster: Cluster, head: int) -> bool:
