@@ -36,7 +36,8 @@ FAST = Limits(anti_entropy_interval_s=0.2, reconcile_interval_s=0.2, breaker_ope
 
 def edge_config(root: Path, edge_id: str, client_id: int, ledger_url: str, port: int,
                 peers: dict[str, int], **overrides: Any) -> EdgeConfig:
-    tokens = (TokenEntry("gs", "game_server", hash_token(GS)), TokenEntry("metrics", "metrics", hash_token("metrics-token")),
+    tokens = (TokenEntry("gs", "game_server", hash_token(GS)),
+              TokenEntry("metrics", "metrics", hash_token("metrics-token")),
               *(TokenEntry(p, "peer", hash_token(peer_token(p))) for p in peers))
     cfg = EdgeConfig(id=edge_id, crdt_client_id=client_id, host="127.0.0.1", port=port,
                      data_dir=root / edge_id, ledger_url=ledger_url, ledger_token=LEDGER_TOKEN,

@@ -49,7 +49,8 @@ async def edge(tmp_path: Path, ledger: TestServer) -> AsyncIterator[Edges]:
 @pytest.fixture
 def as_role(ledger: TestServer, http: aiohttp.ClientSession) -> Callable[[str, str, Json], Awaitable[tuple[int, Json]]]:
     async def call(role: str, path: str, body: Json) -> tuple[int, Json]:
-        async with http.post(ledger.make_url(path), json=body, headers={"Authorization": f"Bearer {TOKENS[role]}"}) as r:
+        headers = {"Authorization": f"Bearer {TOKENS[role]}"}
+        async with http.post(ledger.make_url(path), json=body, headers=headers) as r:
             return r.status, await r.json()
     return call
 

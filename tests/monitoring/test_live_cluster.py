@@ -56,10 +56,10 @@ async def live(tmp_path_factory):
         cluster.write_info(await seed(cluster, players=5))
         task = asyncio.create_task(traffic(cluster, stop))
         await asyncio.sleep(2.0)
-        async with aiohttp.ClientSession() as http:  # the audit gauges are set by a verification
-            async with http.post(f"{cluster.url('ledger')}/admin/v1/audit/verify",
-                                 headers=cluster.headers("admin_write")) as r:
-                assert r.status == 200
+        async with (aiohttp.ClientSession() as http,  # the audit gauges are set by a verification
+                    http.post(f"{cluster.url('ledger')}/admin/v1/audit/verify",
+                              headers=cluster.headers("admin_write")) as r):
+            assert r.status == 200
         yield cluster
     finally:
         stop.set()

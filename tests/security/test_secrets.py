@@ -37,7 +37,7 @@ def _written_files(root: Path) -> list[Path]:
 async def _tempt(client: Client) -> None:
     """Credentials sent in every wrong way, to every service; the answers join SEEN_BODIES."""
     c = client.cluster
-    for name, token in sorted(c.tokens.items()):
+    for _name, token in sorted(c.tokens.items()):
         for service in ("ledger", "eu"):
             for headers in ({"Authorization": f"Bearer {token}x"}, {"Authorization": f"Basic {token}"},
                             {"Authorization": f"bearer {token}"}, {"Authorization": token},
