@@ -68,14 +68,14 @@ def roles(*allowed: str) -> Callable[[F], F]:
     assert allowed and set(allowed) <= ROLES, allowed
 
     def mark(handler: F) -> F:
-        handler.croupier_roles = frozenset(allowed)  # type: ignore[attr-defined]
+        handler.croupier_roles = frozenset(allowed)  # type: ignore[attr-defined]  # a marker read back by getattr
         return handler
 
     return mark
 
 
 def public(handler: F) -> F:
-    handler.croupier_public = True  # type: ignore[attr-defined]
+    handler.croupier_public = True  # type: ignore[attr-defined]  # a marker read back by getattr
     return handler
 
 

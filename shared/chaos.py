@@ -369,8 +369,9 @@ async def _load_under_faults(workload: Workload, nemesis: Nemesis, duration_s: f
             if not faults.done():  # no load left to judge: the faults end too (healed below)
                 faults.cancel()
             await asyncio.gather(faults, return_exceptions=True)
-            if not faults.cancelled() and faults.exception() is not None:
-                raise faults.exception()  # type: ignore[misc]
+            failure = None if faults.cancelled() else faults.exception()
+            if failure is not None:
+                raise failure
         finally:
             for t in (*tasks, faults):
                 t.cancel()

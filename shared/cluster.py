@@ -247,8 +247,9 @@ class Cluster:
         """kill -9, and reap it."""
         svc = self.services[name]
         if svc.running:
-            svc.proc.kill()  # type: ignore[union-attr]
-            await asyncio.to_thread(svc.proc.wait, STOP_TIMEOUT_S)  # type: ignore[union-attr]
+            assert svc.proc is not None
+            svc.proc.kill()
+            await asyncio.to_thread(svc.proc.wait, STOP_TIMEOUT_S)
 
     async def stop_service(self, name: str) -> int | None:
         """SIGTERM, then SIGKILL after STOP_TIMEOUT_S; returns the exit status."""

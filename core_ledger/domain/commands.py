@@ -20,6 +20,11 @@ class Command:
     key: tuple[str, str] | None  # (client_id, id): the idempotency key; None: not idempotent
     via: str | None = None
 
+    @property
+    def required_key(self) -> tuple[str, str]:
+        """`key` of a command that always has one (every money command): its absence is a bug."""
+        return present(self.key, f"the idempotency key of a {self.type} command")
+
 
 @dataclass(frozen=True)
 class Context:

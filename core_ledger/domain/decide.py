@@ -76,7 +76,7 @@ def replay_or_conflict(view: State, record: Doc, cmd: Command) -> Replay:
     field = first_difference(entry["transaction"], cmd)
     if field is not None:
         raise Unprocessable(
-            f"id {cmd.key[1]!r} was already used for a different request ({field} differs)",  # type: ignore[index]
+            f"id {cmd.required_key[1]!r} was already used for a different request ({field} differs)",
             code="idempotency_key_reused", field=field)
     status, body = render(entry)
     return Replay(200 if status == 201 else status, {**body, "replayed": True})

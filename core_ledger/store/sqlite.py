@@ -187,7 +187,9 @@ class SqliteStore(Store):
         where = " AND ".join(f"{c} = ?" for c in columns)
         sql = f"SELECT (SELECT doc FROM {table} WHERE {where}), {HEAD_SQL}"
         async with self._r.execute(sql, list(key)) as cur:
-            doc, head = await cur.fetchone()  # type: ignore[misc]
+            row = await cur.fetchone()
+        assert row is not None  # a SELECT without FROM returns exactly one row
+        doc, head = row
         return (None if doc is None else orjson.loads(doc)), int(head or 0)
 
     async def select(self, table: str, equals: dict[str, Any], *, limit: int,
