@@ -30,10 +30,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from common import WRK_DIR, WrkResult, load_average, run_wrk
-from ledger_throughput import GAME_IDS, admin_call, seed_players, settled_head
 
 from shared.cluster import JACKPOT_ID, Cluster
+
+from common import WRK_DIR, WrkResult, load_average, run_wrk
+from ledger_throughput import GAME_IDS, admin_call, seed_players, settled_head
 
 BETS_SCRIPT = WRK_DIR / "bets.lua"
 BET_MINOR = 100

@@ -32,10 +32,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from common import WRK_DIR, ServerProcess, WrkResult, load_average, process_cpu_s, run_wrk
 
 from shared.auth import new_token
 from shared.cluster import JACKPOT_GAMES, JACKPOT_ID, Cluster, free_port
+
+from common import WRK_DIR, ServerProcess, WrkResult, load_average, process_cpu_s, run_wrk
 
 NOOP_SERVER = Path(__file__).resolve().parent / "noop_server.py"
 BETS_SCRIPT = WRK_DIR / "bets.lua"

@@ -29,11 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from ledger_throughput import seed_players
 from prometheus_client.parser import text_string_to_metric_families
 
 from shared.cluster import JACKPOT_GAMES, JACKPOT_ID, Cluster
 from shared.metrics import histogram_quantile
+
+from ledger_throughput import seed_players
 
 TARGETS = {"p99_ms_max": 100.0, "converge_s_max": 2.0}
 CONCURRENCY_MAX = 256  # bets in flight from the generator

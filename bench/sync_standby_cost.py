@@ -18,10 +18,11 @@ import sys
 from typing import Any
 
 import aiohttp
-from common import load_average
-from ledger_throughput import HTTP_TIMEOUT_S, Options, measured_run, parse_args, seed_players, settled_head, wrk_bets
 
 from shared.cluster import STANDBY, Cluster
+
+from common import load_average
+from ledger_throughput import HTTP_TIMEOUT_S, Options, measured_run, parse_args, seed_players, settled_head, wrk_bets
 
 CATCH_UP_POLLS_MAX = 100
 CATCH_UP_POLL_S = 0.2
