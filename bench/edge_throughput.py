@@ -30,10 +30,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from common import WRK_DIR, WrkResult, load_average, run_wrk
-from ledger_throughput import GAME_IDS, admin_call, seed_players, settled_head
 
 from shared.cluster import JACKPOT_ID, Cluster
+
+from common import WRK_DIR, WrkResult, load_average, run_wrk
+from ledger_throughput import GAME_IDS, admin_call, seed_players, settled_head
 
 BETS_SCRIPT = WRK_DIR / "bets.lua"
 BET_MINOR = 100
@@ -64,7 +65,8 @@ async def display_matches_ledger(cluster: Cluster) -> dict[str, Any]:
     (bounded wait for the last effects)."""
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
         for _ in range(int(DISPLAY_SETTLE_S / 0.2)):
-            async with http.get(f"{cluster.url('ledger')}/v1/jackpots/{JACKPOT_ID}", headers=cluster.headers("edge")) as r:
+            truth_url = f"{cluster.url('ledger')}/v1/jackpots/{JACKPOT_ID}"
+            async with http.get(truth_url, headers=cluster.headers("edge")) as r:
                 truth = await r.json()
             async with http.get(f"{cluster.url('eu')}/v1/jackpots/{JACKPOT_ID}",
                                 headers=cluster.headers("game_server")) as r:
@@ -111,9 +113,10 @@ async def run(a: argparse.Namespace, root: Path) -> dict[str, Any]:
     ratio = round(per_s["edge"] / per_s["direct"], 3) if per_s["direct"] else None
     errors = sum(r.errors for rs in runs.values() for r in rs)
     cpu_ms = {m: round(1000 * cpu[m] / ok[m], 3) if ok[m] else None for m in runs}
+    direct_cpu_ms, edge_cpu_ms = cpu_ms["direct"], cpu_ms["edge"]
     return {
         "server_cpu_ms_per_bet": cpu_ms,
-        "cpu_ratio_direct_vs_edge": round(cpu_ms["direct"] / cpu_ms["edge"], 3) if all(cpu_ms.values()) else None,
+        "cpu_ratio_direct_vs_edge": round(direct_cpu_ms / edge_cpu_ms, 3) if direct_cpu_ms and edge_cpu_ms else None,
         "benchmark": "edge_throughput",
         "direct_bets_per_s": per_s["direct"], "edge_bets_per_s": per_s["edge"], "ratio_edge_vs_direct": ratio,
         "target_ratio_min": TARGET_RATIO_MIN, "target_met": ratio is not None and ratio >= TARGET_RATIO_MIN,

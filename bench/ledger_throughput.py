@@ -8,7 +8,8 @@ spread over many funded players and small rounds, same threads/connections/durat
   single     the ledger with group commit off: one commit per bet
 
 After each ledger run the chain is verified (POST /admin/v1/audit/verify) and the growth of the
-journal head (GET /admin/v1/replication, once settled) is compared with the bets wrk saw committed, so the figure counts real commits.
+journal head (GET /admin/v1/replication, once settled) is compared with the bets wrk saw committed, so the figure
+counts real commits.
 The last line printed is one JSON object with every figure, ratio and target.
 
     .venv/bin/python bench/ledger_throughput.py [--seconds 10] [--connections 64] [--players 1000]
@@ -31,10 +32,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from common import WRK_DIR, ServerProcess, WrkResult, load_average, process_cpu_s, run_wrk
 
 from shared.auth import new_token
 from shared.cluster import JACKPOT_GAMES, JACKPOT_ID, Cluster, free_port
+
+from common import WRK_DIR, ServerProcess, WrkResult, load_average, process_cpu_s, run_wrk
 
 NOOP_SERVER = Path(__file__).resolve().parent / "noop_server.py"
 BETS_SCRIPT = WRK_DIR / "bets.lua"
@@ -68,7 +70,8 @@ def wrk_bets(url: str, token_file: Path, prefix: str, opts: Options, seconds: fl
                    connections=opts.connections, duration_s=seconds)
 
 
-async def measured_run(pid: int, url: str, token_file: Path, opts: Options) -> tuple[WrkResult, dict[str, float]]:
+async def measured_run(pid: int, url: str, token_file: Path,
+                       opts: Options) -> tuple[WrkResult, dict[str, float | None]]:
     """The measured wrk run, and the server's CPU time per 2xx answer during it."""
     cpu_before = process_cpu_s(pid)
     result = await asyncio.to_thread(wrk_bets, url, token_file, "run", opts, opts.seconds)
@@ -123,9 +126,9 @@ async def seed_players(cluster: Cluster, players: int) -> None:
 
 async def admin_call(cluster: Cluster, method: str, path: str) -> dict[str, Any]:
     timeout = aiohttp.ClientTimeout(total=HTTP_TIMEOUT_S)
-    async with aiohttp.ClientSession(raise_for_status=True, timeout=timeout) as http:
-        async with http.request(method, cluster.url("ledger") + path, headers=cluster.headers("admin_read")) as answer:
-            return await answer.json()
+    async with (aiohttp.ClientSession(raise_for_status=True, timeout=timeout) as http,
+                http.request(method, cluster.url("ledger") + path, headers=cluster.headers("admin_read")) as answer):
+        return await answer.json()
 
 
 async def settled_head(cluster: Cluster) -> int:

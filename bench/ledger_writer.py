@@ -22,13 +22,14 @@ import os
 import random
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 
 from shared.auth import Principal
+
 from core_ledger.cli import GC_THRESHOLDS
 from core_ledger.domain import ADMIN_SCOPE, Command
 from core_ledger.http import money_command
@@ -110,7 +111,7 @@ async def drive(service: LedgerService, bets: Bets, total: int) -> None:
 
 async def run(total: int, players: int, root: Path, warmup: int = WARMUP_BETS) -> dict[str, Any]:
     service = LedgerService(SqliteStore(root / "ledger.db"), WriterLimits(),
-                            clock=lambda: datetime.now(timezone.utc), metrics=LedgerMetrics(CollectorRegistry()))
+                            clock=lambda: datetime.now(UTC), metrics=LedgerMetrics(CollectorRegistry()))
     await service.start()
     try:
         await seed(service, players)

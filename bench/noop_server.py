@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from aiohttp import web
@@ -31,9 +31,10 @@ SEQUENCE_KEY = web.AppKey("sequence", itertools.count)
 @auth.roles("edge")
 async def post_bet(request: web.Request) -> web.Response:
     bet = await read_model(request, BetIn)
-    sequence = next(request.app[SEQUENCE_KEY])
+    sequences = request.app[SEQUENCE_KEY]
+    sequence = next(sequences)
     caller = principal(request)
-    committed_at = datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    committed_at = datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
     return json_response({
         "transaction": {
             "id": bet.id, "type": "bet", "sequence": sequence, "committed_at": committed_at,

@@ -29,11 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from ledger_throughput import seed_players
 from prometheus_client.parser import text_string_to_metric_families
 
 from shared.cluster import JACKPOT_GAMES, JACKPOT_ID, Cluster
 from shared.metrics import histogram_quantile
+
+from ledger_throughput import seed_players
 
 TARGETS = {"p99_ms_max": 100.0, "converge_s_max": 2.0}
 CONCURRENCY_MAX = 256  # bets in flight from the generator
@@ -43,7 +44,8 @@ CONVERGE_TIMEOUT_S = 60.0
 
 # --- the load generator (a child process, so the proxies' event loop is not starved) -----------
 
-async def generate(urls: list[str], token: str, rate: float, seconds: float, players: int, prefix: str) -> dict[str, int]:
+async def generate(urls: list[str], token: str, rate: float, seconds: float, players: int,
+                   prefix: str) -> dict[str, int]:
     counts = {"ok": 0, "failed": 0, "late": 0}
     slots = asyncio.Semaphore(CONCURRENCY_MAX)
     started = time.monotonic()
@@ -56,7 +58,7 @@ async def generate(urls: list[str], token: str, rate: float, seconds: float, pla
             try:
                 async with http.post(urls[i % len(urls)] + "/v1/bets", json=body) as r:
                     counts["ok" if r.status == 201 else "failed"] += 1
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 counts["failed"] += 1
             finally:
                 slots.release()
@@ -76,7 +78,8 @@ async def generate(urls: list[str], token: str, rate: float, seconds: float, pla
     return counts
 
 
-async def run_generator(cluster: Cluster, a: argparse.Namespace, seconds: float, prefix: str) -> asyncio.subprocess.Process:
+async def run_generator(cluster: Cluster, a: argparse.Namespace, seconds: float,
+                        prefix: str) -> asyncio.subprocess.Process:
     urls = ",".join(cluster.url(e) for e in cluster.edge_ids)
     return await asyncio.create_subprocess_exec(
         sys.executable, __file__, "--generate", urls, str(cluster.root / "secrets" / "game_server.token"),
@@ -115,7 +118,8 @@ async def displays(cluster: Cluster, http: aiohttp.ClientSession) -> tuple[int, 
         pool = (await r.json())["pool_minor"]
     shown = {}
     for edge in cluster.edge_ids:
-        async with http.get(f"{cluster.url(edge)}/v1/jackpots/{JACKPOT_ID}", headers=cluster.headers("game_server")) as r:
+        display_url = f"{cluster.url(edge)}/v1/jackpots/{JACKPOT_ID}"
+        async with http.get(display_url, headers=cluster.headers("game_server")) as r:
             shown[edge] = (await r.json()).get("display_minor") if r.status == 200 else None
     return pool, shown
 

@@ -18,19 +18,21 @@ import sys
 from typing import Any
 
 import aiohttp
-from common import load_average
-from ledger_throughput import HTTP_TIMEOUT_S, Options, measured_run, parse_args, seed_players, settled_head, wrk_bets
 
 from shared.cluster import STANDBY, Cluster
+
+from common import load_average
+from ledger_throughput import HTTP_TIMEOUT_S, Options, measured_run, parse_args, seed_players, settled_head, wrk_bets
 
 CATCH_UP_POLLS_MAX = 100
 CATCH_UP_POLL_S = 0.2
 
 
 async def replication(cluster: Cluster, name: str) -> dict[str, Any]:
-    async with aiohttp.ClientSession(raise_for_status=True, timeout=aiohttp.ClientTimeout(total=HTTP_TIMEOUT_S)) as h:
-        async with h.get(cluster.url(name) + "/admin/v1/replication", headers=cluster.headers("admin_read")) as r:
-            return await r.json()
+    timeout = aiohttp.ClientTimeout(total=HTTP_TIMEOUT_S)
+    async with (aiohttp.ClientSession(raise_for_status=True, timeout=timeout) as h,
+                h.get(cluster.url(name) + "/admin/v1/replication", headers=cluster.headers("admin_read")) as r):
+        return await r.json()
 
 
 async def standby_holds(cluster: Cluster, head: int) -> bool:

@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import orjson
 import structlog
@@ -21,16 +22,28 @@ from shared.web import json_response, principal, read_model
 
 from core_ledger.domain import ADMIN_SCOPE, Command
 from core_ledger.routes import (
-    AUDITOR, CONFIG, FENCING, READS, SERVICE, STANDBY, Route, answer, page_limit, path_id, query_choice, query_int,
+    AUDITOR,
+    CONFIG,
+    FENCING,
+    READS,
+    SERVICE,
+    STANDBY,
+    Route,
+    answer,
+    page_limit,
+    path_id,
+    query_choice,
+    query_int,
 )
 
 log = structlog.get_logger("croupier.ledger.admin")
 
 SEQUENCE_MAX = 2**62
-Keyer = Callable[[BaseModel, auth.Principal], tuple[str, str] | None]
+Body = TypeVar("Body", bound=BaseModel)
+Keyer = Callable[[Body, auth.Principal], tuple[str, str] | None]
 
 
-def _write_route(path: str, tx_type: str, model: type[BaseModel], keyer: Keyer, summary: str) -> Route:
+def _write_route(path: str, tx_type: str, model: type[Body], keyer: Keyer[Body], summary: str) -> Route:
     """An admin write: validate, build the command (path ids merged in), one service call."""
 
     @auth.roles("admin_write")

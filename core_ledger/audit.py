@@ -5,8 +5,9 @@ audit that fails (a read error, not a broken chain) is retried with backoff (`Ta
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
 import structlog
 
@@ -53,7 +54,7 @@ class Auditor:
         while True:
             try:
                 await self.verify()
-            except Exception as e:  # logged, counted and retried sooner; it must not stop the ledger
+            except Exception as e:  # noqa: BLE001  logged, counted and retried sooner; it must not stop the ledger
                 delay = self.health.failed()
                 log.error("audit_failed", error=repr(e), failures=self.health.consecutive_failures,
                           retry_in_s=delay)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import orjson
 import typer
@@ -51,16 +52,17 @@ def serve(
                                                    help="File holding a `replica` token of the primary."),
     synchronous_standby: bool = typer.Option(False, "--synchronous-standby",
                                              help="Answer a commit only once a standby has applied it."),
-    peer_ledger: list[str] = typer.Option([], "--peer-ledger",
-                                          help="Another ledger's URL: a primary of a higher epoch there fences this one."),
+    peer_ledger: list[str] = typer.Option(
+        [], "--peer-ledger", help="Another ledger's URL: a primary of a higher epoch there fences this one."),
 ) -> None:
     """Run the ledger until SIGINT/SIGTERM, then drain the queue and close the database."""
     from aiohttp import web
 
+    from shared import logs
+
     from core_ledger import config as ledger_config
     from core_ledger.http import create_app
     from core_ledger.standby import StandbySettings
-    from shared import logs
 
     if (standby_of is None) != (replica_token_file is None):
         raise typer.BadParameter("--standby-of and --replica-token-file go together")

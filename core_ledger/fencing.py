@@ -31,12 +31,13 @@ import aiohttp
 import orjson
 import structlog
 
+from shared.auth import Principal
+from shared.errors import Conflict
+
 from core_ledger.domain import Command
 from core_ledger.metrics import LedgerMetrics
 from core_ledger.replication import EPOCH_HEADER
 from core_ledger.service import LedgerService, Result
-from shared.auth import Principal
-from shared.errors import Conflict
 
 log = structlog.get_logger("croupier.ledger.fencing")
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import re
-from datetime import datetime, timezone
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -23,7 +24,15 @@ from shared.errors import BadRequest, CroupierError, Forbidden, problem, status_
 from shared.models import MONEY_OPS, BatchIn
 from shared.routes import serve_routes
 from shared.web import (
-    PRINCIPAL, Handler, annotate, json_response, make_app, principal, read_json, request_id, validate,
+    PRINCIPAL,
+    Handler,
+    annotate,
+    json_response,
+    make_app,
+    principal,
+    read_json,
+    request_id,
+    validate,
 )
 
 from core_ledger import admin_http
@@ -35,7 +44,18 @@ from core_ledger.metrics import LedgerMetrics
 from core_ledger.reads import LedgerReads
 from core_ledger.replication import EPOCH_HEADER
 from core_ledger.routes import (
-    AUDITOR, CONFIG, FENCING, READS, SERVICE, STANDBY, Route, answer, page_limit, path_id, query_choice, query_int,
+    AUDITOR,
+    CONFIG,
+    FENCING,
+    READS,
+    SERVICE,
+    STANDBY,
+    Route,
+    answer,
+    page_limit,
+    path_id,
+    query_choice,
+    query_int,
 )
 from core_ledger.service import LedgerService, WriterLimits
 from core_ledger.standby import HEAD_HEADER, Standby, StandbyMetrics, StandbySettings
@@ -130,12 +150,12 @@ async def batch(request: web.Request) -> web.Response:
     try:
         results = iter(await request.app[SERVICE].submit(commands) if commands else [])
     except CroupierError as e:  # the whole batch refused (not primary, queue full...): each action says so
-        for action, slot, rid in zip(parsed.actions, slots, rids):
+        for action, slot, rid in zip(parsed.actions, slots, rids, strict=True):
             log_action(action.op, slot if isinstance(slot, Command) else None, e if isinstance(slot, Command) else slot,
                        rid, batch_request_id=batch_rid)
         raise
     out = []
-    for action, slot, rid in zip(parsed.actions, slots, rids):
+    for action, slot, rid in zip(parsed.actions, slots, rids, strict=True):
         result = next(results) if isinstance(slot, Command) else slot
         log_action(action.op, slot if isinstance(slot, Command) else None, result, rid, batch_request_id=batch_rid)
         out.append(_batch_item(result, rid))
@@ -230,7 +250,7 @@ ROUTES: list[Route] = [
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def store_for(config: LedgerConfig) -> Store:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 import orjson
 
@@ -118,7 +119,8 @@ class LedgerReads:
             if status == "active" and datetime.fromisoformat(d["expires_at"]) <= now:
                 status = "expired"
             out.append({"bonus_id": bonus_id, "id": d["id"], "currency": d["currency"],
-                        "amount_minor": d["amount_minor"], "wagering_requirement_minor": d["wagering_requirement_minor"],
+                        "amount_minor": d["amount_minor"],
+                        "wagering_requirement_minor": d["wagering_requirement_minor"],
                         "wagered_minor": d["wagered_minor"], "wagered_by_edge": d["wagered_by_edge"],
                         "status": status, "expires_at": d["expires_at"]})
         return {"player_id": player_id, "bonuses": out, "as_of_sequence": head}

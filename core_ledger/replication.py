@@ -48,7 +48,7 @@ class Watermark:
                 self._changed = loop.create_future()
             try:
                 await asyncio.wait_for(asyncio.shield(self._changed), remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return self.value >= target
         return True
 

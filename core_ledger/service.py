@@ -27,9 +27,10 @@ import asyncio
 import contextlib
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 import structlog
@@ -37,8 +38,20 @@ import structlog
 from shared.errors import Conflict, CroupierError, Halted, Unavailable
 
 from core_ledger.domain import (
-    GENESIS_HASH, PASSES_MAX, PLANNED_FROM, ChainCheck, Command, Context, InvariantBroken, Replay, State, decide,
-    entry_text, evolve, rows_needed, seal,
+    GENESIS_HASH,
+    PASSES_MAX,
+    PLANNED_FROM,
+    ChainCheck,
+    Command,
+    Context,
+    InvariantBroken,
+    Replay,
+    State,
+    decide,
+    entry_text,
+    evolve,
+    rows_needed,
+    seal,
 )
 from core_ledger.metrics import LedgerMetrics
 from core_ledger.replication import Acks, Watermark
@@ -249,7 +262,7 @@ class LedgerService:
                 judged = await self._judge(commands)
             except _JudgeFailed as e:  # a bug: every retry would hit it again
                 self._halt(e.error, e.command)
-            except Exception as e:  # loading rows failed: the overlay may be half-filled
+            except Exception as e:  # noqa: BLE001  loading rows failed: the overlay may be half-filled
                 log.error("ledger_judge_failed", error=repr(e), batch_size=len(commands))
                 self._broken = True
         return asyncio.create_task(self._finish(previous, jobs, judged))
@@ -262,7 +275,7 @@ class LedgerService:
         try:
             self._head = self._committed = await self.store.head()
             self._broken = False
-        except Exception as e:  # still broken: the next group fails and tries again
+        except Exception as e:  # noqa: BLE001  still broken: the next group fails and tries again
             log.error("ledger_head_reload_failed", error=repr(e))
             return
         # A commit whose outcome was unknown may have landed: long polls waiting for it are due now.
@@ -364,7 +377,7 @@ class LedgerService:
         except InvariantBroken as e:  # the store refused a gap in the journal: a writer bug
             self._halt(e, None)
             return False
-        except Exception as e:  # storage failure: nothing of this group is acknowledged
+        except Exception as e:  # noqa: BLE001  storage failure: nothing of this group is acknowledged
             log.error("ledger_commit_failed", error=repr(e), batch_size=len(judged.results))
             await self._observe_stored_head()
             return False

@@ -11,9 +11,9 @@ operator rebuilds the copy from the primary); so does a page whose chain does no
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Callable
 
 import aiohttp
 import orjson
@@ -135,7 +135,7 @@ class Standby:
                     self.metrics.halted.labels("diverged").set(1)
                     log.error("standby_diverged", sequence=e.sequence, primary=s.primary_url, detail=str(e))
                     return  # its tail is not the primary's: rebuild this copy from the primary
-                except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as e:
+                except (TimeoutError, aiohttp.ClientError, ValueError) as e:
                     self.metrics.errors_total.labels("poll").inc()
                     delay = self.health.failed()
                     log.warning("standby_poll_failed", error=repr(e), failures=self.health.consecutive_failures,

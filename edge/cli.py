@@ -17,10 +17,11 @@ def serve(
     """Run the edge (money forwarded to the ledger, CRDT state synced with peers)."""
     from aiohttp import web
 
-    from edge import config as edge_config
-    from edge.http import create_app
     from shared import logs
     from shared.config import ConfigError
+
+    from edge import config as edge_config
+    from edge.http import create_app
 
     try:
         cfg = edge_config.load(config)

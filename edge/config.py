@@ -1,8 +1,8 @@
 """Edge configuration: the `[edge]` table and `[[tokens]]` of a TOML file, validated once in main.
 
 Paths (`data_dir`, token files) are relative to the config file. `ledger_url` names one ledger;
-`ledger_urls = [primary, standby, ...]` names every copy the client may fail over to (either key). The clear tokens the edge
-presents (to the ledger, to peers) are read from files; the tokens it accepts are sha256 digests.
+`ledger_urls = [primary, standby, ...]` names every copy the client may fail over to (either key). The clear tokens
+the edge presents (to the ledger, to peers) are read from files; the tokens it accepts are sha256 digests.
 
 Peer credentials are per edge: `peer_token_file` is this edge's own credential, and every
 `[[tokens]]` entry of role `peer` must be named after a configured peer (its edge id), so the
@@ -16,7 +16,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from edge.crdt.identity import check_distinct_tags
 from shared.auth import TokenEntry
 from shared.config import (
     ConfigError,
@@ -27,6 +26,8 @@ from shared.config import (
     token_entries,
 )
 from shared.ids import is_id
+
+from edge.crdt.identity import check_distinct_tags
 
 ACCEPTED_ROLES = frozenset({"game_server", "peer", "metrics"})
 
@@ -107,7 +108,7 @@ def _read_secret(base: Path, raw: dict[str, Any], key: str) -> str:
 
 
 def _peers(raw: list[Any], own_id: str) -> tuple[Peer, ...]:
-    peers = []
+    peers: list[Peer] = []
     for i, p in enumerate(raw):
         if not isinstance(p, dict) or not is_id(p.get("id")) or not isinstance(p.get("url"), str):
             raise ConfigError(f"edge.peers[{i}] needs an id and a url")

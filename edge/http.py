@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
 
 import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
+
+from shared import auth, logs
+from shared.models import MONEY_OPS, SessionStateIn
+from shared.routes import Route, path_id, serve_routes
+from shared.tasks import supervise
+from shared.web import annotate, json_response, make_app, principal, read_model
 
 from edge.config import EdgeConfig
 from edge.crdt.identity import fresh_client_id
@@ -25,11 +31,6 @@ from edge.reconcile import Reconciler
 from edge.service import EDGE_MONEY_OPS, EdgeService
 from edge.state import EdgeState
 from edge.sync import SyncHub
-from shared import auth, logs
-from shared.models import MONEY_OPS, SessionStateIn
-from shared.routes import Route, path_id, serve_routes
-from shared.tasks import supervise
-from shared.web import annotate, json_response, make_app, principal, read_model
 
 log = structlog.get_logger("croupier.edge")
 

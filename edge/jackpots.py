@@ -17,9 +17,10 @@ from typing import Any
 
 import structlog
 
-from edge.ledger_client import LedgerClient
 from shared.errors import CroupierError, NotFound
 from shared.ids import is_id
+
+from edge.ledger_client import LedgerClient
 
 log = structlog.get_logger("croupier.edge.jackpots")
 

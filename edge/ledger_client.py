@@ -33,20 +33,23 @@ and moves to another ledger URL are logged.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import aiohttp
 import orjson
 import structlog
 
-from edge.config import Limits
-from edge.metrics import EdgeMetrics
 from shared import request_ids
 from shared.errors import CroupierError, Unavailable, error_from_code
 from shared.tasks import TaskSet, supervise
+
+from edge.config import Limits
+from edge.metrics import EdgeMetrics
 
 log = structlog.get_logger("croupier.edge.ledger")
 
@@ -216,15 +219,14 @@ class LedgerClient:
         """Forever: probe the ledger when nothing else did lately (readiness, breaker recovery)."""
         while True:
             if self._clock() - self._last_ok > self._limits.reachable_window_s / 4:
-                try:
+                with contextlib.suppress(CroupierError):  # counted by the metrics; /readyz reports it
                     await self.get("/readyz", "readyz", deadline_s=self._attempt_timeout_s)
-                except CroupierError:
-                    pass  # counted by the metrics; /readyz reports it
             await asyncio.sleep(min(1.0, self._limits.reachable_window_s / 4))
 
     # --- money --------------------------------------------------------------------------------
 
-    async def money(self, op: str, body: dict[str, Any], *, request_id: str | None = None) -> tuple[int, dict[str, Any]]:
+    async def money(self, op: str, body: dict[str, Any], *,
+                    request_id: str | None = None) -> tuple[int, dict[str, Any]]:
         """The ledger's answer (status, body) to one money action, or the error it decided. The action
         is logged at the ledger under `request_id` (default: the id of the request being served)."""
         if not self._closed():
@@ -241,7 +243,7 @@ class LedgerClient:
             raise Unavailable("too many money actions waiting for the ledger") from None
         try:
             return await asyncio.wait_for(asyncio.shield(action.future), self.deadline_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             action.future.cancel()  # nobody waits any more; an answer arriving later is dropped
             raise Unavailable("the ledger did not answer within the deadline",
                               retry_after_s=self._retry_after_s()) from None
@@ -275,7 +277,7 @@ class LedgerClient:
             return
         finally:
             self._slots.release()
-        for action, result in zip(batch, results):
+        for action, result in zip(batch, results, strict=True):  # same length: checked by _post_batch
             status, body = (result.get("status"), result.get("body")) if isinstance(result, dict) else (None, None)
             if not isinstance(status, int) or not isinstance(body, dict):
                 self._retry_or_fail(action, "malformed batch result")
@@ -308,7 +310,7 @@ class LedgerClient:
                     raise AttemptFailed("ledger batch answered without one result per action")
                 outcome = "ok"
                 return index, results
-        except (aiohttp.ClientError, asyncio.TimeoutError, orjson.JSONDecodeError, AttributeError) as e:
+        except (TimeoutError, aiohttp.ClientError, orjson.JSONDecodeError, AttributeError) as e:
             outcome = "timeout" if isinstance(e, asyncio.TimeoutError) else "error"
             raise AttemptFailed(f"ledger batch failed: {type(e).__name__}") from None
         finally:
@@ -369,7 +371,7 @@ class LedgerClient:
                 if resp.status >= 400:
                     raise error_from_problem(resp.status, body)
                 return body
-        except (aiohttp.ClientError, asyncio.TimeoutError, orjson.JSONDecodeError) as e:
+        except (TimeoutError, aiohttp.ClientError, orjson.JSONDecodeError) as e:
             outcome = "timeout" if isinstance(e, asyncio.TimeoutError) else "error"
             raise AttemptFailed(type(e).__name__) from None
         finally:

@@ -67,8 +67,8 @@ class EdgeMetrics:
             "Sync websockets refused at the hello, by reason (claimed_other_edge, unknown_peer, malformed_hello).",
             ["reason"], registry=registry)
         self.crdt_invalid_slots_total = Counter(
-            "edge_crdt_invalid_slots_total", "Slot values skipped by a read because they do not decode, by document kind.",
-            ["doc"], registry=registry)
+            "edge_crdt_invalid_slots_total",
+            "Slot values skipped by a read because they do not decode, by document kind.", ["doc"], registry=registry)
         for operation in MONEY_OPERATIONS:
             self.effect_failures_total.labels(operation)
         for task in BACKGROUND_TASKS:

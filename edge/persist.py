@@ -18,17 +18,18 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import aiosqlite
 import orjson
 import structlog
 
+from shared.errors import Unavailable
+
 from edge.crdt import Effect, compact
 from edge.health import TaskHealth
-from shared.errors import Unavailable
 
 log = structlog.get_logger("croupier.edge.persist")
 
@@ -137,7 +138,7 @@ class Store:
         async with self._committed_cond:
             try:
                 await asyncio.wait_for(self._committed_cond.wait_for(lambda: self._committed >= target), timeout_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return False
         return True
 

@@ -17,15 +17,16 @@ from typing import Any
 
 import structlog
 
+from shared.errors import CroupierError, NotFound
+from shared.ids import is_id
+
+from edge.config import Limits
 from edge.crdt import BONUS, JACKPOT, JackpotTruth, doc_name, reconcile_bonus, reconcile_jackpot
 from edge.crdt.slots import BonusSlot, bonus_progress, bonus_slots, jackpot_slots, jackpot_view, write_slot
-from edge.config import Limits
 from edge.health import TaskHealth
 from edge.jackpots import JackpotCatalog
 from edge.ledger_client import LedgerClient
 from edge.state import EdgeState
-from shared.errors import CroupierError, NotFound
-from shared.ids import is_id
 
 log = structlog.get_logger("croupier.edge.reconcile")
 

@@ -7,12 +7,17 @@ a failure to apply one never fails the money answer (reconciliation repairs the 
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Any, Callable
+import contextlib
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 import structlog
 from pycrdt import Doc
+
+from shared.errors import BadRequest, CroupierError, NotFound, PayloadTooLarge, Unavailable, status_for
+from shared.models import MoneyWrite
 
 from edge.config import EdgeConfig
 from edge.crdt import BONUS, JACKPOT, SESSION, BonusSlot, Effect, JackpotSlot, SessionRecord, doc_name
@@ -31,8 +36,6 @@ from edge.ledger_client import LedgerClient
 from edge.metrics import MONEY_OPERATIONS, EdgeMetrics
 from edge.reconcile import Reconciler
 from edge.state import EdgeState
-from shared.errors import BadRequest, CroupierError, NotFound, PayloadTooLarge, Unavailable, status_for
-from shared.models import MoneyWrite
 
 log = structlog.get_logger("croupier.edge.service")
 
@@ -54,7 +57,7 @@ def effect_docs(tx: dict[str, Any]) -> list[str]:
 
 
 def rfc3339(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _jackpot_body(jackpot_id: str, view: JackpotView) -> dict[str, Any]:
@@ -168,9 +171,11 @@ class EdgeService:
             slot = self._jackpot_after(name, delta, currency)
             self.state.write(name, lambda d: write_slot(d, self.edge_id, slot.encode()), effect)
         else:
-            own = bonus_slots(self.state.replica.live(name)).get(self.edge_id)  # type: ignore[arg-type]
-            slot = (own or BonusSlot({}, 0.0)).add(delta, self.state.clock())
-            self.state.write(name, lambda d: write_slot(d, self.edge_id, slot.encode()), effect)
+            doc = self.state.replica.live(name)
+            assert doc is not None  # loaded by `state.doc` above, with no await since
+            own = bonus_slots(doc).get(self.edge_id)
+            bonus = (own or BonusSlot({}, 0.0)).add(delta, self.state.clock())
+            self.state.write(name, lambda d: write_slot(d, self.edge_id, bonus.encode()), effect)
 
     def _jackpot_after(self, name: str, delta: dict[str, Any], currency: str | None) -> JackpotSlot:
         doc = self.state.replica.live(name)
@@ -181,7 +186,8 @@ class EdgeService:
         if own is None:
             view = jackpot_view(slots)
             # Seed and currency come from the ledger; until reconciled, a peer's view is the best guess.
-            own = JackpotSlot(epoch, 0, 0, view.seed_minor if view else 0, currency or (view.currency if view else ""), 0.0)
+            seed_minor = view.seed_minor if view else 0
+            own = JackpotSlot(epoch, 0, 0, seed_minor, currency or (view.currency if view else ""), 0.0)
             self.reconciler.mark_dirty([name])
         if epoch > own.epoch and "seed_minor" not in delta:
             self.reconciler.mark_dirty([name])  # a payout elsewhere: confirm the new epoch's seed
@@ -195,10 +201,8 @@ class EdgeService:
     async def jackpot(self, jackpot_id: str) -> dict[str, Any]:
         name = doc_name(JACKPOT, jackpot_id)
         if not self.state.replica.known(name):
-            try:
+            with contextlib.suppress(Unavailable):
                 await self.reconciler.jackpot(jackpot_id)  # first sight: learn it from the ledger
-            except Unavailable:
-                pass
         view = self._jackpot_view(jackpot_id, await self.state.doc(name))
         if view is None:
             raise NotFound(f"jackpot {jackpot_id!r} is not known here")
@@ -230,10 +234,8 @@ class EdgeService:
     async def bonus_progress(self, player_id: str) -> dict[str, Any]:
         name = doc_name(BONUS, player_id)
         if not self.state.replica.known(name):
-            try:
+            with contextlib.suppress(Unavailable, NotFound):
                 await self.reconciler.bonuses(player_id)
-            except (Unavailable, NotFound):
-                pass
         good, bad = decoded(await self.state.doc(name), BonusSlot.decode)
         self._count_invalid(BONUS, len(bad))
         progress = bonus_progress(good)

@@ -8,7 +8,7 @@ with no await in between, so a decision and the write it leads to see the same s
 from __future__ import annotations
 
 import asyncio
-from typing import Callable
+from collections.abc import Callable
 
 from pycrdt import Doc
 

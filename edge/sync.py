@@ -27,6 +27,9 @@ import structlog
 from aiohttp import web
 from pycrdt import YSyncMessageType
 
+from shared.errors import Unavailable
+from shared.tasks import TaskSet
+
 from edge.config import Limits, Peer
 from edge.crdt import FrameBuilder, ProtocolError, admission, protocol, yupdate
 from edge.crdt.exchange import docs_to_load, handle, state_entries
@@ -37,8 +40,6 @@ from edge.jackpots import JackpotCatalog
 from edge.metrics import EdgeMetrics
 from edge.quota import ByteBucket
 from edge.state import EdgeState
-from shared.errors import Unavailable
-from shared.tasks import TaskSet
 
 log = structlog.get_logger("croupier.edge.sync")
 
@@ -139,7 +140,7 @@ class SyncHub:
                     await self._run(peer.id, ws)
                 finally:
                     await ws.close()
-            except (aiohttp.ClientError, asyncio.TimeoutError, ProtocolError, OSError) as e:
+            except (TimeoutError, aiohttp.ClientError, ProtocolError, OSError) as e:
                 log.debug("sync link down", peer=peer.id, error=type(e).__name__)
             except Exception as e:  # noqa: BLE001 - a bug must not end the dialer for good: count it, redial
                 self.health.failed(f"sync-dial-{peer.id}", e)
@@ -168,7 +169,7 @@ class SyncHub:
                 raise ProtocolError(f"unexpected peer {peer!r}")
             await ws.send_str(orjson.dumps({"edge": self.edge_id}).decode())
             await self._run(peer, ws)
-        except (ProtocolError, asyncio.TimeoutError) as e:
+        except (TimeoutError, ProtocolError) as e:
             log.warning("sync peer refused", credential=credential, error=str(e))
         except Exception as e:  # noqa: BLE001 - a bug ends this link only: counted, the peer redials
             self.health.failed("sync-accept", e)

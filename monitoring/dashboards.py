@@ -93,9 +93,9 @@ def money_dashboard() -> dashboard.Dashboard:
         graph("Ledger commit latency", "Group-commit duration (one storage transaction per batch).", "s",
               quantiles("ledger_commit_duration_seconds", "", "")),
         graph("Ledger commit batch size", "Requests committed per storage transaction.", "none",
-              quantiles("ledger_commit_batch_size", "", "") + [
-                  Query(f"sum(rate(ledger_commit_batch_size_sum[{RATE}])) / "
-                        f"sum(rate(ledger_commit_batch_size_count[{RATE}]))", "mean")]),
+              [*quantiles("ledger_commit_batch_size", "", ""),
+               Query(f"sum(rate(ledger_commit_batch_size_sum[{RATE}])) / "
+                     f"sum(rate(ledger_commit_batch_size_count[{RATE}]))", "mean")]),
         graph("Edge → ledger latency", "Money calls as seen from each edge, per operation.", "s",
               quantiles("edge_ledger_request_duration_seconds", "region, operation", "{{region}} {{operation}}")),
         graph("Idempotent replays and conflicts", "Retries answered from the idempotency record, and refusals "

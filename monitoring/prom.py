@@ -11,8 +11,8 @@ import contextlib
 import shutil
 import subprocess
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator
 
 import aiohttp
 
@@ -57,7 +57,7 @@ async def _wait(check, timeout_s: float, what: str) -> None:
             try:
                 if await check(http):
                     return
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 pass
             await asyncio.sleep(POLL_S)
     raise TimeoutError(f"{what}: not after {timeout_s}s")

@@ -10,8 +10,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable, TypeVar
+from typing import TypeVar
 
 from shared.errors import Forbidden, Unauthenticated
 
@@ -67,14 +68,14 @@ def roles(*allowed: str) -> Callable[[F], F]:
     assert allowed and set(allowed) <= ROLES, allowed
 
     def mark(handler: F) -> F:
-        handler.croupier_roles = frozenset(allowed)  # type: ignore[attr-defined]
+        handler.croupier_roles = frozenset(allowed)  # type: ignore[attr-defined]  # a marker read back by getattr
         return handler
 
     return mark
 
 
 def public(handler: F) -> F:
-    handler.croupier_public = True  # type: ignore[attr-defined]
+    handler.croupier_public = True  # type: ignore[attr-defined]  # a marker read back by getattr
     return handler
 
 
@@ -84,6 +85,6 @@ def check(handler: object, principal: Principal | None) -> None:
         return
     if principal is None:
         raise Unauthenticated("a bearer token is required")
-    allowed = getattr(handler, "croupier_roles", frozenset())
+    allowed: frozenset[str] = getattr(handler, "croupier_roles", frozenset())
     if principal.role not in allowed:
         raise Forbidden(f"role {principal.role!r} may not call this route")

@@ -99,7 +99,7 @@ class Workload:
             try:
                 timeout = aiohttp.ClientTimeout(total=ATTEMPT_TIMEOUT_S)
                 method = http.get if op.kind == "read" else http.post
-                kwargs = {} if op.kind == "read" else {"json": op.body}
+                kwargs: dict[str, Any] = {} if op.kind == "read" else {"json": op.body}
                 async with method(target, headers=headers, timeout=timeout, **kwargs) as r:
                     op.status, op.answer = r.status, await r.json(content_type=None)
                     raw = r.headers.get(EPOCH_HEADER, "")
@@ -173,21 +173,21 @@ class Workload:
 
     async def bet(self, http: aiohttp.ClientSession, base: str, edge: str, gs: dict[str, str], player: str,
                   rng: random.Random) -> None:
-        round_id = self.next_id("round")
-        body = {"id": self.next_id("bet"), "player_id": player, "currency": "EUR",
+        round_id, bet_id = self.next_id("round"), self.next_id("bet")
+        body = {"id": bet_id, "player_id": player, "currency": "EUR",
                 "amount_minor": rng.randint(1, 80), "round_id": round_id,
                 "game_id": rng.choice(["slots-1", "slots-2", "table-1"])}
-        op = Op("bet", body["id"], body, edge, time.monotonic())
+        op = Op("bet", bet_id, body, edge, time.monotonic())
         if rng.random() < 0.1:  # a deliberate duplicate, concurrently, through another edge
-            dup = Op("bet", body["id"], body, rng.choice(self.cluster.edge_ids), time.monotonic())
+            dup = Op("bet", bet_id, body, rng.choice(self.cluster.edge_ids), time.monotonic())
             await asyncio.gather(self.send(http, op, base + "/v1/bets", gs),
                                  self.send(http, dup, self.cluster.url(dup.via) + "/v1/bets", gs))
         else:
             await self.send(http, op, base + "/v1/bets", gs)
         if op.outcome != "fail":
-            self.bets.append((player, body["id"]))
+            self.bets.append((player, bet_id))
         if op.outcome == "ok":
-            self.open_rounds.setdefault(player, []).append((round_id, body["id"]))
+            self.open_rounds.setdefault(player, []).append((round_id, bet_id))
 
 
 def check_history(history: list[Op], entries: list[dict[str, Any]]) -> list[Check]:
@@ -214,7 +214,7 @@ def check_history(history: list[Op], entries: list[dict[str, Any]]) -> list[Chec
             if found[0]["sequence"] != seq:
                 problems.append(f"ok {op.kind} {op.key} answered sequence {seq}, journal has {found[0]['sequence']}")
             bal = op.answer.get("balance") or {}
-            want = balance_after.get((seq, bal.get("player_id")))
+            want = balance_after.get((seq, bal["player_id"])) if "player_id" in bal else None
             if want is not None and want != bal.get("balance_minor"):
                 problems.append(f"ok {op.kind} {op.key} answered balance {bal.get('balance_minor')}, journal {want}")
         elif op.outcome == "info" and len(found) > 1:
@@ -320,7 +320,8 @@ class ChaosReport:
 
     def summary(self) -> list[str]:
         c = self.counts()
-        bound = " (history bound reached: the workload stopped issuing)" if len(self.history) >= self.history_max else ""
+        bound = (" (history bound reached: the workload stopped issuing)"
+                 if len(self.history) >= self.history_max else "")
         faults = ", ".join(f"{k} {n}" for k, n in self.faults_by_kind().items()) or "none"
         return [(f"seed {self.seed}: {len(self.history)} operations{bound}; writes ok {c['ok']}, fail {c['fail']}, "
                  f"info {c['info']}; reads {c['reads']}"),
@@ -368,8 +369,9 @@ async def _load_under_faults(workload: Workload, nemesis: Nemesis, duration_s: f
             if not faults.done():  # no load left to judge: the faults end too (healed below)
                 faults.cancel()
             await asyncio.gather(faults, return_exceptions=True)
-            if not faults.cancelled() and faults.exception() is not None:
-                raise faults.exception()  # type: ignore[misc]
+            failure = None if faults.cancelled() else faults.exception()
+            if failure is not None:
+                raise failure
         finally:
             for t in (*tasks, faults):
                 t.cancel()

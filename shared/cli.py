@@ -29,9 +29,10 @@ def up(
     from shared.cluster import Cluster, seed
 
     console = Console()
+    root = dir.resolve()
 
     async def run() -> None:
-        cluster = Cluster(dir.resolve(), standby=standby)
+        cluster = Cluster(root, standby=standby)
         try:
             await cluster.start()
             path = cluster.write_info(await seed(cluster, players=players))
@@ -176,9 +177,10 @@ async def wait_for_signal() -> None:
 
 def _register() -> None:
     from core_ledger import cli as ledger_cli
+    from edge import cli as edge_cli
 
     ledger_cli.register(ledger_app)
-    from edge import cli as edge_cli; edge_cli.register(edge_app)
+    edge_cli.register(edge_app)
 
 
 def main() -> None:

@@ -36,9 +36,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import aiohttp
 
@@ -72,7 +73,7 @@ async def wait_until_ready(url: str, proc: subprocess.Popen[bytes], *, timeout_s
                 async with http.get(url, timeout=aiohttp.ClientTimeout(total=1)) as r:
                     if r.status == 200:
                         return
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 pass
             await asyncio.sleep(0.1)
     raise TimeoutError(f"not ready after {timeout_s}s: {describe()}")
@@ -159,7 +160,8 @@ class Cluster:
     def _token_rows(self, entries: list[tuple[str, str, str]]) -> str:
         rows = []
         for name, role, token_key in entries:
-            rows.append(f'[[tokens]]\nname = "{name}"\nrole = "{role}"\nsha256 = "{hash_token(self.tokens[token_key])}"\n')
+            digest = hash_token(self.tokens[token_key])
+            rows.append(f'[[tokens]]\nname = "{name}"\nrole = "{role}"\nsha256 = "{digest}"\n')
         return "\n".join(rows)
 
     def _write_ledger_config(self, svc: Service) -> None:
@@ -245,8 +247,9 @@ class Cluster:
         """kill -9, and reap it."""
         svc = self.services[name]
         if svc.running:
-            svc.proc.kill()  # type: ignore[union-attr]
-            await asyncio.to_thread(svc.proc.wait, STOP_TIMEOUT_S)  # type: ignore[union-attr]
+            assert svc.proc is not None
+            svc.proc.kill()
+            await asyncio.to_thread(svc.proc.wait, STOP_TIMEOUT_S)
 
     async def stop_service(self, name: str) -> int | None:
         """SIGTERM, then SIGKILL after STOP_TIMEOUT_S; returns the exit status."""
@@ -280,10 +283,10 @@ class Cluster:
 
     async def promote(self, name: str) -> dict[str, Any]:
         """POST /admin/v1/promote to `name`; from now on it is the primary (and restarts as one)."""
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=READY_TIMEOUT_S)) as http:
-            async with http.post(self.url(name) + "/admin/v1/promote", headers=self.headers("admin_write")) as r:
-                r.raise_for_status()
-                answer: dict[str, Any] = await r.json()
+        async with (aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=READY_TIMEOUT_S)) as http,
+                    http.post(self.url(name) + "/admin/v1/promote", headers=self.headers("admin_write")) as r):
+            r.raise_for_status()
+            answer: dict[str, Any] = await r.json()
         self.primary = name
         self.services[name].args = ()
         return answer

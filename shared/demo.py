@@ -89,7 +89,7 @@ class Demo:
                 payload = await r.json(content_type=None)
                 self.stats[region].record(started, r.status < 500)
                 return r.status, payload
-        except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+        except (TimeoutError, aiohttp.ClientError) as e:
             self.stats[region].record(started, False)
             return 599, {"code": type(e).__name__}
 
@@ -102,8 +102,9 @@ class Demo:
 
     async def play_round(self, http: aiohttp.ClientSession, region: str, player: str, rng: random.Random) -> None:
         round_id = self.new_id("round")
+        stake_minor = rng.randint(10, 500)
         bet = {"id": self.new_id("bet"), "player_id": player, "currency": "EUR",
-               "amount_minor": rng.randint(10, 500), "round_id": round_id, "game_id": rng.choice(GAMES)}
+               "amount_minor": stake_minor, "round_id": round_id, "game_id": rng.choice(GAMES)}
         status, first = await self.post(http, region, "/v1/bets", bet)
         if status != 201:
             return
@@ -118,7 +119,7 @@ class Demo:
             await self.post(http, region, "/v1/rollbacks", {"id": self.new_id("rb"), "bet_id": bet["id"],
                                                             "player_id": player, "round_id": round_id})
             return
-        win = rng.choice([0, 0, bet["amount_minor"] // 2, bet["amount_minor"] * 2])
+        win = rng.choice([0, 0, stake_minor // 2, stake_minor * 2])
         await self.post(http, region, "/v1/wins", {"id": self.new_id("win"), "player_id": player, "currency": "EUR",
                                                    "amount_minor": win, "round_id": round_id, "close_round": True})
 
@@ -204,7 +205,7 @@ class Demo:
                     window = lag_p99_since(self.lag_buckets.get(e, {}), buckets)
                     self.lag_buckets[e] = buckets
                     self.view["lag"].setdefault(e, {}).update(window)  # a quiet peer keeps its last figure
-            except (aiohttp.ClientError, asyncio.TimeoutError, KeyError):
+            except (TimeoutError, aiohttp.ClientError, KeyError):
                 pass
             await asyncio.sleep(1.0)
 
@@ -281,8 +282,9 @@ async def run_demo(cluster: Cluster, duration_s: float, rng_seed: int, players: 
             await asyncio.gather(*workers, *background, return_exceptions=True)
         cluster.heal()
     checks = await converge(info, demo.players)
+    replays_checked = sum(s.replays_checked for s in demo.stats.values())
     checks.append(Check("scripted moments behaved", not demo.failures,
-                        demo.failures[0] if demo.failures else f"{sum(s.replays_checked for s in demo.stats.values())} retries replayed identically"))
+                        demo.failures[0] if demo.failures else f"{replays_checked} retries replayed identically"))
     report = Table(title="Verification")
     report.add_column("check")
     report.add_column("result")

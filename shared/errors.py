@@ -151,7 +151,7 @@ CLASS_BY_CODE: dict[str, type[CroupierError]] = {
 def status_for(exc: CroupierError) -> int:
     for cls in type(exc).__mro__:
         if cls in STATUS_BY_CLASS:
-            return STATUS_BY_CLASS[cls]  # type: ignore[index]
+            return STATUS_BY_CLASS[cls]
     raise AssertionError("CroupierError is always in the table")
 
 

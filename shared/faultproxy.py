@@ -15,6 +15,7 @@ Everything is bounded: `chunk_bytes` per read, `connections_max` open at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import socket
 import struct
@@ -119,18 +120,14 @@ class FaultProxy:
             if self.state.mode == "reset":
                 _abort(dst)
             elif dst.can_write_eof() and not dst.is_closing():
-                try:
+                with contextlib.suppress(ConnectionError, OSError):
                     dst.write_eof()
-                except (ConnectionError, OSError):
-                    pass
 
 
 def _abort(writer: asyncio.StreamWriter) -> None:
     """Close with RST (SO_LINGER 0) so the other side sees a reset, not a clean close."""
     sock = writer.get_extra_info("socket")
     if sock is not None:
-        try:
+        with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        except OSError:
-            pass
     writer.transport.abort()

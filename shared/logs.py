@@ -19,6 +19,7 @@ from typing import Any, TextIO
 
 import orjson
 import structlog
+from structlog.typing import EventDict
 
 from shared import request_ids
 from shared.config import LOG_LEVELS
@@ -30,7 +31,7 @@ LEVELS = LOG_LEVELS
 SECRET_FIELD_PARTS = ("token", "secret", "password", "dsn", "credential")
 
 
-def redact(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+def redact(_: Any, __: str, event: EventDict) -> EventDict:
     for key in list(event):
         if key.lower() in SECRET_KEYS:
             event[key] = "[redacted]"
@@ -108,7 +109,8 @@ def configure(level: str = "info", *, service: str | None = None, edge_id: str |
     # aiohttp's access log would print request lines; ours are structured and carry no headers.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     structlog.configure(
-        processors=[*shared, structlog.processors.format_exc_info, structlog.processors.JSONRenderer(serializer=render_json)],
+        processors=[*shared, structlog.processors.format_exc_info,
+                    structlog.processors.JSONRenderer(serializer=render_json)],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
         logger_factory=structlog.PrintLoggerFactory(stream),
         cache_logger_on_first_use=True,

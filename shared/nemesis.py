@@ -131,7 +131,7 @@ class Nemesis:
             return await self.byzantine.lie(kind[4:], target, hold)
         handler = getattr(self, f"_{kind}", None)
         if handler is not None:
-            return await handler(hold)  # type: ignore[no-any-return]
+            return await handler(hold)
         links = [k for k in c.proxies if self.rng.random() < 0.5] or [next(iter(c.proxies))]
         for link in links:
             c.proxies[link].set_mode(kind, latency_s=0.3, jitter_s=0.2)

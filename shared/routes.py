@@ -7,8 +7,9 @@ the document at `/openapi.json`, so what is served and what is documented cannot
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel

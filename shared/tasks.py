@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any, Callable, Coroutine
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 
 class OwnedTask:
@@ -45,8 +46,9 @@ class TaskSet:
 
     def _done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            self._on_failure(task, task.exception())  # type: ignore[arg-type]
+        failure = None if task.cancelled() else task.exception()
+        if failure is not None:
+            self._on_failure(task, failure)
 
     async def cancel_all(self) -> None:
         for task in list(self._tasks):

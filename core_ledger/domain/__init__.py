@@ -1,7 +1,15 @@
 """Pure ledger domain: commands, rules (`decide`), the fold (`evolve`), journal hashing, rendering."""
 
 from core_ledger.domain.commands import (
-    ADMIN_SCOPE, Command, Context, Draft, InvariantBroken, Reject, Replay, require, rfc3339,
+    ADMIN_SCOPE,
+    Command,
+    Context,
+    Draft,
+    InvariantBroken,
+    Reject,
+    Replay,
+    require,
+    rfc3339,
 )
 from core_ledger.domain.decide import decide
 from core_ledger.domain.evolve import evolve
@@ -11,8 +19,27 @@ from core_ledger.domain.render import public_transaction, render
 from core_ledger.domain.state import TABLES, State
 
 __all__ = [
-    "ADMIN_SCOPE", "ChainCheck", "Command", "Context", "Draft", "GENESIS_HASH", "InvariantBroken", "PASSES_MAX",
-    "PLANNED_FROM", "Reject", "require",
-    "Replay", "State", "TABLES", "decide", "entry_text", "evolve", "postings_balanced", "public_transaction",
-    "render", "rfc3339", "rows_needed", "seal",
+    "ADMIN_SCOPE",
+    "GENESIS_HASH",
+    "PASSES_MAX",
+    "PLANNED_FROM",
+    "TABLES",
+    "ChainCheck",
+    "Command",
+    "Context",
+    "Draft",
+    "InvariantBroken",
+    "Reject",
+    "Replay",
+    "State",
+    "decide",
+    "entry_text",
+    "evolve",
+    "postings_balanced",
+    "public_transaction",
+    "render",
+    "require",
+    "rfc3339",
+    "rows_needed",
+    "seal",
 ]

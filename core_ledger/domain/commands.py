@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 # Idempotency scope of admin writes keyed by a natural id (player, jackpot): the same whichever
@@ -20,6 +20,11 @@ class Command:
     key: tuple[str, str] | None  # (client_id, id): the idempotency key; None: not idempotent
     via: str | None = None
 
+    @property
+    def required_key(self) -> tuple[str, str]:
+        """`key` of a command that always has one (every money command): its absence is a bug."""
+        return present(self.key, f"the idempotency key of a {self.type} command")
+
 
 @dataclass(frozen=True)
 class Context:
@@ -31,7 +36,7 @@ class Context:
 
 
 def rfc3339(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 @dataclass

@@ -7,7 +7,8 @@ not journaled and does not bind the id. `decide` never mutates the state; `evolv
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from shared.errors import Unprocessable
 
@@ -75,7 +76,7 @@ def replay_or_conflict(view: State, record: Doc, cmd: Command) -> Replay:
     field = first_difference(entry["transaction"], cmd)
     if field is not None:
         raise Unprocessable(
-            f"id {cmd.key[1]!r} was already used for a different request ({field} differs)",  # type: ignore[index]
+            f"id {cmd.required_key[1]!r} was already used for a different request ({field} differs)",
             code="idempotency_key_reused", field=field)
     status, body = render(entry)
     return Replay(200 if status == 201 else status, {**body, "replayed": True})

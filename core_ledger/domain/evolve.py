@@ -6,7 +6,8 @@ journal into an empty state reproduces every derived table exactly.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from core_ledger.domain.commands import present, require
 from core_ledger.domain.render import render
@@ -50,9 +51,9 @@ def _apply_postings(state: State, entry: Entry) -> None:
                                                        "type": tx["type"], "id": tx["id"]})
     balance = tx["result"].get("balance")
     if balance:
-        row = state.get("accounts", (f"player:{balance['player_id']}:{balance['currency']}",))
-        require(row == {"balance_minor": balance["balance_minor"], "version": balance["version"]},
-                f"the balance folded at {sequence} ({row}) is not the decided one ({balance})")
+        folded = state.get("accounts", (f"player:{balance['player_id']}:{balance['currency']}",))
+        require(folded == {"balance_minor": balance["balance_minor"], "version": balance["version"]},
+                f"the balance folded at {sequence} ({folded}) is not the decided one ({balance})")
 
 
 def _round_note(round_: Doc, entry: Entry, amount_minor: int) -> None:

@@ -7,8 +7,9 @@ sorted keys, no spaces, UTF-8, integers only. Genesis prev_hash is 64 zeros; seq
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 import orjson
 

@@ -13,7 +13,14 @@ from shared.errors import BadRequest, NotFound
 
 from core_ledger.domain.commands import Command, Context, Reject, present
 from core_ledger.domain.state import (
-    ENTRIES, ROUND_CLIENT, Doc, State, jackpot_account, player_account, round_address, system_account,
+    ENTRIES,
+    ROUND_CLIENT,
+    Doc,
+    State,
+    jackpot_account,
+    player_account,
+    round_address,
+    system_account,
 )
 
 PPM = 1_000_000
@@ -111,11 +118,11 @@ def withdrawal(view: State, cmd: Command, ctx: Context) -> Decided:
 def bet(view: State, cmd: Command, ctx: Context) -> Decided:
     r = cmd.request
     pid, cur, amount = r["player_id"], r["currency"], r["amount_minor"]
-    marker = view.get("bets", cmd.key)  # type: ignore[arg-type]
+    marker = view.get("bets", cmd.required_key)
     if marker is not None and marker["state"] == "marker":
         raise Reject("bet_rolled_back", f"bet {r['id']!r} was rolled back before it arrived")
     account = wallet(view, pid, cur)
-    scope, round_ = find_round(view, cmd.key[0], pid, r["round_id"])  # type: ignore[index]
+    scope, round_ = find_round(view, cmd.required_key[0], pid, r["round_id"])
     if round_ is not None:
         if round_["game_id"] != r["game_id"]:
             raise BadRequest(f"round {r['round_id']!r} belongs to game {round_['game_id']!r}",
@@ -157,7 +164,7 @@ def win(view: State, cmd: Command, ctx: Context) -> Decided:
     r = cmd.request
     pid, cur, amount = r["player_id"], r["currency"], r["amount_minor"]
     player(view, pid)
-    scope, round_ = find_round(view, cmd.key[0], pid, r["round_id"])  # type: ignore[index]
+    scope, round_ = find_round(view, cmd.required_key[0], pid, r["round_id"])
     if round_ is None:
         raise NotFound(f"round {r['round_id']!r} has no bet of player {pid!r}", field="round_id")
     if round_["currency"] != cur:
@@ -191,7 +198,7 @@ def refuse_claimed_wagering(view: State, player_id: str, bet_id: str, bet: Doc) 
 def rollback(view: State, cmd: Command, ctx: Context) -> Decided:
     r = cmd.request
     pid = r["player_id"]
-    client_id = cmd.key[0]  # type: ignore[index]
+    client_id = cmd.required_key[0]
     bet = view.get("bets", (client_id, r["bet_id"]))
     if bet is None:
         rejected = view.get("idem", (client_id, r["bet_id"]))
@@ -239,7 +246,7 @@ def jackpot_payout(view: State, cmd: Command, ctx: Context) -> Decided:
         raise NotFound(f"jackpot {r['jackpot_id']!r} not found", field="jackpot_id")
     cur, pid = jackpot["currency"], r["player_id"]
     account = wallet(view, pid, cur)
-    scope, round_ = find_round(view, cmd.key[0], pid, r["round_id"])  # type: ignore[index]
+    scope, round_ = find_round(view, cmd.required_key[0], pid, r["round_id"])
     if round_ is None:
         raise NotFound(f"round {r['round_id']!r} has no bet of player {pid!r}", field="round_id")
     refuse_refunded(round_, r["round_id"])

@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from core_ledger.domain.commands import Command
 from core_ledger.domain.state import (
-    ENTRIES, ROUND_CLIENT, Key, State, idempotency_record, jackpot_account, player_account, round_address,
+    ENTRIES,
+    ROUND_CLIENT,
+    Key,
+    State,
+    idempotency_record,
+    jackpot_account,
+    player_account,
+    round_address,
     system_account,
 )
 
@@ -64,13 +71,13 @@ def _round(view: State, cmd: Command, need: Need) -> None:
     """The client's own round, and a round of the same id from before scoping with the client's
     bets in it (see `money.find_round`)."""
     r = cmd.request
-    need.append(round_address(cmd.key[0], r["player_id"], r["round_id"]))  # type: ignore[index]
+    need.append(round_address(cmd.required_key[0], r["player_id"], r["round_id"]))
     unscoped = round_address(None, r["player_id"], r["round_id"])
     need.append(unscoped)
     round_ = view.peek(*unscoped)
     for t in round_["transactions"] if round_ else []:
         if t["type"] == "bet":
-            need.append(("bets", (cmd.key[0], t["id"])))  # type: ignore[index]
+            need.append(("bets", (cmd.required_key[0], t["id"])))
 
 
 def _cashier(view: State, cmd: Command, need: Need) -> None:
@@ -79,7 +86,7 @@ def _cashier(view: State, cmd: Command, need: Need) -> None:
 
 def _bet(view: State, cmd: Command, need: Need) -> None:
     r = cmd.request
-    need += [("bets", cmd.key), ("games", (r["game_id"],)),  # type: ignore[list-item]
+    need += [("bets", cmd.required_key), ("games", (r["game_id"],)),
              ("accounts", (system_account("house", r["currency"]),))]
     _round(view, cmd, need)
     game = view.peek("games", (r["game_id"],))
@@ -94,7 +101,7 @@ def _win(view: State, cmd: Command, need: Need) -> None:
 
 def _rollback(view: State, cmd: Command, need: Need) -> None:
     r = cmd.request
-    bet_key = (cmd.key[0], r["bet_id"])  # type: ignore[index]
+    bet_key = (cmd.required_key[0], r["bet_id"])
     need.append(("bets", bet_key))
     _idem(view, bet_key, need)
     bet = view.peek("bets", bet_key) or {}

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from core_ledger.domain.state import ROUND_CLIENT
 from shared.errors import error_from_code, problem, status_for
+
+from core_ledger.domain.state import ROUND_CLIENT
 
 BODY_KEYS = ("balance", "player", "jackpot", "bonus")  # results shown beside the transaction
 JOURNAL_ONLY = frozenset({ROUND_CLIENT})  # results the fold needs that answers do not show

@@ -8,9 +8,10 @@ driver errors into `StorageError` where the transaction ends.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from core_ledger.domain.journal import GENESIS_HASH
 from core_ledger.domain.state import Doc, Key

@@ -5,8 +5,10 @@ Rows are copied in and out (via JSON) so callers never share mutable documents w
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import orjson
 
@@ -63,7 +65,7 @@ class MemoryStore(Store):
         columns = TABLES[table]
         out = []
         for key in sorted(self._tables[table]):
-            named = dict(zip(columns, key))
+            named = dict(zip(columns, key, strict=True))
             doc = self._tables[table][key]
             if any(named[c] != v for c, v in equals.items()):
                 continue
@@ -102,5 +104,6 @@ class MemoryStore(Store):
     async def backup(self, path: Path) -> Head:
         """The journal alone is a complete backup: every other table is rebuilt from it."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("".join(j.text + "\n" for j in self._journal))
-        return self._head
+        head, text = self._head, "".join(j.text + "\n" for j in self._journal)
+        await asyncio.to_thread(path.write_text, text)  # the snapshot is taken before the thread starts
+        return head

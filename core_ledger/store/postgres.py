@@ -16,10 +16,11 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import asyncpg
 import orjson
@@ -28,7 +29,7 @@ import structlog
 from core_ledger.domain.commands import require
 from core_ledger.domain.journal import GENESIS_HASH
 from core_ledger.domain.state import ENTRIES, TABLES, Doc, Key
-from core_ledger.store.base import KEYS_PER_QUERY_MAX, Head, JournalRow, Rows, Store, StorageError
+from core_ledger.store.base import KEYS_PER_QUERY_MAX, Head, JournalRow, Rows, StorageError, Store
 from core_ledger.store.sqlite import SqliteStore
 
 log = structlog.get_logger("croupier.ledger.postgres")

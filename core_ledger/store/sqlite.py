@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import aiosqlite
 import orjson
 
 from core_ledger.domain.state import ENTRIES, TABLES, Doc, Key
-from core_ledger.store.base import KEYS_PER_QUERY_MAX, Head, JournalRow, Rows, Store, StorageError
+from core_ledger.store.base import KEYS_PER_QUERY_MAX, Head, JournalRow, Rows, StorageError, Store
 
 BUSY_TIMEOUT_MS = 5000
 # WAL pages before a commit also checkpoints them into the database (SQLite's default: 1000). The
@@ -105,7 +106,7 @@ def _commit_sync(db: sqlite3.Connection, journal: Sequence[JournalRow], rows: Ro
 
 async def _head_of(conn: aiosqlite.Connection) -> Head:
     async with conn.execute("SELECT key, value FROM meta") as cur:
-        meta = dict(await cur.fetchall())  # type: ignore[arg-type]
+        meta = {str(key): value for key, value in await cur.fetchall()}
     if "head_sequence" not in meta:
         return Head()
     return Head(int(meta["head_sequence"]), str(meta["head_hash"]), int(meta["epoch"]))
@@ -186,7 +187,9 @@ class SqliteStore(Store):
         where = " AND ".join(f"{c} = ?" for c in columns)
         sql = f"SELECT (SELECT doc FROM {table} WHERE {where}), {HEAD_SQL}"
         async with self._r.execute(sql, list(key)) as cur:
-            doc, head = await cur.fetchone()  # type: ignore[misc]
+            row = await cur.fetchone()
+        assert row is not None  # a SELECT without FROM returns exactly one row
+        doc, head = row
         return (None if doc is None else orjson.loads(doc)), int(head or 0)
 
     async def select(self, table: str, equals: dict[str, Any], *, limit: int,
@@ -203,7 +206,7 @@ class SqliteStore(Store):
         sql = (f"SELECT {', '.join(columns)}, doc, {HEAD_SQL} FROM {table} WHERE {where} "
                f"ORDER BY {', '.join(columns)} LIMIT ?")
         async with self._r.execute(sql, [*params, limit]) as cur:
-            found = await cur.fetchall()
+            found = list(await cur.fetchall())  # aiosqlite types it as an Iterable; it is a list already
         if not found:
             return [], (await self._read_head())
         return [(tuple(row[:-2]), orjson.loads(row[-2])) for row in found], int(found[0][-1] or 0)

@@ -37,6 +37,8 @@ from typing import Any, Protocol
 import orjson
 from pycrdt import Doc, Map
 
+from shared.ids import is_id
+
 from edge.crdt import yupdate
 from edge.crdt.identity import Owners
 from edge.crdt.protocol import decode_state_vector
@@ -49,8 +51,8 @@ from edge.crdt.slots import (
     BonusSlot,
     JackpotSlot,
     SessionRecord,
+    SlotDoc,
 )
-from shared.ids import is_id
 
 PARTS = {JACKPOT: 1, BONUS: 1, SESSION: 2}
 
@@ -138,7 +140,7 @@ def check_jackpot(name: str, facts: JackpotFacts) -> Verdict | None:
     return None
 
 
-def admit(name: str, doc: Doc, update: bytes, rules: Rules) -> Verdict:
+def admit(name: str, doc: SlotDoc, update: bytes, rules: Rules) -> Verdict:
     """Check `update` for the live document `name` (`doc` is not changed)."""
     refused = check_name(name) or check_jackpot(name, rules.jackpots)
     if refused is not None:
@@ -266,7 +268,7 @@ def _check_authors(parsed: yupdate.Update, known: _Keys, owners: Owners) -> Verd
     return None
 
 
-def _state(doc: Doc) -> dict[int, int]:
+def _state(doc: SlotDoc) -> dict[int, int]:
     return decode_state_vector(doc.get_state())
 
 
@@ -286,9 +288,10 @@ def _reachable_deletes(parsed: yupdate.Update, state: dict[int, int]) -> list[tu
 def _sparing(deletes: list[tuple[int, int, int]], spared: set[tuple[int, int]]) -> list[tuple[int, int, int]]:
     """`deletes` without the single item ids in `spared`."""
     out = []
-    for client, clock, length in deletes:
-        end = clock + length
-        for cut in sorted(c for (cl, c) in spared if cl == client and clock <= c < end):
+    for client, start, length in deletes:
+        end = start + length
+        clock = start  # the first item not yet copied or cut
+        for cut in sorted(c for (cl, c) in spared if cl == client and start <= c < end):
             if cut > clock:
                 out.append((client, clock, cut - clock))
             clock = cut + 1
@@ -297,8 +300,8 @@ def _sparing(deletes: list[tuple[int, int, int]], spared: set[tuple[int, int]]) 
     return out
 
 
-def _trial(held_bytes: bytes, update: bytes) -> Doc:
-    scratch: Doc[Any] = Doc()
+def _trial(held_bytes: bytes, update: bytes) -> SlotDoc:
+    scratch: SlotDoc = Doc()
     scratch.apply_update(held_bytes)
     try:
         scratch.apply_update(update)
@@ -312,7 +315,7 @@ def _trial(held_bytes: bytes, update: bytes) -> Doc:
 # --- values -----------------------------------------------------------------------------------
 
 
-def _values(doc: Doc) -> dict[str, Any]:
+def _values(doc: SlotDoc) -> dict[str, Any]:
     return dict(doc.get(SLOTS, type=Map).items())
 
 

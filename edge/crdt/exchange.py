@@ -10,13 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pycrdt import Doc, YSyncMessageType
+from pycrdt import YSyncMessageType
 
 from edge.crdt import protocol
 from edge.crdt.admission import Verdict
 from edge.crdt.replica import EMPTY_UPDATE, Replica
+from edge.crdt.slots import SlotDoc
 
-Admit = Callable[[str, Doc, bytes], Verdict]  # (document, its live Doc, a peer's update) -> verdict
+Admit = Callable[[str, SlotDoc, bytes], Verdict]  # (document, its live Doc, a peer's update) -> verdict
 
 
 @dataclass
@@ -32,9 +33,8 @@ def docs_to_load(replica: Replica, entries: list[tuple[str, bytes]]) -> list[str
     names = []
     for name, message in entries:
         kind, payload = protocol.parse(message)
-        if kind != YSyncMessageType.SYNC_STEP1:
-            names.append(name)
-        elif replica.known(name) and protocol.answer_step1(replica.state_vectors[name], payload).send_diff:
+        if kind != YSyncMessageType.SYNC_STEP1 or (
+                replica.known(name) and protocol.answer_step1(replica.state_vectors[name], payload).send_diff):
             names.append(name)
     return list(dict.fromkeys(names))
 

@@ -90,7 +90,7 @@ def decode_frame(frame: bytes, limits: Limits) -> list[tuple[str, bytes]]:
     if len(frame) > limits.frame_bytes_max:
         raise ProtocolError("frame too large")
     decoder = Decoder(frame)
-    out = []
+    out: list[tuple[str, bytes]] = []
     try:
         while decoder.length > 0:
             if len(out) >= limits.entries_per_frame_max:

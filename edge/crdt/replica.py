@@ -13,18 +13,18 @@ slots changed and their origin write times, for the sync-lag metric.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from pycrdt import Doc
 
-from edge.crdt.slots import slot_times
+from edge.crdt.slots import SlotDoc, slot_times
 
 EMPTY_UPDATE = b"\x00\x00"
 EMPTY_STATE_VECTOR = b"\x00"
 
 
-def new_doc(client_id: int, updates: Iterable[bytes] = ()) -> Doc:
-    doc = Doc(client_id=client_id)
+def new_doc(client_id: int, updates: Iterable[bytes] = ()) -> SlotDoc:
+    doc: SlotDoc = Doc(client_id=client_id)
     for update in updates:
         doc.apply_update(update)
     return doc
@@ -43,19 +43,19 @@ class Replica:
         self.client_id = client_id
         self.docs_live_max = docs_live_max
         self._pinned = pinned
-        self._live: OrderedDict[str, Doc] = OrderedDict()
+        self._live: OrderedDict[str, SlotDoc] = OrderedDict()
         self.state_vectors: dict[str, bytes] = {}  # every known doc, live or on disk
 
     def known(self, name: str) -> bool:
         return name in self.state_vectors
 
-    def live(self, name: str) -> Doc | None:
+    def live(self, name: str) -> SlotDoc | None:
         doc = self._live.get(name)
         if doc is not None:
             self._live.move_to_end(name)
         return doc
 
-    def install(self, name: str, updates: Iterable[bytes]) -> Doc:
+    def install(self, name: str, updates: Iterable[bytes]) -> SlotDoc:
         """Make a document live from its stored updates (or empty)."""
         assert name not in self._live, name
         doc = new_doc(self.client_id, updates)
@@ -70,7 +70,7 @@ class Replica:
         """Record a stored (not live) document's state vector, at start-up."""
         self.state_vectors[name] = state_vector
 
-    def write_local(self, name: str, write: Callable[[Doc], None]) -> bytes:
+    def write_local(self, name: str, write: Callable[[SlotDoc], None]) -> bytes:
         doc = self._live[name]
         before = doc.get_state()
         with doc.transaction(origin=self.edge_id):
@@ -95,7 +95,7 @@ class Replica:
     def diff_for(self, name: str, remote_state_vector: bytes) -> bytes:
         return self._live[name].get_update(remote_state_vector)
 
-    def _changed(self, name: str, doc: Doc, before: bytes) -> bytes:
+    def _changed(self, name: str, doc: SlotDoc, before: bytes) -> bytes:
         after = doc.get_state()
         if after == before:
             return b""

@@ -27,16 +27,20 @@ refused at the door (`edge.crdt.admission`), and one that got in anyway never br
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import orjson
 from pycrdt import Doc, Map
 
 from shared.ids import is_id
+
+# A replicated document: its one root is the SLOTS map (owner edge -> that edge's slot).
+SlotDoc: TypeAlias = Doc[Map[Any]]
 
 SLOTS = "slots"
 INT_ABS_MAX = 2**53 - 1  # exact in a float, far below pycrdt's panic threshold
@@ -135,7 +139,7 @@ def counter_pairs(values: Any) -> tuple[int, int]:
     return join_pairs([count_in(d) for d in values])
 
 
-def decoded(doc: Doc, decode: Callable[[Any], T]) -> tuple[dict[str, T], list[str]]:
+def decoded(doc: SlotDoc, decode: Callable[[Any], T]) -> tuple[dict[str, T], list[str]]:
     """(owner edge -> value) of the slots that decode, and the owners of those that do not."""
     good, bad = {}, []
     for edge, value in slots(doc).items():
@@ -146,11 +150,12 @@ def decoded(doc: Doc, decode: Callable[[Any], T]) -> tuple[dict[str, T], list[st
     return good, bad
 
 
-def slots(doc: Doc) -> Map:
-    return doc.get(SLOTS, type=Map)
+def slots(doc: SlotDoc) -> Map[Any]:
+    root: Map[Any] = doc.get(SLOTS, type=Map)
+    return root
 
 
-def raw_slots(doc: Doc) -> dict[str, dict[str, Any]]:
+def raw_slots(doc: SlotDoc) -> dict[str, dict[str, Any]]:
     out = {}
     for edge, value in slots(doc).items():
         if isinstance(value, dict):
@@ -158,18 +163,16 @@ def raw_slots(doc: Doc) -> dict[str, dict[str, Any]]:
     return out
 
 
-def slot_times(doc: Doc) -> dict[str, float]:
+def slot_times(doc: SlotDoc) -> dict[str, float]:
     """Origin write time of every slot that has a valid one, by owner edge."""
     out = {}
     for edge, v in raw_slots(doc).items():
-        try:
+        with contextlib.suppress(BadSlot):
             out[edge] = origin_time(v.get("ts"))
-        except BadSlot:
-            pass
     return out
 
 
-def write_slot(doc: Doc, edge: str, value: dict[str, Any]) -> None:
+def write_slot(doc: SlotDoc, edge: str, value: dict[str, Any]) -> None:
     slots(doc)[edge] = value
 
 
@@ -228,7 +231,7 @@ class JackpotView:
     as_of_ts: float
 
 
-def jackpot_slots(doc: Doc) -> dict[str, JackpotSlot]:
+def jackpot_slots(doc: SlotDoc) -> dict[str, JackpotSlot]:
     return decoded(doc, JackpotSlot.decode)[0]
 
 
@@ -278,7 +281,7 @@ class BonusSlot:
         return BonusSlot(wagered, ts)
 
 
-def bonus_slots(doc: Doc) -> dict[str, BonusSlot]:
+def bonus_slots(doc: SlotDoc) -> dict[str, BonusSlot]:
     return decoded(doc, BonusSlot.decode)[0]
 
 
@@ -319,7 +322,7 @@ class SessionRecord:
         return SessionRecord(state, updated_at, origin_time(v["ts"]))
 
 
-def session_latest(doc: Doc) -> tuple[str, SessionRecord] | None:
+def session_latest(doc: SlotDoc) -> tuple[str, SessionRecord] | None:
     """The last writer's record and its edge: highest origin time, ties broken by edge id."""
     records = decoded(doc, SessionRecord.decode)[0]
     if not records:

@@ -12,12 +12,13 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
-from common import WRK_DIR, ServerProcess, parse_wrk_output, process_cpu_s, run_wrk
-from ledger_throughput import NOOP_SERVER, commit_check
 
 from shared.auth import new_token
 from shared.cluster import free_port
 from shared.models import BetIn
+
+from common import WRK_DIR, ServerProcess, parse_wrk_output, process_cpu_s, run_wrk
+from ledger_throughput import NOOP_SERVER, commit_check
 
 PLAYERS = 50
 GAMES = ("slots-1", "slots-2", "roulette-1")

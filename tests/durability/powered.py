@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shared.cluster import free_port, wait_until_ready
+
 from tests.ledger.procs import LedgerProcess
 
 SHIM_SOURCE = Path(__file__).parent / "powerloss" / "shim.c"

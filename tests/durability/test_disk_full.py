@@ -17,7 +17,16 @@ import pytest
 
 from tests.durability.powered import Disk, PoweredLedger
 from tests.durability.workload import (
-    HTTP_TIMEOUT, PLAYERS, Ack, Request, auth, bet, check, deposit, open_accounts, send,
+    HTTP_TIMEOUT,
+    PLAYERS,
+    Ack,
+    Request,
+    auth,
+    bet,
+    check,
+    deposit,
+    open_accounts,
+    send,
 )
 
 pytestmark = pytest.mark.slow
@@ -70,7 +79,7 @@ async def test_disk_full_refuses_cleanly_moves_no_money_and_recovers(
         full_flag.unlink()
         answers = await asyncio.gather(*(send(http, powered.url, req) for req in requests))
         assert [status for status, _, _ in answers] == [201] * len(requests), answers
-        acks += [Ack(req, body) for req, (_, _, body) in zip(requests, answers)]
+        acks += [Ack(req, body) for req, (_, _, body) in zip(requests, answers, strict=True)]
         after = await ledger_state(http, powered.url)
         assert after["head_sequence"] == before["head_sequence"] + len(requests)
         assert sorted(body["transaction"]["sequence"] for _, _, body in answers) == list(

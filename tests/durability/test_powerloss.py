@@ -63,7 +63,7 @@ async def traffic_then_power_cut(powered: PoweredLedger, disk: Disk, *, mid_flig
 
 
 async def test_power_cut_mid_flight_loses_no_acknowledged_transaction(powered: PoweredLedger) -> None:
-    acks, report = await traffic_then_power_cut(powered, Disk(), mid_flight=True)
+    _acks, report = await traffic_then_power_cut(powered, Disk(), mid_flight=True)
     assert report.acknowledged >= ACKS_BEFORE_CUT
     assert report.clean, report
     assert report.journaled >= report.acknowledged

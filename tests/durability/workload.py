@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 
 from shared.verify import duplicate_keys, fold_journal, read_journal
+
 from tests.ledger.procs import auth
 
 HTTP_TIMEOUT = aiohttp.ClientTimeout(total=20)
@@ -99,7 +100,7 @@ class Load:
             req = traffic(worker, i)
             try:
                 status, _, body = await send(http, self.url, req)
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 return  # the ledger is gone (power cut)
             if 200 <= status < 300:
                 self.acks.append(Ack(req, body))
@@ -108,7 +109,7 @@ class Load:
         """Start the workers and return (still running) once `acks_min` answers were acknowledged."""
         tasks = [asyncio.create_task(self._worker(http, w)) for w in range(self.workers)]
         deadline = time.monotonic() + LOAD_TIMEOUT_S
-        while len(self.acks) < acks_min and time.monotonic() < deadline and not all(t.done() for t in tasks):
+        while len(self.acks) < acks_min and time.monotonic() < deadline and not all(t.done() for t in tasks):  # noqa: ASYNC110  polls what the workers count; deadline-bound
             await asyncio.sleep(0.01)
         assert len(self.acks) >= acks_min, f"only {len(self.acks)} acknowledged in {LOAD_TIMEOUT_S}s"
         return tasks

@@ -5,17 +5,19 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from edge.config import EdgeConfig, Limits, Peer
-from edge.http import create_app
 from shared.auth import TokenEntry, hash_token
 from shared.cluster import free_port
+
+from edge.config import EdgeConfig, Limits, Peer
+from edge.http import create_app
 from tests.edge.fake_ledger import FakeLedger
 
 GS, LEDGER_TOKEN = "gs-token", "edge-token"
@@ -34,7 +36,8 @@ FAST = Limits(anti_entropy_interval_s=0.2, reconcile_interval_s=0.2, breaker_ope
 
 def edge_config(root: Path, edge_id: str, client_id: int, ledger_url: str, port: int,
                 peers: dict[str, int], **overrides: Any) -> EdgeConfig:
-    tokens = (TokenEntry("gs", "game_server", hash_token(GS)), TokenEntry("metrics", "metrics", hash_token("metrics-token")),
+    tokens = (TokenEntry("gs", "game_server", hash_token(GS)),
+              TokenEntry("metrics", "metrics", hash_token("metrics-token")),
               *(TokenEntry(p, "peer", hash_token(peer_token(p))) for p in peers))
     cfg = EdgeConfig(id=edge_id, crdt_client_id=client_id, host="127.0.0.1", port=port,
                      data_dir=root / edge_id, ledger_url=ledger_url, ledger_token=LEDGER_TOKEN,

@@ -25,7 +25,8 @@ def deliver(replica: Replica, entries: list[tuple[str, bytes]], admit: Admit | N
 
 def anti_entropy(a: Replica, b: Replica, rounds_max: int = 6, admit: Admit | None = None) -> None:
     """State-vector exchange both ways until nobody answers (bounded)."""
-    for sender, receiver in ((a, b), (b, a)):
+    for starter, other in ((a, b), (b, a)):
+        sender, receiver = starter, other
         frame = state_entries(sender, sorted(sender.state_vectors))
         for _ in range(rounds_max):
             if not frame:

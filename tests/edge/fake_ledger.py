@@ -66,7 +66,8 @@ class FakeLedger:
         tx = {**body, "type": op, "sequence": self.sequence, "outcome": "committed"}
         if op == "bet":
             share = body["amount_minor"] * PPM // 1_000_000 if body["game_id"] == "slots" else 0
-            tx["jackpot_contributions"] = [{"jackpot_id": "mega", "amount_minor": share, "epoch": self.epoch}] if share else []
+            tx["jackpot_contributions"] = ([{"jackpot_id": "mega", "amount_minor": share, "epoch": self.epoch}]
+                                           if share else [])
             tx["bonus_wagering"] = [{"bonus_id": b, "amount_minor": body["amount_minor"]}
                                     for (p, b) in self.wagered if p == body["player_id"]]
             self._count(body["via"], tx, 1)

@@ -131,7 +131,7 @@ class Net:
             del self.disk[i][max(0, len(self.disk[i]) - lost):]
             last = self.disk[i][-1] if self.disk[i] else {}
             self.reps[i] = self._replica(self.ids[i], {name: [u] for name, u in last.items()})
-        for r, disk in zip(self.reps, self.disk):
+        for r, disk in zip(self.reps, self.disk, strict=True):
             disk.append({name: r.live(name).get_update() for name in NAMES})
 
 

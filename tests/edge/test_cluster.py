@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest

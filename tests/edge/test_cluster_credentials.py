@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
-from edge.config import load
 from shared.auth import TokenStore
 from shared.cluster import Cluster
+
+from edge.config import load
 
 
 async def test_each_edge_has_its_own_peer_credential_and_the_others_accept_it_under_its_id(tmp_path, monkeypatch):

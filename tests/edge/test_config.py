@@ -2,9 +2,10 @@
 
 import pytest
 
-from edge.config import load
 from shared.auth import hash_token
 from shared.config import ConfigError
+
+from edge.config import load
 
 CONFIG = """
 [edge]

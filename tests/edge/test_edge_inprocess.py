@@ -99,7 +99,7 @@ async def test_a_payout_resets_the_display_on_every_edge(edges, fake_ledger, htt
 
 
 async def test_ledger_down_money_fails_fast_with_503_while_state_reads_answer(edges, fake_ledger, http):
-    ledger, server = fake_ledger
+    _ledger, server = fake_ledger
     e = await edges("eu")
     eu = e.url("eu")
     await post(http, eu + "/v1/bets", bet(1))
@@ -130,7 +130,8 @@ async def test_requests_are_authenticated_validated_and_bounded(edges, http):
     async with aiohttp.ClientSession() as anon:
         async with anon.post(eu + "/v1/bets", json=bet(1)) as r:
             assert r.status == 401
-        async with anon.post(eu + "/v1/bets", json=bet(1), headers={"Authorization": f"Bearer {peer_token('us')}"}) as r:
+        peer_auth = {"Authorization": f"Bearer {peer_token('us')}"}
+        async with anon.post(eu + "/v1/bets", json=bet(1), headers=peer_auth) as r:
             assert r.status == 403
     status, body = await post(http, eu + "/v1/bets", {**bet(1), "amount_minor": 1.5})
     assert status == 400 and body["field"] == "amount_minor"

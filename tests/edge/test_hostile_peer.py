@@ -15,10 +15,11 @@ import aiohttp
 import orjson
 from pycrdt import Doc, Map
 
+from shared.web import REGISTRY_KEY
+
 from edge.crdt import protocol
 from edge.crdt.identity import fresh_client_id
 from edge.http import HEALTH, HUB, SERVICE
-from shared.web import REGISTRY_KEY
 from tests.edge.conftest import eventually, peer_headers
 
 RNG = random.Random(8)

@@ -15,10 +15,11 @@ import pytest
 from aiohttp.test_utils import TestServer
 from structlog.testing import capture_logs
 
-from core_ledger.http import create_app as create_ledger_app
-from edge.service import EdgeService
 from shared.cluster import free_port
 from shared.ids import AMOUNT_MINOR_MAX
+
+from core_ledger.http import create_app as create_ledger_app
+from edge.service import EdgeService
 from tests.edge.conftest import Edges, eventually
 from tests.ledger.conftest import TOKENS, FakeClock, ledger_config
 
@@ -48,12 +49,14 @@ async def edge(tmp_path: Path, ledger: TestServer) -> AsyncIterator[Edges]:
 @pytest.fixture
 def as_role(ledger: TestServer, http: aiohttp.ClientSession) -> Callable[[str, str, Json], Awaitable[tuple[int, Json]]]:
     async def call(role: str, path: str, body: Json) -> tuple[int, Json]:
-        async with http.post(ledger.make_url(path), json=body, headers={"Authorization": f"Bearer {TOKENS[role]}"}) as r:
+        headers = {"Authorization": f"Bearer {TOKENS[role]}"}
+        async with http.post(ledger.make_url(path), json=body, headers=headers) as r:
             return r.status, await r.json()
     return call
 
 
-async def post_raw(http: aiohttp.ClientSession, url: str, body: Json, request_id: str | None = None) -> tuple[int, bytes]:
+async def post_raw(http: aiohttp.ClientSession, url: str, body: Json,
+                   request_id: str | None = None) -> tuple[int, bytes]:
     headers = {"X-Request-Id": request_id} if request_id else None
     async with http.post(url, json=body, headers=headers) as resp:
         return resp.status, await resp.read()

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from shared.config import ConfigError
+
 from core_ledger import config as ledger_config
 from edge.config import load as load_edge
-from shared.config import ConfigError
 from tests.edge.test_config import CONFIG, write
 
 SINGLE = 'ledger_url = "http://127.0.0.1:8700/"\n'

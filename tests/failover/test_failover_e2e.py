@@ -67,7 +67,7 @@ class Bettor:
         try:
             async with self.http.post(self.c.url(edge) + "/v1/bets", json=body) as r:
                 return r.status
-        except (aiohttp.ClientError, asyncio.TimeoutError):
+        except (TimeoutError, aiohttp.ClientError):
             return 503
 
 

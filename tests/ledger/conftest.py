@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ NAMES = {role: f"{role.replace('_', '-')}-1" for role in ROLES}
 
 class FakeClock:
     def __init__(self) -> None:
-        self.now = datetime(2026, 11, 23, 10, 0, 0, tzinfo=timezone.utc)
+        self.now = datetime(2026, 11, 23, 10, 0, 0, tzinfo=UTC)
 
     def __call__(self) -> datetime:
         return self.now

@@ -17,9 +17,9 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -67,7 +67,8 @@ def _tail(path: Path) -> str:
 def _run(cmd: list[str], what: str, log: Path) -> subprocess.CompletedProcess[str]:
     """Run a PostgreSQL tool as the server's OS user; a test failure naming `what` if it cannot run."""
     try:
-        return subprocess.run(_as_server_user(cmd), capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
+        return subprocess.run(_as_server_user(cmd), capture_output=True, check=False, text=True,
+                              timeout=COMMAND_TIMEOUT_S)
     except (OSError, subprocess.TimeoutExpired) as e:
         pytest.fail(f"PostgreSQL: cannot {what}: {e}\nserver log:\n{_tail(log)}", pytrace=False)
 
@@ -89,7 +90,8 @@ def _initdb(root: Path, password: str) -> Path:
         for path in (root, pwfile):
             os.chown(path, owner.pw_uid, owner.pw_gid)
     done = _run([str(PG_BIN / "initdb"), "-D", str(data), "-U", DB_USER, f"--pwfile={pwfile}", "-E", "UTF8",
-                 "--locale=C", "--auth-local=trust", "--auth-host=scram-sha-256", "--no-sync"], "initdb", root / "server.log")
+                 "--locale=C", "--auth-local=trust", "--auth-host=scram-sha-256", "--no-sync"],
+                "initdb", root / "server.log")
     if done.returncode != 0:
         pytest.fail(f"PostgreSQL: initdb failed ({done.returncode}):\n{done.stdout}{done.stderr}", pytrace=False)
     return data

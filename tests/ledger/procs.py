@@ -10,6 +10,7 @@ from pathlib import Path
 
 from shared.auth import hash_token
 from shared.cluster import free_port, wait_until_ready
+
 from tests.ledger.conftest import NAMES, ROLES, TOKENS
 
 READY_TIMEOUT_S = 30.0

@@ -16,9 +16,9 @@ async def test_200_concurrent_bets_of_1_against_100_exactly_100_succeed(api: Api
     assert all(body["code"] == "insufficient_funds" for status, body in answers if status == 422)
     balances = sorted(body["balance"]["balance_minor"] for status, body in answers if status == 201)
     assert balances == list(range(100))  # every success saw all the successes before it
-    status, body = await api.get("edge", "/v1/players/p1/balances")
+    _status, body = await api.get("edge", "/v1/players/p1/balances")
     assert body["balances"][0]["balance_minor"] == 0
-    status, report = await api.post("admin_read", "/admin/v1/audit/verify")
+    _status, report = await api.post("admin_read", "/admin/v1/audit/verify")
     assert report["ok"] and report["head_sequence"] == 2 + 200
 
 
@@ -28,5 +28,5 @@ async def test_concurrent_retries_of_one_id_commit_once(api: Api) -> None:
                                      for i in range(20)))
     assert sorted(s for s, _ in answers) == [200] * 19 + [201]
     assert len({b["transaction"]["sequence"] for _, b in answers}) == 1
-    status, body = await api.get("edge", "/v1/players/p1/balances")
+    _status, body = await api.get("edge", "/v1/players/p1/balances")
     assert body["balances"][0]["balance_minor"] == 90

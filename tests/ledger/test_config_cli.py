@@ -41,10 +41,10 @@ async def test_serve_drains_and_exits_zero_on_sigterm(tmp_path: Path) -> None:
     process = LedgerProcess(tmp_path)
     try:
         await process.start()
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as s:
-            async with s.post(process.url + "/admin/v1/players", json={"player_id": "p", "currencies": ["EUR"]},
-                              headers=auth("admin_write")) as r:
-                assert r.status == 201
+        async with (aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as s,
+                    s.post(process.url + "/admin/v1/players", json={"player_id": "p", "currencies": ["EUR"]},
+                           headers=auth("admin_write")) as r):
+            assert r.status == 201
         assert process.proc is not None
         process.proc.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(process.proc.wait, 20) == 0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import orjson
 import pytest
@@ -11,12 +11,22 @@ import pytest
 from shared.errors import NotFound, Unprocessable
 
 from core_ledger.domain import (
-    ADMIN_SCOPE, ChainCheck, Command, Context, InvariantBroken, Replay, State, decide, entry_text, evolve, seal,
+    ADMIN_SCOPE,
+    ChainCheck,
+    Command,
+    Context,
+    InvariantBroken,
+    Replay,
+    State,
+    decide,
+    entry_text,
+    evolve,
+    seal,
 )
 from core_ledger.domain.journal import GENESIS_HASH, canonical_json, chain_hash, postings_balanced
 from core_ledger.domain.state import ENTRIES
 
-CTX = Context(datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc))
+CTX = Context(datetime(2026, 11, 23, 10, 0, tzinfo=UTC))
 
 
 def test_canonical_json_sorts_keys_without_spaces_in_utf8() -> None:

@@ -155,8 +155,8 @@ async def test_adjustment_with_expected_version_and_no_overdraw(api: Api) -> Non
     status, body = await api.post("admin_write", "/admin/v1/adjustments", {**adj, "id": "a2", "expected_version": 1})
     assert status == 201 and body["balance"] == {"player_id": "p1", "currency": "EUR", "balance_minor": 50,
                                                   "version": 2}
-    status, body = await api.post("admin_write", "/admin/v1/adjustments", {**adj, "id": "a3",
-                                                                            "amount_minor": -51, "expected_version": None})
+    status, body = await api.post("admin_write", "/admin/v1/adjustments",
+                                  {**adj, "id": "a3", "amount_minor": -51, "expected_version": None})
     assert status == 422 and body["code"] == "insufficient_funds"
     _, trace = await api.get("admin_read", "/admin/v1/transactions/a2/trace")
     assert trace["entries"][0]["principal"] == "admin-write-1" and len(trace["entries"][0]["hash"]) == 64
@@ -210,7 +210,8 @@ async def test_a_rollback_is_allowed_while_the_claimed_bonus_keeps_its_requireme
     await grant_welcome(api)
     await api.post("edge", "/v1/bets", bet("b1", 1000))
     await api.post("edge", "/v1/bets", bet("b2", 400, round_id="r2"))
-    assert (await api.post("edge", "/v1/bonus-claims", {"id": "c1", "player_id": "p1", "bonus_id": "welcome"}))[0] == 201
+    claim = {"id": "c1", "player_id": "p1", "bonus_id": "welcome"}
+    assert (await api.post("edge", "/v1/bonus-claims", claim))[0] == 201
     status, body = await api.post("edge", "/v1/rollbacks", rollback("rb2", "b2"))
     assert status == 201 and body["transaction"]["reversed"] is True
     assert await balance(api) == 2000 - 1000 + 500
@@ -252,7 +253,8 @@ async def test_rounds_are_scoped_by_client_like_ids(api: Api) -> None:
     await api.player(deposit=1000)
     assert (await api.post("edge", "/v1/bets", bet("a-bet", 100, round_id="7", client_id="gs-a")))[0] == 201
     # Client B never bet in round "7": it cannot close client A's round.
-    status, body = await api.post("edge", "/v1/wins", {**win("b-win", 0, round_id="7", close=True), "client_id": "gs-b"})
+    status, body = await api.post("edge", "/v1/wins",
+                                  {**win("b-win", 0, round_id="7", close=True), "client_id": "gs-b"})
     assert status == 404 and body["code"] == "not_found" and body["field"] == "round_id"
     status, body = await api.post("edge", "/v1/wins", {**win("a-win", 40, round_id="7"), "client_id": "gs-a"})
     assert status == 201 and body["balance"]["balance_minor"] == 940

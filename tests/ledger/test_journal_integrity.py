@@ -24,13 +24,19 @@ from tests.ledger.conftest import FakeClock
 CLI = [sys.executable, "-c", "from shared.cli import main; main()", "ledger"]
 
 
+async def ledger_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """`croupier ledger ARGS` in a child process, waited for off the event loop."""
+    return await asyncio.to_thread(subprocess.run, [*CLI, *args], capture_output=True, check=False, text=True,
+                                   timeout=60)
+
+
 def cmd(kind: str, key: str | None, principal: str = "edge-1", via: str | None = "eu", **request: object) -> Command:
     scope = ADMIN_SCOPE if kind in ("player_create", "jackpot_create") else "gs"
     return Command(kind, dict(request), principal, (scope, key) if key else None, via)
 
 
 def traffic() -> list[Command]:
-    bet = dict(player_id="p1", currency="EUR", game_id="slots")
+    bet = {"player_id": "p1", "currency": "EUR", "game_id": "slots"}
     return [
         cmd("player_create", "player:p1", player_id="p1", currencies=["EUR"]),
         cmd("jackpot_create", "jackpot:j", jackpot_id="j", currency="EUR", seed_minor=100, contribution_ppm=50_000,
@@ -76,7 +82,7 @@ async def test_rebuild_from_the_journal_equals_the_live_tables(tmp_path: Path) -
 async def test_a_flipped_byte_in_an_old_entry_is_named_by_both_verifiers(tmp_path: Path) -> None:
     db = tmp_path / "ledger.db"
     await run_service(SqliteStore(db), traffic())
-    ok = subprocess.run([*CLI, "verify", str(db)], capture_output=True, text=True, timeout=60)
+    ok = await ledger_cli("verify", str(db))
     assert ok.returncode == 0 and orjson.loads(ok.stdout)["ok"] is True
     conn = sqlite3.connect(db)
     (text,) = conn.execute("SELECT entry FROM journal WHERE sequence = 5").fetchone()
@@ -85,7 +91,7 @@ async def test_a_flipped_byte_in_an_old_entry_is_named_by_both_verifiers(tmp_pat
     at = raw.index(text.encode()) + text.index('"amount_minor":') + len('"amount_minor":')
     flipped = raw[:at] + (b"9" if raw[at:at + 1] != b"9" else b"8") + raw[at + 1:]
     db.write_bytes(flipped)
-    bad = subprocess.run([*CLI, "verify", str(db)], capture_output=True, text=True, timeout=60)
+    bad = await ledger_cli("verify", str(db))
     report = orjson.loads(bad.stdout)
     assert bad.returncode == 1 and report["ok"] is False and report["first_bad_sequence"] == 5
     assert report["entries_checked"] == 4
@@ -107,7 +113,7 @@ async def test_cli_rebuild_restores_wiped_derived_tables(tmp_path: Path) -> None
     with pytest.raises(sqlite3.IntegrityError, match="append-only"):
         conn.execute("UPDATE journal SET entry = 'x' WHERE sequence = 1")
     conn.close()
-    done = subprocess.run([*CLI, "rebuild", str(db)], capture_output=True, text=True, timeout=60)
+    done = await ledger_cli("rebuild", str(db))
     assert done.returncode == 0 and orjson.loads(done.stdout)["rebuilt"] is True
     conn = sqlite3.connect(db)
     assert conn.execute("SELECT doc FROM accounts WHERE account = 'player:p1:EUR'").fetchone() == before
@@ -130,7 +136,7 @@ async def test_failed_commit_answers_503_and_leaves_no_trace() -> None:
     store = FlakyStore()
     await run_service(store, traffic()[:3])
     store.fail_next = True
-    bet = dict(player_id="p1", currency="EUR", game_id="slots", round_id="rx", amount_minor=10)
+    bet = {"player_id": "p1", "currency": "EUR", "game_id": "slots", "round_id": "rx", "amount_minor": 10}
     failed = await run_service(store, [cmd("bet", "x1", id="x1", **bet), cmd("bet", "x2", id="x2", **bet)])
     assert all(isinstance(r, Unavailable) and r.code == "storage_unavailable" for r in failed)
     assert (await store.head()).sequence == 3
@@ -162,7 +168,7 @@ async def test_a_failed_commit_also_fails_the_group_judged_on_top_of_it() -> Non
                             metrics=LedgerMetrics(CollectorRegistry()))
     await service.start()
     try:
-        bet = dict(player_id="p1", currency="EUR", game_id="slots", round_id="rx", amount_minor=10)
+        bet = {"player_id": "p1", "currency": "EUR", "game_id": "slots", "round_id": "rx", "amount_minor": 10}
         first = [cmd("bet", "x1", id="x1", **bet), cmd("bet", "x2", id="x2", **bet)]
         second = [cmd("bet", "x3", id="x3", **bet), cmd("bet", "x1", id="x1", **bet)]  # x1: a replay of `first`
         store.fail_next = True

@@ -5,19 +5,21 @@ and driver errors surfacing as StorageError without the password."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import asyncpg
 import pytest
+
+from shared.config import ConfigError
 
 from core_ledger import config as ledger_config_module
 from core_ledger.http import create_app
 from core_ledger.reads import verify_store
 from core_ledger.store import Head, JournalRow, SqliteStore, StorageError
 from core_ledger.store.postgres import PostgresLimits, PostgresStore
-from shared.config import ConfigError
 from tests.ledger.conftest import Api, FakeClock, bet, ledger_config
 from tests.ledger.pg import TEST_LIMITS, PgServer, fresh_schema
 

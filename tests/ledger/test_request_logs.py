@@ -12,12 +12,14 @@ from multidict import CIMultiDict
 from structlog.testing import capture_logs
 
 from shared import request_ids
+
 from tests.ledger.conftest import NAMES, TOKENS, Api, bet
 
 HEX32 = r"[0-9a-f]{32}"
 
 
-async def post(api: Api, role: str, path: str, body: Any, request_id: str | None = None) -> tuple[int, CIMultiDict[str], Any]:
+async def post(api: Api, role: str, path: str, body: Any,
+               request_id: str | None = None) -> tuple[int, CIMultiDict[str], Any]:
     headers = {"Authorization": f"Bearer {TOKENS[role]}"}
     if request_id is not None:
         headers["X-Request-Id"] = request_id

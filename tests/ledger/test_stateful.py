@@ -45,7 +45,7 @@ class Bet:
 
 @dataclass
 class Model:
-    balances: dict[str, int] = field(default_factory=lambda: {p: 0 for p in PLAYERS})
+    balances: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PLAYERS, 0))
     rounds: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)  # closed, won, stake
     bets: dict[str, Bet] = field(default_factory=dict)
     refused_bets: set[str] = field(default_factory=set)
@@ -53,7 +53,7 @@ class Model:
     pool: int = SEED
     epoch: int = 1
     by_edge: dict[str, int] = field(default_factory=dict)
-    wagered: dict[str, int] = field(default_factory=lambda: {p: 0 for p in PLAYERS})
+    wagered: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PLAYERS, 0))
     claimed: set[str] = field(default_factory=set)
 
 
@@ -76,7 +76,8 @@ class LedgerMachine(RuleBasedStateMachine):
                                             "contribution_ppm": PPM, "game_ids": ["slots"]}, "admin",
                          (ADMIN_SCOPE, "jackpot:j"))]
         for p in PLAYERS:
-            setup += [Command("player_create", {"player_id": p, "currencies": ["EUR"]}, "admin", (ADMIN_SCOPE, f"player:{p}")),
+            setup += [Command("player_create", {"player_id": p, "currencies": ["EUR"]}, "admin",
+                              (ADMIN_SCOPE, f"player:{p}")),
                       Command("bonus_grant", {"id": f"g-{p}", "player_id": p, "bonus_id": "welcome", "currency": "EUR",
                                               "amount_minor": BONUS, "wagering_requirement_minor": REQUIREMENT,
                                               "expires_at": "2030-01-01T00:00:00Z"}, "admin", ("admin", f"g-{p}"))]
@@ -116,7 +117,8 @@ class LedgerMachine(RuleBasedStateMachine):
           via=st.sampled_from(VIAS), late=st.booleans(), client=st.sampled_from(CLIENTS))
     def bet(self, player: str, round_id: str, amount: int, via: str, late: bool, client: str) -> None:
         m = self.model
-        request = dict(player_id=player, currency="EUR", amount_minor=amount, round_id=round_id, game_id="slots")
+        request = {"player_id": player, "currency": "EUR", "amount_minor": amount, "round_id": round_id,
+                   "game_id": "slots"}
         if late and m.markers:
             request["id"] = sorted(m.markers)[0]
             m.markers.discard(request["id"])
@@ -140,7 +142,8 @@ class LedgerMachine(RuleBasedStateMachine):
             m.by_edge[via] = m.by_edge.get(via, 0) + share
             if wagered:
                 m.wagered[player] += amount
-            m.rounds.setdefault((client, player, round_id), {"closed": False, "won": False, "stake": 0})["stake"] += amount
+            played = m.rounds.setdefault((client, player, round_id), {"closed": False, "won": False, "stake": 0})
+            played["stake"] += amount
             return
         m.refused_bets.add(bet_id)
 

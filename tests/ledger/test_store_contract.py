@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import AsyncIterator, Callable
 
 import pytest
 
@@ -62,7 +62,7 @@ class TestStoreContract:
     async def test_loads_many_keys_beyond_one_query(self, store: Store) -> None:
         keys = [("c", f"id{i}") for i in range(1000)]
         await store.commit(rows(1), {"idem": [(k, {"i": i}) for i, k in enumerate(keys)]}, Head(1, "00" * 32, 1))
-        found = await store.load({"idem": keys + [("c", "missing")]})
+        found = await store.load({"idem": [*keys, ("c", "missing")]})
         assert len(found["idem"]) == 1000 and found["idem"][("c", "id999")] == {"i": 999}
 
     async def test_replace_derived_and_dump(self, store: Store) -> None:

@@ -25,6 +25,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry
 
+from shared.cluster import free_port
+
 from core_ledger.http import create_app as create_ledger
 from core_ledger.standby import StandbySettings
 from edge.http import create_app as create_edge
@@ -37,7 +39,6 @@ from monitoring.promql import (
     metric_names,
     recorded_names,
 )
-from shared.cluster import free_port
 from tests.edge.conftest import GS, edge_config
 from tests.edge.fake_ledger import FakeLedger
 from tests.ledger.conftest import TOKENS, ledger_config
@@ -191,7 +192,8 @@ async def test_every_name_and_label_value_the_monitoring_selects_is_emitted_by_t
                                           for i, url in enumerate(edges.values())))
         assert await call(http, "GET", edges["real"] + "/v1/players/nobody/balances", GS) == 404
         await asyncio.sleep(0.3)  # the standby's next poll: its lag gauges are set
-    assert dict(zip(edges, statuses)) == {"real": 201, "closed": 503, "503": 503, "not_primary": 503, "slow": 503}
+    assert dict(zip(edges, statuses, strict=True)) == {"real": 201, "closed": 503, "503": 503, "not_primary": 503,
+                                                       "slow": 503}
 
     emitted, names = samples(running.registries)
     # the outcomes that tell "no usable answer" apart, each from the path that produces it

@@ -12,10 +12,11 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
+from shared.cluster import STANDBY, Cluster, free_port, seed
+
 from monitoring import contract
 from monitoring.prom import expressions_without_data, running_prometheus, scraped_names, wait_targets_up
 from monitoring.promql import all_expressions, recorded_names, unexported_names
-from shared.cluster import STANDBY, Cluster, free_port, seed
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
@@ -55,10 +56,10 @@ async def live(tmp_path_factory):
         cluster.write_info(await seed(cluster, players=5))
         task = asyncio.create_task(traffic(cluster, stop))
         await asyncio.sleep(2.0)
-        async with aiohttp.ClientSession() as http:  # the audit gauges are set by a verification
-            async with http.post(f"{cluster.url('ledger')}/admin/v1/audit/verify",
-                                 headers=cluster.headers("admin_write")) as r:
-                assert r.status == 200
+        async with (aiohttp.ClientSession() as http,  # the audit gauges are set by a verification
+                    http.post(f"{cluster.url('ledger')}/admin/v1/audit/verify",
+                              headers=cluster.headers("admin_write")) as r):
+            assert r.status == 200
         yield cluster
     finally:
         stop.set()

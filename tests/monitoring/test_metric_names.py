@@ -7,8 +7,14 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from monitoring.contract import PROMETHEUS_SERIES, exported_sample_names
-from monitoring.promql import all_expressions, exposition_sample_names, metric_names, recorded_names, unexported_names
-from monitoring.promql import Expression
+from monitoring.promql import (
+    Expression,
+    all_expressions,
+    exposition_sample_names,
+    metric_names,
+    recorded_names,
+    unexported_names,
+)
 
 
 @pytest.mark.parametrize("expr, names", [

@@ -8,17 +8,18 @@ code emits those names and label values is tests/monitoring/test_emitted_labels.
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator
 
 import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from shared.cluster import free_port
+
 from monitoring import contract
 from monitoring.prom import expressions_without_data, running_prometheus, scraped_names, wait_targets_up
 from monitoring.promql import all_expressions
-from shared.cluster import free_port
 
 TOKEN = "e2e-metrics-token"
 

@@ -4,8 +4,9 @@ keeps every response body it saw so that `test_secrets` can search them for cred
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import Any
 
 import aiohttp
 import orjson

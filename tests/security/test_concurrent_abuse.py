@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from shared.cluster import BONUS_ID
+
 from tests.security.conftest import Client, Reply
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="package")]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from shared.auth import ROLES
+
 from tests.security.conftest import Client, Reply
 from tests.security.routes import CLUSTER_ROLES, RouteInfo, concrete_path, edge_routes, example_body, ledger_routes
 

@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 
 from shared.cluster import Cluster
+
 from tests.security.conftest import SEEN_BODIES, Client
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="package")]
@@ -36,7 +37,7 @@ def _written_files(root: Path) -> list[Path]:
 async def _tempt(client: Client) -> None:
     """Credentials sent in every wrong way, to every service; the answers join SEEN_BODIES."""
     c = client.cluster
-    for name, token in sorted(c.tokens.items()):
+    for _name, token in sorted(c.tokens.items()):
         for service in ("ledger", "eu"):
             for headers in ({"Authorization": f"Bearer {token}x"}, {"Authorization": f"Basic {token}"},
                             {"Authorization": f"bearer {token}"}, {"Authorization": token},

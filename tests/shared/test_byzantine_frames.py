@@ -10,7 +10,6 @@ import aiohttp
 import pytest
 from pycrdt import Doc, Map
 
-from edge.crdt import protocol
 from shared.byzantine import (
     FAKE_JACKPOT,
     FOREIGN_EDGE,
@@ -20,6 +19,8 @@ from shared.byzantine import (
     LIES,
     ByzantinePeer,
 )
+
+from edge.crdt import protocol
 
 SLOT = {"epoch": 1, "p": 70, "n": 5, "seed": 100_000, "currency": "EUR", "ts": 1.0}
 
@@ -63,14 +64,14 @@ def applied(entries: list[tuple[str, bytes]], name: str, base: Doc | None = None
     for entry, message in entries:
         if entry == name:
             doc.apply_update(protocol.parse(message)[1])
-    return {k: v for k, v in doc.get("slots", type=Map).items()}
+    return dict(doc.get("slots", type=Map).items())
 
 
 @pytest.mark.parametrize("lie", ["forge_slot", "impersonate", "foreign_slot"])
 async def test_slot_lies_overwrite_or_add_a_slot_on_top_of_the_targets_document(lie: str) -> None:
     entries, _ = await lie_frames(lie)
     after = applied(entries, JACKPOT_DOC, target_doc())  # causally after what the target holds
-    before = {k: v for k, v in target_doc().get("slots", type=Map).items()}
+    before = dict(target_doc().get("slots", type=Map).items())
     changed = {k for k in after if after[k] != before.get(k)}
     assert len(changed) == 1, (before, after)
     owner = changed.pop()

@@ -61,7 +61,8 @@ async def info_for(aiohttp_server: Any, edges: list[web.Application]) -> dict[st
 
 
 async def test_a_jackpot_forged_by_a_byzantine_peer_is_a_phantom(aiohttp_server: Any) -> None:
-    info = await info_for(aiohttp_server, [fake_edge([MEGA]), fake_edge([MEGA, {**MEGA, "jackpot_id": "FAKE-JACKPOT"}])])
+    forged = {**MEGA, "jackpot_id": "FAKE-JACKPOT"}
+    info = await info_for(aiohttp_server, [fake_edge([MEGA]), fake_edge([MEGA, forged])])
     check = await chaos.check_no_phantom_jackpots(info)
     assert not check.ok and "e1 shows jackpot 'FAKE-JACKPOT', unknown to the ledger" in check.detail
     honest = await info_for(aiohttp_server, [fake_edge([MEGA])])

@@ -9,12 +9,13 @@ import re
 import subprocess
 from pathlib import Path
 
+from shared.errors import CLASS_BY_CODE, error_from_code, status_for
+from shared.routes import COMMON_PATHS
+
 from core_ledger import admin_http
 from core_ledger import http as ledger_http
 from edge import http as edge_http
 from monitoring.contract import ALL_METRICS
-from shared.errors import CLASS_BY_CODE, error_from_code, status_for
-from shared.routes import COMMON_PATHS
 
 ROOT = Path(__file__).resolve().parents[2]
 API_DOC = ROOT / "docs/API.md"

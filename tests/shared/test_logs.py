@@ -38,7 +38,8 @@ def test_configure_writes_json_lines_with_service_and_edge_id_to_the_file_stdlib
         logging.getLogger("aiohttp.server").error("from stdlib")
         logging.getLogger("aiohttp.access").info("access line")
     """)
-    run = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=30, check=False,
+    run = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=30,
+                         check=False,
                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     assert run.returncode == 0, run.stderr
     assert run.stderr == ""  # a log file is configured: nothing on stderr
@@ -53,11 +54,11 @@ def test_configure_writes_json_lines_with_service_and_edge_id_to_the_file_stdlib
 def test_log_level_and_log_file_are_checked_when_the_config_is_read(tmp_path):
     assert pick_log_level({"log_level": "WARNING"}, "edge") == "warning"
     assert pick_log_level({}, "edge") == "info"
-    with pytest.raises(ConfigError, match="edge.log_level"):
+    with pytest.raises(ConfigError, match=r"edge\.log_level"):
         pick_log_level({"log_level": "loud"}, "edge")
     assert pick_log_file({}, tmp_path, "ledger") is None
     assert pick_log_file({"log_file": "logs/ledger.log"}, tmp_path, "ledger") == tmp_path / "logs/ledger.log"
-    with pytest.raises(ConfigError, match="ledger.log_file"):
+    with pytest.raises(ConfigError, match=r"ledger\.log_file"):
         pick_log_file({"log_file": "."}, tmp_path, "ledger")
 
 
