@@ -1,4 +1,5 @@
-"""SQLite backend (aiosqlite): WAL with synchronous=FULL, one writer connection, one reader.
+"""SQLite backend (aiosqlite): WAL with synchronous=FULL, one writer connection, one connection
+for the writer's loads, one for every other read.
 
 Derived tables are (key columns..., doc JSON). The journal is protected by triggers against UPDATE
 and DELETE; its rows hold the canonical entry text that the chain hashes.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
@@ -75,8 +77,10 @@ def _load_sync(db: sqlite3.Connection, wanted: dict[str, Sequence[Key]]) -> dict
             chunk = unique[start:start + KEYS_PER_QUERY_MAX]
             sql = (f"SELECT sequence, entry FROM journal WHERE sequence IN ({', '.join('?' * len(chunk))})"
                    if table == ENTRIES else _select_keys(table, len(chunk)))
-            for row in db.execute(sql, [part for key in chunk for part in key]):
-                found[tuple(row[:-1])] = orjson.loads(row[-1])
+            # Closed here, even on an error: no statement of a load outlives it (see `load`).
+            with closing(db.execute(sql, [part for key in chunk for part in key])) as rows:
+                for row in rows:
+                    found[tuple(row[:-1])] = orjson.loads(row[-1])
     return out
 
 
@@ -131,6 +135,7 @@ class SqliteStore(Store):
     def __init__(self, path: Path) -> None:
         self.path = path
         self._writer: aiosqlite.Connection | None = None
+        self._loader: aiosqlite.Connection | None = None  # the writer's loads only (see `load`)
         self._reader: aiosqlite.Connection | None = None
 
     async def open(self) -> None:
@@ -138,6 +143,7 @@ class SqliteStore(Store):
         try:
             self._writer = await self._connect()
             await self._writer.executescript(";\n".join(SCHEMA) + ";")
+            self._loader = await self._connect()
             self._reader = await self._connect()
         except sqlite3.Error as e:
             await self.close()
@@ -150,16 +156,22 @@ class SqliteStore(Store):
         return conn
 
     async def close(self) -> None:
-        for conn in (self._reader, self._writer):
+        for conn in (self._reader, self._loader, self._writer):
             if conn is not None:
                 await conn.close()
-        self._reader = self._writer = None
+        self._reader = self._loader = self._writer = None
 
     @property
     def _w(self) -> aiosqlite.Connection:
         if self._writer is None:
             raise StorageError("the store is not open")
         return self._writer
+
+    @property
+    def _l(self) -> aiosqlite.Connection:
+        if self._loader is None:
+            raise StorageError("the store is not open")
+        return self._loader
 
     @property
     def _r(self) -> aiosqlite.Connection:
@@ -171,9 +183,16 @@ class SqliteStore(Store):
         return await _head_of(self._w)
 
     async def load(self, wanted: dict[str, Sequence[Key]]) -> dict[str, dict[Key, Doc]]:
-        # On the reader: it runs while the writer connection commits the previous group. Rows that
-        # group changed are in the writer's overlay, so committed state is right for the rest.
-        return await _in_thread(self._r, _load_sync, wanted)
+        # Not on the writer connection: a load runs while the writer commits the previous group
+        # (rows that group changed are in the writer's overlay, so committed state is right for the
+        # rest). Nor on the readers' connection: an API read keeps its statement open across
+        # several thread hops (execute, fetch, close), and a load run in between would join that
+        # read's snapshot, older than the commits that ended since: it would miss a just-committed
+        # journal entry (a duplicate's replay then halted the writer on "entry N is missing") or
+        # return a row older than storage holds. On its own connection, nothing holds a statement
+        # open between loads (each is one hop, its statements closed within it), so every query of a
+        # load sees every commit that returned before it started.
+        return await _in_thread(self._l, _load_sync, wanted)
 
     async def commit(self, journal: Sequence[JournalRow], rows: Rows, head: Head) -> None:
         try:

@@ -1,0 +1,49 @@
+"""A duplicate of a committed id replays, even while a read is in flight on the SQLite store.
+
+Under the chaos run the writer halted on an honest duplicate ("journal entry N of an id is
+missing"): once a group commits, the writer drops its cached entries and loads them back from the
+store when a retry needs them. Those loads shared the SQLite connection of the API reads, whose
+statements span several thread hops (execute, fetch, close); a load that ran between them joined
+that read's open snapshot, taken before the commit, and found no entry N.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+
+from core_ledger.metrics import LedgerMetrics
+from core_ledger.service import LedgerService, WriterLimits
+from core_ledger.store import SqliteStore
+from tests.ledger.conftest import FakeClock
+from tests.ledger.test_journal_integrity import cmd, traffic
+
+BET = {"player_id": "p1", "currency": "EUR", "game_id": "slots", "round_id": "r9", "amount_minor": 10}
+
+
+async def test_a_duplicate_replays_while_a_read_that_began_before_its_commit_is_open(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "ledger.db")
+    service = LedgerService(store, WriterLimits(), clock=FakeClock(), metrics=LedgerMetrics(CollectorRegistry()))
+    await service.start()
+    try:
+        await service.submit(traffic()[:3])  # a player with a deposit: sequences 1..3
+        # An API read in flight (as GET /v1/journal between its execute and its fetch): its
+        # statement has stepped, so its snapshot (head 3) stays open on the readers' connection.
+        reading = await store._r.execute("SELECT sequence FROM journal ORDER BY sequence")
+        try:
+            [first] = await service.submit([cmd("bet", "b1", via="eu", id="b1", **BET)])
+            assert first[0] == 201 and first[1]["transaction"]["sequence"] == 4, first
+            # The same bet through another edge, judged after the commit: a replay from storage.
+            [again] = await service.submit([cmd("bet", "b1", via="us", id="b1", **BET)])
+            assert service.halted is None, service.halted
+            assert again[0] == 200 and again[1]["replayed"] is True, again
+            assert again[1]["transaction"]["sequence"] == 4
+            assert (await reading.fetchone())[0] == 1  # the read itself went on, unharmed
+        finally:
+            await reading.close()
+        [later] = await service.submit([cmd("bet", "b1", via="apac", id="b1", **BET)])
+        assert later[0] == 200 and later[1]["transaction"]["sequence"] == 4
+        assert service.head.sequence == 4  # replays journal nothing
+    finally:
+        await service.stop()
