@@ -47,3 +47,27 @@ async def test_a_duplicate_replays_while_a_read_that_began_before_its_commit_is_
         assert service.head.sequence == 4  # replays journal nothing
     finally:
         await service.stop()
+
+
+async def test_rows_reloaded_while_a_read_is_open_are_the_committed_ones(tmp_path: Path) -> None:
+    """The same stale snapshot once gave derived rows too: with the overlay restarting before every
+    group (as after a failed commit, or past `cache_rows_max`), a bet was judged against the
+    balance from before the previous bet, and stored a balance 100 too high."""
+    store = SqliteStore(tmp_path / "ledger.db")
+    service = LedgerService(store, WriterLimits(cache_rows_max=0), clock=FakeClock(),
+                            metrics=LedgerMetrics(CollectorRegistry()))
+    await service.start()
+    try:
+        await service.submit(traffic()[:3])  # the deposit leaves p1 with 5000
+        reading = await store._r.execute("SELECT sequence FROM journal ORDER BY sequence")
+        try:
+            [first] = await service.submit([cmd("bet", "b1", id="b1", **{**BET, "amount_minor": 100})])
+            [second] = await service.submit([cmd("bet", "b2", id="b2", **{**BET, "amount_minor": 100})])
+        finally:
+            await reading.close()
+        assert first[1]["balance"]["balance_minor"] == 4900, first
+        assert second[1]["balance"]["balance_minor"] == 4800, second
+        account, _ = await store.get("accounts", ("player:p1:EUR",))
+        assert account is not None and account["balance_minor"] == 4800
+    finally:
+        await service.stop()
