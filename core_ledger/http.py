@@ -182,13 +182,15 @@ async def transaction(request: web.Request) -> web.Response:
 
 @auth.roles(*READ_ROLES)
 async def jackpot(request: web.Request) -> web.Response:
-    return json_response(await request.app[READS].jackpot(path_id(request, "jackpot_id")))
+    epoch = request.app[SERVICE].epoch  # read before the truth: the copy whose history `as_of` is in
+    return json_response({**await request.app[READS].jackpot(path_id(request, "jackpot_id")), "as_of_epoch": epoch})
 
 
 @auth.roles(*READ_ROLES)
 async def bonuses(request: web.Request) -> web.Response:
-    return json_response(await request.app[READS].bonuses(path_id(request, "player_id"),
-                                                          request.app[CONFIG].page_limit_max))
+    epoch = request.app[SERVICE].epoch
+    truth = await request.app[READS].bonuses(path_id(request, "player_id"), request.app[CONFIG].page_limit_max)
+    return json_response({**truth, "as_of_epoch": epoch})
 
 
 @auth.roles("replica", "admin_read")
