@@ -129,3 +129,11 @@ def test_serve_with_a_bad_config_exits_2_naming_every_problem_without_a_tracebac
 def test_version_comes_from_the_package_metadata() -> None:
     ran = run_cli("--version")
     assert ran.returncode == 0 and ran.stdout.strip() == f"croupier {version('croupier')}"
+
+
+def test_the_local_cluster_harness_ignores_config_overrides_meant_for_a_deployment() -> None:
+    from shared.cluster import service_environment
+
+    env = service_environment({"CROUPIER_LEDGER__PORT": "1", "CROUPIER_EDGE__ID": "x", "PATH": "/bin",
+                               "CROUPIER_OTHER": "kept"})
+    assert env == {"PATH": "/bin", "CROUPIER_OTHER": "kept"}
