@@ -117,7 +117,7 @@ EDGE = Table("edge", (
     Key("host", str, "127.0.0.1", "Address the HTTP server binds to (`--host` overrides)."),
     Key("port", int, 8801, "TCP port of the HTTP server (`--port` overrides).", minimum=1, maximum=65535),
     Key("data_dir", str, None, "Directory of the edge's SQLite state; unset: `./<id>`.", path=True),
-    Key("ledger_url", str, "", "The ledger's URL; with `ledger_urls`, it must be the first of them.",),
+    Key("ledger_url", str, "", "The ledger's URL; with `ledger_urls`, it must be the first of them."),
     Key("ledger_urls", list, [], f"Every ledger copy in failover order (primary, standby, ...), at most "
         f"{LEDGER_URLS_MAX}; `ledger_url` or `ledger_urls` is required.", items="URLs"),
     Key("ledger_token_file", str, None, "File holding this edge's clear `edge` token of the ledger.", path=True,
