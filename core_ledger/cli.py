@@ -59,6 +59,8 @@ def serve(
     from aiohttp import web
 
     from shared import logs
+    from shared.cli import exit_on_config_error
+    from shared.config import ConfigError
 
     from core_ledger import config as ledger_config
     from core_ledger.http import create_app
@@ -66,10 +68,13 @@ def serve(
 
     if (standby_of is None) != (replica_token_file is None):
         raise typer.BadParameter("--standby-of and --replica-token-file go together")
-    cfg = ledger_config.load(config, host=host, port=port, data_dir=data_dir,
-                             group_commit=False if no_group_commit else None,
-                             synchronous_standby=True if synchronous_standby else None,
-                             peers=tuple(u.rstrip("/") for u in peer_ledger))
+    try:
+        cfg = ledger_config.load(config, host=host, port=port, data_dir=data_dir,
+                                 group_commit=False if no_group_commit else None,
+                                 synchronous_standby=True if synchronous_standby else None,
+                                 peers=tuple(u.rstrip("/") for u in peer_ledger))
+    except ConfigError as e:
+        raise exit_on_config_error(config, e.problems) from None
     standby = None
     if standby_of is not None and replica_token_file is not None:
         standby = StandbySettings(standby_of.rstrip("/"), replica_token_file.read_text().strip(),

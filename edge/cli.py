@@ -18,6 +18,7 @@ def serve(
     from aiohttp import web
 
     from shared import logs
+    from shared.cli import exit_on_config_error
     from shared.config import ConfigError
 
     from edge import config as edge_config
@@ -26,7 +27,7 @@ def serve(
     try:
         cfg = edge_config.load(config)
     except ConfigError as e:
-        raise typer.BadParameter(str(e)) from None
+        raise exit_on_config_error(config, e.problems) from None
     cfg = dataclasses.replace(cfg, host=host or cfg.host, port=port or cfg.port)
     logs.configure(cfg.log_level, service="edge", edge_id=cfg.id, file=cfg.log_file)
     web.run_app(create_app(cfg), host=cfg.host, port=cfg.port, print=None, access_log=None,

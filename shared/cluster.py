@@ -36,7 +36,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,6 +96,13 @@ class Service:
     @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+
+def service_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment a cluster service starts with: the caller's, without config overrides
+    (`CROUPIER_LEDGER__*`, `CROUPIER_EDGE__*`) meant for a real deployment: this harness writes each
+    service's whole config itself, and an override left in a shell must not move its ports or files."""
+    return {k: v for k, v in environ.items() if not k.startswith(("CROUPIER_LEDGER__", "CROUPIER_EDGE__"))}
 
 
 @dataclass
@@ -226,7 +233,7 @@ class Cluster:
         assert not svc.running, f"{name} already running"
         cmd = [sys.executable, "-m", "shared.cli", svc.kind, "serve", "--config", str(svc.config_path), *svc.args]
         log = svc.log_path.open("ab")
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**service_environment(os.environ), "PYTHONUNBUFFERED": "1"}
         svc.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.root, env=env,
                                     start_new_session=True)
         log.close()

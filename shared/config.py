@@ -17,10 +17,21 @@ from pathlib import Path
 from typing import Any
 
 from shared.auth import ROLES, TokenEntry, hash_token
+from shared.configspec import Key, Table, check_table
 
 
 class ConfigError(ValueError):
-    pass
+    """One or more problems of a config; `problems` lists them all (one line each)."""
+
+    def __init__(self, *problems: str) -> None:
+        super().__init__("\n".join(problems))
+        self.problems: tuple[str, ...] = problems
+
+
+def raise_problems(problems: list[str]) -> None:
+    """Raise one ConfigError naming every problem found, if there is any."""
+    if problems:
+        raise ConfigError(*problems)
 
 
 def load_toml(path: Path) -> dict[str, Any]:
@@ -31,23 +42,42 @@ def load_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read config {path}: {e}") from None
 
 
-def token_entries(raw: list[dict[str, Any]], base: Path) -> list[TokenEntry]:
+TOKENS = Table("tokens", (
+    Key("name", str, None, "Identity of the credential, recorded in the journal (principal, `client_id`, `via`); "
+        "for role `peer`, the id of the edge that holds it.", required=True),
+    Key("role", str, None, "What the credential may do.", choices=tuple(sorted(ROLES)), required=True),
+    Key("sha256", str, None, "Hex sha256 digest of the clear token (what `croupier token` prints)."),
+    Key("token_file", str, None, "File holding the clear token, read and hashed at load time (instead of "
+        "`sha256`).", path=True),
+), "Credentials the service accepts: clear tokens never appear in a config, only their digests.", array=True)
+
+
+def token_entries(raw: Any, base: Path, problems: list[str] | None = None) -> list[TokenEntry]:
+    """The `[[tokens]]` entries; with `problems`, every bad entry is added there, else the first one raises."""
+    found: list[str] = [] if problems is None else problems
     out = []
+    if not isinstance(raw, list) or not all(isinstance(t, dict) for t in raw):
+        found.append("tokens must be [[tokens]] tables")
+        raw = []
     for i, t in enumerate(raw):
-        name, role = t.get("name"), t.get("role")
-        if not isinstance(name, str) or not name:
-            raise ConfigError(f"tokens[{i}].name is required")
-        if role not in ROLES:
-            raise ConfigError(f"tokens[{i}].role must be one of {sorted(ROLES)}")
+        before = len(found)
+        values = check_table(t, TOKENS, found, where=f"tokens[{i}]")
+        digest = ""
         if "sha256" in t:
             digest = str(t["sha256"]).lower()
             if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-                raise ConfigError(f"tokens[{i}].sha256 is not a hex sha256 digest")
-        elif "token_file" in t:
-            digest = hash_token((base / t["token_file"]).read_text().strip())
+                found.append(f"tokens[{i}].sha256 is not a hex sha256 digest")
+        elif isinstance(values["token_file"], str):
+            try:
+                digest = hash_token((base / values["token_file"]).read_text().strip())
+            except OSError as e:
+                found.append(f"tokens[{i}].token_file: cannot read {values['token_file']}: {e.strerror}")
         else:
-            raise ConfigError(f"tokens[{i}] needs sha256 or token_file")
-        out.append(TokenEntry(name=name, role=role, sha256=digest))
+            found.append(f"tokens[{i}] needs sha256 or token_file")
+        if len(found) == before:
+            out.append(TokenEntry(name=values["name"], role=values["role"], sha256=digest))
+    if problems is None:
+        raise_problems(found)
     return out
 
 
