@@ -12,6 +12,10 @@
     peers = ["http://127.0.0.1:8701"]  (other ledgers: a primary of a higher epoch there fences this one)
     peer_check_interval_s = 5.0   peer_check_timeout_s = 2.0
     epoch_claim_recheck_s = 1.0   (a caller's epoch claim the peers refuted: refuted again without asking)
+    backup_dir = "/mnt/backups/ledger"  (off the data disk; never inside data_dir; relative to the
+                                         file; unset: POST /admin/v1/backups answers 409)
+    backup_interval_s = 0.0       (0: no scheduled backups; else a backup every that many seconds)
+    backup_keep = 7               (finished backups kept in backup_dir; older ones are deleted)
     fault_apply_delay_file = ""   (TEST ONLY, off by default: while this file holds a number of
                                    seconds, a standby pauses that long inside each apply, before
                                    its commit; only the chaos cluster sets it)
@@ -61,6 +65,9 @@ class LedgerConfig:
     peer_check_interval_s: float = 5.0
     peer_check_timeout_s: float = 2.0
     epoch_claim_recheck_s: float = 1.0  # a peer survey is remembered this long for judging epoch claims
+    backup_dir: Path | None = None  # where backups go (off the data disk); None: no backups
+    backup_interval_s: float = 0.0  # 0: not scheduled
+    backup_keep: int = 7
     fault_apply_delay_file: Path | None = None  # test-only fault point (see the module docstring)
     tokens: tuple[TokenEntry, ...] = field(default_factory=tuple)
 
@@ -78,6 +85,32 @@ _INTS = ("port", "commit_batch_max", "queue_depth_max", "body_bytes_max", "page_
 _SECONDS = ("standby_ack_timeout_s", "peer_check_interval_s", "peer_check_timeout_s", "epoch_claim_recheck_s")
 SECONDS_MAX = 600.0
 BACKENDS = ("sqlite", "postgres")
+BACKUP_INTERVAL_MAX_S = 7 * 86_400.0
+
+
+def check_backup_dir(data_dir: Path, backup_dir: Path | None, interval_s: float) -> None:
+    """A backup inside the data directory dies with the disk it protects: refused."""
+    if backup_dir is None:
+        if interval_s:
+            raise ConfigError("ledger.backup_interval_s needs ledger.backup_dir")
+        return
+    if backup_dir.resolve().is_relative_to(data_dir.resolve()):
+        raise ConfigError(f"ledger.backup_dir {backup_dir} is inside data_dir {data_dir}: "
+                          "put backups off the data disk")
+
+
+def _backup(table: dict[str, Any], base: Path) -> dict[str, Any]:
+    name = pick(table, "backup_dir", str, "")
+    interval = pick(table, "backup_interval_s", float, 0.0)
+    if not (interval == 0 or 1 <= interval <= BACKUP_INTERVAL_MAX_S):
+        raise ConfigError(f"ledger.backup_interval_s must be 0 (off) or in [1, {BACKUP_INTERVAL_MAX_S}]")
+    keep = pick(table, "backup_keep", int, 7)
+    if not 1 <= keep <= LIMIT_MAX:
+        raise ConfigError("ledger.backup_keep is out of range")
+    directory = Path(name) if name else None
+    if directory is not None and not directory.is_absolute():
+        directory = (base / directory).resolve()
+    return {"backup_dir": directory, "backup_interval_s": interval, "backup_keep": keep}
 
 
 def _backend(table: dict[str, Any], base: Path) -> dict[str, Any]:
@@ -125,6 +158,7 @@ def parse(raw: dict[str, Any], base: Path) -> LedgerConfig:
             raise ConfigError(f"ledger.{name} must be in (0, {SECONDS_MAX}]")
     data_dir = Path(pick(table, "data_dir", str, "./data"))
     fault_file = pick(table, "fault_apply_delay_file", str, "")
+    backups = _backup(table, base)
     return LedgerConfig(
         data_dir=data_dir if data_dir.is_absolute() else (base / data_dir).resolve(),
         host=pick(table, "host", str, defaults.host),
@@ -136,6 +170,7 @@ def parse(raw: dict[str, Any], base: Path) -> LedgerConfig:
         log_file=pick_log_file(table, base, "ledger"),
         tokens=tuple(token_entries(raw.get("tokens", []), base)),
         **_backend(table, base),
+        **backups,
         **values,
     )
 
@@ -158,4 +193,6 @@ def load(path: Path, *, host: str | None = None, port: int | None = None, data_d
         overrides["synchronous_standby"] = synchronous_standby
     if peers:
         overrides["peers"] = (*config.peers, *_peers(list(peers)))
-    return replace(config, **overrides)
+    config = replace(config, **overrides)
+    check_backup_dir(config.data_dir, config.backup_dir, config.backup_interval_s)
+    return config
