@@ -20,11 +20,10 @@ import structlog
 from shared.errors import Conflict, CroupierError
 from shared.tasks import OwnedTask
 
-from core_ledger.backup import BackupInvalid, last_backup_time, prune, write_backup
+from core_ledger.backup import last_backup_time, prune, write_backup
 from core_ledger.config import LedgerConfig
 from core_ledger.metrics import LedgerMetrics
 from core_ledger.store import Store
-from core_ledger.store.base import StorageError
 from core_ledger.task_health import TaskHealth
 
 log = structlog.get_logger("croupier.backup")
@@ -70,7 +69,7 @@ class Backups:
         async with self._lock:
             try:
                 manifest = await write_backup(self.store, directory, backend=self.backend, clock=self._clock)
-            except (OSError, StorageError, BackupInvalid) as e:
+            except Exception as e:  # any failure is counted, logged and answered 500 backup_failed
                 self.metrics.backups_total.labels("failed").inc()
                 log.error("backup_failed", trigger=trigger, backup_dir=str(directory), error=repr(e))
                 raise BackupFailed(f"the backup failed: {e}") from e

@@ -231,6 +231,9 @@ def restore(
     except (RestoreTargetNotEmpty, OSError, StorageError) as e:
         report = {"restored": False, "ok": False, "error": str(e)}
         log.error("restore_failed", backup=str(backup_path), target=target, error=str(e))
+    except Exception as e:  # e.g. a broken invariant while replaying: counted and reported too
+        report = {"restored": False, "ok": False, "error": repr(e)}
+        log.exception("restore_failed", backup=str(backup_path), target=target, error=repr(e))
     else:
         log.info("restore_done", backup=str(backup_path), target=target, head_sequence=report["head_sequence"],
                  head_hash=report["head_hash"], epoch=report["epoch"], until_sequence=until_sequence,

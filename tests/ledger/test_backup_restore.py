@@ -31,7 +31,7 @@ from core_ledger.backup import (
 from core_ledger.domain import State, evolve
 from core_ledger.domain.state import TABLES
 from core_ledger.http import create_app
-from core_ledger.routes import SERVICE
+from core_ledger.routes import BACKUPS, SERVICE
 from core_ledger.store import SqliteStore, Store
 from core_ledger.store.postgres import PostgresStore
 from tests.ledger.conftest import Api, FakeClock, bet, ledger_config
@@ -302,3 +302,29 @@ async def test_postgres_source_and_target(aiohttp_client: Any, pg_server: PgServ
         assert (await copy.head()).hash == during["head_hash"]
     finally:
         await copy.close()
+
+
+async def test_a_failed_backup_is_a_500_counted_and_the_schedule_keeps_retrying(
+        aiohttp_client: Any, tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "backups"
+    not_a_dir.write_text("a file where the backup directory should be")
+    cfg = ledger_config(tmp_path / "data", backup_dir=not_a_dir, backup_interval_s=1.0)
+    app = create_app(cfg, clock=FakeClock())
+    app[BACKUPS].health.base_delay_s = app[BACKUPS].health.max_delay_s = 0.05  # retry fast in the test
+    api = Api(await aiohttp_client(app))
+    status, body = await api.post("admin_write", "/admin/v1/backups")
+    assert status == 500 and body["code"] == "backup_failed"
+    deadline = asyncio.get_running_loop().time() + SCHEDULE_WAIT_S
+    while asyncio.get_running_loop().time() < deadline:
+        _, metrics = await api.get("admin_read", "/metrics")
+        if 'ledger_task_failing{task="backup"} 1.0' in metrics:
+            break
+        await asyncio.sleep(0.1)
+    else:
+        pytest.fail("the scheduled backup's failures were not reported")
+    assert 'ledger_backups_total{outcome="ok"} 0.0' in metrics
+    assert "ledger_backup_last_success_timestamp_seconds 0.0" in metrics
+    failed = float(metrics.split('ledger_backups_total{outcome="failed"} ')[1].split()[0])
+    assert failed >= 6  # the route's, then five scheduled attempts at least: the task goes on
+    assert (await api.get("", "/readyz"))[0] == 200  # money still flows: the alerts report it, not readiness
+    assert not_a_dir.read_text().startswith("a file")
