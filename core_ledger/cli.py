@@ -125,7 +125,9 @@ def compare(a: Path = typer.Argument(..., help="One ledger.db (stopped or a back
 
 
 def backup(
-    to: Path = typer.Option(..., "--to", file_okay=False, help="Directory the backup goes into (off the data disk)."),
+    to: Path | None = typer.Option(None, "--to", file_okay=False,
+                                   help="Directory the backup goes into (off the data disk); default: the "
+                                        "config's backup_dir."),
     db: Path | None = typer.Option(None, "--db", dir_okay=False, help="A SQLite ledger.db (the ledger may run)."),
     config: Path | None = typer.Option(None, "--config", exists=True, dir_okay=False,
                                        help="The ledger's TOML config: back up its backend (SQLite or PostgreSQL)."),
@@ -148,11 +150,14 @@ def backup(
         cfg = ledger_config.load(config)
         store: Store = store_for(cfg)
         backend, data_dir = cfg.backend, cfg.data_dir
+        to = to or cfg.backup_dir
     else:
         assert db is not None
         if not db.is_file():
             raise typer.BadParameter(f"{db} is not a ledger database")
         store, backend, data_dir = SqliteStore(db), "sqlite", db.parent
+    if to is None:
+        raise typer.BadParameter("give --to (or --config with a backup_dir)")
     if to.resolve().is_relative_to(data_dir.resolve()):
         raise typer.BadParameter(f"{to} is inside the data directory {data_dir}: put backups off the data disk")
 

@@ -75,10 +75,6 @@ class LedgerConfig:
     def db_path(self) -> Path:
         return self.data_dir / "ledger.db"
 
-    @property
-    def backups_dir(self) -> Path:
-        return self.data_dir / "backups"
-
 
 _INTS = ("port", "commit_batch_max", "queue_depth_max", "body_bytes_max", "page_limit_max", "batch_actions_max",
          "postgres_pool_size_max", "journal_wait_ms_max")

@@ -66,6 +66,10 @@ async def _tables(store: Store) -> dict[str, Any]:
     return {t: await store.dump(t) for t in TABLES}
 
 
+def _gauge(metrics: str, name: str) -> float:
+    return float(metrics.split(f"\n{name} ")[1].split()[0])
+
+
 def _fold(journal: list[str]) -> dict[str, Any]:
     state = State(complete=True)
     for text in journal:
@@ -97,7 +101,7 @@ async def loaded(api: Api) -> Api:
 
 
 async def test_backup_under_load_restores_to_the_source_at_its_sequence(
-        loaded: Api, tmp_path: Path, app_config: Any) -> None:
+        loaded: Api, tmp_path: Path, clock: FakeClock) -> None:
     load = asyncio.create_task(_load(loaded))
     await asyncio.sleep(0.02)
     status, during = await loaded.post("admin_write", "/admin/v1/backups")
@@ -134,7 +138,7 @@ async def test_backup_under_load_restores_to_the_source_at_its_sequence(
         await copy.close()
     status, metrics = await loaded.get("admin_read", "/metrics")
     assert 'ledger_backups_total{outcome="ok"} 2.0' in metrics
-    assert "ledger_backup_last_success_timestamp_seconds 1.7" in metrics  # the fake clock's 2026
+    assert _gauge(metrics, "ledger_backup_last_success_timestamp_seconds") == clock().timestamp()
 
 
 async def test_point_in_time_restore_gives_head_n(loaded: Api, tmp_path: Path) -> None:
@@ -255,8 +259,11 @@ async def test_scheduled_backups_run_and_keep_the_newest(aiohttp_client: Any, tm
 
 async def test_cli_backup_from_a_running_database_then_restore(loaded: Api, tmp_path: Path, app_config: Any) -> None:
     await _load(loaded)
-    code, manifest = await _cli("backup", "--db", str(app_config.db_path), "--to", str(tmp_path / "cli-backups"))
+    toml = tmp_path / "ledger.toml"
+    toml.write_text(f'[ledger]\ndata_dir = "{app_config.data_dir}"\nbackup_dir = "cli-backups"\n')
+    code, manifest = await _cli("backup", "--config", str(toml))  # into the config's backup_dir
     assert code == 0, manifest
+    assert Path(manifest["path"]).parent == tmp_path / "cli-backups"
     head = await loaded.client.app[SERVICE].store.head()
     assert (manifest["head_sequence"], manifest["head_hash"]) == (head.sequence, head.hash)
     code, report = await _cli("restore", manifest["path"], "--to", str(tmp_path / "r"), "--until-sequence", "5")
@@ -328,3 +335,19 @@ async def test_a_failed_backup_is_a_500_counted_and_the_schedule_keeps_retrying(
     assert failed >= 6  # the route's, then five scheduled attempts at least: the task goes on
     assert (await api.get("", "/readyz"))[0] == 200  # money still flows: the alerts report it, not readiness
     assert not_a_dir.read_text().startswith("a file")
+
+
+async def test_the_last_success_gauge_starts_at_the_newest_backup_found(
+        loaded: Api, aiohttp_client: Any, tmp_path: Path, clock: FakeClock) -> None:
+    assert (await loaded.post("admin_write", "/admin/v1/backups"))[0] == 201
+    restarted = create_app(ledger_config(tmp_path / "other-data", backup_dir=tmp_path / "backups"), clock=clock)
+    api = Api(await aiohttp_client(restarted))
+    _, metrics = await api.get("admin_read", "/metrics")
+    assert _gauge(metrics, "ledger_backup_last_success_timestamp_seconds") == clock().timestamp()
+    empty = Api(await aiohttp_client(create_app(
+        ledger_config(tmp_path / "d3", backup_dir=tmp_path / "none-yet"), clock=clock)))
+    _, metrics = await empty.get("admin_read", "/metrics")
+    assert "ledger_backup_last_success_timestamp_seconds 0.0" in metrics
+    unconfigured = Api(await aiohttp_client(create_app(ledger_config(tmp_path / "d4"), clock=clock)))
+    _, metrics = await unconfigured.get("admin_read", "/metrics")
+    assert "ledger_backup_last_success_timestamp_seconds NaN" in metrics
