@@ -1,4 +1,4 @@
-"""`croupier ledger serve | verify | rebuild | compare | backup | restore`."""
+"""`croupier ledger serve | verify | rebuild | compare | backup | restore | verify-backup`."""
 
 from __future__ import annotations
 
@@ -250,6 +250,21 @@ def restore(
     raise typer.Exit(0 if report["restored"] else 1)
 
 
+def verify_backup(backup_path: Path = typer.Argument(..., metavar="BACKUP", exists=True, file_okay=False,
+                                                    help="A backup directory (holds manifest.json).")) -> None:
+    """Check a backup without restoring it: the journal's hash chain up to the manifest's head, then
+    every file's checksum. Prints JSON (`first_bad_sequence`, `file` when refused); exit 1 when bad."""
+    from core_ledger.backup import BackupInvalid
+    from core_ledger.backup import verify_backup as check
+
+    try:
+        report = check(backup_path)
+    except BackupInvalid as e:
+        report = e.report()
+    _print(report)
+    raise typer.Exit(0 if report["ok"] else 1)
+
+
 def register(app: typer.Typer) -> None:
     app.command("serve")(serve)
     app.command("verify")(verify)
@@ -257,3 +272,4 @@ def register(app: typer.Typer) -> None:
     app.command("compare")(compare)
     app.command("backup")(backup)
     app.command("restore")(restore)
+    app.command("verify-backup")(verify_backup)

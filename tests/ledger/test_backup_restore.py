@@ -13,9 +13,12 @@ from typing import Any
 
 import orjson
 import pytest
+import typer
+from typer.testing import CliRunner
 
 from shared.config import ConfigError
 
+from core_ledger import cli as ledger_cli
 from core_ledger import config as ledger_config_module
 from core_ledger.backup import (
     JOURNAL,
@@ -351,3 +354,16 @@ async def test_the_last_success_gauge_starts_at_the_newest_backup_found(
     unconfigured = Api(await aiohttp_client(create_app(ledger_config(tmp_path / "d4"), clock=clock)))
     _, metrics = await unconfigured.get("admin_read", "/metrics")
     assert "ledger_backup_last_success_timestamp_seconds NaN" in metrics
+
+
+
+async def test_verify_backup_command_names_the_first_bad_sequence(loaded: Api) -> None:
+    await _load(loaded)
+    _, taken = await loaded.post("admin_write", "/admin/v1/backups")
+    cli = typer.Typer()
+    ledger_cli.register(cli)
+    result = await asyncio.to_thread(CliRunner().invoke, cli, ["verify-backup", taken["path"]])
+    assert result.exit_code == 0 and json.loads(result.stdout)["head_sequence"] == taken["head_sequence"]
+    _flip(Path(taken["path"]) / JOURNAL, 20, b'"epoch":1', b'"epoch":2')  # sequence 21
+    result = await asyncio.to_thread(CliRunner().invoke, cli, ["verify-backup", taken["path"]])
+    assert result.exit_code == 1 and json.loads(result.stdout)["first_bad_sequence"] == 21
