@@ -13,6 +13,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -57,7 +58,17 @@ class Backups:
         retry = min(BACKUP_RETRY_S, self.interval_s) if self.interval_s else BACKUP_RETRY_S
         self.health = TaskHealth("backup", metrics, base_delay_s=retry, max_delay_s=max(retry, self.interval_s))
         if self.directory is not None:
-            self.metrics.last_success_timestamp_seconds.set(last_backup_time(self.directory) or 0)
+            self.metrics.last_success_timestamp_seconds.set(self._newest_found(self.directory))
+
+    @staticmethod
+    def _newest_found(directory: Path) -> float:
+        """When the newest finished backup in `directory` was taken; 0 when there is none or the
+        directory cannot be read (the staleness alert fires; the ledger still starts)."""
+        try:
+            return last_backup_time(directory) or 0
+        except OSError as e:
+            log.error("backup_dir_unreadable", backup_dir=str(directory), error=repr(e))
+            return 0
 
     async def take(self, *, trigger: str) -> dict[str, Any]:
         directory = self.directory
@@ -73,7 +84,11 @@ class Backups:
                 self.metrics.backups_total.labels("failed").inc()
                 log.error("backup_failed", trigger=trigger, backup_dir=str(directory), error=repr(e))
                 raise BackupFailed(f"the backup failed: {e}") from e
-            removed = prune(directory, self.keep)
+            try:
+                removed = prune(directory, self.keep)
+            except OSError as e:  # the backup itself is done and verified; old ones stay one round longer
+                log.error("backup_prune_failed", backup_dir=str(directory), error=repr(e))
+                removed = []
         self.metrics.backups_total.labels("ok").inc()
         self.metrics.last_success_timestamp_seconds.set(datetime.fromisoformat(manifest["created_at"]).timestamp())
         log.info("backup_written", trigger=trigger, path=manifest["path"], head_sequence=manifest["head_sequence"],
