@@ -9,6 +9,7 @@ reported at once (one ConfigError naming them all); unknown keys and tables are 
     port = 8700
     data_dir = "/var/lib/croupier/ledger"
     peers = ["http://127.0.0.1:8701"]   (other ledgers: a primary of a higher epoch there fences this one)
+    backup_dir = "/mnt/backups/ledger"  (off the data disk; unset: no backups)
 """
 
 from __future__ import annotations
@@ -56,6 +57,9 @@ class LedgerConfig:
     peer_check_interval_s: float = 5.0
     peer_check_timeout_s: float = 2.0
     epoch_claim_recheck_s: float = 1.0  # a peer survey is remembered this long for judging epoch claims
+    backup_dir: Path | None = None  # where backups go (off the data disk); None: no backups
+    backup_interval_s: float = 0.0  # 0: not scheduled
+    backup_keep: int = 7
     fault_apply_delay_file: Path | None = None  # test-only fault point (see the module docstring)
     tokens: tuple[TokenEntry, ...] = field(default_factory=tuple)
 
@@ -63,14 +67,33 @@ class LedgerConfig:
     def db_path(self) -> Path:
         return self.data_dir / "ledger.db"
 
-    @property
-    def backups_dir(self) -> Path:
-        return self.data_dir / "backups"
-
 
 LIMIT_MAX = 1_000_000  # sanity bound on every configured count
 SECONDS_MAX = 600.0
 BACKENDS = ("sqlite", "postgres")
+BACKUP_INTERVAL_MAX_S = 7 * 86_400.0
+
+
+def check_backup_dir(data_dir: Path, backup_dir: Path | None, interval_s: float) -> None:
+    """A backup inside the data directory dies with the disk it protects: refused."""
+    if backup_dir is None:
+        if interval_s:
+            raise ConfigError("ledger.backup_interval_s needs ledger.backup_dir")
+        return
+    if backup_dir.resolve().is_relative_to(data_dir.resolve()):
+        raise ConfigError(f"ledger.backup_dir {backup_dir} is inside data_dir {data_dir}: "
+                          "put backups off the data disk")
+
+
+def _backup(values: dict[str, Any], base: Path, problems: list[str]) -> dict[str, Any]:
+    interval = values["backup_interval_s"]
+    if not (interval == 0 or 1 <= interval <= BACKUP_INTERVAL_MAX_S):
+        problems.append(f"ledger.backup_interval_s must be 0 (off) or in [1, {BACKUP_INTERVAL_MAX_S}]")
+    name = values["backup_dir"]
+    directory = Path(name) if name else None
+    if directory is not None and not directory.is_absolute():
+        directory = (base / directory).resolve()
+    return {"backup_dir": directory, "backup_interval_s": interval, "backup_keep": values["backup_keep"]}
 
 
 def _count(name: str, default: int, meaning: str) -> Key:
@@ -113,6 +136,11 @@ LEDGER = Table("ledger", (
     _seconds("peer_check_timeout_s", 2.0, "Timeout of one peer check."),
     _seconds("epoch_claim_recheck_s", 1.0, "A caller's epoch claim that the peers refuted is refuted again "
              "without asking for this long."),
+    Key("backup_dir", str, "", "Directory backups are written to, off the data disk (refused inside "
+        "`data_dir`); unset: `POST /admin/v1/backups` answers 409 and nothing is scheduled.", path=True),
+    Key("backup_interval_s", float, 0.0, "Seconds between scheduled backups (0: none; else at least 1).",
+        minimum=0, maximum=BACKUP_INTERVAL_MAX_S),
+    _count("backup_keep", 7, "Finished backups kept in `backup_dir`; older ones are deleted."),
     Key("fault_apply_delay_file", str, "", "TEST ONLY, unset in production: while this file holds a number of "
         "seconds, a standby pauses that long inside each apply (the chaos cluster sets it).", path=True),
 ), "The core ledger: `croupier ledger serve --config FILE`.")
@@ -175,6 +203,7 @@ def parse(raw: dict[str, Any], base: Path, environ: Mapping[str, str] | None = N
     raise_problems(problems)
     data_dir = Path(values["data_dir"])
     fault_file = values["fault_apply_delay_file"]
+    backups = _backup(values, base, problems)
     plain = {k.name: values[k.name] for k in LEDGER.keys if k.name not in _DERIVED}
     return LedgerConfig(
         **plain,
@@ -184,12 +213,13 @@ def parse(raw: dict[str, Any], base: Path, environ: Mapping[str, str] | None = N
         log_file=log_file,
         tokens=tuple(tokens),
         **backend,
+        **backups,
     )
 
 
 # Keys whose LedgerConfig value is derived from the file's (paths resolved, DSN read, URLs normalised).
 _DERIVED = frozenset({"data_dir", "peers", "fault_apply_delay_file", "log_file", "backend", "postgres_schema",
-                      "postgres_dsn_file"})
+                      "postgres_dsn_file", "backup_dir", "backup_interval_s", "backup_keep"})
 
 
 def load(path: Path, *, host: str | None = None, port: int | None = None, data_dir: Path | None = None,
@@ -211,4 +241,6 @@ def load(path: Path, *, host: str | None = None, port: int | None = None, data_d
         overrides["synchronous_standby"] = synchronous_standby
     if peers:
         overrides["peers"] = (*config.peers, *_peers(list(peers)))
-    return replace(config, **overrides)
+    config = replace(config, **overrides)
+    check_backup_dir(config.data_dir, config.backup_dir, config.backup_interval_s)
+    return config

@@ -37,6 +37,7 @@ from shared.web import (
 
 from core_ledger import admin_http
 from core_ledger.audit import Auditor
+from core_ledger.backup_jobs import Backups
 from core_ledger.config import LedgerConfig
 from core_ledger.domain import Command
 from core_ledger.fencing import Fencing
@@ -45,6 +46,7 @@ from core_ledger.reads import LedgerReads
 from core_ledger.replication import EPOCH_HEADER
 from core_ledger.routes import (
     AUDITOR,
+    BACKUPS,
     CONFIG,
     FENCING,
     READS,
@@ -285,6 +287,7 @@ def create_app(config: LedgerConfig, *, store: Store | None = None, clock: Calla
     app[READS] = LedgerReads(store, clock=clock)
     app[AUDITOR] = Auditor(app[SERVICE], app[READS], metrics, clock)
     app[CONFIG] = config
+    app[BACKUPS] = Backups(store, config, metrics, clock)
     app[FENCING] = Fencing(app[SERVICE], metrics, peers=config.peers, timeout_s=config.peer_check_timeout_s,
                            interval_s=config.peer_check_interval_s, recheck_s=config.epoch_claim_recheck_s)
     serve_routes(app, [*ROUTES, *admin_http.ROUTES], title="Croupier core ledger",
@@ -295,7 +298,7 @@ def create_app(config: LedgerConfig, *, store: Store | None = None, clock: Calla
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await app[SERVICE].start()
         await app[FENCING].start()  # peers first: a primary that lost a failover never takes a write
-        tasks = [t for t in (app.get(STANDBY), app[AUDITOR]) if t is not None]
+        tasks = [t for t in (app.get(STANDBY), app[AUDITOR], app[BACKUPS]) if t is not None]
         for task in tasks:
             task.start()
         service = app[SERVICE]

@@ -72,6 +72,10 @@ LEDGER_METRICS = (
     MetricSpec("ledger_invariant_failures_total", "counter"),
     # A test-only fault point (the chaos run's slow standby apply) configured: must never be in production.
     MetricSpec("ledger_fault_point_enabled", "gauge"),
+    # Backups (core_ledger/backup_jobs.py) and restores (`croupier ledger restore --metrics-textfile`).
+    MetricSpec("ledger_backup_last_success_timestamp_seconds", "gauge"),
+    MetricSpec("ledger_backups_total", "counter", ("outcome",)),
+    MetricSpec("ledger_restores_total", "counter", ("outcome",)),
 )
 
 COMMON_METRICS = (

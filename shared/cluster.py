@@ -183,6 +183,7 @@ class Cluster:
         svc.config_path.write_text(
             "[ledger]\n"
             f'host = "127.0.0.1"\nport = {svc.port}\ndata_dir = "{svc.name}-data"\n'
+            f'backup_dir = "{svc.name}-backups"\n'  # beside, not inside, its data_dir (a dev cluster: same disk)
             f"group_commit = {'true' if self.group_commit else 'false'}\n"
             f"synchronous_standby = {'true' if synchronous else 'false'}\n"
             f"peers = {json.dumps(others)}\n{hooks}"
