@@ -1,4 +1,4 @@
-"""`croupier ledger serve | verify | rebuild | compare`."""
+"""`croupier ledger serve | verify | rebuild | compare | migrate`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 import typer
 
-from core_ledger.store import SqliteStore
+from core_ledger.store import SqliteStore, StorageError
 
 GC_THRESHOLDS = (50_000, 20, 100)
 
@@ -79,7 +79,46 @@ def serve(
     # rescan them so often that GC cost a third of the per-bet CPU in profiles.
     gc.set_threshold(*GC_THRESHOLDS)
     gc.freeze()  # what start-up built (modules, models, routes) lives for good: never rescan it
-    web.run_app(create_app(cfg, standby=standby), host=cfg.host, port=cfg.port, print=None, access_log=None)
+    try:
+        web.run_app(create_app(cfg, standby=standby), host=cfg.host, port=cfg.port, print=None, access_log=None)
+    except StorageError as e:  # the store cannot be opened (e.g. its schema version): a message, not a traceback
+        import structlog
+
+        structlog.get_logger("croupier.ledger").error("ledger_start_refused", error=str(e))
+        sys.stderr.write(f"croupier ledger: cannot start: {e}\n")
+        raise typer.Exit(1) from None
+
+
+def migrate(
+    config: Path = typer.Option(..., "--config", exists=True, dir_okay=False, help="TOML config file."),
+    data_dir: Path | None = typer.Option(None, "--data-dir"),
+) -> None:
+    """Bring the configured store (SQLite or PostgreSQL) to this code's schema version; prints
+    JSON. Take a backup first; the migration runs in one transaction (all or nothing)."""
+    from dataclasses import replace
+
+    from core_ledger import config as ledger_config
+    from core_ledger.http import store_for
+
+    cfg = ledger_config.load(config, data_dir=data_dir)
+    store = store_for(replace(cfg, migrate_on_start=True))
+
+    async def run() -> dict[str, Any]:
+        await store.open()
+        try:
+            plan = store.schema_plan
+            assert plan is not None  # SQLite and PostgreSQL stores record what open found
+            return {"backend": cfg.backend, "from_version": plan.stored, "to_version": plan.target,
+                    "migrations": [{"version": m.version, "summary": m.summary} for m in plan.steps]}
+        finally:
+            await store.close()
+
+    try:
+        report = asyncio.run(run())
+    except StorageError as e:
+        sys.stderr.write(f"croupier ledger migrate: {e}\n")
+        raise typer.Exit(1) from None
+    _print(report)
 
 
 def verify(path: Path = typer.Argument(..., help="Path to ledger.db")) -> None:
@@ -128,3 +167,4 @@ def register(app: typer.Typer) -> None:
     app.command("verify")(verify)
     app.command("rebuild")(rebuild)
     app.command("compare")(compare)
+    app.command("migrate")(migrate)

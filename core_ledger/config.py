@@ -12,6 +12,9 @@
     peers = ["http://127.0.0.1:8701"]  (other ledgers: a primary of a higher epoch there fences this one)
     peer_check_interval_s = 5.0   peer_check_timeout_s = 2.0
     epoch_claim_recheck_s = 1.0   (a caller's epoch claim the peers refuted: refuted again without asking)
+    migrate_on_start = true   (a store of an older schema version is migrated at start; false: the
+                               start is refused until `croupier ledger migrate` ran; a new store is
+                               always created)
     fault_apply_delay_file = ""   (TEST ONLY, off by default: while this file holds a number of
                                    seconds, a standby pauses that long inside each apply, before
                                    its commit; only the chaos cluster sets it)
@@ -62,6 +65,7 @@ class LedgerConfig:
     peer_check_timeout_s: float = 2.0
     epoch_claim_recheck_s: float = 1.0  # a peer survey is remembered this long for judging epoch claims
     fault_apply_delay_file: Path | None = None  # test-only fault point (see the module docstring)
+    migrate_on_start: bool = True  # migrate an older store at start (false: refuse, run `ledger migrate`)
     tokens: tuple[TokenEntry, ...] = field(default_factory=tuple)
 
     @property
@@ -130,6 +134,7 @@ def parse(raw: dict[str, Any], base: Path) -> LedgerConfig:
         host=pick(table, "host", str, defaults.host),
         group_commit=pick(table, "group_commit", bool, True),
         synchronous_standby=pick(table, "synchronous_standby", bool, False),
+        migrate_on_start=pick(table, "migrate_on_start", bool, True),
         peers=_peers(pick(table, "peers", list, [])),
         fault_apply_delay_file=(base / fault_file).resolve() if fault_file else None,
         log_level=pick_log_level(table, "ledger"),

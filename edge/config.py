@@ -8,6 +8,8 @@ Peer credentials are per edge: `peer_token_file` is this edge's own credential, 
 `[[tokens]]` entry of role `peer` must be named after a configured peer (its edge id), so the
 credential a websocket presents says which edge it is (see `edge.sync`). `crdt_client_id` is
 accepted for old config files and ignored: CRDT client ids derive from the edge id (`edge.crdt.identity`).
+`migrate_on_start` (default true): an `edge.db` of an older schema version is migrated at start;
+false refuses the start until `croupier edge migrate` ran (a new store is always created).
 """
 
 from __future__ import annotations
@@ -90,6 +92,7 @@ class EdgeConfig:
     limits: Limits = Limits()
     ledger_urls: tuple[str, ...] = ()  # failover order; empty: just ledger_url
     log_file: Path | None = None  # JSON log lines appended there; None: stderr
+    migrate_on_start: bool = True  # migrate an older edge.db at start (false: refuse, run `edge migrate`)
 
     @property
     def ledger_endpoints(self) -> tuple[str, ...]:
@@ -198,6 +201,7 @@ def load(path: Path) -> EdgeConfig:
         peers=peers,
         tokens=tuple(tokens),
         limits=_limits(edge),
+        migrate_on_start=pick(edge, "migrate_on_start", bool, True),
     )
     if not 0 < cfg.ledger_attempt_timeout_s <= cfg.ledger_deadline_s <= 60:
         raise ConfigError("need 0 < ledger_attempt_timeout_s <= ledger_deadline_s <= 60")

@@ -1,0 +1,126 @@
+"""Schema versions of the edge store (edge.db): recorded, adopted, migrated, refused.
+
+The version-1 fixture is built from migration 1's own statements without a version recorded:
+exactly what an edge written before versions existed holds.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from shared.migrations import Migration, SchemaBehind, SchemaTooNew
+
+from edge.persist import MIGRATIONS, Store
+
+V2 = Migration(2, "test only: a table that version 1 lacks", ("CREATE TABLE added_in_v2 (x integer)",))
+
+
+def v1_fixture(path: Path) -> None:
+    db = sqlite3.connect(path)
+    try:
+        db.executescript(";\n".join(MIGRATIONS[0].statements) + ";")
+        db.execute("INSERT INTO effects (key, seq, delta) VALUES ('jackpot/mega', 7, '{\"amount_minor\":1}')")
+        db.execute("INSERT INTO watermarks (key, seq) VALUES ('jackpot/mega', 5)")
+        db.commit()
+    finally:
+        db.close()
+
+
+def pragma_version(path: Path, set_to: int | None = None) -> int:
+    db = sqlite3.connect(path)
+    try:
+        if set_to is not None:
+            db.execute(f"PRAGMA user_version = {set_to}")
+            db.commit()
+        return int(db.execute("PRAGMA user_version").fetchone()[0])
+    finally:
+        db.close()
+
+
+async def test_a_new_store_records_the_latest_version(tmp_path: Path) -> None:
+    store = Store(tmp_path / "edge.db", client_id=1, allow_migration=False)
+    await store.open()
+    await store.close()
+    assert pragma_version(tmp_path / "edge.db") == len(MIGRATIONS) == 1
+
+
+async def test_v1_is_adopted_in_place_keeping_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "edge.db"
+    v1_fixture(path)
+    with pytest.raises(SchemaBehind, match=r"version 0, behind this code's 1.*croupier edge migrate"):
+        await Store(path, client_id=1, allow_migration=False).open()
+    assert pragma_version(path) == 0
+    store = Store(path, client_id=1)
+    loaded = await store.open()
+    await store.close()
+    assert [(e.key, e.sequence) for e in loaded.effects] == [("jackpot/mega", 7)]
+    assert loaded.watermarks == {"jackpot/mega": 5}
+    assert pragma_version(path) == 1
+
+
+async def test_v1_migrates_to_a_test_v2_and_a_newer_store_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "edge.db"
+    v1_fixture(path)
+    pragma_version(path, set_to=1)
+    store = Store(path, client_id=1, migrations=(*MIGRATIONS, V2))
+    loaded = await store.open()
+    await store.close()
+    assert loaded.watermarks == {"jackpot/mega": 5} and pragma_version(path) == 2
+    with pytest.raises(SchemaTooNew, match="schema version 2, newer than this code's 1") as refused:
+        await Store(path, client_id=1).open()
+    assert (refused.value.stored, refused.value.code) == (2, 1)
+    assert pragma_version(path) == 2
+
+
+CONFIG = """
+[edge]
+id = "eu"
+port = 1
+data_dir = "./eu"
+ledger_url = "http://127.0.0.1:1"
+ledger_token_file = "edge.token"
+peer_token_file = "peer.token"
+migrate_on_start = {migrate}
+"""
+
+
+def croupier(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    return subprocess.run([sys.executable, "-m", "shared.cli", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=60, check=False)
+
+
+def edge_dir(tmp_path: Path, *, migrate: bool) -> Path:
+    (tmp_path / "edge.token").write_text("ledger-secret")
+    (tmp_path / "peer.token").write_text("peer-secret")
+    (tmp_path / "eu").mkdir()
+    v1_fixture(tmp_path / "eu" / "edge.db")
+    config = tmp_path / "edge.toml"
+    config.write_text(CONFIG.replace("{migrate}", str(migrate).lower()))
+    return config
+
+
+def test_serve_refuses_a_store_behind_until_migrate_ran(tmp_path: Path) -> None:
+    config = edge_dir(tmp_path, migrate=False)
+    refused = croupier("edge", "serve", "--config", str(config), cwd=tmp_path)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "croupier edge migrate --config" in refused.stderr
+    done = croupier("edge", "migrate", "--config", str(config), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert '"from_version":0,"to_version":1' in done.stdout
+    assert pragma_version(tmp_path / "eu" / "edge.db") == 1
+
+
+def test_serve_refuses_a_newer_store_with_a_message(tmp_path: Path) -> None:
+    config = edge_dir(tmp_path, migrate=True)
+    pragma_version(tmp_path / "eu" / "edge.db", set_to=4)
+    refused = croupier("edge", "serve", "--config", str(config), cwd=tmp_path)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "schema version 4, newer than this code's 1" in refused.stderr
+    assert pragma_version(tmp_path / "eu" / "edge.db") == 4

@@ -1,0 +1,261 @@
+"""Schema versions of the ledger stores (SQLite, PostgreSQL): recorded, adopted, migrated, refused.
+
+The version-1 fixture is built here from migration 1's own statements, without a version recorded:
+exactly what a ledger written before versions existed holds.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from shared.migrations import Migration, SchemaBehind, SchemaTooNew, plan
+
+from core_ledger.store import Head, JournalRow, SqliteStore, StorageError
+from core_ledger.store import postgres as pg_module
+from core_ledger.store import sqlite as sqlite_module
+from core_ledger.store.postgres import PostgresStore
+from tests.ledger.pg import TEST_LIMITS, PgServer, fresh_schema
+
+HEAD = Head(2, "ab" * 32, 3)
+ROWS = [JournalRow(1, "tx1", '{"sequence":1}'), JournalRow(2, "tx2", '{"sequence":2}')]
+PLAYERS = {"players": [(("p1",), {"currencies": ["EUR"]})]}
+# A test-only second migration: proves the runner moves a version-1 store forward.
+V2 = Migration(2, "test only: a table that version 1 lacks", ("CREATE TABLE added_in_v2 (x integer)",))
+BROKEN_V2 = Migration(2, "test only: fails half-way", ("CREATE TABLE half_done (x integer)", "NOT SQL AT ALL"))
+
+
+def sqlite_v1_fixture(path: Path) -> None:
+    """A ledger database of version 1 as released: today's tables, no version recorded, one commit."""
+    db = sqlite3.connect(path)
+    try:
+        db.executescript(";\n".join(sqlite_module.MIGRATIONS[0].statements) + ";")
+        db.executemany("INSERT INTO journal (sequence, tx_id, entry) VALUES (?, ?, ?)",
+                       [(r.sequence, r.tx_id, r.text) for r in ROWS])
+        db.execute("INSERT INTO players VALUES ('p1', '{\"currencies\":[\"EUR\"]}')")
+        db.executemany("INSERT INTO meta (key, value) VALUES (?, ?)",
+                       [("head_sequence", HEAD.sequence), ("head_hash", HEAD.hash), ("epoch", HEAD.epoch)])
+        db.commit()
+    finally:
+        db.close()
+
+
+def user_version(path: Path) -> int:
+    db = sqlite3.connect(path)
+    try:
+        return int(db.execute("PRAGMA user_version").fetchone()[0])
+    finally:
+        db.close()
+
+
+def set_user_version(path: Path, version: int) -> None:
+    db = sqlite3.connect(path)
+    try:
+        db.execute(f"PRAGMA user_version = {version}")
+        db.commit()
+    finally:
+        db.close()
+
+
+async def assert_v1_data_intact(store: SqliteStore | PostgresStore) -> None:
+    assert await store.head() == HEAD
+    assert await store.journal(0, 10) == [(1, '{"sequence":1}'), (2, '{"sequence":2}')]
+    assert await store.dump("players") == {("p1",): {"currencies": ["EUR"]}}
+
+
+class TestPlan:
+    def test_newer_is_refused_naming_both_versions(self) -> None:
+        with pytest.raises(SchemaTooNew, match="version 5, newer than this code's 1"):
+            plan([Migration(1, "one", ())], 5, empty=False, allowed=True, store="s", migrate_command="m")
+
+    def test_behind_runs_the_missing_steps_or_names_the_command(self) -> None:
+        migrations = [Migration(1, "one", ()), V2]
+        assert plan(migrations, 1, empty=False, allowed=True, store="s", migrate_command="m").steps == (V2,)
+        with pytest.raises(SchemaBehind, match=r"version 1, behind this code's 2.*run `m`"):
+            plan(migrations, 1, empty=False, allowed=False, store="s", migrate_command="m")
+        # a new (empty) store is created whatever migrate_on_start says
+        assert len(plan(migrations, 0, empty=True, allowed=False, store="s", migrate_command="m").steps) == 2
+
+    def test_migrations_must_be_numbered_without_gaps(self) -> None:
+        with pytest.raises(ValueError, match="numbered"):
+            plan([V2], 0, empty=True, allowed=True, store="s", migrate_command="m")
+
+
+class TestSqlite:
+    async def test_a_new_store_records_the_latest_version(self, tmp_path: Path) -> None:
+        store = SqliteStore(tmp_path / "ledger.db", allow_migration=False)
+        await store.open()
+        await store.close()
+        assert user_version(tmp_path / "ledger.db") == len(sqlite_module.MIGRATIONS) == 1
+        assert store.schema_plan is not None and store.schema_plan.stored == 0
+
+    async def test_an_unversioned_v1_store_is_adopted_in_place(self, tmp_path: Path) -> None:
+        path = tmp_path / "ledger.db"
+        sqlite_v1_fixture(path)
+        store = SqliteStore(path)
+        await store.open()
+        try:
+            await assert_v1_data_intact(store)
+            assert store.schema_plan is not None and (store.schema_plan.stored, store.schema_plan.target) == (0, 1)
+        finally:
+            await store.close()
+        assert user_version(path) == 1
+
+    async def test_behind_without_permission_is_refused_and_unchanged(self, tmp_path: Path) -> None:
+        path = tmp_path / "ledger.db"
+        sqlite_v1_fixture(path)
+        with pytest.raises(StorageError, match=r"version 0, behind this code's 1.*croupier ledger migrate"):
+            await SqliteStore(path, allow_migration=False).open()
+        assert user_version(path) == 0
+
+    async def test_a_newer_store_is_refused_naming_both_versions(self, tmp_path: Path) -> None:
+        path = tmp_path / "ledger.db"
+        sqlite_v1_fixture(path)
+        set_user_version(path, 9)
+        with pytest.raises(StorageError, match="schema version 9, newer than this code's 1"):
+            await SqliteStore(path).open()
+        assert user_version(path) == 9
+
+    async def test_a_v1_store_migrates_to_v2_keeping_its_data(self, tmp_path: Path) -> None:
+        path = tmp_path / "ledger.db"
+        sqlite_v1_fixture(path)
+        set_user_version(path, 1)
+        migrations = (*sqlite_module.MIGRATIONS, V2)
+        with pytest.raises(StorageError, match="version 1, behind this code's 2"):
+            await SqliteStore(path, allow_migration=False, migrations=migrations).open()
+        store = SqliteStore(path, migrations=migrations)
+        await store.open()
+        try:
+            await assert_v1_data_intact(store)
+            await store.commit([JournalRow(3, "tx3", '{"sequence":3}')], PLAYERS, Head(3, "cd" * 32, 3))
+        finally:
+            await store.close()
+        assert user_version(path) == 2
+        db = sqlite3.connect(path)
+        try:
+            assert db.execute("SELECT count(*) FROM added_in_v2").fetchone() == (0,)
+        finally:
+            db.close()
+
+    async def test_a_failing_migration_changes_nothing(self, tmp_path: Path) -> None:
+        path = tmp_path / "ledger.db"
+        sqlite_v1_fixture(path)
+        set_user_version(path, 1)
+        with pytest.raises(StorageError, match="cannot open"):
+            await SqliteStore(path, migrations=(*sqlite_module.MIGRATIONS, BROKEN_V2)).open()
+        assert user_version(path) == 1
+        db = sqlite3.connect(path)
+        try:
+            assert db.execute("SELECT name FROM sqlite_master WHERE name = 'half_done'").fetchall() == []
+        finally:
+            db.close()
+
+
+async def pg_v1_fixture(server: PgServer, schema: str) -> None:
+    """A PostgreSQL ledger schema of version 1 as released: today's tables, no version table."""
+    conn = await asyncpg.connect(server.dsn, server_settings={"search_path": schema})
+    try:
+        await conn.execute(f'CREATE SCHEMA "{schema}"')
+        for statement in pg_module.MIGRATIONS[0].statements:
+            await conn.execute(statement)
+        await conn.execute("INSERT INTO journal VALUES (1, 'tx1', '{\"sequence\":1}'), (2, 'tx2', '{\"sequence\":2}')")
+        await conn.execute("INSERT INTO players VALUES ('p1', '{\"currencies\":[\"EUR\"]}')")
+        await conn.execute("UPDATE head SET sequence = $1, hash = $2, epoch = $3", HEAD.sequence, HEAD.hash, HEAD.epoch)
+    finally:
+        await conn.close()
+
+
+async def pg_version(server: PgServer, schema: str) -> int | None:
+    conn = await asyncpg.connect(server.dsn, server_settings={"search_path": schema})
+    try:
+        if not await conn.fetchval("SELECT to_regclass('schema_version') IS NOT NULL"):
+            return None
+        return int(await conn.fetchval("SELECT version FROM schema_version"))
+    finally:
+        await conn.close()
+
+
+class TestPostgres:
+    async def test_a_new_schema_records_the_latest_version(self, pg_server: PgServer) -> None:
+        schema = fresh_schema()
+        store = PostgresStore(pg_server.dsn, TEST_LIMITS, schema=schema, allow_migration=False)
+        await store.open()
+        try:
+            assert await store.head() == Head()
+        finally:
+            await store.close()
+        assert await pg_version(pg_server, schema) == len(pg_module.MIGRATIONS) == 1
+
+    async def test_v1_is_adopted_then_migrates_to_v2_and_newer_is_refused(self, pg_server: PgServer) -> None:
+        schema = fresh_schema()
+        await pg_v1_fixture(pg_server, schema)
+        with pytest.raises(StorageError, match="version 0, behind this code's 1"):
+            await PostgresStore(pg_server.dsn, TEST_LIMITS, schema=schema, allow_migration=False).open()
+        assert await pg_version(pg_server, schema) is None
+        store = PostgresStore(pg_server.dsn, TEST_LIMITS, schema=schema)
+        await store.open()
+        try:
+            await assert_v1_data_intact(store)
+        finally:
+            await store.close()
+        assert await pg_version(pg_server, schema) == 1
+
+        with pytest.raises(StorageError, match="cannot open"):
+            await PostgresStore(pg_server.dsn, TEST_LIMITS, schema=schema,
+                                migrations=(*pg_module.MIGRATIONS, BROKEN_V2)).open()
+        assert await pg_version(pg_server, schema) == 1
+        store = PostgresStore(pg_server.dsn, TEST_LIMITS, schema=schema, migrations=(*pg_module.MIGRATIONS, V2))
+        await store.open()
+        try:
+            await assert_v1_data_intact(store)
+        finally:
+            await store.close()
+        assert await pg_version(pg_server, schema) == 2
+        with pytest.raises(StorageError, match="schema version 2, newer than this code's 1"):
+            await PostgresStore(pg_server.dsn, TEST_LIMITS, schema=schema).open()
+
+
+def croupier(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    return subprocess.run([sys.executable, "-m", "shared.cli", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=60, check=False)
+
+
+def write_config(tmp_path: Path, *, migrate_on_start: bool) -> Path:
+    path = tmp_path / "ledger.toml"
+    path.write_text(f'[ledger]\ndata_dir = "./data"\nport = 1\nmigrate_on_start = {str(migrate_on_start).lower()}\n')
+    return path
+
+
+class TestCommands:
+    def test_migrate_adopts_a_v1_store_and_reports_it(self, tmp_path: Path) -> None:
+        config = write_config(tmp_path, migrate_on_start=False)
+        (tmp_path / "data").mkdir()
+        sqlite_v1_fixture(tmp_path / "data" / "ledger.db")
+        done = croupier("ledger", "migrate", "--config", str(config), cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert '"from_version":0,"to_version":1' in done.stdout
+        assert user_version(tmp_path / "data" / "ledger.db") == 1
+        again = croupier("ledger", "migrate", "--config", str(config), cwd=tmp_path)
+        assert again.returncode == 0 and '"from_version":1,"to_version":1,"migrations":[]' in again.stdout
+
+    @pytest.mark.parametrize(("version", "migrate_on_start", "message"), [
+        (9, True, "schema version 9, newer than this code's 1"),
+        (0, False, "croupier ledger migrate --config"),
+    ])
+    def test_serve_refuses_with_a_message_not_a_traceback(self, tmp_path: Path, version: int,
+                                                          migrate_on_start: bool, message: str) -> None:
+        config = write_config(tmp_path, migrate_on_start=migrate_on_start)
+        (tmp_path / "data").mkdir()
+        sqlite_v1_fixture(tmp_path / "data" / "ledger.db")
+        set_user_version(tmp_path / "data" / "ledger.db", version)
+        done = croupier("ledger", "serve", "--config", str(config), "--port", "1", cwd=tmp_path)
+        assert done.returncode == 1
+        assert message in done.stderr and "Traceback" not in done.stderr
+        assert user_version(tmp_path / "data" / "ledger.db") == version
