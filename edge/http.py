@@ -152,6 +152,7 @@ def create_app(cfg: EdgeConfig, *, registry: CollectorRegistry | None = None,
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await state.open()
+        metrics.store_schema_version.set(store.schema_plan.target if store.schema_plan is not None else 0)
         log.info("edge CRDT identity", edge=cfg.id, crdt_client_id=state.replica.client_id)
         reconciler.mark_dirty(state.book.keys())  # effects near a crash: confirm them first
         await ledger.start()

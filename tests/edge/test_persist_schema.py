@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -124,3 +125,9 @@ def test_serve_refuses_a_newer_store_with_a_message(tmp_path: Path) -> None:
     assert refused.returncode == 1 and "Traceback" not in refused.stderr
     assert "schema version 4, newer than this code's 1" in refused.stderr
     assert pragma_version(tmp_path / "eu" / "edge.db") == 4
+
+
+async def test_the_running_edge_exports_its_store_schema_version(edges: Any, http: Any) -> None:
+    e = await edges("eu")
+    async with http.get(e.url("eu") + "/metrics", headers={"Authorization": "Bearer metrics-token"}) as r:
+        assert f"edge_store_schema_version {float(len(MIGRATIONS))}" in await r.text()

@@ -21,6 +21,7 @@ from core_ledger.store import Head, JournalRow, SqliteStore, StorageError
 from core_ledger.store import postgres as pg_module
 from core_ledger.store import sqlite as sqlite_module
 from core_ledger.store.postgres import PostgresStore
+from tests.ledger.conftest import Api
 from tests.ledger.pg import TEST_LIMITS, PgServer, fresh_schema
 
 HEAD = Head(2, "ab" * 32, 3)
@@ -259,3 +260,8 @@ class TestCommands:
         assert done.returncode == 1
         assert message in done.stderr and "Traceback" not in done.stderr
         assert user_version(tmp_path / "data" / "ledger.db") == version
+
+
+async def test_the_running_ledger_exports_its_store_schema_version(api: Api) -> None:
+    _, text = await api.get("admin_read", "/metrics")
+    assert f"ledger_store_schema_version {float(len(sqlite_module.MIGRATIONS))}" in text
