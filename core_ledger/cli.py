@@ -21,8 +21,14 @@ def _print(value: Any) -> None:
     sys.stdout.write(orjson.dumps(value).decode() + "\n")
 
 
-def _offline(paths: list[Path], work: Callable[..., Awaitable[dict[str, Any]]]) -> dict[str, Any]:
-    """Open each ledger file, run `work(*stores)`, close them all."""
+CANNOT_OPEN_EXIT = 2  # an offline command could not open a file (missing, or a schema it may not read)
+
+
+def _offline(paths: list[Path], work: Callable[..., Awaitable[dict[str, Any]]], *,
+             migrate: bool = False) -> dict[str, Any]:
+    """Open each ledger file, run `work(*stores)`, close them all. Without `migrate` a file of an
+    older schema version is refused, never migrated (a backup verified by a newer release must
+    stay restorable by the release that wrote it); a file without a version is only adopted."""
     for path in paths:
         if not path.is_file():
             raise typer.BadParameter(f"{path} is not a ledger database")
@@ -31,14 +37,18 @@ def _offline(paths: list[Path], work: Callable[..., Awaitable[dict[str, Any]]]) 
         stores: list[SqliteStore] = []
         try:
             for path in paths:
-                stores.append(SqliteStore(path))
+                stores.append(SqliteStore(path, allow_migration=migrate))
                 await stores[-1].open()
             return await work(*stores)
         finally:
             for store in stores:
                 await store.close()
 
-    return asyncio.run(run())
+    try:
+        return asyncio.run(run())
+    except StorageError as e:
+        sys.stderr.write(f"croupier ledger: {e}\n")
+        raise typer.Exit(CANNOT_OPEN_EXIT) from None
 
 
 def serve(
@@ -122,7 +132,8 @@ def migrate(
 
 
 def verify(path: Path = typer.Argument(..., help="Path to ledger.db")) -> None:
-    """Verify the journal's hash chain offline; prints JSON, exit 1 when broken."""
+    """Verify the journal's hash chain offline; prints JSON, exit 1 when broken, 2 when the file
+    cannot be opened (e.g. a schema version this code may not read: see docs/runbooks/upgrade.md)."""
     from core_ledger.reads import verify_store
 
     report = _offline([path], verify_store)
@@ -143,7 +154,7 @@ def rebuild(path: Path = typer.Argument(..., help="Path to ledger.db (the ledger
         await store.replace_derived(tables)
         return {**report, "rebuilt": True, "rows": {t: len(rows) for t, rows in tables.items()}}
 
-    report = _offline([path], work)
+    report = _offline([path], work, migrate=True)  # rebuild writes the tables of this code's schema
     _print(report)
     raise typer.Exit(0 if report["rebuilt"] else 1)
 

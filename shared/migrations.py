@@ -11,6 +11,8 @@ version (version 0, not empty) is adopted in place by running them.
 - newer than the code knows: refused (`SchemaTooNew`), nothing is changed; downgrades are not
   supported, a newer binary must run it;
 - empty (a first start): every migration, whatever `allowed` says (there is nothing to protect);
+- unversioned but not empty (version 0): migration 1 ADOPTS it, whatever `allowed` says: it only
+  records what is there (older releases never read the version, so they can still open it);
 - behind: the missing migrations when `allowed`, else refused (`SchemaBehind`) with a message
   telling the operator to run `croupier <service> migrate`.
 """
@@ -67,7 +69,8 @@ def plan(migrations: Sequence[Migration], stored: int, *, empty: bool, allowed: 
             f"{store} has schema version {stored}, newer than this code's {code}: run the croupier release that "
             f"wrote it (or a later one); downgrades are not supported", store=store, stored=stored, code=code)
     steps = tuple(m for m in migrations if m.version > stored)
-    if steps and not allowed and not empty:
+    changing = [m for m in steps if m.version > max(stored, 1)]  # adopting (0 -> 1) changes no schema
+    if changing and not allowed and not empty:
         raise SchemaBehind(
             f"{store} has schema version {stored}, behind this code's {code}: stop the service, take a backup and "
             f"run `{migrate_command}` (or set migrate_on_start = true)", store=store, stored=stored, code=code)

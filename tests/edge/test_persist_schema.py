@@ -54,10 +54,10 @@ async def test_a_new_store_records_the_latest_version(tmp_path: Path) -> None:
 async def test_v1_is_adopted_in_place_keeping_its_rows(tmp_path: Path) -> None:
     path = tmp_path / "edge.db"
     v1_fixture(path)
-    with pytest.raises(SchemaBehind, match=r"version 0, behind this code's 1.*croupier edge migrate"):
-        await Store(path, client_id=1, allow_migration=False).open()
+    with pytest.raises(SchemaBehind, match=r"version 0, behind this code's 2.*croupier edge migrate --config"):
+        await Store(path, client_id=1, allow_migration=False, migrations=(*MIGRATIONS, V2)).open()
     assert pragma_version(path) == 0
-    store = Store(path, client_id=1)
+    store = Store(path, client_id=1, allow_migration=False)  # adopting version 1 needs no permission
     loaded = await store.open()
     await store.close()
     assert [(e.key, e.sequence) for e in loaded.effects] == [("jackpot/mega", 7)]
@@ -107,11 +107,8 @@ def edge_dir(tmp_path: Path, *, migrate: bool) -> Path:
     return config
 
 
-def test_serve_refuses_a_store_behind_until_migrate_ran(tmp_path: Path) -> None:
+def test_migrate_adopts_an_unversioned_store_and_reports_it(tmp_path: Path) -> None:
     config = edge_dir(tmp_path, migrate=False)
-    refused = croupier("edge", "serve", "--config", str(config), cwd=tmp_path)
-    assert refused.returncode == 1 and "Traceback" not in refused.stderr
-    assert "croupier edge migrate --config" in refused.stderr
     done = croupier("edge", "migrate", "--config", str(config), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert '"from_version":0,"to_version":1' in done.stdout

@@ -83,6 +83,12 @@ class TestPlan:
         # a new (empty) store is created whatever migrate_on_start says
         assert len(plan(migrations, 0, empty=True, allowed=False, store="s", migrate_command="m").steps) == 2
 
+    def test_an_unversioned_store_is_adopted_without_permission_but_not_migrated(self) -> None:
+        one = [Migration(1, "one", ())]
+        assert plan(one, 0, empty=False, allowed=False, store="s", migrate_command="m").steps == tuple(one)
+        with pytest.raises(SchemaBehind, match="version 0, behind this code's 2"):
+            plan([*one, V2], 0, empty=False, allowed=False, store="s", migrate_command="m")
+
     def test_migrations_must_be_numbered_without_gaps(self) -> None:
         with pytest.raises(ValueError, match="numbered"):
             plan([V2], 0, empty=True, allowed=True, store="s", migrate_command="m")
@@ -111,9 +117,14 @@ class TestSqlite:
     async def test_behind_without_permission_is_refused_and_unchanged(self, tmp_path: Path) -> None:
         path = tmp_path / "ledger.db"
         sqlite_v1_fixture(path)
-        with pytest.raises(StorageError, match=r"version 0, behind this code's 1.*croupier ledger migrate"):
-            await SqliteStore(path, allow_migration=False).open()
+        migrations = (*sqlite_module.MIGRATIONS, V2)
+        with pytest.raises(StorageError, match=r"version 0, behind this code's 2.*croupier ledger migrate --config"):
+            await SqliteStore(path, allow_migration=False, migrations=migrations).open()
         assert user_version(path) == 0
+        store = SqliteStore(path, allow_migration=False)  # adopting version 1 needs no permission
+        await store.open()
+        await store.close()
+        assert user_version(path) == 1
 
     async def test_a_newer_store_is_refused_naming_both_versions(self, tmp_path: Path) -> None:
         path = tmp_path / "ledger.db"
@@ -196,10 +207,11 @@ class TestPostgres:
     async def test_v1_is_adopted_then_migrates_to_v2_and_newer_is_refused(self, pg_server: PgServer) -> None:
         schema = fresh_schema()
         await pg_v1_fixture(pg_server, schema)
-        with pytest.raises(StorageError, match="version 0, behind this code's 1"):
-            await PostgresStore(pg_server.dsn, TEST_LIMITS, schema=schema, allow_migration=False).open()
+        with pytest.raises(StorageError, match="version 0, behind this code's 2"):
+            await PostgresStore(pg_server.dsn, TEST_LIMITS, schema=schema, allow_migration=False,
+                                migrations=(*pg_module.MIGRATIONS, V2)).open()
         assert await pg_version(pg_server, schema) is None
-        store = PostgresStore(pg_server.dsn, TEST_LIMITS, schema=schema)
+        store = PostgresStore(pg_server.dsn, TEST_LIMITS, schema=schema, allow_migration=False)  # adopted
         await store.open()
         try:
             await assert_v1_data_intact(store)
@@ -246,20 +258,26 @@ class TestCommands:
         again = croupier("ledger", "migrate", "--config", str(config), cwd=tmp_path)
         assert again.returncode == 0 and '"from_version":1,"to_version":1,"migrations":[]' in again.stdout
 
-    @pytest.mark.parametrize(("version", "migrate_on_start", "message"), [
-        (9, True, "schema version 9, newer than this code's 1"),
-        (0, False, "croupier ledger migrate --config"),
-    ])
-    def test_serve_refuses_with_a_message_not_a_traceback(self, tmp_path: Path, version: int,
-                                                          migrate_on_start: bool, message: str) -> None:
-        config = write_config(tmp_path, migrate_on_start=migrate_on_start)
+    def test_serve_refuses_a_newer_store_with_a_message_not_a_traceback(self, tmp_path: Path) -> None:
+        config = write_config(tmp_path, migrate_on_start=True)
         (tmp_path / "data").mkdir()
         sqlite_v1_fixture(tmp_path / "data" / "ledger.db")
-        set_user_version(tmp_path / "data" / "ledger.db", version)
+        set_user_version(tmp_path / "data" / "ledger.db", 9)
         done = croupier("ledger", "serve", "--config", str(config), "--port", "1", cwd=tmp_path)
         assert done.returncode == 1
-        assert message in done.stderr and "Traceback" not in done.stderr
-        assert user_version(tmp_path / "data" / "ledger.db") == version
+        assert "schema version 9, newer than this code's 1" in done.stderr and "Traceback" not in done.stderr
+        assert user_version(tmp_path / "data" / "ledger.db") == 9
+
+    def test_verify_reads_an_unversioned_backup_and_refuses_a_newer_one(self, tmp_path: Path) -> None:
+        path = tmp_path / "backup.db"
+        sqlite_v1_fixture(path)
+        done = croupier("ledger", "verify", str(path), cwd=tmp_path)
+        assert done.returncode == 1 and '"entries_checked":0' in done.stdout  # opened; the fixture's rows are fake
+        assert "Traceback" not in done.stderr and user_version(path) == 1  # adopted
+        set_user_version(path, 9)
+        refused = croupier("ledger", "verify", str(path), cwd=tmp_path)
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr
+        assert "schema version 9, newer than this code's 1" in refused.stderr and user_version(path) == 9
 
 
 async def test_the_running_ledger_exports_its_store_schema_version(api: Api) -> None:
