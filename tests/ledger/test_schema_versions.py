@@ -155,6 +155,16 @@ class TestSqlite:
         finally:
             db.close()
 
+    async def test_a_backup_carries_the_schema_version(self, tmp_path: Path) -> None:
+        store = SqliteStore(tmp_path / "ledger.db")
+        await store.open()
+        try:
+            await store.commit(ROWS, PLAYERS, HEAD)
+            await store.backup(tmp_path / "backups" / "copy.db")
+        finally:
+            await store.close()
+        assert user_version(tmp_path / "backups" / "copy.db") == len(sqlite_module.MIGRATIONS)
+
     async def test_a_failing_migration_changes_nothing(self, tmp_path: Path) -> None:
         path = tmp_path / "ledger.db"
         sqlite_v1_fixture(path)
@@ -232,6 +242,16 @@ class TestPostgres:
         assert await pg_version(pg_server, schema) == 2
         with pytest.raises(StorageError, match="schema version 2, newer than this code's 1"):
             await PostgresStore(pg_server.dsn, TEST_LIMITS, schema=schema).open()
+
+    async def test_a_backup_to_sqlite_carries_the_sqlite_schema_version(self, pg_server: PgServer,
+                                                                        tmp_path: Path) -> None:
+        store = PostgresStore(pg_server.dsn, TEST_LIMITS, schema=fresh_schema())
+        await store.open()
+        try:
+            await store.backup(tmp_path / "copy.db")
+        finally:
+            await store.close()
+        assert user_version(tmp_path / "copy.db") == len(sqlite_module.MIGRATIONS)
 
 
 def croupier(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
