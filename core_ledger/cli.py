@@ -29,9 +29,12 @@ def _offline(paths: list[Path], work: Callable[..., Awaitable[dict[str, Any]]], 
     """Open each ledger file, run `work(*stores)`, close them all. Without `migrate` a file of an
     older schema version is refused, never migrated (a backup verified by a newer release must
     stay restorable by the release that wrote it); a file without a version is only adopted."""
+    from shared import logs
+
     for path in paths:
         if not path.is_file():
             raise typer.BadParameter(f"{path} is not a ledger database")
+    logs.configure("info", service="ledger")  # JSON log lines (an adoption) on stderr: stdout is the report
 
     async def run() -> dict[str, Any]:
         stores: list[SqliteStore] = []
@@ -107,10 +110,13 @@ def migrate(
     JSON. Take a backup first; the migration runs in one transaction (all or nothing)."""
     from dataclasses import replace
 
+    from shared import logs
+
     from core_ledger import config as ledger_config
     from core_ledger.http import store_for
 
     cfg = ledger_config.load(config, data_dir=data_dir)
+    logs.configure(cfg.log_level, service="ledger", file=cfg.log_file)  # the migration is logged with the rest
     store = store_for(replace(cfg, migrate_on_start=True))
 
     async def run() -> dict[str, Any]:

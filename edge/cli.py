@@ -52,6 +52,7 @@ def migrate(
     must be stopped; the migration runs in one transaction (all or nothing)."""
     import orjson
 
+    from shared import logs
     from shared.config import ConfigError
 
     from edge import config as edge_config
@@ -61,6 +62,7 @@ def migrate(
         cfg = edge_config.load(config)
     except ConfigError as e:
         raise typer.BadParameter(str(e)) from None
+    logs.configure(cfg.log_level, service="edge", edge_id=cfg.id, file=cfg.log_file)  # logged with the rest
     store = Store(cfg.data_dir / "edge.db", client_id=0, allow_migration=True)
 
     async def run() -> dict[str, object]:

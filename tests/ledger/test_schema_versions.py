@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import asyncpg
+import orjson
 import pytest
 
 from shared.migrations import Migration, SchemaBehind, SchemaTooNew, plan
@@ -273,10 +274,13 @@ class TestCommands:
         sqlite_v1_fixture(tmp_path / "data" / "ledger.db")
         done = croupier("ledger", "migrate", "--config", str(config), cwd=tmp_path)
         assert done.returncode == 0, done.stderr
-        assert '"from_version":0,"to_version":1' in done.stdout
+        report = orjson.loads(done.stdout)  # stdout is the report alone; the log line goes to the log
+        assert (report["from_version"], report["to_version"], report["backend"]) == (0, 1, "sqlite")
+        assert '"schema_migrated"' in done.stderr
         assert user_version(tmp_path / "data" / "ledger.db") == 1
         again = croupier("ledger", "migrate", "--config", str(config), cwd=tmp_path)
-        assert again.returncode == 0 and '"from_version":1,"to_version":1,"migrations":[]' in again.stdout
+        assert again.returncode == 0
+        assert orjson.loads(again.stdout) == {"backend": "sqlite", "from_version": 1, "to_version": 1, "migrations": []}
 
     def test_serve_refuses_a_newer_store_with_a_message_not_a_traceback(self, tmp_path: Path) -> None:
         config = write_config(tmp_path, migrate_on_start=True)
@@ -292,7 +296,7 @@ class TestCommands:
         path = tmp_path / "backup.db"
         sqlite_v1_fixture(path)
         done = croupier("ledger", "verify", str(path), cwd=tmp_path)
-        assert done.returncode == 1 and '"entries_checked":0' in done.stdout  # opened; the fixture's rows are fake
+        assert done.returncode == 1 and orjson.loads(done.stdout)["entries_checked"] == 0  # the rows are fake
         assert "Traceback" not in done.stderr and user_version(path) == 1  # adopted
         set_user_version(path, 9)
         refused = croupier("ledger", "verify", str(path), cwd=tmp_path)
