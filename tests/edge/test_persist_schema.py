@@ -130,3 +130,17 @@ async def test_the_running_edge_exports_its_store_schema_version(edges: Any, htt
     e = await edges("eu")
     async with http.get(e.url("eu") + "/metrics", headers={"Authorization": "Bearer metrics-token"}) as r:
         assert f"edge_store_schema_version {float(len(MIGRATIONS))}" in await r.text()
+
+
+def test_migrate_on_start_is_read_from_the_config(tmp_path: Path) -> None:
+    from shared.config import ConfigError
+
+    from edge import config as edge_config
+
+    assert edge_config.load(edge_dir(tmp_path, migrate=False)).migrate_on_start is False
+    path = tmp_path / "edge.toml"
+    path.write_text(CONFIG.replace("migrate_on_start = {migrate}\n", ""))
+    assert edge_config.load(path).migrate_on_start is True
+    path.write_text(CONFIG.replace("{migrate}", "1"))
+    with pytest.raises(ConfigError, match="migrate_on_start"):
+        edge_config.load(path)

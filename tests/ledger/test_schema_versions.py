@@ -307,3 +307,24 @@ class TestCommands:
 async def test_the_running_ledger_exports_its_store_schema_version(api: Api) -> None:
     _, text = await api.get("admin_read", "/metrics")
     assert f"ledger_store_schema_version {float(len(sqlite_module.MIGRATIONS))}" in text
+
+
+class TestConfig:
+    def test_migrate_on_start_defaults_to_true_and_reaches_the_store(self, tmp_path: Path) -> None:
+        from shared.config import ConfigError
+
+        from core_ledger import config
+        from core_ledger.http import store_for
+
+        path = tmp_path / "ledger.toml"
+        path.write_text('[ledger]\ndata_dir = "d"\n')
+        cfg = config.load(path)
+        assert cfg.migrate_on_start is True
+        store = store_for(cfg)
+        assert isinstance(store, SqliteStore) and store.allow_migration is True
+        path.write_text('[ledger]\ndata_dir = "d"\nmigrate_on_start = false\n')
+        store = store_for(config.load(path))
+        assert isinstance(store, SqliteStore) and store.allow_migration is False
+        path.write_text('[ledger]\ndata_dir = "d"\nmigrate_on_start = "yes"\n')
+        with pytest.raises(ConfigError, match="migrate_on_start"):
+            config.load(path)
