@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -77,7 +78,7 @@ def migrate(
 
     try:
         report = asyncio.run(run())
-    except SchemaVersionError as e:
+    except (SchemaVersionError, sqlite3.Error) as e:  # a message, not a traceback (e.g. the edge still runs)
         sys.stderr.write(f"croupier edge migrate: {e}\n")
         raise typer.Exit(1) from None
     sys.stdout.write(orjson.dumps(report).decode() + "\n")

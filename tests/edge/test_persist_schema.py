@@ -144,3 +144,17 @@ def test_migrate_on_start_is_read_from_the_config(tmp_path: Path) -> None:
     path.write_text(CONFIG.replace("{migrate}", "1"))
     with pytest.raises(ConfigError, match="migrate_on_start"):
         edge_config.load(path)
+
+
+def test_migrate_while_the_store_is_busy_fails_with_a_message(tmp_path: Path) -> None:
+    config = edge_dir(tmp_path, migrate=True)
+    holder = sqlite3.connect(tmp_path / "eu" / "edge.db", isolation_level=None)
+    try:
+        holder.execute("PRAGMA journal_mode=WAL")
+        holder.execute("BEGIN IMMEDIATE")  # a running edge's writer mid-commit
+        refused = croupier("edge", "migrate", "--config", str(config), cwd=tmp_path)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr and "locked" in refused.stderr
+    assert pragma_version(tmp_path / "eu" / "edge.db") == 0
