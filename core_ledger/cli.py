@@ -1,4 +1,4 @@
-"""`croupier ledger serve | verify | rebuild | compare | backup | restore | verify-backup`."""
+"""`croupier ledger serve | verify | rebuild | compare | migrate | backup | restore | verify-backup`."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import orjson
 import structlog
 import typer
 
-from core_ledger.store import SqliteStore
+from core_ledger.store import SqliteStore, StorageError
 
 GC_THRESHOLDS = (50_000, 20, 100)
 
@@ -22,24 +22,37 @@ def _print(value: Any) -> None:
     sys.stdout.write(orjson.dumps(value).decode() + "\n")
 
 
-def _offline(paths: list[Path], work: Callable[..., Awaitable[dict[str, Any]]]) -> dict[str, Any]:
-    """Open each ledger file, run `work(*stores)`, close them all."""
+CANNOT_OPEN_EXIT = 2  # an offline command could not open a file (missing, or a schema it may not read)
+
+
+def _offline(paths: list[Path], work: Callable[..., Awaitable[dict[str, Any]]], *,
+             migrate: bool = False) -> dict[str, Any]:
+    """Open each ledger file, run `work(*stores)`, close them all. Without `migrate` a file of an
+    older schema version is refused, never migrated (a backup verified by a newer release must
+    stay restorable by the release that wrote it); a file without a version is only adopted."""
+    from shared import logs
+
     for path in paths:
         if not path.is_file():
             raise typer.BadParameter(f"{path} is not a ledger database")
+    logs.configure("info", service="ledger")  # JSON log lines (an adoption) on stderr: stdout is the report
 
     async def run() -> dict[str, Any]:
         stores: list[SqliteStore] = []
         try:
             for path in paths:
-                stores.append(SqliteStore(path))
+                stores.append(SqliteStore(path, allow_migration=migrate))
                 await stores[-1].open()
             return await work(*stores)
         finally:
             for store in stores:
                 await store.close()
 
-    return asyncio.run(run())
+    try:
+        return asyncio.run(run())
+    except StorageError as e:
+        sys.stderr.write(f"croupier ledger: {e}\n")
+        raise typer.Exit(CANNOT_OPEN_EXIT) from None
 
 
 def serve(
@@ -85,11 +98,54 @@ def serve(
     # rescan them so often that GC cost a third of the per-bet CPU in profiles.
     gc.set_threshold(*GC_THRESHOLDS)
     gc.freeze()  # what start-up built (modules, models, routes) lives for good: never rescan it
-    web.run_app(create_app(cfg, standby=standby), host=cfg.host, port=cfg.port, print=None, access_log=None)
+    try:
+        web.run_app(create_app(cfg, standby=standby), host=cfg.host, port=cfg.port, print=None, access_log=None)
+    except StorageError as e:  # the store cannot be opened (e.g. its schema version): a message, not a traceback
+        import structlog
+
+        structlog.get_logger("croupier.ledger").error("ledger_start_refused", error=str(e))
+        sys.stderr.write(f"croupier ledger: cannot start: {e}\n")
+        raise typer.Exit(1) from None
+
+
+def migrate(
+    config: Path = typer.Option(..., "--config", exists=True, dir_okay=False, help="TOML config file."),
+    data_dir: Path | None = typer.Option(None, "--data-dir"),
+) -> None:
+    """Bring the configured store (SQLite or PostgreSQL) to this code's schema version; prints
+    JSON. Take a backup first; the migration runs in one transaction (all or nothing)."""
+    from dataclasses import replace
+
+    from shared import logs
+
+    from core_ledger import config as ledger_config
+    from core_ledger.http import store_for
+
+    cfg = ledger_config.load(config, data_dir=data_dir)
+    logs.configure(cfg.log_level, service="ledger", file=cfg.log_file)  # the migration is logged with the rest
+    store = store_for(replace(cfg, migrate_on_start=True))
+
+    async def run() -> dict[str, Any]:
+        await store.open()
+        try:
+            plan = store.schema_plan
+            assert plan is not None  # SQLite and PostgreSQL stores record what open found
+            return {"backend": cfg.backend, "from_version": plan.stored, "to_version": plan.target,
+                    "migrations": [{"version": m.version, "summary": m.summary} for m in plan.steps]}
+        finally:
+            await store.close()
+
+    try:
+        report = asyncio.run(run())
+    except StorageError as e:
+        sys.stderr.write(f"croupier ledger migrate: {e}\n")
+        raise typer.Exit(1) from None
+    _print(report)
 
 
 def verify(path: Path = typer.Argument(..., help="Path to ledger.db")) -> None:
-    """Verify the journal's hash chain offline; prints JSON, exit 1 when broken."""
+    """Verify the journal's hash chain offline; prints JSON, exit 1 when broken, 2 when the file
+    cannot be opened (e.g. a schema version this code may not read: see docs/runbooks/upgrade.md)."""
     from core_ledger.reads import verify_store
 
     report = _offline([path], verify_store)
@@ -110,7 +166,7 @@ def rebuild(path: Path = typer.Argument(..., help="Path to ledger.db (the ledger
         await store.replace_derived(tables)
         return {**report, "rebuilt": True, "rows": {t: len(rows) for t, rows in tables.items()}}
 
-    report = _offline([path], work)
+    report = _offline([path], work, migrate=True)  # rebuild writes the tables of this code's schema
     _print(report)
     raise typer.Exit(0 if report["rebuilt"] else 1)
 
@@ -278,3 +334,4 @@ def register(app: typer.Typer) -> None:
     app.command("backup")(backup)
     app.command("restore")(restore)
     app.command("verify-backup")(verify_backup)
+    app.command("migrate")(migrate)

@@ -10,6 +10,7 @@ reported at once (one ConfigError naming them all); unknown keys and tables are 
     data_dir = "/var/lib/croupier/ledger"
     peers = ["http://127.0.0.1:8701"]   (other ledgers: a primary of a higher epoch there fences this one)
     backup_dir = "/mnt/backups/ledger"  (off the data disk; unset: no backups)
+    migrate_on_start = true   (false: a store of an older schema is refused until `croupier ledger migrate` ran)
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ class LedgerConfig:
     backup_interval_s: float = 0.0  # 0: not scheduled
     backup_keep: int = 7
     fault_apply_delay_file: Path | None = None  # test-only fault point (see the module docstring)
+    migrate_on_start: bool = True  # migrate an older store at start (false: refuse, run `ledger migrate`)
     tokens: tuple[TokenEntry, ...] = field(default_factory=tuple)
 
     @property
@@ -141,6 +143,8 @@ LEDGER = Table("ledger", (
     Key("backup_interval_s", float, 0.0, "Seconds between scheduled backups (0: none; else at least 1).",
         minimum=0, maximum=BACKUP_INTERVAL_MAX_S),
     _count("backup_keep", 7, "Finished backups kept in `backup_dir`; older ones are deleted."),
+    Key("migrate_on_start", bool, True, "Migrate a store of an older schema version at start; false: refuse "
+        "the start until `croupier ledger migrate` ran (a new store is always created)."),
     Key("fault_apply_delay_file", str, "", "TEST ONLY, unset in production: while this file holds a number of "
         "seconds, a standby pauses that long inside each apply (the chaos cluster sets it).", path=True),
 ), "The core ledger: `croupier ledger serve --config FILE`.")

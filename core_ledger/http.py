@@ -263,8 +263,9 @@ def store_for(config: LedgerConfig) -> Store:
         from core_ledger.store.postgres import PostgresLimits, PostgresStore
 
         limits = PostgresLimits(pool_size_max=config.postgres_pool_size_max)
-        return PostgresStore(config.postgres_dsn, limits, schema=config.postgres_schema)
-    return SqliteStore(config.db_path)
+        return PostgresStore(config.postgres_dsn, limits, schema=config.postgres_schema,
+                             allow_migration=config.migrate_on_start)
+    return SqliteStore(config.db_path, allow_migration=config.migrate_on_start)
 
 
 def create_app(config: LedgerConfig, *, store: Store | None = None, clock: Callable[[], datetime] = utc_now,

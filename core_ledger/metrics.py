@@ -120,3 +120,7 @@ class LedgerMetrics:
             "ledger_fault_point_enabled",
             "1 while a test-only fault point (fault_apply_delay_file) is configured: never in production.",
             registry=registry)
+        self.store_schema_version = Gauge(
+            "ledger_store_schema_version",
+            "Schema version of the opened store (0: a store without versions, such as the in-memory one).",
+            registry=registry)

@@ -12,6 +12,9 @@ accepted for old config files and ignored: CRDT client ids derive from the edge 
 Every key is described once, in `EDGE` and `PEERS` below (type, default, range, meaning); `docs/CONFIG.md` is
 generated from them (`python -m shared.configdoc`). `CROUPIER_EDGE__<KEY>` environment variables override the
 file (`--host`/`--port` override both). Every problem of a file is reported at once; unknown keys are refused.
+
+`migrate_on_start` (default true): an `edge.db` of an older schema version is migrated at start;
+false refuses the start until `croupier edge migrate` ran (a new store is always created).
 """
 
 from __future__ import annotations
@@ -97,6 +100,7 @@ class EdgeConfig:
     limits: Limits = Limits()
     ledger_urls: tuple[str, ...] = ()  # failover order; empty: just ledger_url
     log_file: Path | None = None  # JSON log lines appended there; None: stderr
+    migrate_on_start: bool = True  # migrate an older edge.db at start (false: refuse, run `edge migrate`)
 
     @property
     def ledger_endpoints(self) -> tuple[str, ...]:
@@ -134,6 +138,8 @@ EDGE = Table("edge", (
         "`body_bytes_max`.", minimum=1024, maximum=BYTES_MAX),
     Key("log_level", str, "info", "Least severe log level written (any case).", choices=LOG_LEVELS, any_case=True),
     Key("log_file", str, "", "File the JSON log lines are appended to; unset: stderr.", path=True),
+    Key("migrate_on_start", bool, True, "Migrate an `edge.db` of an older schema version at start; false: refuse "
+        "the start until `croupier edge migrate` ran (a new store is always created)."),
     Key("sync_doc_bytes_max", int, _LIMITS.sync_doc_bytes_max, "Encoded size of one CRDT document after a peer's "
         "update, at most (over: refused and counted).", minimum=1024),
     Key("sync_peer_bytes_per_s", int, _LIMITS.sync_peer_bytes_per_s, "Sustained bytes of accepted updates per "
@@ -284,4 +290,5 @@ def parse(raw: dict[str, Any], base: Path, environ: Mapping[str, str] | None = N
         peers=peers,
         tokens=tuple(tokens),
         limits=limits,
+        migrate_on_start=values["migrate_on_start"],
     )

@@ -2,7 +2,8 @@
 for the writer's loads, one for every other read.
 
 Derived tables are (key columns..., doc JSON). The journal is protected by triggers against UPDATE
-and DELETE; its rows hold the canonical entry text that the chain hashes.
+and DELETE; its rows hold the canonical entry text that the chain hashes. The schema version is
+`PRAGMA user_version`, moved forward by `MIGRATIONS` at open (see `shared.migrations`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from typing import Any, TypeVar
 
 import aiosqlite
 import orjson
+
+from shared import sqlite_migrate
+from shared.migrations import Migration, Plan, SchemaVersionError
 
 from core_ledger.domain.state import ENTRIES, TABLES, Doc, Key
 from core_ledger.store.base import KEYS_PER_QUERY_MAX, Head, JournalRow, Rows, StorageError, Store
@@ -42,6 +46,11 @@ SCHEMA = [
     "CREATE INDEX IF NOT EXISTS client_rounds_by_round ON client_rounds (round_id)",
     "CREATE INDEX IF NOT EXISTS idem_by_id ON idem (id)",
 ]
+# Numbered schema migrations, 1..N; never edit or drop one that was released, append a new one.
+MIGRATIONS = (
+    Migration(1, "meta, the append-only journal, the derived tables and their indexes", tuple(SCHEMA)),
+)
+MIGRATE_COMMAND = "croupier ledger migrate --config <ledger.toml>"
 T = TypeVar("T")
 HEAD_SQL = "(SELECT value FROM meta WHERE key = 'head_sequence')"
 
@@ -133,8 +142,15 @@ def mkdir_durable(directory: Path) -> None:
             os.close(fd)
 
 class SqliteStore(Store):
-    def __init__(self, path: Path) -> None:
+    """`allow_migration`: whether `open` may migrate a store that is behind (an empty one is always
+    created at the latest version); `migrations` is replaced by tests only."""
+
+    def __init__(self, path: Path, *, allow_migration: bool = True,
+                 migrations: Sequence[Migration] = MIGRATIONS) -> None:
         self.path = path
+        self.allow_migration = allow_migration
+        self.migrations = tuple(migrations)
+        self.schema_plan: Plan | None = None  # what the last `open` found and did
         self._writer: aiosqlite.Connection | None = None
         self._loader: aiosqlite.Connection | None = None  # the writer's loads only (see `load`)
         self._reader: aiosqlite.Connection | None = None
@@ -143,9 +159,14 @@ class SqliteStore(Store):
         mkdir_durable(self.path.parent)
         try:
             self._writer = await self._connect()
-            await self._writer.executescript(";\n".join(SCHEMA) + ";")
+            self.schema_plan = await sqlite_migrate.migrate(
+                self._writer, self.migrations, allowed=self.allow_migration,
+                store=f"the ledger database {self.path}", migrate_command=MIGRATE_COMMAND)
             self._loader = await self._connect()
             self._reader = await self._connect()
+        except SchemaVersionError as e:
+            await self.close()
+            raise StorageError(str(e)) from e
         except sqlite3.Error as e:
             await self.close()
             raise StorageError(f"cannot open {self.path}: {e}") from e
