@@ -35,18 +35,17 @@ from typing import IO, Any
 
 import orjson
 
-from core_ledger.domain import ChainCheck, State, evolve
+from shared.migrations import latest
+
+from core_ledger.domain import ENTRY_FORMAT, ChainCheck, State, evolve
 from core_ledger.domain.journal import GENESIS_HASH
 from core_ledger.domain.state import TABLES
 from core_ledger.store import SqliteStore, Store
 from core_ledger.store.base import Head, JournalRow
-from core_ledger.store.sqlite import mkdir_durable
+from core_ledger.store.sqlite import MIGRATIONS, mkdir_durable
 
 FORMAT = "croupier-ledger-backup"
 FORMAT_VERSION = 1
-# The ledger's storage schema version recorded in each manifest. The schema-migrations work owns
-# the real number; until it lands every ledger is at version 1.
-SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 JOURNAL = "journal.ndjson"
 PARTIAL = ".partial"
@@ -161,7 +160,10 @@ async def write_backup(store: Store, directory: Path, *, backend: str, clock: Ca
         head = await store.backup(work / SNAPSHOT)
         files = await asyncio.to_thread(_export_snapshot, work / SNAPSHOT, work, head)
         _remove_snapshot(work)
-        manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "schema_version": SCHEMA_VERSION,
+        plan = getattr(store, "schema_plan", None)  # what the source store was opened at (memory: none)
+        manifest = {"format": FORMAT, "format_version": FORMAT_VERSION,
+                    "schema_version": plan.target if plan is not None else latest(MIGRATIONS),
+                    "journal_entry_format": ENTRY_FORMAT,
                     "epoch": head.epoch, "head_sequence": head.sequence, "head_hash": head.hash,
                     "created_at": now.isoformat(), "source_backend": backend, "files": files}
         manifest_path = work / MANIFEST

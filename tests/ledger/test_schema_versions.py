@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import orjson
@@ -165,6 +166,21 @@ class TestSqlite:
         finally:
             await store.close()
         assert user_version(tmp_path / "backups" / "copy.db") == len(sqlite_module.MIGRATIONS)
+
+    async def test_a_backup_manifest_names_the_source_stores_schema_version_and_entry_format(
+            self, tmp_path: Path, aiohttp_client: Any) -> None:
+        from core_ledger.domain import ENTRY_FORMAT
+        from core_ledger.http import create_app
+        from tests.ledger.conftest import FakeClock, ledger_config
+
+        store = SqliteStore(tmp_path / "data" / "ledger.db", migrations=(*sqlite_module.MIGRATIONS, V2))
+        config = ledger_config(tmp_path / "data", backup_dir=tmp_path / "backups")
+        api = Api(await aiohttp_client(create_app(config, clock=FakeClock(), store=store)))
+        await api.player()
+        status, backup = await api.post("admin_write", "/admin/v1/backups", {})
+        assert status == 201, backup
+        manifest = orjson.loads((Path(backup["path"]) / "manifest.json").read_bytes())
+        assert (manifest["schema_version"], manifest["journal_entry_format"]) == (2, ENTRY_FORMAT)
 
     async def test_a_failing_migration_changes_nothing(self, tmp_path: Path) -> None:
         path = tmp_path / "ledger.db"
