@@ -12,6 +12,7 @@
     peers = ["http://127.0.0.1:8701"]  (other ledgers: a primary of a higher epoch there fences this one)
     peer_check_interval_s = 5.0   peer_check_timeout_s = 2.0
     epoch_claim_recheck_s = 1.0   (a caller's epoch claim the peers refuted: refuted again without asking)
+    liabilities_interval_s = 30.0 (how often ledger_liabilities_minor is sampled from the system accounts)
     fault_apply_delay_file = ""   (TEST ONLY, off by default: while this file holds a number of
                                    seconds, a standby pauses that long inside each apply, before
                                    its commit; only the chaos cluster sets it)
@@ -61,6 +62,7 @@ class LedgerConfig:
     peer_check_interval_s: float = 5.0
     peer_check_timeout_s: float = 2.0
     epoch_claim_recheck_s: float = 1.0  # a peer survey is remembered this long for judging epoch claims
+    liabilities_interval_s: float = 30.0  # sampling period of ledger_liabilities_minor (core_ledger/liabilities.py)
     fault_apply_delay_file: Path | None = None  # test-only fault point (see the module docstring)
     tokens: tuple[TokenEntry, ...] = field(default_factory=tuple)
 
@@ -75,7 +77,8 @@ class LedgerConfig:
 
 _INTS = ("port", "commit_batch_max", "queue_depth_max", "body_bytes_max", "page_limit_max", "batch_actions_max",
          "postgres_pool_size_max", "journal_wait_ms_max")
-_SECONDS = ("standby_ack_timeout_s", "peer_check_interval_s", "peer_check_timeout_s", "epoch_claim_recheck_s")
+_SECONDS = ("standby_ack_timeout_s", "peer_check_interval_s", "peer_check_timeout_s", "epoch_claim_recheck_s",
+            "liabilities_interval_s")
 SECONDS_MAX = 600.0
 BACKENDS = ("sqlite", "postgres")
 

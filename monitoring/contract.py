@@ -38,6 +38,11 @@ EDGE_METRICS = (
     MetricSpec("edge_crdt_invalid_slots_total", "counter", ("doc",)),
     MetricSpec("edge_background_failures_total", "counter", ("task",)),
     MetricSpec("edge_background_task_failing", "gauge", ("task",)),
+    # Errors of money requests by stable code (edge_money_requests_total keeps its labels), the breaker
+    # of each ledger URL by its position in ledger_urls (never the URL), and the store's files.
+    MetricSpec("edge_money_errors_total", "counter", ("operation", "code")),
+    MetricSpec("edge_ledger_breaker_open", "gauge", ("url_index",)),
+    MetricSpec("edge_db_bytes", "gauge", ("file",)),
 )
 
 LEDGER_METRICS = (
@@ -72,10 +77,27 @@ LEDGER_METRICS = (
     MetricSpec("ledger_invariant_failures_total", "counter"),
     # A test-only fault point (the chaos run's slow standby apply) configured: must never be in production.
     MetricSpec("ledger_fault_point_enabled", "gauge"),
+    # Capacity: the writer's queue, the SQLite files (file: db | wal) and the free space of data_dir;
+    # liabilities by kind (player_balances | jackpot_pools | bonus_granted) and currency.
+    MetricSpec("ledger_write_queue_depth", "gauge"),
+    MetricSpec("ledger_db_bytes", "gauge", ("file",)),
+    MetricSpec("ledger_data_dir_free_bytes", "gauge"),
+    MetricSpec("ledger_liabilities_minor", "gauge", ("kind", "currency")),
 )
 
 COMMON_METRICS = (
     MetricSpec("http_request_duration_seconds", "histogram", ("route", "method", "status")),
+    # Every process (shared/runtime_metrics.py): its build, and prometheus_client's process, platform
+    # and GC collectors (the USE panels: CPU, memory, file descriptors).
+    MetricSpec("croupier_build_info", "gauge", ("version", "service")),
+    MetricSpec("process_cpu_seconds_total", "counter"),
+    MetricSpec("process_resident_memory_bytes", "gauge"),
+    MetricSpec("process_virtual_memory_bytes", "gauge"),
+    MetricSpec("process_open_fds", "gauge"),
+    MetricSpec("process_max_fds", "gauge"),
+    MetricSpec("process_start_time_seconds", "gauge"),
+    MetricSpec("python_info", "gauge", ("implementation", "major", "minor", "patchlevel", "version")),
+    MetricSpec("python_gc_collections_total", "counter", ("generation",)),
 )
 
 ALL_METRICS = EDGE_METRICS + LEDGER_METRICS + COMMON_METRICS
