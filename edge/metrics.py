@@ -90,5 +90,6 @@ class EdgeMetrics:
             "edge_db_bytes", "Size of the edge's SQLite store files, by file (db, wal).", ["file"], registry=registry)
         for operation in MONEY_OPERATIONS:
             self.effect_failures_total.labels(operation)
+            self.money_errors_total.labels(operation, "other")
         for task in BACKGROUND_TASKS:
             self.background_failures_total.labels(task)
