@@ -52,6 +52,8 @@ LEDGER_METRICS = (
     MetricSpec("ledger_idempotent_replays_total", "counter"),
     MetricSpec("ledger_conflicts_total", "counter", ("reason",)),
     MetricSpec("ledger_journal_head_sequence", "gauge"),
+    # Dashboards annotate promotions from its changes (and fences from ledger_fenced's).
+    MetricSpec("ledger_epoch", "gauge"),
     # Exported by standbys only; a primary without standbys has no such series.
     MetricSpec("ledger_replica_lag_sequences", "gauge"),
     MetricSpec("ledger_replica_lag_seconds", "gauge"),
