@@ -61,6 +61,7 @@ class LedgerConfig:
     backup_dir: Path | None = None  # where backups go (off the data disk); None: no backups
     backup_interval_s: float = 0.0  # 0: not scheduled
     backup_keep: int = 7
+    liabilities_interval_s: float = 30.0  # sampling period of ledger_liabilities_minor (core_ledger/liabilities.py)
     fault_apply_delay_file: Path | None = None  # test-only fault point (see the module docstring)
     migrate_on_start: bool = True  # migrate an older store at start (false: refuse, run `ledger migrate`)
     tokens: tuple[TokenEntry, ...] = field(default_factory=tuple)
@@ -143,6 +144,8 @@ LEDGER = Table("ledger", (
     Key("backup_interval_s", float, 0.0, "Seconds between scheduled backups (0: none; else at least 1).",
         minimum=0, maximum=BACKUP_INTERVAL_MAX_S),
     _count("backup_keep", 7, "Finished backups kept in `backup_dir`; older ones are deleted."),
+    Key("liabilities_interval_s", float, 30.0, "How often `ledger_liabilities_minor` is sampled from the system "
+        "accounts and jackpot pools.", above=0, maximum=600),
     Key("migrate_on_start", bool, True, "Migrate a store of an older schema version at start; false: refuse "
         "the start until `croupier ledger migrate` ran (a new store is always created)."),
     Key("fault_apply_delay_file", str, "", "TEST ONLY, unset in production: while this file holds a number of "

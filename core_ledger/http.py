@@ -23,6 +23,7 @@ from shared import auth, logs
 from shared.errors import BadRequest, CroupierError, Forbidden, problem, status_for
 from shared.models import MONEY_OPS, BatchIn
 from shared.routes import serve_routes
+from shared.runtime_metrics import file_bytes, free_bytes, register_runtime_collectors, sqlite_files
 from shared.web import (
     PRINCIPAL,
     Handler,
@@ -41,6 +42,7 @@ from core_ledger.backup_jobs import Backups
 from core_ledger.config import LedgerConfig
 from core_ledger.domain import Command
 from core_ledger.fencing import Fencing
+from core_ledger.liabilities import LiabilitiesSampler
 from core_ledger.metrics import LedgerMetrics
 from core_ledger.reads import LedgerReads
 from core_ledger.replication import EPOCH_HEADER
@@ -49,6 +51,7 @@ from core_ledger.routes import (
     BACKUPS,
     CONFIG,
     FENCING,
+    LIABILITIES,
     READS,
     SERVICE,
     STANDBY,
@@ -283,10 +286,12 @@ def create_app(config: LedgerConfig, *, store: Store | None = None, clock: Calla
         log.warning("ledger_fault_point_enabled", fault="apply_delay", file=str(config.fault_apply_delay_file))
         app[SERVICE].apply_fault_delay = partial(_fault_delay, config.fault_apply_delay_file)
     metrics.fault_point_enabled.set(1 if config.fault_apply_delay_file is not None else 0)
+    _export_capacity(registry, metrics, config, app[SERVICE])
     if standby is not None:
         app[STANDBY] = Standby(app[SERVICE], standby, StandbyMetrics(registry), clock)
     app[READS] = LedgerReads(store, clock=clock)
     app[AUDITOR] = Auditor(app[SERVICE], app[READS], metrics, clock)
+    app[LIABILITIES] = LiabilitiesSampler(store, metrics, config.liabilities_interval_s)
     app[CONFIG] = config
     app[BACKUPS] = Backups(store, config, metrics, clock)
     app[FENCING] = Fencing(app[SERVICE], metrics, peers=config.peers, timeout_s=config.peer_check_timeout_s,
@@ -299,7 +304,7 @@ def create_app(config: LedgerConfig, *, store: Store | None = None, clock: Calla
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await app[SERVICE].start()
         await app[FENCING].start()  # peers first: a primary that lost a failover never takes a write
-        tasks = [t for t in (app.get(STANDBY), app[AUDITOR], app[BACKUPS]) if t is not None]
+        tasks = [t for t in (app.get(STANDBY), app[AUDITOR], app[BACKUPS], app[LIABILITIES]) if t is not None]
         for task in tasks:
             task.start()
         service = app[SERVICE]
@@ -318,6 +323,17 @@ def create_app(config: LedgerConfig, *, store: Store | None = None, clock: Calla
 
     app.cleanup_ctx.append(lifecycle)
     return app
+
+
+def _export_capacity(registry: CollectorRegistry, metrics: LedgerMetrics, config: LedgerConfig,
+                     service: LedgerService) -> None:
+    """Process, build, queue and disk gauges, read at scrape time."""
+    register_runtime_collectors(registry, "ledger")
+    metrics.write_queue_depth.set_function(lambda: service.queue_depth)
+    metrics.data_dir_free_bytes.set_function(free_bytes(config.data_dir))
+    if config.backend == "sqlite":
+        for name, path in sqlite_files(config.db_path).items():
+            metrics.db_bytes.labels(name).set_function(partial(file_bytes, path))
 
 
 def _fault_delay(path: Path) -> float:

@@ -124,3 +124,17 @@ class LedgerMetrics:
             "ledger_store_schema_version",
             "Schema version of the opened store (0: a store without versions, such as the in-memory one).",
             registry=registry)
+        # Capacity and liabilities (read at scrape time, or sampled on a timer: core_ledger/liabilities.py).
+        self.write_queue_depth = Gauge(
+            "ledger_write_queue_depth", "Commands waiting for the writer (503 once queue_depth_max is reached).",
+            registry=registry)
+        self.db_bytes = Gauge(
+            "ledger_db_bytes", "Size of the SQLite database files, by file (db, wal); absent on PostgreSQL.",
+            ["file"], registry=registry)
+        self.data_dir_free_bytes = Gauge(
+            "ledger_data_dir_free_bytes", "Free bytes on the file system of the ledger's data_dir.",
+            registry=registry)
+        self.liabilities_minor = Gauge(
+            "ledger_liabilities_minor",
+            "What the operator owes, in minor units, by kind (player_balances, jackpot_pools, bonus_granted) "
+            "and currency, sampled every 30 seconds.", ["kind", "currency"], registry=registry)

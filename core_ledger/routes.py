@@ -15,6 +15,7 @@ from core_ledger.audit import Auditor
 from core_ledger.backup_jobs import Backups
 from core_ledger.config import LedgerConfig
 from core_ledger.fencing import Fencing
+from core_ledger.liabilities import LiabilitiesSampler
 from core_ledger.reads import LedgerReads
 from core_ledger.service import LedgerService
 from core_ledger.standby import Standby
@@ -26,6 +27,7 @@ STANDBY = web.AppKey("ledger_standby", Standby)  # present only in standby mode
 AUDITOR = web.AppKey("ledger_auditor", Auditor)
 FENCING = web.AppKey("ledger_fencing", Fencing)
 BACKUPS = web.AppKey("ledger_backups", Backups)
+LIABILITIES = web.AppKey("ledger_liabilities", LiabilitiesSampler)
 
 
 def query_int(request: web.Request, name: str, default: int, *, low: int = 0, high: int) -> int:

@@ -148,6 +148,11 @@ class LedgerService:
         return self._committed
 
     @property
+    def queue_depth(self) -> int:
+        """Jobs queued for the writer and not yet taken into a group."""
+        return self._queue.qsize()
+
+    @property
     def epoch(self) -> int:
         return self._head.epoch
 

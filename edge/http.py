@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
+from functools import partial
+from pathlib import Path
 
 import structlog
 from aiohttp import web
@@ -17,6 +19,7 @@ from prometheus_client import CollectorRegistry
 from shared import auth, logs
 from shared.models import MONEY_OPS, SessionStateIn
 from shared.routes import Route, path_id, serve_routes
+from shared.runtime_metrics import file_bytes, register_runtime_collectors, sqlite_files
 from shared.tasks import supervise
 from shared.web import annotate, json_response, make_app, principal, read_model
 
@@ -117,6 +120,16 @@ ROUTES = [
 ]
 
 
+def _export_capacity(registry: CollectorRegistry, metrics: EdgeMetrics, store_path: Path,
+                     ledger: LedgerClient) -> None:
+    """Process, build, breaker and disk gauges, read at scrape time."""
+    register_runtime_collectors(registry, "edge")
+    for index in range(ledger.url_count):
+        metrics.ledger_breaker_open.labels(str(index)).set_function(partial(ledger.breaker_open, index))
+    for name, path in sqlite_files(store_path).items():
+        metrics.db_bytes.labels(name).set_function(partial(file_bytes, path))
+
+
 def create_app(cfg: EdgeConfig, *, registry: CollectorRegistry | None = None,
                clock: Callable[[], float] = time.time, store_limits: StoreLimits = StoreLimits()) -> web.Application:
     registry = registry or CollectorRegistry()
@@ -129,12 +142,14 @@ def create_app(cfg: EdgeConfig, *, registry: CollectorRegistry | None = None,
     # A fresh CRDT identity at every start (edge.crdt.identity): never a (client, clock) pair peers may hold.
     client_id = fresh_client_id(cfg.id, time.time())
     hub_ref: list[SyncHub] = []
-    store = Store(cfg.data_dir / "edge.db", client_id, store_limits,
+    store_path = cfg.data_dir / "edge.db"
+    store = Store(store_path, client_id, store_limits,
                   on_durable=lambda updates: hub_ref[0].push(updates) if hub_ref else None, health=health,
                   allow_migration=cfg.migrate_on_start)
     state = EdgeState(cfg.id, client_id, cfg.limits.docs_live_max, store, metrics, clock)
     ledger = LedgerClient(cfg.ledger_endpoints, cfg.ledger_token, attempt_timeout_s=cfg.ledger_attempt_timeout_s,
                           deadline_s=cfg.ledger_deadline_s, limits=cfg.limits, metrics=metrics)
+    _export_capacity(registry, metrics, store_path, ledger)
     catalog = JackpotCatalog(ledger, cfg.limits.jackpot_lookup_interval_s)
     reconciler = Reconciler(state, ledger, cfg.limits, catalog=catalog, health=health)
     hub = SyncHub(cfg.id, cfg.peers, cfg.peer_token, state, cfg.limits, metrics, on_hint=reconciler.mark_dirty,

@@ -170,6 +170,14 @@ class LedgerClient:
         """The breaker of the URL in use."""
         return self._breakers[self._current]
 
+    def breaker_open(self, index: int) -> bool:
+        """Whether the breaker of the `index`-th ledger URL is open (calls to it fail at once)."""
+        return self._breakers[index].is_open()
+
+    @property
+    def url_count(self) -> int:
+        return len(self._bases)
+
     @property
     def ledger_url(self) -> str:
         return self._bases[self._current]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from shared.errors import CLASS_BY_CODE, CroupierError
 from shared.metrics import LATENCY_BUCKETS_S
 
 # Sync lag spans loopback milliseconds up to minutes of partition catch-up.
@@ -14,6 +15,14 @@ BACKGROUND_TASKS = ("reconciler", "ledger_watch", "ledger_client", "sync")
 
 SYNC_LAG_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
                       60.0, 300.0)
+
+# `code` of edge_money_errors_total: the stable codes of shared/errors.py; anything else is `other`
+# (a label never takes a value from outside, so the series stay bounded).
+ERROR_CODES = frozenset(CLASS_BY_CODE) | {CroupierError.code}
+
+
+def error_code_label(code: object) -> str:
+    return code if isinstance(code, str) and code in ERROR_CODES else "other"
 
 
 class EdgeMetrics:
@@ -71,7 +80,18 @@ class EdgeMetrics:
             "Slot values skipped by a read because they do not decode, by document kind.", ["doc"], registry=registry)
         self.store_schema_version = Gauge(
             "edge_store_schema_version", "Schema version of the opened local store (edge.db).", registry=registry)
+        self.money_errors_total = Counter(
+            "edge_money_errors_total",
+            "Money requests answered with an error, by operation and stable error code (codes outside "
+            "shared/errors.py count as `other`).", ["operation", "code"], registry=registry)
+        self.ledger_breaker_open = Gauge(
+            "edge_ledger_breaker_open",
+            "1 while the circuit breaker of a ledger URL is open, by its position in ledger_urls (0: first).",
+            ["url_index"], registry=registry)
+        self.db_bytes = Gauge(
+            "edge_db_bytes", "Size of the edge's SQLite store files, by file (db, wal).", ["file"], registry=registry)
         for operation in MONEY_OPERATIONS:
             self.effect_failures_total.labels(operation)
+            self.money_errors_total.labels(operation, "other")
         for task in BACKGROUND_TASKS:
             self.background_failures_total.labels(task)

@@ -34,7 +34,7 @@ from edge.crdt.slots import (
 )
 from edge.jackpots import JackpotCatalog
 from edge.ledger_client import LedgerClient
-from edge.metrics import MONEY_OPERATIONS, EdgeMetrics
+from edge.metrics import MONEY_OPERATIONS, EdgeMetrics, error_code_label
 from edge.reconcile import Reconciler
 from edge.state import EdgeState
 
@@ -96,8 +96,11 @@ class EdgeService:
             status, answer = await self.ledger.money(op, payload)
         except CroupierError as e:
             self.metrics.money_requests_total.labels(op, str(status_for(e))).inc()
+            self.metrics.money_errors_total.labels(op, error_code_label(e.code)).inc()
             raise
         self.metrics.money_requests_total.labels(op, str(status)).inc()
+        if status >= 400:
+            self.metrics.money_errors_total.labels(op, error_code_label(answer.get("code"))).inc()
         tx = answer.get("transaction") or {}
         try:
             await self._apply_effects(op, tx)

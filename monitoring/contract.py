@@ -40,6 +40,11 @@ EDGE_METRICS = (
     MetricSpec("edge_background_task_failing", "gauge", ("task",)),
     # Schema version of the local store: copies of one service on different versions (an upgrade half done).
     MetricSpec("edge_store_schema_version", "gauge"),
+    # Errors of money requests by stable code (edge_money_requests_total keeps its labels), the breaker
+    # of each ledger URL by its position in ledger_urls (never the URL), and the store's files.
+    MetricSpec("edge_money_errors_total", "counter", ("operation", "code")),
+    MetricSpec("edge_ledger_breaker_open", "gauge", ("url_index",)),
+    MetricSpec("edge_db_bytes", "gauge", ("file",)),
 )
 
 LEDGER_METRICS = (
@@ -49,6 +54,8 @@ LEDGER_METRICS = (
     MetricSpec("ledger_idempotent_replays_total", "counter"),
     MetricSpec("ledger_conflicts_total", "counter", ("reason",)),
     MetricSpec("ledger_journal_head_sequence", "gauge"),
+    # Dashboards annotate promotions from its changes (and fences from ledger_fenced's).
+    MetricSpec("ledger_epoch", "gauge"),
     # Exported by standbys only; a primary without standbys has no such series.
     MetricSpec("ledger_replica_lag_sequences", "gauge"),
     MetricSpec("ledger_replica_lag_seconds", "gauge"),
@@ -80,10 +87,27 @@ LEDGER_METRICS = (
     MetricSpec("ledger_restores_total", "counter", ("outcome",)),
     # Schema version of the opened store: copies on different versions (an upgrade half done).
     MetricSpec("ledger_store_schema_version", "gauge"),
+    # Capacity: the writer's queue, the SQLite files (file: db | wal) and the free space of data_dir;
+    # liabilities by kind (player_balances | jackpot_pools | bonus_granted) and currency.
+    MetricSpec("ledger_write_queue_depth", "gauge"),
+    MetricSpec("ledger_db_bytes", "gauge", ("file",)),
+    MetricSpec("ledger_data_dir_free_bytes", "gauge"),
+    MetricSpec("ledger_liabilities_minor", "gauge", ("kind", "currency")),
 )
 
 COMMON_METRICS = (
     MetricSpec("http_request_duration_seconds", "histogram", ("route", "method", "status")),
+    # Every process (shared/runtime_metrics.py): its build, and prometheus_client's process, platform
+    # and GC collectors (the USE panels: CPU, memory, file descriptors).
+    MetricSpec("croupier_build_info", "gauge", ("version", "service")),
+    MetricSpec("process_cpu_seconds_total", "counter"),
+    MetricSpec("process_resident_memory_bytes", "gauge"),
+    MetricSpec("process_virtual_memory_bytes", "gauge"),
+    MetricSpec("process_open_fds", "gauge"),
+    MetricSpec("process_max_fds", "gauge"),
+    MetricSpec("process_start_time_seconds", "gauge"),
+    MetricSpec("python_info", "gauge", ("implementation", "major", "minor", "patchlevel", "version")),
+    MetricSpec("python_gc_collections_total", "counter", ("generation",)),
 )
 
 ALL_METRICS = EDGE_METRICS + LEDGER_METRICS + COMMON_METRICS

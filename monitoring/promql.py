@@ -18,8 +18,10 @@ MONITORING_DIR = Path(__file__).resolve().parent
 RULES_DIR = MONITORING_DIR / "prometheus" / "rules"
 DASHBOARDS_DIR = MONITORING_DIR / "grafana" / "dashboards"
 
-# Grafana's interval variables, replaced by a fixed window so that Prometheus can parse the query.
-GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "1m", "$__range": "5m"}
+# Grafana's interval variables, replaced by a fixed window so that Prometheus can parse the query, and
+# the dashboards' own variables by their "All" values (monitoring/dashboards.py).
+GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "1m", "$__range": "5m", "$region": ".*",
+                     "$job": "croupier-.*"}
 
 KEYWORDS = frozenset({
     "by", "without", "on", "ignoring", "group_left", "group_right", "offset", "bool",
@@ -86,6 +88,9 @@ def dashboard_expressions(dashboards_dir: Path = DASHBOARDS_DIR) -> list[Express
         for panel in dashboard.get("panels", []):
             for target in panel.get("targets", []):
                 out.append(Expression(f"{path.name}:{panel['title']}:{target['refId']}", target["expr"]))
+        for annotation in dashboard.get("annotations", {}).get("list", []):
+            if "expr" in annotation:
+                out.append(Expression(f"{path.name}:annotation:{annotation['name']}", annotation["expr"]))
     return out
 
 

@@ -187,6 +187,8 @@ class Cluster:
             f"group_commit = {'true' if self.group_commit else 'false'}\n"
             f"synchronous_standby = {'true' if synchronous else 'false'}\n"
             f"peers = {json.dumps(others)}\n{hooks}"
+            # a local cluster shows its liabilities a second after its first money, not after 30 s
+            "liabilities_interval_s = 1.0\n"
             f'log_level = "{self.log_level}"\n\n' + self._token_rows(entries)
         )
 

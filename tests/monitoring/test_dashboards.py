@@ -15,6 +15,12 @@ REQUIRED_PANELS = {
     "Money throughput by type and outcome", "Ledger commit latency", "Ledger commit batch size",
     "Edge → ledger latency", "Sync lag per peer", "Sync lag (all peers)", "Peers up", "Display drift",
     "Replica lag", "Idempotent replays and conflicts",
+    # SLO, RED per route, USE per process, and the new capacity and liability panels
+    "Availability, 30 days", "Availability budget left", "Within 250 ms, 30 days", "Latency budget left",
+    "Availability burn rate", "Latency burn rate", "Requests by route", "Errors (5xx) by route",
+    "Duration by route", "CPU", "Resident memory", "File descriptors used", "Ledger write queue",
+    "Database files", "Ledger disk free", "Ledger breakers open", "Liabilities by kind and currency",
+    "Edge money errors by code", "Money 5xx by operation",
 }
 
 
@@ -52,12 +58,38 @@ def test_every_rule_and_dashboard_expression_parses_in_promtool(tmp_path):
     assert f"SUCCESS: {len(expressions)} rules found" in result.stdout
 
 
-def test_provisioning_names_the_datasource_uid_the_panels_use():
+def test_provisioning_names_the_datasource_the_panels_use_by_default():
     ds = yaml.safe_load((MONITORING_DIR / "grafana/provisioning/datasources/prometheus.yml").read_text())
     uids = {d["uid"] for d in ds["datasources"]}
     for path in DASHBOARDS_DIR.glob("*.json"):
-        for panel in json.loads(path.read_text())["panels"]:
-            assert panel["datasource"]["uid"] in uids
-            assert all(t["datasource"]["uid"] in uids for t in panel["targets"])
+        board = json.loads(path.read_text())
+        variables = {v["name"]: v for v in board["templating"]["list"]}
+        assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
+        assert variables["datasource"]["current"]["value"] in uids  # the default: the provisioned Prometheus
+        refs = [p["datasource"] for p in board["panels"]] + [t["datasource"] for p in board["panels"]
+                                                              for t in p["targets"]]
+        refs += [a["datasource"] for a in board["annotations"]["list"]] + [variables["region"]["datasource"]]
+        assert {r["uid"] for r in refs} == {"${datasource}"}, path.name
     providers = yaml.safe_load((MONITORING_DIR / "grafana/provisioning/dashboards/croupier.yml").read_text())
     assert providers["providers"][0]["type"] == "file"
+
+
+def test_every_dashboard_targets_grafana_11_with_region_variable_and_failover_annotations():
+    for path in DASHBOARDS_DIR.glob("*.json"):
+        board = json.loads(path.read_text())
+        assert board["schemaVersion"] >= 39, f"{path.name}: not a Grafana 11 dashboard"  # 39: Grafana 11.0
+        variables = {v["name"]: v for v in board["templating"]["list"]}
+        assert variables["region"]["type"] == "query" and variables["region"]["includeAll"]
+        assert "region" in variables["region"]["query"]
+        annotations = {a["expr"] for a in board["annotations"]["list"]}
+        assert {"changes(ledger_epoch[1m]) > 0", "changes(ledger_fenced[1m]) > 0"} <= annotations
+        edge_queries = [t["expr"] for p in board["panels"] for t in p["targets"] if "edge_" in t["expr"]]
+        assert all('region=~"$region"' in q for q in edge_queries), path.name
+
+
+def test_the_pinned_sdk_is_the_grafana_release_the_dashboards_target():
+    import importlib.metadata
+
+    sdk = importlib.metadata.version("grafana-foundation-sdk")
+    assert sdk.split("!")[-1] == dashboards.GRAFANA_VERSION
+    assert int(dashboards.GRAFANA_VERSION.split(".")[0]) >= 11

@@ -199,6 +199,12 @@ async def test_every_name_and_label_value_the_monitoring_selects_is_emitted_by_t
     # the outcomes that tell "no usable answer" apart, each from the path that produces it
     outcomes = {labels["outcome"] for labels in emitted["edge_ledger_request_duration_seconds_count"]}
     assert outcomes == set(contract.EDGE_LEDGER_OUTCOMES)
+    # the operations metrics carry the label values docs/DESIGN.md promises
+    assert {labels["file"] for labels in emitted["ledger_db_bytes"]} == {"db", "wal"}
+    assert {labels["file"] for labels in emitted["edge_db_bytes"]} == {"db", "wal"}
+    assert {labels["service"] for labels in emitted["croupier_build_info"]} == {"ledger", "edge"}
+    assert {labels["url_index"] for labels in emitted["edge_ledger_breaker_open"]} == {"0"}
+    assert {labels["code"] for labels in emitted["edge_money_errors_total"]} == {"ledger_unavailable", "other"}
     expressions = all_expressions()
     assert unmatched(label_matchers(expressions), emitted) == []
     used = set().union(*(metric_names(e.expr) for e in expressions))

@@ -45,8 +45,39 @@ def test_promtool_unit_tests_pass():
 def test_every_alert_has_severity_summary_description_runbook():
     for rule in alerts():
         assert rule["labels"]["severity"] in {"warning", "critical"}, rule["alert"]
-        for key in ("summary", "description", "runbook"):
+        for key in ("summary", "description", "runbook", "runbook_url"):
             assert rule["annotations"].get(key, "").strip(), f"{rule['alert']} lacks {key}"
+
+
+def runbook_problems(rule: dict, root: Path) -> list[str]:
+    """What is wrong with an alert's runbook_url: it must name docs/runbooks/<topic>.md#<alert in
+    lower case>, and that file must exist and hold a `## <AlertName>` section."""
+    name, url = rule["alert"], rule["annotations"].get("runbook_url", "")
+    path, _, anchor = url.partition("#")
+    if not path.startswith("docs/runbooks/") or not path.endswith(".md") or anchor != name.lower():
+        return [f"{name}: runbook_url {url!r} is not docs/runbooks/<topic>.md#{name.lower()}"]
+    if not (root / path).is_file():
+        return [f"{name}: {path} does not exist"]
+    if f"\n## {name}\n" not in "\n" + (root / path).read_text():
+        return [f"{name}: {path} has no '## {name}' section"]
+    return []
+
+
+def test_every_alert_links_a_runbook_in_the_repository_that_covers_it():
+    root = MONITORING_DIR.parent
+    problems = [p for rule in alerts() for p in runbook_problems(rule, root)]
+    assert problems == []
+
+
+def test_runbook_problems_are_found(tmp_path):
+    (tmp_path / "docs" / "runbooks").mkdir(parents=True)
+    (tmp_path / "docs" / "runbooks" / "t.md").write_text("# T\n\n## CroupierA\nwhat to do\n")
+    ok = {"alert": "CroupierA", "annotations": {"runbook_url": "docs/runbooks/t.md#croupiera"}}
+    assert runbook_problems(ok, tmp_path) == []
+    for url in ("", "docs/runbooks/t.md", "https://example.invalid/t.md#croupiera", "docs/runbooks/u.md#croupiera"):
+        assert len(runbook_problems({"alert": "CroupierA", "annotations": {"runbook_url": url}}, tmp_path)) == 1
+    (tmp_path / "docs" / "runbooks" / "t.md").write_text("# T\n\nCroupierA is mentioned, without a section\n")
+    assert len(runbook_problems(ok, tmp_path)) == 1
 
 
 def test_every_alert_is_covered_by_a_firing_promtool_case():
@@ -58,7 +89,10 @@ def test_every_alert_is_covered_by_a_firing_promtool_case():
                     fired.add(check["alertname"])
     names = {r["alert"] for r in alerts()}
     assert names - fired == set()
-    required = {"CroupierSyncLagHigh", "CroupierSyncPeerDown", "CroupierLedgerUnreachableFromEdge",
+    required = {"CroupierMoneyErrorBudgetBurnFast", "CroupierMoneyLatencyBudgetBurnFast",
+                "CroupierLedgerDiskAlmostFull", "CroupierLedgerDiskFillingUp", "CroupierSyncPeerUpdatesRejected",
+                "CroupierLedgerHalted", "CroupierSyncLagHigh", "CroupierSyncPeerDown",
+                "CroupierLedgerUnreachableFromEdge",
                 "CroupierLedgerWriteFailures", "CroupierLedgerCommitLatencyHigh", "CroupierDisplayDrift",
                 "CroupierReplicaLagging", "CroupierAuditChainBroken"}
     assert required <= names
