@@ -59,6 +59,7 @@ def serve(
     from aiohttp import web
 
     from shared import logs
+    from shared.credentials import FileSecret
 
     from core_ledger import config as ledger_config
     from core_ledger.http import create_app
@@ -72,14 +73,16 @@ def serve(
                              peers=tuple(u.rstrip("/") for u in peer_ledger))
     standby = None
     if standby_of is not None and replica_token_file is not None:
-        standby = StandbySettings(standby_of.rstrip("/"), replica_token_file.read_text().strip(),
-                                  page_limit=cfg.page_limit_max)
+        replica_token = FileSecret(replica_token_file.resolve())  # re-read on a credential reload
+        standby = StandbySettings(standby_of.rstrip("/"), replica_token.value, page_limit=cfg.page_limit_max,
+                                  replica_token_file=replica_token, tls=cfg.tls.client_context())
     logs.configure(cfg.log_level, service="ledger", file=cfg.log_file)
     # The writer's overlay keeps many long-lived dicts; default young-generation collections
     # rescan them so often that GC cost a third of the per-bet CPU in profiles.
     gc.set_threshold(*GC_THRESHOLDS)
     gc.freeze()  # what start-up built (modules, models, routes) lives for good: never rescan it
-    web.run_app(create_app(cfg, standby=standby), host=cfg.host, port=cfg.port, print=None, access_log=None)
+    web.run_app(create_app(cfg, standby=standby), host=cfg.host, port=cfg.port, print=None, access_log=None,
+                ssl_context=cfg.tls.server_context())
 
 
 def verify(path: Path = typer.Argument(..., help="Path to ledger.db")) -> None:

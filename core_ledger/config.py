@@ -12,6 +12,11 @@
     peers = ["http://127.0.0.1:8701"]  (other ledgers: a primary of a higher epoch there fences this one)
     peer_check_interval_s = 5.0   peer_check_timeout_s = 2.0
     epoch_claim_recheck_s = 1.0   (a caller's epoch claim the peers refuted: refuted again without asking)
+    tls_cert_file = ""  tls_key_file = ""  tls_client_ca_file = ""  tls_ca_file = ""  (shared/tls.py:
+                                   HTTPS, required client certificates, the CA of peers and primary)
+    tokens_file = ""              (more [[tokens]] in a file of their own; re-read with the config's
+                                   [[tokens]] on SIGHUP or when either file changes: shared/credentials.py)
+    credentials_check_interval_s = 2.0   (how often the token files' modification stamps are checked)
     fault_apply_delay_file = ""   (TEST ONLY, off by default: while this file holds a number of
                                    seconds, a standby pauses that long inside each apply, before
                                    its commit; only the chaos cluster sets it)
@@ -26,12 +31,14 @@ from typing import Any
 from shared.auth import TokenEntry
 from shared.config import (
     ConfigError,
+    all_token_entries,
     load_toml,
     pick,
     pick_log_file,
     pick_log_level,
-    token_entries,
+    tokens_file,
 )
+from shared.tls import TLS_KEYS, TlsSettings, parse_tls
 
 LIMIT_MAX = 1_000_000  # sanity bound on every configured count
 
@@ -63,6 +70,10 @@ class LedgerConfig:
     epoch_claim_recheck_s: float = 1.0  # a peer survey is remembered this long for judging epoch claims
     fault_apply_delay_file: Path | None = None  # test-only fault point (see the module docstring)
     tokens: tuple[TokenEntry, ...] = field(default_factory=tuple)
+    tls: TlsSettings = field(default_factory=TlsSettings)
+    tokens_file: Path | None = None  # more [[tokens]], reloaded with the config's own
+    credentials_check_interval_s: float = 2.0
+    config_path: Path | None = None  # the file read (None: built in code): its [[tokens]] are reloadable
 
     @property
     def db_path(self) -> Path:
@@ -75,7 +86,8 @@ class LedgerConfig:
 
 _INTS = ("port", "commit_batch_max", "queue_depth_max", "body_bytes_max", "page_limit_max", "batch_actions_max",
          "postgres_pool_size_max", "journal_wait_ms_max")
-_SECONDS = ("standby_ack_timeout_s", "peer_check_interval_s", "peer_check_timeout_s", "epoch_claim_recheck_s")
+_SECONDS = ("standby_ack_timeout_s", "peer_check_interval_s", "peer_check_timeout_s", "epoch_claim_recheck_s",
+            "credentials_check_interval_s")
 SECONDS_MAX = 600.0
 BACKENDS = ("sqlite", "postgres")
 
@@ -107,12 +119,24 @@ def _peers(raw: list[Any]) -> tuple[str, ...]:
     return tuple(u.rstrip("/") for u in raw)
 
 
+def load_tokens(raw: dict[str, Any], base: Path) -> list[TokenEntry]:
+    """The `[[tokens]]` of a ledger config and of its `tokens_file`."""
+    table = raw.get("ledger", {})
+    return all_token_entries(raw, table if isinstance(table, dict) else {}, base, "ledger")
+
+
+def reload_tokens(path: Path) -> list[TokenEntry]:
+    """The tokens a credential reload applies: re-read from the config file (and its tokens_file)."""
+    return load_tokens(load_toml(path), path.resolve().parent)
+
+
 def parse(raw: dict[str, Any], base: Path) -> LedgerConfig:
     table = raw.get("ledger", {})
     if not isinstance(table, dict):
         raise ConfigError("[ledger] must be a table")
     defaults = LedgerConfig(data_dir=Path("data"))
-    unknown = set(table) - {f for f in LedgerConfig.__dataclass_fields__ if f not in ("tokens", "postgres_dsn")}
+    not_keys = ("tokens", "postgres_dsn", "tls", "config_path")
+    unknown = set(table) - {f for f in LedgerConfig.__dataclass_fields__ if f not in not_keys} - set(TLS_KEYS)
     if unknown:
         raise ConfigError(f"unknown [ledger] keys: {sorted(unknown)}")
     values: dict[str, Any] = {name: pick(table, name, int, getattr(defaults, name)) for name in _INTS}
@@ -134,7 +158,9 @@ def parse(raw: dict[str, Any], base: Path) -> LedgerConfig:
         fault_apply_delay_file=(base / fault_file).resolve() if fault_file else None,
         log_level=pick_log_level(table, "ledger"),
         log_file=pick_log_file(table, base, "ledger"),
-        tokens=tuple(token_entries(raw.get("tokens", []), base)),
+        tokens=tuple(load_tokens(raw, base)),
+        tokens_file=tokens_file(table, base, "ledger"),
+        tls=parse_tls(table, base, "ledger"),
         **_backend(table, base),
         **values,
     )
@@ -145,7 +171,7 @@ def load(path: Path, *, host: str | None = None, port: int | None = None, data_d
          peers: tuple[str, ...] = ()) -> LedgerConfig:
     """Read a config file and apply command-line overrides."""
     config = parse(load_toml(path), path.resolve().parent)
-    overrides: dict[str, Any] = {}
+    overrides: dict[str, Any] = {"config_path": path.resolve()}
     if host is not None:
         overrides["host"] = host
     if port is not None:

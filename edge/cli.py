@@ -30,7 +30,7 @@ def serve(
     cfg = dataclasses.replace(cfg, host=host or cfg.host, port=port or cfg.port)
     logs.configure(cfg.log_level, service="edge", edge_id=cfg.id, file=cfg.log_file)
     web.run_app(create_app(cfg), host=cfg.host, port=cfg.port, print=None, access_log=None,
-                shutdown_timeout=5.0)
+                shutdown_timeout=5.0, ssl_context=cfg.tls.server_context())
 
 
 def register(app: typer.Typer) -> None:

@@ -8,24 +8,32 @@ Peer credentials are per edge: `peer_token_file` is this edge's own credential, 
 `[[tokens]]` entry of role `peer` must be named after a configured peer (its edge id), so the
 credential a websocket presents says which edge it is (see `edge.sync`). `crdt_client_id` is
 accepted for old config files and ignored: CRDT client ids derive from the edge id (`edge.crdt.identity`).
+
+TLS (`tls_cert_file`, `tls_key_file`, `tls_client_ca_file`, `tls_ca_file`: shared/tls.py) serves
+HTTPS and verifies the ledger and peers behind `https://`/`wss://` URLs. Credentials are reloaded
+without a restart (shared/credentials.py): the `[[tokens]]` of this file and of an optional
+`tokens_file`, and the clear tokens of `ledger_token_file` and `peer_token_file`, on SIGHUP or when
+one of these files changes (checked every `credentials_check_interval_s`, default 2).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from shared.auth import TokenEntry
 from shared.config import (
     ConfigError,
+    all_token_entries,
     load_toml,
     pick,
     pick_log_file,
     pick_log_level,
-    token_entries,
+    tokens_file,
 )
 from shared.ids import is_id
+from shared.tls import TlsSettings, parse_tls
 
 from edge.crdt.identity import check_distinct_tags
 
@@ -90,10 +98,20 @@ class EdgeConfig:
     limits: Limits = Limits()
     ledger_urls: tuple[str, ...] = ()  # failover order; empty: just ledger_url
     log_file: Path | None = None  # JSON log lines appended there; None: stderr
+    tls: TlsSettings = field(default_factory=TlsSettings)
+    ledger_token_file: Path | None = None  # re-read on a credential reload (None: ledger_token is fixed)
+    peer_token_file: Path | None = None
+    tokens_file: Path | None = None  # more [[tokens]], reloaded with the config's own
+    credentials_check_interval_s: float = 2.0
+    config_path: Path | None = None  # the file read (None: built in code): its [[tokens]] are reloadable
 
     @property
     def ledger_endpoints(self) -> tuple[str, ...]:
         return self.ledger_urls or (self.ledger_url,)
+
+
+def _secret_path(base: Path, raw: dict[str, Any], key: str) -> Path:
+    return (base / pick(raw, key, str, None)).resolve()
 
 
 def _read_secret(base: Path, raw: dict[str, Any], key: str) -> str:
@@ -157,6 +175,23 @@ def _ledger_urls(edge: dict[str, Any]) -> tuple[str, ...]:
     return urls
 
 
+def _tokens(raw: dict[str, Any], edge: dict[str, Any], base: Path, peers: tuple[Peer, ...]) -> list[TokenEntry]:
+    tokens = all_token_entries(raw, edge, base, "edge")
+    if any(t.role not in ACCEPTED_ROLES for t in tokens):
+        raise ConfigError(f"edge tokens admit only the roles {sorted(ACCEPTED_ROLES)}")
+    _check_peer_tokens(tokens, peers)
+    return tokens
+
+
+def reload_tokens(path: Path, peers: tuple[Peer, ...]) -> list[TokenEntry]:
+    """The tokens a credential reload applies, checked as at start-up against the running peers."""
+    raw = load_toml(path)
+    edge = raw.get("edge")
+    if not isinstance(edge, dict):
+        raise ConfigError("the [edge] table is required")
+    return _tokens(raw, edge, path.resolve().parent, peers)
+
+
 def load(path: Path) -> EdgeConfig:
     raw = load_toml(path)
     base = path.resolve().parent
@@ -169,11 +204,8 @@ def load(path: Path) -> EdgeConfig:
     client_id = pick(edge, "crdt_client_id", int, 1)
     if not 1 <= client_id <= 1000:
         raise ConfigError("edge.crdt_client_id (legacy, ignored) must be an integer in 1..1000")
-    tokens = token_entries(raw.get("tokens", []), base)
-    if any(t.role not in ACCEPTED_ROLES for t in tokens):
-        raise ConfigError(f"edge tokens admit only the roles {sorted(ACCEPTED_ROLES)}")
     peers = _peers(edge.get("peers", []), edge_id)
-    _check_peer_tokens(tokens, peers)
+    tokens = _tokens(raw, edge, base, peers)
     try:
         check_distinct_tags((edge_id, *(p.id for p in peers)))
     except ValueError as e:
@@ -198,9 +230,17 @@ def load(path: Path) -> EdgeConfig:
         peers=peers,
         tokens=tuple(tokens),
         limits=_limits(edge),
+        tls=parse_tls(edge, base, "edge"),
+        ledger_token_file=_secret_path(base, edge, "ledger_token_file"),
+        peer_token_file=_secret_path(base, edge, "peer_token_file"),
+        tokens_file=tokens_file(edge, base, "edge"),
+        credentials_check_interval_s=pick(edge, "credentials_check_interval_s", float, 2.0),
+        config_path=path.resolve(),
     )
     if not 0 < cfg.ledger_attempt_timeout_s <= cfg.ledger_deadline_s <= 60:
         raise ConfigError("need 0 < ledger_attempt_timeout_s <= ledger_deadline_s <= 60")
+    if not 0 < cfg.credentials_check_interval_s <= 600:
+        raise ConfigError("edge.credentials_check_interval_s must be in (0, 600]")
     if not 1024 <= cfg.session_state_bytes_max <= cfg.body_bytes_max <= 16 << 20:
         raise ConfigError("need 1024 <= session_state_bytes_max <= body_bytes_max <= 16 MiB")
     return cfg

@@ -15,12 +15,13 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from shared import auth, logs
+from shared.credentials import CredentialMetrics, CredentialReloader, FileSecret
 from shared.models import MONEY_OPS, SessionStateIn
 from shared.routes import Route, path_id, serve_routes
 from shared.tasks import supervise
 from shared.web import annotate, json_response, make_app, principal, read_model
 
-from edge.config import EdgeConfig
+from edge.config import EdgeConfig, reload_tokens
 from edge.crdt.identity import fresh_client_id
 from edge.health import TaskHealth
 from edge.jackpots import JackpotCatalog
@@ -117,6 +118,26 @@ ROUTES = [
 ]
 
 
+def credential_reloader(cfg: EdgeConfig, tokens: auth.TokenStore, metrics: CredentialMetrics) -> CredentialReloader:
+    """Reloads the accepted tokens (config file and tokens_file) and, when the config names their files,
+    the ledger and peer tokens this edge presents (secrets: exactly those two, in that order, or none)."""
+    path = cfg.config_path
+    secrets = []
+    if cfg.ledger_token_file is not None and cfg.peer_token_file is not None:
+        secrets = [FileSecret(cfg.ledger_token_file, cfg.ledger_token), FileSecret(cfg.peer_token_file, cfg.peer_token)]
+    return CredentialReloader(
+        tokens, metrics, load_tokens=(lambda: reload_tokens(path, cfg.peers)) if path is not None else None,
+        secrets=secrets, watched=[p for p in (path, cfg.tokens_file) if p is not None],
+        interval_s=cfg.credentials_check_interval_s)
+
+
+def _present(secret: FileSecret | None, fixed: str) -> Callable[[], str]:
+    """What an outbound link presents: the secret's current value, or a token fixed at start-up."""
+    if secret is None:
+        return lambda: fixed
+    return lambda: secret.value
+
+
 def create_app(cfg: EdgeConfig, *, registry: CollectorRegistry | None = None,
                clock: Callable[[], float] = time.time, store_limits: StoreLimits = StoreLimits()) -> web.Application:
     registry = registry or CollectorRegistry()
@@ -132,12 +153,17 @@ def create_app(cfg: EdgeConfig, *, registry: CollectorRegistry | None = None,
     store = Store(cfg.data_dir / "edge.db", client_id, store_limits,
                   on_durable=lambda updates: hub_ref[0].push(updates) if hub_ref else None, health=health)
     state = EdgeState(cfg.id, client_id, cfg.limits.docs_live_max, store, metrics, clock)
-    ledger = LedgerClient(cfg.ledger_endpoints, cfg.ledger_token, attempt_timeout_s=cfg.ledger_attempt_timeout_s,
-                          deadline_s=cfg.ledger_deadline_s, limits=cfg.limits, metrics=metrics)
+    credentials = credential_reloader(cfg, tokens, CredentialMetrics(registry))
+    ledger_token, peer_token = credentials.secrets if credentials.secrets else (None, None)
+    outbound_tls = cfg.tls.client_context()
+    ledger = LedgerClient(cfg.ledger_endpoints, _present(ledger_token, cfg.ledger_token),
+                          attempt_timeout_s=cfg.ledger_attempt_timeout_s, deadline_s=cfg.ledger_deadline_s,
+                          limits=cfg.limits, metrics=metrics, tls=outbound_tls)
     catalog = JackpotCatalog(ledger, cfg.limits.jackpot_lookup_interval_s)
     reconciler = Reconciler(state, ledger, cfg.limits, catalog=catalog, health=health)
-    hub = SyncHub(cfg.id, cfg.peers, cfg.peer_token, state, cfg.limits, metrics, on_hint=reconciler.mark_dirty,
-                  catalog=catalog, health=health, session_state_bytes_max=cfg.session_state_bytes_max)
+    hub = SyncHub(cfg.id, cfg.peers, _present(peer_token, cfg.peer_token), state, cfg.limits, metrics,
+                  on_hint=reconciler.mark_dirty, catalog=catalog, health=health,
+                  session_state_bytes_max=cfg.session_state_bytes_max, tls=outbound_tls)
     hub_ref.append(hub)
     app[SERVICE] = EdgeService(cfg, state, ledger, reconciler, metrics, hint=hub.hint, catalog=catalog)
     app[HUB] = hub
@@ -155,6 +181,7 @@ def create_app(cfg: EdgeConfig, *, registry: CollectorRegistry | None = None,
         reconciler.mark_dirty(state.book.keys())  # effects near a crash: confirm them first
         await ledger.start()
         await hub.start()
+        credentials.start()
         tasks = [asyncio.create_task(supervise("reconciler", reconciler.run, task_failed), name="edge-reconciler"),
                  asyncio.create_task(supervise("ledger_watch", ledger.watch, task_failed), name="edge-ledger-watch")]
         log.info("edge_started", version=logs.version(), ledger_urls=list(cfg.ledger_endpoints),
@@ -163,6 +190,7 @@ def create_app(cfg: EdgeConfig, *, registry: CollectorRegistry | None = None,
             yield
         finally:
             log.info("edge_stopping")
+            await credentials.stop()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

@@ -19,6 +19,8 @@ silently: failures are counted in `edge.health`, and a link that fails is closed
 from __future__ import annotations
 
 import asyncio
+import ssl
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -60,13 +62,16 @@ class _Link:
 
 
 class SyncHub:
-    def __init__(self, edge_id: str, peers: tuple[Peer, ...], peer_token: str, state: EdgeState,
+    def __init__(self, edge_id: str, peers: tuple[Peer, ...], peer_token: str | Callable[[], str], state: EdgeState,
                  limits: Limits, metrics: EdgeMetrics, on_hint: Any,
                  proto_limits: protocol.Limits = protocol.Limits(), *, catalog: JackpotCatalog | None = None,
-                 health: TaskHealth | None = None, session_state_bytes_max: int = 16384) -> None:
+                 health: TaskHealth | None = None, session_state_bytes_max: int = 16384,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.edge_id = edge_id
         self.peers = {p.id: p for p in peers}
-        self._token = peer_token
+        # A callable is read at every dial: a reloaded peer_token_file is presented from the next link on.
+        self._token: Callable[[], str] = peer_token if callable(peer_token) else (lambda: peer_token)
+        self._tls = tls  # verifies wss:// (https://) peers (None: aiohttp's default verification)
         self.state = state
         self.limits = limits
         self.metrics = metrics
@@ -83,7 +88,8 @@ class SyncHub:
         self._closing = False
 
     async def start(self) -> None:
-        self._http = aiohttp.ClientSession()
+        self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(
+            ssl=self._tls if self._tls is not None else True))
         # Every series exists from the start: the first refusal is then an increase, alerts see it.
         for reason in REFUSED_LINK_REASONS:
             self.metrics.sync_refused_links_total.labels(reason)
@@ -128,7 +134,7 @@ class SyncHub:
         while True:
             try:
                 ws = await asyncio.wait_for(self._http.ws_connect(
-                    peer.url + "/v1/sync", headers={"Authorization": f"Bearer {self._token}"},
+                    peer.url + "/v1/sync", headers={"Authorization": f"Bearer {self._token()}"},
                     heartbeat=self.limits.sync_heartbeat_s, max_msg_size=self.proto.frame_bytes_max),
                     CONNECT_TIMEOUT_S)
                 try:

@@ -7,7 +7,10 @@ A config file holds the service's own table plus `[[tokens]]` entries:
     role = "edge"
     sha256 = "<hex sha256 of the token>"   # or token_file = "path" holding the clear token
 
-Clear tokens never appear in config; `token_file` is read and hashed at load time.
+Clear tokens never appear in config; `token_file` is read and hashed at load time. The entries
+may also live in a separate file named by the service table's `tokens_file` (a TOML file of
+`[[tokens]]` entries only, relative to the config file): both lists are accepted together, and
+both are re-read on a credential reload (shared/credentials.py).
 """
 
 from __future__ import annotations
@@ -44,11 +47,41 @@ def token_entries(raw: list[dict[str, Any]], base: Path) -> list[TokenEntry]:
             if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
                 raise ConfigError(f"tokens[{i}].sha256 is not a hex sha256 digest")
         elif "token_file" in t:
-            digest = hash_token((base / t["token_file"]).read_text().strip())
+            try:
+                clear = (base / str(t["token_file"])).read_text().strip()
+            except OSError as e:
+                raise ConfigError(f"tokens[{i}].token_file: cannot read {t['token_file']}: {e.strerror}") from None
+            if not clear:
+                raise ConfigError(f"tokens[{i}].token_file: {t['token_file']} is empty")
+            digest = hash_token(clear)
         else:
             raise ConfigError(f"tokens[{i}] needs sha256 or token_file")
         out.append(TokenEntry(name=name, role=role, sha256=digest))
     return out
+
+
+def tokens_file(table: dict[str, Any], base: Path, section: str) -> Path | None:
+    """The `tokens_file` of a service table, resolved against the config file's directory."""
+    name = pick(table, "tokens_file", str, "")
+    if not name:
+        return None
+    return Path(name) if Path(name).is_absolute() else (base / name).resolve()
+
+
+def all_token_entries(raw: dict[str, Any], table: dict[str, Any], base: Path, section: str) -> list[TokenEntry]:
+    """The config file's `[[tokens]]` followed by those of its `tokens_file`, if any."""
+    inline = raw.get("tokens", [])
+    if not isinstance(inline, list):
+        raise ConfigError("tokens must be an array of tables ([[tokens]])")
+    entries = token_entries(inline, base)
+    path = tokens_file(table, base, section)
+    if path is not None:
+        listed = load_toml(path)
+        extra = set(listed) - {"tokens"}
+        if extra or not isinstance(listed.get("tokens", []), list):
+            raise ConfigError(f"{section}.tokens_file {path} may hold only [[tokens]] entries")
+        entries += token_entries(listed.get("tokens", []), path.parent)
+    return entries
 
 
 def pick(raw: dict[str, Any], key: str, typ: type, default: Any) -> Any:
