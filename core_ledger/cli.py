@@ -59,6 +59,7 @@ def serve(
     from aiohttp import web
 
     from shared import logs
+    from shared.config import ConfigError
     from shared.credentials import FileSecret
 
     from core_ledger import config as ledger_config
@@ -67,10 +68,13 @@ def serve(
 
     if (standby_of is None) != (replica_token_file is None):
         raise typer.BadParameter("--standby-of and --replica-token-file go together")
-    cfg = ledger_config.load(config, host=host, port=port, data_dir=data_dir,
-                             group_commit=False if no_group_commit else None,
-                             synchronous_standby=True if synchronous_standby else None,
-                             peers=tuple(u.rstrip("/") for u in peer_ledger))
+    try:
+        cfg = ledger_config.load(config, host=host, port=port, data_dir=data_dir,
+                                 group_commit=False if no_group_commit else None,
+                                 synchronous_standby=True if synchronous_standby else None,
+                                 peers=tuple(u.rstrip("/") for u in peer_ledger))
+    except ConfigError as e:
+        raise typer.BadParameter(str(e)) from None
     standby = None
     if standby_of is not None and replica_token_file is not None:
         replica_token = FileSecret(replica_token_file.resolve())  # re-read on a credential reload

@@ -47,6 +47,7 @@ from core_ledger.replication import EPOCH_HEADER
 from core_ledger.routes import (
     AUDITOR,
     CONFIG,
+    CREDENTIALS,
     FENCING,
     READS,
     SERVICE,
@@ -286,6 +287,7 @@ def create_app(config: LedgerConfig, *, store: Store | None = None, clock: Calla
     app[READS] = LedgerReads(store, clock=clock)
     app[AUDITOR] = Auditor(app[SERVICE], app[READS], metrics, clock)
     app[CONFIG] = config
+    app[CREDENTIALS] = credentials
     app[FENCING] = Fencing(app[SERVICE], metrics, peers=config.peers, timeout_s=config.peer_check_timeout_s,
                            interval_s=config.peer_check_interval_s, recheck_s=config.epoch_claim_recheck_s,
                            tls=config.tls.client_context())

@@ -38,6 +38,7 @@ log = structlog.get_logger("croupier.edge")
 SERVICE = web.AppKey("edge_service", EdgeService)
 HUB = web.AppKey("edge_sync", SyncHub)
 HEALTH = web.AppKey("edge_health", TaskHealth)
+CREDENTIALS = web.AppKey("edge_credentials", CredentialReloader)
 
 
 def _money_route(op: str) -> Route:
@@ -165,9 +166,11 @@ def create_app(cfg: EdgeConfig, *, registry: CollectorRegistry | None = None,
                   on_hint=reconciler.mark_dirty, catalog=catalog, health=health,
                   session_state_bytes_max=cfg.session_state_bytes_max, tls=outbound_tls)
     hub_ref.append(hub)
+    credentials.on_reload.append(hub.revoke_removed)
     app[SERVICE] = EdgeService(cfg, state, ledger, reconciler, metrics, hint=hub.hint, catalog=catalog)
     app[HUB] = hub
     app[HEALTH] = health
+    app[CREDENTIALS] = credentials
     serve_routes(app, ROUTES, title="Croupier edge",
                  description="Regional edge: money forwarded to the core ledger, CRDT state served locally.")
 

@@ -29,7 +29,8 @@ import structlog
 from aiohttp import web
 from pycrdt import YSyncMessageType
 
-from shared.errors import Unavailable
+from shared.auth import TokenStore
+from shared.errors import Unauthenticated, Unavailable
 from shared.tasks import TaskSet
 
 from edge.config import Limits, Peer
@@ -54,9 +55,10 @@ REFUSED_LINK_REASONS = ("claimed_other_edge", "unknown_peer", "malformed_hello")
 
 
 class _Link:
-    def __init__(self, peer: str, ws: Any, queue_max: int) -> None:
+    def __init__(self, peer: str, ws: Any, queue_max: int, authorization: str | None = None) -> None:
         self.peer = peer
         self.ws = ws
+        self.authorization = authorization  # what an accepted peer presented (None: this edge dialed)
         self.queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(maxsize=queue_max)
         self.dropped = 0
 
@@ -174,7 +176,7 @@ class SyncHub:
                 self._refuse_link("unknown_peer", credential, peer)
                 raise ProtocolError(f"unexpected peer {peer!r}")
             await ws.send_str(orjson.dumps({"edge": self.edge_id}).decode())
-            await self._run(peer, ws)
+            await self._run(peer, ws, request.headers.get("Authorization"))
         except (TimeoutError, ProtocolError) as e:
             log.warning("sync peer refused", credential=credential, error=str(e))
         except Exception as e:  # noqa: BLE001 - a bug ends this link only: counted, the peer redials
@@ -182,6 +184,23 @@ class SyncHub:
         finally:
             await ws.close()
         return ws
+
+    def revoke_removed(self, tokens: TokenStore) -> list[str]:
+        """After a credential reload: close every accepted link whose credential is no longer
+        accepted (a removed peer token stops working on open links too); the peer redials and is
+        authenticated again. The peers whose links were closed."""
+        revoked = []
+        for link in list(self.links.values()):
+            if link.authorization is None:
+                continue
+            try:
+                tokens.authenticate(link.authorization)
+            except Unauthenticated:
+                revoked.append(link.peer)
+                self._spawn(link.ws.close(), "sync-revoke")
+        if revoked:
+            log.warning("sync_links_revoked", peers=revoked, reason="credential_removed")
+        return revoked
 
     def _refuse_link(self, reason: str, credential: str, claimed: str | None) -> None:
         self.metrics.sync_refused_links_total.labels(reason).inc()
@@ -200,11 +219,11 @@ class SyncHub:
             raise ProtocolError("malformed hello")
         return edge
 
-    async def _run(self, peer: str, ws: Any) -> None:
+    async def _run(self, peer: str, ws: Any, authorization: str | None = None) -> None:
         old = self.links.get(peer)
         if old is not None:
             await old.ws.close()
-        link = self.links[peer] = _Link(peer, ws, self.limits.sync_queue_max)
+        link = self.links[peer] = _Link(peer, ws, self.limits.sync_queue_max, authorization)
         self.metrics.sync_peer_up.labels(peer).set(1)
         tasks = [asyncio.create_task(self._send_loop(link), name=f"sync-push-{peer}"),
                  asyncio.create_task(self._anti_entropy_loop(link), name=f"sync-anti-entropy-{peer}")]
@@ -219,12 +238,13 @@ class SyncHub:
                 else:
                     break
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            # Forget the link first: the awaits below may be cut short when this task is cancelled.
             if self.links.get(peer) is link:
                 del self.links[peer]
                 self.metrics.sync_peer_up.labels(peer).set(0)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     def _link_task_done(self, task: asyncio.Task[Any], ws: Any) -> None:
         if task.cancelled():

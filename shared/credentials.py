@@ -92,13 +92,14 @@ class CredentialReloader:
     def __init__(self, tokens: TokenStore, metrics: CredentialMetrics, *,
                  load_tokens: Callable[[], Sequence[TokenEntry]] | None,
                  secrets: Sequence[FileSecret] = (), watched: Sequence[Path] = (),
-                 interval_s: float = 2.0) -> None:
+                 interval_s: float = 2.0, on_reload: Sequence[Callable[[TokenStore], object]] = ()) -> None:
         self.tokens = tokens
         self.metrics = metrics
         self._load_tokens = load_tokens  # None: the inbound tokens are not from a file
         self.secrets = tuple(secrets)
         self.watched = tuple(dict.fromkeys([*watched, *(s.path for s in self.secrets)]))
         self.interval_s = interval_s
+        self.on_reload = list(on_reload)  # called with the new TokenStore after each applied reload
         self._stamps = {p: stamp(p) for p in self.watched}
         self._task: asyncio.Task[None] | None = None
         self._sighup = False
@@ -126,6 +127,12 @@ class CredentialReloader:
         self.metrics.reload_failing.set(0)
         log.info("credentials_reloaded", trigger=trigger, accepted_tokens=len(self.tokens),
                  outbound_changed=changed, files=[str(p) for p in self.watched])
+        for hook in self.on_reload:
+            try:
+                hook(self.tokens)
+            except Exception as e:  # the credentials are applied; a failing follow-up is a bug, logged
+                log.exception("credentials_reload_hook_failed", hook=getattr(hook, "__qualname__", repr(hook)),
+                              error=repr(e))
         return True
 
     def changed(self) -> bool:
