@@ -76,6 +76,10 @@ LEDGER_METRICS = (
 
 COMMON_METRICS = (
     MetricSpec("http_request_duration_seconds", "histogram", ("route", "method", "status")),
+    # Token files reloaded without a restart (shared/credentials.py): by result (ok | error), and
+    # 1 while the last reload failed and the old credentials stay in use.
+    MetricSpec("credential_reloads_total", "counter", ("result",)),
+    MetricSpec("credential_reload_failing", "gauge"),
 )
 
 ALL_METRICS = EDGE_METRICS + LEDGER_METRICS + COMMON_METRICS
