@@ -75,6 +75,10 @@ async def test_every_link_runs_over_tls_bet_sync_and_standby(cluster: Cluster) -
             return body.get("tailer") == "tailing" and body["head_sequence"] >= sequence
 
         await eventually(tailing, "the standby applied the bet")
+    # Peer ledger checks over TLS: the standby, started after the primary, read it at start-up
+    # (verifying its certificate, presenting its own) and every check since.
+    standby_log = (cluster.root / f"{STANDBY}.log").read_text()
+    assert '"ledger_started"' in standby_log and "peer_ledger_unreadable" not in standby_log
 
 
 async def test_a_client_without_the_ca_or_without_a_certificate_is_refused(cluster: Cluster) -> None:
