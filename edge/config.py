@@ -132,6 +132,8 @@ def _peers(raw: list[Any], own_id: str) -> tuple[Peer, ...]:
             raise ConfigError(f"edge.peers[{i}] needs an id and a url")
         if p["id"] == own_id or any(q.id == p["id"] for q in peers):
             raise ConfigError(f"edge.peers[{i}].id {p['id']!r} is this edge or repeated")
+        if not p["url"].startswith(("http://", "https://", "ws://", "wss://")):
+            raise ConfigError(f"edge.peers[{i}].url must start with http://, https://, ws:// or wss://")
         peers.append(Peer(p["id"], p["url"].rstrip("/")))
     return tuple(peers)
 
@@ -170,6 +172,8 @@ def _ledger_urls(edge: dict[str, Any]) -> tuple[str, ...]:
     urls = tuple(u.rstrip("/") for u in raw) or ((single,) if single else ())
     if not urls:
         raise ConfigError("edge.ledger_url or edge.ledger_urls is required")
+    if not all(u.startswith(("http://", "https://")) for u in urls):
+        raise ConfigError("edge.ledger_url(s) must start with http:// or https://")
     if single and single != urls[0]:
         raise ConfigError("edge.ledger_url must be the first of edge.ledger_urls")
     return urls

@@ -241,8 +241,9 @@ class Cluster:
     def _write_edge_config(self, svc: Service) -> None:
         eid = svc.name
         ledger_urls = [self._link_url(eid, n) for n in ("ledger", STANDBY) if n in self.services]
+        # Over TLS the sync links are written as wss:// (what operators write for websockets).
         peers = "".join(
-            f'\n[[edge.peers]]\nid = "{p}"\nurl = "{self._link_url(eid, p)}"\n'
+            f'\n[[edge.peers]]\nid = "{p}"\nurl = "{self._link_url(eid, p).replace("https://", "wss://")}"\n'
             for p in self.edge_ids if p != eid
         )
         # One peer credential per edge, named after it: the only edge id its holder may claim.

@@ -86,6 +86,16 @@ def stamp(path: Path) -> Stamp:
     return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
+# Every reloader started in this process: one SIGHUP handler serves them all (in-process tests run
+# several services on one loop; a process in production runs one).
+_SIGHUP_LISTENERS: list[CredentialReloader] = []
+
+
+def _on_sighup() -> None:
+    for reloader in list(_SIGHUP_LISTENERS):
+        reloader.reload("sighup")
+
+
 class CredentialReloader:
     """Applies new credentials to a running service: the TokenStore and every FileSecret."""
 
@@ -102,7 +112,6 @@ class CredentialReloader:
         self.on_reload = list(on_reload)  # called with the new TokenStore after each applied reload
         self._stamps = {p: stamp(p) for p in self.watched}
         self._task: asyncio.Task[None] | None = None
-        self._sighup = False
 
     def reload(self, trigger: str) -> bool:
         """Re-read everything; apply all of it or none. True when applied."""
@@ -156,15 +165,17 @@ class CredentialReloader:
         """The mtime watch, and SIGHUP (when this loop may handle signals: the main thread's)."""
         loop = asyncio.get_running_loop()
         self._task = asyncio.create_task(self._watch(), name="credentials-watch")
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(signal.SIGHUP, self.reload, "sighup")
-            self._sighup = True
+        if not _SIGHUP_LISTENERS:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(signal.SIGHUP, _on_sighup)
+        _SIGHUP_LISTENERS.append(self)
 
     async def stop(self) -> None:
-        if self._sighup:
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
-            self._sighup = False
+        if self in _SIGHUP_LISTENERS:
+            _SIGHUP_LISTENERS.remove(self)
+            if not _SIGHUP_LISTENERS:
+                with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                    asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)

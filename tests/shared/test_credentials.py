@@ -112,7 +112,11 @@ async def test_the_watch_reloads_when_a_file_changes_and_only_then(tmp_path: Pat
 
 async def test_sighup_reloads_at_once(tmp_path: Path) -> None:
     reloader, _, secret, registry = make(tmp_path, interval_s=600)  # the watch would not see it in time
+    (tmp_path / "other").mkdir()
+    other, *_ = make(tmp_path / "other", interval_s=600)
+    other.start()
     reloader.start()
+    await other.stop()  # another service on this loop stopping leaves this one's SIGHUP handled
     try:
         secret.path.write_text("replica-3")
         os.kill(os.getpid(), signal.SIGHUP)

@@ -104,3 +104,14 @@ def test_tokens_file_adds_entries_and_may_hold_only_tokens(pki: Path) -> None:
     (pki / "tokens.toml").write_text('[[tokens]]\nname = "x"\nrole = "edge"\ntoken_file = "missing"\n')
     with pytest.raises(ConfigError, match="cannot read missing"):
         ledger_config.load(write_ledger(pki, 'tokens_file = "tokens.toml"'))
+
+
+def test_edge_urls_name_their_scheme(pki: Path) -> None:
+    peer = '\n[[edge.peers]]\nid = "us"\nurl = "{}"'
+    assert edge_config.load(write_edge(pki, peer.format("wss://127.0.0.1:2"))).peers[0].url == "wss://127.0.0.1:2"
+    with pytest.raises(ConfigError, match=r"peers\[0\]\.url must start with"):
+        edge_config.load(write_edge(pki, peer.format("127.0.0.1:2")))
+    path = write_edge(pki, "")
+    path.write_text(path.read_text().replace("https://127.0.0.1:1", "htps://127.0.0.1:1"))
+    with pytest.raises(ConfigError, match="must start with http:// or https://"):
+        edge_config.load(path)
