@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import structlog
 from aiohttp import web
@@ -119,17 +120,9 @@ ROUTES = [
 ]
 
 
-def credential_reloader(cfg: EdgeConfig, tokens: auth.TokenStore, metrics: CredentialMetrics) -> CredentialReloader:
-    """Reloads the accepted tokens (config file and tokens_file) and, when the config names their files,
-    the ledger and peer tokens this edge presents (secrets: exactly those two, in that order, or none)."""
-    path = cfg.config_path
-    secrets = []
-    if cfg.ledger_token_file is not None and cfg.peer_token_file is not None:
-        secrets = [FileSecret(cfg.ledger_token_file, cfg.ledger_token), FileSecret(cfg.peer_token_file, cfg.peer_token)]
-    return CredentialReloader(
-        tokens, metrics, load_tokens=(lambda: reload_tokens(path, cfg.peers)) if path is not None else None,
-        secrets=secrets, watched=[p for p in (path, cfg.tokens_file) if p is not None],
-        interval_s=cfg.credentials_check_interval_s)
+def _outbound_token(path: Path | None, value: str) -> FileSecret | None:
+    """The token file an outbound link presents from (re-read on reloads); None: fixed at start-up."""
+    return FileSecret(path, value) if path is not None else None
 
 
 def _present(secret: FileSecret | None, fixed: str) -> Callable[[], str]:
@@ -137,6 +130,16 @@ def _present(secret: FileSecret | None, fixed: str) -> Callable[[], str]:
     if secret is None:
         return lambda: fixed
     return lambda: secret.value
+
+
+def credential_reloader(cfg: EdgeConfig, tokens: auth.TokenStore, metrics: CredentialMetrics,
+                        outbound: list[FileSecret]) -> CredentialReloader:
+    """Reloads the accepted tokens (config file and tokens_file) and the outbound token files."""
+    path = cfg.config_path
+    return CredentialReloader(
+        tokens, metrics, load_tokens=(lambda: reload_tokens(path, cfg.peers)) if path is not None else None,
+        secrets=outbound, watched=[p for p in (path, cfg.tokens_file) if p is not None],
+        interval_s=cfg.credentials_check_interval_s)
 
 
 def create_app(cfg: EdgeConfig, *, registry: CollectorRegistry | None = None,
@@ -154,8 +157,10 @@ def create_app(cfg: EdgeConfig, *, registry: CollectorRegistry | None = None,
     store = Store(cfg.data_dir / "edge.db", client_id, store_limits,
                   on_durable=lambda updates: hub_ref[0].push(updates) if hub_ref else None, health=health)
     state = EdgeState(cfg.id, client_id, cfg.limits.docs_live_max, store, metrics, clock)
-    credentials = credential_reloader(cfg, tokens, CredentialMetrics(registry))
-    ledger_token, peer_token = credentials.secrets if credentials.secrets else (None, None)
+    ledger_token = _outbound_token(cfg.ledger_token_file, cfg.ledger_token)
+    peer_token = _outbound_token(cfg.peer_token_file, cfg.peer_token)
+    credentials = credential_reloader(cfg, tokens, CredentialMetrics(registry),
+                                      [s for s in (ledger_token, peer_token) if s is not None])
     outbound_tls = cfg.tls.client_context()
     ledger = LedgerClient(cfg.ledger_endpoints, _present(ledger_token, cfg.ledger_token),
                           attempt_timeout_s=cfg.ledger_attempt_timeout_s, deadline_s=cfg.ledger_deadline_s,

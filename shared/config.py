@@ -37,6 +37,8 @@ def load_toml(path: Path) -> dict[str, Any]:
 def token_entries(raw: list[dict[str, Any]], base: Path) -> list[TokenEntry]:
     out = []
     for i, t in enumerate(raw):
+        if not isinstance(t, dict):
+            raise ConfigError(f"tokens[{i}] must be a table ([[tokens]])")
         name, role = t.get("name"), t.get("role")
         if not isinstance(name, str) or not name:
             raise ConfigError(f"tokens[{i}].name is required")

@@ -119,7 +119,7 @@ class CredentialReloader:
         try:
             entries = list(self._load_tokens()) if self._load_tokens is not None else None
             values = [s.read() for s in self.secrets]
-        except (ConfigError, OSError, ValueError) as e:
+        except Exception as e:  # noqa: BLE001 -- whatever is wrong with a file (even a shape the parser trips on): keep the old ones
             self.metrics.reloads_total.labels("error").inc()
             self.metrics.reload_failing.set(1)
             log.error("credentials_reload_failed", trigger=trigger, error=str(e),

@@ -61,7 +61,8 @@ def test_a_reload_applies_new_tokens_and_secrets_and_the_removed_token_stops_wor
     assert sample(registry, "credential_reload_failing") == 0
 
 
-@pytest.mark.parametrize("breakage", ["bad_token_entry", "unreadable_config", "empty_secret", "missing_secret"])
+@pytest.mark.parametrize("breakage", ["bad_token_entry", "unreadable_config", "tokens_not_tables", "empty_secret",
+                                      "missing_secret"])
 def test_a_bad_file_keeps_every_old_credential_and_is_counted(tmp_path: Path, breakage: str) -> None:
     reloader, config, secret, registry = make(tmp_path)
     write_config(config, "new")  # a good token change that must not be applied half
@@ -69,6 +70,8 @@ def test_a_bad_file_keeps_every_old_credential_and_is_counted(tmp_path: Path, br
         config.write_text(config.read_text() + '[[tokens]]\nname = "x"\nrole = "root"\nsha256 = "00"\n')
     elif breakage == "unreadable_config":
         config.write_text("[ledger\n")
+    elif breakage == "tokens_not_tables":
+        config.write_text("tokens = [1]\n[ledger]\n")
     elif breakage == "empty_secret":
         secret.path.write_text("\n")
     else:

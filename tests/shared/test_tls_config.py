@@ -115,3 +115,10 @@ def test_edge_urls_name_their_scheme(pki: Path) -> None:
     path.write_text(path.read_text().replace("https://127.0.0.1:1", "htps://127.0.0.1:1"))
     with pytest.raises(ConfigError, match="must start with http:// or https://"):
         edge_config.load(path)
+
+
+def test_token_entries_that_are_not_tables_are_a_config_error(pki: Path) -> None:
+    path = pki / "ledger.toml"
+    path.write_text("tokens = [1]\n[ledger]\n")
+    with pytest.raises(ConfigError, match=r"tokens\[0\] must be a table"):
+        ledger_config.load(path)
