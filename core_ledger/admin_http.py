@@ -23,7 +23,7 @@ from shared.web import json_response, principal, read_model
 from core_ledger.domain import ADMIN_SCOPE, Command
 from core_ledger.routes import (
     AUDITOR,
-    CONFIG,
+    BACKUPS,
     FENCING,
     READS,
     SERVICE,
@@ -173,7 +173,7 @@ async def unfence(request: web.Request) -> web.Response:
 
 @auth.roles("admin_write")
 async def backup(request: web.Request) -> web.Response:
-    taken = await request.app[READS].backup(request.app[CONFIG].backups_dir)
+    taken = await request.app[BACKUPS].take(trigger=f"admin:{principal(request).name}")
     log.info("admin_action", action="backup", principal=principal(request).name, **{
         k: v for k, v in taken.items() if isinstance(v, (str, int, float, bool))})
     return json_response(taken, status=201)
@@ -199,7 +199,8 @@ ROUTES: list[Route] = [
     Route("GET", "/admin/v1/journal/export", export, "Export a journal range",
           query={"from_sequence": "integer", "to_sequence": "integer", "format": "string"}, ndjson=True),
     Route("GET", "/admin/v1/replication", replication, "Role, epoch, head and standbys"),
-    Route("POST", "/admin/v1/backups", backup, "Online backup into data_dir/backups", created=True),
+    Route("POST", "/admin/v1/backups", backup, "Online, verified backup (portable directory format) into backup_dir",
+          created=True),
     Route("POST", "/admin/v1/promote", promote, "Make this standby the primary (epoch + 1); no-op on a primary"),
     Route("POST", "/admin/v1/unfence", unfence,
           "Lift this primary's fence (journaled with the reason and the peers' evidence; refused while a peer "

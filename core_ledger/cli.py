@@ -1,4 +1,4 @@
-"""`croupier ledger serve | verify | rebuild | compare`."""
+"""`croupier ledger serve | verify | rebuild | compare | migrate | backup | restore | verify-backup`."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import structlog
 import typer
 
-from core_ledger.store import SqliteStore
+from core_ledger.store import SqliteStore, StorageError
 
 GC_THRESHOLDS = (50_000, 20, 100)
 
@@ -21,24 +22,37 @@ def _print(value: Any) -> None:
     sys.stdout.write(orjson.dumps(value).decode() + "\n")
 
 
-def _offline(paths: list[Path], work: Callable[..., Awaitable[dict[str, Any]]]) -> dict[str, Any]:
-    """Open each ledger file, run `work(*stores)`, close them all."""
+CANNOT_OPEN_EXIT = 2  # an offline command could not open a file (missing, or a schema it may not read)
+
+
+def _offline(paths: list[Path], work: Callable[..., Awaitable[dict[str, Any]]], *,
+             migrate: bool = False) -> dict[str, Any]:
+    """Open each ledger file, run `work(*stores)`, close them all. Without `migrate` a file of an
+    older schema version is refused, never migrated (a backup verified by a newer release must
+    stay restorable by the release that wrote it); a file without a version is only adopted."""
+    from shared import logs
+
     for path in paths:
         if not path.is_file():
             raise typer.BadParameter(f"{path} is not a ledger database")
+    logs.configure("info", service="ledger")  # JSON log lines (an adoption) on stderr: stdout is the report
 
     async def run() -> dict[str, Any]:
         stores: list[SqliteStore] = []
         try:
             for path in paths:
-                stores.append(SqliteStore(path))
+                stores.append(SqliteStore(path, allow_migration=migrate))
                 await stores[-1].open()
             return await work(*stores)
         finally:
             for store in stores:
                 await store.close()
 
-    return asyncio.run(run())
+    try:
+        return asyncio.run(run())
+    except StorageError as e:
+        sys.stderr.write(f"croupier ledger: {e}\n")
+        raise typer.Exit(CANNOT_OPEN_EXIT) from None
 
 
 def serve(
@@ -59,6 +73,7 @@ def serve(
     from aiohttp import web
 
     from shared import logs
+    from shared.cli import exit_on_config_error
     from shared.config import ConfigError
     from shared.credentials import FileSecret
 
@@ -74,10 +89,13 @@ def serve(
                                  synchronous_standby=True if synchronous_standby else None,
                                  peers=tuple(u.rstrip("/") for u in peer_ledger))
     except ConfigError as e:
-        raise typer.BadParameter(str(e)) from None
+        raise exit_on_config_error(config, e.problems) from None
     standby = None
     if standby_of is not None and replica_token_file is not None:
-        replica_token = FileSecret(replica_token_file.resolve())  # re-read on a credential reload
+        try:
+            replica_token = FileSecret(replica_token_file.resolve())  # re-read on a credential reload
+        except ConfigError as e:  # unreadable or empty: reported like a config problem (exit 2)
+            raise exit_on_config_error(replica_token_file, (f"--replica-token-file: {e}",)) from None
         standby = StandbySettings(standby_of.rstrip("/"), replica_token.value, page_limit=cfg.page_limit_max,
                                   replica_token_file=replica_token, tls=cfg.tls.client_context())
     logs.configure(cfg.log_level, service="ledger", file=cfg.log_file)
@@ -85,12 +103,55 @@ def serve(
     # rescan them so often that GC cost a third of the per-bet CPU in profiles.
     gc.set_threshold(*GC_THRESHOLDS)
     gc.freeze()  # what start-up built (modules, models, routes) lives for good: never rescan it
-    web.run_app(create_app(cfg, standby=standby), host=cfg.host, port=cfg.port, print=None, access_log=None,
-                ssl_context=cfg.tls.server_context())
+    try:
+        web.run_app(create_app(cfg, standby=standby), host=cfg.host, port=cfg.port, print=None, access_log=None,
+                    ssl_context=cfg.tls.server_context())
+    except StorageError as e:  # the store cannot be opened (e.g. its schema version): a message, not a traceback
+        import structlog
+
+        structlog.get_logger("croupier.ledger").error("ledger_start_refused", error=str(e))
+        sys.stderr.write(f"croupier ledger: cannot start: {e}\n")
+        raise typer.Exit(1) from None
+
+
+def migrate(
+    config: Path = typer.Option(..., "--config", exists=True, dir_okay=False, help="TOML config file."),
+    data_dir: Path | None = typer.Option(None, "--data-dir"),
+) -> None:
+    """Bring the configured store (SQLite or PostgreSQL) to this code's schema version; prints
+    JSON. Take a backup first; the migration runs in one transaction (all or nothing)."""
+    from dataclasses import replace
+
+    from shared import logs
+
+    from core_ledger import config as ledger_config
+    from core_ledger.http import store_for
+
+    cfg = ledger_config.load(config, data_dir=data_dir)
+    logs.configure(cfg.log_level, service="ledger", file=cfg.log_file)  # the migration is logged with the rest
+    store = store_for(replace(cfg, migrate_on_start=True))
+
+    async def run() -> dict[str, Any]:
+        await store.open()
+        try:
+            plan = store.schema_plan
+            assert plan is not None  # SQLite and PostgreSQL stores record what open found
+            return {"backend": cfg.backend, "from_version": plan.stored, "to_version": plan.target,
+                    "migrations": [{"version": m.version, "summary": m.summary} for m in plan.steps]}
+        finally:
+            await store.close()
+
+    try:
+        report = asyncio.run(run())
+    except StorageError as e:
+        sys.stderr.write(f"croupier ledger migrate: {e}\n")
+        raise typer.Exit(1) from None
+    _print(report)
 
 
 def verify(path: Path = typer.Argument(..., help="Path to ledger.db")) -> None:
-    """Verify the journal's hash chain offline; prints JSON, exit 1 when broken."""
+    """Verify the journal's hash chain offline; prints JSON, exit 1 when broken, 2 when the file
+    cannot be opened (e.g. a schema version this code may not read: see docs/runbooks/upgrade.md)."""
     from core_ledger.reads import verify_store
 
     report = _offline([path], verify_store)
@@ -111,7 +172,7 @@ def rebuild(path: Path = typer.Argument(..., help="Path to ledger.db (the ledger
         await store.replace_derived(tables)
         return {**report, "rebuilt": True, "rows": {t: len(rows) for t, rows in tables.items()}}
 
-    report = _offline([path], work)
+    report = _offline([path], work, migrate=True)  # rebuild writes the tables of this code's schema
     _print(report)
     raise typer.Exit(0 if report["rebuilt"] else 1)
 
@@ -130,8 +191,153 @@ def compare(a: Path = typer.Argument(..., help="One ledger.db (stopped or a back
     raise typer.Exit(0 if clean else 1)
 
 
+def backup(
+    to: Path | None = typer.Option(None, "--to", file_okay=False,
+                                   help="Directory the backup goes into (off the data disk); default: the "
+                                        "config's backup_dir."),
+    db: Path | None = typer.Option(None, "--db", dir_okay=False, help="A SQLite ledger.db (the ledger may run)."),
+    config: Path | None = typer.Option(None, "--config", exists=True, dir_okay=False,
+                                       help="The ledger's TOML config: back up its backend (SQLite or PostgreSQL)."),
+) -> None:
+    """Write a verified, portable backup straight from the database, online (the ledger may be
+    serving: the copy is one read snapshot). Prints the manifest as JSON; exit 1 on failure."""
+    from shared import logs
+
+    from core_ledger import config as ledger_config
+    from core_ledger.backup import BackupInvalid, write_backup
+    from core_ledger.http import store_for, utc_now
+    from core_ledger.store import Store
+    from core_ledger.store.base import StorageError
+
+    if (db is None) == (config is None):
+        raise typer.BadParameter("give exactly one of --db and --config")
+    logs.configure("info", service="ledger-backup")
+    log = structlog.get_logger("croupier.backup")
+    if config is not None:
+        cfg = ledger_config.load(config)
+        store: Store = store_for(cfg)
+        backend, data_dir = cfg.backend, cfg.data_dir
+        to = to or cfg.backup_dir
+    else:
+        assert db is not None
+        if not db.is_file():
+            raise typer.BadParameter(f"{db} is not a ledger database")
+        store, backend, data_dir = SqliteStore(db), "sqlite", db.parent
+    if to is None:
+        raise typer.BadParameter("give --to (or --config with a backup_dir)")
+    if to.resolve().is_relative_to(data_dir.resolve()):
+        raise typer.BadParameter(f"{to} is inside the data directory {data_dir}: put backups off the data disk")
+
+    async def run() -> dict[str, Any]:
+        await store.open()
+        try:
+            return await write_backup(store, to, backend=backend, clock=utc_now)
+        finally:
+            await store.close()
+
+    try:
+        manifest = asyncio.run(run())
+    except (OSError, StorageError, BackupInvalid) as e:
+        log.error("backup_failed", trigger="cli", backup_dir=str(to), error=repr(e))
+        _print({"ok": False, "error": str(e)})
+        raise typer.Exit(1) from None
+    log.info("backup_written", trigger="cli", path=manifest["path"], head_sequence=manifest["head_sequence"],
+             head_hash=manifest["head_hash"], epoch=manifest["epoch"])
+    _print(manifest)
+
+
+def restore(
+    backup_path: Path = typer.Argument(..., metavar="BACKUP", exists=True, file_okay=False,
+                                       help="A backup directory (holds manifest.json)."),
+    to: Path | None = typer.Option(None, "--to", file_okay=False,
+                                   help="A new SQLite data directory (its ledger.db must not exist)."),
+    to_postgres_dsn_file: Path | None = typer.Option(
+        None, "--to-postgres-dsn-file", exists=True, dir_okay=False,
+        help="File holding the DSN of an empty PostgreSQL ledger to restore into (never on the command line)."),
+    postgres_schema: str = typer.Option("public", "--postgres-schema"),
+    until_sequence: int | None = typer.Option(None, "--until-sequence", min=0,
+                                              help="Point-in-time: restore the journal up to this sequence."),
+    metrics_textfile: Path | None = typer.Option(
+        None, "--metrics-textfile", dir_okay=False,
+        help="Write ledger_restores_total here (Prometheus node-exporter textfile format)."),
+) -> None:
+    """Verify a backup, then replay its journal into an empty ledger with the live fold (the
+    backup's derived tables are never trusted). Prints JSON; exit 1 when refused or failed."""
+    from prometheus_client import CollectorRegistry, write_to_textfile
+
+    from shared import logs
+
+    from core_ledger.backup import BackupInvalid, RestoreTargetNotEmpty, restore_backup, restore_into_sqlite
+    from core_ledger.metrics import RestoreMetrics
+    from core_ledger.store.base import StorageError
+
+    if (to is None) == (to_postgres_dsn_file is None):
+        raise typer.BadParameter("give exactly one of --to and --to-postgres-dsn-file")
+    logs.configure("info", service="ledger-restore")
+    log = structlog.get_logger("croupier.restore")
+
+    dsn = to_postgres_dsn_file.read_text().strip() if to_postgres_dsn_file is not None else ""
+
+    async def run() -> dict[str, Any]:
+        if to is not None:
+            return await restore_into_sqlite(backup_path, to, until_sequence=until_sequence)
+        assert to_postgres_dsn_file is not None
+        from core_ledger.store.postgres import PostgresStore
+
+        store = PostgresStore(dsn, schema=postgres_schema)
+        await store.open()
+        try:
+            return await restore_backup(backup_path, store, until_sequence=until_sequence)
+        finally:
+            await store.close()
+
+    registry = CollectorRegistry()
+    metrics = RestoreMetrics(registry)
+    target = str(to) if to is not None else f"postgres schema {postgres_schema}"
+    try:
+        report = asyncio.run(run())
+    except BackupInvalid as e:
+        report = {"restored": False, **e.report()}
+        log.error("restore_refused", backup=str(backup_path), target=target, error=e.detail,
+                  first_bad_sequence=e.first_bad_sequence, file=e.file)
+    except (RestoreTargetNotEmpty, OSError, StorageError) as e:
+        report = {"restored": False, "ok": False, "error": str(e)}
+        log.error("restore_failed", backup=str(backup_path), target=target, error=str(e))
+    except Exception as e:  # e.g. a broken invariant while replaying: counted and reported too
+        report = {"restored": False, "ok": False, "error": repr(e)}
+        log.exception("restore_failed", backup=str(backup_path), target=target, error=repr(e))
+    else:
+        log.info("restore_done", backup=str(backup_path), target=target, head_sequence=report["head_sequence"],
+                 head_hash=report["head_hash"], epoch=report["epoch"], until_sequence=until_sequence,
+                 derived_tables_differ=report.get("derived_tables_differ"))
+    metrics.restores_total.labels("ok" if report["restored"] else "failed").inc()
+    if metrics_textfile is not None:
+        write_to_textfile(str(metrics_textfile), registry)
+    _print(report)
+    raise typer.Exit(0 if report["restored"] else 1)
+
+
+def verify_backup(backup_path: Path = typer.Argument(..., metavar="BACKUP", exists=True, file_okay=False,
+                                                    help="A backup directory (holds manifest.json).")) -> None:
+    """Check a backup without restoring it: the journal's hash chain up to the manifest's head, then
+    every file's checksum. Prints JSON (`first_bad_sequence`, `file` when refused); exit 1 when bad."""
+    from core_ledger.backup import BackupInvalid
+    from core_ledger.backup import verify_backup as check
+
+    try:
+        report = check(backup_path)
+    except BackupInvalid as e:
+        report = e.report()
+    _print(report)
+    raise typer.Exit(0 if report["ok"] else 1)
+
+
 def register(app: typer.Typer) -> None:
     app.command("serve")(serve)
     app.command("verify")(verify)
     app.command("rebuild")(rebuild)
     app.command("compare")(compare)
+    app.command("backup")(backup)
+    app.command("restore")(restore)
+    app.command("verify-backup")(verify_backup)
+    app.command("migrate")(migrate)

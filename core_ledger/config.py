@@ -1,46 +1,45 @@
 """The ledger's config: the `[ledger]` table and `[[tokens]]` of a TOML file, validated once.
 
+Every key is described once, in `LEDGER` below (type, default, range, meaning); `docs/CONFIG.md` is generated
+from it (`python -m shared.configdoc`). Paths are relative to the config file. `CROUPIER_LEDGER__<KEY>`
+environment variables override the file, and command-line options override both. Every problem of a file is
+reported at once (one ConfigError naming them all); unknown keys and tables are refused.
+
     [ledger]
-    host = "127.0.0.1"        port = 8700          data_dir = "./data"  (relative to the file)
-    group_commit = true       commit_batch_max = 256                    queue_depth_max = 10000
-    body_bytes_max = 65536    page_limit_max = 1000                     batch_actions_max = 256
-    log_level = "info"        backend = "sqlite"   (or "postgres", which needs postgres_dsn_file)
-    log_file = "ledger.log"   (JSON lines appended there, relative to the file; default: stderr)
-    postgres_dsn_file = "pg.dsn"  (relative to the file; the DSN holds a password: read, never logged)
-    postgres_schema = "public"    postgres_pool_size_max = 8
-    synchronous_standby = false   standby_ack_timeout_s = 2.0    journal_wait_ms_max = 5000
-    peers = ["http://127.0.0.1:8701"]  (other ledgers: a primary of a higher epoch there fences this one)
-    peer_check_interval_s = 5.0   peer_check_timeout_s = 2.0
-    epoch_claim_recheck_s = 1.0   (a caller's epoch claim the peers refuted: refuted again without asking)
-    tls_cert_file = ""  tls_key_file = ""  tls_client_ca_file = ""  tls_ca_file = ""  (shared/tls.py:
-                                   HTTPS, required client certificates, the CA of peers and primary)
-    tokens_file = ""              (more [[tokens]] in a file of their own; re-read with the config's
-                                   [[tokens]] on SIGHUP or when either file changes: shared/credentials.py)
-    credentials_check_interval_s = 2.0   (how often the token files' modification stamps are checked)
-    fault_apply_delay_file = ""   (TEST ONLY, off by default: while this file holds a number of
-                                   seconds, a standby pauses that long inside each apply, before
-                                   its commit; only the chaos cluster sets it)
+    port = 8700
+    data_dir = "/var/lib/croupier/ledger"
+    peers = ["http://127.0.0.1:8701"]   (other ledgers: a primary of a higher epoch there fences this one)
+    backup_dir = "/mnt/backups/ledger"  (off the data disk; unset: no backups)
+    migrate_on_start = true   (false: a store of an older schema is refused until `croupier ledger migrate` ran)
+    tls_cert_file = "certs/ledger.pem"  tls_key_file = "certs/ledger.key"  (HTTPS; shared/tls.py)
+    tokens_file = "tokens.toml"   (more [[tokens]]; re-read with the config's own on SIGHUP or a file change)
+
+`reload_tokens` re-reads the `[[tokens]]` (and the `tokens_file`) for a credential reload
+(shared/credentials.py), with the same checks as at start-up.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from shared.auth import TokenEntry
 from shared.config import (
+    CREDENTIAL_KEYS,
+    LOG_LEVELS,
     ConfigError,
     all_token_entries,
     load_toml,
-    pick,
     pick_log_file,
-    pick_log_level,
-    tokens_file,
+    raise_problems,
+    reload_token_entries,
+    tokens_file_path,
 )
+from shared.configspec import Key, Table, apply_env, check_table
 from shared.tls import TLS_KEYS, TlsSettings, parse_tls
-
-LIMIT_MAX = 1_000_000  # sanity bound on every configured count
 
 
 @dataclass(frozen=True)
@@ -68,7 +67,11 @@ class LedgerConfig:
     peer_check_interval_s: float = 5.0
     peer_check_timeout_s: float = 2.0
     epoch_claim_recheck_s: float = 1.0  # a peer survey is remembered this long for judging epoch claims
+    backup_dir: Path | None = None  # where backups go (off the data disk); None: no backups
+    backup_interval_s: float = 0.0  # 0: not scheduled
+    backup_keep: int = 7
     fault_apply_delay_file: Path | None = None  # test-only fault point (see the module docstring)
+    migrate_on_start: bool = True  # migrate an older store at start (false: refuse, run `ledger migrate`)
     tokens: tuple[TokenEntry, ...] = field(default_factory=tuple)
     tls: TlsSettings = field(default_factory=TlsSettings)
     tokens_file: Path | None = None  # more [[tokens]], reloaded with the config's own
@@ -79,37 +82,109 @@ class LedgerConfig:
     def db_path(self) -> Path:
         return self.data_dir / "ledger.db"
 
-    @property
-    def backups_dir(self) -> Path:
-        return self.data_dir / "backups"
 
-
-_INTS = ("port", "commit_batch_max", "queue_depth_max", "body_bytes_max", "page_limit_max", "batch_actions_max",
-         "postgres_pool_size_max", "journal_wait_ms_max")
-_SECONDS = ("standby_ack_timeout_s", "peer_check_interval_s", "peer_check_timeout_s", "epoch_claim_recheck_s",
-            "credentials_check_interval_s")
+LIMIT_MAX = 1_000_000  # sanity bound on every configured count
 SECONDS_MAX = 600.0
 BACKENDS = ("sqlite", "postgres")
+BACKUP_INTERVAL_MAX_S = 7 * 86_400.0
 
 
-def _backend(table: dict[str, Any], base: Path) -> dict[str, Any]:
+def check_backup_dir(data_dir: Path, backup_dir: Path | None, interval_s: float) -> None:
+    """A backup inside the data directory dies with the disk it protects: refused."""
+    if backup_dir is None:
+        if interval_s:
+            raise ConfigError("ledger.backup_interval_s needs ledger.backup_dir")
+        return
+    if backup_dir.resolve().is_relative_to(data_dir.resolve()):
+        raise ConfigError(f"ledger.backup_dir {backup_dir} is inside data_dir {data_dir}: "
+                          "put backups off the data disk")
+
+
+def _backup(values: dict[str, Any], base: Path, problems: list[str]) -> dict[str, Any]:
+    interval = values["backup_interval_s"]
+    if not (interval == 0 or 1 <= interval <= BACKUP_INTERVAL_MAX_S):
+        problems.append(f"ledger.backup_interval_s must be 0 (off) or in [1, {BACKUP_INTERVAL_MAX_S}]")
+    name = values["backup_dir"]
+    directory = Path(name) if name else None
+    if directory is not None and not directory.is_absolute():
+        directory = (base / directory).resolve()
+    return {"backup_dir": directory, "backup_interval_s": interval, "backup_keep": values["backup_keep"]}
+
+
+def _count(name: str, default: int, meaning: str) -> Key:
+    return Key(name, int, default, meaning, minimum=1, maximum=LIMIT_MAX)
+
+
+def _seconds(name: str, default: float, meaning: str) -> Key:
+    return Key(name, float, default, meaning, above=0, maximum=SECONDS_MAX)
+
+
+LEDGER = Table("ledger", (
+    Key("host", str, "127.0.0.1", "Address the HTTP server binds to (`--host` overrides)."),
+    Key("port", int, 8700, "TCP port of the HTTP server (`--port` overrides).", minimum=1, maximum=65535),
+    Key("data_dir", str, "./data", "Directory of the SQLite database (`ledger.db`) and its backups "
+        "(`--data-dir` overrides).", path=True),
+    Key("group_commit", bool, True, "Commit queued money actions together, one fsync per batch "
+        "(`--no-group-commit` turns it off)."),
+    _count("commit_batch_max", 256, "Money actions committed together at most."),
+    _count("queue_depth_max", 10_000, "Money actions waiting for the writer at most; beyond, 503 "
+           "`ledger_unavailable`."),
+    _count("body_bytes_max", 65_536, "Largest request body accepted, in bytes (413 beyond)."),
+    _count("page_limit_max", 1000, "Largest `limit` of a paged read (journal, history)."),
+    _count("batch_actions_max", 256, "Money actions in one `POST /v1/batch` at most."),
+    Key("log_level", str, "info", "Least severe log level written (any case).", choices=LOG_LEVELS, any_case=True),
+    Key("log_file", str, "", "File the JSON log lines are appended to; unset: stderr.", path=True),
+    Key("backend", str, "sqlite", "Ledger store: embedded SQLite (WAL, synchronous=FULL) or PostgreSQL.",
+        choices=BACKENDS),
+    Key("postgres_dsn_file", str, "", 'File holding the PostgreSQL DSN (it holds a password: read, never '
+        'logged); required with `backend = "postgres"`.', path=True),
+    Key("postgres_schema", str, "public", "PostgreSQL schema of the ledger tables."),
+    _count("postgres_pool_size_max", 8, "PostgreSQL connections at most."),
+    Key("synchronous_standby", bool, False, "Answer a commit only once a standby has applied it "
+        "(`--synchronous-standby` turns it on)."),
+    _seconds("standby_ack_timeout_s", 2.0, "How long a commit waits for the standby's acknowledgement before "
+             "503 `standby_unavailable`."),
+    _count("journal_wait_ms_max", 5000, "Longest wait of a standby's long poll of `GET /v1/journal`, in ms."),
+    Key("peers", list, [], "Other ledgers (http(s) URLs): a primary of a higher epoch there fences this one "
+        "(`--peer-ledger` adds more).", items="URLs"),
+    _seconds("peer_check_interval_s", 5.0, "How often the peers are asked for their epoch."),
+    _seconds("peer_check_timeout_s", 2.0, "Timeout of one peer check."),
+    _seconds("epoch_claim_recheck_s", 1.0, "A caller's epoch claim that the peers refuted is refuted again "
+             "without asking for this long."),
+    Key("backup_dir", str, "", "Directory backups are written to, off the data disk (refused inside "
+        "`data_dir`); unset: `POST /admin/v1/backups` answers 409 and nothing is scheduled.", path=True),
+    Key("backup_interval_s", float, 0.0, "Seconds between scheduled backups (0: none; else at least 1).",
+        minimum=0, maximum=BACKUP_INTERVAL_MAX_S),
+    _count("backup_keep", 7, "Finished backups kept in `backup_dir`; older ones are deleted."),
+    Key("migrate_on_start", bool, True, "Migrate a store of an older schema version at start; false: refuse "
+        "the start until `croupier ledger migrate` ran (a new store is always created)."),
+    Key("fault_apply_delay_file", str, "", "TEST ONLY, unset in production: while this file holds a number of "
+        "seconds, a standby pauses that long inside each apply (the chaos cluster sets it).", path=True),
+    *TLS_KEYS,
+    *CREDENTIAL_KEYS,
+), "The core ledger: `croupier ledger serve --config FILE`.")
+
+TOP_LEVEL = frozenset({"ledger", "tokens"})
+
+
+def _backend(values: dict[str, Any], base: Path, problems: list[str]) -> dict[str, Any]:
     """`backend` and, for PostgreSQL, its settings with the DSN read from its file."""
-    backend = pick(table, "backend", str, "sqlite")
-    if backend not in BACKENDS:
-        raise ConfigError(f"ledger.backend must be one of {list(BACKENDS)}")
-    out: dict[str, Any] = {"backend": backend, "postgres_schema": pick(table, "postgres_schema", str, "public")}
-    name = pick(table, "postgres_dsn_file", str, "")
-    if backend != "postgres":
+    out: dict[str, Any] = {"backend": values["backend"], "postgres_schema": values["postgres_schema"]}
+    name = values["postgres_dsn_file"]
+    if values["backend"] != "postgres":
         return out
     if not name:
-        raise ConfigError('ledger.postgres_dsn_file is required with backend = "postgres"')
+        problems.append('ledger.postgres_dsn_file is required with backend = "postgres"')
+        return out
     path = (base / name).resolve()
     try:
         dsn = path.read_text().strip()
     except OSError as e:
-        raise ConfigError(f"cannot read ledger.postgres_dsn_file {path}: {e.strerror}") from None
+        problems.append(f"cannot read ledger.postgres_dsn_file {path}: {e.strerror}")
+        return out
     if not dsn:
-        raise ConfigError(f"ledger.postgres_dsn_file {path} is empty")
+        problems.append(f"ledger.postgres_dsn_file {path} is empty")
+        return out
     return {**out, "postgres_dsn_file": path, "postgres_dsn": dsn}
 
 
@@ -119,58 +194,70 @@ def _peers(raw: list[Any]) -> tuple[str, ...]:
     return tuple(u.rstrip("/") for u in raw)
 
 
-def load_tokens(raw: dict[str, Any], base: Path) -> list[TokenEntry]:
-    """The `[[tokens]]` of a ledger config and of its `tokens_file`."""
-    table = raw.get("ledger", {})
-    return all_token_entries(raw, table if isinstance(table, dict) else {}, base, "ledger")
-
-
-def reload_tokens(path: Path) -> list[TokenEntry]:
-    """The tokens a credential reload applies: re-read from the config file (and its tokens_file)."""
-    return load_tokens(load_toml(path), path.resolve().parent)
-
-
-def parse(raw: dict[str, Any], base: Path) -> LedgerConfig:
+def parse(raw: dict[str, Any], base: Path, environ: Mapping[str, str] | None = None) -> LedgerConfig:
+    """Check the whole file (and the `CROUPIER_LEDGER__*` variables of `environ`, which win over it); a
+    ConfigError names every problem found."""
+    problems: list[str] = []
+    unknown = sorted(set(raw) - TOP_LEVEL)
+    if unknown:
+        problems.append(f"unknown top-level keys or tables: {unknown} (known: {sorted(TOP_LEVEL)})")
     table = raw.get("ledger", {})
     if not isinstance(table, dict):
-        raise ConfigError("[ledger] must be a table")
-    defaults = LedgerConfig(data_dir=Path("data"))
-    not_keys = ("tokens", "postgres_dsn", "tls", "config_path")
-    unknown = set(table) - {f for f in LedgerConfig.__dataclass_fields__ if f not in not_keys} - set(TLS_KEYS)
-    if unknown:
-        raise ConfigError(f"unknown [ledger] keys: {sorted(unknown)}")
-    values: dict[str, Any] = {name: pick(table, name, int, getattr(defaults, name)) for name in _INTS}
-    for name, value in values.items():
-        if not 1 <= value <= (65535 if name == "port" else LIMIT_MAX):
-            raise ConfigError(f"ledger.{name} is out of range")
-    for name in _SECONDS:
-        values[name] = pick(table, name, float, getattr(defaults, name))
-        if not 0 < values[name] <= SECONDS_MAX:
-            raise ConfigError(f"ledger.{name} must be in (0, {SECONDS_MAX}]")
-    data_dir = Path(pick(table, "data_dir", str, "./data"))
-    fault_file = pick(table, "fault_apply_delay_file", str, "")
+        problems.append("[ledger] must be a table")
+        table = {}
+    merged, sources = apply_env(table, LEDGER, environ or {}, problems)
+    values = check_table(merged, LEDGER, problems, sources=sources)
+    peers: tuple[str, ...] = ()
+    try:
+        peers = _peers(values["peers"])
+    except ConfigError as e:
+        problems.extend(e.problems)
+    log_file = None
+    try:
+        log_file = pick_log_file(values, base, "ledger")
+    except ConfigError as e:
+        problems.extend(e.problems)
+    backend = _backend(values, base, problems)
+    tls = parse_tls(values, base, "ledger", problems, sources)
+    tokens_file = tokens_file_path(values["tokens_file"], base)
+    tokens = all_token_entries(raw.get("tokens", []), tokens_file, base, "ledger", problems)
+    raise_problems(problems)
+    data_dir = Path(values["data_dir"])
+    fault_file = values["fault_apply_delay_file"]
+    backups = _backup(values, base, problems)
+    plain = {k.name: values[k.name] for k in LEDGER.keys if k.name not in _DERIVED}
     return LedgerConfig(
+        **plain,
         data_dir=data_dir if data_dir.is_absolute() else (base / data_dir).resolve(),
-        host=pick(table, "host", str, defaults.host),
-        group_commit=pick(table, "group_commit", bool, True),
-        synchronous_standby=pick(table, "synchronous_standby", bool, False),
-        peers=_peers(pick(table, "peers", list, [])),
+        peers=peers,
         fault_apply_delay_file=(base / fault_file).resolve() if fault_file else None,
-        log_level=pick_log_level(table, "ledger"),
-        log_file=pick_log_file(table, base, "ledger"),
-        tokens=tuple(load_tokens(raw, base)),
-        tokens_file=tokens_file(table, base, "ledger"),
-        tls=parse_tls(table, base, "ledger"),
-        **_backend(table, base),
-        **values,
+        log_file=log_file,
+        tokens=tuple(tokens),
+        tls=tls,
+        tokens_file=tokens_file,
+        **backend,
+        **backups,
     )
+
+
+# Keys whose LedgerConfig value is derived from the file's (paths resolved, DSN read, URLs normalised).
+_DERIVED = frozenset({"data_dir", "peers", "fault_apply_delay_file", "log_file", "backend", "postgres_schema",
+                      "postgres_dsn_file", "backup_dir", "backup_interval_s", "backup_keep", "tokens_file",
+                      *(k.name for k in TLS_KEYS)})
+
+
+def reload_tokens(path: Path, environ: Mapping[str, str] | None = None) -> list[TokenEntry]:
+    """The tokens a credential reload applies: re-read from the config file (and its tokens_file), checked as at
+    start-up; a ConfigError names every problem."""
+    return reload_token_entries(path, LEDGER, os.environ if environ is None else environ)
 
 
 def load(path: Path, *, host: str | None = None, port: int | None = None, data_dir: Path | None = None,
          group_commit: bool | None = None, synchronous_standby: bool | None = None,
-         peers: tuple[str, ...] = ()) -> LedgerConfig:
-    """Read a config file and apply command-line overrides."""
-    config = parse(load_toml(path), path.resolve().parent)
+         peers: tuple[str, ...] = (), environ: Mapping[str, str] | None = None) -> LedgerConfig:
+    """Read a config file, lay the `CROUPIER_LEDGER__*` environment variables over it (`environ`, default the
+    process's), then apply command-line overrides."""
+    config = parse(load_toml(path), path.resolve().parent, os.environ if environ is None else environ)
     overrides: dict[str, Any] = {"config_path": path.resolve()}
     if host is not None:
         overrides["host"] = host
@@ -184,4 +271,6 @@ def load(path: Path, *, host: str | None = None, port: int | None = None, data_d
         overrides["synchronous_standby"] = synchronous_standby
     if peers:
         overrides["peers"] = (*config.peers, *_peers(list(peers)))
-    return replace(config, **overrides)
+    config = replace(config, **overrides)
+    check_backup_dir(config.data_dir, config.backup_dir, config.backup_interval_s)
+    return config

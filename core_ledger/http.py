@@ -38,6 +38,7 @@ from shared.web import (
 
 from core_ledger import admin_http
 from core_ledger.audit import Auditor
+from core_ledger.backup_jobs import Backups
 from core_ledger.config import LedgerConfig, reload_tokens
 from core_ledger.domain import Command
 from core_ledger.fencing import Fencing
@@ -46,6 +47,7 @@ from core_ledger.reads import LedgerReads
 from core_ledger.replication import EPOCH_HEADER
 from core_ledger.routes import (
     AUDITOR,
+    BACKUPS,
     CONFIG,
     CREDENTIALS,
     FENCING,
@@ -184,13 +186,15 @@ async def transaction(request: web.Request) -> web.Response:
 
 @auth.roles(*READ_ROLES)
 async def jackpot(request: web.Request) -> web.Response:
-    return json_response(await request.app[READS].jackpot(path_id(request, "jackpot_id")))
+    epoch = request.app[SERVICE].epoch  # read before the truth: the copy whose history `as_of` is in
+    return json_response({**await request.app[READS].jackpot(path_id(request, "jackpot_id")), "as_of_epoch": epoch})
 
 
 @auth.roles(*READ_ROLES)
 async def bonuses(request: web.Request) -> web.Response:
-    return json_response(await request.app[READS].bonuses(path_id(request, "player_id"),
-                                                          request.app[CONFIG].page_limit_max))
+    epoch = request.app[SERVICE].epoch
+    truth = await request.app[READS].bonuses(path_id(request, "player_id"), request.app[CONFIG].page_limit_max)
+    return json_response({**truth, "as_of_epoch": epoch})
 
 
 @auth.roles("replica", "admin_read")
@@ -261,8 +265,9 @@ def store_for(config: LedgerConfig) -> Store:
         from core_ledger.store.postgres import PostgresLimits, PostgresStore
 
         limits = PostgresLimits(pool_size_max=config.postgres_pool_size_max)
-        return PostgresStore(config.postgres_dsn, limits, schema=config.postgres_schema)
-    return SqliteStore(config.db_path)
+        return PostgresStore(config.postgres_dsn, limits, schema=config.postgres_schema,
+                             allow_migration=config.migrate_on_start)
+    return SqliteStore(config.db_path, allow_migration=config.migrate_on_start)
 
 
 def create_app(config: LedgerConfig, *, store: Store | None = None, clock: Callable[[], datetime] = utc_now,
@@ -288,6 +293,7 @@ def create_app(config: LedgerConfig, *, store: Store | None = None, clock: Calla
     app[AUDITOR] = Auditor(app[SERVICE], app[READS], metrics, clock)
     app[CONFIG] = config
     app[CREDENTIALS] = credentials
+    app[BACKUPS] = Backups(store, config, metrics, clock)
     app[FENCING] = Fencing(app[SERVICE], metrics, peers=config.peers, timeout_s=config.peer_check_timeout_s,
                            interval_s=config.peer_check_interval_s, recheck_s=config.epoch_claim_recheck_s,
                            tls=config.tls.client_context())
@@ -299,7 +305,7 @@ def create_app(config: LedgerConfig, *, store: Store | None = None, clock: Calla
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await app[SERVICE].start()
         await app[FENCING].start()  # peers first: a primary that lost a failover never takes a write
-        tasks = [t for t in (app.get(STANDBY), app[AUDITOR]) if t is not None]
+        tasks = [t for t in (app.get(STANDBY), app[AUDITOR], app[BACKUPS]) if t is not None]
         for task in tasks:
             task.start()
         credentials.start()

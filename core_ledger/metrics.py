@@ -11,8 +11,40 @@ BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 EPOCH_CLAIM_OUTCOMES = ("proven", "refuted", "unverifiable", "role_not_allowed")
 
 
+BACKUP_OUTCOMES = ("ok", "failed")  # of ledger_backups_total and ledger_restores_total
+
+
+class BackupMetrics:
+    """Backups taken by a serving ledger (admin route and schedule)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.last_success_timestamp_seconds = Gauge(
+            "ledger_backup_last_success_timestamp_seconds",
+            "When the newest verified backup in backup_dir was taken (NaN: no backup_dir configured).",
+            registry=registry)
+        self.last_success_timestamp_seconds.set(float("nan"))
+        self.backups_total = Counter(
+            "ledger_backups_total", "Backups attempted (admin route and schedule), by outcome.",
+            ["outcome"], registry=registry)
+        for outcome in BACKUP_OUTCOMES:
+            self.backups_total.labels(outcome)
+        self.restore = RestoreMetrics(registry)
+
+
+class RestoreMetrics:
+    """Restores run by `croupier ledger restore` (its --metrics-textfile); always 0 in a server."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.restores_total = Counter(
+            "ledger_restores_total", "Restores attempted, by outcome (failed: refused or broken off).",
+            ["outcome"], registry=registry)
+        for outcome in BACKUP_OUTCOMES:
+            self.restores_total.labels(outcome)
+
+
 class LedgerMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
+        self.backup = BackupMetrics(registry)
         self.transactions_total = Counter(
             "ledger_transactions_total", "Journaled transactions by type and outcome.",
             ["type", "outcome"], registry=registry)
@@ -87,4 +119,8 @@ class LedgerMetrics:
         self.fault_point_enabled = Gauge(
             "ledger_fault_point_enabled",
             "1 while a test-only fault point (fault_apply_delay_file) is configured: never in production.",
+            registry=registry)
+        self.store_schema_version = Gauge(
+            "ledger_store_schema_version",
+            "Schema version of the opened store (0: a store without versions, such as the in-memory one).",
             registry=registry)

@@ -1,10 +1,9 @@
-"""Reads of committed state (the writer's overlay is never read here), audits and backups."""
+"""Reads of committed state (the writer's overlay is never read here) and audits."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -149,12 +148,6 @@ class LedgerReads:
 
     async def verify(self, up_to_sequence: int) -> dict[str, Any]:
         return await verify_store(self.store, up_to_sequence)
-
-    async def backup(self, directory: Path) -> dict[str, Any]:
-        stamp = self._clock().strftime("%Y%m%dT%H%M%S%fZ")
-        path = directory / f"ledger-{stamp}.db"
-        head = await self.store.backup(path)
-        return {"path": str(path), "head_sequence": head.sequence, "head_hash": head.hash, "epoch": head.epoch}
 
 
 async def verify_store(store: Store, up_to_sequence: int | None = None) -> dict[str, Any]:

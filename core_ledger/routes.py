@@ -13,6 +13,7 @@ from shared.routes import Route, path_id  # noqa: F401  (re-exported for the HTT
 from shared.web import dumps
 
 from core_ledger.audit import Auditor
+from core_ledger.backup_jobs import Backups
 from core_ledger.config import LedgerConfig
 from core_ledger.fencing import Fencing
 from core_ledger.reads import LedgerReads
@@ -26,6 +27,7 @@ STANDBY = web.AppKey("ledger_standby", Standby)  # present only in standby mode
 AUDITOR = web.AppKey("ledger_auditor", Auditor)
 FENCING = web.AppKey("ledger_fencing", Fencing)
 CREDENTIALS = web.AppKey("ledger_credentials", CredentialReloader)
+BACKUPS = web.AppKey("ledger_backups", Backups)
 
 
 def query_int(request: web.Request, name: str, default: int, *, low: int = 0, high: int) -> int:

@@ -164,6 +164,8 @@ class LedgerService:
 
     async def start(self) -> None:
         await self.store.open()
+        plan = self.store.schema_plan
+        self.metrics.store_schema_version.set(plan.target if plan is not None else 0)
         self._head = self._committed = await self.store.head()
         self.fenced_by = await self.store.fenced_by()
         self.commits.advance(self._head.sequence)

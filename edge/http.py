@@ -155,7 +155,8 @@ def create_app(cfg: EdgeConfig, *, registry: CollectorRegistry | None = None,
     client_id = fresh_client_id(cfg.id, time.time())
     hub_ref: list[SyncHub] = []
     store = Store(cfg.data_dir / "edge.db", client_id, store_limits,
-                  on_durable=lambda updates: hub_ref[0].push(updates) if hub_ref else None, health=health)
+                  on_durable=lambda updates: hub_ref[0].push(updates) if hub_ref else None, health=health,
+                  allow_migration=cfg.migrate_on_start)
     state = EdgeState(cfg.id, client_id, cfg.limits.docs_live_max, store, metrics, clock)
     ledger_token = _outbound_token(cfg.ledger_token_file, cfg.ledger_token)
     peer_token = _outbound_token(cfg.peer_token_file, cfg.peer_token)
@@ -185,6 +186,7 @@ def create_app(cfg: EdgeConfig, *, registry: CollectorRegistry | None = None,
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await state.open()
+        metrics.store_schema_version.set(store.schema_plan.target if store.schema_plan is not None else 0)
         log.info("edge CRDT identity", edge=cfg.id, crdt_client_id=state.replica.client_id)
         reconciler.mark_dirty(state.book.keys())  # effects near a crash: confirm them first
         await ledger.start()

@@ -69,6 +69,8 @@ class EdgeMetrics:
         self.crdt_invalid_slots_total = Counter(
             "edge_crdt_invalid_slots_total",
             "Slot values skipped by a read because they do not decode, by document kind.", ["doc"], registry=registry)
+        self.store_schema_version = Gauge(
+            "edge_store_schema_version", "Schema version of the opened local store (edge.db).", registry=registry)
         for operation in MONEY_OPERATIONS:
             self.effect_failures_total.labels(operation)
         for task in BACKGROUND_TASKS:

@@ -12,6 +12,9 @@ after the commit, and sync answers wait for `barrier()`. So a restart after kill
 (client id, clock) pair that peers already hold, and an effect seen by peers is in the local book.
 A commit in WAL mode survives the death of the process, so `synchronous=NORMAL` is enough here
 (CRDT state can be rebuilt from the ledger and the peers after a power loss).
+
+The schema version is `PRAGMA user_version`, moved forward by `MIGRATIONS` at open (see
+`shared.migrations`); a store of a newer version is refused with `SchemaVersionError`.
 """
 
 from __future__ import annotations
@@ -26,21 +29,26 @@ import aiosqlite
 import orjson
 import structlog
 
+from shared import sqlite_migrate
 from shared.errors import Unavailable
+from shared.migrations import Migration, Plan
 
 from edge.crdt import Effect, compact
 from edge.health import TaskHealth
 
 log = structlog.get_logger("croupier.edge.persist")
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS updates (id INTEGER PRIMARY KEY AUTOINCREMENT, doc TEXT NOT NULL, data BLOB NOT NULL);
-CREATE INDEX IF NOT EXISTS updates_by_doc ON updates(doc, id);
-CREATE TABLE IF NOT EXISTS docs (name TEXT PRIMARY KEY, sv BLOB NOT NULL, n INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS effects (key TEXT NOT NULL, seq INTEGER NOT NULL, delta BLOB NOT NULL,
-                                    PRIMARY KEY (key, seq));
-CREATE TABLE IF NOT EXISTS watermarks (key TEXT PRIMARY KEY, seq INTEGER NOT NULL);
-"""
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS updates (id INTEGER PRIMARY KEY AUTOINCREMENT, doc TEXT NOT NULL, data BLOB NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS updates_by_doc ON updates(doc, id)",
+    "CREATE TABLE IF NOT EXISTS docs (name TEXT PRIMARY KEY, sv BLOB NOT NULL, n INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS effects (key TEXT NOT NULL, seq INTEGER NOT NULL, delta BLOB NOT NULL, "
+    "PRIMARY KEY (key, seq))",
+    "CREATE TABLE IF NOT EXISTS watermarks (key TEXT PRIMARY KEY, seq INTEGER NOT NULL)",
+)
+# Numbered schema migrations, 1..N; never edit or drop one that was released, append a new one.
+MIGRATIONS = (Migration(1, "CRDT updates, documents, effects and watermarks", SCHEMA),)
+MIGRATE_COMMAND = "croupier edge migrate --config <edge.toml>"
 
 
 @dataclass(frozen=True)
@@ -76,8 +84,12 @@ class Loaded:
 class Store:
     def __init__(self, path: Path, client_id: int, limits: StoreLimits = StoreLimits(),
                  on_durable: Callable[[list[tuple[str, bytes]]], None] = lambda local_updates: None,
-                 health: TaskHealth | None = None) -> None:
+                 health: TaskHealth | None = None, *, allow_migration: bool = True,
+                 migrations: tuple[Migration, ...] = MIGRATIONS) -> None:
         self.path = path
+        self.allow_migration = allow_migration  # may `open` migrate a store that is behind (an empty one: always)
+        self.migrations = migrations  # replaced by tests only
+        self.schema_plan: Plan | None = None  # what the last `open` found and did
         self._health = health
         self._on_durable = on_durable
         self.client_id = client_id
@@ -99,8 +111,15 @@ class Store:
     async def open(self) -> Loaded:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = await aiosqlite.connect(self.path)
-        await self._db.executescript("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;" + SCHEMA)
-        await self._db.commit()
+        try:
+            await self._db.executescript("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
+            self.schema_plan = await sqlite_migrate.migrate(
+                self._db, self.migrations, allowed=self.allow_migration, store=f"the edge database {self.path}",
+                migrate_command=MIGRATE_COMMAND)
+        except BaseException:
+            await self._db.close()
+            self._db = None
+            raise
         loaded = Loaded()
         async with self._db.execute("SELECT name, sv, n FROM docs") as cur:
             async for name, sv, n in cur:

@@ -22,6 +22,7 @@ from shared.ids import is_id
 
 from edge.config import Limits
 from edge.crdt import BONUS, JACKPOT, JackpotTruth, doc_name, reconcile_bonus, reconcile_jackpot
+from edge.crdt.effects import position
 from edge.crdt.slots import BonusSlot, bonus_progress, bonus_slots, jackpot_slots, jackpot_view, write_slot
 from edge.health import TaskHealth
 from edge.jackpots import JackpotCatalog
@@ -67,7 +68,8 @@ class Reconciler:
         await self.state.doc(name)
         truth = JackpotTruth(epoch=int(raw["epoch"]), seed_minor=int(raw["seed_minor"]), currency=str(raw["currency"]),
                              mine_minor=int(raw.get("contributions_by_edge", {}).get(self.state.edge_id, 0)),
-                             pool_minor=int(raw["pool_minor"]), as_of=int(raw["as_of_sequence"]))
+                             pool_minor=int(raw["pool_minor"]),
+                             as_of=position(int(raw.get("as_of_epoch", 0)), int(raw["as_of_sequence"])))
         self.catalog.note(jackpot_id, truth.epoch)
         me, book = self.state.edge_id, self.state.book
         if truth.as_of < book.watermark(name):
@@ -80,7 +82,7 @@ class Reconciler:
         if own is None or (own.epoch, own.p - own.n, own.seed_minor, own.currency) != (
                 slot.epoch, slot.p - slot.n, slot.seed_minor, slot.currency):
             self.state.write(name, lambda d: write_slot(d, me, slot.encode()))
-            log.info("reconciliation_repaired", doc=name, as_of_sequence=truth.as_of, epoch=slot.epoch,
+            log.info("reconciliation_repaired", doc=name, as_of_position=truth.as_of, epoch=slot.epoch,
                      own_minor_before=None if own is None else own.p - own.n, own_minor_after=slot.p - slot.n)
         self.state.store.raise_watermark(name, truth.as_of)
         view = jackpot_view(jackpot_slots(doc))
@@ -92,7 +94,7 @@ class Reconciler:
         name = doc_name(BONUS, player_id)
         await self.state.doc(name)
         me, book = self.state.edge_id, self.state.book
-        as_of = int(raw["as_of_sequence"])
+        as_of = position(int(raw.get("as_of_epoch", 0)), int(raw["as_of_sequence"]))
         bonuses: list[dict[str, Any]] = raw.get("bonuses", [])
         if as_of < book.watermark(name) or (not bonuses and not self.state.replica.known(name)):
             return
@@ -104,7 +106,7 @@ class Reconciler:
         own = bonus_slots(doc).get(me)
         if own is None or _net(own) != _net(slot):  # written once even if zero: the key is then known
             self.state.write(name, lambda d: write_slot(d, me, slot.encode()))
-            log.info("reconciliation_repaired", doc=name, as_of_sequence=as_of,
+            log.info("reconciliation_repaired", doc=name, as_of_position=as_of,
                      own_wagered_before=None if own is None else _net(own), own_wagered_after=_net(slot))
         self.state.store.raise_watermark(name, as_of)
         shown = bonus_progress(bonus_slots(doc))

@@ -21,6 +21,7 @@ from shared.models import MoneyWrite
 
 from edge.config import EdgeConfig
 from edge.crdt import BONUS, JACKPOT, SESSION, BonusSlot, Effect, JackpotSlot, SessionRecord, doc_name
+from edge.crdt.effects import position
 from edge.crdt.slots import (
     JackpotView,
     bonus_progress,
@@ -112,7 +113,7 @@ class EdgeService:
         self._note_epochs(op, tx)
         if tx.get("via") != self.edge_id or tx.get("outcome", "committed") != "committed":
             return  # another edge owns these effects (or nothing was committed)
-        seq = int(tx["sequence"])
+        seq = position(int(tx.get("ledger_epoch", 0)), int(tx["sequence"]))
         if op == "bet":
             await self._credit(seq, tx["player_id"], tx.get("jackpot_contributions", []),
                                tx.get("bonus_wagering", []), sign=1)

@@ -38,6 +38,8 @@ EDGE_METRICS = (
     MetricSpec("edge_crdt_invalid_slots_total", "counter", ("doc",)),
     MetricSpec("edge_background_failures_total", "counter", ("task",)),
     MetricSpec("edge_background_task_failing", "gauge", ("task",)),
+    # Schema version of the local store: copies of one service on different versions (an upgrade half done).
+    MetricSpec("edge_store_schema_version", "gauge"),
 )
 
 LEDGER_METRICS = (
@@ -72,6 +74,12 @@ LEDGER_METRICS = (
     MetricSpec("ledger_invariant_failures_total", "counter"),
     # A test-only fault point (the chaos run's slow standby apply) configured: must never be in production.
     MetricSpec("ledger_fault_point_enabled", "gauge"),
+    # Backups (core_ledger/backup_jobs.py) and restores (`croupier ledger restore --metrics-textfile`).
+    MetricSpec("ledger_backup_last_success_timestamp_seconds", "gauge"),
+    MetricSpec("ledger_backups_total", "counter", ("outcome",)),
+    MetricSpec("ledger_restores_total", "counter", ("outcome",)),
+    # Schema version of the opened store: copies on different versions (an upgrade half done).
+    MetricSpec("ledger_store_schema_version", "gauge"),
 )
 
 COMMON_METRICS = (

@@ -18,6 +18,41 @@ edge_app = typer.Typer(no_args_is_help=True, help="A regional edge node.")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(edge_app, name="edge")
 
+CONFIG_ERROR_EXIT = 2  # a bad config, like a bad command line: not worth a restart until fixed
+
+
+def package_version() -> str:
+    """The installed package's version (from its metadata)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("croupier")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"croupier {package_version()}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def root(
+    show_version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                      help="Print the installed version and exit."),
+) -> None:
+    """Croupier: casino money and state."""
+
+
+def exit_on_config_error(path: Path, problems: tuple[str, ...]) -> typer.Exit:
+    """Print every problem of a config file on stderr, one per line; the caller raises the returned Exit (2)."""
+    import sys
+
+    sys.stderr.write(f"croupier: invalid config {path} ({len(problems)} problem{'s' if len(problems) > 1 else ''}):\n"
+                     + "".join(f"  - {p}\n" for p in problems))
+    return typer.Exit(CONFIG_ERROR_EXIT)
+
 
 @app.command()
 def up(

@@ -43,7 +43,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,6 +104,13 @@ class Service:
     @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+
+def service_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment a cluster service starts with: the caller's, without config overrides
+    (`CROUPIER_LEDGER__*`, `CROUPIER_EDGE__*`) meant for a real deployment: this harness writes each
+    service's whole config itself, and an override left in a shell must not move its ports or files."""
+    return {k: v for k, v in environ.items() if not k.startswith(("CROUPIER_LEDGER__", "CROUPIER_EDGE__"))}
 
 
 @dataclass
@@ -231,6 +238,7 @@ class Cluster:
         svc.config_path.write_text(
             "[ledger]\n"
             f'host = "127.0.0.1"\nport = {svc.port}\ndata_dir = "{svc.name}-data"\n'
+            f'backup_dir = "{svc.name}-backups"\n'  # beside, not inside, its data_dir (a dev cluster: same disk)
             f"group_commit = {'true' if self.group_commit else 'false'}\n"
             f"synchronous_standby = {'true' if synchronous else 'false'}\n"
             f"peers = {json.dumps(others)}\n{hooks}"
@@ -284,7 +292,7 @@ class Cluster:
         assert not svc.running, f"{name} already running"
         cmd = [sys.executable, "-m", "shared.cli", svc.kind, "serve", "--config", str(svc.config_path), *svc.args]
         log = svc.log_path.open("ab")
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**service_environment(os.environ), "PYTHONUNBUFFERED": "1"}
         svc.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.root, env=env,
                                     start_new_session=True)
         log.close()

@@ -2,6 +2,12 @@
 
 hash = sha256(bytes.fromhex(prev_hash) + canonical_json(entry without "hash")); canonical JSON is
 sorted keys, no spaces, UTF-8, integers only. Genesis prev_hash is 64 zeros; sequences start at 1.
+
+Entry format: an entry says how it is to be read in its `format` member (an integer). Entries
+written before the member existed have none and are format 1; format 2 is format 1 plus the
+member itself. The hash covers whatever the entry holds, `format` included when present, so old
+entries keep their hashes and one chain may hold entries of several formats. An
+entry of a format this code does not know does not verify: it could not be folded correctly.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ import orjson
 from core_ledger.domain.commands import InvariantBroken
 
 GENESIS_HASH = "0" * 64
+ENTRY_FORMAT = 2  # what `seal` writes
+ENTRY_FORMATS = frozenset({1, 2})  # what verify, rebuild and a standby accept
 NESTING_MAX = 16  # entries are shallow; anything deeper is a programming error
 
 
@@ -53,13 +61,22 @@ def postings_balanced(postings: list[dict[str, Any]]) -> bool:
     return all(v == 0 for v in sums.values())
 
 
+def entry_format(entry: dict[str, Any]) -> int:
+    """An entry's format: its `format` member, 1 when it has none (written before formats existed).
+    Raises ValueError on a format this code does not know."""
+    value = entry.get("format", 1)
+    if isinstance(value, bool) or value not in ENTRY_FORMATS:
+        raise ValueError(f"journal entry format {value!r} is not one of {sorted(ENTRY_FORMATS)}")
+    return int(value)
+
+
 def seal(transaction: dict[str, Any], postings: list[dict[str, Any]], *, sequence: int, epoch: int,
          prev_hash: str) -> dict[str, Any]:
     """The journal entry for a decided transaction, hashed onto the chain."""
     if not postings_balanced(postings):
         raise InvariantBroken(f"postings of a {transaction.get('type')} do not balance: {postings}")
-    entry = {"sequence": sequence, "epoch": epoch, "transaction": transaction, "postings": postings,
-             "prev_hash": prev_hash}
+    entry = {"format": ENTRY_FORMAT, "sequence": sequence, "epoch": epoch, "transaction": transaction,
+             "postings": postings, "prev_hash": prev_hash}
     entry["hash"] = chain_hash(prev_hash, entry)
     return entry
 
@@ -101,6 +118,7 @@ class ChainCheck:
             entry = orjson.loads(text)
             refuse_floats(entry)
             stored_hash = entry.pop("hash")
+            entry_format(entry)
             good = (entry["sequence"] == sequence and entry["prev_hash"] == self.head_hash
                     and postings_balanced(entry["postings"])
                     and chain_hash(self.head_hash, entry) == stored_hash)

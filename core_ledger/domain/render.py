@@ -29,6 +29,9 @@ def public_transaction(entry: dict[str, Any]) -> dict[str, Any]:
     for name, value in sorted(tx["result"].items()):
         if name not in BODY_KEYS and name not in JOURNAL_ONLY:
             out[name] = sorted_keys(value)
+    # The epoch of the ledger copy that journaled it, always (a jackpot payout's `epoch` above is
+    # the jackpot's): with `sequence`, its place in that copy's history (edges order effects by it).
+    out["ledger_epoch"] = entry["epoch"]
     return out
 
 

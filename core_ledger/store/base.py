@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from shared.migrations import Plan
+
 from core_ledger.domain.journal import GENESIS_HASH
 from core_ledger.domain.state import Doc, Key
 
@@ -39,6 +41,8 @@ class JournalRow:
 
 
 class Store(ABC):
+    schema_plan: Plan | None = None  # the schema version `open` found and what it ran (None: unversioned)
+
     @abstractmethod
     async def open(self) -> None: ...
 

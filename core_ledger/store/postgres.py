@@ -9,6 +9,9 @@ head, then journal rows and derived upserts by `unnest` arrays), retried a bound
 on serialization failure or deadlock. Reads of a row or page plus the head run in one REPEATABLE
 READ READ ONLY transaction (one snapshot). Driver errors become `StorageError` where the
 transaction ends. `backup` writes a SQLite ledger file (see `backup`).
+
+The schema version is the one row of `schema_version`, moved forward by `MIGRATIONS` at open
+under an advisory lock, in the transaction that creates the schema (see `shared.migrations`).
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from typing import Any, TypeVar
 import asyncpg
 import orjson
 import structlog
+
+from shared.migrations import Migration, Plan, SchemaVersionError, plan
 
 from core_ledger.domain.commands import require
 from core_ledger.domain.journal import GENESIS_HASH
@@ -82,6 +87,34 @@ SCHEMA = [
     "CREATE INDEX IF NOT EXISTS idem_by_id ON idem (id)",
 ]
 SCHEMA_LOCK = 0x43524F55  # advisory lock: ledgers starting together create the schema once
+# Numbered schema migrations, 1..N; never edit or drop one that was released, append a new one.
+MIGRATIONS = (
+    Migration(1, "head, the append-only journal, the derived tables and their indexes", tuple(SCHEMA)),
+)
+MIGRATE_COMMAND = "croupier ledger migrate --config <ledger.toml>"
+VERSION_TABLE = ("CREATE TABLE IF NOT EXISTS schema_version "
+                 "(one boolean PRIMARY KEY DEFAULT true CHECK (one), version integer NOT NULL)")
+
+
+async def _migrate_in(conn: asyncpg.Connection, schema: str, migrations: Sequence[Migration], *,
+                      allowed: bool) -> Plan:
+    """Inside the open transaction (advisory lock held): bring `schema` to the code's version."""
+    empty = not await conn.fetchval("SELECT count(*) FROM pg_tables WHERE schemaname = $1", schema)
+    stored = 0
+    if await conn.fetchval("SELECT to_regclass('schema_version') IS NOT NULL"):
+        stored = int(await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_version"))
+    steps = plan(migrations, stored, empty=empty, allowed=allowed, store=f"the PostgreSQL ledger schema {schema!r}",
+                 migrate_command=MIGRATE_COMMAND)
+    for step in steps.steps:
+        for statement in step.statements:
+            await conn.execute(statement)
+    if steps.steps:
+        await conn.execute(VERSION_TABLE)
+        await conn.execute("INSERT INTO schema_version (version) VALUES ($1) "
+                           "ON CONFLICT (one) DO UPDATE SET version = EXCLUDED.version", steps.target)
+        log.info("schema_migrated", store=f"postgres:{schema}", from_version=steps.stored, to_version=steps.target,
+                 steps=[f"{m.version}: {m.summary}" for m in steps.steps])
+    return steps
 
 
 def _unnest(columns: Sequence[str], *, with_doc: bool) -> str:
@@ -151,12 +184,16 @@ def _pairs(found: Sequence[asyncpg.Record]) -> list[tuple[Key, Doc]]:
 class PostgresStore(Store):
     """`dsn` holds a password: it is never logged nor put in an error message."""
 
-    def __init__(self, dsn: str, limits: PostgresLimits = PostgresLimits(), *, schema: str = "public") -> None:
+    def __init__(self, dsn: str, limits: PostgresLimits = PostgresLimits(), *, schema: str = "public",
+                 allow_migration: bool = True, migrations: Sequence[Migration] = MIGRATIONS) -> None:
         if not SCHEMA_NAME.fullmatch(schema):
             raise ValueError(f"schema {schema!r} is not a plain lower-case SQL name")
         self._dsn = dsn
         self.limits = limits
         self.schema = schema
+        self.allow_migration = allow_migration  # see SqliteStore
+        self.migrations = tuple(migrations)
+        self.schema_plan: Plan | None = None  # what the last `open` found and did
         self._pool: asyncpg.Pool | None = None
 
     def __repr__(self) -> str:
@@ -172,8 +209,11 @@ class PostgresStore(Store):
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", SCHEMA_LOCK)
                 if not await conn.fetchval("SELECT 1 FROM pg_namespace WHERE nspname = $1", self.schema):
                     await conn.execute(f'CREATE SCHEMA "{self.schema}"')
-                for statement in SCHEMA:
-                    await conn.execute(statement)
+                self.schema_plan = await _migrate_in(conn, self.schema, self.migrations,
+                                                     allowed=self.allow_migration)
+        except SchemaVersionError as e:
+            await self.close()
+            raise StorageError(str(e)) from e
         except DRIVER_ERRORS as e:
             await self.close()
             raise StorageError(f"cannot open the PostgreSQL store: {type(e).__name__}: {e}") from e

@@ -1,7 +1,9 @@
-"""SQLite backend (aiosqlite): WAL with synchronous=FULL, one writer connection, one reader.
+"""SQLite backend (aiosqlite): WAL with synchronous=FULL, one writer connection, one connection
+for the writer's loads, one for every other read.
 
 Derived tables are (key columns..., doc JSON). The journal is protected by triggers against UPDATE
-and DELETE; its rows hold the canonical entry text that the chain hashes.
+and DELETE; its rows hold the canonical entry text that the chain hashes. The schema version is
+`PRAGMA user_version`, moved forward by `MIGRATIONS` at open (see `shared.migrations`).
 """
 
 from __future__ import annotations
@@ -9,11 +11,15 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Callable, Sequence
+from contextlib import closing
 from pathlib import Path
 from typing import Any, TypeVar
 
 import aiosqlite
 import orjson
+
+from shared import sqlite_migrate
+from shared.migrations import Migration, Plan, SchemaVersionError
 
 from core_ledger.domain.state import ENTRIES, TABLES, Doc, Key
 from core_ledger.store.base import KEYS_PER_QUERY_MAX, Head, JournalRow, Rows, StorageError, Store
@@ -40,6 +46,11 @@ SCHEMA = [
     "CREATE INDEX IF NOT EXISTS client_rounds_by_round ON client_rounds (round_id)",
     "CREATE INDEX IF NOT EXISTS idem_by_id ON idem (id)",
 ]
+# Numbered schema migrations, 1..N; never edit or drop one that was released, append a new one.
+MIGRATIONS = (
+    Migration(1, "meta, the append-only journal, the derived tables and their indexes", tuple(SCHEMA)),
+)
+MIGRATE_COMMAND = "croupier ledger migrate --config <ledger.toml>"
 T = TypeVar("T")
 HEAD_SQL = "(SELECT value FROM meta WHERE key = 'head_sequence')"
 
@@ -76,8 +87,10 @@ def _load_sync(db: sqlite3.Connection, wanted: dict[str, Sequence[Key]]) -> dict
             chunk = unique[start:start + KEYS_PER_QUERY_MAX]
             sql = (f"SELECT sequence, entry FROM journal WHERE sequence IN ({', '.join('?' * len(chunk))})"
                    if table == ENTRIES else _select_keys(table, len(chunk)))
-            for row in db.execute(sql, [part for key in chunk for part in key]):
-                found[tuple(row[:-1])] = orjson.loads(row[-1])
+            # Closed here, even on an error: no statement of a load outlives it (see `load`).
+            with closing(db.execute(sql, [part for key in chunk for part in key])) as rows:
+                for row in rows:
+                    found[tuple(row[:-1])] = orjson.loads(row[-1])
     return out
 
 
@@ -129,17 +142,31 @@ def mkdir_durable(directory: Path) -> None:
             os.close(fd)
 
 class SqliteStore(Store):
-    def __init__(self, path: Path) -> None:
+    """`allow_migration`: whether `open` may migrate a store that is behind (an empty one is always
+    created at the latest version); `migrations` is replaced by tests only."""
+
+    def __init__(self, path: Path, *, allow_migration: bool = True,
+                 migrations: Sequence[Migration] = MIGRATIONS) -> None:
         self.path = path
+        self.allow_migration = allow_migration
+        self.migrations = tuple(migrations)
+        self.schema_plan: Plan | None = None  # what the last `open` found and did
         self._writer: aiosqlite.Connection | None = None
+        self._loader: aiosqlite.Connection | None = None  # the writer's loads only (see `load`)
         self._reader: aiosqlite.Connection | None = None
 
     async def open(self) -> None:
         mkdir_durable(self.path.parent)
         try:
             self._writer = await self._connect()
-            await self._writer.executescript(";\n".join(SCHEMA) + ";")
+            self.schema_plan = await sqlite_migrate.migrate(
+                self._writer, self.migrations, allowed=self.allow_migration,
+                store=f"the ledger database {self.path}", migrate_command=MIGRATE_COMMAND)
+            self._loader = await self._connect()
             self._reader = await self._connect()
+        except SchemaVersionError as e:
+            await self.close()
+            raise StorageError(str(e)) from e
         except sqlite3.Error as e:
             await self.close()
             raise StorageError(f"cannot open {self.path}: {e}") from e
@@ -151,16 +178,22 @@ class SqliteStore(Store):
         return conn
 
     async def close(self) -> None:
-        for conn in (self._reader, self._writer):
+        for conn in (self._reader, self._loader, self._writer):
             if conn is not None:
                 await conn.close()
-        self._reader = self._writer = None
+        self._reader = self._loader = self._writer = None
 
     @property
     def _w(self) -> aiosqlite.Connection:
         if self._writer is None:
             raise StorageError("the store is not open")
         return self._writer
+
+    @property
+    def _l(self) -> aiosqlite.Connection:
+        if self._loader is None:
+            raise StorageError("the store is not open")
+        return self._loader
 
     @property
     def _r(self) -> aiosqlite.Connection:
@@ -172,9 +205,16 @@ class SqliteStore(Store):
         return await _head_of(self._w)
 
     async def load(self, wanted: dict[str, Sequence[Key]]) -> dict[str, dict[Key, Doc]]:
-        # On the reader: it runs while the writer connection commits the previous group. Rows that
-        # group changed are in the writer's overlay, so committed state is right for the rest.
-        return await _in_thread(self._r, _load_sync, wanted)
+        # Not on the writer connection: a load runs while the writer commits the previous group
+        # (rows that group changed are in the writer's overlay, so committed state is right for the
+        # rest). Nor on the readers' connection: an API read keeps its statement open across
+        # several thread hops (execute, fetch, close), and a load run in between would join that
+        # read's snapshot, older than the commits that ended since: it would miss a just-committed
+        # journal entry (a duplicate's replay then halted the writer on "entry N is missing") or
+        # return a row older than storage holds. On its own connection, nothing holds a statement
+        # open between loads (each is one hop, its statements closed within it), so every query of a
+        # load sees every commit that returned before it started.
+        return await _in_thread(self._l, _load_sync, wanted)
 
     async def commit(self, journal: Sequence[JournalRow], rows: Rows, head: Head) -> None:
         try:
@@ -182,14 +222,17 @@ class SqliteStore(Store):
         except sqlite3.Error as e:
             raise StorageError(f"commit failed: {e}") from e
 
+    async def _read(self, sql: str, params: list[Any] | None = None) -> list[Any]:
+        """One query on the readers' connection, executed and fetched in ONE thread hop, so no
+        statement stays open between reads: each read sees every commit that returned before it
+        (an open statement would pin an older snapshot for whatever read runs next)."""
+        return list(await self._r.execute_fetchall(sql, params or []))
+
     async def get(self, table: str, key: Key) -> tuple[Doc | None, int]:
         columns = TABLES[table]
         where = " AND ".join(f"{c} = ?" for c in columns)
         sql = f"SELECT (SELECT doc FROM {table} WHERE {where}), {HEAD_SQL}"
-        async with self._r.execute(sql, list(key)) as cur:
-            row = await cur.fetchone()
-        assert row is not None  # a SELECT without FROM returns exactly one row
-        doc, head = row
+        [(doc, head)] = await self._read(sql, list(key))  # a SELECT without FROM returns exactly one row
         return (None if doc is None else orjson.loads(doc)), int(head or 0)
 
     async def select(self, table: str, equals: dict[str, Any], *, limit: int,
@@ -205,31 +248,27 @@ class SqliteStore(Store):
         where = " AND ".join(clauses) or "1"
         sql = (f"SELECT {', '.join(columns)}, doc, {HEAD_SQL} FROM {table} WHERE {where} "
                f"ORDER BY {', '.join(columns)} LIMIT ?")
-        async with self._r.execute(sql, [*params, limit]) as cur:
-            found = list(await cur.fetchall())  # aiosqlite types it as an Iterable; it is a list already
+        found = await self._read(sql, [*params, limit])
         if not found:
             return [], (await self._read_head())
         return [(tuple(row[:-2]), orjson.loads(row[-2])) for row in found], int(found[0][-1] or 0)
 
     async def _read_head(self) -> int:
-        async with self._r.execute(f"SELECT {HEAD_SQL}") as cur:
-            row = await cur.fetchone()
-        return int(row[0] or 0) if row else 0
+        [(head,)] = await self._read(f"SELECT {HEAD_SQL}")
+        return int(head or 0)
 
     async def journal(self, after_sequence: int, limit: int) -> list[tuple[int, str]]:
         sql = "SELECT sequence, entry FROM journal WHERE sequence > ? ORDER BY sequence LIMIT ?"
-        async with self._r.execute(sql, (after_sequence, limit)) as cur:
-            return [(int(s), str(e)) for s, e in await cur.fetchall()]
+        return [(int(s), str(e)) for s, e in await self._read(sql, [after_sequence, limit])]
 
     async def journal_of(self, tx_id: str, limit: int) -> list[str]:
         sql = "SELECT entry FROM journal WHERE tx_id = ? ORDER BY sequence LIMIT ?"
-        async with self._r.execute(sql, (tx_id, limit)) as cur:
-            return [str(row[0]) for row in await cur.fetchall()]
+        return [str(row[0]) for row in await self._read(sql, [tx_id, limit])]
 
     async def dump(self, table: str) -> dict[Key, Doc]:
         columns = TABLES[table]
-        async with self._r.execute(f"SELECT {', '.join(columns)}, doc FROM {table}") as cur:
-            return {tuple(row[:-1]): orjson.loads(row[-1]) for row in await cur.fetchall()}
+        rows = await self._read(f"SELECT {', '.join(columns)}, doc FROM {table}")
+        return {tuple(row[:-1]): orjson.loads(row[-1]) for row in rows}
 
     async def replace_derived(self, tables: dict[str, dict[Key, Doc]]) -> None:
         w = self._w

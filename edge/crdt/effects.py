@@ -9,6 +9,14 @@ sets the slot to truth + the effects already applied with sequence > `as_of` (th
 contain them yet), then raises the watermark to `as_of`: an answer still in flight with a
 sequence <= `as_of` is already inside the truth and must not be applied again. Effects at or
 below the watermark are forgotten, which bounds the book.
+
+Sequences are places in one ledger copy's history, and after a failover two copies may hold
+different entries at one sequence (a diverged tail the new primary never had). So effects and
+watermarks are ordered by `position(epoch, sequence)`, the epoch being that of the copy that
+journaled the entry or answered the read: a copy's history contains every entry of a lower
+epoch up to where it took over, and epochs are never reused, so an effect at or below a truth's
+position is inside that truth (or, from a diverged tail, in no history that counts any more), and
+a truth read from an older copy never lowers what a newer one said.
 """
 
 from __future__ import annotations
@@ -18,11 +26,20 @@ from typing import Any
 
 from edge.crdt.slots import BonusSlot, JackpotSlot
 
+SEQUENCE_BITS = 40  # a trillion journal entries per epoch
+
+
+def position(epoch: int, sequence: int) -> int:
+    """(epoch, sequence) as one integer ordered like the pair (kept where sequences were)."""
+    if not 0 <= sequence < 1 << SEQUENCE_BITS or epoch < 0:
+        raise ValueError(f"not a journal position: epoch {epoch}, sequence {sequence}")
+    return epoch << SEQUENCE_BITS | sequence
+
 
 @dataclass(frozen=True)
 class Effect:
     key: str  # document name
-    sequence: int
+    sequence: int  # the entry's `position(epoch, sequence)`
     delta: dict[str, Any]  # jackpot: {"epoch", "amount_minor"[, "seed_minor"]}; bonus: {bonus_id: amount_minor}
 
 

@@ -53,7 +53,7 @@ def test_the_documented_config_loads_with_paths_relative_to_the_file(tmp_path):
 @pytest.mark.parametrize("change,message", [
     (('crdt_client_id = 1', 'crdt_client_id = 0'), "crdt_client_id"),
     (('name = "gs-eu"\nrole = "game_server"', 'name = "peer"\nrole = "peer"'), "named after a configured peer"),
-    (('log_level = "info"', 'log_level = "info"\nsync_doc_bytes_max = 10'), "sync quota"),
+    (('log_level = "info"', 'log_level = "info"\nsync_doc_bytes_max = 10'), "sync_doc_bytes_max"),
     (('id = "us"\nurl', 'id = "eu"\nurl'), "peers"),
     (('ledger_deadline_s = 3', 'ledger_deadline_s = 0.5'), "ledger_attempt_timeout_s"),
     (('role = "game_server"', 'role = "edge"'), "roles"),

@@ -113,6 +113,12 @@ async def test_jackpot_contributions_per_edge_payout_reseeds_and_rollback_takes_
     _, jp = await api.get("edge", "/v1/jackpots/mega")
     assert (jp["pool_minor"], jp["epoch"], jp["contributions_by_edge"]) == (1000, 2, {})
     assert jp["as_of_sequence"] == body["transaction"]["sequence"]
+    # The payout's `epoch` is the jackpot's; `ledger_epoch` and the reads' `as_of_epoch` are always
+    # the ledger copy's (edges order effects by epoch and sequence across failovers).
+    assert body["transaction"]["ledger_epoch"] == 1 and b1["transaction"]["ledger_epoch"] == 1
+    assert jp["as_of_epoch"] == 1
+    _, bonuses = await api.get("edge", "/v1/players/p1/bonuses")
+    assert bonuses["as_of_epoch"] == 1
     status, body = await api.post("edge", "/v1/jackpot-payouts", {"id": "jp2", "jackpot_id": "nope",
                                                                    "player_id": "p1", "round_id": "r1"})
     assert status == 404

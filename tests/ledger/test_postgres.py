@@ -16,6 +16,7 @@ import pytest
 from shared.config import ConfigError
 
 from core_ledger import config as ledger_config_module
+from core_ledger.backup import restore_into_sqlite
 from core_ledger.http import create_app
 from core_ledger.reads import verify_store
 from core_ledger.store import Head, JournalRow, SqliteStore, StorageError
@@ -53,7 +54,7 @@ async def test_ledger_over_http_on_postgres_replays_verifies_and_backs_up(
         aiohttp_client: Any, pg_server: PgServer, tmp_path: Path) -> None:
     """Config file -> PostgreSQL store -> HTTP: money moves, replays (from the journal), chain, backup."""
     cfg = ledger_config_module.load(_config_file(tmp_path, pg_server.dsn, fresh_schema()))
-    cfg = replace(cfg, tokens=ledger_config(tmp_path).tokens)
+    cfg = replace(cfg, tokens=ledger_config(tmp_path).tokens, backup_dir=tmp_path / "backups")
     api = Api(await aiohttp_client(create_app(cfg, clock=FakeClock())))
     await api.player(deposit=1000)
     status, first = await api.post("edge", "/v1/bets", bet("b1", 300))
@@ -71,8 +72,10 @@ async def test_ledger_over_http_on_postgres_replays_verifies_and_backs_up(
     status, report = await api.post("admin_read", "/admin/v1/audit/verify")
     assert status == 200 and report["ok"] is True and report["entries_checked"] == 8
     status, backup = await api.post("admin_write", "/admin/v1/backups")
-    assert status == 201 and backup["head_sequence"] == 8
-    copy = SqliteStore(Path(backup["path"]))
+    assert status == 201 and backup["head_sequence"] == 8 and backup["source_backend"] == "postgres"
+    restored = await restore_into_sqlite(Path(backup["path"]), tmp_path / "restored")
+    assert restored["head_sequence"] == 8 and restored["derived_tables_differ"] == []
+    copy = SqliteStore(Path(restored["path"]))
     await copy.open()
     try:
         assert (await verify_store(copy))["ok"] and (await copy.head()).hash == report["head_hash"]

@@ -120,5 +120,55 @@ def test_edge_urls_name_their_scheme(pki: Path) -> None:
 def test_token_entries_that_are_not_tables_are_a_config_error(pki: Path) -> None:
     path = pki / "ledger.toml"
     path.write_text("tokens = [1]\n[ledger]\n")
-    with pytest.raises(ConfigError, match=r"tokens\[0\] must be a table"):
+    with pytest.raises(ConfigError, match=r"tokens must be \[\[tokens\]\] tables"):
         ledger_config.load(path)
+
+
+def test_tls_and_credential_problems_are_listed_with_the_others(pki: Path) -> None:
+    """A bad TLS file, a bad URL scheme or a bad tokens_file is one more problem of the one ConfigError."""
+    with pytest.raises(ConfigError) as caught:
+        ledger_config.load(write_ledger(pki, 'port = "x"\ntls_cert_file = "missing.pem"\ntls_key_file = "key.pem"\n'
+                                             'peers = ["ftp://x"]\ntokens_file = "missing.toml"\n'
+                                             'credentials_check_interval_s = 0'), environ={})
+    problems = caught.value.problems
+    assert any(p.startswith("ledger.port") for p in problems)
+    assert any("ledger.tls_cert_file" in p and "not a readable file" in p for p in problems)
+    assert any("ledger.peers" in p for p in problems)
+    assert any("ledger.tokens_file" in p for p in problems)
+    assert any("ledger.credentials_check_interval_s" in p for p in problems)
+    path = write_edge(pki, 'body_bytes_max = 1\ntls_key_file = "key.pem"\n\n[[edge.peers]]\nid = "us"\nurl = "x:1"')
+    path.write_text(path.read_text().replace("https://127.0.0.1:1", "htps://127.0.0.1:1"))
+    with pytest.raises(ConfigError) as caught:
+        edge_config.load(path, environ={})
+    problems = caught.value.problems
+    assert any(p.startswith("edge.body_bytes_max") for p in problems)
+    assert any("go together" in p for p in problems)
+    assert any(r"peers[0].url must start with" in p for p in problems)
+    assert any("must start with http:// or https://" in p for p in problems)
+
+
+def test_environment_overrides_reach_tls_and_credential_keys(pki: Path) -> None:
+    (pki / "env-tokens.toml").write_text('[[tokens]]\nname = "from-env"\nrole = "metrics"\ntoken_file = "t"\n')
+    environ = {"CROUPIER_LEDGER__TLS_CERT_FILE": str(pki / "cert.pem"),
+               "CROUPIER_LEDGER__TLS_KEY_FILE": str(pki / "key.pem"),
+               "CROUPIER_LEDGER__TOKENS_FILE": str(pki / "env-tokens.toml"),
+               "CROUPIER_LEDGER__CREDENTIALS_CHECK_INTERVAL_S": "0.5"}
+    path = write_ledger(pki, "")
+    cfg = ledger_config.load(path, environ=environ)
+    assert cfg.tls.cert_file == pki / "cert.pem" and cfg.tls.server_context() is not None
+    assert cfg.tokens_file == pki / "env-tokens.toml" and [t.name for t in cfg.tokens] == ["from-env"]
+    assert cfg.credentials_check_interval_s == 0.5
+    # a reload reads the tokens_file the environment names, as the start did
+    assert [t.name for t in ledger_config.reload_tokens(path, environ)] == ["from-env"]
+    edge = edge_config.load(write_edge(pki, ""), environ={"CROUPIER_EDGE__TLS_CA_FILE": str(pki / "ca.pem")})
+    assert edge.tls.ca_file == pki / "ca.pem"
+    with pytest.raises(ConfigError, match="CROUPIER_EDGE__TLS_CA_FILE"):
+        edge_config.load(write_edge(pki, ""), environ={"CROUPIER_EDGE__TLS_CA_FILE": str(pki / "missing.pem")})
+
+
+def test_an_empty_token_file_is_a_problem(pki: Path) -> None:
+    (pki / "empty").write_text("\n")
+    path = pki / "ledger.toml"
+    path.write_text('[ledger]\n[[tokens]]\nname = "x"\nrole = "edge"\ntoken_file = "empty"\n')
+    with pytest.raises(ConfigError, match=r"tokens\[0\]\.token_file: empty is empty"):
+        ledger_config.load(path, environ={})
