@@ -221,10 +221,10 @@ def parse(raw: dict[str, Any], base: Path, environ: Mapping[str, str] | None = N
     tls = parse_tls(values, base, "ledger", problems, sources)
     tokens_file = tokens_file_path(values["tokens_file"], base)
     tokens = all_token_entries(raw.get("tokens", []), tokens_file, base, "ledger", problems)
+    backups = _backup(values, base, problems)
     raise_problems(problems)
     data_dir = Path(values["data_dir"])
     fault_file = values["fault_apply_delay_file"]
-    backups = _backup(values, base, problems)
     plain = {k.name: values[k.name] for k in LEDGER.keys if k.name not in _DERIVED}
     return LedgerConfig(
         **plain,
