@@ -75,6 +75,7 @@ def serve(
     from shared import logs
     from shared.cli import exit_on_config_error
     from shared.config import ConfigError
+    from shared.credentials import FileSecret
 
     from core_ledger import config as ledger_config
     from core_ledger.http import create_app
@@ -91,15 +92,20 @@ def serve(
         raise exit_on_config_error(config, e.problems) from None
     standby = None
     if standby_of is not None and replica_token_file is not None:
-        standby = StandbySettings(standby_of.rstrip("/"), replica_token_file.read_text().strip(),
-                                  page_limit=cfg.page_limit_max)
+        try:
+            replica_token = FileSecret(replica_token_file.resolve())  # re-read on a credential reload
+        except ConfigError as e:  # unreadable or empty: reported like a config problem (exit 2)
+            raise exit_on_config_error(replica_token_file, (f"--replica-token-file: {e}",)) from None
+        standby = StandbySettings(standby_of.rstrip("/"), replica_token.value, page_limit=cfg.page_limit_max,
+                                  replica_token_file=replica_token, tls=cfg.tls.client_context())
     logs.configure(cfg.log_level, service="ledger", file=cfg.log_file)
     # The writer's overlay keeps many long-lived dicts; default young-generation collections
     # rescan them so often that GC cost a third of the per-bet CPU in profiles.
     gc.set_threshold(*GC_THRESHOLDS)
     gc.freeze()  # what start-up built (modules, models, routes) lives for good: never rescan it
     try:
-        web.run_app(create_app(cfg, standby=standby), host=cfg.host, port=cfg.port, print=None, access_log=None)
+        web.run_app(create_app(cfg, standby=standby), host=cfg.host, port=cfg.port, print=None, access_log=None,
+                    ssl_context=cfg.tls.server_context())
     except StorageError as e:  # the store cannot be opened (e.g. its schema version): a message, not a traceback
         import structlog
 

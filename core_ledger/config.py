@@ -11,6 +11,11 @@ reported at once (one ConfigError naming them all); unknown keys and tables are 
     peers = ["http://127.0.0.1:8701"]   (other ledgers: a primary of a higher epoch there fences this one)
     backup_dir = "/mnt/backups/ledger"  (off the data disk; unset: no backups)
     migrate_on_start = true   (false: a store of an older schema is refused until `croupier ledger migrate` ran)
+    tls_cert_file = "certs/ledger.pem"  tls_key_file = "certs/ledger.key"  (HTTPS; shared/tls.py)
+    tokens_file = "tokens.toml"   (more [[tokens]]; re-read with the config's own on SIGHUP or a file change)
+
+`reload_tokens` re-reads the `[[tokens]]` (and the `tokens_file`) for a credential reload
+(shared/credentials.py), with the same checks as at start-up.
 """
 
 from __future__ import annotations
@@ -23,14 +28,18 @@ from typing import Any
 
 from shared.auth import TokenEntry
 from shared.config import (
+    CREDENTIAL_KEYS,
     LOG_LEVELS,
     ConfigError,
+    all_token_entries,
     load_toml,
     pick_log_file,
     raise_problems,
-    token_entries,
+    reload_token_entries,
+    tokens_file_path,
 )
 from shared.configspec import Key, Table, apply_env, check_table
+from shared.tls import TLS_KEYS, TlsSettings, parse_tls
 
 
 @dataclass(frozen=True)
@@ -65,6 +74,10 @@ class LedgerConfig:
     fault_apply_delay_file: Path | None = None  # test-only fault point (see the module docstring)
     migrate_on_start: bool = True  # migrate an older store at start (false: refuse, run `ledger migrate`)
     tokens: tuple[TokenEntry, ...] = field(default_factory=tuple)
+    tls: TlsSettings = field(default_factory=TlsSettings)
+    tokens_file: Path | None = None  # more [[tokens]], reloaded with the config's own
+    credentials_check_interval_s: float = 2.0
+    config_path: Path | None = None  # the file read (None: built in code): its [[tokens]] are reloadable
 
     @property
     def db_path(self) -> Path:
@@ -150,6 +163,8 @@ LEDGER = Table("ledger", (
         "the start until `croupier ledger migrate` ran (a new store is always created)."),
     Key("fault_apply_delay_file", str, "", "TEST ONLY, unset in production: while this file holds a number of "
         "seconds, a standby pauses that long inside each apply (the chaos cluster sets it).", path=True),
+    *TLS_KEYS,
+    *CREDENTIAL_KEYS,
 ), "The core ledger: `croupier ledger serve --config FILE`.")
 
 TOP_LEVEL = frozenset({"ledger", "tokens"})
@@ -206,11 +221,13 @@ def parse(raw: dict[str, Any], base: Path, environ: Mapping[str, str] | None = N
     except ConfigError as e:
         problems.extend(e.problems)
     backend = _backend(values, base, problems)
-    tokens = token_entries(raw.get("tokens", []), base, problems)
+    tls = parse_tls(values, base, "ledger", problems, sources)
+    tokens_file = tokens_file_path(values["tokens_file"], base)
+    tokens = all_token_entries(raw.get("tokens", []), tokens_file, base, "ledger", problems)
+    backups = _backup(values, base, problems)
     raise_problems(problems)
     data_dir = Path(values["data_dir"])
     fault_file = values["fault_apply_delay_file"]
-    backups = _backup(values, base, problems)
     plain = {k.name: values[k.name] for k in LEDGER.keys if k.name not in _DERIVED}
     return LedgerConfig(
         **plain,
@@ -219,6 +236,8 @@ def parse(raw: dict[str, Any], base: Path, environ: Mapping[str, str] | None = N
         fault_apply_delay_file=(base / fault_file).resolve() if fault_file else None,
         log_file=log_file,
         tokens=tuple(tokens),
+        tls=tls,
+        tokens_file=tokens_file,
         **backend,
         **backups,
     )
@@ -226,7 +245,14 @@ def parse(raw: dict[str, Any], base: Path, environ: Mapping[str, str] | None = N
 
 # Keys whose LedgerConfig value is derived from the file's (paths resolved, DSN read, URLs normalised).
 _DERIVED = frozenset({"data_dir", "peers", "fault_apply_delay_file", "log_file", "backend", "postgres_schema",
-                      "postgres_dsn_file", "backup_dir", "backup_interval_s", "backup_keep"})
+                      "postgres_dsn_file", "backup_dir", "backup_interval_s", "backup_keep", "tokens_file",
+                      *(k.name for k in TLS_KEYS)})
+
+
+def reload_tokens(path: Path, environ: Mapping[str, str] | None = None) -> list[TokenEntry]:
+    """The tokens a credential reload applies: re-read from the config file (and its tokens_file), checked as at
+    start-up; a ConfigError names every problem."""
+    return reload_token_entries(path, LEDGER, os.environ if environ is None else environ)
 
 
 def load(path: Path, *, host: str | None = None, port: int | None = None, data_dir: Path | None = None,
@@ -235,7 +261,7 @@ def load(path: Path, *, host: str | None = None, port: int | None = None, data_d
     """Read a config file, lay the `CROUPIER_LEDGER__*` environment variables over it (`environ`, default the
     process's), then apply command-line overrides."""
     config = parse(load_toml(path), path.resolve().parent, os.environ if environ is None else environ)
-    overrides: dict[str, Any] = {}
+    overrides: dict[str, Any] = {"config_path": path.resolve()}
     if host is not None:
         overrides["host"] = host
     if port is not None:

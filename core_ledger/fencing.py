@@ -23,6 +23,7 @@ it lifts, what every peer announced) before the store's fence is cleared.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -130,13 +131,14 @@ class Fencing:
     """Claims, surveys of the peers, the periodic peer check, and unfencing, for one ledger."""
 
     def __init__(self, service: LedgerService, metrics: LedgerMetrics, *, peers: tuple[str, ...],
-                 timeout_s: float, interval_s: float, recheck_s: float) -> None:
+                 timeout_s: float, interval_s: float, recheck_s: float, tls: ssl.SSLContext | None = None) -> None:
         self.service = service
         self.metrics = metrics
         self.peers = peers
         self.timeout_s = timeout_s
         self.interval_s = interval_s
         self.recheck_s = recheck_s
+        self.tls = tls  # verifies https:// peers (None: aiohttp's default verification)
         self.last: Survey | None = None
         self._inflight: asyncio.Task[Survey] | None = None
         self._watch: asyncio.Task[None] | None = None
@@ -201,7 +203,8 @@ class Fencing:
         views: tuple[PeerView, ...] = ()
         try:
             timeout = aiohttp.ClientTimeout(total=self.timeout_s)
-            async with aiohttp.ClientSession(timeout=timeout) as http:
+            connector = aiohttp.TCPConnector(ssl=self.tls if self.tls is not None else True)
+            async with aiohttp.ClientSession(timeout=timeout, connector=connector) as http:
                 views = tuple(await asyncio.gather(*(read_peer(http, url) for url in self.peers)))
             proven = Survey(0.0, views).highest_primary_epoch()
             if proven:

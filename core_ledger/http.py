@@ -20,6 +20,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from shared import auth, logs
+from shared.credentials import CredentialMetrics, CredentialReloader
 from shared.errors import BadRequest, CroupierError, Forbidden, problem, status_for
 from shared.models import MONEY_OPS, BatchIn
 from shared.routes import serve_routes
@@ -39,7 +40,7 @@ from shared.web import (
 from core_ledger import admin_http
 from core_ledger.audit import Auditor
 from core_ledger.backup_jobs import Backups
-from core_ledger.config import LedgerConfig
+from core_ledger.config import LedgerConfig, reload_tokens
 from core_ledger.domain import Command
 from core_ledger.fencing import Fencing
 from core_ledger.liabilities import LiabilitiesSampler
@@ -50,6 +51,7 @@ from core_ledger.routes import (
     AUDITOR,
     BACKUPS,
     CONFIG,
+    CREDENTIALS,
     FENCING,
     LIABILITIES,
     READS,
@@ -276,7 +278,9 @@ def create_app(config: LedgerConfig, *, store: Store | None = None, clock: Calla
     """The ledger application; its service (and standby tailer) start and stop with the app."""
     registry = registry or CollectorRegistry()
     store = store or store_for(config)
-    app = make_app(tokens=auth.TokenStore(config.tokens), registry=registry, body_bytes_max=config.body_bytes_max)
+    tokens = auth.TokenStore(config.tokens)
+    app = make_app(tokens=tokens, registry=registry, body_bytes_max=config.body_bytes_max)
+    credentials = credential_reloader(config, tokens, CredentialMetrics(registry), standby)
     limits = WriterLimits(group_commit=config.group_commit, commit_batch_max=config.commit_batch_max,
                           queue_depth_max=config.queue_depth_max, synchronous_standby=config.synchronous_standby,
                           standby_ack_timeout_s=config.standby_ack_timeout_s)
@@ -293,9 +297,11 @@ def create_app(config: LedgerConfig, *, store: Store | None = None, clock: Calla
     app[AUDITOR] = Auditor(app[SERVICE], app[READS], metrics, clock)
     app[LIABILITIES] = LiabilitiesSampler(store, metrics, config.liabilities_interval_s)
     app[CONFIG] = config
+    app[CREDENTIALS] = credentials
     app[BACKUPS] = Backups(store, config, metrics, clock)
     app[FENCING] = Fencing(app[SERVICE], metrics, peers=config.peers, timeout_s=config.peer_check_timeout_s,
-                           interval_s=config.peer_check_interval_s, recheck_s=config.epoch_claim_recheck_s)
+                           interval_s=config.peer_check_interval_s, recheck_s=config.epoch_claim_recheck_s,
+                           tls=config.tls.client_context())
     serve_routes(app, [*ROUTES, *admin_http.ROUTES], title="Croupier core ledger",
                  description="Serializable double-entry money ledger with a hash-chained journal.")
     app.middlewares.append(_fencing)
@@ -307,6 +313,7 @@ def create_app(config: LedgerConfig, *, store: Store | None = None, clock: Calla
         tasks = [t for t in (app.get(STANDBY), app[AUDITOR], app[BACKUPS], app[LIABILITIES]) if t is not None]
         for task in tasks:
             task.start()
+        credentials.start()
         service = app[SERVICE]
         log.info("ledger_started", version=logs.version(), role=service.role, epoch=service.epoch,
                  fenced=service.fenced, head_sequence=service.head.sequence,
@@ -315,6 +322,7 @@ def create_app(config: LedgerConfig, *, store: Store | None = None, clock: Calla
             yield
         finally:
             log.info("ledger_stopping", head_sequence=service.head.sequence)
+            await credentials.stop()
             await app[FENCING].stop()
             for task in tasks:
                 await task.stop()
@@ -334,6 +342,17 @@ def _export_capacity(registry: CollectorRegistry, metrics: LedgerMetrics, config
     if config.backend == "sqlite":
         for name, path in sqlite_files(config.db_path).items():
             metrics.db_bytes.labels(name).set_function(partial(file_bytes, path))
+
+
+def credential_reloader(config: LedgerConfig, tokens: auth.TokenStore, metrics: CredentialMetrics,
+                        standby: StandbySettings | None) -> CredentialReloader:
+    """Reloads the accepted tokens (the config file's and its tokens_file's) and the replica token."""
+    path = config.config_path
+    return CredentialReloader(
+        tokens, metrics, load_tokens=partial(reload_tokens, path) if path is not None else None,
+        secrets=[standby.replica_token_file] if standby is not None and standby.replica_token_file else [],
+        watched=[p for p in (path, config.tokens_file) if p is not None],
+        interval_s=config.credentials_check_interval_s)
 
 
 def _fault_delay(path: Path) -> float:

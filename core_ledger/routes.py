@@ -7,6 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
+from shared.credentials import CredentialReloader
 from shared.errors import BadRequest, CroupierError
 from shared.routes import Route, path_id  # noqa: F401  (re-exported for the HTTP modules)
 from shared.web import dumps
@@ -26,6 +27,7 @@ CONFIG = web.AppKey("ledger_config", LedgerConfig)
 STANDBY = web.AppKey("ledger_standby", Standby)  # present only in standby mode
 AUDITOR = web.AppKey("ledger_auditor", Auditor)
 FENCING = web.AppKey("ledger_fencing", Fencing)
+CREDENTIALS = web.AppKey("ledger_credentials", CredentialReloader)
 BACKUPS = web.AppKey("ledger_backups", Backups)
 LIABILITIES = web.AppKey("ledger_liabilities", LiabilitiesSampler)
 

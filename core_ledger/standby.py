@@ -11,6 +11,7 @@ operator rebuilds the copy from the primary); so does a page whose chain does no
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,6 +21,7 @@ import orjson
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from shared.credentials import FileSecret
 from shared.tasks import OwnedTask
 
 from core_ledger.replication import EPOCH_HEADER
@@ -41,6 +43,13 @@ class StandbySettings:
     long_poll_ms: int = 1000  # the primary holds an empty poll this long for new entries (0: no long poll)
     request_timeout_s: float = 10.0
     backoff_max_s: float = 5.0  # between failed polls, doubling from poll_interval_s
+    # The replica token file, re-read on a credential reload (shared/credentials.py); None: replica_token is fixed.
+    replica_token_file: FileSecret | None = field(default=None, repr=False)
+    tls: ssl.SSLContext | None = field(default=None, repr=False)  # verifies an https:// primary
+
+    def token(self) -> str:
+        """The replica token to present now."""
+        return self.replica_token_file.value if self.replica_token_file is not None else self.replica_token
 
 
 class StandbyMetrics:
@@ -117,9 +126,9 @@ class Standby:
         applying, a bug) is logged, counted and retried with backoff; only a broken chain or a
         diverged copy stops the tailer, on purpose and loudly."""
         s = self.settings
-        headers = {"Authorization": f"Bearer {s.replica_token}"}
+        connector = aiohttp.TCPConnector(ssl=s.tls if s.tls is not None else True)
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=s.request_timeout_s),
-                                         headers=headers) as session:
+                                         connector=connector) as session:
             while True:
                 try:
                     applied = await self.poll_once(session)
@@ -161,7 +170,7 @@ class Standby:
         s = self.settings
         url = (f"{s.primary_url}/v1/journal?after_sequence={after}&after_hash={head.hash}"
                f"&limit={s.page_limit}&wait_ms={s.long_poll_ms}")
-        async with session.get(url) as resp:
+        async with session.get(url, headers={"Authorization": f"Bearer {self.settings.token()}"}) as resp:
             if resp.status == 409 and resp.content_type == "application/problem+json":
                 problem = await resp.json(content_type=None)
                 if problem.get("code") == "replica_diverged":

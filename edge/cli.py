@@ -38,7 +38,7 @@ def serve(
     logs.configure(cfg.log_level, service="edge", edge_id=cfg.id, file=cfg.log_file)
     try:
         web.run_app(create_app(cfg), host=cfg.host, port=cfg.port, print=None, access_log=None,
-                    shutdown_timeout=5.0)
+                    shutdown_timeout=5.0, ssl_context=cfg.tls.server_context())
     except SchemaVersionError as e:  # a message, not a traceback
         import structlog
 

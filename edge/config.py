@@ -15,27 +15,38 @@ file (`--host`/`--port` override both). Every problem of a file is reported at o
 
 `migrate_on_start` (default true): an `edge.db` of an older schema version is migrated at start;
 false refuses the start until `croupier edge migrate` ran (a new store is always created).
+
+TLS (`tls_cert_file`, `tls_key_file`, `tls_client_ca_file`, `tls_ca_file`: shared/tls.py) serves
+HTTPS and verifies the ledger and peers behind `https://`/`wss://` URLs. Credentials are reloaded
+without a restart (shared/credentials.py): the `[[tokens]]` of this file and of an optional
+`tokens_file`, and the clear tokens of `ledger_token_file` and `peer_token_file`, on SIGHUP or when
+one of these files changes (checked every `credentials_check_interval_s`, default 2); `reload_tokens`
+re-reads the accepted ones with the checks of a start.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from shared.auth import TokenEntry
 from shared.config import (
+    CREDENTIAL_KEYS,
     LOG_LEVELS,
     ConfigError,
+    all_token_entries,
     load_toml,
     pick_log_file,
     raise_problems,
-    token_entries,
+    reload_token_entries,
+    tokens_file_path,
 )
 from shared.configspec import Key, Table, apply_env, check_table
 from shared.ids import is_id
+from shared.tls import TLS_KEYS, TlsSettings, parse_tls
 
 from edge.crdt.identity import check_distinct_tags
 
@@ -101,6 +112,12 @@ class EdgeConfig:
     ledger_urls: tuple[str, ...] = ()  # failover order; empty: just ledger_url
     log_file: Path | None = None  # JSON log lines appended there; None: stderr
     migrate_on_start: bool = True  # migrate an older edge.db at start (false: refuse, run `edge migrate`)
+    tls: TlsSettings = field(default_factory=TlsSettings)
+    ledger_token_file: Path | None = None  # re-read on a credential reload (None: ledger_token is fixed)
+    peer_token_file: Path | None = None
+    tokens_file: Path | None = None  # more [[tokens]], reloaded with the config's own
+    credentials_check_interval_s: float = 2.0
+    config_path: Path | None = None  # the file read (None: built in code): its [[tokens]] are reloadable
 
     @property
     def ledger_endpoints(self) -> tuple[str, ...]:
@@ -147,15 +164,24 @@ EDGE = Table("edge", (
     Key("sync_peer_bytes_burst", int, _LIMITS.sync_peer_bytes_burst, "A peer's byte bucket (catch-up after a "
         "partition); at least `sync_doc_bytes_max`.", minimum=1024),
     Key("peers", list, [], "The other edges: `[[edge.peers]]` tables (see below).", items="tables"),
+    *TLS_KEYS,
+    *CREDENTIAL_KEYS,
 ), "A regional edge node: `croupier edge serve --config FILE`.")
 
 PEERS = Table("edge.peers", (
     Key("id", str, None, "The peer edge's id (its `[edge] id`); a `[[tokens]]` entry of role `peer` with this "
         "name is the credential it syncs with.", required=True),
-    Key("url", str, None, "The peer edge's base URL (`/v1/sync` is appended).", required=True),
+    Key("url", str, None, "The peer edge's base URL, `http(s)://` or `ws(s)://` (`/v1/sync` is appended).",
+        required=True),
 ), "One table per other edge this edge syncs with.", array=True)
 
 TOP_LEVEL = frozenset({"edge", "tokens"})
+PEER_URL_SCHEMES = ("http://", "https://", "ws://", "wss://")
+LEDGER_URL_SCHEMES = ("http://", "https://")
+
+
+def _secret_path(base: Path, rel: Any) -> Path | None:
+    return (base / rel).resolve() if isinstance(rel, str) else None
 
 
 def _read_secret(base: Path, rel: Any, key: str, problems: list[str]) -> str:
@@ -187,6 +213,8 @@ def _peers(raw: Any, own_id: str | None, problems: list[str]) -> tuple[Peer, ...
             problems.append(f"edge.peers[{i}] needs an id and a url")
         elif values["id"] == own_id or any(q.id == values["id"] for q in peers):
             problems.append(f"edge.peers[{i}].id {values['id']!r} is this edge or repeated")
+        elif not values["url"].startswith(PEER_URL_SCHEMES):
+            problems.append(f"edge.peers[{i}].url must start with http://, https://, ws:// or wss://")
         else:
             peers.append(Peer(values["id"], values["url"].rstrip("/")))
     return tuple(peers)
@@ -221,15 +249,34 @@ def _ledger_urls(values: dict[str, Any], problems: list[str]) -> tuple[str, ...]
     if not urls:
         problems.append("edge.ledger_url or edge.ledger_urls is required")
         return ("",)
+    if not all(u.startswith(LEDGER_URL_SCHEMES) for u in urls):
+        problems.append("edge.ledger_url(s) must start with http:// or https://")
     if single and single != urls[0]:
         problems.append("edge.ledger_url must be the first of edge.ledger_urls")
     return urls
 
 
+def _accepted_tokens(tokens: list[TokenEntry], peers: tuple[Peer, ...], problems: list[str]) -> None:
+    if any(t.role not in ACCEPTED_ROLES for t in tokens):
+        problems.append(f"edge tokens admit only the roles {sorted(ACCEPTED_ROLES)}")
+    _check_peer_tokens(tokens, peers, problems)
+
+
+def reload_tokens(path: Path, peers: tuple[Peer, ...], environ: Mapping[str, str] | None = None) -> list[TokenEntry]:
+    """The tokens a credential reload applies, checked as at start-up against the running peers; a ConfigError
+    names every problem."""
+    tokens = reload_token_entries(path, EDGE, os.environ if environ is None else environ)
+    problems: list[str] = []
+    _accepted_tokens(tokens, peers, problems)
+    raise_problems(problems)
+    return tokens
+
+
 def load(path: Path, environ: Mapping[str, str] | None = None) -> EdgeConfig:
     """Read a config file with the `CROUPIER_EDGE__*` environment variables of `environ` (default: the
     process's) laid over it; a ConfigError names every problem found."""
-    return parse(load_toml(path), path.resolve().parent, os.environ if environ is None else environ)
+    config = parse(load_toml(path), path.resolve().parent, os.environ if environ is None else environ)
+    return replace(config, config_path=path.resolve())
 
 
 def parse(raw: dict[str, Any], base: Path, environ: Mapping[str, str] | None = None) -> EdgeConfig:
@@ -246,11 +293,10 @@ def parse(raw: dict[str, Any], base: Path, environ: Mapping[str, str] | None = N
     if edge_id is not None and (not is_id(edge_id) or "/" in edge_id):
         problems.append("edge.id must be an id")
         edge_id = None
-    tokens = token_entries(raw.get("tokens", []), base, problems)
-    if any(t.role not in ACCEPTED_ROLES for t in tokens):
-        problems.append(f"edge tokens admit only the roles {sorted(ACCEPTED_ROLES)}")
+    tokens_file = tokens_file_path(values["tokens_file"], base)
+    tokens = all_token_entries(raw.get("tokens", []), tokens_file, base, "edge", problems)
     peers = _peers(values["peers"], edge_id, problems)
-    _check_peer_tokens(tokens, peers, problems)
+    _accepted_tokens(tokens, peers, problems)
     if edge_id is not None:
         try:
             check_distinct_tags((edge_id, *(p.id for p in peers)))
@@ -269,6 +315,7 @@ def parse(raw: dict[str, Any], base: Path, environ: Mapping[str, str] | None = N
     limits = _limits(values, problems)
     ledger_token = _read_secret(base, values["ledger_token_file"], "ledger_token_file", problems)
     peer_token = _read_secret(base, values["peer_token_file"], "peer_token_file", problems)
+    tls = parse_tls(values, base, "edge", problems, sources)
     raise_problems(problems)
     assert edge_id is not None  # else a problem was raised above
     return EdgeConfig(
@@ -291,4 +338,9 @@ def parse(raw: dict[str, Any], base: Path, environ: Mapping[str, str] | None = N
         tokens=tuple(tokens),
         limits=limits,
         migrate_on_start=values["migrate_on_start"],
+        tls=tls,
+        ledger_token_file=_secret_path(base, values["ledger_token_file"]),
+        peer_token_file=_secret_path(base, values["peer_token_file"]),
+        tokens_file=tokens_file,
+        credentials_check_interval_s=values["credentials_check_interval_s"],
     )

@@ -17,13 +17,14 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from shared import auth, logs
+from shared.credentials import CredentialMetrics, CredentialReloader, FileSecret
 from shared.models import MONEY_OPS, SessionStateIn
 from shared.routes import Route, path_id, serve_routes
 from shared.runtime_metrics import file_bytes, register_runtime_collectors, sqlite_files
 from shared.tasks import supervise
 from shared.web import annotate, json_response, make_app, principal, read_model
 
-from edge.config import EdgeConfig
+from edge.config import EdgeConfig, reload_tokens
 from edge.crdt.identity import fresh_client_id
 from edge.health import TaskHealth
 from edge.jackpots import JackpotCatalog
@@ -40,6 +41,7 @@ log = structlog.get_logger("croupier.edge")
 SERVICE = web.AppKey("edge_service", EdgeService)
 HUB = web.AppKey("edge_sync", SyncHub)
 HEALTH = web.AppKey("edge_health", TaskHealth)
+CREDENTIALS = web.AppKey("edge_credentials", CredentialReloader)
 
 
 def _money_route(op: str) -> Route:
@@ -130,6 +132,28 @@ def _export_capacity(registry: CollectorRegistry, metrics: EdgeMetrics, store_pa
         metrics.db_bytes.labels(name).set_function(partial(file_bytes, path))
 
 
+def _outbound_token(path: Path | None, value: str) -> FileSecret | None:
+    """The token file an outbound link presents from (re-read on reloads); None: fixed at start-up."""
+    return FileSecret(path, value) if path is not None else None
+
+
+def _present(secret: FileSecret | None, fixed: str) -> Callable[[], str]:
+    """What an outbound link presents: the secret's current value, or a token fixed at start-up."""
+    if secret is None:
+        return lambda: fixed
+    return lambda: secret.value
+
+
+def credential_reloader(cfg: EdgeConfig, tokens: auth.TokenStore, metrics: CredentialMetrics,
+                        outbound: list[FileSecret]) -> CredentialReloader:
+    """Reloads the accepted tokens (config file and tokens_file) and the outbound token files."""
+    path = cfg.config_path
+    return CredentialReloader(
+        tokens, metrics, load_tokens=(lambda: reload_tokens(path, cfg.peers)) if path is not None else None,
+        secrets=outbound, watched=[p for p in (path, cfg.tokens_file) if p is not None],
+        interval_s=cfg.credentials_check_interval_s)
+
+
 def create_app(cfg: EdgeConfig, *, registry: CollectorRegistry | None = None,
                clock: Callable[[], float] = time.time, store_limits: StoreLimits = StoreLimits()) -> web.Application:
     registry = registry or CollectorRegistry()
@@ -147,17 +171,26 @@ def create_app(cfg: EdgeConfig, *, registry: CollectorRegistry | None = None,
                   on_durable=lambda updates: hub_ref[0].push(updates) if hub_ref else None, health=health,
                   allow_migration=cfg.migrate_on_start)
     state = EdgeState(cfg.id, client_id, cfg.limits.docs_live_max, store, metrics, clock)
-    ledger = LedgerClient(cfg.ledger_endpoints, cfg.ledger_token, attempt_timeout_s=cfg.ledger_attempt_timeout_s,
-                          deadline_s=cfg.ledger_deadline_s, limits=cfg.limits, metrics=metrics)
+    ledger_token = _outbound_token(cfg.ledger_token_file, cfg.ledger_token)
+    peer_token = _outbound_token(cfg.peer_token_file, cfg.peer_token)
+    credentials = credential_reloader(cfg, tokens, CredentialMetrics(registry),
+                                      [s for s in (ledger_token, peer_token) if s is not None])
+    outbound_tls = cfg.tls.client_context()
+    ledger = LedgerClient(cfg.ledger_endpoints, _present(ledger_token, cfg.ledger_token),
+                          attempt_timeout_s=cfg.ledger_attempt_timeout_s, deadline_s=cfg.ledger_deadline_s,
+                          limits=cfg.limits, metrics=metrics, tls=outbound_tls)
     _export_capacity(registry, metrics, store_path, ledger)
     catalog = JackpotCatalog(ledger, cfg.limits.jackpot_lookup_interval_s)
     reconciler = Reconciler(state, ledger, cfg.limits, catalog=catalog, health=health)
-    hub = SyncHub(cfg.id, cfg.peers, cfg.peer_token, state, cfg.limits, metrics, on_hint=reconciler.mark_dirty,
-                  catalog=catalog, health=health, session_state_bytes_max=cfg.session_state_bytes_max)
+    hub = SyncHub(cfg.id, cfg.peers, _present(peer_token, cfg.peer_token), state, cfg.limits, metrics,
+                  on_hint=reconciler.mark_dirty, catalog=catalog, health=health,
+                  session_state_bytes_max=cfg.session_state_bytes_max, tls=outbound_tls)
     hub_ref.append(hub)
+    credentials.on_reload.append(hub.revoke_removed)
     app[SERVICE] = EdgeService(cfg, state, ledger, reconciler, metrics, hint=hub.hint, catalog=catalog)
     app[HUB] = hub
     app[HEALTH] = health
+    app[CREDENTIALS] = credentials
     serve_routes(app, ROUTES, title="Croupier edge",
                  description="Regional edge: money forwarded to the core ledger, CRDT state served locally.")
 
@@ -172,6 +205,7 @@ def create_app(cfg: EdgeConfig, *, registry: CollectorRegistry | None = None,
         reconciler.mark_dirty(state.book.keys())  # effects near a crash: confirm them first
         await ledger.start()
         await hub.start()
+        credentials.start()
         tasks = [asyncio.create_task(supervise("reconciler", reconciler.run, task_failed), name="edge-reconciler"),
                  asyncio.create_task(supervise("ledger_watch", ledger.watch, task_failed), name="edge-ledger-watch")]
         log.info("edge_started", version=logs.version(), ledger_urls=list(cfg.ledger_endpoints),
@@ -180,6 +214,7 @@ def create_app(cfg: EdgeConfig, *, registry: CollectorRegistry | None = None,
             yield
         finally:
             log.info("edge_stopping")
+            await credentials.stop()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

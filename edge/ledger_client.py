@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -132,13 +133,16 @@ class _Action:
 
 
 class LedgerClient:
-    def __init__(self, base_url: str | Sequence[str], token: str, *, attempt_timeout_s: float, deadline_s: float,
-                 limits: Limits, metrics: EdgeMetrics, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, base_url: str | Sequence[str], token: str | Callable[[], str], *, attempt_timeout_s: float,
+                 deadline_s: float, limits: Limits, metrics: EdgeMetrics, clock: Callable[[], float] = time.monotonic,
+                 tls: ssl.SSLContext | None = None) -> None:
         self._bases = [base_url] if isinstance(base_url, str) else list(base_url)
         assert self._bases, "at least one ledger URL"
         self._current = 0  # index of the URL in use: the last one that worked
         self.epoch_seen = 0  # the highest epoch a ledger announced (sent back on every request)
-        self._token = token
+        # A callable is read at every request: a reloaded token file takes effect on the next one.
+        self._token: Callable[[], str] = token if callable(token) else (lambda: token)
+        self._tls = tls  # verifies https:// ledgers (None: aiohttp's default verification)
         self._attempt_timeout_s = attempt_timeout_s
         self.deadline_s = deadline_s
         self._limits = limits
@@ -152,9 +156,10 @@ class LedgerClient:
         self._last_ok = -math.inf
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=self._limits.ledger_connections_max, keepalive_timeout=30)
+        connector = aiohttp.TCPConnector(limit=self._limits.ledger_connections_max, keepalive_timeout=30,
+                                         ssl=self._tls if self._tls is not None else True)
         self._http = aiohttp.ClientSession(
-            connector=connector, headers={"Authorization": f"Bearer {self._token}"},
+            connector=connector,
             timeout=aiohttp.ClientTimeout(total=self._attempt_timeout_s))
         # The dispatcher feeds every batch: a bug in it is reported and it starts again, never left dead
         # (which would turn every money action into a 503 after its deadline).
@@ -209,7 +214,9 @@ class LedgerClient:
             self._current = index
 
     def _headers(self) -> dict[str, str]:
-        headers = {EPOCH_HEADER: str(self.epoch_seen)} if self.epoch_seen else {}
+        headers = {"Authorization": f"Bearer {self._token()}"}
+        if self.epoch_seen:
+            headers[EPOCH_HEADER] = str(self.epoch_seen)
         request_id = request_ids.current()
         if request_id is not None:
             headers[request_ids.HEADER] = request_id

@@ -19,6 +19,8 @@ silently: failures are counted in `edge.health`, and a link that fails is closed
 from __future__ import annotations
 
 import asyncio
+import ssl
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -27,7 +29,8 @@ import structlog
 from aiohttp import web
 from pycrdt import YSyncMessageType
 
-from shared.errors import Unavailable
+from shared.auth import TokenStore
+from shared.errors import Unauthenticated, Unavailable
 from shared.tasks import TaskSet
 
 from edge.config import Limits, Peer
@@ -52,21 +55,25 @@ REFUSED_LINK_REASONS = ("claimed_other_edge", "unknown_peer", "malformed_hello")
 
 
 class _Link:
-    def __init__(self, peer: str, ws: Any, queue_max: int) -> None:
+    def __init__(self, peer: str, ws: Any, queue_max: int, authorization: str | None = None) -> None:
         self.peer = peer
         self.ws = ws
+        self.authorization = authorization  # what an accepted peer presented (None: this edge dialed)
         self.queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(maxsize=queue_max)
         self.dropped = 0
 
 
 class SyncHub:
-    def __init__(self, edge_id: str, peers: tuple[Peer, ...], peer_token: str, state: EdgeState,
+    def __init__(self, edge_id: str, peers: tuple[Peer, ...], peer_token: str | Callable[[], str], state: EdgeState,
                  limits: Limits, metrics: EdgeMetrics, on_hint: Any,
                  proto_limits: protocol.Limits = protocol.Limits(), *, catalog: JackpotCatalog | None = None,
-                 health: TaskHealth | None = None, session_state_bytes_max: int = 16384) -> None:
+                 health: TaskHealth | None = None, session_state_bytes_max: int = 16384,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.edge_id = edge_id
         self.peers = {p.id: p for p in peers}
-        self._token = peer_token
+        # A callable is read at every dial: a reloaded peer_token_file is presented from the next link on.
+        self._token: Callable[[], str] = peer_token if callable(peer_token) else (lambda: peer_token)
+        self._tls = tls  # verifies wss:// (https://) peers (None: aiohttp's default verification)
         self.state = state
         self.limits = limits
         self.metrics = metrics
@@ -83,7 +90,8 @@ class SyncHub:
         self._closing = False
 
     async def start(self) -> None:
-        self._http = aiohttp.ClientSession()
+        self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(
+            ssl=self._tls if self._tls is not None else True))
         # Every series exists from the start: the first refusal is then an increase, alerts see it.
         for reason in REFUSED_LINK_REASONS:
             self.metrics.sync_refused_links_total.labels(reason)
@@ -128,7 +136,7 @@ class SyncHub:
         while True:
             try:
                 ws = await asyncio.wait_for(self._http.ws_connect(
-                    peer.url + "/v1/sync", headers={"Authorization": f"Bearer {self._token}"},
+                    peer.url + "/v1/sync", headers={"Authorization": f"Bearer {self._token()}"},
                     heartbeat=self.limits.sync_heartbeat_s, max_msg_size=self.proto.frame_bytes_max),
                     CONNECT_TIMEOUT_S)
                 try:
@@ -168,7 +176,7 @@ class SyncHub:
                 self._refuse_link("unknown_peer", credential, peer)
                 raise ProtocolError(f"unexpected peer {peer!r}")
             await ws.send_str(orjson.dumps({"edge": self.edge_id}).decode())
-            await self._run(peer, ws)
+            await self._run(peer, ws, request.headers.get("Authorization"))
         except (TimeoutError, ProtocolError) as e:
             log.warning("sync peer refused", credential=credential, error=str(e))
         except Exception as e:  # noqa: BLE001 - a bug ends this link only: counted, the peer redials
@@ -176,6 +184,23 @@ class SyncHub:
         finally:
             await ws.close()
         return ws
+
+    def revoke_removed(self, tokens: TokenStore) -> list[str]:
+        """After a credential reload: close every accepted link whose credential is no longer
+        accepted (a removed peer token stops working on open links too); the peer redials and is
+        authenticated again. The peers whose links were closed."""
+        revoked = []
+        for link in list(self.links.values()):
+            if link.authorization is None:
+                continue
+            try:
+                tokens.authenticate(link.authorization)
+            except Unauthenticated:
+                revoked.append(link.peer)
+                self._spawn(link.ws.close(), "sync-revoke")
+        if revoked:
+            log.warning("sync_links_revoked", peers=revoked, reason="credential_removed")
+        return revoked
 
     def _refuse_link(self, reason: str, credential: str, claimed: str | None) -> None:
         self.metrics.sync_refused_links_total.labels(reason).inc()
@@ -194,11 +219,11 @@ class SyncHub:
             raise ProtocolError("malformed hello")
         return edge
 
-    async def _run(self, peer: str, ws: Any) -> None:
+    async def _run(self, peer: str, ws: Any, authorization: str | None = None) -> None:
         old = self.links.get(peer)
         if old is not None:
             await old.ws.close()
-        link = self.links[peer] = _Link(peer, ws, self.limits.sync_queue_max)
+        link = self.links[peer] = _Link(peer, ws, self.limits.sync_queue_max, authorization)
         self.metrics.sync_peer_up.labels(peer).set(1)
         tasks = [asyncio.create_task(self._send_loop(link), name=f"sync-push-{peer}"),
                  asyncio.create_task(self._anti_entropy_loop(link), name=f"sync-anti-entropy-{peer}")]
@@ -213,12 +238,13 @@ class SyncHub:
                 else:
                     break
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            # Forget the link first: the awaits below may be cut short when this task is cancelled.
             if self.links.get(peer) is link:
                 del self.links[peer]
                 self.metrics.sync_peer_up.labels(peer).set(0)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     def _link_task_done(self, task: asyncio.Task[Any], ws: Any) -> None:
         if task.cancelled():

@@ -108,6 +108,10 @@ COMMON_METRICS = (
     MetricSpec("process_start_time_seconds", "gauge"),
     MetricSpec("python_info", "gauge", ("implementation", "major", "minor", "patchlevel", "version")),
     MetricSpec("python_gc_collections_total", "counter", ("generation",)),
+    # Token files reloaded without a restart (shared/credentials.py): by result (ok | error), and
+    # 1 while the last reload failed and the old credentials stay in use.
+    MetricSpec("credential_reloads_total", "counter", ("result",)),
+    MetricSpec("credential_reload_failing", "gauge"),
 )
 
 ALL_METRICS = EDGE_METRICS + LEDGER_METRICS + COMMON_METRICS

@@ -49,9 +49,18 @@ class TokenStore:
 
     def __init__(self, entries: Iterable[TokenEntry]) -> None:
         self._by_hash: dict[str, TokenEntry] = {}
+        self.replace(entries)
+
+    def replace(self, entries: Iterable[TokenEntry]) -> None:
+        """Accept exactly `entries` from now on (a credential reload): a removed token stops working."""
+        by_hash: dict[str, TokenEntry] = {}
         for e in entries:
             assert e.role in ROLES, e.role
-            self._by_hash[e.sha256.lower()] = e
+            by_hash[e.sha256.lower()] = e
+        self._by_hash = by_hash  # one assignment: a request sees the old set or the new one
+
+    def __len__(self) -> int:
+        return len(self._by_hash)
 
     def authenticate(self, header: str | None) -> Principal:
         if not header or not header.startswith("Bearer "):

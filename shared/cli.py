@@ -59,6 +59,7 @@ def up(
     dir: Path = typer.Option(..., "--dir", help="Where configs, data, logs and cluster.json go."),
     players: int = typer.Option(20, help="Seeded players."),
     standby: bool = typer.Option(False, "--standby", help="Also run a synchronous standby ledger."),
+    tls: bool = typer.Option(False, "--tls", help="HTTPS everywhere with a CA made for the run (needs trustme)."),
 ) -> None:
     """Start a ledger and three edges (eu, us, apac) on embedded SQLite; run until interrupted."""
     from shared.cluster import Cluster, seed
@@ -67,7 +68,7 @@ def up(
     root = dir.resolve()
 
     async def run() -> None:
-        cluster = Cluster(root, standby=standby)
+        cluster = Cluster(root, standby=standby, tls=tls)
         try:
             await cluster.start()
             path = cluster.write_info(await seed(cluster, players=players))

@@ -22,6 +22,12 @@ too answers a commit only once its own standby (the old primary, rejoined) appli
 `fault_hooks=True` each ledger gets its test-only fault point (`fault_apply_delay_file`, see
 `set_apply_delay`); nothing else ever enables it.
 
+With `tls=True` every service serves HTTPS with its own certificate from a CA made for the run
+(`trustme`, a test/dev dependency imported only then; files under `DIR/tls/`), every link
+verifies against that CA, the ledgers require client certificates (each service presents its
+own), and `client_ssl()` / `http_session()` give callers the CA and a client certificate.
+`cluster.json` then holds a `tls` object naming the CA and the client certificate files.
+
 This module imports neither `core_ledger` nor `edge`: it only speaks their CLI and HTTP.
 """
 
@@ -33,6 +39,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -62,10 +69,10 @@ def free_port() -> int:
 
 
 async def wait_until_ready(url: str, proc: subprocess.Popen[bytes], *, timeout_s: float,
-                           describe: Callable[[], str]) -> None:
+                           describe: Callable[[], str], tls: ssl.SSLContext | None = None) -> None:
     """Poll `url` until it answers 200; fail early if `proc` exits, and after `timeout_s` at most."""
     deadline = time.monotonic() + timeout_s
-    async with aiohttp.ClientSession() as http:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls if tls is not None else True)) as http:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise RuntimeError(f"exited ({proc.returncode}) before ready: {describe()}")
@@ -88,10 +95,11 @@ class Service:
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
     args: tuple[str, ...] = ()  # extra `serve` arguments
+    scheme: str = "http"
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     @property
     def running(self) -> bool:
@@ -118,6 +126,7 @@ class Cluster:
     standby: bool = False
     synchronous_pair: bool = False  # both copies wait for a standby (the promoted one too)
     fault_hooks: bool = False  # the ledgers' test-only fault point (a slow standby apply)
+    tls: bool = False  # HTTPS everywhere, a CA made for the run, client certificates required by the ledgers
     primary: str = "ledger"  # the ledger copy acting as primary
     tokens: dict[str, str] = field(default_factory=dict)
     services: dict[str, Service] = field(default_factory=dict)
@@ -130,15 +139,18 @@ class Cluster:
         (self.root / "secrets").mkdir(mode=0o700, exist_ok=True)
         self._make_tokens()
         ledgers = ["ledger", *([STANDBY] if self.standby else [])]
+        scheme = "https" if self.tls else "http"
         for name in ledgers:
             self.services[name] = Service(name, "ledger", free_port(), self.root / f"{name}.toml",
-                                          self.root / f"{name}.log")
+                                          self.root / f"{name}.log", scheme=scheme)
         if self.standby:
             self.services[STANDBY].args = ("--standby-of", self.url("ledger"),
                                            "--replica-token-file", str(self.root / "secrets" / "replica.token"))
         for eid in self.edge_ids:
             self.services[eid] = Service(eid, "edge", free_port(), self.root / f"edge-{eid}.toml",
-                                         self.root / f"edge-{eid}.log")
+                                         self.root / f"edge-{eid}.log", scheme=scheme)
+        if self.tls:
+            self._make_certificates([*ledgers, *self.edge_ids, "client"])
         if self.proxied:
             await self._start_proxies()
         for name in ledgers:
@@ -164,6 +176,49 @@ class Cluster:
             path.write_text(self.tokens[name])
             path.chmod(0o600)
 
+    def _tls_dir(self) -> Path:
+        return self.root / "tls"
+
+    def _make_certificates(self, names: list[str]) -> None:
+        """A CA for this run and a certificate for each service (and the cluster's own client)."""
+        import trustme  # a test/dev dependency: only a TLS cluster needs it
+
+        ca = trustme.CA(organization_name="Croupier local cluster")
+        folder = self._tls_dir()
+        folder.mkdir(mode=0o700, exist_ok=True)
+        ca.cert_pem.write_to_path(str(folder / "ca.pem"))
+        for name in names:
+            cert = ca.issue_cert("127.0.0.1", "localhost", common_name=name)
+            cert.cert_chain_pems[0].write_to_path(str(folder / f"{name}.pem"))
+            for pem in cert.cert_chain_pems[1:]:
+                pem.write_to_path(str(folder / f"{name}.pem"), append=True)
+            cert.private_key_pem.write_to_path(str(folder / f"{name}.key"))
+            (folder / f"{name}.key").chmod(0o600)
+
+    def _tls_lines(self, name: str, *, require_client_certificates: bool) -> str:
+        if not self.tls:
+            return ""
+        folder = self._tls_dir()
+        lines = (f'tls_cert_file = "{folder / f"{name}.pem"}"\ntls_key_file = "{folder / f"{name}.key"}"\n'
+                 f'tls_ca_file = "{folder / "ca.pem"}"\n')
+        if require_client_certificates:
+            lines += f'tls_client_ca_file = "{folder / "ca.pem"}"\n'
+        return lines
+
+    def client_ssl(self) -> ssl.SSLContext | None:
+        """What a client of this cluster verifies servers with and presents (None: plain HTTP)."""
+        if not self.tls:
+            return None
+        folder = self._tls_dir()
+        ctx = ssl.create_default_context(cafile=str(folder / "ca.pem"))
+        ctx.load_cert_chain(folder / "client.pem", folder / "client.key")
+        return ctx
+
+    def http_session(self, **kwargs: Any) -> aiohttp.ClientSession:
+        """A client session that trusts this cluster's CA and presents its client certificate."""
+        tls = self.client_ssl()
+        return aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls if tls is not None else True), **kwargs)
+
     def _token_rows(self, entries: list[tuple[str, str, str]]) -> str:
         rows = []
         for name, role, token_key in entries:
@@ -187,16 +242,17 @@ class Cluster:
             f"group_commit = {'true' if self.group_commit else 'false'}\n"
             f"synchronous_standby = {'true' if synchronous else 'false'}\n"
             f"peers = {json.dumps(others)}\n{hooks}"
-            # a local cluster shows its liabilities a second after its first money, not after 30 s
-            "liabilities_interval_s = 1.0\n"
+            + "liabilities_interval_s = 1.0\n"  # a local cluster shows its liabilities a second after its first money
+            + self._tls_lines(svc.name, require_client_certificates=True) +
             f'log_level = "{self.log_level}"\n\n' + self._token_rows(entries)
         )
 
     def _write_edge_config(self, svc: Service) -> None:
         eid = svc.name
         ledger_urls = [self._link_url(eid, n) for n in ("ledger", STANDBY) if n in self.services]
+        # Over TLS the sync links are written as wss:// (what operators write for websockets).
         peers = "".join(
-            f'\n[[edge.peers]]\nid = "{p}"\nurl = "{self._link_url(eid, p)}"\n'
+            f'\n[[edge.peers]]\nid = "{p}"\nurl = "{self._link_url(eid, p).replace("https://", "wss://")}"\n'
             for p in self.edge_ids if p != eid
         )
         # One peer credential per edge, named after it: the only edge id its holder may claim.
@@ -211,13 +267,14 @@ class Cluster:
             f'ledger_token_file = "secrets/edge-{eid}.token"\npeer_token_file = "secrets/peer-{eid}.token"\n'
             f"ledger_attempt_timeout_s = {self.ledger_attempt_timeout_s}\n"
             f"ledger_deadline_s = {self.ledger_deadline_s}\n"
-            f'log_level = "{self.log_level}"\n{peers}\n' + self._token_rows(entries)
+            f'log_level = "{self.log_level}"\n'
+            + self._tls_lines(eid, require_client_certificates=False) + f"{peers}\n" + self._token_rows(entries)
         )
 
     def _link_url(self, src: str, dst: str) -> str:
         proxy = self.proxies.get((src, dst))
         port = proxy.port if proxy else self.services[dst].port
-        return f"http://127.0.0.1:{port}"
+        return f"{self.services[dst].scheme}://127.0.0.1:{port}"
 
     async def _start_proxies(self) -> None:
         links = [(e, n) for e in self.edge_ids for n in ("ledger", STANDBY) if n in self.services]
@@ -246,7 +303,7 @@ class Cluster:
         svc = self.services[name]
         assert svc.proc is not None, f"{name} not started"
         await wait_until_ready(svc.url + path, svc.proc, timeout_s=timeout_s,
-                               describe=lambda: f"{name}:\n{self.log_tail(name)}")
+                               describe=lambda: f"{name}:\n{self.log_tail(name)}", tls=self.client_ssl())
 
     def signal(self, name: str, sig: int) -> None:
         svc = self.services[name]
@@ -293,7 +350,7 @@ class Cluster:
 
     async def promote(self, name: str) -> dict[str, Any]:
         """POST /admin/v1/promote to `name`; from now on it is the primary (and restarts as one)."""
-        async with (aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=READY_TIMEOUT_S)) as http,
+        async with (self.http_session(timeout=aiohttp.ClientTimeout(total=READY_TIMEOUT_S)) as http,
                     http.post(self.url(name) + "/admin/v1/promote", headers=self.headers("admin_write")) as r):
             r.raise_for_status()
             answer: dict[str, Any] = await r.json()
@@ -377,7 +434,14 @@ class Cluster:
             "tokens": {role: self.tokens[role] for role in (*EDGE_ROLES, *LEDGER_ROLES)},
             "peer_tokens": {e: self.peer_token(e) for e in self.edge_ids},
             "seed": seed or {"players": [], "jackpots": [], "bonuses": []},
+            **({"tls": self.tls_info()} if self.tls else {}),
         }
+
+    def tls_info(self) -> dict[str, str]:
+        """The `tls` object of `cluster.json`: the CA to trust and a client certificate to present."""
+        folder = self._tls_dir()
+        return {"ca_file": str(folder / "ca.pem"), "client_cert_file": str(folder / "client.pem"),
+                "client_key_file": str(folder / "client.key")}
 
     def write_info(self, seed: dict[str, Any] | None = None) -> Path:
         path = self.root / "cluster.json"
@@ -401,7 +465,7 @@ async def seed(cluster: Cluster, *, players: int = 20, deposit_minor: int = 1_00
     ledger = cluster.url(cluster.primary)
     admin, cashier = cluster.headers("admin_write"), cluster.headers("cashier")
     player_ids = [f"p{i:03d}" for i in range(1, players + 1)]
-    async with aiohttp.ClientSession(raise_for_status=True) as http:
+    async with cluster.http_session(raise_for_status=True) as http:
         await http.post(f"{ledger}/admin/v1/jackpots", headers=admin, json={
             "jackpot_id": JACKPOT_ID, "currency": currency, "seed_minor": 100_000,
             "contribution_ppm": 10_000, "game_ids": list(JACKPOT_GAMES)})

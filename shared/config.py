@@ -7,17 +7,21 @@ A config file holds the service's own table plus `[[tokens]]` entries:
     role = "edge"
     sha256 = "<hex sha256 of the token>"   # or token_file = "path" holding the clear token
 
-Clear tokens never appear in config; `token_file` is read and hashed at load time.
+Clear tokens never appear in config; `token_file` is read and hashed at load time. The entries
+may also live in a separate file named by the service table's `tokens_file` (a TOML file of
+`[[tokens]]` entries only, relative to the config file): both lists are accepted together, and
+both are re-read on a credential reload (shared/credentials.py, `reload_token_entries`).
 """
 
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from shared.auth import ROLES, TokenEntry, hash_token
-from shared.configspec import Key, Table, check_table
+from shared.configspec import Key, Table, apply_env, check_table, check_value
 
 
 class ConfigError(ValueError):
@@ -69,9 +73,14 @@ def token_entries(raw: Any, base: Path, problems: list[str] | None = None) -> li
                 found.append(f"tokens[{i}].sha256 is not a hex sha256 digest")
         elif isinstance(values["token_file"], str):
             try:
-                digest = hash_token((base / values["token_file"]).read_text().strip())
+                clear = (base / values["token_file"]).read_text().strip()
             except OSError as e:
                 found.append(f"tokens[{i}].token_file: cannot read {values['token_file']}: {e.strerror}")
+            else:
+                if clear:
+                    digest = hash_token(clear)
+                else:
+                    found.append(f"tokens[{i}].token_file: {values['token_file']} is empty")
         else:
             found.append(f"tokens[{i}] needs sha256 or token_file")
         if len(found) == before:
@@ -79,6 +88,63 @@ def token_entries(raw: Any, base: Path, problems: list[str] | None = None) -> li
     if problems is None:
         raise_problems(found)
     return out
+
+
+# The keys of a service table that say where its accepted credentials live and how often they are re-read.
+CREDENTIAL_KEYS = (
+    Key("tokens_file", str, "", "A TOML file of more `[[tokens]]` entries only (no other table or key), accepted "
+        "together with the config's own; both are re-read on SIGHUP or when either file changes.", path=True),
+    Key("credentials_check_interval_s", float, 2.0, "How often the modification stamps of the token files "
+        "(`tokens_file`, the config file, outbound token files) are checked for a credential reload.",
+        above=0, maximum=600.0),
+)
+
+
+def tokens_file_path(name: str | None, base: Path) -> Path | None:
+    """A table's `tokens_file` value resolved against the config file's directory (None when unset)."""
+    if not name:
+        return None
+    return Path(name) if Path(name).is_absolute() else (base / name).resolve()
+
+
+def all_token_entries(inline: Any, tokens_file: Path | None, base: Path, section: str,
+                      problems: list[str]) -> list[TokenEntry]:
+    """The config file's `[[tokens]]` followed by those of its `tokens_file`, if any; every bad entry (of
+    either file) is added to `problems`."""
+    entries = token_entries(inline, base, problems)
+    if tokens_file is None:
+        return entries
+    try:
+        listed = load_toml(tokens_file)
+    except ConfigError as e:
+        problems.append(f"{section}.tokens_file: {e}")
+        return entries
+    if set(listed) - {"tokens"}:
+        problems.append(f"{section}.tokens_file {tokens_file} may hold only [[tokens]] entries")
+        return entries
+    return entries + token_entries(listed.get("tokens", []), tokens_file.parent, problems)
+
+
+def reload_token_entries(path: Path, table: Table, environ: Mapping[str, str]) -> list[TokenEntry]:
+    """The tokens a credential reload applies: the `[[tokens]]` of the config file at `path` and of the
+    `tokens_file` its `table` names (a `CROUPIER_<TABLE>__TOKENS_FILE` variable of `environ` wins, as at
+    start-up). A ConfigError names every problem; the caller then keeps the old tokens."""
+    problems: list[str] = []
+    raw = load_toml(path)
+    section = raw.get(table.name, {})
+    if not isinstance(section, dict):
+        raise ConfigError(f"[{table.name}] must be a table")
+    merged, _ = apply_env(section, table, environ, [])  # a bad variable was refused at start-up already
+    key = table.key("tokens_file")
+    name = None
+    if key is not None and key.name in merged:
+        name, problem = check_value(key, merged[key.name], f"{table.name}.{key.name}")
+        if problem:
+            problems.append(problem)
+    base = path.resolve().parent
+    entries = all_token_entries(raw.get("tokens", []), tokens_file_path(name, base), base, table.name, problems)
+    raise_problems(problems)
+    return entries
 
 
 def pick(raw: dict[str, Any], key: str, typ: type, default: Any) -> Any:

@@ -39,7 +39,7 @@ Environment values are written as text: integers and numbers as usual, booleans 
 `1`/`0`, `yes`/`no`, `on`/`off`), lists as a JSON array (`["a", "b"]`, and for `{env_name("edge", "peers")}`
 an array of objects with `id` and `url`) or as comma-separated strings. A variable with the prefix of the
 service's table that names no key of it is refused, like an unknown key in the file. `[[tokens]]` entries come
-from the file only.
+from the file only (its own, and those of the `tokens_file` it names).
 
 A config is checked whole before the service starts: every problem (wrong type, out of range, unknown key or
 table, missing file, keys that contradict each other) is printed on stderr, one per line, and `serve` exits with

@@ -236,6 +236,9 @@ async def test_backup_dir_must_be_configured_and_off_the_data_dir(aiohttp_client
     toml.write_text('[ledger]\ndata_dir = "data"\nbackup_interval_s = 60\n')
     with pytest.raises(ConfigError, match=r"needs ledger\.backup_dir"):
         ledger_config_module.load(toml)
+    toml.write_text('[ledger]\ndata_dir = "data"\nbackup_dir = "b"\nbackup_interval_s = 0.5\n')
+    with pytest.raises(ConfigError, match=r"backup_interval_s must be 0 \(off\) or in \[1, "):
+        ledger_config_module.load(toml)  # below a second: refused, not kept silently
     toml.write_text('[ledger]\ndata_dir = "data"\nbackup_dir = "b"\nbackup_interval_s = 60\nbackup_keep = 3\n')
     cfg = ledger_config_module.load(toml)
     assert (cfg.backup_dir, cfg.backup_interval_s, cfg.backup_keep) == (tmp_path / "b", 60.0, 3)
