@@ -16,7 +16,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from shared import auth
-from shared.errors import BadRequest
+from shared.errors import BadRequest, Conflict
 from shared.models import AdjustmentIn, BonusGrantIn, FreezeIn, JackpotCreateIn, PlayerCreateIn, UnfenceIn
 from shared.web import json_response, principal, read_model
 
@@ -32,6 +32,7 @@ from core_ledger.routes import (
     answer,
     page_limit,
     path_id,
+    query_bool,
     query_choice,
     query_int,
 )
@@ -152,8 +153,21 @@ async def replication(request: web.Request) -> web.Response:
 @auth.roles("admin_write")
 async def promote(request: web.Request) -> web.Response:
     standby = request.app.get(STANDBY)
+    force = query_bool(request, "force")
     if standby is not None:
-        await standby.stop()
+        await standby.stop()  # cooperatively: an apply under way ends first, so the head below is final
+    held, acked = request.app[SERVICE].head.sequence, standby.primary_acked if standby is not None else 0
+    if acked > held and not force:
+        if standby is not None and request.app[SERVICE].role == "standby":
+            standby.start()  # it goes on tailing (and may catch up)
+        log.warning("admin_action", action="promote", principal=principal(request).name, refused="standby_behind",
+                    head_sequence=held, primary_acknowledged=acked)
+        raise Conflict(f"this copy holds entries up to {held} but its primary acknowledged up to {acked}: promoting "
+                       "it would lose acknowledged money; let it catch up, restart the old primary, or "
+                       "promote with force=true knowingly", code="standby_behind")
+    if force and acked > held:
+        log.critical("promotion_forced_behind", principal=principal(request).name, head_sequence=held,
+                     primary_acknowledged=acked)
     head = await request.app[SERVICE].promote()
     log.warning("admin_action", action="promote", principal=principal(request).name, epoch=head.epoch,
                 head_sequence=head.sequence)
@@ -201,7 +215,9 @@ ROUTES: list[Route] = [
     Route("GET", "/admin/v1/replication", replication, "Role, epoch, head and standbys"),
     Route("POST", "/admin/v1/backups", backup, "Online, verified backup (portable directory format) into backup_dir",
           created=True),
-    Route("POST", "/admin/v1/promote", promote, "Make this standby the primary (epoch + 1); no-op on a primary"),
+    Route("POST", "/admin/v1/promote", promote, "Make this standby the primary (epoch + 1); no-op on a primary; "
+          "409 standby_behind while it holds less than its primary acknowledged (unless force=true)",
+          query={"force": "boolean"}),
     Route("POST", "/admin/v1/unfence", unfence,
           "Lift this primary's fence (journaled with the reason and the peers' evidence; refused while a peer "
           "is primary at a higher epoch unless forced)", body=UnfenceIn),

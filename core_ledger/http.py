@@ -65,7 +65,7 @@ from core_ledger.routes import (
     query_int,
 )
 from core_ledger.service import LedgerService, WriterLimits
-from core_ledger.standby import HEAD_HEADER, Standby, StandbyMetrics, StandbySettings
+from core_ledger.standby import ACKED_HEADER, HEAD_HEADER, Standby, StandbyMetrics, StandbySettings
 from core_ledger.store import SqliteStore, Store
 
 log = structlog.get_logger("croupier.ledger.http")
@@ -217,7 +217,8 @@ async def journal(request: web.Request) -> web.Response:
     head = service.head.sequence  # read first: the page never runs past it
     lines = await request.app[READS].journal_page(after, page_limit(request))
     body = "".join(line + "\n" for line in lines)
-    return web.Response(text=body, content_type="application/x-ndjson", headers={HEAD_HEADER: str(head)})
+    return web.Response(text=body, content_type="application/x-ndjson",
+                        headers={HEAD_HEADER: str(head), ACKED_HEADER: str(service.acknowledged_sequence)})
 
 
 @auth.public

@@ -45,6 +45,14 @@ def query_int(request: web.Request, name: str, default: int, *, low: int = 0, hi
     return value
 
 
+def query_bool(request: web.Request, name: str) -> bool:
+    """`true` or `false` (absent: false); anything else is a 400."""
+    raw = request.query.get(name, "false")
+    if raw not in ("true", "false"):
+        raise BadRequest(f"{name}: true or false", field=name)
+    return raw == "true"
+
+
 def query_choice(request: web.Request, name: str, choices: tuple[str, ...]) -> str | None:
     value = request.query.get(name)
     if value is not None and value not in choices:

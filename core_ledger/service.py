@@ -157,6 +157,14 @@ class LedgerService:
         return self._head.epoch
 
     @property
+    def acknowledged_sequence(self) -> int:
+        """The highest sequence whose answer may have gone out as a success: with a synchronous
+        standby, what some standby confirmed (never more than committed); else every commit."""
+        if self.limits.synchronous_standby:
+            return min(self.acks.best.value, self._committed.sequence)
+        return self._committed.sequence
+
+    @property
     def fenced(self) -> bool:
         """A fence holds against a primary of a lower epoch only: once this copy is promoted above
         it (promotion raises the epoch past every fence it heard of), the fence is history. On a

@@ -31,6 +31,10 @@ from core_ledger.task_health import TaskHealth
 log = structlog.get_logger("croupier.standby")
 
 HEAD_HEADER = "X-Journal-Head"  # the primary's head sequence, sent with every journal page
+# What the primary has acknowledged to clients (a synchronous primary: what some standby confirmed;
+# otherwise its whole committed head): a standby holding less must not be promoted (acknowledged
+# money would be lost), e.g. a copy rebuilt from nothing that has not caught up yet.
+ACKED_HEADER = "X-Journal-Acknowledged"
 HALT_REASONS = ("chain", "diverged")  # why a tailer stopped for good (ledger_replica_halted)
 
 
@@ -87,6 +91,7 @@ class Standby:
         self.metrics = metrics
         self._clock = clock
         self.primary_head = 0
+        self.primary_acked = 0  # the most the primary said it acknowledged (only grows)
         self.primary_epoch: int | None = None
         self.broken_at: int | None = None  # first sequence that failed verification
         self.diverged_at: int | None = None  # the position the primary refused as not on its chain
@@ -178,6 +183,7 @@ class Standby:
             if resp.status != 200:
                 raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status)
             self.primary_head = int(resp.headers.get(HEAD_HEADER, "0"))
+            self.primary_acked = max(self.primary_acked, int(resp.headers.get(ACKED_HEADER, "0")))
             self.primary_epoch = int(resp.headers.get(EPOCH_HEADER, "0")) or None
             text = await resp.text()
         if self.primary_epoch is not None:

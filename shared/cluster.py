@@ -86,6 +86,15 @@ async def wait_until_ready(url: str, proc: subprocess.Popen[bytes], *, timeout_s
     raise TimeoutError(f"not ready after {timeout_s}s: {describe()}")
 
 
+class PromotionRefused(Exception):
+    """The ledger copy refused promotion (409 `standby_behind`: it holds less than its primary
+    acknowledged); the problem it answered is in `problem`."""
+
+    def __init__(self, name: str, problem: dict[str, Any]) -> None:
+        super().__init__(f"{name} refused promotion: {problem.get('detail')}")
+        self.problem = problem
+
+
 @dataclass
 class Service:
     name: str  # "ledger" or the edge id
@@ -349,9 +358,14 @@ class Cluster:
         return STANDBY if self.primary == "ledger" else "ledger"
 
     async def promote(self, name: str) -> dict[str, Any]:
-        """POST /admin/v1/promote to `name`; from now on it is the primary (and restarts as one)."""
+        """POST /admin/v1/promote to `name`; from now on it is the primary (and restarts as one).
+        Raises `PromotionRefused` when the copy holds less than its primary acknowledged."""
         async with (self.http_session(timeout=aiohttp.ClientTimeout(total=READY_TIMEOUT_S)) as http,
                     http.post(self.url(name) + "/admin/v1/promote", headers=self.headers("admin_write")) as r):
+            if r.status == 409:
+                problem = await r.json(content_type=None)
+                if problem.get("code") == "standby_behind":
+                    raise PromotionRefused(name, problem)
             r.raise_for_status()
             answer: dict[str, Any] = await r.json()
         self.primary = name

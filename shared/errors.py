@@ -2,15 +2,15 @@
 
 Error tree (status in brackets)::
 
-    CroupierError
+    CroupierError [500]             backup_failed
     ├── BadRequest [400]            validation_error, malformed_json
     ├── Unauthenticated [401]       unauthenticated
     ├── Forbidden [403]             forbidden
     ├── NotFound [404]              not_found
     ├── Conflict [409]              round_closed, bet_rolled_back, version_conflict,
     │                               already_claimed, request_in_progress, replica_diverged,
-    │                               not_fenced, peer_is_primary, round_refunded,
-    │                               wagering_already_claimed
+    │                               not_fenced, peer_is_primary, standby_behind, round_refunded,
+    │                               backup_not_configured, wagering_already_claimed
     ├── PayloadTooLarge [413]       payload_too_large
     ├── Unprocessable [422]         insufficient_funds, idempotency_key_reused, wagering_not_met,
     │                               bonus_expired, currency_mismatch, balance_limit_exceeded
@@ -130,6 +130,9 @@ CLASS_BY_CODE: dict[str, type[CroupierError]] = {
     "replica_diverged": Conflict,
     "not_fenced": Conflict,
     "peer_is_primary": Conflict,
+    "standby_behind": Conflict,
+    "backup_not_configured": Conflict,
+    "backup_failed": CroupierError,  # 500: the backup could not be written or did not verify
     "round_refunded": Conflict,
     "wagering_already_claimed": Conflict,
     "payload_too_large": PayloadTooLarge,

@@ -38,7 +38,7 @@ import aiohttp
 import structlog
 
 from shared.byzantine import LIES, ByzantinePeer
-from shared.cluster import LEDGER_ROLES, Cluster
+from shared.cluster import LEDGER_ROLES, Cluster, PromotionRefused
 
 log = structlog.get_logger("croupier.chaos.nemesis")
 
@@ -171,10 +171,22 @@ class Nemesis:
 
     # --- failover -------------------------------------------------------------------------
 
+    async def _restart_refused(self, old: str, refused: PromotionRefused) -> str:
+        """A promotion the standby refused (it is behind what was acknowledged: promoting it would
+        lose money): what an operator does instead is bring the old primary back on its data."""
+        c = self.cluster
+        if not c.services[old].running:
+            await c.start_service(old, ready=False)
+        log.info("chaos_promotion_refused", old_primary=old, detail=refused.problem.get("detail"))
+        return f"promotion refused ({refused.problem.get('code')}): {old} kept as primary"
+
     async def _failover_kill(self, hold: float) -> str:
         c = self.cluster
         old = c.primary
-        answer = await c.failover()
+        try:
+            answer = await c.failover()
+        except PromotionRefused as refused:
+            return await self._restart_refused(old, refused)
         await asyncio.sleep(hold)
         await c.rejoin_as_standby(old, keep_data=False)
         return f"{c.primary} promoted to epoch {answer.get('epoch')}"
@@ -185,6 +197,8 @@ class Nemesis:
         c.signal(old, signal.SIGSTOP)
         try:
             answer = await c.promote(new)
+        except PromotionRefused as refused:
+            return await self._restart_refused(old, refused)
         finally:
             c.signal(old, signal.SIGCONT)  # two would-be primaries until the old one is fenced
         await asyncio.sleep(hold)
@@ -199,6 +213,8 @@ class Nemesis:
             await asyncio.sleep(APPLY_DELAY_S / 2)  # under load, an apply is now inside its pause
             await c.kill(old)
             answer = await c.promote(new)
+        except PromotionRefused as refused:
+            return await self._restart_refused(old, refused)
         finally:
             c.set_apply_delay(new, 0)
         await asyncio.sleep(hold)
@@ -217,11 +233,19 @@ class Nemesis:
             await c.kill(a)
         finally:
             c.signal(b, signal.SIGCONT)
-        await c.promote(b)
+        try:
+            await c.promote(b)
+        except PromotionRefused as refused:
+            return await self._restart_refused(a, refused)
         await c.rejoin_as_standby(a, keep_data=True)
         await asyncio.sleep(hold)
         await c.kill(b)
-        answer = await c.promote(a)
+        try:
+            answer = await c.promote(a)
+        except PromotionRefused as refused:  # a is behind what b acknowledged: b comes back, a is rebuilt
+            outcome = await self._restart_refused(b, refused)
+            await c.rejoin_as_standby(a, keep_data=False)
+            return outcome
         await c.rejoin_as_standby(b, keep_data=False)
         return f"{a} rejoined on its diverged data, then promoted back to epoch {answer.get('epoch')}"
 

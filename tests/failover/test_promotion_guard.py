@@ -1,0 +1,55 @@
+"""A standby holding less than its primary acknowledged refuses promotion (409 standby_behind):
+promoting a copy rebuilt from nothing before it caught up would lose acknowledged money. The
+primary announces what it acknowledged on every journal page; `force=true` overrides, knowingly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from core_ledger.http import create_app
+from core_ledger.routes import SERVICE, STANDBY
+from core_ledger.standby import StandbySettings
+from tests.ledger.conftest import TOKENS, Api, FakeClock, bet, ledger_config, standby_of
+from tests.ledger.test_standby import wait_for
+
+
+async def test_a_fresh_standby_behind_the_acknowledged_head_refuses_promotion_unless_forced(
+        aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path) -> None:
+    clock = FakeClock()
+    primary_app = create_app(ledger_config(tmp_path / "p", synchronous_standby=True), clock=clock)
+    primary_server = await aiohttp_server(primary_app)
+    primary = Api(await aiohttp_client(primary_server))
+    first = standby_of(primary_server, tmp_path / "s1", clock)
+    first_api = Api(await aiohttp_client(first))
+    await primary.player(deposit=10_000)
+    for i in range(10):
+        status, _ = await primary.post("edge", "/v1/bets", bet(f"b{i}", 10, round_id=f"r{i}"))
+        assert status == 201  # each confirmed by the first standby before it was answered
+    acknowledged = primary_app[SERVICE].head.sequence
+
+    # The first standby's copy is lost; a new one starts from nothing, one entry per page.
+    settings = StandbySettings(str(primary_server.make_url("")).rstrip("/"), TOKENS["replica"], page_limit=1,
+                               poll_interval_s=0.05, long_poll_ms=0)
+    fresh_app = create_app(ledger_config(tmp_path / "s2"), clock=clock, standby=settings)
+    fresh_app[SERVICE].apply_fault_delay = lambda: 0.2  # a slow copy: it cannot catch up before it stops
+    fresh = Api(await aiohttp_client(fresh_app))
+    await wait_for(lambda: fresh_app[STANDBY].primary_acked >= acknowledged)
+    await fresh_app[STANDBY].stop()  # it has not caught up, and its primary is gone
+    held = fresh_app[SERVICE].head.sequence
+    assert held < acknowledged
+
+    status, problem = await fresh.post("admin_write", "/admin/v1/promote", None)
+    assert status == 409 and problem["code"] == "standby_behind", problem
+    assert fresh_app[SERVICE].role == "standby"
+    status, problem = await fresh.post("admin_write", "/admin/v1/promote?force=maybe", None)
+    assert status == 400 and problem["field"] == "force"
+
+    # Refused, it went on tailing; with its primary gone it cannot catch up: only force promotes it.
+    await primary_server.close()
+    status, body = await fresh.post("admin_write", "/admin/v1/promote?force=true", None)
+    assert status == 200 and held <= body["head"]["sequence"] < acknowledged, body
+    # The copy that holds everything acknowledged is promoted without force.
+    status, body = await first_api.post("admin_write", "/admin/v1/promote", None)
+    assert status == 200 and body["head"]["sequence"] == acknowledged, body
+    assert first[SERVICE].role == "primary"
