@@ -336,7 +336,7 @@ def create_app(config: LedgerConfig, *, store: Store | None = None, clock: Calla
             for task in tasks:
                 await task.stop()
             await app[SERVICE].stop()
-            tracing.shutdown()
+            await asyncio.to_thread(tracing.shutdown)  # a last export may wait on the collector
             log.info("ledger_stopped", head_sequence=service.head.sequence)
 
     app.cleanup_ctx.append(lifecycle)

@@ -228,7 +228,7 @@ def create_app(cfg: EdgeConfig, *, registry: CollectorRegistry | None = None,
             await hub.close()
             await ledger.close()
             await store.close()
-            tracing.shutdown()
+            await asyncio.to_thread(tracing.shutdown)  # a last export may wait on the collector
             log.info("edge_stopped")
 
     async def close_links(app: web.Application) -> None:

@@ -62,6 +62,12 @@ def as_role_on() -> Callable[[TestServer, aiohttp.ClientSession], Callable[..., 
     return bind
 
 
+async def post_raw_headers(http: aiohttp.ClientSession, url: str, data: bytes,
+                           headers: dict[str, str]) -> tuple[int, bytes]:
+    async with http.post(url, data=data, headers=headers) as resp:
+        return resp.status, await resp.read()
+
+
 def by_name(spans: tuple[ReadableSpan, ...], name: str) -> ReadableSpan:
     found = [s for s in spans if s.name == name]
     assert len(found) == 1, [s.name for s in spans]
@@ -104,11 +110,11 @@ async def test_a_caller_traceparent_is_continued_and_an_error_code_is_recorded(
         tmp_path: Path, http: aiohttp.ClientSession) -> None:
     ledger_spans = InMemorySpanExporter()
     caller = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    headers = {"traceparent": caller, "Authorization": f"Bearer {TOKENS['edge']}"}
     async with services(tmp_path, tracing.setup("", "croupier-ledger", 0.0, exporter=ledger_spans),
                         tracing.OFF, []) as (ledger, _):
-        async with http.post(ledger.make_url("/v1/bets"), data=b"{not json",
-                             headers={"traceparent": caller, "Authorization": f"Bearer {TOKENS['edge']}"}) as r:
-            assert r.status == 400
+        status, _ = await post_raw_headers(http, str(ledger.make_url("/v1/bets")), b"{not json", headers)
+        assert status == 400
     span = by_name(ledger_spans.get_finished_spans(), "POST /v1/bets")
     assert f"{span.context.trace_id:032x}" == "0af7651916cd43dd8448eb211c80319c"  # sampled by the caller's flag
     assert span.parent is not None and f"{span.parent.span_id:016x}" == "b7ad6b7169203331"
@@ -128,3 +134,21 @@ async def test_with_tracing_off_no_span_is_made_and_no_traceparent_is_sent(
         assert status == 201, body
     assert any(h.get("authorization") == f"Bearer {TOKENS['edge']}" for h in seen)  # the edge's calls were seen
     assert not [h for h in seen if "traceparent" in h or "tracestate" in h]
+
+
+def test_the_tracing_keys_are_read_checked_and_build_an_otlp_exporting_provider(tmp_path: Path) -> None:
+    from shared.config import ConfigError
+
+    from core_ledger.config import parse
+
+    cfg = parse({"ledger": {"tracing_otlp_endpoint": "http://127.0.0.1:4318/v1/traces",
+                            "tracing_sample_ratio": 0.25}}, tmp_path)
+    assert (cfg.tracing_otlp_endpoint, cfg.tracing_service_name, cfg.tracing_sample_ratio) == (
+        "http://127.0.0.1:4318/v1/traces", "croupier-ledger", 0.25)
+    with pytest.raises(ConfigError, match="tracing_sample_ratio"):
+        parse({"ledger": {"tracing_sample_ratio": 1.5}}, tmp_path)
+    on = tracing.setup(cfg.tracing_otlp_endpoint, cfg.tracing_service_name, cfg.tracing_sample_ratio)
+    try:
+        assert on.enabled and on.middlewares()
+    finally:
+        on.shutdown()  # nothing was recorded: nothing is sent
