@@ -25,7 +25,7 @@ from shared.errors import BadRequest, CroupierError, Forbidden, problem, status_
 from shared.models import MONEY_OPS, BatchIn
 from shared.routes import serve_routes
 from shared.runtime_metrics import file_bytes, free_bytes, register_runtime_collectors, sqlite_files
-from shared.tracing import Tracing
+from shared.tracing import TraceMetrics, Tracing
 from shared.tracing import setup as setup_tracing
 from shared.web import (
     PRINCIPAL,
@@ -284,9 +284,10 @@ def create_app(config: LedgerConfig, *, store: Store | None = None, clock: Calla
     registry = registry or CollectorRegistry()
     store = store or store_for(config)
     tokens = auth.TokenStore(config.tokens)
+    trace_metrics = TraceMetrics(registry)
     if tracing is None:
         tracing = setup_tracing(config.tracing_otlp_endpoint, config.tracing_service_name,
-                                config.tracing_sample_ratio)
+                                config.tracing_sample_ratio, metrics=trace_metrics)
     app = make_app(tokens=tokens, registry=registry, body_bytes_max=config.body_bytes_max,
                    outer_middlewares=tracing.middlewares())
     credentials = credential_reloader(config, tokens, CredentialMetrics(registry), standby)

@@ -22,7 +22,7 @@ from shared.models import MONEY_OPS, SessionStateIn
 from shared.routes import Route, path_id, serve_routes
 from shared.runtime_metrics import file_bytes, register_runtime_collectors, sqlite_files
 from shared.tasks import supervise
-from shared.tracing import Tracing
+from shared.tracing import TraceMetrics, Tracing
 from shared.tracing import setup as setup_tracing
 from shared.web import annotate, json_response, make_app, principal, read_model
 
@@ -162,8 +162,10 @@ def create_app(cfg: EdgeConfig, *, registry: CollectorRegistry | None = None,
     """The edge application; `tracing` (tests) replaces the one the config describes."""
     registry = registry or CollectorRegistry()
     tokens = auth.TokenStore(cfg.tokens)
+    trace_metrics = TraceMetrics(registry)
     if tracing is None:
-        tracing = setup_tracing(cfg.tracing_otlp_endpoint, cfg.trace_service_name, cfg.tracing_sample_ratio)
+        tracing = setup_tracing(cfg.tracing_otlp_endpoint, cfg.trace_service_name, cfg.tracing_sample_ratio,
+                                metrics=trace_metrics)
     app = make_app(tokens=tokens, registry=registry, body_bytes_max=cfg.body_bytes_max,
                    outer_middlewares=tracing.middlewares())
     metrics = EdgeMetrics(registry)

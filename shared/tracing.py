@@ -29,6 +29,7 @@ from aiohttp import web
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from prometheus_client import CollectorRegistry, Counter
 
 from shared.configspec import Key
 from shared.web import ERROR_CODE, PRINCIPAL, REQUEST_ID, Handler, route_name
@@ -40,6 +41,18 @@ if TYPE_CHECKING:
 log = structlog.get_logger("croupier.tracing")
 
 PROPAGATOR = TraceContextTextMapPropagator()  # W3C `traceparent` and `tracestate`, nothing else
+EXPORT_RESULTS = ("ok", "failed")
+
+
+class TraceMetrics:
+    """Registered on every service, tracing on or off (a scrape always shows the series)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.spans_exported_total = Counter(
+            "trace_spans_exported_total", "Spans handed to the trace exporter, by result (failed: lost).",
+            ["result"], registry=registry)
+        for result in EXPORT_RESULTS:
+            self.spans_exported_total.labels(result)
 
 
 def tracing_keys(default_service_name: str, default_meaning: str = "") -> tuple[Key, ...]:
@@ -141,10 +154,34 @@ class Tracing:
 OFF = Tracing()
 
 
-def setup(endpoint: str, service_name: str, sample_ratio: float, *,
+def counting(exporter: SpanExporter, metrics: TraceMetrics) -> SpanExporter:
+    """`exporter`, counting the spans it exported and those it failed to (lost)."""
+    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+    class CountingExporter(SpanExporter):
+        def export(self, spans: Sequence[Any]) -> SpanExportResult:
+            try:
+                result = exporter.export(spans)
+            except Exception:  # an exporter bug must not stop the export thread; counted as lost
+                log.exception("trace_export_failed", spans=len(spans))
+                result = SpanExportResult.FAILURE
+            ok = result is SpanExportResult.SUCCESS
+            metrics.spans_exported_total.labels("ok" if ok else "failed").inc(len(spans))
+            return result
+
+        def shutdown(self) -> None:
+            exporter.shutdown()
+
+        def force_flush(self, timeout_millis: int = 30000) -> bool:
+            return exporter.force_flush(timeout_millis)
+
+    return CountingExporter()
+
+
+def setup(endpoint: str, service_name: str, sample_ratio: float, *, metrics: TraceMetrics | None = None,
           exporter: SpanExporter | None = None) -> Tracing:
     """`OFF` when neither an OTLP endpoint nor an exporter is given; else a provider exporting to the
-    endpoint (in batches) or to `exporter` (at once: tests)."""
+    endpoint (in batches) or to `exporter` (at once: tests), counted by `metrics` when given."""
     if not endpoint and exporter is None:
         return OFF
     from opentelemetry.sdk.resources import Resource
@@ -152,12 +189,15 @@ def setup(endpoint: str, service_name: str, sample_ratio: float, *,
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
     from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
+    def counted(inner: SpanExporter) -> SpanExporter:
+        return counting(inner, metrics) if metrics is not None else inner
+
     provider = TracerProvider(resource=Resource.create({"service.name": service_name}),
                               sampler=ParentBased(TraceIdRatioBased(sample_ratio)))
     if exporter is not None:
-        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        provider.add_span_processor(SimpleSpanProcessor(counted(exporter)))
     else:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
+        provider.add_span_processor(BatchSpanProcessor(counted(OTLPSpanExporter(endpoint=endpoint))))
     log.info("tracing_enabled", service_name=service_name, otlp_endpoint=endpoint or None, sample_ratio=sample_ratio)
     return Tracing(provider)

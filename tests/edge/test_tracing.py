@@ -152,3 +152,30 @@ def test_the_tracing_keys_are_read_checked_and_build_an_otlp_exporting_provider(
         assert on.enabled and on.middlewares()
     finally:
         on.shutdown()  # nothing was recorded: nothing is sent
+
+
+def test_spans_the_exporter_loses_are_counted_and_those_it_sends_too() -> None:
+    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+    from prometheus_client import CollectorRegistry
+
+    class Refusing(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.FAILURE
+
+    class Broken(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            raise RuntimeError("exporter bug")
+
+    registry = CollectorRegistry()
+    metrics = tracing.TraceMetrics(registry)
+
+    def count(result: str) -> float | None:
+        return registry.get_sample_value("trace_spans_exported_total", {"result": result})
+
+    assert (count("ok"), count("failed")) == (0.0, 0.0)  # shown before any span
+    for exporter in (Refusing(), Broken(), InMemorySpanExporter()):
+        on = tracing.setup("", "croupier-ledger", 1.0, metrics=metrics, exporter=exporter)
+        with on.client_call("GET", "http://127.0.0.1:1/readyz", "GET readyz"):
+            pass
+        on.shutdown()
+    assert (count("ok"), count("failed")) == (1.0, 2.0)
