@@ -40,6 +40,7 @@ from shared.config import (
 )
 from shared.configspec import Key, Table, apply_env, check_table
 from shared.tls import TLS_KEYS, TlsSettings, parse_tls
+from shared.tracing import tracing_keys
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,9 @@ class LedgerConfig:
     tokens_file: Path | None = None  # more [[tokens]], reloaded with the config's own
     credentials_check_interval_s: float = 2.0
     config_path: Path | None = None  # the file read (None: built in code): its [[tokens]] are reloadable
+    tracing_otlp_endpoint: str = ""  # OTLP/HTTP traces URL; empty: tracing off (shared/tracing.py)
+    tracing_service_name: str = "croupier-ledger"
+    tracing_sample_ratio: float = 1.0
 
     @property
     def db_path(self) -> Path:
@@ -163,6 +167,7 @@ LEDGER = Table("ledger", (
         "the start until `croupier ledger migrate` ran (a new store is always created)."),
     Key("fault_apply_delay_file", str, "", "TEST ONLY, unset in production: while this file holds a number of "
         "seconds, a standby pauses that long inside each apply (the chaos cluster sets it).", path=True),
+    *tracing_keys("croupier-ledger"),
     *TLS_KEYS,
     *CREDENTIAL_KEYS,
 ), "The core ledger: `croupier ledger serve --config FILE`.")

@@ -25,6 +25,8 @@ from shared.errors import BadRequest, CroupierError, Forbidden, problem, status_
 from shared.models import MONEY_OPS, BatchIn
 from shared.routes import serve_routes
 from shared.runtime_metrics import file_bytes, free_bytes, register_runtime_collectors, sqlite_files
+from shared.tracing import TraceMetrics, Tracing
+from shared.tracing import setup as setup_tracing
 from shared.web import (
     PRINCIPAL,
     Handler,
@@ -275,12 +277,19 @@ def store_for(config: LedgerConfig) -> Store:
 
 
 def create_app(config: LedgerConfig, *, store: Store | None = None, clock: Callable[[], datetime] = utc_now,
-               registry: CollectorRegistry | None = None, standby: StandbySettings | None = None) -> web.Application:
-    """The ledger application; its service (and standby tailer) start and stop with the app."""
+               registry: CollectorRegistry | None = None, standby: StandbySettings | None = None,
+               tracing: Tracing | None = None) -> web.Application:
+    """The ledger application; its service (and standby tailer) start and stop with the app. `tracing`
+    (tests) replaces the one the config describes."""
     registry = registry or CollectorRegistry()
     store = store or store_for(config)
     tokens = auth.TokenStore(config.tokens)
-    app = make_app(tokens=tokens, registry=registry, body_bytes_max=config.body_bytes_max)
+    trace_metrics = TraceMetrics(registry)
+    if tracing is None:
+        tracing = setup_tracing(config.tracing_otlp_endpoint, config.tracing_service_name,
+                                config.tracing_sample_ratio, metrics=trace_metrics)
+    app = make_app(tokens=tokens, registry=registry, body_bytes_max=config.body_bytes_max,
+                   outer_middlewares=tracing.middlewares())
     credentials = credential_reloader(config, tokens, CredentialMetrics(registry), standby)
     limits = WriterLimits(group_commit=config.group_commit, commit_batch_max=config.commit_batch_max,
                           queue_depth_max=config.queue_depth_max, synchronous_standby=config.synchronous_standby,
@@ -328,6 +337,7 @@ def create_app(config: LedgerConfig, *, store: Store | None = None, clock: Calla
             for task in tasks:
                 await task.stop()
             await app[SERVICE].stop()
+            await asyncio.to_thread(tracing.shutdown)  # a last export may wait on the collector
             log.info("ledger_stopped", head_sequence=service.head.sequence)
 
     app.cleanup_ctx.append(lifecycle)

@@ -47,6 +47,7 @@ from shared.config import (
 from shared.configspec import Key, Table, apply_env, check_table
 from shared.ids import is_id
 from shared.tls import TLS_KEYS, TlsSettings, parse_tls
+from shared.tracing import tracing_keys
 
 from edge.crdt.identity import check_distinct_tags
 
@@ -118,6 +119,13 @@ class EdgeConfig:
     tokens_file: Path | None = None  # more [[tokens]], reloaded with the config's own
     credentials_check_interval_s: float = 2.0
     config_path: Path | None = None  # the file read (None: built in code): its [[tokens]] are reloadable
+    tracing_otlp_endpoint: str = ""  # OTLP/HTTP traces URL; empty: tracing off (shared/tracing.py)
+    tracing_service_name: str = ""  # empty: croupier-edge-<id> (see `trace_service_name`)
+    tracing_sample_ratio: float = 1.0
+
+    @property
+    def trace_service_name(self) -> str:
+        return self.tracing_service_name or f"croupier-edge-{self.id}"
 
     @property
     def ledger_endpoints(self) -> tuple[str, ...]:
@@ -164,6 +172,7 @@ EDGE = Table("edge", (
     Key("sync_peer_bytes_burst", int, _LIMITS.sync_peer_bytes_burst, "A peer's byte bucket (catch-up after a "
         "partition); at least `sync_doc_bytes_max`.", minimum=1024),
     Key("peers", list, [], "The other edges: `[[edge.peers]]` tables (see below).", items="tables"),
+    *tracing_keys("", "`croupier-edge-<id>`"),
     *TLS_KEYS,
     *CREDENTIAL_KEYS,
 ), "A regional edge node: `croupier edge serve --config FILE`.")
@@ -343,4 +352,7 @@ def parse(raw: dict[str, Any], base: Path, environ: Mapping[str, str] | None = N
         peer_token_file=_secret_path(base, values["peer_token_file"]),
         tokens_file=tokens_file,
         credentials_check_interval_s=values["credentials_check_interval_s"],
+        tracing_otlp_endpoint=values["tracing_otlp_endpoint"],
+        tracing_service_name=values["tracing_service_name"],
+        tracing_sample_ratio=values["tracing_sample_ratio"],
     )

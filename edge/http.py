@@ -22,6 +22,8 @@ from shared.models import MONEY_OPS, SessionStateIn
 from shared.routes import Route, path_id, serve_routes
 from shared.runtime_metrics import file_bytes, register_runtime_collectors, sqlite_files
 from shared.tasks import supervise
+from shared.tracing import TraceMetrics, Tracing
+from shared.tracing import setup as setup_tracing
 from shared.web import annotate, json_response, make_app, principal, read_model
 
 from edge.config import EdgeConfig, reload_tokens
@@ -155,10 +157,17 @@ def credential_reloader(cfg: EdgeConfig, tokens: auth.TokenStore, metrics: Crede
 
 
 def create_app(cfg: EdgeConfig, *, registry: CollectorRegistry | None = None,
-               clock: Callable[[], float] = time.time, store_limits: StoreLimits = StoreLimits()) -> web.Application:
+               clock: Callable[[], float] = time.time, store_limits: StoreLimits = StoreLimits(),
+               tracing: Tracing | None = None) -> web.Application:
+    """The edge application; `tracing` (tests) replaces the one the config describes."""
     registry = registry or CollectorRegistry()
     tokens = auth.TokenStore(cfg.tokens)
-    app = make_app(tokens=tokens, registry=registry, body_bytes_max=cfg.body_bytes_max)
+    trace_metrics = TraceMetrics(registry)
+    if tracing is None:
+        tracing = setup_tracing(cfg.tracing_otlp_endpoint, cfg.trace_service_name, cfg.tracing_sample_ratio,
+                                metrics=trace_metrics)
+    app = make_app(tokens=tokens, registry=registry, body_bytes_max=cfg.body_bytes_max,
+                   outer_middlewares=tracing.middlewares())
     metrics = EdgeMetrics(registry)
     health = TaskHealth(metrics, cfg.limits.background_failures_unready,
                         tasks=("reconcile", "store-compaction", "sync", "sync-push", "sync-anti-entropy", "sync-accept",
@@ -178,7 +187,7 @@ def create_app(cfg: EdgeConfig, *, registry: CollectorRegistry | None = None,
     outbound_tls = cfg.tls.client_context()
     ledger = LedgerClient(cfg.ledger_endpoints, _present(ledger_token, cfg.ledger_token),
                           attempt_timeout_s=cfg.ledger_attempt_timeout_s, deadline_s=cfg.ledger_deadline_s,
-                          limits=cfg.limits, metrics=metrics, tls=outbound_tls)
+                          limits=cfg.limits, metrics=metrics, tls=outbound_tls, tracing=tracing)
     _export_capacity(registry, metrics, store_path, ledger)
     catalog = JackpotCatalog(ledger, cfg.limits.jackpot_lookup_interval_s)
     reconciler = Reconciler(state, ledger, cfg.limits, catalog=catalog, health=health)
@@ -221,6 +230,7 @@ def create_app(cfg: EdgeConfig, *, registry: CollectorRegistry | None = None,
             await hub.close()
             await ledger.close()
             await store.close()
+            await asyncio.to_thread(tracing.shutdown)  # a last export may wait on the collector
             log.info("edge_stopped")
 
     async def close_links(app: web.Application) -> None:

@@ -44,10 +44,13 @@ from typing import Any
 import aiohttp
 import orjson
 import structlog
+from opentelemetry import context as otel_context
 
 from shared import request_ids
 from shared.errors import CroupierError, Unavailable, error_from_code
 from shared.tasks import TaskSet, supervise
+from shared.tracing import OFF as tracing_off
+from shared.tracing import Tracing
 
 from edge.config import Limits
 from edge.metrics import EdgeMetrics
@@ -130,12 +133,13 @@ class _Action:
     deadline: float
     future: asyncio.Future[tuple[int, dict[str, Any]]]
     attempts: int = 0
+    trace: otel_context.Context | None = None  # the trace context it was queued in (None: tracing off)
 
 
 class LedgerClient:
     def __init__(self, base_url: str | Sequence[str], token: str | Callable[[], str], *, attempt_timeout_s: float,
                  deadline_s: float, limits: Limits, metrics: EdgeMetrics, clock: Callable[[], float] = time.monotonic,
-                 tls: ssl.SSLContext | None = None) -> None:
+                 tls: ssl.SSLContext | None = None, tracing: Tracing = tracing_off) -> None:
         self._bases = [base_url] if isinstance(base_url, str) else list(base_url)
         assert self._bases, "at least one ledger URL"
         self._current = 0  # index of the URL in use: the last one that worked
@@ -154,6 +158,7 @@ class LedgerClient:
         self._tasks = TaskSet(self._failed)
         self._http: aiohttp.ClientSession | None = None
         self._last_ok = -math.inf
+        self._tracing = tracing
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=self._limits.ledger_connections_max, keepalive_timeout=30,
@@ -251,7 +256,8 @@ class LedgerClient:
         if request_id is not None:
             entry["request_id"] = request_id
         encoded = orjson.dumps(entry)
-        action = _Action(encoded, self._clock() + self.deadline_s, asyncio.get_running_loop().create_future())
+        action = _Action(encoded, self._clock() + self.deadline_s, asyncio.get_running_loop().create_future(),
+                         trace=self._tracing.capture())
         try:
             self._queue.put_nowait(action)
         except asyncio.QueueFull:
@@ -312,24 +318,29 @@ class LedgerClient:
         self._metrics.ledger_batch_size.observe(len(batch))
         index = self._pick()
         started, outcome = self._clock(), "error"
-        try:
-            async with self._http.post(self._bases[index] + "/v1/batch", data=payload,
-                                       headers={"Content-Type": "application/json", **self._headers()}) as resp:
-                self._learn(resp)
-                raw = await resp.read()
-                if resp.status != 200:
-                    outcome = _refused(resp.status, raw)
-                    raise AttemptFailed(f"ledger batch answered {resp.status}")
-                results = orjson.loads(raw).get("results")
-                if not isinstance(results, list) or len(results) != len(batch):
-                    raise AttemptFailed("ledger batch answered without one result per action")
-                outcome = "ok"
-                return index, results
-        except (TimeoutError, aiohttp.ClientError, orjson.JSONDecodeError, AttributeError) as e:
-            outcome = "timeout" if isinstance(e, asyncio.TimeoutError) else "error"
-            raise AttemptFailed(f"ledger batch failed: {type(e).__name__}") from None
-        finally:
-            self._observe("batch", outcome, started, index)
+        url = self._bases[index] + "/v1/batch"
+        # The batch continues the trace of its first action and links those of the others.
+        with self._tracing.client_call("POST", url, "POST /v1/batch", parent=batch[0].trace,
+                                       links=[a.trace for a in batch[1:]]) as call:
+            try:
+                async with self._http.post(url, data=payload, headers={
+                        "Content-Type": "application/json", **self._headers(), **call.headers}) as resp:
+                    self._learn(resp)
+                    call.answered(resp.status)
+                    raw = await resp.read()
+                    if resp.status != 200:
+                        outcome = _refused(resp.status, raw)
+                        raise AttemptFailed(f"ledger batch answered {resp.status}")
+                    results = orjson.loads(raw).get("results")
+                    if not isinstance(results, list) or len(results) != len(batch):
+                        raise AttemptFailed("ledger batch answered without one result per action")
+                    outcome = "ok"
+                    return index, results
+            except (TimeoutError, aiohttp.ClientError, orjson.JSONDecodeError, AttributeError) as e:
+                outcome = "timeout" if isinstance(e, asyncio.TimeoutError) else "error"
+                raise AttemptFailed(f"ledger batch failed: {type(e).__name__}") from None
+            finally:
+                self._observe("batch", outcome, started, index)
 
     def _retry_or_fail(self, action: _Action, reason: str) -> None:
         action.attempts += 1
@@ -374,23 +385,27 @@ class LedgerClient:
         index = self._pick()
         started, outcome = self._clock(), "error"
         timeout = aiohttp.ClientTimeout(total=max(0.001, min(self._attempt_timeout_s, deadline - started)))
-        try:
-            async with self._http.get(self._bases[index] + path, timeout=timeout, headers=self._headers()) as resp:
-                self._learn(resp)
-                raw = await resp.read()
-                if resp.status >= 500:
-                    outcome = _refused(resp.status, raw)
-                    raise AttemptFailed(f"ledger answered {resp.status}")
-                body = orjson.loads(raw)
-                outcome = "ok" if resp.status < 400 else "rejected"
-                if resp.status >= 400:
-                    raise error_from_problem(resp.status, body)
-                return body
-        except (TimeoutError, aiohttp.ClientError, orjson.JSONDecodeError) as e:
-            outcome = "timeout" if isinstance(e, asyncio.TimeoutError) else "error"
-            raise AttemptFailed(type(e).__name__) from None
-        finally:
-            self._observe(operation, outcome, started, index)
+        url = self._bases[index] + path
+        # Only within a trace: the idle readiness probes of `watch` start none.
+        with self._tracing.client_call("GET", url, f"GET {operation}", root=False) as call:
+            try:
+                async with self._http.get(url, timeout=timeout, headers={**self._headers(), **call.headers}) as resp:
+                    self._learn(resp)
+                    call.answered(resp.status)
+                    raw = await resp.read()
+                    if resp.status >= 500:
+                        outcome = _refused(resp.status, raw)
+                        raise AttemptFailed(f"ledger answered {resp.status}")
+                    body = orjson.loads(raw)
+                    outcome = "ok" if resp.status < 400 else "rejected"
+                    if resp.status >= 400:
+                        raise error_from_problem(resp.status, body)
+                    return body
+            except (TimeoutError, aiohttp.ClientError, orjson.JSONDecodeError) as e:
+                outcome = "timeout" if isinstance(e, asyncio.TimeoutError) else "error"
+                raise AttemptFailed(type(e).__name__) from None
+            finally:
+                self._observe(operation, outcome, started, index)
 
     # --- plumbing -------------------------------------------------------------------------------
 

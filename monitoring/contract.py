@@ -112,6 +112,8 @@ COMMON_METRICS = (
     # 1 while the last reload failed and the old credentials stay in use.
     MetricSpec("credential_reloads_total", "counter", ("result",)),
     MetricSpec("credential_reload_failing", "gauge"),
+    # Spans handed to the OTLP exporter (shared/tracing.py), by result (ok | failed: lost); 0 while tracing is off.
+    MetricSpec("trace_spans_exported_total", "counter", ("result",)),
 )
 
 ALL_METRICS = EDGE_METRICS + LEDGER_METRICS + COMMON_METRICS

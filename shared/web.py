@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import orjson
@@ -46,6 +46,7 @@ TOKENS_KEY = web.AppKey("tokens", auth.TokenStore)
 HTTP_METRICS_KEY = web.AppKey("http_metrics", HttpMetrics)
 REQUEST_ID = web.RequestKey("request_id", str)
 LOG_FIELDS = web.RequestKey("log_fields", dict)
+ERROR_CODE = web.RequestKey("error_code", str)  # the problem `code` of the answer (set when it has one)
 PROBLEM_TYPE = "application/problem+json"
 # Polled by probes and scrapers every few seconds: their lines are debug, not info.
 PROBE_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -209,6 +210,8 @@ async def edge_of_app(request: web.Request, handler: Handler) -> web.StreamRespo
         return resp
     finally:
         elapsed = time.perf_counter() - started
+        if code is not None:
+            request[ERROR_CODE] = code
         request.app[HTTP_METRICS_KEY].request_duration_seconds.labels(
             route_name(request), request.method, str(status)
         ).observe(elapsed)
@@ -232,9 +235,11 @@ def make_app(
     tokens: auth.TokenStore,
     registry: CollectorRegistry,
     body_bytes_max: int,
+    outer_middlewares: Sequence[Any] = (),
 ) -> web.Application:
-    """An application with the shared middleware, `/healthz` and `/metrics` wired in."""
-    app = web.Application(middlewares=[edge_of_app], client_max_size=body_bytes_max)
+    """An application with the shared middleware, `/healthz` and `/metrics` wired in; `outer_middlewares`
+    (tracing) run around it."""
+    app = web.Application(middlewares=[*outer_middlewares, edge_of_app], client_max_size=body_bytes_max)
     app[TOKENS_KEY] = tokens
     app[REGISTRY_KEY] = registry
     app[HTTP_METRICS_KEY] = HttpMetrics(registry)
