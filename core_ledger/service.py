@@ -138,6 +138,7 @@ class LedgerService:
         # Test-only fault point: seconds a standby apply pauses before its commit (chaos runs).
         self.apply_fault_delay: Callable[[], float] = lambda: 0.0
         self.commits = Watermark()  # the committed head sequence (journal long polls wait on it)
+        self._acked_floor = 0  # entries acknowledged before this process (or this copy) was primary
         self.acks = Acks()  # what standbys have applied (synchronous answers wait on it)
         self._held: set[asyncio.Task[None]] = set()  # committed answers waiting for a standby
         self._head_stale = False  # standby: an apply failed or was cut, reload the head before the next
@@ -161,7 +162,7 @@ class LedgerService:
         """The highest sequence whose answer may have gone out as a success: with a synchronous
         standby, what some standby confirmed (never more than committed); else every commit."""
         if self.limits.synchronous_standby:
-            return min(self.acks.best.value, self._committed.sequence)
+            return max(self._acked_floor, min(self.acks.best.value, self._committed.sequence))
         return self._committed.sequence
 
     @property
@@ -180,6 +181,9 @@ class LedgerService:
         plan = self.store.schema_plan
         self.metrics.store_schema_version.set(plan.target if plan is not None else 0)
         self._head = self._committed = await self.store.head()
+        # What this copy holds at start may all have been answered before (by it, before a restart):
+        # it counts as acknowledged, so no standby that holds less is ever promoted over it.
+        self._acked_floor = self._head.sequence
         self.fenced_by = await self.store.fenced_by()
         self.commits.advance(self._head.sequence)
         self._observe_role()
@@ -583,6 +587,7 @@ class LedgerService:
                 head = Head(self._head.sequence, self._head.hash, max(self._head.epoch, self.fenced_by) + 1)
                 await self.store.commit([], {}, head)
                 self._head = self._committed = head
+                self._acked_floor = head.sequence  # the old primary may have acknowledged all it gave us
                 self.role = "primary"
                 self._observe_role()
                 log.warning("ledger_promoted", epoch=head.epoch, head_sequence=head.sequence)

@@ -53,3 +53,36 @@ async def test_a_fresh_standby_behind_the_acknowledged_head_refuses_promotion_un
     status, body = await first_api.post("admin_write", "/admin/v1/promote", None)
     assert status == 200 and body["head"]["sequence"] == acknowledged, body
     assert first[SERVICE].role == "primary"
+
+
+async def test_a_promoted_primary_counts_what_it_inherited_as_acknowledged(
+        aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path) -> None:
+    """After a failover the new primary's standbys have confirmed nothing yet, but everything it
+    holds may have been acknowledged by the old primary: a copy rebuilt from nothing behind it
+    must refuse promotion until it holds all of that."""
+    clock = FakeClock()
+    old_app = create_app(ledger_config(tmp_path / "p", synchronous_standby=True), clock=clock)
+    old_server = await aiohttp_server(old_app)
+    old = Api(await aiohttp_client(old_server))
+    settings = StandbySettings(str(old_server.make_url("")).rstrip("/"), TOKENS["replica"], poll_interval_s=0.05)
+    new_app = create_app(ledger_config(tmp_path / "s1", synchronous_standby=True), clock=clock, standby=settings)
+    new_server = await aiohttp_server(new_app)
+    new = Api(await aiohttp_client(new_server))
+    await old.player(deposit=10_000)
+    for i in range(10):
+        status, _ = await old.post("edge", "/v1/bets", bet(f"b{i}", 10, round_id=f"r{i}"))
+        assert status == 201
+    acknowledged = old_app[SERVICE].head.sequence
+    await old_server.close()
+    status, _ = await new.post("admin_write", "/admin/v1/promote", None)
+    assert status == 200 and new_app[SERVICE].acknowledged_sequence == acknowledged
+
+    rebuilt_settings = StandbySettings(str(new_server.make_url("")).rstrip("/"), TOKENS["replica"], page_limit=1,
+                                       poll_interval_s=0.05, long_poll_ms=0)
+    rebuilt_app = create_app(ledger_config(tmp_path / "s2"), clock=clock, standby=rebuilt_settings)
+    rebuilt_app[SERVICE].apply_fault_delay = lambda: 0.2  # slow: it cannot catch up before it stops
+    rebuilt = Api(await aiohttp_client(rebuilt_app))
+    await wait_for(lambda: rebuilt_app[STANDBY].primary_acked >= acknowledged)
+    await new_server.close()
+    status, problem = await rebuilt.post("admin_write", "/admin/v1/promote", None)
+    assert status == 409 and problem["code"] == "standby_behind", problem
