@@ -4,7 +4,6 @@ audit that fails (a read error, not a broken chain) is retried with backoff (`Ta
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -51,14 +50,4 @@ class Auditor:
         await self._task.stop()
 
     async def _run(self) -> None:
-        while True:
-            try:
-                await self.verify()
-            except Exception as e:  # noqa: BLE001  logged, counted and retried sooner; it must not stop the ledger
-                delay = self.health.failed()
-                log.error("audit_failed", error=repr(e), failures=self.health.consecutive_failures,
-                          retry_in_s=delay)
-            else:
-                self.health.succeeded()
-                delay = self.interval_s
-            await asyncio.sleep(delay)
+        await self.health.repeat(self.verify, self.interval_s, event="audit_failed")

@@ -13,6 +13,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -104,15 +105,5 @@ class Backups:
         await self._task.stop()
 
     async def _run(self) -> None:
-        delay = self.interval_s
-        while True:
-            await asyncio.sleep(delay)
-            try:
-                await self.take(trigger="schedule")
-            except Exception as e:  # noqa: BLE001  counted and logged (take), retried sooner; the ledger goes on
-                delay = self.health.failed()
-                log.error("backup_schedule_failed", error=repr(e), failures=self.health.consecutive_failures,
-                          retry_in_s=delay)
-            else:
-                self.health.succeeded()
-                delay = self.interval_s
+        await self.health.repeat(partial(self.take, trigger="schedule"), self.interval_s,
+                                 event="backup_schedule_failed", wait_first=True)

@@ -17,7 +17,6 @@ retried with backoff; the gauges keep their last values meanwhile.
 
 from __future__ import annotations
 
-import asyncio
 from collections import defaultdict
 from collections.abc import Iterable
 
@@ -107,14 +106,4 @@ class LiabilitiesSampler:
         await self._task.stop()
 
     async def _run(self) -> None:
-        while True:
-            try:
-                await self.sample()
-            except Exception as e:  # noqa: BLE001  logged, counted and retried; it must not stop the ledger
-                delay = self.health.failed()
-                log.error("liabilities_failed", error=repr(e), failures=self.health.consecutive_failures,
-                          retry_in_s=delay)
-            else:
-                self.health.succeeded()
-                delay = self.interval_s
-            await asyncio.sleep(delay)
+        await self.health.repeat(self.sample, self.interval_s, event="liabilities_failed")

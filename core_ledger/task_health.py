@@ -8,7 +8,14 @@ the task `failing` (`ledger_task_failing{task}` = 1), which turns the ledger's /
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import structlog
+
 from core_ledger.metrics import LedgerMetrics
+
+log = structlog.get_logger("croupier.ledger")
 
 FAILING_AFTER = 5  # consecutive failures before a task counts as failing
 
@@ -40,3 +47,23 @@ class TaskHealth:
         if self.consecutive_failures:
             self.consecutive_failures = 0
             self._failing.set(0)
+
+    async def repeat(self, step: Callable[[], Awaitable[object]], interval_s: float, *, event: str,
+                     wait_first: bool = False) -> None:
+        """Run `step` every `interval_s`, forever. A failure of any kind is logged as `event`,
+        counted here and tried again after the backoff delay: a periodic task (audit, liabilities,
+        scheduled backups) must never stop the ledger, and a bug in it shows as a failing task
+        (metric, alert, /readyz), never as an outage of money writes."""
+        if wait_first:
+            await asyncio.sleep(interval_s)
+        while True:
+            try:
+                await step()
+            except Exception as e:  # noqa: BLE001  logged and counted just below; retried with backoff
+                delay = self.failed()
+                log.error(event, task=self.task, error=repr(e), failures=self.consecutive_failures,
+                          retry_in_s=delay)
+            else:
+                self.succeeded()
+                delay = interval_s
+            await asyncio.sleep(delay)
