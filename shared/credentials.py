@@ -166,14 +166,19 @@ class CredentialReloader:
         loop = asyncio.get_running_loop()
         self._task = asyncio.create_task(self._watch(), name="credentials-watch")
         if not _SIGHUP_LISTENERS:
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            try:
                 loop.add_signal_handler(signal.SIGHUP, _on_sighup)
+            except (NotImplementedError, RuntimeError, ValueError) as e:
+                # No signals on this loop (not the main thread's, or a platform without them): the
+                # file watch still reloads; only SIGHUP is unavailable, and the log says so.
+                log.warning("credentials_sighup_unavailable", error=repr(e))
         _SIGHUP_LISTENERS.append(self)
 
     async def stop(self) -> None:
         if self in _SIGHUP_LISTENERS:
             _SIGHUP_LISTENERS.remove(self)
             if not _SIGHUP_LISTENERS:
+                # Installed only where start() could install it; elsewhere there is nothing to remove.
                 with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                     asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
         if self._task is not None:
