@@ -31,9 +31,8 @@ from typing import Any
 
 import aiohttp
 
-from shared.cluster import JACKPOT_ID, Cluster
-
 from common import WRK_DIR, WrkResult, load_average, run_wrk
+from harness.cluster import JACKPOT_ID, Cluster
 from ledger_throughput import GAME_IDS, admin_call, seed_players, settled_head
 
 BETS_SCRIPT = WRK_DIR / "bets.lua"

@@ -34,9 +34,9 @@ from typing import Any
 import aiohttp
 
 from shared.auth import new_token
-from shared.cluster import JACKPOT_GAMES, JACKPOT_ID, Cluster, free_port
 
 from common import WRK_DIR, ServerProcess, WrkResult, load_average, process_cpu_s, run_wrk
+from harness.cluster import JACKPOT_GAMES, JACKPOT_ID, Cluster, free_port
 
 NOOP_SERVER = Path(__file__).resolve().parent / "noop_server.py"
 BETS_SCRIPT = WRK_DIR / "bets.lua"

@@ -2,7 +2,7 @@
 bets, and the time to converge after a partition heals.
 
 A ledger and three edges (eu, us, apac) run as real processes, every edge link through a fault
-proxy (shared.cluster). A load generator in its own process sends bets on the jackpot games at a
+proxy (harness.cluster). A load generator in its own process sends bets on the jackpot games at a
 fixed rate (open loop), spread round-robin over the edges: each bet is one jackpot-slot update
 that the two other edges apply. Phases:
 
@@ -31,9 +31,9 @@ from typing import Any
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from shared.cluster import JACKPOT_GAMES, JACKPOT_ID, Cluster
 from shared.metrics import histogram_quantile
 
+from harness.cluster import JACKPOT_GAMES, JACKPOT_ID, Cluster
 from ledger_throughput import seed_players
 
 TARGETS = {"p99_ms_max": 100.0, "converge_s_max": 2.0}

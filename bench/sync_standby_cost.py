@@ -19,9 +19,8 @@ from typing import Any
 
 import aiohttp
 
-from shared.cluster import STANDBY, Cluster
-
 from common import load_average
+from harness.cluster import STANDBY, Cluster
 from ledger_throughput import HTTP_TIMEOUT_S, Options, measured_run, parse_args, seed_players, settled_head, wrk_bets
 
 CATCH_UP_POLLS_MAX = 100

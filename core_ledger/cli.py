@@ -73,8 +73,7 @@ def serve(
     from aiohttp import web
 
     from shared import logs
-    from shared.cli import exit_on_config_error
-    from shared.config import ConfigError
+    from shared.config import ConfigError, exit_on_config_error
     from shared.credentials import FileSecret
 
     from core_ledger import config as ledger_config

@@ -1,7 +1,7 @@
 """The ledger's config: the `[ledger]` table and `[[tokens]]` of a TOML file, validated once.
 
 Every key is described once, in `LEDGER` below (type, default, range, meaning); `docs/CONFIG.md` is generated
-from it (`python -m shared.configdoc`). Paths are relative to the config file. `CROUPIER_LEDGER__<KEY>`
+from it (`python -m croupier.configdoc`). Paths are relative to the config file. `CROUPIER_LEDGER__<KEY>`
 environment variables override the file, and command-line options override both. Every problem of a file is
 reported at once (one ConfigError naming them all); unknown keys and tables are refused.
 

@@ -24,8 +24,7 @@ def serve(
     from aiohttp import web
 
     from shared import logs
-    from shared.cli import exit_on_config_error
-    from shared.config import ConfigError
+    from shared.config import ConfigError, exit_on_config_error
 
     from edge import config as edge_config
     from edge.http import create_app

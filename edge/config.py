@@ -10,7 +10,7 @@ credential a websocket presents says which edge it is (see `edge.sync`). `crdt_c
 accepted for old config files and ignored: CRDT client ids derive from the edge id (`edge.crdt.identity`).
 
 Every key is described once, in `EDGE` and `PEERS` below (type, default, range, meaning); `docs/CONFIG.md` is
-generated from them (`python -m shared.configdoc`). `CROUPIER_EDGE__<KEY>` environment variables override the
+generated from them (`python -m croupier.configdoc`). `CROUPIER_EDGE__<KEY>` environment variables override the
 file (`--host`/`--port` override both). Every problem of a file is reported at once; unknown keys are refused.
 
 `migrate_on_start` (default true): an `edge.db` of an older schema version is migrated at start;

@@ -1,6 +1,6 @@
 """Point Prometheus at a `croupier up --dir DIR` cluster: `python -m monitoring.scrape DIR`.
 
-Reads DIR/cluster.json (shared.cluster's contract: ledger url, edges' ids and urls), and writes
+Reads DIR/cluster.json (harness.cluster's contract: ledger url, edges' ids and urls), and writes
 DIR/prometheus/ holding prometheus.yml (the committed one, paths made absolute) and file_sd targets.
 The metrics bearer token stays in DIR/secrets/metrics.token: Prometheus reads it from there.
 """

@@ -15,10 +15,13 @@ both are re-read on a credential reload (shared/credentials.py, `reload_token_en
 
 from __future__ import annotations
 
+import sys
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+import typer
 
 from shared.auth import ROLES, TokenEntry, hash_token
 from shared.configspec import Key, Table, apply_env, check_table, check_value
@@ -177,3 +180,14 @@ def pick_log_file(raw: dict[str, Any], base: Path, section: str) -> Path | None:
     if path.is_dir():
         raise ConfigError(f"{section}.log_file {path} is a directory")
     return path
+
+
+CONFIG_ERROR_EXIT = 2  # a bad config, like a bad command line: not worth a restart until fixed
+
+
+def exit_on_config_error(path: Path, problems: tuple[str, ...]) -> typer.Exit:
+    """Print every problem of a config file on stderr, one per line; the caller raises the returned Exit (2)."""
+
+    sys.stderr.write(f"croupier: invalid config {path} ({len(problems)} problem{'s' if len(problems) > 1 else ''}):\n"
+                     + "".join(f"  - {p}\n" for p in problems))
+    return typer.Exit(CONFIG_ERROR_EXIT)

@@ -3,7 +3,7 @@
 The same `Key` table drives three things: checking a table (wrong type, out of range, not a choice, missing,
 unknown — every problem collected, none stops the check), environment-variable overrides for containers
 (`CROUPIER_<SECTION>__<KEY>=value`, e.g. `CROUPIER_LEDGER__PORT=8700`), and the generated reference
-`docs/CONFIG.md` (`python -m shared.configdoc`). Checks that relate several keys, or read files, stay with the
+`docs/CONFIG.md` (`python -m croupier.configdoc`). Checks that relate several keys, or read files, stay with the
 service's own config module; they add their problems to the same list.
 """
 

@@ -14,10 +14,10 @@ import pytest
 from aiohttp import web
 
 from shared.auth import new_token
-from shared.cluster import free_port
 from shared.models import BetIn
 
 from common import WRK_DIR, ServerProcess, parse_wrk_output, process_cpu_s, run_wrk
+from harness.cluster import free_port
 from ledger_throughput import NOOP_SERVER, commit_check
 
 PLAYERS = 50

@@ -15,8 +15,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.cluster import free_port, wait_until_ready
-
+from harness.cluster import free_port, wait_until_ready
 from tests.ledger.procs import LedgerProcess
 
 SHIM_SOURCE = Path(__file__).parent / "powerloss" / "shim.c"
@@ -32,7 +31,7 @@ import core_ledger.store.sqlite as sqlite_store
 wanted = 'PRAGMA synchronous=' + sys.argv.pop(1)
 assert {PRODUCT_SYNCHRONOUS!r} in sqlite_store.PRAGMAS, sqlite_store.PRAGMAS
 sqlite_store.PRAGMAS = tuple(wanted if p == {PRODUCT_SYNCHRONOUS!r} else p for p in sqlite_store.PRAGMAS)
-from shared.cli import main
+from croupier.cli import main
 main()
 """
 
@@ -100,7 +99,7 @@ class PoweredLedger(LedgerProcess):
         self.url = f"http://127.0.0.1:{port}"
         cli = ["ledger", "serve", "--config", str(self.config), "--port", str(port)]
         if disk.synchronous is None:
-            argv = [sys.executable, "-m", "shared.cli", *cli]
+            argv = [sys.executable, "-m", "croupier", *cli]
         else:
             argv = [sys.executable, "-c", _WITH_SYNCHRONOUS, disk.synchronous, *cli]
         with self.log.open("ab") as log:

@@ -16,8 +16,7 @@ from typing import Any
 
 import aiohttp
 
-from shared.verify import duplicate_keys, fold_journal, read_journal
-
+from harness.verify import duplicate_keys, fold_journal, read_journal
 from tests.ledger.procs import auth
 
 HTTP_TIMEOUT = aiohttp.ClientTimeout(total=20)

@@ -14,10 +14,10 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from shared.auth import TokenEntry, hash_token
-from shared.cluster import free_port
 
 from edge.config import EdgeConfig, Limits, Peer
 from edge.http import create_app
+from harness.cluster import free_port
 from tests.edge.fake_ledger import FakeLedger
 
 GS, LEDGER_TOKEN = "gs-token", "edge-token"

@@ -1,4 +1,4 @@
-"""Multi-process: a real ledger and three real edges on loopback (shared.cluster, with fault
+"""Multi-process: a real ledger and three real edges on loopback (harness.cluster, with fault
 proxies), one cluster for the module. Displays must equal the ledger exactly after traffic,
 retries, replays, rollbacks, a payout, a partition, a kill -9 and a ledger outage."""
 
@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from shared.cluster import BONUS_ID, JACKPOT_ID, Cluster, seed
+from harness.cluster import BONUS_ID, JACKPOT_ID, Cluster, seed
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 

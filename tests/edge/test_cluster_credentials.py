@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 from shared.auth import TokenStore
-from shared.cluster import Cluster
 
 from edge.config import load
+from harness.cluster import Cluster
 
 
 async def test_each_edge_has_its_own_peer_credential_and_the_others_accept_it_under_its_id(tmp_path, monkeypatch):

@@ -13,13 +13,13 @@ from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
 from shared import request_ids
-from shared.cluster import free_port
 from shared.errors import Unavailable
 
 from edge.config import Limits
 from edge.http import SERVICE, create_app
 from edge.ledger_client import LedgerClient
 from edge.metrics import EdgeMetrics
+from harness.cluster import free_port
 from tests.edge.conftest import edge_config, eventually
 from tests.edge.fake_ledger import FakeLedger
 

@@ -16,10 +16,10 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from shared import tracing
-from shared.cluster import free_port
 
 from core_ledger.http import create_app as create_ledger_app
 from edge.http import create_app as create_edge_app
+from harness.cluster import free_port
 from tests.edge.conftest import Edges
 from tests.edge.test_with_real_ledger import bet, post_raw, setup_player
 from tests.ledger.conftest import TOKENS, FakeClock, ledger_config

@@ -15,11 +15,11 @@ import pytest
 from aiohttp.test_utils import TestServer
 from structlog.testing import capture_logs
 
-from shared.cluster import free_port
 from shared.ids import AMOUNT_MINOR_MAX
 
 from core_ledger.http import create_app as create_ledger_app
 from edge.service import EdgeService
+from harness.cluster import free_port
 from tests.edge.conftest import Edges, eventually
 from tests.ledger.conftest import TOKENS, FakeClock, ledger_config
 

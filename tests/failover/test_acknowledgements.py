@@ -112,7 +112,7 @@ async def test_a_diverged_old_primary_never_acknowledges_the_new_primarys_writes
     assert report["verdict"].startswith("old DIVERGED from new") and "rebuild" in report["verdict"]
 
     old_db, new_db = str(tmp_path / "a" / "ledger.db"), str(tmp_path / "b" / "ledger.db")
-    out = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "shared.cli", "ledger", "compare", old_db,
+    out = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "croupier", "ledger", "compare", old_db,
                                                    new_db], capture_output=True, text=True, timeout=60)
     assert out.returncode == 1 and orjson.loads(out.stdout)["diverged"] is True
     assert f"{old_db} DIVERGED from {new_db} at sequence {shared + 1}" in out.stderr

@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from shared.cluster import free_port
 from shared.errors import Unavailable
 
 from core_ledger.http import create_app
@@ -20,6 +19,7 @@ from core_ledger.standby import StandbySettings
 from edge.config import Limits
 from edge.ledger_client import LedgerClient
 from edge.metrics import EdgeMetrics
+from harness.cluster import free_port
 from tests.ledger.conftest import TOKENS, Api, FakeClock, bet, ledger_config
 
 LIMITS = Limits(breaker_failures=3, breaker_open_s=5.0, ledger_retry_backoff_s=0.02)

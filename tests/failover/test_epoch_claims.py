@@ -18,7 +18,6 @@ from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry
 
 from shared.auth import TokenEntry, hash_token
-from shared.cluster import free_port
 
 from core_ledger.config import LedgerConfig
 from core_ledger.http import create_app
@@ -26,6 +25,7 @@ from core_ledger.routes import SERVICE
 from core_ledger.standby import StandbySettings
 from core_ledger.store import MemoryStore, SqliteStore, StorageError
 from edge.http import create_app as create_edge_app
+from harness.cluster import free_port
 from tests.edge.conftest import GS, edge_config
 from tests.ledger.conftest import TOKENS, Api, FakeClock, bet, ledger_config
 from tests.ledger.test_journal_integrity import CLI

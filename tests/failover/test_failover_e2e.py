@@ -18,8 +18,8 @@ import aiohttp
 import orjson
 import pytest
 
-from shared.cluster import STANDBY, Cluster, seed
-from shared.verify import read_journal
+from harness.cluster import STANDBY, Cluster, seed
+from harness.verify import read_journal
 
 pytestmark = pytest.mark.slow
 
@@ -116,7 +116,7 @@ async def test_failover_loses_no_acknowledged_bet_and_fences_the_old_primary(tmp
         await cluster.stop()
 
         old_db, new_db = (cluster.root / f"{n}-data" / "ledger.db" for n in ("ledger", STANDBY))
-        out = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "shared.cli", "ledger", "compare",
+        out = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "croupier", "ledger", "compare",
                                                        str(old_db), str(new_db)], capture_output=True, timeout=60)
         verdict = orjson.loads(out.stdout)
         assert verdict["winner"] == str(new_db) and verdict["copies"][str(new_db)]["verifies"]

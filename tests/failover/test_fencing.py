@@ -7,13 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from shared.cluster import free_port
-
 from core_ledger.compare import compare_stores
 from core_ledger.http import create_app
 from core_ledger.routes import SERVICE
 from core_ledger.standby import StandbySettings
 from core_ledger.store import SqliteStore
+from harness.cluster import free_port
 from tests.ledger.conftest import TOKENS, Api, FakeClock, bet, ledger_config, standby_of
 from tests.ledger.test_standby import wait_for
 

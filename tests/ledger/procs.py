@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 from shared.auth import hash_token
-from shared.cluster import free_port, wait_until_ready
 
+from harness.cluster import free_port, wait_until_ready
 from tests.ledger.conftest import NAMES, ROLES, TOKENS
 
 READY_TIMEOUT_S = 30.0
@@ -31,7 +31,7 @@ class LedgerProcess:
         self.url = f"http://127.0.0.1:{port}"
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-c", "from shared.cli import main; main()", "ledger", "serve",
+                [sys.executable, "-c", "from croupier.cli import main; main()", "ledger", "serve",
                  "--config", str(self.config), "--port", str(port)],
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         await wait_until_ready(self.url + "/readyz", self.proc, timeout_s=READY_TIMEOUT_S,

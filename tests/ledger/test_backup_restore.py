@@ -48,7 +48,7 @@ CLI_TIMEOUT_S = 60.0
 
 async def _cli(*args: str) -> tuple[int, dict[str, Any]]:
     """`croupier ledger ...` in its own process (it runs its own event loop); exit code and last JSON line."""
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "shared.cli", "ledger", *args,
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "croupier", "ledger", *args,
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
         out, err = await asyncio.wait_for(proc.communicate(), CLI_TIMEOUT_S)

@@ -21,7 +21,7 @@ from core_ledger.service import LedgerService, WriterLimits
 from core_ledger.store import MemoryStore, SqliteStore, StorageError
 from tests.ledger.conftest import FakeClock
 
-CLI = [sys.executable, "-c", "from shared.cli import main; main()", "ledger"]
+CLI = [sys.executable, "-c", "from croupier.cli import main; main()", "ledger"]
 
 
 async def ledger_cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -273,7 +273,7 @@ class TestPostgres:
 
 def croupier(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    return subprocess.run([sys.executable, "-m", "shared.cli", *args], cwd=cwd, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "croupier", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=60, check=False)
 
 

@@ -25,11 +25,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry
 
-from shared.cluster import free_port
-
 from core_ledger.http import create_app as create_ledger
 from core_ledger.standby import StandbySettings
 from edge.http import create_app as create_edge
+from harness.cluster import free_port
 from monitoring import contract
 from monitoring.promql import (
     MONITORING_DIR,

@@ -12,8 +12,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from shared.cluster import STANDBY, Cluster, free_port, seed
-
+from harness.cluster import STANDBY, Cluster, free_port, seed
 from monitoring import contract
 from monitoring.prom import expressions_without_data, running_prometheus, scraped_names, wait_targets_up
 from monitoring.promql import all_expressions, recorded_names, unexported_names

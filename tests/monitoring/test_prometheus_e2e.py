@@ -15,8 +15,7 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from shared.cluster import free_port
-
+from harness.cluster import free_port
 from monitoring import contract
 from monitoring.prom import expressions_without_data, running_prometheus, scraped_names, wait_targets_up
 from monitoring.promql import all_expressions

@@ -16,7 +16,6 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry
 
-from shared.cluster import free_port
 from shared.logs import version
 
 from core_ledger.domain import Command
@@ -28,6 +27,7 @@ from core_ledger.service import LedgerService, WriterLimits
 from core_ledger.store import MemoryStore
 from edge.http import create_app as create_edge
 from edge.metrics import error_code_label
+from harness.cluster import free_port
 from tests.edge.conftest import GS, edge_config, eventually
 from tests.ledger.conftest import TOKENS, bet, ledger_config
 

@@ -13,7 +13,7 @@ import orjson
 import pytest_asyncio
 from yarl import URL
 
-from shared.cluster import Cluster, seed
+from harness.cluster import Cluster, seed
 
 PLAYERS = 8
 REQUEST_TIMEOUT_S = 30.0

@@ -13,15 +13,14 @@ from typing import Any
 
 from aiohttp import web
 
-from shared.cluster import EDGE_ROLES, LEDGER_ROLES
-
 from core_ledger.config import LedgerConfig
 from core_ledger.http import create_app as create_ledger_app
 from edge.config import EdgeConfig
 from edge.http import create_app as create_edge_app
+from harness.cluster import EDGE_ROLES, LEDGER_ROLES
 
 PUBLIC = "public"
-# Roles of the credentials each process of a `shared.cluster.Cluster` knows (by service name).
+# Roles of the credentials each process of a `harness.cluster.Cluster` knows (by service name).
 CLUSTER_ROLES = {"ledger": frozenset(LEDGER_ROLES), **{e: frozenset(EDGE_ROLES) for e in ("eu", "us", "apac")}}
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json"})
 

@@ -8,14 +8,13 @@ from typing import Any
 
 import pytest
 
-from shared.cluster import BONUS_ID
-
+from harness.cluster import BONUS_ID
 from tests.security.conftest import Client, Reply
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="package")]
 
 ATTACKERS = 50
-BONUS_AMOUNT_MINOR = 1_000  # what shared.cluster.seed grants every player
+BONUS_AMOUNT_MINOR = 1_000  # what harness.cluster.seed grants every player
 WAGERING_MINOR = 5_000  # the seeded wagering requirement
 
 

@@ -8,9 +8,9 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from shared.cluster import Cluster, seed
 from shared.ids import AMOUNT_MINOR_MAX
 
+from harness.cluster import Cluster, seed
 from tests.security.test_bad_input import PROBLEM
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="package")]

@@ -21,8 +21,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from shared.cluster import Cluster
-
+from harness.cluster import Cluster
 from tests.security.conftest import SEEN_BODIES
 from tests.security.routes import CLUSTER_ROLES, RouteInfo, edge_routes, ledger_routes
 

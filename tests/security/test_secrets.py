@@ -13,8 +13,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from shared.cluster import Cluster
-
+from harness.cluster import Cluster
 from tests.security.conftest import SEEN_BODIES, Client
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="package")]

@@ -10,7 +10,8 @@ import aiohttp
 import pytest
 from pycrdt import Doc, Map
 
-from shared.byzantine import (
+from edge.crdt import protocol
+from harness.byzantine import (
     FAKE_JACKPOT,
     FOREIGN_EDGE,
     FORGED_MINOR,
@@ -19,8 +20,6 @@ from shared.byzantine import (
     LIES,
     ByzantinePeer,
 )
-
-from edge.crdt import protocol
 
 SLOT = {"epoch": 1, "p": 70, "n": 5, "seed": 100_000, "currency": "EUR", "ts": 1.0}
 

@@ -11,10 +11,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from shared import chaos
-from shared.byzantine import LIES, dialers_of, peer_credential
-from shared.nemesis import DEFAULT_FAULTS, HELD_BACK, KINDS, parse_faults
-from shared.verify import _check_displays
+from harness import chaos
+from harness.byzantine import LIES, dialers_of, peer_credential
+from harness.nemesis import DEFAULT_FAULTS, HELD_BACK, KINDS, parse_faults
+from harness.verify import _check_displays
 
 TOKENS = {"edge": "e", "game_server": "g", "admin_read": "r", "admin_write": "w", "peer": "p"}
 
@@ -130,7 +130,7 @@ def test_the_byzantine_peer_poses_as_an_edge_the_target_accepts_and_takes_its_cr
 def test_the_nemesis_deals_every_enabled_kind_once_before_any_twice() -> None:
     import random
 
-    from shared.nemesis import Nemesis
+    from harness.nemesis import Nemesis
 
     kinds = ("failover_kill", "lie_epoch_edges", "byz_oversized", "partition")
     nemesis = Nemesis(None, random.Random(5), kinds)  # type: ignore[arg-type]

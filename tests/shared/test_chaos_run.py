@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from shared.chaos import ChaosReport, Op, Workload, run_chaos
+from harness.chaos import ChaosReport, Op, Workload, run_chaos
 
 # A clean environment, but the services the run spawns import the code under test (PYTHONPATH).
 ENV = {"COLUMNS": "200", "PATH": "/usr/bin:/bin",
@@ -61,7 +61,7 @@ def test_the_workload_stops_issuing_at_its_bound_and_the_report_says_so() -> Non
 @pytest.mark.slow
 def test_a_run_that_hits_its_history_bound_ends_with_a_verdict_and_cleans_up(tmp_path: Path) -> None:
     root = tmp_path / "cluster"
-    run = subprocess.run([sys.executable, "-m", "shared.cli", "chaos", "--duration", "60", "--seed", "5",
+    run = subprocess.run([sys.executable, "-m", "croupier", "chaos", "--duration", "60", "--seed", "5",
                           "--clients", "4", "--history-max", "40", "--dir", str(root)],
                          check=False, capture_output=True, text=True, timeout=120,
                          env=ENV)

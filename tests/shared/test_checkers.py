@@ -1,7 +1,7 @@
 """The history checker and journal fold catch what they claim to catch (synthetic histories)."""
 
-from shared.chaos import Op, check_history
-from shared.verify import duplicate_keys, fold_journal
+from harness.chaos import Op, check_history
+from harness.verify import duplicate_keys, fold_journal
 
 
 def entry(seq, tx_id, postings, *, prev="0" * 64, outcome="committed", client="gs"):
@@ -71,7 +71,7 @@ def test_fold_reports_negative_balances_unbalanced_postings_and_chain_breaks():
 
 
 def test_conservation_balances_cash_in_against_what_is_held_and_flags_money_from_nowhere():
-    from shared.verify import conservation
+    from harness.verify import conservation
 
     entries = chain(dict(DEPOSIT), dict(BET))
     check = conservation(entries, [])
@@ -81,8 +81,9 @@ def test_conservation_balances_cash_in_against_what_is_held_and_flags_money_from
 
 
 def test_demo_sync_lag_quantile_interpolates_like_promql_over_the_window_between_scrapes():
-    from shared.demo import lag_p99_since
     from shared.metrics import histogram_quantile as quantile
+
+    from harness.demo import lag_p99_since
 
     rows = [(0.01, 50.0), (0.1, 90.0), (0.25, 100.0), (float("inf"), 100.0)]
     assert quantile(rows, 0.5) == 0.01
@@ -109,7 +110,7 @@ def acked_bet(key, seq, epoch, *, by="eu", header=None):
 
 
 def test_a_clean_failover_passes_the_failover_checks():
-    from shared.chaos import check_failover
+    from harness.chaos import check_failover
 
     old = chain(dict(DEPOSIT), dict(BET))
     new = chain(dict(DEPOSIT), dict(BET), at(entry(3, "b2", [("player:p1:EUR", -5), ("house:EUR", 5)]), 2))
@@ -120,7 +121,7 @@ def test_a_clean_failover_passes_the_failover_checks():
 
 
 def test_two_copies_journaling_one_sequence_differently_in_one_epoch_is_caught():
-    from shared.chaos import check_failover
+    from harness.chaos import check_failover
 
     a = chain(dict(DEPOSIT), dict(BET))
     b = chain(dict(DEPOSIT), entry(2, "b9", [("player:p1:EUR", -1), ("house:EUR", 1)]))
@@ -130,7 +131,7 @@ def test_two_copies_journaling_one_sequence_differently_in_one_epoch_is_caught()
 
 
 def test_an_ok_answer_naming_another_transactions_place_is_caught():
-    from shared.chaos import check_failover
+    from harness.chaos import check_failover
 
     journal = chain(dict(DEPOSIT), dict(BET))  # b1 at sequence 2, epoch 1
     checks = check_failover([acked_bet("ghost", 2, 1)], {"ledger": journal}, "ledger")
@@ -138,7 +139,7 @@ def test_an_ok_answer_naming_another_transactions_place_is_caught():
 
 
 def test_one_epoch_announced_by_two_acknowledging_copies_is_caught():
-    from shared.chaos import check_failover
+    from harness.chaos import check_failover
 
     journal = chain(dict(DEPOSIT), dict(BET))
     history = [acked_bet("b1", 2, 1, by="ledger", header=1), acked_bet("b1", 2, 1, by="ledger-standby", header=1)]
@@ -151,7 +152,7 @@ def test_one_epoch_announced_by_two_acknowledging_copies_is_caught():
 
 
 def test_an_acknowledged_write_only_the_old_primary_has_is_lost():
-    from shared.chaos import check_failover
+    from harness.chaos import check_failover
 
     old = chain(dict(DEPOSIT), dict(BET))
     new = chain(dict(DEPOSIT))

@@ -19,7 +19,7 @@ ENV = {"COLUMNS": "200", "PATH": "/usr/bin:/bin",
 
 
 def croupier(*args: str, timeout_s: float) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "shared.cli", *args], capture_output=True, check=False, text=True,
+    return subprocess.run([sys.executable, "-m", "croupier", *args], capture_output=True, check=False, text=True,
                           timeout=timeout_s, env=ENV)
 
 

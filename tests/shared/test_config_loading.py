@@ -109,7 +109,7 @@ def test_edge_environment_overrides_lists_and_peer_tables(tmp_path: Path) -> Non
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     root = Path(__file__).resolve().parents[2]
     full_env = {**os.environ, "PYTHONPATH": str(root), **(env or {})}
-    return subprocess.run([sys.executable, "-m", "shared.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "croupier", *args], capture_output=True, text=True,
                           timeout=60, env=full_env, check=False)
 
 
@@ -132,7 +132,7 @@ def test_version_comes_from_the_package_metadata() -> None:
 
 
 def test_the_local_cluster_harness_ignores_config_overrides_meant_for_a_deployment() -> None:
-    from shared.cluster import service_environment
+    from harness.cluster import service_environment
 
     env = service_environment({"CROUPIER_LEDGER__PORT": "1", "CROUPIER_EDGE__ID": "x", "PATH": "/bin",
                                "CROUPIER_OTHER": "kept"})

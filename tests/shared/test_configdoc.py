@@ -5,10 +5,10 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from shared import configdoc
 from shared.configspec import Table
 
 from core_ledger.config import LEDGER, LedgerConfig
+from croupier import configdoc
 from edge.config import EDGE, EdgeConfig, Limits
 
 # Dataclass fields that are no key of the file: read from files or derived (`tls` holds the four TLS keys;
@@ -19,7 +19,7 @@ TLS_KEY_NAMES = {"tls_cert_file", "tls_key_file", "tls_client_ca_file", "tls_ca_
 
 
 def test_the_committed_config_reference_is_current() -> None:
-    assert configdoc.DOC_PATH.read_text() == configdoc.render(), "run python -m shared.configdoc"
+    assert configdoc.DOC_PATH.read_text() == configdoc.render(), "run python -m croupier.configdoc"
     assert configdoc.main(["--check"]) == 0
 
 

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from shared.auth import hash_token
-from shared.cli import CONFIG_ERROR_EXIT
+from shared.config import CONFIG_ERROR_EXIT
 
 from core_ledger import config as ledger_config
 from edge import config as edge_config

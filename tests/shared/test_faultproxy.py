@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from shared.faultproxy import FaultProxy
+from harness.faultproxy import FaultProxy
 
 
 @pytest.fixture

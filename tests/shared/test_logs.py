@@ -13,8 +13,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from shared.cluster import Cluster, seed
 from shared.config import ConfigError, pick_log_file, pick_log_level
+
+from harness.cluster import Cluster, seed
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -15,7 +15,8 @@ import pytest
 import pytest_asyncio
 
 from shared.auth import hash_token, new_token
-from shared.cluster import STANDBY, Cluster, seed
+
+from harness.cluster import STANDBY, Cluster, seed
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 

@@ -82,7 +82,7 @@ def test_a_bad_tls_config_is_a_config_error_naming_the_key(pki: Path, lines: str
 def test_serve_refuses_a_bad_tls_config_with_a_clear_message(pki: Path) -> None:
     for service, path in (("ledger", write_ledger(pki, 'tls_cert_file = "cert.pem"')),
                           ("edge", write_edge(pki, 'tls_cert_file = "cert.pem"'))):
-        result = subprocess.run([sys.executable, "-m", "shared.cli", service, "serve", "--config", str(path)],
+        result = subprocess.run([sys.executable, "-m", "croupier", service, "serve", "--config", str(path)],
                                 check=False, capture_output=True, text=True, timeout=60,
                                 env={**os.environ, "COLUMNS": "200"})
         assert result.returncode == 2, result.stderr

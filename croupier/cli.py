@@ -1,4 +1,5 @@
-"""The `croupier` command. Subcommands import their service lazily so start-up stays cheap."""
+"""The `croupier` command: `up`, `demo`, `chaos` and `token` here; `ledger ...` and `edge ...` come from the
+services' own `cli` modules. Subcommands import what they need lazily so start-up stays cheap."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import tempfile
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
 from shared.auth import ROLES, hash_token, new_token
 
@@ -17,9 +17,6 @@ ledger_app = typer.Typer(no_args_is_help=True, help="The core ledger.")
 edge_app = typer.Typer(no_args_is_help=True, help="A regional edge node.")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(edge_app, name="edge")
-
-CONFIG_ERROR_EXIT = 2  # a bad config, like a bad command line: not worth a restart until fixed
-
 
 def package_version() -> str:
     """The installed package's version (from its metadata)."""
@@ -45,15 +42,6 @@ def root(
     """Croupier: casino money and state."""
 
 
-def exit_on_config_error(path: Path, problems: tuple[str, ...]) -> typer.Exit:
-    """Print every problem of a config file on stderr, one per line; the caller raises the returned Exit (2)."""
-    import sys
-
-    sys.stderr.write(f"croupier: invalid config {path} ({len(problems)} problem{'s' if len(problems) > 1 else ''}):\n"
-                     + "".join(f"  - {p}\n" for p in problems))
-    return typer.Exit(CONFIG_ERROR_EXIT)
-
-
 @app.command()
 def up(
     dir: Path = typer.Option(..., "--dir", help="Where configs, data, logs and cluster.json go."),
@@ -62,7 +50,9 @@ def up(
     tls: bool = typer.Option(False, "--tls", help="HTTPS everywhere with a CA made for the run (needs trustme)."),
 ) -> None:
     """Start a ledger and three edges (eu, us, apac) on embedded SQLite; run until interrupted."""
-    from shared.cluster import Cluster, seed
+    from rich.console import Console
+
+    from harness.cluster import Cluster, seed
 
     console = Console()
     root = dir.resolve()
@@ -91,8 +81,10 @@ def demo(
     dir: Path | None = typer.Option(None, "--dir", help="Directory for the cluster (default: a temporary one)."),
 ) -> None:
     """Start a cluster, play simulated game traffic in every region, verify the invariants."""
-    from shared.cluster import Cluster
-    from shared.demo import run_demo
+    from rich.console import Console
+
+    from harness.cluster import Cluster
+    from harness.demo import run_demo
 
     console = Console()
     root = dir.resolve() if dir else Path(tempfile.mkdtemp(prefix="croupier-demo-"))
@@ -127,7 +119,7 @@ def chaos(
                                     help="Operations recorded at most: the workload stops issuing there."),
     faults: str = typer.Option("default", "--faults",
                                help="Fault kinds, comma-separated: default, all, none, a kind, or -kind to drop one "
-                                    "(e.g. default,rejoin_diverged). See shared/nemesis.py."),
+                                    "(e.g. default,rejoin_diverged). See harness/nemesis.py."),
 ) -> None:
     """Jepsen-style bank test: load, seeded faults, then a check of the history against the journal.
 
@@ -135,16 +127,19 @@ def chaos(
     import shutil
 
     from shared import logs
-    from shared.chaos import ChaosReport, run_chaos
-    from shared.cluster import Cluster, seed
-    from shared.nemesis import HELD_BACK, parse_faults
-    from shared.verify import Check
+
+    from harness.chaos import ChaosReport, run_chaos
+    from harness.cluster import Cluster, seed
+    from harness.nemesis import HELD_BACK, parse_faults
+    from harness.verify import Check
 
     logs.configure("info")  # faults and lies as JSON lines on stderr; the verdict on stdout
     try:
         kinds = parse_faults(faults)
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--faults") from None
+    from rich.console import Console
+
     console = Console(soft_wrap=True)  # one line per check: easy to grep
     if dir is not None and dir.exists() and (not dir.is_dir() or any(dir.iterdir())):
         raise typer.BadParameter(f"{dir} is not a new or empty directory (it is removed after the run)")

@@ -51,7 +51,8 @@ from typing import Any
 import aiohttp
 
 from shared.auth import hash_token, new_token
-from shared.faultproxy import FaultProxy
+
+from harness.faultproxy import FaultProxy
 
 READY_TIMEOUT_S = 40.0
 STOP_TIMEOUT_S = 10.0
@@ -300,7 +301,7 @@ class Cluster:
         ledger is alive but never ready)."""
         svc = self.services[name]
         assert not svc.running, f"{name} already running"
-        cmd = [sys.executable, "-m", "shared.cli", svc.kind, "serve", "--config", str(svc.config_path), *svc.args]
+        cmd = [sys.executable, "-m", "croupier", svc.kind, "serve", "--config", str(svc.config_path), *svc.args]
         log = svc.log_path.open("ab")
         env = {**service_environment(os.environ), "PYTHONUNBUFFERED": "1"}
         svc.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.root, env=env,

@@ -21,7 +21,7 @@ Kinds:
   rejoins as standby on its own data; then the new primary fails over back to it)
 - lying participants: `lie_epoch_edges` / `lie_epoch_ledger` (every role's credential sends huge
   and slightly-higher `X-Ledger-Epoch` claims to the edges / to the ledgers), `byz_<lie>` for each
-  lie of `shared.byzantine` (a byzantine sync peer), and `kill_edge_unpersisted` (kill -9 of an
+  lie of `harness.byzantine` (a byzantine sync peer), and `kill_edge_unpersisted` (kill -9 of an
   edge right after a CRDT change, before its batched persistence)
 """
 
@@ -37,8 +37,8 @@ from typing import Any
 import aiohttp
 import structlog
 
-from shared.byzantine import LIES, ByzantinePeer
-from shared.cluster import LEDGER_ROLES, Cluster, PromotionRefused
+from harness.byzantine import LIES, ByzantinePeer
+from harness.cluster import LEDGER_ROLES, Cluster, PromotionRefused
 
 log = structlog.get_logger("croupier.chaos.nemesis")
 

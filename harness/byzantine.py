@@ -37,7 +37,7 @@ import aiohttp
 import structlog
 from pycrdt import Doc, Map, YSyncMessageType
 
-from shared.cluster import Cluster
+from harness.cluster import Cluster
 
 log = structlog.get_logger("croupier.chaos.byzantine")
 

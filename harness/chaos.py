@@ -6,11 +6,11 @@ Each operation is recorded with its outcome: `ok`, `fail` (a definite refusal) o
 it may or may not have happened), and, for an answer, the epoch it carries and the ledger copy
 that gave it. The cluster runs a synchronous standby (both copies synchronous, so a promoted copy
 waits for the old primary to rejoin as its standby). Faults are drawn from a seeded RNG by
-`shared.nemesis` (process, network, failover and lying-participant kinds; see there).
+`harness.nemesis` (process, network, failover and lying-participant kinds; see there).
 
 After healing, `check_history` judges the history against the final primary's journal (see its
 docstring), `check_failover` against the journals of every ledger copy, and the cluster checks
-(`shared.verify`) plus liveness and phantom-jackpot probes judge the healed cluster.
+(`harness.verify`) plus liveness and phantom-jackpot probes judge the healed cluster.
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ from typing import Any
 import aiohttp
 import structlog
 
-from shared.cluster import STANDBY, Cluster
-from shared.nemesis import DEFAULT_FAULTS, EPOCH_HEADER, Nemesis
-from shared.verify import Check, check_cluster, fold_journal, read_journal
+from harness.cluster import STANDBY, Cluster
+from harness.nemesis import DEFAULT_FAULTS, EPOCH_HEADER, Nemesis
+from harness.verify import Check, check_cluster, fold_journal, read_journal
 
 ATTEMPTS_MAX = 4
 ATTEMPT_TIMEOUT_S = 2.0

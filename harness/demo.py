@@ -3,7 +3,7 @@
 The scenario runs for a bounded time: rounds of bets, wins and rollbacks in every region,
 retries of the same id, a player who disconnects mid-round and resumes in another region, one
 region cut off from its peers and healed, a jackpot hit and a bonus claim. It ends with the
-invariant report of `shared.verify`; the exit status is non-zero if any check fails.
+invariant report of `harness.verify`; the exit status is non-zero if any check fails.
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from shared.cluster import BONUS_ID, JACKPOT_GAMES, JACKPOT_ID, Cluster, seed
 from shared.metrics import histogram_quantile
-from shared.verify import Check, check_cluster
+
+from harness.cluster import BONUS_ID, JACKPOT_GAMES, JACKPOT_ID, Cluster, seed
+from harness.verify import Check, check_cluster
 
 GAMES = (*JACKPOT_GAMES, "table-1")
 LATENCY_WINDOW = 2000

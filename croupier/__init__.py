@@ -1,0 +1,1 @@
+"""The `croupier` command line: one entry point for both services and the local cluster tools."""
