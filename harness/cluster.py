@@ -28,22 +28,18 @@ verifies against that CA, the ledgers require client certificates (each service 
 own), and `client_ssl()` / `http_session()` give callers the CA and a client certificate.
 `cluster.json` then holds a `tls` object naming the CA and the client certificate files.
 
-This module imports neither `core_ledger` nor `edge`: it only speaks their CLI and HTTP.
+This module holds the topology (which services, which links, which credentials, the seed data);
+writing a service's config file and running its process is `harness/launcher.py`'s job. It imports
+neither `core_ledger` nor `edge`: it only speaks their CLI and HTTP.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
-import signal
-import socket
 import ssl
 import subprocess
-import sys
-import time
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,39 +48,27 @@ import aiohttp
 
 from shared.auth import hash_token, new_token
 
+from harness.certificates import make_certificates
 from harness.faultproxy import FaultProxy
+from harness.launcher import (
+    READY_TIMEOUT_S,
+    STOP_TIMEOUT_S,
+    ServiceConfig,
+    ServiceProcess,
+    TokenRow,
+    serve_command,
+    tail,
+)
+from harness.launcher import free_port as free_port  # re-exported: tests and tools take ports from here
+from harness.launcher import service_environment as service_environment  # re-exported
+from harness.launcher import wait_until_ready as wait_until_ready  # re-exported
 
-READY_TIMEOUT_S = 40.0
-STOP_TIMEOUT_S = 10.0
 EDGE_IDS = ("eu", "us", "apac")
 STANDBY = "ledger-standby"
 LEDGER_ROLES = ("edge", "cashier", "admin_read", "admin_write", "replica", "metrics")
 EDGE_ROLES = ("game_server", "peer", "metrics")
 GAME_SERVER = "gs"  # one game-server identity across regions: idempotency is scoped by it
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-async def wait_until_ready(url: str, proc: subprocess.Popen[bytes], *, timeout_s: float,
-                           describe: Callable[[], str], tls: ssl.SSLContext | None = None) -> None:
-    """Poll `url` until it answers 200; fail early if `proc` exits, and after `timeout_s` at most."""
-    deadline = time.monotonic() + timeout_s
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls if tls is not None else True)) as http:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"exited ({proc.returncode}) before ready: {describe()}")
-            try:
-                async with http.get(url, timeout=aiohttp.ClientTimeout(total=1)) as r:
-                    if r.status == 200:
-                        return
-            except (TimeoutError, aiohttp.ClientError):
-                pass
-            await asyncio.sleep(0.1)
-    raise TimeoutError(f"not ready after {timeout_s}s: {describe()}")
+LIABILITIES_INTERVAL_S = 1.0  # a local cluster shows its liabilities a second after its first money
 
 
 class PromotionRefused(Exception):
@@ -103,7 +87,7 @@ class Service:
     port: int
     config_path: Path
     log_path: Path
-    proc: subprocess.Popen[bytes] | None = None
+    process: ServiceProcess | None = None  # its latest run
     args: tuple[str, ...] = ()  # extra `serve` arguments
     scheme: str = "http"
 
@@ -113,14 +97,12 @@ class Service:
 
     @property
     def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return self.process is not None and self.process.running
 
-
-def service_environment(environ: Mapping[str, str]) -> dict[str, str]:
-    """The environment a cluster service starts with: the caller's, without config overrides
-    (`CROUPIER_LEDGER__*`, `CROUPIER_EDGE__*`) meant for a real deployment: this harness writes each
-    service's whole config itself, and an override left in a shell must not move its ports or files."""
-    return {k: v for k, v in environ.items() if not k.startswith(("CROUPIER_LEDGER__", "CROUPIER_EDGE__"))}
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        """The `subprocess.Popen` of its latest run (None: never started), for its pid."""
+        return None if self.process is None else self.process.popen
 
 
 @dataclass
@@ -164,9 +146,9 @@ class Cluster:
         if self.proxied:
             await self._start_proxies()
         for name in ledgers:
-            self._write_ledger_config(self.services[name])
+            self.ledger_config(self.services[name]).write(self.services[name].config_path)
         for eid in self.edge_ids:
-            self._write_edge_config(self.services[eid])
+            self.edge_config(self.services[eid]).write(self.services[eid].config_path)
         try:
             for name in ledgers:
                 await self.start_service(name)
@@ -191,29 +173,17 @@ class Cluster:
 
     def _make_certificates(self, names: list[str]) -> None:
         """A CA for this run and a certificate for each service (and the cluster's own client)."""
-        import trustme  # a test/dev dependency: only a TLS cluster needs it
+        make_certificates(self._tls_dir(), names)
 
-        ca = trustme.CA(organization_name="Croupier local cluster")
-        folder = self._tls_dir()
-        folder.mkdir(mode=0o700, exist_ok=True)
-        ca.cert_pem.write_to_path(str(folder / "ca.pem"))
-        for name in names:
-            cert = ca.issue_cert("127.0.0.1", "localhost", common_name=name)
-            cert.cert_chain_pems[0].write_to_path(str(folder / f"{name}.pem"))
-            for pem in cert.cert_chain_pems[1:]:
-                pem.write_to_path(str(folder / f"{name}.pem"), append=True)
-            cert.private_key_pem.write_to_path(str(folder / f"{name}.key"))
-            (folder / f"{name}.key").chmod(0o600)
-
-    def _tls_lines(self, name: str, *, require_client_certificates: bool) -> str:
+    def _tls_settings(self, name: str, *, require_client_certificates: bool) -> dict[str, Path]:
         if not self.tls:
-            return ""
+            return {}
         folder = self._tls_dir()
-        lines = (f'tls_cert_file = "{folder / f"{name}.pem"}"\ntls_key_file = "{folder / f"{name}.key"}"\n'
-                 f'tls_ca_file = "{folder / "ca.pem"}"\n')
+        settings = {"tls_cert_file": folder / f"{name}.pem", "tls_key_file": folder / f"{name}.key",
+                    "tls_ca_file": folder / "ca.pem"}
         if require_client_certificates:
-            lines += f'tls_client_ca_file = "{folder / "ca.pem"}"\n'
-        return lines
+            settings["tls_client_ca_file"] = folder / "ca.pem"
+        return settings
 
     def client_ssl(self) -> ssl.SSLContext | None:
         """What a client of this cluster verifies servers with and presents (None: plain HTTP)."""
@@ -229,14 +199,12 @@ class Cluster:
         tls = self.client_ssl()
         return aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls if tls is not None else True), **kwargs)
 
-    def _token_rows(self, entries: list[tuple[str, str, str]]) -> str:
-        rows = []
-        for name, role, token_key in entries:
-            digest = hash_token(self.tokens[token_key])
-            rows.append(f'[[tokens]]\nname = "{name}"\nrole = "{role}"\nsha256 = "{digest}"\n')
-        return "\n".join(rows)
+    def _token_rows(self, entries: list[tuple[str, str, str]]) -> list[TokenRow]:
+        """(name in the config, role, key in `tokens`) → `[[tokens]]` rows holding the digests."""
+        return [TokenRow(name, role, hash_token(self.tokens[token_key])) for name, role, token_key in entries]
 
-    def _write_ledger_config(self, svc: Service) -> None:
+    def ledger_config(self, svc: Service) -> ServiceConfig:
+        """The config of the ledger copy `svc`: its peers are the other copies."""
         entries = [(f"edge-{e}", "edge", f"edge-{e}") for e in self.edge_ids]
         entries += [("edge-dev", "edge", "edge")]
         entries += [(role, role, role) for role in LEDGER_ROLES if role != "edge"]
@@ -244,42 +212,40 @@ class Cluster:
         # The primary waits for its standby; the standby, once promoted, has none to wait for
         # (unless both copies are synchronous: then the old primary must rejoin as its standby).
         synchronous = self.standby and (svc.name == "ledger" or self.synchronous_pair)
-        hooks = f'fault_apply_delay_file = "{self._apply_delay_path(svc.name)}"\n' if self.fault_hooks else ""
-        svc.config_path.write_text(
-            "[ledger]\n"
-            f'host = "127.0.0.1"\nport = {svc.port}\ndata_dir = "{svc.name}-data"\n'
-            f'backup_dir = "{svc.name}-backups"\n'  # beside, not inside, its data_dir (a dev cluster: same disk)
-            f"group_commit = {'true' if self.group_commit else 'false'}\n"
-            f"synchronous_standby = {'true' if synchronous else 'false'}\n"
-            f"peers = {json.dumps(others)}\n{hooks}"
-            + "liabilities_interval_s = 1.0\n"  # a local cluster shows its liabilities a second after its first money
-            + self._tls_lines(svc.name, require_client_certificates=True) +
-            f'log_level = "{self.log_level}"\n\n' + self._token_rows(entries)
-        )
+        settings: dict[str, Any] = {
+            "host": "127.0.0.1", "port": svc.port, "data_dir": f"{svc.name}-data",
+            "backup_dir": f"{svc.name}-backups",  # beside, not inside, its data_dir (a dev cluster: same disk)
+            "group_commit": self.group_commit, "synchronous_standby": synchronous, "peers": others,
+            "fault_apply_delay_file": self._apply_delay_path(svc.name) if self.fault_hooks else None,
+            "liabilities_interval_s": LIABILITIES_INTERVAL_S,
+            **self._tls_settings(svc.name, require_client_certificates=True),
+            "log_level": self.log_level,
+        }
+        return ServiceConfig("ledger", settings, self._token_rows(entries))
 
-    def _write_edge_config(self, svc: Service) -> None:
+    def edge_config(self, svc: Service) -> ServiceConfig:
+        """The config of edge `svc`: every ledger copy and every other edge, through its proxy if any."""
         eid = svc.name
         ledger_urls = [self._link_url(eid, n) for n in ("ledger", STANDBY) if n in self.services]
         # Over TLS the sync links are written as wss:// (what operators write for websockets).
-        peers = "".join(
-            f'\n[[edge.peers]]\nid = "{p}"\nurl = "{self._link_url(eid, p).replace("https://", "wss://")}"\n'
-            for p in self.edge_ids if p != eid
-        )
+        peers = [{"id": p, "url": self._link_url(eid, p).replace("https://", "wss://")}
+                 for p in self.edge_ids if p != eid]
         # One peer credential per edge, named after it: the only edge id its holder may claim.
         entries = [(GAME_SERVER, "game_server", "game_server"), ("metrics", "metrics", "metrics"),
                    *((p, "peer", f"peer-{p}") for p in self.edge_ids if p != eid)]
-        svc.config_path.write_text(
-            "[edge]\n"
+        settings: dict[str, Any] = {
             # crdt_client_id: ignored by current edges (ids derive from the edge id), kept for older ones.
-            f'id = "{eid}"\ncrdt_client_id = {self.edge_ids.index(eid) + 1}\n'
-            f'host = "127.0.0.1"\nport = {svc.port}\ndata_dir = "edge-{eid}-data"\n'
-            f"ledger_urls = {json.dumps(ledger_urls)}\n"
-            f'ledger_token_file = "secrets/edge-{eid}.token"\npeer_token_file = "secrets/peer-{eid}.token"\n'
-            f"ledger_attempt_timeout_s = {self.ledger_attempt_timeout_s}\n"
-            f"ledger_deadline_s = {self.ledger_deadline_s}\n"
-            f'log_level = "{self.log_level}"\n'
-            + self._tls_lines(eid, require_client_certificates=False) + f"{peers}\n" + self._token_rows(entries)
-        )
+            "id": eid, "crdt_client_id": self.edge_ids.index(eid) + 1,
+            "host": "127.0.0.1", "port": svc.port, "data_dir": f"edge-{eid}-data",
+            "ledger_urls": ledger_urls,
+            "ledger_token_file": f"secrets/edge-{eid}.token", "peer_token_file": f"secrets/peer-{eid}.token",
+            "ledger_attempt_timeout_s": float(self.ledger_attempt_timeout_s),
+            "ledger_deadline_s": float(self.ledger_deadline_s),
+            "log_level": self.log_level,
+            **self._tls_settings(eid, require_client_certificates=False),
+            "peers": peers,
+        }
+        return ServiceConfig("edge", settings, self._token_rows(entries))
 
     def _link_url(self, src: str, dst: str) -> str:
         proxy = self.proxies.get((src, dst))
@@ -301,47 +267,32 @@ class Cluster:
         ledger is alive but never ready)."""
         svc = self.services[name]
         assert not svc.running, f"{name} already running"
-        cmd = [sys.executable, "-m", "croupier", svc.kind, "serve", "--config", str(svc.config_path), *svc.args]
-        log = svc.log_path.open("ab")
-        env = {**service_environment(os.environ), "PYTHONUNBUFFERED": "1"}
-        svc.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.root, env=env,
-                                    start_new_session=True)
-        log.close()
+        svc.process = ServiceProcess(name, serve_command(svc.kind, svc.config_path, *svc.args),
+                                     log_path=svc.log_path, cwd=self.root).start()
         await self.wait_ready(name, path="/readyz" if ready else "/healthz")
 
     async def wait_ready(self, name: str, timeout_s: float = READY_TIMEOUT_S, *, path: str = "/readyz") -> None:
         svc = self.services[name]
-        assert svc.proc is not None, f"{name} not started"
-        await wait_until_ready(svc.url + path, svc.proc, timeout_s=timeout_s,
-                               describe=lambda: f"{name}:\n{self.log_tail(name)}", tls=self.client_ssl())
+        assert svc.process is not None, f"{name} not started"
+        await svc.process.wait_ready(svc.url + path, timeout_s=timeout_s, tls=self.client_ssl())
 
     def signal(self, name: str, sig: int) -> None:
-        svc = self.services[name]
-        assert svc.proc is not None
-        svc.proc.send_signal(sig)
+        process = self.services[name].process
+        assert process is not None, f"{name} not started"
+        process.send_signal(sig)
 
     async def kill(self, name: str) -> None:
         """kill -9, and reap it."""
-        svc = self.services[name]
-        if svc.running:
-            assert svc.proc is not None
-            svc.proc.kill()
-            await asyncio.to_thread(svc.proc.wait, STOP_TIMEOUT_S)
+        process = self.services[name].process
+        if process is not None:
+            await asyncio.to_thread(process.kill, STOP_TIMEOUT_S)
 
     async def stop_service(self, name: str) -> int | None:
         """SIGTERM, then SIGKILL after STOP_TIMEOUT_S; returns the exit status."""
-        svc = self.services[name]
-        if svc.proc is None:
+        process = self.services[name].process
+        if process is None:
             return None
-        if svc.running:
-            svc.proc.send_signal(signal.SIGCONT)
-            svc.proc.terminate()
-            try:
-                await asyncio.to_thread(svc.proc.wait, STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                svc.proc.kill()
-                await asyncio.to_thread(svc.proc.wait, STOP_TIMEOUT_S)
-        return svc.proc.returncode
+        return await asyncio.to_thread(process.stop, STOP_TIMEOUT_S)
 
     async def restart(self, name: str) -> None:
         await self.stop_service(name)
@@ -398,18 +349,18 @@ class Cluster:
             path.parent.mkdir(exist_ok=True)
             path.write_text(str(seconds))
 
-    async def stop(self) -> None:
+    async def stop(self) -> dict[str, int | None]:
+        """Stop every service (edges first) and the proxies; each service's exit status."""
+        statuses = {}
         for name in [*self.edge_ids, STANDBY, "ledger"]:
             if name in self.services:
-                await self.stop_service(name)
+                statuses[name] = await self.stop_service(name)
         for proxy in self.proxies.values():
             await proxy.stop()
+        return statuses
 
     def log_tail(self, name: str, lines: int = 30) -> str:
-        path = self.services[name].log_path
-        if not path.exists():
-            return "(no log)"
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        return tail(self.services[name].log_path, lines)
 
     # --- faults ---------------------------------------------------------------------------
 
