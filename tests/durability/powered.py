@@ -15,12 +15,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.cluster import free_port, wait_until_ready
+from harness.launcher import CROUPIER, launch_environment
 from tests.ledger.procs import LedgerProcess
 
 SHIM_SOURCE = Path(__file__).parent / "powerloss" / "shim.c"
 GCC_TIMEOUT_S = 60.0
-READY_TIMEOUT_S = 30.0
 PRODUCT_SYNCHRONOUS = "PRAGMA synchronous=FULL"
 
 # Runs the ledger CLI with the SQLite `synchronous` pragma replaced (teeth runs only): fails loudly
@@ -54,13 +53,18 @@ class Disk:
     full_flag: Path | None = None   # while this file exists, writes to the database files fail ENOSPC
 
 
-def shim_env(shim: Path, watched: Path, shadow: Path, disk: Disk) -> dict[str, str]:
-    env = {**os.environ, "LD_PRELOAD": str(shim), "CROUPIER_POWERLOSS_DIR": os.path.realpath(watched),
-           "CROUPIER_POWERLOSS_SHADOW": str(shadow), "CROUPIER_POWERLOSS_MODE": disk.mode,
-           "PYTHONUNBUFFERED": "1"}
+def shim_variables(shim: Path, watched: Path, shadow: Path, disk: Disk) -> dict[str, str]:
+    """The environment variables that load the shim over `watched` and say how the disk behaves."""
+    env = {"LD_PRELOAD": str(shim), "CROUPIER_POWERLOSS_DIR": os.path.realpath(watched),
+           "CROUPIER_POWERLOSS_SHADOW": str(shadow), "CROUPIER_POWERLOSS_MODE": disk.mode}
     if disk.full_flag is not None:
         env["CROUPIER_POWERLOSS_FULL_FLAG"] = str(disk.full_flag)
     return env
+
+
+def shim_env(shim: Path, watched: Path, shadow: Path, disk: Disk) -> dict[str, str]:
+    """This process's environment with the shim loaded (for a child that is not a service)."""
+    return {**os.environ, "PYTHONUNBUFFERED": "1", **shim_variables(shim, watched, shadow, disk)}
 
 
 def materialize(shadow: Path, target: Path) -> list[str]:
@@ -83,7 +87,6 @@ class PoweredLedger(LedgerProcess):
 
     def __init__(self, root: Path, shim: Path) -> None:
         super().__init__(root)
-        self.root = root
         self.shim = shim
         self.data = root / "data"
         self.data.mkdir(parents=True, exist_ok=True)
@@ -95,19 +98,9 @@ class PoweredLedger(LedgerProcess):
         self.boots += 1
         self.shadow = self.root / f"shadow-{self.boots}"
         self.shadow.mkdir()
-        port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        cli = ["ledger", "serve", "--config", str(self.config), "--port", str(port)]
-        if disk.synchronous is None:
-            argv = [sys.executable, "-m", "croupier", *cli]
-        else:
-            argv = [sys.executable, "-c", _WITH_SYNCHRONOUS, disk.synchronous, *cli]
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=self.root,
-                                         env=shim_env(self.shim, self.data, self.shadow, disk),
-                                         start_new_session=True)
-        await wait_until_ready(self.url + "/readyz", self.proc, timeout_s=READY_TIMEOUT_S,
-                               describe=self.log.read_text)
+        program = CROUPIER if disk.synchronous is None else (sys.executable, "-c", _WITH_SYNCHRONOUS, disk.synchronous)
+        await self.launch(program=program,
+                          env=launch_environment(shim_variables(self.shim, self.data, self.shadow, disk)))
 
     def syncs(self) -> list[str]:
         """Every fsync the shim saw in this boot, in order: shadow names, "." for the directory."""
@@ -117,6 +110,6 @@ class PoweredLedger(LedgerProcess):
         """SIGKILL, then keep only what was durable; returns the surviving file names."""
         assert self.proc is not None, "not running"
         self.kill9()
-        self.proc = None
+        self.process = None
         return materialize(self.shadow, self.data)
 
