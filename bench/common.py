@@ -1,4 +1,7 @@
-"""Helpers the benchmark scripts share: start/stop a server process, run `wrk`, read its figures.
+"""Helpers the benchmark scripts share: run `wrk`, read its figures, measure a process's CPU time.
+
+Servers are started as every service process is: `harness/launcher.py` (`ServiceProcess` for any
+command, `Cluster` for a Croupier cluster).
 
 The load generator is `wrk` (Debian package; `make tools` installs it): one C process with an
 event loop per thread, far faster than the servers measured here, so it is not the bottleneck
@@ -6,7 +9,7 @@ event loop per thread, far faster than the servers measured here, so it is not t
 
 A wrk Lua script used with `run_wrk` must load `bench/wrk/report.lua` (see `bench/wrk/bets.lua`):
 that file counts answers by status and prints the one `WRK_JSON {...}` line parsed here.
-Nothing here is specific to the ledger: any script, URL and server command will do.
+Nothing here is specific to the ledger: any script and URL will do.
 """
 
 from __future__ import annotations
@@ -14,9 +17,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +26,6 @@ WRK_DIR = Path(__file__).resolve().parent / "wrk"
 WRK_MARKER = "WRK_JSON "
 WRK_TIMEOUT_S = 10  # a request slower than this counts as a wrk timeout error
 WRK_EXTRA_WALL_S = 30.0  # wall-clock allowance beyond the run itself before wrk is killed
-READY_POLL_S = 0.1
-STOP_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -99,54 +97,6 @@ def run_wrk(url: str, *, script: Path, script_args: Sequence[str], threads: int,
     if done.returncode != 0:
         raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr.strip()}\n{done.stdout}")
     return parse_wrk_output(done.stdout)
-
-
-@dataclass
-class ServerProcess:
-    """A server started as a child process, its output in a log file; `stop()` always reaps it."""
-
-    cmd: Sequence[str]
-    log_path: Path
-    cwd: Path | None = None
-    proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        assert self.proc is None, "started once"
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd,
-                                         env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
-
-    def wait_http_ok(self, url: str, timeout_s: float) -> None:
-        """Poll `url` until it answers 200; fail early if the process exits."""
-        assert self.proc is not None, "started"
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.cmd[:3]} exited ({self.proc.returncode}):\n{self.log_tail()}")
-            try:
-                with urllib.request.urlopen(url, timeout=1.0) as answer:
-                    if answer.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(READY_POLL_S)
-        raise TimeoutError(f"{url} not ready after {timeout_s}s:\n{self.log_tail()}")
-
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL after STOP_TIMEOUT_S."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(STOP_TIMEOUT_S)
-
-    def log_tail(self, lines: int = 30) -> str:
-        if not self.log_path.exists():
-            return "(no log)"
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
 def process_cpu_s(pid: int) -> float:

@@ -35,8 +35,9 @@ import aiohttp
 
 from shared.auth import new_token
 
-from common import WRK_DIR, ServerProcess, WrkResult, load_average, process_cpu_s, run_wrk
-from harness.cluster import JACKPOT_GAMES, JACKPOT_ID, Cluster, free_port
+from common import WRK_DIR, WrkResult, load_average, process_cpu_s, run_wrk
+from harness.cluster import JACKPOT_GAMES, JACKPOT_ID, Cluster
+from harness.launcher import ServiceProcess, free_port
 
 NOOP_SERVER = Path(__file__).resolve().parent / "noop_server.py"
 BETS_SCRIPT = WRK_DIR / "bets.lua"
@@ -87,15 +88,14 @@ async def run_noop(opts: Options) -> dict[str, Any]:
     token_file.write_text(new_token())
     token_file.chmod(0o600)
     port = free_port()
-    server = ServerProcess([sys.executable, str(NOOP_SERVER), "--port", str(port), "--token-file", str(token_file)],
-                           log_path=root / "noop.log", cwd=root)
+    url = f"http://127.0.0.1:{port}"
+    server = ServiceProcess("noop", [sys.executable, str(NOOP_SERVER), "--port", str(port), "--token-file",
+                                     str(token_file)], log_path=root / "noop.log", cwd=root)
     try:
         server.start()
-        await asyncio.to_thread(server.wait_http_ok, f"http://127.0.0.1:{port}/healthz", READY_TIMEOUT_S)
-        url = f"http://127.0.0.1:{port}"
+        await server.wait_ready(url + "/healthz", timeout_s=READY_TIMEOUT_S)
         warm = await asyncio.to_thread(wrk_bets, url, token_file, "warm", opts, opts.warmup_seconds)
-        assert server.proc is not None
-        result, cpu = await measured_run(server.proc.pid, url, token_file, opts)
+        result, cpu = await measured_run(server.pid, url, token_file, opts)
     finally:
         await asyncio.to_thread(server.stop)
     return {"warmup_errors": warm.errors, **result.figures(), **cpu, "errors": result.errors}

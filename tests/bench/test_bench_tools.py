@@ -16,8 +16,8 @@ from aiohttp import web
 from shared.auth import new_token
 from shared.models import BetIn
 
-from common import WRK_DIR, ServerProcess, parse_wrk_output, process_cpu_s, run_wrk
-from harness.cluster import free_port
+from common import WRK_DIR, parse_wrk_output, process_cpu_s, run_wrk
+from harness.launcher import ServiceProcess, free_port
 from ledger_throughput import NOOP_SERVER, commit_check
 
 PLAYERS = 50
@@ -110,13 +110,13 @@ async def test_noop_server_answers_a_bet_like_the_ledger_and_refuses_bad_credent
     token_file = tmp_path / "edge.token"
     token_file.write_text(new_token())
     port = free_port()
-    server = ServerProcess([sys.executable, str(NOOP_SERVER), "--port", str(port), "--token-file", str(token_file)],
-                           log_path=tmp_path / "noop.log", cwd=tmp_path)
+    server = ServiceProcess("noop", [sys.executable, str(NOOP_SERVER), "--port", str(port), "--token-file",
+                                     str(token_file)], log_path=tmp_path / "noop.log", cwd=tmp_path)
     bet = {"id": "b-1", "player_id": "p1", "currency": "EUR", "amount_minor": 500, "round_id": "r1",
            "game_id": "slots-1"}
     try:
         server.start()
-        await asyncio.to_thread(server.wait_http_ok, f"http://127.0.0.1:{port}/healthz", 30.0)
+        await server.wait_ready(f"http://127.0.0.1:{port}/healthz", timeout_s=30.0)
         async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{port}",
                                          timeout=aiohttp.ClientTimeout(total=10)) as http:
             good = {"Authorization": f"Bearer {token_file.read_text()}"}
@@ -128,7 +128,7 @@ async def test_noop_server_answers_a_bet_like_the_ledger_and_refuses_bad_credent
             async with http.post("/v1/bets", json={**bet, "amount_minor": 1.5}, headers=good) as answer:
                 assert (answer.status, (await answer.json())["code"]) == (400, "validation_error")
     finally:
-        server.stop()
+        assert server.stop() == 0  # the no-op server drains and exits 0 on SIGTERM
     assert body["transaction"]["id"] == "b-1" and body["transaction"]["amount_minor"] == 500
     assert set(body["balance"]) == {"player_id", "currency", "balance_minor", "version"}
     assert body["replayed"] is False
