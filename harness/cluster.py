@@ -127,12 +127,33 @@ class Cluster:
     # --- set-up ---------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Lay the cluster out, start the proxies (if any), write the configs, start the ledgers and
+        then the edges, each ready; on any failure stop what started."""
+        self.lay_out()
+        try:
+            if self.proxied:
+                await self._start_proxies()
+            self.write_configs()
+            for name in self.ledger_names:
+                await self.start_service(name)
+            await asyncio.gather(*(self.start_service(e) for e in self.edge_ids))
+        except BaseException:
+            await self.stop()
+            raise
+
+    @property
+    def ledger_names(self) -> list[str]:
+        """The ledger copies: the primary-to-be, then the standby if any."""
+        return ["ledger", *([STANDBY] if self.standby else [])]
+
+    def lay_out(self) -> None:
+        """Directories, credentials (`secrets/`), a free port and file names per service, and the
+        certificates of a TLS cluster: nothing runs yet."""
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "secrets").mkdir(mode=0o700, exist_ok=True)
         self._make_tokens()
-        ledgers = ["ledger", *([STANDBY] if self.standby else [])]
         scheme = "https" if self.tls else "http"
-        for name in ledgers:
+        for name in self.ledger_names:
             self.services[name] = Service(name, "ledger", free_port(), self.root / f"{name}.toml",
                                           self.root / f"{name}.log", scheme=scheme)
         if self.standby:
@@ -142,20 +163,13 @@ class Cluster:
             self.services[eid] = Service(eid, "edge", free_port(), self.root / f"edge-{eid}.toml",
                                          self.root / f"edge-{eid}.log", scheme=scheme)
         if self.tls:
-            self._make_certificates([*ledgers, *self.edge_ids, "client"])
-        if self.proxied:
-            await self._start_proxies()
-        for name in ledgers:
-            self.ledger_config(self.services[name]).write(self.services[name].config_path)
-        for eid in self.edge_ids:
-            self.edge_config(self.services[eid]).write(self.services[eid].config_path)
-        try:
-            for name in ledgers:
-                await self.start_service(name)
-            await asyncio.gather(*(self.start_service(e) for e in self.edge_ids))
-        except BaseException:
-            await self.stop()
-            raise
+            self._make_certificates([*self.ledger_names, *self.edge_ids, "client"])
+
+    def write_configs(self) -> None:
+        """Every service's config file, with the links as they are now (through the proxies, once started)."""
+        for svc in self.services.values():
+            config = self.ledger_config(svc) if svc.kind == "ledger" else self.edge_config(svc)
+            config.write(svc.config_path)
 
     def _make_tokens(self) -> None:
         if self.tokens:
