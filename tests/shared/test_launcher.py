@@ -5,6 +5,7 @@ their exit status reported."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -163,3 +164,25 @@ async def test_readiness_is_bounded_and_a_process_ignoring_sigterm_is_killed_aft
     assert status == -9 and not process.running
     assert [e["event"] for e in logs] == ["service_killed_after_stop_timeout"]
     assert logs[0]["service"] == "stubborn"
+
+
+async def test_a_cluster_keeps_its_contract_files_and_reports_every_exit_status(tmp_path: Path) -> None:
+    cluster = Cluster(tmp_path / "c", edge_ids=("eu",), log_level="warning")
+    try:
+        await cluster.start()
+        info = json.loads(cluster.write_info().read_text())
+    finally:
+        statuses = await cluster.stop()
+    assert statuses == {"eu": 0, "ledger": 0}
+    assert set(info) == {"ledger", "edges", "tokens", "peer_tokens", "seed"}
+    assert info["edges"] == [{"id": "eu", "url": cluster.url("eu")}]
+    assert info["ledger"] == {"url": cluster.url("ledger")}
+    assert set(info["tokens"]) == {"game_server", "peer", "metrics", "edge", "cashier", "admin_read", "admin_write",
+                                   "replica"}
+    secrets = cluster.root / "secrets"
+    assert sorted(p.name for p in secrets.iterdir()) == sorted(
+        f"{n}.token" for n in ("edge", "cashier", "admin_read", "admin_write", "replica", "metrics", "game_server",
+                               "peer", "edge-eu", "peer-eu"))
+    assert all((p.stat().st_mode & 0o777) == 0o600 for p in secrets.iterdir())
+    assert (secrets / "admin_read.token").read_text() == info["tokens"]["admin_read"]
+    assert sorted(p.name for p in cluster.root.glob("*.toml")) == ["edge-eu.toml", "ledger.toml"]
