@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import socket
 import ssl
@@ -45,6 +46,7 @@ LOG_TAIL_LINES = 30
 SERVICE_KINDS = ("ledger", "edge")
 CROUPIER = (sys.executable, "-m", "croupier")  # how a service is started unless the caller says otherwise
 DEPLOYMENT_OVERRIDES = ("CROUPIER_LEDGER__", "CROUPIER_EDGE__")
+BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")  # a TOML key that needs no quoting
 
 log = structlog.get_logger("croupier.harness.launcher")
 
@@ -136,6 +138,8 @@ class ServiceConfig:
         plain = {k: v for k, v in table.items() if k not in lists}
         chunks = [tomli_w.dumps({self.kind: plain})]
         for key, rows in lists.items():
+            if not BARE_KEY.fullmatch(key):  # written into a section header as it is
+                raise ValueError(f"{self.kind}.{key}: a list of tables needs a bare key")
             chunks += [f"[[{self.kind}.{key}]]\n" + tomli_w.dumps(row) for row in rows]
         chunks += ["[[tokens]]\n" + tomli_w.dumps(_token(t)) for t in self.tokens]
         return "\n".join(chunks)

@@ -9,6 +9,7 @@ import json
 import os
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -76,11 +77,21 @@ def test_an_edge_config_with_peer_tables_round_trips_through_the_edges_loader(tm
     assert text.count("[[edge.peers]]") == 2 and text.rstrip().endswith(f'sha256 = "{hash_token("g")}"')
 
 
-def test_a_service_of_no_known_kind_is_refused() -> None:
+def test_the_text_written_is_the_document_described() -> None:
+    config = ServiceConfig("edge", {"id": STRANGE, "ratio": 0.5, "on": True, "urls": (STRANGE, "b\n"),
+                                    "sub": {"k": STRANGE}, "peers": [{"id": STRANGE, "url": "ws://x"}]},
+                           [TokenRow(STRANGE, "peer", "ab")])
+    assert tomllib.loads(config.render()) == config.document()
+    assert config.document()["edge"]["urls"] == [STRANGE, "b\n"]
+
+
+def test_a_service_of_no_known_kind_or_a_table_list_without_a_bare_key_is_refused() -> None:
     with pytest.raises(ValueError):
         ServiceConfig("cashier", {})
     with pytest.raises(ValueError):
         serve_command("cashier", Path("x.toml"))
+    with pytest.raises(ValueError):
+        ServiceConfig("edge", {"a b": [{"id": "x"}]}).render()
 
 
 def test_a_tls_cluster_laid_out_under_a_strange_directory_writes_configs_its_services_load(tmp_path: Path) -> None:
