@@ -77,7 +77,9 @@ class Append:
 
 
 @dataclass(frozen=True)
-class Watermark:
+class ReconciliationWatermark:
+    """The ledger position up to which document `key`'s effects are reconciled (forgotten below)."""
+
     key: str
     sequence: int
 
@@ -134,7 +136,7 @@ def _in_transaction(db: sqlite3.Connection, work: Callable[[], None]) -> None:
 
 
 def _commit_batch(db: sqlite3.Connection, appends: list[Append], doc_rows: list[tuple[str, bytes, int]],
-                  watermarks: list[Watermark]) -> None:
+                  watermarks: list[ReconciliationWatermark]) -> None:
     """A batch in one transaction: an effect and the CRDT update that carries it, together or not at all."""
     def work() -> None:
         db.executemany("INSERT INTO updates (doc, data) VALUES (?, ?)", [(op.doc, op.data) for op in appends])
@@ -165,7 +167,10 @@ def _compact_docs(db: sqlite3.Connection, client_id: int, names: list[str]) -> N
     _in_transaction(db, work)
 
 
-class Store:
+class DocumentStore:
+    """The edge's durable documents: their CRDT updates, the effects they carry and their
+    reconciliation watermarks (see the module docstring)."""
+
     def __init__(self, path: Path, client_id: int, limits: StoreLimits = StoreLimits(),
                  on_durable: Callable[[list[tuple[str, bytes]]], None] = lambda local_updates: None,
                  health: TaskHealth | None = None, *, allow_migration: bool = True,
@@ -179,7 +184,7 @@ class Store:
         self.client_id = client_id
         self.limits = limits
         self._db: SqliteThread | None = None
-        self._queue: asyncio.Queue[Append | Watermark | None] = asyncio.Queue(maxsize=limits.queue_max)
+        self._queue: asyncio.Queue[Append | ReconciliationWatermark | None] = asyncio.Queue(maxsize=limits.queue_max)
         self._pending: Counter[str] = Counter()
         self._rows: Counter[str] = Counter()  # rows per document on disk (mirrors docs.n)
         self._enqueued = 0  # operations queued so far; the queue keeps their order
@@ -226,7 +231,7 @@ class Store:
         self._pending[op.doc] += 1
 
     def raise_watermark(self, key: str, sequence: int) -> None:
-        self._put(Watermark(key, sequence))
+        self._put(ReconciliationWatermark(key, sequence))
 
     async def barrier(self, timeout_s: float) -> bool:
         """Wait until everything queued so far is committed (False on timeout)."""
@@ -238,7 +243,7 @@ class Store:
                 return False
         return True
 
-    def _put(self, op: Append | Watermark) -> None:
+    def _put(self, op: Append | ReconciliationWatermark) -> None:
         # Never blocks: a full queue is an explicit failure (callers degrade, reconciliation repairs).
         if not self.is_open:
             raise Unavailable("the edge's local store is not writable", code="storage_unavailable")
@@ -270,14 +275,14 @@ class Store:
             log.exception("edge store writer failed")
             raise
 
-    async def _commit(self, ops: list[Append | Watermark]) -> None:
+    async def _commit(self, ops: list[Append | ReconciliationWatermark]) -> None:
         db = self._db
         assert db is not None
         appends = [op for op in ops if isinstance(op, Append)]
         counts = Counter(op.doc for op in appends)
         last_sv = {op.doc: op.state_vector for op in appends}
         await db.run(_commit_batch, appends, [(doc, last_sv[doc], n) for doc, n in counts.items()],
-                     [op for op in ops if isinstance(op, Watermark)])
+                     [op for op in ops if isinstance(op, ReconciliationWatermark)])
         self._on_durable([(op.doc, op.data) for op in appends if op.local])
         async with self._committed_cond:
             self._committed += len(ops)

@@ -3,14 +3,15 @@
 from edge.crdt import Effect
 from edge.crdt.replica import Replica
 from edge.crdt.slots import JackpotSlot, jackpot_slots, write_slot
-from edge.persist import Append, Store, StoreLimits
+from edge.persist import Append, DocumentStore, StoreLimits
 
 JP = "jackpot/mega"
 
 
 async def test_store_reopens_with_documents_effects_and_watermarks_and_compacts(tmp_path):
     durable = []
-    store = Store(tmp_path / "edge.db", client_id=1, limits=StoreLimits(compact_after=10), on_durable=durable.extend)
+    store = DocumentStore(tmp_path / "edge.db", client_id=1, limits=StoreLimits(compact_after=10),
+                          on_durable=durable.extend)
     await store.open()
     r = Replica("eu", 1, 4, pinned=store.pending)
     r.install(JP, [])
@@ -23,7 +24,7 @@ async def test_store_reopens_with_documents_effects_and_watermarks_and_compacts(
     assert len(durable) == 12 and not store.pending(JP), "local updates are handed over only once committed"
     await store.close()
 
-    store2 = Store(tmp_path / "edge.db", client_id=1, limits=StoreLimits(compact_after=10))
+    store2 = DocumentStore(tmp_path / "edge.db", client_id=1, limits=StoreLimits(compact_after=10))
     loaded = await store2.open()
     try:
         assert loaded.docs == [(JP, r.state_vectors[JP])]
