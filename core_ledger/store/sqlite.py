@@ -5,6 +5,8 @@ a backup copies through a connection of its own (aiosqlite's `Connection.backup`
 Every operation is ONE unit of work in its connection's thread: a group commit (journal rows,
 derived rows, head) or a batch's loads cost one thread hop, not one per statement, and no
 statement stays open between operations (each read sees every commit that returned before it).
+A commit extends the stored head or changes nothing: its rows must run without a gap up to the
+new head, and the stored head must be the one they start from (as on PostgreSQL).
 
 Derived tables are (key columns..., doc JSON). The journal is protected by triggers against UPDATE
 and DELETE; its rows hold the canonical entry text that the chain hashes. The schema version is
@@ -27,6 +29,7 @@ from shared import sqlite_migrate
 from shared.migrations import Migration, Plan, SchemaVersionError
 from shared.sqlite_thread import SqliteThread
 
+from core_ledger.domain.commands import require
 from core_ledger.domain.state import ENTRIES, TABLES, Doc, Key
 from core_ledger.store.base import KEYS_PER_QUERY_MAX, Head, JournalRow, Rows, StorageError, Store
 
@@ -97,8 +100,15 @@ _UPSERT = {t: f"INSERT INTO {t} VALUES ({', '.join('?' * (len(cols) + 1))}) "
 
 
 def _commit_sync(db: sqlite3.Connection, journal: Sequence[JournalRow], rows: Rows, head: Head) -> None:
+    require([j.sequence for j in journal] == list(range(head.sequence - len(journal) + 1, head.sequence + 1)),
+            "a commit's journal rows end at its head without a gap")
     db.execute("BEGIN IMMEDIATE")
     try:
+        # The stored head must be where this commit starts (fencing, as on PostgreSQL).
+        [(stored,)] = _fetch_all(db, f"SELECT coalesce({HEAD_SQL}, 0)", ())
+        if stored != head.sequence - len(journal):
+            raise StorageError(f"the stored journal head ({stored}) is not the one this commit extends "
+                               f"({head.sequence - len(journal)}): another writer?")
         db.executemany("INSERT INTO journal (sequence, tx_id, entry) VALUES (?, ?, ?)",
                        [(j.sequence, j.tx_id, j.text) for j in journal])
         for table, items in rows.items():
