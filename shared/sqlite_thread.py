@@ -18,13 +18,11 @@ Only the standard library: `sqlite3`, `threading`, `queue`, `asyncio`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import queue
 import sqlite3
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, NamedTuple, ParamSpec, TypeVar
 
 import structlog
 
@@ -38,14 +36,14 @@ class SqliteThreadClosed(RuntimeError):
     """Work was handed to a connection thread that is closed (or closing)."""
 
 
-@dataclass(frozen=True)
-class _Work:
-    call: Callable[[sqlite3.Connection], Any]
+class _Work(NamedTuple):  # a tuple: built once per unit of work, on the hot path
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
     future: asyncio.Future[Any]
 
 
-@dataclass(frozen=True)
-class _Stop:
+class _Stop(NamedTuple):
     future: asyncio.Future[None]
 
 
@@ -63,8 +61,10 @@ def _hand_back(future: asyncio.Future[Any], result: Any = None, error: BaseExcep
     """From the thread: complete `future` on its loop. A loop already closed has nobody waiting."""
     if isinstance(error, StopIteration):  # a future refuses StopIteration (it would end a generator)
         error = RuntimeError(f"StopIteration raised in a SQLite thread: {error!r}")
-    with contextlib.suppress(RuntimeError):
+    try:
         future.get_loop().call_soon_threadsafe(_settle, future, result, error)
+    except RuntimeError:  # the loop is closed: nobody is waiting any more
+        return
 
 
 class SqliteThread:
@@ -100,10 +100,10 @@ class SqliteThread:
     async def run(self, fn: Callable[Concatenate[sqlite3.Connection, P], T], *args: P.args,
                   **kwargs: P.kwargs) -> T:
         """`fn(connection, *args, **kwargs)` in the connection's thread; its result, or its exception."""
-        if not self.is_open:
+        if self._closing or self._thread is None:
             raise SqliteThreadClosed(f"the SQLite connection {self.name} is closed")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._inbox.put(_Work(lambda conn: fn(conn, *args, **kwargs), future))
+        self._inbox.put(_Work(fn, args, kwargs, future))
         return await future
 
     async def close(self) -> None:
@@ -141,7 +141,7 @@ class SqliteThread:
             if isinstance(item, _Stop):
                 return item
             try:
-                result = item.call(conn)
+                result = item.fn(conn, *item.args, **item.kwargs)
             except BaseException as e:  # noqa: BLE001  raised to its waiter, with its type; the thread serves on
                 _hand_back(item.future, error=e)
             else:
