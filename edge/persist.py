@@ -38,7 +38,7 @@ import structlog
 from shared import sqlite_migrate
 from shared.errors import Unavailable
 from shared.migrations import Migration, Plan
-from shared.sqlite_thread import SqliteThread
+from shared.sqlite_thread import SqliteThread, write_transaction
 
 from edge.crdt import Effect, compact
 from edge.health import TaskHealth
@@ -124,21 +124,10 @@ def _load_doc(db: sqlite3.Connection, name: str) -> list[bytes]:
     return [bytes(row[0]) for row in _fetch_all(db, "SELECT data FROM updates WHERE doc = ? ORDER BY id", (name,))]
 
 
-def _in_transaction(db: sqlite3.Connection, work: Callable[[], None]) -> None:
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        work()
-        db.execute("COMMIT")
-    except BaseException:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise
-
-
 def _commit_batch(db: sqlite3.Connection, appends: list[Append], doc_rows: list[tuple[str, bytes, int]],
                   watermarks: list[ReconciliationWatermark]) -> None:
     """A batch in one transaction: an effect and the CRDT update that carries it, together or not at all."""
-    def work() -> None:
+    with write_transaction(db):
         db.executemany("INSERT INTO updates (doc, data) VALUES (?, ?)", [(op.doc, op.data) for op in appends])
         db.executemany("INSERT INTO docs (name, sv, n) VALUES (?, ?, ?) "
                        "ON CONFLICT(name) DO UPDATE SET sv = excluded.sv, n = docs.n + excluded.n", doc_rows)
@@ -150,12 +139,10 @@ def _commit_batch(db: sqlite3.Connection, appends: list[Append], doc_rows: list[
             db.execute("INSERT INTO watermarks (key, seq) VALUES (?, ?) "
                        "ON CONFLICT(key) DO UPDATE SET seq = max(seq, excluded.seq)", (mark.key, mark.sequence))
 
-    _in_transaction(db, work)
-
 
 def _compact_docs(db: sqlite3.Connection, client_id: int, names: list[str]) -> None:
     """Replace each document's rows by one equivalent update, in one transaction (all or none)."""
-    def work() -> None:
+    with write_transaction(db):
         for name in names:
             rows = [(int(i), bytes(d)) for i, d in
                     _fetch_all(db, "SELECT id, data FROM updates WHERE doc = ? ORDER BY id", (name,))]
@@ -163,8 +150,6 @@ def _compact_docs(db: sqlite3.Connection, client_id: int, names: list[str]) -> N
             db.execute("DELETE FROM updates WHERE doc = ? AND id <= ?", (name, rows[-1][0]))
             db.execute("INSERT INTO updates (doc, data) VALUES (?, ?)", (name, snapshot))
             db.execute("UPDATE docs SET n = 1 WHERE name = ?", (name,))
-
-    _in_transaction(db, work)
 
 
 class DocumentStore:

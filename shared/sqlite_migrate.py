@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import structlog
 
 from shared.migrations import Migration, Plan, plan
+from shared.sqlite_thread import write_transaction
 
 log = structlog.get_logger("croupier.schema")
 
@@ -33,8 +34,7 @@ def migrate(conn: sqlite3.Connection, migrations: Sequence[Migration], *, allowe
             migrate_command: str) -> Plan:
     """Bring the database to the code's schema version (or raise `SchemaVersionError`, changing
     nothing). `conn` must be in autocommit mode (`isolation_level=None`), outside a transaction."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with write_transaction(conn):
         stored = stored_version(conn)
         empty = _scalar(conn, "SELECT count(*) FROM sqlite_master WHERE type = 'table'") == 0
         steps = plan(migrations, stored, empty=empty, allowed=allowed, store=store, migrate_command=migrate_command)
@@ -43,11 +43,6 @@ def migrate(conn: sqlite3.Connection, migrations: Sequence[Migration], *, allowe
                 conn.execute(statement)
         if steps.steps:
             conn.execute(f"PRAGMA user_version = {int(steps.target)}")
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
     if steps.steps:
         log.info("schema_migrated", store=store, from_version=steps.stored, to_version=steps.target,
                  steps=[f"{m.version}: {m.summary}" for m in steps.steps])

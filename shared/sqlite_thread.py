@@ -7,6 +7,9 @@ coroutine through an asyncio future completed with `loop.call_soon_threadsafe`. 
 one thread hop, however many statements it runs: a ledger group commit or an edge batch is one
 callable, not one hop per statement.
 
+`write_transaction(connection)` is the one way units write: `BEGIN IMMEDIATE`, then `COMMIT`, or
+`ROLLBACK` on any exception (which is raised on), for connections in autocommit mode.
+
 `close()` lets every unit queued before it run, then closes the connection in its thread; `run`
 after `close()` raises `SqliteThreadClosed`. A caller cancelled while its unit runs stops waiting,
 not the unit: SQLite statements cannot be interrupted half-way from here, and a commit that was
@@ -21,7 +24,8 @@ import asyncio
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, Concatenate, NamedTuple, ParamSpec, TypeVar
 
 import structlog
@@ -34,6 +38,21 @@ T = TypeVar("T")
 
 class SqliteThreadClosed(RuntimeError):
     """Work was handed to a connection thread that is closed (or closing)."""
+
+
+@contextmanager
+def write_transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction on a connection in autocommit mode (`isolation_level=None`): taken
+    with `BEGIN IMMEDIATE` (the write lock first, so it never fails half-way on an upgrade),
+    committed at the end, rolled back on any exception."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 class _Work(NamedTuple):  # a tuple: built once per unit of work, on the hot path
@@ -92,10 +111,6 @@ class SqliteThread:
             self._inbox.put(_Stop(asyncio.get_running_loop().create_future()))
             raise
         return self
-
-    @property
-    def is_open(self) -> bool:
-        return self._thread is not None and not self._closing
 
     async def run(self, fn: Callable[Concatenate[sqlite3.Connection, P], T], *args: P.args,
                   **kwargs: P.kwargs) -> T:

@@ -27,7 +27,7 @@ import orjson
 
 from shared import sqlite_migrate
 from shared.migrations import Migration, Plan, SchemaVersionError
-from shared.sqlite_thread import SqliteThread
+from shared.sqlite_thread import SqliteThread, write_transaction
 
 from core_ledger.domain.commands import require
 from core_ledger.domain.state import ENTRIES, TABLES, Doc, Key
@@ -102,8 +102,7 @@ _UPSERT = {t: f"INSERT INTO {t} VALUES ({', '.join('?' * (len(cols) + 1))}) "
 def _commit_sync(db: sqlite3.Connection, journal: Sequence[JournalRow], rows: Rows, head: Head) -> None:
     require([j.sequence for j in journal] == list(range(head.sequence - len(journal) + 1, head.sequence + 1)),
             "a commit's journal rows end at its head without a gap")
-    db.execute("BEGIN IMMEDIATE")
-    try:
+    with write_transaction(db):
         # The stored head must be where this commit starts (fencing, as on PostgreSQL).
         [(stored,)] = _fetch_all(db, f"SELECT coalesce({HEAD_SQL}, 0)", ())
         if stored != head.sequence - len(journal):
@@ -115,11 +114,6 @@ def _commit_sync(db: sqlite3.Connection, journal: Sequence[JournalRow], rows: Ro
             db.executemany(_UPSERT[table], [(*key, orjson.dumps(doc).decode()) for key, doc in items])
         db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
                        [("head_sequence", head.sequence), ("head_hash", head.hash), ("epoch", head.epoch)])
-        db.execute("COMMIT")
-    except BaseException:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise
 
 
 def _head_sync(db: sqlite3.Connection) -> Head:
@@ -139,17 +133,11 @@ def _fetch_all(db: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[
 
 
 def _replace_derived_sync(db: sqlite3.Connection, tables: dict[str, dict[Key, Doc]]) -> None:
-    db.execute("BEGIN IMMEDIATE")
-    try:
+    with write_transaction(db):
         for table, columns in TABLES.items():
             db.execute(f"DELETE FROM {table}")
             db.executemany(f"INSERT INTO {table} VALUES ({', '.join('?' * (len(columns) + 1))})",
                            [(*k, orjson.dumps(v).decode()) for k, v in tables.get(table, {}).items()])
-        db.execute("COMMIT")
-    except BaseException:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise
 
 
 def _fenced_by_sync(db: sqlite3.Connection) -> int:

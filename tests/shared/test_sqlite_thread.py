@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.sqlite_thread import SqliteThread, SqliteThreadClosed
+from shared.sqlite_thread import SqliteThread, SqliteThreadClosed, write_transaction
 
 WAIT_S = 5
 
@@ -126,3 +126,18 @@ async def test_a_cancelled_waiter_does_not_stop_its_unit_nor_break_the_thread(tm
         assert count == 1
     finally:
         await db.close()
+
+
+def test_a_write_transaction_commits_or_rolls_back_whole(tmp_path: Path) -> None:
+    conn = _connect(tmp_path / "t.db")
+    try:
+        conn.execute("CREATE TABLE t (x INTEGER)")
+        with write_transaction(conn):
+            conn.execute("INSERT INTO t VALUES (1)")
+        with pytest.raises(ValueError), write_transaction(conn):
+            conn.execute("INSERT INTO t VALUES (2)")
+            raise ValueError("half-way")
+        assert not conn.in_transaction
+        assert conn.execute("SELECT x FROM t").fetchall() == [(1,)]
+    finally:
+        conn.close()
