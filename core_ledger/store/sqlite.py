@@ -161,7 +161,6 @@ def _connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
-
 def mkdir_durable(directory: Path) -> None:
     """Create `directory` and its missing parents, fsyncing each parent after the new entry: on a
     first install a power cut must not lose the directory that holds acknowledged commits."""
@@ -176,6 +175,7 @@ def mkdir_durable(directory: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
 
 class SqliteStore(Store):
     """`allow_migration`: whether `open` may migrate a store that is behind (an empty one is always
