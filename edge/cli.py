@@ -57,14 +57,14 @@ def migrate(
     from shared.config import ConfigError
 
     from edge import config as edge_config
-    from edge.persist import Store
+    from edge.persist import DocumentStore
 
     try:
         cfg = edge_config.load(config)
     except ConfigError as e:
         raise typer.BadParameter(str(e)) from None
     logs.configure(cfg.log_level, service="edge", edge_id=cfg.id, file=cfg.log_file)  # logged with the rest
-    store = Store(cfg.data_dir / "edge.db", client_id=0, allow_migration=True)
+    store = DocumentStore(cfg.data_dir / "edge.db", client_id=0, allow_migration=True)
 
     async def run() -> dict[str, object]:
         await store.open()

@@ -32,7 +32,7 @@ from edge.health import TaskHealth
 from edge.jackpots import JackpotCatalog
 from edge.ledger_client import LedgerClient
 from edge.metrics import EdgeMetrics
-from edge.persist import Store, StoreLimits
+from edge.persist import DocumentStore, StoreLimits
 from edge.reconcile import Reconciler
 from edge.service import EDGE_MONEY_OPS, EdgeService
 from edge.state import EdgeState
@@ -176,9 +176,9 @@ def create_app(cfg: EdgeConfig, *, registry: CollectorRegistry | None = None,
     client_id = fresh_client_id(cfg.id, time.time())
     hub_ref: list[SyncHub] = []
     store_path = cfg.data_dir / "edge.db"
-    store = Store(store_path, client_id, store_limits,
-                  on_durable=lambda updates: hub_ref[0].push(updates) if hub_ref else None, health=health,
-                  allow_migration=cfg.migrate_on_start)
+    store = DocumentStore(store_path, client_id, store_limits,
+                          on_durable=lambda updates: hub_ref[0].push(updates) if hub_ref else None, health=health,
+                          allow_migration=cfg.migrate_on_start)
     state = EdgeState(cfg.id, client_id, cfg.limits.docs_live_max, store, metrics, clock)
     ledger_token = _outbound_token(cfg.ledger_token_file, cfg.ledger_token)
     peer_token = _outbound_token(cfg.peer_token_file, cfg.peer_token)

@@ -1,4 +1,4 @@
-"""Local persistence of an edge: CRDT updates, applied effects and watermarks in SQLite (aiosqlite).
+"""Local persistence of an edge: CRDT updates, applied effects and watermarks in SQLite.
 
 Every change a replica makes (local write or remote update) is appended to `updates`. One writer
 task drains a bounded queue and commits a batch in one transaction (so an effect row and the
@@ -13,6 +13,10 @@ after the commit, and sync answers wait for `barrier()`. So a restart after kill
 A commit in WAL mode survives the death of the process, so `synchronous=NORMAL` is enough here
 (CRDT state can be rebuilt from the ledger and the peers after a power loss).
 
+The connection is owned by one thread (`shared.sqlite_thread`) and every operation is one unit of
+work there: a whole batch (updates, documents, effects, watermarks, commit) is one thread hop, and
+so is the compaction that follows it (read the rows, re-encode, replace them).
+
 The schema version is `PRAGMA user_version`, moved forward by `MIGRATIONS` at open (see
 `shared.migrations`); a store of a newer version is refused with `SchemaVersionError`.
 """
@@ -20,18 +24,21 @@ The schema version is `PRAGMA user_version`, moved forward by `MIGRATIONS` at op
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-import aiosqlite
 import orjson
 import structlog
 
 from shared import sqlite_migrate
 from shared.errors import Unavailable
 from shared.migrations import Migration, Plan
+from shared.sqlite_thread import SqliteThread, write_transaction
 
 from edge.crdt import Effect, compact
 from edge.health import TaskHealth
@@ -49,6 +56,7 @@ SCHEMA = (
 # Numbered schema migrations, 1..N; never edit or drop one that was released, append a new one.
 MIGRATIONS = (Migration(1, "CRDT updates, documents, effects and watermarks", SCHEMA),)
 MIGRATE_COMMAND = "croupier edge migrate --config <edge.toml>"
+PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL")
 
 
 @dataclass(frozen=True)
@@ -69,7 +77,9 @@ class Append:
 
 
 @dataclass(frozen=True)
-class Watermark:
+class ReconciliationWatermark:
+    """The ledger position up to which document `key`'s effects are reconciled (forgotten below)."""
+
     key: str
     sequence: int
 
@@ -81,7 +91,71 @@ class Loaded:
     watermarks: dict[str, int] = field(default_factory=dict)
 
 
-class Store:
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None)  # transactions are explicit (BEGIN ... COMMIT)
+    try:
+        for pragma in PRAGMAS:
+            conn.execute(pragma)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _fetch_all(db: sqlite3.Connection, sql: str, params: Sequence[object] = ()) -> list[Any]:
+    with closing(db.execute(sql, params)) as cur:
+        return cur.fetchall()
+
+
+def _load_all(db: sqlite3.Connection) -> tuple[Loaded, dict[str, int]]:
+    """Everything an edge reads at start, and the rows per document on disk."""
+    loaded, rows = Loaded(), {}
+    for name, sv, n in _fetch_all(db, "SELECT name, sv, n FROM docs"):
+        loaded.docs.append((str(name), bytes(sv)))
+        rows[str(name)] = int(n)
+    loaded.effects = [Effect(str(k), int(s), orjson.loads(d))
+                      for k, s, d in _fetch_all(db, "SELECT key, seq, delta FROM effects")]
+    loaded.watermarks = {str(k): int(s)
+                         for k, s in _fetch_all(db, "SELECT key, seq FROM watermarks")}
+    return loaded, rows
+
+
+def _load_doc(db: sqlite3.Connection, name: str) -> list[bytes]:
+    return [bytes(row[0]) for row in _fetch_all(db, "SELECT data FROM updates WHERE doc = ? ORDER BY id", (name,))]
+
+
+def _commit_batch(db: sqlite3.Connection, appends: list[Append], doc_rows: list[tuple[str, bytes, int]],
+                  watermarks: list[ReconciliationWatermark]) -> None:
+    """A batch in one transaction: an effect and the CRDT update that carries it, together or not at all."""
+    with write_transaction(db):
+        db.executemany("INSERT INTO updates (doc, data) VALUES (?, ?)", [(op.doc, op.data) for op in appends])
+        db.executemany("INSERT INTO docs (name, sv, n) VALUES (?, ?, ?) "
+                       "ON CONFLICT(name) DO UPDATE SET sv = excluded.sv, n = docs.n + excluded.n", doc_rows)
+        db.executemany("INSERT OR IGNORE INTO effects (key, seq, delta) VALUES (?, ?, ?)",
+                       [(op.effect.key, op.effect.sequence, orjson.dumps(op.effect.delta))
+                        for op in appends if op.effect])
+        for mark in watermarks:
+            db.execute("DELETE FROM effects WHERE key = ? AND seq <= ?", (mark.key, mark.sequence))
+            db.execute("INSERT INTO watermarks (key, seq) VALUES (?, ?) "
+                       "ON CONFLICT(key) DO UPDATE SET seq = max(seq, excluded.seq)", (mark.key, mark.sequence))
+
+
+def _compact_docs(db: sqlite3.Connection, client_id: int, names: list[str]) -> None:
+    """Replace each document's rows by one equivalent update, in one transaction (all or none)."""
+    with write_transaction(db):
+        for name in names:
+            rows = [(int(i), bytes(d)) for i, d in
+                    _fetch_all(db, "SELECT id, data FROM updates WHERE doc = ? ORDER BY id", (name,))]
+            snapshot = compact(client_id, (d for _, d in rows))
+            db.execute("DELETE FROM updates WHERE doc = ? AND id <= ?", (name, rows[-1][0]))
+            db.execute("INSERT INTO updates (doc, data) VALUES (?, ?)", (name, snapshot))
+            db.execute("UPDATE docs SET n = 1 WHERE name = ?", (name,))
+
+
+class DocumentStore:
+    """The edge's durable documents: their CRDT updates, the effects they carry and their
+    reconciliation watermarks (see the module docstring)."""
+
     def __init__(self, path: Path, client_id: int, limits: StoreLimits = StoreLimits(),
                  on_durable: Callable[[list[tuple[str, bytes]]], None] = lambda local_updates: None,
                  health: TaskHealth | None = None, *, allow_migration: bool = True,
@@ -94,8 +168,8 @@ class Store:
         self._on_durable = on_durable
         self.client_id = client_id
         self.limits = limits
-        self._db: aiosqlite.Connection | None = None
-        self._queue: asyncio.Queue[Append | Watermark | None] = asyncio.Queue(maxsize=limits.queue_max)
+        self._db: SqliteThread | None = None
+        self._queue: asyncio.Queue[Append | ReconciliationWatermark | None] = asyncio.Queue(maxsize=limits.queue_max)
         self._pending: Counter[str] = Counter()
         self._rows: Counter[str] = Counter()  # rows per document on disk (mirrors docs.n)
         self._enqueued = 0  # operations queued so far; the queue keeps their order
@@ -110,25 +184,18 @@ class Store:
 
     async def open(self) -> Loaded:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = await aiosqlite.connect(self.path)
+        path = self.path
+        self._db = await SqliteThread.open(lambda: _connect(path), name="edge-sqlite")
         try:
-            await self._db.executescript("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
-            self.schema_plan = await sqlite_migrate.migrate(
-                self._db, self.migrations, allowed=self.allow_migration, store=f"the edge database {self.path}",
-                migrate_command=MIGRATE_COMMAND)
+            self.schema_plan = await self._db.run(
+                sqlite_migrate.migrate, self.migrations, allowed=self.allow_migration,
+                store=f"the edge database {self.path}", migrate_command=MIGRATE_COMMAND)
+            loaded, rows = await self._db.run(_load_all)
         except BaseException:
             await self._db.close()
             self._db = None
             raise
-        loaded = Loaded()
-        async with self._db.execute("SELECT name, sv, n FROM docs") as cur:
-            async for name, sv, n in cur:
-                loaded.docs.append((name, bytes(sv)))
-                self._rows[name] = n
-        async with self._db.execute("SELECT key, seq, delta FROM effects") as cur:
-            loaded.effects = [Effect(k, s, orjson.loads(d)) async for k, s, d in cur]
-        async with self._db.execute("SELECT key, seq FROM watermarks") as cur:
-            loaded.watermarks = {k: s async for k, s in cur}
+        self._rows.update(rows)
         self._writer = asyncio.create_task(self._write_loop(), name="edge-store-writer")
         return loaded
 
@@ -149,7 +216,7 @@ class Store:
         self._pending[op.doc] += 1
 
     def raise_watermark(self, key: str, sequence: int) -> None:
-        self._put(Watermark(key, sequence))
+        self._put(ReconciliationWatermark(key, sequence))
 
     async def barrier(self, timeout_s: float) -> bool:
         """Wait until everything queued so far is committed (False on timeout)."""
@@ -161,7 +228,7 @@ class Store:
                 return False
         return True
 
-    def _put(self, op: Append | Watermark) -> None:
+    def _put(self, op: Append | ReconciliationWatermark) -> None:
         # Never blocks: a full queue is an explicit failure (callers degrade, reconciliation repairs).
         if not self.is_open:
             raise Unavailable("the edge's local store is not writable", code="storage_unavailable")
@@ -172,9 +239,9 @@ class Store:
         self._enqueued += 1
 
     async def load_doc(self, name: str) -> list[bytes]:
-        assert self._db is not None
-        async with self._db.execute("SELECT data FROM updates WHERE doc = ? ORDER BY id", (name,)) as cur:
-            return [bytes(row[0]) async for row in cur]
+        if self._db is None:
+            raise Unavailable("the edge's local store is not open", code="storage_unavailable")
+        return await self._db.run(_load_doc, name)
 
     async def _write_loop(self) -> None:
         try:
@@ -193,28 +260,14 @@ class Store:
             log.exception("edge store writer failed")
             raise
 
-    async def _commit(self, ops: list[Append | Watermark]) -> None:
+    async def _commit(self, ops: list[Append | ReconciliationWatermark]) -> None:
         db = self._db
         assert db is not None
         appends = [op for op in ops if isinstance(op, Append)]
         counts = Counter(op.doc for op in appends)
         last_sv = {op.doc: op.state_vector for op in appends}
-        await db.executemany("INSERT INTO updates (doc, data) VALUES (?, ?)", [(op.doc, op.data) for op in appends])
-        await db.executemany(
-            "INSERT INTO docs (name, sv, n) VALUES (?, ?, ?) "
-            "ON CONFLICT(name) DO UPDATE SET sv = excluded.sv, n = docs.n + excluded.n",
-            [(doc, last_sv[doc], n) for doc, n in counts.items()],
-        )
-        effects = [(op.effect.key, op.effect.sequence, orjson.dumps(op.effect.delta)) for op in appends if op.effect]
-        if effects:  # every statement is a hop to the database thread: skip the empty ones
-            await db.executemany("INSERT OR IGNORE INTO effects (key, seq, delta) VALUES (?, ?, ?)", effects)
-        for op in ops:
-            if isinstance(op, Watermark):
-                await db.execute("DELETE FROM effects WHERE key = ? AND seq <= ?", (op.key, op.sequence))
-                await db.execute(
-                    "INSERT INTO watermarks (key, seq) VALUES (?, ?) "
-                    "ON CONFLICT(key) DO UPDATE SET seq = max(seq, excluded.seq)", (op.key, op.sequence))
-        await db.commit()
+        await db.run(_commit_batch, appends, [(doc, last_sv[doc], n) for doc, n in counts.items()],
+                     [op for op in ops if isinstance(op, ReconciliationWatermark)])
         self._on_durable([(op.doc, op.data) for op in appends if op.local])
         async with self._committed_cond:
             self._committed += len(ops)
@@ -231,22 +284,15 @@ class Store:
             if self._health is None:
                 raise
             self._health.failed("store-compaction", e)
-            if self._db is not None and self._db.in_transaction:
-                await self._db.rollback()
         else:
             if due and self._health is not None:
                 self._health.ok("store-compaction")
 
     async def _compact(self, due: list[str]) -> None:
+        if not due:
+            return
         db = self._db
         assert db is not None
+        await db.run(_compact_docs, self.client_id, due)
         for name in due:
-            async with db.execute("SELECT id, data FROM updates WHERE doc = ? ORDER BY id", (name,)) as cur:
-                rows = [(i, bytes(d)) async for i, d in cur]
-            snapshot = compact(self.client_id, (d for _, d in rows))
-            await db.execute("DELETE FROM updates WHERE doc = ? AND id <= ?", (name, rows[-1][0]))
-            await db.execute("INSERT INTO updates (doc, data) VALUES (?, ?)", (name, snapshot))
-            await db.execute("UPDATE docs SET n = 1 WHERE name = ?", (name,))
             self._rows[name] = 1
-        if due:
-            await db.commit()

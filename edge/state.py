@@ -17,11 +17,11 @@ from edge.crdt.identity import after_stored
 from edge.crdt.protocol import decode_state_vector
 from edge.crdt.slots import doc_kind
 from edge.metrics import EdgeMetrics
-from edge.persist import Append, Store
+from edge.persist import Append, DocumentStore
 
 
 class EdgeState:
-    def __init__(self, edge_id: str, client_id: int, docs_live_max: int, store: Store,
+    def __init__(self, edge_id: str, client_id: int, docs_live_max: int, store: DocumentStore,
                  metrics: EdgeMetrics, clock: Callable[[], float]) -> None:
         self.edge_id = edge_id
         self.store = store

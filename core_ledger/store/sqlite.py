@@ -1,5 +1,12 @@
-"""SQLite backend (aiosqlite): WAL with synchronous=FULL, one writer connection, one connection
-for the writer's loads, one for every other read.
+"""SQLite backend: WAL with synchronous=FULL, one writer connection, one connection for the
+writer's loads, one for every other read, each owned by its own thread (`shared.sqlite_thread`);
+a backup copies through a connection of its own (aiosqlite's `Connection.backup`).
+
+Every operation is ONE unit of work in its connection's thread: a group commit (journal rows,
+derived rows, head) or a batch's loads cost one thread hop, not one per statement, and no
+statement stays open between operations (each read sees every commit that returned before it).
+A commit extends the stored head or changes nothing: its rows must run without a gap up to the
+new head, and the stored head must be the one they start from (as on PostgreSQL).
 
 Derived tables are (key columns..., doc JSON). The journal is protected by triggers against UPDATE
 and DELETE; its rows hold the canonical entry text that the chain hashes. The schema version is
@@ -10,17 +17,19 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import closing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import aiosqlite
 import orjson
 
 from shared import sqlite_migrate
 from shared.migrations import Migration, Plan, SchemaVersionError
+from shared.sqlite_thread import SqliteThread, write_transaction
 
+from core_ledger.domain.commands import require
 from core_ledger.domain.state import ENTRIES, TABLES, Doc, Key
 from core_ledger.store.base import KEYS_PER_QUERY_MAX, Head, JournalRow, Rows, StorageError, Store
 
@@ -51,7 +60,6 @@ MIGRATIONS = (
     Migration(1, "meta, the append-only journal, the derived tables and their indexes", tuple(SCHEMA)),
 )
 MIGRATE_COMMAND = "croupier ledger migrate --config <ledger.toml>"
-T = TypeVar("T")
 HEAD_SQL = "(SELECT value FROM meta WHERE key = 'head_sequence')"
 
 
@@ -66,16 +74,6 @@ def _select_keys(table: str, count: int) -> str:
     on = " AND ".join(f"t.{c} = k.{c}" for c in columns)
     return (f"WITH k({', '.join(columns)}) AS (VALUES {', '.join([row] * count)}) "
             f"SELECT {', '.join('t.' + c for c in columns)}, t.doc FROM k JOIN {table} AS t ON {on}")
-
-
-async def _in_thread(conn: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -> T:
-    """Run `fn(sqlite3_connection, *args)` in the connection's own thread, in ONE hop.
-
-    A batch's loads and its whole commit each cost one thread round trip instead of one per
-    statement (about 20 per batch): that hop latency, not SQLite, bounded throughput. It uses
-    aiosqlite's internal `_execute`/`_conn` (aiosqlite is pinned to <0.23 in pyproject.toml).
-    """
-    return await conn._execute(fn, conn._conn, *args)
 
 
 def _load_sync(db: sqlite3.Connection, wanted: dict[str, Sequence[Key]]) -> dict[str, dict[Key, Doc]]:
@@ -102,28 +100,65 @@ _UPSERT = {t: f"INSERT INTO {t} VALUES ({', '.join('?' * (len(cols) + 1))}) "
 
 
 def _commit_sync(db: sqlite3.Connection, journal: Sequence[JournalRow], rows: Rows, head: Head) -> None:
-    db.execute("BEGIN IMMEDIATE")
-    try:
+    require([j.sequence for j in journal] == list(range(head.sequence - len(journal) + 1, head.sequence + 1)),
+            "a commit's journal rows end at its head without a gap")
+    with write_transaction(db):
+        # The stored head must be where this commit starts (fencing, as on PostgreSQL).
+        [(stored,)] = _fetch_all(db, f"SELECT coalesce({HEAD_SQL}, 0)", ())
+        if stored != head.sequence - len(journal):
+            raise StorageError(f"the stored journal head ({stored}) is not the one this commit extends "
+                               f"({head.sequence - len(journal)}): another writer?")
         db.executemany("INSERT INTO journal (sequence, tx_id, entry) VALUES (?, ?, ?)",
                        [(j.sequence, j.tx_id, j.text) for j in journal])
         for table, items in rows.items():
             db.executemany(_UPSERT[table], [(*key, orjson.dumps(doc).decode()) for key, doc in items])
         db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
                        [("head_sequence", head.sequence), ("head_hash", head.hash), ("epoch", head.epoch)])
-        db.execute("COMMIT")
-    except BaseException:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise
 
 
-async def _head_of(conn: aiosqlite.Connection) -> Head:
-    async with conn.execute("SELECT key, value FROM meta") as cur:
-        meta = {str(key): value for key, value in await cur.fetchall()}
+def _head_sync(db: sqlite3.Connection) -> Head:
+    with closing(db.execute("SELECT key, value FROM meta WHERE key IN ('head_sequence', 'head_hash', 'epoch')")) as cur:
+        return _head_of_meta({str(key): value for key, value in cur.fetchall()})
+
+
+def _head_of_meta(meta: dict[str, Any]) -> Head:
     if "head_sequence" not in meta:
         return Head()
     return Head(int(meta["head_sequence"]), str(meta["head_hash"]), int(meta["epoch"]))
 
+
+def _fetch_all(db: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[Any]:
+    with closing(db.execute(sql, params)) as cur:
+        return cur.fetchall()
+
+
+def _replace_derived_sync(db: sqlite3.Connection, tables: dict[str, dict[Key, Doc]]) -> None:
+    with write_transaction(db):
+        for table, columns in TABLES.items():
+            db.execute(f"DELETE FROM {table}")
+            db.executemany(f"INSERT INTO {table} VALUES ({', '.join('?' * (len(columns) + 1))})",
+                           [(*k, orjson.dumps(v).decode()) for k, v in tables.get(table, {}).items()])
+
+
+def _fenced_by_sync(db: sqlite3.Connection) -> int:
+    rows = _fetch_all(db, "SELECT value FROM meta WHERE key = 'fenced_by'", ())
+    return int(rows[0][0]) if rows else 0
+
+
+def _unfence_sync(db: sqlite3.Connection, epoch: int) -> int:
+    db.execute("DELETE FROM meta WHERE key = 'fenced_by' AND value <= ?", (epoch,))
+    return _fenced_by_sync(db)
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        for pragma in PRAGMAS:
+            conn.execute(pragma)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 def mkdir_durable(directory: Path) -> None:
@@ -141,6 +176,7 @@ def mkdir_durable(directory: Path) -> None:
         finally:
             os.close(fd)
 
+
 class SqliteStore(Store):
     """`allow_migration`: whether `open` may migrate a store that is behind (an empty one is always
     created at the latest version); `migrations` is replaced by tests only."""
@@ -151,19 +187,19 @@ class SqliteStore(Store):
         self.allow_migration = allow_migration
         self.migrations = tuple(migrations)
         self.schema_plan: Plan | None = None  # what the last `open` found and did
-        self._writer: aiosqlite.Connection | None = None
-        self._loader: aiosqlite.Connection | None = None  # the writer's loads only (see `load`)
-        self._reader: aiosqlite.Connection | None = None
+        self._writer: SqliteThread | None = None
+        self._loader: SqliteThread | None = None  # the writer's loads only (see `load`)
+        self._reader: SqliteThread | None = None
 
     async def open(self) -> None:
         mkdir_durable(self.path.parent)
         try:
-            self._writer = await self._connect()
-            self.schema_plan = await sqlite_migrate.migrate(
-                self._writer, self.migrations, allowed=self.allow_migration,
+            self._writer = await self._connect("ledger-sqlite-writer")
+            self.schema_plan = await self._writer.run(
+                sqlite_migrate.migrate, self.migrations, allowed=self.allow_migration,
                 store=f"the ledger database {self.path}", migrate_command=MIGRATE_COMMAND)
-            self._loader = await self._connect()
-            self._reader = await self._connect()
+            self._loader = await self._connect("ledger-sqlite-loader")
+            self._reader = await self._connect("ledger-sqlite-reader")
         except SchemaVersionError as e:
             await self.close()
             raise StorageError(str(e)) from e
@@ -171,11 +207,8 @@ class SqliteStore(Store):
             await self.close()
             raise StorageError(f"cannot open {self.path}: {e}") from e
 
-    async def _connect(self) -> aiosqlite.Connection:
-        conn = await aiosqlite.connect(self.path, isolation_level=None)
-        for pragma in PRAGMAS:
-            await conn.execute(pragma)
-        return conn
+    async def _connect(self, name: str) -> SqliteThread:
+        return await SqliteThread.open(lambda: _connect(self.path), name=name)
 
     async def close(self) -> None:
         for conn in (self._reader, self._loader, self._writer):
@@ -184,49 +217,50 @@ class SqliteStore(Store):
         self._reader = self._loader = self._writer = None
 
     @property
-    def _w(self) -> aiosqlite.Connection:
+    def _w(self) -> SqliteThread:
         if self._writer is None:
             raise StorageError("the store is not open")
         return self._writer
 
     @property
-    def _l(self) -> aiosqlite.Connection:
+    def _l(self) -> SqliteThread:
         if self._loader is None:
             raise StorageError("the store is not open")
         return self._loader
 
     @property
-    def _r(self) -> aiosqlite.Connection:
+    def _r(self) -> SqliteThread:
         if self._reader is None:
             raise StorageError("the store is not open")
         return self._reader
 
     async def head(self) -> Head:
-        return await _head_of(self._w)
+        # On the writer's connection: a head read queues behind a commit still running there.
+        return await self._w.run(_head_sync)
 
     async def load(self, wanted: dict[str, Sequence[Key]]) -> dict[str, dict[Key, Doc]]:
         # Not on the writer connection: a load runs while the writer commits the previous group
         # (rows that group changed are in the writer's overlay, so committed state is right for the
-        # rest). Nor on the readers' connection: an API read keeps its statement open across
-        # several thread hops (execute, fetch, close), and a load run in between would join that
-        # read's snapshot, older than the commits that ended since: it would miss a just-committed
-        # journal entry (a duplicate's replay then halted the writer on "entry N is missing") or
-        # return a row older than storage holds. On its own connection, nothing holds a statement
-        # open between loads (each is one hop, its statements closed within it), so every query of a
+        # rest). Nor on the readers' connection: a read served there could, if it ever kept a
+        # statement open across units of work, pin a snapshot older than the commits that ended
+        # since, and a load run in between would join it: it would miss a just-committed journal
+        # entry (a duplicate's replay then halted the writer on "entry N is missing") or return a
+        # row older than storage holds. On its own connection, nothing holds a statement open
+        # between loads (each is one unit, its statements closed within it), so every query of a
         # load sees every commit that returned before it started.
-        return await _in_thread(self._l, _load_sync, wanted)
+        return await self._l.run(_load_sync, wanted)
 
     async def commit(self, journal: Sequence[JournalRow], rows: Rows, head: Head) -> None:
         try:
-            await _in_thread(self._w, _commit_sync, journal, rows, head)
+            await self._w.run(_commit_sync, journal, rows, head)
         except sqlite3.Error as e:
             raise StorageError(f"commit failed: {e}") from e
 
-    async def _read(self, sql: str, params: list[Any] | None = None) -> list[Any]:
-        """One query on the readers' connection, executed and fetched in ONE thread hop, so no
-        statement stays open between reads: each read sees every commit that returned before it
-        (an open statement would pin an older snapshot for whatever read runs next)."""
-        return list(await self._r.execute_fetchall(sql, params or []))
+    async def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """One query on the readers' connection, executed, fetched and closed in ONE unit of work,
+        so no statement stays open between reads: each read sees every commit that returned before
+        it (an open statement would pin an older snapshot for whatever read runs next)."""
+        return await self._r.run(_fetch_all, sql, params)
 
     async def get(self, table: str, key: Key) -> tuple[Doc | None, int]:
         columns = TABLES[table]
@@ -271,45 +305,34 @@ class SqliteStore(Store):
         return {tuple(row[:-1]): orjson.loads(row[-1]) for row in rows}
 
     async def replace_derived(self, tables: dict[str, dict[Key, Doc]]) -> None:
-        w = self._w
-        await w.execute("BEGIN IMMEDIATE")
-        try:
-            for table, columns in TABLES.items():
-                await w.execute(f"DELETE FROM {table}")
-                await w.executemany(f"INSERT INTO {table} VALUES ({', '.join('?' * (len(columns) + 1))})",
-                                    [(*k, orjson.dumps(v).decode()) for k, v in tables.get(table, {}).items()])
-            await w.execute("COMMIT")
-        except BaseException:
-            if w.in_transaction:
-                await w.execute("ROLLBACK")
-            raise
+        await self._w.run(_replace_derived_sync, tables)
 
     async def fence(self, epoch: int) -> None:
         # Its own meta key: commits rewrite only the head keys, so a fence outlives them.
         sql = ("INSERT INTO meta (key, value) VALUES ('fenced_by', ?) "
                "ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)")
         try:
-            await self._w.execute(sql, (epoch,))
+            await self._w.run(_fetch_all, sql, (epoch,))
         except sqlite3.Error as e:
             raise StorageError(f"fence failed: {e}") from e
 
     async def fenced_by(self) -> int:
-        async with self._w.execute("SELECT value FROM meta WHERE key = 'fenced_by'") as cur:
-            row = await cur.fetchone()
-        return int(row[0]) if row else 0
+        return await self._w.run(_fenced_by_sync)
 
     async def unfence(self, epoch: int) -> int:
         try:
-            await self._w.execute("DELETE FROM meta WHERE key = 'fenced_by' AND value <= ?", (epoch,))
+            return await self._w.run(_unfence_sync, epoch)
         except sqlite3.Error as e:
             raise StorageError(f"unfence failed: {e}") from e
-        return await self.fenced_by()
 
     async def backup(self, path: Path) -> Head:
+        """A consistent copy by SQLite's online backup, through aiosqlite's public API: one call on
+        a connection of its own for as long as the copy takes, so API reads and the writer's loads
+        are not held up behind it (see docs/decisions/one-sqlite-executor.md)."""
         mkdir_durable(path.parent)
-        target = await aiosqlite.connect(path)
-        try:
-            await self._r.backup(target)
-            return await _head_of(target)
-        finally:
-            await target.close()
+        async with aiosqlite.connect(self.path) as source, aiosqlite.connect(path, isolation_level=None) as target:
+            await source.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            await source.backup(target)
+            meta = await target.execute_fetchall(
+                "SELECT key, value FROM meta WHERE key IN ('head_sequence', 'head_hash', 'epoch')")
+        return _head_of_meta({str(key): value for key, value in meta})

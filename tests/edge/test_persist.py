@@ -3,14 +3,15 @@
 from edge.crdt import Effect
 from edge.crdt.replica import Replica
 from edge.crdt.slots import JackpotSlot, jackpot_slots, write_slot
-from edge.persist import Append, Store, StoreLimits
+from edge.persist import Append, DocumentStore, StoreLimits
 
 JP = "jackpot/mega"
 
 
 async def test_store_reopens_with_documents_effects_and_watermarks_and_compacts(tmp_path):
     durable = []
-    store = Store(tmp_path / "edge.db", client_id=1, limits=StoreLimits(compact_after=10), on_durable=durable.extend)
+    store = DocumentStore(tmp_path / "edge.db", client_id=1, limits=StoreLimits(compact_after=10),
+                          on_durable=durable.extend)
     await store.open()
     r = Replica("eu", 1, 4, pinned=store.pending)
     r.install(JP, [])
@@ -23,7 +24,7 @@ async def test_store_reopens_with_documents_effects_and_watermarks_and_compacts(
     assert len(durable) == 12 and not store.pending(JP), "local updates are handed over only once committed"
     await store.close()
 
-    store2 = Store(tmp_path / "edge.db", client_id=1, limits=StoreLimits(compact_after=10))
+    store2 = DocumentStore(tmp_path / "edge.db", client_id=1, limits=StoreLimits(compact_after=10))
     loaded = await store2.open()
     try:
         assert loaded.docs == [(JP, r.state_vectors[JP])]
@@ -35,3 +36,31 @@ async def test_store_reopens_with_documents_effects_and_watermarks_and_compacts(
         assert jackpot_slots(r2.install(JP, rows))["eu"].p == 25
     finally:
         await store2.close()
+
+
+async def test_a_batch_is_one_hop_and_the_connection_runs_in_wal(tmp_path, monkeypatch):
+    store = DocumentStore(tmp_path / "edge.db", client_id=1)
+    await store.open()
+    try:
+        db = store._db
+        pragmas = await db.run(lambda conn: (conn.execute("PRAGMA journal_mode").fetchone()[0],
+                                             conn.execute("PRAGMA synchronous").fetchone()[0]))
+        assert pragmas == ("wal", 1)  # NORMAL: a commit in WAL mode survives the death of the process
+        hops = []
+        original = db.run
+
+        async def counted(fn, *args, **kw):
+            hops.append(fn.__name__)
+            return await original(fn, *args, **kw)
+
+        monkeypatch.setattr(db, "run", counted)
+        r = Replica("eu", 1, 4, pinned=store.pending)
+        r.install(JP, [])
+        for i in range(1, 6):
+            update = r.write_local(JP, lambda d, i=i: write_slot(d, "eu", JackpotSlot(1, i, 0, 5, "EUR", 0.0).encode()))
+            store.append(Append(JP, update, r.state_vectors[JP], Effect(JP, 100 + i, {"amount_minor": 1})))
+        store.raise_watermark(JP, 102)
+        assert await store.barrier(timeout_s=10)
+        assert hops == ["_commit_batch"], "updates, documents, effects and watermarks: one unit of work"
+    finally:
+        await store.close()

@@ -18,7 +18,7 @@ import pytest
 
 from shared.migrations import Migration, SchemaBehind, SchemaTooNew
 
-from edge.persist import MIGRATIONS, Store
+from edge.persist import MIGRATIONS, DocumentStore
 
 V2 = Migration(2, "test only: a table that version 1 lacks", ("CREATE TABLE added_in_v2 (x integer)",))
 
@@ -46,7 +46,7 @@ def pragma_version(path: Path, set_to: int | None = None) -> int:
 
 
 async def test_a_new_store_records_the_latest_version(tmp_path: Path) -> None:
-    store = Store(tmp_path / "edge.db", client_id=1, allow_migration=False)
+    store = DocumentStore(tmp_path / "edge.db", client_id=1, allow_migration=False)
     await store.open()
     await store.close()
     assert pragma_version(tmp_path / "edge.db") == len(MIGRATIONS) == 1
@@ -56,9 +56,9 @@ async def test_v1_is_adopted_in_place_keeping_its_rows(tmp_path: Path) -> None:
     path = tmp_path / "edge.db"
     v1_fixture(path)
     with pytest.raises(SchemaBehind, match=r"version 0, behind this code's 2.*croupier edge migrate --config"):
-        await Store(path, client_id=1, allow_migration=False, migrations=(*MIGRATIONS, V2)).open()
+        await DocumentStore(path, client_id=1, allow_migration=False, migrations=(*MIGRATIONS, V2)).open()
     assert pragma_version(path) == 0
-    store = Store(path, client_id=1, allow_migration=False)  # adopting version 1 needs no permission
+    store = DocumentStore(path, client_id=1, allow_migration=False)  # adopting version 1 needs no permission
     loaded = await store.open()
     await store.close()
     assert [(e.key, e.sequence) for e in loaded.effects] == [("jackpot/mega", 7)]
@@ -70,12 +70,12 @@ async def test_v1_migrates_to_a_test_v2_and_a_newer_store_is_refused(tmp_path: P
     path = tmp_path / "edge.db"
     v1_fixture(path)
     pragma_version(path, set_to=1)
-    store = Store(path, client_id=1, migrations=(*MIGRATIONS, V2))
+    store = DocumentStore(path, client_id=1, migrations=(*MIGRATIONS, V2))
     loaded = await store.open()
     await store.close()
     assert loaded.watermarks == {"jackpot/mega": 5} and pragma_version(path) == 2
     with pytest.raises(SchemaTooNew, match="schema version 2, newer than this code's 1") as refused:
-        await Store(path, client_id=1).open()
+        await DocumentStore(path, client_id=1).open()
     assert (refused.value.stored, refused.value.code) == (2, 1)
     assert pragma_version(path) == 2
 

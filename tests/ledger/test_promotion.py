@@ -18,7 +18,7 @@ from core_ledger.standby import StandbySettings
 from core_ledger.store import Head, JournalRow, SqliteStore, StorageError
 from core_ledger.store.base import Rows
 from core_ledger.store.postgres import PostgresStore
-from core_ledger.store.sqlite import _commit_sync, _in_thread
+from core_ledger.store.sqlite import _commit_sync
 from tests.ledger.conftest import TOKENS, Api, FakeClock, bet, ledger_config
 from tests.ledger.pg import TEST_LIMITS, PgServer, fresh_schema
 from tests.ledger.test_standby import wait_for
@@ -44,7 +44,7 @@ class SlowSqlite(SqliteStore):
         if not (journal and self.delay_s):
             return await super().commit(journal, rows, head)
         self.committing.set()
-        await _in_thread(self._w, _slow_commit, journal, rows, head, self.delay_s)
+        await self._w.run(_slow_commit, journal, rows, head, self.delay_s)
 
 
 class SlowPostgres(PostgresStore):

@@ -5,21 +5,43 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import orjson
 import pytest
 
-from core_ledger.store import Head, JournalRow, MemoryStore, SqliteStore, Store
-from tests.ledger.pg import postgres_store
+from core_ledger.domain.commands import InvariantBroken
+from core_ledger.domain.journal import GENESIS_HASH, entry_text, seal
+from core_ledger.store import Head, JournalRow, MemoryStore, SqliteStore, StorageError, Store
+from core_ledger.store.postgres import PostgresStore
+from tests.ledger.pg import TEST_LIMITS, PgServer, fresh_schema
 
-BACKENDS: dict[str, Callable[[Path, pytest.FixtureRequest], Store]] = {
-    "memory": lambda _, __: MemoryStore(),
-    "sqlite": lambda tmp, _: SqliteStore(tmp / "ledger.db"),
-    "postgres": lambda _, request: postgres_store(request.getfixturevalue("pg_server")),
+
+def _same_memory_store() -> Callable[[], Store]:
+    kept = MemoryStore()  # its storage is the object: a fresh open of it is the same object, reopened
+    return lambda: kept
+
+
+def _postgres_schema(request: pytest.FixtureRequest) -> Callable[[], Store]:
+    server: PgServer = request.getfixturevalue("pg_server")
+    schema = fresh_schema()
+    return lambda: PostgresStore(server.dsn, TEST_LIMITS, schema=schema)
+
+
+# Each backend: a maker of stores over ONE storage (a file, a schema), so a test can open it afresh.
+BACKENDS: dict[str, Callable[[Path, pytest.FixtureRequest], Callable[[], Store]]] = {
+    "memory": lambda _, __: _same_memory_store(),
+    "sqlite": lambda tmp, _: lambda: SqliteStore(tmp / "ledger.db"),
+    "postgres": lambda _, request: _postgres_schema(request),
 }
 
 
 @pytest.fixture(params=sorted(BACKENDS))
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    s = BACKENDS[request.param](tmp_path, request)
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Store]:
+    return BACKENDS[request.param](tmp_path, request)
+
+
+@pytest.fixture
+async def store(storage: Callable[[], Store]) -> AsyncIterator[Store]:
+    s = storage()
     await s.open()
     try:
         yield s
@@ -94,3 +116,58 @@ class TestStoreContract:
         await store.commit(rows(3), {}, head)
         assert await store.backup(tmp_path / "b" / "copy") == head
         assert (tmp_path / "b" / "copy").stat().st_size > 0
+
+
+def sealed(count: int, after: Head) -> tuple[list[JournalRow], Head]:
+    """`count` real journal entries chained onto `after` (balanced postings, hashed), and the new head."""
+    journal, head = [], after
+    for _ in range(count):
+        sequence = head.sequence + 1
+        entry = seal({"type": "deposit", "id": f"tx{sequence}"},
+                     [{"account": "house:EUR", "currency": "EUR", "amount_minor": -sequence},
+                      {"account": "player:p1:EUR", "currency": "EUR", "amount_minor": sequence}],
+                     sequence=sequence, epoch=after.epoch or 1, prev_hash=head.hash)
+        journal.append(JournalRow(sequence, f"tx{sequence}", entry_text(entry)))
+        head = Head(sequence, entry["hash"], entry["epoch"])
+    return journal, head
+
+
+class TestCommitExtendsTheHead:
+    async def test_each_commit_extends_the_head_and_a_fresh_open_holds_it(self, storage: Callable[[], Store]) -> None:
+        store = storage()
+        await store.open()
+        try:
+            head = Head(0, GENESIS_HASH, 1)
+            for count in (1, 3, 2):
+                journal, new_head = sealed(count, head)
+                await store.commit(journal, {}, new_head)
+                assert await store.head() == new_head
+                assert new_head.sequence == head.sequence + count, "sequence + 1 per entry"
+                head = new_head
+            stored = [orjson.loads(text) for _, text in await store.journal(0, 100)]
+            assert [e["sequence"] for e in stored] == list(range(1, 7))
+            assert [e["prev_hash"] for e in stored] == [GENESIS_HASH] + [e["hash"] for e in stored[:-1]]
+            assert stored[-1]["hash"] == head.hash
+        finally:
+            await store.close()
+        reopened = storage()
+        await reopened.open()
+        try:
+            assert await reopened.head() == head, "a fresh open holds the head that was committed"
+        finally:
+            await reopened.close()
+
+    @pytest.mark.parametrize("case", ["gap", "stale", "ahead"])
+    async def test_a_commit_that_does_not_extend_the_stored_head_is_refused_and_changes_nothing(
+            self, store: Store, case: str) -> None:
+        journal, head = sealed(2, Head(0, GENESIS_HASH, 1))
+        await store.commit(journal, {"players": [(("p1",), {"n": 1})]}, head)
+        more, later = sealed(3, head)
+        bad = {"gap": (more[:1] + more[2:], later),  # rows 3 and 5 for a head at 5
+               "stale": (journal[1:], head),  # row 2 again, as if the stored head were still 1
+               "ahead": (more[1:], later)}[case]  # rows 4..5 while the stored head is 2
+        with pytest.raises((InvariantBroken, StorageError)):
+            await store.commit(bad[0], {"players": [(("p1",), {"n": 2})]}, bad[1])
+        assert await store.head() == head
+        assert [s for s, _ in await store.journal(0, 10)] == [1, 2]
+        assert await store.get("players", ("p1",)) == ({"n": 1}, 2)

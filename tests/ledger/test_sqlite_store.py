@@ -1,0 +1,74 @@
+"""The SQLite ledger store on its connection threads: each operation is one hop, and every
+connection runs with the durability pragmas (WAL, synchronous=FULL)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared.sqlite_thread import SqliteThread
+
+from core_ledger.domain.journal import GENESIS_HASH
+from core_ledger.store import Head, JournalRow, SqliteStore, StorageError
+from core_ledger.store.sqlite import BUSY_TIMEOUT_MS, WAL_AUTOCHECKPOINT_PAGES
+
+SYNCHRONOUS_FULL = 2
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    s = SqliteStore(tmp_path / "ledger.db")
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+def connections(store: SqliteStore) -> dict[str, SqliteThread]:
+    return {"writer": store._w, "loader": store._l, "reader": store._r}
+
+
+async def test_every_connection_runs_with_the_durability_pragmas(store: SqliteStore) -> None:
+    def pragmas(db: sqlite3.Connection) -> tuple[Any, ...]:
+        return tuple(db.execute(f"PRAGMA {name}").fetchone()[0]
+                     for name in ("journal_mode", "synchronous", "busy_timeout", "wal_autocheckpoint"))
+
+    for name, conn in connections(store).items():
+        assert await conn.run(pragmas) == ("wal", SYNCHRONOUS_FULL, BUSY_TIMEOUT_MS, WAL_AUTOCHECKPOINT_PAGES), name
+
+
+async def test_a_group_commit_and_a_batch_of_loads_are_one_hop_each(store: SqliteStore,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    hops: list[str] = []
+    for name, conn in connections(store).items():
+        original = conn.run
+
+        async def counted(fn: Any, *args: Any, _name: str = name, _run: Any = original, **kw: Any) -> Any:
+            hops.append(_name)
+            return await _run(fn, *args, **kw)
+
+        monkeypatch.setattr(conn, "run", counted)
+    journal = [JournalRow(i, f"tx{i}", f'{{"sequence":{i}}}') for i in (1, 2, 3)]
+    await store.commit(journal, {"players": [(("p1",), {"a": 1}), (("p2",), {"a": 2})],
+                                 "idem": [(("c", "k"), {"x": 1})]}, Head(3, GENESIS_HASH, 1))
+    assert hops == ["writer"], "journal, derived rows and head: one unit of work"
+    hops.clear()
+    found = await store.load({"players": [("p1",), ("p2",)], "idem": [("c", "k")], "entries": [(2,)]})
+    assert found["players"] == {("p1",): {"a": 1}, ("p2",): {"a": 2}} and found["entries"] == {(2,): {"sequence": 2}}
+    assert hops == ["loader"], "every table of a batch's loads: one unit of work"
+    hops.clear()
+    assert (await store.get("idem", ("c", "k"))) == ({"x": 1}, 3)
+    assert hops == ["reader"]
+
+
+async def test_a_closed_store_refuses_work_with_a_storage_error(tmp_path: Path) -> None:
+    s = SqliteStore(tmp_path / "ledger.db")
+    await s.open()
+    await s.close()
+    with pytest.raises(StorageError, match="not open"):
+        await s.head()
