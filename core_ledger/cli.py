@@ -204,7 +204,7 @@ def backup(
 
     from core_ledger import config as ledger_config
     from core_ledger.app import store_for, utc_now
-    from core_ledger.backup import BackupInvalid, write_backup
+    from core_ledger.backup_format import BackupInvalid, write_backup
     from core_ledger.store import Store
     from core_ledger.store.base import StorageError
 
@@ -266,7 +266,7 @@ def restore(
 
     from shared import logs
 
-    from core_ledger.backup import BackupInvalid, RestoreTargetNotEmpty, restore_backup, restore_into_sqlite
+    from core_ledger.backup_format import BackupInvalid, RestoreTargetNotEmpty, restore_backup, restore_into_sqlite
     from core_ledger.metrics import RestoreMetrics
     from core_ledger.store.base import StorageError
 
@@ -320,8 +320,8 @@ def verify_backup(backup_path: Path = typer.Argument(..., metavar="BACKUP", exis
                                                     help="A backup directory (holds manifest.json).")) -> None:
     """Check a backup without restoring it: the journal's hash chain up to the manifest's head, then
     every file's checksum. Prints JSON (`first_bad_sequence`, `file` when refused); exit 1 when bad."""
-    from core_ledger.backup import BackupInvalid
-    from core_ledger.backup import verify_backup as check
+    from core_ledger.backup_format import BackupInvalid
+    from core_ledger.backup_format import verify_backup as check
 
     try:
         report = check(backup_path)

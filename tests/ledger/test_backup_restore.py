@@ -22,7 +22,7 @@ from core_ledger import cli as ledger_cli
 from core_ledger import config as ledger_config_module
 from core_ledger.app import create_app
 from core_ledger.app_keys import BACKUPS, SERVICE
-from core_ledger.backup import (
+from core_ledger.backup_format import (
     JOURNAL,
     BackupInvalid,
     RestoreTargetNotEmpty,
