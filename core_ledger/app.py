@@ -48,7 +48,7 @@ from core_ledger.liabilities import LiabilitiesSampler
 from core_ledger.metrics import LedgerMetrics
 from core_ledger.reads import LedgerReads
 from core_ledger.service import LedgerService
-from core_ledger.standby_tailer import Standby, StandbyMetrics, StandbySettings
+from core_ledger.standby_tailer import StandbyMetrics, StandbySettings, StandbyTailer
 from core_ledger.store import SqliteStore, Store
 from core_ledger.writer import WriterLimits
 
@@ -96,7 +96,7 @@ def create_app(config: LedgerConfig, *, store: Store | None = None, clock: Calla
     metrics.fault_point_enabled.set(1 if config.fault_apply_delay_file is not None else 0)
     _export_capacity(registry, metrics, config, app[SERVICE])
     if standby is not None:
-        app[STANDBY] = Standby(app[SERVICE], standby, StandbyMetrics(registry), clock)
+        app[STANDBY] = StandbyTailer(app[SERVICE], standby, StandbyMetrics(registry), clock)
     app[READS] = LedgerReads(store, clock=clock)
     app[AUDITOR] = Auditor(app[SERVICE], app[READS], metrics, clock)
     app[LIABILITIES] = LiabilitiesSampler(store, metrics, config.liabilities_interval_s)

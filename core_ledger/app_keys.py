@@ -14,12 +14,12 @@ from core_ledger.fencing import Fencing
 from core_ledger.liabilities import LiabilitiesSampler
 from core_ledger.reads import LedgerReads
 from core_ledger.service import LedgerService
-from core_ledger.standby_tailer import Standby
+from core_ledger.standby_tailer import StandbyTailer
 
 SERVICE = web.AppKey("ledger_service", LedgerService)
 READS = web.AppKey("ledger_reads", LedgerReads)
 CONFIG = web.AppKey("ledger_config", LedgerConfig)
-STANDBY = web.AppKey("ledger_standby", Standby)  # present only in standby mode
+STANDBY = web.AppKey("ledger_standby", StandbyTailer)  # present only in standby mode
 AUDITOR = web.AppKey("ledger_auditor", Auditor)
 FENCING = web.AppKey("ledger_fencing", Fencing)
 CREDENTIALS = web.AppKey("ledger_credentials", CredentialReloader)

@@ -83,7 +83,7 @@ class StandbyDiverged(Exception):
         self.sequence = sequence
 
 
-class Standby:
+class StandbyTailer:
     """The tailer task: the only mutator of a standby's store."""
 
     def __init__(self, service: LedgerService, settings: StandbySettings, metrics: StandbyMetrics,
