@@ -34,8 +34,9 @@ from core_ledger.cli import GC_THRESHOLDS
 from core_ledger.domain import ADMIN_SCOPE, Command
 from core_ledger.http import money_command
 from core_ledger.metrics import LedgerMetrics
-from core_ledger.service import LedgerService, WriterLimits
+from core_ledger.service import LedgerService
 from core_ledger.store import SqliteStore
+from core_ledger.writer import WriterLimits
 
 CONCURRENCY = 64  # bets in flight, as wrk's connections in ledger_throughput.py
 GAME_IDS = ("slots-1", "slots-2", "roulette-1")

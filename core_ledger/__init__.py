@@ -1,6 +1,8 @@
 """The core ledger: a serializable, double-entry, hash-chained journal with an HTTP API.
 
-Layers point inward: `http`/`admin_http` → `service` → `domain`; `store` holds the backends.
+Layers point inward: `http`/`admin_http` → `service` (the facade over `writer`, `failover`,
+`replica_apply`) → `domain`; `store` holds the backends; `app` wires them together. The module
+map is in docs/DESIGN.md (section "Processes and who talks to whom").
 
 Choices the code makes (all covered by tests; the contract is docs/API.md, the design docs/DESIGN.md):
 - `via`/`client_id` from a non-edge credential: 403 `forbidden`. An edge that omits them is

@@ -18,24 +18,13 @@ from pydantic import BaseModel
 from shared import auth
 from shared.errors import BadRequest, Conflict
 from shared.models import AdjustmentIn, BonusGrantIn, FreezeIn, JackpotCreateIn, PlayerCreateIn, UnfenceIn
+from shared.routes import Route, path_id
 from shared.web import json_response, principal, read_model
 
+from core_ledger.answers import answer
+from core_ledger.app_keys import AUDITOR, BACKUPS, FENCING, READS, SERVICE, STANDBY
 from core_ledger.domain import ADMIN_SCOPE, Command
-from core_ledger.routes import (
-    AUDITOR,
-    BACKUPS,
-    FENCING,
-    READS,
-    SERVICE,
-    STANDBY,
-    Route,
-    answer,
-    page_limit,
-    path_id,
-    query_bool,
-    query_choice,
-    query_int,
-)
+from core_ledger.query import page_limit, query_bool, query_choice, query_int
 
 log = structlog.get_logger("croupier.ledger.admin")
 

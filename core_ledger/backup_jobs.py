@@ -4,7 +4,7 @@
 Each attempt is counted (`ledger_backups_total{outcome}`) and logged; a success moves
 `ledger_backup_last_success_timestamp_seconds`, which starts at the newest finished backup found
 in `backup_dir` (0 when there is none yet, so the staleness alert fires). A scheduled backup that
-fails is retried with backoff (`TaskHealth`, task "backup"); the format is core_ledger.backup's.
+fails is retried with backoff (`TaskHealth`, task "backup"); the format is core_ledger.backup_format's.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import structlog
 from shared.errors import Conflict, CroupierError
 from shared.tasks import OwnedTask
 
-from core_ledger.backup import last_backup_time, prune, write_backup
+from core_ledger.backup_format import last_backup_time, prune, write_backup
 from core_ledger.config import LedgerConfig
 from core_ledger.metrics import LedgerMetrics
 from core_ledger.store import Store

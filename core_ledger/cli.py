@@ -77,8 +77,8 @@ def serve(
     from shared.credentials import FileSecret
 
     from core_ledger import config as ledger_config
-    from core_ledger.http import create_app
-    from core_ledger.standby import StandbySettings
+    from core_ledger.app import create_app
+    from core_ledger.standby_tailer import StandbySettings
 
     if (standby_of is None) != (replica_token_file is None):
         raise typer.BadParameter("--standby-of and --replica-token-file go together")
@@ -124,7 +124,7 @@ def migrate(
     from shared import logs
 
     from core_ledger import config as ledger_config
-    from core_ledger.http import store_for
+    from core_ledger.app import store_for
 
     cfg = ledger_config.load(config, data_dir=data_dir)
     logs.configure(cfg.log_level, service="ledger", file=cfg.log_file)  # the migration is logged with the rest
@@ -151,7 +151,7 @@ def migrate(
 def verify(path: Path = typer.Argument(..., help="Path to ledger.db")) -> None:
     """Verify the journal's hash chain offline; prints JSON, exit 1 when broken, 2 when the file
     cannot be opened (e.g. a schema version this code may not read: see docs/runbooks/upgrade.md)."""
-    from core_ledger.reads import verify_store
+    from core_ledger.journal_checks import verify_store
 
     report = _offline([path], verify_store)
     _print(report)
@@ -160,7 +160,7 @@ def verify(path: Path = typer.Argument(..., help="Path to ledger.db")) -> None:
 
 def rebuild(path: Path = typer.Argument(..., help="Path to ledger.db (the ledger must be stopped)")) -> None:
     """Recompute every derived table from the journal (after verifying the chain)."""
-    from core_ledger.reads import rebuild_state, verify_store
+    from core_ledger.journal_checks import rebuild_state, verify_store
 
     async def work(store: SqliteStore) -> dict[str, Any]:
         report = await verify_store(store)
@@ -203,8 +203,8 @@ def backup(
     from shared import logs
 
     from core_ledger import config as ledger_config
-    from core_ledger.backup import BackupInvalid, write_backup
-    from core_ledger.http import store_for, utc_now
+    from core_ledger.app import store_for, utc_now
+    from core_ledger.backup_format import BackupInvalid, write_backup
     from core_ledger.store import Store
     from core_ledger.store.base import StorageError
 
@@ -266,7 +266,7 @@ def restore(
 
     from shared import logs
 
-    from core_ledger.backup import BackupInvalid, RestoreTargetNotEmpty, restore_backup, restore_into_sqlite
+    from core_ledger.backup_format import BackupInvalid, RestoreTargetNotEmpty, restore_backup, restore_into_sqlite
     from core_ledger.metrics import RestoreMetrics
     from core_ledger.store.base import StorageError
 
@@ -320,8 +320,8 @@ def verify_backup(backup_path: Path = typer.Argument(..., metavar="BACKUP", exis
                                                     help="A backup directory (holds manifest.json).")) -> None:
     """Check a backup without restoring it: the journal's hash chain up to the manifest's head, then
     every file's checksum. Prints JSON (`first_bad_sequence`, `file` when refused); exit 1 when bad."""
-    from core_ledger.backup import BackupInvalid
-    from core_ledger.backup import verify_backup as check
+    from core_ledger.backup_format import BackupInvalid
+    from core_ledger.backup_format import verify_backup as check
 
     try:
         report = check(backup_path)

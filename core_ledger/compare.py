@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from core_ledger.domain import require
-from core_ledger.reads import verify_store
+from core_ledger.journal_checks import verify_store
 from core_ledger.store import Store
 
 PAGE = 1000  # journal rows read per store per step

@@ -5,7 +5,7 @@ and `replica` credentials may present one; from any other role it is ignored, lo
 A claim above this primary's epoch starts a *survey*: every configured peer ledger is asked for its
 `/readyz` (bounded by `peer_check_timeout_s`). The only evidence is a peer's own announcement:
 role `primary`, not fenced, epoch above ours (with its head, recorded in the log). With it, this
-primary fences itself durably (`LedgerService.fence`); without it, nothing is stored.
+primary fences itself durably (`Failover.fence` in core_ledger/failover.py); without it, nothing is stored.
 
 One survey runs at a time: a claim arriving while one is in flight waits for that one. A result is
 remembered for `epoch_claim_recheck_s`: claims above what it proved are refuted from memory, so a
@@ -36,9 +36,10 @@ from shared.auth import Principal
 from shared.errors import Conflict
 
 from core_ledger.domain import Command
+from core_ledger.failover import EPOCH_HEADER
 from core_ledger.metrics import LedgerMetrics
-from core_ledger.replication import EPOCH_HEADER
-from core_ledger.service import LedgerService, Result
+from core_ledger.service import LedgerService
+from core_ledger.writer import Result
 
 log = structlog.get_logger("croupier.ledger.fencing")
 

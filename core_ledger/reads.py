@@ -1,4 +1,6 @@
-"""Reads of committed state (the writer's overlay is never read here) and audits."""
+"""Reads of committed state for the handlers (the writer's overlay is never read here): balances,
+rounds, transactions, jackpots, bonuses, statements, journal pages. Whole-journal checks (verify,
+rebuild) are in core_ledger/journal_checks.py."""
 
 from __future__ import annotations
 
@@ -10,13 +12,11 @@ import orjson
 
 from shared.errors import NotFound
 
-from core_ledger.domain import ChainCheck, State, evolve, public_transaction
+from core_ledger.domain import public_transaction
 from core_ledger.domain.commands import present
-from core_ledger.domain.state import TABLES, jackpot_account, player_account
+from core_ledger.domain.state import jackpot_account, player_account
+from core_ledger.journal_checks import JOURNAL_PAGE, verify_store
 from core_ledger.store import Store
-
-JOURNAL_PAGE = 1000  # rows per query when streaming, verifying or rebuilding
-
 
 ROUND_TABLES = ("rounds", "client_rounds")  # before scoping by client, and scoped (see domain.state)
 
@@ -148,34 +148,3 @@ class LedgerReads:
 
     async def verify(self, up_to_sequence: int) -> dict[str, Any]:
         return await verify_store(self.store, up_to_sequence)
-
-
-async def verify_store(store: Store, up_to_sequence: int | None = None) -> dict[str, Any]:
-    """Walk the journal (up to a sequence: a live journal keeps growing), page by page, checking
-    sequence, links, balance and hashes."""
-    check, after = ChainCheck(), 0
-    while up_to_sequence is None or after < up_to_sequence:
-        limit = JOURNAL_PAGE if up_to_sequence is None else min(JOURNAL_PAGE, up_to_sequence - after)
-        rows = await store.journal(after, limit)
-        if not rows or not check.feed(rows):
-            break
-        after = rows[-1][0]
-    return check.report()
-
-
-async def rebuild_state(store: Store) -> State:
-    """Every derived table, recomputed from the journal alone with the live `evolve`."""
-    state, after = State(complete=True), 0
-    while True:
-        rows = await store.journal(after, JOURNAL_PAGE)
-        if not rows:
-            return state
-        for _, text in rows:
-            evolve(state, orjson.loads(text))
-        after = rows[-1][0]
-
-
-async def rebuild_differences(store: Store) -> list[str]:
-    """Tables whose live rows differ from the rebuild (empty when the two are equal)."""
-    state = await rebuild_state(store)
-    return [t for t in TABLES if await store.dump(t) != state.rows(t)]

@@ -17,7 +17,7 @@ from structlog.testing import capture_logs
 
 from shared.ids import AMOUNT_MINOR_MAX
 
-from core_ledger.http import create_app as create_ledger_app
+from core_ledger.app import create_app as create_ledger_app
 from edge.service import EdgeService
 from harness.cluster import free_port
 from tests.edge.conftest import Edges, eventually

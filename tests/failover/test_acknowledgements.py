@@ -13,11 +13,11 @@ from typing import Any
 
 import orjson
 
+from core_ledger.app import create_app
+from core_ledger.app_keys import SERVICE, STANDBY
 from core_ledger.compare import compare_stores
 from core_ledger.domain import GENESIS_HASH
-from core_ledger.http import create_app
-from core_ledger.routes import SERVICE, STANDBY
-from core_ledger.standby import StandbySettings
+from core_ledger.standby_tailer import StandbySettings
 from core_ledger.store import SqliteStore
 from tests.ledger.conftest import TOKENS, Api, FakeClock, bet, ledger_config, standby_of
 from tests.ledger.test_standby import wait_for

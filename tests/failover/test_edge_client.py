@@ -13,9 +13,9 @@ from prometheus_client import CollectorRegistry
 
 from shared.errors import Unavailable
 
-from core_ledger.http import create_app
-from core_ledger.routes import SERVICE
-from core_ledger.standby import StandbySettings
+from core_ledger.app import create_app
+from core_ledger.app_keys import SERVICE
+from core_ledger.standby_tailer import StandbySettings
 from edge.config import Limits
 from edge.ledger_client import LedgerClient
 from edge.metrics import EdgeMetrics

@@ -19,10 +19,10 @@ from prometheus_client import CollectorRegistry
 
 from shared.auth import TokenEntry, hash_token
 
+from core_ledger.app import create_app
+from core_ledger.app_keys import SERVICE
 from core_ledger.config import LedgerConfig
-from core_ledger.http import create_app
-from core_ledger.routes import SERVICE
-from core_ledger.standby import StandbySettings
+from core_ledger.standby_tailer import StandbySettings
 from core_ledger.store import MemoryStore, SqliteStore, StorageError
 from edge.http import create_app as create_edge_app
 from harness.cluster import free_port

@@ -11,9 +11,9 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from core_ledger import config as ledger_config_file
-from core_ledger.http import create_app
-from core_ledger.routes import SERVICE
-from core_ledger.standby import StandbySettings
+from core_ledger.app import create_app
+from core_ledger.app_keys import SERVICE
+from core_ledger.standby_tailer import StandbySettings
 from tests.ledger.conftest import TOKENS, Api, FakeClock, bet, ledger_config
 from tests.ledger.test_standby import wait_for
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from core_ledger.app import create_app
+from core_ledger.app_keys import SERVICE
 from core_ledger.compare import compare_stores
-from core_ledger.http import create_app
-from core_ledger.routes import SERVICE
-from core_ledger.standby import StandbySettings
+from core_ledger.standby_tailer import StandbySettings
 from core_ledger.store import SqliteStore
 from harness.cluster import free_port
 from tests.ledger.conftest import TOKENS, Api, FakeClock, bet, ledger_config, standby_of

@@ -7,9 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from core_ledger.http import create_app
-from core_ledger.routes import SERVICE, STANDBY
-from core_ledger.standby import StandbySettings
+from core_ledger.app import create_app
+from core_ledger.app_keys import SERVICE, STANDBY
+from core_ledger.standby_tailer import StandbySettings
 from tests.ledger.conftest import TOKENS, Api, FakeClock, bet, ledger_config, standby_of
 from tests.ledger.test_standby import wait_for
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from core_ledger.http import create_app
-from core_ledger.routes import SERVICE
+from core_ledger.app import create_app
+from core_ledger.app_keys import SERVICE
 from tests.ledger.conftest import Api, FakeClock, bet, ledger_config, standby_of
 
 

@@ -12,9 +12,9 @@ from aiohttp import web
 
 from shared.auth import TokenEntry, hash_token
 
+from core_ledger.app import create_app
 from core_ledger.config import LedgerConfig
-from core_ledger.http import create_app
-from core_ledger.standby import StandbySettings
+from core_ledger.standby_tailer import StandbySettings
 from tests.ledger.pg import pg_server  # noqa: F401 (one PostgreSQL per session for every ledger module)
 
 ROLES = ("edge", "cashier", "admin_read", "admin_write", "replica", "game_server")

@@ -7,11 +7,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from core_ledger.app import create_app
+from core_ledger.app_keys import AUDITOR, SERVICE, STANDBY
 from core_ledger.audit import Auditor
-from core_ledger.http import create_app
 from core_ledger.reads import LedgerReads
-from core_ledger.routes import AUDITOR, SERVICE, STANDBY
-from core_ledger.standby import StandbySettings
+from core_ledger.standby_tailer import StandbySettings
 from core_ledger.store import Head, JournalRow, SqliteStore, StorageError
 from core_ledger.store.base import Rows
 from core_ledger.task_health import FAILING_AFTER

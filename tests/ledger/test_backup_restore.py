@@ -20,7 +20,9 @@ from shared.config import ConfigError
 
 from core_ledger import cli as ledger_cli
 from core_ledger import config as ledger_config_module
-from core_ledger.backup import (
+from core_ledger.app import create_app
+from core_ledger.app_keys import BACKUPS, SERVICE
+from core_ledger.backup_format import (
     JOURNAL,
     BackupInvalid,
     RestoreTargetNotEmpty,
@@ -33,8 +35,6 @@ from core_ledger.backup import (
 )
 from core_ledger.domain import State, evolve
 from core_ledger.domain.state import TABLES
-from core_ledger.http import create_app
-from core_ledger.routes import BACKUPS, SERVICE
 from core_ledger.store import SqliteStore, Store
 from core_ledger.store.postgres import PostgresStore
 from tests.ledger.conftest import Api, FakeClock, bet, ledger_config

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
+from core_ledger.app_keys import SERVICE
 from core_ledger.domain import money
 from core_ledger.domain.state import player_account, system_account
-from core_ledger.routes import SERVICE
 from tests.ledger.conftest import Api
 
 decide_module = importlib.import_module("core_ledger.domain.decide")  # the package re-exports the function
@@ -90,7 +90,7 @@ async def test_a_bug_in_the_writer_loop_halts_it_and_answers_everyone_waiting(
     async def broken_pipeline(*args: Any) -> Any:
         raise RuntimeError("a bug in the pipeline")
 
-    monkeypatch.setattr(service, "_pipeline", broken_pipeline)
+    monkeypatch.setattr(service.writer, "_pipeline", broken_pipeline)
     with capture_logs() as logs:
         status, body = await api.post("cashier", "/v1/deposits", deposit("d1"))
     assert status == 500 and body["code"] == "ledger_halted"

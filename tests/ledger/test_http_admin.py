@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 from openapi_spec_validator import validate
 
-from core_ledger.routes import SERVICE
+from core_ledger.app_keys import SERVICE
 from tests.ledger.conftest import TOKENS, Api, bet
 
 

@@ -10,15 +10,17 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
+from core_ledger.app import create_app
+from core_ledger.app_keys import SERVICE
 from core_ledger.domain import ENTRY_FORMAT, ChainCheck, entry_text
 from core_ledger.domain.journal import GENESIS_HASH, chain_hash
 from core_ledger.domain.state import TABLES
-from core_ledger.http import create_app
+from core_ledger.journal_checks import rebuild_state, verify_store
 from core_ledger.metrics import LedgerMetrics
-from core_ledger.reads import rebuild_state, verify_store
-from core_ledger.routes import SERVICE
-from core_ledger.service import LedgerService, ReplicationError, WriterLimits
+from core_ledger.replica_apply import ReplicationError
+from core_ledger.service import LedgerService
 from core_ledger.store import Head, JournalRow, MemoryStore, SqliteStore
+from core_ledger.writer import WriterLimits
 from tests.ledger.conftest import Api, FakeClock, bet, ledger_config
 
 

@@ -15,10 +15,11 @@ from prometheus_client import CollectorRegistry
 from shared.errors import Unavailable
 
 from core_ledger.domain import ADMIN_SCOPE, Command
+from core_ledger.journal_checks import rebuild_differences, verify_store
 from core_ledger.metrics import LedgerMetrics
-from core_ledger.reads import rebuild_differences, verify_store
-from core_ledger.service import LedgerService, WriterLimits
+from core_ledger.service import LedgerService
 from core_ledger.store import MemoryStore, SqliteStore, StorageError
+from core_ledger.writer import WriterLimits
 from tests.ledger.conftest import FakeClock
 
 CLI = [sys.executable, "-c", "from croupier.cli import main; main()", "ledger"]

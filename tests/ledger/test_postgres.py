@@ -16,9 +16,9 @@ import pytest
 from shared.config import ConfigError
 
 from core_ledger import config as ledger_config_module
-from core_ledger.backup import restore_into_sqlite
-from core_ledger.http import create_app
-from core_ledger.reads import verify_store
+from core_ledger.app import create_app
+from core_ledger.backup_format import restore_into_sqlite
+from core_ledger.journal_checks import verify_store
 from core_ledger.store import Head, JournalRow, SqliteStore, StorageError
 from core_ledger.store.postgres import PostgresLimits, PostgresStore
 from tests.ledger.conftest import Api, FakeClock, bet, ledger_config

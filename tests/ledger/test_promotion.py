@@ -11,10 +11,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from core_ledger.http import create_app
-from core_ledger.reads import verify_store
-from core_ledger.routes import SERVICE, STANDBY
-from core_ledger.standby import StandbySettings
+from core_ledger.app import create_app
+from core_ledger.app_keys import SERVICE, STANDBY
+from core_ledger.journal_checks import verify_store
+from core_ledger.standby_tailer import StandbySettings
 from core_ledger.store import Head, JournalRow, SqliteStore, StorageError
 from core_ledger.store.base import Rows
 from core_ledger.store.postgres import PostgresStore
@@ -211,7 +211,8 @@ async def test_a_fenced_copy_promoted_from_standby_is_no_longer_fenced(tmp_path:
     from prometheus_client import CollectorRegistry
 
     from core_ledger.metrics import LedgerMetrics
-    from core_ledger.service import LedgerService, WriterLimits
+    from core_ledger.service import LedgerService
+    from core_ledger.writer import WriterLimits
 
     async def run(standby: bool, step: Any) -> Any:
         service = LedgerService(SqliteStore(tmp_path / "ledger.db"), WriterLimits(), clock=FakeClock(),

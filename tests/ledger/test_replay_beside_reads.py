@@ -17,8 +17,9 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from core_ledger.metrics import LedgerMetrics
-from core_ledger.service import LedgerService, WriterLimits
+from core_ledger.service import LedgerService
 from core_ledger.store import SqliteStore
+from core_ledger.writer import WriterLimits
 from tests.ledger.conftest import FakeClock
 from tests.ledger.test_journal_integrity import cmd, traffic
 

@@ -20,10 +20,11 @@ from core_ledger.domain import (
     seal,
 )
 from core_ledger.domain.journal import GENESIS_HASH
+from core_ledger.journal_checks import rebuild_differences
 from core_ledger.metrics import LedgerMetrics
-from core_ledger.reads import rebuild_differences
-from core_ledger.service import LedgerService, WriterLimits
+from core_ledger.service import LedgerService
 from core_ledger.store import Head, JournalRow, SqliteStore
+from core_ledger.writer import WriterLimits
 from tests.ledger.conftest import FakeClock
 
 BET = {"player_id": "p", "currency": "EUR", "amount_minor": 100, "game_id": "g"}

@@ -169,8 +169,8 @@ class TestSqlite:
 
     async def test_a_backup_manifest_names_the_source_stores_schema_version_and_entry_format(
             self, tmp_path: Path, aiohttp_client: Any) -> None:
+        from core_ledger.app import create_app
         from core_ledger.domain import ENTRY_FORMAT
-        from core_ledger.http import create_app
         from tests.ledger.conftest import FakeClock, ledger_config
 
         store = SqliteStore(tmp_path / "data" / "ledger.db", migrations=(*sqlite_module.MIGRATIONS, V2))
@@ -330,7 +330,7 @@ class TestConfig:
         from shared.config import ConfigError
 
         from core_ledger import config
-        from core_ledger.http import store_for
+        from core_ledger.app import store_for
 
         path = tmp_path / "ledger.toml"
         path.write_text('[ledger]\ndata_dir = "d"\n')

@@ -9,11 +9,11 @@ from typing import Any
 
 import orjson
 
+from core_ledger.app import create_app
+from core_ledger.app_keys import SERVICE, STANDBY
 from core_ledger.domain.state import TABLES
-from core_ledger.http import create_app
-from core_ledger.routes import SERVICE, STANDBY
-from core_ledger.service import ReplicationError
-from core_ledger.standby import StandbySettings
+from core_ledger.replica_apply import ReplicationError
+from core_ledger.standby_tailer import StandbySettings
 from tests.ledger.conftest import TOKENS, Api, FakeClock, bet, ledger_config, standby_of
 
 CATCH_UP_TIMEOUT_S = 20.0

@@ -25,8 +25,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry
 
-from core_ledger.http import create_app as create_ledger
-from core_ledger.standby import StandbySettings
+from core_ledger.app import create_app as create_ledger
+from core_ledger.standby_tailer import StandbySettings
 from edge.http import create_app as create_edge
 from harness.cluster import free_port
 from monitoring import contract

@@ -18,13 +18,14 @@ from prometheus_client import CollectorRegistry
 
 from shared.logs import version
 
+from core_ledger.app import create_app as create_ledger
+from core_ledger.app_keys import LIABILITIES
 from core_ledger.domain import Command
-from core_ledger.http import create_app as create_ledger
 from core_ledger.liabilities import LiabilitiesSampler, liabilities
 from core_ledger.metrics import LedgerMetrics
-from core_ledger.routes import LIABILITIES
-from core_ledger.service import LedgerService, WriterLimits
+from core_ledger.service import LedgerService
 from core_ledger.store import MemoryStore
+from core_ledger.writer import WriterLimits
 from edge.http import create_app as create_edge
 from edge.metrics import error_code_label
 from harness.cluster import free_port

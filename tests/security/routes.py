@@ -13,8 +13,8 @@ from typing import Any
 
 from aiohttp import web
 
+from core_ledger.app import create_app as create_ledger_app
 from core_ledger.config import LedgerConfig
-from core_ledger.http import create_app as create_ledger_app
 from edge.config import EdgeConfig
 from edge.http import create_app as create_edge_app
 from harness.cluster import EDGE_ROLES, LEDGER_ROLES

@@ -1,5 +1,6 @@
-"""Standby mode: tail the primary's journal (`GET /v1/journal`), verify the chain, apply it with
-the same `evolve`, refuse writes (503 `not_primary`), and export the replication lag.
+"""The standby tailer: tail the primary's journal (`GET /v1/journal`) and hand each page to the
+replica apply (core_ledger/replica_apply.py: verify the chain, apply it with the same `evolve`);
+refuse writes (503 `not_primary`), and export the replication lag.
 
 Each poll asks for what follows the local committed head and proves it with the head's hash
 (`after_hash`), which tells the primary (a synchronous one waits for it) that everything up to
@@ -24,8 +25,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from shared.credentials import FileSecret
 from shared.tasks import OwnedTask
 
-from core_ledger.replication import EPOCH_HEADER
-from core_ledger.service import LedgerService, ReplicationError
+from core_ledger.failover import EPOCH_HEADER
+from core_ledger.replica_apply import ReplicationError
+from core_ledger.service import LedgerService
 from core_ledger.task_health import TaskHealth
 
 log = structlog.get_logger("croupier.standby")
@@ -81,7 +83,7 @@ class StandbyDiverged(Exception):
         self.sequence = sequence
 
 
-class Standby:
+class StandbyTailer:
     """The tailer task: the only mutator of a standby's store."""
 
     def __init__(self, service: LedgerService, settings: StandbySettings, metrics: StandbyMetrics,

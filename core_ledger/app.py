@@ -1,0 +1,186 @@
+"""The ledger's composition root: builds the store, the service, the standby tailer, the background
+tasks (auditor, backups, liabilities sampler, peer fencing, credential reloads) and the aiohttp app
+that serves the handlers of core_ledger/http.py and core_ledger/admin_http.py; starts and stops them
+with the app, in order. The epoch middleware (a caller's `X-Ledger-Epoch` is judged by
+core_ledger/fencing.py before the request is served) and the epoch every answer carries are wired
+here too."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+
+import structlog
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from shared import auth, logs
+from shared.credentials import CredentialMetrics, CredentialReloader
+from shared.errors import BadRequest
+from shared.routes import serve_routes
+from shared.runtime_metrics import file_bytes, free_bytes, register_runtime_collectors, sqlite_files
+from shared.tracing import TraceMetrics, Tracing
+from shared.tracing import setup as setup_tracing
+from shared.web import PRINCIPAL, Handler, make_app
+
+from core_ledger import admin_http
+from core_ledger.app_keys import (
+    AUDITOR,
+    BACKUPS,
+    CONFIG,
+    CREDENTIALS,
+    FENCING,
+    LIABILITIES,
+    READS,
+    SERVICE,
+    STANDBY,
+)
+from core_ledger.audit import Auditor
+from core_ledger.backup_jobs import Backups
+from core_ledger.config import LedgerConfig, reload_tokens
+from core_ledger.failover import EPOCH_HEADER
+from core_ledger.fencing import Fencing
+from core_ledger.http import ROUTES
+from core_ledger.liabilities import LiabilitiesSampler
+from core_ledger.metrics import LedgerMetrics
+from core_ledger.reads import LedgerReads
+from core_ledger.service import LedgerService
+from core_ledger.standby_tailer import StandbyMetrics, StandbySettings, StandbyTailer
+from core_ledger.store import SqliteStore, Store
+from core_ledger.writer import WriterLimits
+
+log = structlog.get_logger("croupier.ledger.app")
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def store_for(config: LedgerConfig) -> Store:
+    """The configured backend (asyncpg, an optional dependency, is imported only when it is used)."""
+    if config.backend == "postgres":
+        from core_ledger.store.postgres import PostgresLimits, PostgresStore
+
+        limits = PostgresLimits(pool_size_max=config.postgres_pool_size_max)
+        return PostgresStore(config.postgres_dsn, limits, schema=config.postgres_schema,
+                             allow_migration=config.migrate_on_start)
+    return SqliteStore(config.db_path, allow_migration=config.migrate_on_start)
+
+
+def create_app(config: LedgerConfig, *, store: Store | None = None, clock: Callable[[], datetime] = utc_now,
+               registry: CollectorRegistry | None = None, standby: StandbySettings | None = None,
+               tracing: Tracing | None = None) -> web.Application:
+    """The ledger application; its service (and standby tailer) start and stop with the app. `tracing`
+    (tests) replaces the one the config describes."""
+    registry = registry or CollectorRegistry()
+    store = store or store_for(config)
+    tokens = auth.TokenStore(config.tokens)
+    trace_metrics = TraceMetrics(registry)
+    if tracing is None:
+        tracing = setup_tracing(config.tracing_otlp_endpoint, config.tracing_service_name,
+                                config.tracing_sample_ratio, metrics=trace_metrics)
+    app = make_app(tokens=tokens, registry=registry, body_bytes_max=config.body_bytes_max,
+                   outer_middlewares=tracing.middlewares())
+    credentials = credential_reloader(config, tokens, CredentialMetrics(registry), standby)
+    limits = WriterLimits(group_commit=config.group_commit, commit_batch_max=config.commit_batch_max,
+                          queue_depth_max=config.queue_depth_max, synchronous_standby=config.synchronous_standby,
+                          standby_ack_timeout_s=config.standby_ack_timeout_s)
+    metrics = LedgerMetrics(registry)
+    app[SERVICE] = LedgerService(store, limits, clock=clock, metrics=metrics, standby=standby is not None)
+    if config.fault_apply_delay_file is not None:
+        log.warning("ledger_fault_point_enabled", fault="apply_delay", file=str(config.fault_apply_delay_file))
+        app[SERVICE].apply_fault_delay = partial(_fault_delay, config.fault_apply_delay_file)
+    metrics.fault_point_enabled.set(1 if config.fault_apply_delay_file is not None else 0)
+    _export_capacity(registry, metrics, config, app[SERVICE])
+    if standby is not None:
+        app[STANDBY] = StandbyTailer(app[SERVICE], standby, StandbyMetrics(registry), clock)
+    app[READS] = LedgerReads(store, clock=clock)
+    app[AUDITOR] = Auditor(app[SERVICE], app[READS], metrics, clock)
+    app[LIABILITIES] = LiabilitiesSampler(store, metrics, config.liabilities_interval_s)
+    app[CONFIG] = config
+    app[CREDENTIALS] = credentials
+    app[BACKUPS] = Backups(store, config, metrics, clock)
+    app[FENCING] = Fencing(app[SERVICE], metrics, peers=config.peers, timeout_s=config.peer_check_timeout_s,
+                           interval_s=config.peer_check_interval_s, recheck_s=config.epoch_claim_recheck_s,
+                           tls=config.tls.client_context())
+    serve_routes(app, [*ROUTES, *admin_http.ROUTES], title="Croupier core ledger",
+                 description="Serializable double-entry money ledger with a hash-chained journal.")
+    app.middlewares.append(_fencing)
+    app.on_response_prepare.append(_announce_epoch)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        await app[SERVICE].start()
+        await app[FENCING].start()  # peers first: a primary that lost a failover never takes a write
+        tasks = [t for t in (app.get(STANDBY), app[AUDITOR], app[BACKUPS], app[LIABILITIES]) if t is not None]
+        for task in tasks:
+            task.start()
+        credentials.start()
+        service = app[SERVICE]
+        log.info("ledger_started", version=logs.version(), role=service.role, epoch=service.epoch,
+                 fenced=service.fenced, head_sequence=service.head.sequence,
+                 standby_of=standby.primary_url if standby is not None else None, config=logs.config_summary(config))
+        try:
+            yield
+        finally:
+            log.info("ledger_stopping", head_sequence=service.head.sequence)
+            await credentials.stop()
+            await app[FENCING].stop()
+            for task in tasks:
+                await task.stop()
+            await app[SERVICE].stop()
+            await asyncio.to_thread(tracing.shutdown)  # a last export may wait on the collector
+            log.info("ledger_stopped", head_sequence=service.head.sequence)
+
+    app.cleanup_ctx.append(lifecycle)
+    return app
+
+
+def _export_capacity(registry: CollectorRegistry, metrics: LedgerMetrics, config: LedgerConfig,
+                     service: LedgerService) -> None:
+    """Process, build, queue and disk gauges, read at scrape time."""
+    register_runtime_collectors(registry, "ledger")
+    metrics.write_queue_depth.set_function(lambda: service.queue_depth)
+    metrics.data_dir_free_bytes.set_function(free_bytes(config.data_dir))
+    if config.backend == "sqlite":
+        for name, path in sqlite_files(config.db_path).items():
+            metrics.db_bytes.labels(name).set_function(partial(file_bytes, path))
+
+
+def credential_reloader(config: LedgerConfig, tokens: auth.TokenStore, metrics: CredentialMetrics,
+                        standby: StandbySettings | None) -> CredentialReloader:
+    """Reloads the accepted tokens (the config file's and its tokens_file's) and the replica token."""
+    path = config.config_path
+    return CredentialReloader(
+        tokens, metrics, load_tokens=partial(reload_tokens, path) if path is not None else None,
+        secrets=[standby.replica_token_file] if standby is not None and standby.replica_token_file else [],
+        watched=[p for p in (path, config.tokens_file) if p is not None],
+        interval_s=config.credentials_check_interval_s)
+
+
+def _fault_delay(path: Path) -> float:
+    """The test-only apply delay: the number in `path`, 0 while the file is absent or unreadable."""
+    try:
+        return max(0.0, min(float(path.read_text()), 60.0))
+    except (OSError, ValueError):
+        return 0.0
+
+
+@web.middleware
+async def _fencing(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """An authenticated caller's `X-Ledger-Epoch` (the highest epoch it saw) is a claim, judged by
+    core_ledger/fencing.py before the request is served: only a peer's proof fences this primary,
+    and only edge and replica credentials are heard. Anonymous callers' headers are ignored."""
+    raw = request.headers.get(EPOCH_HEADER)
+    who = request.get(PRINCIPAL)
+    if raw is not None and who is not None:
+        if not raw.isdigit() or len(raw) > 18:
+            raise BadRequest(f"{EPOCH_HEADER}: a non-negative integer is required", field=EPOCH_HEADER)
+        await request.app[FENCING].claim(int(raw), who)
+    return await handler(request)
+
+
+async def _announce_epoch(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers[EPOCH_HEADER] = str(request.app[SERVICE].epoch)

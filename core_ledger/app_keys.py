@@ -1,0 +1,27 @@
+"""The keys under which the composition root (core_ledger/app.py) puts the ledger's parts into the
+aiohttp application, for the handlers (core_ledger/http.py, core_ledger/admin_http.py) to find."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from shared.credentials import CredentialReloader
+
+from core_ledger.audit import Auditor
+from core_ledger.backup_jobs import Backups
+from core_ledger.config import LedgerConfig
+from core_ledger.fencing import Fencing
+from core_ledger.liabilities import LiabilitiesSampler
+from core_ledger.reads import LedgerReads
+from core_ledger.service import LedgerService
+from core_ledger.standby_tailer import StandbyTailer
+
+SERVICE = web.AppKey("ledger_service", LedgerService)
+READS = web.AppKey("ledger_reads", LedgerReads)
+CONFIG = web.AppKey("ledger_config", LedgerConfig)
+STANDBY = web.AppKey("ledger_standby", StandbyTailer)  # present only in standby mode
+AUDITOR = web.AppKey("ledger_auditor", Auditor)
+FENCING = web.AppKey("ledger_fencing", Fencing)
+CREDENTIALS = web.AppKey("ledger_credentials", CredentialReloader)
+BACKUPS = web.AppKey("ledger_backups", Backups)
+LIABILITIES = web.AppKey("ledger_liabilities", LiabilitiesSampler)

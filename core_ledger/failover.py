@@ -1,0 +1,198 @@
+"""Failover state of one ledger copy: its role, its epoch's fence, the standbys' acknowledgements,
+and promotion. The writer asks it whether it may write (`role`, `fenced`); nothing here talks to
+the network. Deciding *whether* a fence is proven (claims, peer surveys, the operator's unfence
+command) is core_ledger/fencing.py's job: it calls `fence` only on verified evidence.
+
+A primary fenced by a higher epoch (`fence`) answers every write 503 `not_primary`, even one whose
+commit was under way, until an operator lifts the fence (`lift_fence`, after the writer journaled
+the `unfence`). A standby keeps the highest epoch its primary announced (`heard_of_epoch`), so a
+promotion (`promote`) goes above every epoch it heard of.
+
+Acknowledgements: the journal endpoint advances nothing itself. Each standby's poll
+`after_sequence=N&after_hash=H` acknowledges N once H is the primary's own hash at N
+(`acknowledge`), which advances `acks` (answers of a synchronous primary wait on `acks.best`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import structlog
+
+from shared.errors import Conflict, Unavailable
+
+from core_ledger.domain import GENESIS_HASH
+from core_ledger.metrics import LedgerMetrics
+from core_ledger.overlay import Overlay
+from core_ledger.store import Head, Store
+from core_ledger.watermark import Watermark
+
+log = structlog.get_logger("croupier.ledger")
+
+EPOCH_HEADER = "X-Ledger-Epoch"  # on every ledger answer; edges send back the highest they saw
+STANDBYS_MAX = 64  # acknowledgements remembered (one per replica credential in practice)
+
+
+@dataclass
+class StandbyAck:
+    acked_sequence: int
+    seen_at: float  # loop time of its last poll
+
+
+class Acks:
+    """Per standby (credential name): the sequence it has durably applied, from its polls."""
+
+    def __init__(self) -> None:
+        self.best = Watermark()
+        self.by_name: dict[str, StandbyAck] = {}
+
+    def record(self, name: str, sequence: int, now: float) -> None:
+        if name not in self.by_name and len(self.by_name) >= STANDBYS_MAX:
+            oldest = min(self.by_name, key=lambda n: self.by_name[n].seen_at)
+            del self.by_name[oldest]
+        previous = self.by_name.get(name)
+        self.by_name[name] = StandbyAck(max(sequence, previous.acked_sequence if previous else 0), now)
+        self.best.advance(sequence)
+
+    def report(self, head_sequence: int, now: float) -> list[dict[str, object]]:
+        return [{"name": name, "acked_sequence": a.acked_sequence,
+                 "lag_sequences": max(0, head_sequence - a.acked_sequence),
+                 "last_poll_age_s": round(now - a.seen_at, 3)} for name, a in sorted(self.by_name.items())]
+
+
+class Failover:
+    def __init__(self, store: Store, overlay: Overlay, metrics: LedgerMetrics, *, standby: bool,
+                 synchronous_standby: bool) -> None:
+        self.store = store
+        self._overlay = overlay
+        self.metrics = metrics
+        self.role = "standby" if standby else "primary"
+        self._synchronous_standby = synchronous_standby
+        self.fenced_by = 0  # the higher epoch that fenced this primary (0: not fenced)
+        self._acked_floor = 0  # entries acknowledged before this process (or this copy) was primary
+        self.acks = Acks()  # what standbys have applied (synchronous answers wait on it)
+        self._promoting = asyncio.Lock()
+
+    async def start(self) -> None:
+        """After the overlay's heads were read from the store: the durable fence, and the floor."""
+        # What this copy holds at start may all have been answered before (by it, before a restart):
+        # it counts as acknowledged, so no standby that holds less is ever promoted over it.
+        self._acked_floor = self._overlay.head.sequence
+        self.fenced_by = await self.store.fenced_by()
+        self.observe_role()
+
+    @property
+    def epoch(self) -> int:
+        return self._overlay.head.epoch
+
+    @property
+    def acknowledged_sequence(self) -> int:
+        """The highest sequence whose answer may have gone out as a success: with a synchronous
+        standby, what some standby confirmed (never more than committed); else every commit."""
+        committed = self._overlay.committed
+        if self._synchronous_standby:
+            return max(self._acked_floor, min(self.acks.best.value, committed.sequence))
+        return committed.sequence
+
+    @property
+    def fenced(self) -> bool:
+        """A fence holds against a primary of a lower epoch only: once this copy is promoted above
+        it (promotion raises the epoch past every fence it heard of), the fence is history. On a
+        standby the stored fence is only the highest epoch it heard of (see `heard_of_epoch`)."""
+        return self.role == "primary" and self.fenced_by > self._overlay.head.epoch
+
+    def refusal(self) -> Unavailable:
+        return Unavailable(f"this ledger was fenced by epoch {self.fenced_by}: write to the current primary",
+                           code="not_primary")
+
+    async def fence(self, epoch: int, evidence: dict[str, Any]) -> bool:
+        """Verified evidence (a configured peer announced it) that a ledger of `epoch` exists: if
+        that is above ours, this primary is fenced at once (in memory, before any other answer) and
+        durably (it survives a restart). True when this call fenced it. Never call this with an
+        epoch a caller merely claimed."""
+        own_epoch = self._overlay.head.epoch
+        if self.role != "primary" or epoch <= own_epoch:
+            return False
+        fenced_now = epoch > self.fenced_by
+        if fenced_now:
+            self.fenced_by = epoch
+            self.observe_role()
+            log.warning("ledger_fenced", own_epoch=own_epoch, fenced_by_epoch=epoch, evidence=evidence)
+        await self.store.fence(self.fenced_by)  # again on every proof: a failed store write is retried
+        return fenced_now
+
+    async def heard_of_epoch(self, epoch: int) -> None:
+        """Standby: its primary announced `epoch`. Kept durably (as the store's fence record) so a
+        later promotion goes above it even when no entry of that epoch reached this copy yet: a
+        primary promoted to epoch E that has journaled nothing since, then fails, must never see
+        this copy promoted to E as well (two copies writing under one epoch)."""
+        if self.role != "standby" or epoch <= max(self._overlay.head.epoch, self.fenced_by):
+            return
+        await self.store.fence(epoch)
+        self.fenced_by = epoch
+        log.info("ledger_heard_of_epoch", epoch=epoch, own_epoch=self._overlay.head.epoch)
+
+    async def lift_fence(self, lifted: int, principal: str, forced: Any) -> None:
+        """After the writer journaled the `unfence`: clear the durable fence of epoch `lifted`. A
+        higher fence that arrived meanwhile stays in force."""
+        remaining = await self.store.unfence(lifted)
+        if self.fenced_by <= lifted:
+            self.fenced_by = remaining
+        self.observe_role()
+        log.warning("ledger_unfenced", lifted_epoch=lifted, still_fenced_by=self.fenced_by or None,
+                    principal=principal, forced=forced)
+
+    async def acknowledge(self, name: str, sequence: int, claimed_hash: str, now: float) -> None:
+        """A standby polled after `sequence`, proving with `claimed_hash` (its entry's hash there)
+        that it holds this ledger's chain up to it: only then has it durably applied everything up
+        to `sequence`. A hash that differs, or a sequence this ledger never stored, means its copy
+        diverged: `Conflict` `replica_diverged`, nothing recorded."""
+        own = await self._hash_at(sequence)
+        if own != claimed_hash:
+            self.metrics.standby_divergences_total.inc()
+            log.error("standby_diverged", standby=name, sequence=sequence,
+                      head_sequence=self._overlay.committed.sequence, held_here=own is not None)
+            raise Conflict(f"the standby's entry {sequence} is not this ledger's "
+                           f"({'another hash' if own is not None else 'no such entry here'}): "
+                           "its copy diverged and must be rebuilt from this primary",
+                           code="replica_diverged", sequence=sequence)
+        self.acks.record(name, sequence, now)
+        self.metrics.standby_acked_sequence.set(self.acks.best.value)
+
+    async def _hash_at(self, sequence: int) -> str | None:
+        """The hash of this ledger's stored entry at `sequence` (the genesis hash at 0); None if absent."""
+        if sequence == 0:
+            return GENESIS_HASH
+        committed = self._overlay.committed
+        if sequence == committed.sequence:
+            return committed.hash
+        rows = await self.store.journal(sequence - 1, 1)
+        if not rows or rows[0][0] != sequence:
+            return None
+        return str(orjson.loads(rows[0][1])["hash"])
+
+    async def promote(self) -> Head:
+        """Standby → primary: raise the epoch (stored durably) so every later entry carries it.
+        The caller has stopped the tailer, so nothing else mutates the store. The head is read
+        back from the store first: the new primary extends exactly what is stored."""
+        overlay = self._overlay
+        async with self._promoting:  # two promote calls at once raise the epoch once
+            if self.role == "standby":
+                stored = await overlay.reload()
+                self.metrics.journal_head_sequence.set(stored.sequence)
+                # Above every epoch this copy has heard of, so no two primaries ever share one.
+                head = Head(overlay.head.sequence, overlay.head.hash, max(overlay.head.epoch, self.fenced_by) + 1)
+                await self.store.commit([], {}, head)
+                overlay.head = overlay.committed = head
+                self._acked_floor = head.sequence  # the old primary may have acknowledged all it gave us
+                self.role = "primary"
+                self.observe_role()
+                log.warning("ledger_promoted", epoch=head.epoch, head_sequence=head.sequence)
+        return overlay.head
+
+    def observe_role(self) -> None:
+        self.metrics.epoch.set(self._overlay.head.epoch)
+        self.metrics.fenced.set(1 if self.fenced else 0)

@@ -1,0 +1,60 @@
+"""The overlay: what one ledger copy's single mutator (the writer on a primary, the replica apply
+on a standby) holds ahead of storage, and the heads it stands on.
+
+`rows` is a cache of derived rows only that mutator changes, so load-then-write is serializable;
+`head` is the head of the last judged (or applied) entry, which may be ahead of `committed`, the
+head of the last durably committed one (what readers see); `commits` is a waitable copy of the
+committed sequence (journal long polls wait on it). `load` brings the rows commands need in from
+the store; `reload` restarts everything from what the store holds.
+"""
+
+from __future__ import annotations
+
+from core_ledger.domain import PASSES_MAX, PLANNED_FROM, Command, State, rows_needed
+from core_ledger.store import Head, Store
+from core_ledger.watermark import Watermark
+
+
+class Overlay:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.rows = State(complete=False)
+        self.head = Head()  # of the last judged entry (the overlay's view)
+        self.committed = Head()  # of the last durably committed entry (what readers see)
+        self.commits = Watermark()  # the committed head sequence (journal long polls wait on it)
+
+    def restart(self) -> None:
+        """Drop every cached row (they are loaded again lazily); the heads stay."""
+        self.rows = State(complete=False)
+
+    async def reload(self) -> Head:
+        """An empty overlay and both heads from what the store holds. On SQLite a read queues
+        behind a commit still running on the writer connection, so it sees its outcome. The
+        rows are dropped first: if reading the head fails, the heads stay as they were."""
+        self.restart()
+        stored = await self.store.head()
+        self.head = self.committed = stored
+        self.commits.advance(stored.sequence)
+        return stored
+
+    async def load(self, commands: list[Command]) -> None:
+        """Bring every row the commands need into the overlay, a few IN-queries per pass. A command
+        is planned again only if a row it may plan from was just found (`PLANNED_FROM`)."""
+        cache, pending = self.rows, commands
+        for _ in range(PASSES_MAX):
+            missing: dict[str, dict[tuple, None]] = {}
+            watched: list[tuple[Command, list[tuple[str, tuple]]]] = []
+            for cmd in pending:
+                unknown = [(t, k) for t, k in rows_needed(cache, cmd) if not cache.known(t, k)]
+                for table, key in unknown:
+                    missing.setdefault(table, {})[key] = None
+                if unknown:
+                    watched.append((cmd, [(t, k) for t, k in unknown if t in PLANNED_FROM]))
+            if not missing:
+                return
+            found = await self.store.load({table: list(keys) for table, keys in missing.items()})
+            for table, keys in missing.items():
+                rows = found.get(table, {})
+                for key in keys:
+                    cache.fill(table, key, rows.get(key))
+            pending = [cmd for cmd, keys in watched if any(cache.peek(t, k) is not None for t, k in keys)]

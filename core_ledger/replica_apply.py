@@ -1,0 +1,87 @@
+"""Replica apply: on a standby, verify journal rows tailed from the primary against the local head
+and apply them with the same `evolve` the writer uses, in one commit per page.
+
+The standby tailer (core_ledger/standby_tailer.py) fetches the pages and decides what to do when
+one does not verify; this module only checks and stores them. An apply that fails or is cut
+(cancelled) may still have landed: the overlay is dropped and the head is read back from the store
+before the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+
+import orjson
+
+from core_ledger.domain import ChainCheck, Command, InvariantBroken, entry_text, evolve
+from core_ledger.failover import Failover
+from core_ledger.metrics import LedgerMetrics
+from core_ledger.overlay import Overlay
+from core_ledger.store import Head, JournalRow, Store
+
+
+class ReplicationError(Exception):
+    def __init__(self, detail: str, first_bad_sequence: int | None) -> None:
+        super().__init__(detail)
+        self.first_bad_sequence = first_bad_sequence
+
+
+def command_of(entry: dict) -> Command:
+    """The command an entry was decided from: names the rows its `evolve` touches."""
+    tx = entry["transaction"]
+    key = (tx["client_id"], tx["id"]) if tx["id"] is not None else None
+    return Command(tx["type"], tx["request"], tx["principal"], key, tx["via"])
+
+
+class ReplicaApply:
+    def __init__(self, store: Store, overlay: Overlay, failover: Failover, metrics: LedgerMetrics) -> None:
+        self.store = store
+        self._overlay = overlay
+        self._failover = failover
+        self.metrics = metrics
+        # Test-only fault point: seconds a standby apply pauses before its commit (chaos runs).
+        self.apply_fault_delay: Callable[[], float] = lambda: 0.0
+        self._head_stale = False  # an apply failed or was cut, reload the head before the next
+
+    async def apply(self, rows: list[tuple[int, str]]) -> None:
+        """Verify (sequence, text) journal rows against the local head and apply them with the
+        same `evolve`, in one commit. Raises `ReplicationError` on a broken chain."""
+        if self._failover.role != "standby":
+            raise InvariantBroken("only a standby applies another ledger's journal")
+        overlay = self._overlay
+        if self._head_stale:  # a previous apply failed or was cut: start from what is stored
+            await self._reload_head()
+        check = ChainCheck(head_sequence=overlay.head.sequence, head_hash=overlay.head.hash)
+        if not check.feed(rows):
+            raise ReplicationError(f"the primary's journal does not verify at {check.first_bad_sequence}",
+                                   check.first_bad_sequence)
+        entries = [orjson.loads(text) for _, text in rows]
+        try:
+            await overlay.load([command_of(e) for e in entries])
+            journal = []
+            for entry in entries:
+                evolve(overlay.rows, entry)
+                journal.append(JournalRow(entry["sequence"], entry["transaction"]["id"], entry_text(entry)))
+            head = Head(entries[-1]["sequence"], entries[-1]["hash"], entries[-1]["epoch"])
+            if (delay := self.apply_fault_delay()) > 0:  # test-only fault point: off unless configured
+                await asyncio.sleep(delay)
+            await self.store.commit(journal, overlay.rows.take_dirty(), head)
+        except BaseException:  # cancelled too: the commit may still land (or have landed)
+            self._head_stale = True
+            overlay.restart()  # the overlay may hold half-applied rows
+            with contextlib.suppress(Exception):
+                await self._reload_head()
+            raise
+        overlay.rows.forget_entries(head.sequence)
+        overlay.head = overlay.committed = head
+        overlay.commits.advance(head.sequence)
+        self._failover.observe_role()
+        self.metrics.journal_head_sequence.set(head.sequence)
+
+    async def _reload_head(self) -> None:
+        """The head (and an empty overlay) from what the store holds."""
+        stored = await self._overlay.reload()
+        self._head_stale = False
+        self.metrics.journal_head_sequence.set(stored.sequence)
