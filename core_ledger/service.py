@@ -45,6 +45,7 @@ from core_ledger.domain import (
     Command,
     Context,
     InvariantBroken,
+    Rejection,
     Replay,
     State,
     decide,
@@ -54,6 +55,7 @@ from core_ledger.domain import (
     seal,
 )
 from core_ledger.metrics import LedgerMetrics
+from core_ledger.rejections import as_error
 from core_ledger.replication import Acks, Watermark
 from core_ledger.store import Head, JournalRow, Store
 
@@ -319,7 +321,8 @@ class LedgerService:
     def _judge_one(self, cmd: Command, ctx: Context, judged: _Judged) -> None:
         try:
             outcome = decide(self._cache, cmd, ctx)
-        except CroupierError as e:  # non-binding: not journaled
+        except Rejection as refusal:  # non-binding: not journaled
+            e = as_error(refusal)
             judged.results.append(e)
             if e.code == "idempotency_key_reused":
                 judged.counts.append(("conflict", e.code))

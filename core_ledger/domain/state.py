@@ -7,9 +7,15 @@ row that was never loaded is a programming error), the in-memory backend and reb
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
+from core_ledger.domain.accounts import jackpot_account, player_account, system_account
 from core_ledger.domain.commands import InvariantBroken
+from core_ledger.domain.records import Entry
+
+# Account names are built in `accounts`; re-exported here, where readers found them before.
+__all__ = ["ENTRIES", "TABLES", "WRITE_ONLY", "Doc", "Key", "State", "idempotency_record", "jackpot_account",
+           "player_account", "round_address", "system_account"]
 
 Key = tuple[Any, ...]
 Doc = dict[str, Any]
@@ -60,18 +66,6 @@ def round_address(round_client_id: str | None, player_id: str, round_id: str) ->
     return "client_rounds", (player_id, round_id, round_client_id)
 
 
-def player_account(player_id: str, currency: str) -> str:
-    return f"player:{player_id}:{currency}"
-
-
-def system_account(kind: str, currency: str) -> str:
-    return f"{kind}:{currency}"
-
-
-def jackpot_account(jackpot_id: str) -> str:
-    return f"jackpot:{jackpot_id}"
-
-
 class State:
     def __init__(self, *, complete: bool) -> None:
         self.complete = complete
@@ -101,10 +95,10 @@ class State:
         self.tables[table][key] = doc
         self.dirty[(table, key)] = None
 
-    def remember(self, entry: Doc) -> None:
+    def remember(self, entry: Entry) -> None:
         """Keep a just-written entry for replays later in the same batch (not in a rebuild)."""
         if not self.complete:
-            self.tables[ENTRIES][(entry["sequence"],)] = entry
+            self.tables[ENTRIES][(entry["sequence"],)] = cast(Doc, entry)  # kept as the JSON read back
 
     def forget_entries(self, up_to_sequence: int) -> None:
         """Drop cached entries that storage now holds (later ones belong to commits in flight)."""
