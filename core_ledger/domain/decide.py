@@ -8,12 +8,14 @@ is not journaled and does not bind the id. The rules of each type are its spec's
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 from core_ledger.domain.commands import Command, Context, Draft, Replay, present
 from core_ledger.domain.outcomes import Outcome, Refusal, RefusalCode, Reject, RejectCode
-from core_ledger.domain.records import Posting, Transaction
+from core_ledger.domain.records import IdemRow, Posting, Transaction
 from core_ledger.domain.render import render
 from core_ledger.domain.specs import spec_of
-from core_ledger.domain.state import ENTRIES, Doc, State, idempotency_record
+from core_ledger.domain.state import ENTRIES, State, idempotency_record
 
 BALANCE_ABS_MAX = 2**62
 
@@ -53,18 +55,18 @@ def check_balance_limits(view: State, postings: list[Posting]) -> None:
             raise Reject(RejectCode.BALANCE_LIMIT_EXCEEDED, f"account {account} would leave ±{BALANCE_ABS_MAX}")
 
 
-def replay_or_conflict(view: State, record: Doc, cmd: Command) -> Replay:
+def replay_or_conflict(view: State, record: IdemRow, cmd: Command) -> Replay:
     entry = present(view.get(ENTRIES, (record["sequence"],)), f"journal entry {record['sequence']} of an id")
     field = first_difference(entry["transaction"], cmd)
     if field is not None:
         raise Refusal(RefusalCode.IDEMPOTENCY_KEY_REUSED,
                       f"id {cmd.required_key[1]!r} was already used for a different request ({field} differs)",
                       field=field)
-    status, body = render(entry)  # an entry as read back: a JSON document
+    status, body = render(cast(dict[str, Any], entry))  # render reads entries as JSON documents
     return Replay(200 if status == 201 else status, {**body, "replayed": True})
 
 
-def first_difference(stored: Doc, cmd: Command) -> str | None:
+def first_difference(stored: Transaction, cmd: Command) -> str | None:
     """The first field (by name) in which a retry differs from the stored transaction."""
     if stored["type"] != cmd.type:
         return "type"

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from core_ledger.domain.accounts import player_account
 from core_ledger.domain.commands import present, require
-from core_ledger.domain.records import Entry
-from core_ledger.domain.state import ROUND_CLIENT, Doc, State, round_address
+from core_ledger.domain.records import Contribution, Entry, RoundRow, Wagering
+from core_ledger.domain.state import ROUND_CLIENT, State, round_address
 
 DIRECT_SLOT = "direct"  # contributions slot of money that came without an edge
 
@@ -19,10 +19,10 @@ def edge_slot(via: str | None) -> str:
     return via or DIRECT_SLOT
 
 
-def _round_note(round_: Doc, entry: Entry, amount_minor: int) -> None:
+def _round_note(round_: RoundRow, entry: Entry, amount_minor: int) -> None:
     tx = entry["transaction"]
-    round_["transactions"].append({"id": tx["id"], "type": tx["type"], "sequence": entry["sequence"],
-                                   "amount_minor": amount_minor})
+    round_["transactions"].append({"id": present(tx["id"], "a money id"), "type": tx["type"],
+                                   "sequence": entry["sequence"], "amount_minor": amount_minor})
 
 
 def bet(state: State, entry: Entry) -> None:
@@ -44,8 +44,8 @@ def bet(state: State, entry: Entry) -> None:
     _count_edge(state, tx["via"], r["player_id"], result["jackpot_contributions"], result["bonus_wagering"], 1)
 
 
-def _count_edge(state: State, via: str | None, player_id: str, contributions: list[Doc],
-                wagering: list[Doc], sign: int) -> None:
+def _count_edge(state: State, via: str | None, player_id: str, contributions: list[Contribution],
+                wagering: list[Wagering], sign: int) -> None:
     """Add (or with sign -1 take back) a bet's per-edge jackpot and wagering credits."""
     slot = edge_slot(via)
     for c in contributions:
@@ -87,7 +87,8 @@ def rollback(state: State, entry: Entry) -> None:
     require(bet["state"] == "committed", f"the reversed bet {bet_key} is committed")
     bet["state"] = "rolled_back"
     state.put("bets", bet_key, bet)
-    table, key = round_address(bet.get(ROUND_CLIENT), bet["player_id"], bet["round_id"])
+    round_id = present(bet["round_id"], f"the round of bet {bet_key}")
+    table, key = round_address(bet.get(ROUND_CLIENT), bet["player_id"], round_id)
     round_ = present(state.get(table, key), f"round {key}")
     round_["bets_minor"] -= bet["amount_minor"]
     _round_note(round_, entry, bet["amount_minor"])

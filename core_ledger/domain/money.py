@@ -7,13 +7,13 @@ The helpers here are shared with the admin rules.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from core_ledger.domain.accounts import jackpot_account, player_account, system_account
 from core_ledger.domain.commands import Command, Context, present
 from core_ledger.domain.outcomes import Refusal, RefusalCode, Reject, RejectCode
-from core_ledger.domain.records import Posting
-from core_ledger.domain.state import ENTRIES, ROUND_CLIENT, Doc, State, round_address
+from core_ledger.domain.records import AccountRow, BetRow, PlayerRow, Posting, RoundRow
+from core_ledger.domain.state import ENTRIES, ROUND_CLIENT, State, round_address
 
 PPM = 1_000_000
 Decided = tuple[list[Posting], dict[str, Any]]  # (postings, result)
@@ -30,14 +30,14 @@ def transfer(source: str, target: str, amount_minor: int, currency: str) -> list
     return [posting(source, -amount_minor, currency), posting(target, amount_minor, currency)]
 
 
-def player(view: State, player_id: str) -> Doc:
+def player(view: State, player_id: str) -> PlayerRow:
     row = view.get("players", (player_id,))
     if row is None:
         raise Refusal(RefusalCode.NOT_FOUND, f"player {player_id!r} not found", field="player_id")
     return row
 
 
-def wallet(view: State, player_id: str, currency: str, *, check_frozen: bool = True) -> Doc:
+def wallet(view: State, player_id: str, currency: str, *, check_frozen: bool = True) -> AccountRow:
     """The player's account in `currency`; refuses (sticky) a missing currency or a frozen player."""
     row = player(view, player_id)
     if currency not in row["currencies"]:
@@ -48,19 +48,19 @@ def wallet(view: State, player_id: str, currency: str, *, check_frozen: bool = T
     return present(view.get("accounts", (player_account(player_id, currency),)), f"account of {player_id!r}")
 
 
-def balance_after(player_id: str, currency: str, account: Doc, delta_minor: int) -> dict[str, Any]:
+def balance_after(player_id: str, currency: str, account: AccountRow, delta_minor: int) -> dict[str, Any]:
     return {"player_id": player_id, "currency": currency,
             "balance_minor": account["balance_minor"] + delta_minor,
             "version": account["version"] + (1 if delta_minor else 0)}
 
 
-def need_funds(account: Doc, amount_minor: int) -> None:
+def need_funds(account: AccountRow, amount_minor: int) -> None:
     if account["balance_minor"] < amount_minor:
         raise Reject(RejectCode.INSUFFICIENT_FUNDS,
                       f"balance {account['balance_minor']} is below {amount_minor}")
 
 
-def find_round(view: State, client_id: str, player_id: str, round_id: str) -> tuple[str | None, Doc | None]:
+def find_round(view: State, client_id: str, player_id: str, round_id: str) -> tuple[str | None, RoundRow | None]:
     """(scope, row) of the round a client plays: its own round; else a round journaled before
     rounds were scoped (scope None) in which this client has a bet; else (client_id, None): a
     bet opens it. Another client's round of the same id is never this client's."""
@@ -73,7 +73,7 @@ def find_round(view: State, client_id: str, player_id: str, round_id: str) -> tu
     return client_id, None
 
 
-def has_bet_in(view: State, client_id: str, player_id: str, round_id: str, round_: Doc) -> bool:
+def has_bet_in(view: State, client_id: str, player_id: str, round_id: str, round_: RoundRow) -> bool:
     for t in round_["transactions"]:
         if t["type"] == "bet":
             bet = view.get("bets", (client_id, t["id"]))
@@ -171,14 +171,14 @@ def win(view: State, cmd: Command, ctx: Context) -> Decided:
     return postings, {"balance": balance_after(pid, cur, account, amount), ROUND_CLIENT: scope}
 
 
-def refuse_refunded(round_: Doc, round_id: str) -> None:
+def refuse_refunded(round_: RoundRow, round_id: str) -> None:
     """Nothing is paid out of a round whose every bet was rolled back (bets are positive, so a
     round with bets and a zero net stake was refunded in full)."""
     if round_["bets_minor"] <= 0:
         raise Reject(RejectCode.ROUND_REFUNDED, f"every bet of round {round_id!r} was rolled back")
 
 
-def refuse_claimed_wagering(view: State, player_id: str, bet_id: str, bet: Doc) -> None:
+def refuse_claimed_wagering(view: State, player_id: str, bet_id: str, bet: BetRow) -> None:
     """A bet's wagering that a claimed bonus needs cannot be rolled back: the bonus was paid for
     it. (The rollback is allowed while the claimed bonus keeps its requirement without the bet.)"""
     for w in bet["bonus_wagering"]:
@@ -193,14 +193,18 @@ def rollback(view: State, cmd: Command, ctx: Context) -> Decided:
     r = cmd.request
     pid = r["player_id"]
     client_id = cmd.required_key[0]
-    bet = view.get("bets", (client_id, r["bet_id"]))
-    if bet is None:
+    found = view.get("bets", (client_id, r["bet_id"]))
+    bet: BetRow
+    if found is None:
         rejected = view.get("idem", (client_id, r["bet_id"]))
         if rejected is None or rejected["type"] != "bet":
             player(view, pid)  # unknown bet: a marker refuses it if it arrives later
             return [], {"bet_found": False, "reversed": False, "balance": None}
         entry = present(view.get(ENTRIES, (rejected["sequence"],)), f"journal entry {rejected['sequence']}")
-        bet = {**entry["transaction"]["request"], "state": "rejected"}
+        # a refused bet has no row: its request says what the rules below need
+        bet = cast(BetRow, {**entry["transaction"]["request"], "state": "rejected"})
+    else:
+        bet = found
     if bet["player_id"] != pid:
         raise Refusal(RefusalCode.INVALID, f"bet {r['bet_id']!r} belongs to another player", field="player_id")
     if r.get("round_id") is not None and bet.get("round_id") != r["round_id"]:
@@ -211,8 +215,8 @@ def rollback(view: State, cmd: Command, ctx: Context) -> Decided:
     account = wallet(view, pid, cur)
     if bet["state"] != "committed":  # already rolled back, or never charged: nothing to reverse
         return [], {"bet_found": True, "reversed": False, "balance": balance_after(pid, cur, account, 0)}
-    round_ = present(view.get(*round_address(bet.get(ROUND_CLIENT), pid, bet["round_id"])),
-                     f"round {bet['round_id']!r}")
+    round_id = present(bet["round_id"], f"the round of bet {r['bet_id']!r}")
+    round_ = present(view.get(*round_address(bet.get(ROUND_CLIENT), pid, round_id)), f"round {round_id!r}")
     if round_["status"] == "closed" or round_["win_count"] > 0:
         raise Reject(RejectCode.ROUND_CLOSED, f"round {bet['round_id']!r} has a win or is closed")
     refuse_claimed_wagering(view, pid, r["bet_id"], bet)

@@ -9,7 +9,7 @@ function only `peek`s (never `get`s) and names nothing from a row that is not lo
 from __future__ import annotations
 
 from core_ledger.domain.accounts import SystemKind, jackpot_account, player_account, system_account
-from core_ledger.domain.commands import Command
+from core_ledger.domain.commands import Command, present
 from core_ledger.domain.state import ENTRIES, ROUND_CLIENT, Key, State, idempotency_record, round_address
 
 Need = list[tuple[str, Key]]
@@ -76,10 +76,11 @@ def rollback(view: State, cmd: Command, need: Need) -> None:
     bet_key = (cmd.required_key[0], r["bet_id"])
     need.append(("bets", bet_key))
     idem_rows(view, bet_key, need)
-    bet = view.peek("bets", bet_key) or {}
-    if bet.get("state") not in (None, "marker"):
+    bet = view.peek("bets", bet_key)
+    if bet is not None and bet["state"] != "marker":
         _wallet_of(bet["player_id"], bet["currency"], "house", need)
-        need.append(round_address(bet.get(ROUND_CLIENT), bet["player_id"], bet["round_id"]))
+        round_id = present(bet["round_id"], f"the round of bet {bet_key}")
+        need.append(round_address(bet.get(ROUND_CLIENT), bet["player_id"], round_id))
         _jackpots(view, [c["jackpot_id"] for c in bet["jackpot_contributions"]], need)
         for w in bet["bonus_wagering"]:
             need.append(("bonuses", (bet["player_id"], w["bonus_id"])))
