@@ -4,6 +4,7 @@ errors clients see (core_ledger/rejections.py) with the statuses they always had
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -64,3 +65,30 @@ def test_every_domain_code_keeps_the_status_clients_see() -> None:
 def test_a_refusal_is_answered_as_the_error_the_domain_raised_before(refusal: Refusal, before: CroupierError) -> None:
     error = as_error(refusal)
     assert type(error) is type(before) and problem(error) == problem(before)
+
+
+def test_account_names_are_built_in_one_place_and_split_back() -> None:
+    from core_ledger.domain.accounts import (
+        is_player_account,
+        jackpot_account,
+        player_account,
+        player_of,
+        system_account,
+    )
+
+    assert player_account("p:1", "EUR") == "player:p:1:EUR" and player_of("player:p:1:EUR") == "p:1"
+    assert system_account("house", "EUR") == "house:EUR" and jackpot_account("j1") == "jackpot:j1"
+    assert is_player_account(player_account("p", "EUR")) and not is_player_account(system_account("cashier", "EUR"))
+    with pytest.raises(ValueError, match="not a player account"):
+        player_of(jackpot_account("j1"))
+
+
+def test_no_account_name_is_built_outside_the_accounts_module() -> None:
+    root = DOMAIN.parents[1]
+    built = re.compile(r"""f["'](player|jackpot|house|cashier|bonus):\{""")
+    offenders = [f"{p.relative_to(root)}:{n}" for folder in ("core_ledger", "edge", "tests/ledger", "tests/edge")
+                 for p in sorted((root / folder).rglob("*.py"))
+                 for n, line in enumerate(p.read_text().splitlines(), 1)
+                 if built.search(line) and "ADMIN_SCOPE" not in line]
+    # (ADMIN_SCOPE, "player:<id>") is the idempotency key of an admin write: an id, not an account name
+    assert offenders == []
