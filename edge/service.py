@@ -117,7 +117,7 @@ class EdgeService:
         if tx.get("via") != self.edge_id or tx.get("outcome", "committed") != "committed":
             return  # another edge owns these effects (or nothing was committed)
         seq = position(int(tx.get("ledger_epoch", 0)), int(tx["sequence"]))
-        effects = effects_of(str(tx.get("type", op)), tx, self.edge_id)
+        effects = effects_of(op, tx, self.edge_id)  # op: the transaction type the edge forwarded
         for slot in effects.slots:
             await self._effect(slot.doc, seq, slot.delta, slot.currency)
         names = list(effects.reconcile)
