@@ -39,6 +39,7 @@ from core_ledger.domain import (
     Command,
     Context,
     InvariantBroken,
+    Rejection,
     Replay,
     decide,
     entry_text,
@@ -48,6 +49,7 @@ from core_ledger.domain import (
 from core_ledger.failover import Failover
 from core_ledger.metrics import LedgerMetrics
 from core_ledger.overlay import Overlay
+from core_ledger.rejections import as_error
 from core_ledger.store import Head, JournalRow, Store
 
 log = structlog.get_logger("croupier.ledger")
@@ -255,7 +257,8 @@ class LedgerWriter:
     def _judge_one(self, cmd: Command, ctx: Context, judged: _Judged) -> None:
         try:
             outcome = decide(self._overlay.rows, cmd, ctx)
-        except CroupierError as e:  # non-binding: not journaled
+        except Rejection as refusal:  # non-binding: not journaled
+            e = as_error(refusal)
             judged.results.append(e)
             if e.code == "idempotency_key_reused":
                 judged.counts.append(("conflict", e.code))

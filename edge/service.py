@@ -21,7 +21,7 @@ from shared.models import MoneyWrite
 
 from edge.config import EdgeConfig
 from edge.crdt import BONUS, JACKPOT, SESSION, BonusSlot, Effect, JackpotSlot, SessionRecord, doc_name
-from edge.crdt.effects import position
+from edge.crdt.effects import effects_of, position
 from edge.crdt.slots import (
     JackpotView,
     bonus_progress,
@@ -117,14 +117,16 @@ class EdgeService:
         if tx.get("via") != self.edge_id or tx.get("outcome", "committed") != "committed":
             return  # another edge owns these effects (or nothing was committed)
         seq = position(int(tx.get("ledger_epoch", 0)), int(tx["sequence"]))
-        if op == "bet":
-            await self._credit(seq, tx["player_id"], tx.get("jackpot_contributions", []),
-                               tx.get("bonus_wagering", []), sign=1)
-        elif op == "rollback" and tx.get("reversed"):
-            await self._rollback(seq, tx)
-        elif op == "jackpot_payout":
-            delta = {"epoch": int(tx["epoch"]), "amount_minor": 0, "seed_minor": int(tx["seed_minor"])}
-            await self._effect(doc_name(JACKPOT, tx["jackpot_id"]), seq, delta, str(tx["currency"]))
+        effects = effects_of(op, tx, self.edge_id)  # op: the transaction type the edge forwarded
+        for slot in effects.slots:
+            await self._effect(slot.doc, seq, slot.delta, slot.currency)
+        names = list(effects.reconcile)
+        if effects.reconcile_everywhere:
+            self.reconciler.mark_dirty(names)
+            for peer in self.cfg.peers:
+                self.hint(peer.id, names)
+        elif effects.reconcile_at is not None:
+            self.hint(effects.reconcile_at, names)
 
     def _note_epochs(self, op: str, tx: dict[str, Any]) -> None:
         """The ledger's answer says which jackpots exist and at which epoch (admission uses it)."""
@@ -133,34 +135,7 @@ class EdgeService:
         if op == "jackpot_payout" and tx.get("outcome", "committed") == "committed":
             self.catalog.note(str(tx["jackpot_id"]), int(tx["epoch"]))
 
-    async def _credit(self, seq: int, player_id: str, contributions: list[dict[str, Any]],
-                      wagering: list[dict[str, Any]], sign: int) -> None:
-        for c in contributions:
-            delta = {"epoch": int(c["epoch"]), "amount_minor": sign * int(c["amount_minor"])}
-            await self._effect(doc_name(JACKPOT, c["jackpot_id"]), seq, delta, None)
-        deltas = {str(w["bonus_id"]): sign * int(w["amount_minor"]) for w in wagering}
-        if deltas:
-            await self._effect(doc_name(BONUS, player_id), seq, deltas, None)
-
-    async def _rollback(self, seq: int, tx: dict[str, Any]) -> None:
-        """The ledger takes a reversed bet's credits back from the slot of the edge the bet came
-        through (`bet_via` in the answer): here if that is us, else that edge is asked to reconcile."""
-        names = [doc_name(JACKPOT, c["jackpot_id"]) for c in tx.get("reversed_contributions", [])]
-        if tx.get("bonus_wagering"):
-            names.append(doc_name(BONUS, tx["player_id"]))
-        bet_via = tx.get("bet_via")
-        if bet_via is None:  # a bet forwarded without an edge: whoever holds credits, the sweeps repair them
-            self.reconciler.mark_dirty(names)
-            for peer in self.cfg.peers:
-                self.hint(peer.id, names)
-            return
-        if bet_via == self.edge_id:
-            await self._credit(seq, tx["player_id"], tx.get("reversed_contributions", []),
-                               tx.get("bonus_wagering", []), sign=-1)
-        elif bet_via is not None:
-            self.hint(bet_via, names)
-
-    async def _effect(self, name: str, seq: int, delta: dict[str, Any], currency: str | None) -> None:
+    async def _effect(self, name: str, seq: int, delta: dict[str, int], currency: str | None) -> None:
         if not self.state.replica.known(name):
             try:  # first sight: start from the ledger's truth (seed, epoch, our share so far)
                 await self.reconciler.reconcile(name)
@@ -181,7 +156,7 @@ class EdgeService:
             bonus = (own or BonusSlot({}, 0.0)).add(delta, self.state.clock())
             self.state.write(name, lambda d: write_slot(d, self.edge_id, bonus.encode()), effect)
 
-    def _jackpot_after(self, name: str, delta: dict[str, Any], currency: str | None) -> JackpotSlot:
+    def _jackpot_after(self, name: str, delta: dict[str, int], currency: str | None) -> JackpotSlot:
         doc = self.state.replica.live(name)
         assert doc is not None
         slots = jackpot_slots(doc)

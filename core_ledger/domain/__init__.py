@@ -1,4 +1,6 @@
-"""Pure ledger domain: commands, rules (`decide`), the fold (`evolve`), journal hashing, rendering."""
+"""Pure ledger domain: commands, one spec per transaction type (`specs`: its rows, rules and fold),
+`decide`, `evolve`, journal hashing, rendering. No I/O, and no HTTP: refusals carry codes only
+(`outcomes`); the ledger service maps them to answers (`core_ledger.rejections`)."""
 
 from core_ledger.domain.commands import (
     ADMIN_SCOPE,
@@ -6,7 +8,6 @@ from core_ledger.domain.commands import (
     Context,
     Draft,
     InvariantBroken,
-    Reject,
     Replay,
     require,
     rfc3339,
@@ -22,8 +23,10 @@ from core_ledger.domain.journal import (
     postings_balanced,
     seal,
 )
+from core_ledger.domain.outcomes import Outcome, Refusal, RefusalCode, Reject, RejectCode, Rejection
 from core_ledger.domain.plan import PASSES_MAX, PLANNED_FROM, rows_needed
 from core_ledger.domain.render import public_transaction, render
+from core_ledger.domain.specs import SPECS, TRANSACTION_TYPES, TransactionSpec, spec_of
 from core_ledger.domain.state import TABLES, State
 
 __all__ = [
@@ -32,15 +35,23 @@ __all__ = [
     "GENESIS_HASH",
     "PASSES_MAX",
     "PLANNED_FROM",
+    "SPECS",
     "TABLES",
+    "TRANSACTION_TYPES",
     "ChainCheck",
     "Command",
     "Context",
     "Draft",
     "InvariantBroken",
+    "Outcome",
+    "Refusal",
+    "RefusalCode",
     "Reject",
+    "RejectCode",
+    "Rejection",
     "Replay",
     "State",
+    "TransactionSpec",
     "decide",
     "entry_format",
     "entry_text",
@@ -52,4 +63,5 @@ __all__ = [
     "rfc3339",
     "rows_needed",
     "seal",
+    "spec_of",
 ]

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from shared.errors import BadRequest
-
-from core_ledger.domain.commands import Command, Context, Reject, require
+from core_ledger.domain.accounts import jackpot_account, player_account, system_account
+from core_ledger.domain.commands import Command, Context, require
 from core_ledger.domain.money import Decided, balance_after, need_funds, player, transfer, wallet
-from core_ledger.domain.state import State, jackpot_account, player_account, system_account
+from core_ledger.domain.outcomes import Refusal, RefusalCode, Reject, RejectCode
+from core_ledger.domain.state import State
 
 
 def player_create(view: State, cmd: Command, ctx: Context) -> Decided:
@@ -36,7 +36,7 @@ def adjustment(view: State, cmd: Command, ctx: Context) -> Decided:
     account = wallet(view, pid, cur, check_frozen=False)  # admins correct frozen accounts too
     expected = r.get("expected_version")
     if expected is not None and expected != account["version"]:
-        raise Reject("version_conflict", f"account version is {account['version']}, not {expected}")
+        raise Reject(RejectCode.VERSION_CONFLICT, f"account version is {account['version']}, not {expected}")
     if amount < 0:
         need_funds(account, -amount)
     postings = transfer(system_account("house", cur), player_account(pid, cur), amount, cur)
@@ -59,7 +59,7 @@ def bonus_grant(view: State, cmd: Command, ctx: Context) -> Decided:
     pid = r["player_id"]
     player(view, pid)
     if view.get("bonuses", (pid, r["bonus_id"])) is not None:
-        raise BadRequest(f"bonus {r['bonus_id']!r} was already granted to {pid!r}", field="bonus_id")
+        raise Refusal(RefusalCode.INVALID, f"bonus {r['bonus_id']!r} was already granted to {pid!r}", field="bonus_id")
     wallet(view, pid, r["currency"], check_frozen=False)
     return [], {"bonus": {"bonus_id": r["bonus_id"], "currency": r["currency"],
                           "amount_minor": r["amount_minor"],

@@ -6,6 +6,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from core_ledger.domain.outcomes import Refusal, Reject, Rejection
+from core_ledger.domain.records import Posting, Transaction
+
+__all__ = ["ADMIN_SCOPE", "Command", "Context", "Draft", "InvariantBroken", "Refusal", "Reject", "Rejection",
+           "Replay", "present", "require", "rfc3339"]
+
 # Idempotency scope of admin writes keyed by a natural id (player, jackpot): the same whichever
 # admin sends them. Client ids from the wire match shared.ids.ID_PATTERN, which has no "@".
 ADMIN_SCOPE = "@admin"
@@ -43,8 +49,8 @@ def rfc3339(moment: datetime) -> str:
 class Draft:
     """A decided transaction not yet on the chain (no sequence, no hash)."""
 
-    transaction: dict[str, Any]
-    postings: list[dict[str, Any]] = field(default_factory=list)
+    transaction: Transaction
+    postings: list[Posting] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -72,12 +78,3 @@ def present(row: T | None, what: str) -> T:
     if row is None:
         raise InvariantBroken(f"{what} is missing")
     return row
-
-
-class Reject(Exception):
-    """A state-dependent refusal: journaled with no postings, and sticky to the id."""
-
-    def __init__(self, code: str, detail: str) -> None:
-        super().__init__(detail)
-        self.code = code
-        self.detail = detail

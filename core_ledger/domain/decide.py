@@ -1,40 +1,23 @@
 """`decide`: pure judgement of one command against the state, as a journal draft.
 
-Returns a `Draft` (committed with postings, or rejected with a code and no postings) or a `Replay`,
-or raises a non-binding `CroupierError` (validation, unknown player/round/bonus, key reuse) that is
-not journaled and does not bind the id. `decide` never mutates the state; `evolve` does.
+Returns a `Draft` (committed with postings, or rejected with a `RejectCode` and no postings) or a
+`Replay`, or raises a non-binding `Refusal` (validation, unknown player/round/bonus, key reuse) that
+is not journaled and does not bind the id. The rules of each type are its spec's `decide`.
+`decide` never mutates the state; `evolve` does.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
-from shared.errors import Unprocessable
-
-from core_ledger.domain import admin, money
-from core_ledger.domain.commands import Command, Context, Draft, Reject, Replay, present
+from core_ledger.domain.commands import Command, Context, Draft, Replay, present
+from core_ledger.domain.outcomes import Outcome, Refusal, RefusalCode, Reject, RejectCode
+from core_ledger.domain.records import IdemRow, Posting, Transaction
 from core_ledger.domain.render import render
-from core_ledger.domain.state import ENTRIES, Doc, State, idempotency_record
+from core_ledger.domain.specs import spec_of
+from core_ledger.domain.state import ENTRIES, State, idempotency_record
 
 BALANCE_ABS_MAX = 2**62
-
-DECIDERS: dict[str, Callable[[State, Command, Context], money.Decided]] = {
-    "deposit": money.deposit,
-    "withdrawal": money.withdrawal,
-    "bet": money.bet,
-    "win": money.win,
-    "rollback": money.rollback,
-    "jackpot_payout": money.jackpot_payout,
-    "bonus_claim": money.bonus_claim,
-    "player_create": admin.player_create,
-    "freeze": admin.freeze,
-    "unfreeze": admin.unfreeze,
-    "adjustment": admin.adjustment,
-    "jackpot_create": admin.jackpot_create,
-    "bonus_grant": admin.bonus_grant,
-    "unfence": admin.unfence,
-}
 
 
 def decide(view: State, cmd: Command, ctx: Context) -> Draft | Replay:
@@ -42,22 +25,23 @@ def decide(view: State, cmd: Command, ctx: Context) -> Draft | Replay:
         record = idempotency_record(view.get("idem", cmd.key), view.get("bets", cmd.key))
         if record is not None:
             return replay_or_conflict(view, record, cmd)
-    tx: dict[str, Any] = {
+    spec = spec_of(cmd.type)
+    tx: Transaction = {
         "type": cmd.type, "id": cmd.key[1] if cmd.key else None,
         "client_id": cmd.key[0] if cmd.key else None, "via": cmd.via, "principal": cmd.principal,
         "committed_at": ctx.now_text, "request": cmd.request,
     }
     try:
-        postings, result = DECIDERS[cmd.type](view, cmd, ctx)
+        postings, result = spec.decide(view, cmd, ctx)
         check_balance_limits(view, postings)
     except Reject as r:
-        tx.update(outcome="rejected", code=r.code, detail=r.detail, result={})
+        tx["outcome"], tx["code"], tx["detail"], tx["result"] = Outcome.REJECTED.value, r.code.value, r.detail, {}
         return Draft(tx)
-    tx.update(outcome="committed", result=result)
+    tx["outcome"], tx["result"] = Outcome.COMMITTED.value, result
     return Draft(tx, [p for p in postings if p["amount_minor"] != 0])
 
 
-def check_balance_limits(view: State, postings: list[dict[str, Any]]) -> None:
+def check_balance_limits(view: State, postings: list[Posting]) -> None:
     """Refuse (sticky) a transaction that would take any account, system ones included, beyond
     BALANCE_ABS_MAX: each amount is bounded, but nothing else bounds their sum, and a balance must
     stay far inside the 64-bit integers every store encodes."""
@@ -68,21 +52,21 @@ def check_balance_limits(view: State, postings: list[dict[str, Any]]) -> None:
         row = view.get("accounts", (account,))
         after = (row["balance_minor"] if row else 0) + delta
         if abs(after) > BALANCE_ABS_MAX:
-            raise Reject("balance_limit_exceeded", f"account {account} would leave ±{BALANCE_ABS_MAX}")
+            raise Reject(RejectCode.BALANCE_LIMIT_EXCEEDED, f"account {account} would leave ±{BALANCE_ABS_MAX}")
 
 
-def replay_or_conflict(view: State, record: Doc, cmd: Command) -> Replay:
+def replay_or_conflict(view: State, record: IdemRow, cmd: Command) -> Replay:
     entry = present(view.get(ENTRIES, (record["sequence"],)), f"journal entry {record['sequence']} of an id")
     field = first_difference(entry["transaction"], cmd)
     if field is not None:
-        raise Unprocessable(
-            f"id {cmd.required_key[1]!r} was already used for a different request ({field} differs)",
-            code="idempotency_key_reused", field=field)
-    status, body = render(entry)
+        raise Refusal(RefusalCode.IDEMPOTENCY_KEY_REUSED,
+                      f"id {cmd.required_key[1]!r} was already used for a different request ({field} differs)",
+                      field=field)
+    status, body = render(cast(dict[str, Any], entry))  # render reads entries as JSON documents
     return Replay(200 if status == 201 else status, {**body, "replayed": True})
 
 
-def first_difference(stored: Doc, cmd: Command) -> str | None:
+def first_difference(stored: Transaction, cmd: Command) -> str | None:
     """The first field (by name) in which a retry differs from the stored transaction."""
     if stored["type"] != cmd.type:
         return "type"

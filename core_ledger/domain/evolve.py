@@ -1,39 +1,39 @@
 """`evolve`: fold one journal entry into the derived state. Live writes and rebuild share it.
 
 Everything here follows from the entry alone (its postings and recorded results), so replaying the
-journal into an empty state reproduces every derived table exactly.
+journal into an empty state reproduces every derived table exactly. Balances are folded here from
+the postings; what else a type changes is its spec's `apply` (see `folds`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
-from core_ledger.domain.commands import present, require
+from core_ledger.domain.accounts import is_player_account, player_account
+from core_ledger.domain.commands import require
+from core_ledger.domain.folds import DIRECT_SLOT, edge_slot
+from core_ledger.domain.outcomes import Outcome
+from core_ledger.domain.records import Entry
 from core_ledger.domain.render import render
-from core_ledger.domain.state import ROUND_CLIENT, Doc, State, round_address
+from core_ledger.domain.specs import spec_of
+from core_ledger.domain.state import State
 
-Entry = dict[str, Any]
-DIRECT_SLOT = "direct"  # contributions slot of money that came without an edge
-
-
-def edge_slot(via: str | None) -> str:
-    return via or DIRECT_SLOT
+__all__ = ["DIRECT_SLOT", "Entry", "edge_slot", "evolve"]
 
 
 def evolve(state: State, entry: Entry) -> tuple[int, dict[str, Any]]:
     """Apply the entry; returns its rendered answer (also stored for replays when it has an id)."""
     tx = entry["transaction"]
-    if tx["outcome"] == "committed":
+    if tx["outcome"] == Outcome.COMMITTED:
         _apply_postings(state, entry)
-        APPLIERS[tx["type"]](state, entry)
+        spec_of(tx["type"]).apply(state, entry)
     if tx["id"] is not None:
         # The journal holds the request and the answer; the record only points at the entry. A
         # committed bet's own `bets` row is its record (see `idempotency_record`).
-        if tx["type"] != "bet" or tx["outcome"] != "committed":
+        if tx["type"] != "bet" or tx["outcome"] != Outcome.COMMITTED:
             state.put("idem", (tx["client_id"], tx["id"]), {"type": tx["type"], "sequence": entry["sequence"]})
         state.remember(entry)
-    return render(entry)
+    return render(cast(dict[str, Any], entry))  # render reads entries as JSON documents
 
 
 def _apply_postings(state: State, entry: Entry) -> None:
@@ -45,158 +45,12 @@ def _apply_postings(state: State, entry: Entry) -> None:
         row = state.get("accounts", (account,)) or {"balance_minor": 0, "version": 0}
         row = {"balance_minor": row["balance_minor"] + delta, "version": row["version"] + 1}
         state.put("accounts", (account,), row)
-        if account.startswith("player:"):
+        if is_player_account(account):
             require(row["balance_minor"] >= 0, f"{account} would go negative at {sequence}")
             state.put("history", (account, sequence), {"amount_minor": delta, "balance_minor": row["balance_minor"],
                                                        "type": tx["type"], "id": tx["id"]})
     balance = tx["result"].get("balance")
     if balance:
-        folded = state.get("accounts", (f"player:{balance['player_id']}:{balance['currency']}",))
+        folded = state.get("accounts", (player_account(balance["player_id"], balance["currency"]),))
         require(folded == {"balance_minor": balance["balance_minor"], "version": balance["version"]},
                 f"the balance folded at {sequence} ({folded}) is not the decided one ({balance})")
-
-
-def _round_note(round_: Doc, entry: Entry, amount_minor: int) -> None:
-    tx = entry["transaction"]
-    round_["transactions"].append({"id": tx["id"], "type": tx["type"], "sequence": entry["sequence"],
-                                   "amount_minor": amount_minor})
-
-
-def _bet(state: State, entry: Entry) -> None:
-    tx, r, result = entry["transaction"], entry["transaction"]["request"], entry["transaction"]["result"]
-    table, key = round_address(result.get(ROUND_CLIENT), r["player_id"], r["round_id"])  # none: before scoping
-    round_ = state.get(table, key) or {
-        "game_id": r["game_id"], "currency": r["currency"], "status": "open", "bets_minor": 0,
-        "wins_minor": 0, "win_count": 0, "opened_sequence": entry["sequence"], "transactions": []}
-    round_["bets_minor"] += r["amount_minor"]
-    _round_note(round_, entry, r["amount_minor"])
-    state.put(table, key, round_)
-    bet = {"state": "committed", "player_id": r["player_id"], "currency": r["currency"],
-           "amount_minor": r["amount_minor"], "round_id": r["round_id"], "game_id": r["game_id"],
-           "via": tx["via"], "jackpot_contributions": result["jackpot_contributions"],
-           "bonus_wagering": result["bonus_wagering"], "sequence": entry["sequence"]}
-    if ROUND_CLIENT in result:  # a bet journaled before scoping keeps the row it had
-        bet[ROUND_CLIENT] = result[ROUND_CLIENT]
-    state.put("bets", (tx["client_id"], tx["id"]), bet)
-    _count_edge(state, tx["via"], r["player_id"], result["jackpot_contributions"], result["bonus_wagering"], 1)
-
-
-def _count_edge(state: State, via: str | None, player_id: str, contributions: list[Doc],
-                wagering: list[Doc], sign: int) -> None:
-    """Add (or with sign -1 take back) a bet's per-edge jackpot and wagering credits."""
-    slot = edge_slot(via)
-    for c in contributions:
-        jackpot = present(state.get("jackpots", (c["jackpot_id"],)), f"jackpot {c['jackpot_id']!r}")
-        by_edge = jackpot["contributions_by_edge"]
-        by_edge[slot] = by_edge.get(slot, 0) + sign * c["amount_minor"]
-        state.put("jackpots", (c["jackpot_id"],), jackpot)
-    for w in wagering:
-        bonus = present(state.get("bonuses", (player_id, w["bonus_id"])), f"bonus {w['bonus_id']!r}")
-        bonus["wagered_minor"] += sign * w["amount_minor"]
-        bonus["wagered_by_edge"][slot] = bonus["wagered_by_edge"].get(slot, 0) + sign * w["amount_minor"]
-        state.put("bonuses", (player_id, w["bonus_id"]), bonus)
-
-
-def _win(state: State, entry: Entry) -> None:
-    r, result = entry["transaction"]["request"], entry["transaction"]["result"]
-    table, key = round_address(result.get(ROUND_CLIENT), r["player_id"], r["round_id"])
-    round_ = present(state.get(table, key), f"round {key}")
-    round_["wins_minor"] += r["amount_minor"]
-    round_["win_count"] += 1
-    if r["close_round"]:
-        round_["status"] = "closed"
-    _round_note(round_, entry, r["amount_minor"])
-    state.put(table, key, round_)
-
-
-def _rollback(state: State, entry: Entry) -> None:
-    tx, r, result = entry["transaction"], entry["transaction"]["request"], entry["transaction"]["result"]
-    bet_key = (tx["client_id"], r["bet_id"])
-    bet = state.get("bets", bet_key)
-    if not result["bet_found"]:
-        if bet is None:
-            state.put("bets", bet_key, {"state": "marker", "player_id": r["player_id"],
-                                        "round_id": r.get("round_id"), "sequence": entry["sequence"]})
-        return
-    if not result["reversed"]:
-        return
-    bet = present(bet, f"bet {bet_key}")
-    require(bet["state"] == "committed", f"the reversed bet {bet_key} is committed")
-    bet["state"] = "rolled_back"
-    state.put("bets", bet_key, bet)
-    table, key = round_address(bet.get(ROUND_CLIENT), bet["player_id"], bet["round_id"])
-    round_ = present(state.get(table, key), f"round {key}")
-    round_["bets_minor"] -= bet["amount_minor"]
-    _round_note(round_, entry, bet["amount_minor"])
-    state.put(table, key, round_)
-    _count_edge(state, bet["via"], bet["player_id"], result["reversed_contributions"], bet["bonus_wagering"], -1)
-
-
-def _jackpot_payout(state: State, entry: Entry) -> None:
-    r, result = entry["transaction"]["request"], entry["transaction"]["result"]
-    jackpot = present(state.get("jackpots", (r["jackpot_id"],)), f"jackpot {r['jackpot_id']!r}")
-    jackpot["epoch"] = result["epoch"]
-    jackpot["contributions_by_edge"] = {}
-    state.put("jackpots", (r["jackpot_id"],), jackpot)
-
-
-def _bonus_claim(state: State, entry: Entry) -> None:
-    r = entry["transaction"]["request"]
-    bonus = present(state.get("bonuses", (r["player_id"], r["bonus_id"])), f"bonus {r['bonus_id']!r}")
-    bonus["status"] = "claimed"
-    bonus["claimed_sequence"] = entry["sequence"]
-    state.put("bonuses", (r["player_id"], r["bonus_id"]), bonus)
-
-
-def _player_create(state: State, entry: Entry) -> None:
-    r = entry["transaction"]["request"]
-    state.put("players", (r["player_id"],), {"currencies": r["currencies"], "frozen": False, "bonus_ids": []})
-    for currency in r["currencies"]:
-        account = (f"player:{r['player_id']}:{currency}",)
-        if state.get("accounts", account) is None:
-            state.put("accounts", account, {"balance_minor": 0, "version": 0})
-
-
-def _set_frozen(state: State, entry: Entry) -> None:
-    r = entry["transaction"]["request"]
-    player = present(state.get("players", (r["player_id"],)), f"player {r['player_id']!r}")
-    player["frozen"] = entry["transaction"]["type"] == "freeze"
-    state.put("players", (r["player_id"],), player)
-
-
-def _jackpot_create(state: State, entry: Entry) -> None:
-    r = entry["transaction"]["request"]
-    state.put("jackpots", (r["jackpot_id"],), {
-        "currency": r["currency"], "seed_minor": r["seed_minor"], "contribution_ppm": r["contribution_ppm"],
-        "game_ids": r["game_ids"], "epoch": 1, "contributions_by_edge": {}})
-    for game_id in r["game_ids"]:
-        game = state.get("games", (game_id,)) or {"jackpot_ids": []}
-        if r["jackpot_id"] not in game["jackpot_ids"]:
-            game["jackpot_ids"] = [*game["jackpot_ids"], r["jackpot_id"]]
-        state.put("games", (game_id,), game)
-
-
-def _bonus_grant(state: State, entry: Entry) -> None:
-    r = entry["transaction"]["request"]
-    state.put("bonuses", (r["player_id"], r["bonus_id"]), {
-        "id": r["id"], "currency": r["currency"], "amount_minor": r["amount_minor"],
-        "wagering_requirement_minor": r["wagering_requirement_minor"], "expires_at": r["expires_at"],
-        "granted_sequence": entry["sequence"], "wagered_minor": 0, "wagered_by_edge": {},
-        "status": "active"})
-    player = present(state.get("players", (r["player_id"],)), f"player {r['player_id']!r}")
-    player["bonus_ids"] = [*player["bonus_ids"], r["bonus_id"]]
-    state.put("players", (r["player_id"],), player)
-
-
-def _nothing(state: State, entry: Entry) -> None:
-    """Deposits, withdrawals and adjustments change only balances (done from the postings); an
-    unfence changes no derived row (the fence is the store's, not the state's: the entry records
-    that it was lifted, and why)."""
-
-
-APPLIERS: dict[str, Callable[[State, Entry], None]] = {
-    "deposit": _nothing, "withdrawal": _nothing, "adjustment": _nothing, "bet": _bet, "win": _win,
-    "rollback": _rollback, "jackpot_payout": _jackpot_payout, "bonus_claim": _bonus_claim,
-    "player_create": _player_create, "freeze": _set_frozen, "unfreeze": _set_frozen,
-    "jackpot_create": _jackpot_create, "bonus_grant": _bonus_grant, "unfence": _nothing,
-}

@@ -13,13 +13,14 @@ entry of a format this code does not know does not verify: it could not be folde
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from core_ledger.domain.commands import InvariantBroken
+from core_ledger.domain.records import Entry, Posting, Transaction
 
 GENESIS_HASH = "0" * 64
 ENTRY_FORMAT = 2  # what `seal` writes
@@ -46,18 +47,19 @@ def canonical_json(value: Any) -> bytes:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
 
 
-def chain_hash(prev_hash: str, body: dict[str, Any]) -> str:
+def chain_hash(prev_hash: str, body: Mapping[str, Any]) -> str:
     return hashlib.sha256(bytes.fromhex(prev_hash) + canonical_json(body)).hexdigest()
 
 
-def postings_balanced(postings: list[dict[str, Any]]) -> bool:
+def postings_balanced(postings: Iterable[Mapping[str, object]]) -> bool:
     """True when the postings sum to zero in every currency (the double-entry rule)."""
     sums: dict[str, int] = {}
     for p in postings:
         amount = p["amount_minor"]
         if not isinstance(amount, int) or isinstance(amount, bool):
             return False
-        sums[p["currency"]] = sums.get(p["currency"], 0) + amount
+        currency = str(p["currency"])
+        sums[currency] = sums.get(currency, 0) + amount
     return all(v == 0 for v in sums.values())
 
 
@@ -70,18 +72,18 @@ def entry_format(entry: dict[str, Any]) -> int:
     return int(value)
 
 
-def seal(transaction: dict[str, Any], postings: list[dict[str, Any]], *, sequence: int, epoch: int,
-         prev_hash: str) -> dict[str, Any]:
+def seal(transaction: Transaction, postings: list[Posting], *, sequence: int, epoch: int,
+         prev_hash: str) -> Entry:
     """The journal entry for a decided transaction, hashed onto the chain."""
     if not postings_balanced(postings):
         raise InvariantBroken(f"postings of a {transaction.get('type')} do not balance: {postings}")
-    entry = {"format": ENTRY_FORMAT, "sequence": sequence, "epoch": epoch, "transaction": transaction,
+    entry: Entry = {"format": ENTRY_FORMAT, "sequence": sequence, "epoch": epoch, "transaction": transaction,
              "postings": postings, "prev_hash": prev_hash}
     entry["hash"] = chain_hash(prev_hash, entry)
     return entry
 
 
-def entry_text(entry: dict[str, Any]) -> str:
+def entry_text(entry: Entry | dict[str, Any]) -> str:
     """How an entry is stored and served (one NDJSON line): canonical JSON."""
     return canonical_json(entry).decode()
 

@@ -1,74 +1,66 @@
 """Rules of the money operations (pure): each returns (postings, result) or raises.
 
-`Reject` is a sticky, journaled refusal; a `CroupierError` is non-binding and not journaled.
+`Reject` is a sticky, journaled refusal; a `Refusal` is non-binding and not journaled (see `outcomes`).
 The helpers here are shared with the admin rules.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from shared.errors import BadRequest, NotFound
-
-from core_ledger.domain.commands import Command, Context, Reject, present
-from core_ledger.domain.state import (
-    ENTRIES,
-    ROUND_CLIENT,
-    Doc,
-    State,
-    jackpot_account,
-    player_account,
-    round_address,
-    system_account,
-)
+from core_ledger.domain.accounts import jackpot_account, player_account, system_account
+from core_ledger.domain.commands import Command, Context, present
+from core_ledger.domain.outcomes import Refusal, RefusalCode, Reject, RejectCode
+from core_ledger.domain.records import AccountRow, BetRow, PlayerRow, Posting, RoundRow
+from core_ledger.domain.state import ENTRIES, ROUND_CLIENT, State, round_address
 
 PPM = 1_000_000
-Decided = tuple[list[dict[str, Any]], dict[str, Any]]  # (postings, result)
+Decided = tuple[list[Posting], dict[str, Any]]  # (postings, result)
 
 
 # --- helpers ------------------------------------------------------------------------------------
 
 
-def posting(account: str, amount_minor: int, currency: str) -> dict[str, Any]:
+def posting(account: str, amount_minor: int, currency: str) -> Posting:
     return {"account": account, "amount_minor": amount_minor, "currency": currency}
 
 
-def transfer(source: str, target: str, amount_minor: int, currency: str) -> list[dict[str, Any]]:
+def transfer(source: str, target: str, amount_minor: int, currency: str) -> list[Posting]:
     return [posting(source, -amount_minor, currency), posting(target, amount_minor, currency)]
 
 
-def player(view: State, player_id: str) -> Doc:
+def player(view: State, player_id: str) -> PlayerRow:
     row = view.get("players", (player_id,))
     if row is None:
-        raise NotFound(f"player {player_id!r} not found", field="player_id")
+        raise Refusal(RefusalCode.NOT_FOUND, f"player {player_id!r} not found", field="player_id")
     return row
 
 
-def wallet(view: State, player_id: str, currency: str, *, check_frozen: bool = True) -> Doc:
+def wallet(view: State, player_id: str, currency: str, *, check_frozen: bool = True) -> AccountRow:
     """The player's account in `currency`; refuses (sticky) a missing currency or a frozen player."""
     row = player(view, player_id)
     if currency not in row["currencies"]:
-        raise Reject("currency_mismatch", f"player {player_id!r} has no {currency} account")
+        raise Reject(RejectCode.CURRENCY_MISMATCH, f"player {player_id!r} has no {currency} account")
     if check_frozen and row["frozen"]:
-        raise Reject("account_frozen", f"player {player_id!r} is frozen")
+        raise Reject(RejectCode.ACCOUNT_FROZEN, f"player {player_id!r} is frozen")
     # a player's accounts exist from creation
     return present(view.get("accounts", (player_account(player_id, currency),)), f"account of {player_id!r}")
 
 
-def balance_after(player_id: str, currency: str, account: Doc, delta_minor: int) -> dict[str, Any]:
+def balance_after(player_id: str, currency: str, account: AccountRow, delta_minor: int) -> dict[str, Any]:
     return {"player_id": player_id, "currency": currency,
             "balance_minor": account["balance_minor"] + delta_minor,
             "version": account["version"] + (1 if delta_minor else 0)}
 
 
-def need_funds(account: Doc, amount_minor: int) -> None:
+def need_funds(account: AccountRow, amount_minor: int) -> None:
     if account["balance_minor"] < amount_minor:
-        raise Reject("insufficient_funds",
+        raise Reject(RejectCode.INSUFFICIENT_FUNDS,
                       f"balance {account['balance_minor']} is below {amount_minor}")
 
 
-def find_round(view: State, client_id: str, player_id: str, round_id: str) -> tuple[str | None, Doc | None]:
+def find_round(view: State, client_id: str, player_id: str, round_id: str) -> tuple[str | None, RoundRow | None]:
     """(scope, row) of the round a client plays: its own round; else a round journaled before
     rounds were scoped (scope None) in which this client has a bet; else (client_id, None): a
     bet opens it. Another client's round of the same id is never this client's."""
@@ -81,7 +73,7 @@ def find_round(view: State, client_id: str, player_id: str, round_id: str) -> tu
     return client_id, None
 
 
-def has_bet_in(view: State, client_id: str, player_id: str, round_id: str, round_: Doc) -> bool:
+def has_bet_in(view: State, client_id: str, player_id: str, round_id: str, round_: RoundRow) -> bool:
     for t in round_["transactions"]:
         if t["type"] == "bet":
             bet = view.get("bets", (client_id, t["id"]))
@@ -120,17 +112,18 @@ def bet(view: State, cmd: Command, ctx: Context) -> Decided:
     pid, cur, amount = r["player_id"], r["currency"], r["amount_minor"]
     marker = view.get("bets", cmd.required_key)
     if marker is not None and marker["state"] == "marker":
-        raise Reject("bet_rolled_back", f"bet {r['id']!r} was rolled back before it arrived")
+        raise Reject(RejectCode.BET_ROLLED_BACK, f"bet {r['id']!r} was rolled back before it arrived")
     account = wallet(view, pid, cur)
     scope, round_ = find_round(view, cmd.required_key[0], pid, r["round_id"])
     if round_ is not None:
         if round_["game_id"] != r["game_id"]:
-            raise BadRequest(f"round {r['round_id']!r} belongs to game {round_['game_id']!r}",
+            raise Refusal(RefusalCode.INVALID, f"round {r['round_id']!r} belongs to game {round_['game_id']!r}",
                              field="game_id")
         if round_["currency"] != cur:
-            raise BadRequest(f"round {r['round_id']!r} is played in {round_['currency']}", field="currency")
+            raise Refusal(RefusalCode.INVALID, f"round {r['round_id']!r} is played in {round_['currency']}",
+                          field="currency")
         if round_["status"] == "closed":
-            raise Reject("round_closed", f"round {r['round_id']!r} is closed")
+            raise Reject(RejectCode.ROUND_CLOSED, f"round {r['round_id']!r} is closed")
     need_funds(account, amount)
     postings = transfer(player_account(pid, cur), system_account("house", cur), amount, cur)
     contributions = []
@@ -166,32 +159,33 @@ def win(view: State, cmd: Command, ctx: Context) -> Decided:
     player(view, pid)
     scope, round_ = find_round(view, cmd.required_key[0], pid, r["round_id"])
     if round_ is None:
-        raise NotFound(f"round {r['round_id']!r} has no bet of player {pid!r}", field="round_id")
+        raise Refusal(RefusalCode.NOT_FOUND, f"round {r['round_id']!r} has no bet of player {pid!r}", field="round_id")
     if round_["currency"] != cur:
-        raise BadRequest(f"round {r['round_id']!r} is played in {round_['currency']}", field="currency")
+        raise Refusal(RefusalCode.INVALID, f"round {r['round_id']!r} is played in {round_['currency']}",
+                      field="currency")
     account = wallet(view, pid, cur)
     if round_["status"] == "closed":
-        raise Reject("round_closed", f"round {r['round_id']!r} is closed")
+        raise Reject(RejectCode.ROUND_CLOSED, f"round {r['round_id']!r} is closed")
     refuse_refunded(round_, r["round_id"])
     postings = transfer(system_account("house", cur), player_account(pid, cur), amount, cur)
     return postings, {"balance": balance_after(pid, cur, account, amount), ROUND_CLIENT: scope}
 
 
-def refuse_refunded(round_: Doc, round_id: str) -> None:
+def refuse_refunded(round_: RoundRow, round_id: str) -> None:
     """Nothing is paid out of a round whose every bet was rolled back (bets are positive, so a
     round with bets and a zero net stake was refunded in full)."""
     if round_["bets_minor"] <= 0:
-        raise Reject("round_refunded", f"every bet of round {round_id!r} was rolled back")
+        raise Reject(RejectCode.ROUND_REFUNDED, f"every bet of round {round_id!r} was rolled back")
 
 
-def refuse_claimed_wagering(view: State, player_id: str, bet_id: str, bet: Doc) -> None:
+def refuse_claimed_wagering(view: State, player_id: str, bet_id: str, bet: BetRow) -> None:
     """A bet's wagering that a claimed bonus needs cannot be rolled back: the bonus was paid for
     it. (The rollback is allowed while the claimed bonus keeps its requirement without the bet.)"""
     for w in bet["bonus_wagering"]:
         bonus = present(view.get("bonuses", (player_id, w["bonus_id"])), f"bonus {w['bonus_id']!r} of bet {bet_id!r}")
         if (bonus["status"] == "claimed"
                 and bonus["wagered_minor"] - w["amount_minor"] < bonus["wagering_requirement_minor"]):
-            raise Reject("wagering_already_claimed",
+            raise Reject(RejectCode.WAGERING_ALREADY_CLAIMED,
                          f"bonus {w['bonus_id']!r} was claimed with this bet's wagering")
 
 
@@ -199,28 +193,32 @@ def rollback(view: State, cmd: Command, ctx: Context) -> Decided:
     r = cmd.request
     pid = r["player_id"]
     client_id = cmd.required_key[0]
-    bet = view.get("bets", (client_id, r["bet_id"]))
-    if bet is None:
+    found = view.get("bets", (client_id, r["bet_id"]))
+    bet: BetRow
+    if found is None:
         rejected = view.get("idem", (client_id, r["bet_id"]))
         if rejected is None or rejected["type"] != "bet":
             player(view, pid)  # unknown bet: a marker refuses it if it arrives later
             return [], {"bet_found": False, "reversed": False, "balance": None}
         entry = present(view.get(ENTRIES, (rejected["sequence"],)), f"journal entry {rejected['sequence']}")
-        bet = {**entry["transaction"]["request"], "state": "rejected"}
+        # a refused bet has no row: its request says what the rules below need
+        bet = cast(BetRow, {**entry["transaction"]["request"], "state": "rejected"})
+    else:
+        bet = found
     if bet["player_id"] != pid:
-        raise BadRequest(f"bet {r['bet_id']!r} belongs to another player", field="player_id")
+        raise Refusal(RefusalCode.INVALID, f"bet {r['bet_id']!r} belongs to another player", field="player_id")
     if r.get("round_id") is not None and bet.get("round_id") != r["round_id"]:
-        raise BadRequest(f"bet {r['bet_id']!r} is in another round", field="round_id")
+        raise Refusal(RefusalCode.INVALID, f"bet {r['bet_id']!r} is in another round", field="round_id")
     if bet["state"] == "marker":
         return [], {"bet_found": False, "reversed": False, "balance": None}
     cur = bet["currency"]
     account = wallet(view, pid, cur)
     if bet["state"] != "committed":  # already rolled back, or never charged: nothing to reverse
         return [], {"bet_found": True, "reversed": False, "balance": balance_after(pid, cur, account, 0)}
-    round_ = present(view.get(*round_address(bet.get(ROUND_CLIENT), pid, bet["round_id"])),
-                     f"round {bet['round_id']!r}")
+    round_id = present(bet["round_id"], f"the round of bet {r['bet_id']!r}")
+    round_ = present(view.get(*round_address(bet.get(ROUND_CLIENT), pid, round_id)), f"round {round_id!r}")
     if round_["status"] == "closed" or round_["win_count"] > 0:
-        raise Reject("round_closed", f"round {bet['round_id']!r} has a win or is closed")
+        raise Reject(RejectCode.ROUND_CLOSED, f"round {bet['round_id']!r} has a win or is closed")
     refuse_claimed_wagering(view, pid, r["bet_id"], bet)
     amount = bet["amount_minor"]
     postings = transfer(system_account("house", cur), player_account(pid, cur), amount, cur)
@@ -243,12 +241,12 @@ def jackpot_payout(view: State, cmd: Command, ctx: Context) -> Decided:
     r = cmd.request
     jackpot = view.get("jackpots", (r["jackpot_id"],))
     if jackpot is None:
-        raise NotFound(f"jackpot {r['jackpot_id']!r} not found", field="jackpot_id")
+        raise Refusal(RefusalCode.NOT_FOUND, f"jackpot {r['jackpot_id']!r} not found", field="jackpot_id")
     cur, pid = jackpot["currency"], r["player_id"]
     account = wallet(view, pid, cur)
     scope, round_ = find_round(view, cmd.required_key[0], pid, r["round_id"])
     if round_ is None:
-        raise NotFound(f"round {r['round_id']!r} has no bet of player {pid!r}", field="round_id")
+        raise Refusal(RefusalCode.NOT_FOUND, f"round {r['round_id']!r} has no bet of player {pid!r}", field="round_id")
     refuse_refunded(round_, r["round_id"])
     pool = present(view.get("accounts", (jackpot_account(r["jackpot_id"]),)), f"pool of {r['jackpot_id']!r}")
     amount, seed = pool["balance_minor"], jackpot["seed_minor"]
@@ -265,15 +263,15 @@ def bonus_claim(view: State, cmd: Command, ctx: Context) -> Decided:
     player(view, pid)
     bonus = view.get("bonuses", (pid, r["bonus_id"]))
     if bonus is None:
-        raise NotFound(f"bonus {r['bonus_id']!r} of player {pid!r} not found", field="bonus_id")
+        raise Refusal(RefusalCode.NOT_FOUND, f"bonus {r['bonus_id']!r} of player {pid!r} not found", field="bonus_id")
     cur = bonus["currency"]
     account = wallet(view, pid, cur)
     if bonus["status"] == "claimed":
-        raise Reject("already_claimed", f"bonus {r['bonus_id']!r} was already claimed")
+        raise Reject(RejectCode.ALREADY_CLAIMED, f"bonus {r['bonus_id']!r} was already claimed")
     if expired(bonus["expires_at"], ctx):
-        raise Reject("bonus_expired", f"bonus {r['bonus_id']!r} expired at {bonus['expires_at']}")
+        raise Reject(RejectCode.BONUS_EXPIRED, f"bonus {r['bonus_id']!r} expired at {bonus['expires_at']}")
     if bonus["wagered_minor"] < bonus["wagering_requirement_minor"]:
-        raise Reject("wagering_not_met", f"wagered {bonus['wagered_minor']} of "
+        raise Reject(RejectCode.WAGERING_NOT_MET, f"wagered {bonus['wagered_minor']} of "
                                          f"{bonus['wagering_requirement_minor']}")
     amount = bonus["amount_minor"]
     postings = transfer(system_account("bonus", cur), player_account(pid, cur), amount, cur)

@@ -7,9 +7,27 @@ row that was never loaded is a programming error), the in-memory backend and reb
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Final, Literal, cast, overload
 
+from core_ledger.domain.accounts import jackpot_account, player_account, system_account
 from core_ledger.domain.commands import InvariantBroken
+from core_ledger.domain.records import (
+    AccountRow,
+    BetRow,
+    BonusRow,
+    Entry,
+    GameRow,
+    HistoryRow,
+    IdemRow,
+    JackpotRow,
+    PlayerRow,
+    RoundRow,
+)
+
+# Account names are built in `accounts`; re-exported here, where readers found them before.
+__all__ = ["ENTRIES", "TABLES", "WRITE_ONLY", "Doc", "Key", "State", "idempotency_record", "jackpot_account",
+           "player_account", "round_address", "system_account"]
 
 Key = tuple[Any, ...]
 Doc = dict[str, Any]
@@ -34,10 +52,10 @@ TABLES: dict[str, tuple[str, ...]] = {
 WRITE_ONLY = frozenset({"history"})
 # Journal entries by (sequence,): read by the writer to replay or compare a stored answer; not a
 # derived table (the journal itself), only cached for the batch that needs it.
-ENTRIES = "entries"
+ENTRIES: Final = "entries"
 
 
-def idempotency_record(idem: Doc | None, bet: Doc | None) -> Doc | None:
+def idempotency_record(idem: IdemRow | None, bet: BetRow | None) -> IdemRow | None:
     """What binds an idempotency key, given its `idem` and `bets` rows: a committed bet writes no
     `idem` row (its `bets` row already holds the sequence: one row less per bet); a rollback's
     marker binds nothing."""
@@ -50,26 +68,21 @@ def idempotency_record(idem: Doc | None, bet: Doc | None) -> Doc | None:
 
 # The result member that records which round an entry played in: the client scope, or None for a
 # round of `rounds` (before scoping). Entries journaled before scoping have no such member.
-ROUND_CLIENT = "round_client_id"
+ROUND_CLIENT: Final = "round_client_id"
 
 
-def round_address(round_client_id: str | None, player_id: str, round_id: str) -> tuple[str, Key]:
+RoundTable = Literal["rounds", "client_rounds"]
+
+
+def round_address(round_client_id: str | None, player_id: str, round_id: str) -> tuple[RoundTable, Key]:
     """Where a round's row lives: (table, key)."""
     if round_client_id is None:
         return "rounds", (player_id, round_id)
     return "client_rounds", (player_id, round_id, round_client_id)
 
 
-def player_account(player_id: str, currency: str) -> str:
-    return f"player:{player_id}:{currency}"
-
-
-def system_account(kind: str, currency: str) -> str:
-    return f"{kind}:{currency}"
-
-
-def jackpot_account(jackpot_id: str) -> str:
-    return f"jackpot:{jackpot_id}"
+Row = (Doc | PlayerRow | AccountRow | RoundRow | BetRow | IdemRow | JackpotRow | GameRow | BonusRow
+       | HistoryRow | Mapping[str, Any])
 
 
 class State:
@@ -81,11 +94,54 @@ class State:
     def known(self, table: str, key: Key) -> bool:
         return self.complete or key in self.tables[table]
 
-    def peek(self, table: str, key: Key) -> Doc | None:
+    # Each table's rows have one shape (`records`): `peek` and `get` say which.
+    @overload
+    def peek(self, table: Literal["players"], key: Key) -> PlayerRow | None: ...
+    @overload
+    def peek(self, table: Literal["accounts"], key: Key) -> AccountRow | None: ...
+    @overload
+    def peek(self, table: RoundTable, key: Key) -> RoundRow | None: ...
+    @overload
+    def peek(self, table: Literal["bets"], key: Key) -> BetRow | None: ...
+    @overload
+    def peek(self, table: Literal["idem"], key: Key) -> IdemRow | None: ...
+    @overload
+    def peek(self, table: Literal["jackpots"], key: Key) -> JackpotRow | None: ...
+    @overload
+    def peek(self, table: Literal["games"], key: Key) -> GameRow | None: ...
+    @overload
+    def peek(self, table: Literal["bonuses"], key: Key) -> BonusRow | None: ...
+    @overload
+    def peek(self, table: Literal["entries"], key: Key) -> Entry | None: ...
+    @overload
+    def peek(self, table: str, key: Key) -> Mapping[str, Any] | None: ...
+
+    def peek(self, table: str, key: Key) -> Any:
         """The row if it is loaded and exists, else None (no assertion: used to plan loads)."""
         return self.tables[table].get(key)
 
-    def get(self, table: str, key: Key) -> Doc | None:
+    @overload
+    def get(self, table: Literal["players"], key: Key) -> PlayerRow | None: ...
+    @overload
+    def get(self, table: Literal["accounts"], key: Key) -> AccountRow | None: ...
+    @overload
+    def get(self, table: RoundTable, key: Key) -> RoundRow | None: ...
+    @overload
+    def get(self, table: Literal["bets"], key: Key) -> BetRow | None: ...
+    @overload
+    def get(self, table: Literal["idem"], key: Key) -> IdemRow | None: ...
+    @overload
+    def get(self, table: Literal["jackpots"], key: Key) -> JackpotRow | None: ...
+    @overload
+    def get(self, table: Literal["games"], key: Key) -> GameRow | None: ...
+    @overload
+    def get(self, table: Literal["bonuses"], key: Key) -> BonusRow | None: ...
+    @overload
+    def get(self, table: Literal["entries"], key: Key) -> Entry | None: ...
+    @overload
+    def get(self, table: str, key: Key) -> Mapping[str, Any] | None: ...
+
+    def get(self, table: str, key: Key) -> Any:
         rows = self.tables[table]
         if key in rows:
             return rows[key]
@@ -97,14 +153,14 @@ class State:
         """Record what storage holds for a key (None: absent); not a change."""
         self.tables[table][key] = doc
 
-    def put(self, table: str, key: Key, doc: Doc) -> None:
-        self.tables[table][key] = doc
+    def put(self, table: str, key: Key, doc: Row) -> None:
+        self.tables[table][key] = cast(Doc, doc)  # a row is stored as the JSON document it is
         self.dirty[(table, key)] = None
 
-    def remember(self, entry: Doc) -> None:
+    def remember(self, entry: Entry) -> None:
         """Keep a just-written entry for replays later in the same batch (not in a rebuild)."""
         if not self.complete:
-            self.tables[ENTRIES][(entry["sequence"],)] = entry
+            self.tables[ENTRIES][(entry["sequence"],)] = cast(Doc, entry)  # kept as the JSON read back
 
     def forget_entries(self, up_to_sequence: int) -> None:
         """Drop cached entries that storage now holds (later ones belong to commits in flight)."""

@@ -1,5 +1,7 @@
 """Exactly-once CRDT effects of committed ledger transactions, and reconciliation (pure).
 
+Which effects a transaction type has is one table, `EFFECTS_BY_TYPE` (see the end of this module).
+
 An effect (a jackpot contribution, a bonus wagering delta) of a committed transaction is applied
 iff the transaction went through this edge (`via`), its `sequence` was not applied yet for that
 key, and the sequence is above the key's reconciliation watermark.
@@ -21,10 +23,11 @@ a truth read from an older copy never lowers what a newer one said.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from edge.crdt.slots import BonusSlot, JackpotSlot
+from edge.crdt.slots import BONUS, JACKPOT, BonusSlot, JackpotSlot, doc_name
 
 SEQUENCE_BITS = 40  # a trillion journal entries per epoch
 
@@ -109,3 +112,95 @@ def reconcile_bonus(mine_by_bonus: dict[str, int], pending: list[tuple[int, dict
     for _, delta in pending:
         slot = slot.add({b: int(a) for b, a in delta.items()}, ts)
     return slot
+
+
+# --- the CRDT effects of each transaction type ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SlotEffect:
+    """A delta for this edge's own slot of one document (applied once, by its position)."""
+
+    doc: str  # document name
+    delta: dict[str, int]  # as `Effect.delta`
+    currency: str | None = None  # a jackpot's currency when the answer says it (a payout)
+
+
+@dataclass(frozen=True)
+class EdgeEffects:
+    """What a committed transaction that went through this edge changes in the CRDT documents:
+    deltas for this edge's slots, and documents whose credits sit in another edge's slot (that edge
+    is asked to reconcile them: `reconcile_at`; or, when nobody knows which edge holds them, every
+    edge including this one: `reconcile_everywhere`)."""
+
+    slots: tuple[SlotEffect, ...] = ()
+    reconcile: tuple[str, ...] = ()
+    reconcile_at: str | None = None
+    reconcile_everywhere: bool = False
+
+
+NO_EFFECTS = EdgeEffects()
+TransactionAnswer = Mapping[str, Any]  # the `transaction` member of the ledger's answer (JSON)
+EffectRule = Callable[[TransactionAnswer, str], EdgeEffects]  # (transaction, this edge's id)
+
+
+def _credits(player_id: str, contributions: list[Any], wagering: list[Any], sign: int) -> tuple[SlotEffect, ...]:
+    """A bet's jackpot contributions and bonus wagering (sign 1), or their reversal (sign -1)."""
+    slots = [SlotEffect(doc_name(JACKPOT, str(c["jackpot_id"])),
+                        {"epoch": int(c["epoch"]), "amount_minor": sign * int(c["amount_minor"])})
+             for c in contributions]
+    deltas = {str(w["bonus_id"]): sign * int(w["amount_minor"]) for w in wagering}
+    if deltas:
+        slots.append(SlotEffect(doc_name(BONUS, player_id), deltas))
+    return tuple(slots)
+
+
+def bet_effects(tx: TransactionAnswer, edge_id: str) -> EdgeEffects:
+    return EdgeEffects(_credits(str(tx["player_id"]), tx.get("jackpot_contributions", []),
+                                tx.get("bonus_wagering", []), sign=1))
+
+
+def rollback_effects(tx: TransactionAnswer, edge_id: str) -> EdgeEffects:
+    """The ledger takes a reversed bet's credits back from the slot of the edge the bet came
+    through (`bet_via` in the answer): here if that is us, else that edge is asked to reconcile;
+    a bet forwarded without an edge: whoever holds credits, the sweeps repair them."""
+    if not tx.get("reversed"):
+        return NO_EFFECTS
+    names = [doc_name(JACKPOT, str(c["jackpot_id"])) for c in tx.get("reversed_contributions", [])]
+    if tx.get("bonus_wagering"):
+        names.append(doc_name(BONUS, str(tx["player_id"])))
+    bet_via = tx.get("bet_via")
+    if bet_via is None:
+        return EdgeEffects(reconcile=tuple(names), reconcile_everywhere=True)
+    if bet_via == edge_id:
+        return EdgeEffects(_credits(str(tx["player_id"]), tx.get("reversed_contributions", []),
+                                    tx.get("bonus_wagering", []), sign=-1))
+    return EdgeEffects(reconcile=tuple(names), reconcile_at=str(bet_via))
+
+
+def jackpot_payout_effects(tx: TransactionAnswer, edge_id: str) -> EdgeEffects:
+    """The pool starts a new epoch from its seed (this edge's slot moves to it)."""
+    delta = {"epoch": int(tx["epoch"]), "amount_minor": 0, "seed_minor": int(tx["seed_minor"])}
+    return EdgeEffects((SlotEffect(doc_name(JACKPOT, str(tx["jackpot_id"])), delta, str(tx["currency"])),))
+
+
+def no_effects(tx: TransactionAnswer, edge_id: str) -> EdgeEffects:
+    """Wins and bonus claims change balances only: the ledger's, not a CRDT document."""
+    return NO_EFFECTS
+
+
+# Transaction type -> its CRDT effects. Every money operation an edge forwards has a row.
+EFFECTS_BY_TYPE: dict[str, EffectRule] = {
+    "bet": bet_effects,
+    "win": no_effects,
+    "rollback": rollback_effects,
+    "jackpot_payout": jackpot_payout_effects,
+    "bonus_claim": no_effects,
+}
+
+
+def effects_of(transaction_type: str, tx: TransactionAnswer, edge_id: str) -> EdgeEffects:
+    """The effects of a committed transaction that went through `edge_id` (none for a type
+    without a row: the ledger may know types this edge does not forward)."""
+    rule = EFFECTS_BY_TYPE.get(transaction_type, no_effects)
+    return rule(tx, edge_id)

@@ -93,7 +93,7 @@ class PoweredLedger(LedgerProcess):
         self.boots = 0
         self.shadow = root / "shadow-0"
 
-    async def start(self, disk: Disk = Disk()) -> None:  # type: ignore[override]
+    async def start(self, disk: Disk = Disk()) -> None:  # type: ignore[override]  # the start of a process on a simulated disk
         assert self.proc is None, "already running"
         self.boots += 1
         self.shadow = self.root / f"shadow-{self.boots}"

@@ -16,6 +16,7 @@ from typing import Any
 
 import aiohttp
 
+from core_ledger.domain.accounts import is_player_account, player_account, player_of
 from harness.verify import duplicate_keys, fold_journal, read_journal
 from tests.ledger.procs import auth
 
@@ -160,7 +161,7 @@ def _misplaced(acks: list[Ack], entries: list[dict[str, Any]]) -> list[str]:
             if any(e["transaction"]["id"] == ack.request.id for e in entries):
                 wrong.append(f"{ack.request.id}: not at sequence {tx['sequence']}")
             continue
-        account = f"player:{bal['player_id']}:{bal['currency']}"
+        account = player_account(bal["player_id"], bal["currency"])
         if after[tx["sequence"]].get(account) != bal["balance_minor"]:
             wrong.append(f"{ack.request.id}: balance after is not {bal['balance_minor']}")
     return wrong
@@ -172,8 +173,8 @@ async def _balance_mismatches(http: aiohttp.ClientSession, url: str, folded: dic
         async with http.get(f"{url}/v1/players/{player}/balances", headers=auth("edge")) as r:
             assert r.status in (200, 404), await r.text()
             balances = (await r.json())["balances"] if r.status == 200 else []  # 404: lost with its history
-        ledger = {f"player:{player}:{b['currency']}": b["balance_minor"] for b in balances}
-        for account in sorted(set(ledger) | {a for a in folded if a.startswith(f"player:{player}:")}):
+        ledger = {player_account(player, b["currency"]): b["balance_minor"] for b in balances}
+        for account in sorted(set(ledger) | {a for a in folded if is_player_account(a) and player_of(a) == player}):
             if ledger.get(account) != folded.get(account, 0):
                 wrong.append(f"{account}: ledger {ledger.get(account)} != journal fold {folded.get(account, 0)}")
     return wrong

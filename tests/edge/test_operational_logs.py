@@ -45,7 +45,7 @@ async def test_a_reconciler_that_fails_is_logged_counted_and_started_again(tmp_p
             raise RuntimeError("a bug in the reconciler")
         return original()
 
-    reconciler._next_round = flaky  # type: ignore[method-assign]
+    reconciler._next_round = flaky  # type: ignore[method-assign]  # a fault injected for this test
     server = TestServer(app, host="127.0.0.1", port=port)
     with capture_logs() as logs:
         await server.start_server()
@@ -80,11 +80,11 @@ async def test_a_breaker_that_closes_again_is_logged_and_each_action_carries_its
     seen: list[list[str | None]] = []
     original = ledger.batch
 
-    async def recording(request):  # type: ignore[no-untyped-def]
+    async def recording(request):  # type: ignore[no-untyped-def]  # an aiohttp handler wrapper
         seen.append([a.get("request_id") for a in (await request.json())["actions"]])
         return await original(request)
 
-    ledger.batch = recording  # type: ignore[method-assign]
+    ledger.batch = recording  # type: ignore[method-assign]  # a fault injected for this test
     server = TestServer(ledger.app(), host="127.0.0.1")
     await server.start_server()
     client = LedgerClient(str(server.make_url("")).rstrip("/"), "t", attempt_timeout_s=0.5, deadline_s=3.0,
@@ -123,7 +123,7 @@ async def test_a_dispatcher_that_fails_is_reported_and_started_again(fake_ledger
             raise RuntimeError("a bug in the dispatcher")
         await original()
 
-    client._dispatch = flaky  # type: ignore[method-assign]
+    client._dispatch = flaky  # type: ignore[method-assign]  # a fault injected for this test
     await client.start()
     try:
         with capture_logs() as logs:

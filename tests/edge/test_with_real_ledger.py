@@ -3,6 +3,7 @@ byte for byte, and CRDT effects that never fail a committed money answer."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -18,6 +19,7 @@ from structlog.testing import capture_logs
 from shared.ids import AMOUNT_MINOR_MAX
 
 from core_ledger.app import create_app as create_ledger_app
+from core_ledger.domain.accounts import system_account
 from edge.service import EdgeService
 from harness.cluster import free_port
 from tests.edge.conftest import Edges, eventually
@@ -154,15 +156,14 @@ async def test_a_failing_effect_never_fails_the_committed_answer_and_reconciliat
 async def test_a_halted_ledger_is_answered_500_through_the_edge_without_retries(
         edge: Edges, as_role: Any, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch) -> None:
     await setup_player(as_role)
-    deciders = importlib.import_module("core_ledger.domain.decide").DECIDERS
-
-    real_bet = deciders["bet"]
+    specs = importlib.import_module("core_ledger.domain.specs").SPECS
+    real_bet = specs["bet"].decide
 
     def bet_without_house(view: Any, cmd: Any, ctx: Any) -> Any:
         postings, result = real_bet(view, cmd, ctx)
-        return [p for p in postings if not p["account"].startswith("house:")], result
+        return [p for p in postings if p["account"] != system_account("house", "EUR")], result
 
-    monkeypatch.setitem(deciders, "bet", bet_without_house)
+    monkeypatch.setitem(specs, "bet", dataclasses.replace(specs["bet"], decide=bet_without_house))
     started = time.monotonic()
     for i in range(2):
         status, body = await post_raw(http, edge.url("eu") + "/v1/bets", bet(i, 100))

@@ -8,14 +8,14 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from shared.errors import NotFound, Unprocessable
-
 from core_ledger.domain import (
     ADMIN_SCOPE,
     ChainCheck,
     Command,
     Context,
     InvariantBroken,
+    Refusal,
+    RefusalCode,
     Replay,
     State,
     decide,
@@ -115,9 +115,9 @@ def test_a_committed_bet_keeps_no_idem_row_yet_binds_its_id() -> None:
     assert status == 201 and state.get("idem", ("e", "b")) is None and state.get("bets", ("e", "b"))["sequence"] == 3
     replay = decide(state, Command("bet", bet, "e", ("e", "b"), "e"), CTX)
     assert isinstance(replay, Replay) and replay.body == {**first, "replayed": True}
-    with pytest.raises(Unprocessable) as reused:
+    with pytest.raises(Refusal) as reused:
         decide(state, Command("rollback", {"id": "b", "bet_id": "x", "player_id": "p"}, "e", ("e", "b"), "e"), CTX)
-    assert reused.value.code == "idempotency_key_reused" and reused.value.extra["field"] == "type"
+    assert reused.value.code == RefusalCode.IDEMPOTENCY_KEY_REUSED and reused.value.field == "type"
     status, _ = _apply(state, Command("bet", {**bet, "id": "b2"}, "e", ("e", "b2"), "e"), 4)  # 50 left: refused
     assert status == 422 and state.get("idem", ("e", "b2")) == {"type": "bet", "sequence": 4}
 
@@ -150,8 +150,9 @@ def test_entries_from_before_round_scoping_fold_as_they_did_and_their_rounds_sta
     assert state.get("rounds", ("p", "9"))["bets_minor"] == 100
     assert "round_client_id" not in state.get("bets", ("gs-a", "a9"))  # the same bet row as before
     # The open unscoped round "9" stays A's (A bet in it); B cannot play or close it.
-    with pytest.raises(NotFound):
+    with pytest.raises(Refusal, match="has no bet") as unknown:
         decide(state, Command("win", {**win, "id": "bw9", "round_id": "9"}, "e", ("gs-b", "bw9"), "e"), CTX)
+    assert unknown.value.code == RefusalCode.NOT_FOUND
     status, _ = _apply(state, Command("win", {**win, "id": "aw9", "round_id": "9", "amount_minor": 30}, "e",
                                          ("gs-a", "aw9"), "e"), 6)
     assert status == 201 and state.get("rounds", ("p", "9"))["status"] == "closed"

@@ -4,18 +4,21 @@ nothing of it. A storage failure stays a retryable 503."""
 
 from __future__ import annotations
 
-import importlib
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
 
 from core_ledger.app_keys import SERVICE
-from core_ledger.domain import money
+from core_ledger.domain import SPECS, money
 from core_ledger.domain.state import player_account, system_account
 from tests.ledger.conftest import Api
 
-decide_module = importlib.import_module("core_ledger.domain.decide")  # the package re-exports the function
+
+def swap_rule(monkeypatch: pytest.MonkeyPatch, transaction_type: str, rule: Any) -> None:
+    """Replace the `decide` of a type's spec for this test."""
+    monkeypatch.setitem(SPECS, transaction_type, replace(SPECS[transaction_type], decide=rule))
 
 
 def unbalanced_deposit(view: Any, cmd: Any, ctx: Any) -> money.Decided:
@@ -31,7 +34,7 @@ def deposit(id: str, amount: int = 10) -> dict[str, Any]:
 async def test_a_broken_invariant_halts_the_writer_instead_of_a_retryable_503(
         api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
     await api.player(deposit=100)
-    monkeypatch.setitem(decide_module.DECIDERS, "deposit", unbalanced_deposit)
+    swap_rule(monkeypatch, "deposit", unbalanced_deposit)
     with capture_logs() as logs:
         status, body = await api.post("cashier", "/v1/deposits", deposit("d1"))
     assert status == 500 and body["code"] == "ledger_halted", body
@@ -39,7 +42,7 @@ async def test_a_broken_invariant_halts_the_writer_instead_of_a_retryable_503(
     assert halt["log_level"] == "critical" and halt["command_type"] == "deposit" and halt["id"] == "d1"
     assert halt["request"]["amount_minor"] == 10 and "do not balance" in halt["error"]
 
-    monkeypatch.setitem(decide_module.DECIDERS, "deposit", money.deposit)  # even a sound command now
+    swap_rule(monkeypatch, "deposit", money.deposit)  # even a sound command now
     for _ in range(2):  # the same answer every time: no retry can help
         status, body = await api.post("cashier", "/v1/deposits", deposit("d2"))
         assert status == 500 and body["code"] == "ledger_halted"
@@ -67,7 +70,7 @@ async def test_a_fold_that_breaks_an_invariant_also_halts(api: Api, monkeypatch:
         postings = money.transfer(player_account("p1", "EUR"), system_account("cashier", "EUR"), 1000, "EUR")
         return postings, {}
 
-    monkeypatch.setitem(decide_module.DECIDERS, "withdrawal", overdraw)
+    swap_rule(monkeypatch, "withdrawal", overdraw)
     status, body = await api.post("cashier", "/v1/withdrawals", deposit("w1", 1000))
     assert status == 500 and body["code"] == "ledger_halted"
     status, ready = await api.get("", "/readyz")

@@ -126,7 +126,7 @@ class FlakyStore(MemoryStore):
 
     fail_next = False
 
-    async def commit(self, journal, rows, head) -> None:  # type: ignore[no-untyped-def]
+    async def commit(self, journal, rows, head) -> None:  # type: ignore[no-untyped-def]  # the store's commit, failing on demand
         if self.fail_next:
             self.fail_next = False
             raise StorageError("disk full")

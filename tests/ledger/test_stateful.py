@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 from shared.errors import CroupierError
 
 from core_ledger.domain import ADMIN_SCOPE, Command
+from core_ledger.domain.accounts import is_player_account, player_account
 from core_ledger.journal_checks import rebuild_differences, verify_store
 from core_ledger.metrics import LedgerMetrics
 from core_ledger.reads import LedgerReads
@@ -252,10 +253,10 @@ class LedgerMachine(RuleBasedStateMachine):
         accounts = self.loop.run_until_complete(self.store.dump("accounts"))
         assert sum(a["balance_minor"] for a in accounts.values()) == 0  # postings sum to zero
         for (name,), account in accounts.items():
-            if name.startswith("player:"):
+            if is_player_account(name):
                 assert account["balance_minor"] >= 0
         for p in PLAYERS:
-            assert accounts[(f"player:{p}:EUR",)]["balance_minor"] == self.model.balances[p]
+            assert accounts[(player_account(p, "EUR"),)]["balance_minor"] == self.model.balances[p]
         jackpot = self.loop.run_until_complete(self.reads.jackpot("j"))
         assert (jackpot["pool_minor"], jackpot["epoch"]) == (self.model.pool, self.model.epoch)
         assert accounts[("jackpot:j",)]["balance_minor"] == self.model.pool

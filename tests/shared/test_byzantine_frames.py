@@ -52,7 +52,7 @@ class Edges:
 
 
 async def lie_frames(lie: str) -> tuple[list[tuple[str, bytes]], list[bytes]]:
-    peer = ByzantinePeer(Edges(), random.Random(1))  # type: ignore[arg-type]
+    peer = ByzantinePeer(Edges(), random.Random(1))  # type: ignore[arg-type]  # a stand-in with only the edge ids
     frames = await peer._frames(lie, FakeSync(target_doc()), "apac", protocol)
     entries = [e for f in frames if len(f) <= FRAME_BYTES_MAX for e in protocol.decode_frame(f, protocol.Limits())]
     return entries, frames

@@ -96,11 +96,11 @@ async def test_a_cluster_that_no_longer_serves_writes_fails_liveness(aiohttp_ser
     ok, fenced = await aiohttp_server(fake_edge([], 201)), await aiohttp_server(fake_edge([], 503))
     cluster = FakeCluster({"eu": str(ok.make_url("")).rstrip("/"), "us": str(fenced.make_url("")).rstrip("/")})
     async with aiohttp.ClientSession() as http:
-        check = await chaos.check_writes_served(http, cluster, "p001")  # type: ignore[arg-type]
+        check = await chaos.check_writes_served(http, cluster, "p001")  # type: ignore[arg-type]  # a fake cluster with only the members the probe reads
         assert not check.ok and "through ['us'] (last status {'eu': 201, 'us': 503})" in check.detail
         refusing = await aiohttp_server(fake_edge([], 422))  # judged: insufficient funds is an answer
         cluster.urls["us"] = str(refusing.make_url("")).rstrip("/")
-        assert (await chaos.check_writes_served(http, cluster, "p001")).ok  # type: ignore[arg-type]
+        assert (await chaos.check_writes_served(http, cluster, "p001")).ok  # type: ignore[arg-type]  # a fake cluster with only the members the probe reads
 
 
 def test_fault_kinds_are_chosen_one_by_one_and_the_held_back_ones_are_not_default() -> None:
@@ -122,9 +122,9 @@ def test_the_byzantine_peer_poses_as_an_edge_the_target_accepts_and_takes_its_cr
         def peer_token(self, edge_id: str) -> str:
             return self.tokens[f"peer-{edge_id}"]
 
-    assert dialers_of(C(), "us") == ["eu", "apac"] and dialers_of(C(), "apac") == []  # type: ignore[arg-type]
+    assert dialers_of(C(), "us") == ["eu", "apac"] and dialers_of(C(), "apac") == []  # type: ignore[arg-type]  # a stand-in config with only the members read
     # The impersonated edge's own credential, never the legacy shared one (which no edge accepts).
-    assert peer_credential(C(), "eu") == "eu-token" and peer_credential(C(), "us") == "us-token"  # type: ignore[arg-type]
+    assert peer_credential(C(), "eu") == "eu-token" and peer_credential(C(), "us") == "us-token"  # type: ignore[arg-type]  # a stand-in config with only the members read
 
 
 def test_the_nemesis_deals_every_enabled_kind_once_before_any_twice() -> None:
@@ -133,10 +133,10 @@ def test_the_nemesis_deals_every_enabled_kind_once_before_any_twice() -> None:
     from harness.nemesis import Nemesis
 
     kinds = ("failover_kill", "lie_epoch_edges", "byz_oversized", "partition")
-    nemesis = Nemesis(None, random.Random(5), kinds)  # type: ignore[arg-type]
+    nemesis = Nemesis(None, random.Random(5), kinds)  # type: ignore[arg-type]  # no cluster: only the dealing order is tested
     first, second = [nemesis.next_kind() for _ in kinds], [nemesis.next_kind() for _ in kinds]
     assert sorted(first) == sorted(second) == sorted(kinds)
-    again = Nemesis(None, random.Random(5), kinds)  # type: ignore[arg-type]
+    again = Nemesis(None, random.Random(5), kinds)  # type: ignore[arg-type]  # no cluster: only the dealing order is tested
     assert [again.next_kind() for _ in kinds] == first  # seeded: the same order
 
 

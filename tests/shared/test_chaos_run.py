@@ -37,7 +37,7 @@ class BrokenCluster:
 
 
 async def test_an_unexpected_error_inside_the_run_becomes_a_failed_check_not_a_traceback() -> None:
-    report = await run_chaos(BrokenCluster(), duration_s=0.5, seed_value=3, clients=2,  # type: ignore[arg-type]
+    report = await run_chaos(BrokenCluster(), duration_s=0.5, seed_value=3, clients=2,  # type: ignore[arg-type]  # a cluster that fails on purpose
                              players=["p001"])
     assert not report.ok
     failed = [c for c in report.checks if not c.ok]
@@ -47,7 +47,7 @@ async def test_an_unexpected_error_inside_the_run_becomes_a_failed_check_not_a_t
 
 
 def test_the_workload_stops_issuing_at_its_bound_and_the_report_says_so() -> None:
-    workload = Workload(BrokenCluster(), ["p001"], random.Random(1), history_max=3)  # type: ignore[arg-type]
+    workload = Workload(BrokenCluster(), ["p001"], random.Random(1), history_max=3)  # type: ignore[arg-type]  # a cluster that fails on purpose
     assert not workload.exhausted
     workload.history.extend(Op("read", None, {}, "eu", 0.0, outcome="ok") for _ in range(3))
     assert workload.exhausted

@@ -56,4 +56,4 @@ def test_documented_defaults_are_the_defaults_the_services_use() -> None:
         assert getattr(ledger, key.name) == key.default, key.name
     limits = Limits()
     for name in ("sync_doc_bytes_max", "sync_peer_bytes_per_s", "sync_peer_bytes_burst"):
-        assert getattr(limits, name) == EDGE.key(name).default  # type: ignore[union-attr]
+        assert getattr(limits, name) == EDGE.key(name).default  # type: ignore[union-attr]  # these keys are in the table
