@@ -13,8 +13,9 @@ from core_ledger.routes import SERVICE
 from core_ledger.standby import StandbySettings
 from core_ledger.store import SqliteStore
 from harness.cluster import free_port
-from tests.ledger.conftest import TOKENS, Api, FakeClock, bet, ledger_config, standby_of
-from tests.ledger.test_standby import wait_for
+from tests.support.clock import FakeClock
+from tests.support.ledger import TOKENS, Api, bet, ledger_config, standby_of
+from tests.support.polling import wait_for
 
 EPOCH = "X-Ledger-Epoch"
 

@@ -13,7 +13,7 @@ from structlog.testing import capture_logs
 from core_ledger.domain import money
 from core_ledger.domain.state import player_account, system_account
 from core_ledger.routes import SERVICE
-from tests.ledger.conftest import Api
+from tests.support.ledger import Api
 
 decide_module = importlib.import_module("core_ledger.domain.decide")  # the package re-exports the function
 

@@ -19,7 +19,8 @@ from core_ledger.reads import rebuild_state, verify_store
 from core_ledger.routes import SERVICE
 from core_ledger.service import LedgerService, ReplicationError, WriterLimits
 from core_ledger.store import Head, JournalRow, MemoryStore, SqliteStore
-from tests.ledger.conftest import Api, FakeClock, bet, ledger_config
+from tests.support.clock import FakeClock
+from tests.support.ledger import Api, bet, ledger_config
 
 
 def rechained(rows: list[tuple[int, str]], change: Any, prev_hash: str = GENESIS_HASH) -> list[tuple[int, str]]:

@@ -16,8 +16,8 @@ from prometheus_client import CollectorRegistry
 from core_ledger.metrics import LedgerMetrics
 from core_ledger.service import LedgerService, WriterLimits
 from core_ledger.store import SqliteStore
-from tests.ledger.conftest import FakeClock
-from tests.ledger.test_journal_integrity import cmd, traffic
+from tests.support.clock import FakeClock
+from tests.support.journal_commands import cmd, traffic
 
 BET = {"player_id": "p1", "currency": "EUR", "game_id": "slots", "round_id": "r9", "amount_minor": 10}
 

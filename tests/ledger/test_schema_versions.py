@@ -23,8 +23,8 @@ from core_ledger.store import Head, JournalRow, SqliteStore, StorageError
 from core_ledger.store import postgres as pg_module
 from core_ledger.store import sqlite as sqlite_module
 from core_ledger.store.postgres import PostgresStore
-from tests.ledger.conftest import Api
 from tests.ledger.pg import TEST_LIMITS, PgServer, fresh_schema
+from tests.support.ledger import Api
 
 HEAD = Head(2, "ab" * 32, 3)
 ROWS = [JournalRow(1, "tx1", '{"sequence":1}'), JournalRow(2, "tx2", '{"sequence":2}')]
@@ -171,7 +171,8 @@ class TestSqlite:
             self, tmp_path: Path, aiohttp_client: Any) -> None:
         from core_ledger.domain import ENTRY_FORMAT
         from core_ledger.http import create_app
-        from tests.ledger.conftest import FakeClock, ledger_config
+        from tests.support.clock import FakeClock
+        from tests.support.ledger import ledger_config
 
         store = SqliteStore(tmp_path / "data" / "ledger.db", migrations=(*sqlite_module.MIGRATIONS, V2))
         config = ledger_config(tmp_path / "data", backup_dir=tmp_path / "backups")

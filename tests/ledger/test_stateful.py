@@ -20,7 +20,7 @@ from core_ledger.metrics import LedgerMetrics
 from core_ledger.reads import LedgerReads, rebuild_differences, verify_store
 from core_ledger.service import LedgerService, WriterLimits
 from core_ledger.store import MemoryStore
-from tests.ledger.conftest import FakeClock
+from tests.support.clock import FakeClock
 
 PLAYERS = ("p0", "p1")
 ROUNDS = ("r0", "r1", "r2")

@@ -2,29 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-import pytest
-
-from core_ledger.store import Head, JournalRow, MemoryStore, SqliteStore, Store
-from tests.ledger.pg import postgres_store
-
-BACKENDS: dict[str, Callable[[Path, pytest.FixtureRequest], Store]] = {
-    "memory": lambda _, __: MemoryStore(),
-    "sqlite": lambda tmp, _: SqliteStore(tmp / "ledger.db"),
-    "postgres": lambda _, request: postgres_store(request.getfixturevalue("pg_server")),
-}
-
-
-@pytest.fixture(params=sorted(BACKENDS))
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    s = BACKENDS[request.param](tmp_path, request)
-    await s.open()
-    try:
-        yield s
-    finally:
-        await s.close()
+from core_ledger.store import Head, JournalRow, Store
 
 
 def rows(n: int, start: int = 1) -> list[JournalRow]:
