@@ -1,5 +1,5 @@
 """Helpers shared by test modules. Test modules import helpers from here, never from each other
-(tests/shared/test_test_imports.py checks it); fixtures stay in the conftest.py of their directory.
+(tests/shared/test_suite_imports.py checks it); fixtures stay in the conftest.py of their directory.
 
 - clock: `FakeClock`, a clock the test moves by hand.
 - ledger: the ledger's role credentials, its config, an HTTP client speaking as a role, bet bodies.
