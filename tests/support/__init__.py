@@ -15,4 +15,5 @@
 - route_policy: both services' route tables, the access policy docs/API.md states, example requests.
 - crash_workload: money traffic that remembers every acknowledged answer, and the check after a crash.
 - promtool: the promtool binary.
+- ordering: the orders of `--test-order` (tests/conftest.py).
 """
