@@ -1,4 +1,8 @@
-"""Suite-wide options only (fixtures live in the conftest.py of the directory that uses them).
+"""Suite-wide settings only (fixtures live in the conftest.py of the directory that uses them).
+
+Child processes (`python -m croupier ...`, started by the cluster harness in a temporary directory)
+import the code under test: the repository holding this file goes first on their PYTHONPATH, so
+the suite runs the same from any directory and never picks up another installed copy.
 
 `--test-order` runs the collected tests in another order, to show that no test depends on another
 having run first:
@@ -14,12 +18,15 @@ run, so a failing order is rerun with the same seed.
 
 from __future__ import annotations
 
+import os
 import random
+from pathlib import Path
 
 import pytest
 
 from tests.support.ordering import shuffled_by_module
 
+REPO = Path(__file__).resolve().parents[1]
 ORDERS = ("given", "reverse", "shuffle")
 
 
@@ -32,6 +39,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if str(REPO) not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), *paths])
     if config.getoption("test_order") == "shuffle" and config.getoption("test_order_seed") is None:
         config.option.test_order_seed = random.SystemRandom().randrange(1 << 32)
 
