@@ -49,17 +49,20 @@ def imported_modules(source: str, importer: str) -> list[tuple[str, int]]:
             # `from tests import support` imports the module `tests.support`
             found += ([(f"{module}.{a.name}", node.lineno) for a in node.names] if module == "tests"
                       else [(module, node.lineno)])
-        elif isinstance(node, ast.Call) and is_import_call(node):
-            found.append((node.args[0].value, node.lineno))
+        elif isinstance(node, ast.Call) and (name := literally_imported(node)):
+            found.append((name, node.lineno))
     return found
 
 
-def is_import_call(call: ast.Call) -> bool:
-    """`importlib.import_module("...")`, `import_module("...")` or `__import__("...")` with a literal name."""
+def literally_imported(call: ast.Call) -> str:
+    """The module `call` imports if it is `importlib.import_module("...")`, `import_module("...")` or
+    `__import__("...")` with a literal name; else ""."""
     func = call.func
     name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
-    return (name in ("import_module", "__import__") and bool(call.args) and isinstance(call.args[0], ast.Constant)
-            and isinstance(call.args[0].value, str))
+    arg = call.args[0] if call.args else None
+    if name in ("import_module", "__import__") and isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+        return arg.value
+    return ""
 
 
 def forbidden(module: str) -> bool:

@@ -8,7 +8,8 @@ from typing import Protocol, TypeVar
 
 
 class HasNodeId(Protocol):
-    nodeid: str
+    @property
+    def nodeid(self) -> str: ...
 
 
 Item = TypeVar("Item", bound=HasNodeId)
