@@ -33,7 +33,7 @@ def test_config_mistakes_are_refused_by_name(tmp_path, change, message):
 
 def test_crdt_client_id_is_legacy_and_peer_credentials_are_named_after_their_edge(tmp_path):
     text = EDGE_CONFIG_TOML.replace('crdt_client_id = 1\n', '').replace('name = "gs-eu"\nrole = "game_server"',
-                                                               'name = "us"\nrole = "peer"')
+                                                                         'name = "us"\nrole = "peer"')
     cfg = load(write_edge_config(tmp_path, text))
     assert [(t.name, t.role) for t in cfg.tokens] == [("us", "peer")]
     assert cfg.limits.sync_doc_bytes_max == 256 * 1024

@@ -1,4 +1,5 @@
-"""One contract suite for every storage backend (memory, SQLite, PostgreSQL): no backend-specific branches."""
+"""One contract suite for every storage backend (memory, SQLite, PostgreSQL): no backend-specific branches.
+The `store` fixture (tests/ledger/conftest.py) opens each backend in turn."""
 
 from __future__ import annotations
 
