@@ -16,18 +16,8 @@ import aiohttp
 import pytest
 
 from tests.durability.powered import Disk, PoweredLedger
-from tests.durability.workload import (
-    HTTP_TIMEOUT,
-    PLAYERS,
-    Ack,
-    Request,
-    auth,
-    bet,
-    check,
-    deposit,
-    open_accounts,
-    send,
-)
+from tests.support.crash_workload import HTTP_TIMEOUT, PLAYERS, Ack, Request, bet, check, deposit, open_accounts, send
+from tests.support.ledger import auth_headers
 
 pytestmark = pytest.mark.slow
 
@@ -42,12 +32,12 @@ def money_requests() -> list[Request]:
 
 async def ledger_state(http: aiohttp.ClientSession, url: str) -> dict[str, Any]:
     """The journal head (after verifying the chain) and every player's balances."""
-    async with http.post(url + "/admin/v1/audit/verify", headers=auth("admin_read")) as r:
+    async with http.post(url + "/admin/v1/audit/verify", headers=auth_headers("admin_read")) as r:
         audit = await r.json()
     assert audit["ok"] is True, audit
     balances = {}
     for player in PLAYERS:
-        async with http.get(f"{url}/v1/players/{player}/balances", headers=auth("edge")) as r:
+        async with http.get(f"{url}/v1/players/{player}/balances", headers=auth_headers("edge")) as r:
             balances[player] = (await r.json())["balances"]
     return {"head_sequence": audit["head_sequence"], "head_hash": audit["head_hash"], "balances": balances}
 
@@ -73,7 +63,7 @@ async def test_disk_full_refuses_cleanly_moves_no_money_and_recovers(
         assert "database or disk is full" in powered.log.read_text()  # SQLITE_FULL, not another failure
         assert full_flag.read_text() == "0", "the allowed writes were not used: no commit failed half-way"
         for req in requests:  # nothing half-applied: no journal entry, no idempotency record
-            async with http.get(f"{powered.url}/v1/transactions/{req.id}", headers=auth("edge")) as r:
+            async with http.get(f"{powered.url}/v1/transactions/{req.id}", headers=auth_headers("edge")) as r:
                 assert r.status == 404, await r.text()
 
         full_flag.unlink()

@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from tests.durability.powered import Disk, PoweredLedger
-from tests.durability.workload import HTTP_TIMEOUT, Ack, Load, Report, check, deposit, open_accounts, send
+from tests.support.crash_workload import HTTP_TIMEOUT, Ack, Load, Report, check, deposit, open_accounts, send
 
 pytestmark = pytest.mark.slow
 

@@ -2,47 +2,14 @@
 
 import pytest
 
-from shared.auth import hash_token
 from shared.config import ConfigError
 
 from edge.config import load
-
-CONFIG = """
-[edge]
-id = "eu"
-crdt_client_id = 1
-host = "127.0.0.1"
-port = 8801
-data_dir = "./eu"
-ledger_url = "http://127.0.0.1:8700/"
-ledger_token_file = "secrets/edge.token"
-peer_token_file = "secrets/peer.token"
-ledger_attempt_timeout_s = 1.0
-ledger_deadline_s = 3
-body_bytes_max = 65536
-session_state_bytes_max = 16384
-log_level = "info"
-[[edge.peers]]
-id = "us"
-url = "http://127.0.0.1:8802"
-[[tokens]]
-name = "gs-eu"
-role = "game_server"
-sha256 = "{digest}"
-"""
-
-
-def write(tmp_path, text):
-    (tmp_path / "secrets").mkdir(exist_ok=True)
-    (tmp_path / "secrets" / "edge.token").write_text("ledger-secret\n")
-    (tmp_path / "secrets" / "peer.token").write_text("peer-secret")
-    path = tmp_path / "edge.toml"
-    path.write_text(text.replace("{digest}", hash_token("gs")))
-    return path
+from tests.support.edge_config_file import EDGE_CONFIG_TOML, write_edge_config
 
 
 def test_the_documented_config_loads_with_paths_relative_to_the_file(tmp_path):
-    cfg = load(write(tmp_path, CONFIG))
+    cfg = load(write_edge_config(tmp_path, EDGE_CONFIG_TOML))
     assert (cfg.id, cfg.crdt_client_id, cfg.port, cfg.ledger_deadline_s) == ("eu", 1, 8801, 3.0)
     assert cfg.data_dir == tmp_path / "eu" and cfg.ledger_url == "http://127.0.0.1:8700"
     assert (cfg.ledger_token, cfg.peer_token) == ("ledger-secret", "peer-secret")
@@ -61,12 +28,12 @@ def test_the_documented_config_loads_with_paths_relative_to_the_file(tmp_path):
 ])
 def test_config_mistakes_are_refused_by_name(tmp_path, change, message):
     with pytest.raises(ConfigError, match=message):
-        load(write(tmp_path, CONFIG.replace(*change)))
+        load(write_edge_config(tmp_path, EDGE_CONFIG_TOML.replace(*change)))
 
 
 def test_crdt_client_id_is_legacy_and_peer_credentials_are_named_after_their_edge(tmp_path):
-    text = CONFIG.replace('crdt_client_id = 1\n', '').replace('name = "gs-eu"\nrole = "game_server"',
-                                                               'name = "us"\nrole = "peer"')
-    cfg = load(write(tmp_path, text))
+    text = EDGE_CONFIG_TOML.replace('crdt_client_id = 1\n', '').replace('name = "gs-eu"\nrole = "game_server"',
+                                                                         'name = "us"\nrole = "peer"')
+    cfg = load(write_edge_config(tmp_path, text))
     assert [(t.name, t.role) for t in cfg.tokens] == [("us", "peer")]
     assert cfg.limits.sync_doc_bytes_max == 256 * 1024

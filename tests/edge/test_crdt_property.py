@@ -20,7 +20,7 @@ from edge.crdt.slots import (
     session_latest,
     write_slot,
 )
-from tests.edge.crdt_sim import anti_entropy, deliver, ensure_live
+from tests.support.crdt_network import anti_entropy, deliver, ensure_live
 
 JP, BONUS, SESSION = "jackpot/j", "bonus/p", "session/p/g"
 SEED = 1000

@@ -19,7 +19,7 @@ from edge.crdt.slots import (
     slots,
     write_slot,
 )
-from tests.edge.crdt_sim import anti_entropy, deliver, ensure_live
+from tests.support.crdt_network import anti_entropy, deliver, ensure_live
 
 JP = "jackpot/mega"
 

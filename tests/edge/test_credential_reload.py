@@ -15,7 +15,8 @@ from shared.auth import hash_token
 from shared.web import REGISTRY_KEY
 
 from edge.http import HUB
-from tests.edge.conftest import GS, eventually, peer_token
+from tests.support.edges import GS, peer_token
+from tests.support.polling import eventually
 
 
 def tokens_toml(path: Path, rows: list[tuple[str, str, str]]) -> None:

@@ -8,7 +8,8 @@ import time
 import aiohttp
 from openapi_spec_validator import validate as validate_openapi
 
-from tests.edge.conftest import eventually, peer_token
+from tests.support.edges import peer_token
+from tests.support.polling import eventually
 
 BET = {"player_id": "p1", "currency": "EUR", "amount_minor": 500, "round_id": "r1", "game_id": "slots"}
 

@@ -20,7 +20,8 @@ from shared.web import REGISTRY_KEY
 from edge.crdt import protocol
 from edge.crdt.identity import fresh_client_id
 from edge.http import HEALTH, HUB, SERVICE
-from tests.edge.conftest import eventually, peer_headers
+from tests.support.edges import peer_headers
+from tests.support.polling import eventually
 
 RNG = random.Random(8)
 

@@ -20,8 +20,9 @@ from edge.http import SERVICE, create_app
 from edge.ledger_client import LedgerClient
 from edge.metrics import EdgeMetrics
 from harness.cluster import free_port
-from tests.edge.conftest import edge_config, eventually
 from tests.edge.fake_ledger import FakeLedger
+from tests.support.edges import edge_config
+from tests.support.polling import eventually
 
 
 def bet_body(i: int = 1) -> dict:

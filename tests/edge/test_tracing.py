@@ -20,9 +20,10 @@ from shared import tracing
 from core_ledger.app import create_app as create_ledger_app
 from edge.http import create_app as create_edge_app
 from harness.cluster import free_port
-from tests.edge.conftest import Edges
-from tests.edge.test_with_real_ledger import bet, post_raw, setup_player
-from tests.ledger.conftest import TOKENS, FakeClock, ledger_config
+from tests.support.clock import FakeClock
+from tests.support.edges import Edges
+from tests.support.ledger import TOKENS, ledger_config
+from tests.support.real_ledger_traffic import numbered_bet, post_raw, setup_player
 
 Json = dict[str, Any]
 
@@ -84,7 +85,7 @@ async def test_one_bet_through_the_edge_is_one_trace_from_the_edge_request_to_th
         await setup_player(as_role_on(ledger, http))
         ledger_spans.clear()
         seen.clear()
-        status, body = await post_raw(http, edge_url + "/v1/bets", bet(1, 500), "trace-bet-1")
+        status, body = await post_raw(http, edge_url + "/v1/bets", numbered_bet(1, 500), "trace-bet-1")
         assert status == 201, body
 
     edge_request = by_name(edge_spans.get_finished_spans(), "POST /v1/bets")
@@ -130,7 +131,7 @@ async def test_with_tracing_off_no_span_is_made_and_no_traceparent_is_sent(
     seen: list[dict[str, str]] = []
     async with services(tmp_path, ledger_tracing, edge_tracing, seen) as (ledger, edge_url):
         await setup_player(as_role_on(ledger, http))
-        status, body = await post_raw(http, edge_url + "/v1/bets", bet(1, 500))
+        status, body = await post_raw(http, edge_url + "/v1/bets", numbered_bet(1, 500))
         assert status == 201, body
     assert any(h.get("authorization") == f"Bearer {TOKENS['edge']}" for h in seen)  # the edge's calls were seen
     assert not [h for h in seen if "traceparent" in h or "tracestate" in h]

@@ -22,8 +22,11 @@ from core_ledger.app import create_app as create_ledger_app
 from core_ledger.domain.accounts import system_account
 from edge.service import EdgeService
 from harness.cluster import free_port
-from tests.edge.conftest import Edges, eventually
-from tests.ledger.conftest import TOKENS, FakeClock, ledger_config
+from tests.support.clock import FakeClock
+from tests.support.edges import Edges
+from tests.support.ledger import TOKENS, ledger_config
+from tests.support.polling import eventually
+from tests.support.real_ledger_traffic import numbered_bet, post_raw, setup_player
 
 Json = dict[str, Any]
 
@@ -57,33 +60,13 @@ def as_role(ledger: TestServer, http: aiohttp.ClientSession) -> Callable[[str, s
     return call
 
 
-async def post_raw(http: aiohttp.ClientSession, url: str, body: Json,
-                   request_id: str | None = None) -> tuple[int, bytes]:
-    headers = {"X-Request-Id": request_id} if request_id else None
-    async with http.post(url, json=body, headers=headers) as resp:
-        return resp.status, await resp.read()
-
-
-def bet(i: int, amount: int) -> Json:
-    return {"id": f"b-{i}", "player_id": "p1", "currency": "EUR", "amount_minor": amount, "round_id": f"r-{i}",
-            "game_id": "slots"}
-
-
-async def setup_player(as_role: Callable[..., Awaitable[tuple[int, Json]]], deposits: int = 1) -> None:
-    assert (await as_role("admin_write", "/admin/v1/players", {"player_id": "p1", "currencies": ["EUR"]}))[0] == 201
-    for i in range(deposits):
-        status, _ = await as_role("cashier", "/v1/deposits", {"id": f"d{i}", "player_id": "p1", "currency": "EUR",
-                                                             "amount_minor": AMOUNT_MINOR_MAX})
-        assert status == 201
-
-
 async def test_a_replay_through_the_edge_is_the_first_answer_byte_for_byte_but_replayed(
         edge: Edges, as_role: Any, http: aiohttp.ClientSession) -> None:
     await setup_player(as_role)
     assert (await as_role("admin_write", "/admin/v1/jackpots", {
         "jackpot_id": "mega", "currency": "EUR", "seed_minor": 100, "contribution_ppm": 10_000,
         "game_ids": ["slots"]}))[0] == 201
-    for body in (bet(1, 500), bet(2, AMOUNT_MINOR_MAX)):  # committed, then a stored rejection (funds)
+    for body in (numbered_bet(1, 500), numbered_bet(2, AMOUNT_MINOR_MAX)):  # committed, then a stored rejection (funds)
         # A retry of one request keeps its X-Request-Id (a problem body names it as `request_id`).
         first_status, first = await post_raw(http, edge.url("eu") + "/v1/bets", body, f"retry-{body['id']}")
         replay_status, replay = await post_raw(http, edge.url("eu") + "/v1/bets", body, f"retry-{body['id']}")
@@ -100,9 +83,9 @@ async def test_bonus_wagering_beyond_2_53_is_shown_exactly_and_never_fails_the_b
         "wagering_requirement_minor": 1, "expires_at": "2030-01-01T00:00:00Z"})
     assert status == 201
     for i in range(10):  # ten bets of 10**15: the wagering display passes 2**53 at the tenth
-        status, body = await post_raw(http, edge.url("eu") + "/v1/bets", bet(i, AMOUNT_MINOR_MAX))
+        status, body = await post_raw(http, edge.url("eu") + "/v1/bets", numbered_bet(i, AMOUNT_MINOR_MAX))
         assert status == 201, body
-    status, _ = await post_raw(http, edge.url("eu") + "/v1/bets", bet(9, AMOUNT_MINOR_MAX))
+    status, _ = await post_raw(http, edge.url("eu") + "/v1/bets", numbered_bet(9, AMOUNT_MINOR_MAX))
     assert status == 200  # the retry is a replay, not a 500
     expected = 10 * AMOUNT_MINOR_MAX
     assert expected > 2**53
@@ -134,11 +117,11 @@ async def test_a_failing_effect_never_fails_the_committed_answer_and_reconciliat
     await e.start("eu", ledger_token=TOKENS["edge"])
     try:
         with capture_logs() as logs:
-            status, body = await post_raw(http, e.url("eu") + "/v1/bets", bet(1, 700))
+            status, body = await post_raw(http, e.url("eu") + "/v1/bets", numbered_bet(1, 700))
         assert status == 201, body
         [failed] = [x for x in logs if x["event"] == "effect_failed"]
         assert failed["docs"] == ["bonus/p1"] and "a bug in an effect" in failed["error"]
-        status, _ = await post_raw(http, e.url("eu") + "/v1/bets", bet(1, 700))
+        status, _ = await post_raw(http, e.url("eu") + "/v1/bets", numbered_bet(1, 700))
         assert status == 200  # the retry replays; it does not fail either
         async with http.get(e.url("eu") + "/metrics", headers={"Authorization": "Bearer metrics-token"}) as resp:
             metrics = await resp.text()
@@ -166,6 +149,6 @@ async def test_a_halted_ledger_is_answered_500_through_the_edge_without_retries(
     monkeypatch.setitem(specs, "bet", dataclasses.replace(specs["bet"], decide=bet_without_house))
     started = time.monotonic()
     for i in range(2):
-        status, body = await post_raw(http, edge.url("eu") + "/v1/bets", bet(i, 100))
+        status, body = await post_raw(http, edge.url("eu") + "/v1/bets", numbered_bet(i, 100))
         assert status == 500 and orjson.loads(body)["code"] == "ledger_halted", body
     assert time.monotonic() - started < 1.0  # refused at once: no retries up to the edge's deadline

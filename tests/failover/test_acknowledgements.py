@@ -19,8 +19,9 @@ from core_ledger.compare import compare_stores
 from core_ledger.domain import GENESIS_HASH
 from core_ledger.standby_tailer import StandbySettings
 from core_ledger.store import SqliteStore
-from tests.ledger.conftest import TOKENS, Api, FakeClock, bet, ledger_config, standby_of
-from tests.ledger.test_standby import wait_for
+from tests.support.clock import FakeClock
+from tests.support.ledger import TOKENS, Api, bet, ledger_config, standby_of
+from tests.support.polling import wait_for
 
 SYNC = {"synchronous_standby": True, "standby_ack_timeout_s": 0.5}
 

@@ -11,15 +11,15 @@ from shared.config import ConfigError
 
 from core_ledger import config as ledger_config
 from edge.config import load as load_edge
-from tests.edge.test_config import CONFIG, write
+from tests.support.edge_config_file import EDGE_CONFIG_TOML, write_edge_config
 
 SINGLE = 'ledger_url = "http://127.0.0.1:8700/"\n'
 
 
 def test_edge_ledger_urls_list_the_failover_order_and_ledger_url_alone_still_works(tmp_path: Path) -> None:
-    assert load_edge(write(tmp_path, CONFIG)).ledger_endpoints == ("http://127.0.0.1:8700",)
-    both = CONFIG.replace(SINGLE, 'ledger_urls = ["http://127.0.0.1:8700/", "http://127.0.0.1:8701"]\n')
-    cfg = load_edge(write(tmp_path, both))
+    assert load_edge(write_edge_config(tmp_path, EDGE_CONFIG_TOML)).ledger_endpoints == ("http://127.0.0.1:8700",)
+    both = EDGE_CONFIG_TOML.replace(SINGLE, 'ledger_urls = ["http://127.0.0.1:8700/", "http://127.0.0.1:8701"]\n')
+    cfg = load_edge(write_edge_config(tmp_path, both))
     assert cfg.ledger_endpoints == ("http://127.0.0.1:8700", "http://127.0.0.1:8701")
     assert cfg.ledger_url == "http://127.0.0.1:8700"
 
@@ -28,7 +28,7 @@ def test_edge_ledger_urls_list_the_failover_order_and_ledger_url_alone_still_wor
                                   SINGLE + 'ledger_urls = ["http://127.0.0.1:8701"]\n'])
 def test_edge_rejects_bad_ledger_urls(tmp_path: Path, line: str) -> None:
     with pytest.raises(ConfigError):
-        load_edge(write(tmp_path, CONFIG.replace(SINGLE, line)))
+        load_edge(write_edge_config(tmp_path, EDGE_CONFIG_TOML.replace(SINGLE, line)))
 
 
 def test_ledger_failover_settings_load_and_are_bounded(tmp_path: Path) -> None:

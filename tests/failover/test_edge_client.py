@@ -20,7 +20,8 @@ from edge.config import Limits
 from edge.ledger_client import LedgerClient
 from edge.metrics import EdgeMetrics
 from harness.cluster import free_port
-from tests.ledger.conftest import TOKENS, Api, FakeClock, bet, ledger_config
+from tests.support.clock import FakeClock
+from tests.support.ledger import TOKENS, Api, bet, ledger_config
 
 LIMITS = Limits(breaker_failures=3, breaker_open_s=5.0, ledger_retry_backoff_s=0.02)
 

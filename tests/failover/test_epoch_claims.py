@@ -26,10 +26,11 @@ from core_ledger.standby_tailer import StandbySettings
 from core_ledger.store import MemoryStore, SqliteStore, StorageError
 from edge.http import create_app as create_edge_app
 from harness.cluster import free_port
-from tests.edge.conftest import GS, edge_config
-from tests.ledger.conftest import TOKENS, Api, FakeClock, bet, ledger_config
-from tests.ledger.test_journal_integrity import CLI
-from tests.ledger.test_standby import wait_for
+from tests.support.clock import FakeClock
+from tests.support.edges import GS, edge_config
+from tests.support.ledger import TOKENS, Api, bet, ledger_config
+from tests.support.ledger_cli import CLI
+from tests.support.polling import wait_for
 
 EPOCH = "X-Ledger-Epoch"
 HUGE = "999999999999999999"

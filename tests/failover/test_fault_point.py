@@ -14,8 +14,9 @@ from core_ledger import config as ledger_config_file
 from core_ledger.app import create_app
 from core_ledger.app_keys import SERVICE
 from core_ledger.standby_tailer import StandbySettings
-from tests.ledger.conftest import TOKENS, Api, FakeClock, bet, ledger_config
-from tests.ledger.test_standby import wait_for
+from tests.support.clock import FakeClock
+from tests.support.ledger import TOKENS, Api, bet, ledger_config
+from tests.support.polling import wait_for
 
 
 def test_the_fault_point_is_off_unless_configured_and_its_file_is_relative_to_the_config(tmp_path: Path) -> None:

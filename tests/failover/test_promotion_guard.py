@@ -10,8 +10,9 @@ from typing import Any
 from core_ledger.app import create_app
 from core_ledger.app_keys import SERVICE, STANDBY
 from core_ledger.standby_tailer import StandbySettings
-from tests.ledger.conftest import TOKENS, Api, FakeClock, bet, ledger_config, standby_of
-from tests.ledger.test_standby import wait_for
+from tests.support.clock import FakeClock
+from tests.support.ledger import TOKENS, Api, bet, ledger_config, standby_of
+from tests.support.polling import wait_for
 
 
 async def test_a_fresh_standby_behind_the_acknowledged_head_refuses_promotion_unless_forced(

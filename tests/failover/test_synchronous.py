@@ -9,7 +9,8 @@ from typing import Any
 
 from core_ledger.app import create_app
 from core_ledger.app_keys import SERVICE
-from tests.ledger.conftest import Api, FakeClock, bet, ledger_config, standby_of
+from tests.support.clock import FakeClock
+from tests.support.ledger import Api, bet, ledger_config, standby_of
 
 
 async def test_answers_wait_for_the_standby_and_time_out_without_one(aiohttp_server: Any, aiohttp_client: Any,

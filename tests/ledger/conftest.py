@@ -1,83 +1,42 @@
-"""Fixtures for ledger tests: credentials per role, a controllable clock, an app on loopback."""
+"""Fixtures for ledger tests: a controllable clock, an app on loopback, a store of every backend.
+The helpers they use live in tests/support/ledger.py and tests/support/clock.py."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
-
-from shared.auth import TokenEntry, hash_token
 
 from core_ledger.app import create_app
 from core_ledger.config import LedgerConfig
-from core_ledger.standby_tailer import StandbySettings
-from tests.ledger.pg import pg_server  # noqa: F401 (one PostgreSQL per session for every ledger module)
+from core_ledger.store import MemoryStore, SqliteStore, Store
+from core_ledger.store.postgres import PostgresStore
+from tests.ledger.pg import TEST_LIMITS, PgServer, fresh_schema, pg_server  # noqa: F401 (one PostgreSQL per session)
+from tests.support.clock import FakeClock
+from tests.support.ledger import NAMES, ROLES, TOKENS, Api, ledger_config
 
-ROLES = ("edge", "cashier", "admin_read", "admin_write", "replica", "game_server")
-TOKENS = {role: f"token-of-{role}-0123456789" for role in ROLES}
-NAMES = {role: f"{role.replace('_', '-')}-1" for role in ROLES}
+# tests/ledger/procs.py still imports the credentials from here (until it moves to tests/support).
+__all__ = ["NAMES", "ROLES", "TOKENS"]
 
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 11, 23, 10, 0, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
+def _same_memory_store() -> Callable[[], Store]:
+    kept = MemoryStore()  # its storage is the object: a fresh open of it is the same object, reopened
+    return lambda: kept
 
 
-def ledger_config(data_dir: Path, **overrides: Any) -> LedgerConfig:
-    tokens = tuple(TokenEntry(NAMES[r], r, hash_token(TOKENS[r])) for r in ROLES)
-    return LedgerConfig(data_dir=data_dir, tokens=tokens, **overrides)
+def _postgres_schema(request: pytest.FixtureRequest) -> Callable[[], Store]:
+    server: PgServer = request.getfixturevalue("pg_server")
+    schema = fresh_schema()
+    return lambda: PostgresStore(server.dsn, TEST_LIMITS, schema=schema)
 
 
-@dataclass
-class Api:
-    """A test client that speaks as a role; returns (status, parsed body)."""
-
-    client: Any
-
-    async def call(self, role: str, method: str, path: str, body: Any = None, **kw: Any) -> tuple[int, Any]:
-        headers = {"Authorization": f"Bearer {TOKENS[role]}"} if role else {}
-        async with self.client.request(method, path, json=body, headers=headers, **kw) as resp:
-            if resp.content_type in ("application/json", "application/problem+json"):
-                return resp.status, await resp.json()
-            return resp.status, await resp.text()
-
-    async def post(self, role: str, path: str, body: Any = None) -> tuple[int, Any]:
-        return await self.call(role, "POST", path, body)
-
-    async def get(self, role: str, path: str, **kw: Any) -> tuple[int, Any]:
-        return await self.call(role, "GET", path, **kw)
-
-    async def player(self, player_id: str = "p1", currencies: tuple[str, ...] = ("EUR",), deposit: int = 0) -> None:
-        status, body = await self.post("admin_write", "/admin/v1/players",
-                                       {"player_id": player_id, "currencies": list(currencies)})
-        assert status == 201, body
-        if deposit:
-            status, body = await self.post("cashier", "/v1/deposits", {
-                "id": f"dep-{player_id}", "player_id": player_id, "currency": currencies[0],
-                "amount_minor": deposit})
-            assert status == 201, body
-
-
-def standby_of(primary_server: Any, data_dir: Path, clock: FakeClock) -> web.Application:
-    """A standby ledger app tailing `primary_server` with the replica credential, polling fast."""
-    settings = StandbySettings(str(primary_server.make_url("")).rstrip("/"), TOKENS["replica"], poll_interval_s=0.05)
-    return create_app(ledger_config(data_dir), clock=clock, standby=settings)
-
-
-def bet(id: str, amount: int = 100, *, player: str = "p1", round_id: str = "r1", game: str = "slots",
-        currency: str = "EUR", **extra: Any) -> dict[str, Any]:
-    return {"id": id, "player_id": player, "currency": currency, "amount_minor": amount,
-            "round_id": round_id, "game_id": game, **extra}
+# Each backend: a maker of stores over ONE storage (a file, a schema), so a test can open it afresh.
+BACKENDS: dict[str, Callable[[Path, pytest.FixtureRequest], Callable[[], Store]]] = {
+    "memory": lambda _, __: _same_memory_store(),
+    "sqlite": lambda tmp, _: lambda: SqliteStore(tmp / "ledger.db"),
+    "postgres": lambda _, request: _postgres_schema(request),
+}
 
 
 @pytest.fixture
@@ -94,3 +53,20 @@ async def app_config(tmp_path: Path) -> LedgerConfig:
 @pytest.fixture
 async def api(aiohttp_client: Any, app_config: LedgerConfig, clock: FakeClock) -> Api:
     return Api(await aiohttp_client(create_app(app_config, clock=clock)))
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Store]:
+    """A maker of stores over one storage of each backend in turn (memory, SQLite, PostgreSQL)."""
+    return BACKENDS[request.param](tmp_path, request)
+
+
+@pytest.fixture
+async def store(storage: Callable[[], Store]) -> AsyncIterator[Store]:
+    """An open store of each backend in turn: one contract for all."""
+    s = storage()
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.close()

@@ -15,8 +15,9 @@ from core_ledger.standby_tailer import StandbySettings
 from core_ledger.store import Head, JournalRow, SqliteStore, StorageError
 from core_ledger.store.base import Rows
 from core_ledger.task_health import FAILING_AFTER
-from tests.ledger.conftest import TOKENS, Api, FakeClock, ledger_config
-from tests.ledger.test_standby import wait_for
+from tests.support.clock import FakeClock
+from tests.support.ledger import TOKENS, Api, ledger_config
+from tests.support.polling import wait_for
 
 
 class FlakySqlite(SqliteStore):

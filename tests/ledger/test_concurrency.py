@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.ledger.conftest import Api, bet
+from tests.support.ledger import Api, bet
 
 
 async def test_200_concurrent_bets_of_1_against_100_exactly_100_succeed(api: Api) -> None:

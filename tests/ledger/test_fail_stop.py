@@ -13,7 +13,7 @@ from structlog.testing import capture_logs
 from core_ledger.app_keys import SERVICE
 from core_ledger.domain import SPECS, money
 from core_ledger.domain.state import player_account, system_account
-from tests.ledger.conftest import Api
+from tests.support.ledger import Api
 
 
 def swap_rule(monkeypatch: pytest.MonkeyPatch, transaction_type: str, rule: Any) -> None:

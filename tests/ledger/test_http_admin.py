@@ -10,7 +10,7 @@ import orjson
 from openapi_spec_validator import validate
 
 from core_ledger.app_keys import SERVICE
-from tests.ledger.conftest import TOKENS, Api, bet
+from tests.support.ledger import TOKENS, Api, bet
 
 
 async def test_player_creation_is_idempotent_by_player_id_and_readable(api: Api) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.ledger.conftest import NAMES, Api, bet
+from tests.support.ledger import NAMES, Api, bet
 
 
 async def test_bet_answers_201_with_balance_and_replays_identically_as_200(api: Api) -> None:

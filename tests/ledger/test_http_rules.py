@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.ledger.conftest import Api, FakeClock, bet
+from tests.support.clock import FakeClock
+from tests.support.ledger import Api, bet
 
 
 def win(id: str, amount: int, *, round_id: str = "r1", close: bool = False) -> dict[str, Any]:

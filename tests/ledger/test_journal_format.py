@@ -21,7 +21,8 @@ from core_ledger.replica_apply import ReplicationError
 from core_ledger.service import LedgerService
 from core_ledger.store import Head, JournalRow, MemoryStore, SqliteStore
 from core_ledger.writer import WriterLimits
-from tests.ledger.conftest import Api, FakeClock, bet, ledger_config
+from tests.support.clock import FakeClock
+from tests.support.ledger import Api, bet, ledger_config
 
 
 def rechained(rows: list[tuple[int, str]], change: Any, prev_hash: str = GENESIS_HASH) -> list[tuple[int, str]]:

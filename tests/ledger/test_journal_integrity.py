@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import orjson
@@ -14,46 +12,15 @@ from prometheus_client import CollectorRegistry
 
 from shared.errors import Unavailable
 
-from core_ledger.domain import ADMIN_SCOPE, Command
+from core_ledger.domain import Command
 from core_ledger.journal_checks import rebuild_differences, verify_store
 from core_ledger.metrics import LedgerMetrics
 from core_ledger.service import LedgerService
 from core_ledger.store import MemoryStore, SqliteStore, StorageError
 from core_ledger.writer import WriterLimits
-from tests.ledger.conftest import FakeClock
-
-CLI = [sys.executable, "-c", "from croupier.cli import main; main()", "ledger"]
-
-
-async def ledger_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    """`croupier ledger ARGS` in a child process, waited for off the event loop."""
-    return await asyncio.to_thread(subprocess.run, [*CLI, *args], capture_output=True, check=False, text=True,
-                                   timeout=60)
-
-
-def cmd(kind: str, key: str | None, principal: str = "edge-1", via: str | None = "eu", **request: object) -> Command:
-    scope = ADMIN_SCOPE if kind in ("player_create", "jackpot_create") else "gs"
-    return Command(kind, dict(request), principal, (scope, key) if key else None, via)
-
-
-def traffic() -> list[Command]:
-    bet = {"player_id": "p1", "currency": "EUR", "game_id": "slots"}
-    return [
-        cmd("player_create", "player:p1", player_id="p1", currencies=["EUR"]),
-        cmd("jackpot_create", "jackpot:j", jackpot_id="j", currency="EUR", seed_minor=100, contribution_ppm=50_000,
-            game_ids=["slots"]),
-        cmd("deposit", "d1", id="d1", amount_minor=5000, player_id="p1", currency="EUR"),
-        cmd("bonus_grant", "g1", id="g1", bonus_id="b", player_id="p1", currency="EUR", amount_minor=10,
-            wagering_requirement_minor=100, expires_at="2030-01-01T00:00:00Z"),
-        *(cmd("bet", f"b{i}", id=f"b{i}", amount_minor=100 + i, round_id=f"r{i // 3}", **bet) for i in range(9)),
-        cmd("rollback", "rb1", id="rb1", bet_id="b7", player_id="p1", round_id=None),
-        cmd("rollback", "rb2", id="rb2", bet_id="ghost", player_id="p1", round_id=None),
-        cmd("win", "w1", id="w1", player_id="p1", currency="EUR", amount_minor=300, round_id="r0", close_round=True),
-        cmd("jackpot_payout", "jp", id="jp", jackpot_id="j", player_id="p1", round_id="r1"),
-        cmd("bonus_claim", "c1", id="c1", player_id="p1", bonus_id="b"),
-        cmd("freeze", None, player_id="p1", reason="x"),
-        cmd("withdrawal", "w9", id="w9", player_id="p1", currency="EUR", amount_minor=1),
-    ]
+from tests.support.clock import FakeClock
+from tests.support.journal_commands import cmd, traffic
+from tests.support.ledger_cli import ledger_cli
 
 
 async def run_service(store, commands: list[Command], *, batch: int = 4) -> list:

@@ -7,10 +7,9 @@ import pytest
 
 from core_ledger import liabilities
 from core_ledger.store import Head, JournalRow, Store
-from tests.ledger.test_store_contract import store  # noqa: F401  (the fixture: every backend)
 
 
-async def test_liabilities_on_every_backend_page_through_system_accounts(store: Store,  # noqa: F811
+async def test_liabilities_on_every_backend_page_through_system_accounts(store: Store,
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(liabilities, "PAGE_ROWS", 2)
     balances = {"bonus:EUR": -300, "cashier:EUR": -10_000, "cashier:GBP": -700, "cashier:USD": 0,

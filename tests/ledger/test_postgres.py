@@ -21,8 +21,9 @@ from core_ledger.backup_format import restore_into_sqlite
 from core_ledger.journal_checks import verify_store
 from core_ledger.store import Head, JournalRow, SqliteStore, StorageError
 from core_ledger.store.postgres import PostgresLimits, PostgresStore
-from tests.ledger.conftest import Api, FakeClock, bet, ledger_config
 from tests.ledger.pg import TEST_LIMITS, PgServer, fresh_schema
+from tests.support.clock import FakeClock
+from tests.support.ledger import Api, bet, ledger_config
 
 LOCK_WAIT_POLLS_MAX = 200
 LOCK_WAIT_POLL_S = 0.05

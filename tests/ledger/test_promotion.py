@@ -19,9 +19,10 @@ from core_ledger.store import Head, JournalRow, SqliteStore, StorageError
 from core_ledger.store.base import Rows
 from core_ledger.store.postgres import PostgresStore
 from core_ledger.store.sqlite import _commit_sync
-from tests.ledger.conftest import TOKENS, Api, FakeClock, bet, ledger_config
 from tests.ledger.pg import TEST_LIMITS, PgServer, fresh_schema
-from tests.ledger.test_standby import wait_for
+from tests.support.clock import FakeClock
+from tests.support.ledger import TOKENS, Api, bet, ledger_config
+from tests.support.polling import wait_for
 
 COMMIT_DELAY_S = 0.5
 
@@ -243,7 +244,7 @@ async def test_a_standby_promoted_after_a_primary_that_wrote_nothing_takes_a_hig
     """A copy promoted to epoch 2 that journaled nothing since, followed by its standby: the standby
     holds no entry of epoch 2, yet it must never be promoted to epoch 2 too (two copies writing
     under one epoch): it keeps the epoch its primary announced, durably, and is promoted to 3."""
-    from tests.ledger.conftest import standby_of
+    from tests.support.ledger import standby_of
 
     first = create_app(ledger_config(tmp_path / "a"), clock=clock, standby=StandbySettings(
         "http://127.0.0.1:9", TOKENS["replica"], poll_interval_s=0.05))

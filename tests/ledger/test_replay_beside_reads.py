@@ -20,8 +20,8 @@ from core_ledger.metrics import LedgerMetrics
 from core_ledger.service import LedgerService
 from core_ledger.store import SqliteStore
 from core_ledger.writer import WriterLimits
-from tests.ledger.conftest import FakeClock
-from tests.ledger.test_journal_integrity import cmd, traffic
+from tests.support.clock import FakeClock
+from tests.support.journal_commands import cmd, traffic
 
 JOURNAL_SQL = "SELECT sequence FROM journal ORDER BY sequence"
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.ledger.conftest import TOKENS, Api, bet
+from tests.support.ledger import TOKENS, Api, bet
 
 
 async def post_raw(api: Api, role: str, path: str, body: Any) -> tuple[int, bytes]:

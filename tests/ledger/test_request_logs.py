@@ -13,7 +13,7 @@ from structlog.testing import capture_logs
 
 from shared import request_ids
 
-from tests.ledger.conftest import NAMES, TOKENS, Api, bet
+from tests.support.ledger import NAMES, TOKENS, Api, bet
 
 HEX32 = r"[0-9a-f]{32}"
 

@@ -25,7 +25,7 @@ from core_ledger.metrics import LedgerMetrics
 from core_ledger.service import LedgerService
 from core_ledger.store import Head, JournalRow, SqliteStore
 from core_ledger.writer import WriterLimits
-from tests.ledger.conftest import FakeClock
+from tests.support.clock import FakeClock
 
 BET = {"player_id": "p", "currency": "EUR", "amount_minor": 100, "game_id": "g"}
 WIN = {"player_id": "p", "currency": "EUR", "amount_minor": 30, "close_round": False}

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from pathlib import Path
 from typing import Any
 
@@ -14,16 +12,9 @@ from core_ledger.app_keys import SERVICE, STANDBY
 from core_ledger.domain.state import TABLES
 from core_ledger.replica_apply import ReplicationError
 from core_ledger.standby_tailer import StandbySettings
-from tests.ledger.conftest import TOKENS, Api, FakeClock, bet, ledger_config, standby_of
-
-CATCH_UP_TIMEOUT_S = 20.0
-
-
-async def wait_for(predicate: Any, timeout_s: float = CATCH_UP_TIMEOUT_S) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.05)
+from tests.support.clock import FakeClock
+from tests.support.ledger import TOKENS, Api, bet, ledger_config, standby_of
+from tests.support.polling import wait_for
 
 
 async def test_standby_replicates_refuses_writes_and_reports_lag(aiohttp_server: Any, aiohttp_client: Any,

@@ -23,7 +23,7 @@ from core_ledger.reads import LedgerReads
 from core_ledger.service import LedgerService
 from core_ledger.store import MemoryStore
 from core_ledger.writer import WriterLimits
-from tests.ledger.conftest import FakeClock
+from tests.support.clock import FakeClock
 
 PLAYERS = ("p0", "p1")
 ROUNDS = ("r0", "r1", "r2")

@@ -1,8 +1,9 @@
-"""One contract suite for every storage backend (memory, SQLite, PostgreSQL): no backend-specific branches."""
+"""One contract suite for every storage backend (memory, SQLite, PostgreSQL): no backend-specific branches.
+The `store` fixture (tests/ledger/conftest.py) opens each backend in turn."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -10,43 +11,7 @@ import pytest
 
 from core_ledger.domain.commands import InvariantBroken
 from core_ledger.domain.journal import GENESIS_HASH, entry_text, seal
-from core_ledger.store import Head, JournalRow, MemoryStore, SqliteStore, StorageError, Store
-from core_ledger.store.postgres import PostgresStore
-from tests.ledger.pg import TEST_LIMITS, PgServer, fresh_schema
-
-
-def _same_memory_store() -> Callable[[], Store]:
-    kept = MemoryStore()  # its storage is the object: a fresh open of it is the same object, reopened
-    return lambda: kept
-
-
-def _postgres_schema(request: pytest.FixtureRequest) -> Callable[[], Store]:
-    server: PgServer = request.getfixturevalue("pg_server")
-    schema = fresh_schema()
-    return lambda: PostgresStore(server.dsn, TEST_LIMITS, schema=schema)
-
-
-# Each backend: a maker of stores over ONE storage (a file, a schema), so a test can open it afresh.
-BACKENDS: dict[str, Callable[[Path, pytest.FixtureRequest], Callable[[], Store]]] = {
-    "memory": lambda _, __: _same_memory_store(),
-    "sqlite": lambda tmp, _: lambda: SqliteStore(tmp / "ledger.db"),
-    "postgres": lambda _, request: _postgres_schema(request),
-}
-
-
-@pytest.fixture(params=sorted(BACKENDS))
-def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Store]:
-    return BACKENDS[request.param](tmp_path, request)
-
-
-@pytest.fixture
-async def store(storage: Callable[[], Store]) -> AsyncIterator[Store]:
-    s = storage()
-    await s.open()
-    try:
-        yield s
-    finally:
-        await s.close()
+from core_ledger.store import Head, JournalRow, StorageError, Store
 
 
 def rows(n: int, start: int = 1) -> list[JournalRow]:

@@ -9,7 +9,7 @@ import yaml
 
 from monitoring import dashboards
 from monitoring.promql import DASHBOARDS_DIR, MONITORING_DIR, all_expressions, dashboard_expressions, rules_file_for
-from tests.monitoring.test_rules import promtool
+from tests.support.promtool import promtool
 
 REQUIRED_PANELS = {
     "Money throughput by type and outcome", "Ledger commit latency", "Ledger commit batch size",

@@ -38,9 +38,9 @@ from monitoring.promql import (
     metric_names,
     recorded_names,
 )
-from tests.edge.conftest import GS, edge_config
 from tests.edge.fake_ledger import FakeLedger
-from tests.ledger.conftest import TOKENS, ledger_config
+from tests.support.edges import GS, edge_config
+from tests.support.ledger import TOKENS, ledger_config
 
 # Labels Prometheus attaches from the scrape config (monitoring/scrape.py), not the code.
 TARGET_LABELS = frozenset({"job", "instance", "region", "service", "role"})

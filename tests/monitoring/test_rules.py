@@ -5,23 +5,15 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import yaml
 
 from monitoring import scrape
 from monitoring.promql import MONITORING_DIR, RULES_DIR, rule_groups
+from tests.support.promtool import promtool
 
-PROMTOOL_TIMEOUT_S = 60
 TESTS_DIR = MONITORING_DIR / "prometheus" / "tests"
-
-
-def promtool(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    exe = shutil.which("promtool")
-    assert exe, "promtool missing: run `make tools` (Debian package prometheus)"
-    return subprocess.run([exe, *args], cwd=cwd, capture_output=True, check=False, text=True,
-                          timeout=PROMTOOL_TIMEOUT_S)
 
 
 def alerts() -> list[dict]:

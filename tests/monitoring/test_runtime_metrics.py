@@ -29,8 +29,9 @@ from core_ledger.writer import WriterLimits
 from edge.http import create_app as create_edge
 from edge.metrics import error_code_label
 from harness.cluster import free_port
-from tests.edge.conftest import GS, edge_config, eventually
-from tests.ledger.conftest import TOKENS, bet, ledger_config
+from tests.support.edges import GS, edge_config
+from tests.support.ledger import TOKENS, bet, ledger_config
+from tests.support.polling import eventually
 
 DEADLINE_S = 5.0
 

@@ -1,80 +1,23 @@
 """Fixtures for the security suite: one live cluster (a ledger and three edges as real processes,
 debug logging so that a leak anywhere shows in the logs) for the whole package, and a client that
-keeps every response body it saw so that `test_secrets` can search them for credentials."""
+refuses any answer holding a credential (tests/support/cluster_client.py).
+
+When the cluster stops, after the last test of the package whatever their order, every answer
+recorded in `SEEN_BODIES` and every file the processes wrote (their logs included) is searched for
+the cluster's clear credentials."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from typing import Any
 
 import aiohttp
-import orjson
 import pytest_asyncio
-from yarl import URL
 
 from harness.cluster import Cluster, seed
+from tests.support.cluster_client import SEEDED_PLAYERS, SEEN_BODIES, Client
+from tests.support.leaks import cluster_tokens, leaks_in_bodies, leaks_in_files
 
-PLAYERS = 8
 REQUEST_TIMEOUT_S = 30.0
-
-# Every response body any security test received: (url, status, body). Searched for secrets.
-SEEN_BODIES: list[tuple[str, int, bytes]] = []
-
-
-@dataclass(frozen=True)
-class Reply:
-    status: int
-    content_type: str
-    raw: bytes
-    headers: dict[str, str] = field(default_factory=dict)
-
-    def json(self) -> Any:
-        return orjson.loads(self.raw)
-
-
-class Client:
-    """Raw HTTP to the cluster as any credential (or none); records every body it receives."""
-
-    def __init__(self, cluster: Cluster, http: aiohttp.ClientSession) -> None:
-        self.cluster, self.http = cluster, http
-
-    async def send(self, service: str, method: str, path: str, *, token: str | None = None,
-                   body: Any = None, data: bytes | None = None, headers: dict[str, str] | None = None) -> Reply:
-        hdrs = dict(headers or {})
-        if token is not None:
-            hdrs["Authorization"] = f"Bearer {token}"
-        if body is not None:
-            data = orjson.dumps(body)
-        if data is not None:
-            hdrs.setdefault("Content-Type", "application/json")
-        url = self.cluster.url(service) + path
-        # Paths are sent exactly as written (already percent-encoded; no `..` folding).
-        async with self.http.request(method, URL(url, encoded=True), data=data, headers=hdrs) as r:
-            raw = await r.read()
-            SEEN_BODIES.append((url, r.status, raw))
-            return Reply(r.status, r.content_type, raw, dict(r.headers))
-
-    async def as_role(self, service: str, role: str, method: str, path: str, **kw: Any) -> Reply:
-        return await self.send(service, method, path, token=self.token(service, role), **kw)
-
-    def token(self, service: str, role: str) -> str:
-        """The cluster's credential of `role` for `service`: a `peer` credential is one edge's own,
-        so an edge is called with the credential of another edge (one of its peers)."""
-        if role == "peer" and service in self.cluster.edge_ids:
-            return self.cluster.peer_token(next(e for e in self.cluster.edge_ids if e != service))
-        return self.cluster.tokens[role]
-
-    async def snapshot(self) -> dict[str, Any]:
-        """What must not move on a refused request: the journal head and every seeded balance."""
-        replication = await self.as_role("ledger", "admin_read", "GET", "/admin/v1/replication")
-        assert replication.status == 200, replication.raw
-        balances = {}
-        for i in range(1, PLAYERS + 1):
-            r = await self.as_role("ledger", "admin_read", "GET", f"/admin/v1/players/p{i:03d}")
-            assert r.status == 200, r.raw
-            balances[f"p{i:03d}"] = r.json().get("balances")
-        return {"head": replication.json()["head"], "balances": balances}
 
 
 @pytest_asyncio.fixture(scope="package", loop_scope="package")
@@ -82,10 +25,14 @@ async def cluster(tmp_path_factory) -> AsyncIterator[Cluster]:
     c = Cluster(tmp_path_factory.mktemp("security-cluster"), log_level="debug")
     try:
         await c.start()
-        c.write_info(await seed(c, players=PLAYERS))
+        c.write_info(await seed(c, players=SEEDED_PLAYERS))
         yield c
     finally:
         await c.stop()
+    tokens = cluster_tokens(c)
+    leaks = leaks_in_bodies(SEEN_BODIES, tokens) + leaks_in_files(c.root, tokens)
+    SEEN_BODIES.clear()
+    assert leaks == [], "credentials leaked during the security suite"
 
 
 @pytest_asyncio.fixture(loop_scope="package")

@@ -15,11 +15,10 @@ from typing import Any
 
 import pytest
 
-from tests.security.conftest import Client, Reply
+from tests.support.cluster_client import PROBLEM, Client, Reply
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="package")]
 
-PROBLEM = "application/problem+json"
 BODY_BYTES_MAX = 65_536  # both services' default body_bytes_max, which the cluster keeps
 BAD_IDS = ("", "a b", "a" * 129, "é", "../etc/passwd", "x/y", "a\x00b", "a;DROP TABLE accounts")
 HUGE = (10**15 + 1, 2**63 - 1, 2**63, 2**64, -(2**63) - 1)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from harness.cluster import BONUS_ID
-from tests.security.conftest import Client, Reply
+from tests.support.cluster_client import Client, Reply
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="package")]
 

@@ -11,7 +11,7 @@ import pytest_asyncio
 from shared.ids import AMOUNT_MINOR_MAX
 
 from harness.cluster import Cluster, seed
-from tests.security.test_bad_input import PROBLEM
+from tests.support.cluster_client import PROBLEM
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="package")]
 

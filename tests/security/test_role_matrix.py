@@ -9,8 +9,8 @@ import pytest
 
 from shared.auth import ROLES
 
-from tests.security.conftest import Client, Reply
-from tests.security.routes import CLUSTER_ROLES, RouteInfo, concrete_path, edge_routes, example_body, ledger_routes
+from tests.support.cluster_client import Client, Reply
+from tests.support.route_policy import CLUSTER_ROLES, RouteInfo, concrete_path, edge_routes, example_body, ledger_routes
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="package")]
 

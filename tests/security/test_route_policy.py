@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.security.routes import EDGE_POLICY, LEDGER_POLICY, PUBLIC_PATHS, edge_routes, ledger_routes
+from tests.support.route_policy import EDGE_POLICY, LEDGER_POLICY, PUBLIC_PATHS, edge_routes, ledger_routes
 
 TABLES = {"ledger": (ledger_routes, LEDGER_POLICY), "edge": (edge_routes, EDGE_POLICY)}
 
@@ -26,7 +26,7 @@ def test_route_declarations_are_exactly_the_reviewed_access_policy(service, tmp_
     declared = {(r.method, r.path): r.access for r in build(tmp_path)}
     new = sorted(f"{m} {p}" for m, p in declared.keys() - policy.keys())
     gone = sorted(f"{m} {p}" for m, p in policy.keys() - declared.keys())
-    assert new == [], f"routes not in the reviewed policy (add them to tests/security/routes.py): {new}"
+    assert new == [], f"routes not in the reviewed policy (add them to tests/support/route_policy.py): {new}"
     assert gone == [], f"routes of the policy that the app no longer serves: {gone}"
     changed = {f"{m} {p}": (declared[m, p], policy[m, p]) for m, p in policy if declared[m, p] != policy[m, p]}
     assert changed == {}, f"(declared, reviewed) access differs: {changed}"

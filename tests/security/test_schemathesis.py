@@ -22,8 +22,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from harness.cluster import Cluster
-from tests.security.conftest import SEEN_BODIES
-from tests.security.routes import CLUSTER_ROLES, RouteInfo, edge_routes, ledger_routes
+from tests.support.cluster_client import SEEN_BODIES
+from tests.support.route_policy import CLUSTER_ROLES, RouteInfo, edge_routes, ledger_routes
 
 pytestmark = [pytest.mark.slow]
 

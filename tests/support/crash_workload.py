@@ -18,7 +18,7 @@ import aiohttp
 
 from core_ledger.domain.accounts import is_player_account, player_account, player_of
 from harness.verify import duplicate_keys, fold_journal, read_journal
-from tests.ledger.procs import auth
+from tests.support.ledger import auth_headers
 
 HTTP_TIMEOUT = aiohttp.ClientTimeout(total=20)
 PLAYERS = ("p0", "p1", "p2", "p3")
@@ -59,7 +59,7 @@ def bet(tx_id: str, player: str, amount_minor: int, round_id: str) -> Request:
 
 async def send(http: aiohttp.ClientSession, url: str, req: Request) -> tuple[int, str, Any]:
     """(status, content type, parsed body) of one request."""
-    async with http.post(url + req.path, json=req.body, headers=auth(req.role)) as r:
+    async with http.post(url + req.path, json=req.body, headers=auth_headers(req.role)) as r:
         return r.status, r.content_type, await r.json(content_type=None)
 
 
@@ -67,7 +67,7 @@ async def open_accounts(http: aiohttp.ClientSession, url: str) -> list[Ack]:
     acks = []
     for player in PLAYERS:
         async with http.post(url + "/admin/v1/players", json={"player_id": player, "currencies": [CURRENCY]},
-                             headers=auth("admin_write")) as r:
+                             headers=auth_headers("admin_write")) as r:
             assert r.status == 201, await r.text()
         req = deposit(f"open-{player}", player, OPENING_DEPOSIT_MINOR)
         status, _, body = await send(http, url, req)
@@ -170,7 +170,7 @@ def _misplaced(acks: list[Ack], entries: list[dict[str, Any]]) -> list[str]:
 async def _balance_mismatches(http: aiohttp.ClientSession, url: str, folded: dict[str, int]) -> list[str]:
     wrong = []
     for player in PLAYERS:
-        async with http.get(f"{url}/v1/players/{player}/balances", headers=auth("edge")) as r:
+        async with http.get(f"{url}/v1/players/{player}/balances", headers=auth_headers("edge")) as r:
             assert r.status in (200, 404), await r.text()
             balances = (await r.json())["balances"] if r.status == 200 else []  # 404: lost with its history
         ledger = {player_account(player, b["currency"]): b["balance_minor"] for b in balances}
@@ -198,10 +198,10 @@ async def _changed_on_retry(http: aiohttp.ClientSession, url: str, acks: list[Ac
 
 async def check(http: aiohttp.ClientSession, url: str, acks: list[Ack]) -> Report:
     """Everything the recovered ledger should satisfy, measured (asserting is up to the test)."""
-    entries = await read_journal(http, url, auth("replica"))
+    entries = await read_journal(http, url, auth_headers("replica"))
     journaled = {e["transaction"]["id"] for e in entries}
     folded, fold_problems = fold_journal(entries)
-    async with http.post(url + "/admin/v1/audit/verify", headers=auth("admin_read")) as r:
+    async with http.post(url + "/admin/v1/audit/verify", headers=auth_headers("admin_read")) as r:
         audit = await r.json()
     chain_ok = audit["ok"] is True and audit["head_sequence"] == len(entries) == audit["entries_checked"]
     return Report(
