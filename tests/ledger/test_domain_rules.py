@@ -15,7 +15,7 @@ import pytest
 from core_ledger.domain import Command, Draft, Refusal, RefusalCode, RejectCode, decide
 from core_ledger.domain.accounts import jackpot_account, player_account, system_account
 from core_ledger.domain.journal import postings_balanced
-from tests.ledger import domain_world as w
+from tests.support import domain_world as w
 
 P1, P2 = player_account("p1", "EUR"), player_account("p2", "EUR")
 HOUSE, CASHIER, BONUS = system_account("house", "EUR"), system_account("cashier", "EUR"), system_account("bonus", "EUR")

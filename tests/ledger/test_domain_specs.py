@@ -26,7 +26,7 @@ from core_ledger.domain import (
     seal,
 )
 from core_ledger.domain.specs import SPEC_LIST, spec_of
-from tests.ledger import domain_world as w
+from tests.support import domain_world as w
 
 # The admin writes of the contract (docs/API.md, core_ledger/admin_http.py and fencing.py).
 ADMIN_TYPES = {"player_create", "freeze", "unfreeze", "adjustment", "jackpot_create", "bonus_grant", "unfence"}

@@ -171,7 +171,8 @@ class TestSqlite:
             self, tmp_path: Path, aiohttp_client: Any) -> None:
         from core_ledger.app import create_app
         from core_ledger.domain import ENTRY_FORMAT
-        from tests.ledger.conftest import FakeClock, ledger_config
+        from tests.support.clock import FakeClock
+        from tests.support.ledger import ledger_config
 
         store = SqliteStore(tmp_path / "data" / "ledger.db", migrations=(*sqlite_module.MIGRATIONS, V2))
         config = ledger_config(tmp_path / "data", backup_dir=tmp_path / "backups")
