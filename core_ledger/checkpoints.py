@@ -162,3 +162,11 @@ def write_new_key(out: Path) -> tuple[Path, str]:
     pub = out.with_name(out.name + ".pub")
     pub.write_text(public_pem(private.public_key()))
     return pub, key_id(private.public_key())
+
+
+def load_public_key_pem(pem: str) -> Ed25519PublicKey:
+    """A public key from PEM text (as `GET /admin/v1/audit/checkpoints` shows it)."""
+    key = serialization.load_pem_public_key(pem.encode())
+    if not isinstance(key, Ed25519PublicKey):
+        raise CheckpointKeyError("not an Ed25519 public key")
+    return key

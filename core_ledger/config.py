@@ -42,6 +42,8 @@ from shared.configspec import Key, Table, apply_env, check_table
 from shared.tls import TLS_KEYS, TlsSettings, parse_tls
 from shared.tracing import tracing_keys
 
+from core_ledger.checkpoints import CheckpointKeyError, load_private_key
+
 
 @dataclass(frozen=True)
 class LedgerConfig:
@@ -82,6 +84,11 @@ class LedgerConfig:
     tracing_otlp_endpoint: str = ""  # OTLP/HTTP traces URL; empty: tracing off (shared/tracing.py)
     tracing_service_name: str = "croupier-ledger"
     tracing_sample_ratio: float = 1.0
+    # Anchored audit and the event stream (core_ledger/checkpoint_jobs.py, core_ledger/events_http.py).
+    checkpoint_key_file: Path | None = None  # Ed25519 private key (PEM); None: no checkpoints are signed
+    checkpoint_interval_s: float = 60.0
+    event_wait_s_max: float = 30.0
+    event_consumers_max: int = 32
 
     @property
     def db_path(self) -> Path:
@@ -167,6 +174,15 @@ LEDGER = Table("ledger", (
         "the start until `croupier ledger migrate` ran (a new store is always created)."),
     Key("fault_apply_delay_file", str, "", "TEST ONLY, unset in production: while this file holds a number of "
         "seconds, a standby pauses that long inside each apply (the chaos cluster sets it).", path=True),
+    Key("checkpoint_key_file", str, "", "Ed25519 private key (PEM, PKCS#8, mode 600: refused when group or "
+        "others may read it) that signs checkpoints of the journal's head (`croupier ledger keygen` makes one); "
+        "unset: no checkpoints.", path=True),
+    Key("checkpoint_interval_s", float, 60.0, "Seconds between signed checkpoints of the acknowledged head.",
+        minimum=1, maximum=86_400),
+    Key("event_wait_s_max", float, 30.0, "Longest long-poll wait (`wait_s`) of `GET /v1/events`, in seconds.",
+        minimum=0, maximum=SECONDS_MAX),
+    Key("event_consumers_max", int, 32, "Named event consumers at most (each is one `ledger_event_consumer_lag_entries`"
+        " series).", minimum=1, maximum=1000),
     *tracing_keys("croupier-ledger"),
     *TLS_KEYS,
     *CREDENTIAL_KEYS,
@@ -194,6 +210,18 @@ def _backend(values: dict[str, Any], base: Path, problems: list[str]) -> dict[st
         problems.append(f"ledger.postgres_dsn_file {path} is empty")
         return out
     return {**out, "postgres_dsn_file": path, "postgres_dsn": dsn}
+
+
+def _checkpoint_key(name: str, base: Path, problems: list[str]) -> Path | None:
+    """The checkpoint signing key's path, checked now (readable, Ed25519, not shared with others)."""
+    if not name:
+        return None
+    path = (base / name).resolve()
+    try:
+        load_private_key(path)
+    except CheckpointKeyError as e:
+        problems.append(f"ledger.checkpoint_key_file: {e}")
+    return path
 
 
 def _peers(raw: list[Any]) -> tuple[str, ...]:
@@ -230,6 +258,7 @@ def parse(raw: dict[str, Any], base: Path, environ: Mapping[str, str] | None = N
     tokens_file = tokens_file_path(values["tokens_file"], base)
     tokens = all_token_entries(raw.get("tokens", []), tokens_file, base, "ledger", problems)
     backups = _backup(values, base, problems)
+    checkpoint_key = _checkpoint_key(values["checkpoint_key_file"], base, problems)
     raise_problems(problems)
     data_dir = Path(values["data_dir"])
     fault_file = values["fault_apply_delay_file"]
@@ -245,12 +274,14 @@ def parse(raw: dict[str, Any], base: Path, environ: Mapping[str, str] | None = N
         tokens_file=tokens_file,
         **backend,
         **backups,
+        checkpoint_key_file=checkpoint_key,
     )
 
 
 # Keys whose LedgerConfig value is derived from the file's (paths resolved, DSN read, URLs normalised).
 _DERIVED = frozenset({"data_dir", "peers", "fault_apply_delay_file", "log_file", "backend", "postgres_schema",
                       "postgres_dsn_file", "backup_dir", "backup_interval_s", "backup_keep", "tokens_file",
+                      "checkpoint_key_file",
                       *(k.name for k in TLS_KEYS)})
 
 

@@ -87,6 +87,11 @@ LEDGER_METRICS = (
     MetricSpec("ledger_restores_total", "counter", ("outcome",)),
     # Schema version of the opened store: copies on different versions (an upgrade half done).
     MetricSpec("ledger_store_schema_version", "gauge"),
+    # Anchored audit (core_ledger/checkpoint_jobs.py): signed checkpoints of the journal head.
+    MetricSpec("ledger_checkpoint_last_success_timestamp_seconds", "gauge"),
+    MetricSpec("ledger_checkpoint_interval_seconds", "gauge"),
+    MetricSpec("ledger_checkpoint_last_sequence", "gauge"),
+    MetricSpec("ledger_checkpoints_total", "counter", ("outcome",)),
     # Capacity: the writer's queue, the SQLite files (file: db | wal) and the free space of data_dir;
     # liabilities by kind (player_balances | jackpot_pools | bonus_granted) and currency.
     MetricSpec("ledger_write_queue_depth", "gauge"),

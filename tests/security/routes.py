@@ -91,6 +91,9 @@ LEDGER_POLICY: dict[tuple[str, str], str | frozenset[str]] = {
     **{("GET", p): _roles("admin_read") for p in ADMIN_READS},
     **{("POST", p): _roles("admin_write") for p in ADMIN_WRITES},
     ("POST", "/admin/v1/audit/verify"): _roles("admin_read", "admin_write"),
+    ("GET", "/admin/v1/audit/checkpoints"): _roles("admin_read", "admin_write"),
+    ("GET", "/admin/v1/audit/checkpoints/export"): _roles("admin_read", "admin_write"),
+    ("POST", "/admin/v1/audit/checkpoints"): _roles("admin_write"),
     **EVERY_PROCESS,
 }
 EDGE_POLICY: dict[tuple[str, str], str | frozenset[str]] = {
@@ -119,7 +122,8 @@ def concrete_path(path: str) -> str:
     return path
 
 
-BODILESS_POSTS = frozenset({"/admin/v1/audit/verify", "/admin/v1/backups", "/admin/v1/promote"})
+BODILESS_POSTS = frozenset({"/admin/v1/audit/verify", "/admin/v1/backups", "/admin/v1/promote",
+                            "/admin/v1/audit/checkpoints"})
 
 
 def example_body(method: str, path: str, tag: str) -> dict[str, Any] | None:
