@@ -39,7 +39,7 @@ from shared.web import (
     validate,
 )
 
-from core_ledger import admin_http, audit_http
+from core_ledger import admin_http, audit_http, events_http
 from core_ledger.audit import Auditor
 from core_ledger.backup_jobs import Backups
 from core_ledger.config import LedgerConfig, reload_tokens
@@ -313,7 +313,9 @@ def create_app(config: LedgerConfig, *, store: Store | None = None, clock: Calla
                            interval_s=config.peer_check_interval_s, recheck_s=config.epoch_claim_recheck_s,
                            tls=config.tls.client_context())
     audit_http.install(app, app[SERVICE], config, metrics, registry, clock)
-    serve_routes(app, [*ROUTES, *admin_http.ROUTES, *audit_http.ROUTES], title="Croupier core ledger",
+    events_http.install(app, app[SERVICE], config, metrics, registry)
+    serve_routes(app, [*ROUTES, *admin_http.ROUTES, *audit_http.ROUTES, *events_http.ROUTES],
+                 title="Croupier core ledger",
                  description="Serializable double-entry money ledger with a hash-chained journal.")
     app.middlewares.append(_fencing)
     app.on_response_prepare.append(_announce_epoch)
@@ -322,7 +324,7 @@ def create_app(config: LedgerConfig, *, store: Store | None = None, clock: Calla
         await app[SERVICE].start()
         await app[FENCING].start()  # peers first: a primary that lost a failover never takes a write
         tasks = [t for t in (app.get(STANDBY), app[AUDITOR], app[BACKUPS], app[LIABILITIES],
-                             app[audit_http.CHECKPOINTS]) if t is not None]
+                             app[audit_http.CHECKPOINTS], app[events_http.CONSUMERS]) if t is not None]
         for task in tasks:
             task.start()
         credentials.start()

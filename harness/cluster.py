@@ -58,7 +58,7 @@ READY_TIMEOUT_S = 40.0
 STOP_TIMEOUT_S = 10.0
 EDGE_IDS = ("eu", "us", "apac")
 STANDBY = "ledger-standby"
-LEDGER_ROLES = ("edge", "cashier", "admin_read", "admin_write", "replica", "metrics")
+LEDGER_ROLES = ("edge", "cashier", "admin_read", "admin_write", "replica", "metrics", "events")
 EDGE_ROLES = ("game_server", "peer", "metrics")
 GAME_SERVER = "gs"  # one game-server identity across regions: idempotency is scoped by it
 

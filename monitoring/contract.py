@@ -92,6 +92,8 @@ LEDGER_METRICS = (
     MetricSpec("ledger_checkpoint_interval_seconds", "gauge"),
     MetricSpec("ledger_checkpoint_last_sequence", "gauge"),
     MetricSpec("ledger_checkpoints_total", "counter", ("outcome",)),
+    # The event stream (core_ledger/consumers.py): per named consumer, bounded by event_consumers_max.
+    MetricSpec("ledger_event_consumer_lag_entries", "gauge", ("consumer",)),
     # Capacity: the writer's queue, the SQLite files (file: db | wal) and the free space of data_dir;
     # liabilities by kind (player_balances | jackpot_pools | bonus_granted) and currency.
     MetricSpec("ledger_write_queue_depth", "gauge"),

@@ -94,6 +94,11 @@ LEDGER_POLICY: dict[tuple[str, str], str | frozenset[str]] = {
     ("GET", "/admin/v1/audit/checkpoints"): _roles("admin_read", "admin_write"),
     ("GET", "/admin/v1/audit/checkpoints/export"): _roles("admin_read", "admin_write"),
     ("POST", "/admin/v1/audit/checkpoints"): _roles("admin_write"),
+    ("GET", "/v1/events"): _roles("events", "admin_read"),
+    ("PUT", "/v1/consumers/{name}/cursor"): _roles("events"),
+    ("PUT", "/admin/v1/consumers/{name}"): _roles("admin_write"),
+    ("GET", "/admin/v1/consumers"): _roles("admin_read", "admin_write"),
+    ("DELETE", "/admin/v1/consumers/{name}"): _roles("admin_write"),
     **EVERY_PROCESS,
 }
 EDGE_POLICY: dict[tuple[str, str], str | frozenset[str]] = {
@@ -112,7 +117,7 @@ EDGE_POLICY: dict[tuple[str, str], str | frozenset[str]] = {
 # player that no other security test uses.
 MATRIX_PLAYER = "p008"
 PATH_VALUES = {"player_id": MATRIX_PLAYER, "jackpot_id": "mega", "round_id": "matrix-r", "id": "seed-dep-p001",
-               "game_id": "slots-1"}
+               "game_id": "slots-1", "name": "matrix-consumer"}
 
 
 def concrete_path(path: str) -> str:
@@ -153,5 +158,7 @@ def example_body(method: str, path: str, tag: str) -> dict[str, Any] | None:
                               "amount_minor": 1, "wagering_requirement_minor": 1,
                               "expires_at": "2099-01-01T00:00:00Z"},
         "/v1/players/{player_id}/session/{game_id}": {"state": {"level": 1}},
+        "/v1/consumers/{name}/cursor": {"sequence": 0},
+        "/admin/v1/consumers/{name}": {"description": "security matrix"},
     }
     return bodies.get(path, {}) if path not in BODILESS_POSTS else None
