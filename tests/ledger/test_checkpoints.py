@@ -3,22 +3,31 @@ verify --checkpoints` catching a journal rewritten and re-hashed by someone with
 
 from __future__ import annotations
 
+import asyncio
+import math
 import os
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
 import pytest
+from prometheus_client import CollectorRegistry
 
 from shared.config import ConfigError
+from shared.errors import Unavailable
 
 from core_ledger import checkpoints as cps
 from core_ledger import config as ledger_config_module
+from core_ledger.checkpoint_jobs import Checkpoints
 from core_ledger.domain.journal import chain_hash
 from core_ledger.http import create_app
+from core_ledger.metrics import LedgerMetrics
+from core_ledger.store import MemoryStore
 from tests.ledger.conftest import Api, FakeClock, ledger_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -189,3 +198,35 @@ async def test_verify_with_checkpoints_catches_a_rewritten_and_rehashed_journal(
     assert refused.returncode == 1 and orjson.loads(refused.stdout)["checkpoints"]["bad_signature"] == [4]
     missing_key = croupier("ledger", "verify", str(db), "--checkpoints", str(anchors), cwd=tmp_path)
     assert missing_key.returncode == 2 and "--public-key" in missing_key.stderr
+
+
+class TestJob:
+    async def test_the_schedule_signs_new_heads_and_marks_an_idle_head_covered(
+            self, aiohttp_client: Any, tmp_path: Path, key_file: Path) -> None:
+        config = ledger_config(tmp_path / "data", checkpoint_key_file=key_file, checkpoint_interval_s=1)
+        api = Api(await aiohttp_client(create_app(config, clock=FakeClock())))
+        await api.player("p1", deposit=1)
+        for _ in range(60):  # bounded: 6 s at most
+            _, page = await api.get("admin_read", "/admin/v1/audit/checkpoints")
+            if page["checkpoints"]:
+                break
+            await asyncio.sleep(0.1)
+        assert [c["sequence"] for c in page["checkpoints"]] == [2]
+        _, metrics = await api.get("admin_read", "/metrics")
+        stamp = next(line for line in metrics.splitlines()
+                     if line.startswith("ledger_checkpoint_last_success_timestamp_seconds "))
+        assert abs(float(stamp.split()[1]) - time.time()) < 10
+        assert 'ledger_task_failing{task="checkpoint"} 0.0' in metrics
+
+    async def test_a_standby_or_fenced_primary_signs_nothing_and_reports_no_timestamp(self) -> None:
+        for role, fenced in (("standby", False), ("primary", True)):
+            registry = CollectorRegistry()
+            service = SimpleNamespace(role=role, fenced=fenced, store=MemoryStore(), acknowledged_sequence=3, epoch=1)
+            job = Checkpoints(service, cps.Ed25519PrivateKey.generate(), 60,  # type: ignore[arg-type]
+                              LedgerMetrics(registry), registry, FakeClock())
+            job.metrics.last_success_timestamp_seconds.set(1.0)
+            with pytest.raises(Unavailable) as refused:
+                await job.checkpoint(trigger="test")
+            assert refused.value.code == "not_primary"
+            assert math.isnan(registry.get_sample_value("ledger_checkpoint_last_success_timestamp_seconds") or 0.0)
+            assert await service.store.latest_checkpoint() is None
