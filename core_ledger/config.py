@@ -87,7 +87,7 @@ class LedgerConfig:
     # Anchored audit and the event stream (core_ledger/checkpoint_jobs.py, core_ledger/events_http.py).
     checkpoint_key_file: Path | None = None  # Ed25519 private key (PEM); None: no checkpoints are signed
     checkpoint_interval_s: float = 60.0
-    event_wait_s_max: float = 30.0
+    event_wait_s_max: float = 5.0
     event_consumers_max: int = 32
 
     @property
@@ -179,7 +179,7 @@ LEDGER = Table("ledger", (
         "unset: no checkpoints.", path=True),
     Key("checkpoint_interval_s", float, 60.0, "Seconds between signed checkpoints of the acknowledged head.",
         minimum=1, maximum=86_400),
-    Key("event_wait_s_max", float, 30.0, "Longest long-poll wait (`wait_s`) of `GET /v1/events`, in seconds.",
+    Key("event_wait_s_max", float, 5.0, "Longest long-poll wait (`wait_s`) of `GET /v1/events`, in seconds.",
         minimum=0, maximum=SECONDS_MAX),
     Key("event_consumers_max", int, 32, "Named event consumers at most (each is one `ledger_event_consumer_lag_entries`"
         " series).", minimum=1, maximum=1000),

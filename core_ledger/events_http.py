@@ -107,8 +107,9 @@ async def list_consumers(request: web.Request) -> web.Response:
 
 @auth.roles("admin_write")
 async def delete_consumer(request: web.Request) -> web.Response:
-    await request.app[CONSUMERS].delete(path_id(request, "name"), who=principal(request).name)
-    return web.Response(status=204)
+    name = path_id(request, "name")
+    await request.app[CONSUMERS].delete(name, who=principal(request).name)
+    return json_response({"name": name, "deleted": True})
 
 
 ROUTES: list[Route] = [

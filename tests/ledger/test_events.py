@@ -195,8 +195,8 @@ class TestConsumers:
         assert (await api.call("admin_write", "PUT", "/admin/v1/consumers/b", {}))[0] == 201
         status, body = await api.call("admin_write", "PUT", "/admin/v1/consumers/c", {})
         assert status == 409 and body["code"] == "consumer_limit_reached"  # event_consumers_max = 2
-        status, _ = await api.call("admin_write", "DELETE", "/admin/v1/consumers/b")
-        assert status == 204
+        status, deleted = await api.call("admin_write", "DELETE", "/admin/v1/consumers/b")
+        assert status == 200 and deleted == {"name": "b", "deleted": True}
         assert (await api.call("admin_write", "DELETE", "/admin/v1/consumers/b"))[0] == 404
         _, metrics = await api.get("admin_read", "/metrics")
         assert 'consumer="a"' in metrics and 'consumer="b"' not in metrics
