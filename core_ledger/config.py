@@ -89,6 +89,10 @@ class LedgerConfig:
     checkpoint_interval_s: float = 60.0
     event_wait_s_max: float = 5.0
     event_consumers_max: int = 32
+    webhook_timeout_s: float = 5.0
+    webhook_attempts_max: int = 8
+    webhook_backoff_base_s: float = 1.0
+    webhook_backoff_max_s: float = 300.0
 
     @property
     def db_path(self) -> Path:
@@ -183,6 +187,13 @@ LEDGER = Table("ledger", (
         minimum=0, maximum=SECONDS_MAX),
     Key("event_consumers_max", int, 32, "Named event consumers at most (each is one `ledger_event_consumer_lag_entries`"
         " series).", minimum=1, maximum=1000),
+    _seconds("webhook_timeout_s", 5.0, "Timeout of one webhook delivery (a POST of a page of events)."),
+    Key("webhook_attempts_max", int, 8, "Attempts of one webhook page before it goes to the consumer's dead-letter "
+        "list (an operator replays it).", minimum=1, maximum=100),
+    Key("webhook_backoff_base_s", float, 1.0, "First retry delay of a failed webhook delivery; it doubles per "
+        "attempt (full jitter) up to `webhook_backoff_max_s`.", above=0, maximum=3600),
+    Key("webhook_backoff_max_s", float, 300.0, "Longest retry delay of a failed webhook delivery.", above=0,
+        maximum=86_400),
     *tracing_keys("croupier-ledger"),
     *TLS_KEYS,
     *CREDENTIAL_KEYS,

@@ -53,16 +53,27 @@ class Consumers:
         return max(0, self.service.acknowledged_sequence - cursor)
 
     def view(self, name: str, doc: dict[str, Any], cursor: int) -> dict[str, Any]:
-        return {"name": name, **doc, "acked_sequence": cursor, "lag_entries": self.lag(cursor)}
+        """What clients see of a consumer: never its webhook secret."""
+        shown = {k: v for k, v in doc.items() if k != "webhook_secret"}
+        if doc.get("webhook_url"):
+            shown["webhook_secret_set"] = bool(doc.get("webhook_secret"))
+        return {"name": name, **shown, "acked_sequence": cursor, "lag_entries": self.lag(cursor)}
 
     async def refresh(self) -> None:
         self.known = await self.service.store.consumers()
 
-    async def put(self, name: str, doc: dict[str, Any], *, start_after: int | None,
+    async def put(self, name: str, fields: dict[str, Any], *, start_after: int | None,
                   who: str) -> tuple[bool, dict[str, Any]]:
-        """Create or update a consumer; `start_after` sets (or resets) its cursor. True: created."""
+        """Create or update a consumer (`fields` laid over its settings; a webhook_url of "" removes
+        the webhook); `start_after` sets (or resets) its cursor. True: created."""
         await self.refresh()
         created = name not in self.known
+        doc = {"description": "", **(self.known[name][0] if not created else {}), **fields}
+        if doc.get("webhook_url") == "":
+            doc = {k: v for k, v in doc.items() if k not in ("webhook_url", "webhook_secret")}
+        if doc.get("webhook_url") and not doc.get("webhook_secret"):
+            raise BadRequest("webhook_secret: required with a webhook_url (it signs every delivery)",
+                             field="webhook_secret")
         if created and len(self.known) >= self.consumers_max:
             raise ConsumerLimitReached(f"at most {self.consumers_max} event consumers (event_consumers_max); "
                                        "delete one nobody runs first")
@@ -71,7 +82,8 @@ class Consumers:
                              field="start_after")
         stored, cursor = await self.service.store.put_consumer(name, doc, cursor=start_after)
         self.known[name] = (stored, cursor)
-        log.info("event_consumer_saved", consumer=name, created=created, acked_sequence=cursor, principal=who)
+        log.info("event_consumer_saved", consumer=name, created=created, acked_sequence=cursor, principal=who,
+                 webhook_url=stored.get("webhook_url"))
         return created, self.view(name, stored, cursor)
 
     async def ack(self, name: str, sequence: int, *, who: str) -> dict[str, Any]:
@@ -86,6 +98,11 @@ class Consumers:
         self.known[name] = (doc, cursor)
         log.debug("event_consumer_acked", consumer=name, sequence=sequence, acked_sequence=cursor, principal=who)
         return {"name": name, "acked_sequence": cursor, "lag_entries": self.lag(cursor)}
+
+    async def update_doc(self, name: str, doc: dict[str, Any]) -> None:
+        """Replace a consumer's settings, keeping its cursor (webhook dead letters)."""
+        stored, cursor = await self.service.store.put_consumer(name, doc, cursor=None)
+        self.known[name] = (stored, cursor)
 
     async def cursor_of(self, name: str) -> int:
         await self.refresh()

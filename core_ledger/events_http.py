@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, ConfigDict, Field
@@ -27,8 +28,12 @@ from core_ledger.events import ndjson, read_events, sse
 from core_ledger.metrics import LedgerMetrics
 from core_ledger.routes import CONFIG, SERVICE, Route, page_limit, path_id, query_bool, query_int
 from core_ledger.service import LedgerService
+from core_ledger.webhooks import Webhooks, WebhookSettings
+
+log = structlog.get_logger("croupier.ledger.admin")
 
 CONSUMERS = web.AppKey("ledger_event_consumers", Consumers)
+WEBHOOKS = web.AppKey("ledger_webhooks", Webhooks)
 SEQUENCE_MAX = 2**62
 NEXT_AFTER_HEADER = "X-Events-Next-After"
 ACKNOWLEDGED_HEADER = "X-Events-Acknowledged"
@@ -38,9 +43,13 @@ SSE_RETRY_MS = 1000
 
 class ConsumerIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
-    description: str = Field("", max_length=500)
+    description: str | None = Field(None, max_length=500)
     start_after: int | None = Field(None, ge=0, le=SEQUENCE_MAX,
                                     description="Set (or reset) the cursor: delivery starts after this sequence")
+    webhook_url: str | None = Field(None, max_length=2000, pattern=r"^(https?://\S+)?$",
+                                    description="Push the events here (POST, signed); \"\" removes the webhook")
+    webhook_secret: str | None = Field(None, min_length=16, max_length=256, pattern=r"^\S+$",
+                                       description="HMAC-SHA256 key of the signatures (never shown again)")
 
 
 class CursorIn(BaseModel):
@@ -94,9 +103,19 @@ async def ack(request: web.Request) -> web.Response:
 @auth.roles("admin_write")
 async def put_consumer(request: web.Request) -> web.Response:
     body = await read_model(request, ConsumerIn)
-    created, view = await request.app[CONSUMERS].put(path_id(request, "name"), {"description": body.description},
+    fields = body.model_dump(exclude_none=True, exclude={"start_after"})
+    created, view = await request.app[CONSUMERS].put(path_id(request, "name"), fields,
                                                      start_after=body.start_after, who=principal(request).name)
     return json_response(view, status=201 if created else 200)
+
+
+@auth.roles("admin_write")
+async def replay_dead_letter(request: web.Request) -> web.Response:
+    name, letter_id = path_id(request, "name"), path_id(request, "letter_id")
+    result = await request.app[WEBHOOKS].replay(name, letter_id)
+    log.info("admin_action", action="webhook_replay", principal=principal(request).name, consumer=name,
+             letter_id=letter_id, delivered=result["delivered"])
+    return json_response(result)
 
 
 @auth.roles("admin_read", "admin_write")
@@ -123,10 +142,17 @@ ROUTES: list[Route] = [
           body=ConsumerIn, created=True),
     Route("GET", "/admin/v1/consumers", list_consumers, "Named event consumers with their cursors and lag"),
     Route("DELETE", "/admin/v1/consumers/{name}", delete_consumer, "Forget a named event consumer"),
+    Route("POST", "/admin/v1/consumers/{name}/dead-letters/{letter_id}/replay", replay_dead_letter,
+          "Deliver a dead-lettered webhook page again (it leaves the list once the receiver took it)", created=False),
 ]
 
 
 def install(app: web.Application, service: LedgerService, config: LedgerConfig, metrics: LedgerMetrics,
             registry: CollectorRegistry) -> Consumers:
+    """Create the consumers (`CONSUMERS`) and their webhook delivery (`WEBHOOKS`)."""
     app[CONSUMERS] = Consumers(service, config.event_consumers_max, metrics, registry)
+    settings = WebhookSettings(timeout_s=config.webhook_timeout_s, attempts_max=config.webhook_attempts_max,
+                               backoff_base_s=config.webhook_backoff_base_s,
+                               backoff_max_s=config.webhook_backoff_max_s)
+    app[WEBHOOKS] = Webhooks(app[CONSUMERS], settings, metrics, registry, tls=config.tls.client_context())
     return app[CONSUMERS]

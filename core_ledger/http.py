@@ -324,7 +324,8 @@ def create_app(config: LedgerConfig, *, store: Store | None = None, clock: Calla
         await app[SERVICE].start()
         await app[FENCING].start()  # peers first: a primary that lost a failover never takes a write
         tasks = [t for t in (app.get(STANDBY), app[AUDITOR], app[BACKUPS], app[LIABILITIES],
-                             app[audit_http.CHECKPOINTS], app[events_http.CONSUMERS]) if t is not None]
+                             app[audit_http.CHECKPOINTS], app[events_http.CONSUMERS], app[events_http.WEBHOOKS])
+                 if t is not None]
         for task in tasks:
             task.start()
         credentials.start()

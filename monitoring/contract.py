@@ -94,6 +94,9 @@ LEDGER_METRICS = (
     MetricSpec("ledger_checkpoints_total", "counter", ("outcome",)),
     # The event stream (core_ledger/consumers.py): per named consumer, bounded by event_consumers_max.
     MetricSpec("ledger_event_consumer_lag_entries", "gauge", ("consumer",)),
+    # Webhook delivery of the event stream (core_ledger/webhooks.py).
+    MetricSpec("ledger_webhook_deliveries_total", "counter", ("outcome",)),
+    MetricSpec("ledger_webhook_dead_letters", "gauge", ("consumer",)),
     # Capacity: the writer's queue, the SQLite files (file: db | wal) and the free space of data_dir;
     # liabilities by kind (player_balances | jackpot_pools | bonus_granted) and currency.
     MetricSpec("ledger_write_queue_depth", "gauge"),

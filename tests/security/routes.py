@@ -99,6 +99,7 @@ LEDGER_POLICY: dict[tuple[str, str], str | frozenset[str]] = {
     ("PUT", "/admin/v1/consumers/{name}"): _roles("admin_write"),
     ("GET", "/admin/v1/consumers"): _roles("admin_read", "admin_write"),
     ("DELETE", "/admin/v1/consumers/{name}"): _roles("admin_write"),
+    ("POST", "/admin/v1/consumers/{name}/dead-letters/{letter_id}/replay"): _roles("admin_write"),
     **EVERY_PROCESS,
 }
 EDGE_POLICY: dict[tuple[str, str], str | frozenset[str]] = {
@@ -117,7 +118,7 @@ EDGE_POLICY: dict[tuple[str, str], str | frozenset[str]] = {
 # player that no other security test uses.
 MATRIX_PLAYER = "p008"
 PATH_VALUES = {"player_id": MATRIX_PLAYER, "jackpot_id": "mega", "round_id": "matrix-r", "id": "seed-dep-p001",
-               "game_id": "slots-1", "name": "matrix-consumer"}
+               "game_id": "slots-1", "name": "matrix-consumer", "letter_id": "1-1"}
 
 
 def concrete_path(path: str) -> str:
@@ -128,7 +129,8 @@ def concrete_path(path: str) -> str:
 
 
 BODILESS_POSTS = frozenset({"/admin/v1/audit/verify", "/admin/v1/backups", "/admin/v1/promote",
-                            "/admin/v1/audit/checkpoints"})
+                            "/admin/v1/audit/checkpoints",
+                            "/admin/v1/consumers/{name}/dead-letters/{letter_id}/replay"})
 
 
 def example_body(method: str, path: str, tag: str) -> dict[str, Any] | None:
