@@ -93,6 +93,7 @@ class LedgerConfig:
     webhook_attempts_max: int = 8
     webhook_backoff_base_s: float = 1.0
     webhook_backoff_max_s: float = 300.0
+    webhook_hosts: tuple[str, ...] = ()  # hosts a webhook_url may name; empty: no webhooks
 
     @property
     def db_path(self) -> Path:
@@ -194,6 +195,8 @@ LEDGER = Table("ledger", (
         "attempt (full jitter) up to `webhook_backoff_max_s`.", above=0, maximum=3600),
     Key("webhook_backoff_max_s", float, 300.0, "Longest retry delay of a failed webhook delivery.", above=0,
         maximum=86_400),
+    Key("webhook_hosts", list, [], "Host names (or IP addresses) a consumer's `webhook_url` may name; empty: "
+        "webhooks are refused. The ledger POSTs to them, so list only your receivers.", items="host names"),
     *tracing_keys("croupier-ledger"),
     *TLS_KEYS,
     *CREDENTIAL_KEYS,
@@ -235,6 +238,14 @@ def _checkpoint_key(name: str, base: Path, problems: list[str]) -> Path | None:
     return path
 
 
+def _webhook_hosts(raw: list[Any], problems: list[str]) -> tuple[str, ...]:
+    """Host names as `urlsplit(url).hostname` gives them (lower case, IPv6 without brackets)."""
+    if not all(isinstance(h, str) and h.strip("[]") and not any(c in h for c in "/@ \t") for h in raw):
+        problems.append("ledger.webhook_hosts must be a list of host names or IP addresses (no scheme or path)")
+        return ()
+    return tuple(h.lower().strip("[]") for h in raw)
+
+
 def _peers(raw: list[Any]) -> tuple[str, ...]:
     if not all(isinstance(u, str) and u.startswith(("http://", "https://")) for u in raw):
         raise ConfigError("ledger.peers must be a list of http(s) URLs")
@@ -270,6 +281,7 @@ def parse(raw: dict[str, Any], base: Path, environ: Mapping[str, str] | None = N
     tokens = all_token_entries(raw.get("tokens", []), tokens_file, base, "ledger", problems)
     backups = _backup(values, base, problems)
     checkpoint_key = _checkpoint_key(values["checkpoint_key_file"], base, problems)
+    webhook_hosts = _webhook_hosts(values["webhook_hosts"], problems)
     raise_problems(problems)
     data_dir = Path(values["data_dir"])
     fault_file = values["fault_apply_delay_file"]
@@ -286,13 +298,14 @@ def parse(raw: dict[str, Any], base: Path, environ: Mapping[str, str] | None = N
         **backend,
         **backups,
         checkpoint_key_file=checkpoint_key,
+        webhook_hosts=webhook_hosts,
     )
 
 
 # Keys whose LedgerConfig value is derived from the file's (paths resolved, DSN read, URLs normalised).
 _DERIVED = frozenset({"data_dir", "peers", "fault_apply_delay_file", "log_file", "backend", "postgres_schema",
                       "postgres_dsn_file", "backup_dir", "backup_interval_s", "backup_keep", "tokens_file",
-                      "checkpoint_key_file",
+                      "checkpoint_key_file", "webhook_hosts",
                       *(k.name for k in TLS_KEYS)})
 
 

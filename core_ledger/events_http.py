@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -103,6 +105,10 @@ async def ack(request: web.Request) -> web.Response:
 @auth.roles("admin_write")
 async def put_consumer(request: web.Request) -> web.Response:
     body = await read_model(request, ConsumerIn)
+    if body.webhook_url:
+        host = (urlsplit(body.webhook_url).hostname or "").lower()
+        if host not in request.app[CONFIG].webhook_hosts:
+            raise BadRequest(f"webhook_url: host {host!r} is not one of ledger.webhook_hosts", field="webhook_url")
     fields = body.model_dump(exclude_none=True, exclude={"start_after"})
     created, view = await request.app[CONSUMERS].put(path_id(request, "name"), fields,
                                                      start_after=body.start_after, who=principal(request).name)

@@ -66,7 +66,7 @@ async def until(predicate: Any) -> None:
 @pytest.fixture
 async def hook_api(aiohttp_client: Any, tmp_path: Path) -> Api:
     config = ledger_config(tmp_path / "data", webhook_backoff_base_s=0.05, webhook_backoff_max_s=0.2,
-                           webhook_attempts_max=3, webhook_timeout_s=2)
+                           webhook_attempts_max=3, webhook_timeout_s=2, webhook_hosts=("127.0.0.1",))
     return Api(await aiohttp_client(create_app(config, clock=FakeClock())))
 
 
@@ -140,8 +140,26 @@ async def test_a_page_that_keeps_failing_is_dead_lettered_and_replayed(hook_api:
 async def test_bad_webhook_settings_are_refused(hook_api: Api) -> None:
     for body, field_name in (({"webhook_url": "http://127.0.0.1:1/x"}, "webhook_secret"),
                              ({"webhook_url": "ftp://x", "webhook_secret": SECRET}, "webhook_url"),
-                             ({"webhook_url": "http://127.0.0.1:1/x", "webhook_secret": "short"}, "webhook_secret")):
+                             ({"webhook_url": "http://127.0.0.1:1/x", "webhook_secret": "short"}, "webhook_secret"),
+                             ({"webhook_url": "http://example.com/x", "webhook_secret": SECRET}, "webhook_url"),
+                             ({"webhook_url": "http://localhost/x", "webhook_secret": SECRET}, "webhook_url")):
         status, answer = await hook_api.call("admin_write", "PUT", "/admin/v1/consumers/c", body)
         assert status == 400 and answer["code"] == "validation_error" and answer["field"] == field_name, body
     _, listing = await hook_api.get("admin_read", "/admin/v1/consumers")
     assert listing["consumers"] == []  # nothing was created
+
+
+def test_webhook_hosts_are_an_allowlist_of_bare_host_names(tmp_path: Path) -> None:
+    from shared.config import ConfigError
+
+    from core_ledger import config
+
+    path = tmp_path / "ledger.toml"
+    path.write_text('[ledger]\ndata_dir = "d"\n')
+    assert config.load(path).webhook_hosts == ()  # by default no webhook may be configured
+    path.write_text('[ledger]\ndata_dir = "d"\nwebhook_hosts = ["Hooks.Example.com", "[::1]", "10.0.0.5"]\n')
+    assert config.load(path).webhook_hosts == ("hooks.example.com", "::1", "10.0.0.5")
+    for bad in ('"http://x/"', '"a b"', '""', "1"):
+        path.write_text(f'[ledger]\ndata_dir = "d"\nwebhook_hosts = [{bad}]\n')
+        with pytest.raises(ConfigError, match="webhook_hosts"):
+            config.load(path)
