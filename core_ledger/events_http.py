@@ -106,7 +106,10 @@ async def ack(request: web.Request) -> web.Response:
 async def put_consumer(request: web.Request) -> web.Response:
     body = await read_model(request, ConsumerIn)
     if body.webhook_url:
-        host = (urlsplit(body.webhook_url).hostname or "").lower()
+        try:
+            host = (urlsplit(body.webhook_url).hostname or "").lower()
+        except ValueError:
+            raise BadRequest("webhook_url: not a URL", field="webhook_url") from None
         if host not in request.app[CONFIG].webhook_hosts:
             raise BadRequest(f"webhook_url: host {host!r} is not one of ledger.webhook_hosts", field="webhook_url")
     fields = body.model_dump(exclude_none=True, exclude={"start_after"})

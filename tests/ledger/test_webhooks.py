@@ -142,7 +142,8 @@ async def test_bad_webhook_settings_are_refused(hook_api: Api) -> None:
                              ({"webhook_url": "ftp://x", "webhook_secret": SECRET}, "webhook_url"),
                              ({"webhook_url": "http://127.0.0.1:1/x", "webhook_secret": "short"}, "webhook_secret"),
                              ({"webhook_url": "http://example.com/x", "webhook_secret": SECRET}, "webhook_url"),
-                             ({"webhook_url": "http://localhost/x", "webhook_secret": SECRET}, "webhook_url")):
+                             ({"webhook_url": "http://localhost/x", "webhook_secret": SECRET}, "webhook_url"),
+                             ({"webhook_url": "http://[/x", "webhook_secret": SECRET}, "webhook_url")):
         status, answer = await hook_api.call("admin_write", "PUT", "/admin/v1/consumers/c", body)
         assert status == 400 and answer["code"] == "validation_error" and answer["field"] == field_name, body
     _, listing = await hook_api.get("admin_read", "/admin/v1/consumers")
