@@ -34,6 +34,7 @@ log = structlog.get_logger("croupier.ledger.admin")
 CHECKPOINTS = web.AppKey("ledger_checkpoints", Checkpoints)
 EXPORT_PAGE = 500
 CURSOR_PREFIX = "cp:"
+SEQUENCE_MAX = 2**62
 
 
 def encode_cursor(sequence: int) -> str:
@@ -47,9 +48,11 @@ def decode_cursor(request: web.Request) -> int:
         return 0
     try:
         text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
-        if not text.startswith(CURSOR_PREFIX) or not text[len(CURSOR_PREFIX):].isdigit():
+        digits = text[len(CURSOR_PREFIX):]
+        if not text.startswith(CURSOR_PREFIX) or not (digits.isascii() and digits.isdigit()) or len(digits) > 19 \
+                or int(digits) > SEQUENCE_MAX:
             raise ValueError(text)
-        return int(text[len(CURSOR_PREFIX):])
+        return int(digits)
     except (ValueError, UnicodeDecodeError, binascii.Error):
         raise BadRequest("cursor: not a cursor this list returned", field="cursor") from None
 

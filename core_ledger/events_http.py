@@ -63,7 +63,7 @@ def _last_event_id(request: web.Request) -> int | None:
     raw = request.headers.get("Last-Event-ID")
     if raw is None:
         return None
-    if not raw.isdigit() or len(raw) > 19:
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 19 or int(raw) > SEQUENCE_MAX:
         raise BadRequest("Last-Event-ID: the sequence of an event", field="Last-Event-ID")
     return int(raw)
 
