@@ -26,7 +26,7 @@ from shared.tracing import TraceMetrics, Tracing
 from shared.tracing import setup as setup_tracing
 from shared.web import PRINCIPAL, Handler, make_app
 
-from core_ledger import admin_http
+from core_ledger import admin_http, audit_http, events_http
 from core_ledger.app_keys import (
     AUDITOR,
     BACKUPS,
@@ -106,7 +106,10 @@ def create_app(config: LedgerConfig, *, store: Store | None = None, clock: Calla
     app[FENCING] = Fencing(app[SERVICE], metrics, peers=config.peers, timeout_s=config.peer_check_timeout_s,
                            interval_s=config.peer_check_interval_s, recheck_s=config.epoch_claim_recheck_s,
                            tls=config.tls.client_context())
-    serve_routes(app, [*ROUTES, *admin_http.ROUTES], title="Croupier core ledger",
+    audit_http.install(app, app[SERVICE], config, metrics, registry, clock)
+    events_http.install(app, app[SERVICE], config, metrics, registry)
+    serve_routes(app, [*ROUTES, *admin_http.ROUTES, *audit_http.ROUTES, *events_http.ROUTES],
+                 title="Croupier core ledger",
                  description="Serializable double-entry money ledger with a hash-chained journal.")
     app.middlewares.append(_fencing)
     app.on_response_prepare.append(_announce_epoch)
@@ -114,7 +117,9 @@ def create_app(config: LedgerConfig, *, store: Store | None = None, clock: Calla
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await app[SERVICE].start()
         await app[FENCING].start()  # peers first: a primary that lost a failover never takes a write
-        tasks = [t for t in (app.get(STANDBY), app[AUDITOR], app[BACKUPS], app[LIABILITIES]) if t is not None]
+        tasks = [t for t in (app.get(STANDBY), app[AUDITOR], app[BACKUPS], app[LIABILITIES],
+                             app[audit_http.CHECKPOINTS], app[events_http.CONSUMERS], app[events_http.WEBHOOKS])
+                 if t is not None]
         for task in tasks:
             task.start()
         credentials.start()

@@ -1,4 +1,4 @@
-"""`croupier ledger serve | verify | rebuild | compare | migrate | backup | restore | verify-backup`."""
+"""`croupier ledger serve | verify | rebuild | compare | migrate | backup | restore | verify-backup | keygen`."""
 
 from __future__ import annotations
 
@@ -148,14 +148,43 @@ def migrate(
     _print(report)
 
 
-def verify(path: Path = typer.Argument(..., help="Path to ledger.db")) -> None:
-    """Verify the journal's hash chain offline; prints JSON, exit 1 when broken, 2 when the file
-    cannot be opened (e.g. a schema version this code may not read: see docs/runbooks/upgrade.md)."""
+def verify(path: Path = typer.Argument(..., help="Path to ledger.db"),
+           checkpoints: Path | None = typer.Option(
+               None, "--checkpoints", exists=True, dir_okay=False,
+               help="NDJSON of signed checkpoints (GET /admin/v1/audit/checkpoints/export), kept off the ledger host"),
+           public_key: Path | None = typer.Option(
+               None, "--public-key", exists=True, dir_okay=False,
+               help="The checkpoint key's public half (PEM); required with --checkpoints")) -> None:
+    """Verify the journal's hash chain offline; with --checkpoints also that every checkpoint is
+    signed by the key and names the hash the journal holds at its sequence (a journal rewritten
+    and re-hashed by someone with database access passes the chain check, not this one). Prints
+    JSON, exit 1 when broken, 2 when a file cannot be opened (e.g. a schema version this code may
+    not read: see docs/runbooks/upgrade.md)."""
     from core_ledger.journal_checks import verify_store
 
-    report = _offline([path], verify_store)
+    if checkpoints is None:
+        report = _offline([path], verify_store)
+    else:
+        from core_ledger.checkpoint_verify import read_checkpoints_or_exit, verify_with_checkpoints
+
+        if public_key is None:
+            raise typer.BadParameter("--public-key is required with --checkpoints", param_hint="--public-key")
+        key, listed = read_checkpoints_or_exit(checkpoints, public_key)
+        report = _offline([path], lambda store: verify_with_checkpoints(store, listed, key))
     _print(report)
     raise typer.Exit(0 if report["ok"] else 1)
+
+
+def keygen(out: Path = typer.Option(..., "--out", dir_okay=False,
+                                    help="Private key file to create (mode 600); its public key: OUT.pub")) -> None:
+    """Make an Ed25519 key pair for signed checkpoints (ledger.checkpoint_key_file); prints the key id."""
+    from core_ledger.checkpoints import write_new_key
+
+    try:
+        pub, kid = write_new_key(out)
+    except FileExistsError:
+        raise typer.BadParameter(f"{out} exists: a key is never overwritten", param_hint="--out") from None
+    _print({"private_key": str(out), "public_key": str(pub), "key_id": kid})
 
 
 def rebuild(path: Path = typer.Argument(..., help="Path to ledger.db (the ledger must be stopped)")) -> None:
@@ -340,3 +369,4 @@ def register(app: typer.Typer) -> None:
     app.command("restore")(restore)
     app.command("verify-backup")(verify_backup)
     app.command("migrate")(migrate)
+    app.command("keygen")(keygen)

@@ -42,6 +42,8 @@ from shared.configspec import Key, Table, apply_env, check_table
 from shared.tls import TLS_KEYS, TlsSettings, parse_tls
 from shared.tracing import tracing_keys
 
+from core_ledger.checkpoints import CheckpointKeyError, load_private_key
+
 
 @dataclass(frozen=True)
 class LedgerConfig:
@@ -82,6 +84,16 @@ class LedgerConfig:
     tracing_otlp_endpoint: str = ""  # OTLP/HTTP traces URL; empty: tracing off (shared/tracing.py)
     tracing_service_name: str = "croupier-ledger"
     tracing_sample_ratio: float = 1.0
+    # Anchored audit and the event stream (core_ledger/checkpoint_jobs.py, core_ledger/events_http.py).
+    checkpoint_key_file: Path | None = None  # Ed25519 private key (PEM); None: no checkpoints are signed
+    checkpoint_interval_s: float = 60.0
+    event_wait_s_max: float = 5.0
+    event_consumers_max: int = 32
+    webhook_timeout_s: float = 5.0
+    webhook_attempts_max: int = 8
+    webhook_backoff_base_s: float = 1.0
+    webhook_backoff_max_s: float = 300.0
+    webhook_hosts: tuple[str, ...] = ()  # hosts a webhook_url may name; empty: no webhooks
 
     @property
     def db_path(self) -> Path:
@@ -167,6 +179,24 @@ LEDGER = Table("ledger", (
         "the start until `croupier ledger migrate` ran (a new store is always created)."),
     Key("fault_apply_delay_file", str, "", "TEST ONLY, unset in production: while this file holds a number of "
         "seconds, a standby pauses that long inside each apply (the chaos cluster sets it).", path=True),
+    Key("checkpoint_key_file", str, "", "Ed25519 private key (PEM, PKCS#8, mode 600: refused when group or "
+        "others may read it) that signs checkpoints of the journal's head (`croupier ledger keygen` makes one); "
+        "unset: no checkpoints.", path=True),
+    Key("checkpoint_interval_s", float, 60.0, "Seconds between signed checkpoints of the acknowledged head.",
+        minimum=1, maximum=86_400),
+    Key("event_wait_s_max", float, 5.0, "Longest long-poll wait (`wait_s`) of `GET /v1/events`, in seconds.",
+        minimum=0, maximum=SECONDS_MAX),
+    Key("event_consumers_max", int, 32, "Named event consumers at most (each is one `ledger_event_consumer_lag_entries`"
+        " series).", minimum=1, maximum=1000),
+    _seconds("webhook_timeout_s", 5.0, "Timeout of one webhook delivery (a POST of a page of events)."),
+    Key("webhook_attempts_max", int, 8, "Attempts of one webhook page before it goes to the consumer's dead-letter "
+        "list (an operator replays it).", minimum=1, maximum=100),
+    Key("webhook_backoff_base_s", float, 1.0, "First retry delay of a failed webhook delivery; it doubles per "
+        "attempt (full jitter) up to `webhook_backoff_max_s`.", above=0, maximum=3600),
+    Key("webhook_backoff_max_s", float, 300.0, "Longest retry delay of a failed webhook delivery.", above=0,
+        maximum=86_400),
+    Key("webhook_hosts", list, [], "Host names (or IP addresses) a consumer's `webhook_url` may name; empty: "
+        "webhooks are refused. The ledger POSTs to them, so list only your receivers.", items="host names"),
     *tracing_keys("croupier-ledger"),
     *TLS_KEYS,
     *CREDENTIAL_KEYS,
@@ -194,6 +224,26 @@ def _backend(values: dict[str, Any], base: Path, problems: list[str]) -> dict[st
         problems.append(f"ledger.postgres_dsn_file {path} is empty")
         return out
     return {**out, "postgres_dsn_file": path, "postgres_dsn": dsn}
+
+
+def _checkpoint_key(name: str, base: Path, problems: list[str]) -> Path | None:
+    """The checkpoint signing key's path, checked now (readable, Ed25519, not shared with others)."""
+    if not name:
+        return None
+    path = (base / name).resolve()
+    try:
+        load_private_key(path)
+    except CheckpointKeyError as e:
+        problems.append(f"ledger.checkpoint_key_file: {e}")
+    return path
+
+
+def _webhook_hosts(raw: list[Any], problems: list[str]) -> tuple[str, ...]:
+    """Host names as `urlsplit(url).hostname` gives them (lower case, IPv6 without brackets)."""
+    if not all(isinstance(h, str) and h.strip("[]") and not any(c in h for c in "/@ \t") for h in raw):
+        problems.append("ledger.webhook_hosts must be a list of host names or IP addresses (no scheme or path)")
+        return ()
+    return tuple(h.lower().strip("[]") for h in raw)
 
 
 def _peers(raw: list[Any]) -> tuple[str, ...]:
@@ -230,6 +280,8 @@ def parse(raw: dict[str, Any], base: Path, environ: Mapping[str, str] | None = N
     tokens_file = tokens_file_path(values["tokens_file"], base)
     tokens = all_token_entries(raw.get("tokens", []), tokens_file, base, "ledger", problems)
     backups = _backup(values, base, problems)
+    checkpoint_key = _checkpoint_key(values["checkpoint_key_file"], base, problems)
+    webhook_hosts = _webhook_hosts(values["webhook_hosts"], problems)
     raise_problems(problems)
     data_dir = Path(values["data_dir"])
     fault_file = values["fault_apply_delay_file"]
@@ -245,12 +297,15 @@ def parse(raw: dict[str, Any], base: Path, environ: Mapping[str, str] | None = N
         tokens_file=tokens_file,
         **backend,
         **backups,
+        checkpoint_key_file=checkpoint_key,
+        webhook_hosts=webhook_hosts,
     )
 
 
 # Keys whose LedgerConfig value is derived from the file's (paths resolved, DSN read, URLs normalised).
 _DERIVED = frozenset({"data_dir", "peers", "fault_apply_delay_file", "log_file", "backend", "postgres_schema",
                       "postgres_dsn_file", "backup_dir", "backup_interval_s", "backup_keep", "tokens_file",
+                      "checkpoint_key_file", "webhook_hosts",
                       *(k.name for k in TLS_KEYS)})
 
 

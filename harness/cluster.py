@@ -65,7 +65,7 @@ from harness.launcher import wait_until_ready as wait_until_ready  # re-exported
 
 EDGE_IDS = ("eu", "us", "apac")
 STANDBY = "ledger-standby"
-LEDGER_ROLES = ("edge", "cashier", "admin_read", "admin_write", "replica", "metrics")
+LEDGER_ROLES = ("edge", "cashier", "admin_read", "admin_write", "replica", "metrics", "events")
 EDGE_ROLES = ("game_server", "peer", "metrics")
 GAME_SERVER = "gs"  # one game-server identity across regions: idempotency is scoped by it
 LIABILITIES_INTERVAL_S = 1.0  # a local cluster shows its liabilities a second after its first money

@@ -87,6 +87,16 @@ LEDGER_METRICS = (
     MetricSpec("ledger_restores_total", "counter", ("outcome",)),
     # Schema version of the opened store: copies on different versions (an upgrade half done).
     MetricSpec("ledger_store_schema_version", "gauge"),
+    # Anchored audit (core_ledger/checkpoint_jobs.py): signed checkpoints of the journal head.
+    MetricSpec("ledger_checkpoint_last_success_timestamp_seconds", "gauge"),
+    MetricSpec("ledger_checkpoint_interval_seconds", "gauge"),
+    MetricSpec("ledger_checkpoint_last_sequence", "gauge"),
+    MetricSpec("ledger_checkpoints_total", "counter", ("outcome",)),
+    # The event stream (core_ledger/consumers.py): per named consumer, bounded by event_consumers_max.
+    MetricSpec("ledger_event_consumer_lag_entries", "gauge", ("consumer",)),
+    # Webhook delivery of the event stream (core_ledger/webhooks.py).
+    MetricSpec("ledger_webhook_deliveries_total", "counter", ("outcome",)),
+    MetricSpec("ledger_webhook_dead_letters", "gauge", ("consumer",)),
     # Capacity: the writer's queue, the SQLite files (file: db | wal) and the free space of data_dir;
     # liabilities by kind (player_balances | jackpot_pools | bonus_granted) and currency.
     MetricSpec("ledger_write_queue_depth", "gauge"),

@@ -16,8 +16,10 @@ from typing import TypeVar
 
 from shared.errors import Forbidden, Unauthenticated
 
+# `events`: a downstream system reading the ledger's event stream (GET /v1/events) and acknowledging
+# it; read-only, accepted by the ledger only (edge/config.py ACCEPTED_ROLES refuses it).
 ROLES = frozenset(
-    {"game_server", "edge", "peer", "cashier", "admin_read", "admin_write", "replica", "metrics"}
+    {"game_server", "edge", "peer", "cashier", "admin_read", "admin_write", "replica", "metrics", "events"}
 )
 
 F = TypeVar("F", bound=Callable[..., object])

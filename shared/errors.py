@@ -133,6 +133,8 @@ CLASS_BY_CODE: dict[str, type[CroupierError]] = {
     "standby_behind": Conflict,
     "backup_not_configured": Conflict,
     "backup_failed": CroupierError,  # 500: the backup could not be written or did not verify
+    "checkpoints_not_configured": Conflict,
+    "consumer_limit_reached": Conflict,
     "round_refunded": Conflict,
     "wagering_already_claimed": Conflict,
     "payload_too_large": PayloadTooLarge,

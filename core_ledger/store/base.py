@@ -105,3 +105,36 @@ class Store(ABC):
     @abstractmethod
     async def backup(self, path: Path) -> Head:
         """Write an online, consistent copy of the store to `path`; the head that copy holds."""
+
+    # Anchored audit and the event stream (core_ledger/checkpoints.py, core_ledger/consumers.py):
+    # side tables of this copy, not journaled and not derived from the journal.
+
+    @abstractmethod
+    async def add_checkpoint(self, checkpoint: dict[str, Any]) -> bool:
+        """Store a signed checkpoint under its `sequence`; False (nothing changed) when one is stored there."""
+
+    @abstractmethod
+    async def checkpoints(self, after_sequence: int, limit: int) -> list[dict[str, Any]]:
+        """Stored checkpoints after a sequence, in sequence order."""
+
+    @abstractmethod
+    async def latest_checkpoint(self) -> dict[str, Any] | None:
+        """The stored checkpoint of the highest sequence; None when there is none."""
+
+    @abstractmethod
+    async def put_consumer(self, name: str, doc: dict[str, Any], *, cursor: int | None) -> tuple[dict[str, Any], int]:
+        """Create or update an event consumer's settings; `cursor` (a sequence) sets its cursor, None
+        keeps it (0 for a new consumer). Returns the stored settings and cursor."""
+
+    @abstractmethod
+    async def advance_consumer(self, name: str, sequence: int) -> int | None:
+        """Move a consumer's cursor forward to `sequence` (never back); its cursor after, None when
+        there is no such consumer."""
+
+    @abstractmethod
+    async def consumers(self) -> dict[str, tuple[dict[str, Any], int]]:
+        """Every consumer: its settings and cursor, by name."""
+
+    @abstractmethod
+    async def delete_consumer(self, name: str) -> bool:
+        """Forget a consumer; False when there was none."""

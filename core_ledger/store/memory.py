@@ -27,6 +27,8 @@ class MemoryStore(Store):
         self._journal: list[JournalRow] = []
         self._head = Head()
         self._fenced_by = 0
+        self._checkpoints: dict[int, Doc] = {}  # by sequence
+        self._consumers: dict[str, tuple[Doc, int]] = {}  # settings and cursor, by name
 
     async def open(self) -> None:
         return None
@@ -107,3 +109,41 @@ class MemoryStore(Store):
         head, text = self._head, "".join(j.text + "\n" for j in self._journal)
         await asyncio.to_thread(path.write_text, text)  # the snapshot is taken before the thread starts
         return head
+
+    async def add_checkpoint(self, checkpoint: dict[str, Any]) -> bool:
+        store = self._checkpoints
+        if checkpoint["sequence"] in store:
+            return False
+        store[checkpoint["sequence"]] = _copy(checkpoint)
+        return True
+
+    async def checkpoints(self, after_sequence: int, limit: int) -> list[dict[str, Any]]:
+        store = self._checkpoints
+        return [_copy(store[s]) for s in sorted(store) if s > after_sequence][:limit]
+
+    async def latest_checkpoint(self) -> dict[str, Any] | None:
+        store = self._checkpoints
+        return _copy(store[max(store)]) if store else None
+
+    async def put_consumer(self, name: str, doc: dict[str, Any], *, cursor: int | None) -> tuple[dict[str, Any], int]:
+        store = self._consumers
+        previous = store.get(name)
+        kept = cursor if cursor is not None else (previous[1] if previous else 0)
+        store[name] = (_copy(doc), kept)
+        return _copy(doc), kept
+
+    async def advance_consumer(self, name: str, sequence: int) -> int | None:
+        store = self._consumers
+        if name not in store:
+            return None
+        doc, cursor = store[name]
+        store[name] = (doc, max(cursor, sequence))
+        return store[name][1]
+
+    async def consumers(self) -> dict[str, tuple[dict[str, Any], int]]:
+        store = self._consumers
+        return {name: (_copy(doc), cursor) for name, (doc, cursor) in sorted(store.items())}
+
+    async def delete_consumer(self, name: str) -> bool:
+        store = self._consumers
+        return store.pop(name, None) is not None

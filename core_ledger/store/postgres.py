@@ -90,6 +90,11 @@ SCHEMA_LOCK = 0x43524F55  # advisory lock: ledgers starting together create the 
 # Numbered schema migrations, 1..N; never edit or drop one that was released, append a new one.
 MIGRATIONS = (
     Migration(1, "head, the append-only journal, the derived tables and their indexes", tuple(SCHEMA)),
+    Migration(2, "signed checkpoints of the chain head and event consumers' cursors", (
+        "CREATE TABLE IF NOT EXISTS checkpoints (sequence bigint PRIMARY KEY, doc text NOT NULL)",
+        'CREATE TABLE IF NOT EXISTS event_consumers (name text COLLATE "C" PRIMARY KEY, '
+        "acked_sequence bigint NOT NULL, doc text NOT NULL)",
+    )),
 )
 MIGRATE_COMMAND = "croupier ledger migrate --config <ledger.toml>"
 VERSION_TABLE = ("CREATE TABLE IF NOT EXISTS schema_version "
@@ -366,6 +371,49 @@ class PostgresStore(Store):
             await copy.close()
         os.replace(partial, path)
         return head
+
+    # Checkpoints and event consumers (see Store): small side tables, one statement each.
+
+    async def add_checkpoint(self, checkpoint: dict[str, Any]) -> bool:
+        sql = "INSERT INTO checkpoints (sequence, doc) VALUES ($1, $2) ON CONFLICT (sequence) DO NOTHING"
+        async with self._conn("add_checkpoint") as conn:
+            status = await conn.execute(sql, checkpoint["sequence"], orjson.dumps(checkpoint).decode())
+        return bool(status.endswith(" 1"))
+
+    async def checkpoints(self, after_sequence: int, limit: int) -> list[dict[str, Any]]:
+        sql = "SELECT doc FROM checkpoints WHERE sequence > $1 ORDER BY sequence LIMIT $2"
+        async with self._conn("checkpoints") as conn:
+            return [orjson.loads(row[0]) for row in await conn.fetch(sql, after_sequence, limit)]
+
+    async def latest_checkpoint(self) -> dict[str, Any] | None:
+        async with self._conn("latest_checkpoint") as conn:
+            doc = await conn.fetchval("SELECT doc FROM checkpoints ORDER BY sequence DESC LIMIT 1")
+        return None if doc is None else orjson.loads(doc)
+
+    async def put_consumer(self, name: str, doc: dict[str, Any], *, cursor: int | None) -> tuple[dict[str, Any], int]:
+        keep = "" if cursor is None else ", acked_sequence = EXCLUDED.acked_sequence"
+        sql = (f"INSERT INTO event_consumers (name, acked_sequence, doc) VALUES ($1, $2, $3) "
+               f"ON CONFLICT (name) DO UPDATE SET doc = EXCLUDED.doc{keep} RETURNING doc, acked_sequence")
+        async with self._conn("put_consumer") as conn:
+            row = await conn.fetchrow(sql, name, cursor or 0, orjson.dumps(doc).decode())
+        return orjson.loads(row["doc"]), int(row["acked_sequence"])
+
+    async def advance_consumer(self, name: str, sequence: int) -> int | None:
+        sql = ("UPDATE event_consumers SET acked_sequence = GREATEST(acked_sequence, $2) WHERE name = $1 "
+               "RETURNING acked_sequence")
+        async with self._conn("advance_consumer") as conn:
+            value = await conn.fetchval(sql, name, sequence)
+        return None if value is None else int(value)
+
+    async def consumers(self) -> dict[str, tuple[dict[str, Any], int]]:
+        async with self._conn("consumers") as conn:
+            rows = await conn.fetch("SELECT name, doc, acked_sequence FROM event_consumers ORDER BY name")
+        return {str(r["name"]): (orjson.loads(r["doc"]), int(r["acked_sequence"])) for r in rows}
+
+    async def delete_consumer(self, name: str) -> bool:
+        async with self._conn("delete_consumer") as conn:
+            status = await conn.execute("DELETE FROM event_consumers WHERE name = $1", name)
+        return bool(status.endswith(" 1"))
 
 
 async def _pages(conn: asyncpg.Connection, sql: str) -> AsyncIterator[list[asyncpg.Record]]:

@@ -58,6 +58,11 @@ SCHEMA = [
 # Numbered schema migrations, 1..N; never edit or drop one that was released, append a new one.
 MIGRATIONS = (
     Migration(1, "meta, the append-only journal, the derived tables and their indexes", tuple(SCHEMA)),
+    Migration(2, "signed checkpoints of the chain head and event consumers' cursors", (
+        "CREATE TABLE IF NOT EXISTS checkpoints (sequence INTEGER PRIMARY KEY, doc TEXT NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS event_consumers (name TEXT PRIMARY KEY, acked_sequence INTEGER NOT NULL, "
+        "doc TEXT NOT NULL) WITHOUT ROWID",
+    )),
 )
 MIGRATE_COMMAND = "croupier ledger migrate --config <ledger.toml>"
 HEAD_SQL = "(SELECT value FROM meta WHERE key = 'head_sequence')"
@@ -114,6 +119,11 @@ def _commit_sync(db: sqlite3.Connection, journal: Sequence[JournalRow], rows: Ro
             db.executemany(_UPSERT[table], [(*key, orjson.dumps(doc).decode()) for key, doc in items])
         db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
                        [("head_sequence", head.sequence), ("head_hash", head.hash), ("epoch", head.epoch)])
+
+
+def _execute_count(db: sqlite3.Connection, sql: str, params: Sequence[Any]) -> int:
+    """One autocommitted statement; the number of rows it changed."""
+    return int(db.execute(sql, params).rowcount)
 
 
 def _head_sync(db: sqlite3.Connection) -> Head:
@@ -336,3 +346,50 @@ class SqliteStore(Store):
             meta = await target.execute_fetchall(
                 "SELECT key, value FROM meta WHERE key IN ('head_sequence', 'head_hash', 'epoch')")
         return _head_of_meta({str(key): value for key, value in meta})
+
+    # Checkpoints and event consumers (see Store): small side tables, on the writer connection.
+
+    async def _write(self, what: str, sql: str, params: Sequence[Any]) -> int:
+        try:
+            return await self._w.run(_execute_count, sql, params)
+        except sqlite3.Error as e:
+            raise StorageError(f"{what} failed: {e}") from e
+
+    async def add_checkpoint(self, checkpoint: dict[str, Any]) -> bool:
+        sql = "INSERT INTO checkpoints (sequence, doc) VALUES (?, ?) ON CONFLICT (sequence) DO NOTHING"
+        text = orjson.dumps(checkpoint).decode()
+        return await self._write("add_checkpoint", sql, (checkpoint["sequence"], text)) == 1
+
+    async def checkpoints(self, after_sequence: int, limit: int) -> list[dict[str, Any]]:
+        sql = "SELECT doc FROM checkpoints WHERE sequence > ? ORDER BY sequence LIMIT ?"
+        return [orjson.loads(row[0]) for row in await self._read(sql, [after_sequence, limit])]
+
+    async def latest_checkpoint(self) -> dict[str, Any] | None:
+        rows = await self._read("SELECT doc FROM checkpoints ORDER BY sequence DESC LIMIT 1")
+        return orjson.loads(rows[0][0]) if rows else None
+
+    async def put_consumer(self, name: str, doc: dict[str, Any], *, cursor: int | None) -> tuple[dict[str, Any], int]:
+        text = orjson.dumps(doc).decode()
+        if cursor is None:
+            sql = ("INSERT INTO event_consumers (name, acked_sequence, doc) VALUES (?, 0, ?) "
+                   "ON CONFLICT (name) DO UPDATE SET doc = excluded.doc")
+            await self._write("put_consumer", sql, (name, text))
+        else:
+            sql = ("INSERT INTO event_consumers (name, acked_sequence, doc) VALUES (?, ?, ?) "
+                   "ON CONFLICT (name) DO UPDATE SET doc = excluded.doc, acked_sequence = excluded.acked_sequence")
+            await self._write("put_consumer", sql, (name, cursor, text))
+        [(stored, kept)] = await self._read("SELECT doc, acked_sequence FROM event_consumers WHERE name = ?", [name])
+        return orjson.loads(stored), int(kept)
+
+    async def advance_consumer(self, name: str, sequence: int) -> int | None:
+        sql = "UPDATE event_consumers SET acked_sequence = max(acked_sequence, ?) WHERE name = ?"
+        await self._write("advance_consumer", sql, (sequence, name))
+        rows = await self._read("SELECT acked_sequence FROM event_consumers WHERE name = ?", [name])
+        return int(rows[0][0]) if rows else None
+
+    async def consumers(self) -> dict[str, tuple[dict[str, Any], int]]:
+        rows = await self._read("SELECT name, doc, acked_sequence FROM event_consumers ORDER BY name")
+        return {str(name): (orjson.loads(doc), int(cursor)) for name, doc, cursor in rows}
+
+    async def delete_consumer(self, name: str) -> bool:
+        return await self._write("delete_consumer", "DELETE FROM event_consumers WHERE name = ?", (name,)) == 1

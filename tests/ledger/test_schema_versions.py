@@ -29,7 +29,11 @@ from tests.support.ledger import Api
 HEAD = Head(2, "ab" * 32, 3)
 ROWS = [JournalRow(1, "tx1", '{"sequence":1}'), JournalRow(2, "tx2", '{"sequence":2}')]
 PLAYERS = {"players": [(("p1",), {"currencies": ["EUR"]})]}
-# A test-only second migration: proves the runner moves a version-1 store forward.
+# The runner is exercised with migration 1 as released plus a test-only second step (the code's
+# own later migrations are checked by LATEST below and by the store tests).
+SQLITE_V1 = sqlite_module.MIGRATIONS[:1]
+PG_V1 = pg_module.MIGRATIONS[:1]
+LATEST = len(sqlite_module.MIGRATIONS)
 V2 = Migration(2, "test only: a table that version 1 lacks", ("CREATE TABLE added_in_v2 (x integer)",))
 BROKEN_V2 = Migration(2, "test only: fails half-way", ("CREATE TABLE half_done (x integer)", "NOT SQL AT ALL"))
 
@@ -101,13 +105,13 @@ class TestSqlite:
         store = SqliteStore(tmp_path / "ledger.db", allow_migration=False)
         await store.open()
         await store.close()
-        assert user_version(tmp_path / "ledger.db") == len(sqlite_module.MIGRATIONS) == 1
+        assert user_version(tmp_path / "ledger.db") == len(sqlite_module.MIGRATIONS) == LATEST
         assert store.schema_plan is not None and store.schema_plan.stored == 0
 
     async def test_an_unversioned_v1_store_is_adopted_in_place(self, tmp_path: Path) -> None:
         path = tmp_path / "ledger.db"
         sqlite_v1_fixture(path)
-        store = SqliteStore(path)
+        store = SqliteStore(path, migrations=SQLITE_V1)
         await store.open()
         try:
             await assert_v1_data_intact(store)
@@ -119,11 +123,11 @@ class TestSqlite:
     async def test_behind_without_permission_is_refused_and_unchanged(self, tmp_path: Path) -> None:
         path = tmp_path / "ledger.db"
         sqlite_v1_fixture(path)
-        migrations = (*sqlite_module.MIGRATIONS, V2)
+        migrations = (*SQLITE_V1, V2)
         with pytest.raises(StorageError, match=r"version 0, behind this code's 2.*croupier ledger migrate --config"):
             await SqliteStore(path, allow_migration=False, migrations=migrations).open()
         assert user_version(path) == 0
-        store = SqliteStore(path, allow_migration=False)  # adopting version 1 needs no permission
+        store = SqliteStore(path, allow_migration=False, migrations=SQLITE_V1)  # adopting version 1 needs no permission
         await store.open()
         await store.close()
         assert user_version(path) == 1
@@ -132,7 +136,7 @@ class TestSqlite:
         path = tmp_path / "ledger.db"
         sqlite_v1_fixture(path)
         set_user_version(path, 9)
-        with pytest.raises(StorageError, match="schema version 9, newer than this code's 1"):
+        with pytest.raises(StorageError, match=f"schema version 9, newer than this code's {LATEST}"):
             await SqliteStore(path).open()
         assert user_version(path) == 9
 
@@ -140,7 +144,7 @@ class TestSqlite:
         path = tmp_path / "ledger.db"
         sqlite_v1_fixture(path)
         set_user_version(path, 1)
-        migrations = (*sqlite_module.MIGRATIONS, V2)
+        migrations = (*SQLITE_V1, V2)
         with pytest.raises(StorageError, match="version 1, behind this code's 2"):
             await SqliteStore(path, allow_migration=False, migrations=migrations).open()
         store = SqliteStore(path, migrations=migrations)
@@ -174,21 +178,22 @@ class TestSqlite:
         from tests.support.clock import FakeClock
         from tests.support.ledger import ledger_config
 
-        store = SqliteStore(tmp_path / "data" / "ledger.db", migrations=(*sqlite_module.MIGRATIONS, V2))
+        store = SqliteStore(tmp_path / "data" / "ledger.db",
+                            migrations=(*sqlite_module.MIGRATIONS, Migration(LATEST + 1, V2.summary, V2.statements)))
         config = ledger_config(tmp_path / "data", backup_dir=tmp_path / "backups")
         api = Api(await aiohttp_client(create_app(config, clock=FakeClock(), store=store)))
         await api.player()
         status, backup = await api.post("admin_write", "/admin/v1/backups", {})
         assert status == 201, backup
         manifest = orjson.loads((Path(backup["path"]) / "manifest.json").read_bytes())
-        assert (manifest["schema_version"], manifest["journal_entry_format"]) == (2, ENTRY_FORMAT)
+        assert (manifest["schema_version"], manifest["journal_entry_format"]) == (LATEST + 1, ENTRY_FORMAT)
 
     async def test_a_failing_migration_changes_nothing(self, tmp_path: Path) -> None:
         path = tmp_path / "ledger.db"
         sqlite_v1_fixture(path)
         set_user_version(path, 1)
         with pytest.raises(StorageError, match="cannot open"):
-            await SqliteStore(path, migrations=(*sqlite_module.MIGRATIONS, BROKEN_V2)).open()
+            await SqliteStore(path, migrations=(*SQLITE_V1, BROKEN_V2)).open()
         assert user_version(path) == 1
         db = sqlite3.connect(path)
         try:
@@ -230,16 +235,17 @@ class TestPostgres:
             assert await store.head() == Head()
         finally:
             await store.close()
-        assert await pg_version(pg_server, schema) == len(pg_module.MIGRATIONS) == 1
+        assert await pg_version(pg_server, schema) == len(pg_module.MIGRATIONS) == LATEST
 
     async def test_v1_is_adopted_then_migrates_to_v2_and_newer_is_refused(self, pg_server: PgServer) -> None:
         schema = fresh_schema()
         await pg_v1_fixture(pg_server, schema)
         with pytest.raises(StorageError, match="version 0, behind this code's 2"):
             await PostgresStore(pg_server.dsn, TEST_LIMITS, schema=schema, allow_migration=False,
-                                migrations=(*pg_module.MIGRATIONS, V2)).open()
+                                migrations=(*PG_V1, V2)).open()
         assert await pg_version(pg_server, schema) is None
-        store = PostgresStore(pg_server.dsn, TEST_LIMITS, schema=schema, allow_migration=False)  # adopted
+        store = PostgresStore(pg_server.dsn, TEST_LIMITS, schema=schema, allow_migration=False,
+                              migrations=PG_V1)  # adopted
         await store.open()
         try:
             await assert_v1_data_intact(store)
@@ -249,9 +255,9 @@ class TestPostgres:
 
         with pytest.raises(StorageError, match="cannot open"):
             await PostgresStore(pg_server.dsn, TEST_LIMITS, schema=schema,
-                                migrations=(*pg_module.MIGRATIONS, BROKEN_V2)).open()
+                                migrations=(*PG_V1, BROKEN_V2)).open()
         assert await pg_version(pg_server, schema) == 1
-        store = PostgresStore(pg_server.dsn, TEST_LIMITS, schema=schema, migrations=(*pg_module.MIGRATIONS, V2))
+        store = PostgresStore(pg_server.dsn, TEST_LIMITS, schema=schema, migrations=(*PG_V1, V2))
         await store.open()
         try:
             await assert_v1_data_intact(store)
@@ -259,7 +265,7 @@ class TestPostgres:
             await store.close()
         assert await pg_version(pg_server, schema) == 2
         with pytest.raises(StorageError, match="schema version 2, newer than this code's 1"):
-            await PostgresStore(pg_server.dsn, TEST_LIMITS, schema=schema).open()
+            await PostgresStore(pg_server.dsn, TEST_LIMITS, schema=schema, migrations=PG_V1).open()
 
     async def test_a_backup_to_sqlite_carries_the_sqlite_schema_version(self, pg_server: PgServer,
                                                                         tmp_path: Path) -> None:
@@ -292,12 +298,13 @@ class TestCommands:
         done = croupier("ledger", "migrate", "--config", str(config), cwd=tmp_path)
         assert done.returncode == 0, done.stderr
         report = orjson.loads(done.stdout)  # stdout is the report alone; the log line goes to the log
-        assert (report["from_version"], report["to_version"], report["backend"]) == (0, 1, "sqlite")
+        assert (report["from_version"], report["to_version"], report["backend"]) == (0, LATEST, "sqlite")
         assert '"schema_migrated"' in done.stderr
-        assert user_version(tmp_path / "data" / "ledger.db") == 1
+        assert user_version(tmp_path / "data" / "ledger.db") == LATEST
         again = croupier("ledger", "migrate", "--config", str(config), cwd=tmp_path)
         assert again.returncode == 0
-        assert orjson.loads(again.stdout) == {"backend": "sqlite", "from_version": 1, "to_version": 1, "migrations": []}
+        assert orjson.loads(again.stdout) == {"backend": "sqlite", "from_version": LATEST, "to_version": LATEST,
+                                              "migrations": []}
 
     def test_serve_refuses_a_newer_store_with_a_message_not_a_traceback(self, tmp_path: Path) -> None:
         config = write_config(tmp_path, migrate_on_start=True)
@@ -306,19 +313,20 @@ class TestCommands:
         set_user_version(tmp_path / "data" / "ledger.db", 9)
         done = croupier("ledger", "serve", "--config", str(config), "--port", "1", cwd=tmp_path)
         assert done.returncode == 1
-        assert "schema version 9, newer than this code's 1" in done.stderr and "Traceback" not in done.stderr
+        assert f"schema version 9, newer than this code's {LATEST}" in done.stderr and "Traceback" not in done.stderr
         assert user_version(tmp_path / "data" / "ledger.db") == 9
 
-    def test_verify_reads_an_unversioned_backup_and_refuses_a_newer_one(self, tmp_path: Path) -> None:
+    def test_verify_never_migrates_an_older_backup_and_refuses_a_newer_one(self, tmp_path: Path) -> None:
         path = tmp_path / "backup.db"
-        sqlite_v1_fixture(path)
+        sqlite_v1_fixture(path)  # written before versions (and before migration 2): left as it is
         done = croupier("ledger", "verify", str(path), cwd=tmp_path)
-        assert done.returncode == 1 and orjson.loads(done.stdout)["entries_checked"] == 0  # the rows are fake
-        assert "Traceback" not in done.stderr and user_version(path) == 1  # adopted
+        assert done.returncode == 2 and "Traceback" not in done.stderr
+        assert f"behind this code's {LATEST}" in done.stderr and "croupier ledger migrate" in done.stderr
+        assert user_version(path) == 0
         set_user_version(path, 9)
         refused = croupier("ledger", "verify", str(path), cwd=tmp_path)
         assert refused.returncode == 2 and "Traceback" not in refused.stderr
-        assert "schema version 9, newer than this code's 1" in refused.stderr and user_version(path) == 9
+        assert f"schema version 9, newer than this code's {LATEST}" in refused.stderr and user_version(path) == 9
 
 
 async def test_the_running_ledger_exports_its_store_schema_version(api: Api) -> None:

@@ -136,3 +136,30 @@ class TestCommitExtendsTheHead:
         assert await store.head() == head
         assert [s for s, _ in await store.journal(0, 10)] == [1, 2]
         assert await store.get("players", ("p1",)) == ({"n": 1}, 2)
+
+
+class TestSideTables:
+    """Checkpoints and event consumers: the same contract on every backend."""
+
+    async def test_checkpoints_are_stored_once_per_sequence_and_paged_in_order(self, store: Store) -> None:
+        assert await store.latest_checkpoint() is None
+        for sequence in (3, 1, 2):
+            assert await store.add_checkpoint({"sequence": sequence, "hash": f"{sequence:064x}", "signature": "s"})
+        assert not await store.add_checkpoint({"sequence": 2, "hash": "other", "signature": "t"})
+        assert [c["sequence"] for c in await store.checkpoints(0, 10)] == [1, 2, 3]
+        assert [c["sequence"] for c in await store.checkpoints(1, 1)] == [2]
+        assert (await store.checkpoints(1, 1))[0]["hash"] == f"{2:064x}"  # the first one stays
+        assert (await store.latest_checkpoint() or {}).get("sequence") == 3
+
+    async def test_consumer_cursors_only_move_forward_unless_reset(self, store: Store) -> None:
+        assert await store.advance_consumer("nobody", 5) is None
+        assert await store.put_consumer("bi", {"description": "warehouse"}, cursor=None) == (
+            {"description": "warehouse"}, 0)
+        assert await store.advance_consumer("bi", 7) == 7
+        assert await store.advance_consumer("bi", 4) == 7  # a late, older ack does not move it back
+        assert await store.put_consumer("bi", {"description": "dw"}, cursor=None) == ({"description": "dw"}, 7)
+        assert await store.put_consumer("aml", {}, cursor=3) == ({}, 3)
+        assert await store.consumers() == {"aml": ({}, 3), "bi": ({"description": "dw"}, 7)}
+        assert await store.put_consumer("bi", {}, cursor=2) == ({}, 2)  # an explicit reset by an operator
+        assert await store.delete_consumer("bi") and not await store.delete_consumer("bi")
+        assert list(await store.consumers()) == ["aml"]

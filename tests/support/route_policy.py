@@ -91,6 +91,15 @@ LEDGER_POLICY: dict[tuple[str, str], str | frozenset[str]] = {
     **{("GET", p): _roles("admin_read") for p in ADMIN_READS},
     **{("POST", p): _roles("admin_write") for p in ADMIN_WRITES},
     ("POST", "/admin/v1/audit/verify"): _roles("admin_read", "admin_write"),
+    ("GET", "/admin/v1/audit/checkpoints"): _roles("admin_read", "admin_write"),
+    ("GET", "/admin/v1/audit/checkpoints/export"): _roles("admin_read", "admin_write"),
+    ("POST", "/admin/v1/audit/checkpoints"): _roles("admin_write"),
+    ("GET", "/v1/events"): _roles("events", "admin_read"),
+    ("PUT", "/v1/consumers/{name}/cursor"): _roles("events"),
+    ("PUT", "/admin/v1/consumers/{name}"): _roles("admin_write"),
+    ("GET", "/admin/v1/consumers"): _roles("admin_read", "admin_write"),
+    ("DELETE", "/admin/v1/consumers/{name}"): _roles("admin_write"),
+    ("POST", "/admin/v1/consumers/{name}/dead-letters/{letter_id}/replay"): _roles("admin_write"),
     **EVERY_PROCESS,
 }
 EDGE_POLICY: dict[tuple[str, str], str | frozenset[str]] = {
@@ -109,7 +118,7 @@ EDGE_POLICY: dict[tuple[str, str], str | frozenset[str]] = {
 # player that no other security test uses.
 MATRIX_PLAYER = "p008"
 PATH_VALUES = {"player_id": MATRIX_PLAYER, "jackpot_id": "mega", "round_id": "matrix-r", "id": "seed-dep-p001",
-               "game_id": "slots-1"}
+               "game_id": "slots-1", "name": "matrix-consumer", "letter_id": "1-1"}
 
 
 def concrete_path(path: str) -> str:
@@ -119,7 +128,9 @@ def concrete_path(path: str) -> str:
     return path
 
 
-BODILESS_POSTS = frozenset({"/admin/v1/audit/verify", "/admin/v1/backups", "/admin/v1/promote"})
+BODILESS_POSTS = frozenset({"/admin/v1/audit/verify", "/admin/v1/backups", "/admin/v1/promote",
+                            "/admin/v1/audit/checkpoints",
+                            "/admin/v1/consumers/{name}/dead-letters/{letter_id}/replay"})
 
 
 def example_body(method: str, path: str, tag: str) -> dict[str, Any] | None:
@@ -149,5 +160,7 @@ def example_body(method: str, path: str, tag: str) -> dict[str, Any] | None:
                               "amount_minor": 1, "wagering_requirement_minor": 1,
                               "expires_at": "2099-01-01T00:00:00Z"},
         "/v1/players/{player_id}/session/{game_id}": {"state": {"level": 1}},
+        "/v1/consumers/{name}/cursor": {"sequence": 0},
+        "/admin/v1/consumers/{name}": {"description": "security matrix"},
     }
     return bodies.get(path, {}) if path not in BODILESS_POSTS else None

@@ -1,0 +1,88 @@
+"""The event stream for downstream systems: journal entries read as events, up to what is acknowledged.
+
+An event is one journal entry as a downstream system reads it: its `sequence` (the dedup key:
+delivery is at least once, so a consumer drops a sequence it has seen), `hash`, `epoch`, `type`,
+`time` (the entry's `committed_at`), the ids (`id`, `client_id`, `via`, `principal`), `outcome`,
+the `request` and `result` of the transaction and its `postings`. By default only committed
+transactions are events; `include_rejected` adds the journaled refusals.
+
+Only **acknowledged** entries are served: with a synchronous standby, an entry committed but not
+yet confirmed may be dropped by a failover, and a downstream system must never have seen money
+that the ledger then does not hold. A long poll waits for the next acknowledged entry, woken by
+the writer's commit watermark (`LedgerService.commits`, the one the standby's journal long poll
+uses) or by the standbys' acknowledgements (`LedgerService.acks.best`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from core_ledger.service import LedgerService
+
+EVENT_FIELDS = ("id", "client_id", "via", "principal", "outcome")
+
+
+def event_of(entry: dict[str, Any]) -> dict[str, Any]:
+    tx = entry["transaction"]
+    event = {"sequence": entry["sequence"], "hash": entry["hash"], "epoch": entry["epoch"], "type": tx["type"],
+             "time": tx["committed_at"], **{f: tx.get(f) for f in EVENT_FIELDS},
+             "request": tx.get("request", {}), "result": tx.get("result", {}), "postings": entry["postings"]}
+    if tx.get("outcome") == "rejected":
+        event["code"] = tx.get("code")
+    return event
+
+
+def ndjson(events: list[dict[str, Any]]) -> bytes:
+    return b"".join(orjson.dumps(e) + b"\n" for e in events)
+
+
+def sse(events: list[dict[str, Any]]) -> bytes:
+    """Server-Sent Events frames: `id` is the sequence (a reconnecting EventSource sends it back as
+    `Last-Event-ID`), `event` the transaction type, `data` the event's JSON."""
+    return b"".join(b"id: %d\nevent: %s\ndata: %s\n\n" % (e["sequence"], e["type"].encode(), orjson.dumps(e))
+                    for e in events)
+
+
+@dataclass(frozen=True)
+class EventPage:
+    events: list[dict[str, Any]]
+    next_after: int  # the sequence to continue after (the last entry read, served or filtered out)
+    acknowledged: int  # the acknowledged head the page was read under
+
+
+async def wait_acknowledged(service: LedgerService, after: int, timeout_s: float) -> bool:
+    """True once an entry after `after` is acknowledged; False when `timeout_s` passed first."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while service.acknowledged_sequence <= after:
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            return False
+        if service.head.sequence <= after:
+            await service.commits.reach(after + 1, remaining)
+        else:  # committed, waiting for a standby's confirmation
+            await service.acks.best.reach(after + 1, remaining)
+    return True
+
+
+async def read_events(service: LedgerService, after: int, limit: int, *, wait_s: float,
+                      include_rejected: bool) -> EventPage:
+    """Up to `limit` entries after `after`, never past the acknowledged head; with `wait_s`, wait
+    that long at most for one to be acknowledged when there is none yet."""
+    if wait_s > 0:
+        await wait_acknowledged(service, after, wait_s)
+    acknowledged = service.acknowledged_sequence
+    count = min(limit, acknowledged - after)
+    if count <= 0:
+        return EventPage([], after, acknowledged)
+    rows = await service.store.journal(after, count)
+    events = []
+    for _, text in rows:
+        entry = orjson.loads(text)
+        if include_rejected or entry["transaction"].get("outcome") == "committed":
+            events.append(event_of(entry))
+    return EventPage(events, rows[-1][0] if rows else after, acknowledged)

@@ -1,0 +1,166 @@
+"""Webhook delivery of the event stream to a local receiver on 127.0.0.1: signed bodies, retries
+with backoff after failures, every event accepted once per sequence, dead letters and their replay."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from core_ledger.http import create_app
+from core_ledger.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, backoff_s, signature
+from tests.ledger.conftest import Api, FakeClock, ledger_config
+
+SECRET = "webhook-secret-0123456789abcdef"
+WAIT_S = 15.0  # bound of every wait below
+
+
+@dataclass
+class Receiver:
+    """Answers 500 to the first `fail_first` deliveries (or to all while `failing`), checks every
+    signature and timestamp, and records the sequences of the deliveries it accepted."""
+
+    fail_first: int = 0
+    failing: bool = False
+    calls: int = 0
+    accepted: list[int] = field(default_factory=list)
+    bad_signatures: int = 0
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        stamp = request.headers[TIMESTAMP_HEADER]
+        if (not hmac.compare_digest(request.headers[SIGNATURE_HEADER], signature(SECRET, stamp, body))
+                or abs(time.time() - int(stamp)) > 300):
+            self.bad_signatures += 1
+            return web.Response(status=401)
+        self.calls += 1
+        if self.failing or self.calls <= self.fail_first:
+            return web.Response(status=500)
+        self.accepted += [e["sequence"] for e in orjson.loads(body)["events"]]
+        return web.Response(status=204)
+
+
+async def serve(receiver: Receiver) -> TestServer:
+    app = web.Application()
+    app.router.add_post("/hook", receiver.handle)
+    server = TestServer(app, host="127.0.0.1", port=0)
+    await server.start_server()
+    return server
+
+
+async def until(predicate: Any) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not await predicate():
+        assert time.monotonic() < deadline, "not reached in time"
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def hook_api(aiohttp_client: Any, tmp_path: Path) -> Api:
+    config = ledger_config(tmp_path / "data", webhook_backoff_base_s=0.05, webhook_backoff_max_s=0.2,
+                           webhook_attempts_max=3, webhook_timeout_s=2, webhook_hosts=("127.0.0.1",))
+    return Api(await aiohttp_client(create_app(config, clock=FakeClock())))
+
+
+def test_backoff_has_full_jitter_and_a_ceiling() -> None:
+    assert backoff_s(1, 1.0, 300.0, lambda: 1.0) == 1.0 and backoff_s(4, 1.0, 300.0, lambda: 1.0) == 8.0
+    assert backoff_s(30, 1.0, 300.0, lambda: 1.0) == 300.0 and backoff_s(5, 1.0, 300.0, lambda: 0.0) == 0.0
+
+
+async def test_every_event_arrives_once_per_sequence_despite_failures(hook_api: Api) -> None:
+    api, receiver = hook_api, Receiver(fail_first=2)
+    server = await serve(receiver)
+    try:
+        status, body = await api.call("admin_write", "PUT", "/admin/v1/consumers/crm", {
+            "webhook_url": str(server.make_url("/hook")), "webhook_secret": SECRET})
+        assert status == 201 and body["webhook_secret_set"] and "webhook_secret" not in body
+        await api.player("p1", deposit=10)
+        await api.player("p2", deposit=20)
+        for i in range(3):
+            await api.post("cashier", "/v1/deposits", {"id": f"more-{i}", "player_id": "p1", "currency": "EUR",
+                                                       "amount_minor": 1})
+
+        async def all_in() -> bool:
+            return sorted(receiver.accepted) == list(range(1, 8))
+
+        await until(all_in)
+        assert len(receiver.accepted) == len(set(receiver.accepted))  # once per sequence
+        assert receiver.calls >= 3 and receiver.bad_signatures == 0  # two refused, then delivered
+        _, listing = await api.get("admin_read", "/admin/v1/consumers")
+        [crm] = listing["consumers"]
+        assert crm["acked_sequence"] == 7 and crm["lag_entries"] == 0 and "webhook_secret" not in crm
+        _, metrics = await api.get("admin_read", "/metrics")
+        assert 'ledger_webhook_deliveries_total{outcome="failed"} 2.0' in metrics
+        assert 'ledger_webhook_dead_letters{consumer="crm"} 0.0' in metrics
+    finally:
+        await server.close()
+
+
+async def test_a_page_that_keeps_failing_is_dead_lettered_and_replayed(hook_api: Api) -> None:
+    api, receiver = hook_api, Receiver(failing=True)
+    server = await serve(receiver)
+    try:
+        await api.player("p1")
+        await api.call("admin_write", "PUT", "/admin/v1/consumers/aml", {
+            "webhook_url": str(server.make_url("/hook")), "webhook_secret": SECRET})
+
+        async def dead_lettered() -> bool:
+            _, listing = await api.get("admin_read", "/admin/v1/consumers")
+            return bool(listing["consumers"][0].get("dead_letters"))
+
+        await until(dead_lettered)
+        _, listing = await api.get("admin_read", "/admin/v1/consumers")
+        [aml] = listing["consumers"]
+        [letter] = aml["dead_letters"]
+        assert (letter["letter_id"], letter["attempts"], aml["acked_sequence"]) == ("1-1", 3, 1)  # the stream moved on
+        _, metrics = await api.get("admin_read", "/metrics")
+        assert 'ledger_webhook_dead_letters{consumer="aml"} 1.0' in metrics
+        status, replay = await api.post("admin_write", "/admin/v1/consumers/aml/dead-letters/1-1/replay")
+        assert status == 200 and not replay["delivered"] and "500" in replay["error"]
+        receiver.failing = False
+        status, replay = await api.post("admin_write", "/admin/v1/consumers/aml/dead-letters/1-1/replay")
+        assert status == 200 and replay == {"name": "aml", "letter_id": "1-1", "delivered": True, "events": 1}
+        assert receiver.accepted == [1]
+        _, listing = await api.get("admin_read", "/admin/v1/consumers")
+        assert listing["consumers"][0]["dead_letters"] == []
+        status, body = await api.post("admin_write", "/admin/v1/consumers/aml/dead-letters/1-1/replay")
+        assert status == 404 and body["field"] == "letter_id"
+    finally:
+        await server.close()
+
+
+async def test_bad_webhook_settings_are_refused(hook_api: Api) -> None:
+    for body, field_name in (({"webhook_url": "http://127.0.0.1:1/x"}, "webhook_secret"),
+                             ({"webhook_url": "ftp://x", "webhook_secret": SECRET}, "webhook_url"),
+                             ({"webhook_url": "http://127.0.0.1:1/x", "webhook_secret": "short"}, "webhook_secret"),
+                             ({"webhook_url": "http://example.com/x", "webhook_secret": SECRET}, "webhook_url"),
+                             ({"webhook_url": "http://localhost/x", "webhook_secret": SECRET}, "webhook_url"),
+                             ({"webhook_url": "http://[/x", "webhook_secret": SECRET}, "webhook_url")):
+        status, answer = await hook_api.call("admin_write", "PUT", "/admin/v1/consumers/c", body)
+        assert status == 400 and answer["code"] == "validation_error" and answer["field"] == field_name, body
+    _, listing = await hook_api.get("admin_read", "/admin/v1/consumers")
+    assert listing["consumers"] == []  # nothing was created
+
+
+def test_webhook_hosts_are_an_allowlist_of_bare_host_names(tmp_path: Path) -> None:
+    from shared.config import ConfigError
+
+    from core_ledger import config
+
+    path = tmp_path / "ledger.toml"
+    path.write_text('[ledger]\ndata_dir = "d"\n')
+    assert config.load(path).webhook_hosts == ()  # by default no webhook may be configured
+    path.write_text('[ledger]\ndata_dir = "d"\nwebhook_hosts = ["Hooks.Example.com", "[::1]", "10.0.0.5"]\n')
+    assert config.load(path).webhook_hosts == ("hooks.example.com", "::1", "10.0.0.5")
+    for bad in ('"http://x/"', '"a b"', '""', "1"):
+        path.write_text(f'[ledger]\ndata_dir = "d"\nwebhook_hosts = [{bad}]\n')
+        with pytest.raises(ConfigError, match="webhook_hosts"):
+            config.load(path)
