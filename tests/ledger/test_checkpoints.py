@@ -23,13 +23,14 @@ from shared.errors import Unavailable
 
 from core_ledger import checkpoints as cps
 from core_ledger import config as ledger_config_module
+from core_ledger.app import create_app
 from core_ledger.audit_http import encode_cursor
 from core_ledger.checkpoint_jobs import Checkpoints
 from core_ledger.domain.journal import chain_hash
-from core_ledger.http import create_app
 from core_ledger.metrics import LedgerMetrics
 from core_ledger.store import MemoryStore
-from tests.ledger.conftest import Api, FakeClock, ledger_config
+from tests.support.clock import FakeClock
+from tests.support.ledger import Api, ledger_config
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -16,12 +16,14 @@ import pytest
 from shared.auth import TokenEntry, hash_token
 from shared.config import ConfigError
 
+from core_ledger.app import create_app
 from core_ledger.domain.journal import seal
 from core_ledger.events import read_events
-from core_ledger.http import create_app
-from core_ledger.replication import Acks, Watermark
+from core_ledger.failover import Acks
 from core_ledger.store import Head, JournalRow, MemoryStore
-from tests.ledger.conftest import Api, FakeClock, ledger_config
+from core_ledger.watermark import Watermark
+from tests.support.clock import FakeClock
+from tests.support.ledger import Api, ledger_config
 
 EVENTS_TOKEN = "token-of-events-0123456789"
 EVENTS = {"Authorization": f"Bearer {EVENTS_TOKEN}"}

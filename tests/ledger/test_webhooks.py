@@ -15,9 +15,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from core_ledger.http import create_app
+from core_ledger.app import create_app
 from core_ledger.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, backoff_s, signature
-from tests.ledger.conftest import Api, FakeClock, ledger_config
+from tests.support.clock import FakeClock
+from tests.support.ledger import Api, ledger_config
 
 SECRET = "webhook-secret-0123456789abcdef"
 WAIT_S = 15.0  # bound of every wait below
