@@ -48,21 +48,27 @@ def up(
     players: int = typer.Option(20, help="Seeded players."),
     standby: bool = typer.Option(False, "--standby", help="Also run a synchronous standby ledger."),
     tls: bool = typer.Option(False, "--tls", help="HTTPS everywhere with a CA made for the run (needs trustme)."),
+    backend: str = typer.Option("sqlite", "--backend", help="Ledger store: sqlite (embedded) or postgres (a local "
+                                "PostgreSQL 15 started in DIR/postgres)."),
+    ha: bool = typer.Option(False, "--ha", help="With --backend postgres: etcd and a three-member Patroni cluster "
+                            "(synchronous mode) instead of one server."),
 ) -> None:
-    """Start a ledger and three edges (eu, us, apac) on embedded SQLite; run until interrupted."""
+    """Start a ledger and three edges (eu, us, apac) on embedded SQLite or PostgreSQL; run until interrupted."""
     from rich.console import Console
 
     from harness.cluster import Cluster, seed
 
+    check_backend(backend, ha)
     console = Console()
     root = dir.resolve()
 
     async def run() -> None:
-        cluster = Cluster(root, standby=standby, tls=tls)
+        cluster = Cluster(root, standby=standby, tls=tls, backend=backend, ha=ha)
         try:
             await cluster.start()
             path = cluster.write_info(await seed(cluster, players=players))
-            console.print(f"Croupier is up. Contract: [bold]{path}[/] (ledger {cluster.url('ledger')}, "
+            console.print(f"Croupier is up on {backend}{' (Patroni HA)' if ha else ''}. Contract: [bold]{path}[/] "
+                          f"(ledger {cluster.url('ledger')}, "
                           + ", ".join(f"{e} {cluster.url(e)}" for e in cluster.edge_ids) + "). Ctrl-C stops it.")
             await wait_for_signal()
         finally:
@@ -79,6 +85,8 @@ def demo(
     players: int = typer.Option(20, help="Seeded players."),
     keep_running: bool = typer.Option(False, "--keep-running", help="Leave the cluster up afterwards."),
     dir: Path | None = typer.Option(None, "--dir", help="Directory for the cluster (default: a temporary one)."),
+    backend: str = typer.Option("sqlite", "--backend", help="Ledger store: sqlite or postgres (a local PostgreSQL)."),
+    ha: bool = typer.Option(False, "--ha", help="With --backend postgres: a three-member Patroni cluster."),
 ) -> None:
     """Start a cluster, play simulated game traffic in every region, verify the invariants."""
     from rich.console import Console
@@ -86,11 +94,12 @@ def demo(
     from harness.cluster import Cluster
     from harness.demo import run_demo
 
+    check_backend(backend, ha)
     console = Console()
     root = dir.resolve() if dir else Path(tempfile.mkdtemp(prefix="croupier-demo-"))
 
     async def run() -> bool:
-        cluster = Cluster(root, proxied=True, seed=seed_value, log_level="warning")
+        cluster = Cluster(root, proxied=True, seed=seed_value, log_level="warning", backend=backend, ha=ha)
         try:
             await cluster.start()
             console.print(f"cluster up in {root}")
@@ -196,6 +205,13 @@ def token(
     out.touch(mode=0o600)
     out.write_text(secret)
     typer.echo(f'[[tokens]]\nname = "{name}"\nrole = "{role}"\nsha256 = "{hash_token(secret)}"')
+
+
+def check_backend(backend: str, ha: bool) -> None:
+    if backend not in ("sqlite", "postgres"):
+        raise typer.BadParameter("--backend is sqlite or postgres", param_hint="--backend")
+    if ha and backend != "postgres":
+        raise typer.BadParameter("--ha needs --backend postgres", param_hint="--ha")
 
 
 async def wait_for_signal() -> None:

@@ -28,6 +28,11 @@ verifies against that CA, the ledgers require client certificates (each service 
 own), and `client_ssl()` / `http_session()` give callers the CA and a client certificate.
 `cluster.json` then holds a `tls` object naming the CA and the client certificate files.
 
+With `backend="postgres"` the ledgers run on a local PostgreSQL started in `DIR/postgres/` by
+`harness.postgres` (with `ha=True`: etcd and a three-member Patroni cluster from `harness.patroni`);
+each ledger copy has a schema of its own, the DSN is in `DIR/secrets/postgres.dsn` (0600), and
+`cluster.json` says `"backend": "postgres"` with a `postgres` object that holds no password.
+
 This module imports neither `core_ledger` nor `edge`: it only speaks their CLI and HTTP.
 """
 
@@ -138,6 +143,9 @@ class Cluster:
     fault_hooks: bool = False  # the ledgers' test-only fault point (a slow standby apply)
     tls: bool = False  # HTTPS everywhere, a CA made for the run, client certificates required by the ledgers
     primary: str = "ledger"  # the ledger copy acting as primary
+    backend: str = "sqlite"  # or "postgres": a local PostgreSQL started (and stopped) with the cluster
+    ha: bool = False  # with backend="postgres": a Patroni cluster (etcd + three members) instead of one server
+    database: Any = None  # the running harness.postgres.LocalPostgres or harness.patroni.PatroniCluster
     tokens: dict[str, str] = field(default_factory=dict)
     services: dict[str, Service] = field(default_factory=dict)
     proxies: dict[tuple[str, str], FaultProxy] = field(default_factory=dict)
@@ -148,6 +156,11 @@ class Cluster:
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "secrets").mkdir(mode=0o700, exist_ok=True)
         self._make_tokens()
+        if self.backend != "sqlite":
+            from harness.postgres import start_database
+
+            self.database = await start_database(self.root, self.backend, ha=self.ha)
+            self.database.write_dsn_file(self.root / "secrets" / "postgres.dsn")
         ledgers = ["ledger", *([STANDBY] if self.standby else [])]
         scheme = "https" if self.tls else "http"
         for name in ledgers:
@@ -251,11 +264,17 @@ class Cluster:
             f'backup_dir = "{svc.name}-backups"\n'  # beside, not inside, its data_dir (a dev cluster: same disk)
             f"group_commit = {'true' if self.group_commit else 'false'}\n"
             f"synchronous_standby = {'true' if synchronous else 'false'}\n"
-            f"peers = {json.dumps(others)}\n{hooks}"
+            f"peers = {json.dumps(others)}\n{hooks}{self._backend_lines(svc.name)}"
             + "liabilities_interval_s = 1.0\n"  # a local cluster shows its liabilities a second after its first money
             + self._tls_lines(svc.name, require_client_certificates=True) +
             f'log_level = "{self.log_level}"\n\n' + self._token_rows(entries)
         )
+
+    def _backend_lines(self, name: str) -> str:
+        if self.backend == "sqlite":
+            return ""
+        schema = name.replace("-", "_")  # each ledger copy its own schema: the standby keeps a copy of its own
+        return f'backend = "postgres"\npostgres_dsn_file = "secrets/postgres.dsn"\npostgres_schema = "{schema}"\n'
 
     def _write_edge_config(self, svc: Service) -> None:
         eid = svc.name
@@ -404,6 +423,9 @@ class Cluster:
                 await self.stop_service(name)
         for proxy in self.proxies.values():
             await proxy.stop()
+        if self.database is not None:
+            database, self.database = self.database, None
+            await asyncio.to_thread(database.stop)
 
     def log_tail(self, name: str, lines: int = 30) -> str:
         path = self.services[name].log_path
@@ -450,6 +472,9 @@ class Cluster:
             "peer_tokens": {e: self.peer_token(e) for e in self.edge_ids},
             "seed": seed or {"players": [], "jackpots": [], "bonuses": []},
             **({"tls": self.tls_info()} if self.tls else {}),
+            "backend": self.backend,
+            **({"postgres": {**self.database.public_info(), "dsn_file": str(self.root / "secrets" / "postgres.dsn")}}
+               if self.database is not None else {}),
         }
 
     def tls_info(self) -> dict[str, str]:
