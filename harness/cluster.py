@@ -146,6 +146,7 @@ class Cluster:
     backend: str = "sqlite"  # or "postgres": a local PostgreSQL started (and stopped) with the cluster
     ha: bool = False  # with backend="postgres": a Patroni cluster (etcd + three members) instead of one server
     database: Any = None  # the running harness.postgres.LocalPostgres or harness.patroni.PatroniCluster
+    owns_database: bool = False  # started (and so stops) it; a test may pass in a running one instead
     tokens: dict[str, str] = field(default_factory=dict)
     services: dict[str, Service] = field(default_factory=dict)
     proxies: dict[tuple[str, str], FaultProxy] = field(default_factory=dict)
@@ -156,10 +157,12 @@ class Cluster:
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "secrets").mkdir(mode=0o700, exist_ok=True)
         self._make_tokens()
-        if self.backend != "sqlite":
+        if self.backend != "sqlite" and self.database is None:
             from harness.postgres import start_database
 
             self.database = await start_database(self.root, self.backend, ha=self.ha)
+            self.owns_database = True
+        if self.database is not None:
             self.database.write_dsn_file(self.root / "secrets" / "postgres.dsn")
         ledgers = ["ledger", *([STANDBY] if self.standby else [])]
         scheme = "https" if self.tls else "http"
@@ -423,9 +426,9 @@ class Cluster:
                 await self.stop_service(name)
         for proxy in self.proxies.values():
             await proxy.stop()
-        if self.database is not None:
-            database, self.database = self.database, None
-            await asyncio.to_thread(database.stop)
+        if self.database is not None and self.owns_database:
+            self.owns_database = False
+            await asyncio.to_thread(self.database.stop)
 
     def log_tail(self, name: str, lines: int = 30) -> str:
         path = self.services[name].log_path
