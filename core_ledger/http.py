@@ -47,6 +47,7 @@ from core_ledger.domain import Command
 from core_ledger.fencing import Fencing
 from core_ledger.liabilities import LiabilitiesSampler
 from core_ledger.metrics import LedgerMetrics
+from core_ledger.postgres_watch import PostgresWatch
 from core_ledger.reads import LedgerReads
 from core_ledger.replication import EPOCH_HEADER
 from core_ledger.routes import (
@@ -306,6 +307,7 @@ def create_app(config: LedgerConfig, *, store: Store | None = None, clock: Calla
     app[READS] = LedgerReads(store, clock=clock)
     app[AUDITOR] = Auditor(app[SERVICE], app[READS], metrics, clock)
     app[LIABILITIES] = LiabilitiesSampler(store, metrics, config.liabilities_interval_s)
+    postgres_watch = PostgresWatch.for_store(store, metrics)  # None unless the store is PostgreSQL
     app[CONFIG] = config
     app[CREDENTIALS] = credentials
     app[BACKUPS] = Backups(store, config, metrics, clock)
@@ -320,7 +322,8 @@ def create_app(config: LedgerConfig, *, store: Store | None = None, clock: Calla
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await app[SERVICE].start()
         await app[FENCING].start()  # peers first: a primary that lost a failover never takes a write
-        tasks = [t for t in (app.get(STANDBY), app[AUDITOR], app[BACKUPS], app[LIABILITIES]) if t is not None]
+        tasks = [t for t in (app.get(STANDBY), app[AUDITOR], app[BACKUPS], app[LIABILITIES], postgres_watch)
+                 if t is not None]
         for task in tasks:
             task.start()
         credentials.start()

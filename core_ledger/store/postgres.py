@@ -177,6 +177,32 @@ async def _replace_in(conn: asyncpg.Connection, tables: dict[str, dict[Key, Doc]
             await _write_rows(conn, table, tables.get(table, {}), upsert=False)
 
 
+@dataclass(frozen=True)
+class ReplicationView:
+    """PostgreSQL replication as the ledger sees it from the server it writes to (the leader)."""
+
+    server: str  # host:port of that server: another one after a leader change
+    timeline: int  # PostgreSQL's timeline: a promotion starts a new one
+    synchronous_expected: bool  # synchronous_standby_names is set (Patroni's synchronous mode)
+    synchronous_replicas: int  # replicas in sync (or quorum) state: a commit waits for one of them
+    replicas: int  # replicas streaming from this server
+    lag_bytes: int  # the largest replay lag of a replica, in WAL bytes
+    lag_seconds: float  # the largest replay lag of a replica, in seconds
+
+
+# One round trip; pg_stat_replication shows every replica to a superuser or a pg_monitor member.
+REPLICATION_VIEW_SQL = """
+SELECT host(inet_server_addr()) || ':' || inet_server_port() AS server,
+       ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int AS timeline,
+       current_setting('synchronous_standby_names') <> '' AS synchronous_expected,
+       count(r.pid) FILTER (WHERE r.sync_state IN ('sync', 'quorum')) AS synchronous_replicas,
+       count(r.pid) AS replicas,
+       coalesce(max(pg_wal_lsn_diff(pg_current_wal_lsn(), r.replay_lsn)), 0)::bigint AS lag_bytes,
+       coalesce(max(extract(epoch FROM r.replay_lag)), 0)::float8 AS lag_seconds
+FROM (SELECT 1) AS one LEFT JOIN pg_stat_replication AS r ON true
+"""
+
+
 def _pairs(found: Sequence[asyncpg.Record]) -> list[tuple[Key, Doc]]:
     return [(tuple(row[:-1]), orjson.loads(row[-1])) for row in found]
 
@@ -259,6 +285,14 @@ class PostgresStore(Store):
                 log.warning("postgres_write_retry", what=what, attempt=attempt, sqlstate=e.__cause__.sqlstate)
             await asyncio.sleep(self.limits.retry_backoff_s * attempt)
         return await self._once(what, work)
+
+    async def replication_view(self) -> ReplicationView:
+        """Replication as seen from the server this store writes to (see `ReplicationView`)."""
+        async with self._conn("replication_view") as conn:
+            row = await conn.fetchrow(REPLICATION_VIEW_SQL)
+        return ReplicationView(str(row["server"]), int(row["timeline"]), bool(row["synchronous_expected"]),
+                               int(row["synchronous_replicas"]), int(row["replicas"]), int(row["lag_bytes"]),
+                               float(row["lag_seconds"]))
 
     async def head(self) -> Head:
         async with self._conn("head") as conn:

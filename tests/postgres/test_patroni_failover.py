@@ -37,6 +37,7 @@ ACKS_AFTER = 20  # then until this many bets were acknowledged after the change
 TRAFFIC_AFTER_MAX_S = 40.0  # ... or this long at most
 RETRY_PAUSE_S = 0.1
 LEADER_WAIT_S = 40.0
+METRICS_WAIT_S = 20.0
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +108,23 @@ async def _fresh_ledger_schema(patroni: PatroniCluster) -> None:
         await conn.close()
 
 
+async def _wait_for_metrics(http: aiohttp.ClientSession, cluster: Cluster) -> None:
+    """The ledger saw the leader change and a synchronous replica again (its watch samples every 5 s)."""
+    wanted = {"ledger_postgres_leader_changes_total": 1.0, "ledger_postgres_synchronous_replicas": 1.0,
+              "ledger_postgres_synchronous_expected": 1.0}
+    seen: dict[str, float] = {}
+    deadline = time.monotonic() + METRICS_WAIT_S
+    while time.monotonic() < deadline:
+        async with http.get(cluster.url("ledger") + "/metrics", headers=cluster.headers("metrics")) as r:
+            text = await r.text()
+        seen = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
+                if line.split(" ", 1)[0] in wanted}
+        if all(seen.get(name, 0) >= least for name, least in wanted.items()):
+            return
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"the ledger's PostgreSQL metrics never showed the change: {seen}")
+
+
 async def _leader_change_under_load(patroni: PatroniCluster, root: Path, change: Any) -> tuple[Bettor, float]:
     """A ledger on `patroni`, bets from WORKERS clients, `change()` (blocking) in the middle; then
     the checks every leader change must pass. The bettor, and the time from the start of the change
@@ -142,6 +160,7 @@ async def _leader_change_under_load(patroni: PatroniCluster, root: Path, change:
                                  headers=cluster.headers("admin_read")) as r:
                 report = await r.json()
             assert report["ok"] and report["head_sequence"] == entries[-1]["sequence"], report
+            await _wait_for_metrics(http, cluster)
         return bettor, bettor.first_ack_after - started
     finally:
         await cluster.stop()
