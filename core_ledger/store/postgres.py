@@ -12,6 +12,10 @@ transaction ends. `backup` writes a SQLite ledger file (see `backup`).
 
 The schema version is the one row of `schema_version`, moved forward by `MIGRATIONS` at open
 under an advisory lock, in the transaction that creates the schema (see `shared.migrations`).
+
+`replication_view` reports replication as seen from the server the store writes to (for
+core_ledger/postgres_watch.py). A `WriterLease` (an advisory lock held by a session of its own)
+makes a store one copy of an active/passive pair: its commits first prove the lease is held.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -153,10 +158,13 @@ async def _write_rows(conn: asyncpg.Connection, table: str, items: dict[Key, Doc
         await conn.execute(sql, *_columns_of([k for k, _ in chunk], width), docs)
 
 
-async def _commit_in(conn: asyncpg.Connection, journal: Sequence[JournalRow], rows: Rows, head: Head) -> None:
+async def _commit_in(conn: asyncpg.Connection, journal: Sequence[JournalRow], rows: Rows, head: Head,
+                     lease: WriterLease | None = None) -> None:
     require([j.sequence for j in journal] == list(range(head.sequence - len(journal) + 1, head.sequence + 1)),
             "a commit's journal rows end at its head without a gap")
     async with conn.transaction(isolation="serializable"):
+        if lease is not None:
+            await lease.check_in(conn)
         # Fencing: the stored head must be where this writer believes it is.
         moved = await conn.fetchval(
             "UPDATE head SET sequence = $1, hash = $2, epoch = $3 WHERE sequence = $4 RETURNING 1",
@@ -203,6 +211,75 @@ FROM (SELECT 1) AS one LEFT JOIN pg_stat_replication AS r ON true
 """
 
 
+WRITER_LOCK_CLASS = 0x43525752  # advisory lock class of the writer lease ("CRWR"); the schema names the object
+LEASE_CHECK_SQL = ("SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND classid = $1 AND objid = $2 "
+                   "AND objsubid = 2 AND pid = $3 AND granted")
+
+
+def writer_lock_object(schema: str) -> int:
+    """The advisory lock object of a schema's writer (a positive 31-bit number, as pg_locks shows it)."""
+    return zlib.crc32(schema.encode()) & 0x7FFFFFFF
+
+
+class WriterLease:
+    """The only-writer lease of an active/passive ledger pair on one PostgreSQL: a session advisory
+    lock held on a connection of its own for the ledger's whole life. The passive copy waits in
+    `acquire`; when the active dies or loses the database, its session ends, PostgreSQL releases
+    the lock and the passive one gets it. Every commit of a store holding a lease first checks, in
+    its own transaction, that the lease's session still holds the lock (so a writer that lost it
+    commits nothing), and the head compare-and-set fences the rest."""
+
+    def __init__(self, dsn: str, schema: str, limits: PostgresLimits = PostgresLimits()) -> None:
+        self._dsn = dsn
+        self.schema = schema
+        self.limits = limits
+        self.object = writer_lock_object(schema)
+        self._conn: asyncpg.Connection | None = None
+        self.pid: int | None = None  # backend pid of the session holding the lock
+
+    def __repr__(self) -> str:
+        return f"WriterLease(schema={self.schema!r}, pid={self.pid})"
+
+    @property
+    def held(self) -> bool:
+        return self._conn is not None and not self._conn.is_closed() and self.pid is not None
+
+    async def acquire(self, *, poll_s: float = 0.5, timeout_s: float | None = None) -> bool:
+        """Wait for the lock (at most `timeout_s`, forever if None); True once held."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout_s is None else loop.time() + timeout_s
+        while True:
+            try:
+                if self._conn is None or self._conn.is_closed():
+                    self._conn = await asyncpg.connect(self._dsn, timeout=self.limits.connect_timeout_s)
+                if await self._conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", WRITER_LOCK_CLASS, self.object):
+                    self.pid = int(await self._conn.fetchval("SELECT pg_backend_pid()"))
+                    log.info("postgres_writer_lease_acquired", schema=self.schema, pid=self.pid)
+                    return True
+            except DRIVER_ERRORS as e:
+                log.warning("postgres_writer_lease_wait_failed", schema=self.schema, error=f"{type(e).__name__}: {e}")
+                await self._drop()
+            if deadline is not None and loop.time() >= deadline:
+                return False
+            await asyncio.sleep(poll_s)
+
+    async def release(self) -> None:
+        await self._drop()
+
+    async def _drop(self) -> None:
+        conn, self._conn, self.pid = self._conn, None, None
+        if conn is not None and not conn.is_closed():
+            try:
+                await asyncio.wait_for(conn.close(), self.limits.connect_timeout_s)
+            except DRIVER_ERRORS:
+                conn.terminate()
+
+    async def check_in(self, conn: asyncpg.Connection) -> None:
+        """Inside a commit's transaction: StorageError unless this lease's session holds the lock."""
+        if self.pid is None or await conn.fetchval(LEASE_CHECK_SQL, WRITER_LOCK_CLASS, self.object, self.pid) is None:
+            raise StorageError("this ledger does not hold the writer lease (another copy is the active one)")
+
+
 def _pairs(found: Sequence[asyncpg.Record]) -> list[tuple[Key, Doc]]:
     return [(tuple(row[:-1]), orjson.loads(row[-1])) for row in found]
 
@@ -221,6 +298,7 @@ class PostgresStore(Store):
         self.migrations = tuple(migrations)
         self.schema_plan: Plan | None = None  # what the last `open` found and did
         self._pool: asyncpg.Pool | None = None
+        self.lease: WriterLease | None = None  # set: every commit first proves this lease is held
 
     def __repr__(self) -> str:
         return f"PostgresStore(schema={self.schema!r})"
@@ -326,7 +404,7 @@ class PostgresStore(Store):
         return out
 
     async def commit(self, journal: Sequence[JournalRow], rows: Rows, head: Head) -> None:
-        await self._retrying("commit", lambda conn: _commit_in(conn, journal, rows, head))
+        await self._retrying("commit", lambda conn: _commit_in(conn, journal, rows, head, self.lease))
 
     async def get(self, table: str, key: Key) -> tuple[Doc | None, int]:
         where = " AND ".join(f"{c} = ${i}" for i, c in enumerate(TABLES[table], 1))
