@@ -45,3 +45,16 @@ async def test_a_cluster_runs_on_a_local_durable_postgres_and_stops_it(short_dir
     finally:
         await cluster.stop()
     assert not (data_dir / "postmaster.pid").exists()
+
+
+@pytest.mark.parametrize("args, complaint", [(["--backend", "mysql"], "sqlite or postgres"),
+                                             (["--ha"], "--ha needs --backend postgres")])
+def test_up_and_demo_refuse_a_backend_they_cannot_start(tmp_path: Path, args: list[str], complaint: str) -> None:
+    from typer.testing import CliRunner
+
+    from croupier.cli import app
+
+    for command in (["up", "--dir", str(tmp_path / "c")], ["demo", "--dir", str(tmp_path / "d")]):
+        result = CliRunner().invoke(app, [*command, *args])
+        assert result.exit_code == 2 and complaint in result.output, result.output
+        assert not (tmp_path / "c").exists() and not (tmp_path / "d").exists()  # nothing started
