@@ -34,11 +34,12 @@ POSTGRES_SCHEMA_OPTION = typer.Option("public", "--postgres-schema", help="Schem
 
 def store_at(location: str, *, postgres_schema: str = "public", migrate: bool = False) -> Store:
     """The store a command-line location names: a postgresql:// DSN, a ledger config file (.toml:
-    the backend it configures), or a SQLite ledger file. BadParameter when it names none."""
+    the backend it configures), or a SQLite ledger file. BadParameter when it names none; a
+    PostgreSQL schema without a ledger is refused when opened (StorageError), never created."""
     if location.startswith(POSTGRES_SCHEMES):
         from core_ledger.store.postgres import PostgresStore
 
-        return PostgresStore(location, schema=postgres_schema, allow_migration=migrate)
+        return PostgresStore(location, schema=postgres_schema, allow_migration=migrate, create=False)
     path = Path(location)
     if path.suffix == ".toml" and path.is_file():
         from dataclasses import replace
@@ -52,7 +53,13 @@ def store_at(location: str, *, postgres_schema: str = "public", migrate: bool = 
             cfg = ledger_config.load(path)
         except ConfigError as e:
             raise typer.BadParameter(f"{path}: " + "; ".join(e.problems)) from None
-        return store_for(replace(cfg, migrate_on_start=migrate))
+        store = store_for(replace(cfg, migrate_on_start=migrate))
+        if cfg.backend == "postgres":
+            from core_ledger.store.postgres import PostgresStore
+
+            assert isinstance(store, PostgresStore)
+            store.create = False  # an offline tool never creates a ledger where it found none
+        return store
     if not path.is_file():
         raise typer.BadParameter(f"{location} is not a ledger database, a ledger config or a postgresql:// DSN")
     return SqliteStore(path, allow_migration=migrate)

@@ -288,13 +288,15 @@ class PostgresStore(Store):
     """`dsn` holds a password: it is never logged nor put in an error message."""
 
     def __init__(self, dsn: str, limits: PostgresLimits = PostgresLimits(), *, schema: str = "public",
-                 allow_migration: bool = True, migrations: Sequence[Migration] = MIGRATIONS) -> None:
+                 allow_migration: bool = True, migrations: Sequence[Migration] = MIGRATIONS,
+                 create: bool = True) -> None:
         if not SCHEMA_NAME.fullmatch(schema):
             raise ValueError(f"schema {schema!r} is not a plain lower-case SQL name")
         self._dsn = dsn
         self.limits = limits
         self.schema = schema
         self.allow_migration = allow_migration  # see SqliteStore
+        self.create = create  # False: a schema without ledger tables is refused, never created (offline tools)
         self.migrations = tuple(migrations)
         self.schema_plan: Plan | None = None  # what the last `open` found and did
         self._pool: asyncpg.Pool | None = None
@@ -311,6 +313,9 @@ class PostgresStore(Store):
                 command_timeout=lim.command_timeout_s, server_settings={"search_path": self.schema})
             async with self._pool.acquire(timeout=lim.acquire_timeout_s) as conn, conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", SCHEMA_LOCK)
+                if not self.create and not await conn.fetchval(
+                        "SELECT 1 FROM pg_tables WHERE schemaname = $1 AND tablename = 'journal'", self.schema):
+                    raise StorageError(f"no ledger in the PostgreSQL schema {self.schema!r} (nothing was created)")
                 if not await conn.fetchval("SELECT 1 FROM pg_namespace WHERE nspname = $1", self.schema):
                     await conn.execute(f'CREATE SCHEMA "{self.schema}"')
                 self.schema_plan = await _migrate_in(conn, self.schema, self.migrations,
@@ -318,6 +323,9 @@ class PostgresStore(Store):
         except SchemaVersionError as e:
             await self.close()
             raise StorageError(str(e)) from e
+        except StorageError:
+            await self.close()
+            raise
         except DRIVER_ERRORS as e:
             await self.close()
             raise StorageError(f"cannot open the PostgreSQL store: {type(e).__name__}: {e}") from e

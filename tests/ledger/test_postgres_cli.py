@@ -118,6 +118,17 @@ async def test_backup_of_postgres_restores_into_a_fresh_postgres_schema_and_veri
     assert code == 1 and not again["restored"]  # restore only fills an empty ledger
 
 
-async def test_a_location_that_names_no_ledger_is_refused(tmp_path: Path) -> None:
+async def test_a_location_that_names_no_ledger_is_refused_and_nothing_is_created(
+        pg_server: PgServer, tmp_path: Path) -> None:
     code, _, err = await _cli("verify", str(tmp_path / "missing.db"))
     assert code == 2 and "postgresql:// DSN" in err
+    dsn, env = _passwordless(pg_server)
+    schema = fresh_schema()
+    for command in ("verify", "rebuild"):
+        code, _, err = await _cli(command, dsn, "--postgres-schema", schema, env=env)
+        assert code == 2 and "no ledger in the PostgreSQL schema" in err, err
+    conn = await asyncpg.connect(pg_server.dsn)
+    try:
+        assert not await conn.fetchval("SELECT 1 FROM pg_namespace WHERE nspname = $1", schema)
+    finally:
+        await conn.close()
