@@ -129,6 +129,10 @@ def chaos(
     faults: str = typer.Option("default", "--faults",
                                help="Fault kinds, comma-separated: default, all, none, a kind, or -kind to drop one "
                                     "(e.g. default,rejoin_diverged). See harness/nemesis.py."),
+    backend: str = typer.Option("sqlite", "--backend", help="Ledger store: sqlite (a synchronous ledger pair) or "
+                                "postgres (one ledger; the ledger-pair failover kinds are left out)."),
+    ha: bool = typer.Option(False, "--ha", help="With --backend postgres: Patroni, and its faults (pg_kill_leader, "
+                            "pg_switchover) join the nemesis."),
 ) -> None:
     """Jepsen-style bank test: load, seeded faults, then a check of the history against the journal.
 
@@ -139,7 +143,7 @@ def chaos(
 
     from harness.chaos import ChaosReport, run_chaos
     from harness.cluster import Cluster, seed
-    from harness.nemesis import HELD_BACK, parse_faults
+    from harness.nemesis import FAILOVER_FAULTS, HELD_BACK, POSTGRES_HA_FAULTS, parse_faults
     from harness.verify import Check
 
     logs.configure("info")  # faults and lies as JSON lines on stderr; the verdict on stdout
@@ -147,6 +151,14 @@ def chaos(
         kinds = parse_faults(faults)
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--faults") from None
+    check_backend(backend, ha)
+    pair = backend == "sqlite"  # the ledger standby pair (and its failover kinds) runs on SQLite
+    if not pair:
+        kinds = tuple(k for k in kinds if k not in FAILOVER_FAULTS)
+    if ha:
+        kinds += tuple(k for k in POSTGRES_HA_FAULTS if k not in kinds)
+    else:  # no Patroni to fault (even with --faults all)
+        kinds = tuple(k for k in kinds if k not in POSTGRES_HA_FAULTS)
     from rich.console import Console
 
     console = Console(soft_wrap=True)  # one line per check: easy to grep
@@ -161,8 +173,8 @@ def chaos(
                       highlight=False)
 
     async def run() -> ChaosReport:
-        cluster = Cluster(root, proxied=True, seed=seed_value, log_level="warning", standby=True,
-                          synchronous_pair=True, fault_hooks=True)
+        cluster = Cluster(root, proxied=True, seed=seed_value, log_level="warning", standby=pair,
+                          synchronous_pair=pair, fault_hooks=True, backend=backend, ha=ha)
         try:
             await cluster.start()
             seeded = await seed(cluster, players=8, deposit_minor=2_000)
