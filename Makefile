@@ -18,9 +18,11 @@ tools:
 	@command -v systemd-analyze >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd >/dev/null)
 	@command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null)
 	@test -x /usr/lib/postgresql/15/bin/postgres || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 >/dev/null)
+	@command -v patroni >/dev/null && command -v patronictl >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq patroni >/dev/null)
+	@command -v etcd >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null)
 
-demo: $(STAMP)
-	$(VENV)/bin/croupier demo
+demo: $(STAMP) $(if $(filter postgres,$(BACKEND)),tools)
+	$(VENV)/bin/croupier demo $(if $(BACKEND),--backend $(BACKEND))
 
 test: $(STAMP) tools
 	$(PY) -m pytest -q --durations=15

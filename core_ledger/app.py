@@ -46,6 +46,7 @@ from core_ledger.fencing import Fencing
 from core_ledger.http import ROUTES
 from core_ledger.liabilities import LiabilitiesSampler
 from core_ledger.metrics import LedgerMetrics
+from core_ledger.postgres_watch import PostgresWatch
 from core_ledger.reads import LedgerReads
 from core_ledger.service import LedgerService
 from core_ledger.standby_tailer import StandbyMetrics, StandbySettings, StandbyTailer
@@ -100,6 +101,7 @@ def create_app(config: LedgerConfig, *, store: Store | None = None, clock: Calla
     app[READS] = LedgerReads(store, clock=clock)
     app[AUDITOR] = Auditor(app[SERVICE], app[READS], metrics, clock)
     app[LIABILITIES] = LiabilitiesSampler(store, metrics, config.liabilities_interval_s)
+    postgres_watch = PostgresWatch.for_store(store, metrics)  # None unless the store is PostgreSQL
     app[CONFIG] = config
     app[CREDENTIALS] = credentials
     app[BACKUPS] = Backups(store, config, metrics, clock)
@@ -118,7 +120,8 @@ def create_app(config: LedgerConfig, *, store: Store | None = None, clock: Calla
         await app[SERVICE].start()
         await app[FENCING].start()  # peers first: a primary that lost a failover never takes a write
         tasks = [t for t in (app.get(STANDBY), app[AUDITOR], app[BACKUPS], app[LIABILITIES],
-                             app[audit_http.CHECKPOINTS], app[events_http.CONSUMERS], app[events_http.WEBHOOKS])
+                             app[audit_http.CHECKPOINTS], app[events_http.CONSUMERS], app[events_http.WEBHOOKS],
+                             postgres_watch)
                  if t is not None]
         for task in tasks:
             task.start()

@@ -13,7 +13,7 @@ import orjson
 import structlog
 import typer
 
-from core_ledger.store import SqliteStore, StorageError
+from core_ledger.store import SqliteStore, StorageError, Store
 
 GC_THRESHOLDS = (50_000, 20, 100)
 
@@ -25,24 +25,62 @@ def _print(value: Any) -> None:
 CANNOT_OPEN_EXIT = 2  # an offline command could not open a file (missing, or a schema it may not read)
 
 
-def _offline(paths: list[Path], work: Callable[..., Awaitable[dict[str, Any]]], *,
-             migrate: bool = False) -> dict[str, Any]:
-    """Open each ledger file, run `work(*stores)`, close them all. Without `migrate` a file of an
-    older schema version is refused, never migrated (a backup verified by a newer release must
-    stay restorable by the release that wrote it); a file without a version is only adopted."""
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+LOCATION_HELP = ("A SQLite ledger.db, the ledger's TOML config (its backend, SQLite or PostgreSQL), or a "
+                 "postgresql:// DSN (keep the password out of it: PGPASSWORD or ~/.pgpass; see --postgres-schema)")
+POSTGRES_SCHEMA_OPTION = typer.Option("public", "--postgres-schema", help="Schema of the ledger tables in a "
+                                      "postgresql:// DSN given as a location (a config names its own).")
+
+
+def store_at(location: str, *, postgres_schema: str = "public", migrate: bool = False) -> Store:
+    """The store a command-line location names: a postgresql:// DSN, a ledger config file (.toml:
+    the backend it configures), or a SQLite ledger file. BadParameter when it names none; a
+    PostgreSQL schema without a ledger is refused when opened (StorageError), never created."""
+    if location.startswith(POSTGRES_SCHEMES):
+        from core_ledger.store.postgres import PostgresStore
+
+        return PostgresStore(location, schema=postgres_schema, allow_migration=migrate, create=False)
+    path = Path(location)
+    if path.suffix == ".toml" and path.is_file():
+        from dataclasses import replace
+
+        from shared.config import ConfigError
+
+        from core_ledger import config as ledger_config
+        from core_ledger.app import store_for
+
+        try:
+            cfg = ledger_config.load(path)
+        except ConfigError as e:
+            raise typer.BadParameter(f"{path}: " + "; ".join(e.problems)) from None
+        store = store_for(replace(cfg, migrate_on_start=migrate))
+        if cfg.backend == "postgres":
+            from core_ledger.store.postgres import PostgresStore
+
+            assert isinstance(store, PostgresStore)
+            store.create = False  # an offline tool never creates a ledger where it found none
+        return store
+    if not path.is_file():
+        raise typer.BadParameter(f"{location} is not a ledger database, a ledger config or a postgresql:// DSN")
+    return SqliteStore(path, allow_migration=migrate)
+
+
+def _offline(locations: list[str], work: Callable[..., Awaitable[dict[str, Any]]], *,
+             migrate: bool = False, postgres_schema: str = "public") -> dict[str, Any]:
+    """Open each ledger (see `store_at`), run `work(*stores)`, close them all. Without `migrate` a
+    store of an older schema version is refused, never migrated (a backup verified by a newer
+    release must stay restorable by the release that wrote it); one without a version is only adopted."""
     from shared import logs
 
-    for path in paths:
-        if not path.is_file():
-            raise typer.BadParameter(f"{path} is not a ledger database")
+    opened = [store_at(location, postgres_schema=postgres_schema, migrate=migrate) for location in locations]
     logs.configure("info", service="ledger")  # JSON log lines (an adoption) on stderr: stdout is the report
 
     async def run() -> dict[str, Any]:
-        stores: list[SqliteStore] = []
+        stores: list[Store] = []
         try:
-            for path in paths:
-                stores.append(SqliteStore(path, allow_migration=migrate))
-                await stores[-1].open()
+            for store in opened:
+                await store.open()
+                stores.append(store)
             return await work(*stores)
         finally:
             for store in stores:
@@ -53,6 +91,19 @@ def _offline(paths: list[Path], work: Callable[..., Awaitable[dict[str, Any]]], 
     except StorageError as e:
         sys.stderr.write(f"croupier ledger: {e}\n")
         raise typer.Exit(CANNOT_OPEN_EXIT) from None
+
+
+def _shown(location: str) -> str:
+    """A location as it may be printed: a DSN without its password."""
+    if not location.startswith(POSTGRES_SCHEMES):
+        return location
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(location)
+    if "@" not in parts.netloc:
+        return location
+    user, _, hosts = parts.netloc.rpartition("@")
+    return urlunsplit(parts._replace(netloc=f"{user.split(':', 1)[0]}@{hosts}"))
 
 
 def serve(
@@ -148,7 +199,8 @@ def migrate(
     _print(report)
 
 
-def verify(path: Path = typer.Argument(..., help="Path to ledger.db"),
+def verify(path: str = typer.Argument(..., metavar="LEDGER", help=LOCATION_HELP),
+           postgres_schema: str = POSTGRES_SCHEMA_OPTION,
            checkpoints: Path | None = typer.Option(
                None, "--checkpoints", exists=True, dir_okay=False,
                help="NDJSON of signed checkpoints (GET /admin/v1/audit/checkpoints/export), kept off the ledger host"),
@@ -158,19 +210,20 @@ def verify(path: Path = typer.Argument(..., help="Path to ledger.db"),
     """Verify the journal's hash chain offline; with --checkpoints also that every checkpoint is
     signed by the key and names the hash the journal holds at its sequence (a journal rewritten
     and re-hashed by someone with database access passes the chain check, not this one). Prints
-    JSON, exit 1 when broken, 2 when a file cannot be opened (e.g. a schema version this code may
-    not read: see docs/runbooks/upgrade.md)."""
+    JSON, exit 1 when broken, 2 when the ledger cannot be opened (e.g. a schema version this code
+    may not read: see docs/runbooks/upgrade.md)."""
     from core_ledger.journal_checks import verify_store
 
     if checkpoints is None:
-        report = _offline([path], verify_store)
+        report = _offline([path], verify_store, postgres_schema=postgres_schema)
     else:
         from core_ledger.checkpoint_verify import read_checkpoints_or_exit, verify_with_checkpoints
 
         if public_key is None:
             raise typer.BadParameter("--public-key is required with --checkpoints", param_hint="--public-key")
         key, listed = read_checkpoints_or_exit(checkpoints, public_key)
-        report = _offline([path], lambda store: verify_with_checkpoints(store, listed, key))
+        report = _offline([path], lambda store: verify_with_checkpoints(store, listed, key),
+                          postgres_schema=postgres_schema)
     _print(report)
     raise typer.Exit(0 if report["ok"] else 1)
 
@@ -187,11 +240,12 @@ def keygen(out: Path = typer.Option(..., "--out", dir_okay=False,
     _print({"private_key": str(out), "public_key": str(pub), "key_id": kid})
 
 
-def rebuild(path: Path = typer.Argument(..., help="Path to ledger.db (the ledger must be stopped)")) -> None:
+def rebuild(path: str = typer.Argument(..., metavar="LEDGER", help=LOCATION_HELP + "; the ledger must be stopped"),
+            postgres_schema: str = POSTGRES_SCHEMA_OPTION) -> None:
     """Recompute every derived table from the journal (after verifying the chain)."""
     from core_ledger.journal_checks import rebuild_state, verify_store
 
-    async def work(store: SqliteStore) -> dict[str, Any]:
+    async def work(store: Store) -> dict[str, Any]:
         report = await verify_store(store)
         if not report["ok"]:
             return {**report, "rebuilt": False}
@@ -200,18 +254,22 @@ def rebuild(path: Path = typer.Argument(..., help="Path to ledger.db (the ledger
         await store.replace_derived(tables)
         return {**report, "rebuilt": True, "rows": {t: len(rows) for t, rows in tables.items()}}
 
-    report = _offline([path], work, migrate=True)  # rebuild writes the tables of this code's schema
+    # rebuild writes the tables of this code's schema
+    report = _offline([path], work, migrate=True, postgres_schema=postgres_schema)
     _print(report)
     raise typer.Exit(0 if report["rebuilt"] else 1)
 
 
-def compare(a: Path = typer.Argument(..., help="One ledger.db (stopped or a backup)"),
-            b: Path = typer.Argument(..., help="The other ledger.db")) -> None:
+def compare(a: str = typer.Argument(..., metavar="LEDGER_A", help="One ledger (stopped or a backup): "
+                                    + LOCATION_HELP),
+            b: str = typer.Argument(..., metavar="LEDGER_B", help="The other ledger, the same ways"),
+            postgres_schema: str = POSTGRES_SCHEMA_OPTION) -> None:
     """Which copy is right (highest epoch, then longest chain that verifies), and where they
     diverge. Prints JSON; exit 0 when the loser is a prefix of a winner that verifies, else 1."""
     from core_ledger.compare import compare_stores
 
-    report = _offline([a, b], lambda sa, sb: compare_stores(sa, sb, names=(str(a), str(b))))
+    names = (_shown(a), _shown(b))
+    report = _offline([a, b], lambda sa, sb: compare_stores(sa, sb, names=names), postgres_schema=postgres_schema)
     _print(report)
     sys.stderr.write(report["verdict"] + "\n")  # the JSON is for tools; this line is for the operator
     winner = report["winner"]
@@ -234,7 +292,6 @@ def backup(
     from core_ledger import config as ledger_config
     from core_ledger.app import store_for, utc_now
     from core_ledger.backup_format import BackupInvalid, write_backup
-    from core_ledger.store import Store
     from core_ledger.store.base import StorageError
 
     if (db is None) == (config is None):

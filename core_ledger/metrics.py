@@ -134,6 +134,34 @@ class LedgerMetrics:
         self.data_dir_free_bytes = Gauge(
             "ledger_data_dir_free_bytes", "Free bytes on the file system of the ledger's data_dir.",
             registry=registry)
+        # PostgreSQL replication as the ledger sees it from the server it writes to (sampled by
+        # core_ledger/postgres_watch.py; 0 and never changing on SQLite).
+        self.postgres_synchronous_expected = Gauge(
+            "ledger_postgres_synchronous_expected",
+            "1 when the PostgreSQL server the ledger writes to has synchronous_standby_names set (Patroni's "
+            "synchronous mode): a commit is acknowledged only once a synchronous replica has it.", registry=registry)
+        self.postgres_synchronous_replicas = Gauge(
+            "ledger_postgres_synchronous_replicas",
+            "Replicas in sync (or quorum) state, as the PostgreSQL server the ledger writes to reports them.",
+            registry=registry)
+        self.postgres_replicas = Gauge(
+            "ledger_postgres_replicas", "Replicas streaming from the PostgreSQL server the ledger writes to.",
+            registry=registry)
+        self.postgres_replication_lag_bytes = Gauge(
+            "ledger_postgres_replication_lag_bytes",
+            "The largest replay lag of a PostgreSQL replica behind the server the ledger writes to, in WAL bytes.",
+            registry=registry)
+        self.postgres_replication_lag_seconds = Gauge(
+            "ledger_postgres_replication_lag_seconds",
+            "The largest replay lag of a PostgreSQL replica behind the server the ledger writes to, in seconds.",
+            registry=registry)
+        self.postgres_timeline = Gauge(
+            "ledger_postgres_timeline", "PostgreSQL timeline of the server the ledger writes to (a promotion "
+            "starts a new one).", registry=registry)
+        self.postgres_leader_changes_total = Counter(
+            "ledger_postgres_leader_changes",
+            "Times the ledger found itself writing to another PostgreSQL server, or a new timeline (a failover "
+            "or switchover), since it started.", registry=registry)
         self.liabilities_minor = Gauge(
             "ledger_liabilities_minor",
             "What the operator owes, in minor units, by kind (player_balances, jackpot_pools, bonus_granted) "

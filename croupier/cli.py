@@ -48,21 +48,27 @@ def up(
     players: int = typer.Option(20, help="Seeded players."),
     standby: bool = typer.Option(False, "--standby", help="Also run a synchronous standby ledger."),
     tls: bool = typer.Option(False, "--tls", help="HTTPS everywhere with a CA made for the run (needs trustme)."),
+    backend: str = typer.Option("sqlite", "--backend", help="Ledger store: sqlite (embedded) or postgres (a local "
+                                "PostgreSQL 15 started in DIR/postgres)."),
+    ha: bool = typer.Option(False, "--ha", help="With --backend postgres: etcd and a three-member Patroni cluster "
+                            "(synchronous mode) instead of one server."),
 ) -> None:
-    """Start a ledger and three edges (eu, us, apac) on embedded SQLite; run until interrupted."""
+    """Start a ledger and three edges (eu, us, apac) on embedded SQLite or PostgreSQL; run until interrupted."""
     from rich.console import Console
 
     from harness.cluster import Cluster, seed
 
+    check_backend(backend, ha)
     console = Console()
     root = dir.resolve()
 
     async def run() -> None:
-        cluster = Cluster(root, standby=standby, tls=tls)
+        cluster = Cluster(root, standby=standby, tls=tls, backend=backend, ha=ha)
         try:
             await cluster.start()
             path = cluster.write_info(await seed(cluster, players=players))
-            console.print(f"Croupier is up. Contract: [bold]{path}[/] (ledger {cluster.url('ledger')}, "
+            console.print(f"Croupier is up on {backend}{' (Patroni HA)' if ha else ''}. Contract: [bold]{path}[/] "
+                          f"(ledger {cluster.url('ledger')}, "
                           + ", ".join(f"{e} {cluster.url(e)}" for e in cluster.edge_ids) + "). Ctrl-C stops it.")
             await wait_for_signal()
         finally:
@@ -79,6 +85,8 @@ def demo(
     players: int = typer.Option(20, help="Seeded players."),
     keep_running: bool = typer.Option(False, "--keep-running", help="Leave the cluster up afterwards."),
     dir: Path | None = typer.Option(None, "--dir", help="Directory for the cluster (default: a temporary one)."),
+    backend: str = typer.Option("sqlite", "--backend", help="Ledger store: sqlite or postgres (a local PostgreSQL)."),
+    ha: bool = typer.Option(False, "--ha", help="With --backend postgres: a three-member Patroni cluster."),
 ) -> None:
     """Start a cluster, play simulated game traffic in every region, verify the invariants."""
     from rich.console import Console
@@ -86,11 +94,12 @@ def demo(
     from harness.cluster import Cluster
     from harness.demo import run_demo
 
+    check_backend(backend, ha)
     console = Console()
     root = dir.resolve() if dir else Path(tempfile.mkdtemp(prefix="croupier-demo-"))
 
     async def run() -> bool:
-        cluster = Cluster(root, proxied=True, seed=seed_value, log_level="warning")
+        cluster = Cluster(root, proxied=True, seed=seed_value, log_level="warning", backend=backend, ha=ha)
         try:
             await cluster.start()
             console.print(f"cluster up in {root}")
@@ -120,6 +129,10 @@ def chaos(
     faults: str = typer.Option("default", "--faults",
                                help="Fault kinds, comma-separated: default, all, none, a kind, or -kind to drop one "
                                     "(e.g. default,rejoin_diverged). See harness/nemesis.py."),
+    backend: str = typer.Option("sqlite", "--backend", help="Ledger store: sqlite (a synchronous ledger pair) or "
+                                "postgres (one ledger; the ledger-pair failover kinds are left out)."),
+    ha: bool = typer.Option(False, "--ha", help="With --backend postgres: Patroni, and its faults (pg_kill_leader, "
+                            "pg_switchover) join the nemesis."),
 ) -> None:
     """Jepsen-style bank test: load, seeded faults, then a check of the history against the journal.
 
@@ -130,7 +143,7 @@ def chaos(
 
     from harness.chaos import ChaosReport, run_chaos
     from harness.cluster import Cluster, seed
-    from harness.nemesis import HELD_BACK, parse_faults
+    from harness.nemesis import FAILOVER_FAULTS, HELD_BACK, POSTGRES_HA_FAULTS, parse_faults
     from harness.verify import Check
 
     logs.configure("info")  # faults and lies as JSON lines on stderr; the verdict on stdout
@@ -138,6 +151,14 @@ def chaos(
         kinds = parse_faults(faults)
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--faults") from None
+    check_backend(backend, ha)
+    pair = backend == "sqlite"  # the ledger standby pair (and its failover kinds) runs on SQLite
+    if not pair:
+        kinds = tuple(k for k in kinds if k not in FAILOVER_FAULTS)
+    if ha:
+        kinds += tuple(k for k in POSTGRES_HA_FAULTS if k not in kinds)
+    else:  # no Patroni to fault (even with --faults all)
+        kinds = tuple(k for k in kinds if k not in POSTGRES_HA_FAULTS)
     from rich.console import Console
 
     console = Console(soft_wrap=True)  # one line per check: easy to grep
@@ -152,8 +173,8 @@ def chaos(
                       highlight=False)
 
     async def run() -> ChaosReport:
-        cluster = Cluster(root, proxied=True, seed=seed_value, log_level="warning", standby=True,
-                          synchronous_pair=True, fault_hooks=True)
+        cluster = Cluster(root, proxied=True, seed=seed_value, log_level="warning", standby=pair,
+                          synchronous_pair=pair, fault_hooks=True, backend=backend, ha=ha)
         try:
             await cluster.start()
             seeded = await seed(cluster, players=8, deposit_minor=2_000)
@@ -196,6 +217,13 @@ def token(
     out.touch(mode=0o600)
     out.write_text(secret)
     typer.echo(f'[[tokens]]\nname = "{name}"\nrole = "{role}"\nsha256 = "{hash_token(secret)}"')
+
+
+def check_backend(backend: str, ha: bool) -> None:
+    if backend not in ("sqlite", "postgres"):
+        raise typer.BadParameter("--backend is sqlite or postgres", param_hint="--backend")
+    if ha and backend != "postgres":
+        raise typer.BadParameter("--ha needs --backend postgres", param_hint="--ha")
 
 
 async def wait_for_signal() -> None:

@@ -28,6 +28,11 @@ verifies against that CA, the ledgers require client certificates (each service 
 own), and `client_ssl()` / `http_session()` give callers the CA and a client certificate.
 `cluster.json` then holds a `tls` object naming the CA and the client certificate files.
 
+With `backend="postgres"` the ledgers run on a local PostgreSQL started in `DIR/postgres/` by
+`harness.postgres` (with `ha=True`: etcd and a three-member Patroni cluster from `harness.patroni`);
+each ledger copy has a schema of its own, the DSN is in `DIR/secrets/postgres.dsn` (0600), and
+`cluster.json` says `"backend": "postgres"` with a `postgres` object that holds no password.
+
 This module holds the topology (which services, which links, which credentials, the seed data);
 writing a service's config file and running its process is `harness/launcher.py`'s job. It imports
 neither `core_ledger` nor `edge`: it only speaks their CLI and HTTP.
@@ -120,6 +125,10 @@ class Cluster:
     fault_hooks: bool = False  # the ledgers' test-only fault point (a slow standby apply)
     tls: bool = False  # HTTPS everywhere, a CA made for the run, client certificates required by the ledgers
     primary: str = "ledger"  # the ledger copy acting as primary
+    backend: str = "sqlite"  # or "postgres": a local PostgreSQL started (and stopped) with the cluster
+    ha: bool = False  # with backend="postgres": a Patroni cluster (etcd + three members) instead of one server
+    database: Any = None  # the running harness.postgres.LocalPostgres or harness.patroni.PatroniCluster
+    owns_database: bool = False  # started (and so stops) it; a test may pass in a running one instead
     tokens: dict[str, str] = field(default_factory=dict)
     services: dict[str, Service] = field(default_factory=dict)
     proxies: dict[tuple[str, str], FaultProxy] = field(default_factory=dict)
@@ -131,6 +140,7 @@ class Cluster:
         then the edges, each ready; on any failure stop what started."""
         self.lay_out()
         try:
+            await self._start_database()
             if self.proxied:
                 await self._start_proxies()
             self.write_configs()
@@ -164,6 +174,16 @@ class Cluster:
                                          self.root / f"edge-{eid}.log", scheme=scheme)
         if self.tls:
             self._make_certificates([*self.ledger_names, *self.edge_ids, "client"])
+
+    async def _start_database(self) -> None:
+        """The PostgreSQL (or Patroni cluster) of a postgres-backed cluster, unless one was given."""
+        if self.backend != "sqlite" and self.database is None:
+            from harness.postgres import start_database
+
+            self.database = await start_database(self.root, self.backend, ha=self.ha)
+            self.owns_database = True
+        if self.database is not None:
+            self.database.write_dsn_file(self.root / "secrets" / "postgres.dsn")
 
     def write_configs(self) -> None:
         """Every service's config file, with the links as they are now (through the proxies, once started)."""
@@ -232,10 +252,17 @@ class Cluster:
             "group_commit": self.group_commit, "synchronous_standby": synchronous, "peers": others,
             "fault_apply_delay_file": self._apply_delay_path(svc.name) if self.fault_hooks else None,
             "liabilities_interval_s": LIABILITIES_INTERVAL_S,
+            **self._backend_settings(svc.name),
             **self._tls_settings(svc.name, require_client_certificates=True),
             "log_level": self.log_level,
         }
         return ServiceConfig("ledger", settings, self._token_rows(entries))
+
+    def _backend_settings(self, name: str) -> dict[str, str]:
+        if self.backend == "sqlite":
+            return {}
+        schema = name.replace("-", "_")  # each ledger copy its own schema: the standby keeps a copy of its own
+        return {"backend": "postgres", "postgres_dsn_file": "secrets/postgres.dsn", "postgres_schema": schema}
 
     def edge_config(self, svc: Service) -> ServiceConfig:
         """The config of edge `svc`: every ledger copy and every other edge, through its proxy if any."""
@@ -371,6 +398,9 @@ class Cluster:
                 statuses[name] = await self.stop_service(name)
         for proxy in self.proxies.values():
             await proxy.stop()
+        if self.database is not None and self.owns_database:
+            self.owns_database = False
+            await asyncio.to_thread(self.database.stop)
         return statuses
 
     def log_tail(self, name: str, lines: int = 30) -> str:
@@ -415,6 +445,9 @@ class Cluster:
             "peer_tokens": {e: self.peer_token(e) for e in self.edge_ids},
             "seed": seed or {"players": [], "jackpots": [], "bonuses": []},
             **({"tls": self.tls_info()} if self.tls else {}),
+            "backend": self.backend,
+            **({"postgres": {**self.database.public_info(), "dsn_file": str(self.root / "secrets" / "postgres.dsn")}}
+               if self.database is not None else {}),
         }
 
     def tls_info(self) -> dict[str, str]:

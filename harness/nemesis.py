@@ -19,6 +19,10 @@ Kinds:
   `failover_slow_apply` (promotion while the standby is inside a slow apply, via the ledger's
   test-only fault point), `rejoin_diverged` (the old primary, with a tail the new one never had,
   rejoins as standby on its own data; then the new primary fails over back to it)
+- PostgreSQL with Patroni (`croupier chaos --backend postgres --ha` only, never in the default set):
+  `pg_kill_leader` (kill -9 of the PostgreSQL leader's Patroni and postmaster once a synchronous
+  replica exists; Patroni promotes it; the killed member restarts and rejoins as a replica) and
+  `pg_switchover` (a planned leader change through `patronictl switchover`)
 - lying participants: `lie_epoch_edges` / `lie_epoch_ledger` (every role's credential sends huge
   and slightly-higher `X-Ledger-Epoch` claims to the edges / to the ledgers), `byz_<lie>` for each
   lie of `harness.byzantine` (a byzantine sync peer), and `kill_edge_unpersisted` (kill -9 of an
@@ -53,11 +57,13 @@ BASE_FAULTS = ("kill_ledger", "kill_edge", "pause_ledger", "latency", "blackhole
                "partition")
 FAILOVER_FAULTS = ("kill_standby", "failover_kill", "failover_pause", "failover_slow_apply", "rejoin_diverged")
 LYING_FAULTS = ("lie_epoch_edges", "lie_epoch_ledger", *(f"byz_{lie}" for lie in LIES), "kill_edge_unpersisted")
-KINDS = (*BASE_FAULTS, *FAILOVER_FAULTS, *LYING_FAULTS)
+POSTGRES_HA_FAULTS = ("pg_kill_leader", "pg_switchover")  # need the cluster's database to be Patroni
+KINDS = (*BASE_FAULTS, *FAILOVER_FAULTS, *LYING_FAULTS, *POSTGRES_HA_FAULTS)
 # Adversarial kinds that break a guarantee on today's code, and the fix they wait for; enable one
 # with --faults default,<kind>. Remove a kind from here once its fix has landed.
 HELD_BACK: dict[str, str] = {}  # every kind is in the default set: the holes they exploited are fixed
-DEFAULT_FAULTS = tuple(k for k in KINDS if k not in HELD_BACK)
+DEFAULT_FAULTS = tuple(k for k in KINDS if k not in HELD_BACK and k not in POSTGRES_HA_FAULTS)
+PG_LEADER_WAIT_S = 40.0  # Patroni's ttl (10 s) plus a busy machine
 
 
 def parse_faults(spec: str) -> tuple[str, ...]:
@@ -133,6 +139,30 @@ class Nemesis:
         await asyncio.sleep(hold)
         c.heal()
         return None
+
+    # --- PostgreSQL with Patroni ------------------------------------------------------------
+
+    def _patroni(self) -> Any:
+        database = self.cluster.database
+        if database is None or not hasattr(database, "switchover"):
+            raise RuntimeError("this fault needs a Patroni cluster: croupier chaos --backend postgres --ha")
+        return database
+
+    async def _pg_kill_leader(self, hold: float) -> str:
+        db = self._patroni()
+        leader = await asyncio.to_thread(db.wait_for_leader)
+        await asyncio.to_thread(db.wait_for_sync_standby)  # without one, strict mode would stop writes for good
+        await asyncio.to_thread(db.kill_member, leader)
+        promoted = await asyncio.to_thread(db.wait_for_leader, other_than=leader, timeout_s=PG_LEADER_WAIT_S)
+        await asyncio.sleep(hold)
+        await asyncio.to_thread(db.restart_member, leader)  # rejoins as a replica (pg_rewind)
+        return f"{leader} killed, {promoted} promoted"
+
+    async def _pg_switchover(self, hold: float) -> str:
+        db = self._patroni()
+        new = await asyncio.to_thread(db.switchover)
+        await asyncio.sleep(hold)
+        return f"leader now {new}"
 
     # --- process faults -------------------------------------------------------------------
 

@@ -103,6 +103,15 @@ LEDGER_METRICS = (
     MetricSpec("ledger_db_bytes", "gauge", ("file",)),
     MetricSpec("ledger_data_dir_free_bytes", "gauge"),
     MetricSpec("ledger_liabilities_minor", "gauge", ("kind", "currency")),
+    # PostgreSQL replication as the ledger sees it from the server it writes to (core_ledger/postgres_watch.py;
+    # 0 on SQLite): synchronous state, replica lag, timeline, leader changes.
+    MetricSpec("ledger_postgres_synchronous_expected", "gauge"),
+    MetricSpec("ledger_postgres_synchronous_replicas", "gauge"),
+    MetricSpec("ledger_postgres_replicas", "gauge"),
+    MetricSpec("ledger_postgres_replication_lag_bytes", "gauge"),
+    MetricSpec("ledger_postgres_replication_lag_seconds", "gauge"),
+    MetricSpec("ledger_postgres_timeline", "gauge"),
+    MetricSpec("ledger_postgres_leader_changes_total", "counter"),
 )
 
 COMMON_METRICS = (

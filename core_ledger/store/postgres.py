@@ -12,6 +12,10 @@ transaction ends. `backup` writes a SQLite ledger file (see `backup`).
 
 The schema version is the one row of `schema_version`, moved forward by `MIGRATIONS` at open
 under an advisory lock, in the transaction that creates the schema (see `shared.migrations`).
+
+`replication_view` reports replication as seen from the server the store writes to (for
+core_ledger/postgres_watch.py). A `WriterLease` (an advisory lock held by a session of its own)
+makes a store one copy of an active/passive pair: its commits first prove the lease is held.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -158,10 +163,13 @@ async def _write_rows(conn: asyncpg.Connection, table: str, items: dict[Key, Doc
         await conn.execute(sql, *_columns_of([k for k, _ in chunk], width), docs)
 
 
-async def _commit_in(conn: asyncpg.Connection, journal: Sequence[JournalRow], rows: Rows, head: Head) -> None:
+async def _commit_in(conn: asyncpg.Connection, journal: Sequence[JournalRow], rows: Rows, head: Head,
+                     lease: WriterLease | None = None) -> None:
     require([j.sequence for j in journal] == list(range(head.sequence - len(journal) + 1, head.sequence + 1)),
             "a commit's journal rows end at its head without a gap")
     async with conn.transaction(isolation="serializable"):
+        if lease is not None:
+            await lease.check_in(conn)
         # Fencing: the stored head must be where this writer believes it is.
         moved = await conn.fetchval(
             "UPDATE head SET sequence = $1, hash = $2, epoch = $3 WHERE sequence = $4 RETURNING 1",
@@ -182,6 +190,101 @@ async def _replace_in(conn: asyncpg.Connection, tables: dict[str, dict[Key, Doc]
             await _write_rows(conn, table, tables.get(table, {}), upsert=False)
 
 
+@dataclass(frozen=True)
+class ReplicationView:
+    """PostgreSQL replication as the ledger sees it from the server it writes to (the leader)."""
+
+    server: str  # host:port of that server: another one after a leader change
+    timeline: int  # PostgreSQL's timeline: a promotion starts a new one
+    synchronous_expected: bool  # synchronous_standby_names is set (Patroni's synchronous mode)
+    synchronous_replicas: int  # replicas in sync (or quorum) state: a commit waits for one of them
+    replicas: int  # replicas streaming from this server
+    lag_bytes: int  # the largest replay lag of a replica, in WAL bytes
+    lag_seconds: float  # the largest replay lag of a replica, in seconds
+
+
+# One round trip; pg_stat_replication shows every replica to a superuser or a pg_monitor member.
+REPLICATION_VIEW_SQL = """
+SELECT host(inet_server_addr()) || ':' || inet_server_port() AS server,
+       ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int AS timeline,
+       current_setting('synchronous_standby_names') <> '' AS synchronous_expected,
+       count(r.pid) FILTER (WHERE r.sync_state IN ('sync', 'quorum')) AS synchronous_replicas,
+       count(r.pid) AS replicas,
+       coalesce(max(pg_wal_lsn_diff(pg_current_wal_lsn(), r.replay_lsn)), 0)::bigint AS lag_bytes,
+       coalesce(max(extract(epoch FROM r.replay_lag)), 0)::float8 AS lag_seconds
+FROM (SELECT 1) AS one LEFT JOIN pg_stat_replication AS r ON true
+"""
+
+
+WRITER_LOCK_CLASS = 0x43525752  # advisory lock class of the writer lease ("CRWR"); the schema names the object
+LEASE_CHECK_SQL = ("SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND classid = $1 AND objid = $2 "
+                   "AND objsubid = 2 AND pid = $3 AND granted")
+
+
+def writer_lock_object(schema: str) -> int:
+    """The advisory lock object of a schema's writer (a positive 31-bit number, as pg_locks shows it)."""
+    return zlib.crc32(schema.encode()) & 0x7FFFFFFF
+
+
+class WriterLease:
+    """The only-writer lease of an active/passive ledger pair on one PostgreSQL: a session advisory
+    lock held on a connection of its own for the ledger's whole life. The passive copy waits in
+    `acquire`; when the active dies or loses the database, its session ends, PostgreSQL releases
+    the lock and the passive one gets it. Every commit of a store holding a lease first checks, in
+    its own transaction, that the lease's session still holds the lock (so a writer that lost it
+    commits nothing), and the head compare-and-set fences the rest."""
+
+    def __init__(self, dsn: str, schema: str, limits: PostgresLimits = PostgresLimits()) -> None:
+        self._dsn = dsn
+        self.schema = schema
+        self.limits = limits
+        self.object = writer_lock_object(schema)
+        self._conn: asyncpg.Connection | None = None
+        self.pid: int | None = None  # backend pid of the session holding the lock
+
+    def __repr__(self) -> str:
+        return f"WriterLease(schema={self.schema!r}, pid={self.pid})"
+
+    @property
+    def held(self) -> bool:
+        return self._conn is not None and not self._conn.is_closed() and self.pid is not None
+
+    async def acquire(self, *, poll_s: float = 0.5, timeout_s: float | None = None) -> bool:
+        """Wait for the lock (at most `timeout_s`, forever if None); True once held."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout_s is None else loop.time() + timeout_s
+        while True:
+            try:
+                if self._conn is None or self._conn.is_closed():
+                    self._conn = await asyncpg.connect(self._dsn, timeout=self.limits.connect_timeout_s)
+                if await self._conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", WRITER_LOCK_CLASS, self.object):
+                    self.pid = int(await self._conn.fetchval("SELECT pg_backend_pid()"))
+                    log.info("postgres_writer_lease_acquired", schema=self.schema, pid=self.pid)
+                    return True
+            except DRIVER_ERRORS as e:
+                log.warning("postgres_writer_lease_wait_failed", schema=self.schema, error=f"{type(e).__name__}: {e}")
+                await self._drop()
+            if deadline is not None and loop.time() >= deadline:
+                return False
+            await asyncio.sleep(poll_s)
+
+    async def release(self) -> None:
+        await self._drop()
+
+    async def _drop(self) -> None:
+        conn, self._conn, self.pid = self._conn, None, None
+        if conn is not None and not conn.is_closed():
+            try:
+                await asyncio.wait_for(conn.close(), self.limits.connect_timeout_s)
+            except DRIVER_ERRORS:
+                conn.terminate()
+
+    async def check_in(self, conn: asyncpg.Connection) -> None:
+        """Inside a commit's transaction: StorageError unless this lease's session holds the lock."""
+        if self.pid is None or await conn.fetchval(LEASE_CHECK_SQL, WRITER_LOCK_CLASS, self.object, self.pid) is None:
+            raise StorageError("this ledger does not hold the writer lease (another copy is the active one)")
+
+
 def _pairs(found: Sequence[asyncpg.Record]) -> list[tuple[Key, Doc]]:
     return [(tuple(row[:-1]), orjson.loads(row[-1])) for row in found]
 
@@ -190,16 +293,19 @@ class PostgresStore(Store):
     """`dsn` holds a password: it is never logged nor put in an error message."""
 
     def __init__(self, dsn: str, limits: PostgresLimits = PostgresLimits(), *, schema: str = "public",
-                 allow_migration: bool = True, migrations: Sequence[Migration] = MIGRATIONS) -> None:
+                 allow_migration: bool = True, migrations: Sequence[Migration] = MIGRATIONS,
+                 create: bool = True) -> None:
         if not SCHEMA_NAME.fullmatch(schema):
             raise ValueError(f"schema {schema!r} is not a plain lower-case SQL name")
         self._dsn = dsn
         self.limits = limits
         self.schema = schema
         self.allow_migration = allow_migration  # see SqliteStore
+        self.create = create  # False: a schema without ledger tables is refused, never created (offline tools)
         self.migrations = tuple(migrations)
         self.schema_plan: Plan | None = None  # what the last `open` found and did
         self._pool: asyncpg.Pool | None = None
+        self.lease: WriterLease | None = None  # set: every commit first proves this lease is held
 
     def __repr__(self) -> str:
         return f"PostgresStore(schema={self.schema!r})"
@@ -212,6 +318,9 @@ class PostgresStore(Store):
                 command_timeout=lim.command_timeout_s, server_settings={"search_path": self.schema})
             async with self._pool.acquire(timeout=lim.acquire_timeout_s) as conn, conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", SCHEMA_LOCK)
+                if not self.create and not await conn.fetchval(
+                        "SELECT 1 FROM pg_tables WHERE schemaname = $1 AND tablename = 'journal'", self.schema):
+                    raise StorageError(f"no ledger in the PostgreSQL schema {self.schema!r} (nothing was created)")
                 if not await conn.fetchval("SELECT 1 FROM pg_namespace WHERE nspname = $1", self.schema):
                     await conn.execute(f'CREATE SCHEMA "{self.schema}"')
                 self.schema_plan = await _migrate_in(conn, self.schema, self.migrations,
@@ -219,6 +328,9 @@ class PostgresStore(Store):
         except SchemaVersionError as e:
             await self.close()
             raise StorageError(str(e)) from e
+        except StorageError:
+            await self.close()
+            raise
         except DRIVER_ERRORS as e:
             await self.close()
             raise StorageError(f"cannot open the PostgreSQL store: {type(e).__name__}: {e}") from e
@@ -265,6 +377,14 @@ class PostgresStore(Store):
             await asyncio.sleep(self.limits.retry_backoff_s * attempt)
         return await self._once(what, work)
 
+    async def replication_view(self) -> ReplicationView:
+        """Replication as seen from the server this store writes to (see `ReplicationView`)."""
+        async with self._conn("replication_view") as conn:
+            row = await conn.fetchrow(REPLICATION_VIEW_SQL)
+        return ReplicationView(str(row["server"]), int(row["timeline"]), bool(row["synchronous_expected"]),
+                               int(row["synchronous_replicas"]), int(row["replicas"]), int(row["lag_bytes"]),
+                               float(row["lag_seconds"]))
+
     async def head(self) -> Head:
         async with self._conn("head") as conn:
             row = await conn.fetchrow("SELECT sequence, hash, epoch FROM head")
@@ -297,7 +417,7 @@ class PostgresStore(Store):
         return out
 
     async def commit(self, journal: Sequence[JournalRow], rows: Rows, head: Head) -> None:
-        await self._retrying("commit", lambda conn: _commit_in(conn, journal, rows, head))
+        await self._retrying("commit", lambda conn: _commit_in(conn, journal, rows, head, self.lease))
 
     async def get(self, table: str, key: Key) -> tuple[Doc | None, int]:
         where = " AND ".join(f"{c} = ${i}" for i, c in enumerate(TABLES[table], 1))

@@ -15,10 +15,8 @@ from core_ledger.store import MemoryStore, SqliteStore, Store
 from core_ledger.store.postgres import PostgresStore
 from tests.ledger.pg import TEST_LIMITS, PgServer, fresh_schema, pg_server  # noqa: F401 (one PostgreSQL per session)
 from tests.support.clock import FakeClock
-from tests.support.ledger import NAMES, ROLES, TOKENS, Api, ledger_config
+from tests.support.ledger import Api, ledger_config
 
-# tests/ledger/procs.py still imports the credentials from here (until it moves to tests/support).
-__all__ = ["NAMES", "ROLES", "TOKENS"]
 
 def _same_memory_store() -> Callable[[], Store]:
     kept = MemoryStore()  # its storage is the object: a fresh open of it is the same object, reopened

@@ -21,7 +21,7 @@ from harness.launcher import (
     launch_environment,
     serve_command,
 )
-from tests.ledger.conftest import NAMES, ROLES, TOKENS
+from tests.support.ledger import NAMES, ROLES, TOKENS
 
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 15.0

@@ -1,6 +1,7 @@
 """The ledger on PostgreSQL beyond the shared store contract: config wiring with the DSN read from a
 file, an end-to-end HTTP run, fencing of a stale writer, bounded retry of serialization failures,
-and driver errors surfacing as StorageError without the password."""
+driver errors surfacing as StorageError without the password, and a commit of unknown outcome
+(connection lost during COMMIT) settled from what PostgreSQL holds."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import orjson
 import pytest
 
 from shared.config import ConfigError
@@ -23,7 +25,7 @@ from core_ledger.store import Head, JournalRow, SqliteStore, StorageError
 from core_ledger.store.postgres import PostgresLimits, PostgresStore
 from tests.ledger.pg import TEST_LIMITS, PgServer, fresh_schema
 from tests.support.clock import FakeClock
-from tests.support.ledger import Api, bet, ledger_config
+from tests.support.ledger import TOKENS, Api, bet, ledger_config
 
 LOCK_WAIT_POLLS_MAX = 200
 LOCK_WAIT_POLL_S = 0.05
@@ -172,3 +174,52 @@ async def test_an_unreachable_server_is_a_storage_error_without_the_password(pg_
     with pytest.raises(StorageError) as failure:
         await store.open()
     assert pg_server.password not in str(failure.value) and pg_server.password not in repr(store)
+
+
+class CutOffStore(PostgresStore):
+    """A PostgreSQL store whose next commit loses its connection: after COMMIT reached the server
+    (`landed`: the commit is stored, the ledger cannot know) or before it (nothing is stored)."""
+
+    cut: str | None = None  # "landed" | "lost" | None
+
+    async def commit(self, journal: Any, rows: Any, head: Head) -> None:
+        cut, self.cut = self.cut, None
+        if cut == "landed":
+            await super().commit(journal, rows, head)
+        if cut is not None:
+            lost = asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation")
+            raise StorageError(f"commit failed: {type(lost).__name__}: {lost}") from lost
+        await super().commit(journal, rows, head)
+
+
+@pytest.mark.parametrize("cut, retry_status", [("landed", 200), ("lost", 201)])
+async def test_a_commit_of_unknown_outcome_is_settled_from_the_store_never_guessed(
+        aiohttp_client: Any, pg_server: PgServer, tmp_path: Path, cut: str, retry_status: int) -> None:
+    """The bet's connection dies during its commit: 503 with Retry-After; the retry with the same id
+    is judged against what PostgreSQL holds: replayed if the commit landed, committed if it did not;
+    either way the bet is journaled once and the balance moved once."""
+    store = CutOffStore(pg_server.dsn, TEST_LIMITS, schema=fresh_schema())
+    cfg = replace(ledger_config(tmp_path), backend="postgres")
+    client = await aiohttp_client(create_app(cfg, store=store, clock=FakeClock()))
+    api = Api(client)
+    await api.player(deposit=1000)
+    store.cut = cut
+    async with client.post("/v1/bets", json=bet("b1", 300), headers=api_headers("edge")) as r:
+        body = await r.json()
+        assert r.status == 503 and body["code"] == "storage_unavailable" and r.headers["Retry-After"] == "1"
+    status, again = await api.post("edge", "/v1/bets", bet("b1", 300))
+    assert status == retry_status and again["balance"]["balance_minor"] == 700, again
+    assert again.get("replayed", False) is (cut == "landed")
+    bets = await _bet_tx_ids(store)
+    assert len(bets) == 1 and len(await store.journal_of(bets[0], 5)) == 1
+    status, report = await api.post("admin_read", "/admin/v1/audit/verify")
+    assert status == 200 and report["ok"] and report["entries_checked"] == 3
+
+
+def api_headers(role: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {TOKENS[role]}"}
+
+
+async def _bet_tx_ids(store: PostgresStore) -> list[str]:
+    entries = [orjson.loads(text) for _, text in await store.journal(0, 100)]
+    return [e["transaction"]["id"] for e in entries if e["transaction"]["type"] == "bet"]
