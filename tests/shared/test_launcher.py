@@ -185,14 +185,15 @@ async def test_a_cluster_keeps_its_contract_files_and_reports_every_exit_status(
     finally:
         statuses = await cluster.stop()
     assert statuses == {"eu": 0, "ledger": 0}
-    assert set(info) == {"ledger", "edges", "tokens", "peer_tokens", "seed"}
+    assert set(info) == {"ledger", "edges", "tokens", "peer_tokens", "seed", "backend"}  # keys are only ever added
+    assert info["backend"] == "sqlite"
     assert info["edges"] == [{"id": "eu", "url": cluster.url("eu")}]
     assert info["ledger"] == {"url": cluster.url("ledger")}
     assert set(info["tokens"]) == {"game_server", "peer", "metrics", "edge", "cashier", "admin_read", "admin_write",
-                                   "replica"}
+                                   "replica", "events"}
     secrets = cluster.root / "secrets"
     assert sorted(p.name for p in secrets.iterdir()) == sorted(
-        f"{n}.token" for n in ("edge", "cashier", "admin_read", "admin_write", "replica", "metrics", "game_server",
+        f"{n}.token" for n in ("edge", "cashier", "admin_read", "admin_write", "replica", "metrics", "game_server", "events",
                                "peer", "edge-eu", "peer-eu"))
     assert all((p.stat().st_mode & 0o777) == 0o600 for p in secrets.iterdir())
     assert (secrets / "admin_read.token").read_text() == info["tokens"]["admin_read"]
