@@ -8,8 +8,8 @@ ledger committed it.
 
 Every attempt has `attempt_timeout_s`; every action has an overall deadline (`deadline_s` from its
 arrival). A failed attempt (connection error, timeout, 5xx, or a per-action 503 or
-`request_in_progress`) is retried with the same body, hence the same idempotency `id`, after a
-doubling backoff, while the deadline allows. Past it the caller gets `Unavailable`
+a code marked retryable in shared/errors.py) is retried with the same body, hence the same
+idempotency `id`, after a doubling backoff, while the deadline allows. Past it the caller gets `Unavailable`
 (`ledger_unavailable`, rendered 503 with Retry-After). A circuit breaker opens after
 `breaker_failures` consecutive failed attempts: while open, calls fail at once; after
 `breaker_open_s` one probe is let through.
@@ -47,7 +47,8 @@ import structlog
 from opentelemetry import context as otel_context
 
 from shared import request_ids
-from shared.errors import CroupierError, Unavailable, error_from_code
+from shared.contract import headers
+from shared.errors import RETRYABLE_CODES, CroupierError, Unavailable, error_from_code
 from shared.tasks import TaskSet, supervise
 from shared.tracing import OFF as tracing_off
 from shared.tracing import Tracing
@@ -57,9 +58,8 @@ from edge.metrics import EdgeMetrics
 
 log = structlog.get_logger("croupier.edge.ledger")
 
-RETRYABLE_CODES = frozenset({"request_in_progress", "ledger_unavailable", "not_primary", "storage_unavailable"})
 PROBLEM_FIELDS = frozenset({"type", "title", "status", "detail", "code", "request_id"})
-EPOCH_HEADER = "X-Ledger-Epoch"
+EPOCH_HEADER = headers.LEDGER_EPOCH
 
 
 class AttemptFailed(Exception):
