@@ -10,14 +10,15 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import structlog
 from pycrdt import Doc
 
+from shared.contract.answers import BalancesAnswer, BonusWagering, JackpotContribution, RoundsAnswer, Transaction
+from shared.contract.requests import MoneyWrite
 from shared.errors import BadRequest, CroupierError, NotFound, PayloadTooLarge, Unavailable, status_for
-from shared.models import MoneyWrite
 
 from edge.config import EdgeConfig
 from edge.crdt import BONUS, JACKPOT, SESSION, BonusSlot, Effect, JackpotSlot, SessionRecord, doc_name
@@ -43,17 +44,15 @@ log = structlog.get_logger("croupier.edge.service")
 Hint = Callable[[str, list[str]], None]  # (peer edge id, document names): ask it to reconcile
 
 
-def effect_docs(tx: dict[str, Any]) -> list[str]:
+def effect_docs(tx: Transaction | None) -> list[str]:
     """The documents a committed transaction's effects touch (to reconcile when applying failed)."""
-    try:
-        names = [doc_name(JACKPOT, str(c["jackpot_id"]))
-                 for c in [*tx.get("jackpot_contributions", []), *tx.get("reversed_contributions", [])]]
-        if "jackpot_id" in tx:
-            names.append(doc_name(JACKPOT, str(tx["jackpot_id"])))
-        if tx.get("bonus_wagering") and "player_id" in tx:
-            names.append(doc_name(BONUS, str(tx["player_id"])))
-    except (KeyError, TypeError):  # a malformed answer: nothing to name
+    if tx is None:
         return []
+    names = [doc_name(JACKPOT, c.jackpot_id) for c in [*tx.jackpot_contributions, *tx.reversed_contributions]]
+    if tx.jackpot_id is not None:
+        names.append(doc_name(JACKPOT, tx.jackpot_id))
+    if tx.bonus_wagering and tx.player_id is not None:
+        names.append(doc_name(BONUS, tx.player_id))
     return sorted(set(names))
 
 
@@ -68,6 +67,15 @@ def _jackpot_body(jackpot_id: str, view: JackpotView) -> dict[str, Any]:
 
 
 EDGE_MONEY_OPS = MONEY_OPERATIONS  # what game servers send here
+
+T = TypeVar("T")
+
+
+def _required(value: T | None, name: str) -> T:
+    """A member the contract leaves optional but this transaction type always has."""
+    if value is None:
+        raise ValueError(f"the ledger's answer lacks {name}")
+    return value
 
 
 class EdgeService:
@@ -99,64 +107,62 @@ class EdgeService:
             self.metrics.money_errors_total.labels(op, error_code_label(e.code)).inc()
             raise
         self.metrics.money_requests_total.labels(op, str(status)).inc()
-        if status >= 400:
-            self.metrics.money_errors_total.labels(op, error_code_label(answer.get("code"))).inc()
-        tx = answer.get("transaction") or {}
+        tx = answer.transaction
         try:
             await self._apply_effects(op, tx)
         except Exception as e:  # noqa: BLE001 (any bug included: the ledger committed, so the answer stands)
             self.metrics.effect_failures_total.labels(op).inc()
             names = effect_docs(tx)
             self.reconciler.mark_dirty(names)
-            log.error("effect_failed", op=op, sequence=tx.get("sequence"), id=tx.get("id"), docs=names,
-                      error=repr(e))
-        return status, answer
+            log.error("effect_failed", op=op, sequence=tx.sequence, id=tx.id, docs=names, error=repr(e))
+        return status, answer.dump()
 
-    async def _apply_effects(self, op: str, tx: dict[str, Any]) -> None:
+    async def _apply_effects(self, op: str, tx: Transaction) -> None:
         self._note_epochs(op, tx)
-        if tx.get("via") != self.edge_id or tx.get("outcome", "committed") != "committed":
+        if tx.via != self.edge_id or tx.outcome != "committed":
             return  # another edge owns these effects (or nothing was committed)
-        seq = position(int(tx.get("ledger_epoch", 0)), int(tx["sequence"]))
+        seq = position(tx.ledger_epoch, tx.sequence)
         if op == "bet":
-            await self._credit(seq, tx["player_id"], tx.get("jackpot_contributions", []),
-                               tx.get("bonus_wagering", []), sign=1)
-        elif op == "rollback" and tx.get("reversed"):
+            await self._credit(seq, _required(tx.player_id, "player_id"), tx.jackpot_contributions,
+                               tx.bonus_wagering, sign=1)
+        elif op == "rollback" and tx.reversed:
             await self._rollback(seq, tx)
         elif op == "jackpot_payout":
-            delta = {"epoch": int(tx["epoch"]), "amount_minor": 0, "seed_minor": int(tx["seed_minor"])}
-            await self._effect(doc_name(JACKPOT, tx["jackpot_id"]), seq, delta, str(tx["currency"]))
+            delta = {"epoch": tx.epoch, "amount_minor": 0, "seed_minor": _required(tx.seed_minor, "seed_minor")}
+            await self._effect(doc_name(JACKPOT, _required(tx.jackpot_id, "jackpot_id")), seq, delta,
+                               _required(tx.currency, "currency"))
 
-    def _note_epochs(self, op: str, tx: dict[str, Any]) -> None:
+    def _note_epochs(self, op: str, tx: Transaction) -> None:
         """The ledger's answer says which jackpots exist and at which epoch (admission uses it)."""
-        for c in [*tx.get("jackpot_contributions", []), *tx.get("reversed_contributions", [])]:
-            self.catalog.note(str(c["jackpot_id"]), int(c["epoch"]))
-        if op == "jackpot_payout" and tx.get("outcome", "committed") == "committed":
-            self.catalog.note(str(tx["jackpot_id"]), int(tx["epoch"]))
+        for c in [*tx.jackpot_contributions, *tx.reversed_contributions]:
+            self.catalog.note(c.jackpot_id, c.epoch)
+        if op == "jackpot_payout" and tx.outcome == "committed" and tx.jackpot_id is not None:
+            self.catalog.note(tx.jackpot_id, tx.epoch)
 
-    async def _credit(self, seq: int, player_id: str, contributions: list[dict[str, Any]],
-                      wagering: list[dict[str, Any]], sign: int) -> None:
+    async def _credit(self, seq: int, player_id: str, contributions: list[JackpotContribution],
+                      wagering: list[BonusWagering], sign: int) -> None:
         for c in contributions:
-            delta = {"epoch": int(c["epoch"]), "amount_minor": sign * int(c["amount_minor"])}
-            await self._effect(doc_name(JACKPOT, c["jackpot_id"]), seq, delta, None)
-        deltas = {str(w["bonus_id"]): sign * int(w["amount_minor"]) for w in wagering}
+            delta = {"epoch": c.epoch, "amount_minor": sign * c.amount_minor}
+            await self._effect(doc_name(JACKPOT, c.jackpot_id), seq, delta, None)
+        deltas = {w.bonus_id: sign * w.amount_minor for w in wagering}
         if deltas:
             await self._effect(doc_name(BONUS, player_id), seq, deltas, None)
 
-    async def _rollback(self, seq: int, tx: dict[str, Any]) -> None:
+    async def _rollback(self, seq: int, tx: Transaction) -> None:
         """The ledger takes a reversed bet's credits back from the slot of the edge the bet came
         through (`bet_via` in the answer): here if that is us, else that edge is asked to reconcile."""
-        names = [doc_name(JACKPOT, c["jackpot_id"]) for c in tx.get("reversed_contributions", [])]
-        if tx.get("bonus_wagering"):
-            names.append(doc_name(BONUS, tx["player_id"]))
-        bet_via = tx.get("bet_via")
+        player_id = _required(tx.player_id, "player_id")
+        names = [doc_name(JACKPOT, c.jackpot_id) for c in tx.reversed_contributions]
+        if tx.bonus_wagering:
+            names.append(doc_name(BONUS, player_id))
+        bet_via = tx.bet_via
         if bet_via is None:  # a bet forwarded without an edge: whoever holds credits, the sweeps repair them
             self.reconciler.mark_dirty(names)
             for peer in self.cfg.peers:
                 self.hint(peer.id, names)
             return
         if bet_via == self.edge_id:
-            await self._credit(seq, tx["player_id"], tx.get("reversed_contributions", []),
-                               tx.get("bonus_wagering", []), sign=-1)
+            await self._credit(seq, player_id, tx.reversed_contributions, tx.bonus_wagering, sign=-1)
         elif bet_via is not None:
             self.hint(bet_via, names)
 
@@ -200,7 +206,7 @@ class EdgeService:
     # --- reads --------------------------------------------------------------------------------
 
     async def balances(self, player_id: str) -> dict[str, Any]:
-        return await self.ledger.get(f"/v1/players/{player_id}/balances", "balances")
+        return (await self.ledger.read(f"/v1/players/{player_id}/balances", "balances", BalancesAnswer)).dump()
 
     async def jackpot(self, jackpot_id: str) -> dict[str, Any]:
         name = doc_name(JACKPOT, jackpot_id)
@@ -258,9 +264,9 @@ class EdgeService:
                 games[game_id] = {"state": orjson.loads(rec.state_json), "updated_at": rec.updated_at, "edge": edge}
         out: dict[str, Any] = {"player_id": player_id, "open_rounds": [], "open_rounds_available": True, "games": games}
         try:
-            rounds = await self.ledger.get(f"/v1/players/{player_id}/rounds?status=open", "rounds",
-                                           deadline_s=self.ledger.deadline_s / 2)
-            out["open_rounds"] = rounds.get("rounds", [])
+            rounds = await self.ledger.read(f"/v1/players/{player_id}/rounds?status=open", "rounds", RoundsAnswer,
+                                            deadline_s=self.ledger.deadline_s / 2)
+            out["open_rounds"] = rounds.dump()["rounds"]
         except NotFound:
             pass
         except Unavailable:

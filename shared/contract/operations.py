@@ -68,7 +68,7 @@ MONEY_OPS: dict[str, MoneyOp] = {op.tx_type: op for op in (
     MoneyOp("win", WinIn, "/v1/wins", ("edge",), ("round_closed", "round_refunded", "currency_mismatch")),
     MoneyOp("rollback", RollbackIn, "/v1/rollbacks", ("edge",), ("round_closed", "wagering_already_claimed")),
     MoneyOp("jackpot_payout", JackpotPayoutIn, "/v1/jackpot-payouts", ("edge",),
-            ("currency_mismatch", "round_closed")),
+            ("currency_mismatch", "round_closed", "round_refunded")),
     MoneyOp("bonus_claim", BonusClaimIn, "/v1/bonus-claims", ("edge",),
             ("already_claimed", "wagering_not_met", "bonus_expired")),
     MoneyOp("deposit", DepositIn, "/v1/deposits", ("cashier",), ("currency_mismatch",)),
