@@ -14,9 +14,11 @@ from dataclasses import dataclass
 
 import structlog
 
+from shared.contract import headers
+
 log = structlog.get_logger("croupier.replication")
 
-EPOCH_HEADER = "X-Ledger-Epoch"  # on every ledger answer; edges send back the highest they saw
+EPOCH_HEADER = headers.LEDGER_EPOCH  # on every ledger answer; edges send back the highest they saw
 STANDBYS_MAX = 64  # acknowledgements remembered (one per replica credential in practice)
 
 
