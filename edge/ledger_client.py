@@ -353,6 +353,8 @@ class LedgerClient:
             if status < 400 and isinstance(body, TransactionAnswer):
                 _resolve(action, (status, body))
             elif status < 400 or not isinstance(body, Problem):
+                self._metrics.ledger_answers_malformed_total.labels("batch").inc()
+                log.error("ledger_answer_malformed", operation="batch", status=status, body_kind=type(body).__name__)
                 self._retry_or_fail(action, "malformed batch result")
             elif status == 503 or body.code in RETRYABLE_CODES:
                 if status == 503:  # this ledger cannot take it (fenced, or its standby went away)
@@ -388,6 +390,10 @@ class LedgerClient:
                     return index, results
             except (TimeoutError, aiohttp.ClientError, ValidationError) as e:
                 outcome = "timeout" if isinstance(e, asyncio.TimeoutError) else "error"
+                if isinstance(e, ValidationError):
+                    self._metrics.ledger_answers_malformed_total.labels("batch").inc()
+                    log.error("ledger_answer_malformed", operation="batch", errors=e.error_count(),
+                              error=str(e)[:500])
                 raise AttemptFailed(f"ledger batch failed: {type(e).__name__}") from None
             finally:
                 self._observe("batch", outcome, started, index)
@@ -437,6 +443,7 @@ class LedgerClient:
         try:
             return model.model_validate(body)
         except ValidationError as e:
+            self._metrics.ledger_answers_malformed_total.labels(operation).inc()
             log.error("ledger_answer_malformed", operation=operation, errors=e.error_count(), error=str(e)[:500])
             raise CroupierError(f"the ledger's answer to {operation} does not match the contract") from None
 
