@@ -74,6 +74,7 @@ PROBLEM_FIELDS = frozenset({"type", "title", "status", "detail", "code", "reques
 EPOCH_HEADER = headers.LEDGER_EPOCH
 BODY_MARGIN_BYTES = 1024  # room under the ledger's body_bytes_max for the batch's own framing
 LIMITS_RETRY_S = 1.0
+PARSED_OPERATIONS = ("batch", "limits", "balances", "rounds")  # answers parsed into the contract's models
 
 
 class AttemptFailed(Exception):
@@ -186,6 +187,8 @@ class LedgerClient:
         self.batch_max = limits.ledger_batch_max  # lowered to the ledger's own limits once read
         self.batch_bytes_max = limits.ledger_batch_bytes_max
         self.ledger_limits: LedgerLimits | None = None  # what the ledger published (None: not yet, or an old one)
+        for operation in PARSED_OPERATIONS:  # every series exists from the start: a first failure is an increase
+            metrics.ledger_answers_malformed_total.labels(operation)
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=self._limits.ledger_connections_max, keepalive_timeout=30,
