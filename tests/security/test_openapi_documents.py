@@ -154,3 +154,13 @@ def test_the_answer_checker_fails_on_what_is_not_documented():
                   b' "request_id": "r"}')
     assert checker.check("POST", "/v1/deposits", 409, "application/problem+json", wrong_code)  # not a 409 it can give
     assert checker.check("POST", "/v1/bets", 409, "application/problem+json", wrong_code) == []
+
+
+def test_the_batch_takes_exactly_the_money_operations_edges_send():
+    from typing import get_args
+
+    from shared.contract.operations import BATCH_OPS, MONEY_OPS
+    from shared.contract.requests import BatchOp
+
+    assert set(get_args(BatchOp)) == set(BATCH_OPS) == {n for n, op in MONEY_OPS.items() if "edge" in op.roles}
+    assert all(name == op.tx_type for name, op in MONEY_OPS.items())  # keyed by transaction type
