@@ -45,5 +45,5 @@ def test_every_code_in_the_table_is_produced_somewhere():
 
 
 def test_retryable_codes_are_exactly_the_unavailable_ones():
-    assert RETRYABLE_CODES == {c for c, spec in CODES.items() if issubclass(spec.cls, Unavailable)}
+    assert {c for c, spec in CODES.items() if issubclass(spec.cls, Unavailable)} == RETRYABLE_CODES
     assert all(spec.meaning for spec in CODES.values())
