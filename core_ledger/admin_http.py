@@ -16,8 +16,20 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from shared import auth
+from shared.contract.answers import (
+    AuditReport,
+    BackupTaken,
+    PlayerAnswer,
+    Promoted,
+    ReplicationAnswer,
+    RoundsAnswer,
+    StatementAnswer,
+    TraceAnswer,
+    TransactionAnswer,
+)
+from shared.contract.operations import READ_CODES, REQUEST_CODES, WRITER_CODES
+from shared.contract.requests import AdjustmentIn, BonusGrantIn, FreezeIn, JackpotCreateIn, PlayerCreateIn, UnfenceIn
 from shared.errors import BadRequest, Conflict
-from shared.models import AdjustmentIn, BonusGrantIn, FreezeIn, JackpotCreateIn, PlayerCreateIn, UnfenceIn
 from shared.routes import Route, path_id
 from shared.web import json_response, principal, read_model
 
@@ -29,6 +41,10 @@ from core_ledger.query import page_limit, query_bool, query_choice, query_int
 log = structlog.get_logger("croupier.ledger.admin")
 
 SEQUENCE_MAX = 2**62
+# What an admin write's decision can refuse with (beyond the request's own problems).
+ADMIN_DECISION_CODES = ("validation_error", "not_found", "idempotency_key_reused", "version_conflict",
+                        "account_frozen", "balance_limit_exceeded", "currency_mismatch", "insufficient_funds")
+ADMIN_READ_CODES = (*READ_CODES, "storage_unavailable")
 Body = TypeVar("Body", bound=BaseModel)
 Keyer = Callable[[Body, auth.Principal], tuple[str, str] | None]
 
@@ -49,7 +65,8 @@ def _write_route(path: str, tx_type: str, model: type[Body], keyer: Keyer[Body],
                  player_id=fields.get("player_id"), status=status, code=code)
         return answer(result)
 
-    return Route("POST", path, handler, summary, body=model)
+    return Route("POST", path, handler, summary, body=model, answer=TransactionAnswer, replays=True,
+                 codes=(*REQUEST_CODES, *WRITER_CODES, *ADMIN_DECISION_CODES))
 
 
 def _by_admin(body: Any, who: auth.Principal) -> tuple[str, str]:
@@ -185,29 +202,38 @@ async def backup(request: web.Request) -> web.Response:
 ROUTES: list[Route] = [
     _write_route("/admin/v1/players", "player_create", PlayerCreateIn,
                  lambda b, _: (ADMIN_SCOPE, f"player:{b.player_id}"), "Create a player with accounts"),
-    Route("GET", "/admin/v1/players/{player_id}", player, "A player, flags and balances"),
+    Route("GET", "/admin/v1/players/{player_id}", player, "A player, flags and balances", answer=PlayerAnswer,
+          codes=ADMIN_READ_CODES),
     _write_route("/admin/v1/players/{player_id}/freeze", "freeze", FreezeIn, lambda b, w: None, "Freeze a player"),
     _write_route("/admin/v1/players/{player_id}/unfreeze", "unfreeze", FreezeIn, lambda b, w: None,
                  "Unfreeze a player"),
     _write_route("/admin/v1/adjustments", "adjustment", AdjustmentIn, _by_admin, "Signed balance adjustment"),
     Route("GET", "/admin/v1/players/{player_id}/statement", statement, "Postings with running balance",
-          query={"currency": "string", "after_sequence": "integer", "limit": "integer"}),
-    Route("GET", "/admin/v1/rounds/{round_id}", round_, "Rounds with this id"),
+          query={"currency": "string", "after_sequence": "integer", "limit": "integer"}, answer=StatementAnswer,
+          codes=ADMIN_READ_CODES),
+    Route("GET", "/admin/v1/rounds/{round_id}", round_, "Rounds with this id", answer=RoundsAnswer,
+          codes=ADMIN_READ_CODES),
     Route("GET", "/admin/v1/transactions/{id}/trace", trace, "Who, when, via which edge, sequence, hash",
-          query={"limit": "integer"}),
+          query={"limit": "integer"}, answer=TraceAnswer, codes=ADMIN_READ_CODES),
     _write_route("/admin/v1/jackpots", "jackpot_create", JackpotCreateIn,
                  lambda b, _: (ADMIN_SCOPE, f"jackpot:{b.jackpot_id}"), "Create a jackpot (seeded by the house)"),
     _write_route("/admin/v1/bonuses", "bonus_grant", BonusGrantIn, _by_admin, "Grant a bonus offer"),
-    Route("POST", "/admin/v1/audit/verify", verify, "Verify the whole hash chain"),
+    Route("POST", "/admin/v1/audit/verify", verify, "Verify the whole hash chain", answer=AuditReport,
+          codes=ADMIN_READ_CODES),
     Route("GET", "/admin/v1/journal/export", export, "Export a journal range",
-          query={"from_sequence": "integer", "to_sequence": "integer", "format": "string"}, ndjson=True),
-    Route("GET", "/admin/v1/replication", replication, "Role, epoch, head and standbys"),
+          query={"from_sequence": "integer", "to_sequence": "integer", "format": "string"}, ndjson=True,
+          codes=ADMIN_READ_CODES),
+    Route("GET", "/admin/v1/replication", replication, "Role, epoch, head and standbys", answer=ReplicationAnswer,
+          codes=ADMIN_READ_CODES),
     Route("POST", "/admin/v1/backups", backup, "Online, verified backup (portable directory format) into backup_dir",
-          created=True),
+          created=True, answer=BackupTaken,
+          codes=("unauthenticated", "forbidden", "backup_not_configured", "backup_failed", "storage_unavailable")),
     Route("POST", "/admin/v1/promote", promote, "Make this standby the primary (epoch + 1); no-op on a primary; "
           "409 standby_behind while it holds less than its primary acknowledged (unless force=true)",
-          query={"force": "boolean"}),
+          query={"force": "boolean"}, answer=Promoted,
+          codes=("validation_error", "unauthenticated", "forbidden", "standby_behind", "storage_unavailable")),
     Route("POST", "/admin/v1/unfence", unfence,
           "Lift this primary's fence (journaled with the reason and the peers' evidence; refused while a peer "
-          "is primary at a higher epoch unless forced)", body=UnfenceIn),
+          "is primary at a higher epoch unless forced)", body=UnfenceIn, answer=TransactionAnswer, replays=True,
+          codes=(*REQUEST_CODES, *WRITER_CODES, "not_fenced", "peer_is_primary")),
 ]

@@ -43,7 +43,7 @@ from core_ledger.backup_jobs import Backups
 from core_ledger.config import LedgerConfig, reload_tokens
 from core_ledger.failover import EPOCH_HEADER
 from core_ledger.fencing import Fencing
-from core_ledger.http import ROUTES
+from core_ledger.http import LEDGER_HEADERS, ROUTES
 from core_ledger.liabilities import LiabilitiesSampler
 from core_ledger.metrics import LedgerMetrics
 from core_ledger.postgres_watch import PostgresWatch
@@ -111,7 +111,7 @@ def create_app(config: LedgerConfig, *, store: Store | None = None, clock: Calla
     audit_http.install(app, app[SERVICE], config, metrics, registry, clock)
     events_http.install(app, app[SERVICE], config, metrics, registry)
     serve_routes(app, [*ROUTES, *admin_http.ROUTES, *audit_http.ROUTES, *events_http.ROUTES],
-                 title="Croupier core ledger",
+                 title="Croupier core ledger", answer_headers=LEDGER_HEADERS,
                  description="Serializable double-entry money ledger with a hash-chained journal.")
     app.middlewares.append(_fencing)
     app.on_response_prepare.append(_announce_epoch)

@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 import structlog
 
+from shared.contract import headers
 from shared.errors import Conflict, Unavailable
 
 from core_ledger.domain import GENESIS_HASH
@@ -32,7 +33,7 @@ from core_ledger.watermark import Watermark
 
 log = structlog.get_logger("croupier.ledger")
 
-EPOCH_HEADER = "X-Ledger-Epoch"  # on every ledger answer; edges send back the highest they saw
+EPOCH_HEADER = headers.LEDGER_EPOCH  # on every ledger answer; edges send back the highest they saw
 STANDBYS_MAX = 64  # acknowledgements remembered (one per replica credential in practice)
 
 

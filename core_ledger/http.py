@@ -1,4 +1,4 @@
-"""The ledger's HTTP API (`/v1`): money writes, the batch, reads; and the app factory.
+"""The ledger's HTTP API (`/v1`): money writes, the batch, reads (the app is built in `app.py`).
 
 Handlers parse, make one service call, render. Roles: game money ops `edge`, deposits and
 withdrawals `cashier`, reads `edge`/`cashier`/`admin_read`, the journal `replica`/`admin_read`.
@@ -15,8 +15,20 @@ import structlog
 from aiohttp import web
 
 from shared import auth
+from shared.contract.answers import (
+    BalancesAnswer,
+    BatchAnswer,
+    LedgerBonuses,
+    LedgerJackpot,
+    LedgerReady,
+    Limits,
+    RoundsAnswer,
+    Transaction,
+)
+from shared.contract.headers import LEDGER_EPOCH, RETRY_AFTER
+from shared.contract.operations import MONEY_OPS, READ_CODES, REQUEST_CODES, WRITER_CODES
+from shared.contract.requests import CURRENCIES_MAX, GAME_IDS_MAX, REASON_CHARS_MAX, BatchIn
 from shared.errors import BadRequest, CroupierError, Forbidden, problem, status_for
-from shared.models import MONEY_OPS, BatchIn
 from shared.routes import Route, path_id
 from shared.web import (
     annotate,
@@ -29,6 +41,7 @@ from shared.web import (
 
 from core_ledger.answers import answer
 from core_ledger.app_keys import AUDITOR, CONFIG, READS, SERVICE, STANDBY
+from core_ledger.config import LedgerConfig
 from core_ledger.domain import Command
 from core_ledger.query import page_limit, query_choice, query_int
 from core_ledger.standby_tailer import ACKED_HEADER, HEAD_HEADER
@@ -36,14 +49,14 @@ from core_ledger.standby_tailer import ACKED_HEADER, HEAD_HEADER
 log = structlog.get_logger("croupier.ledger.http")
 
 READ_ROLES = ("edge", "cashier", "admin_read")
+LEDGER_HEADERS = {LEDGER_EPOCH: "The epoch of this ledger copy (every answer)"}
 HASH_TEXT = re.compile(r"[0-9a-f]{64}")
-CASHIER_OPS = ("deposit", "withdrawal")
 
 
 def money_command(op: str, raw: Any, who: auth.Principal) -> Command:
     """Validate one money request and build its command (idempotency key, client, via)."""
-    tx_type, model, _ = MONEY_OPS[op]
-    body = validate(model, raw)
+    spec = MONEY_OPS[op]
+    body = validate(spec.request, raw)
     if who.role == "edge":
         client_id, via = body.client_id or who.name, body.via or who.name
     elif body.via is not None or body.client_id is not None:
@@ -51,7 +64,7 @@ def money_command(op: str, raw: Any, who: auth.Principal) -> Command:
     else:
         client_id, via = who.name, None
     request = body.model_dump(exclude={"via", "client_id"})  # money bodies hold only JSON types
-    return Command(tx_type, request, who.name, (client_id, body.id), via)
+    return Command(spec.tx_type, request, who.name, (client_id, body.id), via)
 
 
 Result = tuple[int, dict[str, Any]] | CroupierError
@@ -77,9 +90,9 @@ def log_action(op: str, command: Command | None, result: Result, rid: str, **fie
 
 
 def _money_route(op: str) -> Route:
-    _, model, path = MONEY_OPS[op]
+    spec = MONEY_OPS[op]
 
-    @auth.roles(*(("cashier",) if op in CASHIER_OPS else ("edge",)))
+    @auth.roles(*spec.roles)
     async def handler(request: web.Request) -> web.Response:
         command = money_command(op, await read_json(request), principal(request))
         annotate(request, client_id=command.key[0] if command.key else None, via=command.via)
@@ -91,7 +104,8 @@ def _money_route(op: str) -> Route:
         log_action(op, command, result, request_id(request))
         return answer(result)
 
-    return Route("POST", path, handler, f"{op.replace('_', ' ').capitalize()} (idempotent by id)", body=model)
+    return Route("POST", spec.path, handler, spec.summary, body=spec.request, answer=spec.answer,
+                 codes=(*REQUEST_CODES, *WRITER_CODES, *spec.decision_codes()), tag="money", replays=True)
 
 
 def _batch_item(result: Result, rid: str) -> dict[str, Any]:
@@ -194,7 +208,7 @@ async def readyz(request: web.Request) -> web.Response:
     body = {"role": service.role, "epoch": service.epoch, "fenced": service.fenced,
             "head_sequence": service.head.sequence, "head_hash": service.head.hash}
     if service.fenced:  # it still serves reads, never writes again
-        return json_response({**body, "status": "fenced"}, status=503, headers={"Retry-After": "1"})
+        return json_response({**body, "status": "fenced"}, status=503, headers={RETRY_AFTER: "1"})
     if service.halted is not None:  # fail-stop on a broken invariant: an operator must look
         return json_response({**body, "status": "halted", "halted": service.halted}, status=503)
     if service.role == "standby" and standby is not None:
@@ -203,22 +217,43 @@ async def readyz(request: web.Request) -> web.Response:
     if auditing.failing:  # the tailer's own failures show in `tailer`
         body["failing_tasks"] = [auditing.task]
     if not service.ready or auditing.failing or body.get("tailer", "tailing") != "tailing":
-        return json_response({**body, "status": "unavailable"}, status=503, headers={"Retry-After": "1"})
+        return json_response({**body, "status": "unavailable"}, status=503, headers={RETRY_AFTER: "1"})
     return json_response({**body, "status": "ready"})
 
+
+@auth.roles(*READ_ROLES, "replica", "admin_write")
+async def limits(request: web.Request) -> web.Response:
+    return json_response(limits_of(request.app[CONFIG]).dump())
+
+
+def limits_of(config: LedgerConfig) -> Limits:
+    """What a client must respect, from this ledger's configuration and the request models."""
+    return Limits(batch_actions_max=config.batch_actions_max, body_bytes_max=config.body_bytes_max,
+                  page_limit_max=config.page_limit_max, journal_wait_ms_max=config.journal_wait_ms_max,
+                  reason_chars_max=REASON_CHARS_MAX, currencies_max=CURRENCIES_MAX, game_ids_max=GAME_IDS_MAX)
+
+
+LEDGER_READ_CODES = (*READ_CODES, "storage_unavailable")
 
 ROUTES: list[Route] = [
     *(_money_route(op) for op in MONEY_OPS),
     Route("POST", "/v1/batch", batch, "Many money actions in one round trip, each judged alone", body=BatchIn,
-          created=False),
-    Route("GET", "/v1/players/{player_id}/balances", balances, "A player's balances"),
+          created=False, answer=BatchAnswer, tag="money", codes=(*REQUEST_CODES, *WRITER_CODES)),
+    Route("GET", "/v1/players/{player_id}/balances", balances, "A player's balances", answer=BalancesAnswer,
+          codes=LEDGER_READ_CODES),
     Route("GET", "/v1/players/{player_id}/rounds", rounds, "A player's rounds",
-          query={"status": "string", "limit": "integer"}),
-    Route("GET", "/v1/transactions/{id}", transaction, "One transaction", query={"client_id": "string"}),
-    Route("GET", "/v1/jackpots/{jackpot_id}", jackpot, "A jackpot's pool, epoch and per-edge contributions"),
-    Route("GET", "/v1/players/{player_id}/bonuses", bonuses, "A player's bonus offers and wagering"),
+          query={"status": "string", "limit": "integer"}, answer=RoundsAnswer, codes=LEDGER_READ_CODES),
+    Route("GET", "/v1/transactions/{id}", transaction, "One transaction", query={"client_id": "string"},
+          answer=Transaction, codes=LEDGER_READ_CODES),
+    Route("GET", "/v1/jackpots/{jackpot_id}", jackpot, "A jackpot's pool, epoch and per-edge contributions",
+          answer=LedgerJackpot, codes=LEDGER_READ_CODES),
+    Route("GET", "/v1/players/{player_id}/bonuses", bonuses, "A player's bonus offers and wagering",
+          answer=LedgerBonuses, codes=LEDGER_READ_CODES),
     Route("GET", "/v1/journal", journal, "Journal entries as NDJSON",
           query={"after_sequence": "integer", "after_hash": "string", "limit": "integer", "wait_ms": "integer"},
-          ndjson=True),
-    Route("GET", "/readyz", readyz, "Ready to serve (store open, writer running, not fenced)"),
+          ndjson=True, tag="replication", codes=(*LEDGER_READ_CODES, "replica_diverged", "not_primary")),
+    Route("GET", "/v1/limits", limits, "What a client must respect: batch, body and page sizes", answer=Limits,
+          codes=("unauthenticated", "forbidden")),
+    Route("GET", "/readyz", readyz, "Ready to serve (store open, writer running, not fenced)", answer=LedgerReady,
+          unready_status=503),
 ]

@@ -22,6 +22,7 @@ import orjson
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from shared.contract import headers
 from shared.credentials import FileSecret
 from shared.tasks import OwnedTask
 
@@ -32,11 +33,11 @@ from core_ledger.task_health import TaskHealth
 
 log = structlog.get_logger("croupier.standby")
 
-HEAD_HEADER = "X-Journal-Head"  # the primary's head sequence, sent with every journal page
+HEAD_HEADER = headers.JOURNAL_HEAD  # the primary's head sequence, sent with every journal page
 # What the primary has acknowledged to clients (a synchronous primary: what some standby confirmed;
 # otherwise its whole committed head): a standby holding less must not be promoted (acknowledged
 # money would be lost), e.g. a copy rebuilt from nothing that has not caught up yet.
-ACKED_HEADER = "X-Journal-Acknowledged"
+ACKED_HEADER = headers.JOURNAL_ACKNOWLEDGED
 HALT_REASONS = ("chain", "diverged")  # why a tailer stopped for good (ledger_replica_halted)
 
 

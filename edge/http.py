@@ -17,8 +17,19 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from shared import auth, logs
+from shared.contract.answers import (
+    BalancesAnswer,
+    BonusProgress,
+    EdgeJackpot,
+    EdgeJackpots,
+    EdgeReady,
+    SessionAnswer,
+    SessionSaved,
+)
+from shared.contract.headers import RETRY_AFTER
+from shared.contract.operations import EDGE_FORWARD_CODES, MONEY_OPS, READ_CODES, REQUEST_CODES, WRITER_CODES
+from shared.contract.requests import SessionStateIn
 from shared.credentials import CredentialMetrics, CredentialReloader, FileSecret
-from shared.models import MONEY_OPS, SessionStateIn
 from shared.routes import Route, path_id, serve_routes
 from shared.runtime_metrics import file_bytes, register_runtime_collectors, sqlite_files
 from shared.tasks import supervise
@@ -40,6 +51,11 @@ from edge.sync import SyncHub
 
 log = structlog.get_logger("croupier.edge")
 
+EDGE_SET_FIELDS = frozenset({"via", "client_id"})  # set here from the edge's id and the caller's credential
+# A read through to the ledger can also fail as the ledger does (unavailable here).
+THROUGH_CODES = (*READ_CODES, "ledger_unavailable", "not_primary", "storage_unavailable")
+LOCAL_CODES = (*READ_CODES, "storage_unavailable", "ledger_unavailable")
+
 SERVICE = web.AppKey("edge_service", EdgeService)
 HUB = web.AppKey("edge_sync", SyncHub)
 HEALTH = web.AppKey("edge_health", TaskHealth)
@@ -47,17 +63,19 @@ CREDENTIALS = web.AppKey("edge_credentials", CredentialReloader)
 
 
 def _money_route(op: str) -> Route:
-    _, model, path = MONEY_OPS[op]
+    spec = MONEY_OPS[op]
 
     @auth.roles("game_server")
     async def handler(request: web.Request) -> web.Response:
-        body = await read_model(request, model)
+        body = await read_model(request, spec.request)
         client_id = principal(request).name
         annotate(request, client_id=client_id, via=request.app[SERVICE].edge_id, id=body.id)
         status, answer = await request.app[SERVICE].money(op, body, client_id)
         return json_response(answer, status=status)
 
-    return Route("POST", path, handler, f"{op.replace('_', ' ').capitalize()}, forwarded to the ledger", model)
+    return Route("POST", spec.path, handler, f"{op.replace('_', ' ').capitalize()}, forwarded to the ledger",
+                 spec.request, answer=spec.answer, tag="money", replays=True, hidden_fields=EDGE_SET_FIELDS,
+                 codes=(*REQUEST_CODES, *EDGE_FORWARD_CODES, *WRITER_CODES, *spec.decision_codes()))
 
 
 @auth.roles("game_server")
@@ -106,21 +124,28 @@ async def readyz(request: web.Request) -> web.Response:
     body = {"status": "ready" if ready else "unavailable", "store": store_ok, "ledger": ledger_ok,
             "peers_connected": sorted(request.app[HUB].links), "background_failing": failing}
     if not ready:
-        return json_response(body, status=503, headers={"Retry-After": "1"})
+        return json_response(body, status=503, headers={RETRY_AFTER: "1"})
     return json_response(body)
 
 
 ROUTES = [
     *(_money_route(op) for op in EDGE_MONEY_OPS),
-    Route("GET", "/v1/players/{player_id}/balances", balances, "Balances, read through to the ledger"),
-    Route("GET", "/v1/players/{player_id}/session", session, "Open rounds (ledger) and game states (CRDT)"),
+    Route("GET", "/v1/players/{player_id}/balances", balances, "Balances, read through to the ledger",
+          answer=BalancesAnswer, codes=THROUGH_CODES),
+    Route("GET", "/v1/players/{player_id}/session", session, "Open rounds (ledger) and game states (CRDT)",
+          answer=SessionAnswer, codes=LOCAL_CODES, tag="edge-state"),
     Route("PUT", "/v1/players/{player_id}/session/{game_id}", put_session, "Save a game state (last writer wins)",
-          SessionStateIn),
-    Route("GET", "/v1/jackpots", jackpots, "Jackpot displays known here"),
-    Route("GET", "/v1/jackpots/{jackpot_id}", jackpot, "One jackpot display, served locally"),
-    Route("GET", "/v1/players/{player_id}/bonus-progress", bonus_progress, "Bonus wagering progress, served locally"),
-    Route("GET", "/v1/sync", sync, "Websocket for peer edges (CRDT sync)"),
-    Route("GET", "/readyz", readyz, "Ready: store open, ledger reachable, no background task failing repeatedly"),
+          SessionStateIn, answer=SessionSaved, codes=(*REQUEST_CODES, "storage_unavailable"), tag="edge-state"),
+    Route("GET", "/v1/jackpots", jackpots, "Jackpot displays known here", answer=EdgeJackpots,
+          codes=LOCAL_CODES, tag="edge-state"),
+    Route("GET", "/v1/jackpots/{jackpot_id}", jackpot, "One jackpot display, served locally", answer=EdgeJackpot,
+          codes=LOCAL_CODES, tag="edge-state"),
+    Route("GET", "/v1/players/{player_id}/bonus-progress", bonus_progress, "Bonus wagering progress, served locally",
+          answer=BonusProgress, codes=LOCAL_CODES, tag="edge-state"),
+    Route("GET", "/v1/sync", sync, "Websocket for peer edges (CRDT sync)", tag="replication",
+          codes=("unauthenticated", "forbidden", "validation_error")),
+    Route("GET", "/readyz", readyz, "Ready: store open, ledger reachable, no background task failing repeatedly",
+          answer=EdgeReady, unready_status=503),
 ]
 
 

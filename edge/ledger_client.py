@@ -8,8 +8,8 @@ ledger committed it.
 
 Every attempt has `attempt_timeout_s`; every action has an overall deadline (`deadline_s` from its
 arrival). A failed attempt (connection error, timeout, 5xx, or a per-action 503 or
-`request_in_progress`) is retried with the same body, hence the same idempotency `id`, after a
-doubling backoff, while the deadline allows. Past it the caller gets `Unavailable`
+a code marked retryable in shared/errors.py) is retried with the same body, hence the same
+idempotency `id`, after a doubling backoff, while the deadline allows. Past it the caller gets `Unavailable`
 (`ledger_unavailable`, rendered 503 with Retry-After). A circuit breaker opens after
 `breaker_failures` consecutive failed attempts: while open, calls fail at once; after
 `breaker_open_s` one probe is let through.
@@ -23,6 +23,14 @@ breaker before its promotion. Every request carries `X-Ledger-Epoch`,
 the highest epoch any ledger announced to this client (learned only from ledger answers, never
 from a game server's request): a primary of a lower epoch that receives it asks its peer ledgers
 and fences itself if one proves that epoch (it lost a failover).
+
+Limits: at start the client reads the ledger's `GET /v1/limits` (until it gets an answer) and sends
+batches of at most `min(ledger_batch_max, batch_actions_max)` actions and
+`min(ledger_batch_bytes_max, body_bytes_max - BODY_MARGIN_BYTES)` bytes. A ledger without the route
+(404) is an older one: the configured bounds stay.
+
+Answers are parsed into the contract's models (shared/contract/answers.py): a batch answer that
+does not match them is a failed attempt (retried), never half-read.
 
 Request ids: each money action carries the id of the edge request it came from (`request_id` in its
 batch entry, kept across retries), and a read made while serving a request sends that id as
@@ -39,15 +47,19 @@ import ssl
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import orjson
 import structlog
 from opentelemetry import context as otel_context
+from pydantic import ValidationError
 
 from shared import request_ids
-from shared.errors import CroupierError, Unavailable, error_from_code
+from shared.contract import headers
+from shared.contract.answers import Answer, BatchAnswer, BatchResult, Problem, TransactionAnswer
+from shared.contract.answers import Limits as LedgerLimits
+from shared.errors import RETRYABLE_CODES, CroupierError, NotFound, Unavailable, error_from_code
 from shared.tasks import TaskSet, supervise
 from shared.tracing import OFF as tracing_off
 from shared.tracing import Tracing
@@ -56,10 +68,13 @@ from edge.config import Limits
 from edge.metrics import EdgeMetrics
 
 log = structlog.get_logger("croupier.edge.ledger")
+A = TypeVar("A", bound=Answer)
 
-RETRYABLE_CODES = frozenset({"request_in_progress", "ledger_unavailable", "not_primary", "storage_unavailable"})
 PROBLEM_FIELDS = frozenset({"type", "title", "status", "detail", "code", "request_id"})
-EPOCH_HEADER = "X-Ledger-Epoch"
+EPOCH_HEADER = headers.LEDGER_EPOCH
+BODY_MARGIN_BYTES = 1024  # room under the ledger's body_bytes_max for the batch's own framing
+LIMITS_RETRY_S = 1.0
+PARSED_OPERATIONS = ("batch", "limits", "balances", "rounds")  # answers parsed into the contract's models
 
 
 class AttemptFailed(Exception):
@@ -78,9 +93,19 @@ def _problem_code(raw: bytes) -> str | None:
     return body.get("code") if isinstance(body, dict) else None
 
 
+def _json_or_none(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+
+
 def error_from_problem(status: int, body: Any) -> CroupierError:
-    """The ledger's problem+json answer as the same error here (extra members kept)."""
+    """The ledger's problem+json answer as the same error here (extra members kept). A 404 without
+    a problem body (a proxy's, or a route an older ledger lacks) is still `not_found`."""
     if not isinstance(body, dict) or not isinstance(body.get("code"), str):
+        if status == 404:
+            return NotFound(f"the ledger answered {status} without a problem body")
         return Unavailable(f"the ledger answered {status} without a problem body")
     extra = {k: v for k, v in body.items() if k not in PROBLEM_FIELDS}
     return error_from_code(body["code"], str(body.get("detail", "")), **extra)
@@ -131,7 +156,7 @@ class Breaker:
 class _Action:
     encoded: bytes  # {"op", "body"} as JSON: a batch is these joined
     deadline: float
-    future: asyncio.Future[tuple[int, dict[str, Any]]]
+    future: asyncio.Future[tuple[int, TransactionAnswer]]
     attempts: int = 0
     trace: otel_context.Context | None = None  # the trace context it was queued in (None: tracing off)
 
@@ -159,6 +184,11 @@ class LedgerClient:
         self._http: aiohttp.ClientSession | None = None
         self._last_ok = -math.inf
         self._tracing = tracing
+        self.batch_max = limits.ledger_batch_max  # lowered to the ledger's own limits once read
+        self.batch_bytes_max = limits.ledger_batch_bytes_max
+        self.ledger_limits: LedgerLimits | None = None  # what the ledger published (None: not yet, or an old one)
+        for operation in PARSED_OPERATIONS:  # every series exists from the start: a first failure is an increase
+            metrics.ledger_answers_malformed_total.labels(operation)
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=self._limits.ledger_connections_max, keepalive_timeout=30,
@@ -169,6 +199,29 @@ class LedgerClient:
         # The dispatcher feeds every batch: a bug in it is reported and it starts again, never left dead
         # (which would turn every money action into a 503 after its deadline).
         self._spawn(supervise("ledger_dispatch", self._dispatch, self._dispatch_failed, delay_s=0.1))
+        self._spawn(supervise("ledger_limits", self._learn_limits, self._dispatch_failed, delay_s=LIMITS_RETRY_S))
+
+    async def _learn_limits(self) -> None:
+        """Read the ledger's published limits once (retrying while it is away) and respect them."""
+        while True:
+            try:
+                limits = await self.read("/v1/limits", "limits", LedgerLimits)
+            except NotFound:
+                log.info("ledger_limits_unpublished", batch_max=self.batch_max, batch_bytes_max=self.batch_bytes_max)
+                return
+            except Unavailable:
+                await asyncio.sleep(LIMITS_RETRY_S)
+                continue
+            self.apply_limits(limits)
+            return
+
+    def apply_limits(self, limits: LedgerLimits) -> None:
+        self.ledger_limits = limits
+        self.batch_max = max(1, min(self._limits.ledger_batch_max, limits.batch_actions_max))
+        self.batch_bytes_max = max(1, min(self._limits.ledger_batch_bytes_max,
+                                          limits.body_bytes_max - BODY_MARGIN_BYTES))
+        log.info("ledger_limits_learned", batch_max=self.batch_max, batch_bytes_max=self.batch_bytes_max,
+                 ledger_batch_actions_max=limits.batch_actions_max, ledger_body_bytes_max=limits.body_bytes_max)
 
     async def close(self) -> None:
         await self._tasks.cancel_all()
@@ -246,7 +299,7 @@ class LedgerClient:
     # --- money --------------------------------------------------------------------------------
 
     async def money(self, op: str, body: dict[str, Any], *,
-                    request_id: str | None = None) -> tuple[int, dict[str, Any]]:
+                    request_id: str | None = None) -> tuple[int, TransactionAnswer]:
         """The ledger's answer (status, body) to one money action, or the error it decided. The action
         is logged at the ledger under `request_id` (default: the id of the request being served)."""
         if not self._closed():
@@ -276,9 +329,9 @@ class LedgerClient:
             carry = None
             await self._slots.acquire()
             batch, size = [first], len(first.encoded)
-            while len(batch) < self._limits.ledger_batch_max and not self._queue.empty():
+            while len(batch) < self.batch_max and not self._queue.empty():
                 action = self._queue.get_nowait()
-                if size + len(action.encoded) + 1 > self._limits.ledger_batch_bytes_max:
+                if size + len(action.encoded) + 1 > self.batch_bytes_max:
                     carry = action
                     break
                 batch.append(action)
@@ -299,19 +352,21 @@ class LedgerClient:
         finally:
             self._slots.release()
         for action, result in zip(batch, results, strict=True):  # same length: checked by _post_batch
-            status, body = (result.get("status"), result.get("body")) if isinstance(result, dict) else (None, None)
-            if not isinstance(status, int) or not isinstance(body, dict):
-                self._retry_or_fail(action, "malformed batch result")
-            elif status < 400:
+            status, body = result.status, result.body
+            if status < 400 and isinstance(body, TransactionAnswer):
                 _resolve(action, (status, body))
-            elif status == 503 or body.get("code") in RETRYABLE_CODES:
+            elif status < 400 or not isinstance(body, Problem):
+                self._metrics.ledger_answers_malformed_total.labels("batch").inc()
+                log.error("ledger_answer_malformed", operation="batch", status=status, body_kind=type(body).__name__)
+                self._retry_or_fail(action, "malformed batch result")
+            elif status == 503 or body.code in RETRYABLE_CODES:
                 if status == 503:  # this ledger cannot take it (fenced, or its standby went away)
-                    self._move_on(index, str(body.get("code")))
-                self._retry_or_fail(action, str(body.get("code")))
+                    self._move_on(index, body.code)
+                self._retry_or_fail(action, body.code)
             else:
-                _fail(action, error_from_problem(status, body))
+                _fail(action, error_from_problem(status, body.dump()))
 
-    async def _post_batch(self, batch: list[_Action]) -> tuple[int, list[dict[str, Any]]]:
+    async def _post_batch(self, batch: list[_Action]) -> tuple[int, list[BatchResult]]:
         """(index of the URL that answered, one result per action)."""
         assert self._http is not None
         payload = b'{"actions":[' + b",".join(a.encoded for a in batch) + b"]}"
@@ -331,13 +386,17 @@ class LedgerClient:
                     if resp.status != 200:
                         outcome = _refused(resp.status, raw)
                         raise AttemptFailed(f"ledger batch answered {resp.status}")
-                    results = orjson.loads(raw).get("results")
-                    if not isinstance(results, list) or len(results) != len(batch):
+                    results = BatchAnswer.model_validate_json(raw).results
+                    if len(results) != len(batch):
                         raise AttemptFailed("ledger batch answered without one result per action")
                     outcome = "ok"
                     return index, results
-            except (TimeoutError, aiohttp.ClientError, orjson.JSONDecodeError, AttributeError) as e:
+            except (TimeoutError, aiohttp.ClientError, ValidationError) as e:
                 outcome = "timeout" if isinstance(e, asyncio.TimeoutError) else "error"
+                if isinstance(e, ValidationError):
+                    self._metrics.ledger_answers_malformed_total.labels("batch").inc()
+                    log.error("ledger_answer_malformed", operation="batch", errors=e.error_count(),
+                              error=str(e)[:500])
                 raise AttemptFailed(f"ledger batch failed: {type(e).__name__}") from None
             finally:
                 self._observe("batch", outcome, started, index)
@@ -380,6 +439,17 @@ class LedgerClient:
             await asyncio.sleep(delay)
             delay *= 2
 
+    async def read(self, path: str, operation: str, model: type[A], *, deadline_s: float | None = None) -> A:
+        """A read (as `get`) parsed into its contract model. An answer that does not match is a bug
+        on one side of the contract: logged, answered 500 (not a retryable 503), never half-read."""
+        body = await self.get(path, operation, deadline_s=deadline_s)
+        try:
+            return model.model_validate(body)
+        except ValidationError as e:
+            self._metrics.ledger_answers_malformed_total.labels(operation).inc()
+            log.error("ledger_answer_malformed", operation=operation, errors=e.error_count(), error=str(e)[:500])
+            raise CroupierError(f"the ledger's answer to {operation} does not match the contract") from None
+
     async def _get_once(self, path: str, operation: str, deadline: float) -> dict[str, Any]:
         assert self._http is not None
         index = self._pick()
@@ -396,11 +466,10 @@ class LedgerClient:
                     if resp.status >= 500:
                         outcome = _refused(resp.status, raw)
                         raise AttemptFailed(f"ledger answered {resp.status}")
-                    body = orjson.loads(raw)
                     outcome = "ok" if resp.status < 400 else "rejected"
-                    if resp.status >= 400:
-                        raise error_from_problem(resp.status, body)
-                    return body
+                    if resp.status >= 400:  # the ledger's answer (a route an older ledger lacks: 404)
+                        raise error_from_problem(resp.status, _json_or_none(raw))
+                    return orjson.loads(raw)
             except (TimeoutError, aiohttp.ClientError, orjson.JSONDecodeError) as e:
                 outcome = "timeout" if isinstance(e, asyncio.TimeoutError) else "error"
                 raise AttemptFailed(type(e).__name__) from None
@@ -441,7 +510,7 @@ def _refused(status: int, raw: bytes) -> str:
     return "not_primary" if status == 503 and _problem_code(raw) == "not_primary" else "error"
 
 
-def _resolve(action: _Action, value: tuple[int, dict[str, Any]]) -> None:
+def _resolve(action: _Action, value: tuple[int, TransactionAnswer]) -> None:
     if not action.future.done():
         action.future.set_result(value)
 

@@ -58,6 +58,10 @@ class EdgeMetrics:
             "edge_effect_failures_total", "CRDT effects of committed money answers that could not be applied "
             "(the answer stands; reconciliation repairs the display), by operation.",
             ["operation"], registry=registry)
+        self.ledger_answers_malformed_total = Counter(
+            "edge_ledger_answers_malformed_total", "Ledger answers that do not match the wire contract "
+            "(shared/contract/answers.py), by operation (batch: a money batch, retried; a read: answered 500).",
+            ["operation"], registry=registry)
         self.background_failures_total = Counter(
             "edge_background_failures_total",
             "Failures of background tasks (reconciler and ledger_watch, restarted; ledger_client; sync).",

@@ -10,14 +10,15 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import structlog
 from pycrdt import Doc
 
+from shared.contract.answers import BalancesAnswer, RoundsAnswer, Transaction
+from shared.contract.requests import MoneyWrite
 from shared.errors import BadRequest, CroupierError, NotFound, PayloadTooLarge, Unavailable, status_for
-from shared.models import MoneyWrite
 
 from edge.config import EdgeConfig
 from edge.crdt import BONUS, JACKPOT, SESSION, BonusSlot, Effect, JackpotSlot, SessionRecord, doc_name
@@ -43,17 +44,15 @@ log = structlog.get_logger("croupier.edge.service")
 Hint = Callable[[str, list[str]], None]  # (peer edge id, document names): ask it to reconcile
 
 
-def effect_docs(tx: dict[str, Any]) -> list[str]:
+def effect_docs(tx: Transaction | None) -> list[str]:
     """The documents a committed transaction's effects touch (to reconcile when applying failed)."""
-    try:
-        names = [doc_name(JACKPOT, str(c["jackpot_id"]))
-                 for c in [*tx.get("jackpot_contributions", []), *tx.get("reversed_contributions", [])]]
-        if "jackpot_id" in tx:
-            names.append(doc_name(JACKPOT, str(tx["jackpot_id"])))
-        if tx.get("bonus_wagering") and "player_id" in tx:
-            names.append(doc_name(BONUS, str(tx["player_id"])))
-    except (KeyError, TypeError):  # a malformed answer: nothing to name
+    if tx is None:
         return []
+    names = [doc_name(JACKPOT, c.jackpot_id) for c in [*tx.jackpot_contributions, *tx.reversed_contributions]]
+    if tx.jackpot_id is not None:
+        names.append(doc_name(JACKPOT, tx.jackpot_id))
+    if tx.bonus_wagering and tx.player_id is not None:
+        names.append(doc_name(BONUS, tx.player_id))
     return sorted(set(names))
 
 
@@ -68,6 +67,15 @@ def _jackpot_body(jackpot_id: str, view: JackpotView) -> dict[str, Any]:
 
 
 EDGE_MONEY_OPS = MONEY_OPERATIONS  # what game servers send here
+
+T = TypeVar("T")
+
+
+def _required(value: T | None, name: str) -> T:
+    """A member the contract leaves optional but this transaction type always has."""
+    if value is None:
+        raise ValueError(f"the ledger's answer lacks {name}")
+    return value
 
 
 class EdgeService:
@@ -99,24 +107,21 @@ class EdgeService:
             self.metrics.money_errors_total.labels(op, error_code_label(e.code)).inc()
             raise
         self.metrics.money_requests_total.labels(op, str(status)).inc()
-        if status >= 400:
-            self.metrics.money_errors_total.labels(op, error_code_label(answer.get("code"))).inc()
-        tx = answer.get("transaction") or {}
+        tx = answer.transaction
         try:
             await self._apply_effects(op, tx)
         except Exception as e:  # noqa: BLE001 (any bug included: the ledger committed, so the answer stands)
             self.metrics.effect_failures_total.labels(op).inc()
             names = effect_docs(tx)
             self.reconciler.mark_dirty(names)
-            log.error("effect_failed", op=op, sequence=tx.get("sequence"), id=tx.get("id"), docs=names,
-                      error=repr(e))
-        return status, answer
+            log.error("effect_failed", op=op, sequence=tx.sequence, id=tx.id, docs=names, error=repr(e))
+        return status, answer.dump()
 
-    async def _apply_effects(self, op: str, tx: dict[str, Any]) -> None:
+    async def _apply_effects(self, op: str, tx: Transaction) -> None:
         self._note_epochs(op, tx)
-        if tx.get("via") != self.edge_id or tx.get("outcome", "committed") != "committed":
+        if tx.via != self.edge_id or tx.outcome != "committed":
             return  # another edge owns these effects (or nothing was committed)
-        seq = position(int(tx.get("ledger_epoch", 0)), int(tx["sequence"]))
+        seq = position(tx.ledger_epoch, tx.sequence)
         effects = effects_of(op, tx, self.edge_id)  # op: the transaction type the edge forwarded
         for slot in effects.slots:
             await self._effect(slot.doc, seq, slot.delta, slot.currency)
@@ -128,12 +133,13 @@ class EdgeService:
         elif effects.reconcile_at is not None:
             self.hint(effects.reconcile_at, names)
 
-    def _note_epochs(self, op: str, tx: dict[str, Any]) -> None:
+
+    def _note_epochs(self, op: str, tx: Transaction) -> None:
         """The ledger's answer says which jackpots exist and at which epoch (admission uses it)."""
-        for c in [*tx.get("jackpot_contributions", []), *tx.get("reversed_contributions", [])]:
-            self.catalog.note(str(c["jackpot_id"]), int(c["epoch"]))
-        if op == "jackpot_payout" and tx.get("outcome", "committed") == "committed":
-            self.catalog.note(str(tx["jackpot_id"]), int(tx["epoch"]))
+        for c in [*tx.jackpot_contributions, *tx.reversed_contributions]:
+            self.catalog.note(c.jackpot_id, c.epoch)
+        if op == "jackpot_payout" and tx.outcome == "committed" and tx.jackpot_id is not None:
+            self.catalog.note(tx.jackpot_id, tx.epoch)
 
     async def _effect(self, name: str, seq: int, delta: dict[str, int], currency: str | None) -> None:
         if not self.state.replica.known(name):
@@ -175,7 +181,7 @@ class EdgeService:
     # --- reads --------------------------------------------------------------------------------
 
     async def balances(self, player_id: str) -> dict[str, Any]:
-        return await self.ledger.get(f"/v1/players/{player_id}/balances", "balances")
+        return (await self.ledger.read(f"/v1/players/{player_id}/balances", "balances", BalancesAnswer)).dump()
 
     async def jackpot(self, jackpot_id: str) -> dict[str, Any]:
         name = doc_name(JACKPOT, jackpot_id)
@@ -233,9 +239,9 @@ class EdgeService:
                 games[game_id] = {"state": orjson.loads(rec.state_json), "updated_at": rec.updated_at, "edge": edge}
         out: dict[str, Any] = {"player_id": player_id, "open_rounds": [], "open_rounds_available": True, "games": games}
         try:
-            rounds = await self.ledger.get(f"/v1/players/{player_id}/rounds?status=open", "rounds",
-                                           deadline_s=self.ledger.deadline_s / 2)
-            out["open_rounds"] = rounds.get("rounds", [])
+            rounds = await self.ledger.read(f"/v1/players/{player_id}/rounds?status=open", "rounds", RoundsAnswer,
+                                            deadline_s=self.ledger.deadline_s / 2)
+            out["open_rounds"] = rounds.dump()["rounds"]
         except NotFound:
             pass
         except Unavailable:

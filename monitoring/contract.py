@@ -32,6 +32,8 @@ EDGE_METRICS = (
     MetricSpec("edge_display_drift_minor", "gauge", ("kind",)),
     # A committed answer's CRDT effect that failed to apply (the answer stands; reconciliation repairs).
     MetricSpec("edge_effect_failures_total", "counter", ("operation",)),
+    # A ledger answer that does not match the wire contract (versions apart, or a bug on one side).
+    MetricSpec("edge_ledger_answers_malformed_total", "counter", ("operation",)),
     # Hostile or broken peers, and background tasks that keep failing.
     MetricSpec("edge_sync_rejected_updates_total", "counter", ("peer", "reason")),
     MetricSpec("edge_sync_refused_links_total", "counter", ("reason",)),

@@ -7,8 +7,9 @@ Error tree (status in brackets)::
     ├── Unauthenticated [401]       unauthenticated
     ├── Forbidden [403]             forbidden
     ├── NotFound [404]              not_found
+    ├── MethodNotAllowed [405]      method_not_allowed
     ├── Conflict [409]              round_closed, bet_rolled_back, version_conflict,
-    │                               already_claimed, request_in_progress, replica_diverged,
+    │                               already_claimed, replica_diverged,
     │                               not_fenced, peer_is_primary, standby_behind, round_refunded,
     │                               backup_not_configured, wagering_already_claimed
     ├── PayloadTooLarge [413]       payload_too_large
@@ -21,11 +22,13 @@ Error tree (status in brackets)::
                                     the writer (a bug or corrupt state): it takes no write until an
                                     operator investigated and restarted it; retrying cannot help.
 
-One table (`STATUS_BY_CLASS`) maps classes to statuses; `status_for` walks the class hierarchy.
+One table (`STATUS_BY_CLASS`) maps classes to statuses; `status_for` walks the class hierarchy. One
+table (`CODES`) maps each code to its class, meaning and retryability.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -114,43 +117,75 @@ STATUS_BY_CLASS: dict[type[CroupierError], int] = {
     CroupierError: 500,
 }
 
-# Codes that a ledger decision can produce, mapped to the class that carries them. Used to
-# rebuild an exception from a stored (journaled) rejection and by clients that map answers back.
-CLASS_BY_CODE: dict[str, type[CroupierError]] = {
-    "validation_error": BadRequest,
-    "malformed_json": MalformedJson,
-    "unauthenticated": Unauthenticated,
-    "forbidden": Forbidden,
-    "not_found": NotFound,
-    "round_closed": Conflict,
-    "bet_rolled_back": Conflict,
-    "version_conflict": Conflict,
-    "already_claimed": Conflict,
-    "request_in_progress": Conflict,
-    "replica_diverged": Conflict,
-    "not_fenced": Conflict,
-    "peer_is_primary": Conflict,
-    "standby_behind": Conflict,
-    "backup_not_configured": Conflict,
-    "backup_failed": CroupierError,  # 500: the backup could not be written or did not verify
-    "checkpoints_not_configured": Conflict,
-    "consumer_limit_reached": Conflict,
-    "round_refunded": Conflict,
-    "wagering_already_claimed": Conflict,
-    "payload_too_large": PayloadTooLarge,
-    "insufficient_funds": Unprocessable,
-    "idempotency_key_reused": Unprocessable,
-    "wagering_not_met": Unprocessable,
-    "bonus_expired": Unprocessable,
-    "currency_mismatch": Unprocessable,
-    "balance_limit_exceeded": Unprocessable,
-    "account_frozen": Locked,
-    "ledger_unavailable": Unavailable,
-    "not_primary": Unavailable,
-    "storage_unavailable": Unavailable,
-    "standby_unavailable": Unavailable,
-    "ledger_halted": Halted,
+class MethodNotAllowed(CroupierError):
+    code = "method_not_allowed"
+    title = "Method not allowed"
+
+
+STATUS_BY_CLASS[MethodNotAllowed] = 405
+
+
+@dataclass(frozen=True)
+class Code:
+    """One stable problem `code`: the class that carries it (hence its status), what it means to a
+    client, and whether the same request (same idempotency id) may succeed when sent again."""
+
+    cls: type[CroupierError]
+    meaning: str
+    retryable: bool = False
+
+    @property
+    def status(self) -> int:
+        return status_for(self.cls(""))
+
+
+# The one table of problem codes (docs/API.md, "Errors", lists the same). Used to rebuild an
+# exception from a stored (journaled) rejection, by clients that map answers back, and for the
+# `code` enums of the OpenAPI documents. Every code a service answers with is here, and only those.
+CODES: dict[str, Code] = {
+    "validation_error": Code(BadRequest, "a field, path or query value is invalid (`field`, `errors`)"),
+    "malformed_json": Code(MalformedJson, "the body is not UTF-8 JSON"),
+    "unauthenticated": Code(Unauthenticated, "no or unknown bearer token"),
+    "forbidden": Code(Forbidden, "the credential's role may not do this"),
+    "not_found": Code(NotFound, "no such route, player, transaction, jackpot or round"),
+    "method_not_allowed": Code(MethodNotAllowed, "the path does not take this method (`Allow` lists those it takes)"),
+    "round_closed": Code(Conflict, "the round has a win or is closed"),
+    "bet_rolled_back": Code(Conflict, "the bet was rolled back before it arrived"),
+    "version_conflict": Code(Conflict, "`expected_version` is not the account's version"),
+    "already_claimed": Code(Conflict, "the bonus was claimed already"),
+    "replica_diverged": Code(Conflict, "a standby's journal is not a prefix of the primary's"),
+    "not_fenced": Code(Conflict, "unfence asked of a copy that is not fenced"),
+    "peer_is_primary": Code(Conflict, "a peer ledger proves a higher epoch as primary"),
+    "standby_behind": Code(Conflict, "the standby holds less than the primary acknowledged"),
+    "backup_not_configured": Code(Conflict, "no backup_dir is configured"),
+    "backup_failed": Code(CroupierError, "the backup could not be written or did not verify"),
+    "checkpoints_not_configured": Code(Conflict, "no checkpoint_key_file is configured"),
+    "consumer_limit_reached": Code(Conflict, "event_consumers_max named consumers exist already"),
+    "round_refunded": Code(Conflict, "the round was refunded"),
+    "wagering_already_claimed": Code(Conflict, "the bet wagered towards a bonus already claimed"),
+    "payload_too_large": Code(PayloadTooLarge, "the body exceeds the size limit (`GET /v1/limits`)"),
+    "insufficient_funds": Code(Unprocessable, "the balance does not cover the amount"),
+    "idempotency_key_reused": Code(Unprocessable, "the id was used before with another request"),
+    "wagering_not_met": Code(Unprocessable, "the bonus's wagering requirement is not met"),
+    "bonus_expired": Code(Unprocessable, "the bonus expired"),
+    "currency_mismatch": Code(Unprocessable, "the currency is not the account's, round's or jackpot's"),
+    "balance_limit_exceeded": Code(Unprocessable, "the balance would exceed its limit"),
+    "account_frozen": Code(Locked, "the player is frozen"),
+    "ledger_unavailable": Code(Unavailable, "the ledger cannot take it now (queue full, unreachable)", True),
+    "not_primary": Code(Unavailable, "this ledger copy is a standby or fenced: try the primary", True),
+    "storage_unavailable": Code(Unavailable, "the store failed transiently", True),
+    "standby_unavailable": Code(Unavailable, "no synchronous standby confirmed the commit in time", True),
+    "ledger_halted": Code(Halted, "a money invariant broke: no write until an operator restarts it"),
+    "internal_error": Code(CroupierError, "a bug; it has been logged"),
 }
+
+CLASS_BY_CODE: dict[str, type[CroupierError]] = {code: spec.cls for code, spec in CODES.items()}
+RETRYABLE_CODES = frozenset(code for code, spec in CODES.items() if spec.retryable)
+
+
+def codes_of(*classes: type[CroupierError]) -> list[str]:
+    """The codes carried by these classes (exactly: a subclass's codes are not included)."""
+    return sorted(code for code, spec in CODES.items() if spec.cls in classes)
 
 
 def status_for(exc: CroupierError) -> int:

@@ -1,153 +1,28 @@
-"""Request bodies of the money API, shared by the ledger and the edge (docs/API.md is the contract).
-
-Every model forbids unknown fields and takes integers strictly (no floats, no bools, no strings
-for money). `via` and `client_id` are set by an edge; the ledger accepts them only from an
-`edge` credential.
-"""
+"""Former home of the request bodies: they live in shared/contract/requests.py now, the typed
+money operations in shared/contract/operations.py. Kept so that old imports still work."""
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Any, Literal
-
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
-
-from shared import request_ids
-from shared.ids import Currency, Id, NonNegativeMinor, PositiveMinor, SignedMinor
-
-RequestId = Annotated[str, Field(pattern=f"^{request_ids.VALID.pattern}$", max_length=request_ids.LENGTH_MAX)]
-
-
-class Body(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-
-class MoneyWrite(Body):
-    id: Id
-    via: Id | None = None
-    client_id: Id | None = None
-
-
-class BetIn(MoneyWrite):
-    player_id: Id
-    currency: Currency
-    amount_minor: PositiveMinor
-    round_id: Id
-    game_id: Id
-
-
-class WinIn(MoneyWrite):
-    player_id: Id
-    currency: Currency
-    amount_minor: NonNegativeMinor
-    round_id: Id
-    close_round: StrictBool = False
-
-
-class RollbackIn(MoneyWrite):
-    bet_id: Id
-    player_id: Id
-    round_id: Id | None = None
-
-
-class JackpotPayoutIn(MoneyWrite):
-    jackpot_id: Id
-    player_id: Id
-    round_id: Id
-
-
-class BonusClaimIn(MoneyWrite):
-    player_id: Id
-    bonus_id: Id
-
-
-class DepositIn(MoneyWrite):
-    player_id: Id
-    currency: Currency
-    amount_minor: PositiveMinor
-
-
-class WithdrawalIn(DepositIn):
-    pass
-
-
-# op name (as used in /v1/batch) -> (transaction type, body model, path)
-MONEY_OPS: dict[str, tuple[str, type[MoneyWrite], str]] = {
-    "bet": ("bet", BetIn, "/v1/bets"),
-    "win": ("win", WinIn, "/v1/wins"),
-    "rollback": ("rollback", RollbackIn, "/v1/rollbacks"),
-    "jackpot_payout": ("jackpot_payout", JackpotPayoutIn, "/v1/jackpot-payouts"),
-    "bonus_claim": ("bonus_claim", BonusClaimIn, "/v1/bonus-claims"),
-    "deposit": ("deposit", DepositIn, "/v1/deposits"),
-    "withdrawal": ("withdrawal", WithdrawalIn, "/v1/withdrawals"),
-}
-
-
-class BatchAction(Body):
-    op: Literal["bet", "win", "rollback", "jackpot_payout", "bonus_claim"]
-    body: dict[str, Any]
-    # The X-Request-Id of the request this action came from at the edge (shared/request_ids.py):
-    # the ledger logs the action under it. Optional (older edges send none: the batch's own id).
-    request_id: RequestId | None = None
-
-
-class BatchIn(Body):
-    actions: list[BatchAction] = Field(min_length=1)
-
-
-# --- admin bodies -----------------------------------------------------------------------------
-
-
-class PlayerCreateIn(Body):
-    player_id: Id
-    currencies: list[Currency] = Field(min_length=1, max_length=16)
-
-
-class FreezeIn(Body):
-    reason: str = Field(min_length=1, max_length=500)
-
-
-class UnfenceIn(Body):
-    reason: str = Field(min_length=1, max_length=500)
-    force: StrictBool = False  # lift it even though a peer ledger proves a higher epoch as primary (journaled)
-
-
-class AdjustmentIn(Body):
-    id: Id
-    player_id: Id
-    currency: Currency
-    amount_minor: SignedMinor
-    reason: str = Field(min_length=1, max_length=500)
-    expected_version: int | None = Field(default=None, ge=0)
-
-
-class JackpotCreateIn(Body):
-    jackpot_id: Id
-    currency: Currency
-    seed_minor: NonNegativeMinor
-    contribution_ppm: int = Field(ge=0, le=1_000_000)
-    game_ids: list[Id] = Field(min_length=1, max_length=1000)
-
-
-def _rfc3339_text(value: Any) -> Any:
-    if not isinstance(value, (str, datetime)):
-        raise ValueError("an RFC 3339 timestamp string is required")
-    return value
-
-
-# Strict models refuse strings for datetimes; JSON carries timestamps as RFC 3339 strings.
-Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text), Field(strict=False)]
-
-
-class BonusGrantIn(Body):
-    id: Id
-    player_id: Id
-    bonus_id: Id
-    currency: Currency
-    amount_minor: PositiveMinor
-    wagering_requirement_minor: NonNegativeMinor
-    expires_at: Timestamp
-
-
-class SessionStateIn(Body):
-    state: dict[str, Any]
+from shared.contract.operations import MONEY_OPS, MoneyOp  # noqa: F401
+from shared.contract.requests import (  # noqa: F401  (named for type checkers)
+    AdjustmentIn,
+    BatchAction,
+    BatchIn,
+    BetIn,
+    Body,
+    BonusClaimIn,
+    BonusGrantIn,
+    DepositIn,
+    FreezeIn,
+    JackpotCreateIn,
+    JackpotPayoutIn,
+    MoneyWrite,
+    PlayerCreateIn,
+    RequestId,
+    RollbackIn,
+    SessionStateIn,
+    Timestamp,
+    UnfenceIn,
+    WinIn,
+    WithdrawalIn,
+)

@@ -15,7 +15,8 @@ import contextvars
 import re
 import secrets
 
-HEADER = "X-Request-Id"
+from shared.contract.headers import REQUEST_ID as HEADER  # noqa: F401  (re-exported)
+
 LENGTH_MAX = 64
 VALID = re.compile(rf"[A-Za-z0-9._:-]{{1,{LENGTH_MAX}}}")
 

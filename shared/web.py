@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import orjson
@@ -24,11 +24,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from pydantic import BaseModel, ValidationError
 
 from shared import auth, request_ids
+from shared.contract import headers
 from shared.errors import (
     BadRequest,
     CroupierError,
     MalformedJson,
     PayloadTooLarge,
+    Unauthenticated,
     Unavailable,
     problem,
     status_for,
@@ -62,25 +64,38 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
     )
 
 
-def problem_response(exc: CroupierError) -> web.Response:
-    headers = {}
+def problem_headers(exc: CroupierError, request_headers: Mapping[str, str] | None = None) -> dict[str, str]:
+    """`Retry-After` on a 503; `WWW-Authenticate` on a 401 (RFC 6750: `error="invalid_token"` when a
+    token was sent, none when it was missing)."""
+    out = {}
     if isinstance(exc, Unavailable):
-        headers["Retry-After"] = str(max(1, exc.retry_after_s))
+        out[headers.RETRY_AFTER] = str(max(1, exc.retry_after_s))
+    if isinstance(exc, Unauthenticated):
+        challenge = f'Bearer realm="{headers.BEARER_REALM}"'
+        if request_headers is not None and request_headers.get(headers.AUTHORIZATION):
+            challenge += ', error="invalid_token", error_description="the bearer token is not valid"'
+        out[headers.WWW_AUTHENTICATE] = challenge
+    return out
+
+
+def problem_response(exc: CroupierError, request_headers: Mapping[str, str] | None = None) -> web.Response:
     return web.Response(
         body=dumps(problem(exc)),
         status=status_for(exc),
         content_type="application/problem+json",
-        headers=headers,
+        headers=problem_headers(exc, request_headers),
     )
 
 
 def validation_error(exc: ValidationError) -> BadRequest:
-    first = exc.errors()[0]
-    field = ".".join(str(p) for p in first["loc"]) or "body"
-    msg = first["msg"]
-    if first["type"] == "extra_forbidden":
-        msg = "unknown field"
-    return BadRequest(f"{field}: {msg}", field=field)
+    """A 400 naming every invalid member: `field` and `detail` the first (as always), `errors` all."""
+    errors = []
+    for error in exc.errors():
+        field = ".".join(str(p) for p in error["loc"]) or "body"
+        msg = "unknown field" if error["type"] == "extra_forbidden" else error["msg"]
+        errors.append({"field": field, "message": msg})
+    first = errors[0]
+    return BadRequest(f"{first['field']}: {first['message']}", field=first["field"], errors=errors)
 
 
 def parse_json(raw: bytes) -> Any:
@@ -93,7 +108,8 @@ def parse_json(raw: bytes) -> Any:
 
 def validate(model: type[M], value: Any) -> M:
     if not isinstance(value, dict):
-        raise BadRequest("body: a JSON object is required", field="body")
+        raise BadRequest("body: a JSON object is required", field="body",
+                         errors=[{"field": "body", "message": "a JSON object is required"}])
     try:
         return model.model_validate(value)
     except ValidationError as e:
@@ -164,6 +180,18 @@ def log_request(request: web.Request, status: int, code: str | None, duration_s:
          request_id=request.get(REQUEST_ID), **request.get(LOG_FIELDS, {}))
 
 
+def framework_problem(exc: web.HTTPException) -> web.Response:
+    """aiohttp's own answers (no such route, method not taken) as problem+json; a 405 lists the
+    methods the path takes in `Allow` (RFC 9110)."""
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status, "http_error")
+    err = CroupierError(exc.reason, code=code)
+    extra: dict[str, str] = {}
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        extra[headers.ALLOW] = ", ".join(sorted(exc.allowed_methods))
+    return web.Response(body=dumps({**problem(err), "status": exc.status, "title": exc.reason}),
+                        status=exc.status, content_type=PROBLEM_TYPE, headers=extra)
+
+
 async def echo_request_id(request: web.Request, response: web.StreamResponse) -> None:
     response.headers[request_ids.HEADER] = request_id(request)
 
@@ -181,23 +209,17 @@ async def edge_of_app(request: web.Request, handler: Handler) -> web.StreamRespo
             match_handler = request.match_info.handler
             # aiohttp's 404/405 handlers are not ours: let them through to render below.
             if request.match_info.http_exception is None:
-                header = request.headers.get("Authorization")
+                header = request.headers.get(headers.AUTHORIZATION)
                 if not getattr(match_handler, "croupier_public", False):
                     request[PRINCIPAL] = request.app[TOKENS_KEY].authenticate(header)
                 auth.check(match_handler, request.get(PRINCIPAL))
             resp = await handler(request)
         except CroupierError as exc:
-            resp = problem_response(exc)
+            resp = problem_response(exc, request.headers)
         except web.HTTPRequestEntityTooLarge:
             resp = problem_response(PayloadTooLarge("request body too large"))
         except web.HTTPException as exc:
-            code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status, "http_error")
-            err = CroupierError(exc.reason, code=code)
-            resp = web.Response(
-                body=dumps({**problem(err), "status": exc.status, "title": exc.reason}),
-                status=exc.status,
-                content_type="application/problem+json",
-            )
+            resp = framework_problem(exc)
         except (asyncio.CancelledError, ConnectionResetError):
             code = "client_disconnected"  # the caller went away: logged so, counted as before
             raise

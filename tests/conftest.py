@@ -1,5 +1,8 @@
 """Suite-wide settings only (fixtures live in the conftest.py of the directory that uses them).
 
+Every answer of an in-process ledger or edge is checked against its OpenAPI document
+(tests/support/answer_check.py, loaded as a plugin).
+
 Child processes (`python -m croupier ...`, started by the cluster harness in a temporary directory)
 import the code under test: the repository holding this file goes first on their PYTHONPATH, so
 the suite runs the same from any directory and never picks up another installed copy.
@@ -25,6 +28,8 @@ from pathlib import Path
 import pytest
 
 from tests.support.ordering import shuffled_by_module
+
+pytest_plugins = ["tests.support.answer_check"]
 
 REPO = Path(__file__).resolve().parents[1]
 ORDERS = ("given", "reverse", "shuffle")

@@ -23,11 +23,15 @@ a truth read from an older copy never lowers what a newer one said.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
+
+from shared.contract.answers import BonusWagering, JackpotContribution, Transaction
 
 from edge.crdt.slots import BONUS, JACKPOT, BonusSlot, JackpotSlot, doc_name
+
+T = TypeVar("T")
 
 SEQUENCE_BITS = 40  # a trillion journal entries per epoch
 
@@ -140,51 +144,57 @@ class EdgeEffects:
 
 
 NO_EFFECTS = EdgeEffects()
-TransactionAnswer = Mapping[str, Any]  # the `transaction` member of the ledger's answer (JSON)
-EffectRule = Callable[[TransactionAnswer, str], EdgeEffects]  # (transaction, this edge's id)
+EffectRule = Callable[[Transaction, str], EdgeEffects]  # (the ledger's typed transaction, this edge's id)
 
 
-def _credits(player_id: str, contributions: list[Any], wagering: list[Any], sign: int) -> tuple[SlotEffect, ...]:
+def _present(value: T | None, name: str) -> T:
+    """A member the contract makes optional but this transaction type always carries."""
+    if value is None:
+        raise ValueError(f"the ledger's answer has no {name}")
+    return value
+
+
+def _credits(player_id: str, contributions: Sequence[JackpotContribution], wagering: Sequence[BonusWagering],
+             sign: int) -> tuple[SlotEffect, ...]:
     """A bet's jackpot contributions and bonus wagering (sign 1), or their reversal (sign -1)."""
-    slots = [SlotEffect(doc_name(JACKPOT, str(c["jackpot_id"])),
-                        {"epoch": int(c["epoch"]), "amount_minor": sign * int(c["amount_minor"])})
+    slots = [SlotEffect(doc_name(JACKPOT, c.jackpot_id), {"epoch": c.epoch, "amount_minor": sign * c.amount_minor})
              for c in contributions]
-    deltas = {str(w["bonus_id"]): sign * int(w["amount_minor"]) for w in wagering}
+    deltas = {w.bonus_id: sign * w.amount_minor for w in wagering}
     if deltas:
         slots.append(SlotEffect(doc_name(BONUS, player_id), deltas))
     return tuple(slots)
 
 
-def bet_effects(tx: TransactionAnswer, edge_id: str) -> EdgeEffects:
-    return EdgeEffects(_credits(str(tx["player_id"]), tx.get("jackpot_contributions", []),
-                                tx.get("bonus_wagering", []), sign=1))
+def bet_effects(tx: Transaction, edge_id: str) -> EdgeEffects:
+    return EdgeEffects(_credits(_present(tx.player_id, "player_id"), tx.jackpot_contributions, tx.bonus_wagering,
+                                sign=1))
 
 
-def rollback_effects(tx: TransactionAnswer, edge_id: str) -> EdgeEffects:
+def rollback_effects(tx: Transaction, edge_id: str) -> EdgeEffects:
     """The ledger takes a reversed bet's credits back from the slot of the edge the bet came
     through (`bet_via` in the answer): here if that is us, else that edge is asked to reconcile;
     a bet forwarded without an edge: whoever holds credits, the sweeps repair them."""
-    if not tx.get("reversed"):
+    if not tx.reversed:
         return NO_EFFECTS
-    names = [doc_name(JACKPOT, str(c["jackpot_id"])) for c in tx.get("reversed_contributions", [])]
-    if tx.get("bonus_wagering"):
-        names.append(doc_name(BONUS, str(tx["player_id"])))
-    bet_via = tx.get("bet_via")
-    if bet_via is None:
+    player_id = _present(tx.player_id, "player_id")
+    names = [doc_name(JACKPOT, c.jackpot_id) for c in tx.reversed_contributions]
+    if tx.bonus_wagering:
+        names.append(doc_name(BONUS, player_id))
+    if tx.bet_via is None:
         return EdgeEffects(reconcile=tuple(names), reconcile_everywhere=True)
-    if bet_via == edge_id:
-        return EdgeEffects(_credits(str(tx["player_id"]), tx.get("reversed_contributions", []),
-                                    tx.get("bonus_wagering", []), sign=-1))
-    return EdgeEffects(reconcile=tuple(names), reconcile_at=str(bet_via))
+    if tx.bet_via == edge_id:
+        return EdgeEffects(_credits(player_id, tx.reversed_contributions, tx.bonus_wagering, sign=-1))
+    return EdgeEffects(reconcile=tuple(names), reconcile_at=tx.bet_via)
 
 
-def jackpot_payout_effects(tx: TransactionAnswer, edge_id: str) -> EdgeEffects:
+def jackpot_payout_effects(tx: Transaction, edge_id: str) -> EdgeEffects:
     """The pool starts a new epoch from its seed (this edge's slot moves to it)."""
-    delta = {"epoch": int(tx["epoch"]), "amount_minor": 0, "seed_minor": int(tx["seed_minor"])}
-    return EdgeEffects((SlotEffect(doc_name(JACKPOT, str(tx["jackpot_id"])), delta, str(tx["currency"])),))
+    delta = {"epoch": tx.epoch, "amount_minor": 0, "seed_minor": _present(tx.seed_minor, "seed_minor")}
+    return EdgeEffects((SlotEffect(doc_name(JACKPOT, _present(tx.jackpot_id, "jackpot_id")), delta,
+                                   _present(tx.currency, "currency")),))
 
 
-def no_effects(tx: TransactionAnswer, edge_id: str) -> EdgeEffects:
+def no_effects(tx: Transaction, edge_id: str) -> EdgeEffects:
     """Wins and bonus claims change balances only: the ledger's, not a CRDT document."""
     return NO_EFFECTS
 
@@ -199,7 +209,7 @@ EFFECTS_BY_TYPE: dict[str, EffectRule] = {
 }
 
 
-def effects_of(transaction_type: str, tx: TransactionAnswer, edge_id: str) -> EdgeEffects:
+def effects_of(transaction_type: str, tx: Transaction, edge_id: str) -> EdgeEffects:
     """The effects of a committed transaction that went through `edge_id` (none for a type
     without a row: the ledger may know types this edge does not forward)."""
     rule = EFFECTS_BY_TYPE.get(transaction_type, no_effects)

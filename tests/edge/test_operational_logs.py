@@ -105,7 +105,7 @@ async def test_a_breaker_that_closes_again_is_logged_and_each_action_carries_its
     finally:
         await client.close()
         await server.close()
-    assert status == 200 and answer["replayed"] is True
+    assert status == 200 and answer.replayed is True
     events = [e["event"] for e in logs]
     assert events.index("ledger_breaker_open") < events.index("ledger_breaker_closed")
     assert len(seen) >= 2 and all(ids == ["gs-req-1"] for ids in seen)  # kept across the retry

@@ -57,7 +57,7 @@ async def test_client_skips_a_dead_url_and_a_standby_and_learns_the_epoch(aiohtt
     try:
         for i in range(5):
             status, body = await client.money("bet", bet(f"b{i}", 10, via="eu"))
-            assert status == 201 and body["transaction"]["id"] == f"b{i}"
+            assert status == 201 and body.transaction.id == f"b{i}"
         assert client.ledger_url == url_of(primary) and client.epoch_seen == 1
         client._current = 1  # back to the standby: it answers not_primary, which is not a link failure
         for i in range(5, 10):
@@ -83,11 +83,11 @@ async def test_client_follows_a_promotion_and_its_epoch_fences_the_old_primary(
         assert (await standby_api.post("admin_write", "/admin/v1/promote"))[1]["epoch"] == 2
         # The old primary no longer has a standby to confirm its commits (503): the client moves on.
         status, body = await client.money("bet", bet("b2", 10, via="eu"))
-        assert status == 201 and body["transaction"]["epoch"] == 2 and client.epoch_seen == 2
+        assert status == 201 and body.transaction.epoch == 2 and client.epoch_seen == 2
         assert primary_app[SERVICE].fenced_by == 0  # not told yet (no periodic check in this test)
         client._current = 0  # back to the old primary: its header claims epoch 2, which the peer proves
         status, body = await client.money("bet", bet("b3", 10, via="eu"))
-        assert status == 201 and body["transaction"]["epoch"] == 2  # answered by the new primary...
+        assert status == 201 and body.transaction.epoch == 2  # answered by the new primary...
         assert primary_app[SERVICE].fenced_by == 2  # ...after the old one fenced itself on that proof
         await standby.close()  # the new primary goes away too: the fenced old one acknowledges nothing
         with pytest.raises(Unavailable):

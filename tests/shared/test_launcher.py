@@ -193,8 +193,8 @@ async def test_a_cluster_keeps_its_contract_files_and_reports_every_exit_status(
                                    "replica", "events"}
     secrets = cluster.root / "secrets"
     assert sorted(p.name for p in secrets.iterdir()) == sorted(
-        f"{n}.token" for n in ("edge", "cashier", "admin_read", "admin_write", "replica", "metrics", "game_server", "events",
-                               "peer", "edge-eu", "peer-eu"))
+        f"{n}.token" for n in ("edge", "cashier", "admin_read", "admin_write", "replica", "metrics", "game_server",
+                               "events", "peer", "edge-eu", "peer-eu"))
     assert all((p.stat().st_mode & 0o777) == 0o600 for p in secrets.iterdir())
     assert (secrets / "admin_read.token").read_text() == info["tokens"]["admin_read"]
     assert sorted(p.name for p in cluster.root.glob("*.toml")) == ["edge-eu.toml", "ledger.toml"]

@@ -88,6 +88,7 @@ LEDGER_POLICY: dict[tuple[str, str], str | frozenset[str]] = {
     ("POST", "/v1/withdrawals"): _roles("cashier"),
     **{("GET", p): _roles("edge", "cashier", "admin_read") for p in LEDGER_READS},
     ("GET", "/v1/journal"): _roles("replica", "admin_read"),
+    ("GET", "/v1/limits"): _roles("edge", "cashier", "replica", "admin_read", "admin_write"),
     **{("GET", p): _roles("admin_read") for p in ADMIN_READS},
     **{("POST", p): _roles("admin_write") for p in ADMIN_WRITES},
     ("POST", "/admin/v1/audit/verify"): _roles("admin_read", "admin_write"),

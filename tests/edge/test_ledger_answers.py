@@ -1,0 +1,71 @@
+"""The edge parses ledger answers into the contract's models: an answer outside the contract is
+never half-read. A read answers 500 (a bug on one side, not a retryable 503); a money batch is a
+failed attempt, retried with the same ids; both are logged and counted."""
+
+from __future__ import annotations
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from prometheus_client import CollectorRegistry
+from structlog.testing import capture_logs
+
+from shared.contract.answers import RoundsAnswer
+from shared.errors import CroupierError, Unavailable, status_for
+
+from edge.config import Limits
+from edge.ledger_client import LedgerClient
+from edge.metrics import EdgeMetrics
+
+
+async def _serve(app: web.Application) -> TestServer:
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    return server
+
+
+async def test_a_read_outside_the_contract_is_a_logged_counted_500():
+    async def rounds(request: web.Request) -> web.Response:
+        return web.json_response({"rounds": [{"round_id": "r1"}]})  # most members missing
+
+    app = web.Application()
+    app.router.add_get("/v1/players/p1/rounds", rounds)
+    server = await _serve(app)
+    registry = CollectorRegistry()
+    client = LedgerClient(str(server.make_url("")).rstrip("/"), "t", attempt_timeout_s=1.0, deadline_s=2.0,
+                          limits=Limits(), metrics=EdgeMetrics(registry))
+    await client.start()
+    try:
+        with capture_logs() as logs, pytest.raises(CroupierError) as raised:
+            await client.read("/v1/players/p1/rounds", "rounds", RoundsAnswer)
+    finally:
+        await client.close()
+        await server.close()
+    assert not isinstance(raised.value, Unavailable) and status_for(raised.value) == 500
+    assert registry.get_sample_value("edge_ledger_answers_malformed_total", {"operation": "rounds"}) == 1.0
+    assert any(e["event"] == "ledger_answer_malformed" and e["operation"] == "rounds" for e in logs)
+
+
+async def test_a_batch_answer_outside_the_contract_is_retried_then_unavailable():
+    seen = []
+
+    async def batch(request: web.Request) -> web.Response:
+        seen.append(await request.json())
+        return web.json_response({"results": [{"status": 201, "body": {"transaction": {"id": "b1"}}}]})
+
+    app = web.Application()
+    app.router.add_post("/v1/batch", batch)
+    server = await _serve(app)
+    registry = CollectorRegistry()
+    client = LedgerClient(str(server.make_url("")).rstrip("/"), "t", attempt_timeout_s=0.5, deadline_s=0.5,
+                          limits=Limits(ledger_retry_backoff_s=0.05), metrics=EdgeMetrics(registry))
+    await client.start()
+    body = {"id": "b1", "player_id": "p1", "currency": "EUR", "amount_minor": 1, "round_id": "r", "game_id": "g"}
+    try:
+        with pytest.raises(Unavailable):
+            await client.money("bet", body)
+    finally:
+        await client.close()
+        await server.close()
+    assert len(seen) >= 2 and all(s["actions"][0]["body"]["id"] == "b1" for s in seen)  # same id every time
+    assert registry.get_sample_value("edge_ledger_answers_malformed_total", {"operation": "batch"}) >= 2
