@@ -1,6 +1,7 @@
 """The one table of problem codes (`CODES` in shared/errors.py) is consistent with the code: every
 code a service can answer with is in it, and every code in it is produced somewhere (a class's
-default code, a `code="..."` argument, a domain `Reject("...")`, or the web plumbing's own).
+default code, a `code="..."` argument, a member of the domain's `RejectCode`/`RefusalCode`, or the
+web plumbing's own).
 `request_in_progress` was listed without ever being produced; it is gone (docs/decisions/wire-contract.md)."""
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ from pathlib import Path
 
 from shared.errors import CODES, RETRYABLE_CODES, Unavailable
 
+from core_ledger.domain.outcomes import RefusalCode, RejectCode
+
 ROOT = Path(__file__).resolve().parents[2]
 PRODUCERS = (
     re.compile(r'code\s*=\s*"([a-z_]+)"'),  # a class default or a code= argument
-    re.compile(r'Reject\(\s*"([a-z_]+)"'),  # a decision's refusal (core_ledger/domain)
     re.compile(r'\{404: "([a-z_]+)", 405: "([a-z_]+)"\}'),  # aiohttp's own answers (shared/web.py)
 )
 ONLY_LOGGED = {"client_disconnected"}  # the caller went away: logged, never answered
@@ -21,7 +23,7 @@ VARIABLE_STATUS = {"http_error"}  # any other framework error: documented apart 
 
 
 def produced() -> set[str]:
-    found: set[str] = set()
+    found: set[str] = {c.value for c in RejectCode} | {c.value for c in RefusalCode}  # the domain's refusals
     for package in ("core_ledger", "edge", "shared"):
         for path in (ROOT / package).rglob("*.py"):
             if "contract" in path.parts:
