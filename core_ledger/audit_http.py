@@ -19,6 +19,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from shared import auth
+from shared.contract.answers import CheckpointsAnswer, CheckpointTaken
+from shared.contract.operations import READ_CODES
 from shared.errors import BadRequest
 from shared.routes import Route
 from shared.web import json_response, principal
@@ -97,11 +99,15 @@ async def checkpoint_now(request: web.Request) -> web.Response:
 ROUTES: list[Route] = [
     Route("GET", "/admin/v1/audit/checkpoints", list_checkpoints,
           "Signed checkpoints of the journal head (Ed25519), with the key id and public key",
-          query={"cursor": "string", "limit": "integer"}),
+          query={"cursor": "string", "limit": "integer"}, answer=CheckpointsAnswer, tag="audit",
+          codes=(*READ_CODES, "storage_unavailable")),
     Route("GET", "/admin/v1/audit/checkpoints/export", export_checkpoints,
-          "Every signed checkpoint as NDJSON (the file `croupier ledger verify --checkpoints` reads)", ndjson=True),
+          "Every signed checkpoint as NDJSON (the file `croupier ledger verify --checkpoints` reads)", ndjson=True,
+          tag="audit", codes=(*READ_CODES, "storage_unavailable")),
     Route("POST", "/admin/v1/audit/checkpoints", checkpoint_now,
-          "Sign the acknowledged journal head now (409 checkpoints_not_configured without a key)", created=True),
+          "Sign the acknowledged journal head now (409 checkpoints_not_configured without a key)", created=True,
+          answer=CheckpointTaken, tag="audit",
+          codes=(*READ_CODES, "checkpoints_not_configured", "not_primary", "storage_unavailable")),
 ]
 
 

@@ -20,6 +20,8 @@ from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared import auth
+from shared.contract.answers import Consumer, ConsumerCursor, ConsumerDeleted, ConsumersAnswer, DeadLetterReplayed
+from shared.contract.operations import READ_CODES, REQUEST_CODES
 from shared.errors import BadRequest
 from shared.ids import is_id
 from shared.routes import Route, path_id
@@ -146,15 +148,21 @@ ROUTES: list[Route] = [
     Route("GET", "/v1/events", events, "Acknowledged journal entries as events (NDJSON, or SSE with Accept: "
           "text/event-stream), long polling with wait_s; the sequence is the dedup key",
           query={"after": "integer", "limit": "integer", "wait_s": "integer", "consumer": "string",
-                 "include_rejected": "boolean"}, ndjson=True),
+                 "include_rejected": "boolean"}, ndjson=True, media=("application/x-ndjson", "text/event-stream"),
+          tag="events", codes=(*READ_CODES, "storage_unavailable")),
     Route("PUT", "/v1/consumers/{name}/cursor", ack, "Acknowledge events up to a sequence (the cursor only "
-          "moves forward)", body=CursorIn, created=False),
+          "moves forward)", body=CursorIn, created=False, answer=ConsumerCursor, tag="events",
+          codes=(*REQUEST_CODES, "not_found", "storage_unavailable")),
     Route("PUT", "/admin/v1/consumers/{name}", put_consumer, "Create (201) or update (200) a named event consumer",
-          body=ConsumerIn, created=True),
-    Route("GET", "/admin/v1/consumers", list_consumers, "Named event consumers with their cursors and lag"),
-    Route("DELETE", "/admin/v1/consumers/{name}", delete_consumer, "Forget a named event consumer"),
+          body=ConsumerIn, created=True, replays=True, answer=Consumer, tag="events",
+          codes=(*REQUEST_CODES, "consumer_limit_reached", "storage_unavailable")),
+    Route("GET", "/admin/v1/consumers", list_consumers, "Named event consumers with their cursors and lag",
+          answer=ConsumersAnswer, tag="events", codes=(*READ_CODES, "storage_unavailable")),
+    Route("DELETE", "/admin/v1/consumers/{name}", delete_consumer, "Forget a named event consumer",
+          answer=ConsumerDeleted, tag="events", codes=(*READ_CODES, "storage_unavailable")),
     Route("POST", "/admin/v1/consumers/{name}/dead-letters/{letter_id}/replay", replay_dead_letter,
-          "Deliver a dead-lettered webhook page again (it leaves the list once the receiver took it)", created=False),
+          "Deliver a dead-lettered webhook page again (it leaves the list once the receiver took it)", created=False,
+          answer=DeadLetterReplayed, tag="events", codes=(*READ_CODES, "storage_unavailable")),
 ]
 
 

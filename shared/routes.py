@@ -39,7 +39,7 @@ class Route:
     replays: bool = False  # a replay of a journaled write answers 200 with the same body
     hidden_fields: frozenset[str] = frozenset()  # request members this service sets itself (not advertised)
     unready_status: int | None = None  # a readiness probe: this status (same body) while not ready
-    media: str | None = None  # the success media type when not JSON (NDJSON, CSV...)
+    media: str | tuple[str, ...] | None = None  # the success media type(s) when not JSON (NDJSON, SSE, CSV...)
 
     @property
     def answers_201(self) -> bool:

@@ -322,3 +322,57 @@ class EdgeReady(Answer):
     ledger: bool
     peers_connected: list[str]
     background_failing: list[str]
+
+
+# --- signed checkpoints and the event stream (core_ledger/audit_http.py, events_http.py) -------------
+
+
+class Checkpoint(Answer):
+    sequence: int
+    hash: str
+    epoch: int
+    time: str
+    key_id: str
+    signature: str  # base64 Ed25519 over the canonical {kind, sequence, hash, epoch, time}
+
+
+class CheckpointsAnswer(Answer):
+    checkpoints: list[Checkpoint]
+    next_cursor: str | None
+    has_more: bool
+    key_id: str | None = None
+    public_key: str | None = None  # PEM
+
+
+class CheckpointTaken(Answer):
+    checkpoint: Checkpoint | None
+
+
+class ConsumerCursor(Answer):
+    name: str
+    acked_sequence: int
+    lag_entries: int
+
+
+class Consumer(ConsumerCursor):
+    """A named event consumer (never its webhook secret: `webhook_secret_set` says whether one is set)."""
+
+    webhook_url: str | None = None
+    webhook_secret_set: bool | None = None
+
+
+class ConsumersAnswer(Answer):
+    consumers: list[Consumer]
+    acknowledged_sequence: int
+
+
+class ConsumerDeleted(Answer):
+    name: str
+    deleted: bool
+
+
+class DeadLetterReplayed(Answer):
+    name: str
+    letter_id: str
+    delivered: bool
+    error: str | None = None

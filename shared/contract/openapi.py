@@ -139,7 +139,8 @@ def _success(route: Route, schemas: dict[str, Any], service_headers: dict[str, s
             content["example"] = example
         media = {JSON: content}
     else:
-        media = {route.media or "application/x-ndjson": {"schema": {"type": "string"}}}
+        kinds = route.media if isinstance(route.media, tuple) else (route.media or "application/x-ndjson",)
+        media = {kind: {"schema": {"type": "string"}} for kind in kinds}
     statuses = [201] if route.answers_201 else [200]
     if route.replays:
         statuses = sorted({*statuses, 200})

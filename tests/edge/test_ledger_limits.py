@@ -13,7 +13,7 @@ from shared.contract.answers import Limits as LedgerLimits
 from edge.config import Limits
 from edge.ledger_client import BODY_MARGIN_BYTES, LedgerClient
 from edge.metrics import EdgeMetrics
-from tests.edge.conftest import eventually
+from tests.support.polling import eventually
 from tests.edge.fake_ledger import FakeLedger
 
 PUBLISHED = LedgerLimits(batch_actions_max=3, body_bytes_max=8192, page_limit_max=100, journal_wait_ms_max=1000,

@@ -225,7 +225,7 @@ class TestJob:
         for role, fenced in (("standby", False), ("primary", True)):
             registry = CollectorRegistry()
             service = SimpleNamespace(role=role, fenced=fenced, store=MemoryStore(), acknowledged_sequence=3, epoch=1)
-            job = Checkpoints(service, cps.Ed25519PrivateKey.generate(), 60,  # type: ignore[arg-type]
+            job = Checkpoints(service, cps.Ed25519PrivateKey.generate(), 60,  # type: ignore[arg-type]  # a stub service
                               LedgerMetrics(registry), registry, FakeClock())
             job.metrics.last_success_timestamp_seconds.set(1.0)
             with pytest.raises(Unavailable) as refused:

@@ -34,10 +34,7 @@ ADMIN_TYPES = {"player_create", "freeze", "unfreeze", "adjustment", "jackpot_cre
 
 def money_types() -> set[str]:
     """The transaction type of every money operation of the contract (shared.models)."""
-    out = set()
-    for op in MONEY_OPS.values():
-        out.add(op[0] if isinstance(op, tuple) else op.transaction_type)
-    return out
+    return {op.tx_type for op in MONEY_OPS.values()}
 
 
 def test_every_type_of_the_contract_has_exactly_one_spec_and_nothing_else_has_one() -> None:

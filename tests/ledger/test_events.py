@@ -142,9 +142,10 @@ async def test_only_acknowledged_entries_are_served() -> None:
     await store.commit(rows, {}, Head(3, prev, 1))
     service = SimpleNamespace(store=store, acknowledged_sequence=1, head=Head(3, prev, 1), commits=Watermark(3),
                               acks=Acks())
-    page = await read_events(service, 0, 10, wait_s=0, include_rejected=False)  # type: ignore[arg-type]
+    page = await read_events(service, 0, 10, wait_s=0, include_rejected=False)  # type: ignore[arg-type]  # a stub service
     assert [e["sequence"] for e in page.events] == [1] and page.next_after == 1
-    waiting = asyncio.ensure_future(read_events(service, 1, 10, wait_s=3, include_rejected=False))  # type: ignore[arg-type]
+    reading = read_events(service, 1, 10, wait_s=3, include_rejected=False)  # type: ignore[arg-type]  # a stub service
+    waiting = asyncio.ensure_future(reading)
     await asyncio.sleep(0.1)
     assert not waiting.done()  # committed but unconfirmed: the long poll waits for the standby
     service.acknowledged_sequence = 3

@@ -9,7 +9,7 @@ from typing import Any
 from shared.contract.answers import Limits
 
 from core_ledger.config import LedgerConfig
-from tests.ledger.conftest import TOKENS, Api
+from tests.support.ledger import TOKENS, Api
 
 
 async def test_a_validation_problem_lists_every_invalid_member_and_changes_nothing(api: Api) -> None:

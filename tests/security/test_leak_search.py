@@ -51,7 +51,7 @@ async def test_a_client_fails_the_request_whose_answer_holds_a_credential(aiohtt
     app.router.add_get("/echo", echo)
     server = await aiohttp_server(app, host="127.0.0.1")
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
-        client = Client(FakeCluster(str(server.make_url("")).rstrip("/")), http)  # type: ignore[arg-type]
+        client = Client(FakeCluster(str(server.make_url("")).rstrip("/")), http)  # type: ignore[arg-type]  # a stand-in cluster
         assert (await client.send("eu", "GET", "/echo", token="not-a-credential")).status == 200
         with pytest.raises(AssertionError, match=r"\['admin_write'\] in the 200 answer of GET"):
             await client.as_role("ledger", "admin_write", "GET", "/echo")
