@@ -50,7 +50,7 @@ from core_ledger.domain import (
 from core_ledger.failover import Failover
 from core_ledger.metrics import LedgerMetrics
 from core_ledger.overlay import Overlay, PlanningFailed
-from core_ledger.rejections import as_error
+from core_ledger.rejections import as_error, status_and_body
 from core_ledger.store import Head, JournalRow, Store
 
 log = structlog.get_logger("croupier.ledger")
@@ -269,12 +269,12 @@ class LedgerWriter:
             return
         if isinstance(outcome, Replay):
             judged.replays += 1
-            judged.results.append((outcome.status, outcome.body))
+            judged.results.append(status_and_body(outcome.answer, replayed=True))
             return
         head = judged.head
         entry = seal(outcome.transaction, outcome.postings, sequence=head.sequence + 1,
                      epoch=head.epoch, prev_hash=head.hash)
-        judged.results.append(evolve(self._overlay.rows, entry))
+        judged.results.append(status_and_body(evolve(self._overlay.rows, entry), replayed=False))
         judged.journal.append(JournalRow(entry["sequence"], entry["transaction"]["id"], entry_text(entry)))
         judged.head = Head(entry["sequence"], entry["hash"], head.epoch)
         tx = entry["transaction"]
