@@ -6,6 +6,10 @@ on a standby) holds ahead of storage, and the heads it stands on.
 head of the last durably committed one (what readers see); `commits` is a waitable copy of the
 committed sequence (journal long polls wait on it). `load` brings the rows commands need in from
 the store; `reload` restarts everything from what the store holds.
+
+Planning which rows a command needs (`rows_needed`) is pure: when it raises, that is a bug, not an
+outage, so `load` raises `PlanningFailed` (naming the command) rather than the error a failing
+store read raises, and the writer halts on it as it does on a judging bug.
 """
 
 from __future__ import annotations
@@ -13,6 +17,15 @@ from __future__ import annotations
 from core_ledger.domain import PASSES_MAX, PLANNED_FROM, Command, State, rows_needed
 from core_ledger.store import Head, Store
 from core_ledger.watermark import Watermark
+
+
+class PlanningFailed(Exception):
+    """`rows_needed` raised for `command`: a bug in the pure planning step (never a store failure)."""
+
+    def __init__(self, command: Command, error: BaseException) -> None:
+        super().__init__(repr(error))
+        self.command = command
+        self.error = error
 
 
 class Overlay:
@@ -45,7 +58,11 @@ class Overlay:
             missing: dict[str, dict[tuple, None]] = {}
             watched: list[tuple[Command, list[tuple[str, tuple]]]] = []
             for cmd in pending:
-                unknown = [(t, k) for t, k in rows_needed(cache, cmd) if not cache.known(t, k)]
+                try:
+                    needed = rows_needed(cache, cmd)
+                except Exception as e:  # pure: a bug, which every retry would hit again
+                    raise PlanningFailed(cmd, e) from e
+                unknown = [(t, k) for t, k in needed if not cache.known(t, k)]
                 for table, key in unknown:
                     missing.setdefault(table, {})[key] = None
                 if unknown:

@@ -9,10 +9,11 @@ after its predecessor did, and is answered only after its own commit. A failed c
 load) fails that group and every group judged on top of it with 503, and the overlay restarts from
 storage.
 
-Fail-stop: judging is pure, so an exception there (an `InvariantBroken`, or any other bug) would
-repeat on every retry. The writer halts instead: the failing command is logged, that group and
-every later write are answered 500 `ledger_halted` (not retryable), /readyz turns red and
-`ledger_halted` is 1 until an operator restarts the ledger.
+Fail-stop: planning the rows a group needs and judging it are pure, so an exception there (an
+`InvariantBroken`, or any other bug) would repeat on every retry. The writer halts instead: the
+failing command is logged, that group and every later write are answered 500 `ledger_halted` (not
+retryable), /readyz turns red and `ledger_halted` is 1 until an operator restarts the ledger. A
+failed store read while loading rows stays a retryable 503.
 
 Failover (core_ledger/failover.py) decides whether it may write: a standby takes none, a fenced
 primary answers every write 503 `not_primary`, even one whose commit was under way, except the one
@@ -48,8 +49,8 @@ from core_ledger.domain import (
 )
 from core_ledger.failover import Failover
 from core_ledger.metrics import LedgerMetrics
-from core_ledger.overlay import Overlay
-from core_ledger.rejections import as_error
+from core_ledger.overlay import Overlay, PlanningFailed
+from core_ledger.rejections import as_error, status_and_body
 from core_ledger.store import Head, JournalRow, Store
 
 log = structlog.get_logger("croupier.ledger")
@@ -239,7 +240,10 @@ class LedgerWriter:
         self._broken = False
 
     async def _judge(self, commands: list[Command]) -> _Judged:
-        await self._overlay.load(commands)
+        try:
+            await self._overlay.load(commands)  # a store error raises as is: 503, retryable
+        except PlanningFailed as e:  # planning is pure: a bug, not an outage
+            raise _JudgeFailed(e.command, e.error) from e
         ctx = Context(self._clock())
         judged = _Judged(head=self._overlay.head)
         for cmd in commands:
@@ -265,12 +269,12 @@ class LedgerWriter:
             return
         if isinstance(outcome, Replay):
             judged.replays += 1
-            judged.results.append((outcome.status, outcome.body))
+            judged.results.append(status_and_body(outcome.answer, replayed=True))
             return
         head = judged.head
         entry = seal(outcome.transaction, outcome.postings, sequence=head.sequence + 1,
                      epoch=head.epoch, prev_hash=head.hash)
-        judged.results.append(evolve(self._overlay.rows, entry))
+        judged.results.append(status_and_body(evolve(self._overlay.rows, entry), replayed=False))
         judged.journal.append(JournalRow(entry["sequence"], entry["transaction"]["id"], entry_text(entry)))
         judged.head = Head(entry["sequence"], entry["hash"], head.epoch)
         tx = entry["transaction"]

@@ -29,6 +29,7 @@ from typing import Any
 import aiohttp
 import structlog
 
+from harness.account_names import wallet_of
 from harness.cluster import STANDBY, Cluster
 from harness.nemesis import DEFAULT_FAULTS, EPOCH_HEADER, Nemesis
 from harness.verify import Check, check_cluster, fold_journal, read_journal
@@ -285,13 +286,14 @@ def check_failover(history: list[Op], journals: dict[str, list[dict[str, Any]]],
 
 
 def _player_balance_after(entries: list[dict[str, Any]]) -> dict[tuple[int, str], int]:
+    """(sequence, player id) -> the player's wallet balance after that entry."""
     running: dict[str, int] = {}
     out: dict[tuple[int, str], int] = {}
     for e in entries:
         for p in e["postings"]:
             running[p["account"]] = running.get(p["account"], 0) + p["amount_minor"]
-            if p["account"].startswith("player:"):
-                out[(e["sequence"], p["account"].split(":")[1])] = running[p["account"]]
+            if (wallet := wallet_of(p["account"])) is not None:
+                out[(e["sequence"], wallet.player_id)] = running[p["account"]]
     return out
 
 

@@ -14,6 +14,8 @@ from typing import Any
 import aiohttp
 import orjson
 
+from harness.account_names import Wallet, malformed_wallet, wallet_balances, wallet_of
+
 JOURNAL_PAGE = 1000
 JOURNAL_PAGES_MAX = 10_000
 
@@ -56,8 +58,10 @@ def fold_journal(entries: list[dict[str, Any]]) -> tuple[dict[str, int], list[st
         for p in e["postings"]:
             balances[p["account"]] += p["amount_minor"]
             per_currency[p["currency"]] += p["amount_minor"]
-            if p["account"].startswith("player:") and balances[p["account"]] < 0:
+            if wallet_of(p["account"]) is not None and balances[p["account"]] < 0:
                 problems.append(f"negative balance {p['account']} at sequence {e['sequence']}")
+            if malformed_wallet(p["account"]):
+                problems.append(f"malformed player account {p['account']!r} at sequence {e['sequence']}")
         if any(per_currency.values()):
             problems.append(f"postings do not sum to zero at sequence {e['sequence']}")
     return dict(balances), problems
@@ -113,10 +117,11 @@ async def check_cluster(info: dict[str, Any], jackpot_ids: list[str], player_ids
                             f"(first bad: {audit.get('first_bad_sequence')}); "
                             f"local: {chain_problems[0] if chain_problems else 'linked, gapless'}"))
         mismatched = []
+        wallets = wallet_balances(balances)
         for pid in player_ids:
             async with http.get(f"{ledger}/v1/players/{pid}/balances", headers=edge_h) as r:
                 for b in (await r.json())["balances"]:
-                    folded = balances.get(f"player:{pid}:{b['currency']}", 0)
+                    folded = wallets.get(Wallet(pid, b["currency"]), 0)
                     if folded != b["balance_minor"]:
                         mismatched.append(f"{pid} {b['currency']}: ledger {b['balance_minor']} journal {folded}")
         checks.append(Check("balances equal the journal", not mismatched,

@@ -25,7 +25,7 @@ from core_ledger.domain.journal import (
 )
 from core_ledger.domain.outcomes import Outcome, Refusal, RefusalCode, Reject, RejectCode, Rejection
 from core_ledger.domain.plan import PASSES_MAX, PLANNED_FROM, rows_needed
-from core_ledger.domain.render import public_transaction, render
+from core_ledger.domain.render import Answer, CommittedAnswer, RejectedAnswer, public_transaction, render
 from core_ledger.domain.specs import SPECS, TRANSACTION_TYPES, TransactionSpec, spec_of
 from core_ledger.domain.state import TABLES, State
 
@@ -38,8 +38,10 @@ __all__ = [
     "SPECS",
     "TABLES",
     "TRANSACTION_TYPES",
+    "Answer",
     "ChainCheck",
     "Command",
+    "CommittedAnswer",
     "Context",
     "Draft",
     "InvariantBroken",
@@ -48,6 +50,7 @@ __all__ = [
     "RefusalCode",
     "Reject",
     "RejectCode",
+    "RejectedAnswer",
     "Rejection",
     "Replay",
     "State",

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from core_ledger.domain.outcomes import Refusal, Reject, Rejection
 from core_ledger.domain.records import Posting, Transaction
+
+if TYPE_CHECKING:  # render imports state, which imports this module
+    from core_ledger.domain.render import Answer
 
 __all__ = ["ADMIN_SCOPE", "Command", "Context", "Draft", "InvariantBroken", "Refusal", "Reject", "Rejection",
            "Replay", "present", "require", "rfc3339"]
@@ -57,8 +60,7 @@ class Draft:
 class Replay:
     """The command repeats a stored one exactly: answer what was answered then."""
 
-    status: int
-    body: dict[str, Any]
+    answer: Answer
 
 
 class InvariantBroken(Exception):

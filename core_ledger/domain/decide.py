@@ -62,8 +62,7 @@ def replay_or_conflict(view: State, record: IdemRow, cmd: Command) -> Replay:
         raise Refusal(RefusalCode.IDEMPOTENCY_KEY_REUSED,
                       f"id {cmd.required_key[1]!r} was already used for a different request ({field} differs)",
                       field=field)
-    status, body = render(cast(dict[str, Any], entry))  # render reads entries as JSON documents
-    return Replay(200 if status == 201 else status, {**body, "replayed": True})
+    return Replay(render(cast(dict[str, Any], entry)))  # render reads entries as JSON documents
 
 
 def first_difference(stored: Transaction, cmd: Command) -> str | None:

@@ -14,15 +14,15 @@ from core_ledger.domain.commands import require
 from core_ledger.domain.folds import DIRECT_SLOT, edge_slot
 from core_ledger.domain.outcomes import Outcome
 from core_ledger.domain.records import Entry
-from core_ledger.domain.render import render
+from core_ledger.domain.render import Answer, render
 from core_ledger.domain.specs import spec_of
 from core_ledger.domain.state import State
 
 __all__ = ["DIRECT_SLOT", "Entry", "edge_slot", "evolve"]
 
 
-def evolve(state: State, entry: Entry) -> tuple[int, dict[str, Any]]:
-    """Apply the entry; returns its rendered answer (also stored for replays when it has an id)."""
+def evolve(state: State, entry: Entry) -> Answer:
+    """Apply the entry; returns its answer (which replays of its id give again)."""
     tx = entry["transaction"]
     if tx["outcome"] == Outcome.COMMITTED:
         _apply_postings(state, entry)

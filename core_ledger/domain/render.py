@@ -4,18 +4,42 @@ Replays render an entry read back from the journal, whose canonical JSON has sor
 first answer renders the entry just decided, whose request and results are in the order they were
 built. Every member taken from the request or the results is therefore rendered in sorted-key
 order, so the first answer and its replays are the same bytes apart from `replayed`.
+
+The domain speaks no HTTP: a journaled refusal is rendered as its code and detail only
+(`RejectedAnswer`); the ledger's boundary (core_ledger/rejections.py) gives it the status, title and
+problem+json form from the error table, and adds `replayed`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
-
-from shared.errors import error_from_code, problem, status_for
 
 from core_ledger.domain.state import ROUND_CLIENT
 
 BODY_KEYS = ("balance", "player", "jackpot", "bonus")  # results shown beside the transaction
 JOURNAL_ONLY = frozenset({ROUND_CLIENT})  # results the fold needs that answers do not show
+
+
+@dataclass(frozen=True)
+class CommittedAnswer:
+    """A committed transaction's answer body (without `replayed`, which the boundary adds)."""
+
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RejectedAnswer:
+    """A journaled refusal: its code (a `RejectCode` value, as stored) and detail, and where it sits
+    in the journal. Which status and title carry the code is the boundary's business."""
+
+    code: str
+    detail: str
+    sequence: int
+    transaction_id: str | None
+
+
+Answer = CommittedAnswer | RejectedAnswer
 
 
 def public_transaction(entry: dict[str, Any]) -> dict[str, Any]:
@@ -44,15 +68,13 @@ def sorted_keys(value: Any) -> Any:
     return value
 
 
-def render(entry: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    """(HTTP status, body) of the first answer; a replay adds "replayed": true (and 200 for 201)."""
+def render(entry: dict[str, Any]) -> Answer:
+    """The answer a journaled entry gives, the first time and on every replay."""
     tx = entry["transaction"]
     if tx["outcome"] == "rejected":
-        exc = error_from_code(tx["code"], tx["detail"], sequence=entry["sequence"], transaction_id=tx["id"])
-        return status_for(exc), {**problem(exc), "replayed": False}
+        return RejectedAnswer(tx["code"], tx["detail"], entry["sequence"], tx["id"])
     body: dict[str, Any] = {"transaction": public_transaction(entry)}
     for name in BODY_KEYS:
         if name in tx["result"]:
             body[name] = sorted_keys(tx["result"][name])
-    body["replayed"] = False
-    return 201, body
+    return CommittedAnswer(body)

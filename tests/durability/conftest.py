@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.durability.powered import PoweredLedger, build_shim
+from tests.support.powered_ledger import PoweredLedger, build_shim
 
 
 @pytest.fixture(scope="session")

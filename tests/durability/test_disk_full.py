@@ -15,9 +15,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.durability.powered import Disk, PoweredLedger
 from tests.support.crash_workload import HTTP_TIMEOUT, PLAYERS, Ack, Request, bet, check, deposit, open_accounts, send
 from tests.support.ledger import auth_headers
+from tests.support.powered_ledger import Disk, PoweredLedger
 
 pytestmark = pytest.mark.slow
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
-from tests.durability.powered import Disk, PoweredLedger
 from tests.support.crash_workload import HTTP_TIMEOUT, Ack, Load, Report, check, deposit, open_accounts, send
+from tests.support.powered_ledger import Disk, PoweredLedger
 
 pytestmark = pytest.mark.slow
 

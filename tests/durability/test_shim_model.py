@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.durability.powered import Disk, materialize, shim_env
+from tests.support.powered_ledger import Disk, materialize, shim_env
 
 CHILD_TIMEOUT_S = 30.0
 BLOCK = 4096

@@ -37,9 +37,9 @@ from core_ledger.domain import State, evolve
 from core_ledger.domain.state import TABLES
 from core_ledger.store import SqliteStore, Store
 from core_ledger.store.postgres import PostgresStore
-from tests.ledger.pg import TEST_LIMITS, PgServer, fresh_schema
 from tests.support.clock import FakeClock
 from tests.support.ledger import Api, bet, ledger_config
+from tests.support.local_postgres import TEST_LIMITS, PgServer, fresh_schema
 
 PLAYERS = ("p1", "p2", "p3")
 BETS_PER_PLAYER = 15

@@ -12,7 +12,7 @@ import pytest
 from shared.config import ConfigError
 
 from core_ledger import config
-from tests.ledger.procs import LedgerProcess, auth
+from tests.support.ledger_process import LedgerProcess, auth
 
 
 def test_config_defaults_relative_data_dir_tokens_and_overrides(tmp_path: Path) -> None:

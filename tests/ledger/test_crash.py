@@ -11,7 +11,7 @@ import aiohttp
 import orjson
 import pytest
 
-from tests.ledger.procs import LedgerProcess, auth
+from tests.support.ledger_process import LedgerProcess, auth
 
 pytestmark = pytest.mark.slow
 

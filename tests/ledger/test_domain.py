@@ -10,12 +10,15 @@ import pytest
 
 from core_ledger.domain import (
     ADMIN_SCOPE,
+    Answer,
     ChainCheck,
     Command,
+    CommittedAnswer,
     Context,
     InvariantBroken,
     Refusal,
     RefusalCode,
+    RejectedAnswer,
     Replay,
     State,
     decide,
@@ -91,13 +94,13 @@ def test_decide_is_pure_and_evolve_applies_the_draft() -> None:
     draft = decide(state, deposit, CTX)
     assert state.tables == before
     assert draft.transaction["outcome"] == "committed" and postings_balanced(draft.postings)
-    status, body = evolve(state, seal(draft.transaction, draft.postings, sequence=2, epoch=1, prev_hash="11" * 32))
-    assert status == 201 and body["balance"]["balance_minor"] == 7
+    answer = evolve(state, seal(draft.transaction, draft.postings, sequence=2, epoch=1, prev_hash="11" * 32))
+    assert isinstance(answer, CommittedAnswer) and answer.body["balance"]["balance_minor"] == 7
     assert state.get("accounts", ("player:p:EUR",)) == {"balance_minor": 7, "version": 1}
     assert state.get("accounts", ("cashier:EUR",)) == {"balance_minor": -7, "version": 1}
 
 
-def _apply(state: State, cmd: Command, sequence: int) -> tuple[int, dict]:
+def _apply(state: State, cmd: Command, sequence: int) -> Answer:
     draft = decide(state, cmd, CTX)
     assert not isinstance(draft, Replay)
     entry = seal(draft.transaction, draft.postings, sequence=sequence, epoch=1, prev_hash=GENESIS_HASH)
@@ -111,18 +114,20 @@ def test_a_committed_bet_keeps_no_idem_row_yet_binds_its_id() -> None:
     _apply(state, Command("deposit", {"id": "d", "player_id": "p", "currency": "EUR", "amount_minor": 150}, "c",
                           ("c", "d")), 2)
     bet = {"id": "b", "player_id": "p", "currency": "EUR", "amount_minor": 100, "round_id": "r", "game_id": "g"}
-    status, first = _apply(state, Command("bet", bet, "e", ("e", "b"), "e"), 3)
-    assert status == 201 and state.get("idem", ("e", "b")) is None and state.get("bets", ("e", "b"))["sequence"] == 3
+    first = _apply(state, Command("bet", bet, "e", ("e", "b"), "e"), 3)
+    assert isinstance(first, CommittedAnswer) and state.get("idem", ("e", "b")) is None
+    assert state.get("bets", ("e", "b"))["sequence"] == 3
     replay = decide(state, Command("bet", bet, "e", ("e", "b"), "e"), CTX)
-    assert isinstance(replay, Replay) and replay.body == {**first, "replayed": True}
+    assert isinstance(replay, Replay) and replay.answer == first
     with pytest.raises(Refusal) as reused:
         decide(state, Command("rollback", {"id": "b", "bet_id": "x", "player_id": "p"}, "e", ("e", "b"), "e"), CTX)
     assert reused.value.code == RefusalCode.IDEMPOTENCY_KEY_REUSED and reused.value.field == "type"
-    status, _ = _apply(state, Command("bet", {**bet, "id": "b2"}, "e", ("e", "b2"), "e"), 4)  # 50 left: refused
-    assert status == 422 and state.get("idem", ("e", "b2")) == {"type": "bet", "sequence": 4}
+    refused = _apply(state, Command("bet", {**bet, "id": "b2"}, "e", ("e", "b2"), "e"), 4)  # 50 left: refused
+    assert refused == RejectedAnswer("insufficient_funds", refused.detail, 4, "b2")
+    assert state.get("idem", ("e", "b2")) == {"type": "bet", "sequence": 4}
 
 
-def _legacy(state: State, cmd: Command, sequence: int, **tx_changes: object) -> tuple[int, dict]:
+def _legacy(state: State, cmd: Command, sequence: int, **tx_changes: object) -> Answer:
     """Fold `cmd` as the code before round scoping journaled it: no round scope in its result."""
     draft = decide(state, cmd, CTX)
     assert not isinstance(draft, Replay) and draft.transaction["outcome"] == "committed"
@@ -153,9 +158,9 @@ def test_entries_from_before_round_scoping_fold_as_they_did_and_their_rounds_sta
     with pytest.raises(Refusal, match="has no bet") as unknown:
         decide(state, Command("win", {**win, "id": "bw9", "round_id": "9"}, "e", ("gs-b", "bw9"), "e"), CTX)
     assert unknown.value.code == RefusalCode.NOT_FOUND
-    status, _ = _apply(state, Command("win", {**win, "id": "aw9", "round_id": "9", "amount_minor": 30}, "e",
-                                         ("gs-a", "aw9"), "e"), 6)
-    assert status == 201 and state.get("rounds", ("p", "9"))["status"] == "closed"
+    won = _apply(state, Command("win", {**win, "id": "aw9", "round_id": "9", "amount_minor": 30}, "e",
+                                ("gs-a", "aw9"), "e"), 6)
+    assert isinstance(won, CommittedAnswer) and state.get("rounds", ("p", "9"))["status"] == "closed"
     # B's bet in a round "9" opens B's own round.
     _apply(state, Command("bet", {**bet, "id": "b9", "round_id": "9"}, "e", ("gs-b", "b9"), "e"), 7)
     assert state.get("client_rounds", ("p", "9", "gs-b"))["bets_minor"] == 100

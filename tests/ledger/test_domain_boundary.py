@@ -11,13 +11,10 @@ import pytest
 
 from shared.errors import BadRequest, CroupierError, NotFound, Unprocessable, error_from_code, problem, status_for
 
-from core_ledger.domain import Refusal, RefusalCode, RejectCode
-from core_ledger.rejections import as_error
+from core_ledger.domain import CommittedAnswer, Refusal, RefusalCode, RejectCode, RejectedAnswer, render
+from core_ledger.rejections import as_error, journaled_error, status_and_body
 
 DOMAIN = Path(__file__).resolve().parents[2] / "core_ledger" / "domain"
-# render.py turns a journaled entry into the HTTP answer that replays repeat byte for byte; it is
-# the one module of the package that speaks HTTP (it is slated to leave the domain).
-RENDERING = {"render.py"}
 HTTP_MODULES = ("shared.errors", "aiohttp", "core_ledger.http", "core_ledger.rejections")
 
 # What clients see for each code a decision can give: pinned (docs/API.md, error table).
@@ -39,7 +36,7 @@ def imported_modules(path: Path) -> set[str]:
     return out
 
 
-@pytest.mark.parametrize("module", sorted(p.name for p in DOMAIN.glob("*.py") if p.name not in RENDERING))
+@pytest.mark.parametrize("module", sorted(p.name for p in DOMAIN.glob("*.py")))
 def test_the_domain_imports_nothing_http_flavoured(module: str) -> None:
     imported = imported_modules(DOMAIN / module)
     assert not {m for m in imported if m.startswith(HTTP_MODULES)}, imported
@@ -48,8 +45,9 @@ def test_the_domain_imports_nothing_http_flavoured(module: str) -> None:
 def test_every_domain_code_keeps_the_status_clients_see() -> None:
     codes = {c.value for c in RejectCode} | {c.value for c in RefusalCode}
     assert codes == set(STATUS_BY_CODE)
-    for code in RejectCode:  # journaled: rendered from the stored code (domain/render.py)
-        assert status_for(error_from_code(code.value, "x")) == STATUS_BY_CODE[code.value], code
+    for code in RejectCode:  # journaled: the stored code gets its status at the boundary (rejections.py)
+        status, _ = status_and_body(RejectedAnswer(code.value, "x", 1, "t1"), replayed=False)
+        assert status == STATUS_BY_CODE[code.value], code
     for refusal_code in RefusalCode:
         assert status_for(as_error(Refusal(refusal_code, "x"))) == STATUS_BY_CODE[refusal_code.value]
 
@@ -65,6 +63,34 @@ def test_every_domain_code_keeps_the_status_clients_see() -> None:
 def test_a_refusal_is_answered_as_the_error_the_domain_raised_before(refusal: Refusal, before: CroupierError) -> None:
     error = as_error(refusal)
     assert type(error) is type(before) and problem(error) == problem(before)
+
+
+def rejected_entry(code: str) -> dict:
+    transaction = {"id": "b2", "type": "bet", "outcome": "rejected", "code": code, "detail": "only 50 left",
+                   "request": {"amount_minor": 100}, "result": {}}
+    return {"sequence": 4, "epoch": 1, "transaction": transaction}
+
+
+def test_the_domain_renders_a_journaled_refusal_as_its_code_only() -> None:
+    assert render(rejected_entry("insufficient_funds")) == RejectedAnswer("insufficient_funds", "only 50 left", 4, "b2")
+
+
+@pytest.mark.parametrize("code", sorted(c.value for c in RejectCode))
+def test_a_journaled_refusal_is_answered_as_the_error_table_says_first_time_and_replayed(code: str) -> None:
+    """The bytes clients always got: the problem+json of the code's error, `replayed` last."""
+    before = error_from_code(code, "only 50 left", sequence=4, transaction_id="b2")
+    for replayed in (False, True):
+        status, body = status_and_body(render(rejected_entry(code)), replayed=replayed)
+        assert status == status_for(before) == STATUS_BY_CODE[code]
+        assert list(body.items()) == [*problem(before).items(), ("replayed", replayed)]
+    assert problem(journaled_error(RejectedAnswer(code, "only 50 left", 4, "b2"))) == problem(before)
+
+
+def test_a_committed_answer_is_201_first_and_200_replayed_with_replayed_last() -> None:
+    answer = CommittedAnswer({"transaction": {"id": "d1"}, "balance": {"balance_minor": 7}})
+    assert status_and_body(answer, replayed=False) == (201, {**answer.body, "replayed": False})
+    status, body = status_and_body(answer, replayed=True)
+    assert status == 200 and list(body) == ["transaction", "balance", "replayed"] and body["replayed"] is True
 
 
 def test_account_names_are_built_in_one_place_and_split_back() -> None:

@@ -60,7 +60,7 @@ def judged(state: Any, cmd: Command) -> tuple[Any, ...]:
     except Exception as e:  # noqa: BLE001 (any error must be the same on both sides)
         return ("raised", type(e).__name__, str(e), getattr(e, "code", None), getattr(e, "field", None))
     if isinstance(outcome, Replay):
-        return ("replay", outcome.status, outcome.body)
+        return ("replay", outcome.answer)
     return ("draft", outcome.transaction, outcome.postings)
 
 

@@ -102,3 +102,44 @@ async def test_a_bug_in_the_writer_loop_halts_it_and_answers_everyone_waiting(
     assert status == 500 and body["code"] == "ledger_halted"
     status, ready = await api.get("", "/readyz")
     assert status == 503 and ready["status"] == "halted"
+
+
+async def test_a_bug_in_planning_the_rows_halts_instead_of_a_retryable_503(
+        api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`rows_needed` is pure: when it raises, every retry would hit it again, as with a judging bug."""
+    await api.player(deposit=100)
+
+    def broken_plan(view: Any, cmd: Any, need: Any) -> None:
+        raise KeyError("a bug in the deposit's plan")
+
+    monkeypatch.setitem(SPECS, "deposit", replace(SPECS["deposit"], plan=broken_plan))
+    with capture_logs() as logs:
+        status, body = await api.post("cashier", "/v1/deposits", deposit("d1"))
+    assert status == 500 and body["code"] == "ledger_halted", body
+    [halt] = [e for e in logs if e["event"] == "ledger_halted"]
+    assert halt["command_type"] == "deposit" and halt["id"] == "d1" and "a bug in the deposit" in halt["error"]
+    assert not [e for e in logs if e["event"] == "ledger_judge_failed"]
+    status, ready = await api.get("", "/readyz")
+    assert status == 503 and ready["status"] == "halted"
+    _, metrics = await api.get("admin_read", "/metrics")
+    assert "ledger_halted 1.0" in metrics and "ledger_commit_failures_total 0.0" in metrics
+
+
+async def test_a_store_that_fails_to_load_rows_stays_a_retryable_503(
+        api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    await api.player(deposit=100)
+    service = api.client.server.app[SERVICE]
+
+    async def failing_load(*args: Any) -> Any:
+        raise OSError("disk I/O error")
+
+    monkeypatch.setattr(service.writer.store, "load", failing_load)
+    with capture_logs() as logs:
+        status, body = await api.post("cashier", "/v1/deposits", deposit("d1"))
+    assert status == 503 and body["code"] == "storage_unavailable", body
+    assert [e["error"] for e in logs if e["event"] == "ledger_judge_failed"] == ["OSError('disk I/O error')"]
+    monkeypatch.undo()  # the store is back: the same request now commits
+    status, body = await api.post("cashier", "/v1/deposits", deposit("d1"))
+    assert status == 201 and body["balance"]["balance_minor"] == 110, body
+    status, ready = await api.get("", "/readyz")
+    assert status == 200 and ready["status"] == "ready"

@@ -23,9 +23,9 @@ from core_ledger.backup_format import restore_into_sqlite
 from core_ledger.journal_checks import verify_store
 from core_ledger.store import Head, JournalRow, SqliteStore, StorageError
 from core_ledger.store.postgres import PostgresLimits, PostgresStore
-from tests.ledger.pg import TEST_LIMITS, PgServer, fresh_schema
 from tests.support.clock import FakeClock
 from tests.support.ledger import TOKENS, Api, bet, ledger_config
+from tests.support.local_postgres import TEST_LIMITS, PgServer, fresh_schema
 
 LOCK_WAIT_POLLS_MAX = 200
 LOCK_WAIT_POLL_S = 0.05

@@ -17,9 +17,9 @@ import pytest
 
 from core_ledger import config as ledger_config_module
 from core_ledger.app import create_app
-from tests.ledger.pg import PgServer, fresh_schema
 from tests.support.clock import FakeClock
 from tests.support.ledger import Api, bet, ledger_config
+from tests.support.local_postgres import PgServer, fresh_schema
 
 CLI_TIMEOUT_S = 60.0
 BETS = 6

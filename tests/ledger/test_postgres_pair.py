@@ -13,7 +13,7 @@ import pytest
 
 from core_ledger.store import Head, JournalRow, StorageError
 from core_ledger.store.postgres import PostgresStore, WriterLease
-from tests.ledger.pg import TEST_LIMITS, PgServer, fresh_schema
+from tests.support.local_postgres import TEST_LIMITS, PgServer, fresh_schema
 
 TAKEOVER_S = 5.0
 RACES = 20

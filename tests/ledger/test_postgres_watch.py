@@ -16,7 +16,7 @@ from core_ledger.metrics import LedgerMetrics
 from core_ledger.postgres_watch import PostgresWatch
 from core_ledger.store import SqliteStore
 from core_ledger.store.postgres import ReplicationView
-from tests.ledger.pg import PgServer, postgres_store
+from tests.support.local_postgres import PgServer, postgres_store
 
 VIEW = ReplicationView(server="127.0.0.1:5001", timeline=1, synchronous_expected=True, synchronous_replicas=1,
                        replicas=2, lag_bytes=4096, lag_seconds=0.25)

@@ -19,9 +19,9 @@ from core_ledger.store import Head, JournalRow, SqliteStore, StorageError
 from core_ledger.store.base import Rows
 from core_ledger.store.postgres import PostgresStore
 from core_ledger.store.sqlite import _commit_sync
-from tests.ledger.pg import TEST_LIMITS, PgServer, fresh_schema
 from tests.support.clock import FakeClock
 from tests.support.ledger import TOKENS, Api, bet, ledger_config
+from tests.support.local_postgres import TEST_LIMITS, PgServer, fresh_schema
 from tests.support.polling import wait_for
 
 COMMIT_DELAY_S = 0.5

@@ -23,8 +23,8 @@ from core_ledger.store import Head, JournalRow, SqliteStore, StorageError
 from core_ledger.store import postgres as pg_module
 from core_ledger.store import sqlite as sqlite_module
 from core_ledger.store.postgres import PostgresStore
-from tests.ledger.pg import TEST_LIMITS, PgServer, fresh_schema
 from tests.support.ledger import Api
+from tests.support.local_postgres import TEST_LIMITS, PgServer, fresh_schema
 
 HEAD = Head(2, "ab" * 32, 3)
 ROWS = [JournalRow(1, "tx1", '{"sequence":1}'), JournalRow(2, "tx2", '{"sequence":2}')]

@@ -159,3 +159,31 @@ def test_an_acknowledged_write_only_the_old_primary_has_is_lost():
     checks = check_failover([acked_bet("b1", 2, 1)], {"ledger": old, "ledger-standby": new}, "ledger-standby")
     assert checks[0].ok
     assert not checks[1].ok and "1 ok writes missing from ledger-standby, first bet b1" in checks[1].detail
+
+
+def test_balances_of_players_whose_ids_contain_a_colon_are_checked_under_their_own_id():
+    """Player ids may contain ":" (shared.ids): a wallet splits at its last ":", not its first."""
+    deposit = entry(1, "d1", [("cashier:EUR", -100), ("player:p:1:EUR", 100)], client="cashier")
+    bet = entry(2, "b1", [("player:p:1:EUR", -10), ("house:EUR", 10)])
+    op = Op("bet", "b1", {"id": "b1"}, "eu", 0.0, outcome="ok", status=201)
+    op.answer = {"transaction": {"sequence": 2}, "balance": {"player_id": "p:1", "balance_minor": 95}}
+    checks = check_history([op], chain(deposit, bet))
+    assert not checks[0].ok and "answered balance 95, journal 90" in checks[0].detail
+
+
+def test_the_harness_reads_account_names_as_the_ledger_builds_them():
+    from core_ledger.domain.accounts import jackpot_account, player_account, system_account
+    from harness.account_names import Wallet, malformed_wallet, wallet_balances, wallet_of
+
+    for player_id in ("p1", "p:1", "player:x:", "a:b:c"):
+        assert wallet_of(player_account(player_id, "EUR")) == Wallet(player_id, "EUR")
+    assert wallet_of(system_account("house", "EUR")) is None and wallet_of(jackpot_account("player:j")) is None
+    assert [malformed_wallet(a) for a in ("player:EUR", "player::EUR", "player:p:", "house:EUR")] == [
+        True, True, True, False]
+    assert wallet_balances({"player:p:1:EUR": 5, "house:EUR": -5}) == {Wallet("p:1", "EUR"): 5}
+
+
+def test_fold_reports_a_malformed_player_account():
+    odd = entry(1, "d1", [("cashier:EUR", -100), ("player:EUR", 100)], client="cashier")
+    _, problems = fold_journal([odd])
+    assert any("malformed player account 'player:EUR' at sequence 1" in p for p in problems)

@@ -22,9 +22,6 @@ SUPPORT = "tests.support"
 # to tests/support/ and leaves this list. Shrink it, never grow it.
 NOT_YET_MOVED = frozenset({
     "tests.edge.fake_ledger",
-    "tests.ledger.procs",
-    "tests.durability.powered",
-    "tests.ledger.pg",
 })
 
 
@@ -107,7 +104,7 @@ def test_every_module_not_yet_moved_still_exists_so_the_list_only_shrinks() -> N
     ("from tests.support import polling", "tests.failover.test_x", []),
     ("from tests import support", "tests.failover.test_x", []),
     ("from tests import edge", "tests.failover.test_x", ["tests.edge"]),
-    ("from tests.ledger.pg import pg_server", "tests.ledger.conftest", []),
+    ("from tests.support.local_postgres import pg_server", "tests.ledger.conftest", []),
     ("from core_ledger.store import Store\nimport pytest", "tests.ledger.test_x", []),
 ])
 def test_the_check_sees_every_form_of_import_between_test_modules(source: str, importer: str,

@@ -16,4 +16,7 @@
 - crash_workload: money traffic that remembers every acknowledged answer, and the check after a crash.
 - promtool: the promtool binary.
 - ordering: the orders of `--test-order` (tests/conftest.py).
+- ledger_process: a real `croupier ledger serve` process (loopback, free port, reaped).
+- powered_ledger: such a process on a simulated disk that can lose power (the LD_PRELOAD shim).
+- local_postgres: the throwaway PostgreSQL the ledger tests share (fixture `pg_server`), a schema per store.
 """

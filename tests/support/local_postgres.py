@@ -1,5 +1,6 @@
-"""A throwaway PostgreSQL 15 for the ledger tests, started once per test session by
-`harness.postgres.LocalPostgres` (the one way Croupier starts a local PostgreSQL).
+"""A throwaway PostgreSQL 15 for the ledger tests, started once per test session (the `pg_server`
+fixture of tests/ledger/conftest.py) by `harness.postgres.LocalPostgres` (the one way Croupier
+starts a local PostgreSQL).
 
 It runs in a fresh temp dir on a free 127.0.0.1 port and is stopped and deleted at the end of the
 session. fsync is off here: these tests check semantics, not crash durability, on a shared box
@@ -14,6 +15,7 @@ import secrets
 import shutil
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,9 +48,10 @@ def postgres_store(server: PgServer) -> PostgresStore:
     return PostgresStore(server.dsn, TEST_LIMITS, schema=fresh_schema())
 
 
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[PgServer]:
-    """A running PostgreSQL for the whole session, stopped and removed at its end."""
+@contextmanager
+def running_postgres() -> Iterator[PgServer]:
+    """A running PostgreSQL until the block ends, then stopped and removed (the `pg_server` fixture
+    of tests/ledger/conftest.py holds one for the whole session)."""
     server = LocalPostgres(Path(tempfile.mkdtemp(prefix="croupier-pg-")), settings=FAST_SETTINGS)
     try:
         try:

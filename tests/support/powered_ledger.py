@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.launcher import CROUPIER, launch_environment
-from tests.ledger.procs import LedgerProcess
+from tests.support.ledger_process import LedgerProcess
 
-SHIM_SOURCE = Path(__file__).parent / "powerloss" / "shim.c"
+SHIM_SOURCE = Path(__file__).parents[1] / "durability" / "powerloss" / "shim.c"
 GCC_TIMEOUT_S = 60.0
 PRODUCT_SYNCHRONOUS = "PRAGMA synchronous=FULL"
 

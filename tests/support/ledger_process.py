@@ -1,6 +1,6 @@
 """A real `croupier ledger serve` process for multi-process tests (loopback, free port, reaped).
 
-The config (the test tokens of tests/ledger/conftest.py) is written and the process run by
+The config (the test tokens of tests/support/ledger.py) is written and the process run by
 `harness/launcher.py`, like every other service process the tests and tools start.
 """
 
