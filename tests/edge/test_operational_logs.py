@@ -15,8 +15,9 @@ from structlog.testing import capture_logs
 from shared import request_ids
 from shared.errors import Unavailable
 
+from edge.app import create_app
+from edge.app_keys import SERVICE
 from edge.config import Limits
-from edge.http import SERVICE, create_app
 from edge.ledger_client import LedgerClient
 from edge.metrics import EdgeMetrics
 from harness.cluster import free_port

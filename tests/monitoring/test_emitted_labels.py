@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry
 
 from core_ledger.app import create_app as create_ledger
 from core_ledger.standby_tailer import StandbySettings
-from edge.http import create_app as create_edge
+from edge.app import create_app as create_edge
 from harness.cluster import free_port
 from monitoring import contract
 from monitoring.promql import (
