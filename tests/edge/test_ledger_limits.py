@@ -14,7 +14,7 @@ from edge.config import Limits
 from edge.ledger_client import LedgerClient
 from edge.ledger_limits import BODY_MARGIN_BYTES
 from edge.metrics import EdgeMetrics
-from tests.edge.fake_ledger import FakeLedger
+from tests.support.fake_ledger import FakeLedger
 from tests.support.polling import eventually
 
 PUBLISHED = LedgerLimits(batch_actions_max=3, body_bytes_max=8192, page_limit_max=100, journal_wait_ms_max=1000,

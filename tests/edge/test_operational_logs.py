@@ -21,8 +21,8 @@ from edge.config import Limits
 from edge.ledger_client import LedgerClient
 from edge.metrics import EdgeMetrics
 from harness.cluster import free_port
-from tests.edge.fake_ledger import FakeLedger
 from tests.support.edges import edge_config
+from tests.support.fake_ledger import FakeLedger
 from tests.support.polling import eventually
 
 

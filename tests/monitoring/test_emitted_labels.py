@@ -38,8 +38,8 @@ from monitoring.promql import (
     metric_names,
     recorded_names,
 )
-from tests.edge.fake_ledger import FakeLedger
 from tests.support.edges import GS, edge_config
+from tests.support.fake_ledger import FakeLedger
 from tests.support.ledger import TOKENS, ledger_config
 
 # Labels Prometheus attaches from the scrape config (monitoring/scrape.py), not the code.
