@@ -27,7 +27,7 @@ def serve(
     from shared.config import ConfigError, exit_on_config_error
 
     from edge import config as edge_config
-    from edge.http import create_app
+    from edge.app import create_app
 
     try:
         cfg = edge_config.load(config)

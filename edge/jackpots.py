@@ -17,6 +17,7 @@ from typing import Any
 
 import structlog
 
+from shared.contract.answers import LedgerJackpot
 from shared.errors import CroupierError, NotFound
 from shared.ids import is_id
 
@@ -83,12 +84,12 @@ class JackpotCatalog:
             self._asked.move_to_end(jackpot_id)
             _bound(self._asked)
             try:
-                raw = await self._ledger.get(f"/v1/jackpots/{jackpot_id}", "jackpot",
-                                             deadline_s=min(LOOKUP_DEADLINE_S, self._ledger.deadline_s))
-                self.note(jackpot_id, int(raw["epoch"]))
+                answer = await self._ledger.read(f"/v1/jackpots/{jackpot_id}", "jackpot", LedgerJackpot,
+                                                 deadline_s=min(LOOKUP_DEADLINE_S, self._ledger.deadline_s))
+                self.note(jackpot_id, answer.epoch)
             except NotFound:
                 self.note_missing(jackpot_id)
-            except (CroupierError, KeyError, TypeError, ValueError) as e:
+            except CroupierError as e:  # unavailable, or an answer off the contract (counted by the client)
                 log.info("jackpot lookup postponed", jackpot_id=jackpot_id, error=repr(e))
                 return  # the ledger is unavailable: the others wait for their next turn too
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import Any
 
 import structlog
 
+from shared.contract.answers import LedgerBonuses, LedgerJackpot
 from shared.errors import CroupierError, NotFound
 from shared.ids import is_id
 
@@ -60,16 +60,16 @@ class Reconciler:
 
     async def jackpot(self, jackpot_id: str) -> None:
         try:
-            raw = await self.ledger.get(f"/v1/jackpots/{jackpot_id}", "jackpot")
+            answer = await self.ledger.read(f"/v1/jackpots/{jackpot_id}", "jackpot", LedgerJackpot)
         except NotFound:
             self.catalog.note_missing(jackpot_id)  # e.g. an id a peer made up before admission existed
             raise
         name = doc_name(JACKPOT, jackpot_id)
         await self.state.doc(name)
-        truth = JackpotTruth(epoch=int(raw["epoch"]), seed_minor=int(raw["seed_minor"]), currency=str(raw["currency"]),
-                             mine_minor=int(raw.get("contributions_by_edge", {}).get(self.state.edge_id, 0)),
-                             pool_minor=int(raw["pool_minor"]),
-                             as_of=position(int(raw.get("as_of_epoch", 0)), int(raw["as_of_sequence"])))
+        truth = JackpotTruth(epoch=answer.epoch, seed_minor=answer.seed_minor, currency=answer.currency,
+                             mine_minor=answer.contributions_by_edge.get(self.state.edge_id, 0),
+                             pool_minor=answer.pool_minor,
+                             as_of=position(answer.as_of_epoch or 0, answer.as_of_sequence))
         self.catalog.note(jackpot_id, truth.epoch)
         me, book = self.state.edge_id, self.state.book
         if truth.as_of < book.watermark(name):
@@ -90,15 +90,15 @@ class Reconciler:
             self.state.metrics.display_drift_minor.labels("jackpot").set(view.display_minor - truth.pool_minor)
 
     async def bonuses(self, player_id: str) -> None:
-        raw = await self.ledger.get(f"/v1/players/{player_id}/bonuses", "bonuses")
+        answer = await self.ledger.read(f"/v1/players/{player_id}/bonuses", "bonuses", LedgerBonuses)
         name = doc_name(BONUS, player_id)
         await self.state.doc(name)
         me, book = self.state.edge_id, self.state.book
-        as_of = position(int(raw.get("as_of_epoch", 0)), int(raw["as_of_sequence"]))
-        bonuses: list[dict[str, Any]] = raw.get("bonuses", [])
+        as_of = position(answer.as_of_epoch or 0, answer.as_of_sequence)
+        bonuses = answer.bonuses
         if as_of < book.watermark(name) or (not bonuses and not self.state.replica.known(name)):
             return
-        mine = {str(b["bonus_id"]): int(b.get("wagered_by_edge", {}).get(me, 0)) for b in bonuses}
+        mine = {b.bonus_id: b.wagered_by_edge.get(me, 0) for b in bonuses}
         slot = reconcile_bonus(mine, book.after(name, as_of), self.state.clock())
         book.raise_watermark(name, as_of)
         doc = self.state.replica.live(name)
@@ -110,7 +110,7 @@ class Reconciler:
                      own_wagered_before=None if own is None else _net(own), own_wagered_after=_net(slot))
         self.state.store.raise_watermark(name, as_of)
         shown = bonus_progress(bonus_slots(doc))
-        drift = sum(sum(shown.get(str(b["bonus_id"]), {}).values()) - int(b["wagered_minor"]) for b in bonuses)
+        drift = sum(sum(shown.get(b.bonus_id, {}).values()) - b.wagered_minor for b in bonuses)
         self.state.metrics.display_drift_minor.labels("bonus").set(drift)
 
     async def run(self) -> None:
@@ -125,6 +125,10 @@ class Reconciler:
                 except NotFound:
                     pass  # the ledger does not know it (yet): nothing to repair
                 except CroupierError as e:
+                    if e.code == CroupierError.code:  # the ledger's answer is off the contract: a bug, as below
+                        failure = e
+                        log.error("reconciliation failed", doc=name, error=repr(e))
+                        continue
                     self._dirty[name] = None  # ledger unavailable: try again next round
                     log.info("reconciliation_postponed", doc=name, code=e.code)
                     break

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 import structlog
@@ -22,7 +22,7 @@ from shared.errors import BadRequest, CroupierError, NotFound, PayloadTooLarge, 
 
 from edge.config import EdgeConfig
 from edge.crdt import BONUS, JACKPOT, SESSION, BonusSlot, Effect, JackpotSlot, SessionRecord, doc_name
-from edge.crdt.effects import effects_of, position
+from edge.crdt.effects import effect_documents, effects_of, position, reported_epochs
 from edge.crdt.slots import (
     JackpotView,
     bonus_progress,
@@ -44,18 +44,6 @@ log = structlog.get_logger("croupier.edge.service")
 Hint = Callable[[str, list[str]], None]  # (peer edge id, document names): ask it to reconcile
 
 
-def effect_docs(tx: Transaction | None) -> list[str]:
-    """The documents a committed transaction's effects touch (to reconcile when applying failed)."""
-    if tx is None:
-        return []
-    names = [doc_name(JACKPOT, c.jackpot_id) for c in [*tx.jackpot_contributions, *tx.reversed_contributions]]
-    if tx.jackpot_id is not None:
-        names.append(doc_name(JACKPOT, tx.jackpot_id))
-    if tx.bonus_wagering and tx.player_id is not None:
-        names.append(doc_name(BONUS, tx.player_id))
-    return sorted(set(names))
-
-
 def rfc3339(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -67,15 +55,6 @@ def _jackpot_body(jackpot_id: str, view: JackpotView) -> dict[str, Any]:
 
 
 EDGE_MONEY_OPS = MONEY_OPERATIONS  # what game servers send here
-
-T = TypeVar("T")
-
-
-def _required(value: T | None, name: str) -> T:
-    """A member the contract leaves optional but this transaction type always has."""
-    if value is None:
-        raise ValueError(f"the ledger's answer lacks {name}")
-    return value
 
 
 class EdgeService:
@@ -112,7 +91,7 @@ class EdgeService:
             await self._apply_effects(op, tx)
         except Exception as e:  # noqa: BLE001 (any bug included: the ledger committed, so the answer stands)
             self.metrics.effect_failures_total.labels(op).inc()
-            names = effect_docs(tx)
+            names = effect_documents(op, tx)
             self.reconciler.mark_dirty(names)
             log.error("effect_failed", op=op, sequence=tx.sequence, id=tx.id, docs=names, error=repr(e))
         return status, answer.dump()
@@ -133,13 +112,10 @@ class EdgeService:
         elif effects.reconcile_at is not None:
             self.hint(effects.reconcile_at, names)
 
-
     def _note_epochs(self, op: str, tx: Transaction) -> None:
         """The ledger's answer says which jackpots exist and at which epoch (admission uses it)."""
-        for c in [*tx.jackpot_contributions, *tx.reversed_contributions]:
-            self.catalog.note(c.jackpot_id, c.epoch)
-        if op == "jackpot_payout" and tx.outcome == "committed" and tx.jackpot_id is not None:
-            self.catalog.note(tx.jackpot_id, tx.epoch)
+        for jackpot_id, epoch in reported_epochs(op, tx):
+            self.catalog.note(jackpot_id, epoch)
 
     async def _effect(self, name: str, seq: int, delta: dict[str, int], currency: str | None) -> None:
         if not self.state.replica.known(name):

@@ -1,6 +1,8 @@
 """Exactly-once CRDT effects of committed ledger transactions, and reconciliation (pure).
 
-Which effects a transaction type has is one table, `EFFECTS_BY_TYPE` (see the end of this module).
+What the edge does with each transaction type is one table, `EFFECTS_BY_TYPE` (see the end of this
+module): the CRDT effects, the documents to reconcile when applying them failed, and the jackpot
+epochs the ledger's answer reports (admission uses them).
 
 An effect (a jackpot contribution, a bonus wagering delta) of a committed transaction is applied
 iff the transaction went through this edge (`via`), its `sequence` was not applied yet for that
@@ -199,18 +201,91 @@ def no_effects(tx: Transaction, edge_id: str) -> EdgeEffects:
     return NO_EFFECTS
 
 
-# Transaction type -> its CRDT effects. Every money operation an edge forwards has a row.
-EFFECTS_BY_TYPE: dict[str, EffectRule] = {
-    "bet": bet_effects,
-    "win": no_effects,
-    "rollback": rollback_effects,
-    "jackpot_payout": jackpot_payout_effects,
-    "bonus_claim": no_effects,
+# --- the documents a transaction type touches (reconciled when applying its effects failed) -----
+
+DocumentsRule = Callable[[Transaction], list[str]]
+
+
+def _credited_documents(player_id: str | None, contributions: Sequence[JackpotContribution],
+                        wagering: Sequence[BonusWagering]) -> list[str]:
+    names = [doc_name(JACKPOT, c.jackpot_id) for c in contributions]
+    if wagering and player_id is not None:
+        names.append(doc_name(BONUS, player_id))
+    return names
+
+
+def bet_documents(tx: Transaction) -> list[str]:
+    return _credited_documents(tx.player_id, tx.jackpot_contributions, tx.bonus_wagering)
+
+
+def rollback_documents(tx: Transaction) -> list[str]:
+    return _credited_documents(tx.player_id, tx.reversed_contributions, tx.bonus_wagering)
+
+
+def jackpot_payout_documents(tx: Transaction) -> list[str]:
+    return [doc_name(JACKPOT, tx.jackpot_id)] if tx.jackpot_id is not None else []
+
+
+def no_documents(tx: Transaction) -> list[str]:
+    return []
+
+
+# --- the jackpot epochs a transaction type's answer reports (edge.jackpots, admission) -----------
+
+EpochsRule = Callable[[Transaction], list[tuple[str, int]]]  # (jackpot id, epoch)
+
+
+def bet_epochs(tx: Transaction) -> list[tuple[str, int]]:
+    return [(c.jackpot_id, c.epoch) for c in tx.jackpot_contributions]
+
+
+def rollback_epochs(tx: Transaction) -> list[tuple[str, int]]:
+    return [(c.jackpot_id, c.epoch) for c in tx.reversed_contributions]
+
+
+def jackpot_payout_epochs(tx: Transaction) -> list[tuple[str, int]]:
+    """A committed payout started the jackpot's new epoch (a rejected one reports nothing new)."""
+    if tx.outcome == "committed" and tx.jackpot_id is not None:
+        return [(tx.jackpot_id, tx.epoch)]
+    return []
+
+
+def no_epochs(tx: Transaction) -> list[tuple[str, int]]:
+    return []
+
+
+@dataclass(frozen=True)
+class TypeEffects:
+    """What the edge does with a committed transaction of one type."""
+
+    effects: EffectRule  # its CRDT effects, when it went through this edge
+    documents: DocumentsRule  # the documents those effects touch (reconciled when applying them failed)
+    epochs: EpochsRule  # the jackpot epochs its answer reports
+
+
+NONE = TypeEffects(no_effects, no_documents, no_epochs)
+
+# Transaction type -> what the edge does with it. Every money operation an edge forwards has a row.
+EFFECTS_BY_TYPE: dict[str, TypeEffects] = {
+    "bet": TypeEffects(bet_effects, bet_documents, bet_epochs),
+    "win": NONE,
+    "rollback": TypeEffects(rollback_effects, rollback_documents, rollback_epochs),
+    "jackpot_payout": TypeEffects(jackpot_payout_effects, jackpot_payout_documents, jackpot_payout_epochs),
+    "bonus_claim": NONE,
 }
 
 
 def effects_of(transaction_type: str, tx: Transaction, edge_id: str) -> EdgeEffects:
     """The effects of a committed transaction that went through `edge_id` (none for a type
     without a row: the ledger may know types this edge does not forward)."""
-    rule = EFFECTS_BY_TYPE.get(transaction_type, no_effects)
-    return rule(tx, edge_id)
+    return EFFECTS_BY_TYPE.get(transaction_type, NONE).effects(tx, edge_id)
+
+
+def effect_documents(transaction_type: str, tx: Transaction) -> list[str]:
+    """The documents a committed transaction's effects touch, sorted, each once."""
+    return sorted(set(EFFECTS_BY_TYPE.get(transaction_type, NONE).documents(tx)))
+
+
+def reported_epochs(transaction_type: str, tx: Transaction) -> list[tuple[str, int]]:
+    """(jackpot id, epoch) for each jackpot the ledger's answer to this transaction says exists."""
+    return EFFECTS_BY_TYPE.get(transaction_type, NONE).epochs(tx)

@@ -10,8 +10,8 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from harness.cluster import free_port
-from tests.edge.fake_ledger import FakeLedger
 from tests.support.edges import GS, Edges
+from tests.support.fake_ledger import FakeLedger
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """The ledger client's circuit breaker: opens after consecutive failures, lets one probe through
 after the open period, closes on success."""
 
-from edge.ledger_client import Breaker
+from edge.breaker import Breaker
 
 
 def test_breaker_opens_probes_once_and_closes_on_success():

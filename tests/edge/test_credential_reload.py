@@ -14,7 +14,7 @@ import aiohttp
 from shared.auth import hash_token
 from shared.web import REGISTRY_KEY
 
-from edge.http import HUB
+from edge.app_keys import HUB
 from tests.support.edges import GS, peer_token
 from tests.support.polling import eventually
 

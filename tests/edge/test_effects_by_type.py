@@ -6,8 +6,26 @@ from typing import Any
 
 import pytest
 
-from edge.crdt.effects import EFFECTS_BY_TYPE, NO_EFFECTS, EdgeEffects, SlotEffect, effects_of
+from shared.contract.answers import Transaction
+
+from edge.crdt.effects import (
+    EFFECTS_BY_TYPE,
+    NO_EFFECTS,
+    EdgeEffects,
+    SlotEffect,
+    effect_documents,
+    effects_of,
+    reported_epochs,
+)
 from edge.metrics import MONEY_OPERATIONS
+
+COMMON = {"id": "t1", "sequence": 7, "epoch": 1, "ledger_epoch": 1, "committed_at": "2026-11-23T10:00:00.000000Z",
+          "via": "eu", "client_id": "gs", "outcome": "committed"}
+
+
+def transaction(tx: dict[str, Any]) -> Transaction:
+    """The ledger's typed answer for a case: the common members plus the case's own."""
+    return Transaction.model_validate({**COMMON, **tx})
 
 BET = {"type": "bet", "player_id": "p1", "jackpot_contributions": [{"jackpot_id": "j1", "amount_minor": 3,
                                                                     "epoch": 2}],
@@ -39,7 +57,28 @@ CASES: list[tuple[str, dict[str, Any], EdgeEffects]] = [
 
 @pytest.mark.parametrize(("case", "tx", "expected"), CASES, ids=[c[0] for c in CASES])
 def test_effects_of_each_type(case: str, tx: dict[str, Any], expected: EdgeEffects) -> None:
-    assert effects_of(tx["type"], tx, "eu") == expected
+    assert effects_of(tx["type"], transaction(tx), "eu") == expected
+
+
+# (case, transaction, documents its effects touch, jackpot epochs its answer reports)
+TOUCHED: list[tuple[str, dict[str, Any], list[str], list[tuple[str, int]]]] = [
+    ("a bet touches its jackpots and the player's bonus document", BET, ["bonus/p1", "jackpot/j1"], [("j1", 2)]),
+    ("a win touches nothing", {"type": "win", "player_id": "p1", "amount_minor": 5}, [], []),
+    ("a rollback touches the jackpots it reversed and the bonus document", {**ROLLBACK, "bet_via": "us"},
+     ["bonus/p1", "jackpot/j1"], [("j1", 2)]),
+    ("a payout touches its jackpot and reports the new epoch", PAYOUT, ["jackpot/j1"], [("j1", 3)]),
+    ("a rejected payout reports no new epoch", {**PAYOUT, "outcome": "rejected", "code": "x"}, ["jackpot/j1"], []),
+    ("a type the edge does not forward touches nothing", {"type": "deposit", "player_id": "p1",
+                                                           "jackpot_contributions": BET["jackpot_contributions"]},
+     [], []),
+]
+
+
+@pytest.mark.parametrize(("case", "tx", "documents", "epochs"), TOUCHED, ids=[c[0] for c in TOUCHED])
+def test_documents_and_epochs_of_each_type(case: str, tx: dict[str, Any], documents: list[str],
+                                           epochs: list[tuple[str, int]]) -> None:
+    assert effect_documents(tx["type"], transaction(tx)) == documents
+    assert reported_epochs(tx["type"], transaction(tx)) == epochs
 
 
 def test_every_money_operation_an_edge_forwards_has_a_row() -> None:

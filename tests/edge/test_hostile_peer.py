@@ -17,9 +17,9 @@ from pycrdt import Doc, Map
 
 from shared.web import REGISTRY_KEY
 
+from edge.app_keys import HEALTH, HUB, SERVICE
 from edge.crdt import protocol
 from edge.crdt.identity import fresh_client_id
-from edge.http import HEALTH, HUB, SERVICE
 from tests.support.edges import peer_headers
 from tests.support.polling import eventually
 

@@ -4,6 +4,10 @@ failed attempt, retried with the same ids; both are logged and counted."""
 
 from __future__ import annotations
 
+import asyncio
+from types import SimpleNamespace
+from typing import cast
+
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -14,8 +18,13 @@ from shared.contract.answers import RoundsAnswer
 from shared.errors import CroupierError, Unavailable, status_for
 
 from edge.config import Limits
+from edge.health import TaskHealth
+from edge.jackpots import JackpotCatalog
 from edge.ledger_client import LedgerClient
 from edge.metrics import EdgeMetrics
+from edge.reconcile import Reconciler
+from edge.state import EdgeState
+from tests.support.polling import eventually
 
 
 async def _serve(app: web.Application) -> TestServer:
@@ -69,3 +78,48 @@ async def test_a_batch_answer_outside_the_contract_is_retried_then_unavailable()
         await server.close()
     assert len(seen) >= 2 and all(s["actions"][0]["body"]["id"] == "b1" for s in seen)  # same id every time
     assert registry.get_sample_value("edge_ledger_answers_malformed_total", {"operation": "batch"}) >= 2
+
+
+async def test_ledger_truths_outside_the_contract_are_counted_never_half_read_and_fail_the_round():
+    """The jackpot lookup, the jackpot and bonus reconciliation read typed answers: members missing
+    is a counted malformed answer (a bug), never a partly read truth nor a postponed key."""
+    async def jackpot(request: web.Request) -> web.Response:
+        return web.json_response({"jackpot_id": "j1", "epoch": 2})  # pool, seed, per-edge truth, as_of missing
+
+    async def bonuses(request: web.Request) -> web.Response:
+        return web.json_response({"player_id": "p1", "bonuses": [{"bonus_id": "b1"}], "as_of_sequence": 3})
+
+    app = web.Application()
+    app.router.add_get("/v1/jackpots/j1", jackpot)
+    app.router.add_get("/v1/players/p1/bonuses", bonuses)
+    server = await _serve(app)
+    registry = CollectorRegistry()
+    metrics = EdgeMetrics(registry)
+    limits = Limits(reconcile_interval_s=0.05)
+    client = LedgerClient(str(server.make_url("")).rstrip("/"), "t", attempt_timeout_s=1.0, deadline_s=2.0,
+                          limits=limits, metrics=metrics)
+    catalog = JackpotCatalog(client, lookup_interval_s=60.0)
+    health = TaskHealth(metrics, unready_after=1)
+    state = cast(EdgeState, SimpleNamespace(metrics=metrics, children=lambda kind: []))  # never reached otherwise
+    reconciler = Reconciler(state, client, limits, catalog=catalog, health=health)
+    await client.start()
+    try:
+        await catalog.learn(["j1"])
+        assert catalog.epoch("j1") is None  # the old code took `epoch` from the partial answer
+        for call in (reconciler.jackpot("j1"), reconciler.bonuses("p1")):
+            with pytest.raises(CroupierError) as raised:
+                await call
+            assert status_for(raised.value) == 500
+        reconciler.mark_dirty(["jackpot/j1"])
+        run = asyncio.create_task(reconciler.run())
+        try:
+            await eventually(lambda: asyncio.sleep(0, health.failing() == ["reconcile"]), timeout_s=5.0)
+        finally:
+            run.cancel()
+            await asyncio.gather(run, return_exceptions=True)
+    finally:
+        await client.close()
+        await server.close()
+    assert registry.get_sample_value("edge_ledger_answers_malformed_total", {"operation": "jackpot"}) >= 3.0
+    assert registry.get_sample_value("edge_ledger_answers_malformed_total", {"operation": "bonuses"}) == 1.0
+    assert registry.get_sample_value("edge_background_failures_total", {"task": "reconcile"}) >= 1.0

@@ -11,10 +11,11 @@ from prometheus_client import CollectorRegistry
 from shared.contract.answers import Limits as LedgerLimits
 
 from edge.config import Limits
-from edge.ledger_client import BODY_MARGIN_BYTES, LedgerClient
+from edge.ledger_client import LedgerClient
+from edge.ledger_limits import BODY_MARGIN_BYTES
 from edge.metrics import EdgeMetrics
+from tests.support.fake_ledger import FakeLedger
 from tests.support.polling import eventually
-from tests.edge.fake_ledger import FakeLedger
 
 PUBLISHED = LedgerLimits(batch_actions_max=3, body_bytes_max=8192, page_limit_max=100, journal_wait_ms_max=1000,
                          reason_chars_max=500, currencies_max=16, game_ids_max=1000)

@@ -15,13 +15,14 @@ from structlog.testing import capture_logs
 from shared import request_ids
 from shared.errors import Unavailable
 
+from edge.app import create_app
+from edge.app_keys import SERVICE
 from edge.config import Limits
-from edge.http import SERVICE, create_app
 from edge.ledger_client import LedgerClient
 from edge.metrics import EdgeMetrics
 from harness.cluster import free_port
-from tests.edge.fake_ledger import FakeLedger
 from tests.support.edges import edge_config
+from tests.support.fake_ledger import FakeLedger
 from tests.support.polling import eventually
 
 
@@ -116,7 +117,7 @@ async def test_a_dispatcher_that_fails_is_reported_and_started_again(fake_ledger
     registry = CollectorRegistry()
     client = LedgerClient(str(server.make_url("")).rstrip("/"), "t", attempt_timeout_s=0.5, deadline_s=3.0,
                           limits=Limits(), metrics=EdgeMetrics(registry))
-    original, calls = client._dispatch, []
+    original, calls = client.batcher.dispatch, []
 
     async def flaky() -> None:
         calls.append(1)
@@ -124,7 +125,7 @@ async def test_a_dispatcher_that_fails_is_reported_and_started_again(fake_ledger
             raise RuntimeError("a bug in the dispatcher")
         await original()
 
-    client._dispatch = flaky  # type: ignore[method-assign]  # a fault injected for this test
+    client.batcher.dispatch = flaky  # type: ignore[method-assign]  # a fault injected for this test
     await client.start()
     try:
         with capture_logs() as logs:

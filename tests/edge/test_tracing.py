@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from shared import tracing
 
 from core_ledger.app import create_app as create_ledger_app
-from edge.http import create_app as create_edge_app
+from edge.app import create_app as create_edge_app
 from harness.cluster import free_port
 from tests.support.clock import FakeClock
 from tests.support.edges import Edges

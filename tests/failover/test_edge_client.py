@@ -59,11 +59,11 @@ async def test_client_skips_a_dead_url_and_a_standby_and_learns_the_epoch(aiohtt
             status, body = await client.money("bet", bet(f"b{i}", 10, via="eu"))
             assert status == 201 and body.transaction.id == f"b{i}"
         assert client.ledger_url == url_of(primary) and client.epoch_seen == 1
-        client._current = 1  # back to the standby: it answers not_primary, which is not a link failure
+        client.failover.current = 1  # back to the standby: it answers not_primary, which is not a link failure
         for i in range(5, 10):
             assert (await client.money("bet", bet(f"b{i}", 10, via="eu")))[0] == 201
-            client._current = 1
-        assert not client._breakers[1].is_open()
+            client.failover.current = 1
+        assert not client.breaker_open(1)
     finally:
         await client.close()
 
@@ -85,7 +85,7 @@ async def test_client_follows_a_promotion_and_its_epoch_fences_the_old_primary(
         status, body = await client.money("bet", bet("b2", 10, via="eu"))
         assert status == 201 and body.transaction.epoch == 2 and client.epoch_seen == 2
         assert primary_app[SERVICE].fenced_by == 0  # not told yet (no periodic check in this test)
-        client._current = 0  # back to the old primary: its header claims epoch 2, which the peer proves
+        client.failover.current = 0  # back to the old primary: its header claims epoch 2, which the peer proves
         status, body = await client.money("bet", bet("b3", 10, via="eu"))
         assert status == 201 and body.transaction.epoch == 2  # answered by the new primary...
         assert primary_app[SERVICE].fenced_by == 2  # ...after the old one fenced itself on that proof

@@ -24,7 +24,7 @@ from core_ledger.app_keys import SERVICE
 from core_ledger.config import LedgerConfig
 from core_ledger.standby_tailer import StandbySettings
 from core_ledger.store import MemoryStore, SqliteStore, StorageError
-from edge.http import create_app as create_edge_app
+from edge.app import create_app as create_edge_app
 from harness.cluster import free_port
 from tests.support.clock import FakeClock
 from tests.support.edges import GS, edge_config

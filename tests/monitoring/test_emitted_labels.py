@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry
 
 from core_ledger.app import create_app as create_ledger
 from core_ledger.standby_tailer import StandbySettings
-from edge.http import create_app as create_edge
+from edge.app import create_app as create_edge
 from harness.cluster import free_port
 from monitoring import contract
 from monitoring.promql import (
@@ -38,8 +38,8 @@ from monitoring.promql import (
     metric_names,
     recorded_names,
 )
-from tests.edge.fake_ledger import FakeLedger
 from tests.support.edges import GS, edge_config
+from tests.support.fake_ledger import FakeLedger
 from tests.support.ledger import TOKENS, ledger_config
 
 # Labels Prometheus attaches from the scrape config (monitoring/scrape.py), not the code.

@@ -26,7 +26,7 @@ from core_ledger.metrics import LedgerMetrics
 from core_ledger.service import LedgerService
 from core_ledger.store import MemoryStore
 from core_ledger.writer import WriterLimits
-from edge.http import create_app as create_edge
+from edge.app import create_app as create_edge
 from edge.metrics import error_code_label
 from harness.cluster import free_port
 from tests.support.edges import GS, edge_config

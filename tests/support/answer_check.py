@@ -1,7 +1,7 @@
 """Every answer an in-process service gives in the tests is checked against its OpenAPI document.
 
 A pytest plugin (registered in tests/conftest.py): from the start of the session, the services' app
-factories (`core_ledger.app`, `edge.http`) serve their routes through a wrapper that adds a response hook to
+factories (`core_ledger.app`, `edge.app`) serve their routes through a wrapper that adds a response hook to
 the app. The hook finds the operation of the answer (method and route), and checks that its status
 is documented for that operation, and that a JSON body validates against the documented schema of
 that status (the problem `code` against its enum). Violations are collected; the test fails at
@@ -104,9 +104,9 @@ def checking(serve: Callable[..., None], sink: list[Violation]) -> Callable[...,
 def pytest_configure(config: pytest.Config) -> None:
     """Before any test module builds an app: both services' factories serve through the checker."""
     import core_ledger.app
-    import edge.http
+    import edge.app
 
-    for module in (core_ledger.app, edge.http):
+    for module in (core_ledger.app, edge.app):
         module.serve_routes = checking(module.serve_routes, _VIOLATIONS)  # type: ignore[attr-defined]  # a test hook
 
 

@@ -11,8 +11,8 @@ from aiohttp.test_utils import TestServer
 
 from shared.auth import TokenEntry, hash_token
 
+from edge.app import create_app
 from edge.config import EdgeConfig, Limits, Peer
-from edge.http import create_app
 
 GS, LEDGER_TOKEN = "gs-token", "edge-token"
 

@@ -15,8 +15,8 @@ from aiohttp import web
 
 from core_ledger.app import create_app as create_ledger_app
 from core_ledger.config import LedgerConfig
+from edge.app import create_app as create_edge_app
 from edge.config import EdgeConfig
-from edge.http import create_app as create_edge_app
 from harness.cluster import EDGE_ROLES, LEDGER_ROLES
 
 PUBLIC = "public"

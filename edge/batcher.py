@@ -1,0 +1,156 @@
+"""Group commit on the client side: money actions queue here and leave in `POST /v1/batch` requests.
+
+Up to the batch bounds (`edge.ledger_limits`) go in one request, and up to
+`ledger_batches_in_flight_max` requests are in flight at once: while batches are in flight new
+actions accumulate, so concurrency turns into batch size (as TigerBeetle's clients do). Each
+action is still answered only with its own result, after the ledger committed it.
+
+Every action has an overall deadline (`deadline_s` from its arrival). A failed attempt (the
+request failed, a per-action 503 or a code marked retryable in shared/errors.py) is retried with
+the same body, hence the same idempotency `id`, after a doubling backoff, while the deadline
+allows; past it the caller gets `Unavailable` (`ledger_unavailable`, 503 with Retry-After). A
+per-action 503 (fenced, or its standby went away) also moves the client to the next ledger URL.
+
+The HTTP request itself is the client's (`post`): this module only forms batches and settles
+their actions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from opentelemetry import context as otel_context
+
+from shared.contract.answers import BatchResult, Problem, TransactionAnswer
+from shared.errors import RETRYABLE_CODES, CroupierError, Unavailable
+
+from edge.config import Limits
+from edge.ledger_failover import LedgerFailover
+from edge.ledger_limits import BatchBounds, configured_bounds
+from edge.ledger_problems import AttemptFailed, error_from_problem
+from edge.metrics import EdgeMetrics
+
+log = structlog.get_logger("croupier.edge.ledger")
+
+
+@dataclass
+class Action:
+    """One queued money action."""
+
+    encoded: bytes  # {"op", "body"[, "request_id"]} as JSON: a batch is these joined
+    deadline: float
+    future: asyncio.Future[tuple[int, TransactionAnswer]]
+    attempts: int = 0
+    trace: otel_context.Context | None = None  # the trace context it was queued in (None: tracing off)
+
+
+# Sends one batch: (index of the ledger URL that answered, one result per action), or AttemptFailed.
+PostBatch = Callable[[list[Action]], Awaitable[tuple[int, list[BatchResult]]]]
+Spawn = Callable[[Coroutine[Any, Any, None]], None]
+
+
+class Batcher:
+    def __init__(self, post: PostBatch, failover: LedgerFailover, limits: Limits, metrics: EdgeMetrics,
+                 clock: Callable[[], float], spawn: Spawn) -> None:
+        self._post = post
+        self._failover = failover
+        self._limits = limits
+        self._metrics = metrics
+        self._clock = clock
+        self._spawn = spawn
+        self._queue: asyncio.Queue[Action] = asyncio.Queue(maxsize=limits.ledger_queue_max)
+        self._slots = asyncio.Semaphore(limits.ledger_batches_in_flight_max)
+        self.bounds: BatchBounds = configured_bounds(limits)  # lowered to the ledger's own limits once read
+
+    async def submit(self, encoded: bytes, deadline_s: float,
+                     trace: otel_context.Context | None) -> tuple[int, TransactionAnswer]:
+        """Queue one encoded action and wait for its own result, at most `deadline_s`."""
+        action = Action(encoded, self._clock() + deadline_s, asyncio.get_running_loop().create_future(), trace=trace)
+        try:
+            self._queue.put_nowait(action)
+        except asyncio.QueueFull:
+            raise Unavailable("too many money actions waiting for the ledger") from None
+        try:
+            return await asyncio.wait_for(asyncio.shield(action.future), deadline_s)
+        except TimeoutError:
+            action.future.cancel()  # nobody waits any more; an answer arriving later is dropped
+            raise Unavailable("the ledger did not answer within the deadline",
+                              retry_after_s=self._failover.retry_after_s()) from None
+
+    async def dispatch(self) -> None:
+        """Forever: take queued actions, form a batch within the bounds, send it when a slot is free."""
+        carry: Action | None = None  # taken from the queue but did not fit the last batch
+        while True:
+            first = carry or await self._queue.get()
+            carry = None
+            await self._slots.acquire()
+            batch, size = [first], len(first.encoded)
+            while len(batch) < self.bounds.actions_max and not self._queue.empty():
+                action = self._queue.get_nowait()
+                if size + len(action.encoded) + 1 > self.bounds.bytes_max:
+                    carry = action
+                    break
+                batch.append(action)
+                size += len(action.encoded) + 1
+            batch = [a for a in batch if not a.future.done()]
+            if batch:
+                self._spawn(self._send(batch))
+            else:
+                self._slots.release()
+
+    async def _send(self, batch: list[Action]) -> None:
+        try:
+            index, results = await self._post(batch)
+        except AttemptFailed as e:
+            for action in batch:
+                self._retry_or_fail(action, str(e))
+            return
+        finally:
+            self._slots.release()
+        for action, result in zip(batch, results, strict=True):  # same length: checked by `post`
+            status, body = result.status, result.body
+            if status < 400 and isinstance(body, TransactionAnswer):
+                _resolve(action, (status, body))
+            elif status < 400 or not isinstance(body, Problem):
+                self._metrics.ledger_answers_malformed_total.labels("batch").inc()
+                log.error("ledger_answer_malformed", operation="batch", status=status, body_kind=type(body).__name__)
+                self._retry_or_fail(action, "malformed batch result")
+            elif status == 503 or body.code in RETRYABLE_CODES:
+                if status == 503:  # this ledger cannot take it (fenced, or its standby went away)
+                    self._failover.move_on(index, body.code)
+                self._retry_or_fail(action, body.code)
+            else:
+                _fail(action, error_from_problem(status, body.dump()))
+
+    def _retry_or_fail(self, action: Action, reason: str) -> None:
+        action.attempts += 1
+        delay = self._limits.ledger_retry_backoff_s * 2 ** min(action.attempts - 1, 10)
+        if action.future.done():
+            return
+        if self._clock() + delay >= action.deadline or not self._failover.any_closed():
+            _fail(action, Unavailable(f"the ledger is unavailable ({reason})",
+                                      retry_after_s=self._failover.retry_after_s()))
+            return
+        self._spawn(self._requeue(action, delay))
+
+    async def _requeue(self, action: Action, delay: float) -> None:
+        await asyncio.sleep(delay)
+        if not action.future.done():
+            try:
+                self._queue.put_nowait(action)
+            except asyncio.QueueFull:
+                _fail(action, Unavailable("too many money actions waiting for the ledger"))
+
+
+def _resolve(action: Action, value: tuple[int, TransactionAnswer]) -> None:
+    if not action.future.done():
+        action.future.set_result(value)
+
+
+def _fail(action: Action, exc: CroupierError) -> None:
+    if not action.future.done():
+        action.future.set_exception(exc)

@@ -1,0 +1,56 @@
+"""The ledger's non-success answers as seen by the edge (pure: bytes and dicts in, errors out).
+
+A problem+json body becomes the same `CroupierError` here (its extra members kept), so a game
+server gets the ledger's own code. An attempt that did not reach a decision of the ledger is an
+`AttemptFailed` (retried by the caller); `not_primary` is told apart from other failures because it
+is an answer of a healthy ledger that is just not the one to use.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from shared.errors import CroupierError, NotFound, Unavailable, error_from_code
+
+PROBLEM_FIELDS = frozenset({"type", "title", "status", "detail", "code", "request_id"})
+
+
+class AttemptFailed(Exception):
+    """One attempt did not reach a decision of the ledger (retryable)."""
+
+
+class NotPrimary(AttemptFailed):
+    """The ledger answered, but it is not (or no longer) the primary: try the next URL."""
+
+
+def problem_code(raw: bytes) -> str | None:
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return body.get("code") if isinstance(body, dict) else None
+
+
+def json_or_none(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def error_from_problem(status: int, body: Any) -> CroupierError:
+    """The ledger's problem+json answer as the same error here (extra members kept). A 404 without
+    a problem body (a proxy's, or a route an older ledger lacks) is still `not_found`."""
+    if not isinstance(body, dict) or not isinstance(body.get("code"), str):
+        if status == 404:
+            return NotFound(f"the ledger answered {status} without a problem body")
+        return Unavailable(f"the ledger answered {status} without a problem body")
+    extra = {k: v for k, v in body.items() if k not in PROBLEM_FIELDS}
+    return error_from_code(body["code"], str(body.get("detail", "")), **extra)
+
+
+def refused_outcome(status: int, raw: bytes) -> str:
+    """The outcome label of a non-success answer: `not_primary` (try elsewhere) or an error."""
+    return "not_primary" if status == 503 and problem_code(raw) == "not_primary" else "error"
