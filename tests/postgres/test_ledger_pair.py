@@ -10,7 +10,10 @@ ledger copies with `writer_lease = true` on one schema, two edges configured wit
   kernel here has no nftables): the cut copy stops acknowledging (it steps down when its lease
   heartbeat fails, and the server ends its lease session after the ttl), the other copy takes
   over, and no two writers ever commit: the journal is one chain, its epochs never go back, and
-  the cut copy refuses writes once the database is back.
+  the cut copy refuses writes once the database is back. (The proxy passes a close on to the
+  server, as a real cut would not: the server-side ttl is proven by the pause test below.)
+- SIGSTOP of the active: no close reaches the server; PostgreSQL ends the silent lease session
+  after the ttl, the other copy takes over, and the woken copy commits nothing.
 
 One PostgreSQL serves the module; each test starts from an empty `ledger` schema. Each < 60 s.
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+import signal
 import tempfile
 import time
 from collections import Counter
@@ -257,5 +261,44 @@ async def test_a_copy_cut_off_from_the_database_stops_acknowledging_and_the_othe
         # Its commit that was under way at the cut waits out the store's command timeout (its bytes
         # were dropped): not worth a SIGTERM's wait here.
         await cluster.kill("ledger")
+    finally:
+        await cluster.stop()
+
+
+async def test_a_paused_active_loses_the_lease_and_commits_nothing_when_it_wakes(
+        database: LocalPostgres, short_root: Path) -> None:
+    """SIGSTOP of the active (a long GC pause, a frozen VM): its sockets stay open, no close ever
+    reaches PostgreSQL, so only the server's own bound on a silent lease session (the ttl) frees the
+    lock. The other copy takes over; the woken copy finds its lease gone, steps down and commits
+    nothing (its commits under way fail the lease check inside their transaction)."""
+    await _empty_schema(database)
+    cluster = Cluster(short_root / "c", edge_ids=EDGES, backend="postgres", pair=True, database=database,
+                      log_level="warning", writer_lease_ttl_s=LEASE_TTL_S)
+    try:
+        await cluster.start()
+        assert await cluster.find_active() == "ledger"
+        await seed(cluster, players=PLAYERS)
+        epoch_before = await _epoch_of(cluster, "ledger")
+
+        async def pause_active() -> None:
+            cluster.signal("ledger", signal.SIGSTOP)
+
+        bettor, acked_before, paused_at = await _bets_across(cluster, pause_active)
+        assert await cluster.find_active(timeout_s=CUT_TAKEOVER_MAX_S) == STANDBY
+        assert bettor.first_ack_after is not None and bettor.acks_after >= ACKS_AFTER, bettor.acks_after
+        takeover_s = bettor.first_ack_after - paused_at
+        assert await _epoch_of(cluster, STANDBY) > epoch_before
+
+        cluster.signal("ledger", signal.SIGCONT)  # it wakes up believing it is the active one
+        await asyncio.sleep(LEASE_TTL_S)
+        status, body = await _readyz(cluster, "ledger")
+        assert status == 503 and body["role"] == "passive", body
+        status, problem, _ = await _direct_bet(cluster, "ledger", "after-the-pause")
+        assert (status, problem["code"]) == (503, "not_primary")
+        entries = await _check_journal(cluster, STANDBY, bettor.acked)
+        assert not any(e["transaction"]["id"] == "after-the-pause" for e in entries)
+        print(f"\npair paused active: first acknowledged bet {takeover_s:.2f} s after the pause; "
+              f"{acked_before} acked before, {len(bettor.acked) - acked_before} after; "
+              f"{len(bettor.acked)} acknowledged bets checked in {len(entries)} entries")
     finally:
         await cluster.stop()
