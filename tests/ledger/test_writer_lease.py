@@ -7,6 +7,7 @@ dies). And the config: `writer_lease` is refused on SQLite."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,7 +21,8 @@ from core_ledger.config import parse
 from core_ledger.lease_keeper import LeaseKeeper
 from core_ledger.metrics import LedgerMetrics
 from core_ledger.service import LedgerService
-from core_ledger.store import Head, MemoryStore, StorageError
+from core_ledger.store import Head, JournalRow, MemoryStore, StorageError
+from core_ledger.store.base import Rows
 from core_ledger.writer import WriterLimits
 from tests.support.journal_commands import cmd
 
@@ -64,14 +66,14 @@ class FailingOnce(MemoryStore):
         super().__init__()
         self.failures_left = 1
 
-    async def commit(self, journal, rows, head):  # type: ignore[no-untyped-def]
+    async def commit(self, journal: Sequence[JournalRow], rows: Rows, head: Head) -> None:
         if self.failures_left:
             self.failures_left -= 1
             raise StorageError("connection refused")
         await super().commit(journal, rows, head)
 
 
-async def _until(condition, what: str) -> None:  # type: ignore[no-untyped-def]
+async def _until(condition: Callable[[], bool], what: str) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + WAIT_S
     while not condition():

@@ -105,12 +105,13 @@ class Bettor:
             if self.stop.is_set():
                 return
             edge = self.c.edge_ids[(w + n) % len(self.c.edge_ids)]
-            body = {"id": f"w{w}-b{n}", "player_id": f"p{w % PLAYERS + 1:03d}", "currency": "EUR",
+            bet_id = f"w{w}-b{n}"
+            body = {"id": bet_id, "player_id": f"p{w % PLAYERS + 1:03d}", "currency": "EUR",
                     "amount_minor": 100, "round_id": f"w{w}-r{n}", "game_id": "slots-1"}
             while True:
                 status = await self._post(edge, body)
                 if status in (200, 201):
-                    self.acked.append(body["id"])
+                    self.acked.append(bet_id)
                     if self.fault_at is not None:
                         self.acks_after += 1
                         if self.first_ack_after is None:
@@ -118,7 +119,7 @@ class Bettor:
                         if self.acks_after >= ACKS_AFTER:
                             self.enough_after.set()
                     break
-                assert status == 503, f"{body['id']} answered {status}"
+                assert status == 503, f"{bet_id} answered {status}"
                 if self.stop.is_set():
                     return  # unanswered: may or may not be journaled, never acknowledged
                 await asyncio.sleep(RETRY_PAUSE_S)
