@@ -18,6 +18,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from shared import auth, logs
+from shared.config import ConfigError
 from shared.credentials import CredentialMetrics, CredentialReloader
 from shared.errors import BadRequest
 from shared.routes import serve_routes
@@ -33,6 +34,7 @@ from core_ledger.app_keys import (
     CONFIG,
     CREDENTIALS,
     FENCING,
+    LEASE,
     LIABILITIES,
     READS,
     SERVICE,
@@ -44,6 +46,7 @@ from core_ledger.config import LedgerConfig, reload_tokens
 from core_ledger.failover import EPOCH_HEADER
 from core_ledger.fencing import Fencing
 from core_ledger.http import LEDGER_HEADERS, ROUTES
+from core_ledger.lease_keeper import LeaseKeeper
 from core_ledger.liabilities import LiabilitiesSampler
 from core_ledger.metrics import LedgerMetrics
 from core_ledger.postgres_watch import PostgresWatch
@@ -54,6 +57,8 @@ from core_ledger.store import SqliteStore, Store
 from core_ledger.writer import WriterLimits
 
 log = structlog.get_logger("croupier.ledger.app")
+
+IDLE_IN_TRANSACTION_MIN_S = 2.0  # a pair's copy: the shortest server-side bound of an open, silent transaction
 
 
 def utc_now() -> datetime:
@@ -90,7 +95,10 @@ def create_app(config: LedgerConfig, *, store: Store | None = None, clock: Calla
                           queue_depth_max=config.queue_depth_max, synchronous_standby=config.synchronous_standby,
                           standby_ack_timeout_s=config.standby_ack_timeout_s)
     metrics = LedgerMetrics(registry)
-    app[SERVICE] = LedgerService(store, limits, clock=clock, metrics=metrics, standby=standby is not None)
+    app[SERVICE] = LedgerService(store, limits, clock=clock, metrics=metrics, standby=standby is not None,
+                                 passive=config.writer_lease)
+    if config.writer_lease:
+        app[LEASE] = writer_lease_keeper(config, store, app[SERVICE], metrics, standby)
     if config.fault_apply_delay_file is not None:
         log.warning("ledger_fault_point_enabled", fault="apply_delay", file=str(config.fault_apply_delay_file))
         app[SERVICE].apply_fault_delay = partial(_fault_delay, config.fault_apply_delay_file)
@@ -121,7 +129,7 @@ def create_app(config: LedgerConfig, *, store: Store | None = None, clock: Calla
         await app[FENCING].start()  # peers first: a primary that lost a failover never takes a write
         tasks = [t for t in (app.get(STANDBY), app[AUDITOR], app[BACKUPS], app[LIABILITIES],
                              app[audit_http.CHECKPOINTS], app[events_http.CONSUMERS], app[events_http.WEBHOOKS],
-                             postgres_watch)
+                             postgres_watch, app.get(LEASE))
                  if t is not None]
         for task in tasks:
             task.start()
@@ -144,6 +152,25 @@ def create_app(config: LedgerConfig, *, store: Store | None = None, clock: Calla
 
     app.cleanup_ctx.append(lifecycle)
     return app
+
+
+def writer_lease_keeper(config: LedgerConfig, store: Store, service: LedgerService, metrics: LedgerMetrics,
+                        standby: StandbySettings | None) -> LeaseKeeper:
+    """One copy of an active/passive pair: the store's commits prove the lease, the keeper takes it."""
+    from core_ledger.store.postgres import PostgresStore, WriterLease
+
+    if standby is not None:
+        raise ConfigError("ledger.writer_lease: a copy of an active/passive pair is not a journal-tailing standby "
+                          "(both copies share one PostgreSQL)")
+    if not isinstance(store, PostgresStore):
+        raise ConfigError('ledger.writer_lease needs backend = "postgres"')
+    store.lease = WriterLease(config.postgres_dsn, store.schema, store.limits,
+                              ttl_s=config.writer_lease_ttl_s)
+    # A commit left open by this copy, cut off from the database, holds the head row's lock: the
+    # server ends it about when it ends the lease's session, so the other copy's take-over is not stuck.
+    store.session_settings["idle_in_transaction_session_timeout"] = str(
+        round(max(config.writer_lease_ttl_s, IDLE_IN_TRANSACTION_MIN_S) * 1000))
+    return LeaseKeeper(store.lease, service.failover, metrics, ttl_s=config.writer_lease_ttl_s)
 
 
 def _export_capacity(registry: CollectorRegistry, metrics: LedgerMetrics, config: LedgerConfig,

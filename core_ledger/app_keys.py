@@ -11,6 +11,7 @@ from core_ledger.audit import Auditor
 from core_ledger.backup_jobs import Backups
 from core_ledger.config import LedgerConfig
 from core_ledger.fencing import Fencing
+from core_ledger.lease_keeper import LeaseKeeper
 from core_ledger.liabilities import LiabilitiesSampler
 from core_ledger.reads import LedgerReads
 from core_ledger.service import LedgerService
@@ -25,3 +26,4 @@ FENCING = web.AppKey("ledger_fencing", Fencing)
 CREDENTIALS = web.AppKey("ledger_credentials", CredentialReloader)
 BACKUPS = web.AppKey("ledger_backups", Backups)
 LIABILITIES = web.AppKey("ledger_liabilities", LiabilitiesSampler)
+LEASE = web.AppKey("ledger_writer_lease", LeaseKeeper)  # present only with writer_lease (a pair on PostgreSQL)

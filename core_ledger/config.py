@@ -63,6 +63,8 @@ class LedgerConfig:
     postgres_schema: str = "public"
     postgres_pool_size_max: int = 8
     postgres_dsn: str = field(default="", repr=False)  # read from postgres_dsn_file, never from TOML
+    writer_lease: bool = False  # one copy of an active/passive pair on one PostgreSQL (core_ledger/lease_keeper.py)
+    writer_lease_ttl_s: float = 5.0
     synchronous_standby: bool = False
     standby_ack_timeout_s: float = 2.0
     journal_wait_ms_max: int = 5000  # bound of a standby's long poll of GET /v1/journal
@@ -157,6 +159,12 @@ LEDGER = Table("ledger", (
         'logged); required with `backend = "postgres"`.', path=True),
     Key("postgres_schema", str, "public", "PostgreSQL schema of the ledger tables."),
     _count("postgres_pool_size_max", 8, "PostgreSQL connections at most."),
+    Key("writer_lease", bool, False, "One copy of an active/passive pair on one PostgreSQL: it writes only while "
+        "it holds the writer lease (an advisory lock); the other copy waits (503 `not_primary`, /readyz 503) and "
+        'takes over when the lease is released. PostgreSQL only (refused with `backend = "sqlite"`).'),
+    Key("writer_lease_ttl_s", float, 5.0, "How long the lease's database session may stay silent before "
+        "PostgreSQL ends it and the other copy takes over (an active cut off from the database); the holder "
+        "proves it every quarter of this and stops writing when a proof fails.", minimum=1, maximum=SECONDS_MAX),
     Key("synchronous_standby", bool, False, "Answer a commit only once a standby has applied it "
         "(`--synchronous-standby` turns it on)."),
     _seconds("standby_ack_timeout_s", 2.0, "How long a commit waits for the standby's acknowledgement before "
@@ -209,6 +217,9 @@ def _backend(values: dict[str, Any], base: Path, problems: list[str]) -> dict[st
     """`backend` and, for PostgreSQL, its settings with the DSN read from its file."""
     out: dict[str, Any] = {"backend": values["backend"], "postgres_schema": values["postgres_schema"]}
     name = values["postgres_dsn_file"]
+    if values["writer_lease"] and values["backend"] != "postgres":
+        problems.append('ledger.writer_lease needs backend = "postgres" (the pair shares one PostgreSQL; '
+                        "a SQLite ledger has one writer by construction)")
     if values["backend"] != "postgres":
         return out
     if not name:

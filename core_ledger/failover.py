@@ -8,6 +8,11 @@ commit was under way, until an operator lifts the fence (`lift_fence`, after the
 the `unfence`). A standby keeps the highest epoch its primary announced (`heard_of_epoch`), so a
 promotion (`promote`) goes above every epoch it heard of.
 
+Active/passive pair on one PostgreSQL (core_ledger/lease_keeper.py): a copy configured with the
+writer lease starts `passive` (it takes no write) and becomes `primary` through `take_over` once it
+holds the lease (the head read back from the store, the epoch raised durably, as a promotion);
+losing the lease makes it `passive` again at once (`step_down`).
+
 Acknowledgements: the journal endpoint advances nothing itself. Each standby's poll
 `after_sequence=N&after_hash=H` acknowledges N once H is the primary's own hash at N
 (`acknowledge`), which advances `acks` (answers of a synchronous primary wait on `acks.best`).
@@ -66,11 +71,11 @@ class Acks:
 
 class Failover:
     def __init__(self, store: Store, overlay: Overlay, metrics: LedgerMetrics, *, standby: bool,
-                 synchronous_standby: bool) -> None:
+                 synchronous_standby: bool, passive: bool = False) -> None:
         self.store = store
         self._overlay = overlay
         self.metrics = metrics
-        self.role = "standby" if standby else "primary"
+        self.role = "standby" if standby else "passive" if passive else "primary"
         self._synchronous_standby = synchronous_standby
         self.fenced_by = 0  # the higher epoch that fenced this primary (0: not fenced)
         self._acked_floor = 0  # entries acknowledged before this process (or this copy) was primary
@@ -193,6 +198,37 @@ class Failover:
                 self.observe_role()
                 log.warning("ledger_promoted", epoch=head.epoch, head_sequence=head.sequence)
         return overlay.head
+
+    async def take_over(self) -> Head:
+        """Passive → primary, once this copy holds the writer lease: read the head back from the
+        store (the other copy wrote it), raise the epoch above every one stored or heard of, durably
+        (that commit itself proves the lease), and only then take writes."""
+        overlay = self._overlay
+        async with self._promoting:
+            if self.role != "passive":
+                return overlay.head
+            stored = await overlay.reload()
+            self.fenced_by = max(self.fenced_by, await self.store.fenced_by())
+            head = Head(stored.sequence, stored.hash, max(stored.epoch, self.fenced_by) + 1)
+            await self.store.commit([], {}, head)
+            overlay.head = overlay.committed = head
+            overlay.commits.advance(head.sequence)
+            self.metrics.journal_head_sequence.set(head.sequence)
+            self._acked_floor = head.sequence  # the other copy may have acknowledged all of it
+            self.role = "primary"
+            self.observe_role()
+            log.warning("ledger_took_over", epoch=head.epoch, head_sequence=head.sequence)
+        return overlay.head
+
+    def step_down(self, reason: str) -> None:
+        """Primary → passive at once (the lease is lost or in doubt): every later write is refused
+        503 `not_primary`; a commit under way is still checked against the lease in its transaction."""
+        if self.role != "primary":
+            return
+        self.role = "passive"
+        self.observe_role()
+        log.warning("ledger_stepped_down", epoch=self._overlay.head.epoch,
+                  head_sequence=self._overlay.committed.sequence, reason=reason)
 
     def observe_role(self) -> None:
         self.metrics.epoch.set(self._overlay.head.epoch)

@@ -40,7 +40,7 @@ from shared.web import (
 )
 
 from core_ledger.answers import answer
-from core_ledger.app_keys import AUDITOR, CONFIG, READS, SERVICE, STANDBY
+from core_ledger.app_keys import AUDITOR, CONFIG, LEASE, READS, SERVICE, STANDBY
 from core_ledger.config import LedgerConfig
 from core_ledger.domain import Command
 from core_ledger.query import page_limit, query_choice, query_int
@@ -211,6 +211,10 @@ async def readyz(request: web.Request) -> web.Response:
         return json_response({**body, "status": "fenced"}, status=503, headers={RETRY_AFTER: "1"})
     if service.halted is not None:  # fail-stop on a broken invariant: an operator must look
         return json_response({**body, "status": "halted", "halted": service.halted}, status=503)
+    lease = request.app.get(LEASE)
+    if service.role == "passive" and lease is not None:  # one of a pair, waiting for the writer lease
+        return json_response({**body, "status": "unavailable", "reason": lease.reason}, status=503,
+                             headers={RETRY_AFTER: "1"})
     if service.role == "standby" and standby is not None:
         body["tailer"] = standby.state
     auditing = request.app[AUDITOR].health

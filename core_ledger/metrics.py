@@ -162,6 +162,19 @@ class LedgerMetrics:
             "ledger_postgres_leader_changes",
             "Times the ledger found itself writing to another PostgreSQL server, or a new timeline (a failover "
             "or switchover), since it started.", registry=registry)
+        # The active/passive pair's writer lease (core_ledger/lease_keeper.py).
+        self.writer_lease_enabled = Gauge(
+            "ledger_writer_lease_enabled", "1 when this ledger copy is one of an active/passive pair "
+            "(`writer_lease = true`): it writes only while it holds the writer lease.", registry=registry)
+        self.writer_lease_held = Gauge(
+            "ledger_writer_lease_held", "1 while this ledger copy holds the writer lease and takes writes "
+            "(the active one of the pair); 0 while it waits (passive).", registry=registry)
+        self.writer_lease_takeovers_total = Counter(
+            "ledger_writer_lease_takeovers", "Times this ledger copy took the writer lease and became the "
+            "active one (the first start included).", registry=registry)
+        self.writer_lease_losses_total = Counter(
+            "ledger_writer_lease_losses", "Times this active ledger copy lost the writer lease (its session "
+            "ended or a heartbeat failed) and stopped writing.", registry=registry)
         self.liabilities_minor = Gauge(
             "ledger_liabilities_minor",
             "What the operator owes, in minor units, by kind (player_balances, jackpot_pools, bonus_granted) "

@@ -146,7 +146,8 @@ class LedgerWriter:
         """Queue commands as one group; their results in order, once committed. Only `unfence`
         passes `lifting_fence` (a fenced primary takes that group, and only when it is alone)."""
         if self._failover.role != "primary":
-            raise Unavailable("this ledger is a standby: write to the primary", code="not_primary")
+            raise Unavailable(f"this ledger copy is {self._failover.role}, not the primary: write to the primary",
+                              code="not_primary")
         if self._failover.fenced and not lifting_fence:
             raise self._failover.refusal()
         if self.halted is not None:  # per command, so a batch answers each action (edges do not retry it)

@@ -13,6 +13,7 @@ import typer
 from shared.auth import ROLES, hash_token, new_token
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Croupier: casino money and state.")
+PAIR_LEASE_TTL_S = 5.0  # `up --pair`: a copy cut off from PostgreSQL loses the writer lease after this long
 ledger_app = typer.Typer(no_args_is_help=True, help="The core ledger.")
 edge_app = typer.Typer(no_args_is_help=True, help="A regional edge node.")
 app.add_typer(ledger_app, name="ledger")
@@ -52,22 +53,31 @@ def up(
                                 "PostgreSQL 15 started in DIR/postgres)."),
     ha: bool = typer.Option(False, "--ha", help="With --backend postgres: etcd and a three-member Patroni cluster "
                             "(synchronous mode) instead of one server."),
+    pair: bool = typer.Option(False, "--pair", help="With --backend postgres: two ledger copies on one schema, an "
+                              "active/passive pair (writer_lease); the edges get both URLs."),
 ) -> None:
     """Start a ledger and three edges (eu, us, apac) on embedded SQLite or PostgreSQL; run until interrupted."""
     from rich.console import Console
 
-    from harness.cluster import Cluster, seed
+    from harness.cluster import STANDBY, Cluster, seed
 
     check_backend(backend, ha)
+    if pair and backend != "postgres":
+        raise typer.BadParameter("--pair needs --backend postgres", param_hint="--pair")
+    if pair and standby:
+        raise typer.BadParameter("--pair and --standby are two different ledger pairs: pick one", param_hint="--pair")
     console = Console()
     root = dir.resolve()
 
     async def run() -> None:
-        cluster = Cluster(root, standby=standby, tls=tls, backend=backend, ha=ha)
+        cluster = Cluster(root, standby=standby, tls=tls, backend=backend, ha=ha, pair=pair,
+                          writer_lease_ttl_s=PAIR_LEASE_TTL_S)
         try:
             await cluster.start()
             path = cluster.write_info(await seed(cluster, players=players))
-            console.print(f"Croupier is up on {backend}{' (Patroni HA)' if ha else ''}. Contract: [bold]{path}[/] "
+            console.print(f"Croupier is up on {backend}{' (Patroni HA)' if ha else ''}"
+                          f"{f' (ledger pair: {STANDBY} waits for the writer lease)' if pair else ''}. "
+                          f"Contract: [bold]{path}[/] "
                           f"(ledger {cluster.url('ledger')}, "
                           + ", ".join(f"{e} {cluster.url(e)}" for e in cluster.edge_ids) + "). Ctrl-C stops it.")
             await wait_for_signal()

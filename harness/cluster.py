@@ -33,6 +33,14 @@ With `backend="postgres"` the ledgers run on a local PostgreSQL started in `DIR/
 each ledger copy has a schema of its own, the DSN is in `DIR/secrets/postgres.dsn` (0600), and
 `cluster.json` says `"backend": "postgres"` with a `postgres` object that holds no password.
 
+With `pair=True` (PostgreSQL only) the two ledger copies ("ledger" and "ledger-standby") are an
+active/passive pair on ONE schema (`writer_lease = true`, no peers): whichever holds the writer
+lease is the active one, the other waits (its /readyz is 503) and takes over when the lease is
+released; the edges get both URLs. `find_active()` asks both which one is active now. With
+`database_proxied=True` too, each copy reaches PostgreSQL through a `FaultProxy` of its own
+(`proxies[(copy, "postgres")]`, its DSN in `secrets/postgres-<copy>.dsn`), so a test can cut one
+copy off from the database.
+
 This module holds the topology (which services, which links, which credentials, the seed data);
 writing a service's config file and running its process is `harness/launcher.py`'s job. It imports
 neither `core_ledger` nor `edge`: it only speaks their CLI and HTTP.
@@ -129,6 +137,9 @@ class Cluster:
     ha: bool = False  # with backend="postgres": a Patroni cluster (etcd + three members) instead of one server
     database: Any = None  # the running harness.postgres.LocalPostgres or harness.patroni.PatroniCluster
     owns_database: bool = False  # started (and so stops) it; a test may pass in a running one instead
+    pair: bool = False  # with backend="postgres": two ledger copies, one writer lease (see above)
+    writer_lease_ttl_s: float = 2.0  # of a pair: how soon a copy cut off from the database loses the lease
+    database_proxied: bool = False  # of a pair: each copy reaches PostgreSQL through a FaultProxy of its own
     tokens: dict[str, str] = field(default_factory=dict)
     services: dict[str, Service] = field(default_factory=dict)
     proxies: dict[tuple[str, str], FaultProxy] = field(default_factory=dict)
@@ -143,9 +154,11 @@ class Cluster:
             await self._start_database()
             if self.proxied:
                 await self._start_proxies()
+            if self.database_proxied:
+                await self._start_database_proxies()
             self.write_configs()
-            for name in self.ledger_names:
-                await self.start_service(name)
+            for name in self.ledger_names:  # the passive copy of a pair is alive but never ready
+                await self.start_service(name, ready=not (self.pair and name == STANDBY))
             await asyncio.gather(*(self.start_service(e) for e in self.edge_ids))
         except BaseException:
             await self.stop()
@@ -154,7 +167,7 @@ class Cluster:
     @property
     def ledger_names(self) -> list[str]:
         """The ledger copies: the primary-to-be, then the standby if any."""
-        return ["ledger", *([STANDBY] if self.standby else [])]
+        return ["ledger", *([STANDBY] if self.standby or self.pair else [])]
 
     def lay_out(self) -> None:
         """Directories, credentials (`secrets/`), a free port and file names per service, and the
@@ -242,7 +255,8 @@ class Cluster:
         entries = [(f"edge-{e}", "edge", f"edge-{e}") for e in self.edge_ids]
         entries += [("edge-dev", "edge", "edge")]
         entries += [(role, role, role) for role in LEDGER_ROLES if role != "edge"]
-        others = [self.url(n) for n in ("ledger", STANDBY) if n in self.services and n != svc.name]
+        others = [] if self.pair else [self.url(n) for n in ("ledger", STANDBY)
+                                        if n in self.services and n != svc.name]
         # The primary waits for its standby; the standby, once promoted, has none to wait for
         # (unless both copies are synchronous: then the old primary must rejoin as its standby).
         synchronous = self.standby and (svc.name == "ledger" or self.synchronous_pair)
@@ -253,6 +267,7 @@ class Cluster:
             "fault_apply_delay_file": self._apply_delay_path(svc.name) if self.fault_hooks else None,
             "liabilities_interval_s": LIABILITIES_INTERVAL_S,
             **self._backend_settings(svc.name),
+            **({"writer_lease": True, "writer_lease_ttl_s": self.writer_lease_ttl_s} if self.pair else {}),
             **self._tls_settings(svc.name, require_client_certificates=True),
             "log_level": self.log_level,
         }
@@ -261,6 +276,9 @@ class Cluster:
     def _backend_settings(self, name: str) -> dict[str, str]:
         if self.backend == "sqlite":
             return {}
+        if self.pair:  # one schema, one journal: the writer lease decides which copy writes it
+            dsn_file = f"secrets/postgres-{name}.dsn" if self.database_proxied else "secrets/postgres.dsn"
+            return {"backend": "postgres", "postgres_dsn_file": dsn_file, "postgres_schema": "ledger"}
         schema = name.replace("-", "_")  # each ledger copy its own schema: the standby keeps a copy of its own
         return {"backend": "postgres", "postgres_dsn_file": "secrets/postgres.dsn", "postgres_schema": schema}
 
@@ -300,6 +318,40 @@ class Cluster:
             proxy = FaultProxy("127.0.0.1", self.services[dst].port, name=f"{src}->{dst}", seed=self.seed + i)
             await proxy.start()
             self.proxies[(src, dst)] = proxy
+
+    async def _start_database_proxies(self) -> None:
+        """A pair's copies each reach PostgreSQL through a proxy of their own (a test cuts one off)."""
+        assert self.pair and self.database is not None, "database_proxied needs pair=True on PostgreSQL"
+        port = self.database.port
+        for i, name in enumerate(self.ledger_names):
+            proxy = FaultProxy("127.0.0.1", port, name=f"{name}->postgres", seed=self.seed + 100 + i)
+            await proxy.start()
+            self.proxies[(name, "postgres")] = proxy
+            dsn = self.database.dsn.replace(f"@127.0.0.1:{port}/", f"@127.0.0.1:{proxy.port}/")
+            path = self.root / "secrets" / f"postgres-{name}.dsn"
+            path.touch(mode=0o600)
+            path.write_text(dsn + "\n")
+
+    async def find_active(self, timeout_s: float = READY_TIMEOUT_S) -> str:
+        """Of a pair: the copy whose /readyz says it is the ready primary (it becomes `primary`)."""
+        assert self.pair, "find_active needs Cluster(pair=True)"
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        async with self.http_session(timeout=aiohttp.ClientTimeout(total=2)) as http:
+            while loop.time() < deadline:
+                for name in self.ledger_names:
+                    if not self.services[name].running:
+                        continue
+                    try:
+                        async with http.get(self.url(name) + "/readyz") as r:
+                            body = await r.json(content_type=None)
+                    except (TimeoutError, aiohttp.ClientError, ValueError):
+                        continue
+                    if r.status == 200 and body.get("role") == "primary":
+                        self.primary = name
+                        return name
+                await asyncio.sleep(0.05)
+        raise TimeoutError(f"no ledger copy of the pair became active in {timeout_s}s")
 
     # --- process control ------------------------------------------------------------------
 
@@ -439,7 +491,8 @@ class Cluster:
         """The `cluster.json` contract."""
         return {
             "ledger": {"url": self.url(self.primary)},
-            **({"standby": {"url": self.url(self.standby_name)}} if self.standby else {}),
+            **({"standby": {"url": self.url(self.standby_name)}} if self.standby or self.pair else {}),
+            **({"pair": True} if self.pair else {}),
             "edges": [{"id": e, "url": self.url(e)} for e in self.edge_ids],
             "tokens": {role: self.tokens[role] for role in (*EDGE_ROLES, *LEDGER_ROLES)},
             "peer_tokens": {e: self.peer_token(e) for e in self.edge_ids},

@@ -114,6 +114,11 @@ LEDGER_METRICS = (
     MetricSpec("ledger_postgres_replication_lag_seconds", "gauge"),
     MetricSpec("ledger_postgres_timeline", "gauge"),
     MetricSpec("ledger_postgres_leader_changes_total", "counter"),
+    # The active/passive pair's writer lease (core_ledger/lease_keeper.py; 0 unless writer_lease is on).
+    MetricSpec("ledger_writer_lease_enabled", "gauge"),
+    MetricSpec("ledger_writer_lease_held", "gauge"),
+    MetricSpec("ledger_writer_lease_takeovers_total", "counter"),
+    MetricSpec("ledger_writer_lease_losses_total", "counter"),
 )
 
 COMMON_METRICS = (

@@ -234,10 +234,12 @@ class WriterLease:
     its own transaction, that the lease's session still holds the lock (so a writer that lost it
     commits nothing), and the head compare-and-set fences the rest."""
 
-    def __init__(self, dsn: str, schema: str, limits: PostgresLimits = PostgresLimits()) -> None:
+    def __init__(self, dsn: str, schema: str, limits: PostgresLimits = PostgresLimits(), *,
+                 ttl_s: float | None = None) -> None:
         self._dsn = dsn
         self.schema = schema
         self.limits = limits
+        self.ttl_s = ttl_s  # set: the server ends the lease's session after this long without a heartbeat
         self.object = writer_lock_object(schema)
         self._conn: asyncpg.Connection | None = None
         self.pid: int | None = None  # backend pid of the session holding the lock
@@ -256,9 +258,11 @@ class WriterLease:
         while True:
             try:
                 if self._conn is None or self._conn.is_closed():
-                    self._conn = await asyncpg.connect(self._dsn, timeout=self.limits.connect_timeout_s)
-                if await self._conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", WRITER_LOCK_CLASS, self.object):
-                    self.pid = int(await self._conn.fetchval("SELECT pg_backend_pid()"))
+                    self._conn = await asyncpg.connect(self._dsn, timeout=self.limits.connect_timeout_s,
+                                                       server_settings=self._session_settings())
+                if await asyncio.wait_for(self._try_lock(self._conn), self.limits.connect_timeout_s):
+                    self.pid = int(await asyncio.wait_for(self._conn.fetchval("SELECT pg_backend_pid()"),
+                                                          self.limits.connect_timeout_s))
                     log.info("postgres_writer_lease_acquired", schema=self.schema, pid=self.pid)
                     return True
             except DRIVER_ERRORS as e:
@@ -267,6 +271,32 @@ class WriterLease:
             if deadline is not None and loop.time() >= deadline:
                 return False
             await asyncio.sleep(poll_s)
+
+    async def _try_lock(self, conn: asyncpg.Connection) -> bool:
+        return bool(await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", WRITER_LOCK_CLASS, self.object))
+
+    def _session_settings(self) -> dict[str, str]:
+        """With a ttl, PostgreSQL itself ends the lease's session once it went quiet that long
+        (`idle_session_timeout`): an active cut off from the database (no FIN, no RST reaches the
+        server) loses the lock after `ttl_s`, so the passive can take it. The holder keeps it with
+        `heartbeat` well within the ttl; a waiting copy polls within it too."""
+        if self.ttl_s is None:
+            return {}
+        return {"idle_session_timeout": str(max(1, round(self.ttl_s * 1000)))}
+
+    async def heartbeat(self, timeout_s: float) -> None:
+        """Prove the lease's session is alive and still holds the lock (within `timeout_s`);
+        StorageError if not (the caller stops writing at once)."""
+        conn = self._conn
+        if conn is None or conn.is_closed() or self.pid is None:
+            raise StorageError("the writer lease's session is gone")
+        try:
+            held = await asyncio.wait_for(
+                conn.fetchval(LEASE_CHECK_SQL, WRITER_LOCK_CLASS, self.object, self.pid), timeout_s)
+        except DRIVER_ERRORS as e:
+            raise StorageError(f"the writer lease's session did not answer: {type(e).__name__}: {e}") from e
+        if held is None:
+            raise StorageError("the writer lease's session no longer holds the lock")
 
     async def release(self) -> None:
         await self._drop()
@@ -306,6 +336,9 @@ class PostgresStore(Store):
         self.schema_plan: Plan | None = None  # what the last `open` found and did
         self._pool: asyncpg.Pool | None = None
         self.lease: WriterLease | None = None  # set: every commit first proves this lease is held
+        # More settings of every pooled session (a pair's copy: `idle_in_transaction_session_timeout`, so
+        # a transaction left open by a copy cut off from the database does not lock the head for long).
+        self.session_settings: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return f"PostgresStore(schema={self.schema!r})"
@@ -315,7 +348,8 @@ class PostgresStore(Store):
         try:
             self._pool = await asyncpg.create_pool(
                 self._dsn, min_size=1, max_size=lim.pool_size_max, timeout=lim.connect_timeout_s,
-                command_timeout=lim.command_timeout_s, server_settings={"search_path": self.schema})
+                command_timeout=lim.command_timeout_s,
+                server_settings={**self.session_settings, "search_path": self.schema})
             async with self._pool.acquire(timeout=lim.acquire_timeout_s) as conn, conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", SCHEMA_LOCK)
                 if not self.create and not await conn.fetchval(

@@ -80,3 +80,28 @@ async def test_two_writers_racing_at_one_head_never_both_commit(pair: tuple[Post
         assert sum(o is None for o in outcomes) == 1, outcomes
         assert all(isinstance(o, StorageError) for o in outcomes if o is not None)
     assert [s for s, _ in await a.journal(0, RACES + 5)] == list(range(1, RACES + 1))
+
+
+async def test_a_silent_lease_session_is_ended_by_the_server_after_its_ttl(pg_server: PgServer) -> None:
+    """An active cut off from the database sends nothing more: with a ttl, PostgreSQL itself ends
+    its lease's session (`idle_session_timeout`), the lock is released and the other copy takes it;
+    the silent one's heartbeat then fails. A heartbeat in time keeps the lease."""
+    schema = fresh_schema()
+    silent = WriterLease(pg_server.dsn, schema, TEST_LIMITS, ttl_s=1.0)
+    other = WriterLease(pg_server.dsn, schema, TEST_LIMITS, ttl_s=1.0)
+    try:
+        assert await silent.acquire(timeout_s=TAKEOVER_S)
+        for _ in range(3):  # heartbeats within the ttl keep it, well past the ttl
+            await asyncio.sleep(0.4)
+            await silent.heartbeat(1.0)
+        assert not await other.acquire(poll_s=0.1, timeout_s=0.3)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        assert await other.acquire(poll_s=0.1, timeout_s=TAKEOVER_S)  # the silent one said nothing more
+        assert loop.time() - started < TAKEOVER_S
+        with pytest.raises(StorageError, match="writer lease"):
+            await silent.heartbeat(1.0)
+        await other.heartbeat(1.0)
+    finally:
+        await silent.release()
+        await other.release()

@@ -58,3 +58,15 @@ def test_up_and_demo_refuse_a_backend_they_cannot_start(tmp_path: Path, args: li
         result = CliRunner().invoke(app, [*command, *args])
         assert result.exit_code == 2 and complaint in result.output, result.output
         assert not (tmp_path / "c").exists() and not (tmp_path / "d").exists()  # nothing started
+
+
+@pytest.mark.parametrize("args, complaint", [(["--pair"], "--pair needs --backend postgres"),
+                                             (["--backend", "postgres", "--pair", "--standby"], "pick one")])
+def test_up_refuses_a_pair_it_cannot_start(tmp_path: Path, args: list[str], complaint: str) -> None:
+    from typer.testing import CliRunner
+
+    from croupier.cli import app
+
+    result = CliRunner().invoke(app, ["up", "--dir", str(tmp_path / "c"), *args])
+    assert result.exit_code == 2 and complaint in result.output, result.output
+    assert not (tmp_path / "c").exists()  # nothing started
