@@ -42,9 +42,8 @@ from core_ledger.domain import (
     Rejection,
     Replay,
     decide,
-    entry_text,
     evolve,
-    seal,
+    sealed,
 )
 from core_ledger.failover import Failover
 from core_ledger.metrics import LedgerMetrics
@@ -268,10 +267,10 @@ class LedgerWriter:
             judged.results.append((outcome.status, outcome.body))
             return
         head = judged.head
-        entry = seal(outcome.transaction, outcome.postings, sequence=head.sequence + 1,
-                     epoch=head.epoch, prev_hash=head.hash)
+        entry, text = sealed(outcome.transaction, outcome.postings, sequence=head.sequence + 1,
+                             epoch=head.epoch, prev_hash=head.hash)
         judged.results.append(evolve(self._overlay.rows, entry))
-        judged.journal.append(JournalRow(entry["sequence"], entry["transaction"]["id"], entry_text(entry)))
+        judged.journal.append(JournalRow(entry["sequence"], entry["transaction"]["id"], text))
         judged.head = Head(entry["sequence"], entry["hash"], head.epoch)
         tx = entry["transaction"]
         judged.counts.append((tx["type"], tx["outcome"]))
