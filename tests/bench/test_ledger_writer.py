@@ -13,6 +13,7 @@ from core_ledger.service import LedgerService
 from core_ledger.store import SqliteStore
 from core_ledger.writer import WriterLimits
 from ledger_writer import Bets, drive, run, seed, verify
+from tests.ledger.pg import PgServer, postgres_store
 
 
 async def test_writer_bench_commits_every_bet_and_reports_cpu_and_bytes_per_bet(tmp_path: Path) -> None:
@@ -40,3 +41,9 @@ async def test_writer_bench_verification_catches_a_derived_row_that_differs_from
             await verify(service, 3, 10)
     finally:
         await service.stop()
+
+
+async def test_writer_bench_runs_and_verifies_on_postgres(pg_server: PgServer, tmp_path: Path) -> None:
+    figures = await run(200, 5, tmp_path, warmup=20, store=postgres_store(pg_server))
+    assert figures["head_sequence"] == 1 + 5 + 5 + 20 + 200
+    assert figures["verify"]["ok"] and figures["verify"]["bet_rows"] == 220
