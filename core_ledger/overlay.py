@@ -41,14 +41,17 @@ class Overlay:
         """Bring every row the commands need into the overlay, a few IN-queries per pass. A command
         is planned again only if a row it may plan from was just found (`PLANNED_FROM`)."""
         cache, pending = self.rows, commands
+        if cache.complete:  # every row is known: nothing to load
+            return
+        cached = cache.tables  # `known` inlined: this runs for every row of every command
         for _ in range(PASSES_MAX):
             missing: dict[str, dict[tuple, None]] = {}
             watched: list[tuple[Command, list[tuple[str, tuple]]]] = []
             for cmd in pending:
-                unknown = [(t, k) for t, k in rows_needed(cache, cmd) if not cache.known(t, k)]
-                for table, key in unknown:
-                    missing.setdefault(table, {})[key] = None
+                unknown = [(t, k) for t, k in rows_needed(cache, cmd) if k not in cached[t]]
                 if unknown:
+                    for table, key in unknown:
+                        missing.setdefault(table, {})[key] = None
                     watched.append((cmd, [(t, k) for t, k in unknown if t in PLANNED_FROM]))
             if not missing:
                 return
