@@ -6,8 +6,13 @@ and the HTTP stack blur the ledger's own cost. This drives `LedgerService` on SQ
 `bench/wrk/bets.lua` (funded players, small rounds, two of three games feed a jackpot), and reports
 what a change to the domain or the store moves: CPU per bet of the event-loop thread and of each
 SQLite thread (user and system), KiB written per bet (`wchar`: WAL, checkpoints) and bets/s.
+After the run it verifies what it measured (`verify`): the chain, the derived rows against a rebuild
+from the journal (balances equal the journal), and exactly one entry per bet (no duplicate, none lost).
 
-    .venv/bin/python bench/ledger_writer.py [--bets 20000] [--players 1000]
+    .venv/bin/python bench/ledger_writer.py [--bets 20000] [--players 1000] [--postgres]
+
+With `--postgres` the same bets then run on a throwaway PostgreSQL (`pg_local.py`: fsync on) in the
+same run: `pg_bets_per_s` and `ratio_pg_vs_sqlite` (that server's own CPU and writes are not counted).
 
 The last line printed is one JSON object with every figure. Linux only (reads /proc).
 """
@@ -20,6 +25,7 @@ import gc
 import json
 import os
 import random
+import shutil
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -33,10 +39,13 @@ from shared.auth import Principal
 from core_ledger.cli import GC_THRESHOLDS
 from core_ledger.domain import ADMIN_SCOPE, Command
 from core_ledger.http import money_command
+from core_ledger.journal_checks import rebuild_differences, verify_store
 from core_ledger.metrics import LedgerMetrics
 from core_ledger.service import LedgerService
-from core_ledger.store import SqliteStore
+from core_ledger.store import SqliteStore, Store
+from core_ledger.store.postgres import PostgresStore
 from core_ledger.writer import WriterLimits
+from pg_local import local_postgres
 
 CONCURRENCY = 64  # bets in flight, as wrk's connections in ledger_throughput.py
 GAME_IDS = ("slots-1", "slots-2", "roulette-1")
@@ -110,8 +119,26 @@ async def drive(service: LedgerService, bets: Bets, total: int) -> None:
     await asyncio.gather(*(submitter() for _ in range(CONCURRENCY)))
 
 
-async def run(total: int, players: int, root: Path, warmup: int = WARMUP_BETS) -> dict[str, Any]:
-    service = LedgerService(SqliteStore(root / "ledger.db"), WriterLimits(),
+async def verify(service: LedgerService, players: int, bets: int) -> dict[str, Any]:
+    """After the run: the chain verifies, every derived row (balances included) equals a rebuild
+    from the journal, and the journal holds the seed and exactly one entry per bet submitted."""
+    store = service.store
+    chain = await verify_store(store)
+    differences = await rebuild_differences(store)
+    stored_bets = len(await store.dump("bets"))
+    expected_head = 1 + 2 * players + bets  # the jackpot, each player created and funded, the bets
+    ok = chain["ok"] and not differences and stored_bets == bets and chain["head_sequence"] == expected_head
+    if not ok:
+        raise RuntimeError(f"verification failed: chain {chain}, tables differing from the journal {differences}, "
+                           f"{stored_bets} bet rows for {bets} bets, head {chain['head_sequence']} != {expected_head}")
+    return {"ok": ok, "chain_ok": chain["ok"], "entries_checked": chain["entries_checked"],
+            "tables_equal_rebuild": not differences, "bet_rows": stored_bets}
+
+
+async def run(total: int, players: int, root: Path, warmup: int = WARMUP_BETS, *,
+              store: Store | None = None) -> dict[str, Any]:
+    """The bets on `store` (default: SQLite in `root`)."""
+    service = LedgerService(store or SqliteStore(root / "ledger.db"), WriterLimits(),
                             clock=lambda: datetime.now(UTC), metrics=LedgerMetrics(CollectorRegistry()))
     await service.start()
     try:
@@ -121,6 +148,7 @@ async def run(total: int, players: int, root: Path, warmup: int = WARMUP_BETS) -
         await drive(service, Bets(players, "run", 2), total)
         wall = time.perf_counter() - started
         written, cpu_after = written_bytes() - written_before, thread_cpu_s()
+        verified = await verify(service, players, warmup + total)
     finally:
         await service.stop()
     main_tid = str(os.getpid())
@@ -131,7 +159,7 @@ async def run(total: int, players: int, root: Path, warmup: int = WARMUP_BETS) -
     cpu = sum(t["user_ms_per_bet"] + t["system_ms_per_bet"] for t in threads.values())
     return {"benchmark": "ledger_writer", "bets": total, "players": players, "bets_per_s": round(total / wall, 1),
             "cpu_ms_per_bet": round(cpu, 4), "written_kib_per_bet": round(written / 1024 / total, 2),
-            "head_sequence": service.head.sequence, "threads": threads,
+            "head_sequence": service.head.sequence, "threads": threads, "verify": verified,
             "load_average_1m": os.getloadavg()[0]}
 
 
@@ -139,14 +167,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bets", type=int, default=20_000, help="measured bets (1000..1000000)")
     parser.add_argument("--players", type=int, default=1000, help="funded players (1..100000)")
+    parser.add_argument("--postgres", action="store_true", help="also run on a throwaway PostgreSQL (fsync on)")
     args = parser.parse_args()
     if not (1000 <= args.bets <= 1_000_000 and 1 <= args.players <= 100_000):
         parser.error("--bets or --players out of range")
     gc.set_threshold(*GC_THRESHOLDS)  # as `croupier ledger serve` runs
     with tempfile.TemporaryDirectory(prefix="ledger-writer-") as tmp:
         figures = asyncio.run(run(args.bets, args.players, Path(tmp)))
+        if args.postgres:
+            pg_root = Path(tempfile.mkdtemp(prefix="ledger-writer-pg-"))  # its own: the server's user enters it
+            try:
+                with local_postgres(pg_root) as dsn:
+                    pg = asyncio.run(run(args.bets, args.players, Path(tmp), store=PostgresStore(dsn, schema="bench")))
+            finally:
+                shutil.rmtree(pg_root, ignore_errors=True)
+            figures["pg_bets_per_s"] = pg["bets_per_s"]
+            figures["ratio_pg_vs_sqlite"] = round(pg["bets_per_s"] / figures["bets_per_s"], 3)
+            figures["postgres"] = {k: pg[k] for k in ("bets_per_s", "cpu_ms_per_bet", "threads", "verify")}
+            print(f"postgres: bets/s {pg['bets_per_s']}  ratio to SQLite {figures['ratio_pg_vs_sqlite']}  "
+                  f"(this process's cpu/bet {pg['cpu_ms_per_bet']} ms)")
     print(f"bets/s {figures['bets_per_s']}  cpu/bet {figures['cpu_ms_per_bet']} ms  "
-          f"written/bet {figures['written_kib_per_bet']} KiB")
+          f"written/bet {figures['written_kib_per_bet']} KiB  verified: chain, rebuild, one entry per bet")
     for name, t in figures["threads"].items():
         print(f"  {name:14s} user {t['user_ms_per_bet']:.4f} ms/bet  system {t['system_ms_per_bet']:.4f} ms/bet")
     print(json.dumps(figures, sort_keys=True))

@@ -54,6 +54,9 @@ class Overlay:
         """Bring every row the commands need into the overlay, a few IN-queries per pass. A command
         is planned again only if a row it may plan from was just found (`PLANNED_FROM`)."""
         cache, pending = self.rows, commands
+        if cache.complete:  # every row is known: nothing to load
+            return
+        cached = cache.tables  # `known` inlined: this runs for every row of every command
         for _ in range(PASSES_MAX):
             missing: dict[str, dict[tuple, None]] = {}
             watched: list[tuple[Command, list[tuple[str, tuple]]]] = []
@@ -62,10 +65,10 @@ class Overlay:
                     needed = rows_needed(cache, cmd)
                 except Exception as e:  # pure: a bug, which every retry would hit again
                     raise PlanningFailed(cmd, e) from e
-                unknown = [(t, k) for t, k in needed if not cache.known(t, k)]
-                for table, key in unknown:
-                    missing.setdefault(table, {})[key] = None
+                unknown = [(t, k) for t, k in needed if k not in cached[t]]
                 if unknown:
+                    for table, key in unknown:
+                        missing.setdefault(table, {})[key] = None
                     watched.append((cmd, [(t, k) for t, k in unknown if t in PLANNED_FROM]))
             if not missing:
                 return

@@ -43,9 +43,8 @@ from core_ledger.domain import (
     Rejection,
     Replay,
     decide,
-    entry_text,
     evolve,
-    seal,
+    sealed,
 )
 from core_ledger.failover import Failover
 from core_ledger.metrics import LedgerMetrics
@@ -273,10 +272,10 @@ class LedgerWriter:
             judged.results.append(status_and_body(outcome.answer, replayed=True))
             return
         head = judged.head
-        entry = seal(outcome.transaction, outcome.postings, sequence=head.sequence + 1,
-                     epoch=head.epoch, prev_hash=head.hash)
+        entry, text = sealed(outcome.transaction, outcome.postings, sequence=head.sequence + 1,
+                             epoch=head.epoch, prev_hash=head.hash)
         judged.results.append(status_and_body(evolve(self._overlay.rows, entry), replayed=False))
-        judged.journal.append(JournalRow(entry["sequence"], entry["transaction"]["id"], entry_text(entry)))
+        judged.journal.append(JournalRow(entry["sequence"], entry["transaction"]["id"], text))
         judged.head = Head(entry["sequence"], entry["hash"], head.epoch)
         tx = entry["transaction"]
         judged.counts.append((tx["type"], tx["outcome"]))

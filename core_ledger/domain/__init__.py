@@ -22,6 +22,7 @@ from core_ledger.domain.journal import (
     entry_text,
     postings_balanced,
     seal,
+    sealed,
 )
 from core_ledger.domain.outcomes import Outcome, Refusal, RefusalCode, Reject, RejectCode, Rejection
 from core_ledger.domain.plan import PASSES_MAX, PLANNED_FROM, rows_needed
@@ -66,5 +67,6 @@ __all__ = [
     "rfc3339",
     "rows_needed",
     "seal",
+    "sealed",
     "spec_of",
 ]

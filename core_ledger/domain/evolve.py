@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, cast
 
 from core_ledger.domain.accounts import is_player_account, player_account
-from core_ledger.domain.commands import require
+from core_ledger.domain.commands import InvariantBroken
 from core_ledger.domain.folds import DIRECT_SLOT, edge_slot
 from core_ledger.domain.outcomes import Outcome
 from core_ledger.domain.records import Entry
@@ -46,11 +46,13 @@ def _apply_postings(state: State, entry: Entry) -> None:
         row = {"balance_minor": row["balance_minor"] + delta, "version": row["version"] + 1}
         state.put("accounts", (account,), row)
         if is_player_account(account):
-            require(row["balance_minor"] >= 0, f"{account} would go negative at {sequence}")
+            if row["balance_minor"] < 0:  # the message is built only on failure (the hot path)
+                raise InvariantBroken(f"{account} would go negative at {sequence}")
             state.put("history", (account, sequence), {"amount_minor": delta, "balance_minor": row["balance_minor"],
                                                        "type": tx["type"], "id": tx["id"]})
     balance = tx["result"].get("balance")
     if balance:
         folded = state.get("accounts", (player_account(balance["player_id"], balance["currency"]),))
-        require(folded == {"balance_minor": balance["balance_minor"], "version": balance["version"]},
-                f"the balance folded at {sequence} ({folded}) is not the decided one ({balance})")
+        if folded is None or (folded["balance_minor"], folded["version"]) != (balance["balance_minor"],
+                                                                            balance["version"]):
+            raise InvariantBroken(f"the balance folded at {sequence} ({folded}) is not the decided one ({balance})")

@@ -4,11 +4,12 @@ The schema mirrors SQLite's: derived tables are (key columns..., doc TEXT) holdi
 text; the journal (sequence, tx_id, entry) is append-only by trigger; `head` is one row. Text keys
 use COLLATE "C" so ordering and `after` paging match the other backends (code-point order).
 
-The writer's commit is ONE SERIALIZABLE transaction (head moved first, fenced on the previous
-head, then journal rows and derived upserts by `unnest` arrays), retried a bounded number of times
-on serialization failure or deadlock. Reads of a row or page plus the head run in one REPEATABLE
-READ READ ONLY transaction (one snapshot). Driver errors become `StorageError` where the
-transaction ends. `backup` writes a SQLite ledger file (see `backup`).
+The writer's commit is ONE SERIALIZABLE transaction of ONE statement (`COMMIT_SQL`: head moved
+first, fenced on the previous head, then journal rows and derived upserts by `unnest` arrays),
+retried a bounded number of times on serialization failure or deadlock. Pool connections keep
+their session between checkouts (no reset query) and plan prepared statements per call. Reads of
+a row or page plus the head run in one REPEATABLE READ READ ONLY transaction (one snapshot).
+Driver errors become `StorageError` where the transaction ends. `backup` writes a SQLite ledger file (see `backup`).
 
 The schema version is the one row of `schema_version`, moved forward by `MIGRATIONS` at open
 under an advisory lock, in the transaction that creates the schema (see `shared.migrations`).
@@ -163,24 +164,53 @@ async def _write_rows(conn: asyncpg.Connection, table: str, items: dict[Key, Doc
         await conn.execute(sql, *_columns_of([k for k, _ in chunk], width), docs)
 
 
+def _commit_sql() -> str:
+    """A whole group commit as ONE statement (data-modifying CTEs): move the head (fenced on the
+    previous one), append the journal rows, upsert every derived table, each from arrays with
+    `unnest`. Every table is always named (its arrays empty when the group changed none of its
+    rows), so the text is one prepared statement. Its result is 1 when the head moved, 0 (and
+    nothing written: every insert is guarded by the move) when the stored head was not the one
+    this commit extends. Parameters: `_commit_args`."""
+    ctes = ["moved AS (UPDATE head SET sequence = $1, hash = $2, epoch = $3 WHERE sequence = $4 RETURNING 1)",
+            "j AS (INSERT INTO journal (sequence, tx_id, entry) SELECT * FROM "
+            "unnest($5::bigint[], $6::text[], $7::text[]) WHERE EXISTS (SELECT 1 FROM moved))"]
+    n = 7
+    for i, (table, columns) in enumerate(TABLES.items()):
+        names = [*columns, "doc"]
+        types = [_key_type(c) for c in columns] + ["text"]
+        arrays = ", ".join(f"${n + k}::{t}[]" for k, t in enumerate(types, 1))
+        n += len(types)
+        ctes.append(f"t{i} AS (INSERT INTO {table} ({', '.join(names)}) SELECT * FROM unnest({arrays}) "
+                    f"AS k({', '.join(names)}) WHERE EXISTS (SELECT 1 FROM moved) "
+                    f"ON CONFLICT ({', '.join(columns)}) DO UPDATE SET doc = EXCLUDED.doc)")
+    return "WITH " + ",\n".join(ctes) + "\nSELECT count(*) FROM moved"
+
+
+COMMIT_SQL = _commit_sql()
+
+
+def _commit_args(journal: Sequence[JournalRow], rows: Rows, head: Head) -> list[Any]:
+    args: list[Any] = [head.sequence, head.hash, head.epoch, head.sequence - len(journal),
+                       [j.sequence for j in journal], [j.tx_id for j in journal], [j.text for j in journal]]
+    for table, columns in TABLES.items():
+        items = dict(rows.get(table, ()))  # the last doc of a key wins: an upsert may touch a row once
+        args.extend(_columns_of(list(items), len(columns)))
+        args.append([orjson.dumps(doc).decode() for doc in items.values()])
+    return args
+
+
 async def _commit_in(conn: asyncpg.Connection, journal: Sequence[JournalRow], rows: Rows, head: Head,
                      lease: WriterLease | None = None) -> None:
+    """One SERIALIZABLE transaction of one statement: BEGIN, `COMMIT_SQL`, COMMIT (three round
+    trips, where a statement per table made about ten)."""
     require([j.sequence for j in journal] == list(range(head.sequence - len(journal) + 1, head.sequence + 1)),
             "a commit's journal rows end at its head without a gap")
     async with conn.transaction(isolation="serializable"):
         if lease is not None:
             await lease.check_in(conn)
         # Fencing: the stored head must be where this writer believes it is.
-        moved = await conn.fetchval(
-            "UPDATE head SET sequence = $1, hash = $2, epoch = $3 WHERE sequence = $4 RETURNING 1",
-            head.sequence, head.hash, head.epoch, head.sequence - len(journal))
-        if moved is None:
+        if not await conn.fetchval(COMMIT_SQL, *_commit_args(journal, rows, head)):
             raise StorageError("the stored journal head is not the one this commit extends (another writer?)")
-        await conn.execute("INSERT INTO journal (sequence, tx_id, entry) SELECT * FROM "
-                           "unnest($1::bigint[], $2::text[], $3::text[])",
-                           [j.sequence for j in journal], [j.tx_id for j in journal], [j.text for j in journal])
-        for table, items in rows.items():
-            await _write_rows(conn, table, dict(items), upsert=True)  # dict: the last doc of a key wins
 
 
 async def _replace_in(conn: asyncpg.Connection, tables: dict[str, dict[Key, Doc]]) -> None:
@@ -188,6 +218,20 @@ async def _replace_in(conn: asyncpg.Connection, tables: dict[str, dict[Key, Doc]
         for table in TABLES:
             await conn.execute(f"DELETE FROM {table}")
             await _write_rows(conn, table, tables.get(table, {}), upsert=False)
+
+
+# Prepared statements (asyncpg caches them per connection) plan for the values of each call, never
+# a generic plan: one made while a table was empty (a fresh database) kept a full scan of `bets`
+# for the duplicate lookup by (client_id, bet_id) after the table grew. Planning these short
+# statements costs far less than one wrong plan. See docs/decisions/postgres-commit-path.md.
+PLAN_SETTINGS = {"plan_cache_mode": "force_custom_plan"}
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """A connection back in the pool keeps its session (no reset query: one round trip less per
+    checkout). asyncpg still rolls back a transaction left open; this store sets no session
+    state, takes only transaction-scoped advisory locks, opens no cursor outside a transaction
+    and listens to nothing, so there is nothing else to reset."""
 
 
 @dataclass(frozen=True)
@@ -348,8 +392,8 @@ class PostgresStore(Store):
         try:
             self._pool = await asyncpg.create_pool(
                 self._dsn, min_size=1, max_size=lim.pool_size_max, timeout=lim.connect_timeout_s,
-                command_timeout=lim.command_timeout_s,
-                server_settings={**self.session_settings, "search_path": self.schema})
+                command_timeout=lim.command_timeout_s, reset=_keep_session,
+                server_settings={**self.session_settings, "search_path": self.schema, **PLAN_SETTINGS})
             async with self._pool.acquire(timeout=lim.acquire_timeout_s) as conn, conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", SCHEMA_LOCK)
                 if not self.create and not await conn.fetchval(

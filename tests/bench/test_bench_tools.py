@@ -7,18 +7,32 @@ import asyncio
 import json
 import os
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
 import pytest
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from shared.auth import new_token
 from shared.models import BetIn
 
 from common import WRK_DIR, parse_wrk_output, process_cpu_s, run_wrk
+from core_ledger.metrics import LedgerMetrics
+from core_ledger.service import LedgerService
+from core_ledger.store import SqliteStore
+from core_ledger.writer import WriterLimits
 from harness.launcher import ServiceProcess, free_port
-from ledger_throughput import NOOP_SERVER, commit_check
+from ledger_throughput import (
+    NOOP_SERVER,
+    WRONG_ANSWER,
+    batch_statuses,
+    commit_check,
+    drive_batches,
+    offline_check,
+)
+from ledger_writer import Bets, drive, seed
 
 PLAYERS = 50
 GAMES = ("slots-1", "slots-2", "roulette-1")
@@ -146,3 +160,57 @@ def test_commit_check_accepts_only_journal_growth_explained_by_the_bets_seen():
     assert not commit_check(result, 500, 1499, audit(True, 1499), connections=64)["commits_match"]
     assert not commit_check(result, 500, 1500, audit(False, 1500), connections=64)["chain_ok"]
     assert not commit_check(result, 500, 1500, audit(True, 1501), connections=64)["chain_ok"]
+
+
+def _bet_item(status: int, outcome: str = "committed") -> dict:
+    return {"status": status, "body": {"transaction": {"type": "bet", "outcome": outcome}}}
+
+
+def test_a_batch_answer_counts_only_committed_bets_as_201():
+    ok = {"results": [_bet_item(201)] * 3}
+    assert batch_statuses(200, ok, 3) == ({201: 3}, None)
+    mixed = {"results": [_bet_item(201), _bet_item(422, "rejected"), _bet_item(201, "rejected")]}
+    counts, problem = batch_statuses(200, mixed, 3)
+    assert counts == {201: 1, 422: 1, WRONG_ANSWER: 1} and problem is not None
+    assert batch_statuses(200, {"results": [_bet_item(201)] * 2}, 3)[0] == {WRONG_ANSWER: 3}  # a result missing
+    assert batch_statuses(503, {"code": "ledger_unavailable"}, 3)[0] == {503: 3}
+
+
+async def test_batch_driver_checks_every_answer_of_a_real_batch_endpoint():
+    refused = [0]
+
+    async def batch(request: web.Request) -> web.Response:
+        body = await request.json()
+        results = []
+        for _action in body["actions"]:
+            refused[0] += 1
+            results.append(_bet_item(422, "rejected") if refused[0] % REFUSE_EVERY == 0 else _bet_item(201))
+        return web.json_response({"results": results})
+
+    app = web.Application()
+    app.router.add_post("/v1/batch", batch)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        result = await drive_batches(f"http://127.0.0.1:{port}", "t", "run", PLAYERS, 0.3, connections=2, size=20)
+    finally:
+        await runner.cleanup()
+    assert result.requests == refused[0] and result.requests % 20 == 0 and result.requests > 0
+    assert result.errors == refused[0] // REFUSE_EVERY and result.ok == result.requests - result.errors
+    assert result.latency_ms["p99"] > 0
+
+
+async def test_offline_check_finds_one_bet_row_per_journaled_bet_and_a_clean_rebuild(tmp_path: Path):
+    service = LedgerService(SqliteStore(tmp_path / "ledger.db"), WriterLimits(), clock=lambda: datetime.now(UTC),
+                            metrics=LedgerMetrics(CollectorRegistry()))
+    await service.start()
+    try:
+        await seed(service, 3)
+        await drive(service, Bets(3, "run", 1), 12)
+    finally:
+        await service.stop()
+    check = await offline_check(tmp_path / "ledger.db")
+    assert check == {"offline_chain_ok": True, "tables_equal_rebuild": True, "tables_differing": [],
+                     "bet_rows": 12, "journaled_bets": 12, "one_row_per_bet": True}

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
-from ledger_writer import run
+import pytest
+from prometheus_client import CollectorRegistry
+
+from core_ledger.metrics import LedgerMetrics
+from core_ledger.service import LedgerService
+from core_ledger.store import SqliteStore
+from core_ledger.writer import WriterLimits
+from ledger_writer import Bets, drive, run, seed, verify
+from tests.ledger.pg import PgServer, postgres_store
 
 
 async def test_writer_bench_commits_every_bet_and_reports_cpu_and_bytes_per_bet(tmp_path: Path) -> None:
@@ -14,3 +23,27 @@ async def test_writer_bench_commits_every_bet_and_reports_cpu_and_bytes_per_bet(
     assert figures["bets"] == 1000 and figures["bets_per_s"] > 0
     assert figures["written_kib_per_bet"] > 1  # a journal entry alone is about 1 KiB
     assert "loop" in figures["threads"] and figures["cpu_ms_per_bet"] >= 0
+    assert figures["verify"] == {"ok": True, "chain_ok": True, "entries_checked": 1141, "tables_equal_rebuild": True,
+                                 "bet_rows": 1100}
+
+
+async def test_writer_bench_verification_catches_a_derived_row_that_differs_from_the_journal(tmp_path: Path) -> None:
+    service = LedgerService(SqliteStore(tmp_path / "ledger.db"), WriterLimits(), clock=lambda: datetime.now(UTC),
+                            metrics=LedgerMetrics(CollectorRegistry()))
+    await service.start()
+    try:
+        await seed(service, 3)
+        await drive(service, Bets(3, "run", 1), 10)
+        await verify(service, 3, 10)  # as written: it verifies
+        wrong = {("player:bench-p0:EUR",): {"balance_minor": 1, "version": 1}}
+        await service.store.replace_derived({"accounts": wrong})
+        with pytest.raises(RuntimeError, match="differing from the journal"):
+            await verify(service, 3, 10)
+    finally:
+        await service.stop()
+
+
+async def test_writer_bench_runs_and_verifies_on_postgres(pg_server: PgServer, tmp_path: Path) -> None:
+    figures = await run(200, 5, tmp_path, warmup=20, store=postgres_store(pg_server))
+    assert figures["head_sequence"] == 1 + 5 + 5 + 20 + 200
+    assert figures["verify"]["ok"] and figures["verify"]["bet_rows"] == 220

@@ -14,7 +14,7 @@ from shared.sqlite_thread import SqliteThread
 
 from core_ledger.domain.journal import GENESIS_HASH
 from core_ledger.store import Head, JournalRow, SqliteStore, StorageError
-from core_ledger.store.sqlite import BUSY_TIMEOUT_MS, WAL_AUTOCHECKPOINT_PAGES
+from core_ledger.store.sqlite import BUSY_TIMEOUT_MS, PAGE_SIZE_NEW, WAL_AUTOCHECKPOINT_BYTES
 
 SYNCHRONOUS_FULL = 2
 
@@ -36,10 +36,31 @@ def connections(store: SqliteStore) -> dict[str, SqliteThread]:
 async def test_every_connection_runs_with_the_durability_pragmas(store: SqliteStore) -> None:
     def pragmas(db: sqlite3.Connection) -> tuple[Any, ...]:
         return tuple(db.execute(f"PRAGMA {name}").fetchone()[0]
-                     for name in ("journal_mode", "synchronous", "busy_timeout", "wal_autocheckpoint"))
+                     for name in ("journal_mode", "synchronous", "busy_timeout", "wal_autocheckpoint", "page_size"))
 
     for name, conn in connections(store).items():
-        assert await conn.run(pragmas) == ("wal", SYNCHRONOUS_FULL, BUSY_TIMEOUT_MS, WAL_AUTOCHECKPOINT_PAGES), name
+        assert await conn.run(pragmas) == ("wal", SYNCHRONOUS_FULL, BUSY_TIMEOUT_MS,
+                                           WAL_AUTOCHECKPOINT_BYTES // PAGE_SIZE_NEW, PAGE_SIZE_NEW), name
+
+
+async def test_a_database_made_with_4_kib_pages_keeps_them_and_checkpoints_by_bytes(tmp_path: Path) -> None:
+    """A database created before pages were 1 KiB opens as it is (SQLite cannot change the page
+    size of a WAL database in place), and its autocheckpoint is the same bytes in its own pages."""
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as old:
+        old.execute("PRAGMA page_size=4096")
+        old.execute("PRAGMA journal_mode=WAL")
+        old.execute("CREATE TABLE t (x)")
+    old.close()
+    s = SqliteStore(path)
+    await s.open()
+    try:
+        def sizes(db: sqlite3.Connection) -> tuple[int, int]:
+            return db.execute("PRAGMA page_size").fetchone()[0], db.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+
+        assert await s._w.run(sizes) == (4096, WAL_AUTOCHECKPOINT_BYTES // 4096)
+    finally:
+        await s.close()
 
 
 async def test_a_group_commit_and_a_batch_of_loads_are_one_hop_each(store: SqliteStore,

@@ -1,0 +1,69 @@
+"""The PostgreSQL commit path: a group commit is one statement in its transaction, a checkout
+costs no reset query, and prepared lookups keep using their index after a table grew from empty."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from core_ledger.store import Head, JournalRow
+from core_ledger.store.postgres import PostgresStore, _load_sql
+from tests.ledger.pg import TEST_LIMITS, PgServer, fresh_schema
+
+GENERIC_PLAN_AFTER = 5  # PostgreSQL may switch a prepared statement to its generic plan after 5 runs
+BETS_ROWS = 200_000  # the planner prefers a scan of a small table; at this size only a stale plan scans
+KEYS = 64  # a group's bets: their ids are looked up in one statement
+
+
+def _array(texts: list[str]) -> str:
+    return "ARRAY[" + ", ".join(f"'{t}'" for t in texts) + "]"
+
+
+@pytest.fixture
+async def store(pg_server: PgServer) -> AsyncIterator[PostgresStore]:
+    s = PostgresStore(pg_server.dsn, TEST_LIMITS, schema=fresh_schema())
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+async def test_the_duplicate_lookup_uses_the_bets_index_after_the_table_grew_from_empty(store: PostgresStore) -> None:
+    """The load of `bets` by (client_id, bet_id), prepared and run while the table is empty, must
+    still seek the primary key once the table is large (a cached generic plan scanned it whole)."""
+    keys = f"{_array(['edge'] * KEYS)}, {_array([f'b{i}' for i in range(KEYS)])}"
+    async with store._p.acquire() as conn:
+        await conn.execute(f"PREPARE dup (text[], text[]) AS {_load_sql('bets')}")
+        for _ in range(GENERIC_PLAN_AFTER + 3):  # on the empty table: the plan a fresh database makes
+            await conn.execute(f"EXECUTE dup ({keys})")
+        await conn.execute("INSERT INTO bets (client_id, bet_id, doc) SELECT 'edge', 'b' || g, '{}' "
+                           f"FROM generate_series(1, {BETS_ROWS}) AS g")
+        plan = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN EXECUTE dup ({keys})"))
+        await conn.execute("DEALLOCATE dup")
+    assert "Seq Scan on bets" not in plan, plan
+    assert "Index" in plan and "bets_pkey" in plan, plan
+
+
+async def test_a_group_commit_is_one_statement_and_a_checkout_sends_no_reset(store: PostgresStore) -> None:
+    queries: list[str] = []
+    async with store._p.acquire() as conn:
+        conn.add_query_logger(lambda record: queries.append(record.query))
+    await store.commit([JournalRow(1, "tx1", '{"sequence":1}')], {}, Head(1, "aa" * 32, 1))  # asyncpg's first
+    queries.clear()  # statement on a connection also asks for the types of its arrays: once
+    journal = [JournalRow(s, f"tx{s}", f'{{"sequence":{s}}}') for s in (2, 3)]
+    rows: Any = {"players": [(("p1",), {"n": 1})], "accounts": [(("a",), {"b": 1}), (("c",), {"b": 2})],
+                 "history": [(("a", 1), {"x": 1})], "bets": [(("edge", "b1"), {"s": 1})]}
+    await store.commit(journal, rows, Head(3, "bb" * 32, 1))  # the pool has one connection so far: that one
+    await store.head()  # a checkout and release in between: no reset query
+    await store.commit([JournalRow(4, "tx4", '{"sequence":4}')], {"players": [(("p1",), {"n": 2})]},
+                       Head(4, "cc" * 32, 1))
+    sent = [q.split()[0].rstrip(";") for q in queries]
+    assert sent == ["BEGIN", "WITH", "COMMIT", "SELECT", "BEGIN", "WITH", "COMMIT"], queries
+    assert await store.dump("accounts") == {("a",): {"b": 1}, ("c",): {"b": 2}}
+    assert await store.dump("history") == {("a", 1): {"x": 1}}
+    assert await store.dump("bets") == {("edge", "b1"): {"s": 1}}
+    assert await store.dump("players") == {("p1",): {"n": 2}}
+    assert (await store.head()).sequence == 4 and len(await store.journal(0, 10)) == 4
