@@ -159,17 +159,33 @@ def verify(path: Path = typer.Argument(..., help="Path to ledger.db")) -> None:
 
 
 def rebuild(path: Path = typer.Argument(..., help="Path to ledger.db (the ledger must be stopped)")) -> None:
-    """Recompute every derived table from the journal (after verifying the chain)."""
-    from core_ledger.journal_checks import rebuild_state, verify_store
+    """Recompute every derived table from the journal (after verifying the chain), with bounded
+    memory: the journal is replayed page by page into a scratch file beside it
+    (`<path>.rebuild`, removed after), whose tables then replace the derived ones in one transaction."""
+    from core_ledger.journal_checks import replay_journal, verify_store
+
+    scratch = path.with_name(path.name + ".rebuild")
+
+    def remove_scratch() -> None:
+        for leftover in (scratch, *(scratch.with_name(scratch.name + s) for s in ("-wal", "-shm", "-journal"))):
+            leftover.unlink(missing_ok=True)
 
     async def work(store: SqliteStore) -> dict[str, Any]:
         report = await verify_store(store)
         if not report["ok"]:
             return {**report, "rebuilt": False}
-        state = await rebuild_state(store)
-        tables = {t: state.rows(t) for t in state.tables}
-        await store.replace_derived(tables)
-        return {**report, "rebuilt": True, "rows": {t: len(rows) for t, rows in tables.items()}}
+        remove_scratch()  # a rebuild cut short before
+        target = SqliteStore(scratch)
+        try:
+            await target.open()
+            await replay_journal(store, target)
+        finally:
+            await target.close()
+        try:
+            rows = await store.replace_derived_from(scratch)
+        finally:
+            remove_scratch()
+        return {**report, "rebuilt": True, "rows": rows}
 
     report = _offline([path], work, migrate=True)  # rebuild writes the tables of this code's schema
     _print(report)
