@@ -8,12 +8,17 @@ players (each created and funded: two entries); the rest are bets over those pla
 of four, each round closed by a win. The empty size holds only the players the load needs.
 
 Then the ledger is started as a process (`harness/cluster.py`) and measured as in
-`bench/ledger_throughput.py` (wrk, `bench/wrk/bets.lua`, a fresh id per request, bets over every
-seeded player at random, warm-up first). Reported per size: throughput, p50, p99, the ledger's
-start-up time and RSS (after start-up, and its peak over the run), the chain verification
-(`POST /admin/v1/audit/verify`, timed, must verify the whole journal) and, with the ledger
-stopped, `croupier ledger verify` and `croupier ledger rebuild` (timed, with their peak RSS: they
-read the journal page by page, so their memory must not grow with it).
+`bench/ledger_throughput.py` (wrk, `bench/wrk/bets.lua`, a fresh id per request, warm-up first).
+The bets go to `--active-players` players at random (1,000 by default, as in
+`ledger_throughput.py`, the same players at every size), so the ratios compare the size of the
+database and nothing else; `--active-players 0` spreads them over every seeded player instead
+(then a bigger size also means a bigger working set, which no cache keeps warm).
+
+Reported per size: throughput, p50, p99, the ledger's start-up time and RSS (after start-up, and
+its peak over the run), the chain verification (`POST /admin/v1/audit/verify`, timed, must verify
+the whole journal) and, with the ledger stopped, `croupier ledger verify` and `croupier ledger
+rebuild` (timed, with their peak RSS: they read the journal page by page, so their memory must
+not grow with it).
 
     .venv/bin/python bench/ledger_scale.py [--sizes 0,1e6,1e7] [--players 1e6] [--seconds 10]
 
@@ -78,6 +83,7 @@ class Options:
     connections: int
     threads: int
     seed_group: int
+    active_players: int  # players the measured bets go to (0: every seeded player)
     root: Path
     keep_dir: bool
 
@@ -231,7 +237,8 @@ async def measure(size: int, opts: Options) -> dict[str, Any]:
         assert proc is not None
         rss_after_start = rss_kib(proc.pid)
         token_file = cluster.root / "secrets" / "edge.token"
-        args = [str(token_file), "", str(players), ",".join(GAME_IDS), str(BET_MINOR)]
+        active = min(players, opts.active_players) if opts.active_players else players
+        args = [str(token_file), "", str(active), ",".join(GAME_IDS), str(BET_MINOR)]
         url = cluster.url("ledger")
 
         def wrk(prefix: str, seconds: float) -> Any:
@@ -256,7 +263,7 @@ async def measure(size: int, opts: Options) -> dict[str, Any]:
     commits_match = seen <= committed <= seen + opts.connections
     tools_ok = verify["exit"] == 0 and rebuild["exit"] == 0
     figures = {
-        "size": size, "players": players, **seeded, "startup_s": round(startup_s, 2),
+        "size": size, "players": players, "active_players": active, **seeded, "startup_s": round(startup_s, 2),
         "rss_after_start_kib": rss_after_start.get("rss_kib"), "rss_after_run_kib": rss_after_run.get("rss_kib"),
         "rss_peak_kib": rss_after_run.get("rss_peak_kib"),
         **{k: v for k, v in result.figures().items() if k in ("ok_per_s", "p50_ms", "p99_ms", "max_ms", "requests",
@@ -293,6 +300,7 @@ def summarize(by_size: dict[int, dict[str, Any]], opts: Options, load_before: fl
         "sizes": {size_label(s): f for s, f in by_size.items()},
         "setup": {"seconds": opts.seconds, "warmup_seconds": opts.warmup_seconds, "connections": opts.connections,
                   "threads": opts.threads, "seed_group": opts.seed_group, "players_max": opts.players,
+                  "active_players": opts.active_players,
                   "load_average_1m_before": load_before, "load_average_1m_after": load_average(),
                   "cpus": os.cpu_count()},
     })
@@ -308,6 +316,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
     parser.add_argument("--warmup-seconds", type=float, default=3.0, help="warm-up seconds per size (1..60)")
     parser.add_argument("--connections", type=int, default=64, help="wrk connections (1..1024)")
     parser.add_argument("--threads", type=int, default=1, choices=(1, 2), help="wrk threads")
+    parser.add_argument("--active-players", type=int, default=EMPTY_PLAYERS,
+                        help="players the measured bets go to (0: every seeded player)")
     parser.add_argument("--seed-group", type=int, default=4096, help="seed commands per commit (100..20000)")
     parser.add_argument("--dir", type=Path, default=None, help="where configs, data and logs go (default: temp)")
     a = parser.parse_args(argv)
@@ -318,11 +328,11 @@ def parse_args(argv: list[str] | None = None) -> Options:
     if not sizes or sizes[0] != 0 or sizes[-1] > 100_000_000:
         parser.error("--sizes must include 0 (the baseline) and stay within 1e8")
     if not 1 <= a.players <= 10_000_000 or not 1 <= a.seconds <= 600 or not 1 <= a.warmup_seconds <= 60 \
-            or not 100 <= a.seed_group <= 20_000 or not 1 <= a.connections <= 1024:
+            or not 100 <= a.seed_group <= 20_000 or not 1 <= a.connections <= 1024 or a.active_players < 0:
         parser.error("out of range: see --help")
     root = (a.dir or Path(tempfile.mkdtemp(prefix="croupier-scale-"))).resolve()
     return Options(sizes, int(a.players), a.seconds, a.warmup_seconds, a.connections, a.threads, a.seed_group,
-                   root, keep_dir=a.dir is not None)
+                   a.active_players, root, keep_dir=a.dir is not None)
 
 
 async def run(opts: Options) -> dict[str, Any]:
