@@ -25,10 +25,12 @@ JOURNAL_PAGE = 1000  # rows per query when streaming, verifying or rebuilding
 REBUILD_ROWS_CACHED = 200_000  # rows a replay keeps in memory between pages (dropped beyond)
 
 
-async def verify_store(store: Store, up_to_sequence: int | None = None) -> dict[str, Any]:
+async def verify_store(store: Store, up_to_sequence: int | None = None, *, since: Head | None = None) -> dict[str, Any]:
     """Walk the journal (up to a sequence: a live journal keeps growing), page by page, checking
-    sequence, links, balance and hashes."""
-    check, after = ChainCheck(), 0
+    sequence, links, balance and hashes. With `since` (a head verified before), only the entries
+    after it, the first of them linked to its hash."""
+    start = since or Head()
+    check, after = ChainCheck(head_sequence=start.sequence, head_hash=start.hash), start.sequence
     while up_to_sequence is None or after < up_to_sequence:
         limit = JOURNAL_PAGE if up_to_sequence is None else min(JOURNAL_PAGE, up_to_sequence - after)
         rows = await store.journal(after, limit)
