@@ -22,6 +22,11 @@ not grow with it).
 
     .venv/bin/python bench/ledger_scale.py [--sizes 0,1e6,1e7] [--players 1e6] [--seconds 10]
 
+PostgreSQL: `--postgres-dsn-file FILE` (a DSN of a running server, run with `fsync=on` for figures
+that count; each size gets a fresh schema, dropped after a clean run). The offline tools are
+SQLite-only: on PostgreSQL `verify` is timed over HTTP, and the rebuild replays the journal
+(`journal_checks.replay_journal`) into a scratch SQLite file.
+
 Quick run: `--sizes 0,1e5 --players 1e4 --seconds 5`. Keys of the last JSON line:
 `throughput_ratio_<size>_vs_empty` and `p99_ratio_<size>_vs_empty` for every size (for the issue's
 sizes: `throughput_ratio_10m_vs_empty`, target >= 0.85; `p99_ratio_10m_vs_empty`, <= 1.25).
@@ -49,11 +54,14 @@ from prometheus_client import CollectorRegistry
 
 from common import load_average, run_wrk
 from core_ledger.domain import ADMIN_SCOPE, Command
+from core_ledger.journal_checks import replay_journal
 from core_ledger.metrics import LedgerMetrics
 from core_ledger.service import LedgerService
+from core_ledger.store import Store
 from core_ledger.store.sqlite import SqliteStore
 from core_ledger.writer import WriterLimits
-from harness.cluster import JACKPOT_GAMES, JACKPOT_ID, Cluster
+from harness.cluster import JACKPOT_GAMES, JACKPOT_ID, Cluster, Service
+from harness.launcher import ServiceConfig
 from ledger_throughput import BET_MINOR, BETS_SCRIPT, CURRENCY, DEPOSIT_MINOR, GAME_IDS, admin_call, settled_head
 
 DEFAULT_SIZES = (0, 1_000_000, 10_000_000)
@@ -84,8 +92,42 @@ class Options:
     threads: int
     seed_group: int
     active_players: int  # players the measured bets go to (0: every seeded player)
+    postgres_dsn_file: Path | None  # PostgreSQL instead of SQLite
     root: Path
     keep_dir: bool
+
+
+class ScaleCluster(Cluster):
+    """A cluster whose ledger may use PostgreSQL (`ledger_extra`: more `[ledger]` settings)."""
+
+    ledger_extra: dict[str, Any] = {}  # noqa: RUF012  (set per instance before `start`)
+
+    def ledger_config(self, svc: Service) -> ServiceConfig:
+        config = super().ledger_config(svc)
+        return ServiceConfig(config.kind, {**config.settings, **self.ledger_extra}, config.tokens)
+
+
+def new_store(opts: Options, db_path: Path, schema: str) -> Store:
+    if opts.postgres_dsn_file is None:
+        return SqliteStore(db_path)
+    from core_ledger.store.postgres import PostgresLimits, PostgresStore
+
+    return PostgresStore(opts.postgres_dsn_file.read_text().strip(), PostgresLimits(), schema=schema)
+
+
+async def replay_time(source: Store, scratch: Path) -> dict[str, Any]:
+    """The bounded-memory rebuild (what `croupier ledger rebuild` runs), timed, into a scratch file."""
+    target = SqliteStore(scratch)
+    started = time.perf_counter()
+    try:
+        await target.open()
+        head = await replay_journal(source, target)
+    finally:
+        await target.close()
+    for leftover in scratch.parent.glob(scratch.name + "*"):
+        leftover.unlink()
+    return {"s": round(time.perf_counter() - started, 2), "exit": 0, "peak_rss_kib": None,
+            "report": {"head_sequence": head.sequence, "rebuilt": True}}
 
 
 def size_label(size: int) -> str:
@@ -134,9 +176,8 @@ def seed_commands(size: int, players: int) -> Iterator[Command]:
         n += 1
 
 
-async def seed_store(db_path: Path, size: int, players: int, group: int) -> dict[str, Any]:
+async def seed_store(store: Store, db_path: Path, size: int, players: int, group: int) -> dict[str, Any]:
     """Journal the seed commands through an in-process writer, `group` commands per commit."""
-    store = SqliteStore(db_path)
     limits = WriterLimits(commit_batch_max=group, queue_depth_max=SEED_GROUPS_IN_FLIGHT * 2 + 2)
     service = LedgerService(store, limits, clock=lambda: datetime.now(UTC),
                             metrics=LedgerMetrics(CollectorRegistry()))
@@ -176,7 +217,7 @@ async def seed_store(db_path: Path, size: int, players: int, group: int) -> dict
         await service.stop()
     seconds = time.perf_counter() - started
     return {"seed_s": round(seconds, 1), "seeded_entries": head, "seed_entries_per_s": round(head / seconds),
-            "seed_refused": refused, "db_bytes": db_bytes(db_path)}
+            "seed_refused": refused, "db_bytes": db_bytes(db_path) if isinstance(store, SqliteStore) else None}
 
 
 def db_bytes(db_path: Path) -> int:
@@ -221,15 +262,21 @@ def offline_tool(args: list[str]) -> dict[str, Any]:
 async def measure(size: int, opts: Options) -> dict[str, Any]:
     label = size_label(size)
     players = players_for(size, opts.players)
-    cluster = Cluster(opts.root / label, edge_ids=(), log_level="warning")
+    cluster = ScaleCluster(opts.root / label, edge_ids=(), log_level="warning")
+    schema = f"scale_{label}_{os.getpid()}"
+    if opts.postgres_dsn_file is not None:
+        cluster.ledger_extra = {"backend": "postgres", "postgres_dsn_file": opts.postgres_dsn_file,
+                                "postgres_schema": schema}
     print(f"{label}: {size:,} entries, {players:,} players", flush=True)
     try:
         await cluster.start()  # lays out configs and tokens, creates the database
         await cluster.stop_service("ledger")
         db_path = cluster.root / "ledger-data" / "ledger.db"
-        seeded = await seed_store(db_path, max(size, 1 + 2 * players), players, opts.seed_group)
+        store = new_store(opts, db_path, schema)
+        seeded = await seed_store(store, db_path, max(size, 1 + 2 * players), players, opts.seed_group)
         print(f"  seeded {seeded['seeded_entries']:,} entries in {seeded['seed_s']} s "
-              f"({seeded['seed_entries_per_s']:,}/s), {seeded['db_bytes'] / 2**20:,.0f} MiB", flush=True)
+              f"({seeded['seed_entries_per_s']:,}/s)"
+              + (f", {seeded['db_bytes'] / 2**20:,.0f} MiB" if seeded["db_bytes"] else ""), flush=True)
         started = time.perf_counter()
         await cluster.start_service("ledger")
         startup_s = time.perf_counter() - started
@@ -254,8 +301,17 @@ async def measure(size: int, opts: Options) -> dict[str, Any]:
         audit = await admin_call(cluster, "POST", "/admin/v1/audit/verify")
         verify_http_s = time.perf_counter() - started
         await cluster.stop_service("ledger")
-        verify = await asyncio.to_thread(offline_tool, ["verify", str(db_path)])
-        rebuild = await asyncio.to_thread(offline_tool, ["rebuild", str(db_path)])
+        if opts.postgres_dsn_file is None:
+            verify = await asyncio.to_thread(offline_tool, ["verify", str(db_path)])
+            rebuild = await asyncio.to_thread(offline_tool, ["rebuild", str(db_path)])
+        else:
+            verify = {"s": None, "exit": 0, "peak_rss_kib": None, "report": {"offline": "SQLite only"}}
+            source = new_store(opts, db_path, schema)
+            await source.open()
+            try:
+                rebuild = await replay_time(source, cluster.root / "rebuild-scratch.db")
+            finally:
+                await source.close()
     finally:
         await cluster.stop()
     committed, seen = after - before, result.statuses.get(201, 0)
@@ -269,7 +325,7 @@ async def measure(size: int, opts: Options) -> dict[str, Any]:
         **{k: v for k, v in result.figures().items() if k in ("ok_per_s", "p50_ms", "p99_ms", "max_ms", "requests",
                                                                "non_2xx", "first_error")},
         "verify_http_s": round(verify_http_s, 2), "verify_offline": verify, "rebuild_offline": rebuild,
-        "chain_ok": chain_ok, "commits_match": commits_match,
+        "chain_ok": chain_ok, "commits_match": commits_match, "journal_growth": committed, "committed_201_seen": seen,
         "errors": result.errors + warm.errors + (0 if chain_ok and commits_match and tools_ok else 1)
                   + sum(seeded["seed_refused"].values()),
     }
@@ -283,7 +339,8 @@ async def measure(size: int, opts: Options) -> dict[str, Any]:
 
 def summarize(by_size: dict[int, dict[str, Any]], opts: Options, load_before: float) -> dict[str, Any]:
     empty = by_size.get(0)
-    out: dict[str, Any] = {"benchmark": "ledger_scale", "backend": "sqlite", "targets": TARGETS}
+    backend = "sqlite" if opts.postgres_dsn_file is None else "postgres"
+    out: dict[str, Any] = {"benchmark": "ledger_scale", "backend": backend, "targets": TARGETS}
     met = {}
     for size, figures in by_size.items():
         if size == 0 or empty is None:
@@ -319,6 +376,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
     parser.add_argument("--active-players", type=int, default=EMPTY_PLAYERS,
                         help="players the measured bets go to (0: every seeded player)")
     parser.add_argument("--seed-group", type=int, default=4096, help="seed commands per commit (100..20000)")
+    parser.add_argument("--postgres-dsn-file", type=Path, default=None,
+                        help="file holding a PostgreSQL DSN: measure the ledger on PostgreSQL instead of SQLite")
     parser.add_argument("--dir", type=Path, default=None, help="where configs, data and logs go (default: temp)")
     a = parser.parse_args(argv)
     try:
@@ -332,7 +391,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
         parser.error("out of range: see --help")
     root = (a.dir or Path(tempfile.mkdtemp(prefix="croupier-scale-"))).resolve()
     return Options(sizes, int(a.players), a.seconds, a.warmup_seconds, a.connections, a.threads, a.seed_group,
-                   a.active_players, root, keep_dir=a.dir is not None)
+                   a.active_players, a.postgres_dsn_file.resolve() if a.postgres_dsn_file else None, root,
+                   keep_dir=a.dir is not None)
 
 
 async def run(opts: Options) -> dict[str, Any]:
