@@ -23,7 +23,7 @@ not grow with it).
     .venv/bin/python bench/ledger_scale.py [--sizes 0,1e6,1e7] [--players 1e6] [--seconds 10]
 
 PostgreSQL: `--postgres-dsn-file FILE` (a DSN of a running server, run with `fsync=on` for figures
-that count; each size gets a fresh schema, dropped after a clean run). The offline tools are
+that count; each size gets a fresh schema, left in place: use a throwaway server). The offline tools are
 SQLite-only: on PostgreSQL `verify` is timed over HTTP, and the rebuild replays the journal
 (`journal_checks.replay_journal`) into a scratch SQLite file.
 
