@@ -316,7 +316,10 @@ async def measure(size: int, opts: Options) -> dict[str, Any]:
         await cluster.stop()
     committed, seen = after - before, result.statuses.get(201, 0)
     chain_ok = bool(audit["ok"]) and audit["head_sequence"] == after and audit["entries_checked"] == after
-    commits_match = seen <= committed <= seen + opts.connections
+    # wrk abandons what is in flight when it stops (at most one bet per connection), at the end of the
+    # warm-up too: those may commit after the head looked settled (a slow commit), so up to two per
+    # connection may be journaled unseen.
+    commits_match = seen <= committed <= seen + 2 * opts.connections
     tools_ok = verify["exit"] == 0 and rebuild["exit"] == 0
     figures = {
         "size": size, "players": players, "active_players": active, **seeded, "startup_s": round(startup_s, 2),
