@@ -243,3 +243,25 @@ async def test_without_group_commit_every_command_is_its_own_commit() -> None:
     assert [r[0] for r in results[:3]] == [201, 201, 201]
     commits = registry.get_sample_value("ledger_commit_batch_size_count")
     assert commits == len(traffic()) and registry.get_sample_value("ledger_commit_batch_size_sum") == commits
+
+
+async def test_a_bonus_granted_and_claimed_in_one_group_commits_and_does_not_halt_the_writer() -> None:
+    """Both in one group: the claim is planned before the grant is applied (its bonus row does not
+    exist yet), so the grant must bring in the account the claim pays from. Before, the writer
+    halted on `accounts('bonus:EUR',) was not loaded before use`."""
+    store = MemoryStore()
+    service = LedgerService(store, WriterLimits(), clock=FakeClock(), metrics=LedgerMetrics(CollectorRegistry()))
+    await service.start()
+    try:
+        await service.submit([cmd("player_create", "player:p1", player_id="p1", currencies=["EUR"]),
+                              cmd("deposit", "d1", id="d1", amount_minor=5000, player_id="p1", currency="EUR")])
+        grant, claim = await service.submit([
+            cmd("bonus_grant", "g1", id="g1", bonus_id="b", player_id="p1", currency="EUR", amount_minor=10,
+                wagering_requirement_minor=0, expires_at="2030-01-01T00:00:00Z"),
+            cmd("bonus_claim", "c1", id="c1", player_id="p1", bonus_id="b")])
+        assert service.halted is None
+        assert isinstance(grant, tuple) and grant[0] == 201, grant
+        assert isinstance(claim, tuple) and claim[0] in (200, 201), claim
+    finally:
+        await service.stop()
+    assert await rebuild_differences(store) == []
