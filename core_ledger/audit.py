@@ -1,6 +1,11 @@
 """Hash-chain audits: on demand (POST /admin/v1/audit/verify) and periodically in the background.
 Both publish `ledger_audit_chain_ok` and `ledger_audit_last_verified_timestamp_seconds`. A periodic
-audit that fails (a read error, not a broken chain) is retried with backoff (`TaskHealth`)."""
+audit that fails (a read error, not a broken chain) is retried with backoff (`TaskHealth`).
+
+An on-demand audit walks the whole journal. A periodic one walks only the entries after the head
+the last audit verified (linked to that head's hash), so its cost follows what was written since,
+not the journal's length; every `AUDIT_FULL_EVERY`-th periodic audit walks the whole journal again
+(an old entry changed on disk is found within that many intervals)."""
 
 from __future__ import annotations
 
@@ -15,12 +20,14 @@ from shared.tasks import OwnedTask
 from core_ledger.metrics import LedgerMetrics
 from core_ledger.reads import LedgerReads
 from core_ledger.service import LedgerService
+from core_ledger.store import Head
 from core_ledger.task_health import TaskHealth
 
 log = structlog.get_logger("croupier.audit")
 
 AUDIT_INTERVAL_S = 3600.0  # the stale-audit alert fires after 6 hours without one
 AUDIT_RETRY_S = 5.0  # after a failed audit (not a broken chain: a read that failed), doubling up to the interval
+AUDIT_FULL_EVERY = 24  # periodic audits: one in this many walks the whole journal (daily at the default interval)
 
 
 class Auditor:
@@ -33,14 +40,32 @@ class Auditor:
         self.interval_s = interval_s
         self._task = OwnedTask("ledger-audit")
         self.health = TaskHealth("audit", metrics, base_delay_s=min(AUDIT_RETRY_S, interval_s), max_delay_s=interval_s)
+        self.full_every = AUDIT_FULL_EVERY
+        self.verified: Head | None = None  # the head the last audit that passed verified up to
+        self._since_full = 0  # periodic audits since the last whole walk
 
     async def verify(self) -> dict[str, Any]:
-        """Verify the journal up to the current head and publish the outcome."""
-        report = await self.reads.verify(self.service.head.sequence)
+        """Verify the whole journal up to the current head and publish the outcome."""
+        return await self._verify(None)
+
+    async def audit(self) -> dict[str, Any]:
+        """The periodic audit: what was journaled since the last verified head, or (first, after a
+        failure, and every `full_every`-th time) the whole journal."""
+        since = self.verified if self._since_full + 1 < self.full_every else None
+        report = await self._verify(since)
+        self._since_full = 0 if since is None else self._since_full + 1
+        return report
+
+    async def _verify(self, since: Head | None) -> dict[str, Any]:
+        head = self.service.head
+        report = await self.reads.verify(head.sequence, since)
+        # Only a head this walk reached, linked all the way, may start the next incremental walk.
+        self.verified = Head(report["head_sequence"], report["head_hash"]) if report["ok"] else None
         self.metrics.audit_chain_ok.set(1 if report["ok"] else 0)
         self.metrics.audit_last_verified_timestamp_seconds.set(self._clock().timestamp())
         if not report["ok"]:
-            log.error("audit_chain_broken", first_bad_sequence=report["first_bad_sequence"])
+            log.error("audit_chain_broken", first_bad_sequence=report["first_bad_sequence"],
+                      whole_journal=since is None)
         return report
 
     def start(self) -> None:
@@ -50,4 +75,4 @@ class Auditor:
         await self._task.stop()
 
     async def _run(self) -> None:
-        await self.health.repeat(self.verify, self.interval_s, event="audit_failed")
+        await self.health.repeat(self.audit, self.interval_s, event="audit_failed")

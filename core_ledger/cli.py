@@ -242,17 +242,42 @@ def keygen(out: Path = typer.Option(..., "--out", dir_okay=False,
 
 def rebuild(path: str = typer.Argument(..., metavar="LEDGER", help=LOCATION_HELP + "; the ledger must be stopped"),
             postgres_schema: str = POSTGRES_SCHEMA_OPTION) -> None:
-    """Recompute every derived table from the journal (after verifying the chain)."""
-    from core_ledger.journal_checks import rebuild_state, verify_store
+    """Recompute every derived table from the journal (after verifying the chain). On SQLite with
+    bounded memory: the journal is replayed page by page into a scratch file beside it
+    (`<path>.rebuild`, removed after), whose tables then replace the derived ones in one transaction."""
+    from core_ledger.journal_checks import rebuild_state, replay_journal, verify_store
+
+    async def in_memory(store: Store) -> dict[str, int]:
+        state = await rebuild_state(store)
+        tables = {t: state.rows(t) for t in state.tables}
+        await store.replace_derived(tables)
+        return {t: len(rows) for t, rows in tables.items()}
+
+    async def by_replay(store: SqliteStore) -> dict[str, int]:
+        scratch = store.path.with_name(store.path.name + ".rebuild")
+
+        def remove_scratch() -> None:
+            for leftover in (scratch, *(scratch.with_name(scratch.name + s) for s in ("-wal", "-shm", "-journal"))):
+                leftover.unlink(missing_ok=True)
+
+        remove_scratch()  # a rebuild cut short before
+        target = SqliteStore(scratch)
+        try:
+            await target.open()
+            await replay_journal(store, target)
+        finally:
+            await target.close()
+        try:
+            return await store.replace_derived_from(scratch)
+        finally:
+            remove_scratch()
 
     async def work(store: Store) -> dict[str, Any]:
         report = await verify_store(store)
         if not report["ok"]:
             return {**report, "rebuilt": False}
-        state = await rebuild_state(store)
-        tables = {t: state.rows(t) for t in state.tables}
-        await store.replace_derived(tables)
-        return {**report, "rebuilt": True, "rows": {t: len(rows) for t, rows in tables.items()}}
+        rows = await (by_replay(store) if isinstance(store, SqliteStore) else in_memory(store))
+        return {**report, "rebuilt": True, "rows": rows}
 
     # rebuild writes the tables of this code's schema
     report = _offline([path], work, migrate=True, postgres_schema=postgres_schema)

@@ -16,7 +16,7 @@ from core_ledger.domain import public_transaction
 from core_ledger.domain.commands import present
 from core_ledger.domain.state import jackpot_account, player_account
 from core_ledger.journal_checks import JOURNAL_PAGE, verify_store
-from core_ledger.store import Store
+from core_ledger.store import Head, Store
 
 ROUND_TABLES = ("rounds", "client_rounds")  # before scoping by client, and scoped (see domain.state)
 
@@ -146,5 +146,6 @@ class LedgerReads:
             yield [orjson.loads(text) for _, text in rows]
             after = rows[-1][0]
 
-    async def verify(self, up_to_sequence: int) -> dict[str, Any]:
-        return await verify_store(self.store, up_to_sequence)
+    async def verify(self, up_to_sequence: int, since: Head | None = None) -> dict[str, Any]:
+        """The chain up to a sequence; with `since` (a head verified before), only what follows it."""
+        return await verify_store(self.store, up_to_sequence, since=since)

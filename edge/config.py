@@ -77,6 +77,8 @@ class Limits:
     sync_push_interval_s: float = 0.0  # extra wait to batch live updates (0: one loop turn)
     sync_queue_max: int = 20_000  # live updates waiting for one peer
     anti_entropy_interval_s: float = 1.0
+    anti_entropy_sweep_docs: int = 1024  # documents a round re-advertises beyond the changed ones (backstop)
+    anti_entropy_catch_up_docs: int = 65_536  # per round in the first sweep after start (peer may lack them)
     reconnect_backoff_s: float = 0.1
     reconnect_backoff_max_s: float = 0.5  # bounds the time to resync after a peer comes back
     sync_heartbeat_s: float = 5.0

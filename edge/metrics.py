@@ -30,6 +30,10 @@ class EdgeMetrics:
         self.sync_lag_seconds = Histogram(
             "edge_sync_lag_seconds", "Origin write time to applied here, per origin edge (live and catch-up).",
             ["peer"], buckets=SYNC_LAG_BUCKETS_S, registry=registry)
+        self.sync_anti_entropy_docs = Histogram(
+            "edge_sync_anti_entropy_docs", "Documents one anti-entropy round advertised to the peer (changed since "
+            "its last round, plus a sweep page).", ["peer"],
+            buckets=(0, 1, 10, 100, 1000, 10_000, 65_536, 100_000, 1_000_000), registry=registry)
         self.sync_peer_up = Gauge("edge_sync_peer_up", "1 while the sync websocket to the peer is open.",
                                   ["peer"], registry=registry)
         self.sync_last_success = Gauge(

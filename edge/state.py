@@ -8,6 +8,7 @@ with no await in between, so a decision and the write it leads to see the same s
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Callable
 
 from pycrdt import Doc
@@ -18,6 +19,8 @@ from edge.crdt.protocol import decode_state_vector
 from edge.crdt.slots import doc_kind
 from edge.metrics import EdgeMetrics
 from edge.persist import Append, DocumentStore
+
+CHILDREN_LIST_MAX = 16  # children kept in a list (membership by scan) before a set
 
 
 class EdgeState:
@@ -30,7 +33,10 @@ class EdgeState:
         self.replica = Replica(edge_id, client_id, docs_live_max, pinned=store.pending)
         self.book = EffectBook()
         self._loading: dict[str, asyncio.Future[Doc]] = {}
-        self._children: dict[str, set[str]] = {}  # "session/p1" -> {"g1"}, "jackpot" -> {"mega"}
+        # "session/p1" -> ["g1"], "jackpot" -> {"mega"}: a short list (most players play a few
+        # games; a one-element set costs four times as much, and a million players have one each),
+        # a set once it grows past CHILDREN_LIST_MAX. Child names are interned (game ids repeat).
+        self._children: dict[str, list[str] | set[str]] = {}
 
     async def open(self) -> None:
         loaded = await self.store.open()
@@ -71,7 +77,16 @@ class EdgeState:
 
     def _index(self, name: str) -> None:
         parent, _, child = name.rpartition("/")
-        self._children.setdefault(parent, set()).add(child)
+        known = self._children.get(parent)
+        if known is None:
+            self._children[parent] = [sys.intern(child)]
+        elif child not in known:
+            if isinstance(known, set):
+                known.add(sys.intern(child))
+            elif len(known) < CHILDREN_LIST_MAX:
+                known.append(sys.intern(child))
+            else:
+                self._children[parent] = {*known, sys.intern(child)}
 
     # --- changes ------------------------------------------------------------------------------
 

@@ -5,7 +5,10 @@ list each other in `[[edge.peers]]`, as the cluster launcher writes them); after
 hello each way both sides run the same link: live push of this edge's own updates (batched for
 `sync_push_interval_s`, and only once they are stored), a state-vector exchange at connect and
 every `anti_entropy_interval_s` (which repairs drops, reordering and partitions), and receipt
-of peer frames through the pure `edge.crdt.exchange`. Text messages carry reconcile hints.
+of peer frames through the pure `edge.crdt.exchange`. A round advertises only the documents that
+changed since the peer's previous round, plus a page of a sweep over all of them
+(`edge.crdt.anti_entropy`): its cost follows what changed, not how many documents the edge holds.
+Text messages carry reconcile hints.
 The dialer reconnects with doubling backoff; heartbeats detect a silent (blackholed) link.
 
 Peers are hostile until checked. Each edge holds its own peer credential, named after its edge
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -35,6 +39,7 @@ from shared.tasks import TaskSet
 
 from edge.config import Limits, Peer
 from edge.crdt import FrameBuilder, ProtocolError, admission, protocol, yupdate
+from edge.crdt.anti_entropy import PeerRounds
 from edge.crdt.exchange import docs_to_load, handle, state_entries
 from edge.crdt.identity import Owners
 from edge.crdt.slots import JACKPOT
@@ -61,6 +66,7 @@ class _Link:
         self.authorization = authorization  # what an accepted peer presented (None: this edge dialed)
         self.queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(maxsize=queue_max)
         self.dropped = 0
+        self.last_heard = time.monotonic()  # when the peer last sent anything (the link's start at first)
 
 
 class SyncHub:
@@ -85,6 +91,9 @@ class SyncHub:
         self._session_state_bytes_max = session_state_bytes_max
         self._quota = {p: ByteBucket(limits.sync_peer_bytes_per_s, limits.sync_peer_bytes_burst) for p in self.peers}
         self.links: dict[str, _Link] = {}
+        # Per peer, across its links: what anti-entropy still has to advertise to it.
+        self.rounds = {p: PeerRounds(limits.anti_entropy_sweep_docs, limits.anti_entropy_catch_up_docs)
+                       for p in self.peers}
         self._tasks = TaskSet(self._failed)
         self._http: aiohttp.ClientSession | None = None
         self._closing = False
@@ -231,6 +240,7 @@ class SyncHub:
             task.add_done_callback(lambda t: self._link_task_done(t, ws))
         try:
             async for msg in ws:
+                link.last_heard = time.monotonic()
                 if msg.type == aiohttp.WSMsgType.BINARY:
                     await self._receive(link, msg.data)
                 elif msg.type == aiohttp.WSMsgType.TEXT:
@@ -245,6 +255,8 @@ class SyncHub:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            # What went out in the link's last moments may be lost: advertise it again next link.
+            self.rounds[peer].link_ended(link.last_heard, self._rewind_margin_s)
 
     def _link_task_done(self, task: asyncio.Task[Any], ws: Any) -> None:
         if task.cancelled():
@@ -275,14 +287,22 @@ class SyncHub:
                 await link.ws.send_bytes(frame)
             self.health.ok("sync-push")
 
+    @property
+    def _rewind_margin_s(self) -> float:
+        """How long before a peer was last heard from what this edge sent may still be lost."""
+        return 2 * self.limits.anti_entropy_interval_s + self.limits.sync_heartbeat_s
+
     async def _anti_entropy_loop(self, link: _Link) -> None:
+        rounds = self.rounds[link.peer]
         while True:
+            names = rounds.next_round(self.state.replica, time.monotonic())
             builder = FrameBuilder(self.proto)
-            for name, message in state_entries(self.state.replica, list(self.state.replica.state_vectors)):
+            for name, message in state_entries(self.state.replica, names):
                 builder.add(name, message)
             builder.flush()
             for frame in builder.frames:
                 await link.ws.send_bytes(frame)
+            self.metrics.sync_anti_entropy_docs.labels(link.peer).observe(len(names))
             self.health.ok("sync-anti-entropy")
             await asyncio.sleep(self.limits.anti_entropy_interval_s)
 

@@ -24,6 +24,7 @@ class MetricSpec:
 EDGE_METRICS = (
     MetricSpec("edge_sync_lag_seconds", "histogram", ("peer",)),
     MetricSpec("edge_sync_peer_up", "gauge", ("peer",)),
+    MetricSpec("edge_sync_anti_entropy_docs", "histogram", ("peer",)),
     MetricSpec("edge_sync_last_success_timestamp_seconds", "gauge", ("peer",)),
     MetricSpec("edge_sync_pending_updates", "gauge", ("peer",)),
     MetricSpec("edge_ledger_request_duration_seconds", "histogram", ("operation", "outcome")),

@@ -127,6 +127,10 @@ def jackpot_create(view: State, cmd: Command, need: Need) -> None:
 
 def bonus_grant(view: State, cmd: Command, need: Need) -> None:
     need.append(("bonuses", (cmd.request["player_id"], cmd.request["bonus_id"])))
+    # Not read by the grant itself: a claim judged after it in the same group (or page, on a
+    # standby) is planned before the grant is applied, when the bonus row it plans from does not
+    # exist yet, so it cannot name the account it pays from; the grant names it for it.
+    need.append(("accounts", (system_account("bonus", cmd.request["currency"]),)))
 
 
 def nothing(view: State, cmd: Command, need: Need) -> None:

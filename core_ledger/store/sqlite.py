@@ -157,6 +157,23 @@ def _replace_derived_sync(db: sqlite3.Connection, tables: dict[str, dict[Key, Do
                            [(*k, orjson.dumps(v).decode()) for k, v in tables.get(table, {}).items()])
 
 
+def _replace_derived_from_sync(db: sqlite3.Connection, other: str) -> dict[str, int]:
+    """Copy every derived table of the ledger file `other` over this one's, in one transaction
+    (row by row inside SQLite: nothing is held in memory)."""
+    db.execute("ATTACH DATABASE ? AS rebuilt", (other,))
+    try:
+        counts = {}
+        with write_transaction(db):
+            for table, columns in TABLES.items():
+                names = ", ".join((*columns, "doc"))
+                db.execute(f"DELETE FROM main.{table}")
+                db.execute(f"INSERT INTO main.{table} ({names}) SELECT {names} FROM rebuilt.{table}")
+                [(counts[table],)] = _fetch_all(db, f"SELECT count(*) FROM main.{table}", ())
+        return counts
+    finally:
+        db.execute("DETACH DATABASE rebuilt")
+
+
 def _fenced_by_sync(db: sqlite3.Connection) -> int:
     rows = _fetch_all(db, "SELECT value FROM meta WHERE key = 'fenced_by'", ())
     return int(rows[0][0]) if rows else 0
@@ -330,6 +347,11 @@ class SqliteStore(Store):
 
     async def replace_derived(self, tables: dict[str, dict[Key, Doc]]) -> None:
         await self._w.run(_replace_derived_sync, tables)
+
+    async def replace_derived_from(self, other: Path) -> dict[str, int]:
+        """Every derived table replaced by those of the ledger file `other` (a rebuild replayed
+        there: `journal_checks.replay_journal`), in one transaction; rows per table."""
+        return await self._w.run(_replace_derived_from_sync, str(other))
 
     async def fence(self, epoch: int) -> None:
         # Its own meta key: commits rewrite only the head keys, so a fence outlives them.

@@ -8,6 +8,10 @@ Changes are captured by state-vector difference instead of observers (an observe
 unobserved keeps its Doc alive): `write_local` and `apply_remote` return exactly the bytes that
 changed this replica, ready to persist and to push. `apply_remote` also reports which remote-owned
 slots changed and their origin write times, for the sync-lag metric.
+
+Every state-vector change is also numbered in a change log (`position`, `changed_since`), so
+anti-entropy can advertise only the documents that changed since a peer's last round: its cost
+follows what changed, not how many documents the edge holds (edge/crdt/anti_entropy.py).
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ class Replica:
         self._pinned = pinned
         self._live: OrderedDict[str, SlotDoc] = OrderedDict()
         self.state_vectors: dict[str, bytes] = {}  # every known doc, live or on disk
+        self.position = 0  # of the last state-vector change in the change log
+        self._changes: OrderedDict[str, int] = OrderedDict()  # doc -> position of its last change, in order
 
     def known(self, name: str) -> bool:
         return name in self.state_vectors
@@ -61,8 +67,9 @@ class Replica:
         doc = new_doc(self.client_id, updates)
         self._live[name] = doc
         state = doc.get_state()
-        if state != EMPTY_STATE_VECTOR:  # an empty document is not "known": nothing to advertise
-            self.state_vectors[name] = state
+        if state != EMPTY_STATE_VECTOR and self.state_vectors.get(name) != state:
+            self.state_vectors[name] = state  # an empty document is not "known": nothing to advertise
+            self._log_change(name)
         self._evict()
         return doc
 
@@ -92,6 +99,17 @@ class Replica:
                    if edge != self.edge_id and before_ts.get(edge) != ts]
         return changed, arrived
 
+    def changed_since(self, position: int) -> list[str]:
+        """Documents whose state vector changed after change-log `position`, oldest change first
+        (cost: the number of such documents)."""
+        out = []
+        for name in reversed(self._changes):
+            if self._changes[name] <= position:
+                break
+            out.append(name)
+        out.reverse()
+        return out
+
     def diff_for(self, name: str, remote_state_vector: bytes) -> bytes:
         return self._live[name].get_update(remote_state_vector)
 
@@ -100,7 +118,13 @@ class Replica:
         if after == before:
             return b""
         self.state_vectors[name] = after
+        self._log_change(name)
         return doc.get_update(before)
+
+    def _log_change(self, name: str) -> None:
+        self.position += 1
+        self._changes[name] = self.position
+        self._changes.move_to_end(name)
 
     def _evict(self) -> None:
         for name in list(self._live):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -67,11 +68,11 @@ class FlakyReads(LedgerReads):
     failing = True
     calls = 0
 
-    async def verify(self, up_to_sequence: int) -> dict[str, Any]:
+    async def verify(self, up_to_sequence: int, since: Head | None = None) -> dict[str, Any]:
         self.calls += 1
         if self.failing:
             raise StorageError("read failed: database is locked")
-        return await super().verify(up_to_sequence)
+        return await super().verify(up_to_sequence, since)
 
 
 async def test_the_auditor_survives_failures_and_readyz_shows_them(aiohttp_client: Any, tmp_path: Path,
@@ -94,3 +95,39 @@ async def test_the_auditor_survives_failures_and_readyz_shows_them(aiohttp_clien
     assert status == 200 and "failing_tasks" not in ready
     _, metrics = await api.get("admin_read", "/metrics")
     assert "ledger_audit_chain_ok 1.0" in metrics and 'ledger_task_failing{task="audit"} 0.0' in metrics
+
+
+async def test_periodic_audits_walk_what_was_journaled_since_and_the_whole_journal_every_nth(
+        aiohttp_client: Any, tmp_path: Path, clock: FakeClock) -> None:
+    """A periodic audit costs what was written since the last one, not the journal's length; every
+    `full_every`-th walks everything again and finds an old entry changed on disk."""
+    app = create_app(ledger_config(tmp_path / "l"), clock=clock)
+    api = Api(await aiohttp_client(app))
+    auditor = app[AUDITOR]
+    auditor.full_every = 3
+    for i in range(3):
+        await api.player(f"p{i}", deposit=100)
+    head = app[SERVICE].head.sequence
+    first = await auditor.audit()  # nothing verified yet: the whole journal
+    assert first["ok"] and first["entries_checked"] == head == first["head_sequence"]
+    await api.player("p9", deposit=100)
+    second = await auditor.audit()
+    assert second["ok"] and second["entries_checked"] == 2 and second["head_sequence"] == head + 2
+    quiet = await auditor.audit()  # the third since the whole walk: the whole journal again
+    assert quiet["ok"] and quiet["entries_checked"] == head + 2
+
+    store = app[SERVICE].store
+    db = sqlite3.connect(store.path)
+    db.execute("DROP TRIGGER journal_no_update")
+    db.execute("UPDATE journal SET entry = replace(entry, 'p0', 'px') WHERE sequence = 2")
+    db_changes = db.total_changes
+    db.commit()
+    db.close()
+    assert db_changes == 1
+    for _ in range(auditor.full_every - 1):
+        assert (await auditor.audit())["ok"]  # incremental: the old entry is not read
+    whole = await auditor.audit()
+    assert whole["ok"] is False and whole["first_bad_sequence"] == 2
+    _, metrics = await api.get("admin_read", "/metrics")
+    assert "ledger_audit_chain_ok 0.0" in metrics
+    assert auditor.verified is None  # the next periodic audit walks everything again

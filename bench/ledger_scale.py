@@ -1,0 +1,421 @@
+"""Ledger at scale: single bets over HTTP against an empty journal and against 1M and 10M entries.
+
+For each size the ledger's database is seeded FAST through the store, not over HTTP, with the
+code the writer uses: an in-process `LedgerService` (decide, evolve, seal, group commit) takes the
+commands in big groups (`--seed-group` commands per commit), so every seeded entry is a real,
+sealed, chained entry and the chain verifies. A size of N entries holds min(--players, N/2)
+players (each created and funded: two entries); the rest are bets over those players in rounds
+of four, each round closed by a win. The empty size holds only the players the load needs.
+
+Then the ledger is started as a process (`harness/cluster.py`) and measured as in
+`bench/ledger_throughput.py` (wrk, `bench/wrk/bets.lua`, a fresh id per request, warm-up first).
+The bets go to `--active-players` players at random (1,000 by default, as in
+`ledger_throughput.py`, the same players at every size), so the ratios compare the size of the
+database and nothing else; `--active-players 0` spreads them over every seeded player instead
+(then a bigger size also means a bigger working set, which no cache keeps warm).
+
+Reported per size: throughput, p50, p99, the ledger's start-up time and RSS (after start-up, and
+its peak over the run), the chain verification (`POST /admin/v1/audit/verify`, timed, must verify
+the whole journal) and, with the ledger stopped, `croupier ledger verify` and `croupier ledger
+rebuild` (timed, with their peak RSS: they read the journal page by page, so their memory must
+not grow with it).
+
+    .venv/bin/python bench/ledger_scale.py [--sizes 0,1e6,1e7] [--players 1e6] [--seconds 10]
+
+PostgreSQL: `--postgres-dsn-file FILE` (a DSN of a running server, run with `fsync=on` for figures
+that count; each size gets a fresh schema, left in place: use a throwaway server). The offline tools are
+SQLite-only: on PostgreSQL `verify` is timed over HTTP, and the rebuild replays the journal
+(`journal_checks.replay_journal`) into a scratch SQLite file.
+
+Quick run: `--sizes 0,1e5 --players 1e4 --seconds 5`. Keys of the last JSON line:
+`throughput_ratio_<size>_vs_empty` and `p99_ratio_<size>_vs_empty` for every size (for the issue's
+sizes: `throughput_ratio_10m_vs_empty`, target >= 0.85; `p99_ratio_10m_vs_empty`, <= 1.25).
+Exit status 1 if a run had errors or a verification failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from common import load_average, run_wrk
+from core_ledger.domain import ADMIN_SCOPE, Command
+from core_ledger.journal_checks import replay_journal
+from core_ledger.metrics import LedgerMetrics
+from core_ledger.service import LedgerService
+from core_ledger.store import Store
+from core_ledger.store.sqlite import SqliteStore
+from core_ledger.writer import WriterLimits
+from harness.cluster import JACKPOT_GAMES, JACKPOT_ID, Cluster, Service
+from harness.launcher import ServiceConfig
+from ledger_throughput import BET_MINOR, BETS_SCRIPT, CURRENCY, DEPOSIT_MINOR, GAME_IDS, admin_call, settled_head
+
+DEFAULT_SIZES = (0, 1_000_000, 10_000_000)
+EMPTY_PLAYERS = 1000  # players of the empty size: what the load needs
+BETS_PER_ROUND = 4  # then a win closes the round
+SEED_PRINCIPAL = "edge-dev"  # an edge credential of every cluster (the cluster's `edge` token)
+ADMIN_PRINCIPAL = "admin_write"
+SEED_GROUPS_IN_FLIGHT = 2  # one committing, one judged behind it (the writer's pipeline)
+PROGRESS_EVERY_S = 10.0
+TARGETS = {"throughput_ratio_min": 0.85, "p99_ratio_max": 1.25}
+TOOL_TIMEOUT_S = 3600.0
+# `python -m croupier ...` that also prints its own peak RSS (KiB) on stderr when it exits.
+PEAK_RSS_WRAPPER = (
+    "import atexit, resource, runpy, sys\n"
+    "atexit.register(lambda: print('PEAK_RSS_KIB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "
+    "file=sys.stderr))\n"
+    "sys.argv = ['croupier', *sys.argv[1:]]\n"
+    "runpy.run_module('croupier', run_name='__main__')\n")
+
+
+@dataclass(frozen=True)
+class Options:
+    sizes: tuple[int, ...]
+    players: int
+    seconds: float
+    warmup_seconds: float
+    connections: int
+    threads: int
+    seed_group: int
+    active_players: int  # players the measured bets go to (0: every seeded player)
+    postgres_dsn_file: Path | None  # PostgreSQL instead of SQLite
+    root: Path
+    keep_dir: bool
+
+
+class ScaleCluster(Cluster):
+    """A cluster whose ledger may use PostgreSQL (`ledger_extra`: more `[ledger]` settings)."""
+
+    ledger_extra: dict[str, Any] = {}  # noqa: RUF012  (set per instance before `start`)
+
+    def ledger_config(self, svc: Service) -> ServiceConfig:
+        config = super().ledger_config(svc)
+        return ServiceConfig(config.kind, {**config.settings, **self.ledger_extra}, config.tokens)
+
+
+def new_store(opts: Options, db_path: Path, schema: str) -> Store:
+    if opts.postgres_dsn_file is None:
+        return SqliteStore(db_path)
+    from core_ledger.store.postgres import PostgresLimits, PostgresStore
+
+    return PostgresStore(opts.postgres_dsn_file.read_text().strip(), PostgresLimits(), schema=schema)
+
+
+async def replay_time(source: Store, scratch: Path) -> dict[str, Any]:
+    """The bounded-memory rebuild (what `croupier ledger rebuild` runs), timed, into a scratch file."""
+    target = SqliteStore(scratch)
+    started = time.perf_counter()
+    try:
+        await target.open()
+        head = await replay_journal(source, target)
+    finally:
+        await target.close()
+    for leftover in scratch.parent.glob(scratch.name + "*"):
+        leftover.unlink()
+    return {"s": round(time.perf_counter() - started, 2), "exit": 0, "peak_rss_kib": None,
+            "report": {"head_sequence": head.sequence, "rebuilt": True}}
+
+
+def size_label(size: int) -> str:
+    for unit, suffix in ((1_000_000, "m"), (1_000, "k")):
+        if size >= unit and size % unit == 0:
+            return f"{size // unit}{suffix}"
+    return "empty" if size == 0 else str(size)
+
+
+def players_for(size: int, players: int) -> int:
+    return EMPTY_PLAYERS if size == 0 else max(1, min(players, size // 2))
+
+
+# --- seeding --------------------------------------------------------------------------------
+
+
+def seed_commands(size: int, players: int) -> Iterator[Command]:
+    """What a size holds, as the HTTP layer would build it: the jackpot, `players` players created
+    and funded, then bets (rounds of BETS_PER_ROUND, each closed by a win) up to `size` entries."""
+    yield Command("jackpot_create", {"jackpot_id": JACKPOT_ID, "currency": CURRENCY, "seed_minor": 100_000,
+                                     "contribution_ppm": 10_000, "game_ids": list(JACKPOT_GAMES)},
+                  ADMIN_PRINCIPAL, (ADMIN_SCOPE, f"jackpot:{JACKPOT_ID}"))
+    for i in range(players):
+        pid = f"bench-p{i}"  # the naming bets.lua uses
+        yield Command("player_create", {"player_id": pid, "currencies": [CURRENCY]}, ADMIN_PRINCIPAL,
+                      (ADMIN_SCOPE, f"player:{pid}"))
+        yield Command("deposit", {"id": f"bench-dep-{pid}", "player_id": pid, "currency": CURRENCY,
+                                  "amount_minor": DEPOSIT_MINOR}, "cashier", ("cashier", f"bench-dep-{pid}"))
+    left = size - 1 - 2 * players
+    n = 0
+    while n < left:
+        player, turn = n % players, n // players  # every player in turn: rounds stay small
+        pid = f"bench-p{player}"
+        rnd, step = divmod(turn, BETS_PER_ROUND + 1)
+        round_id = f"seed-p{player}-r{rnd}"
+        if step < BETS_PER_ROUND:
+            tx_id = f"seed-bet-{n}"
+            yield Command("bet", {"id": tx_id, "player_id": pid, "currency": CURRENCY, "amount_minor": BET_MINOR,
+                                  "round_id": round_id, "game_id": GAME_IDS[(player + rnd) % len(GAME_IDS)]},
+                          SEED_PRINCIPAL, (SEED_PRINCIPAL, tx_id), SEED_PRINCIPAL)
+        else:
+            tx_id = f"seed-win-{n}"
+            yield Command("win", {"id": tx_id, "player_id": pid, "currency": CURRENCY, "amount_minor": BET_MINOR,
+                                  "round_id": round_id, "close_round": True},
+                          SEED_PRINCIPAL, (SEED_PRINCIPAL, tx_id), SEED_PRINCIPAL)
+        n += 1
+
+
+async def seed_store(store: Store, db_path: Path, size: int, players: int, group: int) -> dict[str, Any]:
+    """Journal the seed commands through an in-process writer, `group` commands per commit."""
+    limits = WriterLimits(commit_batch_max=group, queue_depth_max=SEED_GROUPS_IN_FLIGHT * 2 + 2)
+    service = LedgerService(store, limits, clock=lambda: datetime.now(UTC),
+                            metrics=LedgerMetrics(CollectorRegistry()))
+    started = time.perf_counter()
+    await service.start()
+    refused: dict[str, int] = {}
+    done, last_print = 0, started
+    in_flight: set[asyncio.Task[list[Any]]] = set()
+
+    def tally(task: asyncio.Task[list[Any]]) -> None:
+        for result in task.result():
+            if not isinstance(result, tuple) or result[0] not in (200, 201):
+                code = getattr(result, "code", None) or str(result[1].get("code") if isinstance(result, tuple) else "?")
+                refused[code] = refused.get(code, 0) + 1
+
+    try:
+        commands = seed_commands(size, players)
+        while True:
+            chunk = [c for _, c in zip(range(group), commands, strict=False)]
+            if not chunk:
+                break
+            task = asyncio.create_task(service.submit(chunk))
+            task.add_done_callback(tally)
+            in_flight.add(task)
+            task.add_done_callback(in_flight.discard)
+            if len(in_flight) >= SEED_GROUPS_IN_FLIGHT:
+                await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+            done += len(chunk)
+            now = time.perf_counter()
+            if now - last_print > PROGRESS_EVERY_S:
+                print(f"  seeded {done:,} of {size:,} entries ({done / (now - started):,.0f}/s)", flush=True)
+                last_print = now
+        if in_flight:
+            await asyncio.wait(in_flight)
+        head = service.head.sequence
+    finally:
+        await service.stop()
+    seconds = time.perf_counter() - started
+    return {"seed_s": round(seconds, 1), "seeded_entries": head, "seed_entries_per_s": round(head / seconds),
+            "seed_refused": refused, "db_bytes": db_bytes(db_path) if isinstance(store, SqliteStore) else None}
+
+
+def db_bytes(db_path: Path) -> int:
+    return sum(p.stat().st_size for p in db_path.parent.glob(db_path.name + "*"))
+
+
+# --- measuring ------------------------------------------------------------------------------
+
+
+def rss_kib(pid: int) -> dict[str, int]:
+    """Resident set now and at its peak (Linux /proc), KiB."""
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            out["rss_kib" if key == "VmRSS" else "rss_peak_kib"] = int(value.split()[0])
+    return out
+
+
+def offline_tool(args: list[str]) -> dict[str, Any]:
+    """Run `croupier ledger ...`: its time, exit status, peak RSS (its own rusage) and report."""
+    started = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-c", PEAK_RSS_WRAPPER, "ledger", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=TOOL_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        stdout, stderr = proc.communicate()
+    seconds = time.perf_counter() - started
+    peaks = [line.split()[1] for line in stderr.splitlines() if line.startswith("PEAK_RSS_KIB ")]
+    try:
+        report = json.loads(stdout)
+    except json.JSONDecodeError:
+        report = {"stdout": stdout[-500:], "stderr": stderr[-500:]}
+    return {"s": round(seconds, 2), "exit": proc.returncode,
+            "peak_rss_kib": int(peaks[-1]) if peaks else None,
+            "report": {k: v for k, v in report.items() if k in ("ok", "entries_checked", "head_sequence", "rebuilt",
+                                                                 "stdout", "stderr")}}
+
+
+async def measure(size: int, opts: Options) -> dict[str, Any]:
+    label = size_label(size)
+    players = players_for(size, opts.players)
+    cluster = ScaleCluster(opts.root / label, edge_ids=(), log_level="warning")
+    schema = f"scale_{label}_{os.getpid()}"
+    if opts.postgres_dsn_file is not None:
+        cluster.ledger_extra = {"backend": "postgres", "postgres_dsn_file": opts.postgres_dsn_file,
+                                "postgres_schema": schema}
+    print(f"{label}: {size:,} entries, {players:,} players", flush=True)
+    try:
+        await cluster.start()  # lays out configs and tokens, creates the database
+        await cluster.stop_service("ledger")
+        db_path = cluster.root / "ledger-data" / "ledger.db"
+        store = new_store(opts, db_path, schema)
+        seeded = await seed_store(store, db_path, max(size, 1 + 2 * players), players, opts.seed_group)
+        print(f"  seeded {seeded['seeded_entries']:,} entries in {seeded['seed_s']} s "
+              f"({seeded['seed_entries_per_s']:,}/s)"
+              + (f", {seeded['db_bytes'] / 2**20:,.0f} MiB" if seeded["db_bytes"] else ""), flush=True)
+        started = time.perf_counter()
+        await cluster.start_service("ledger")
+        startup_s = time.perf_counter() - started
+        proc = cluster.services["ledger"].proc
+        assert proc is not None
+        rss_after_start = rss_kib(proc.pid)
+        token_file = cluster.root / "secrets" / "edge.token"
+        active = min(players, opts.active_players) if opts.active_players else players
+        args = [str(token_file), "", str(active), ",".join(GAME_IDS), str(BET_MINOR)]
+        url = cluster.url("ledger")
+
+        def wrk(prefix: str, seconds: float) -> Any:
+            args[1] = prefix
+            return run_wrk(url, script=BETS_SCRIPT, script_args=args, threads=opts.threads,
+                           connections=opts.connections, duration_s=seconds)
+        warm = await asyncio.to_thread(wrk, "warm", opts.warmup_seconds)
+        before = await settled_head(cluster)
+        result = await asyncio.to_thread(wrk, "run", opts.seconds)
+        after = await settled_head(cluster)
+        rss_after_run = rss_kib(proc.pid)
+        started = time.perf_counter()
+        audit = await admin_call(cluster, "POST", "/admin/v1/audit/verify")
+        verify_http_s = time.perf_counter() - started
+        await cluster.stop_service("ledger")
+        if opts.postgres_dsn_file is None:
+            verify = await asyncio.to_thread(offline_tool, ["verify", str(db_path)])
+            rebuild = await asyncio.to_thread(offline_tool, ["rebuild", str(db_path)])
+        else:
+            verify = {"s": None, "exit": 0, "peak_rss_kib": None, "report": {"offline": "SQLite only"}}
+            source = new_store(opts, db_path, schema)
+            await source.open()
+            try:
+                rebuild = await replay_time(source, cluster.root / "rebuild-scratch.db")
+            finally:
+                await source.close()
+    finally:
+        await cluster.stop()
+    committed, seen = after - before, result.statuses.get(201, 0)
+    chain_ok = bool(audit["ok"]) and audit["head_sequence"] == after and audit["entries_checked"] == after
+    # wrk abandons what is in flight when it stops (at most one bet per connection), at the end of the
+    # warm-up too: those may commit after the head looked settled (a slow commit), so up to two per
+    # connection may be journaled unseen.
+    commits_match = seen <= committed <= seen + 2 * opts.connections
+    tools_ok = verify["exit"] == 0 and rebuild["exit"] == 0
+    figures = {
+        "size": size, "players": players, "active_players": active, **seeded, "startup_s": round(startup_s, 2),
+        "rss_after_start_kib": rss_after_start.get("rss_kib"), "rss_after_run_kib": rss_after_run.get("rss_kib"),
+        "rss_peak_kib": rss_after_run.get("rss_peak_kib"),
+        **{k: v for k, v in result.figures().items() if k in ("ok_per_s", "p50_ms", "p99_ms", "max_ms", "requests",
+                                                               "non_2xx", "first_error")},
+        "verify_http_s": round(verify_http_s, 2), "verify_offline": verify, "rebuild_offline": rebuild,
+        "chain_ok": chain_ok, "commits_match": commits_match, "journal_growth": committed, "committed_201_seen": seen,
+        "errors": result.errors + warm.errors + (0 if chain_ok and commits_match and tools_ok else 1)
+                  + sum(seeded["seed_refused"].values()),
+    }
+    print(f"  {figures['ok_per_s']:,.1f} bets/s  p50 {figures['p50_ms']} ms  p99 {figures['p99_ms']} ms  "
+          f"start-up {figures['startup_s']} s  RSS {figures['rss_after_start_kib']:,} -> "
+          f"{figures['rss_after_run_kib']:,} KiB  verify {figures['verify_http_s']} s (http), "
+          f"{verify['s']} s (offline)  rebuild {rebuild['s']} s  chain {'ok' if chain_ok else 'BROKEN'}  "
+          f"errors {figures['errors']}", flush=True)
+    return figures
+
+
+def summarize(by_size: dict[int, dict[str, Any]], opts: Options, load_before: float) -> dict[str, Any]:
+    empty = by_size.get(0)
+    backend = "sqlite" if opts.postgres_dsn_file is None else "postgres"
+    out: dict[str, Any] = {"benchmark": "ledger_scale", "backend": backend, "targets": TARGETS}
+    met = {}
+    for size, figures in by_size.items():
+        if size == 0 or empty is None:
+            continue
+        label = size_label(size)
+        t = round(figures["ok_per_s"] / empty["ok_per_s"], 3) if empty["ok_per_s"] else None
+        p = round(figures["p99_ms"] / empty["p99_ms"], 3) if empty["p99_ms"] else None
+        out[f"throughput_ratio_{label}_vs_empty"] = t
+        out[f"p99_ratio_{label}_vs_empty"] = p
+        met[label] = (t is not None and t >= TARGETS["throughput_ratio_min"]
+                      and p is not None and p <= TARGETS["p99_ratio_max"])
+    out.update({
+        "targets_met": met, "errors": sum(f["errors"] for f in by_size.values()),
+        "sizes": {size_label(s): f for s, f in by_size.items()},
+        "setup": {"seconds": opts.seconds, "warmup_seconds": opts.warmup_seconds, "connections": opts.connections,
+                  "threads": opts.threads, "seed_group": opts.seed_group, "players_max": opts.players,
+                  "active_players": opts.active_players,
+                  "load_average_1m_before": load_before, "load_average_1m_after": load_average(),
+                  "cpus": os.cpu_count()},
+    })
+    return out
+
+
+def parse_args(argv: list[str] | None = None) -> Options:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default=",".join(str(s) for s in DEFAULT_SIZES),
+                        help="journal sizes, comma-separated (0 = empty; 1e6 notation accepted)")
+    parser.add_argument("--players", type=float, default=1e6, help="players at most (each size holds up to size/2)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per size (1..600)")
+    parser.add_argument("--warmup-seconds", type=float, default=3.0, help="warm-up seconds per size (1..60)")
+    parser.add_argument("--connections", type=int, default=64, help="wrk connections (1..1024)")
+    parser.add_argument("--threads", type=int, default=1, choices=(1, 2), help="wrk threads")
+    parser.add_argument("--active-players", type=int, default=EMPTY_PLAYERS,
+                        help="players the measured bets go to (0: every seeded player)")
+    parser.add_argument("--seed-group", type=int, default=4096, help="seed commands per commit (100..20000)")
+    parser.add_argument("--postgres-dsn-file", type=Path, default=None,
+                        help="file holding a PostgreSQL DSN: measure the ledger on PostgreSQL instead of SQLite")
+    parser.add_argument("--dir", type=Path, default=None, help="where configs, data and logs go (default: temp)")
+    a = parser.parse_args(argv)
+    try:
+        sizes = tuple(sorted({int(float(s)) for s in a.sizes.split(",") if s.strip()}))
+    except ValueError:
+        parser.error("--sizes takes numbers, e.g. 0,1e5,1e6")
+    if not sizes or sizes[0] != 0 or sizes[-1] > 100_000_000:
+        parser.error("--sizes must include 0 (the baseline) and stay within 1e8")
+    if not 1 <= a.players <= 10_000_000 or not 1 <= a.seconds <= 600 or not 1 <= a.warmup_seconds <= 60 \
+            or not 100 <= a.seed_group <= 20_000 or not 1 <= a.connections <= 1024 or a.active_players < 0:
+        parser.error("out of range: see --help")
+    root = (a.dir or Path(tempfile.mkdtemp(prefix="croupier-scale-"))).resolve()
+    return Options(sizes, int(a.players), a.seconds, a.warmup_seconds, a.connections, a.threads, a.seed_group,
+                   a.active_players, a.postgres_dsn_file.resolve() if a.postgres_dsn_file else None, root,
+                   keep_dir=a.dir is not None)
+
+
+async def run(opts: Options) -> dict[str, Any]:
+    load_before = load_average()
+    by_size = {}
+    for size in opts.sizes:
+        by_size[size] = await measure(size, opts)
+    return summarize(by_size, opts, load_before)
+
+
+def main() -> None:
+    opts = parse_args()
+    summary = asyncio.run(run(opts))
+    if opts.keep_dir or summary["errors"]:
+        print(f"configs, data and logs kept in {opts.root}", flush=True)
+    else:
+        shutil.rmtree(opts.root)
+    print(json.dumps(summary, sort_keys=True), flush=True)
+    sys.exit(1 if summary["errors"] else 0)
+
+
+if __name__ == "__main__":
+    main()
