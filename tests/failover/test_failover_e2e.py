@@ -12,7 +12,6 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import orjson
@@ -20,6 +19,7 @@ import pytest
 
 from harness.cluster import STANDBY, Cluster, seed
 from harness.verify import read_journal
+from tests.support.bettor import Bettor
 
 pytestmark = pytest.mark.slow
 
@@ -27,48 +27,7 @@ PLAYERS = 6
 WORKERS = 8
 TRAFFIC_BEFORE_S = 1.5  # bets flow this long before the kill
 TRAFFIC_AFTER_S = 4.0  # and this long after the promotion
-RETRY_PAUSE_S = 0.1  # a game server's pause before retrying a 503 with the same id
 MOVE_SLACK_S = 2.0  # scheduling slack on the shared machine, on top of the edges' deadline
-
-
-class Bettor:
-    """Game servers: bets through alternating edges; a 503 is retried with the same id until
-    answered or the traffic stops. Records every acknowledged id and when acks resumed."""
-
-    def __init__(self, cluster: Cluster, http: aiohttp.ClientSession) -> None:
-        self.c, self.http = cluster, http
-        self.acked: list[str] = []
-        self.unanswered: list[str] = []  # still 503 when the traffic stopped: may or may not be journaled
-        self.first_ack_after: dict[str, float] = {}  # edge -> first ack time after the promotion
-        self.promoted_at: float | None = None
-        self.stop = asyncio.Event()
-
-    async def worker(self, w: int) -> None:
-        for n in range(100_000):  # bounded; the stop event ends it long before
-            if self.stop.is_set():
-                return
-            edge = self.c.edge_ids[(w + n) % len(self.c.edge_ids)]
-            body = {"id": f"w{w}-b{n}", "player_id": f"p{w % PLAYERS + 1:03d}", "currency": "EUR",
-                    "amount_minor": 100, "round_id": f"w{w}-r{n}", "game_id": "slots-1"}
-            while True:
-                status = await self._post(edge, body)
-                if status in (200, 201):
-                    self.acked.append(body["id"])
-                    if self.promoted_at is not None:
-                        self.first_ack_after.setdefault(edge, time.monotonic())
-                    break
-                assert status == 503, f"{body['id']} answered {status}"
-                if self.stop.is_set():
-                    self.unanswered.append(body["id"])
-                    return
-                await asyncio.sleep(RETRY_PAUSE_S)
-
-    async def _post(self, edge: str, body: dict[str, Any]) -> int:
-        try:
-            async with self.http.post(self.c.url(edge) + "/v1/bets", json=body) as r:
-                return r.status
-        except (TimeoutError, aiohttp.ClientError):
-            return 503
 
 
 async def test_failover_loses_no_acknowledged_bet_and_fences_the_old_primary(tmp_path: Path) -> None:
@@ -78,13 +37,13 @@ async def test_failover_loses_no_acknowledged_bet_and_fences_the_old_primary(tmp
         await seed(cluster, players=PLAYERS)
         async with aiohttp.ClientSession(headers=cluster.headers("game_server"),
                                          timeout=aiohttp.ClientTimeout(total=15)) as http:
-            bettor = Bettor(cluster, http)
+            bettor = Bettor(http, cluster.url, cluster.edge_ids, players=PLAYERS)
             workers = [asyncio.create_task(bettor.worker(w)) for w in range(WORKERS)]
             try:
                 await asyncio.sleep(TRAFFIC_BEFORE_S)
                 acked_before = len(bettor.acked)
                 promoted = await cluster.failover()
-                bettor.promoted_at = time.monotonic()
+                bettor.marked_at = time.monotonic()
                 await asyncio.sleep(TRAFFIC_AFTER_S)
             finally:
                 bettor.stop.set()
@@ -93,8 +52,8 @@ async def test_failover_loses_no_acknowledged_bet_and_fences_the_old_primary(tmp
         assert len(bettor.acked) > acked_before, "no bet was acknowledged after the failover"
         move_limit = cluster.ledger_deadline_s + MOVE_SLACK_S
         for edge in cluster.edge_ids:  # each edge found the new primary within its deadline (+ slack)
-            moved_at = bettor.first_ack_after.get(edge, math.inf)
-            assert moved_at - bettor.promoted_at <= move_limit, (edge, bettor.first_ack_after)
+            moved_at = bettor.first_ack_after_by_target.get(edge, math.inf)
+            assert moved_at - bettor.marked_at <= move_limit, (edge, bettor.first_ack_after_by_target)
 
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
             new = cluster.url(STANDBY)
@@ -127,8 +86,9 @@ async def test_failover_loses_no_acknowledged_bet_and_fences_the_old_primary(tmp
             tail = await tail_ids(old_db, verdict["divergence_sequence"])
             assert 0 < verdict["loser_extra_entries"] == len(tail) <= WORKERS
             assert all(ids[i] == 1 for i in tail & set(bettor.acked))
+        moved = [round(t - bettor.marked_at, 2) for t in bettor.first_ack_after_by_target.values()]
         print(f"acked before/after kill: {acked_before}/{len(bettor.acked) - acked_before}; "
-              f"edges moved in {[round(t - bettor.promoted_at, 2) for t in bettor.first_ack_after.values()]} s; "
+              f"edges moved in {moved} s; "
               f"old primary's extra tail: {verdict['loser_extra_entries']}")
     finally:
         await cluster.stop()

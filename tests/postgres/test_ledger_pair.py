@@ -38,6 +38,7 @@ import pytest
 from harness.cluster import STANDBY, Cluster, seed
 from harness.postgres import LocalPostgres, PostgresFailed
 from harness.verify import read_journal
+from tests.support.bettor import Bettor
 
 pytestmark = pytest.mark.slow
 
@@ -47,7 +48,6 @@ EDGES = ("eu", "us")
 TRAFFIC_BEFORE_S = 1.5  # bets flow this long before the fault
 ACKS_AFTER = 20  # then until this many bets were acknowledged after it
 TRAFFIC_AFTER_MAX_S = 25.0  # ... or this long at most
-RETRY_PAUSE_S = 0.1
 TAKEOVER_MAX_S = 10.0  # kill -9 → the other copy is the ready primary
 LEASE_TTL_S = 2.0
 CUT_TAKEOVER_MAX_S = 20.0  # network cut → the other copy is the ready primary (ttl + the stuck commit's bound)
@@ -87,63 +87,18 @@ async def _empty_schema(database: LocalPostgres) -> None:
         await conn.close()
 
 
-class Bettor:
-    """Game servers betting through alternating edges; a 503 (or a timeout) is retried with the same
-    id until answered. Records every acknowledged id and the first ack after `fault_at`."""
-
-    def __init__(self, cluster: Cluster, http: aiohttp.ClientSession) -> None:
-        self.c, self.http = cluster, http
-        self.acked: list[str] = []
-        self.fault_at: float | None = None
-        self.first_ack_after: float | None = None
-        self.acks_after = 0
-        self.enough_after = asyncio.Event()
-        self.stop = asyncio.Event()
-
-    async def worker(self, w: int) -> None:
-        for n in range(100_000):  # bounded; the stop event ends it long before
-            if self.stop.is_set():
-                return
-            edge = self.c.edge_ids[(w + n) % len(self.c.edge_ids)]
-            bet_id = f"w{w}-b{n}"
-            body = {"id": bet_id, "player_id": f"p{w % PLAYERS + 1:03d}", "currency": "EUR",
-                    "amount_minor": 100, "round_id": f"w{w}-r{n}", "game_id": "slots-1"}
-            while True:
-                status = await self._post(edge, body)
-                if status in (200, 201):
-                    self.acked.append(bet_id)
-                    if self.fault_at is not None:
-                        self.acks_after += 1
-                        if self.first_ack_after is None:
-                            self.first_ack_after = time.monotonic()
-                        if self.acks_after >= ACKS_AFTER:
-                            self.enough_after.set()
-                    break
-                assert status == 503, f"{bet_id} answered {status}"
-                if self.stop.is_set():
-                    return  # unanswered: may or may not be journaled, never acknowledged
-                await asyncio.sleep(RETRY_PAUSE_S)
-
-    async def _post(self, edge: str, body: dict[str, Any]) -> int:
-        try:
-            async with self.http.post(self.c.url(edge) + "/v1/bets", json=body) as r:
-                return r.status
-        except (TimeoutError, aiohttp.ClientError):
-            return 503
-
-
 async def _bets_across(cluster: Cluster, fault: Any) -> tuple[Bettor, int, float]:
     """Bets from WORKERS clients through the edges, `fault()` (async) in the middle, then until
     ACKS_AFTER acks after it. The bettor, the acks before the fault, and its start time."""
     async with aiohttp.ClientSession(headers=cluster.headers("game_server"),
                                      timeout=aiohttp.ClientTimeout(total=15)) as http:
-        bettor = Bettor(cluster, http)
+        bettor = Bettor(http, cluster.url, cluster.edge_ids, players=PLAYERS, acks_wanted_after=ACKS_AFTER)
         workers = [asyncio.create_task(bettor.worker(w)) for w in range(WORKERS)]
         try:
             await asyncio.sleep(TRAFFIC_BEFORE_S)
             acked_before = len(bettor.acked)
             started = time.monotonic()
-            bettor.fault_at = started
+            bettor.marked_at = started
             await fault()
             with contextlib.suppress(TimeoutError):  # asserted by the caller
                 await asyncio.wait_for(bettor.enough_after.wait(), TRAFFIC_AFTER_MAX_S)

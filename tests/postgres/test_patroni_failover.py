@@ -27,6 +27,7 @@ import pytest
 from harness.cluster import Cluster, seed
 from harness.patroni import PatroniCluster
 from harness.verify import read_journal
+from tests.support.bettor import Bettor
 
 pytestmark = pytest.mark.slow
 
@@ -35,7 +36,6 @@ WORKERS = 6
 TRAFFIC_BEFORE_S = 1.5  # bets flow this long before the leader changes
 ACKS_AFTER = 20  # then until this many bets were acknowledged after the change
 TRAFFIC_AFTER_MAX_S = 40.0  # ... or this long at most
-RETRY_PAUSE_S = 0.1
 LEADER_WAIT_S = 40.0
 METRICS_WAIT_S = 20.0
 
@@ -50,54 +50,6 @@ def patroni() -> Iterator[PatroniCluster]:
     finally:
         cluster.stop()
         shutil.rmtree(root, ignore_errors=True)
-
-
-class Bettor:
-    """Game servers betting on the ledger; a 503 (which must carry Retry-After) is retried with the
-    same id until answered. Records every acknowledged id and the first ack after `changed_at`."""
-
-    def __init__(self, cluster: Cluster, http: aiohttp.ClientSession) -> None:
-        self.c, self.http = cluster, http
-        self.acked: list[str] = []
-        self.refusals: Counter[str] = Counter()
-        self.changed_at: float | None = None
-        self.first_ack_after: float | None = None
-        self.acks_after_change = 0
-        self.enough_after_change = asyncio.Event()  # ACKS_AFTER acks since the change
-        self.stop = asyncio.Event()
-
-    async def worker(self, w: int) -> None:
-        for n in range(100_000):  # bounded; the stop event ends it long before
-            if self.stop.is_set():
-                return
-            body = {"id": f"w{w}-b{n}", "player_id": f"p{w % PLAYERS + 1:03d}", "currency": "EUR",
-                    "amount_minor": 100, "round_id": f"w{w}-r{n}", "game_id": "slots-1"}
-            while True:
-                status, code = await self._post(body)
-                if status in (200, 201):
-                    self.acked.append(body["id"])
-                    if self.changed_at is not None:
-                        self.acks_after_change += 1
-                        if self.first_ack_after is None:
-                            self.first_ack_after = time.monotonic()
-                        if self.acks_after_change >= ACKS_AFTER:
-                            self.enough_after_change.set()
-                    break
-                assert status == 503, f"{body['id']} answered {status} {code}"
-                self.refusals[code] += 1
-                if self.stop.is_set():
-                    return  # unanswered: may or may not be journaled, never acknowledged
-                await asyncio.sleep(RETRY_PAUSE_S)
-
-    async def _post(self, body: dict[str, Any]) -> tuple[int, str]:
-        try:
-            async with self.http.post(self.c.url("ledger") + "/v1/bets", json=body) as r:
-                if r.status == 503:
-                    assert r.headers.get("Retry-After"), "a 503 without Retry-After"
-                    return 503, str((await r.json(content_type=None)).get("code"))
-                return r.status, ""
-        except (TimeoutError, aiohttp.ClientError) as e:
-            return 0, type(e).__name__
 
 
 async def _fresh_ledger_schema(patroni: PatroniCluster) -> None:
@@ -137,21 +89,22 @@ async def _leader_change_under_load(patroni: PatroniCluster, root: Path, change:
         await seed(cluster, players=PLAYERS)
         async with aiohttp.ClientSession(headers=cluster.headers("edge"),
                                          timeout=aiohttp.ClientTimeout(total=15)) as http:
-            bettor = Bettor(cluster, http)
+            bettor = Bettor(http, cluster.url, ("ledger",), players=PLAYERS, acks_wanted_after=ACKS_AFTER,
+                            retry_after_required=True, connection_errors_allowed=False)
             workers = [asyncio.create_task(bettor.worker(w)) for w in range(WORKERS)]
             try:
                 await asyncio.sleep(TRAFFIC_BEFORE_S)
                 acked_before = len(bettor.acked)
                 started = time.monotonic()
                 await asyncio.to_thread(change)
-                bettor.changed_at = time.monotonic()  # acks from here on were written on the new leader
+                bettor.marked_at = time.monotonic()  # acks from here on were written on the new leader
                 with contextlib.suppress(TimeoutError):  # checked below
-                    await asyncio.wait_for(bettor.enough_after_change.wait(), TRAFFIC_AFTER_MAX_S)
+                    await asyncio.wait_for(bettor.enough_after.wait(), TRAFFIC_AFTER_MAX_S)
             finally:
                 bettor.stop.set()
                 await asyncio.wait_for(asyncio.gather(*workers), 30)
             assert acked_before > 0, "nothing was acknowledged before the leader change"
-            assert bettor.first_ack_after is not None and bettor.acks_after_change >= ACKS_AFTER, (
+            assert bettor.first_ack_after is not None and bettor.acks_after >= ACKS_AFTER, (
                 f"the ledger did not carry on after the leader change: {bettor.refusals}\n{cluster.log_tail('ledger')}")
             entries = await read_journal(http, cluster.url("ledger"), cluster.headers("admin_read"))
             ids = Counter(e["transaction"]["id"] for e in entries if e["transaction"]["type"] == "bet")
