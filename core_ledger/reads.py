@@ -86,6 +86,21 @@ class LedgerReads:
                 raise NotFound(f"transaction {tx_id!r} not found", field="id")
         return public_transaction(entries[0])
 
+    async def by_external_ref(self, ref: str, *, after_sequence: int, limit: int,
+                              only: dict[str, str] | None = None) -> dict[str, Any]:
+        """The entries journaled under a provider's reference, in journal order (`only`: those whose
+        index row matches, e.g. one client's)."""
+        rows, head = await self.store.select("external_refs", {"external_ref": ref}, limit=limit + 1,
+                                             doc_equals=only, after=after_sequence)
+        page = rows[:limit]
+        out = []
+        for (_, sequence), _doc in page:
+            [(_, text)] = await self.store.journal(sequence - 1, 1)
+            out.append(public_transaction(orjson.loads(text)))
+        return {"external_ref": ref, "transactions": out,
+                "next_after_sequence": page[-1][0][1] if page else after_sequence,
+                "has_more": len(rows) > limit, "as_of_sequence": head}
+
     async def trace(self, tx_id: str, limit: int) -> dict[str, Any]:
         out = []
         for e in await self._entries(tx_id, limit):

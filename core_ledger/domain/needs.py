@@ -69,6 +69,8 @@ def bet(view: State, cmd: Command, need: Need) -> None:
 def win(view: State, cmd: Command, need: Need) -> None:
     need.append(("accounts", (system_account("house", cmd.request["currency"]),)))
     _round(view, cmd, need)
+    if cmd.request.get("bet_id") is not None:  # the bet it names
+        need.append(("bets", (cmd.required_key[0], cmd.request["bet_id"])))
 
 
 def rollback(view: State, cmd: Command, need: Need) -> None:

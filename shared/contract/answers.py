@@ -90,6 +90,20 @@ class Transaction(Answer):
     bet_via: str | None = None
     jackpot_id: str | None = None
     seed_minor: int | None = None
+    external_ref: str | None = Field(default=None, description="The provider's reference, when the write sent one")
+    metadata: dict[str, str] | None = Field(default=None, description="The write's labels, when it sent any")
+    bet_id: str | None = Field(default=None, description="The bet a rollback reverses or a win settles")
+    round_id: str | None = None
+
+
+class ExternalRefAnswer(Answer):
+    """The transactions journaled under one `external_ref` (committed or rejected), by sequence."""
+
+    external_ref: str
+    transactions: list[Transaction]
+    next_after_sequence: int = Field(description="Pass as `after_sequence` for the next page")
+    has_more: bool
+    as_of_sequence: int
 
 
 class TransactionAnswer(Answer):

@@ -68,7 +68,8 @@ def _roles(*names: str) -> frozenset[str]:
 
 GAME_MONEY = ("/v1/bets", "/v1/wins", "/v1/rollbacks", "/v1/jackpot-payouts", "/v1/bonus-claims")
 LEDGER_READS = ("/v1/players/{player_id}/balances", "/v1/players/{player_id}/rounds", "/v1/transactions/{id}",
-                "/v1/jackpots/{jackpot_id}", "/v1/players/{player_id}/bonuses")
+                "/v1/jackpots/{jackpot_id}", "/v1/players/{player_id}/bonuses",
+                "/v1/transactions/by-external-ref/{external_ref}")
 ADMIN_READS = ("/admin/v1/players/{player_id}", "/admin/v1/players/{player_id}/statement",
                "/admin/v1/rounds/{round_id}", "/admin/v1/transactions/{id}/trace", "/admin/v1/journal/export",
                "/admin/v1/replication")
@@ -119,7 +120,8 @@ EDGE_POLICY: dict[tuple[str, str], str | frozenset[str]] = {
 # player that no other security test uses.
 MATRIX_PLAYER = "p008"
 PATH_VALUES = {"player_id": MATRIX_PLAYER, "jackpot_id": "mega", "round_id": "matrix-r", "id": "seed-dep-p001",
-               "game_id": "slots-1", "name": "matrix-consumer", "letter_id": "1-1"}
+               "game_id": "slots-1", "name": "matrix-consumer", "letter_id": "1-1",
+               "external_ref": "matrix-ref"}
 
 
 def concrete_path(path: str) -> str:
