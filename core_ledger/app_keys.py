@@ -13,6 +13,7 @@ from core_ledger.config import LedgerConfig
 from core_ledger.fencing import Fencing
 from core_ledger.liabilities import LiabilitiesSampler
 from core_ledger.reads import LedgerReads
+from core_ledger.rounds_job import StaleRounds
 from core_ledger.service import LedgerService
 from core_ledger.standby_tailer import StandbyTailer
 
@@ -25,3 +26,4 @@ FENCING = web.AppKey("ledger_fencing", Fencing)
 CREDENTIALS = web.AppKey("ledger_credentials", CredentialReloader)
 BACKUPS = web.AppKey("ledger_backups", Backups)
 LIABILITIES = web.AppKey("ledger_liabilities", LiabilitiesSampler)
+STALE_ROUNDS = web.AppKey("ledger_stale_rounds", StaleRounds)

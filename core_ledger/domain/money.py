@@ -124,6 +124,8 @@ def bet(view: State, cmd: Command, ctx: Context) -> Decided:
                           field="currency")
         if round_["status"] == "closed":
             raise Reject(RejectCode.ROUND_CLOSED, f"round {r['round_id']!r} is closed")
+        if round_["status"] == "refunded":  # settled by a `round_refund`: a resumed game server is told so
+            raise Reject(RejectCode.ROUND_REFUNDED, f"round {r['round_id']!r} was refunded")
     need_funds(account, amount)
     postings = transfer(player_account(pid, cur), system_account("house", cur), amount, cur)
     contributions = []

@@ -56,7 +56,7 @@ TABLES: dict[str, tuple[str, ...]] = {
 # Tables added after the first schema: created by a later migration, absent from older backups.
 LATER_TABLES = frozenset({"external_refs", "round_openings"})
 # Append-only tables the writer never reads back: not kept in its cache after a flush.
-WRITE_ONLY = frozenset({"history", "external_refs"})
+WRITE_ONLY = frozenset({"history", "external_refs", "round_openings"})
 # Journal entries by (sequence,): read by the writer to replay or compare a stored answer; not a
 # derived table (the journal itself), only cached for the batch that needs it.
 ENTRIES: Final = "entries"

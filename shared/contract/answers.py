@@ -96,6 +96,26 @@ class Transaction(Answer):
     round_id: str | None = None
 
 
+class StaleRound(Answer):
+    player_id: str
+    round_id: str
+    client_id: str | None = Field(description="The game-server client the round is scoped to (null: before scoping)")
+    game_id: str
+    currency: str
+    opened_at: str
+    opened_sequence: int = Field(description="The sequence of the bet that opened it (the listing's order)")
+
+
+class StaleRoundsAnswer(Answer):
+    """Open rounds older than `older_than_s`, oldest first."""
+
+    rounds: list[StaleRound]
+    next_after_sequence: int = Field(description="Pass as `after_sequence` for the next page")
+    has_more: bool
+    older_than_s: float
+    as_of_sequence: int
+
+
 class ExternalRefAnswer(Answer):
     """The transactions journaled under one `external_ref` (committed or rejected), by sequence."""
 

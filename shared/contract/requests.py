@@ -158,5 +158,15 @@ class BonusGrantIn(Body):
     expires_at: Timestamp
 
 
+class RoundSettleIn(Body):
+    """Settle an interrupted round by hand: `refund` its bets or `close` it as played."""
+
+    policy: Literal["refund", "close"]
+    reason: str = Field(min_length=1, max_length=REASON_CHARS_MAX)
+    # The game-server client the round is scoped to; needed only when several clients play a round
+    # of this id for the player.
+    client_id: Id | None = None
+
+
 class SessionStateIn(Body):
     state: dict[str, Any]

@@ -1,0 +1,103 @@
+"""Interrupted rounds: listed when open longer than stale_round_after_s, counted, settled by the
+policy (the job) or by hand, by idempotent admin transactions naming the round; a game server that
+resumes later gets round_refunded / round_closed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from core_ledger.app import create_app
+from core_ledger.app_keys import STALE_ROUNDS
+from tests.support.clock import FakeClock
+from tests.support.ledger import Api, bet, ledger_config
+
+
+def win(id: str, amount: int, round_id: str = "r1", **extra: Any) -> dict[str, Any]:
+    return {"id": id, "player_id": "p1", "currency": "EUR", "amount_minor": amount, "round_id": round_id, **extra}
+
+
+async def ledger(aiohttp_client: Any, tmp_path: Path, clock: FakeClock, **config: Any) -> tuple[Api, Any]:
+    app = create_app(ledger_config(tmp_path / "data", stale_round_after_s=60.0,
+                                   stale_round_check_interval_s=3600.0, **config), clock=clock)
+    return Api(await aiohttp_client(app)), app
+
+
+async def balance(api: Api) -> int:
+    _, body = await api.get("edge", "/v1/players/p1/balances")
+    return body["balances"][0]["balance_minor"]
+
+
+async def test_old_open_rounds_are_listed_oldest_first_and_paged(aiohttp_client: Any, tmp_path: Path,
+                                                                  clock: FakeClock) -> None:
+    api, app = await ledger(aiohttp_client, tmp_path, clock)
+    await api.player(deposit=1000)
+    for i in range(3):
+        await api.post("edge", "/v1/bets", bet(f"b{i}", 10, round_id=f"r{i}"))
+    await api.post("edge", "/v1/wins", win("w2", 0, round_id="r2", close_round=True))  # closed: not stale
+    status, page = await api.get("admin_read", "/admin/v1/stale-rounds")
+    assert status == 200 and page["rounds"] == [] and not page["has_more"]  # too young yet
+    clock.advance(61)
+    await api.post("edge", "/v1/bets", bet("young", 10, round_id="r-young"))
+    status, page = await api.get("admin_read", "/admin/v1/stale-rounds?limit=1")
+    assert status == 200, page
+    assert [r["round_id"] for r in page["rounds"]] == ["r0"] and page["has_more"]
+    status, page = await api.get("admin_read", f"/admin/v1/stale-rounds?after_sequence={page['next_after_sequence']}")
+    assert [r["round_id"] for r in page["rounds"]] == ["r1"] and not page["has_more"]
+    status, page = await api.get("admin_read", "/admin/v1/stale-rounds?older_than_s=0")
+    assert [r["round_id"] for r in page["rounds"]] == ["r0", "r1", "r-young"]
+    assert await app[STALE_ROUNDS].check() == 2  # policy none: counted, nothing settled
+    assert app[STALE_ROUNDS].metrics.stale_rounds._value.get() == 2
+    status, page = await api.get("admin_read", "/admin/v1/stale-rounds")
+    assert len(page["rounds"]) == 2
+
+
+async def test_the_refund_policy_gives_bets_back_once_and_a_resumed_game_server_is_told(
+        aiohttp_client: Any, tmp_path: Path, clock: FakeClock) -> None:
+    api, app = await ledger(aiohttp_client, tmp_path, clock, stale_round_policy="refund")
+    await api.player(deposit=1000)
+    await api.post("edge", "/v1/bets", bet("b1", 100))
+    await api.post("edge", "/v1/bets", bet("b2", 50))
+    await api.post("edge", "/v1/bets", bet("b3", 70, round_id="r-won"))
+    await api.post("edge", "/v1/wins", win("w3", 5, round_id="r-won"))
+    assert await balance(api) == 1000 - 220 + 5
+    clock.advance(120)
+    assert await app[STALE_ROUNDS].check() == 2
+    assert await balance(api) == 1000 - 70 + 5  # r1's bets refunded; r-won (a win) closed instead
+    assert await app[STALE_ROUNDS].check() == 0  # settled: nothing stale, nothing journaled twice
+    status, problem = await api.post("edge", "/v1/wins", win("w1", 10))
+    assert status == 409 and problem["code"] == "round_refunded"
+    status, problem = await api.post("edge", "/v1/bets", bet("b4", 10))
+    assert status == 409 and problem["code"] == "round_refunded"
+    status, problem = await api.post("edge", "/v1/wins", win("w4", 10, round_id="r-won"))
+    assert status == 409 and problem["code"] == "round_closed"
+    status, answer = await api.post("edge", "/v1/rollbacks", {"id": "rb1", "bet_id": "b1", "player_id": "p1"})
+    assert status == 201 and answer["transaction"]["reversed"] is False  # nothing left to give back
+    # visible in the statement and the trace
+    status, statement = await api.get("admin_read", "/admin/v1/players/p1/statement?currency=EUR")
+    refund = [e for e in statement["entries"] if e["type"] == "round_refund"]
+    assert [e["amount_minor"] for e in refund] == [150]
+    status, trace = await api.get("admin_read", f"/admin/v1/transactions/{refund[0]['id']}/trace")
+    assert status == 200 and trace["entries"][0]["principal"] == "stale-round-job"
+
+
+async def test_an_operator_settles_one_round_by_hand(aiohttp_client: Any, tmp_path: Path, clock: FakeClock) -> None:
+    api, _ = await ledger(aiohttp_client, tmp_path, clock)
+    await api.player(deposit=1000)
+    await api.post("edge", "/v1/bets", bet("b1", 100))
+    path = "/admin/v1/rounds/p1/r1/settle"
+    status, problem = await api.post("admin_write", path, {"policy": "burn", "reason": "x"})
+    assert status == 400 and problem["code"] == "validation_error"
+    status, problem = await api.post("admin_write", "/admin/v1/rounds/p1/nope/settle",
+                                     {"policy": "close", "reason": "x"})
+    assert status == 404 and problem["code"] == "not_found"
+    status, answer = await api.post("admin_write", path, {"policy": "refund", "reason": "provider outage"})
+    assert status == 201, answer
+    tx = answer["transaction"]
+    assert tx["type"] == "round_refund" and tx["round_id"] == "r1" and tx["amount_minor"] == 100
+    assert answer["balance"]["balance_minor"] == 1000
+    status, again = await api.post("admin_write", path, {"policy": "refund", "reason": "provider outage"})
+    assert status == 200 and again["replayed"] and again["transaction"]["sequence"] == tx["sequence"]
+    status, problem = await api.post("admin_write", path, {"policy": "close", "reason": "second thoughts"})
+    assert status == 409 and problem["code"] == "round_refunded"
+    assert await balance(api) == 1000
