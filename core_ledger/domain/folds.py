@@ -10,7 +10,7 @@ from __future__ import annotations
 from core_ledger.domain.accounts import player_account
 from core_ledger.domain.commands import present, require
 from core_ledger.domain.records import Contribution, Entry, RoundRow, Wagering
-from core_ledger.domain.state import ROUND_CLIENT, State, round_address
+from core_ledger.domain.state import ROUND_CLIENT, Key, State, round_address
 
 DIRECT_SLOT = "direct"  # contributions slot of money that came without an edge
 
@@ -19,7 +19,7 @@ def edge_slot(via: str | None) -> str:
     return via or DIRECT_SLOT
 
 
-def _index_round(state: State, address: tuple[str, tuple], round_: RoundRow) -> None:
+def _index_round(state: State, address: tuple[str, Key], round_: RoundRow) -> None:
     """Write the round's row of `round_openings` (the index of interrupted rounds) from its row."""
     _, key = address
     status = round_["status"]
