@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from core_ledger.app import create_app
-from core_ledger.app_keys import STALE_ROUNDS
+from core_ledger.app_keys import SERVICE, STALE_ROUNDS
+from core_ledger.journal_checks import rebuild_differences
 from tests.support.clock import FakeClock
 from tests.support.ledger import Api, bet, ledger_config
 
@@ -101,3 +102,50 @@ async def test_an_operator_settles_one_round_by_hand(aiohttp_client: Any, tmp_pa
     status, problem = await api.post("admin_write", path, {"policy": "close", "reason": "second thoughts"})
     assert status == 409 and problem["code"] == "round_refunded"
     assert await balance(api) == 1000
+
+
+async def test_a_refund_takes_back_jackpot_contributions_and_wagering_per_edge(
+        aiohttp_client: Any, tmp_path: Path, clock: FakeClock) -> None:
+    api, _ = await ledger(aiohttp_client, tmp_path, clock)
+    await api.player(deposit=5000)
+    status, _ = await api.post("admin_write", "/admin/v1/jackpots", {
+        "jackpot_id": "mega", "currency": "EUR", "seed_minor": 1000, "contribution_ppm": 10_000,
+        "game_ids": ["slots"]})
+    assert status == 201
+    status, _ = await api.post("admin_write", "/admin/v1/bonuses", {
+        "id": "g1", "player_id": "p1", "bonus_id": "welcome", "currency": "EUR", "amount_minor": 500,
+        "wagering_requirement_minor": 10_000, "expires_at": "2099-01-01T00:00:00Z"})
+    assert status == 201
+    await api.post("edge", "/v1/bets", bet("b1", 1000, via="eu"))
+    await api.post("edge", "/v1/bets", bet("b2", 2000, via="us"))
+    _, jackpot = await api.get("edge", "/v1/jackpots/mega")
+    assert jackpot["pool_minor"] == 1030 and jackpot["contributions_by_edge"] == {"eu": 10, "us": 20}
+    status, answer = await api.post("admin_write", "/admin/v1/rounds/p1/r1/settle",
+                                    {"policy": "refund", "reason": "provider outage"})
+    assert status == 201, answer
+    assert [(b["bet_id"], b["amount_minor"]) for b in answer["transaction"]["refunded_bets"]] == [
+        ("b1", 1000), ("b2", 2000)]
+    assert answer["balance"]["balance_minor"] == 5000
+    _, jackpot = await api.get("edge", "/v1/jackpots/mega")
+    assert jackpot["pool_minor"] == 1000 and jackpot["contributions_by_edge"] == {"eu": 0, "us": 0}
+    _, bonuses = await api.get("edge", "/v1/players/p1/bonuses")
+    [welcome] = bonuses["bonuses"]
+    assert welcome["wagered_minor"] == 0 and welcome["wagered_by_edge"] == {"eu": 0, "us": 0}
+    status, audit = await api.post("admin_read", "/admin/v1/audit/verify")
+    assert status == 200 and audit["ok"], audit
+
+
+async def test_the_new_indexes_are_what_a_rebuild_from_the_journal_gives(
+        aiohttp_client: Any, tmp_path: Path, clock: FakeClock) -> None:
+    api, app = await ledger(aiohttp_client, tmp_path, clock, stale_round_policy="close")
+    await api.player(deposit=1000)
+    await api.post("edge", "/v1/bets", bet("b1", 100, external_ref="prov-1", metadata={"k": "v"}))
+    await api.post("edge", "/v1/bets", bet("b2", 100, round_id="r2", external_ref="prov-1"))
+    await api.post("edge", "/v1/bets", bet("b3", 100, round_id="r3"))
+    await api.post("edge", "/v1/rollbacks", {"id": "rb3", "bet_id": "b3", "player_id": "p1"})
+    await api.post("admin_write", "/admin/v1/rounds/p1/r2/settle", {"policy": "refund", "reason": "x"})
+    clock.advance(120)
+    assert await app[STALE_ROUNDS].check() == 1  # r1 (r2 refunded, r3 rolled back entirely)
+    store = app[SERVICE].store
+    assert len(await store.dump("external_refs")) == 2 and len(await store.dump("round_openings")) == 3
+    assert await rebuild_differences(store) == []
