@@ -159,7 +159,7 @@ async def balances(request: web.Request) -> web.Response:
 
 @auth.roles(*READ_ROLES)
 async def rounds(request: web.Request) -> web.Response:
-    status = query_choice(request, "status", ("open", "closed"))
+    status = query_choice(request, "status", ("open", "closed", "refunded"))
     return json_response(await request.app[READS].rounds(path_id(request, "player_id"), status,
                                                          page_limit(request)))
 

@@ -101,6 +101,8 @@ async def test_an_operator_settles_one_round_by_hand(aiohttp_client: Any, tmp_pa
     assert status == 200 and again["replayed"] and again["transaction"]["sequence"] == tx["sequence"]
     status, problem = await api.post("admin_write", path, {"policy": "close", "reason": "second thoughts"})
     assert status == 409 and problem["code"] == "round_refunded"
+    status, rounds = await api.get("edge", "/v1/players/p1/rounds?status=refunded")
+    assert [(r["round_id"], r["status"], r["bets_minor"]) for r in rounds["rounds"]] == [("r1", "refunded", 0)]
     assert await balance(api) == 1000
 
 
