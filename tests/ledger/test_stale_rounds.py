@@ -7,8 +7,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from shared.config import ConfigError
+
 from core_ledger.app import create_app
 from core_ledger.app_keys import SERVICE, STALE_ROUNDS
+from core_ledger.config import parse
 from core_ledger.journal_checks import rebuild_differences
 from tests.support.clock import FakeClock
 from tests.support.ledger import Api, bet, ledger_config
@@ -151,3 +156,12 @@ async def test_the_new_indexes_are_what_a_rebuild_from_the_journal_gives(
     store = app[SERVICE].store
     assert len(await store.dump("external_refs")) == 2 and len(await store.dump("round_openings")) == 3
     assert await rebuild_differences(store) == []
+
+
+def test_the_policy_is_one_of_three_and_the_threshold_not_negative(tmp_path: Path) -> None:
+    for bad in ({"stale_round_policy": "burn"}, {"stale_round_after_s": -1.0}):
+        with pytest.raises(ConfigError, match="stale_round"):
+            parse({"ledger": {"data_dir": str(tmp_path), **bad}}, tmp_path, {})
+    config = parse({"ledger": {"data_dir": str(tmp_path), "stale_round_after_s": 3600.0,
+                               "stale_round_policy": "refund"}}, tmp_path, {})
+    assert (config.stale_round_after_s, config.stale_round_policy) == (3600.0, "refund")
