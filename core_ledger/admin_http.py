@@ -23,19 +23,29 @@ from shared.contract.answers import (
     Promoted,
     ReplicationAnswer,
     RoundsAnswer,
+    StaleRoundsAnswer,
     StatementAnswer,
     TraceAnswer,
     TransactionAnswer,
 )
 from shared.contract.operations import READ_CODES, REQUEST_CODES, WRITER_CODES
-from shared.contract.requests import AdjustmentIn, BonusGrantIn, FreezeIn, JackpotCreateIn, PlayerCreateIn, UnfenceIn
+from shared.contract.requests import (
+    AdjustmentIn,
+    BonusGrantIn,
+    FreezeIn,
+    JackpotCreateIn,
+    PlayerCreateIn,
+    RoundSettleIn,
+    UnfenceIn,
+)
 from shared.errors import BadRequest, Conflict
 from shared.routes import Route, path_id
 from shared.web import json_response, principal, read_model
 
 from core_ledger.answers import answer
-from core_ledger.app_keys import AUDITOR, BACKUPS, FENCING, READS, SERVICE, STANDBY
+from core_ledger.app_keys import AUDITOR, BACKUPS, CONFIG, FENCING, READS, SERVICE, STANDBY
 from core_ledger.domain import ADMIN_SCOPE, Command
+from core_ledger.domain.rounds import settlement
 from core_ledger.query import page_limit, query_bool, query_choice, query_int
 
 log = structlog.get_logger("croupier.ledger.admin")
@@ -91,6 +101,42 @@ async def statement(request: web.Request) -> web.Response:
 @auth.roles("admin_read")
 async def round_(request: web.Request) -> web.Response:
     return json_response(await request.app[READS].rounds_by_id(path_id(request, "round_id"), page_limit(request)))
+
+
+@auth.roles("admin_read")
+async def stale_rounds(request: web.Request) -> web.Response:
+    """Open rounds older than `older_than_s` (default: the configured `stale_round_after_s`)."""
+    configured = request.app[CONFIG].stale_round_after_s
+    raw = request.query.get("older_than_s")
+    older_than_s = float(query_int(request, "older_than_s", 0, high=30 * 86_400)) if raw is not None else configured
+    if raw is None and configured <= 0:
+        raise BadRequest("older_than_s: required while stale_round_after_s is 0 (stale rounds are off)",
+                         field="older_than_s")
+    after = query_int(request, "after_sequence", 0, high=SEQUENCE_MAX)
+    return json_response(await request.app[READS].stale_rounds(older_than_s, after_sequence=after,
+                                                               limit=page_limit(request)))
+
+
+@auth.roles("admin_write")
+async def settle_round(request: web.Request) -> web.Response:
+    """Refund or close one round by hand (journaled as `round_refund` / `round_close`)."""
+    body = await read_model(request, RoundSettleIn)
+    who = principal(request)
+    player_id, round_id = path_id(request, "player_id"), path_id(request, "round_id")
+    if body.client_id is not None:
+        scope: str | None = body.client_id
+    else:
+        scopes = await request.app[READS].round_scopes(player_id, round_id)
+        if len(scopes) > 1:
+            raise BadRequest(f"round {round_id!r} of {player_id!r} is played by several clients: name one in "
+                             "client_id", field="client_id")
+        scope = scopes[0] if scopes else None  # none: the rules answer not_found
+    command = settlement(body.policy, player_id, round_id, scope, body.reason, who.name)
+    [result] = await request.app[SERVICE].submit([command])
+    status, code = (result[0], result[1].get("code")) if isinstance(result, tuple) else (None, result.code)
+    log.info("admin_action", action=command.type, principal=who.name, player_id=player_id, round_id=round_id,
+             client_id=scope, reason=body.reason, status=status, code=code)
+    return answer(result)
 
 
 @auth.roles("admin_read")
@@ -213,6 +259,15 @@ ROUTES: list[Route] = [
           codes=ADMIN_READ_CODES),
     Route("GET", "/admin/v1/rounds/{round_id}", round_, "Rounds with this id", answer=RoundsAnswer,
           codes=ADMIN_READ_CODES),
+    Route("GET", "/admin/v1/stale-rounds", stale_rounds, "Open rounds older than older_than_s (default: "
+          "stale_round_after_s), oldest first",
+          query={"older_than_s": "integer", "after_sequence": "integer", "limit": "integer"},
+          answer=StaleRoundsAnswer, tag="admin", codes=ADMIN_READ_CODES),
+    Route("POST", "/admin/v1/rounds/{player_id}/{round_id}/settle", settle_round,
+          "Settle an interrupted round by hand: refund its bets or close it (journaled, idempotent per round "
+          "and policy)", body=RoundSettleIn, answer=TransactionAnswer, replays=True, tag="admin",
+          codes=(*REQUEST_CODES, *WRITER_CODES, *ADMIN_DECISION_CODES, "round_closed", "round_refunded",
+                 "wagering_already_claimed")),
     Route("GET", "/admin/v1/transactions/{id}/trace", trace, "Who, when, via which edge, sequence, hash",
           query={"limit": "integer"}, answer=TraceAnswer, codes=ADMIN_READ_CODES),
     _write_route("/admin/v1/jackpots", "jackpot_create", JackpotCreateIn,

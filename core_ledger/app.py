@@ -38,6 +38,7 @@ from core_ledger.app_keys import (
     LIABILITIES,
     READS,
     SERVICE,
+    STALE_ROUNDS,
     STANDBY,
 )
 from core_ledger.audit import Auditor
@@ -51,6 +52,7 @@ from core_ledger.liabilities import LiabilitiesSampler
 from core_ledger.metrics import LedgerMetrics
 from core_ledger.postgres_watch import PostgresWatch
 from core_ledger.reads import LedgerReads
+from core_ledger.rounds_job import StaleRounds
 from core_ledger.service import LedgerService
 from core_ledger.standby_tailer import StandbyMetrics, StandbySettings, StandbyTailer
 from core_ledger.store import SqliteStore, Store
@@ -109,6 +111,9 @@ def create_app(config: LedgerConfig, *, store: Store | None = None, clock: Calla
     app[READS] = LedgerReads(store, clock=clock)
     app[AUDITOR] = Auditor(app[SERVICE], app[READS], metrics, clock)
     app[LIABILITIES] = LiabilitiesSampler(store, metrics, config.liabilities_interval_s)
+    app[STALE_ROUNDS] = StaleRounds(app[SERVICE], app[READS], metrics, after_s=config.stale_round_after_s,
+                                    policy=config.stale_round_policy, interval_s=config.stale_round_check_interval_s,
+                                    clock=clock)
     postgres_watch = PostgresWatch.for_store(store, metrics)  # None unless the store is PostgreSQL
     app[CONFIG] = config
     app[CREDENTIALS] = credentials
@@ -127,7 +132,7 @@ def create_app(config: LedgerConfig, *, store: Store | None = None, clock: Calla
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await app[SERVICE].start()
         await app[FENCING].start()  # peers first: a primary that lost a failover never takes a write
-        tasks = [t for t in (app.get(STANDBY), app[AUDITOR], app[BACKUPS], app[LIABILITIES],
+        tasks = [t for t in (app.get(STANDBY), app[AUDITOR], app[BACKUPS], app[LIABILITIES], app[STALE_ROUNDS],
                              app[audit_http.CHECKPOINTS], app[events_http.CONSUMERS], app[events_http.WEBHOOKS],
                              postgres_watch, app.get(LEASE))
                  if t is not None]

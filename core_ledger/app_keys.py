@@ -14,6 +14,7 @@ from core_ledger.fencing import Fencing
 from core_ledger.lease_keeper import LeaseKeeper
 from core_ledger.liabilities import LiabilitiesSampler
 from core_ledger.reads import LedgerReads
+from core_ledger.rounds_job import StaleRounds
 from core_ledger.service import LedgerService
 from core_ledger.standby_tailer import StandbyTailer
 
@@ -27,3 +28,4 @@ CREDENTIALS = web.AppKey("ledger_credentials", CredentialReloader)
 BACKUPS = web.AppKey("ledger_backups", Backups)
 LIABILITIES = web.AppKey("ledger_liabilities", LiabilitiesSampler)
 LEASE = web.AppKey("ledger_writer_lease", LeaseKeeper)  # present only with writer_lease (a pair on PostgreSQL)
+STALE_ROUNDS = web.AppKey("ledger_stale_rounds", StaleRounds)

@@ -39,7 +39,7 @@ from shared.migrations import latest
 
 from core_ledger.domain import ENTRY_FORMAT, ChainCheck, State, evolve
 from core_ledger.domain.journal import GENESIS_HASH
-from core_ledger.domain.state import TABLES
+from core_ledger.domain.state import LATER_TABLES, TABLES
 from core_ledger.store import SqliteStore, Store
 from core_ledger.store.base import Head, JournalRow
 from core_ledger.store.sqlite import MIGRATIONS, mkdir_durable
@@ -196,7 +196,9 @@ def read_manifest(backup: Path) -> dict[str, Any]:
     try:
         head = Head(int(manifest["head_sequence"]), str(manifest["head_hash"]), int(manifest["epoch"]))
         files = manifest["files"]
-        assert isinstance(files, dict) and set(files) == {JOURNAL, *map(table_file, TABLES)}
+        # A backup written before a later table existed lacks its file (the restore rebuilds it).
+        expected = {JOURNAL, *map(table_file, TABLES)}
+        assert isinstance(files, dict) and expected - set(map(table_file, LATER_TABLES)) <= set(files) <= expected
         assert all(isinstance(v, dict) and isinstance(v.get("sha256"), str) for v in files.values())
     except (KeyError, ValueError, TypeError, AssertionError):
         raise BackupInvalid(f"{backup / MANIFEST} lacks a head or a file list", file=MANIFEST) from None
@@ -267,6 +269,8 @@ def verify_backup(backup: Path) -> dict[str, Any]:
 def _backup_tables(backup: Path) -> dict[str, dict[Any, Any]]:
     out: dict[str, dict[Any, Any]] = {}
     for table in TABLES:
+        if table in LATER_TABLES and not (backup / table_file(table)).exists():
+            continue  # a backup from before the table existed: nothing to compare
         rows = out.setdefault(table, {})
         with (backup / table_file(table)).open("rb") as f:
             for raw in f:
@@ -316,7 +320,7 @@ async def restore_backup(backup: Path, target: Store, *, until_sequence: int | N
                               "entries_replayed": check.entries_checked, "verified": verified["ok"]}
     if until_sequence is None:
         theirs = await asyncio.to_thread(_backup_tables, backup)
-        report["derived_tables_differ"] = [t for t in TABLES if theirs[t] != state.rows(t)]
+        report["derived_tables_differ"] = [t for t in TABLES if t in theirs and theirs[t] != state.rows(t)]
     return report
 
 

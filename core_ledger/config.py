@@ -96,6 +96,10 @@ class LedgerConfig:
     webhook_backoff_base_s: float = 1.0
     webhook_backoff_max_s: float = 300.0
     webhook_hosts: tuple[str, ...] = ()  # hosts a webhook_url may name; empty: no webhooks
+    # Interrupted rounds (core_ledger/rounds_job.py): open longer than this is stale (0: never).
+    stale_round_after_s: float = 0.0
+    stale_round_policy: str = "none"  # none | refund | close
+    stale_round_check_interval_s: float = 60.0
 
     @property
     def db_path(self) -> Path:
@@ -205,6 +209,14 @@ LEDGER = Table("ledger", (
         maximum=86_400),
     Key("webhook_hosts", list, [], "Host names (or IP addresses) a consumer's `webhook_url` may name; empty: "
         "webhooks are refused. The ledger POSTs to them, so list only your receivers.", items="host names"),
+    Key("stale_round_after_s", float, 0.0, "A round open (bets, not closed, not refunded) longer than this many "
+        "seconds is stale: listed at `GET /admin/v1/stale-rounds`, counted in `ledger_stale_rounds` and settled by "
+        "`stale_round_policy`; 0: rounds are never stale.", minimum=0, maximum=30 * 86_400),
+    Key("stale_round_policy", str, "none", "What the ledger does with a stale round: `none` (list and count it), "
+        "`refund` (give its bets back; a round with a win is closed instead) or `close` (close it as played).",
+        choices=("none", "refund", "close")),
+    Key("stale_round_check_interval_s", float, 60.0, "How often stale rounds are counted and settled.",
+        above=0, maximum=86_400),
     *tracing_keys("croupier-ledger"),
     *TLS_KEYS,
     *CREDENTIAL_KEYS,

@@ -18,6 +18,7 @@ from shared import auth
 from shared.contract.answers import (
     BalancesAnswer,
     BatchAnswer,
+    ExternalRefAnswer,
     LedgerBonuses,
     LedgerJackpot,
     LedgerReady,
@@ -27,7 +28,7 @@ from shared.contract.answers import (
 )
 from shared.contract.headers import LEDGER_EPOCH, RETRY_AFTER
 from shared.contract.operations import MONEY_OPS, READ_CODES, REQUEST_CODES, WRITER_CODES
-from shared.contract.requests import CURRENCIES_MAX, GAME_IDS_MAX, REASON_CHARS_MAX, BatchIn
+from shared.contract.requests import CURRENCIES_MAX, GAME_IDS_MAX, OPTIONAL_FIELDS, REASON_CHARS_MAX, BatchIn
 from shared.errors import BadRequest, CroupierError, Forbidden, problem, status_for
 from shared.routes import Route, path_id
 from shared.web import (
@@ -64,6 +65,9 @@ def money_command(op: str, raw: Any, who: auth.Principal) -> Command:
     else:
         client_id, via = who.name, None
     request = body.model_dump(exclude={"via", "client_id"})  # money bodies hold only JSON types
+    for name in OPTIONAL_FIELDS:  # absent, not null: the entry's bytes are those of a write without them
+        if name in request and request[name] in (None, {}):
+            del request[name]
     return Command(spec.tx_type, request, who.name, (client_id, body.id), via)
 
 
@@ -155,7 +159,7 @@ async def balances(request: web.Request) -> web.Response:
 
 @auth.roles(*READ_ROLES)
 async def rounds(request: web.Request) -> web.Response:
-    status = query_choice(request, "status", ("open", "closed"))
+    status = query_choice(request, "status", ("open", "closed", "refunded"))
     return json_response(await request.app[READS].rounds(path_id(request, "player_id"), status,
                                                          page_limit(request)))
 
@@ -164,6 +168,17 @@ async def rounds(request: web.Request) -> web.Response:
 async def transaction(request: web.Request) -> web.Response:
     client_id = request.query.get("client_id")
     return json_response(await request.app[READS].transaction(path_id(request, "id"), client_id))
+
+
+@auth.roles(*READ_ROLES)
+async def by_external_ref(request: web.Request) -> web.Response:
+    """admin_read sees every entry under the reference; a cashier only its own writes (its client
+    id), an edge only what it forwarded (its via): a provider's references are its business."""
+    who = principal(request)
+    only = None if who.role == "admin_read" else ({"via": who.name} if who.role == "edge" else {"client_id": who.name})
+    after = query_int(request, "after_sequence", 0, high=2**62)
+    return json_response(await request.app[READS].by_external_ref(
+        path_id(request, "external_ref"), after_sequence=after, limit=page_limit(request), only=only))
 
 
 @auth.roles(*READ_ROLES)
@@ -249,6 +264,10 @@ ROUTES: list[Route] = [
           query={"status": "string", "limit": "integer"}, answer=RoundsAnswer, codes=LEDGER_READ_CODES),
     Route("GET", "/v1/transactions/{id}", transaction, "One transaction", query={"client_id": "string"},
           answer=Transaction, codes=LEDGER_READ_CODES),
+    Route("GET", "/v1/transactions/by-external-ref/{external_ref}", by_external_ref,
+          "Transactions journaled under a provider's reference (admin_read: all; edge/cashier: their own)",
+          query={"after_sequence": "integer", "limit": "integer"}, answer=ExternalRefAnswer,
+          codes=LEDGER_READ_CODES),
     Route("GET", "/v1/jackpots/{jackpot_id}", jackpot, "A jackpot's pool, epoch and per-edge contributions",
           answer=LedgerJackpot, codes=LEDGER_READ_CODES),
     Route("GET", "/v1/players/{player_id}/bonuses", bonuses, "A player's bonus offers and wagering",

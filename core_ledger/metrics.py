@@ -179,3 +179,11 @@ class LedgerMetrics:
             "ledger_liabilities_minor",
             "What the operator owes, in minor units, by kind (player_balances, jackpot_pools, bonus_granted) "
             "and currency, sampled every 30 seconds.", ["kind", "currency"], registry=registry)
+        self.stale_rounds = Gauge(
+            "ledger_stale_rounds",
+            "Open rounds older than stale_round_after_s at the last check (counted up to 10000; 0 while the "
+            "check is off).", registry=registry)
+        self.stale_rounds_settled_total = Counter(
+            "ledger_stale_rounds_settled_total",
+            "Stale rounds the stale_round_policy settled, by transaction type (round_refund, round_close) and "
+            "outcome (committed, rejected).", ["type", "outcome"], registry=registry)

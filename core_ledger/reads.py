@@ -5,7 +5,7 @@ rebuild) are in core_ledger/journal_checks.py."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
@@ -18,6 +18,8 @@ from core_ledger.domain.state import jackpot_account, player_account
 from core_ledger.journal_checks import JOURNAL_PAGE, verify_store
 from core_ledger.store import Head, Store
 
+STALE_SCAN_PAGE = 256
+STALE_SCAN_ROWS_MAX = 10_000  # index rows one listing of stale rounds reads at most (then `has_more`)
 ROUND_TABLES = ("rounds", "client_rounds")  # before scoping by client, and scoped (see domain.state)
 
 
@@ -85,6 +87,61 @@ class LedgerReads:
             if not entries:
                 raise NotFound(f"transaction {tx_id!r} not found", field="id")
         return public_transaction(entries[0])
+
+    async def by_external_ref(self, ref: str, *, after_sequence: int, limit: int,
+                              only: dict[str, str] | None = None) -> dict[str, Any]:
+        """The entries journaled under a provider's reference, in journal order (`only`: those whose
+        index row matches, e.g. one client's)."""
+        rows, head = await self.store.select("external_refs", {"external_ref": ref}, limit=limit + 1,
+                                             doc_equals=only, after=after_sequence)
+        page = rows[:limit]
+        out = []
+        for (_, sequence), _doc in page:
+            [(_, text)] = await self.store.journal(sequence - 1, 1)
+            out.append(public_transaction(orjson.loads(text)))
+        return {"external_ref": ref, "transactions": out,
+                "next_after_sequence": page[-1][0][1] if page else after_sequence,
+                "has_more": len(rows) > limit, "as_of_sequence": head}
+
+    async def stale_rounds(self, older_than_s: float, *, after_sequence: int, limit: int) -> dict[str, Any]:
+        """Open rounds opened more than `older_than_s` ago, oldest first (by the sequence of their first
+        bet), after `after_sequence`. Rows indexed before `opened_at` was kept are skipped (a rebuild
+        from the journal dates them); at most `STALE_SCAN_ROWS_MAX` index rows are read per call."""
+        cutoff = self._clock() - timedelta(seconds=older_than_s)
+        rounds: list[dict[str, Any]] = []
+        after, scanned, head = after_sequence, 0, 0
+
+        def page(has_more: bool) -> dict[str, Any]:
+            return {"rounds": rounds, "next_after_sequence": after, "has_more": has_more,
+                    "older_than_s": older_than_s, "as_of_sequence": head}
+
+        while scanned < STALE_SCAN_ROWS_MAX:
+            rows, head = await self.store.select("round_openings", {}, limit=STALE_SCAN_PAGE,
+                                                 doc_equals={"status": "open"}, after=after)
+            scanned += len(rows)
+            for (sequence,), doc in rows:
+                opened_at = doc["opened_at"]
+                if opened_at is not None:
+                    if datetime.fromisoformat(opened_at) > cutoff:
+                        return page(False)  # ordered by sequence: every later round is younger
+                    if len(rounds) == limit:
+                        return page(True)
+                    rounds.append({**{k: doc[k] for k in ("player_id", "round_id", "client_id", "game_id",
+                                                          "currency", "opened_at")}, "opened_sequence": sequence})
+                after = sequence
+            if len(rows) < STALE_SCAN_PAGE:
+                return page(False)
+        return page(True)
+
+    async def round_scopes(self, player_id: str, round_id: str) -> list[str | None]:
+        """The clients a player's round of this id is scoped to (None: the round from before scoping)."""
+        found: list[str | None] = []
+        rows, _ = await self.store.select("client_rounds", {"player_id": player_id, "round_id": round_id}, limit=2)
+        found += [key[2] for key, _ in rows]
+        legacy, _ = await self.store.get("rounds", (player_id, round_id))
+        if legacy is not None:
+            found.append(None)
+        return found
 
     async def trace(self, tx_id: str, limit: int) -> dict[str, Any]:
         out = []

@@ -106,6 +106,10 @@ LEDGER_METRICS = (
     MetricSpec("ledger_db_bytes", "gauge", ("file",)),
     MetricSpec("ledger_data_dir_free_bytes", "gauge"),
     MetricSpec("ledger_liabilities_minor", "gauge", ("kind", "currency")),
+    # Interrupted rounds (core_ledger/rounds_job.py): open rounds older than stale_round_after_s, and
+    # what the stale_round_policy settled (type: round_refund | round_close; outcome: committed | rejected).
+    MetricSpec("ledger_stale_rounds", "gauge"),
+    MetricSpec("ledger_stale_rounds_settled_total", "counter", ("type", "outcome")),
     # PostgreSQL replication as the ledger sees it from the server it writes to (core_ledger/postgres_watch.py;
     # 0 on SQLite): synchronous state, replica lag, timeline, leader changes.
     MetricSpec("ledger_postgres_synchronous_expected", "gauge"),

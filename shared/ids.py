@@ -22,5 +22,17 @@ NonNegativeMinor = Annotated[int, Field(strict=True, ge=0, le=AMOUNT_MINOR_MAX)]
 SignedMinor = Annotated[int, Field(strict=True, ge=-AMOUNT_MINOR_MAX, le=AMOUNT_MINOR_MAX)]
 
 
+# A provider's own transaction or request id (`external_ref` on money writes): the id charset, so
+# it is safe in a URL path segment and in logs.
+ExternalRef = Id
+# `metadata` on money writes: a small map of text, bounded so the journal entry stays small.
+METADATA_KEYS_MAX = 16
+METADATA_KEY_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
+METADATA_VALUE_CHARS_MAX = 256
+MetadataKey = Annotated[str, StringConstraints(pattern=METADATA_KEY_PATTERN, strict=True)]
+MetadataValue = Annotated[str, StringConstraints(max_length=METADATA_VALUE_CHARS_MAX, strict=True)]
+Metadata = Annotated[dict[MetadataKey, MetadataValue], Field(max_length=METADATA_KEYS_MAX)]
+
+
 def is_id(value: object) -> bool:
     return isinstance(value, str) and ID_RE.fullmatch(value) is not None

@@ -33,6 +33,12 @@ def evolve(state: State, entry: Entry) -> Answer:
         if tx["type"] != "bet" or tx["outcome"] != Outcome.COMMITTED:
             state.put("idem", (tx["client_id"], tx["id"]), {"type": tx["type"], "sequence": entry["sequence"]})
         state.remember(entry)
+    ref = tx["request"].get("external_ref")
+    if ref is not None:  # committed or rejected: the provider finds what became of its request
+        state.put("external_refs", (ref, entry["sequence"]), {
+            "type": tx["type"], "id": tx["id"], "client_id": tx["client_id"], "via": tx["via"],
+            "outcome": tx["outcome"],
+            "player_id": tx["request"].get("player_id")})
     return render(cast(dict[str, Any], entry))  # render reads entries as JSON documents
 
 

@@ -10,13 +10,25 @@ from __future__ import annotations
 from core_ledger.domain.accounts import player_account
 from core_ledger.domain.commands import present, require
 from core_ledger.domain.records import Contribution, Entry, RoundRow, Wagering
-from core_ledger.domain.state import ROUND_CLIENT, State, round_address
+from core_ledger.domain.state import ROUND_CLIENT, Key, State, round_address
 
 DIRECT_SLOT = "direct"  # contributions slot of money that came without an edge
 
 
 def edge_slot(via: str | None) -> str:
     return via or DIRECT_SLOT
+
+
+def _index_round(state: State, address: tuple[str, Key], round_: RoundRow) -> None:
+    """Write the round's row of `round_openings` (the index of interrupted rounds) from its row."""
+    _, key = address
+    status = round_["status"]
+    if status == "open" and round_["bets_minor"] <= 0:
+        status = "refunded"  # every bet rolled back
+    state.put("round_openings", (round_["opened_sequence"],), {
+        "player_id": key[0], "round_id": key[1], "client_id": key[2] if len(key) > 2 else None,
+        "game_id": round_["game_id"], "currency": round_["currency"], "opened_at": round_.get("opened_at"),
+        "status": status})
 
 
 def _round_note(round_: RoundRow, entry: Entry, amount_minor: int) -> None:
@@ -30,10 +42,12 @@ def bet(state: State, entry: Entry) -> None:
     table, key = round_address(result.get(ROUND_CLIENT), r["player_id"], r["round_id"])  # none: before scoping
     round_ = state.get(table, key) or {
         "game_id": r["game_id"], "currency": r["currency"], "status": "open", "bets_minor": 0,
-        "wins_minor": 0, "win_count": 0, "opened_sequence": entry["sequence"], "transactions": []}
+        "wins_minor": 0, "win_count": 0, "opened_sequence": entry["sequence"], "transactions": [],
+        "opened_at": tx["committed_at"]}
     round_["bets_minor"] += r["amount_minor"]
     _round_note(round_, entry, r["amount_minor"])
     state.put(table, key, round_)
+    _index_round(state, (table, key), round_)
     bet = {"state": "committed", "player_id": r["player_id"], "currency": r["currency"],
            "amount_minor": r["amount_minor"], "round_id": r["round_id"], "game_id": r["game_id"],
            "via": tx["via"], "jackpot_contributions": result["jackpot_contributions"],
@@ -70,6 +84,7 @@ def win(state: State, entry: Entry) -> None:
         round_["status"] = "closed"
     _round_note(round_, entry, r["amount_minor"])
     state.put(table, key, round_)
+    _index_round(state, (table, key), round_)
 
 
 def rollback(state: State, entry: Entry) -> None:
@@ -93,7 +108,41 @@ def rollback(state: State, entry: Entry) -> None:
     round_["bets_minor"] -= bet["amount_minor"]
     _round_note(round_, entry, bet["amount_minor"])
     state.put(table, key, round_)
+    _index_round(state, (table, key), round_)
     _count_edge(state, bet["via"], bet["player_id"], result["reversed_contributions"], bet["bonus_wagering"], -1)
+
+
+def round_refund(state: State, entry: Entry) -> None:
+    """Every bet the refund gave back is rolled back; the round is "refunded" (no later bet or win)."""
+    tx, r, result = entry["transaction"], entry["transaction"]["request"], entry["transaction"]["result"]
+    scope = r["round_client_id"]
+    table, key = round_address(scope, r["player_id"], r["round_id"])
+    round_ = present(state.get(table, key), f"round {key}")
+    for refunded in result["refunded_bets"]:
+        bet_key = (scope, refunded["bet_id"])
+        bet = present(state.get("bets", bet_key), f"bet {bet_key}")
+        require(bet["state"] == "committed", f"the refunded bet {bet_key} is committed")
+        bet["state"] = "rolled_back"
+        state.put("bets", bet_key, bet)
+        round_["bets_minor"] -= bet["amount_minor"]
+        _count_edge(state, bet["via"], r["player_id"], refunded["reversed_contributions"], bet["bonus_wagering"], -1)
+    require(round_["bets_minor"] == 0, f"a refunded round {key} holds no bets")
+    round_["status"] = "refunded"
+    round_["transactions"].append({"id": present(tx["id"], "a settlement id"), "type": tx["type"],
+                                   "sequence": entry["sequence"], "amount_minor": result["amount_minor"]})
+    state.put(table, key, round_)
+    _index_round(state, (table, key), round_)
+
+
+def round_close(state: State, entry: Entry) -> None:
+    tx, r = entry["transaction"], entry["transaction"]["request"]
+    table, key = round_address(r["round_client_id"], r["player_id"], r["round_id"])
+    round_ = present(state.get(table, key), f"round {key}")
+    round_["status"] = "closed"
+    round_["transactions"].append({"id": present(tx["id"], "a settlement id"), "type": tx["type"],
+                                   "sequence": entry["sequence"], "amount_minor": 0})
+    state.put(table, key, round_)
+    _index_round(state, (table, key), round_)
 
 
 def jackpot_payout(state: State, entry: Entry) -> None:

@@ -124,6 +124,8 @@ def bet(view: State, cmd: Command, ctx: Context) -> Decided:
                           field="currency")
         if round_["status"] == "closed":
             raise Reject(RejectCode.ROUND_CLOSED, f"round {r['round_id']!r} is closed")
+        if round_["status"] == "refunded":  # settled by a `round_refund`: a resumed game server is told so
+            raise Reject(RejectCode.ROUND_REFUNDED, f"round {r['round_id']!r} was refunded")
     need_funds(account, amount)
     postings = transfer(player_account(pid, cur), system_account("house", cur), amount, cur)
     contributions = []
@@ -163,12 +165,25 @@ def win(view: State, cmd: Command, ctx: Context) -> Decided:
     if round_["currency"] != cur:
         raise Refusal(RefusalCode.INVALID, f"round {r['round_id']!r} is played in {round_['currency']}",
                       field="currency")
+    if r.get("bet_id") is not None:
+        settled_bet(view, cmd.required_key[0], pid, r["round_id"], r["bet_id"])
     account = wallet(view, pid, cur)
     if round_["status"] == "closed":
         raise Reject(RejectCode.ROUND_CLOSED, f"round {r['round_id']!r} is closed")
     refuse_refunded(round_, r["round_id"])
     postings = transfer(system_account("house", cur), player_account(pid, cur), amount, cur)
     return postings, {"balance": balance_after(pid, cur, account, amount), ROUND_CLIENT: scope}
+
+
+def settled_bet(view: State, client_id: str, player_id: str, round_id: str, bet_id: str) -> BetRow:
+    """The bet a win names: this client's bet of the player in the round (else not binding)."""
+    bet = view.get("bets", (client_id, bet_id))
+    if bet is None or bet["state"] == "marker":
+        raise Refusal(RefusalCode.NOT_FOUND, f"bet {bet_id!r} not found", field="bet_id")
+    if bet["player_id"] != player_id or bet["round_id"] != round_id:
+        raise Refusal(RefusalCode.INVALID, f"bet {bet_id!r} is not a bet of player {player_id!r} in round "
+                      f"{round_id!r}", field="bet_id")
+    return bet
 
 
 def refuse_refunded(round_: RoundRow, round_id: str) -> None:

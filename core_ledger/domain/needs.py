@@ -69,6 +69,8 @@ def bet(view: State, cmd: Command, need: Need) -> None:
 def win(view: State, cmd: Command, need: Need) -> None:
     need.append(("accounts", (system_account("house", cmd.request["currency"]),)))
     _round(view, cmd, need)
+    if cmd.request.get("bet_id") is not None:  # the bet it names
+        need.append(("bets", (cmd.required_key[0], cmd.request["bet_id"])))
 
 
 def rollback(view: State, cmd: Command, need: Need) -> None:
@@ -131,6 +133,26 @@ def bonus_grant(view: State, cmd: Command, need: Need) -> None:
     # standby) is planned before the grant is applied, when the bonus row it plans from does not
     # exist yet, so it cannot name the account it pays from; the grant names it for it.
     need.append(("accounts", (system_account("bonus", cmd.request["currency"]),)))
+
+
+def round_settle(view: State, cmd: Command, need: Need) -> None:
+    """A round being refunded or closed: its row, then its bets, then what they touched."""
+    r = cmd.request
+    address = round_address(r["round_client_id"], r["player_id"], r["round_id"])
+    need.append(address)
+    round_ = view.peek(*address)
+    if round_ is None:
+        return
+    _wallet_of(r["player_id"], round_["currency"], "house", need)
+    if r["round_client_id"] is None:
+        return  # not refunded (see `rounds`)
+    for note in round_["transactions"]:
+        if note["type"] == "bet":
+            need.append(("bets", (r["round_client_id"], note["id"])))
+            bet = view.peek("bets", (r["round_client_id"], note["id"]))
+            if bet is not None and bet["state"] != "marker":
+                _jackpots(view, [c["jackpot_id"] for c in bet["jackpot_contributions"]], need)
+                need += [("bonuses", (r["player_id"], w["bonus_id"])) for w in bet["bonus_wagering"]]
 
 
 def nothing(view: State, cmd: Command, need: Need) -> None:

@@ -67,12 +67,26 @@ class RoundNote(TypedDict):
 class RoundRow(TypedDict):
     game_id: str
     currency: str
-    status: str  # "open" | "closed"
+    status: str  # "open" | "closed" | "refunded" (by a `round_refund`)
     bets_minor: int
     wins_minor: int
     win_count: int
     opened_sequence: int
     transactions: list[RoundNote]
+    opened_at: NotRequired[str]  # when its first bet was committed (absent in rows folded before it was kept)
+
+
+class RoundOpeningRow(TypedDict):
+    """A round by the sequence of the bet that opened it (`round_openings`): the index of
+    interrupted rounds. `status` is "open" while it holds bets and is neither closed nor refunded."""
+
+    player_id: str
+    round_id: str
+    client_id: str | None  # the client the round is scoped to (None: journaled before scoping)
+    game_id: str
+    currency: str
+    opened_at: str | None
+    status: str
 
 
 class Contribution(TypedDict):

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from core_ledger.domain import admin, folds, money, needs
+from core_ledger.domain import admin, folds, money, needs, rounds
 from core_ledger.domain.commands import Command, Context, InvariantBroken
 from core_ledger.domain.money import Decided
 from core_ledger.domain.needs import Need
@@ -50,6 +50,8 @@ SPEC_LIST: tuple[TransactionSpec, ...] = (
     TransactionSpec("jackpot_create", "admin", needs.jackpot_create, admin.jackpot_create, folds.jackpot_create),
     TransactionSpec("bonus_grant", "admin", needs.bonus_grant, admin.bonus_grant, folds.bonus_grant),
     TransactionSpec("unfence", "admin", needs.nothing, admin.unfence, folds.nothing),
+    TransactionSpec("round_refund", "admin", needs.round_settle, rounds.round_refund, folds.round_refund),
+    TransactionSpec("round_close", "admin", needs.round_settle, rounds.round_close, folds.round_close),
 )
 
 

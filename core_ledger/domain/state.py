@@ -26,8 +26,8 @@ from core_ledger.domain.records import (
 )
 
 # Account names are built in `accounts`; re-exported here, where readers found them before.
-__all__ = ["ENTRIES", "TABLES", "WRITE_ONLY", "Doc", "Key", "State", "idempotency_record", "jackpot_account",
-           "player_account", "round_address", "system_account"]
+__all__ = ["ENTRIES", "LATER_TABLES", "TABLES", "WRITE_ONLY", "Doc", "Key", "State", "idempotency_record",
+           "jackpot_account", "player_account", "round_address", "system_account"]
 
 Key = tuple[Any, ...]
 Doc = dict[str, Any]
@@ -47,9 +47,16 @@ TABLES: dict[str, tuple[str, ...]] = {
     "games": ("game_id",),
     "bonuses": ("player_id", "bonus_id"),
     "history": ("account", "sequence"),
+    # Indexes for operators (schema migration 3): every entry that names an `external_ref`, by
+    # reference then sequence; and every round by the sequence of the bet that opened it, with its
+    # status, so open rounds are listed oldest first (interrupted rounds).
+    "external_refs": ("external_ref", "sequence"),
+    "round_openings": ("sequence",),
 }
+# Tables added after the first schema: created by a later migration, absent from older backups.
+LATER_TABLES = frozenset({"external_refs", "round_openings"})
 # Append-only tables the writer never reads back: not kept in its cache after a flush.
-WRITE_ONLY = frozenset({"history"})
+WRITE_ONLY = frozenset({"history", "external_refs", "round_openings"})
 # Journal entries by (sequence,): read by the writer to replay or compare a stored answer; not a
 # derived table (the journal itself), only cached for the batch that needs it.
 ENTRIES: Final = "entries"

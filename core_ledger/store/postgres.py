@@ -39,7 +39,7 @@ from shared.migrations import Migration, Plan, SchemaVersionError, plan
 
 from core_ledger.domain.commands import require
 from core_ledger.domain.journal import GENESIS_HASH
-from core_ledger.domain.state import ENTRIES, TABLES, Doc, Key
+from core_ledger.domain.state import ENTRIES, LATER_TABLES, TABLES, Doc, Key
 from core_ledger.store.base import KEYS_PER_QUERY_MAX, Head, JournalRow, Rows, StorageError, Store
 from core_ledger.store.sqlite import SqliteStore
 
@@ -87,7 +87,8 @@ SCHEMA = [
     "CREATE OR REPLACE TRIGGER journal_no_change BEFORE UPDATE OR DELETE OR TRUNCATE ON journal "
     "FOR EACH STATEMENT EXECUTE FUNCTION journal_append_only()",
     *[f"CREATE TABLE IF NOT EXISTS {t} ({', '.join(map(_column_def, cols))}, doc text NOT NULL, "
-      f"PRIMARY KEY ({', '.join(cols)}))" for t, cols in TABLES.items()],
+      f"PRIMARY KEY ({', '.join(cols)}))" for t, cols in TABLES.items()
+      if t not in LATER_TABLES],
     "CREATE INDEX IF NOT EXISTS rounds_by_round ON rounds (round_id)",
     "CREATE INDEX IF NOT EXISTS client_rounds_by_round ON client_rounds (round_id)",
     "CREATE INDEX IF NOT EXISTS idem_by_id ON idem (id)",
@@ -100,6 +101,11 @@ MIGRATIONS = (
         "CREATE TABLE IF NOT EXISTS checkpoints (sequence bigint PRIMARY KEY, doc text NOT NULL)",
         'CREATE TABLE IF NOT EXISTS event_consumers (name text COLLATE "C" PRIMARY KEY, '
         "acked_sequence bigint NOT NULL, doc text NOT NULL)",
+    )),
+    Migration(3, "indexes of external references and of rounds by age (derived, rebuilt from the journal)", (
+        'CREATE TABLE IF NOT EXISTS external_refs (external_ref text COLLATE "C", sequence bigint, '
+        "doc text NOT NULL, PRIMARY KEY (external_ref, sequence))",
+        "CREATE TABLE IF NOT EXISTS round_openings (sequence bigint PRIMARY KEY, doc text NOT NULL)",
     )),
 )
 MIGRATE_COMMAND = "croupier ledger migrate --config <ledger.toml>"

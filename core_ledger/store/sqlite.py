@@ -30,7 +30,7 @@ from shared.migrations import Migration, Plan, SchemaVersionError
 from shared.sqlite_thread import SqliteThread, write_transaction
 
 from core_ledger.domain.commands import require
-from core_ledger.domain.state import ENTRIES, TABLES, Doc, Key
+from core_ledger.domain.state import ENTRIES, LATER_TABLES, TABLES, Doc, Key
 from core_ledger.store.base import KEYS_PER_QUERY_MAX, Head, JournalRow, Rows, StorageError, Store
 
 BUSY_TIMEOUT_MS = 5000
@@ -57,7 +57,8 @@ SCHEMA = [
     "CREATE TRIGGER IF NOT EXISTS journal_no_delete BEFORE DELETE ON journal "
     "BEGIN SELECT RAISE(ABORT, 'the journal is append-only'); END",
     *[f"CREATE TABLE IF NOT EXISTS {t} ({', '.join(cols)}, doc TEXT NOT NULL, "
-      f"PRIMARY KEY ({', '.join(cols)}))" for t, cols in TABLES.items()],
+      f"PRIMARY KEY ({', '.join(cols)}))" for t, cols in TABLES.items()
+      if t not in LATER_TABLES],
     "CREATE INDEX IF NOT EXISTS rounds_by_round ON rounds (round_id)",
     "CREATE INDEX IF NOT EXISTS client_rounds_by_round ON client_rounds (round_id)",
     "CREATE INDEX IF NOT EXISTS idem_by_id ON idem (id)",
@@ -69,6 +70,12 @@ MIGRATIONS = (
         "CREATE TABLE IF NOT EXISTS checkpoints (sequence INTEGER PRIMARY KEY, doc TEXT NOT NULL)",
         "CREATE TABLE IF NOT EXISTS event_consumers (name TEXT PRIMARY KEY, acked_sequence INTEGER NOT NULL, "
         "doc TEXT NOT NULL) WITHOUT ROWID",
+    )),
+    Migration(3, "indexes of external references and of rounds by age (derived, rebuilt from the journal)", (
+        "CREATE TABLE IF NOT EXISTS external_refs (external_ref, sequence, doc TEXT NOT NULL, "
+        "PRIMARY KEY (external_ref, sequence))",
+        "CREATE TABLE IF NOT EXISTS round_openings (sequence, doc TEXT NOT NULL, PRIMARY KEY (sequence))",
+        "CREATE INDEX IF NOT EXISTS round_openings_open ON round_openings (json_extract(doc, '$.status'), sequence)",
     )),
 )
 MIGRATE_COMMAND = "croupier ledger migrate --config <ledger.toml>"

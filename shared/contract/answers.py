@@ -90,6 +90,40 @@ class Transaction(Answer):
     bet_via: str | None = None
     jackpot_id: str | None = None
     seed_minor: int | None = None
+    external_ref: str | None = Field(default=None, description="The provider's reference, when the write sent one")
+    metadata: dict[str, str] | None = Field(default=None, description="The write's labels, when it sent any")
+    bet_id: str | None = Field(default=None, description="The bet a rollback reverses or a win settles")
+    round_id: str | None = None
+
+
+class StaleRound(Answer):
+    player_id: str
+    round_id: str
+    client_id: str | None = Field(description="The game-server client the round is scoped to (null: before scoping)")
+    game_id: str
+    currency: str
+    opened_at: str
+    opened_sequence: int = Field(description="The sequence of the bet that opened it (the listing's order)")
+
+
+class StaleRoundsAnswer(Answer):
+    """Open rounds older than `older_than_s`, oldest first."""
+
+    rounds: list[StaleRound]
+    next_after_sequence: int = Field(description="Pass as `after_sequence` for the next page")
+    has_more: bool
+    older_than_s: float
+    as_of_sequence: int
+
+
+class ExternalRefAnswer(Answer):
+    """The transactions journaled under one `external_ref` (committed or rejected), by sequence."""
+
+    external_ref: str
+    transactions: list[Transaction]
+    next_after_sequence: int = Field(description="Pass as `after_sequence` for the next page")
+    has_more: bool
+    as_of_sequence: int
 
 
 class TransactionAnswer(Answer):

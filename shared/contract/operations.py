@@ -64,7 +64,7 @@ class MoneyOp:
 
 MONEY_OPS: dict[str, MoneyOp] = {op.tx_type: op for op in (
     MoneyOp("bet", BetIn, "/v1/bets", ("edge",),
-            ("insufficient_funds", "round_closed", "bet_rolled_back", "currency_mismatch")),
+            ("insufficient_funds", "round_closed", "round_refunded", "bet_rolled_back", "currency_mismatch")),
     MoneyOp("win", WinIn, "/v1/wins", ("edge",), ("round_closed", "round_refunded", "currency_mismatch")),
     MoneyOp("rollback", RollbackIn, "/v1/rollbacks", ("edge",), ("round_closed", "wagering_already_claimed")),
     MoneyOp("jackpot_payout", JackpotPayoutIn, "/v1/jackpot-payouts", ("edge",),

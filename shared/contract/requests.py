@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 
 from shared import request_ids
-from shared.ids import Currency, Id, NonNegativeMinor, PositiveMinor, SignedMinor
+from shared.ids import Currency, ExternalRef, Id, Metadata, NonNegativeMinor, PositiveMinor, SignedMinor
 
 BatchOp = Literal["bet", "win", "rollback", "jackpot_payout", "bonus_claim"]  # game money, edges only
 RequestId = Annotated[str, Field(pattern=f"^{request_ids.VALID.pattern}$", max_length=request_ids.LENGTH_MAX)]
@@ -33,6 +33,15 @@ class MoneyWrite(Body):
     id: Id
     via: Id | None = None
     client_id: Id | None = None
+    # The provider's own reference and free-form labels: journaled only when sent (`OPTIONAL_FIELDS`),
+    # compared on a retry like every other field, searchable by `external_ref`.
+    external_ref: ExternalRef | None = None
+    metadata: Metadata | None = None
+
+
+# Money-write fields that are left out of the journaled request when absent (None, or an empty
+# map): entries written before they existed, and writes that do not use them, keep their bytes.
+OPTIONAL_FIELDS = ("external_ref", "metadata", "bet_id")
 
 
 class BetIn(MoneyWrite):
@@ -53,6 +62,7 @@ class WinIn(MoneyWrite):
     amount_minor: NonNegativeMinor
     round_id: Id
     close_round: StrictBool = False
+    bet_id: Id | None = None  # the bet this win settles (optional; must be the player's bet in the round)
 
 
 class RollbackIn(MoneyWrite):
@@ -146,6 +156,16 @@ class BonusGrantIn(Body):
     amount_minor: PositiveMinor
     wagering_requirement_minor: NonNegativeMinor
     expires_at: Timestamp
+
+
+class RoundSettleIn(Body):
+    """Settle an interrupted round by hand: `refund` its bets or `close` it as played."""
+
+    policy: Literal["refund", "close"]
+    reason: str = Field(min_length=1, max_length=REASON_CHARS_MAX)
+    # The game-server client the round is scoped to; needed only when several clients play a round
+    # of this id for the player.
+    client_id: Id | None = None
 
 
 class SessionStateIn(Body):

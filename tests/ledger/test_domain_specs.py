@@ -29,7 +29,8 @@ from core_ledger.domain.specs import SPEC_LIST, spec_of
 from tests.support import domain_world as w
 
 # The admin writes of the contract (docs/API.md, core_ledger/admin_http.py and fencing.py).
-ADMIN_TYPES = {"player_create", "freeze", "unfreeze", "adjustment", "jackpot_create", "bonus_grant", "unfence"}
+ADMIN_TYPES = {"player_create", "freeze", "unfreeze", "adjustment", "jackpot_create", "bonus_grant", "unfence",
+               "round_refund", "round_close"}
 
 
 def money_types() -> set[str]:
@@ -96,6 +97,11 @@ SCENARIO: list[Command] = [
     w.create_jackpot("j2", ["g1", "g3"], currency="GBP"), w.grant_bonus("t27", "p2", "b2"),
     w.grant_bonus("t28", "p2", "b2"), w.unfence(), w.bet("t29", "p1", 20, round_id="r4", client="other"),
     w.win("t30", "p1", 20, round_id="r4"),
+    w.bet("t31", "p1", 30, round_id="r5"), w.bet("t32", "p1", 20, round_id="r5"), w.rollback("t33", "p1", "t32"),
+    w.settle("refund", "p1", "r5"), w.settle("refund", "p1", "r5"), w.bet("t34", "p1", 5, round_id="r5"),
+    w.settle("close", "p1", "r5"), w.settle("refund", "p1", "r4", client="other"),
+    w.settle("close", "p1", "r4", client="other"), w.settle("close", "p1", "nope"),
+    w.bet("t35", "p2", 10, round_id="r6"), w.settle("close", "p2", "r6"), w.win("t36", "p2", 5, round_id="r6"),
 ]
 
 
@@ -136,6 +142,7 @@ commands = st.one_of(
     st.builds(w.grant_bonus, ids, players, st.sampled_from(["b2", "b3"]), amounts, amounts,
               st.sampled_from([w.LATER, w.EARLIER])),
     st.just(w.unfence()),
+    st.builds(w.settle, st.sampled_from(["refund", "close"]), players, rounds, clients),
 )
 
 

@@ -21,6 +21,7 @@ from core_ledger.domain import (
     seal,
 )
 from core_ledger.domain.records import Entry
+from core_ledger.domain.rounds import settlement
 from core_ledger.domain.state import ENTRIES
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
@@ -134,6 +135,10 @@ def payout(id_: str, player_id: str, jackpot_id: str = "j1", round_id: str = "r1
 
 def claim(id_: str, player_id: str, bonus_id: str = "b1", client: str = "gs") -> Command:
     return money("bonus_claim", client, id_, player_id=player_id, bonus_id=bonus_id)
+
+
+def settle(policy: str, player_id: str, round_id: str = "r1", client: str | None = "gs") -> Command:
+    return settlement(policy, player_id, round_id, client, "test", "admin")
 
 
 def unfence() -> Command:

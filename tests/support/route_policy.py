@@ -68,13 +68,14 @@ def _roles(*names: str) -> frozenset[str]:
 
 GAME_MONEY = ("/v1/bets", "/v1/wins", "/v1/rollbacks", "/v1/jackpot-payouts", "/v1/bonus-claims")
 LEDGER_READS = ("/v1/players/{player_id}/balances", "/v1/players/{player_id}/rounds", "/v1/transactions/{id}",
-                "/v1/jackpots/{jackpot_id}", "/v1/players/{player_id}/bonuses")
+                "/v1/jackpots/{jackpot_id}", "/v1/players/{player_id}/bonuses",
+                "/v1/transactions/by-external-ref/{external_ref}")
 ADMIN_READS = ("/admin/v1/players/{player_id}", "/admin/v1/players/{player_id}/statement",
                "/admin/v1/rounds/{round_id}", "/admin/v1/transactions/{id}/trace", "/admin/v1/journal/export",
-               "/admin/v1/replication")
+               "/admin/v1/replication", "/admin/v1/stale-rounds")
 ADMIN_WRITES = ("/admin/v1/players", "/admin/v1/players/{player_id}/freeze", "/admin/v1/players/{player_id}/unfreeze",
                 "/admin/v1/adjustments", "/admin/v1/jackpots", "/admin/v1/bonuses", "/admin/v1/backups",
-                "/admin/v1/promote", "/admin/v1/unfence")
+                "/admin/v1/promote", "/admin/v1/unfence", "/admin/v1/rounds/{player_id}/{round_id}/settle")
 METRICS = _roles("metrics", "admin_read")
 EVERY_PROCESS = {("GET", "/healthz"): PUBLIC, ("HEAD", "/healthz"): PUBLIC, ("GET", "/openapi.json"): PUBLIC,
                  ("HEAD", "/openapi.json"): PUBLIC, ("GET", "/readyz"): PUBLIC,
@@ -119,7 +120,8 @@ EDGE_POLICY: dict[tuple[str, str], str | frozenset[str]] = {
 # player that no other security test uses.
 MATRIX_PLAYER = "p008"
 PATH_VALUES = {"player_id": MATRIX_PLAYER, "jackpot_id": "mega", "round_id": "matrix-r", "id": "seed-dep-p001",
-               "game_id": "slots-1", "name": "matrix-consumer", "letter_id": "1-1"}
+               "game_id": "slots-1", "name": "matrix-consumer", "letter_id": "1-1",
+               "external_ref": "matrix-ref"}
 
 
 def concrete_path(path: str) -> str:
@@ -163,5 +165,6 @@ def example_body(method: str, path: str, tag: str) -> dict[str, Any] | None:
         "/v1/players/{player_id}/session/{game_id}": {"state": {"level": 1}},
         "/v1/consumers/{name}/cursor": {"sequence": 0},
         "/admin/v1/consumers/{name}": {"description": "security matrix"},
+        "/admin/v1/rounds/{player_id}/{round_id}/settle": {"policy": "close", "reason": "security matrix"},
     }
     return bodies.get(path, {}) if path not in BODILESS_POSTS else None
