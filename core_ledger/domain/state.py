@@ -47,9 +47,11 @@ TABLES: dict[str, tuple[str, ...]] = {
     "games": ("game_id",),
     "bonuses": ("player_id", "bonus_id"),
     "history": ("account", "sequence"),
+    # One row per journal entry: what operator queries filter on (see `summaries`).
+    "tx_summaries": ("sequence",),
 }
 # Append-only tables the writer never reads back: not kept in its cache after a flush.
-WRITE_ONLY = frozenset({"history"})
+WRITE_ONLY = frozenset({"history", "tx_summaries"})
 # Journal entries by (sequence,): read by the writer to replay or compare a stored answer; not a
 # derived table (the journal itself), only cached for the batch that needs it.
 ENTRIES: Final = "entries"
