@@ -19,6 +19,7 @@ from core_ledger.domain.journal import GENESIS_HASH
 from core_ledger.domain.state import Doc, Key
 
 Rows = dict[str, list[tuple[Key, Doc]]]
+SummaryPage = tuple[list[tuple[int, Doc]], int]  # transaction index rows by sequence, and the head
 KEYS_PER_QUERY_MAX = 400  # bound on the IN-list of one load query
 # Members of the transaction index (`tx_summaries`) a query may filter on by equality, each indexed
 # together with the sequence (SQL backends), so a filtered page is one index range in journal order.
@@ -154,7 +155,7 @@ class Store(ABC):
 
     @abstractmethod
     async def summaries(self, equals: dict[str, str], *, after_sequence: int, limit: int,
-                        time_from: str | None = None, time_until: str | None = None) -> tuple[list[tuple[int, Doc]], int]:
+                        time_from: str | None = None, time_until: str | None = None) -> SummaryPage:
         """Rows of the transaction index (`tx_summaries`) whose members equal `equals` (names from
         `SUMMARY_FILTERS`), committed at or after `time_from` and before `time_until` (RFC 3339 UTC
         text as the journal writes it), after a sequence, in sequence order; and the head sequence."""

@@ -14,7 +14,7 @@ import orjson
 
 from core_ledger.domain.commands import require
 from core_ledger.domain.state import ENTRIES, TABLES, Doc, Key
-from core_ledger.store.base import Head, JournalRow, Rows, Store
+from core_ledger.store.base import Head, JournalRow, Rows, Store, SummaryPage
 
 
 def _copy(doc: Doc) -> Doc:
@@ -165,7 +165,7 @@ class MemoryStore(Store):
         return out, self._head.sequence
 
     async def summaries(self, equals: dict[str, str], *, after_sequence: int, limit: int,
-                        time_from: str | None = None, time_until: str | None = None) -> tuple[list[tuple[int, Doc]], int]:
+                        time_from: str | None = None, time_until: str | None = None) -> SummaryPage:
         out: list[tuple[int, Doc]] = []
         rows = self._tables["tx_summaries"]
         for (sequence,) in sorted(rows):

@@ -47,6 +47,7 @@ from core_ledger.store.base import (
     Rows,
     StorageError,
     Store,
+    SummaryPage,
 )
 from core_ledger.store.sqlite import LATER_TABLES, SqliteStore
 
@@ -580,8 +581,9 @@ class PostgresStore(Store):
         return _pairs(found), int(head)
 
     async def summaries(self, equals: dict[str, str], *, after_sequence: int, limit: int,
-                        time_from: str | None = None, time_until: str | None = None) -> tuple[list[tuple[int, Doc]], int]:
-        clauses, params = ["sequence > $1"], [after_sequence]
+                        time_from: str | None = None, time_until: str | None = None) -> SummaryPage:
+        clauses: list[str] = ["sequence > $1"]
+        params: list[Any] = [after_sequence]
         for name, value in equals.items():
             require(name in SUMMARY_FILTERS, f"{name} is a transaction index filter")
             params.append(value)

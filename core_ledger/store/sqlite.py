@@ -39,6 +39,7 @@ from core_ledger.store.base import (
     Rows,
     StorageError,
     Store,
+    SummaryPage,
 )
 
 BUSY_TIMEOUT_MS = 5000
@@ -432,8 +433,9 @@ class SqliteStore(Store):
         return [(tuple(row[:-2]), orjson.loads(row[-2])) for row in found], int(found[0][-1] or 0)
 
     async def summaries(self, equals: dict[str, str], *, after_sequence: int, limit: int,
-                        time_from: str | None = None, time_until: str | None = None) -> tuple[list[tuple[int, Doc]], int]:
-        clauses, params = ["sequence > ?"], [after_sequence]
+                        time_from: str | None = None, time_until: str | None = None) -> SummaryPage:
+        clauses: list[str] = ["sequence > ?"]
+        params: list[Any] = [after_sequence]
         for name, value in equals.items():
             require(name in SUMMARY_FILTERS, f"{name} is a transaction index filter")
             clauses.append(f"json_extract(doc, '$.{name}') = ?")
