@@ -61,7 +61,8 @@ async def test_transactions_by_time_range(api: Api, clock: FakeClock) -> None:
     assert [t["type"] for t in before["transactions"]] == ["player_create", "deposit"]
     _, after = await api.get("admin_read", "/admin/v1/transactions?from=2026-11-23T10:00:30Z")
     assert [t["id"] for t in after["transactions"]] == ["late"]
-    _, exact = await api.get("admin_read", "/admin/v1/transactions?from=2026-11-23T10:01:00Z&until=2026-11-23T10:01:00.000001Z")
+    exact_range = "from=2026-11-23T10:01:00Z&until=2026-11-23T10:01:00.000001Z"
+    _, exact = await api.get("admin_read", f"/admin/v1/transactions?{exact_range}")
     assert [t["id"] for t in exact["transactions"]] == ["late"]  # from is inclusive, until exclusive
 
 
