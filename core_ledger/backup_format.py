@@ -42,7 +42,7 @@ from core_ledger.domain.journal import GENESIS_HASH
 from core_ledger.domain.state import TABLES
 from core_ledger.store import SqliteStore, Store
 from core_ledger.store.base import Head, JournalRow
-from core_ledger.store.sqlite import MIGRATIONS, mkdir_durable
+from core_ledger.store.sqlite import LATER_TABLES, MIGRATIONS, mkdir_durable
 
 FORMAT = "croupier-ledger-backup"
 FORMAT_VERSION = 1
@@ -196,7 +196,9 @@ def read_manifest(backup: Path) -> dict[str, Any]:
     try:
         head = Head(int(manifest["head_sequence"]), str(manifest["head_hash"]), int(manifest["epoch"]))
         files = manifest["files"]
-        assert isinstance(files, dict) and set(files) == {JOURNAL, *map(table_file, TABLES)}
+        # A backup taken before a later derived table existed lacks its file (restore rebuilds it).
+        every = {JOURNAL, *map(table_file, TABLES)}
+        assert isinstance(files, dict) and every - {table_file(t) for t in LATER_TABLES} <= set(files) <= every
         assert all(isinstance(v, dict) and isinstance(v.get("sha256"), str) for v in files.values())
     except (KeyError, ValueError, TypeError, AssertionError):
         raise BackupInvalid(f"{backup / MANIFEST} lacks a head or a file list", file=MANIFEST) from None
@@ -267,6 +269,8 @@ def verify_backup(backup: Path) -> dict[str, Any]:
 def _backup_tables(backup: Path) -> dict[str, dict[Any, Any]]:
     out: dict[str, dict[Any, Any]] = {}
     for table in TABLES:
+        if table in LATER_TABLES and not (backup / table_file(table)).exists():
+            continue  # a backup older than this table (see `_manifest`)
         rows = out.setdefault(table, {})
         with (backup / table_file(table)).open("rb") as f:
             for raw in f:
@@ -316,7 +320,7 @@ async def restore_backup(backup: Path, target: Store, *, until_sequence: int | N
                               "entries_replayed": check.entries_checked, "verified": verified["ok"]}
     if until_sequence is None:
         theirs = await asyncio.to_thread(_backup_tables, backup)
-        report["derived_tables_differ"] = [t for t in TABLES if theirs[t] != state.rows(t)]
+        report["derived_tables_differ"] = [t for t in TABLES if t in theirs and theirs[t] != state.rows(t)]
     return report
 
 
