@@ -31,6 +31,7 @@ from core_ledger.reads import ROUND_TABLES, _round_view
 from core_ledger.store import Store
 
 CURSOR_CHARS_MAX = 2048
+SEQUENCE_MAX = 2**62  # beyond any journal; keeps a forged cursor within the stores' integers
 ACCOUNT_KINDS = ("player", "house", "jackpot", "bonus", "cashier")
 ROUND_STATUSES = ("open", "closed")
 PLAYER_STATUSES = ("active", "frozen")
@@ -72,23 +73,30 @@ def decode_cursor(listing: str, cursor: str | None) -> Any:
     return doc["k"]
 
 
-def _key_cursor(listing: str, cursor: str | None, width: int) -> tuple[Any, ...] | None:
-    """A cursor holding a row key of `width` columns (strings, or a sequence last)."""
-    key = decode_cursor(listing, cursor)
-    if key is None:
-        return None
-    if not (isinstance(key, list) and len(key) == width and all(isinstance(k, str | int) for k in key)
-            and not any(isinstance(k, bool) for k in key)):
-        raise BadRequest("cursor: not a cursor of this listing (pass next_cursor back unchanged)", field="cursor")
+def _bad_cursor() -> BadRequest:
+    return BadRequest("cursor: not a cursor of this listing (pass next_cursor back unchanged)", field="cursor")
+
+
+def _text_key(key: Any, width: int) -> tuple[str, ...]:
+    """A row key of `width` text columns, as a cursor holds it (400 for anything else)."""
+    if not (isinstance(key, list) and len(key) == width and all(isinstance(k, str) and len(k) <= 512
+                                                                and k.isprintable() for k in key)):
+        raise _bad_cursor()
     return tuple(key)
+
+
+def _key_cursor(listing: str, cursor: str | None, width: int) -> tuple[str, ...] | None:
+    """A cursor holding a row key of `width` text columns."""
+    key = decode_cursor(listing, cursor)
+    return None if key is None else _text_key(key, width)
 
 
 def _sequence_cursor(listing: str, cursor: str | None) -> int:
     key = decode_cursor(listing, cursor)
     if key is None:
         return 0
-    if not isinstance(key, int) or isinstance(key, bool) or key < 0:
-        raise BadRequest("cursor: not a cursor of this listing (pass next_cursor back unchanged)", field="cursor")
+    if not isinstance(key, int) or isinstance(key, bool) or not 0 <= key <= SEQUENCE_MAX:
+        raise _bad_cursor()
     return key
 
 
@@ -186,11 +194,10 @@ class LedgerQueries:
         tables = list(ROUND_TABLES[::-1])  # client_rounds first: the live ones
         start, after = 0, None
         if position is not None:
-            if not (isinstance(position, list) and len(position) == 2 and position[0] in tables
-                    and isinstance(position[1], list)):
-                raise BadRequest("cursor: not a cursor of this listing (pass next_cursor back unchanged)",
-                                 field="cursor")
-            start, after = tables.index(position[0]), tuple(position[1])
+            if not (isinstance(position, list) and len(position) == 2 and position[0] in tables):
+                raise _bad_cursor()
+            start = tables.index(position[0])
+            after = _text_key(position[1], 3 if position[0] == "client_rounds" else 2)
         opened_by = None
         if min_age_s is not None:
             opened_by = await self.store.sequence_at(rfc3339(self._clock() - timedelta(seconds=min_age_s)))
@@ -223,8 +230,7 @@ class LedgerQueries:
         after = _key_cursor("bonuses", cursor, 2)
         if player_id is not None:
             if after is not None and after[0] != player_id:
-                raise BadRequest("cursor: not a cursor of this listing (pass next_cursor back unchanged)",
-                                 field="cursor")
+                raise _bad_cursor()
             rows, head = await self.store.select("bonuses", {"player_id": player_id}, limit=limit,
                                                  after=None if after is None else after[1])
         else:

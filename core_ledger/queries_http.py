@@ -21,6 +21,7 @@ from shared.contract.answers import (
     TransactionsPage,
 )
 from shared.errors import BadRequest
+from shared.ids import is_id
 from shared.routes import Route, path_id
 from shared.web import json_response
 
@@ -38,15 +39,15 @@ from core_ledger.query import page_limit, query_choice, query_int
 from core_ledger.store.base import SUMMARY_FILTERS
 
 QUERIES = web.AppKey("queries", LedgerQueries)
-FILTER_CHARS_MAX = 256
 AGE_S_MAX = 10 * 365 * 86400
 PAGE_QUERY = {"cursor": "string", "limit": "integer"}
 
 
 def _text(request: web.Request, name: str) -> str | None:
+    """A filter value: an id (shared/ids.py) or a name (type, outcome, currency) of that alphabet."""
     value = request.query.get(name)
-    if value is not None and not 0 < len(value) <= FILTER_CHARS_MAX:
-        raise BadRequest(f"{name}: 1 to {FILTER_CHARS_MAX} characters", field=name)
+    if value is not None and not is_id(value):
+        raise BadRequest(f"{name}: not a valid id (1 to 128 of A-Z a-z 0-9 . _ : -)", field=name)
     return value
 
 
@@ -60,6 +61,10 @@ def _moment(request: web.Request, name: str) -> datetime | None:
         moment = None
     if moment is None or moment.tzinfo is None:
         raise BadRequest(f"{name}: an RFC 3339 time with a zone offset is required", field=name)
+    try:
+        rfc3339(moment)  # in UTC it must still be a datetime (year 1 at +01:00 is not)
+    except OverflowError:
+        raise BadRequest(f"{name}: out of range", field=name) from None
     return moment
 
 

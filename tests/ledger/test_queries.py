@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 from typing import Any
 
+from core_ledger.queries import encode_cursor
 from tests.support.clock import FakeClock
 from tests.support.ledger import Api, bet
 
@@ -69,7 +71,12 @@ async def test_transactions_by_time_range(api: Api, clock: FakeClock) -> None:
 async def test_bad_cursor_and_filters_are_400_and_change_nothing(api: Api) -> None:
     await api.player("p1", deposit=1000)
     for query in ("cursor=garbage!", "cursor=eyJsIjoicGxheWVycyIsImsiOlsicDEiXX0", "from=yesterday",
-                  "from=2026-11-23T10:00:00", "limit=0", "limit=51", "player_id=" + "x" * 300):
+                  "from=2026-11-23T10:00:00", "limit=0", "limit=51", "player_id=" + "x" * 300,
+                  "player_id=a%00b", "from=0001-01-01T00:00:00%2B01:00",
+                  "cursor=" + encode_cursor("transactions", 2**63 - 1),
+                  "cursor=" + base64.urlsafe_b64encode(b'{"l":"transactions","k":' + b"9" * 40 + b"}").decode(),
+                  "cursor=" + encode_cursor("transactions", "1"),
+                  "cursor=" + encode_cursor("transactions", True)):
         status, problem = await api.get("admin_read", f"/admin/v1/transactions?{query}")
         assert status == 400 and problem["code"] == "validation_error", (query, problem)
     # a cursor of another listing (players) is refused, not misread
@@ -78,6 +85,11 @@ async def test_bad_cursor_and_filters_are_400_and_change_nothing(api: Api) -> No
     _, players = await api.get("admin_read", "/admin/v1/players?limit=1")
     status, problem = await api.get("admin_read", f"/admin/v1/accounts?cursor={players['next_cursor']}")
     assert status == 400 and problem["field"] == "cursor"
+    for listing, key in (("accounts", [{"a": 1}]), ("accounts", ["a", "b"]), ("rounds", ["client_rounds", ["p"]]),
+                         ("rounds", ["nope", ["p", "r"]]), ("rounds", ["rounds", [1, 2]]), ("bonuses", ["p1"])):
+        path = "/admin/v1/" + listing.split("_")[0]
+        status, problem = await api.get("admin_read", f"{path}?cursor={encode_cursor(listing, key)}")
+        assert status == 400 and problem["field"] == "cursor", (listing, key, problem)
     status, problem = await api.get("admin_read", "/admin/v1/accounts?kind=jackpot&currency=EUR")
     assert status == 400 and problem["field"] == "currency"
     assert (await api.get("cashier", "/admin/v1/transactions"))[0] == 403
