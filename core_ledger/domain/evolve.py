@@ -17,6 +17,7 @@ from core_ledger.domain.records import Entry
 from core_ledger.domain.render import Answer, render
 from core_ledger.domain.specs import spec_of
 from core_ledger.domain.state import State
+from core_ledger.domain.summaries import summarize
 
 __all__ = ["DIRECT_SLOT", "Entry", "edge_slot", "evolve"]
 
@@ -27,6 +28,7 @@ def evolve(state: State, entry: Entry) -> Answer:
     if tx["outcome"] == Outcome.COMMITTED:
         _apply_postings(state, entry)
         spec_of(tx["type"]).apply(state, entry)
+    summarize(state, entry)
     if tx["id"] is not None:
         # The journal holds the request and the answer; the record only points at the entry. A
         # committed bet's own `bets` row is its record (see `idempotency_record`).

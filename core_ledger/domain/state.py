@@ -52,11 +52,13 @@ TABLES: dict[str, tuple[str, ...]] = {
     # status, so open rounds are listed oldest first (interrupted rounds).
     "external_refs": ("external_ref", "sequence"),
     "round_openings": ("sequence",),
+    # One row per journal entry: what operator queries filter on (see `summaries`).
+    "tx_summaries": ("sequence",),
 }
 # Tables added after the first schema: created by a later migration, absent from older backups.
-LATER_TABLES = frozenset({"external_refs", "round_openings"})
+LATER_TABLES = frozenset({"external_refs", "round_openings", "tx_summaries"})
 # Append-only tables the writer never reads back: not kept in its cache after a flush.
-WRITE_ONLY = frozenset({"history", "external_refs", "round_openings"})
+WRITE_ONLY = frozenset({"history", "external_refs", "round_openings", "tx_summaries"})
 # Journal entries by (sequence,): read by the writer to replay or compare a stored answer; not a
 # derived table (the journal itself), only cached for the batch that needs it.
 ENTRIES: Final = "entries"

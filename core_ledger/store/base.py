@@ -19,7 +19,11 @@ from core_ledger.domain.journal import GENESIS_HASH
 from core_ledger.domain.state import Doc, Key
 
 Rows = dict[str, list[tuple[Key, Doc]]]
+SummaryPage = tuple[list[tuple[int, Doc]], int]  # transaction index rows by sequence, and the head
 KEYS_PER_QUERY_MAX = 400  # bound on the IN-list of one load query
+# Members of the transaction index (`tx_summaries`) a query may filter on by equality, each indexed
+# together with the sequence (SQL backends), so a filtered page is one index range in journal order.
+SUMMARY_FILTERS = ("player_id", "game_id", "round_id", "type", "client_id", "via", "outcome", "currency")
 
 
 class StorageError(Exception):
@@ -138,3 +142,30 @@ class Store(ABC):
     @abstractmethod
     async def delete_consumer(self, name: str) -> bool:
         """Forget a consumer; False when there was none."""
+
+    # Operator queries (core_ledger/queries.py): keyset pages of committed rows, each read in one
+    # snapshot with the journal head, and point-in-time reads for disputes.
+
+    @abstractmethod
+    async def page(self, table: str, *, after: Key | None, limit: int, key_prefix: str | None = None,
+                   doc_equals: dict[str, Any] | None = None) -> tuple[list[tuple[Key, Doc]], int]:
+        """Committed rows of a derived table ordered by their whole key, after the key `after` (None:
+        from the start), whose first key column starts with `key_prefix` and whose docs match
+        `doc_equals`; at most `limit`, and the journal head sequence of the same snapshot."""
+
+    @abstractmethod
+    async def summaries(self, equals: dict[str, str], *, after_sequence: int, limit: int,
+                        time_from: str | None = None, time_until: str | None = None) -> SummaryPage:
+        """Rows of the transaction index (`tx_summaries`) whose members equal `equals` (names from
+        `SUMMARY_FILTERS`), committed at or after `time_from` and before `time_until` (RFC 3339 UTC
+        text as the journal writes it), after a sequence, in sequence order; and the head sequence."""
+
+    @abstractmethod
+    async def history_at(self, account: str, sequence: int) -> Doc | None:
+        """An account's last `history` row at or before `sequence` (its `sequence` added); None when
+        it had none by then."""
+
+    @abstractmethod
+    async def sequence_at(self, moment: str) -> int:
+        """The sequence of the latest entry committed at or before `moment` (RFC 3339 UTC text as the
+        journal writes it; ties: the highest sequence); 0 when there is none."""

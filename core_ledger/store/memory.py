@@ -14,7 +14,7 @@ import orjson
 
 from core_ledger.domain.commands import require
 from core_ledger.domain.state import ENTRIES, TABLES, Doc, Key
-from core_ledger.store.base import Head, JournalRow, Rows, Store
+from core_ledger.store.base import Head, JournalRow, Rows, Store, SummaryPage
 
 
 def _copy(doc: Doc) -> Doc:
@@ -147,3 +147,49 @@ class MemoryStore(Store):
     async def delete_consumer(self, name: str) -> bool:
         store = self._consumers
         return store.pop(name, None) is not None
+
+    async def page(self, table: str, *, after: Key | None, limit: int, key_prefix: str | None = None,
+                   doc_equals: dict[str, Any] | None = None) -> tuple[list[tuple[Key, Doc]], int]:
+        out = []
+        for key in sorted(self._tables[table]):
+            doc = self._tables[table][key]
+            if after is not None and not key > after:
+                continue
+            if key_prefix is not None and not str(key[0]).startswith(key_prefix):
+                continue
+            if doc_equals and any(doc.get(c) != v for c, v in doc_equals.items()):
+                continue
+            out.append((key, _copy(doc)))
+            if len(out) >= limit:
+                break
+        return out, self._head.sequence
+
+    async def summaries(self, equals: dict[str, str], *, after_sequence: int, limit: int,
+                        time_from: str | None = None, time_until: str | None = None) -> SummaryPage:
+        out: list[tuple[int, Doc]] = []
+        rows = self._tables["tx_summaries"]
+        for (sequence,) in sorted(rows):
+            doc = rows[(sequence,)]
+            if sequence <= after_sequence or any(doc.get(k) != v for k, v in equals.items()):
+                continue
+            if (time_from is not None and doc["committed_at"] < time_from) or (
+                    time_until is not None and doc["committed_at"] >= time_until):
+                continue
+            out.append((sequence, _copy(doc)))
+            if len(out) >= limit:
+                break
+        return out, self._head.sequence
+
+    async def history_at(self, account: str, sequence: int) -> Doc | None:
+        found = [k for k in self._tables["history"] if k[0] == account and k[1] <= sequence]
+        if not found:
+            return None
+        key = max(found)
+        return {**_copy(self._tables["history"][key]), "sequence": key[1]}
+
+    async def sequence_at(self, moment: str) -> int:
+        best: tuple[str, int] | None = None
+        for (sequence,), doc in self._tables["tx_summaries"].items():
+            if doc["committed_at"] <= moment and (best is None or (doc["committed_at"], sequence) > best):
+                best = (doc["committed_at"], sequence)
+        return best[1] if best else 0

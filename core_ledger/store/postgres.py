@@ -40,7 +40,16 @@ from shared.migrations import Migration, Plan, SchemaVersionError, plan
 from core_ledger.domain.commands import require
 from core_ledger.domain.journal import GENESIS_HASH
 from core_ledger.domain.state import ENTRIES, LATER_TABLES, TABLES, Doc, Key
-from core_ledger.store.base import KEYS_PER_QUERY_MAX, Head, JournalRow, Rows, StorageError, Store
+from core_ledger.store.base import (
+    KEYS_PER_QUERY_MAX,
+    SUMMARY_FILTERS,
+    Head,
+    JournalRow,
+    Rows,
+    StorageError,
+    Store,
+    SummaryPage,
+)
 from core_ledger.store.sqlite import SqliteStore
 
 log = structlog.get_logger("croupier.ledger.postgres")
@@ -75,6 +84,11 @@ def _column_def(column: str) -> str:
     return f"{column} {typ}" + (' COLLATE "C"' if typ == "text" else "")
 
 
+def _summary_member(name: str) -> str:
+    """A member of a transaction index row, as the SQL expression its index is built on."""
+    return f"((doc::jsonb) ->> '{name}')"
+
+
 SCHEMA = [
     "CREATE TABLE IF NOT EXISTS head (one boolean PRIMARY KEY DEFAULT true CHECK (one), "
     "sequence bigint NOT NULL, hash text NOT NULL, epoch bigint NOT NULL)",
@@ -87,8 +101,7 @@ SCHEMA = [
     "CREATE OR REPLACE TRIGGER journal_no_change BEFORE UPDATE OR DELETE OR TRUNCATE ON journal "
     "FOR EACH STATEMENT EXECUTE FUNCTION journal_append_only()",
     *[f"CREATE TABLE IF NOT EXISTS {t} ({', '.join(map(_column_def, cols))}, doc text NOT NULL, "
-      f"PRIMARY KEY ({', '.join(cols)}))" for t, cols in TABLES.items()
-      if t not in LATER_TABLES],
+      f"PRIMARY KEY ({', '.join(cols)}))" for t, cols in TABLES.items() if t not in LATER_TABLES],
     "CREATE INDEX IF NOT EXISTS rounds_by_round ON rounds (round_id)",
     "CREATE INDEX IF NOT EXISTS client_rounds_by_round ON client_rounds (round_id)",
     "CREATE INDEX IF NOT EXISTS idem_by_id ON idem (id)",
@@ -106,6 +119,11 @@ MIGRATIONS = (
         'CREATE TABLE IF NOT EXISTS external_refs (external_ref text COLLATE "C", sequence bigint, '
         "doc text NOT NULL, PRIMARY KEY (external_ref, sequence))",
         "CREATE TABLE IF NOT EXISTS round_openings (sequence bigint PRIMARY KEY, doc text NOT NULL)",
+    )),
+    Migration(4, "the transaction index of operator queries: one summary row per journal entry", (
+        "CREATE TABLE IF NOT EXISTS tx_summaries (sequence bigint PRIMARY KEY, doc text NOT NULL)",
+        *[f"CREATE INDEX IF NOT EXISTS tx_summaries_by_{name} ON tx_summaries ({_summary_member(name)}, sequence)"
+          for name in (*SUMMARY_FILTERS, "committed_at")],
     )),
 )
 MIGRATE_COMMAND = "croupier ledger migrate --config <ledger.toml>"
@@ -618,6 +636,64 @@ class PostgresStore(Store):
         async with self._conn("delete_consumer") as conn:
             status = await conn.execute("DELETE FROM event_consumers WHERE name = $1", name)
         return bool(status.endswith(" 1"))
+
+    # Operator queries (see Store): each in one snapshot with the head.
+
+    async def page(self, table: str, *, after: Key | None, limit: int, key_prefix: str | None = None,
+                   doc_equals: dict[str, Any] | None = None) -> tuple[list[tuple[Key, Doc]], int]:
+        columns = TABLES[table]
+        clauses: list[str] = []
+        params: list[Any] = []
+        if key_prefix:
+            params.extend([key_prefix, key_prefix[:-1] + chr(ord(key_prefix[-1]) + 1)])
+            clauses += [f"{columns[0]} >= $1", f"{columns[0]} < $2"]
+        for name, value in (doc_equals or {}).items():
+            params.extend([name, orjson.dumps(value).decode()])
+            clauses.append(f"(doc::jsonb) -> ${len(params) - 1}::text = ${len(params)}::jsonb")
+        if after is not None:
+            marks = [f"${len(params) + i}" for i in range(1, len(columns) + 1)]
+            params.extend(after)
+            clauses.append(f"({', '.join(columns)}) > ({', '.join(marks)})")
+        sql = (f"SELECT {', '.join(columns)}, doc FROM {table} WHERE {' AND '.join(clauses) or 'true'} "
+               f"ORDER BY {', '.join(columns)} LIMIT ${len(params) + 1}")
+        async with self._snapshot("page") as conn:
+            found = await conn.fetch(sql, *params, limit)
+            head = await conn.fetchval("SELECT sequence FROM head")
+        return _pairs(found), int(head)
+
+    async def summaries(self, equals: dict[str, str], *, after_sequence: int, limit: int,
+                        time_from: str | None = None, time_until: str | None = None) -> SummaryPage:
+        clauses: list[str] = ["sequence > $1"]
+        params: list[Any] = [after_sequence]
+        for name, value in equals.items():
+            require(name in SUMMARY_FILTERS, f"{name} is a transaction index filter")
+            params.append(value)
+            clauses.append(f"{_summary_member(name)} = ${len(params)}")
+        for bound, op in ((time_from, ">="), (time_until, "<")):
+            if bound is not None:
+                params.append(bound)
+                clauses.append(f"{_summary_member('committed_at')} {op} ${len(params)}")
+        sql = (f"SELECT sequence, doc FROM tx_summaries WHERE {' AND '.join(clauses)} "
+               f"ORDER BY sequence LIMIT ${len(params) + 1}")
+        async with self._snapshot("summaries") as conn:
+            found = await conn.fetch(sql, *params, limit)
+            head = await conn.fetchval("SELECT sequence FROM head")
+        return [(int(r[0]), orjson.loads(r[1])) for r in found], int(head)
+
+    async def history_at(self, account: str, sequence: int) -> Doc | None:
+        sql = ("SELECT sequence, doc FROM history WHERE account = $1 AND sequence <= $2 "
+               "ORDER BY sequence DESC LIMIT 1")
+        async with self._conn("history_at") as conn:
+            row = await conn.fetchrow(sql, account, sequence)
+        return None if row is None else {**orjson.loads(row["doc"]), "sequence": int(row["sequence"])}
+
+    async def sequence_at(self, moment: str) -> int:
+        member = _summary_member("committed_at")
+        sql = (f"SELECT sequence FROM tx_summaries WHERE {member} <= $1 "
+               f"ORDER BY {member} DESC, sequence DESC LIMIT 1")
+        async with self._conn("sequence_at") as conn:
+            value = await conn.fetchval(sql, moment)
+        return 0 if value is None else int(value)
 
 
 async def _pages(conn: asyncpg.Connection, sql: str) -> AsyncIterator[list[asyncpg.Record]]:

@@ -31,7 +31,16 @@ from shared.sqlite_thread import SqliteThread, write_transaction
 
 from core_ledger.domain.commands import require
 from core_ledger.domain.state import ENTRIES, LATER_TABLES, TABLES, Doc, Key
-from core_ledger.store.base import KEYS_PER_QUERY_MAX, Head, JournalRow, Rows, StorageError, Store
+from core_ledger.store.base import (
+    KEYS_PER_QUERY_MAX,
+    SUMMARY_FILTERS,
+    Head,
+    JournalRow,
+    Rows,
+    StorageError,
+    Store,
+    SummaryPage,
+)
 
 BUSY_TIMEOUT_MS = 5000
 # The page size of a NEW database (SQLite fixes it when the file is created; an existing database
@@ -57,8 +66,7 @@ SCHEMA = [
     "CREATE TRIGGER IF NOT EXISTS journal_no_delete BEFORE DELETE ON journal "
     "BEGIN SELECT RAISE(ABORT, 'the journal is append-only'); END",
     *[f"CREATE TABLE IF NOT EXISTS {t} ({', '.join(cols)}, doc TEXT NOT NULL, "
-      f"PRIMARY KEY ({', '.join(cols)}))" for t, cols in TABLES.items()
-      if t not in LATER_TABLES],
+      f"PRIMARY KEY ({', '.join(cols)}))" for t, cols in TABLES.items() if t not in LATER_TABLES],
     "CREATE INDEX IF NOT EXISTS rounds_by_round ON rounds (round_id)",
     "CREATE INDEX IF NOT EXISTS client_rounds_by_round ON client_rounds (round_id)",
     "CREATE INDEX IF NOT EXISTS idem_by_id ON idem (id)",
@@ -76,6 +84,11 @@ MIGRATIONS = (
         "PRIMARY KEY (external_ref, sequence))",
         "CREATE TABLE IF NOT EXISTS round_openings (sequence, doc TEXT NOT NULL, PRIMARY KEY (sequence))",
         "CREATE INDEX IF NOT EXISTS round_openings_open ON round_openings (json_extract(doc, '$.status'), sequence)",
+    )),
+    Migration(4, "the transaction index of operator queries: one summary row per journal entry", (
+        "CREATE TABLE IF NOT EXISTS tx_summaries (sequence INTEGER PRIMARY KEY, doc TEXT NOT NULL)",
+        *[f"CREATE INDEX IF NOT EXISTS tx_summaries_by_{name} ON tx_summaries "
+          f"(json_extract(doc, '$.{name}'), sequence)" for name in (*SUMMARY_FILTERS, "committed_at")],
     )),
 )
 MIGRATE_COMMAND = "croupier ledger migrate --config <ledger.toml>"
@@ -436,3 +449,62 @@ class SqliteStore(Store):
 
     async def delete_consumer(self, name: str) -> bool:
         return await self._write("delete_consumer", "DELETE FROM event_consumers WHERE name = ?", (name,)) == 1
+
+    # Operator queries (see Store): one statement each on the readers' connection, the head read in
+    # the same statement (one snapshot).
+
+    async def page(self, table: str, *, after: Key | None, limit: int, key_prefix: str | None = None,
+                   doc_equals: dict[str, Any] | None = None) -> tuple[list[tuple[Key, Doc]], int]:
+        columns = TABLES[table]
+        clauses, params = _prefix_clauses(columns[0], key_prefix, "?")
+        for name, value in (doc_equals or {}).items():
+            clauses.append(f"json_extract(doc, '$.{name}') = ?")
+            params.append(value)
+        if after is not None:
+            clauses.append(f"({', '.join(columns)}) > ({', '.join('?' * len(columns))})")
+            params.extend(after)
+        sql = (f"SELECT {', '.join(columns)}, doc, {HEAD_SQL} FROM {table} WHERE {' AND '.join(clauses) or '1'} "
+               f"ORDER BY {', '.join(columns)} LIMIT ?")
+        found = await self._read(sql, [*params, limit])
+        if not found:
+            return [], await self._read_head()
+        return [(tuple(row[:-2]), orjson.loads(row[-2])) for row in found], int(found[0][-1] or 0)
+
+    async def summaries(self, equals: dict[str, str], *, after_sequence: int, limit: int,
+                        time_from: str | None = None, time_until: str | None = None) -> SummaryPage:
+        clauses: list[str] = ["sequence > ?"]
+        params: list[Any] = [after_sequence]
+        for name, value in equals.items():
+            require(name in SUMMARY_FILTERS, f"{name} is a transaction index filter")
+            clauses.append(f"json_extract(doc, '$.{name}') = ?")
+            params.append(value)
+        if time_from is not None:
+            clauses.append("json_extract(doc, '$.committed_at') >= ?")
+            params.append(time_from)
+        if time_until is not None:
+            clauses.append("json_extract(doc, '$.committed_at') < ?")
+            params.append(time_until)
+        sql = (f"SELECT sequence, doc, {HEAD_SQL} FROM tx_summaries WHERE {' AND '.join(clauses)} "
+               "ORDER BY sequence LIMIT ?")
+        found = await self._read(sql, [*params, limit])
+        if not found:
+            return [], await self._read_head()
+        return [(int(row[0]), orjson.loads(row[1])) for row in found], int(found[0][-1] or 0)
+
+    async def history_at(self, account: str, sequence: int) -> Doc | None:
+        sql = "SELECT sequence, doc FROM history WHERE account = ? AND sequence <= ? ORDER BY sequence DESC LIMIT 1"
+        rows = await self._read(sql, [account, sequence])
+        return {**orjson.loads(rows[0][1]), "sequence": int(rows[0][0])} if rows else None
+
+    async def sequence_at(self, moment: str) -> int:
+        sql = ("SELECT sequence FROM tx_summaries WHERE json_extract(doc, '$.committed_at') <= ? "
+               "ORDER BY json_extract(doc, '$.committed_at') DESC, sequence DESC LIMIT 1")
+        rows = await self._read(sql, [moment])
+        return int(rows[0][0]) if rows else 0
+
+
+def _prefix_clauses(column: str, prefix: str | None, mark: str) -> tuple[list[str], list[Any]]:
+    """A key column starting with `prefix`, as an index range (keys compare by code point)."""
+    if not prefix:
+        return [], []
+    return [f"{column} >= {mark}", f"{column} < {mark}"], [prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)]

@@ -410,3 +410,109 @@ class DeadLetterReplayed(Answer):
     letter_id: str
     delivered: bool
     error: str | None = None
+
+
+# --- operator queries (core_ledger/queries.py) ---------------------------------------------------
+
+
+class PageFields(Answer):
+    """What every paged listing carries: pass `next_cursor` back as `cursor` for the next page (also
+    in the `Link: <...>; rel="next"` header) while `has_more`."""
+
+    next_cursor: str | None = Field(description="Opaque; null on the last page")
+    has_more: bool
+    as_of_sequence: int = Field(description="The journal head this page was read at")
+
+
+class PlayerListed(Answer):
+    player_id: str
+    currencies: list[str]
+    frozen: bool
+    status: Literal["active", "frozen"]
+    created_sequence: int | None = Field(default=None, description="With a creation range only")
+    created_at: str | None = Field(default=None, description="With a creation range only")
+
+
+class PlayersPage(PageFields):
+    players: list[PlayerListed]
+
+
+class AccountListed(Answer):
+    account: str
+    kind: str = Field(description="player, house, jackpot, bonus or cashier")
+    currency: str | None = Field(description="null for a jackpot pool (see its jackpot)")
+    balance_minor: int
+    version: int
+    player_id: str | None = None
+    jackpot_id: str | None = None
+
+
+class AccountsPage(PageFields):
+    accounts: list[AccountListed]
+
+
+class TransactionListed(Answer):
+    sequence: int
+    id: str | None
+    type: str
+    outcome: str
+    client_id: str | None
+    via: str | None
+    committed_at: str
+    player_id: str | None
+    game_id: str | None
+    round_id: str | None
+    currency: str | None
+
+
+class TransactionsPage(PageFields):
+    transactions: list[TransactionListed]
+
+
+class RoundListed(Round):
+    opened_sequence: int | None = None
+
+
+class RoundsPage(PageFields):
+    rounds: list[RoundListed]
+
+
+class JackpotListed(Answer):
+    jackpot_id: str
+    currency: str
+    pool_minor: int
+    seed_minor: int
+    epoch: int
+    contribution_ppm: int
+    game_ids: list[str]
+    contributions_by_edge: dict[str, int]
+
+
+class JackpotsPage(PageFields):
+    jackpots: list[JackpotListed]
+
+
+class BonusListed(Answer):
+    player_id: str
+    bonus_id: str
+    currency: str
+    amount_minor: int
+    wagered_minor: int
+    status: Literal["active", "claimed", "expired"]
+    expires_at: str
+
+
+class BonusesPage(PageFields):
+    bonuses: list[BonusListed]
+
+
+class BalanceAsOf(Answer):
+    currency: str
+    balance_minor: int
+    last_sequence: int | None = Field(description="The entry that last changed it by then (null: none)")
+
+
+class BalancesAsOfAnswer(Answer):
+    player_id: str
+    as_of_sequence: int
+    balances: list[BalanceAsOf]

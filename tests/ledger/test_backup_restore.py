@@ -371,3 +371,25 @@ async def test_verify_backup_command_names_the_first_bad_sequence(loaded: Api) -
     _flip(Path(taken["path"]) / JOURNAL, 20, b'"epoch":1', b'"epoch":2')  # sequence 21
     result = await asyncio.to_thread(CliRunner().invoke, cli, ["verify-backup", taken["path"]])
     assert result.exit_code == 1 and json.loads(result.stdout)["first_bad_sequence"] == 21
+
+
+async def test_a_backup_older_than_the_transaction_index_restores_and_rebuilds_it(loaded: Api,
+                                                                                  tmp_path: Path) -> None:
+    """A backup taken before `tx_summaries` existed has no file for it: it is still valid, and the
+    restore rebuilds the index from the journal."""
+    await _load(loaded)
+    _, taken = await loaded.post("admin_write", "/admin/v1/backups")
+    backup = Path(taken["path"])
+    manifest = orjson.loads((backup / "manifest.json").read_bytes())
+    del manifest["files"][table_file("tx_summaries")]
+    (backup / "manifest.json").write_bytes(orjson.dumps(manifest))
+    (backup / table_file("tx_summaries")).unlink()
+    assert verify_backup(backup)["ok"] is True
+    report = await restore_into_sqlite(backup, tmp_path / "old", until_sequence=None)
+    assert report["derived_tables_differ"] == []
+    copy = await _opened(Path(report["path"]))
+    try:
+        summaries, head = await copy.summaries({}, after_sequence=0, limit=10_000)
+        assert [s for s, _ in summaries] == list(range(1, head + 1)) and head == taken["head_sequence"]
+    finally:
+        await copy.close()

@@ -353,3 +353,39 @@ class TestConfig:
         path.write_text('[ledger]\ndata_dir = "d"\nmigrate_on_start = "yes"\n')
         with pytest.raises(ConfigError, match="migrate_on_start"):
             config.load(path)
+
+
+class TestTransactionIndexMigration:
+    """Migration 4 adds the transaction index of operator queries; migration 1 is left as released."""
+
+    def test_migration_1_does_not_create_the_later_table(self) -> None:
+        for migrations in (sqlite_module.MIGRATIONS, pg_module.MIGRATIONS):
+            assert not any("tx_summaries" in s for s in migrations[0].statements)
+            assert migrations[3].version == 4 and any("tx_summaries" in s for s in migrations[3].statements)
+
+    async def test_a_version_2_store_migrates_and_filtered_pages_use_the_index(self, tmp_path: Path) -> None:
+        path = tmp_path / "ledger.db"
+        old = SqliteStore(path, migrations=sqlite_module.MIGRATIONS[:2])
+        await old.open()
+        await old.commit(ROWS, PLAYERS, HEAD)
+        await old.close()
+        assert user_version(path) == 2
+        store = SqliteStore(path)
+        await store.open()
+        try:
+            assert store.schema_plan is not None and (store.schema_plan.stored, store.schema_plan.target) == (2, 4)
+            assert await store.summaries({"player_id": "p1"}, after_sequence=0, limit=5) == ([], 2)
+        finally:
+            await store.close()
+        db = sqlite3.connect(path)
+        try:
+            plan_rows = db.execute("EXPLAIN QUERY PLAN SELECT sequence, doc FROM tx_summaries "
+                                   "WHERE sequence > 0 AND json_extract(doc, '$.player_id') = 'p1' "
+                                   "ORDER BY sequence LIMIT 10").fetchall()
+            seek = db.execute("EXPLAIN QUERY PLAN SELECT sequence, doc FROM history WHERE account = 'a' "
+                              "AND sequence <= 5 ORDER BY sequence DESC LIMIT 1").fetchall()
+        finally:
+            db.close()
+        assert any("tx_summaries_by_player_id" in str(r[-1]) for r in plan_rows), plan_rows
+        assert not any("TEMP B-TREE" in str(r[-1]) for r in plan_rows), plan_rows  # no sort: index order
+        assert any("PRIMARY KEY" in str(r[-1]) or "INDEX" in str(r[-1]) for r in seek), seek

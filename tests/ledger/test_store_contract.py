@@ -163,3 +163,61 @@ class TestSideTables:
         assert await store.put_consumer("bi", {}, cursor=2) == ({}, 2)  # an explicit reset by an operator
         assert await store.delete_consumer("bi") and not await store.delete_consumer("bi")
         assert list(await store.consumers()) == ["aml"]
+
+
+class TestOperatorQueryReads:
+    """The store reads of operator queries (core_ledger/queries.py), on every backend."""
+
+    async def test_page_orders_by_whole_key_after_a_key_with_prefix_and_doc_filters(self, store: Store) -> None:
+        rows_ = [(("p1", "b", "c2"), {"status": "open"}), (("p1", "b", "c1"), {"status": "closed"}),
+                 (("p1", "a", "c9"), {"status": "open"}), (("p2", "a", "c1"), {"status": "open"})]
+        accounts = [((name,), {"balance_minor": i, "version": 1})
+                    for i, name in enumerate(["house:EUR", "player:p1:EUR", "player:p10:EUR", "playerx",
+                                              "cashier:EUR"])]
+        await store.commit(rows(1), {"client_rounds": rows_, "accounts": accounts}, Head(1, "00" * 32, 1))
+        got, head = await store.page("client_rounds", after=None, limit=10)
+        assert head == 1 and [k for k, _ in got] == [("p1", "a", "c9"), ("p1", "b", "c1"), ("p1", "b", "c2"),
+                                                     ("p2", "a", "c1")]
+        got, _ = await store.page("client_rounds", after=("p1", "b", "c1"), limit=2)
+        assert [k for k, _ in got] == [("p1", "b", "c2"), ("p2", "a", "c1")]
+        got, _ = await store.page("client_rounds", after=("p1", "a", "c9"), limit=10, doc_equals={"status": "open"})
+        assert [k for k, _ in got] == [("p1", "b", "c2"), ("p2", "a", "c1")]
+        got, _ = await store.page("accounts", after=None, limit=10, key_prefix="player:")
+        assert [k[0] for k, _ in got] == ["player:p10:EUR", "player:p1:EUR"]  # by code point: "0" < ":"
+        got, _ = await store.page("accounts", after=("player:p10:EUR",), limit=10, key_prefix="player:")
+        assert [k[0] for k, _ in got] == ["player:p1:EUR"]
+
+    async def test_summaries_filter_by_members_and_time_in_sequence_order(self, store: Store) -> None:
+        def summary(player: str, kind: str, at: str) -> dict[str, object]:
+            return {"id": None, "type": kind, "outcome": "committed", "client_id": "gs", "via": None,
+                    "committed_at": at, "player_id": player, "game_id": "g", "round_id": None, "currency": "EUR"}
+
+        docs = [((1,), summary("p1", "bet", "2026-01-01T00:00:01.000000Z")),
+                ((2,), summary("p2", "bet", "2026-01-01T00:00:02.000000Z")),
+                ((3,), summary("p1", "win", "2026-01-01T00:00:02.000000Z")),
+                ((4,), summary("p1", "bet", "2026-01-01T00:00:04.000000Z"))]
+        await store.commit(rows(4), {"tx_summaries": docs}, Head(4, "00" * 32, 1))
+        got, head = await store.summaries({"player_id": "p1"}, after_sequence=0, limit=10)
+        assert head == 4 and [s for s, _ in got] == [1, 3, 4] and got[0][1]["type"] == "bet"
+        got, _ = await store.summaries({"player_id": "p1", "type": "bet"}, after_sequence=1, limit=10)
+        assert [s for s, _ in got] == [4]
+        got, _ = await store.summaries({}, after_sequence=0, limit=2, time_from="2026-01-01T00:00:02.000000Z")
+        assert [s for s, _ in got] == [2, 3]
+        got, _ = await store.summaries({}, after_sequence=0, limit=9, time_until="2026-01-01T00:00:02.000000Z")
+        assert [s for s, _ in got] == [1]
+        assert await store.sequence_at("2026-01-01T00:00:03.000000Z") == 3
+        assert await store.sequence_at("2026-01-01T00:00:00.000000Z") == 0
+        assert await store.sequence_at("2027-01-01T00:00:00.000000Z") == 4
+
+    async def test_history_at_is_the_last_posting_at_or_before_a_sequence(self, store: Store) -> None:
+        def posting(balance: int) -> dict[str, object]:
+            return {"amount_minor": 10, "balance_minor": balance, "type": "deposit", "id": None}
+
+        history = [(("player:p1:EUR", s), posting(10 * s)) for s in (2, 5, 9)] + [(("player:p2:EUR", 3), posting(1))]
+        await store.commit(rows(9), {"history": history}, Head(9, "00" * 32, 1))
+        assert await store.history_at("player:p1:EUR", 1) is None
+        at = await store.history_at("player:p1:EUR", 8)
+        assert at is not None and at["sequence"] == 5 and at["balance_minor"] == 50
+        at = await store.history_at("player:p1:EUR", 9)
+        assert at is not None and at["sequence"] == 9
+        assert await store.history_at("player:p3:EUR", 9) is None

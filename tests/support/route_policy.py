@@ -72,7 +72,10 @@ LEDGER_READS = ("/v1/players/{player_id}/balances", "/v1/players/{player_id}/rou
                 "/v1/transactions/by-external-ref/{external_ref}")
 ADMIN_READS = ("/admin/v1/players/{player_id}", "/admin/v1/players/{player_id}/statement",
                "/admin/v1/rounds/{round_id}", "/admin/v1/transactions/{id}/trace", "/admin/v1/journal/export",
-               "/admin/v1/replication", "/admin/v1/stale-rounds")
+               "/admin/v1/replication", "/admin/v1/stale-rounds",
+               # operator queries (core_ledger/queries_http.py): admin_read only, cashier included out
+               "/admin/v1/players", "/admin/v1/accounts", "/admin/v1/transactions", "/admin/v1/rounds",
+               "/admin/v1/jackpots", "/admin/v1/bonuses", "/admin/v1/players/{player_id}/balances")
 ADMIN_WRITES = ("/admin/v1/players", "/admin/v1/players/{player_id}/freeze", "/admin/v1/players/{player_id}/unfreeze",
                 "/admin/v1/adjustments", "/admin/v1/jackpots", "/admin/v1/bonuses", "/admin/v1/backups",
                 "/admin/v1/promote", "/admin/v1/unfence", "/admin/v1/rounds/{player_id}/{round_id}/settle")
