@@ -76,7 +76,7 @@ def parse_wrk_output(stdout: str) -> WrkResult:
     lines = [line for line in stdout.splitlines() if line.startswith(WRK_MARKER)]
     if len(lines) != 1:
         raise ValueError(f"expected one {WRK_MARKER.strip()} line in wrk's output, got {len(lines)}:\n{stdout}")
-    raw = json.loads(lines[0][len(WRK_MARKER):])
+    raw = json.loads(lines[0][len(WRK_MARKER) :])
     latency_ms = {name: round(us / 1000.0, 3) for name, us in raw["latency_us"].items()}
     return WrkResult(
         duration_s=raw["duration_us"] / 1e6,
@@ -88,11 +88,23 @@ def parse_wrk_output(stdout: str) -> WrkResult:
     )
 
 
-def run_wrk(url: str, *, script: Path, script_args: Sequence[str], threads: int, connections: int,
-            duration_s: float) -> WrkResult:
+def run_wrk(
+    url: str, *, script: Path, script_args: Sequence[str], threads: int, connections: int, duration_s: float
+) -> WrkResult:
     """Run wrk against `url` for `duration_s` seconds and return what it measured."""
-    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration_s))}s",
-           f"--timeout={WRK_TIMEOUT_S}s", "--latency", "-s", str(script), url, "--", *script_args]
+    cmd = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{max(1, round(duration_s))}s",
+        f"--timeout={WRK_TIMEOUT_S}s",
+        "--latency",
+        "-s",
+        str(script),
+        url,
+        "--",
+        *script_args,
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=duration_s + WRK_EXTRA_WALL_S, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr.strip()}\n{done.stdout}")

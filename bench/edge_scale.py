@@ -82,6 +82,7 @@ def seed(path: Path, docs: int) -> dict[str, Any]:
         store = DocumentStore(path, CLIENT_ID)
         await store.open()
         await store.close()
+
     asyncio.run(create_schema())
     replica = Replica(EDGE_ID, CLIENT_ID, docs_live_max=1)
     db = sqlite3.connect(path)
@@ -106,8 +107,10 @@ def seed(path: Path, docs: int) -> dict[str, Any]:
             flush()
     flush()
     db.close()
-    return {"seed_s": round(time.perf_counter() - started, 1),
-            "db_bytes": sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))}
+    return {
+        "seed_s": round(time.perf_counter() - started, 1),
+        "db_bytes": sum(p.stat().st_size for p in path.parent.glob(path.name + "*")),
+    }
 
 
 def rss_kib() -> int:
@@ -165,28 +168,42 @@ async def child(path: Path, changes: int) -> dict[str, Any]:
     round_cpu_s = time.process_time() - cpu
     await store.close()
     return {
-        "docs": docs, "startup_open_s": round(open_s, 2), "rss_before_open_kib": rss_before,
-        "rss_after_open_kib": rss_open, "bytes_per_doc": round((rss_open - rss_before) * 1024 / max(1, docs)),
-        "full_exchange": {"docs": docs, "frames": full_frames, "bytes": full_bytes,
-                          "cpu_ms": round(full_cpu_s * 1e3, 1)},
+        "docs": docs,
+        "startup_open_s": round(open_s, 2),
+        "rss_before_open_kib": rss_before,
+        "rss_after_open_kib": rss_open,
+        "bytes_per_doc": round((rss_open - rss_before) * 1024 / max(1, docs)),
+        "full_exchange": {
+            "docs": docs,
+            "frames": full_frames,
+            "bytes": full_bytes,
+            "cpu_ms": round(full_cpu_s * 1e3, 1),
+        },
         "first_sweep": {"rounds": sweep_rounds, "cpu_ms": round(sweep_cpu_s * 1e3, 1)},
         "quiet_round_docs": len(quiet),
-        "round_after_changes": {"changed": changes, "docs": len(advertised), "frames": round_frames,
-                                "bytes": round_bytes, "cpu_ms": round(round_cpu_s * 1e3, 2)},
+        "round_after_changes": {
+            "changed": changes,
+            "docs": len(advertised),
+            "frames": round_frames,
+            "bytes": round_bytes,
+            "cpu_ms": round(round_cpu_s * 1e3, 2),
+        },
         "changed_all_advertised": all(n in set(advertised) for n in names[::step][:changes]),
     }
 
 
 def restart_time(path: Path) -> float:
     """Wall time of a fresh process that opens the edge's state (imports included)."""
-    code = ("import asyncio, time; from prometheus_client import CollectorRegistry; "
-            "from edge.persist import DocumentStore; from edge.state import EdgeState; "
-            "from edge.metrics import EdgeMetrics\n"
-            "async def main():\n"
-            f"    s = DocumentStore(__import__('pathlib').Path({str(path)!r}), {CLIENT_ID})\n"
-            f"    st = EdgeState({EDGE_ID!r}, {CLIENT_ID}, 4096, s, EdgeMetrics(CollectorRegistry()), time.time)\n"
-            "    await st.open(); await s.close()\n"
-            "asyncio.run(main())\n")
+    code = (
+        "import asyncio, time; from prometheus_client import CollectorRegistry; "
+        "from edge.persist import DocumentStore; from edge.state import EdgeState; "
+        "from edge.metrics import EdgeMetrics\n"
+        "async def main():\n"
+        f"    s = DocumentStore(__import__('pathlib').Path({str(path)!r}), {CLIENT_ID})\n"
+        f"    st = EdgeState({EDGE_ID!r}, {CLIENT_ID}, 4096, s, EdgeMetrics(CollectorRegistry()), time.time)\n"
+        "    await st.open(); await s.close()\n"
+        "asyncio.run(main())\n"
+    )
     started = time.perf_counter()
     subprocess.run([sys.executable, "-c", code], check=True, timeout=CHILD_TIMEOUT_S)
     return time.perf_counter() - started
@@ -212,24 +229,42 @@ def main() -> None:
     seeded = seed(path, docs)
     print(f"  seeded in {seeded['seed_s']} s, {seeded['db_bytes'] / 2**20:,.0f} MiB", flush=True)
     restart_s = restart_time(path)
-    done = subprocess.run([sys.executable, __file__, "--child", str(path), "--changes", str(a.changes)],
-                          capture_output=True, text=True, timeout=CHILD_TIMEOUT_S, check=True,
-                          env={**os.environ})
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", str(path), "--changes", str(a.changes)],
+        capture_output=True,
+        text=True,
+        timeout=CHILD_TIMEOUT_S,
+        check=True,
+        env={**os.environ},
+    )
     figures = json.loads(done.stdout.strip().splitlines()[-1])
     full, after = figures["full_exchange"], figures["round_after_changes"]
     summary = {
-        "benchmark": "edge_scale", **seeded, "restart_s": round(restart_s, 2), **figures,
+        "benchmark": "edge_scale",
+        **seeded,
+        "restart_s": round(restart_s, 2),
+        **figures,
         "round_docs_ratio_vs_full": round(after["docs"] / full["docs"], 5),
-        "targets": TARGETS, "targets_met": {"restart": restart_s <= TARGETS["restart_s_max"]},
+        "targets": TARGETS,
+        "targets_met": {"restart": restart_s <= TARGETS["restart_s_max"]},
         "errors": 0 if figures["changed_all_advertised"] and figures["docs"] == docs else 1,
     }
-    print(f"  restart {summary['restart_s']} s (open {figures['startup_open_s']} s), "
-          f"{figures['bytes_per_doc']} bytes of RSS per document", flush=True)
-    print(f"  a full exchange (every round before): {full['docs']:,} docs, {full['frames']} frames, "
-          f"{full['bytes'] / 2**20:.1f} MiB, {full['cpu_ms']} ms CPU", flush=True)
-    print(f"  a round after {after['changed']} changes: {after['docs']:,} docs, {after['frames']} frames, "
-          f"{after['bytes'] / 2**10:.0f} KiB, {after['cpu_ms']} ms CPU; a quiet round: "
-          f"{figures['quiet_round_docs']} docs; first sweep {figures['first_sweep']['rounds']} rounds", flush=True)
+    print(
+        f"  restart {summary['restart_s']} s (open {figures['startup_open_s']} s), "
+        f"{figures['bytes_per_doc']} bytes of RSS per document",
+        flush=True,
+    )
+    print(
+        f"  a full exchange (every round before): {full['docs']:,} docs, {full['frames']} frames, "
+        f"{full['bytes'] / 2**20:.1f} MiB, {full['cpu_ms']} ms CPU",
+        flush=True,
+    )
+    print(
+        f"  a round after {after['changed']} changes: {after['docs']:,} docs, {after['frames']} frames, "
+        f"{after['bytes'] / 2**10:.0f} KiB, {after['cpu_ms']} ms CPU; a quiet round: "
+        f"{figures['quiet_round_docs']} docs; first sweep {figures['first_sweep']['rounds']} rounds",
+        flush=True,
+    )
     if a.dir is None:
         shutil.rmtree(root)
     print(json.dumps(summary, sort_keys=True), flush=True)

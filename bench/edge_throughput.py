@@ -54,8 +54,9 @@ def cpu_s(cluster: Cluster) -> float:
 
 def wrk_bets(url: str, token_file: Path, prefix: str, a: argparse.Namespace, seconds: float) -> WrkResult:
     args = [str(token_file), prefix, str(a.players), ",".join(GAME_IDS), str(BET_MINOR)]
-    return run_wrk(url, script=BETS_SCRIPT, script_args=args, threads=a.threads, connections=a.connections,
-                   duration_s=seconds)
+    return run_wrk(
+        url, script=BETS_SCRIPT, script_args=args, threads=a.threads, connections=a.connections, duration_s=seconds
+    )
 
 
 async def display_matches_ledger(cluster: Cluster) -> dict[str, Any]:
@@ -67,12 +68,15 @@ async def display_matches_ledger(cluster: Cluster) -> dict[str, Any]:
             truth_url = f"{cluster.url('ledger')}/v1/jackpots/{JACKPOT_ID}"
             async with http.get(truth_url, headers=cluster.headers("edge")) as r:
                 truth = await r.json()
-            async with http.get(f"{cluster.url('eu')}/v1/jackpots/{JACKPOT_ID}",
-                                headers=cluster.headers("game_server")) as r:
+            async with http.get(
+                f"{cluster.url('eu')}/v1/jackpots/{JACKPOT_ID}", headers=cluster.headers("game_server")
+            ) as r:
                 shown = await r.json()
             expected = truth["seed_minor"] + truth["contributions_by_edge"].get("eu", 0)
             equal = (shown["display_minor"], shown["by_edge"].get("eu")) == (
-                expected, truth["contributions_by_edge"].get("eu"))
+                expected,
+                truth["contributions_by_edge"].get("eu"),
+            )
             if equal:
                 break
             await asyncio.sleep(0.2)
@@ -99,8 +103,11 @@ async def run(a: argparse.Namespace, root: Path) -> dict[str, Any]:
                 result = await asyncio.to_thread(wrk_bets, cluster.url(service), token, f"{mode}{i}", a, a.seconds)
                 cpu[mode] += cpu_s(cluster) - cpu_before
                 runs[mode].append(result)
-                print(f"round {i} {mode:6s} {result.ok_per_s:8.1f} ok/s  p50 {result.latency_ms['p50']:6.2f} ms  "
-                      f"p99 {result.latency_ms['p99']:7.2f} ms  errors {result.errors}", flush=True)
+                print(
+                    f"round {i} {mode:6s} {result.ok_per_s:8.1f} ok/s  p50 {result.latency_ms['p50']:6.2f} ms  "
+                    f"p99 {result.latency_ms['p99']:7.2f} ms  errors {result.errors}",
+                    flush=True,
+                )
         after = await settled_head(cluster)
         audit = await admin_call(cluster, "POST", "/admin/v1/audit/verify")
         display = await display_matches_ledger(cluster)
@@ -117,18 +124,32 @@ async def run(a: argparse.Namespace, root: Path) -> dict[str, Any]:
         "server_cpu_ms_per_bet": cpu_ms,
         "cpu_ratio_direct_vs_edge": round(direct_cpu_ms / edge_cpu_ms, 3) if direct_cpu_ms and edge_cpu_ms else None,
         "benchmark": "edge_throughput",
-        "direct_bets_per_s": per_s["direct"], "edge_bets_per_s": per_s["edge"], "ratio_edge_vs_direct": ratio,
-        "target_ratio_min": TARGET_RATIO_MIN, "target_met": ratio is not None and ratio >= TARGET_RATIO_MIN,
+        "direct_bets_per_s": per_s["direct"],
+        "edge_bets_per_s": per_s["edge"],
+        "ratio_edge_vs_direct": ratio,
+        "target_ratio_min": TARGET_RATIO_MIN,
+        "target_met": ratio is not None and ratio >= TARGET_RATIO_MIN,
         "edge_p50_ms": max(r.latency_ms["p50"] for r in runs["edge"]),
         "edge_p99_ms": max(r.latency_ms["p99"] for r in runs["edge"]),
         "direct_p99_ms": max(r.latency_ms["p99"] for r in runs["direct"]),
         "errors": errors,
-        "verify": {"chain_ok": bool(audit["ok"]), "journal_growth": after - before, "committed_201_seen": seen,
-                   "commits_match": seen <= after - before <= seen + 2 * a.rounds * a.connections,
-                   "jackpot_display": display},
+        "verify": {
+            "chain_ok": bool(audit["ok"]),
+            "journal_growth": after - before,
+            "committed_201_seen": seen,
+            "commits_match": seen <= after - before <= seen + 2 * a.rounds * a.connections,
+            "jackpot_display": display,
+        },
         "rounds": {m: [r.figures() for r in rs] for m, rs in runs.items()},
-        "setup": {"seconds": a.seconds, "rounds": a.rounds, "connections": a.connections, "threads": a.threads,
-                  "players": a.players, "load_average_1m_before": load_before, "load_average_1m_after": load_average()},
+        "setup": {
+            "seconds": a.seconds,
+            "rounds": a.rounds,
+            "connections": a.connections,
+            "threads": a.threads,
+            "players": a.players,
+            "load_average_1m_before": load_before,
+            "load_average_1m_after": load_average(),
+        },
     }
 
 
@@ -146,13 +167,19 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="croupier-edge-bench-"))
     summary = asyncio.run(run(a, root))
     v = summary["verify"]
-    print(f"server CPU per bet: direct {summary['server_cpu_ms_per_bet']['direct']} ms, edge "
-          f"{summary['server_cpu_ms_per_bet']['edge']} ms (ratio {summary['cpu_ratio_direct_vs_edge']})", flush=True)
-    print(f"edge {summary['edge_bets_per_s']} bets/s vs direct {summary['direct_bets_per_s']} bets/s = "
-          f"{summary['ratio_edge_vs_direct']}x (target >= {TARGET_RATIO_MIN}: "
-          f"{'met' if summary['target_met'] else 'MISSED'}); chain {'ok' if v['chain_ok'] else 'BROKEN'}, "
-          f"commits {'match' if v['commits_match'] else 'DO NOT MATCH'}, jackpot display "
-          f"{'equals' if v['jackpot_display']['equal'] else 'DIFFERS FROM'} the ledger's count", flush=True)
+    print(
+        f"server CPU per bet: direct {summary['server_cpu_ms_per_bet']['direct']} ms, edge "
+        f"{summary['server_cpu_ms_per_bet']['edge']} ms (ratio {summary['cpu_ratio_direct_vs_edge']})",
+        flush=True,
+    )
+    print(
+        f"edge {summary['edge_bets_per_s']} bets/s vs direct {summary['direct_bets_per_s']} bets/s = "
+        f"{summary['ratio_edge_vs_direct']}x (target >= {TARGET_RATIO_MIN}: "
+        f"{'met' if summary['target_met'] else 'MISSED'}); chain {'ok' if v['chain_ok'] else 'BROKEN'}, "
+        f"commits {'match' if v['commits_match'] else 'DO NOT MATCH'}, jackpot display "
+        f"{'equals' if v['jackpot_display']['equal'] else 'DIFFERS FROM'} the ledger's count",
+        flush=True,
+    )
     bad = summary["errors"] or not (v["chain_ok"] and v["commits_match"] and v["jackpot_display"]["equal"])
     if bad:
         print(f"configs, data and logs kept in {root}", flush=True)

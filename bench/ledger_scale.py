@@ -79,7 +79,8 @@ PEAK_RSS_WRAPPER = (
     "atexit.register(lambda: print('PEAK_RSS_KIB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "
     "file=sys.stderr))\n"
     "sys.argv = ['croupier', *sys.argv[1:]]\n"
-    "runpy.run_module('croupier', run_name='__main__')\n")
+    "runpy.run_module('croupier', run_name='__main__')\n"
+)
 
 
 @dataclass(frozen=True)
@@ -126,8 +127,12 @@ async def replay_time(source: Store, scratch: Path) -> dict[str, Any]:
         await target.close()
     for leftover in scratch.parent.glob(scratch.name + "*"):
         leftover.unlink()
-    return {"s": round(time.perf_counter() - started, 2), "exit": 0, "peak_rss_kib": None,
-            "report": {"head_sequence": head.sequence, "rebuilt": True}}
+    return {
+        "s": round(time.perf_counter() - started, 2),
+        "exit": 0,
+        "peak_rss_kib": None,
+        "report": {"head_sequence": head.sequence, "rebuilt": True},
+    }
 
 
 def size_label(size: int) -> str:
@@ -147,15 +152,32 @@ def players_for(size: int, players: int) -> int:
 def seed_commands(size: int, players: int) -> Iterator[Command]:
     """What a size holds, as the HTTP layer would build it: the jackpot, `players` players created
     and funded, then bets (rounds of BETS_PER_ROUND, each closed by a win) up to `size` entries."""
-    yield Command("jackpot_create", {"jackpot_id": JACKPOT_ID, "currency": CURRENCY, "seed_minor": 100_000,
-                                     "contribution_ppm": 10_000, "game_ids": list(JACKPOT_GAMES)},
-                  ADMIN_PRINCIPAL, (ADMIN_SCOPE, f"jackpot:{JACKPOT_ID}"))
+    yield Command(
+        "jackpot_create",
+        {
+            "jackpot_id": JACKPOT_ID,
+            "currency": CURRENCY,
+            "seed_minor": 100_000,
+            "contribution_ppm": 10_000,
+            "game_ids": list(JACKPOT_GAMES),
+        },
+        ADMIN_PRINCIPAL,
+        (ADMIN_SCOPE, f"jackpot:{JACKPOT_ID}"),
+    )
     for i in range(players):
         pid = f"bench-p{i}"  # the naming bets.lua uses
-        yield Command("player_create", {"player_id": pid, "currencies": [CURRENCY]}, ADMIN_PRINCIPAL,
-                      (ADMIN_SCOPE, f"player:{pid}"))
-        yield Command("deposit", {"id": f"bench-dep-{pid}", "player_id": pid, "currency": CURRENCY,
-                                  "amount_minor": DEPOSIT_MINOR}, "cashier", ("cashier", f"bench-dep-{pid}"))
+        yield Command(
+            "player_create",
+            {"player_id": pid, "currencies": [CURRENCY]},
+            ADMIN_PRINCIPAL,
+            (ADMIN_SCOPE, f"player:{pid}"),
+        )
+        yield Command(
+            "deposit",
+            {"id": f"bench-dep-{pid}", "player_id": pid, "currency": CURRENCY, "amount_minor": DEPOSIT_MINOR},
+            "cashier",
+            ("cashier", f"bench-dep-{pid}"),
+        )
     left = size - 1 - 2 * players
     n = 0
     while n < left:
@@ -165,22 +187,43 @@ def seed_commands(size: int, players: int) -> Iterator[Command]:
         round_id = f"seed-p{player}-r{rnd}"
         if step < BETS_PER_ROUND:
             tx_id = f"seed-bet-{n}"
-            yield Command("bet", {"id": tx_id, "player_id": pid, "currency": CURRENCY, "amount_minor": BET_MINOR,
-                                  "round_id": round_id, "game_id": GAME_IDS[(player + rnd) % len(GAME_IDS)]},
-                          SEED_PRINCIPAL, (SEED_PRINCIPAL, tx_id), SEED_PRINCIPAL)
+            yield Command(
+                "bet",
+                {
+                    "id": tx_id,
+                    "player_id": pid,
+                    "currency": CURRENCY,
+                    "amount_minor": BET_MINOR,
+                    "round_id": round_id,
+                    "game_id": GAME_IDS[(player + rnd) % len(GAME_IDS)],
+                },
+                SEED_PRINCIPAL,
+                (SEED_PRINCIPAL, tx_id),
+                SEED_PRINCIPAL,
+            )
         else:
             tx_id = f"seed-win-{n}"
-            yield Command("win", {"id": tx_id, "player_id": pid, "currency": CURRENCY, "amount_minor": BET_MINOR,
-                                  "round_id": round_id, "close_round": True},
-                          SEED_PRINCIPAL, (SEED_PRINCIPAL, tx_id), SEED_PRINCIPAL)
+            yield Command(
+                "win",
+                {
+                    "id": tx_id,
+                    "player_id": pid,
+                    "currency": CURRENCY,
+                    "amount_minor": BET_MINOR,
+                    "round_id": round_id,
+                    "close_round": True,
+                },
+                SEED_PRINCIPAL,
+                (SEED_PRINCIPAL, tx_id),
+                SEED_PRINCIPAL,
+            )
         n += 1
 
 
 async def seed_store(store: Store, db_path: Path, size: int, players: int, group: int) -> dict[str, Any]:
     """Journal the seed commands through an in-process writer, `group` commands per commit."""
     limits = WriterLimits(commit_batch_max=group, queue_depth_max=SEED_GROUPS_IN_FLIGHT * 2 + 2)
-    service = LedgerService(store, limits, clock=lambda: datetime.now(UTC),
-                            metrics=LedgerMetrics(CollectorRegistry()))
+    service = LedgerService(store, limits, clock=lambda: datetime.now(UTC), metrics=LedgerMetrics(CollectorRegistry()))
     started = time.perf_counter()
     await service.start()
     refused: dict[str, int] = {}
@@ -216,8 +259,13 @@ async def seed_store(store: Store, db_path: Path, size: int, players: int, group
     finally:
         await service.stop()
     seconds = time.perf_counter() - started
-    return {"seed_s": round(seconds, 1), "seeded_entries": head, "seed_entries_per_s": round(head / seconds),
-            "seed_refused": refused, "db_bytes": db_bytes(db_path) if isinstance(store, SqliteStore) else None}
+    return {
+        "seed_s": round(seconds, 1),
+        "seeded_entries": head,
+        "seed_entries_per_s": round(head / seconds),
+        "seed_refused": refused,
+        "db_bytes": db_bytes(db_path) if isinstance(store, SqliteStore) else None,
+    }
 
 
 def db_bytes(db_path: Path) -> int:
@@ -240,8 +288,12 @@ def rss_kib(pid: int) -> dict[str, int]:
 def offline_tool(args: list[str]) -> dict[str, Any]:
     """Run `croupier ledger ...`: its time, exit status, peak RSS (its own rusage) and report."""
     started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", PEAK_RSS_WRAPPER, "ledger", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", PEAK_RSS_WRAPPER, "ledger", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         stdout, stderr = proc.communicate(timeout=TOOL_TIMEOUT_S)
     except subprocess.TimeoutExpired:
@@ -253,10 +305,16 @@ def offline_tool(args: list[str]) -> dict[str, Any]:
         report = json.loads(stdout)
     except json.JSONDecodeError:
         report = {"stdout": stdout[-500:], "stderr": stderr[-500:]}
-    return {"s": round(seconds, 2), "exit": proc.returncode,
-            "peak_rss_kib": int(peaks[-1]) if peaks else None,
-            "report": {k: v for k, v in report.items() if k in ("ok", "entries_checked", "head_sequence", "rebuilt",
-                                                                 "stdout", "stderr")}}
+    return {
+        "s": round(seconds, 2),
+        "exit": proc.returncode,
+        "peak_rss_kib": int(peaks[-1]) if peaks else None,
+        "report": {
+            k: v
+            for k, v in report.items()
+            if k in ("ok", "entries_checked", "head_sequence", "rebuilt", "stdout", "stderr")
+        },
+    }
 
 
 async def measure(size: int, opts: Options) -> dict[str, Any]:
@@ -265,8 +323,11 @@ async def measure(size: int, opts: Options) -> dict[str, Any]:
     cluster = ScaleCluster(opts.root / label, edge_ids=(), log_level="warning")
     schema = f"scale_{label}_{os.getpid()}"
     if opts.postgres_dsn_file is not None:
-        cluster.ledger_extra = {"backend": "postgres", "postgres_dsn_file": opts.postgres_dsn_file,
-                                "postgres_schema": schema}
+        cluster.ledger_extra = {
+            "backend": "postgres",
+            "postgres_dsn_file": opts.postgres_dsn_file,
+            "postgres_schema": schema,
+        }
     print(f"{label}: {size:,} entries, {players:,} players", flush=True)
     try:
         await cluster.start()  # lays out configs and tokens, creates the database
@@ -274,9 +335,12 @@ async def measure(size: int, opts: Options) -> dict[str, Any]:
         db_path = cluster.root / "ledger-data" / "ledger.db"
         store = new_store(opts, db_path, schema)
         seeded = await seed_store(store, db_path, max(size, 1 + 2 * players), players, opts.seed_group)
-        print(f"  seeded {seeded['seeded_entries']:,} entries in {seeded['seed_s']} s "
-              f"({seeded['seed_entries_per_s']:,}/s)"
-              + (f", {seeded['db_bytes'] / 2**20:,.0f} MiB" if seeded["db_bytes"] else ""), flush=True)
+        print(
+            f"  seeded {seeded['seeded_entries']:,} entries in {seeded['seed_s']} s "
+            f"({seeded['seed_entries_per_s']:,}/s)"
+            + (f", {seeded['db_bytes'] / 2**20:,.0f} MiB" if seeded["db_bytes"] else ""),
+            flush=True,
+        )
         started = time.perf_counter()
         await cluster.start_service("ledger")
         startup_s = time.perf_counter() - started
@@ -290,8 +354,15 @@ async def measure(size: int, opts: Options) -> dict[str, Any]:
 
         def wrk(prefix: str, seconds: float) -> Any:
             args[1] = prefix
-            return run_wrk(url, script=BETS_SCRIPT, script_args=args, threads=opts.threads,
-                           connections=opts.connections, duration_s=seconds)
+            return run_wrk(
+                url,
+                script=BETS_SCRIPT,
+                script_args=args,
+                threads=opts.threads,
+                connections=opts.connections,
+                duration_s=seconds,
+            )
+
         warm = await asyncio.to_thread(wrk, "warm", opts.warmup_seconds)
         before = await settled_head(cluster)
         result = await asyncio.to_thread(wrk, "run", opts.seconds)
@@ -322,21 +393,39 @@ async def measure(size: int, opts: Options) -> dict[str, Any]:
     commits_match = seen <= committed <= seen + 2 * opts.connections
     tools_ok = verify["exit"] == 0 and rebuild["exit"] == 0
     figures = {
-        "size": size, "players": players, "active_players": active, **seeded, "startup_s": round(startup_s, 2),
-        "rss_after_start_kib": rss_after_start.get("rss_kib"), "rss_after_run_kib": rss_after_run.get("rss_kib"),
+        "size": size,
+        "players": players,
+        "active_players": active,
+        **seeded,
+        "startup_s": round(startup_s, 2),
+        "rss_after_start_kib": rss_after_start.get("rss_kib"),
+        "rss_after_run_kib": rss_after_run.get("rss_kib"),
         "rss_peak_kib": rss_after_run.get("rss_peak_kib"),
-        **{k: v for k, v in result.figures().items() if k in ("ok_per_s", "p50_ms", "p99_ms", "max_ms", "requests",
-                                                               "non_2xx", "first_error")},
-        "verify_http_s": round(verify_http_s, 2), "verify_offline": verify, "rebuild_offline": rebuild,
-        "chain_ok": chain_ok, "commits_match": commits_match, "journal_growth": committed, "committed_201_seen": seen,
-        "errors": result.errors + warm.errors + (0 if chain_ok and commits_match and tools_ok else 1)
-                  + sum(seeded["seed_refused"].values()),
+        **{
+            k: v
+            for k, v in result.figures().items()
+            if k in ("ok_per_s", "p50_ms", "p99_ms", "max_ms", "requests", "non_2xx", "first_error")
+        },
+        "verify_http_s": round(verify_http_s, 2),
+        "verify_offline": verify,
+        "rebuild_offline": rebuild,
+        "chain_ok": chain_ok,
+        "commits_match": commits_match,
+        "journal_growth": committed,
+        "committed_201_seen": seen,
+        "errors": result.errors
+        + warm.errors
+        + (0 if chain_ok and commits_match and tools_ok else 1)
+        + sum(seeded["seed_refused"].values()),
     }
-    print(f"  {figures['ok_per_s']:,.1f} bets/s  p50 {figures['p50_ms']} ms  p99 {figures['p99_ms']} ms  "
-          f"start-up {figures['startup_s']} s  RSS {figures['rss_after_start_kib']:,} -> "
-          f"{figures['rss_after_run_kib']:,} KiB  verify {figures['verify_http_s']} s (http), "
-          f"{verify['s']} s (offline)  rebuild {rebuild['s']} s  chain {'ok' if chain_ok else 'BROKEN'}  "
-          f"errors {figures['errors']}", flush=True)
+    print(
+        f"  {figures['ok_per_s']:,.1f} bets/s  p50 {figures['p50_ms']} ms  p99 {figures['p99_ms']} ms  "
+        f"start-up {figures['startup_s']} s  RSS {figures['rss_after_start_kib']:,} -> "
+        f"{figures['rss_after_run_kib']:,} KiB  verify {figures['verify_http_s']} s (http), "
+        f"{verify['s']} s (offline)  rebuild {rebuild['s']} s  chain {'ok' if chain_ok else 'BROKEN'}  "
+        f"errors {figures['errors']}",
+        flush=True,
+    )
     return figures
 
 
@@ -353,34 +442,56 @@ def summarize(by_size: dict[int, dict[str, Any]], opts: Options, load_before: fl
         p = round(figures["p99_ms"] / empty["p99_ms"], 3) if empty["p99_ms"] else None
         out[f"throughput_ratio_{label}_vs_empty"] = t
         out[f"p99_ratio_{label}_vs_empty"] = p
-        met[label] = (t is not None and t >= TARGETS["throughput_ratio_min"]
-                      and p is not None and p <= TARGETS["p99_ratio_max"])
-    out.update({
-        "targets_met": met, "errors": sum(f["errors"] for f in by_size.values()),
-        "sizes": {size_label(s): f for s, f in by_size.items()},
-        "setup": {"seconds": opts.seconds, "warmup_seconds": opts.warmup_seconds, "connections": opts.connections,
-                  "threads": opts.threads, "seed_group": opts.seed_group, "players_max": opts.players,
-                  "active_players": opts.active_players,
-                  "load_average_1m_before": load_before, "load_average_1m_after": load_average(),
-                  "cpus": os.cpu_count()},
-    })
+        met[label] = (
+            t is not None and t >= TARGETS["throughput_ratio_min"] and p is not None and p <= TARGETS["p99_ratio_max"]
+        )
+    out.update(
+        {
+            "targets_met": met,
+            "errors": sum(f["errors"] for f in by_size.values()),
+            "sizes": {size_label(s): f for s, f in by_size.items()},
+            "setup": {
+                "seconds": opts.seconds,
+                "warmup_seconds": opts.warmup_seconds,
+                "connections": opts.connections,
+                "threads": opts.threads,
+                "seed_group": opts.seed_group,
+                "players_max": opts.players,
+                "active_players": opts.active_players,
+                "load_average_1m_before": load_before,
+                "load_average_1m_after": load_average(),
+                "cpus": os.cpu_count(),
+            },
+        }
+    )
     return out
 
 
 def parse_args(argv: list[str] | None = None) -> Options:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default=",".join(str(s) for s in DEFAULT_SIZES),
-                        help="journal sizes, comma-separated (0 = empty; 1e6 notation accepted)")
+    parser.add_argument(
+        "--sizes",
+        default=",".join(str(s) for s in DEFAULT_SIZES),
+        help="journal sizes, comma-separated (0 = empty; 1e6 notation accepted)",
+    )
     parser.add_argument("--players", type=float, default=1e6, help="players at most (each size holds up to size/2)")
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per size (1..600)")
     parser.add_argument("--warmup-seconds", type=float, default=3.0, help="warm-up seconds per size (1..60)")
     parser.add_argument("--connections", type=int, default=64, help="wrk connections (1..1024)")
     parser.add_argument("--threads", type=int, default=1, choices=(1, 2), help="wrk threads")
-    parser.add_argument("--active-players", type=int, default=EMPTY_PLAYERS,
-                        help="players the measured bets go to (0: every seeded player)")
+    parser.add_argument(
+        "--active-players",
+        type=int,
+        default=EMPTY_PLAYERS,
+        help="players the measured bets go to (0: every seeded player)",
+    )
     parser.add_argument("--seed-group", type=int, default=4096, help="seed commands per commit (100..20000)")
-    parser.add_argument("--postgres-dsn-file", type=Path, default=None,
-                        help="file holding a PostgreSQL DSN: measure the ledger on PostgreSQL instead of SQLite")
+    parser.add_argument(
+        "--postgres-dsn-file",
+        type=Path,
+        default=None,
+        help="file holding a PostgreSQL DSN: measure the ledger on PostgreSQL instead of SQLite",
+    )
     parser.add_argument("--dir", type=Path, default=None, help="where configs, data and logs go (default: temp)")
     a = parser.parse_args(argv)
     try:
@@ -389,13 +500,29 @@ def parse_args(argv: list[str] | None = None) -> Options:
         parser.error("--sizes takes numbers, e.g. 0,1e5,1e6")
     if not sizes or sizes[0] != 0 or sizes[-1] > 100_000_000:
         parser.error("--sizes must include 0 (the baseline) and stay within 1e8")
-    if not 1 <= a.players <= 10_000_000 or not 1 <= a.seconds <= 600 or not 1 <= a.warmup_seconds <= 60 \
-            or not 100 <= a.seed_group <= 20_000 or not 1 <= a.connections <= 1024 or a.active_players < 0:
+    if (
+        not 1 <= a.players <= 10_000_000
+        or not 1 <= a.seconds <= 600
+        or not 1 <= a.warmup_seconds <= 60
+        or not 100 <= a.seed_group <= 20_000
+        or not 1 <= a.connections <= 1024
+        or a.active_players < 0
+    ):
         parser.error("out of range: see --help")
     root = (a.dir or Path(tempfile.mkdtemp(prefix="croupier-scale-"))).resolve()
-    return Options(sizes, int(a.players), a.seconds, a.warmup_seconds, a.connections, a.threads, a.seed_group,
-                   a.active_players, a.postgres_dsn_file.resolve() if a.postgres_dsn_file else None, root,
-                   keep_dir=a.dir is not None)
+    return Options(
+        sizes,
+        int(a.players),
+        a.seconds,
+        a.warmup_seconds,
+        a.connections,
+        a.threads,
+        a.seed_group,
+        a.active_players,
+        a.postgres_dsn_file.resolve() if a.postgres_dsn_file else None,
+        root,
+        keep_dir=a.dir is not None,
+    )
 
 
 async def run(opts: Options) -> dict[str, Any]:

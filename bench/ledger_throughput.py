@@ -61,8 +61,13 @@ READY_TIMEOUT_S = 40.0
 SETTLE_POLL_S = 0.2  # the head is settled when two reads this far apart agree
 SETTLE_POLLS_MAX = 100
 BUSY_LOAD_PER_CPU = 0.5  # a 1-minute load above this per CPU before a run: others' work skews the figures
-TARGETS = {"ledger_vs_noop_min": 0.7, "ledger_vs_single_min": 3.0, "ledger_p99_ms_max": 25.0,
-           "batch_bets_per_s_min": 15_000.0, "hot_bets_per_s_min": 5_900.0}
+TARGETS = {
+    "ledger_vs_noop_min": 0.7,
+    "ledger_vs_single_min": 3.0,
+    "ledger_p99_ms_max": 25.0,
+    "batch_bets_per_s_min": 15_000.0,
+    "hot_bets_per_s_min": 5_900.0,
+}
 MODES = ("noop", "ledger", "single", "batch", "hot")
 BATCH_SIZE = 100  # bets per POST /v1/batch
 BATCH_CONNECTIONS = 8  # batches in flight
@@ -85,18 +90,27 @@ class Options:
 
 def wrk_bets(url: str, token_file: Path, prefix: str, opts: Options, seconds: float) -> WrkResult:
     args = [str(token_file), prefix, str(opts.players), ",".join(GAME_IDS), str(BET_MINOR)]
-    return run_wrk(url, script=BETS_SCRIPT, script_args=args, threads=opts.threads,
-                   connections=opts.connections, duration_s=seconds)
+    return run_wrk(
+        url,
+        script=BETS_SCRIPT,
+        script_args=args,
+        threads=opts.threads,
+        connections=opts.connections,
+        duration_s=seconds,
+    )
 
 
-async def measured_run(pid: int, url: str, token_file: Path,
-                       opts: Options) -> tuple[WrkResult, dict[str, float | None]]:
+async def measured_run(
+    pid: int, url: str, token_file: Path, opts: Options
+) -> tuple[WrkResult, dict[str, float | None]]:
     """The measured wrk run, and the server's CPU time per 2xx answer during it."""
     cpu_before = process_cpu_s(pid)
     result = await asyncio.to_thread(wrk_bets, url, token_file, "run", opts, opts.seconds)
     cpu_s = process_cpu_s(pid) - cpu_before
-    return result, {"server_cpu_s": round(cpu_s, 2),
-                    "server_cpu_ms_per_ok": round(1000 * cpu_s / result.ok, 4) if result.ok else None}
+    return result, {
+        "server_cpu_s": round(cpu_s, 2),
+        "server_cpu_ms_per_ok": round(1000 * cpu_s / result.ok, 4) if result.ok else None,
+    }
 
 
 async def run_noop(opts: Options) -> dict[str, Any]:
@@ -107,8 +121,12 @@ async def run_noop(opts: Options) -> dict[str, Any]:
     token_file.chmod(0o600)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    server = ServiceProcess("noop", [sys.executable, str(NOOP_SERVER), "--port", str(port), "--token-file",
-                                     str(token_file)], log_path=root / "noop.log", cwd=root)
+    server = ServiceProcess(
+        "noop",
+        [sys.executable, str(NOOP_SERVER), "--port", str(port), "--token-file", str(token_file)],
+        log_path=root / "noop.log",
+        cwd=root,
+    )
     try:
         server.start()
         await server.wait_ready(url + "/healthz", timeout_s=READY_TIMEOUT_S)
@@ -126,26 +144,44 @@ async def seed_players(cluster: Cluster, players: int) -> None:
     limit = asyncio.Semaphore(SEED_CONCURRENCY)
     timeout = aiohttp.ClientTimeout(total=HTTP_TIMEOUT_S)
     async with aiohttp.ClientSession(raise_for_status=True, timeout=timeout) as http:
-        await http.post(f"{ledger}/admin/v1/jackpots", headers=admin, json={
-            "jackpot_id": JACKPOT_ID, "currency": CURRENCY, "seed_minor": 100_000,
-            "contribution_ppm": 10_000, "game_ids": list(JACKPOT_GAMES)})
+        await http.post(
+            f"{ledger}/admin/v1/jackpots",
+            headers=admin,
+            json={
+                "jackpot_id": JACKPOT_ID,
+                "currency": CURRENCY,
+                "seed_minor": 100_000,
+                "contribution_ppm": 10_000,
+                "game_ids": list(JACKPOT_GAMES),
+            },
+        )
 
         async def one(i: int) -> None:
             pid = f"bench-p{i}"  # the naming bets.lua uses
             async with limit:
-                await http.post(f"{ledger}/admin/v1/players", headers=admin,
-                                json={"player_id": pid, "currencies": [CURRENCY]})
-                await http.post(f"{ledger}/v1/deposits", headers=cashier, json={
-                    "id": f"bench-dep-{pid}", "player_id": pid, "currency": CURRENCY,
-                    "amount_minor": DEPOSIT_MINOR})
+                await http.post(
+                    f"{ledger}/admin/v1/players", headers=admin, json={"player_id": pid, "currencies": [CURRENCY]}
+                )
+                await http.post(
+                    f"{ledger}/v1/deposits",
+                    headers=cashier,
+                    json={
+                        "id": f"bench-dep-{pid}",
+                        "player_id": pid,
+                        "currency": CURRENCY,
+                        "amount_minor": DEPOSIT_MINOR,
+                    },
+                )
 
         await asyncio.gather(*(one(i) for i in range(players)))
 
 
 async def admin_call(cluster: Cluster, method: str, path: str) -> dict[str, Any]:
     timeout = aiohttp.ClientTimeout(total=HTTP_TIMEOUT_S)
-    async with (aiohttp.ClientSession(raise_for_status=True, timeout=timeout) as http,
-                http.request(method, cluster.url("ledger") + path, headers=cluster.headers("admin_read")) as answer):
+    async with (
+        aiohttp.ClientSession(raise_for_status=True, timeout=timeout) as http,
+        http.request(method, cluster.url("ledger") + path, headers=cluster.headers("admin_read")) as answer,
+    ):
         return await answer.json()
 
 
@@ -191,10 +227,19 @@ class BatchBets:
             n, self.count = self.by_player[p], self.count + 1
             self.by_player[p] += 1
             r = n // BETS_PER_ROUND
-            actions.append({"op": "bet", "body": {
-                "id": f"{self.prefix}-{self.count}", "player_id": f"bench-p{p}", "currency": CURRENCY,
-                "amount_minor": BET_MINOR, "round_id": f"{self.prefix}-p{p}-r{r}",
-                "game_id": GAME_IDS[(p + r) % len(GAME_IDS)]}})
+            actions.append(
+                {
+                    "op": "bet",
+                    "body": {
+                        "id": f"{self.prefix}-{self.count}",
+                        "player_id": f"bench-p{p}",
+                        "currency": CURRENCY,
+                        "amount_minor": BET_MINOR,
+                        "round_id": f"{self.prefix}-p{p}-r{r}",
+                        "game_id": GAME_IDS[(p + r) % len(GAME_IDS)],
+                    },
+                }
+            )
         return {"actions": actions}
 
 
@@ -212,8 +257,12 @@ def batch_statuses(status: int, answer: Any, size: int) -> tuple[dict[int, int],
     for item in results:
         body = item.get("body") if isinstance(item, dict) else None
         tx = body.get("transaction") if isinstance(body, dict) else None
-        committed = item.get("status") == 201 and isinstance(tx, dict) and tx.get("outcome") == "committed" \
+        committed = (
+            item.get("status") == 201
+            and isinstance(tx, dict)
+            and tx.get("outcome") == "committed"
             and tx.get("type") == "bet"
+        )
         code = 201 if committed else (WRONG_ANSWER if item.get("status") == 201 else int(item.get("status", 0)))
         counts[code] = counts.get(code, 0) + 1
         if not committed and problem is None:
@@ -221,8 +270,15 @@ def batch_statuses(status: int, answer: Any, size: int) -> tuple[dict[int, int],
     return counts, problem
 
 
-async def drive_batches(url: str, token: str, prefix: str, players: int, seconds: float,
-                        connections: int = BATCH_CONNECTIONS, size: int = BATCH_SIZE) -> WrkResult:
+async def drive_batches(
+    url: str,
+    token: str,
+    prefix: str,
+    players: int,
+    seconds: float,
+    connections: int = BATCH_CONNECTIONS,
+    size: int = BATCH_SIZE,
+) -> WrkResult:
     """POST /v1/batch for `seconds` from `connections` loops; every result of every answer checked.
     Counted per bet (statuses of the actions); latencies are those of whole requests."""
     statuses: dict[int, int] = {}
@@ -256,10 +312,21 @@ async def drive_batches(url: str, token: str, prefix: str, players: int, seconds
         return round(1000 * latencies[min(len(latencies) - 1, int(q * len(latencies)))], 3) if latencies else 0.0
 
     mean = round(1000 * sum(latencies) / len(latencies), 3) if latencies else 0.0
-    return WrkResult(duration_s=time.perf_counter() - started, requests=sum(statuses.values()), statuses=statuses,
-                     socket_errors={}, latency_ms={"mean": mean, "max": pct(1.0), "p50": pct(0.5), "p90": pct(0.9),
-                                                   "p99": pct(0.99), "p999": pct(0.999)},
-                     first_error=first_error[0] if first_error else None)
+    return WrkResult(
+        duration_s=time.perf_counter() - started,
+        requests=sum(statuses.values()),
+        statuses=statuses,
+        socket_errors={},
+        latency_ms={
+            "mean": mean,
+            "max": pct(1.0),
+            "p50": pct(0.5),
+            "p90": pct(0.9),
+            "p99": pct(0.99),
+            "p999": pct(0.999),
+        },
+        first_error=first_error[0] if first_error else None,
+    )
 
 
 async def offline_check(db_path: Path) -> dict[str, Any]:
@@ -271,17 +338,24 @@ async def offline_check(db_path: Path) -> dict[str, Any]:
         chain = await verify_store(store)
         differences = await rebuild_differences(store)
         bet_rows = len(await store.dump("bets"))
-        journaled_bets = sum(1 for _, text in await store.journal(0, chain["head_sequence"] + 1)
-                             if '"type":"bet"' in text)
+        journaled_bets = sum(
+            1 for _, text in await store.journal(0, chain["head_sequence"] + 1) if '"type":"bet"' in text
+        )
     finally:
         await store.close()
-    return {"offline_chain_ok": chain["ok"], "tables_equal_rebuild": not differences,
-            "tables_differing": differences, "bet_rows": bet_rows, "journaled_bets": journaled_bets,
-            "one_row_per_bet": bet_rows == journaled_bets}
+    return {
+        "offline_chain_ok": chain["ok"],
+        "tables_equal_rebuild": not differences,
+        "tables_differing": differences,
+        "bet_rows": bet_rows,
+        "journaled_bets": journaled_bets,
+        "one_row_per_bet": bet_rows == journaled_bets,
+    }
 
 
-async def run_ledger(opts: Options, *, group_commit: bool, name: str | None = None,
-                     batch: bool = False) -> dict[str, Any]:
+async def run_ledger(
+    opts: Options, *, group_commit: bool, name: str | None = None, batch: bool = False
+) -> dict[str, Any]:
     name = name or ("ledger" if group_commit else "single")
     cluster = Cluster(opts.root / name, edge_ids=(), group_commit=group_commit, log_level="warning")
     try:
@@ -298,8 +372,10 @@ async def run_ledger(opts: Options, *, group_commit: bool, name: str | None = No
             cpu_before = process_cpu_s(ledger_proc.pid)
             result = await drive_batches(url, token, "run", opts.players, opts.seconds)
             cpu_s = process_cpu_s(ledger_proc.pid) - cpu_before
-            cpu = {"server_cpu_s": round(cpu_s, 2),
-                   "server_cpu_ms_per_ok": round(1000 * cpu_s / result.ok, 4) if result.ok else None}
+            cpu = {
+                "server_cpu_s": round(cpu_s, 2),
+                "server_cpu_ms_per_ok": round(1000 * cpu_s / result.ok, 4) if result.ok else None,
+            }
         else:
             warm = await asyncio.to_thread(wrk_bets, url, token_file, "warm", opts, opts.warmup_seconds)
             before = await settled_head(cluster)
@@ -311,8 +387,13 @@ async def run_ledger(opts: Options, *, group_commit: bool, name: str | None = No
     # The Python driver waits for every answer it sent: the journal grows by exactly what it saw.
     check = commit_check(result, before, after, audit, 0 if batch else opts.connections)
     check.update(await offline_check(cluster.root / "ledger-data" / "ledger.db"))
-    good = check["chain_ok"] and check["commits_match"] and check["offline_chain_ok"] and \
-        check["tables_equal_rebuild"] and check["one_row_per_bet"]
+    good = (
+        check["chain_ok"]
+        and check["commits_match"]
+        and check["offline_chain_ok"]
+        and check["tables_equal_rebuild"]
+        and check["one_row_per_bet"]
+    )
     bad = result.errors + (0 if good else 1)
     return {"warmup_errors": warm.errors, **result.figures(), **cpu, "errors": bad, "verify": check}
 
@@ -344,26 +425,41 @@ def summarize(modes: dict[str, dict[str, Any]], opts: Options, load_before: floa
     met = {k: v for k, v in met.items() if k.split("_")[0] in modes}  # only what ran is judged
     return {
         "benchmark": "ledger_throughput",
-        "bets_per_s": ledger["ok_per_s"] if ledger else None, "p50_ms": ledger["p50_ms"] if ledger else None,
+        "bets_per_s": ledger["ok_per_s"] if ledger else None,
+        "p50_ms": ledger["p50_ms"] if ledger else None,
         "p99_ms": ledger["p99_ms"] if ledger else None,
-        "ratio_ledger_vs_noop": vs_noop, "ratio_ledger_vs_single": vs_single,
+        "ratio_ledger_vs_noop": vs_noop,
+        "ratio_ledger_vs_single": vs_single,
         # CPU per bet over CPU per no-op answer: what the ledger's own work costs, steadier than
         # the throughput ratio when other work shares the machine.
         "cpu_per_ok_ledger_vs_noop": ratio(cpu(ledger), cpu(noop)),
         "batch_bets_per_s": batch["ok_per_s"] if batch else None,
         "batch_p99_ms": batch["p99_ms"] if batch else None,  # of a whole request of BATCH_SIZE bets
         "ratio_batch_vs_ledger": ratio(ok_per_s(batch), ok_per_s(ledger)),
-        "hot_bets_per_s": hot["ok_per_s"] if hot else None, "hot_p99_ms": hot["p99_ms"] if hot else None,
-        "targets": TARGETS, "targets_met": met, "all_targets_met": all(met.values()),
+        "hot_bets_per_s": hot["ok_per_s"] if hot else None,
+        "hot_p99_ms": hot["p99_ms"] if hot else None,
+        "targets": TARGETS,
+        "targets_met": met,
+        "all_targets_met": all(met.values()),
         "errors": sum(m["errors"] + m["warmup_errors"] for m in modes.values()),
         "modes": modes,
-        "setup": {"seconds": opts.seconds, "warmup_seconds": opts.warmup_seconds, "threads": opts.threads,
-                  "connections": opts.connections, "players": opts.players, "games": list(GAME_IDS),
-                  "bet_minor": BET_MINOR, "batch_size": BATCH_SIZE, "batch_connections": BATCH_CONNECTIONS,
-                  "hot_players": HOT_PLAYERS, "hot_connections": HOT_CONNECTIONS,
-                  "load_average_1m_before": load_before,
-                  "load_average_1m_after": load_average(), "cpus": os.cpu_count(),
-                  "machine_busy": machine_busy(load_before)},
+        "setup": {
+            "seconds": opts.seconds,
+            "warmup_seconds": opts.warmup_seconds,
+            "threads": opts.threads,
+            "connections": opts.connections,
+            "players": opts.players,
+            "games": list(GAME_IDS),
+            "bet_minor": BET_MINOR,
+            "batch_size": BATCH_SIZE,
+            "batch_connections": BATCH_CONNECTIONS,
+            "hot_players": HOT_PLAYERS,
+            "hot_connections": HOT_CONNECTIONS,
+            "load_average_1m_before": load_before,
+            "load_average_1m_after": load_average(),
+            "cpus": os.cpu_count(),
+            "machine_busy": machine_busy(load_before),
+        },
     }
 
 
@@ -372,33 +468,48 @@ def machine_busy(load: float) -> bool:
 
 
 def print_mode(name: str, figures: dict[str, Any]) -> None:
-    line = (f"{name:7s} {figures['ok_per_s']:9.1f} ok/s   p50 {figures['p50_ms']:7.2f} ms   "
-            f"p99 {figures['p99_ms']:7.2f} ms   cpu/ok {figures['server_cpu_ms_per_ok']} ms   "
-            f"requests {figures['requests']}   non-2xx {figures['non_2xx']}")
+    line = (
+        f"{name:7s} {figures['ok_per_s']:9.1f} ok/s   p50 {figures['p50_ms']:7.2f} ms   "
+        f"p99 {figures['p99_ms']:7.2f} ms   cpu/ok {figures['server_cpu_ms_per_ok']} ms   "
+        f"requests {figures['requests']}   non-2xx {figures['non_2xx']}"
+    )
     if "verify" in figures:
         v = figures["verify"]
-        line += (f"   chain {'ok' if v['chain_ok'] else 'BROKEN'}, journal +{v['journal_growth']} "
-                 f"({'matches' if v['commits_match'] else 'DOES NOT MATCH'} {v['committed_201_seen']} seen)")
+        line += (
+            f"   chain {'ok' if v['chain_ok'] else 'BROKEN'}, journal +{v['journal_growth']} "
+            f"({'matches' if v['commits_match'] else 'DOES NOT MATCH'} {v['committed_201_seen']} seen)"
+        )
     print(line, flush=True)
     if figures["errors"] or figures["warmup_errors"]:
-        print(f"        ERRORS: {figures['errors']} in the run, {figures['warmup_errors']} in warm-up; "
-              f"first: {figures['first_error']}", flush=True)
+        print(
+            f"        ERRORS: {figures['errors']} in the run, {figures['warmup_errors']} in warm-up; "
+            f"first: {figures['first_error']}",
+            flush=True,
+        )
 
 
 async def run(opts: Options) -> dict[str, Any]:
     load_before = load_average()
-    print(f"ledger throughput: wrk -t{opts.threads} -c{opts.connections}, {opts.seconds:g}s per mode "
-          f"after {opts.warmup_seconds:g}s warm-up, {opts.players} players; load average {load_before}",
-          flush=True)
+    print(
+        f"ledger throughput: wrk -t{opts.threads} -c{opts.connections}, {opts.seconds:g}s per mode "
+        f"after {opts.warmup_seconds:g}s warm-up, {opts.players} players; load average {load_before}",
+        flush=True,
+    )
     if machine_busy(load_before):
-        print(f"WARNING: the machine is busy (load {load_before} on {os.cpu_count()} CPUs): "
-              "the figures, ratios included, are not representative", flush=True)
+        print(
+            f"WARNING: the machine is busy (load {load_before} on {os.cpu_count()} CPUs): "
+            "the figures, ratios included, are not representative",
+            flush=True,
+        )
     modes: dict[str, dict[str, Any]] = {}
     hot = replace(opts, players=min(opts.players, HOT_PLAYERS), connections=HOT_CONNECTIONS)
-    runners = {"noop": lambda: run_noop(opts), "ledger": lambda: run_ledger(opts, group_commit=True),
-               "single": lambda: run_ledger(opts, group_commit=False),
-               "batch": lambda: run_ledger(opts, group_commit=True, name="batch", batch=True),
-               "hot": lambda: run_ledger(hot, group_commit=True, name="hot")}
+    runners = {
+        "noop": lambda: run_noop(opts),
+        "ledger": lambda: run_ledger(opts, group_commit=True),
+        "single": lambda: run_ledger(opts, group_commit=False),
+        "batch": lambda: run_ledger(opts, group_commit=True, name="batch", batch=True),
+        "hot": lambda: run_ledger(hot, group_commit=True, name="hot"),
+    }
     for name in opts.modes:
         modes[name] = await runners[name]()
         print_mode(name, modes[name])
@@ -423,19 +534,24 @@ def parse_args(argv: list[str] | None = None) -> Options:
         if not low <= getattr(a, field) <= high:
             parser.error(f"--{field.replace('_', '-')} must be within {low}..{high}")
     root = (a.dir or Path(tempfile.mkdtemp(prefix="croupier-bench-"))).resolve()
-    return Options(a.seconds, a.warmup_seconds, a.connections, a.threads, a.players, root, keep_dir=a.dir is not None,
-                   modes=modes)
+    return Options(
+        a.seconds, a.warmup_seconds, a.connections, a.threads, a.players, root, keep_dir=a.dir is not None, modes=modes
+    )
 
 
 def main() -> None:
     opts = parse_args()
     summary = asyncio.run(run(opts))
     met = summary["targets_met"]
-    print("targets: " + ", ".join(f"{name} {'met' if ok else 'MISSED'}" for name, ok in met.items())
-          + f"  bets/s {summary['bets_per_s']}  p99 {summary['p99_ms']} ms  vs noop {summary['ratio_ledger_vs_noop']}x"
-          f"  vs one-commit-per-bet {summary['ratio_ledger_vs_single']}x  batch {summary['batch_bets_per_s']} bets/s"
-          f"  hot {summary['hot_bets_per_s']} bets/s"
-          + ("  (machine busy: not representative)" if summary["setup"]["machine_busy"] else ""), flush=True)
+    print(
+        "targets: "
+        + ", ".join(f"{name} {'met' if ok else 'MISSED'}" for name, ok in met.items())
+        + f"  bets/s {summary['bets_per_s']}  p99 {summary['p99_ms']} ms  vs noop {summary['ratio_ledger_vs_noop']}x"
+        f"  vs one-commit-per-bet {summary['ratio_ledger_vs_single']}x  batch {summary['batch_bets_per_s']} bets/s"
+        f"  hot {summary['hot_bets_per_s']} bets/s"
+        + ("  (machine busy: not representative)" if summary["setup"]["machine_busy"] else ""),
+        flush=True,
+    )
     if opts.keep_dir or summary["errors"]:
         print(f"configs, data and logs kept in {opts.root}", flush=True)
     else:

@@ -86,24 +86,53 @@ class Bets:
         n, self.count = self.by_player[p], self.count + 1
         self.by_player[p] += 1
         r = n // BETS_PER_ROUND
-        return money_command("bet", {
-            "id": f"{self.prefix}-{self.count}", "player_id": f"bench-p{p}", "currency": "EUR",
-            "amount_minor": BET_MINOR, "round_id": f"{self.prefix}-p{p}-r{r}",
-            "game_id": GAME_IDS[(p + r) % len(GAME_IDS)]}, self.edge)
+        return money_command(
+            "bet",
+            {
+                "id": f"{self.prefix}-{self.count}",
+                "player_id": f"bench-p{p}",
+                "currency": "EUR",
+                "amount_minor": BET_MINOR,
+                "round_id": f"{self.prefix}-p{p}-r{r}",
+                "game_id": GAME_IDS[(p + r) % len(GAME_IDS)],
+            },
+            self.edge,
+        )
 
 
 async def seed(service: LedgerService, players: int) -> None:
     def admin(kind: str, fields: dict[str, Any], key: str) -> Command:
         return Command(kind, fields, "admin", (ADMIN_SCOPE, key))
 
-    await service.submit([admin("jackpot_create", {"jackpot_id": "mega", "currency": "EUR", "seed_minor": 100_000,
-                                                   "contribution_ppm": 10_000, "game_ids": JACKPOT_GAMES}, "mega")])
+    await service.submit(
+        [
+            admin(
+                "jackpot_create",
+                {
+                    "jackpot_id": "mega",
+                    "currency": "EUR",
+                    "seed_minor": 100_000,
+                    "contribution_ppm": 10_000,
+                    "game_ids": JACKPOT_GAMES,
+                },
+                "mega",
+            )
+        ]
+    )
     cashier = Principal("cashier", "cashier")
     for start in range(0, players, SEED_GROUP):
         ids = [f"bench-p{i}" for i in range(start, min(start + SEED_GROUP, players))]
         await service.submit([admin("player_create", {"player_id": p, "currencies": ["EUR"]}, p) for p in ids])
-        await service.submit([money_command("deposit", {"id": f"dep-{p}", "player_id": p, "currency": "EUR",
-                                                        "amount_minor": DEPOSIT_MINOR}, cashier) for p in ids])
+        await service.submit(
+            [
+                money_command(
+                    "deposit",
+                    {"id": f"dep-{p}", "player_id": p, "currency": "EUR", "amount_minor": DEPOSIT_MINOR},
+                    cashier,
+                )
+                for p in ids
+            ]
+        )
 
 
 async def drive(service: LedgerService, bets: Bets, total: int) -> None:
@@ -129,17 +158,29 @@ async def verify(service: LedgerService, players: int, bets: int) -> dict[str, A
     expected_head = 1 + 2 * players + bets  # the jackpot, each player created and funded, the bets
     ok = chain["ok"] and not differences and stored_bets == bets and chain["head_sequence"] == expected_head
     if not ok:
-        raise RuntimeError(f"verification failed: chain {chain}, tables differing from the journal {differences}, "
-                           f"{stored_bets} bet rows for {bets} bets, head {chain['head_sequence']} != {expected_head}")
-    return {"ok": ok, "chain_ok": chain["ok"], "entries_checked": chain["entries_checked"],
-            "tables_equal_rebuild": not differences, "bet_rows": stored_bets}
+        raise RuntimeError(
+            f"verification failed: chain {chain}, tables differing from the journal {differences}, "
+            f"{stored_bets} bet rows for {bets} bets, head {chain['head_sequence']} != {expected_head}"
+        )
+    return {
+        "ok": ok,
+        "chain_ok": chain["ok"],
+        "entries_checked": chain["entries_checked"],
+        "tables_equal_rebuild": not differences,
+        "bet_rows": stored_bets,
+    }
 
 
-async def run(total: int, players: int, root: Path, warmup: int = WARMUP_BETS, *,
-              store: Store | None = None) -> dict[str, Any]:
+async def run(
+    total: int, players: int, root: Path, warmup: int = WARMUP_BETS, *, store: Store | None = None
+) -> dict[str, Any]:
     """The bets on `store` (default: SQLite in `root`)."""
-    service = LedgerService(store or SqliteStore(root / "ledger.db"), WriterLimits(),
-                            clock=lambda: datetime.now(UTC), metrics=LedgerMetrics(CollectorRegistry()))
+    service = LedgerService(
+        store or SqliteStore(root / "ledger.db"),
+        WriterLimits(),
+        clock=lambda: datetime.now(UTC),
+        metrics=LedgerMetrics(CollectorRegistry()),
+    )
     await service.start()
     try:
         await seed(service, players)
@@ -152,15 +193,26 @@ async def run(total: int, players: int, root: Path, warmup: int = WARMUP_BETS, *
     finally:
         await service.stop()
     main_tid = str(os.getpid())
-    threads = {("loop" if tid == main_tid else f"thread-{tid}"): {
-        "user_ms_per_bet": round(1000 * (u - cpu_before.get(tid, (0, 0))[0]) / total, 4),
-        "system_ms_per_bet": round(1000 * (s - cpu_before.get(tid, (0, 0))[1]) / total, 4)}
-        for tid, (u, s) in cpu_after.items()}
+    threads = {
+        ("loop" if tid == main_tid else f"thread-{tid}"): {
+            "user_ms_per_bet": round(1000 * (u - cpu_before.get(tid, (0, 0))[0]) / total, 4),
+            "system_ms_per_bet": round(1000 * (s - cpu_before.get(tid, (0, 0))[1]) / total, 4),
+        }
+        for tid, (u, s) in cpu_after.items()
+    }
     cpu = sum(t["user_ms_per_bet"] + t["system_ms_per_bet"] for t in threads.values())
-    return {"benchmark": "ledger_writer", "bets": total, "players": players, "bets_per_s": round(total / wall, 1),
-            "cpu_ms_per_bet": round(cpu, 4), "written_kib_per_bet": round(written / 1024 / total, 2),
-            "head_sequence": service.head.sequence, "threads": threads, "verify": verified,
-            "load_average_1m": os.getloadavg()[0]}
+    return {
+        "benchmark": "ledger_writer",
+        "bets": total,
+        "players": players,
+        "bets_per_s": round(total / wall, 1),
+        "cpu_ms_per_bet": round(cpu, 4),
+        "written_kib_per_bet": round(written / 1024 / total, 2),
+        "head_sequence": service.head.sequence,
+        "threads": threads,
+        "verify": verified,
+        "load_average_1m": os.getloadavg()[0],
+    }
 
 
 def main() -> None:
@@ -184,10 +236,14 @@ def main() -> None:
             figures["pg_bets_per_s"] = pg["bets_per_s"]
             figures["ratio_pg_vs_sqlite"] = round(pg["bets_per_s"] / figures["bets_per_s"], 3)
             figures["postgres"] = {k: pg[k] for k in ("bets_per_s", "cpu_ms_per_bet", "threads", "verify")}
-            print(f"postgres: bets/s {pg['bets_per_s']}  ratio to SQLite {figures['ratio_pg_vs_sqlite']}  "
-                  f"(this process's cpu/bet {pg['cpu_ms_per_bet']} ms)")
-    print(f"bets/s {figures['bets_per_s']}  cpu/bet {figures['cpu_ms_per_bet']} ms  "
-          f"written/bet {figures['written_kib_per_bet']} KiB  verified: chain, rebuild, one entry per bet")
+            print(
+                f"postgres: bets/s {pg['bets_per_s']}  ratio to SQLite {figures['ratio_pg_vs_sqlite']}  "
+                f"(this process's cpu/bet {pg['cpu_ms_per_bet']} ms)"
+            )
+    print(
+        f"bets/s {figures['bets_per_s']}  cpu/bet {figures['cpu_ms_per_bet']} ms  "
+        f"written/bet {figures['written_kib_per_bet']} KiB  verified: chain, rebuild, one entry per bet"
+    )
     for name, t in figures["threads"].items():
         print(f"  {name:14s} user {t['user_ms_per_bet']:.4f} ms/bet  system {t['system_ms_per_bet']:.4f} ms/bet")
     print(json.dumps(figures, sort_keys=True))

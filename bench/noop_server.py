@@ -35,22 +35,38 @@ async def post_bet(request: web.Request) -> web.Response:
     sequence = next(sequences)
     caller = principal(request)
     committed_at = datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-    return json_response({
-        "transaction": {
-            "id": bet.id, "type": "bet", "sequence": sequence, "committed_at": committed_at,
-            "player_id": bet.player_id, "currency": bet.currency, "amount_minor": bet.amount_minor,
-            "round_id": bet.round_id, "game_id": bet.game_id, "via": bet.via or caller.name,
-            "client_id": bet.client_id or caller.name, "jackpot_contributions": [],
+    return json_response(
+        {
+            "transaction": {
+                "id": bet.id,
+                "type": "bet",
+                "sequence": sequence,
+                "committed_at": committed_at,
+                "player_id": bet.player_id,
+                "currency": bet.currency,
+                "amount_minor": bet.amount_minor,
+                "round_id": bet.round_id,
+                "game_id": bet.game_id,
+                "via": bet.via or caller.name,
+                "client_id": bet.client_id or caller.name,
+                "jackpot_contributions": [],
+            },
+            "balance": {
+                "player_id": bet.player_id,
+                "currency": bet.currency,
+                "balance_minor": 1_000_000_000 - sequence * bet.amount_minor,
+                "version": sequence,
+            },
+            "replayed": False,
         },
-        "balance": {"player_id": bet.player_id, "currency": bet.currency,
-                    "balance_minor": 1_000_000_000 - sequence * bet.amount_minor, "version": sequence},
-        "replayed": False,
-    }, status=201)
+        status=201,
+    )
 
 
 def build_app(token_file: Path) -> web.Application:
-    tokens = auth.TokenStore(token_entries([{"name": "bench", "role": "edge", "token_file": str(token_file)}],
-                                           Path.cwd()))
+    tokens = auth.TokenStore(
+        token_entries([{"name": "bench", "role": "edge", "token_file": str(token_file)}], Path.cwd())
+    )
     app = make_app(tokens=tokens, registry=CollectorRegistry(), body_bytes_max=BODY_BYTES_MAX)
     app[SEQUENCE_KEY] = itertools.count(1)
     app.router.add_post("/v1/bets", post_bet)

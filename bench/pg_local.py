@@ -22,8 +22,14 @@ OS_USER = "postgres"
 DB_USER = "croupier"
 COMMAND_TIMEOUT_S = 120
 START_WAIT_S = 60
-SETTINGS = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on", "max_connections": "40",
-            "shared_buffers": "128MB", "listen_addresses": "127.0.0.1"}
+SETTINGS = {
+    "fsync": "on",
+    "synchronous_commit": "on",
+    "full_page_writes": "on",
+    "max_connections": "40",
+    "shared_buffers": "128MB",
+    "listen_addresses": "127.0.0.1",
+}
 
 
 def _as_server_user(cmd: list[str]) -> list[str]:
@@ -31,8 +37,7 @@ def _as_server_user(cmd: list[str]) -> list[str]:
 
 
 def _run(cmd: list[str], what: str) -> None:
-    done = subprocess.run(_as_server_user(cmd), capture_output=True, check=False, text=True,
-                          timeout=COMMAND_TIMEOUT_S)
+    done = subprocess.run(_as_server_user(cmd), capture_output=True, check=False, text=True, timeout=COMMAND_TIMEOUT_S)
     if done.returncode != 0:
         raise RuntimeError(f"PostgreSQL {what} failed ({done.returncode}): {done.stdout}{done.stderr}")
 
@@ -55,12 +60,40 @@ def local_postgres(root: Path) -> Iterator[str]:
         owner = pwd.getpwnam(OS_USER)
         for path in (root, pwfile):
             os.chown(path, owner.pw_uid, owner.pw_gid)
-    _run([str(PG_BIN / "initdb"), "-D", str(data), "-U", DB_USER, f"--pwfile={pwfile}", "-E", "UTF8", "--locale=C",
-          "--auth-local=trust", "--auth-host=scram-sha-256"], "initdb")
+    _run(
+        [
+            str(PG_BIN / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            DB_USER,
+            f"--pwfile={pwfile}",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+        ],
+        "initdb",
+    )
     port = _free_port()
     options = " ".join([f"-c {k}={v}" for k, v in SETTINGS.items()] + [f"-k {root}", f"-p {port}"])
-    _run([str(PG_BIN / "pg_ctl"), "start", "-D", str(data), "-l", str(root / "server.log"), "-w",
-          "-t", str(START_WAIT_S), "-o", options], "start")
+    _run(
+        [
+            str(PG_BIN / "pg_ctl"),
+            "start",
+            "-D",
+            str(data),
+            "-l",
+            str(root / "server.log"),
+            "-w",
+            "-t",
+            str(START_WAIT_S),
+            "-o",
+            options,
+        ],
+        "start",
+    )
     try:
         yield f"postgresql://{DB_USER}:{password}@127.0.0.1:{port}/postgres"
     finally:

@@ -51,22 +51,35 @@ CONVERGE_TIMEOUT_S = 60.0
 
 # --- the load generator (a child process, so the proxies' event loop is not starved) -----------
 
-async def generate(urls: list[str], token: str, rate: float, seconds: float, players: int,
-                   prefix: str, updates: str = "bets") -> dict[str, int]:
+
+async def generate(
+    urls: list[str], token: str, rate: float, seconds: float, players: int, prefix: str, updates: str = "bets"
+) -> dict[str, int]:
     counts = {"ok": 0, "failed": 0, "late": 0}
     slots = asyncio.Semaphore(CONCURRENCY_MAX)
     started = time.monotonic()
-    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"},
-                                     connector=aiohttp.TCPConnector(limit=CONCURRENCY_MAX),
-                                     timeout=aiohttp.ClientTimeout(total=10)) as http:
+    async with aiohttp.ClientSession(
+        headers={"Authorization": f"Bearer {token}"},
+        connector=aiohttp.TCPConnector(limit=CONCURRENCY_MAX),
+        timeout=aiohttp.ClientTimeout(total=10),
+    ) as http:
+
         async def one(i: int) -> None:
-            body = {"id": f"{prefix}-{i}", "player_id": f"bench-p{i % players}", "currency": "EUR",
-                    "amount_minor": 100, "round_id": f"{prefix}-r{i}", "game_id": JACKPOT_GAMES[i % len(JACKPOT_GAMES)]}
+            body = {
+                "id": f"{prefix}-{i}",
+                "player_id": f"bench-p{i % players}",
+                "currency": "EUR",
+                "amount_minor": 100,
+                "round_id": f"{prefix}-r{i}",
+                "game_id": JACKPOT_GAMES[i % len(JACKPOT_GAMES)],
+            }
             url = urls[i % len(urls)]
             try:
                 if updates == "sessions":
-                    async with http.put(f"{url}/v1/players/bench-p{i % players}/session/g{i % SESSION_GAMES}",
-                                        json={"state": {"run": prefix, "i": i}}) as r:
+                    async with http.put(
+                        f"{url}/v1/players/bench-p{i % players}/session/g{i % SESSION_GAMES}",
+                        json={"state": {"run": prefix, "i": i}},
+                    ) as r:
                         counts["ok" if r.status == 200 else "failed"] += 1
                     return
                 async with http.post(url + "/v1/bets", json=body) as r:
@@ -91,12 +104,23 @@ async def generate(urls: list[str], token: str, rate: float, seconds: float, pla
     return counts
 
 
-async def run_generator(cluster: Cluster, a: argparse.Namespace, seconds: float,
-                        prefix: str) -> asyncio.subprocess.Process:
+async def run_generator(
+    cluster: Cluster, a: argparse.Namespace, seconds: float, prefix: str
+) -> asyncio.subprocess.Process:
     urls = ",".join(cluster.url(e) for e in cluster.edge_ids)
     return await asyncio.create_subprocess_exec(
-        sys.executable, __file__, "--generate", urls, str(cluster.root / "secrets" / "game_server.token"),
-        str(a.rate), str(seconds), str(a.players), prefix, a.updates, stdout=asyncio.subprocess.PIPE)
+        sys.executable,
+        __file__,
+        "--generate",
+        urls,
+        str(cluster.root / "secrets" / "game_server.token"),
+        str(a.rate),
+        str(seconds),
+        str(a.players),
+        prefix,
+        a.updates,
+        stdout=asyncio.subprocess.PIPE,
+    )
 
 
 async def generator_counts(proc: asyncio.subprocess.Process) -> dict[str, int]:
@@ -105,6 +129,7 @@ async def generator_counts(proc: asyncio.subprocess.Process) -> dict[str, int]:
 
 
 # --- measurements -------------------------------------------------------------------------------
+
 
 async def lag_buckets(cluster: Cluster, http: aiohttp.ClientSession) -> dict[float, float]:
     """Cumulative bucket counts of edge_sync_lag_seconds summed over every edge and origin."""
@@ -143,16 +168,16 @@ async def sessions_shown(cluster: Cluster, http: aiohttp.ClientSession, players:
     for edge in cluster.edge_ids:
         games = []
         for p in range(players):
-            async with http.get(f"{cluster.url(edge)}/v1/players/bench-p{p}/session",
-                                headers=cluster.headers("game_server")) as r:
+            async with http.get(
+                f"{cluster.url(edge)}/v1/players/bench-p{p}/session", headers=cluster.headers("game_server")
+            ) as r:
                 body = await r.json()
             games.append({g: (v["state"], v["edge"]) for g, v in body.get("games", {}).items()})
         shown[edge] = games
     return shown
 
 
-async def time_to_converge(cluster: Cluster, http: aiohttp.ClientSession, since: float,
-                           sessions_of: int = 0) -> float:
+async def time_to_converge(cluster: Cluster, http: aiohttp.ClientSession, since: float, sessions_of: int = 0) -> float:
     """Until every edge shows the ledger's pool (and, with `sessions_of` players, the same game
     states of each)."""
     while True:
@@ -193,15 +218,25 @@ async def run(a: argparse.Namespace, root: Path) -> dict[str, Any]:
         await cluster.stop()
     p50, p99 = quantile(0.5, before, after), quantile(0.99, before, after)
     samples = after.get(float("inf"), 0.0) - before.get(float("inf"), 0.0)
-    met = {"p99": p99 is not None and p99 * 1000 <= targets["p99_ms_max"],
-           "converge": converge_s <= targets["converge_s_max"]}
+    met = {
+        "p99": p99 is not None and p99 * 1000 <= targets["p99_ms_max"],
+        "converge": converge_s <= targets["converge_s_max"],
+    }
     return {
-        "benchmark": "sync_lag", "updates": a.updates, "rate_bets_per_s": a.rate, "rate_updates_per_s": a.rate,
+        "benchmark": "sync_lag",
+        "updates": a.updates,
+        "rate_bets_per_s": a.rate,
+        "rate_updates_per_s": a.rate,
         "p50_ms": round(p50 * 1000, 2) if p50 is not None else None,
         "p99_ms": round(p99 * 1000, 2) if p99 is not None else None,
-        "lag_samples": int(samples), "converge_after_heal_s": round(converge_s, 3),
-        "targets": targets, "targets_met": met, "all_targets_met": all(met.values()),
-        "steady_bets": steady, "partition_bets": cut, "displays_before_heal": during,
+        "lag_samples": int(samples),
+        "converge_after_heal_s": round(converge_s, 3),
+        "targets": targets,
+        "targets_met": met,
+        "all_targets_met": all(met.values()),
+        "steady_bets": steady,
+        "partition_bets": cut,
+        "displays_before_heal": during,
         "setup": {"seconds": a.seconds, "partition_seconds": a.partition_seconds, "players": a.players},
     }
 
@@ -210,8 +245,9 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--generate":
         urls, token_file, rate, seconds, players, prefix, updates = sys.argv[2:9]
         token = Path(token_file).read_text().strip()
-        counts = asyncio.run(generate(urls.split(","), token, float(rate), float(seconds), int(players), prefix,
-                                      updates))
+        counts = asyncio.run(
+            generate(urls.split(","), token, float(rate), float(seconds), int(players), prefix, updates)
+        )
         print(json.dumps(counts), flush=True)
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -219,20 +255,27 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="steady phase (1..600)")
     parser.add_argument("--partition-seconds", type=float, default=30.0, help="partition length (1..600)")
     parser.add_argument("--players", type=int, default=200, help="funded players (1..100000)")
-    parser.add_argument("--updates", choices=("bets", "sessions"), default="bets",
-                        help="what each update is: a bet (jackpot slot, through the ledger) or a game-state save")
+    parser.add_argument(
+        "--updates",
+        choices=("bets", "sessions"),
+        default="bets",
+        help="what each update is: a bet (jackpot slot, through the ledger) or a game-state save",
+    )
     a = parser.parse_args()
-    if not (1 <= a.rate <= 5000 and 1 <= a.seconds <= 600 and 1 <= a.partition_seconds <= 600
-            and 1 <= a.players <= 100_000):
+    if not (
+        1 <= a.rate <= 5000 and 1 <= a.seconds <= 600 and 1 <= a.partition_seconds <= 600 and 1 <= a.players <= 100_000
+    ):
         parser.error("an argument is out of its bounds")
     root = Path(tempfile.mkdtemp(prefix="croupier-sync-bench-"))
     summary = asyncio.run(run(a, root))
     targets = summary["targets"]
-    print(f"sync lag p50 {summary['p50_ms']} ms, p99 {summary['p99_ms']} ms at {a.rate:g} {a.updates}/s "
-          f"(target {targets['p99_ms_max']} ms: {'met' if summary['targets_met']['p99'] else 'MISSED'}); "
-          f"converged {summary['converge_after_heal_s']} s after healing a {a.partition_seconds:g} s partition "
-          f"(target {targets['converge_s_max']} s: {'met' if summary['targets_met']['converge'] else 'MISSED'})",
-          flush=True)
+    print(
+        f"sync lag p50 {summary['p50_ms']} ms, p99 {summary['p99_ms']} ms at {a.rate:g} {a.updates}/s "
+        f"(target {targets['p99_ms_max']} ms: {'met' if summary['targets_met']['p99'] else 'MISSED'}); "
+        f"converged {summary['converge_after_heal_s']} s after healing a {a.partition_seconds:g} s partition "
+        f"(target {targets['converge_s_max']} s: {'met' if summary['targets_met']['converge'] else 'MISSED'})",
+        flush=True,
+    )
     shutil.rmtree(root)
     print(json.dumps(summary, sort_keys=True), flush=True)
 

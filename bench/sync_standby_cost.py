@@ -29,8 +29,10 @@ CATCH_UP_POLL_S = 0.2
 
 async def replication(cluster: Cluster, name: str) -> dict[str, Any]:
     timeout = aiohttp.ClientTimeout(total=HTTP_TIMEOUT_S)
-    async with (aiohttp.ClientSession(raise_for_status=True, timeout=timeout) as h,
-                h.get(cluster.url(name) + "/admin/v1/replication", headers=cluster.headers("admin_read")) as r):
+    async with (
+        aiohttp.ClientSession(raise_for_status=True, timeout=timeout) as h,
+        h.get(cluster.url(name) + "/admin/v1/replication", headers=cluster.headers("admin_read")) as r,
+    ):
         return await r.json()
 
 
@@ -61,8 +63,13 @@ async def run_mode(opts: Options, *, synchronous: bool) -> dict[str, Any]:
     finally:
         await cluster.stop()
     errors = result.errors + warm.errors + (0 if held in (None, True) else 1)
-    return {**result.figures(), **cpu, "errors": errors, "standby_holds_head": held,
-            "standbys": timeouts["standbys"] if timeouts else None}
+    return {
+        **result.figures(),
+        **cpu,
+        "errors": errors,
+        "standby_holds_head": held,
+        "standbys": timeouts["standbys"] if timeouts else None,
+    }
 
 
 async def run(opts: Options) -> dict[str, Any]:
@@ -70,14 +77,25 @@ async def run(opts: Options) -> dict[str, Any]:
     modes = {"alone": await run_mode(opts, synchronous=False), "sync": await run_mode(opts, synchronous=True)}
     alone, sync = modes["alone"], modes["sync"]
     for name, m in modes.items():
-        print(f"{name:6s} {m['ok_per_s']:9.1f} ok/s   p50 {m['p50_ms']:7.2f} ms   p99 {m['p99_ms']:7.2f} ms   "
-              f"cpu/ok {m['server_cpu_ms_per_ok']} ms   non-2xx {m['non_2xx']}", flush=True)
-    return {"benchmark": "sync_standby_cost", "modes": modes,
-            "sync_vs_alone_throughput": round(sync["ok_per_s"] / alone["ok_per_s"], 3) if alone["ok_per_s"] else None,
-            "sync_minus_alone_p50_ms": round(sync["p50_ms"] - alone["p50_ms"], 2),
-            "errors": alone["errors"] + sync["errors"],
-            "setup": {"seconds": opts.seconds, "connections": opts.connections, "players": opts.players,
-                      "load_average_1m_before": load_before, "load_average_1m_after": load_average()}}
+        print(
+            f"{name:6s} {m['ok_per_s']:9.1f} ok/s   p50 {m['p50_ms']:7.2f} ms   p99 {m['p99_ms']:7.2f} ms   "
+            f"cpu/ok {m['server_cpu_ms_per_ok']} ms   non-2xx {m['non_2xx']}",
+            flush=True,
+        )
+    return {
+        "benchmark": "sync_standby_cost",
+        "modes": modes,
+        "sync_vs_alone_throughput": round(sync["ok_per_s"] / alone["ok_per_s"], 3) if alone["ok_per_s"] else None,
+        "sync_minus_alone_p50_ms": round(sync["p50_ms"] - alone["p50_ms"], 2),
+        "errors": alone["errors"] + sync["errors"],
+        "setup": {
+            "seconds": opts.seconds,
+            "connections": opts.connections,
+            "players": opts.players,
+            "load_average_1m_before": load_before,
+            "load_average_1m_after": load_average(),
+        },
+    }
 
 
 def main() -> None:

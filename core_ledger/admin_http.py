@@ -52,8 +52,16 @@ log = structlog.get_logger("croupier.ledger.admin")
 
 SEQUENCE_MAX = 2**62
 # What an admin write's decision can refuse with (beyond the request's own problems).
-ADMIN_DECISION_CODES = ("validation_error", "not_found", "idempotency_key_reused", "version_conflict",
-                        "account_frozen", "balance_limit_exceeded", "currency_mismatch", "insufficient_funds")
+ADMIN_DECISION_CODES = (
+    "validation_error",
+    "not_found",
+    "idempotency_key_reused",
+    "version_conflict",
+    "account_frozen",
+    "balance_limit_exceeded",
+    "currency_mismatch",
+    "insufficient_funds",
+)
 ADMIN_READ_CODES = (*READ_CODES, "storage_unavailable")
 Body = TypeVar("Body", bound=BaseModel)
 Keyer = Callable[[Body, auth.Principal], tuple[str, str] | None]
@@ -71,12 +79,27 @@ def _write_route(path: str, tx_type: str, model: type[Body], keyer: Keyer[Body],
             fields["player_id"] = path_id(request, "player_id")
         [result] = await request.app[SERVICE].submit([Command(tx_type, fields, who.name, keyer(body, who))])
         status, code = (result[0], result[1].get("code")) if isinstance(result, tuple) else (None, result.code)
-        log.info("admin_action", action=tx_type, principal=who.name, id=getattr(body, "id", None),
-                 player_id=fields.get("player_id"), status=status, code=code)
+        log.info(
+            "admin_action",
+            action=tx_type,
+            principal=who.name,
+            id=getattr(body, "id", None),
+            player_id=fields.get("player_id"),
+            status=status,
+            code=code,
+        )
         return answer(result)
 
-    return Route("POST", path, handler, summary, body=model, answer=TransactionAnswer, replays=True,
-                 codes=(*REQUEST_CODES, *WRITER_CODES, *ADMIN_DECISION_CODES))
+    return Route(
+        "POST",
+        path,
+        handler,
+        summary,
+        body=model,
+        answer=TransactionAnswer,
+        replays=True,
+        codes=(*REQUEST_CODES, *WRITER_CODES, *ADMIN_DECISION_CODES),
+    )
 
 
 def _by_admin(body: Any, who: auth.Principal) -> tuple[str, str]:
@@ -94,8 +117,9 @@ async def statement(request: web.Request) -> web.Response:
     if len(currency) != 3 or not currency.isascii() or not currency.isupper():
         raise BadRequest("currency: a 3-letter currency code is required", field="currency")
     after = query_int(request, "after_sequence", 0, high=SEQUENCE_MAX)
-    return json_response(await request.app[READS].statement(path_id(request, "player_id"), currency, after,
-                                                            page_limit(request)))
+    return json_response(
+        await request.app[READS].statement(path_id(request, "player_id"), currency, after, page_limit(request))
+    )
 
 
 @auth.roles("admin_read")
@@ -110,11 +134,13 @@ async def stale_rounds(request: web.Request) -> web.Response:
     raw = request.query.get("older_than_s")
     older_than_s = float(query_int(request, "older_than_s", 0, high=30 * 86_400)) if raw is not None else configured
     if raw is None and configured <= 0:
-        raise BadRequest("older_than_s: required while stale_round_after_s is 0 (stale rounds are off)",
-                         field="older_than_s")
+        raise BadRequest(
+            "older_than_s: required while stale_round_after_s is 0 (stale rounds are off)", field="older_than_s"
+        )
     after = query_int(request, "after_sequence", 0, high=SEQUENCE_MAX)
-    return json_response(await request.app[READS].stale_rounds(older_than_s, after_sequence=after,
-                                                               limit=page_limit(request)))
+    return json_response(
+        await request.app[READS].stale_rounds(older_than_s, after_sequence=after, limit=page_limit(request))
+    )
 
 
 @auth.roles("admin_write")
@@ -128,14 +154,25 @@ async def settle_round(request: web.Request) -> web.Response:
     else:
         scopes = await request.app[READS].round_scopes(player_id, round_id)
         if len(scopes) > 1:
-            raise BadRequest(f"round {round_id!r} of {player_id!r} is played by several clients: name one in "
-                             "client_id", field="client_id")
+            raise BadRequest(
+                f"round {round_id!r} of {player_id!r} is played by several clients: name one in client_id",
+                field="client_id",
+            )
         scope = scopes[0] if scopes else None  # none: the rules answer not_found
     command = settlement(body.policy, player_id, round_id, scope, body.reason, who.name)
     [result] = await request.app[SERVICE].submit([command])
     status, code = (result[0], result[1].get("code")) if isinstance(result, tuple) else (None, result.code)
-    log.info("admin_action", action=command.type, principal=who.name, player_id=player_id, round_id=round_id,
-             client_id=scope, reason=body.reason, status=status, code=code)
+    log.info(
+        "admin_action",
+        action=command.type,
+        principal=who.name,
+        player_id=player_id,
+        round_id=round_id,
+        client_id=scope,
+        reason=body.reason,
+        status=status,
+        code=code,
+    )
     return answer(result)
 
 
@@ -147,20 +184,48 @@ async def trace(request: web.Request) -> web.Response:
 @auth.roles("admin_read", "admin_write")
 async def verify(request: web.Request) -> web.Response:
     report = await request.app[AUDITOR].verify()
-    log.info("admin_action", action="audit_verify", principal=principal(request).name, ok=report.get("ok"),
-             first_bad_sequence=report.get("first_bad_sequence"))
+    log.info(
+        "admin_action",
+        action="audit_verify",
+        principal=principal(request).name,
+        ok=report.get("ok"),
+        first_bad_sequence=report.get("first_bad_sequence"),
+    )
     return json_response(report)
 
 
-CSV_COLUMNS = ("sequence", "epoch", "type", "id", "client_id", "via", "principal", "committed_at", "outcome",
-               "postings", "prev_hash", "hash")
+CSV_COLUMNS = (
+    "sequence",
+    "epoch",
+    "type",
+    "id",
+    "client_id",
+    "via",
+    "principal",
+    "committed_at",
+    "outcome",
+    "postings",
+    "prev_hash",
+    "hash",
+)
 
 
 def _csv_line(entry: dict[str, Any]) -> str:
     tx = entry["transaction"]
-    row = [entry["sequence"], entry["epoch"], tx["type"], tx["id"], tx["client_id"], tx["via"], tx["principal"],
-           tx["committed_at"], tx["outcome"], orjson.dumps(entry["postings"]).decode(), entry["prev_hash"],
-           entry["hash"]]
+    row = [
+        entry["sequence"],
+        entry["epoch"],
+        tx["type"],
+        tx["id"],
+        tx["client_id"],
+        tx["via"],
+        tx["principal"],
+        tx["committed_at"],
+        tx["outcome"],
+        orjson.dumps(entry["postings"]).decode(),
+        entry["prev_hash"],
+        entry["hash"],
+    ]
     out = io.StringIO()
     csv.writer(out, lineterminator="\n").writerow(["" if v is None else v for v in row])
     return out.getvalue()
@@ -187,18 +252,27 @@ async def replication(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     head = service.head
     # Enough to decide which copy is right: the highest epoch, then the longest chain that verifies.
-    body: dict[str, Any] = {"role": service.role, "epoch": head.epoch, "fenced": service.fenced,
-                            "fenced_by_epoch": service.fenced_by or None,
-                            "head": {"sequence": head.sequence, "hash": head.hash},
-                            "synchronous_standby": service.limits.synchronous_standby,
-                            "standbys": service.acks.report(head.sequence, asyncio.get_running_loop().time())}
+    body: dict[str, Any] = {
+        "role": service.role,
+        "epoch": head.epoch,
+        "fenced": service.fenced,
+        "fenced_by_epoch": service.fenced_by or None,
+        "head": {"sequence": head.sequence, "hash": head.hash},
+        "synchronous_standby": service.limits.synchronous_standby,
+        "standbys": service.acks.report(head.sequence, asyncio.get_running_loop().time()),
+    }
     standby = request.app.get(STANDBY)
     if standby is not None:
-        body["primary"] = {"url": standby.settings.primary_url, "head_sequence": standby.primary_head,
-                           "epoch": standby.primary_epoch,
-                           "lag_sequences": max(0, standby.primary_head - head.sequence),
-                           "tailing": standby.running, "broken_at_sequence": standby.broken_at,
-                           "state": standby.state, "diverged_at_sequence": standby.diverged_at}
+        body["primary"] = {
+            "url": standby.settings.primary_url,
+            "head_sequence": standby.primary_head,
+            "epoch": standby.primary_epoch,
+            "lag_sequences": max(0, standby.primary_head - head.sequence),
+            "tailing": standby.running,
+            "broken_at_sequence": standby.broken_at,
+            "state": standby.state,
+            "diverged_at_sequence": standby.diverged_at,
+        }
     return json_response(body)
 
 
@@ -212,83 +286,196 @@ async def promote(request: web.Request) -> web.Response:
     if acked > held and not force:
         if standby is not None and request.app[SERVICE].role == "standby":
             standby.start()  # it goes on tailing (and may catch up)
-        log.warning("admin_action", action="promote", principal=principal(request).name, refused="standby_behind",
-                    head_sequence=held, primary_acknowledged=acked)
-        raise Conflict(f"this copy holds entries up to {held} but its primary acknowledged up to {acked}: promoting "
-                       "it would lose acknowledged money; let it catch up, restart the old primary, or "
-                       "promote with force=true knowingly", code="standby_behind")
+        log.warning(
+            "admin_action",
+            action="promote",
+            principal=principal(request).name,
+            refused="standby_behind",
+            head_sequence=held,
+            primary_acknowledged=acked,
+        )
+        raise Conflict(
+            f"this copy holds entries up to {held} but its primary acknowledged up to {acked}: promoting "
+            "it would lose acknowledged money; let it catch up, restart the old primary, or "
+            "promote with force=true knowingly",
+            code="standby_behind",
+        )
     if force and acked > held:
-        log.critical("promotion_forced_behind", principal=principal(request).name, head_sequence=held,
-                     primary_acknowledged=acked)
+        log.critical(
+            "promotion_forced_behind", principal=principal(request).name, head_sequence=held, primary_acknowledged=acked
+        )
     head = await request.app[SERVICE].promote()
-    log.warning("admin_action", action="promote", principal=principal(request).name, epoch=head.epoch,
-                head_sequence=head.sequence)
-    return json_response({"role": "primary", "epoch": head.epoch,
-                          "head": {"sequence": head.sequence, "hash": head.hash}})
+    log.warning(
+        "admin_action",
+        action="promote",
+        principal=principal(request).name,
+        epoch=head.epoch,
+        head_sequence=head.sequence,
+    )
+    return json_response(
+        {"role": "primary", "epoch": head.epoch, "head": {"sequence": head.sequence, "hash": head.hash}}
+    )
 
 
 @auth.roles("admin_write")
 async def unfence(request: web.Request) -> web.Response:
     body = await read_model(request, UnfenceIn)
     result = await request.app[FENCING].unfence(body.reason, body.force, principal(request))
-    log.warning("admin_action", action="unfence", principal=principal(request).name, force=body.force,
-                reason=body.reason, status=result[0] if isinstance(result, tuple) else None,
-                code=None if isinstance(result, tuple) else result.code)
+    log.warning(
+        "admin_action",
+        action="unfence",
+        principal=principal(request).name,
+        force=body.force,
+        reason=body.reason,
+        status=result[0] if isinstance(result, tuple) else None,
+        code=None if isinstance(result, tuple) else result.code,
+    )
     return answer(result)
 
 
 @auth.roles("admin_write")
 async def backup(request: web.Request) -> web.Response:
     taken = await request.app[BACKUPS].take(trigger=f"admin:{principal(request).name}")
-    log.info("admin_action", action="backup", principal=principal(request).name, **{
-        k: v for k, v in taken.items() if isinstance(v, (str, int, float, bool))})
+    log.info(
+        "admin_action",
+        action="backup",
+        principal=principal(request).name,
+        **{k: v for k, v in taken.items() if isinstance(v, (str, int, float, bool))},
+    )
     return json_response(taken, status=201)
 
 
 ROUTES: list[Route] = [
-    _write_route("/admin/v1/players", "player_create", PlayerCreateIn,
-                 lambda b, _: (ADMIN_SCOPE, f"player:{b.player_id}"), "Create a player with accounts"),
-    Route("GET", "/admin/v1/players/{player_id}", player, "A player, flags and balances", answer=PlayerAnswer,
-          codes=ADMIN_READ_CODES),
+    _write_route(
+        "/admin/v1/players",
+        "player_create",
+        PlayerCreateIn,
+        lambda b, _: (ADMIN_SCOPE, f"player:{b.player_id}"),
+        "Create a player with accounts",
+    ),
+    Route(
+        "GET",
+        "/admin/v1/players/{player_id}",
+        player,
+        "A player, flags and balances",
+        answer=PlayerAnswer,
+        codes=ADMIN_READ_CODES,
+    ),
     _write_route("/admin/v1/players/{player_id}/freeze", "freeze", FreezeIn, lambda b, w: None, "Freeze a player"),
-    _write_route("/admin/v1/players/{player_id}/unfreeze", "unfreeze", FreezeIn, lambda b, w: None,
-                 "Unfreeze a player"),
+    _write_route(
+        "/admin/v1/players/{player_id}/unfreeze", "unfreeze", FreezeIn, lambda b, w: None, "Unfreeze a player"
+    ),
     _write_route("/admin/v1/adjustments", "adjustment", AdjustmentIn, _by_admin, "Signed balance adjustment"),
-    Route("GET", "/admin/v1/players/{player_id}/statement", statement, "Postings with running balance",
-          query={"currency": "string", "after_sequence": "integer", "limit": "integer"}, answer=StatementAnswer,
-          codes=ADMIN_READ_CODES),
-    Route("GET", "/admin/v1/rounds/{round_id}", round_, "Rounds with this id", answer=RoundsAnswer,
-          codes=ADMIN_READ_CODES),
-    Route("GET", "/admin/v1/stale-rounds", stale_rounds, "Open rounds older than older_than_s (default: "
-          "stale_round_after_s), oldest first",
-          query={"older_than_s": "integer", "after_sequence": "integer", "limit": "integer"},
-          answer=StaleRoundsAnswer, tag="admin", codes=ADMIN_READ_CODES),
-    Route("POST", "/admin/v1/rounds/{player_id}/{round_id}/settle", settle_round,
-          "Settle an interrupted round by hand: refund its bets or close it (journaled, idempotent per round "
-          "and policy)", body=RoundSettleIn, answer=TransactionAnswer, replays=True, tag="admin",
-          codes=(*REQUEST_CODES, *WRITER_CODES, *ADMIN_DECISION_CODES, "round_closed", "round_refunded",
-                 "wagering_already_claimed")),
-    Route("GET", "/admin/v1/transactions/{id}/trace", trace, "Who, when, via which edge, sequence, hash",
-          query={"limit": "integer"}, answer=TraceAnswer, codes=ADMIN_READ_CODES),
-    _write_route("/admin/v1/jackpots", "jackpot_create", JackpotCreateIn,
-                 lambda b, _: (ADMIN_SCOPE, f"jackpot:{b.jackpot_id}"), "Create a jackpot (seeded by the house)"),
+    Route(
+        "GET",
+        "/admin/v1/players/{player_id}/statement",
+        statement,
+        "Postings with running balance",
+        query={"currency": "string", "after_sequence": "integer", "limit": "integer"},
+        answer=StatementAnswer,
+        codes=ADMIN_READ_CODES,
+    ),
+    Route(
+        "GET", "/admin/v1/rounds/{round_id}", round_, "Rounds with this id", answer=RoundsAnswer, codes=ADMIN_READ_CODES
+    ),
+    Route(
+        "GET",
+        "/admin/v1/stale-rounds",
+        stale_rounds,
+        "Open rounds older than older_than_s (default: stale_round_after_s), oldest first",
+        query={"older_than_s": "integer", "after_sequence": "integer", "limit": "integer"},
+        answer=StaleRoundsAnswer,
+        tag="admin",
+        codes=ADMIN_READ_CODES,
+    ),
+    Route(
+        "POST",
+        "/admin/v1/rounds/{player_id}/{round_id}/settle",
+        settle_round,
+        "Settle an interrupted round by hand: refund its bets or close it (journaled, idempotent per round and policy)",
+        body=RoundSettleIn,
+        answer=TransactionAnswer,
+        replays=True,
+        tag="admin",
+        codes=(
+            *REQUEST_CODES,
+            *WRITER_CODES,
+            *ADMIN_DECISION_CODES,
+            "round_closed",
+            "round_refunded",
+            "wagering_already_claimed",
+        ),
+    ),
+    Route(
+        "GET",
+        "/admin/v1/transactions/{id}/trace",
+        trace,
+        "Who, when, via which edge, sequence, hash",
+        query={"limit": "integer"},
+        answer=TraceAnswer,
+        codes=ADMIN_READ_CODES,
+    ),
+    _write_route(
+        "/admin/v1/jackpots",
+        "jackpot_create",
+        JackpotCreateIn,
+        lambda b, _: (ADMIN_SCOPE, f"jackpot:{b.jackpot_id}"),
+        "Create a jackpot (seeded by the house)",
+    ),
     _write_route("/admin/v1/bonuses", "bonus_grant", BonusGrantIn, _by_admin, "Grant a bonus offer"),
-    Route("POST", "/admin/v1/audit/verify", verify, "Verify the whole hash chain", answer=AuditReport,
-          codes=ADMIN_READ_CODES),
-    Route("GET", "/admin/v1/journal/export", export, "Export a journal range",
-          query={"from_sequence": "integer", "to_sequence": "integer", "format": "string"}, ndjson=True,
-          codes=ADMIN_READ_CODES),
-    Route("GET", "/admin/v1/replication", replication, "Role, epoch, head and standbys", answer=ReplicationAnswer,
-          codes=ADMIN_READ_CODES),
-    Route("POST", "/admin/v1/backups", backup, "Online, verified backup (portable directory format) into backup_dir",
-          created=True, answer=BackupTaken,
-          codes=("unauthenticated", "forbidden", "backup_not_configured", "backup_failed", "storage_unavailable")),
-    Route("POST", "/admin/v1/promote", promote, "Make this standby the primary (epoch + 1); no-op on a primary; "
-          "409 standby_behind while it holds less than its primary acknowledged (unless force=true)",
-          query={"force": "boolean"}, answer=Promoted,
-          codes=("validation_error", "unauthenticated", "forbidden", "standby_behind", "storage_unavailable")),
-    Route("POST", "/admin/v1/unfence", unfence,
-          "Lift this primary's fence (journaled with the reason and the peers' evidence; refused while a peer "
-          "is primary at a higher epoch unless forced)", body=UnfenceIn, answer=TransactionAnswer, replays=True,
-          codes=(*REQUEST_CODES, *WRITER_CODES, "not_fenced", "peer_is_primary")),
+    Route(
+        "POST",
+        "/admin/v1/audit/verify",
+        verify,
+        "Verify the whole hash chain",
+        answer=AuditReport,
+        codes=ADMIN_READ_CODES,
+    ),
+    Route(
+        "GET",
+        "/admin/v1/journal/export",
+        export,
+        "Export a journal range",
+        query={"from_sequence": "integer", "to_sequence": "integer", "format": "string"},
+        ndjson=True,
+        codes=ADMIN_READ_CODES,
+    ),
+    Route(
+        "GET",
+        "/admin/v1/replication",
+        replication,
+        "Role, epoch, head and standbys",
+        answer=ReplicationAnswer,
+        codes=ADMIN_READ_CODES,
+    ),
+    Route(
+        "POST",
+        "/admin/v1/backups",
+        backup,
+        "Online, verified backup (portable directory format) into backup_dir",
+        created=True,
+        answer=BackupTaken,
+        codes=("unauthenticated", "forbidden", "backup_not_configured", "backup_failed", "storage_unavailable"),
+    ),
+    Route(
+        "POST",
+        "/admin/v1/promote",
+        promote,
+        "Make this standby the primary (epoch + 1); no-op on a primary; "
+        "409 standby_behind while it holds less than its primary acknowledged (unless force=true)",
+        query={"force": "boolean"},
+        answer=Promoted,
+        codes=("validation_error", "unauthenticated", "forbidden", "standby_behind", "storage_unavailable"),
+    ),
+    Route(
+        "POST",
+        "/admin/v1/unfence",
+        unfence,
+        "Lift this primary's fence (journaled with the reason and the peers' evidence; refused while a peer "
+        "is primary at a higher epoch unless forced)",
+        body=UnfenceIn,
+        answer=TransactionAnswer,
+        replays=True,
+        codes=(*REQUEST_CODES, *WRITER_CODES, "not_fenced", "peer_is_primary"),
+    ),
 ]

@@ -19,4 +19,3 @@ def answer(result: tuple[int, dict[str, Any]] | CroupierError) -> web.Response:
     status, body = result
     kind = "application/problem+json" if status >= 400 else "application/json"
     return web.Response(body=dumps(body), status=status, content_type=kind)
-

@@ -74,14 +74,21 @@ def store_for(config: LedgerConfig) -> Store:
         from core_ledger.store.postgres import PostgresLimits, PostgresStore
 
         limits = PostgresLimits(pool_size_max=config.postgres_pool_size_max)
-        return PostgresStore(config.postgres_dsn, limits, schema=config.postgres_schema,
-                             allow_migration=config.migrate_on_start)
+        return PostgresStore(
+            config.postgres_dsn, limits, schema=config.postgres_schema, allow_migration=config.migrate_on_start
+        )
     return SqliteStore(config.db_path, allow_migration=config.migrate_on_start)
 
 
-def create_app(config: LedgerConfig, *, store: Store | None = None, clock: Callable[[], datetime] = utc_now,
-               registry: CollectorRegistry | None = None, standby: StandbySettings | None = None,
-               tracing: Tracing | None = None) -> web.Application:
+def create_app(
+    config: LedgerConfig,
+    *,
+    store: Store | None = None,
+    clock: Callable[[], datetime] = utc_now,
+    registry: CollectorRegistry | None = None,
+    standby: StandbySettings | None = None,
+    tracing: Tracing | None = None,
+) -> web.Application:
     """The ledger application; its service (and standby tailer) start and stop with the app. `tracing`
     (tests) replaces the one the config describes."""
     registry = registry or CollectorRegistry()
@@ -89,17 +96,27 @@ def create_app(config: LedgerConfig, *, store: Store | None = None, clock: Calla
     tokens = auth.TokenStore(config.tokens)
     trace_metrics = TraceMetrics(registry)
     if tracing is None:
-        tracing = setup_tracing(config.tracing_otlp_endpoint, config.tracing_service_name,
-                                config.tracing_sample_ratio, metrics=trace_metrics)
-    app = make_app(tokens=tokens, registry=registry, body_bytes_max=config.body_bytes_max,
-                   outer_middlewares=tracing.middlewares())
+        tracing = setup_tracing(
+            config.tracing_otlp_endpoint,
+            config.tracing_service_name,
+            config.tracing_sample_ratio,
+            metrics=trace_metrics,
+        )
+    app = make_app(
+        tokens=tokens, registry=registry, body_bytes_max=config.body_bytes_max, outer_middlewares=tracing.middlewares()
+    )
     credentials = credential_reloader(config, tokens, CredentialMetrics(registry), standby)
-    limits = WriterLimits(group_commit=config.group_commit, commit_batch_max=config.commit_batch_max,
-                          queue_depth_max=config.queue_depth_max, synchronous_standby=config.synchronous_standby,
-                          standby_ack_timeout_s=config.standby_ack_timeout_s)
+    limits = WriterLimits(
+        group_commit=config.group_commit,
+        commit_batch_max=config.commit_batch_max,
+        queue_depth_max=config.queue_depth_max,
+        synchronous_standby=config.synchronous_standby,
+        standby_ack_timeout_s=config.standby_ack_timeout_s,
+    )
     metrics = LedgerMetrics(registry)
-    app[SERVICE] = LedgerService(store, limits, clock=clock, metrics=metrics, standby=standby is not None,
-                                 passive=config.writer_lease)
+    app[SERVICE] = LedgerService(
+        store, limits, clock=clock, metrics=metrics, standby=standby is not None, passive=config.writer_lease
+    )
     if config.writer_lease:
         app[LEASE] = writer_lease_keeper(config, store, app[SERVICE], metrics, standby)
     if config.fault_apply_delay_file is not None:
@@ -113,38 +130,73 @@ def create_app(config: LedgerConfig, *, store: Store | None = None, clock: Calla
     app[queries_http.QUERIES] = LedgerQueries(store, clock=clock)
     app[AUDITOR] = Auditor(app[SERVICE], app[READS], metrics, clock)
     app[LIABILITIES] = LiabilitiesSampler(store, metrics, config.liabilities_interval_s)
-    app[STALE_ROUNDS] = StaleRounds(app[SERVICE], app[READS], metrics, after_s=config.stale_round_after_s,
-                                    policy=config.stale_round_policy, interval_s=config.stale_round_check_interval_s,
-                                    clock=clock)
+    app[STALE_ROUNDS] = StaleRounds(
+        app[SERVICE],
+        app[READS],
+        metrics,
+        after_s=config.stale_round_after_s,
+        policy=config.stale_round_policy,
+        interval_s=config.stale_round_check_interval_s,
+        clock=clock,
+    )
     postgres_watch = PostgresWatch.for_store(store, metrics)  # None unless the store is PostgreSQL
     app[CONFIG] = config
     app[CREDENTIALS] = credentials
     app[BACKUPS] = Backups(store, config, metrics, clock)
-    app[FENCING] = Fencing(app[SERVICE], metrics, peers=config.peers, timeout_s=config.peer_check_timeout_s,
-                           interval_s=config.peer_check_interval_s, recheck_s=config.epoch_claim_recheck_s,
-                           tls=config.tls.client_context())
+    app[FENCING] = Fencing(
+        app[SERVICE],
+        metrics,
+        peers=config.peers,
+        timeout_s=config.peer_check_timeout_s,
+        interval_s=config.peer_check_interval_s,
+        recheck_s=config.epoch_claim_recheck_s,
+        tls=config.tls.client_context(),
+    )
     audit_http.install(app, app[SERVICE], config, metrics, registry, clock)
     events_http.install(app, app[SERVICE], config, metrics, registry)
-    serve_routes(app, [*ROUTES, *admin_http.ROUTES, *audit_http.ROUTES, *events_http.ROUTES, *queries_http.ROUTES],
-                 title="Croupier core ledger", answer_headers=LEDGER_HEADERS,
-                 description="Serializable double-entry money ledger with a hash-chained journal.")
+    serve_routes(
+        app,
+        [*ROUTES, *admin_http.ROUTES, *audit_http.ROUTES, *events_http.ROUTES, *queries_http.ROUTES],
+        title="Croupier core ledger",
+        answer_headers=LEDGER_HEADERS,
+        description="Serializable double-entry money ledger with a hash-chained journal.",
+    )
     app.middlewares.append(_fencing)
     app.on_response_prepare.append(_announce_epoch)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await app[SERVICE].start()
         await app[FENCING].start()  # peers first: a primary that lost a failover never takes a write
-        tasks = [t for t in (app.get(STANDBY), app[AUDITOR], app[BACKUPS], app[LIABILITIES], app[STALE_ROUNDS],
-                             app[audit_http.CHECKPOINTS], app[events_http.CONSUMERS], app[events_http.WEBHOOKS],
-                             postgres_watch, app.get(LEASE))
-                 if t is not None]
+        tasks = [
+            t
+            for t in (
+                app.get(STANDBY),
+                app[AUDITOR],
+                app[BACKUPS],
+                app[LIABILITIES],
+                app[STALE_ROUNDS],
+                app[audit_http.CHECKPOINTS],
+                app[events_http.CONSUMERS],
+                app[events_http.WEBHOOKS],
+                postgres_watch,
+                app.get(LEASE),
+            )
+            if t is not None
+        ]
         for task in tasks:
             task.start()
         credentials.start()
         service = app[SERVICE]
-        log.info("ledger_started", version=logs.version(), role=service.role, epoch=service.epoch,
-                 fenced=service.fenced, head_sequence=service.head.sequence,
-                 standby_of=standby.primary_url if standby is not None else None, config=logs.config_summary(config))
+        log.info(
+            "ledger_started",
+            version=logs.version(),
+            role=service.role,
+            epoch=service.epoch,
+            fenced=service.fenced,
+            head_sequence=service.head.sequence,
+            standby_of=standby.primary_url if standby is not None else None,
+            config=logs.config_summary(config),
+        )
         try:
             yield
         finally:
@@ -161,27 +213,31 @@ def create_app(config: LedgerConfig, *, store: Store | None = None, clock: Calla
     return app
 
 
-def writer_lease_keeper(config: LedgerConfig, store: Store, service: LedgerService, metrics: LedgerMetrics,
-                        standby: StandbySettings | None) -> LeaseKeeper:
+def writer_lease_keeper(
+    config: LedgerConfig, store: Store, service: LedgerService, metrics: LedgerMetrics, standby: StandbySettings | None
+) -> LeaseKeeper:
     """One copy of an active/passive pair: the store's commits prove the lease, the keeper takes it."""
     from core_ledger.store.postgres import PostgresStore, WriterLease
 
     if standby is not None:
-        raise ConfigError("ledger.writer_lease: a copy of an active/passive pair is not a journal-tailing standby "
-                          "(both copies share one PostgreSQL)")
+        raise ConfigError(
+            "ledger.writer_lease: a copy of an active/passive pair is not a journal-tailing standby "
+            "(both copies share one PostgreSQL)"
+        )
     if not isinstance(store, PostgresStore):
         raise ConfigError('ledger.writer_lease needs backend = "postgres"')
-    store.lease = WriterLease(config.postgres_dsn, store.schema, store.limits,
-                              ttl_s=config.writer_lease_ttl_s)
+    store.lease = WriterLease(config.postgres_dsn, store.schema, store.limits, ttl_s=config.writer_lease_ttl_s)
     # A commit left open by this copy, cut off from the database, holds the head row's lock: the
     # server ends it about when it ends the lease's session, so the other copy's take-over is not stuck.
     store.session_settings["idle_in_transaction_session_timeout"] = str(
-        round(max(config.writer_lease_ttl_s, IDLE_IN_TRANSACTION_MIN_S) * 1000))
+        round(max(config.writer_lease_ttl_s, IDLE_IN_TRANSACTION_MIN_S) * 1000)
+    )
     return LeaseKeeper(store.lease, service.failover, metrics, ttl_s=config.writer_lease_ttl_s)
 
 
-def _export_capacity(registry: CollectorRegistry, metrics: LedgerMetrics, config: LedgerConfig,
-                     service: LedgerService) -> None:
+def _export_capacity(
+    registry: CollectorRegistry, metrics: LedgerMetrics, config: LedgerConfig, service: LedgerService
+) -> None:
     """Process, build, queue and disk gauges, read at scrape time."""
     register_runtime_collectors(registry, "ledger")
     metrics.write_queue_depth.set_function(lambda: service.queue_depth)
@@ -191,15 +247,19 @@ def _export_capacity(registry: CollectorRegistry, metrics: LedgerMetrics, config
             metrics.db_bytes.labels(name).set_function(partial(file_bytes, path))
 
 
-def credential_reloader(config: LedgerConfig, tokens: auth.TokenStore, metrics: CredentialMetrics,
-                        standby: StandbySettings | None) -> CredentialReloader:
+def credential_reloader(
+    config: LedgerConfig, tokens: auth.TokenStore, metrics: CredentialMetrics, standby: StandbySettings | None
+) -> CredentialReloader:
     """Reloads the accepted tokens (the config file's and its tokens_file's) and the replica token."""
     path = config.config_path
     return CredentialReloader(
-        tokens, metrics, load_tokens=partial(reload_tokens, path) if path is not None else None,
+        tokens,
+        metrics,
+        load_tokens=partial(reload_tokens, path) if path is not None else None,
         secrets=[standby.replica_token_file] if standby is not None and standby.replica_token_file else [],
         watched=[p for p in (path, config.tokens_file) if p is not None],
-        interval_s=config.credentials_check_interval_s)
+        interval_s=config.credentials_check_interval_s,
+    )
 
 
 def _fault_delay(path: Path) -> float:

@@ -31,8 +31,14 @@ AUDIT_FULL_EVERY = 24  # periodic audits: one in this many walks the whole journ
 
 
 class Auditor:
-    def __init__(self, service: LedgerService, reads: LedgerReads, metrics: LedgerMetrics,
-                 clock: Callable[[], datetime], interval_s: float = AUDIT_INTERVAL_S) -> None:
+    def __init__(
+        self,
+        service: LedgerService,
+        reads: LedgerReads,
+        metrics: LedgerMetrics,
+        clock: Callable[[], datetime],
+        interval_s: float = AUDIT_INTERVAL_S,
+    ) -> None:
         self.service = service
         self.reads = reads
         self.metrics = metrics
@@ -64,8 +70,9 @@ class Auditor:
         self.metrics.audit_chain_ok.set(1 if report["ok"] else 0)
         self.metrics.audit_last_verified_timestamp_seconds.set(self._clock().timestamp())
         if not report["ok"]:
-            log.error("audit_chain_broken", first_bad_sequence=report["first_bad_sequence"],
-                      whole_journal=since is None)
+            log.error(
+                "audit_chain_broken", first_bad_sequence=report["first_bad_sequence"], whole_journal=since is None
+            )
         return report
 
     def start(self) -> None:

@@ -52,9 +52,13 @@ def decode_cursor(request: web.Request) -> int:
         return 0
     try:
         text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
-        digits = text[len(CURSOR_PREFIX):]
-        if not text.startswith(CURSOR_PREFIX) or not (digits.isascii() and digits.isdigit()) or len(digits) > 19 \
-                or int(digits) > SEQUENCE_MAX:
+        digits = text[len(CURSOR_PREFIX) :]
+        if (
+            not text.startswith(CURSOR_PREFIX)
+            or not (digits.isascii() and digits.isdigit())
+            or len(digits) > 19
+            or int(digits) > SEQUENCE_MAX
+        ):
             raise ValueError(text)
         return int(digits)
     except (ValueError, UnicodeDecodeError, binascii.Error):
@@ -72,8 +76,16 @@ async def list_checkpoints(request: web.Request) -> web.Response:
     if next_cursor is not None:
         url = request.rel_url.update_query({"cursor": next_cursor, "limit": str(limit)})
         headers["Link"] = f'<{url}>; rel="next"'
-    return json_response({"checkpoints": page, "next_cursor": next_cursor, "has_more": has_more,
-                          "key_id": job.key_id, "public_key": job.public_key_pem}, headers=headers)
+    return json_response(
+        {
+            "checkpoints": page,
+            "next_cursor": next_cursor,
+            "has_more": has_more,
+            "key_id": job.key_id,
+            "public_key": job.public_key_pem,
+        },
+        headers=headers,
+    )
 
 
 @auth.roles("admin_read", "admin_write")
@@ -91,28 +103,56 @@ async def export_checkpoints(request: web.Request) -> web.StreamResponse:
 @auth.roles("admin_write")
 async def checkpoint_now(request: web.Request) -> web.Response:
     checkpoint = await request.app[CHECKPOINTS].checkpoint(trigger=f"admin:{principal(request).name}")
-    log.info("admin_action", action="checkpoint", principal=principal(request).name,
-             sequence=checkpoint["sequence"] if checkpoint else None)
+    log.info(
+        "admin_action",
+        action="checkpoint",
+        principal=principal(request).name,
+        sequence=checkpoint["sequence"] if checkpoint else None,
+    )
     return json_response({"checkpoint": checkpoint}, status=201)
 
 
 ROUTES: list[Route] = [
-    Route("GET", "/admin/v1/audit/checkpoints", list_checkpoints,
-          "Signed checkpoints of the journal head (Ed25519), with the key id and public key",
-          query={"cursor": "string", "limit": "integer"}, answer=CheckpointsAnswer, tag="audit",
-          codes=(*READ_CODES, "storage_unavailable")),
-    Route("GET", "/admin/v1/audit/checkpoints/export", export_checkpoints,
-          "Every signed checkpoint as NDJSON (the file `croupier ledger verify --checkpoints` reads)", ndjson=True,
-          tag="audit", codes=(*READ_CODES, "storage_unavailable")),
-    Route("POST", "/admin/v1/audit/checkpoints", checkpoint_now,
-          "Sign the acknowledged journal head now (409 checkpoints_not_configured without a key)", created=True,
-          answer=CheckpointTaken, tag="audit",
-          codes=(*READ_CODES, "checkpoints_not_configured", "not_primary", "storage_unavailable")),
+    Route(
+        "GET",
+        "/admin/v1/audit/checkpoints",
+        list_checkpoints,
+        "Signed checkpoints of the journal head (Ed25519), with the key id and public key",
+        query={"cursor": "string", "limit": "integer"},
+        answer=CheckpointsAnswer,
+        tag="audit",
+        codes=(*READ_CODES, "storage_unavailable"),
+    ),
+    Route(
+        "GET",
+        "/admin/v1/audit/checkpoints/export",
+        export_checkpoints,
+        "Every signed checkpoint as NDJSON (the file `croupier ledger verify --checkpoints` reads)",
+        ndjson=True,
+        tag="audit",
+        codes=(*READ_CODES, "storage_unavailable"),
+    ),
+    Route(
+        "POST",
+        "/admin/v1/audit/checkpoints",
+        checkpoint_now,
+        "Sign the acknowledged journal head now (409 checkpoints_not_configured without a key)",
+        created=True,
+        answer=CheckpointTaken,
+        tag="audit",
+        codes=(*READ_CODES, "checkpoints_not_configured", "not_primary", "storage_unavailable"),
+    ),
 ]
 
 
-def install(app: web.Application, service: LedgerService, config: LedgerConfig, metrics: LedgerMetrics,
-            registry: CollectorRegistry, clock: Callable[[], datetime]) -> Checkpoints:
+def install(
+    app: web.Application,
+    service: LedgerService,
+    config: LedgerConfig,
+    metrics: LedgerMetrics,
+    registry: CollectorRegistry,
+    clock: Callable[[], datetime],
+) -> Checkpoints:
     """Create the checkpoint job (its key read and checked now) and keep it under `CHECKPOINTS`."""
     key = load_private_key(config.checkpoint_key_file) if config.checkpoint_key_file is not None else None
     app[CHECKPOINTS] = Checkpoints(service, key, config.checkpoint_interval_s, metrics, registry, clock)

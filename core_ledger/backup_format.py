@@ -116,8 +116,9 @@ def _export_snapshot(snapshot: Path, work: Path, head: Head) -> dict[str, dict[s
     try:
         journal = _HashedWriter(work / JOURNAL)
         try:
-            for _, text in db.execute("SELECT sequence, entry FROM journal WHERE sequence <= ? ORDER BY sequence",
-                                      (head.sequence,)):
+            for _, text in db.execute(
+                "SELECT sequence, entry FROM journal WHERE sequence <= ? ORDER BY sequence", (head.sequence,)
+            ):
                 journal.line(str(text).encode())
         finally:
             files[JOURNAL] = journal.close()
@@ -161,11 +162,18 @@ async def write_backup(store: Store, directory: Path, *, backend: str, clock: Ca
         files = await asyncio.to_thread(_export_snapshot, work / SNAPSHOT, work, head)
         _remove_snapshot(work)
         plan = getattr(store, "schema_plan", None)  # what the source store was opened at (memory: none)
-        manifest = {"format": FORMAT, "format_version": FORMAT_VERSION,
-                    "schema_version": plan.target if plan is not None else latest(MIGRATIONS),
-                    "journal_entry_format": ENTRY_FORMAT,
-                    "epoch": head.epoch, "head_sequence": head.sequence, "head_hash": head.hash,
-                    "created_at": now.isoformat(), "source_backend": backend, "files": files}
+        manifest = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "schema_version": plan.target if plan is not None else latest(MIGRATIONS),
+            "journal_entry_format": ENTRY_FORMAT,
+            "epoch": head.epoch,
+            "head_sequence": head.sequence,
+            "head_hash": head.hash,
+            "created_at": now.isoformat(),
+            "source_backend": backend,
+            "files": files,
+        }
         manifest_path = work / MANIFEST
         manifest_path.write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
         with manifest_path.open("rb") as f:
@@ -191,8 +199,11 @@ def read_manifest(backup: Path) -> dict[str, Any]:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise BackupInvalid(f"{backup} is not a {FORMAT}", file=MANIFEST)
     if manifest.get("format_version") != FORMAT_VERSION:
-        raise BackupInvalid(f"backup format version {manifest.get('format_version')!r} is not "
-                            f"{FORMAT_VERSION}, the one this ledger reads", file=MANIFEST)
+        raise BackupInvalid(
+            f"backup format version {manifest.get('format_version')!r} is not "
+            f"{FORMAT_VERSION}, the one this ledger reads",
+            file=MANIFEST,
+        )
     try:
         head = Head(int(manifest["head_sequence"]), str(manifest["head_hash"]), int(manifest["epoch"]))
         files = manifest["files"]
@@ -229,12 +240,19 @@ def _check_chain(backup: Path, head: Head) -> dict[str, Any]:
         if not check.feed([row]):
             break
     if not check.ok:
-        raise BackupInvalid(f"the journal of {backup} breaks at sequence {check.first_bad_sequence}",
-                            first_bad_sequence=check.first_bad_sequence, file=JOURNAL)
+        raise BackupInvalid(
+            f"the journal of {backup} breaks at sequence {check.first_bad_sequence}",
+            first_bad_sequence=check.first_bad_sequence,
+            file=JOURNAL,
+        )
     if (check.head_sequence, check.head_hash) != (head.sequence, head.hash):
         bad = min(check.head_sequence, head.sequence) + 1
-        raise BackupInvalid(f"the journal of {backup} ends at {check.head_sequence} ({check.head_hash}), not at "
-                            f"the manifest's head {head.sequence} ({head.hash})", first_bad_sequence=bad, file=JOURNAL)
+        raise BackupInvalid(
+            f"the journal of {backup} ends at {check.head_sequence} ({check.head_hash}), not at "
+            f"the manifest's head {head.sequence} ({head.hash})",
+            first_bad_sequence=bad,
+            file=JOURNAL,
+        )
     return check.report()
 
 
@@ -261,9 +279,15 @@ def verify_backup(backup: Path) -> dict[str, Any]:
         digest, size = _sha256(path)
         if digest != expected["sha256"] or size != expected.get("bytes", size):
             raise BackupInvalid(f"{name} of {backup} does not match its checksum in the manifest", file=name)
-    return {"ok": True, "path": str(backup), "head_sequence": chain["head_sequence"],
-            "head_hash": chain["head_hash"], "entries_checked": chain["entries_checked"],
-            "epoch": manifest["epoch"], "files_checked": len(manifest["files"])}
+    return {
+        "ok": True,
+        "path": str(backup),
+        "head_sequence": chain["head_sequence"],
+        "head_hash": chain["head_hash"],
+        "entries_checked": chain["entries_checked"],
+        "epoch": manifest["epoch"],
+        "files_checked": len(manifest["files"]),
+    }
 
 
 def _backup_tables(backup: Path) -> dict[str, dict[Any, Any]]:
@@ -287,8 +311,9 @@ async def restore_backup(backup: Path, target: Store, *, until_sequence: int | N
     manifest = read_manifest(backup)
     full: Head = manifest["head"]
     if until_sequence is not None and not 0 <= until_sequence <= full.sequence:
-        raise BackupInvalid(f"--until-sequence {until_sequence} is not within the backup's journal "
-                            f"(0..{full.sequence})")
+        raise BackupInvalid(
+            f"--until-sequence {until_sequence} is not within the backup's journal (0..{full.sequence})"
+        )
     last = full.sequence if until_sequence is None else until_sequence
     if (await target.head()).sequence != 0 or await target.journal(0, 1):
         raise RestoreTargetNotEmpty("the restore target already holds a journal: restore into an empty store")
@@ -298,8 +323,10 @@ async def restore_backup(backup: Path, target: Store, *, until_sequence: int | N
         if sequence > last:
             break
         if not check.feed([(sequence, text)]):  # verified above; checked again as it is replayed
-            raise BackupInvalid(f"the journal of {backup} changed while it was restored, at sequence "
-                                f"{check.first_bad_sequence}", first_bad_sequence=check.first_bad_sequence)
+            raise BackupInvalid(
+                f"the journal of {backup} changed while it was restored, at sequence {check.first_bad_sequence}",
+                first_bad_sequence=check.first_bad_sequence,
+            )
         entry = orjson.loads(text)
         evolve(state, entry)
         page.append(JournalRow(sequence, entry["transaction"]["id"], text))
@@ -310,14 +337,24 @@ async def restore_backup(backup: Path, target: Store, *, until_sequence: int | N
     if page:
         await target.commit(page, state.take_dirty(), head)
     if head.sequence != last:
-        raise BackupInvalid(f"the journal of {backup} ends at {head.sequence}, before {last}",
-                            first_bad_sequence=head.sequence + 1, file=JOURNAL)
+        raise BackupInvalid(
+            f"the journal of {backup} ends at {head.sequence}, before {last}",
+            first_bad_sequence=head.sequence + 1,
+            file=JOURNAL,
+        )
     if until_sequence is None:
         head = full  # the epoch too: a promotion raises it without a journal entry
         await target.commit([], {}, head)
-    report: dict[str, Any] = {"restored": True, "backup": str(backup), "head_sequence": head.sequence,
-                              "head_hash": head.hash, "epoch": head.epoch, "backup_head_sequence": full.sequence,
-                              "entries_replayed": check.entries_checked, "verified": verified["ok"]}
+    report: dict[str, Any] = {
+        "restored": True,
+        "backup": str(backup),
+        "head_sequence": head.sequence,
+        "head_hash": head.hash,
+        "epoch": head.epoch,
+        "backup_head_sequence": full.sequence,
+        "entries_replayed": check.entries_checked,
+        "verified": verified["ok"],
+    }
     if until_sequence is None:
         theirs = await asyncio.to_thread(_backup_tables, backup)
         report["derived_tables_differ"] = [t for t in TABLES if t in theirs and theirs[t] != state.rows(t)]
@@ -356,9 +393,11 @@ def completed_backups(directory: Path) -> list[Path]:
     """Finished backups under `directory`, oldest first (names sort by time)."""
     if not directory.is_dir():
         return []
-    return sorted(p for p in directory.iterdir()
-                  if p.is_dir() and p.name.startswith(PREFIX) and not p.name.endswith(PARTIAL)
-                  and (p / MANIFEST).is_file())
+    return sorted(
+        p
+        for p in directory.iterdir()
+        if p.is_dir() and p.name.startswith(PREFIX) and not p.name.endswith(PARTIAL) and (p / MANIFEST).is_file()
+    )
 
 
 def prune(directory: Path, keep: int) -> list[Path]:

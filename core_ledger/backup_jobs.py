@@ -44,8 +44,9 @@ class BackupFailed(CroupierError):
 
 
 class Backups:
-    def __init__(self, store: Store, config: LedgerConfig, metrics: LedgerMetrics,
-                 clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self, store: Store, config: LedgerConfig, metrics: LedgerMetrics, clock: Callable[[], datetime]
+    ) -> None:
         self.store = store
         self.directory = config.backup_dir
         self.data_dir = config.data_dir
@@ -92,9 +93,16 @@ class Backups:
                 removed = []
         self.metrics.backups_total.labels("ok").inc()
         self.metrics.last_success_timestamp_seconds.set(datetime.fromisoformat(manifest["created_at"]).timestamp())
-        log.info("backup_written", trigger=trigger, path=manifest["path"], head_sequence=manifest["head_sequence"],
-                 head_hash=manifest["head_hash"], epoch=manifest["epoch"],
-                 duration_s=round(time.monotonic() - started, 3), pruned=[str(p) for p in removed])
+        log.info(
+            "backup_written",
+            trigger=trigger,
+            path=manifest["path"],
+            head_sequence=manifest["head_sequence"],
+            head_hash=manifest["head_hash"],
+            epoch=manifest["epoch"],
+            duration_s=round(time.monotonic() - started, 3),
+            pruned=[str(p) for p in removed],
+        )
         return manifest
 
     def start(self) -> None:
@@ -105,5 +113,6 @@ class Backups:
         await self._task.stop()
 
     async def _run(self) -> None:
-        await self.health.repeat(partial(self.take, trigger="schedule"), self.interval_s,
-                                 event="backup_schedule_failed", wait_first=True)
+        await self.health.repeat(
+            partial(self.take, trigger="schedule"), self.interval_s, event="backup_schedule_failed", wait_first=True
+        )

@@ -46,23 +46,38 @@ class CheckpointMetrics:
         self.last_success_timestamp_seconds = Gauge(
             "ledger_checkpoint_last_success_timestamp_seconds",
             "When the acknowledged journal head was last under a signed checkpoint (NaN: no key configured, "
-            "or not a serving primary).", registry=registry)
+            "or not a serving primary).",
+            registry=registry,
+        )
         self.last_success_timestamp_seconds.set(float("nan"))
         self.interval_seconds = Gauge(
-            "ledger_checkpoint_interval_seconds", "Configured seconds between checkpoints (0: no key, none signed).",
-            registry=registry)
+            "ledger_checkpoint_interval_seconds",
+            "Configured seconds between checkpoints (0: no key, none signed).",
+            registry=registry,
+        )
         self.last_sequence = Gauge(
-            "ledger_checkpoint_last_sequence", "Journal sequence of the newest stored checkpoint.", registry=registry)
+            "ledger_checkpoint_last_sequence", "Journal sequence of the newest stored checkpoint.", registry=registry
+        )
         self.checkpoints_total = Counter(
-            "ledger_checkpoints_total", "Checkpoint runs by outcome (signed: a new one stored; unchanged: the head "
-            "was already covered; failed).", ["outcome"], registry=registry)
+            "ledger_checkpoints_total",
+            "Checkpoint runs by outcome (signed: a new one stored; unchanged: the head was already covered; failed).",
+            ["outcome"],
+            registry=registry,
+        )
         for outcome in CHECKPOINT_OUTCOMES:
             self.checkpoints_total.labels(outcome)
 
 
 class Checkpoints:
-    def __init__(self, service: LedgerService, key: Ed25519PrivateKey | None, interval_s: float,
-                 metrics: LedgerMetrics, registry: CollectorRegistry, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        service: LedgerService,
+        key: Ed25519PrivateKey | None,
+        interval_s: float,
+        metrics: LedgerMetrics,
+        registry: CollectorRegistry,
+        clock: Callable[[], datetime],
+    ) -> None:
         self.service = service
         self.key = key
         self.interval_s = interval_s
@@ -115,8 +130,15 @@ class Checkpoints:
         self.metrics.checkpoints_total.labels("signed").inc()
         self.metrics.last_sequence.set(sequence)
         self.metrics.last_success_timestamp_seconds.set(time.time())
-        log.info("checkpoint_signed", trigger=trigger, sequence=sequence, hash=entry_hash, epoch=epoch,
-                 key_id=signed["key_id"], stored=added)
+        log.info(
+            "checkpoint_signed",
+            trigger=trigger,
+            sequence=sequence,
+            hash=entry_hash,
+            epoch=epoch,
+            key_id=signed["key_id"],
+            stored=added,
+        )
         return signed
 
     def start(self) -> None:

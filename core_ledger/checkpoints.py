@@ -50,16 +50,28 @@ def signed_bytes(sequence: int, hash_: str, epoch: int, time: str) -> bytes:
 def sign(private: Ed25519PrivateKey, *, sequence: int, hash_: str, epoch: int, time: str) -> dict[str, Any]:
     """A checkpoint document: the fields, the key id and the base64 signature."""
     signature = private.sign(signed_bytes(sequence, hash_, epoch, time))
-    return {"sequence": sequence, "hash": hash_, "epoch": epoch, "time": time,
-            "key_id": key_id(private.public_key()), "signature": base64.b64encode(signature).decode()}
+    return {
+        "sequence": sequence,
+        "hash": hash_,
+        "epoch": epoch,
+        "time": time,
+        "key_id": key_id(private.public_key()),
+        "signature": base64.b64encode(signature).decode(),
+    }
 
 
 def signature_ok(public: Ed25519PublicKey, checkpoint: Mapping[str, Any]) -> bool:
     """True when `checkpoint` is well formed and signed by `public`."""
     try:
         sequence, hash_, epoch, time = (checkpoint[f] for f in FIELDS)
-        if not (isinstance(sequence, int) and isinstance(epoch, int) and isinstance(hash_, str)
-                and isinstance(time, str) and not isinstance(sequence, bool) and not isinstance(epoch, bool)):
+        if not (
+            isinstance(sequence, int)
+            and isinstance(epoch, int)
+            and isinstance(hash_, str)
+            and isinstance(time, str)
+            and not isinstance(sequence, bool)
+            and not isinstance(epoch, bool)
+        ):
             return False
         signature = base64.b64decode(checkpoint["signature"], validate=True)
         public.verify(signature, signed_bytes(sequence, hash_, epoch, time))
@@ -85,13 +97,19 @@ class CheckpointCheck:
 
     def report(self) -> dict[str, Any]:
         bad = [*self.bad_signature, *self.hash_mismatch, *self.missing]
-        return {"ok": self.ok, "checkpoints_checked": self.checked, "bad_signature": self.bad_signature,
-                "hash_mismatch": self.hash_mismatch, "missing_from_journal": self.missing,
-                "first_bad_checkpoint_sequence": min(bad) if bad else None}
+        return {
+            "ok": self.ok,
+            "checkpoints_checked": self.checked,
+            "bad_signature": self.bad_signature,
+            "hash_mismatch": self.hash_mismatch,
+            "missing_from_journal": self.missing,
+            "first_bad_checkpoint_sequence": min(bad) if bad else None,
+        }
 
 
-def check(checkpoints: Iterable[Mapping[str, Any]], public: Ed25519PublicKey,
-          hash_at: Mapping[int, str]) -> CheckpointCheck:
+def check(
+    checkpoints: Iterable[Mapping[str, Any]], public: Ed25519PublicKey, hash_at: Mapping[int, str]
+) -> CheckpointCheck:
     """Judge `checkpoints` with `public` against `hash_at` (the journal's hash at each checkpointed
     sequence; absent: beyond its end). Sequence 0 (an empty journal) is the genesis hash."""
     result = CheckpointCheck()
@@ -111,8 +129,9 @@ def check(checkpoints: Iterable[Mapping[str, Any]], public: Ed25519PublicKey,
 def _refuse_shared(path: Path) -> None:
     mode = path.stat().st_mode
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise CheckpointKeyError(f"{path} is readable or writable by others (mode {stat.S_IMODE(mode):o}): "
-                                 f"chmod 600 it")
+        raise CheckpointKeyError(
+            f"{path} is readable or writable by others (mode {stat.S_IMODE(mode):o}): chmod 600 it"
+        )
 
 
 def load_private_key(path: Path) -> Ed25519PrivateKey:
@@ -154,8 +173,9 @@ def write_new_key(out: Path) -> tuple[Path, str]:
     """Generate a key pair: the private key into `out` (mode 600, never overwritten), the public
     key into `out` + ".pub". Returns the public key's path and the key id."""
     private = Ed25519PrivateKey.generate()
-    pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
+    pem = private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(pem)

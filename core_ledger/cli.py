@@ -26,10 +26,15 @@ CANNOT_OPEN_EXIT = 2  # an offline command could not open a file (missing, or a 
 
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
-LOCATION_HELP = ("A SQLite ledger.db, the ledger's TOML config (its backend, SQLite or PostgreSQL), or a "
-                 "postgresql:// DSN (keep the password out of it: PGPASSWORD or ~/.pgpass; see --postgres-schema)")
-POSTGRES_SCHEMA_OPTION = typer.Option("public", "--postgres-schema", help="Schema of the ledger tables in a "
-                                      "postgresql:// DSN given as a location (a config names its own).")
+LOCATION_HELP = (
+    "A SQLite ledger.db, the ledger's TOML config (its backend, SQLite or PostgreSQL), or a "
+    "postgresql:// DSN (keep the password out of it: PGPASSWORD or ~/.pgpass; see --postgres-schema)"
+)
+POSTGRES_SCHEMA_OPTION = typer.Option(
+    "public",
+    "--postgres-schema",
+    help="Schema of the ledger tables in a postgresql:// DSN given as a location (a config names its own).",
+)
 
 
 def store_at(location: str, *, postgres_schema: str = "public", migrate: bool = False) -> Store:
@@ -65,8 +70,13 @@ def store_at(location: str, *, postgres_schema: str = "public", migrate: bool = 
     return SqliteStore(path, allow_migration=migrate)
 
 
-def _offline(locations: list[str], work: Callable[..., Awaitable[dict[str, Any]]], *,
-             migrate: bool = False, postgres_schema: str = "public") -> dict[str, Any]:
+def _offline(
+    locations: list[str],
+    work: Callable[..., Awaitable[dict[str, Any]]],
+    *,
+    migrate: bool = False,
+    postgres_schema: str = "public",
+) -> dict[str, Any]:
     """Open each ledger (see `store_at`), run `work(*stores)`, close them all. Without `migrate` a
     store of an older schema version is refused, never migrated (a backup verified by a newer
     release must stay restorable by the release that wrote it); one without a version is only adopted."""
@@ -113,12 +123,15 @@ def serve(
     data_dir: Path | None = typer.Option(None, "--data-dir"),
     no_group_commit: bool = typer.Option(False, "--no-group-commit", help="One commit per request (baseline)."),
     standby_of: str | None = typer.Option(None, "--standby-of", help="Primary URL: run as its standby."),
-    replica_token_file: Path | None = typer.Option(None, "--replica-token-file", exists=True, dir_okay=False,
-                                                   help="File holding a `replica` token of the primary."),
-    synchronous_standby: bool = typer.Option(False, "--synchronous-standby",
-                                             help="Answer a commit only once a standby has applied it."),
+    replica_token_file: Path | None = typer.Option(
+        None, "--replica-token-file", exists=True, dir_okay=False, help="File holding a `replica` token of the primary."
+    ),
+    synchronous_standby: bool = typer.Option(
+        False, "--synchronous-standby", help="Answer a commit only once a standby has applied it."
+    ),
     peer_ledger: list[str] = typer.Option(
-        [], "--peer-ledger", help="Another ledger's URL: a primary of a higher epoch there fences this one."),
+        [], "--peer-ledger", help="Another ledger's URL: a primary of a higher epoch there fences this one."
+    ),
 ) -> None:
     """Run the ledger until SIGINT/SIGTERM, then drain the queue and close the database."""
     from aiohttp import web
@@ -134,10 +147,15 @@ def serve(
     if (standby_of is None) != (replica_token_file is None):
         raise typer.BadParameter("--standby-of and --replica-token-file go together")
     try:
-        cfg = ledger_config.load(config, host=host, port=port, data_dir=data_dir,
-                                 group_commit=False if no_group_commit else None,
-                                 synchronous_standby=True if synchronous_standby else None,
-                                 peers=tuple(u.rstrip("/") for u in peer_ledger))
+        cfg = ledger_config.load(
+            config,
+            host=host,
+            port=port,
+            data_dir=data_dir,
+            group_commit=False if no_group_commit else None,
+            synchronous_standby=True if synchronous_standby else None,
+            peers=tuple(u.rstrip("/") for u in peer_ledger),
+        )
     except ConfigError as e:
         raise exit_on_config_error(config, e.problems) from None
     standby = None
@@ -146,16 +164,27 @@ def serve(
             replica_token = FileSecret(replica_token_file.resolve())  # re-read on a credential reload
         except ConfigError as e:  # unreadable or empty: reported like a config problem (exit 2)
             raise exit_on_config_error(replica_token_file, (f"--replica-token-file: {e}",)) from None
-        standby = StandbySettings(standby_of.rstrip("/"), replica_token.value, page_limit=cfg.page_limit_max,
-                                  replica_token_file=replica_token, tls=cfg.tls.client_context())
+        standby = StandbySettings(
+            standby_of.rstrip("/"),
+            replica_token.value,
+            page_limit=cfg.page_limit_max,
+            replica_token_file=replica_token,
+            tls=cfg.tls.client_context(),
+        )
     logs.configure(cfg.log_level, service="ledger", file=cfg.log_file)
     # The writer's overlay keeps many long-lived dicts; default young-generation collections
     # rescan them so often that GC cost a third of the per-bet CPU in profiles.
     gc.set_threshold(*GC_THRESHOLDS)
     gc.freeze()  # what start-up built (modules, models, routes) lives for good: never rescan it
     try:
-        web.run_app(create_app(cfg, standby=standby), host=cfg.host, port=cfg.port, print=None, access_log=None,
-                    ssl_context=cfg.tls.server_context())
+        web.run_app(
+            create_app(cfg, standby=standby),
+            host=cfg.host,
+            port=cfg.port,
+            print=None,
+            access_log=None,
+            ssl_context=cfg.tls.server_context(),
+        )
     except StorageError as e:  # the store cannot be opened (e.g. its schema version): a message, not a traceback
         import structlog
 
@@ -186,8 +215,12 @@ def migrate(
         try:
             plan = store.schema_plan
             assert plan is not None  # SQLite and PostgreSQL stores record what open found
-            return {"backend": cfg.backend, "from_version": plan.stored, "to_version": plan.target,
-                    "migrations": [{"version": m.version, "summary": m.summary} for m in plan.steps]}
+            return {
+                "backend": cfg.backend,
+                "from_version": plan.stored,
+                "to_version": plan.target,
+                "migrations": [{"version": m.version, "summary": m.summary} for m in plan.steps],
+            }
         finally:
             await store.close()
 
@@ -199,14 +232,24 @@ def migrate(
     _print(report)
 
 
-def verify(path: str = typer.Argument(..., metavar="LEDGER", help=LOCATION_HELP),
-           postgres_schema: str = POSTGRES_SCHEMA_OPTION,
-           checkpoints: Path | None = typer.Option(
-               None, "--checkpoints", exists=True, dir_okay=False,
-               help="NDJSON of signed checkpoints (GET /admin/v1/audit/checkpoints/export), kept off the ledger host"),
-           public_key: Path | None = typer.Option(
-               None, "--public-key", exists=True, dir_okay=False,
-               help="The checkpoint key's public half (PEM); required with --checkpoints")) -> None:
+def verify(
+    path: str = typer.Argument(..., metavar="LEDGER", help=LOCATION_HELP),
+    postgres_schema: str = POSTGRES_SCHEMA_OPTION,
+    checkpoints: Path | None = typer.Option(
+        None,
+        "--checkpoints",
+        exists=True,
+        dir_okay=False,
+        help="NDJSON of signed checkpoints (GET /admin/v1/audit/checkpoints/export), kept off the ledger host",
+    ),
+    public_key: Path | None = typer.Option(
+        None,
+        "--public-key",
+        exists=True,
+        dir_okay=False,
+        help="The checkpoint key's public half (PEM); required with --checkpoints",
+    ),
+) -> None:
     """Verify the journal's hash chain offline; with --checkpoints also that every checkpoint is
     signed by the key and names the hash the journal holds at its sequence (a journal rewritten
     and re-hashed by someone with database access passes the chain check, not this one). Prints
@@ -222,14 +265,18 @@ def verify(path: str = typer.Argument(..., metavar="LEDGER", help=LOCATION_HELP)
         if public_key is None:
             raise typer.BadParameter("--public-key is required with --checkpoints", param_hint="--public-key")
         key, listed = read_checkpoints_or_exit(checkpoints, public_key)
-        report = _offline([path], lambda store: verify_with_checkpoints(store, listed, key),
-                          postgres_schema=postgres_schema)
+        report = _offline(
+            [path], lambda store: verify_with_checkpoints(store, listed, key), postgres_schema=postgres_schema
+        )
     _print(report)
     raise typer.Exit(0 if report["ok"] else 1)
 
 
-def keygen(out: Path = typer.Option(..., "--out", dir_okay=False,
-                                    help="Private key file to create (mode 600); its public key: OUT.pub")) -> None:
+def keygen(
+    out: Path = typer.Option(
+        ..., "--out", dir_okay=False, help="Private key file to create (mode 600); its public key: OUT.pub"
+    ),
+) -> None:
     """Make an Ed25519 key pair for signed checkpoints (ledger.checkpoint_key_file); prints the key id."""
     from core_ledger.checkpoints import write_new_key
 
@@ -240,8 +287,10 @@ def keygen(out: Path = typer.Option(..., "--out", dir_okay=False,
     _print({"private_key": str(out), "public_key": str(pub), "key_id": kid})
 
 
-def rebuild(path: str = typer.Argument(..., metavar="LEDGER", help=LOCATION_HELP + "; the ledger must be stopped"),
-            postgres_schema: str = POSTGRES_SCHEMA_OPTION) -> None:
+def rebuild(
+    path: str = typer.Argument(..., metavar="LEDGER", help=LOCATION_HELP + "; the ledger must be stopped"),
+    postgres_schema: str = POSTGRES_SCHEMA_OPTION,
+) -> None:
     """Recompute every derived table from the journal (after verifying the chain). On SQLite with
     bounded memory: the journal is replayed page by page into a scratch file beside it
     (`<path>.rebuild`, removed after), whose tables then replace the derived ones in one transaction."""
@@ -285,10 +334,11 @@ def rebuild(path: str = typer.Argument(..., metavar="LEDGER", help=LOCATION_HELP
     raise typer.Exit(0 if report["rebuilt"] else 1)
 
 
-def compare(a: str = typer.Argument(..., metavar="LEDGER_A", help="One ledger (stopped or a backup): "
-                                    + LOCATION_HELP),
-            b: str = typer.Argument(..., metavar="LEDGER_B", help="The other ledger, the same ways"),
-            postgres_schema: str = POSTGRES_SCHEMA_OPTION) -> None:
+def compare(
+    a: str = typer.Argument(..., metavar="LEDGER_A", help="One ledger (stopped or a backup): " + LOCATION_HELP),
+    b: str = typer.Argument(..., metavar="LEDGER_B", help="The other ledger, the same ways"),
+    postgres_schema: str = POSTGRES_SCHEMA_OPTION,
+) -> None:
     """Which copy is right (highest epoch, then longest chain that verifies), and where they
     diverge. Prints JSON; exit 0 when the loser is a prefix of a winner that verifies, else 1."""
     from core_ledger.compare import compare_stores
@@ -303,12 +353,20 @@ def compare(a: str = typer.Argument(..., metavar="LEDGER_A", help="One ledger (s
 
 
 def backup(
-    to: Path | None = typer.Option(None, "--to", file_okay=False,
-                                   help="Directory the backup goes into (off the data disk); default: the "
-                                        "config's backup_dir."),
+    to: Path | None = typer.Option(
+        None,
+        "--to",
+        file_okay=False,
+        help="Directory the backup goes into (off the data disk); default: the config's backup_dir.",
+    ),
     db: Path | None = typer.Option(None, "--db", dir_okay=False, help="A SQLite ledger.db (the ledger may run)."),
-    config: Path | None = typer.Option(None, "--config", exists=True, dir_okay=False,
-                                       help="The ledger's TOML config: back up its backend (SQLite or PostgreSQL)."),
+    config: Path | None = typer.Option(
+        None,
+        "--config",
+        exists=True,
+        dir_okay=False,
+        help="The ledger's TOML config: back up its backend (SQLite or PostgreSQL).",
+    ),
 ) -> None:
     """Write a verified, portable backup straight from the database, online (the ledger may be
     serving: the copy is one read snapshot). Prints the manifest as JSON; exit 1 on failure."""
@@ -351,25 +409,41 @@ def backup(
         log.error("backup_failed", trigger="cli", backup_dir=str(to), error=repr(e))
         _print({"ok": False, "error": str(e)})
         raise typer.Exit(1) from None
-    log.info("backup_written", trigger="cli", path=manifest["path"], head_sequence=manifest["head_sequence"],
-             head_hash=manifest["head_hash"], epoch=manifest["epoch"])
+    log.info(
+        "backup_written",
+        trigger="cli",
+        path=manifest["path"],
+        head_sequence=manifest["head_sequence"],
+        head_hash=manifest["head_hash"],
+        epoch=manifest["epoch"],
+    )
     _print(manifest)
 
 
 def restore(
-    backup_path: Path = typer.Argument(..., metavar="BACKUP", exists=True, file_okay=False,
-                                       help="A backup directory (holds manifest.json)."),
-    to: Path | None = typer.Option(None, "--to", file_okay=False,
-                                   help="A new SQLite data directory (its ledger.db must not exist)."),
+    backup_path: Path = typer.Argument(
+        ..., metavar="BACKUP", exists=True, file_okay=False, help="A backup directory (holds manifest.json)."
+    ),
+    to: Path | None = typer.Option(
+        None, "--to", file_okay=False, help="A new SQLite data directory (its ledger.db must not exist)."
+    ),
     to_postgres_dsn_file: Path | None = typer.Option(
-        None, "--to-postgres-dsn-file", exists=True, dir_okay=False,
-        help="File holding the DSN of an empty PostgreSQL ledger to restore into (never on the command line)."),
+        None,
+        "--to-postgres-dsn-file",
+        exists=True,
+        dir_okay=False,
+        help="File holding the DSN of an empty PostgreSQL ledger to restore into (never on the command line).",
+    ),
     postgres_schema: str = typer.Option("public", "--postgres-schema"),
-    until_sequence: int | None = typer.Option(None, "--until-sequence", min=0,
-                                              help="Point-in-time: restore the journal up to this sequence."),
+    until_sequence: int | None = typer.Option(
+        None, "--until-sequence", min=0, help="Point-in-time: restore the journal up to this sequence."
+    ),
     metrics_textfile: Path | None = typer.Option(
-        None, "--metrics-textfile", dir_okay=False,
-        help="Write ledger_restores_total here (Prometheus node-exporter textfile format)."),
+        None,
+        "--metrics-textfile",
+        dir_okay=False,
+        help="Write ledger_restores_total here (Prometheus node-exporter textfile format).",
+    ),
 ) -> None:
     """Verify a backup, then replay its journal into an empty ledger with the live fold (the
     backup's derived tables are never trusted). Prints JSON; exit 1 when refused or failed."""
@@ -408,8 +482,14 @@ def restore(
         report = asyncio.run(run())
     except BackupInvalid as e:
         report = {"restored": False, **e.report()}
-        log.error("restore_refused", backup=str(backup_path), target=target, error=e.detail,
-                  first_bad_sequence=e.first_bad_sequence, file=e.file)
+        log.error(
+            "restore_refused",
+            backup=str(backup_path),
+            target=target,
+            error=e.detail,
+            first_bad_sequence=e.first_bad_sequence,
+            file=e.file,
+        )
     except (RestoreTargetNotEmpty, OSError, StorageError) as e:
         report = {"restored": False, "ok": False, "error": str(e)}
         log.error("restore_failed", backup=str(backup_path), target=target, error=str(e))
@@ -417,9 +497,16 @@ def restore(
         report = {"restored": False, "ok": False, "error": repr(e)}
         log.exception("restore_failed", backup=str(backup_path), target=target, error=repr(e))
     else:
-        log.info("restore_done", backup=str(backup_path), target=target, head_sequence=report["head_sequence"],
-                 head_hash=report["head_hash"], epoch=report["epoch"], until_sequence=until_sequence,
-                 derived_tables_differ=report.get("derived_tables_differ"))
+        log.info(
+            "restore_done",
+            backup=str(backup_path),
+            target=target,
+            head_sequence=report["head_sequence"],
+            head_hash=report["head_hash"],
+            epoch=report["epoch"],
+            until_sequence=until_sequence,
+            derived_tables_differ=report.get("derived_tables_differ"),
+        )
     metrics.restores_total.labels("ok" if report["restored"] else "failed").inc()
     if metrics_textfile is not None:
         write_to_textfile(str(metrics_textfile), registry)
@@ -427,8 +514,11 @@ def restore(
     raise typer.Exit(0 if report["restored"] else 1)
 
 
-def verify_backup(backup_path: Path = typer.Argument(..., metavar="BACKUP", exists=True, file_okay=False,
-                                                    help="A backup directory (holds manifest.json).")) -> None:
+def verify_backup(
+    backup_path: Path = typer.Argument(
+        ..., metavar="BACKUP", exists=True, file_okay=False, help="A backup directory (holds manifest.json)."
+    ),
+) -> None:
     """Check a backup without restoring it: the journal's hash chain up to the manifest's head, then
     every file's checksum. Prints JSON (`first_bad_sequence`, `file` when refused); exit 1 when bad."""
     from core_ledger.backup_format import BackupInvalid

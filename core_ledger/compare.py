@@ -24,9 +24,15 @@ PAGE = 1000  # journal rows read per store per step
 async def describe(store: Store) -> dict[str, Any]:
     head, report = await store.head(), await verify_store(store)
     verified = report["head_sequence"] if report["ok"] else (report["first_bad_sequence"] or 1) - 1
-    return {"epoch": head.epoch, "head_sequence": head.sequence, "head_hash": head.hash,
-            "fenced_by_epoch": (await store.fenced_by()) or None, "verifies": report["ok"],
-            "verified_sequence": verified, "first_bad_sequence": report["first_bad_sequence"]}
+    return {
+        "epoch": head.epoch,
+        "head_sequence": head.sequence,
+        "head_hash": head.hash,
+        "fenced_by_epoch": (await store.fenced_by()) or None,
+        "verifies": report["ok"],
+        "verified_sequence": verified,
+        "first_bad_sequence": report["first_bad_sequence"],
+    }
 
 
 async def first_divergence(a: Store, b: Store) -> int | None:
@@ -74,10 +80,13 @@ async def compare_stores(a: Store, b: Store, names: tuple[str, str] = ("a", "b")
 def _verdict(winner: str | None, loser: str, first: int | None, extra: int) -> str:
     """What an operator reads first: which copy serves, and what the other one may do."""
     if winner is None:
-        return (f"the copies diverge at sequence {first} and neither ranks higher: an operator must decide "
-                "which one serves")
+        return (
+            f"the copies diverge at sequence {first} and neither ranks higher: an operator must decide which one serves"
+        )
     if first is None:
         return f"{loser} is a prefix of {winner}: it may tail {winner} as its standby"
-    return (f"{loser} DIVERGED from {winner} at sequence {first} ({extra} entries {winner} does not hold, never "
-            f"acknowledged by a synchronous primary): it cannot tail {winner} (the primary refuses it as "
-            f"replica_diverged); rebuild it from a backup of {winner} and report its tail, never merge it")
+    return (
+        f"{loser} DIVERGED from {winner} at sequence {first} ({extra} entries {winner} does not hold, never "
+        f"acknowledged by a synchronous primary): it cannot tail {winner} (the primary refuses it as "
+        f"replica_diverged); rebuild it from a backup of {winner} and report its tail, never merge it"
+    )

@@ -119,8 +119,9 @@ def check_backup_dir(data_dir: Path, backup_dir: Path | None, interval_s: float)
             raise ConfigError("ledger.backup_interval_s needs ledger.backup_dir")
         return
     if backup_dir.resolve().is_relative_to(data_dir.resolve()):
-        raise ConfigError(f"ledger.backup_dir {backup_dir} is inside data_dir {data_dir}: "
-                          "put backups off the data disk")
+        raise ConfigError(
+            f"ledger.backup_dir {backup_dir} is inside data_dir {data_dir}: put backups off the data disk"
+        )
 
 
 def _backup(values: dict[str, Any], base: Path, problems: list[str]) -> dict[str, Any]:
@@ -142,85 +143,234 @@ def _seconds(name: str, default: float, meaning: str) -> Key:
     return Key(name, float, default, meaning, above=0, maximum=SECONDS_MAX)
 
 
-LEDGER = Table("ledger", (
-    Key("host", str, "127.0.0.1", "Address the HTTP server binds to (`--host` overrides)."),
-    Key("port", int, 8700, "TCP port of the HTTP server (`--port` overrides).", minimum=1, maximum=65535),
-    Key("data_dir", str, "./data", "Directory of the SQLite database (`ledger.db`) and its backups "
-        "(`--data-dir` overrides).", path=True),
-    Key("group_commit", bool, True, "Commit queued money actions together, one fsync per batch "
-        "(`--no-group-commit` turns it off)."),
-    _count("commit_batch_max", 256, "Money actions committed together at most."),
-    _count("queue_depth_max", 10_000, "Money actions waiting for the writer at most; beyond, 503 "
-           "`ledger_unavailable`."),
-    _count("body_bytes_max", 65_536, "Largest request body accepted, in bytes (413 beyond)."),
-    _count("page_limit_max", 1000, "Largest `limit` of a paged read (journal, history)."),
-    _count("batch_actions_max", 256, "Money actions in one `POST /v1/batch` at most."),
-    Key("log_level", str, "info", "Least severe log level written (any case).", choices=LOG_LEVELS, any_case=True),
-    Key("log_file", str, "", "File the JSON log lines are appended to; unset: stderr.", path=True),
-    Key("backend", str, "sqlite", "Ledger store: embedded SQLite (WAL, synchronous=FULL) or PostgreSQL.",
-        choices=BACKENDS),
-    Key("postgres_dsn_file", str, "", 'File holding the PostgreSQL DSN (it holds a password: read, never '
-        'logged); required with `backend = "postgres"`.', path=True),
-    Key("postgres_schema", str, "public", "PostgreSQL schema of the ledger tables."),
-    _count("postgres_pool_size_max", 8, "PostgreSQL connections at most."),
-    Key("writer_lease", bool, False, "One copy of an active/passive pair on one PostgreSQL: it writes only while "
-        "it holds the writer lease (an advisory lock); the other copy waits (503 `not_primary`, /readyz 503) and "
-        'takes over when the lease is released. PostgreSQL only (refused with `backend = "sqlite"`).'),
-    Key("writer_lease_ttl_s", float, 5.0, "How long the lease's database session may stay silent before "
-        "PostgreSQL ends it and the other copy takes over (an active cut off from the database); the holder "
-        "proves it every quarter of this and stops writing when a proof fails.", minimum=1, maximum=SECONDS_MAX),
-    Key("synchronous_standby", bool, False, "Answer a commit only once a standby has applied it "
-        "(`--synchronous-standby` turns it on)."),
-    _seconds("standby_ack_timeout_s", 2.0, "How long a commit waits for the standby's acknowledgement before "
-             "503 `standby_unavailable`."),
-    _count("journal_wait_ms_max", 5000, "Longest wait of a standby's long poll of `GET /v1/journal`, in ms."),
-    Key("peers", list, [], "Other ledgers (http(s) URLs): a primary of a higher epoch there fences this one "
-        "(`--peer-ledger` adds more).", items="URLs"),
-    _seconds("peer_check_interval_s", 5.0, "How often the peers are asked for their epoch."),
-    _seconds("peer_check_timeout_s", 2.0, "Timeout of one peer check."),
-    _seconds("epoch_claim_recheck_s", 1.0, "A caller's epoch claim that the peers refuted is refuted again "
-             "without asking for this long."),
-    Key("backup_dir", str, "", "Directory backups are written to, off the data disk (refused inside "
-        "`data_dir`); unset: `POST /admin/v1/backups` answers 409 and nothing is scheduled.", path=True),
-    Key("backup_interval_s", float, 0.0, "Seconds between scheduled backups (0: none; else at least 1).",
-        minimum=0, maximum=BACKUP_INTERVAL_MAX_S),
-    _count("backup_keep", 7, "Finished backups kept in `backup_dir`; older ones are deleted."),
-    Key("liabilities_interval_s", float, 30.0, "How often `ledger_liabilities_minor` is sampled from the system "
-        "accounts and jackpot pools.", above=0, maximum=600),
-    Key("migrate_on_start", bool, True, "Migrate a store of an older schema version at start; false: refuse "
-        "the start until `croupier ledger migrate` ran (a new store is always created)."),
-    Key("fault_apply_delay_file", str, "", "TEST ONLY, unset in production: while this file holds a number of "
-        "seconds, a standby pauses that long inside each apply (the chaos cluster sets it).", path=True),
-    Key("checkpoint_key_file", str, "", "Ed25519 private key (PEM, PKCS#8, mode 600: refused when group or "
-        "others may read it) that signs checkpoints of the journal's head (`croupier ledger keygen` makes one); "
-        "unset: no checkpoints.", path=True),
-    Key("checkpoint_interval_s", float, 60.0, "Seconds between signed checkpoints of the acknowledged head.",
-        minimum=1, maximum=86_400),
-    Key("event_wait_s_max", float, 5.0, "Longest long-poll wait (`wait_s`) of `GET /v1/events`, in seconds.",
-        minimum=0, maximum=SECONDS_MAX),
-    Key("event_consumers_max", int, 32, "Named event consumers at most (each is one `ledger_event_consumer_lag_entries`"
-        " series).", minimum=1, maximum=1000),
-    _seconds("webhook_timeout_s", 5.0, "Timeout of one webhook delivery (a POST of a page of events)."),
-    Key("webhook_attempts_max", int, 8, "Attempts of one webhook page before it goes to the consumer's dead-letter "
-        "list (an operator replays it).", minimum=1, maximum=100),
-    Key("webhook_backoff_base_s", float, 1.0, "First retry delay of a failed webhook delivery; it doubles per "
-        "attempt (full jitter) up to `webhook_backoff_max_s`.", above=0, maximum=3600),
-    Key("webhook_backoff_max_s", float, 300.0, "Longest retry delay of a failed webhook delivery.", above=0,
-        maximum=86_400),
-    Key("webhook_hosts", list, [], "Host names (or IP addresses) a consumer's `webhook_url` may name; empty: "
-        "webhooks are refused. The ledger POSTs to them, so list only your receivers.", items="host names"),
-    Key("stale_round_after_s", float, 0.0, "A round open (bets, not closed, not refunded) longer than this many "
-        "seconds is stale: listed at `GET /admin/v1/stale-rounds`, counted in `ledger_stale_rounds` and settled by "
-        "`stale_round_policy`; 0: rounds are never stale.", minimum=0, maximum=30 * 86_400),
-    Key("stale_round_policy", str, "none", "What the ledger does with a stale round: `none` (list and count it), "
-        "`refund` (give its bets back; a round with a win is closed instead) or `close` (close it as played).",
-        choices=("none", "refund", "close")),
-    Key("stale_round_check_interval_s", float, 60.0, "How often stale rounds are counted and settled.",
-        above=0, maximum=86_400),
-    *tracing_keys("croupier-ledger"),
-    *TLS_KEYS,
-    *CREDENTIAL_KEYS,
-), "The core ledger: `croupier ledger serve --config FILE`.")
+LEDGER = Table(
+    "ledger",
+    (
+        Key("host", str, "127.0.0.1", "Address the HTTP server binds to (`--host` overrides)."),
+        Key("port", int, 8700, "TCP port of the HTTP server (`--port` overrides).", minimum=1, maximum=65535),
+        Key(
+            "data_dir",
+            str,
+            "./data",
+            "Directory of the SQLite database (`ledger.db`) and its backups (`--data-dir` overrides).",
+            path=True,
+        ),
+        Key(
+            "group_commit",
+            bool,
+            True,
+            "Commit queued money actions together, one fsync per batch (`--no-group-commit` turns it off).",
+        ),
+        _count("commit_batch_max", 256, "Money actions committed together at most."),
+        _count(
+            "queue_depth_max", 10_000, "Money actions waiting for the writer at most; beyond, 503 `ledger_unavailable`."
+        ),
+        _count("body_bytes_max", 65_536, "Largest request body accepted, in bytes (413 beyond)."),
+        _count("page_limit_max", 1000, "Largest `limit` of a paged read (journal, history)."),
+        _count("batch_actions_max", 256, "Money actions in one `POST /v1/batch` at most."),
+        Key("log_level", str, "info", "Least severe log level written (any case).", choices=LOG_LEVELS, any_case=True),
+        Key("log_file", str, "", "File the JSON log lines are appended to; unset: stderr.", path=True),
+        Key(
+            "backend",
+            str,
+            "sqlite",
+            "Ledger store: embedded SQLite (WAL, synchronous=FULL) or PostgreSQL.",
+            choices=BACKENDS,
+        ),
+        Key(
+            "postgres_dsn_file",
+            str,
+            "",
+            "File holding the PostgreSQL DSN (it holds a password: read, never "
+            'logged); required with `backend = "postgres"`.',
+            path=True,
+        ),
+        Key("postgres_schema", str, "public", "PostgreSQL schema of the ledger tables."),
+        _count("postgres_pool_size_max", 8, "PostgreSQL connections at most."),
+        Key(
+            "writer_lease",
+            bool,
+            False,
+            "One copy of an active/passive pair on one PostgreSQL: it writes only while "
+            "it holds the writer lease (an advisory lock); the other copy waits (503 `not_primary`, /readyz 503) and "
+            'takes over when the lease is released. PostgreSQL only (refused with `backend = "sqlite"`).',
+        ),
+        Key(
+            "writer_lease_ttl_s",
+            float,
+            5.0,
+            "How long the lease's database session may stay silent before "
+            "PostgreSQL ends it and the other copy takes over (an active cut off from the database); the holder "
+            "proves it every quarter of this and stops writing when a proof fails.",
+            minimum=1,
+            maximum=SECONDS_MAX,
+        ),
+        Key(
+            "synchronous_standby",
+            bool,
+            False,
+            "Answer a commit only once a standby has applied it (`--synchronous-standby` turns it on).",
+        ),
+        _seconds(
+            "standby_ack_timeout_s",
+            2.0,
+            "How long a commit waits for the standby's acknowledgement before 503 `standby_unavailable`.",
+        ),
+        _count("journal_wait_ms_max", 5000, "Longest wait of a standby's long poll of `GET /v1/journal`, in ms."),
+        Key(
+            "peers",
+            list,
+            [],
+            "Other ledgers (http(s) URLs): a primary of a higher epoch there fences this one "
+            "(`--peer-ledger` adds more).",
+            items="URLs",
+        ),
+        _seconds("peer_check_interval_s", 5.0, "How often the peers are asked for their epoch."),
+        _seconds("peer_check_timeout_s", 2.0, "Timeout of one peer check."),
+        _seconds(
+            "epoch_claim_recheck_s",
+            1.0,
+            "A caller's epoch claim that the peers refuted is refuted again without asking for this long.",
+        ),
+        Key(
+            "backup_dir",
+            str,
+            "",
+            "Directory backups are written to, off the data disk (refused inside "
+            "`data_dir`); unset: `POST /admin/v1/backups` answers 409 and nothing is scheduled.",
+            path=True,
+        ),
+        Key(
+            "backup_interval_s",
+            float,
+            0.0,
+            "Seconds between scheduled backups (0: none; else at least 1).",
+            minimum=0,
+            maximum=BACKUP_INTERVAL_MAX_S,
+        ),
+        _count("backup_keep", 7, "Finished backups kept in `backup_dir`; older ones are deleted."),
+        Key(
+            "liabilities_interval_s",
+            float,
+            30.0,
+            "How often `ledger_liabilities_minor` is sampled from the system accounts and jackpot pools.",
+            above=0,
+            maximum=600,
+        ),
+        Key(
+            "migrate_on_start",
+            bool,
+            True,
+            "Migrate a store of an older schema version at start; false: refuse "
+            "the start until `croupier ledger migrate` ran (a new store is always created).",
+        ),
+        Key(
+            "fault_apply_delay_file",
+            str,
+            "",
+            "TEST ONLY, unset in production: while this file holds a number of "
+            "seconds, a standby pauses that long inside each apply (the chaos cluster sets it).",
+            path=True,
+        ),
+        Key(
+            "checkpoint_key_file",
+            str,
+            "",
+            "Ed25519 private key (PEM, PKCS#8, mode 600: refused when group or "
+            "others may read it) that signs checkpoints of the journal's head (`croupier ledger keygen` makes one); "
+            "unset: no checkpoints.",
+            path=True,
+        ),
+        Key(
+            "checkpoint_interval_s",
+            float,
+            60.0,
+            "Seconds between signed checkpoints of the acknowledged head.",
+            minimum=1,
+            maximum=86_400,
+        ),
+        Key(
+            "event_wait_s_max",
+            float,
+            5.0,
+            "Longest long-poll wait (`wait_s`) of `GET /v1/events`, in seconds.",
+            minimum=0,
+            maximum=SECONDS_MAX,
+        ),
+        Key(
+            "event_consumers_max",
+            int,
+            32,
+            "Named event consumers at most (each is one `ledger_event_consumer_lag_entries` series).",
+            minimum=1,
+            maximum=1000,
+        ),
+        _seconds("webhook_timeout_s", 5.0, "Timeout of one webhook delivery (a POST of a page of events)."),
+        Key(
+            "webhook_attempts_max",
+            int,
+            8,
+            "Attempts of one webhook page before it goes to the consumer's dead-letter list (an operator replays it).",
+            minimum=1,
+            maximum=100,
+        ),
+        Key(
+            "webhook_backoff_base_s",
+            float,
+            1.0,
+            "First retry delay of a failed webhook delivery; it doubles per "
+            "attempt (full jitter) up to `webhook_backoff_max_s`.",
+            above=0,
+            maximum=3600,
+        ),
+        Key(
+            "webhook_backoff_max_s",
+            float,
+            300.0,
+            "Longest retry delay of a failed webhook delivery.",
+            above=0,
+            maximum=86_400,
+        ),
+        Key(
+            "webhook_hosts",
+            list,
+            [],
+            "Host names (or IP addresses) a consumer's `webhook_url` may name; empty: "
+            "webhooks are refused. The ledger POSTs to them, so list only your receivers.",
+            items="host names",
+        ),
+        Key(
+            "stale_round_after_s",
+            float,
+            0.0,
+            "A round open (bets, not closed, not refunded) longer than this many "
+            "seconds is stale: listed at `GET /admin/v1/stale-rounds`, counted in `ledger_stale_rounds` and settled by "
+            "`stale_round_policy`; 0: rounds are never stale.",
+            minimum=0,
+            maximum=30 * 86_400,
+        ),
+        Key(
+            "stale_round_policy",
+            str,
+            "none",
+            "What the ledger does with a stale round: `none` (list and count it), "
+            "`refund` (give its bets back; a round with a win is closed instead) or `close` (close it as played).",
+            choices=("none", "refund", "close"),
+        ),
+        Key(
+            "stale_round_check_interval_s",
+            float,
+            60.0,
+            "How often stale rounds are counted and settled.",
+            above=0,
+            maximum=86_400,
+        ),
+        *tracing_keys("croupier-ledger"),
+        *TLS_KEYS,
+        *CREDENTIAL_KEYS,
+    ),
+    "The core ledger: `croupier ledger serve --config FILE`.",
+)
 
 TOP_LEVEL = frozenset({"ledger", "tokens"})
 
@@ -230,8 +380,10 @@ def _backend(values: dict[str, Any], base: Path, problems: list[str]) -> dict[st
     out: dict[str, Any] = {"backend": values["backend"], "postgres_schema": values["postgres_schema"]}
     name = values["postgres_dsn_file"]
     if values["writer_lease"] and values["backend"] != "postgres":
-        problems.append('ledger.writer_lease needs backend = "postgres" (the pair shares one PostgreSQL; '
-                        "a SQLite ledger has one writer by construction)")
+        problems.append(
+            'ledger.writer_lease needs backend = "postgres" (the pair shares one PostgreSQL; '
+            "a SQLite ledger has one writer by construction)"
+        )
     if values["backend"] != "postgres":
         return out
     if not name:
@@ -326,10 +478,24 @@ def parse(raw: dict[str, Any], base: Path, environ: Mapping[str, str] | None = N
 
 
 # Keys whose LedgerConfig value is derived from the file's (paths resolved, DSN read, URLs normalised).
-_DERIVED = frozenset({"data_dir", "peers", "fault_apply_delay_file", "log_file", "backend", "postgres_schema",
-                      "postgres_dsn_file", "backup_dir", "backup_interval_s", "backup_keep", "tokens_file",
-                      "checkpoint_key_file", "webhook_hosts",
-                      *(k.name for k in TLS_KEYS)})
+_DERIVED = frozenset(
+    {
+        "data_dir",
+        "peers",
+        "fault_apply_delay_file",
+        "log_file",
+        "backend",
+        "postgres_schema",
+        "postgres_dsn_file",
+        "backup_dir",
+        "backup_interval_s",
+        "backup_keep",
+        "tokens_file",
+        "checkpoint_key_file",
+        "webhook_hosts",
+        *(k.name for k in TLS_KEYS),
+    }
+)
 
 
 def reload_tokens(path: Path, environ: Mapping[str, str] | None = None) -> list[TokenEntry]:
@@ -338,9 +504,17 @@ def reload_tokens(path: Path, environ: Mapping[str, str] | None = None) -> list[
     return reload_token_entries(path, LEDGER, os.environ if environ is None else environ)
 
 
-def load(path: Path, *, host: str | None = None, port: int | None = None, data_dir: Path | None = None,
-         group_commit: bool | None = None, synchronous_standby: bool | None = None,
-         peers: tuple[str, ...] = (), environ: Mapping[str, str] | None = None) -> LedgerConfig:
+def load(
+    path: Path,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    data_dir: Path | None = None,
+    group_commit: bool | None = None,
+    synchronous_standby: bool | None = None,
+    peers: tuple[str, ...] = (),
+    environ: Mapping[str, str] | None = None,
+) -> LedgerConfig:
     """Read a config file, lay the `CROUPIER_LEDGER__*` environment variables over it (`environ`, default the
     process's), then apply command-line overrides."""
     config = parse(load_toml(path), path.resolve().parent, os.environ if environ is None else environ)

@@ -40,8 +40,9 @@ class ConsumerLimitReached(Conflict):
 
 
 class Consumers:
-    def __init__(self, service: LedgerService, consumers_max: int, metrics: LedgerMetrics,
-                 registry: CollectorRegistry) -> None:
+    def __init__(
+        self, service: LedgerService, consumers_max: int, metrics: LedgerMetrics, registry: CollectorRegistry
+    ) -> None:
         self.service = service
         self.consumers_max = consumers_max
         self.known: dict[str, tuple[dict[str, Any], int]] = {}  # settings and cursor, by name
@@ -62,8 +63,9 @@ class Consumers:
     async def refresh(self) -> None:
         self.known = await self.service.store.consumers()
 
-    async def put(self, name: str, fields: dict[str, Any], *, start_after: int | None,
-                  who: str) -> tuple[bool, dict[str, Any]]:
+    async def put(
+        self, name: str, fields: dict[str, Any], *, start_after: int | None, who: str
+    ) -> tuple[bool, dict[str, Any]]:
         """Create or update a consumer (`fields` laid over its settings; a webhook_url of "" removes
         the webhook); `start_after` sets (or resets) its cursor. True: created."""
         await self.refresh()
@@ -72,25 +74,37 @@ class Consumers:
         if doc.get("webhook_url") == "":
             doc = {k: v for k, v in doc.items() if k not in ("webhook_url", "webhook_secret")}
         if doc.get("webhook_url") and not doc.get("webhook_secret"):
-            raise BadRequest("webhook_secret: required with a webhook_url (it signs every delivery)",
-                             field="webhook_secret")
+            raise BadRequest(
+                "webhook_secret: required with a webhook_url (it signs every delivery)", field="webhook_secret"
+            )
         if created and len(self.known) >= self.consumers_max:
-            raise ConsumerLimitReached(f"at most {self.consumers_max} event consumers (event_consumers_max); "
-                                       "delete one nobody runs first")
+            raise ConsumerLimitReached(
+                f"at most {self.consumers_max} event consumers (event_consumers_max); delete one nobody runs first"
+            )
         if start_after is not None and start_after > self.service.acknowledged_sequence:
-            raise BadRequest(f"start_after: beyond the acknowledged head {self.service.acknowledged_sequence}",
-                             field="start_after")
+            raise BadRequest(
+                f"start_after: beyond the acknowledged head {self.service.acknowledged_sequence}", field="start_after"
+            )
         stored, cursor = await self.service.store.put_consumer(name, doc, cursor=start_after)
         self.known[name] = (stored, cursor)
-        log.info("event_consumer_saved", consumer=name, created=created, acked_sequence=cursor, principal=who,
-                 webhook_url=stored.get("webhook_url"))
+        log.info(
+            "event_consumer_saved",
+            consumer=name,
+            created=created,
+            acked_sequence=cursor,
+            principal=who,
+            webhook_url=stored.get("webhook_url"),
+        )
         return created, self.view(name, stored, cursor)
 
     async def ack(self, name: str, sequence: int, *, who: str) -> dict[str, Any]:
         acknowledged = self.service.acknowledged_sequence
         if sequence > acknowledged:
-            raise BadRequest(f"sequence: {sequence} is beyond the acknowledged head {acknowledged}: acknowledge "
-                             "only what GET /v1/events served", field="sequence")
+            raise BadRequest(
+                f"sequence: {sequence} is beyond the acknowledged head {acknowledged}: acknowledge "
+                "only what GET /v1/events served",
+                field="sequence",
+            )
         cursor = await self.service.store.advance_consumer(name, sequence)
         if cursor is None:
             raise NotFound(f"no event consumer {name!r}", field="name")
@@ -132,9 +146,11 @@ class _LagCollector(Collector):
         self.consumers = consumers
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
-        family = GaugeMetricFamily("ledger_event_consumer_lag_entries",
-                                   "Acknowledged journal entries a named event consumer has not acknowledged yet.",
-                                   labels=["consumer"])
+        family = GaugeMetricFamily(
+            "ledger_event_consumer_lag_entries",
+            "Acknowledged journal entries a named event consumer has not acknowledged yet.",
+            labels=["consumer"],
+        )
         for name, (_, cursor) in sorted(self.consumers.known.items()):
             family.add_metric([name], self.consumers.lag(cursor))
         yield family

@@ -28,9 +28,17 @@ EVENT_FIELDS = ("id", "client_id", "via", "principal", "outcome")
 
 def event_of(entry: dict[str, Any]) -> dict[str, Any]:
     tx = entry["transaction"]
-    event = {"sequence": entry["sequence"], "hash": entry["hash"], "epoch": entry["epoch"], "type": tx["type"],
-             "time": tx["committed_at"], **{f: tx.get(f) for f in EVENT_FIELDS},
-             "request": tx.get("request", {}), "result": tx.get("result", {}), "postings": entry["postings"]}
+    event = {
+        "sequence": entry["sequence"],
+        "hash": entry["hash"],
+        "epoch": entry["epoch"],
+        "type": tx["type"],
+        "time": tx["committed_at"],
+        **{f: tx.get(f) for f in EVENT_FIELDS},
+        "request": tx.get("request", {}),
+        "result": tx.get("result", {}),
+        "postings": entry["postings"],
+    }
     if tx.get("outcome") == "rejected":
         event["code"] = tx.get("code")
     return event
@@ -43,8 +51,9 @@ def ndjson(events: list[dict[str, Any]]) -> bytes:
 def sse(events: list[dict[str, Any]]) -> bytes:
     """Server-Sent Events frames: `id` is the sequence (a reconnecting EventSource sends it back as
     `Last-Event-ID`), `event` the transaction type, `data` the event's JSON."""
-    return b"".join(b"id: %d\nevent: %s\ndata: %s\n\n" % (e["sequence"], e["type"].encode(), orjson.dumps(e))
-                    for e in events)
+    return b"".join(
+        b"id: %d\nevent: %s\ndata: %s\n\n" % (e["sequence"], e["type"].encode(), orjson.dumps(e)) for e in events
+    )
 
 
 @dataclass(frozen=True)
@@ -69,8 +78,9 @@ async def wait_acknowledged(service: LedgerService, after: int, timeout_s: float
     return True
 
 
-async def read_events(service: LedgerService, after: int, limit: int, *, wait_s: float,
-                      include_rejected: bool) -> EventPage:
+async def read_events(
+    service: LedgerService, after: int, limit: int, *, wait_s: float, include_rejected: bool
+) -> EventPage:
     """Up to `limit` entries after `after`, never past the acknowledged head; with `wait_s`, wait
     that long at most for one to be acknowledged when there is none yet."""
     if wait_s > 0:

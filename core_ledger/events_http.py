@@ -50,12 +50,22 @@ SSE_RETRY_MS = 1000
 class ConsumerIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     description: str | None = Field(None, max_length=500)
-    start_after: int | None = Field(None, ge=0, le=SEQUENCE_MAX,
-                                    description="Set (or reset) the cursor: delivery starts after this sequence")
-    webhook_url: str | None = Field(None, max_length=2000, pattern=r"^(https?://\S+)?$",
-                                    description="Push the events here (POST, signed); \"\" removes the webhook")
-    webhook_secret: str | None = Field(None, min_length=16, max_length=256, pattern=r"^\S+$",
-                                       description="HMAC-SHA256 key of the signatures (never shown again)")
+    start_after: int | None = Field(
+        None, ge=0, le=SEQUENCE_MAX, description="Set (or reset) the cursor: delivery starts after this sequence"
+    )
+    webhook_url: str | None = Field(
+        None,
+        max_length=2000,
+        pattern=r"^(https?://\S+)?$",
+        description='Push the events here (POST, signed); "" removes the webhook',
+    )
+    webhook_secret: str | None = Field(
+        None,
+        min_length=16,
+        max_length=256,
+        pattern=r"^\S+$",
+        description="HMAC-SHA256 key of the signatures (never shown again)",
+    )
 
 
 class CursorIn(BaseModel):
@@ -102,8 +112,9 @@ def _consumer_name(value: str, field: str) -> str:
 @auth.roles("events")
 async def ack(request: web.Request) -> web.Response:
     body = await read_model(request, CursorIn)
-    return json_response(await request.app[CONSUMERS].ack(path_id(request, "name"), body.sequence,
-                                                          who=principal(request).name))
+    return json_response(
+        await request.app[CONSUMERS].ack(path_id(request, "name"), body.sequence, who=principal(request).name)
+    )
 
 
 @auth.roles("admin_write")
@@ -117,8 +128,9 @@ async def put_consumer(request: web.Request) -> web.Response:
         if host not in request.app[CONFIG].webhook_hosts:
             raise BadRequest(f"webhook_url: host {host!r} is not one of ledger.webhook_hosts", field="webhook_url")
     fields = body.model_dump(exclude_none=True, exclude={"start_after"})
-    created, view = await request.app[CONSUMERS].put(path_id(request, "name"), fields,
-                                                     start_after=body.start_after, who=principal(request).name)
+    created, view = await request.app[CONSUMERS].put(
+        path_id(request, "name"), fields, start_after=body.start_after, who=principal(request).name
+    )
     return json_response(view, status=201 if created else 200)
 
 
@@ -126,15 +138,25 @@ async def put_consumer(request: web.Request) -> web.Response:
 async def replay_dead_letter(request: web.Request) -> web.Response:
     name, letter_id = path_id(request, "name"), path_id(request, "letter_id")
     result = await request.app[WEBHOOKS].replay(name, letter_id)
-    log.info("admin_action", action="webhook_replay", principal=principal(request).name, consumer=name,
-             letter_id=letter_id, delivered=result["delivered"])
+    log.info(
+        "admin_action",
+        action="webhook_replay",
+        principal=principal(request).name,
+        consumer=name,
+        letter_id=letter_id,
+        delivered=result["delivered"],
+    )
     return json_response(result)
 
 
 @auth.roles("admin_read", "admin_write")
 async def list_consumers(request: web.Request) -> web.Response:
-    return json_response({"consumers": await request.app[CONSUMERS].listing(),
-                          "acknowledged_sequence": request.app[SERVICE].acknowledged_sequence})
+    return json_response(
+        {
+            "consumers": await request.app[CONSUMERS].listing(),
+            "acknowledged_sequence": request.app[SERVICE].acknowledged_sequence,
+        }
+    )
 
 
 @auth.roles("admin_write")
@@ -145,33 +167,92 @@ async def delete_consumer(request: web.Request) -> web.Response:
 
 
 ROUTES: list[Route] = [
-    Route("GET", "/v1/events", events, "Acknowledged journal entries as events (NDJSON, or SSE with Accept: "
-          "text/event-stream), long polling with wait_s; the sequence is the dedup key",
-          query={"after": "integer", "limit": "integer", "wait_s": "integer", "consumer": "string",
-                 "include_rejected": "boolean"}, ndjson=True, media=("application/x-ndjson", "text/event-stream"),
-          tag="events", codes=(*READ_CODES, "storage_unavailable")),
-    Route("PUT", "/v1/consumers/{name}/cursor", ack, "Acknowledge events up to a sequence (the cursor only "
-          "moves forward)", body=CursorIn, created=False, answer=ConsumerCursor, tag="events",
-          codes=(*REQUEST_CODES, "not_found", "storage_unavailable")),
-    Route("PUT", "/admin/v1/consumers/{name}", put_consumer, "Create (201) or update (200) a named event consumer",
-          body=ConsumerIn, created=True, replays=True, answer=Consumer, tag="events",
-          codes=(*REQUEST_CODES, "consumer_limit_reached", "storage_unavailable")),
-    Route("GET", "/admin/v1/consumers", list_consumers, "Named event consumers with their cursors and lag",
-          answer=ConsumersAnswer, tag="events", codes=(*READ_CODES, "storage_unavailable")),
-    Route("DELETE", "/admin/v1/consumers/{name}", delete_consumer, "Forget a named event consumer",
-          answer=ConsumerDeleted, tag="events", codes=(*READ_CODES, "storage_unavailable")),
-    Route("POST", "/admin/v1/consumers/{name}/dead-letters/{letter_id}/replay", replay_dead_letter,
-          "Deliver a dead-lettered webhook page again (it leaves the list once the receiver took it)", created=False,
-          answer=DeadLetterReplayed, tag="events", codes=(*READ_CODES, "storage_unavailable")),
+    Route(
+        "GET",
+        "/v1/events",
+        events,
+        "Acknowledged journal entries as events (NDJSON, or SSE with Accept: "
+        "text/event-stream), long polling with wait_s; the sequence is the dedup key",
+        query={
+            "after": "integer",
+            "limit": "integer",
+            "wait_s": "integer",
+            "consumer": "string",
+            "include_rejected": "boolean",
+        },
+        ndjson=True,
+        media=("application/x-ndjson", "text/event-stream"),
+        tag="events",
+        codes=(*READ_CODES, "storage_unavailable"),
+    ),
+    Route(
+        "PUT",
+        "/v1/consumers/{name}/cursor",
+        ack,
+        "Acknowledge events up to a sequence (the cursor only moves forward)",
+        body=CursorIn,
+        created=False,
+        answer=ConsumerCursor,
+        tag="events",
+        codes=(*REQUEST_CODES, "not_found", "storage_unavailable"),
+    ),
+    Route(
+        "PUT",
+        "/admin/v1/consumers/{name}",
+        put_consumer,
+        "Create (201) or update (200) a named event consumer",
+        body=ConsumerIn,
+        created=True,
+        replays=True,
+        answer=Consumer,
+        tag="events",
+        codes=(*REQUEST_CODES, "consumer_limit_reached", "storage_unavailable"),
+    ),
+    Route(
+        "GET",
+        "/admin/v1/consumers",
+        list_consumers,
+        "Named event consumers with their cursors and lag",
+        answer=ConsumersAnswer,
+        tag="events",
+        codes=(*READ_CODES, "storage_unavailable"),
+    ),
+    Route(
+        "DELETE",
+        "/admin/v1/consumers/{name}",
+        delete_consumer,
+        "Forget a named event consumer",
+        answer=ConsumerDeleted,
+        tag="events",
+        codes=(*READ_CODES, "storage_unavailable"),
+    ),
+    Route(
+        "POST",
+        "/admin/v1/consumers/{name}/dead-letters/{letter_id}/replay",
+        replay_dead_letter,
+        "Deliver a dead-lettered webhook page again (it leaves the list once the receiver took it)",
+        created=False,
+        answer=DeadLetterReplayed,
+        tag="events",
+        codes=(*READ_CODES, "storage_unavailable"),
+    ),
 ]
 
 
-def install(app: web.Application, service: LedgerService, config: LedgerConfig, metrics: LedgerMetrics,
-            registry: CollectorRegistry) -> Consumers:
+def install(
+    app: web.Application,
+    service: LedgerService,
+    config: LedgerConfig,
+    metrics: LedgerMetrics,
+    registry: CollectorRegistry,
+) -> Consumers:
     """Create the consumers (`CONSUMERS`) and their webhook delivery (`WEBHOOKS`)."""
     app[CONSUMERS] = Consumers(service, config.event_consumers_max, metrics, registry)
-    settings = WebhookSettings(timeout_s=config.webhook_timeout_s, attempts_max=config.webhook_attempts_max,
-                               backoff_base_s=config.webhook_backoff_base_s,
-                               backoff_max_s=config.webhook_backoff_max_s)
+    settings = WebhookSettings(
+        timeout_s=config.webhook_timeout_s,
+        attempts_max=config.webhook_attempts_max,
+        backoff_base_s=config.webhook_backoff_base_s,
+        backoff_max_s=config.webhook_backoff_max_s,
+    )
     app[WEBHOOKS] = Webhooks(app[CONSUMERS], settings, metrics, registry, tls=config.tls.client_context())
     return app[CONSUMERS]

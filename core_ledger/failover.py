@@ -64,14 +64,28 @@ class Acks:
         self.best.advance(sequence)
 
     def report(self, head_sequence: int, now: float) -> list[dict[str, object]]:
-        return [{"name": name, "acked_sequence": a.acked_sequence,
-                 "lag_sequences": max(0, head_sequence - a.acked_sequence),
-                 "last_poll_age_s": round(now - a.seen_at, 3)} for name, a in sorted(self.by_name.items())]
+        return [
+            {
+                "name": name,
+                "acked_sequence": a.acked_sequence,
+                "lag_sequences": max(0, head_sequence - a.acked_sequence),
+                "last_poll_age_s": round(now - a.seen_at, 3),
+            }
+            for name, a in sorted(self.by_name.items())
+        ]
 
 
 class Failover:
-    def __init__(self, store: Store, overlay: Overlay, metrics: LedgerMetrics, *, standby: bool,
-                 synchronous_standby: bool, passive: bool = False) -> None:
+    def __init__(
+        self,
+        store: Store,
+        overlay: Overlay,
+        metrics: LedgerMetrics,
+        *,
+        standby: bool,
+        synchronous_standby: bool,
+        passive: bool = False,
+    ) -> None:
         self.store = store
         self._overlay = overlay
         self.metrics = metrics
@@ -111,8 +125,9 @@ class Failover:
         return self.role == "primary" and self.fenced_by > self._overlay.head.epoch
 
     def refusal(self) -> Unavailable:
-        return Unavailable(f"this ledger was fenced by epoch {self.fenced_by}: write to the current primary",
-                           code="not_primary")
+        return Unavailable(
+            f"this ledger was fenced by epoch {self.fenced_by}: write to the current primary", code="not_primary"
+        )
 
     async def fence(self, epoch: int, evidence: dict[str, Any]) -> bool:
         """Verified evidence (a configured peer announced it) that a ledger of `epoch` exists: if
@@ -148,8 +163,13 @@ class Failover:
         if self.fenced_by <= lifted:
             self.fenced_by = remaining
         self.observe_role()
-        log.warning("ledger_unfenced", lifted_epoch=lifted, still_fenced_by=self.fenced_by or None,
-                    principal=principal, forced=forced)
+        log.warning(
+            "ledger_unfenced",
+            lifted_epoch=lifted,
+            still_fenced_by=self.fenced_by or None,
+            principal=principal,
+            forced=forced,
+        )
 
     async def acknowledge(self, name: str, sequence: int, claimed_hash: str, now: float) -> None:
         """A standby polled after `sequence`, proving with `claimed_hash` (its entry's hash there)
@@ -159,12 +179,20 @@ class Failover:
         own = await self._hash_at(sequence)
         if own != claimed_hash:
             self.metrics.standby_divergences_total.inc()
-            log.error("standby_diverged", standby=name, sequence=sequence,
-                      head_sequence=self._overlay.committed.sequence, held_here=own is not None)
-            raise Conflict(f"the standby's entry {sequence} is not this ledger's "
-                           f"({'another hash' if own is not None else 'no such entry here'}): "
-                           "its copy diverged and must be rebuilt from this primary",
-                           code="replica_diverged", sequence=sequence)
+            log.error(
+                "standby_diverged",
+                standby=name,
+                sequence=sequence,
+                head_sequence=self._overlay.committed.sequence,
+                held_here=own is not None,
+            )
+            raise Conflict(
+                f"the standby's entry {sequence} is not this ledger's "
+                f"({'another hash' if own is not None else 'no such entry here'}): "
+                "its copy diverged and must be rebuilt from this primary",
+                code="replica_diverged",
+                sequence=sequence,
+            )
         self.acks.record(name, sequence, now)
         self.metrics.standby_acked_sequence.set(self.acks.best.value)
 
@@ -227,8 +255,12 @@ class Failover:
             return
         self.role = "passive"
         self.observe_role()
-        log.warning("ledger_stepped_down", epoch=self._overlay.head.epoch,
-                  head_sequence=self._overlay.committed.sequence, reason=reason)
+        log.warning(
+            "ledger_stepped_down",
+            epoch=self._overlay.head.epoch,
+            head_sequence=self._overlay.committed.sequence,
+            reason=reason,
+        )
 
     def observe_role(self) -> None:
         self.metrics.epoch.set(self._overlay.head.epoch)

@@ -64,15 +64,27 @@ class PeerView:
 
     def proves_primary_above(self, epoch: int) -> bool:
         """Evidence that a primary of an epoch above `epoch` exists: the peer says so of itself."""
-        return (self.readable and self.role == "primary" and self.fenced is False
-                and self.epoch is not None and self.epoch > epoch)
+        return (
+            self.readable
+            and self.role == "primary"
+            and self.fenced is False
+            and self.epoch is not None
+            and self.epoch > epoch
+        )
 
     def record(self) -> dict[str, Any]:
         """The JSON form kept in logs and in the journaled unfence."""
         if not self.readable:
             return {"url": self.url, "readable": False, "error": self.error}
-        return {"url": self.url, "readable": True, "role": self.role, "epoch": self.epoch, "fenced": self.fenced,
-                "head_sequence": self.head_sequence, "head_hash": self.head_hash}
+        return {
+            "url": self.url,
+            "readable": True,
+            "role": self.role,
+            "epoch": self.epoch,
+            "fenced": self.fenced,
+            "head_sequence": self.head_sequence,
+            "head_hash": self.head_hash,
+        }
 
 
 @dataclass(frozen=True)
@@ -105,8 +117,15 @@ async def read_peer(http: aiohttp.ClientSession, url: str) -> PeerView:
         if not (isinstance(epoch, int) and isinstance(role, str) and isinstance(fenced, bool)) or epoch != header:
             raise ValueError("the announcement is inconsistent")
         sequence, head_hash = body.get("head_sequence"), body.get("head_hash")
-        return PeerView(url, True, role, epoch, fenced, sequence if isinstance(sequence, int) else None,
-                        head_hash if isinstance(head_hash, str) else None)
+        return PeerView(
+            url,
+            True,
+            role,
+            epoch,
+            fenced,
+            sequence if isinstance(sequence, int) else None,
+            head_hash if isinstance(head_hash, str) else None,
+        )
     except (aiohttp.ClientError, TimeoutError, KeyError, ValueError, TypeError) as e:
         log.warning("peer_ledger_unreadable", peer=url, error=type(e).__name__)
         return PeerView(url, False, error=type(e).__name__)
@@ -131,8 +150,17 @@ class _Throttle:
 class Fencing:
     """Claims, surveys of the peers, the periodic peer check, and unfencing, for one ledger."""
 
-    def __init__(self, service: LedgerService, metrics: LedgerMetrics, *, peers: tuple[str, ...],
-                 timeout_s: float, interval_s: float, recheck_s: float, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        service: LedgerService,
+        metrics: LedgerMetrics,
+        *,
+        peers: tuple[str, ...],
+        timeout_s: float,
+        interval_s: float,
+        recheck_s: float,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.service = service
         self.metrics = metrics
         self.peers = peers
@@ -155,8 +183,13 @@ class Fencing:
         if who.role not in EPOCH_CLAIM_ROLES:
             self.metrics.epoch_claims_total.labels("role_not_allowed").inc()
             if self._ignored_log.allow(who.name, time.monotonic()):
-                log.warning("epoch_claim_ignored", principal=who.name, role=who.role, claimed_epoch=epoch,
-                            reason="role_not_allowed")
+                log.warning(
+                    "epoch_claim_ignored",
+                    principal=who.name,
+                    role=who.role,
+                    claimed_epoch=epoch,
+                    reason="role_not_allowed",
+                )
             return
         if service.role != "primary" or epoch <= max(service.epoch, service.fenced_by):
             return  # nothing to learn: the usual case (an edge echoes our own epoch)
@@ -175,16 +208,27 @@ class Fencing:
             outcome = "refuted" if survey.any_readable else "unverifiable"
         self._judged(epoch, who, outcome, survey)
 
-    def _judged(self, epoch: int, who: Principal, outcome: str, survey: Survey | None, *,
-                remembered: bool = False) -> None:
+    def _judged(
+        self, epoch: int, who: Principal, outcome: str, survey: Survey | None, *, remembered: bool = False
+    ) -> None:
         self.metrics.epoch_claims_total.labels(outcome).inc()
-        fields = {"principal": who.name, "role": who.role, "claimed_epoch": epoch, "own_epoch": self.service.epoch,
-                  "outcome": outcome, "fenced_by_epoch": self.service.fenced_by or None}
+        fields = {
+            "principal": who.name,
+            "role": who.role,
+            "claimed_epoch": epoch,
+            "own_epoch": self.service.epoch,
+            "outcome": outcome,
+            "fenced_by_epoch": self.service.fenced_by or None,
+        }
         if outcome == "proven":
             log.warning("epoch_claim_proven", **fields)
         elif self._unverified_log.allow(f"{who.name}:{outcome}", time.monotonic()):  # the counter counts each
-            log.warning("epoch_claim_unverified", **fields, refuted_from_memory=remembered,
-                        peers=[v.record() for v in survey.views] if survey is not None else [])
+            log.warning(
+                "epoch_claim_unverified",
+                **fields,
+                refuted_from_memory=remembered,
+                peers=[v.record() for v in survey.views] if survey is not None else [],
+            )
 
     # --- surveys ----------------------------------------------------------------------------
 
@@ -253,11 +297,18 @@ class Fencing:
         lifted = service.fenced_by  # read after the survey: it may have raised the fence
         newer = [v.record() for v in survey.views if v.proves_primary_above(service.epoch)]
         if newer and not force:
-            raise Conflict(f"a peer ledger is primary at a higher epoch than this one ({service.epoch}): "
-                           "stop this copy, or force the unfence if that peer is known to be wrong",
-                           code="peer_is_primary", peers=newer)
-        request = {"reason": reason, "force": force, "fenced_by_epoch": lifted,
-                   "peers": [v.record() for v in survey.views]}
+            raise Conflict(
+                f"a peer ledger is primary at a higher epoch than this one ({service.epoch}): "
+                "stop this copy, or force the unfence if that peer is known to be wrong",
+                code="peer_is_primary",
+                peers=newer,
+            )
+        request = {
+            "reason": reason,
+            "force": force,
+            "fenced_by_epoch": lifted,
+            "peers": [v.record() for v in survey.views],
+        }
         result = await service.unfence(Command("unfence", request, who.name, None), lifted)
         if not isinstance(result, Exception):
             self.metrics.unfences_total.labels("true" if force else "false").inc()

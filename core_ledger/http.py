@@ -87,10 +87,22 @@ def log_action(op: str, command: Command | None, result: Result, rid: str, **fie
     if not isinstance(tx, dict):
         tx = body
     if command is not None:
-        fields.update(id=command.key[1] if command.key else None, client_id=command.key[0] if command.key else None,
-                      via=command.via, principal=command.principal)
-    log.info("ledger_action", op=op, status=status, code=code, sequence=tx.get("sequence"),
-             replayed=body.get("replayed"), request_id=rid, **fields)
+        fields.update(
+            id=command.key[1] if command.key else None,
+            client_id=command.key[0] if command.key else None,
+            via=command.via,
+            principal=command.principal,
+        )
+    log.info(
+        "ledger_action",
+        op=op,
+        status=status,
+        code=code,
+        sequence=tx.get("sequence"),
+        replayed=body.get("replayed"),
+        request_id=rid,
+        **fields,
+    )
 
 
 def _money_route(op: str) -> Route:
@@ -108,8 +120,17 @@ def _money_route(op: str) -> Route:
         log_action(op, command, result, request_id(request))
         return answer(result)
 
-    return Route("POST", spec.path, handler, spec.summary, body=spec.request, answer=spec.answer,
-                 codes=(*REQUEST_CODES, *WRITER_CODES, *spec.decision_codes()), tag="money", replays=True)
+    return Route(
+        "POST",
+        spec.path,
+        handler,
+        spec.summary,
+        body=spec.request,
+        answer=spec.answer,
+        codes=(*REQUEST_CODES, *WRITER_CODES, *spec.decision_codes()),
+        tag="money",
+        replays=True,
+    )
 
 
 def _batch_item(result: Result, rid: str) -> dict[str, Any]:
@@ -141,8 +162,13 @@ async def batch(request: web.Request) -> web.Response:
         results = iter(await request.app[SERVICE].submit(commands) if commands else [])
     except CroupierError as e:  # the whole batch refused (not primary, queue full...): each action says so
         for action, slot, rid in zip(parsed.actions, slots, rids, strict=True):
-            log_action(action.op, slot if isinstance(slot, Command) else None, e if isinstance(slot, Command) else slot,
-                       rid, batch_request_id=batch_rid)
+            log_action(
+                action.op,
+                slot if isinstance(slot, Command) else None,
+                e if isinstance(slot, Command) else slot,
+                rid,
+                batch_request_id=batch_rid,
+            )
         raise
     out = []
     for action, slot, rid in zip(parsed.actions, slots, rids, strict=True):
@@ -160,8 +186,7 @@ async def balances(request: web.Request) -> web.Response:
 @auth.roles(*READ_ROLES)
 async def rounds(request: web.Request) -> web.Response:
     status = query_choice(request, "status", ("open", "closed", "refunded"))
-    return json_response(await request.app[READS].rounds(path_id(request, "player_id"), status,
-                                                         page_limit(request)))
+    return json_response(await request.app[READS].rounds(path_id(request, "player_id"), status, page_limit(request)))
 
 
 @auth.roles(*READ_ROLES)
@@ -177,8 +202,11 @@ async def by_external_ref(request: web.Request) -> web.Response:
     who = principal(request)
     only = None if who.role == "admin_read" else ({"via": who.name} if who.role == "edge" else {"client_id": who.name})
     after = query_int(request, "after_sequence", 0, high=2**62)
-    return json_response(await request.app[READS].by_external_ref(
-        path_id(request, "external_ref"), after_sequence=after, limit=page_limit(request), only=only))
+    return json_response(
+        await request.app[READS].by_external_ref(
+            path_id(request, "external_ref"), after_sequence=after, limit=page_limit(request), only=only
+        )
+    )
 
 
 @auth.roles(*READ_ROLES)
@@ -211,8 +239,11 @@ async def journal(request: web.Request) -> web.Response:
     head = service.head.sequence  # read first: the page never runs past it
     lines = await request.app[READS].journal_page(after, page_limit(request))
     body = "".join(line + "\n" for line in lines)
-    return web.Response(text=body, content_type="application/x-ndjson",
-                        headers={HEAD_HEADER: str(head), ACKED_HEADER: str(service.acknowledged_sequence)})
+    return web.Response(
+        text=body,
+        content_type="application/x-ndjson",
+        headers={HEAD_HEADER: str(head), ACKED_HEADER: str(service.acknowledged_sequence)},
+    )
 
 
 @auth.public
@@ -220,16 +251,22 @@ async def readyz(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     standby = request.app.get(STANDBY)
     # Also what a peer ledger reads as this copy's own announcement (core_ledger/fencing.py).
-    body = {"role": service.role, "epoch": service.epoch, "fenced": service.fenced,
-            "head_sequence": service.head.sequence, "head_hash": service.head.hash}
+    body = {
+        "role": service.role,
+        "epoch": service.epoch,
+        "fenced": service.fenced,
+        "head_sequence": service.head.sequence,
+        "head_hash": service.head.hash,
+    }
     if service.fenced:  # it still serves reads, never writes again
         return json_response({**body, "status": "fenced"}, status=503, headers={RETRY_AFTER: "1"})
     if service.halted is not None:  # fail-stop on a broken invariant: an operator must look
         return json_response({**body, "status": "halted", "halted": service.halted}, status=503)
     lease = request.app.get(LEASE)
     if service.role == "passive" and lease is not None:  # one of a pair, waiting for the writer lease
-        return json_response({**body, "status": "unavailable", "reason": lease.reason}, status=503,
-                             headers={RETRY_AFTER: "1"})
+        return json_response(
+            {**body, "status": "unavailable", "reason": lease.reason}, status=503, headers={RETRY_AFTER: "1"}
+        )
     if service.role == "standby" and standby is not None:
         body["tailer"] = standby.state
     auditing = request.app[AUDITOR].health
@@ -247,36 +284,107 @@ async def limits(request: web.Request) -> web.Response:
 
 def limits_of(config: LedgerConfig) -> Limits:
     """What a client must respect, from this ledger's configuration and the request models."""
-    return Limits(batch_actions_max=config.batch_actions_max, body_bytes_max=config.body_bytes_max,
-                  page_limit_max=config.page_limit_max, journal_wait_ms_max=config.journal_wait_ms_max,
-                  reason_chars_max=REASON_CHARS_MAX, currencies_max=CURRENCIES_MAX, game_ids_max=GAME_IDS_MAX)
+    return Limits(
+        batch_actions_max=config.batch_actions_max,
+        body_bytes_max=config.body_bytes_max,
+        page_limit_max=config.page_limit_max,
+        journal_wait_ms_max=config.journal_wait_ms_max,
+        reason_chars_max=REASON_CHARS_MAX,
+        currencies_max=CURRENCIES_MAX,
+        game_ids_max=GAME_IDS_MAX,
+    )
 
 
 LEDGER_READ_CODES = (*READ_CODES, "storage_unavailable")
 
 ROUTES: list[Route] = [
     *(_money_route(op) for op in MONEY_OPS),
-    Route("POST", "/v1/batch", batch, "Many money actions in one round trip, each judged alone", body=BatchIn,
-          created=False, answer=BatchAnswer, tag="money", codes=(*REQUEST_CODES, *WRITER_CODES)),
-    Route("GET", "/v1/players/{player_id}/balances", balances, "A player's balances", answer=BalancesAnswer,
-          codes=LEDGER_READ_CODES),
-    Route("GET", "/v1/players/{player_id}/rounds", rounds, "A player's rounds",
-          query={"status": "string", "limit": "integer"}, answer=RoundsAnswer, codes=LEDGER_READ_CODES),
-    Route("GET", "/v1/transactions/{id}", transaction, "One transaction", query={"client_id": "string"},
-          answer=Transaction, codes=LEDGER_READ_CODES),
-    Route("GET", "/v1/transactions/by-external-ref/{external_ref}", by_external_ref,
-          "Transactions journaled under a provider's reference (admin_read: all; edge/cashier: their own)",
-          query={"after_sequence": "integer", "limit": "integer"}, answer=ExternalRefAnswer,
-          codes=LEDGER_READ_CODES),
-    Route("GET", "/v1/jackpots/{jackpot_id}", jackpot, "A jackpot's pool, epoch and per-edge contributions",
-          answer=LedgerJackpot, codes=LEDGER_READ_CODES),
-    Route("GET", "/v1/players/{player_id}/bonuses", bonuses, "A player's bonus offers and wagering",
-          answer=LedgerBonuses, codes=LEDGER_READ_CODES),
-    Route("GET", "/v1/journal", journal, "Journal entries as NDJSON",
-          query={"after_sequence": "integer", "after_hash": "string", "limit": "integer", "wait_ms": "integer"},
-          ndjson=True, tag="replication", codes=(*LEDGER_READ_CODES, "replica_diverged", "not_primary")),
-    Route("GET", "/v1/limits", limits, "What a client must respect: batch, body and page sizes", answer=Limits,
-          codes=("unauthenticated", "forbidden")),
-    Route("GET", "/readyz", readyz, "Ready to serve (store open, writer running, not fenced)", answer=LedgerReady,
-          unready_status=503),
+    Route(
+        "POST",
+        "/v1/batch",
+        batch,
+        "Many money actions in one round trip, each judged alone",
+        body=BatchIn,
+        created=False,
+        answer=BatchAnswer,
+        tag="money",
+        codes=(*REQUEST_CODES, *WRITER_CODES),
+    ),
+    Route(
+        "GET",
+        "/v1/players/{player_id}/balances",
+        balances,
+        "A player's balances",
+        answer=BalancesAnswer,
+        codes=LEDGER_READ_CODES,
+    ),
+    Route(
+        "GET",
+        "/v1/players/{player_id}/rounds",
+        rounds,
+        "A player's rounds",
+        query={"status": "string", "limit": "integer"},
+        answer=RoundsAnswer,
+        codes=LEDGER_READ_CODES,
+    ),
+    Route(
+        "GET",
+        "/v1/transactions/{id}",
+        transaction,
+        "One transaction",
+        query={"client_id": "string"},
+        answer=Transaction,
+        codes=LEDGER_READ_CODES,
+    ),
+    Route(
+        "GET",
+        "/v1/transactions/by-external-ref/{external_ref}",
+        by_external_ref,
+        "Transactions journaled under a provider's reference (admin_read: all; edge/cashier: their own)",
+        query={"after_sequence": "integer", "limit": "integer"},
+        answer=ExternalRefAnswer,
+        codes=LEDGER_READ_CODES,
+    ),
+    Route(
+        "GET",
+        "/v1/jackpots/{jackpot_id}",
+        jackpot,
+        "A jackpot's pool, epoch and per-edge contributions",
+        answer=LedgerJackpot,
+        codes=LEDGER_READ_CODES,
+    ),
+    Route(
+        "GET",
+        "/v1/players/{player_id}/bonuses",
+        bonuses,
+        "A player's bonus offers and wagering",
+        answer=LedgerBonuses,
+        codes=LEDGER_READ_CODES,
+    ),
+    Route(
+        "GET",
+        "/v1/journal",
+        journal,
+        "Journal entries as NDJSON",
+        query={"after_sequence": "integer", "after_hash": "string", "limit": "integer", "wait_ms": "integer"},
+        ndjson=True,
+        tag="replication",
+        codes=(*LEDGER_READ_CODES, "replica_diverged", "not_primary"),
+    ),
+    Route(
+        "GET",
+        "/v1/limits",
+        limits,
+        "What a client must respect: batch, body and page sizes",
+        answer=Limits,
+        codes=("unauthenticated", "forbidden"),
+    ),
+    Route(
+        "GET",
+        "/readyz",
+        readyz,
+        "Ready to serve (store open, writer running, not fenced)",
+        answer=LedgerReady,
+        unready_status=503,
+    ),
 ]

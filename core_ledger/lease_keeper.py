@@ -88,8 +88,9 @@ class LeaseKeeper:
                 self._lost(f"{type(e).__name__}: {e}")
                 await self.lease.release()
                 delay = self.health.failed()
-                log.error("writer_lease_failed", error=repr(e), failures=self.health.consecutive_failures,
-                          retry_in_s=delay)
+                log.error(
+                    "writer_lease_failed", error=repr(e), failures=self.health.consecutive_failures, retry_in_s=delay
+                )
                 await asyncio.sleep(delay)
 
     async def _cycle(self) -> None:
@@ -102,8 +103,13 @@ class LeaseKeeper:
         self.metrics.writer_lease_held.set(1)
         self.metrics.writer_lease_takeovers_total.inc()
         self.health.succeeded()
-        log.warning("writer_lease_taken", epoch=head.epoch, head_sequence=head.sequence,
-                    waited_s=round(waited, 3), take_over_s=round(time.monotonic() - started, 3))
+        log.warning(
+            "writer_lease_taken",
+            epoch=head.epoch,
+            head_sequence=head.sequence,
+            waited_s=round(waited, 3),
+            take_over_s=round(time.monotonic() - started, 3),
+        )
         while True:
             await asyncio.sleep(self.beat_s)
             try:

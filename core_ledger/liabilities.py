@@ -82,8 +82,11 @@ async def read_liabilities(store: Store) -> dict[tuple[str, str], int]:
         raise RuntimeError(f"more than {ROWS_MAX} jackpots")
     keys = [(jackpot_account(jackpot_id),) for (jackpot_id,) in jackpots]
     accounts = (await store.load({"accounts": keys}))["accounts"] if keys else {}
-    pools = [(doc["currency"], int(accounts[(jackpot_account(jid),)]["balance_minor"]))
-             for (jid,), doc in jackpots.items() if (jackpot_account(jid),) in accounts]
+    pools = [
+        (doc["currency"], int(accounts[(jackpot_account(jid),)]["balance_minor"]))
+        for (jid,), doc in jackpots.items()
+        if (jackpot_account(jid),) in accounts
+    ]
     return liabilities(system, pools)
 
 

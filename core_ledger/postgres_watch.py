@@ -43,8 +43,9 @@ class PostgresWatch:
         self.health = TaskHealth(TASK, metrics, base_delay_s=min(1.0, interval_s), max_delay_s=interval_s)
 
     @classmethod
-    def for_store(cls, store: Store, metrics: LedgerMetrics, interval_s: float = WATCH_INTERVAL_S
-                  ) -> PostgresWatch | None:
+    def for_store(
+        cls, store: Store, metrics: LedgerMetrics, interval_s: float = WATCH_INTERVAL_S
+    ) -> PostgresWatch | None:
         """A watch when `store` is PostgreSQL; None for any other store."""
         return cls(store, metrics, interval_s) if hasattr(store, "replication_view") else None
 
@@ -60,8 +61,14 @@ class PostgresWatch:
         now = (view.server, view.timeline)
         if self.seen is not None and now != self.seen:
             m.postgres_leader_changes_total.inc()
-            log.warning("postgres_leader_changed", server_before=self.seen[0], timeline_before=self.seen[1],
-                        server=view.server, timeline=view.timeline, synchronous_replicas=view.synchronous_replicas)
+            log.warning(
+                "postgres_leader_changed",
+                server_before=self.seen[0],
+                timeline_before=self.seen[1],
+                server=view.server,
+                timeline=view.timeline,
+                synchronous_replicas=view.synchronous_replicas,
+            )
         if view.synchronous_expected and view.synchronous_replicas == 0 and self.seen is not None:
             log.warning("postgres_no_synchronous_replica", server=view.server, replicas=view.replicas)
         self.seen = now

@@ -79,8 +79,11 @@ def _bad_cursor() -> BadRequest:
 
 def _text_key(key: Any, width: int) -> tuple[str, ...]:
     """A row key of `width` text columns, as a cursor holds it (400 for anything else)."""
-    if not (isinstance(key, list) and len(key) == width and all(isinstance(k, str) and len(k) <= 512
-                                                                and k.isprintable() for k in key)):
+    if not (
+        isinstance(key, list)
+        and len(key) == width
+        and all(isinstance(k, str) and len(k) <= 512 and k.isprintable() for k in key)
+    ):
         raise _bad_cursor()
     return tuple(key)
 
@@ -109,10 +112,10 @@ def account_view(account: str, doc: dict[str, Any]) -> dict[str, Any]:
     """An account row with what its name says: kind, currency, owner (see domain/accounts.py)."""
     view: dict[str, Any] = {"account": account, "balance_minor": doc["balance_minor"], "version": doc["version"]}
     if account.startswith(PLAYER_PREFIX):
-        player_id, currency = account[len(PLAYER_PREFIX):].rsplit(":", 1)
+        player_id, currency = account[len(PLAYER_PREFIX) :].rsplit(":", 1)
         view.update(kind="player", currency=currency, player_id=player_id)
     elif account.startswith(JACKPOT_PREFIX):
-        view.update(kind="jackpot", currency=None, jackpot_id=account[len(JACKPOT_PREFIX):])
+        view.update(kind="jackpot", currency=None, jackpot_id=account[len(JACKPOT_PREFIX) :])
     else:
         kind, _, currency = account.partition(":")
         view.update(kind=kind, currency=currency)
@@ -120,8 +123,13 @@ def account_view(account: str, doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def _player_view(player_id: str, doc: dict[str, Any]) -> dict[str, Any]:
-    return {"player_id": player_id, "currencies": doc["currencies"], "frozen": doc["frozen"],
-            "status": "frozen" if doc["frozen"] else "active", "bonus_ids": doc.get("bonus_ids", [])}
+    return {
+        "player_id": player_id,
+        "currencies": doc["currencies"],
+        "frozen": doc["frozen"],
+        "status": "frozen" if doc["frozen"] else "active",
+        "bonus_ids": doc.get("bonus_ids", []),
+    }
 
 
 def _summary_view(sequence: int, doc: dict[str, Any]) -> dict[str, Any]:
@@ -133,36 +141,51 @@ class LedgerQueries:
         self.store = store
         self._clock = clock
 
-    async def players(self, *, status: str | None, created_from: str | None, created_until: str | None,
-                      cursor: str | None, limit: int) -> Page:
+    async def players(
+        self, *, status: str | None, created_from: str | None, created_until: str | None, cursor: str | None, limit: int
+    ) -> Page:
         """By player id; with a creation range, by creation (the transaction index's `player_create`
         entries in the range), the status filter then applied to each page (a page may come back
         shorter than `limit`, even empty, with `has_more` still true)."""
         frozen = None if status is None else status == "frozen"
         if created_from is None and created_until is None:
             after = _key_cursor("players", cursor, 1)
-            rows, head = await self.store.page("players", after=after, limit=limit,
-                                               doc_equals=None if frozen is None else {"frozen": frozen})
-            return Page([_player_view(k[0], d) for k, d in rows], _next("players", rows, limit, lambda r: list(r[0])),
-                        head)
+            rows, head = await self.store.page(
+                "players", after=after, limit=limit, doc_equals=None if frozen is None else {"frozen": frozen}
+            )
+            return Page(
+                [_player_view(k[0], d) for k, d in rows], _next("players", rows, limit, lambda r: list(r[0])), head
+            )
         created = {"type": "player_create", "outcome": "committed"}
         summaries, head = await self.store.summaries(
-            created, after_sequence=_sequence_cursor("players_created", cursor), limit=limit,
-            time_from=created_from, time_until=created_until)
+            created,
+            after_sequence=_sequence_cursor("players_created", cursor),
+            limit=limit,
+            time_from=created_from,
+            time_until=created_until,
+        )
         items = []
         for sequence, summary in summaries:
             doc, _ = await self.store.get("players", (summary["player_id"],))
             if doc is not None and (frozen is None or doc["frozen"] == frozen):
-                items.append({**_player_view(summary["player_id"], doc), "created_sequence": sequence,
-                              "created_at": summary["committed_at"]})
+                items.append(
+                    {
+                        **_player_view(summary["player_id"], doc),
+                        "created_sequence": sequence,
+                        "created_at": summary["committed_at"],
+                    }
+                )
         return Page(items, _next("players_created", summaries, limit, lambda r: r[0]), head)
 
     async def accounts(self, *, kind: str | None, currency: str | None, cursor: str | None, limit: int) -> Page:
         """By account name. A system kind with a currency is one account; a player kind with a
         currency is filtered per page (a page may be short, even empty, with `has_more` true)."""
         if kind == "jackpot" and currency is not None:
-            raise BadRequest("currency: jackpot pools are named by jackpot, not currency; list "
-                             "/admin/v1/jackpots?currency=... instead", field="currency")
+            raise BadRequest(
+                "currency: jackpot pools are named by jackpot, not currency; list "
+                "/admin/v1/jackpots?currency=... instead",
+                field="currency",
+            )
         prefix = None
         if kind == "player":
             prefix = PLAYER_PREFIX
@@ -179,11 +202,17 @@ class LedgerQueries:
             items = [i for i in items if i["currency"] == currency]
         return Page(items, _next("accounts", rows, limit, lambda r: list(r[0])), head)
 
-    async def transactions(self, filters: dict[str, str], *, time_from: str | None, time_until: str | None,
-                           cursor: str | None, limit: int) -> Page:
+    async def transactions(
+        self, filters: dict[str, str], *, time_from: str | None, time_until: str | None, cursor: str | None, limit: int
+    ) -> Page:
         """From the transaction index, in journal order (the cursor is the last sequence served)."""
-        rows, head = await self.store.summaries(filters, after_sequence=_sequence_cursor("transactions", cursor),
-                                                limit=limit, time_from=time_from, time_until=time_until)
+        rows, head = await self.store.summaries(
+            filters,
+            after_sequence=_sequence_cursor("transactions", cursor),
+            limit=limit,
+            time_from=time_from,
+            time_until=time_until,
+        )
         return Page([_summary_view(s, d) for s, d in rows], _next("transactions", rows, limit, lambda r: r[0]), head)
 
     async def rounds(self, *, status: str | None, min_age_s: int | None, cursor: str | None, limit: int) -> Page:
@@ -205,8 +234,12 @@ class LedgerQueries:
         head = 0
         for index in range(start, len(tables)):
             table = tables[index]
-            rows, head = await self.store.page(table, after=after if index == start else None, limit=limit,
-                                               doc_equals=None if status is None else {"status": status})
+            rows, head = await self.store.page(
+                table,
+                after=after if index == start else None,
+                limit=limit,
+                doc_equals=None if status is None else {"status": status},
+            )
             for key, doc in rows:
                 if opened_by is None or doc.get("opened_sequence", 0) <= opened_by:
                     items.append({**_round_view(key, doc), "opened_sequence": doc.get("opened_sequence")})
@@ -216,12 +249,25 @@ class LedgerQueries:
         return Page(items, None, head)
 
     async def jackpots(self, *, currency: str | None, cursor: str | None, limit: int) -> Page:
-        rows, head = await self.store.page("jackpots", after=_key_cursor("jackpots", cursor, 1), limit=limit,
-                                           doc_equals=None if currency is None else {"currency": currency})
-        items = [{"jackpot_id": k[0], "currency": d["currency"], "pool_minor": d["seed_minor"]
-                  + sum(d["contributions_by_edge"].values()), "seed_minor": d["seed_minor"], "epoch": d["epoch"],
-                  "contribution_ppm": d["contribution_ppm"], "game_ids": d["game_ids"],
-                  "contributions_by_edge": d["contributions_by_edge"]} for k, d in rows]
+        rows, head = await self.store.page(
+            "jackpots",
+            after=_key_cursor("jackpots", cursor, 1),
+            limit=limit,
+            doc_equals=None if currency is None else {"currency": currency},
+        )
+        items = [
+            {
+                "jackpot_id": k[0],
+                "currency": d["currency"],
+                "pool_minor": d["seed_minor"] + sum(d["contributions_by_edge"].values()),
+                "seed_minor": d["seed_minor"],
+                "epoch": d["epoch"],
+                "contribution_ppm": d["contribution_ppm"],
+                "game_ids": d["game_ids"],
+                "contributions_by_edge": d["contributions_by_edge"],
+            }
+            for k, d in rows
+        ]
         return Page(items, _next("jackpots", rows, limit, lambda r: list(r[0])), head)
 
     async def bonuses(self, *, player_id: str | None, status: str | None, cursor: str | None, limit: int) -> Page:
@@ -231,8 +277,9 @@ class LedgerQueries:
         if player_id is not None:
             if after is not None and after[0] != player_id:
                 raise _bad_cursor()
-            rows, head = await self.store.select("bonuses", {"player_id": player_id}, limit=limit,
-                                                 after=None if after is None else after[1])
+            rows, head = await self.store.select(
+                "bonuses", {"player_id": player_id}, limit=limit, after=None if after is None else after[1]
+            )
         else:
             rows, head = await self.store.page("bonuses", after=after, limit=limit)
         now = self._clock()
@@ -242,10 +289,19 @@ class LedgerQueries:
             if seen == "active" and datetime.fromisoformat(d["expires_at"]) <= now:
                 seen = "expired"
             if status is None or seen == status:
-                items.append({"player_id": owner, "bonus_id": bonus_id, "id": d["id"], "currency": d["currency"],
-                              "amount_minor": d["amount_minor"],
-                              "wagering_requirement_minor": d["wagering_requirement_minor"],
-                              "wagered_minor": d["wagered_minor"], "status": seen, "expires_at": d["expires_at"]})
+                items.append(
+                    {
+                        "player_id": owner,
+                        "bonus_id": bonus_id,
+                        "id": d["id"],
+                        "currency": d["currency"],
+                        "amount_minor": d["amount_minor"],
+                        "wagering_requirement_minor": d["wagering_requirement_minor"],
+                        "wagered_minor": d["wagered_minor"],
+                        "status": seen,
+                        "expires_at": d["expires_at"],
+                    }
+                )
         return Page(items, _next("bonuses", rows, limit, lambda r: list(r[0])), head)
 
     async def balances_as_of(self, player_id: str, *, sequence: int | None, moment: datetime | None) -> dict[str, Any]:
@@ -263,6 +319,11 @@ class LedgerQueries:
         balances = []
         for currency in player["currencies"]:
             last = await self.store.history_at(player_account(player_id, currency), sequence)
-            balances.append({"currency": currency, "balance_minor": last["balance_minor"] if last else 0,
-                             "last_sequence": last["sequence"] if last else None})
+            balances.append(
+                {
+                    "currency": currency,
+                    "balance_minor": last["balance_minor"] if last else 0,
+                    "last_sequence": last["sequence"] if last else None,
+                }
+            )
         return {"player_id": player_id, "as_of_sequence": sequence, "balances": balances}

@@ -78,16 +78,26 @@ def _paged(request: web.Request, page: Page, member: str) -> web.Response:
     headers = {}
     if page.next_cursor is not None:
         headers["Link"] = f'<{request.rel_url.update_query(cursor=page.next_cursor)}>; rel="next"'
-    return json_response({member: page.items, "next_cursor": page.next_cursor, "has_more": page.has_more,
-                          "as_of_sequence": page.as_of_sequence}, headers=headers)
+    return json_response(
+        {
+            member: page.items,
+            "next_cursor": page.next_cursor,
+            "has_more": page.has_more,
+            "as_of_sequence": page.as_of_sequence,
+        },
+        headers=headers,
+    )
 
 
 @auth.roles("admin_read")
 async def players(request: web.Request) -> web.Response:
     page = await request.app[QUERIES].players(
-        status=query_choice(request, "status", PLAYER_STATUSES), created_from=_time_text(request, "created_from"),
-        created_until=_time_text(request, "created_until"), cursor=request.query.get("cursor"),
-        limit=page_limit(request))
+        status=query_choice(request, "status", PLAYER_STATUSES),
+        created_from=_time_text(request, "created_from"),
+        created_until=_time_text(request, "created_until"),
+        cursor=request.query.get("cursor"),
+        limit=page_limit(request),
+    )
     return _paged(request, page, "players")
 
 
@@ -96,8 +106,12 @@ async def accounts(request: web.Request) -> web.Response:
     currency = request.query.get("currency")
     if currency is not None and not (len(currency) == 3 and currency.isascii() and currency.isupper()):
         raise BadRequest("currency: a 3-letter currency code is required", field="currency")
-    page = await request.app[QUERIES].accounts(kind=query_choice(request, "kind", ACCOUNT_KINDS), currency=currency,
-                                               cursor=request.query.get("cursor"), limit=page_limit(request))
+    page = await request.app[QUERIES].accounts(
+        kind=query_choice(request, "kind", ACCOUNT_KINDS),
+        currency=currency,
+        cursor=request.query.get("cursor"),
+        limit=page_limit(request),
+    )
     return _paged(request, page, "accounts")
 
 
@@ -105,32 +119,43 @@ async def accounts(request: web.Request) -> web.Response:
 async def transactions(request: web.Request) -> web.Response:
     filters = {name: value for name in SUMMARY_FILTERS if (value := _text(request, name)) is not None}
     page = await request.app[QUERIES].transactions(
-        filters, time_from=_time_text(request, "from"), time_until=_time_text(request, "until"),
-        cursor=request.query.get("cursor"), limit=page_limit(request))
+        filters,
+        time_from=_time_text(request, "from"),
+        time_until=_time_text(request, "until"),
+        cursor=request.query.get("cursor"),
+        limit=page_limit(request),
+    )
     return _paged(request, page, "transactions")
 
 
 @auth.roles("admin_read")
 async def rounds(request: web.Request) -> web.Response:
     age = query_int(request, "min_age_s", -1, low=0, high=AGE_S_MAX)
-    page = await request.app[QUERIES].rounds(status=query_choice(request, "status", ROUND_STATUSES),
-                                             min_age_s=None if age < 0 else age,
-                                             cursor=request.query.get("cursor"), limit=page_limit(request))
+    page = await request.app[QUERIES].rounds(
+        status=query_choice(request, "status", ROUND_STATUSES),
+        min_age_s=None if age < 0 else age,
+        cursor=request.query.get("cursor"),
+        limit=page_limit(request),
+    )
     return _paged(request, page, "rounds")
 
 
 @auth.roles("admin_read")
 async def jackpots(request: web.Request) -> web.Response:
-    page = await request.app[QUERIES].jackpots(currency=_text(request, "currency"),
-                                               cursor=request.query.get("cursor"), limit=page_limit(request))
+    page = await request.app[QUERIES].jackpots(
+        currency=_text(request, "currency"), cursor=request.query.get("cursor"), limit=page_limit(request)
+    )
     return _paged(request, page, "jackpots")
 
 
 @auth.roles("admin_read")
 async def bonuses(request: web.Request) -> web.Response:
-    page = await request.app[QUERIES].bonuses(player_id=_text(request, "player_id"),
-                                              status=query_choice(request, "status", BONUS_STATUSES),
-                                              cursor=request.query.get("cursor"), limit=page_limit(request))
+    page = await request.app[QUERIES].bonuses(
+        player_id=_text(request, "player_id"),
+        status=query_choice(request, "status", BONUS_STATUSES),
+        cursor=request.query.get("cursor"),
+        limit=page_limit(request),
+    )
     return _paged(request, page, "bonuses")
 
 
@@ -140,30 +165,80 @@ async def balances_as_of(request: web.Request) -> web.Response:
     if ("as_of_sequence" in request.query) == (moment is not None):
         raise BadRequest("as_of_sequence or as_of: exactly one is required", field="as_of_sequence")
     sequence = query_int(request, "as_of_sequence", 0, low=0, high=SEQUENCE_MAX) if moment is None else None
-    return json_response(await request.app[QUERIES].balances_as_of(path_id(request, "player_id"),
-                                                                    sequence=sequence, moment=moment))
+    return json_response(
+        await request.app[QUERIES].balances_as_of(path_id(request, "player_id"), sequence=sequence, moment=moment)
+    )
 
 
 ROUTES: list[Route] = [
-    Route("GET", "/admin/v1/players", players, "List players (by id; by creation with a creation range)",
-          query={"status": "string", "created_from": "string", "created_until": "string", **PAGE_QUERY},
-          answer=PlayersPage, codes=ADMIN_READ_CODES, tag="queries"),
-    Route("GET", "/admin/v1/accounts", accounts, "List accounts with balances (by name)",
-          query={"kind": "string", "currency": "string", **PAGE_QUERY}, answer=AccountsPage,
-          codes=ADMIN_READ_CODES, tag="queries"),
-    Route("GET", "/admin/v1/transactions", transactions, "List transactions in journal order, filtered",
-          query={**dict.fromkeys(SUMMARY_FILTERS, "string"), "from": "string", "until": "string", **PAGE_QUERY},
-          answer=TransactionsPage, codes=ADMIN_READ_CODES, tag="queries"),
-    Route("GET", "/admin/v1/rounds", rounds, "List rounds (by status, by age)",
-          query={"status": "string", "min_age_s": "integer", **PAGE_QUERY}, answer=RoundsPage,
-          codes=ADMIN_READ_CODES, tag="queries"),
-    Route("GET", "/admin/v1/jackpots", jackpots, "List jackpots with their pools",
-          query={"currency": "string", **PAGE_QUERY}, answer=JackpotsPage, codes=ADMIN_READ_CODES, tag="queries"),
-    Route("GET", "/admin/v1/bonuses", bonuses, "List bonus offers (of one player or all)",
-          query={"player_id": "string", "status": "string", **PAGE_QUERY}, answer=BonusesPage,
-          codes=ADMIN_READ_CODES, tag="queries"),
-    Route("GET", "/admin/v1/players/{player_id}/balances", balances_as_of,
-          "A player's balances as of a journal sequence or a time (disputes)",
-          query={"as_of_sequence": "integer", "as_of": "string"}, answer=BalancesAsOfAnswer,
-          codes=ADMIN_READ_CODES, tag="queries"),
+    Route(
+        "GET",
+        "/admin/v1/players",
+        players,
+        "List players (by id; by creation with a creation range)",
+        query={"status": "string", "created_from": "string", "created_until": "string", **PAGE_QUERY},
+        answer=PlayersPage,
+        codes=ADMIN_READ_CODES,
+        tag="queries",
+    ),
+    Route(
+        "GET",
+        "/admin/v1/accounts",
+        accounts,
+        "List accounts with balances (by name)",
+        query={"kind": "string", "currency": "string", **PAGE_QUERY},
+        answer=AccountsPage,
+        codes=ADMIN_READ_CODES,
+        tag="queries",
+    ),
+    Route(
+        "GET",
+        "/admin/v1/transactions",
+        transactions,
+        "List transactions in journal order, filtered",
+        query={**dict.fromkeys(SUMMARY_FILTERS, "string"), "from": "string", "until": "string", **PAGE_QUERY},
+        answer=TransactionsPage,
+        codes=ADMIN_READ_CODES,
+        tag="queries",
+    ),
+    Route(
+        "GET",
+        "/admin/v1/rounds",
+        rounds,
+        "List rounds (by status, by age)",
+        query={"status": "string", "min_age_s": "integer", **PAGE_QUERY},
+        answer=RoundsPage,
+        codes=ADMIN_READ_CODES,
+        tag="queries",
+    ),
+    Route(
+        "GET",
+        "/admin/v1/jackpots",
+        jackpots,
+        "List jackpots with their pools",
+        query={"currency": "string", **PAGE_QUERY},
+        answer=JackpotsPage,
+        codes=ADMIN_READ_CODES,
+        tag="queries",
+    ),
+    Route(
+        "GET",
+        "/admin/v1/bonuses",
+        bonuses,
+        "List bonus offers (of one player or all)",
+        query={"player_id": "string", "status": "string", **PAGE_QUERY},
+        answer=BonusesPage,
+        codes=ADMIN_READ_CODES,
+        tag="queries",
+    ),
+    Route(
+        "GET",
+        "/admin/v1/players/{player_id}/balances",
+        balances_as_of,
+        "A player's balances as of a journal sequence or a time (disputes)",
+        query={"as_of_sequence": "integer", "as_of": "string"},
+        answer=BalancesAsOfAnswer,
+        codes=ADMIN_READ_CODES,
+        tag="queries",
+    ),
 ]

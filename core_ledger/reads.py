@@ -26,14 +26,22 @@ ROUND_TABLES = ("rounds", "client_rounds")  # before scoping by client, and scop
 def _round_view(key: tuple, doc: dict[str, Any]) -> dict[str, Any]:
     """A round of either table; `client_id` is the game-server client it is scoped to (None: a
     round journaled before rounds were scoped)."""
-    return {"player_id": key[0], "round_id": key[1], "client_id": key[2] if len(key) > 2 else None,
-            "game_id": doc["game_id"], "currency": doc["currency"],
-            "status": doc["status"], "bets_minor": doc["bets_minor"], "wins_minor": doc["wins_minor"],
-            "transactions": doc["transactions"]}
+    return {
+        "player_id": key[0],
+        "round_id": key[1],
+        "client_id": key[2] if len(key) > 2 else None,
+        "game_id": doc["game_id"],
+        "currency": doc["currency"],
+        "status": doc["status"],
+        "bets_minor": doc["bets_minor"],
+        "wins_minor": doc["wins_minor"],
+        "transactions": doc["transactions"],
+    }
 
 
-async def _rounds_where(store: Store, equals: dict[str, Any], limit: int,
-                        doc_equals: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+async def _rounds_where(
+    store: Store, equals: dict[str, Any], limit: int, doc_equals: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
     """Rounds of both tables, by (round id, client), at most `limit`."""
     found = []
     for table in ROUND_TABLES:
@@ -57,16 +65,18 @@ class LedgerReads:
             account, _ = await self.store.get("accounts", (player_account(player_id, currency),))
             account = present(account, f"account of {player_id!r} in {currency}")
             balances.append({"currency": currency, **account})
-        return {"player_id": player_id, "currencies": row["currencies"], "frozen": row["frozen"],
-                "balances": balances}
+        return {"player_id": player_id, "currencies": row["currencies"], "frozen": row["frozen"], "balances": balances}
 
     async def balances(self, player_id: str) -> dict[str, Any]:
         player = await self.player(player_id)
         return {"player_id": player_id, "balances": player["balances"]}
 
     async def rounds(self, player_id: str, status: str | None, limit: int) -> dict[str, Any]:
-        return {"rounds": await _rounds_where(self.store, {"player_id": player_id}, limit,
-                                              {"status": status} if status else None)}
+        return {
+            "rounds": await _rounds_where(
+                self.store, {"player_id": player_id}, limit, {"status": status} if status else None
+            )
+        }
 
     async def rounds_by_id(self, round_id: str, limit: int) -> dict[str, Any]:
         rounds = await _rounds_where(self.store, {"round_id": round_id}, limit)
@@ -88,20 +98,26 @@ class LedgerReads:
                 raise NotFound(f"transaction {tx_id!r} not found", field="id")
         return public_transaction(entries[0])
 
-    async def by_external_ref(self, ref: str, *, after_sequence: int, limit: int,
-                              only: dict[str, str] | None = None) -> dict[str, Any]:
+    async def by_external_ref(
+        self, ref: str, *, after_sequence: int, limit: int, only: dict[str, str] | None = None
+    ) -> dict[str, Any]:
         """The entries journaled under a provider's reference, in journal order (`only`: those whose
         index row matches, e.g. one client's)."""
-        rows, head = await self.store.select("external_refs", {"external_ref": ref}, limit=limit + 1,
-                                             doc_equals=only, after=after_sequence)
+        rows, head = await self.store.select(
+            "external_refs", {"external_ref": ref}, limit=limit + 1, doc_equals=only, after=after_sequence
+        )
         page = rows[:limit]
         out = []
         for (_, sequence), _doc in page:
             [(_, text)] = await self.store.journal(sequence - 1, 1)
             out.append(public_transaction(orjson.loads(text)))
-        return {"external_ref": ref, "transactions": out,
-                "next_after_sequence": page[-1][0][1] if page else after_sequence,
-                "has_more": len(rows) > limit, "as_of_sequence": head}
+        return {
+            "external_ref": ref,
+            "transactions": out,
+            "next_after_sequence": page[-1][0][1] if page else after_sequence,
+            "has_more": len(rows) > limit,
+            "as_of_sequence": head,
+        }
 
     async def stale_rounds(self, older_than_s: float, *, after_sequence: int, limit: int) -> dict[str, Any]:
         """Open rounds opened more than `older_than_s` ago, oldest first (by the sequence of their first
@@ -112,12 +128,18 @@ class LedgerReads:
         after, scanned, head = after_sequence, 0, 0
 
         def page(has_more: bool) -> dict[str, Any]:
-            return {"rounds": rounds, "next_after_sequence": after, "has_more": has_more,
-                    "older_than_s": older_than_s, "as_of_sequence": head}
+            return {
+                "rounds": rounds,
+                "next_after_sequence": after,
+                "has_more": has_more,
+                "older_than_s": older_than_s,
+                "as_of_sequence": head,
+            }
 
         while scanned < STALE_SCAN_ROWS_MAX:
-            rows, head = await self.store.select("round_openings", {}, limit=STALE_SCAN_PAGE,
-                                                 doc_equals={"status": "open"}, after=after)
+            rows, head = await self.store.select(
+                "round_openings", {}, limit=STALE_SCAN_PAGE, doc_equals={"status": "open"}, after=after
+            )
             scanned += len(rows)
             for (sequence,), doc in rows:
                 opened_at = doc["opened_at"]
@@ -126,8 +148,15 @@ class LedgerReads:
                         return page(False)  # ordered by sequence: every later round is younger
                     if len(rounds) == limit:
                         return page(True)
-                    rounds.append({**{k: doc[k] for k in ("player_id", "round_id", "client_id", "game_id",
-                                                          "currency", "opened_at")}, "opened_sequence": sequence})
+                    rounds.append(
+                        {
+                            **{
+                                k: doc[k]
+                                for k in ("player_id", "round_id", "client_id", "game_id", "currency", "opened_at")
+                            },
+                            "opened_sequence": sequence,
+                        }
+                    )
                 after = sequence
             if len(rows) < STALE_SCAN_PAGE:
                 return page(False)
@@ -147,10 +176,21 @@ class LedgerReads:
         out = []
         for e in await self._entries(tx_id, limit):
             tx = e["transaction"]
-            out.append({"sequence": e["sequence"], "epoch": e["epoch"], "hash": e["hash"],
-                        "prev_hash": e["prev_hash"], "type": tx["type"], "client_id": tx["client_id"],
-                        "via": tx["via"], "principal": tx["principal"], "committed_at": tx["committed_at"],
-                        "outcome": tx["outcome"], "postings": e["postings"]})
+            out.append(
+                {
+                    "sequence": e["sequence"],
+                    "epoch": e["epoch"],
+                    "hash": e["hash"],
+                    "prev_hash": e["prev_hash"],
+                    "type": tx["type"],
+                    "client_id": tx["client_id"],
+                    "via": tx["via"],
+                    "principal": tx["principal"],
+                    "committed_at": tx["committed_at"],
+                    "outcome": tx["outcome"],
+                    "postings": e["postings"],
+                }
+            )
         return {"id": tx_id, "entries": out}
 
     async def jackpot(self, jackpot_id: str) -> dict[str, Any]:
@@ -160,11 +200,18 @@ class LedgerReads:
         by_edge = row["contributions_by_edge"]
         # The pool of the current epoch is the seed plus that epoch's contributions (the
         # jackpot account's balance; equal by construction, checked by the tests).
-        return {"jackpot_id": jackpot_id, "currency": row["currency"],
-                "pool_minor": row["seed_minor"] + sum(by_edge.values()), "seed_minor": row["seed_minor"],
-                "epoch": row["epoch"], "contribution_ppm": row["contribution_ppm"], "game_ids": row["game_ids"],
-                "contributions_by_edge": by_edge, "account": jackpot_account(jackpot_id),
-                "as_of_sequence": head}
+        return {
+            "jackpot_id": jackpot_id,
+            "currency": row["currency"],
+            "pool_minor": row["seed_minor"] + sum(by_edge.values()),
+            "seed_minor": row["seed_minor"],
+            "epoch": row["epoch"],
+            "contribution_ppm": row["contribution_ppm"],
+            "game_ids": row["game_ids"],
+            "contributions_by_edge": by_edge,
+            "account": jackpot_account(jackpot_id),
+            "as_of_sequence": head,
+        }
 
     async def bonuses(self, player_id: str, limit: int) -> dict[str, Any]:
         rows, head = await self.store.select("bonuses", {"player_id": player_id}, limit=limit)
@@ -174,11 +221,19 @@ class LedgerReads:
             status = d["status"]
             if status == "active" and datetime.fromisoformat(d["expires_at"]) <= now:
                 status = "expired"
-            out.append({"bonus_id": bonus_id, "id": d["id"], "currency": d["currency"],
-                        "amount_minor": d["amount_minor"],
-                        "wagering_requirement_minor": d["wagering_requirement_minor"],
-                        "wagered_minor": d["wagered_minor"], "wagered_by_edge": d["wagered_by_edge"],
-                        "status": status, "expires_at": d["expires_at"]})
+            out.append(
+                {
+                    "bonus_id": bonus_id,
+                    "id": d["id"],
+                    "currency": d["currency"],
+                    "amount_minor": d["amount_minor"],
+                    "wagering_requirement_minor": d["wagering_requirement_minor"],
+                    "wagered_minor": d["wagered_minor"],
+                    "wagered_by_edge": d["wagered_by_edge"],
+                    "status": status,
+                    "expires_at": d["expires_at"],
+                }
+            )
         return {"player_id": player_id, "bonuses": out, "as_of_sequence": head}
 
     async def statement(self, player_id: str, currency: str, after_sequence: int, limit: int) -> dict[str, Any]:
@@ -186,9 +241,13 @@ class LedgerReads:
         account = player_account(player_id, currency)
         rows, head = await self.store.select("history", {"account": account}, limit=limit, after=after_sequence)
         entries = [{"sequence": k[1], **d} for k, d in rows]
-        return {"player_id": player_id, "currency": currency, "entries": entries,
-                "next_after_sequence": entries[-1]["sequence"] if entries else after_sequence,
-                "as_of_sequence": head}
+        return {
+            "player_id": player_id,
+            "currency": currency,
+            "entries": entries,
+            "next_after_sequence": entries[-1]["sequence"] if entries else after_sequence,
+            "as_of_sequence": head,
+        }
 
     async def journal_page(self, after_sequence: int, limit: int) -> list[str]:
         return [text for _, text in await self.store.journal(after_sequence, limit)]

@@ -25,8 +25,9 @@ def as_error(rejection: Rejection) -> CroupierError:
 def journaled_error(rejected: RejectedAnswer) -> CroupierError:
     """The operating error that answers a journaled refusal, first time and on replays: its code
     and detail, with the `sequence` and `transaction_id` it was journaled at."""
-    return error_from_code(rejected.code, rejected.detail, sequence=rejected.sequence,
-                           transaction_id=rejected.transaction_id)
+    return error_from_code(
+        rejected.code, rejected.detail, sequence=rejected.sequence, transaction_id=rejected.transaction_id
+    )
 
 
 def status_and_body(answer: Answer, *, replayed: bool) -> tuple[int, dict[str, Any]]:

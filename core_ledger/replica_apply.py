@@ -55,8 +55,9 @@ class ReplicaApply:
             await self._reload_head()
         check = ChainCheck(head_sequence=overlay.head.sequence, head_hash=overlay.head.hash)
         if not check.feed(rows):
-            raise ReplicationError(f"the primary's journal does not verify at {check.first_bad_sequence}",
-                                   check.first_bad_sequence)
+            raise ReplicationError(
+                f"the primary's journal does not verify at {check.first_bad_sequence}", check.first_bad_sequence
+            )
         entries = [orjson.loads(text) for _, text in rows]
         try:
             await overlay.load([command_of(e) for e in entries])

@@ -37,8 +37,17 @@ JOB_REASON = "stale_round_policy"
 
 
 class StaleRounds:
-    def __init__(self, service: LedgerService, reads: LedgerReads, metrics: LedgerMetrics, *, after_s: float,
-                 policy: str, interval_s: float, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        service: LedgerService,
+        reads: LedgerReads,
+        metrics: LedgerMetrics,
+        *,
+        after_s: float,
+        policy: str,
+        interval_s: float,
+        clock: Callable[[], datetime],
+    ) -> None:
         self.service, self.reads, self.metrics = service, reads, metrics
         self.after_s, self.policy, self.interval_s = after_s, policy, interval_s
         self.clock = clock
@@ -70,18 +79,26 @@ class StaleRounds:
     async def settle(self, round_: dict[str, Any]) -> None:
         policy = self.policy
         if policy == "refund":
-            row, _ = await self.reads.store.get(*round_address(round_["client_id"], round_["player_id"],
-                                                               round_["round_id"]))
+            row, _ = await self.reads.store.get(
+                *round_address(round_["client_id"], round_["player_id"], round_["round_id"])
+            )
             if round_["client_id"] is None or (row is not None and row["win_count"] > 0):
                 policy = "close"
-        command = settlement(policy, round_["player_id"], round_["round_id"], round_["client_id"], JOB_REASON,
-                             JOB_PRINCIPAL)
+        command = settlement(
+            policy, round_["player_id"], round_["round_id"], round_["client_id"], JOB_REASON, JOB_PRINCIPAL
+        )
         [result] = await self.service.submit([command])
         if isinstance(result, CroupierError):
             # Not binding (the round went away under it, or the writer refused the batch): logged and
             # left for the next pass, which lists the round again if it is still stale.
-            log.warning("stale_round_not_settled", type=command.type, player_id=round_["player_id"],
-                        round_id=round_["round_id"], client_id=round_["client_id"], code=result.code)
+            log.warning(
+                "stale_round_not_settled",
+                type=command.type,
+                player_id=round_["player_id"],
+                round_id=round_["round_id"],
+                client_id=round_["client_id"],
+                code=result.code,
+            )
             return
         status, body = result
         if body.get("replayed"):
@@ -89,7 +106,15 @@ class StaleRounds:
         outcome = "rejected" if status >= 400 else "committed"
         self.metrics.stale_rounds_settled_total.labels(command.type, outcome).inc()
         tx = body.get("transaction", {})
-        log.info("stale_round_settled", type=command.type, player_id=round_["player_id"], round_id=round_["round_id"],
-                 client_id=round_["client_id"], opened_at=round_["opened_at"], outcome=outcome,
-                 code=body.get("code"), sequence=tx.get("sequence", body.get("sequence")),
-                 amount_minor=tx.get("amount_minor"))
+        log.info(
+            "stale_round_settled",
+            type=command.type,
+            player_id=round_["player_id"],
+            round_id=round_["round_id"],
+            client_id=round_["client_id"],
+            opened_at=round_["opened_at"],
+            outcome=outcome,
+            code=body.get("code"),
+            sequence=tx.get("sequence", body.get("sequence")),
+            amount_minor=tx.get("amount_minor"),
+        )

@@ -28,14 +28,28 @@ from core_ledger.writer import LedgerWriter, Result, WriterLimits
 
 
 class LedgerService:
-    def __init__(self, store: Store, limits: WriterLimits, *, clock: Callable[[], datetime],
-                 metrics: LedgerMetrics, standby: bool = False, passive: bool = False) -> None:
+    def __init__(
+        self,
+        store: Store,
+        limits: WriterLimits,
+        *,
+        clock: Callable[[], datetime],
+        metrics: LedgerMetrics,
+        standby: bool = False,
+        passive: bool = False,
+    ) -> None:
         self.store = store
         self.limits = limits
         self.metrics = metrics
         self._overlay = Overlay(store)
-        self.failover = Failover(store, self._overlay, metrics, standby=standby,
-                                 synchronous_standby=limits.synchronous_standby, passive=passive)
+        self.failover = Failover(
+            store,
+            self._overlay,
+            metrics,
+            standby=standby,
+            synchronous_standby=limits.synchronous_standby,
+            passive=passive,
+        )
         self.writer = LedgerWriter(store, limits, self._overlay, self.failover, clock=clock, metrics=metrics)
         self.replica = ReplicaApply(store, self._overlay, self.failover, metrics)
 

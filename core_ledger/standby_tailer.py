@@ -61,17 +61,26 @@ class StandbySettings:
 
 class StandbyMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.lag_sequences = Gauge("ledger_replica_lag_sequences",
-                                   "Journal entries the primary has that this standby has not applied.",
-                                   registry=registry)
-        self.lag_seconds = Gauge("ledger_replica_lag_seconds",
-                                 "Age of the primary's oldest entry not yet applied here (0 when caught up).",
-                                 registry=registry)
-        self.errors_total = Counter("ledger_replica_errors_total", "Failed journal polls or applies.",
-                                    ["reason"], registry=registry)
-        self.halted = Gauge("ledger_replica_halted",
-                            "1 once the tailer stopped for good: chain (a page did not verify) or diverged "
-                            "(the primary does not hold this copy's head).", ["reason"], registry=registry)
+        self.lag_sequences = Gauge(
+            "ledger_replica_lag_sequences",
+            "Journal entries the primary has that this standby has not applied.",
+            registry=registry,
+        )
+        self.lag_seconds = Gauge(
+            "ledger_replica_lag_seconds",
+            "Age of the primary's oldest entry not yet applied here (0 when caught up).",
+            registry=registry,
+        )
+        self.errors_total = Counter(
+            "ledger_replica_errors_total", "Failed journal polls or applies.", ["reason"], registry=registry
+        )
+        self.halted = Gauge(
+            "ledger_replica_halted",
+            "1 once the tailer stopped for good: chain (a page did not verify) or diverged "
+            "(the primary does not hold this copy's head).",
+            ["reason"],
+            registry=registry,
+        )
         for reason in HALT_REASONS:
             self.halted.labels(reason).set(0)
 
@@ -87,8 +96,9 @@ class StandbyDiverged(Exception):
 class StandbyTailer:
     """The tailer task: the only mutator of a standby's store."""
 
-    def __init__(self, service: LedgerService, settings: StandbySettings, metrics: StandbyMetrics,
-                 clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self, service: LedgerService, settings: StandbySettings, metrics: StandbyMetrics, clock: Callable[[], datetime]
+    ) -> None:
         self.service = service
         self.settings = settings
         self.metrics = metrics
@@ -100,8 +110,9 @@ class StandbyTailer:
         self.diverged_at: int | None = None  # the position the primary refused as not on its chain
         self._task = OwnedTask("ledger-standby")
         self._applying: asyncio.Future[None] | None = None  # the apply under way, never cut in half
-        self.health = TaskHealth("standby", service.metrics, base_delay_s=settings.poll_interval_s,
-                                 max_delay_s=settings.backoff_max_s)
+        self.health = TaskHealth(
+            "standby", service.metrics, base_delay_s=settings.poll_interval_s, max_delay_s=settings.backoff_max_s
+        )
 
     @property
     def running(self) -> bool:
@@ -135,8 +146,9 @@ class StandbyTailer:
         diverged copy stops the tailer, on purpose and loudly."""
         s = self.settings
         connector = aiohttp.TCPConnector(ssl=s.tls if s.tls is not None else True)
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=s.request_timeout_s),
-                                         connector=connector) as session:
+        async with aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=s.request_timeout_s), connector=connector
+        ) as session:
             while True:
                 try:
                     applied = await self.poll_once(session)
@@ -155,16 +167,24 @@ class StandbyTailer:
                 except (TimeoutError, aiohttp.ClientError, ValueError) as e:
                     self.metrics.errors_total.labels("poll").inc()
                     delay = self.health.failed()
-                    log.warning("standby_poll_failed", error=repr(e), failures=self.health.consecutive_failures,
-                                retry_in_s=delay)
+                    log.warning(
+                        "standby_poll_failed",
+                        error=repr(e),
+                        failures=self.health.consecutive_failures,
+                        retry_in_s=delay,
+                    )
                     await asyncio.sleep(delay)
                     continue
                 # A storage failure while applying, or a bug: counted and retried, never a silent death.
                 except Exception as e:  # noqa: BLE001
                     self.metrics.errors_total.labels("apply").inc()
                     delay = self.health.failed()
-                    log.error("standby_apply_failed", error=repr(e), failures=self.health.consecutive_failures,
-                              retry_in_s=delay)
+                    log.error(
+                        "standby_apply_failed",
+                        error=repr(e),
+                        failures=self.health.consecutive_failures,
+                        retry_in_s=delay,
+                    )
                     await asyncio.sleep(delay)
                     continue
                 self.health.succeeded()
@@ -176,8 +196,10 @@ class StandbyTailer:
         head = self.service.head
         after = head.sequence
         s = self.settings
-        url = (f"{s.primary_url}/v1/journal?after_sequence={after}&after_hash={head.hash}"
-               f"&limit={s.page_limit}&wait_ms={s.long_poll_ms}")
+        url = (
+            f"{s.primary_url}/v1/journal?after_sequence={after}&after_hash={head.hash}"
+            f"&limit={s.page_limit}&wait_ms={s.long_poll_ms}"
+        )
         async with session.get(url, headers={"Authorization": f"Bearer {self.settings.token()}"}) as resp:
             if resp.status == 409 and resp.content_type == "application/problem+json":
                 problem = await resp.json(content_type=None)

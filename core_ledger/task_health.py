@@ -21,8 +21,15 @@ FAILING_AFTER = 5  # consecutive failures before a task counts as failing
 
 
 class TaskHealth:
-    def __init__(self, task: str, metrics: LedgerMetrics, *, base_delay_s: float, max_delay_s: float,
-                 failing_after: int = FAILING_AFTER) -> None:
+    def __init__(
+        self,
+        task: str,
+        metrics: LedgerMetrics,
+        *,
+        base_delay_s: float,
+        max_delay_s: float,
+        failing_after: int = FAILING_AFTER,
+    ) -> None:
         self.task = task
         self.base_delay_s = base_delay_s
         self.max_delay_s = max(base_delay_s, max_delay_s)
@@ -48,8 +55,9 @@ class TaskHealth:
             self.consecutive_failures = 0
             self._failing.set(0)
 
-    async def repeat(self, step: Callable[[], Awaitable[object]], interval_s: float, *, event: str,
-                     wait_first: bool = False) -> None:
+    async def repeat(
+        self, step: Callable[[], Awaitable[object]], interval_s: float, *, event: str, wait_first: bool = False
+    ) -> None:
         """Run `step` every `interval_s`, forever. A failure of any kind is logged as `event`,
         counted here and tried again after the backoff delay: a periodic task (audit, liabilities,
         scheduled backups) must never stop the ledger, and a bug in it shows as a failing task
@@ -61,8 +69,7 @@ class TaskHealth:
                 await step()
             except Exception as e:  # noqa: BLE001  logged and counted just below; retried with backoff
                 delay = self.failed()
-                log.error(event, task=self.task, error=repr(e), failures=self.consecutive_failures,
-                          retry_in_s=delay)
+                log.error(event, task=self.task, error=repr(e), failures=self.consecutive_failures, retry_in_s=delay)
             else:
                 self.succeeded()
                 delay = interval_s

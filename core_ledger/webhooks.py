@@ -86,9 +86,12 @@ class Webhooks:
     retries: dict[str, _Retry] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.deliveries_total = Counter("ledger_webhook_deliveries_total",
-                                        "Webhook page deliveries by outcome (delivered, failed: will be retried, "
-                                        "dead_lettered, replayed).", ["outcome"], registry=self.registry)
+        self.deliveries_total = Counter(
+            "ledger_webhook_deliveries_total",
+            "Webhook page deliveries by outcome (delivered, failed: will be retried, dead_lettered, replayed).",
+            ["outcome"],
+            registry=self.registry,
+        )
         for outcome in DELIVERY_OUTCOMES:
             self.deliveries_total.labels(outcome)
         self.registry.register(_DeadLetterCollector(self.consumers))
@@ -108,16 +111,21 @@ class Webhooks:
     def _session(self) -> aiohttp.ClientSession:
         if self._http is None:
             connector = aiohttp.TCPConnector(ssl=self.tls if self.tls is not None else True)
-            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.settings.timeout_s),
-                                               connector=connector)
+            self._http = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.settings.timeout_s), connector=connector
+            )
         return self._http
 
     async def post(self, name: str, doc: dict[str, Any], events: list[dict[str, Any]]) -> str | None:
         """POST one signed page; None on a 2xx, else why it failed."""
         body = orjson.dumps({"consumer": name, "events": events})
         stamp = str(int(time.time()))
-        headers = {"Content-Type": "application/json", TIMESTAMP_HEADER: stamp, CONSUMER_HEADER: name,
-                   SIGNATURE_HEADER: signature(doc["webhook_secret"], stamp, body)}
+        headers = {
+            "Content-Type": "application/json",
+            TIMESTAMP_HEADER: stamp,
+            CONSUMER_HEADER: name,
+            SIGNATURE_HEADER: signature(doc["webhook_secret"], stamp, body),
+        }
         try:
             async with self._session().post(doc["webhook_url"], data=body, headers=headers) as resp:
                 await resp.read()
@@ -150,9 +158,15 @@ class Webhooks:
                 delay = backoff_s(retry.attempts, self.settings.backoff_base_s, self.settings.backoff_max_s)
                 retry.next_at = now + delay
                 self.deliveries_total.labels("failed").inc()
-                log.warning("webhook_delivery_failed", consumer=name, error=error, attempts=retry.attempts,
-                            first_sequence=page.events[0]["sequence"], last_sequence=page.next_after,
-                            retry_in_s=round(delay, 3))
+                log.warning(
+                    "webhook_delivery_failed",
+                    consumer=name,
+                    error=error,
+                    attempts=retry.attempts,
+                    first_sequence=page.events[0]["sequence"],
+                    last_sequence=page.next_after,
+                    retry_in_s=round(delay, 3),
+                )
                 continue
             await self._dead_letter(name, page.events[0]["sequence"], page.next_after, retry)
             self.retries.pop(name, None)
@@ -161,14 +175,28 @@ class Webhooks:
         doc, _ = self.consumers.known[name]
         letters = list(doc.get("dead_letters", []))
         letter_id = f"{first}-{last}"
-        letters.append({"letter_id": letter_id, "after": first - 1, "through": last, "attempts": retry.attempts,
-                        "last_error": retry.last_error[:500], "at": int(time.time())})
+        letters.append(
+            {
+                "letter_id": letter_id,
+                "after": first - 1,
+                "through": last,
+                "attempts": retry.attempts,
+                "last_error": retry.last_error[:500],
+                "at": int(time.time()),
+            }
+        )
         dropped = letters[:-DEAD_LETTERS_MAX]
         await self.consumers.update_doc(name, {**doc, "dead_letters": letters[-DEAD_LETTERS_MAX:]})
         await self.consumers.ack(name, last, who="webhook")
         self.deliveries_total.labels("dead_lettered").inc()
-        log.error("webhook_dead_lettered", consumer=name, letter_id=letter_id, attempts=retry.attempts,
-                  error=retry.last_error, dropped_oldest=[d["letter_id"] for d in dropped])
+        log.error(
+            "webhook_dead_lettered",
+            consumer=name,
+            letter_id=letter_id,
+            attempts=retry.attempts,
+            error=retry.last_error,
+            dropped_oldest=[d["letter_id"] for d in dropped],
+        )
 
     async def replay(self, name: str, letter_id: str) -> dict[str, Any]:
         """Deliver a dead letter's events again, now; it leaves the list once the receiver took them."""
@@ -182,8 +210,13 @@ class Webhooks:
         events: list[dict[str, Any]] = []
         after = letter["after"]
         while after < letter["through"]:
-            page = await read_events(self.consumers.service, after, min(PAGE_EVENTS, letter["through"] - after),
-                                     wait_s=0, include_rejected=False)
+            page = await read_events(
+                self.consumers.service,
+                after,
+                min(PAGE_EVENTS, letter["through"] - after),
+                wait_s=0,
+                include_rejected=False,
+            )
             events += page.events
             if page.next_after <= after:
                 break
@@ -204,9 +237,11 @@ class _DeadLetterCollector(Collector):
         self.consumers = consumers
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
-        family = GaugeMetricFamily("ledger_webhook_dead_letters",
-                                   "Dead-lettered webhook pages of a named consumer waiting for an operator's replay.",
-                                   labels=["consumer"])
+        family = GaugeMetricFamily(
+            "ledger_webhook_dead_letters",
+            "Dead-lettered webhook pages of a named consumer waiting for an operator's replay.",
+            labels=["consumer"],
+        )
         for name, (doc, _) in sorted(self.consumers.known.items()):
             if doc.get("webhook_url"):
                 family.add_metric([name], len(doc.get("dead_letters", [])))

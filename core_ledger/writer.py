@@ -101,8 +101,16 @@ class _Judged:
 
 
 class LedgerWriter:
-    def __init__(self, store: Store, limits: WriterLimits, overlay: Overlay, failover: Failover, *,
-                 clock: Callable[[], datetime], metrics: LedgerMetrics) -> None:
+    def __init__(
+        self,
+        store: Store,
+        limits: WriterLimits,
+        overlay: Overlay,
+        failover: Failover,
+        *,
+        clock: Callable[[], datetime],
+        metrics: LedgerMetrics,
+    ) -> None:
         self.store = store
         self.limits = limits
         self._overlay = overlay
@@ -145,8 +153,9 @@ class LedgerWriter:
         """Queue commands as one group; their results in order, once committed. Only `unfence`
         passes `lifting_fence` (a fenced primary takes that group, and only when it is alone)."""
         if self._failover.role != "primary":
-            raise Unavailable(f"this ledger copy is {self._failover.role}, not the primary: write to the primary",
-                              code="not_primary")
+            raise Unavailable(
+                f"this ledger copy is {self._failover.role}, not the primary: write to the primary", code="not_primary"
+            )
         if self._failover.fenced and not lifting_fence:
             raise self._failover.refusal()
         if self.halted is not None:  # per command, so a batch answers each action (edges do not retry it)
@@ -173,8 +182,9 @@ class LedgerWriter:
                 else:  # the benchmark baseline: every command its own commit, nothing overlapped
                     for job in jobs:
                         for command in job.commands:
-                            sub = _Job([command], asyncio.get_running_loop().create_future(),
-                                       lifting_fence=job.lifting_fence)
+                            sub = _Job(
+                                [command], asyncio.get_running_loop().create_future(), lifting_fence=job.lifting_fence
+                            )
                             await (await self._pipeline([sub], inflight))
                             job.partial.append(sub.future.result()[0])
                         if not job.future.done():
@@ -272,8 +282,9 @@ class LedgerWriter:
             judged.results.append(status_and_body(outcome.answer, replayed=True))
             return
         head = judged.head
-        entry, text = sealed(outcome.transaction, outcome.postings, sequence=head.sequence + 1,
-                             epoch=head.epoch, prev_hash=head.hash)
+        entry, text = sealed(
+            outcome.transaction, outcome.postings, sequence=head.sequence + 1, epoch=head.epoch, prev_hash=head.hash
+        )
         judged.results.append(status_and_body(evolve(self._overlay.rows, entry), replayed=False))
         judged.journal.append(JournalRow(entry["sequence"], entry["transaction"]["id"], text))
         judged.head = Head(entry["sequence"], entry["hash"], head.epoch)
@@ -289,16 +300,23 @@ class LedgerWriter:
             self.halted = f"{type(error).__name__}: {error}"
         self.metrics.halted.set(1)
         self.metrics.invariant_failures_total.inc()
-        log.critical("ledger_halted", error=repr(error), head_sequence=self._overlay.committed.sequence,
-                     command_type=command.type if command else None,
-                     client_id=command.key[0] if command and command.key else None,
-                     id=command.key[1] if command and command.key else None,
-                     via=command.via if command else None, principal=command.principal if command else None,
-                     request=command.request if command else None)
+        log.critical(
+            "ledger_halted",
+            error=repr(error),
+            head_sequence=self._overlay.committed.sequence,
+            command_type=command.type if command else None,
+            client_id=command.key[0] if command and command.key else None,
+            id=command.key[1] if command and command.key else None,
+            via=command.via if command else None,
+            principal=command.principal if command else None,
+            request=command.request if command else None,
+        )
 
     def _halted_error(self) -> Halted:
-        return Halted(f"the ledger halted on a broken invariant ({self.halted}); it takes no write until an "
-                      "operator restarts it: do not retry")
+        return Halted(
+            f"the ledger halted on a broken invariant ({self.halted}); it takes no write until an "
+            "operator restarts it: do not retry"
+        )
 
     async def _finish(self, previous: asyncio.Task[bool] | None, jobs: list[_Job], judged: _Judged | None) -> bool:
         """Commit after the predecessor did (its effects are in this group's answers), then
@@ -316,8 +334,9 @@ class LedgerWriter:
         if not ok or judged is None:
             self._broken = True
             self.metrics.commit_failures_total.inc()
-            self._answer(jobs, Unavailable("the ledger could not commit; retry with the same id",
-                                           code="storage_unavailable"))
+            self._answer(
+                jobs, Unavailable("the ledger could not commit; retry with the same id", code="storage_unavailable")
+            )
             return False
         self._overlay.committed = max(self._overlay.committed, judged.head, key=lambda h: h.sequence)
         self._overlay.commits.advance(self._overlay.committed.sequence)
@@ -369,8 +388,13 @@ class LedgerWriter:
         self.metrics.standby_ack_wait_seconds.observe(time.perf_counter() - started)
         if not acked:
             self.metrics.standby_ack_timeouts_total.inc()
-            self._answer(jobs, Unavailable("no standby confirmed the commit in time; it is journaled here: "
-                                           "retry with the same id", code="standby_unavailable"))
+            self._answer(
+                jobs,
+                Unavailable(
+                    "no standby confirmed the commit in time; it is journaled here: retry with the same id",
+                    code="standby_unavailable",
+                ),
+            )
         else:
             self._answer(jobs, self._failover.refusal() if self._refuses(jobs) else results)
 
@@ -380,8 +404,9 @@ class LedgerWriter:
         for job in jobs:
             if not job.future.done():  # the caller may have gone away
                 n = len(job.commands)
-                job.future.set_result([results] * n if isinstance(results, CroupierError)
-                                      else results[start:start + n])
+                job.future.set_result(
+                    [results] * n if isinstance(results, CroupierError) else results[start : start + n]
+                )
             start += len(job.commands)
 
     def _refuses(self, jobs: list[_Job]) -> bool:

@@ -19,6 +19,7 @@ edge_app = typer.Typer(no_args_is_help=True, help="A regional edge node.")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(edge_app, name="edge")
 
+
 def package_version() -> str:
     """The installed package's version (from its metadata)."""
     from importlib.metadata import PackageNotFoundError, version
@@ -37,8 +38,9 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def root(
-    show_version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
-                                      help="Print the installed version and exit."),
+    show_version: bool = typer.Option(
+        False, "--version", is_eager=True, callback=_print_version, help="Print the installed version and exit."
+    ),
 ) -> None:
     """Croupier: casino money and state."""
 
@@ -49,12 +51,23 @@ def up(
     players: int = typer.Option(20, help="Seeded players."),
     standby: bool = typer.Option(False, "--standby", help="Also run a synchronous standby ledger."),
     tls: bool = typer.Option(False, "--tls", help="HTTPS everywhere with a CA made for the run (needs trustme)."),
-    backend: str = typer.Option("sqlite", "--backend", help="Ledger store: sqlite (embedded) or postgres (a local "
-                                "PostgreSQL 15 started in DIR/postgres)."),
-    ha: bool = typer.Option(False, "--ha", help="With --backend postgres: etcd and a three-member Patroni cluster "
-                            "(synchronous mode) instead of one server."),
-    pair: bool = typer.Option(False, "--pair", help="With --backend postgres: two ledger copies on one schema, an "
-                              "active/passive pair (writer_lease); the edges get both URLs."),
+    backend: str = typer.Option(
+        "sqlite",
+        "--backend",
+        help="Ledger store: sqlite (embedded) or postgres (a local PostgreSQL 15 started in DIR/postgres).",
+    ),
+    ha: bool = typer.Option(
+        False,
+        "--ha",
+        help="With --backend postgres: etcd and a three-member Patroni cluster "
+        "(synchronous mode) instead of one server.",
+    ),
+    pair: bool = typer.Option(
+        False,
+        "--pair",
+        help="With --backend postgres: two ledger copies on one schema, an "
+        "active/passive pair (writer_lease); the edges get both URLs.",
+    ),
 ) -> None:
     """Start a ledger and three edges (eu, us, apac) on embedded SQLite or PostgreSQL; run until interrupted."""
     from rich.console import Console
@@ -70,16 +83,20 @@ def up(
     root = dir.resolve()
 
     async def run() -> None:
-        cluster = Cluster(root, standby=standby, tls=tls, backend=backend, ha=ha, pair=pair,
-                          writer_lease_ttl_s=PAIR_LEASE_TTL_S)
+        cluster = Cluster(
+            root, standby=standby, tls=tls, backend=backend, ha=ha, pair=pair, writer_lease_ttl_s=PAIR_LEASE_TTL_S
+        )
         try:
             await cluster.start()
             path = cluster.write_info(await seed(cluster, players=players))
-            console.print(f"Croupier is up on {backend}{' (Patroni HA)' if ha else ''}"
-                          f"{f' (ledger pair: {STANDBY} waits for the writer lease)' if pair else ''}. "
-                          f"Contract: [bold]{path}[/] "
-                          f"(ledger {cluster.url('ledger')}, "
-                          + ", ".join(f"{e} {cluster.url(e)}" for e in cluster.edge_ids) + "). Ctrl-C stops it.")
+            console.print(
+                f"Croupier is up on {backend}{' (Patroni HA)' if ha else ''}"
+                f"{f' (ledger pair: {STANDBY} waits for the writer lease)' if pair else ''}. "
+                f"Contract: [bold]{path}[/] "
+                f"(ledger {cluster.url('ledger')}, "
+                + ", ".join(f"{e} {cluster.url(e)}" for e in cluster.edge_ids)
+                + "). Ctrl-C stops it."
+            )
             await wait_for_signal()
         finally:
             await cluster.stop()
@@ -131,18 +148,37 @@ def chaos(
     duration: float = typer.Option(60.0, "--duration", min=5.0, max=7200.0, help="Seconds of faults and load."),
     seed_value: int = typer.Option(0, "--seed", help="Seed of faults and workload (printed; reproduces a run)."),
     clients: int = typer.Option(16, min=1, max=256, help="Concurrent clients."),
-    dir: Path | None = typer.Option(None, "--dir", help="A new or empty directory for the cluster (default: a "
-                                    "temporary one); removed afterwards unless --keep-dir."),
+    dir: Path | None = typer.Option(
+        None,
+        "--dir",
+        help="A new or empty directory for the cluster (default: a "
+        "temporary one); removed afterwards unless --keep-dir.",
+    ),
     keep_dir: bool = typer.Option(False, "--keep-dir", help="Keep the cluster directory (data, logs) afterwards."),
-    history_max: int = typer.Option(200_000, "--history-max", min=1, max=10_000_000,
-                                    help="Operations recorded at most: the workload stops issuing there."),
-    faults: str = typer.Option("default", "--faults",
-                               help="Fault kinds, comma-separated: default, all, none, a kind, or -kind to drop one "
-                                    "(e.g. default,rejoin_diverged). See harness/nemesis.py."),
-    backend: str = typer.Option("sqlite", "--backend", help="Ledger store: sqlite (a synchronous ledger pair) or "
-                                "postgres (one ledger; the ledger-pair failover kinds are left out)."),
-    ha: bool = typer.Option(False, "--ha", help="With --backend postgres: Patroni, and its faults (pg_kill_leader, "
-                            "pg_switchover) join the nemesis."),
+    history_max: int = typer.Option(
+        200_000,
+        "--history-max",
+        min=1,
+        max=10_000_000,
+        help="Operations recorded at most: the workload stops issuing there.",
+    ),
+    faults: str = typer.Option(
+        "default",
+        "--faults",
+        help="Fault kinds, comma-separated: default, all, none, a kind, or -kind to drop one "
+        "(e.g. default,rejoin_diverged). See harness/nemesis.py.",
+    ),
+    backend: str = typer.Option(
+        "sqlite",
+        "--backend",
+        help="Ledger store: sqlite (a synchronous ledger pair) or "
+        "postgres (one ledger; the ledger-pair failover kinds are left out).",
+    ),
+    ha: bool = typer.Option(
+        False,
+        "--ha",
+        help="With --backend postgres: Patroni, and its faults (pg_kill_leader, pg_switchover) join the nemesis.",
+    ),
 ) -> None:
     """Jepsen-style bank test: load, seeded faults, then a check of the history against the journal.
 
@@ -179,18 +215,35 @@ def chaos(
     console.print("fault kinds: " + (", ".join(kinds) or "none"), highlight=False)
     held = [k for k in HELD_BACK if k not in kinds]
     if held:
-        console.print("held back until their fixes land (add with --faults default,<kind>): " + ", ".join(held),
-                      highlight=False)
+        console.print(
+            "held back until their fixes land (add with --faults default,<kind>): " + ", ".join(held), highlight=False
+        )
 
     async def run() -> ChaosReport:
-        cluster = Cluster(root, proxied=True, seed=seed_value, log_level="warning", standby=pair,
-                          synchronous_pair=pair, fault_hooks=True, backend=backend, ha=ha)
+        cluster = Cluster(
+            root,
+            proxied=True,
+            seed=seed_value,
+            log_level="warning",
+            standby=pair,
+            synchronous_pair=pair,
+            fault_hooks=True,
+            backend=backend,
+            ha=ha,
+        )
         try:
             await cluster.start()
             seeded = await seed(cluster, players=8, deposit_minor=2_000)
             players = [p["player_id"] for p in seeded["players"]]
-            return await run_chaos(cluster, duration_s=duration, seed_value=seed_value, clients=clients,
-                                   players=players, history_max=history_max, faults=kinds)
+            return await run_chaos(
+                cluster,
+                duration_s=duration,
+                seed_value=seed_value,
+                clients=clients,
+                players=players,
+                history_max=history_max,
+                faults=kinds,
+            )
         except Exception as e:  # noqa: BLE001 (the cluster did not come up: still a verdict)
             return ChaosReport(seed_value, [Check("the cluster started", False, f"{type(e).__name__}: {e}")])
         finally:
@@ -215,8 +268,11 @@ def chaos(
 
 @app.command()
 def token(
-    name: str = typer.Argument(..., help="Identity recorded in the journal (e.g. edge-eu, gs-eu, ops-alice); "
-                                         "for role peer, the id of the edge that will hold it (e.g. eu)."),
+    name: str = typer.Argument(
+        ...,
+        help="Identity recorded in the journal (e.g. edge-eu, gs-eu, ops-alice); "
+        "for role peer, the id of the edge that will hold it (e.g. eu).",
+    ),
     role: str = typer.Argument(..., help="One of: " + ", ".join(sorted(ROLES))),
     out: Path = typer.Option(..., "--out", help="File the clear token is written to (mode 0600)."),
 ) -> None:

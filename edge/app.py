@@ -41,8 +41,7 @@ from edge.sync import SyncHub
 log = structlog.get_logger("croupier.edge")
 
 
-def _export_capacity(registry: CollectorRegistry, metrics: EdgeMetrics, store_path: Path,
-                     ledger: LedgerClient) -> None:
+def _export_capacity(registry: CollectorRegistry, metrics: EdgeMetrics, store_path: Path, ledger: LedgerClient) -> None:
     """Process, build, breaker and disk gauges, read at scrape time."""
     register_runtime_collectors(registry, "edge")
     for index in range(ledger.url_count):
@@ -63,62 +62,111 @@ def _present(secret: FileSecret | None, fixed: str) -> Callable[[], str]:
     return lambda: secret.value
 
 
-def credential_reloader(cfg: EdgeConfig, tokens: auth.TokenStore, metrics: CredentialMetrics,
-                        outbound: list[FileSecret]) -> CredentialReloader:
+def credential_reloader(
+    cfg: EdgeConfig, tokens: auth.TokenStore, metrics: CredentialMetrics, outbound: list[FileSecret]
+) -> CredentialReloader:
     """Reloads the accepted tokens (config file and tokens_file) and the outbound token files."""
     path = cfg.config_path
     return CredentialReloader(
-        tokens, metrics, load_tokens=(lambda: reload_tokens(path, cfg.peers)) if path is not None else None,
-        secrets=outbound, watched=[p for p in (path, cfg.tokens_file) if p is not None],
-        interval_s=cfg.credentials_check_interval_s)
+        tokens,
+        metrics,
+        load_tokens=(lambda: reload_tokens(path, cfg.peers)) if path is not None else None,
+        secrets=outbound,
+        watched=[p for p in (path, cfg.tokens_file) if p is not None],
+        interval_s=cfg.credentials_check_interval_s,
+    )
 
 
-def create_app(cfg: EdgeConfig, *, registry: CollectorRegistry | None = None,
-               clock: Callable[[], float] = time.time, store_limits: StoreLimits = StoreLimits(),
-               tracing: Tracing | None = None) -> web.Application:
+def create_app(
+    cfg: EdgeConfig,
+    *,
+    registry: CollectorRegistry | None = None,
+    clock: Callable[[], float] = time.time,
+    store_limits: StoreLimits = StoreLimits(),
+    tracing: Tracing | None = None,
+) -> web.Application:
     """The edge application; `tracing` (tests) replaces the one the config describes."""
     registry = registry or CollectorRegistry()
     tokens = auth.TokenStore(cfg.tokens)
     trace_metrics = TraceMetrics(registry)
     if tracing is None:
-        tracing = setup_tracing(cfg.tracing_otlp_endpoint, cfg.trace_service_name, cfg.tracing_sample_ratio,
-                                metrics=trace_metrics)
-    app = make_app(tokens=tokens, registry=registry, body_bytes_max=cfg.body_bytes_max,
-                   outer_middlewares=tracing.middlewares())
+        tracing = setup_tracing(
+            cfg.tracing_otlp_endpoint, cfg.trace_service_name, cfg.tracing_sample_ratio, metrics=trace_metrics
+        )
+    app = make_app(
+        tokens=tokens, registry=registry, body_bytes_max=cfg.body_bytes_max, outer_middlewares=tracing.middlewares()
+    )
     metrics = EdgeMetrics(registry)
-    health = TaskHealth(metrics, cfg.limits.background_failures_unready,
-                        tasks=("reconcile", "store-compaction", "sync", "sync-push", "sync-anti-entropy", "sync-accept",
-                               *(f"sync-dial-{p.id}" for p in cfg.peers if cfg.id < p.id)))
+    health = TaskHealth(
+        metrics,
+        cfg.limits.background_failures_unready,
+        tasks=(
+            "reconcile",
+            "store-compaction",
+            "sync",
+            "sync-push",
+            "sync-anti-entropy",
+            "sync-accept",
+            *(f"sync-dial-{p.id}" for p in cfg.peers if cfg.id < p.id),
+        ),
+    )
     # A fresh CRDT identity at every start (edge.crdt.identity): never a (client, clock) pair peers may hold.
     client_id = fresh_client_id(cfg.id, time.time())
     hub_ref: list[SyncHub] = []
     store_path = cfg.data_dir / "edge.db"
-    store = DocumentStore(store_path, client_id, store_limits,
-                          on_durable=lambda updates: hub_ref[0].push(updates) if hub_ref else None, health=health,
-                          allow_migration=cfg.migrate_on_start)
+    store = DocumentStore(
+        store_path,
+        client_id,
+        store_limits,
+        on_durable=lambda updates: hub_ref[0].push(updates) if hub_ref else None,
+        health=health,
+        allow_migration=cfg.migrate_on_start,
+    )
     state = EdgeState(cfg.id, client_id, cfg.limits.docs_live_max, store, metrics, clock)
     ledger_token = _outbound_token(cfg.ledger_token_file, cfg.ledger_token)
     peer_token = _outbound_token(cfg.peer_token_file, cfg.peer_token)
-    credentials = credential_reloader(cfg, tokens, CredentialMetrics(registry),
-                                      [s for s in (ledger_token, peer_token) if s is not None])
+    credentials = credential_reloader(
+        cfg, tokens, CredentialMetrics(registry), [s for s in (ledger_token, peer_token) if s is not None]
+    )
     outbound_tls = cfg.tls.client_context()
-    ledger = LedgerClient(cfg.ledger_endpoints, _present(ledger_token, cfg.ledger_token),
-                          attempt_timeout_s=cfg.ledger_attempt_timeout_s, deadline_s=cfg.ledger_deadline_s,
-                          limits=cfg.limits, metrics=metrics, tls=outbound_tls, tracing=tracing)
+    ledger = LedgerClient(
+        cfg.ledger_endpoints,
+        _present(ledger_token, cfg.ledger_token),
+        attempt_timeout_s=cfg.ledger_attempt_timeout_s,
+        deadline_s=cfg.ledger_deadline_s,
+        limits=cfg.limits,
+        metrics=metrics,
+        tls=outbound_tls,
+        tracing=tracing,
+    )
     _export_capacity(registry, metrics, store_path, ledger)
     catalog = JackpotCatalog(ledger, cfg.limits.jackpot_lookup_interval_s)
     reconciler = Reconciler(state, ledger, cfg.limits, catalog=catalog, health=health)
-    hub = SyncHub(cfg.id, cfg.peers, _present(peer_token, cfg.peer_token), state, cfg.limits, metrics,
-                  on_hint=reconciler.mark_dirty, catalog=catalog, health=health,
-                  session_state_bytes_max=cfg.session_state_bytes_max, tls=outbound_tls)
+    hub = SyncHub(
+        cfg.id,
+        cfg.peers,
+        _present(peer_token, cfg.peer_token),
+        state,
+        cfg.limits,
+        metrics,
+        on_hint=reconciler.mark_dirty,
+        catalog=catalog,
+        health=health,
+        session_state_bytes_max=cfg.session_state_bytes_max,
+        tls=outbound_tls,
+    )
     hub_ref.append(hub)
     credentials.on_reload.append(hub.revoke_removed)
     app[SERVICE] = EdgeService(cfg, state, ledger, reconciler, metrics, hint=hub.hint, catalog=catalog)
     app[HUB] = hub
     app[HEALTH] = health
     app[CREDENTIALS] = credentials
-    serve_routes(app, ROUTES, title="Croupier edge",
-                 description="Regional edge: money forwarded to the core ledger, CRDT state served locally.")
+    serve_routes(
+        app,
+        ROUTES,
+        title="Croupier edge",
+        description="Regional edge: money forwarded to the core ledger, CRDT state served locally.",
+    )
 
     def task_failed(name: str, error: BaseException) -> None:
         metrics.background_failures_total.labels(name).inc()
@@ -132,10 +180,17 @@ def create_app(cfg: EdgeConfig, *, registry: CollectorRegistry | None = None,
         await ledger.start()
         await hub.start()
         credentials.start()
-        tasks = [asyncio.create_task(supervise("reconciler", reconciler.run, task_failed), name="edge-reconciler"),
-                 asyncio.create_task(supervise("ledger_watch", ledger.watch, task_failed), name="edge-ledger-watch")]
-        log.info("edge_started", version=logs.version(), ledger_urls=list(cfg.ledger_endpoints),
-                 peers=[p.id for p in cfg.peers], config=logs.config_summary(cfg))
+        tasks = [
+            asyncio.create_task(supervise("reconciler", reconciler.run, task_failed), name="edge-reconciler"),
+            asyncio.create_task(supervise("ledger_watch", ledger.watch, task_failed), name="edge-ledger-watch"),
+        ]
+        log.info(
+            "edge_started",
+            version=logs.version(),
+            ledger_urls=list(cfg.ledger_endpoints),
+            peers=[p.id for p in cfg.peers],
+            config=logs.config_summary(cfg),
+        )
         try:
             yield
         finally:
@@ -156,4 +211,3 @@ def create_app(cfg: EdgeConfig, *, registry: CollectorRegistry | None = None,
     app.cleanup_ctx.append(lifecycle)
     app.on_shutdown.append(close_links)
     return app
-

@@ -54,8 +54,15 @@ Spawn = Callable[[Coroutine[Any, Any, None]], None]
 
 
 class Batcher:
-    def __init__(self, post: PostBatch, failover: LedgerFailover, limits: Limits, metrics: EdgeMetrics,
-                 clock: Callable[[], float], spawn: Spawn) -> None:
+    def __init__(
+        self,
+        post: PostBatch,
+        failover: LedgerFailover,
+        limits: Limits,
+        metrics: EdgeMetrics,
+        clock: Callable[[], float],
+        spawn: Spawn,
+    ) -> None:
         self._post = post
         self._failover = failover
         self._limits = limits
@@ -66,8 +73,9 @@ class Batcher:
         self._slots = asyncio.Semaphore(limits.ledger_batches_in_flight_max)
         self.bounds: BatchBounds = configured_bounds(limits)  # lowered to the ledger's own limits once read
 
-    async def submit(self, encoded: bytes, deadline_s: float,
-                     trace: otel_context.Context | None) -> tuple[int, TransactionAnswer]:
+    async def submit(
+        self, encoded: bytes, deadline_s: float, trace: otel_context.Context | None
+    ) -> tuple[int, TransactionAnswer]:
         """Queue one encoded action and wait for its own result, at most `deadline_s`."""
         action = Action(encoded, self._clock() + deadline_s, asyncio.get_running_loop().create_future(), trace=trace)
         try:
@@ -78,8 +86,9 @@ class Batcher:
             return await asyncio.wait_for(asyncio.shield(action.future), deadline_s)
         except TimeoutError:
             action.future.cancel()  # nobody waits any more; an answer arriving later is dropped
-            raise Unavailable("the ledger did not answer within the deadline",
-                              retry_after_s=self._failover.retry_after_s()) from None
+            raise Unavailable(
+                "the ledger did not answer within the deadline", retry_after_s=self._failover.retry_after_s()
+            ) from None
 
     async def dispatch(self) -> None:
         """Forever: take queued actions, form a batch within the bounds, send it when a slot is free."""
@@ -132,8 +141,10 @@ class Batcher:
         if action.future.done():
             return
         if self._clock() + delay >= action.deadline or not self._failover.any_closed():
-            _fail(action, Unavailable(f"the ledger is unavailable ({reason})",
-                                      retry_after_s=self._failover.retry_after_s()))
+            _fail(
+                action,
+                Unavailable(f"the ledger is unavailable ({reason})", retry_after_s=self._failover.retry_after_s()),
+            )
             return
         self._spawn(self._requeue(action, delay))
 

@@ -36,8 +36,15 @@ def serve(
     cfg = dataclasses.replace(cfg, host=host or cfg.host, port=port or cfg.port)
     logs.configure(cfg.log_level, service="edge", edge_id=cfg.id, file=cfg.log_file)
     try:
-        web.run_app(create_app(cfg), host=cfg.host, port=cfg.port, print=None, access_log=None,
-                    shutdown_timeout=5.0, ssl_context=cfg.tls.server_context())
+        web.run_app(
+            create_app(cfg),
+            host=cfg.host,
+            port=cfg.port,
+            print=None,
+            access_log=None,
+            shutdown_timeout=5.0,
+            ssl_context=cfg.tls.server_context(),
+        )
     except SchemaVersionError as e:  # a message, not a traceback
         import structlog
 
@@ -71,8 +78,12 @@ def migrate(
         try:
             plan = store.schema_plan
             assert plan is not None  # open records what it found
-            return {"path": str(store.path), "from_version": plan.stored, "to_version": plan.target,
-                    "migrations": [{"version": m.version, "summary": m.summary} for m in plan.steps]}
+            return {
+                "path": str(store.path),
+                "from_version": plan.stored,
+                "to_version": plan.target,
+                "migrations": [{"version": m.version, "summary": m.summary} for m in plan.steps],
+            }
         finally:
             await store.close()
 

@@ -140,51 +140,144 @@ LEDGER_URLS_MAX = 8
 QUOTA_KEYS = ("sync_doc_bytes_max", "sync_peer_bytes_per_s", "sync_peer_bytes_burst")
 _LIMITS = Limits()
 
-EDGE = Table("edge", (
-    Key("id", str, None, "This edge's id (e.g. `eu`): named in its peers' configs and credentials; CRDT client ids "
-        "derive from it.", required=True),
-    Key("crdt_client_id", int, 1, "Legacy, ignored (CRDT client ids derive from `id`); accepted for old files.",
-        minimum=1, maximum=1000),
-    Key("host", str, "127.0.0.1", "Address the HTTP server binds to (`--host` overrides)."),
-    Key("port", int, 8801, "TCP port of the HTTP server (`--port` overrides).", minimum=1, maximum=65535),
-    Key("data_dir", str, None, "Directory of the edge's SQLite state; unset: `./<id>`.", path=True),
-    Key("ledger_url", str, "", "The ledger's URL; with `ledger_urls`, it must be the first of them."),
-    Key("ledger_urls", list, [], f"Every ledger copy in failover order (primary, standby, ...), at most "
-        f"{LEDGER_URLS_MAX}; `ledger_url` or `ledger_urls` is required.", items="URLs"),
-    Key("ledger_token_file", str, None, "File holding this edge's clear `edge` token of the ledger.", path=True,
-        required=True),
-    Key("peer_token_file", str, None, "File holding this edge's own clear `peer` token (named after `id`), "
-        "presented to its peers.", path=True, required=True),
-    Key("ledger_attempt_timeout_s", float, 1.0, "Timeout of one request to the ledger; at most "
-        "`ledger_deadline_s`.", above=0, maximum=SECONDS_MAX),
-    Key("ledger_deadline_s", float, 3.0, "Time a money action may take in all, retries included.", above=0,
-        maximum=SECONDS_MAX),
-    Key("body_bytes_max", int, 65536, "Largest request body accepted, in bytes (413 beyond).", minimum=1024,
-        maximum=BYTES_MAX),
-    Key("session_state_bytes_max", int, 16384, "Largest game-session state, in bytes; at most "
-        "`body_bytes_max`.", minimum=1024, maximum=BYTES_MAX),
-    Key("log_level", str, "info", "Least severe log level written (any case).", choices=LOG_LEVELS, any_case=True),
-    Key("log_file", str, "", "File the JSON log lines are appended to; unset: stderr.", path=True),
-    Key("migrate_on_start", bool, True, "Migrate an `edge.db` of an older schema version at start; false: refuse "
-        "the start until `croupier edge migrate` ran (a new store is always created)."),
-    Key("sync_doc_bytes_max", int, _LIMITS.sync_doc_bytes_max, "Encoded size of one CRDT document after a peer's "
-        "update, at most (over: refused and counted).", minimum=1024),
-    Key("sync_peer_bytes_per_s", int, _LIMITS.sync_peer_bytes_per_s, "Sustained bytes of accepted updates per "
-        "peer link.", minimum=1024),
-    Key("sync_peer_bytes_burst", int, _LIMITS.sync_peer_bytes_burst, "A peer's byte bucket (catch-up after a "
-        "partition); at least `sync_doc_bytes_max`.", minimum=1024),
-    Key("peers", list, [], "The other edges: `[[edge.peers]]` tables (see below).", items="tables"),
-    *tracing_keys("", "`croupier-edge-<id>`"),
-    *TLS_KEYS,
-    *CREDENTIAL_KEYS,
-), "A regional edge node: `croupier edge serve --config FILE`.")
+EDGE = Table(
+    "edge",
+    (
+        Key(
+            "id",
+            str,
+            None,
+            "This edge's id (e.g. `eu`): named in its peers' configs and credentials; CRDT client ids derive from it.",
+            required=True,
+        ),
+        Key(
+            "crdt_client_id",
+            int,
+            1,
+            "Legacy, ignored (CRDT client ids derive from `id`); accepted for old files.",
+            minimum=1,
+            maximum=1000,
+        ),
+        Key("host", str, "127.0.0.1", "Address the HTTP server binds to (`--host` overrides)."),
+        Key("port", int, 8801, "TCP port of the HTTP server (`--port` overrides).", minimum=1, maximum=65535),
+        Key("data_dir", str, None, "Directory of the edge's SQLite state; unset: `./<id>`.", path=True),
+        Key("ledger_url", str, "", "The ledger's URL; with `ledger_urls`, it must be the first of them."),
+        Key(
+            "ledger_urls",
+            list,
+            [],
+            f"Every ledger copy in failover order (primary, standby, ...), at most "
+            f"{LEDGER_URLS_MAX}; `ledger_url` or `ledger_urls` is required.",
+            items="URLs",
+        ),
+        Key(
+            "ledger_token_file",
+            str,
+            None,
+            "File holding this edge's clear `edge` token of the ledger.",
+            path=True,
+            required=True,
+        ),
+        Key(
+            "peer_token_file",
+            str,
+            None,
+            "File holding this edge's own clear `peer` token (named after `id`), presented to its peers.",
+            path=True,
+            required=True,
+        ),
+        Key(
+            "ledger_attempt_timeout_s",
+            float,
+            1.0,
+            "Timeout of one request to the ledger; at most `ledger_deadline_s`.",
+            above=0,
+            maximum=SECONDS_MAX,
+        ),
+        Key(
+            "ledger_deadline_s",
+            float,
+            3.0,
+            "Time a money action may take in all, retries included.",
+            above=0,
+            maximum=SECONDS_MAX,
+        ),
+        Key(
+            "body_bytes_max",
+            int,
+            65536,
+            "Largest request body accepted, in bytes (413 beyond).",
+            minimum=1024,
+            maximum=BYTES_MAX,
+        ),
+        Key(
+            "session_state_bytes_max",
+            int,
+            16384,
+            "Largest game-session state, in bytes; at most `body_bytes_max`.",
+            minimum=1024,
+            maximum=BYTES_MAX,
+        ),
+        Key("log_level", str, "info", "Least severe log level written (any case).", choices=LOG_LEVELS, any_case=True),
+        Key("log_file", str, "", "File the JSON log lines are appended to; unset: stderr.", path=True),
+        Key(
+            "migrate_on_start",
+            bool,
+            True,
+            "Migrate an `edge.db` of an older schema version at start; false: refuse "
+            "the start until `croupier edge migrate` ran (a new store is always created).",
+        ),
+        Key(
+            "sync_doc_bytes_max",
+            int,
+            _LIMITS.sync_doc_bytes_max,
+            "Encoded size of one CRDT document after a peer's update, at most (over: refused and counted).",
+            minimum=1024,
+        ),
+        Key(
+            "sync_peer_bytes_per_s",
+            int,
+            _LIMITS.sync_peer_bytes_per_s,
+            "Sustained bytes of accepted updates per peer link.",
+            minimum=1024,
+        ),
+        Key(
+            "sync_peer_bytes_burst",
+            int,
+            _LIMITS.sync_peer_bytes_burst,
+            "A peer's byte bucket (catch-up after a partition); at least `sync_doc_bytes_max`.",
+            minimum=1024,
+        ),
+        Key("peers", list, [], "The other edges: `[[edge.peers]]` tables (see below).", items="tables"),
+        *tracing_keys("", "`croupier-edge-<id>`"),
+        *TLS_KEYS,
+        *CREDENTIAL_KEYS,
+    ),
+    "A regional edge node: `croupier edge serve --config FILE`.",
+)
 
-PEERS = Table("edge.peers", (
-    Key("id", str, None, "The peer edge's id (its `[edge] id`); a `[[tokens]]` entry of role `peer` with this "
-        "name is the credential it syncs with.", required=True),
-    Key("url", str, None, "The peer edge's base URL, `http(s)://` or `ws(s)://` (`/v1/sync` is appended).",
-        required=True),
-), "One table per other edge this edge syncs with.", array=True)
+PEERS = Table(
+    "edge.peers",
+    (
+        Key(
+            "id",
+            str,
+            None,
+            "The peer edge's id (its `[edge] id`); a `[[tokens]]` entry of role `peer` with this "
+            "name is the credential it syncs with.",
+            required=True,
+        ),
+        Key(
+            "url",
+            str,
+            None,
+            "The peer edge's base URL, `http(s)://` or `ws(s)://` (`/v1/sync` is appended).",
+            required=True,
+        ),
+    ),
+    "One table per other edge this edge syncs with.",
+    array=True,
+)
 
 TOP_LEVEL = frozenset({"edge", "tokens"})
 PEER_URL_SCHEMES = ("http://", "https://", "ws://", "wss://")
@@ -237,8 +330,10 @@ def _check_peer_tokens(tokens: list[TokenEntry], peers: tuple[Peer, ...], proble
     peer_ids = {p.id for p in peers}
     for t in tokens:
         if t.role == "peer" and t.name not in peer_ids:
-            problems.append(f"tokens: the peer credential {t.name!r} must be named after a configured peer "
-                            f"(one of {sorted(peer_ids)}): one credential per edge")
+            problems.append(
+                f"tokens: the peer credential {t.name!r} must be named after a configured peer "
+                f"(one of {sorted(peer_ids)}): one credential per edge"
+            )
 
 
 def _limits(values: dict[str, Any], problems: list[str]) -> Limits:

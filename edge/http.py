@@ -33,7 +33,6 @@ THROUGH_CODES = (*READ_CODES, "ledger_unavailable", "not_primary", "storage_unav
 LOCAL_CODES = (*READ_CODES, "storage_unavailable", "ledger_unavailable")
 
 
-
 def _money_route(op: str) -> Route:
     spec = MONEY_OPS[op]
 
@@ -45,9 +44,18 @@ def _money_route(op: str) -> Route:
         status, answer = await request.app[SERVICE].money(op, body, client_id)
         return json_response(answer, status=status)
 
-    return Route("POST", spec.path, handler, f"{op.replace('_', ' ').capitalize()}, forwarded to the ledger",
-                 spec.request, answer=spec.answer, tag="money", replays=True, hidden_fields=EDGE_SET_FIELDS,
-                 codes=(*REQUEST_CODES, *EDGE_FORWARD_CODES, *WRITER_CODES, *spec.decision_codes()))
+    return Route(
+        "POST",
+        spec.path,
+        handler,
+        f"{op.replace('_', ' ').capitalize()}, forwarded to the ledger",
+        spec.request,
+        answer=spec.answer,
+        tag="money",
+        replays=True,
+        hidden_fields=EDGE_SET_FIELDS,
+        codes=(*REQUEST_CODES, *EDGE_FORWARD_CODES, *WRITER_CODES, *spec.decision_codes()),
+    )
 
 
 @auth.roles("game_server")
@@ -63,8 +71,9 @@ async def session(request: web.Request) -> web.Response:
 @auth.roles("game_server")
 async def put_session(request: web.Request) -> web.Response:
     body = await read_model(request, SessionStateIn)
-    return json_response(await request.app[SERVICE].put_session(
-        path_id(request, "player_id"), path_id(request, "game_id"), body.state))
+    return json_response(
+        await request.app[SERVICE].put_session(path_id(request, "player_id"), path_id(request, "game_id"), body.state)
+    )
 
 
 @auth.roles("game_server")
@@ -93,8 +102,13 @@ async def readyz(request: web.Request) -> web.Response:
     store_ok, ledger_ok = service.state.store.is_open, service.ledger.reachable()
     failing = request.app[HEALTH].failing()
     ready = store_ok and ledger_ok and not failing
-    body = {"status": "ready" if ready else "unavailable", "store": store_ok, "ledger": ledger_ok,
-            "peers_connected": sorted(request.app[HUB].links), "background_failing": failing}
+    body = {
+        "status": "ready" if ready else "unavailable",
+        "store": store_ok,
+        "ledger": ledger_ok,
+        "peers_connected": sorted(request.app[HUB].links),
+        "background_failing": failing,
+    }
     if not ready:
         return json_response(body, status=503, headers={RETRY_AFTER: "1"})
     return json_response(body)
@@ -102,20 +116,74 @@ async def readyz(request: web.Request) -> web.Response:
 
 ROUTES = [
     *(_money_route(op) for op in EDGE_MONEY_OPS),
-    Route("GET", "/v1/players/{player_id}/balances", balances, "Balances, read through to the ledger",
-          answer=BalancesAnswer, codes=THROUGH_CODES),
-    Route("GET", "/v1/players/{player_id}/session", session, "Open rounds (ledger) and game states (CRDT)",
-          answer=SessionAnswer, codes=LOCAL_CODES, tag="edge-state"),
-    Route("PUT", "/v1/players/{player_id}/session/{game_id}", put_session, "Save a game state (last writer wins)",
-          SessionStateIn, answer=SessionSaved, codes=(*REQUEST_CODES, "storage_unavailable"), tag="edge-state"),
-    Route("GET", "/v1/jackpots", jackpots, "Jackpot displays known here", answer=EdgeJackpots,
-          codes=LOCAL_CODES, tag="edge-state"),
-    Route("GET", "/v1/jackpots/{jackpot_id}", jackpot, "One jackpot display, served locally", answer=EdgeJackpot,
-          codes=LOCAL_CODES, tag="edge-state"),
-    Route("GET", "/v1/players/{player_id}/bonus-progress", bonus_progress, "Bonus wagering progress, served locally",
-          answer=BonusProgress, codes=LOCAL_CODES, tag="edge-state"),
-    Route("GET", "/v1/sync", sync, "Websocket for peer edges (CRDT sync)", tag="replication",
-          codes=("unauthenticated", "forbidden", "validation_error")),
-    Route("GET", "/readyz", readyz, "Ready: store open, ledger reachable, no background task failing repeatedly",
-          answer=EdgeReady, unready_status=503),
+    Route(
+        "GET",
+        "/v1/players/{player_id}/balances",
+        balances,
+        "Balances, read through to the ledger",
+        answer=BalancesAnswer,
+        codes=THROUGH_CODES,
+    ),
+    Route(
+        "GET",
+        "/v1/players/{player_id}/session",
+        session,
+        "Open rounds (ledger) and game states (CRDT)",
+        answer=SessionAnswer,
+        codes=LOCAL_CODES,
+        tag="edge-state",
+    ),
+    Route(
+        "PUT",
+        "/v1/players/{player_id}/session/{game_id}",
+        put_session,
+        "Save a game state (last writer wins)",
+        SessionStateIn,
+        answer=SessionSaved,
+        codes=(*REQUEST_CODES, "storage_unavailable"),
+        tag="edge-state",
+    ),
+    Route(
+        "GET",
+        "/v1/jackpots",
+        jackpots,
+        "Jackpot displays known here",
+        answer=EdgeJackpots,
+        codes=LOCAL_CODES,
+        tag="edge-state",
+    ),
+    Route(
+        "GET",
+        "/v1/jackpots/{jackpot_id}",
+        jackpot,
+        "One jackpot display, served locally",
+        answer=EdgeJackpot,
+        codes=LOCAL_CODES,
+        tag="edge-state",
+    ),
+    Route(
+        "GET",
+        "/v1/players/{player_id}/bonus-progress",
+        bonus_progress,
+        "Bonus wagering progress, served locally",
+        answer=BonusProgress,
+        codes=LOCAL_CODES,
+        tag="edge-state",
+    ),
+    Route(
+        "GET",
+        "/v1/sync",
+        sync,
+        "Websocket for peer edges (CRDT sync)",
+        tag="replication",
+        codes=("unauthenticated", "forbidden", "validation_error"),
+    ),
+    Route(
+        "GET",
+        "/readyz",
+        readyz,
+        "Ready: store open, ledger reachable, no background task failing repeatedly",
+        answer=EdgeReady,
+        unready_status=503,
+    ),
 ]

@@ -31,8 +31,9 @@ LOOKUP_DEADLINE_S = 1.0  # sync waits for these lookups: a slow ledger must not 
 
 
 class JackpotCatalog:
-    def __init__(self, ledger: LedgerClient | None, lookup_interval_s: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, ledger: LedgerClient | None, lookup_interval_s: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._ledger = ledger
         self._interval = lookup_interval_s
         self._clock = clock
@@ -84,8 +85,12 @@ class JackpotCatalog:
             self._asked.move_to_end(jackpot_id)
             _bound(self._asked)
             try:
-                answer = await self._ledger.read(f"/v1/jackpots/{jackpot_id}", "jackpot", LedgerJackpot,
-                                                 deadline_s=min(LOOKUP_DEADLINE_S, self._ledger.deadline_s))
+                answer = await self._ledger.read(
+                    f"/v1/jackpots/{jackpot_id}",
+                    "jackpot",
+                    LedgerJackpot,
+                    deadline_s=min(LOOKUP_DEADLINE_S, self._ledger.deadline_s),
+                )
                 self.note(jackpot_id, answer.epoch)
             except NotFound:
                 self.note_missing(jackpot_id)

@@ -57,9 +57,19 @@ PARSED_OPERATIONS = ("batch", "limits", "balances", "rounds", "jackpot", "bonuse
 
 
 class LedgerClient:
-    def __init__(self, base_url: str | Sequence[str], token: str | Callable[[], str], *, attempt_timeout_s: float,
-                 deadline_s: float, limits: Limits, metrics: EdgeMetrics, clock: Callable[[], float] = time.monotonic,
-                 tls: ssl.SSLContext | None = None, tracing: Tracing = tracing_off) -> None:
+    def __init__(
+        self,
+        base_url: str | Sequence[str],
+        token: str | Callable[[], str],
+        *,
+        attempt_timeout_s: float,
+        deadline_s: float,
+        limits: Limits,
+        metrics: EdgeMetrics,
+        clock: Callable[[], float] = time.monotonic,
+        tls: ssl.SSLContext | None = None,
+        tracing: Tracing = tracing_off,
+    ) -> None:
         self.failover = LedgerFailover([base_url] if isinstance(base_url, str) else list(base_url), limits, clock)
         # A callable is read at every request: a reloaded token file takes effect on the next one.
         self._token: Callable[[], str] = token if callable(token) else (lambda: token)
@@ -79,25 +89,34 @@ class LedgerClient:
             metrics.ledger_answers_malformed_total.labels(operation)
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=self._limits.ledger_connections_max, keepalive_timeout=30,
-                                         ssl=self._tls if self._tls is not None else True)
+        connector = aiohttp.TCPConnector(
+            limit=self._limits.ledger_connections_max,
+            keepalive_timeout=30,
+            ssl=self._tls if self._tls is not None else True,
+        )
         self._http = aiohttp.ClientSession(
-            connector=connector,
-            timeout=aiohttp.ClientTimeout(total=self._attempt_timeout_s))
+            connector=connector, timeout=aiohttp.ClientTimeout(total=self._attempt_timeout_s)
+        )
         # The dispatcher feeds every batch: a bug in it is reported and it starts again, never left dead
         # (which would turn every money action into a 503 after its deadline).
         self._spawn(supervise("ledger_dispatch", self.batcher.dispatch, self._dispatch_failed, delay_s=0.1))
         self._spawn(supervise("ledger_limits", self._learn_limits, self._dispatch_failed, delay_s=LIMITS_RETRY_S))
 
     async def _learn_limits(self) -> None:
-        await learn_limits(lambda: self.read("/v1/limits", "limits", LedgerLimits), self.apply_limits,
-                           lambda: self.batcher.bounds)
+        await learn_limits(
+            lambda: self.read("/v1/limits", "limits", LedgerLimits), self.apply_limits, lambda: self.batcher.bounds
+        )
 
     def apply_limits(self, limits: LedgerLimits) -> None:
         self.ledger_limits = limits
         self.batcher.bounds = bounds = bounds_within(self._limits, limits)
-        log.info("ledger_limits_learned", batch_max=bounds.actions_max, batch_bytes_max=bounds.bytes_max,
-                 ledger_batch_actions_max=limits.batch_actions_max, ledger_body_bytes_max=limits.body_bytes_max)
+        log.info(
+            "ledger_limits_learned",
+            batch_max=bounds.actions_max,
+            batch_bytes_max=bounds.bytes_max,
+            ledger_batch_actions_max=limits.batch_actions_max,
+            ledger_body_bytes_max=limits.body_bytes_max,
+        )
 
     async def close(self) -> None:
         await self._tasks.cancel_all()
@@ -155,8 +174,9 @@ class LedgerClient:
 
     # --- money --------------------------------------------------------------------------------
 
-    async def money(self, op: str, body: dict[str, Any], *,
-                    request_id: str | None = None) -> tuple[int, TransactionAnswer]:
+    async def money(
+        self, op: str, body: dict[str, Any], *, request_id: str | None = None
+    ) -> tuple[int, TransactionAnswer]:
         """The ledger's answer (status, body) to one money action, or the error it decided. The action
         is logged at the ledger under `request_id` (default: the id of the request being served)."""
         if not self.failover.any_closed():
@@ -176,11 +196,13 @@ class LedgerClient:
         started, outcome = self._clock(), "error"
         url = self.failover.urls[index] + "/v1/batch"
         # The batch continues the trace of its first action and links those of the others.
-        with self._tracing.client_call("POST", url, "POST /v1/batch", parent=batch[0].trace,
-                                       links=[a.trace for a in batch[1:]]) as call:
+        with self._tracing.client_call(
+            "POST", url, "POST /v1/batch", parent=batch[0].trace, links=[a.trace for a in batch[1:]]
+        ) as call:
             try:
-                async with self._http.post(url, data=payload, headers={
-                        "Content-Type": "application/json", **self._headers(), **call.headers}) as resp:
+                async with self._http.post(
+                    url, data=payload, headers={"Content-Type": "application/json", **self._headers(), **call.headers}
+                ) as resp:
                     self.failover.learn_epoch(resp.headers)
                     call.answered(resp.status)
                     raw = await resp.read()
@@ -196,8 +218,7 @@ class LedgerClient:
                 outcome = "timeout" if isinstance(e, asyncio.TimeoutError) else "error"
                 if isinstance(e, ValidationError):
                     self._metrics.ledger_answers_malformed_total.labels("batch").inc()
-                    log.error("ledger_answer_malformed", operation="batch", errors=e.error_count(),
-                              error=str(e)[:500])
+                    log.error("ledger_answer_malformed", operation="batch", errors=e.error_count(), error=str(e)[:500])
                 raise AttemptFailed(f"ledger batch failed: {type(e).__name__}") from None
             finally:
                 self._observe("batch", outcome, started, index)
@@ -211,14 +232,16 @@ class LedgerClient:
         delay = self._limits.ledger_retry_backoff_s
         while True:
             if not self.failover.any_closed():
-                raise Unavailable("the ledger is unavailable (circuit open)",
-                                  retry_after_s=self.failover.retry_after_s())
+                raise Unavailable(
+                    "the ledger is unavailable (circuit open)", retry_after_s=self.failover.retry_after_s()
+                )
             try:
                 return await self._get_once(path, operation, deadline)
             except AttemptFailed as e:
                 if self._clock() + delay >= deadline:
-                    raise Unavailable(f"the ledger is unavailable ({e})",
-                                      retry_after_s=self.failover.retry_after_s()) from None
+                    raise Unavailable(
+                        f"the ledger is unavailable ({e})", retry_after_s=self.failover.retry_after_s()
+                    ) from None
             await asyncio.sleep(delay)
             delay *= 2
 

@@ -75,8 +75,7 @@ class LedgerFailover:
 
     def _switch(self, index: int, reason: str) -> None:
         if index != self.current:
-            log.warning("ledger_url_switched", from_url=self.urls[self.current], to_url=self.urls[index],
-                        reason=reason)
+            log.warning("ledger_url_switched", from_url=self.urls[self.current], to_url=self.urls[index], reason=reason)
             self.current = index
 
     def record(self, index: int, outcome: str, operation: str) -> None:
@@ -90,8 +89,14 @@ class LedgerFailover:
         if outcome == "not_primary":  # it answered: not a failure of the link, just the wrong ledger
             breaker.release()
         elif breaker.failure():
-            log.warning("ledger_breaker_open", url=self.urls[index], failures=self._limits.breaker_failures,
-                        open_s=self._limits.breaker_open_s, last_outcome=outcome, operation=operation)
+            log.warning(
+                "ledger_breaker_open",
+                url=self.urls[index],
+                failures=self._limits.breaker_failures,
+                open_s=self._limits.breaker_open_s,
+                last_outcome=outcome,
+                operation=operation,
+            )
         self.move_on(index, outcome)
 
     # --- epochs ---------------------------------------------------------------------------------

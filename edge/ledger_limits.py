@@ -38,12 +38,17 @@ def configured_bounds(limits: Limits) -> BatchBounds:
 
 def bounds_within(limits: Limits, published: LedgerLimits) -> BatchBounds:
     """The configured bounds, lowered to the ledger's published limits (never below one)."""
-    return BatchBounds(max(1, min(limits.ledger_batch_max, published.batch_actions_max)),
-                       max(1, min(limits.ledger_batch_bytes_max, published.body_bytes_max - BODY_MARGIN_BYTES)))
+    return BatchBounds(
+        max(1, min(limits.ledger_batch_max, published.batch_actions_max)),
+        max(1, min(limits.ledger_batch_bytes_max, published.body_bytes_max - BODY_MARGIN_BYTES)),
+    )
 
 
-async def learn_limits(read: Callable[[], Awaitable[LedgerLimits]], apply: Callable[[LedgerLimits], None],
-                       current: Callable[[], BatchBounds]) -> None:
+async def learn_limits(
+    read: Callable[[], Awaitable[LedgerLimits]],
+    apply: Callable[[LedgerLimits], None],
+    current: Callable[[], BatchBounds],
+) -> None:
     """Read the ledger's published limits once (retrying while it is away) and `apply` them."""
     while True:
         try:

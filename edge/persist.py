@@ -113,10 +113,10 @@ def _load_all(db: sqlite3.Connection) -> tuple[Loaded, dict[str, int]]:
     for name, sv, n in _fetch_all(db, "SELECT name, sv, n FROM docs"):
         loaded.docs.append((str(name), bytes(sv)))
         rows[str(name)] = int(n)
-    loaded.effects = [Effect(str(k), int(s), orjson.loads(d))
-                      for k, s, d in _fetch_all(db, "SELECT key, seq, delta FROM effects")]
-    loaded.watermarks = {str(k): int(s)
-                         for k, s in _fetch_all(db, "SELECT key, seq FROM watermarks")}
+    loaded.effects = [
+        Effect(str(k), int(s), orjson.loads(d)) for k, s, d in _fetch_all(db, "SELECT key, seq, delta FROM effects")
+    ]
+    loaded.watermarks = {str(k): int(s) for k, s in _fetch_all(db, "SELECT key, seq FROM watermarks")}
     return loaded, rows
 
 
@@ -124,28 +124,41 @@ def _load_doc(db: sqlite3.Connection, name: str) -> list[bytes]:
     return [bytes(row[0]) for row in _fetch_all(db, "SELECT data FROM updates WHERE doc = ? ORDER BY id", (name,))]
 
 
-def _commit_batch(db: sqlite3.Connection, appends: list[Append], doc_rows: list[tuple[str, bytes, int]],
-                  watermarks: list[ReconciliationWatermark]) -> None:
+def _commit_batch(
+    db: sqlite3.Connection,
+    appends: list[Append],
+    doc_rows: list[tuple[str, bytes, int]],
+    watermarks: list[ReconciliationWatermark],
+) -> None:
     """A batch in one transaction: an effect and the CRDT update that carries it, together or not at all."""
     with write_transaction(db):
         db.executemany("INSERT INTO updates (doc, data) VALUES (?, ?)", [(op.doc, op.data) for op in appends])
-        db.executemany("INSERT INTO docs (name, sv, n) VALUES (?, ?, ?) "
-                       "ON CONFLICT(name) DO UPDATE SET sv = excluded.sv, n = docs.n + excluded.n", doc_rows)
-        db.executemany("INSERT OR IGNORE INTO effects (key, seq, delta) VALUES (?, ?, ?)",
-                       [(op.effect.key, op.effect.sequence, orjson.dumps(op.effect.delta))
-                        for op in appends if op.effect])
+        db.executemany(
+            "INSERT INTO docs (name, sv, n) VALUES (?, ?, ?) "
+            "ON CONFLICT(name) DO UPDATE SET sv = excluded.sv, n = docs.n + excluded.n",
+            doc_rows,
+        )
+        db.executemany(
+            "INSERT OR IGNORE INTO effects (key, seq, delta) VALUES (?, ?, ?)",
+            [(op.effect.key, op.effect.sequence, orjson.dumps(op.effect.delta)) for op in appends if op.effect],
+        )
         for mark in watermarks:
             db.execute("DELETE FROM effects WHERE key = ? AND seq <= ?", (mark.key, mark.sequence))
-            db.execute("INSERT INTO watermarks (key, seq) VALUES (?, ?) "
-                       "ON CONFLICT(key) DO UPDATE SET seq = max(seq, excluded.seq)", (mark.key, mark.sequence))
+            db.execute(
+                "INSERT INTO watermarks (key, seq) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET seq = max(seq, excluded.seq)",
+                (mark.key, mark.sequence),
+            )
 
 
 def _compact_docs(db: sqlite3.Connection, client_id: int, names: list[str]) -> None:
     """Replace each document's rows by one equivalent update, in one transaction (all or none)."""
     with write_transaction(db):
         for name in names:
-            rows = [(int(i), bytes(d)) for i, d in
-                    _fetch_all(db, "SELECT id, data FROM updates WHERE doc = ? ORDER BY id", (name,))]
+            rows = [
+                (int(i), bytes(d))
+                for i, d in _fetch_all(db, "SELECT id, data FROM updates WHERE doc = ? ORDER BY id", (name,))
+            ]
             snapshot = compact(client_id, (d for _, d in rows))
             db.execute("DELETE FROM updates WHERE doc = ? AND id <= ?", (name, rows[-1][0]))
             db.execute("INSERT INTO updates (doc, data) VALUES (?, ?)", (name, snapshot))
@@ -156,10 +169,17 @@ class DocumentStore:
     """The edge's durable documents: their CRDT updates, the effects they carry and their
     reconciliation watermarks (see the module docstring)."""
 
-    def __init__(self, path: Path, client_id: int, limits: StoreLimits = StoreLimits(),
-                 on_durable: Callable[[list[tuple[str, bytes]]], None] = lambda local_updates: None,
-                 health: TaskHealth | None = None, *, allow_migration: bool = True,
-                 migrations: tuple[Migration, ...] = MIGRATIONS) -> None:
+    def __init__(
+        self,
+        path: Path,
+        client_id: int,
+        limits: StoreLimits = StoreLimits(),
+        on_durable: Callable[[list[tuple[str, bytes]]], None] = lambda local_updates: None,
+        health: TaskHealth | None = None,
+        *,
+        allow_migration: bool = True,
+        migrations: tuple[Migration, ...] = MIGRATIONS,
+    ) -> None:
         self.path = path
         self.allow_migration = allow_migration  # may `open` migrate a store that is behind (an empty one: always)
         self.migrations = migrations  # replaced by tests only
@@ -188,8 +208,12 @@ class DocumentStore:
         self._db = await SqliteThread.open(lambda: _connect(path), name="edge-sqlite")
         try:
             self.schema_plan = await self._db.run(
-                sqlite_migrate.migrate, self.migrations, allowed=self.allow_migration,
-                store=f"the edge database {self.path}", migrate_command=MIGRATE_COMMAND)
+                sqlite_migrate.migrate,
+                self.migrations,
+                allowed=self.allow_migration,
+                store=f"the edge database {self.path}",
+                migrate_command=MIGRATE_COMMAND,
+            )
             loaded, rows = await self._db.run(_load_all)
         except BaseException:
             await self._db.close()
@@ -266,8 +290,12 @@ class DocumentStore:
         appends = [op for op in ops if isinstance(op, Append)]
         counts = Counter(op.doc for op in appends)
         last_sv = {op.doc: op.state_vector for op in appends}
-        await db.run(_commit_batch, appends, [(doc, last_sv[doc], n) for doc, n in counts.items()],
-                     [op for op in ops if isinstance(op, ReconciliationWatermark)])
+        await db.run(
+            _commit_batch,
+            appends,
+            [(doc, last_sv[doc], n) for doc, n in counts.items()],
+            [op for op in ops if isinstance(op, ReconciliationWatermark)],
+        )
         self._on_durable([(op.doc, op.data) for op in appends if op.local])
         async with self._committed_cond:
             self._committed += len(ops)

@@ -35,8 +35,15 @@ SWEEP_KEYS_PER_ROUND = 20
 
 
 class Reconciler:
-    def __init__(self, state: EdgeState, ledger: LedgerClient, limits: Limits, *,
-                 catalog: JackpotCatalog | None = None, health: TaskHealth | None = None) -> None:
+    def __init__(
+        self,
+        state: EdgeState,
+        ledger: LedgerClient,
+        limits: Limits,
+        *,
+        catalog: JackpotCatalog | None = None,
+        health: TaskHealth | None = None,
+    ) -> None:
         self.state = state
         self.ledger = ledger
         self.limits = limits
@@ -66,10 +73,14 @@ class Reconciler:
             raise
         name = doc_name(JACKPOT, jackpot_id)
         await self.state.doc(name)
-        truth = JackpotTruth(epoch=answer.epoch, seed_minor=answer.seed_minor, currency=answer.currency,
-                             mine_minor=answer.contributions_by_edge.get(self.state.edge_id, 0),
-                             pool_minor=answer.pool_minor,
-                             as_of=position(answer.as_of_epoch or 0, answer.as_of_sequence))
+        truth = JackpotTruth(
+            epoch=answer.epoch,
+            seed_minor=answer.seed_minor,
+            currency=answer.currency,
+            mine_minor=answer.contributions_by_edge.get(self.state.edge_id, 0),
+            pool_minor=answer.pool_minor,
+            as_of=position(answer.as_of_epoch or 0, answer.as_of_sequence),
+        )
         self.catalog.note(jackpot_id, truth.epoch)
         me, book = self.state.edge_id, self.state.book
         if truth.as_of < book.watermark(name):
@@ -80,10 +91,20 @@ class Reconciler:
         assert doc is not None
         own = jackpot_slots(doc).get(me)
         if own is None or (own.epoch, own.p - own.n, own.seed_minor, own.currency) != (
-                slot.epoch, slot.p - slot.n, slot.seed_minor, slot.currency):
+            slot.epoch,
+            slot.p - slot.n,
+            slot.seed_minor,
+            slot.currency,
+        ):
             self.state.write(name, lambda d: write_slot(d, me, slot.encode()))
-            log.info("reconciliation_repaired", doc=name, as_of_position=truth.as_of, epoch=slot.epoch,
-                     own_minor_before=None if own is None else own.p - own.n, own_minor_after=slot.p - slot.n)
+            log.info(
+                "reconciliation_repaired",
+                doc=name,
+                as_of_position=truth.as_of,
+                epoch=slot.epoch,
+                own_minor_before=None if own is None else own.p - own.n,
+                own_minor_after=slot.p - slot.n,
+            )
         self.state.store.raise_watermark(name, truth.as_of)
         view = jackpot_view(jackpot_slots(doc))
         if view is not None:  # at another epoch too: a display ahead of the ledger is drift
@@ -106,8 +127,13 @@ class Reconciler:
         own = bonus_slots(doc).get(me)
         if own is None or _net(own) != _net(slot):  # written once even if zero: the key is then known
             self.state.write(name, lambda d: write_slot(d, me, slot.encode()))
-            log.info("reconciliation_repaired", doc=name, as_of_position=as_of,
-                     own_wagered_before=None if own is None else _net(own), own_wagered_after=_net(slot))
+            log.info(
+                "reconciliation_repaired",
+                doc=name,
+                as_of_position=as_of,
+                own_wagered_before=None if own is None else _net(own),
+                own_wagered_after=_net(slot),
+            )
         self.state.store.raise_watermark(name, as_of)
         shown = bonus_progress(bonus_slots(doc))
         drift = sum(sum(shown.get(b.bonus_id, {}).values()) - b.wagered_minor for b in bonuses)

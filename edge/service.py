@@ -49,18 +49,31 @@ def rfc3339(ts: float) -> str:
 
 
 def _jackpot_body(jackpot_id: str, view: JackpotView) -> dict[str, Any]:
-    return {"jackpot_id": jackpot_id, "currency": view.currency, "display_minor": view.display_minor,
-            "epoch": view.epoch, "seed_minor": view.seed_minor, "by_edge": view.by_edge,
-            "as_of": rfc3339(view.as_of_ts)}
+    return {
+        "jackpot_id": jackpot_id,
+        "currency": view.currency,
+        "display_minor": view.display_minor,
+        "epoch": view.epoch,
+        "seed_minor": view.seed_minor,
+        "by_edge": view.by_edge,
+        "as_of": rfc3339(view.as_of_ts),
+    }
 
 
 EDGE_MONEY_OPS = MONEY_OPERATIONS  # what game servers send here
 
 
 class EdgeService:
-    def __init__(self, cfg: EdgeConfig, state: EdgeState, ledger: LedgerClient, reconciler: Reconciler,
-                 metrics: EdgeMetrics, hint: Hint = lambda peer, names: None,
-                 catalog: JackpotCatalog | None = None) -> None:
+    def __init__(
+        self,
+        cfg: EdgeConfig,
+        state: EdgeState,
+        ledger: LedgerClient,
+        reconciler: Reconciler,
+        metrics: EdgeMetrics,
+        hint: Hint = lambda peer, names: None,
+        catalog: JackpotCatalog | None = None,
+    ) -> None:
         self.cfg = cfg
         self.catalog = catalog or reconciler.catalog
         for kind in (JACKPOT, BONUS, SESSION):  # every series exists from the start: a first failure is an increase
@@ -200,9 +213,13 @@ class EdgeService:
         good, bad = decoded(await self.state.doc(name), BonusSlot.decode)
         self._count_invalid(BONUS, len(bad))
         progress = bonus_progress(good)
-        return {"player_id": player_id, "bonuses": [
-            {"bonus_id": b, "wagered_minor": sum(by_edge.values()), "by_edge": by_edge}
-            for b, by_edge in sorted(progress.items())]}
+        return {
+            "player_id": player_id,
+            "bonuses": [
+                {"bonus_id": b, "wagered_minor": sum(by_edge.values()), "by_edge": by_edge}
+                for b, by_edge in sorted(progress.items())
+            ],
+        }
 
     async def session(self, player_id: str) -> dict[str, Any]:
         games = {}
@@ -215,8 +232,12 @@ class EdgeService:
                 games[game_id] = {"state": orjson.loads(rec.state_json), "updated_at": rec.updated_at, "edge": edge}
         out: dict[str, Any] = {"player_id": player_id, "open_rounds": [], "open_rounds_available": True, "games": games}
         try:
-            rounds = await self.ledger.read(f"/v1/players/{player_id}/rounds?status=open", "rounds", RoundsAnswer,
-                                            deadline_s=self.ledger.deadline_s / 2)
+            rounds = await self.ledger.read(
+                f"/v1/players/{player_id}/rounds?status=open",
+                "rounds",
+                RoundsAnswer,
+                deadline_s=self.ledger.deadline_s / 2,
+            )
             out["open_rounds"] = rounds.dump()["rounds"]
         except NotFound:
             pass
@@ -238,6 +259,10 @@ class EdgeService:
         ts = max(self.state.clock(), latest[1].ts + 1e-6 if latest else 0.0)
         record = SessionRecord(text, rfc3339(ts), ts)
         self.state.write(name, lambda d: write_slot(d, self.edge_id, record.encode()))
-        return {"player_id": player_id, "game_id": game_id, "state": state, "updated_at": record.updated_at,
-                "edge": self.edge_id}
-
+        return {
+            "player_id": player_id,
+            "game_id": game_id,
+            "state": state,
+            "updated_at": record.updated_at,
+            "edge": self.edge_id,
+        }

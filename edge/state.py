@@ -24,8 +24,15 @@ CHILDREN_LIST_MAX = 16  # children kept in a list (membership by scan) before a 
 
 
 class EdgeState:
-    def __init__(self, edge_id: str, client_id: int, docs_live_max: int, store: DocumentStore,
-                 metrics: EdgeMetrics, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        edge_id: str,
+        client_id: int,
+        docs_live_max: int,
+        store: DocumentStore,
+        metrics: EdgeMetrics,
+        clock: Callable[[], float],
+    ) -> None:
         self.edge_id = edge_id
         self.store = store
         self.metrics = metrics

@@ -70,11 +70,22 @@ class _Link:
 
 
 class SyncHub:
-    def __init__(self, edge_id: str, peers: tuple[Peer, ...], peer_token: str | Callable[[], str], state: EdgeState,
-                 limits: Limits, metrics: EdgeMetrics, on_hint: Any,
-                 proto_limits: protocol.Limits = protocol.Limits(), *, catalog: JackpotCatalog | None = None,
-                 health: TaskHealth | None = None, session_state_bytes_max: int = 16384,
-                 tls: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        edge_id: str,
+        peers: tuple[Peer, ...],
+        peer_token: str | Callable[[], str],
+        state: EdgeState,
+        limits: Limits,
+        metrics: EdgeMetrics,
+        on_hint: Any,
+        proto_limits: protocol.Limits = protocol.Limits(),
+        *,
+        catalog: JackpotCatalog | None = None,
+        health: TaskHealth | None = None,
+        session_state_bytes_max: int = 16384,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.edge_id = edge_id
         self.peers = {p.id: p for p in peers}
         # A callable is read at every dial: a reloaded peer_token_file is presented from the next link on.
@@ -92,15 +103,17 @@ class SyncHub:
         self._quota = {p: ByteBucket(limits.sync_peer_bytes_per_s, limits.sync_peer_bytes_burst) for p in self.peers}
         self.links: dict[str, _Link] = {}
         # Per peer, across its links: what anti-entropy still has to advertise to it.
-        self.rounds = {p: PeerRounds(limits.anti_entropy_sweep_docs, limits.anti_entropy_catch_up_docs)
-                       for p in self.peers}
+        self.rounds = {
+            p: PeerRounds(limits.anti_entropy_sweep_docs, limits.anti_entropy_catch_up_docs) for p in self.peers
+        }
         self._tasks = TaskSet(self._failed)
         self._http: aiohttp.ClientSession | None = None
         self._closing = False
 
     async def start(self) -> None:
-        self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(
-            ssl=self._tls if self._tls is not None else True))
+        self._http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=self._tls if self._tls is not None else True)
+        )
         # Every series exists from the start: the first refusal is then an increase, alerts see it.
         for reason in REFUSED_LINK_REASONS:
             self.metrics.sync_refused_links_total.labels(reason)
@@ -144,10 +157,15 @@ class SyncHub:
         backoff = self.limits.reconnect_backoff_s
         while True:
             try:
-                ws = await asyncio.wait_for(self._http.ws_connect(
-                    peer.url + "/v1/sync", headers={"Authorization": f"Bearer {self._token()}"},
-                    heartbeat=self.limits.sync_heartbeat_s, max_msg_size=self.proto.frame_bytes_max),
-                    CONNECT_TIMEOUT_S)
+                ws = await asyncio.wait_for(
+                    self._http.ws_connect(
+                        peer.url + "/v1/sync",
+                        headers={"Authorization": f"Bearer {self._token()}"},
+                        heartbeat=self.limits.sync_heartbeat_s,
+                        max_msg_size=self.proto.frame_bytes_max,
+                    ),
+                    CONNECT_TIMEOUT_S,
+                )
                 try:
                     await ws.send_str(orjson.dumps({"edge": self.edge_id}).decode())
                     if await self._read_hello(ws) != peer.id:
@@ -213,8 +231,9 @@ class SyncHub:
 
     def _refuse_link(self, reason: str, credential: str, claimed: str | None) -> None:
         self.metrics.sync_refused_links_total.labels(reason).inc()
-        log.warning("sync link refused", reason=reason, credential=credential,
-                    claimed=None if claimed is None else claimed[:40])
+        log.warning(
+            "sync link refused", reason=reason, credential=credential, claimed=None if claimed is None else claimed[:40]
+        )
 
     async def _read_hello(self, ws: Any) -> str:
         msg = await asyncio.wait_for(ws.receive(), HELLO_TIMEOUT_S)
@@ -234,8 +253,10 @@ class SyncHub:
             await old.ws.close()
         link = self.links[peer] = _Link(peer, ws, self.limits.sync_queue_max, authorization)
         self.metrics.sync_peer_up.labels(peer).set(1)
-        tasks = [asyncio.create_task(self._send_loop(link), name=f"sync-push-{peer}"),
-                 asyncio.create_task(self._anti_entropy_loop(link), name=f"sync-anti-entropy-{peer}")]
+        tasks = [
+            asyncio.create_task(self._send_loop(link), name=f"sync-push-{peer}"),
+            asyncio.create_task(self._anti_entropy_loop(link), name=f"sync-anti-entropy-{peer}"),
+        ]
         for task in tasks:  # a failed sender ends the link (counted unless the socket broke); the dialer reconnects
             task.add_done_callback(lambda t: self._link_task_done(t, ws))
         try:
@@ -311,7 +332,7 @@ class SyncHub:
         replies: list[tuple[str, bytes]] = []
         differing, exchange = 0, False
         for start in range(0, len(entries), CHUNK_DOCS_MAX):
-            chunk = entries[start:start + CHUNK_DOCS_MAX]
+            chunk = entries[start : start + CHUNK_DOCS_MAX]
             await self.catalog.learn(self._jackpots_to_confirm(chunk))
             for name in docs_to_load(self.state.replica, chunk):
                 await self.state.doc(name)
@@ -365,19 +386,27 @@ class SyncHub:
         return out
 
     def _admit(self, link: _Link, name: str, doc: Any, update: bytes) -> admission.Verdict:
-        rules = admission.Rules(self.owners, self.catalog, doc_bytes_max=self.limits.sync_doc_bytes_max,
-                                session_state_bytes_max=self._session_state_bytes_max, now=self.state.clock())
+        rules = admission.Rules(
+            self.owners,
+            self.catalog,
+            doc_bytes_max=self.limits.sync_doc_bytes_max,
+            session_state_bytes_max=self._session_state_bytes_max,
+            now=self.state.clock(),
+        )
         verdict = admission.admit(name, doc, update, rules)
         if verdict.update is not None and not self._quota[link.peer].take(len(verdict.update)):
-            return admission.refuse(admission.PEER_QUOTA, f"{link.peer} is over its byte quota "
-                                    f"({self.limits.sync_peer_bytes_per_s} bytes/s)")
+            return admission.refuse(
+                admission.PEER_QUOTA,
+                f"{link.peer} is over its byte quota ({self.limits.sync_peer_bytes_per_s} bytes/s)",
+            )
         return verdict
 
     def _refused(self, link: _Link, refused: list[tuple[str, admission.Verdict]]) -> None:
         for name, verdict in refused:
             self.metrics.sync_rejected_updates_total.labels(link.peer, verdict.reason).inc()
             (log.debug if verdict.deferred else log.warning)(
-                "peer update refused", peer=link.peer, doc=name[:120], reason=verdict.reason, detail=verdict.detail)
+                "peer update refused", peer=link.peer, doc=name[:120], reason=verdict.reason, detail=verdict.detail
+            )
 
     def _receive_hint(self, data: str) -> None:
         try:
@@ -401,5 +430,7 @@ def _max_epoch(update: bytes) -> int:
     except ValueError:
         return 0
     epochs = [v.get("epoch") for i in items for v in i.values if isinstance(v, dict)]
-    return max((int(e) for e in epochs if isinstance(e, (int, float)) and not isinstance(e, bool)
-                and 0 <= e <= 2**53), default=0)
+    return max(
+        (int(e) for e in epochs if isinstance(e, (int, float)) and not isinstance(e, bool) and 0 <= e <= 2**53),
+        default=0,
+    )

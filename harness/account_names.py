@@ -31,7 +31,7 @@ def wallet_of(account: str) -> Wallet | None:
     with the wallet prefix but no player id or currency (see `malformed_wallet`)."""
     if not account.startswith(WALLET_PREFIX):
         return None
-    player_id, colon, currency = account[len(WALLET_PREFIX):].rpartition(":")
+    player_id, colon, currency = account[len(WALLET_PREFIX) :].rpartition(":")
     return Wallet(player_id, currency) if colon and player_id and currency else None
 
 

@@ -92,21 +92,28 @@ class ByzantinePeer:
     async def _tell(self, lie: str, target: str, posing_as: str, hold_s: float) -> int:
         url = self.cluster.url(target) + "/v1/sync"
         # A compromised edge lies with its own credential; an impersonator holds another's.
-        holder = posing_as if lie != "impersonate" else self.rng.choice(
-            [e for e in self.cluster.edge_ids if e not in (posing_as, target)] or [posing_as])
+        holder = (
+            posing_as
+            if lie != "impersonate"
+            else self.rng.choice([e for e in self.cluster.edge_ids if e not in (posing_as, target)] or [posing_as])
+        )
         headers = {"Authorization": f"Bearer {peer_credential(self.cluster, holder)}"}
         from edge.crdt import protocol
 
-        async with aiohttp.ClientSession() as http, http.ws_connect(
-                url, headers=headers, max_msg_size=4 * FRAME_BYTES_MAX,
-                timeout=aiohttp.ClientWSTimeout(ws_close=1.0)) as ws:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.ws_connect(
+                url, headers=headers, max_msg_size=4 * FRAME_BYTES_MAX, timeout=aiohttp.ClientWSTimeout(ws_close=1.0)
+            ) as ws,
+        ):
             await ws.send_str(json.dumps({"edge": posing_as}))
             hello = await asyncio.wait_for(ws.receive(), PULL_TIMEOUT_S)
             if hello.type != aiohttp.WSMsgType.TEXT:
                 raise ConnectionError(f"{target} refused a hello as {posing_as}")
             if holder != posing_as:
-                self.accepted_impersonations.append(f"{target} accepted a hello as {posing_as} "
-                                                    f"holding {holder}'s credential")
+                self.accepted_impersonations.append(
+                    f"{target} accepted a hello as {posing_as} holding {holder}'s credential"
+                )
             frames = await self._frames(lie, ws, posing_as, protocol)
             for frame in frames:
                 await ws.send_bytes(frame)
@@ -128,28 +135,44 @@ class ByzantinePeer:
                 owner = self.rng.choice([e for e in self.cluster.edge_ids if e != posing_as] or [posing_as])
             base = current.get(owner) or {"p": 0, "n": 0, "seed": 0, "currency": "EUR"}
             before = doc.get_state()
-            slots[owner] = {"epoch": epoch, "p": int(base.get("p", 0)) + FORGED_MINOR, "n": int(base.get("n", 0)),
-                            "seed": int(base.get("seed", 0)), "currency": str(base.get("currency", "EUR")),
-                            "ts": now}
+            slots[owner] = {
+                "epoch": epoch,
+                "p": int(base.get("p", 0)) + FORGED_MINOR,
+                "n": int(base.get("n", 0)),
+                "seed": int(base.get("seed", 0)),
+                "currency": str(base.get("currency", "EUR")),
+                "ts": now,
+            }
             return [protocol.encode_frame([(JACKPOT_DOC, protocol.update_message(doc.get_update(before)))])]
         if lie == "bad_values":
             doc = await self._pull(ws, JACKPOT_DOC, protocol)
             before = doc.get_state()
             doc.get("slots", type=Map)[posing_as] = {"epoch": "x"}
             player = self.rng.choice(["p001", "p002", "p003"])
-            return [protocol.encode_frame([
-                (JACKPOT_DOC, protocol.update_message(doc.get_update(before))),
-                (f"bonus/{player}", protocol.update_message(_fresh_update(posing_as, {"w": {}, "ts": "abc"}))),
-            ])]
+            return [
+                protocol.encode_frame(
+                    [
+                        (JACKPOT_DOC, protocol.update_message(doc.get_update(before))),
+                        (f"bonus/{player}", protocol.update_message(_fresh_update(posing_as, {"w": {}, "ts": "abc"}))),
+                    ]
+                )
+            ]
         if lie == "unknown_doc":
             value = {"epoch": 1, "p": FORGED_MINOR, "n": 0, "seed": 0, "currency": "EUR", "ts": now}
-            return [protocol.encode_frame([(f"jackpot/{FAKE_JACKPOT}",
-                                            protocol.update_message(_fresh_update(posing_as, value)))])]
+            return [
+                protocol.encode_frame(
+                    [(f"jackpot/{FAKE_JACKPOT}", protocol.update_message(_fresh_update(posing_as, value)))]
+                )
+            ]
         if lie == "oversized":
-            big = {"state": json.dumps({"blob": "x" * (FRAME_BYTES_MAX - 4096)}), "updated_at": "2026-01-01T00:00:00Z",
-                   "ts": now}
-            near_limit = protocol.encode_frame([("session/p001/slots-1",
-                                                 protocol.update_message(_fresh_update(posing_as, big)))])
+            big = {
+                "state": json.dumps({"blob": "x" * (FRAME_BYTES_MAX - 4096)}),
+                "updated_at": "2026-01-01T00:00:00Z",
+                "ts": now,
+            }
+            near_limit = protocol.encode_frame(
+                [("session/p001/slots-1", protocol.update_message(_fresh_update(posing_as, big)))]
+            )
             return [near_limit, b"\x01" * (FRAME_BYTES_MAX + 1)]
         raise AssertionError(lie)
 

@@ -88,8 +88,14 @@ class Workload:
         self.counter += 1
         return f"c-{kind}-{self.counter}"
 
-    async def send(self, http: aiohttp.ClientSession, op: Op, url: str, headers: dict[str, str],
-                   to: list[tuple[str, str]] | None = None) -> Op:
+    async def send(
+        self,
+        http: aiohttp.ClientSession,
+        op: Op,
+        url: str,
+        headers: dict[str, str],
+        to: list[tuple[str, str]] | None = None,
+    ) -> Op:
         """Send with retries of the same id (attempt i goes to `to[i % len(to)]`, (service, url)
         pairs; by default `url` of `op.via`); classify the final outcome."""
         self.history.append(op)
@@ -129,28 +135,59 @@ class Workload:
             elif roll < 0.65 and self.open_rounds.get(player):
                 round_id, bet_id = rng.choice(self.open_rounds[player])
                 close = rng.random() < 0.7
-                op = Op("win", None, {"id": self.next_id("win"), "player_id": player, "currency": "EUR",
-                                      "amount_minor": rng.randint(0, 60), "round_id": round_id,
-                                      "close_round": close}, edge, time.monotonic())
+                op = Op(
+                    "win",
+                    None,
+                    {
+                        "id": self.next_id("win"),
+                        "player_id": player,
+                        "currency": "EUR",
+                        "amount_minor": rng.randint(0, 60),
+                        "round_id": round_id,
+                        "close_round": close,
+                    },
+                    edge,
+                    time.monotonic(),
+                )
                 op.key = op.body["id"]
                 await self.send(http, op, base + "/v1/wins", gs)
                 if op.outcome == "ok" and close and (round_id, bet_id) in self.open_rounds.get(player, []):
                     self.open_rounds[player].remove((round_id, bet_id))
             elif roll < 0.75 and self.bets:
                 p, bet_id = rng.choice(self.bets) if rng.random() < 0.9 else (player, self.next_id("ghost"))
-                op = Op("rollback", None, {"id": self.next_id("rb"), "bet_id": bet_id, "player_id": p}, edge,
-                        time.monotonic())
+                op = Op(
+                    "rollback",
+                    None,
+                    {"id": self.next_id("rb"), "bet_id": bet_id, "player_id": p},
+                    edge,
+                    time.monotonic(),
+                )
                 op.key = op.body["id"]
                 await self.send(http, op, base + "/v1/rollbacks", gs)
             elif roll < 0.85:
                 kind = "deposit" if roll < 0.81 else "withdrawal"
-                op = Op(kind, None, {"id": self.next_id(kind), "player_id": player, "currency": "EUR",
-                                     "amount_minor": rng.randint(50, 300)}, "ledger", time.monotonic())
+                op = Op(
+                    kind,
+                    None,
+                    {
+                        "id": self.next_id(kind),
+                        "player_id": player,
+                        "currency": "EUR",
+                        "amount_minor": rng.randint(50, 300),
+                    },
+                    "ledger",
+                    time.monotonic(),
+                )
                 op.key = op.body["id"]
                 # The cashier tries the copy it believes primary first, then the other one.
                 copies = self.ledger_copies()
-                await self.send(http, op, "", self.cluster.headers("cashier"),
-                                to=[(name, f"{url}/v1/{kind}s") for name, url in copies])
+                await self.send(
+                    http,
+                    op,
+                    "",
+                    self.cluster.headers("cashier"),
+                    to=[(name, f"{url}/v1/{kind}s") for name, url in copies],
+                )
             else:
                 op = Op("read", None, {"player_id": player}, edge, time.monotonic())
                 await self.send(http, op, f"{base}/v1/players/{player}/balances", gs)
@@ -163,26 +200,39 @@ class Workload:
     async def bet_now(self, http: aiohttp.ClientSession, edge: str) -> Op:
         """One bet on a jackpot game through `edge`, recorded like any other (for the nemesis)."""
         bet_id, player = self.next_id("bet"), self.rng.choice(self.players)
-        body: dict[str, Any] = {"id": bet_id, "player_id": player, "currency": "EUR",
-                                "amount_minor": self.rng.randint(1, 80), "round_id": self.next_id("round"),
-                                "game_id": "slots-1"}
+        body: dict[str, Any] = {
+            "id": bet_id,
+            "player_id": player,
+            "currency": "EUR",
+            "amount_minor": self.rng.randint(1, 80),
+            "round_id": self.next_id("round"),
+            "game_id": "slots-1",
+        }
         op = Op("bet", bet_id, body, edge, time.monotonic())
         await self.send(http, op, self.cluster.url(edge) + "/v1/bets", self.cluster.headers("game_server"))
         if op.outcome != "fail":
             self.bets.append((player, bet_id))
         return op
 
-    async def bet(self, http: aiohttp.ClientSession, base: str, edge: str, gs: dict[str, str], player: str,
-                  rng: random.Random) -> None:
+    async def bet(
+        self, http: aiohttp.ClientSession, base: str, edge: str, gs: dict[str, str], player: str, rng: random.Random
+    ) -> None:
         round_id, bet_id = self.next_id("round"), self.next_id("bet")
-        body = {"id": bet_id, "player_id": player, "currency": "EUR",
-                "amount_minor": rng.randint(1, 80), "round_id": round_id,
-                "game_id": rng.choice(["slots-1", "slots-2", "table-1"])}
+        body = {
+            "id": bet_id,
+            "player_id": player,
+            "currency": "EUR",
+            "amount_minor": rng.randint(1, 80),
+            "round_id": round_id,
+            "game_id": rng.choice(["slots-1", "slots-2", "table-1"]),
+        }
         op = Op("bet", bet_id, body, edge, time.monotonic())
         if rng.random() < 0.1:  # a deliberate duplicate, concurrently, through another edge
             dup = Op("bet", bet_id, body, rng.choice(self.cluster.edge_ids), time.monotonic())
-            await asyncio.gather(self.send(http, op, base + "/v1/bets", gs),
-                                 self.send(http, dup, self.cluster.url(dup.via) + "/v1/bets", gs))
+            await asyncio.gather(
+                self.send(http, op, base + "/v1/bets", gs),
+                self.send(http, dup, self.cluster.url(dup.via) + "/v1/bets", gs),
+            )
         else:
             await self.send(http, op, base + "/v1/bets", gs)
         if op.outcome != "fail":
@@ -222,14 +272,23 @@ def check_history(history: list[Op], entries: list[dict[str, Any]]) -> list[Chec
             problems.append(f"info {op.kind} {op.key} journaled {len(found)} times")
         elif op.outcome == "fail" and committed:
             problems.append(f"failed {op.kind} {op.key} ({op.status}) was committed at {committed[0]['sequence']}")
-    negative = [op for op in history if op.kind == "read" and op.outcome == "ok"
-                and any(b["balance_minor"] < 0 for b in op.answer.get("balances", []))]
+    negative = [
+        op
+        for op in history
+        if op.kind == "read"
+        and op.outcome == "ok"
+        and any(b["balance_minor"] < 0 for b in op.answer.get("balances", []))
+    ]
     counts = {k: sum(1 for op in writes if op.outcome == k) for k in ("ok", "fail", "info")}
     return [
-        Check("history matches the journal", not problems,
-              problems[0] if problems else f"{len(writes)} writes: {counts}"),
-        Check("no negative balance in any ok read", not negative,
-              f"{len(negative)} negative reads" if negative else "all reads >= 0"),
+        Check(
+            "history matches the journal", not problems, problems[0] if problems else f"{len(writes)} writes: {counts}"
+        ),
+        Check(
+            "no negative balance in any ok read",
+            not negative,
+            f"{len(negative)} negative reads" if negative else "all reads >= 0",
+        ),
         Check("journal fold is clean", not fold_problems, fold_problems[0] if fold_problems else "ok"),
     ]
 
@@ -252,8 +311,9 @@ def check_failover(history: list[Op], journals: dict[str, list[dict[str, Any]]],
         for e in entries:
             seen = at.setdefault((e["epoch"], e["sequence"]), (copy, e["hash"]))
             if seen[1] != e["hash"]:
-                split.append(f"{seen[0]} and {copy} both journaled sequence {e['sequence']} in epoch {e['epoch']}, "
-                             "differently")
+                split.append(
+                    f"{seen[0]} and {copy} both journaled sequence {e['sequence']} in epoch {e['epoch']}, differently"
+                )
     acked_by: dict[int, dict[str, str]] = {}  # epoch -> copy -> an example write it acknowledged
     for op in history:
         where = op.acked_at
@@ -266,22 +326,40 @@ def check_failover(history: list[Op], journals: dict[str, list[dict[str, Any]]],
         for copy, by_seq in by_copy_seq.items():
             there = by_seq.get(seq)
             if there is not None and there["epoch"] == epoch and there["transaction"].get("id") != op.key:
-                split.append(f"ok {op.kind} {op.key} was acknowledged at sequence {seq} in epoch {epoch}, "
-                             f"where {copy} journaled {there['transaction'].get('id')}")
-    split += [f"epoch {epoch} acknowledged new writes from {sorted(copies)} (e.g. "
-              + ", ".join(f"{example} by {copy}" for copy, example in sorted(copies.items())) + ")"
-              for epoch, copies in sorted(acked_by.items()) if len(copies) > 1]
+                split.append(
+                    f"ok {op.kind} {op.key} was acknowledged at sequence {seq} in epoch {epoch}, "
+                    f"where {copy} journaled {there['transaction'].get('id')}"
+                )
+    split += [
+        f"epoch {epoch} acknowledged new writes from {sorted(copies)} (e.g. "
+        + ", ".join(f"{example} by {copy}" for copy, example in sorted(copies.items()))
+        + ")"
+        for epoch, copies in sorted(acked_by.items())
+        if len(copies) > 1
+    ]
     final = {(e["transaction"].get("client_id"), e["transaction"].get("id")) for e in journals.get(final_primary, [])}
-    lost = [op for op in history if op.outcome == "ok" and op.kind != "read"
-            and ("cashier" if op.kind in ("deposit", "withdrawal") else "gs", op.key) not in final]
+    lost = [
+        op
+        for op in history
+        if op.outcome == "ok"
+        and op.kind != "read"
+        and ("cashier" if op.kind in ("deposit", "withdrawal") else "gs", op.key) not in final
+    ]
     ok_writes = sum(1 for op in history if op.outcome == "ok" and op.kind != "read")
     epochs = sorted({e["epoch"] for entries in journals.values() for e in entries})
     return [
-        Check("at most one copy acknowledges writes per epoch", not split,
-              split[0] if split else f"{len(journals)} copies, epochs {epochs}"),
-        Check("nothing acknowledged is lost across failovers", not lost,
-              f"{len(lost)} ok writes missing from {final_primary}, first {lost[0].kind} {lost[0].key}"
-              if lost else f"{ok_writes} ok writes all in {final_primary}'s journal"),
+        Check(
+            "at most one copy acknowledges writes per epoch",
+            not split,
+            split[0] if split else f"{len(journals)} copies, epochs {epochs}",
+        ),
+        Check(
+            "nothing acknowledged is lost across failovers",
+            not lost,
+            f"{len(lost)} ok writes missing from {final_primary}, first {lost[0].kind} {lost[0].key}"
+            if lost
+            else f"{ok_writes} ok writes all in {final_primary}'s journal",
+        ),
     ]
 
 
@@ -322,17 +400,29 @@ class ChaosReport:
 
     def summary(self) -> list[str]:
         c = self.counts()
-        bound = (" (history bound reached: the workload stopped issuing)"
-                 if len(self.history) >= self.history_max else "")
+        bound = (
+            " (history bound reached: the workload stopped issuing)" if len(self.history) >= self.history_max else ""
+        )
         faults = ", ".join(f"{k} {n}" for k, n in self.faults_by_kind().items()) or "none"
-        return [(f"seed {self.seed}: {len(self.history)} operations{bound}; writes ok {c['ok']}, fail {c['fail']}, "
-                 f"info {c['info']}; reads {c['reads']}"),
-                f"faults by kind: {faults}"]
+        return [
+            (
+                f"seed {self.seed}: {len(self.history)} operations{bound}; writes ok {c['ok']}, fail {c['fail']}, "
+                f"info {c['info']}; reads {c['reads']}"
+            ),
+            f"faults by kind: {faults}",
+        ]
 
 
-async def run_chaos(cluster: Cluster, *, duration_s: float, seed_value: int, clients: int,
-                    players: list[str], history_max: int = HISTORY_MAX,
-                    faults: tuple[str, ...] = DEFAULT_FAULTS) -> ChaosReport:
+async def run_chaos(
+    cluster: Cluster,
+    *,
+    duration_s: float,
+    seed_value: int,
+    clients: int,
+    players: list[str],
+    history_max: int = HISTORY_MAX,
+    faults: tuple[str, ...] = DEFAULT_FAULTS,
+) -> ChaosReport:
     """Load and faults for `duration_s` (or until the history bound), heal, check. Never raises
     for what goes wrong inside the run: that becomes a failed check of the report."""
     rng = random.Random(seed_value)
@@ -347,23 +437,34 @@ async def run_chaos(cluster: Cluster, *, duration_s: float, seed_value: int, cli
         report.checks.append(Check("the run completed", False, f"load phase: {type(e).__name__}: {e}"))
     try:
         report.checks += await _heal_and_check(cluster, workload, players)
-        report.checks.append(Check("every fault was carried out", not nemesis.errors,
-                                   nemesis.errors[0] if nemesis.errors else f"{len(nemesis.log)} faults"))
-        report.checks.append(check_impersonation(nemesis.byzantine.accepted_impersonations,
-                                                 impersonations_tried=sum("byz_impersonate" in f for f in nemesis.log)))
+        report.checks.append(
+            Check(
+                "every fault was carried out",
+                not nemesis.errors,
+                nemesis.errors[0] if nemesis.errors else f"{len(nemesis.log)} faults",
+            )
+        )
+        report.checks.append(
+            check_impersonation(
+                nemesis.byzantine.accepted_impersonations,
+                impersonations_tried=sum("byz_impersonate" in f for f in nemesis.log),
+            )
+        )
     except Exception as e:  # noqa: BLE001 (whatever broke, the run still ends with a verdict)
         log.error("chaos_run_failed", phase="check", error=repr(e))
         report.checks.append(Check("the healed cluster was checked", False, f"{type(e).__name__}: {e}"))
     return report
 
 
-async def _load_under_faults(workload: Workload, nemesis: Nemesis, duration_s: float, clients: int,
-                             rng: random.Random) -> None:
+async def _load_under_faults(
+    workload: Workload, nemesis: Nemesis, duration_s: float, clients: int, rng: random.Random
+) -> None:
     deadline = time.monotonic() + duration_s
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=128)) as http:
         nemesis.bet_now = partial(workload.bet_now, http)
-        tasks = [asyncio.create_task(workload.client(http, deadline, random.Random(rng.random())))
-                 for _ in range(clients)]
+        tasks = [
+            asyncio.create_task(workload.client(http, deadline, random.Random(rng.random()))) for _ in range(clients)
+        ]
         load = asyncio.gather(*tasks)
         faults = asyncio.create_task(nemesis.run(deadline))
         try:
@@ -422,8 +523,9 @@ async def _tailing(cluster: Cluster, name: str) -> bool:
                 return True
             hashes = []
             for copy in (name, cluster.primary):
-                async with http.get(cluster.url(copy) + "/v1/journal", headers=h,
-                                    params={"after_sequence": head - 1, "limit": 1}) as r:
+                async with http.get(
+                    cluster.url(copy) + "/v1/journal", headers=h, params={"after_sequence": head - 1, "limit": 1}
+                ) as r:
                     lines = (await r.text()).splitlines()
                 hashes.append(json.loads(lines[0])["hash"] if lines else None)
     except (aiohttp.ClientError, TimeoutError, ValueError, KeyError):
@@ -466,8 +568,7 @@ async def _heal_and_check(cluster: Cluster, workload: Workload, players: list[st
                 log.warning("chaos_standby_journal_unreadable", copy=name, error=repr(e))
         checks = check_history(workload.history, journals[cluster.primary])
         checks += check_failover(workload.history, journals, cluster.primary)
-        checks += await _isolated("the healed cluster serves writes",
-                                  check_writes_served(http, cluster, players[0]))
+        checks += await _isolated("the healed cluster serves writes", check_writes_served(http, cluster, players[0]))
     checks += await _isolated("the healed cluster's invariants were checked", _converged_cluster_checks(info, players))
     checks += await _isolated("no edge shows a jackpot the ledger does not know", check_no_phantom_jackpots(info))
     return checks
@@ -486,9 +587,13 @@ async def _isolated(name: str, checking: Awaitable[Check | list[Check]]) -> list
 
 def check_impersonation(accepted: list[str], *, impersonations_tried: int) -> Check:
     """No edge accepted a sync hello from a peer holding another edge's credential."""
-    return Check("no edge accepts a peer posing as another edge", not accepted,
-                 accepted[0] + (f" (and {len(accepted) - 1} more)" if len(accepted) > 1 else "")
-                 if accepted else f"{impersonations_tried} impersonation attempts, none accepted")
+    return Check(
+        "no edge accepts a peer posing as another edge",
+        not accepted,
+        accepted[0] + (f" (and {len(accepted) - 1} more)" if len(accepted) > 1 else "")
+        if accepted
+        else f"{impersonations_tried} impersonation attempts, none accepted",
+    )
 
 
 async def check_writes_served(http: aiohttp.ClientSession, cluster: Cluster, player: str) -> Check:
@@ -502,11 +607,21 @@ async def check_writes_served(http: aiohttp.ClientSession, cluster: Cluster, pla
         if not pending or time.monotonic() > deadline:
             break
         edge = pending[0]
-        body = {"id": f"probe-{edge}-{n}", "player_id": player, "currency": "EUR", "amount_minor": 1,
-                "round_id": f"probe-{edge}-{n}", "game_id": "table-1"}
+        body = {
+            "id": f"probe-{edge}-{n}",
+            "player_id": player,
+            "currency": "EUR",
+            "amount_minor": 1,
+            "round_id": f"probe-{edge}-{n}",
+            "game_id": "table-1",
+        }
         try:
-            async with http.post(cluster.url(edge) + "/v1/bets", json=body, headers=cluster.headers("game_server"),
-                                 timeout=aiohttp.ClientTimeout(total=ATTEMPT_TIMEOUT_S * 2)) as r:
+            async with http.post(
+                cluster.url(edge) + "/v1/bets",
+                json=body,
+                headers=cluster.headers("game_server"),
+                timeout=aiohttp.ClientTimeout(total=ATTEMPT_TIMEOUT_S * 2),
+            ) as r:
                 last[edge] = r.status
                 if r.status < 500:  # judged (a refusal such as insufficient funds is an answer too)
                     pending.pop(0)
@@ -514,9 +629,13 @@ async def check_writes_served(http: aiohttp.ClientSession, cluster: Cluster, pla
         except (aiohttp.ClientError, TimeoutError):
             last[edge] = 599
         await asyncio.sleep(0.5)
-    return Check("the healed cluster serves writes", not pending,
-                 f"no bet judged within {LIVENESS_S:.0f}s through {pending} (last status {last})"
-                 if pending else f"a bet judged through each of {len(cluster.edge_ids)} edges ({last})")
+    return Check(
+        "the healed cluster serves writes",
+        not pending,
+        f"no bet judged within {LIVENESS_S:.0f}s through {pending} (last status {last})"
+        if pending
+        else f"a bet judged through each of {len(cluster.edge_ids)} edges ({last})",
+    )
 
 
 async def check_no_phantom_jackpots(info: dict[str, Any]) -> Check:
@@ -532,8 +651,11 @@ async def check_no_phantom_jackpots(info: dict[str, Any]) -> Check:
                 async with http.get(f"{info['ledger']['url']}/v1/jackpots/{jid}", headers=edge_h) as r:
                     if r.status == 404:
                         phantoms.append(f"{edge['id']} shows jackpot {jid!r}, unknown to the ledger")
-    return Check("no edge shows a jackpot the ledger does not know", not phantoms,
-                 phantoms[0] if phantoms else f"{len(info['edges'])} edges' jackpot lists")
+    return Check(
+        "no edge shows a jackpot the ledger does not know",
+        not phantoms,
+        phantoms[0] if phantoms else f"{len(info['edges'])} edges' jackpot lists",
+    )
 
 
 async def _converged_cluster_checks(info: dict[str, Any], players: list[str]) -> list[Check]:

@@ -177,14 +177,20 @@ class Cluster:
         self._make_tokens()
         scheme = "https" if self.tls else "http"
         for name in self.ledger_names:
-            self.services[name] = Service(name, "ledger", free_port(), self.root / f"{name}.toml",
-                                          self.root / f"{name}.log", scheme=scheme)
+            self.services[name] = Service(
+                name, "ledger", free_port(), self.root / f"{name}.toml", self.root / f"{name}.log", scheme=scheme
+            )
         if self.standby:
-            self.services[STANDBY].args = ("--standby-of", self.url("ledger"),
-                                           "--replica-token-file", str(self.root / "secrets" / "replica.token"))
+            self.services[STANDBY].args = (
+                "--standby-of",
+                self.url("ledger"),
+                "--replica-token-file",
+                str(self.root / "secrets" / "replica.token"),
+            )
         for eid in self.edge_ids:
-            self.services[eid] = Service(eid, "edge", free_port(), self.root / f"edge-{eid}.toml",
-                                         self.root / f"edge-{eid}.log", scheme=scheme)
+            self.services[eid] = Service(
+                eid, "edge", free_port(), self.root / f"edge-{eid}.toml", self.root / f"edge-{eid}.log", scheme=scheme
+            )
         if self.tls:
             self._make_certificates([*self.ledger_names, *self.edge_ids, "client"])
 
@@ -207,8 +213,12 @@ class Cluster:
     def _make_tokens(self) -> None:
         if self.tokens:
             return
-        names = [*LEDGER_ROLES, *EDGE_ROLES, *(f"edge-{e}" for e in self.edge_ids),
-                 *(f"peer-{e}" for e in self.edge_ids)]
+        names = [
+            *LEDGER_ROLES,
+            *EDGE_ROLES,
+            *(f"edge-{e}" for e in self.edge_ids),
+            *(f"peer-{e}" for e in self.edge_ids),
+        ]
         for name in names:
             self.tokens[name] = new_token()
             path = self.root / "secrets" / f"{name}.token"
@@ -226,8 +236,11 @@ class Cluster:
         if not self.tls:
             return {}
         folder = self._tls_dir()
-        settings = {"tls_cert_file": folder / f"{name}.pem", "tls_key_file": folder / f"{name}.key",
-                    "tls_ca_file": folder / "ca.pem"}
+        settings = {
+            "tls_cert_file": folder / f"{name}.pem",
+            "tls_key_file": folder / f"{name}.key",
+            "tls_ca_file": folder / "ca.pem",
+        }
         if require_client_certificates:
             settings["tls_client_ca_file"] = folder / "ca.pem"
         return settings
@@ -255,15 +268,18 @@ class Cluster:
         entries = [(f"edge-{e}", "edge", f"edge-{e}") for e in self.edge_ids]
         entries += [("edge-dev", "edge", "edge")]
         entries += [(role, role, role) for role in LEDGER_ROLES if role != "edge"]
-        others = [] if self.pair else [self.url(n) for n in ("ledger", STANDBY)
-                                        if n in self.services and n != svc.name]
+        others = [] if self.pair else [self.url(n) for n in ("ledger", STANDBY) if n in self.services and n != svc.name]
         # The primary waits for its standby; the standby, once promoted, has none to wait for
         # (unless both copies are synchronous: then the old primary must rejoin as its standby).
         synchronous = self.standby and (svc.name == "ledger" or self.synchronous_pair)
         settings: dict[str, Any] = {
-            "host": "127.0.0.1", "port": svc.port, "data_dir": f"{svc.name}-data",
+            "host": "127.0.0.1",
+            "port": svc.port,
+            "data_dir": f"{svc.name}-data",
             "backup_dir": f"{svc.name}-backups",  # beside, not inside, its data_dir (a dev cluster: same disk)
-            "group_commit": self.group_commit, "synchronous_standby": synchronous, "peers": others,
+            "group_commit": self.group_commit,
+            "synchronous_standby": synchronous,
+            "peers": others,
             "fault_apply_delay_file": self._apply_delay_path(svc.name) if self.fault_hooks else None,
             "liabilities_interval_s": LIABILITIES_INTERVAL_S,
             **self._backend_settings(svc.name),
@@ -287,17 +303,25 @@ class Cluster:
         eid = svc.name
         ledger_urls = [self._link_url(eid, n) for n in ("ledger", STANDBY) if n in self.services]
         # Over TLS the sync links are written as wss:// (what operators write for websockets).
-        peers = [{"id": p, "url": self._link_url(eid, p).replace("https://", "wss://")}
-                 for p in self.edge_ids if p != eid]
+        peers = [
+            {"id": p, "url": self._link_url(eid, p).replace("https://", "wss://")} for p in self.edge_ids if p != eid
+        ]
         # One peer credential per edge, named after it: the only edge id its holder may claim.
-        entries = [(GAME_SERVER, "game_server", "game_server"), ("metrics", "metrics", "metrics"),
-                   *((p, "peer", f"peer-{p}") for p in self.edge_ids if p != eid)]
+        entries = [
+            (GAME_SERVER, "game_server", "game_server"),
+            ("metrics", "metrics", "metrics"),
+            *((p, "peer", f"peer-{p}") for p in self.edge_ids if p != eid),
+        ]
         settings: dict[str, Any] = {
             # crdt_client_id: ignored by current edges (ids derive from the edge id), kept for older ones.
-            "id": eid, "crdt_client_id": self.edge_ids.index(eid) + 1,
-            "host": "127.0.0.1", "port": svc.port, "data_dir": f"edge-{eid}-data",
+            "id": eid,
+            "crdt_client_id": self.edge_ids.index(eid) + 1,
+            "host": "127.0.0.1",
+            "port": svc.port,
+            "data_dir": f"edge-{eid}-data",
             "ledger_urls": ledger_urls,
-            "ledger_token_file": f"secrets/edge-{eid}.token", "peer_token_file": f"secrets/peer-{eid}.token",
+            "ledger_token_file": f"secrets/edge-{eid}.token",
+            "peer_token_file": f"secrets/peer-{eid}.token",
             "ledger_attempt_timeout_s": float(self.ledger_attempt_timeout_s),
             "ledger_deadline_s": float(self.ledger_deadline_s),
             "log_level": self.log_level,
@@ -360,8 +384,9 @@ class Cluster:
         ledger is alive but never ready)."""
         svc = self.services[name]
         assert not svc.running, f"{name} already running"
-        svc.process = ServiceProcess(name, serve_command(svc.kind, svc.config_path, *svc.args),
-                                     log_path=svc.log_path, cwd=self.root).start()
+        svc.process = ServiceProcess(
+            name, serve_command(svc.kind, svc.config_path, *svc.args), log_path=svc.log_path, cwd=self.root
+        ).start()
         await self.wait_ready(name, path="/readyz" if ready else "/healthz")
 
     async def wait_ready(self, name: str, timeout_s: float = READY_TIMEOUT_S, *, path: str = "/readyz") -> None:
@@ -405,8 +430,10 @@ class Cluster:
     async def promote(self, name: str) -> dict[str, Any]:
         """POST /admin/v1/promote to `name`; from now on it is the primary (and restarts as one).
         Raises `PromotionRefused` when the copy holds less than its primary acknowledged."""
-        async with (self.http_session(timeout=aiohttp.ClientTimeout(total=READY_TIMEOUT_S)) as http,
-                    http.post(self.url(name) + "/admin/v1/promote", headers=self.headers("admin_write")) as r):
+        async with (
+            self.http_session(timeout=aiohttp.ClientTimeout(total=READY_TIMEOUT_S)) as http,
+            http.post(self.url(name) + "/admin/v1/promote", headers=self.headers("admin_write")) as r,
+        ):
             if r.status == 409:
                 problem = await r.json(content_type=None)
                 if problem.get("code") == "standby_behind":
@@ -424,8 +451,12 @@ class Cluster:
         await self.stop_service(name)
         if not keep_data:
             shutil.rmtree(self.root / f"{name}-data", ignore_errors=True)
-        self.services[name].args = ("--standby-of", self.url(self.primary),
-                                    "--replica-token-file", str(self.root / "secrets" / "replica.token"))
+        self.services[name].args = (
+            "--standby-of",
+            self.url(self.primary),
+            "--replica-token-file",
+            str(self.root / "secrets" / "replica.token"),
+        )
         await self.start_service(name, ready=False)
 
     def _apply_delay_path(self, name: str) -> Path:
@@ -499,15 +530,21 @@ class Cluster:
             "seed": seed or {"players": [], "jackpots": [], "bonuses": []},
             **({"tls": self.tls_info()} if self.tls else {}),
             "backend": self.backend,
-            **({"postgres": {**self.database.public_info(), "dsn_file": str(self.root / "secrets" / "postgres.dsn")}}
-               if self.database is not None else {}),
+            **(
+                {"postgres": {**self.database.public_info(), "dsn_file": str(self.root / "secrets" / "postgres.dsn")}}
+                if self.database is not None
+                else {}
+            ),
         }
 
     def tls_info(self) -> dict[str, str]:
         """The `tls` object of `cluster.json`: the CA to trust and a client certificate to present."""
         folder = self._tls_dir()
-        return {"ca_file": str(folder / "ca.pem"), "client_cert_file": str(folder / "client.pem"),
-                "client_key_file": str(folder / "client.key")}
+        return {
+            "ca_file": str(folder / "ca.pem"),
+            "client_cert_file": str(folder / "client.pem"),
+            "client_key_file": str(folder / "client.key"),
+        }
 
     def write_info(self, seed: dict[str, Any] | None = None) -> Path:
         path = self.root / "cluster.json"
@@ -525,29 +562,61 @@ JACKPOT_GAMES = ("slots-1", "slots-2")
 BONUS_ID = "welcome"
 
 
-async def seed(cluster: Cluster, *, players: int = 20, deposit_minor: int = 1_000_000,
-               currency: str = "EUR", bonus_requirement_minor: int = 5_000) -> dict[str, Any]:
+async def seed(
+    cluster: Cluster,
+    *,
+    players: int = 20,
+    deposit_minor: int = 1_000_000,
+    currency: str = "EUR",
+    bonus_requirement_minor: int = 5_000,
+) -> dict[str, Any]:
     """Players with a deposit, one jackpot on the slot games, and a welcome bonus for each player."""
     ledger = cluster.url(cluster.primary)
     admin, cashier = cluster.headers("admin_write"), cluster.headers("cashier")
     player_ids = [f"p{i:03d}" for i in range(1, players + 1)]
     async with cluster.http_session(raise_for_status=True) as http:
-        await http.post(f"{ledger}/admin/v1/jackpots", headers=admin, json={
-            "jackpot_id": JACKPOT_ID, "currency": currency, "seed_minor": 100_000,
-            "contribution_ppm": 10_000, "game_ids": list(JACKPOT_GAMES)})
+        await http.post(
+            f"{ledger}/admin/v1/jackpots",
+            headers=admin,
+            json={
+                "jackpot_id": JACKPOT_ID,
+                "currency": currency,
+                "seed_minor": 100_000,
+                "contribution_ppm": 10_000,
+                "game_ids": list(JACKPOT_GAMES),
+            },
+        )
         for pid in player_ids:
-            await http.post(f"{ledger}/admin/v1/players", headers=admin,
-                            json={"player_id": pid, "currencies": [currency]})
-            await http.post(f"{ledger}/v1/deposits", headers=cashier, json={
-                "id": f"seed-dep-{pid}", "player_id": pid, "currency": currency,
-                "amount_minor": deposit_minor})
-            await http.post(f"{ledger}/admin/v1/bonuses", headers=admin, json={
-                "id": f"seed-bonus-{pid}", "player_id": pid, "bonus_id": BONUS_ID, "currency": currency,
-                "amount_minor": 1_000, "wagering_requirement_minor": bonus_requirement_minor,
-                "expires_at": "2099-01-01T00:00:00Z"})
+            await http.post(
+                f"{ledger}/admin/v1/players", headers=admin, json={"player_id": pid, "currencies": [currency]}
+            )
+            await http.post(
+                f"{ledger}/v1/deposits",
+                headers=cashier,
+                json={"id": f"seed-dep-{pid}", "player_id": pid, "currency": currency, "amount_minor": deposit_minor},
+            )
+            await http.post(
+                f"{ledger}/admin/v1/bonuses",
+                headers=admin,
+                json={
+                    "id": f"seed-bonus-{pid}",
+                    "player_id": pid,
+                    "bonus_id": BONUS_ID,
+                    "currency": currency,
+                    "amount_minor": 1_000,
+                    "wagering_requirement_minor": bonus_requirement_minor,
+                    "expires_at": "2099-01-01T00:00:00Z",
+                },
+            )
     return {
         "players": [{"player_id": p, "currency": currency, "deposit_minor": deposit_minor} for p in player_ids],
         "jackpots": [{"jackpot_id": JACKPOT_ID, "currency": currency, "game_ids": list(JACKPOT_GAMES)}],
-        "bonuses": [{"bonus_id": BONUS_ID, "currency": currency, "amount_minor": 1_000,
-                     "wagering_requirement_minor": bonus_requirement_minor}],
+        "bonuses": [
+            {
+                "bonus_id": BONUS_ID,
+                "currency": currency,
+                "amount_minor": 1_000,
+                "wagering_requirement_minor": bonus_requirement_minor,
+            }
+        ],
     }

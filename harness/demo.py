@@ -104,8 +104,14 @@ class Demo:
     async def play_round(self, http: aiohttp.ClientSession, region: str, player: str, rng: random.Random) -> None:
         round_id = self.new_id("round")
         stake_minor = rng.randint(10, 500)
-        bet = {"id": self.new_id("bet"), "player_id": player, "currency": "EUR",
-               "amount_minor": stake_minor, "round_id": round_id, "game_id": rng.choice(GAMES)}
+        bet = {
+            "id": self.new_id("bet"),
+            "player_id": player,
+            "currency": "EUR",
+            "amount_minor": stake_minor,
+            "round_id": round_id,
+            "game_id": rng.choice(GAMES),
+        }
         status, first = await self.post(http, region, "/v1/bets", bet)
         if status != 201:
             return
@@ -117,12 +123,27 @@ class Demo:
             if not same:
                 self.event(f"retry of {bet['id']} via {other} was not an identical replay ({status2})", ok=False)
         if rng.random() < 0.08:
-            await self.post(http, region, "/v1/rollbacks", {"id": self.new_id("rb"), "bet_id": bet["id"],
-                                                            "player_id": player, "round_id": round_id})
+            await self.post(
+                http,
+                region,
+                "/v1/rollbacks",
+                {"id": self.new_id("rb"), "bet_id": bet["id"], "player_id": player, "round_id": round_id},
+            )
             return
         win = rng.choice([0, 0, stake_minor // 2, stake_minor * 2])
-        await self.post(http, region, "/v1/wins", {"id": self.new_id("win"), "player_id": player, "currency": "EUR",
-                                                   "amount_minor": win, "round_id": round_id, "close_round": True})
+        await self.post(
+            http,
+            region,
+            "/v1/wins",
+            {
+                "id": self.new_id("win"),
+                "player_id": player,
+                "currency": "EUR",
+                "amount_minor": win,
+                "round_id": round_id,
+                "close_round": True,
+            },
+        )
 
     # --- scripted moments -------------------------------------------------------------------
 
@@ -145,12 +166,23 @@ class Demo:
     async def disconnect_and_resume(self, http: aiohttp.ClientSession) -> None:
         first, second = self.cluster.edge_ids[0], self.cluster.edge_ids[1]
         player, round_id = self.players[0], self.new_id("round-dc")
-        status, _ = await self.post(http, first, "/v1/bets", {
-            "id": self.new_id("bet"), "player_id": player, "currency": "EUR", "amount_minor": 100,
-            "round_id": round_id, "game_id": "slots-1"})
+        status, _ = await self.post(
+            http,
+            first,
+            "/v1/bets",
+            {
+                "id": self.new_id("bet"),
+                "player_id": player,
+                "currency": "EUR",
+                "amount_minor": 100,
+                "round_id": round_id,
+                "game_id": "slots-1",
+            },
+        )
         state = {"reels": [3, 1, 4], "free_spins_left": 2}
-        async with http.put(f"{self.cluster.url(first)}/v1/players/{player}/session/slots-1",
-                            json={"state": state}, headers=self.gs) as r:
+        async with http.put(
+            f"{self.cluster.url(first)}/v1/players/{player}/session/slots-1", json={"state": state}, headers=self.gs
+        ) as r:
             put_ok = r.status == 200
         self.event(f"{player} opened round {round_id} on {first} and disconnected", status == 201 and put_ok)
         session: dict[str, Any] = {}
@@ -163,16 +195,42 @@ class Demo:
         open_ids = {r["round_id"] for r in session.get("open_rounds", [])}
         ok = round_id in open_ids and session.get("games", {}).get("slots-1", {}).get("state") == state
         self.event(f"{player} resumed on {second}: open round and game state {'restored' if ok else 'MISSING'}", ok)
-        await self.post(http, second, "/v1/wins", {"id": self.new_id("win"), "player_id": player, "currency": "EUR",
-                                                   "amount_minor": 250, "round_id": round_id, "close_round": True})
+        await self.post(
+            http,
+            second,
+            "/v1/wins",
+            {
+                "id": self.new_id("win"),
+                "player_id": player,
+                "currency": "EUR",
+                "amount_minor": 250,
+                "round_id": round_id,
+                "close_round": True,
+            },
+        )
 
     async def jackpot_hit(self, http: aiohttp.ClientSession) -> None:
         region, player, round_id = self.cluster.edge_ids[1], self.rng.choice(self.players), self.new_id("round-jp")
         # A jackpot is won in a round the player staked in: the spin's bet comes first.
-        await self.post(http, region, "/v1/bets", {"id": self.new_id("bet"), "player_id": player, "currency": "EUR",
-                                                   "amount_minor": 100, "round_id": round_id, "game_id": "slots-1"})
-        status, body = await self.post(http, region, "/v1/jackpot-payouts", {
-            "id": self.new_id("jp"), "jackpot_id": JACKPOT_ID, "player_id": player, "round_id": round_id})
+        await self.post(
+            http,
+            region,
+            "/v1/bets",
+            {
+                "id": self.new_id("bet"),
+                "player_id": player,
+                "currency": "EUR",
+                "amount_minor": 100,
+                "round_id": round_id,
+                "game_id": "slots-1",
+            },
+        )
+        status, body = await self.post(
+            http,
+            region,
+            "/v1/jackpot-payouts",
+            {"id": self.new_id("jp"), "jackpot_id": JACKPOT_ID, "player_id": player, "round_id": round_id},
+        )
         paid = body.get("transaction", {}).get("amount_minor") if status == 201 else None
         self.event(f"jackpot {JACKPOT_ID} hit by {player} via {region}: paid {paid}", status == 201)
 
@@ -182,10 +240,15 @@ class Demo:
             async with http.get(f"{self.cluster.url(region)}/v1/players/{player}/bonus-progress", headers=self.gs) as r:
                 progress = {b["bonus_id"]: b["wagered_minor"] for b in (await r.json()).get("bonuses", [])}
             if progress.get(BONUS_ID, 0) >= 5_000:
-                status, body = await self.post(http, region, "/v1/bonus-claims", {
-                    "id": self.new_id("claim"), "player_id": player, "bonus_id": BONUS_ID})
-                self.event(f"{player} claimed bonus {BONUS_ID} via {region}: {status} {body.get('code', '')}",
-                           status == 201)
+                status, body = await self.post(
+                    http,
+                    region,
+                    "/v1/bonus-claims",
+                    {"id": self.new_id("claim"), "player_id": player, "bonus_id": BONUS_ID},
+                )
+                self.event(
+                    f"{player} claimed bonus {BONUS_ID} via {region}: {status} {body.get('code', '')}", status == 201
+                )
                 return
         self.event("no player had met the bonus wagering yet: claim skipped")
 
@@ -211,14 +274,23 @@ class Demo:
             await asyncio.sleep(1.0)
 
     def render(self, remaining_s: float) -> Group:
-        t = Table(title=f"Croupier demo — {remaining_s:4.0f}s left — ledger pool {self.view['pool']} "
-                        f"(epoch {self.view['epoch']})")
+        t = Table(
+            title=f"Croupier demo — {remaining_s:4.0f}s left — ledger pool {self.view['pool']} "
+            f"(epoch {self.view['epoch']})"
+        )
         for col in ("region", "req/s", "p99 ms", "ok", "errors", "jackpot display", "sync lag p99 by peer"):
             t.add_column(col)
         for e, s in self.stats.items():
             lag = ", ".join(f"{p} {v * 1000:.0f}ms" for p, v in sorted(self.view["lag"].get(e, {}).items()))
-            t.add_row(e, f"{s.rate():.0f}", f"{s.p99_ms():.1f}", str(s.ok), str(s.errors),
-                      str(self.view["displays"].get(e, "-")), lag or "-")
+            t.add_row(
+                e,
+                f"{s.rate():.0f}",
+                f"{s.p99_ms():.1f}",
+                str(s.ok),
+                str(s.errors),
+                str(self.view["displays"].get(e, "-")),
+                lag or "-",
+            )
         events = Table.grid()
         for line in self.events:
             events.add_row(line)
@@ -237,8 +309,9 @@ def lag_buckets_by_peer(text: str) -> dict[str, list[tuple[float, float]]]:
     return {peer: sorted(rows) for peer, rows in buckets.items()}
 
 
-def lag_p99_since(previous: dict[str, list[tuple[float, float]]],
-                  current: dict[str, list[tuple[float, float]]]) -> dict[str, float]:
+def lag_p99_since(
+    previous: dict[str, list[tuple[float, float]]], current: dict[str, list[tuple[float, float]]]
+) -> dict[str, float]:
     """p99 sync lag per peer over the updates applied between two scrapes."""
     out = {}
     for peer, rows in current.items():
@@ -268,8 +341,7 @@ async def run_demo(cluster: Cluster, duration_s: float, rng_seed: int, players: 
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
     async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=64)) as http:
         deadline = time.monotonic() + duration_s
-        workers = [asyncio.create_task(demo.game_server(http, e, deadline))
-                   for e in cluster.edge_ids for _ in range(4)]
+        workers = [asyncio.create_task(demo.game_server(http, e, deadline)) for e in cluster.edge_ids for _ in range(4)]
         background = [asyncio.create_task(demo.scenario(http)), asyncio.create_task(demo.poll_view(http))]
         try:
             with Live(demo.render(duration_s), console=console, refresh_per_second=2) as live:
@@ -284,8 +356,13 @@ async def run_demo(cluster: Cluster, duration_s: float, rng_seed: int, players: 
         cluster.heal()
     checks = await converge(info, demo.players)
     replays_checked = sum(s.replays_checked for s in demo.stats.values())
-    checks.append(Check("scripted moments behaved", not demo.failures,
-                        demo.failures[0] if demo.failures else f"{replays_checked} retries replayed identically"))
+    checks.append(
+        Check(
+            "scripted moments behaved",
+            not demo.failures,
+            demo.failures[0] if demo.failures else f"{replays_checked} retries replayed identically",
+        )
+    )
     report = Table(title="Verification")
     report.add_column("check")
     report.add_column("result")

@@ -69,8 +69,9 @@ def service_environment(environ: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in environ.items() if not k.startswith(DEPLOYMENT_OVERRIDES)}
 
 
-def launch_environment(extra: Mapping[str, str] | None = None,
-                       environ: Mapping[str, str] | None = None) -> dict[str, str]:
+def launch_environment(
+    extra: Mapping[str, str] | None = None, environ: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """What a service starts with: `environ` (default: this process's) less deployment overrides,
     unbuffered output (its log is read while it runs), then `extra`."""
     base = service_environment(os.environ if environ is None else environ)
@@ -170,8 +171,14 @@ def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
-async def wait_until_ready(url: str, proc: subprocess.Popen[bytes], *, timeout_s: float,
-                           describe: Callable[[], str], tls: ssl.SSLContext | None = None) -> None:
+async def wait_until_ready(
+    url: str,
+    proc: subprocess.Popen[bytes],
+    *,
+    timeout_s: float,
+    describe: Callable[[], str],
+    tls: ssl.SSLContext | None = None,
+) -> None:
     """Poll `url` until it answers 200; fail early if `proc` exits, and after `timeout_s` at most."""
     deadline = time.monotonic() + timeout_s
     connector = aiohttp.TCPConnector(ssl=tls if tls is not None else True)
@@ -204,8 +211,14 @@ class ServiceProcess:
     def start(self) -> ServiceProcess:
         assert self.popen is None, f"{self.name} already started"
         with self.log_path.open("ab") as out:
-            self.popen = subprocess.Popen(list(self.argv), stdout=out, stderr=subprocess.STDOUT, cwd=self.cwd,
-                                          env=dict(self.env), start_new_session=True)
+            self.popen = subprocess.Popen(
+                list(self.argv),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=self.cwd,
+                env=dict(self.env),
+                start_new_session=True,
+            )
         return self
 
     @property
@@ -222,12 +235,14 @@ class ServiceProcess:
         """The exit status once it ended (negative: killed by that signal); None while it runs."""
         return None if self.popen is None else self.popen.poll()
 
-    async def wait_ready(self, url: str, *, timeout_s: float = READY_TIMEOUT_S,
-                         tls: ssl.SSLContext | None = None) -> None:
+    async def wait_ready(
+        self, url: str, *, timeout_s: float = READY_TIMEOUT_S, tls: ssl.SSLContext | None = None
+    ) -> None:
         """Until `url` (its /readyz, say) answers 200, `timeout_s` at most; RuntimeError if it exits first."""
         assert self.popen is not None, f"{self.name} not started"
-        await wait_until_ready(url, self.popen, timeout_s=timeout_s, tls=tls,
-                               describe=lambda: f"{self.name}:\n{self.log_tail()}")
+        await wait_until_ready(
+            url, self.popen, timeout_s=timeout_s, tls=tls, describe=lambda: f"{self.name}:\n{self.log_tail()}"
+        )
 
     def send_signal(self, sig: int) -> None:
         assert self.popen is not None, f"{self.name} not started"
@@ -252,13 +267,19 @@ class ServiceProcess:
             try:
                 self.popen.wait(timeout_s)
             except subprocess.TimeoutExpired:
-                log.warning("service_killed_after_stop_timeout", service=self.name, pid=self.popen.pid,
-                            timeout_s=timeout_s)
+                log.warning(
+                    "service_killed_after_stop_timeout", service=self.name, pid=self.popen.pid, timeout_s=timeout_s
+                )
                 self.popen.kill()
                 self.popen.wait(timeout_s)
             if self.popen.returncode not in (0, -signal.SIGTERM, -signal.SIGKILL):
-                log.warning("service_exited_with_error", service=self.name, pid=self.popen.pid,
-                            exit_code=self.popen.returncode, log_file=str(self.log_path))
+                log.warning(
+                    "service_exited_with_error",
+                    service=self.name,
+                    pid=self.popen.pid,
+                    exit_code=self.popen.returncode,
+                    log_file=str(self.log_path),
+                )
         return self.exit_code
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:

@@ -53,8 +53,7 @@ LIE_TIMEOUT_S = 3.0
 HUGE_EPOCH = 10**18 - 1  # the largest the ledger parses (18 digits)
 EPOCH_HEADER = "X-Ledger-Epoch"
 
-BASE_FAULTS = ("kill_ledger", "kill_edge", "pause_ledger", "latency", "blackhole", "reset", "slow_close",
-               "partition")
+BASE_FAULTS = ("kill_ledger", "kill_edge", "pause_ledger", "latency", "blackhole", "reset", "slow_close", "partition")
 FAILOVER_FAULTS = ("kill_standby", "failover_kill", "failover_pause", "failover_slow_apply", "rejoin_diverged")
 LYING_FAULTS = ("lie_epoch_edges", "lie_epoch_ledger", *(f"byz_{lie}" for lie in LIES), "kill_edge_unpersisted")
 POSTGRES_HA_FAULTS = ("pg_kill_leader", "pg_switchover")  # need the cluster's database to be Patroni
@@ -88,8 +87,13 @@ class Nemesis:
     """Seeded faults, one at a time, each healed before the next. `bet_now(edge)` places one bet
     through an edge and records it in the history (for `kill_edge_unpersisted`)."""
 
-    def __init__(self, cluster: Cluster, rng: random.Random, kinds: tuple[str, ...] = DEFAULT_FAULTS,
-                 bet_now: Callable[[str], Awaitable[Any]] | None = None) -> None:
+    def __init__(
+        self,
+        cluster: Cluster,
+        rng: random.Random,
+        kinds: tuple[str, ...] = DEFAULT_FAULTS,
+        bet_now: Callable[[str], Awaitable[Any]] | None = None,
+    ) -> None:
         self.cluster, self.rng, self.kinds = cluster, rng, kinds
         self.bet_now = bet_now
         self.byzantine = ByzantinePeer(cluster, random.Random(rng.random()))

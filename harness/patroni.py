@@ -58,12 +58,22 @@ HTTP_TIMEOUT_S = 2.0
 PATRONICTL_TIMEOUT_S = 60.0
 # Patroni's dynamic settings (kept in etcd after bootstrap).
 DCS_SETTINGS: dict[str, Any] = {
-    "ttl": 10, "loop_wait": 1, "retry_timeout": 3, "maximum_lag_on_failover": 0,
-    "synchronous_mode": True, "synchronous_mode_strict": True, "synchronous_node_count": 1,
+    "ttl": 10,
+    "loop_wait": 1,
+    "retry_timeout": 3,
+    "maximum_lag_on_failover": 0,
+    "synchronous_mode": True,
+    "synchronous_mode_strict": True,
+    "synchronous_node_count": 1,
 }
 PG_PARAMETERS: dict[str, Any] = {
-    **DURABLE_SETTINGS, "wal_level": "replica", "hot_standby": "on", "max_wal_senders": 10,
-    "max_replication_slots": 10, "wal_log_hints": "on", "wal_keep_size": "128MB",
+    **DURABLE_SETTINGS,
+    "wal_level": "replica",
+    "hot_standby": "on",
+    "max_wal_senders": 10,
+    "max_replication_slots": 10,
+    "wal_log_hints": "on",
+    "wal_keep_size": "128MB",
 }
 
 
@@ -153,10 +163,18 @@ class PatroniCluster:
         return f"postgresql://{DB_USER}:{self.password}@127.0.0.1:{m.pg_port}/{DATABASE}"
 
     def public_info(self) -> dict[str, Any]:
-        return {"ha": "patroni", "scope": SCOPE, "user": DB_USER, "database": DATABASE,
-                "target_session_attrs": "read-write", "etcd": f"http://127.0.0.1:{self.etcd_port}",
-                "members": [{"name": m.name, "host": "127.0.0.1", "port": m.pg_port, "api": m.api,
-                             "config": str(m.config_path)} for m in self.members]}
+        return {
+            "ha": "patroni",
+            "scope": SCOPE,
+            "user": DB_USER,
+            "database": DATABASE,
+            "target_session_attrs": "read-write",
+            "etcd": f"http://127.0.0.1:{self.etcd_port}",
+            "members": [
+                {"name": m.name, "host": "127.0.0.1", "port": m.pg_port, "api": m.api, "config": str(m.config_path)}
+                for m in self.members
+            ],
+        }
 
     def write_dsn_file(self, path: Path) -> Path:
         path.touch(mode=0o600)
@@ -196,15 +214,19 @@ class PatroniCluster:
             if value:
                 return value
             time.sleep(POLL_S)
-        raise PostgresFailed(f"Patroni: {what} not seen within {timeout_s}s; state: {self.cluster_state()}\n"
-                             + "\n".join(f"{m.name}:\n{tail(m.log_path)}" for m in self.members))
+        raise PostgresFailed(
+            f"Patroni: {what} not seen within {timeout_s}s; state: {self.cluster_state()}\n"
+            + "\n".join(f"{m.name}:\n{tail(m.log_path)}" for m in self.members)
+        )
 
     def wait_for_leader(self, *, other_than: str | None = None, timeout_s: float = CLUSTER_READY_S) -> str:
         def new_leader() -> str | None:
             name = self.leader()
             return name if name is not None and name != other_than else None
-        return str(self.wait_for("a leader" + (f" other than {other_than}" if other_than else ""), new_leader,
-                                 timeout_s))
+
+        return str(
+            self.wait_for("a leader" + (f" other than {other_than}" if other_than else ""), new_leader, timeout_s)
+        )
 
     def wait_for_sync_standby(self, timeout_s: float = CLUSTER_READY_S) -> str:
         return str(self.wait_for("a synchronous replica", self.sync_standby, timeout_s))
@@ -237,11 +259,31 @@ class PatroniCluster:
         log = (self.root / "etcd.log").open("ab")
         client, peer_url = f"http://127.0.0.1:{self.etcd_port}", f"http://127.0.0.1:{peer}"
         self.etcd = subprocess.Popen(
-            [binary, "--name", "e0", "--data-dir", str(self.root / "etcd"), "--listen-client-urls", client,
-             "--advertise-client-urls", client, "--listen-peer-urls", peer_url,
-             "--initial-advertise-peer-urls", peer_url, "--initial-cluster", f"e0={peer_url}",
-             "--initial-cluster-state", "new", "--log-level", "warn"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                binary,
+                "--name",
+                "e0",
+                "--data-dir",
+                str(self.root / "etcd"),
+                "--listen-client-urls",
+                client,
+                "--advertise-client-urls",
+                client,
+                "--listen-peer-urls",
+                peer_url,
+                "--initial-advertise-peer-urls",
+                peer_url,
+                "--initial-cluster",
+                f"e0={peer_url}",
+                "--initial-cluster-state",
+                "new",
+                "--log-level",
+                "warn",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         log.close()
 
         def healthy() -> bool:
@@ -249,30 +291,45 @@ class PatroniCluster:
                 raise PostgresFailed(f"etcd exited ({self.etcd.returncode}):\n{tail(self.root / 'etcd.log')}")
             status, body = _get_json(client + "/health")
             return status == 200 and isinstance(body, dict) and body.get("health") == "true"
+
         self.wait_for("etcd healthy", healthy, ETCD_READY_S)
 
     def _config(self, m: Member) -> dict[str, Any]:
-        auth = {"superuser": {"username": DB_USER, "password": self.password},
-                "replication": {"username": REPLICATOR, "password": self.replication_password},
-                "rewind": {"username": DB_USER, "password": self.password}}
+        auth = {
+            "superuser": {"username": DB_USER, "password": self.password},
+            "replication": {"username": REPLICATOR, "password": self.replication_password},
+            "rewind": {"username": DB_USER, "password": self.password},
+        }
         return {
-            "scope": SCOPE, "namespace": "/croupier/", "name": m.name,
+            "scope": SCOPE,
+            "namespace": "/croupier/",
+            "name": m.name,
             "log": {"level": "INFO", "dir": str(m.root), "file_num": 2, "file_size": 10_000_000},
             "restapi": {"listen": f"127.0.0.1:{m.api_port}", "connect_address": f"127.0.0.1:{m.api_port}"},
             "etcd3": {"hosts": [f"127.0.0.1:{self.etcd_port}"]},
             "bootstrap": {
-                "dcs": {**DCS_SETTINGS, "postgresql": {"use_pg_rewind": True, "use_slots": True,
-                                                       "parameters": PG_PARAMETERS}},
+                "dcs": {
+                    **DCS_SETTINGS,
+                    "postgresql": {"use_pg_rewind": True, "use_slots": True, "parameters": PG_PARAMETERS},
+                },
                 "initdb": [{"encoding": "UTF8"}, {"locale": "C"}, "data-checksums"],
-                "pg_hba": ["local all all trust", f"host replication {REPLICATOR} 127.0.0.1/32 scram-sha-256",
-                           "host all all 127.0.0.1/32 scram-sha-256"],
+                "pg_hba": [
+                    "local all all trust",
+                    f"host replication {REPLICATOR} 127.0.0.1/32 scram-sha-256",
+                    "host all all 127.0.0.1/32 scram-sha-256",
+                ],
             },
             "postgresql": {
-                "listen": f"127.0.0.1:{m.pg_port}", "connect_address": f"127.0.0.1:{m.pg_port}",
-                "data_dir": str(m.data_dir), "bin_dir": str(PG_BIN), "pgpass": str(m.root / "pgpass"),
+                "listen": f"127.0.0.1:{m.pg_port}",
+                "connect_address": f"127.0.0.1:{m.pg_port}",
+                "data_dir": str(m.data_dir),
+                "bin_dir": str(PG_BIN),
+                "pgpass": str(m.root / "pgpass"),
                 "authentication": auth,
-                "parameters": {"unix_socket_directories": str(m.root.resolve()),
-                               "password_encryption": "scram-sha-256"},
+                "parameters": {
+                    "unix_socket_directories": str(m.root.resolve()),
+                    "password_encryption": "scram-sha-256",
+                },
             },
             "tags": {"nofailover": False, "noloadbalance": False, "clonefrom": False, "nosync": False},
         }
@@ -280,8 +337,13 @@ class PatroniCluster:
     def _spawn(self, binary: str, m: Member) -> subprocess.Popen[bytes]:
         log = (m.root / "patroni.out").open("ab")
         try:
-            return subprocess.Popen(as_server_user([binary, str(m.config_path)]), stdout=log,
-                                    stderr=subprocess.STDOUT, cwd=m.root, start_new_session=True)
+            return subprocess.Popen(
+                as_server_user([binary, str(m.config_path)]),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=m.root,
+                start_new_session=True,
+            )
         finally:
             log.close()
 
@@ -348,6 +410,21 @@ class PatroniCluster:
                 m.proc.wait(STOP_WAIT_S)
         postmaster = m.postmaster_pid()  # left behind by a killed Patroni: stop it too
         if postmaster is not None and _alive(postmaster):
-            subprocess.run(as_server_user([str(PG_BIN / "pg_ctl"), "stop", "-D", str(m.data_dir), "-m",
-                                           "immediate", "-w", "-t", str(int(STOP_WAIT_S))]),
-                           capture_output=True, timeout=STOP_WAIT_S * 2, check=False)
+            subprocess.run(
+                as_server_user(
+                    [
+                        str(PG_BIN / "pg_ctl"),
+                        "stop",
+                        "-D",
+                        str(m.data_dir),
+                        "-m",
+                        "immediate",
+                        "-w",
+                        "-t",
+                        str(int(STOP_WAIT_S)),
+                    ]
+                ),
+                capture_output=True,
+                timeout=STOP_WAIT_S * 2,
+                check=False,
+            )

@@ -37,8 +37,13 @@ START_ATTEMPTS_MAX = 3  # a free port can be taken between probing and binding i
 LOG_TAIL_CHARS = 2000
 SOCKET_PATH_MAX = 90  # a unix socket path is at most 107 bytes; "/.s.PGSQL.<port>" adds up to 16
 # Durable: a commit is acknowledged once it is on disk (what the ledger's contract needs).
-DURABLE_SETTINGS: Mapping[str, str] = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on",
-                                       "max_connections": "100", "shared_buffers": "32MB"}
+DURABLE_SETTINGS: Mapping[str, str] = {
+    "fsync": "on",
+    "synchronous_commit": "on",
+    "full_page_writes": "on",
+    "max_connections": "100",
+    "shared_buffers": "32MB",
+}
 
 
 class PostgresFailed(RuntimeError):
@@ -78,8 +83,9 @@ def tail(path: Path) -> str:
     return path.read_text(errors="replace")[-LOG_TAIL_CHARS:] if path.is_file() else "(no log)"
 
 
-def run_tool(cmd: list[str], what: str, log: Path, *, timeout_s: float = COMMAND_TIMEOUT_S
-             ) -> subprocess.CompletedProcess[str]:
+def run_tool(
+    cmd: list[str], what: str, log: Path, *, timeout_s: float = COMMAND_TIMEOUT_S
+) -> subprocess.CompletedProcess[str]:
     """Run a PostgreSQL tool as the server's OS user, bounded; PostgresFailed if it cannot run."""
     try:
         return subprocess.run(as_server_user(cmd), capture_output=True, check=False, text=True, timeout=timeout_s)
@@ -89,8 +95,10 @@ def run_tool(cmd: list[str], what: str, log: Path, *, timeout_s: float = COMMAND
 
 def require_binaries() -> None:
     if not (PG_BIN / "postgres").is_file():
-        raise PostgresFailed(f"PostgreSQL 15 is not installed ({PG_BIN}/postgres is missing): `make tools` "
-                             "installs the Debian package postgresql-15")
+        raise PostgresFailed(
+            f"PostgreSQL 15 is not installed ({PG_BIN}/postgres is missing): `make tools` "
+            "installs the Debian package postgresql-15"
+        )
 
 
 @dataclass
@@ -117,8 +125,14 @@ class LocalPostgres:
 
     def public_info(self) -> dict[str, Any]:
         """What may be shown (cluster.json, logs): no password."""
-        return {"host": "127.0.0.1", "port": self.port, "user": DB_USER, "database": DATABASE,
-                "socket_dir": str(self.root), "data_dir": str(self.data_dir)}
+        return {
+            "host": "127.0.0.1",
+            "port": self.port,
+            "user": DB_USER,
+            "database": DATABASE,
+            "socket_dir": str(self.root),
+            "data_dir": str(self.data_dir),
+        }
 
     def write_dsn_file(self, path: Path) -> Path:
         path.touch(mode=0o600)
@@ -134,9 +148,23 @@ class LocalPostgres:
         pwfile.write_text(self.password)
         hand_to_server_user(self.root)
         hand_to_server_user(pwfile)
-        done = run_tool([str(PG_BIN / "initdb"), "-D", str(self.data_dir), "-U", DB_USER, f"--pwfile={pwfile}",
-                         "-E", "UTF8", "--locale=C", "--auth-local=trust", "--auth-host=scram-sha-256"],
-                        "initdb", self.log_path)
+        done = run_tool(
+            [
+                str(PG_BIN / "initdb"),
+                "-D",
+                str(self.data_dir),
+                "-U",
+                DB_USER,
+                f"--pwfile={pwfile}",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+            ],
+            "initdb",
+            self.log_path,
+        )
         if done.returncode != 0:
             raise PostgresFailed(f"PostgreSQL: initdb failed ({done.returncode}):\n{done.stdout}{done.stderr}")
 
@@ -152,22 +180,42 @@ class LocalPostgres:
         done: subprocess.CompletedProcess[str] | None = None
         for _ in range(START_ATTEMPTS_MAX):
             port = free_port()
-            done = run_tool([str(PG_BIN / "pg_ctl"), "start", "-D", str(self.data_dir), "-l", str(self.log_path),
-                             "-w", "-t", str(START_WAIT_S), "-o", f"{options} -p {port}"], "start", self.log_path)
+            done = run_tool(
+                [
+                    str(PG_BIN / "pg_ctl"),
+                    "start",
+                    "-D",
+                    str(self.data_dir),
+                    "-l",
+                    str(self.log_path),
+                    "-w",
+                    "-t",
+                    str(START_WAIT_S),
+                    "-o",
+                    f"{options} -p {port}",
+                ],
+                "start",
+                self.log_path,
+            )
             if done.returncode == 0:
                 self.port, self.started = port, True
                 return
         assert done is not None
-        raise PostgresFailed(f"PostgreSQL did not start in {START_ATTEMPTS_MAX} attempts:\n{done.stdout}"
-                             f"{done.stderr}\nlog:\n{tail(self.log_path)}")
+        raise PostgresFailed(
+            f"PostgreSQL did not start in {START_ATTEMPTS_MAX} attempts:\n{done.stdout}"
+            f"{done.stderr}\nlog:\n{tail(self.log_path)}"
+        )
 
     def stop(self) -> None:
         """Stop the server this object started (fast shutdown, bounded); nothing otherwise."""
         if not self.started or not (self.data_dir / "postmaster.pid").exists():
             self.started = False
             return
-        done = run_tool([str(PG_BIN / "pg_ctl"), "stop", "-D", str(self.data_dir), "-m", "fast", "-w",
-                         "-t", str(START_WAIT_S)], "stop", self.log_path)
+        done = run_tool(
+            [str(PG_BIN / "pg_ctl"), "stop", "-D", str(self.data_dir), "-m", "fast", "-w", "-t", str(START_WAIT_S)],
+            "stop",
+            self.log_path,
+        )
         self.started = False
         if done.returncode != 0:
             raise PostgresFailed(f"PostgreSQL did not stop ({done.returncode}):\n{done.stdout}{done.stderr}")

@@ -31,8 +31,9 @@ async def read_journal(http: aiohttp.ClientSession, ledger_url: str, headers: di
     entries: list[dict[str, Any]] = []
     after = 0
     for _ in range(JOURNAL_PAGES_MAX):
-        async with http.get(f"{ledger_url}/v1/journal", headers=headers,
-                            params={"after_sequence": after, "limit": JOURNAL_PAGE}) as r:
+        async with http.get(
+            f"{ledger_url}/v1/journal", headers=headers, params={"after_sequence": after, "limit": JOURNAL_PAGE}
+        ) as r:
             r.raise_for_status()
             lines = [ln for ln in (await r.read()).splitlines() if ln.strip()]
         page = [orjson.loads(ln) for ln in lines]
@@ -71,7 +72,8 @@ def duplicate_keys(entries: list[dict[str, Any]]) -> list[tuple[str, str]]:
     """(client_id, id) pairs journaled more than once: a transaction applied twice."""
     seen = Counter(
         (e["transaction"].get("client_id"), e["transaction"]["id"])
-        for e in entries if e["transaction"].get("id") is not None
+        for e in entries
+        if e["transaction"].get("id") is not None
     )
     return [k for k, n in seen.items() if n > 1]
 
@@ -87,8 +89,10 @@ def conservation(entries: list[dict[str, Any]], problems: list[str]) -> Check:
         net_in = -kinds["cashier"]
         held = kinds["player"] + kinds["house"] + kinds["jackpot"] + kinds["bonus"]
         ok = ok and net_in == held and sum(kinds.values()) == 0
-        parts.append(f"{currency}: in {net_in} = players {kinds['player']} + house {kinds['house']} "
-                     f"+ pools {kinds['jackpot']} + bonus {kinds['bonus']}")
+        parts.append(
+            f"{currency}: in {net_in} = players {kinds['player']} + house {kinds['house']} "
+            f"+ pools {kinds['jackpot']} + bonus {kinds['bonus']}"
+        )
     return Check("money conserved per currency", ok, f"{len(entries)} entries; " + "; ".join(parts))
 
 
@@ -107,15 +111,25 @@ async def check_cluster(info: dict[str, Any], jackpot_ids: list[str], player_ids
         neg = [p for p in problems if "negative" in p]
         checks.append(Check("no negative player balance", not neg, neg[0] if neg else "every step >= 0"))
         dups = duplicate_keys(entries)
-        checks.append(Check("no transaction applied twice", not dups,
-                            f"duplicates: {dups[:3]}" if dups else "every (client_id, id) once"))
+        checks.append(
+            Check(
+                "no transaction applied twice",
+                not dups,
+                f"duplicates: {dups[:3]}" if dups else "every (client_id, id) once",
+            )
+        )
         async with http.post(f"{ledger}/admin/v1/audit/verify", headers=admin_write) as r:
             audit = await r.json()
         chain_problems = [p for p in problems if "chain" in p or "gap" in p]
-        checks.append(Check("journal chain valid", bool(audit.get("ok")) and not chain_problems,
-                            f"ledger audit ok={audit.get('ok')} over {audit.get('entries_checked')} entries "
-                            f"(first bad: {audit.get('first_bad_sequence')}); "
-                            f"local: {chain_problems[0] if chain_problems else 'linked, gapless'}"))
+        checks.append(
+            Check(
+                "journal chain valid",
+                bool(audit.get("ok")) and not chain_problems,
+                f"ledger audit ok={audit.get('ok')} over {audit.get('entries_checked')} entries "
+                f"(first bad: {audit.get('first_bad_sequence')}); "
+                f"local: {chain_problems[0] if chain_problems else 'linked, gapless'}",
+            )
+        )
         mismatched = []
         wallets = wallet_balances(balances)
         for pid in player_ids:
@@ -124,14 +138,25 @@ async def check_cluster(info: dict[str, Any], jackpot_ids: list[str], player_ids
                     folded = wallets.get(Wallet(pid, b["currency"]), 0)
                     if folded != b["balance_minor"]:
                         mismatched.append(f"{pid} {b['currency']}: ledger {b['balance_minor']} journal {folded}")
-        checks.append(Check("balances equal the journal", not mismatched,
-                            mismatched[0] if mismatched else f"{len(player_ids)} players"))
+        checks.append(
+            Check(
+                "balances equal the journal",
+                not mismatched,
+                mismatched[0] if mismatched else f"{len(player_ids)} players",
+            )
+        )
         checks.append(await _check_displays(http, info, jackpot_ids, player_ids, edge_h, gs_h))
     return checks
 
 
-async def _check_displays(http: aiohttp.ClientSession, info: dict[str, Any], jackpot_ids: list[str],
-                          player_ids: list[str], edge_h: dict[str, str], gs_h: dict[str, str]) -> Check:
+async def _check_displays(
+    http: aiohttp.ClientSession,
+    info: dict[str, Any],
+    jackpot_ids: list[str],
+    player_ids: list[str],
+    edge_h: dict[str, str],
+    gs_h: dict[str, str],
+) -> Check:
     ledger = info["ledger"]["url"]
     wrong: list[str] = []
     for jid in jackpot_ids:
@@ -144,8 +169,10 @@ async def _check_displays(http: aiohttp.ClientSession, info: dict[str, Any], jac
                     wrong.append(f"{edge['id']} {jid}: answered {r.status} {_code(shown)}")
                     continue
             if (shown["display_minor"], shown["epoch"]) != (truth["pool_minor"], truth["epoch"]):
-                wrong.append(f"{edge['id']} {jid}: shows {shown['display_minor']}@{shown['epoch']}, "
-                             f"ledger {truth['pool_minor']}@{truth['epoch']}")
+                wrong.append(
+                    f"{edge['id']} {jid}: shows {shown['display_minor']}@{shown['epoch']}, "
+                    f"ledger {truth['pool_minor']}@{truth['epoch']}"
+                )
     for pid in player_ids:
         async with http.get(f"{ledger}/v1/players/{pid}/bonuses", headers=edge_h) as r:
             truth_b = {b["bonus_id"]: b["wagered_minor"] for b in (await r.json())["bonuses"]}
@@ -160,8 +187,11 @@ async def _check_displays(http: aiohttp.ClientSession, info: dict[str, Any], jac
                 if shown_b.get(bid, 0) != wagered:
                     wrong.append(f"{edge['id']} {pid}/{bid}: shows {shown_b.get(bid, 0)}, ledger {wagered}")
     n = len(info["edges"])
-    return Check("every display equals the ledger", not wrong,
-                 wrong[0] if wrong else f"{n} edges x {len(jackpot_ids)} jackpots, {len(player_ids)} players' bonuses")
+    return Check(
+        "every display equals the ledger",
+        not wrong,
+        wrong[0] if wrong else f"{n} edges x {len(jackpot_ids)} jackpots, {len(player_ids)} players' bonuses",
+    )
 
 
 def _code(answer: Any) -> str:

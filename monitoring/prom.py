@@ -33,9 +33,16 @@ async def running_prometheus(cluster_dir: Path, port: int, scrape_interval_s: in
     config = write_prometheus_dir(cluster_dir, scrape_interval_s)
     log = (cluster_dir / "prometheus" / "prometheus.log").open("ab")
     proc = subprocess.Popen(
-        [exe, f"--config.file={config}", f"--storage.tsdb.path={cluster_dir / 'prometheus' / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        [
+            exe,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={cluster_dir / 'prometheus' / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     log.close()
     url = f"http://127.0.0.1:{port}"
     try:
@@ -73,6 +80,7 @@ async def wait_targets_up(url: str, expected: int, timeout_s: float = READY_TIME
         async with http.get(f"{url}/api/v1/targets") as r:
             active = (await r.json())["data"]["activeTargets"]
         return len(active) == expected and all(t["health"] == "up" for t in active)
+
     await _wait(all_up, timeout_s, f"{expected} targets up")
 
 
@@ -83,8 +91,9 @@ async def query(http: aiohttp.ClientSession, url: str, expr: str) -> list[dict]:
     return body["data"]["result"]
 
 
-async def expressions_without_data(url: str, expressions: list[Expression],
-                                   timeout_s: float = READY_TIMEOUT_S) -> list[str]:
+async def expressions_without_data(
+    url: str, expressions: list[Expression], timeout_s: float = READY_TIMEOUT_S
+) -> list[str]:
     """Sources of the expressions that still return no series after timeout_s (rates need 2 scrapes)."""
     pending = list(expressions)
     deadline = time.monotonic() + timeout_s

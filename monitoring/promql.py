@@ -20,13 +20,34 @@ DASHBOARDS_DIR = MONITORING_DIR / "grafana" / "dashboards"
 
 # Grafana's interval variables, replaced by a fixed window so that Prometheus can parse the query, and
 # the dashboards' own variables by their "All" values (monitoring/dashboards.py).
-GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "1m", "$__range": "5m", "$region": ".*",
-                     "$job": "croupier-.*"}
+GRAFANA_VARIABLES = {
+    "$__rate_interval": "1m",
+    "$__interval": "1m",
+    "$__range": "5m",
+    "$region": ".*",
+    "$job": "croupier-.*",
+}
 
-KEYWORDS = frozenset({
-    "by", "without", "on", "ignoring", "group_left", "group_right", "offset", "bool",
-    "and", "or", "unless", "inf", "nan", "atan2", "start", "end",
-})
+KEYWORDS = frozenset(
+    {
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+        "offset",
+        "bool",
+        "and",
+        "or",
+        "unless",
+        "inf",
+        "nan",
+        "atan2",
+        "start",
+        "end",
+    }
+)
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')
 _MATCHERS = re.compile(r"\{[^{}]*\}")
 _RANGE = re.compile(r"\[[^\[\]]*\]")
@@ -116,8 +137,9 @@ def exposition_sample_names(text: str) -> set[str]:
     return names
 
 
-def unexported_names(expressions: list[Expression], exported: set[str], recorded: set[str],
-                     synthetic: frozenset[str]) -> dict[str, list[str]]:
+def unexported_names(
+    expressions: list[Expression], exported: set[str], recorded: set[str], synthetic: frozenset[str]
+) -> dict[str, list[str]]:
     """metric name → the expressions naming it, for names no target exports and no rule records."""
     missing: dict[str, list[str]] = {}
     for e in expressions:

@@ -31,8 +31,9 @@ def target_groups(cluster: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     """file_sd groups per job; edges carry a `region` label (the edge id) used by alerts and panels."""
     ledgers = [{"targets": [host_port(cluster["ledger"]["url"])], "labels": {"service": "ledger"}}]
     if "standby" in cluster:
-        ledgers.append({"targets": [host_port(cluster["standby"]["url"])],
-                        "labels": {"service": "ledger", "role": "standby"}})
+        ledgers.append(
+            {"targets": [host_port(cluster["standby"]["url"])], "labels": {"service": "ledger", "role": "standby"}}
+        )
     return {
         "croupier-ledger": ledgers,
         "croupier-edge": [
@@ -52,8 +53,9 @@ def render_config(token_file: Path, targets_dir: Path, scrape_interval_s: int | 
         config["global"]["evaluation_interval"] = f"{scrape_interval_s}s"
     for job in config["scrape_configs"]:
         job["authorization"]["credentials_file"] = str(token_file)
-        job["file_sd_configs"] = [{"files": [str(targets_dir / TARGET_FILES[job["job_name"]])],
-                                   "refresh_interval": "30s"}]
+        job["file_sd_configs"] = [
+            {"files": [str(targets_dir / TARGET_FILES[job["job_name"]])], "refresh_interval": "30s"}
+        ]
     return config
 
 

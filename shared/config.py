@@ -49,14 +49,30 @@ def load_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read config {path}: {e}") from None
 
 
-TOKENS = Table("tokens", (
-    Key("name", str, None, "Identity of the credential, recorded in the journal (principal, `client_id`, `via`); "
-        "for role `peer`, the id of the edge that holds it.", required=True),
-    Key("role", str, None, "What the credential may do.", choices=tuple(sorted(ROLES)), required=True),
-    Key("sha256", str, None, "Hex sha256 digest of the clear token (what `croupier token` prints)."),
-    Key("token_file", str, None, "File holding the clear token, read and hashed at load time (instead of "
-        "`sha256`).", path=True),
-), "Credentials the service accepts: clear tokens never appear in a config, only their digests.", array=True)
+TOKENS = Table(
+    "tokens",
+    (
+        Key(
+            "name",
+            str,
+            None,
+            "Identity of the credential, recorded in the journal (principal, `client_id`, `via`); "
+            "for role `peer`, the id of the edge that holds it.",
+            required=True,
+        ),
+        Key("role", str, None, "What the credential may do.", choices=tuple(sorted(ROLES)), required=True),
+        Key("sha256", str, None, "Hex sha256 digest of the clear token (what `croupier token` prints)."),
+        Key(
+            "token_file",
+            str,
+            None,
+            "File holding the clear token, read and hashed at load time (instead of `sha256`).",
+            path=True,
+        ),
+    ),
+    "Credentials the service accepts: clear tokens never appear in a config, only their digests.",
+    array=True,
+)
 
 
 def token_entries(raw: Any, base: Path, problems: list[str] | None = None) -> list[TokenEntry]:
@@ -95,11 +111,23 @@ def token_entries(raw: Any, base: Path, problems: list[str] | None = None) -> li
 
 # The keys of a service table that say where its accepted credentials live and how often they are re-read.
 CREDENTIAL_KEYS = (
-    Key("tokens_file", str, "", "A TOML file of more `[[tokens]]` entries only (no other table or key), accepted "
-        "together with the config's own; both are re-read on SIGHUP or when either file changes.", path=True),
-    Key("credentials_check_interval_s", float, 2.0, "How often the modification stamps of the token files "
+    Key(
+        "tokens_file",
+        str,
+        "",
+        "A TOML file of more `[[tokens]]` entries only (no other table or key), accepted "
+        "together with the config's own; both are re-read on SIGHUP or when either file changes.",
+        path=True,
+    ),
+    Key(
+        "credentials_check_interval_s",
+        float,
+        2.0,
+        "How often the modification stamps of the token files "
         "(`tokens_file`, the config file, outbound token files) are checked for a credential reload.",
-        above=0, maximum=600.0),
+        above=0,
+        maximum=600.0,
+    ),
 )
 
 
@@ -110,8 +138,9 @@ def tokens_file_path(name: str | None, base: Path) -> Path | None:
     return Path(name) if Path(name).is_absolute() else (base / name).resolve()
 
 
-def all_token_entries(inline: Any, tokens_file: Path | None, base: Path, section: str,
-                      problems: list[str]) -> list[TokenEntry]:
+def all_token_entries(
+    inline: Any, tokens_file: Path | None, base: Path, section: str, problems: list[str]
+) -> list[TokenEntry]:
     """The config file's `[[tokens]]` followed by those of its `tokens_file`, if any; every bad entry (of
     either file) is added to `problems`."""
     entries = token_entries(inline, base, problems)
@@ -188,6 +217,8 @@ CONFIG_ERROR_EXIT = 2  # a bad config, like a bad command line: not worth a rest
 def exit_on_config_error(path: Path, problems: tuple[str, ...]) -> typer.Exit:
     """Print every problem of a config file on stderr, one per line; the caller raises the returned Exit (2)."""
 
-    sys.stderr.write(f"croupier: invalid config {path} ({len(problems)} problem{'s' if len(problems) > 1 else ''}):\n"
-                     + "".join(f"  - {p}\n" for p in problems))
+    sys.stderr.write(
+        f"croupier: invalid config {path} ({len(problems)} problem{'s' if len(problems) > 1 else ''}):\n"
+        + "".join(f"  - {p}\n" for p in problems)
+    )
     return typer.Exit(CONFIG_ERROR_EXIT)

@@ -47,8 +47,11 @@ class Key:
     def range_text(self) -> str:
         if self.choices:
             return "one of " + ", ".join(f"`{c}`" for c in self.choices)
-        low = f"> {_num(self.above)}" if self.above is not None else (
-            f">= {_num(self.minimum)}" if self.minimum is not None else "")
+        low = (
+            f"> {_num(self.above)}"
+            if self.above is not None
+            else (f">= {_num(self.minimum)}" if self.minimum is not None else "")
+        )
         high = f"<= {_num(self.maximum)}" if self.maximum is not None else ""
         return ", ".join(p for p in (low, high) if p)
 
@@ -105,8 +108,14 @@ def check_value(key: Key, value: Any, where: str) -> tuple[Any, str | None]:
     return value, None
 
 
-def check_table(raw: Mapping[str, Any], table: Table, problems: list[str], *, where: str | None = None,
-                sources: Mapping[str, str] | None = None) -> dict[str, Any]:
+def check_table(
+    raw: Mapping[str, Any],
+    table: Table,
+    problems: list[str],
+    *,
+    where: str | None = None,
+    sources: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
     """Every key of `table` with its checked value (the default when absent); a bad value keeps the default so
     later checks still run. Unknown keys are problems. `sources` names where a key's value came from when not
     from the file (an environment variable), for the messages."""
@@ -163,8 +172,9 @@ def parse_env_value(key: Key, text: str, name: str) -> tuple[Any, str | None]:
         return None, f"{name} must be {'a' if key.type is not int else 'an'} {key.type_name()}"
 
 
-def apply_env(raw: dict[str, Any], table: Table, environ: Mapping[str, str],
-              problems: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
+def apply_env(
+    raw: dict[str, Any], table: Table, environ: Mapping[str, str], problems: list[str]
+) -> tuple[dict[str, Any], dict[str, str]]:
     """`raw` (the TOML table) with the table's `CROUPIER_<TABLE>__<KEY>` variables laid over it, and which
     variable set which key; a variable naming no key is a problem, like an unknown key in the file."""
     prefix = f"{ENV_PREFIX}{table.name.upper()}{ENV_SEPARATOR}"
@@ -173,7 +183,7 @@ def apply_env(raw: dict[str, Any], table: Table, environ: Mapping[str, str],
     for name in sorted(environ):
         if not name.startswith(prefix):
             continue
-        key = table.key(name[len(prefix):].lower())
+        key = table.key(name[len(prefix) :].lower())
         if key is None:
             problems.append(f"environment variable {name} names no {table.name} key")
             continue

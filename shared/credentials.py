@@ -64,12 +64,17 @@ class FileSecret:
 
 class CredentialMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.reloads_total = Counter("credential_reloads_total",
-                                     "Reloads of token files (inbound [[tokens]] and outbound token files) by result.",
-                                     ["result"], registry=registry)
-        self.reload_failing = Gauge("credential_reload_failing",
-                                    "1 while the last credential reload failed (the old credentials stay in use).",
-                                    registry=registry)
+        self.reloads_total = Counter(
+            "credential_reloads_total",
+            "Reloads of token files (inbound [[tokens]] and outbound token files) by result.",
+            ["result"],
+            registry=registry,
+        )
+        self.reload_failing = Gauge(
+            "credential_reload_failing",
+            "1 while the last credential reload failed (the old credentials stay in use).",
+            registry=registry,
+        )
         for result in RELOAD_RESULTS:
             self.reloads_total.labels(result)
         self.reload_failing.set(0)
@@ -99,10 +104,17 @@ def _on_sighup() -> None:
 class CredentialReloader:
     """Applies new credentials to a running service: the TokenStore and every FileSecret."""
 
-    def __init__(self, tokens: TokenStore, metrics: CredentialMetrics, *,
-                 load_tokens: Callable[[], Sequence[TokenEntry]] | None,
-                 secrets: Sequence[FileSecret] = (), watched: Sequence[Path] = (),
-                 interval_s: float = 2.0, on_reload: Sequence[Callable[[TokenStore], object]] = ()) -> None:
+    def __init__(
+        self,
+        tokens: TokenStore,
+        metrics: CredentialMetrics,
+        *,
+        load_tokens: Callable[[], Sequence[TokenEntry]] | None,
+        secrets: Sequence[FileSecret] = (),
+        watched: Sequence[Path] = (),
+        interval_s: float = 2.0,
+        on_reload: Sequence[Callable[[TokenStore], object]] = (),
+    ) -> None:
         self.tokens = tokens
         self.metrics = metrics
         self._load_tokens = load_tokens  # None: the inbound tokens are not from a file
@@ -122,8 +134,7 @@ class CredentialReloader:
         except Exception as e:  # noqa: BLE001 -- whatever is wrong with a file (even a shape the parser trips on): keep the old ones
             self.metrics.reloads_total.labels("error").inc()
             self.metrics.reload_failing.set(1)
-            log.error("credentials_reload_failed", trigger=trigger, error=str(e),
-                      files=[str(p) for p in self.watched])
+            log.error("credentials_reload_failed", trigger=trigger, error=str(e), files=[str(p) for p in self.watched])
             return False
         if entries is not None:
             self.tokens.replace(entries)
@@ -134,14 +145,20 @@ class CredentialReloader:
                 changed.append(str(secret.path))
         self.metrics.reloads_total.labels("ok").inc()
         self.metrics.reload_failing.set(0)
-        log.info("credentials_reloaded", trigger=trigger, accepted_tokens=len(self.tokens),
-                 outbound_changed=changed, files=[str(p) for p in self.watched])
+        log.info(
+            "credentials_reloaded",
+            trigger=trigger,
+            accepted_tokens=len(self.tokens),
+            outbound_changed=changed,
+            files=[str(p) for p in self.watched],
+        )
         for hook in self.on_reload:
             try:
                 hook(self.tokens)
             except Exception as e:  # the credentials are applied; a failing follow-up is a bug, logged
-                log.exception("credentials_reload_hook_failed", hook=getattr(hook, "__qualname__", repr(hook)),
-                              error=repr(e))
+                log.exception(
+                    "credentials_reload_hook_failed", hook=getattr(hook, "__qualname__", repr(hook)), error=repr(e)
+                )
         return True
 
     def changed(self) -> bool:

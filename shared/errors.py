@@ -117,6 +117,7 @@ STATUS_BY_CLASS: dict[type[CroupierError], int] = {
     CroupierError: 500,
 }
 
+
 class MethodNotAllowed(CroupierError):
     code = "method_not_allowed"
     title = "Method not allowed"

@@ -82,8 +82,9 @@ def check_level(level: str) -> str:
     return level.lower()
 
 
-def configure(level: str = "info", *, service: str | None = None, edge_id: str | None = None,
-              file: Path | None = None) -> None:
+def configure(
+    level: str = "info", *, service: str | None = None, edge_id: str | None = None, file: Path | None = None
+) -> None:
     """Set up logging for this process: lines of `level` and above, to `file` (appended, one line
     at a time) or to stderr."""
     level = check_level(level)
@@ -99,18 +100,27 @@ def configure(level: str = "info", *, service: str | None = None, edge_id: str |
         lead_with_the_essentials,
     ]
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=shared,
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                    structlog.processors.format_exc_info, structlog.processors.JSONRenderer(serializer=render_json)]))
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                structlog.processors.JSONRenderer(serializer=render_json),
+            ],
+        )
+    )
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level.upper())
     # aiohttp's access log would print request lines; ours are structured and carry no headers.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     structlog.configure(
-        processors=[*shared, structlog.processors.format_exc_info,
-                    structlog.processors.JSONRenderer(serializer=render_json)],
+        processors=[
+            *shared,
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(serializer=render_json),
+        ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
         logger_factory=structlog.PrintLoggerFactory(stream),
         cache_logger_on_first_use=True,

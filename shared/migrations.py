@@ -60,18 +60,27 @@ class Plan:
     steps: tuple[Migration, ...]  # what to run, in order (empty: up to date)
 
 
-def plan(migrations: Sequence[Migration], stored: int, *, empty: bool, allowed: bool, store: str,
-         migrate_command: str) -> Plan:
+def plan(
+    migrations: Sequence[Migration], stored: int, *, empty: bool, allowed: bool, store: str, migrate_command: str
+) -> Plan:
     """What to run on a store found at version `stored` (see the module docstring)."""
     code = latest(migrations)
     if stored > code:
         raise SchemaTooNew(
             f"{store} has schema version {stored}, newer than this code's {code}: run the croupier release that "
-            f"wrote it (or a later one); downgrades are not supported", store=store, stored=stored, code=code)
+            f"wrote it (or a later one); downgrades are not supported",
+            store=store,
+            stored=stored,
+            code=code,
+        )
     steps = tuple(m for m in migrations if m.version > stored)
     changing = [m for m in steps if m.version > max(stored, 1)]  # adopting (0 -> 1) changes no schema
     if changing and not allowed and not empty:
         raise SchemaBehind(
             f"{store} has schema version {stored}, behind this code's {code}: stop the service, take a backup and "
-            f"run `{migrate_command}` (or set migrate_on_start = true)", store=store, stored=stored, code=code)
+            f"run `{migrate_command}` (or set migrate_on_start = true)",
+            store=store,
+            stored=stored,
+            code=code,
+        )
     return Plan(stored, code, steps)

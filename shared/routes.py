@@ -21,8 +21,13 @@ from shared.web import Handler, json_response
 
 # Served by shared.web.make_app (and /openapi.json by serve_routes) on every process:
 # (path, summary, public).
-COMMON_PATHS = (("/healthz", "Alive", True), ("/metrics", "Prometheus metrics (roles metrics, admin_read)", False),
-                ("/openapi.json", "This document", True))
+COMMON_PATHS = (
+    ("/healthz", "Alive", True),
+    ("/metrics", "Prometheus metrics (roles metrics, admin_read)", False),
+    ("/openapi.json", "This document", True),
+)
+
+
 @dataclass(frozen=True)
 class Route:
     method: str
@@ -53,15 +58,23 @@ def path_id(request: web.Request, name: str) -> str:
     return value
 
 
-def document(routes: Iterable[Route], *, title: str, description: str,
-             answer_headers: dict[str, str] | None = None) -> dict[str, Any]:
+def document(
+    routes: Iterable[Route], *, title: str, description: str, answer_headers: dict[str, str] | None = None
+) -> dict[str, Any]:
     """The OpenAPI 3.1 document of these routes and the common ones (shared/contract/openapi.py)."""
-    return openapi.document(routes, title=title, description=description, common=COMMON_PATHS,
-                            answer_headers=answer_headers)
+    return openapi.document(
+        routes, title=title, description=description, common=COMMON_PATHS, answer_headers=answer_headers
+    )
 
 
-def serve_routes(app: web.Application, routes: list[Route], *, title: str, description: str,
-                 answer_headers: dict[str, str] | None = None) -> None:
+def serve_routes(
+    app: web.Application,
+    routes: list[Route],
+    *,
+    title: str,
+    description: str,
+    answer_headers: dict[str, str] | None = None,
+) -> None:
     """Register `routes` and serve their OpenAPI document at `/openapi.json`. `answer_headers`
     (name -> description) are headers this service sends on every answer (e.g. X-Ledger-Epoch)."""
     for route in routes:

@@ -27,8 +27,12 @@ def register_runtime_collectors(registry: CollectorRegistry, service: str) -> No
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)
-    Gauge("croupier_build_info", "Always 1: the running version of this Croupier service.",
-          ["version", "service"], registry=registry).labels(version(), service).set(1)
+    Gauge(
+        "croupier_build_info",
+        "Always 1: the running version of this Croupier service.",
+        ["version", "service"],
+        registry=registry,
+    ).labels(version(), service).set(1)
 
 
 def file_bytes(path: Path) -> float:
@@ -41,11 +45,13 @@ def file_bytes(path: Path) -> float:
 
 def free_bytes(directory: Path) -> Callable[[], float]:
     """Bytes free for an unprivileged writer on the file system holding `directory` (NaN if unreadable)."""
+
     def read() -> float:
         try:
             return float(shutil.disk_usage(directory).free)
         except OSError:
             return float("nan")
+
     return read
 
 

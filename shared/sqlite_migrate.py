@@ -30,8 +30,9 @@ def stored_version(conn: sqlite3.Connection) -> int:
     return _scalar(conn, "PRAGMA user_version")
 
 
-def migrate(conn: sqlite3.Connection, migrations: Sequence[Migration], *, allowed: bool, store: str,
-            migrate_command: str) -> Plan:
+def migrate(
+    conn: sqlite3.Connection, migrations: Sequence[Migration], *, allowed: bool, store: str, migrate_command: str
+) -> Plan:
     """Bring the database to the code's schema version (or raise `SchemaVersionError`, changing
     nothing). `conn` must be in autocommit mode (`isolation_level=None`), outside a transaction."""
     with write_transaction(conn):
@@ -44,6 +45,11 @@ def migrate(conn: sqlite3.Connection, migrations: Sequence[Migration], *, allowe
         if steps.steps:
             conn.execute(f"PRAGMA user_version = {int(steps.target)}")
     if steps.steps:
-        log.info("schema_migrated", store=store, from_version=steps.stored, to_version=steps.target,
-                 steps=[f"{m.version}: {m.summary}" for m in steps.steps])
+        log.info(
+            "schema_migrated",
+            store=store,
+            from_version=steps.stored,
+            to_version=steps.target,
+            steps=[f"{m.version}: {m.summary}" for m in steps.steps],
+        )
     return steps

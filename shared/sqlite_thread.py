@@ -112,8 +112,7 @@ class SqliteThread:
             raise
         return self
 
-    async def run(self, fn: Callable[Concatenate[sqlite3.Connection, P], T], *args: P.args,
-                  **kwargs: P.kwargs) -> T:
+    async def run(self, fn: Callable[Concatenate[sqlite3.Connection, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         """`fn(connection, *args, **kwargs)` in the connection's thread; its result, or its exception."""
         if self._closing or self._thread is None:
             raise SqliteThreadClosed(f"the SQLite connection {self.name} is closed")

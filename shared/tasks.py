@@ -56,8 +56,13 @@ class TaskSet:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-async def supervise(name: str, run: Callable[[], Coroutine[Any, Any, Any]],
-                    on_failure: Callable[[str, BaseException], None], *, delay_s: float = 1.0) -> None:
+async def supervise(
+    name: str,
+    run: Callable[[], Coroutine[Any, Any, Any]],
+    on_failure: Callable[[str, BaseException], None],
+    *,
+    delay_s: float = 1.0,
+) -> None:
     """Run a forever-task; if it fails, report the failure and start it again after `delay_s`
     (it never dies silently, and one bug does not stop it for good). Cancellation stops it."""
     while True:

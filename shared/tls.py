@@ -27,13 +27,31 @@ from shared.configspec import Key
 
 # The four keys, the same in `[ledger]` and `[edge]`.
 TLS_KEYS = (
-    Key("tls_cert_file", str, "", "This service's certificate chain (PEM); with `tls_key_file`: serve HTTPS, and "
-        "present it as the client certificate on every outbound link.", path=True),
+    Key(
+        "tls_cert_file",
+        str,
+        "",
+        "This service's certificate chain (PEM); with `tls_key_file`: serve HTTPS, and "
+        "present it as the client certificate on every outbound link.",
+        path=True,
+    ),
     Key("tls_key_file", str, "", "The private key of `tls_cert_file` (PEM); the two go together.", path=True),
-    Key("tls_client_ca_file", str, "", "CA bundle (PEM): callers must present a client certificate signed by it; "
-        "needs `tls_cert_file`. Unset: no client certificate asked.", path=True),
-    Key("tls_ca_file", str, "", "CA bundle (PEM) that verifies every https:// and wss:// service this one calls; "
-        "unset: the system's CA store (verification is never off).", path=True),
+    Key(
+        "tls_client_ca_file",
+        str,
+        "",
+        "CA bundle (PEM): callers must present a client certificate signed by it; "
+        "needs `tls_cert_file`. Unset: no client certificate asked.",
+        path=True,
+    ),
+    Key(
+        "tls_ca_file",
+        str,
+        "",
+        "CA bundle (PEM) that verifies every https:// and wss:// service this one calls; "
+        "unset: the system's CA store (verification is never off).",
+        path=True,
+    ),
 )
 MIN_VERSION = ssl.TLSVersion.TLSv1_2
 
@@ -71,8 +89,9 @@ class TlsSettings:
         return ctx
 
 
-def _path(values: dict[str, Any], key: str, base: Path, section: str, problems: list[str],
-          sources: Mapping[str, str]) -> Path | None:
+def _path(
+    values: dict[str, Any], key: str, base: Path, section: str, problems: list[str], sources: Mapping[str, str]
+) -> Path | None:
     name = values.get(key)
     if not isinstance(name, str) or not name:
         return None  # unset (a value of the wrong type is already a problem of the table)
@@ -84,8 +103,9 @@ def _path(values: dict[str, Any], key: str, base: Path, section: str, problems: 
     return path
 
 
-def parse_tls(values: dict[str, Any], base: Path, section: str, problems: list[str],
-              sources: Mapping[str, str] | None = None) -> TlsSettings:
+def parse_tls(
+    values: dict[str, Any], base: Path, section: str, problems: list[str], sources: Mapping[str, str] | None = None
+) -> TlsSettings:
     """The `tls_*` keys of a checked table, with every file loaded once to prove it usable; each thing wrong is
     added to `problems` (the settings returned then are not to be used). `sources` names the environment
     variable a key came from, for the messages."""

@@ -49,8 +49,11 @@ class TraceMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.spans_exported_total = Counter(
-            "trace_spans_exported_total", "Spans handed to the trace exporter, by result (failed: lost).",
-            ["result"], registry=registry)
+            "trace_spans_exported_total",
+            "Spans handed to the trace exporter, by result (failed: lost).",
+            ["result"],
+            registry=registry,
+        )
         for result in EXPORT_RESULTS:
             self.spans_exported_total.labels(result)
 
@@ -58,12 +61,27 @@ class TraceMetrics:
 def tracing_keys(default_service_name: str, default_meaning: str = "") -> tuple[Key, ...]:
     """The tracing keys of a service's config table."""
     return (
-        Key("tracing_otlp_endpoint", str, "", "OTLP/HTTP traces URL of a collector (e.g. "
-            "`http://127.0.0.1:4318/v1/traces`); unset: tracing off, no `traceparent` sent."),
-        Key("tracing_service_name", str, default_service_name, "`service.name` of this service's spans"
-            + (f"; unset: {default_meaning}." if default_meaning else ".")),
-        Key("tracing_sample_ratio", float, 1.0, "Share of new traces recorded (a caller's sampled flag wins).",
-            minimum=0, maximum=1),
+        Key(
+            "tracing_otlp_endpoint",
+            str,
+            "",
+            "OTLP/HTTP traces URL of a collector (e.g. "
+            "`http://127.0.0.1:4318/v1/traces`); unset: tracing off, no `traceparent` sent.",
+        ),
+        Key(
+            "tracing_service_name",
+            str,
+            default_service_name,
+            "`service.name` of this service's spans" + (f"; unset: {default_meaning}." if default_meaning else "."),
+        ),
+        Key(
+            "tracing_sample_ratio",
+            float,
+            1.0,
+            "Share of new traces recorded (a caller's sampled flag wins).",
+            minimum=0,
+            maximum=1,
+        ),
     )
 
 
@@ -101,8 +119,9 @@ class Tracing:
         assert self._tracer is not None
         route = route_name(request)
         parent = PROPAGATOR.extract(request.headers)
-        with self._tracer.start_as_current_span(f"{request.method} {route}", context=parent,
-                                                kind=trace.SpanKind.SERVER) as span:
+        with self._tracer.start_as_current_span(
+            f"{request.method} {route}", context=parent, kind=trace.SpanKind.SERVER
+        ) as span:
             span.set_attribute("http.request.method", request.method)
             span.set_attribute("http.route", route)
             status = 500
@@ -112,8 +131,10 @@ class Tracing:
                 return resp
             finally:
                 span.set_attribute("http.response.status_code", status)
-                for attribute, value in (("croupier.error_code", request.get(ERROR_CODE)),
-                                         ("croupier.request_id", request.get(REQUEST_ID))):
+                for attribute, value in (
+                    ("croupier.error_code", request.get(ERROR_CODE)),
+                    ("croupier.request_id", request.get(REQUEST_ID)),
+                ):
                     if value is not None:
                         span.set_attribute(attribute, value)
                 who = request.get(PRINCIPAL)
@@ -127,8 +148,16 @@ class Tracing:
         return otel_context.get_current() if self.enabled else None
 
     @contextlib.contextmanager
-    def client_call(self, method: str, url: str, name: str, *, parent: otel_context.Context | None = None,
-                    links: Sequence[otel_context.Context | None] = (), root: bool = True) -> Iterator[ClientCall]:
+    def client_call(
+        self,
+        method: str,
+        url: str,
+        name: str,
+        *,
+        parent: otel_context.Context | None = None,
+        links: Sequence[otel_context.Context | None] = (),
+        root: bool = True,
+    ) -> Iterator[ClientCall]:
         """A CLIENT span around one outgoing request (a child of `parent`, else of the current context)
         whose context its headers carry; when off, or outside any trace with `root` false, no span and no
         headers."""
@@ -137,8 +166,9 @@ class Tracing:
             yield ClientCall()
             return
         span_links = [trace.Link(trace.get_current_span(c).get_span_context()) for c in links if c is not None]
-        with self._tracer.start_as_current_span(name, context=parent, kind=trace.SpanKind.CLIENT,
-                                                links=[lk for lk in span_links if lk.context.is_valid]) as span:
+        with self._tracer.start_as_current_span(
+            name, context=parent, kind=trace.SpanKind.CLIENT, links=[lk for lk in span_links if lk.context.is_valid]
+        ) as span:
             span.set_attribute("http.request.method", method)
             span.set_attribute("url.full", url)
             call = ClientCall(span=span)
@@ -178,8 +208,14 @@ def counting(exporter: SpanExporter, metrics: TraceMetrics) -> SpanExporter:
     return CountingExporter()
 
 
-def setup(endpoint: str, service_name: str, sample_ratio: float, *, metrics: TraceMetrics | None = None,
-          exporter: SpanExporter | None = None) -> Tracing:
+def setup(
+    endpoint: str,
+    service_name: str,
+    sample_ratio: float,
+    *,
+    metrics: TraceMetrics | None = None,
+    exporter: SpanExporter | None = None,
+) -> Tracing:
     """`OFF` when neither an OTLP endpoint nor an exporter is given; else a provider exporting to the
     endpoint (in batches) or to `exporter` (at once: tests), counted by `metrics` when given."""
     if not endpoint and exporter is None:
@@ -192,12 +228,14 @@ def setup(endpoint: str, service_name: str, sample_ratio: float, *, metrics: Tra
     def counted(inner: SpanExporter) -> SpanExporter:
         return counting(inner, metrics) if metrics is not None else inner
 
-    provider = TracerProvider(resource=Resource.create({"service.name": service_name}),
-                              sampler=ParentBased(TraceIdRatioBased(sample_ratio)))
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": service_name}), sampler=ParentBased(TraceIdRatioBased(sample_ratio))
+    )
     if exporter is not None:
         provider.add_span_processor(SimpleSpanProcessor(counted(exporter)))
     else:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
         provider.add_span_processor(BatchSpanProcessor(counted(OTLPSpanExporter(endpoint=endpoint))))
     log.info("tracing_enabled", service_name=service_name, otlp_endpoint=endpoint or None, sample_ratio=sample_ratio)
     return Tracing(provider)

@@ -59,9 +59,7 @@ def dumps(value: Any) -> bytes:
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(
-        body=dumps(body), status=status, content_type="application/json", headers=headers
-    )
+    return web.Response(body=dumps(body), status=status, content_type="application/json", headers=headers)
 
 
 def problem_headers(exc: CroupierError, request_headers: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -108,8 +106,11 @@ def parse_json(raw: bytes) -> Any:
 
 def validate(model: type[M], value: Any) -> M:
     if not isinstance(value, dict):
-        raise BadRequest("body: a JSON object is required", field="body",
-                         errors=[{"field": "body", "message": "a JSON object is required"}])
+        raise BadRequest(
+            "body: a JSON object is required",
+            field="body",
+            errors=[{"field": "body", "message": "a JSON object is required"}],
+        )
     try:
         return model.model_validate(value)
     except ValidationError as e:
@@ -175,9 +176,17 @@ def log_request(request: web.Request, status: int, code: str | None, duration_s:
         emit = log.error if status == 500 else log.warning
     else:
         emit = log.info
-    emit("http_request", method=request.method, route=route, status=status, code=code,
-         duration_ms=round(duration_s * 1000, 3), principal=who.name if who is not None else None,
-         request_id=request.get(REQUEST_ID), **request.get(LOG_FIELDS, {}))
+    emit(
+        "http_request",
+        method=request.method,
+        route=route,
+        status=status,
+        code=code,
+        duration_ms=round(duration_s * 1000, 3),
+        principal=who.name if who is not None else None,
+        request_id=request.get(REQUEST_ID),
+        **request.get(LOG_FIELDS, {}),
+    )
 
 
 def framework_problem(exc: web.HTTPException) -> web.Response:
@@ -188,8 +197,12 @@ def framework_problem(exc: web.HTTPException) -> web.Response:
     extra: dict[str, str] = {}
     if isinstance(exc, web.HTTPMethodNotAllowed):
         extra[headers.ALLOW] = ", ".join(sorted(exc.allowed_methods))
-    return web.Response(body=dumps({**problem(err), "status": exc.status, "title": exc.reason}),
-                        status=exc.status, content_type=PROBLEM_TYPE, headers=extra)
+    return web.Response(
+        body=dumps({**problem(err), "status": exc.status, "title": exc.reason}),
+        status=exc.status,
+        content_type=PROBLEM_TYPE,
+        headers=extra,
+    )
 
 
 async def echo_request_id(request: web.Request, response: web.StreamResponse) -> None:

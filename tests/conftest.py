@@ -37,10 +37,18 @@ ORDERS = ("given", "reverse", "shuffle")
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("croupier", "Croupier test suite")
-    group.addoption("--test-order", choices=ORDERS, default="given",
-                    help="run the tests as collected, reversed, or shuffled (default: given)")
-    group.addoption("--test-order-seed", type=int, default=None,
-                    help="seed of --test-order=shuffle (default: a random one, printed)")
+    group.addoption(
+        "--test-order",
+        choices=ORDERS,
+        default="given",
+        help="run the tests as collected, reversed, or shuffled (default: given)",
+    )
+    group.addoption(
+        "--test-order-seed",
+        type=int,
+        default=None,
+        help="seed of --test-order=shuffle (default: a random one, printed)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:

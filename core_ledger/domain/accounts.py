@@ -34,4 +34,4 @@ def player_of(account: str) -> str:
     """The player id of a player account name (ValueError for any other account)."""
     if not is_player_account(account):
         raise ValueError(f"{account!r} is not a player account")
-    return account[len(PLAYER_PREFIX):].rsplit(":", 1)[0]
+    return account[len(PLAYER_PREFIX) :].rsplit(":", 1)[0]

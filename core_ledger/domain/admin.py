@@ -18,8 +18,7 @@ def player_create(view: State, cmd: Command, ctx: Context) -> Decided:
 
 def _set_frozen(view: State, cmd: Command, frozen: bool) -> Decided:
     row = player(view, cmd.request["player_id"])
-    return [], {"player": {"player_id": cmd.request["player_id"], "currencies": row["currencies"],
-                           "frozen": frozen}}
+    return [], {"player": {"player_id": cmd.request["player_id"], "currencies": row["currencies"], "frozen": frozen}}
 
 
 def freeze(view: State, cmd: Command, ctx: Context) -> Decided:
@@ -45,13 +44,24 @@ def adjustment(view: State, cmd: Command, ctx: Context) -> Decided:
 
 def jackpot_create(view: State, cmd: Command, ctx: Context) -> Decided:
     r = cmd.request
-    require(view.get("jackpots", (r["jackpot_id"],)) is None,  # same reasoning as player_create
-            f"jackpot {r['jackpot_id']!r} is new")
+    require(
+        view.get("jackpots", (r["jackpot_id"],)) is None,  # same reasoning as player_create
+        f"jackpot {r['jackpot_id']!r} is new",
+    )
     cur, seed = r["currency"], r["seed_minor"]
     postings = transfer(system_account("house", cur), jackpot_account(r["jackpot_id"]), seed, cur)
-    return postings, {"jackpot": {"jackpot_id": r["jackpot_id"], "currency": cur, "pool_minor": seed,
-                                  "seed_minor": seed, "epoch": 1, "contribution_ppm": r["contribution_ppm"],
-                                  "game_ids": r["game_ids"], "contributions_by_edge": {}}}
+    return postings, {
+        "jackpot": {
+            "jackpot_id": r["jackpot_id"],
+            "currency": cur,
+            "pool_minor": seed,
+            "seed_minor": seed,
+            "epoch": 1,
+            "contribution_ppm": r["contribution_ppm"],
+            "game_ids": r["game_ids"],
+            "contributions_by_edge": {},
+        }
+    }
 
 
 def bonus_grant(view: State, cmd: Command, ctx: Context) -> Decided:
@@ -61,11 +71,18 @@ def bonus_grant(view: State, cmd: Command, ctx: Context) -> Decided:
     if view.get("bonuses", (pid, r["bonus_id"])) is not None:
         raise Refusal(RefusalCode.INVALID, f"bonus {r['bonus_id']!r} was already granted to {pid!r}", field="bonus_id")
     wallet(view, pid, r["currency"], check_frozen=False)
-    return [], {"bonus": {"bonus_id": r["bonus_id"], "currency": r["currency"],
-                          "amount_minor": r["amount_minor"],
-                          "wagering_requirement_minor": r["wagering_requirement_minor"],
-                          "wagered_minor": 0, "wagered_by_edge": {}, "status": "active",
-                          "expires_at": r["expires_at"]}}
+    return [], {
+        "bonus": {
+            "bonus_id": r["bonus_id"],
+            "currency": r["currency"],
+            "amount_minor": r["amount_minor"],
+            "wagering_requirement_minor": r["wagering_requirement_minor"],
+            "wagered_minor": 0,
+            "wagered_by_edge": {},
+            "status": "active",
+            "expires_at": r["expires_at"],
+        }
+    }
 
 
 def unfence(view: State, cmd: Command, ctx: Context) -> Decided:

@@ -12,8 +12,20 @@ from core_ledger.domain.records import Posting, Transaction
 if TYPE_CHECKING:  # render imports state, which imports this module
     from core_ledger.domain.render import Answer
 
-__all__ = ["ADMIN_SCOPE", "Command", "Context", "Draft", "InvariantBroken", "Refusal", "Reject", "Rejection",
-           "Replay", "present", "require", "rfc3339"]
+__all__ = [
+    "ADMIN_SCOPE",
+    "Command",
+    "Context",
+    "Draft",
+    "InvariantBroken",
+    "Refusal",
+    "Reject",
+    "Rejection",
+    "Replay",
+    "present",
+    "require",
+    "rfc3339",
+]
 
 # Idempotency scope of admin writes keyed by a natural id (player, jackpot): the same whichever
 # admin sends them. Client ids from the wire match shared.ids.ID_PATTERN, which has no "@".

@@ -27,9 +27,13 @@ def decide(view: State, cmd: Command, ctx: Context) -> Draft | Replay:
             return replay_or_conflict(view, record, cmd)
     spec = spec_of(cmd.type)
     tx: Transaction = {
-        "type": cmd.type, "id": cmd.key[1] if cmd.key else None,
-        "client_id": cmd.key[0] if cmd.key else None, "via": cmd.via, "principal": cmd.principal,
-        "committed_at": ctx.now_text, "request": cmd.request,
+        "type": cmd.type,
+        "id": cmd.key[1] if cmd.key else None,
+        "client_id": cmd.key[0] if cmd.key else None,
+        "via": cmd.via,
+        "principal": cmd.principal,
+        "committed_at": ctx.now_text,
+        "request": cmd.request,
     }
     try:
         postings, result = spec.decide(view, cmd, ctx)
@@ -59,9 +63,11 @@ def replay_or_conflict(view: State, record: IdemRow, cmd: Command) -> Replay:
     entry = present(view.get(ENTRIES, (record["sequence"],)), f"journal entry {record['sequence']} of an id")
     field = first_difference(entry["transaction"], cmd)
     if field is not None:
-        raise Refusal(RefusalCode.IDEMPOTENCY_KEY_REUSED,
-                      f"id {cmd.required_key[1]!r} was already used for a different request ({field} differs)",
-                      field=field)
+        raise Refusal(
+            RefusalCode.IDEMPOTENCY_KEY_REUSED,
+            f"id {cmd.required_key[1]!r} was already used for a different request ({field} differs)",
+            field=field,
+        )
     return Replay(render(cast(dict[str, Any], entry)))  # render reads entries as JSON documents
 
 
@@ -74,5 +80,3 @@ def first_difference(stored: Transaction, cmd: Command) -> str | None:
         if old.get(name) != new.get(name):
             return name
     return None
-
-

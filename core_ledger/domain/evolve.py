@@ -37,10 +37,18 @@ def evolve(state: State, entry: Entry) -> Answer:
         state.remember(entry)
     ref = tx["request"].get("external_ref")
     if ref is not None:  # committed or rejected: the provider finds what became of its request
-        state.put("external_refs", (ref, entry["sequence"]), {
-            "type": tx["type"], "id": tx["id"], "client_id": tx["client_id"], "via": tx["via"],
-            "outcome": tx["outcome"],
-            "player_id": tx["request"].get("player_id")})
+        state.put(
+            "external_refs",
+            (ref, entry["sequence"]),
+            {
+                "type": tx["type"],
+                "id": tx["id"],
+                "client_id": tx["client_id"],
+                "via": tx["via"],
+                "outcome": tx["outcome"],
+                "player_id": tx["request"].get("player_id"),
+            },
+        )
     return render(cast(dict[str, Any], entry))  # render reads entries as JSON documents
 
 
@@ -56,11 +64,16 @@ def _apply_postings(state: State, entry: Entry) -> None:
         if is_player_account(account):
             if row["balance_minor"] < 0:  # the message is built only on failure (the hot path)
                 raise InvariantBroken(f"{account} would go negative at {sequence}")
-            state.put("history", (account, sequence), {"amount_minor": delta, "balance_minor": row["balance_minor"],
-                                                       "type": tx["type"], "id": tx["id"]})
+            state.put(
+                "history",
+                (account, sequence),
+                {"amount_minor": delta, "balance_minor": row["balance_minor"], "type": tx["type"], "id": tx["id"]},
+            )
     balance = tx["result"].get("balance")
     if balance:
         folded = state.get("accounts", (player_account(balance["player_id"], balance["currency"]),))
-        if folded is None or (folded["balance_minor"], folded["version"]) != (balance["balance_minor"],
-                                                                            balance["version"]):
+        if folded is None or (folded["balance_minor"], folded["version"]) != (
+            balance["balance_minor"],
+            balance["version"],
+        ):
             raise InvariantBroken(f"the balance folded at {sequence} ({folded}) is not the decided one ({balance})")

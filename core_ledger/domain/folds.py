@@ -25,41 +25,77 @@ def _index_round(state: State, address: tuple[str, Key], round_: RoundRow) -> No
     status = round_["status"]
     if status == "open" and round_["bets_minor"] <= 0:
         status = "refunded"  # every bet rolled back
-    state.put("round_openings", (round_["opened_sequence"],), {
-        "player_id": key[0], "round_id": key[1], "client_id": key[2] if len(key) > 2 else None,
-        "game_id": round_["game_id"], "currency": round_["currency"], "opened_at": round_.get("opened_at"),
-        "status": status})
+    state.put(
+        "round_openings",
+        (round_["opened_sequence"],),
+        {
+            "player_id": key[0],
+            "round_id": key[1],
+            "client_id": key[2] if len(key) > 2 else None,
+            "game_id": round_["game_id"],
+            "currency": round_["currency"],
+            "opened_at": round_.get("opened_at"),
+            "status": status,
+        },
+    )
 
 
 def _round_note(round_: RoundRow, entry: Entry, amount_minor: int) -> None:
     tx = entry["transaction"]
-    round_["transactions"].append({"id": present(tx["id"], "a money id"), "type": tx["type"],
-                                   "sequence": entry["sequence"], "amount_minor": amount_minor})
+    round_["transactions"].append(
+        {
+            "id": present(tx["id"], "a money id"),
+            "type": tx["type"],
+            "sequence": entry["sequence"],
+            "amount_minor": amount_minor,
+        }
+    )
 
 
 def bet(state: State, entry: Entry) -> None:
     tx, r, result = entry["transaction"], entry["transaction"]["request"], entry["transaction"]["result"]
     table, key = round_address(result.get(ROUND_CLIENT), r["player_id"], r["round_id"])  # none: before scoping
     round_ = state.get(table, key) or {
-        "game_id": r["game_id"], "currency": r["currency"], "status": "open", "bets_minor": 0,
-        "wins_minor": 0, "win_count": 0, "opened_sequence": entry["sequence"], "transactions": [],
-        "opened_at": tx["committed_at"]}
+        "game_id": r["game_id"],
+        "currency": r["currency"],
+        "status": "open",
+        "bets_minor": 0,
+        "wins_minor": 0,
+        "win_count": 0,
+        "opened_sequence": entry["sequence"],
+        "transactions": [],
+        "opened_at": tx["committed_at"],
+    }
     round_["bets_minor"] += r["amount_minor"]
     _round_note(round_, entry, r["amount_minor"])
     state.put(table, key, round_)
     _index_round(state, (table, key), round_)
-    bet = {"state": "committed", "player_id": r["player_id"], "currency": r["currency"],
-           "amount_minor": r["amount_minor"], "round_id": r["round_id"], "game_id": r["game_id"],
-           "via": tx["via"], "jackpot_contributions": result["jackpot_contributions"],
-           "bonus_wagering": result["bonus_wagering"], "sequence": entry["sequence"]}
+    bet = {
+        "state": "committed",
+        "player_id": r["player_id"],
+        "currency": r["currency"],
+        "amount_minor": r["amount_minor"],
+        "round_id": r["round_id"],
+        "game_id": r["game_id"],
+        "via": tx["via"],
+        "jackpot_contributions": result["jackpot_contributions"],
+        "bonus_wagering": result["bonus_wagering"],
+        "sequence": entry["sequence"],
+    }
     if ROUND_CLIENT in result:  # a bet journaled before scoping keeps the row it had
         bet[ROUND_CLIENT] = result[ROUND_CLIENT]
     state.put("bets", (tx["client_id"], tx["id"]), bet)
     _count_edge(state, tx["via"], r["player_id"], result["jackpot_contributions"], result["bonus_wagering"], 1)
 
 
-def _count_edge(state: State, via: str | None, player_id: str, contributions: list[Contribution],
-                wagering: list[Wagering], sign: int) -> None:
+def _count_edge(
+    state: State,
+    via: str | None,
+    player_id: str,
+    contributions: list[Contribution],
+    wagering: list[Wagering],
+    sign: int,
+) -> None:
     """Add (or with sign -1 take back) a bet's per-edge jackpot and wagering credits."""
     slot = edge_slot(via)
     for c in contributions:
@@ -93,8 +129,16 @@ def rollback(state: State, entry: Entry) -> None:
     bet = state.get("bets", bet_key)
     if not result["bet_found"]:
         if bet is None:
-            state.put("bets", bet_key, {"state": "marker", "player_id": r["player_id"],
-                                        "round_id": r.get("round_id"), "sequence": entry["sequence"]})
+            state.put(
+                "bets",
+                bet_key,
+                {
+                    "state": "marker",
+                    "player_id": r["player_id"],
+                    "round_id": r.get("round_id"),
+                    "sequence": entry["sequence"],
+                },
+            )
         return
     if not result["reversed"]:
         return
@@ -128,8 +172,14 @@ def round_refund(state: State, entry: Entry) -> None:
         _count_edge(state, bet["via"], r["player_id"], refunded["reversed_contributions"], bet["bonus_wagering"], -1)
     require(round_["bets_minor"] == 0, f"a refunded round {key} holds no bets")
     round_["status"] = "refunded"
-    round_["transactions"].append({"id": present(tx["id"], "a settlement id"), "type": tx["type"],
-                                   "sequence": entry["sequence"], "amount_minor": result["amount_minor"]})
+    round_["transactions"].append(
+        {
+            "id": present(tx["id"], "a settlement id"),
+            "type": tx["type"],
+            "sequence": entry["sequence"],
+            "amount_minor": result["amount_minor"],
+        }
+    )
     state.put(table, key, round_)
     _index_round(state, (table, key), round_)
 
@@ -139,8 +189,14 @@ def round_close(state: State, entry: Entry) -> None:
     table, key = round_address(r["round_client_id"], r["player_id"], r["round_id"])
     round_ = present(state.get(table, key), f"round {key}")
     round_["status"] = "closed"
-    round_["transactions"].append({"id": present(tx["id"], "a settlement id"), "type": tx["type"],
-                                   "sequence": entry["sequence"], "amount_minor": 0})
+    round_["transactions"].append(
+        {
+            "id": present(tx["id"], "a settlement id"),
+            "type": tx["type"],
+            "sequence": entry["sequence"],
+            "amount_minor": 0,
+        }
+    )
     state.put(table, key, round_)
     _index_round(state, (table, key), round_)
 
@@ -179,9 +235,18 @@ def set_frozen(state: State, entry: Entry) -> None:
 
 def jackpot_create(state: State, entry: Entry) -> None:
     r = entry["transaction"]["request"]
-    state.put("jackpots", (r["jackpot_id"],), {
-        "currency": r["currency"], "seed_minor": r["seed_minor"], "contribution_ppm": r["contribution_ppm"],
-        "game_ids": r["game_ids"], "epoch": 1, "contributions_by_edge": {}})
+    state.put(
+        "jackpots",
+        (r["jackpot_id"],),
+        {
+            "currency": r["currency"],
+            "seed_minor": r["seed_minor"],
+            "contribution_ppm": r["contribution_ppm"],
+            "game_ids": r["game_ids"],
+            "epoch": 1,
+            "contributions_by_edge": {},
+        },
+    )
     for game_id in r["game_ids"]:
         game = state.get("games", (game_id,)) or {"jackpot_ids": []}
         if r["jackpot_id"] not in game["jackpot_ids"]:
@@ -191,11 +256,21 @@ def jackpot_create(state: State, entry: Entry) -> None:
 
 def bonus_grant(state: State, entry: Entry) -> None:
     r = entry["transaction"]["request"]
-    state.put("bonuses", (r["player_id"], r["bonus_id"]), {
-        "id": r["id"], "currency": r["currency"], "amount_minor": r["amount_minor"],
-        "wagering_requirement_minor": r["wagering_requirement_minor"], "expires_at": r["expires_at"],
-        "granted_sequence": entry["sequence"], "wagered_minor": 0, "wagered_by_edge": {},
-        "status": "active"})
+    state.put(
+        "bonuses",
+        (r["player_id"], r["bonus_id"]),
+        {
+            "id": r["id"],
+            "currency": r["currency"],
+            "amount_minor": r["amount_minor"],
+            "wagering_requirement_minor": r["wagering_requirement_minor"],
+            "expires_at": r["expires_at"],
+            "granted_sequence": entry["sequence"],
+            "wagered_minor": 0,
+            "wagered_by_edge": {},
+            "status": "active",
+        },
+    )
     player = present(state.get("players", (r["player_id"],)), f"player {r['player_id']!r}")
     player["bonus_ids"] = [*player["bonus_ids"], r["bonus_id"]]
     state.put("players", (r["player_id"],), player)

@@ -72,14 +72,14 @@ def entry_format(entry: dict[str, Any]) -> int:
     return int(value)
 
 
-def seal(transaction: Transaction, postings: list[Posting], *, sequence: int, epoch: int,
-         prev_hash: str) -> Entry:
+def seal(transaction: Transaction, postings: list[Posting], *, sequence: int, epoch: int, prev_hash: str) -> Entry:
     """The journal entry for a decided transaction, hashed onto the chain."""
     return sealed(transaction, postings, sequence=sequence, epoch=epoch, prev_hash=prev_hash)[0]
 
 
-def sealed(transaction: Transaction, postings: list[Posting], *, sequence: int, epoch: int,
-           prev_hash: str) -> tuple[Entry, str]:
+def sealed(
+    transaction: Transaction, postings: list[Posting], *, sequence: int, epoch: int, prev_hash: str
+) -> tuple[Entry, str]:
     """`seal`, and the entry's stored text (`entry_text`) from the same encoding: the writer's hot
     path encodes each entry once, not once to hash it and again to store it.
 
@@ -88,15 +88,21 @@ def sealed(transaction: Transaction, postings: list[Posting], *, sequence: int, 
     `_HASHED_PREFIX`), before `postings`."""
     if not postings_balanced(postings):
         raise InvariantBroken(f"postings of a {transaction.get('type')} do not balance: {postings}")
-    entry: Entry = {"format": ENTRY_FORMAT, "sequence": sequence, "epoch": epoch, "transaction": transaction,
-             "postings": postings, "prev_hash": prev_hash}
+    entry: Entry = {
+        "format": ENTRY_FORMAT,
+        "sequence": sequence,
+        "epoch": epoch,
+        "transaction": transaction,
+        "postings": postings,
+        "prev_hash": prev_hash,
+    }
     body = canonical_json(entry)
     digest = hashlib.sha256(bytes.fromhex(prev_hash) + body).hexdigest()
     entry["hash"] = digest
     prefix = _HASHED_PREFIX % (epoch, ENTRY_FORMAT)
     if not body.startswith(prefix):  # not an entry of this shape: encode it whole (never taken today)
         return entry, entry_text(entry)
-    return entry, (prefix + b'"hash":"' + digest.encode() + b'",' + body[len(prefix):]).decode()
+    return entry, (prefix + b'"hash":"' + digest.encode() + b'",' + body[len(prefix) :]).decode()
 
 
 _HASHED_PREFIX = b'{"epoch":%d,"format":%d,'
@@ -140,9 +146,12 @@ class ChainCheck:
             refuse_floats(entry)
             stored_hash = entry.pop("hash")
             entry_format(entry)
-            good = (entry["sequence"] == sequence and entry["prev_hash"] == self.head_hash
-                    and postings_balanced(entry["postings"])
-                    and chain_hash(self.head_hash, entry) == stored_hash)
+            good = (
+                entry["sequence"] == sequence
+                and entry["prev_hash"] == self.head_hash
+                and postings_balanced(entry["postings"])
+                and chain_hash(self.head_hash, entry) == stored_hash
+            )
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AssertionError, AttributeError):
             return False
         if good:
@@ -150,6 +159,10 @@ class ChainCheck:
         return good
 
     def report(self) -> dict[str, Any]:
-        return {"ok": self.ok, "entries_checked": self.entries_checked,
-                "head_sequence": self.head_sequence, "head_hash": self.head_hash,
-                "first_bad_sequence": self.first_bad_sequence}
+        return {
+            "ok": self.ok,
+            "entries_checked": self.entries_checked,
+            "head_sequence": self.head_sequence,
+            "head_hash": self.head_hash,
+            "first_bad_sequence": self.first_bad_sequence,
+        }

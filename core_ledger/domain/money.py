@@ -49,15 +49,17 @@ def wallet(view: State, player_id: str, currency: str, *, check_frozen: bool = T
 
 
 def balance_after(player_id: str, currency: str, account: AccountRow, delta_minor: int) -> dict[str, Any]:
-    return {"player_id": player_id, "currency": currency,
-            "balance_minor": account["balance_minor"] + delta_minor,
-            "version": account["version"] + (1 if delta_minor else 0)}
+    return {
+        "player_id": player_id,
+        "currency": currency,
+        "balance_minor": account["balance_minor"] + delta_minor,
+        "version": account["version"] + (1 if delta_minor else 0),
+    }
 
 
 def need_funds(account: AccountRow, amount_minor: int) -> None:
     if account["balance_minor"] < amount_minor:
-        raise Reject(RejectCode.INSUFFICIENT_FUNDS,
-                      f"balance {account['balance_minor']} is below {amount_minor}")
+        raise Reject(RejectCode.INSUFFICIENT_FUNDS, f"balance {account['balance_minor']} is below {amount_minor}")
 
 
 def find_round(view: State, client_id: str, player_id: str, round_id: str) -> tuple[str | None, RoundRow | None]:
@@ -77,8 +79,12 @@ def has_bet_in(view: State, client_id: str, player_id: str, round_id: str, round
     for t in round_["transactions"]:
         if t["type"] == "bet":
             bet = view.get("bets", (client_id, t["id"]))
-            if (bet is not None and bet["state"] != "marker" and bet["player_id"] == player_id
-                    and bet["round_id"] == round_id):
+            if (
+                bet is not None
+                and bet["state"] != "marker"
+                and bet["player_id"] == player_id
+                and bet["round_id"] == round_id
+            ):
                 return True
     return False
 
@@ -93,8 +99,12 @@ def expired(expires_at: str, ctx: Context) -> bool:
 def deposit(view: State, cmd: Command, ctx: Context) -> Decided:
     r = cmd.request
     account = wallet(view, r["player_id"], r["currency"])
-    postings = transfer(system_account("cashier", r["currency"]),
-                        player_account(r["player_id"], r["currency"]), r["amount_minor"], r["currency"])
+    postings = transfer(
+        system_account("cashier", r["currency"]),
+        player_account(r["player_id"], r["currency"]),
+        r["amount_minor"],
+        r["currency"],
+    )
     return postings, {"balance": balance_after(r["player_id"], r["currency"], account, r["amount_minor"])}
 
 
@@ -102,8 +112,12 @@ def withdrawal(view: State, cmd: Command, ctx: Context) -> Decided:
     r = cmd.request
     account = wallet(view, r["player_id"], r["currency"])
     need_funds(account, r["amount_minor"])
-    postings = transfer(player_account(r["player_id"], r["currency"]),
-                        system_account("cashier", r["currency"]), r["amount_minor"], r["currency"])
+    postings = transfer(
+        player_account(r["player_id"], r["currency"]),
+        system_account("cashier", r["currency"]),
+        r["amount_minor"],
+        r["currency"],
+    )
     return postings, {"balance": balance_after(r["player_id"], r["currency"], account, -r["amount_minor"])}
 
 
@@ -117,11 +131,13 @@ def bet(view: State, cmd: Command, ctx: Context) -> Decided:
     scope, round_ = find_round(view, cmd.required_key[0], pid, r["round_id"])
     if round_ is not None:
         if round_["game_id"] != r["game_id"]:
-            raise Refusal(RefusalCode.INVALID, f"round {r['round_id']!r} belongs to game {round_['game_id']!r}",
-                             field="game_id")
+            raise Refusal(
+                RefusalCode.INVALID, f"round {r['round_id']!r} belongs to game {round_['game_id']!r}", field="game_id"
+            )
         if round_["currency"] != cur:
-            raise Refusal(RefusalCode.INVALID, f"round {r['round_id']!r} is played in {round_['currency']}",
-                          field="currency")
+            raise Refusal(
+                RefusalCode.INVALID, f"round {r['round_id']!r} is played in {round_['currency']}", field="currency"
+            )
         if round_["status"] == "closed":
             raise Reject(RejectCode.ROUND_CLOSED, f"round {r['round_id']!r} is closed")
         if round_["status"] == "refunded":  # settled by a `round_refund`: a resumed game server is told so
@@ -136,8 +152,12 @@ def bet(view: State, cmd: Command, ctx: Context) -> Decided:
             postings += transfer(system_account("house", cur), jackpot_account(jackpot_id), share, cur)
             contributions.append({"jackpot_id": jackpot_id, "amount_minor": share, "epoch": jackpot["epoch"]})
     wagering = [{"bonus_id": b, "amount_minor": amount} for b in active_bonuses(view, pid, cur)]
-    return postings, {"balance": balance_after(pid, cur, account, -amount),
-                      "jackpot_contributions": contributions, "bonus_wagering": wagering, ROUND_CLIENT: scope}
+    return postings, {
+        "balance": balance_after(pid, cur, account, -amount),
+        "jackpot_contributions": contributions,
+        "bonus_wagering": wagering,
+        ROUND_CLIENT: scope,
+    }
 
 
 def jackpots_of_game(view: State, game_id: str) -> list[str]:
@@ -163,8 +183,9 @@ def win(view: State, cmd: Command, ctx: Context) -> Decided:
     if round_ is None:
         raise Refusal(RefusalCode.NOT_FOUND, f"round {r['round_id']!r} has no bet of player {pid!r}", field="round_id")
     if round_["currency"] != cur:
-        raise Refusal(RefusalCode.INVALID, f"round {r['round_id']!r} is played in {round_['currency']}",
-                      field="currency")
+        raise Refusal(
+            RefusalCode.INVALID, f"round {r['round_id']!r} is played in {round_['currency']}", field="currency"
+        )
     if r.get("bet_id") is not None:
         settled_bet(view, cmd.required_key[0], pid, r["round_id"], r["bet_id"])
     account = wallet(view, pid, cur)
@@ -181,8 +202,11 @@ def settled_bet(view: State, client_id: str, player_id: str, round_id: str, bet_
     if bet is None or bet["state"] == "marker":
         raise Refusal(RefusalCode.NOT_FOUND, f"bet {bet_id!r} not found", field="bet_id")
     if bet["player_id"] != player_id or bet["round_id"] != round_id:
-        raise Refusal(RefusalCode.INVALID, f"bet {bet_id!r} is not a bet of player {player_id!r} in round "
-                      f"{round_id!r}", field="bet_id")
+        raise Refusal(
+            RefusalCode.INVALID,
+            f"bet {bet_id!r} is not a bet of player {player_id!r} in round {round_id!r}",
+            field="bet_id",
+        )
     return bet
 
 
@@ -198,10 +222,13 @@ def refuse_claimed_wagering(view: State, player_id: str, bet_id: str, bet: BetRo
     it. (The rollback is allowed while the claimed bonus keeps its requirement without the bet.)"""
     for w in bet["bonus_wagering"]:
         bonus = present(view.get("bonuses", (player_id, w["bonus_id"])), f"bonus {w['bonus_id']!r} of bet {bet_id!r}")
-        if (bonus["status"] == "claimed"
-                and bonus["wagered_minor"] - w["amount_minor"] < bonus["wagering_requirement_minor"]):
-            raise Reject(RejectCode.WAGERING_ALREADY_CLAIMED,
-                         f"bonus {w['bonus_id']!r} was claimed with this bet's wagering")
+        if (
+            bonus["status"] == "claimed"
+            and bonus["wagered_minor"] - w["amount_minor"] < bonus["wagering_requirement_minor"]
+        ):
+            raise Reject(
+                RejectCode.WAGERING_ALREADY_CLAIMED, f"bonus {w['bonus_id']!r} was claimed with this bet's wagering"
+            )
 
 
 def rollback(view: State, cmd: Command, ctx: Context) -> Decided:
@@ -242,14 +269,19 @@ def rollback(view: State, cmd: Command, ctx: Context) -> Decided:
         jackpot = present(view.get("jackpots", (c["jackpot_id"],)), f"jackpot {c['jackpot_id']!r}")
         # After a payout the contribution left with the pool: the house bears the refund alone.
         if jackpot["epoch"] == c["epoch"]:
-            postings += transfer(jackpot_account(c["jackpot_id"]), system_account("house", cur),
-                                 c["amount_minor"], cur)
+            postings += transfer(jackpot_account(c["jackpot_id"]), system_account("house", cur), c["amount_minor"], cur)
             reversed_contributions.append(c)
-    return postings, {"bet_found": True, "reversed": True, "round_id": bet["round_id"],
-                      "currency": cur, "amount_minor": amount, "bet_via": bet["via"],
-                      "reversed_contributions": reversed_contributions,
-                      "bonus_wagering": bet["bonus_wagering"],
-                      "balance": balance_after(pid, cur, account, amount)}
+    return postings, {
+        "bet_found": True,
+        "reversed": True,
+        "round_id": bet["round_id"],
+        "currency": cur,
+        "amount_minor": amount,
+        "bet_via": bet["via"],
+        "reversed_contributions": reversed_contributions,
+        "bonus_wagering": bet["bonus_wagering"],
+        "balance": balance_after(pid, cur, account, amount),
+    }
 
 
 def jackpot_payout(view: State, cmd: Command, ctx: Context) -> Decided:
@@ -267,9 +299,15 @@ def jackpot_payout(view: State, cmd: Command, ctx: Context) -> Decided:
     amount, seed = pool["balance_minor"], jackpot["seed_minor"]
     postings = transfer(jackpot_account(r["jackpot_id"]), player_account(pid, cur), amount, cur)
     postings += transfer(system_account("house", cur), jackpot_account(r["jackpot_id"]), seed, cur)
-    return postings, {"amount_minor": amount, "currency": cur, "seed_minor": seed,
-                      "paid_epoch": jackpot["epoch"], "epoch": jackpot["epoch"] + 1,
-                      "balance": balance_after(pid, cur, account, amount), ROUND_CLIENT: scope}
+    return postings, {
+        "amount_minor": amount,
+        "currency": cur,
+        "seed_minor": seed,
+        "paid_epoch": jackpot["epoch"],
+        "epoch": jackpot["epoch"] + 1,
+        "balance": balance_after(pid, cur, account, amount),
+        ROUND_CLIENT: scope,
+    }
 
 
 def bonus_claim(view: State, cmd: Command, ctx: Context) -> Decided:
@@ -286,9 +324,9 @@ def bonus_claim(view: State, cmd: Command, ctx: Context) -> Decided:
     if expired(bonus["expires_at"], ctx):
         raise Reject(RejectCode.BONUS_EXPIRED, f"bonus {r['bonus_id']!r} expired at {bonus['expires_at']}")
     if bonus["wagered_minor"] < bonus["wagering_requirement_minor"]:
-        raise Reject(RejectCode.WAGERING_NOT_MET, f"wagered {bonus['wagered_minor']} of "
-                                         f"{bonus['wagering_requirement_minor']}")
+        raise Reject(
+            RejectCode.WAGERING_NOT_MET, f"wagered {bonus['wagered_minor']} of {bonus['wagering_requirement_minor']}"
+        )
     amount = bonus["amount_minor"]
     postings = transfer(system_account("bonus", cur), player_account(pid, cur), amount, cur)
-    return postings, {"currency": cur, "amount_minor": amount,
-                      "balance": balance_after(pid, cur, account, amount)}
+    return postings, {"currency": cur, "amount_minor": amount, "balance": balance_after(pid, cur, account, amount)}

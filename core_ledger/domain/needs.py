@@ -58,8 +58,11 @@ def cashier(view: State, cmd: Command, need: Need) -> None:
 
 def bet(view: State, cmd: Command, need: Need) -> None:
     r = cmd.request
-    need += [("bets", cmd.required_key), ("games", (r["game_id"],)),
-             ("accounts", (system_account("house", r["currency"]),))]
+    need += [
+        ("bets", cmd.required_key),
+        ("games", (r["game_id"],)),
+        ("accounts", (system_account("house", r["currency"]),)),
+    ]
     _round(view, cmd, need)
     game = view.peek("games", (r["game_id"],))
     _jackpots(view, game["jackpot_ids"] if game else [], need)

@@ -18,8 +18,9 @@ PASSES_MAX = 4  # idem/player/game/bet/round rows → entries/bonuses/jackpots/b
 # The only tables `rows_needed` reads (peeks), and it names further rows only from rows that exist:
 # a command must be planned again only when a row of these tables was just found for it. (A fresh
 # bet finds no idem row and no bet row: it is planned once.)
-PLANNED_FROM = frozenset({"idem", "players", "games", "bets", ENTRIES, "jackpots", "bonuses", "rounds",
-                          "client_rounds"})  # a round being settled names its bets
+PLANNED_FROM = frozenset(
+    {"idem", "players", "games", "bets", ENTRIES, "jackpots", "bonuses", "rounds", "client_rounds"}
+)  # a round being settled names its bets
 
 
 def rows_needed(view: State, cmd: Command) -> Need:

@@ -44,9 +44,16 @@ Answer = CommittedAnswer | RejectedAnswer
 
 def public_transaction(entry: dict[str, Any]) -> dict[str, Any]:
     tx = entry["transaction"]
-    out: dict[str, Any] = {"id": tx["id"], "type": tx["type"], "sequence": entry["sequence"],
-                           "epoch": entry["epoch"], "committed_at": tx["committed_at"],
-                           "via": tx["via"], "client_id": tx["client_id"], "outcome": tx["outcome"]}
+    out: dict[str, Any] = {
+        "id": tx["id"],
+        "type": tx["type"],
+        "sequence": entry["sequence"],
+        "epoch": entry["epoch"],
+        "committed_at": tx["committed_at"],
+        "via": tx["via"],
+        "client_id": tx["client_id"],
+        "outcome": tx["outcome"],
+    }
     out.update(sorted_keys(tx["request"]))
     if tx["outcome"] == "rejected":
         out["code"] = tx["code"]

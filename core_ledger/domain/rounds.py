@@ -26,8 +26,9 @@ def the_round(view: State, cmd: Command) -> RoundRow:
     player(view, r["player_id"])
     round_ = view.get(*round_address(r["round_client_id"], r["player_id"], r["round_id"]))
     if round_ is None:
-        raise Refusal(RefusalCode.NOT_FOUND, f"round {r['round_id']!r} of player {r['player_id']!r} not found",
-                      field="round_id")
+        raise Refusal(
+            RefusalCode.NOT_FOUND, f"round {r['round_id']!r} of player {r['player_id']!r} not found", field="round_id"
+        )
     if round_["status"] == "closed":
         raise Reject(RejectCode.ROUND_CLOSED, f"round {r['round_id']!r} is closed")
     if round_["status"] == REFUNDED or round_["bets_minor"] <= 0:
@@ -51,8 +52,11 @@ def round_refund(view: State, cmd: Command, ctx: Context) -> Decided:
     pid, scope = r["player_id"], r["round_client_id"]
     round_ = the_round(view, cmd)
     if scope is None:
-        raise Refusal(RefusalCode.INVALID, f"round {r['round_id']!r} was journaled before rounds were scoped by "
-                      "client: close it instead", field="policy")
+        raise Refusal(
+            RefusalCode.INVALID,
+            f"round {r['round_id']!r} was journaled before rounds were scoped by client: close it instead",
+            field="policy",
+        )
     if round_["win_count"] > 0:
         raise Reject(RejectCode.ROUND_CLOSED, f"round {r['round_id']!r} has a win: close it instead")
     cur = round_["currency"]
@@ -67,13 +71,26 @@ def round_refund(view: State, cmd: Command, ctx: Context) -> Decided:
         for c in bet["jackpot_contributions"]:
             jackpot = present(view.get("jackpots", (c["jackpot_id"],)), f"jackpot {c['jackpot_id']!r}")
             if jackpot["epoch"] == c["epoch"]:  # after a payout the house bears the refund alone (as a rollback)
-                postings += transfer(jackpot_account(c["jackpot_id"]), system_account("house", cur),
-                                     c["amount_minor"], cur)
+                postings += transfer(
+                    jackpot_account(c["jackpot_id"]), system_account("house", cur), c["amount_minor"], cur
+                )
                 reversed_contributions.append(c)
-        refunded.append({"bet_id": bet_id, "amount_minor": amount, "bet_via": bet["via"],
-                         "reversed_contributions": reversed_contributions, "bonus_wagering": bet["bonus_wagering"]})
-    result: dict[str, Any] = {"currency": cur, "amount_minor": total, "refunded_bets": refunded,
-                              "balance": balance_after(pid, cur, account, total), ROUND_CLIENT: scope}
+        refunded.append(
+            {
+                "bet_id": bet_id,
+                "amount_minor": amount,
+                "bet_via": bet["via"],
+                "reversed_contributions": reversed_contributions,
+                "bonus_wagering": bet["bonus_wagering"],
+            }
+        )
+    result: dict[str, Any] = {
+        "currency": cur,
+        "amount_minor": total,
+        "refunded_bets": refunded,
+        "balance": balance_after(pid, cur, account, total),
+        ROUND_CLIENT: scope,
+    }
     return postings, result
 
 
@@ -85,12 +102,17 @@ def round_close(view: State, cmd: Command, ctx: Context) -> Decided:
 POLICY_TYPES = {"refund": "round_refund", "close": "round_close"}
 
 
-def settlement(policy: str, player_id: str, round_id: str, round_client_id: str | None, reason: str,
-               principal: str) -> Command:
+def settlement(
+    policy: str, player_id: str, round_id: str, round_client_id: str | None, reason: str, principal: str
+) -> Command:
     """The command settling a round by `policy` ("refund" | "close"). Its idempotency key names the
     type and the round, whoever sends it: the job and an operator settling the same round the same
     way get one entry; a refund refused (a round with a win) leaves the round free to be closed."""
     tx_type = POLICY_TYPES[policy]
     scope = "-" if round_client_id is None else round_client_id
-    return Command(tx_type, {"player_id": player_id, "round_id": round_id, "round_client_id": round_client_id,
-                             "reason": reason}, principal, (ADMIN_SCOPE, f"{tx_type}:{scope}:{player_id}:{round_id}"))
+    return Command(
+        tx_type,
+        {"player_id": player_id, "round_id": round_id, "round_client_id": round_client_id, "reason": reason},
+        principal,
+        (ADMIN_SCOPE, f"{tx_type}:{scope}:{player_id}:{round_id}"),
+    )

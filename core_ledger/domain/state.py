@@ -26,8 +26,20 @@ from core_ledger.domain.records import (
 )
 
 # Account names are built in `accounts`; re-exported here, where readers found them before.
-__all__ = ["ENTRIES", "LATER_TABLES", "TABLES", "WRITE_ONLY", "Doc", "Key", "State", "idempotency_record",
-           "jackpot_account", "player_account", "round_address", "system_account"]
+__all__ = [
+    "ENTRIES",
+    "LATER_TABLES",
+    "TABLES",
+    "WRITE_ONLY",
+    "Doc",
+    "Key",
+    "State",
+    "idempotency_record",
+    "jackpot_account",
+    "player_account",
+    "round_address",
+    "system_account",
+]
 
 Key = tuple[Any, ...]
 Doc = dict[str, Any]
@@ -90,8 +102,19 @@ def round_address(round_client_id: str | None, player_id: str, round_id: str) ->
     return "client_rounds", (player_id, round_id, round_client_id)
 
 
-Row = (Doc | PlayerRow | AccountRow | RoundRow | BetRow | IdemRow | JackpotRow | GameRow | BonusRow
-       | HistoryRow | Mapping[str, Any])
+Row = (
+    Doc
+    | PlayerRow
+    | AccountRow
+    | RoundRow
+    | BetRow
+    | IdemRow
+    | JackpotRow
+    | GameRow
+    | BonusRow
+    | HistoryRow
+    | Mapping[str, Any]
+)
 
 
 class State:

@@ -34,9 +34,24 @@ def _played(state: State, entry: Entry) -> tuple[str | None, str | None]:
 def summarize(state: State, entry: Entry) -> None:
     tx = entry["transaction"]
     request: dict[str, Any] = tx["request"]
-    game_id, round_id = (_played(state, entry) if tx["outcome"] == Outcome.COMMITTED
-                         else (request.get("game_id"), request.get("round_id")))
-    state.put(TABLE, (entry["sequence"],), {
-        "id": tx["id"], "type": tx["type"], "outcome": tx["outcome"], "client_id": tx["client_id"],
-        "via": tx["via"], "committed_at": tx["committed_at"], "player_id": request.get("player_id"),
-        "game_id": game_id, "round_id": round_id, "currency": request.get("currency")})
+    game_id, round_id = (
+        _played(state, entry)
+        if tx["outcome"] == Outcome.COMMITTED
+        else (request.get("game_id"), request.get("round_id"))
+    )
+    state.put(
+        TABLE,
+        (entry["sequence"],),
+        {
+            "id": tx["id"],
+            "type": tx["type"],
+            "outcome": tx["outcome"],
+            "client_id": tx["client_id"],
+            "via": tx["via"],
+            "committed_at": tx["committed_at"],
+            "player_id": request.get("player_id"),
+            "game_id": game_id,
+            "round_id": round_id,
+            "currency": request.get("currency"),
+        },
+    )

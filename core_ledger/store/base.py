@@ -70,8 +70,15 @@ class Store(ABC):
         """A committed row and the journal head sequence, read in one consistent snapshot."""
 
     @abstractmethod
-    async def select(self, table: str, equals: dict[str, Any], *, limit: int,
-                     doc_equals: dict[str, Any] | None = None, after: Any = None) -> tuple[list[tuple[Key, Doc]], int]:
+    async def select(
+        self,
+        table: str,
+        equals: dict[str, Any],
+        *,
+        limit: int,
+        doc_equals: dict[str, Any] | None = None,
+        after: Any = None,
+    ) -> tuple[list[tuple[Key, Doc]], int]:
         """Committed rows whose key columns equal `equals` (and whose docs match `doc_equals`),
         ordered by key, with the last key column greater than `after` when given; and the journal
         head sequence, read in the same snapshot."""
@@ -147,15 +154,29 @@ class Store(ABC):
     # snapshot with the journal head, and point-in-time reads for disputes.
 
     @abstractmethod
-    async def page(self, table: str, *, after: Key | None, limit: int, key_prefix: str | None = None,
-                   doc_equals: dict[str, Any] | None = None) -> tuple[list[tuple[Key, Doc]], int]:
+    async def page(
+        self,
+        table: str,
+        *,
+        after: Key | None,
+        limit: int,
+        key_prefix: str | None = None,
+        doc_equals: dict[str, Any] | None = None,
+    ) -> tuple[list[tuple[Key, Doc]], int]:
         """Committed rows of a derived table ordered by their whole key, after the key `after` (None:
         from the start), whose first key column starts with `key_prefix` and whose docs match
         `doc_equals`; at most `limit`, and the journal head sequence of the same snapshot."""
 
     @abstractmethod
-    async def summaries(self, equals: dict[str, str], *, after_sequence: int, limit: int,
-                        time_from: str | None = None, time_until: str | None = None) -> SummaryPage:
+    async def summaries(
+        self,
+        equals: dict[str, str],
+        *,
+        after_sequence: int,
+        limit: int,
+        time_from: str | None = None,
+        time_until: str | None = None,
+    ) -> SummaryPage:
         """Rows of the transaction index (`tx_summaries`) whose members equal `equals` (names from
         `SUMMARY_FILTERS`), committed at or after `time_from` and before `time_until` (RFC 3339 UTC
         text as the journal writes it), after a sequence, in sequence order; and the head sequence."""

@@ -43,15 +43,18 @@ class MemoryStore(Store):
         out = {}
         for table, keys in wanted.items():
             if table == ENTRIES:
-                out[table] = {k: orjson.loads(self._journal[k[0] - 1].text) for k in keys
-                              if 0 < k[0] <= len(self._journal)}
+                out[table] = {
+                    k: orjson.loads(self._journal[k[0] - 1].text) for k in keys if 0 < k[0] <= len(self._journal)
+                }
             else:
                 out[table] = {k: _copy(self._tables[table][k]) for k in keys if k in self._tables[table]}
         return out
 
     async def commit(self, journal: Sequence[JournalRow], rows: Rows, head: Head) -> None:
-        require([j.sequence for j in journal] == list(range(self._head.sequence + 1, head.sequence + 1)),
-                "a commit continues the journal without a gap")
+        require(
+            [j.sequence for j in journal] == list(range(self._head.sequence + 1, head.sequence + 1)),
+            "a commit continues the journal without a gap",
+        )
         self._journal.extend(journal)
         for table, items in rows.items():
             for key, doc in items:
@@ -62,8 +65,15 @@ class MemoryStore(Store):
         doc = self._tables[table].get(key)
         return (None if doc is None else _copy(doc)), self._head.sequence
 
-    async def select(self, table: str, equals: dict[str, Any], *, limit: int,
-                     doc_equals: dict[str, Any] | None = None, after: Any = None) -> tuple[list[tuple[Key, Doc]], int]:
+    async def select(
+        self,
+        table: str,
+        equals: dict[str, Any],
+        *,
+        limit: int,
+        doc_equals: dict[str, Any] | None = None,
+        after: Any = None,
+    ) -> tuple[list[tuple[Key, Doc]], int]:
         columns = TABLES[table]
         out = []
         for key in sorted(self._tables[table]):
@@ -81,7 +91,7 @@ class MemoryStore(Store):
         return out, self._head.sequence
 
     async def journal(self, after_sequence: int, limit: int) -> list[tuple[int, str]]:
-        return [(j.sequence, j.text) for j in self._journal[after_sequence:after_sequence + limit]]
+        return [(j.sequence, j.text) for j in self._journal[after_sequence : after_sequence + limit]]
 
     async def journal_of(self, tx_id: str, limit: int) -> list[str]:
         return [j.text for j in self._journal if j.tx_id == tx_id][:limit]
@@ -148,8 +158,15 @@ class MemoryStore(Store):
         store = self._consumers
         return store.pop(name, None) is not None
 
-    async def page(self, table: str, *, after: Key | None, limit: int, key_prefix: str | None = None,
-                   doc_equals: dict[str, Any] | None = None) -> tuple[list[tuple[Key, Doc]], int]:
+    async def page(
+        self,
+        table: str,
+        *,
+        after: Key | None,
+        limit: int,
+        key_prefix: str | None = None,
+        doc_equals: dict[str, Any] | None = None,
+    ) -> tuple[list[tuple[Key, Doc]], int]:
         out = []
         for key in sorted(self._tables[table]):
             doc = self._tables[table][key]
@@ -164,8 +181,15 @@ class MemoryStore(Store):
                 break
         return out, self._head.sequence
 
-    async def summaries(self, equals: dict[str, str], *, after_sequence: int, limit: int,
-                        time_from: str | None = None, time_until: str | None = None) -> SummaryPage:
+    async def summaries(
+        self,
+        equals: dict[str, str],
+        *,
+        after_sequence: int,
+        limit: int,
+        time_from: str | None = None,
+        time_until: str | None = None,
+    ) -> SummaryPage:
         out: list[tuple[int, Doc]] = []
         rows = self._tables["tx_summaries"]
         for (sequence,) in sorted(rows):
@@ -173,7 +197,8 @@ class MemoryStore(Store):
             if sequence <= after_sequence or any(doc.get(k) != v for k, v in equals.items()):
                 continue
             if (time_from is not None and doc["committed_at"] < time_from) or (
-                    time_until is not None and doc["committed_at"] >= time_until):
+                time_until is not None and doc["committed_at"] >= time_until
+            ):
                 continue
             out.append((sequence, _copy(doc)))
             if len(out) >= limit:

@@ -100,8 +100,12 @@ SCHEMA = [
     "$$ BEGIN RAISE EXCEPTION 'the journal is append-only'; END $$",
     "CREATE OR REPLACE TRIGGER journal_no_change BEFORE UPDATE OR DELETE OR TRUNCATE ON journal "
     "FOR EACH STATEMENT EXECUTE FUNCTION journal_append_only()",
-    *[f"CREATE TABLE IF NOT EXISTS {t} ({', '.join(map(_column_def, cols))}, doc text NOT NULL, "
-      f"PRIMARY KEY ({', '.join(cols)}))" for t, cols in TABLES.items() if t not in LATER_TABLES],
+    *[
+        f"CREATE TABLE IF NOT EXISTS {t} ({', '.join(map(_column_def, cols))}, doc text NOT NULL, "
+        f"PRIMARY KEY ({', '.join(cols)}))"
+        for t, cols in TABLES.items()
+        if t not in LATER_TABLES
+    ],
     "CREATE INDEX IF NOT EXISTS rounds_by_round ON rounds (round_id)",
     "CREATE INDEX IF NOT EXISTS client_rounds_by_round ON client_rounds (round_id)",
     "CREATE INDEX IF NOT EXISTS idem_by_id ON idem (id)",
@@ -110,45 +114,74 @@ SCHEMA_LOCK = 0x43524F55  # advisory lock: ledgers starting together create the 
 # Numbered schema migrations, 1..N; never edit or drop one that was released, append a new one.
 MIGRATIONS = (
     Migration(1, "head, the append-only journal, the derived tables and their indexes", tuple(SCHEMA)),
-    Migration(2, "signed checkpoints of the chain head and event consumers' cursors", (
-        "CREATE TABLE IF NOT EXISTS checkpoints (sequence bigint PRIMARY KEY, doc text NOT NULL)",
-        'CREATE TABLE IF NOT EXISTS event_consumers (name text COLLATE "C" PRIMARY KEY, '
-        "acked_sequence bigint NOT NULL, doc text NOT NULL)",
-    )),
-    Migration(3, "indexes of external references and of rounds by age (derived, rebuilt from the journal)", (
-        'CREATE TABLE IF NOT EXISTS external_refs (external_ref text COLLATE "C", sequence bigint, '
-        "doc text NOT NULL, PRIMARY KEY (external_ref, sequence))",
-        "CREATE TABLE IF NOT EXISTS round_openings (sequence bigint PRIMARY KEY, doc text NOT NULL)",
-    )),
-    Migration(4, "the transaction index of operator queries: one summary row per journal entry", (
-        "CREATE TABLE IF NOT EXISTS tx_summaries (sequence bigint PRIMARY KEY, doc text NOT NULL)",
-        *[f"CREATE INDEX IF NOT EXISTS tx_summaries_by_{name} ON tx_summaries ({_summary_member(name)}, sequence)"
-          for name in (*SUMMARY_FILTERS, "committed_at")],
-    )),
+    Migration(
+        2,
+        "signed checkpoints of the chain head and event consumers' cursors",
+        (
+            "CREATE TABLE IF NOT EXISTS checkpoints (sequence bigint PRIMARY KEY, doc text NOT NULL)",
+            'CREATE TABLE IF NOT EXISTS event_consumers (name text COLLATE "C" PRIMARY KEY, '
+            "acked_sequence bigint NOT NULL, doc text NOT NULL)",
+        ),
+    ),
+    Migration(
+        3,
+        "indexes of external references and of rounds by age (derived, rebuilt from the journal)",
+        (
+            'CREATE TABLE IF NOT EXISTS external_refs (external_ref text COLLATE "C", sequence bigint, '
+            "doc text NOT NULL, PRIMARY KEY (external_ref, sequence))",
+            "CREATE TABLE IF NOT EXISTS round_openings (sequence bigint PRIMARY KEY, doc text NOT NULL)",
+        ),
+    ),
+    Migration(
+        4,
+        "the transaction index of operator queries: one summary row per journal entry",
+        (
+            "CREATE TABLE IF NOT EXISTS tx_summaries (sequence bigint PRIMARY KEY, doc text NOT NULL)",
+            *[
+                f"CREATE INDEX IF NOT EXISTS tx_summaries_by_{name} ON tx_summaries ({_summary_member(name)}, sequence)"
+                for name in (*SUMMARY_FILTERS, "committed_at")
+            ],
+        ),
+    ),
 )
 MIGRATE_COMMAND = "croupier ledger migrate --config <ledger.toml>"
-VERSION_TABLE = ("CREATE TABLE IF NOT EXISTS schema_version "
-                 "(one boolean PRIMARY KEY DEFAULT true CHECK (one), version integer NOT NULL)")
+VERSION_TABLE = (
+    "CREATE TABLE IF NOT EXISTS schema_version "
+    "(one boolean PRIMARY KEY DEFAULT true CHECK (one), version integer NOT NULL)"
+)
 
 
-async def _migrate_in(conn: asyncpg.Connection, schema: str, migrations: Sequence[Migration], *,
-                      allowed: bool) -> Plan:
+async def _migrate_in(conn: asyncpg.Connection, schema: str, migrations: Sequence[Migration], *, allowed: bool) -> Plan:
     """Inside the open transaction (advisory lock held): bring `schema` to the code's version."""
     empty = not await conn.fetchval("SELECT count(*) FROM pg_tables WHERE schemaname = $1", schema)
     stored = 0
     if await conn.fetchval("SELECT to_regclass('schema_version') IS NOT NULL"):
         stored = int(await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_version"))
-    steps = plan(migrations, stored, empty=empty, allowed=allowed, store=f"the PostgreSQL ledger schema {schema!r}",
-                 migrate_command=MIGRATE_COMMAND)
+    steps = plan(
+        migrations,
+        stored,
+        empty=empty,
+        allowed=allowed,
+        store=f"the PostgreSQL ledger schema {schema!r}",
+        migrate_command=MIGRATE_COMMAND,
+    )
     for step in steps.steps:
         for statement in step.statements:
             await conn.execute(statement)
     if steps.steps:
         await conn.execute(VERSION_TABLE)
-        await conn.execute("INSERT INTO schema_version (version) VALUES ($1) "
-                           "ON CONFLICT (one) DO UPDATE SET version = EXCLUDED.version", steps.target)
-        log.info("schema_migrated", store=f"postgres:{schema}", from_version=steps.stored, to_version=steps.target,
-                 steps=[f"{m.version}: {m.summary}" for m in steps.steps])
+        await conn.execute(
+            "INSERT INTO schema_version (version) VALUES ($1) "
+            "ON CONFLICT (one) DO UPDATE SET version = EXCLUDED.version",
+            steps.target,
+        )
+        log.info(
+            "schema_migrated",
+            store=f"postgres:{schema}",
+            from_version=steps.stored,
+            to_version=steps.target,
+            steps=[f"{m.version}: {m.summary}" for m in steps.steps],
+        )
     return steps
 
 
@@ -164,15 +197,16 @@ def _load_sql(table: str) -> str:
     """Rows of `table` among a batch of keys; for ENTRIES, journal entries among sequences."""
     source, doc = ("journal", "entry") if table == ENTRIES else (table, "doc")
     columns = LOAD_KEYS[table]
-    return (f"SELECT {', '.join('k.' + c for c in columns)}, t.{doc} FROM {_unnest(columns, with_doc=False)} "
-            f"JOIN {source} AS t USING ({', '.join(columns)})")
+    return (
+        f"SELECT {', '.join('k.' + c for c in columns)}, t.{doc} FROM {_unnest(columns, with_doc=False)} "
+        f"JOIN {source} AS t USING ({', '.join(columns)})"
+    )
 
 
 def _write_sql(table: str, *, upsert: bool) -> str:
     columns = TABLES[table]
     conflict = f" ON CONFLICT ({', '.join(columns)}) DO UPDATE SET doc = EXCLUDED.doc" if upsert else ""
-    return (f"INSERT INTO {table} ({', '.join(columns)}, doc) SELECT * FROM {_unnest(columns, with_doc=True)}"
-            f"{conflict}")
+    return f"INSERT INTO {table} ({', '.join(columns)}, doc) SELECT * FROM {_unnest(columns, with_doc=True)}{conflict}"
 
 
 def _columns_of(keys: Sequence[Key], width: int) -> list[list[Any]]:
@@ -183,7 +217,7 @@ async def _write_rows(conn: asyncpg.Connection, table: str, items: dict[Key, Doc
     """Insert (or upsert) rows in statements of at most ROWS_PER_STATEMENT_MAX rows."""
     sql, width, pairs = _write_sql(table, upsert=upsert), len(TABLES[table]), list(items.items())
     for start in range(0, len(pairs), ROWS_PER_STATEMENT_MAX):
-        chunk = pairs[start:start + ROWS_PER_STATEMENT_MAX]
+        chunk = pairs[start : start + ROWS_PER_STATEMENT_MAX]
         docs = [orjson.dumps(doc).decode() for _, doc in chunk]
         await conn.execute(sql, *_columns_of([k for k, _ in chunk], width), docs)
 
@@ -195,18 +229,22 @@ def _commit_sql() -> str:
     rows), so the text is one prepared statement. Its result is 1 when the head moved, 0 (and
     nothing written: every insert is guarded by the move) when the stored head was not the one
     this commit extends. Parameters: `_commit_args`."""
-    ctes = ["moved AS (UPDATE head SET sequence = $1, hash = $2, epoch = $3 WHERE sequence = $4 RETURNING 1)",
-            "j AS (INSERT INTO journal (sequence, tx_id, entry) SELECT * FROM "
-            "unnest($5::bigint[], $6::text[], $7::text[]) WHERE EXISTS (SELECT 1 FROM moved))"]
+    ctes = [
+        "moved AS (UPDATE head SET sequence = $1, hash = $2, epoch = $3 WHERE sequence = $4 RETURNING 1)",
+        "j AS (INSERT INTO journal (sequence, tx_id, entry) SELECT * FROM "
+        "unnest($5::bigint[], $6::text[], $7::text[]) WHERE EXISTS (SELECT 1 FROM moved))",
+    ]
     n = 7
     for i, (table, columns) in enumerate(TABLES.items()):
         names = [*columns, "doc"]
         types = [_key_type(c) for c in columns] + ["text"]
         arrays = ", ".join(f"${n + k}::{t}[]" for k, t in enumerate(types, 1))
         n += len(types)
-        ctes.append(f"t{i} AS (INSERT INTO {table} ({', '.join(names)}) SELECT * FROM unnest({arrays}) "
-                    f"AS k({', '.join(names)}) WHERE EXISTS (SELECT 1 FROM moved) "
-                    f"ON CONFLICT ({', '.join(columns)}) DO UPDATE SET doc = EXCLUDED.doc)")
+        ctes.append(
+            f"t{i} AS (INSERT INTO {table} ({', '.join(names)}) SELECT * FROM unnest({arrays}) "
+            f"AS k({', '.join(names)}) WHERE EXISTS (SELECT 1 FROM moved) "
+            f"ON CONFLICT ({', '.join(columns)}) DO UPDATE SET doc = EXCLUDED.doc)"
+        )
     return "WITH " + ",\n".join(ctes) + "\nSELECT count(*) FROM moved"
 
 
@@ -214,8 +252,15 @@ COMMIT_SQL = _commit_sql()
 
 
 def _commit_args(journal: Sequence[JournalRow], rows: Rows, head: Head) -> list[Any]:
-    args: list[Any] = [head.sequence, head.hash, head.epoch, head.sequence - len(journal),
-                       [j.sequence for j in journal], [j.tx_id for j in journal], [j.text for j in journal]]
+    args: list[Any] = [
+        head.sequence,
+        head.hash,
+        head.epoch,
+        head.sequence - len(journal),
+        [j.sequence for j in journal],
+        [j.tx_id for j in journal],
+        [j.text for j in journal],
+    ]
     for table, columns in TABLES.items():
         items = dict(rows.get(table, ()))  # the last doc of a key wins: an upsert may touch a row once
         args.extend(_columns_of(list(items), len(columns)))
@@ -223,12 +268,15 @@ def _commit_args(journal: Sequence[JournalRow], rows: Rows, head: Head) -> list[
     return args
 
 
-async def _commit_in(conn: asyncpg.Connection, journal: Sequence[JournalRow], rows: Rows, head: Head,
-                     lease: WriterLease | None = None) -> None:
+async def _commit_in(
+    conn: asyncpg.Connection, journal: Sequence[JournalRow], rows: Rows, head: Head, lease: WriterLease | None = None
+) -> None:
     """One SERIALIZABLE transaction of one statement: BEGIN, `COMMIT_SQL`, COMMIT (three round
     trips, where a statement per table made about ten)."""
-    require([j.sequence for j in journal] == list(range(head.sequence - len(journal) + 1, head.sequence + 1)),
-            "a commit's journal rows end at its head without a gap")
+    require(
+        [j.sequence for j in journal] == list(range(head.sequence - len(journal) + 1, head.sequence + 1)),
+        "a commit's journal rows end at its head without a gap",
+    )
     async with conn.transaction(isolation="serializable"):
         if lease is not None:
             await lease.check_in(conn)
@@ -285,8 +333,10 @@ FROM (SELECT 1) AS one LEFT JOIN pg_stat_replication AS r ON true
 
 
 WRITER_LOCK_CLASS = 0x43525752  # advisory lock class of the writer lease ("CRWR"); the schema names the object
-LEASE_CHECK_SQL = ("SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND classid = $1 AND objid = $2 "
-                   "AND objsubid = 2 AND pid = $3 AND granted")
+LEASE_CHECK_SQL = (
+    "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND classid = $1 AND objid = $2 "
+    "AND objsubid = 2 AND pid = $3 AND granted"
+)
 
 
 def writer_lock_object(schema: str) -> int:
@@ -302,8 +352,9 @@ class WriterLease:
     its own transaction, that the lease's session still holds the lock (so a writer that lost it
     commits nothing), and the head compare-and-set fences the rest."""
 
-    def __init__(self, dsn: str, schema: str, limits: PostgresLimits = PostgresLimits(), *,
-                 ttl_s: float | None = None) -> None:
+    def __init__(
+        self, dsn: str, schema: str, limits: PostgresLimits = PostgresLimits(), *, ttl_s: float | None = None
+    ) -> None:
         self._dsn = dsn
         self.schema = schema
         self.limits = limits
@@ -326,11 +377,15 @@ class WriterLease:
         while True:
             try:
                 if self._conn is None or self._conn.is_closed():
-                    self._conn = await asyncpg.connect(self._dsn, timeout=self.limits.connect_timeout_s,
-                                                       server_settings=self._session_settings())
+                    self._conn = await asyncpg.connect(
+                        self._dsn, timeout=self.limits.connect_timeout_s, server_settings=self._session_settings()
+                    )
                 if await asyncio.wait_for(self._try_lock(self._conn), self.limits.connect_timeout_s):
-                    self.pid = int(await asyncio.wait_for(self._conn.fetchval("SELECT pg_backend_pid()"),
-                                                          self.limits.connect_timeout_s))
+                    self.pid = int(
+                        await asyncio.wait_for(
+                            self._conn.fetchval("SELECT pg_backend_pid()"), self.limits.connect_timeout_s
+                        )
+                    )
                     log.info("postgres_writer_lease_acquired", schema=self.schema, pid=self.pid)
                     return True
             except DRIVER_ERRORS as e:
@@ -360,7 +415,8 @@ class WriterLease:
             raise StorageError("the writer lease's session is gone")
         try:
             held = await asyncio.wait_for(
-                conn.fetchval(LEASE_CHECK_SQL, WRITER_LOCK_CLASS, self.object, self.pid), timeout_s)
+                conn.fetchval(LEASE_CHECK_SQL, WRITER_LOCK_CLASS, self.object, self.pid), timeout_s
+            )
         except DRIVER_ERRORS as e:
             raise StorageError(f"the writer lease's session did not answer: {type(e).__name__}: {e}") from e
         if held is None:
@@ -390,9 +446,16 @@ def _pairs(found: Sequence[asyncpg.Record]) -> list[tuple[Key, Doc]]:
 class PostgresStore(Store):
     """`dsn` holds a password: it is never logged nor put in an error message."""
 
-    def __init__(self, dsn: str, limits: PostgresLimits = PostgresLimits(), *, schema: str = "public",
-                 allow_migration: bool = True, migrations: Sequence[Migration] = MIGRATIONS,
-                 create: bool = True) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        limits: PostgresLimits = PostgresLimits(),
+        *,
+        schema: str = "public",
+        allow_migration: bool = True,
+        migrations: Sequence[Migration] = MIGRATIONS,
+        create: bool = True,
+    ) -> None:
         if not SCHEMA_NAME.fullmatch(schema):
             raise ValueError(f"schema {schema!r} is not a plain lower-case SQL name")
         self._dsn = dsn
@@ -415,18 +478,23 @@ class PostgresStore(Store):
         lim = self.limits
         try:
             self._pool = await asyncpg.create_pool(
-                self._dsn, min_size=1, max_size=lim.pool_size_max, timeout=lim.connect_timeout_s,
-                command_timeout=lim.command_timeout_s, reset=_keep_session,
-                server_settings={**self.session_settings, "search_path": self.schema, **PLAN_SETTINGS})
+                self._dsn,
+                min_size=1,
+                max_size=lim.pool_size_max,
+                timeout=lim.connect_timeout_s,
+                command_timeout=lim.command_timeout_s,
+                reset=_keep_session,
+                server_settings={**self.session_settings, "search_path": self.schema, **PLAN_SETTINGS},
+            )
             async with self._pool.acquire(timeout=lim.acquire_timeout_s) as conn, conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", SCHEMA_LOCK)
                 if not self.create and not await conn.fetchval(
-                        "SELECT 1 FROM pg_tables WHERE schemaname = $1 AND tablename = 'journal'", self.schema):
+                    "SELECT 1 FROM pg_tables WHERE schemaname = $1 AND tablename = 'journal'", self.schema
+                ):
                     raise StorageError(f"no ledger in the PostgreSQL schema {self.schema!r} (nothing was created)")
                 if not await conn.fetchval("SELECT 1 FROM pg_namespace WHERE nspname = $1", self.schema):
                     await conn.execute(f'CREATE SCHEMA "{self.schema}"')
-                self.schema_plan = await _migrate_in(conn, self.schema, self.migrations,
-                                                     allowed=self.allow_migration)
+                self.schema_plan = await _migrate_in(conn, self.schema, self.migrations, allowed=self.allow_migration)
         except SchemaVersionError as e:
             await self.close()
             raise StorageError(str(e)) from e
@@ -483,9 +551,15 @@ class PostgresStore(Store):
         """Replication as seen from the server this store writes to (see `ReplicationView`)."""
         async with self._conn("replication_view") as conn:
             row = await conn.fetchrow(REPLICATION_VIEW_SQL)
-        return ReplicationView(str(row["server"]), int(row["timeline"]), bool(row["synchronous_expected"]),
-                               int(row["synchronous_replicas"]), int(row["replicas"]), int(row["lag_bytes"]),
-                               float(row["lag_seconds"]))
+        return ReplicationView(
+            str(row["server"]),
+            int(row["timeline"]),
+            bool(row["synchronous_expected"]),
+            int(row["synchronous_replicas"]),
+            int(row["replicas"]),
+            int(row["lag_bytes"]),
+            float(row["lag_seconds"]),
+        )
 
     async def head(self) -> Head:
         async with self._conn("head") as conn:
@@ -503,9 +577,13 @@ class PostgresStore(Store):
 
     async def unfence(self, epoch: int) -> int:
         async with self._conn("unfence") as conn:
-            return int(await conn.fetchval(
-                "UPDATE head SET fenced_by = CASE WHEN fenced_by <= $1 THEN 0 ELSE fenced_by END RETURNING fenced_by",
-                epoch))
+            return int(
+                await conn.fetchval(
+                    "UPDATE head SET fenced_by = CASE WHEN fenced_by <= $1 THEN 0 ELSE fenced_by END "
+                    "RETURNING fenced_by",
+                    epoch,
+                )
+            )
 
     async def load(self, wanted: dict[str, Sequence[Key]]) -> dict[str, dict[Key, Doc]]:
         out: dict[str, dict[Key, Doc]] = {}
@@ -514,7 +592,7 @@ class PostgresStore(Store):
                 found, width = out.setdefault(table, {}), len(LOAD_KEYS[table])
                 unique = list(dict.fromkeys(keys))
                 for start in range(0, len(unique), KEYS_PER_QUERY_MAX):
-                    chunk = unique[start:start + KEYS_PER_QUERY_MAX]
+                    chunk = unique[start : start + KEYS_PER_QUERY_MAX]
                     found.update(_pairs(await conn.fetch(_load_sql(table), *_columns_of(chunk, width))))
         return out
 
@@ -528,8 +606,15 @@ class PostgresStore(Store):
             head = await conn.fetchval("SELECT sequence FROM head")
         return (None if doc is None else orjson.loads(doc)), int(head)
 
-    async def select(self, table: str, equals: dict[str, Any], *, limit: int,
-                     doc_equals: dict[str, Any] | None = None, after: Any = None) -> tuple[list[tuple[Key, Doc]], int]:
+    async def select(
+        self,
+        table: str,
+        equals: dict[str, Any],
+        *,
+        limit: int,
+        doc_equals: dict[str, Any] | None = None,
+        after: Any = None,
+    ) -> tuple[list[tuple[Key, Doc]], int]:
         columns = TABLES[table]
         clauses, params = [], []
         for column, value in equals.items():
@@ -542,8 +627,10 @@ class PostgresStore(Store):
             params.append(after)
             clauses.append(f"{columns[-1]} > ${len(params)}")
         where = " AND ".join(clauses) or "true"
-        sql = (f"SELECT {', '.join(columns)}, doc FROM {table} WHERE {where} "
-               f"ORDER BY {', '.join(columns)} LIMIT ${len(params) + 1}")
+        sql = (
+            f"SELECT {', '.join(columns)}, doc FROM {table} WHERE {where} "
+            f"ORDER BY {', '.join(columns)} LIMIT ${len(params) + 1}"
+        )
         async with self._snapshot("select") as conn:
             found = await conn.fetch(sql, *params, limit)
             head = await conn.fetchval("SELECT sequence FROM head")
@@ -614,15 +701,19 @@ class PostgresStore(Store):
 
     async def put_consumer(self, name: str, doc: dict[str, Any], *, cursor: int | None) -> tuple[dict[str, Any], int]:
         keep = "" if cursor is None else ", acked_sequence = EXCLUDED.acked_sequence"
-        sql = (f"INSERT INTO event_consumers (name, acked_sequence, doc) VALUES ($1, $2, $3) "
-               f"ON CONFLICT (name) DO UPDATE SET doc = EXCLUDED.doc{keep} RETURNING doc, acked_sequence")
+        sql = (
+            f"INSERT INTO event_consumers (name, acked_sequence, doc) VALUES ($1, $2, $3) "
+            f"ON CONFLICT (name) DO UPDATE SET doc = EXCLUDED.doc{keep} RETURNING doc, acked_sequence"
+        )
         async with self._conn("put_consumer") as conn:
             row = await conn.fetchrow(sql, name, cursor or 0, orjson.dumps(doc).decode())
         return orjson.loads(row["doc"]), int(row["acked_sequence"])
 
     async def advance_consumer(self, name: str, sequence: int) -> int | None:
-        sql = ("UPDATE event_consumers SET acked_sequence = GREATEST(acked_sequence, $2) WHERE name = $1 "
-               "RETURNING acked_sequence")
+        sql = (
+            "UPDATE event_consumers SET acked_sequence = GREATEST(acked_sequence, $2) WHERE name = $1 "
+            "RETURNING acked_sequence"
+        )
         async with self._conn("advance_consumer") as conn:
             value = await conn.fetchval(sql, name, sequence)
         return None if value is None else int(value)
@@ -639,8 +730,15 @@ class PostgresStore(Store):
 
     # Operator queries (see Store): each in one snapshot with the head.
 
-    async def page(self, table: str, *, after: Key | None, limit: int, key_prefix: str | None = None,
-                   doc_equals: dict[str, Any] | None = None) -> tuple[list[tuple[Key, Doc]], int]:
+    async def page(
+        self,
+        table: str,
+        *,
+        after: Key | None,
+        limit: int,
+        key_prefix: str | None = None,
+        doc_equals: dict[str, Any] | None = None,
+    ) -> tuple[list[tuple[Key, Doc]], int]:
         columns = TABLES[table]
         clauses: list[str] = []
         params: list[Any] = []
@@ -654,15 +752,24 @@ class PostgresStore(Store):
             marks = [f"${len(params) + i}" for i in range(1, len(columns) + 1)]
             params.extend(after)
             clauses.append(f"({', '.join(columns)}) > ({', '.join(marks)})")
-        sql = (f"SELECT {', '.join(columns)}, doc FROM {table} WHERE {' AND '.join(clauses) or 'true'} "
-               f"ORDER BY {', '.join(columns)} LIMIT ${len(params) + 1}")
+        sql = (
+            f"SELECT {', '.join(columns)}, doc FROM {table} WHERE {' AND '.join(clauses) or 'true'} "
+            f"ORDER BY {', '.join(columns)} LIMIT ${len(params) + 1}"
+        )
         async with self._snapshot("page") as conn:
             found = await conn.fetch(sql, *params, limit)
             head = await conn.fetchval("SELECT sequence FROM head")
         return _pairs(found), int(head)
 
-    async def summaries(self, equals: dict[str, str], *, after_sequence: int, limit: int,
-                        time_from: str | None = None, time_until: str | None = None) -> SummaryPage:
+    async def summaries(
+        self,
+        equals: dict[str, str],
+        *,
+        after_sequence: int,
+        limit: int,
+        time_from: str | None = None,
+        time_until: str | None = None,
+    ) -> SummaryPage:
         clauses: list[str] = ["sequence > $1"]
         params: list[Any] = [after_sequence]
         for name, value in equals.items():
@@ -673,24 +780,24 @@ class PostgresStore(Store):
             if bound is not None:
                 params.append(bound)
                 clauses.append(f"{_summary_member('committed_at')} {op} ${len(params)}")
-        sql = (f"SELECT sequence, doc FROM tx_summaries WHERE {' AND '.join(clauses)} "
-               f"ORDER BY sequence LIMIT ${len(params) + 1}")
+        sql = (
+            f"SELECT sequence, doc FROM tx_summaries WHERE {' AND '.join(clauses)} "
+            f"ORDER BY sequence LIMIT ${len(params) + 1}"
+        )
         async with self._snapshot("summaries") as conn:
             found = await conn.fetch(sql, *params, limit)
             head = await conn.fetchval("SELECT sequence FROM head")
         return [(int(r[0]), orjson.loads(r[1])) for r in found], int(head)
 
     async def history_at(self, account: str, sequence: int) -> Doc | None:
-        sql = ("SELECT sequence, doc FROM history WHERE account = $1 AND sequence <= $2 "
-               "ORDER BY sequence DESC LIMIT 1")
+        sql = "SELECT sequence, doc FROM history WHERE account = $1 AND sequence <= $2 ORDER BY sequence DESC LIMIT 1"
         async with self._conn("history_at") as conn:
             row = await conn.fetchrow(sql, account, sequence)
         return None if row is None else {**orjson.loads(row["doc"]), "sequence": int(row["sequence"])}
 
     async def sequence_at(self, moment: str) -> int:
         member = _summary_member("committed_at")
-        sql = (f"SELECT sequence FROM tx_summaries WHERE {member} <= $1 "
-               f"ORDER BY {member} DESC, sequence DESC LIMIT 1")
+        sql = f"SELECT sequence FROM tx_summaries WHERE {member} <= $1 ORDER BY {member} DESC, sequence DESC LIMIT 1"
         async with self._conn("sequence_at") as conn:
             value = await conn.fetchval(sql, moment)
         return 0 if value is None else int(value)

@@ -55,8 +55,12 @@ PAGE_SIZE_NEW = 1024
 # HTTP) than at SQLite's default of 1000 pages.
 WAL_AUTOCHECKPOINT_BYTES = 16 * 1024 * 1024
 # Before the journal mode: setting WAL writes the header of a new file, which fixes its page size.
-PRAGMAS = (f"PRAGMA page_size={PAGE_SIZE_NEW}", "PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL",
-           f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+PRAGMAS = (
+    f"PRAGMA page_size={PAGE_SIZE_NEW}",
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=FULL",
+    f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}",
+)
 SCHEMA = [
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS journal (sequence INTEGER PRIMARY KEY, tx_id TEXT, entry TEXT NOT NULL)",
@@ -65,8 +69,11 @@ SCHEMA = [
     "BEGIN SELECT RAISE(ABORT, 'the journal is append-only'); END",
     "CREATE TRIGGER IF NOT EXISTS journal_no_delete BEFORE DELETE ON journal "
     "BEGIN SELECT RAISE(ABORT, 'the journal is append-only'); END",
-    *[f"CREATE TABLE IF NOT EXISTS {t} ({', '.join(cols)}, doc TEXT NOT NULL, "
-      f"PRIMARY KEY ({', '.join(cols)}))" for t, cols in TABLES.items() if t not in LATER_TABLES],
+    *[
+        f"CREATE TABLE IF NOT EXISTS {t} ({', '.join(cols)}, doc TEXT NOT NULL, PRIMARY KEY ({', '.join(cols)}))"
+        for t, cols in TABLES.items()
+        if t not in LATER_TABLES
+    ],
     "CREATE INDEX IF NOT EXISTS rounds_by_round ON rounds (round_id)",
     "CREATE INDEX IF NOT EXISTS client_rounds_by_round ON client_rounds (round_id)",
     "CREATE INDEX IF NOT EXISTS idem_by_id ON idem (id)",
@@ -74,22 +81,38 @@ SCHEMA = [
 # Numbered schema migrations, 1..N; never edit or drop one that was released, append a new one.
 MIGRATIONS = (
     Migration(1, "meta, the append-only journal, the derived tables and their indexes", tuple(SCHEMA)),
-    Migration(2, "signed checkpoints of the chain head and event consumers' cursors", (
-        "CREATE TABLE IF NOT EXISTS checkpoints (sequence INTEGER PRIMARY KEY, doc TEXT NOT NULL)",
-        "CREATE TABLE IF NOT EXISTS event_consumers (name TEXT PRIMARY KEY, acked_sequence INTEGER NOT NULL, "
-        "doc TEXT NOT NULL) WITHOUT ROWID",
-    )),
-    Migration(3, "indexes of external references and of rounds by age (derived, rebuilt from the journal)", (
-        "CREATE TABLE IF NOT EXISTS external_refs (external_ref, sequence, doc TEXT NOT NULL, "
-        "PRIMARY KEY (external_ref, sequence))",
-        "CREATE TABLE IF NOT EXISTS round_openings (sequence, doc TEXT NOT NULL, PRIMARY KEY (sequence))",
-        "CREATE INDEX IF NOT EXISTS round_openings_open ON round_openings (json_extract(doc, '$.status'), sequence)",
-    )),
-    Migration(4, "the transaction index of operator queries: one summary row per journal entry", (
-        "CREATE TABLE IF NOT EXISTS tx_summaries (sequence INTEGER PRIMARY KEY, doc TEXT NOT NULL)",
-        *[f"CREATE INDEX IF NOT EXISTS tx_summaries_by_{name} ON tx_summaries "
-          f"(json_extract(doc, '$.{name}'), sequence)" for name in (*SUMMARY_FILTERS, "committed_at")],
-    )),
+    Migration(
+        2,
+        "signed checkpoints of the chain head and event consumers' cursors",
+        (
+            "CREATE TABLE IF NOT EXISTS checkpoints (sequence INTEGER PRIMARY KEY, doc TEXT NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS event_consumers (name TEXT PRIMARY KEY, acked_sequence INTEGER NOT NULL, "
+            "doc TEXT NOT NULL) WITHOUT ROWID",
+        ),
+    ),
+    Migration(
+        3,
+        "indexes of external references and of rounds by age (derived, rebuilt from the journal)",
+        (
+            "CREATE TABLE IF NOT EXISTS external_refs (external_ref, sequence, doc TEXT NOT NULL, "
+            "PRIMARY KEY (external_ref, sequence))",
+            "CREATE TABLE IF NOT EXISTS round_openings (sequence, doc TEXT NOT NULL, PRIMARY KEY (sequence))",
+            "CREATE INDEX IF NOT EXISTS round_openings_open ON round_openings "
+            "(json_extract(doc, '$.status'), sequence)",
+        ),
+    ),
+    Migration(
+        4,
+        "the transaction index of operator queries: one summary row per journal entry",
+        (
+            "CREATE TABLE IF NOT EXISTS tx_summaries (sequence INTEGER PRIMARY KEY, doc TEXT NOT NULL)",
+            *[
+                f"CREATE INDEX IF NOT EXISTS tx_summaries_by_{name} ON tx_summaries "
+                f"(json_extract(doc, '$.{name}'), sequence)"
+                for name in (*SUMMARY_FILTERS, "committed_at")
+            ],
+        ),
+    ),
 )
 MIGRATE_COMMAND = "croupier ledger migrate --config <ledger.toml>"
 HEAD_SQL = "(SELECT value FROM meta WHERE key = 'head_sequence')"
@@ -104,8 +127,10 @@ def _select_keys(table: str, count: int) -> str:
         return f"SELECT {columns[0]}, doc FROM {table} WHERE {columns[0]} IN ({', '.join('?' * count)})"
     row = "(" + ", ".join("?" * len(columns)) + ")"
     on = " AND ".join(f"t.{c} = k.{c}" for c in columns)
-    return (f"WITH k({', '.join(columns)}) AS (VALUES {', '.join([row] * count)}) "
-            f"SELECT {', '.join('t.' + c for c in columns)}, t.doc FROM k JOIN {table} AS t ON {on}")
+    return (
+        f"WITH k({', '.join(columns)}) AS (VALUES {', '.join([row] * count)}) "
+        f"SELECT {', '.join('t.' + c for c in columns)}, t.doc FROM k JOIN {table} AS t ON {on}"
+    )
 
 
 def _load_sync(db: sqlite3.Connection, wanted: dict[str, Sequence[Key]]) -> dict[str, dict[Key, Doc]]:
@@ -114,9 +139,12 @@ def _load_sync(db: sqlite3.Connection, wanted: dict[str, Sequence[Key]]) -> dict
         found = out.setdefault(table, {})
         unique = list(dict.fromkeys(keys))
         for start in range(0, len(unique), KEYS_PER_QUERY_MAX):
-            chunk = unique[start:start + KEYS_PER_QUERY_MAX]
-            sql = (f"SELECT sequence, entry FROM journal WHERE sequence IN ({', '.join('?' * len(chunk))})"
-                   if table == ENTRIES else _select_keys(table, len(chunk)))
+            chunk = unique[start : start + KEYS_PER_QUERY_MAX]
+            sql = (
+                f"SELECT sequence, entry FROM journal WHERE sequence IN ({', '.join('?' * len(chunk))})"
+                if table == ENTRIES
+                else _select_keys(table, len(chunk))
+            )
             # Closed here, even on an error: no statement of a load outlives it (see `load`).
             with closing(db.execute(sql, [part for key in chunk for part in key])) as rows:
                 for row in rows:
@@ -127,25 +155,36 @@ def _load_sync(db: sqlite3.Connection, wanted: dict[str, Sequence[Key]]) -> dict
 # An upsert, not INSERT OR REPLACE: a replace deletes the row and inserts it again under a new
 # rowid, rewriting the primary-key and secondary index pages too; an upsert rewrites only the row
 # (a round updated by each of its bets: 22% fewer WAL bytes per bet).
-_UPSERT = {t: f"INSERT INTO {t} VALUES ({', '.join('?' * (len(cols) + 1))}) "
-              f"ON CONFLICT ({', '.join(cols)}) DO UPDATE SET doc = excluded.doc" for t, cols in TABLES.items()}
+_UPSERT = {
+    t: f"INSERT INTO {t} VALUES ({', '.join('?' * (len(cols) + 1))}) "
+    f"ON CONFLICT ({', '.join(cols)}) DO UPDATE SET doc = excluded.doc"
+    for t, cols in TABLES.items()
+}
 
 
 def _commit_sync(db: sqlite3.Connection, journal: Sequence[JournalRow], rows: Rows, head: Head) -> None:
-    require([j.sequence for j in journal] == list(range(head.sequence - len(journal) + 1, head.sequence + 1)),
-            "a commit's journal rows end at its head without a gap")
+    require(
+        [j.sequence for j in journal] == list(range(head.sequence - len(journal) + 1, head.sequence + 1)),
+        "a commit's journal rows end at its head without a gap",
+    )
     with write_transaction(db):
         # The stored head must be where this commit starts (fencing, as on PostgreSQL).
         [(stored,)] = _fetch_all(db, f"SELECT coalesce({HEAD_SQL}, 0)", ())
         if stored != head.sequence - len(journal):
-            raise StorageError(f"the stored journal head ({stored}) is not the one this commit extends "
-                               f"({head.sequence - len(journal)}): another writer?")
-        db.executemany("INSERT INTO journal (sequence, tx_id, entry) VALUES (?, ?, ?)",
-                       [(j.sequence, j.tx_id, j.text) for j in journal])
+            raise StorageError(
+                f"the stored journal head ({stored}) is not the one this commit extends "
+                f"({head.sequence - len(journal)}): another writer?"
+            )
+        db.executemany(
+            "INSERT INTO journal (sequence, tx_id, entry) VALUES (?, ?, ?)",
+            [(j.sequence, j.tx_id, j.text) for j in journal],
+        )
         for table, items in rows.items():
             db.executemany(_UPSERT[table], [(*key, orjson.dumps(doc).decode()) for key, doc in items])
-        db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-                       [("head_sequence", head.sequence), ("head_hash", head.hash), ("epoch", head.epoch)])
+        db.executemany(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+            [("head_sequence", head.sequence), ("head_hash", head.hash), ("epoch", head.epoch)],
+        )
 
 
 def _execute_count(db: sqlite3.Connection, sql: str, params: Sequence[Any]) -> int:
@@ -173,8 +212,10 @@ def _replace_derived_sync(db: sqlite3.Connection, tables: dict[str, dict[Key, Do
     with write_transaction(db):
         for table, columns in TABLES.items():
             db.execute(f"DELETE FROM {table}")
-            db.executemany(f"INSERT INTO {table} VALUES ({', '.join('?' * (len(columns) + 1))})",
-                           [(*k, orjson.dumps(v).decode()) for k, v in tables.get(table, {}).items()])
+            db.executemany(
+                f"INSERT INTO {table} VALUES ({', '.join('?' * (len(columns) + 1))})",
+                [(*k, orjson.dumps(v).decode()) for k, v in tables.get(table, {}).items()],
+            )
 
 
 def _replace_derived_from_sync(db: sqlite3.Connection, other: str) -> dict[str, int]:
@@ -242,8 +283,9 @@ class SqliteStore(Store):
     """`allow_migration`: whether `open` may migrate a store that is behind (an empty one is always
     created at the latest version); `migrations` is replaced by tests only."""
 
-    def __init__(self, path: Path, *, allow_migration: bool = True,
-                 migrations: Sequence[Migration] = MIGRATIONS) -> None:
+    def __init__(
+        self, path: Path, *, allow_migration: bool = True, migrations: Sequence[Migration] = MIGRATIONS
+    ) -> None:
         self.path = path
         self.allow_migration = allow_migration
         self.migrations = tuple(migrations)
@@ -257,8 +299,12 @@ class SqliteStore(Store):
         try:
             self._writer = await self._connect("ledger-sqlite-writer")
             self.schema_plan = await self._writer.run(
-                sqlite_migrate.migrate, self.migrations, allowed=self.allow_migration,
-                store=f"the ledger database {self.path}", migrate_command=MIGRATE_COMMAND)
+                sqlite_migrate.migrate,
+                self.migrations,
+                allowed=self.allow_migration,
+                store=f"the ledger database {self.path}",
+                migrate_command=MIGRATE_COMMAND,
+            )
             self._loader = await self._connect("ledger-sqlite-loader")
             self._reader = await self._connect("ledger-sqlite-reader")
         except SchemaVersionError as e:
@@ -330,8 +376,15 @@ class SqliteStore(Store):
         [(doc, head)] = await self._read(sql, list(key))  # a SELECT without FROM returns exactly one row
         return (None if doc is None else orjson.loads(doc)), int(head or 0)
 
-    async def select(self, table: str, equals: dict[str, Any], *, limit: int,
-                     doc_equals: dict[str, Any] | None = None, after: Any = None) -> tuple[list[tuple[Key, Doc]], int]:
+    async def select(
+        self,
+        table: str,
+        equals: dict[str, Any],
+        *,
+        limit: int,
+        doc_equals: dict[str, Any] | None = None,
+        after: Any = None,
+    ) -> tuple[list[tuple[Key, Doc]], int]:
         columns = TABLES[table]
         clauses, params = [f"{c} = ?" for c in equals], list(equals.values())
         for name, value in (doc_equals or {}).items():
@@ -341,8 +394,10 @@ class SqliteStore(Store):
             clauses.append(f"{columns[-1]} > ?")
             params.append(after)
         where = " AND ".join(clauses) or "1"
-        sql = (f"SELECT {', '.join(columns)}, doc, {HEAD_SQL} FROM {table} WHERE {where} "
-               f"ORDER BY {', '.join(columns)} LIMIT ?")
+        sql = (
+            f"SELECT {', '.join(columns)}, doc, {HEAD_SQL} FROM {table} WHERE {where} "
+            f"ORDER BY {', '.join(columns)} LIMIT ?"
+        )
         found = await self._read(sql, [*params, limit])
         if not found:
             return [], (await self._read_head())
@@ -375,8 +430,10 @@ class SqliteStore(Store):
 
     async def fence(self, epoch: int) -> None:
         # Its own meta key: commits rewrite only the head keys, so a fence outlives them.
-        sql = ("INSERT INTO meta (key, value) VALUES ('fenced_by', ?) "
-               "ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)")
+        sql = (
+            "INSERT INTO meta (key, value) VALUES ('fenced_by', ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)"
+        )
         try:
             await self._w.run(_fetch_all, sql, (epoch,))
         except sqlite3.Error as e:
@@ -400,7 +457,8 @@ class SqliteStore(Store):
             await source.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             await source.backup(target)
             meta = await target.execute_fetchall(
-                "SELECT key, value FROM meta WHERE key IN ('head_sequence', 'head_hash', 'epoch')")
+                "SELECT key, value FROM meta WHERE key IN ('head_sequence', 'head_hash', 'epoch')"
+            )
         return _head_of_meta({str(key): value for key, value in meta})
 
     # Checkpoints and event consumers (see Store): small side tables, on the writer connection.
@@ -427,12 +485,16 @@ class SqliteStore(Store):
     async def put_consumer(self, name: str, doc: dict[str, Any], *, cursor: int | None) -> tuple[dict[str, Any], int]:
         text = orjson.dumps(doc).decode()
         if cursor is None:
-            sql = ("INSERT INTO event_consumers (name, acked_sequence, doc) VALUES (?, 0, ?) "
-                   "ON CONFLICT (name) DO UPDATE SET doc = excluded.doc")
+            sql = (
+                "INSERT INTO event_consumers (name, acked_sequence, doc) VALUES (?, 0, ?) "
+                "ON CONFLICT (name) DO UPDATE SET doc = excluded.doc"
+            )
             await self._write("put_consumer", sql, (name, text))
         else:
-            sql = ("INSERT INTO event_consumers (name, acked_sequence, doc) VALUES (?, ?, ?) "
-                   "ON CONFLICT (name) DO UPDATE SET doc = excluded.doc, acked_sequence = excluded.acked_sequence")
+            sql = (
+                "INSERT INTO event_consumers (name, acked_sequence, doc) VALUES (?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET doc = excluded.doc, acked_sequence = excluded.acked_sequence"
+            )
             await self._write("put_consumer", sql, (name, cursor, text))
         [(stored, kept)] = await self._read("SELECT doc, acked_sequence FROM event_consumers WHERE name = ?", [name])
         return orjson.loads(stored), int(kept)
@@ -453,8 +515,15 @@ class SqliteStore(Store):
     # Operator queries (see Store): one statement each on the readers' connection, the head read in
     # the same statement (one snapshot).
 
-    async def page(self, table: str, *, after: Key | None, limit: int, key_prefix: str | None = None,
-                   doc_equals: dict[str, Any] | None = None) -> tuple[list[tuple[Key, Doc]], int]:
+    async def page(
+        self,
+        table: str,
+        *,
+        after: Key | None,
+        limit: int,
+        key_prefix: str | None = None,
+        doc_equals: dict[str, Any] | None = None,
+    ) -> tuple[list[tuple[Key, Doc]], int]:
         columns = TABLES[table]
         clauses, params = _prefix_clauses(columns[0], key_prefix, "?")
         for name, value in (doc_equals or {}).items():
@@ -463,15 +532,24 @@ class SqliteStore(Store):
         if after is not None:
             clauses.append(f"({', '.join(columns)}) > ({', '.join('?' * len(columns))})")
             params.extend(after)
-        sql = (f"SELECT {', '.join(columns)}, doc, {HEAD_SQL} FROM {table} WHERE {' AND '.join(clauses) or '1'} "
-               f"ORDER BY {', '.join(columns)} LIMIT ?")
+        sql = (
+            f"SELECT {', '.join(columns)}, doc, {HEAD_SQL} FROM {table} WHERE {' AND '.join(clauses) or '1'} "
+            f"ORDER BY {', '.join(columns)} LIMIT ?"
+        )
         found = await self._read(sql, [*params, limit])
         if not found:
             return [], await self._read_head()
         return [(tuple(row[:-2]), orjson.loads(row[-2])) for row in found], int(found[0][-1] or 0)
 
-    async def summaries(self, equals: dict[str, str], *, after_sequence: int, limit: int,
-                        time_from: str | None = None, time_until: str | None = None) -> SummaryPage:
+    async def summaries(
+        self,
+        equals: dict[str, str],
+        *,
+        after_sequence: int,
+        limit: int,
+        time_from: str | None = None,
+        time_until: str | None = None,
+    ) -> SummaryPage:
         clauses: list[str] = ["sequence > ?"]
         params: list[Any] = [after_sequence]
         for name, value in equals.items():
@@ -484,8 +562,10 @@ class SqliteStore(Store):
         if time_until is not None:
             clauses.append("json_extract(doc, '$.committed_at') < ?")
             params.append(time_until)
-        sql = (f"SELECT sequence, doc, {HEAD_SQL} FROM tx_summaries WHERE {' AND '.join(clauses)} "
-               "ORDER BY sequence LIMIT ?")
+        sql = (
+            f"SELECT sequence, doc, {HEAD_SQL} FROM tx_summaries WHERE {' AND '.join(clauses)} "
+            "ORDER BY sequence LIMIT ?"
+        )
         found = await self._read(sql, [*params, limit])
         if not found:
             return [], await self._read_head()
@@ -497,8 +577,10 @@ class SqliteStore(Store):
         return {**orjson.loads(rows[0][1]), "sequence": int(rows[0][0])} if rows else None
 
     async def sequence_at(self, moment: str) -> int:
-        sql = ("SELECT sequence FROM tx_summaries WHERE json_extract(doc, '$.committed_at') <= ? "
-               "ORDER BY json_extract(doc, '$.committed_at') DESC, sequence DESC LIMIT 1")
+        sql = (
+            "SELECT sequence FROM tx_summaries WHERE json_extract(doc, '$.committed_at') <= ? "
+            "ORDER BY json_extract(doc, '$.committed_at') DESC, sequence DESC LIMIT 1"
+        )
         rows = await self._read(sql, [moment])
         return int(rows[0][0]) if rows else 0
 

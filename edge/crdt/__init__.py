@@ -15,7 +15,22 @@ from edge.crdt.slots import (
 )
 
 __all__ = [
-    "BONUS", "JACKPOT", "SESSION", "BonusSlot", "Effect", "EffectBook", "FrameBuilder", "JackpotSlot",
-    "JackpotTruth", "JackpotView", "Limits", "ProtocolError", "Replica", "SessionRecord", "compact",
-    "doc_name", "reconcile_bonus", "reconcile_jackpot",
+    "BONUS",
+    "JACKPOT",
+    "SESSION",
+    "BonusSlot",
+    "Effect",
+    "EffectBook",
+    "FrameBuilder",
+    "JackpotSlot",
+    "JackpotTruth",
+    "JackpotView",
+    "Limits",
+    "ProtocolError",
+    "Replica",
+    "SessionRecord",
+    "compact",
+    "doc_name",
+    "reconcile_bonus",
+    "reconcile_jackpot",
 ]

@@ -69,8 +69,20 @@ PEER_QUOTA = "peer_quota"
 UNVERIFIED_JACKPOT = "unverified_jackpot"  # deferred
 UNVERIFIED_EPOCH = "unverified_epoch"  # deferred
 UNVERIFIED_GAP = "unverified_gap"  # deferred
-REASONS = (UNKNOWN_DOC, UNKNOWN_JACKPOT, MALFORMED, UNSUPPORTED, FOREIGN_AUTHOR, INVALID_VALUE,
-           EPOCH_AHEAD, DOC_QUOTA, PEER_QUOTA, UNVERIFIED_JACKPOT, UNVERIFIED_EPOCH, UNVERIFIED_GAP)
+REASONS = (
+    UNKNOWN_DOC,
+    UNKNOWN_JACKPOT,
+    MALFORMED,
+    UNSUPPORTED,
+    FOREIGN_AUTHOR,
+    INVALID_VALUE,
+    EPOCH_AHEAD,
+    DOC_QUOTA,
+    PEER_QUOTA,
+    UNVERIFIED_JACKPOT,
+    UNVERIFIED_EPOCH,
+    UNVERIFIED_GAP,
+)
 
 
 class JackpotFacts(Protocol):
@@ -169,8 +181,11 @@ def admit(name: str, doc: SlotDoc, update: bytes, rules: Rules) -> Verdict:
         scratch = _trial(held_bytes, yupdate.with_deletes(update, parsed, deletes))
         blanked = set(before) - set(_values(scratch))
         if blanked:
-            current = {(i.client, i.clock) for i in held.items
-                       if not i.deleted and i.length == 1 and known.key_of((i.client, i.clock)) in blanked}
+            current = {
+                (i.client, i.clock)
+                for i in held.items
+                if not i.deleted and i.length == 1 and known.key_of((i.client, i.clock)) in blanked
+            }
             deletes = _sparing(deletes, current)
         if deletes != parsed.deletes:
             update = yupdate.with_deletes(update, parsed, deletes)
@@ -338,8 +353,11 @@ def _check_values(name: str, before: dict[str, Any], after: dict[str, Any], rule
             if epoch > known and rules.jackpots.asked_recently(key):
                 return refuse(EPOCH_AHEAD, f"slot {edge!r}: epoch {epoch} beyond the ledger's {known}")
             if epoch > known:
-                return refuse(UNVERIFIED_EPOCH, f"slot {edge!r}: epoch {epoch} beyond the ledger's {known} known here",
-                              deferred=True)
+                return refuse(
+                    UNVERIFIED_EPOCH,
+                    f"slot {edge!r}: epoch {epoch} beyond the ledger's {known} known here",
+                    deferred=True,
+                )
     return None
 
 

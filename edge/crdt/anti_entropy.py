@@ -66,7 +66,7 @@ class PeerRounds:
         if self._cursor >= len(self._sweep):
             self._restart_sweep(replica, catching_up=False)
         page = self.catch_up_docs if self.catching_up else self.sweep_docs
-        for name in self._sweep[self._cursor:self._cursor + page]:
+        for name in self._sweep[self._cursor : self._cursor + page]:
             names.setdefault(name)
         self._cursor += page
         return [n for n in names if replica.known(n)]

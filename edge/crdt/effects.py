@@ -156,11 +156,14 @@ def _present(value: T | None, name: str) -> T:
     return value
 
 
-def _credits(player_id: str, contributions: Sequence[JackpotContribution], wagering: Sequence[BonusWagering],
-             sign: int) -> tuple[SlotEffect, ...]:
+def _credits(
+    player_id: str, contributions: Sequence[JackpotContribution], wagering: Sequence[BonusWagering], sign: int
+) -> tuple[SlotEffect, ...]:
     """A bet's jackpot contributions and bonus wagering (sign 1), or their reversal (sign -1)."""
-    slots = [SlotEffect(doc_name(JACKPOT, c.jackpot_id), {"epoch": c.epoch, "amount_minor": sign * c.amount_minor})
-             for c in contributions]
+    slots = [
+        SlotEffect(doc_name(JACKPOT, c.jackpot_id), {"epoch": c.epoch, "amount_minor": sign * c.amount_minor})
+        for c in contributions
+    ]
     deltas = {w.bonus_id: sign * w.amount_minor for w in wagering}
     if deltas:
         slots.append(SlotEffect(doc_name(BONUS, player_id), deltas))
@@ -168,8 +171,9 @@ def _credits(player_id: str, contributions: Sequence[JackpotContribution], wager
 
 
 def bet_effects(tx: Transaction, edge_id: str) -> EdgeEffects:
-    return EdgeEffects(_credits(_present(tx.player_id, "player_id"), tx.jackpot_contributions, tx.bonus_wagering,
-                                sign=1))
+    return EdgeEffects(
+        _credits(_present(tx.player_id, "player_id"), tx.jackpot_contributions, tx.bonus_wagering, sign=1)
+    )
 
 
 def rollback_effects(tx: Transaction, edge_id: str) -> EdgeEffects:
@@ -192,8 +196,13 @@ def rollback_effects(tx: Transaction, edge_id: str) -> EdgeEffects:
 def jackpot_payout_effects(tx: Transaction, edge_id: str) -> EdgeEffects:
     """The pool starts a new epoch from its seed (this edge's slot moves to it)."""
     delta = {"epoch": tx.epoch, "amount_minor": 0, "seed_minor": _present(tx.seed_minor, "seed_minor")}
-    return EdgeEffects((SlotEffect(doc_name(JACKPOT, _present(tx.jackpot_id, "jackpot_id")), delta,
-                                   _present(tx.currency, "currency")),))
+    return EdgeEffects(
+        (
+            SlotEffect(
+                doc_name(JACKPOT, _present(tx.jackpot_id, "jackpot_id")), delta, _present(tx.currency, "currency")
+            ),
+        )
+    )
 
 
 def no_effects(tx: Transaction, edge_id: str) -> EdgeEffects:
@@ -206,8 +215,9 @@ def no_effects(tx: Transaction, edge_id: str) -> EdgeEffects:
 DocumentsRule = Callable[[Transaction], list[str]]
 
 
-def _credited_documents(player_id: str | None, contributions: Sequence[JackpotContribution],
-                        wagering: Sequence[BonusWagering]) -> list[str]:
+def _credited_documents(
+    player_id: str | None, contributions: Sequence[JackpotContribution], wagering: Sequence[BonusWagering]
+) -> list[str]:
     names = [doc_name(JACKPOT, c.jackpot_id) for c in contributions]
     if wagering and player_id is not None:
         names.append(doc_name(BONUS, player_id))

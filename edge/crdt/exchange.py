@@ -34,7 +34,8 @@ def docs_to_load(replica: Replica, entries: list[tuple[str, bytes]]) -> list[str
     for name, message in entries:
         kind, payload = protocol.parse(message)
         if kind != YSyncMessageType.SYNC_STEP1 or (
-                replica.known(name) and protocol.answer_step1(replica.state_vectors[name], payload).send_diff):
+            replica.known(name) and protocol.answer_step1(replica.state_vectors[name], payload).send_diff
+        ):
             names.append(name)
     return list(dict.fromkeys(names))
 

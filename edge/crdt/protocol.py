@@ -117,8 +117,10 @@ class FrameBuilder:
     def add(self, name: str, message: bytes) -> None:
         size = len(name) + len(message) + 10
         assert size <= self._limits.frame_bytes_max, "one entry larger than a frame"
-        if (self._bytes + size > self._limits.frame_bytes_max
-                or len(self._entries) >= self._limits.entries_per_frame_max):
+        if (
+            self._bytes + size > self._limits.frame_bytes_max
+            or len(self._entries) >= self._limits.entries_per_frame_max
+        ):
             self.flush()
         self._entries.append((name, message))
         self._bytes += size

@@ -40,8 +40,9 @@ def compact(client_id: int, updates: Iterable[bytes]) -> bytes:
 
 
 class Replica:
-    def __init__(self, edge_id: str, client_id: int, docs_live_max: int,
-                 pinned: Callable[[str], bool] = lambda name: False) -> None:
+    def __init__(
+        self, edge_id: str, client_id: int, docs_live_max: int, pinned: Callable[[str], bool] = lambda name: False
+    ) -> None:
         assert 1 <= client_id < 2**53 and docs_live_max >= 1
         self.edge_id = edge_id
         self.client_id = client_id
@@ -95,8 +96,9 @@ class Replica:
         changed = self._changed(name, doc, before_sv)
         if not changed:
             return b"", []
-        arrived = [(edge, ts) for edge, ts in slot_times(doc).items()
-                   if edge != self.edge_id and before_ts.get(edge) != ts]
+        arrived = [
+            (edge, ts) for edge, ts in slot_times(doc).items() if edge != self.edge_id and before_ts.get(edge) != ts
+        ]
         return changed, arrived
 
     def changed_since(self, position: int) -> list[str]:

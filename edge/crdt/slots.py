@@ -190,8 +190,14 @@ class JackpotSlot:
 
     def encode(self) -> dict[str, Any]:
         pairs = [check_int(v) for v in split_pairs(self.p, self.n)]
-        out = {"epoch": check_int(self.epoch), "p": pairs[0], "n": pairs[1], "seed": check_int(self.seed_minor),
-               "currency": self.currency, "ts": self.ts}
+        out = {
+            "epoch": check_int(self.epoch),
+            "p": pairs[0],
+            "n": pairs[1],
+            "seed": check_int(self.seed_minor),
+            "currency": self.currency,
+            "ts": self.ts,
+        }
         if len(pairs) > 2:
             out["high"] = pairs[2:]
         return out
@@ -242,8 +248,14 @@ def jackpot_view(all_slots: dict[str, JackpotSlot]) -> JackpotView | None:
     current = {e: s for e, s in all_slots.items() if s.epoch == epoch}
     first = current[min(current)]
     by_edge = {e: s.p - s.n for e, s in sorted(current.items())}
-    return JackpotView(first.seed_minor + sum(by_edge.values()), epoch, first.seed_minor, first.currency,
-                       by_edge, max(s.ts for s in all_slots.values()))
+    return JackpotView(
+        first.seed_minor + sum(by_edge.values()),
+        epoch,
+        first.seed_minor,
+        first.currency,
+        by_edge,
+        max(s.ts for s in all_slots.values()),
+    )
 
 
 # --- bonus wagering progress ------------------------------------------------------------------
@@ -255,8 +267,10 @@ class BonusSlot:
     ts: float
 
     def encode(self) -> dict[str, Any]:
-        return {"w": {b: [check_int(d) for d in split_pairs(p, n)] for b, (p, n) in self.wagered.items()},
-                "ts": self.ts}
+        return {
+            "w": {b: [check_int(d) for d in split_pairs(p, n)] for b, (p, n) in self.wagered.items()},
+            "ts": self.ts,
+        }
 
     FIELDS = frozenset({"w", "ts"})
 

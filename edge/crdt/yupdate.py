@@ -75,7 +75,7 @@ class _Reader:
     def take(self, n: int) -> bytes:
         if n < 0 or self.pos + n > len(self.data):
             raise MalformedUpdate("truncated")
-        out = self.data[self.pos:self.pos + n]
+        out = self.data[self.pos : self.pos + n]
         self.pos += n
         return out
 
@@ -209,7 +209,7 @@ def with_deletes(update: bytes, parsed: Update, deletes: list[tuple[int, int, in
     by_client: dict[int, list[tuple[int, int]]] = {}
     for client, clock, length in deletes:
         by_client.setdefault(client, []).append((clock, length))
-    out = bytearray(update[:parsed.delete_set_offset])
+    out = bytearray(update[: parsed.delete_set_offset])
     out += _uint(len(by_client))
     for client, ranges in by_client.items():
         out += _uint(client) + _uint(len(ranges))

@@ -129,15 +129,35 @@ class ExternalRefAnswer(Answer):
 class TransactionAnswer(Answer):
     """The answer to a journaled write (money or admin): 201 first, 200 with `replayed` after."""
 
-    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [{
-        "transaction": {"id": "b-1", "type": "bet", "sequence": 5, "epoch": 1, "ledger_epoch": 1,
-                        "committed_at": "2026-11-23T10:00:00.000000Z", "via": "eu", "client_id": "gs",
-                        "outcome": "committed", "player_id": "p1", "currency": "EUR", "amount_minor": 500,
-                        "round_id": "r-1", "game_id": "slots-1",
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "examples": [
+                {
+                    "transaction": {
+                        "id": "b-1",
+                        "type": "bet",
+                        "sequence": 5,
+                        "epoch": 1,
+                        "ledger_epoch": 1,
+                        "committed_at": "2026-11-23T10:00:00.000000Z",
+                        "via": "eu",
+                        "client_id": "gs",
+                        "outcome": "committed",
+                        "player_id": "p1",
+                        "currency": "EUR",
+                        "amount_minor": 500,
+                        "round_id": "r-1",
+                        "game_id": "slots-1",
                         "jackpot_contributions": [{"jackpot_id": "mega", "amount_minor": 5, "epoch": 1}],
-                        "bonus_wagering": [{"bonus_id": "welcome", "amount_minor": 500}]},
-        "balance": {"player_id": "p1", "currency": "EUR", "balance_minor": 9500, "version": 2},
-        "replayed": False}]})
+                        "bonus_wagering": [{"bonus_id": "welcome", "amount_minor": 500}],
+                    },
+                    "balance": {"player_id": "p1", "currency": "EUR", "balance_minor": 9500, "version": 2},
+                    "replayed": False,
+                }
+            ]
+        },
+    )
 
     transaction: Transaction
     balance: Balance | None = None
@@ -166,8 +186,12 @@ class AccountBalance(Answer):
 
 
 class BalancesAnswer(Answer):
-    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [{
-        "player_id": "p1", "balances": [{"currency": "EUR", "balance_minor": 9500, "version": 2}]}]})
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "examples": [{"player_id": "p1", "balances": [{"currency": "EUR", "balance_minor": 9500, "version": 2}]}]
+        },
+    )
 
     player_id: str
     balances: list[AccountBalance]
@@ -217,9 +241,22 @@ class LedgerBonuses(Answer):
 class Limits(Answer):
     """What a client of the ledger must respect (`GET /v1/limits`)."""
 
-    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [{
-        "batch_actions_max": 256, "body_bytes_max": 65536, "page_limit_max": 1000, "journal_wait_ms_max": 5000,
-        "reason_chars_max": 500, "currencies_max": 16, "game_ids_max": 1000}]})
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "examples": [
+                {
+                    "batch_actions_max": 256,
+                    "body_bytes_max": 65536,
+                    "page_limit_max": 1000,
+                    "journal_wait_ms_max": 5000,
+                    "reason_chars_max": 500,
+                    "currencies_max": 16,
+                    "game_ids_max": 1000,
+                }
+            ]
+        },
+    )
 
     batch_actions_max: int = Field(description="Actions per POST /v1/batch")
     body_bytes_max: int = Field(description="Bytes of one request body")
@@ -235,9 +272,21 @@ class Health(Answer):
 
 
 class LedgerReady(Answer):
-    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [{
-        "status": "ready", "role": "primary", "epoch": 1, "fenced": False, "head_sequence": 42,
-        "head_hash": "9f" * 32}]})
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "examples": [
+                {
+                    "status": "ready",
+                    "role": "primary",
+                    "epoch": 1,
+                    "fenced": False,
+                    "head_sequence": 42,
+                    "head_hash": "9f" * 32,
+                }
+            ]
+        },
+    )
 
     status: Literal["ready", "unavailable", "fenced", "halted"]
     role: str
@@ -301,9 +350,22 @@ class BackupTaken(Answer):
 
 
 class EdgeJackpot(Answer):
-    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [{
-        "jackpot_id": "mega", "currency": "EUR", "display_minor": 1005, "epoch": 1, "seed_minor": 1000,
-        "by_edge": {"eu": 5}, "as_of": "2026-11-23T10:00:00.000Z"}]})
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "examples": [
+                {
+                    "jackpot_id": "mega",
+                    "currency": "EUR",
+                    "display_minor": 1005,
+                    "epoch": 1,
+                    "seed_minor": 1000,
+                    "by_edge": {"eu": 5},
+                    "as_of": "2026-11-23T10:00:00.000Z",
+                }
+            ]
+        },
+    )
 
     jackpot_id: str
     currency: str | None
@@ -348,8 +410,14 @@ class SessionSaved(SavedGame):
 
 
 class EdgeReady(Answer):
-    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [{
-        "status": "ready", "store": True, "ledger": True, "peers_connected": ["us"], "background_failing": []}]})
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "examples": [
+                {"status": "ready", "store": True, "ledger": True, "peers_connected": ["us"], "background_failing": []}
+            ]
+        },
+    )
 
     status: Literal["ready", "unavailable"]
     store: bool

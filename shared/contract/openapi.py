@@ -33,17 +33,35 @@ JSON = "application/json"
 PROBLEM_JSON = "application/problem+json"
 BEARER = "bearer"
 
-STATUS_TEXT = {200: "OK", 201: "Committed", 101: "Switching protocols", 400: "Invalid request",
-               401: "Authentication required", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",
-               409: "Conflict", 413: "Payload too large", 422: "Unprocessable", 423: "Locked",
-               500: "Internal error", 503: "Unavailable"}
-TAG_TEXT = {"money": "Money writes (idempotent by id)", "reads": "Reads of committed state",
-            "admin": "Operators (admin_read, admin_write)", "replication": "Standbys and the journal",
-            "edge-state": "State served by the edge (CRDT)", "operations": "Health, readiness, metrics, limits"}
+STATUS_TEXT = {
+    200: "OK",
+    201: "Committed",
+    101: "Switching protocols",
+    400: "Invalid request",
+    401: "Authentication required",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    413: "Payload too large",
+    422: "Unprocessable",
+    423: "Locked",
+    500: "Internal error",
+    503: "Unavailable",
+}
+TAG_TEXT = {
+    "money": "Money writes (idempotent by id)",
+    "reads": "Reads of committed state",
+    "admin": "Operators (admin_read, admin_write)",
+    "replication": "Standbys and the journal",
+    "edge-state": "State served by the edge (CRDT)",
+    "operations": "Health, readiness, metrics, limits",
+}
 
 
-def _schema_of(model: type[BaseModel], schemas: dict[str, Any], *, hidden: frozenset[str] = frozenset(),
-               name: str | None = None) -> dict[str, Any]:
+def _schema_of(
+    model: type[BaseModel], schemas: dict[str, Any], *, hidden: frozenset[str] = frozenset(), name: str | None = None
+) -> dict[str, Any]:
     """Put `model`'s JSON schema (and the models it uses) in `schemas`; a $ref to it."""
     schema = model.model_json_schema(ref_template=REF)
     for def_name, sub in schema.pop("$defs", {}).items():
@@ -77,8 +95,9 @@ def _answer_headers(service_headers: dict[str, str], status: int) -> dict[str, A
     if status == 503:
         out[headers.RETRY_AFTER] = _header("Seconds to wait before trying again (at least 1)", "integer")
     if status == 401:
-        out[headers.WWW_AUTHENTICATE] = _header('`Bearer realm="croupier"` (RFC 6750), with `error` when a '
-                                                'token was sent')
+        out[headers.WWW_AUTHENTICATE] = _header(
+            '`Bearer realm="croupier"` (RFC 6750), with `error` when a token was sent'
+        )
     return out
 
 
@@ -113,24 +132,38 @@ def _problem_responses(codes: Iterable[str], service_headers: dict[str, str]) ->
     out = {}
     for status, named in sorted(by_status.items()):
         enum = sorted(named)
-        schema = {"allOf": [{"$ref": REF.format(model="Problem")},
-                            {"type": "object", "properties": {"code": {"type": "string", "enum": enum}}}]}
-        example = {"type": f"https://croupier.dev/problems/{enum[0]}", "title": STATUS_TEXT.get(status, "Error"),
-                   "status": status, "detail": CODES[enum[0]].meaning, "code": enum[0],
-                   "request_id": "0123456789abcdef0123456789abcdef"}
-        meanings = "; ".join(f"`{c}`: {CODES[c].meaning}" + (" (retryable)" if CODES[c].retryable else "")
-                             for c in enum)
-        out[str(status)] = {"description": f"{STATUS_TEXT.get(status, 'Error')}. {meanings}",
-                            "headers": _answer_headers(service_headers, status),
-                            "content": {PROBLEM_JSON: {"schema": schema, "example": example}}}
+        schema = {
+            "allOf": [
+                {"$ref": REF.format(model="Problem")},
+                {"type": "object", "properties": {"code": {"type": "string", "enum": enum}}},
+            ]
+        }
+        example = {
+            "type": f"https://croupier.dev/problems/{enum[0]}",
+            "title": STATUS_TEXT.get(status, "Error"),
+            "status": status,
+            "detail": CODES[enum[0]].meaning,
+            "code": enum[0],
+            "request_id": "0123456789abcdef0123456789abcdef",
+        }
+        meanings = "; ".join(
+            f"`{c}`: {CODES[c].meaning}" + (" (retryable)" if CODES[c].retryable else "") for c in enum
+        )
+        out[str(status)] = {
+            "description": f"{STATUS_TEXT.get(status, 'Error')}. {meanings}",
+            "headers": _answer_headers(service_headers, status),
+            "content": {PROBLEM_JSON: {"schema": schema, "example": example}},
+        }
     return out
 
 
 def _success(route: Route, schemas: dict[str, Any], service_headers: dict[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if route.path == "/v1/sync":
-        out["101"] = {"description": "Switching to the websocket sync protocol",
-                      "headers": _answer_headers(service_headers, 101)}
+        out["101"] = {
+            "description": "Switching to the websocket sync protocol",
+            "headers": _answer_headers(service_headers, 101),
+        }
         return out
     if route.answer is not None:
         content: dict[str, Any] = {"schema": _schema_of(route.answer, schemas)}
@@ -152,8 +185,7 @@ def _success(route: Route, schemas: dict[str, Any], service_headers: dict[str, s
             text = "A replay of the first answer (`replayed: true`)"
         if status == route.unready_status:
             text = "Not ready (the same body says why)"
-        out[str(status)] = {"description": text, "headers": _answer_headers(service_headers, status),
-                            "content": media}
+        out[str(status)] = {"description": text, "headers": _answer_headers(service_headers, status), "content": media}
     return out
 
 
@@ -170,9 +202,11 @@ def operation(route: Route, schemas: dict[str, Any], service_headers: dict[str, 
     }
     params: list[dict[str, Any]] = [
         {"name": n, "in": "path", "required": True, "schema": {"type": "string", "pattern": ID_PATTERN}}
-        for n in re.findall(r"{(\w+)}", route.path)]
-    params += [{"name": n, "in": "query", "required": False, "schema": {"type": kind}}
-               for n, kind in route.query.items()]
+        for n in re.findall(r"{(\w+)}", route.path)
+    ]
+    params += [
+        {"name": n, "in": "query", "required": False, "schema": {"type": kind}} for n, kind in route.query.items()
+    ]
     if params:
         op["parameters"] = params
     if route.body is not None:
@@ -195,8 +229,9 @@ def _operation_id(method: str, path: str) -> str:
     return method.lower() + "_" + re.sub(r"[^A-Za-z0-9]+", "_", path).strip("_")
 
 
-def _common(path: str, summary: str, public: bool, schemas: dict[str, Any],
-            service_headers: dict[str, str]) -> dict[str, Any]:
+def _common(
+    path: str, summary: str, public: bool, schemas: dict[str, Any], service_headers: dict[str, str]
+) -> dict[str, Any]:
     ok: dict[str, Any] = {"description": "OK", "headers": _answer_headers(service_headers, 200)}
     if path == "/healthz":
         ok["content"] = {JSON: {"schema": _schema_of(Health, schemas), "example": {"status": "ok"}}}
@@ -207,15 +242,25 @@ def _common(path: str, summary: str, public: bool, schemas: dict[str, Any],
     responses = {"200": ok}
     if not public:
         responses.update(_problem_responses(("unauthenticated", "forbidden"), service_headers))
-    return {"summary": summary, "operationId": _operation_id("get", path), "tags": ["operations"],
-            "security": [] if public else [{BEARER: []}],
-            "x-roles": [] if public else ["admin_read", "metrics"],
-            "description": "Public (no credential)." if public else "Roles: `admin_read`, `metrics`.",
-            "responses": responses}
+    return {
+        "summary": summary,
+        "operationId": _operation_id("get", path),
+        "tags": ["operations"],
+        "security": [] if public else [{BEARER: []}],
+        "x-roles": [] if public else ["admin_read", "metrics"],
+        "description": "Public (no credential)." if public else "Roles: `admin_read`, `metrics`.",
+        "responses": responses,
+    }
 
 
-def document(routes: Iterable[Route], *, title: str, description: str, common: Iterable[tuple[str, str, bool]],
-             answer_headers: dict[str, str] | None = None) -> dict[str, Any]:
+def document(
+    routes: Iterable[Route],
+    *,
+    title: str,
+    description: str,
+    common: Iterable[tuple[str, str, bool]],
+    answer_headers: dict[str, str] | None = None,
+) -> dict[str, Any]:
     service_headers = dict(answer_headers or {})
     schemas: dict[str, Any] = {}
     _problem_schema(schemas)
@@ -233,8 +278,15 @@ def document(routes: Iterable[Route], *, title: str, description: str, common: I
         "servers": [{"url": "/", "description": "This process (the document is served by the service it describes)"}],
         "tags": [{"name": t, "description": TAG_TEXT.get(t, t)} for t in sorted(tags)],
         "paths": paths,
-        "components": {"schemas": dict(sorted(schemas.items())), "securitySchemes": {BEARER: {
-            "type": "http", "scheme": "bearer",
-            "description": "A token of the service's configuration; its role decides what it may call "
-                           "(each operation's `x-roles`). A 401 answer carries `WWW-Authenticate: Bearer`."}}},
+        "components": {
+            "schemas": dict(sorted(schemas.items())),
+            "securitySchemes": {
+                BEARER: {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "A token of the service's configuration; its role decides what it may call "
+                    "(each operation's `x-roles`). A 401 answer carries `WWW-Authenticate: Bearer`.",
+                }
+            },
+        },
     }

@@ -32,8 +32,7 @@ WRITER_CODES = ("ledger_unavailable", "not_primary", "storage_unavailable", "sta
 # A money action forwarded by an edge: the edge's own refusals (queue full, deadline, breaker).
 EDGE_FORWARD_CODES = ("ledger_unavailable",)
 # Refusals a journaled money decision can give whatever its type.
-DECISION_CODES = ("idempotency_key_reused", "not_found", "account_frozen", "balance_limit_exceeded",
-                  "validation_error")
+DECISION_CODES = ("idempotency_key_reused", "not_found", "account_frozen", "balance_limit_exceeded", "validation_error")
 
 
 @dataclass(frozen=True)
@@ -62,16 +61,36 @@ class MoneyOp:
         return tuple(sorted({*DECISION_CODES, *self.codes}))
 
 
-MONEY_OPS: dict[str, MoneyOp] = {op.tx_type: op for op in (
-    MoneyOp("bet", BetIn, "/v1/bets", ("edge",),
-            ("insufficient_funds", "round_closed", "round_refunded", "bet_rolled_back", "currency_mismatch")),
-    MoneyOp("win", WinIn, "/v1/wins", ("edge",), ("round_closed", "round_refunded", "currency_mismatch")),
-    MoneyOp("rollback", RollbackIn, "/v1/rollbacks", ("edge",), ("round_closed", "wagering_already_claimed")),
-    MoneyOp("jackpot_payout", JackpotPayoutIn, "/v1/jackpot-payouts", ("edge",),
-            ("currency_mismatch", "round_closed", "round_refunded")),
-    MoneyOp("bonus_claim", BonusClaimIn, "/v1/bonus-claims", ("edge",),
-            ("already_claimed", "wagering_not_met", "bonus_expired")),
-    MoneyOp("deposit", DepositIn, "/v1/deposits", ("cashier",), ("currency_mismatch",)),
-    MoneyOp("withdrawal", WithdrawalIn, "/v1/withdrawals", ("cashier",), ("insufficient_funds", "currency_mismatch")),
-)}
+MONEY_OPS: dict[str, MoneyOp] = {
+    op.tx_type: op
+    for op in (
+        MoneyOp(
+            "bet",
+            BetIn,
+            "/v1/bets",
+            ("edge",),
+            ("insufficient_funds", "round_closed", "round_refunded", "bet_rolled_back", "currency_mismatch"),
+        ),
+        MoneyOp("win", WinIn, "/v1/wins", ("edge",), ("round_closed", "round_refunded", "currency_mismatch")),
+        MoneyOp("rollback", RollbackIn, "/v1/rollbacks", ("edge",), ("round_closed", "wagering_already_claimed")),
+        MoneyOp(
+            "jackpot_payout",
+            JackpotPayoutIn,
+            "/v1/jackpot-payouts",
+            ("edge",),
+            ("currency_mismatch", "round_closed", "round_refunded"),
+        ),
+        MoneyOp(
+            "bonus_claim",
+            BonusClaimIn,
+            "/v1/bonus-claims",
+            ("edge",),
+            ("already_claimed", "wagering_not_met", "bonus_expired"),
+        ),
+        MoneyOp("deposit", DepositIn, "/v1/deposits", ("cashier",), ("currency_mismatch",)),
+        MoneyOp(
+            "withdrawal", WithdrawalIn, "/v1/withdrawals", ("cashier",), ("insufficient_funds", "currency_mismatch")
+        ),
+    )
+}
 BATCH_OPS = tuple(name for name, op in MONEY_OPS.items() if op.batchable)

@@ -45,9 +45,23 @@ OPTIONAL_FIELDS = ("external_ref", "metadata", "bet_id")
 
 
 class BetIn(MoneyWrite):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, json_schema_extra={"examples": [{
-        "id": "b-1", "player_id": "p1", "currency": "EUR", "amount_minor": 500, "round_id": "r-1",
-        "game_id": "slots-1"}]})
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        strict=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "b-1",
+                    "player_id": "p1",
+                    "currency": "EUR",
+                    "amount_minor": 500,
+                    "round_id": "r-1",
+                    "game_id": "slots-1",
+                }
+            ]
+        },
+    )
 
     player_id: Id
     currency: Currency

@@ -40,10 +40,15 @@ REFUSE_EVERY = 10  # the recording server refuses every 10th bet it sees
 
 
 def wrk_line(statuses: dict[str, int], requests: int, first_error: str | None = None) -> str:
-    raw = {"duration_us": 2_000_000, "requests": requests, "bytes": 1, "statuses": statuses,
-           "socket_errors": {"connect": 0, "read": 0, "write": 0, "timeout": 1},
-           "latency_us": {"mean": 1500.0, "max": 9000, "p50": 1200, "p90": 2000, "p99": 4500, "p999": 8000},
-           "first_error": first_error}
+    raw = {
+        "duration_us": 2_000_000,
+        "requests": requests,
+        "bytes": 1,
+        "statuses": statuses,
+        "socket_errors": {"connect": 0, "read": 0, "write": 0, "timeout": 1},
+        "latency_us": {"mean": 1500.0, "max": 9000, "p50": 1200, "p90": 2000, "p99": 4500, "p999": 8000},
+        "first_error": first_error,
+    }
     return "Running 2s test\nsome wrk text\nWRK_JSON " + json.dumps(raw) + "\n"
 
 
@@ -103,8 +108,14 @@ async def recording_server(tmp_path: Path):
 async def test_bets_script_sends_fresh_ids_and_rounds_that_keep_their_player_and_game(recording_server):
     url, token_file, seen = recording_server
     result = await asyncio.to_thread(
-        run_wrk, url, script=WRK_DIR / "bets.lua", script_args=[str(token_file), "t", str(PLAYERS), ",".join(GAMES)],
-        threads=2, connections=8, duration_s=1)
+        run_wrk,
+        url,
+        script=WRK_DIR / "bets.lua",
+        script_args=[str(token_file), "t", str(PLAYERS), ",".join(GAMES)],
+        threads=2,
+        connections=8,
+        duration_s=1,
+    )
     assert result.requests > 50
     assert len({bet.id for bet in seen}) == len(seen), "every request carries a fresh id"
     assert {bet.player_id for bet in seen} <= {f"bench-p{i}" for i in range(PLAYERS)}
@@ -124,15 +135,26 @@ async def test_noop_server_answers_a_bet_like_the_ledger_and_refuses_bad_credent
     token_file = tmp_path / "edge.token"
     token_file.write_text(new_token())
     port = free_port()
-    server = ServiceProcess("noop", [sys.executable, str(NOOP_SERVER), "--port", str(port), "--token-file",
-                                     str(token_file)], log_path=tmp_path / "noop.log", cwd=tmp_path)
-    bet = {"id": "b-1", "player_id": "p1", "currency": "EUR", "amount_minor": 500, "round_id": "r1",
-           "game_id": "slots-1"}
+    server = ServiceProcess(
+        "noop",
+        [sys.executable, str(NOOP_SERVER), "--port", str(port), "--token-file", str(token_file)],
+        log_path=tmp_path / "noop.log",
+        cwd=tmp_path,
+    )
+    bet = {
+        "id": "b-1",
+        "player_id": "p1",
+        "currency": "EUR",
+        "amount_minor": 500,
+        "round_id": "r1",
+        "game_id": "slots-1",
+    }
     try:
         server.start()
         await server.wait_ready(f"http://127.0.0.1:{port}/healthz", timeout_s=30.0)
-        async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{port}",
-                                         timeout=aiohttp.ClientTimeout(total=10)) as http:
+        async with aiohttp.ClientSession(
+            base_url=f"http://127.0.0.1:{port}", timeout=aiohttp.ClientTimeout(total=10)
+        ) as http:
             good = {"Authorization": f"Bearer {token_file.read_text()}"}
             async with http.post("/v1/bets", json=bet, headers=good) as answer:
                 assert answer.status == 201
@@ -203,8 +225,12 @@ async def test_batch_driver_checks_every_answer_of_a_real_batch_endpoint():
 
 
 async def test_offline_check_finds_one_bet_row_per_journaled_bet_and_a_clean_rebuild(tmp_path: Path):
-    service = LedgerService(SqliteStore(tmp_path / "ledger.db"), WriterLimits(), clock=lambda: datetime.now(UTC),
-                            metrics=LedgerMetrics(CollectorRegistry()))
+    service = LedgerService(
+        SqliteStore(tmp_path / "ledger.db"),
+        WriterLimits(),
+        clock=lambda: datetime.now(UTC),
+        metrics=LedgerMetrics(CollectorRegistry()),
+    )
     await service.start()
     try:
         await seed(service, 3)
@@ -212,5 +238,11 @@ async def test_offline_check_finds_one_bet_row_per_journaled_bet_and_a_clean_reb
     finally:
         await service.stop()
     check = await offline_check(tmp_path / "ledger.db")
-    assert check == {"offline_chain_ok": True, "tables_equal_rebuild": True, "tables_differing": [],
-                     "bet_rows": 12, "journaled_bets": 12, "one_row_per_bet": True}
+    assert check == {
+        "offline_chain_ok": True,
+        "tables_equal_rebuild": True,
+        "tables_differing": [],
+        "bet_rows": 12,
+        "journaled_bets": 12,
+        "one_row_per_bet": True,
+    }

@@ -23,13 +23,22 @@ async def test_writer_bench_commits_every_bet_and_reports_cpu_and_bytes_per_bet(
     assert figures["bets"] == 1000 and figures["bets_per_s"] > 0
     assert figures["written_kib_per_bet"] > 1  # a journal entry alone is about 1 KiB
     assert "loop" in figures["threads"] and figures["cpu_ms_per_bet"] >= 0
-    assert figures["verify"] == {"ok": True, "chain_ok": True, "entries_checked": 1141, "tables_equal_rebuild": True,
-                                 "bet_rows": 1100}
+    assert figures["verify"] == {
+        "ok": True,
+        "chain_ok": True,
+        "entries_checked": 1141,
+        "tables_equal_rebuild": True,
+        "bet_rows": 1100,
+    }
 
 
 async def test_writer_bench_verification_catches_a_derived_row_that_differs_from_the_journal(tmp_path: Path) -> None:
-    service = LedgerService(SqliteStore(tmp_path / "ledger.db"), WriterLimits(), clock=lambda: datetime.now(UTC),
-                            metrics=LedgerMetrics(CollectorRegistry()))
+    service = LedgerService(
+        SqliteStore(tmp_path / "ledger.db"),
+        WriterLimits(),
+        clock=lambda: datetime.now(UTC),
+        metrics=LedgerMetrics(CollectorRegistry()),
+    )
     await service.start()
     try:
         await seed(service, 3)

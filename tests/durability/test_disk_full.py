@@ -26,8 +26,12 @@ REFUSED_REQUESTS = 24
 
 def money_requests() -> list[Request]:
     """Deposits and bets on every player, all with fresh ids."""
-    return [deposit(f"full-d-{i}", PLAYERS[i % len(PLAYERS)], 13) if i % 3 == 0
-            else bet(f"full-b-{i}", PLAYERS[i % len(PLAYERS)], 5, f"full-r-{i}") for i in range(REFUSED_REQUESTS)]
+    return [
+        deposit(f"full-d-{i}", PLAYERS[i % len(PLAYERS)], 13)
+        if i % 3 == 0
+        else bet(f"full-b-{i}", PLAYERS[i % len(PLAYERS)], 5, f"full-r-{i}")
+        for i in range(REFUSED_REQUESTS)
+    ]
 
 
 async def ledger_state(http: aiohttp.ClientSession, url: str) -> dict[str, Any]:
@@ -42,12 +46,16 @@ async def ledger_state(http: aiohttp.ClientSession, url: str) -> dict[str, Any]:
     return {"head_sequence": audit["head_sequence"], "head_hash": audit["head_hash"], "balances": balances}
 
 
-@pytest.mark.parametrize("writes_before_full", [
-    pytest.param(0, id="full-before-the-commit"),
-    pytest.param(3, id="full-half-way-through-a-commit"),  # 1.5 WAL frames (header + page each)
-])
+@pytest.mark.parametrize(
+    "writes_before_full",
+    [
+        pytest.param(0, id="full-before-the-commit"),
+        pytest.param(3, id="full-half-way-through-a-commit"),  # 1.5 WAL frames (header + page each)
+    ],
+)
 async def test_disk_full_refuses_cleanly_moves_no_money_and_recovers(
-        powered: PoweredLedger, tmp_path: Path, writes_before_full: int) -> None:
+    powered: PoweredLedger, tmp_path: Path, writes_before_full: int
+) -> None:
     full_flag = tmp_path / "disk-full"
     await powered.start(Disk(full_flag=full_flag))
     requests = money_requests()
@@ -73,7 +81,8 @@ async def test_disk_full_refuses_cleanly_moves_no_money_and_recovers(
         after = await ledger_state(http, powered.url)
         assert after["head_sequence"] == before["head_sequence"] + len(requests)
         assert sorted(body["transaction"]["sequence"] for _, _, body in answers) == list(
-            range(before["head_sequence"] + 1, after["head_sequence"] + 1))
+            range(before["head_sequence"] + 1, after["head_sequence"] + 1)
+        )
 
     powered.power_cut()
     await powered.start(Disk())

@@ -69,13 +69,17 @@ async def test_power_cut_mid_flight_loses_no_acknowledged_transaction(powered: P
     assert report.journaled >= report.acknowledged
 
 
-@pytest.mark.parametrize("disk, loses", [
-    pytest.param(Disk(), False, id="synchronous=FULL-honest-disk"),
-    pytest.param(Disk(synchronous="NORMAL"), True, id="synchronous=NORMAL"),
-    pytest.param(Disk(mode="drop_last"), True, id="disk-drops-last-fsync"),
-])
+@pytest.mark.parametrize(
+    "disk, loses",
+    [
+        pytest.param(Disk(), False, id="synchronous=FULL-honest-disk"),
+        pytest.param(Disk(synchronous="NORMAL"), True, id="synchronous=NORMAL"),
+        pytest.param(Disk(mode="drop_last"), True, id="disk-drops-last-fsync"),
+    ],
+)
 async def test_power_cut_detects_lost_acknowledgements_exactly_when_commits_are_not_durable(
-        powered: PoweredLedger, disk: Disk, loses: bool) -> None:
+    powered: PoweredLedger, disk: Disk, loses: bool
+) -> None:
     acks, report = await traffic_then_power_cut(powered, disk, mid_flight=False)
     tail = [a.request.id for a in acks if a.request.id.startswith("tail-")]
     if not loses:

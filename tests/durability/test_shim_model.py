@@ -38,15 +38,21 @@ def run_writer(shim: Path, tmp_path: Path, disk: Disk) -> dict[str, bytes]:
     data.mkdir()
     shadow.mkdir()
     (data / "old").write_bytes(b"A" * 5000)  # present at start: durable
-    proc = subprocess.run([sys.executable, "-c", WRITER, str(data)], env=shim_env(shim, data, shadow, disk),
-                          capture_output=True, check=False, timeout=CHILD_TIMEOUT_S)
+    proc = subprocess.run(
+        [sys.executable, "-c", WRITER, str(data)],
+        env=shim_env(shim, data, shadow, disk),
+        capture_output=True,
+        check=False,
+        timeout=CHILD_TIMEOUT_S,
+    )
     assert proc.returncode == -9, proc.stderr.decode()
     materialize(shadow, data)
     return {p.name: p.read_bytes() for p in data.iterdir()}
 
 
 def test_honest_disk_keeps_each_file_as_of_its_last_fsync_and_names_as_of_the_directory_fsync(
-        shim: Path, tmp_path: Path) -> None:
+    shim: Path, tmp_path: Path
+) -> None:
     files = run_writer(shim, tmp_path, Disk())
     assert sorted(files) == ["new1", "old", "trunc"]
     assert files["old"] == b"A" * 5000
@@ -63,16 +69,24 @@ def test_drop_last_loses_exactly_the_most_recent_fsync(shim: Path, tmp_path: Pat
 
 @pytest.mark.parametrize("watched", [True, False])
 def test_disk_full_flag_fails_writes_to_watched_files_after_the_allowed_count(
-        shim: Path, tmp_path: Path, watched: bool) -> None:
+    shim: Path, tmp_path: Path, watched: bool
+) -> None:
     data, shadow, elsewhere = tmp_path / "data", tmp_path / "shadow", tmp_path / "elsewhere"
     for d in (data, shadow, elsewhere):
         d.mkdir()
     flag = tmp_path / "full"
     flag.write_text("1")  # one more write succeeds, then the disk is full
     target = (data if watched else elsewhere) / "f"
-    script = (f"import os\nfd = os.open({str(target)!r}, os.O_RDWR | os.O_CREAT)\n"
-              "for _ in range(2):\n"
-              "    try:\n        os.write(fd, b'x'); print(0)\n    except OSError as e:\n        print(e.errno)\n")
-    proc = subprocess.run([sys.executable, "-c", script], env=shim_env(shim, data, shadow, Disk(full_flag=flag)),
-                          capture_output=True, timeout=CHILD_TIMEOUT_S, check=True)
+    script = (
+        f"import os\nfd = os.open({str(target)!r}, os.O_RDWR | os.O_CREAT)\n"
+        "for _ in range(2):\n"
+        "    try:\n        os.write(fd, b'x'); print(0)\n    except OSError as e:\n        print(e.errno)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        env=shim_env(shim, data, shadow, Disk(full_flag=flag)),
+        capture_output=True,
+        timeout=CHILD_TIMEOUT_S,
+        check=True,
+    )
     assert [int(x) for x in proc.stdout.split()] == ([0, errno.ENOSPC] if watched else [0, 0])

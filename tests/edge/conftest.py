@@ -46,6 +46,7 @@ async def edges(tmp_path, fake_ledger) -> AsyncIterator[Callable[..., Awaitable[
 
 @pytest.fixture
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {GS}"},
-                                     timeout=aiohttp.ClientTimeout(total=10)) as s:
+    async with aiohttp.ClientSession(
+        headers={"Authorization": f"Bearer {GS}"}, timeout=aiohttp.ClientTimeout(total=10)
+    ) as s:
         yield s

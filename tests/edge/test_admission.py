@@ -28,8 +28,9 @@ class Facts:
 
 
 def rules(facts: Facts | None = None, doc_bytes_max: int = 1 << 16) -> admission.Rules:
-    return admission.Rules(OWNERS, facts or Facts(), doc_bytes_max=doc_bytes_max, session_state_bytes_max=4096,
-                           now=T0 + 100)
+    return admission.Rules(
+        OWNERS, facts or Facts(), doc_bytes_max=doc_bytes_max, session_state_bytes_max=4096, now=T0 + 100
+    )
 
 
 def jp(epoch: int = 1, p: int = 5, ts: float = T0) -> dict:
@@ -118,14 +119,17 @@ def test_an_update_continuing_an_unseen_item_is_deferred_not_left_pending():
     assert (verdict.admitted, verdict.reason, verdict.deferred) == (False, "unverified_gap", True)
 
 
-@pytest.mark.parametrize("value, reason", [
-    ({**jp(), "epoch": "x"}, "invalid_value"),
-    ({**jp(), "ts": "abc"}, "invalid_value"),
-    ({**jp(), "ts": T0 + 10**6}, "invalid_value"),
-    ({**jp(), "p": -1}, "invalid_value"),
-    ({**jp(), "extra": 1}, "invalid_value"),
-    (jp(epoch=1_000_000), "epoch_ahead"),
-])
+@pytest.mark.parametrize(
+    "value, reason",
+    [
+        ({**jp(), "epoch": "x"}, "invalid_value"),
+        ({**jp(), "ts": "abc"}, "invalid_value"),
+        ({**jp(), "ts": T0 + 10**6}, "invalid_value"),
+        ({**jp(), "p": -1}, "invalid_value"),
+        ({**jp(), "extra": 1}, "invalid_value"),
+        (jp(epoch=1_000_000), "epoch_ahead"),
+    ],
+)
 def test_bad_jackpot_values_are_refused(value, reason):
     verdict = admit(receiver(), edit(writer("apac", 3), lambda s: s.__setitem__("apac", value)))
     assert (verdict.admitted, verdict.reason) == (False, reason)
@@ -160,10 +164,14 @@ def test_counters_past_2_53_split_into_pairs_are_admitted_and_read_back_exactly(
     bonus = BonusSlot({"welcome": (big, 1)}, T0)
     assert BonusSlot.decode(bonus.encode()) == bonus
     bonus_doc = Doc(client_id=fresh_client_id("eu", T0 + 50))
-    verdict = admit(bonus_doc, edit(writer("apac", 3), lambda s: s.__setitem__("apac", bonus.encode())),
-                    name="bonus/p1")
+    verdict = admit(
+        bonus_doc, edit(writer("apac", 3), lambda s: s.__setitem__("apac", bonus.encode())), name="bonus/p1"
+    )
     assert verdict.admitted, verdict.reason
     odd = {"w": {"welcome": [1, 2, 3]}, "ts": T0}
-    verdict = admit(Doc(client_id=fresh_client_id("eu", T0 + 50)),
-                    edit(writer("apac", 3), lambda s: s.__setitem__("apac", odd)), name="bonus/p1")
+    verdict = admit(
+        Doc(client_id=fresh_client_id("eu", T0 + 50)),
+        edit(writer("apac", 3), lambda s: s.__setitem__("apac", odd)),
+        name="bonus/p1",
+    )
     assert (verdict.admitted, verdict.reason) == (False, "invalid_value")

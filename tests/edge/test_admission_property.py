@@ -79,8 +79,9 @@ class Net:
         return r
 
     def admit(self, name: str, doc: Doc, update: bytes) -> admission.Verdict:
-        rules = admission.Rules(self.owners, self.facts, doc_bytes_max=1 << 20, session_state_bytes_max=4096,
-                                now=self.clock + 1)
+        rules = admission.Rules(
+            self.owners, self.facts, doc_bytes_max=1 << 20, session_state_bytes_max=4096, now=self.clock + 1
+        )
         verdict = admission.admit(name, doc, update, rules)
         if not verdict.admitted and not verdict.deferred:
             self.refused.append((name, verdict))
@@ -128,7 +129,7 @@ class Net:
             self.reps[i] = self._replica(r.edge_id, stored)
         elif kind == "crash":  # the last `lost` steps never reached the disk (peers may hold their writes)
             i, lost = op[1] % n, op[2]
-            del self.disk[i][max(0, len(self.disk[i]) - lost):]
+            del self.disk[i][max(0, len(self.disk[i]) - lost) :]
             last = self.disk[i][-1] if self.disk[i] else {}
             self.reps[i] = self._replica(self.ids[i], {name: [u] for name, u in last.items()})
         for r, disk in zip(self.reps, self.disk, strict=True):
@@ -148,6 +149,12 @@ def test_honest_updates_always_pass_admission_and_replicas_converge(n, steps):
             for j in range(i + 1, n):
                 anti_entropy(net.reps[i], net.reps[j], admit=net.admit)
     assert net.refused == []
-    views = [(jackpot_view(jackpot_slots(r.live(JP))), bonus_progress(bonus_slots(r.live(BONUS))),
-              session_latest(r.live(SESSION))) for r in net.reps]
+    views = [
+        (
+            jackpot_view(jackpot_slots(r.live(JP))),
+            bonus_progress(bonus_slots(r.live(BONUS))),
+            session_latest(r.live(SESSION)),
+        )
+        for r in net.reps
+    ]
     assert all(v == views[0] for v in views)

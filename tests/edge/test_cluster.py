@@ -35,8 +35,9 @@ async def cluster(tmp_path_factory) -> AsyncIterator[Cluster]:
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def http(cluster) -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(headers=cluster.headers("game_server"),
-                                     timeout=aiohttp.ClientTimeout(total=15)) as s:
+    async with aiohttp.ClientSession(
+        headers=cluster.headers("game_server"), timeout=aiohttp.ClientTimeout(total=15)
+    ) as s:
         yield s
 
 
@@ -47,8 +48,14 @@ class Traffic:
 
     def bet(self, game: str = "slots-1") -> dict[str, Any]:
         self.n += 1
-        return {"id": f"{self.tag}-b{self.n}", "player_id": f"p{self.rng.randint(1, PLAYERS):03d}", "currency": "EUR",
-                "amount_minor": self.rng.randint(100, 2000), "round_id": f"{self.tag}-r{self.n}", "game_id": game}
+        return {
+            "id": f"{self.tag}-b{self.n}",
+            "player_id": f"p{self.rng.randint(1, PLAYERS):03d}",
+            "currency": "EUR",
+            "amount_minor": self.rng.randint(100, 2000),
+            "round_id": f"{self.tag}-r{self.n}",
+            "game_id": game,
+        }
 
     async def post(self, edge: str, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         async with self.http.post(self.c.url(edge) + path, json=body) as r:
@@ -105,8 +112,16 @@ async def test_bets_retries_replays_and_rollbacks_through_all_edges_show_the_led
     # rollbacks through the bet's edge and through another edge
     for i, (edge, body) in enumerate(placed[20:26]):
         via = edge if i % 2 else cluster.edge_ids[(cluster.edge_ids.index(edge) + 1) % 3]
-        status, _ = await t.post(via, "/v1/rollbacks", {"id": f"rb-{body['id']}", "bet_id": body["id"],
-                                                        "player_id": body["player_id"], "round_id": body["round_id"]})
+        status, _ = await t.post(
+            via,
+            "/v1/rollbacks",
+            {
+                "id": f"rb-{body['id']}",
+                "bet_id": body["id"],
+                "player_id": body["player_id"],
+                "round_id": body["round_id"],
+            },
+        )
         assert status == 201
     await converged(cluster, http)
     truth = await ledger_truth(cluster, http)
@@ -117,9 +132,11 @@ async def test_a_jackpot_payout_resets_every_display(cluster, http):
     t = Traffic(cluster, http, "pay")
     placed = await t.bets(cluster.edge_ids, 9)
     winner = placed[0][1]  # a jackpot is won in a round the player staked in
-    status, body = await t.post("us", "/v1/jackpot-payouts", {"id": "pay-1", "jackpot_id": JACKPOT_ID,
-                                                              "player_id": winner["player_id"],
-                                                              "round_id": winner["round_id"]})
+    status, body = await t.post(
+        "us",
+        "/v1/jackpot-payouts",
+        {"id": "pay-1", "jackpot_id": JACKPOT_ID, "player_id": winner["player_id"], "round_id": winner["round_id"]},
+    )
     assert status == 201, body
     await converged(cluster, http)
     assert (await ledger_truth(cluster, http))["jackpot"] == (100_000, 2)
@@ -155,8 +172,10 @@ async def test_a_player_reconnecting_on_another_edge_sees_the_open_round_and_gam
     t = Traffic(cluster, http, "session")
     bet = {**t.bet(), "player_id": "p002"}
     assert (await t.post("eu", "/v1/bets", bet))[0] == 201
-    async with http.put(cluster.url("eu") + f"/v1/players/p002/session/{bet['game_id']}",
-                        json={"state": {"reels": [3, 1, 4], "free_spins": 2}}) as r:
+    async with http.put(
+        cluster.url("eu") + f"/v1/players/p002/session/{bet['game_id']}",
+        json={"state": {"reels": [3, 1, 4], "free_spins": 2}},
+    ) as r:
         assert r.status == 200
     started = time.monotonic()
     while True:

@@ -12,6 +12,7 @@ from harness.cluster import Cluster
 async def test_each_edge_has_its_own_peer_credential_and_the_others_accept_it_under_its_id(tmp_path, monkeypatch):
     async def no_process(self, name, *, ready=True):
         return None
+
     monkeypatch.setattr(Cluster, "start_service", no_process)
     cluster = Cluster(tmp_path)
     await cluster.start()

@@ -107,8 +107,14 @@ def test_replicas_converge_to_the_true_values_after_anti_entropy(n, steps):
         for i in range(n):
             for j in range(i + 1, n):
                 anti_entropy(net.reps[i], net.reps[j])
-    views = [(jackpot_view(jackpot_slots(r.live(JP))), bonus_progress(bonus_slots(r.live(BONUS))),
-              session_latest(r.live(SESSION))) for r in net.reps]
+    views = [
+        (
+            jackpot_view(jackpot_slots(r.live(JP))),
+            bonus_progress(bonus_slots(r.live(BONUS))),
+            session_latest(r.live(SESSION)),
+        )
+        for r in net.reps
+    ]
     assert all(v == views[0] for v in views)
     jp, bonus, session = views[0]
     if jp is not None:

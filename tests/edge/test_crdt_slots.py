@@ -123,15 +123,20 @@ def test_out_of_order_delivery_can_drop_keys_and_a_state_vector_exchange_repairs
         c.apply_remote(JP, ups[i])
     assert "k0" not in slots(c.live(JP)).to_py(), "pycrdt no longer drops the key: keep the repair, update this test"
     anti_entropy(a, c), anti_entropy(b, c)
-    assert (slots(c.live(JP)).to_py() == slots(a.live(JP)).to_py() | {"b": 1.0}
-            == {"k0": {"y": 3.0}, "k1": {"x": 2.0}, "b": 1.0})
+    assert (
+        slots(c.live(JP)).to_py()
+        == slots(a.live(JP)).to_py() | {"b": 1.0}
+        == {"k0": {"y": 3.0}, "k1": {"x": 2.0}, "b": 1.0}
+    )
 
 
 def test_compaction_re_encodes_to_the_same_state():
     r = Replica("eu", 1, 8)
     ensure_live(r, [JP])
-    ups = [r.write_local(JP, lambda d, i=i: write_slot(d, "eu", JackpotSlot(1, i, 0, 0, "EUR", 0.0).encode()))
-           for i in range(200)]
+    ups = [
+        r.write_local(JP, lambda d, i=i: write_slot(d, "eu", JackpotSlot(1, i, 0, 0, "EUR", 0.0).encode()))
+        for i in range(200)
+    ]
     snapshot = compact(1, ups)
     assert len(snapshot) < sum(map(len, ups)) / 20
     d = Doc()

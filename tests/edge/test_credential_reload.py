@@ -20,15 +20,17 @@ from tests.support.polling import eventually
 
 
 def tokens_toml(path: Path, rows: list[tuple[str, str, str]]) -> None:
-    text = "[edge]\n" + "".join(f'[[tokens]]\nname = "{n}"\nrole = "{r}"\nsha256 = "{hash_token(t)}"\n'
-                                for n, r, t in rows)
+    text = "[edge]\n" + "".join(
+        f'[[tokens]]\nname = "{n}"\nrole = "{r}"\nsha256 = "{hash_token(t)}"\n' for n, r, t in rows
+    )
     tmp = path.with_suffix(".tmp")
     tmp.write_text(text)
     tmp.replace(path)
 
 
 async def test_a_rotated_game_server_token_and_a_removed_peer_token_take_effect_without_restart(
-        tmp_path, edges) -> None:
+    tmp_path, edges
+) -> None:
     e = await edges("a", "b")
     config = tmp_path / "edge-b.toml"
     rows = [("gs", "game_server", GS), ("a", "peer", peer_token("a"))]
@@ -42,6 +44,7 @@ async def test_a_rotated_game_server_token_and_a_removed_peer_token_take_effect_
 
     await eventually(linked)
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
+
         async def status(token: str) -> int:
             async with http.get(e.url("b") + "/v1/jackpots", headers={"Authorization": f"Bearer {token}"}) as r:
                 return r.status

@@ -39,11 +39,13 @@ async def test_bets_are_forwarded_and_their_effects_apply_once_across_retries_an
     elsewhere = await post(http, us + "/v1/bets", bet(1))
     assert again[0] == elsewhere[0] == 200 and again[1]["replayed"] and elsewhere[1]["transaction"]["via"] == "eu"
     for url in (eu, us):
+
         async def shows_once(url=url):
             jp = (await get(http, url + "/v1/jackpots/mega"))[1]
             bp = (await get(http, url + "/v1/players/p1/bonus-progress"))[1]
             shown = [(b["bonus_id"], b["wagered_minor"], b["by_edge"].get("eu")) for b in bp["bonuses"]]
             return jp.get("display_minor") == 1005 and shown == [("w", 500, 500)]
+
         await eventually(shows_once)
     assert ledger.pool_minor() == 1005
 
@@ -76,10 +78,12 @@ async def test_rollbacks_take_credits_back_from_the_edge_that_took_the_bet(edges
     await post(http, e.url("eu") + "/v1/rollbacks", {"id": "rb-1", "bet_id": "b-1", "player_id": "p1"})
     await post(http, e.url("eu") + "/v1/rollbacks", {"id": "rb-2", "bet_id": "b-2", "player_id": "p1"})
     for url in (e.url("eu"), e.url("us")):
+
         async def reversed_everywhere(url=url):
             jp = (await get(http, url + "/v1/jackpots/mega"))[1]
             bp = (await get(http, url + "/v1/players/p1/bonus-progress"))[1]
             return jp["display_minor"] == 1000 and [b["wagered_minor"] for b in bp["bonuses"]] == [0]
+
         await eventually(reversed_everywhere)
     assert ledger.pool_minor() == 1000
 
@@ -88,14 +92,19 @@ async def test_a_payout_resets_the_display_on_every_edge(edges, fake_ledger, htt
     e = await edges("eu", "us")
     await post(http, e.url("eu") + "/v1/bets", bet(1))
     await post(http, e.url("us") + "/v1/bets", bet(2))
-    status, _ = await post(http, e.url("us") + "/v1/jackpot-payouts",
-                           {"id": "jp-1", "jackpot_id": "mega", "player_id": "p1", "round_id": "r-2"})
+    status, _ = await post(
+        http,
+        e.url("us") + "/v1/jackpot-payouts",
+        {"id": "jp-1", "jackpot_id": "mega", "player_id": "p1", "round_id": "r-2"},
+    )
     assert status == 201
     await post(http, e.url("eu") + "/v1/bets", bet(3))
     for url in (e.url("eu"), e.url("us")):
+
         async def reset(url=url):
             jp = (await get(http, url + "/v1/jackpots/mega"))[1]
             return (jp["epoch"], jp["display_minor"], jp["by_edge"]) == (2, 1005, {"eu": 5, "us": 0})
+
         await eventually(reset)
 
 
@@ -153,6 +162,7 @@ async def test_sessions_follow_the_player_to_another_edge_with_open_rounds(edges
     async def resumed():
         status, s = await get(http, e.url("us") + "/v1/players/p1/session")
         return status == 200 and s["games"].get("slots", {}).get("state") == {"step": 3, "x": 1.5}
+
     await eventually(resumed)
     s = (await get(http, e.url("us") + "/v1/players/p1/session"))[1]
     assert [r["round_id"] for r in s["open_rounds"]] == ["r-1"] and s["games"]["slots"]["edge"] == "eu"
@@ -168,6 +178,7 @@ async def test_an_edge_restarts_from_disk_and_catches_up(edges, http):
     async def caught_up():
         jp = (await get(http, e.url("us") + "/v1/jackpots/mega"))[1]
         return jp.get("by_edge") == {"eu": 5, "us": 5}
+
     await eventually(caught_up)
     async with http.get(e.url("us") + "/metrics", headers={"Authorization": "Bearer metrics-token"}) as r:
         text = await r.text()

@@ -43,8 +43,7 @@ class Hostile:
 
     async def connect(self, url: str, *, claim: str | None = None) -> str | None:
         self.http = aiohttp.ClientSession()
-        self.ws = await self.http.ws_connect(url + "/v1/sync", headers=peer_headers(self.edge_id),
-                                             max_msg_size=8 << 20)
+        self.ws = await self.http.ws_connect(url + "/v1/sync", headers=peer_headers(self.edge_id), max_msg_size=8 << 20)
         await self.ws.send_str(orjson.dumps({"edge": claim or self.edge_id}).decode())
         msg = await asyncio.wait_for(self.ws.receive(), 5)
         return orjson.loads(msg.data)["edge"] if msg.type == aiohttp.WSMsgType.TEXT else None
@@ -100,7 +99,9 @@ async def test_the_jackpot_rewrite_and_the_fake_jackpot_are_refused_and_counted(
         async def honest_one_shown():
             status, body = await get(http, eu + "/v1/jackpots")
             return status == 200 and [(j["jackpot_id"], j["epoch"], j["by_edge"]) for j in body["jackpots"]] == [
-                ("mega", 1, {"apac": 7, "eu": 0})]
+                ("mega", 1, {"apac": 7, "eu": 0})
+            ]
+
         await eventually(honest_one_shown, timeout_s=5)
         assert await rejected(server, "apac", "foreign_author") == 2
         assert await rejected(server, "apac", "unknown_jackpot") == 1
@@ -117,6 +118,7 @@ async def test_a_credential_claims_only_its_own_edge_and_cannot_take_over_a_real
 
     async def linked():
         return sorted(server.app[HUB].links) == ["apac", "eu"]
+
     await eventually(linked)
     intruder = Hostile("apac")  # apac's credential, claiming eu
     try:
@@ -145,6 +147,7 @@ async def test_malformed_values_are_refused_and_never_break_reads_or_background_
         async def session_shown():
             status, body = await get(http, eu + "/v1/players/p1/session")
             return status == 200 and list(body["games"]) == ["g2"]
+
         await eventually(session_shown, timeout_s=5)
         assert await rejected(server, "apac", "invalid_value") == 3
         assert (await get(http, eu + "/v1/jackpots"))[0] == 200
@@ -163,12 +166,14 @@ async def test_malformed_values_are_refused_and_never_break_reads_or_background_
 
     async def fake_gone():
         return [j["jackpot_id"] for j in (await get(http, eu + "/v1/jackpots"))[1]["jackpots"]] == ["mega"]
+
     await eventually(fake_gone, timeout_s=5)
     # ... and the reconciler keeps running over the bad values: the sweep still repairs eu's own slot.
     state.write("jackpot/mega", lambda d: d.get("slots", type=Map).__setitem__("eu", jackpot_slot(1, 555)))
 
     async def repaired():
         return (await get(http, eu + "/v1/jackpots/mega"))[1]["by_edge"] == {"eu": 0}
+
     await eventually(repaired, timeout_s=5)
 
 
@@ -183,6 +188,7 @@ async def test_a_background_task_that_keeps_failing_is_counted_turns_readyz_red_
         if broken["on"]:
             raise ValueError("a bug")
         await real(name)
+
     reconciler.reconcile = flaky
     reconciler.mark_dirty(["jackpot/mega"])
     server.app[SERVICE].reconciler.mark_dirty(["jackpot/mega"])
@@ -191,6 +197,7 @@ async def test_a_background_task_that_keeps_failing_is_counted_turns_readyz_red_
         reconciler.mark_dirty(["jackpot/mega"])
         status, body = await get(http, eu + "/readyz")
         return status == 503 and body["background_failing"] == ["reconcile"]
+
     await eventually(red, timeout_s=8)
     assert metric(server, "edge_background_failures_total", task="reconcile") >= 5
     assert metric(server, "edge_background_task_failing", task="reconcile") == 1
@@ -198,6 +205,7 @@ async def test_a_background_task_that_keeps_failing_is_counted_turns_readyz_red_
 
     async def green():
         return (await get(http, eu + "/readyz"))[0] == 200
+
     await eventually(green, timeout_s=5)
     assert server.app[HEALTH].failing() == []
 
@@ -212,12 +220,14 @@ async def test_a_dialer_survives_a_bug_in_its_link(edges, http):
         if calls["n"] <= 2:
             raise KeyError("a bug")
         await real(peer, ws)
+
     await e.stop("us")
     hub._run = buggy
     await e.start("us")
 
     async def relinked():
         return "us" in hub.links
+
     await eventually(relinked, timeout_s=8)
     assert metric(e.servers["eu"], "edge_background_failures_total", task="sync-dial-us") == 2
 
@@ -226,8 +236,9 @@ async def test_oversized_updates_are_refused_by_document_and_peer_quotas(edges, 
     e = await edges("apac", "eu")
     await e.stop("apac")
     await e.stop("eu")
-    limits = dataclasses.replace(e.config("eu").limits, sync_doc_bytes_max=1024, sync_peer_bytes_per_s=1024,
-                                 sync_peer_bytes_burst=4096)
+    limits = dataclasses.replace(
+        e.config("eu").limits, sync_doc_bytes_max=1024, sync_peer_bytes_per_s=1024, sync_peer_bytes_burst=4096
+    )
     await e.start("eu", limits=limits)
     eu, server = e.url("eu"), e.servers["eu"]
     apac = Hostile("apac")
@@ -241,6 +252,7 @@ async def test_oversized_updates_are_refused_by_document_and_peer_quotas(edges, 
 
         async def counted():
             return await rejected(server, "apac", "peer_quota") >= 1
+
         await eventually(counted, timeout_s=5)
         assert await rejected(server, "apac", "doc_quota") == 1
         games = (await get(http, eu + "/v1/players/p1/session"))[1]["games"]
@@ -262,6 +274,7 @@ async def test_the_900kb_flood_reaches_neither_the_database_nor_other_edges(edge
 
         async def all_refused():
             return await rejected(server, "apac", "invalid_value") == 15
+
         await eventually(all_refused, timeout_s=10)
     finally:
         await apac.close()

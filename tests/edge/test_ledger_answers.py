@@ -41,8 +41,14 @@ async def test_a_read_outside_the_contract_is_a_logged_counted_500():
     app.router.add_get("/v1/players/p1/rounds", rounds)
     server = await _serve(app)
     registry = CollectorRegistry()
-    client = LedgerClient(str(server.make_url("")).rstrip("/"), "t", attempt_timeout_s=1.0, deadline_s=2.0,
-                          limits=Limits(), metrics=EdgeMetrics(registry))
+    client = LedgerClient(
+        str(server.make_url("")).rstrip("/"),
+        "t",
+        attempt_timeout_s=1.0,
+        deadline_s=2.0,
+        limits=Limits(),
+        metrics=EdgeMetrics(registry),
+    )
     await client.start()
     try:
         with capture_logs() as logs, pytest.raises(CroupierError) as raised:
@@ -66,8 +72,14 @@ async def test_a_batch_answer_outside_the_contract_is_retried_then_unavailable()
     app.router.add_post("/v1/batch", batch)
     server = await _serve(app)
     registry = CollectorRegistry()
-    client = LedgerClient(str(server.make_url("")).rstrip("/"), "t", attempt_timeout_s=0.5, deadline_s=0.5,
-                          limits=Limits(ledger_retry_backoff_s=0.05), metrics=EdgeMetrics(registry))
+    client = LedgerClient(
+        str(server.make_url("")).rstrip("/"),
+        "t",
+        attempt_timeout_s=0.5,
+        deadline_s=0.5,
+        limits=Limits(ledger_retry_backoff_s=0.05),
+        metrics=EdgeMetrics(registry),
+    )
     await client.start()
     body = {"id": "b1", "player_id": "p1", "currency": "EUR", "amount_minor": 1, "round_id": "r", "game_id": "g"}
     try:
@@ -83,6 +95,7 @@ async def test_a_batch_answer_outside_the_contract_is_retried_then_unavailable()
 async def test_ledger_truths_outside_the_contract_are_counted_never_half_read_and_fail_the_round():
     """The jackpot lookup, the jackpot and bonus reconciliation read typed answers: members missing
     is a counted malformed answer (a bug), never a partly read truth nor a postponed key."""
+
     async def jackpot(request: web.Request) -> web.Response:
         return web.json_response({"jackpot_id": "j1", "epoch": 2})  # pool, seed, per-edge truth, as_of missing
 
@@ -96,8 +109,9 @@ async def test_ledger_truths_outside_the_contract_are_counted_never_half_read_an
     registry = CollectorRegistry()
     metrics = EdgeMetrics(registry)
     limits = Limits(reconcile_interval_s=0.05)
-    client = LedgerClient(str(server.make_url("")).rstrip("/"), "t", attempt_timeout_s=1.0, deadline_s=2.0,
-                          limits=limits, metrics=metrics)
+    client = LedgerClient(
+        str(server.make_url("")).rstrip("/"), "t", attempt_timeout_s=1.0, deadline_s=2.0, limits=limits, metrics=metrics
+    )
     catalog = JackpotCatalog(client, lookup_interval_s=60.0)
     health = TaskHealth(metrics, unready_after=1)
     state = cast(EdgeState, SimpleNamespace(metrics=metrics, children=lambda kind: []))  # never reached otherwise

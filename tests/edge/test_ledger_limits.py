@@ -17,21 +17,41 @@ from edge.metrics import EdgeMetrics
 from tests.support.fake_ledger import FakeLedger
 from tests.support.polling import eventually
 
-PUBLISHED = LedgerLimits(batch_actions_max=3, body_bytes_max=8192, page_limit_max=100, journal_wait_ms_max=1000,
-                         reason_chars_max=500, currencies_max=16, game_ids_max=1000)
+PUBLISHED = LedgerLimits(
+    batch_actions_max=3,
+    body_bytes_max=8192,
+    page_limit_max=100,
+    journal_wait_ms_max=1000,
+    reason_chars_max=500,
+    currencies_max=16,
+    game_ids_max=1000,
+)
 
 
 def bet(i: int) -> dict:
-    return {"id": f"b{i}", "player_id": "p1", "currency": "EUR", "amount_minor": 10, "round_id": f"r{i}",
-            "game_id": "slots", "via": "eu", "client_id": "gs"}
+    return {
+        "id": f"b{i}",
+        "player_id": "p1",
+        "currency": "EUR",
+        "amount_minor": 10,
+        "round_id": f"r{i}",
+        "game_id": "slots",
+        "via": "eu",
+        "client_id": "gs",
+    }
 
 
 async def _client_of(ledger: FakeLedger) -> tuple[LedgerClient, TestServer]:
     server = TestServer(ledger.app(), host="127.0.0.1")
     await server.start_server()
-    client = LedgerClient(str(server.make_url("")).rstrip("/"), "t", attempt_timeout_s=1.0, deadline_s=3.0,
-                          limits=Limits(ledger_batch_max=50, ledger_batches_in_flight_max=1),
-                          metrics=EdgeMetrics(CollectorRegistry()))
+    client = LedgerClient(
+        str(server.make_url("")).rstrip("/"),
+        "t",
+        attempt_timeout_s=1.0,
+        deadline_s=3.0,
+        limits=Limits(ledger_batch_max=50, ledger_batches_in_flight_max=1),
+        metrics=EdgeMetrics(CollectorRegistry()),
+    )
     await client.start()
     return client, server
 

@@ -27,16 +27,25 @@ from tests.support.polling import eventually
 
 
 def bet_body(i: int = 1) -> dict:
-    return {"id": f"b{i}", "player_id": "p1", "currency": "EUR", "amount_minor": 10, "round_id": f"r{i}",
-            "game_id": "slots", "via": "eu", "client_id": "gs"}
+    return {
+        "id": f"b{i}",
+        "player_id": "p1",
+        "currency": "EUR",
+        "amount_minor": 10,
+        "round_id": f"r{i}",
+        "game_id": "slots",
+        "via": "eu",
+        "client_id": "gs",
+    }
 
 
 async def test_a_reconciler_that_fails_is_logged_counted_and_started_again(tmp_path, fake_ledger):
     _, ledger_server = fake_ledger
     registry = CollectorRegistry()
     port = free_port()
-    app = create_app(edge_config(tmp_path, "eu", 1, str(ledger_server.make_url("")).rstrip("/"), port, {}),
-                     registry=registry)
+    app = create_app(
+        edge_config(tmp_path, "eu", 1, str(ledger_server.make_url("")).rstrip("/"), port, {}), registry=registry
+    )
     reconciler = app[SERVICE].reconciler
     rounds = []
     original = reconciler._next_round
@@ -62,9 +71,14 @@ async def test_a_reconciler_that_fails_is_logged_counted_and_started_again(tmp_p
 
 async def test_breakers_opening_and_urls_switching_are_logged(tmp_path):
     closed = [f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"]
-    client = LedgerClient(closed, "t", attempt_timeout_s=0.2, deadline_s=0.6,
-                          limits=Limits(breaker_failures=2, breaker_open_s=5.0, ledger_retry_backoff_s=0.01),
-                          metrics=EdgeMetrics(CollectorRegistry()))
+    client = LedgerClient(
+        closed,
+        "t",
+        attempt_timeout_s=0.2,
+        deadline_s=0.6,
+        limits=Limits(breaker_failures=2, breaker_open_s=5.0, ledger_retry_backoff_s=0.01),
+        metrics=EdgeMetrics(CollectorRegistry()),
+    )
     await client.start()
     try:
         with capture_logs() as logs, pytest.raises(Unavailable):
@@ -89,9 +103,14 @@ async def test_a_breaker_that_closes_again_is_logged_and_each_action_carries_its
     ledger.batch = recording  # type: ignore[method-assign]  # a fault injected for this test
     server = TestServer(ledger.app(), host="127.0.0.1")
     await server.start_server()
-    client = LedgerClient(str(server.make_url("")).rstrip("/"), "t", attempt_timeout_s=0.5, deadline_s=3.0,
-                          limits=Limits(breaker_failures=1, breaker_open_s=0.1, ledger_retry_backoff_s=0.05),
-                          metrics=EdgeMetrics(CollectorRegistry()))
+    client = LedgerClient(
+        str(server.make_url("")).rstrip("/"),
+        "t",
+        attempt_timeout_s=0.5,
+        deadline_s=3.0,
+        limits=Limits(breaker_failures=1, breaker_open_s=0.1, ledger_retry_backoff_s=0.05),
+        metrics=EdgeMetrics(CollectorRegistry()),
+    )
     await client.start()
     try:
         with capture_logs() as logs:
@@ -115,8 +134,14 @@ async def test_a_breaker_that_closes_again_is_logged_and_each_action_carries_its
 async def test_a_dispatcher_that_fails_is_reported_and_started_again(fake_ledger):
     _, server = fake_ledger
     registry = CollectorRegistry()
-    client = LedgerClient(str(server.make_url("")).rstrip("/"), "t", attempt_timeout_s=0.5, deadline_s=3.0,
-                          limits=Limits(), metrics=EdgeMetrics(registry))
+    client = LedgerClient(
+        str(server.make_url("")).rstrip("/"),
+        "t",
+        attempt_timeout_s=0.5,
+        deadline_s=3.0,
+        limits=Limits(),
+        metrics=EdgeMetrics(registry),
+    )
     original, calls = client.batcher.dispatch, []
 
     async def flaky() -> None:

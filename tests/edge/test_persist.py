@@ -10,8 +10,9 @@ JP = "jackpot/mega"
 
 async def test_store_reopens_with_documents_effects_and_watermarks_and_compacts(tmp_path):
     durable = []
-    store = DocumentStore(tmp_path / "edge.db", client_id=1, limits=StoreLimits(compact_after=10),
-                          on_durable=durable.extend)
+    store = DocumentStore(
+        tmp_path / "edge.db", client_id=1, limits=StoreLimits(compact_after=10), on_durable=durable.extend
+    )
     await store.open()
     r = Replica("eu", 1, 4, pinned=store.pending)
     r.install(JP, [])
@@ -43,8 +44,12 @@ async def test_a_batch_is_one_hop_and_the_connection_runs_in_wal(tmp_path, monke
     await store.open()
     try:
         db = store._db
-        pragmas = await db.run(lambda conn: (conn.execute("PRAGMA journal_mode").fetchone()[0],
-                                             conn.execute("PRAGMA synchronous").fetchone()[0]))
+        pragmas = await db.run(
+            lambda conn: (
+                conn.execute("PRAGMA journal_mode").fetchone()[0],
+                conn.execute("PRAGMA synchronous").fetchone()[0],
+            )
+        )
         assert pragmas == ("wal", 1)  # NORMAL: a commit in WAL mode survives the death of the process
         hops = []
         original = db.run

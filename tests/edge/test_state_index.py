@@ -24,7 +24,7 @@ def test_children_are_listed_sorted_once_each_below_and_past_the_list_bound(tmp_
     for i, game in enumerate(games + games):  # every name twice
         state._index(f"session/p1/{game}")
         if i == CHILDREN_LIST_MAX // 2:  # still a list
-            assert state.children("session/p1") == sorted(games[:i + 1])
+            assert state.children("session/p1") == sorted(games[: i + 1])
     state._index("session/p2/g1")
     assert state.children("session/p1") == sorted(games)
     assert state.children("session/p2") == ["g1"]

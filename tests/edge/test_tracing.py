@@ -29,9 +29,11 @@ Json = dict[str, Any]
 
 
 @asynccontextmanager
-async def services(tmp_path: Path, ledger_tracing: tracing.Tracing, edge_tracing: tracing.Tracing,
-                   seen_headers: list[dict[str, str]]) -> AsyncIterator[tuple[TestServer, str]]:
+async def services(
+    tmp_path: Path, ledger_tracing: tracing.Tracing, edge_tracing: tracing.Tracing, seen_headers: list[dict[str, str]]
+) -> AsyncIterator[tuple[TestServer, str]]:
     """A ledger and an edge in process; `seen_headers` gets the headers of every ledger request."""
+
     @web.middleware
     async def record(request: web.Request, handler: Any) -> web.StreamResponse:
         seen_headers.append({k.lower(): v for k, v in request.headers.items()})
@@ -42,8 +44,11 @@ async def services(tmp_path: Path, ledger_tracing: tracing.Tracing, edge_tracing
     ledger = TestServer(ledger_app, host="127.0.0.1")
     await ledger.start_server()
     edges = Edges(tmp_path, str(ledger.make_url("")).rstrip("/"), {"eu": free_port()})
-    edge = TestServer(create_edge_app(edges.config("eu", ledger_token=TOKENS["edge"]), tracing=edge_tracing),
-                      host="127.0.0.1", port=edges.ports["eu"])
+    edge = TestServer(
+        create_edge_app(edges.config("eu", ledger_token=TOKENS["edge"]), tracing=edge_tracing),
+        host="127.0.0.1",
+        port=edges.ports["eu"],
+    )
     await edge.start_server()
     try:
         yield ledger, edges.url("eu")
@@ -56,15 +61,19 @@ async def services(tmp_path: Path, ledger_tracing: tracing.Tracing, edge_tracing
 def as_role_on() -> Callable[[TestServer, aiohttp.ClientSession], Callable[..., Awaitable[tuple[int, Json]]]]:
     def bind(ledger: TestServer, http: aiohttp.ClientSession) -> Callable[..., Awaitable[tuple[int, Json]]]:
         async def call(role: str, path: str, body: Json) -> tuple[int, Json]:
-            async with http.post(ledger.make_url(path), json=body,
-                                 headers={"Authorization": f"Bearer {TOKENS[role]}"}) as r:
+            async with http.post(
+                ledger.make_url(path), json=body, headers={"Authorization": f"Bearer {TOKENS[role]}"}
+            ) as r:
                 return r.status, await r.json()
+
         return call
+
     return bind
 
 
-async def post_raw_headers(http: aiohttp.ClientSession, url: str, data: bytes,
-                           headers: dict[str, str]) -> tuple[int, bytes]:
+async def post_raw_headers(
+    http: aiohttp.ClientSession, url: str, data: bytes, headers: dict[str, str]
+) -> tuple[int, bytes]:
     async with http.post(url, data=data, headers=headers) as resp:
         return resp.status, await resp.read()
 
@@ -76,7 +85,8 @@ def by_name(spans: tuple[ReadableSpan, ...], name: str) -> ReadableSpan:
 
 
 async def test_one_bet_through_the_edge_is_one_trace_from_the_edge_request_to_the_ledger_commit(
-        tmp_path: Path, http: aiohttp.ClientSession, as_role_on: Any) -> None:
+    tmp_path: Path, http: aiohttp.ClientSession, as_role_on: Any
+) -> None:
     ledger_spans, edge_spans = InMemorySpanExporter(), InMemorySpanExporter()
     ledger_tracing = tracing.setup("", "croupier-ledger", 1.0, exporter=ledger_spans)
     edge_tracing = tracing.setup("", "croupier-edge-eu", 1.0, exporter=edge_spans)
@@ -108,12 +118,14 @@ async def test_one_bet_through_the_edge_is_one_trace_from_the_edge_request_to_th
 
 
 async def test_a_caller_traceparent_is_continued_and_an_error_code_is_recorded(
-        tmp_path: Path, http: aiohttp.ClientSession) -> None:
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
     ledger_spans = InMemorySpanExporter()
     caller = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
     headers = {"traceparent": caller, "Authorization": f"Bearer {TOKENS['edge']}"}
-    async with services(tmp_path, tracing.setup("", "croupier-ledger", 0.0, exporter=ledger_spans),
-                        tracing.OFF, []) as (ledger, _):
+    async with services(
+        tmp_path, tracing.setup("", "croupier-ledger", 0.0, exporter=ledger_spans), tracing.OFF, []
+    ) as (ledger, _):
         status, _ = await post_raw_headers(http, str(ledger.make_url("/v1/bets")), b"{not json", headers)
         assert status == 400
     span = by_name(ledger_spans.get_finished_spans(), "POST /v1/bets")
@@ -124,7 +136,8 @@ async def test_a_caller_traceparent_is_continued_and_an_error_code_is_recorded(
 
 
 async def test_with_tracing_off_no_span_is_made_and_no_traceparent_is_sent(
-        tmp_path: Path, http: aiohttp.ClientSession, as_role_on: Any) -> None:
+    tmp_path: Path, http: aiohttp.ClientSession, as_role_on: Any
+) -> None:
     ledger_tracing = tracing.setup("", "croupier-ledger", 1.0)
     edge_tracing = tracing.setup("", "croupier-edge-eu", 1.0)
     assert ledger_tracing is tracing.OFF and edge_tracing is tracing.OFF and not tracing.OFF.middlewares()
@@ -142,10 +155,14 @@ def test_the_tracing_keys_are_read_checked_and_build_an_otlp_exporting_provider(
 
     from core_ledger.config import parse
 
-    cfg = parse({"ledger": {"tracing_otlp_endpoint": "http://127.0.0.1:4318/v1/traces",
-                            "tracing_sample_ratio": 0.25}}, tmp_path)
+    cfg = parse(
+        {"ledger": {"tracing_otlp_endpoint": "http://127.0.0.1:4318/v1/traces", "tracing_sample_ratio": 0.25}}, tmp_path
+    )
     assert (cfg.tracing_otlp_endpoint, cfg.tracing_service_name, cfg.tracing_sample_ratio) == (
-        "http://127.0.0.1:4318/v1/traces", "croupier-ledger", 0.25)
+        "http://127.0.0.1:4318/v1/traces",
+        "croupier-ledger",
+        0.25,
+    )
     with pytest.raises(ConfigError, match="tracing_sample_ratio"):
         parse({"ledger": {"tracing_sample_ratio": 1.5}}, tmp_path)
     on = tracing.setup(cfg.tracing_otlp_endpoint, cfg.tracing_service_name, cfg.tracing_sample_ratio)

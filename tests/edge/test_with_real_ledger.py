@@ -57,15 +57,27 @@ def as_role(ledger: TestServer, http: aiohttp.ClientSession) -> Callable[[str, s
         headers = {"Authorization": f"Bearer {TOKENS[role]}"}
         async with http.post(ledger.make_url(path), json=body, headers=headers) as r:
             return r.status, await r.json()
+
     return call
 
 
 async def test_a_replay_through_the_edge_is_the_first_answer_byte_for_byte_but_replayed(
-        edge: Edges, as_role: Any, http: aiohttp.ClientSession) -> None:
+    edge: Edges, as_role: Any, http: aiohttp.ClientSession
+) -> None:
     await setup_player(as_role)
-    assert (await as_role("admin_write", "/admin/v1/jackpots", {
-        "jackpot_id": "mega", "currency": "EUR", "seed_minor": 100, "contribution_ppm": 10_000,
-        "game_ids": ["slots"]}))[0] == 201
+    assert (
+        await as_role(
+            "admin_write",
+            "/admin/v1/jackpots",
+            {
+                "jackpot_id": "mega",
+                "currency": "EUR",
+                "seed_minor": 100,
+                "contribution_ppm": 10_000,
+                "game_ids": ["slots"],
+            },
+        )
+    )[0] == 201
     for body in (numbered_bet(1, 500), numbered_bet(2, AMOUNT_MINOR_MAX)):  # committed, then a stored rejection (funds)
         # A retry of one request keeps its X-Request-Id (a problem body names it as `request_id`).
         first_status, first = await post_raw(http, edge.url("eu") + "/v1/bets", body, f"retry-{body['id']}")
@@ -76,11 +88,22 @@ async def test_a_replay_through_the_edge_is_the_first_answer_byte_for_byte_but_r
 
 
 async def test_bonus_wagering_beyond_2_53_is_shown_exactly_and_never_fails_the_bet(
-        edge: Edges, as_role: Any, http: aiohttp.ClientSession) -> None:
+    edge: Edges, as_role: Any, http: aiohttp.ClientSession
+) -> None:
     await setup_player(as_role, deposits=10)
-    status, _ = await as_role("admin_write", "/admin/v1/bonuses", {
-        "id": "g1", "player_id": "p1", "bonus_id": "w", "currency": "EUR", "amount_minor": 1,
-        "wagering_requirement_minor": 1, "expires_at": "2030-01-01T00:00:00Z"})
+    status, _ = await as_role(
+        "admin_write",
+        "/admin/v1/bonuses",
+        {
+            "id": "g1",
+            "player_id": "p1",
+            "bonus_id": "w",
+            "currency": "EUR",
+            "amount_minor": 1,
+            "wagering_requirement_minor": 1,
+            "expires_at": "2030-01-01T00:00:00Z",
+        },
+    )
     assert status == 201
     for i in range(10):  # ten bets of 10**15: the wagering display passes 2**53 at the tenth
         status, body = await post_raw(http, edge.url("eu") + "/v1/bets", numbered_bet(i, AMOUNT_MINOR_MAX))
@@ -94,16 +117,29 @@ async def test_bonus_wagering_beyond_2_53_is_shown_exactly_and_never_fails_the_b
         async with http.get(edge.url("eu") + "/v1/players/p1/bonus-progress") as resp:
             progress = await resp.json()
         return progress["bonuses"] == [{"bonus_id": "w", "wagered_minor": expected, "by_edge": {"eu": expected}}]
+
     await eventually(exact)
 
 
 async def test_a_failing_effect_never_fails_the_committed_answer_and_reconciliation_repairs_it(
-        tmp_path: Path, ledger: TestServer, as_role: Any, http: aiohttp.ClientSession,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, ledger: TestServer, as_role: Any, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
     await setup_player(as_role)
-    assert (await as_role("admin_write", "/admin/v1/bonuses", {
-        "id": "g1", "player_id": "p1", "bonus_id": "w", "currency": "EUR", "amount_minor": 1,
-        "wagering_requirement_minor": 1, "expires_at": "2030-01-01T00:00:00Z"}))[0] == 201
+    assert (
+        await as_role(
+            "admin_write",
+            "/admin/v1/bonuses",
+            {
+                "id": "g1",
+                "player_id": "p1",
+                "bonus_id": "w",
+                "currency": "EUR",
+                "amount_minor": 1,
+                "wagering_requirement_minor": 1,
+                "expires_at": "2030-01-01T00:00:00Z",
+            },
+        )
+    )[0] == 201
     real = EdgeService._apply_effects
     failures = [AssertionError("a bug in an effect")]
 
@@ -131,13 +167,15 @@ async def test_a_failing_effect_never_fails_the_committed_answer_and_reconciliat
             async with http.get(e.url("eu") + "/v1/players/p1/bonus-progress") as resp:
                 progress = await resp.json()
             return progress["bonuses"] == [{"bonus_id": "w", "wagered_minor": 700, "by_edge": {"eu": 700}}]
+
         await eventually(repaired)
     finally:
         await e.stop("eu")
 
 
 async def test_a_halted_ledger_is_answered_500_through_the_edge_without_retries(
-        edge: Edges, as_role: Any, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch) -> None:
+    edge: Edges, as_role: Any, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
     await setup_player(as_role)
     specs = importlib.import_module("core_ledger.domain.specs").SPECS
     real_bet = specs["bet"].decide

@@ -58,7 +58,8 @@ async def test_only_a_proven_position_acknowledges(aiohttp_client: Any, tmp_path
 
 
 async def test_a_diverged_old_primary_never_acknowledges_the_new_primarys_writes(
-        aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path) -> None:
+    aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path
+) -> None:
     clock = FakeClock()
     old_app = create_app(ledger_config(tmp_path / "a"), clock=clock)
     old_server = await aiohttp_server(old_app)
@@ -113,7 +114,12 @@ async def test_a_diverged_old_primary_never_acknowledges_the_new_primarys_writes
     assert report["verdict"].startswith("old DIVERGED from new") and "rebuild" in report["verdict"]
 
     old_db, new_db = str(tmp_path / "a" / "ledger.db"), str(tmp_path / "b" / "ledger.db")
-    out = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "croupier", "ledger", "compare", old_db,
-                                                   new_db], capture_output=True, text=True, timeout=60)
+    out = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "croupier", "ledger", "compare", old_db, new_db],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 1 and orjson.loads(out.stdout)["diverged"] is True
     assert f"{old_db} DIVERGED from {new_db} at sequence {shared + 1}" in out.stderr

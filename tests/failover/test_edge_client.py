@@ -27,30 +27,39 @@ LIMITS = Limits(breaker_failures=3, breaker_open_s=5.0, ledger_retry_backoff_s=0
 
 
 def client_of(urls: list[str]) -> LedgerClient:
-    return LedgerClient(urls, TOKENS["edge"], attempt_timeout_s=1.0, deadline_s=3.0, limits=LIMITS,
-                        metrics=EdgeMetrics(CollectorRegistry()))
+    return LedgerClient(
+        urls,
+        TOKENS["edge"],
+        attempt_timeout_s=1.0,
+        deadline_s=3.0,
+        limits=LIMITS,
+        metrics=EdgeMetrics(CollectorRegistry()),
+    )
 
 
 def url_of(server: Any) -> str:
     return str(server.make_url("")).rstrip("/")
 
 
-async def pair(aiohttp_server: Any, aiohttp_client: Any, root: Path, standby_port: int | None = None,
-               **primary: Any) -> tuple[Any, Any, Any, Api]:
+async def pair(
+    aiohttp_server: Any, aiohttp_client: Any, root: Path, standby_port: int | None = None, **primary: Any
+) -> tuple[Any, Any, Any, Api]:
     """A primary (with `primary` config overrides) and its standby (on `standby_port` if given),
     both served; and an admin Api on the primary with a funded player p1."""
     primary_app = create_app(ledger_config(root / "a", **primary), clock=FakeClock())
     primary_server = await aiohttp_server(primary_app)
     settings = StandbySettings(url_of(primary_server), TOKENS["replica"], poll_interval_s=0.05)
-    standby_server = await aiohttp_server(create_app(ledger_config(root / "b"), clock=FakeClock(), standby=settings),
-                                          port=standby_port)
+    standby_server = await aiohttp_server(
+        create_app(ledger_config(root / "b"), clock=FakeClock(), standby=settings), port=standby_port
+    )
     api = Api(await aiohttp_client(primary_server))
     await api.player(deposit=10_000)
     return primary_server, standby_server, primary_app, api
 
 
-async def test_client_skips_a_dead_url_and_a_standby_and_learns_the_epoch(aiohttp_server: Any, aiohttp_client: Any,
-                                                                          tmp_path: Path) -> None:
+async def test_client_skips_a_dead_url_and_a_standby_and_learns_the_epoch(
+    aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path
+) -> None:
     primary, standby, _, _ = await pair(aiohttp_server, aiohttp_client, tmp_path)
     client = client_of([f"http://127.0.0.1:{free_port()}", url_of(standby), url_of(primary)])
     await client.start()
@@ -69,12 +78,20 @@ async def test_client_skips_a_dead_url_and_a_standby_and_learns_the_epoch(aiohtt
 
 
 async def test_client_follows_a_promotion_and_its_epoch_fences_the_old_primary(
-        aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path) -> None:
+    aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path
+) -> None:
     port = free_port()  # the standby's: the primary names it as its peer (the one that can prove an epoch)
-    primary, standby, primary_app, _ = await pair(aiohttp_server, aiohttp_client, tmp_path, standby_port=port,
-                                                  synchronous_standby=True, standby_ack_timeout_s=0.3,
-                                                  peers=(f"http://127.0.0.1:{port}",), peer_check_interval_s=600.0,
-                                                  epoch_claim_recheck_s=0.01)
+    primary, standby, primary_app, _ = await pair(
+        aiohttp_server,
+        aiohttp_client,
+        tmp_path,
+        standby_port=port,
+        synchronous_standby=True,
+        standby_ack_timeout_s=0.3,
+        peers=(f"http://127.0.0.1:{port}",),
+        peer_check_interval_s=600.0,
+        epoch_claim_recheck_s=0.01,
+    )
     client = client_of([url_of(primary), url_of(standby)])
     await client.start()
     try:

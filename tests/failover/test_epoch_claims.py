@@ -39,16 +39,18 @@ QUIET = {"peer_check_interval_s": 600.0}  # no periodic check: only what the tes
 
 
 def with_metrics_token(config: LedgerConfig) -> LedgerConfig:
-    return dataclasses.replace(config, tokens=(*config.tokens, TokenEntry("metrics-1", "metrics",
-                                                                          hash_token(METRICS_TOKEN))))
+    return dataclasses.replace(
+        config, tokens=(*config.tokens, TokenEntry("metrics-1", "metrics", hash_token(METRICS_TOKEN)))
+    )
 
 
 def url_of(server: Any) -> str:
     return str(server.make_url("")).rstrip("/")
 
 
-async def call(client: Any, token: str | None, method: str, path: str, body: Any = None,
-               epoch: str | None = None) -> tuple[int, Any]:
+async def call(
+    client: Any, token: str | None, method: str, path: str, body: Any = None, epoch: str | None = None
+) -> tuple[int, Any]:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     if epoch is not None:
         headers[EPOCH] = epoch
@@ -74,7 +76,8 @@ async def fence_store(data_dir: Path, epoch: int) -> None:
 
 
 async def test_the_reproduction_metrics_token_with_a_huge_epoch_fences_nothing_even_after_a_restart(
-        aiohttp_client: Any, tmp_path: Path) -> None:
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
     config = with_metrics_token(ledger_config(tmp_path / "l"))
     app = create_app(config, clock=FakeClock())
     client = await aiohttp_client(app)
@@ -93,7 +96,8 @@ async def test_the_reproduction_metrics_token_with_a_huge_epoch_fences_nothing_e
 
 
 async def test_game_server_cashier_and_admin_credentials_sending_the_header_change_nothing(
-        aiohttp_client: Any, tmp_path: Path) -> None:
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
     app = create_app(ledger_config(tmp_path / "l"), clock=FakeClock())
     client = await aiohttp_client(app)
     await Api(client).player(deposit=1000)
@@ -103,8 +107,9 @@ async def test_game_server_cashier_and_admin_credentials_sending_the_header_chan
         ("admin_read", "GET", "/admin/v1/replication", None),
         ("game_server", "GET", "/v1/players/p1/balances", None),  # no ledger route admits it: 403 first
     ]
-    answers = [(await call(client, TOKENS[role], method, path, body, epoch=HUGE))[0]
-               for role, method, path, body in tried]
+    answers = [
+        (await call(client, TOKENS[role], method, path, body, epoch=HUGE))[0] for role, method, path, body in tried
+    ]
     assert answers == [201, 201, 200, 403]
     assert app[SERVICE].fenced_by == 0 and claims(app, "role_not_allowed") == 3
     assert (await Api(client).post("edge", "/v1/bets", bet("b1", 10)))[0] == 201
@@ -115,8 +120,9 @@ async def test_game_server_cashier_and_admin_credentials_sending_the_header_chan
 async def test_an_edge_claim_no_peer_can_prove_never_fences_durably(aiohttp_client: Any, tmp_path: Path) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
     for name, peers, outcome in (("alone", (), "unverifiable"), ("dead-peer", (dead,), "unverifiable")):
-        config = ledger_config(tmp_path / name, peers=peers, peer_check_timeout_s=0.5, epoch_claim_recheck_s=0.01,
-                               **QUIET)
+        config = ledger_config(
+            tmp_path / name, peers=peers, peer_check_timeout_s=0.5, epoch_claim_recheck_s=0.01, **QUIET
+        )
         app = create_app(config, clock=FakeClock())
         client = await aiohttp_client(app)
         await Api(client).player(deposit=1000)
@@ -131,8 +137,7 @@ async def test_an_edge_claim_no_peer_can_prove_never_fences_durably(aiohttp_clie
         await again.close()
 
 
-async def test_a_flood_of_claims_costs_one_survey_and_stops_no_other_write(aiohttp_client: Any,
-                                                                           tmp_path: Path) -> None:
+async def test_a_flood_of_claims_costs_one_survey_and_stops_no_other_write(aiohttp_client: Any, tmp_path: Path) -> None:
     asked = []
 
     async def readyz(request: web.Request) -> web.Response:  # a peer standby of epoch 1: refutes every claim
@@ -146,14 +151,16 @@ async def test_a_flood_of_claims_costs_one_survey_and_stops_no_other_write(aioht
     peer = TestServer(peer_app, host="127.0.0.1")
     await peer.start_server()
     try:
-        app = create_app(ledger_config(tmp_path / "l", peers=(url_of(peer),), epoch_claim_recheck_s=1.0, **QUIET),
-                         clock=FakeClock())
+        app = create_app(
+            ledger_config(tmp_path / "l", peers=(url_of(peer),), epoch_claim_recheck_s=1.0, **QUIET), clock=FakeClock()
+        )
         client = await aiohttp_client(app)
         await Api(client).player(deposit=10_000)
         assert len(asked) == 1  # the start survey
         await asyncio.sleep(1.05)  # its memory expired
-        flood = [call(client, TOKENS["edge"], "POST", "/v1/bets", bet(f"f{i}", 1), epoch=str(10 + i))
-                 for i in range(20)]
+        flood = [
+            call(client, TOKENS["edge"], "POST", "/v1/bets", bet(f"f{i}", 1), epoch=str(10 + i)) for i in range(20)
+        ]
         plain = [Api(client).post("edge", "/v1/bets", bet(f"p{i}", 1)) for i in range(5)]
         answers = await asyncio.gather(*flood, *plain)
         assert [s for s, _ in answers] == [201] * 25
@@ -165,8 +172,7 @@ async def test_a_flood_of_claims_costs_one_survey_and_stops_no_other_write(aioht
         await peer.close()
 
 
-async def promoted_peer(aiohttp_server: Any, aiohttp_client: Any, root: Path, primary: Any,
-                        port: int) -> Api:
+async def promoted_peer(aiohttp_server: Any, aiohttp_client: Any, root: Path, primary: Any, port: int) -> Api:
     """A standby of `primary` served on `port`, promoted (epoch 2)."""
     settings = StandbySettings(url_of(primary), TOKENS["replica"], poll_interval_s=0.05)
     standby = await aiohttp_server(create_app(ledger_config(root), clock=FakeClock(), standby=settings), port=port)
@@ -176,10 +182,16 @@ async def promoted_peer(aiohttp_server: Any, aiohttp_client: Any, root: Path, pr
 
 
 async def test_an_edge_claim_a_promoted_peer_proves_fences_for_good_and_unfencing_it_needs_force(
-        aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path) -> None:
+    aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path
+) -> None:
     port = free_port()
-    config = ledger_config(tmp_path / "old", peers=(f"http://127.0.0.1:{port}",), peer_check_timeout_s=1.0,
-                           epoch_claim_recheck_s=0.01, **QUIET)
+    config = ledger_config(
+        tmp_path / "old",
+        peers=(f"http://127.0.0.1:{port}",),
+        peer_check_timeout_s=1.0,
+        epoch_claim_recheck_s=0.01,
+        **QUIET,
+    )
     old_app = create_app(config, clock=FakeClock())
     old_server = await aiohttp_server(old_app)
     old = Api(await aiohttp_client(old_server))
@@ -195,8 +207,9 @@ async def test_an_edge_claim_a_promoted_peer_proves_fences_for_good_and_unfencin
     assert [(p["role"], p["epoch"]) for p in problem["peers"]] == [("primary", 2)]
     assert old_app[SERVICE].fenced_by == 2  # refused: still fenced
 
-    status, body = await old.post("admin_write", "/admin/v1/unfence", {"reason": "drill: two primaries on purpose",
-                                                                       "force": True})
+    status, body = await old.post(
+        "admin_write", "/admin/v1/unfence", {"reason": "drill: two primaries on purpose", "force": True}
+    )
     assert status == 201, body
     tx = body["transaction"]
     assert tx["type"] == "unfence" and tx["force"] is True and tx["fenced_by_epoch"] == 2
@@ -206,15 +219,17 @@ async def test_an_edge_claim_a_promoted_peer_proves_fences_for_good_and_unfencin
 
 
 async def test_a_fence_nobody_proves_is_lifted_by_a_journaled_unfence_that_standby_and_rebuild_replay(
-        aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path) -> None:
+    aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path
+) -> None:
     port = free_port()
     config = ledger_config(tmp_path / "a", peers=(f"http://127.0.0.1:{port}",), **QUIET)
     await fence_store(tmp_path / "a", int(HUGE))  # left by the old bug
     primary_app = create_app(config, clock=FakeClock())
     primary_server = await aiohttp_server(primary_app)
     primary = Api(await aiohttp_client(primary_server))
-    assert (await primary.post("admin_write", "/admin/v1/players", {"player_id": "p1", "currencies": ["EUR"]}))[0] \
-        == 503
+    assert (await primary.post("admin_write", "/admin/v1/players", {"player_id": "p1", "currencies": ["EUR"]}))[
+        0
+    ] == 503
     status, problem = await primary.post("admin_write", "/admin/v1/unfence", {"reason": ""})
     assert status == 400 and problem["code"] == "validation_error"
     assert (await primary.post("admin_read", "/admin/v1/unfence", {"reason": "x"}))[0] == 403
@@ -223,8 +238,9 @@ async def test_a_fence_nobody_proves_is_lifted_by_a_journaled_unfence_that_stand
     standby_app = create_app(ledger_config(tmp_path / "b"), clock=FakeClock(), standby=settings)
     await aiohttp_server(standby_app, port=port)  # the configured peer: a standby, epoch 1 (proves nothing)
 
-    status, body = await primary.post("admin_write", "/admin/v1/unfence",
-                                      {"reason": "fenced by a forged X-Ledger-Epoch (issue 8)"})
+    status, body = await primary.post(
+        "admin_write", "/admin/v1/unfence", {"reason": "fenced by a forged X-Ledger-Epoch (issue 8)"}
+    )
     assert status == 201, body
     tx = body["transaction"]
     assert tx["type"] == "unfence" and tx["force"] is False and tx["fenced_by_epoch"] == int(HUGE)
@@ -248,8 +264,9 @@ async def test_a_fence_nobody_proves_is_lifted_by_a_journaled_unfence_that_stand
     await again.close()
     db = str(tmp_path / "a" / "ledger.db")
     for command in ("verify", "rebuild"):
-        process = await asyncio.create_subprocess_exec(*CLI, command, db, stdout=asyncio.subprocess.PIPE,
-                                                       stderr=asyncio.subprocess.PIPE)
+        process = await asyncio.create_subprocess_exec(
+            *CLI, command, db, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
         out, err = await asyncio.wait_for(process.communicate(), 60)
         assert process.returncode == 0, out + err
         assert orjson.loads(out)["ok" if command == "verify" else "rebuilt"] is True
@@ -260,18 +277,29 @@ async def test_an_edge_never_forwards_a_game_servers_epoch_header(tmp_path: Path
     ledger = TestServer(ledger_app, host="127.0.0.1")
     await ledger.start_server()
     port = free_port()
-    edge = TestServer(create_edge_app(edge_config(tmp_path, "eu", 1, url_of(ledger), port, {},
-                                                  ledger_token=TOKENS["edge"])), host="127.0.0.1", port=port)
+    edge = TestServer(
+        create_edge_app(edge_config(tmp_path, "eu", 1, url_of(ledger), port, {}, ledger_token=TOKENS["edge"])),
+        host="127.0.0.1",
+        port=port,
+    )
     try:
         async with aiohttp.ClientSession() as http:
-            await Api(http).call("admin_write", "POST", url_of(ledger) + "/admin/v1/players",
-                                 {"player_id": "p1", "currencies": ["EUR"]})
-            await Api(http).call("cashier", "POST", url_of(ledger) + "/v1/deposits",
-                                 {"id": "d1", "player_id": "p1", "currency": "EUR", "amount_minor": 1000})
+            await Api(http).call(
+                "admin_write", "POST", url_of(ledger) + "/admin/v1/players", {"player_id": "p1", "currencies": ["EUR"]}
+            )
+            await Api(http).call(
+                "cashier",
+                "POST",
+                url_of(ledger) + "/v1/deposits",
+                {"id": "d1", "player_id": "p1", "currency": "EUR", "amount_minor": 1000},
+            )
             await edge.start_server()
             for i in range(3):
-                async with http.post(f"http://127.0.0.1:{port}/v1/bets", json=bet(f"b{i}", 10),
-                                     headers={"Authorization": f"Bearer {GS}", EPOCH: HUGE}) as resp:
+                async with http.post(
+                    f"http://127.0.0.1:{port}/v1/bets",
+                    json=bet(f"b{i}", 10),
+                    headers={"Authorization": f"Bearer {GS}", EPOCH: HUGE},
+                ) as resp:
                     assert resp.status == 201, await resp.text()
         assert ledger_app[SERVICE].fenced_by == 0
         assert sum(claims(ledger_app, o) for o in ("proven", "refuted", "unverifiable", "role_not_allowed")) == 0
@@ -293,7 +321,8 @@ class FenceFailsOnce(MemoryStore):
 
 
 async def test_a_fence_the_store_failed_to_record_holds_in_memory_is_counted_and_stored_by_the_next_check(
-        aiohttp_client: Any, tmp_path: Path) -> None:
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
     async def readyz(request: web.Request) -> web.Response:  # a promoted peer: primary at epoch 2
         body = {"role": "primary", "epoch": 2, "fenced": False, "head_sequence": 9, "head_hash": "ab" * 32}
         return web.json_response(body, headers={EPOCH: "2"})
@@ -304,13 +333,17 @@ async def test_a_fence_the_store_failed_to_record_holds_in_memory_is_counted_and
     await peer.start_server()
     store = FenceFailsOnce()
     try:
-        app = create_app(ledger_config(tmp_path / "l", peers=(url_of(peer),), peer_check_interval_s=0.05),
-                         store=store, clock=FakeClock())
+        app = create_app(
+            ledger_config(tmp_path / "l", peers=(url_of(peer),), peer_check_interval_s=0.05),
+            store=store,
+            clock=FakeClock(),
+        )
         client = await aiohttp_client(app)
         assert app[SERVICE].fenced_by == 2  # the start check: in memory at once, though the store failed
         assert app[SERVICE].metrics.peer_check_failures_total._value.get() == 1
-        status, problem = await Api(client).post("admin_write", "/admin/v1/players",
-                                                 {"player_id": "p1", "currencies": ["EUR"]})
+        status, problem = await Api(client).post(
+            "admin_write", "/admin/v1/players", {"player_id": "p1", "currencies": ["EUR"]}
+        )
         assert status == 503 and problem["code"] == "not_primary"
         for _ in range(100):  # the periodic check (every 50 ms) stores it
             if await store.fenced_by() == 2:

@@ -35,8 +35,9 @@ async def test_failover_loses_no_acknowledged_bet_and_fences_the_old_primary(tmp
     try:
         await cluster.start()
         await seed(cluster, players=PLAYERS)
-        async with aiohttp.ClientSession(headers=cluster.headers("game_server"),
-                                         timeout=aiohttp.ClientTimeout(total=15)) as http:
+        async with aiohttp.ClientSession(
+            headers=cluster.headers("game_server"), timeout=aiohttp.ClientTimeout(total=15)
+        ) as http:
             bettor = Bettor(http, cluster.url, cluster.edge_ids, players=PLAYERS)
             workers = [asyncio.create_task(bettor.worker(w)) for w in range(WORKERS)]
             try:
@@ -68,15 +69,25 @@ async def test_failover_loses_no_acknowledged_bet_and_fences_the_old_primary(tmp
             old = cluster.url("ledger")
             async with http.get(old + "/readyz") as r:  # its peer check saw epoch 2 before serving
                 assert r.status == 503 and (await r.json())["fenced"] is True
-            bet = {"id": "late-1", "player_id": "p001", "currency": "EUR", "amount_minor": 1, "round_id": "late",
-                   "game_id": "slots-1"}
+            bet = {
+                "id": "late-1",
+                "player_id": "p001",
+                "currency": "EUR",
+                "amount_minor": 1,
+                "round_id": "late",
+                "game_id": "slots-1",
+            }
             async with http.post(old + "/v1/bets", json=bet, headers=cluster.headers("edge")) as r:
                 assert r.status == 503 and (await r.json())["code"] == "not_primary"
         await cluster.stop()
 
         old_db, new_db = (cluster.root / f"{n}-data" / "ledger.db" for n in ("ledger", STANDBY))
-        out = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "croupier", "ledger", "compare",
-                                                       str(old_db), str(new_db)], capture_output=True, timeout=60)
+        out = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "croupier", "ledger", "compare", str(old_db), str(new_db)],
+            capture_output=True,
+            timeout=60,
+        )
         verdict = orjson.loads(out.stdout)
         assert verdict["winner"] == str(new_db) and verdict["copies"][str(new_db)]["verifies"]
         assert out.returncode == (0 if verdict["loser_is_prefix"] else 1)
@@ -87,9 +98,11 @@ async def test_failover_loses_no_acknowledged_bet_and_fences_the_old_primary(tmp
             assert 0 < verdict["loser_extra_entries"] == len(tail) <= WORKERS
             assert all(ids[i] == 1 for i in tail & set(bettor.acked))
         moved = [round(t - bettor.marked_at, 2) for t in bettor.first_ack_after_by_target.values()]
-        print(f"acked before/after kill: {acked_before}/{len(bettor.acked) - acked_before}; "
-              f"edges moved in {moved} s; "
-              f"old primary's extra tail: {verdict['loser_extra_entries']}")
+        print(
+            f"acked before/after kill: {acked_before}/{len(bettor.acked) - acked_before}; "
+            f"edges moved in {moved} s; "
+            f"old primary's extra tail: {verdict['loser_extra_entries']}"
+        )
     finally:
         await cluster.stop()
 

@@ -27,8 +27,9 @@ def test_the_fault_point_is_off_unless_configured_and_its_file_is_relative_to_th
     assert ledger_config_file.load(path).fault_apply_delay_file == (tmp_path / "faults" / "delay").resolve()
 
 
-async def test_a_standby_apply_pauses_while_the_fault_file_holds_seconds(aiohttp_server: Any, aiohttp_client: Any,
-                                                                         tmp_path: Path) -> None:
+async def test_a_standby_apply_pauses_while_the_fault_file_holds_seconds(
+    aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path
+) -> None:
     clock = FakeClock()
     registry = CollectorRegistry()
     primary_registry = CollectorRegistry()
@@ -37,8 +38,12 @@ async def test_a_standby_apply_pauses_while_the_fault_file_holds_seconds(aiohttp
     primary = Api(await aiohttp_client(primary_server))
     fault_file = tmp_path / "apply-delay"
     settings = StandbySettings(str(primary_server.make_url("")).rstrip("/"), TOKENS["replica"], poll_interval_s=0.02)
-    standby_app = create_app(ledger_config(tmp_path / "standby", fault_apply_delay_file=fault_file), clock=clock,
-                             standby=settings, registry=registry)
+    standby_app = create_app(
+        ledger_config(tmp_path / "standby", fault_apply_delay_file=fault_file),
+        clock=clock,
+        standby=settings,
+        registry=registry,
+    )
     await aiohttp_client(standby_app)
     assert registry.get_sample_value("ledger_fault_point_enabled") == 1
     assert primary_registry.get_sample_value("ledger_fault_point_enabled") == 0

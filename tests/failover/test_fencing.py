@@ -28,11 +28,13 @@ async def raw_post(client: Any, role: str, path: str, body: Any, epoch: int | No
         return resp.status, await resp.json(), resp.headers
 
 
-async def test_a_higher_epoch_a_peer_proves_fences_the_primary_for_good(aiohttp_server: Any, aiohttp_client: Any,
-                                                                       tmp_path: Path) -> None:
+async def test_a_higher_epoch_a_peer_proves_fences_the_primary_for_good(
+    aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path
+) -> None:
     port = free_port()  # the peer that will prove epoch 2 (a standby of this primary, promoted)
-    config = ledger_config(tmp_path / "l", peers=(f"http://127.0.0.1:{port}",), peer_check_interval_s=600.0,
-                           epoch_claim_recheck_s=0.01)
+    config = ledger_config(
+        tmp_path / "l", peers=(f"http://127.0.0.1:{port}",), peer_check_interval_s=600.0, epoch_claim_recheck_s=0.01
+    )
     server = await aiohttp_server(create_app(config, clock=FakeClock()))
     client = await aiohttp_client(server)
     api = Api(client)
@@ -42,8 +44,9 @@ async def test_a_higher_epoch_a_peer_proves_fences_the_primary_for_good(aiohttp_
     async with client.get("/readyz", headers={EPOCH: "7"}) as resp:  # anonymous: cannot fence
         assert resp.status == 200 and (await resp.json())["fenced"] is False
     settings = StandbySettings(str(server.make_url("")).rstrip("/"), TOKENS["replica"], poll_interval_s=0.05)
-    promoted = await aiohttp_server(create_app(ledger_config(tmp_path / "new"), clock=FakeClock(), standby=settings),
-                                    port=port)
+    promoted = await aiohttp_server(
+        create_app(ledger_config(tmp_path / "new"), clock=FakeClock(), standby=settings), port=port
+    )
     assert (await Api(await aiohttp_client(promoted)).post("admin_write", "/admin/v1/promote"))[1]["epoch"] == 2
 
     status, problem, headers = await raw_post(client, "edge", "/v1/bets", bet("b2", 10), epoch=2)
@@ -66,23 +69,27 @@ async def test_a_higher_epoch_a_peer_proves_fences_the_primary_for_good(aiohttp_
     assert (await Api(again).get("", "/readyz"))[0] == 503
 
 
-async def test_a_peer_of_a_higher_epoch_fences_a_primary_at_start(aiohttp_server: Any, aiohttp_client: Any,
-                                                                   tmp_path: Path) -> None:
+async def test_a_peer_of_a_higher_epoch_fences_a_primary_at_start(
+    aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path
+) -> None:
     settings = StandbySettings("http://127.0.0.1:9", TOKENS["replica"], poll_interval_s=10)
     promoted_app = create_app(ledger_config(tmp_path / "new"), clock=FakeClock(), standby=settings)
     promoted = await aiohttp_server(promoted_app)
     assert (await Api(await aiohttp_client(promoted)).post("admin_write", "/admin/v1/promote"))[1]["epoch"] == 2
-    old = create_app(ledger_config(tmp_path / "old", peers=(str(promoted.make_url("")).rstrip("/"),)),
-                     clock=FakeClock())
+    old = create_app(
+        ledger_config(tmp_path / "old", peers=(str(promoted.make_url("")).rstrip("/"),)), clock=FakeClock()
+    )
     client = await aiohttp_client(old)
     assert old[SERVICE].fenced_by == 2
-    status, problem, _ = await raw_post(client, "admin_write", "/admin/v1/players",
-                                        {"player_id": "p1", "currencies": ["EUR"]})
+    status, problem, _ = await raw_post(
+        client, "admin_write", "/admin/v1/players", {"player_id": "p1", "currencies": ["EUR"]}
+    )
     assert status == 503 and problem["code"] == "not_primary"
 
 
 async def test_compare_picks_the_promoted_copy_and_reports_the_old_primarys_tail(
-        aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path) -> None:
+    aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path
+) -> None:
     clock = FakeClock()
     primary_app = create_app(ledger_config(tmp_path / "a"), clock=clock)
     primary_server = await aiohttp_server(primary_app)

@@ -16,7 +16,8 @@ from tests.support.polling import wait_for
 
 
 async def test_a_fresh_standby_behind_the_acknowledged_head_refuses_promotion_unless_forced(
-        aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path) -> None:
+    aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path
+) -> None:
     clock = FakeClock()
     primary_app = create_app(ledger_config(tmp_path / "p", synchronous_standby=True), clock=clock)
     primary_server = await aiohttp_server(primary_app)
@@ -30,8 +31,13 @@ async def test_a_fresh_standby_behind_the_acknowledged_head_refuses_promotion_un
     acknowledged = primary_app[SERVICE].head.sequence
 
     # The first standby's copy is lost; a new one starts from nothing, one entry per page.
-    settings = StandbySettings(str(primary_server.make_url("")).rstrip("/"), TOKENS["replica"], page_limit=1,
-                               poll_interval_s=0.05, long_poll_ms=0)
+    settings = StandbySettings(
+        str(primary_server.make_url("")).rstrip("/"),
+        TOKENS["replica"],
+        page_limit=1,
+        poll_interval_s=0.05,
+        long_poll_ms=0,
+    )
     fresh_app = create_app(ledger_config(tmp_path / "s2"), clock=clock, standby=settings)
     fresh_app[SERVICE].apply_fault_delay = lambda: 0.2  # a slow copy: it cannot catch up before it stops
     fresh = Api(await aiohttp_client(fresh_app))
@@ -57,7 +63,8 @@ async def test_a_fresh_standby_behind_the_acknowledged_head_refuses_promotion_un
 
 
 async def test_a_promoted_primary_counts_what_it_inherited_as_acknowledged(
-        aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path) -> None:
+    aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path
+) -> None:
     """After a failover the new primary's standbys have confirmed nothing yet, but everything it
     holds may have been acknowledged by the old primary: a copy rebuilt from nothing behind it
     must refuse promotion until it holds all of that."""
@@ -78,8 +85,9 @@ async def test_a_promoted_primary_counts_what_it_inherited_as_acknowledged(
     status, _ = await new.post("admin_write", "/admin/v1/promote", None)
     assert status == 200 and new_app[SERVICE].acknowledged_sequence == acknowledged
 
-    rebuilt_settings = StandbySettings(str(new_server.make_url("")).rstrip("/"), TOKENS["replica"], page_limit=1,
-                                       poll_interval_s=0.05, long_poll_ms=0)
+    rebuilt_settings = StandbySettings(
+        str(new_server.make_url("")).rstrip("/"), TOKENS["replica"], page_limit=1, poll_interval_s=0.05, long_poll_ms=0
+    )
     rebuilt_app = create_app(ledger_config(tmp_path / "s2"), clock=clock, standby=rebuilt_settings)
     rebuilt_app[SERVICE].apply_fault_delay = lambda: 0.2  # slow: it cannot catch up before it stops
     rebuilt = Api(await aiohttp_client(rebuilt_app))

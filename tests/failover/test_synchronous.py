@@ -13,8 +13,9 @@ from tests.support.clock import FakeClock
 from tests.support.ledger import Api, bet, ledger_config, standby_of
 
 
-async def test_answers_wait_for_the_standby_and_time_out_without_one(aiohttp_server: Any, aiohttp_client: Any,
-                                                                     tmp_path: Path) -> None:
+async def test_answers_wait_for_the_standby_and_time_out_without_one(
+    aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path
+) -> None:
     clock = FakeClock()
     config = ledger_config(tmp_path / "p", synchronous_standby=True, standby_ack_timeout_s=0.3)
     primary_app = create_app(config, clock=clock)
@@ -33,8 +34,9 @@ async def test_answers_wait_for_the_standby_and_time_out_without_one(aiohttp_ser
     assert status == 200 and body["replayed"] is True  # the retry replays it, once a standby has it
     assert standby_app[SERVICE].head.sequence >= 1
 
-    status, body = await primary.post("cashier", "/v1/deposits", {"id": "d1", "player_id": "p1", "currency": "EUR",
-                                                                  "amount_minor": 500})
+    status, body = await primary.post(
+        "cashier", "/v1/deposits", {"id": "d1", "player_id": "p1", "currency": "EUR", "amount_minor": 500}
+    )
     assert status == 201
     assert standby_app[SERVICE].head.sequence >= body["transaction"]["sequence"]  # applied before the answer
     status, body = await primary.post("edge", "/v1/bets", bet("b1", 100))

@@ -51,8 +51,9 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 async def app_config(tmp_path: Path) -> LedgerConfig:
-    return ledger_config(tmp_path / "data", page_limit_max=50, batch_actions_max=8, body_bytes_max=4096,
-                         backup_dir=tmp_path / "backups")
+    return ledger_config(
+        tmp_path / "data", page_limit_max=50, batch_actions_max=8, body_bytes_max=4096, backup_dir=tmp_path / "backups"
+    )
 
 
 @pytest.fixture

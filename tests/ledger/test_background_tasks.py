@@ -35,14 +35,16 @@ class FlakySqlite(SqliteStore):
 
 
 async def test_the_tailer_survives_apply_failures_and_readyz_shows_them(
-        aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path, clock: FakeClock) -> None:
+    aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path, clock: FakeClock
+) -> None:
     primary_app = create_app(ledger_config(tmp_path / "p"), clock=clock)
     primary_server = await aiohttp_server(primary_app)
     primary = Api(await aiohttp_client(primary_server))
     store = FlakySqlite(tmp_path / "s" / "ledger.db")
     store.failing = True
-    settings = StandbySettings(str(primary_server.make_url("")).rstrip("/"), TOKENS["replica"],
-                               poll_interval_s=0.01, backoff_max_s=0.05)
+    settings = StandbySettings(
+        str(primary_server.make_url("")).rstrip("/"), TOKENS["replica"], poll_interval_s=0.01, backoff_max_s=0.05
+    )
     standby_app = create_app(ledger_config(tmp_path / "s"), clock=clock, store=store, standby=settings)
     standby = Api(await aiohttp_client(standby_app))
     await primary.player(deposit=100)
@@ -75,8 +77,9 @@ class FlakyReads(LedgerReads):
         return await super().verify(up_to_sequence, since)
 
 
-async def test_the_auditor_survives_failures_and_readyz_shows_them(aiohttp_client: Any, tmp_path: Path,
-                                                                   clock: FakeClock) -> None:
+async def test_the_auditor_survives_failures_and_readyz_shows_them(
+    aiohttp_client: Any, tmp_path: Path, clock: FakeClock
+) -> None:
     app = create_app(ledger_config(tmp_path / "l"), clock=clock)
     service = app[SERVICE]
     flaky = FlakyReads(app[AUDITOR].reads.store, clock=clock)
@@ -98,7 +101,8 @@ async def test_the_auditor_survives_failures_and_readyz_shows_them(aiohttp_clien
 
 
 async def test_periodic_audits_walk_what_was_journaled_since_and_the_whole_journal_every_nth(
-        aiohttp_client: Any, tmp_path: Path, clock: FakeClock) -> None:
+    aiohttp_client: Any, tmp_path: Path, clock: FakeClock
+) -> None:
     """A periodic audit costs what was written since the last one, not the journal's length; every
     `full_every`-th walks everything again and finds an old entry changed on disk."""
     app = create_app(ledger_config(tmp_path / "l"), clock=clock)

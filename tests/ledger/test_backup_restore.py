@@ -49,8 +49,15 @@ CLI_TIMEOUT_S = 60.0
 
 async def _cli(*args: str) -> tuple[int, dict[str, Any]]:
     """`croupier ledger ...` in its own process (it runs its own event loop); exit code and last JSON line."""
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "croupier", "ledger", *args,
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "croupier",
+        "ledger",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     try:
         out, err = await asyncio.wait_for(proc.communicate(), CLI_TIMEOUT_S)
     except TimeoutError:
@@ -89,11 +96,13 @@ async def _opened(path: Path) -> SqliteStore:
 
 async def _load(api: Api) -> None:
     """Bets of several players at once, with an idempotent replay among them."""
+
     async def player(pid: str) -> None:
         for i in range(BETS_PER_PLAYER):
             status, body = await api.post("edge", "/v1/bets", bet(f"{pid}-b{i}", 10, player=pid, round_id=f"r{i % 3}"))
             assert status == 201, body
         assert (await api.post("edge", "/v1/bets", bet(f"{pid}-b0", 10, player=pid, round_id="r0")))[0] == 200
+
     await asyncio.gather(*(player(p) for p in PLAYERS))
 
 
@@ -105,7 +114,8 @@ async def loaded(api: Api) -> Api:
 
 
 async def test_backup_under_load_restores_to_the_source_at_its_sequence(
-        loaded: Api, tmp_path: Path, clock: FakeClock) -> None:
+    loaded: Api, tmp_path: Path, clock: FakeClock
+) -> None:
     load = asyncio.create_task(_load(loaded))
     await asyncio.sleep(0.02)
     status, during = await loaded.post("admin_write", "/admin/v1/backups")
@@ -225,8 +235,11 @@ async def test_backup_dir_must_be_configured_and_off_the_data_dir(aiohttp_client
     api = Api(await aiohttp_client(create_app(ledger_config(tmp_path / "data"), clock=FakeClock())))
     status, body = await api.post("admin_write", "/admin/v1/backups")
     assert status == 409 and body["code"] == "backup_not_configured"
-    inside = Api(await aiohttp_client(create_app(
-        ledger_config(tmp_path / "d2", backup_dir=tmp_path / "d2" / "backups"), clock=FakeClock())))
+    inside = Api(
+        await aiohttp_client(
+            create_app(ledger_config(tmp_path / "d2", backup_dir=tmp_path / "d2" / "backups"), clock=FakeClock())
+        )
+    )
     status, body = await inside.post("admin_write", "/admin/v1/backups")
     assert status == 409 and body["code"] == "backup_not_configured"
     assert not (tmp_path / "d2" / "backups").exists()
@@ -319,7 +332,8 @@ async def test_postgres_source_and_target(aiohttp_client: Any, pg_server: PgServ
 
 
 async def test_a_failed_backup_is_a_500_counted_and_the_schedule_keeps_retrying(
-        aiohttp_client: Any, tmp_path: Path) -> None:
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
     not_a_dir = tmp_path / "backups"
     not_a_dir.write_text("a file where the backup directory should be")
     cfg = ledger_config(tmp_path / "data", backup_dir=not_a_dir, backup_interval_s=1.0)
@@ -345,20 +359,21 @@ async def test_a_failed_backup_is_a_500_counted_and_the_schedule_keeps_retrying(
 
 
 async def test_the_last_success_gauge_starts_at_the_newest_backup_found(
-        loaded: Api, aiohttp_client: Any, tmp_path: Path, clock: FakeClock) -> None:
+    loaded: Api, aiohttp_client: Any, tmp_path: Path, clock: FakeClock
+) -> None:
     assert (await loaded.post("admin_write", "/admin/v1/backups"))[0] == 201
     restarted = create_app(ledger_config(tmp_path / "other-data", backup_dir=tmp_path / "backups"), clock=clock)
     api = Api(await aiohttp_client(restarted))
     _, metrics = await api.get("admin_read", "/metrics")
     assert _gauge(metrics, "ledger_backup_last_success_timestamp_seconds") == clock().timestamp()
-    empty = Api(await aiohttp_client(create_app(
-        ledger_config(tmp_path / "d3", backup_dir=tmp_path / "none-yet"), clock=clock)))
+    empty = Api(
+        await aiohttp_client(create_app(ledger_config(tmp_path / "d3", backup_dir=tmp_path / "none-yet"), clock=clock))
+    )
     _, metrics = await empty.get("admin_read", "/metrics")
     assert "ledger_backup_last_success_timestamp_seconds 0.0" in metrics
     unconfigured = Api(await aiohttp_client(create_app(ledger_config(tmp_path / "d4"), clock=clock)))
     _, metrics = await unconfigured.get("admin_read", "/metrics")
     assert "ledger_backup_last_success_timestamp_seconds NaN" in metrics
-
 
 
 async def test_verify_backup_command_names_the_first_bad_sequence(loaded: Api) -> None:
@@ -373,8 +388,7 @@ async def test_verify_backup_command_names_the_first_bad_sequence(loaded: Api) -
     assert result.exit_code == 1 and json.loads(result.stdout)["first_bad_sequence"] == 21
 
 
-async def test_a_backup_older_than_the_transaction_index_restores_and_rebuilds_it(loaded: Api,
-                                                                                  tmp_path: Path) -> None:
+async def test_a_backup_older_than_the_transaction_index_restores_and_rebuilds_it(loaded: Api, tmp_path: Path) -> None:
     """A backup taken before `tx_summaries` existed has no file for it: it is still valid, and the
     restore rebuilds the index from the journal."""
     await _load(loaded)

@@ -37,8 +37,15 @@ REPO = Path(__file__).resolve().parents[2]
 
 def croupier(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "croupier", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "croupier", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 @pytest.fixture
@@ -51,8 +58,9 @@ def key_file(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def signing_api(aiohttp_client: Any, tmp_path: Path, key_file: Path) -> Api:
-    config = ledger_config(tmp_path / "data", checkpoint_key_file=key_file, checkpoint_interval_s=3600,
-                           page_limit_max=50)
+    config = ledger_config(
+        tmp_path / "data", checkpoint_key_file=key_file, checkpoint_interval_s=3600, page_limit_max=50
+    )
     return Api(await aiohttp_client(create_app(config, clock=FakeClock())))
 
 
@@ -108,8 +116,9 @@ class TestRoutes:
         assert status == 200 and page["has_more"] and page["key_id"] == cps.key_id(public)
         assert [c["sequence"] for c in page["checkpoints"]] == [2]
         assert cps.signature_ok(cps.load_public_key_pem(page["public_key"]), page["checkpoints"][0])
-        async with api.client.get("/admin/v1/audit/checkpoints?limit=1",
-                                  headers={"Authorization": "Bearer token-of-admin_read-0123456789"}) as resp:
+        async with api.client.get(
+            "/admin/v1/audit/checkpoints?limit=1", headers={"Authorization": "Bearer token-of-admin_read-0123456789"}
+        ) as resp:
             assert 'rel="next"' in resp.headers["Link"] and page["next_cursor"] in resp.headers["Link"]
         status, rest = await api.get("admin_read", f"/admin/v1/audit/checkpoints?limit=1&cursor={page['next_cursor']}")
         assert [c["sequence"] for c in rest["checkpoints"]] == [4] and not rest["has_more"]
@@ -145,8 +154,9 @@ def rewrite_and_rehash(db: Path, sequence: int, new_amount: int) -> None:
     conn = sqlite3.connect(db)
     try:
         conn.execute("DROP TRIGGER journal_no_update")
-        rows = conn.execute("SELECT sequence, entry FROM journal WHERE sequence >= ? ORDER BY sequence",
-                            (sequence - 1,)).fetchall()
+        rows = conn.execute(
+            "SELECT sequence, entry FROM journal WHERE sequence >= ? ORDER BY sequence", (sequence - 1,)
+        ).fetchall()
         prev_hash = orjson.loads(rows[0][1])["hash"] if rows[0][0] == sequence - 1 else "0" * 64
         for seq, text in rows:
             if seq < sequence:
@@ -158,8 +168,10 @@ def rewrite_and_rehash(db: Path, sequence: int, new_amount: int) -> None:
             entry.pop("hash")
             entry["prev_hash"] = prev_hash
             entry["hash"] = prev_hash = chain_hash(prev_hash, entry)
-            conn.execute("UPDATE journal SET entry = ? WHERE sequence = ?",
-                         (orjson.dumps(entry, option=orjson.OPT_SORT_KEYS).decode(), seq))
+            conn.execute(
+                "UPDATE journal SET entry = ? WHERE sequence = ?",
+                (orjson.dumps(entry, option=orjson.OPT_SORT_KEYS).decode(), seq),
+            )
         conn.execute("UPDATE meta SET value = ? WHERE key = 'head_hash'", (prev_hash,))
         conn.commit()
     finally:
@@ -167,7 +179,8 @@ def rewrite_and_rehash(db: Path, sequence: int, new_amount: int) -> None:
 
 
 async def test_verify_with_checkpoints_catches_a_rewritten_and_rehashed_journal(
-        aiohttp_client: Any, tmp_path: Path, key_file: Path) -> None:
+    aiohttp_client: Any, tmp_path: Path, key_file: Path
+) -> None:
     config = ledger_config(tmp_path / "data", checkpoint_key_file=key_file, checkpoint_interval_s=3600)
     client = await aiohttp_client(create_app(config, clock=FakeClock()))
     api = Api(client)
@@ -180,24 +193,27 @@ async def test_verify_with_checkpoints_catches_a_rewritten_and_rehashed_journal(
     anchors.write_text(exported)
     db, pub = tmp_path / "data" / "ledger.db", key_file.with_name(key_file.name + ".pub")
 
-    honest = croupier("ledger", "verify", str(db), "--checkpoints", str(anchors), "--public-key", str(pub),
-                      cwd=tmp_path)
+    honest = croupier(
+        "ledger", "verify", str(db), "--checkpoints", str(anchors), "--public-key", str(pub), cwd=tmp_path
+    )
     assert honest.returncode == 0, honest.stdout + honest.stderr
     assert orjson.loads(honest.stdout)["checkpoints"]["checkpoints_checked"] == 1
 
     rewrite_and_rehash(db, 2, 1_000_000)  # p1's deposit of 100 becomes a million
     plain = croupier("ledger", "verify", str(db), cwd=tmp_path)
     assert plain.returncode == 0 and orjson.loads(plain.stdout)["ok"], plain.stdout  # the chain alone is fooled
-    caught = croupier("ledger", "verify", str(db), "--checkpoints", str(anchors), "--public-key", str(pub),
-                      cwd=tmp_path)
+    caught = croupier(
+        "ledger", "verify", str(db), "--checkpoints", str(anchors), "--public-key", str(pub), cwd=tmp_path
+    )
     report = orjson.loads(caught.stdout)
     assert caught.returncode == 1 and not report["ok"] and report["chain_ok"]
     assert report["checkpoints"]["hash_mismatch"] == [4] and report["checkpoints"]["first_bad_checkpoint_sequence"] == 4
 
     forged = [{**orjson.loads(line), "hash": report["head_hash"]} for line in exported.splitlines()]
     anchors.write_text("".join(orjson.dumps(cp).decode() + "\n" for cp in forged))  # the attacker edits the file too
-    refused = croupier("ledger", "verify", str(db), "--checkpoints", str(anchors), "--public-key", str(pub),
-                       cwd=tmp_path)
+    refused = croupier(
+        "ledger", "verify", str(db), "--checkpoints", str(anchors), "--public-key", str(pub), cwd=tmp_path
+    )
     assert refused.returncode == 1 and orjson.loads(refused.stdout)["checkpoints"]["bad_signature"] == [4]
     missing_key = croupier("ledger", "verify", str(db), "--checkpoints", str(anchors), cwd=tmp_path)
     assert missing_key.returncode == 2 and "--public-key" in missing_key.stderr
@@ -205,7 +221,8 @@ async def test_verify_with_checkpoints_catches_a_rewritten_and_rehashed_journal(
 
 class TestJob:
     async def test_the_schedule_signs_new_heads_and_marks_an_idle_head_covered(
-            self, aiohttp_client: Any, tmp_path: Path, key_file: Path) -> None:
+        self, aiohttp_client: Any, tmp_path: Path, key_file: Path
+    ) -> None:
         config = ledger_config(tmp_path / "data", checkpoint_key_file=key_file, checkpoint_interval_s=1)
         api = Api(await aiohttp_client(create_app(config, clock=FakeClock())))
         await api.player("p1", deposit=1)
@@ -216,8 +233,11 @@ class TestJob:
             await asyncio.sleep(0.1)
         assert [c["sequence"] for c in page["checkpoints"]] == [2]
         _, metrics = await api.get("admin_read", "/metrics")
-        stamp = next(line for line in metrics.splitlines()
-                     if line.startswith("ledger_checkpoint_last_success_timestamp_seconds "))
+        stamp = next(
+            line
+            for line in metrics.splitlines()
+            if line.startswith("ledger_checkpoint_last_success_timestamp_seconds ")
+        )
         assert abs(float(stamp.split()[1]) - time.time()) < 10
         assert 'ledger_task_failing{task="checkpoint"} 0.0' in metrics
 
@@ -225,8 +245,14 @@ class TestJob:
         for role, fenced in (("standby", False), ("primary", True)):
             registry = CollectorRegistry()
             service = SimpleNamespace(role=role, fenced=fenced, store=MemoryStore(), acknowledged_sequence=3, epoch=1)
-            job = Checkpoints(service, cps.Ed25519PrivateKey.generate(), 60,  # type: ignore[arg-type]  # a stub service
-                              LedgerMetrics(registry), registry, FakeClock())
+            job = Checkpoints(
+                service,
+                cps.Ed25519PrivateKey.generate(),
+                60,  # type: ignore[arg-type]  # a stub service
+                LedgerMetrics(registry),
+                registry,
+                FakeClock(),
+            )
             job.metrics.last_success_timestamp_seconds.set(1.0)
             with pytest.raises(Unavailable) as refused:
                 await job.checkpoint(trigger="test")

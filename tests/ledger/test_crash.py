@@ -36,8 +36,15 @@ async def load(session: aiohttp.ClientSession, url: str, worker: int, acked: lis
         if stop.is_set():
             return
         bet_id = f"w{worker}-{i}"
-        body = {"id": bet_id, "player_id": "p1", "currency": "EUR", "amount_minor": 1,
-                "round_id": f"r{worker}-{i // 5}", "game_id": "slots", "client_id": "gs"}
+        body = {
+            "id": bet_id,
+            "player_id": "p1",
+            "currency": "EUR",
+            "amount_minor": 1,
+            "round_id": f"r{worker}-{i // 5}",
+            "game_id": "slots",
+            "client_id": "gs",
+        }
         try:
             async with session.post(url + "/v1/bets", json=body, headers=auth("edge")) as r:
                 if r.status == 201:
@@ -51,11 +58,17 @@ async def test_kill_9_under_load_loses_no_acknowledged_bet(ledger: LedgerProcess
     acked: list[str] = []
     stop = asyncio.Event()
     async with aiohttp.ClientSession(timeout=HTTP_TIMEOUT) as s:
-        async with s.post(ledger.url + "/admin/v1/players", json={"player_id": "p1", "currencies": ["EUR"]},
-                          headers=auth("admin_write")) as r:
+        async with s.post(
+            ledger.url + "/admin/v1/players",
+            json={"player_id": "p1", "currencies": ["EUR"]},
+            headers=auth("admin_write"),
+        ) as r:
             assert r.status == 201
-        async with s.post(ledger.url + "/v1/deposits", json={"id": "d", "player_id": "p1", "currency": "EUR",
-                                                             "amount_minor": 10**9}, headers=auth("cashier")) as r:
+        async with s.post(
+            ledger.url + "/v1/deposits",
+            json={"id": "d", "player_id": "p1", "currency": "EUR", "amount_minor": 10**9},
+            headers=auth("cashier"),
+        ) as r:
             assert r.status == 201
         workers = [asyncio.create_task(load(s, ledger.url, w, acked, stop)) for w in range(WORKERS)]
         deadline = time.monotonic() + LOAD_TIMEOUT_S

@@ -44,14 +44,27 @@ def test_hash_is_sha256_of_prev_hash_bytes_and_canonical_entry() -> None:
 
 
 def test_postings_must_balance_per_currency() -> None:
-    assert postings_balanced([{"account": "a", "amount_minor": 5, "currency": "EUR"},
-                              {"account": "b", "amount_minor": -5, "currency": "EUR"}])
-    assert not postings_balanced([{"account": "a", "amount_minor": 5, "currency": "EUR"},
-                                  {"account": "b", "amount_minor": -5, "currency": "USD"}])
+    assert postings_balanced(
+        [
+            {"account": "a", "amount_minor": 5, "currency": "EUR"},
+            {"account": "b", "amount_minor": -5, "currency": "EUR"},
+        ]
+    )
+    assert not postings_balanced(
+        [
+            {"account": "a", "amount_minor": 5, "currency": "EUR"},
+            {"account": "b", "amount_minor": -5, "currency": "USD"},
+        ]
+    )
     assert not postings_balanced([{"account": "a", "amount_minor": 0.0, "currency": "EUR"}])
     with pytest.raises(InvariantBroken):
-        seal({"type": "x"}, [{"account": "a", "amount_minor": 1, "currency": "EUR"}], sequence=1, epoch=1,
-             prev_hash=GENESIS_HASH)
+        seal(
+            {"type": "x"},
+            [{"account": "a", "amount_minor": 1, "currency": "EUR"}],
+            sequence=1,
+            epoch=1,
+            prev_hash=GENESIS_HASH,
+        )
 
 
 def chain(n: int) -> list[tuple[int, str]]:
@@ -111,8 +124,11 @@ def _apply(state: State, cmd: Command, sequence: int) -> Answer:
 def test_a_committed_bet_keeps_no_idem_row_yet_binds_its_id() -> None:
     state = State(complete=True)
     _apply(state, Command("player_create", {"player_id": "p", "currencies": ["EUR"]}, "admin", (ADMIN_SCOPE, "p")), 1)
-    _apply(state, Command("deposit", {"id": "d", "player_id": "p", "currency": "EUR", "amount_minor": 150}, "c",
-                          ("c", "d")), 2)
+    _apply(
+        state,
+        Command("deposit", {"id": "d", "player_id": "p", "currency": "EUR", "amount_minor": 150}, "c", ("c", "d")),
+        2,
+    )
     bet = {"id": "b", "player_id": "p", "currency": "EUR", "amount_minor": 100, "round_id": "r", "game_id": "g"}
     first = _apply(state, Command("bet", bet, "e", ("e", "b"), "e"), 3)
     assert isinstance(first, CommittedAnswer) and state.get("idem", ("e", "b")) is None
@@ -141,15 +157,17 @@ def _legacy(state: State, cmd: Command, sequence: int, **tx_changes: object) -> 
 def test_entries_from_before_round_scoping_fold_as_they_did_and_their_rounds_stay_playable() -> None:
     state = State(complete=True)
     _apply(state, Command("player_create", {"player_id": "p", "currencies": ["EUR"]}, "admin", (ADMIN_SCOPE, "p")), 1)
-    _apply(state, Command("deposit", {"id": "d", "player_id": "p", "currency": "EUR", "amount_minor": 1000}, "c",
-                          ("c", "d")), 2)
+    _apply(
+        state,
+        Command("deposit", {"id": "d", "player_id": "p", "currency": "EUR", "amount_minor": 1000}, "c", ("c", "d")),
+        2,
+    )
     bet = {"player_id": "p", "currency": "EUR", "amount_minor": 100, "game_id": "g"}
     _legacy(state, Command("bet", {**bet, "id": "a7", "round_id": "7"}, "e", ("gs-a", "a7"), "e"), 3)
     _legacy(state, Command("bet", {**bet, "id": "a9", "round_id": "9"}, "e", ("gs-a", "a9"), "e"), 4)
     # Before scoping, client B could close A's round "7": that entry still folds, onto the same row.
     win = {"player_id": "p", "currency": "EUR", "amount_minor": 0, "close_round": True}
-    _legacy(state, Command("win", {**win, "id": "bw", "round_id": "7"}, "e", ("gs-a", "bw"), "e"), 5,
-            client_id="gs-b")
+    _legacy(state, Command("win", {**win, "id": "bw", "round_id": "7"}, "e", ("gs-a", "bw"), "e"), 5, client_id="gs-b")
     assert state.rows("client_rounds") == {}
     assert state.get("rounds", ("p", "7"))["status"] == "closed"
     assert state.get("rounds", ("p", "9"))["bets_minor"] == 100
@@ -158,8 +176,9 @@ def test_entries_from_before_round_scoping_fold_as_they_did_and_their_rounds_sta
     with pytest.raises(Refusal, match="has no bet") as unknown:
         decide(state, Command("win", {**win, "id": "bw9", "round_id": "9"}, "e", ("gs-b", "bw9"), "e"), CTX)
     assert unknown.value.code == RefusalCode.NOT_FOUND
-    won = _apply(state, Command("win", {**win, "id": "aw9", "round_id": "9", "amount_minor": 30}, "e",
-                                ("gs-a", "aw9"), "e"), 6)
+    won = _apply(
+        state, Command("win", {**win, "id": "aw9", "round_id": "9", "amount_minor": 30}, "e", ("gs-a", "aw9"), "e"), 6
+    )
     assert isinstance(won, CommittedAnswer) and state.get("rounds", ("p", "9"))["status"] == "closed"
     # B's bet in a round "9" opens B's own round.
     _apply(state, Command("bet", {**bet, "id": "b9", "round_id": "9"}, "e", ("gs-b", "b9"), "e"), 7)

@@ -19,10 +19,21 @@ HTTP_MODULES = ("shared.errors", "aiohttp", "core_ledger.http", "core_ledger.rej
 
 # What clients see for each code a decision can give: pinned (docs/API.md, error table).
 STATUS_BY_CODE = {
-    "round_closed": 409, "round_refunded": 409, "bet_rolled_back": 409, "version_conflict": 409,
-    "already_claimed": 409, "wagering_already_claimed": 409, "wagering_not_met": 422, "bonus_expired": 422,
-    "insufficient_funds": 422, "currency_mismatch": 422, "balance_limit_exceeded": 422, "account_frozen": 423,
-    "validation_error": 400, "not_found": 404, "idempotency_key_reused": 422,
+    "round_closed": 409,
+    "round_refunded": 409,
+    "bet_rolled_back": 409,
+    "version_conflict": 409,
+    "already_claimed": 409,
+    "wagering_already_claimed": 409,
+    "wagering_not_met": 422,
+    "bonus_expired": 422,
+    "insufficient_funds": 422,
+    "currency_mismatch": 422,
+    "balance_limit_exceeded": 422,
+    "account_frozen": 423,
+    "validation_error": 400,
+    "not_found": 404,
+    "idempotency_key_reused": 422,
 }
 
 
@@ -52,22 +63,38 @@ def test_every_domain_code_keeps_the_status_clients_see() -> None:
         assert status_for(as_error(Refusal(refusal_code, "x"))) == STATUS_BY_CODE[refusal_code.value]
 
 
-@pytest.mark.parametrize(("refusal", "before"), [
-    (Refusal(RefusalCode.NOT_FOUND, "player 'p9' not found", field="player_id"),
-     NotFound("player 'p9' not found", field="player_id")),
-    (Refusal(RefusalCode.INVALID, "round 'r' belongs to game 'g'", field="game_id"),
-     BadRequest("round 'r' belongs to game 'g'", field="game_id")),
-    (Refusal(RefusalCode.IDEMPOTENCY_KEY_REUSED, "id 'x' was already used", field="type"),
-     Unprocessable("id 'x' was already used", code="idempotency_key_reused", field="type")),
-])
+@pytest.mark.parametrize(
+    ("refusal", "before"),
+    [
+        (
+            Refusal(RefusalCode.NOT_FOUND, "player 'p9' not found", field="player_id"),
+            NotFound("player 'p9' not found", field="player_id"),
+        ),
+        (
+            Refusal(RefusalCode.INVALID, "round 'r' belongs to game 'g'", field="game_id"),
+            BadRequest("round 'r' belongs to game 'g'", field="game_id"),
+        ),
+        (
+            Refusal(RefusalCode.IDEMPOTENCY_KEY_REUSED, "id 'x' was already used", field="type"),
+            Unprocessable("id 'x' was already used", code="idempotency_key_reused", field="type"),
+        ),
+    ],
+)
 def test_a_refusal_is_answered_as_the_error_the_domain_raised_before(refusal: Refusal, before: CroupierError) -> None:
     error = as_error(refusal)
     assert type(error) is type(before) and problem(error) == problem(before)
 
 
 def rejected_entry(code: str) -> dict:
-    transaction = {"id": "b2", "type": "bet", "outcome": "rejected", "code": code, "detail": "only 50 left",
-                   "request": {"amount_minor": 100}, "result": {}}
+    transaction = {
+        "id": "b2",
+        "type": "bet",
+        "outcome": "rejected",
+        "code": code,
+        "detail": "only 50 left",
+        "request": {"amount_minor": 100},
+        "result": {},
+    }
     return {"sequence": 4, "epoch": 1, "transaction": transaction}
 
 
@@ -112,9 +139,12 @@ def test_account_names_are_built_in_one_place_and_split_back() -> None:
 def test_no_account_name_is_built_outside_the_accounts_module() -> None:
     root = DOMAIN.parents[1]
     built = re.compile(r"""f["'](player|jackpot|house|cashier|bonus):\{""")
-    offenders = [f"{p.relative_to(root)}:{n}" for folder in ("core_ledger", "edge", "tests/ledger", "tests/edge")
-                 for p in sorted((root / folder).rglob("*.py"))
-                 for n, line in enumerate(p.read_text().splitlines(), 1)
-                 if built.search(line) and "ADMIN_SCOPE" not in line]
+    offenders = [
+        f"{p.relative_to(root)}:{n}"
+        for folder in ("core_ledger", "edge", "tests/ledger", "tests/edge")
+        for p in sorted((root / folder).rglob("*.py"))
+        for n, line in enumerate(p.read_text().splitlines(), 1)
+        if built.search(line) and "ADMIN_SCOPE" not in line
+    ]
     # (ADMIN_SCOPE, "player:<id>") is the idempotency key of an admin write: an id, not an account name
     assert offenders == []

@@ -29,8 +29,17 @@ from core_ledger.domain.specs import SPEC_LIST, spec_of
 from tests.support import domain_world as w
 
 # The admin writes of the contract (docs/API.md, core_ledger/admin_http.py and fencing.py).
-ADMIN_TYPES = {"player_create", "freeze", "unfreeze", "adjustment", "jackpot_create", "bonus_grant", "unfence",
-               "round_refund", "round_close"}
+ADMIN_TYPES = {
+    "player_create",
+    "freeze",
+    "unfreeze",
+    "adjustment",
+    "jackpot_create",
+    "bonus_grant",
+    "unfence",
+    "round_refund",
+    "round_close",
+}
 
 
 def money_types() -> set[str]:
@@ -83,25 +92,56 @@ def check_plan_covers(world: w.World, cmd: Command) -> None:
 # --- a table of commands per type, on one world ---------------------------------------------------
 
 SCENARIO: list[Command] = [
-    w.bet("t1", "p1", 100), w.bet("t2", "p1", 50, round_id="r2"), w.bet("t1", "p1", 100),  # a replay
-    w.bet("t3", "p2", 1000), w.bet("t4", "p1", 10, currency="GBP"), w.bet("t5", "p1", 10, game_id="g2"),
-    w.win("t6", "p1", 30), w.win("t7", "p1", 5, round_id="nope"), w.win("t8", "p1", 5, round_id="r2", close=True),
+    w.bet("t1", "p1", 100),
+    w.bet("t2", "p1", 50, round_id="r2"),
+    w.bet("t1", "p1", 100),  # a replay
+    w.bet("t3", "p2", 1000),
+    w.bet("t4", "p1", 10, currency="GBP"),
+    w.bet("t5", "p1", 10, game_id="g2"),
+    w.win("t6", "p1", 30),
+    w.win("t7", "p1", 5, round_id="nope"),
+    w.win("t8", "p1", 5, round_id="r2", close=True),
     w.bet("t9", "p1", 10, round_id="r2"),
-    w.rollback("t10", "p1", "t2"), w.rollback("t11", "p1", "t1"), w.rollback("t12", "p2", "unseen"),
-    w.bet("unseen", "p2", 10), w.rollback("t13", "p2", "t3"), w.bet("t14", "p1", 400, round_id="r3"),
-    w.payout("t15", "p1", round_id="r3"), w.payout("t16", "p1", jackpot_id="j9", round_id="r3"),
-    w.rollback("t17", "p1", "t14"), w.claim("t18", "p1"), w.claim("t19", "p1"), w.claim("t20", "p1", "b9"),
-    w.deposit("t21", "p1", 5), w.withdrawal("t22", "p2", 10_000), w.withdrawal("t23", "p1", 5, currency="USD"),
-    w.freeze("p2"), w.bet("t24", "p2", 1), w.adjust("t25", "p2", -5), w.freeze("p2", frozen=False),
-    w.adjust("t26", "p1", 7, expected_version=0), w.create_player("p3", "EUR"),
-    w.create_jackpot("j2", ["g1", "g3"], currency="GBP"), w.grant_bonus("t27", "p2", "b2"),
-    w.grant_bonus("t28", "p2", "b2"), w.unfence(), w.bet("t29", "p1", 20, round_id="r4", client="other"),
+    w.rollback("t10", "p1", "t2"),
+    w.rollback("t11", "p1", "t1"),
+    w.rollback("t12", "p2", "unseen"),
+    w.bet("unseen", "p2", 10),
+    w.rollback("t13", "p2", "t3"),
+    w.bet("t14", "p1", 400, round_id="r3"),
+    w.payout("t15", "p1", round_id="r3"),
+    w.payout("t16", "p1", jackpot_id="j9", round_id="r3"),
+    w.rollback("t17", "p1", "t14"),
+    w.claim("t18", "p1"),
+    w.claim("t19", "p1"),
+    w.claim("t20", "p1", "b9"),
+    w.deposit("t21", "p1", 5),
+    w.withdrawal("t22", "p2", 10_000),
+    w.withdrawal("t23", "p1", 5, currency="USD"),
+    w.freeze("p2"),
+    w.bet("t24", "p2", 1),
+    w.adjust("t25", "p2", -5),
+    w.freeze("p2", frozen=False),
+    w.adjust("t26", "p1", 7, expected_version=0),
+    w.create_player("p3", "EUR"),
+    w.create_jackpot("j2", ["g1", "g3"], currency="GBP"),
+    w.grant_bonus("t27", "p2", "b2"),
+    w.grant_bonus("t28", "p2", "b2"),
+    w.unfence(),
+    w.bet("t29", "p1", 20, round_id="r4", client="other"),
     w.win("t30", "p1", 20, round_id="r4"),
-    w.bet("t31", "p1", 30, round_id="r5"), w.bet("t32", "p1", 20, round_id="r5"), w.rollback("t33", "p1", "t32"),
-    w.settle("refund", "p1", "r5"), w.settle("refund", "p1", "r5"), w.bet("t34", "p1", 5, round_id="r5"),
-    w.settle("close", "p1", "r5"), w.settle("refund", "p1", "r4", client="other"),
-    w.settle("close", "p1", "r4", client="other"), w.settle("close", "p1", "nope"),
-    w.bet("t35", "p2", 10, round_id="r6"), w.settle("close", "p2", "r6"), w.win("t36", "p2", 5, round_id="r6"),
+    w.bet("t31", "p1", 30, round_id="r5"),
+    w.bet("t32", "p1", 20, round_id="r5"),
+    w.rollback("t33", "p1", "t32"),
+    w.settle("refund", "p1", "r5"),
+    w.settle("refund", "p1", "r5"),
+    w.bet("t34", "p1", 5, round_id="r5"),
+    w.settle("close", "p1", "r5"),
+    w.settle("refund", "p1", "r4", client="other"),
+    w.settle("close", "p1", "r4", client="other"),
+    w.settle("close", "p1", "nope"),
+    w.bet("t35", "p2", 10, round_id="r6"),
+    w.settle("close", "p2", "r6"),
+    w.win("t36", "p2", 5, round_id="r6"),
 ]
 
 
@@ -137,10 +177,20 @@ commands = st.one_of(
     st.builds(w.freeze, players, st.booleans()),
     st.builds(w.adjust, ids, players, st.integers(-300, 300), currencies, st.one_of(st.none(), st.integers(0, 4))),
     st.builds(w.create_player, st.sampled_from(["p3", "p4"]), currencies),
-    st.builds(w.create_jackpot, st.sampled_from(["j2", "j3"]), st.lists(st.sampled_from(["g1", "g2"]),
-                                                                          min_size=1, max_size=2, unique=True)),
-    st.builds(w.grant_bonus, ids, players, st.sampled_from(["b2", "b3"]), amounts, amounts,
-              st.sampled_from([w.LATER, w.EARLIER])),
+    st.builds(
+        w.create_jackpot,
+        st.sampled_from(["j2", "j3"]),
+        st.lists(st.sampled_from(["g1", "g2"]), min_size=1, max_size=2, unique=True),
+    ),
+    st.builds(
+        w.grant_bonus,
+        ids,
+        players,
+        st.sampled_from(["b2", "b3"]),
+        amounts,
+        amounts,
+        st.sampled_from([w.LATER, w.EARLIER]),
+    ),
     st.just(w.unfence()),
     st.builds(w.settle, st.sampled_from(["refund", "close"]), players, rounds, clients),
 )

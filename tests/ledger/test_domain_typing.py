@@ -15,8 +15,9 @@ DOMAINS = {"core_ledger.domain", "core_ledger.domain.*", "edge.crdt", "edge.crdt
 
 def strict_flags() -> set[str]:
     """The config names of the flags that this mypy's --strict enables (from its --help)."""
-    text = subprocess.run([sys.executable, "-m", "mypy", "--help"], capture_output=True, text=True, timeout=60,
-                          check=True).stdout
+    text = subprocess.run(
+        [sys.executable, "-m", "mypy", "--help"], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
     listed = re.search(r"--strict\s+Strict mode; enables the following flags:(.*?)\n\s{2}-", text, re.S)
     assert listed, "mypy --help no longer lists what --strict enables"
     flags = re.sub(r"\s+", "", listed.group(1)).split(",")

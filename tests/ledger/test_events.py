@@ -55,8 +55,9 @@ class TestStream:
     async def test_committed_transactions_in_order_with_ids_postings_and_a_next_cursor(self, events_api: Api) -> None:
         api = events_api
         await api.player("p1", deposit=100)
-        status, body = await api.post("cashier", "/v1/withdrawals", {"id": "w-big", "player_id": "p1",
-                                                                     "currency": "EUR", "amount_minor": 10_000})
+        status, body = await api.post(
+            "cashier", "/v1/withdrawals", {"id": "w-big", "player_id": "p1", "currency": "EUR", "amount_minor": 10_000}
+        )
         assert status == 422 and body["code"] == "insufficient_funds"  # journaled as a refusal (sequence 3)
         status, events, headers = await get_events(api)
         assert status == 200 and [(e["sequence"], e["type"]) for e in events] == [(1, "player_create"), (2, "deposit")]
@@ -67,7 +68,8 @@ class TestStream:
         assert headers["X-Events-Next-After"] == "3" and headers["X-Events-Acknowledged"] == "3"
         _, with_refusals, _ = await get_events(api, "?include_rejected=true&after=2")
         assert [(e["sequence"], e["outcome"], e["code"]) for e in with_refusals] == [
-            (3, "rejected", "insufficient_funds")]
+            (3, "rejected", "insufficient_funds")
+        ]
         _, page, headers = await get_events(api, "?after=1&limit=1")
         assert [e["sequence"] for e in page] == [2] and headers["X-Events-Next-After"] == "2"
         _, none, headers = await get_events(api, "?after=3")
@@ -83,13 +85,13 @@ class TestStream:
         await asyncio.sleep(0.2)
         assert not poll.done()
         started = time.monotonic()
-        await api.post("cashier", "/v1/deposits", {"id": "d1", "player_id": "p1", "currency": "EUR",
-                                                   "amount_minor": 7})
+        await api.post("cashier", "/v1/deposits", {"id": "d1", "player_id": "p1", "currency": "EUR", "amount_minor": 7})
         _, events, _ = await asyncio.wait_for(poll, 5)
         assert [e["id"] for e in events] == ["d1"] and time.monotonic() - started < 2.5
 
     async def test_server_sent_events_carry_the_sequence_as_id_and_resume_from_last_event_id(
-            self, events_api: Api) -> None:
+        self, events_api: Api
+    ) -> None:
         api = events_api
         await api.player("p1", deposit=5)
         status, text, headers = await get_events(api, headers={"Accept": "text/event-stream"})
@@ -105,9 +107,14 @@ class TestStream:
             assert status == 400 and body["field"] == "Last-Event-ID", bad
 
     async def test_bad_queries_are_refused_and_change_nothing(self, events_api: Api) -> None:
-        for query, field in (("?after=-1", "after"), ("?after=x", "after"), ("?wait_s=6", "wait_s"),
-                             ("?limit=0", "limit"), ("?include_rejected=yes", "include_rejected"),
-                             ("?consumer=a%20b", "consumer")):
+        for query, field in (
+            ("?after=-1", "after"),
+            ("?after=x", "after"),
+            ("?wait_s=6", "wait_s"),
+            ("?limit=0", "limit"),
+            ("?include_rejected=yes", "include_rejected"),
+            ("?consumer=a%20b", "consumer"),
+        ):
             status, body, _ = await get_events(events_api, query)
             assert status == 400 and body["code"] == "validation_error" and body["field"] == field, query
         status, body, _ = await get_events(events_api, "?consumer=nobody")
@@ -115,12 +122,17 @@ class TestStream:
 
     async def test_the_events_role_reads_events_only_and_others_may_not_read_them(self, events_api: Api) -> None:
         api = events_api
-        for method, path in (("GET", "/v1/journal"), ("GET", "/admin/v1/consumers"), ("GET", "/v1/players/p1/balances"),
-                             ("GET", "/admin/v1/audit/checkpoints")):
+        for method, path in (
+            ("GET", "/v1/journal"),
+            ("GET", "/admin/v1/consumers"),
+            ("GET", "/v1/players/p1/balances"),
+            ("GET", "/admin/v1/audit/checkpoints"),
+        ):
             status, body = await call_events(api, method, path)
             assert status == 403 and body["code"] == "forbidden", path
-        status, _ = await call_events(api, "POST", "/v1/deposits", {"id": "x", "player_id": "p1", "currency": "EUR",
-                                                                    "amount_minor": 1})
+        status, _ = await call_events(
+            api, "POST", "/v1/deposits", {"id": "x", "player_id": "p1", "currency": "EUR", "amount_minor": 1}
+        )
         assert status == 403
         for role in ("edge", "cashier", "replica"):
             status, _ = await api.get(role, "/v1/events")
@@ -134,14 +146,29 @@ async def test_only_acknowledged_entries_are_served() -> None:
     store, prev = MemoryStore(), "0" * 64
     rows = []
     for sequence in (1, 2, 3):
-        entry = seal({"type": "deposit", "id": f"d{sequence}", "client_id": "c", "via": None, "principal": "c",
-                      "committed_at": "t", "request": {}, "outcome": "committed", "result": {}}, [],
-                     sequence=sequence, epoch=1, prev_hash=prev)
+        entry = seal(
+            {
+                "type": "deposit",
+                "id": f"d{sequence}",
+                "client_id": "c",
+                "via": None,
+                "principal": "c",
+                "committed_at": "t",
+                "request": {},
+                "outcome": "committed",
+                "result": {},
+            },
+            [],
+            sequence=sequence,
+            epoch=1,
+            prev_hash=prev,
+        )
         prev = entry["hash"]
         rows.append(JournalRow(sequence, f"d{sequence}", orjson.dumps(entry, option=orjson.OPT_SORT_KEYS).decode()))
     await store.commit(rows, {}, Head(3, prev, 1))
-    service = SimpleNamespace(store=store, acknowledged_sequence=1, head=Head(3, prev, 1), commits=Watermark(3),
-                              acks=Acks())
+    service = SimpleNamespace(
+        store=store, acknowledged_sequence=1, head=Head(3, prev, 1), commits=Watermark(3), acks=Acks()
+    )
     page = await read_events(service, 0, 10, wait_s=0, include_rejected=False)  # type: ignore[arg-type]  # a stub service
     assert [e["sequence"] for e in page.events] == [1] and page.next_after == 1
     reading = read_events(service, 1, 10, wait_s=3, include_rejected=False)  # type: ignore[arg-type]  # a stub service
@@ -158,8 +185,12 @@ class TestConsumers:
     async def test_a_consumer_resumes_from_its_durable_cursor_at_least_once(self, events_api: Api) -> None:
         api = events_api
         status, created = await api.call("admin_write", "PUT", "/admin/v1/consumers/bi", {"description": "warehouse"})
-        assert status == 201 and created == {"name": "bi", "description": "warehouse", "acked_sequence": 0,
-                                             "lag_entries": 0}
+        assert status == 201 and created == {
+            "name": "bi",
+            "description": "warehouse",
+            "acked_sequence": 0,
+            "lag_entries": 0,
+        }
         await api.player("p1", deposit=10)
         _, first, _ = await get_events(api, "?consumer=bi")
         assert [e["sequence"] for e in first] == [1, 2]
@@ -169,13 +200,14 @@ class TestConsumers:
         assert status == 200 and acked == {"name": "bi", "acked_sequence": 2, "lag_entries": 0}
         status, late = await call_events(api, "PUT", "/v1/consumers/bi/cursor", {"sequence": 1})  # a late ack
         assert status == 200 and late["acked_sequence"] == 2
-        await api.post("cashier", "/v1/deposits", {"id": "d2", "player_id": "p1", "currency": "EUR",
-                                                   "amount_minor": 3})
+        await api.post("cashier", "/v1/deposits", {"id": "d2", "player_id": "p1", "currency": "EUR", "amount_minor": 3})
         _, rest, _ = await get_events(api, "?consumer=bi")
         assert [e["id"] for e in rest] == ["d2"]
         status, listing = await api.get("admin_read", "/admin/v1/consumers")
-        assert listing == {"consumers": [{"name": "bi", "description": "warehouse", "acked_sequence": 2,
-                                          "lag_entries": 1}], "acknowledged_sequence": 3}
+        assert listing == {
+            "consumers": [{"name": "bi", "description": "warehouse", "acked_sequence": 2, "lag_entries": 1}],
+            "acknowledged_sequence": 3,
+        }
         _, metrics = await api.get("admin_read", "/metrics")
         assert 'ledger_event_consumer_lag_entries{consumer="bi"} 1.0' in metrics
         status, updated = await api.call("admin_write", "PUT", "/admin/v1/consumers/bi", {"description": "dw"})
@@ -212,9 +244,11 @@ def test_an_edge_refuses_a_credential_of_the_events_role(tmp_path: Path) -> None
     from edge import config as edge_config
 
     path = tmp_path / "edge.toml"
-    path.write_text('[edge]\nid = "eu"\ncrdt_client_id = 1\nledger_url = "http://127.0.0.1:1"\n'
-                    f'ledger_token_file = "{tmp_path}/t"\npeer_token_file = "{tmp_path}/t"\n'
-                    '[[tokens]]\nname = "warehouse"\nrole = "events"\nsha256 = "' + "ab" * 32 + '"\n')
+    path.write_text(
+        '[edge]\nid = "eu"\ncrdt_client_id = 1\nledger_url = "http://127.0.0.1:1"\n'
+        f'ledger_token_file = "{tmp_path}/t"\npeer_token_file = "{tmp_path}/t"\n'
+        '[[tokens]]\nname = "warehouse"\nrole = "events"\nsha256 = "' + "ab" * 32 + '"\n'
+    )
     (tmp_path / "t").write_text("secret-token-0123456789")
     with pytest.raises(ConfigError, match="edge tokens admit only the roles"):
         edge_config.load(path)

@@ -15,12 +15,29 @@ PLAYER = player_account("p1", "EUR")
 
 
 def _entry(amount: int, balance: dict[str, Any] | None) -> Entry:
-    tx = {"type": "deposit", "id": None, "client_id": None, "outcome": "committed", "request": {}, "via": None,
-          "principal": "cashier", "committed_at": "2026-01-01T00:00:00Z",
-          "result": {"balance": balance} if balance else {}}
-    return cast(Entry, {"sequence": 7, "epoch": 1, "transaction": tx, "postings": [
-        {"account": PLAYER, "currency": "EUR", "amount_minor": amount},
-        {"account": "cash:EUR", "currency": "EUR", "amount_minor": -amount}]})
+    tx = {
+        "type": "deposit",
+        "id": None,
+        "client_id": None,
+        "outcome": "committed",
+        "request": {},
+        "via": None,
+        "principal": "cashier",
+        "committed_at": "2026-01-01T00:00:00Z",
+        "result": {"balance": balance} if balance else {},
+    }
+    return cast(
+        Entry,
+        {
+            "sequence": 7,
+            "epoch": 1,
+            "transaction": tx,
+            "postings": [
+                {"account": PLAYER, "currency": "EUR", "amount_minor": amount},
+                {"account": "cash:EUR", "currency": "EUR", "amount_minor": -amount},
+            ],
+        },
+    )
 
 
 def test_a_player_balance_going_negative_is_an_invariant_failure() -> None:

@@ -33,8 +33,12 @@ async def test_reference_and_metadata_are_journaled_answered_and_bound_to_the_id
     assert tx["external_ref"] == "prov-tx-1" and tx["metadata"] == {"seat": "b", "table": "7"}
     status, again = await api.post("edge", "/v1/bets", body)
     assert status == 200 and again["replayed"] and again["transaction"] == tx
-    for changed in ({"external_ref": "prov-tx-2"}, {"metadata": {"table": "8", "seat": "b"}},
-                    {"external_ref": None}, {"metadata": None}):
+    for changed in (
+        {"external_ref": "prov-tx-2"},
+        {"metadata": {"table": "8", "seat": "b"}},
+        {"external_ref": None},
+        {"metadata": None},
+    ):
         status, problem = await api.post("edge", "/v1/bets", {**body, **changed})
         assert status == 422 and problem["code"] == "idempotency_key_reused", (changed, problem)
         assert problem["field"] == next(iter(changed))
@@ -55,12 +59,14 @@ async def test_writes_without_them_journal_no_such_keys(api: Api) -> None:
 async def test_bounds_are_a_validation_error_naming_the_field_and_change_nothing(api: Api) -> None:
     await api.player(deposit=1000)
     too_many = {f"k{i}": "v" for i in range(METADATA_KEYS_MAX + 1)}
-    cases = [({"metadata": too_many}, "metadata"),
-             ({"metadata": {"k": "v" * (METADATA_VALUE_CHARS_MAX + 1)}}, "metadata.k"),
-             ({"metadata": {"k": 5}}, "metadata.k"),
-             ({"metadata": {"bad key": "v"}}, "metadata"),
-             ({"external_ref": "has space"}, "external_ref"),
-             ({"external_ref": "x" * 129}, "external_ref")]
+    cases = [
+        ({"metadata": too_many}, "metadata"),
+        ({"metadata": {"k": "v" * (METADATA_VALUE_CHARS_MAX + 1)}}, "metadata.k"),
+        ({"metadata": {"k": 5}}, "metadata.k"),
+        ({"metadata": {"bad key": "v"}}, "metadata"),
+        ({"external_ref": "has space"}, "external_ref"),
+        ({"external_ref": "x" * 129}, "external_ref"),
+    ]
     for extra, field in cases:
         status, problem = await api.post("edge", "/v1/bets", {**bet("b1", 100), **extra})
         assert status == 400 and problem["code"] == "validation_error", (extra, problem)
@@ -78,16 +84,23 @@ async def test_lookup_by_reference_pages_and_scopes_to_the_caller(api: Api) -> N
         assert status == 201
     status, _ = await api.post("edge", "/v1/bets", {**bet("big", 10_000), "external_ref": "round-9"})
     assert status == 422  # rejected (insufficient funds): journaled, and found too
-    status, _ = await api.post("cashier", "/v1/deposits", {"id": "d9", "player_id": "p1", "currency": "EUR",
-                                                         "amount_minor": 5, "external_ref": "round-9"})
+    status, _ = await api.post(
+        "cashier",
+        "/v1/deposits",
+        {"id": "d9", "player_id": "p1", "currency": "EUR", "amount_minor": 5, "external_ref": "round-9"},
+    )
     assert status == 201
     status, page = await api.get("admin_read", "/v1/transactions/by-external-ref/round-9?limit=2")
     assert status == 200, page
     assert [t["id"] for t in page["transactions"]] == ["b0", "b1"] and page["has_more"]
     status, page2 = await api.get(
-        "admin_read", f"/v1/transactions/by-external-ref/round-9?after_sequence={page['next_after_sequence']}")
+        "admin_read", f"/v1/transactions/by-external-ref/round-9?after_sequence={page['next_after_sequence']}"
+    )
     assert [(t["id"], t["outcome"]) for t in page2["transactions"]] == [
-        ("b2", "committed"), ("big", "rejected"), ("d9", "committed")]
+        ("b2", "committed"),
+        ("big", "rejected"),
+        ("d9", "committed"),
+    ]
     assert not page2["has_more"]
     status, edge_view = await api.get("edge", "/v1/transactions/by-external-ref/round-9")
     assert [t["id"] for t in edge_view["transactions"]] == ["b0", "b1", "b2", "big"]

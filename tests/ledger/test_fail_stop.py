@@ -32,7 +32,8 @@ def deposit(id: str, amount: int = 10) -> dict[str, Any]:
 
 
 async def test_a_broken_invariant_halts_the_writer_instead_of_a_retryable_503(
-        api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
     await api.player(deposit=100)
     swap_rule(monkeypatch, "deposit", unbalanced_deposit)
     with capture_logs() as logs:
@@ -46,8 +47,25 @@ async def test_a_broken_invariant_halts_the_writer_instead_of_a_retryable_503(
     for _ in range(2):  # the same answer every time: no retry can help
         status, body = await api.post("cashier", "/v1/deposits", deposit("d2"))
         assert status == 500 and body["code"] == "ledger_halted"
-    status, body = await api.post("edge", "/v1/batch", {"actions": [{"op": "bet", "body": {
-        "id": "b1", "player_id": "p1", "currency": "EUR", "amount_minor": 1, "round_id": "r", "game_id": "g"}}]})
+    status, body = await api.post(
+        "edge",
+        "/v1/batch",
+        {
+            "actions": [
+                {
+                    "op": "bet",
+                    "body": {
+                        "id": "b1",
+                        "player_id": "p1",
+                        "currency": "EUR",
+                        "amount_minor": 1,
+                        "round_id": "r",
+                        "game_id": "g",
+                    },
+                }
+            ]
+        },
+    )
     assert status == 200 and body["results"][0]["status"] == 500
     assert body["results"][0]["body"]["code"] == "ledger_halted"
 
@@ -86,7 +104,8 @@ async def test_a_healthy_ledger_reports_not_halted(api: Api) -> None:
 
 
 async def test_a_bug_in_the_writer_loop_halts_it_and_answers_everyone_waiting(
-        api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
     await api.player(deposit=100)
     service = api.client.server.app[SERVICE]
 
@@ -105,7 +124,8 @@ async def test_a_bug_in_the_writer_loop_halts_it_and_answers_everyone_waiting(
 
 
 async def test_a_bug_in_planning_the_rows_halts_instead_of_a_retryable_503(
-        api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """`rows_needed` is pure: when it raises, every retry would hit it again, as with a judging bug."""
     await api.player(deposit=100)
 
@@ -125,8 +145,7 @@ async def test_a_bug_in_planning_the_rows_halts_instead_of_a_retryable_503(
     assert "ledger_halted 1.0" in metrics and "ledger_commit_failures_total 0.0" in metrics
 
 
-async def test_a_store_that_fails_to_load_rows_stays_a_retryable_503(
-        api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_store_that_fails_to_load_rows_stays_a_retryable_503(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
     await api.player(deposit=100)
     service = api.client.server.app[SERVICE]
 

@@ -36,9 +36,12 @@ async def test_statement_rounds_trace_and_transaction_reads(api: Api) -> None:
     status, st = await api.get("admin_read", "/admin/v1/players/p1/statement?currency=EUR&limit=2")
     assert status == 200
     assert [(e["type"], e["amount_minor"], e["balance_minor"]) for e in st["entries"]] == [
-        ("deposit", 1000, 1000), ("bet", -100, 900)]
-    _, rest = await api.get("admin_read", f"/admin/v1/players/p1/statement?currency=EUR"
-                                          f"&after_sequence={st['next_after_sequence']}")
+        ("deposit", 1000, 1000),
+        ("bet", -100, 900),
+    ]
+    _, rest = await api.get(
+        "admin_read", f"/admin/v1/players/p1/statement?currency=EUR&after_sequence={st['next_after_sequence']}"
+    )
     assert [e["balance_minor"] for e in rest["entries"]] == [700]
     assert (await api.get("admin_read", "/admin/v1/players/p1/statement"))[0] == 400
     _, rounds = await api.get("admin_read", "/admin/v1/rounds/r1")
@@ -90,8 +93,15 @@ async def test_openapi_document_is_valid_3_1_and_lists_every_route(api: Api) -> 
     status, doc = await api.get("", "/openapi.json")
     assert status == 200 and doc["openapi"].startswith("3.1")
     validate(doc)
-    for path in ("/v1/bets", "/v1/batch", "/v1/journal", "/admin/v1/audit/verify", "/admin/v1/backups",
-                 "/v1/jackpots/{jackpot_id}", "/admin/v1/players/{player_id}/statement"):
+    for path in (
+        "/v1/bets",
+        "/v1/batch",
+        "/v1/journal",
+        "/admin/v1/audit/verify",
+        "/admin/v1/backups",
+        "/v1/jackpots/{jackpot_id}",
+        "/admin/v1/players/{player_id}/statement",
+    ):
         assert path in doc["paths"], path
     assert doc["components"]["schemas"]["BetIn"]["additionalProperties"] is False
 

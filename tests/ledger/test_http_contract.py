@@ -14,8 +14,11 @@ from tests.support.ledger import TOKENS, Api
 
 async def test_a_validation_problem_lists_every_invalid_member_and_changes_nothing(api: Api) -> None:
     await api.player("p1", deposit=1000)
-    status, problem = await api.post("edge", "/v1/bets", {"id": "b-1", "player_id": "p1", "currency": "eur",
-                                                          "amount_minor": "5", "round_id": "r1", "colour": "red"})
+    status, problem = await api.post(
+        "edge",
+        "/v1/bets",
+        {"id": "b-1", "player_id": "p1", "currency": "eur", "amount_minor": "5", "round_id": "r1", "colour": "red"},
+    )
     assert status == 400 and problem["code"] == "validation_error"
     fields = sorted(e["field"] for e in problem["errors"])
     assert fields == ["amount_minor", "colour", "currency", "game_id"]
@@ -31,7 +34,12 @@ async def test_a_batch_action_problem_lists_every_invalid_member_too(api: Api) -
     [result] = body["results"]
     assert result["status"] == 400
     assert sorted(e["field"] for e in result["body"]["errors"]) == [
-        "amount_minor", "currency", "game_id", "player_id", "round_id"]
+        "amount_minor",
+        "currency",
+        "game_id",
+        "player_id",
+        "round_id",
+    ]
 
 
 async def test_a_401_carries_a_bearer_challenge(api: Api) -> None:
@@ -40,8 +48,9 @@ async def test_a_401_carries_a_bearer_challenge(api: Api) -> None:
     async with api.client.get("/v1/players/p1/balances", headers={"Authorization": "Bearer wrong-token"}) as r:
         challenge = r.headers["WWW-Authenticate"]
         assert r.status == 401 and challenge.startswith('Bearer realm="croupier", error="invalid_token"')
-    async with api.client.get("/v1/players/p1/balances",
-                              headers={"Authorization": f"Bearer {TOKENS['game_server']}"}) as r:
+    async with api.client.get(
+        "/v1/players/p1/balances", headers={"Authorization": f"Bearer {TOKENS['game_server']}"}
+    ) as r:
         assert r.status == 403 and "WWW-Authenticate" not in r.headers
 
 
@@ -59,8 +68,11 @@ async def test_the_limits_are_published_from_the_configuration(api: Api, app_con
         status, published = await api.get(role, "/v1/limits")
         assert status == 200, (role, published)
     limits = Limits.model_validate(published)
-    assert (limits.batch_actions_max, limits.body_bytes_max, limits.page_limit_max) == (
-        app_config.batch_actions_max, app_config.body_bytes_max, app_config.page_limit_max) == (8, 4096, 50)
+    assert (
+        (limits.batch_actions_max, limits.body_bytes_max, limits.page_limit_max)
+        == (app_config.batch_actions_max, app_config.body_bytes_max, app_config.page_limit_max)
+        == (8, 4096, 50)
+    )
     status, problem = await api.get("game_server", "/v1/limits")
     assert status == 403 and problem["code"] == "forbidden"
 

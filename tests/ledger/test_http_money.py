@@ -25,8 +25,9 @@ async def test_same_id_different_request_is_idempotency_key_reused_naming_the_fi
     await api.post("edge", "/v1/bets", bet("b1", 300))
     status, body = await api.post("edge", "/v1/bets", bet("b1", 301))
     assert status == 422 and body["code"] == "idempotency_key_reused" and body["field"] == "amount_minor"
-    status, body = await api.post("edge", "/v1/wins", {"id": "b1", "player_id": "p1", "currency": "EUR",
-                                                       "amount_minor": 1, "round_id": "r1"})
+    status, body = await api.post(
+        "edge", "/v1/wins", {"id": "b1", "player_id": "p1", "currency": "EUR", "amount_minor": 1, "round_id": "r1"}
+    )
     assert status == 422 and body["field"] == "type"
     status, body = await api.get("edge", "/v1/players/p1/balances")
     assert body["balances"][0]["balance_minor"] == 700
@@ -67,15 +68,33 @@ async def test_only_edges_may_send_via_or_client_id_and_roles_are_enforced(api: 
 
 async def test_batch_judges_each_action_alone_in_order(api: Api) -> None:
     await api.player(deposit=250)
-    actions = [{"op": "bet", "body": bet("b1", 100)}, {"op": "bet", "body": bet("b2", 200)},
-               {"op": "bet", "body": {"id": "bad"}}, {"op": "bet", "body": bet("b1", 100)},
-               {"op": "win", "body": {"id": "w1", "player_id": "p1", "currency": "EUR", "amount_minor": 40,
-                                      "round_id": "r1", "close_round": True}}]
+    actions = [
+        {"op": "bet", "body": bet("b1", 100)},
+        {"op": "bet", "body": bet("b2", 200)},
+        {"op": "bet", "body": {"id": "bad"}},
+        {"op": "bet", "body": bet("b1", 100)},
+        {
+            "op": "win",
+            "body": {
+                "id": "w1",
+                "player_id": "p1",
+                "currency": "EUR",
+                "amount_minor": 40,
+                "round_id": "r1",
+                "close_round": True,
+            },
+        },
+    ]
     status, body = await api.post("edge", "/v1/batch", {"actions": actions})
     assert status == 200
     got = [(r["status"], r["body"].get("code"), r["body"].get("replayed")) for r in body["results"]]
-    assert got == [(201, None, False), (422, "insufficient_funds", False), (400, "validation_error", None),
-                   (200, None, True), (201, None, False)]
+    assert got == [
+        (201, None, False),
+        (422, "insufficient_funds", False),
+        (400, "validation_error", None),
+        (200, None, True),
+        (201, None, False),
+    ]
     assert body["results"][4]["body"]["balance"]["balance_minor"] == 190
     too_many = {"actions": [{"op": "bet", "body": bet(f"x{i}")} for i in range(9)]}
     status, body = await api.post("edge", "/v1/batch", too_many)

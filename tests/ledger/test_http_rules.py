@@ -9,8 +9,14 @@ from tests.support.ledger import Api, bet
 
 
 def win(id: str, amount: int, *, round_id: str = "r1", close: bool = False) -> dict[str, Any]:
-    return {"id": id, "player_id": "p1", "currency": "EUR", "amount_minor": amount, "round_id": round_id,
-            "close_round": close}
+    return {
+        "id": id,
+        "player_id": "p1",
+        "currency": "EUR",
+        "amount_minor": amount,
+        "round_id": round_id,
+        "close_round": close,
+    }
 
 
 def rollback(id: str, bet_id: str, **extra: Any) -> dict[str, Any]:
@@ -93,9 +99,17 @@ async def test_frozen_player_money_ops_are_423_until_unfrozen(api: Api) -> None:
 
 async def test_jackpot_contributions_per_edge_payout_reseeds_and_rollback_takes_back(api: Api) -> None:
     await api.player(deposit=100_000)
-    status, body = await api.post("admin_write", "/admin/v1/jackpots", {
-        "jackpot_id": "mega", "currency": "EUR", "seed_minor": 1000, "contribution_ppm": 10_000,
-        "game_ids": ["slots"]})
+    status, body = await api.post(
+        "admin_write",
+        "/admin/v1/jackpots",
+        {
+            "jackpot_id": "mega",
+            "currency": "EUR",
+            "seed_minor": 1000,
+            "contribution_ppm": 10_000,
+            "game_ids": ["slots"],
+        },
+    )
     assert status == 201 and body["jackpot"]["pool_minor"] == 1000
     _, b1 = await api.post("edge", "/v1/bets", bet("b1", 5000, via="eu"))
     assert b1["transaction"]["jackpot_contributions"] == [{"jackpot_id": "mega", "amount_minor": 50, "epoch": 1}]
@@ -107,8 +121,9 @@ async def test_jackpot_contributions_per_edge_payout_reseeds_and_rollback_takes_
     _, jp = await api.get("edge", "/v1/jackpots/mega")
     assert jp["contributions_by_edge"] == {"eu": 50, "us": 0} and jp["pool_minor"] == 1050
     before = await balance(api)
-    status, body = await api.post("edge", "/v1/jackpot-payouts", {"id": "jp1", "jackpot_id": "mega",
-                                                                   "player_id": "p1", "round_id": "r1"})
+    status, body = await api.post(
+        "edge", "/v1/jackpot-payouts", {"id": "jp1", "jackpot_id": "mega", "player_id": "p1", "round_id": "r1"}
+    )
     assert status == 201 and body["transaction"]["amount_minor"] == 1050 and body["transaction"]["epoch"] == 2
     assert await balance(api) == before + 1050
     _, jp = await api.get("edge", "/v1/jackpots/mega")
@@ -120,15 +135,23 @@ async def test_jackpot_contributions_per_edge_payout_reseeds_and_rollback_takes_
     assert jp["as_of_epoch"] == 1
     _, bonuses = await api.get("edge", "/v1/players/p1/bonuses")
     assert bonuses["as_of_epoch"] == 1
-    status, body = await api.post("edge", "/v1/jackpot-payouts", {"id": "jp2", "jackpot_id": "nope",
-                                                                   "player_id": "p1", "round_id": "r1"})
+    status, body = await api.post(
+        "edge", "/v1/jackpot-payouts", {"id": "jp2", "jackpot_id": "nope", "player_id": "p1", "round_id": "r1"}
+    )
     assert status == 404
 
 
 async def test_bonus_claim_checks_wagering_expiry_and_double_claim(api: Api, clock: FakeClock) -> None:
     await api.player(deposit=10_000)
-    grant = {"id": "g1", "player_id": "p1", "bonus_id": "welcome", "currency": "EUR", "amount_minor": 500,
-             "wagering_requirement_minor": 1000, "expires_at": "2026-11-24T10:00:00Z"}
+    grant = {
+        "id": "g1",
+        "player_id": "p1",
+        "bonus_id": "welcome",
+        "currency": "EUR",
+        "amount_minor": 500,
+        "wagering_requirement_minor": 1000,
+        "expires_at": "2026-11-24T10:00:00Z",
+    }
     assert (await api.post("admin_write", "/admin/v1/bonuses", grant))[0] == 201
     assert (await api.post("admin_write", "/admin/v1/bonuses", {**grant, "id": "g2"}))[0] == 400
     claim = {"id": "c1", "player_id": "p1", "bonus_id": "welcome"}
@@ -144,8 +167,9 @@ async def test_bonus_claim_checks_wagering_expiry_and_double_claim(api: Api, clo
     assert status == 201 and body["balance"]["balance_minor"] == 10_000 - 1000 + 500
     status, body = await api.post("edge", "/v1/bonus-claims", {**claim, "id": "c3"})
     assert status == 409 and body["code"] == "already_claimed"
-    await api.post("admin_write", "/admin/v1/bonuses", {**grant, "id": "g3", "bonus_id": "late",
-                                                         "wagering_requirement_minor": 0})
+    await api.post(
+        "admin_write", "/admin/v1/bonuses", {**grant, "id": "g3", "bonus_id": "late", "wagering_requirement_minor": 0}
+    )
     clock.advance(86_400)
     status, body = await api.post("edge", "/v1/bonus-claims", {**claim, "id": "c4", "bonus_id": "late"})
     assert status == 422 and body["code"] == "bonus_expired"
@@ -155,15 +179,26 @@ async def test_bonus_claim_checks_wagering_expiry_and_double_claim(api: Api, clo
 
 async def test_adjustment_with_expected_version_and_no_overdraw(api: Api) -> None:
     await api.player(deposit=100)
-    adj = {"id": "a1", "player_id": "p1", "currency": "EUR", "amount_minor": -50, "reason": "chargeback",
-           "expected_version": 0}
+    adj = {
+        "id": "a1",
+        "player_id": "p1",
+        "currency": "EUR",
+        "amount_minor": -50,
+        "reason": "chargeback",
+        "expected_version": 0,
+    }
     status, body = await api.post("admin_write", "/admin/v1/adjustments", adj)
     assert status == 409 and body["code"] == "version_conflict"
     status, body = await api.post("admin_write", "/admin/v1/adjustments", {**adj, "id": "a2", "expected_version": 1})
-    assert status == 201 and body["balance"] == {"player_id": "p1", "currency": "EUR", "balance_minor": 50,
-                                                  "version": 2}
-    status, body = await api.post("admin_write", "/admin/v1/adjustments",
-                                  {**adj, "id": "a3", "amount_minor": -51, "expected_version": None})
+    assert status == 201 and body["balance"] == {
+        "player_id": "p1",
+        "currency": "EUR",
+        "balance_minor": 50,
+        "version": 2,
+    }
+    status, body = await api.post(
+        "admin_write", "/admin/v1/adjustments", {**adj, "id": "a3", "amount_minor": -51, "expected_version": None}
+    )
     assert status == 422 and body["code"] == "insufficient_funds"
     _, trace = await api.get("admin_read", "/admin/v1/transactions/a2/trace")
     assert trace["entries"][0]["principal"] == "admin-write-1" and len(trace["entries"][0]["hash"]) == 64
@@ -171,8 +206,11 @@ async def test_adjustment_with_expected_version_and_no_overdraw(api: Api) -> Non
 
 async def test_request_errors_malformed_unknown_field_too_large_and_bad_limits(api: Api) -> None:
     await api.player()
-    async with api.client.post("/v1/bets", data=b"{nope", headers={
-            "Authorization": "Bearer token-of-edge-0123456789", "Content-Type": "application/json"}) as resp:
+    async with api.client.post(
+        "/v1/bets",
+        data=b"{nope",
+        headers={"Authorization": "Bearer token-of-edge-0123456789", "Content-Type": "application/json"},
+    ) as resp:
         assert resp.status == 400 and (await resp.json())["code"] == "malformed_json"
     status, body = await api.post("edge", "/v1/bets", {**bet("b1"), "bonus": 1})
     assert status == 400 and body["code"] == "validation_error" and body["field"] == "bonus"
@@ -191,9 +229,19 @@ async def test_request_errors_malformed_unknown_field_too_large_and_bad_limits(a
 
 
 async def grant_welcome(api: Api, requirement: int = 1000, amount: int = 500) -> None:
-    status, body = await api.post("admin_write", "/admin/v1/bonuses", {
-        "id": "g1", "player_id": "p1", "bonus_id": "welcome", "currency": "EUR", "amount_minor": amount,
-        "wagering_requirement_minor": requirement, "expires_at": "2026-11-24T10:00:00Z"})
+    status, body = await api.post(
+        "admin_write",
+        "/admin/v1/bonuses",
+        {
+            "id": "g1",
+            "player_id": "p1",
+            "bonus_id": "welcome",
+            "currency": "EUR",
+            "amount_minor": amount,
+            "wagering_requirement_minor": requirement,
+            "expires_at": "2026-11-24T10:00:00Z",
+        },
+    )
     assert status == 201, body
 
 
@@ -240,8 +288,11 @@ async def test_no_win_is_paid_in_a_round_whose_every_bet_was_rolled_back(api: Ap
 
 async def test_a_jackpot_payout_needs_a_round_of_the_player_with_a_stake(api: Api) -> None:
     await api.player(deposit=1000)
-    status, _ = await api.post("admin_write", "/admin/v1/jackpots", {
-        "jackpot_id": "mega", "currency": "EUR", "seed_minor": 1000, "contribution_ppm": 0, "game_ids": ["slots"]})
+    status, _ = await api.post(
+        "admin_write",
+        "/admin/v1/jackpots",
+        {"jackpot_id": "mega", "currency": "EUR", "seed_minor": 1000, "contribution_ppm": 0, "game_ids": ["slots"]},
+    )
     assert status == 201
     payout = {"id": "jp1", "jackpot_id": "mega", "player_id": "p1", "round_id": "r1"}
     status, body = await api.post("edge", "/v1/jackpot-payouts", payout)
@@ -260,24 +311,31 @@ async def test_rounds_are_scoped_by_client_like_ids(api: Api) -> None:
     await api.player(deposit=1000)
     assert (await api.post("edge", "/v1/bets", bet("a-bet", 100, round_id="7", client_id="gs-a")))[0] == 201
     # Client B never bet in round "7": it cannot close client A's round.
-    status, body = await api.post("edge", "/v1/wins",
-                                  {**win("b-win", 0, round_id="7", close=True), "client_id": "gs-b"})
+    status, body = await api.post(
+        "edge", "/v1/wins", {**win("b-win", 0, round_id="7", close=True), "client_id": "gs-b"}
+    )
     assert status == 404 and body["code"] == "not_found" and body["field"] == "round_id"
     status, body = await api.post("edge", "/v1/wins", {**win("a-win", 40, round_id="7"), "client_id": "gs-a"})
     assert status == 201 and body["balance"]["balance_minor"] == 940
     assert "round_client_id" not in body["transaction"]  # the journal's scope is not part of the answer
     # B plays a round "7" of its own, next to A's.
     assert (await api.post("edge", "/v1/bets", bet("b-bet", 10, round_id="7", client_id="gs-b")))[0] == 201
-    status, body = await api.post("edge", "/v1/wins", {**win("b-win2", 5, round_id="7", close=True),
-                                                       "client_id": "gs-b"})
+    status, body = await api.post(
+        "edge", "/v1/wins", {**win("b-win2", 5, round_id="7", close=True), "client_id": "gs-b"}
+    )
     assert status == 201
     status, body = await api.post("edge", "/v1/bets", bet("a-bet2", 10, round_id="7", client_id="gs-a"))
     assert status == 201  # A's round is still open: B closed only its own
     _, rounds = await api.get("edge", "/v1/players/p1/rounds")
     assert [(r["round_id"], r["client_id"], r["status"], r["bets_minor"]) for r in rounds["rounds"]] == [
-        ("7", "gs-a", "open", 110), ("7", "gs-b", "closed", 10)]
+        ("7", "gs-a", "open", 110),
+        ("7", "gs-b", "closed", 10),
+    ]
     payout = {"id": "jp1", "jackpot_id": "mega", "player_id": "p1", "round_id": "7", "client_id": "gs-c"}
-    await api.post("admin_write", "/admin/v1/jackpots", {"jackpot_id": "mega", "currency": "EUR", "seed_minor": 1,
-                                                         "contribution_ppm": 0, "game_ids": ["slots"]})
+    await api.post(
+        "admin_write",
+        "/admin/v1/jackpots",
+        {"jackpot_id": "mega", "currency": "EUR", "seed_minor": 1, "contribution_ppm": 0, "game_ids": ["slots"]},
+    )
     status, body = await api.post("edge", "/v1/jackpot-payouts", payout)
     assert status == 404 and body["field"] == "round_id"  # a jackpot too is paid in the client's own round

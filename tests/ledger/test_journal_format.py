@@ -47,8 +47,11 @@ async def play(aiohttp_client: Any, tmp_path: Path, clock: FakeClock) -> tuple[l
     app = create_app(ledger_config(tmp_path / "primary"), clock=clock)
     api = Api(await aiohttp_client(app))
     await api.player(deposit=1000)
-    await api.post("admin_write", "/admin/v1/jackpots", {"jackpot_id": "j", "currency": "EUR", "seed_minor": 10,
-                                                         "contribution_ppm": 20_000, "game_ids": ["slots"]})
+    await api.post(
+        "admin_write",
+        "/admin/v1/jackpots",
+        {"jackpot_id": "j", "currency": "EUR", "seed_minor": 10, "contribution_ppm": 20_000, "game_ids": ["slots"]},
+    )
     for i in range(8):
         await api.post("edge", "/v1/bets", bet(f"b{i}", 10 + i, round_id=f"r{i // 4}", via="eu"))
     await api.post("edge", "/v1/rollbacks", {"id": "rb", "bet_id": "b7", "player_id": "p1"})
@@ -58,7 +61,8 @@ async def play(aiohttp_client: Any, tmp_path: Path, clock: FakeClock) -> tuple[l
 
 
 async def test_new_entries_carry_the_format_and_old_ones_verify_fold_and_replicate_the_same(
-        aiohttp_client: Any, tmp_path: Path, clock: FakeClock) -> None:
+    aiohttp_client: Any, tmp_path: Path, clock: FakeClock
+) -> None:
     rows, tables = await play(aiohttp_client, tmp_path, clock)
     assert len(rows) >= 10 and all(orjson.loads(t)["format"] == ENTRY_FORMAT == 2 for _, t in rows)
     old = rechained(rows, as_format_1)
@@ -76,8 +80,11 @@ async def test_new_entries_carry_the_format_and_old_ones_verify_fold_and_replica
     await store.open()
     try:
         last = orjson.loads(mixed[-1][1])
-        await store.commit([JournalRow(s, orjson.loads(t)["transaction"]["id"], t) for s, t in mixed], {},
-                           Head(last["sequence"], last["hash"], last["epoch"]))
+        await store.commit(
+            [JournalRow(s, orjson.loads(t)["transaction"]["id"], t) for s, t in mixed],
+            {},
+            Head(last["sequence"], last["hash"], last["epoch"]),
+        )
         assert (await verify_store(store))["ok"]
         rebuilt = await rebuild_state(store)
         assert {t: rebuilt.rows(t) for t in TABLES} == tables
@@ -85,8 +92,9 @@ async def test_new_entries_carry_the_format_and_old_ones_verify_fold_and_replica
         await store.close()
 
     # A standby applies old entries with the same fold.
-    standby = LedgerService(MemoryStore(), WriterLimits(), clock=clock, metrics=LedgerMetrics(CollectorRegistry()),
-                            standby=True)
+    standby = LedgerService(
+        MemoryStore(), WriterLimits(), clock=clock, metrics=LedgerMetrics(CollectorRegistry()), standby=True
+    )
     await standby.start()
     try:
         await standby.apply_replicated(old[:half])
@@ -99,7 +107,8 @@ async def test_new_entries_carry_the_format_and_old_ones_verify_fold_and_replica
 
 @pytest.mark.parametrize("unknown", [3, 0, True, "2"])
 async def test_an_entry_of_an_unknown_format_does_not_verify_nor_replicate(
-        aiohttp_client: Any, tmp_path: Path, clock: FakeClock, unknown: Any) -> None:
+    aiohttp_client: Any, tmp_path: Path, clock: FakeClock, unknown: Any
+) -> None:
     rows, _ = await play(aiohttp_client, tmp_path, clock)
     rows = rows[:3]
 
@@ -110,8 +119,9 @@ async def test_an_entry_of_an_unknown_format_does_not_verify_nor_replicate(
     bad = rechained(rows, from_the_future)
     check = ChainCheck()
     assert not check.feed(bad) and check.first_bad_sequence == 2
-    standby = LedgerService(MemoryStore(), WriterLimits(), clock=clock, metrics=LedgerMetrics(CollectorRegistry()),
-                            standby=True)
+    standby = LedgerService(
+        MemoryStore(), WriterLimits(), clock=clock, metrics=LedgerMetrics(CollectorRegistry()), standby=True
+    )
     await standby.start()
     try:
         with pytest.raises(ReplicationError):

@@ -32,7 +32,7 @@ async def run_service(store, commands: list[Command], *, batch: int = 4) -> list
     try:
         results = []
         for i in range(0, len(commands), batch):
-            results += await service.submit(commands[i:i + batch])
+            results += await service.submit(commands[i : i + batch])
         return results
     finally:
         await service.stop()
@@ -60,7 +60,7 @@ async def test_a_flipped_byte_in_an_old_entry_is_named_by_both_verifiers(tmp_pat
     conn.close()
     raw = db.read_bytes()
     at = raw.index(text.encode()) + text.index('"amount_minor":') + len('"amount_minor":')
-    flipped = raw[:at] + (b"9" if raw[at:at + 1] != b"9" else b"8") + raw[at + 1:]
+    flipped = raw[:at] + (b"9" if raw[at : at + 1] != b"9" else b"8") + raw[at + 1 :]
     db.write_bytes(flipped)
     bad = await ledger_cli("verify", str(db))
     report = orjson.loads(bad.stdout)
@@ -120,8 +120,14 @@ async def test_cli_rebuild_never_folds_the_whole_state_in_memory(tmp_path: Path)
     conn.execute("DELETE FROM history")
     conn.commit()
     conn.close()
-    no_fold = [sys.executable, "-c", "import core_ledger.journal_checks as j; j.rebuild_state = None; "
-               "from croupier.cli import main; main()", "ledger", "rebuild", str(db)]
+    no_fold = [
+        sys.executable,
+        "-c",
+        "import core_ledger.journal_checks as j; j.rebuild_state = None; from croupier.cli import main; main()",
+        "ledger",
+        "rebuild",
+        str(db),
+    ]
     done = await asyncio.to_thread(subprocess.run, no_fold, capture_output=True, check=False, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     report = orjson.loads(done.stdout)
@@ -164,8 +170,9 @@ async def test_failed_commit_answers_503_and_leaves_no_trace() -> None:
 
 
 async def test_full_queue_is_refused_with_503_ledger_unavailable() -> None:
-    service = LedgerService(MemoryStore(), WriterLimits(queue_depth_max=1), clock=FakeClock(),
-                            metrics=LedgerMetrics(CollectorRegistry()))
+    service = LedgerService(
+        MemoryStore(), WriterLimits(queue_depth_max=1), clock=FakeClock(), metrics=LedgerMetrics(CollectorRegistry())
+    )
     await service.start()
     try:
         first = service.submit(traffic()[:1])
@@ -182,8 +189,9 @@ async def test_full_queue_is_refused_with_503_ledger_unavailable() -> None:
 async def test_a_failed_commit_also_fails_the_group_judged_on_top_of_it() -> None:
     store = FlakyStore()
     await run_service(store, traffic()[:3])
-    service = LedgerService(store, WriterLimits(commit_batch_max=2), clock=FakeClock(),
-                            metrics=LedgerMetrics(CollectorRegistry()))
+    service = LedgerService(
+        store, WriterLimits(commit_batch_max=2), clock=FakeClock(), metrics=LedgerMetrics(CollectorRegistry())
+    )
     await service.start()
     try:
         bet = {"player_id": "p1", "currency": "EUR", "game_id": "slots", "round_id": "rx", "amount_minor": 10}
@@ -202,8 +210,9 @@ async def test_a_failed_commit_also_fails_the_group_judged_on_top_of_it() -> Non
 
 async def test_without_group_commit_every_command_is_its_own_commit() -> None:
     registry = CollectorRegistry()
-    service = LedgerService(MemoryStore(), WriterLimits(group_commit=False), clock=FakeClock(),
-                            metrics=LedgerMetrics(registry))
+    service = LedgerService(
+        MemoryStore(), WriterLimits(group_commit=False), clock=FakeClock(), metrics=LedgerMetrics(registry)
+    )
     await service.start()
     try:
         results = await service.submit(traffic())
@@ -222,12 +231,28 @@ async def test_a_bonus_granted_and_claimed_in_one_group_commits_and_does_not_hal
     service = LedgerService(store, WriterLimits(), clock=FakeClock(), metrics=LedgerMetrics(CollectorRegistry()))
     await service.start()
     try:
-        await service.submit([cmd("player_create", "player:p1", player_id="p1", currencies=["EUR"]),
-                              cmd("deposit", "d1", id="d1", amount_minor=5000, player_id="p1", currency="EUR")])
-        grant, claim = await service.submit([
-            cmd("bonus_grant", "g1", id="g1", bonus_id="b", player_id="p1", currency="EUR", amount_minor=10,
-                wagering_requirement_minor=0, expires_at="2030-01-01T00:00:00Z"),
-            cmd("bonus_claim", "c1", id="c1", player_id="p1", bonus_id="b")])
+        await service.submit(
+            [
+                cmd("player_create", "player:p1", player_id="p1", currencies=["EUR"]),
+                cmd("deposit", "d1", id="d1", amount_minor=5000, player_id="p1", currency="EUR"),
+            ]
+        )
+        grant, claim = await service.submit(
+            [
+                cmd(
+                    "bonus_grant",
+                    "g1",
+                    id="g1",
+                    bonus_id="b",
+                    player_id="p1",
+                    currency="EUR",
+                    amount_minor=10,
+                    wagering_requirement_minor=0,
+                    expires_at="2030-01-01T00:00:00Z",
+                ),
+                cmd("bonus_claim", "c1", id="c1", player_id="p1", bonus_id="b"),
+            ]
+        )
         assert service.halted is None
         assert isinstance(grant, tuple) and grant[0] == 201, grant
         assert isinstance(claim, tuple) and claim[0] in (200, 201), claim

@@ -13,12 +13,26 @@ LEDGER = ROOT / "core_ledger"
 
 # The parts of one ledger copy, under the `LedgerService` facade: no HTTP, no app wiring.
 COPY_PARTS = ("service", "writer", "failover", "replica_apply", "overlay", "watermark")
-HTTP_SIDE = {"aiohttp", "core_ledger.app", "core_ledger.app_keys", "core_ledger.http", "core_ledger.admin_http",
-             "core_ledger.query", "core_ledger.answers", "core_ledger.fencing", "core_ledger.standby_tailer"}
+HTTP_SIDE = {
+    "aiohttp",
+    "core_ledger.app",
+    "core_ledger.app_keys",
+    "core_ledger.http",
+    "core_ledger.admin_http",
+    "core_ledger.query",
+    "core_ledger.answers",
+    "core_ledger.fencing",
+    "core_ledger.standby_tailer",
+}
 # Who may not import whom, beyond the rule above: the dependencies between the parts point one way.
 NOT_IMPORTED: dict[str, set[str]] = {
-    "watermark": {"core_ledger.overlay", "core_ledger.failover", "core_ledger.writer", "core_ledger.replica_apply",
-                  "core_ledger.service"},
+    "watermark": {
+        "core_ledger.overlay",
+        "core_ledger.failover",
+        "core_ledger.writer",
+        "core_ledger.replica_apply",
+        "core_ledger.service",
+    },
     "overlay": {"core_ledger.failover", "core_ledger.writer", "core_ledger.replica_apply", "core_ledger.service"},
     "failover": {"core_ledger.writer", "core_ledger.replica_apply", "core_ledger.service"},
     "writer": {"core_ledger.replica_apply", "core_ledger.service"},
@@ -54,9 +68,14 @@ def test_dependencies_between_the_ledger_modules_point_one_way() -> None:
 
 
 def test_only_the_composition_root_builds_the_app() -> None:
-    builders = sorted(path.name for path in LEDGER.glob("*.py")
-                      if any(isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == "create_app"
-                             for node in ast.walk(ast.parse(path.read_text(), str(path)))))
+    builders = sorted(
+        path.name
+        for path in LEDGER.glob("*.py")
+        if any(
+            isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == "create_app"
+            for node in ast.walk(ast.parse(path.read_text(), str(path)))
+        )
+    )
     assert builders == ["app.py"]
 
 

@@ -34,8 +34,10 @@ LOCK_WAIT_POLL_S = 0.05
 def _config_file(tmp_path: Path, dsn: str, schema: str) -> Path:
     (tmp_path / "pg.dsn").write_text(dsn + "\n")
     path = tmp_path / "ledger.toml"
-    path.write_text(f'[ledger]\ndata_dir = "data"\nbackend = "postgres"\npostgres_dsn_file = "pg.dsn"\n'
-                    f'postgres_schema = "{schema}"\npostgres_pool_size_max = 4\n')
+    path.write_text(
+        f'[ledger]\ndata_dir = "data"\nbackend = "postgres"\npostgres_dsn_file = "pg.dsn"\n'
+        f'postgres_schema = "{schema}"\npostgres_pool_size_max = 4\n'
+    )
     return path
 
 
@@ -43,7 +45,11 @@ def test_config_reads_the_dsn_from_its_file_and_never_shows_it(tmp_path: Path) -
     dsn = "postgresql://u:s3cret-pw@127.0.0.1:1/db"
     cfg = ledger_config_module.load(_config_file(tmp_path, dsn, "ledger_a"))
     assert (cfg.backend, cfg.postgres_dsn, cfg.postgres_schema, cfg.postgres_pool_size_max) == (
-        "postgres", dsn, "ledger_a", 4)
+        "postgres",
+        dsn,
+        "ledger_a",
+        4,
+    )
     assert "s3cret-pw" not in repr(cfg)
     (tmp_path / "ledger.toml").write_text('[ledger]\nbackend = "postgres"\n')
     with pytest.raises(ConfigError, match="postgres_dsn_file is required"):
@@ -54,7 +60,8 @@ def test_config_reads_the_dsn_from_its_file_and_never_shows_it(tmp_path: Path) -
 
 
 async def test_ledger_over_http_on_postgres_replays_verifies_and_backs_up(
-        aiohttp_client: Any, pg_server: PgServer, tmp_path: Path) -> None:
+    aiohttp_client: Any, pg_server: PgServer, tmp_path: Path
+) -> None:
     """Config file -> PostgreSQL store -> HTTP: money moves, replays (from the journal), chain, backup."""
     cfg = ledger_config_module.load(_config_file(tmp_path, pg_server.dsn, fresh_schema()))
     cfg = replace(cfg, tokens=ledger_config(tmp_path).tokens, backup_dir=tmp_path / "backups")
@@ -66,8 +73,11 @@ async def test_ledger_over_http_on_postgres_replays_verifies_and_backs_up(
         assert (await api.post("edge", "/v1/bets", bet(f"b{i}", 50)))[0] == 201
     status, again = await api.post("edge", "/v1/bets", bet("b1", 300))
     assert status == 200 and again == {**first, "replayed": True}
-    status, body = await api.post("edge", "/v1/wins", {"id": "w1", "player_id": "p1", "currency": "EUR",
-                                                       "amount_minor": 120, "round_id": "r1", "close_round": True})
+    status, body = await api.post(
+        "edge",
+        "/v1/wins",
+        {"id": "w1", "player_id": "p1", "currency": "EUR", "amount_minor": 120, "round_id": "r1", "close_round": True},
+    )
     assert status == 201 and body["balance"]["balance_minor"] == 620
     assert (await api.post("edge", "/v1/bets", bet("b1", 301)))[1]["code"] == "idempotency_key_reused"
     status, body = await api.get("edge", "/v1/players/p1/rounds", params={"status": "closed"})
@@ -152,7 +162,8 @@ async def one_commit_store(pg_server: PgServer, request: pytest.FixtureRequest) 
 
 @pytest.mark.parametrize("one_commit_store", [3], indirect=True)
 async def test_a_serialization_failure_is_retried_and_commits_once(
-        pg_server: PgServer, one_commit_store: PostgresStore) -> None:
+    pg_server: PgServer, one_commit_store: PostgresStore
+) -> None:
     await _commit_behind_a_concurrent_update(pg_server, one_commit_store)
     assert (await one_commit_store.head()).sequence == 2
     assert await one_commit_store.dump("games") == {("g",): {}}
@@ -161,7 +172,8 @@ async def test_a_serialization_failure_is_retried_and_commits_once(
 
 @pytest.mark.parametrize("one_commit_store", [1], indirect=True)
 async def test_serialization_retries_are_bounded_then_a_storage_error_writes_nothing(
-        pg_server: PgServer, one_commit_store: PostgresStore) -> None:
+    pg_server: PgServer, one_commit_store: PostgresStore
+) -> None:
     with pytest.raises(StorageError) as failure:
         await _commit_behind_a_concurrent_update(pg_server, one_commit_store)
     assert isinstance(failure.value.__cause__, asyncpg.SerializationError)
@@ -194,7 +206,8 @@ class CutOffStore(PostgresStore):
 
 @pytest.mark.parametrize("cut, retry_status", [("landed", 200), ("lost", 201)])
 async def test_a_commit_of_unknown_outcome_is_settled_from_the_store_never_guessed(
-        aiohttp_client: Any, pg_server: PgServer, tmp_path: Path, cut: str, retry_status: int) -> None:
+    aiohttp_client: Any, pg_server: PgServer, tmp_path: Path, cut: str, retry_status: int
+) -> None:
     """The bet's connection dies during its commit: 503 with Retry-After; the retry with the same id
     is judged against what PostgreSQL holds: replayed if the commit landed, committed if it did not;
     either way the bet is journaled once and the balance moved once."""

@@ -27,9 +27,16 @@ BETS = 6
 
 async def _cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, dict[str, Any], str]:
     """`croupier ledger ...` in its own process: exit code, last JSON line of stdout, stderr."""
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "croupier", "ledger", *args,
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-                                                env={**os.environ, **(env or {})})
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "croupier",
+        "ledger",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+    )
     try:
         out, err = await asyncio.wait_for(proc.communicate(), CLI_TIMEOUT_S)
     except TimeoutError:
@@ -43,9 +50,11 @@ async def _cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, dict
 def _config_file(tmp_path: Path, dsn: str, schema: str) -> Path:
     (tmp_path / "pg.dsn").write_text(dsn + "\n")
     path = tmp_path / "ledger.toml"
-    path.write_text(f'[ledger]\ndata_dir = "data"\nbackend = "postgres"\npostgres_dsn_file = "pg.dsn"\n'
-                    f'postgres_schema = "{schema}"\npostgres_pool_size_max = 2\n'
-                    f'backup_dir = "{tmp_path / "backups"}"\n')
+    path.write_text(
+        f'[ledger]\ndata_dir = "data"\nbackend = "postgres"\npostgres_dsn_file = "pg.dsn"\n'
+        f'postgres_schema = "{schema}"\npostgres_pool_size_max = 2\n'
+        f'backup_dir = "{tmp_path / "backups"}"\n'
+    )
     return path
 
 
@@ -90,8 +99,9 @@ async def test_verify_of_a_postgres_ledger_finds_a_tampered_entry(pg_server: PgS
     conn = await asyncpg.connect(pg_server.dsn, server_settings={"search_path": schema})
     try:  # an operator with superuser rights goes around the append-only trigger
         await conn.execute("ALTER TABLE journal DISABLE TRIGGER journal_no_change")
-        await conn.execute("UPDATE journal SET entry = replace(entry, '\"amount_minor\":10', "
-                           "'\"amount_minor\":1') WHERE sequence = 4")
+        await conn.execute(
+            "UPDATE journal SET entry = replace(entry, '\"amount_minor\":10', '\"amount_minor\":1') WHERE sequence = 4"
+        )
     finally:
         await conn.close()
     code, report, _ = await _cli("verify", str(toml))
@@ -101,26 +111,30 @@ async def test_verify_of_a_postgres_ledger_finds_a_tampered_entry(pg_server: PgS
 
 
 async def test_backup_of_postgres_restores_into_a_fresh_postgres_schema_and_verifies(
-        pg_server: PgServer, pg_ledger: Any, tmp_path: Path) -> None:
+    pg_server: PgServer, pg_ledger: Any, tmp_path: Path
+) -> None:
     toml, _ = pg_ledger
     code, manifest, _ = await _cli("backup", "--config", str(toml))
     assert code == 0 and manifest["source_backend"] == "postgres" and manifest["head_sequence"] == BETS + 2
     (tmp_path / "target.dsn").write_text(pg_server.dsn)
     target = fresh_schema()
-    code, restored, _ = await _cli("restore", manifest["path"], "--to-postgres-dsn-file", str(tmp_path / "target.dsn"),
-                                   "--postgres-schema", target)
+    code, restored, _ = await _cli(
+        "restore", manifest["path"], "--to-postgres-dsn-file", str(tmp_path / "target.dsn"), "--postgres-schema", target
+    )
     assert code == 0 and restored["head_hash"] == manifest["head_hash"], restored
     assert restored["derived_tables_differ"] == []
     dsn, env = _passwordless(pg_server)
     code, report, _ = await _cli("verify", dsn, "--postgres-schema", target, env=env)
     assert code == 0 and report["head_hash"] == manifest["head_hash"]
-    code, again, _ = await _cli("restore", manifest["path"], "--to-postgres-dsn-file", str(tmp_path / "target.dsn"),
-                                "--postgres-schema", target)
+    code, again, _ = await _cli(
+        "restore", manifest["path"], "--to-postgres-dsn-file", str(tmp_path / "target.dsn"), "--postgres-schema", target
+    )
     assert code == 1 and not again["restored"]  # restore only fills an empty ledger
 
 
 async def test_a_location_that_names_no_ledger_is_refused_and_nothing_is_created(
-        pg_server: PgServer, tmp_path: Path) -> None:
+    pg_server: PgServer, tmp_path: Path
+) -> None:
     code, _, err = await _cli("verify", str(tmp_path / "missing.db"))
     assert code == 2 and "postgresql:// DSN" in err
     dsn, env = _passwordless(pg_server)

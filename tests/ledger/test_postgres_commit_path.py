@@ -39,8 +39,10 @@ async def test_the_duplicate_lookup_uses_the_bets_index_after_the_table_grew_fro
         await conn.execute(f"PREPARE dup (text[], text[]) AS {_load_sql('bets')}")
         for _ in range(GENERIC_PLAN_AFTER + 3):  # on the empty table: the plan a fresh database makes
             await conn.execute(f"EXECUTE dup ({keys})")
-        await conn.execute("INSERT INTO bets (client_id, bet_id, doc) SELECT 'edge', 'b' || g, '{}' "
-                           f"FROM generate_series(1, {BETS_ROWS}) AS g")
+        await conn.execute(
+            "INSERT INTO bets (client_id, bet_id, doc) SELECT 'edge', 'b' || g, '{}' "
+            f"FROM generate_series(1, {BETS_ROWS}) AS g"
+        )
         plan = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN EXECUTE dup ({keys})"))
         await conn.execute("DEALLOCATE dup")
     assert "Seq Scan on bets" not in plan, plan
@@ -54,12 +56,17 @@ async def test_a_group_commit_is_one_statement_and_a_checkout_sends_no_reset(sto
     await store.commit([JournalRow(1, "tx1", '{"sequence":1}')], {}, Head(1, "aa" * 32, 1))  # asyncpg's first
     queries.clear()  # statement on a connection also asks for the types of its arrays: once
     journal = [JournalRow(s, f"tx{s}", f'{{"sequence":{s}}}') for s in (2, 3)]
-    rows: Any = {"players": [(("p1",), {"n": 1})], "accounts": [(("a",), {"b": 1}), (("c",), {"b": 2})],
-                 "history": [(("a", 1), {"x": 1})], "bets": [(("edge", "b1"), {"s": 1})]}
+    rows: Any = {
+        "players": [(("p1",), {"n": 1})],
+        "accounts": [(("a",), {"b": 1}), (("c",), {"b": 2})],
+        "history": [(("a", 1), {"x": 1})],
+        "bets": [(("edge", "b1"), {"s": 1})],
+    }
     await store.commit(journal, rows, Head(3, "bb" * 32, 1))  # the pool has one connection so far: that one
     await store.head()  # a checkout and release in between: no reset query
-    await store.commit([JournalRow(4, "tx4", '{"sequence":4}')], {"players": [(("p1",), {"n": 2})]},
-                       Head(4, "cc" * 32, 1))
+    await store.commit(
+        [JournalRow(4, "tx4", '{"sequence":4}')], {"players": [(("p1",), {"n": 2})]}, Head(4, "cc" * 32, 1)
+    )
     sent = [q.split()[0].rstrip(";") for q in queries]
     assert sent == ["BEGIN", "WITH", "COMMIT", "SELECT", "BEGIN", "WITH", "COMMIT"], queries
     assert await store.dump("accounts") == {("a",): {"b": 1}, ("c",): {"b": 2}}

@@ -44,7 +44,8 @@ async def pair(pg_server: PgServer) -> AsyncIterator[tuple[PostgresStore, Postgr
 
 
 async def test_only_the_lease_holder_commits_and_the_passive_takes_over_when_the_active_dies(
-        pg_server: PgServer, pair: tuple[PostgresStore, PostgresStore]) -> None:
+    pg_server: PgServer, pair: tuple[PostgresStore, PostgresStore]
+) -> None:
     active, passive = pair
     assert active.lease is not None and passive.lease is not None
     assert await active.lease.acquire(timeout_s=TAKEOVER_S)
@@ -74,9 +75,11 @@ async def test_two_writers_racing_at_one_head_never_both_commit(pair: tuple[Post
     assert a.lease is not None and b.lease is not None
     a.lease, b.lease = None, None  # no lease check: the fence alone
     for n in range(1, RACES + 1):
-        outcomes = await asyncio.gather(a.commit(_rows(n, "a"), {}, Head(n, f"{n:064x}", 1)),
-                                        b.commit(_rows(n, "b"), {}, Head(n, f"{n:064x}", 1)),
-                                        return_exceptions=True)
+        outcomes = await asyncio.gather(
+            a.commit(_rows(n, "a"), {}, Head(n, f"{n:064x}", 1)),
+            b.commit(_rows(n, "b"), {}, Head(n, f"{n:064x}", 1)),
+            return_exceptions=True,
+        )
         assert sum(o is None for o in outcomes) == 1, outcomes
         assert all(isinstance(o, StorageError) for o in outcomes if o is not None)
     assert [s for s, _ in await a.journal(0, RACES + 5)] == list(range(1, RACES + 1))

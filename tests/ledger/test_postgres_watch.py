@@ -18,8 +18,15 @@ from core_ledger.store import SqliteStore
 from core_ledger.store.postgres import ReplicationView
 from tests.support.local_postgres import PgServer, postgres_store
 
-VIEW = ReplicationView(server="127.0.0.1:5001", timeline=1, synchronous_expected=True, synchronous_replicas=1,
-                       replicas=2, lag_bytes=4096, lag_seconds=0.25)
+VIEW = ReplicationView(
+    server="127.0.0.1:5001",
+    timeline=1,
+    synchronous_expected=True,
+    synchronous_replicas=1,
+    replicas=2,
+    lag_bytes=4096,
+    lag_seconds=0.25,
+)
 FAILING_POLLS_MAX = 200
 
 
@@ -44,9 +51,12 @@ class Views:
 
 async def test_gauges_and_leader_changes_from_the_views() -> None:
     registry = CollectorRegistry()
-    watch = PostgresWatch(Views(VIEW, replace(VIEW, lag_bytes=0), replace(VIEW, server="127.0.0.1:5002", timeline=2,
-                                                                          synchronous_replicas=0)),
-                          LedgerMetrics(registry))
+    watch = PostgresWatch(
+        Views(
+            VIEW, replace(VIEW, lag_bytes=0), replace(VIEW, server="127.0.0.1:5002", timeline=2, synchronous_replicas=0)
+        ),
+        LedgerMetrics(registry),
+    )
     await watch.sample()
     assert _value(registry, "ledger_postgres_synchronous_expected") == 1
     assert _value(registry, "ledger_postgres_synchronous_replicas") == 1

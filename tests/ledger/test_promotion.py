@@ -70,8 +70,9 @@ class SlowPostgres(PostgresStore):
         await asyncio.shield(asyncio.ensure_future(sent()))
 
 
-async def _promote_during_apply(aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path,
-                                standby_store: SlowSqlite | SlowPostgres, reopen: Any) -> None:
+async def _promote_during_apply(
+    aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path, standby_store: SlowSqlite | SlowPostgres, reopen: Any
+) -> None:
     clock = FakeClock()
     primary_app = create_app(ledger_config(tmp_path / "p"), clock=clock)
     primary_server = await aiohttp_server(primary_app)
@@ -83,8 +84,9 @@ async def _promote_during_apply(aiohttp_server: Any, aiohttp_client: Any, tmp_pa
     await wait_for(lambda: standby_app[SERVICE].head.sequence == 1)
 
     standby_store.delay_s = COMMIT_DELAY_S
-    status, _ = await primary.post("cashier", "/v1/deposits", {"id": "d1", "player_id": "p1", "currency": "EUR",
-                                                               "amount_minor": 500})
+    status, _ = await primary.post(
+        "cashier", "/v1/deposits", {"id": "d1", "player_id": "p1", "currency": "EUR", "amount_minor": 500}
+    )
     assert status == 201
     await asyncio.wait_for(standby_store.committing.wait(), 10)
     status, promoted = await standby.post("admin_write", "/admin/v1/promote")  # while entry 2 is being applied
@@ -102,19 +104,24 @@ async def _promote_during_apply(aiohttp_server: Any, aiohttp_client: Any, tmp_pa
     assert report["ok"] and report["head_sequence"] == 4
 
 
-async def test_promotion_while_applying_extends_what_sqlite_stored(aiohttp_server: Any, aiohttp_client: Any,
-                                                                  tmp_path: Path) -> None:
+async def test_promotion_while_applying_extends_what_sqlite_stored(
+    aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path
+) -> None:
     path = tmp_path / "s" / "ledger.db"
-    await _promote_during_apply(aiohttp_server, aiohttp_client, tmp_path, SlowSqlite(path),
-                                lambda: SqliteStore(path))
+    await _promote_during_apply(aiohttp_server, aiohttp_client, tmp_path, SlowSqlite(path), lambda: SqliteStore(path))
 
 
-async def test_promotion_while_applying_extends_what_postgres_stored(aiohttp_server: Any, aiohttp_client: Any,
-                                                                    tmp_path: Path, pg_server: PgServer) -> None:
+async def test_promotion_while_applying_extends_what_postgres_stored(
+    aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path, pg_server: PgServer
+) -> None:
     schema = fresh_schema()
-    await _promote_during_apply(aiohttp_server, aiohttp_client, tmp_path,
-                                SlowPostgres(pg_server.dsn, TEST_LIMITS, schema=schema),
-                                lambda: PostgresStore(pg_server.dsn, TEST_LIMITS, schema=schema))
+    await _promote_during_apply(
+        aiohttp_server,
+        aiohttp_client,
+        tmp_path,
+        SlowPostgres(pg_server.dsn, TEST_LIMITS, schema=schema),
+        lambda: PostgresStore(pg_server.dsn, TEST_LIMITS, schema=schema),
+    )
 
 
 class LostAnswerPostgres(PostgresStore):
@@ -130,7 +137,8 @@ class LostAnswerPostgres(PostgresStore):
 
 
 async def test_long_polls_see_a_commit_of_unknown_outcome_once_the_head_is_reloaded(
-        aiohttp_client: Any, tmp_path: Path, pg_server: PgServer) -> None:
+    aiohttp_client: Any, tmp_path: Path, pg_server: PgServer
+) -> None:
     store = LostAnswerPostgres(pg_server.dsn, TEST_LIMITS, schema=fresh_schema())
     app = create_app(ledger_config(tmp_path / "p"), clock=FakeClock(), store=store)
     api = Api(await aiohttp_client(app))
@@ -154,8 +162,6 @@ async def test_long_polls_see_a_commit_of_unknown_outcome_once_the_head_is_reloa
     assert (await verify_store(store))["ok"]
 
 
-
-
 class LandsThenFailsSqlite(SlowSqlite):
     """As SlowSqlite; and the next journal commit after `lose_next` is stored, then reported failed
     (the caller cannot know it landed)."""
@@ -170,7 +176,8 @@ class LandsThenFailsSqlite(SlowSqlite):
 
 
 async def test_a_standby_apply_that_failed_or_was_cancelled_leaves_memory_equal_to_disk(
-        aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path) -> None:
+    aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path
+) -> None:
     clock = FakeClock()
     primary_app = create_app(ledger_config(tmp_path / "p"), clock=clock)
     primary = Api(await aiohttp_client(await aiohttp_server(primary_app)))
@@ -216,8 +223,13 @@ async def test_a_fenced_copy_promoted_from_standby_is_no_longer_fenced(tmp_path:
     from core_ledger.writer import WriterLimits
 
     async def run(standby: bool, step: Any) -> Any:
-        service = LedgerService(SqliteStore(tmp_path / "ledger.db"), WriterLimits(), clock=FakeClock(),
-                                metrics=LedgerMetrics(CollectorRegistry()), standby=standby)
+        service = LedgerService(
+            SqliteStore(tmp_path / "ledger.db"),
+            WriterLimits(),
+            clock=FakeClock(),
+            metrics=LedgerMetrics(CollectorRegistry()),
+            standby=standby,
+        )
         await service.start()
         try:
             return await step(service)
@@ -240,14 +252,18 @@ async def test_a_fenced_copy_promoted_from_standby_is_no_longer_fenced(tmp_path:
 
 
 async def test_a_standby_promoted_after_a_primary_that_wrote_nothing_takes_a_higher_epoch(
-        aiohttp_server: Any, tmp_path: Path, clock: FakeClock) -> None:
+    aiohttp_server: Any, tmp_path: Path, clock: FakeClock
+) -> None:
     """A copy promoted to epoch 2 that journaled nothing since, followed by its standby: the standby
     holds no entry of epoch 2, yet it must never be promoted to epoch 2 too (two copies writing
     under one epoch): it keeps the epoch its primary announced, durably, and is promoted to 3."""
     from tests.support.ledger import standby_of
 
-    first = create_app(ledger_config(tmp_path / "a"), clock=clock, standby=StandbySettings(
-        "http://127.0.0.1:9", TOKENS["replica"], poll_interval_s=0.05))
+    first = create_app(
+        ledger_config(tmp_path / "a"),
+        clock=clock,
+        standby=StandbySettings("http://127.0.0.1:9", TOKENS["replica"], poll_interval_s=0.05),
+    )
     first_server = await aiohttp_server(first)
     await first[STANDBY].stop()
     assert (await first[SERVICE].promote()).epoch == 2  # a promoted copy, nothing journaled at epoch 2

@@ -26,7 +26,7 @@ async def _all_pages(api: Api, path: str, member: str, limit: int, pages_max: in
             assert page["next_cursor"] is None and link is None
             return items
         assert link is not None and link.endswith('>; rel="next"') and page["next_cursor"] in link
-        url = link[1:link.index(">")]
+        url = link[1 : link.index(">")]
     raise AssertionError("too many pages")
 
 
@@ -36,9 +36,20 @@ async def test_transactions_filter_and_page_in_journal_order(api: Api) -> None:
     for i in range(5):
         await api.post("edge", "/v1/bets", bet(f"b{i}", 10, round_id=f"r{i % 2}", via="eu", client_id="gs"))
     await api.post("edge", "/v1/bets", bet("x", 10, player="p2", game="poker", via="us", client_id="gs"))
-    await api.post("edge", "/v1/wins", {"id": "w0", "player_id": "p1", "currency": "EUR", "amount_minor": 5,
-                                        "round_id": "r0", "close_round": True, "via": "eu",
-                                        "client_id": "gs"})
+    await api.post(
+        "edge",
+        "/v1/wins",
+        {
+            "id": "w0",
+            "player_id": "p1",
+            "currency": "EUR",
+            "amount_minor": 5,
+            "round_id": "r0",
+            "close_round": True,
+            "via": "eu",
+            "client_id": "gs",
+        },
+    )
     listed = await _all_pages(api, "/admin/v1/transactions?player_id=p1&type=bet", "transactions", 2)
     assert [t["id"] for t in listed] == ["b0", "b1", "b2", "b3", "b4"]
     assert all(t["via"] == "eu" and t["game_id"] == "slots" and t["outcome"] == "committed" for t in listed)
@@ -70,13 +81,21 @@ async def test_transactions_by_time_range(api: Api, clock: FakeClock) -> None:
 
 async def test_bad_cursor_and_filters_are_400_and_change_nothing(api: Api) -> None:
     await api.player("p1", deposit=1000)
-    for query in ("cursor=garbage!", "cursor=eyJsIjoicGxheWVycyIsImsiOlsicDEiXX0", "from=yesterday",
-                  "from=2026-11-23T10:00:00", "limit=0", "limit=51", "player_id=" + "x" * 300,
-                  "player_id=a%00b", "from=0001-01-01T00:00:00%2B01:00",
-                  "cursor=" + encode_cursor("transactions", 2**63 - 1),
-                  "cursor=" + base64.urlsafe_b64encode(b'{"l":"transactions","k":' + b"9" * 40 + b"}").decode(),
-                  "cursor=" + encode_cursor("transactions", "1"),
-                  "cursor=" + encode_cursor("transactions", True)):
+    for query in (
+        "cursor=garbage!",
+        "cursor=eyJsIjoicGxheWVycyIsImsiOlsicDEiXX0",
+        "from=yesterday",
+        "from=2026-11-23T10:00:00",
+        "limit=0",
+        "limit=51",
+        "player_id=" + "x" * 300,
+        "player_id=a%00b",
+        "from=0001-01-01T00:00:00%2B01:00",
+        "cursor=" + encode_cursor("transactions", 2**63 - 1),
+        "cursor=" + base64.urlsafe_b64encode(b'{"l":"transactions","k":' + b"9" * 40 + b"}").decode(),
+        "cursor=" + encode_cursor("transactions", "1"),
+        "cursor=" + encode_cursor("transactions", True),
+    ):
         status, problem = await api.get("admin_read", f"/admin/v1/transactions?{query}")
         assert status == 400 and problem["code"] == "validation_error", (query, problem)
     # a cursor of another listing (players) is refused, not misread
@@ -85,8 +104,14 @@ async def test_bad_cursor_and_filters_are_400_and_change_nothing(api: Api) -> No
     _, players = await api.get("admin_read", "/admin/v1/players?limit=1")
     status, problem = await api.get("admin_read", f"/admin/v1/accounts?cursor={players['next_cursor']}")
     assert status == 400 and problem["field"] == "cursor"
-    for listing, key in (("accounts", [{"a": 1}]), ("accounts", ["a", "b"]), ("rounds", ["client_rounds", ["p"]]),
-                         ("rounds", ["nope", ["p", "r"]]), ("rounds", ["rounds", [1, 2]]), ("bonuses", ["p1"])):
+    for listing, key in (
+        ("accounts", [{"a": 1}]),
+        ("accounts", ["a", "b"]),
+        ("rounds", ["client_rounds", ["p"]]),
+        ("rounds", ["nope", ["p", "r"]]),
+        ("rounds", ["rounds", [1, 2]]),
+        ("bonuses", ["p1"]),
+    ):
         path = "/admin/v1/" + listing.split("_")[0]
         status, problem = await api.get("admin_read", f"{path}?cursor={encode_cursor(listing, key)}")
         assert status == 400 and problem["field"] == "cursor", (listing, key, problem)
@@ -111,15 +136,19 @@ async def test_players_accounts_jackpots_bonuses_rounds_lists(api: Api, clock: F
 
     players = await _all_pages(api, "/admin/v1/accounts?kind=player", "accounts", 4)
     assert [(a["player_id"], a["currency"]) for a in players] == [
-        (p, c) for p in ("p1", "p2", "p3") for c in ("EUR", "USD")]
+        (p, c) for p in ("p1", "p2", "p3") for c in ("EUR", "USD")
+    ]
     euros = await _all_pages(api, "/admin/v1/accounts?kind=player&currency=EUR", "accounts", 4)
     assert [a["balance_minor"] for a in euros] == [500, 500, 500]
     _, cashier = await api.get("admin_read", "/admin/v1/accounts?kind=cashier&currency=EUR")
     assert [(a["account"], a["balance_minor"]) for a in cashier["accounts"]] == [("cashier:EUR", -1500)]
 
     for j in ("mega", "mini"):
-        status, _ = await api.post("admin_write", "/admin/v1/jackpots", {
-            "jackpot_id": j, "currency": "EUR", "seed_minor": 100, "contribution_ppm": 10000, "game_ids": ["slots"]})
+        status, _ = await api.post(
+            "admin_write",
+            "/admin/v1/jackpots",
+            {"jackpot_id": j, "currency": "EUR", "seed_minor": 100, "contribution_ppm": 10000, "game_ids": ["slots"]},
+        )
         assert status == 201
     jackpots = await _all_pages(api, "/admin/v1/jackpots?currency=EUR", "jackpots", 1)
     assert [(j["jackpot_id"], j["pool_minor"]) for j in jackpots] == [("mega", 100), ("mini", 100)]
@@ -127,21 +156,43 @@ async def test_players_accounts_jackpots_bonuses_rounds_lists(api: Api, clock: F
     assert [a["jackpot_id"] for a in pools] == ["mega", "mini"]
 
     for p, b in (("p1", "welcome"), ("p3", "reload")):
-        status, _ = await api.post("admin_write", "/admin/v1/bonuses", {
-            "id": f"g-{p}", "player_id": p, "bonus_id": b, "currency": "EUR", "amount_minor": 10,
-            "wagering_requirement_minor": 100, "expires_at": "2026-11-23T11:00:00Z"})
+        status, _ = await api.post(
+            "admin_write",
+            "/admin/v1/bonuses",
+            {
+                "id": f"g-{p}",
+                "player_id": p,
+                "bonus_id": b,
+                "currency": "EUR",
+                "amount_minor": 10,
+                "wagering_requirement_minor": 100,
+                "expires_at": "2026-11-23T11:00:00Z",
+            },
+        )
         assert status == 201
     assert [(b["player_id"], b["status"]) for b in await _all_pages(api, "/admin/v1/bonuses", "bonuses", 1)] == [
-        ("p1", "active"), ("p3", "active")]
-    assert [b["bonus_id"] for b in await _all_pages(api, "/admin/v1/bonuses?player_id=p3", "bonuses", 1)] == [
-        "reload"]
+        ("p1", "active"),
+        ("p3", "active"),
+    ]
+    assert [b["bonus_id"] for b in await _all_pages(api, "/admin/v1/bonuses?player_id=p3", "bonuses", 1)] == ["reload"]
 
     await api.post("edge", "/v1/bets", bet("b1", 10, round_id="old", client_id="gs"))
     clock.advance(600)
     await api.post("edge", "/v1/bets", bet("b2", 10, round_id="new", client_id="gs"))
     await api.post("edge", "/v1/bets", bet("b3", 10, player="p3", round_id="done", client_id="gs"))
-    await api.post("edge", "/v1/wins", {"id": "w3", "player_id": "p3", "currency": "EUR", "amount_minor": 1,
-                                        "round_id": "done", "close_round": True, "client_id": "gs"})
+    await api.post(
+        "edge",
+        "/v1/wins",
+        {
+            "id": "w3",
+            "player_id": "p3",
+            "currency": "EUR",
+            "amount_minor": 1,
+            "round_id": "done",
+            "close_round": True,
+            "client_id": "gs",
+        },
+    )
     opened = await _all_pages(api, "/admin/v1/rounds?status=open", "rounds", 1)
     assert [r["round_id"] for r in opened] == ["new", "old"]
     stale = await _all_pages(api, "/admin/v1/rounds?status=open&min_age_s=300", "rounds", 1)
@@ -149,7 +200,9 @@ async def test_players_accounts_jackpots_bonuses_rounds_lists(api: Api, clock: F
     assert [r["round_id"] for r in await _all_pages(api, "/admin/v1/rounds?status=closed", "rounds", 5)] == ["done"]
     clock.advance(3600)
     assert [b["status"] for b in await _all_pages(api, "/admin/v1/bonuses?status=expired", "bonuses", 5)] == [
-        "expired", "expired"]  # the clock passed their expiry
+        "expired",
+        "expired",
+    ]  # the clock passed their expiry
 
 
 async def test_balances_as_of_a_sequence_and_a_time(api: Api, clock: FakeClock) -> None:
@@ -159,17 +212,27 @@ async def test_balances_as_of_a_sequence_and_a_time(api: Api, clock: FakeClock) 
     clock.advance(60)
     await api.post("edge", "/v1/bets", bet("b2", 200))  # 4
     status, at = await api.get("admin_read", "/admin/v1/players/p1/balances?as_of_sequence=3")
-    assert status == 200 and at == {"player_id": "p1", "as_of_sequence": 3, "balances": [
-        {"currency": "EUR", "balance_minor": 900, "last_sequence": 3},
-        {"currency": "USD", "balance_minor": 0, "last_sequence": None}]}
+    assert status == 200 and at == {
+        "player_id": "p1",
+        "as_of_sequence": 3,
+        "balances": [
+            {"currency": "EUR", "balance_minor": 900, "last_sequence": 3},
+            {"currency": "USD", "balance_minor": 0, "last_sequence": None},
+        ],
+    }
     _, first = await api.get("admin_read", "/admin/v1/players/p1/balances?as_of_sequence=1")
     assert first["balances"][0]["balance_minor"] == 0
     _, by_time = await api.get("admin_read", "/admin/v1/players/p1/balances?as_of=2026-11-23T10:01:30Z")
     assert by_time["as_of_sequence"] == 3 and by_time["balances"][0]["balance_minor"] == 900
     _, now = await api.get("admin_read", "/admin/v1/players/p1/balances?as_of=2026-11-23T11:05:00%2B01:00")
     assert now["as_of_sequence"] == 4 and now["balances"][0]["balance_minor"] == 700
-    for query in ("", "as_of_sequence=5", "as_of_sequence=1&as_of=2026-11-23T10:00:00Z", "as_of=noon",
-                  "as_of_sequence=-1"):
+    for query in (
+        "",
+        "as_of_sequence=5",
+        "as_of_sequence=1&as_of=2026-11-23T10:00:00Z",
+        "as_of=noon",
+        "as_of_sequence=-1",
+    ):
         status, problem = await api.get("admin_read", f"/admin/v1/players/p1/balances?{query}")
         assert status == 400 and problem["code"] == "validation_error", query
     assert (await api.get("admin_read", "/admin/v1/players/nobody/balances?as_of_sequence=1"))[0] == 404

@@ -74,8 +74,9 @@ async def test_rows_reloaded_while_a_read_is_open_are_the_committed_ones(tmp_pat
     group (as after a failed commit, or past `cache_rows_max`), a bet was judged against the
     balance from before the previous bet, and stored a balance 100 too high."""
     store = SqliteStore(tmp_path / "ledger.db")
-    service = LedgerService(store, WriterLimits(cache_rows_max=0), clock=FakeClock(),
-                            metrics=LedgerMetrics(CollectorRegistry()))
+    service = LedgerService(
+        store, WriterLimits(cache_rows_max=0), clock=FakeClock(), metrics=LedgerMetrics(CollectorRegistry())
+    )
     await service.start()
     try:
         await service.submit(traffic()[:3])  # the deposit leaves p1 with 5000

@@ -22,24 +22,59 @@ def only_replayed_differs(first: bytes, replay: bytes) -> bool:
 
 async def test_every_replay_is_the_first_answer_byte_for_byte_but_replayed(api: Api) -> None:
     await api.player(deposit=10_000)
-    assert (await api.post("admin_write", "/admin/v1/jackpots", {
-        "jackpot_id": "mega", "currency": "EUR", "seed_minor": 100, "contribution_ppm": 10_000,
-        "game_ids": ["slots"]}))[0] == 201
-    assert (await api.post("admin_write", "/admin/v1/bonuses", {
-        "id": "g1", "player_id": "p1", "bonus_id": "welcome", "currency": "EUR", "amount_minor": 5,
-        "wagering_requirement_minor": 10, "expires_at": "2030-01-01T00:00:00Z"}))[0] == 201
+    assert (
+        await api.post(
+            "admin_write",
+            "/admin/v1/jackpots",
+            {
+                "jackpot_id": "mega",
+                "currency": "EUR",
+                "seed_minor": 100,
+                "contribution_ppm": 10_000,
+                "game_ids": ["slots"],
+            },
+        )
+    )[0] == 201
+    assert (
+        await api.post(
+            "admin_write",
+            "/admin/v1/bonuses",
+            {
+                "id": "g1",
+                "player_id": "p1",
+                "bonus_id": "welcome",
+                "currency": "EUR",
+                "amount_minor": 5,
+                "wagering_requirement_minor": 10,
+                "expires_at": "2030-01-01T00:00:00Z",
+            },
+        )
+    )[0] == 201
     writes = [
         ("edge", "/v1/bets", bet("b1", 500, via="eu")),  # nested results: contributions, wagering
         ("edge", "/v1/bets", bet("b2", 50, round_id="r2")),
-        ("edge", "/v1/wins", {"id": "w1", "player_id": "p1", "currency": "EUR", "amount_minor": 7,
-                              "round_id": "r1", "close_round": True}),
+        (
+            "edge",
+            "/v1/wins",
+            {
+                "id": "w1",
+                "player_id": "p1",
+                "currency": "EUR",
+                "amount_minor": 7,
+                "round_id": "r1",
+                "close_round": True,
+            },
+        ),
         ("edge", "/v1/rollbacks", {"id": "rb1", "bet_id": "b2", "player_id": "p1", "round_id": "r2"}),
         ("edge", "/v1/jackpot-payouts", {"id": "jp1", "jackpot_id": "mega", "player_id": "p1", "round_id": "r1"}),
         ("edge", "/v1/bonus-claims", {"id": "c1", "player_id": "p1", "bonus_id": "welcome"}),
         ("edge", "/v1/bets", bet("b3", 10**9, round_id="r3")),  # a stored rejection (problem+json)
         ("cashier", "/v1/deposits", {"id": "d1", "player_id": "p1", "currency": "EUR", "amount_minor": 3}),
-        ("admin_write", "/admin/v1/adjustments", {"id": "a1", "player_id": "p1", "currency": "EUR",
-                                                  "amount_minor": -1, "reason": "fix"}),
+        (
+            "admin_write",
+            "/admin/v1/adjustments",
+            {"id": "a1", "player_id": "p1", "currency": "EUR", "amount_minor": -1, "reason": "fix"},
+        ),
     ]
     for role, path, body in writes:
         first_status, first = await post_raw(api, role, path, body)

@@ -18,8 +18,9 @@ from tests.support.ledger import NAMES, TOKENS, Api, bet
 HEX32 = r"[0-9a-f]{32}"
 
 
-async def post(api: Api, role: str, path: str, body: Any,
-               request_id: str | None = None) -> tuple[int, CIMultiDict[str], Any]:
+async def post(
+    api: Api, role: str, path: str, body: Any, request_id: str | None = None
+) -> tuple[int, CIMultiDict[str], Any]:
     headers = {"Authorization": f"Bearer {TOKENS[role]}"}
     if request_id is not None:
         headers["X-Request-Id"] = request_id
@@ -34,8 +35,9 @@ def lines(logs: list[dict], event: str) -> list[dict]:
 async def test_a_valid_request_id_is_echoed_and_logged_with_route_template_principal_client_and_via(api: Api):
     await api.player(deposit=1000)
     with capture_logs() as logs:
-        status, headers, body = await post(api, "edge", "/v1/bets", bet("b1", 100, via="eu", client_id="gs"),
-                                           request_id="bet-42.eu:1")
+        status, headers, body = await post(
+            api, "edge", "/v1/bets", bet("b1", 100, via="eu", client_id="gs"), request_id="bet-42.eu:1"
+        )
     assert status == 201 and headers["X-Request-Id"] == "bet-42.eu:1"
     [line] = lines(logs, "http_request")
     assert line["request_id"] == "bet-42.eu:1" and line["route"] == "/v1/bets" and line["method"] == "POST"
@@ -47,12 +49,15 @@ async def test_a_valid_request_id_is_echoed_and_logged_with_route_template_princ
     assert TOKENS["edge"] not in repr(logs)
 
 
-@pytest.mark.parametrize("hostile", [
-    'x" injected="1', "a\tb", "é" * 4, "x" * (request_ids.LENGTH_MAX + 1), "", "a b", "{}", "a;rm -rf"])
+@pytest.mark.parametrize(
+    "hostile", ['x" injected="1', "a\tb", "é" * 4, "x" * (request_ids.LENGTH_MAX + 1), "", "a b", "{}", "a;rm -rf"]
+)
 async def test_a_hostile_request_id_is_replaced_by_a_fresh_one_everywhere(api: Api, hostile: str):
     with capture_logs() as logs:
-        async with api.client.get("/v1/players/nobody/balances", headers={
-                "Authorization": f"Bearer {TOKENS['edge']}", "X-Request-Id": hostile}) as resp:
+        async with api.client.get(
+            "/v1/players/nobody/balances",
+            headers={"Authorization": f"Bearer {TOKENS['edge']}", "X-Request-Id": hostile},
+        ) as resp:
             body = await resp.json(content_type=None)
             echoed = resp.headers["X-Request-Id"]
     assert resp.status == 404 and request_ids.is_valid(echoed) and echoed != hostile and len(echoed) == 32
@@ -83,8 +88,11 @@ async def test_each_batched_action_is_logged_and_answered_under_its_own_request_
     actions = [
         {"op": "bet", "body": bet("b1", 100, via="eu", client_id="gs"), "request_id": "edge-rid-1"},
         {"op": "bet", "body": bet("b2", 10**6, via="eu", client_id="gs", round_id="r2"), "request_id": "edge-rid-2"},
-        {"op": "win", "body": {"id": "w1", "player_id": "p1", "currency": "EUR", "amount_minor": -1},
-         "request_id": "edge-rid-3"},  # invalid: judged alone
+        {
+            "op": "win",
+            "body": {"id": "w1", "player_id": "p1", "currency": "EUR", "amount_minor": -1},
+            "request_id": "edge-rid-3",
+        },  # invalid: judged alone
         {"op": "bet", "body": bet("b4", 1, via="eu", client_id="gs", round_id="r4")},  # an older edge: no id
     ]
     with capture_logs() as logs:

@@ -55,17 +55,20 @@ async def test_an_unscoped_open_round_stays_its_clients_and_the_journal_rebuilds
     await store.open()
     await store.commit(*unscoped_journal())
     await store.close()
-    service = LedgerService(store, WriterLimits(cache_rows_max=0), clock=FakeClock(),
-                            metrics=LedgerMetrics(CollectorRegistry()))
+    service = LedgerService(
+        store, WriterLimits(cache_rows_max=0), clock=FakeClock(), metrics=LedgerMetrics(CollectorRegistry())
+    )
     await service.start()
     try:
         [stranger] = await service.submit(
-            [Command("win", {**WIN, "id": "bw", "round_id": "7"}, "e", ("gs-b", "bw"), "e")])
+            [Command("win", {**WIN, "id": "bw", "round_id": "7"}, "e", ("gs-b", "bw"), "e")]
+        )
         assert getattr(stranger, "code", None) == "not_found"
         [own] = await service.submit([Command("win", {**WIN, "id": "aw", "round_id": "7"}, "e", ("gs-a", "aw"), "e")])
         assert isinstance(own, tuple) and own[0] == 201 and own[1]["balance"]["balance_minor"] == 930
         [more] = await service.submit(
-            [Command("bet", {**BET, "id": "a7b", "round_id": "7"}, "e", ("gs-a", "a7b"), "e")])
+            [Command("bet", {**BET, "id": "a7b", "round_id": "7"}, "e", ("gs-a", "a7b"), "e")]
+        )
         assert isinstance(more, tuple) and more[0] == 201
     finally:
         await service.stop()

@@ -43,11 +43,15 @@ def sqlite_v1_fixture(path: Path) -> None:
     db = sqlite3.connect(path)
     try:
         db.executescript(";\n".join(sqlite_module.MIGRATIONS[0].statements) + ";")
-        db.executemany("INSERT INTO journal (sequence, tx_id, entry) VALUES (?, ?, ?)",
-                       [(r.sequence, r.tx_id, r.text) for r in ROWS])
+        db.executemany(
+            "INSERT INTO journal (sequence, tx_id, entry) VALUES (?, ?, ?)",
+            [(r.sequence, r.tx_id, r.text) for r in ROWS],
+        )
         db.execute("INSERT INTO players VALUES ('p1', '{\"currencies\":[\"EUR\"]}')")
-        db.executemany("INSERT INTO meta (key, value) VALUES (?, ?)",
-                       [("head_sequence", HEAD.sequence), ("head_hash", HEAD.hash), ("epoch", HEAD.epoch)])
+        db.executemany(
+            "INSERT INTO meta (key, value) VALUES (?, ?)",
+            [("head_sequence", HEAD.sequence), ("head_hash", HEAD.hash), ("epoch", HEAD.epoch)],
+        )
         db.commit()
     finally:
         db.close()
@@ -172,14 +176,17 @@ class TestSqlite:
         assert user_version(tmp_path / "backups" / "copy.db") == len(sqlite_module.MIGRATIONS)
 
     async def test_a_backup_manifest_names_the_source_stores_schema_version_and_entry_format(
-            self, tmp_path: Path, aiohttp_client: Any) -> None:
+        self, tmp_path: Path, aiohttp_client: Any
+    ) -> None:
         from core_ledger.app import create_app
         from core_ledger.domain import ENTRY_FORMAT
         from tests.support.clock import FakeClock
         from tests.support.ledger import ledger_config
 
-        store = SqliteStore(tmp_path / "data" / "ledger.db",
-                            migrations=(*sqlite_module.MIGRATIONS, Migration(LATEST + 1, V2.summary, V2.statements)))
+        store = SqliteStore(
+            tmp_path / "data" / "ledger.db",
+            migrations=(*sqlite_module.MIGRATIONS, Migration(LATEST + 1, V2.summary, V2.statements)),
+        )
         config = ledger_config(tmp_path / "data", backup_dir=tmp_path / "backups")
         api = Api(await aiohttp_client(create_app(config, clock=FakeClock(), store=store)))
         await api.player()
@@ -241,11 +248,13 @@ class TestPostgres:
         schema = fresh_schema()
         await pg_v1_fixture(pg_server, schema)
         with pytest.raises(StorageError, match="version 0, behind this code's 2"):
-            await PostgresStore(pg_server.dsn, TEST_LIMITS, schema=schema, allow_migration=False,
-                                migrations=(*PG_V1, V2)).open()
+            await PostgresStore(
+                pg_server.dsn, TEST_LIMITS, schema=schema, allow_migration=False, migrations=(*PG_V1, V2)
+            ).open()
         assert await pg_version(pg_server, schema) is None
-        store = PostgresStore(pg_server.dsn, TEST_LIMITS, schema=schema, allow_migration=False,
-                              migrations=PG_V1)  # adopted
+        store = PostgresStore(
+            pg_server.dsn, TEST_LIMITS, schema=schema, allow_migration=False, migrations=PG_V1
+        )  # adopted
         await store.open()
         try:
             await assert_v1_data_intact(store)
@@ -254,8 +263,7 @@ class TestPostgres:
         assert await pg_version(pg_server, schema) == 1
 
         with pytest.raises(StorageError, match="cannot open"):
-            await PostgresStore(pg_server.dsn, TEST_LIMITS, schema=schema,
-                                migrations=(*PG_V1, BROKEN_V2)).open()
+            await PostgresStore(pg_server.dsn, TEST_LIMITS, schema=schema, migrations=(*PG_V1, BROKEN_V2)).open()
         assert await pg_version(pg_server, schema) == 1
         store = PostgresStore(pg_server.dsn, TEST_LIMITS, schema=schema, migrations=(*PG_V1, V2))
         await store.open()
@@ -267,8 +275,9 @@ class TestPostgres:
         with pytest.raises(StorageError, match="schema version 2, newer than this code's 1"):
             await PostgresStore(pg_server.dsn, TEST_LIMITS, schema=schema, migrations=PG_V1).open()
 
-    async def test_a_backup_to_sqlite_carries_the_sqlite_schema_version(self, pg_server: PgServer,
-                                                                        tmp_path: Path) -> None:
+    async def test_a_backup_to_sqlite_carries_the_sqlite_schema_version(
+        self, pg_server: PgServer, tmp_path: Path
+    ) -> None:
         store = PostgresStore(pg_server.dsn, TEST_LIMITS, schema=fresh_schema())
         await store.open()
         try:
@@ -280,8 +289,15 @@ class TestPostgres:
 
 def croupier(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    return subprocess.run([sys.executable, "-m", "croupier", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "croupier", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def write_config(tmp_path: Path, *, migrate_on_start: bool) -> Path:
@@ -303,8 +319,12 @@ class TestCommands:
         assert user_version(tmp_path / "data" / "ledger.db") == LATEST
         again = croupier("ledger", "migrate", "--config", str(config), cwd=tmp_path)
         assert again.returncode == 0
-        assert orjson.loads(again.stdout) == {"backend": "sqlite", "from_version": LATEST, "to_version": LATEST,
-                                              "migrations": []}
+        assert orjson.loads(again.stdout) == {
+            "backend": "sqlite",
+            "from_version": LATEST,
+            "to_version": LATEST,
+            "migrations": [],
+        }
 
     def test_serve_refuses_a_newer_store_with_a_message_not_a_traceback(self, tmp_path: Path) -> None:
         config = write_config(tmp_path, migrate_on_start=True)
@@ -379,11 +399,15 @@ class TestTransactionIndexMigration:
             await store.close()
         db = sqlite3.connect(path)
         try:
-            plan_rows = db.execute("EXPLAIN QUERY PLAN SELECT sequence, doc FROM tx_summaries "
-                                   "WHERE sequence > 0 AND json_extract(doc, '$.player_id') = 'p1' "
-                                   "ORDER BY sequence LIMIT 10").fetchall()
-            seek = db.execute("EXPLAIN QUERY PLAN SELECT sequence, doc FROM history WHERE account = 'a' "
-                              "AND sequence <= 5 ORDER BY sequence DESC LIMIT 1").fetchall()
+            plan_rows = db.execute(
+                "EXPLAIN QUERY PLAN SELECT sequence, doc FROM tx_summaries "
+                "WHERE sequence > 0 AND json_extract(doc, '$.player_id') = 'p1' "
+                "ORDER BY sequence LIMIT 10"
+            ).fetchall()
+            seek = db.execute(
+                "EXPLAIN QUERY PLAN SELECT sequence, doc FROM history WHERE account = 'a' "
+                "AND sequence <= 5 ORDER BY sequence DESC LIMIT 1"
+            ).fetchall()
         finally:
             db.close()
         assert any("tx_summaries_by_player_id" in str(r[-1]) for r in plan_rows), plan_rows

@@ -35,12 +35,19 @@ def connections(store: SqliteStore) -> dict[str, SqliteThread]:
 
 async def test_every_connection_runs_with_the_durability_pragmas(store: SqliteStore) -> None:
     def pragmas(db: sqlite3.Connection) -> tuple[Any, ...]:
-        return tuple(db.execute(f"PRAGMA {name}").fetchone()[0]
-                     for name in ("journal_mode", "synchronous", "busy_timeout", "wal_autocheckpoint", "page_size"))
+        return tuple(
+            db.execute(f"PRAGMA {name}").fetchone()[0]
+            for name in ("journal_mode", "synchronous", "busy_timeout", "wal_autocheckpoint", "page_size")
+        )
 
     for name, conn in connections(store).items():
-        assert await conn.run(pragmas) == ("wal", SYNCHRONOUS_FULL, BUSY_TIMEOUT_MS,
-                                           WAL_AUTOCHECKPOINT_BYTES // PAGE_SIZE_NEW, PAGE_SIZE_NEW), name
+        assert await conn.run(pragmas) == (
+            "wal",
+            SYNCHRONOUS_FULL,
+            BUSY_TIMEOUT_MS,
+            WAL_AUTOCHECKPOINT_BYTES // PAGE_SIZE_NEW,
+            PAGE_SIZE_NEW,
+        ), name
 
 
 async def test_a_database_made_with_4_kib_pages_keeps_them_and_checkpoints_by_bytes(tmp_path: Path) -> None:
@@ -55,6 +62,7 @@ async def test_a_database_made_with_4_kib_pages_keeps_them_and_checkpoints_by_by
     s = SqliteStore(path)
     await s.open()
     try:
+
         def sizes(db: sqlite3.Connection) -> tuple[int, int]:
             return db.execute("PRAGMA page_size").fetchone()[0], db.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
 
@@ -63,8 +71,9 @@ async def test_a_database_made_with_4_kib_pages_keeps_them_and_checkpoints_by_by
         await s.close()
 
 
-async def test_a_group_commit_and_a_batch_of_loads_are_one_hop_each(store: SqliteStore,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_group_commit_and_a_batch_of_loads_are_one_hop_each(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
     hops: list[str] = []
     for name, conn in connections(store).items():
         original = conn.run
@@ -75,8 +84,11 @@ async def test_a_group_commit_and_a_batch_of_loads_are_one_hop_each(store: Sqlit
 
         monkeypatch.setattr(conn, "run", counted)
     journal = [JournalRow(i, f"tx{i}", f'{{"sequence":{i}}}') for i in (1, 2, 3)]
-    await store.commit(journal, {"players": [(("p1",), {"a": 1}), (("p2",), {"a": 2})],
-                                 "idem": [(("c", "k"), {"x": 1})]}, Head(3, GENESIS_HASH, 1))
+    await store.commit(
+        journal,
+        {"players": [(("p1",), {"a": 1}), (("p2",), {"a": 2})], "idem": [(("c", "k"), {"x": 1})]},
+        Head(3, GENESIS_HASH, 1),
+    )
     assert hops == ["writer"], "journal, derived rows and head: one unit of work"
     hops.clear()
     found = await store.load({"players": [("p1",), ("p2",)], "idem": [("c", "k")], "entries": [(2,)]})

@@ -24,8 +24,10 @@ def win(id: str, amount: int, round_id: str = "r1", **extra: Any) -> dict[str, A
 
 
 async def ledger(aiohttp_client: Any, tmp_path: Path, clock: FakeClock, **config: Any) -> tuple[Api, Any]:
-    app = create_app(ledger_config(tmp_path / "data", stale_round_after_s=60.0,
-                                   stale_round_check_interval_s=3600.0, **config), clock=clock)
+    app = create_app(
+        ledger_config(tmp_path / "data", stale_round_after_s=60.0, stale_round_check_interval_s=3600.0, **config),
+        clock=clock,
+    )
     return Api(await aiohttp_client(app)), app
 
 
@@ -34,8 +36,9 @@ async def balance(api: Api) -> int:
     return body["balances"][0]["balance_minor"]
 
 
-async def test_old_open_rounds_are_listed_oldest_first_and_paged(aiohttp_client: Any, tmp_path: Path,
-                                                                  clock: FakeClock) -> None:
+async def test_old_open_rounds_are_listed_oldest_first_and_paged(
+    aiohttp_client: Any, tmp_path: Path, clock: FakeClock
+) -> None:
     api, app = await ledger(aiohttp_client, tmp_path, clock)
     await api.player(deposit=1000)
     for i in range(3):
@@ -59,7 +62,8 @@ async def test_old_open_rounds_are_listed_oldest_first_and_paged(aiohttp_client:
 
 
 async def test_the_refund_policy_gives_bets_back_once_and_a_resumed_game_server_is_told(
-        aiohttp_client: Any, tmp_path: Path, clock: FakeClock) -> None:
+    aiohttp_client: Any, tmp_path: Path, clock: FakeClock
+) -> None:
     api, app = await ledger(aiohttp_client, tmp_path, clock, stale_round_policy="refund")
     await api.player(deposit=1000)
     await api.post("edge", "/v1/bets", bet("b1", 100))
@@ -94,8 +98,9 @@ async def test_an_operator_settles_one_round_by_hand(aiohttp_client: Any, tmp_pa
     path = "/admin/v1/rounds/p1/r1/settle"
     status, problem = await api.post("admin_write", path, {"policy": "burn", "reason": "x"})
     assert status == 400 and problem["code"] == "validation_error"
-    status, problem = await api.post("admin_write", "/admin/v1/rounds/p1/nope/settle",
-                                     {"policy": "close", "reason": "x"})
+    status, problem = await api.post(
+        "admin_write", "/admin/v1/rounds/p1/nope/settle", {"policy": "close", "reason": "x"}
+    )
     assert status == 404 and problem["code"] == "not_found"
     status, answer = await api.post("admin_write", path, {"policy": "refund", "reason": "provider outage"})
     assert status == 201, answer
@@ -112,26 +117,48 @@ async def test_an_operator_settles_one_round_by_hand(aiohttp_client: Any, tmp_pa
 
 
 async def test_a_refund_takes_back_jackpot_contributions_and_wagering_per_edge(
-        aiohttp_client: Any, tmp_path: Path, clock: FakeClock) -> None:
+    aiohttp_client: Any, tmp_path: Path, clock: FakeClock
+) -> None:
     api, _ = await ledger(aiohttp_client, tmp_path, clock)
     await api.player(deposit=5000)
-    status, _ = await api.post("admin_write", "/admin/v1/jackpots", {
-        "jackpot_id": "mega", "currency": "EUR", "seed_minor": 1000, "contribution_ppm": 10_000,
-        "game_ids": ["slots"]})
+    status, _ = await api.post(
+        "admin_write",
+        "/admin/v1/jackpots",
+        {
+            "jackpot_id": "mega",
+            "currency": "EUR",
+            "seed_minor": 1000,
+            "contribution_ppm": 10_000,
+            "game_ids": ["slots"],
+        },
+    )
     assert status == 201
-    status, _ = await api.post("admin_write", "/admin/v1/bonuses", {
-        "id": "g1", "player_id": "p1", "bonus_id": "welcome", "currency": "EUR", "amount_minor": 500,
-        "wagering_requirement_minor": 10_000, "expires_at": "2099-01-01T00:00:00Z"})
+    status, _ = await api.post(
+        "admin_write",
+        "/admin/v1/bonuses",
+        {
+            "id": "g1",
+            "player_id": "p1",
+            "bonus_id": "welcome",
+            "currency": "EUR",
+            "amount_minor": 500,
+            "wagering_requirement_minor": 10_000,
+            "expires_at": "2099-01-01T00:00:00Z",
+        },
+    )
     assert status == 201
     await api.post("edge", "/v1/bets", bet("b1", 1000, via="eu"))
     await api.post("edge", "/v1/bets", bet("b2", 2000, via="us"))
     _, jackpot = await api.get("edge", "/v1/jackpots/mega")
     assert jackpot["pool_minor"] == 1030 and jackpot["contributions_by_edge"] == {"eu": 10, "us": 20}
-    status, answer = await api.post("admin_write", "/admin/v1/rounds/p1/r1/settle",
-                                    {"policy": "refund", "reason": "provider outage"})
+    status, answer = await api.post(
+        "admin_write", "/admin/v1/rounds/p1/r1/settle", {"policy": "refund", "reason": "provider outage"}
+    )
     assert status == 201, answer
     assert [(b["bet_id"], b["amount_minor"]) for b in answer["transaction"]["refunded_bets"]] == [
-        ("b1", 1000), ("b2", 2000)]
+        ("b1", 1000),
+        ("b2", 2000),
+    ]
     assert answer["balance"]["balance_minor"] == 5000
     _, jackpot = await api.get("edge", "/v1/jackpots/mega")
     assert jackpot["pool_minor"] == 1000 and jackpot["contributions_by_edge"] == {"eu": 0, "us": 0}
@@ -143,7 +170,8 @@ async def test_a_refund_takes_back_jackpot_contributions_and_wagering_per_edge(
 
 
 async def test_the_new_indexes_are_what_a_rebuild_from_the_journal_gives(
-        aiohttp_client: Any, tmp_path: Path, clock: FakeClock) -> None:
+    aiohttp_client: Any, tmp_path: Path, clock: FakeClock
+) -> None:
     api, app = await ledger(aiohttp_client, tmp_path, clock, stale_round_policy="close")
     await api.player(deposit=1000)
     await api.post("edge", "/v1/bets", bet("b1", 100, external_ref="prov-1", metadata={"k": "v"}))
@@ -162,6 +190,9 @@ def test_the_policy_is_one_of_three_and_the_threshold_not_negative(tmp_path: Pat
     for bad in ({"stale_round_policy": "burn"}, {"stale_round_after_s": -1.0}):
         with pytest.raises(ConfigError, match="stale_round"):
             parse({"ledger": {"data_dir": str(tmp_path), **bad}}, tmp_path, {})
-    config = parse({"ledger": {"data_dir": str(tmp_path), "stale_round_after_s": 3600.0,
-                               "stale_round_policy": "refund"}}, tmp_path, {})
+    config = parse(
+        {"ledger": {"data_dir": str(tmp_path), "stale_round_after_s": 3600.0, "stale_round_policy": "refund"}},
+        tmp_path,
+        {},
+    )
     assert (config.stale_round_after_s, config.stale_round_policy) == (3600.0, "refund")

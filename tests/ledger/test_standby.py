@@ -17,20 +17,25 @@ from tests.support.ledger import TOKENS, Api, bet, ledger_config, standby_of
 from tests.support.polling import wait_for
 
 
-async def test_standby_replicates_refuses_writes_and_reports_lag(aiohttp_server: Any, aiohttp_client: Any,
-                                                                 tmp_path: Path, clock: FakeClock) -> None:
+async def test_standby_replicates_refuses_writes_and_reports_lag(
+    aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path, clock: FakeClock
+) -> None:
     primary_app = create_app(ledger_config(tmp_path / "primary"), clock=clock)
     primary_server = await aiohttp_server(primary_app)
     primary = Api(await aiohttp_client(primary_server))
-    settings = StandbySettings(str(primary_server.make_url("")).rstrip("/"), TOKENS["replica"], page_limit=7,
-                               poll_interval_s=0.05)
+    settings = StandbySettings(
+        str(primary_server.make_url("")).rstrip("/"), TOKENS["replica"], page_limit=7, poll_interval_s=0.05
+    )
     standby_app = create_app(ledger_config(tmp_path / "standby"), clock=clock, standby=settings)
     standby = Api(await aiohttp_client(standby_app))
     assert TOKENS["replica"] not in repr(settings)
 
     await primary.player(deposit=1000)
-    await primary.post("admin_write", "/admin/v1/jackpots", {"jackpot_id": "j", "currency": "EUR", "seed_minor": 10,
-                                                             "contribution_ppm": 20_000, "game_ids": ["slots"]})
+    await primary.post(
+        "admin_write",
+        "/admin/v1/jackpots",
+        {"jackpot_id": "j", "currency": "EUR", "seed_minor": 10, "contribution_ppm": 20_000, "game_ids": ["slots"]},
+    )
     for i in range(20):
         await primary.post("edge", "/v1/bets", bet(f"b{i}", 10 + i, round_id=f"r{i // 4}", via="eu"))
     await primary.post("edge", "/v1/rollbacks", {"id": "rb", "bet_id": "b19", "player_id": "p1"})
@@ -52,10 +57,14 @@ async def test_standby_replicates_refuses_writes_and_reports_lag(aiohttp_server:
     assert report["ok"] and report["head_hash"] == head.hash
 
 
-async def test_standby_refuses_a_journal_that_does_not_chain(aiohttp_client: Any, tmp_path: Path,
-                                                             clock: FakeClock) -> None:
-    app = create_app(ledger_config(tmp_path / "s"), clock=clock,
-                     standby=StandbySettings("http://127.0.0.1:9", "t", poll_interval_s=10))
+async def test_standby_refuses_a_journal_that_does_not_chain(
+    aiohttp_client: Any, tmp_path: Path, clock: FakeClock
+) -> None:
+    app = create_app(
+        ledger_config(tmp_path / "s"),
+        clock=clock,
+        standby=StandbySettings("http://127.0.0.1:9", "t", poll_interval_s=10),
+    )
     await aiohttp_client(app)
     await app[STANDBY].stop()  # drive it by hand
     forged = {"sequence": 1, "epoch": 1, "transaction": {}, "postings": [], "prev_hash": "0" * 64, "hash": "ab" * 32}
@@ -68,8 +77,9 @@ async def test_standby_refuses_a_journal_that_does_not_chain(aiohttp_client: Any
     assert app[SERVICE].head.sequence == 0
 
 
-async def test_promoted_standby_takes_writes_in_a_higher_epoch(aiohttp_server: Any, aiohttp_client: Any,
-                                                               tmp_path: Path, clock: FakeClock) -> None:
+async def test_promoted_standby_takes_writes_in_a_higher_epoch(
+    aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path, clock: FakeClock
+) -> None:
     primary_app = create_app(ledger_config(tmp_path / "primary"), clock=clock)
     primary_server = await aiohttp_server(primary_app)
     primary = Api(await aiohttp_client(primary_server))

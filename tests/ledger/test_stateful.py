@@ -68,22 +68,48 @@ class LedgerMachine(RuleBasedStateMachine):
         self.loop = asyncio.new_event_loop()
         self.store = MemoryStore()
         self.clock = FakeClock()
-        self.service = LedgerService(self.store, self.limits, clock=self.clock,
-                                     metrics=LedgerMetrics(CollectorRegistry()))
+        self.service = LedgerService(
+            self.store, self.limits, clock=self.clock, metrics=LedgerMetrics(CollectorRegistry())
+        )
         self.reads = LedgerReads(self.store, clock=self.clock)
         self.loop.run_until_complete(self.service.start())
         self.model = Model()
         self.sent: list[tuple[Command, tuple[int, dict[str, Any]]]] = []  # journaled commands
         self.counter = 0
-        setup = [Command("jackpot_create", {"jackpot_id": "j", "currency": "EUR", "seed_minor": SEED,
-                                            "contribution_ppm": PPM, "game_ids": ["slots"]}, "admin",
-                         (ADMIN_SCOPE, "jackpot:j"))]
+        setup = [
+            Command(
+                "jackpot_create",
+                {
+                    "jackpot_id": "j",
+                    "currency": "EUR",
+                    "seed_minor": SEED,
+                    "contribution_ppm": PPM,
+                    "game_ids": ["slots"],
+                },
+                "admin",
+                (ADMIN_SCOPE, "jackpot:j"),
+            )
+        ]
         for p in PLAYERS:
-            setup += [Command("player_create", {"player_id": p, "currencies": ["EUR"]}, "admin",
-                              (ADMIN_SCOPE, f"player:{p}")),
-                      Command("bonus_grant", {"id": f"g-{p}", "player_id": p, "bonus_id": "welcome", "currency": "EUR",
-                                              "amount_minor": BONUS, "wagering_requirement_minor": REQUIREMENT,
-                                              "expires_at": "2030-01-01T00:00:00Z"}, "admin", ("admin", f"g-{p}"))]
+            setup += [
+                Command(
+                    "player_create", {"player_id": p, "currencies": ["EUR"]}, "admin", (ADMIN_SCOPE, f"player:{p}")
+                ),
+                Command(
+                    "bonus_grant",
+                    {
+                        "id": f"g-{p}",
+                        "player_id": p,
+                        "bonus_id": "welcome",
+                        "currency": "EUR",
+                        "amount_minor": BONUS,
+                        "wagering_requirement_minor": REQUIREMENT,
+                        "expires_at": "2030-01-01T00:00:00Z",
+                    },
+                    "admin",
+                    ("admin", f"g-{p}"),
+                ),
+            ]
         assert all(isinstance(r, tuple) and r[0] == 201 for r in self.submit_many(setup))
 
     def teardown(self) -> None:
@@ -116,12 +142,23 @@ class LedgerMachine(RuleBasedStateMachine):
         self.expect(self.send("deposit", player_id=player, currency="EUR", amount_minor=amount), 201)
         self.model.balances[player] += amount
 
-    @rule(player=st.sampled_from(PLAYERS), round_id=st.sampled_from(ROUNDS), amount=amounts,
-          via=st.sampled_from(VIAS), late=st.booleans(), client=st.sampled_from(CLIENTS))
+    @rule(
+        player=st.sampled_from(PLAYERS),
+        round_id=st.sampled_from(ROUNDS),
+        amount=amounts,
+        via=st.sampled_from(VIAS),
+        late=st.booleans(),
+        client=st.sampled_from(CLIENTS),
+    )
     def bet(self, player: str, round_id: str, amount: int, via: str, late: bool, client: str) -> None:
         m = self.model
-        request = {"player_id": player, "currency": "EUR", "amount_minor": amount, "round_id": round_id,
-                   "game_id": "slots"}
+        request = {
+            "player_id": player,
+            "currency": "EUR",
+            "amount_minor": amount,
+            "round_id": round_id,
+            "game_id": "slots",
+        }
         if late and m.markers:
             request["id"] = sorted(m.markers)[0]
             m.markers.discard(request["id"])
@@ -150,11 +187,23 @@ class LedgerMachine(RuleBasedStateMachine):
             return
         m.refused_bets.add(bet_id)
 
-    @rule(player=st.sampled_from(PLAYERS), round_id=st.sampled_from(ROUNDS), amount=st.integers(0, 300),
-          close=st.booleans(), client=st.sampled_from(CLIENTS))
+    @rule(
+        player=st.sampled_from(PLAYERS),
+        round_id=st.sampled_from(ROUNDS),
+        amount=st.integers(0, 300),
+        close=st.booleans(),
+        client=st.sampled_from(CLIENTS),
+    )
     def win(self, player: str, round_id: str, amount: int, close: bool, client: str) -> None:
-        result = self.send("win", client=client, player_id=player, currency="EUR", amount_minor=amount,
-                           round_id=round_id, close_round=close)
+        result = self.send(
+            "win",
+            client=client,
+            player_id=player,
+            currency="EUR",
+            amount_minor=amount,
+            round_id=round_id,
+            close_round=close,
+        )
         round_ = self.model.rounds.get((client, player, round_id))  # another client's round is not this one
         if round_ is None:
             assert result == (0, {"code": "not_found"})
@@ -260,14 +309,16 @@ class LedgerMachine(RuleBasedStateMachine):
         jackpot = self.loop.run_until_complete(self.reads.jackpot("j"))
         assert (jackpot["pool_minor"], jackpot["epoch"]) == (self.model.pool, self.model.epoch)
         assert accounts[("jackpot:j",)]["balance_minor"] == self.model.pool
-        assert {k: v for k, v in jackpot["contributions_by_edge"].items() if v} == \
-               {k: v for k, v in self.model.by_edge.items() if v}
+        assert {k: v for k, v in jackpot["contributions_by_edge"].items() if v} == {
+            k: v for k, v in self.model.by_edge.items() if v
+        }
         report = self.loop.run_until_complete(verify_store(self.store))
         assert report["ok"] and report["entries_checked"] == report["head_sequence"]
 
 
-LedgerMachine.TestCase.settings = settings(max_examples=30, stateful_step_count=30, deadline=None,
-                                           suppress_health_check=[HealthCheck.too_slow])
+LedgerMachine.TestCase.settings = settings(
+    max_examples=30, stateful_step_count=30, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 TestLedgerStateful = LedgerMachine.TestCase
 
 

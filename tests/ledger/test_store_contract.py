@@ -25,11 +25,19 @@ class TestStoreContract:
 
     async def test_commit_is_visible_to_loads_reads_and_journal(self, store: Store) -> None:
         head = Head(2, "ab" * 32, 1)
-        await store.commit(rows(2), {"accounts": [(("house:EUR",), {"balance_minor": -5, "version": 1})],
-                                     "idem": [(("c", "b1"), {"x": 1}), (("c", "b2"), {"x": 2})]}, head)
+        await store.commit(
+            rows(2),
+            {
+                "accounts": [(("house:EUR",), {"balance_minor": -5, "version": 1})],
+                "idem": [(("c", "b1"), {"x": 1}), (("c", "b2"), {"x": 2})],
+            },
+            head,
+        )
         assert await store.head() == head
         assert await store.load({"idem": [("c", "b1"), ("c", "zz")], "accounts": [("house:EUR",)]}) == {
-            "idem": {("c", "b1"): {"x": 1}}, "accounts": {("house:EUR",): {"balance_minor": -5, "version": 1}}}
+            "idem": {("c", "b1"): {"x": 1}},
+            "accounts": {("house:EUR",): {"balance_minor": -5, "version": 1}},
+        }
         assert await store.get("idem", ("c", "b2")) == ({"x": 2}, 2)
         assert await store.get("idem", ("c", "nope")) == (None, 2)
         assert [s for s, _ in await store.journal(1, 10)] == [2]
@@ -88,10 +96,16 @@ def sealed(count: int, after: Head) -> tuple[list[JournalRow], Head]:
     journal, head = [], after
     for _ in range(count):
         sequence = head.sequence + 1
-        entry = seal({"type": "deposit", "id": f"tx{sequence}"},
-                     [{"account": "house:EUR", "currency": "EUR", "amount_minor": -sequence},
-                      {"account": "player:p1:EUR", "currency": "EUR", "amount_minor": sequence}],
-                     sequence=sequence, epoch=after.epoch or 1, prev_hash=head.hash)
+        entry = seal(
+            {"type": "deposit", "id": f"tx{sequence}"},
+            [
+                {"account": "house:EUR", "currency": "EUR", "amount_minor": -sequence},
+                {"account": "player:p1:EUR", "currency": "EUR", "amount_minor": sequence},
+            ],
+            sequence=sequence,
+            epoch=after.epoch or 1,
+            prev_hash=head.hash,
+        )
         journal.append(JournalRow(sequence, f"tx{sequence}", entry_text(entry)))
         head = Head(sequence, entry["hash"], entry["epoch"])
     return journal, head
@@ -124,13 +138,16 @@ class TestCommitExtendsTheHead:
 
     @pytest.mark.parametrize("case", ["gap", "stale", "ahead"])
     async def test_a_commit_that_does_not_extend_the_stored_head_is_refused_and_changes_nothing(
-            self, store: Store, case: str) -> None:
+        self, store: Store, case: str
+    ) -> None:
         journal, head = sealed(2, Head(0, GENESIS_HASH, 1))
         await store.commit(journal, {"players": [(("p1",), {"n": 1})]}, head)
         more, later = sealed(3, head)
-        bad = {"gap": (more[:1] + more[2:], later),  # rows 3 and 5 for a head at 5
-               "stale": (journal[1:], head),  # row 2 again, as if the stored head were still 1
-               "ahead": (more[1:], later)}[case]  # rows 4..5 while the stored head is 2
+        bad = {
+            "gap": (more[:1] + more[2:], later),  # rows 3 and 5 for a head at 5
+            "stale": (journal[1:], head),  # row 2 again, as if the stored head were still 1
+            "ahead": (more[1:], later),
+        }[case]  # rows 4..5 while the stored head is 2
         with pytest.raises((InvariantBroken, StorageError)):
             await store.commit(bad[0], {"players": [(("p1",), {"n": 2})]}, bad[1])
         assert await store.head() == head
@@ -154,7 +171,9 @@ class TestSideTables:
     async def test_consumer_cursors_only_move_forward_unless_reset(self, store: Store) -> None:
         assert await store.advance_consumer("nobody", 5) is None
         assert await store.put_consumer("bi", {"description": "warehouse"}, cursor=None) == (
-            {"description": "warehouse"}, 0)
+            {"description": "warehouse"},
+            0,
+        )
         assert await store.advance_consumer("bi", 7) == 7
         assert await store.advance_consumer("bi", 4) == 7  # a late, older ack does not move it back
         assert await store.put_consumer("bi", {"description": "dw"}, cursor=None) == ({"description": "dw"}, 7)
@@ -169,15 +188,24 @@ class TestOperatorQueryReads:
     """The store reads of operator queries (core_ledger/queries.py), on every backend."""
 
     async def test_page_orders_by_whole_key_after_a_key_with_prefix_and_doc_filters(self, store: Store) -> None:
-        rows_ = [(("p1", "b", "c2"), {"status": "open"}), (("p1", "b", "c1"), {"status": "closed"}),
-                 (("p1", "a", "c9"), {"status": "open"}), (("p2", "a", "c1"), {"status": "open"})]
-        accounts = [((name,), {"balance_minor": i, "version": 1})
-                    for i, name in enumerate(["house:EUR", "player:p1:EUR", "player:p10:EUR", "playerx",
-                                              "cashier:EUR"])]
+        rows_ = [
+            (("p1", "b", "c2"), {"status": "open"}),
+            (("p1", "b", "c1"), {"status": "closed"}),
+            (("p1", "a", "c9"), {"status": "open"}),
+            (("p2", "a", "c1"), {"status": "open"}),
+        ]
+        accounts = [
+            ((name,), {"balance_minor": i, "version": 1})
+            for i, name in enumerate(["house:EUR", "player:p1:EUR", "player:p10:EUR", "playerx", "cashier:EUR"])
+        ]
         await store.commit(rows(1), {"client_rounds": rows_, "accounts": accounts}, Head(1, "00" * 32, 1))
         got, head = await store.page("client_rounds", after=None, limit=10)
-        assert head == 1 and [k for k, _ in got] == [("p1", "a", "c9"), ("p1", "b", "c1"), ("p1", "b", "c2"),
-                                                     ("p2", "a", "c1")]
+        assert head == 1 and [k for k, _ in got] == [
+            ("p1", "a", "c9"),
+            ("p1", "b", "c1"),
+            ("p1", "b", "c2"),
+            ("p2", "a", "c1"),
+        ]
         got, _ = await store.page("client_rounds", after=("p1", "b", "c1"), limit=2)
         assert [k for k, _ in got] == [("p1", "b", "c2"), ("p2", "a", "c1")]
         got, _ = await store.page("client_rounds", after=("p1", "a", "c9"), limit=10, doc_equals={"status": "open"})
@@ -189,13 +217,25 @@ class TestOperatorQueryReads:
 
     async def test_summaries_filter_by_members_and_time_in_sequence_order(self, store: Store) -> None:
         def summary(player: str, kind: str, at: str) -> dict[str, object]:
-            return {"id": None, "type": kind, "outcome": "committed", "client_id": "gs", "via": None,
-                    "committed_at": at, "player_id": player, "game_id": "g", "round_id": None, "currency": "EUR"}
+            return {
+                "id": None,
+                "type": kind,
+                "outcome": "committed",
+                "client_id": "gs",
+                "via": None,
+                "committed_at": at,
+                "player_id": player,
+                "game_id": "g",
+                "round_id": None,
+                "currency": "EUR",
+            }
 
-        docs = [((1,), summary("p1", "bet", "2026-01-01T00:00:01.000000Z")),
-                ((2,), summary("p2", "bet", "2026-01-01T00:00:02.000000Z")),
-                ((3,), summary("p1", "win", "2026-01-01T00:00:02.000000Z")),
-                ((4,), summary("p1", "bet", "2026-01-01T00:00:04.000000Z"))]
+        docs = [
+            ((1,), summary("p1", "bet", "2026-01-01T00:00:01.000000Z")),
+            ((2,), summary("p2", "bet", "2026-01-01T00:00:02.000000Z")),
+            ((3,), summary("p1", "win", "2026-01-01T00:00:02.000000Z")),
+            ((4,), summary("p1", "bet", "2026-01-01T00:00:04.000000Z")),
+        ]
         await store.commit(rows(4), {"tx_summaries": docs}, Head(4, "00" * 32, 1))
         got, head = await store.summaries({"player_id": "p1"}, after_sequence=0, limit=10)
         assert head == 4 and [s for s, _ in got] == [1, 3, 4] and got[0][1]["type"] == "bet"

@@ -38,8 +38,10 @@ class Receiver:
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
         stamp = request.headers[TIMESTAMP_HEADER]
-        if (not hmac.compare_digest(request.headers[SIGNATURE_HEADER], signature(SECRET, stamp, body))
-                or abs(time.time() - int(stamp)) > 300):
+        if (
+            not hmac.compare_digest(request.headers[SIGNATURE_HEADER], signature(SECRET, stamp, body))
+            or abs(time.time() - int(stamp)) > 300
+        ):
             self.bad_signatures += 1
             return web.Response(status=401)
         self.calls += 1
@@ -66,8 +68,14 @@ async def until(predicate: Any) -> None:
 
 @pytest.fixture
 async def hook_api(aiohttp_client: Any, tmp_path: Path) -> Api:
-    config = ledger_config(tmp_path / "data", webhook_backoff_base_s=0.05, webhook_backoff_max_s=0.2,
-                           webhook_attempts_max=3, webhook_timeout_s=2, webhook_hosts=("127.0.0.1",))
+    config = ledger_config(
+        tmp_path / "data",
+        webhook_backoff_base_s=0.05,
+        webhook_backoff_max_s=0.2,
+        webhook_attempts_max=3,
+        webhook_timeout_s=2,
+        webhook_hosts=("127.0.0.1",),
+    )
     return Api(await aiohttp_client(create_app(config, clock=FakeClock())))
 
 
@@ -80,14 +88,19 @@ async def test_every_event_arrives_once_per_sequence_despite_failures(hook_api: 
     api, receiver = hook_api, Receiver(fail_first=2)
     server = await serve(receiver)
     try:
-        status, body = await api.call("admin_write", "PUT", "/admin/v1/consumers/crm", {
-            "webhook_url": str(server.make_url("/hook")), "webhook_secret": SECRET})
+        status, body = await api.call(
+            "admin_write",
+            "PUT",
+            "/admin/v1/consumers/crm",
+            {"webhook_url": str(server.make_url("/hook")), "webhook_secret": SECRET},
+        )
         assert status == 201 and body["webhook_secret_set"] and "webhook_secret" not in body
         await api.player("p1", deposit=10)
         await api.player("p2", deposit=20)
         for i in range(3):
-            await api.post("cashier", "/v1/deposits", {"id": f"more-{i}", "player_id": "p1", "currency": "EUR",
-                                                       "amount_minor": 1})
+            await api.post(
+                "cashier", "/v1/deposits", {"id": f"more-{i}", "player_id": "p1", "currency": "EUR", "amount_minor": 1}
+            )
 
         async def all_in() -> bool:
             return sorted(receiver.accepted) == list(range(1, 8))
@@ -110,8 +123,12 @@ async def test_a_page_that_keeps_failing_is_dead_lettered_and_replayed(hook_api:
     server = await serve(receiver)
     try:
         await api.player("p1")
-        await api.call("admin_write", "PUT", "/admin/v1/consumers/aml", {
-            "webhook_url": str(server.make_url("/hook")), "webhook_secret": SECRET})
+        await api.call(
+            "admin_write",
+            "PUT",
+            "/admin/v1/consumers/aml",
+            {"webhook_url": str(server.make_url("/hook")), "webhook_secret": SECRET},
+        )
 
         async def dead_lettered() -> bool:
             _, listing = await api.get("admin_read", "/admin/v1/consumers")
@@ -139,12 +156,14 @@ async def test_a_page_that_keeps_failing_is_dead_lettered_and_replayed(hook_api:
 
 
 async def test_bad_webhook_settings_are_refused(hook_api: Api) -> None:
-    for body, field_name in (({"webhook_url": "http://127.0.0.1:1/x"}, "webhook_secret"),
-                             ({"webhook_url": "ftp://x", "webhook_secret": SECRET}, "webhook_url"),
-                             ({"webhook_url": "http://127.0.0.1:1/x", "webhook_secret": "short"}, "webhook_secret"),
-                             ({"webhook_url": "http://example.com/x", "webhook_secret": SECRET}, "webhook_url"),
-                             ({"webhook_url": "http://localhost/x", "webhook_secret": SECRET}, "webhook_url"),
-                             ({"webhook_url": "http://[/x", "webhook_secret": SECRET}, "webhook_url")):
+    for body, field_name in (
+        ({"webhook_url": "http://127.0.0.1:1/x"}, "webhook_secret"),
+        ({"webhook_url": "ftp://x", "webhook_secret": SECRET}, "webhook_url"),
+        ({"webhook_url": "http://127.0.0.1:1/x", "webhook_secret": "short"}, "webhook_secret"),
+        ({"webhook_url": "http://example.com/x", "webhook_secret": SECRET}, "webhook_url"),
+        ({"webhook_url": "http://localhost/x", "webhook_secret": SECRET}, "webhook_url"),
+        ({"webhook_url": "http://[/x", "webhook_secret": SECRET}, "webhook_url"),
+    ):
         status, answer = await hook_api.call("admin_write", "PUT", "/admin/v1/consumers/c", body)
         assert status == 400 and answer["code"] == "validation_error" and answer["field"] == field_name, body
     _, listing = await hook_api.get("admin_read", "/admin/v1/consumers")

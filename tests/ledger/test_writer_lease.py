@@ -82,8 +82,13 @@ async def _until(condition: Callable[[], bool], what: str) -> None:
 
 
 def _service(store: MemoryStore, registry: CollectorRegistry) -> LedgerService:
-    return LedgerService(store, WriterLimits(), clock=lambda: datetime(2026, 1, 1, tzinfo=UTC),
-                         metrics=LedgerMetrics(registry), passive=True)
+    return LedgerService(
+        store,
+        WriterLimits(),
+        clock=lambda: datetime(2026, 1, 1, tzinfo=UTC),
+        metrics=LedgerMetrics(registry),
+        passive=True,
+    )
 
 
 def _value(registry: CollectorRegistry, name: str) -> float:
@@ -160,9 +165,27 @@ def test_writer_lease_is_refused_on_sqlite(tmp_path: Path) -> None:
 
 def test_writer_lease_on_postgres_is_read(tmp_path: Path) -> None:
     (tmp_path / "pg.dsn").write_text("postgresql://u:p@127.0.0.1:5432/db\n")
-    config = parse({"ledger": {"backend": "postgres", "postgres_dsn_file": "pg.dsn", "writer_lease": True,
-                               "writer_lease_ttl_s": 3.0}}, tmp_path)
+    config = parse(
+        {
+            "ledger": {
+                "backend": "postgres",
+                "postgres_dsn_file": "pg.dsn",
+                "writer_lease": True,
+                "writer_lease_ttl_s": 3.0,
+            }
+        },
+        tmp_path,
+    )
     assert config.writer_lease and config.writer_lease_ttl_s == 3.0
     with pytest.raises(ConfigError, match="writer_lease_ttl_s"):
-        parse({"ledger": {"backend": "postgres", "postgres_dsn_file": "pg.dsn", "writer_lease": True,
-                          "writer_lease_ttl_s": 0.1}}, tmp_path)
+        parse(
+            {
+                "ledger": {
+                    "backend": "postgres",
+                    "postgres_dsn_file": "pg.dsn",
+                    "writer_lease": True,
+                    "writer_lease_ttl_s": 0.1,
+                }
+            },
+            tmp_path,
+        )

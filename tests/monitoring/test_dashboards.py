@@ -12,15 +12,36 @@ from monitoring.promql import DASHBOARDS_DIR, MONITORING_DIR, all_expressions, d
 from tests.support.promtool import promtool
 
 REQUIRED_PANELS = {
-    "Money throughput by type and outcome", "Ledger commit latency", "Ledger commit batch size",
-    "Edge → ledger latency", "Sync lag per peer", "Sync lag (all peers)", "Peers up", "Display drift",
-    "Replica lag", "Idempotent replays and conflicts",
+    "Money throughput by type and outcome",
+    "Ledger commit latency",
+    "Ledger commit batch size",
+    "Edge → ledger latency",
+    "Sync lag per peer",
+    "Sync lag (all peers)",
+    "Peers up",
+    "Display drift",
+    "Replica lag",
+    "Idempotent replays and conflicts",
     # SLO, RED per route, USE per process, and the new capacity and liability panels
-    "Availability, 30 days", "Availability budget left", "Within 250 ms, 30 days", "Latency budget left",
-    "Availability burn rate", "Latency burn rate", "Requests by route", "Errors (5xx) by route",
-    "Duration by route", "CPU", "Resident memory", "File descriptors used", "Ledger write queue",
-    "Database files", "Ledger disk free", "Ledger breakers open", "Liabilities by kind and currency",
-    "Edge money errors by code", "Money 5xx by operation",
+    "Availability, 30 days",
+    "Availability budget left",
+    "Within 250 ms, 30 days",
+    "Latency budget left",
+    "Availability burn rate",
+    "Latency burn rate",
+    "Requests by route",
+    "Errors (5xx) by route",
+    "Duration by route",
+    "CPU",
+    "Resident memory",
+    "File descriptors used",
+    "Ledger write queue",
+    "Database files",
+    "Ledger disk free",
+    "Ledger breakers open",
+    "Liabilities by kind and currency",
+    "Edge money errors by code",
+    "Money 5xx by operation",
 }
 
 
@@ -66,8 +87,9 @@ def test_provisioning_names_the_datasource_the_panels_use_by_default():
         variables = {v["name"]: v for v in board["templating"]["list"]}
         assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
         assert variables["datasource"]["current"]["value"] in uids  # the default: the provisioned Prometheus
-        refs = [p["datasource"] for p in board["panels"]] + [t["datasource"] for p in board["panels"]
-                                                              for t in p["targets"]]
+        refs = [p["datasource"] for p in board["panels"]] + [
+            t["datasource"] for p in board["panels"] for t in p["targets"]
+        ]
         refs += [a["datasource"] for a in board["annotations"]["list"]] + [variables["region"]["datasource"]]
         assert {r["uid"] for r in refs} == {"${datasource}"}, path.name
     providers = yaml.safe_load((MONITORING_DIR / "grafana/provisioning/dashboards/croupier.yml").read_text())

@@ -79,16 +79,21 @@ def unmatched(matchers: list[LabelMatcher], emitted: Samples) -> list[str]:
         for want in wanted:
             probe = dataclasses.replace(m, value=want)
             if not any(probe.matches(v) for v in values):
-                problems.append(f"{m.source}: {m.metric}{{{m.label}{m.op}{want!r}}} but the code emits "
-                                f"{sorted(values)}")
+                problems.append(
+                    f"{m.source}: {m.metric}{{{m.label}{m.op}{want!r}}} but the code emits {sorted(values)}"
+                )
     return problems
 
 
 async def stub_ledger(status: int, code: str) -> TestServer:
     """A ledger that answers every request `status` with a problem body of `code`."""
+
     async def refuse(request: web.Request) -> web.Response:
-        return web.json_response({"type": "about:blank", "title": "x", "status": status, "detail": code,
-                                  "code": code}, status=status, content_type="application/problem+json")
+        return web.json_response(
+            {"type": "about:blank", "title": "x", "status": status, "detail": code, "code": code},
+            status=status,
+            content_type="application/problem+json",
+        )
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", refuse)
@@ -116,8 +121,9 @@ async def running(tmp_path: Path) -> AsyncIterator[Running]:
         await run.close()
 
 
-async def start(run: Running, app: web.Application, registry: CollectorRegistry | None = None,
-                port: int | None = None) -> str:
+async def start(
+    run: Running, app: web.Application, registry: CollectorRegistry | None = None, port: int | None = None
+) -> str:
     server = TestServer(app, host="127.0.0.1", port=port or free_port())
     await server.start_server()
     run.servers.append(server)
@@ -126,25 +132,32 @@ async def start(run: Running, app: web.Application, registry: CollectorRegistry 
     return str(server.make_url("")).rstrip("/")
 
 
-async def start_edge(run: Running, root: Path, edge_id: str, ledger_url: str, *, peers: dict[str, int] | None = None,
-                     **overrides: Any) -> str:
+async def start_edge(
+    run: Running, root: Path, edge_id: str, ledger_url: str, *, peers: dict[str, int] | None = None, **overrides: Any
+) -> str:
     registry = CollectorRegistry()
     port = free_port()
     cfg = edge_config(root, edge_id, 1, ledger_url, port, peers or {}, **overrides)
     return await start(run, create_edge(cfg, registry=registry), registry, port)
 
 
-async def call(http: aiohttp.ClientSession, method: str, url: str, role_token: str, body: Any = None,
-               **headers: str) -> int:
-    async with http.request(method, url, json=body, headers={"Authorization": f"Bearer {role_token}",
-                                                              **headers}) as r:
+async def call(
+    http: aiohttp.ClientSession, method: str, url: str, role_token: str, body: Any = None, **headers: str
+) -> int:
+    async with http.request(method, url, json=body, headers={"Authorization": f"Bearer {role_token}", **headers}) as r:
         await r.read()
         return r.status
 
 
 def bet(i: int) -> dict[str, Any]:
-    return {"id": f"m-{i}", "player_id": "p1", "currency": "EUR", "amount_minor": 10, "round_id": f"r-{i}",
-            "game_id": "slots"}
+    return {
+        "id": f"m-{i}",
+        "player_id": "p1",
+        "currency": "EUR",
+        "amount_minor": 10,
+        "round_id": f"r-{i}",
+        "game_id": "slots",
+    }
 
 
 async def drive_ledger_and_standby(run: Running, root: Path, http: aiohttp.ClientSession) -> str:
@@ -154,12 +167,31 @@ async def drive_ledger_and_standby(run: Running, root: Path, http: aiohttp.Clien
     ledger = await start(run, create_ledger(ledger_config(root / "primary"), registry=registry), registry)
     standby_registry = CollectorRegistry()
     settings = StandbySettings(ledger, TOKENS["replica"], poll_interval_s=0.05)
-    await start(run, create_ledger(ledger_config(root / "standby"), registry=standby_registry, standby=settings),
-                standby_registry)
-    assert await call(http, "POST", ledger + "/admin/v1/players", TOKENS["admin_write"],
-                      {"player_id": "p1", "currencies": ["EUR"]}) == 201
-    assert await call(http, "POST", ledger + "/v1/deposits", TOKENS["cashier"],
-                      {"id": "d1", "player_id": "p1", "currency": "EUR", "amount_minor": 100}) == 201
+    await start(
+        run,
+        create_ledger(ledger_config(root / "standby"), registry=standby_registry, standby=settings),
+        standby_registry,
+    )
+    assert (
+        await call(
+            http,
+            "POST",
+            ledger + "/admin/v1/players",
+            TOKENS["admin_write"],
+            {"player_id": "p1", "currencies": ["EUR"]},
+        )
+        == 201
+    )
+    assert (
+        await call(
+            http,
+            "POST",
+            ledger + "/v1/deposits",
+            TOKENS["cashier"],
+            {"id": "d1", "player_id": "p1", "currency": "EUR", "amount_minor": 100},
+        )
+        == 201
+    )
     assert await call(http, "POST", ledger + "/v1/bets", TOKENS["edge"], bet(0)) == 201
     assert await call(http, "POST", ledger + "/v1/bets", TOKENS["edge"], bet(0)) == 200  # a replay
     assert await call(http, "POST", ledger + "/v1/bets", TOKENS["edge"], {**bet(1), "amount_minor": 10**6}) == 422
@@ -180,19 +212,26 @@ async def test_every_name_and_label_value_the_monitoring_selects_is_emitted_by_t
         running.servers += [unavailable, not_primary]
         edges = {
             # A peer (never started): the per-peer sync series exist as soon as a peer is configured.
-            "real": await start_edge(running, tmp_path, "real", ledger, peers={"zz-peer": free_port()},
-                                     ledger_token=TOKENS["edge"]),
+            "real": await start_edge(
+                running, tmp_path, "real", ledger, peers={"zz-peer": free_port()}, ledger_token=TOKENS["edge"]
+            ),
             "closed": await start_edge(running, tmp_path, "closed", f"http://127.0.0.1:{free_port()}"),
             "503": await start_edge(running, tmp_path, "e503", str(unavailable.make_url("")).rstrip("/")),
             "not_primary": await start_edge(running, tmp_path, "np", str(not_primary.make_url("")).rstrip("/")),
             "slow": await start_edge(running, tmp_path, "slow", slow_url),
         }
-        statuses = await asyncio.gather(*(call(http, "POST", url + "/v1/bets", GS, bet(10 + i))
-                                          for i, url in enumerate(edges.values())))
+        statuses = await asyncio.gather(
+            *(call(http, "POST", url + "/v1/bets", GS, bet(10 + i)) for i, url in enumerate(edges.values()))
+        )
         assert await call(http, "GET", edges["real"] + "/v1/players/nobody/balances", GS) == 404
         await asyncio.sleep(0.3)  # the standby's next poll: its lag gauges are set
-    assert dict(zip(edges, statuses, strict=True)) == {"real": 201, "closed": 503, "503": 503, "not_primary": 503,
-                                                       "slow": 503}
+    assert dict(zip(edges, statuses, strict=True)) == {
+        "real": 201,
+        "closed": 503,
+        "503": 503,
+        "not_primary": 503,
+        "slow": 503,
+    }
 
     emitted, names = samples(running.registries)
     # the outcomes that tell "no usable answer" apart, each from the path that produces it

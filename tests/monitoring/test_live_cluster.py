@@ -28,19 +28,37 @@ async def traffic(cluster: Cluster, stop: asyncio.Event) -> None:
         while not stop.is_set():
             i = next(n)
             edge = cluster.url(cluster.edge_ids[i % 3])
-            bet = {"id": f"m-bet-{i}", "player_id": f"p{i % 5 + 1:03d}", "currency": "EUR", "amount_minor": 50,
-                   "round_id": f"m-r-{i}", "game_id": "slots-1"}
+            bet = {
+                "id": f"m-bet-{i}",
+                "player_id": f"p{i % 5 + 1:03d}",
+                "currency": "EUR",
+                "amount_minor": 50,
+                "round_id": f"m-r-{i}",
+                "game_id": "slots-1",
+            }
             for body in (bet, bet, {**bet, "amount_minor": 51}):  # first, replay, conflicting reuse
                 async with http.post(f"{edge}/v1/bets", json=body, headers=gs) as r:
                     await r.read()
             if i % 4 == 0:
-                async with http.post(f"{edge}/v1/rollbacks", headers=gs, json={
-                        "id": f"m-rb-{i}", "bet_id": bet["id"], "player_id": bet["player_id"]}) as r:
+                async with http.post(
+                    f"{edge}/v1/rollbacks",
+                    headers=gs,
+                    json={"id": f"m-rb-{i}", "bet_id": bet["id"], "player_id": bet["player_id"]},
+                ) as r:
                     await r.read()
             else:
-                async with http.post(f"{edge}/v1/wins", headers=gs, json={
-                        "id": f"m-win-{i}", "player_id": bet["player_id"], "currency": "EUR", "amount_minor": 20,
-                        "round_id": bet["round_id"], "close_round": True}) as r:
+                async with http.post(
+                    f"{edge}/v1/wins",
+                    headers=gs,
+                    json={
+                        "id": f"m-win-{i}",
+                        "player_id": bet["player_id"],
+                        "currency": "EUR",
+                        "amount_minor": 20,
+                        "round_id": bet["round_id"],
+                        "close_round": True,
+                    },
+                ) as r:
                     await r.read()
             await asyncio.sleep(0.02)
 
@@ -55,9 +73,10 @@ async def live(tmp_path_factory):
         cluster.write_info(await seed(cluster, players=5))
         task = asyncio.create_task(traffic(cluster, stop))
         await asyncio.sleep(2.0)
-        async with (aiohttp.ClientSession() as http,  # the audit gauges are set by a verification
-                    http.post(f"{cluster.url('ledger')}/admin/v1/audit/verify",
-                              headers=cluster.headers("admin_write")) as r):
+        async with (
+            aiohttp.ClientSession() as http,  # the audit gauges are set by a verification
+            http.post(f"{cluster.url('ledger')}/admin/v1/audit/verify", headers=cluster.headers("admin_write")) as r,
+        ):
             assert r.status == 200
         yield cluster
     finally:

@@ -17,17 +17,26 @@ from monitoring.promql import (
 )
 
 
-@pytest.mark.parametrize("expr, names", [
-    ('sum by (type, outcome) (rate(ledger_transactions_total{outcome="ok"}[$__rate_interval]))',
-     {"ledger_transactions_total"}),
-    ("histogram_quantile(0.99, sum by (instance, le) (rate(edge_sync_lag_seconds_bucket[5m])))",
-     {"edge_sync_lag_seconds_bucket"}),
-    ("(time() - edge_sync_last_success_timestamp_seconds) > 120 and edge_sync_pending_updates > 0",
-     {"edge_sync_last_success_timestamp_seconds", "edge_sync_pending_updates"}),
-    ('up{job="croupier-ledger", instance=~"a:1|b"} == 0 unless on (instance) foo offset 5m', {"up", "foo"}),
-    ("a:b:rate1m / ignoring(x) group_left(y) c * 1e3 > bool 0.5", {"a:b:rate1m", "c"}),
-    ('label_replace(x_total, "dst", "$1", "src", "by (.*)")', {"x_total"}),
-])
+@pytest.mark.parametrize(
+    "expr, names",
+    [
+        (
+            'sum by (type, outcome) (rate(ledger_transactions_total{outcome="ok"}[$__rate_interval]))',
+            {"ledger_transactions_total"},
+        ),
+        (
+            "histogram_quantile(0.99, sum by (instance, le) (rate(edge_sync_lag_seconds_bucket[5m])))",
+            {"edge_sync_lag_seconds_bucket"},
+        ),
+        (
+            "(time() - edge_sync_last_success_timestamp_seconds) > 120 and edge_sync_pending_updates > 0",
+            {"edge_sync_last_success_timestamp_seconds", "edge_sync_pending_updates"},
+        ),
+        ('up{job="croupier-ledger", instance=~"a:1|b"} == 0 unless on (instance) foo offset 5m', {"up", "foo"}),
+        ("a:b:rate1m / ignoring(x) group_left(y) c * 1e3 > bool 0.5", {"a:b:rate1m", "c"}),
+        ('label_replace(x_total, "dst", "$1", "src", "by (.*)")', {"x_total"}),
+    ],
+)
 def test_metric_names_ignores_functions_keywords_labels_strings_and_numbers(expr, names):
     assert metric_names(expr) == names
 
@@ -43,7 +52,9 @@ def test_unexported_names_reports_what_a_scrape_lacks_with_where_it_is_used():
     Histogram("ledger_commit_duration_seconds", "d", registry=registry).observe(0.01)
     scraped = exposition_sample_names(generate_latest(registry).decode())
     assert {"ledger_transactions_total", "ledger_commit_duration_seconds_bucket"} <= scraped
-    exprs = [Expression("a", "rate(ledger_transactions_total[1m])"),
-             Expression("b", "rate(ledger_conflicts_total[1m]) + rate(ledger_commit_duration_seconds_count[1m])"),
-             Expression("c", "x:recorded + up")]
+    exprs = [
+        Expression("a", "rate(ledger_transactions_total[1m])"),
+        Expression("b", "rate(ledger_conflicts_total[1m]) + rate(ledger_commit_duration_seconds_count[1m])"),
+        Expression("c", "x:recorded + up"),
+    ]
     assert unexported_names(exprs, scraped, {"x:recorded"}, PROMETHEUS_SERIES) == {"ledger_conflicts_total": ["b"]}

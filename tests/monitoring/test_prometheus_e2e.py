@@ -44,8 +44,9 @@ class ContractExporter:
             for outcome in outcomes:
                 values = [outcome if label == "outcome" else LABEL_VALUES.get(label, "x") for label in spec.labels]
                 child = metric.labels(*values) if spec.labels else metric
-                {"counter": lambda c: c.inc(), "gauge": lambda g: g.set(1),
-                 "histogram": lambda h: h.observe(0.01)}[spec.kind](child)
+                {"counter": lambda c: c.inc(), "gauge": lambda g: g.set(1), "histogram": lambda h: h.observe(0.01)}[
+                    spec.kind
+                ](child)
 
     async def handle(self, request: web.Request) -> web.Response:
         if request.headers.get("Authorization") != f"Bearer {TOKEN}":
@@ -70,8 +71,9 @@ async def fake_cluster(tmp_path: Path) -> AsyncIterator[Path]:
             urls[name] = f"http://127.0.0.1:{port}"
         (tmp_path / "secrets").mkdir()
         (tmp_path / "secrets" / "metrics.token").write_text(TOKEN)
-        (tmp_path / "cluster.json").write_text(json.dumps({
-            "ledger": {"url": urls["ledger"]}, "edges": [{"id": "eu", "url": urls["eu"]}]}))
+        (tmp_path / "cluster.json").write_text(
+            json.dumps({"ledger": {"url": urls["ledger"]}, "edges": [{"id": "eu", "url": urls["eu"]}]})
+        )
         yield tmp_path
     finally:
         for runner in runners:

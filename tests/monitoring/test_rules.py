@@ -81,12 +81,22 @@ def test_every_alert_is_covered_by_a_firing_promtool_case():
                     fired.add(check["alertname"])
     names = {r["alert"] for r in alerts()}
     assert names - fired == set()
-    required = {"CroupierMoneyErrorBudgetBurnFast", "CroupierMoneyLatencyBudgetBurnFast",
-                "CroupierLedgerDiskAlmostFull", "CroupierLedgerDiskFillingUp", "CroupierSyncPeerUpdatesRejected",
-                "CroupierLedgerHalted", "CroupierSyncLagHigh", "CroupierSyncPeerDown",
-                "CroupierLedgerUnreachableFromEdge",
-                "CroupierLedgerWriteFailures", "CroupierLedgerCommitLatencyHigh", "CroupierDisplayDrift",
-                "CroupierReplicaLagging", "CroupierAuditChainBroken"}
+    required = {
+        "CroupierMoneyErrorBudgetBurnFast",
+        "CroupierMoneyLatencyBudgetBurnFast",
+        "CroupierLedgerDiskAlmostFull",
+        "CroupierLedgerDiskFillingUp",
+        "CroupierSyncPeerUpdatesRejected",
+        "CroupierLedgerHalted",
+        "CroupierSyncLagHigh",
+        "CroupierSyncPeerDown",
+        "CroupierLedgerUnreachableFromEdge",
+        "CroupierLedgerWriteFailures",
+        "CroupierLedgerCommitLatencyHigh",
+        "CroupierDisplayDrift",
+        "CroupierReplicaLagging",
+        "CroupierAuditChainBroken",
+    }
     assert required <= names
 
 
@@ -102,15 +112,21 @@ def test_committed_prometheus_config_is_valid_next_to_its_rules_and_secret(tmp_p
 def test_scrape_dir_for_a_cluster_labels_edges_by_region_and_is_valid(tmp_path):
     (tmp_path / "secrets").mkdir()
     (tmp_path / "secrets" / "metrics.token").write_text("not-a-real-token")
-    (tmp_path / "cluster.json").write_text(json.dumps({
-        "ledger": {"url": "http://127.0.0.1:7000"},
-        "edges": [{"id": "eu", "url": "http://127.0.0.1:7001"}, {"id": "us", "url": "http://127.0.0.1:7002"}],
-        "tokens": {"metrics": "not-a-real-token"},
-    }))
+    (tmp_path / "cluster.json").write_text(
+        json.dumps(
+            {
+                "ledger": {"url": "http://127.0.0.1:7000"},
+                "edges": [{"id": "eu", "url": "http://127.0.0.1:7001"}, {"id": "us", "url": "http://127.0.0.1:7002"}],
+                "tokens": {"metrics": "not-a-real-token"},
+            }
+        )
+    )
     config_path = scrape.write_prometheus_dir(tmp_path, scrape_interval_s=1)
     edges = json.loads((tmp_path / "prometheus" / "targets" / "edges.json").read_text())
     assert [(g["targets"], g["labels"]["region"]) for g in edges] == [
-        (["127.0.0.1:7001"], "eu"), (["127.0.0.1:7002"], "us")]
+        (["127.0.0.1:7001"], "eu"),
+        (["127.0.0.1:7002"], "us"),
+    ]
     ledger = json.loads((tmp_path / "prometheus" / "targets" / "ledger.json").read_text())
     assert ledger[0]["targets"] == ["127.0.0.1:7000"]
     config = yaml.safe_load(config_path.read_text())

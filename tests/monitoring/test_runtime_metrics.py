@@ -66,9 +66,14 @@ def test_liabilities_are_minus_the_other_accounts_per_currency():
     system = {"cashier:EUR": -10_000, "house:EUR": 3_000, "bonus:EUR": -500, "cashier:GBP": -700}
     out = liabilities(system, [("EUR", 1_200), ("EUR", 300)])
     # players hold what the cashier paid in and the bonus granted, minus what house and pools hold
-    assert out == {("player_balances", "EUR"): 10_000 - 3_000 + 500 - 1_500, ("jackpot_pools", "EUR"): 1_500,
-                   ("bonus_granted", "EUR"): 500, ("player_balances", "GBP"): 700,
-                   ("jackpot_pools", "GBP"): 0, ("bonus_granted", "GBP"): 0}
+    assert out == {
+        ("player_balances", "EUR"): 10_000 - 3_000 + 500 - 1_500,
+        ("jackpot_pools", "EUR"): 1_500,
+        ("bonus_granted", "EUR"): 500,
+        ("player_balances", "GBP"): 700,
+        ("jackpot_pools", "GBP"): 0,
+        ("bonus_granted", "GBP"): 0,
+    }
 
 
 async def test_ledger_exports_build_process_disk_and_liabilities(servers, tmp_path):
@@ -77,13 +82,36 @@ async def test_ledger_exports_build_process_disk_and_liabilities(servers, tmp_pa
     url = await servers.start(app)
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
         for player, currency, amount in (("p1", "EUR", 100_000), ("p2", "GBP", 700)):
-            assert (await post(http, url + "/admin/v1/players", TOKENS["admin_write"],
-                               {"player_id": player, "currencies": [currency]}))[0] == 201
-            assert (await post(http, url + "/v1/deposits", TOKENS["cashier"], {
-                "id": f"d-{player}", "player_id": player, "currency": currency, "amount_minor": amount}))[0] == 201
-        assert (await post(http, url + "/admin/v1/jackpots", TOKENS["admin_write"], {
-            "jackpot_id": "mega", "currency": "EUR", "seed_minor": 1000, "contribution_ppm": 10_000,
-            "game_ids": ["slots"]}))[0] == 201
+            assert (
+                await post(
+                    http,
+                    url + "/admin/v1/players",
+                    TOKENS["admin_write"],
+                    {"player_id": player, "currencies": [currency]},
+                )
+            )[0] == 201
+            assert (
+                await post(
+                    http,
+                    url + "/v1/deposits",
+                    TOKENS["cashier"],
+                    {"id": f"d-{player}", "player_id": player, "currency": currency, "amount_minor": amount},
+                )
+            )[0] == 201
+        assert (
+            await post(
+                http,
+                url + "/admin/v1/jackpots",
+                TOKENS["admin_write"],
+                {
+                    "jackpot_id": "mega",
+                    "currency": "EUR",
+                    "seed_minor": 1000,
+                    "contribution_ppm": 10_000,
+                    "game_ids": ["slots"],
+                },
+            )
+        )[0] == 201
         assert (await post(http, url + "/v1/bets", TOKENS["edge"], bet("b1", 5000)))[0] == 201
         await app[LIABILITIES].sample()
     value = registry.get_sample_value
@@ -111,13 +139,19 @@ async def test_write_queue_depth_counts_commands_waiting_for_the_writer():
 
     registry = CollectorRegistry()
     metrics = LedgerMetrics(registry)
-    service = LedgerService(SlowStore(), WriterLimits(commit_batch_max=1), clock=lambda: datetime.now(UTC),
-                            metrics=metrics)
+    service = LedgerService(
+        SlowStore(), WriterLimits(commit_batch_max=1), clock=lambda: datetime.now(UTC), metrics=metrics
+    )
     metrics.write_queue_depth.set_function(lambda: service.queue_depth)
     await service.start()
+
     def deposit(i: int) -> Command:
-        return Command("deposit", {"id": f"d{i}", "player_id": "nobody", "currency": "EUR", "amount_minor": 1},
-                       "cashier-1", ("c", f"d{i}"))
+        return Command(
+            "deposit",
+            {"id": f"d{i}", "player_id": "nobody", "currency": "EUR", "amount_minor": 1},
+            "cashier-1",
+            ("c", f"d{i}"),
+        )
 
     jobs = [asyncio.create_task(service.submit([deposit(i)])) for i in range(5)]
 
@@ -146,6 +180,7 @@ async def test_a_failing_liabilities_sampling_is_counted_and_retried():
 
     registry = CollectorRegistry()
     sampler = LiabilitiesSampler(BrokenStore(), LedgerMetrics(registry), interval_s=0.01)
+
     async def retried() -> bool:
         return BrokenStore.calls >= 3
 
@@ -173,12 +208,16 @@ async def test_edge_exports_breaker_per_url_index_store_files_and_error_codes(se
     edge_url = await servers.start(create_edge(cfg, registry=registry), port)
     dead_registry = CollectorRegistry()
     dead_port = free_port()
-    dead_url = await servers.start(create_edge(edge_config(tmp_path, "us", 2, dead, dead_port, {}),
-                                               registry=dead_registry), dead_port)
+    dead_url = await servers.start(
+        create_edge(edge_config(tmp_path, "us", 2, dead, dead_port, {}), registry=dead_registry), dead_port
+    )
     value = registry.get_sample_value
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
-        assert (await post(http, ledger + "/admin/v1/players", TOKENS["admin_write"],
-                           {"player_id": "p1", "currencies": ["EUR"]}))[0] == 201
+        assert (
+            await post(
+                http, ledger + "/admin/v1/players", TOKENS["admin_write"], {"player_id": "p1", "currencies": ["EUR"]}
+            )
+        )[0] == 201
         status, body = await post(http, edge_url + "/v1/bets", GS, bet("b1", 10))
         assert (status, body["code"]) == (422, "insufficient_funds")
         assert value("edge_money_errors_total", {"operation": "bet", "code": "insufficient_funds"}) == 1
@@ -192,8 +231,10 @@ async def test_edge_exports_breaker_per_url_index_store_files_and_error_codes(se
             if opened or time.monotonic() > deadline:
                 break
     assert opened, "the breaker of the unreachable ledger URL never showed open"
-    assert dead_registry.get_sample_value("edge_money_errors_total",
-                                          {"operation": "bet", "code": "ledger_unavailable"}) >= 1
+    assert (
+        dead_registry.get_sample_value("edge_money_errors_total", {"operation": "bet", "code": "ledger_unavailable"})
+        >= 1
+    )
     assert value("edge_db_bytes", {"file": "db"}) > 0
     assert value("croupier_build_info", {"version": version(), "service": "edge"}) == 1
     assert value("process_max_fds") > 0

@@ -24,8 +24,14 @@ async def test_a_cluster_runs_on_a_local_durable_postgres_and_stops_it(short_dir
         await cluster.start()
         await seed(cluster, players=2)
         async with aiohttp.ClientSession(headers=cluster.headers("game_server")) as http:
-            body = {"id": "b1", "player_id": "p001", "currency": "EUR", "amount_minor": 100, "round_id": "r1",
-                    "game_id": "slots-1"}
+            body = {
+                "id": "b1",
+                "player_id": "p001",
+                "currency": "EUR",
+                "amount_minor": 100,
+                "round_id": "r1",
+                "game_id": "slots-1",
+            }
             async with http.post(cluster.url("eu") + "/v1/bets", json=body) as r:
                 assert r.status == 201, await r.text()
         info = json.loads(cluster.write_info().read_text())
@@ -47,8 +53,9 @@ async def test_a_cluster_runs_on_a_local_durable_postgres_and_stops_it(short_dir
     assert not (data_dir / "postmaster.pid").exists()
 
 
-@pytest.mark.parametrize("args, complaint", [(["--backend", "mysql"], "sqlite or postgres"),
-                                             (["--ha"], "--ha needs --backend postgres")])
+@pytest.mark.parametrize(
+    "args, complaint", [(["--backend", "mysql"], "sqlite or postgres"), (["--ha"], "--ha needs --backend postgres")]
+)
 def test_up_and_demo_refuse_a_backend_they_cannot_start(tmp_path: Path, args: list[str], complaint: str) -> None:
     from typer.testing import CliRunner
 
@@ -60,8 +67,10 @@ def test_up_and_demo_refuse_a_backend_they_cannot_start(tmp_path: Path, args: li
         assert not (tmp_path / "c").exists() and not (tmp_path / "d").exists()  # nothing started
 
 
-@pytest.mark.parametrize("args, complaint", [(["--pair"], "--pair needs --backend postgres"),
-                                             (["--backend", "postgres", "--pair", "--standby"], "pick one")])
+@pytest.mark.parametrize(
+    "args, complaint",
+    [(["--pair"], "--pair needs --backend postgres"), (["--backend", "postgres", "--pair", "--standby"], "pick one")],
+)
 def test_up_refuses_a_pair_it_cannot_start(tmp_path: Path, args: list[str], complaint: str) -> None:
     from typer.testing import CliRunner
 

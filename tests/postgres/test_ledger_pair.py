@@ -90,8 +90,9 @@ async def _empty_schema(database: LocalPostgres) -> None:
 async def _bets_across(cluster: Cluster, fault: Any) -> tuple[Bettor, int, float]:
     """Bets from WORKERS clients through the edges, `fault()` (async) in the middle, then until
     ACKS_AFTER acks after it. The bettor, the acks before the fault, and its start time."""
-    async with aiohttp.ClientSession(headers=cluster.headers("game_server"),
-                                     timeout=aiohttp.ClientTimeout(total=15)) as http:
+    async with aiohttp.ClientSession(
+        headers=cluster.headers("game_server"), timeout=aiohttp.ClientTimeout(total=15)
+    ) as http:
         bettor = Bettor(http, cluster.url, cluster.edge_ids, players=PLAYERS, acks_wanted_after=ACKS_AFTER)
         workers = [asyncio.create_task(bettor.worker(w)) for w in range(WORKERS)]
         try:
@@ -126,16 +127,26 @@ async def _check_journal(cluster: Cluster, active: str, acked: list[str]) -> lis
 
 
 async def _readyz(cluster: Cluster, name: str) -> tuple[int, dict[str, Any]]:
-    async with (cluster.http_session(timeout=aiohttp.ClientTimeout(total=5)) as http,
-                http.get(cluster.url(name) + "/readyz") as r):
+    async with (
+        cluster.http_session(timeout=aiohttp.ClientTimeout(total=5)) as http,
+        http.get(cluster.url(name) + "/readyz") as r,
+    ):
         return r.status, await r.json(content_type=None)
 
 
 async def _direct_bet(cluster: Cluster, name: str, bet_id: str) -> tuple[int, dict[str, Any], str | None]:
-    bet = {"id": bet_id, "player_id": "p001", "currency": "EUR", "amount_minor": 1, "round_id": bet_id,
-           "game_id": "slots-1"}
-    async with (cluster.http_session(timeout=aiohttp.ClientTimeout(total=10)) as http,
-                http.post(cluster.url(name) + "/v1/bets", json=bet, headers=cluster.headers("edge")) as r):
+    bet = {
+        "id": bet_id,
+        "player_id": "p001",
+        "currency": "EUR",
+        "amount_minor": 1,
+        "round_id": bet_id,
+        "game_id": "slots-1",
+    }
+    async with (
+        cluster.http_session(timeout=aiohttp.ClientTimeout(total=10)) as http,
+        http.post(cluster.url(name) + "/v1/bets", json=bet, headers=cluster.headers("edge")) as r,
+    ):
         return r.status, await r.json(content_type=None), r.headers.get("Retry-After")
 
 
@@ -144,10 +155,18 @@ async def _epoch_of(cluster: Cluster, name: str) -> int:
 
 
 async def test_only_one_copy_is_ready_and_the_passive_takes_over_when_the_active_is_killed(
-        database: LocalPostgres, short_root: Path) -> None:
+    database: LocalPostgres, short_root: Path
+) -> None:
     await _empty_schema(database)
-    cluster = Cluster(short_root / "c", edge_ids=EDGES, backend="postgres", pair=True, database=database,
-                      log_level="warning", writer_lease_ttl_s=LEASE_TTL_S)
+    cluster = Cluster(
+        short_root / "c",
+        edge_ids=EDGES,
+        backend="postgres",
+        pair=True,
+        database=database,
+        log_level="warning",
+        writer_lease_ttl_s=LEASE_TTL_S,
+    )
     try:
         await cluster.start()
         assert await cluster.find_active() == "ledger"
@@ -169,9 +188,11 @@ async def test_only_one_copy_is_ready_and_the_passive_takes_over_when_the_active
         assert takeover_s < TAKEOVER_MAX_S
         assert await _epoch_of(cluster, STANDBY) > epoch_before
         entries = await _check_journal(cluster, STANDBY, bettor.acked)
-        print(f"\npair kill -9: first acknowledged bet {takeover_s:.2f} s after the kill; "
-              f"{acked_before} acked before, {len(bettor.acked) - acked_before} after; "
-              f"{len(bettor.acked)} acknowledged bets checked in {len(entries)} entries")
+        print(
+            f"\npair kill -9: first acknowledged bet {takeover_s:.2f} s after the kill; "
+            f"{acked_before} acked before, {len(bettor.acked) - acked_before} after; "
+            f"{len(bettor.acked)} acknowledged bets checked in {len(entries)} entries"
+        )
 
         await cluster.start_service("ledger", ready=False)  # the killed copy comes back: it waits
         status, body = await _readyz(cluster, "ledger")
@@ -181,10 +202,19 @@ async def test_only_one_copy_is_ready_and_the_passive_takes_over_when_the_active
 
 
 async def test_a_copy_cut_off_from_the_database_stops_acknowledging_and_the_other_takes_over(
-        database: LocalPostgres, short_root: Path) -> None:
+    database: LocalPostgres, short_root: Path
+) -> None:
     await _empty_schema(database)
-    cluster = Cluster(short_root / "c", edge_ids=EDGES, backend="postgres", pair=True, database=database,
-                      database_proxied=True, log_level="warning", writer_lease_ttl_s=LEASE_TTL_S)
+    cluster = Cluster(
+        short_root / "c",
+        edge_ids=EDGES,
+        backend="postgres",
+        pair=True,
+        database=database,
+        database_proxied=True,
+        log_level="warning",
+        writer_lease_ttl_s=LEASE_TTL_S,
+    )
     try:
         await cluster.start()
         assert await cluster.find_active() == "ledger"
@@ -211,9 +241,11 @@ async def test_a_copy_cut_off_from_the_database_stops_acknowledging_and_the_othe
         assert (status, problem["code"]) == (503, "not_primary")
         assert (await _readyz(cluster, STANDBY))[0] == 200
         entries = await _check_journal(cluster, STANDBY, bettor.acked)
-        print(f"\npair network cut: first acknowledged bet {takeover_s:.2f} s after the cut; "
-              f"{acked_before} acked before, {len(bettor.acked) - acked_before} after; "
-              f"{len(bettor.acked)} acknowledged bets checked in {len(entries)} entries")
+        print(
+            f"\npair network cut: first acknowledged bet {takeover_s:.2f} s after the cut; "
+            f"{acked_before} acked before, {len(bettor.acked) - acked_before} after; "
+            f"{len(bettor.acked)} acknowledged bets checked in {len(entries)} entries"
+        )
         # Its commit that was under way at the cut waits out the store's command timeout (its bytes
         # were dropped): not worth a SIGTERM's wait here.
         await cluster.kill("ledger")
@@ -222,14 +254,22 @@ async def test_a_copy_cut_off_from_the_database_stops_acknowledging_and_the_othe
 
 
 async def test_a_paused_active_loses_the_lease_and_commits_nothing_when_it_wakes(
-        database: LocalPostgres, short_root: Path) -> None:
+    database: LocalPostgres, short_root: Path
+) -> None:
     """SIGSTOP of the active (a long GC pause, a frozen VM): its sockets stay open, no close ever
     reaches PostgreSQL, so only the server's own bound on a silent lease session (the ttl) frees the
     lock. The other copy takes over; the woken copy finds its lease gone, steps down and commits
     nothing (its commits under way fail the lease check inside their transaction)."""
     await _empty_schema(database)
-    cluster = Cluster(short_root / "c", edge_ids=EDGES, backend="postgres", pair=True, database=database,
-                      log_level="warning", writer_lease_ttl_s=LEASE_TTL_S)
+    cluster = Cluster(
+        short_root / "c",
+        edge_ids=EDGES,
+        backend="postgres",
+        pair=True,
+        database=database,
+        log_level="warning",
+        writer_lease_ttl_s=LEASE_TTL_S,
+    )
     try:
         await cluster.start()
         assert await cluster.find_active() == "ledger"
@@ -253,8 +293,10 @@ async def test_a_paused_active_loses_the_lease_and_commits_nothing_when_it_wakes
         assert (status, problem["code"]) == (503, "not_primary")
         entries = await _check_journal(cluster, STANDBY, bettor.acked)
         assert not any(e["transaction"]["id"] == "after-the-pause" for e in entries)
-        print(f"\npair paused active: first acknowledged bet {takeover_s:.2f} s after the pause; "
-              f"{acked_before} acked before, {len(bettor.acked) - acked_before} after; "
-              f"{len(bettor.acked)} acknowledged bets checked in {len(entries)} entries")
+        print(
+            f"\npair paused active: first acknowledged bet {takeover_s:.2f} s after the pause; "
+            f"{acked_before} acked before, {len(bettor.acked) - acked_before} after; "
+            f"{len(bettor.acked)} acknowledged bets checked in {len(entries)} entries"
+        )
     finally:
         await cluster.stop()

@@ -62,15 +62,19 @@ async def _fresh_ledger_schema(patroni: PatroniCluster) -> None:
 
 async def _wait_for_metrics(http: aiohttp.ClientSession, cluster: Cluster) -> None:
     """The ledger saw the leader change and a synchronous replica again (its watch samples every 5 s)."""
-    wanted = {"ledger_postgres_leader_changes_total": 1.0, "ledger_postgres_synchronous_replicas": 1.0,
-              "ledger_postgres_synchronous_expected": 1.0}
+    wanted = {
+        "ledger_postgres_leader_changes_total": 1.0,
+        "ledger_postgres_synchronous_replicas": 1.0,
+        "ledger_postgres_synchronous_expected": 1.0,
+    }
     seen: dict[str, float] = {}
     deadline = time.monotonic() + METRICS_WAIT_S
     while time.monotonic() < deadline:
         async with http.get(cluster.url("ledger") + "/metrics", headers=cluster.headers("metrics")) as r:
             text = await r.text()
-        seen = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
-                if line.split(" ", 1)[0] in wanted}
+        seen = {
+            line.split()[0]: float(line.split()[1]) for line in text.splitlines() if line.split(" ", 1)[0] in wanted
+        }
         if all(seen.get(name, 0) >= least for name, least in wanted.items()):
             return
         await asyncio.sleep(0.5)
@@ -87,10 +91,18 @@ async def _leader_change_under_load(patroni: PatroniCluster, root: Path, change:
     try:
         await cluster.start()
         await seed(cluster, players=PLAYERS)
-        async with aiohttp.ClientSession(headers=cluster.headers("edge"),
-                                         timeout=aiohttp.ClientTimeout(total=15)) as http:
-            bettor = Bettor(http, cluster.url, ("ledger",), players=PLAYERS, acks_wanted_after=ACKS_AFTER,
-                            retry_after_required=True, connection_errors_allowed=False)
+        async with aiohttp.ClientSession(
+            headers=cluster.headers("edge"), timeout=aiohttp.ClientTimeout(total=15)
+        ) as http:
+            bettor = Bettor(
+                http,
+                cluster.url,
+                ("ledger",),
+                players=PLAYERS,
+                acks_wanted_after=ACKS_AFTER,
+                retry_after_required=True,
+                connection_errors_allowed=False,
+            )
             workers = [asyncio.create_task(bettor.worker(w)) for w in range(WORKERS)]
             try:
                 await asyncio.sleep(TRAFFIC_BEFORE_S)
@@ -105,12 +117,14 @@ async def _leader_change_under_load(patroni: PatroniCluster, root: Path, change:
                 await asyncio.wait_for(asyncio.gather(*workers), 30)
             assert acked_before > 0, "nothing was acknowledged before the leader change"
             assert bettor.first_ack_after is not None and bettor.acks_after >= ACKS_AFTER, (
-                f"the ledger did not carry on after the leader change: {bettor.refusals}\n{cluster.log_tail('ledger')}")
+                f"the ledger did not carry on after the leader change: {bettor.refusals}\n{cluster.log_tail('ledger')}"
+            )
             entries = await read_journal(http, cluster.url("ledger"), cluster.headers("admin_read"))
             ids = Counter(e["transaction"]["id"] for e in entries if e["transaction"]["type"] == "bet")
             assert all(ids[i] == 1 for i in bettor.acked), [i for i in bettor.acked if ids[i] != 1][:5]
-            async with http.post(cluster.url("ledger") + "/admin/v1/audit/verify",
-                                 headers=cluster.headers("admin_read")) as r:
+            async with http.post(
+                cluster.url("ledger") + "/admin/v1/audit/verify", headers=cluster.headers("admin_read")
+            ) as r:
                 report = await r.json()
             assert report["ok"] and report["head_sequence"] == entries[-1]["sequence"], report
             await _wait_for_metrics(http, cluster)
@@ -120,18 +134,21 @@ async def _leader_change_under_load(patroni: PatroniCluster, root: Path, change:
 
 
 async def test_a_patronictl_switchover_under_load_loses_and_doubles_nothing(
-        patroni: PatroniCluster, short_dir: Path) -> None:
+    patroni: PatroniCluster, short_dir: Path
+) -> None:
     before = await asyncio.to_thread(patroni.wait_for_leader)
     after: list[str] = []
-    bettor, took = await _leader_change_under_load(patroni, short_dir / "c",
-                                                   lambda: after.append(patroni.switchover()))
+    bettor, took = await _leader_change_under_load(patroni, short_dir / "c", lambda: after.append(patroni.switchover()))
     assert after and after[0] != before
-    print(f"switchover {before} -> {after[0]}: first ack after {took:.2f}s; {len(bettor.acked)} acked; "
-          f"refusals {dict(bettor.refusals)}")
+    print(
+        f"switchover {before} -> {after[0]}: first ack after {took:.2f}s; {len(bettor.acked)} acked; "
+        f"refusals {dict(bettor.refusals)}"
+    )
 
 
 async def test_kill_9_of_the_postgres_leader_under_load_loses_and_doubles_nothing(
-        patroni: PatroniCluster, short_dir: Path) -> None:
+    patroni: PatroniCluster, short_dir: Path
+) -> None:
     killed = await asyncio.to_thread(patroni.wait_for_leader)
     promoted: list[str] = []
 
@@ -142,5 +159,7 @@ async def test_kill_9_of_the_postgres_leader_under_load_loses_and_doubles_nothin
     bettor, took = await _leader_change_under_load(patroni, short_dir / "c", kill_and_wait)
     assert promoted and promoted[0] != killed
     assert bettor.refusals, "the leader died under load, yet no write was ever refused"
-    print(f"kill -9 {killed}, {promoted[0]} promoted: first ack after {took:.2f}s; {len(bettor.acked)} acked; "
-          f"refusals {dict(bettor.refusals)}")
+    print(
+        f"kill -9 {killed}, {promoted[0]} promoted: first ack after {took:.2f}s; {len(bettor.acked)} acked; "
+        f"refusals {dict(bettor.refusals)}"
+    )

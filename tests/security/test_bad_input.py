@@ -35,8 +35,14 @@ class Target:
 
 
 def bet(id_: str) -> dict[str, Any]:
-    return {"id": id_, "player_id": "p002", "currency": "EUR", "amount_minor": 100, "round_id": f"{id_}-r",
-            "game_id": "slots-1"}
+    return {
+        "id": id_,
+        "player_id": "p002",
+        "currency": "EUR",
+        "amount_minor": 100,
+        "round_id": f"{id_}-r",
+        "game_id": "slots-1",
+    }
 
 
 def deposit(id_: str) -> dict[str, Any]:
@@ -53,9 +59,14 @@ TARGETS = {
     "ledger-withdrawal": Target("ledger", "cashier", "/v1/withdrawals", deposit),
     "ledger-adjustment": Target("ledger", "admin_write", "/admin/v1/adjustments", adjustment, amount_positive=False),
     "edge-bet": Target("eu", "game_server", "/v1/bets", bet),
-    "edge-win": Target("us", "game_server", "/v1/wins",
-                       lambda i: {**deposit(i), "round_id": "bad-win-r", "close_round": False}, amount_positive=False,
-                       prepare={**bet("bad-win-bet"), "round_id": "bad-win-r"}),
+    "edge-win": Target(
+        "us",
+        "game_server",
+        "/v1/wins",
+        lambda i: {**deposit(i), "round_id": "bad-win-r", "close_round": False},
+        amount_positive=False,
+        prepare={**bet("bad-win-bet"), "round_id": "bad-win-r"},
+    ),
 }
 
 
@@ -69,24 +80,53 @@ def body_cases(t: Target, id_: str) -> list[tuple[str, bytes, int, str, str | No
     b = t.base(id_)
     cases: list[tuple[str, bytes, int, str, str | None]] = [
         (f"unknown field {f}", _json({**b, f: v}), 400, "validation_error", f)
-        for f, v in (("balance_minor", 10**9), ("sequence", 1), ("outcome", "committed"),
-                     ("postings", [{"account": "cashier:EUR", "amount_minor": -1}]), ("principal", "admin_write"))]
-    cases += [(f"amount {v!r}", _json({**b, "amount_minor": v}), 400, "validation_error", "amount_minor")
-              for v in ("100", True, None, [100], {"v": 100}, 100.0, 100.5, *HUGE)]
-    cases += [(f"amount raw {raw}", _json(b).replace(b'"amount_minor":100', b'"amount_minor":' + raw), 400,
-               "validation_error", "amount_minor") for raw in (b"1e2", b"1E2", b"100.00", b"1" + b"0" * 40)]
+        for f, v in (
+            ("balance_minor", 10**9),
+            ("sequence", 1),
+            ("outcome", "committed"),
+            ("postings", [{"account": "cashier:EUR", "amount_minor": -1}]),
+            ("principal", "admin_write"),
+        )
+    ]
+    cases += [
+        (f"amount {v!r}", _json({**b, "amount_minor": v}), 400, "validation_error", "amount_minor")
+        for v in ("100", True, None, [100], {"v": 100}, 100.0, 100.5, *HUGE)
+    ]
+    cases += [
+        (
+            f"amount raw {raw}",
+            _json(b).replace(b'"amount_minor":100', b'"amount_minor":' + raw),
+            400,
+            "validation_error",
+            "amount_minor",
+        )
+        for raw in (b"1e2", b"1E2", b"100.00", b"1" + b"0" * 40)
+    ]
     if t.amount_positive:
-        cases += [(f"amount {v}", _json({**b, "amount_minor": v}), 400, "validation_error", "amount_minor")
-                  for v in (0, -1, -100)]
+        cases += [
+            (f"amount {v}", _json({**b, "amount_minor": v}), 400, "validation_error", "amount_minor")
+            for v in (0, -1, -100)
+        ]
     cases += [(f"id {v!r}", _json({**b, "id": v}), 400, "validation_error", "id") for v in (*BAD_IDS, 5, None)]
-    cases += [(f"player_id {v!r}", _json({**b, "player_id": v}), 400, "validation_error", "player_id")
-              for v in BAD_IDS[:4]]
-    cases += [(f"currency {v!r}", _json({**b, "currency": v}), 400, "validation_error", "currency")
-              for v in ("eur", "EURO", 978, "E1R")]
-    cases.append(("missing player_id", _json({k: v for k, v in b.items() if k != "player_id"}), 400,
-                  "validation_error", "player_id"))
-    cases.append(("deep unknown field", _json(b)[:-1] + b',"x":' + b"[" * 300 + b"]" * 300 + b"}", 400,
-                  "validation_error", "x"))
+    cases += [
+        (f"player_id {v!r}", _json({**b, "player_id": v}), 400, "validation_error", "player_id") for v in BAD_IDS[:4]
+    ]
+    cases += [
+        (f"currency {v!r}", _json({**b, "currency": v}), 400, "validation_error", "currency")
+        for v in ("eur", "EURO", 978, "E1R")
+    ]
+    cases.append(
+        (
+            "missing player_id",
+            _json({k: v for k, v in b.items() if k != "player_id"}),
+            400,
+            "validation_error",
+            "player_id",
+        )
+    )
+    cases.append(
+        ("deep unknown field", _json(b)[:-1] + b',"x":' + b"[" * 300 + b"]" * 300 + b"}", 400, "validation_error", "x")
+    )
     return cases
 
 
@@ -151,13 +191,26 @@ async def test_bad_bodies_get_a_stable_problem_change_nothing_and_leave_the_id_u
     assert fresh.status == 201 and fresh.json()["replayed"] is False, fresh.raw
 
 
-BAD_PATHS = ("/v1/players/a%20b/balances", "/v1/players/" + "a" * 129 + "/balances", "/v1/players/%C3%A9/balances",
-             "/v1/players/a%2Fb/balances", "/v1/players/%00/balances", "/v1/jackpots/%2E%2E%2Fx")
-BAD_QUERIES = ("/v1/players/p001/rounds?limit=-1", "/v1/players/p001/rounds?limit=abc",
-               "/v1/players/p001/rounds?limit=1" + "0" * 30, "/v1/players/p001/rounds?limit=1.5",
-               "/v1/players/p001/rounds?status=everything", "/v1/journal?after_sequence=-5",
-               "/v1/journal?limit=100000000", "/admin/v1/players/p001/statement?currency=eur",
-               "/admin/v1/journal/export?format=xml", "/admin/v1/journal/export?from_sequence=0")
+BAD_PATHS = (
+    "/v1/players/a%20b/balances",
+    "/v1/players/" + "a" * 129 + "/balances",
+    "/v1/players/%C3%A9/balances",
+    "/v1/players/a%2Fb/balances",
+    "/v1/players/%00/balances",
+    "/v1/jackpots/%2E%2E%2Fx",
+)
+BAD_QUERIES = (
+    "/v1/players/p001/rounds?limit=-1",
+    "/v1/players/p001/rounds?limit=abc",
+    "/v1/players/p001/rounds?limit=1" + "0" * 30,
+    "/v1/players/p001/rounds?limit=1.5",
+    "/v1/players/p001/rounds?status=everything",
+    "/v1/journal?after_sequence=-5",
+    "/v1/journal?limit=100000000",
+    "/admin/v1/players/p001/statement?currency=eur",
+    "/admin/v1/journal/export?format=xml",
+    "/admin/v1/journal/export?from_sequence=0",
+)
 
 
 async def test_ids_out_of_pattern_in_paths_and_bad_query_values_get_validation_errors(client):
@@ -178,17 +231,24 @@ async def test_ids_out_of_pattern_in_paths_and_bad_query_values_get_validation_e
 async def test_a_batch_of_bad_actions_answers_each_with_its_problem_and_commits_nothing(client):
     before = await client.snapshot()
     good = bet("bad-batch-1")
-    actions = [{"op": "bet", "body": {**good, "amount_minor": 1.5}},
-               {"op": "bet", "body": {**good, "id": "bad batch"}},
-               {"op": "bet", "body": {**good, "balance_minor": 1}},
-               {"op": "deposit", "body": deposit("bad-batch-2")}]
+    actions = [
+        {"op": "bet", "body": {**good, "amount_minor": 1.5}},
+        {"op": "bet", "body": {**good, "id": "bad batch"}},
+        {"op": "bet", "body": {**good, "balance_minor": 1}},
+        {"op": "deposit", "body": deposit("bad-batch-2")},
+    ]
     reply = await client.as_role("ledger", "edge", "POST", "/v1/batch", body={"actions": actions[:3]})
     assert reply.status == 200, reply.raw
     results = reply.json()["results"]
     assert [r["status"] for r in results] == [400, 400, 400], results
     assert all(r["body"]["code"] == "validation_error" for r in results), results
-    refusals = [({"actions": actions[3:]}, 400), ({"actions": []}, 400), ({"actions": {"op": "bet"}}, 400),
-                ({"actions": [{"op": "bet", "body": good}] * 257}, 400), ({"actions": [], "via": "x"}, 400)]
+    refusals = [
+        ({"actions": actions[3:]}, 400),
+        ({"actions": []}, 400),
+        ({"actions": {"op": "bet"}}, 400),
+        ({"actions": [{"op": "bet", "body": good}] * 257}, 400),
+        ({"actions": [], "via": "x"}, 400),
+    ]
     for body, status in refusals:
         r = await client.as_role("ledger", "edge", "POST", "/v1/batch", body=body)
         assert problem_violation(r, status, "validation_error") is None, (body, r.raw[:300])
@@ -198,8 +258,9 @@ async def test_a_batch_of_bad_actions_answers_each_with_its_problem_and_commits_
 async def test_only_an_edge_credential_may_set_via_and_client_id_on_the_ledger(client):
     before = await client.snapshot()
     for extra in ({"via": "eu"}, {"client_id": "gs"}):
-        reply = await client.as_role("ledger", "cashier", "POST", "/v1/deposits",
-                                     body={**deposit("bad-via-dep"), **extra})
+        reply = await client.as_role(
+            "ledger", "cashier", "POST", "/v1/deposits", body={**deposit("bad-via-dep"), **extra}
+        )
         assert problem_violation(reply, 403, "forbidden") is None, reply.raw
     assert await client.snapshot() == before
 
@@ -219,9 +280,12 @@ async def test_bad_session_states_get_a_problem_and_leave_the_stored_state_alone
     path = "/v1/players/p003/session/slots-1"
     ok = await client.as_role("eu", "game_server", "PUT", path, body={"state": {"level": 7}})
     assert ok.status == 200, ok.raw
-    cases = [({"state": [1]}, 400, "validation_error"), ({"state": "x"}, 400, "validation_error"),
-             ({"state": {}, "edge": "us"}, 400, "validation_error"),
-             ({"state": {"blob": "x" * 20_000}}, 413, "payload_too_large")]
+    cases = [
+        ({"state": [1]}, 400, "validation_error"),
+        ({"state": "x"}, 400, "validation_error"),
+        ({"state": {}, "edge": "us"}, 400, "validation_error"),
+        ({"state": {"blob": "x" * 20_000}}, 413, "payload_too_large"),
+    ]
     for body, status, code in cases:
         reply = await client.as_role("eu", "game_server", "PUT", path, body=body)
         assert problem_violation(reply, status, code) is None, (str(body)[:80], reply.raw[:300])
@@ -243,8 +307,8 @@ async def test_compressed_bodies_are_capped_after_decompression_and_undecodable_
     before = await client.snapshot()
     for name, encoding, raw, status, code in ENCODED_CASES:
         # A body the parser gave up on leaves the connection unusable: do not pool it.
-        reply = await client.as_role(t.service, t.role, "POST", t.path, data=raw,
-                                     headers={"Content-Encoding": encoding, "Connection": "close"})
+        reply = await client.as_role(
+            t.service, t.role, "POST", t.path, data=raw, headers={"Content-Encoding": encoding, "Connection": "close"}
+        )
         assert problem_violation(reply, status, code) is None, (name, reply.status, reply.raw[:200])
     assert await client.snapshot() == before
-

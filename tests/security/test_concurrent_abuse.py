@@ -26,25 +26,42 @@ async def _balance(client: Client, player_id: str) -> int:
 
 
 async def _bet(client: Client, player_id: str, id_: str, amount_minor: int) -> None:
-    reply = await client.as_role("eu", "game_server", "POST", "/v1/bets", body={
-        "id": id_, "player_id": player_id, "currency": "EUR", "amount_minor": amount_minor,
-        "round_id": f"{id_}-r", "game_id": "slots-1"})
+    reply = await client.as_role(
+        "eu",
+        "game_server",
+        "POST",
+        "/v1/bets",
+        body={
+            "id": id_,
+            "player_id": player_id,
+            "currency": "EUR",
+            "amount_minor": amount_minor,
+            "round_id": f"{id_}-r",
+            "game_id": "slots-1",
+        },
+    )
     assert reply.status == 201, reply.raw
 
 
 async def _spread(client: Client, path: str, bodies: list[dict[str, Any]]) -> list[Reply]:
     edges = client.cluster.edge_ids
-    return await asyncio.gather(*(
-        client.as_role(edges[i % len(edges)], "game_server", "POST", path, body=body)
-        for i, body in enumerate(bodies)))
+    return await asyncio.gather(
+        *(
+            client.as_role(edges[i % len(edges)], "game_server", "POST", path, body=body)
+            for i, body in enumerate(bodies)
+        )
+    )
 
 
 async def test_fifty_concurrent_claims_of_one_bonus_pay_it_exactly_once(client):
     player = "p004"
     await _bet(client, player, "abuse-claim-wager", WAGERING_MINOR)
     before = await _balance(client, player)
-    replies = await _spread(client, "/v1/bonus-claims", [
-        {"id": f"abuse-claim-{i}", "player_id": player, "bonus_id": BONUS_ID} for i in range(ATTACKERS)])
+    replies = await _spread(
+        client,
+        "/v1/bonus-claims",
+        [{"id": f"abuse-claim-{i}", "player_id": player, "bonus_id": BONUS_ID} for i in range(ATTACKERS)],
+    )
     statuses = sorted(r.status for r in replies)
     assert statuses == [201] + [409] * (ATTACKERS - 1), statuses
     refused = [r.json() for r in replies if r.status == 409]
@@ -71,8 +88,11 @@ async def test_fifty_concurrent_rollbacks_of_one_bet_refund_it_exactly_once(clie
     before = await _balance(client, player)
     await _bet(client, player, "abuse-rb-bet", 700)
     assert await _balance(client, player) == before - 700
-    replies = await _spread(client, "/v1/rollbacks", [
-        {"id": f"abuse-rb-{i}", "bet_id": "abuse-rb-bet", "player_id": player} for i in range(ATTACKERS)])
+    replies = await _spread(
+        client,
+        "/v1/rollbacks",
+        [{"id": f"abuse-rb-{i}", "bet_id": "abuse-rb-bet", "player_id": player} for i in range(ATTACKERS)],
+    )
     assert sorted(r.status for r in replies) == [201] * ATTACKERS, [r.raw[:200] for r in replies if r.status != 201]
     reversals = [r for r in replies if r.json()["transaction"].get("reversed")]
     assert len(reversals) == 1, [r.json()["transaction"] for r in replies[:3]]

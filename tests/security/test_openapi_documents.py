@@ -25,8 +25,12 @@ from edge import http as edge_http
 from tests.support.answer_check import AnswerChecker, _rebase
 
 DOCS = {
-    "ledger": lambda: document([*ledger_http.ROUTES, *admin_http.ROUTES], title="ledger", description="d",
-                               answer_headers=ledger_http.LEDGER_HEADERS),
+    "ledger": lambda: document(
+        [*ledger_http.ROUTES, *admin_http.ROUTES],
+        title="ledger",
+        description="d",
+        answer_headers=ledger_http.LEDGER_HEADERS,
+    ),
     "edge": lambda: document(edge_http.ROUTES, title="edge", description="d"),
 }
 METHODS = ("get", "put", "post", "delete", "patch")
@@ -140,7 +144,8 @@ def test_the_limits_route_is_documented_with_its_schema():
     ok = doc["paths"]["/v1/limits"]["get"]["responses"]["200"]["content"]["application/json"]
     assert ok["schema"] == {"$ref": "#/components/schemas/Limits"}
     assert {"batch_actions_max", "body_bytes_max", "page_limit_max"} <= set(
-        doc["components"]["schemas"]["Limits"]["required"])
+        doc["components"]["schemas"]["Limits"]["required"]
+    )
 
 
 def test_the_answer_checker_fails_on_what_is_not_documented():
@@ -150,8 +155,7 @@ def test_the_answer_checker_fails_on_what_is_not_documented():
     assert checker.check("GET", path, 200, "application/json", good) == []
     assert checker.check("GET", path, 200, "application/json", b'{"player_id": "p1"}')  # a member missing
     assert checker.check("GET", path, 418, "application/json", good)  # a status not documented
-    wrong_code = (b'{"type": "t", "title": "t", "status": 409, "detail": "d", "code": "round_closed",'
-                  b' "request_id": "r"}')
+    wrong_code = b'{"type": "t", "title": "t", "status": 409, "detail": "d", "code": "round_closed", "request_id": "r"}'
     assert checker.check("POST", "/v1/deposits", 409, "application/problem+json", wrong_code)  # not a 409 it can give
     assert checker.check("POST", "/v1/bets", 409, "application/problem+json", wrong_code) == []
 

@@ -41,22 +41,61 @@ async def test_wins_that_would_push_the_house_past_64_bits_are_refused_alone_not
     c, edge = lone_ledger, lone_ledger.headers("edge")
     url = c.url("ledger")
     async with aiohttp.ClientSession(headers=edge) as http:
-        async with http.post(f"{url}/v1/bets", json={"id": "ovf-bet", "player_id": "p001", "currency": "EUR",
-                                                     "amount_minor": 1, "round_id": "ovf", "game_id": "g"}) as r:
+        async with http.post(
+            f"{url}/v1/bets",
+            json={
+                "id": "ovf-bet",
+                "player_id": "p001",
+                "currency": "EUR",
+                "amount_minor": 1,
+                "round_id": "ovf",
+                "game_id": "g",
+            },
+        ) as r:
             assert r.status == 201
         statuses: list[int] = []
         for b in range(40):  # 40 x 240 wins of 10**15 minor units: past 2**63 in total
-            actions = [{"op": "win", "body": {"id": f"ovf-win-{b}-{i}", "player_id": "p001", "currency": "EUR",
-                                              "amount_minor": AMOUNT_MINOR_MAX, "round_id": "ovf"}} for i in range(239)]
-            actions.append({"op": "bet", "body": {"id": f"ovf-other-{b}", "player_id": "p002", "currency": "EUR",
-                                                  "amount_minor": 1, "round_id": f"ovf-o-{b}", "game_id": "g"}})
+            actions = [
+                {
+                    "op": "win",
+                    "body": {
+                        "id": f"ovf-win-{b}-{i}",
+                        "player_id": "p001",
+                        "currency": "EUR",
+                        "amount_minor": AMOUNT_MINOR_MAX,
+                        "round_id": "ovf",
+                    },
+                }
+                for i in range(239)
+            ]
+            actions.append(
+                {
+                    "op": "bet",
+                    "body": {
+                        "id": f"ovf-other-{b}",
+                        "player_id": "p002",
+                        "currency": "EUR",
+                        "amount_minor": 1,
+                        "round_id": f"ovf-o-{b}",
+                        "game_id": "g",
+                    },
+                }
+            )
             async with http.post(f"{url}/v1/batch", json={"actions": actions}) as r:
                 assert r.status == 200
                 results = (await r.json())["results"]
             statuses += [x["status"] for x in results[:-1]]
             assert results[-1]["status"] == 201, ("an unrelated bet failed with its batch", results[-1])
         assert set(statuses) == {201, 422}, sorted(set(statuses))
-        async with http.post(f"{url}/v1/wins", json={"id": "ovf-win-39-0", "player_id": "p001", "currency": "EUR",
-                                                     "amount_minor": AMOUNT_MINOR_MAX, "round_id": "ovf"}) as r:
+        async with http.post(
+            f"{url}/v1/wins",
+            json={
+                "id": "ovf-win-39-0",
+                "player_id": "p001",
+                "currency": "EUR",
+                "amount_minor": AMOUNT_MINOR_MAX,
+                "round_id": "ovf",
+            },
+        ) as r:
             body = await r.json()
         assert body.get("code") == "balance_limit_exceeded" and body.get("replayed") is True, body

@@ -33,8 +33,9 @@ def _refusal(reply: Reply, status: int, code: str) -> str | None:
 
 
 async def _call(client: Client, service: str, route: RouteInfo, token: str | None, tag: str) -> Reply:
-    return await client.send(service, route.method, concrete_path(route.path), token=token,
-                             body=example_body(route.method, route.path, tag))
+    return await client.send(
+        service, route.method, concrete_path(route.path), token=token, body=example_body(route.method, route.path, tag)
+    )
 
 
 async def _matrix(client: Client, service: str, routes: list[RouteInfo]) -> list[str]:
@@ -70,7 +71,8 @@ async def _right_roles(client: Client, service: str, routes: list[RouteInfo]) ->
 
 @pytest.mark.parametrize("service", ["ledger", "eu"])
 async def test_every_route_refuses_anonymous_unknown_and_wrong_roles_and_answers_the_right_ones(
-        client, service, tmp_path):
+    client, service, tmp_path
+):
     routes = ledger_routes(tmp_path) if service == "ledger" else edge_routes(tmp_path)
     before = await client.snapshot()
     assert await _matrix(client, service, routes) == []
@@ -78,10 +80,22 @@ async def test_every_route_refuses_anonymous_unknown_and_wrong_roles_and_answers
     assert await _right_roles(client, service, routes) == []
 
 
-BYPASS_PATHS = ("/healthz/../v1/journal", "/healthz/%2e%2e/v1/journal", "//v1/journal", "/v1//journal",
-                "/V1/journal", "/v1/journal/", "/v1/journal%00", "/openapi.json/../admin/v1/replication",
-                "/v1/journal;/healthz", "/./v1/journal", "/v1/./journal", "/admin/v1/replication/.",
-                "/metrics/", "/v1/players/p001/balances/")
+BYPASS_PATHS = (
+    "/healthz/../v1/journal",
+    "/healthz/%2e%2e/v1/journal",
+    "//v1/journal",
+    "/v1//journal",
+    "/V1/journal",
+    "/v1/journal/",
+    "/v1/journal%00",
+    "/openapi.json/../admin/v1/replication",
+    "/v1/journal;/healthz",
+    "/./v1/journal",
+    "/v1/./journal",
+    "/admin/v1/replication/.",
+    "/metrics/",
+    "/v1/players/p001/balances/",
+)
 
 
 @pytest.mark.parametrize("service", ["ledger", "eu"])

@@ -32,9 +32,15 @@ pytestmark = [pytest.mark.slow]
 
 EXAMPLES = 25
 REQUEST_TIMEOUT_S = 10.0
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
-          ignored_auth]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    ignored_auth,
+]
 MODES = {"positive": GenerationMode.POSITIVE, "negative": GenerationMode.NEGATIVE}
+
 
 def _token(cluster: Cluster, service: str, route: RouteInfo) -> dict[str, str]:
     if route.public:
@@ -51,8 +57,14 @@ def _fuzz(operation: schemathesis.APIOperation, headers: dict[str, str], mode: s
     checks = CHECKS + ([negative_data_rejection] if mode == "negative" else [])
 
     @given(case=operation.as_strategy(generation_mode=MODES[mode]))
-    @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
-              suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.generate])
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+        phases=[Phase.explicit, Phase.generate],
+    )
     def run(case: schemathesis.Case) -> None:
         response = case.call(headers=headers, timeout=REQUEST_TIMEOUT_S)
         SEEN_BODIES.append((case.formatted_path, response.status_code, response.content))
@@ -63,8 +75,7 @@ def _fuzz(operation: schemathesis.APIOperation, headers: dict[str, str], mode: s
 
 @pytest.mark.parametrize("mode", sorted(MODES))
 @pytest.mark.parametrize("service", ["ledger", "eu"])
-def test_generated_requests_get_no_5xx_and_answers_match_the_openapi_document(cluster, service, mode,
-                                                                               tmp_path: Path):
+def test_generated_requests_get_no_5xx_and_answers_match_the_openapi_document(cluster, service, mode, tmp_path: Path):
     routes = {r.label: r for r in (ledger_routes if service == "ledger" else edge_routes)(tmp_path)}
     schema = schemathesis.openapi.from_url(cluster.url(service) + "/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
@@ -89,11 +100,15 @@ def test_the_conformance_checks_fail_when_the_document_is_wrong(cluster, check):
     responses = doc["paths"]["/healthz"]["get"]["responses"]
     if check == "response_schema_conformance":
         responses["200"]["content"]["application/json"]["schema"] = {
-            "type": "object", "required": ["status", "uptime_s"]}  # a member the answer does not have
+            "type": "object",
+            "required": ["status", "uptime_s"],
+        }  # a member the answer does not have
     else:
         responses["204"] = responses.pop("200")  # a status the answer does not have
-    run = {"response_schema_conformance": response_schema_conformance,
-           "status_code_conformance": status_code_conformance}[check]
+    run = {
+        "response_schema_conformance": response_schema_conformance,
+        "status_code_conformance": status_code_conformance,
+    }[check]
     for document, fails in ((real, False), (schemathesis.openapi.from_dict(doc), True)):
         case = document["/healthz"]["GET"].Case()
         response = case.call(base_url=cluster.url("ledger"), timeout=REQUEST_TIMEOUT_S)

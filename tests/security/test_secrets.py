@@ -18,14 +18,19 @@ from tests.support.leaks import cluster_tokens, leaks_in_bodies, leaks_in_files,
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="package")]
 
+
 async def _tempt(client: Client) -> None:
     """Credentials sent in every wrong way, to every service (the client keeps the answers)."""
     c = client.cluster
     for _name, token in sorted(c.tokens.items()):
         for service in ("ledger", "eu"):
-            for headers in ({"Authorization": f"Bearer {token}x"}, {"Authorization": f"Basic {token}"},
-                            {"Authorization": f"bearer {token}"}, {"Authorization": token},
-                            {"X-Api-Key": token, "Cookie": f"session={token}"}):
+            for headers in (
+                {"Authorization": f"Bearer {token}x"},
+                {"Authorization": f"Basic {token}"},
+                {"Authorization": f"bearer {token}"},
+                {"Authorization": token},
+                {"X-Api-Key": token, "Cookie": f"session={token}"},
+            ):
                 await client.send(service, "POST", "/v1/bets", body={"id": "leak"}, headers=headers)
             await client.send(service, "GET", f"/v1/players/p001/balances?access_token={token}")
             await client.send(service, "POST", "/admin/v1/adjustments", token=token, body={"reason": "x"})

@@ -96,9 +96,17 @@ def test_every_code_the_services_raise_by_name_is_in_the_error_table():
     from shared.errors import CLASS_BY_CODE
 
     root = Path(__file__).resolve().parents[2]
-    framework_codes = {"internal_error", "method_not_allowed", "http_error",
-                       "client_disconnected"}  # the last is only logged (the caller went away), never answered
-    raised = {m for package in ("core_ledger", "edge", "shared") for path in (root / package).rglob("*.py")
-              for m in re.findall(r'code\s*=\s*"([a-z_]+)"', path.read_text())}
+    framework_codes = {
+        "internal_error",
+        "method_not_allowed",
+        "http_error",
+        "client_disconnected",
+    }  # the last is only logged (the caller went away), never answered
+    raised = {
+        m
+        for package in ("core_ledger", "edge", "shared")
+        for path in (root / package).rglob("*.py")
+        for m in re.findall(r'code\s*=\s*"([a-z_]+)"', path.read_text())
+    }
     assert "standby_unavailable" in raised  # the scan sees what it should
     assert sorted(raised - framework_codes - set(CLASS_BY_CODE)) == []

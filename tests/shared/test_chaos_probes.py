@@ -40,8 +40,9 @@ def fake_edge(displays: list[dict[str, Any]], bet_status: int = 201) -> web.Appl
         return web.json_response(found[0]) if found else web.json_response({}, status=404)
 
     async def bet(request: web.Request) -> web.Response:
-        return web.json_response({"code": "not_primary"} if bet_status >= 400 else {"transaction": {}},
-                                 status=bet_status)
+        return web.json_response(
+            {"code": "not_primary"} if bet_status >= 400 else {"transaction": {}}, status=bet_status
+        )
 
     app = web.Application()
     app.router.add_get("/v1/jackpots", listing)
@@ -56,8 +57,11 @@ MEGA = {"jackpot_id": "mega", "pool_minor": 100_500, "epoch": 1, "display_minor"
 async def info_for(aiohttp_server: Any, edges: list[web.Application]) -> dict[str, Any]:
     ledger = await aiohttp_server(fake_ledger({"mega": MEGA}))
     servers = [await aiohttp_server(app) for app in edges]
-    return {"ledger": {"url": str(ledger.make_url("")).rstrip("/")}, "tokens": TOKENS,
-            "edges": [{"id": f"e{i}", "url": str(s.make_url("")).rstrip("/")} for i, s in enumerate(servers)]}
+    return {
+        "ledger": {"url": str(ledger.make_url("")).rstrip("/")},
+        "tokens": TOKENS,
+        "edges": [{"id": f"e{i}", "url": str(s.make_url("")).rstrip("/")} for i, s in enumerate(servers)],
+    }
 
 
 async def test_a_jackpot_forged_by_a_byzantine_peer_is_a_phantom(aiohttp_server: Any) -> None:
@@ -90,8 +94,9 @@ class FakeCluster:
         return {"Authorization": "Bearer g"}
 
 
-async def test_a_cluster_that_no_longer_serves_writes_fails_liveness(aiohttp_server: Any,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_cluster_that_no_longer_serves_writes_fails_liveness(
+    aiohttp_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(chaos, "LIVENESS_S", 1.0)
     ok, fenced = await aiohttp_server(fake_edge([], 201)), await aiohttp_server(fake_edge([], 503))
     cluster = FakeCluster({"eu": str(ok.make_url("")).rstrip("/"), "us": str(fenced.make_url("")).rstrip("/")})
@@ -108,7 +113,8 @@ def test_fault_kinds_are_chosen_one_by_one_and_the_held_back_ones_are_not_defaul
     assert set(HELD_BACK) <= set(KINDS) and parse_faults("all") == KINDS
     assert parse_faults("none,rejoin_diverged,byz_forge_slot") == ("rejoin_diverged", "byz_forge_slot")
     assert "kill_edge" not in parse_faults("default,-kill_edge") and "rejoin_diverged" in parse_faults(
-        "default,rejoin_diverged")
+        "default,rejoin_diverged"
+    )
     assert {f"byz_{lie}" for lie in LIES} <= set(KINDS)
     with pytest.raises(ValueError, match="unknown fault kind 'nope'"):
         parse_faults("default,nope")
@@ -148,7 +154,8 @@ def test_an_accepted_impersonation_fails_the_check() -> None:
 
 
 async def test_an_edge_that_cannot_read_a_poisoned_display_fails_the_display_check_without_a_crash(
-        aiohttp_server: Any) -> None:
+    aiohttp_server: Any,
+) -> None:
     async def broken(request: web.Request) -> web.Response:
         return web.json_response({"code": "internal"}, status=500)
 

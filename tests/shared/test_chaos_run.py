@@ -15,8 +15,7 @@ import pytest
 from harness.chaos import ChaosReport, Op, Workload, run_chaos
 
 # A clean environment, but the services the run spawns import the code under test (PYTHONPATH).
-ENV = {"COLUMNS": "200", "PATH": "/usr/bin:/bin",
-       **{k: os.environ[k] for k in ("PYTHONPATH",) if k in os.environ}}
+ENV = {"COLUMNS": "200", "PATH": "/usr/bin:/bin", **{k: os.environ[k] for k in ("PYTHONPATH",) if k in os.environ}}
 
 
 class BrokenCluster:
@@ -37,8 +36,13 @@ class BrokenCluster:
 
 
 async def test_an_unexpected_error_inside_the_run_becomes_a_failed_check_not_a_traceback() -> None:
-    report = await run_chaos(BrokenCluster(), duration_s=0.5, seed_value=3, clients=2,  # type: ignore[arg-type]  # a cluster that fails on purpose
-                             players=["p001"])
+    report = await run_chaos(
+        BrokenCluster(),
+        duration_s=0.5,
+        seed_value=3,
+        clients=2,  # type: ignore[arg-type]  # a cluster that fails on purpose
+        players=["p001"],
+    )
     assert not report.ok
     failed = [c for c in report.checks if not c.ok]
     assert any("no such service" in c.detail for c in failed), failed
@@ -51,8 +55,9 @@ def test_the_workload_stops_issuing_at_its_bound_and_the_report_says_so() -> Non
     assert not workload.exhausted
     workload.history.extend(Op("read", None, {}, "eu", 0.0, outcome="ok") for _ in range(3))
     assert workload.exhausted
-    report = ChaosReport(7, [], workload.history, ["1.0 kill_edge 1.2s", "2.0 kill_edge 1.0s", "3.0 reset 1.0s"],
-                         history_max=3)
+    report = ChaosReport(
+        7, [], workload.history, ["1.0 kill_edge 1.2s", "2.0 kill_edge 1.0s", "3.0 reset 1.0s"], history_max=3
+    )
     assert not report.ok  # no check at all is no verdict of success
     assert "history bound reached" in report.summary()[0] and "reads 3" in report.summary()[0]
     assert report.summary()[1] == "faults by kind: kill_edge 2, reset 1"
@@ -61,10 +66,29 @@ def test_the_workload_stops_issuing_at_its_bound_and_the_report_says_so() -> Non
 @pytest.mark.slow
 def test_a_run_that_hits_its_history_bound_ends_with_a_verdict_and_cleans_up(tmp_path: Path) -> None:
     root = tmp_path / "cluster"
-    run = subprocess.run([sys.executable, "-m", "croupier", "chaos", "--duration", "60", "--seed", "5",
-                          "--clients", "4", "--history-max", "40", "--dir", str(root)],
-                         check=False, capture_output=True, text=True, timeout=120,
-                         env=ENV)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "croupier",
+            "chaos",
+            "--duration",
+            "60",
+            "--seed",
+            "5",
+            "--clients",
+            "4",
+            "--history-max",
+            "40",
+            "--dir",
+            str(root),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=ENV,
+    )
     out = run.stdout + run.stderr
     assert "Traceback" not in out, out[-4000:]
     assert "history bound reached" in run.stdout, out[-4000:]

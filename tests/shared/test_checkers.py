@@ -5,9 +5,14 @@ from harness.verify import duplicate_keys, fold_journal
 
 
 def entry(seq, tx_id, postings, *, prev="0" * 64, outcome="committed", client="gs"):
-    return {"sequence": seq, "epoch": 1, "prev_hash": prev, "hash": f"{seq:064x}",
-            "transaction": {"id": tx_id, "client_id": client, "outcome": outcome},
-            "postings": [{"account": a, "amount_minor": m, "currency": "EUR"} for a, m in postings]}
+    return {
+        "sequence": seq,
+        "epoch": 1,
+        "prev_hash": prev,
+        "hash": f"{seq:064x}",
+        "transaction": {"id": tx_id, "client_id": client, "outcome": outcome},
+        "postings": [{"account": a, "amount_minor": m, "currency": "EUR"} for a, m in postings],
+    }
 
 
 def chain(*entries):
@@ -146,7 +151,8 @@ def test_one_epoch_announced_by_two_acknowledging_copies_is_caught():
     checks = check_failover(history, {"ledger": journal, "ledger-standby": journal}, "ledger")
     assert not checks[0].ok and checks[0].detail == (
         "epoch 1 acknowledged new writes from ['ledger', 'ledger-standby'] (e.g. bet b1 by ledger, bet b1 by "
-        "ledger-standby)")
+        "ledger-standby)"
+    )
     history[1].answer["replayed"] = True  # a replay of a committed entry writes nothing new
     assert check_failover(history, {"ledger": journal, "ledger-standby": journal}, "ledger")[0].ok
 
@@ -179,7 +185,11 @@ def test_the_harness_reads_account_names_as_the_ledger_builds_them():
         assert wallet_of(player_account(player_id, "EUR")) == Wallet(player_id, "EUR")
     assert wallet_of(system_account("house", "EUR")) is None and wallet_of(jackpot_account("player:j")) is None
     assert [malformed_wallet(a) for a in ("player:EUR", "player::EUR", "player:p:", "house:EUR")] == [
-        True, True, True, False]
+        True,
+        True,
+        True,
+        False,
+    ]
     assert wallet_balances({"player:p:1:EUR": 5, "house:EUR": -5}) == {Wallet("p:1", "EUR"): 5}
 
 

@@ -14,13 +14,18 @@ import pytest
 
 pytestmark = pytest.mark.slow
 # A clean environment, but the services the run spawns import the code under test (PYTHONPATH).
-ENV = {"COLUMNS": "200", "PATH": "/usr/bin:/bin",
-       **{k: os.environ[k] for k in ("PYTHONPATH",) if k in os.environ}}
+ENV = {"COLUMNS": "200", "PATH": "/usr/bin:/bin", **{k: os.environ[k] for k in ("PYTHONPATH",) if k in os.environ}}
 
 
 def croupier(*args: str, timeout_s: float) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "croupier", *args], capture_output=True, check=False, text=True,
-                          timeout=timeout_s, env=ENV)
+    return subprocess.run(
+        [sys.executable, "-m", "croupier", *args],
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=timeout_s,
+        env=ENV,
+    )
 
 
 def test_demo_runs_the_scenario_and_every_invariant_holds(tmp_path):
@@ -40,10 +45,31 @@ def test_demo_runs_the_scenario_and_every_invariant_holds(tmp_path):
 # Two short runs, each with every kind of its group (the nemesis deals every enabled kind once
 # before any twice): failovers with lying ledgers, then lying edges and a byzantine sync peer.
 SHORT_RUNS = {  # group: (seed, seconds, kinds); each failover kind takes several seconds of restarts
-    "failover": (11, 50, ("failover_kill", "failover_pause", "failover_slow_apply", "rejoin_diverged",
-                          "lie_epoch_ledger", "kill_edge_unpersisted")),
-    "byzantine": (12, 30, ("lie_epoch_edges", "byz_forge_slot", "byz_foreign_slot", "byz_bad_values",
-                           "byz_unknown_doc", "byz_oversized", "byz_impersonate")),
+    "failover": (
+        11,
+        50,
+        (
+            "failover_kill",
+            "failover_pause",
+            "failover_slow_apply",
+            "rejoin_diverged",
+            "lie_epoch_ledger",
+            "kill_edge_unpersisted",
+        ),
+    ),
+    "byzantine": (
+        12,
+        30,
+        (
+            "lie_epoch_edges",
+            "byz_forge_slot",
+            "byz_foreign_slot",
+            "byz_bad_values",
+            "byz_unknown_doc",
+            "byz_oversized",
+            "byz_impersonate",
+        ),
+    ),
 }
 
 
@@ -51,8 +77,20 @@ SHORT_RUNS = {  # group: (seed, seconds, kinds); each failover kind takes severa
 def test_short_chaos_run_keeps_every_guarantee(tmp_path, group):
     seed, seconds, kinds = SHORT_RUNS[group]
     root = tmp_path / "cluster"
-    run = croupier("chaos", "--duration", str(seconds), "--seed", str(seed), "--clients", "12", "--dir", str(root),
-                   "--faults", ",".join(("none", *kinds)), timeout_s=300)
+    run = croupier(
+        "chaos",
+        "--duration",
+        str(seconds),
+        "--seed",
+        str(seed),
+        "--clients",
+        "12",
+        "--dir",
+        str(root),
+        "--faults",
+        ",".join(("none", *kinds)),
+        timeout_s=300,
+    )
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-3000:]
     assert "FAIL" not in run.stdout
     assert run.stdout.count("PASS") >= 15

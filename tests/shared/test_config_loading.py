@@ -48,13 +48,23 @@ def ledger_file(tmp_path: Path, body: str) -> Path:
 
 
 def test_every_ledger_problem_is_reported_at_once(tmp_path: Path) -> None:
-    path = ledger_file(tmp_path, '[ledger]\nport = 0\nqueue_depth_max = "many"\nturbo = true\nbackend = "mysql"\n'
-                                 'standby_ack_timeout_s = 0\n[[tokens]]\nname = "x"\nrole = "edge"\n[extra]\n')
+    path = ledger_file(
+        tmp_path,
+        '[ledger]\nport = 0\nqueue_depth_max = "many"\nturbo = true\nbackend = "mysql"\n'
+        'standby_ack_timeout_s = 0\n[[tokens]]\nname = "x"\nrole = "edge"\n[extra]\n',
+    )
     with pytest.raises(ConfigError) as caught:
         ledger_config.load(path, environ={})
     text = "\n".join(caught.value.problems)
-    for expected in ("ledger.port", "ledger.queue_depth_max", "['turbo']", "ledger.backend",
-                     "ledger.standby_ack_timeout_s", "tokens[0] needs sha256 or token_file", "['extra']"):
+    for expected in (
+        "ledger.port",
+        "ledger.queue_depth_max",
+        "['turbo']",
+        "ledger.backend",
+        "ledger.standby_ack_timeout_s",
+        "tokens[0] needs sha256 or token_file",
+        "['extra']",
+    ):
         assert expected in text
     assert len(caught.value.problems) == 7
 
@@ -73,31 +83,43 @@ def test_every_edge_problem_is_reported_at_once_and_unknown_keys_are_refused(tmp
 
 
 def test_ledger_environment_overrides_the_file_and_options_override_both(tmp_path: Path) -> None:
-    path = ledger_file(tmp_path, '[ledger]\nport = 8700\ngroup_commit = true\n')
-    env = {"CROUPIER_LEDGER__PORT": "8799", "CROUPIER_LEDGER__GROUP_COMMIT": "false",
-           "CROUPIER_LEDGER__PEERS": "http://a:1/,https://b:2", "CROUPIER_LEDGER__STANDBY_ACK_TIMEOUT_S": "0.5",
-           "CROUPIER_LEDGER__DATA_DIR": "state", "CROUPIER_EDGE__PORT": "not mine: ignored"}
+    path = ledger_file(tmp_path, "[ledger]\nport = 8700\ngroup_commit = true\n")
+    env = {
+        "CROUPIER_LEDGER__PORT": "8799",
+        "CROUPIER_LEDGER__GROUP_COMMIT": "false",
+        "CROUPIER_LEDGER__PEERS": "http://a:1/,https://b:2",
+        "CROUPIER_LEDGER__STANDBY_ACK_TIMEOUT_S": "0.5",
+        "CROUPIER_LEDGER__DATA_DIR": "state",
+        "CROUPIER_EDGE__PORT": "not mine: ignored",
+    }
     cfg = ledger_config.load(path, environ=env)
     assert (cfg.port, cfg.group_commit, cfg.standby_ack_timeout_s) == (8799, False, 0.5)
     assert cfg.peers == ("http://a:1", "https://b:2") and cfg.data_dir == tmp_path / "state"
     assert ledger_config.load(path, port=9000, environ=env).port == 9000
 
 
-@pytest.mark.parametrize("env,message", [
-    ({"CROUPIER_LEDGER__PORTS": "1"}, "CROUPIER_LEDGER__PORTS names no ledger key"),
-    ({"CROUPIER_LEDGER__PORT": "eighty"}, "CROUPIER_LEDGER__PORT must be an integer"),
-    ({"CROUPIER_LEDGER__PORT": "0"}, r"ledger.port \(from CROUPIER_LEDGER__PORT\) is out of range"),
-    ({"CROUPIER_LEDGER__GROUP_COMMIT": "maybe"}, "CROUPIER_LEDGER__GROUP_COMMIT must be true or false"),
-])
+@pytest.mark.parametrize(
+    "env,message",
+    [
+        ({"CROUPIER_LEDGER__PORTS": "1"}, "CROUPIER_LEDGER__PORTS names no ledger key"),
+        ({"CROUPIER_LEDGER__PORT": "eighty"}, "CROUPIER_LEDGER__PORT must be an integer"),
+        ({"CROUPIER_LEDGER__PORT": "0"}, r"ledger.port \(from CROUPIER_LEDGER__PORT\) is out of range"),
+        ({"CROUPIER_LEDGER__GROUP_COMMIT": "maybe"}, "CROUPIER_LEDGER__GROUP_COMMIT must be true or false"),
+    ],
+)
 def test_bad_environment_overrides_are_refused_by_name(tmp_path: Path, env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         ledger_config.load(ledger_file(tmp_path, "[ledger]\n"), environ=env)
 
 
 def test_edge_environment_overrides_lists_and_peer_tables(tmp_path: Path) -> None:
-    env = {"CROUPIER_EDGE__LEDGER_URL": "", "CROUPIER_EDGE__LEDGER_URLS": "http://l1:8700,http://l2:8700",
-           "CROUPIER_EDGE__PEERS": '[{"id": "us", "url": "http://us:8801/"}, {"id": "ap", "url": "http://ap:1"}]',
-           "CROUPIER_EDGE__PORT": "8811", "CROUPIER_EDGE__LOG_LEVEL": "WARNING"}
+    env = {
+        "CROUPIER_EDGE__LEDGER_URL": "",
+        "CROUPIER_EDGE__LEDGER_URLS": "http://l1:8700,http://l2:8700",
+        "CROUPIER_EDGE__PEERS": '[{"id": "us", "url": "http://us:8801/"}, {"id": "ap", "url": "http://ap:1"}]',
+        "CROUPIER_EDGE__PORT": "8811",
+        "CROUPIER_EDGE__LOG_LEVEL": "WARNING",
+    }
     cfg = edge_config.load(edge_file(tmp_path), environ=env)
     assert cfg.ledger_endpoints == ("http://l1:8700", "http://l2:8700") and cfg.port == 8811
     assert [(p.id, p.url) for p in cfg.peers] == [("us", "http://us:8801"), ("ap", "http://ap:1")]
@@ -109,12 +131,13 @@ def test_edge_environment_overrides_lists_and_peer_tables(tmp_path: Path) -> Non
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     root = Path(__file__).resolve().parents[2]
     full_env = {**os.environ, "PYTHONPATH": str(root), **(env or {})}
-    return subprocess.run([sys.executable, "-m", "croupier", *args], capture_output=True, text=True,
-                          timeout=60, env=full_env, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "croupier", *args], capture_output=True, text=True, timeout=60, env=full_env, check=False
+    )
 
 
 def test_serve_with_a_bad_config_exits_2_naming_every_problem_without_a_traceback(tmp_path: Path) -> None:
-    ledger = ledger_file(tmp_path, '[ledger]\nport = 0\nturbo = 1\n')
+    ledger = ledger_file(tmp_path, "[ledger]\nport = 0\nturbo = 1\n")
     edge = edge_file(tmp_path, EDGE.replace('id = "eu"', 'id = "eu"\nbody_bytes_max = "big"'))
     ran_ledger = run_cli("ledger", "serve", "--config", str(ledger))
     ran_edge = run_cli("edge", "serve", "--config", str(edge), env={"CROUPIER_EDGE__COLOR": "red"})
@@ -134,6 +157,7 @@ def test_version_comes_from_the_package_metadata() -> None:
 def test_the_local_cluster_harness_ignores_config_overrides_meant_for_a_deployment() -> None:
     from harness.cluster import service_environment
 
-    env = service_environment({"CROUPIER_LEDGER__PORT": "1", "CROUPIER_EDGE__ID": "x", "PATH": "/bin",
-                               "CROUPIER_OTHER": "kept"})
+    env = service_environment(
+        {"CROUPIER_LEDGER__PORT": "1", "CROUPIER_EDGE__ID": "x", "PATH": "/bin", "CROUPIER_OTHER": "kept"}
+    )
     assert env == {"PATH": "/bin", "CROUPIER_OTHER": "kept"}

@@ -50,8 +50,18 @@ def test_every_config_field_is_a_documented_key_and_every_key_a_field() -> None:
 def test_documented_defaults_are_the_defaults_the_services_use() -> None:
     ledger = LedgerConfig(data_dir=Path("data"))
     for key in LEDGER.keys:
-        if key.name in ("data_dir", "peers", "log_file", "postgres_dsn_file", "fault_apply_delay_file",
-                        "backup_dir", "tokens_file", "checkpoint_key_file", "webhook_hosts", *TLS_KEY_NAMES):
+        if key.name in (
+            "data_dir",
+            "peers",
+            "log_file",
+            "postgres_dsn_file",
+            "fault_apply_delay_file",
+            "backup_dir",
+            "tokens_file",
+            "checkpoint_key_file",
+            "webhook_hosts",
+            *TLS_KEY_NAMES,
+        ):
             continue  # paths and lists: held in a derived form (resolved path, tuple, None when unset)
         assert getattr(ledger, key.name) == key.default, key.name
     limits = Limits()

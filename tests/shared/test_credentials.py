@@ -38,8 +38,14 @@ def make(tmp_path: Path, interval_s: float = 2.0) -> tuple[CredentialReloader, P
     registry = CollectorRegistry()
     store = TokenStore(reload_tokens(config))
     secret = FileSecret(secret_path)
-    reloader = CredentialReloader(store, CredentialMetrics(registry), load_tokens=lambda: reload_tokens(config),
-                                  secrets=[secret], watched=[config], interval_s=interval_s)
+    reloader = CredentialReloader(
+        store,
+        CredentialMetrics(registry),
+        load_tokens=lambda: reload_tokens(config),
+        secrets=[secret],
+        watched=[config],
+        interval_s=interval_s,
+    )
     return reloader, config, secret, registry
 
 
@@ -61,8 +67,9 @@ def test_a_reload_applies_new_tokens_and_secrets_and_the_removed_token_stops_wor
     assert sample(registry, "credential_reload_failing") == 0
 
 
-@pytest.mark.parametrize("breakage", ["bad_token_entry", "unreadable_config", "tokens_not_tables", "empty_secret",
-                                      "missing_secret"])
+@pytest.mark.parametrize(
+    "breakage", ["bad_token_entry", "unreadable_config", "tokens_not_tables", "empty_secret", "missing_secret"]
+)
 def test_a_bad_file_keeps_every_old_credential_and_is_counted(tmp_path: Path, breakage: str) -> None:
     reloader, config, secret, registry = make(tmp_path)
     write_config(config, "new")  # a good token change that must not be applied half

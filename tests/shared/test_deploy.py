@@ -39,8 +39,9 @@ def made_by_script() -> set[str]:
     names = re.search(r'^names="([^"]+)"', script, re.M)
     edges = re.search(r'^edges="([^"]+)"', script, re.M)
     assert names and edges
-    return ({f"secrets/{n}.token" for n in names.group(1).split()}
-            | {f"generated/edge-{e}.toml" for e in edges.group(1).split()})
+    return {f"secrets/{n}.token" for n in names.group(1).split()} | {
+        f"generated/edge-{e}.toml" for e in edges.group(1).split()
+    }
 
 
 def test_the_dockerfile_copies_what_exists_installs_the_package_and_runs_as_non_root() -> None:
@@ -143,10 +144,12 @@ def test_every_service_config_loads_with_its_compose_environment(made: Path) -> 
         # Each edge holds only its own clear peer token and accepts the others' by digest.
         assert {s for s in service["secrets"] if s.startswith("peer-")} == {f"peer-{eid}"}
         peer_digests = {t.name: t.sha256 for t in cfg.tokens if t.role == "peer"}
-        assert peer_digests == {o: hash_token((made / "secrets" / f"peer-{o}.token").read_text().strip())
-                                for o in others}
-        assert service["ports"][0].endswith(f":{cfg.port}") and service["environment"]["CROUPIER_HEALTH_PORT"] \
-            == str(cfg.port)
+        assert peer_digests == {
+            o: hash_token((made / "secrets" / f"peer-{o}.token").read_text().strip()) for o in others
+        }
+        assert service["ports"][0].endswith(f":{cfg.port}") and service["environment"]["CROUPIER_HEALTH_PORT"] == str(
+            cfg.port
+        )
 
 
 def test_the_compose_prometheus_config_passes_promtool_and_scrapes_every_service(tmp_path: Path) -> None:
@@ -162,13 +165,27 @@ def test_the_compose_prometheus_config_passes_promtool_and_scrapes_every_service
     text = (DEPLOY / "prometheus" / "prometheus.yml").read_text()
     text = text.replace("/etc/prometheus/rules", str(ROOT / "monitoring" / "prometheus" / "rules"))
     (tmp_path / "prometheus.yml").write_text(text.replace("/run/secrets/metrics", str(tmp_path / "metrics")))
-    ran = subprocess.run(["promtool", "check", "config", str(tmp_path / "prometheus.yml")], capture_output=True,
-                         text=True, timeout=60, check=False)
+    ran = subprocess.run(
+        ["promtool", "check", "config", str(tmp_path / "prometheus.yml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert ran.returncode == 0, ran.stdout + ran.stderr
 
 
-HARDENING = ("NoNewPrivileges", "ProtectSystem", "ProtectHome", "PrivateTmp", "PrivateDevices",
-             "RestrictAddressFamilies", "SystemCallFilter", "CapabilityBoundingSet", "RestrictNamespaces")
+HARDENING = (
+    "NoNewPrivileges",
+    "ProtectSystem",
+    "ProtectHome",
+    "PrivateTmp",
+    "PrivateDevices",
+    "RestrictAddressFamilies",
+    "SystemCallFilter",
+    "CapabilityBoundingSet",
+    "RestrictNamespaces",
+)
 
 
 def unit(name: str) -> configparser.RawConfigParser:
@@ -178,8 +195,9 @@ def unit(name: str) -> configparser.RawConfigParser:
     return parser
 
 
-@pytest.mark.parametrize("name,command", [("croupier-ledger.service", "ledger serve"),
-                                          ("croupier-edge@.service", "edge serve")])
+@pytest.mark.parametrize(
+    "name,command", [("croupier-ledger.service", "ledger serve"), ("croupier-edge@.service", "edge serve")]
+)
 def test_systemd_units_run_the_service_unprivileged_and_hardened(name: str, command: str) -> None:
     parsed = unit(name)
     service = parsed["Service"]
@@ -196,8 +214,10 @@ def test_systemd_analyze_verifies_the_units(tmp_path: Path) -> None:
     """The units with ExecStart pointed at a stub (the package is not installed in /opt here). `make tools`
     installs systemd-analyze; without it, the structural test above is what checks the units."""
     if shutil.which("systemd-analyze") is None:
-        assert all(unit(name)["Service"]["ExecStart"].startswith("/opt/croupier/bin/croupier ")
-                   for name in ("croupier-ledger.service", "croupier-edge@.service"))
+        assert all(
+            unit(name)["Service"]["ExecStart"].startswith("/opt/croupier/bin/croupier ")
+            for name in ("croupier-ledger.service", "croupier-edge@.service")
+        )
         return
     stub = tmp_path / "croupier"
     stub.write_text("#!/bin/sh\nexit 0\n")
@@ -205,7 +225,17 @@ def test_systemd_analyze_verifies_the_units(tmp_path: Path) -> None:
     for name in ("croupier-ledger.service", "croupier-edge@.service"):
         text = (DEPLOY / "systemd" / name).read_text().replace("/opt/croupier/bin/croupier", str(stub))
         (tmp_path / name).write_text(text)
-    ran = subprocess.run(["systemd-analyze", "verify", str(tmp_path / "croupier-ledger.service"),
-                          str(tmp_path / "croupier-edge@.service")], capture_output=True, text=True, timeout=60,
-                         check=False, cwd=tmp_path)
+    ran = subprocess.run(
+        [
+            "systemd-analyze",
+            "verify",
+            str(tmp_path / "croupier-ledger.service"),
+            str(tmp_path / "croupier-edge@.service"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+    )
     assert ran.returncode == 0 and "croupier" not in ran.stderr, ran.stderr

@@ -29,8 +29,13 @@ ERROR_ROW = re.compile(r"^\|\s*`(?P<code>[a-z_]+)`\s*\|\s*(?P<status>\d{3})\s*\|
 
 def repository_files() -> list[str]:
     """Tracked files, and new ones git does not ignore (so a citation is caught before a commit)."""
-    out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=ROOT,
-                         capture_output=True, check=True, timeout=30).stdout
+    out = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+        timeout=30,
+    ).stdout
     return sorted({name for name in out.decode().split("\0") if name})
 
 
@@ -60,8 +65,10 @@ def service_routes() -> dict[str, list[tuple[str, str]]]:
     """Heading prefix in docs/API.md -> the routes it must document, from the services' own tables."""
     return {
         "Edge": [(r.method, r.path) for r in edge_http.ROUTES],
-        "Ledger": [(r.method, r.path) for r in (*ledger_http.ROUTES, *admin_http.ROUTES, *audit_http.ROUTES,
-                                                               *events_http.ROUTES)],
+        "Ledger": [
+            (r.method, r.path)
+            for r in (*ledger_http.ROUTES, *admin_http.ROUTES, *audit_http.ROUTES, *events_http.ROUTES)
+        ],
         "Every process": [("GET", path) for path, _, _ in COMMON_PATHS],
     }
 
@@ -84,8 +91,11 @@ def test_every_error_code_is_in_the_api_document_with_its_status() -> None:
     documented = {m["code"]: int(m["status"]) for m in ERROR_ROW.finditer(API_DOC.read_text())}
     missing = sorted(set(CLASS_BY_CODE) - set(documented))
     assert not missing, f"error codes of shared/errors.py missing from the tables of docs/API.md: {missing}"
-    wrong = {code: (documented[code], status_for(error_from_code(code, "")))
-             for code in CLASS_BY_CODE if documented[code] != status_for(error_from_code(code, ""))}
+    wrong = {
+        code: (documented[code], status_for(error_from_code(code, "")))
+        for code in CLASS_BY_CODE
+        if documented[code] != status_for(error_from_code(code, ""))
+    }
     assert not wrong, f"documented status differs from the code's (documented, actual): {wrong}"
 
 
@@ -113,7 +123,7 @@ def test_no_file_cites_documents_outside_the_repository_or_outside_docs() -> Non
 def test_the_checks_catch_what_they_look_for() -> None:
     doc = "## Edge\n| `GET /v1/a` | x |\n## Ledger (y)\n| `POST /v1/b` | z |\n"
     assert undocumented([("GET", "/v1/a"), ("POST", "/v1/b")], text_under(doc, "Edge")) == ["POST /v1/b"]
-    assert citations("core_ledger/x.py", 'see "../' + 'shared/API' + '.md"') != []
+    assert citations("core_ledger/x.py", 'see "../' + "shared/API" + '.md"') != []
     assert citations("README.md", "see DESIGN" + ".md") != []
     assert citations("README.md", "see docs/DESIGN" + ".md and docs/API" + ".md") == []
     assert citations("docs/README.md", "[API" + ".md](API" + ".md)") == []
@@ -122,6 +132,10 @@ def test_the_checks_catch_what_they_look_for() -> None:
 def test_every_decision_record_and_runbook_is_linked_from_the_docs_index() -> None:
     docs = Path(__file__).resolve().parents[2] / "docs"
     index = (docs / "README.md").read_text()
-    unlinked = [f"{folder}/{f.name}" for folder in ("decisions", "runbooks")
-                for f in sorted((docs / folder).glob("*.md")) if f"({folder}/{f.name})" not in index]
+    unlinked = [
+        f"{folder}/{f.name}"
+        for folder in ("decisions", "runbooks")
+        for f in sorted((docs / folder).glob("*.md"))
+        if f"({folder}/{f.name})" not in index
+    ]
     assert not unlinked, f"not linked from docs/README.md: {unlinked}"

@@ -45,11 +45,17 @@ def wait_for_line(path: Path, text: str, timeout_s: float = BOUND_S) -> None:
 # --- configs --------------------------------------------------------------------------------------
 
 
-def test_a_ledger_config_round_trips_quotes_backslashes_and_unicode_through_the_ledgers_loader(
-        tmp_path: Path) -> None:
+def test_a_ledger_config_round_trips_quotes_backslashes_and_unicode_through_the_ledgers_loader(tmp_path: Path) -> None:
     tokens = [TokenRow(f'admin "{STRANGE}"', "admin_write", hash_token("t1")), TokenRow("edge-eu", "edge", "ab" * 32)]
-    settings = {"port": 8711, "data_dir": STRANGE, "peers": ['http://127.0.0.1:9/"x"'], "group_commit": False,
-                "liabilities_interval_s": 1.5, "backup_dir": None, "log_level": "warning"}
+    settings = {
+        "port": 8711,
+        "data_dir": STRANGE,
+        "peers": ['http://127.0.0.1:9/"x"'],
+        "group_commit": False,
+        "liabilities_interval_s": 1.5,
+        "backup_dir": None,
+        "log_level": "warning",
+    }
     path = ServiceConfig("ledger", settings, tokens).write(tmp_path / "ledger.toml")
     loaded = ledger_config.load(path, environ={})
     assert loaded.data_dir == tmp_path / STRANGE
@@ -61,10 +67,17 @@ def test_a_ledger_config_round_trips_quotes_backslashes_and_unicode_through_the_
 def test_an_edge_config_with_peer_tables_round_trips_through_the_edges_loader(tmp_path: Path) -> None:
     (tmp_path / f"{STRANGE}.token").write_text("ledger-secret\n")
     (tmp_path / "peer.token").write_text("peer-secret\n")
-    settings = {"id": "eu", "port": 8801, "data_dir": f"{STRANGE}-data", "ledger_urls": ["http://127.0.0.1:8700"],
-                "ledger_token_file": f"{STRANGE}.token", "peer_token_file": "peer.token",
-                "ledger_deadline_s": 3.0, "tracing_service_name": STRANGE,
-                "peers": [{"id": "us", "url": "ws://127.0.0.1:8802"}, {"id": "apac", "url": "ws://127.0.0.1:8803"}]}
+    settings = {
+        "id": "eu",
+        "port": 8801,
+        "data_dir": f"{STRANGE}-data",
+        "ledger_urls": ["http://127.0.0.1:8700"],
+        "ledger_token_file": f"{STRANGE}.token",
+        "peer_token_file": "peer.token",
+        "ledger_deadline_s": 3.0,
+        "tracing_service_name": STRANGE,
+        "peers": [{"id": "us", "url": "ws://127.0.0.1:8802"}, {"id": "apac", "url": "ws://127.0.0.1:8803"}],
+    }
     tokens = [TokenRow("us", "peer", hash_token("u")), TokenRow(STRANGE, "game_server", hash_token("g"))]
     path = ServiceConfig("edge", settings, tokens).write(tmp_path / "edge.toml")
     loaded = edge_config.load(path, environ={})
@@ -78,9 +91,18 @@ def test_an_edge_config_with_peer_tables_round_trips_through_the_edges_loader(tm
 
 
 def test_the_text_written_is_the_document_described() -> None:
-    config = ServiceConfig("edge", {"id": STRANGE, "ratio": 0.5, "on": True, "urls": (STRANGE, "b\n"),
-                                    "sub": {"k": STRANGE}, "peers": [{"id": STRANGE, "url": "ws://x"}]},
-                           [TokenRow(STRANGE, "peer", "ab")])
+    config = ServiceConfig(
+        "edge",
+        {
+            "id": STRANGE,
+            "ratio": 0.5,
+            "on": True,
+            "urls": (STRANGE, "b\n"),
+            "sub": {"k": STRANGE},
+            "peers": [{"id": STRANGE, "url": "ws://x"}],
+        },
+        [TokenRow(STRANGE, "peer", "ab")],
+    )
     assert tomllib.loads(config.render()) == config.document()
     assert config.document()["edge"]["urls"] == [STRANGE, "b\n"]
 
@@ -123,8 +145,9 @@ def test_a_tls_cluster_laid_out_under_a_strange_directory_writes_configs_its_ser
 
 
 def test_the_environment_drops_deployment_overrides_and_adds_what_the_caller_asks() -> None:
-    env = launch_environment({"LD_PRELOAD": "/x.so"},
-                             environ={"CROUPIER_LEDGER__PORT": "1", "CROUPIER_EDGE__ID": "x", "PATH": "/bin"})
+    env = launch_environment(
+        {"LD_PRELOAD": "/x.so"}, environ={"CROUPIER_LEDGER__PORT": "1", "CROUPIER_EDGE__ID": "x", "PATH": "/bin"}
+    )
     assert env == {"PATH": "/bin", "PYTHONUNBUFFERED": "1", "LD_PRELOAD": "/x.so"}
 
 
@@ -133,10 +156,18 @@ async def test_a_ledger_started_under_a_strange_directory_is_ready_and_stops_wit
     root = tmp_path / STRANGE
     root.mkdir()
     port = free_port()
-    config = ServiceConfig("ledger", {"port": port, "data_dir": "data", "log_level": "warning"},
-                           [TokenRow("admin", "admin_read", hash_token("t"))]).write(root / "ledger.toml")
-    process = ServiceProcess("ledger", serve_command("ledger", config), log_path=root / "ledger.log", cwd=root,
-                             env=launch_environment(environ={**os.environ, "CROUPIER_LEDGER__PORT": "1"})).start()
+    config = ServiceConfig(
+        "ledger",
+        {"port": port, "data_dir": "data", "log_level": "warning"},
+        [TokenRow("admin", "admin_read", hash_token("t"))],
+    ).write(root / "ledger.toml")
+    process = ServiceProcess(
+        "ledger",
+        serve_command("ledger", config),
+        log_path=root / "ledger.log",
+        cwd=root,
+        env=launch_environment(environ={**os.environ, "CROUPIER_LEDGER__PORT": "1"}),
+    ).start()
     try:
         await process.wait_ready(f"http://127.0.0.1:{port}/readyz", timeout_s=30.0)
         assert process.running and (root / "data").is_dir()
@@ -147,8 +178,9 @@ async def test_a_ledger_started_under_a_strange_directory_is_ready_and_stops_wit
 
 
 async def test_a_process_that_exits_before_ready_fails_at_once_with_its_status_and_log(tmp_path: Path) -> None:
-    process = ServiceProcess("dies", [sys.executable, "-c", "print('no config here'); raise SystemExit(3)"],
-                             log_path=tmp_path / "dies.log").start()
+    process = ServiceProcess(
+        "dies", [sys.executable, "-c", "print('no config here'); raise SystemExit(3)"], log_path=tmp_path / "dies.log"
+    ).start()
     started = time.monotonic()
     with pytest.raises(RuntimeError, match=r"exited \(3\)") as failed:
         await process.wait_ready(f"http://127.0.0.1:{free_port()}/readyz", timeout_s=30.0)
@@ -158,8 +190,9 @@ async def test_a_process_that_exits_before_ready_fails_at_once_with_its_status_a
 
 
 async def test_readiness_is_bounded_and_a_process_ignoring_sigterm_is_killed_after_its_bound(tmp_path: Path) -> None:
-    stubborn = ("import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('up', flush=True)\n"
-                "time.sleep(60)\n")
+    stubborn = (
+        "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('up', flush=True)\ntime.sleep(60)\n"
+    )
     log = tmp_path / "stubborn.log"
     process = ServiceProcess("stubborn", [sys.executable, "-c", stubborn], log_path=log).start()
     try:
@@ -189,12 +222,34 @@ async def test_a_cluster_keeps_its_contract_files_and_reports_every_exit_status(
     assert info["backend"] == "sqlite"
     assert info["edges"] == [{"id": "eu", "url": cluster.url("eu")}]
     assert info["ledger"] == {"url": cluster.url("ledger")}
-    assert set(info["tokens"]) == {"game_server", "peer", "metrics", "edge", "cashier", "admin_read", "admin_write",
-                                   "replica", "events"}
+    assert set(info["tokens"]) == {
+        "game_server",
+        "peer",
+        "metrics",
+        "edge",
+        "cashier",
+        "admin_read",
+        "admin_write",
+        "replica",
+        "events",
+    }
     secrets = cluster.root / "secrets"
     assert sorted(p.name for p in secrets.iterdir()) == sorted(
-        f"{n}.token" for n in ("edge", "cashier", "admin_read", "admin_write", "replica", "metrics", "game_server",
-                               "events", "peer", "edge-eu", "peer-eu"))
+        f"{n}.token"
+        for n in (
+            "edge",
+            "cashier",
+            "admin_read",
+            "admin_write",
+            "replica",
+            "metrics",
+            "game_server",
+            "events",
+            "peer",
+            "edge-eu",
+            "peer-eu",
+        )
+    )
     assert all((p.stat().st_mode & 0o777) == 0o600 for p in secrets.iterdir())
     assert (secrets / "admin_read.token").read_text() == info["tokens"]["admin_read"]
     assert sorted(p.name for p in cluster.root.glob("*.toml")) == ["edge-eu.toml", "ledger.toml"]

@@ -51,9 +51,13 @@ def graph() -> Counter[tuple[str, str]]:
 
 
 def test_no_package_imports_against_the_layering() -> None:
-    wrong = [f"{path.relative_to(ROOT)}:{line} imports {target}"
-             for package in PACKAGES for path in sorted((ROOT / package).rglob("*.py"))
-             for target, line in imports_of(path) if target != package and target not in ALLOWED[package]]
+    wrong = [
+        f"{path.relative_to(ROOT)}:{line} imports {target}"
+        for package in PACKAGES
+        for path in sorted((ROOT / package).rglob("*.py"))
+        for target, line in imports_of(path)
+        if target != package and target not in ALLOWED[package]
+    ]
     assert not wrong, "\n".join(wrong)
 
 

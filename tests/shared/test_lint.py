@@ -1,5 +1,5 @@
-"""The tree passes its own linters: `ruff check .` and `mypy` with the settings in pyproject.toml
-(ruff's rule set and import groups; mypy over core_ledger, edge, shared, monitoring and bench, strict
+"""The tree passes its own linters: `ruff check .`, `ruff format --check .` and `mypy` with the settings
+in pyproject.toml (ruff's rule set and import groups; mypy over core_ledger, edge, shared, monitoring and bench, strict
 for the domains). Each runs as a child process of this interpreter; their caches (.ruff_cache,
 .mypy_cache) keep a rerun to a second or two."""
 
@@ -14,8 +14,14 @@ LINT_TIMEOUT_S = 300
 
 
 def run_tool(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, check=False, text=True,
-                          timeout=LINT_TIMEOUT_S)
+    return subprocess.run(
+        [sys.executable, "-m", *args], cwd=ROOT, capture_output=True, check=False, text=True, timeout=LINT_TIMEOUT_S
+    )
+
+
+def test_ruff_format_finds_nothing_to_change() -> None:
+    done = run_tool("ruff", "format", "--check", ".")
+    assert done.returncode == 0, f"ruff format --check . failed (run `ruff format .`):\n{done.stdout}{done.stderr}"
 
 
 def test_ruff_finds_nothing() -> None:

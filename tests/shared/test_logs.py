@@ -39,9 +39,15 @@ def test_configure_writes_json_lines_with_service_and_edge_id_to_the_file_stdlib
         logging.getLogger("aiohttp.server").error("from stdlib")
         logging.getLogger("aiohttp.access").info("access line")
     """)
-    run = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=30,
-                         check=False,
-                         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    run = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )
     assert run.returncode == 0, run.stderr
     assert run.stderr == ""  # a log file is configured: nothing on stderr
     hello, stdlib = json_lines(log_file)
@@ -70,14 +76,24 @@ async def test_one_request_id_finds_a_bet_in_the_edge_log_and_the_ledger_log(tmp
         await cluster.start()
         await seed(cluster, players=1)
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
-            bet = {"id": "log-bet-1", "player_id": "p001", "currency": "EUR", "amount_minor": 50,
-                   "round_id": "log-r1", "game_id": "slots-1"}
-            async with http.post(cluster.url("eu") + "/v1/bets", json=bet,
-                                 headers={**gs("game_server"), "X-Request-Id": "find-me-0001"}) as r:
+            bet = {
+                "id": "log-bet-1",
+                "player_id": "p001",
+                "currency": "EUR",
+                "amount_minor": 50,
+                "round_id": "log-r1",
+                "game_id": "slots-1",
+            }
+            async with http.post(
+                cluster.url("eu") + "/v1/bets", json=bet, headers={**gs("game_server"), "X-Request-Id": "find-me-0001"}
+            ) as r:
                 assert r.status == 201 and r.headers["X-Request-Id"] == "find-me-0001"
             await cluster.stop_service("ledger")  # a 503 episode, seen from the edge
-            async with http.post(cluster.url("eu") + "/v1/bets", json={**bet, "id": "log-bet-2"},
-                                 headers={**gs("game_server"), "X-Request-Id": "find-me-0002"}) as r:
+            async with http.post(
+                cluster.url("eu") + "/v1/bets",
+                json={**bet, "id": "log-bet-2"},
+                headers={**gs("game_server"), "X-Request-Id": "find-me-0002"},
+            ) as r:
                 problem = await r.json()
                 assert r.status == 503 and problem["request_id"] == "find-me-0002"
     finally:

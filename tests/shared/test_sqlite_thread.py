@@ -22,6 +22,7 @@ def _connect(path: Path) -> sqlite3.Connection:
 async def test_a_unit_runs_in_the_connection_thread_and_returns_its_result(tmp_path: Path) -> None:
     db = await SqliteThread.open(lambda: _connect(tmp_path / "t.db"), name="test-sqlite")
     try:
+
         def batch(conn: sqlite3.Connection, values: list[int]) -> tuple[str, int]:
             conn.execute("CREATE TABLE t (x INTEGER)")
             conn.executemany("INSERT INTO t VALUES (?)", [(v,) for v in values])
@@ -121,8 +122,9 @@ async def test_a_cancelled_waiter_does_not_stop_its_unit_nor_break_the_thread(tm
         with pytest.raises(asyncio.CancelledError):
             await waiter
         # The unit still ran (a handed-over commit may land), and the next one sees it.
-        count = await asyncio.wait_for(db.run(lambda conn: conn.execute("SELECT count(*) FROM t").fetchone()[0]),
-                                       WAIT_S)
+        count = await asyncio.wait_for(
+            db.run(lambda conn: conn.execute("SELECT count(*) FROM t").fetchone()[0]), WAIT_S
+        )
         assert count == 1
     finally:
         await db.close()

@@ -14,8 +14,15 @@ PACKAGES = ("shared", "core_ledger", "edge", "harness", "croupier")
 
 def test_a_child_process_started_elsewhere_imports_every_package_from_this_repository(tmp_path: Path) -> None:
     script = "import importlib, sys; print('\\n'.join(importlib.import_module(p).__file__ for p in sys.argv[1:]))"
-    run = subprocess.run([sys.executable, "-c", script, *PACKAGES], cwd=tmp_path, env=dict(os.environ),
-                         capture_output=True, text=True, timeout=60, check=False)
+    run = subprocess.run(
+        [sys.executable, "-c", script, *PACKAGES],
+        cwd=tmp_path,
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert run.returncode == 0, run.stderr
     files = [Path(line) for line in run.stdout.splitlines()]
     assert len(files) == len(PACKAGES)

@@ -37,13 +37,16 @@ def imported_modules(source: str, importer: str) -> list[tuple[str, int]]:
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".")
-                base = base[:len(base) - (node.level - 1)]
+                base = base[: len(base) - (node.level - 1)]
                 module = ".".join([*base, node.module] if node.module else base)
             else:
                 module = node.module or ""
             # `from tests import support` imports the module `tests.support`
-            found += ([(f"{module}.{a.name}", node.lineno) for a in node.names] if module == "tests"
-                      else [(module, node.lineno)])
+            found += (
+                [(f"{module}.{a.name}", node.lineno) for a in node.names]
+                if module == "tests"
+                else [(module, node.lineno)]
+            )
         elif isinstance(node, ast.Call) and (name := literally_imported(node)):
             found.append((name, node.lineno))
     return found
@@ -73,8 +76,11 @@ def checked_files() -> list[Path]:
 
 def violations(path: Path) -> list[str]:
     importer = module_name(path)
-    return [f"{path.relative_to(TESTS.parent)}:{line} imports {module}"
-            for module, line in imported_modules(path.read_text(), importer) if forbidden(module)]
+    return [
+        f"{path.relative_to(TESTS.parent)}:{line} imports {module}"
+        for module, line in imported_modules(path.read_text(), importer)
+        if forbidden(module)
+    ]
 
 
 def test_no_test_module_conftest_or_support_module_imports_another_test_module() -> None:
@@ -89,22 +95,29 @@ def test_every_module_not_yet_moved_still_exists_so_the_list_only_shrinks() -> N
         assert (TESTS.parent / (module.replace(".", "/") + ".py")).is_file(), f"{module} moved: drop it from the list"
 
 
-@pytest.mark.parametrize(("source", "importer", "expected"), [
-    ("from tests.ledger.test_standby import wait_for", "tests.failover.test_x", ["tests.ledger.test_standby"]),
-    ("from tests.edge.conftest import GS", "tests.edge.test_x", ["tests.edge.conftest"]),
-    ("import tests.security.test_bad_input", "tests.security.test_x", ["tests.security.test_bad_input"]),
-    ("from .test_config import CONFIG", "tests.edge.test_x", ["tests.edge.test_config"]),
-    ("from ..ledger import conftest", "tests.edge.test_x", ["tests.ledger"]),
-    ("def f():\n    from tests.monitoring.test_rules import promtool", "tests.monitoring.test_x",
-     ["tests.monitoring.test_rules"]),
-    ("importlib.import_module('tests.edge.test_config')", "tests.edge.test_x", ["tests.edge.test_config"]),
-    ("from tests.support.polling import wait_for", "tests.failover.test_x", []),
-    ("from tests.support import polling", "tests.failover.test_x", []),
-    ("from tests import support", "tests.failover.test_x", []),
-    ("from tests import edge", "tests.failover.test_x", ["tests.edge"]),
-    ("from tests.support.local_postgres import pg_server", "tests.ledger.conftest", []),
-    ("from core_ledger.store import Store\nimport pytest", "tests.ledger.test_x", []),
-])
-def test_the_check_sees_every_form_of_import_between_test_modules(source: str, importer: str,
-                                                                  expected: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("source", "importer", "expected"),
+    [
+        ("from tests.ledger.test_standby import wait_for", "tests.failover.test_x", ["tests.ledger.test_standby"]),
+        ("from tests.edge.conftest import GS", "tests.edge.test_x", ["tests.edge.conftest"]),
+        ("import tests.security.test_bad_input", "tests.security.test_x", ["tests.security.test_bad_input"]),
+        ("from .test_config import CONFIG", "tests.edge.test_x", ["tests.edge.test_config"]),
+        ("from ..ledger import conftest", "tests.edge.test_x", ["tests.ledger"]),
+        (
+            "def f():\n    from tests.monitoring.test_rules import promtool",
+            "tests.monitoring.test_x",
+            ["tests.monitoring.test_rules"],
+        ),
+        ("importlib.import_module('tests.edge.test_config')", "tests.edge.test_x", ["tests.edge.test_config"]),
+        ("from tests.support.polling import wait_for", "tests.failover.test_x", []),
+        ("from tests.support import polling", "tests.failover.test_x", []),
+        ("from tests import support", "tests.failover.test_x", []),
+        ("from tests import edge", "tests.failover.test_x", ["tests.edge"]),
+        ("from tests.support.local_postgres import pg_server", "tests.ledger.conftest", []),
+        ("from core_ledger.store import Store\nimport pytest", "tests.ledger.test_x", []),
+    ],
+)
+def test_the_check_sees_every_form_of_import_between_test_modules(
+    source: str, importer: str, expected: list[str]
+) -> None:
     assert [m for m, _ in imported_modules(source, importer) if forbidden(m)] == expected

@@ -25,8 +25,7 @@ WAIT_S = 15.0
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def cluster(tmp_path_factory) -> AsyncIterator[Cluster]:
-    c = Cluster(tmp_path_factory.mktemp("tls-cluster"), edge_ids=("eu", "us"), standby=True, tls=True,
-                log_level="info")
+    c = Cluster(tmp_path_factory.mktemp("tls-cluster"), edge_ids=("eu", "us"), standby=True, tls=True, log_level="info")
     try:
         await c.start()
         await seed(c, players=2)
@@ -45,8 +44,14 @@ async def eventually(check: Callable[[], Awaitable[bool]], what: str, timeout_s:
 
 
 def bet(n: str, player: str = "p001") -> dict[str, Any]:
-    return {"id": f"tls-bet-{n}", "player_id": player, "currency": "EUR", "amount_minor": 100,
-            "round_id": f"tls-round-{n}", "game_id": "slots-1"}
+    return {
+        "id": f"tls-bet-{n}",
+        "player_id": player,
+        "currency": "EUR",
+        "amount_minor": 100,
+        "round_id": f"tls-round-{n}",
+        "game_id": "slots-1",
+    }
 
 
 async def test_every_link_runs_over_tls_bet_sync_and_standby(cluster: Cluster) -> None:
@@ -58,13 +63,17 @@ async def test_every_link_runs_over_tls_bet_sync_and_standby(cluster: Cluster) -
             assert r.status == 201, await r.text()
             sequence = (await r.json())["transaction"]["sequence"]
         # Edge-to-edge sync over wss://: a game state saved in eu shows in us.
-        async with http.put(cluster.url("eu") + "/v1/players/p001/session/slots-1", json={"state": {"reels": 5}},
-                            headers=cluster.headers("game_server")) as r:
+        async with http.put(
+            cluster.url("eu") + "/v1/players/p001/session/slots-1",
+            json={"state": {"reels": 5}},
+            headers=cluster.headers("game_server"),
+        ) as r:
             assert r.status == 200, await r.text()
 
         async def synced() -> bool:
-            async with http.get(cluster.url("us") + "/v1/players/p001/session",
-                                headers=cluster.headers("game_server")) as r:
+            async with http.get(
+                cluster.url("us") + "/v1/players/p001/session", headers=cluster.headers("game_server")
+            ) as r:
                 return r.status == 200 and "reels" in str(await r.json())
 
         await eventually(synced, "eu's game state synced to us over TLS")
@@ -123,6 +132,7 @@ async def test_a_game_server_token_is_rotated_on_sighup_and_a_bad_file_keeps_the
     old, new = cluster.tokens["game_server"], new_token()
     old_headers, new_headers = cluster.headers("game_server"), {"Authorization": f"Bearer {new}"}
     async with cluster.http_session(timeout=aiohttp.ClientTimeout(total=10)) as http:
+
         async def status(headers: dict[str, str]) -> int:
             async with http.get(cluster.url("eu") + "/v1/jackpots", headers=headers) as r:
                 return r.status
@@ -164,15 +174,18 @@ async def test_an_edges_ledger_token_is_rotated_without_a_restart(cluster: Clust
     token_file = cluster.root / "secrets" / "edge-us.token"
     old, new = cluster.tokens["edge-us"], new_token()
     async with cluster.http_session(timeout=aiohttp.ClientTimeout(total=10)) as http:
+
         async def ledger_status(token: str) -> int:
-            async with http.get(cluster.url("ledger") + "/v1/players/p002/balances",
-                                headers={"Authorization": f"Bearer {token}"}) as r:
+            async with http.get(
+                cluster.url("ledger") + "/v1/players/p002/balances", headers={"Authorization": f"Bearer {token}"}
+            ) as r:
                 return r.status
 
         # 1. Both ledgers accept the new token too (overlap), picked up by the file watch.
         for path in ledger_configs:
-            path.write_text(path.read_text()
-                            + f'\n[[tokens]]\nname = "edge-us"\nrole = "edge"\nsha256 = "{hash_token(new)}"\n')
+            path.write_text(
+                path.read_text() + f'\n[[tokens]]\nname = "edge-us"\nrole = "edge"\nsha256 = "{hash_token(new)}"\n'
+            )
 
         async def overlap() -> bool:
             return (await ledger_status(old), await ledger_status(new)) == (200, 200)
@@ -190,8 +203,9 @@ async def test_an_edges_ledger_token_is_rotated_without_a_restart(cluster: Clust
 
         await eventually(retired, "the ledger refuses the old edge-us token")
         # A bet through us now reaches the ledger with the new token only.
-        async with http.post(cluster.url("us") + "/v1/bets", json=bet("3", "p002"),
-                             headers=cluster.headers("game_server")) as r:
+        async with http.post(
+            cluster.url("us") + "/v1/bets", json=bet("3", "p002"), headers=cluster.headers("game_server")
+        ) as r:
             assert r.status == 201, await r.text()
         assert cluster.services["us"].running and cluster.services["ledger"].running
         assert "credentials_reloaded" in cluster.log_tail("ledger", 200)

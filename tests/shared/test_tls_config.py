@@ -40,8 +40,10 @@ def write_ledger(root: Path, lines: str) -> Path:
 
 def write_edge(root: Path, lines: str) -> Path:
     path = root / "edge.toml"
-    path.write_text(f'[edge]\nid = "eu"\nledger_url = "https://127.0.0.1:1"\nledger_token_file = "t"\n'
-                    f'peer_token_file = "t"\n{lines}\n')
+    path.write_text(
+        f'[edge]\nid = "eu"\nledger_url = "https://127.0.0.1:1"\nledger_token_file = "t"\n'
+        f'peer_token_file = "t"\n{lines}\n'
+    )
     return path
 
 
@@ -53,7 +55,11 @@ def test_both_services_load_tls_relative_to_the_config_file(pki: Path) -> None:
     edge = edge_config.load(write_edge(pki, TLS_OK))
     for tls in (ledger.tls, edge.tls):
         assert (tls.cert_file, tls.key_file, tls.ca_file, tls.client_ca_file) == (
-            pki / "cert.pem", pki / "key.pem", pki / "ca.pem", pki / "ca.pem")
+            pki / "cert.pem",
+            pki / "key.pem",
+            pki / "ca.pem",
+            pki / "ca.pem",
+        )
         server = tls.server_context()
         assert server is not None and server.verify_mode == ssl.CERT_REQUIRED
         client = tls.client_context()
@@ -62,16 +68,19 @@ def test_both_services_load_tls_relative_to_the_config_file(pki: Path) -> None:
     assert plain.tls.server_context() is None and plain.tls.client_context().check_hostname
 
 
-@pytest.mark.parametrize(("lines", "message"), [
-    ('tls_cert_file = "cert.pem"', "go together"),
-    ('tls_key_file = "key.pem"', "go together"),
-    ('tls_cert_file = "missing.pem"\ntls_key_file = "key.pem"', "not a readable file"),
-    ('tls_cert_file = "cert.pem"\ntls_key_file = "other-key.pem"', "cannot be used"),
-    ('tls_cert_file = "garbage.pem"\ntls_key_file = "key.pem"', "cannot be used"),
-    ('tls_ca_file = "garbage.pem"', "tls_ca_file cannot be used"),
-    ('tls_client_ca_file = "ca.pem"', "needs tls_cert_file"),
-    ('tls_cert_file = "cert.pem"\ntls_key_file = "key.pem"\ntls_client_ca_file = "garbage.pem"', "cannot be used"),
-])
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        ('tls_cert_file = "cert.pem"', "go together"),
+        ('tls_key_file = "key.pem"', "go together"),
+        ('tls_cert_file = "missing.pem"\ntls_key_file = "key.pem"', "not a readable file"),
+        ('tls_cert_file = "cert.pem"\ntls_key_file = "other-key.pem"', "cannot be used"),
+        ('tls_cert_file = "garbage.pem"\ntls_key_file = "key.pem"', "cannot be used"),
+        ('tls_ca_file = "garbage.pem"', "tls_ca_file cannot be used"),
+        ('tls_client_ca_file = "ca.pem"', "needs tls_cert_file"),
+        ('tls_cert_file = "cert.pem"\ntls_key_file = "key.pem"\ntls_client_ca_file = "garbage.pem"', "cannot be used"),
+    ],
+)
 def test_a_bad_tls_config_is_a_config_error_naming_the_key(pki: Path, lines: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         ledger_config.load(write_ledger(pki, lines))
@@ -80,11 +89,18 @@ def test_a_bad_tls_config_is_a_config_error_naming_the_key(pki: Path, lines: str
 
 
 def test_serve_refuses_a_bad_tls_config_with_a_clear_message(pki: Path) -> None:
-    for service, path in (("ledger", write_ledger(pki, 'tls_cert_file = "cert.pem"')),
-                          ("edge", write_edge(pki, 'tls_cert_file = "cert.pem"'))):
-        result = subprocess.run([sys.executable, "-m", "croupier", service, "serve", "--config", str(path)],
-                                check=False, capture_output=True, text=True, timeout=60,
-                                env={**os.environ, "COLUMNS": "200"})
+    for service, path in (
+        ("ledger", write_ledger(pki, 'tls_cert_file = "cert.pem"')),
+        ("edge", write_edge(pki, 'tls_cert_file = "cert.pem"')),
+    ):
+        result = subprocess.run(
+            [sys.executable, "-m", "croupier", service, "serve", "--config", str(path)],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "COLUMNS": "200"},
+        )
         assert result.returncode == 2, result.stderr
         flat = " ".join(result.stderr.replace("│", " ").split())  # the error box wraps lines
         assert "tls_key_file go together" in flat
@@ -93,12 +109,16 @@ def test_serve_refuses_a_bad_tls_config_with_a_clear_message(pki: Path) -> None:
 
 def test_tokens_file_adds_entries_and_may_hold_only_tokens(pki: Path) -> None:
     (pki / "tokens.toml").write_text('[[tokens]]\nname = "gs2"\nrole = "game_server"\ntoken_file = "t"\n')
-    cfg = edge_config.load(write_edge(pki, 'tokens_file = "tokens.toml"\n\n[[tokens]]\nname = "gs"\n'
-                                           'role = "game_server"\nsha256 = "' + "a" * 64 + '"'))
+    cfg = edge_config.load(
+        write_edge(
+            pki,
+            'tokens_file = "tokens.toml"\n\n[[tokens]]\nname = "gs"\nrole = "game_server"\nsha256 = "' + "a" * 64 + '"',
+        )
+    )
     assert [t.name for t in cfg.tokens] == ["gs", "gs2"] and cfg.tokens_file == pki / "tokens.toml"
     ledger = ledger_config.load(write_ledger(pki, 'tokens_file = "tokens.toml"'))
     assert [t.name for t in ledger.tokens] == ["gs2"]
-    (pki / "tokens.toml").write_text('[ledger]\nport = 1\n')
+    (pki / "tokens.toml").write_text("[ledger]\nport = 1\n")
     with pytest.raises(ConfigError, match="only"):
         ledger_config.load(write_ledger(pki, 'tokens_file = "tokens.toml"'))
     (pki / "tokens.toml").write_text('[[tokens]]\nname = "x"\nrole = "edge"\ntoken_file = "missing"\n')
@@ -127,9 +147,15 @@ def test_token_entries_that_are_not_tables_are_a_config_error(pki: Path) -> None
 def test_tls_and_credential_problems_are_listed_with_the_others(pki: Path) -> None:
     """A bad TLS file, a bad URL scheme or a bad tokens_file is one more problem of the one ConfigError."""
     with pytest.raises(ConfigError) as caught:
-        ledger_config.load(write_ledger(pki, 'port = "x"\ntls_cert_file = "missing.pem"\ntls_key_file = "key.pem"\n'
-                                             'peers = ["ftp://x"]\ntokens_file = "missing.toml"\n'
-                                             'credentials_check_interval_s = 0'), environ={})
+        ledger_config.load(
+            write_ledger(
+                pki,
+                'port = "x"\ntls_cert_file = "missing.pem"\ntls_key_file = "key.pem"\n'
+                'peers = ["ftp://x"]\ntokens_file = "missing.toml"\n'
+                "credentials_check_interval_s = 0",
+            ),
+            environ={},
+        )
     problems = caught.value.problems
     assert any(p.startswith("ledger.port") for p in problems)
     assert any("ledger.tls_cert_file" in p and "not a readable file" in p for p in problems)
@@ -149,10 +175,12 @@ def test_tls_and_credential_problems_are_listed_with_the_others(pki: Path) -> No
 
 def test_environment_overrides_reach_tls_and_credential_keys(pki: Path) -> None:
     (pki / "env-tokens.toml").write_text('[[tokens]]\nname = "from-env"\nrole = "metrics"\ntoken_file = "t"\n')
-    environ = {"CROUPIER_LEDGER__TLS_CERT_FILE": str(pki / "cert.pem"),
-               "CROUPIER_LEDGER__TLS_KEY_FILE": str(pki / "key.pem"),
-               "CROUPIER_LEDGER__TOKENS_FILE": str(pki / "env-tokens.toml"),
-               "CROUPIER_LEDGER__CREDENTIALS_CHECK_INTERVAL_S": "0.5"}
+    environ = {
+        "CROUPIER_LEDGER__TLS_CERT_FILE": str(pki / "cert.pem"),
+        "CROUPIER_LEDGER__TLS_KEY_FILE": str(pki / "key.pem"),
+        "CROUPIER_LEDGER__TOKENS_FILE": str(pki / "env-tokens.toml"),
+        "CROUPIER_LEDGER__CREDENTIALS_CHECK_INTERVAL_S": "0.5",
+    }
     path = write_ledger(pki, "")
     cfg = ledger_config.load(path, environ=environ)
     assert cfg.tls.cert_file == pki / "cert.pem" and cfg.tls.server_context() is not None

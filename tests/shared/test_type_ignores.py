@@ -14,8 +14,11 @@ EXPLAINED = re.compile(r"type:\s*ignore\[[a-z0-9_,-]+\]\s*#\s*\S")
 
 
 def python_files() -> list[Path]:
-    return [p for p in ROOT.rglob("*.py")
-            if not any(part in SKIPPED or part.startswith(".") for part in p.relative_to(ROOT).parts)]
+    return [
+        p
+        for p in ROOT.rglob("*.py")
+        if not any(part in SKIPPED or part.startswith(".") for part in p.relative_to(ROOT).parts)
+    ]
 
 
 def unexplained(source: str) -> list[int]:

@@ -40,8 +40,9 @@ class AnswerChecker:
         if key not in self._validators:
             response = self.doc["paths"][path][method]["responses"][status]
             schema = response.get("content", {}).get(media, {}).get("schema")
-            self._validators[key] = None if schema is None else Draft202012Validator(
-                _rebase(schema), registry=self._registry)
+            self._validators[key] = (
+                None if schema is None else Draft202012Validator(_rebase(schema), registry=self._registry)
+            )
         return self._validators[key]
 
     def check(self, method: str, path: str, status: int, media: str, body: bytes | None) -> list[Violation]:
@@ -70,8 +71,10 @@ class AnswerChecker:
 def _rebase(schema: Any) -> Any:
     """`#/components/...` refs of the document, made to point into the registered resource."""
     if isinstance(schema, dict):
-        return {k: ("urn:openapi" + v if k == "$ref" and isinstance(v, str) and v.startswith("#") else _rebase(v))
-                for k, v in schema.items()}
+        return {
+            k: ("urn:openapi" + v if k == "$ref" and isinstance(v, str) and v.startswith("#") else _rebase(v))
+            for k, v in schema.items()
+        }
     if isinstance(schema, list):
         return [_rebase(v) for v in schema]
     return schema
@@ -93,8 +96,7 @@ def checking(serve: Callable[..., None], sink: list[Violation]) -> Callable[...,
             if not isinstance(response, web.Response) or response.status == 101:
                 return
             body = response.body if isinstance(response.body, bytes) else None
-            sink.extend(checker.check(request.method, resource.canonical, response.status,
-                                      response.content_type, body))
+            sink.extend(checker.check(request.method, resource.canonical, response.status, response.content_type, body))
 
         app.on_response_prepare.append(check)
 

@@ -23,9 +23,17 @@ BETS_PER_WORKER_MAX = 100_000  # bounded; the stop event ends a worker long befo
 
 
 class Bettor:
-    def __init__(self, http: aiohttp.ClientSession, url_of: Callable[[str], str], targets: tuple[str, ...], *,
-                 players: int, acks_wanted_after: int = 0, retry_after_required: bool = False,
-                 connection_errors_allowed: bool = True) -> None:
+    def __init__(
+        self,
+        http: aiohttp.ClientSession,
+        url_of: Callable[[str], str],
+        targets: tuple[str, ...],
+        *,
+        players: int,
+        acks_wanted_after: int = 0,
+        retry_after_required: bool = False,
+        connection_errors_allowed: bool = True,
+    ) -> None:
         self.http, self.url_of, self.targets = http, url_of, targets
         self.players = players
         self.acks_wanted_after = acks_wanted_after  # `enough_after` is set once this many came after the mark
@@ -52,8 +60,14 @@ class Bettor:
                 return
             target = self.targets[(w + n) % len(self.targets)]
             bet_id = f"w{w}-b{n}"
-            body: dict[str, Any] = {"id": bet_id, "player_id": f"p{w % self.players + 1:03d}", "currency": "EUR",
-                    "amount_minor": 100, "round_id": f"w{w}-r{n}", "game_id": "slots-1"}
+            body: dict[str, Any] = {
+                "id": bet_id,
+                "player_id": f"p{w % self.players + 1:03d}",
+                "currency": "EUR",
+                "amount_minor": 100,
+                "round_id": f"w{w}-r{n}",
+                "game_id": "slots-1",
+            }
             while True:
                 status, code = await self._post(target, body)
                 if status in (200, 201):

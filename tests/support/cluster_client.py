@@ -42,8 +42,17 @@ class Client:
         self.cluster, self.http = cluster, http
         self.bodies: list[tuple[str, int, bytes]] = []  # every answer this client received: (url, status, body)
 
-    async def send(self, service: str, method: str, path: str, *, token: str | None = None,
-                   body: Any = None, data: bytes | None = None, headers: dict[str, str] | None = None) -> Reply:
+    async def send(
+        self,
+        service: str,
+        method: str,
+        path: str,
+        *,
+        token: str | None = None,
+        body: Any = None,
+        data: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Reply:
         hdrs = dict(headers or {})
         if token is not None:
             hdrs["Authorization"] = f"Bearer {token}"

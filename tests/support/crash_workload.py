@@ -47,14 +47,27 @@ class Ack:
 
 
 def deposit(tx_id: str, player: str, amount_minor: int) -> Request:
-    return Request("cashier", "/v1/deposits",
-                   {"id": tx_id, "player_id": player, "currency": CURRENCY, "amount_minor": amount_minor})
+    return Request(
+        "cashier",
+        "/v1/deposits",
+        {"id": tx_id, "player_id": player, "currency": CURRENCY, "amount_minor": amount_minor},
+    )
 
 
 def bet(tx_id: str, player: str, amount_minor: int, round_id: str) -> Request:
-    return Request("edge", "/v1/bets", {"id": tx_id, "player_id": player, "currency": CURRENCY,
-                                        "amount_minor": amount_minor, "round_id": round_id,
-                                        "game_id": "slots", "client_id": "gs"})
+    return Request(
+        "edge",
+        "/v1/bets",
+        {
+            "id": tx_id,
+            "player_id": player,
+            "currency": CURRENCY,
+            "amount_minor": amount_minor,
+            "round_id": round_id,
+            "game_id": "slots",
+            "client_id": "gs",
+        },
+    )
 
 
 async def send(http: aiohttp.ClientSession, url: str, req: Request) -> tuple[int, str, Any]:
@@ -66,8 +79,11 @@ async def send(http: aiohttp.ClientSession, url: str, req: Request) -> tuple[int
 async def open_accounts(http: aiohttp.ClientSession, url: str) -> list[Ack]:
     acks = []
     for player in PLAYERS:
-        async with http.post(url + "/admin/v1/players", json={"player_id": player, "currencies": [CURRENCY]},
-                             headers=auth_headers("admin_write")) as r:
+        async with http.post(
+            url + "/admin/v1/players",
+            json={"player_id": player, "currencies": [CURRENCY]},
+            headers=auth_headers("admin_write"),
+        ) as r:
             assert r.status == 201, await r.text()
         req = deposit(f"open-{player}", player, OPENING_DEPOSIT_MINOR)
         status, _, body = await send(http, url, req)
@@ -123,18 +139,27 @@ class Load:
 class Report:
     acknowledged: int
     journaled: int
-    lost: list[str]                # acknowledged, not in the recovered journal
+    lost: list[str]  # acknowledged, not in the recovered journal
     duplicated: list[tuple[str, str]]
-    misplaced: list[str]           # journaled at another sequence or with another balance than acknowledged
-    fold_problems: list[str]       # gaps, chain breaks, postings not summing to zero
+    misplaced: list[str]  # journaled at another sequence or with another balance than acknowledged
+    fold_problems: list[str]  # gaps, chain breaks, postings not summing to zero
     balance_mismatches: list[str]  # the ledger's balance differs from the fold of its journal
     chain_ok: bool
-    changed_on_retry: list[str]    # retrying the acknowledged request gave another answer
+    changed_on_retry: list[str]  # retrying the acknowledged request gave another answer
 
     @property
     def clean(self) -> bool:
-        return (not (self.lost or self.duplicated or self.misplaced or self.fold_problems
-                     or self.balance_mismatches or self.changed_on_retry) and self.chain_ok)
+        return (
+            not (
+                self.lost
+                or self.duplicated
+                or self.misplaced
+                or self.fold_problems
+                or self.balance_mismatches
+                or self.changed_on_retry
+            )
+            and self.chain_ok
+        )
 
 
 def _balances_after(entries: list[dict[str, Any]]) -> dict[int, dict[str, int]]:
@@ -205,7 +230,8 @@ async def check(http: aiohttp.ClientSession, url: str, acks: list[Ack]) -> Repor
         audit = await r.json()
     chain_ok = audit["ok"] is True and audit["head_sequence"] == len(entries) == audit["entries_checked"]
     return Report(
-        acknowledged=len(acks), journaled=len(entries),
+        acknowledged=len(acks),
+        journaled=len(entries),
         lost=[a.request.id for a in acks if a.request.id not in journaled],
         duplicated=duplicate_keys(entries),
         misplaced=_misplaced(acks, entries),

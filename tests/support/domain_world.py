@@ -73,28 +73,66 @@ def admin(tx_type: str, request: dict[str, Any], key: tuple[str, str] | None = N
 
 
 def create_player(player_id: str, *currencies: str) -> Command:
-    return admin("player_create", {"player_id": player_id, "currencies": list(currencies)},
-                 (ADMIN_SCOPE, f"player:{player_id}"))
+    return admin(
+        "player_create", {"player_id": player_id, "currencies": list(currencies)}, (ADMIN_SCOPE, f"player:{player_id}")
+    )
 
 
-def create_jackpot(jackpot_id: str, game_ids: list[str], seed: int = 1000, ppm: int = 10_000,
-                   currency: str = "EUR") -> Command:
-    return admin("jackpot_create", {"jackpot_id": jackpot_id, "currency": currency, "seed_minor": seed,
-                                    "contribution_ppm": ppm, "game_ids": game_ids},
-                 (ADMIN_SCOPE, f"jackpot:{jackpot_id}"))
+def create_jackpot(
+    jackpot_id: str, game_ids: list[str], seed: int = 1000, ppm: int = 10_000, currency: str = "EUR"
+) -> Command:
+    return admin(
+        "jackpot_create",
+        {
+            "jackpot_id": jackpot_id,
+            "currency": currency,
+            "seed_minor": seed,
+            "contribution_ppm": ppm,
+            "game_ids": game_ids,
+        },
+        (ADMIN_SCOPE, f"jackpot:{jackpot_id}"),
+    )
 
 
-def grant_bonus(id_: str, player_id: str, bonus_id: str, amount: int = 500, requirement: int = 300,
-                expires_at: str = LATER, currency: str = "EUR") -> Command:
-    return admin("bonus_grant", {"id": id_, "player_id": player_id, "bonus_id": bonus_id, "currency": currency,
-                                 "amount_minor": amount, "wagering_requirement_minor": requirement,
-                                 "expires_at": expires_at}, ("admin", id_))
+def grant_bonus(
+    id_: str,
+    player_id: str,
+    bonus_id: str,
+    amount: int = 500,
+    requirement: int = 300,
+    expires_at: str = LATER,
+    currency: str = "EUR",
+) -> Command:
+    return admin(
+        "bonus_grant",
+        {
+            "id": id_,
+            "player_id": player_id,
+            "bonus_id": bonus_id,
+            "currency": currency,
+            "amount_minor": amount,
+            "wagering_requirement_minor": requirement,
+            "expires_at": expires_at,
+        },
+        ("admin", id_),
+    )
 
 
-def adjust(id_: str, player_id: str, amount: int, currency: str = "EUR",
-           expected_version: int | None = None) -> Command:
-    return admin("adjustment", {"id": id_, "player_id": player_id, "currency": currency, "amount_minor": amount,
-                                "reason": "test", "expected_version": expected_version}, ("admin", id_))
+def adjust(
+    id_: str, player_id: str, amount: int, currency: str = "EUR", expected_version: int | None = None
+) -> Command:
+    return admin(
+        "adjustment",
+        {
+            "id": id_,
+            "player_id": player_id,
+            "currency": currency,
+            "amount_minor": amount,
+            "reason": "test",
+            "expected_version": expected_version,
+        },
+        ("admin", id_),
+    )
 
 
 def freeze(player_id: str, frozen: bool = True) -> Command:
@@ -113,16 +151,46 @@ def withdrawal(id_: str, player_id: str, amount: int, currency: str = "EUR") -> 
     return money("withdrawal", "cashier", id_, None, player_id=player_id, currency=currency, amount_minor=amount)
 
 
-def bet(id_: str, player_id: str, amount: int, round_id: str = "r1", game_id: str = "g1", currency: str = "EUR",
-        client: str = "gs") -> Command:
-    return money("bet", client, id_, player_id=player_id, currency=currency, amount_minor=amount,
-                 round_id=round_id, game_id=game_id)
+def bet(
+    id_: str,
+    player_id: str,
+    amount: int,
+    round_id: str = "r1",
+    game_id: str = "g1",
+    currency: str = "EUR",
+    client: str = "gs",
+) -> Command:
+    return money(
+        "bet",
+        client,
+        id_,
+        player_id=player_id,
+        currency=currency,
+        amount_minor=amount,
+        round_id=round_id,
+        game_id=game_id,
+    )
 
 
-def win(id_: str, player_id: str, amount: int, round_id: str = "r1", close: bool = False, currency: str = "EUR",
-        client: str = "gs") -> Command:
-    return money("win", client, id_, player_id=player_id, currency=currency, amount_minor=amount,
-                 round_id=round_id, close_round=close)
+def win(
+    id_: str,
+    player_id: str,
+    amount: int,
+    round_id: str = "r1",
+    close: bool = False,
+    currency: str = "EUR",
+    client: str = "gs",
+) -> Command:
+    return money(
+        "win",
+        client,
+        id_,
+        player_id=player_id,
+        currency=currency,
+        amount_minor=amount,
+        round_id=round_id,
+        close_round=close,
+    )
 
 
 def rollback(id_: str, player_id: str, bet_id: str, round_id: str | None = None, client: str = "gs") -> Command:
@@ -149,7 +217,13 @@ def base_world() -> World:
     """p1 (EUR, GBP) with 1000 EUR and bonus b1 (needs 300 wagered); p2 (EUR) with 200; jackpot j1
     on game g1 (1% of EUR bets, seeded 1000)."""
     world = World()
-    for cmd in (create_player("p1", "EUR", "GBP"), create_player("p2", "EUR"), create_jackpot("j1", ["g1"]),
-                deposit("d1", "p1", 1000), deposit("d2", "p2", 200), grant_bonus("g-b1", "p1", "b1")):
+    for cmd in (
+        create_player("p1", "EUR", "GBP"),
+        create_player("p2", "EUR"),
+        create_jackpot("j1", ["g1"]),
+        deposit("d1", "p1", 1000),
+        deposit("d2", "p2", 200),
+        grant_bonus("g-b1", "p1", "b1"),
+    ):
         world.run(cmd)
     return world

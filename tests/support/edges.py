@@ -26,22 +26,43 @@ def peer_headers(edge_id: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {peer_token(edge_id)}"}
 
 
-FAST = Limits(anti_entropy_interval_s=0.2, reconcile_interval_s=0.2, breaker_open_s=0.5, breaker_failures=3,
-              reconnect_backoff_s=0.05, reconnect_backoff_max_s=0.3, sync_heartbeat_s=2.0)
+FAST = Limits(
+    anti_entropy_interval_s=0.2,
+    reconcile_interval_s=0.2,
+    breaker_open_s=0.5,
+    breaker_failures=3,
+    reconnect_backoff_s=0.05,
+    reconnect_backoff_max_s=0.3,
+    sync_heartbeat_s=2.0,
+)
 
 
-def edge_config(root: Path, edge_id: str, client_id: int, ledger_url: str, port: int,
-                peers: dict[str, int], **overrides: Any) -> EdgeConfig:
-    tokens = (TokenEntry("gs", "game_server", hash_token(GS)),
-              TokenEntry("metrics", "metrics", hash_token("metrics-token")),
-              *(TokenEntry(p, "peer", hash_token(peer_token(p))) for p in peers))
-    cfg = EdgeConfig(id=edge_id, crdt_client_id=client_id, host="127.0.0.1", port=port,
-                     data_dir=root / edge_id, ledger_url=ledger_url, ledger_token=LEDGER_TOKEN,
-                     peer_token=peer_token(edge_id),
-                     ledger_attempt_timeout_s=0.5, ledger_deadline_s=1.5, body_bytes_max=65536,
-                     session_state_bytes_max=2048, log_level="warning",
-                     peers=tuple(Peer(p, f"http://127.0.0.1:{port_}") for p, port_ in peers.items()),
-                     tokens=tokens, limits=FAST)
+def edge_config(
+    root: Path, edge_id: str, client_id: int, ledger_url: str, port: int, peers: dict[str, int], **overrides: Any
+) -> EdgeConfig:
+    tokens = (
+        TokenEntry("gs", "game_server", hash_token(GS)),
+        TokenEntry("metrics", "metrics", hash_token("metrics-token")),
+        *(TokenEntry(p, "peer", hash_token(peer_token(p))) for p in peers),
+    )
+    cfg = EdgeConfig(
+        id=edge_id,
+        crdt_client_id=client_id,
+        host="127.0.0.1",
+        port=port,
+        data_dir=root / edge_id,
+        ledger_url=ledger_url,
+        ledger_token=LEDGER_TOKEN,
+        peer_token=peer_token(edge_id),
+        ledger_attempt_timeout_s=0.5,
+        ledger_deadline_s=1.5,
+        body_bytes_max=65536,
+        session_state_bytes_max=2048,
+        log_level="warning",
+        peers=tuple(Peer(p, f"http://127.0.0.1:{port_}") for p, port_ in peers.items()),
+        tokens=tokens,
+        limits=FAST,
+    )
     return dataclasses.replace(cfg, **overrides)
 
 
@@ -54,8 +75,15 @@ class Edges:
 
     def config(self, edge_id: str, **overrides: Any) -> EdgeConfig:
         ids = sorted(self.ports)
-        return edge_config(self.root, edge_id, ids.index(edge_id) + 1, self.ledger_url, self.ports[edge_id],
-                           {p: port for p, port in self.ports.items() if p != edge_id}, **overrides)
+        return edge_config(
+            self.root,
+            edge_id,
+            ids.index(edge_id) + 1,
+            self.ledger_url,
+            self.ports[edge_id],
+            {p: port for p, port in self.ports.items() if p != edge_id},
+            **overrides,
+        )
 
     async def start(self, edge_id: str, **overrides: Any) -> TestServer:
         server = TestServer(create_app(self.config(edge_id, **overrides)), host="127.0.0.1", port=self.ports[edge_id])

@@ -89,15 +89,28 @@ class FakeLedger:
             return BatchResult(status=200, body=self.answers[key].model_copy(update={"replayed": True}))
         self.sequence += 1
         fields = {k: v for k, v in body.items() if k not in ("id", "via", "client_id")}
-        tx = Transaction(id=body["id"], type=op, sequence=self.sequence, epoch=1, ledger_epoch=1,
-                         committed_at="2026-11-23T10:00:00.000000Z", via=body["via"], client_id=body["client_id"],
-                         outcome="committed", **fields)
+        tx = Transaction(
+            id=body["id"],
+            type=op,
+            sequence=self.sequence,
+            epoch=1,
+            ledger_epoch=1,
+            committed_at="2026-11-23T10:00:00.000000Z",
+            via=body["via"],
+            client_id=body["client_id"],
+            outcome="committed",
+            **fields,
+        )
         if op == "bet":
             share = body["amount_minor"] * PPM // 1_000_000 if body["game_id"] == "slots" else 0
-            tx.jackpot_contributions = ([JackpotContribution(jackpot_id="mega", amount_minor=share, epoch=self.epoch)]
-                                        if share else [])
-            tx.bonus_wagering = [BonusWagering(bonus_id=b, amount_minor=body["amount_minor"])
-                                 for (p, b) in self.wagered if p == body["player_id"]]
+            tx.jackpot_contributions = (
+                [JackpotContribution(jackpot_id="mega", amount_minor=share, epoch=self.epoch)] if share else []
+            )
+            tx.bonus_wagering = [
+                BonusWagering(bonus_id=b, amount_minor=body["amount_minor"])
+                for (p, b) in self.wagered
+                if p == body["player_id"]
+            ]
             self._count(body["via"], tx, 1)
             self.bets[(body["client_id"], body["id"])] = tx
         elif op == "rollback":
@@ -124,8 +137,11 @@ class FakeLedger:
             slot[via] = slot.get(via, 0) + sign * w.amount_minor
 
     async def readyz(self, request: web.Request) -> web.Response:
-        return _json(LedgerReady(status="ready", role="primary", epoch=1, fenced=False, head_sequence=self.sequence,
-                                 head_hash="0" * 64))
+        return _json(
+            LedgerReady(
+                status="ready", role="primary", epoch=1, fenced=False, head_sequence=self.sequence, head_hash="0" * 64
+            )
+        )
 
     async def get_limits(self, request: web.Request) -> web.Response:
         assert self.limits is not None
@@ -135,14 +151,26 @@ class FakeLedger:
     async def jackpot(self, request: web.Request) -> web.Response:
         if request.match_info["jid"] != "mega":
             return _problem(404, "not_found", "no such jackpot")
-        return _json(LedgerJackpot(jackpot_id="mega", currency="EUR", pool_minor=self.pool_minor(),
-                                   seed_minor=SEED_MINOR, epoch=self.epoch, contributions_by_edge=self.by_edge,
-                                   as_of_sequence=self.sequence, as_of_epoch=1))
+        return _json(
+            LedgerJackpot(
+                jackpot_id="mega",
+                currency="EUR",
+                pool_minor=self.pool_minor(),
+                seed_minor=SEED_MINOR,
+                epoch=self.epoch,
+                contributions_by_edge=self.by_edge,
+                as_of_sequence=self.sequence,
+                as_of_epoch=1,
+            )
+        )
 
     async def bonuses(self, request: web.Request) -> web.Response:
         pid = request.match_info["pid"]
-        out = [LedgerBonus(bonus_id=b, currency="EUR", wagered_minor=sum(by.values()), wagered_by_edge=by,
-                           status="active") for (p, b), by in self.wagered.items() if p == pid]
+        out = [
+            LedgerBonus(bonus_id=b, currency="EUR", wagered_minor=sum(by.values()), wagered_by_edge=by, status="active")
+            for (p, b), by in self.wagered.items()
+            if p == pid
+        ]
         return _json(LedgerBonuses(player_id=pid, bonuses=out, as_of_sequence=self.sequence, as_of_epoch=1))
 
     async def balances(self, request: web.Request) -> web.Response:
@@ -150,11 +178,24 @@ class FakeLedger:
 
     async def rounds(self, request: web.Request) -> web.Response:
         pid = request.match_info["pid"]
-        return _json(RoundsAnswer(rounds=[
-            Round(player_id=pid, round_id=(b.model_extra or {})["round_id"],
-                  client_id=b.client_id, game_id=(b.model_extra or {})["game_id"],
-                  currency=str(b.currency), status="open", bets_minor=int(b.amount_minor or 0), wins_minor=0)
-            for b in self.bets.values() if b.player_id == pid]))
+        return _json(
+            RoundsAnswer(
+                rounds=[
+                    Round(
+                        player_id=pid,
+                        round_id=(b.model_extra or {})["round_id"],
+                        client_id=b.client_id,
+                        game_id=(b.model_extra or {})["game_id"],
+                        currency=str(b.currency),
+                        status="open",
+                        bets_minor=int(b.amount_minor or 0),
+                        wins_minor=0,
+                    )
+                    for b in self.bets.values()
+                    if b.player_id == pid
+                ]
+            )
+        )
 
     async def transaction(self, request: web.Request) -> web.Response:
         bet = self.bets.get((request.query["client_id"], request.match_info["id"]))
@@ -168,6 +209,12 @@ def _json(answer: Any) -> web.Response:
 
 
 def _problem(status: int, code: str, detail: str) -> web.Response:
-    problem = Problem(type=f"https://croupier.dev/problems/{code}", title=code, status=status, detail=detail,
-                      code=code, request_id="fake")
+    problem = Problem(
+        type=f"https://croupier.dev/problems/{code}",
+        title=code,
+        status=status,
+        detail=detail,
+        code=code,
+        request_id="fake",
+    )
     return web.Response(body=orjson.dumps(problem.dump()), status=status, content_type="application/problem+json")

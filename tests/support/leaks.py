@@ -24,8 +24,11 @@ def cluster_tokens(cluster: Cluster) -> dict[str, str]:
 
 def written_files(root: Path) -> list[Path]:
     """Everything under the cluster's directory except the two homes of clear tokens."""
-    return sorted(p for p in root.rglob("*")
-                  if p.is_file() and p.name != "cluster.json" and "secrets" not in p.relative_to(root).parts)
+    return sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file() and p.name != "cluster.json" and "secrets" not in p.relative_to(root).parts
+    )
 
 
 def leaks_in_files(root: Path, tokens: dict[str, str]) -> list[str]:
@@ -39,5 +42,9 @@ def leaks_in_files(root: Path, tokens: dict[str, str]) -> list[str]:
 
 def leaks_in_bodies(bodies: Iterable[tuple[str, int, bytes]], tokens: dict[str, str]) -> list[str]:
     """`bodies` as (url, status, body)."""
-    return [f"{name} in the {status} body of {url}"
-            for url, status, body in bodies for name, t in tokens.items() if t.encode() in body]
+    return [
+        f"{name} in the {status} body of {url}"
+        for url, status, body in bodies
+        for name, t in tokens.items()
+        if t.encode() in body
+    ]

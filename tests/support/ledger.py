@@ -51,13 +51,16 @@ class Api:
         return await self.call(role, "GET", path, **kw)
 
     async def player(self, player_id: str = "p1", currencies: tuple[str, ...] = ("EUR",), deposit: int = 0) -> None:
-        status, body = await self.post("admin_write", "/admin/v1/players",
-                                       {"player_id": player_id, "currencies": list(currencies)})
+        status, body = await self.post(
+            "admin_write", "/admin/v1/players", {"player_id": player_id, "currencies": list(currencies)}
+        )
         assert status == 201, body
         if deposit:
-            status, body = await self.post("cashier", "/v1/deposits", {
-                "id": f"dep-{player_id}", "player_id": player_id, "currency": currencies[0],
-                "amount_minor": deposit})
+            status, body = await self.post(
+                "cashier",
+                "/v1/deposits",
+                {"id": f"dep-{player_id}", "player_id": player_id, "currency": currencies[0], "amount_minor": deposit},
+            )
             assert status == 201, body
 
 
@@ -67,8 +70,23 @@ def standby_of(primary_server: Any, data_dir: Path, clock: FakeClock) -> web.App
     return create_app(ledger_config(data_dir), clock=clock, standby=settings)
 
 
-def bet(id: str, amount: int = 100, *, player: str = "p1", round_id: str = "r1", game: str = "slots",
-        currency: str = "EUR", **extra: Any) -> dict[str, Any]:
+def bet(
+    id: str,
+    amount: int = 100,
+    *,
+    player: str = "p1",
+    round_id: str = "r1",
+    game: str = "slots",
+    currency: str = "EUR",
+    **extra: Any,
+) -> dict[str, Any]:
     """The body of POST /v1/bets."""
-    return {"id": id, "player_id": player, "currency": currency, "amount_minor": amount,
-            "round_id": round_id, "game_id": game, **extra}
+    return {
+        "id": id,
+        "player_id": player,
+        "currency": currency,
+        "amount_minor": amount,
+        "round_id": round_id,
+        "game_id": game,
+        **extra,
+    }

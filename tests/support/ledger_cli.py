@@ -12,5 +12,6 @@ CLI_TIMEOUT_S = 60
 
 async def ledger_cli(*args: str) -> subprocess.CompletedProcess[str]:
     """`croupier ledger ARGS` in a child process, waited for off the event loop."""
-    return await asyncio.to_thread(subprocess.run, [*CLI, *args], capture_output=True, check=False, text=True,
-                                   timeout=CLI_TIMEOUT_S)
+    return await asyncio.to_thread(
+        subprocess.run, [*CLI, *args], capture_output=True, check=False, text=True, timeout=CLI_TIMEOUT_S
+    )

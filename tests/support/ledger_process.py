@@ -51,9 +51,13 @@ class LedgerProcess:
         assert self.process is None or not self.process.running, "already running"
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
-        self.process = ServiceProcess("ledger", serve_command("ledger", self.config, "--port", str(port),
-                                                              program=program),
-                                      log_path=self.log, cwd=self.root, env=env or launch_environment()).start()
+        self.process = ServiceProcess(
+            "ledger",
+            serve_command("ledger", self.config, "--port", str(port), program=program),
+            log_path=self.log,
+            cwd=self.root,
+            env=env or launch_environment(),
+        ).start()
         await self.process.wait_ready(self.url + "/readyz", timeout_s=READY_TIMEOUT_S)
 
     async def start(self) -> None:

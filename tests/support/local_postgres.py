@@ -24,8 +24,13 @@ import pytest
 from core_ledger.store.postgres import PostgresLimits, PostgresStore
 from harness.postgres import DB_USER, DURABLE_SETTINGS, LocalPostgres, PostgresFailed
 
-FAST_SETTINGS = {**DURABLE_SETTINGS, "fsync": "off", "full_page_writes": "off", "synchronous_commit": "off",
-                 "max_connections": "60"}
+FAST_SETTINGS = {
+    **DURABLE_SETTINGS,
+    "fsync": "off",
+    "full_page_writes": "off",
+    "synchronous_commit": "off",
+    "max_connections": "60",
+}
 TEST_LIMITS = PostgresLimits(pool_size_max=4)
 
 

@@ -14,6 +14,7 @@ class HasNodeId(Protocol):
 
 Item = TypeVar("Item", bound=HasNodeId)
 
+
 def shuffled_by_module(items: list[Item], rng: random.Random) -> list[Item]:
     """Directories, the modules in each and the tests in each module in a shuffled order; each directory's
     and each module's tests stay together, so package- and module-scoped fixtures are set up once."""

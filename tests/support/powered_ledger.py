@@ -38,9 +38,26 @@ main()
 def build_shim(out_dir: Path) -> Path:
     """Compile the shim; -Werror so that a warning on the CI compiler is a failure, not a surprise."""
     target = out_dir / "powerloss.so"
-    subprocess.run(["gcc", "-O2", "-Wall", "-Wextra", "-Werror", "-Wno-format-truncation", "-shared", "-fPIC",
-                    "-o", str(target), str(SHIM_SOURCE), "-ldl", "-lpthread"],
-                   check=True, capture_output=True, timeout=GCC_TIMEOUT_S)
+    subprocess.run(
+        [
+            "gcc",
+            "-O2",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-Wno-format-truncation",
+            "-shared",
+            "-fPIC",
+            "-o",
+            str(target),
+            str(SHIM_SOURCE),
+            "-ldl",
+            "-lpthread",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=GCC_TIMEOUT_S,
+    )
     return target
 
 
@@ -48,15 +65,19 @@ def build_shim(out_dir: Path) -> Path:
 class Disk:
     """How the simulated disk behaves during one boot."""
 
-    mode: str = "honest"           # or "drop_last": the most recent fsync never becomes durable
+    mode: str = "honest"  # or "drop_last": the most recent fsync never becomes durable
     synchronous: str | None = None  # None: the product's own setting (FULL); else e.g. "NORMAL"
-    full_flag: Path | None = None   # while this file exists, writes to the database files fail ENOSPC
+    full_flag: Path | None = None  # while this file exists, writes to the database files fail ENOSPC
 
 
 def shim_variables(shim: Path, watched: Path, shadow: Path, disk: Disk) -> dict[str, str]:
     """The environment variables that load the shim over `watched` and say how the disk behaves."""
-    env = {"LD_PRELOAD": str(shim), "CROUPIER_POWERLOSS_DIR": os.path.realpath(watched),
-           "CROUPIER_POWERLOSS_SHADOW": str(shadow), "CROUPIER_POWERLOSS_MODE": disk.mode}
+    env = {
+        "LD_PRELOAD": str(shim),
+        "CROUPIER_POWERLOSS_DIR": os.path.realpath(watched),
+        "CROUPIER_POWERLOSS_SHADOW": str(shadow),
+        "CROUPIER_POWERLOSS_MODE": disk.mode,
+    }
     if disk.full_flag is not None:
         env["CROUPIER_POWERLOSS_FULL_FLAG"] = str(disk.full_flag)
     return env
@@ -99,8 +120,9 @@ class PoweredLedger(LedgerProcess):
         self.shadow = self.root / f"shadow-{self.boots}"
         self.shadow.mkdir()
         program = CROUPIER if disk.synchronous is None else (sys.executable, "-c", _WITH_SYNCHRONOUS, disk.synchronous)
-        await self.launch(program=program,
-                          env=launch_environment(shim_variables(self.shim, self.data, self.shadow, disk)))
+        await self.launch(
+            program=program, env=launch_environment(shim_variables(self.shim, self.data, self.shadow, disk))
+        )
 
     def syncs(self) -> list[str]:
         """Every fsync the shim saw in this boot, in order: shadow names, "." for the directory."""
@@ -112,4 +134,3 @@ class PoweredLedger(LedgerProcess):
         self.kill9()
         self.process = None
         return materialize(self.shadow, self.data)
-

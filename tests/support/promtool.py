@@ -14,5 +14,6 @@ PROMTOOL_TIMEOUT_S = 240
 def promtool(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     exe = shutil.which("promtool")
     assert exe, "promtool missing: run `make tools` (Debian package prometheus)"
-    return subprocess.run([exe, *args], cwd=cwd, capture_output=True, check=False, text=True,
-                          timeout=PROMTOOL_TIMEOUT_S)
+    return subprocess.run(
+        [exe, *args], cwd=cwd, capture_output=True, check=False, text=True, timeout=PROMTOOL_TIMEOUT_S
+    )

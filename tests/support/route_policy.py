@@ -45,8 +45,14 @@ def route_table(app: web.Application) -> list[RouteInfo]:
     out = []
     for route in app.router.routes():
         handler = route.handler
-        out.append(RouteInfo(route.method, route.resource.canonical, getattr(handler, "croupier_roles", None),
-                             bool(getattr(handler, "croupier_public", False))))
+        out.append(
+            RouteInfo(
+                route.method,
+                route.resource.canonical,
+                getattr(handler, "croupier_roles", None),
+                bool(getattr(handler, "croupier_public", False)),
+            )
+        )
     return out
 
 
@@ -55,10 +61,23 @@ def ledger_routes(tmp: Path) -> list[RouteInfo]:
 
 
 def edge_routes(tmp: Path) -> list[RouteInfo]:
-    cfg = EdgeConfig(id="routes", crdt_client_id=1, host="127.0.0.1", port=1, data_dir=tmp / "edge-routes",
-                     ledger_url="http://127.0.0.1:1", ledger_token="unused", peer_token="unused",
-                     ledger_attempt_timeout_s=1.0, ledger_deadline_s=1.0, body_bytes_max=65536,
-                     session_state_bytes_max=4096, log_level="warning", peers=(), tokens=())
+    cfg = EdgeConfig(
+        id="routes",
+        crdt_client_id=1,
+        host="127.0.0.1",
+        port=1,
+        data_dir=tmp / "edge-routes",
+        ledger_url="http://127.0.0.1:1",
+        ledger_token="unused",
+        peer_token="unused",
+        ledger_attempt_timeout_s=1.0,
+        ledger_deadline_s=1.0,
+        body_bytes_max=65536,
+        session_state_bytes_max=4096,
+        log_level="warning",
+        peers=(),
+        tokens=(),
+    )
     return route_table(create_edge_app(cfg))
 
 
@@ -67,22 +86,53 @@ def _roles(*names: str) -> frozenset[str]:
 
 
 GAME_MONEY = ("/v1/bets", "/v1/wins", "/v1/rollbacks", "/v1/jackpot-payouts", "/v1/bonus-claims")
-LEDGER_READS = ("/v1/players/{player_id}/balances", "/v1/players/{player_id}/rounds", "/v1/transactions/{id}",
-                "/v1/jackpots/{jackpot_id}", "/v1/players/{player_id}/bonuses",
-                "/v1/transactions/by-external-ref/{external_ref}")
-ADMIN_READS = ("/admin/v1/players/{player_id}", "/admin/v1/players/{player_id}/statement",
-               "/admin/v1/rounds/{round_id}", "/admin/v1/transactions/{id}/trace", "/admin/v1/journal/export",
-               "/admin/v1/replication", "/admin/v1/stale-rounds",
-               # operator queries (core_ledger/queries_http.py): admin_read only, cashier included out
-               "/admin/v1/players", "/admin/v1/accounts", "/admin/v1/transactions", "/admin/v1/rounds",
-               "/admin/v1/jackpots", "/admin/v1/bonuses", "/admin/v1/players/{player_id}/balances")
-ADMIN_WRITES = ("/admin/v1/players", "/admin/v1/players/{player_id}/freeze", "/admin/v1/players/{player_id}/unfreeze",
-                "/admin/v1/adjustments", "/admin/v1/jackpots", "/admin/v1/bonuses", "/admin/v1/backups",
-                "/admin/v1/promote", "/admin/v1/unfence", "/admin/v1/rounds/{player_id}/{round_id}/settle")
+LEDGER_READS = (
+    "/v1/players/{player_id}/balances",
+    "/v1/players/{player_id}/rounds",
+    "/v1/transactions/{id}",
+    "/v1/jackpots/{jackpot_id}",
+    "/v1/players/{player_id}/bonuses",
+    "/v1/transactions/by-external-ref/{external_ref}",
+)
+ADMIN_READS = (
+    "/admin/v1/players/{player_id}",
+    "/admin/v1/players/{player_id}/statement",
+    "/admin/v1/rounds/{round_id}",
+    "/admin/v1/transactions/{id}/trace",
+    "/admin/v1/journal/export",
+    "/admin/v1/replication",
+    "/admin/v1/stale-rounds",
+    # operator queries (core_ledger/queries_http.py): admin_read only, cashier included out
+    "/admin/v1/players",
+    "/admin/v1/accounts",
+    "/admin/v1/transactions",
+    "/admin/v1/rounds",
+    "/admin/v1/jackpots",
+    "/admin/v1/bonuses",
+    "/admin/v1/players/{player_id}/balances",
+)
+ADMIN_WRITES = (
+    "/admin/v1/players",
+    "/admin/v1/players/{player_id}/freeze",
+    "/admin/v1/players/{player_id}/unfreeze",
+    "/admin/v1/adjustments",
+    "/admin/v1/jackpots",
+    "/admin/v1/bonuses",
+    "/admin/v1/backups",
+    "/admin/v1/promote",
+    "/admin/v1/unfence",
+    "/admin/v1/rounds/{player_id}/{round_id}/settle",
+)
 METRICS = _roles("metrics", "admin_read")
-EVERY_PROCESS = {("GET", "/healthz"): PUBLIC, ("HEAD", "/healthz"): PUBLIC, ("GET", "/openapi.json"): PUBLIC,
-                 ("HEAD", "/openapi.json"): PUBLIC, ("GET", "/readyz"): PUBLIC,
-                 ("GET", "/metrics"): METRICS, ("HEAD", "/metrics"): METRICS}
+EVERY_PROCESS = {
+    ("GET", "/healthz"): PUBLIC,
+    ("HEAD", "/healthz"): PUBLIC,
+    ("GET", "/openapi.json"): PUBLIC,
+    ("HEAD", "/openapi.json"): PUBLIC,
+    ("GET", "/readyz"): PUBLIC,
+    ("GET", "/metrics"): METRICS,
+    ("HEAD", "/metrics"): METRICS,
+}
 
 # Who may call what (docs/API.md). A route missing here fails the policy test: access to a new route
 # is a decision to review, not a default.
@@ -109,9 +159,16 @@ LEDGER_POLICY: dict[tuple[str, str], str | frozenset[str]] = {
 }
 EDGE_POLICY: dict[tuple[str, str], str | frozenset[str]] = {
     **{("POST", p): _roles("game_server") for p in GAME_MONEY},
-    **{("GET", p): _roles("game_server") for p in (
-        "/v1/players/{player_id}/balances", "/v1/players/{player_id}/session", "/v1/jackpots",
-        "/v1/jackpots/{jackpot_id}", "/v1/players/{player_id}/bonus-progress")},
+    **{
+        ("GET", p): _roles("game_server")
+        for p in (
+            "/v1/players/{player_id}/balances",
+            "/v1/players/{player_id}/session",
+            "/v1/jackpots",
+            "/v1/jackpots/{jackpot_id}",
+            "/v1/players/{player_id}/bonus-progress",
+        )
+    },
     ("PUT", "/v1/players/{player_id}/session/{game_id}"): _roles("game_server"),
     ("GET", "/v1/sync"): _roles("peer"),
     **EVERY_PROCESS,
@@ -122,9 +179,16 @@ EDGE_POLICY: dict[tuple[str, str], str | frozenset[str]] = {
 # The matrix player: what the right roles write in the matrix (a freeze included) lands on a
 # player that no other security test uses.
 MATRIX_PLAYER = "p008"
-PATH_VALUES = {"player_id": MATRIX_PLAYER, "jackpot_id": "mega", "round_id": "matrix-r", "id": "seed-dep-p001",
-               "game_id": "slots-1", "name": "matrix-consumer", "letter_id": "1-1",
-               "external_ref": "matrix-ref"}
+PATH_VALUES = {
+    "player_id": MATRIX_PLAYER,
+    "jackpot_id": "mega",
+    "round_id": "matrix-r",
+    "id": "seed-dep-p001",
+    "game_id": "slots-1",
+    "name": "matrix-consumer",
+    "letter_id": "1-1",
+    "external_ref": "matrix-ref",
+}
 
 
 def concrete_path(path: str) -> str:
@@ -134,9 +198,15 @@ def concrete_path(path: str) -> str:
     return path
 
 
-BODILESS_POSTS = frozenset({"/admin/v1/audit/verify", "/admin/v1/backups", "/admin/v1/promote",
-                            "/admin/v1/audit/checkpoints",
-                            "/admin/v1/consumers/{name}/dead-letters/{letter_id}/replay"})
+BODILESS_POSTS = frozenset(
+    {
+        "/admin/v1/audit/verify",
+        "/admin/v1/backups",
+        "/admin/v1/promote",
+        "/admin/v1/audit/checkpoints",
+        "/admin/v1/consumers/{name}/dead-letters/{letter_id}/replay",
+    }
+)
 
 
 def example_body(method: str, path: str, tag: str) -> dict[str, Any] | None:
@@ -153,18 +223,32 @@ def example_body(method: str, path: str, tag: str) -> dict[str, Any] | None:
         "/v1/bonus-claims": {"id": f"{tag}-bc", "player_id": p, "bonus_id": "welcome"},
         "/v1/deposits": {"id": f"{tag}-dep", **money},
         "/v1/withdrawals": {"id": f"{tag}-wd", **money},
-        "/v1/batch": {"actions": [{"op": "bet", "body": {"id": f"{tag}-batch-bet", **money,
-                                                         "round_id": f"{tag}-r", "game_id": "slots-1"}}]},
+        "/v1/batch": {
+            "actions": [
+                {"op": "bet", "body": {"id": f"{tag}-batch-bet", **money, "round_id": f"{tag}-r", "game_id": "slots-1"}}
+            ]
+        },
         "/admin/v1/players": {"player_id": f"{tag}-player", "currencies": ["EUR"]},
         "/admin/v1/players/{player_id}/freeze": {"reason": "security matrix"},
         "/admin/v1/players/{player_id}/unfreeze": {"reason": "security matrix"},
         "/admin/v1/unfence": {"reason": "security matrix"},  # the matrix ledger is not fenced: 409 not_fenced
         "/admin/v1/adjustments": {"id": f"{tag}-adj", **money, "reason": "security matrix"},
-        "/admin/v1/jackpots": {"jackpot_id": f"{tag}-jackpot", "currency": "EUR", "seed_minor": 0,
-                               "contribution_ppm": 0, "game_ids": [f"{tag}-game"]},
-        "/admin/v1/bonuses": {"id": f"{tag}-bonus", "player_id": p, "bonus_id": f"{tag}-bonus", "currency": "EUR",
-                              "amount_minor": 1, "wagering_requirement_minor": 1,
-                              "expires_at": "2099-01-01T00:00:00Z"},
+        "/admin/v1/jackpots": {
+            "jackpot_id": f"{tag}-jackpot",
+            "currency": "EUR",
+            "seed_minor": 0,
+            "contribution_ppm": 0,
+            "game_ids": [f"{tag}-game"],
+        },
+        "/admin/v1/bonuses": {
+            "id": f"{tag}-bonus",
+            "player_id": p,
+            "bonus_id": f"{tag}-bonus",
+            "currency": "EUR",
+            "amount_minor": 1,
+            "wagering_requirement_minor": 1,
+            "expires_at": "2099-01-01T00:00:00Z",
+        },
         "/v1/players/{player_id}/session/{game_id}": {"state": {"level": 1}},
         "/v1/consumers/{name}/cursor": {"sequence": 0},
         "/admin/v1/consumers/{name}": {"description": "security matrix"},
