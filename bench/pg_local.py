@@ -2,7 +2,7 @@
 synchronous_commit on, full_page_writes on), on a free loopback port, removed afterwards.
 
 `local_postgres(root)` is a context manager yielding the DSN. As the `postgres` OS user when run as
-root (initdb refuses root). The tests start theirs in tests/ledger/pg.py (fsync off: they check
+root (initdb refuses root). The tests start theirs in tests/support/local_postgres.py (fsync off: they check
 semantics); a benchmark must pay for durability like the SQLite store does.
 """
 

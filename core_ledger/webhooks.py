@@ -242,7 +242,6 @@ class _DeadLetterCollector(Collector):
             "Dead-lettered webhook pages of a named consumer waiting for an operator's replay.",
             labels=["consumer"],
         )
-        for name, (doc, _) in sorted(self.consumers.known.items()):
-            if doc.get("webhook_url"):
-                family.add_metric([name], len(doc.get("dead_letters", [])))
+        for name, (doc, _) in sorted(self.consumers.known.items()):  # 0 for a consumer without a webhook
+            family.add_metric([name], len(doc.get("dead_letters", [])))
         yield family

@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.support.local_postgres import PgServer, running_postgres
 from tests.support.ordering import shuffled_by_module
 
 pytest_plugins = ["tests.support.answer_check"]
@@ -83,3 +85,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items.reverse()
     elif order == "shuffle":
         items[:] = shuffled_by_module(items, random.Random(config.getoption("test_order_seed")))
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """One running PostgreSQL for the whole session (started only when a test asks), stopped and
+    removed at its end."""
+    with running_postgres() as server:
+        yield server

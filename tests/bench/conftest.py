@@ -7,5 +7,3 @@ from pathlib import Path
 BENCH_DIR = Path(__file__).resolve().parents[2] / "bench"
 if str(BENCH_DIR) not in sys.path:
     sys.path.insert(0, str(BENCH_DIR))
-
-from tests.ledger.pg import pg_server  # noqa: E402, F401 (one PostgreSQL per session, started only if a test asks)

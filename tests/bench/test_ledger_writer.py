@@ -13,7 +13,7 @@ from core_ledger.service import LedgerService
 from core_ledger.store import SqliteStore
 from core_ledger.writer import WriterLimits
 from ledger_writer import Bets, drive, run, seed, verify
-from tests.ledger.pg import PgServer, postgres_store
+from tests.support.local_postgres import PgServer, postgres_store
 
 
 async def test_writer_bench_commits_every_bet_and_reports_cpu_and_bytes_per_bet(tmp_path: Path) -> None:

@@ -15,9 +15,9 @@ from edge.crdt import protocol
 from edge.crdt.anti_entropy import HISTORY_ROUNDS_MAX, PeerRounds
 from edge.crdt.replica import Replica
 from edge.http import SERVICE
-from tests.edge.conftest import FAST
-from tests.edge.crdt_sim import anti_entropy
-from tests.edge.test_hostile_peer import Hostile
+from tests.support.crdt_network import anti_entropy
+from tests.support.edges import FAST
+from tests.support.hostile_peer import Hostile
 
 
 def session(i: int) -> dict:

@@ -4,68 +4,21 @@ and counted while honest traffic goes on."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import random
 import sqlite3
-import time
 from typing import Any
 
-import aiohttp
-import orjson
-from pycrdt import Doc, Map
+from pycrdt import Map
 
 from shared.web import REGISTRY_KEY
 
 from edge.app_keys import HEALTH, HUB, SERVICE
-from edge.crdt import protocol
-from edge.crdt.identity import fresh_client_id
-from tests.support.edges import peer_headers
+from tests.support.hostile_peer import Hostile
 from tests.support.polling import eventually
-
-RNG = random.Random(8)
 
 
 def metric(server: Any, name: str, **labels: str) -> float:
     return server.app[REGISTRY_KEY].get_sample_value(name, labels) or 0.0
-
-
-class Hostile:
-    """A websocket client speaking /v1/sync as `edge_id` with that edge's credential, writing with
-    a pycrdt client id of `edge_id` (or any other it chooses)."""
-
-    def __init__(self, edge_id: str, client_id: int | None = None) -> None:
-        self.edge_id = edge_id
-        self.client_id = client_id or fresh_client_id(edge_id, time.time())
-        self.docs: dict[str, Doc] = {}
-        self.http: aiohttp.ClientSession | None = None
-        self.ws: aiohttp.ClientWebSocketResponse | None = None
-
-    async def connect(self, url: str, *, claim: str | None = None) -> str | None:
-        self.http = aiohttp.ClientSession()
-        self.ws = await self.http.ws_connect(url + "/v1/sync", headers=peer_headers(self.edge_id), max_msg_size=8 << 20)
-        await self.ws.send_str(orjson.dumps({"edge": claim or self.edge_id}).decode())
-        msg = await asyncio.wait_for(self.ws.receive(), 5)
-        return orjson.loads(msg.data)["edge"] if msg.type == aiohttp.WSMsgType.TEXT else None
-
-    async def close(self) -> None:
-        if self.ws is not None:
-            await self.ws.close()
-        if self.http is not None:
-            await self.http.close()
-
-    async def write(self, name: str, key: str, value: Any) -> None:
-        """Each write from a fresh document and client id of the edge: it depends on nothing the
-        edge may have refused before."""
-        self.client_id = fresh_client_id(self.edge_id, time.time() + RNG.random())
-        doc = self.docs[name] = Doc(client_id=self.client_id)
-        before = doc.get_state()
-        doc.get("slots", type=Map)[key] = value
-        await self.send([(name, protocol.update_message(doc.get_update(before)))])
-
-    async def send(self, entries: list[tuple[str, bytes]]) -> None:
-        assert self.ws is not None
-        await self.ws.send_bytes(protocol.encode_frame(entries))
 
 
 def jackpot_slot(epoch: int, p: int, ts: float = 1.0, **kw: Any) -> dict[str, Any]:

@@ -3,7 +3,7 @@ The helpers they use live in tests/support/ledger.py and tests/support/clock.py.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,14 +15,7 @@ from core_ledger.store import MemoryStore, SqliteStore, Store
 from core_ledger.store.postgres import PostgresStore
 from tests.support.clock import FakeClock
 from tests.support.ledger import Api, ledger_config
-from tests.support.local_postgres import TEST_LIMITS, PgServer, fresh_schema, running_postgres
-
-
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[PgServer]:
-    """One running PostgreSQL for the whole session, stopped and removed at its end."""
-    with running_postgres() as server:
-        yield server
+from tests.support.local_postgres import TEST_LIMITS, PgServer, fresh_schema
 
 
 def _same_memory_store() -> Callable[[], Store]:

@@ -10,7 +10,7 @@ import pytest
 
 from core_ledger.store import Head, JournalRow
 from core_ledger.store.postgres import PostgresStore, _load_sql
-from tests.ledger.pg import TEST_LIMITS, PgServer, fresh_schema
+from tests.support.local_postgres import TEST_LIMITS, PgServer, fresh_schema
 
 GENERIC_PLAN_AFTER = 5  # PostgreSQL may switch a prepared statement to its generic plan after 5 runs
 BETS_ROWS = 200_000  # the planner prefers a scan of a small table; at this size only a stale plan scans

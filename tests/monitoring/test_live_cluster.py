@@ -78,6 +78,15 @@ async def live(tmp_path_factory):
             http.post(f"{cluster.url('ledger')}/admin/v1/audit/verify", headers=cluster.headers("admin_write")) as r,
         ):
             assert r.status == 200
+        async with (  # a named event consumer: its lag and dead-letter series exist from then on
+            aiohttp.ClientSession() as http,
+            http.put(
+                f"{cluster.url('ledger')}/admin/v1/consumers/live-test",
+                json={"description": "live metrics"},
+                headers=cluster.headers("admin_write"),
+            ) as r,
+        ):
+            assert r.status == 201, await r.text()
         yield cluster
     finally:
         stop.set()

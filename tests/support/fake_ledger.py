@@ -183,7 +183,7 @@ class FakeLedger:
                 rounds=[
                     Round(
                         player_id=pid,
-                        round_id=(b.model_extra or {})["round_id"],
+                        round_id=str(b.round_id),
                         client_id=b.client_id,
                         game_id=(b.model_extra or {})["game_id"],
                         currency=str(b.currency),
