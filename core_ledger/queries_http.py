@@ -26,6 +26,7 @@ from shared.routes import Route, path_id
 from shared.web import json_response
 
 from core_ledger.admin_http import ADMIN_READ_CODES, SEQUENCE_MAX
+from core_ledger.app_keys import CONFIG
 from core_ledger.domain.commands import rfc3339
 from core_ledger.queries import (
     ACCOUNT_KINDS,
@@ -130,9 +131,16 @@ async def transactions(request: web.Request) -> web.Response:
 
 @auth.roles("admin_read")
 async def rounds(request: web.Request) -> web.Response:
+    """`status=stale`: open rounds older than the configured `stale_round_after_s` (interrupted rounds)."""
     age = query_int(request, "min_age_s", -1, low=0, high=AGE_S_MAX)
+    status = query_choice(request, "status", (*ROUND_STATUSES, "stale"))
+    if status == "stale":
+        stale_after_s = request.app[CONFIG].stale_round_after_s
+        if stale_after_s <= 0:
+            raise BadRequest("status: stale rounds are off (stale_round_after_s is 0); use min_age_s", field="status")
+        status, age = "open", max(age, int(stale_after_s))
     page = await request.app[QUERIES].rounds(
-        status=query_choice(request, "status", ROUND_STATUSES),
+        status=status,
         min_age_s=None if age < 0 else age,
         cursor=request.query.get("cursor"),
         limit=page_limit(request),
@@ -205,7 +213,7 @@ ROUTES: list[Route] = [
         "GET",
         "/admin/v1/rounds",
         rounds,
-        "List rounds (by status, by age)",
+        "List rounds (by status: open, closed, or stale = open longer than stale_round_after_s; by age)",
         query={"status": "string", "min_age_s": "integer", **PAGE_QUERY},
         answer=RoundsPage,
         codes=ADMIN_READ_CODES,

@@ -53,6 +53,9 @@ async def test_old_open_rounds_are_listed_oldest_first_and_paged(
     assert [r["round_id"] for r in page["rounds"]] == ["r0"] and page["has_more"]
     status, page = await api.get("admin_read", f"/admin/v1/stale-rounds?after_sequence={page['next_after_sequence']}")
     assert [r["round_id"] for r in page["rounds"]] == ["r1"] and not page["has_more"]
+    status, page = await api.get("admin_read", "/admin/v1/rounds?status=stale")  # the operator's list, filtered
+    assert status == 200, page
+    assert sorted(r["round_id"] for r in page["rounds"]) == ["r0", "r1"]
     status, page = await api.get("admin_read", "/admin/v1/stale-rounds?older_than_s=0")
     assert [r["round_id"] for r in page["rounds"]] == ["r0", "r1", "r-young"]
     assert await app[STALE_ROUNDS].check() == 2  # policy none: counted, nothing settled
@@ -196,3 +199,8 @@ def test_the_policy_is_one_of_three_and_the_threshold_not_negative(tmp_path: Pat
         {},
     )
     assert (config.stale_round_after_s, config.stale_round_policy) == (3600.0, "refund")
+
+
+async def test_listing_stale_rounds_while_they_are_off_is_refused_clearly(api: Api) -> None:
+    status, problem = await api.get("admin_read", "/admin/v1/rounds?status=stale")
+    assert status == 400 and problem["code"] == "validation_error" and problem["field"] == "status"
