@@ -154,19 +154,25 @@ async def _epoch_of(cluster: Cluster, name: str) -> int:
     return int((await _readyz(cluster, name))[1]["epoch"])
 
 
-async def test_only_one_copy_is_ready_and_the_passive_takes_over_when_the_active_is_killed(
-    database: LocalPostgres, short_root: Path
-) -> None:
-    await _empty_schema(database)
-    cluster = Cluster(
-        short_root / "c",
+def pair_cluster(database: LocalPostgres, root: Path, *, database_proxied: bool = False) -> Cluster:
+    """Two ledger copies with the writer lease on one schema of `database`, and the edges."""
+    return Cluster(
+        root / "c",
         edge_ids=EDGES,
         backend="postgres",
         pair=True,
         database=database,
+        database_proxied=database_proxied,
         log_level="warning",
         writer_lease_ttl_s=LEASE_TTL_S,
     )
+
+
+async def test_only_one_copy_is_ready_and_the_passive_takes_over_when_the_active_is_killed(
+    database: LocalPostgres, short_root: Path
+) -> None:
+    await _empty_schema(database)
+    cluster = pair_cluster(database, short_root)
     try:
         await cluster.start()
         assert await cluster.find_active() == "ledger"
@@ -205,16 +211,7 @@ async def test_a_copy_cut_off_from_the_database_stops_acknowledging_and_the_othe
     database: LocalPostgres, short_root: Path
 ) -> None:
     await _empty_schema(database)
-    cluster = Cluster(
-        short_root / "c",
-        edge_ids=EDGES,
-        backend="postgres",
-        pair=True,
-        database=database,
-        database_proxied=True,
-        log_level="warning",
-        writer_lease_ttl_s=LEASE_TTL_S,
-    )
+    cluster = pair_cluster(database, short_root, database_proxied=True)
     try:
         await cluster.start()
         assert await cluster.find_active() == "ledger"
@@ -261,15 +258,7 @@ async def test_a_paused_active_loses_the_lease_and_commits_nothing_when_it_wakes
     lock. The other copy takes over; the woken copy finds its lease gone, steps down and commits
     nothing (its commits under way fail the lease check inside their transaction)."""
     await _empty_schema(database)
-    cluster = Cluster(
-        short_root / "c",
-        edge_ids=EDGES,
-        backend="postgres",
-        pair=True,
-        database=database,
-        log_level="warning",
-        writer_lease_ttl_s=LEASE_TTL_S,
-    )
+    cluster = pair_cluster(database, short_root)
     try:
         await cluster.start()
         assert await cluster.find_active() == "ledger"
