@@ -20,6 +20,7 @@ tools:
 	@test -x /usr/lib/postgresql/15/bin/postgres || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 >/dev/null)
 	@command -v patroni >/dev/null && command -v patronictl >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq patroni >/dev/null)
 	@command -v etcd >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null)
+	@command -v nft >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nftables >/dev/null)
 
 demo: $(STAMP) $(if $(filter postgres,$(BACKEND)),tools)
 	$(VENV)/bin/croupier demo $(if $(BACKEND),--backend $(BACKEND))

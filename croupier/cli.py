@@ -177,7 +177,8 @@ def chaos(
     ha: bool = typer.Option(
         False,
         "--ha",
-        help="With --backend postgres: Patroni, and its faults (pg_kill_leader, pg_switchover) join the nemesis.",
+        help="With --backend postgres: Patroni, its members each in a network namespace (root and nft needed), "
+        "and its faults (pg_kill_leader, pg_switchover, pg_cut_leader) join the nemesis.",
     ),
 ) -> None:
     """Jepsen-style bank test: load, seeded faults, then a check of the history against the journal.
@@ -190,6 +191,7 @@ def chaos(
     from harness.chaos import ChaosReport, run_chaos
     from harness.cluster import Cluster, seed
     from harness.nemesis import FAILOVER_FAULTS, HELD_BACK, POSTGRES_HA_FAULTS, parse_faults
+    from harness.patroni import PatroniCluster
     from harness.verify import Check
 
     logs.configure("info")  # faults and lies as JSON lines on stderr; the verdict on stdout
@@ -220,6 +222,9 @@ def chaos(
         )
 
     async def run() -> ChaosReport:
+        # With --ha the Patroni members run in network namespaces, so the nemesis can cut one off
+        # (pg_cut_leader); started here, handed to the cluster, stopped after it.
+        patroni = PatroniCluster(root / "postgres", namespaced=True) if ha else None
         cluster = Cluster(
             root,
             proxied=True,
@@ -230,8 +235,11 @@ def chaos(
             fault_hooks=True,
             backend=backend,
             ha=ha,
+            database=patroni,
         )
         try:
+            if patroni is not None:
+                await asyncio.to_thread(patroni.start)
             await cluster.start()
             seeded = await seed(cluster, players=8, deposit_minor=2_000)
             players = [p["player_id"] for p in seeded["players"]]
@@ -247,7 +255,11 @@ def chaos(
         except Exception as e:  # noqa: BLE001 (the cluster did not come up: still a verdict)
             return ChaosReport(seed_value, [Check("the cluster started", False, f"{type(e).__name__}: {e}")])
         finally:
-            await cluster.stop()
+            try:
+                await cluster.stop()
+            finally:
+                if patroni is not None:
+                    await asyncio.to_thread(patroni.stop)
 
     try:
         report = asyncio.run(run())

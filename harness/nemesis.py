@@ -21,8 +21,11 @@ Kinds:
   rejoins as standby on its own data; then the new primary fails over back to it)
 - PostgreSQL with Patroni (`croupier chaos --backend postgres --ha` only, never in the default set):
   `pg_kill_leader` (kill -9 of the PostgreSQL leader's Patroni and postmaster once a synchronous
-  replica exists; Patroni promotes it; the killed member restarts and rejoins as a replica) and
-  `pg_switchover` (a planned leader change through `patronictl switchover`)
+  replica exists; Patroni promotes it; the killed member restarts and rejoins as a replica),
+  `pg_switchover` (a planned leader change through `patronictl switchover`) and `pg_cut_leader`
+  (a network cut of the leader: nftables in its network namespace drop all its traffic but its
+  loopback; Patroni promotes the synchronous replica, the old leader demotes itself; healed after
+  the hold, it rejoins as a replica; needs the members in namespaces, as `croupier chaos --ha` runs them)
 - lying participants: `lie_epoch_edges` / `lie_epoch_ledger` (every role's credential sends huge
   and slightly-higher `X-Ledger-Epoch` claims to the edges / to the ledgers), `byz_<lie>` for each
   lie of `harness.byzantine` (a byzantine sync peer), and `kill_edge_unpersisted` (kill -9 of an
@@ -56,7 +59,7 @@ EPOCH_HEADER = "X-Ledger-Epoch"
 BASE_FAULTS = ("kill_ledger", "kill_edge", "pause_ledger", "latency", "blackhole", "reset", "slow_close", "partition")
 FAILOVER_FAULTS = ("kill_standby", "failover_kill", "failover_pause", "failover_slow_apply", "rejoin_diverged")
 LYING_FAULTS = ("lie_epoch_edges", "lie_epoch_ledger", *(f"byz_{lie}" for lie in LIES), "kill_edge_unpersisted")
-POSTGRES_HA_FAULTS = ("pg_kill_leader", "pg_switchover")  # need the cluster's database to be Patroni
+POSTGRES_HA_FAULTS = ("pg_kill_leader", "pg_switchover", "pg_cut_leader")  # need the database to be Patroni
 KINDS = (*BASE_FAULTS, *FAILOVER_FAULTS, *LYING_FAULTS, *POSTGRES_HA_FAULTS)
 # Adversarial kinds that break a guarantee on today's code, and the fix they wait for; enable one
 # with --faults default,<kind>. Remove a kind from here once its fix has landed.
@@ -161,6 +164,23 @@ class Nemesis:
         await asyncio.sleep(hold)
         await asyncio.to_thread(db.restart_member, leader)  # rejoins as a replica (pg_rewind)
         return f"{leader} killed, {promoted} promoted"
+
+    async def _pg_cut_leader(self, hold: float) -> str:
+        db = self._patroni()
+        if getattr(db, "network", None) is None:
+            raise RuntimeError(
+                "pg_cut_leader needs the Patroni members in network namespaces (croupier chaos --backend postgres "
+                "--ha starts them so, as root with nft)"
+            )
+        leader = await asyncio.to_thread(db.wait_for_leader)
+        await asyncio.to_thread(db.wait_for_sync_standby)  # without one, strict mode would stop writes for good
+        await asyncio.to_thread(db.cut_member, leader)
+        try:
+            promoted = await asyncio.to_thread(db.wait_for_leader, other_than=leader, timeout_s=PG_LEADER_WAIT_S)
+            await asyncio.sleep(hold)
+        finally:
+            await asyncio.to_thread(db.heal_member, leader)  # it rejoins as a replica (pg_rewind)
+        return f"{leader} cut off, {promoted} promoted, {leader} healed"
 
     async def _pg_switchover(self, hold: float) -> str:
         db = self._patroni()

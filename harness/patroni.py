@@ -15,6 +15,14 @@ so a new connection finds whichever member is the leader. Faults for tests: `kil
 of a member's Patroni and its postmaster: the node is gone), `switchover` (through `patronictl`).
 `stop()` stops what this object started, members first, then etcd; every wait is bounded.
 
+With `namespaced=True` each member (its Patroni, and so its PostgreSQL) runs in a network namespace
+of its own on a private subnet (`harness.netns.PrivateNetwork`: a bridge on this machine, one veth
+per member): PostgreSQL listens on the member's subnet address (port 5432) and on its own
+loopback, the REST API on the subnet address (port 8008), etcd on the bridge address, and the DSN
+names the members' subnet addresses. That adds a third fault: `cut_member` (nftables inside the
+member's namespace drop all its traffic but its own loopback; `heal_member` lifts it). The
+loopback mode (the default) is what `croupier up --ha` runs; namespaces need root and `nft`.
+
 As with `harness.postgres`, PostgreSQL (and so Patroni) runs as the `postgres` OS user when we are
 root. Configs are written as JSON (a subset of YAML, which Patroni reads).
 """
@@ -25,6 +33,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import time
 import urllib.error
@@ -33,6 +42,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import structlog
+
+from harness.netns import PrivateNetwork
 from harness.postgres import (
     DATABASE,
     DB_USER,
@@ -47,6 +59,8 @@ from harness.postgres import (
     tail,
 )
 
+log = structlog.get_logger("croupier.harness.patroni")
+
 SCOPE = "croupier"
 MEMBERS = 3
 REPLICATOR = "replicator"
@@ -56,6 +70,9 @@ STOP_WAIT_S = 20.0
 POLL_S = 0.25
 HTTP_TIMEOUT_S = 2.0
 PATRONICTL_TIMEOUT_S = 60.0
+LOOPBACK = "127.0.0.1"
+NAMESPACED_PG_PORT = 5432  # a member alone in its namespace has the usual ports to itself
+NAMESPACED_API_PORT = 8008
 # Patroni's dynamic settings (kept in etcd after bootstrap).
 DCS_SETTINGS: dict[str, Any] = {
     "ttl": 10,
@@ -90,6 +107,7 @@ class Member:
     root: Path
     pg_port: int
     api_port: int
+    host: str = LOOPBACK  # where PostgreSQL and the REST API are reached (its subnet address when namespaced)
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -106,7 +124,7 @@ class Member:
 
     @property
     def api(self) -> str:
-        return f"http://127.0.0.1:{self.api_port}"
+        return f"http://{self.host}:{self.api_port}"
 
     def postmaster_pid(self) -> int | None:
         try:
@@ -129,6 +147,12 @@ def _get_json(url: str) -> tuple[int, Any]:
         return 0, None
 
 
+def _free_port_on(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -148,33 +172,46 @@ class PatroniCluster:
     members: list[Member] = field(default_factory=list)
     etcd: subprocess.Popen[bytes] | None = None
     etcd_port: int = 0
+    namespaced: bool = False  # each member in a network namespace of its own (see the module doc)
+    network: PrivateNetwork | None = None  # the private network of a namespaced cluster, once created
+
+    @property
+    def etcd_host(self) -> str:
+        return self.network.bridge_address if self.network is not None else LOOPBACK
 
     # --- what clients need ---------------------------------------------------------------
 
     @property
     def dsn(self) -> str:
         """Every member, and only the read-write one is taken: it holds the password (0600 file only)."""
-        hosts = ",".join(f"127.0.0.1:{m.pg_port}" for m in self.members)
+        hosts = ",".join(f"{m.host}:{m.pg_port}" for m in self.members)
         return f"postgresql://{DB_USER}:{self.password}@{hosts}/{DATABASE}?target_session_attrs=read-write"
 
     def member_dsn(self, name: str) -> str:
         """One member, whatever its role (for checks of a replica)."""
         m = self.member(name)
-        return f"postgresql://{DB_USER}:{self.password}@127.0.0.1:{m.pg_port}/{DATABASE}"
+        return f"postgresql://{DB_USER}:{self.password}@{m.host}:{m.pg_port}/{DATABASE}"
 
     def public_info(self) -> dict[str, Any]:
-        return {
+        info: dict[str, Any] = {
             "ha": "patroni",
             "scope": SCOPE,
             "user": DB_USER,
             "database": DATABASE,
             "target_session_attrs": "read-write",
-            "etcd": f"http://127.0.0.1:{self.etcd_port}",
+            "etcd": f"http://{self.etcd_host}:{self.etcd_port}",
             "members": [
-                {"name": m.name, "host": "127.0.0.1", "port": m.pg_port, "api": m.api, "config": str(m.config_path)}
+                {"name": m.name, "host": m.host, "port": m.pg_port, "api": m.api, "config": str(m.config_path)}
                 for m in self.members
             ],
         }
+        if self.network is not None:
+            info["network"] = {
+                "subnet": self.network.subnet,
+                "bridge": self.network.bridge,
+                "namespaces": {m.name: self.network.namespace(m.name) for m in self.members},
+            }
+        return info
 
     def write_dsn_file(self, path: Path) -> Path:
         path.touch(mode=0o600)
@@ -186,8 +223,10 @@ class PatroniCluster:
         return next(m for m in self.members if m.name == name)
 
     def cluster_state(self) -> list[dict[str, Any]]:
-        """Patroni's view (`GET /cluster` of any member that answers): name, role, state, lag, timeline."""
-        for m in self.members:
+        """Patroni's view (`GET /cluster` of any member that answers): name, role, state, lag, timeline.
+        Members whose network is cut are asked last (they cannot answer)."""
+        cut = self.network.cut_members if self.network is not None else set()
+        for m in sorted(self.members, key=lambda m: m.name in cut):
             if m.proc is not None and m.proc.poll() is None:
                 status, body = _get_json(m.api + "/cluster")
                 if status == 200 and isinstance(body, dict):
@@ -238,9 +277,17 @@ class PatroniCluster:
         patroni, etcd = patroni_binary("patroni"), patroni_binary("etcd")
         self.root.mkdir(parents=True, exist_ok=True)
         hand_to_server_user(self.root)
+        names = tuple(f"m{i}" for i in range(self.members_count))
+        if self.namespaced:
+            self.network = PrivateNetwork(names).create()
         self._start_etcd(etcd)
-        for i in range(self.members_count):
-            member = Member(f"m{i}", self.root / f"m{i}", free_port(), free_port())
+        for name in names:
+            if self.network is not None:
+                member = Member(
+                    name, self.root / name, NAMESPACED_PG_PORT, NAMESPACED_API_PORT, self.network.address(name)
+                )
+            else:
+                member = Member(name, self.root / name, free_port(), free_port())
             if len(str(member.root.resolve())) > SOCKET_PATH_MAX:
                 raise PostgresFailed(f"{member.root} is too long for a unix socket path: use a shorter --dir")
             member.root.mkdir(exist_ok=True)
@@ -255,9 +302,9 @@ class PatroniCluster:
         self.wait_for_sync_standby()
 
     def _start_etcd(self, binary: str) -> None:
-        self.etcd_port, peer = free_port(), free_port()
+        self.etcd_port, peer = _free_port_on(self.etcd_host), _free_port_on(self.etcd_host)
         log = (self.root / "etcd.log").open("ab")
-        client, peer_url = f"http://127.0.0.1:{self.etcd_port}", f"http://127.0.0.1:{peer}"
+        client, peer_url = f"http://{self.etcd_host}:{self.etcd_port}", f"http://{self.etcd_host}:{peer}"
         self.etcd = subprocess.Popen(
             [
                 binary,
@@ -300,13 +347,15 @@ class PatroniCluster:
             "replication": {"username": REPLICATOR, "password": self.replication_password},
             "rewind": {"username": DB_USER, "password": self.password},
         }
+        networks = [f"{LOOPBACK}/32"] + ([self.network.subnet] if self.network is not None else [])
+        listen = LOOPBACK if m.host == LOOPBACK else f"{m.host},{LOOPBACK}"  # and its own loopback
         return {
             "scope": SCOPE,
             "namespace": "/croupier/",
             "name": m.name,
             "log": {"level": "INFO", "dir": str(m.root), "file_num": 2, "file_size": 10_000_000},
-            "restapi": {"listen": f"127.0.0.1:{m.api_port}", "connect_address": f"127.0.0.1:{m.api_port}"},
-            "etcd3": {"hosts": [f"127.0.0.1:{self.etcd_port}"]},
+            "restapi": {"listen": f"{m.host}:{m.api_port}", "connect_address": f"{m.host}:{m.api_port}"},
+            "etcd3": {"hosts": [f"{self.etcd_host}:{self.etcd_port}"]},
             "bootstrap": {
                 "dcs": {
                     **DCS_SETTINGS,
@@ -315,13 +364,13 @@ class PatroniCluster:
                 "initdb": [{"encoding": "UTF8"}, {"locale": "C"}, "data-checksums"],
                 "pg_hba": [
                     "local all all trust",
-                    f"host replication {REPLICATOR} 127.0.0.1/32 scram-sha-256",
-                    "host all all 127.0.0.1/32 scram-sha-256",
+                    *(f"host replication {REPLICATOR} {net} scram-sha-256" for net in networks),
+                    *(f"host all all {net} scram-sha-256" for net in networks),
                 ],
             },
             "postgresql": {
-                "listen": f"127.0.0.1:{m.pg_port}",
-                "connect_address": f"127.0.0.1:{m.pg_port}",
+                "listen": f"{listen}:{m.pg_port}",
+                "connect_address": f"{m.host}:{m.pg_port}",
                 "data_dir": str(m.data_dir),
                 "bin_dir": str(PG_BIN),
                 "pgpass": str(m.root / "pgpass"),
@@ -336,9 +385,12 @@ class PatroniCluster:
 
     def _spawn(self, binary: str, m: Member) -> subprocess.Popen[bytes]:
         log = (m.root / "patroni.out").open("ab")
+        cmd = as_server_user([binary, str(m.config_path)])
+        if self.network is not None:  # `ip netns exec` execs the command: the pid stays the same
+            cmd = self.network.command(m.name, cmd)
         try:
             return subprocess.Popen(
-                as_server_user([binary, str(m.config_path)]),
+                cmd,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=m.root,
@@ -358,6 +410,19 @@ class PatroniCluster:
             m.proc.wait(STOP_WAIT_S)
         if postmaster is not None and _alive(postmaster):
             os.kill(postmaster, signal.SIGKILL)
+
+    def cut_member(self, name: str) -> None:
+        """A network cut of the member (nftables in its namespace drop everything but its loopback):
+        it keeps running, nothing reaches it and nothing it sends leaves (`heal_member` ends it)."""
+        self._network("cut a member's network").cut(name)
+
+    def heal_member(self, name: str) -> None:
+        self._network("heal a member's network").heal(name)
+
+    def _network(self, what: str) -> PrivateNetwork:
+        if self.network is None:
+            raise PostgresFailed(f"cannot {what}: the Patroni cluster runs on loopback (namespaced=False)")
+        return self.network
 
     def restart_member(self, name: str) -> None:
         m = self.member(name)
@@ -385,7 +450,14 @@ class PatroniCluster:
     # --- tear-down -----------------------------------------------------------------------
 
     def stop(self) -> None:
-        """Stop every member (Patroni stops its PostgreSQL), then etcd; bounded, then by force."""
+        """Stop every member (Patroni stops its PostgreSQL), then etcd, then the private network
+        (cut members healed first, so they stop as fast as the others); bounded, then by force."""
+        if self.network is not None:
+            for name in sorted(self.network.cut_members):
+                try:
+                    self.network.heal(name)
+                except Exception as e:  # noqa: BLE001 (the namespace goes with the network: stop the processes)
+                    log.error("patroni_heal_before_stop_failed", member=name, error=repr(e))
         for m in self.members:
             if m.proc is not None and m.proc.poll() is None:
                 os.killpg(m.proc.pid, signal.SIGTERM)
@@ -400,6 +472,9 @@ class PatroniCluster:
                     self.etcd.kill()
                     self.etcd.wait(STOP_WAIT_S)
             self.etcd = None
+        if self.network is not None:  # last: processes inside a namespace keep it alive
+            self.network.destroy()
+            self.network = None
 
     def _reap_member(self, m: Member) -> None:
         if m.proc is not None:

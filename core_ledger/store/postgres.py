@@ -17,11 +17,14 @@ under an advisory lock, in the transaction that creates the schema (see `shared.
 `replication_view` reports replication as seen from the server the store writes to (for
 core_ledger/postgres_watch.py). A `WriterLease` (an advisory lock held by a session of its own)
 makes a store one copy of an active/passive pair: its commits first prove the lease is held.
+New pool connections come from `pg_connect.connect_read_write` (every host of a multi-host DSN
+tried at once, each bounded; dead peers noticed within `dead_peer_s`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import re
 import zlib
@@ -50,6 +53,7 @@ from core_ledger.store.base import (
     Store,
     SummaryPage,
 )
+from core_ledger.store.pg_connect import connect_read_write
 from core_ledger.store.sqlite import SqliteStore
 
 log = structlog.get_logger("croupier.ledger.postgres")
@@ -73,6 +77,7 @@ class PostgresLimits:
     command_timeout_s: float = 30.0
     serialization_attempts_max: int = 8  # tries of one write transaction, the first included
     retry_backoff_s: float = 0.005  # times the attempt number
+    dead_peer_s: float = 5.0  # a pooled connection whose server stays silent this long is closed (pg_connect.py)
 
 
 def _key_type(column: str) -> str:
@@ -484,6 +489,7 @@ class PostgresStore(Store):
                 timeout=lim.connect_timeout_s,
                 command_timeout=lim.command_timeout_s,
                 reset=_keep_session,
+                connect=functools.partial(connect_read_write, dead_peer_s=lim.dead_peer_s),
                 server_settings={**self.session_settings, "search_path": self.schema, **PLAN_SETTINGS},
             )
             async with self._pool.acquire(timeout=lim.acquire_timeout_s) as conn, conn.transaction():
