@@ -10,20 +10,29 @@ import os
 import sqlite3
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import orjson
 import pytest
+from prometheus_client import CollectorRegistry
 
+from shared.auth import Principal
 from shared.migrations import Migration, SchemaBehind, SchemaTooNew, plan
 
+from core_ledger.domain import ADMIN_SCOPE, Command
+from core_ledger.http import money_command
+from core_ledger.journal_checks import rebuild_differences
+from core_ledger.metrics import LedgerMetrics
+from core_ledger.service import LedgerService
 from core_ledger.store import Head, JournalRow, SqliteStore, StorageError, Store
 from core_ledger.store import postgres as pg_module
 from core_ledger.store import sqlite as sqlite_module
 from core_ledger.store.memory import MemoryStore
 from core_ledger.store.postgres import PostgresStore
+from core_ledger.writer import WriterLimits
 from tests.support.ledger import Api
 from tests.support.local_postgres import TEST_LIMITS, PgServer, fresh_schema
 
@@ -550,3 +559,61 @@ class TestTransactionIndexColumns:
             await store.close()
         assert await pg_version(pg_server, schema) == LATEST
         assert await indexes() == [f"tx_summaries_by_{n}" for n in ("committed_at", "player_id", "round_id", "type")]
+
+    async def test_a_ledger_moved_back_to_version_4_migrates_to_rows_equal_to_a_rebuild(self, tmp_path: Path) -> None:
+        """Real entries (bets, a win, refusals, null members): after the version-4 layout is migrated,
+        the transaction index equals what folding the journal gives."""
+        path = tmp_path / "ledger.db"
+        service = LedgerService(
+            SqliteStore(path),
+            WriterLimits(),
+            clock=lambda: datetime.now(UTC),
+            metrics=LedgerMetrics(CollectorRegistry()),
+        )
+        await service.start()
+        edge, cashier = Principal("edge-1", "edge"), Principal("cashier", "cashier")
+        try:
+            await service.submit(
+                [Command("player_create", {"player_id": "p1", "currencies": ["EUR"]}, "admin", (ADMIN_SCOPE, "p1"))]
+            )
+            deposit = {"id": "d1", "player_id": "p1", "currency": "EUR", "amount_minor": 500}
+            bets = [
+                {
+                    "id": f"b{n}",
+                    "player_id": "p1",
+                    "currency": "EUR",
+                    "amount_minor": 200,
+                    "round_id": "r1",
+                    "game_id": "g",
+                }
+                for n in range(4)  # the third is refused for funds (journaled), the fourth too
+            ]
+            win = {"id": "w1", "player_id": "p1", "currency": "EUR", "amount_minor": 50, "round_id": "r1"}
+            await service.submit([money_command("deposit", deposit, cashier)])
+            await service.submit([money_command("bet", b, edge) for b in bets] + [money_command("win", win, edge)])
+            expected = await service.store.dump("tx_summaries")
+        finally:
+            await service.stop()
+        assert {d["outcome"] for d in expected.values()} == {"committed", "rejected"}
+        assert any(d["via"] is None for d in expected.values()) and any(d["game_id"] is None for d in expected.values())
+        db = sqlite3.connect(path)  # the table as version 4 held it: documents and nine expression indexes
+        try:
+            members = ", ".join(f"'{m}', {m}" for m in sqlite_module.SUMMARY_MEMBERS)
+            db.executescript(
+                "BEGIN;"
+                f"CREATE TABLE v4 AS SELECT sequence, json_object({members}) AS doc FROM tx_summaries;"
+                "DROP TABLE tx_summaries;"
+                + ";".join(s for s in sqlite_module.MIGRATIONS[3].statements)
+                + "; INSERT INTO tx_summaries (sequence, doc) SELECT sequence, doc FROM v4; DROP TABLE v4;"
+                "PRAGMA user_version = 4; COMMIT;"
+            )
+        finally:
+            db.close()
+        store = SqliteStore(path)
+        await store.open()
+        try:
+            assert store.schema_plan is not None and store.schema_plan.stored == 4
+            assert await store.dump("tx_summaries") == expected
+            assert await rebuild_differences(store) == []
+        finally:
+            await store.close()
