@@ -5,7 +5,9 @@ and the HTTP stack blur the ledger's own cost. This drives `LedgerService` on SQ
 (WAL, synchronous=FULL, group commit) with CONCURRENCY submitters of one bet each, shaped like
 `bench/wrk/bets.lua` (funded players, small rounds, two of three games feed a jackpot), and reports
 what a change to the domain or the store moves: CPU per bet of the event-loop thread and of each
-SQLite thread (user and system), KiB written per bet (`wchar`: WAL, checkpoints) and bets/s.
+SQLite thread (user and system), KiB written per bet (`wchar`: WAL, checkpoints) and bets/s, and
+where the rows went: the bytes each table and index of the SQLite file holds, per journal entry
+(`stored_bytes_per_entry`, from the `dbstat` table when SQLite was built with it).
 After the run it verifies what it measured (`verify`): the chain, the derived rows against a rebuild
 from the journal (balances equal the journal), and exactly one entry per bet (no duplicate, none lost).
 
@@ -26,8 +28,10 @@ import json
 import os
 import random
 import shutil
+import sqlite3
 import tempfile
 import time
+from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -66,6 +70,18 @@ def thread_cpu_s() -> dict[str, tuple[float, float]]:
             fields = f.read().rsplit(")", 1)[1].split()
         out[tid] = (int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS)
     return out
+
+
+def stored_bytes_per_entry(path: Path, entries: int) -> dict[str, float]:
+    """Bytes of each table and index of the SQLite file `path` per journal entry, largest first
+    ({} when this SQLite lacks the `dbstat` table). Where the rows go; what a commit WRITES is
+    more (a page is written whole, and again when the WAL is checkpointed)."""
+    with closing(sqlite3.connect(path)) as db:
+        try:
+            sizes = db.execute("SELECT name, sum(pgsize) FROM dbstat GROUP BY name ORDER BY 2 DESC").fetchall()
+        except sqlite3.OperationalError:  # built without SQLITE_ENABLE_DBSTAT_VTAB
+            return {}
+    return {str(name): round(size / entries, 1) for name, size in sizes if size / entries >= 1}
 
 
 def written_bytes() -> int:
@@ -201,6 +217,7 @@ async def run(
         for tid, (u, s) in cpu_after.items()
     }
     cpu = sum(t["user_ms_per_bet"] + t["system_ms_per_bet"] for t in threads.values())
+    stored = {} if store is not None else stored_bytes_per_entry(root / "ledger.db", service.head.sequence)
     return {
         "benchmark": "ledger_writer",
         "bets": total,
@@ -211,6 +228,7 @@ async def run(
         "head_sequence": service.head.sequence,
         "threads": threads,
         "verify": verified,
+        "stored_bytes_per_entry": stored,
         "load_average_1m": os.getloadavg()[0],
     }
 
@@ -244,6 +262,8 @@ def main() -> None:
         f"bets/s {figures['bets_per_s']}  cpu/bet {figures['cpu_ms_per_bet']} ms  "
         f"written/bet {figures['written_kib_per_bet']} KiB  verified: chain, rebuild, one entry per bet"
     )
+    stored = list(figures["stored_bytes_per_entry"].items())[:12]
+    print("stored bytes per journal entry: " + ", ".join(f"{name} {size:.0f}" for name, size in stored))
     for name, t in figures["threads"].items():
         print(f"  {name:14s} user {t['user_ms_per_bet']:.4f} ms/bet  system {t['system_ms_per_bet']:.4f} ms/bet")
     print(json.dumps(figures, sort_keys=True))

@@ -42,7 +42,7 @@ from core_ledger.domain.journal import GENESIS_HASH
 from core_ledger.domain.state import LATER_TABLES, TABLES
 from core_ledger.store import SqliteStore, Store
 from core_ledger.store.base import Head, JournalRow
-from core_ledger.store.sqlite import MIGRATIONS, mkdir_durable
+from core_ledger.store.sqlite import MIGRATIONS, doc_sql, mkdir_durable
 
 FORMAT = "croupier-ledger-backup"
 FORMAT_VERSION = 1
@@ -125,7 +125,7 @@ def _export_snapshot(snapshot: Path, work: Path, head: Head) -> dict[str, dict[s
         for table, columns in TABLES.items():
             out = _HashedWriter(work / table_file(table))
             try:
-                sql = f"SELECT {', '.join(columns)}, doc FROM {table} ORDER BY {', '.join(columns)}"
+                sql = f"SELECT {', '.join(columns)}, {doc_sql(table)} FROM {table} ORDER BY {', '.join(columns)}"
                 for row in db.execute(sql):
                     out.line(b'{"key":' + orjson.dumps(list(row[:-1])) + b',"doc":' + str(row[-1]).encode() + b"}")
             finally:

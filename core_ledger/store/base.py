@@ -21,9 +21,30 @@ from core_ledger.domain.state import Doc, Key
 Rows = dict[str, list[tuple[Key, Doc]]]
 SummaryPage = tuple[list[tuple[int, Doc]], int]  # transaction index rows by sequence, and the head
 KEYS_PER_QUERY_MAX = 400  # bound on the IN-list of one load query
-# Members of the transaction index (`tx_summaries`) a query may filter on by equality, each indexed
-# together with the sequence (SQL backends), so a filtered page is one index range in journal order.
+# Members of the transaction index (`tx_summaries`) a query may filter on by equality.
 SUMMARY_FILTERS = ("player_id", "game_id", "round_id", "type", "client_id", "via", "outcome", "currency")
+# Every member of a transaction index row (`domain/summaries.py`); the SQLite backend stores each as
+# a column of its own (schema migration 6), not as one JSON document.
+SUMMARY_MEMBERS = (
+    "id",
+    "type",
+    "outcome",
+    "client_id",
+    "via",
+    "committed_at",
+    "player_id",
+    "game_id",
+    "round_id",
+    "currency",
+)
+# The members the SQL backends index, each with the sequence, so a page filtered on one of them is
+# one index range in journal order: the selective ones (a player, a round) and `type` (rare types,
+# such as the `player_create` entries players are listed by). The other filters (game, client, edge,
+# outcome, currency) are checked on the rows of that range, or in journal order when none of these
+# is given; and `committed_at` is indexed for time ranges (`sequence_at`, `from`/`until`). Every
+# indexed member costs each entry an index entry, most of them a page written at random: see
+# docs/decisions/operator-index-columns.md.
+SUMMARY_INDEXED = ("player_id", "round_id", "type")
 
 
 class StorageError(Exception):

@@ -46,6 +46,7 @@ from core_ledger.domain.state import ENTRIES, LATER_TABLES, TABLES, Doc, Key
 from core_ledger.store.base import (
     KEYS_PER_QUERY_MAX,
     SUMMARY_FILTERS,
+    SUMMARY_INDEXED,
     Head,
     JournalRow,
     Rows,
@@ -146,6 +147,18 @@ MIGRATIONS = (
                 f"CREATE INDEX IF NOT EXISTS tx_summaries_by_{name} ON tx_summaries ({_summary_member(name)}, sequence)"
                 for name in (*SUMMARY_FILTERS, "committed_at")
             ],
+        ),
+    ),
+    Migration(
+        5,
+        "reserved for the report tables (issue 12, another branch): replaced by that migration on merge",
+        (),
+    ),
+    Migration(
+        6,
+        "the transaction index keeps the indexes of player, round, type and time only",
+        tuple(
+            f"DROP INDEX IF EXISTS tx_summaries_by_{name}" for name in SUMMARY_FILTERS if name not in SUMMARY_INDEXED
         ),
     ),
 )

@@ -8,9 +8,11 @@ statement stays open between operations (each read sees every commit that return
 A commit extends the stored head or changes nothing: its rows must run without a gap up to the
 new head, and the stored head must be the one they start from (as on PostgreSQL).
 
-Derived tables are (key columns..., doc JSON). The journal is protected by triggers against UPDATE
-and DELETE; its rows hold the canonical entry text that the chain hashes. The schema version is
-`PRAGMA user_version`, moved forward by `MIGRATIONS` at open (see `shared.migrations`).
+Derived tables are (key columns..., doc JSON), but for the transaction index (`COLUMNAR`): one
+column per member of its documents, rebuilt into a document by `json_object` when read. The
+journal is protected by triggers against UPDATE and DELETE; its rows hold the canonical entry text
+that the chain hashes. The schema version is `PRAGMA user_version`, moved forward by `MIGRATIONS`
+at open (see `shared.migrations`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from core_ledger.domain.state import ENTRIES, LATER_TABLES, TABLES, Doc, Key
 from core_ledger.store.base import (
     KEYS_PER_QUERY_MAX,
     SUMMARY_FILTERS,
+    SUMMARY_INDEXED,
+    SUMMARY_MEMBERS,
     Head,
     JournalRow,
     Rows,
@@ -78,6 +82,11 @@ SCHEMA = [
     "CREATE INDEX IF NOT EXISTS client_rounds_by_round ON client_rounds (round_id)",
     "CREATE INDEX IF NOT EXISTS idem_by_id ON idem (id)",
 ]
+# Derived tables stored as one column per document member instead of one JSON document: table ->
+# members. The transaction index (one row per journal entry): a JSON document repeats every member's
+# name in every row, and its indexes were json_extract expressions evaluated at each insert.
+COLUMNAR: dict[str, tuple[str, ...]] = {"tx_summaries": SUMMARY_MEMBERS}
+_SUMMARY_COLUMNS = ", ".join(SUMMARY_MEMBERS)  # untyped: each value is stored as it came (text or NULL)
 # Numbered schema migrations, 1..N; never edit or drop one that was released, append a new one.
 MIGRATIONS = (
     Migration(1, "meta, the append-only journal, the derived tables and their indexes", tuple(SCHEMA)),
@@ -113,9 +122,57 @@ MIGRATIONS = (
             ],
         ),
     ),
+    Migration(
+        5,
+        "reserved for the report tables (issue 12, another branch): replaced by that migration on merge",
+        (),
+    ),
+    Migration(
+        6,
+        "the transaction index as columns, indexed on player, round, type and time only",
+        (
+            f"CREATE TABLE tx_summaries_v6 (sequence INTEGER PRIMARY KEY, {_SUMMARY_COLUMNS})",
+            f"INSERT INTO tx_summaries_v6 (sequence, {_SUMMARY_COLUMNS}) SELECT sequence, "
+            + ", ".join(f"json_extract(doc, '$.{m}')" for m in SUMMARY_MEMBERS)
+            + " FROM tx_summaries ORDER BY sequence",
+            "DROP TABLE tx_summaries",  # and its nine expression indexes
+            "ALTER TABLE tx_summaries_v6 RENAME TO tx_summaries",
+            # The rowid is the sequence: each index orders by (member, sequence) without storing it twice.
+            *[
+                f"CREATE INDEX tx_summaries_by_{name} ON tx_summaries ({name})"
+                for name in (*SUMMARY_INDEXED, "committed_at")
+            ],
+        ),
+    ),
 )
 MIGRATE_COMMAND = "croupier ledger migrate --config <ledger.toml>"
 HEAD_SQL = "(SELECT value FROM meta WHERE key = 'head_sequence')"
+
+
+def doc_sql(table: str, alias: str = "") -> str:
+    """The SQL expression of a row's document (a JSON text) in `table`."""
+    members = COLUMNAR.get(table)
+    if members is None:
+        return f"{alias}doc"
+    return "json_object(" + ", ".join(f"'{m}', {alias}{m}" for m in members) + ")"
+
+
+def _member_sql(table: str, name: str) -> str:
+    """The SQL expression of one member of a row's document in `table`."""
+    return name if name in COLUMNAR.get(table, ()) else f"json_extract(doc, '$.{name}')"
+
+
+def _stored_columns(table: str) -> tuple[str, ...]:
+    """The columns of `table` in order: its key columns, then `doc` or its members."""
+    return (*TABLES[table], *COLUMNAR.get(table, ("doc",)))
+
+
+def _stored_rows(table: str, items: Sequence[tuple[Key, Doc]]) -> list[tuple[Any, ...]]:
+    """The parameters that store `items` (key, document) in `table`, in `_stored_columns` order."""
+    members = COLUMNAR.get(table)
+    if members is None:
+        return [(*key, orjson.dumps(doc).decode()) for key, doc in items]
+    return [(*key, *[doc.get(m) for m in members]) for key, doc in items]
 
 
 def _select_keys(table: str, count: int) -> str:
@@ -124,12 +181,12 @@ def _select_keys(table: str, count: int) -> str:
     (A row-value `IN (VALUES ...)` would scan the whole table; a join on a VALUES list seeks.)"""
     columns = TABLES[table]
     if len(columns) == 1:
-        return f"SELECT {columns[0]}, doc FROM {table} WHERE {columns[0]} IN ({', '.join('?' * count)})"
+        return f"SELECT {columns[0]}, {doc_sql(table)} FROM {table} WHERE {columns[0]} IN ({', '.join('?' * count)})"
     row = "(" + ", ".join("?" * len(columns)) + ")"
     on = " AND ".join(f"t.{c} = k.{c}" for c in columns)
     return (
         f"WITH k({', '.join(columns)}) AS (VALUES {', '.join([row] * count)}) "
-        f"SELECT {', '.join('t.' + c for c in columns)}, t.doc FROM k JOIN {table} AS t ON {on}"
+        f"SELECT {', '.join('t.' + c for c in columns)}, {doc_sql(table, 't.')} FROM k JOIN {table} AS t ON {on}"
     )
 
 
@@ -156,8 +213,9 @@ def _load_sync(db: sqlite3.Connection, wanted: dict[str, Sequence[Key]]) -> dict
 # rowid, rewriting the primary-key and secondary index pages too; an upsert rewrites only the row
 # (a round updated by each of its bets: 22% fewer WAL bytes per bet).
 _UPSERT = {
-    t: f"INSERT INTO {t} VALUES ({', '.join('?' * (len(cols) + 1))}) "
-    f"ON CONFLICT ({', '.join(cols)}) DO UPDATE SET doc = excluded.doc"
+    t: f"INSERT INTO {t} ({', '.join(_stored_columns(t))}) VALUES ({', '.join('?' * len(_stored_columns(t)))}) "
+    f"ON CONFLICT ({', '.join(cols)}) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _stored_columns(t)[len(cols) :])
     for t, cols in TABLES.items()
 }
 
@@ -180,7 +238,7 @@ def _commit_sync(db: sqlite3.Connection, journal: Sequence[JournalRow], rows: Ro
             [(j.sequence, j.tx_id, j.text) for j in journal],
         )
         for table, items in rows.items():
-            db.executemany(_UPSERT[table], [(*key, orjson.dumps(doc).decode()) for key, doc in items])
+            db.executemany(_UPSERT[table], _stored_rows(table, items))
         db.executemany(
             "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
             [("head_sequence", head.sequence), ("head_hash", head.hash), ("epoch", head.epoch)],
@@ -210,11 +268,12 @@ def _fetch_all(db: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[
 
 def _replace_derived_sync(db: sqlite3.Connection, tables: dict[str, dict[Key, Doc]]) -> None:
     with write_transaction(db):
-        for table, columns in TABLES.items():
+        for table in TABLES:
+            columns = _stored_columns(table)
             db.execute(f"DELETE FROM {table}")
             db.executemany(
-                f"INSERT INTO {table} VALUES ({', '.join('?' * (len(columns) + 1))})",
-                [(*k, orjson.dumps(v).decode()) for k, v in tables.get(table, {}).items()],
+                f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+                _stored_rows(table, list(tables.get(table, {}).items())),
             )
 
 
@@ -225,8 +284,8 @@ def _replace_derived_from_sync(db: sqlite3.Connection, other: str) -> dict[str, 
     try:
         counts = {}
         with write_transaction(db):
-            for table, columns in TABLES.items():
-                names = ", ".join((*columns, "doc"))
+            for table in TABLES:
+                names = ", ".join(_stored_columns(table))
                 db.execute(f"DELETE FROM main.{table}")
                 db.execute(f"INSERT INTO main.{table} ({names}) SELECT {names} FROM rebuilt.{table}")
                 [(counts[table],)] = _fetch_all(db, f"SELECT count(*) FROM main.{table}", ())
@@ -372,7 +431,7 @@ class SqliteStore(Store):
     async def get(self, table: str, key: Key) -> tuple[Doc | None, int]:
         columns = TABLES[table]
         where = " AND ".join(f"{c} = ?" for c in columns)
-        sql = f"SELECT (SELECT doc FROM {table} WHERE {where}), {HEAD_SQL}"
+        sql = f"SELECT (SELECT {doc_sql(table)} FROM {table} WHERE {where}), {HEAD_SQL}"
         [(doc, head)] = await self._read(sql, list(key))  # a SELECT without FROM returns exactly one row
         return (None if doc is None else orjson.loads(doc)), int(head or 0)
 
@@ -388,14 +447,14 @@ class SqliteStore(Store):
         columns = TABLES[table]
         clauses, params = [f"{c} = ?" for c in equals], list(equals.values())
         for name, value in (doc_equals or {}).items():
-            clauses.append(f"json_extract(doc, '$.{name}') = ?")
+            clauses.append(f"{_member_sql(table, name)} = ?")
             params.append(value)
         if after is not None:
             clauses.append(f"{columns[-1]} > ?")
             params.append(after)
         where = " AND ".join(clauses) or "1"
         sql = (
-            f"SELECT {', '.join(columns)}, doc, {HEAD_SQL} FROM {table} WHERE {where} "
+            f"SELECT {', '.join(columns)}, {doc_sql(table)}, {HEAD_SQL} FROM {table} WHERE {where} "
             f"ORDER BY {', '.join(columns)} LIMIT ?"
         )
         found = await self._read(sql, [*params, limit])
@@ -417,7 +476,7 @@ class SqliteStore(Store):
 
     async def dump(self, table: str) -> dict[Key, Doc]:
         columns = TABLES[table]
-        rows = await self._read(f"SELECT {', '.join(columns)}, doc FROM {table}")
+        rows = await self._read(f"SELECT {', '.join(columns)}, {doc_sql(table)} FROM {table}")
         return {tuple(row[:-1]): orjson.loads(row[-1]) for row in rows}
 
     async def replace_derived(self, tables: dict[str, dict[Key, Doc]]) -> None:
@@ -527,13 +586,14 @@ class SqliteStore(Store):
         columns = TABLES[table]
         clauses, params = _prefix_clauses(columns[0], key_prefix, "?")
         for name, value in (doc_equals or {}).items():
-            clauses.append(f"json_extract(doc, '$.{name}') = ?")
+            clauses.append(f"{_member_sql(table, name)} = ?")
             params.append(value)
         if after is not None:
             clauses.append(f"({', '.join(columns)}) > ({', '.join('?' * len(columns))})")
             params.extend(after)
         sql = (
-            f"SELECT {', '.join(columns)}, doc, {HEAD_SQL} FROM {table} WHERE {' AND '.join(clauses) or '1'} "
+            f"SELECT {', '.join(columns)}, {doc_sql(table)}, {HEAD_SQL} FROM {table} "
+            f"WHERE {' AND '.join(clauses) or '1'} "
             f"ORDER BY {', '.join(columns)} LIMIT ?"
         )
         found = await self._read(sql, [*params, limit])
@@ -554,16 +614,16 @@ class SqliteStore(Store):
         params: list[Any] = [after_sequence]
         for name, value in equals.items():
             require(name in SUMMARY_FILTERS, f"{name} is a transaction index filter")
-            clauses.append(f"json_extract(doc, '$.{name}') = ?")
+            clauses.append(f"{name} = ?")
             params.append(value)
         if time_from is not None:
-            clauses.append("json_extract(doc, '$.committed_at') >= ?")
+            clauses.append("committed_at >= ?")
             params.append(time_from)
         if time_until is not None:
-            clauses.append("json_extract(doc, '$.committed_at') < ?")
+            clauses.append("committed_at < ?")
             params.append(time_until)
         sql = (
-            f"SELECT sequence, doc, {HEAD_SQL} FROM tx_summaries WHERE {' AND '.join(clauses)} "
+            f"SELECT sequence, {doc_sql('tx_summaries')}, {HEAD_SQL} FROM tx_summaries WHERE {' AND '.join(clauses)} "
             "ORDER BY sequence LIMIT ?"
         )
         found = await self._read(sql, [*params, limit])
@@ -578,8 +638,8 @@ class SqliteStore(Store):
 
     async def sequence_at(self, moment: str) -> int:
         sql = (
-            "SELECT sequence FROM tx_summaries WHERE json_extract(doc, '$.committed_at') <= ? "
-            "ORDER BY json_extract(doc, '$.committed_at') DESC, sequence DESC LIMIT 1"
+            "SELECT sequence FROM tx_summaries WHERE committed_at <= ? "
+            "ORDER BY committed_at DESC, sequence DESC LIMIT 1"
         )
         rows = await self._read(sql, [moment])
         return int(rows[0][0]) if rows else 0

@@ -30,6 +30,9 @@ async def test_writer_bench_commits_every_bet_and_reports_cpu_and_bytes_per_bet(
         "tables_equal_rebuild": True,
         "bet_rows": 1100,
     }
+    stored = figures["stored_bytes_per_entry"]  # where the rows went, largest first
+    assert stored["journal"] > 500 and stored["bets"] > 100, stored
+    assert list(stored.values()) == sorted(stored.values(), reverse=True)
 
 
 async def test_writer_bench_verification_catches_a_derived_row_that_differs_from_the_journal(tmp_path: Path) -> None:

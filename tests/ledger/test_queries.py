@@ -11,8 +11,11 @@ from tests.support.clock import FakeClock
 from tests.support.ledger import Api, bet
 
 
-async def _all_pages(api: Api, path: str, member: str, limit: int, pages_max: int = 100) -> list[dict[str, Any]]:
-    """Every item of a listing, following `next_cursor`; checks the Link header on each page."""
+async def _all_pages(
+    api: Api, path: str, member: str, limit: int, pages_max: int = 100, pause_s: float = 0.0
+) -> list[dict[str, Any]]:
+    """Every item of a listing, following `next_cursor`; checks the Link header on each page. With
+    `pause_s`, sleeps that long after each page (writes go on meanwhile)."""
     items: list[dict[str, Any]] = []
     sep = "&" if "?" in path else "?"
     url = f"{path}{sep}limit={limit}"
@@ -27,6 +30,8 @@ async def _all_pages(api: Api, path: str, member: str, limit: int, pages_max: in
             return items
         assert link is not None and link.endswith('>; rel="next"') and page["next_cursor"] in link
         url = link[1 : link.index(">")]
+        if pause_s:
+            await asyncio.sleep(pause_s)
     raise AssertionError("too many pages")
 
 
@@ -261,7 +266,9 @@ async def test_pagination_under_concurrent_bets_skips_and_doubles_nothing(api: A
     task = asyncio.create_task(writer())
     try:
         await asyncio.sleep(0.05)
-        listed = await _all_pages(api, "/admin/v1/transactions", "transactions", 3, pages_max=400)
+        # A pause between pages lets bets commit: without it the listing could reach the head after
+        # only four more (under load, on main too), and the check below was a race.
+        listed = await _all_pages(api, "/admin/v1/transactions", "transactions", 3, pages_max=400, pause_s=0.01)
         accounts = await _all_pages(api, "/admin/v1/accounts", "accounts", 2, pages_max=400)
     finally:
         stop.set()

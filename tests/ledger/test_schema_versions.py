@@ -10,19 +10,29 @@ import os
 import sqlite3
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import orjson
 import pytest
+from prometheus_client import CollectorRegistry
 
+from shared.auth import Principal
 from shared.migrations import Migration, SchemaBehind, SchemaTooNew, plan
 
-from core_ledger.store import Head, JournalRow, SqliteStore, StorageError
+from core_ledger.domain import ADMIN_SCOPE, Command
+from core_ledger.http import money_command
+from core_ledger.journal_checks import rebuild_differences
+from core_ledger.metrics import LedgerMetrics
+from core_ledger.service import LedgerService
+from core_ledger.store import Head, JournalRow, SqliteStore, StorageError, Store
 from core_ledger.store import postgres as pg_module
 from core_ledger.store import sqlite as sqlite_module
+from core_ledger.store.memory import MemoryStore
 from core_ledger.store.postgres import PostgresStore
+from core_ledger.writer import WriterLimits
 from tests.support.ledger import Api
 from tests.support.local_postgres import TEST_LIMITS, PgServer, fresh_schema
 
@@ -393,23 +403,217 @@ class TestTransactionIndexMigration:
         store = SqliteStore(path)
         await store.open()
         try:
-            assert store.schema_plan is not None and (store.schema_plan.stored, store.schema_plan.target) == (2, 4)
+            assert store.schema_plan is not None and (store.schema_plan.stored, store.schema_plan.target) == (2, LATEST)
             assert await store.summaries({"player_id": "p1"}, after_sequence=0, limit=5) == ([], 2)
         finally:
             await store.close()
         db = sqlite3.connect(path)
         try:
-            plan_rows = db.execute(
-                "EXPLAIN QUERY PLAN SELECT sequence, doc FROM tx_summaries "
-                "WHERE sequence > 0 AND json_extract(doc, '$.player_id') = 'p1' "
-                "ORDER BY sequence LIMIT 10"
-            ).fetchall()
             seek = db.execute(
                 "EXPLAIN QUERY PLAN SELECT sequence, doc FROM history WHERE account = 'a' "
                 "AND sequence <= 5 ORDER BY sequence DESC LIMIT 1"
             ).fetchall()
         finally:
             db.close()
-        assert any("tx_summaries_by_player_id" in str(r[-1]) for r in plan_rows), plan_rows
-        assert not any("TEMP B-TREE" in str(r[-1]) for r in plan_rows), plan_rows  # no sort: index order
         assert any("PRIMARY KEY" in str(r[-1]) or "INDEX" in str(r[-1]) for r in seek), seek
+
+
+def summary_doc(n: int) -> dict[str, Any]:
+    """A transaction index row as `summarize` writes it (members of every shape: text and null)."""
+    return {
+        "id": f"b{n}" if n % 5 else None,
+        "type": ("bet", "win", "player_create")[n % 3],
+        "outcome": "rejected" if n % 7 == 0 else "committed",
+        "client_id": f"gs{n % 2}",
+        "via": "edge-1" if n % 2 else None,
+        "committed_at": f"2026-01-01T00:00:{n // 2:02d}.000000Z",
+        "player_id": f"p{n % 4}",
+        "game_id": None if n % 3 == 2 else f"g{n % 2}",
+        "round_id": None if n % 3 == 2 else f"r{n // 6}",
+        "currency": "EUR" if n % 3 != 2 else None,
+    }
+
+
+SUMMARY_QUERIES: list[tuple[dict[str, str], dict[str, Any]]] = [
+    ({}, {}),
+    ({"player_id": "p1"}, {}),
+    ({"round_id": "r2"}, {}),
+    ({"type": "player_create", "outcome": "committed"}, {"time_from": "2026-01-01T00:00:05.000000Z"}),
+    ({"game_id": "g1", "via": "edge-1"}, {}),
+    ({"client_id": "gs0", "currency": "EUR"}, {"time_until": "2026-01-01T00:00:09.000000Z"}),
+    ({"player_id": "p2", "type": "bet"}, {"time_from": "2026-01-01T00:00:03.000000Z"}),
+]
+
+
+async def summary_answers(store: Store) -> list[Any]:
+    """Every page of every query in SUMMARY_QUERIES (pages of 3), and `sequence_at` at a few times."""
+    out: list[Any] = []
+    for equals, times in SUMMARY_QUERIES:
+        after, pages = 0, []
+        while True:
+            rows, _ = await store.summaries(equals, after_sequence=after, limit=3, **times)
+            pages.append(rows)
+            if len(rows) < 3:
+                break
+            after = rows[-1][0]
+        out.append(pages)
+    out.append([await store.sequence_at(f"2026-01-01T00:00:{s:02d}.500000Z") for s in (0, 4, 9, 30)])
+    return out
+
+
+class TestTransactionIndexColumns:
+    """Migration 6: the transaction index as columns with four indexes instead of a JSON document
+    with nine json_extract expression indexes; old stores are rebuilt from their rows."""
+
+    async def test_a_version_4_store_migrates_and_answers_every_query_the_same(self, tmp_path: Path) -> None:
+        path = tmp_path / "ledger.db"
+        journal = [JournalRow(n, f"t{n}", f'{{"sequence":{n}}}') for n in range(1, 41)]
+        docs = [((n,), summary_doc(n)) for n in range(1, 41)]
+        reference = MemoryStore()  # the contract's reference answers
+        await reference.commit(journal, {"tx_summaries": docs}, Head(40, "ab" * 32, 1))
+        expected = await summary_answers(reference)
+        assert all(pages[0] for pages in expected[:-1]) and expected[-1] != [0, 0, 0, 0]  # each query finds rows
+        old = SqliteStore(path, migrations=sqlite_module.MIGRATIONS[:4])
+        await old.open()
+        await old.close()
+        db = sqlite3.connect(path)  # rows as version 4 stored them: one JSON document each
+        try:
+            db.executemany(
+                "INSERT INTO tx_summaries (sequence, doc) VALUES (?, ?)",
+                [(key[0], orjson.dumps(doc).decode()) for key, doc in docs],
+            )
+            db.commit()
+        finally:
+            db.close()
+        store = SqliteStore(path)
+        await store.open()
+        try:
+            assert store.schema_plan is not None and (store.schema_plan.stored, store.schema_plan.target) == (4, LATEST)
+            assert await summary_answers(store) == expected
+            assert await store.dump("tx_summaries") == dict(docs)
+            more = [((n,), summary_doc(n)) for n in range(41, 45)]  # written into the columns from now on
+            await store.commit(
+                journal[:4],  # the fixture stored summaries only: this store's journal is empty
+                {"tx_summaries": more},
+                Head(4, "cd" * 32, 1),
+            )
+            assert await store.dump("tx_summaries") == dict(docs + more)
+        finally:
+            await store.close()
+
+    async def test_the_index_is_columns_with_four_indexes_that_filtered_pages_use(self, tmp_path: Path) -> None:
+        path = tmp_path / "ledger.db"
+        store = SqliteStore(path)
+        await store.open()
+        await store.close()
+        db = sqlite3.connect(path)
+        try:
+            columns = [row[1] for row in db.execute("PRAGMA table_info(tx_summaries)")]
+            indexes = sorted(row[1] for row in db.execute("PRAGMA index_list(tx_summaries)"))
+            plans = {
+                name: db.execute(
+                    f"EXPLAIN QUERY PLAN SELECT sequence FROM tx_summaries WHERE {name} = 'x' AND sequence > 5 "
+                    "ORDER BY sequence LIMIT 10"
+                ).fetchall()
+                for name in ("player_id", "round_id", "type")
+            }
+            at = db.execute(
+                "EXPLAIN QUERY PLAN SELECT sequence FROM tx_summaries WHERE committed_at <= 'x' "
+                "ORDER BY committed_at DESC, sequence DESC LIMIT 1"
+            ).fetchall()
+        finally:
+            db.close()
+        assert columns == ["sequence", *sqlite_module.SUMMARY_MEMBERS] and "doc" not in columns
+        assert indexes == [f"tx_summaries_by_{n}" for n in ("committed_at", "player_id", "round_id", "type")]
+        for name, plan_rows in (*plans.items(), ("committed_at", at)):
+            assert any(f"tx_summaries_by_{name}" in str(r[-1]) for r in plan_rows), plan_rows
+            assert not any("TEMP B-TREE" in str(r[-1]) for r in plan_rows), plan_rows  # no sort: index order
+
+    async def test_postgres_migrates_a_version_4_schema_to_the_four_indexes(self, pg_server: PgServer) -> None:
+        schema = fresh_schema()
+        old = PostgresStore(pg_server.dsn, TEST_LIMITS, schema=schema, migrations=pg_module.MIGRATIONS[:4])
+        await old.open()
+        await old.close()
+
+        async def indexes() -> list[str]:
+            conn = await asyncpg.connect(pg_server.dsn)
+            try:
+                rows = await conn.fetch(
+                    "SELECT indexname FROM pg_indexes WHERE schemaname = $1 AND tablename = 'tx_summaries'", schema
+                )
+            finally:
+                await conn.close()
+            return sorted(str(r[0]) for r in rows if str(r[0]).startswith("tx_summaries_by_"))
+
+        assert len(await indexes()) == 9
+        store = PostgresStore(pg_server.dsn, TEST_LIMITS, schema=schema)
+        await store.open()
+        try:
+            journal = [JournalRow(n, f"t{n}", f'{{"sequence":{n}}}') for n in range(1, 41)]
+            docs = [((n,), summary_doc(n)) for n in range(1, 41)]
+            await store.commit(journal, {"tx_summaries": docs}, Head(40, "ab" * 32, 1))
+            reference = MemoryStore()
+            await reference.commit(journal, {"tx_summaries": docs}, Head(40, "ab" * 32, 1))
+            assert await summary_answers(store) == await summary_answers(reference)
+        finally:
+            await store.close()
+        assert await pg_version(pg_server, schema) == LATEST
+        assert await indexes() == [f"tx_summaries_by_{n}" for n in ("committed_at", "player_id", "round_id", "type")]
+
+    async def test_a_ledger_moved_back_to_version_4_migrates_to_rows_equal_to_a_rebuild(self, tmp_path: Path) -> None:
+        """Real entries (bets, a win, refusals, null members): after the version-4 layout is migrated,
+        the transaction index equals what folding the journal gives."""
+        path = tmp_path / "ledger.db"
+        service = LedgerService(
+            SqliteStore(path),
+            WriterLimits(),
+            clock=lambda: datetime.now(UTC),
+            metrics=LedgerMetrics(CollectorRegistry()),
+        )
+        await service.start()
+        edge, cashier = Principal("edge-1", "edge"), Principal("cashier", "cashier")
+        try:
+            await service.submit(
+                [Command("player_create", {"player_id": "p1", "currencies": ["EUR"]}, "admin", (ADMIN_SCOPE, "p1"))]
+            )
+            deposit = {"id": "d1", "player_id": "p1", "currency": "EUR", "amount_minor": 500}
+            bets = [
+                {
+                    "id": f"b{n}",
+                    "player_id": "p1",
+                    "currency": "EUR",
+                    "amount_minor": 200,
+                    "round_id": "r1",
+                    "game_id": "g",
+                }
+                for n in range(4)  # the third is refused for funds (journaled), the fourth too
+            ]
+            win = {"id": "w1", "player_id": "p1", "currency": "EUR", "amount_minor": 50, "round_id": "r1"}
+            await service.submit([money_command("deposit", deposit, cashier)])
+            await service.submit([money_command("bet", b, edge) for b in bets] + [money_command("win", win, edge)])
+            expected = await service.store.dump("tx_summaries")
+        finally:
+            await service.stop()
+        assert {d["outcome"] for d in expected.values()} == {"committed", "rejected"}
+        assert any(d["via"] is None for d in expected.values()) and any(d["game_id"] is None for d in expected.values())
+        db = sqlite3.connect(path)  # the table as version 4 held it: documents and nine expression indexes
+        try:
+            members = ", ".join(f"'{m}', {m}" for m in sqlite_module.SUMMARY_MEMBERS)
+            db.executescript(
+                "BEGIN;"
+                f"CREATE TABLE v4 AS SELECT sequence, json_object({members}) AS doc FROM tx_summaries;"
+                "DROP TABLE tx_summaries;"
+                + ";".join(s for s in sqlite_module.MIGRATIONS[3].statements)
+                + "; INSERT INTO tx_summaries (sequence, doc) SELECT sequence, doc FROM v4; DROP TABLE v4;"
+                "PRAGMA user_version = 4; COMMIT;"
+            )
+        finally:
+            db.close()
+        store = SqliteStore(path)
+        await store.open()
+        try:
+            assert store.schema_plan is not None and store.schema_plan.stored == 4
+            assert await store.dump("tx_summaries") == expected
+            assert await rebuild_differences(store) == []
+        finally:
+            await store.close()
