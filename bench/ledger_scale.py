@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common import load_average, run_wrk
+from common import load_average, process_cpu_s, run_wrk
 from core_ledger.journal_checks import replay_journal
 from core_ledger.store import Store
 from core_ledger.store.sqlite import SqliteStore
@@ -276,8 +276,10 @@ async def measure(size: int, opts: Options) -> dict[str, Any]:
 
         warm = await asyncio.to_thread(wrk, "warm", opts.warmup_seconds)
         before = await settled_head(cluster)
+        cpu_before = process_cpu_s(proc.pid)
         result = await asyncio.to_thread(wrk, "run", opts.seconds)
         after = await settled_head(cluster)
+        cpu_s = process_cpu_s(proc.pid) - cpu_before
         rss_after_run = rss_kib(proc.pid)
         started = time.perf_counter()
         audit = await admin_call(cluster, "POST", "/admin/v1/audit/verify")
@@ -317,6 +319,8 @@ async def measure(size: int, opts: Options) -> dict[str, Any]:
             for k, v in result.figures().items()
             if k in ("ok_per_s", "p50_ms", "p99_ms", "max_ms", "requests", "non_2xx", "first_error")
         },
+        # Steadier than bets/s on a shared machine: others' work slows the ledger, not its CPU per bet.
+        "cpu_ms_per_bet": round(1000 * cpu_s / committed, 3) if committed else None,
         "verify_http_s": round(verify_http_s, 2),
         "verify_offline": verify,
         "rebuild_offline": rebuild,
@@ -331,6 +335,7 @@ async def measure(size: int, opts: Options) -> dict[str, Any]:
     }
     print(
         f"  {figures['ok_per_s']:,.1f} bets/s  p50 {figures['p50_ms']} ms  p99 {figures['p99_ms']} ms  "
+        f"CPU {figures['cpu_ms_per_bet']} ms/bet  "
         f"start-up {figures['startup_s']} s  RSS {figures['rss_after_start_kib']:,} -> "
         f"{figures['rss_after_run_kib']:,} KiB  verify {figures['verify_http_s']} s (http), "
         f"{verify['s']} s (offline)  rebuild {rebuild['s']} s  chain {'ok' if chain_ok else 'BROKEN'}  "
@@ -353,6 +358,8 @@ def summarize(by_size: dict[int, dict[str, Any]], opts: Options, load_before: fl
         p = round(figures["p99_ms"] / empty["p99_ms"], 3) if empty["p99_ms"] else None
         out[f"throughput_ratio_{label}_vs_empty"] = t
         out[f"p99_ratio_{label}_vs_empty"] = p
+        c, c0 = figures["cpu_ms_per_bet"], empty["cpu_ms_per_bet"]
+        out[f"cpu_per_bet_ratio_{label}_vs_empty"] = round(c / c0, 3) if c and c0 else None
         met[label] = (
             t is not None and t >= TARGETS["throughput_ratio_min"] and p is not None and p <= TARGETS["p99_ratio_max"]
         )
