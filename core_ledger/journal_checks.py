@@ -26,7 +26,11 @@ from core_ledger.replica_apply import command_of
 from core_ledger.store import Head, JournalRow, Store
 
 JOURNAL_PAGE = 1000  # rows per query when streaming, verifying or rebuilding
-REBUILD_ROWS_CACHED = 200_000  # rows a replay keeps in memory between pages (dropped beyond)
+REBUILD_ROWS_CACHED = 200_000  # rows a replay keeps in memory between commits (dropped beyond)
+# Entries per commit of a replay: a commit per page of 1,000 paid an fsync and rewrote the hot index
+# pages (the system accounts' history, the summaries' indexes) a thousand times per million entries.
+REPLAY_COMMIT_ENTRIES = 20_000
+REBUILD_CACHE_MIB = 256  # page cache of the scratch file a rebuild replays into (see `croupier ledger rebuild`)
 
 
 @dataclass(frozen=True)
@@ -71,31 +75,43 @@ async def verify_store(
     return check.report()
 
 
-async def replay_journal(source: Store, target: Store, *, rows_cached: int = REBUILD_ROWS_CACHED) -> Head:
-    """Apply `source`'s journal to the empty `target`, one commit per page, with the live `evolve`:
-    `target`'s derived tables are then the rebuild. Memory: a page and at most about
-    `rows_cached` rows, however long the journal. The head replayed."""
+async def replay_journal(
+    source: Store, target: Store, *, rows_cached: int = REBUILD_ROWS_CACHED, commit_entries: int = REPLAY_COMMIT_ENTRIES
+) -> Head:
+    """Apply `source`'s journal to the empty `target`, page by page, with the live `evolve`, one
+    commit per `commit_entries` entries or so: `target`'s derived tables are then the rebuild.
+    Memory: `commit_entries` entries and at most about `rows_cached` rows, however long the
+    journal. The head replayed."""
     overlay, head, after = Overlay(target), Head(), 0
+    journal: list[JournalRow] = []
     while True:
         rows = await source.journal(after, JOURNAL_PAGE)
+        if rows:
+            entries = [orjson.loads(text) for _, text in rows]
+            commands = [command_of(e) for e in entries]
+            await overlay.load(commands)  # most rows of the page, a few queries
+            for entry, command in zip(entries, commands, strict=True):
+                # Rows named only once an earlier entry of the page is applied (a bonus granted,
+                # then claimed): loaded now, from what this replay already holds. No query when all
+                # are known.
+                await overlay.load([command])
+                evolve(overlay.rows, entry)
+            last = entries[-1]
+            head = Head(last["sequence"], last["hash"], last["epoch"])
+            journal += [
+                JournalRow(seq, e["transaction"]["id"], text) for (seq, text), e in zip(rows, entries, strict=True)
+            ]
+            after = rows[-1][0]
+        if journal and (len(journal) >= commit_entries or not rows):
+            # Rows changed since the last commit stay in the overlay until this one: what a load
+            # above found there was ahead of the target, never behind it.
+            await target.commit(journal, overlay.rows.take_dirty(), head)
+            journal = []
+            overlay.rows.forget_entries(head.sequence)
+            if overlay.rows.size() > rows_cached:
+                overlay.restart()
         if not rows:
             return head
-        entries = [orjson.loads(text) for _, text in rows]
-        commands = [command_of(e) for e in entries]
-        await overlay.load(commands)  # most rows of the page, a few queries
-        for entry, command in zip(entries, commands, strict=True):
-            # Rows named only once an earlier entry of the page is applied (a bonus granted, then
-            # claimed): loaded now, from what this replay already wrote. No query when all are known.
-            await overlay.load([command])
-            evolve(overlay.rows, entry)
-        last = entries[-1]
-        head = Head(last["sequence"], last["hash"], last["epoch"])
-        journal = [JournalRow(seq, e["transaction"]["id"], text) for (seq, text), e in zip(rows, entries, strict=True)]
-        await target.commit(journal, overlay.rows.take_dirty(), head)
-        overlay.rows.forget_entries(head.sequence)
-        if overlay.rows.size() > rows_cached:
-            overlay.restart()
-        after = rows[-1][0]
 
 
 async def rebuild_state(store: Store) -> State:
