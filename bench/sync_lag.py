@@ -7,7 +7,14 @@ fixed rate (open loop), spread round-robin over the edges: each bet is one jackp
 that the two other edges apply. With `--updates sessions` each update is a game-state save
 (`PUT /v1/players/{player}/session/{game}`) instead: a CRDT update that does not go through the
 ledger, so the rate measures sync alone (2,000 updates/s across three edges is the scale target),
-and convergence means every edge shows the same game states of every player. Phases:
+and convergence means every edge shows the same game states of every player.
+
+Sending 2,000 HTTP requests/s takes more than one client process (`--generators`, 3 by default,
+share one schedule), and more than this 2-core machine serves while it also runs three edges, a
+ledger and the proxies: the generators then fall behind (`late`) and measure themselves. With
+`--drive in-process` each edge writes the sessions into itself instead (bench/edge_driver.py: the
+edge's own `put_session`, everything after the HTTP parsing), so the rate is kept and the lag
+measured is the sync path's: store, push, proxies, admission, apply. Phases:
 
   steady     `--seconds` at `--rate` bets/s: p50/p99 from the edges' lag histograms (delta of
              the buckets over the phase, interpolated like Prometheus' histogram_quantile)
@@ -19,6 +26,7 @@ convergence within 2 s of healing. Ends with one JSON line.
 
     .venv/bin/python bench/sync_lag.py [--rate 500] [--seconds 20] [--partition-seconds 30]
     .venv/bin/python bench/sync_lag.py --updates sessions --rate 2000 --partition-seconds 30
+    .venv/bin/python bench/sync_lag.py --updates sessions --drive in-process --rate 2000 --partition-seconds 30
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from shared.metrics import histogram_quantile
 
 from harness.cluster import JACKPOT_GAMES, JACKPOT_ID, Cluster
+from harness.launcher import ServiceProcess, serve_command
 from ledger_throughput import seed_players
 
 TARGETS = {"p99_ms_max": 100.0, "converge_s_max": 2.0}
@@ -46,8 +55,12 @@ SESSION_TARGETS = {"p99_ms_max": 50.0, "converge_s_max": 2.0}
 SESSION_GAMES = 7  # games per player in sessions mode
 CONCURRENCY_MAX = 256  # bets in flight from the generator
 POLL_S = 0.05
+POLL_CONCURRENCY = 32  # session reads in flight while polling for convergence
 CONVERGE_TIMEOUT_S = 60.0
 Generators = list[asyncio.subprocess.Process]
+EDGE_DRIVER = Path(__file__).resolve().with_name("edge_driver.py")
+DRIVE_LEAD_S = 0.5  # the edges read the plan before its start
+DRIVE_GRACE_S = 120.0  # a phase's counts are due this long after its end at the latest
 
 
 # --- the load generator (a child process, so the proxies' event loop is not starved) -----------
@@ -148,6 +161,57 @@ async def generator_counts(procs: Generators) -> dict[str, int]:
     return total
 
 
+async def run_load(cluster: Cluster, a: argparse.Namespace, seconds: float, prefix: str) -> dict[str, int]:
+    if a.drive == "http":
+        return await generator_counts(await run_generator(cluster, a, seconds, prefix))
+    return await drive_in_process(cluster, a, seconds, prefix)
+
+
+# --- the in-process load (bench/edge_driver.py: each edge writes sessions into itself) -----------
+
+
+class DrivenCluster(Cluster):
+    """Edges run as bench/edge_driver.py: `croupier edge serve` plus the session writer."""
+
+    async def start_service(self, name: str, *, ready: bool = True) -> None:
+        svc = self.services[name]
+        if svc.kind != "edge":
+            return await super().start_service(name, ready=ready)
+        assert not svc.running, f"{name} already running"
+        command = serve_command(svc.kind, svc.config_path, *svc.args, program=(sys.executable, str(EDGE_DRIVER)))
+        svc.process = ServiceProcess(name, command, log_path=svc.log_path, cwd=self.root).start()
+        await self.wait_ready(name, path="/readyz" if ready else "/healthz")
+        return None
+
+
+async def drive_in_process(cluster: Cluster, a: argparse.Namespace, seconds: float, phase: str) -> dict[str, int]:
+    """Hand the edges a phase of the schedule (load.json) and sum the counts they report."""
+    edges = list(cluster.edge_ids)
+    plan = {
+        "phase": phase,
+        "start_at": time.time() + DRIVE_LEAD_S,
+        "seconds": seconds,
+        "rate": a.rate,
+        "players": a.players,
+        "edges": edges,
+    }
+    control = cluster.root / "load.json"
+    tmp = control.with_name("load.json.tmp")
+    tmp.write_text(json.dumps(plan))
+    tmp.replace(control)
+    results = [cluster.root / f"load-{phase}-{edge}.json" for edge in edges]
+    deadline = time.monotonic() + DRIVE_LEAD_S + seconds + DRIVE_GRACE_S
+    while not all(r.exists() for r in results):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the edges did not finish phase {phase}")
+        await asyncio.sleep(POLL_S)
+    total: dict[str, int] = {}
+    for r in results:
+        for key, n in json.loads(r.read_text()).items():
+            total[key] = total.get(key, 0) + n
+    return total
+
+
 # --- measurements -------------------------------------------------------------------------------
 
 
@@ -183,17 +247,22 @@ async def displays(cluster: Cluster, http: aiohttp.ClientSession) -> tuple[int, 
 
 
 async def sessions_shown(cluster: Cluster, http: aiohttp.ClientSession, players: int) -> dict[str, list[Any]]:
-    """Per edge, every player's game states (state and writer), as the edge serves them."""
+    """Per edge, every player's game states (state and writer), as the edge serves them. The
+    requests run concurrently (POLL_CONCURRENCY): one poll reads players x edges sessions, and a
+    slow poll would add its own length to the convergence it measures."""
+    slots = asyncio.Semaphore(POLL_CONCURRENCY)
+
+    async def games(edge: str, p: int) -> dict[str, Any]:
+        async with (
+            slots,
+            http.get(f"{cluster.url(edge)}/v1/players/bench-p{p}/session", headers=cluster.headers("game_server")) as r,
+        ):
+            body = await r.json()
+        return {g: (v["state"], v["edge"]) for g, v in body.get("games", {}).items()}
+
     shown: dict[str, list[Any]] = {}
     for edge in cluster.edge_ids:
-        games = []
-        for p in range(players):
-            async with http.get(
-                f"{cluster.url(edge)}/v1/players/bench-p{p}/session", headers=cluster.headers("game_server")
-            ) as r:
-                body = await r.json()
-            games.append({g: (v["state"], v["edge"]) for g, v in body.get("games", {}).items()})
-        shown[edge] = games
+        shown[edge] = list(await asyncio.gather(*(games(edge, p) for p in range(players))))
     return shown
 
 
@@ -216,20 +285,19 @@ async def time_to_converge(cluster: Cluster, http: aiohttp.ClientSession, since:
 async def run(a: argparse.Namespace, root: Path) -> dict[str, Any]:
     targets = SESSION_TARGETS if a.updates == "sessions" else TARGETS
     sessions_of = a.players if a.updates == "sessions" else 0
-    cluster = Cluster(root, proxied=True, seed=1, log_level="warning")
+    cluster = (DrivenCluster if a.drive == "in-process" else Cluster)(root, proxied=True, seed=1, log_level="warning")
     try:
         await cluster.start()
         await seed_players(cluster, a.players)
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
-            await generator_counts(await run_generator(cluster, a, 2.0, "warm"))
+            await run_load(cluster, a, 2.0, "warm")
             await time_to_converge(cluster, http, time.monotonic())
             before = await lag_buckets(cluster, http)
-            steady = await generator_counts(await run_generator(cluster, a, a.seconds, "steady"))
+            steady = await run_load(cluster, a, a.seconds, "steady")
             await time_to_converge(cluster, http, time.monotonic())
             after = await lag_buckets(cluster, http)
             cluster.partition("apac")
-            gen = await run_generator(cluster, a, a.partition_seconds, "cut")
-            cut = await generator_counts(gen)
+            cut = await run_load(cluster, a, a.partition_seconds, "cut")
             _, during = await displays(cluster, http)
             healed_at = time.monotonic()
             cluster.heal()
@@ -262,6 +330,7 @@ async def run(a: argparse.Namespace, root: Path) -> dict[str, Any]:
             "partition_seconds": a.partition_seconds,
             "players": a.players,
             "generators": a.generators,
+            "drive": a.drive,
         },
     }
 
@@ -291,6 +360,13 @@ def main() -> None:
     parser.add_argument("--partition-seconds", type=float, default=30.0, help="partition length (1..600)")
     parser.add_argument("--players", type=int, default=200, help="funded players (1..100000)")
     parser.add_argument(
+        "--drive",
+        choices=("http", "in-process"),
+        default="http",
+        help="sessions: sent over HTTP by generator processes, or written by each edge into itself "
+        "(bench/edge_driver.py)",
+    )
+    parser.add_argument(
         "--generators", type=int, default=3, help="load generator processes sharing the schedule (1..16)"
     )
     parser.add_argument(
@@ -308,6 +384,8 @@ def main() -> None:
         and 1 <= a.generators <= 16
     ):
         parser.error("an argument is out of its bounds")
+    if a.drive == "in-process" and a.updates != "sessions":
+        parser.error("--drive in-process writes sessions: use it with --updates sessions")
     root = Path(tempfile.mkdtemp(prefix="croupier-sync-bench-"))
     summary = asyncio.run(run(a, root))
     targets = summary["targets"]
