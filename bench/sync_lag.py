@@ -46,6 +46,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from shared.metrics import histogram_quantile
 
+from common import process_cpu_s
 from harness.cluster import JACKPOT_GAMES, JACKPOT_ID, Cluster
 from harness.launcher import ServiceProcess, serve_command
 from ledger_throughput import seed_players
@@ -215,6 +216,17 @@ async def drive_in_process(cluster: Cluster, a: argparse.Namespace, seconds: flo
 # --- measurements -------------------------------------------------------------------------------
 
 
+def edges_cpu_s(cluster: Cluster) -> float:
+    """CPU seconds the edge processes used so far, together (steadier than wall time on a shared
+    machine: others' work slows the edges down but does not add to their CPU time)."""
+    total = 0.0
+    for edge in cluster.edge_ids:
+        proc = cluster.services[edge].proc
+        assert proc is not None
+        total += process_cpu_s(proc.pid)
+    return total
+
+
 async def lag_buckets(cluster: Cluster, http: aiohttp.ClientSession) -> dict[float, float]:
     """Cumulative bucket counts of edge_sync_lag_seconds summed over every edge and origin."""
     total: dict[float, float] = {}
@@ -293,8 +305,10 @@ async def run(a: argparse.Namespace, root: Path) -> dict[str, Any]:
             await run_load(cluster, a, 2.0, "warm")
             await time_to_converge(cluster, http, time.monotonic())
             before = await lag_buckets(cluster, http)
+            cpu_before = edges_cpu_s(cluster)
             steady = await run_load(cluster, a, a.seconds, "steady")
             await time_to_converge(cluster, http, time.monotonic())
+            cpu_s = edges_cpu_s(cluster) - cpu_before
             after = await lag_buckets(cluster, http)
             cluster.partition("apac")
             cut = await run_load(cluster, a, a.partition_seconds, "cut")
@@ -306,6 +320,8 @@ async def run(a: argparse.Namespace, root: Path) -> dict[str, Any]:
         await cluster.stop()
     p50, p99 = quantile(0.5, before, after), quantile(0.99, before, after)
     samples = after.get(float("inf"), 0.0) - before.get(float("inf"), 0.0)
+    # Each update written once and applied by the other edges: CPU per update handled, machine-wide.
+    handled = steady.get("ok", 0) * len(cluster.edge_ids)
     met = {
         "p99": p99 is not None and p99 * 1000 <= targets["p99_ms_max"],
         "converge": converge_s <= targets["converge_s_max"],
@@ -318,6 +334,8 @@ async def run(a: argparse.Namespace, root: Path) -> dict[str, Any]:
         "p50_ms": round(p50 * 1000, 2) if p50 is not None else None,
         "p99_ms": round(p99 * 1000, 2) if p99 is not None else None,
         "lag_samples": int(samples),
+        "edges_cpu_s": round(cpu_s, 2),
+        "edge_cpu_ms_per_update_handled": round(1000 * cpu_s / handled, 3) if handled else None,
         "converge_after_heal_s": round(converge_s, 3),
         "targets": targets,
         "targets_met": met,
