@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from common import load_average, process_cpu_s, run_wrk
-from core_ledger.journal_checks import replay_journal
+from core_ledger.journal_checks import REBUILD_CACHE_MIB, replay_journal
 from core_ledger.store import Store
 from core_ledger.store.sqlite import SqliteStore
 from harness.cluster import JACKPOT_GAMES, JACKPOT_ID, Cluster, Service
@@ -109,7 +109,7 @@ def new_store(opts: Options, db_path: Path, schema: str, *, cache_mib: int | Non
 
 async def replay_time(source: Store, scratch: Path) -> dict[str, Any]:
     """The bounded-memory rebuild (what `croupier ledger rebuild` runs), timed, into a scratch file."""
-    target = SqliteStore(scratch)
+    target = SqliteStore(scratch, cache_mib=REBUILD_CACHE_MIB)
     started = time.perf_counter()
     try:
         await target.open()
