@@ -1,11 +1,12 @@
 """Ledger at scale: single bets over HTTP against an empty journal and against 1M and 10M entries.
 
-For each size the ledger's database is seeded FAST through the store, not over HTTP, with the
-code the writer uses: an in-process `LedgerService` (decide, evolve, seal, group commit) takes the
-commands in big groups (`--seed-group` commands per commit), so every seeded entry is a real,
-sealed, chained entry and the chain verifies. A size of N entries holds min(--players, N/2)
-players (each created and funded: two entries); the rest are bets over those players in rounds
-of four, each round closed by a win. The empty size holds only the players the load needs.
+For each size the ledger's database is seeded FAST straight into the store, not over HTTP and not
+through the writer: harness/journal_seed.py folds the commands with the writer's own domain code
+(decide, seal, evolve) and commits `--seed-group` entries per `Store.commit`, so every seeded
+entry is a real, sealed, chained entry and the chain verifies. A size of N entries holds
+min(--players, N/2) players (each created and funded: two entries); the rest are bets, player
+after player, in rounds of four, each round closed by a win. The empty size holds only the
+players the load needs.
 
 Then the ledger is started as a process (`harness/cluster.py`) and measured as in
 `bench/ledger_throughput.py` (wrk, `bench/wrk/bets.lua`, a fresh id per request, warm-up first).
@@ -44,40 +45,34 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry
-
-from common import load_average, run_wrk
-from core_ledger.domain import ADMIN_SCOPE, Command
-from core_ledger.journal_checks import replay_journal
-from core_ledger.metrics import LedgerMetrics
-from core_ledger.service import LedgerService
+from common import load_average, process_cpu_s, run_wrk
+from core_ledger.journal_checks import REBUILD_CACHE_MIB, replay_journal
 from core_ledger.store import Store
 from core_ledger.store.sqlite import SqliteStore
-from core_ledger.writer import WriterLimits
 from harness.cluster import JACKPOT_GAMES, JACKPOT_ID, Cluster, Service
+from harness.journal_seed import SeedPlan, seed_commands, seed_store
 from harness.launcher import ServiceConfig
 from ledger_throughput import BET_MINOR, BETS_SCRIPT, CURRENCY, DEPOSIT_MINOR, GAME_IDS, admin_call, settled_head
 
 DEFAULT_SIZES = (0, 1_000_000, 10_000_000)
 EMPTY_PLAYERS = 1000  # players of the empty size: what the load needs
-BETS_PER_ROUND = 4  # then a win closes the round
-SEED_PRINCIPAL = "edge-dev"  # an edge credential of every cluster (the cluster's `edge` token)
-ADMIN_PRINCIPAL = "admin_write"
-SEED_GROUPS_IN_FLIGHT = 2  # one committing, one judged behind it (the writer's pipeline)
+SEED_CACHE_MIB = 1024  # the seeding connection's page cache: its inserts land all over big indexes
 PROGRESS_EVERY_S = 10.0
 TARGETS = {"throughput_ratio_min": 0.85, "p99_ratio_max": 1.25}
 TOOL_TIMEOUT_S = 3600.0
-# `python -m croupier ...` that also prints its own peak RSS (KiB) on stderr when it exits.
+# `python -m croupier ...` that also prints its own peak RSS (KiB) on stderr when it exits: VmHWM of
+# its own memory, not `ru_maxrss`, which Linux carries over fork and exec from the parent (this
+# benchmark, holding its seeding cache: every tool then "peaked" at the benchmark's size).
 PEAK_RSS_WRAPPER = (
-    "import atexit, resource, runpy, sys\n"
-    "atexit.register(lambda: print('PEAK_RSS_KIB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "
-    "file=sys.stderr))\n"
+    "import atexit, pathlib, runpy, sys\n"
+    "def peak():\n"
+    "    status = pathlib.Path('/proc/self/status').read_text().splitlines()\n"
+    "    return next(line.split()[1] for line in status if line.startswith('VmHWM:'))\n"
+    "atexit.register(lambda: print('PEAK_RSS_KIB', peak(), file=sys.stderr))\n"
     "sys.argv = ['croupier', *sys.argv[1:]]\n"
     "runpy.run_module('croupier', run_name='__main__')\n"
 )
@@ -108,9 +103,9 @@ class ScaleCluster(Cluster):
         return ServiceConfig(config.kind, {**config.settings, **self.ledger_extra}, config.tokens)
 
 
-def new_store(opts: Options, db_path: Path, schema: str) -> Store:
+def new_store(opts: Options, db_path: Path, schema: str, *, cache_mib: int | None = None) -> Store:
     if opts.postgres_dsn_file is None:
-        return SqliteStore(db_path)
+        return SqliteStore(db_path) if cache_mib is None else SqliteStore(db_path, cache_mib=cache_mib)
     from core_ledger.store.postgres import PostgresLimits, PostgresStore
 
     return PostgresStore(opts.postgres_dsn_file.read_text().strip(), PostgresLimits(), schema=schema)
@@ -118,7 +113,7 @@ def new_store(opts: Options, db_path: Path, schema: str) -> Store:
 
 async def replay_time(source: Store, scratch: Path) -> dict[str, Any]:
     """The bounded-memory rebuild (what `croupier ledger rebuild` runs), timed, into a scratch file."""
-    target = SqliteStore(scratch)
+    target = SqliteStore(scratch, cache_mib=REBUILD_CACHE_MIB)
     started = time.perf_counter()
     try:
         await target.open()
@@ -149,121 +144,41 @@ def players_for(size: int, players: int) -> int:
 # --- seeding --------------------------------------------------------------------------------
 
 
-def seed_commands(size: int, players: int) -> Iterator[Command]:
-    """What a size holds, as the HTTP layer would build it: the jackpot, `players` players created
-    and funded, then bets (rounds of BETS_PER_ROUND, each closed by a win) up to `size` entries."""
-    yield Command(
-        "jackpot_create",
-        {
-            "jackpot_id": JACKPOT_ID,
-            "currency": CURRENCY,
-            "seed_minor": 100_000,
-            "contribution_ppm": 10_000,
-            "game_ids": list(JACKPOT_GAMES),
-        },
-        ADMIN_PRINCIPAL,
-        (ADMIN_SCOPE, f"jackpot:{JACKPOT_ID}"),
+def seed_plan(size: int, players: int) -> SeedPlan:
+    return SeedPlan(
+        size=size,
+        players=players,
+        currency=CURRENCY,
+        deposit_minor=DEPOSIT_MINOR,
+        bet_minor=BET_MINOR,
+        game_ids=GAME_IDS,
+        jackpot_id=JACKPOT_ID,
+        jackpot_games=JACKPOT_GAMES,
     )
-    for i in range(players):
-        pid = f"bench-p{i}"  # the naming bets.lua uses
-        yield Command(
-            "player_create",
-            {"player_id": pid, "currencies": [CURRENCY]},
-            ADMIN_PRINCIPAL,
-            (ADMIN_SCOPE, f"player:{pid}"),
-        )
-        yield Command(
-            "deposit",
-            {"id": f"bench-dep-{pid}", "player_id": pid, "currency": CURRENCY, "amount_minor": DEPOSIT_MINOR},
-            "cashier",
-            ("cashier", f"bench-dep-{pid}"),
-        )
-    left = size - 1 - 2 * players
-    n = 0
-    while n < left:
-        player, turn = n % players, n // players  # every player in turn: rounds stay small
-        pid = f"bench-p{player}"
-        rnd, step = divmod(turn, BETS_PER_ROUND + 1)
-        round_id = f"seed-p{player}-r{rnd}"
-        if step < BETS_PER_ROUND:
-            tx_id = f"seed-bet-{n}"
-            yield Command(
-                "bet",
-                {
-                    "id": tx_id,
-                    "player_id": pid,
-                    "currency": CURRENCY,
-                    "amount_minor": BET_MINOR,
-                    "round_id": round_id,
-                    "game_id": GAME_IDS[(player + rnd) % len(GAME_IDS)],
-                },
-                SEED_PRINCIPAL,
-                (SEED_PRINCIPAL, tx_id),
-                SEED_PRINCIPAL,
-            )
-        else:
-            tx_id = f"seed-win-{n}"
-            yield Command(
-                "win",
-                {
-                    "id": tx_id,
-                    "player_id": pid,
-                    "currency": CURRENCY,
-                    "amount_minor": BET_MINOR,
-                    "round_id": round_id,
-                    "close_round": True,
-                },
-                SEED_PRINCIPAL,
-                (SEED_PRINCIPAL, tx_id),
-                SEED_PRINCIPAL,
-            )
-        n += 1
 
 
-async def seed_store(store: Store, db_path: Path, size: int, players: int, group: int) -> dict[str, Any]:
-    """Journal the seed commands through an in-process writer, `group` commands per commit."""
-    limits = WriterLimits(commit_batch_max=group, queue_depth_max=SEED_GROUPS_IN_FLIGHT * 2 + 2)
-    service = LedgerService(store, limits, clock=lambda: datetime.now(UTC), metrics=LedgerMetrics(CollectorRegistry()))
+async def seed(store: Store, db_path: Path, size: int, players: int, group: int) -> dict[str, Any]:
+    """Journal the seed plan straight into the store (harness/journal_seed.py), `group` entries
+    per commit."""
     started = time.perf_counter()
-    await service.start()
-    refused: dict[str, int] = {}
-    done, last_print = 0, started
-    in_flight: set[asyncio.Task[list[Any]]] = set()
+    last_print = [started]
 
-    def tally(task: asyncio.Task[list[Any]]) -> None:
-        for result in task.result():
-            if not isinstance(result, tuple) or result[0] not in (200, 201):
-                code = getattr(result, "code", None) or str(result[1].get("code") if isinstance(result, tuple) else "?")
-                refused[code] = refused.get(code, 0) + 1
+    def progress(done: int, seconds: float) -> None:
+        if time.perf_counter() - last_print[0] > PROGRESS_EVERY_S:
+            print(f"  seeded {done:,} of {size:,} entries ({done / seconds:,.0f}/s)", flush=True)
+            last_print[0] = time.perf_counter()
 
+    await store.open()
     try:
-        commands = seed_commands(size, players)
-        while True:
-            chunk = [c for _, c in zip(range(group), commands, strict=False)]
-            if not chunk:
-                break
-            task = asyncio.create_task(service.submit(chunk))
-            task.add_done_callback(tally)
-            in_flight.add(task)
-            task.add_done_callback(in_flight.discard)
-            if len(in_flight) >= SEED_GROUPS_IN_FLIGHT:
-                await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
-            done += len(chunk)
-            now = time.perf_counter()
-            if now - last_print > PROGRESS_EVERY_S:
-                print(f"  seeded {done:,} of {size:,} entries ({done / (now - started):,.0f}/s)", flush=True)
-                last_print = now
-        if in_flight:
-            await asyncio.wait(in_flight)
-        head = service.head.sequence
+        head = await seed_store(store, seed_commands(seed_plan(size, players)), group_entries=group, progress=progress)
     finally:
-        await service.stop()
+        await store.close()
     seconds = time.perf_counter() - started
     return {
         "seed_s": round(seconds, 1),
-        "seeded_entries": head,
-        "seed_entries_per_s": round(head / seconds),
-        "seed_refused": refused,
+        "seeded_entries": head.sequence,
+        "seed_entries_per_s": round(head.sequence / seconds),
+        "seed_refused": {},
         "db_bytes": db_bytes(db_path) if isinstance(store, SqliteStore) else None,
     }
 
@@ -333,8 +248,8 @@ async def measure(size: int, opts: Options) -> dict[str, Any]:
         await cluster.start()  # lays out configs and tokens, creates the database
         await cluster.stop_service("ledger")
         db_path = cluster.root / "ledger-data" / "ledger.db"
-        store = new_store(opts, db_path, schema)
-        seeded = await seed_store(store, db_path, max(size, 1 + 2 * players), players, opts.seed_group)
+        store = new_store(opts, db_path, schema, cache_mib=SEED_CACHE_MIB)
+        seeded = await seed(store, db_path, max(size, 1 + 2 * players), players, opts.seed_group)
         print(
             f"  seeded {seeded['seeded_entries']:,} entries in {seeded['seed_s']} s "
             f"({seeded['seed_entries_per_s']:,}/s)"
@@ -365,8 +280,10 @@ async def measure(size: int, opts: Options) -> dict[str, Any]:
 
         warm = await asyncio.to_thread(wrk, "warm", opts.warmup_seconds)
         before = await settled_head(cluster)
+        cpu_before = process_cpu_s(proc.pid)
         result = await asyncio.to_thread(wrk, "run", opts.seconds)
         after = await settled_head(cluster)
+        cpu_s = process_cpu_s(proc.pid) - cpu_before
         rss_after_run = rss_kib(proc.pid)
         started = time.perf_counter()
         audit = await admin_call(cluster, "POST", "/admin/v1/audit/verify")
@@ -406,6 +323,8 @@ async def measure(size: int, opts: Options) -> dict[str, Any]:
             for k, v in result.figures().items()
             if k in ("ok_per_s", "p50_ms", "p99_ms", "max_ms", "requests", "non_2xx", "first_error")
         },
+        # Steadier than bets/s on a shared machine: others' work slows the ledger, not its CPU per bet.
+        "cpu_ms_per_bet": round(1000 * cpu_s / committed, 3) if committed else None,
         "verify_http_s": round(verify_http_s, 2),
         "verify_offline": verify,
         "rebuild_offline": rebuild,
@@ -420,6 +339,7 @@ async def measure(size: int, opts: Options) -> dict[str, Any]:
     }
     print(
         f"  {figures['ok_per_s']:,.1f} bets/s  p50 {figures['p50_ms']} ms  p99 {figures['p99_ms']} ms  "
+        f"CPU {figures['cpu_ms_per_bet']} ms/bet  "
         f"start-up {figures['startup_s']} s  RSS {figures['rss_after_start_kib']:,} -> "
         f"{figures['rss_after_run_kib']:,} KiB  verify {figures['verify_http_s']} s (http), "
         f"{verify['s']} s (offline)  rebuild {rebuild['s']} s  chain {'ok' if chain_ok else 'BROKEN'}  "
@@ -442,6 +362,8 @@ def summarize(by_size: dict[int, dict[str, Any]], opts: Options, load_before: fl
         p = round(figures["p99_ms"] / empty["p99_ms"], 3) if empty["p99_ms"] else None
         out[f"throughput_ratio_{label}_vs_empty"] = t
         out[f"p99_ratio_{label}_vs_empty"] = p
+        c, c0 = figures["cpu_ms_per_bet"], empty["cpu_ms_per_bet"]
+        out[f"cpu_per_bet_ratio_{label}_vs_empty"] = round(c / c0, 3) if c and c0 else None
         met[label] = (
             t is not None and t >= TARGETS["throughput_ratio_min"] and p is not None and p <= TARGETS["p99_ratio_max"]
         )
@@ -485,7 +407,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         default=EMPTY_PLAYERS,
         help="players the measured bets go to (0: every seeded player)",
     )
-    parser.add_argument("--seed-group", type=int, default=4096, help="seed commands per commit (100..20000)")
+    parser.add_argument("--seed-group", type=int, default=20_000, help="seed entries per commit (100..100000)")
     parser.add_argument(
         "--postgres-dsn-file",
         type=Path,
@@ -504,7 +426,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         not 1 <= a.players <= 10_000_000
         or not 1 <= a.seconds <= 600
         or not 1 <= a.warmup_seconds <= 60
-        or not 100 <= a.seed_group <= 20_000
+        or not 100 <= a.seed_group <= 100_000
         or not 1 <= a.connections <= 1024
         or a.active_players < 0
     ):

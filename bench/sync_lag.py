@@ -7,7 +7,14 @@ fixed rate (open loop), spread round-robin over the edges: each bet is one jackp
 that the two other edges apply. With `--updates sessions` each update is a game-state save
 (`PUT /v1/players/{player}/session/{game}`) instead: a CRDT update that does not go through the
 ledger, so the rate measures sync alone (2,000 updates/s across three edges is the scale target),
-and convergence means every edge shows the same game states of every player. Phases:
+and convergence means every edge shows the same game states of every player.
+
+Sending 2,000 HTTP requests/s takes more than one client process (`--generators`, 3 by default,
+share one schedule), and more than this 2-core machine serves while it also runs three edges, a
+ledger and the proxies: the generators then fall behind (`late`) and measure themselves. With
+`--drive in-process` each edge writes the sessions into itself instead (bench/edge_driver.py: the
+edge's own `put_session`, everything after the HTTP parsing), so the rate is kept and the lag
+measured is the sync path's: store, push, proxies, admission, apply. Phases:
 
   steady     `--seconds` at `--rate` bets/s: p50/p99 from the edges' lag histograms (delta of
              the buckets over the phase, interpolated like Prometheus' histogram_quantile)
@@ -19,6 +26,7 @@ convergence within 2 s of healing. Ends with one JSON line.
 
     .venv/bin/python bench/sync_lag.py [--rate 500] [--seconds 20] [--partition-seconds 30]
     .venv/bin/python bench/sync_lag.py --updates sessions --rate 2000 --partition-seconds 30
+    .venv/bin/python bench/sync_lag.py --updates sessions --drive in-process --rate 2000 --partition-seconds 30
 """
 
 from __future__ import annotations
@@ -38,7 +46,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from shared.metrics import histogram_quantile
 
+from common import process_cpu_s
 from harness.cluster import JACKPOT_GAMES, JACKPOT_ID, Cluster
+from harness.launcher import ServiceProcess, serve_command
 from ledger_throughput import seed_players
 
 TARGETS = {"p99_ms_max": 100.0, "converge_s_max": 2.0}
@@ -46,15 +56,30 @@ SESSION_TARGETS = {"p99_ms_max": 50.0, "converge_s_max": 2.0}
 SESSION_GAMES = 7  # games per player in sessions mode
 CONCURRENCY_MAX = 256  # bets in flight from the generator
 POLL_S = 0.05
+POLL_CONCURRENCY = 32  # session reads in flight while polling for convergence
 CONVERGE_TIMEOUT_S = 60.0
+Generators = list[asyncio.subprocess.Process]
+EDGE_DRIVER = Path(__file__).resolve().with_name("edge_driver.py")
+DRIVE_LEAD_S = 0.5  # the edges read the plan before its start
+DRIVE_GRACE_S = 120.0  # a phase's counts are due this long after its end at the latest
 
 
 # --- the load generator (a child process, so the proxies' event loop is not starved) -----------
 
 
 async def generate(
-    urls: list[str], token: str, rate: float, seconds: float, players: int, prefix: str, updates: str = "bets"
+    urls: list[str],
+    token: str,
+    rate: float,
+    seconds: float,
+    players: int,
+    prefix: str,
+    updates: str = "bets",
+    part: int = 0,
+    parts: int = 1,
 ) -> dict[str, int]:
+    """Updates i = part, part + parts, ... of the schedule (update i due at i / rate s), to edge
+    urls[i % len(urls)]: `parts` generators share one schedule, each sending its own share."""
     counts = {"ok": 0, "failed": 0, "late": 0}
     slots = asyncio.Semaphore(CONCURRENCY_MAX)
     started = time.monotonic()
@@ -90,7 +115,7 @@ async def generate(
                 slots.release()
 
         tasks = set()
-        for i in range(int(rate * seconds)):
+        for i in range(part, int(rate * seconds), parts):
             delay = started + i / rate - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
@@ -104,31 +129,102 @@ async def generate(
     return counts
 
 
-async def run_generator(
-    cluster: Cluster, a: argparse.Namespace, seconds: float, prefix: str
-) -> asyncio.subprocess.Process:
+async def run_generator(cluster: Cluster, a: argparse.Namespace, seconds: float, prefix: str) -> Generators:
+    """`a.generators` processes sharing the schedule (one aiohttp client process tops out near
+    1,000 requests/s here: 2,000 updates/s take more than one)."""
     urls = ",".join(cluster.url(e) for e in cluster.edge_ids)
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        __file__,
-        "--generate",
-        urls,
-        str(cluster.root / "secrets" / "game_server.token"),
-        str(a.rate),
-        str(seconds),
-        str(a.players),
-        prefix,
-        a.updates,
-        stdout=asyncio.subprocess.PIPE,
-    )
+    return [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            __file__,
+            "--generate",
+            urls,
+            str(cluster.root / "secrets" / "game_server.token"),
+            str(a.rate),
+            str(seconds),
+            str(a.players),
+            prefix,
+            a.updates,
+            str(part),
+            str(a.generators),
+            stdout=asyncio.subprocess.PIPE,
+        )
+        for part in range(a.generators)
+    ]
 
 
-async def generator_counts(proc: asyncio.subprocess.Process) -> dict[str, int]:
-    out, _ = await proc.communicate()
-    return json.loads(out.decode().strip().splitlines()[-1])
+async def generator_counts(procs: Generators) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for proc in procs:
+        out, _ = await proc.communicate()
+        for key, n in json.loads(out.decode().strip().splitlines()[-1]).items():
+            total[key] = total.get(key, 0) + n
+    return total
+
+
+async def run_load(cluster: Cluster, a: argparse.Namespace, seconds: float, prefix: str) -> dict[str, int]:
+    if a.drive == "http":
+        return await generator_counts(await run_generator(cluster, a, seconds, prefix))
+    return await drive_in_process(cluster, a, seconds, prefix)
+
+
+# --- the in-process load (bench/edge_driver.py: each edge writes sessions into itself) -----------
+
+
+class DrivenCluster(Cluster):
+    """Edges run as bench/edge_driver.py: `croupier edge serve` plus the session writer."""
+
+    async def start_service(self, name: str, *, ready: bool = True) -> None:
+        svc = self.services[name]
+        if svc.kind != "edge":
+            return await super().start_service(name, ready=ready)
+        assert not svc.running, f"{name} already running"
+        command = serve_command(svc.kind, svc.config_path, *svc.args, program=(sys.executable, str(EDGE_DRIVER)))
+        svc.process = ServiceProcess(name, command, log_path=svc.log_path, cwd=self.root).start()
+        await self.wait_ready(name, path="/readyz" if ready else "/healthz")
+        return None
+
+
+async def drive_in_process(cluster: Cluster, a: argparse.Namespace, seconds: float, phase: str) -> dict[str, int]:
+    """Hand the edges a phase of the schedule (load.json) and sum the counts they report."""
+    edges = list(cluster.edge_ids)
+    plan = {
+        "phase": phase,
+        "start_at": time.time() + DRIVE_LEAD_S,
+        "seconds": seconds,
+        "rate": a.rate,
+        "players": a.players,
+        "edges": edges,
+    }
+    control = cluster.root / "load.json"
+    tmp = control.with_name("load.json.tmp")
+    tmp.write_text(json.dumps(plan))
+    tmp.replace(control)
+    results = [cluster.root / f"load-{phase}-{edge}.json" for edge in edges]
+    deadline = time.monotonic() + DRIVE_LEAD_S + seconds + DRIVE_GRACE_S
+    while not all(r.exists() for r in results):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the edges did not finish phase {phase}")
+        await asyncio.sleep(POLL_S)
+    total: dict[str, int] = {}
+    for r in results:
+        for key, n in json.loads(r.read_text()).items():
+            total[key] = total.get(key, 0) + n
+    return total
 
 
 # --- measurements -------------------------------------------------------------------------------
+
+
+def edges_cpu_s(cluster: Cluster) -> float:
+    """CPU seconds the edge processes used so far, together (steadier than wall time on a shared
+    machine: others' work slows the edges down but does not add to their CPU time)."""
+    total = 0.0
+    for edge in cluster.edge_ids:
+        proc = cluster.services[edge].proc
+        assert proc is not None
+        total += process_cpu_s(proc.pid)
+    return total
 
 
 async def lag_buckets(cluster: Cluster, http: aiohttp.ClientSession) -> dict[float, float]:
@@ -163,17 +259,22 @@ async def displays(cluster: Cluster, http: aiohttp.ClientSession) -> tuple[int, 
 
 
 async def sessions_shown(cluster: Cluster, http: aiohttp.ClientSession, players: int) -> dict[str, list[Any]]:
-    """Per edge, every player's game states (state and writer), as the edge serves them."""
+    """Per edge, every player's game states (state and writer), as the edge serves them. The
+    requests run concurrently (POLL_CONCURRENCY): one poll reads players x edges sessions, and a
+    slow poll would add its own length to the convergence it measures."""
+    slots = asyncio.Semaphore(POLL_CONCURRENCY)
+
+    async def games(edge: str, p: int) -> dict[str, Any]:
+        async with (
+            slots,
+            http.get(f"{cluster.url(edge)}/v1/players/bench-p{p}/session", headers=cluster.headers("game_server")) as r,
+        ):
+            body = await r.json()
+        return {g: (v["state"], v["edge"]) for g, v in body.get("games", {}).items()}
+
     shown: dict[str, list[Any]] = {}
     for edge in cluster.edge_ids:
-        games = []
-        for p in range(players):
-            async with http.get(
-                f"{cluster.url(edge)}/v1/players/bench-p{p}/session", headers=cluster.headers("game_server")
-            ) as r:
-                body = await r.json()
-            games.append({g: (v["state"], v["edge"]) for g, v in body.get("games", {}).items()})
-        shown[edge] = games
+        shown[edge] = list(await asyncio.gather(*(games(edge, p) for p in range(players))))
     return shown
 
 
@@ -196,20 +297,21 @@ async def time_to_converge(cluster: Cluster, http: aiohttp.ClientSession, since:
 async def run(a: argparse.Namespace, root: Path) -> dict[str, Any]:
     targets = SESSION_TARGETS if a.updates == "sessions" else TARGETS
     sessions_of = a.players if a.updates == "sessions" else 0
-    cluster = Cluster(root, proxied=True, seed=1, log_level="warning")
+    cluster = (DrivenCluster if a.drive == "in-process" else Cluster)(root, proxied=True, seed=1, log_level="warning")
     try:
         await cluster.start()
         await seed_players(cluster, a.players)
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
-            await generator_counts(await run_generator(cluster, a, 2.0, "warm"))
+            await run_load(cluster, a, 2.0, "warm")
             await time_to_converge(cluster, http, time.monotonic())
             before = await lag_buckets(cluster, http)
-            steady = await generator_counts(await run_generator(cluster, a, a.seconds, "steady"))
+            cpu_before = edges_cpu_s(cluster)
+            steady = await run_load(cluster, a, a.seconds, "steady")
             await time_to_converge(cluster, http, time.monotonic())
+            cpu_s = edges_cpu_s(cluster) - cpu_before
             after = await lag_buckets(cluster, http)
             cluster.partition("apac")
-            gen = await run_generator(cluster, a, a.partition_seconds, "cut")
-            cut = await generator_counts(gen)
+            cut = await run_load(cluster, a, a.partition_seconds, "cut")
             _, during = await displays(cluster, http)
             healed_at = time.monotonic()
             cluster.heal()
@@ -218,6 +320,8 @@ async def run(a: argparse.Namespace, root: Path) -> dict[str, Any]:
         await cluster.stop()
     p50, p99 = quantile(0.5, before, after), quantile(0.99, before, after)
     samples = after.get(float("inf"), 0.0) - before.get(float("inf"), 0.0)
+    # Each update written once and applied by the other edges: CPU per update handled, machine-wide.
+    handled = steady.get("ok", 0) * len(cluster.edge_ids)
     met = {
         "p99": p99 is not None and p99 * 1000 <= targets["p99_ms_max"],
         "converge": converge_s <= targets["converge_s_max"],
@@ -230,6 +334,8 @@ async def run(a: argparse.Namespace, root: Path) -> dict[str, Any]:
         "p50_ms": round(p50 * 1000, 2) if p50 is not None else None,
         "p99_ms": round(p99 * 1000, 2) if p99 is not None else None,
         "lag_samples": int(samples),
+        "edges_cpu_s": round(cpu_s, 2),
+        "edge_cpu_ms_per_update_handled": round(1000 * cpu_s / handled, 3) if handled else None,
         "converge_after_heal_s": round(converge_s, 3),
         "targets": targets,
         "targets_met": met,
@@ -237,16 +343,32 @@ async def run(a: argparse.Namespace, root: Path) -> dict[str, Any]:
         "steady_bets": steady,
         "partition_bets": cut,
         "displays_before_heal": during,
-        "setup": {"seconds": a.seconds, "partition_seconds": a.partition_seconds, "players": a.players},
+        "setup": {
+            "seconds": a.seconds,
+            "partition_seconds": a.partition_seconds,
+            "players": a.players,
+            "generators": a.generators,
+            "drive": a.drive,
+        },
     }
 
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--generate":
-        urls, token_file, rate, seconds, players, prefix, updates = sys.argv[2:9]
+        urls, token_file, rate, seconds, players, prefix, updates, part, parts = sys.argv[2:11]
         token = Path(token_file).read_text().strip()
         counts = asyncio.run(
-            generate(urls.split(","), token, float(rate), float(seconds), int(players), prefix, updates)
+            generate(
+                urls.split(","),
+                token,
+                float(rate),
+                float(seconds),
+                int(players),
+                prefix,
+                updates,
+                int(part),
+                int(parts),
+            )
         )
         print(json.dumps(counts), flush=True)
         return
@@ -256,6 +378,16 @@ def main() -> None:
     parser.add_argument("--partition-seconds", type=float, default=30.0, help="partition length (1..600)")
     parser.add_argument("--players", type=int, default=200, help="funded players (1..100000)")
     parser.add_argument(
+        "--drive",
+        choices=("http", "in-process"),
+        default="http",
+        help="sessions: sent over HTTP by generator processes, or written by each edge into itself "
+        "(bench/edge_driver.py)",
+    )
+    parser.add_argument(
+        "--generators", type=int, default=3, help="load generator processes sharing the schedule (1..16)"
+    )
+    parser.add_argument(
         "--updates",
         choices=("bets", "sessions"),
         default="bets",
@@ -263,9 +395,15 @@ def main() -> None:
     )
     a = parser.parse_args()
     if not (
-        1 <= a.rate <= 5000 and 1 <= a.seconds <= 600 and 1 <= a.partition_seconds <= 600 and 1 <= a.players <= 100_000
+        1 <= a.rate <= 5000
+        and 1 <= a.seconds <= 600
+        and 1 <= a.partition_seconds <= 600
+        and 1 <= a.players <= 100_000
+        and 1 <= a.generators <= 16
     ):
         parser.error("an argument is out of its bounds")
+    if a.drive == "in-process" and a.updates != "sessions":
+        parser.error("--drive in-process writes sessions: use it with --updates sessions")
     root = Path(tempfile.mkdtemp(prefix="croupier-sync-bench-"))
     summary = asyncio.run(run(a, root))
     targets = summary["targets"]

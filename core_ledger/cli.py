@@ -294,7 +294,7 @@ def rebuild(
     """Recompute every derived table from the journal (after verifying the chain). On SQLite with
     bounded memory: the journal is replayed page by page into a scratch file beside it
     (`<path>.rebuild`, removed after), whose tables then replace the derived ones in one transaction."""
-    from core_ledger.journal_checks import rebuild_state, replay_journal, verify_store
+    from core_ledger.journal_checks import REBUILD_CACHE_MIB, rebuild_state, replay_journal, verify_store
 
     async def in_memory(store: Store) -> dict[str, int]:
         state = await rebuild_state(store)
@@ -310,7 +310,7 @@ def rebuild(
                 leftover.unlink(missing_ok=True)
 
         remove_scratch()  # a rebuild cut short before
-        target = SqliteStore(scratch)
+        target = SqliteStore(scratch, cache_mib=REBUILD_CACHE_MIB)  # its inserts land all over big indexes
         try:
             await target.open()
             await replay_journal(store, target)

@@ -11,6 +11,10 @@ with the derived tables: a million players' rows, every history row), for tests 
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -22,49 +26,92 @@ from core_ledger.replica_apply import command_of
 from core_ledger.store import Head, JournalRow, Store
 
 JOURNAL_PAGE = 1000  # rows per query when streaming, verifying or rebuilding
-REBUILD_ROWS_CACHED = 200_000  # rows a replay keeps in memory between pages (dropped beyond)
+REBUILD_ROWS_CACHED = 200_000  # rows a replay keeps in memory between commits (dropped beyond)
+# Entries per commit of a replay: a commit per page of 1,000 paid an fsync and rewrote the hot index
+# pages (the system accounts' history, the summaries' indexes) a thousand times per million entries.
+REPLAY_COMMIT_ENTRIES = 20_000
+REBUILD_CACHE_MIB = 256  # page cache of the scratch file a rebuild replays into (see `croupier ledger rebuild`)
 
 
-async def verify_store(store: Store, up_to_sequence: int | None = None, *, since: Head | None = None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Pace:
+    """How a walk shares the event loop of a serving ledger: pages of `page` entries (checking
+    one holds the loop: ~5 ms for 100 entries here, against ~50 ms for 1000), and after each page a
+    pause so that checking takes at most `loop_share` of the walk's time. A walk of a million
+    entries takes about a minute of CPU: run flat out on the loop at start-up, it halved the
+    bets a loaded ledger took while it ran (see docs/decisions/paced-chain-audits.md)."""
+
+    page: int = 100
+    loop_share: float = 1.0  # 1: no pause (yield between pages only)
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+
+    def __post_init__(self) -> None:
+        if self.page < 1 or not 0 < self.loop_share <= 1:
+            raise ValueError("a pace needs page >= 1 and 0 < loop_share <= 1")
+
+    async def after_page(self, checking_s: float) -> None:
+        await self.sleep(checking_s * (1 - self.loop_share) / self.loop_share)
+
+
+async def verify_store(
+    store: Store, up_to_sequence: int | None = None, *, since: Head | None = None, pace: Pace | None = None
+) -> dict[str, Any]:
     """Walk the journal (up to a sequence: a live journal keeps growing), page by page, checking
     sequence, links, balance and hashes. With `since` (a head verified before), only the entries
-    after it, the first of them linked to its hash."""
+    after it, the first of them linked to its hash. With `pace`, in its pages and with its pauses
+    (a serving ledger); without, in pages of JOURNAL_PAGE at full speed (offline tools)."""
     start = since or Head()
     check, after = ChainCheck(head_sequence=start.sequence, head_hash=start.hash), start.sequence
+    page = JOURNAL_PAGE if pace is None else pace.page
     while up_to_sequence is None or after < up_to_sequence:
-        limit = JOURNAL_PAGE if up_to_sequence is None else min(JOURNAL_PAGE, up_to_sequence - after)
+        limit = page if up_to_sequence is None else min(page, up_to_sequence - after)
         rows = await store.journal(after, limit)
+        started = time.perf_counter()
         if not rows or not check.feed(rows):
             break
         after = rows[-1][0]
+        if pace is not None:
+            await pace.after_page(time.perf_counter() - started)
     return check.report()
 
 
-async def replay_journal(source: Store, target: Store, *, rows_cached: int = REBUILD_ROWS_CACHED) -> Head:
-    """Apply `source`'s journal to the empty `target`, one commit per page, with the live `evolve`:
-    `target`'s derived tables are then the rebuild. Memory: a page and at most about
-    `rows_cached` rows, however long the journal. The head replayed."""
+async def replay_journal(
+    source: Store, target: Store, *, rows_cached: int = REBUILD_ROWS_CACHED, commit_entries: int = REPLAY_COMMIT_ENTRIES
+) -> Head:
+    """Apply `source`'s journal to the empty `target`, page by page, with the live `evolve`, one
+    commit per `commit_entries` entries or so: `target`'s derived tables are then the rebuild.
+    Memory: `commit_entries` entries and at most about `rows_cached` rows, however long the
+    journal. The head replayed."""
     overlay, head, after = Overlay(target), Head(), 0
+    journal: list[JournalRow] = []
     while True:
         rows = await source.journal(after, JOURNAL_PAGE)
+        if rows:
+            entries = [orjson.loads(text) for _, text in rows]
+            commands = [command_of(e) for e in entries]
+            await overlay.load(commands)  # most rows of the page, a few queries
+            for entry, command in zip(entries, commands, strict=True):
+                # Rows named only once an earlier entry of the page is applied (a bonus granted,
+                # then claimed): loaded now, from what this replay already holds. No query when all
+                # are known.
+                await overlay.load([command])
+                evolve(overlay.rows, entry)
+            last = entries[-1]
+            head = Head(last["sequence"], last["hash"], last["epoch"])
+            journal += [
+                JournalRow(seq, e["transaction"]["id"], text) for (seq, text), e in zip(rows, entries, strict=True)
+            ]
+            after = rows[-1][0]
+        if journal and (len(journal) >= commit_entries or not rows):
+            # Rows changed since the last commit stay in the overlay until this one: what a load
+            # above found there was ahead of the target, never behind it.
+            await target.commit(journal, overlay.rows.take_dirty(), head)
+            journal = []
+            overlay.rows.forget_entries(head.sequence)
+            if overlay.rows.size() > rows_cached:
+                overlay.restart()
         if not rows:
             return head
-        entries = [orjson.loads(text) for _, text in rows]
-        commands = [command_of(e) for e in entries]
-        await overlay.load(commands)  # most rows of the page, a few queries
-        for entry, command in zip(entries, commands, strict=True):
-            # Rows named only once an earlier entry of the page is applied (a bonus granted, then
-            # claimed): loaded now, from what this replay already wrote. No query when all are known.
-            await overlay.load([command])
-            evolve(overlay.rows, entry)
-        last = entries[-1]
-        head = Head(last["sequence"], last["hash"], last["epoch"])
-        journal = [JournalRow(seq, e["transaction"]["id"], text) for (seq, text), e in zip(rows, entries, strict=True)]
-        await target.commit(journal, overlay.rows.take_dirty(), head)
-        overlay.rows.forget_entries(head.sequence)
-        if overlay.rows.size() > rows_cached:
-            overlay.restart()
-        after = rows[-1][0]
 
 
 async def rebuild_state(store: Store) -> State:

@@ -15,12 +15,14 @@ from shared.errors import NotFound
 from core_ledger.domain import public_transaction
 from core_ledger.domain.commands import present
 from core_ledger.domain.state import jackpot_account, player_account
-from core_ledger.journal_checks import JOURNAL_PAGE, verify_store
+from core_ledger.journal_checks import JOURNAL_PAGE, Pace, verify_store
 from core_ledger.store import Head, Store
 
 STALE_SCAN_PAGE = 256
 STALE_SCAN_ROWS_MAX = 10_000  # index rows one listing of stale rounds reads at most (then `has_more`)
 ROUND_TABLES = ("rounds", "client_rounds")  # before scoping by client, and scoped (see domain.state)
+
+ON_DEMAND = Pace()  # an operator's walk: small pages, no pause
 
 
 def _round_view(key: tuple, doc: dict[str, Any]) -> dict[str, Any]:
@@ -262,6 +264,7 @@ class LedgerReads:
             yield [orjson.loads(text) for _, text in rows]
             after = rows[-1][0]
 
-    async def verify(self, up_to_sequence: int, since: Head | None = None) -> dict[str, Any]:
-        """The chain up to a sequence; with `since` (a head verified before), only what follows it."""
-        return await verify_store(self.store, up_to_sequence, since=since)
+    async def verify(self, up_to_sequence: int, since: Head | None = None, *, pace: Pace = ON_DEMAND) -> dict[str, Any]:
+        """The chain up to a sequence; with `since` (a head verified before), only what follows it.
+        In small pages by default, so a walk never holds the event loop for long (see `Pace`)."""
+        return await verify_store(self.store, up_to_sequence, since=since, pace=pace)

@@ -8,14 +8,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from core_ledger.app import create_app
 from core_ledger.app_keys import AUDITOR, SERVICE, STANDBY
-from core_ledger.audit import Auditor
-from core_ledger.reads import LedgerReads
+from core_ledger.audit import AUDIT_PACE, Auditor
+from core_ledger.journal_checks import JOURNAL_PAGE, Pace
+from core_ledger.reads import ON_DEMAND, LedgerReads
 from core_ledger.standby_tailer import StandbySettings
 from core_ledger.store import Head, JournalRow, SqliteStore, StorageError
 from core_ledger.store.base import Rows
 from core_ledger.task_health import FAILING_AFTER
+from harness.journal_seed import SeedPlan, seed_commands, seed_store
 from tests.support.clock import FakeClock
 from tests.support.ledger import TOKENS, Api, ledger_config
 from tests.support.polling import wait_for
@@ -70,7 +74,7 @@ class FlakyReads(LedgerReads):
     failing = True
     calls = 0
 
-    async def verify(self, up_to_sequence: int, since: Head | None = None) -> dict[str, Any]:
+    async def verify(self, up_to_sequence: int, since: Head | None = None, *, pace: Pace = ON_DEMAND) -> dict[str, Any]:
         self.calls += 1
         if self.failing:
             raise StorageError("read failed: database is locked")
@@ -135,3 +139,62 @@ async def test_periodic_audits_walk_what_was_journaled_since_and_the_whole_journ
     _, metrics = await api.get("admin_read", "/metrics")
     assert "ledger_audit_chain_ok 0.0" in metrics
     assert auditor.verified is None  # the next periodic audit walks everything again
+
+
+class PageRecordingSqlite(SqliteStore):
+    """Records the `limit` of every journal page read."""
+
+    pages: list[int]
+
+    async def journal(self, after_sequence: int, limit: int) -> list[tuple[int, str]]:
+        self.pages.append(limit)
+        return await super().journal(after_sequence, limit)
+
+
+async def test_a_periodic_audit_walks_in_small_pages_and_pauses_between_them(tmp_path: Path) -> None:
+    """The first periodic audit after start-up walks the whole journal while the ledger serves: it
+    must not hold the event loop for long (small pages) nor take most of it (pauses in proportion to
+    the checking, AUDIT_PACE.loop_share); an on-demand audit takes small pages too, without pauses."""
+    store = PageRecordingSqlite(tmp_path / "ledger.db")
+    store.pages = []
+    await store.open()
+    try:
+        plan = SeedPlan(250, 10, "EUR", 10_000, 100, ("slots-1",), "mega", ("slots-1",))
+        await seed_store(store, seed_commands(plan))
+        pauses: list[float] = []
+
+        async def pause(seconds: float) -> None:
+            pauses.append(seconds)
+
+        pace = Pace(page=100, loop_share=0.1, sleep=pause)
+        report = await LedgerReads(store, clock=FakeClock()).verify(250, pace=pace)
+        assert report["ok"] and report["entries_checked"] == 250
+        assert store.pages == [100, 100, 50]
+        assert len(pauses) == 3 and all(p > 0 for p in pauses)
+        store.pages.clear()
+        assert (await LedgerReads(store, clock=FakeClock()).verify(250))["ok"]
+        assert max(store.pages) <= ON_DEMAND.page < JOURNAL_PAGE
+    finally:
+        await store.close()
+    assert AUDIT_PACE.loop_share <= 0.25 and AUDIT_PACE.page <= 200
+    with pytest.raises(ValueError, match="loop_share"):
+        Pace(loop_share=0)
+
+
+async def test_the_auditor_walks_at_its_pace(aiohttp_client: Any, tmp_path: Path, clock: FakeClock) -> None:
+    app = create_app(ledger_config(tmp_path / "l"), clock=clock)
+    api = Api(await aiohttp_client(app))
+    for i in range(3):
+        await api.player(f"p{i}", deposit=100)
+    walks: list[Pace] = []
+    reads: LedgerReads = app[AUDITOR].reads
+    real = reads.verify
+
+    async def recording(up_to: int, since: Head | None = None, *, pace: Pace = ON_DEMAND) -> dict[str, Any]:
+        walks.append(pace)
+        return await real(up_to, since, pace=pace)
+
+    reads.verify = recording  # type: ignore[method-assign]
+    assert (await app[AUDITOR].audit())["ok"]
+    assert (await app[AUDITOR].verify())["ok"]
+    assert walks == [AUDIT_PACE, ON_DEMAND]
