@@ -181,6 +181,22 @@ class Store(ABC):
         `SUMMARY_FILTERS`), committed at or after `time_from` and before `time_until` (RFC 3339 UTC
         text as the journal writes it), after a sequence, in sequence order; and the head sequence."""
 
+    # Finance reports (core_ledger/reports.py): rows of the report sums and the balances of the
+    # system accounts, each read in one snapshot with the journal head.
+
+    @abstractmethod
+    async def report_rows(
+        self, table: str, *, day_from: str, day_to: str, equals: dict[str, str], limit: int
+    ) -> tuple[list[tuple[Key, Doc]], int]:
+        """Rows of a report table (`state.ADDITIVE`) whose `day` is within [day_from, day_to]
+        (inclusive, YYYY-MM-DD) and whose other key columns equal `equals`, in key order, at most
+        `limit`; and the journal head sequence of the same snapshot."""
+
+    @abstractmethod
+    async def accounts_by_prefix(self, prefixes: Sequence[str], limit: int) -> tuple[dict[str, Doc], int]:
+        """The `accounts` rows whose name starts with one of `prefixes` (at most `limit` per prefix),
+        by name; and the journal head sequence of the same snapshot."""
+
     @abstractmethod
     async def history_at(self, account: str, sequence: int) -> Doc | None:
         """An account's last `history` row at or before `sequence` (its `sequence` added); None when

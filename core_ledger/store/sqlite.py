@@ -30,7 +30,7 @@ from shared.migrations import Migration, Plan, SchemaVersionError
 from shared.sqlite_thread import SqliteThread, write_transaction
 
 from core_ledger.domain.commands import require
-from core_ledger.domain.state import ENTRIES, LATER_TABLES, TABLES, Doc, Key
+from core_ledger.domain.state import ADDITIVE, ENTRIES, LATER_TABLES, TABLES, Doc, Key
 from core_ledger.store.base import (
     KEYS_PER_QUERY_MAX,
     SUMMARY_FILTERS,
@@ -113,6 +113,16 @@ MIGRATIONS = (
             ],
         ),
     ),
+    Migration(
+        5,
+        "finance report sums per day (derived, rebuilt from the journal)",
+        (
+            "CREATE TABLE IF NOT EXISTS report_play_days (day, currency, game_id, client_id, doc TEXT NOT NULL, "
+            "PRIMARY KEY (day, currency, game_id, client_id)) WITHOUT ROWID",
+            "CREATE TABLE IF NOT EXISTS report_cash_days (day, currency, doc TEXT NOT NULL, "
+            "PRIMARY KEY (day, currency)) WITHOUT ROWID",
+        ),
+    ),
 )
 MIGRATE_COMMAND = "croupier ledger migrate --config <ledger.toml>"
 HEAD_SQL = "(SELECT value FROM meta WHERE key = 'head_sequence')"
@@ -159,7 +169,18 @@ _UPSERT = {
     t: f"INSERT INTO {t} VALUES ({', '.join('?' * (len(cols) + 1))}) "
     f"ON CONFLICT ({', '.join(cols)}) DO UPDATE SET doc = excluded.doc"
     for t, cols in TABLES.items()
+    if t not in ADDITIVE
 }
+# Tables of sums (`ADDITIVE`): a commit's doc holds deltas, added member by member to the stored row.
+_UPSERT.update(
+    {
+        t: f"INSERT INTO {t} VALUES ({', '.join('?' * (len(cols) + 1))}) "
+        f"ON CONFLICT ({', '.join(cols)}) DO UPDATE SET doc = (SELECT json_group_object(d.key, "
+        f"d.value + coalesce(json_extract({t}.doc, '$.' || d.key), 0)) FROM json_each(excluded.doc) AS d)"
+        for t, cols in TABLES.items()
+        if t in ADDITIVE
+    }
+)
 
 
 def _commit_sync(db: sqlite3.Connection, journal: Sequence[JournalRow], rows: Rows, head: Head) -> None:
@@ -233,6 +254,18 @@ def _replace_derived_from_sync(db: sqlite3.Connection, other: str) -> dict[str, 
         return counts
     finally:
         db.execute("DETACH DATABASE rebuilt")
+
+
+def _snapshot_sync(db: sqlite3.Connection, queries: Sequence[tuple[str, Sequence[Any]]]) -> list[list[Any]]:
+    """Several queries and the head in ONE read transaction (one snapshot); the head is the last
+    result. Nothing stays open after it."""
+    db.execute("BEGIN")
+    try:
+        found = [_fetch_all(db, sql, params) for sql, params in queries]
+        [(head,)] = _fetch_all(db, f"SELECT {HEAD_SQL}", ())
+    finally:
+        db.execute("ROLLBACK")
+    return [*found, [int(head or 0)]]
 
 
 def _fenced_by_sync(db: sqlite3.Connection) -> int:
@@ -570,6 +603,33 @@ class SqliteStore(Store):
         if not found:
             return [], await self._read_head()
         return [(int(row[0]), orjson.loads(row[1])) for row in found], int(found[0][-1] or 0)
+
+    async def report_rows(
+        self, table: str, *, day_from: str, day_to: str, equals: dict[str, str], limit: int
+    ) -> tuple[list[tuple[Key, Doc]], int]:
+        require(table in ADDITIVE, f"{table} is a report table")
+        columns = TABLES[table]
+        clauses, params = ["day >= ?", "day <= ?"], [day_from, day_to]
+        for name, value in equals.items():
+            require(name in columns, f"{name} is a key column of {table}")
+            clauses.append(f"{name} = ?")
+            params.append(value)
+        sql = (
+            f"SELECT {', '.join(columns)}, doc FROM {table} WHERE {' AND '.join(clauses)} "
+            f"ORDER BY {', '.join(columns)} LIMIT ?"
+        )
+        found, [head] = await self._r.run(_snapshot_sync, [(sql, [*params, limit])])
+        return [(tuple(row[:-1]), orjson.loads(row[-1])) for row in found], head
+
+    async def accounts_by_prefix(self, prefixes: Sequence[str], limit: int) -> tuple[dict[str, Doc], int]:
+        queries = []
+        for prefix in prefixes:
+            clauses, params = _prefix_clauses("account", prefix, "?")
+            queries.append(
+                (f"SELECT account, doc FROM accounts WHERE {' AND '.join(clauses)} LIMIT ?", [*params, limit])
+            )
+        *found, [head] = await self._r.run(_snapshot_sync, queries)
+        return {str(account): orjson.loads(doc) for rows in found for account, doc in rows}, head
 
     async def history_at(self, account: str, sequence: int) -> Doc | None:
         sql = "SELECT sequence, doc FROM history WHERE account = ? AND sequence <= ? ORDER BY sequence DESC LIMIT 1"
