@@ -8,14 +8,14 @@
 
 Every report is read in ONE snapshot with the journal head, and names that head (`up_to_sequence`):
 its figures include every entry up to it and none after. The report tables are maintained by the
-writer (core_ledger/domain/reports.py), so a report reads at most a bounded number of rows
-(`REPORT_ROWS_MAX`), never the journal; beyond that it is refused (`report_too_large`): narrow
-the range or group by less. See docs/decisions/reports-maintained-by-the-writer.md.
+writer (core_ledger/domain/reports.py), so a report reads the day rows of its range (summed by the
+store), never the journal; an answer of more than `REPORT_ROWS_MAX` rows is refused
+(`report_too_large`): narrow the range, filter, or group by less.
+See docs/decisions/reports-maintained-by-the-writer.md.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -27,7 +27,7 @@ from core_ledger.domain.state import TABLES
 from core_ledger.liabilities import SYSTEM_KINDS, liabilities
 from core_ledger.store import Store
 
-REPORT_ROWS_MAX: Final = 100_000  # stored rows one report may read (then `report_too_large`)
+REPORT_ROWS_MAX: Final = 100_000  # rows one report may answer (then `report_too_large`)
 ACCOUNTS_MAX: Final = 100_000  # system accounts and pools of one kind (they are few)
 PLAY_DIMENSIONS: Final = TABLES[PLAY_TABLE]  # day, currency, game_id, client_id
 CASH_DIMENSIONS: Final = TABLES[CASH_TABLE]  # day, currency
@@ -51,49 +51,46 @@ class Report:
     up_to_sequence: int
 
 
-def _grouped(
-    found: Sequence[tuple[tuple[Any, ...], dict[str, int]]],
-    dimensions: tuple[str, ...],
-    group_by: tuple[str, ...],
-    sums: tuple[str, ...],
-) -> list[dict[str, Any]]:
-    """Rows summed by the `group_by` dimensions (in their order), in key order."""
-    out: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for key, doc in found:
-        named = dict(zip(dimensions, key, strict=True))
-        group = tuple(named[d] for d in group_by)
-        row = out.get(group)
-        if row is None:
-            row = out[group] = {d: (named[d] if named[d] != NONE else None) for d in group_by}
-            row.update(dict.fromkeys(sums, 0))
-        for name in sums:
-            row[name] += int(doc.get(name, 0))
-    return [out[k] for k in sorted(out, key=lambda k: tuple("" if v is None else v for v in k))]
-
-
 class LedgerReports:
     def __init__(self, store: Store, *, rows_max: int = REPORT_ROWS_MAX) -> None:
         self.store = store
         self.rows_max = rows_max
 
-    async def _rows(
-        self, table: str, day_from: str, day_to: str, equals: dict[str, str]
-    ) -> tuple[list[tuple[tuple[Any, ...], dict[str, int]]], int]:
-        found, head = await self.store.report_rows(
-            table, day_from=day_from, day_to=day_to, equals=equals, limit=self.rows_max + 1
+    async def _sums(
+        self,
+        table: str,
+        day_from: str,
+        day_to: str,
+        equals: dict[str, str],
+        group_by: tuple[str, ...],
+        members: tuple[str, ...],
+    ) -> tuple[list[dict[str, Any]], int]:
+        """The sums of each group (the store adds the day rows up in one snapshot with the head)."""
+        found, head = await self.store.report_sums(
+            table,
+            day_from=day_from,
+            day_to=day_to,
+            equals=equals,
+            group_by=group_by,
+            members=members,
+            limit=self.rows_max + 1,
         )
         if len(found) > self.rows_max:
             raise Unprocessable(
-                f"the report would read more than {self.rows_max} day rows: narrow the range or filter by currency, "
-                "game_id or client_id",
+                f"the report would answer more than {self.rows_max} rows: narrow the range, filter by currency, "
+                "game_id or client_id, or group by less",
                 code="report_too_large",
             )
-        return found, head
+        rows = []
+        for group, sums in found:
+            row: dict[str, Any] = {d: (v if v != NONE else None) for d, v in zip(group_by, group, strict=True)}
+            row.update(sums)
+            rows.append(row)
+        return rows, head
 
     async def ggr(self, *, day_from: str, day_to: str, equals: dict[str, str], group_by: tuple[str, ...]) -> Report:
         """Gaming figures, GGR and NGR (see core_ledger/domain/reports.py for what counts)."""
-        found, head = await self._rows(PLAY_TABLE, day_from, day_to, equals)
-        rows = _grouped(found, PLAY_DIMENSIONS, group_by, PLAY_SUMS)
+        rows, head = await self._sums(PLAY_TABLE, day_from, day_to, equals, group_by, PLAY_SUMS)
         for row in rows:
             row["ggr_minor"] = ggr(row)
             row["ngr_minor"] = ngr(row)
@@ -101,8 +98,7 @@ class LedgerReports:
 
     async def cash(self, *, day_from: str, day_to: str, equals: dict[str, str], group_by: tuple[str, ...]) -> Report:
         """Deposits and withdrawals (net: cash in minus cash out), adjustments and jackpot seeds."""
-        found, head = await self._rows(CASH_TABLE, day_from, day_to, equals)
-        rows = _grouped(found, CASH_DIMENSIONS, group_by, CASH_SUMS)
+        rows, head = await self._sums(CASH_TABLE, day_from, day_to, equals, group_by, CASH_SUMS)
         for row in rows:
             row["net_cash_minor"] = row["deposits_minor"] - row["withdrawals_minor"]
         return Report("cash", (*group_by, *CASH_SUMS, "net_cash_minor"), rows, head)

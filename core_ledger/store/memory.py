@@ -209,19 +209,27 @@ class MemoryStore(Store):
                 break
         return out, self._head.sequence
 
-    async def report_rows(
-        self, table: str, *, day_from: str, day_to: str, equals: dict[str, str], limit: int
-    ) -> tuple[list[tuple[Key, Doc]], int]:
-        require(table in ADDITIVE, f"{table} is a report table")
+    async def report_sums(
+        self,
+        table: str,
+        *,
+        day_from: str,
+        day_to: str,
+        equals: dict[str, str],
+        group_by: Sequence[str],
+        members: Sequence[str],
+        limit: int,
+    ) -> tuple[list[tuple[Key, dict[str, int]]], int]:
+        require(table in ADDITIVE and set(group_by) <= set(TABLES[table]), f"{group_by} of {table}")
         columns = TABLES[table]
-        out = []
-        for key in sorted(self._tables[table]):
+        sums: dict[Key, dict[str, int]] = {}
+        for key, doc in self._tables[table].items():
             named = dict(zip(columns, key, strict=True))
             if day_from <= named["day"] <= day_to and all(named[c] == v for c, v in equals.items()):
-                out.append((key, _copy(self._tables[table][key])))
-                if len(out) >= limit:
-                    break
-        return out, self._head.sequence
+                into = sums.setdefault(tuple(named[g] for g in group_by), dict.fromkeys(members, 0))
+                for m in members:
+                    into[m] += doc.get(m, 0)
+        return [(k, sums[k]) for k in sorted(sums)][:limit], self._head.sequence
 
     async def accounts_by_prefix(self, prefixes: Sequence[str], limit: int) -> tuple[dict[str, Doc], int]:
         out: dict[str, Doc] = {}

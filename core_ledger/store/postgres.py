@@ -49,6 +49,7 @@ from core_ledger.store.base import (
     StorageError,
     Store,
     SummaryPage,
+    report_filter,
 )
 from core_ledger.store.sqlite import SqliteStore
 
@@ -811,24 +812,31 @@ class PostgresStore(Store):
             head = await conn.fetchval("SELECT sequence FROM head")
         return [(int(r[0]), orjson.loads(r[1])) for r in found], int(head)
 
-    async def report_rows(
-        self, table: str, *, day_from: str, day_to: str, equals: dict[str, str], limit: int
-    ) -> tuple[list[tuple[Key, Doc]], int]:
-        require(table in ADDITIVE, f"{table} is a report table")
-        columns = TABLES[table]
-        clauses, params = ["day >= $1", "day <= $2"], [day_from, day_to]
-        for name, value in equals.items():
-            require(name in columns, f"{name} is a key column of {table}")
-            params.append(value)
-            clauses.append(f"{name} = ${len(params)}")
+    async def report_sums(
+        self,
+        table: str,
+        *,
+        day_from: str,
+        day_to: str,
+        equals: dict[str, str],
+        group_by: Sequence[str],
+        members: Sequence[str],
+        limit: int,
+    ) -> tuple[list[tuple[Key, dict[str, int]]], int]:
+        clauses, params = report_filter(table, day_from, day_to, equals, group_by, members, lambda i: f"${i}")
+        groups = ", ".join(group_by)
+        sums = ", ".join(f"coalesce(sum(((doc::jsonb) ->> '{m}')::bigint), 0)" for m in members)
         sql = (
-            f"SELECT {', '.join(columns)}, doc FROM {table} WHERE {' AND '.join(clauses)} "
-            f"ORDER BY {', '.join(columns)} LIMIT ${len(params) + 1}"
+            f"SELECT {groups}, {sums} FROM {table} WHERE {' AND '.join(clauses)} "
+            f"GROUP BY {groups} ORDER BY {groups} LIMIT ${len(params) + 1}"
         )
-        async with self._snapshot("report_rows") as conn:
+        async with self._snapshot("report_sums") as conn:
             found = await conn.fetch(sql, *params, limit)
             head = await conn.fetchval("SELECT sequence FROM head")
-        return _pairs(found), int(head)
+        width = len(group_by)
+        return [
+            (tuple(row[:width]), dict(zip(members, (int(v) for v in list(row)[width:]), strict=True))) for row in found
+        ], int(head)
 
     async def accounts_by_prefix(self, prefixes: Sequence[str], limit: int) -> tuple[dict[str, Doc], int]:
         sql = "SELECT account, doc FROM accounts WHERE account >= $1 AND account < $2 ORDER BY account LIMIT $3"

@@ -40,6 +40,7 @@ from core_ledger.store.base import (
     StorageError,
     Store,
     SummaryPage,
+    report_filter,
 )
 
 BUSY_TIMEOUT_MS = 5000
@@ -604,22 +605,27 @@ class SqliteStore(Store):
             return [], await self._read_head()
         return [(int(row[0]), orjson.loads(row[1])) for row in found], int(found[0][-1] or 0)
 
-    async def report_rows(
-        self, table: str, *, day_from: str, day_to: str, equals: dict[str, str], limit: int
-    ) -> tuple[list[tuple[Key, Doc]], int]:
-        require(table in ADDITIVE, f"{table} is a report table")
-        columns = TABLES[table]
-        clauses, params = ["day >= ?", "day <= ?"], [day_from, day_to]
-        for name, value in equals.items():
-            require(name in columns, f"{name} is a key column of {table}")
-            clauses.append(f"{name} = ?")
-            params.append(value)
+    async def report_sums(
+        self,
+        table: str,
+        *,
+        day_from: str,
+        day_to: str,
+        equals: dict[str, str],
+        group_by: Sequence[str],
+        members: Sequence[str],
+        limit: int,
+    ) -> tuple[list[tuple[Key, dict[str, int]]], int]:
+        clauses, params = report_filter(table, day_from, day_to, equals, group_by, members, lambda _: "?")
+        groups = ", ".join(group_by)
+        sums = ", ".join(f"coalesce(sum(json_extract(doc, '$.{m}')), 0)" for m in members)
         sql = (
-            f"SELECT {', '.join(columns)}, doc FROM {table} WHERE {' AND '.join(clauses)} "
-            f"ORDER BY {', '.join(columns)} LIMIT ?"
+            f"SELECT {groups}, {sums} FROM {table} WHERE {' AND '.join(clauses)} "
+            f"GROUP BY {groups} ORDER BY {groups} LIMIT ?"
         )
         found, [head] = await self._r.run(_snapshot_sync, [(sql, [*params, limit])])
-        return [(tuple(row[:-1]), orjson.loads(row[-1])) for row in found], head
+        width = len(group_by)
+        return [(tuple(row[:width]), dict(zip(members, map(int, row[width:]), strict=True))) for row in found], head
 
     async def accounts_by_prefix(self, prefixes: Sequence[str], limit: int) -> tuple[dict[str, Doc], int]:
         queries = []

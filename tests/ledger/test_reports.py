@@ -547,14 +547,28 @@ async def test_every_store_adds_report_deltas_and_reads_them_in_one_snapshot(sto
         key: {"bets_minor": 7 + 2**40, "bet_count": 3},
         other: {"bets_minor": 1, "bet_count": 1},
     }
-    rows, head = await store.report_rows(PLAY_TABLE, day_from="2026-11-23", day_to="2026-11-24", equals={}, limit=10)
+    every = ("day", "currency", "game_id", "client_id")
+    members = ("bets_minor", "bet_count")
+
+    async def sums(day_from: str, day_to: str, group_by: tuple[str, ...], limit: int = 10, **equals: str) -> Any:
+        return await store.report_sums(
+            PLAY_TABLE,
+            day_from=day_from,
+            day_to=day_to,
+            equals=equals,
+            group_by=group_by,
+            members=members,
+            limit=limit,
+        )
+
+    rows, head = await sums("2026-11-23", "2026-11-24", every)
     assert rows == [(key, {"bets_minor": 7 + 2**40, "bet_count": 3})] and head == 0
-    rows, _ = await store.report_rows(
-        PLAY_TABLE, day_from="2026-11-01", day_to="2026-11-30", equals={"client_id": "gs-b"}, limit=10
-    )
+    rows, _ = await sums("2026-11-01", "2026-11-30", every, client_id="gs-b")
     assert [k for k, _ in rows] == [other]
-    rows, _ = await store.report_rows(PLAY_TABLE, day_from="2026-11-01", day_to="2026-11-30", equals={}, limit=1)
-    assert len(rows) == 1
+    rows, _ = await sums("2026-11-01", "2026-11-30", ("currency",))
+    assert rows == [(("EUR",), {"bets_minor": 8 + 2**40, "bet_count": 4})]
+    rows, _ = await sums("2026-11-01", "2026-11-30", ("currency", "client_id"), limit=1)
+    assert rows == [(("EUR", "gs-a"), {"bets_minor": 7 + 2**40, "bet_count": 3})]
     await store.commit(
         [],
         {
