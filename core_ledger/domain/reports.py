@@ -37,7 +37,7 @@ from typing import Final
 
 from core_ledger.domain.accounts import is_player_account
 from core_ledger.domain.outcomes import Outcome
-from core_ledger.domain.records import Entry
+from core_ledger.domain.records import Contribution, Entry
 from core_ledger.domain.state import ROUND_CLIENT, Key, State, round_address
 
 PLAY_TABLE: Final = "report_play_days"
@@ -103,8 +103,11 @@ def _round_game(state: State, round_client_id: str | None, player_id: str, round
     return round_["game_id"] if round_ is not None else NONE
 
 
-def _contributed(items: list[dict[str, object]]) -> int:
-    return sum(int(str(c["amount_minor"])) for c in items)
+def _contributed(items: list[Contribution]) -> int:
+    total = 0
+    for c in items:
+        total += c["amount_minor"]
+    return total
 
 
 def report_deltas(state: State, entry: Entry) -> list[Delta]:
@@ -116,6 +119,11 @@ def report_deltas(state: State, entry: Entry) -> list[Delta]:
         return []
     r, result, kind = tx["request"], tx["result"], tx["type"]
     day, client = day_of(tx["committed_at"]), tx["client_id"] or NONE
+    if kind == "bet":  # the hot path: one delta, built directly
+        sums = {"bets_minor": r["amount_minor"], "bet_count": 1}
+        if result["jackpot_contributions"]:
+            sums["jackpot_contributions_minor"] = _contributed(result["jackpot_contributions"])
+        return [(PLAY_TABLE, (day, r["currency"], r["game_id"], client), sums)]
 
     def play(currency: str, game: str | None, who: str, sums: dict[str, int]) -> list[Delta]:
         return [(PLAY_TABLE, (day, currency, game or NONE, who or NONE), sums)]
@@ -123,12 +131,6 @@ def report_deltas(state: State, entry: Entry) -> list[Delta]:
     def cash(currency: str, sums: dict[str, int]) -> list[Delta]:
         return [(CASH_TABLE, (day, currency), sums)]
 
-    if kind == "bet":
-        sums = {"bets_minor": r["amount_minor"], "bet_count": 1}
-        contributed = _contributed(result["jackpot_contributions"])
-        if contributed:
-            sums["jackpot_contributions_minor"] = contributed
-        return play(r["currency"], r["game_id"], client, sums)
     if kind == "win":
         game = _round_game(state, result.get(ROUND_CLIENT), r["player_id"], r["round_id"])
         return play(r["currency"], game, client, {"wins_minor": r["amount_minor"], "win_count": 1})
