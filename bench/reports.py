@@ -36,15 +36,18 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from prometheus_client import CollectorRegistry
 
 from core_ledger.domain import ADMIN_SCOPE, Command
-from core_ledger.domain.reports import CASH_TABLE, PLAY_TABLE
+from core_ledger.domain.records import Entry
+from core_ledger.domain.reports import CASH_TABLE, PLAY_TABLE, add_report_sums
+from core_ledger.domain.state import ROUND_CLIENT, Key, State, round_address
 from core_ledger.metrics import LedgerMetrics
 from core_ledger.reports import PLAY_DIMENSIONS, LedgerReports
 from core_ledger.service import LedgerService
+from core_ledger.store import Head
 from core_ledger.store.sqlite import SqliteStore
 from core_ledger.writer import WriterLimits
 
@@ -68,6 +71,7 @@ class Seed:
         self.now = START
         self.step = timedelta(seconds=days * 86_400 / max(1, size))
         self.bets = self.wins = 0
+        self.game_of_round: dict[tuple[str | None, str], str] = {}
 
     def clock(self) -> datetime:
         return self.now
@@ -157,6 +161,54 @@ async def seed(store: SqliteStore, plan: Seed, group: int) -> float:
     return time.perf_counter() - started
 
 
+def folded_entries(plan: Seed) -> Iterator[tuple[Entry, tuple[str, Key, Any] | None]]:
+    """`--fold-only`: the committed entries the seed's bets and wins would journal (as much of them
+    as the report fold reads), each with the round row its fold reads (a win's round)."""
+    for command in plan.commands():
+        if command.type not in ("bet", "win"):
+            continue
+        r, client = command.request, command.key[0] if command.key else None
+        at = plan.now.isoformat(timespec="microseconds").replace("+00:00", "Z")
+        plan.now += plan.step
+        result: dict[str, Any] = {ROUND_CLIENT: client}
+        if command.type == "bet":
+            result.update({"jackpot_contributions": [], "bonus_wagering": []})
+        tx = {"type": command.type, "id": r["id"], "client_id": client, "outcome": "committed", "committed_at": at}
+        entry = cast(Entry, {"transaction": {**tx, "request": r, "result": result}, "postings": []})
+        round_row = None
+        if command.type == "win":
+            table, key = round_address(client, r["player_id"], r["round_id"])
+            round_row = (table, key, {"game_id": plan.game_of_round.pop((client, r["round_id"]))})
+        else:
+            plan.game_of_round[(client, r["round_id"])] = r["game_id"]
+        yield entry, round_row
+
+
+async def fold_only(store: SqliteStore, plan: Seed) -> tuple[float, float]:
+    """Fold the entries with the real fold (`domain.reports.add_report_sums`) in memory and commit
+    the report tables they fill; the journal stays empty (reports never read it). Returns the
+    seconds of the fold alone and of the whole seeding."""
+    started = time.perf_counter()
+    state, fold_s = State(complete=True), 0.0
+    for entry, round_row in folded_entries(plan):
+        if round_row is not None:
+            state.fill(round_row[0], round_row[1], round_row[2])
+        t = time.perf_counter()
+        add_report_sums(state, entry)
+        fold_s += time.perf_counter() - t
+        if round_row is not None:
+            del state.tables[round_row[0]][round_row[1]]
+    await store.open()
+    try:
+        for table in (PLAY_TABLE, CASH_TABLE):
+            rows = list(state.rows(table).items())
+            for start in range(0, len(rows), 5000):
+                await store.commit([], {table: rows[start : start + 5000]}, Head())
+    finally:
+        await store.close()
+    return fold_s, time.perf_counter() - started
+
+
 async def timed(repeat: int, work: Any) -> tuple[float, Any]:
     times, result = [], None
     for _ in range(repeat):
@@ -169,9 +221,12 @@ async def timed(repeat: int, work: Any) -> tuple[float, Any]:
 async def measure(size: int, opts: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     db = workdir / f"ledger-{size}.db"
     plan = Seed(size, opts.days, opts.games, opts.clients)
-    store = SqliteStore(db)
-    # The writer reads the clock once per group: enough groups that every day gets some.
-    seed_s = await seed(store, plan, min(opts.seed_group, max(50, size // (opts.days * 2))))
+    store, fold_s = SqliteStore(db), 0.0
+    if opts.fold_only:
+        fold_s, seed_s = await fold_only(store, plan)
+    else:
+        # The writer reads the clock once per group: enough groups that every day gets some.
+        seed_s = await seed(store, plan, min(opts.seed_group, max(50, size // (opts.days * 2))))
     await store.open()
     try:
         reports = LedgerReports(store, rows_max=10_000_000)
@@ -179,7 +234,13 @@ async def measure(size: int, opts: argparse.Namespace, workdir: Path) -> dict[st
         first, last = START.date().isoformat(), plan.now.date().isoformat()
         one_day = (START + timedelta(days=opts.days // 2)).date().isoformat()
         db_bytes = (await asyncio.to_thread(db.stat)).st_size
-        out: dict[str, Any] = {"entries": head, "seed_s": round(seed_s, 1), "db_bytes": db_bytes}
+        out: dict[str, Any] = {
+            "entries": head or plan.bets + plan.wins,
+            "seed_s": round(seed_s, 1),
+            "db_bytes": db_bytes,
+        }
+        if opts.fold_only:
+            out["fold_us_per_entry"] = round(fold_s / max(1, plan.bets + plan.wins) * 1e6, 2)
         out["report_rows"] = len(await store.dump(PLAY_TABLE)) + len(await store.dump(CASH_TABLE))
         cases = {
             "ggr_all_rows": lambda: reports.ggr(day_from=first, day_to=last, equals={}, group_by=PLAY_DIMENSIONS),
@@ -234,6 +295,11 @@ def main() -> None:
     parser.add_argument("--seed-group", type=int, default=2000, help="commands per seeding commit")
     parser.add_argument("--repeat", type=int, default=5, help="runs per report (the median is reported)")
     parser.add_argument("--keep", action="store_true", help="keep the seeded databases")
+    parser.add_argument(
+        "--fold-only",
+        action="store_true",
+        help="fill only the report tables, by folding the bets and wins in memory with the real fold (no journal)",
+    )
     opts = parser.parse_args()
     opts.sizes = [parse_size(s) for s in opts.sizes.split(",")]
     print(json.dumps(asyncio.run(run(opts))))
