@@ -97,7 +97,7 @@ class Seed:
         while n < self.size - 3 * PLAYERS:
             player = n % PLAYERS
             turn = n // PLAYERS
-            cur, client = CURRENCIES[turn % 2], f"gs-{(player + turn) % self.clients}"
+            cur, client = CURRENCIES[turn % 2], f"gs-{(player // self.games + turn) % self.clients}"
             game, round_id = f"game-{(player * 7 + turn) % self.games}", f"r-{player}-{turn}"
             pid = f"rp{player}"
             bet_id, win_id = f"b{n}", f"w{n}"
