@@ -119,9 +119,9 @@ MIGRATIONS = (
         "finance report sums per day (derived, rebuilt from the journal)",
         (
             "CREATE TABLE IF NOT EXISTS report_play_days (day, currency, game_id, client_id, doc TEXT NOT NULL, "
-            "PRIMARY KEY (day, currency, game_id, client_id)) WITHOUT ROWID",
+            "PRIMARY KEY (day, currency, game_id, client_id))",
             "CREATE TABLE IF NOT EXISTS report_cash_days (day, currency, doc TEXT NOT NULL, "
-            "PRIMARY KEY (day, currency)) WITHOUT ROWID",
+            "PRIMARY KEY (day, currency))",
         ),
     ),
 )
