@@ -21,7 +21,7 @@ from typing import Any, Final
 
 from shared.errors import Unprocessable
 
-from core_ledger.domain.accounts import JACKPOT_PREFIX
+from core_ledger.domain.accounts import JACKPOT_PREFIX, system_account
 from core_ledger.domain.reports import CASH_SUMS, CASH_TABLE, NONE, PLAY_SUMS, PLAY_TABLE, ggr, ngr
 from core_ledger.domain.state import TABLES
 from core_ledger.liabilities import SYSTEM_KINDS, liabilities
@@ -129,8 +129,8 @@ class LedgerReports:
                     "player_balances_minor": owed[("player_balances", cur)],
                     "jackpot_liability_minor": owed[("jackpot_pools", cur)],
                     "bonus_liability_minor": owed[("bonus_granted", cur)],
-                    "house_position_minor": system.get(f"house:{cur}", 0),
-                    "cash_held_minor": -system.get(f"cashier:{cur}", 0),
+                    "house_position_minor": system.get(system_account("house", cur), 0),
+                    "cash_held_minor": -system.get(system_account("cashier", cur), 0),
                 }
             )
         return Report("liabilities", ("currency", *LIABILITY_MEMBERS), rows, head)

@@ -23,6 +23,7 @@ import orjson
 import pytest
 
 from core_ledger.app import create_app
+from core_ledger.domain.accounts import system_account
 from core_ledger.domain.reports import PLAY_TABLE
 from core_ledger.domain.state import State
 from core_ledger.reports_http import REPORTS
@@ -387,7 +388,7 @@ async def test_every_report_recomputed_from_the_journal_export_matches_to_the_un
 
     # The house's balance is, to the unit, GGR minus jackpot seeds minus adjustments.
     for cur in ("EUR", "USD"):
-        house = truth["balances"][f"house:{cur}"]
+        house = truth["balances"][system_account("house", cur)]
         ggr = sum(ggr_of(s) for k, s in truth["play"].items() if k[1] == cur)
         costs = sum(s["jackpot_seeds_minor"] + s["adjustments_minor"] for k, s in truth["cash"].items() if k[1] == cur)
         assert house == ggr - costs
