@@ -27,7 +27,7 @@ from shared.tracing import TraceMetrics, Tracing
 from shared.tracing import setup as setup_tracing
 from shared.web import PRINCIPAL, Handler, make_app
 
-from core_ledger import admin_http, audit_http, events_http, queries_http
+from core_ledger import admin_http, audit_http, events_http, queries_http, reports_http
 from core_ledger.app_keys import (
     AUDITOR,
     BACKUPS,
@@ -53,6 +53,7 @@ from core_ledger.metrics import LedgerMetrics
 from core_ledger.postgres_watch import PostgresWatch
 from core_ledger.queries import LedgerQueries
 from core_ledger.reads import LedgerReads
+from core_ledger.reports import LedgerReports
 from core_ledger.rounds_job import StaleRounds
 from core_ledger.service import LedgerService
 from core_ledger.standby_tailer import StandbyMetrics, StandbySettings, StandbyTailer
@@ -128,6 +129,7 @@ def create_app(
         app[STANDBY] = StandbyTailer(app[SERVICE], standby, StandbyMetrics(registry), clock)
     app[READS] = LedgerReads(store, clock=clock)
     app[queries_http.QUERIES] = LedgerQueries(store, clock=clock)
+    app[reports_http.REPORTS] = LedgerReports(store)
     app[AUDITOR] = Auditor(app[SERVICE], app[READS], metrics, clock)
     app[LIABILITIES] = LiabilitiesSampler(store, metrics, config.liabilities_interval_s)
     app[STALE_ROUNDS] = StaleRounds(
@@ -156,7 +158,14 @@ def create_app(
     events_http.install(app, app[SERVICE], config, metrics, registry)
     serve_routes(
         app,
-        [*ROUTES, *admin_http.ROUTES, *audit_http.ROUTES, *events_http.ROUTES, *queries_http.ROUTES],
+        [
+            *ROUTES,
+            *admin_http.ROUTES,
+            *audit_http.ROUTES,
+            *events_http.ROUTES,
+            *queries_http.ROUTES,
+            *reports_http.ROUTES,
+        ],
         title="Croupier core ledger",
         answer_headers=LEDGER_HEADERS,
         description="Serializable double-entry money ledger with a hash-chained journal.",

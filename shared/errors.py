@@ -171,6 +171,7 @@ CODES: dict[str, Code] = {
     "bonus_expired": Code(Unprocessable, "the bonus expired"),
     "currency_mismatch": Code(Unprocessable, "the currency is not the account's, round's or jackpot's"),
     "balance_limit_exceeded": Code(Unprocessable, "the balance would exceed its limit"),
+    "report_too_large": Code(Unprocessable, "a report would read more day rows than its bound: narrow it"),
     "account_frozen": Code(Locked, "the player is frozen"),
     "ledger_unavailable": Code(Unavailable, "the ledger cannot take it now (queue full, unreachable)", True),
     "not_primary": Code(Unavailable, "this ledger copy is a standby or fenced: try the primary", True),

@@ -15,6 +15,7 @@ from core_ledger.domain.folds import DIRECT_SLOT, edge_slot
 from core_ledger.domain.outcomes import Outcome
 from core_ledger.domain.records import Entry
 from core_ledger.domain.render import Answer, render
+from core_ledger.domain.reports import add_report_sums
 from core_ledger.domain.specs import spec_of
 from core_ledger.domain.state import State
 from core_ledger.domain.summaries import summarize
@@ -29,6 +30,7 @@ def evolve(state: State, entry: Entry) -> Answer:
         _apply_postings(state, entry)
         spec_of(tx["type"]).apply(state, entry)
     summarize(state, entry)
+    add_report_sums(state, entry)
     if tx["id"] is not None:
         # The journal holds the request and the answer; the record only points at the entry. A
         # committed bet's own `bets` row is its record (see `idempotency_record`).

@@ -27,6 +27,7 @@ from core_ledger.domain.records import (
 
 # Account names are built in `accounts`; re-exported here, where readers found them before.
 __all__ = [
+    "ADDITIVE",
     "ENTRIES",
     "LATER_TABLES",
     "TABLES",
@@ -66,9 +67,16 @@ TABLES: dict[str, tuple[str, ...]] = {
     "round_openings": ("sequence",),
     # One row per journal entry: what operator queries filter on (see `summaries`).
     "tx_summaries": ("sequence",),
+    # Finance reports (schema migration 5): sums in minor units per UTC day, kept by adding each
+    # entry's deltas (see `reports` and `ADDITIVE`).
+    "report_play_days": ("day", "currency", "game_id", "client_id"),
+    "report_cash_days": ("day", "currency"),
 }
 # Tables added after the first schema: created by a later migration, absent from older backups.
-LATER_TABLES = frozenset({"external_refs", "round_openings", "tx_summaries"})
+LATER_TABLES = frozenset({"external_refs", "round_openings", "tx_summaries", "report_play_days", "report_cash_days"})
+# Tables of integer sums: what a commit writes for them are DELTAS that the store adds to the stored
+# row (one upsert per touched key per commit), not the row itself; the writer never reads them.
+ADDITIVE = frozenset({"report_play_days", "report_cash_days"})
 # Append-only tables the writer never reads back: not kept in its cache after a flush.
 WRITE_ONLY = frozenset({"history", "external_refs", "round_openings", "tx_summaries"})
 # Journal entries by (sequence,): read by the writer to replay or compare a stored answer; not a
@@ -122,6 +130,8 @@ class State:
         self.complete = complete
         self.tables: dict[str, dict[Key, Doc | None]] = {t: {} for t in (*TABLES, ENTRIES)}
         self.dirty: dict[tuple[str, Key], None] = {}  # insertion-ordered: writes are deterministic
+        # Sums of `ADDITIVE` tables added since the last `take_dirty` (what a commit adds).
+        self.added: dict[tuple[str, Key], dict[str, int]] = {}
 
     def known(self, table: str, key: Key) -> bool:
         return self.complete or key in self.tables[table]
@@ -189,6 +199,22 @@ class State:
         self.tables[table][key] = cast(Doc, doc)  # a row is stored as the JSON document it is
         self.dirty[(table, key)] = None
 
+    def add(self, table: str, key: Key, sums: Mapping[str, int], names: tuple[str, ...]) -> None:
+        """Add integer sums to a row of an `ADDITIVE` table (every member of `names`, 0 if not
+        given). Only the deltas are kept for the next commit; a complete state (rebuild) also
+        keeps the totals, which are then the table."""
+        pending = self.added.get((table, key))
+        if pending is None:
+            pending = self.added[(table, key)] = dict.fromkeys(names, 0)
+        for name, value in sums.items():
+            pending[name] += value
+        if self.complete:
+            total = self.tables[table].get(key)
+            if total is None:
+                total = self.tables[table][key] = dict.fromkeys(names, 0)
+            for name, value in sums.items():
+                total[name] += value
+
     def remember(self, entry: Entry) -> None:
         """Keep a just-written entry for replays later in the same batch (not in a rebuild)."""
         if not self.complete:
@@ -211,6 +237,9 @@ class State:
             if table in WRITE_ONLY and not self.complete:
                 del self.tables[table][key]
         self.dirty.clear()
+        for (table, key), sums in self.added.items():
+            out.setdefault(table, []).append((key, sums))
+        self.added = {}
         return out
 
     def size(self) -> int:

@@ -8,15 +8,16 @@ driver errors into `StorageError` where the transaction ends.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from shared.migrations import Plan
 
+from core_ledger.domain.commands import require
 from core_ledger.domain.journal import GENESIS_HASH
-from core_ledger.domain.state import Doc, Key
+from core_ledger.domain.state import ADDITIVE, TABLES, Doc, Key
 
 Rows = dict[str, list[tuple[Key, Doc]]]
 SummaryPage = tuple[list[tuple[int, Doc]], int]  # transaction index rows by sequence, and the head
@@ -45,6 +46,31 @@ SUMMARY_MEMBERS = (
 # indexed member costs each entry an index entry, most of them a page written at random: see
 # docs/decisions/operator-index-columns.md.
 SUMMARY_INDEXED = ("player_id", "round_id", "type")
+
+
+def report_filter(
+    table: str,
+    day_from: str,
+    day_to: str,
+    equals: dict[str, str],
+    group_by: Sequence[str],
+    members: Sequence[str],
+    mark: Callable[[int], str],
+) -> tuple[list[str], list[Any]]:
+    """The WHERE clauses and parameters of a report query (day range, key columns equal; `mark(i)`
+    is the placeholder of the i-th parameter), after checking every name it lets into SQL: key
+    columns of a report table, and members that are identifiers."""
+    require(table in ADDITIVE, f"{table} is a report table")
+    columns = TABLES[table]
+    require(bool(group_by) and set(group_by) <= set(columns), f"{group_by} are key columns of {table}")
+    require(all(m.isidentifier() for m in members), "report members are identifiers")
+    params: list[Any] = [day_from, day_to]
+    clauses = [f"day >= {mark(1)}", f"day <= {mark(2)}"]
+    for name, value in equals.items():
+        require(name in columns, f"{name} is a key column of {table}")
+        params.append(value)
+        clauses.append(f"{name} = {mark(len(params))}")
+    return clauses, params
 
 
 class StorageError(Exception):
@@ -201,6 +227,31 @@ class Store(ABC):
         """Rows of the transaction index (`tx_summaries`) whose members equal `equals` (names from
         `SUMMARY_FILTERS`), committed at or after `time_from` and before `time_until` (RFC 3339 UTC
         text as the journal writes it), after a sequence, in sequence order; and the head sequence."""
+
+    # Finance reports (core_ledger/reports.py): rows of the report sums and the balances of the
+    # system accounts, each read in one snapshot with the journal head.
+
+    @abstractmethod
+    async def report_sums(
+        self,
+        table: str,
+        *,
+        day_from: str,
+        day_to: str,
+        equals: dict[str, str],
+        group_by: Sequence[str],
+        members: Sequence[str],
+        limit: int,
+    ) -> tuple[list[tuple[Key, dict[str, int]]], int]:
+        """Sums of `members` over the rows of a report table (`state.ADDITIVE`) whose `day` is
+        within [day_from, day_to] (inclusive, YYYY-MM-DD) and whose key columns equal `equals`:
+        one per distinct value of the `group_by` key columns, in their order, at most `limit`;
+        and the journal head sequence of the same snapshot."""
+
+    @abstractmethod
+    async def accounts_by_prefix(self, prefixes: Sequence[str], limit: int) -> tuple[dict[str, Doc], int]:
+        """The `accounts` rows whose name starts with one of `prefixes` (at most `limit` per prefix),
+        by name; and the journal head sequence of the same snapshot."""
 
     @abstractmethod
     async def history_at(self, account: str, sequence: int) -> Doc | None:

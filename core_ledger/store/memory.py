@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from core_ledger.domain.commands import require
-from core_ledger.domain.state import ENTRIES, TABLES, Doc, Key
+from core_ledger.domain.state import ADDITIVE, ENTRIES, TABLES, Doc, Key
 from core_ledger.store.base import Head, JournalRow, Rows, Store, SummaryPage
 
 
@@ -57,8 +57,12 @@ class MemoryStore(Store):
         )
         self._journal.extend(journal)
         for table, items in rows.items():
+            stored = self._tables[table]
             for key, doc in items:
-                self._tables[table][key] = _copy(doc)
+                if table in ADDITIVE and key in stored:  # sums: the doc holds deltas
+                    stored[key] = {name: stored[key].get(name, 0) + value for name, value in doc.items()}
+                else:
+                    stored[key] = _copy(doc)
         self._head = head
 
     async def get(self, table: str, key: Key) -> tuple[Doc | None, int]:
@@ -203,6 +207,35 @@ class MemoryStore(Store):
             out.append((sequence, _copy(doc)))
             if len(out) >= limit:
                 break
+        return out, self._head.sequence
+
+    async def report_sums(
+        self,
+        table: str,
+        *,
+        day_from: str,
+        day_to: str,
+        equals: dict[str, str],
+        group_by: Sequence[str],
+        members: Sequence[str],
+        limit: int,
+    ) -> tuple[list[tuple[Key, dict[str, int]]], int]:
+        require(table in ADDITIVE and set(group_by) <= set(TABLES[table]), f"{group_by} of {table}")
+        columns = TABLES[table]
+        sums: dict[Key, dict[str, int]] = {}
+        for key, doc in self._tables[table].items():
+            named = dict(zip(columns, key, strict=True))
+            if day_from <= named["day"] <= day_to and all(named[c] == v for c, v in equals.items()):
+                into = sums.setdefault(tuple(named[g] for g in group_by), dict.fromkeys(members, 0))
+                for m in members:
+                    into[m] += doc.get(m, 0)
+        return [(k, sums[k]) for k in sorted(sums)][:limit], self._head.sequence
+
+    async def accounts_by_prefix(self, prefixes: Sequence[str], limit: int) -> tuple[dict[str, Doc], int]:
+        out: dict[str, Doc] = {}
+        for prefix in prefixes:
+            found = sorted(k[0] for k in self._tables["accounts"] if k[0].startswith(prefix))[:limit]
+            out.update({name: _copy(self._tables["accounts"][(name,)]) for name in found})
         return out, self._head.sequence
 
     async def history_at(self, account: str, sequence: int) -> Doc | None:

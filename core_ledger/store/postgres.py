@@ -42,7 +42,7 @@ from shared.migrations import Migration, Plan, SchemaVersionError, plan
 
 from core_ledger.domain.commands import require
 from core_ledger.domain.journal import GENESIS_HASH
-from core_ledger.domain.state import ENTRIES, LATER_TABLES, TABLES, Doc, Key
+from core_ledger.domain.state import ADDITIVE, ENTRIES, LATER_TABLES, TABLES, Doc, Key
 from core_ledger.store.base import (
     KEYS_PER_QUERY_MAX,
     SUMMARY_FILTERS,
@@ -53,6 +53,7 @@ from core_ledger.store.base import (
     StorageError,
     Store,
     SummaryPage,
+    report_filter,
 )
 from core_ledger.store.pg_connect import connect_read_write
 from core_ledger.store.sqlite import SqliteStore
@@ -151,8 +152,14 @@ MIGRATIONS = (
     ),
     Migration(
         5,
-        "reserved for the report tables (issue 12, another branch): replaced by that migration on merge",
-        (),
+        "finance report sums per day (derived, rebuilt from the journal)",
+        (
+            'CREATE TABLE IF NOT EXISTS report_play_days (day text COLLATE "C", currency text COLLATE "C", '
+            'game_id text COLLATE "C", client_id text COLLATE "C", doc text NOT NULL, '
+            "PRIMARY KEY (day, currency, game_id, client_id))",
+            'CREATE TABLE IF NOT EXISTS report_cash_days (day text COLLATE "C", currency text COLLATE "C", '
+            "doc text NOT NULL, PRIMARY KEY (day, currency))",
+        ),
     ),
     Migration(
         6,
@@ -240,6 +247,17 @@ async def _write_rows(conn: asyncpg.Connection, table: str, items: dict[Key, Doc
         await conn.execute(sql, *_columns_of([k for k, _ in chunk], width), docs)
 
 
+def _on_conflict(table: str) -> str:
+    """What an upsert does to a stored row: replace its doc; for a table of sums (`ADDITIVE`: the
+    doc holds deltas), add each member to the stored one."""
+    if table not in ADDITIVE:
+        return "doc = EXCLUDED.doc"
+    return (
+        "doc = (SELECT json_object_agg(d.key, d.value::bigint + coalesce((cur.doc::jsonb ->> d.key)::bigint, 0))::text "
+        "FROM jsonb_each_text(EXCLUDED.doc::jsonb) AS d)"
+    )
+
+
 def _commit_sql() -> str:
     """A whole group commit as ONE statement (data-modifying CTEs): move the head (fenced on the
     previous one), append the journal rows, upsert every derived table, each from arrays with
@@ -259,9 +277,9 @@ def _commit_sql() -> str:
         arrays = ", ".join(f"${n + k}::{t}[]" for k, t in enumerate(types, 1))
         n += len(types)
         ctes.append(
-            f"t{i} AS (INSERT INTO {table} ({', '.join(names)}) SELECT * FROM unnest({arrays}) "
+            f"t{i} AS (INSERT INTO {table} AS cur ({', '.join(names)}) SELECT * FROM unnest({arrays}) "
             f"AS k({', '.join(names)}) WHERE EXISTS (SELECT 1 FROM moved) "
-            f"ON CONFLICT ({', '.join(columns)}) DO UPDATE SET doc = EXCLUDED.doc)"
+            f"ON CONFLICT ({', '.join(columns)}) DO UPDATE SET {_on_conflict(table)})"
         )
     return "WITH " + ",\n".join(ctes) + "\nSELECT count(*) FROM moved"
 
@@ -807,6 +825,42 @@ class PostgresStore(Store):
             found = await conn.fetch(sql, *params, limit)
             head = await conn.fetchval("SELECT sequence FROM head")
         return [(int(r[0]), orjson.loads(r[1])) for r in found], int(head)
+
+    async def report_sums(
+        self,
+        table: str,
+        *,
+        day_from: str,
+        day_to: str,
+        equals: dict[str, str],
+        group_by: Sequence[str],
+        members: Sequence[str],
+        limit: int,
+    ) -> tuple[list[tuple[Key, dict[str, int]]], int]:
+        clauses, params = report_filter(table, day_from, day_to, equals, group_by, members, lambda i: f"${i}")
+        groups = ", ".join(group_by)
+        sums = ", ".join(f"coalesce(sum(((doc::jsonb) ->> '{m}')::bigint), 0)" for m in members)
+        sql = (
+            f"SELECT {groups}, {sums} FROM {table} WHERE {' AND '.join(clauses)} "
+            f"GROUP BY {groups} ORDER BY {groups} LIMIT ${len(params) + 1}"
+        )
+        async with self._snapshot("report_sums") as conn:
+            found = await conn.fetch(sql, *params, limit)
+            head = await conn.fetchval("SELECT sequence FROM head")
+        width = len(group_by)
+        return [
+            (tuple(row[:width]), dict(zip(members, (int(v) for v in list(row)[width:]), strict=True))) for row in found
+        ], int(head)
+
+    async def accounts_by_prefix(self, prefixes: Sequence[str], limit: int) -> tuple[dict[str, Doc], int]:
+        sql = "SELECT account, doc FROM accounts WHERE account >= $1 AND account < $2 ORDER BY account LIMIT $3"
+        out: dict[str, Doc] = {}
+        async with self._snapshot("accounts_by_prefix") as conn:
+            for prefix in prefixes:
+                upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+                out.update({str(r[0]): orjson.loads(r[1]) for r in await conn.fetch(sql, prefix, upper, limit)})
+            head = await conn.fetchval("SELECT sequence FROM head")
+        return out, int(head)
 
     async def history_at(self, account: str, sequence: int) -> Doc | None:
         sql = "SELECT sequence, doc FROM history WHERE account = $1 AND sequence <= $2 ORDER BY sequence DESC LIMIT 1"

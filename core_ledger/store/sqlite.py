@@ -32,7 +32,7 @@ from shared.migrations import Migration, Plan, SchemaVersionError
 from shared.sqlite_thread import SqliteThread, write_transaction
 
 from core_ledger.domain.commands import require
-from core_ledger.domain.state import ENTRIES, LATER_TABLES, TABLES, Doc, Key
+from core_ledger.domain.state import ADDITIVE, ENTRIES, LATER_TABLES, TABLES, Doc, Key
 from core_ledger.store.base import (
     KEYS_PER_QUERY_MAX,
     SUMMARY_FILTERS,
@@ -44,6 +44,7 @@ from core_ledger.store.base import (
     StorageError,
     Store,
     SummaryPage,
+    report_filter,
 )
 
 BUSY_TIMEOUT_MS = 5000
@@ -124,8 +125,13 @@ MIGRATIONS = (
     ),
     Migration(
         5,
-        "reserved for the report tables (issue 12, another branch): replaced by that migration on merge",
-        (),
+        "finance report sums per day (derived, rebuilt from the journal)",
+        (
+            "CREATE TABLE IF NOT EXISTS report_play_days (day, currency, game_id, client_id, doc TEXT NOT NULL, "
+            "PRIMARY KEY (day, currency, game_id, client_id))",
+            "CREATE TABLE IF NOT EXISTS report_cash_days (day, currency, doc TEXT NOT NULL, "
+            "PRIMARY KEY (day, currency))",
+        ),
     ),
     Migration(
         6,
@@ -220,7 +226,18 @@ _UPSERT = {
     f"ON CONFLICT ({', '.join(cols)}) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in _stored_columns(t)[len(cols) :])
     for t, cols in TABLES.items()
+    if t not in ADDITIVE
 }
+# Tables of sums (`ADDITIVE`): a commit's doc holds deltas, added member by member to the stored row.
+_UPSERT.update(
+    {
+        t: f"INSERT INTO {t} VALUES ({', '.join('?' * (len(cols) + 1))}) "
+        f"ON CONFLICT ({', '.join(cols)}) DO UPDATE SET doc = (SELECT json_group_object(d.key, "
+        f"d.value + coalesce(json_extract({t}.doc, '$.' || d.key), 0)) FROM json_each(excluded.doc) AS d)"
+        for t, cols in TABLES.items()
+        if t in ADDITIVE
+    }
+)
 
 
 def _commit_sync(db: sqlite3.Connection, journal: Sequence[JournalRow], rows: Rows, head: Head) -> None:
@@ -295,6 +312,22 @@ def _replace_derived_from_sync(db: sqlite3.Connection, other: str) -> dict[str, 
         return counts
     finally:
         db.execute("DETACH DATABASE rebuilt")
+
+
+def _members(doc: Doc, members: Sequence[str]) -> dict[str, int]:
+    return {m: int(doc.get(m, 0)) for m in members}
+
+
+def _snapshot_sync(db: sqlite3.Connection, queries: Sequence[tuple[str, Sequence[Any]]]) -> list[list[Any]]:
+    """Several queries and the head in ONE read transaction (one snapshot); the head is the last
+    result. Nothing stays open after it."""
+    db.execute("BEGIN")
+    try:
+        found = [_fetch_all(db, sql, params) for sql, params in queries]
+        [(head,)] = _fetch_all(db, f"SELECT {HEAD_SQL}", ())
+    finally:
+        db.execute("ROLLBACK")
+    return [*found, [int(head or 0)]]
 
 
 def _fenced_by_sync(db: sqlite3.Connection) -> int:
@@ -641,6 +674,41 @@ class SqliteStore(Store):
         if not found:
             return [], await self._read_head()
         return [(int(row[0]), orjson.loads(row[1])) for row in found], int(found[0][-1] or 0)
+
+    async def report_sums(
+        self,
+        table: str,
+        *,
+        day_from: str,
+        day_to: str,
+        equals: dict[str, str],
+        group_by: Sequence[str],
+        members: Sequence[str],
+        limit: int,
+    ) -> tuple[list[tuple[Key, dict[str, int]]], int]:
+        clauses, params = report_filter(table, day_from, day_to, equals, group_by, members, lambda _: "?")
+        groups, width = ", ".join(group_by), len(group_by)
+        if tuple(group_by) == TABLES[table]:  # one row per stored row: each doc parsed once, here
+            sql = f"SELECT {groups}, doc FROM {table} WHERE {' AND '.join(clauses)} ORDER BY {groups} LIMIT ?"
+            found, [head] = await self._r.run(_snapshot_sync, [(sql, [*params, limit])])
+            return [(tuple(row[:width]), _members(orjson.loads(row[-1]), members)) for row in found], head
+        sums = ", ".join(f"coalesce(sum(json_extract(doc, '$.{m}')), 0)" for m in members)
+        sql = (
+            f"SELECT {groups}, {sums} FROM {table} WHERE {' AND '.join(clauses)} "
+            f"GROUP BY {groups} ORDER BY {groups} LIMIT ?"
+        )
+        found, [head] = await self._r.run(_snapshot_sync, [(sql, [*params, limit])])
+        return [(tuple(row[:width]), dict(zip(members, map(int, row[width:]), strict=True))) for row in found], head
+
+    async def accounts_by_prefix(self, prefixes: Sequence[str], limit: int) -> tuple[dict[str, Doc], int]:
+        queries = []
+        for prefix in prefixes:
+            clauses, params = _prefix_clauses("account", prefix, "?")
+            queries.append(
+                (f"SELECT account, doc FROM accounts WHERE {' AND '.join(clauses)} LIMIT ?", [*params, limit])
+            )
+        *found, [head] = await self._r.run(_snapshot_sync, queries)
+        return {str(account): orjson.loads(doc) for rows in found for account, doc in rows}, head
 
     async def history_at(self, account: str, sequence: int) -> Doc | None:
         sql = "SELECT sequence, doc FROM history WHERE account = ? AND sequence <= ? ORDER BY sequence DESC LIMIT 1"

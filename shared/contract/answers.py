@@ -584,3 +584,78 @@ class BalancesAsOfAnswer(Answer):
     player_id: str
     as_of_sequence: int
     balances: list[BalanceAsOf]
+
+
+# --- finance reports (GET /admin/v1/reports/...) --------------------------------------------------
+
+
+class ReportFields(Answer):
+    """What every report carries: the journal sequence its figures include everything up to (and
+    nothing after), read in one snapshot with them."""
+
+    report: str = Field(description="ggr, cash or liabilities")
+    up_to_sequence: int = Field(description="The journal head the figures were read at")
+
+
+class RangedReportFields(ReportFields):
+    from_: str = Field(alias="from", description="First UTC day included (YYYY-MM-DD)")
+    to: str = Field(description="Last UTC day included (YYYY-MM-DD)")
+    group_by: list[str] = Field(description="The dimensions rows are summed by (currency always)")
+
+
+class GgrRow(Answer):
+    """Sums of one group (a dimension not grouped by is absent); minor units of its currency."""
+
+    day: str | None = None
+    currency: str
+    game_id: str | None = Field(default=None, description="null: no game (bonus claims)")
+    client_id: str | None = None
+    bets_minor: int
+    bet_count: int
+    wins_minor: int
+    win_count: int
+    rollbacks_minor: int
+    rollback_count: int
+    refunds_minor: int = Field(description="Bets given back by round refunds (interrupted rounds)")
+    refund_count: int
+    jackpot_contributions_minor: int = Field(description="Stake shares moved to jackpot pools, net of reversals")
+    jackpot_payouts_minor: int = Field(description="Paid out of pools (not part of GGR: counted when contributed)")
+    jackpot_payout_count: int
+    bonus_cost_minor: int = Field(description="Bonus money credited to players by claims")
+    bonus_claim_count: int
+    ggr_minor: int = Field(description="bets - wins - rollbacks - refunds - jackpot contributions")
+    ngr_minor: int = Field(description="GGR - bonus cost")
+
+
+class GgrReport(RangedReportFields):
+    rows: list[GgrRow]
+
+
+class CashRow(Answer):
+    day: str | None = None
+    currency: str
+    deposits_minor: int
+    deposit_count: int
+    withdrawals_minor: int
+    withdrawal_count: int
+    adjustments_minor: int = Field(description="Operator adjustments to players (signed), paid by the house")
+    adjustment_count: int
+    jackpot_seeds_minor: int = Field(description="Jackpot pools (re)seeded by the house")
+    net_cash_minor: int = Field(description="deposits - withdrawals")
+
+
+class CashReport(RangedReportFields):
+    rows: list[CashRow]
+
+
+class LiabilitiesRow(Answer):
+    currency: str
+    player_balances_minor: int = Field(description="Everything players hold")
+    jackpot_liability_minor: int = Field(description="The jackpot pools: owed to future winners")
+    bonus_liability_minor: int = Field(description="Bonus money credited to players (part of their balances)")
+    house_position_minor: int = Field(description="The house account's balance")
+    cash_held_minor: int = Field(description="Deposits minus withdrawals, all time")
+
+
+class LiabilitiesReport(ReportFields):
+    rows: list[LiabilitiesRow]

@@ -171,6 +171,9 @@ def _success(route: Route, schemas: dict[str, Any], service_headers: dict[str, s
         if example is not None:
             content["example"] = example
         media = {JSON: content}
+        # Other representations of the same answer (a report as CSV or NDJSON), by `Accept`.
+        extra = route.media if isinstance(route.media, tuple) else ((route.media,) if route.media else ())
+        media.update({kind: {"schema": {"type": "string"}} for kind in extra})
     else:
         kinds = route.media if isinstance(route.media, tuple) else (route.media or "application/x-ndjson",)
         media = {kind: {"schema": {"type": "string"}} for kind in kinds}

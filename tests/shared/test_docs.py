@@ -12,7 +12,7 @@ from pathlib import Path
 from shared.errors import CLASS_BY_CODE, error_from_code, status_for
 from shared.routes import COMMON_PATHS
 
-from core_ledger import admin_http, audit_http, events_http
+from core_ledger import admin_http, audit_http, events_http, reports_http
 from core_ledger import http as ledger_http
 from edge import http as edge_http
 from monitoring.contract import ALL_METRICS
@@ -67,7 +67,13 @@ def service_routes() -> dict[str, list[tuple[str, str]]]:
         "Edge": [(r.method, r.path) for r in edge_http.ROUTES],
         "Ledger": [
             (r.method, r.path)
-            for r in (*ledger_http.ROUTES, *admin_http.ROUTES, *audit_http.ROUTES, *events_http.ROUTES)
+            for r in (
+                *ledger_http.ROUTES,
+                *admin_http.ROUTES,
+                *audit_http.ROUTES,
+                *events_http.ROUTES,
+                *reports_http.ROUTES,
+            )
         ],
         "Every process": [("GET", path) for path, _, _ in COMMON_PATHS],
     }

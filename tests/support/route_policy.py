@@ -110,6 +110,10 @@ ADMIN_READS = (
     "/admin/v1/jackpots",
     "/admin/v1/bonuses",
     "/admin/v1/players/{player_id}/balances",
+    # finance reports (core_ledger/reports_http.py): admin_read only
+    "/admin/v1/reports/ggr",
+    "/admin/v1/reports/cash",
+    "/admin/v1/reports/liabilities",
 )
 ADMIN_WRITES = (
     "/admin/v1/players",

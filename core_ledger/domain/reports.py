@@ -1,0 +1,181 @@
+"""Report sums: what each committed journal entry adds to the finance reports (pure).
+
+Two derived tables of integer sums in minor units, maintained by ADDING deltas (see `State.add`,
+`state.ADDITIVE`), never by scanning the journal:
+
+- `report_play_days`, keyed (day, currency, game_id, client_id): the gaming figures of one game
+  played through one game-server client on one UTC day (the day of the entry's `committed_at`).
+  `game_id`/`client_id` are "" where an entry has none (a bonus claim names no game).
+- `report_cash_days`, keyed (day, currency): money that enters or leaves the players' side through
+  the cashier, and the house's costs outside play (adjustments, jackpot seeds).
+
+What counts (the postings each figure mirrors, by transaction type):
+
+- `bet`: player -> house `bets_minor`; house -> jackpot pools `jackpot_contributions_minor`.
+- `win`: house -> player `wins_minor` (game: the round's).
+- `rollback` that reversed a bet: house -> player `rollbacks_minor`; pool -> house (the contributions
+  still in the pool) subtracted from `jackpot_contributions_minor` (game: the bet's).
+- `round_refund`: house -> player `refunds_minor`, contributions given back as for a rollback
+  (client: the round's; game: the round's).
+- `jackpot_payout`: pool -> player `jackpot_payouts_minor` (game: the round's); the house's reseed of
+  the pool is `jackpot_seeds_minor` of the day (a cost of the house, not of a game).
+- `bonus_claim`: bonus -> player `bonus_cost_minor` (game "": a bonus is not played in one game).
+- `deposit`/`withdrawal`: cashier <-> player `deposits_minor`/`withdrawals_minor`.
+- `adjustment`: house -> player `adjustments_minor` (signed); `jackpot_create`: the seed.
+
+GGR (gross gaming revenue) = bets - wins - rollbacks - refunds - jackpot contributions: what play
+left with the house (a jackpot's share leaves the house when contributed: from then on it is owed to
+a future winner, so its payout is not counted again). NGR = GGR - bonus cost. The house account's
+balance is, to the unit, the sum of GGR minus jackpot seeds minus adjustments.
+
+Rejected entries change no money and add nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from core_ledger.domain.accounts import is_player_account
+from core_ledger.domain.outcomes import Outcome
+from core_ledger.domain.records import Contribution, Entry
+from core_ledger.domain.state import ROUND_CLIENT, Key, State, round_address
+
+PLAY_TABLE: Final = "report_play_days"
+CASH_TABLE: Final = "report_cash_days"
+NONE: Final = ""  # the key part of an entry without a game or a client
+
+PLAY_SUMS: Final = (
+    "bets_minor",
+    "bet_count",
+    "wins_minor",
+    "win_count",
+    "rollbacks_minor",
+    "rollback_count",
+    "refunds_minor",
+    "refund_count",
+    "jackpot_contributions_minor",
+    "jackpot_payouts_minor",
+    "jackpot_payout_count",
+    "bonus_cost_minor",
+    "bonus_claim_count",
+)
+CASH_SUMS: Final = (
+    "deposits_minor",
+    "deposit_count",
+    "withdrawals_minor",
+    "withdrawal_count",
+    "adjustments_minor",
+    "adjustment_count",
+    "jackpot_seeds_minor",
+)
+SUMS_OF: Final = {PLAY_TABLE: PLAY_SUMS, CASH_TABLE: CASH_SUMS}
+
+CASH_TYPES: Final = {
+    "deposit": ("deposits_minor", "deposit_count"),
+    "withdrawal": ("withdrawals_minor", "withdrawal_count"),
+    "adjustment": ("adjustments_minor", "adjustment_count"),
+}
+Delta = tuple[str, Key, dict[str, int]]  # (table, key, the sums it adds)
+
+
+def day_of(committed_at: str) -> str:
+    """The UTC day (YYYY-MM-DD) of a journal time (RFC 3339 UTC text, see `commands.rfc3339`)."""
+    return committed_at[:10]
+
+
+def ggr(sums: dict[str, int]) -> int:
+    return (
+        sums["bets_minor"]
+        - sums["wins_minor"]
+        - sums["rollbacks_minor"]
+        - sums["refunds_minor"]
+        - sums["jackpot_contributions_minor"]
+    )
+
+
+def ngr(sums: dict[str, int]) -> int:
+    return ggr(sums) - sums["bonus_cost_minor"]
+
+
+def _round_game(state: State, round_client_id: str | None, player_id: str, round_id: str) -> str:
+    """The game of a round its entry's fold already read (so loaded in the writer's overlay)."""
+    round_ = state.get(*round_address(round_client_id, player_id, round_id))
+    return round_["game_id"] if round_ is not None else NONE
+
+
+def _contributed(items: list[Contribution]) -> int:
+    total = 0
+    for c in items:
+        total += c["amount_minor"]
+    return total
+
+
+def report_deltas(state: State, entry: Entry) -> list[Delta]:
+    """The report sums one entry adds (none for a rejected entry or a type without money).
+
+    Reads only rows the entry's own fold read (its round, its bet), after that fold ran."""
+    tx = entry["transaction"]
+    if tx["outcome"] != Outcome.COMMITTED:
+        return []
+    r, result, kind = tx["request"], tx["result"], tx["type"]
+    day, client = day_of(tx["committed_at"]), tx["client_id"] or NONE
+    if kind == "bet":  # the hot path: one delta, built directly
+        sums = {"bets_minor": r["amount_minor"], "bet_count": 1}
+        if result["jackpot_contributions"]:
+            sums["jackpot_contributions_minor"] = _contributed(result["jackpot_contributions"])
+        return [(PLAY_TABLE, (day, r["currency"], r["game_id"], client), sums)]
+
+    def play(currency: str, game: str | None, who: str, sums: dict[str, int]) -> list[Delta]:
+        return [(PLAY_TABLE, (day, currency, game or NONE, who or NONE), sums)]
+
+    def cash(currency: str, sums: dict[str, int]) -> list[Delta]:
+        return [(CASH_TABLE, (day, currency), sums)]
+
+    if kind == "win":
+        game = _round_game(state, result.get(ROUND_CLIENT), r["player_id"], r["round_id"])
+        return play(r["currency"], game, client, {"wins_minor": r["amount_minor"], "win_count": 1})
+    if kind == "rollback":
+        if not result.get("reversed"):
+            return []
+        bet = state.get("bets", (tx["client_id"], r["bet_id"]))
+        sums = {"rollbacks_minor": result["amount_minor"], "rollback_count": 1}
+        returned = _contributed(result["reversed_contributions"])
+        if returned:
+            sums["jackpot_contributions_minor"] = -returned
+        return play(result["currency"], bet.get("game_id") if bet else None, client, sums)
+    if kind == "round_refund":
+        game = _round_game(state, r["round_client_id"], r["player_id"], r["round_id"])
+        sums = {"refunds_minor": result["amount_minor"], "refund_count": 1}
+        returned = sum(_contributed(b["reversed_contributions"]) for b in result["refunded_bets"])
+        if returned:
+            sums["jackpot_contributions_minor"] = -returned
+        return play(result["currency"], game, r["round_client_id"] or NONE, sums)
+    if kind == "jackpot_payout":
+        game = _round_game(state, result.get(ROUND_CLIENT), r["player_id"], r["round_id"])
+        out = play(
+            result["currency"],
+            game,
+            client,
+            {"jackpot_payouts_minor": result["amount_minor"], "jackpot_payout_count": 1},
+        )
+        return out + cash(result["currency"], {"jackpot_seeds_minor": result["seed_minor"]})
+    if kind == "bonus_claim":
+        return play(
+            result["currency"], None, client, {"bonus_cost_minor": result["amount_minor"], "bonus_claim_count": 1}
+        )
+    if kind in CASH_TYPES:
+        # What the player's account received (a withdrawal: gave), from the postings themselves.
+        moved = [(p["currency"], p["amount_minor"]) for p in entry["postings"] if is_player_account(p["account"])]
+        if not moved:
+            return []
+        amount, count = CASH_TYPES[kind]
+        return cash(moved[0][0], {amount: sum(m for _, m in moved) * (-1 if kind == "withdrawal" else 1), count: 1})
+    if kind == "jackpot_create":
+        return cash(r["currency"], {"jackpot_seeds_minor": r["seed_minor"]})
+    return []
+
+
+def add_report_sums(state: State, entry: Entry) -> None:
+    """Fold one entry into the report tables (called by `evolve` for every entry)."""
+    for table, key, sums in report_deltas(state, entry):
+        state.add(table, key, sums, SUMS_OF[table])
