@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from core_ledger.store import Head, JournalRow
+from core_ledger.store import Head, JournalRow, StorageError
 from core_ledger.store.postgres import PostgresStore, _load_sql
 from tests.support.local_postgres import TEST_LIMITS, PgServer, fresh_schema
 
@@ -50,9 +50,11 @@ async def test_the_duplicate_lookup_uses_the_bets_index_after_the_table_grew_fro
 
 
 async def test_a_group_commit_is_one_statement_and_a_checkout_sends_no_reset(store: PostgresStore) -> None:
-    queries: list[str] = []
-    async with store._p.acquire() as conn:
-        conn.add_query_logger(lambda record: queries.append(record.query))
+    queries: list[tuple[str, str]] = []
+    for name, pool in (("commit", store._commit_pool), ("read", store._p)):
+        assert pool is not None
+        async with pool.acquire() as conn:
+            conn.add_query_logger(lambda record, name=name: queries.append((name, record.query)))
     await store.commit([JournalRow(1, "tx1", '{"sequence":1}')], {}, Head(1, "aa" * 32, 1))  # asyncpg's first
     queries.clear()  # statement on a connection also asks for the types of its arrays: once
     journal = [JournalRow(s, f"tx{s}", f'{{"sequence":{s}}}') for s in (2, 3)]
@@ -62,15 +64,38 @@ async def test_a_group_commit_is_one_statement_and_a_checkout_sends_no_reset(sto
         "history": [(("a", 1), {"x": 1})],
         "bets": [(("edge", "b1"), {"s": 1})],
     }
-    await store.commit(journal, rows, Head(3, "bb" * 32, 1))  # the pool has one connection so far: that one
+    await store.commit(journal, rows, Head(3, "bb" * 32, 1))  # each pool has one connection so far: that one
     await store.head()  # a checkout and release in between: no reset query
     await store.commit(
         [JournalRow(4, "tx4", '{"sequence":4}')], {"players": [(("p1",), {"n": 2})]}, Head(4, "cc" * 32, 1)
     )
-    sent = [q.split()[0].rstrip(";") for q in queries]
-    assert sent == ["BEGIN", "WITH", "COMMIT", "SELECT", "BEGIN", "WITH", "COMMIT"], queries
+    sent = [(name, q.split()[0].rstrip(";")) for name, q in queries]
+    # the commit statement alone: no BEGIN, no COMMIT (its own SERIALIZABLE transaction)
+    assert sent == [("commit", "WITH"), ("read", "SELECT"), ("commit", "WITH")], queries
     assert await store.dump("accounts") == {("a",): {"b": 1}, ("c",): {"b": 2}}
     assert await store.dump("history") == {("a", 1): {"x": 1}}
     assert await store.dump("bets") == {("edge", "b1"): {"s": 1}}
     assert await store.dump("players") == {("p1",): {"n": 2}}
     assert (await store.head()).sequence == 4 and len(await store.journal(0, 10)) == 4
+
+
+async def test_the_commit_connection_runs_serializable_and_a_commit_is_all_or_nothing(store: PostgresStore) -> None:
+    assert store._commit_pool is not None
+    async with store._commit_pool.acquire() as conn:
+        assert await conn.fetchval("SHOW transaction_isolation") == "serializable"  # outside any BEGIN
+        # durability is the server's: the store sets neither fsync nor synchronous_commit
+        durability = "SELECT source FROM pg_settings WHERE name IN ('fsync', 'synchronous_commit')"
+        assert {r[0] for r in await conn.fetch(durability)} <= {"default", "configuration file", "command line"}
+    async with store._p.acquire() as conn:
+        # a journal row 1 already there (the journal takes inserts only): the commit's head move
+        # succeeds, its journal insert then fails, and the whole statement must be undone
+        await conn.execute("INSERT INTO journal (sequence, tx_id, entry) VALUES (1, 'x', '{}')")
+    with pytest.raises(StorageError, match="UniqueViolation"):
+        await store.commit(
+            [JournalRow(1, "tx1", '{"sequence":1}')], {"players": [(("p1",), {"n": 1})]}, Head(1, "aa" * 32, 1)
+        )
+    assert (await store.head()).sequence == 0
+    assert await store.dump("players") == {}
+    with pytest.raises(StorageError, match="not the one this commit extends"):  # fenced: nothing written
+        await store.commit([JournalRow(5, "tx5", "{}")], {"players": [(("p2",), {"n": 1})]}, Head(5, "bb" * 32, 1))
+    assert await store.dump("players") == {} and (await store.head()).sequence == 0
