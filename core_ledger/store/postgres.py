@@ -196,14 +196,27 @@ def _unnest(columns: Sequence[str], *, with_doc: bool) -> str:
     return f"unnest({arrays}) AS k({', '.join(names)})"
 
 
-def _load_sql(table: str) -> str:
-    """Rows of `table` among a batch of keys; for ENTRIES, journal entries among sequences."""
-    source, doc = ("journal", "entry") if table == ENTRIES else (table, "doc")
-    columns = LOAD_KEYS[table]
-    return (
-        f"SELECT {', '.join('k.' + c for c in columns)}, t.{doc} FROM {_unnest(columns, with_doc=False)} "
-        f"JOIN {source} AS t USING ({', '.join(columns)})"
-    )
+def _load_many_sql(tables: Sequence[str]) -> str:
+    """The rows of several tables (or of the journal: ENTRIES, by sequence) among batches of keys,
+    as ONE statement (one round trip for a writer's whole pass): each row is (the table's position
+    in `tables`, its key columns as text, its doc); the parameters are the key arrays of each
+    table in turn."""
+    parts, n = [], 0
+    for i, table in enumerate(tables):
+        source, doc = ("journal", "entry") if table == ENTRIES else (table, "doc")
+        columns = LOAD_KEYS[table]
+        arrays = ", ".join(f"${n + k}::{_key_type(c)}[]" for k, c in enumerate(columns, 1))
+        n += len(columns)
+        parts.append(
+            f"SELECT {i} AS t, ARRAY[{', '.join(f'k.{c}::text' for c in columns)}] AS key, s.{doc} AS doc "
+            f"FROM unnest({arrays}) AS k({', '.join(columns)}) JOIN {source} AS s USING ({', '.join(columns)})"
+        )
+    return "\nUNION ALL ".join(parts)
+
+
+def _key_of(texts: Sequence[str], columns: Sequence[str]) -> Key:
+    """A key read back as text (`_load_many_sql`) in its columns' types."""
+    return tuple(int(v) if _key_type(c) == "bigint" else v for v, c in zip(texts, columns, strict=True))
 
 
 def _write_sql(table: str, *, upsert: bool) -> str:
@@ -616,14 +629,20 @@ class PostgresStore(Store):
             )
 
     async def load(self, wanted: dict[str, Sequence[Key]]) -> dict[str, dict[Key, Doc]]:
-        out: dict[str, dict[Key, Doc]] = {}
+        """Every table's rows among its keys in one statement (`_load_many_sql`), or one per
+        KEYS_PER_QUERY_MAX keys of the table that has the most."""
+        out: dict[str, dict[Key, Doc]] = {table: {} for table in wanted}
+        chunks = {
+            table: [unique[i : i + KEYS_PER_QUERY_MAX] for i in range(0, len(unique), KEYS_PER_QUERY_MAX)]
+            for table, unique in ((t, list(dict.fromkeys(keys))) for t, keys in wanted.items())
+        }
         async with self._conn("load") as conn:
-            for table, keys in wanted.items():
-                found, width = out.setdefault(table, {}), len(LOAD_KEYS[table])
-                unique = list(dict.fromkeys(keys))
-                for start in range(0, len(unique), KEYS_PER_QUERY_MAX):
-                    chunk = unique[start : start + KEYS_PER_QUERY_MAX]
-                    found.update(_pairs(await conn.fetch(_load_sql(table), *_columns_of(chunk, width))))
+            for round_ in range(max((len(c) for c in chunks.values()), default=0)):
+                tables = [t for t, c in chunks.items() if round_ < len(c)]
+                args = [a for t in tables for a in _columns_of(chunks[t][round_], len(LOAD_KEYS[t]))]
+                for position, key, doc in await conn.fetch(_load_many_sql(tables), *args):
+                    table = tables[position]
+                    out[table][_key_of(key, LOAD_KEYS[table])] = orjson.loads(doc)
         return out
 
     async def commit(self, journal: Sequence[JournalRow], rows: Rows, head: Head) -> None:

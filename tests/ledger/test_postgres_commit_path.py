@@ -8,8 +8,10 @@ from typing import Any
 
 import pytest
 
+from core_ledger.domain.state import ENTRIES
 from core_ledger.store import Head, JournalRow, StorageError
-from core_ledger.store.postgres import PostgresStore, _load_sql
+from core_ledger.store.base import KEYS_PER_QUERY_MAX
+from core_ledger.store.postgres import PostgresStore, _load_many_sql
 from tests.support.local_postgres import TEST_LIMITS, PgServer, fresh_schema
 
 GENERIC_PLAN_AFTER = 5  # PostgreSQL may switch a prepared statement to its generic plan after 5 runs
@@ -35,8 +37,9 @@ async def test_the_duplicate_lookup_uses_the_bets_index_after_the_table_grew_fro
     """The load of `bets` by (client_id, bet_id), prepared and run while the table is empty, must
     still seek the primary key once the table is large (a cached generic plan scanned it whole)."""
     keys = f"{_array(['edge'] * KEYS)}, {_array([f'b{i}' for i in range(KEYS)])}"
+    keys = f"{keys}, {keys}"  # the writer's pass looks up idempotency records and bets in one statement
     async with store._p.acquire() as conn:
-        await conn.execute(f"PREPARE dup (text[], text[]) AS {_load_sql('bets')}")
+        await conn.execute(f"PREPARE dup (text[], text[], text[], text[]) AS {_load_many_sql(['idem', 'bets'])}")
         for _ in range(GENERIC_PLAN_AFTER + 3):  # on the empty table: the plan a fresh database makes
             await conn.execute(f"EXECUTE dup ({keys})")
         await conn.execute(
@@ -99,3 +102,38 @@ async def test_the_commit_connection_runs_serializable_and_a_commit_is_all_or_no
     with pytest.raises(StorageError, match="not the one this commit extends"):  # fenced: nothing written
         await store.commit([JournalRow(5, "tx5", "{}")], {"players": [(("p2",), {"n": 1})]}, Head(5, "bb" * 32, 1))
     assert await store.dump("players") == {} and (await store.head()).sequence == 0
+
+
+async def test_a_load_of_several_tables_is_one_statement_and_keeps_key_types(store: PostgresStore) -> None:
+    players = [(f"p{i}",) for i in range(KEYS_PER_QUERY_MAX + 5)]  # more keys than one statement takes
+    rows: Any = {
+        "players": [(key, {"n": i}) for i, key in enumerate(players)],
+        "history": [(("a", 1), {"x": 1}), (("a", 2), {"x": 2})],
+        "client_rounds": [(("p1", "r1", "edge"), {"c": 1})],
+    }
+    await store.commit([JournalRow(1, "tx1", '{"sequence":1}')], rows, Head(1, "aa" * 32, 1))
+    queries: list[str] = []
+    async with store._p.acquire() as conn:
+        conn.add_query_logger(lambda record: queries.append(record.query))
+    wanted: Any = {
+        "history": [("a", 2), ("a", 3), ("a", 2)],  # a key twice, one absent
+        "client_rounds": [("p1", "r1", "edge"), ("p1", "r1", "other")],
+        ENTRIES: [(1,), (2,)],
+        "bets": [("edge", "nope")],
+        "idem": [],
+    }
+    await store.load(wanted)  # asyncpg's first use of these array types asks for them: once
+    queries.clear()
+    found = await store.load(wanted)
+    assert len(queries) == 1, queries  # every table of the pass in one round trip
+    assert found == {
+        "history": {("a", 2): {"x": 2}},
+        "client_rounds": {("p1", "r1", "edge"): {"c": 1}},
+        ENTRIES: {(1,): {"sequence": 1}},
+        "bets": {},
+        "idem": {},
+    }
+    queries.clear()
+    many = await store.load({"players": players, "accounts": [("a",)]})
+    assert len(queries) == 2  # KEYS_PER_QUERY_MAX keys per statement at most
+    assert many == {"players": {key: {"n": i} for i, key in enumerate(players)}, "accounts": {}}
