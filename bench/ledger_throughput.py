@@ -62,7 +62,8 @@ from core_ledger.store import SqliteStore, Store
 from core_ledger.store.postgres import PostgresStore
 from harness.cluster import JACKPOT_GAMES, JACKPOT_ID, Cluster
 from harness.launcher import ServiceProcess, free_port
-from harness.postgres import DURABLE_SETTINGS, SOCKET_PATH_MAX, LocalPostgres
+from harness.postgres import SOCKET_PATH_MAX, LocalPostgres
+from pg_local import BENCH_SETTINGS
 
 NOOP_SERVER = Path(__file__).resolve().parent / "noop_server.py"
 BETS_SCRIPT = WRK_DIR / "bets.lua"
@@ -87,9 +88,7 @@ TARGETS = {
 MODES = ("noop", "ledger", "single", "batch", "hot")
 LEDGER_MODES = ("ledger", "single", "batch", "hot")  # run on every backend; noop has no store
 BACKENDS = ("sqlite", "postgres")
-# Durable as the ledger needs it (fsync, synchronous_commit, full_page_writes on), and PostgreSQL's
-# own default shared_buffers rather than the small one of a dev cluster.
-PG_SETTINGS = {**DURABLE_SETTINGS, "shared_buffers": "128MB"}
+PG_SETTINGS = BENCH_SETTINGS  # durable: fsync, synchronous_commit, full_page_writes on (see pg_local.py)
 PG_SCHEMA = "ledger"  # the schema a Cluster gives its ledger copy "ledger"
 FULL = {"seconds": 10.0, "warmup_seconds": 3.0, "connections": 64, "players": 1000, "modes": ",".join(MODES)}
 QUICK = {"seconds": 2.0, "warmup_seconds": 1.0, "connections": 16, "players": 100, "modes": "ledger,batch"}
