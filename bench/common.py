@@ -120,6 +120,29 @@ def process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def process_tree_cpu_s(pid: int) -> float:
+    """CPU seconds a live process and its children have used so far: its own time, the time of
+    its children that ended (and were waited for) and of those still running (Linux /proc).
+
+    For a server that forks a process per connection (PostgreSQL's postmaster): the difference
+    of two readings is the server's whole CPU time in between, connections opened or closed
+    between them included."""
+
+    def stat_fields(path: Path) -> list[str]:
+        return path.read_text().rsplit(")", 1)[1].split()
+
+    own = stat_fields(Path(f"/proc/{pid}/stat"))
+    ticks = int(own[11]) + int(own[12]) + int(own[13]) + int(own[14])  # utime stime cutime cstime
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat_fields(stat)
+        except OSError:  # ended since listed
+            continue
+        if int(fields[1]) == pid:  # ppid
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def load_average() -> float:
     """The 1-minute load average: other work on a shared machine skews every figure."""
     return round(os.getloadavg()[0], 2)

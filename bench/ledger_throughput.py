@@ -1,4 +1,4 @@
-"""Ledger throughput: durable bets/s, p50 and p99 over loopback, against two baselines in one run.
+"""Ledger throughput: durable bets/s, p50 and p99 over loopback, on SQLite and PostgreSQL, in one run.
 
 Three modes, measured the same way (wrk, `bench/wrk/bets.lua`: a fresh id per request, bets
 spread over many funded players and small rounds, same threads/connections/duration, warm-up):
@@ -11,14 +11,27 @@ spread over many funded players and small rounds, same threads/connections/durat
   hot        the peer ledger's shape: bets spread over only HOT_PLAYERS players from HOT_CONNECTIONS
              connections (hot rows)
 
+Every ledger mode runs on each backend of `--backends` (default both), one right after the other
+with the same load: on SQLite, then on a local PostgreSQL 15 started for that mode alone by
+`harness/postgres.py` (durable: fsync=on, synchronous_commit=on, full_page_writes=on; PostgreSQL's
+default shared_buffers), the ledger using its schema `ledger`. The PostgreSQL figures are keyed
+`pg_*` (`pg_bets_per_s`, `pg_p50_ms`, `pg_p99_ms`, `pg_cpu_ms_per_bet`, `ratio_pg_vs_sqlite`,
+`pg_batch_bets_per_s`, ...). CPU per bet is the ledger process's CPU time over the bets committed,
+on both backends; on PostgreSQL the database server's own CPU (the postmaster and its backends) is
+reported beside it (`pg_database_cpu_ms_per_bet`, and the sum `pg_total_cpu_ms_per_bet`), since
+SQLite does that work inside the ledger process.
+
 After each ledger run the chain is verified (POST /admin/v1/audit/verify) and the growth of the
 journal head (GET /admin/v1/replication, once settled) is compared with the bets seen committed, so the figure
 counts real commits; once the ledger stopped, its derived rows (balances included) are compared with
-a rebuild from its journal, and it holds exactly one `bets` row per bet journaled.
+a rebuild from its journal, and it holds exactly one `bets` row per bet journaled (on either backend).
 The last line printed is one JSON object with every figure, ratio and target.
 
     .venv/bin/python bench/ledger_throughput.py [--seconds 10] [--connections 64] [--players 1000]
-        [--modes noop,ledger,single,batch,hot]
+        [--modes noop,ledger,single,batch,hot] [--backends sqlite,postgres] [--quick]
+
+`--quick` is a smoke run (2 s per mode after 1 s of warm-up, 100 players, 16 connections, modes
+ledger and batch) whose figures mean little; explicit options still win over it.
 
 Exit status 1 if a run had errors (non-2xx, socket errors) or failed verification; missed
 targets are reported (`targets_met`) but are not errors.
@@ -43,11 +56,14 @@ import aiohttp
 
 from shared.auth import new_token
 
-from common import WRK_DIR, WrkResult, load_average, process_cpu_s, run_wrk
+from common import WRK_DIR, WrkResult, load_average, process_cpu_s, process_tree_cpu_s, run_wrk
 from core_ledger.journal_checks import rebuild_differences, verify_store
-from core_ledger.store import SqliteStore
+from core_ledger.store import SqliteStore, Store
+from core_ledger.store.postgres import PostgresStore
 from harness.cluster import JACKPOT_GAMES, JACKPOT_ID, Cluster
 from harness.launcher import ServiceProcess, free_port
+from harness.postgres import SOCKET_PATH_MAX, LocalPostgres
+from pg_local import BENCH_SETTINGS
 
 NOOP_SERVER = Path(__file__).resolve().parent / "noop_server.py"
 BETS_SCRIPT = WRK_DIR / "bets.lua"
@@ -67,8 +83,15 @@ TARGETS = {
     "ledger_p99_ms_max": 25.0,
     "batch_bets_per_s_min": 15_000.0,
     "hot_bets_per_s_min": 5_900.0,
+    "pg_vs_sqlite_min": 0.9,  # issue 12: PostgreSQL's bets/s at least 0.9 of SQLite's, same run, same load
 }
 MODES = ("noop", "ledger", "single", "batch", "hot")
+LEDGER_MODES = ("ledger", "single", "batch", "hot")  # run on every backend; noop has no store
+BACKENDS = ("sqlite", "postgres")
+PG_SETTINGS = BENCH_SETTINGS  # durable: fsync, synchronous_commit, full_page_writes on (see pg_local.py)
+PG_SCHEMA = "ledger"  # the schema a Cluster gives its ledger copy "ledger"
+FULL = {"seconds": 10.0, "warmup_seconds": 3.0, "connections": 64, "players": 1000, "modes": ",".join(MODES)}
+QUICK = {"seconds": 2.0, "warmup_seconds": 1.0, "connections": 16, "players": 100, "modes": "ledger,batch"}
 BATCH_SIZE = 100  # bets per POST /v1/batch
 BATCH_CONNECTIONS = 8  # batches in flight
 BETS_PER_ROUND = 5  # as bets.lua
@@ -86,6 +109,7 @@ class Options:
     root: Path
     keep_dir: bool  # --dir given: keep what the run wrote; else a temporary dir removed after a clean run
     modes: tuple[str, ...] = MODES
+    backends: tuple[str, ...] = BACKENDS
 
 
 def wrk_bets(url: str, token_file: Path, prefix: str, opts: Options, seconds: float) -> WrkResult:
@@ -100,17 +124,35 @@ def wrk_bets(url: str, token_file: Path, prefix: str, opts: Options, seconds: fl
     )
 
 
+class CpuMeter:
+    """CPU time of the server process (and of its database server, if any) from now on."""
+
+    def __init__(self, pid: int, database_pid: int | None = None) -> None:
+        self.pid, self.database_pid = pid, database_pid
+        self.server_before = process_cpu_s(pid)
+        self.database_before = None if database_pid is None else process_tree_cpu_s(database_pid)
+
+    def figures(self, ok: int) -> dict[str, float | None]:
+        """CPU seconds used since, and per 2xx answer (`ok` of them) in milliseconds."""
+        cpu_s = process_cpu_s(self.pid) - self.server_before
+        out: dict[str, float | None] = {
+            "server_cpu_s": round(cpu_s, 2),
+            "server_cpu_ms_per_ok": round(1000 * cpu_s / ok, 4) if ok else None,
+        }
+        if self.database_pid is not None and self.database_before is not None:
+            db_s = process_tree_cpu_s(self.database_pid) - self.database_before
+            out["database_cpu_s"] = round(db_s, 2)
+            out["database_cpu_ms_per_ok"] = round(1000 * db_s / ok, 4) if ok else None
+        return out
+
+
 async def measured_run(
-    pid: int, url: str, token_file: Path, opts: Options
+    pid: int, url: str, token_file: Path, opts: Options, database_pid: int | None = None
 ) -> tuple[WrkResult, dict[str, float | None]]:
-    """The measured wrk run, and the server's CPU time per 2xx answer during it."""
-    cpu_before = process_cpu_s(pid)
+    """The measured wrk run, and the server's (and its database's) CPU time per 2xx answer during it."""
+    meter = CpuMeter(pid, database_pid)
     result = await asyncio.to_thread(wrk_bets, url, token_file, "run", opts, opts.seconds)
-    cpu_s = process_cpu_s(pid) - cpu_before
-    return result, {
-        "server_cpu_s": round(cpu_s, 2),
-        "server_cpu_ms_per_ok": round(1000 * cpu_s / result.ok, 4) if result.ok else None,
-    }
+    return result, meter.figures(result.ok)
 
 
 async def run_noop(opts: Options) -> dict[str, Any]:
@@ -329,10 +371,11 @@ async def drive_batches(
     )
 
 
-async def offline_check(db_path: Path) -> dict[str, Any]:
+async def offline_check(where: Path | Store) -> dict[str, Any]:
     """Once the ledger stopped: the chain, its derived rows (balances included) against a rebuild
-    from the journal, and one `bets` row per bet journaled (no duplicate)."""
-    store = SqliteStore(db_path, allow_migration=False)
+    from the journal, and one `bets` row per bet journaled (no duplicate). `where` is a SQLite
+    ledger file or a store not yet opened (a PostgreSQL schema); it is closed again after."""
+    store = SqliteStore(where, allow_migration=False) if isinstance(where, Path) else where
     await store.open()
     try:
         chain = await verify_store(store)
@@ -353,40 +396,70 @@ async def offline_check(db_path: Path) -> dict[str, Any]:
     }
 
 
+def database_dir(root: Path) -> Path:
+    """Where a mode's PostgreSQL lives: `root/postgres`, or a short temporary directory (removed
+    after the mode) when that path is too long for the server's unix socket."""
+    inside = root.resolve() / "postgres"
+    if len(str(inside)) <= SOCKET_PATH_MAX:
+        return inside
+    return Path(tempfile.mkdtemp(prefix="croupier-pg-"))
+
+
+def postmaster_pid(database: LocalPostgres) -> int:
+    """The pid of a running local PostgreSQL's postmaster (first line of postmaster.pid)."""
+    return int((database.data_dir / "postmaster.pid").read_text().split()[0])
+
+
 async def run_ledger(
-    opts: Options, *, group_commit: bool, name: str | None = None, batch: bool = False
+    opts: Options, *, group_commit: bool, name: str | None = None, batch: bool = False, backend: str = "sqlite"
 ) -> dict[str, Any]:
+    """One ledger mode on `backend`: a cluster of its own (and on PostgreSQL a server of its own,
+    stopped after the offline check), warm-up, the measured run, then the checks."""
     name = name or ("ledger" if group_commit else "single")
-    cluster = Cluster(opts.root / name, edge_ids=(), group_commit=group_commit, log_level="warning")
+    root = opts.root / (name if backend == "sqlite" else f"{name}-{backend}")
+    database = LocalPostgres(database_dir(root), settings=PG_SETTINGS) if backend == "postgres" else None
+    cluster = Cluster(
+        root, edge_ids=(), group_commit=group_commit, log_level="warning", backend=backend, database=database
+    )
     try:
-        await cluster.start()
-        await seed_players(cluster, opts.players)
-        token_file = cluster.root / "secrets" / "edge.token"
-        url = cluster.url("ledger")
-        ledger_proc = cluster.services["ledger"].proc
-        assert ledger_proc is not None
-        if batch:
-            token = token_file.read_text().strip()
-            warm = await drive_batches(url, token, "warm", opts.players, opts.warmup_seconds)
-            before = await settled_head(cluster)
-            cpu_before = process_cpu_s(ledger_proc.pid)
-            result = await drive_batches(url, token, "run", opts.players, opts.seconds)
-            cpu_s = process_cpu_s(ledger_proc.pid) - cpu_before
-            cpu = {
-                "server_cpu_s": round(cpu_s, 2),
-                "server_cpu_ms_per_ok": round(1000 * cpu_s / result.ok, 4) if result.ok else None,
-            }
-        else:
-            warm = await asyncio.to_thread(wrk_bets, url, token_file, "warm", opts, opts.warmup_seconds)
-            before = await settled_head(cluster)
-            result, cpu = await measured_run(ledger_proc.pid, url, token_file, opts)
-        after = await settled_head(cluster)
-        audit = await admin_call(cluster, "POST", "/admin/v1/audit/verify")
+        if database is not None:
+            await asyncio.to_thread(database.start)
+        try:
+            await cluster.start()
+            await seed_players(cluster, opts.players)
+            token_file = cluster.root / "secrets" / "edge.token"
+            url = cluster.url("ledger")
+            ledger_proc = cluster.services["ledger"].proc
+            assert ledger_proc is not None
+            database_pid = None if database is None else postmaster_pid(database)
+            if batch:
+                token = token_file.read_text().strip()
+                warm = await drive_batches(url, token, "warm", opts.players, opts.warmup_seconds)
+                before = await settled_head(cluster)
+                meter = CpuMeter(ledger_proc.pid, database_pid)
+                result = await drive_batches(url, token, "run", opts.players, opts.seconds)
+                cpu = meter.figures(result.ok)
+            else:
+                warm = await asyncio.to_thread(wrk_bets, url, token_file, "warm", opts, opts.warmup_seconds)
+                before = await settled_head(cluster)
+                result, cpu = await measured_run(ledger_proc.pid, url, token_file, opts, database_pid)
+            after = await settled_head(cluster)
+            audit = await admin_call(cluster, "POST", "/admin/v1/audit/verify")
+        finally:
+            await cluster.stop()
+        # The Python driver waits for every answer it sent: the journal grows by exactly what it saw.
+        check = commit_check(result, before, after, audit, 0 if batch else opts.connections)
+        stored: Path | Store = (
+            cluster.root / "ledger-data" / "ledger.db"
+            if database is None
+            else PostgresStore(database.dsn, schema=PG_SCHEMA, allow_migration=False, create=False)
+        )
+        check.update(await offline_check(stored))
     finally:
-        await cluster.stop()
-    # The Python driver waits for every answer it sent: the journal grows by exactly what it saw.
-    check = commit_check(result, before, after, audit, 0 if batch else opts.connections)
-    check.update(await offline_check(cluster.root / "ledger-data" / "ledger.db"))
+        if database is not None:
+            await asyncio.to_thread(database.stop)
+            if not database.root.is_relative_to(opts.root):
+                shutil.rmtree(database.root, ignore_errors=True)
     good = (
         check["chain_ok"]
         and check["commits_match"]
@@ -402,8 +475,48 @@ def ratio(a: float, b: float) -> float | None:
     return round(a / b, 3) if b > 0 else None
 
 
-def summarize(modes: dict[str, dict[str, Any]], opts: Options, load_before: float) -> dict[str, Any]:
-    """Figures of the modes that ran (a key is None when its mode did not run)."""
+def postgres_figures(sqlite: dict[str, dict[str, Any]], pg: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The `pg_*` keys: PostgreSQL's figures of each ledger mode, and its ratio to SQLite's of the
+    same mode in the same run (None where a side did not run)."""
+    ledger, batch = pg.get("ledger"), pg.get("batch")
+
+    def get(mode: dict[str, Any] | None, key: str) -> Any:
+        return mode.get(key) if mode else None
+
+    def both(name: str) -> float | None:
+        a, b = pg.get(name), sqlite.get(name)
+        return ratio(a["ok_per_s"], b["ok_per_s"]) if a and b else None
+
+    total = None
+    if ledger and ledger["server_cpu_ms_per_ok"] is not None and ledger.get("database_cpu_ms_per_ok") is not None:
+        total = round(ledger["server_cpu_ms_per_ok"] + ledger["database_cpu_ms_per_ok"], 4)
+    return {
+        "pg_bets_per_s": get(ledger, "ok_per_s"),
+        "pg_p50_ms": get(ledger, "p50_ms"),
+        "pg_p99_ms": get(ledger, "p99_ms"),
+        "pg_cpu_ms_per_bet": get(ledger, "server_cpu_ms_per_ok"),  # the ledger process, as on SQLite
+        "pg_database_cpu_ms_per_bet": get(ledger, "database_cpu_ms_per_ok"),  # the PostgreSQL server
+        "pg_total_cpu_ms_per_bet": total,
+        "ratio_pg_vs_sqlite": both("ledger"),
+        "pg_single_bets_per_s": get(pg.get("single"), "ok_per_s"),
+        "ratio_pg_vs_sqlite_single": both("single"),
+        "pg_batch_bets_per_s": get(batch, "ok_per_s"),
+        "pg_batch_p99_ms": get(batch, "p99_ms"),
+        "ratio_pg_vs_sqlite_batch": both("batch"),
+        "pg_hot_bets_per_s": get(pg.get("hot"), "ok_per_s"),
+        "ratio_pg_vs_sqlite_hot": both("hot"),
+    }
+
+
+def summarize(
+    modes: dict[str, dict[str, Any]],
+    opts: Options,
+    load_before: float,
+    pg_modes: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Figures of the modes that ran (a key is None when its mode did not run). `modes` holds the
+    no-op server and the ledger modes on SQLite, `pg_modes` the ledger modes on PostgreSQL."""
+    pg_modes = pg_modes or {}
     noop, ledger, single = modes.get("noop"), modes.get("ledger"), modes.get("single")
     batch, hot = modes.get("batch"), modes.get("hot")
 
@@ -415,19 +528,33 @@ def summarize(modes: dict[str, dict[str, Any]], opts: Options, load_before: floa
 
     vs_noop = ratio(ok_per_s(ledger), ok_per_s(noop))
     vs_single = ratio(ok_per_s(ledger), ok_per_s(single))
-    met = {
-        "ledger_vs_noop": vs_noop is not None and vs_noop >= TARGETS["ledger_vs_noop_min"],
-        "ledger_vs_single": vs_single is not None and vs_single >= TARGETS["ledger_vs_single_min"],
-        "ledger_p99": ledger is not None and ledger["p99_ms"] < TARGETS["ledger_p99_ms_max"],
-        "batch_bets_per_s": ok_per_s(batch) >= TARGETS["batch_bets_per_s_min"],
-        "hot_bets_per_s": ok_per_s(hot) >= TARGETS["hot_bets_per_s_min"],
+    pg = postgres_figures(modes, pg_modes)
+    # (met, judged): only a target whose modes ran is judged
+    targets = {
+        "ledger_vs_noop": (
+            vs_noop is not None and vs_noop >= TARGETS["ledger_vs_noop_min"],
+            "ledger" in modes and "noop" in modes,
+        ),
+        "ledger_vs_single": (
+            vs_single is not None and vs_single >= TARGETS["ledger_vs_single_min"],
+            "ledger" in modes and "single" in modes,
+        ),
+        "ledger_p99": (ledger is not None and ledger["p99_ms"] < TARGETS["ledger_p99_ms_max"], "ledger" in modes),
+        "batch_bets_per_s": (ok_per_s(batch) >= TARGETS["batch_bets_per_s_min"], "batch" in modes),
+        "hot_bets_per_s": (ok_per_s(hot) >= TARGETS["hot_bets_per_s_min"], "hot" in modes),
+        "pg_vs_sqlite": (
+            (pg["ratio_pg_vs_sqlite"] or 0) >= TARGETS["pg_vs_sqlite_min"],
+            "ledger" in modes and "ledger" in pg_modes,
+        ),
     }
-    met = {k: v for k, v in met.items() if k.split("_")[0] in modes}  # only what ran is judged
+    met = {name: ok for name, (ok, judged) in targets.items() if judged}
     return {
         "benchmark": "ledger_throughput",
+        "backends": list(opts.backends),
         "bets_per_s": ledger["ok_per_s"] if ledger else None,
         "p50_ms": ledger["p50_ms"] if ledger else None,
         "p99_ms": ledger["p99_ms"] if ledger else None,
+        "cpu_ms_per_bet": ledger["server_cpu_ms_per_ok"] if ledger else None,
         "ratio_ledger_vs_noop": vs_noop,
         "ratio_ledger_vs_single": vs_single,
         # CPU per bet over CPU per no-op answer: what the ledger's own work costs, steadier than
@@ -438,11 +565,13 @@ def summarize(modes: dict[str, dict[str, Any]], opts: Options, load_before: floa
         "ratio_batch_vs_ledger": ratio(ok_per_s(batch), ok_per_s(ledger)),
         "hot_bets_per_s": hot["ok_per_s"] if hot else None,
         "hot_p99_ms": hot["p99_ms"] if hot else None,
+        **pg,
         "targets": TARGETS,
         "targets_met": met,
         "all_targets_met": all(met.values()),
-        "errors": sum(m["errors"] + m["warmup_errors"] for m in modes.values()),
+        "errors": sum(m["errors"] + m["warmup_errors"] for m in (*modes.values(), *pg_modes.values())),
         "modes": modes,
+        "postgres_modes": pg_modes,
         "setup": {
             "seconds": opts.seconds,
             "warmup_seconds": opts.warmup_seconds,
@@ -455,6 +584,7 @@ def summarize(modes: dict[str, dict[str, Any]], opts: Options, load_before: floa
             "batch_connections": BATCH_CONNECTIONS,
             "hot_players": HOT_PLAYERS,
             "hot_connections": HOT_CONNECTIONS,
+            "postgres_settings": PG_SETTINGS if pg_modes else None,
             "load_average_1m_before": load_before,
             "load_average_1m_after": load_average(),
             "cpus": os.cpu_count(),
@@ -469,15 +599,19 @@ def machine_busy(load: float) -> bool:
 
 def print_mode(name: str, figures: dict[str, Any]) -> None:
     line = (
-        f"{name:7s} {figures['ok_per_s']:9.1f} ok/s   p50 {figures['p50_ms']:7.2f} ms   "
-        f"p99 {figures['p99_ms']:7.2f} ms   cpu/ok {figures['server_cpu_ms_per_ok']} ms   "
-        f"requests {figures['requests']}   non-2xx {figures['non_2xx']}"
+        f"{name:10s} {figures['ok_per_s']:9.1f} ok/s   p50 {figures['p50_ms']:7.2f} ms   "
+        f"p99 {figures['p99_ms']:7.2f} ms   cpu/ok {figures['server_cpu_ms_per_ok']} ms"
     )
+    if "database_cpu_ms_per_ok" in figures:
+        line += f" (+ database {figures['database_cpu_ms_per_ok']} ms)"
+    line += f"   requests {figures['requests']}   non-2xx {figures['non_2xx']}"
     if "verify" in figures:
         v = figures["verify"]
         line += (
             f"   chain {'ok' if v['chain_ok'] else 'BROKEN'}, journal +{v['journal_growth']} "
-            f"({'matches' if v['commits_match'] else 'DOES NOT MATCH'} {v['committed_201_seen']} seen)"
+            f"({'matches' if v['commits_match'] else 'DOES NOT MATCH'} {v['committed_201_seen']} seen), "
+            f"rebuild {'equal' if v['tables_equal_rebuild'] else 'DIFFERS'}, "
+            f"{'one row per bet' if v['one_row_per_bet'] else 'BET ROWS DIFFER FROM THE JOURNAL'}"
         )
     print(line, flush=True)
     if figures["errors"] or figures["warmup_errors"]:
@@ -492,7 +626,8 @@ async def run(opts: Options) -> dict[str, Any]:
     load_before = load_average()
     print(
         f"ledger throughput: wrk -t{opts.threads} -c{opts.connections}, {opts.seconds:g}s per mode "
-        f"after {opts.warmup_seconds:g}s warm-up, {opts.players} players; load average {load_before}",
+        f"after {opts.warmup_seconds:g}s warm-up, {opts.players} players, backends {','.join(opts.backends)}; "
+        f"load average {load_before}",
         flush=True,
     )
     if machine_busy(load_before):
@@ -502,40 +637,74 @@ async def run(opts: Options) -> dict[str, Any]:
             flush=True,
         )
     modes: dict[str, dict[str, Any]] = {}
+    pg_modes: dict[str, dict[str, Any]] = {}
     hot = replace(opts, players=min(opts.players, HOT_PLAYERS), connections=HOT_CONNECTIONS)
-    runners = {
-        "noop": lambda: run_noop(opts),
-        "ledger": lambda: run_ledger(opts, group_commit=True),
-        "single": lambda: run_ledger(opts, group_commit=False),
-        "batch": lambda: run_ledger(opts, group_commit=True, name="batch", batch=True),
-        "hot": lambda: run_ledger(hot, group_commit=True, name="hot"),
-    }
+
+    def runner(name: str, backend: str) -> Any:
+        if name == "noop":
+            return run_noop(opts)
+        if name == "hot":
+            return run_ledger(hot, group_commit=True, name="hot", backend=backend)
+        return run_ledger(opts, group_commit=name != "single", name=name, batch=name == "batch", backend=backend)
+
     for name in opts.modes:
-        modes[name] = await runners[name]()
-        print_mode(name, modes[name])
-    return summarize(modes, opts, load_before)
+        # Each ledger mode on one backend right after the other: the same load, the same moment.
+        for backend in opts.backends if name in LEDGER_MODES else ("sqlite",):
+            if backend == "sqlite":
+                modes[name] = await runner(name, backend)
+                print_mode(name, modes[name])
+            else:
+                pg_modes[name] = await runner(name, backend)
+                print_mode(f"pg {name}", pg_modes[name])
+    return summarize(modes, opts, load_before, pg_modes)
 
 
 def parse_args(argv: list[str] | None = None) -> Options:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per mode (1..600)")
-    parser.add_argument("--warmup-seconds", type=float, default=3.0, help="warm-up seconds per mode (1..60)")
-    parser.add_argument("--connections", type=int, default=64, help="wrk connections (1..1024)")
+    parser.add_argument("--seconds", type=float, help=f"measured seconds per mode (1..600; {FULL['seconds']:g})")
+    parser.add_argument(
+        "--warmup-seconds", type=float, help=f"warm-up seconds per mode (1..60; {FULL['warmup_seconds']:g})"
+    )
+    parser.add_argument("--connections", type=int, help=f"wrk connections (1..1024; {FULL['connections']})")
     parser.add_argument("--threads", type=int, default=1, choices=(1, 2), help="wrk threads")
-    parser.add_argument("--players", type=int, default=1000, help="funded players bets spread over (1..100000)")
+    parser.add_argument("--players", type=int, help=f"funded players bets spread over (1..100000; {FULL['players']})")
     parser.add_argument("--dir", type=Path, default=None, help="where configs, data and logs go (default: temp)")
-    parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, among {','.join(MODES)}")
+    parser.add_argument("--modes", help=f"comma-separated, among {','.join(MODES)} (default all)")
+    parser.add_argument(
+        "--backends",
+        default=",".join(BACKENDS),
+        help=f"comma-separated, among {','.join(BACKENDS)}: where the ledger modes run (default both)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke run: " + ", ".join(f"{k} {v}" for k, v in QUICK.items()) + " (explicit options win)",
+    )
     a = parser.parse_args(argv)
+    for key, value in (QUICK if a.quick else FULL).items():
+        if getattr(a, key) is None:
+            setattr(a, key, value)
     modes = tuple(m for m in a.modes.split(",") if m)
     if not modes or not set(modes) <= set(MODES) or len(set(modes)) != len(modes):
         parser.error(f"--modes: distinct names among {','.join(MODES)}")
+    backends = tuple(b for b in a.backends.split(",") if b)
+    if not backends or not set(backends) <= set(BACKENDS) or len(set(backends)) != len(backends):
+        parser.error(f"--backends: distinct names among {','.join(BACKENDS)}")
     bounds = {"seconds": (1, 600), "warmup_seconds": (1, 60), "connections": (1, 1024), "players": (1, 100_000)}
     for field, (low, high) in bounds.items():
         if not low <= getattr(a, field) <= high:
             parser.error(f"--{field.replace('_', '-')} must be within {low}..{high}")
     root = (a.dir or Path(tempfile.mkdtemp(prefix="croupier-bench-"))).resolve()
     return Options(
-        a.seconds, a.warmup_seconds, a.connections, a.threads, a.players, root, keep_dir=a.dir is not None, modes=modes
+        a.seconds,
+        a.warmup_seconds,
+        a.connections,
+        a.threads,
+        a.players,
+        root,
+        keep_dir=a.dir is not None,
+        modes=modes,
+        backends=backends,
     )
 
 
@@ -549,6 +718,8 @@ def main() -> None:
         + f"  bets/s {summary['bets_per_s']}  p99 {summary['p99_ms']} ms  vs noop {summary['ratio_ledger_vs_noop']}x"
         f"  vs one-commit-per-bet {summary['ratio_ledger_vs_single']}x  batch {summary['batch_bets_per_s']} bets/s"
         f"  hot {summary['hot_bets_per_s']} bets/s"
+        f"  postgres {summary['pg_bets_per_s']} bets/s (p99 {summary['pg_p99_ms']} ms,"
+        f" {summary['ratio_pg_vs_sqlite']}x SQLite; batch {summary['pg_batch_bets_per_s']} bets/s)"
         + ("  (machine busy: not representative)" if summary["setup"]["machine_busy"] else ""),
         flush=True,
     )

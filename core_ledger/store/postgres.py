@@ -6,8 +6,11 @@ use COLLATE "C" so ordering and `after` paging match the other backends (code-po
 
 The writer's commit is ONE SERIALIZABLE transaction of ONE statement (`COMMIT_SQL`: head moved
 first, fenced on the previous head, then journal rows and derived upserts by `unnest` arrays),
-retried a bounded number of times on serialization failure or deadlock. Pool connections keep
-their session between checkouts (no reset query) and plan prepared statements per call. Reads of
+retried a bounded number of times on serialization failure or deadlock. It runs on a connection of
+its own (`COMMIT_SETTINGS`: SERIALIZABLE is that session's default isolation), so the statement is
+its own transaction: one round trip, no BEGIN and COMMIT around it (with a writer lease, the lease
+check and the statement still share an explicit transaction). Pool connections keep their session
+between checkouts (no reset query) and plan prepared statements per call. Reads of
 a row or page plus the head run in one REPEATABLE READ READ ONLY transaction (one snapshot).
 Driver errors become `StorageError` where the transaction ends. `backup` writes a SQLite ledger file (see `backup`).
 
@@ -218,14 +221,27 @@ def _unnest(columns: Sequence[str], *, with_doc: bool) -> str:
     return f"unnest({arrays}) AS k({', '.join(names)})"
 
 
-def _load_sql(table: str) -> str:
-    """Rows of `table` among a batch of keys; for ENTRIES, journal entries among sequences."""
-    source, doc = ("journal", "entry") if table == ENTRIES else (table, "doc")
-    columns = LOAD_KEYS[table]
-    return (
-        f"SELECT {', '.join('k.' + c for c in columns)}, t.{doc} FROM {_unnest(columns, with_doc=False)} "
-        f"JOIN {source} AS t USING ({', '.join(columns)})"
-    )
+def _load_many_sql(tables: Sequence[str]) -> str:
+    """The rows of several tables (or of the journal: ENTRIES, by sequence) among batches of keys,
+    as ONE statement (one round trip for a writer's whole pass): each row is (the table's position
+    in `tables`, its key columns as text, its doc); the parameters are the key arrays of each
+    table in turn."""
+    parts, n = [], 0
+    for i, table in enumerate(tables):
+        source, doc = ("journal", "entry") if table == ENTRIES else (table, "doc")
+        columns = LOAD_KEYS[table]
+        arrays = ", ".join(f"${n + k}::{_key_type(c)}[]" for k, c in enumerate(columns, 1))
+        n += len(columns)
+        parts.append(
+            f"SELECT {i} AS t, ARRAY[{', '.join(f'k.{c}::text' for c in columns)}] AS key, s.{doc} AS doc "
+            f"FROM unnest({arrays}) AS k({', '.join(columns)}) JOIN {source} AS s USING ({', '.join(columns)})"
+        )
+    return "\nUNION ALL ".join(parts)
+
+
+def _key_of(texts: Sequence[str], columns: Sequence[str]) -> Key:
+    """A key read back as text (`_load_many_sql`) in its columns' types."""
+    return tuple(int(v) if _key_type(c) == "bigint" else v for v, c in zip(texts, columns, strict=True))
 
 
 def _write_sql(table: str, *, upsert: bool) -> str:
@@ -307,18 +323,25 @@ def _commit_args(journal: Sequence[JournalRow], rows: Rows, head: Head) -> list[
 async def _commit_in(
     conn: asyncpg.Connection, journal: Sequence[JournalRow], rows: Rows, head: Head, lease: WriterLease | None = None
 ) -> None:
-    """One SERIALIZABLE transaction of one statement: BEGIN, `COMMIT_SQL`, COMMIT (three round
-    trips, where a statement per table made about ten)."""
+    """One SERIALIZABLE transaction of one statement. On the commit connection (`COMMIT_SETTINGS`)
+    the statement alone is that transaction: one round trip, committed (and flushed, with
+    synchronous_commit on) before its answer arrives; all or nothing of it is stored. With a
+    writer lease: BEGIN, the lease check, `COMMIT_SQL`, COMMIT."""
     require(
         [j.sequence for j in journal] == list(range(head.sequence - len(journal) + 1, head.sequence + 1)),
         "a commit's journal rows end at its head without a gap",
     )
-    async with conn.transaction(isolation="serializable"):
-        if lease is not None:
+    args = _commit_args(journal, rows, head)
+    if lease is None:
+        moved = await conn.fetchval(COMMIT_SQL, *args)
+    else:
+        async with conn.transaction(isolation="serializable"):
             await lease.check_in(conn)
-        # Fencing: the stored head must be where this writer believes it is.
-        if not await conn.fetchval(COMMIT_SQL, *_commit_args(journal, rows, head)):
-            raise StorageError("the stored journal head is not the one this commit extends (another writer?)")
+            moved = await conn.fetchval(COMMIT_SQL, *args)
+    # Fencing: the stored head must be where this writer believes it is (when it was not, every
+    # insert of the statement was guarded by the head's move: nothing was written).
+    if not moved:
+        raise StorageError("the stored journal head is not the one this commit extends (another writer?)")
 
 
 async def _replace_in(conn: asyncpg.Connection, tables: dict[str, dict[Key, Doc]]) -> None:
@@ -333,6 +356,12 @@ async def _replace_in(conn: asyncpg.Connection, tables: dict[str, dict[Key, Doc]
 # for the duplicate lookup by (client_id, bet_id) after the table grew. Planning these short
 # statements costs far less than one wrong plan. See docs/decisions/postgres-commit-path.md.
 PLAN_SETTINGS = {"plan_cache_mode": "force_custom_plan"}
+# The commit connection: every transaction on it is SERIALIZABLE unless it says otherwise, so
+# `COMMIT_SQL` is sent alone (its own transaction, one round trip). That statement's plan depends
+# on no value (a one-row head, inserts from arrays on their keys), so its generic plan is kept
+# rather than planning some fifteen CTEs at every commit.
+COMMIT_SETTINGS = {"default_transaction_isolation": "serializable", "plan_cache_mode": "auto"}
+COMMIT_CONNECTIONS = 1  # the writer commits one group at a time
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
@@ -502,6 +531,7 @@ class PostgresStore(Store):
         self.migrations = tuple(migrations)
         self.schema_plan: Plan | None = None  # what the last `open` found and did
         self._pool: asyncpg.Pool | None = None
+        self._commit_pool: asyncpg.Pool | None = None  # the commit connection (see COMMIT_SETTINGS)
         self.lease: WriterLease | None = None  # set: every commit first proves this lease is held
         # More settings of every pooled session (a pair's copy: `idle_in_transaction_session_timeout`, so
         # a transaction left open by a copy cut off from the database does not lock the head for long).
@@ -510,19 +540,26 @@ class PostgresStore(Store):
     def __repr__(self) -> str:
         return f"PostgresStore(schema={self.schema!r})"
 
+    async def _create_pool(self, size: int, settings: dict[str, str]) -> asyncpg.Pool:
+        lim = self.limits
+        return await asyncpg.create_pool(
+            self._dsn,
+            min_size=1,
+            max_size=size,
+            timeout=lim.connect_timeout_s,
+            command_timeout=lim.command_timeout_s,
+            reset=_keep_session,
+            connect=functools.partial(connect_read_write, dead_peer_s=lim.dead_peer_s),
+            server_settings={**self.session_settings, "search_path": self.schema, **settings},
+        )
+
     async def open(self) -> None:
+        """The pools (`pool_size_max` connections in all, the commit connection among them, and at
+        least one more), then the schema brought to the code's version."""
         lim = self.limits
         try:
-            self._pool = await asyncpg.create_pool(
-                self._dsn,
-                min_size=1,
-                max_size=lim.pool_size_max,
-                timeout=lim.connect_timeout_s,
-                command_timeout=lim.command_timeout_s,
-                reset=_keep_session,
-                connect=functools.partial(connect_read_write, dead_peer_s=lim.dead_peer_s),
-                server_settings={**self.session_settings, "search_path": self.schema, **PLAN_SETTINGS},
-            )
+            self._pool = await self._create_pool(max(1, lim.pool_size_max - COMMIT_CONNECTIONS), PLAN_SETTINGS)
+            self._commit_pool = await self._create_pool(COMMIT_CONNECTIONS, COMMIT_SETTINGS)
             async with self._pool.acquire(timeout=lim.acquire_timeout_s) as conn, conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", SCHEMA_LOCK)
                 if not self.create and not await conn.fetchval(
@@ -543,9 +580,10 @@ class PostgresStore(Store):
             raise StorageError(f"cannot open the PostgreSQL store: {type(e).__name__}: {e}") from e
 
     async def close(self) -> None:
-        if self._pool is not None:
-            pool, self._pool = self._pool, None
-            await pool.close()
+        pools, self._pool, self._commit_pool = (self._pool, self._commit_pool), None, None
+        for pool in pools:
+            if pool is not None:
+                await pool.close()
 
     @property
     def _p(self) -> asyncpg.Pool:
@@ -554,9 +592,10 @@ class PostgresStore(Store):
         return self._pool
 
     @asynccontextmanager
-    async def _conn(self, what: str) -> AsyncIterator[asyncpg.Connection]:
+    async def _conn(self, what: str, pool: asyncpg.Pool | None = None) -> AsyncIterator[asyncpg.Connection]:
+        """A connection of the readers' pool (or of `pool`); driver errors become StorageError."""
         try:
-            async with self._p.acquire(timeout=self.limits.acquire_timeout_s) as conn:
+            async with (pool or self._p).acquire(timeout=self.limits.acquire_timeout_s) as conn:
                 yield conn
         except DRIVER_ERRORS as e:
             raise StorageError(f"{what} failed: {type(e).__name__}: {e}") from e
@@ -567,22 +606,26 @@ class PostgresStore(Store):
         async with self._conn(what) as conn, conn.transaction(isolation="repeatable_read", readonly=True):
             yield conn
 
-    async def _once(self, what: str, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
-        async with self._conn(what) as conn:
+    async def _once(
+        self, what: str, work: Callable[[asyncpg.Connection], Awaitable[T]], pool: asyncpg.Pool | None = None
+    ) -> T:
+        async with self._conn(what, pool) as conn:
             return await work(conn)
 
-    async def _retrying(self, what: str, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+    async def _retrying(
+        self, what: str, work: Callable[[asyncpg.Connection], Awaitable[T]], pool: asyncpg.Pool | None = None
+    ) -> T:
         """Run a write transaction, again (bounded) when PostgreSQL could not serialize it: a
         serialization failure or deadlock ends the transaction with nothing of it committed."""
         for attempt in range(1, self.limits.serialization_attempts_max):
             try:
-                return await self._once(what, work)
+                return await self._once(what, work, pool)
             except StorageError as e:
                 if not isinstance(e.__cause__, RETRYABLE):
                     raise
                 log.warning("postgres_write_retry", what=what, attempt=attempt, sqlstate=e.__cause__.sqlstate)
             await asyncio.sleep(self.limits.retry_backoff_s * attempt)
-        return await self._once(what, work)
+        return await self._once(what, work, pool)
 
     async def replication_view(self) -> ReplicationView:
         """Replication as seen from the server this store writes to (see `ReplicationView`)."""
@@ -623,18 +666,28 @@ class PostgresStore(Store):
             )
 
     async def load(self, wanted: dict[str, Sequence[Key]]) -> dict[str, dict[Key, Doc]]:
-        out: dict[str, dict[Key, Doc]] = {}
+        """Every table's rows among its keys in one statement (`_load_many_sql`), or one per
+        KEYS_PER_QUERY_MAX keys of the table that has the most."""
+        out: dict[str, dict[Key, Doc]] = {table: {} for table in wanted}
+        chunks = {
+            table: [unique[i : i + KEYS_PER_QUERY_MAX] for i in range(0, len(unique), KEYS_PER_QUERY_MAX)]
+            for table, unique in ((t, list(dict.fromkeys(keys))) for t, keys in wanted.items())
+        }
         async with self._conn("load") as conn:
-            for table, keys in wanted.items():
-                found, width = out.setdefault(table, {}), len(LOAD_KEYS[table])
-                unique = list(dict.fromkeys(keys))
-                for start in range(0, len(unique), KEYS_PER_QUERY_MAX):
-                    chunk = unique[start : start + KEYS_PER_QUERY_MAX]
-                    found.update(_pairs(await conn.fetch(_load_sql(table), *_columns_of(chunk, width))))
+            for round_ in range(max((len(c) for c in chunks.values()), default=0)):
+                tables = [t for t, c in chunks.items() if round_ < len(c)]
+                args = [a for t in tables for a in _columns_of(chunks[t][round_], len(LOAD_KEYS[t]))]
+                for position, key, doc in await conn.fetch(_load_many_sql(tables), *args):
+                    table = tables[position]
+                    out[table][_key_of(key, LOAD_KEYS[table])] = orjson.loads(doc)
         return out
 
     async def commit(self, journal: Sequence[JournalRow], rows: Rows, head: Head) -> None:
-        await self._retrying("commit", lambda conn: _commit_in(conn, journal, rows, head, self.lease))
+        if self._commit_pool is None:
+            raise StorageError("the store is not open")
+        await self._retrying(
+            "commit", lambda conn: _commit_in(conn, journal, rows, head, self.lease), self._commit_pool
+        )
 
     async def get(self, table: str, key: Key) -> tuple[Doc | None, int]:
         where = " AND ".join(f"{c} = ${i}" for i, c in enumerate(TABLES[table], 1))
