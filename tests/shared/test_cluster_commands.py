@@ -57,9 +57,9 @@ SHORT_RUNS = {  # group: (seed, seconds, kinds); each failover kind takes severa
             "kill_edge_unpersisted",
         ),
     ),
-    "byzantine": (
+    "byzantine": (  # eight kinds at most 6 s each (gap + hold): 48 s deals every one whatever the load
         12,
-        30,
+        50,
         (
             "lie_epoch_edges",
             "byz_forge_slot",
