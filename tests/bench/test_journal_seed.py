@@ -62,7 +62,7 @@ async def seeded_and_checked(store: Store, size: int, players: int, group: int) 
             "game_id": "slots-1",
         }
         bet = Command("bet", request, SEED_PRINCIPAL, (SEED_PRINCIPAL, "after-seed"), SEED_PRINCIPAL)
-        [(status, body)] = await service.submit([bet])  # type: ignore[misc]
+        [(status, body)] = await service.submit([bet])  # type: ignore[misc]  # a bet's result is an answer tuple; the status says so
         assert status == 201, body
         assert service.head.sequence == size + 1
     finally:
@@ -76,7 +76,7 @@ async def test_seeded_entries_and_rows_are_byte_identical_to_what_the_writer_jou
     await through_writer.start()
     try:
         for _, command in seed_commands(plan(size, players)):
-            [(status, _)] = await through_writer.submit([command])  # type: ignore[misc]
+            [(status, _)] = await through_writer.submit([command])  # type: ignore[misc]  # an answer tuple; the status says so
             assert status in (200, 201)
     finally:
         await through_writer.stop()

@@ -194,7 +194,7 @@ async def test_the_auditor_walks_at_its_pace(aiohttp_client: Any, tmp_path: Path
         walks.append(pace)
         return await real(up_to, since, pace=pace)
 
-    reads.verify = recording  # type: ignore[method-assign]
+    reads.verify = recording  # type: ignore[method-assign]  # a recording stand-in for this test
     assert (await app[AUDITOR].audit())["ok"]
     assert (await app[AUDITOR].verify())["ok"]
     assert walks == [AUDIT_PACE, ON_DEMAND]

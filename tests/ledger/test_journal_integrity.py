@@ -6,6 +6,7 @@ import asyncio
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import orjson
@@ -21,6 +22,7 @@ from core_ledger.journal_checks import rebuild_differences, rebuild_state, repla
 from core_ledger.metrics import LedgerMetrics
 from core_ledger.service import LedgerService
 from core_ledger.store import MemoryStore, SqliteStore, StorageError
+from core_ledger.store.base import Head, JournalRow, Rows
 from core_ledger.writer import WriterLimits
 from tests.support.clock import FakeClock
 from tests.support.journal_commands import cmd, traffic
@@ -113,7 +115,7 @@ async def test_replaying_the_journal_with_a_small_cache_equals_the_live_tables(t
 class CountingMemoryStore(MemoryStore):
     commits: list[int]
 
-    async def commit(self, journal, rows, head) -> None:  # type: ignore[no-untyped-def]
+    async def commit(self, journal: Sequence[JournalRow], rows: Rows, head: Head) -> None:
         self.commits.append(len(journal))
         await super().commit(journal, rows, head)
 
@@ -182,7 +184,9 @@ class FlakyStore(MemoryStore):
 
     fail_next = False
 
-    async def commit(self, journal, rows, head) -> None:  # type: ignore[no-untyped-def]  # the store's commit, failing on demand
+    async def commit(
+        self, journal: Sequence[JournalRow], rows: Rows, head: Head
+    ) -> None:  # the store's commit, failing on demand
         if self.fail_next:
             self.fail_next = False
             raise StorageError("disk full")
