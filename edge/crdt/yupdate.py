@@ -80,13 +80,20 @@ class _Reader:
         return out
 
     def uint(self) -> int:
+        # The hot path of the reader (client ids take 8 bytes): bytes are read here, not via `byte`.
+        data, pos = self.data, self.pos
+        end = min(pos + VAR_UINT_BYTES_MAX, len(data))
         value, shift = 0, 0
-        for _ in range(VAR_UINT_BYTES_MAX):
-            b = self.byte()
+        while pos < end:
+            b = data[pos]
+            pos += 1
             value |= (b & 0x7F) << shift
             if b < 0x80:
+                self.pos = pos
                 return value
             shift += 7
+        if end < self.pos + VAR_UINT_BYTES_MAX:
+            raise MalformedUpdate("truncated")
         raise MalformedUpdate("var_uint too long")
 
     def count(self) -> int:
@@ -160,6 +167,18 @@ def parse(update: bytes) -> Update:
                 raise MalformedUpdate("empty delete range")
             out.deletes.append((client, clock, length))
     if r.pos != len(update):
+        raise MalformedUpdate("trailing bytes")
+    return out
+
+
+def state_vector(encoded: bytes) -> dict[int, int]:
+    """client id -> clock, from an encoded state vector (var_uint n, n x (client, clock))."""
+    r = _Reader(encoded)
+    out = {}
+    for _ in range(r.count()):
+        client = r.uint()
+        out[client] = r.uint()
+    if r.pos != len(encoded):
         raise MalformedUpdate("trailing bytes")
     return out
 

@@ -1,0 +1,192 @@
+"""What admission needs to know about a held document, kept up to date per change (pure: no I/O).
+
+Checking a peer's update against a document needs three facts about what is held: the slot key
+of every held item (an overwrite names its predecessor as origin, and inherits its key), the
+current slot values (only slots whose value changes are decoded and checked), and the state
+vector (deletions of items not seen yet are dropped). Reading them from scratch means encoding
+the whole document and parsing it in Python for every update; instead `facts_of` reads them once
+when a document goes live, and `changed` folds every later change into them: the keys of the new
+items only (resolved from the change's own bytes, or handed over by admission, which resolved
+them already), the values and state vector as they are after it.
+
+Every fact records the state vector it describes (`state`): facts that do not match the
+document's state vector are stale (the document changed behind the replica's back) and are
+recomputed, so they can cost time but never let an unchecked key through.
+`tests/edge/test_docfacts.py` checks that the facts kept by folding equal the facts read from
+scratch after random sequences of local writes and admitted (and refused) peer updates.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from dataclasses import dataclass, field
+from typing import Any
+
+from pycrdt import Map
+
+from edge.crdt import yupdate
+from edge.crdt.slots import SLOTS, SlotDoc
+
+KeyRange = tuple[int, int, int, str]  # (client, first clock, length, slot key)
+
+
+class Keys:
+    """Slot key of every item by id range: client -> sorted, disjoint [start, end) ranges."""
+
+    def __init__(self) -> None:
+        self._starts: dict[int, list[int]] = {}
+        self._ranges: dict[int, list[tuple[int, int, str]]] = {}  # client -> [(start, end, key)]
+
+    def add(self, client: int, clock: int, length: int, key: str) -> None:
+        """Record `key` for ids [clock, clock + length) of `client`; ids already recorded keep
+        their key (an item's id names one item: a later claim to it is not believed)."""
+        starts = self._starts.setdefault(client, [])
+        ranges = self._ranges.setdefault(client, [])
+        start, end = clock, clock + length
+        i = bisect_right(starts, start)
+        if i and ranges[i - 1][1] > start:  # starts inside the range before: keep its ids
+            start = ranges[i - 1][1]
+        while start < end:
+            # ranges[i] is the first range starting after `start`: fill the gap up to it
+            gap_end = min(end, ranges[i][0]) if i < len(ranges) else end
+            if gap_end > start:
+                i = self._insert(client, i, start, gap_end, key)
+            if i < len(ranges) and ranges[i][0] <= gap_end:
+                start = ranges[i][1]
+                i += 1
+            else:
+                start = gap_end
+
+    def _insert(self, client: int, i: int, start: int, end: int, key: str) -> int:
+        """Put [start, end) -> key (a gap) before ranges[i], merged with neighbours of the same
+        key; the index of the first range after it."""
+        starts, ranges = self._starts[client], self._ranges[client]
+        if i and ranges[i - 1][1] == start and ranges[i - 1][2] == key:
+            start = ranges[i - 1][0]
+            del ranges[i - 1], starts[i - 1]
+            i -= 1
+        if i < len(ranges) and ranges[i][0] == end and ranges[i][2] == key:
+            end = ranges[i][1]
+            del ranges[i], starts[i]
+        ranges.insert(i, (start, end, key))
+        starts.insert(i, start)
+        return i + 1
+
+    def key_of(self, item_id: tuple[int, int]) -> str | None:
+        client, clock = item_id
+        starts = self._starts.get(client)
+        if not starts:
+            return None
+        i = bisect_right(starts, clock)
+        if i == 0:
+            return None
+        _, end, key = self._ranges[client][i - 1]
+        return key if clock < end else None
+
+    def ranges(self) -> list[KeyRange]:
+        return sorted((c, s, e - s, k) for c, rs in self._ranges.items() for s, e, k in rs)
+
+    def copy(self) -> Keys:
+        out = Keys()
+        out._starts = {c: list(s) for c, s in self._starts.items()}
+        out._ranges = {c: list(r) for c, r in self._ranges.items()}
+        return out
+
+
+def resolve(items: list[yupdate.Item], known: Keys) -> tuple[list[KeyRange], list[yupdate.Item]]:
+    """Keys of `items` (written, or inherited from their origins among them or in `known`); and
+    the items whose origin is in neither."""
+    keys, found, todo = Keys(), [], []
+    for item in items:
+        if item.origin is None and item.right_origin is None:
+            if item.root == SLOTS and item.key is not None:
+                keys.add(item.client, item.clock, item.length, item.key)
+                found.append((item.client, item.clock, item.length, item.key))
+            # else: not a slot (another root, a nested type, no key): left unresolved
+        else:
+            todo.append(item)
+    progress = True
+    while todo and progress:  # origins may come later in the update: repeat until nothing resolves
+        progress, rest = False, []
+        for item in todo:
+            origin = item.origin or item.right_origin
+            assert origin is not None
+            key = keys.key_of(origin) or known.key_of(origin)
+            if key is None:
+                rest.append(item)
+            else:
+                keys.add(item.client, item.clock, item.length, key)
+                found.append((item.client, item.clock, item.length, key))
+                progress = True
+        todo = rest
+    return found, todo
+
+
+def slot_values(doc: SlotDoc) -> dict[str, Any]:
+    return dict(doc.get(SLOTS, type=Map).items())
+
+
+@dataclass(frozen=True)
+class After:
+    """A document as it will be once an admitted update is applied (what admission saw on its
+    scratch copy): the replica folds it into the document's facts instead of reading them again."""
+
+    state: bytes
+    clocks: dict[int, int]
+    values: dict[str, Any]
+    new_keys: list[KeyRange]  # keys of the update's items
+
+
+@dataclass
+class DocFacts:
+    state: bytes  # the document's state vector these facts describe
+    clocks: dict[int, int]  # the same, decoded: client -> next clock
+    values: dict[str, Any]  # slot key -> current value
+    keys: Keys = field(default_factory=Keys)  # of every held item whose key is known
+
+    def key_ranges(self) -> list[KeyRange]:
+        return self.keys.ranges()
+
+    def keys_from(self, new_keys: list[KeyRange]) -> None:
+        """Record the keys of a change's items, before `state` moves past them: ids held already
+        keep the key they have."""
+        for client, clock, length, key in new_keys:
+            start = max(clock, self.clocks.get(client, 0))
+            if clock + length > start:
+                self.keys.add(client, start, clock + length - start, key)
+
+
+def facts_of(doc: SlotDoc) -> DocFacts:
+    """The facts of `doc` read from scratch (parses the whole document)."""
+    held = doc.get_update()
+    state = doc.get_state()
+    out = DocFacts(state, yupdate.state_vector(state), slot_values(doc))
+    try:
+        items = yupdate.parse(held).items
+    except ValueError:  # held from before admission existed: origins into it count as unresolved
+        items = []
+    for client, clock, length, key in resolve(items, Keys())[0]:
+        out.keys.add(client, clock, length, key)
+    return out
+
+
+def changed(facts: DocFacts, doc: SlotDoc, diff: bytes, new_keys: list[KeyRange] | None = None) -> DocFacts:
+    """`facts` (updated in place) after `doc` changed by `diff`. `new_keys`, when given, are the
+    keys of the diff's items as admission resolved them (else the diff is parsed here)."""
+    if new_keys is None:
+        try:
+            items = yupdate.parse(diff).items
+        except ValueError:
+            return facts_of(doc)
+        new_keys = resolve(items, facts.keys)[0]
+    facts.keys_from(new_keys)
+    facts.state = doc.get_state()
+    facts.clocks = yupdate.state_vector(facts.state)
+    facts.values = slot_values(doc)
+    return facts
+
+
+def adopt(facts: DocFacts, after: After) -> None:
+    """`facts` (updated in place) once the update `after` describes is applied."""
+    facts.keys_from(after.new_keys)
+    facts.state, facts.clocks, facts.values = after.state, after.clocks, after.values
