@@ -164,7 +164,7 @@ def admit(name: str, doc: SlotDoc, update: bytes, rules: Rules, facts: docfacts.
         return refuse(UNSUPPORTED, str(e))
     if facts is None or facts.state != doc.get_state():
         facts = docfacts.facts_of(doc)
-    new_keys, refused = _check_authors(parsed, facts.keys, rules.owners)
+    new_keys, refused = _check_authors(parsed, facts, rules.owners)
     if refused is not None:
         return refused
     # Yjs sends a document's whole delete set with every diff. Deletions of items not seen here yet
@@ -174,7 +174,7 @@ def admit(name: str, doc: SlotDoc, update: bytes, rules: Rules, facts: docfacts.
     # yet be integrated): such deletions are dropped too, so no update ever blanks a slot.
     # Nothing is lost: integrating an overwrite deletes its predecessor.
     deletes = _reachable_deletes(parsed, facts.clocks)
-    before = facts.values
+    before = docfacts.slot_values(doc) if facts.values_stale else facts.values
     try:
         held_bytes = doc.get_update()
         trimmed = update if deletes == parsed.deletes else yupdate.with_deletes(update, parsed, deletes)
@@ -186,7 +186,7 @@ def admit(name: str, doc: SlotDoc, update: bytes, rules: Rules, facts: docfacts.
             current = {
                 (i.client, i.clock)
                 for i in held.items
-                if not i.deleted and i.length == 1 and facts.keys.key_of((i.client, i.clock)) in blanked
+                if not i.deleted and i.length == 1 and facts.key_of((i.client, i.clock)) in blanked
             }
             deletes = _sparing(deletes, current)
         if deletes != parsed.deletes:
@@ -222,7 +222,7 @@ def _held(held: bytes) -> yupdate.Update:
 
 
 def _check_authors(
-    parsed: yupdate.Update, known: docfacts.Keys, owners: Owners
+    parsed: yupdate.Update, known: docfacts.KeyLookup, owners: Owners
 ) -> tuple[list[docfacts.KeyRange], Verdict | None]:
     """The keys of the update's items, and a refusal if any is not its author's."""
     found, unresolved = docfacts.resolve(parsed.items, known)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from pycrdt import Map
 
@@ -93,7 +93,11 @@ class Keys:
         return out
 
 
-def resolve(items: list[yupdate.Item], known: Keys) -> tuple[list[KeyRange], list[yupdate.Item]]:
+class KeyLookup(Protocol):
+    def key_of(self, item_id: tuple[int, int]) -> str | None: ...
+
+
+def resolve(items: list[yupdate.Item], known: KeyLookup) -> tuple[list[KeyRange], list[yupdate.Item]]:
     """Keys of `items` (written, or inherited from their origins among them or in `known`); and
     the items whose origin is in neither."""
     keys, found, todo = Keys(), [], []
@@ -141,10 +145,33 @@ class After:
 class DocFacts:
     state: bytes  # the document's state vector these facts describe
     clocks: dict[int, int]  # the same, decoded: client -> next clock
-    values: dict[str, Any]  # slot key -> current value
-    keys: Keys = field(default_factory=Keys)  # of every held item whose key is known
+    values: dict[str, Any]  # slot key -> current value (stale while `values_stale`)
+    keys: Keys = field(default_factory=Keys)  # of every held item whose key is known...
+    local: list[bytes] = field(default_factory=list)  # ...but the items of these local writes
+    values_stale: bool = False  # a local write changed the values since they were read
+
+    def key_of(self, item_id: tuple[int, int]) -> str | None:
+        """The key of a held item; the keys of local writes are read only when one is asked for
+        (a peer's item rarely continues one of this edge's)."""
+        key = self.keys.key_of(item_id)
+        if key is None and self.local:
+            self.settle()
+            key = self.keys.key_of(item_id)
+        return key
+
+    def settle(self) -> None:
+        """Record the keys of the local writes not read yet."""
+        local, self.local = self.local, []
+        for diff in local:
+            try:
+                items = yupdate.parse(diff).items
+            except ValueError:  # not from pycrdt as we use it: its items stay unresolved
+                continue
+            for key_range in resolve(items, self)[0]:
+                self.keys.add(*key_range)
 
     def key_ranges(self) -> list[KeyRange]:
+        self.settle()
         return self.keys.ranges()
 
     def keys_from(self, new_keys: list[KeyRange]) -> None:
@@ -170,23 +197,30 @@ def facts_of(doc: SlotDoc) -> DocFacts:
     return out
 
 
-def changed(facts: DocFacts, doc: SlotDoc, diff: bytes, new_keys: list[KeyRange] | None = None) -> DocFacts:
-    """`facts` (updated in place) after `doc` changed by `diff`. `new_keys`, when given, are the
-    keys of the diff's items as admission resolved them (else the diff is parsed here)."""
-    if new_keys is None:
-        try:
-            items = yupdate.parse(diff).items
-        except ValueError:
-            return facts_of(doc)
-        new_keys = resolve(items, facts.keys)[0]
-    facts.keys_from(new_keys)
+def written(facts: DocFacts, doc: SlotDoc, diff: bytes) -> None:
+    """`facts` (updated in place) after a local write changed `doc` by `diff`: its items' keys
+    are read when needed, and so are the values."""
+    facts.local.append(diff)
     facts.state = doc.get_state()
     facts.clocks = yupdate.state_vector(facts.state)
-    facts.values = slot_values(doc)
+    facts.values_stale = True
+
+
+def changed(facts: DocFacts, doc: SlotDoc, diff: bytes) -> DocFacts:
+    """`facts` (updated in place) after `doc` changed by a peer's `diff` admission did not see."""
+    try:
+        items = yupdate.parse(diff).items
+    except ValueError:
+        return facts_of(doc)
+    facts.keys_from(resolve(items, facts)[0])
+    facts.state = doc.get_state()
+    facts.clocks = yupdate.state_vector(facts.state)
+    facts.values, facts.values_stale = slot_values(doc), False
     return facts
 
 
 def adopt(facts: DocFacts, after: After) -> None:
     """`facts` (updated in place) once the update `after` describes is applied."""
     facts.keys_from(after.new_keys)
-    facts.state, facts.clocks, facts.values = after.state, after.clocks, after.values
+    facts.state, facts.clocks = after.state, after.clocks
+    facts.values, facts.values_stale = after.values, False

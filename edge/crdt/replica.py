@@ -90,9 +90,9 @@ class Replica:
         facts = self._facts.get(name)
         if facts is not None:
             if changed:
-                self._facts[name] = docfacts.changed(facts, doc, changed)
+                docfacts.written(facts, doc, changed)
             else:  # deletions only: the same items, perhaps other values
-                facts.values = docfacts.slot_values(doc)
+                facts.values_stale = True
         return changed
 
     def facts(self, name: str) -> DocFacts:
@@ -103,6 +103,8 @@ class Replica:
         facts = self._facts.get(name)
         if facts is None or facts.state != doc.get_state():
             facts = self._facts[name] = docfacts.facts_of(doc)
+        elif facts.values_stale:
+            facts.values, facts.values_stale = docfacts.slot_values(doc), False
         return facts
 
     def kept_facts(self, name: str) -> DocFacts | None:
@@ -118,17 +120,14 @@ class Replica:
         doc = self._live[name]
         if update == EMPTY_UPDATE:
             return b"", []
-        facts = self._facts.get(name)
+        facts = self.facts(name) if name in self._facts else None
         before_sv = doc.get_state()
-        if facts is not None and facts.state != before_sv:
-            facts = None
-            del self._facts[name]
         before_ts = times_of(facts.values) if facts is not None else slot_times(doc)
         doc.apply_update(update)
         changed = self._changed(name, doc, before_sv)
         if not changed:
             if facts is not None:  # deletions only: the same items, perhaps other values
-                facts.values = docfacts.slot_values(doc)
+                facts.values_stale = True
             return b"", []
         if facts is None:
             after_ts = slot_times(doc)

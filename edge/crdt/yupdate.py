@@ -29,6 +29,8 @@ CONTENT_DELETED, CONTENT_ANY = 1, 8
 STRUCT_GC, STRUCT_SKIP = 0, 10
 ANY_DEPTH_MAX = 8
 VAR_UINT_BYTES_MAX = 8  # 56 bits: client ids are below 2**53
+LONG_UINTS_MAX = 4096  # eight-byte var_uints (client ids) remembered decoded; forgotten all at once when full
+_LONG_UINTS: dict[bytes, int] = {}  # the complete eight bytes of a var_uint -> its value
 
 
 class MalformedUpdate(ValueError):
@@ -80,8 +82,16 @@ class _Reader:
         return out
 
     def uint(self) -> int:
-        # The hot path of the reader (client ids take 8 bytes): bytes are read here, not via `byte`.
+        # The hot path of the reader: most values take one byte, and client ids take eight and
+        # repeat (a few per document): those are looked up once decoded.
         data, pos = self.data, self.pos
+        if pos < len(data) and data[pos] < 0x80:
+            self.pos = pos + 1
+            return data[pos]
+        long_value = _LONG_UINTS.get(data[pos : pos + VAR_UINT_BYTES_MAX])
+        if long_value is not None:
+            self.pos = pos + VAR_UINT_BYTES_MAX
+            return long_value
         end = min(pos + VAR_UINT_BYTES_MAX, len(data))
         value, shift = 0, 0
         while pos < end:
@@ -89,6 +99,10 @@ class _Reader:
             pos += 1
             value |= (b & 0x7F) << shift
             if b < 0x80:
+                if pos - self.pos == VAR_UINT_BYTES_MAX:
+                    if len(_LONG_UINTS) >= LONG_UINTS_MAX:
+                        _LONG_UINTS.clear()
+                    _LONG_UINTS[data[self.pos : pos]] = value
                 self.pos = pos
                 return value
             shift += 7

@@ -46,7 +46,7 @@ def same_facts(kept: docfacts.DocFacts, fresh: docfacts.DocFacts) -> None:
     # origins a snapshot no longer shows), and no kept key contradicts one read from scratch
     for client, clock, length, key in fresh.key_ranges():
         for c in range(clock, clock + length):
-            assert kept.keys.key_of((client, c)) == key
+            assert kept.key_of((client, c)) == key
 
 
 class Net:
@@ -119,6 +119,8 @@ class Net:
                 kept = r.kept_facts(name)
                 doc = r.live(name)
                 assert kept is not None and doc is not None
+                assert kept.state == doc.get_state()  # else `facts` would read them again
+                assert r.facts(name) is kept
                 same_facts(kept, docfacts.facts_of(doc))
 
 
@@ -226,3 +228,21 @@ def test_key_ranges_merge_and_never_rewrite_a_known_id(adds, ranges):
     for client, clock, length, key in ranges:
         assert [keys.key_of((client, c)) for c in range(clock, clock + length)] == [key] * length
     assert keys.key_of((3, 0)) is None and keys.key_of((1, 100)) is None
+
+
+@given(st.lists(st.integers(0, 2**53 - 1), max_size=20))
+def test_var_uints_read_the_same_whether_remembered_or_not(values):
+    """The reader remembers eight-byte var_uints (client ids): a remembered one reads the same."""
+    encoded = b"".join(yupdate._uint(v) for v in values)
+    for _ in range(2):  # the second time, client-sized values come from what was remembered
+        r = yupdate._Reader(encoded)
+        assert [r.uint() for _ in values] == values and r.pos == len(encoded)
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [(b"\x80", "truncated"), (b"\xff" * 7, "truncated"), (b"\x80" * 8, "too long"), (b"\x80" * 9, "too long")],
+)
+def test_bad_var_uints_are_malformed(data, error):
+    with pytest.raises(yupdate.MalformedUpdate, match=error):
+        yupdate._Reader(data).uint()
