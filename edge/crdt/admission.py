@@ -23,6 +23,13 @@ forge items under another edge's client id (relays must pass). Such forgeries ar
 value checks (types, ranges, an epoch the ledger confirmed, write times) and reconciliation
 rewrites an edge's own slot from the ledger; signing updates is the next step if that matters.
 
+Where the facts come from (docs/decisions/admission-from-kept-document-facts.md): only the update is
+parsed; what is held (the slot key of every held item, the current slot values, the state vector)
+comes from the `DocFacts` the replica keeps per document (`edge.crdt.docfacts`), or is read from the
+document when none are given. The trial apply on a scratch copy proves "nothing pending" and gives
+the values and size after; an admitted verdict hands them back (`Verdict.after`) so the replica
+folds them into its facts instead of reading them again. Each changed slot is decoded once.
+
 A refusal names a stable `reason` (a metric label). A refusal that is `deferred` is not the peer's
 fault: this edge lacks a ledger fact to decide (a jackpot not confirmed yet, an epoch newer than the
 one it knows); the caller asks the ledger and anti-entropy brings the update again.

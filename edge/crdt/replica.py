@@ -9,6 +9,11 @@ unobserved keeps its Doc alive): `write_local` and `apply_remote` return exactly
 changed this replica, ready to persist and to push. `apply_remote` also reports which remote-owned
 slots changed and their origin write times, for the sync-lag metric.
 
+For admission, the replica also keeps per live document the facts it checks peer updates against
+(`facts`, see edge/crdt/docfacts.py): read once, then kept by folding each change in (an admitted
+update's `After`, a local write's bytes), and read again if the document's state vector is not the
+one they describe. Slot write times for the sync-lag metric come from the same kept values.
+
 Every state-vector change is also numbered in a change log (`position`, `changed_since`), so
 anti-entropy can advertise only the documents that changed since a peer's last round: its cost
 follows what changed, not how many documents the edge holds (edge/crdt/anti_entropy.py).

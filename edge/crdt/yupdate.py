@@ -5,7 +5,9 @@ Only what Croupier documents hold is decoded in full: items whose content is `An
 or `Deleted` (an overwritten one). Any other struct or content kind (GC, Skip, strings, nested
 types, sub-documents...) is refused as `UnsupportedUpdate`: honest edges never write them.
 Every count, length and nesting depth is bounded by the input, so hostile bytes cannot make the
-reader loop, recurse or allocate beyond the update's own size.
+reader loop, recurse or allocate beyond the update's own size. Eight-byte var_uints (client ids:
+a few per cluster, in every struct header and delete set) are remembered once decoded, in a table of
+bounded size, as the byte string that encodes them.
 
 Layout (lib0 encoding, Yjs `encodeStateAsUpdate` v1):
     structs:    var_uint clients; per client: var_uint n, var_uint client, var_uint clock, n structs
