@@ -187,14 +187,15 @@ def parse(update: bytes) -> Update:
     return out
 
 
-def state_vector(encoded: bytes) -> dict[int, int]:
-    """client id -> clock, from an encoded state vector (var_uint n, n x (client, clock))."""
+def state_vector(encoded: bytes, trailing: bool = False) -> dict[int, int]:
+    """client id -> clock, from an encoded state vector (var_uint n, n x (client, clock)); bytes
+    after it are refused unless `trailing`."""
     r = _Reader(encoded)
     out = {}
     for _ in range(r.count()):
         client = r.uint()
         out[client] = r.uint()
-    if r.pos != len(encoded):
+    if r.pos != len(encoded) and not trailing:
         raise MalformedUpdate("trailing bytes")
     return out
 

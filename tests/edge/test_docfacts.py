@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pycrdt import Doc, Map
+from pycrdt import Decoder, Doc, Encoder, Map
 
 from edge.crdt import admission, docfacts, protocol, yupdate
 from edge.crdt.exchange import handle
@@ -246,3 +246,31 @@ def test_var_uints_read_the_same_whether_remembered_or_not(values):
 def test_bad_var_uints_are_malformed(data, error):
     with pytest.raises(yupdate.MalformedUpdate, match=error):
         yupdate._Reader(data).uint()
+
+
+@given(st.dictionaries(st.integers(0, 2**53 - 1), st.integers(0, 2**40), max_size=8))
+def test_state_vectors_read_as_pycrdt_writes_them(clocks):
+    """`protocol.decode_state_vector` (now the Yjs reader's) reads what pycrdt's Encoder writes."""
+    encoder = Encoder()
+    encoder.write_var_uint(len(clocks))
+    for client, clock in clocks.items():
+        encoder.write_var_uint(client)
+        encoder.write_var_uint(clock)
+    assert protocol.decode_state_vector(encoder.to_bytes()) == clocks
+
+
+@pytest.mark.parametrize("bad", [b"", b"\x02\x01\x01", b"\x01\x80", b"\x01" + b"\xff" * 9 + b"\x01\x00"])
+def test_malformed_state_vectors_are_protocol_errors(bad):
+    with pytest.raises(protocol.ProtocolError):
+        protocol.decode_state_vector(bad)
+
+
+def test_a_real_state_vector_reads_as_before():
+    doc = Doc(client_id=fresh_client_id("eu", T0))
+    doc.get("slots", type=Map)["eu"] = value(SESSION, 1, T0)
+    decoder = Decoder(doc.get_state())
+    expected = {}
+    for _ in range(decoder.read_var_uint()):
+        client = decoder.read_var_uint()
+        expected[client] = decoder.read_var_uint()
+    assert protocol.decode_state_vector(doc.get_state()) == expected == {fresh_client_id("eu", T0): 1}
