@@ -5,13 +5,20 @@ of every held item (an overwrite names its predecessor as origin, and inherits i
 current slot values (only slots whose value changes are decoded and checked), and the state
 vector (deletions of items not seen yet are dropped). Reading them from scratch means encoding
 the whole document and parsing it in Python for every update; instead `facts_of` reads them once
-when a document goes live, and `changed` folds every later change into them: the keys of the new
-items only (resolved from the change's own bytes, or handed over by admission, which resolved
-them already), the values and state vector as they are after it.
+(the first time admission asks about a live document), and every later change is folded in:
+
+- an admitted update (`adopt`): admission resolved the keys of its items and saw, on its scratch
+  copy, the values and state vector after it (`After`);
+- a peer's update admission did not see (`changed`): its own bytes are parsed;
+- a local write (`written`): its bytes are kept and its items' keys read only when a key is asked
+  for that is not known (`DocFacts.key_of`: a peer's item rarely continues one of this edge's),
+  and the values are read again only when next needed (`values_stale`).
 
 Every fact records the state vector it describes (`state`): facts that do not match the
 document's state vector are stale (the document changed behind the replica's back) and are
-recomputed, so they can cost time but never let an unchecked key through.
+recomputed, so they can cost time but never let an unchecked key through. An id that has a key
+keeps it, and a change's items are recorded only beyond the state vector before it, so a
+duplicate of a held item cannot relabel it.
 `tests/edge/test_docfacts.py` checks that the facts kept by folding equal the facts read from
 scratch after random sequences of local writes and admitted (and refused) peer updates.
 """
