@@ -393,7 +393,7 @@ class SyncHub:
             session_state_bytes_max=self._session_state_bytes_max,
             now=self.state.clock(),
         )
-        verdict = admission.admit(name, doc, update, rules)
+        verdict = admission.admit(name, doc, update, rules, self.state.replica.facts(name))
         if verdict.update is not None and not self._quota[link.peer].take(len(verdict.update)):
             return admission.refuse(
                 admission.PEER_QUOTA,

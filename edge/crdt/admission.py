@@ -23,6 +23,13 @@ forge items under another edge's client id (relays must pass). Such forgeries ar
 value checks (types, ranges, an epoch the ledger confirmed, write times) and reconciliation
 rewrites an edge's own slot from the ledger; signing updates is the next step if that matters.
 
+Where the facts come from (docs/decisions/admission-from-kept-document-facts.md): only the update is
+parsed; what is held (the slot key of every held item, the current slot values, the state vector)
+comes from the `DocFacts` the replica keeps per document (`edge.crdt.docfacts`), or is read from the
+document when none are given. The trial apply on a scratch copy proves "nothing pending" and gives
+the values and size after; an admitted verdict hands them back (`Verdict.after`) so the replica
+folds them into its facts instead of reading them again. Each changed slot is decoded once.
+
 A refusal names a stable `reason` (a metric label). A refusal that is `deferred` is not the peer's
 fault: this edge lacks a ledger fact to decide (a jackpot not confirmed yet, an epoch newer than the
 one it knows); the caller asks the ledger and anti-entropy brings the update again.
@@ -34,19 +41,16 @@ import math
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import orjson
-from pycrdt import Doc, Map
+from pycrdt import Doc
 
 from shared.ids import is_id
 
-from edge.crdt import yupdate
+from edge.crdt import docfacts, yupdate
 from edge.crdt.identity import Owners
-from edge.crdt.protocol import decode_state_vector
 from edge.crdt.slots import (
     BONUS,
     JACKPOT,
     SESSION,
-    SLOTS,
     BadSlot,
     BonusSlot,
     JackpotSlot,
@@ -114,6 +118,7 @@ class Verdict:
     reason: str = ""
     detail: str = ""
     deferred: bool = False
+    after: docfacts.After | None = None  # of an admitted update: the document once it is applied
 
     @property
     def admitted(self) -> bool:
@@ -152,8 +157,9 @@ def check_jackpot(name: str, facts: JackpotFacts) -> Verdict | None:
     return None
 
 
-def admit(name: str, doc: SlotDoc, update: bytes, rules: Rules) -> Verdict:
-    """Check `update` for the live document `name` (`doc` is not changed)."""
+def admit(name: str, doc: SlotDoc, update: bytes, rules: Rules, facts: docfacts.DocFacts | None = None) -> Verdict:
+    """Check `update` for the live document `name` (`doc` is not changed). `facts` are what the
+    replica knows of `doc` (`edge.crdt.docfacts`); without them they are read from `doc`."""
     refused = check_name(name) or check_jackpot(name, rules.jackpots)
     if refused is not None:
         return refused
@@ -163,10 +169,9 @@ def admit(name: str, doc: SlotDoc, update: bytes, rules: Rules) -> Verdict:
         return refuse(MALFORMED, str(e))
     except yupdate.UnsupportedUpdate as e:
         return refuse(UNSUPPORTED, str(e))
-    held_bytes = doc.get_update()
-    held = _held(held_bytes)
-    known = _resolve(held.items, _Keys())[0]
-    refused = _check_authors(parsed, known, rules.owners)
+    if facts is None or facts.state != doc.get_state():
+        facts = docfacts.facts_of(doc)
+    new_keys, refused = _check_authors(parsed, facts, rules.owners)
     if refused is not None:
         return refused
     # Yjs sends a document's whole delete set with every diff. Deletions of items not seen here yet
@@ -175,83 +180,45 @@ def admit(name: str, doc: SlotDoc, update: bytes, rules: Rules) -> Verdict:
     # older one, which may still be eu's current value here while the newer one is not (or cannot
     # yet be integrated): such deletions are dropped too, so no update ever blanks a slot.
     # Nothing is lost: integrating an overwrite deletes its predecessor.
-    deletes = _reachable_deletes(parsed, _state(doc))
-    before = _values(doc)
+    deletes = _reachable_deletes(parsed, facts.clocks)
+    before = docfacts.slot_values(doc) if facts.values_stale else facts.values
     try:
-        scratch = _trial(held_bytes, yupdate.with_deletes(update, parsed, deletes))
-        blanked = set(before) - set(_values(scratch))
+        held_bytes = doc.get_update()
+        trimmed = update if deletes == parsed.deletes else yupdate.with_deletes(update, parsed, deletes)
+        scratch = _trial(held_bytes, trimmed)
+        after = docfacts.slot_values(scratch)
+        blanked = set(before) - set(after)
         if blanked:
+            held = _held(held_bytes)
             current = {
                 (i.client, i.clock)
                 for i in held.items
-                if not i.deleted and i.length == 1 and known.key_of((i.client, i.clock)) in blanked
+                if not i.deleted and i.length == 1 and facts.key_of((i.client, i.clock)) in blanked
             }
             deletes = _sparing(deletes, current)
         if deletes != parsed.deletes:
             update = yupdate.with_deletes(update, parsed, deletes)
             if blanked:
                 scratch = _trial(held_bytes, update)
+                after = docfacts.slot_values(scratch)
     except yupdate.MalformedUpdate as e:
         return refuse(MALFORMED, str(e))
-    integrated = decode_state_vector(scratch.get_state())
+    state = scratch.get_state()
+    integrated = yupdate.state_vector(state)
     if any(i.clock + i.length > integrated.get(i.client, 0) for i in parsed.items):
         # Items that continue items not here yet would stay pending and be integrated later, when
         # their predecessors arrive, without being checked: the whole update waits for them.
         return refuse(UNVERIFIED_GAP, "the update continues items not received yet", deferred=True)
-    refused = _check_values(name, before, _values(scratch), rules)
+    refused = _check_values(name, before, after, rules)
     if refused is not None:
         return refused
     size = len(scratch.get_update())
     if size > rules.doc_bytes_max:
         return refuse(DOC_QUOTA, f"{name} would hold {size} bytes (quota {rules.doc_bytes_max})")
-    return Verdict(update)
+    return Verdict(update, after=docfacts.After(state, integrated, after, new_keys))
 
 
 # --- authors ----------------------------------------------------------------------------------
-
-
-class _Keys:
-    """Map key of every item by id range: client -> [(clock, length, key)]."""
-
-    def __init__(self) -> None:
-        self._ranges: dict[int, list[tuple[int, int, str]]] = {}
-
-    def add(self, item: yupdate.Item, key: str) -> None:
-        self._ranges.setdefault(item.client, []).append((item.clock, item.length, key))
-
-    def key_of(self, item_id: tuple[int, int]) -> str | None:
-        client, clock = item_id
-        for start, length, key in self._ranges.get(client, ()):
-            if start <= clock < start + length:
-                return key
-        return None
-
-
-def _resolve(items: list[yupdate.Item], known: _Keys) -> tuple[_Keys, list[yupdate.Item]]:
-    """Keys of `items` (written, or inherited from their origins here or in `known`); and the
-    items whose origin is in neither."""
-    keys, todo = _Keys(), []
-    for item in items:
-        if item.origin is None and item.right_origin is None:
-            if item.root == SLOTS and item.key is not None:
-                keys.add(item, item.key)
-            # else: not a slot (another root, a nested type, no key): left unresolved
-        else:
-            todo.append(item)
-    progress = True
-    while todo and progress:  # origins may come later in the update: repeat until nothing resolves
-        progress, rest = False, []
-        for item in todo:
-            origin = item.origin or item.right_origin
-            assert origin is not None
-            key = keys.key_of(origin) or known.key_of(origin)
-            if key is None:
-                rest.append(item)
-            else:
-                keys.add(item, key)
-                progress = True
-        todo = rest
-    return keys, todo
 
 
 def _held(held: bytes) -> yupdate.Update:
@@ -261,30 +228,32 @@ def _held(held: bytes) -> yupdate.Update:
         return yupdate.Update()
 
 
-def _check_authors(parsed: yupdate.Update, known: _Keys, owners: Owners) -> Verdict | None:
-    keys, unresolved = _resolve(parsed.items, known)
+def _check_authors(
+    parsed: yupdate.Update, known: docfacts.KeyLookup, owners: Owners
+) -> tuple[list[docfacts.KeyRange], Verdict | None]:
+    """The keys of the update's items, and a refusal if any is not its author's."""
+    found, unresolved = docfacts.resolve(parsed.items, known)
+    keys = docfacts.Keys()
+    for key_range in found:
+        keys.add(*key_range)
     unresolved_ids = {(i.client, i.clock) for i in unresolved}
     for item in parsed.items:
         author = owners.owner(item.client)
         if author is None:
-            return refuse(FOREIGN_AUTHOR, f"client {item.client} belongs to no edge of this cluster")
+            return found, refuse(FOREIGN_AUTHOR, f"client {item.client} belongs to no edge of this cluster")
         if (item.client, item.clock) in unresolved_ids:
             origin = item.origin or item.right_origin
             if origin is None:
-                return refuse(UNSUPPORTED, "an item outside the slots map")
+                return found, refuse(UNSUPPORTED, "an item outside the slots map")
             if owners.owner(origin[0]) != author:
-                return refuse(FOREIGN_AUTHOR, f"{author}'s item continues an unseen item of another edge")
+                return found, refuse(FOREIGN_AUTHOR, f"{author}'s item continues an unseen item of another edge")
             continue
         key = keys.key_of((item.client, item.clock))
         if key is None:
-            return refuse(UNSUPPORTED, "an item outside the slots map")
+            return found, refuse(UNSUPPORTED, "an item outside the slots map")
         if key != author:
-            return refuse(FOREIGN_AUTHOR, f"{author}'s item writes the slot {str(key)[:40]!r}")
-    return None
-
-
-def _state(doc: SlotDoc) -> dict[int, int]:
-    return decode_state_vector(doc.get_state())
+            return found, refuse(FOREIGN_AUTHOR, f"{author}'s item writes the slot {str(key)[:40]!r}")
+    return found, None
 
 
 def _reachable_deletes(parsed: yupdate.Update, state: dict[int, int]) -> list[tuple[int, int, int]]:
@@ -327,26 +296,25 @@ def _trial(held_bytes: bytes, update: bytes) -> SlotDoc:
     return scratch
 
 
-# --- values -----------------------------------------------------------------------------------
-
-
-def _values(doc: SlotDoc) -> dict[str, Any]:
-    return dict(doc.get(SLOTS, type=Map).items())
+# --- values ---------------------------------------------------------------------------------
 
 
 def _check_values(name: str, before: dict[str, Any], after: dict[str, Any], rules: Rules) -> Verdict | None:
+    """Every slot whose value changes decodes strictly (each value once), with a write time not
+    too far ahead and, for a jackpot, an epoch the ledger confirmed."""
     kind, _, key = name.partition("/")
     for edge, value in after.items():
         if edge in before and before[edge] == value:
             continue
         try:
-            ts = _check_value(kind, value, rules)
+            slot = _decode(kind, value, rules)
         except BadSlot as e:
             return refuse(INVALID_VALUE, f"slot {edge!r}: {e}")
+        ts = slot.ts
         if not math.isfinite(ts) or ts > rules.now + rules.ts_skew_s:
             return refuse(INVALID_VALUE, f"slot {edge!r}: write time {ts} is in the future")
-        if kind == JACKPOT:
-            epoch = JackpotSlot.decode(value).epoch
+        if isinstance(slot, JackpotSlot):
+            epoch = slot.epoch
             known = rules.jackpots.epoch(key)
             if known is None:
                 return refuse(UNVERIFIED_JACKPOT, f"jackpot {key!r} not confirmed", deferred=True)
@@ -361,13 +329,10 @@ def _check_values(name: str, before: dict[str, Any], after: dict[str, Any], rule
     return None
 
 
-def _check_value(kind: str, value: Any, rules: Rules) -> float:
+def _decode(kind: str, value: Any, rules: Rules) -> JackpotSlot | BonusSlot | SessionRecord:
     if kind == JACKPOT:
-        return JackpotSlot.decode(value).ts
+        return JackpotSlot.decode(value)
     if kind == BONUS:
-        return BonusSlot.decode(value).ts
-    record = SessionRecord.decode(value)
-    if len(record.state_json.encode()) > rules.session_state_bytes_max:
-        raise BadSlot(f"state larger than {rules.session_state_bytes_max} bytes")
-    orjson.loads(record.state_json)
-    return record.ts
+        return BonusSlot.decode(value)
+    record = SessionRecord.decode(value, state_bytes_max=rules.session_state_bytes_max)
+    return record

@@ -57,13 +57,14 @@ def handle(replica: Replica, entries: list[tuple[str, bytes]], admit: Admit | No
         doc = replica.live(name)
         if doc is None:
             continue  # evicted between load and handle (all others pinned): anti-entropy resends
+        after = None
         if admit is not None and payload != EMPTY_UPDATE:
             verdict = admit(name, doc, payload)
             if verdict.update is None:
                 out.refused.append((name, verdict))
                 continue
-            payload = verdict.update
-        changed, arrived = replica.apply_remote(name, payload)
+            payload, after = verdict.update, verdict.after
+        changed, arrived = replica.apply_remote(name, payload, after)
         if changed:
             out.changes.append((name, changed))
             out.arrived.extend(arrived)

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 from pycrdt import Decoder, Encoder, YMessageType, YSyncMessageType, read_message, write_message
 
+from edge.crdt import yupdate
+
 EMPTY_STATE_VECTOR = b"\x00"
 
 
@@ -49,17 +51,13 @@ def parse(message: bytes) -> tuple[int, bytes]:
 
 
 def decode_state_vector(state_vector: bytes) -> dict[int, int]:
-    """client id -> clock (number of items seen from that client)."""
-    decoder = Decoder(state_vector)
+    """client id -> clock (number of items seen from that client). Read with the Yjs update
+    reader (`edge.crdt.yupdate`: bounded var_uints, client ids remembered), which every STEP1
+    answer needs twice: pycrdt's Decoder reads byte by byte in Python."""
     try:
-        count = decoder.read_var_uint()
-        out = {}
-        for _ in range(count):
-            client = decoder.read_var_uint()
-            out[client] = decoder.read_var_uint()
-    except (IndexError, RuntimeError):
+        return yupdate.state_vector(state_vector, trailing=True)
+    except yupdate.MalformedUpdate:
         raise ProtocolError("malformed state vector") from None
-    return out
 
 
 def items_ahead(mine: dict[int, int], theirs: dict[int, int]) -> int:

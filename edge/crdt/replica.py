@@ -9,6 +9,11 @@ unobserved keeps its Doc alive): `write_local` and `apply_remote` return exactly
 changed this replica, ready to persist and to push. `apply_remote` also reports which remote-owned
 slots changed and their origin write times, for the sync-lag metric.
 
+For admission, the replica also keeps per live document the facts it checks peer updates against
+(`facts`, see edge/crdt/docfacts.py): read once, then kept by folding each change in (an admitted
+update's `After`, a local write's bytes), and read again if the document's state vector is not the
+one they describe. Slot write times for the sync-lag metric come from the same kept values.
+
 Every state-vector change is also numbered in a change log (`position`, `changed_since`), so
 anti-entropy can advertise only the documents that changed since a peer's last round: its cost
 follows what changed, not how many documents the edge holds (edge/crdt/anti_entropy.py).
@@ -21,7 +26,9 @@ from collections.abc import Callable, Iterable
 
 from pycrdt import Doc
 
-from edge.crdt.slots import SlotDoc, slot_times
+from edge.crdt import docfacts
+from edge.crdt.docfacts import After, DocFacts
+from edge.crdt.slots import SlotDoc, slot_times, times_of
 
 EMPTY_UPDATE = b"\x00\x00"
 EMPTY_STATE_VECTOR = b"\x00"
@@ -49,6 +56,7 @@ class Replica:
         self.docs_live_max = docs_live_max
         self._pinned = pinned
         self._live: OrderedDict[str, SlotDoc] = OrderedDict()
+        self._facts: dict[str, DocFacts] = {}  # of live documents that admission asked about
         self.state_vectors: dict[str, bytes] = {}  # every known doc, live or on disk
         self.position = 0  # of the last state-vector change in the change log
         self._changes: OrderedDict[str, int] = OrderedDict()  # doc -> position of its last change, in order
@@ -83,22 +91,58 @@ class Replica:
         before = doc.get_state()
         with doc.transaction(origin=self.edge_id):
             write(doc)
-        return self._changed(name, doc, before)
+        changed = self._changed(name, doc, before)
+        facts = self._facts.get(name)
+        if facts is not None:
+            if changed:
+                docfacts.written(facts, doc, changed)
+            else:  # deletions only: the same items, perhaps other values
+                facts.values_stale = True
+        return changed
 
-    def apply_remote(self, name: str, update: bytes) -> tuple[bytes, list[tuple[str, float]]]:
+    def facts(self, name: str) -> DocFacts:
+        """What admission needs to know of the live document `name` (`edge.crdt.docfacts`): kept
+        up to date by every change made through this replica, read from scratch the first time
+        (or if the document changed behind the replica's back)."""
+        doc = self._live[name]
+        facts = self._facts.get(name)
+        if facts is None or facts.state != doc.get_state():
+            facts = self._facts[name] = docfacts.facts_of(doc)
+        elif facts.values_stale:
+            facts.values, facts.values_stale = docfacts.slot_values(doc), False
+        return facts
+
+    def kept_facts(self, name: str) -> DocFacts | None:
+        """The facts kept of `name` as they are, unchecked (for tests)."""
+        return self._facts.get(name)
+
+    def apply_remote(
+        self, name: str, update: bytes, after: After | None = None
+    ) -> tuple[bytes, list[tuple[str, float]]]:
         """Apply a peer's update; the bytes that changed us, and (origin edge, write time) per
-        remote-owned slot that changed."""
+        remote-owned slot that changed. `after` is what admission found the document will be once
+        `update` is applied: it is folded into the document's facts when it matches."""
         doc = self._live[name]
         if update == EMPTY_UPDATE:
             return b"", []
-        before_sv, before_ts = doc.get_state(), slot_times(doc)
+        facts = self.facts(name) if name in self._facts else None
+        before_sv = doc.get_state()
+        before_ts = times_of(facts.values) if facts is not None else slot_times(doc)
         doc.apply_update(update)
         changed = self._changed(name, doc, before_sv)
         if not changed:
+            if facts is not None:  # deletions only: the same items, perhaps other values
+                facts.values_stale = True
             return b"", []
-        arrived = [
-            (edge, ts) for edge, ts in slot_times(doc).items() if edge != self.edge_id and before_ts.get(edge) != ts
-        ]
+        if facts is None:
+            after_ts = slot_times(doc)
+        elif after is not None and after.state == self.state_vectors[name]:
+            docfacts.adopt(facts, after)
+            after_ts = times_of(facts.values)
+        else:
+            facts = self._facts[name] = docfacts.changed(facts, doc, changed)
+            after_ts = times_of(facts.values)
+        arrived = [(edge, ts) for edge, ts in after_ts.items() if edge != self.edge_id and before_ts.get(edge) != ts]
         return changed, arrived
 
     def changed_since(self, position: int) -> list[str]:
@@ -134,3 +178,4 @@ class Replica:
                 return
             if not self._pinned(name):
                 del self._live[name]
+                self._facts.pop(name, None)

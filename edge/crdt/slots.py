@@ -165,10 +165,16 @@ def raw_slots(doc: SlotDoc) -> dict[str, dict[str, Any]]:
 
 def slot_times(doc: SlotDoc) -> dict[str, float]:
     """Origin write time of every slot that has a valid one, by owner edge."""
+    return times_of(raw_slots(doc))
+
+
+def times_of(values: dict[str, Any]) -> dict[str, float]:
+    """Origin write time of every slot value (owner edge -> raw value) that has a valid one."""
     out = {}
-    for edge, v in raw_slots(doc).items():
-        with contextlib.suppress(BadSlot):
-            out[edge] = origin_time(v.get("ts"))
+    for edge, v in values.items():
+        if isinstance(v, dict):
+            with contextlib.suppress(BadSlot):
+                out[edge] = origin_time(v.get("ts"))
     return out
 
 
@@ -323,11 +329,14 @@ class SessionRecord:
     FIELDS = frozenset({"state", "updated_at", "ts"})
 
     @staticmethod
-    def decode(value: Any) -> SessionRecord:
+    def decode(value: Any, state_bytes_max: int | None = None) -> SessionRecord:
+        """Strictly; with `state_bytes_max`, a larger state is refused before it is parsed."""
         v = fields(value, SessionRecord.FIELDS)
         state, updated_at = v["state"], v["updated_at"]
         if not isinstance(state, str) or not isinstance(updated_at, str) or len(updated_at) > UPDATED_AT_CHARS_MAX:
             raise BadSlot("state and updated_at must be text")
+        if state_bytes_max is not None and len(state.encode()) > state_bytes_max:
+            raise BadSlot(f"state larger than {state_bytes_max} bytes")
         try:
             if not isinstance(orjson.loads(state), dict):
                 raise BadSlot("state must be a JSON object")

@@ -5,7 +5,9 @@ Only what Croupier documents hold is decoded in full: items whose content is `An
 or `Deleted` (an overwritten one). Any other struct or content kind (GC, Skip, strings, nested
 types, sub-documents...) is refused as `UnsupportedUpdate`: honest edges never write them.
 Every count, length and nesting depth is bounded by the input, so hostile bytes cannot make the
-reader loop, recurse or allocate beyond the update's own size.
+reader loop, recurse or allocate beyond the update's own size. Eight-byte var_uints (client ids:
+a few per cluster, in every struct header and delete set) are remembered once decoded, in a table of
+bounded size, as the byte string that encodes them.
 
 Layout (lib0 encoding, Yjs `encodeStateAsUpdate` v1):
     structs:    var_uint clients; per client: var_uint n, var_uint client, var_uint clock, n structs
@@ -29,6 +31,8 @@ CONTENT_DELETED, CONTENT_ANY = 1, 8
 STRUCT_GC, STRUCT_SKIP = 0, 10
 ANY_DEPTH_MAX = 8
 VAR_UINT_BYTES_MAX = 8  # 56 bits: client ids are below 2**53
+LONG_UINTS_MAX = 4096  # eight-byte var_uints (client ids) remembered decoded; forgotten all at once when full
+_LONG_UINTS: dict[bytes, int] = {}  # the complete eight bytes of a var_uint -> its value
 
 
 class MalformedUpdate(ValueError):
@@ -80,13 +84,32 @@ class _Reader:
         return out
 
     def uint(self) -> int:
+        # The hot path of the reader: most values take one byte, and client ids take eight and
+        # repeat (a few per document): those are looked up once decoded.
+        data, pos = self.data, self.pos
+        if pos < len(data) and data[pos] < 0x80:
+            self.pos = pos + 1
+            return data[pos]
+        long_value = _LONG_UINTS.get(data[pos : pos + VAR_UINT_BYTES_MAX])
+        if long_value is not None:
+            self.pos = pos + VAR_UINT_BYTES_MAX
+            return long_value
+        end = min(pos + VAR_UINT_BYTES_MAX, len(data))
         value, shift = 0, 0
-        for _ in range(VAR_UINT_BYTES_MAX):
-            b = self.byte()
+        while pos < end:
+            b = data[pos]
+            pos += 1
             value |= (b & 0x7F) << shift
             if b < 0x80:
+                if pos - self.pos == VAR_UINT_BYTES_MAX:
+                    if len(_LONG_UINTS) >= LONG_UINTS_MAX:
+                        _LONG_UINTS.clear()
+                    _LONG_UINTS[data[self.pos : pos]] = value
+                self.pos = pos
                 return value
             shift += 7
+        if end < self.pos + VAR_UINT_BYTES_MAX:
+            raise MalformedUpdate("truncated")
         raise MalformedUpdate("var_uint too long")
 
     def count(self) -> int:
@@ -160,6 +183,19 @@ def parse(update: bytes) -> Update:
                 raise MalformedUpdate("empty delete range")
             out.deletes.append((client, clock, length))
     if r.pos != len(update):
+        raise MalformedUpdate("trailing bytes")
+    return out
+
+
+def state_vector(encoded: bytes, trailing: bool = False) -> dict[int, int]:
+    """client id -> clock, from an encoded state vector (var_uint n, n x (client, clock)); bytes
+    after it are refused unless `trailing`."""
+    r = _Reader(encoded)
+    out = {}
+    for _ in range(r.count()):
+        client = r.uint()
+        out[client] = r.uint()
+    if r.pos != len(encoded) and not trailing:
         raise MalformedUpdate("trailing bytes")
     return out
 
