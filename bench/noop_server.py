@@ -2,9 +2,10 @@
 
 Same framework cost as the ledger's bet route and nothing else: the app comes from
 `shared.web.make_app` (auth by bearer token, request metrics, problem+json errors), the body is
-parsed with `shared.models.BetIn`, and the 201 answer is a JSON body of the ledger's shape and
-about its size (docs/API.md, "Answers of the money writes"). Nothing is stored. The ratio of the ledger's
-bets/s to this endpoint's requests/s is then the cost of the ledger's own work.
+parsed with `shared.models.BetIn`, each request is logged as one JSON line as the ledger logs it,
+and the 201 answer is a JSON body of the ledger's shape and about its size (docs/API.md, "Answers
+of the money writes"). Nothing is stored. The ratio of the ledger's bets/s to this endpoint's
+requests/s is then the cost of the ledger's own work.
 
     python bench/noop_server.py --port 8080 --token-file secrets/edge.token
 """
@@ -19,7 +20,7 @@ from pathlib import Path
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from shared import auth
+from shared import auth, logs
 from shared.config import token_entries
 from shared.models import BetIn
 from shared.web import json_response, make_app, principal, read_model
@@ -78,6 +79,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--token-file", type=Path, required=True, help="clear bearer token of role edge")
     args = parser.parse_args()
+    logs.configure("info", service="noop")  # the ledger's own JSON request lines, one per request
     web.run_app(build_app(args.token_file), host="127.0.0.1", port=args.port, access_log=None, print=None)
 
 
