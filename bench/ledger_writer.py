@@ -116,6 +116,13 @@ class Bets:
         )
 
 
+def writer_service(store: Store) -> LedgerService:
+    """The ledger's writer on `store`, without HTTP: default limits, the wall clock, own metrics."""
+    return LedgerService(
+        store, WriterLimits(), clock=lambda: datetime.now(UTC), metrics=LedgerMetrics(CollectorRegistry())
+    )
+
+
 async def seed(service: LedgerService, players: int) -> None:
     def admin(kind: str, fields: dict[str, Any], key: str) -> Command:
         return Command(kind, fields, "admin", (ADMIN_SCOPE, key))
@@ -191,12 +198,7 @@ async def run(
     total: int, players: int, root: Path, warmup: int = WARMUP_BETS, *, store: Store | None = None
 ) -> dict[str, Any]:
     """The bets on `store` (default: SQLite in `root`)."""
-    service = LedgerService(
-        store or SqliteStore(root / "ledger.db"),
-        WriterLimits(),
-        clock=lambda: datetime.now(UTC),
-        metrics=LedgerMetrics(CollectorRegistry()),
-    )
+    service = writer_service(store or SqliteStore(root / "ledger.db"))
     await service.start()
     try:
         await seed(service, players)

@@ -98,7 +98,8 @@ def _addresses_in_use() -> set[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     return nets
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this id exists (ours or not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -187,7 +188,7 @@ class PrivateNetwork:
                 continue
             claim = CLAIM_DIR / f"{SUBNET_PREFIX}.{x}"
             with contextlib.suppress(OSError, ValueError):  # a claim of a run that is gone is taken over
-                if not _pid_alive(int(claim.read_text())):
+                if not pid_alive(int(claim.read_text())):
                     claim.unlink()
             try:
                 fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)

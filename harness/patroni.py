@@ -44,7 +44,7 @@ from typing import Any
 
 import structlog
 
-from harness.netns import PrivateNetwork
+from harness.netns import PrivateNetwork, pid_alive
 from harness.postgres import (
     DATABASE,
     DB_USER,
@@ -151,16 +151,6 @@ def _free_port_on(host: str) -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @dataclass
@@ -408,7 +398,7 @@ class PatroniCluster:
         if m.proc is not None and m.proc.poll() is None:
             os.killpg(m.proc.pid, signal.SIGKILL)
             m.proc.wait(STOP_WAIT_S)
-        if postmaster is not None and _alive(postmaster):
+        if postmaster is not None and pid_alive(postmaster):
             os.kill(postmaster, signal.SIGKILL)
 
     def cut_member(self, name: str) -> None:
@@ -484,7 +474,7 @@ class PatroniCluster:
                 os.killpg(m.proc.pid, signal.SIGKILL)
                 m.proc.wait(STOP_WAIT_S)
         postmaster = m.postmaster_pid()  # left behind by a killed Patroni: stop it too
-        if postmaster is not None and _alive(postmaster):
+        if postmaster is not None and pid_alive(postmaster):
             subprocess.run(
                 as_server_user(
                     [

@@ -7,22 +7,17 @@ import asyncio
 import json
 import os
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
 import pytest
 from aiohttp import web
-from prometheus_client import CollectorRegistry
 
 from shared.auth import new_token
 from shared.models import BetIn
 
 from common import WRK_DIR, parse_wrk_output, process_cpu_s, run_wrk
-from core_ledger.metrics import LedgerMetrics
-from core_ledger.service import LedgerService
 from core_ledger.store import SqliteStore
-from core_ledger.writer import WriterLimits
 from harness.launcher import ServiceProcess, free_port
 from ledger_throughput import (
     NOOP_SERVER,
@@ -32,7 +27,7 @@ from ledger_throughput import (
     drive_batches,
     offline_check,
 )
-from ledger_writer import Bets, drive, seed
+from ledger_writer import Bets, drive, seed, writer_service
 
 PLAYERS = 50
 GAMES = ("slots-1", "slots-2", "roulette-1")
@@ -225,12 +220,7 @@ async def test_batch_driver_checks_every_answer_of_a_real_batch_endpoint():
 
 
 async def test_offline_check_finds_one_bet_row_per_journaled_bet_and_a_clean_rebuild(tmp_path: Path):
-    service = LedgerService(
-        SqliteStore(tmp_path / "ledger.db"),
-        WriterLimits(),
-        clock=lambda: datetime.now(UTC),
-        metrics=LedgerMetrics(CollectorRegistry()),
-    )
+    service = writer_service(SqliteStore(tmp_path / "ledger.db"))
     await service.start()
     try:
         await seed(service, 3)

@@ -7,20 +7,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry
 
 from common import process_tree_cpu_s
-from core_ledger.metrics import LedgerMetrics
-from core_ledger.service import LedgerService
 from core_ledger.store.postgres import PostgresStore
-from core_ledger.writer import WriterLimits
 from ledger_throughput import BACKENDS, PG_SETTINGS, QUICK, Options, offline_check, parse_args, run, summarize
-from ledger_writer import Bets, drive, seed
+from ledger_writer import Bets, drive, seed, writer_service
 from tests.support.local_postgres import PgServer, fresh_schema
 
 
@@ -99,12 +94,7 @@ async def test_offline_check_on_postgres_finds_a_derived_row_that_differs_from_t
     pg_server: PgServer,
 ) -> None:
     schema = fresh_schema()
-    service = LedgerService(
-        PostgresStore(pg_server.dsn, schema=schema),
-        WriterLimits(),
-        clock=lambda: datetime.now(UTC),
-        metrics=LedgerMetrics(CollectorRegistry()),
-    )
+    service = writer_service(PostgresStore(pg_server.dsn, schema=schema))
     await service.start()
     try:
         await seed(service, 3)

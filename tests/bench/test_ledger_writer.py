@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry
 
-from core_ledger.metrics import LedgerMetrics
-from core_ledger.service import LedgerService
 from core_ledger.store import SqliteStore
-from core_ledger.writer import WriterLimits
-from ledger_writer import Bets, drive, run, seed, verify
+from ledger_writer import Bets, drive, run, seed, verify, writer_service
 from tests.support.local_postgres import PgServer, postgres_store
 
 
@@ -36,12 +31,7 @@ async def test_writer_bench_commits_every_bet_and_reports_cpu_and_bytes_per_bet(
 
 
 async def test_writer_bench_verification_catches_a_derived_row_that_differs_from_the_journal(tmp_path: Path) -> None:
-    service = LedgerService(
-        SqliteStore(tmp_path / "ledger.db"),
-        WriterLimits(),
-        clock=lambda: datetime.now(UTC),
-        metrics=LedgerMetrics(CollectorRegistry()),
-    )
+    service = writer_service(SqliteStore(tmp_path / "ledger.db"))
     await service.start()
     try:
         await seed(service, 3)
