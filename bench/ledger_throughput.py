@@ -78,7 +78,7 @@ SETTLE_POLL_S = 0.2  # the head is settled when two reads this far apart agree
 SETTLE_POLLS_MAX = 100
 BUSY_LOAD_PER_CPU = 0.5  # a 1-minute load above this per CPU before a run: others' work skews the figures
 TARGETS = {
-    "ledger_vs_noop_min": 0.7,
+    "ledger_vs_noop_min": 0.5,  # issue 12 (an earlier aim was 0.7)
     "ledger_vs_single_min": 3.0,
     "ledger_p99_ms_max": 25.0,
     "batch_bets_per_s_min": 15_000.0,
