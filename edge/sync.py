@@ -203,9 +203,12 @@ class SyncHub:
                 self._refuse_link("unknown_peer", credential, peer)
                 raise ProtocolError(f"unexpected peer {peer!r}")
             await ws.send_str(orjson.dumps({"edge": self.edge_id}).decode())
+            self.health.ok("sync-accept")
             await self._run(peer, ws, request.headers.get("Authorization"))
         except (TimeoutError, ProtocolError) as e:
             log.warning("sync peer refused", credential=credential, error=str(e))
+        except (aiohttp.ClientError, OSError) as e:  # the peer or the network dropped the link: it redials
+            log.info("sync link down", peer=credential, error=type(e).__name__)
         except Exception as e:  # noqa: BLE001 - a bug ends this link only: counted, the peer redials
             self.health.failed("sync-accept", e)
         finally:

@@ -262,3 +262,42 @@ async def test_a_restart_that_lost_its_last_write_still_converges_with_peers(edg
     await put("eu", 3)
     await eventually(lambda: shows("us", 3))
     await eventually(lambda: shows("eu", 3))
+
+
+async def test_a_peer_that_drops_its_link_is_no_background_failure_but_a_bug_in_a_link_is(edges, http):
+    """A link lost to the network (the peer or a partition drops it mid-link) is routine: the peer
+    redials. Counting it as a failed task turned /readyz red after a few partitions, for good."""
+    e = await edges("eu", "us")
+    us, server = e.url("us"), e.servers["us"]
+    await e.stop("eu")  # the hostile peer holds eu's credential; us accepts links from eu
+    hub = server.app[HUB]
+    real, failure = hub._run, {"error": ConnectionResetError("Cannot write to closing transport")}
+
+    async def dropped(peer, ws, authorization=None):
+        if failure["error"] is not None:
+            raise failure["error"]
+        await real(peer, ws, authorization)
+
+    hub._run = dropped
+    unready_after = server.app[HEALTH]._unready_after
+    for _ in range(unready_after + 1):
+        peer = Hostile("eu")
+        try:
+            await peer.connect(us)
+        finally:
+            await peer.close()
+    assert metric(server, "edge_background_failures_total", task="sync-accept") == 0
+    assert (await get(http, us + "/readyz"))[0] == 200
+
+    failure["error"] = KeyError("a bug")  # a bug in a link is still counted
+    for _ in range(unready_after):
+        peer = Hostile("eu")
+        try:
+            await peer.connect(us)
+        finally:
+            await peer.close()
+
+    async def counted():
+        return metric(server, "edge_background_failures_total", task="sync-accept") == unready_after
+
+    await eventually(counted, timeout_s=5)
