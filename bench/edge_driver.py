@@ -33,7 +33,7 @@ from typing import Any
 
 from aiohttp import web
 
-from shared import logs
+from shared import event_loop, logs
 
 from edge import config as edge_config
 from edge.app import create_app
@@ -109,6 +109,7 @@ def main() -> None:
         access_log=None,
         shutdown_timeout=5.0,
         ssl_context=cfg.tls.server_context(),
+        loop=event_loop.new_loop(),
     )
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from shared import auth, logs
+from shared import auth, event_loop, logs
 from shared.config import token_entries
 from shared.models import BetIn
 from shared.web import json_response, make_app, principal, read_model
@@ -80,7 +80,14 @@ def main() -> None:
     parser.add_argument("--token-file", type=Path, required=True, help="clear bearer token of role edge")
     args = parser.parse_args()
     logs.configure("info", service="noop")  # the ledger's own JSON request lines, one per request
-    web.run_app(build_app(args.token_file), host="127.0.0.1", port=args.port, access_log=None, print=None)
+    web.run_app(
+        build_app(args.token_file),
+        host="127.0.0.1",
+        port=args.port,
+        access_log=None,
+        print=None,
+        loop=event_loop.new_loop(),  # the services' loop
+    )
 
 
 if __name__ == "__main__":

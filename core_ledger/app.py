@@ -17,7 +17,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from shared import auth, logs
+from shared import auth, event_loop, logs
 from shared.config import ConfigError
 from shared.credentials import CredentialMetrics, CredentialReloader
 from shared.errors import BadRequest
@@ -199,6 +199,7 @@ def create_app(
         log.info(
             "ledger_started",
             version=logs.version(),
+            event_loop=event_loop.name(asyncio.get_running_loop()),
             role=service.role,
             epoch=service.epoch,
             fenced=service.fenced,

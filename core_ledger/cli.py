@@ -136,7 +136,7 @@ def serve(
     """Run the ledger until SIGINT/SIGTERM, then drain the queue and close the database."""
     from aiohttp import web
 
-    from shared import logs
+    from shared import event_loop, logs
     from shared.config import ConfigError, exit_on_config_error
     from shared.credentials import FileSecret
 
@@ -184,6 +184,7 @@ def serve(
             print=None,
             access_log=None,
             ssl_context=cfg.tls.server_context(),
+            loop=event_loop.new_loop(),
         )
     except StorageError as e:  # the store cannot be opened (e.g. its schema version): a message, not a traceback
         import structlog

@@ -15,7 +15,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from shared import auth, logs
+from shared import auth, event_loop, logs
 from shared.credentials import CredentialMetrics, CredentialReloader, FileSecret
 from shared.routes import serve_routes
 from shared.runtime_metrics import file_bytes, register_runtime_collectors, sqlite_files
@@ -187,6 +187,7 @@ def create_app(
         log.info(
             "edge_started",
             version=logs.version(),
+            event_loop=event_loop.name(asyncio.get_running_loop()),
             ledger_urls=list(cfg.ledger_endpoints),
             peers=[p.id for p in cfg.peers],
             config=logs.config_summary(cfg),

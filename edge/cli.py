@@ -23,7 +23,7 @@ def serve(
     """Run the edge (money forwarded to the ledger, CRDT state synced with peers)."""
     from aiohttp import web
 
-    from shared import logs
+    from shared import event_loop, logs
     from shared.config import ConfigError, exit_on_config_error
 
     from edge import config as edge_config
@@ -44,6 +44,7 @@ def serve(
             access_log=None,
             shutdown_timeout=5.0,
             ssl_context=cfg.tls.server_context(),
+            loop=event_loop.new_loop(),
         )
     except SchemaVersionError as e:  # a message, not a traceback
         import structlog
