@@ -73,6 +73,30 @@ def report_filter(
     return clauses, params
 
 
+def summary_filter(
+    equals: dict[str, str],
+    after_sequence: int,
+    time_from: str | None,
+    time_until: str | None,
+    member: Callable[[str], str],
+    mark: Callable[[int], str],
+) -> tuple[list[str], list[Any]]:
+    """The WHERE clauses and parameters of a transaction index page (after a sequence, members
+    equal, committed in [time_from, time_until)); `member(name)` is the SQL of a member, `mark(i)`
+    the placeholder of the i-th parameter. Only filter names reach the SQL."""
+    params: list[Any] = [after_sequence]
+    clauses = [f"sequence > {mark(1)}"]
+    for name, value in equals.items():
+        require(name in SUMMARY_FILTERS, f"{name} is a transaction index filter")
+        params.append(value)
+        clauses.append(f"{member(name)} = {mark(len(params))}")
+    for bound, op in ((time_from, ">="), (time_until, "<")):
+        if bound is not None:
+            params.append(bound)
+            clauses.append(f"{member('committed_at')} {op} {mark(len(params))}")
+    return clauses, params
+
+
 class StorageError(Exception):
     """The backend failed; nothing of the failed commit is visible."""
 

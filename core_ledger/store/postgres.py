@@ -57,6 +57,7 @@ from core_ledger.store.base import (
     Store,
     SummaryPage,
     report_filter,
+    summary_filter,
 )
 from core_ledger.store.pg_connect import connect_read_write
 from core_ledger.store.sqlite import SqliteStore
@@ -860,16 +861,9 @@ class PostgresStore(Store):
         time_from: str | None = None,
         time_until: str | None = None,
     ) -> SummaryPage:
-        clauses: list[str] = ["sequence > $1"]
-        params: list[Any] = [after_sequence]
-        for name, value in equals.items():
-            require(name in SUMMARY_FILTERS, f"{name} is a transaction index filter")
-            params.append(value)
-            clauses.append(f"{_summary_member(name)} = ${len(params)}")
-        for bound, op in ((time_from, ">="), (time_until, "<")):
-            if bound is not None:
-                params.append(bound)
-                clauses.append(f"{_summary_member('committed_at')} {op} ${len(params)}")
+        clauses, params = summary_filter(
+            equals, after_sequence, time_from, time_until, _summary_member, lambda i: f"${i}"
+        )
         sql = (
             f"SELECT sequence, doc FROM tx_summaries WHERE {' AND '.join(clauses)} "
             f"ORDER BY sequence LIMIT ${len(params) + 1}"

@@ -45,6 +45,7 @@ from core_ledger.store.base import (
     Store,
     SummaryPage,
     report_filter,
+    summary_filter,
 )
 
 BUSY_TIMEOUT_MS = 5000
@@ -654,18 +655,7 @@ class SqliteStore(Store):
         time_from: str | None = None,
         time_until: str | None = None,
     ) -> SummaryPage:
-        clauses: list[str] = ["sequence > ?"]
-        params: list[Any] = [after_sequence]
-        for name, value in equals.items():
-            require(name in SUMMARY_FILTERS, f"{name} is a transaction index filter")
-            clauses.append(f"{name} = ?")
-            params.append(value)
-        if time_from is not None:
-            clauses.append("committed_at >= ?")
-            params.append(time_from)
-        if time_until is not None:
-            clauses.append("committed_at < ?")
-            params.append(time_until)
+        clauses, params = summary_filter(equals, after_sequence, time_from, time_until, str, lambda _: "?")
         sql = (
             f"SELECT sequence, {doc_sql('tx_summaries')}, {HEAD_SQL} FROM tx_summaries WHERE {' AND '.join(clauses)} "
             "ORDER BY sequence LIMIT ?"
