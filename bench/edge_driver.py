@@ -31,6 +31,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import structlog
 from aiohttp import web
 
 from shared import event_loop, logs
@@ -42,6 +43,8 @@ from edge.app_keys import SERVICE
 CONTROL_POLL_S = 0.02
 SESSION_GAMES = 7  # games per player, as in sync_lag.py's HTTP mode
 LATE_S = 0.1
+
+log = structlog.get_logger("croupier.bench.edge_driver")
 
 
 async def drive(app: web.Application, root: Path, edge_id: str) -> None:
@@ -77,7 +80,9 @@ async def run_phase(app: web.Application, plan: dict[str, Any], part: int, parts
         try:
             await service.put_session(f"bench-p{i % players}", f"g{i % SESSION_GAMES}", {"run": phase, "i": i})
             counts["ok"] += 1
-        except Exception:  # noqa: BLE001  counted: the benchmark reports failed writes
+        except Exception as e:  # noqa: BLE001  counted and reported; the first is logged (a bug shows there)
+            if not counts["failed"]:
+                log.warning("bench_write_failed", error=repr(e))
             counts["failed"] += 1
     return counts
 
