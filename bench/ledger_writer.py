@@ -11,10 +11,11 @@ where the rows went: the bytes each table and index of the SQLite file holds, pe
 After the run it verifies what it measured (`verify`): the chain, the derived rows against a rebuild
 from the journal (balances equal the journal), and exactly one entry per bet (no duplicate, none lost).
 
-    .venv/bin/python bench/ledger_writer.py [--bets 20000] [--players 1000] [--postgres]
+    .venv/bin/python bench/ledger_writer.py [--bets 20000] [--players 1000] [--postgres] [--keep DIR]
 
 With `--postgres` the same bets then run on a throwaway PostgreSQL (`pg_local.py`: fsync on) in the
 same run: `pg_bets_per_s` and `ratio_pg_vs_sqlite` (that server's own CPU and writes are not counted).
+With `--keep DIR` the SQLite database is copied to the new directory DIR after the run (to look at real rows).
 
 The last line printed is one JSON object with every figure. Linux only (reads /proc).
 """
@@ -240,12 +241,20 @@ def main() -> None:
     parser.add_argument("--bets", type=int, default=20_000, help="measured bets (1000..1000000)")
     parser.add_argument("--players", type=int, default=1000, help="funded players (1..100000)")
     parser.add_argument("--postgres", action="store_true", help="also run on a throwaway PostgreSQL (fsync on)")
+    parser.add_argument(
+        "--keep", type=Path, help="a new directory to keep the SQLite database in (to look at its rows)"
+    )
     args = parser.parse_args()
     if not (1000 <= args.bets <= 1_000_000 and 1 <= args.players <= 100_000):
         parser.error("--bets or --players out of range")
     gc.set_threshold(*GC_THRESHOLDS)  # as `croupier ledger serve` runs
+    if args.keep is not None and args.keep.exists():
+        parser.error(f"--keep {args.keep}: already exists")
     with tempfile.TemporaryDirectory(prefix="ledger-writer-") as tmp:
         figures = asyncio.run(run(args.bets, args.players, Path(tmp)))
+        if args.keep is not None:
+            shutil.copytree(tmp, args.keep)
+            figures["kept"] = str(args.keep / "ledger.db")
         if args.postgres:
             pg_root = Path(tempfile.mkdtemp(prefix="ledger-writer-pg-"))  # its own: the server's user enters it
             try:
