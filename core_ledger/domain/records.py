@@ -153,3 +153,17 @@ class HistoryRow(TypedDict):
     balance_minor: int
     type: str
     id: str | None
+
+
+def _all_members(row: type) -> tuple[str, ...]:
+    """The members of a row type whose rows always hold every one of them, in declared order
+    (a store may keep such rows as one column per member: no member's absence to tell from null)."""
+    optional: frozenset[str] = getattr(row, "__optional_keys__", frozenset())
+    if optional:
+        raise TypeError(f"{row.__name__} has optional members {sorted(optional)}")
+    return tuple(row.__annotations__)
+
+
+ACCOUNT_MEMBERS = _all_members(AccountRow)
+HISTORY_MEMBERS = _all_members(HistoryRow)
+ROUND_OPENING_MEMBERS = _all_members(RoundOpeningRow)

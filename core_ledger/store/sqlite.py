@@ -32,6 +32,8 @@ from shared.migrations import Migration, Plan, SchemaVersionError
 from shared.sqlite_thread import SqliteThread, write_transaction
 
 from core_ledger.domain.commands import require
+from core_ledger.domain.records import ACCOUNT_MEMBERS, HISTORY_MEMBERS, ROUND_OPENING_MEMBERS
+from core_ledger.domain.reports import SUMS_OF
 from core_ledger.domain.state import ADDITIVE, ENTRIES, LATER_TABLES, TABLES, Doc, Key
 from core_ledger.store.base import (
     KEYS_PER_QUERY_MAX,
@@ -85,10 +87,50 @@ SCHEMA = [
     "CREATE INDEX IF NOT EXISTS idem_by_id ON idem (id)",
 ]
 # Derived tables stored as one column per document member instead of one JSON document: table ->
-# members. The transaction index (one row per journal entry): a JSON document repeats every member's
-# name in every row, and its indexes were json_extract expressions evaluated at each insert.
-COLUMNAR: dict[str, tuple[str, ...]] = {"tx_summaries": SUMMARY_MEMBERS}
+# members. Only tables whose rows always hold every member (a member's absence could not be told
+# from null). The transaction index (one row per journal entry, schema migration 6): a JSON document
+# repeats every member's name in every row, and its indexes were json_extract expressions evaluated
+# at each insert. Balances, balance history, round openings and report sums (schema migration 7):
+# rows written by every bet, smaller as columns; the round openings' status index is a column, and
+# report sums are added column by column (see docs/decisions/sqlite-derived-rows-as-columns.md).
+COLUMNAR: dict[str, tuple[str, ...]] = {
+    "tx_summaries": SUMMARY_MEMBERS,
+    "accounts": ACCOUNT_MEMBERS,
+    "history": HISTORY_MEMBERS,
+    "round_openings": ROUND_OPENING_MEMBERS,
+    **{table: SUMS_OF[table] for table in ADDITIVE},
+}
 _SUMMARY_COLUMNS = ", ".join(SUMMARY_MEMBERS)  # untyped: each value is stored as it came (text or NULL)
+
+
+def _columns_v7(table: str) -> str:
+    """The column definitions of a table made columnar by migration 7: its key (a single `sequence`
+    is the rowid: no separate key index), then one column per member (report sums: integers that
+    start at 0; others untyped, stored as they came)."""
+    keys, members = TABLES[table], COLUMNAR[table]
+    typed = " INTEGER NOT NULL DEFAULT 0" if table in ADDITIVE else ""
+    columns = [m + typed for m in members]
+    if keys == ("sequence",):
+        return ", ".join(["sequence INTEGER PRIMARY KEY", *columns])
+    return ", ".join([*keys, *columns, f"PRIMARY KEY ({', '.join(keys)})"])
+
+
+def _to_columns_v7(table: str) -> tuple[str, ...]:
+    """Migration 7 of one table: a columnar copy of it (its rows in rowid order), then swapped in."""
+    keys, members = TABLES[table], COLUMNAR[table]
+    return (
+        f"CREATE TABLE {table}_v7 ({_columns_v7(table)})",
+        f"INSERT INTO {table}_v7 ({', '.join([*keys, *members])}) SELECT {', '.join(keys)}, "
+        + ", ".join(
+            f"coalesce(json_extract(doc, '$.{m}'), 0)" if table in ADDITIVE else f"json_extract(doc, '$.{m}')"
+            for m in members
+        )
+        + f" FROM {table} ORDER BY rowid",
+        f"DROP TABLE {table}",  # and its indexes
+        f"ALTER TABLE {table}_v7 RENAME TO {table}",
+    )
+
+
 # Numbered schema migrations, 1..N; never edit or drop one that was released, append a new one.
 MIGRATIONS = (
     Migration(1, "meta, the append-only journal, the derived tables and their indexes", tuple(SCHEMA)),
@@ -151,6 +193,19 @@ MIGRATIONS = (
             ],
         ),
     ),
+    Migration(
+        7,
+        "balances, balance history, round openings and report sums as columns (report sums as integers)",
+        (
+            *[
+                s
+                for table in ("accounts", "history", "round_openings", *sorted(ADDITIVE))
+                for s in _to_columns_v7(table)
+            ],
+            # The rowid is the sequence: this index orders rounds by (status, sequence).
+            "CREATE INDEX round_openings_open ON round_openings (status)",
+        ),
+    ),
 )
 MIGRATE_COMMAND = "croupier ledger migrate --config <ledger.toml>"
 # Each connection's own page cache, MiB (SQLite's default: 2). A bulk seeder takes a bigger one:
@@ -168,8 +223,12 @@ def doc_sql(table: str, alias: str = "") -> str:
 
 
 def _member_sql(table: str, name: str) -> str:
-    """The SQL expression of one member of a row's document in `table`."""
-    return name if name in COLUMNAR.get(table, ()) else f"json_extract(doc, '$.{name}')"
+    """The SQL expression of one member of a row's document in `table` (NULL: a member that a
+    columnar table does not have)."""
+    members = COLUMNAR.get(table)
+    if members is None:
+        return f"json_extract(doc, '$.{name}')"
+    return name if name in members else "NULL"
 
 
 def _stored_columns(table: str) -> tuple[str, ...]:
@@ -182,6 +241,8 @@ def _stored_rows(table: str, items: Sequence[tuple[Key, Doc]]) -> list[tuple[Any
     members = COLUMNAR.get(table)
     if members is None:
         return [(*key, orjson.dumps(doc).decode()) for key, doc in items]
+    if table in ADDITIVE:  # sums: a member not given adds nothing
+        return [(*key, *[doc.get(m, 0) for m in members]) for key, doc in items]
     return [(*key, *[doc.get(m) for m in members]) for key, doc in items]
 
 
@@ -229,12 +290,12 @@ _UPSERT = {
     for t, cols in TABLES.items()
     if t not in ADDITIVE
 }
-# Tables of sums (`ADDITIVE`): a commit's doc holds deltas, added member by member to the stored row.
+# Tables of sums (`ADDITIVE`, integer columns): a commit's doc holds deltas, added column by column
+# to the stored row.
 _UPSERT.update(
     {
-        t: f"INSERT INTO {t} VALUES ({', '.join('?' * (len(cols) + 1))}) "
-        f"ON CONFLICT ({', '.join(cols)}) DO UPDATE SET doc = (SELECT json_group_object(d.key, "
-        f"d.value + coalesce(json_extract({t}.doc, '$.' || d.key), 0)) FROM json_each(excluded.doc) AS d)"
+        t: f"INSERT INTO {t} ({', '.join(_stored_columns(t))}) VALUES ({', '.join('?' * len(_stored_columns(t)))}) "
+        f"ON CONFLICT ({', '.join(cols)}) DO UPDATE SET " + ", ".join(f"{m} = {m} + excluded.{m}" for m in COLUMNAR[t])
         for t, cols in TABLES.items()
         if t in ADDITIVE
     }
@@ -313,10 +374,6 @@ def _replace_derived_from_sync(db: sqlite3.Connection, other: str) -> dict[str, 
         return counts
     finally:
         db.execute("DETACH DATABASE rebuilt")
-
-
-def _members(doc: Doc, members: Sequence[str]) -> dict[str, int]:
-    return {m: int(doc.get(m, 0)) for m in members}
 
 
 def _snapshot_sync(db: sqlite3.Connection, queries: Sequence[tuple[str, Sequence[Any]]]) -> list[list[Any]]:
@@ -678,15 +735,15 @@ class SqliteStore(Store):
     ) -> tuple[list[tuple[Key, dict[str, int]]], int]:
         clauses, params = report_filter(table, day_from, day_to, equals, group_by, members, lambda _: "?")
         groups, width = ", ".join(group_by), len(group_by)
-        if tuple(group_by) == TABLES[table]:  # one row per stored row: each doc parsed once, here
-            sql = f"SELECT {groups}, doc FROM {table} WHERE {' AND '.join(clauses)} ORDER BY {groups} LIMIT ?"
-            found, [head] = await self._r.run(_snapshot_sync, [(sql, [*params, limit])])
-            return [(tuple(row[:width]), _members(orjson.loads(row[-1]), members)) for row in found], head
-        sums = ", ".join(f"coalesce(sum(json_extract(doc, '$.{m}')), 0)" for m in members)
-        sql = (
-            f"SELECT {groups}, {sums} FROM {table} WHERE {' AND '.join(clauses)} "
-            f"GROUP BY {groups} ORDER BY {groups} LIMIT ?"
-        )
+        if tuple(group_by) == TABLES[table]:  # one row per stored row
+            values = ", ".join(f"coalesce({_member_sql(table, m)}, 0)" for m in members)
+            sql = f"SELECT {groups}, {values} FROM {table} WHERE {' AND '.join(clauses)} ORDER BY {groups} LIMIT ?"
+        else:
+            sums = ", ".join(f"coalesce(sum({_member_sql(table, m)}), 0)" for m in members)
+            sql = (
+                f"SELECT {groups}, {sums} FROM {table} WHERE {' AND '.join(clauses)} "
+                f"GROUP BY {groups} ORDER BY {groups} LIMIT ?"
+            )
         found, [head] = await self._r.run(_snapshot_sync, [(sql, [*params, limit])])
         return [(tuple(row[:width]), dict(zip(members, map(int, row[width:]), strict=True))) for row in found], head
 
@@ -695,13 +752,19 @@ class SqliteStore(Store):
         for prefix in prefixes:
             clauses, params = _prefix_clauses("account", prefix, "?")
             queries.append(
-                (f"SELECT account, doc FROM accounts WHERE {' AND '.join(clauses)} LIMIT ?", [*params, limit])
+                (
+                    f"SELECT account, {doc_sql('accounts')} FROM accounts WHERE {' AND '.join(clauses)} LIMIT ?",
+                    [*params, limit],
+                )
             )
         *found, [head] = await self._r.run(_snapshot_sync, queries)
         return {str(account): orjson.loads(doc) for rows in found for account, doc in rows}, head
 
     async def history_at(self, account: str, sequence: int) -> Doc | None:
-        sql = "SELECT sequence, doc FROM history WHERE account = ? AND sequence <= ? ORDER BY sequence DESC LIMIT 1"
+        sql = (
+            f"SELECT sequence, {doc_sql('history')} FROM history WHERE account = ? AND sequence <= ? "
+            "ORDER BY sequence DESC LIMIT 1"
+        )
         rows = await self._read(sql, [account, sequence])
         return {**orjson.loads(rows[0][1]), "sequence": int(rows[0][0])} if rows else None
 

@@ -81,7 +81,7 @@ async def test_cli_rebuild_restores_wiped_derived_tables(tmp_path: Path) -> None
     db = tmp_path / "ledger.db"
     await run_service(SqliteStore(db), traffic())
     conn = sqlite3.connect(db)
-    before = conn.execute("SELECT doc FROM accounts WHERE account = 'player:p1:EUR'").fetchone()
+    before = conn.execute("SELECT * FROM accounts WHERE account = 'player:p1:EUR'").fetchone()
     conn.execute("DELETE FROM accounts")
     conn.commit()
     with pytest.raises(sqlite3.IntegrityError, match="append-only"):
@@ -90,7 +90,7 @@ async def test_cli_rebuild_restores_wiped_derived_tables(tmp_path: Path) -> None
     done = await ledger_cli("rebuild", str(db))
     assert done.returncode == 0 and orjson.loads(done.stdout)["rebuilt"] is True
     conn = sqlite3.connect(db)
-    assert conn.execute("SELECT doc FROM accounts WHERE account = 'player:p1:EUR'").fetchone() == before
+    assert conn.execute("SELECT * FROM accounts WHERE account = 'player:p1:EUR'").fetchone() == before
     conn.close()
 
 
@@ -150,8 +150,8 @@ async def test_cli_rebuild_never_folds_the_whole_state_in_memory(tmp_path: Path)
     db = tmp_path / "ledger.db"
     await run_service(SqliteStore(db), traffic())
     conn = sqlite3.connect(db)
-    before = conn.execute("SELECT doc FROM accounts WHERE account = 'player:p1:EUR'").fetchone()
-    conn.execute("UPDATE accounts SET doc = json_set(doc, '$.balance_minor', 999999) WHERE account = 'player:p1:EUR'")
+    before = conn.execute("SELECT * FROM accounts WHERE account = 'player:p1:EUR'").fetchone()
+    conn.execute("UPDATE accounts SET balance_minor = 999999 WHERE account = 'player:p1:EUR'")
     conn.execute("DELETE FROM history")
     conn.commit()
     conn.close()
@@ -168,7 +168,7 @@ async def test_cli_rebuild_never_folds_the_whole_state_in_memory(tmp_path: Path)
     report = orjson.loads(done.stdout)
     assert report["rebuilt"] is True and report["rows"]["history"] > 0
     conn = sqlite3.connect(db)
-    assert conn.execute("SELECT doc FROM accounts WHERE account = 'player:p1:EUR'").fetchone() == before
+    assert conn.execute("SELECT * FROM accounts WHERE account = 'player:p1:EUR'").fetchone() == before
     conn.close()
     assert not [p.name for p in await asyncio.to_thread(lambda: list(tmp_path.iterdir())) if "rebuild" in p.name]
     store = SqliteStore(db)

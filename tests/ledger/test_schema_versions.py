@@ -23,6 +23,7 @@ from shared.auth import Principal
 from shared.migrations import Migration, SchemaBehind, SchemaTooNew, plan
 
 from core_ledger.domain import ADMIN_SCOPE, Command
+from core_ledger.domain.state import TABLES
 from core_ledger.http import money_command
 from core_ledger.journal_checks import rebuild_differences
 from core_ledger.metrics import LedgerMetrics
@@ -410,12 +411,43 @@ class TestTransactionIndexMigration:
         db = sqlite3.connect(path)
         try:
             seek = db.execute(
-                "EXPLAIN QUERY PLAN SELECT sequence, doc FROM history WHERE account = 'a' "
+                "EXPLAIN QUERY PLAN SELECT sequence, balance_minor FROM history WHERE account = 'a' "
                 "AND sequence <= 5 ORDER BY sequence DESC LIMIT 1"
             ).fetchall()
         finally:
             db.close()
         assert any("PRIMARY KEY" in str(r[-1]) or "INDEX" in str(r[-1]) for r in seek), seek
+
+
+# The tables migration 7 made columnar, with the statements that created them as documents.
+V7_COLUMNAR = ("accounts", "history", "round_openings", "report_play_days", "report_cash_days")
+
+
+def back_to_version_6(db: sqlite3.Connection) -> None:
+    """Turn a ledger file of the latest layout back into version 6's: the tables of migration 7 as
+    (key columns, doc) with their rows as documents, the round openings' expression index."""
+    creates = {
+        statement.split()[5]: statement
+        for migration in sqlite_module.MIGRATIONS[:6]
+        for statement in migration.statements
+        if statement.startswith("CREATE TABLE IF NOT EXISTS")
+    }
+    script = ["BEGIN"]
+    for table in V7_COLUMNAR:
+        keys = ", ".join(TABLES[table])
+        script += [
+            f"CREATE TABLE {table}_v6 AS SELECT {keys}, {sqlite_module.doc_sql(table)} AS doc FROM {table}",
+            f"DROP TABLE {table}",
+            creates[table],
+            f"INSERT INTO {table} ({keys}, doc) SELECT {keys}, doc FROM {table}_v6",
+            f"DROP TABLE {table}_v6",
+        ]
+    script += [
+        "CREATE INDEX round_openings_open ON round_openings (json_extract(doc, '$.status'), sequence)",
+        "PRAGMA user_version = 6",
+        "COMMIT",
+    ]
+    db.executescript(";".join(script) + ";")
 
 
 def summary_doc(n: int) -> dict[str, Any]:
@@ -598,6 +630,7 @@ class TestTransactionIndexColumns:
         assert any(d["via"] is None for d in expected.values()) and any(d["game_id"] is None for d in expected.values())
         db = sqlite3.connect(path)  # the table as version 4 held it: documents and nine expression indexes
         try:
+            back_to_version_6(db)
             members = ", ".join(f"'{m}', {m}" for m in sqlite_module.SUMMARY_MEMBERS)
             db.executescript(
                 "BEGIN;"
@@ -617,3 +650,108 @@ class TestTransactionIndexColumns:
             assert await rebuild_differences(store) == []
         finally:
             await store.close()
+
+
+async def columnar_answers(store: Store) -> list[Any]:
+    """What the tables of migration 7 answer: their rows, report sums (per row and grouped), balances
+    by prefix, a balance at a sequence, open rounds."""
+    play = await store.report_sums(
+        "report_play_days",
+        day_from="2000-01-01",
+        day_to="2999-12-31",
+        equals={},
+        group_by=("day", "currency", "game_id", "client_id"),
+        members=("bets_minor", "bet_count", "wins_minor", "not_a_sum"),
+        limit=10,
+    )
+    cash = await store.report_sums(
+        "report_cash_days",
+        day_from="2000-01-01",
+        day_to="2999-12-31",
+        equals={"currency": "EUR"},
+        group_by=("currency",),
+        members=("deposits_minor", "deposit_count"),
+        limit=10,
+    )
+    open_rounds = await store.select("round_openings", {}, limit=10, doc_equals={"status": "open"})
+    return [
+        *[await store.dump(table) for table in V7_COLUMNAR],
+        play,
+        cash,
+        await store.accounts_by_prefix(["player:"], 10),
+        [await store.history_at("player:p1:EUR", s) for s in (1, 3, 5, 99)],
+        open_rounds,
+    ]
+
+
+class TestColumnarRowsMigration:
+    """Migration 7: balances, balance history, round openings and report sums as one column per
+    member (report sums integers, added column by column) instead of one JSON document."""
+
+    async def test_a_version_6_ledger_migrates_answers_the_same_and_keeps_adding(self, tmp_path: Path) -> None:
+        path = tmp_path / "ledger.db"
+        edge, cashier = Principal("edge-1", "edge"), Principal("cashier", "cashier")
+
+        def bet(n: int, round_id: str) -> Command:
+            fields = {"id": f"b{n}", "player_id": "p1", "currency": "EUR", "amount_minor": 100, "round_id": round_id}
+            return money_command("bet", {**fields, "game_id": "g"}, edge)
+
+        def service_on(store: SqliteStore) -> LedgerService:
+            return LedgerService(
+                store, WriterLimits(), clock=lambda: datetime.now(UTC), metrics=LedgerMetrics(CollectorRegistry())
+            )
+
+        service = service_on(SqliteStore(path))
+        await service.start()
+        try:
+            await service.submit(
+                [Command("player_create", {"player_id": "p1", "currencies": ["EUR"]}, "admin", (ADMIN_SCOPE, "p1"))]
+            )
+            deposit = {"id": "d1", "player_id": "p1", "currency": "EUR", "amount_minor": 500}
+            await service.submit([money_command("deposit", deposit, cashier)])
+            win = {"id": "w1", "player_id": "p1", "currency": "EUR", "amount_minor": 50, "round_id": "r1"}
+            await service.submit([bet(1, "r1"), bet(2, "r2"), money_command("win", win, edge), bet(3, "r3")])
+            expected = await columnar_answers(service.store)
+        finally:
+            await service.stop()
+        assert expected[5][0] and expected[6][0] and expected[9][0]  # report rows and open rounds to compare
+        db = sqlite3.connect(path)
+        try:
+            back_to_version_6(db)
+            assert "doc" in [row[1] for row in db.execute("PRAGMA table_info(report_play_days)")]
+        finally:
+            db.close()
+        service = service_on(SqliteStore(path))
+        await service.start()
+        try:
+            store = service.store
+            assert isinstance(store, SqliteStore) and store.schema_plan is not None
+            assert (store.schema_plan.stored, store.schema_plan.target) == (6, LATEST)
+            assert await columnar_answers(store) == expected
+            assert await rebuild_differences(store) == []
+            await service.submit([bet(4, "r3"), money_command("deposit", {**deposit, "id": "d2"}, cashier)])
+            [((_, sums),), _] = await store.report_sums(
+                "report_play_days",
+                day_from="2000-01-01",
+                day_to="2999-12-31",
+                equals={},
+                group_by=("currency",),
+                members=("bets_minor", "bet_count", "wins_minor"),
+                limit=10,
+            )
+            assert sums == {"bets_minor": 400, "bet_count": 4, "wins_minor": 50}
+            assert await rebuild_differences(store) == []
+        finally:
+            await service.stop()
+        db = sqlite3.connect(path)
+        try:
+            columns = {t: [row[1] for row in db.execute(f"PRAGMA table_info({t})")] for t in V7_COLUMNAR}
+            plan_ = db.execute(
+                "EXPLAIN QUERY PLAN SELECT sequence FROM round_openings WHERE status = 'open' AND sequence > 1 "
+                "ORDER BY sequence"
+            ).fetchall()
+        finally:
+            db.close()
+        assert all("doc" not in names for names in columns.values()), columns
+        assert columns["history"] == ["account", "sequence", "amount_minor", "balance_minor", "type", "id"]
+        assert "round_openings_open" in str(plan_) and "TEMP B-TREE" not in str(plan_), plan_
