@@ -14,7 +14,14 @@ from shared.sqlite_thread import SqliteThread
 
 from core_ledger.domain.journal import GENESIS_HASH
 from core_ledger.store import Head, JournalRow, SqliteStore, StorageError
-from core_ledger.store.sqlite import BUSY_TIMEOUT_MS, PAGE_SIZE_NEW, WAL_AUTOCHECKPOINT_BYTES
+from core_ledger.store.sqlite import (
+    BUSY_TIMEOUT_MS,
+    MIGRATIONS,
+    PAGE_SIZE_NEW,
+    WAL_AUTOCHECKPOINT_BYTES,
+    _commit_sync,
+    _connect,
+)
 
 SYNCHRONOUS_FULL = 2
 
@@ -105,3 +112,35 @@ async def test_a_closed_store_refuses_work_with_a_storage_error(tmp_path: Path) 
     await s.close()
     with pytest.raises(StorageError, match="not open"):
         await s.head()
+
+
+def test_a_row_written_again_unchanged_is_left_alone(tmp_path: Path) -> None:
+    """A commit that hands the store a row equal to the stored one (a round's opening, rewritten by
+    each of its bets) changes nothing of it: no page dirtied, no index entry rewritten. A changed
+    row is still written."""
+    db = _connect(tmp_path / "ledger.db")
+    try:
+        for statement in (s for migration in MIGRATIONS for s in migration.statements):
+            db.execute(statement)
+        opening = {
+            "player_id": "p1",
+            "round_id": "r1",
+            "client_id": "gs",
+            "game_id": "g",
+            "currency": "EUR",
+            "opened_at": None,
+            "status": "open",
+        }
+        player = {"currencies": ["EUR"], "frozen": False, "bonus_ids": []}
+        rows = {"round_openings": [((1,), opening)], "players": [(("p1",), player)]}
+        _commit_sync(db, [], rows, Head())
+        before = db.total_changes
+        _commit_sync(db, [], rows, Head())
+        assert db.total_changes - before == 3  # the three head rows of `meta`, nothing else
+        before = db.total_changes
+        _commit_sync(db, [], {"round_openings": [((1,), {**opening, "status": "closed"})]}, Head())
+        assert db.total_changes - before == 4
+        [(status,)] = db.execute("SELECT status FROM round_openings WHERE sequence = 1").fetchall()
+        assert status == "closed"
+    finally:
+        db.close()
