@@ -8,7 +8,7 @@ is hash-chained, the rows are folded from it).
 
 from __future__ import annotations
 
-from typing import Any, NotRequired, TypedDict
+from typing import Any, NotRequired, TypedDict, get_args, get_origin, get_type_hints, is_typeddict
 
 
 class Posting(TypedDict):
@@ -155,15 +155,30 @@ class HistoryRow(TypedDict):
     id: str | None
 
 
+def _member_kinds(row: type) -> tuple[tuple[str, ...], frozenset[str], frozenset[str]]:
+    """A row type's members in declared order, those a row may lack (`NotRequired`), and those that
+    hold a list or an object. (Read from the evaluated hints: with postponed annotations a
+    TypedDict's own `__optional_keys__` cannot see `NotRequired`.)"""
+    hints = get_type_hints(row, include_extras=True)
+    optional = frozenset(m for m, hint in hints.items() if get_origin(hint) is NotRequired)
+    bare = {m: get_args(hint)[0] if m in optional else hint for m, hint in hints.items()}
+    nested = frozenset(m for m, hint in bare.items() if get_origin(hint) in (list, dict) or is_typeddict(hint))
+    return tuple(hints), optional, nested
+
+
 def _all_members(row: type) -> tuple[str, ...]:
-    """The members of a row type whose rows always hold every one of them, in declared order
-    (a store may keep such rows as one column per member: no member's absence to tell from null)."""
-    optional: frozenset[str] = getattr(row, "__optional_keys__", frozenset())
-    if optional:
-        raise TypeError(f"{row.__name__} has optional members {sorted(optional)}")
-    return tuple(row.__annotations__)
+    """The members of a row type whose rows always hold every one of them, each a single value, in
+    declared order (a store may keep such rows as one column per member: no member's absence to
+    tell from null)."""
+    members, optional, nested = _member_kinds(row)
+    if optional or nested:
+        raise TypeError(f"{row.__name__} has optional or nested members {sorted(optional | nested)}")
+    return members
 
 
 ACCOUNT_MEMBERS = _all_members(AccountRow)
 HISTORY_MEMBERS = _all_members(HistoryRow)
 ROUND_OPENING_MEMBERS = _all_members(RoundOpeningRow)
+# Rounds (`rounds`, `client_rounds`): `opened_at` is absent from rows folded before it was kept (and
+# never null when present); `transactions` holds a list.
+ROUND_MEMBERS, ROUND_OPTIONAL, ROUND_NESTED = _member_kinds(RoundRow)

@@ -172,10 +172,10 @@ MIGRATIONS = (
             f"DROP INDEX IF EXISTS tx_summaries_by_{name}" for name in SUMMARY_FILTERS if name not in SUMMARY_INDEXED
         ),
     ),
-    # SQLite's migration 7 stores balances, history, round openings and report sums as columns; the
+    # SQLite's migration 7 stores balances, history, rounds, round openings and report sums as columns; the
     # rows here stay documents (see docs/decisions/sqlite-derived-rows-as-columns.md): the version
     # moves so both backends number the same schema steps.
-    Migration(7, "no change here: SQLite's balances, history, round openings and report sums as columns", ()),
+    Migration(7, "no change here: SQLite's balances, history, rounds, round openings and report sums as columns", ()),
 )
 MIGRATE_COMMAND = "croupier ledger migrate --config <ledger.toml>"
 VERSION_TABLE = (

@@ -8,8 +8,9 @@ statement stays open between operations (each read sees every commit that return
 A commit extends the stored head or changes nothing: its rows must run without a gap up to the
 new head, and the stored head must be the one they start from (as on PostgreSQL).
 
-Derived tables are (key columns..., doc JSON), but for the transaction index (`COLUMNAR`): one
-column per member of its documents, rebuilt into a document by `json_object` when read. The
+Derived tables are (key columns..., doc JSON), but for those in `COLUMNAR` (the transaction index,
+balances, history, rounds, round openings, report sums): one column per member of their documents,
+rebuilt into a document by `json_object` when read. The
 journal is protected by triggers against UPDATE and DELETE; its rows hold the canonical entry text
 that the chain hashes. The schema version is `PRAGMA user_version`, moved forward by `MIGRATIONS`
 at open (see `shared.migrations`).
@@ -32,7 +33,14 @@ from shared.migrations import Migration, Plan, SchemaVersionError
 from shared.sqlite_thread import SqliteThread, write_transaction
 
 from core_ledger.domain.commands import require
-from core_ledger.domain.records import ACCOUNT_MEMBERS, HISTORY_MEMBERS, ROUND_OPENING_MEMBERS
+from core_ledger.domain.records import (
+    ACCOUNT_MEMBERS,
+    HISTORY_MEMBERS,
+    ROUND_MEMBERS,
+    ROUND_NESTED,
+    ROUND_OPENING_MEMBERS,
+    ROUND_OPTIONAL,
+)
 from core_ledger.domain.reports import SUMS_OF
 from core_ledger.domain.state import ADDITIVE, ENTRIES, LATER_TABLES, TABLES, Doc, Key
 from core_ledger.store.base import (
@@ -87,19 +95,26 @@ SCHEMA = [
     "CREATE INDEX IF NOT EXISTS idem_by_id ON idem (id)",
 ]
 # Derived tables stored as one column per document member instead of one JSON document: table ->
-# members. Only tables whose rows always hold every member (a member's absence could not be told
-# from null). The transaction index (one row per journal entry, schema migration 6): a JSON document
-# repeats every member's name in every row, and its indexes were json_extract expressions evaluated
-# at each insert. Balances, balance history, round openings and report sums (schema migration 7):
-# rows written by every bet, smaller as columns; the round openings' status index is a column, and
-# report sums are added column by column (see docs/decisions/sqlite-derived-rows-as-columns.md).
+# members. Only tables whose rows always hold every member, or whose optional members are never null
+# when present (`OPTIONAL`: a column cannot tell an absent member from a null one). The transaction
+# index (one row per journal entry, schema migration 6): a JSON document repeats every member's name
+# in every row, and its indexes were json_extract expressions evaluated at each insert. Balances,
+# balance history, rounds, round openings and report sums (schema migration 7): rows written by
+# every bet, smaller as columns; the round openings' status index is a column, and report sums are
+# added column by column (see docs/decisions/sqlite-derived-rows-as-columns.md).
 COLUMNAR: dict[str, tuple[str, ...]] = {
     "tx_summaries": SUMMARY_MEMBERS,
     "accounts": ACCOUNT_MEMBERS,
     "history": HISTORY_MEMBERS,
     "round_openings": ROUND_OPENING_MEMBERS,
+    "rounds": ROUND_MEMBERS,
+    "client_rounds": ROUND_MEMBERS,
     **{table: SUMS_OF[table] for table in ADDITIVE},
 }
+# Members of a columnar table that a row may lack (absent when its column is NULL: such a member is
+# never null when present), and members holding a list or an object (stored as JSON text).
+OPTIONAL: dict[str, frozenset[str]] = {"rounds": ROUND_OPTIONAL, "client_rounds": ROUND_OPTIONAL}
+NESTED: dict[str, frozenset[str]] = {"rounds": ROUND_NESTED, "client_rounds": ROUND_NESTED}
 _SUMMARY_COLUMNS = ", ".join(SUMMARY_MEMBERS)  # untyped: each value is stored as it came (text or NULL)
 
 
@@ -195,15 +210,17 @@ MIGRATIONS = (
     ),
     Migration(
         7,
-        "balances, balance history, round openings and report sums as columns (report sums as integers)",
+        "balances, balance history, rounds, round openings and report sums as columns (report sums as integers)",
         (
             *[
                 s
-                for table in ("accounts", "history", "round_openings", *sorted(ADDITIVE))
+                for table in ("accounts", "history", "round_openings", "rounds", "client_rounds", *sorted(ADDITIVE))
                 for s in _to_columns_v7(table)
             ],
             # The rowid is the sequence: this index orders rounds by (status, sequence).
             "CREATE INDEX round_openings_open ON round_openings (status)",
+            "CREATE INDEX rounds_by_round ON rounds (round_id)",
+            "CREATE INDEX client_rounds_by_round ON client_rounds (round_id)",
         ),
     ),
 )
@@ -219,7 +236,16 @@ def doc_sql(table: str, alias: str = "") -> str:
     members = COLUMNAR.get(table)
     if members is None:
         return f"{alias}doc"
-    return "json_object(" + ", ".join(f"'{m}', {alias}{m}" for m in members) + ")"
+    nested, optional = NESTED.get(table, frozenset()), OPTIONAL.get(table, frozenset())
+
+    def pairs(names: Sequence[str]) -> str:
+        return ", ".join(f"'{m}', json({alias}{m})" if m in nested else f"'{m}', {alias}{m}" for m in names)
+
+    doc = f"json_object({pairs([m for m in members if m not in optional])})"
+    if not optional:
+        return doc
+    # A merge patch drops the members whose value is null: an optional member's NULL is its absence.
+    return f"json_patch({doc}, json_object({pairs([m for m in members if m in optional])}))"
 
 
 def _member_sql(table: str, name: str) -> str:
@@ -243,6 +269,12 @@ def _stored_rows(table: str, items: Sequence[tuple[Key, Doc]]) -> list[tuple[Any
         return [(*key, orjson.dumps(doc).decode()) for key, doc in items]
     if table in ADDITIVE:  # sums: a member not given adds nothing
         return [(*key, *[doc.get(m, 0) for m in members]) for key, doc in items]
+    nested = NESTED.get(table)
+    if nested:
+        return [
+            (*key, *[orjson.dumps(doc[m]).decode() if m in nested and m in doc else doc.get(m) for m in members])
+            for key, doc in items
+        ]
     return [(*key, *[doc.get(m) for m in members]) for key, doc in items]
 
 

@@ -420,7 +420,15 @@ class TestTransactionIndexMigration:
 
 
 # The tables migration 7 made columnar, with the statements that created them as documents.
-V7_COLUMNAR = ("accounts", "history", "round_openings", "report_play_days", "report_cash_days")
+V7_COLUMNAR = (
+    "accounts",
+    "history",
+    "round_openings",
+    "rounds",
+    "client_rounds",
+    "report_play_days",
+    "report_cash_days",
+)
 
 
 def back_to_version_6(db: sqlite3.Connection) -> None:
@@ -444,6 +452,8 @@ def back_to_version_6(db: sqlite3.Connection) -> None:
         ]
     script += [
         "CREATE INDEX round_openings_open ON round_openings (json_extract(doc, '$.status'), sequence)",
+        "CREATE INDEX rounds_by_round ON rounds (round_id)",
+        "CREATE INDEX client_rounds_by_round ON client_rounds (round_id)",
         "PRAGMA user_version = 6",
         "COMMIT",
     ]
@@ -674,6 +684,8 @@ async def columnar_answers(store: Store) -> list[Any]:
         limit=10,
     )
     open_rounds = await store.select("round_openings", {}, limit=10, doc_equals={"status": "open"})
+    by_round = await store.select("client_rounds", {"round_id": "r1"}, limit=10)
+    players_open = await store.select("client_rounds", {"player_id": "p1"}, limit=10, doc_equals={"status": "open"})
     return [
         *[await store.dump(table) for table in V7_COLUMNAR],
         play,
@@ -681,6 +693,8 @@ async def columnar_answers(store: Store) -> list[Any]:
         await store.accounts_by_prefix(["player:"], 10),
         [await store.history_at("player:p1:EUR", s) for s in (1, 3, 5, 99)],
         open_rounds,
+        by_round,
+        players_open,
     ]
 
 
@@ -714,7 +728,9 @@ class TestColumnarRowsMigration:
             expected = await columnar_answers(service.store)
         finally:
             await service.stop()
-        assert expected[5][0] and expected[6][0] and expected[9][0]  # report rows and open rounds to compare
+        play, cash, _, _, open_rounds, by_round, players_open = expected[len(V7_COLUMNAR) :]
+        assert play[0] and cash[0] and open_rounds[0]  # report rows and open rounds to compare
+        assert by_round[0] and len(players_open[0]) == 3  # round r1 (a win does not close it), r2, r3
         db = sqlite3.connect(path)
         try:
             back_to_version_6(db)

@@ -18,6 +18,20 @@ def rows(n: int, start: int = 1) -> list[JournalRow]:
     return [JournalRow(i, f"tx{i}", f'{{"sequence":{i}}}') for i in range(start, start + n)]
 
 
+def round_doc(status: str, bets_minor: int) -> dict[str, object]:
+    """A round row of the shape the domain writes (`records.RoundRow`)."""
+    return {
+        "game_id": "g",
+        "currency": "EUR",
+        "status": status,
+        "bets_minor": bets_minor,
+        "wins_minor": 0,
+        "win_count": 0,
+        "opened_sequence": 1,
+        "transactions": [],
+    }
+
+
 class TestStoreContract:
     async def test_empty_store_has_genesis_head(self, store: Store) -> None:
         assert await store.head() == Head()
@@ -44,11 +58,11 @@ class TestStoreContract:
         assert await store.journal_of("tx2", 5) == ['{"sequence":2}']
 
     async def test_upsert_replaces_and_select_filters_orders_and_pages(self, store: Store) -> None:
-        docs = [(("p1", f"r{i}"), {"status": "open" if i % 2 else "closed", "n": i}) for i in range(5)]
+        docs = [(("p1", f"r{i}"), round_doc("open" if i % 2 else "closed", i)) for i in range(5)]
         await store.commit(rows(1), {"rounds": docs}, Head(1, "00" * 32, 1))
-        await store.commit(rows(1, 2), {"rounds": [(("p1", "r0"), {"status": "open", "n": 9})]}, Head(2, "11" * 32, 1))
+        await store.commit(rows(1, 2), {"rounds": [(("p1", "r0"), round_doc("open", 9))]}, Head(2, "11" * 32, 1))
         got, head = await store.select("rounds", {"player_id": "p1"}, limit=10, doc_equals={"status": "open"})
-        assert head == 2 and [k[1] for k, _ in got] == ["r0", "r1", "r3"] and got[0][1]["n"] == 9
+        assert head == 2 and [k[1] for k, _ in got] == ["r0", "r1", "r3"] and got[0][1] == round_doc("open", 9)
         got, _ = await store.select("rounds", {"player_id": "p1"}, limit=2, after="r1")
         assert [k[1] for k, _ in got] == ["r2", "r3"]
         got, _ = await store.select("rounds", {"round_id": "r4"}, limit=5)
