@@ -32,7 +32,7 @@ from shared import sqlite_migrate
 from shared.migrations import Migration, Plan, SchemaVersionError
 from shared.sqlite_thread import SqliteThread, write_transaction
 
-from core_ledger.domain.commands import require
+from core_ledger.domain.commands import InvariantBroken, require
 from core_ledger.domain.records import (
     ACCOUNT_MEMBERS,
     HISTORY_MEMBERS,
@@ -111,6 +111,7 @@ COLUMNAR: dict[str, tuple[str, ...]] = {
     "client_rounds": ROUND_MEMBERS,
     **{table: SUMS_OF[table] for table in ADDITIVE},
 }
+_MEMBER_SETS = {table: frozenset(members) for table, members in COLUMNAR.items()}
 # Members of a columnar table that a row may lack (absent when its column is NULL: such a member is
 # never null when present), and members holding a list or an object (stored as JSON text).
 OPTIONAL: dict[str, frozenset[str]] = {"rounds": ROUND_OPTIONAL, "client_rounds": ROUND_OPTIONAL}
@@ -263,10 +264,15 @@ def _stored_columns(table: str) -> tuple[str, ...]:
 
 
 def _stored_rows(table: str, items: Sequence[tuple[Key, Doc]]) -> list[tuple[Any, ...]]:
-    """The parameters that store `items` (key, document) in `table`, in `_stored_columns` order."""
+    """The parameters that store `items` (key, document) in `table`, in `_stored_columns` order. A
+    document with a member its columnar table has no column for is refused (a bug: it would be lost)."""
     members = COLUMNAR.get(table)
     if members is None:
         return [(*key, orjson.dumps(doc).decode()) for key, doc in items]
+    known = _MEMBER_SETS[table]
+    if not all(known.issuperset(doc) for _, doc in items):
+        unknown = sorted({m for _, doc in items for m in doc} - known)
+        raise InvariantBroken(f"{table} has no column for the members {unknown} (see COLUMNAR)")
     if table in ADDITIVE:  # sums: a member not given adds nothing
         return [(*key, *[doc.get(m, 0) for m in members]) for key, doc in items]
     nested = NESTED.get(table)

@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from shared.sqlite_thread import SqliteThread
 
+from core_ledger.domain.commands import InvariantBroken
 from core_ledger.domain.journal import GENESIS_HASH
 from core_ledger.domain.state import TABLES
 from core_ledger.metrics import LedgerMetrics
@@ -198,3 +199,18 @@ async def test_the_columns_keep_every_member_the_domain_writes(tmp_path: Path) -
     assert all(memory_rows[table] for table in COLUMNAR if table != "rounds")  # rows to compare (no pre-scoping rounds)
     for table in TABLES:
         assert sqlite_rows[table] == memory_rows[table], table
+
+
+async def test_a_member_a_columnar_table_has_no_column_for_is_refused_not_lost(store: SqliteStore) -> None:
+    head = await store.head()
+    with pytest.raises(InvariantBroken, match=r"history has no column for the members \['via'\]"):
+        await store.commit(
+            [],
+            {
+                "history": [
+                    (("player:p1:EUR", 1), {"amount_minor": 1, "balance_minor": 1, "type": "x", "id": None, "via": "e"})
+                ]
+            },
+            head,
+        )
+    assert await store.dump("history") == {}
