@@ -19,12 +19,21 @@ def edge_slot(via: str | None) -> str:
     return via or DIRECT_SLOT
 
 
-def _index_round(state: State, address: tuple[str, Key], round_: RoundRow) -> None:
-    """Write the round's row of `round_openings` (the index of interrupted rounds) from its row."""
+def _indexed_status(round_: RoundRow) -> str:
+    """The status a round's row of `round_openings` shows."""
+    if round_["status"] == "open" and round_["bets_minor"] <= 0:
+        return "refunded"  # every bet rolled back
+    return round_["status"]
+
+
+def _index_round(state: State, address: tuple[str, Key], round_: RoundRow, was: str | None) -> None:
+    """Write the round's row of `round_openings` (the index of interrupted rounds) from its row,
+    unless it shows what it showed before the entry (`was`: that status; None for a round the entry
+    opens). Only the status can differ: the rest of the row is the round's, set when it opened."""
     _, key = address
-    status = round_["status"]
-    if status == "open" and round_["bets_minor"] <= 0:
-        status = "refunded"  # every bet rolled back
+    status = _indexed_status(round_)
+    if status == was:  # most entries of a round (a bet after the first, a win that does not close it)
+        return
     state.put(
         "round_openings",
         (round_["opened_sequence"],),
@@ -55,7 +64,9 @@ def _round_note(round_: RoundRow, entry: Entry, amount_minor: int) -> None:
 def bet(state: State, entry: Entry) -> None:
     tx, r, result = entry["transaction"], entry["transaction"]["request"], entry["transaction"]["result"]
     table, key = round_address(result.get(ROUND_CLIENT), r["player_id"], r["round_id"])  # none: before scoping
-    round_ = state.get(table, key) or {
+    round_ = state.get(table, key)
+    was = None if round_ is None else _indexed_status(round_)
+    round_ = round_ or {
         "game_id": r["game_id"],
         "currency": r["currency"],
         "status": "open",
@@ -69,7 +80,7 @@ def bet(state: State, entry: Entry) -> None:
     round_["bets_minor"] += r["amount_minor"]
     _round_note(round_, entry, r["amount_minor"])
     state.put(table, key, round_)
-    _index_round(state, (table, key), round_)
+    _index_round(state, (table, key), round_, was)
     bet = {
         "state": "committed",
         "player_id": r["player_id"],
@@ -114,13 +125,14 @@ def win(state: State, entry: Entry) -> None:
     r, result = entry["transaction"]["request"], entry["transaction"]["result"]
     table, key = round_address(result.get(ROUND_CLIENT), r["player_id"], r["round_id"])
     round_ = present(state.get(table, key), f"round {key}")
+    was = _indexed_status(round_)
     round_["wins_minor"] += r["amount_minor"]
     round_["win_count"] += 1
     if r["close_round"]:
         round_["status"] = "closed"
     _round_note(round_, entry, r["amount_minor"])
     state.put(table, key, round_)
-    _index_round(state, (table, key), round_)
+    _index_round(state, (table, key), round_, was)
 
 
 def rollback(state: State, entry: Entry) -> None:
@@ -149,10 +161,11 @@ def rollback(state: State, entry: Entry) -> None:
     round_id = present(bet["round_id"], f"the round of bet {bet_key}")
     table, key = round_address(bet.get(ROUND_CLIENT), bet["player_id"], round_id)
     round_ = present(state.get(table, key), f"round {key}")
+    was = _indexed_status(round_)
     round_["bets_minor"] -= bet["amount_minor"]
     _round_note(round_, entry, bet["amount_minor"])
     state.put(table, key, round_)
-    _index_round(state, (table, key), round_)
+    _index_round(state, (table, key), round_, was)
     _count_edge(state, bet["via"], bet["player_id"], result["reversed_contributions"], bet["bonus_wagering"], -1)
 
 
@@ -162,6 +175,7 @@ def round_refund(state: State, entry: Entry) -> None:
     scope = r["round_client_id"]
     table, key = round_address(scope, r["player_id"], r["round_id"])
     round_ = present(state.get(table, key), f"round {key}")
+    was = _indexed_status(round_)
     for refunded in result["refunded_bets"]:
         bet_key = (scope, refunded["bet_id"])
         bet = present(state.get("bets", bet_key), f"bet {bet_key}")
@@ -181,13 +195,14 @@ def round_refund(state: State, entry: Entry) -> None:
         }
     )
     state.put(table, key, round_)
-    _index_round(state, (table, key), round_)
+    _index_round(state, (table, key), round_, was)
 
 
 def round_close(state: State, entry: Entry) -> None:
     tx, r = entry["transaction"], entry["transaction"]["request"]
     table, key = round_address(r["round_client_id"], r["player_id"], r["round_id"])
     round_ = present(state.get(table, key), f"round {key}")
+    was = _indexed_status(round_)
     round_["status"] = "closed"
     round_["transactions"].append(
         {
@@ -198,7 +213,7 @@ def round_close(state: State, entry: Entry) -> None:
         }
     )
     state.put(table, key, round_)
-    _index_round(state, (table, key), round_)
+    _index_round(state, (table, key), round_, was)
 
 
 def jackpot_payout(state: State, entry: Entry) -> None:
