@@ -3,13 +3,18 @@
 Each function is the `apply` of one or more `TransactionSpec`s; `evolve` calls it after folding the
 postings into the balances. Everything follows from the entry alone (its request and recorded
 results), so replaying the journal into an empty state reproduces every derived table exactly.
+
+A row is never changed in place: a fold puts a new version of it (a copy, with new containers
+for the members it changes). The writer judges the next group while the previous one commits,
+and a store may encode that commit's rows only then (SQLite does, in its own thread): the version
+it was handed must stay as its group left it.
 """
 
 from __future__ import annotations
 
 from core_ledger.domain.accounts import player_account
 from core_ledger.domain.commands import present, require
-from core_ledger.domain.records import Contribution, Entry, RoundRow, Wagering
+from core_ledger.domain.records import Contribution, Entry, GameRow, RoundNote, RoundRow, Wagering
 from core_ledger.domain.state import ROUND_CLIENT, Key, State, round_address
 
 DIRECT_SLOT = "direct"  # contributions slot of money that came without an edge
@@ -19,12 +24,21 @@ def edge_slot(via: str | None) -> str:
     return via or DIRECT_SLOT
 
 
-def _index_round(state: State, address: tuple[str, Key], round_: RoundRow) -> None:
-    """Write the round's row of `round_openings` (the index of interrupted rounds) from its row."""
+def _indexed_status(round_: RoundRow) -> str:
+    """The status a round's row of `round_openings` shows."""
+    if round_["status"] == "open" and round_["bets_minor"] <= 0:
+        return "refunded"  # every bet rolled back
+    return round_["status"]
+
+
+def _index_round(state: State, address: tuple[str, Key], round_: RoundRow, was: str | None) -> None:
+    """Write the round's row of `round_openings` (the index of interrupted rounds) from its row,
+    unless it shows what it showed before the entry (`was`: that status; None for a round the entry
+    opens). Only the status can differ: the rest of the row is the round's, set when it opened."""
     _, key = address
-    status = round_["status"]
-    if status == "open" and round_["bets_minor"] <= 0:
-        status = "refunded"  # every bet rolled back
+    status = _indexed_status(round_)
+    if status == was:  # most entries of a round (a bet after the first, a win that does not close it)
+        return
     state.put(
         "round_openings",
         (round_["opened_sequence"],),
@@ -41,35 +55,41 @@ def _index_round(state: State, address: tuple[str, Key], round_: RoundRow) -> No
 
 
 def _round_note(round_: RoundRow, entry: Entry, amount_minor: int) -> None:
+    """Note the entry in a round's new version (a new list: the old version keeps its own)."""
     tx = entry["transaction"]
-    round_["transactions"].append(
-        {
-            "id": present(tx["id"], "a money id"),
-            "type": tx["type"],
-            "sequence": entry["sequence"],
-            "amount_minor": amount_minor,
-        }
-    )
+    note: RoundNote = {
+        "id": present(tx["id"], "the id of an entry played in a round"),
+        "type": tx["type"],
+        "sequence": entry["sequence"],
+        "amount_minor": amount_minor,
+    }
+    round_["transactions"] = [*round_["transactions"], note]
 
 
 def bet(state: State, entry: Entry) -> None:
     tx, r, result = entry["transaction"], entry["transaction"]["request"], entry["transaction"]["result"]
     table, key = round_address(result.get(ROUND_CLIENT), r["player_id"], r["round_id"])  # none: before scoping
-    round_ = state.get(table, key) or {
-        "game_id": r["game_id"],
-        "currency": r["currency"],
-        "status": "open",
-        "bets_minor": 0,
-        "wins_minor": 0,
-        "win_count": 0,
-        "opened_sequence": entry["sequence"],
-        "transactions": [],
-        "opened_at": tx["committed_at"],
-    }
+    stored = state.get(table, key)
+    was = None if stored is None else _indexed_status(stored)
+    round_: RoundRow = (
+        stored.copy()
+        if stored is not None
+        else {
+            "game_id": r["game_id"],
+            "currency": r["currency"],
+            "status": "open",
+            "bets_minor": 0,
+            "wins_minor": 0,
+            "win_count": 0,
+            "opened_sequence": entry["sequence"],
+            "transactions": [],
+            "opened_at": tx["committed_at"],
+        }
+    )
     round_["bets_minor"] += r["amount_minor"]
     _round_note(round_, entry, r["amount_minor"])
     state.put(table, key, round_)
-    _index_round(state, (table, key), round_)
+    _index_round(state, (table, key), round_, was)
     bet = {
         "state": "committed",
         "player_id": r["player_id"],
@@ -99,28 +119,30 @@ def _count_edge(
     """Add (or with sign -1 take back) a bet's per-edge jackpot and wagering credits."""
     slot = edge_slot(via)
     for c in contributions:
-        jackpot = present(state.get("jackpots", (c["jackpot_id"],)), f"jackpot {c['jackpot_id']!r}")
+        jackpot = present(state.get("jackpots", (c["jackpot_id"],)), f"jackpot {c['jackpot_id']!r}").copy()
         by_edge = jackpot["contributions_by_edge"]
-        by_edge[slot] = by_edge.get(slot, 0) + sign * c["amount_minor"]
+        jackpot["contributions_by_edge"] = {**by_edge, slot: by_edge.get(slot, 0) + sign * c["amount_minor"]}
         state.put("jackpots", (c["jackpot_id"],), jackpot)
     for w in wagering:
-        bonus = present(state.get("bonuses", (player_id, w["bonus_id"])), f"bonus {w['bonus_id']!r}")
+        bonus = present(state.get("bonuses", (player_id, w["bonus_id"])), f"bonus {w['bonus_id']!r}").copy()
         bonus["wagered_minor"] += sign * w["amount_minor"]
-        bonus["wagered_by_edge"][slot] = bonus["wagered_by_edge"].get(slot, 0) + sign * w["amount_minor"]
+        by_edge = bonus["wagered_by_edge"]
+        bonus["wagered_by_edge"] = {**by_edge, slot: by_edge.get(slot, 0) + sign * w["amount_minor"]}
         state.put("bonuses", (player_id, w["bonus_id"]), bonus)
 
 
 def win(state: State, entry: Entry) -> None:
     r, result = entry["transaction"]["request"], entry["transaction"]["result"]
     table, key = round_address(result.get(ROUND_CLIENT), r["player_id"], r["round_id"])
-    round_ = present(state.get(table, key), f"round {key}")
+    round_ = present(state.get(table, key), f"round {key}").copy()
+    was = _indexed_status(round_)
     round_["wins_minor"] += r["amount_minor"]
     round_["win_count"] += 1
     if r["close_round"]:
         round_["status"] = "closed"
     _round_note(round_, entry, r["amount_minor"])
     state.put(table, key, round_)
-    _index_round(state, (table, key), round_)
+    _index_round(state, (table, key), round_, was)
 
 
 def rollback(state: State, entry: Entry) -> None:
@@ -142,29 +164,31 @@ def rollback(state: State, entry: Entry) -> None:
         return
     if not result["reversed"]:
         return
-    bet = present(bet, f"bet {bet_key}")
+    bet = present(bet, f"bet {bet_key}").copy()
     require(bet["state"] == "committed", f"the reversed bet {bet_key} is committed")
     bet["state"] = "rolled_back"
     state.put("bets", bet_key, bet)
     round_id = present(bet["round_id"], f"the round of bet {bet_key}")
     table, key = round_address(bet.get(ROUND_CLIENT), bet["player_id"], round_id)
-    round_ = present(state.get(table, key), f"round {key}")
+    round_ = present(state.get(table, key), f"round {key}").copy()
+    was = _indexed_status(round_)
     round_["bets_minor"] -= bet["amount_minor"]
     _round_note(round_, entry, bet["amount_minor"])
     state.put(table, key, round_)
-    _index_round(state, (table, key), round_)
+    _index_round(state, (table, key), round_, was)
     _count_edge(state, bet["via"], bet["player_id"], result["reversed_contributions"], bet["bonus_wagering"], -1)
 
 
 def round_refund(state: State, entry: Entry) -> None:
     """Every bet the refund gave back is rolled back; the round is "refunded" (no later bet or win)."""
-    tx, r, result = entry["transaction"], entry["transaction"]["request"], entry["transaction"]["result"]
+    r, result = entry["transaction"]["request"], entry["transaction"]["result"]
     scope = r["round_client_id"]
     table, key = round_address(scope, r["player_id"], r["round_id"])
-    round_ = present(state.get(table, key), f"round {key}")
+    round_ = present(state.get(table, key), f"round {key}").copy()
+    was = _indexed_status(round_)
     for refunded in result["refunded_bets"]:
         bet_key = (scope, refunded["bet_id"])
-        bet = present(state.get("bets", bet_key), f"bet {bet_key}")
+        bet = present(state.get("bets", bet_key), f"bet {bet_key}").copy()
         require(bet["state"] == "committed", f"the refunded bet {bet_key} is committed")
         bet["state"] = "rolled_back"
         state.put("bets", bet_key, bet)
@@ -172,38 +196,25 @@ def round_refund(state: State, entry: Entry) -> None:
         _count_edge(state, bet["via"], r["player_id"], refunded["reversed_contributions"], bet["bonus_wagering"], -1)
     require(round_["bets_minor"] == 0, f"a refunded round {key} holds no bets")
     round_["status"] = "refunded"
-    round_["transactions"].append(
-        {
-            "id": present(tx["id"], "a settlement id"),
-            "type": tx["type"],
-            "sequence": entry["sequence"],
-            "amount_minor": result["amount_minor"],
-        }
-    )
+    _round_note(round_, entry, result["amount_minor"])
     state.put(table, key, round_)
-    _index_round(state, (table, key), round_)
+    _index_round(state, (table, key), round_, was)
 
 
 def round_close(state: State, entry: Entry) -> None:
-    tx, r = entry["transaction"], entry["transaction"]["request"]
+    r = entry["transaction"]["request"]
     table, key = round_address(r["round_client_id"], r["player_id"], r["round_id"])
-    round_ = present(state.get(table, key), f"round {key}")
+    round_ = present(state.get(table, key), f"round {key}").copy()
+    was = _indexed_status(round_)
     round_["status"] = "closed"
-    round_["transactions"].append(
-        {
-            "id": present(tx["id"], "a settlement id"),
-            "type": tx["type"],
-            "sequence": entry["sequence"],
-            "amount_minor": 0,
-        }
-    )
+    _round_note(round_, entry, 0)
     state.put(table, key, round_)
-    _index_round(state, (table, key), round_)
+    _index_round(state, (table, key), round_, was)
 
 
 def jackpot_payout(state: State, entry: Entry) -> None:
     r, result = entry["transaction"]["request"], entry["transaction"]["result"]
-    jackpot = present(state.get("jackpots", (r["jackpot_id"],)), f"jackpot {r['jackpot_id']!r}")
+    jackpot = present(state.get("jackpots", (r["jackpot_id"],)), f"jackpot {r['jackpot_id']!r}").copy()
     jackpot["epoch"] = result["epoch"]
     jackpot["contributions_by_edge"] = {}
     state.put("jackpots", (r["jackpot_id"],), jackpot)
@@ -211,7 +222,7 @@ def jackpot_payout(state: State, entry: Entry) -> None:
 
 def bonus_claim(state: State, entry: Entry) -> None:
     r = entry["transaction"]["request"]
-    bonus = present(state.get("bonuses", (r["player_id"], r["bonus_id"])), f"bonus {r['bonus_id']!r}")
+    bonus = present(state.get("bonuses", (r["player_id"], r["bonus_id"])), f"bonus {r['bonus_id']!r}").copy()
     bonus["status"] = "claimed"
     bonus["claimed_sequence"] = entry["sequence"]
     state.put("bonuses", (r["player_id"], r["bonus_id"]), bonus)
@@ -228,7 +239,7 @@ def player_create(state: State, entry: Entry) -> None:
 
 def set_frozen(state: State, entry: Entry) -> None:
     r = entry["transaction"]["request"]
-    player = present(state.get("players", (r["player_id"],)), f"player {r['player_id']!r}")
+    player = present(state.get("players", (r["player_id"],)), f"player {r['player_id']!r}").copy()
     player["frozen"] = entry["transaction"]["type"] == "freeze"
     state.put("players", (r["player_id"],), player)
 
@@ -248,7 +259,8 @@ def jackpot_create(state: State, entry: Entry) -> None:
         },
     )
     for game_id in r["game_ids"]:
-        game = state.get("games", (game_id,)) or {"jackpot_ids": []}
+        stored = state.get("games", (game_id,))
+        game: GameRow = stored.copy() if stored is not None else {"jackpot_ids": []}
         if r["jackpot_id"] not in game["jackpot_ids"]:
             game["jackpot_ids"] = [*game["jackpot_ids"], r["jackpot_id"]]
         state.put("games", (game_id,), game)
@@ -271,7 +283,7 @@ def bonus_grant(state: State, entry: Entry) -> None:
             "status": "active",
         },
     )
-    player = present(state.get("players", (r["player_id"],)), f"player {r['player_id']!r}")
+    player = present(state.get("players", (r["player_id"],)), f"player {r['player_id']!r}").copy()
     player["bonus_ids"] = [*player["bonus_ids"], r["bonus_id"]]
     state.put("players", (r["player_id"],), player)
 

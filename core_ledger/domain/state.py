@@ -125,11 +125,16 @@ Row = (
 )
 
 
+_NOT_LOADED: Final = object()  # `get`'s marker of a key absent from a table (None: a row that does not exist)
+
+
 class State:
     def __init__(self, *, complete: bool) -> None:
         self.complete = complete
         self.tables: dict[str, dict[Key, Doc | None]] = {t: {} for t in (*TABLES, ENTRIES)}
-        self.dirty: dict[tuple[str, Key], None] = {}  # insertion-ordered: writes are deterministic
+        # The rows changed since the last `take_dirty`, by table, each as last put: tables in the
+        # order of their first change, rows in the order of theirs (writes are deterministic).
+        self.dirty: dict[str, dict[Key, Doc]] = {}
         # Sums of `ADDITIVE` tables added since the last `take_dirty` (what a commit adds).
         self.added: dict[tuple[str, Key], dict[str, int]] = {}
 
@@ -184,9 +189,9 @@ class State:
     def get(self, table: str, key: Key) -> Mapping[str, Any] | None: ...
 
     def get(self, table: str, key: Key) -> Any:
-        rows = self.tables[table]
-        if key in rows:
-            return rows[key]
+        row = self.tables[table].get(key, _NOT_LOADED)
+        if row is not _NOT_LOADED:
+            return row
         if not self.complete:
             raise InvariantBroken(f"{table}{key} was not loaded before use")
         return None
@@ -196,8 +201,17 @@ class State:
         self.tables[table][key] = doc
 
     def put(self, table: str, key: Key, doc: Row) -> None:
-        self.tables[table][key] = cast(Doc, doc)  # a row is stored as the JSON document it is
-        self.dirty[(table, key)] = None
+        """Change a row. A row of a `WRITE_ONLY` table is only kept for the next commit, unless
+        the state is complete (a rebuild: the tables are then the result)."""
+        if doc is None:
+            raise InvariantBroken(f"{table}{key} was changed without a value")
+        row = cast(Doc, doc)  # a row is stored as the JSON document it is
+        if self.complete or table not in WRITE_ONLY:
+            self.tables[table][key] = row
+        changed = self.dirty.get(table)
+        if changed is None:
+            changed = self.dirty[table] = {}
+        changed[key] = row
 
     def add(self, table: str, key: Key, sums: Mapping[str, int], names: tuple[str, ...]) -> None:
         """Add integer sums to a row of an `ADDITIVE` table (every member of `names`, 0 if not
@@ -228,15 +242,8 @@ class State:
 
     def take_dirty(self) -> dict[str, list[tuple[Key, Doc]]]:
         """The changed rows since the last call, by table, in the order they were first changed."""
-        out: dict[str, list[tuple[Key, Doc]]] = {}
-        for table, key in self.dirty:
-            doc = self.tables[table][key]
-            if doc is None:
-                raise InvariantBroken(f"{table}{key} was marked changed without a value")
-            out.setdefault(table, []).append((key, doc))
-            if table in WRITE_ONLY and not self.complete:
-                del self.tables[table][key]
-        self.dirty.clear()
+        out = {table: list(rows.items()) for table, rows in self.dirty.items()}
+        self.dirty = {}
         for (table, key), sums in self.added.items():
             out.setdefault(table, []).append((key, sums))
         self.added = {}
