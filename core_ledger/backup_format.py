@@ -17,8 +17,9 @@ then deleted, the files fsynced, and the whole backup verified as `verify_backup
 
 Restore never trusts the derived tables of a backup: it verifies the checksums and the chain, then
 replays the journal (up to `until_sequence` for point-in-time recovery) into an empty store with the
-live `evolve`, page by page, committing each page's entries with the rows they changed. The
-backup's tables are only compared with the replayed ones afterwards (reported, not used).
+live fold (`fold`: `evolve` without the answer), page by page, committing each page's entries with
+the rows they changed. The backup's tables are only compared with the replayed ones afterwards
+(reported, not used).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import orjson
 
 from shared.migrations import latest
 
-from core_ledger.domain import ENTRY_FORMAT, ChainCheck, State, evolve
+from core_ledger.domain import ENTRY_FORMAT, ChainCheck, State, fold
 from core_ledger.domain.journal import GENESIS_HASH
 from core_ledger.domain.state import LATER_TABLES, TABLES
 from core_ledger.store import SqliteStore, Store
@@ -305,7 +306,7 @@ def _backup_tables(backup: Path) -> dict[str, dict[Any, Any]]:
 
 async def restore_backup(backup: Path, target: Store, *, until_sequence: int | None = None) -> dict[str, Any]:
     """Verify `backup`, then replay its journal (up to `until_sequence`) into the empty, open
-    `target` with `evolve`. Raises `BackupInvalid` or `RestoreTargetNotEmpty`; nothing is written
+    `target` with `fold`. Raises `BackupInvalid` or `RestoreTargetNotEmpty`; nothing is written
     to the target unless the whole backup verifies."""
     verified = await asyncio.to_thread(verify_backup, backup)
     manifest = read_manifest(backup)
@@ -328,7 +329,7 @@ async def restore_backup(backup: Path, target: Store, *, until_sequence: int | N
                 first_bad_sequence=check.first_bad_sequence,
             )
         entry = orjson.loads(text)
-        evolve(state, entry)
+        fold(state, entry)
         page.append(JournalRow(sequence, entry["transaction"]["id"], text))
         head = Head(sequence, entry["hash"], entry["epoch"])
         if len(page) >= REPLAY_PAGE:

@@ -1,5 +1,5 @@
 """Replica apply: on a standby, verify journal rows tailed from the primary against the local head
-and apply them with the same `evolve` the writer uses, in one commit per page.
+and apply them with the fold the writer uses (`fold`: `evolve` without the answer), in one commit per page.
 
 The standby tailer (core_ledger/standby_tailer.py) fetches the pages and decides what to do when
 one does not verify; this module only checks and stores them. An apply that fails or is cut
@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import orjson
 
-from core_ledger.domain import ChainCheck, Command, InvariantBroken, entry_text, evolve
+from core_ledger.domain import ChainCheck, Command, InvariantBroken, entry_text, fold
 from core_ledger.failover import Failover
 from core_ledger.metrics import LedgerMetrics
 from core_ledger.overlay import Overlay
@@ -47,7 +47,7 @@ class ReplicaApply:
 
     async def apply(self, rows: list[tuple[int, str]]) -> None:
         """Verify (sequence, text) journal rows against the local head and apply them with the
-        same `evolve`, in one commit. Raises `ReplicationError` on a broken chain."""
+        same fold as the writer (`fold`), in one commit. Raises `ReplicationError` on a broken chain."""
         if self._failover.role != "standby":
             raise InvariantBroken("only a standby applies another ledger's journal")
         overlay = self._overlay
@@ -63,7 +63,7 @@ class ReplicaApply:
             await overlay.load([command_of(e) for e in entries])
             journal = []
             for entry in entries:
-                evolve(overlay.rows, entry)
+                fold(overlay.rows, entry)
                 journal.append(JournalRow(entry["sequence"], entry["transaction"]["id"], entry_text(entry)))
             head = Head(entries[-1]["sequence"], entries[-1]["hash"], entries[-1]["epoch"])
             if (delay := self.apply_fault_delay()) > 0:  # test-only fault point: off unless configured

@@ -13,7 +13,7 @@ from core_ledger.domain.commands import (
     rfc3339,
 )
 from core_ledger.domain.decide import decide
-from core_ledger.domain.evolve import evolve
+from core_ledger.domain.evolve import evolve, fold
 from core_ledger.domain.journal import (
     ENTRY_FORMAT,
     GENESIS_HASH,
@@ -60,6 +60,7 @@ __all__ = [
     "entry_format",
     "entry_text",
     "evolve",
+    "fold",
     "postings_balanced",
     "public_transaction",
     "render",

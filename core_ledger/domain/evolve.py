@@ -20,11 +20,18 @@ from core_ledger.domain.specs import spec_of
 from core_ledger.domain.state import State
 from core_ledger.domain.summaries import summarize
 
-__all__ = ["DIRECT_SLOT", "Entry", "edge_slot", "evolve"]
+__all__ = ["DIRECT_SLOT", "Entry", "edge_slot", "evolve", "fold"]
 
 
 def evolve(state: State, entry: Entry) -> Answer:
     """Apply the entry; returns its answer (which replays of its id give again)."""
+    fold(state, entry)
+    return render(cast(dict[str, Any], entry))  # render reads entries as JSON documents
+
+
+def fold(state: State, entry: Entry) -> None:
+    """Apply the entry, without building its answer: what a standby, a rebuild, a restore and a
+    seeder do for every entry, where nobody reads the answer."""
     tx = entry["transaction"]
     if tx["outcome"] == Outcome.COMMITTED:
         _apply_postings(state, entry)
@@ -51,7 +58,6 @@ def evolve(state: State, entry: Entry) -> Answer:
                 "player_id": tx["request"].get("player_id"),
             },
         )
-    return render(cast(dict[str, Any], entry))  # render reads entries as JSON documents
 
 
 def _apply_postings(state: State, entry: Entry) -> None:
