@@ -101,15 +101,15 @@ class UtcClock:
     date and time once per second."""
 
     def __init__(self) -> None:
-        self._second = -1
-        self._prefix = ""
+        self._second: tuple[int, str] = (-1, "")  # (a second, its formatted date and time): one object
 
     def __call__(self) -> str:
-        now = time.time()
-        second = int(now)
-        if second != self._second:  # two threads may both refresh: each writes a consistent pair
-            self._prefix, self._second = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)), second
-        return f"{self._prefix}.{int((now - second) * 1_000_000):06d}Z"
+        now_second, nanoseconds = divmod(time.time_ns(), 1_000_000_000)  # integers: exact microseconds
+        second, prefix = self._second  # read once: another thread may replace it meanwhile
+        if now_second != second:
+            prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now_second))
+            self._second = (now_second, prefix)
+        return f"{prefix}.{nanoseconds // 1000:06d}Z"
 
 
 class LineShaper:

@@ -110,3 +110,15 @@ def test_a_stream_without_a_descriptor_gets_text_lines():
     writer.info(b'{"event":"x"}')
     writer.error('{"event":"y"}')
     assert stream.getvalue() == '{"event":"x"}\n{"event":"y"}\n'
+
+
+def test_the_clock_moves_to_the_next_second_with_its_date(monkeypatch):
+    times = iter([86_399_999_999_999, 86_400_000_000_000, 86_400_000_001_999, 86_401_250_000_000])
+    monkeypatch.setattr(logs.time, "time_ns", lambda: next(times))
+    clock = logs.UtcClock()
+    assert [clock() for _ in range(4)] == [
+        "1970-01-01T23:59:59.999999Z",
+        "1970-01-02T00:00:00.000000Z",
+        "1970-01-02T00:00:00.000001Z",
+        "1970-01-02T00:00:01.250000Z",
+    ]
