@@ -21,6 +21,11 @@ on both backends; on PostgreSQL the database server's own CPU (the postmaster an
 reported beside it (`pg_database_cpu_ms_per_bet`, and the sum `pg_total_cpu_ms_per_bet`), since
 SQLite does that work inside the ledger process.
 
+Every server logs at `--log-level` (default `info`, the services' default): the no-op writes the
+`http_request` line of each request, the ledger that line and the `ledger_action` line of each bet,
+as in production. (The ledger once ran its benchmark at `warning`, writing no line per request while
+the no-op wrote one: its ratio to the no-op flattered it.)
+
 After each ledger run the chain is verified (POST /admin/v1/audit/verify) and the growth of the
 journal head (GET /admin/v1/replication, once settled) is compared with the bets seen committed, so the figure
 counts real commits; once the ledger stopped, its derived rows (balances included) are compared with
@@ -28,7 +33,7 @@ a rebuild from its journal, and it holds exactly one `bets` row per bet journale
 The last line printed is one JSON object with every figure, ratio and target.
 
     .venv/bin/python bench/ledger_throughput.py [--seconds 10] [--connections 64] [--players 1000]
-        [--modes noop,ledger,single,batch,hot] [--backends sqlite,postgres] [--quick]
+        [--modes noop,ledger,single,batch,hot] [--backends sqlite,postgres] [--log-level info] [--quick]
 
 `--quick` is a smoke run (2 s per mode after 1 s of warm-up, 100 players, 16 connections, modes
 ledger and batch) whose figures mean little; explicit options still win over it.
@@ -55,6 +60,7 @@ from typing import Any
 import aiohttp
 
 from shared.auth import new_token
+from shared.config import LOG_LEVELS
 
 from common import WRK_DIR, WrkResult, load_average, process_cpu_s, process_tree_cpu_s, run_wrk
 from core_ledger.journal_checks import rebuild_differences, verify_store
@@ -110,6 +116,7 @@ class Options:
     keep_dir: bool  # --dir given: keep what the run wrote; else a temporary dir removed after a clean run
     modes: tuple[str, ...] = MODES
     backends: tuple[str, ...] = BACKENDS
+    log_level: str = "info"  # of every server the run starts: the no-op and the ledger alike
 
 
 def wrk_bets(url: str, token_file: Path, prefix: str, opts: Options, seconds: float) -> WrkResult:
@@ -165,7 +172,16 @@ async def run_noop(opts: Options) -> dict[str, Any]:
     url = f"http://127.0.0.1:{port}"
     server = ServiceProcess(
         "noop",
-        [sys.executable, str(NOOP_SERVER), "--port", str(port), "--token-file", str(token_file)],
+        [
+            sys.executable,
+            str(NOOP_SERVER),
+            "--port",
+            str(port),
+            "--token-file",
+            str(token_file),
+            "--log-level",
+            opts.log_level,
+        ],
         log_path=root / "noop.log",
         cwd=root,
     )
@@ -419,7 +435,7 @@ async def run_ledger(
     root = opts.root / (name if backend == "sqlite" else f"{name}-{backend}")
     database = LocalPostgres(database_dir(root), settings=PG_SETTINGS) if backend == "postgres" else None
     cluster = Cluster(
-        root, edge_ids=(), group_commit=group_commit, log_level="warning", backend=backend, database=database
+        root, edge_ids=(), group_commit=group_commit, log_level=opts.log_level, backend=backend, database=database
     )
     try:
         if database is not None:
@@ -585,6 +601,7 @@ def summarize(
             "hot_players": HOT_PLAYERS,
             "hot_connections": HOT_CONNECTIONS,
             "postgres_settings": PG_SETTINGS if pg_modes else None,
+            "log_level": opts.log_level,
             "load_average_1m_before": load_before,
             "load_average_1m_after": load_average(),
             "cpus": os.cpu_count(),
@@ -676,6 +693,12 @@ def parse_args(argv: list[str] | None = None) -> Options:
         help=f"comma-separated, among {','.join(BACKENDS)}: where the ledger modes run (default both)",
     )
     parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=LOG_LEVELS,
+        help="of the no-op server and the ledger alike (default info, as the services run)",
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
         help="a smoke run: " + ", ".join(f"{k} {v}" for k, v in QUICK.items()) + " (explicit options win)",
@@ -705,6 +728,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         keep_dir=a.dir is not None,
         modes=modes,
         backends=backends,
+        log_level=a.log_level,
     )
 
 

@@ -7,7 +7,7 @@ and the 201 answer is a JSON body of the ledger's shape and about its size (docs
 of the money writes"). Nothing is stored. The ratio of the ledger's bets/s to this endpoint's
 requests/s is then the cost of the ledger's own work.
 
-    python bench/noop_server.py --port 8080 --token-file secrets/edge.token
+    python bench/noop_server.py --port 8080 --token-file secrets/edge.token [--log-level info]
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from shared import auth, event_loop, logs
-from shared.config import token_entries
+from shared.config import LOG_LEVELS, token_entries
 from shared.models import BetIn
 from shared.web import json_response, make_app, principal, read_model
 
@@ -78,8 +78,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--token-file", type=Path, required=True, help="clear bearer token of role edge")
+    parser.add_argument("--log-level", default="info", choices=LOG_LEVELS, help="as the ledger it is compared with")
     args = parser.parse_args()
-    logs.configure("info", service="noop")  # the ledger's own JSON request lines, one per request
+    logs.configure(args.log_level, service="noop")  # the ledger's own JSON request lines, one per request
     web.run_app(
         build_app(args.token_file),
         host="127.0.0.1",

@@ -64,7 +64,10 @@ def money_command(op: str, raw: Any, who: auth.Principal) -> Command:
         raise Forbidden("via and client_id are accepted only from an edge credential")
     else:
         client_id, via = who.name, None
-    request = body.model_dump(exclude={"via", "client_id"})  # money bodies hold only JSON types
+    # The validated fields in declaration order: what model_dump gives for money bodies (plain JSON
+    # values, no nested model: tests/ledger/test_money_command.py), at a fraction of its cost.
+    request = dict(body.__dict__)
+    del request["via"], request["client_id"]
     for name in OPTIONAL_FIELDS:  # absent, not null: the entry's bytes are those of a write without them
         if name in request and request[name] in (None, {}):
             del request[name]

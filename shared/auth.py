@@ -50,15 +50,16 @@ class TokenStore:
     """Resolves a presented bearer token to its principal."""
 
     def __init__(self, entries: Iterable[TokenEntry]) -> None:
-        self._by_hash: dict[str, TokenEntry] = {}
+        self._by_hash: dict[str, tuple[str, Principal]] = {}  # sha256 hex -> (itself, its principal)
         self.replace(entries)
 
     def replace(self, entries: Iterable[TokenEntry]) -> None:
         """Accept exactly `entries` from now on (a credential reload): a removed token stops working."""
-        by_hash: dict[str, TokenEntry] = {}
+        by_hash: dict[str, tuple[str, Principal]] = {}
         for e in entries:
             assert e.role in ROLES, e.role
-            by_hash[e.sha256.lower()] = e
+            # The principal is made once per entry (it is frozen), not once per request.
+            by_hash[e.sha256.lower()] = (e.sha256.lower(), Principal(e.name, e.role))
         self._by_hash = by_hash  # one assignment: a request sees the old set or the new one
 
     def __len__(self) -> int:
@@ -68,11 +69,11 @@ class TokenStore:
         if not header or not header.startswith("Bearer "):
             raise Unauthenticated("a bearer token is required")
         digest = hash_token(header[7:].strip())
-        entry = self._by_hash.get(digest)
+        found = self._by_hash.get(digest)
         # The dict lookup is by a hash of the secret; the constant-time compare guards the final check.
-        if entry is None or not hmac.compare_digest(entry.sha256.lower(), digest):
+        if found is None or not hmac.compare_digest(found[0], digest):
             raise Unauthenticated("the bearer token is not valid")
-        return Principal(entry.name, entry.role)
+        return found[1]
 
 
 def roles(*allowed: str) -> Callable[[F], F]:

@@ -5,15 +5,26 @@ or "edge") and, on an edge, its `edge_id`; lines written while a request is serv
 `request_id`. Lines of other libraries (aiohttp's server errors, asyncio) go through the same
 renderer, so the whole log is JSON. aiohttp's access log stays off: `shared.web` writes one
 `http_request` line per request instead (without headers, so no token can leak into it).
+
+A request writes one or two lines, so our own lines take a short path (`LineShaper`, then
+`LineWriter`): the fields are stamped and ordered in one dict, rendered once by orjson, and written
+as bytes in one `write` call. Redaction costs a single search of the rendered line: only a line
+that mentions `bearer` or has a secret-named key is redacted field by field (`redact`) and rendered
+again. Lines of other libraries keep structlog's processor chain (rare, so cost does not matter).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
+import io
 import logging
+import os
 import re
 import sys
+import threading
+import time
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -69,6 +80,94 @@ def lead_with_the_essentials(_: Any, __: str, event: dict[str, Any]) -> dict[str
     return {**first, **{k: v for k, v in event.items() if k not in first}}
 
 
+# What may need redacting, searched for in a rendered line: a bearer token anywhere (even escaped, the
+# word is there), or a secret-named key (orjson writes a key as `"name":`, nothing else does).
+# (Substring searches of the lowered line: several times faster than one case-blind regex.)
+REDACT_CANDIDATES = (b"bearer", *(f'"{key}":'.encode() for key in sorted(SECRET_KEYS)))
+LEVEL_OF_METHOD = {"warn": "warning", "exception": "error"}  # as structlog's add_log_level names them
+
+
+def may_hold_secret(rendered: bytes) -> bool:
+    """Whether a rendered line may hold a secret: when not, it needs no redaction."""
+    lowered = rendered.lower()
+    for candidate in REDACT_CANDIDATES:  # noqa: SIM110 -- any() over a generator costs more per line
+        if candidate in lowered:
+            return True
+    return False
+
+
+class UtcClock:
+    """ISO 8601 UTC timestamps with microseconds (`2026-01-02T03:04:05.123456Z`), formatting the
+    date and time once per second."""
+
+    def __init__(self) -> None:
+        self._second: tuple[int, str] = (-1, "")  # (a second, its formatted date and time): one object
+
+    def __call__(self) -> str:
+        now_second, nanoseconds = divmod(time.time_ns(), 1_000_000_000)  # integers: exact microseconds
+        second, prefix = self._second  # read once: another thread may replace it meanwhile
+        if now_second != second:
+            prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now_second))
+            self._second = (now_second, prefix)
+        return f"{prefix}.{nanoseconds // 1000:06d}Z"
+
+
+class LineShaper:
+    """The last processor of our own lines: request id, level, timestamp and the process's static
+    fields added, the essentials first (FIRST_KEYS), secrets redacted, rendered as one JSON line
+    (bytes). Same fields, order and redaction as the stdlib chain (add_request_id, add_log_level,
+    TimeStamper, AddStatic, redact, lead_with_the_essentials, render_json) at a fraction of the cost."""
+
+    def __init__(self, static: dict[str, str]) -> None:
+        self.static = tuple(static.items())
+        self.clock = UtcClock()
+
+    def __call__(self, _: Any, method_name: str, event: MutableMapping[str, Any]) -> bytes:
+        event["timestamp"] = self.clock()
+        event["level"] = LEVEL_OF_METHOD.get(method_name, method_name)
+        for key, value in self.static:
+            event.setdefault(key, value)
+        if "request_id" not in event:
+            request_id = request_ids.current()
+            if request_id is not None:
+                event["request_id"] = request_id
+        line = {k: event.pop(k) for k in FIRST_KEYS if k in event}
+        line.update(event)
+        rendered = orjson.dumps(line, default=repr)
+        if may_hold_secret(rendered):
+            rendered = orjson.dumps(redact(None, method_name, line), default=repr)
+        return rendered
+
+
+class LineWriter:
+    """Writes each rendered line (bytes) and its newline to a file descriptor in one `write` call,
+    so lines of several threads never interleave; a stream without a descriptor (a test's capture)
+    gets them through its text interface."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self._lock = threading.Lock()
+        try:
+            self.fd: int | None = stream.fileno()
+        except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+            self.fd = None
+
+    def msg(self, message: bytes | str) -> None:
+        data = message if isinstance(message, bytes) else message.encode()
+        with self._lock:
+            if self.fd is None:
+                self.stream.write(data.decode() + "\n")
+                self.stream.flush()
+                return
+            data += b"\n"
+            while data:  # a write to a pipe or a full disk may take only part of the line
+                written = os.write(self.fd, data)
+                data = data[written:]
+
+    log = debug = info = warn = warning = msg
+    error = critical = exception = failure = fatal = msg
+
+
 def render_json(event: dict[str, Any], **_: Any) -> str:
     """orjson (several times faster than json): a line per request must stay cheap. Values it
     cannot encode are written as their repr."""
@@ -115,14 +214,15 @@ def configure(
     root.setLevel(level.upper())
     # aiohttp's access log would print request lines; ours are structured and carry no headers.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    writer = LineWriter(stream)
     structlog.configure(
         processors=[
-            *shared,
+            structlog.contextvars.merge_contextvars,
             structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(serializer=render_json),
+            LineShaper(static.fields),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(stream),
+        logger_factory=lambda *_: writer,
         cache_logger_on_first_use=True,
     )
 

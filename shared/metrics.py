@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Histogram
 
 # Buckets in seconds, tuned for sub-millisecond loopback calls up to multi-second outages.
@@ -32,6 +34,17 @@ class HttpMetrics:
             buckets=LATENCY_BUCKETS_S,
             registry=registry,
         )
+        # The series of each (route, method, status), bound once: `.labels()` per request costs as
+        # much as the observation itself. As many entries as the histogram has series.
+        self._request_duration: dict[tuple[str, str, int], Any] = {}
+
+    def request_duration(self, route: str, method: str, status: int) -> Any:
+        """The `http_request_duration_seconds` series of this route, method and status."""
+        key = (route, method, status)
+        series = self._request_duration.get(key)
+        if series is None:
+            series = self._request_duration[key] = self.request_duration_seconds.labels(route, method, str(status))
+        return series
 
 
 def histogram_quantile(rows: list[tuple[float, float]], q: float) -> float | None:

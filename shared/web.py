@@ -152,7 +152,10 @@ def annotate(request: web.Request, **fields: Any) -> None:
 
 
 def stamp_problem(resp: web.StreamResponse, rid: str) -> str | None:
-    """Add `request_id` to a problem+json body not yet sent; its `code`."""
+    """Add `request_id` to a problem+json body not yet sent; its `code`. (A problem answer is an
+    error: a success is not looked into, which spares parsing its content type.)"""
+    if resp.status < 400:
+        return None
     if not isinstance(resp, web.Response) or resp.content_type != PROBLEM_TYPE or not isinstance(resp.body, bytes):
         return None
     try:
@@ -167,8 +170,10 @@ def stamp_problem(resp: web.StreamResponse, rid: str) -> str | None:
     return code if isinstance(code, str) else None
 
 
-def log_request(request: web.Request, status: int, code: str | None, duration_s: float) -> None:
-    route = route_name(request)
+def log_request(
+    request: web.Request, status: int, code: str | None, duration_s: float, route: str | None = None
+) -> None:
+    route = route or route_name(request)
     who = request.get(PRINCIPAL)
     if route in PROBE_ROUTES:
         emit = log.debug
@@ -247,10 +252,9 @@ async def edge_of_app(request: web.Request, handler: Handler) -> web.StreamRespo
         elapsed = time.perf_counter() - started
         if code is not None:
             request[ERROR_CODE] = code
-        request.app[HTTP_METRICS_KEY].request_duration_seconds.labels(
-            route_name(request), request.method, str(status)
-        ).observe(elapsed)
-        log_request(request, 499 if code == "client_disconnected" else status, code, elapsed)
+        route = route_name(request)
+        request.app[HTTP_METRICS_KEY].request_duration(route, request.method, status).observe(elapsed)
+        log_request(request, 499 if code == "client_disconnected" else status, code, elapsed, route)
         request_ids.unbind(bound)
 
 

@@ -169,7 +169,11 @@ class TransactionAnswer(Answer):
 
 class BatchResult(Answer):
     status: int
-    body: TransactionAnswer | Problem
+    # Tried in order, first match wins: a body is one or the other (a transaction answer needs
+    # `transaction` and `replayed`, a problem `type`, `title`, `status`, `detail`, `code`), and pydantic's
+    # default "smart" mode validated every body against both, about 3x the cost of an edge's parse of
+    # a batch answer. Same JSON schema.
+    body: TransactionAnswer | Problem = Field(union_mode="left_to_right")
 
 
 class BatchAnswer(Answer):

@@ -163,6 +163,13 @@ async def test_noop_server_answers_a_bet_like_the_ledger_and_refuses_bad_credent
     assert body["transaction"]["id"] == "b-1" and body["transaction"]["amount_minor"] == 500
     assert set(body["balance"]) == {"player_id", "currency", "balance_minor", "version"}
     assert body["replayed"] is False
+    # Logged as the ledger logs: one JSON line per request, with its request id, no token.
+    text = (tmp_path / "noop.log").read_text()
+    lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    requests = [line for line in lines if line["event"] == "http_request"]
+    assert [r["status"] for r in requests] == [201, 401, 400]
+    assert all(r["request_id"] and r["service"] == "noop" and r["route"] == "/v1/bets" for r in requests)
+    assert token_file.read_text() not in text
 
 
 def audit(ok: bool, head: int) -> dict:

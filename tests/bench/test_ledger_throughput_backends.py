@@ -83,6 +83,14 @@ def test_backends_and_quick_options(tmp_path: Path) -> None:
             parse_args(["--backends", wrong, "--dir", str(tmp_path)])
 
 
+def test_the_ledger_and_the_noop_log_alike_at_info_by_default(tmp_path: Path) -> None:
+    """The ledger's ratio to the no-op compares the same logging: both at the services' default."""
+    assert parse_args(["--dir", str(tmp_path)]).log_level == "info"
+    assert parse_args(["--dir", str(tmp_path), "--log-level", "warning"]).log_level == "warning"
+    with pytest.raises(SystemExit):
+        parse_args(["--dir", str(tmp_path), "--log-level", "loud"])
+
+
 def test_process_tree_cpu_time_counts_a_child_that_ended() -> None:
     before = process_tree_cpu_s(os.getpid())
     burn = "import time\nt = time.process_time() + 0.2\nwhile time.process_time() < t: pass"
