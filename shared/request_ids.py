@@ -12,6 +12,7 @@ read it without passing it through every call.
 from __future__ import annotations
 
 import contextvars
+import os
 import random
 import re
 
@@ -22,11 +23,16 @@ VALID = re.compile(rf"[A-Za-z0-9._:-]{{1,{LENGTH_MAX}}}")
 
 _current: contextvars.ContextVar[str | None] = contextvars.ContextVar("croupier_request_id", default=None)
 
+# Our own generator, seeded from the system's randomness (and again in a forked child): a
+# `random.seed(n)` elsewhere in the process (a test, a benchmark driver) must not replay ids.
+_ids = random.Random()
+os.register_at_fork(after_in_child=_ids.seed)
+
 
 def new() -> str:
-    """32 hex digits from the process's seeded generator (reseeded in a forked child): unique, and
-    not a secret (a caller may choose its own id), so not worth a system call per request."""
-    return f"{random.getrandbits(128):032x}"
+    """32 hex digits from this module's generator: unique, and not a secret (a caller may choose
+    its own id), so not worth a system call per request."""
+    return f"{_ids.getrandbits(128):032x}"
 
 
 def is_valid(value: object) -> bool:

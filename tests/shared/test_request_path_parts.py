@@ -6,6 +6,7 @@ ids (unique, also across a fork)."""
 from __future__ import annotations
 
 import os
+import random
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -68,3 +69,10 @@ def test_fresh_request_ids_are_valid_distinct_and_differ_in_a_forked_child():
     os.close(read)
     os.waitpid(pid, 0)
     assert len(child) == 32 and child != request_ids.new() and child not in ids
+
+
+def test_seeding_the_process_wide_generator_does_not_replay_request_ids():
+    random.seed(12345)
+    first = request_ids.new()
+    random.seed(12345)
+    assert request_ids.new() != first
