@@ -71,7 +71,12 @@ class Step1Answer:
     ask: bool  # answer STEP1 with our own state vector
 
 
+IN_SYNC = Step1Answer(send_diff=False, ask=False)
+
+
 def answer_step1(local_sv: bytes, remote_sv: bytes) -> Step1Answer:
+    if local_sv == remote_sv:  # the same bytes, the same vector (the common case): nothing to decode
+        return IN_SYNC
     mine, theirs = decode_state_vector(local_sv), decode_state_vector(remote_sv)
     return Step1Answer(items_ahead(mine, theirs) > 0, items_ahead(theirs, mine) > 0)
 
