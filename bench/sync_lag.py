@@ -278,17 +278,22 @@ async def sessions_shown(cluster: Cluster, http: aiohttp.ClientSession, players:
     return shown
 
 
-async def time_to_converge(cluster: Cluster, http: aiohttp.ClientSession, since: float, sessions_of: int = 0) -> float:
+async def time_to_converge(
+    cluster: Cluster, http: aiohttp.ClientSession, since: float, sessions_of: int = 0
+) -> tuple[float, float]:
     """Until every edge shows the ledger's pool (and, with `sessions_of` players, the same game
-    states of each)."""
+    states of each); and how long the last poll took (the resolution of the first figure: the
+    edges converged at most that long before it)."""
     while True:
+        polled_at = time.monotonic()
         pool, shown = await displays(cluster, http)
         same_sessions = True
         if sessions_of:
             states = list((await sessions_shown(cluster, http, sessions_of)).values())
             same_sessions = all(s == states[0] for s in states)
         if all(v == pool for v in shown.values()) and same_sessions:
-            return time.monotonic() - since
+            now = time.monotonic()
+            return now - since, now - polled_at
         if time.monotonic() - since > CONVERGE_TIMEOUT_S:
             raise TimeoutError(f"not converged: pool {pool}, displays {shown}")
         await asyncio.sleep(POLL_S)
@@ -315,7 +320,7 @@ async def run(a: argparse.Namespace, root: Path) -> dict[str, Any]:
             _, during = await displays(cluster, http)
             healed_at = time.monotonic()
             cluster.heal()
-            converge_s = await time_to_converge(cluster, http, healed_at, sessions_of)
+            converge_s, poll_s = await time_to_converge(cluster, http, healed_at, sessions_of)
     finally:
         await cluster.stop()
     p50, p99 = quantile(0.5, before, after), quantile(0.99, before, after)
@@ -337,6 +342,7 @@ async def run(a: argparse.Namespace, root: Path) -> dict[str, Any]:
         "edges_cpu_s": round(cpu_s, 2),
         "edge_cpu_ms_per_update_handled": round(1000 * cpu_s / handled, 3) if handled else None,
         "converge_after_heal_s": round(converge_s, 3),
+        "converge_poll_s": round(poll_s, 3),
         "targets": targets,
         "targets_met": met,
         "all_targets_met": all(met.values()),
