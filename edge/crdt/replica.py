@@ -173,6 +173,8 @@ class Replica:
         self._changes.move_to_end(name)
 
     def _evict(self) -> None:
+        if len(self._live) <= self.docs_live_max:
+            return  # (not a copy of every live name per install)
         for name in list(self._live):
             if len(self._live) <= self.docs_live_max:
                 return
