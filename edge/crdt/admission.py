@@ -211,7 +211,8 @@ def admit(name: str, doc: SlotDoc, update: bytes, rules: Rules, facts: docfacts.
                 after = docfacts.slot_values(scratch)
     except yupdate.MalformedUpdate as e:
         return refuse(MALFORMED, str(e))
-    state = scratch.get_state()
+    with scratch.transaction():  # one transaction for these reads
+        state, size = scratch.get_state(), len(scratch.get_update())
     integrated = yupdate.state_vector(state)
     if any(i.clock + i.length > integrated.get(i.client, 0) for i in parsed.items):
         # Items that continue items not here yet would stay pending and be integrated later, when
@@ -220,7 +221,6 @@ def admit(name: str, doc: SlotDoc, update: bytes, rules: Rules, facts: docfacts.
     refused = _check_values(name, before, after, rules)
     if refused is not None:
         return refused
-    size = len(scratch.get_update())
     if size > rules.doc_bytes_max:
         return refuse(DOC_QUOTA, f"{name} would hold {size} bytes (quota {rules.doc_bytes_max})")
     return Verdict(update, after=docfacts.After(state, integrated, after, new_keys))

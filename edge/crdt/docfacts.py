@@ -29,10 +29,8 @@ from bisect import bisect_right
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from pycrdt import Map
-
 from edge.crdt import yupdate
-from edge.crdt.slots import SLOTS, SlotDoc
+from edge.crdt.slots import SLOTS, SlotDoc, slot_items
 
 KeyRange = tuple[int, int, int, str]  # (client, first clock, length, slot key)
 
@@ -134,7 +132,7 @@ def resolve(items: list[yupdate.Item], known: KeyLookup) -> tuple[list[KeyRange]
 
 
 def slot_values(doc: SlotDoc) -> dict[str, Any]:
-    return dict(doc.get(SLOTS, type=Map).items())
+    return slot_items(doc)
 
 
 @dataclass(frozen=True)
@@ -192,9 +190,9 @@ class DocFacts:
 
 def facts_of(doc: SlotDoc) -> DocFacts:
     """The facts of `doc` read from scratch (parses the whole document)."""
-    held = doc.get_update()
-    state = doc.get_state()
-    out = DocFacts(state, yupdate.state_vector(state), slot_values(doc))
+    with doc.transaction():
+        held, state, values = doc.get_update(), doc.get_state(), slot_values(doc)
+    out = DocFacts(state, yupdate.state_vector(state), values)
     try:
         items = yupdate.parse(held).items
     except ValueError:  # held from before admission existed: origins into it count as unresolved

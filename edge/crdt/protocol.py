@@ -47,6 +47,8 @@ def parse(message: bytes) -> tuple[int, bytes]:
     """(y-sync message type, payload) of one entry's message."""
     if len(message) < 3 or message[0] != YMessageType.SYNC or message[1] > YSyncMessageType.SYNC_UPDATE:
         raise ProtocolError("not a y-sync message")
+    if message[2] < 0x80 and len(message) == 3 + message[2]:  # a one-byte length, exactly: most entries
+        return message[1], message[3:]
     return message[1], read_message(message[2:])
 
 

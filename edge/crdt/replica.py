@@ -160,12 +160,14 @@ class Replica:
         return self._live[name].get_update(remote_state_vector)
 
     def _changed(self, name: str, doc: SlotDoc, before: bytes) -> bytes:
-        after = doc.get_state()
-        if after == before:
-            return b""
+        with doc.transaction():  # one transaction for both reads
+            after = doc.get_state()
+            if after == before:
+                return b""
+            changed = doc.get_update(before)
         self.state_vectors[name] = after
         self._log_change(name)
-        return doc.get_update(before)
+        return changed
 
     def _log_change(self, name: str) -> None:
         self.position += 1
