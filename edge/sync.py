@@ -8,9 +8,6 @@ every `anti_entropy_interval_s` (which repairs drops, reordering and partitions)
 of peer frames through the pure `edge.crdt.exchange`. A round advertises only the documents that
 changed since the peer's previous round, plus a page of a sweep over all of them
 (`edge.crdt.anti_entropy`): its cost follows what changed, not how many documents the edge holds.
-An answer that would only repeat this edge's own live push, sent moments ago on the same link, is
-held back and the document advertised again next round (`edge.crdt.in_flight`): a push and an
-anti-entropy answer crossing made most answers duplicates under load.
 Text messages carry reconcile hints.
 The dialer reconnects with doubling backoff; heartbeats detect a silent (blackholed) link.
 
@@ -45,7 +42,6 @@ from edge.crdt import FrameBuilder, ProtocolError, admission, protocol, yupdate
 from edge.crdt.anti_entropy import PeerRounds
 from edge.crdt.exchange import docs_to_load, handle, state_entries
 from edge.crdt.identity import Owners
-from edge.crdt.in_flight import InFlight
 from edge.crdt.slots import JACKPOT
 from edge.health import TaskHealth
 from edge.jackpots import JackpotCatalog
@@ -60,21 +56,17 @@ CONNECT_TIMEOUT_S = 0.5  # a loopback/LAN handshake; a blackholed dial is abando
 BARRIER_TIMEOUT_S = 5.0
 CHUNK_DOCS_MAX = 256  # documents made live per step of one frame (<< docs_live_max)
 HINT_NAMES_MAX = 1000
-HELD_BACK_ROUNDS = 4  # anti-entropy rounds a held-back answer is remembered (past the peer's next answer)
 REFUSED_LINK_REASONS = ("claimed_other_edge", "unknown_peer", "malformed_hello")
 
 
 class _Link:
-    def __init__(
-        self, peer: str, ws: Any, queue_max: int, in_flight: InFlight, authorization: str | None = None
-    ) -> None:
+    def __init__(self, peer: str, ws: Any, queue_max: int, authorization: str | None = None) -> None:
         self.peer = peer
         self.ws = ws
         self.authorization = authorization  # what an accepted peer presented (None: this edge dialed)
         self.queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(maxsize=queue_max)
         self.dropped = 0
         self.last_heard = time.monotonic()  # when the peer last sent anything (the link's start at first)
-        self.in_flight = in_flight  # live pushes the peer may not have received yet
 
 
 class SyncHub:
@@ -146,15 +138,12 @@ class SyncHub:
 
     def push(self, updates: list[tuple[str, bytes]]) -> None:
         """This edge's own updates, now stored: queue them for every connected peer."""
-        now = time.monotonic()
         for link in self.links.values():
             for name, update in updates:
                 try:
                     link.queue.put_nowait((name, protocol.update_message(update)))
                 except asyncio.QueueFull:
                     link.dropped += 1  # anti-entropy delivers it instead
-                else:
-                    link.in_flight.pushed(name, now)
 
     def hint(self, peer: str, names: list[str]) -> None:
         link = self.links.get(peer)
@@ -265,9 +254,7 @@ class SyncHub:
         old = self.links.get(peer)
         if old is not None:
             await old.ws.close()
-        window_s = self.limits.anti_entropy_interval_s  # a push older than a round is not in flight any more
-        in_flight = InFlight(window_s, HELD_BACK_ROUNDS * window_s)
-        link = self.links[peer] = _Link(peer, ws, self.limits.sync_queue_max, in_flight, authorization)
+        link = self.links[peer] = _Link(peer, ws, self.limits.sync_queue_max, authorization)
         self.metrics.sync_peer_up.labels(peer).set(1)
         tasks = [
             asyncio.create_task(self._send_loop(link), name=f"sync-push-{peer}"),
@@ -340,7 +327,6 @@ class SyncHub:
             for frame in builder.frames:
                 await link.ws.send_bytes(frame)
             self.metrics.sync_anti_entropy_docs.labels(link.peer).observe(len(names))
-            link.in_flight.forget(time.monotonic())
             self.health.ok("sync-anti-entropy")
             await asyncio.sleep(self.limits.anti_entropy_interval_s)
 
@@ -354,14 +340,8 @@ class SyncHub:
             for name in docs_to_load(self.state.replica, chunk):
                 await self.state.doc(name)
             # No await from here on: documents stay live, and admission sees what is applied.
-            handled = handle(
-                self.state.replica,
-                chunk,
-                lambda name, doc, update: self._admit(link, name, doc, update),
-                lambda name, their_clock: link.in_flight.hold_back(name, their_clock, time.monotonic()),
-            )
+            handled = handle(self.state.replica, chunk, lambda name, doc, update: self._admit(link, name, doc, update))
             self._refused(link, handled.refused)
-            self.rounds[link.peer].again(handled.held_back)
             try:
                 for name, update in handled.changes:
                     self.state.remote_changed(name, update)

@@ -52,7 +52,6 @@ class PeerRounds:
         self._cursor = 0
         self._history: deque[_Round] = deque(maxlen=HISTORY_ROUNDS_MAX)
         self._history_truncated = False
-        self._again: dict[str, None] = {}  # documents to advertise next round whether changed or not
 
     def next_round(self, replica: Replica, now: float) -> list[str]:
         """The documents to advertise this round (each once; changed ones first)."""
@@ -63,8 +62,6 @@ class PeerRounds:
             self._history_truncated = True
         self._history.append(_Round(now, self.position, self.catching_up, self._sweep_id, self._cursor))
         names = dict.fromkeys(replica.changed_since(self.position))
-        names.update(self._again)
-        self._again = {}
         self.position = replica.position
         if self._cursor >= len(self._sweep):
             self._restart_sweep(replica, catching_up=False)
@@ -73,11 +70,6 @@ class PeerRounds:
             names.setdefault(name)
         self._cursor += page
         return [n for n in names if replica.known(n)]
-
-    def again(self, names: list[str]) -> None:
-        """Advertise `names` next round, changed or not (an answer to the peer was held back:
-        see `edge.crdt.exchange.handle`)."""
-        self._again.update(dict.fromkeys(names))
 
     def link_ended(self, last_heard: float, margin_s: float) -> None:
         """Rewind to the round that started `margin_s` before the peer was last heard from (the

@@ -18,8 +18,6 @@ from edge.crdt.replica import EMPTY_UPDATE, Replica
 from edge.crdt.slots import SlotDoc
 
 Admit = Callable[[str, SlotDoc, bytes], Verdict]  # (document, its live Doc, a peer's update) -> verdict
-# (document, the peer's clock of this edge's items in it) -> hold the answer back (see `handle`)
-InFlight = Callable[[str, int], bool]
 
 
 @dataclass
@@ -29,7 +27,6 @@ class Handled:
     arrived: list[tuple[str, float]] = field(default_factory=list)  # (origin edge, origin write time)
     differing: int = 0  # documents whose state vectors differed from the peer's
     refused: list[tuple[str, Verdict]] = field(default_factory=list)  # (doc, why), nothing applied
-    held_back: list[str] = field(default_factory=list)  # STEP2 answers not sent: advertise these again
 
 
 def docs_to_load(replica: Replica, entries: list[tuple[str, bytes]]) -> list[str]:
@@ -43,26 +40,14 @@ def docs_to_load(replica: Replica, entries: list[tuple[str, bytes]]) -> list[str
     return list(dict.fromkeys(names))
 
 
-def handle(
-    replica: Replica, entries: list[tuple[str, bytes]], admit: Admit | None = None, in_flight: InFlight | None = None
-) -> Handled:
-    """With `admit`, every update is checked before it is applied (a refused one changes nothing).
-
-    With `in_flight`, a STEP1 whose sender lacks only this replica's own items, which
-    `in_flight(doc, the sender's clock of them)` says are on their way to it as live pushes, is not
-    answered with them (the push and the answer would cross, and the answer arrive as a duplicate):
-    the document is listed in `held_back`, for the caller to advertise it again next round."""
+def handle(replica: Replica, entries: list[tuple[str, bytes]], admit: Admit | None = None) -> Handled:
+    """With `admit`, every update is checked before it is applied (a refused one changes nothing)."""
     out = Handled()
     for name, message in entries:
         kind, payload = protocol.parse(message)
         if kind == YSyncMessageType.SYNC_STEP1:
             local_sv = replica.state_vectors.get(name, protocol.EMPTY_STATE_VECTOR)
             answer = protocol.answer_step1(local_sv, payload)
-            if answer.send_diff and in_flight is not None:
-                their_clock = protocol.lacks_only(local_sv, payload, replica.client_id)
-                if their_clock is not None and in_flight(name, their_clock):
-                    out.held_back.append(name)
-                    answer = protocol.Step1Answer(send_diff=False, ask=answer.ask)
             if answer.send_diff and replica.live(name) is not None:  # evicted meanwhile: next round
                 out.replies.append((name, protocol.step2(replica.diff_for(name, payload))))
             if answer.ask:

@@ -83,14 +83,6 @@ def answer_step1(local_sv: bytes, remote_sv: bytes) -> Step1Answer:
     return Step1Answer(items_ahead(mine, theirs) > 0, items_ahead(theirs, mine) > 0)
 
 
-def lacks_only(local_sv: bytes, remote_sv: bytes, client: int) -> int | None:
-    """If the only items the remote lacks are `client`'s, the remote's clock for `client` (from
-    where it lacks them); else None (it lacks others too, or nothing)."""
-    mine, theirs = decode_state_vector(local_sv), decode_state_vector(remote_sv)
-    lacking = [c for c, clock in mine.items() if clock > theirs.get(c, 0)]
-    return theirs.get(client, 0) if lacking == [client] else None
-
-
 def encode_frame(entries: list[tuple[str, bytes]]) -> bytes:
     enc = Encoder()
     for name, message in entries:
