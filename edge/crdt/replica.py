@@ -136,8 +136,8 @@ class Replica:
             return b"", []
         if facts is None:
             after_ts = slot_times(doc)
-        elif after is not None and after.state == self.state_vectors[name]:
-            docfacts.adopt(facts, after)
+        elif after is not None and docfacts.same_vector(after, self.state_vectors[name]):
+            docfacts.adopt(facts, after, self.state_vectors[name])
             after_ts = times_of(facts.values)
         else:
             facts = self._facts[name] = docfacts.changed(facts, doc, changed)
