@@ -19,7 +19,8 @@ measured is the sync path's: store, push, proxies, admission, apply. Phases:
   steady     `--seconds` at `--rate` bets/s: p50/p99 from the edges' lag histograms (delta of
              the buckets over the phase, interpolated like Prometheus' histogram_quantile)
   partition  apac cut from its peers for `--partition-seconds` under the same load, then the
-             load stops and the cut heals: time until every edge shows the ledger's pool
+             load stops and the cut heals: time until every edge shows the ledger's pool (timed
+             by a poller in its own process: the proxies run in this one's event loop)
 
 Targets: p99 < 100 ms at 500 updates/s (bets), p99 <= 50 ms at 2,000 updates/s (sessions);
 convergence within 2 s of healing. Ends with one JSON line.
@@ -38,6 +39,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -247,18 +249,37 @@ def quantile(q: float, before: dict[float, float], after: dict[float, float]) ->
     return histogram_quantile(sorted((b, after[b] - before.get(b, 0.0)) for b in after), q)
 
 
-async def displays(cluster: Cluster, http: aiohttp.ClientSession) -> tuple[int, dict[str, int | None]]:
-    async with http.get(f"{cluster.url('ledger')}/v1/jackpots/{JACKPOT_ID}", headers=cluster.headers("edge")) as r:
+@dataclass(frozen=True)
+class Endpoints:
+    """What the convergence poll reads: service urls and the headers of each role (plain data, so
+    a poller in another process gets them as JSON)."""
+
+    urls: dict[str, str]  # "ledger" and every edge id -> base url
+    headers: dict[str, dict[str, str]]  # role -> request headers
+    edge_ids: list[str]
+
+    @classmethod
+    def of(cls, cluster: Cluster) -> Endpoints:
+        edges = list(cluster.edge_ids)
+        return cls(
+            {name: cluster.url(name) for name in ("ledger", *edges)},
+            {role: cluster.headers(role) for role in ("edge", "game_server")},
+            edges,
+        )
+
+
+async def displays(at: Endpoints, http: aiohttp.ClientSession) -> tuple[int, dict[str, int | None]]:
+    async with http.get(f"{at.urls['ledger']}/v1/jackpots/{JACKPOT_ID}", headers=at.headers["edge"]) as r:
         pool = (await r.json())["pool_minor"]
     shown = {}
-    for edge in cluster.edge_ids:
-        display_url = f"{cluster.url(edge)}/v1/jackpots/{JACKPOT_ID}"
-        async with http.get(display_url, headers=cluster.headers("game_server")) as r:
+    for edge in at.edge_ids:
+        display_url = f"{at.urls[edge]}/v1/jackpots/{JACKPOT_ID}"
+        async with http.get(display_url, headers=at.headers["game_server"]) as r:
             shown[edge] = (await r.json()).get("display_minor") if r.status == 200 else None
     return pool, shown
 
 
-async def sessions_shown(cluster: Cluster, http: aiohttp.ClientSession, players: int) -> dict[str, list[Any]]:
+async def sessions_shown(at: Endpoints, http: aiohttp.ClientSession, players: int) -> dict[str, list[Any]]:
     """Per edge, every player's game states (state and writer), as the edge serves them. The
     requests run concurrently (POLL_CONCURRENCY): one poll reads players x edges sessions, and a
     slow poll would add its own length to the convergence it measures."""
@@ -267,31 +288,80 @@ async def sessions_shown(cluster: Cluster, http: aiohttp.ClientSession, players:
     async def games(edge: str, p: int) -> dict[str, Any]:
         async with (
             slots,
-            http.get(f"{cluster.url(edge)}/v1/players/bench-p{p}/session", headers=cluster.headers("game_server")) as r,
+            http.get(f"{at.urls[edge]}/v1/players/bench-p{p}/session", headers=at.headers["game_server"]) as r,
         ):
             body = await r.json()
         return {g: (v["state"], v["edge"]) for g, v in body.get("games", {}).items()}
 
     shown: dict[str, list[Any]] = {}
-    for edge in cluster.edge_ids:
+    for edge in at.edge_ids:
         shown[edge] = list(await asyncio.gather(*(games(edge, p) for p in range(players))))
     return shown
 
 
-async def time_to_converge(cluster: Cluster, http: aiohttp.ClientSession, since: float, sessions_of: int = 0) -> float:
+async def time_to_converge(
+    at: Endpoints, http: aiohttp.ClientSession, since: float, sessions_of: int = 0
+) -> tuple[float, float]:
     """Until every edge shows the ledger's pool (and, with `sessions_of` players, the same game
-    states of each)."""
+    states of each); and how long the last poll took (the resolution of the first figure: the
+    edges converged at most that long before it)."""
     while True:
-        pool, shown = await displays(cluster, http)
+        polled_at = time.monotonic()
+        pool, shown = await displays(at, http)
         same_sessions = True
         if sessions_of:
-            states = list((await sessions_shown(cluster, http, sessions_of)).values())
+            states = list((await sessions_shown(at, http, sessions_of)).values())
             same_sessions = all(s == states[0] for s in states)
         if all(v == pool for v in shown.values()) and same_sessions:
-            return time.monotonic() - since
+            now = time.monotonic()
+            return now - since, now - polled_at
         if time.monotonic() - since > CONVERGE_TIMEOUT_S:
             raise TimeoutError(f"not converged: pool {pool}, displays {shown}")
         await asyncio.sleep(POLL_S)
+
+
+async def poll_in_child() -> None:
+    """`--poll`: the convergence poll as a child process. The fault proxies run in the benchmark's
+    event loop, and a poll of every player's sessions at every edge (600 requests) starved them
+    for seconds on a loaded machine: the links stalled and the time measured was the poll's.
+    Reads its endpoints (JSON) from stdin, says `ready`, starts the clock at `go`, and prints the
+    result as one JSON line."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    job = json.loads(await reader.readline())
+    at = Endpoints(job["urls"], job["headers"], job["edge_ids"])
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+        print("ready", flush=True)
+        await reader.readline()
+        converge_s, poll_s = await time_to_converge(at, http, time.monotonic(), job["sessions_of"])
+    print(json.dumps({"converge_s": converge_s, "poll_s": poll_s}), flush=True)
+
+
+async def heal_and_converge(cluster: Cluster, sessions_of: int) -> tuple[float, float]:
+    """Heal the partition; (seconds until converged, the last poll's length), timed by a poller
+    in its own process (see `poll_in_child`)."""
+    at = Endpoints.of(cluster)
+    job = {"urls": at.urls, "headers": at.headers, "edge_ids": at.edge_ids, "sessions_of": sessions_of}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "--poll", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        proc.stdin.write(json.dumps(job).encode() + b"\n")
+        await proc.stdin.drain()
+        if (await proc.stdout.readline()).strip() != b"ready":
+            raise RuntimeError("the convergence poller did not start")
+        cluster.heal()
+        proc.stdin.write(b"go\n")
+        await proc.stdin.drain()
+        line = await asyncio.wait_for(proc.stdout.readline(), CONVERGE_TIMEOUT_S + 30)
+        result = json.loads(line)
+        return float(result["converge_s"]), float(result["poll_s"])
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
 
 
 async def run(a: argparse.Namespace, root: Path) -> dict[str, Any]:
@@ -303,19 +373,17 @@ async def run(a: argparse.Namespace, root: Path) -> dict[str, Any]:
         await seed_players(cluster, a.players)
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
             await run_load(cluster, a, 2.0, "warm")
-            await time_to_converge(cluster, http, time.monotonic())
+            await time_to_converge(Endpoints.of(cluster), http, time.monotonic())
             before = await lag_buckets(cluster, http)
             cpu_before = edges_cpu_s(cluster)
             steady = await run_load(cluster, a, a.seconds, "steady")
-            await time_to_converge(cluster, http, time.monotonic())
+            await time_to_converge(Endpoints.of(cluster), http, time.monotonic())
             cpu_s = edges_cpu_s(cluster) - cpu_before
             after = await lag_buckets(cluster, http)
             cluster.partition("apac")
             cut = await run_load(cluster, a, a.partition_seconds, "cut")
-            _, during = await displays(cluster, http)
-            healed_at = time.monotonic()
-            cluster.heal()
-            converge_s = await time_to_converge(cluster, http, healed_at, sessions_of)
+            _, during = await displays(Endpoints.of(cluster), http)
+            converge_s, poll_s = await heal_and_converge(cluster, sessions_of)
     finally:
         await cluster.stop()
     p50, p99 = quantile(0.5, before, after), quantile(0.99, before, after)
@@ -337,6 +405,7 @@ async def run(a: argparse.Namespace, root: Path) -> dict[str, Any]:
         "edges_cpu_s": round(cpu_s, 2),
         "edge_cpu_ms_per_update_handled": round(1000 * cpu_s / handled, 3) if handled else None,
         "converge_after_heal_s": round(converge_s, 3),
+        "converge_poll_s": round(poll_s, 3),
         "targets": targets,
         "targets_met": met,
         "all_targets_met": all(met.values()),
@@ -354,6 +423,9 @@ async def run(a: argparse.Namespace, root: Path) -> dict[str, Any]:
 
 
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--poll":
+        asyncio.run(poll_in_child())
+        return
     if len(sys.argv) > 1 and sys.argv[1] == "--generate":
         urls, token_file, rate, seconds, players, prefix, updates, part, parts = sys.argv[2:11]
         token = Path(token_file).read_text().strip()

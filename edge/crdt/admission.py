@@ -13,6 +13,9 @@ Peers are hostile until checked. An update is admitted only if all of these hold
   (pycrdt would keep them pending and apply them later, unchecked; anti-entropy resends them with
   their items), and so are deletions that would leave a slot without a value (see `admit`): a
   peer cannot blank another edge's slot (short of forging that edge's items, see below);
+- an update whose every item is held here already is admitted as the empty update without further
+  checks: it brings nothing, and its deletions alone could only blank slots, which is never let
+  happen (this is the common duplicate: a live push and an anti-entropy answer that crossed);
 - applied to a scratch copy, all of it is integrated (nothing left pending for later, unchecked),
   every changed slot decodes strictly (`edge.crdt.slots`) with a write time not ahead of `now` by more
   than the allowed skew, a jackpot slot's epoch is not beyond the ledger's, and the document's
@@ -59,6 +62,7 @@ from edge.crdt.slots import (
 )
 
 PARTS = {JACKPOT: 1, BONUS: 1, SESSION: 2}
+NOTHING_NEW = b"\x00\x00"  # the empty update: what an update whose every item is held here comes to
 
 # Stable reasons (metric label values).
 UNKNOWN_DOC = "unknown_doc"
@@ -171,6 +175,10 @@ def admit(name: str, doc: SlotDoc, update: bytes, rules: Rules, facts: docfacts.
         return refuse(UNSUPPORTED, str(e))
     if facts is None or facts.state != doc.get_state():
         facts = docfacts.facts_of(doc)
+    if all(i.clock + i.length <= facts.clocks.get(i.client, 0) for i in parsed.items):
+        # Nothing new (a live push and an anti-entropy answer crossed): applying it could only
+        # delete, and no deletion is let to blank a slot, so it would change nothing.
+        return Verdict(NOTHING_NEW)
     new_keys, refused = _check_authors(parsed, facts, rules.owners)
     if refused is not None:
         return refused
@@ -203,7 +211,8 @@ def admit(name: str, doc: SlotDoc, update: bytes, rules: Rules, facts: docfacts.
                 after = docfacts.slot_values(scratch)
     except yupdate.MalformedUpdate as e:
         return refuse(MALFORMED, str(e))
-    state = scratch.get_state()
+    with scratch.transaction():  # one transaction for these reads
+        state, size = scratch.get_state(), len(scratch.get_update())
     integrated = yupdate.state_vector(state)
     if any(i.clock + i.length > integrated.get(i.client, 0) for i in parsed.items):
         # Items that continue items not here yet would stay pending and be integrated later, when
@@ -212,7 +221,6 @@ def admit(name: str, doc: SlotDoc, update: bytes, rules: Rules, facts: docfacts.
     refused = _check_values(name, before, after, rules)
     if refused is not None:
         return refused
-    size = len(scratch.get_update())
     if size > rules.doc_bytes_max:
         return refuse(DOC_QUOTA, f"{name} would hold {size} bytes (quota {rules.doc_bytes_max})")
     return Verdict(update, after=docfacts.After(state, integrated, after, new_keys))

@@ -47,6 +47,8 @@ def parse(message: bytes) -> tuple[int, bytes]:
     """(y-sync message type, payload) of one entry's message."""
     if len(message) < 3 or message[0] != YMessageType.SYNC or message[1] > YSyncMessageType.SYNC_UPDATE:
         raise ProtocolError("not a y-sync message")
+    if message[2] < 0x80 and len(message) == 3 + message[2]:  # a one-byte length, exactly: most entries
+        return message[1], message[3:]
     return message[1], read_message(message[2:])
 
 
@@ -71,7 +73,12 @@ class Step1Answer:
     ask: bool  # answer STEP1 with our own state vector
 
 
+IN_SYNC = Step1Answer(send_diff=False, ask=False)
+
+
 def answer_step1(local_sv: bytes, remote_sv: bytes) -> Step1Answer:
+    if local_sv == remote_sv:  # the same bytes, the same vector (the common case): nothing to decode
+        return IN_SYNC
     mine, theirs = decode_state_vector(local_sv), decode_state_vector(remote_sv)
     return Step1Answer(items_ahead(mine, theirs) > 0, items_ahead(theirs, mine) > 0)
 

@@ -136,8 +136,8 @@ class Replica:
             return b"", []
         if facts is None:
             after_ts = slot_times(doc)
-        elif after is not None and after.state == self.state_vectors[name]:
-            docfacts.adopt(facts, after)
+        elif after is not None and docfacts.same_vector(after, self.state_vectors[name]):
+            docfacts.adopt(facts, after, self.state_vectors[name])
             after_ts = times_of(facts.values)
         else:
             facts = self._facts[name] = docfacts.changed(facts, doc, changed)
@@ -160,12 +160,14 @@ class Replica:
         return self._live[name].get_update(remote_state_vector)
 
     def _changed(self, name: str, doc: SlotDoc, before: bytes) -> bytes:
-        after = doc.get_state()
-        if after == before:
-            return b""
+        with doc.transaction():  # one transaction for both reads
+            after = doc.get_state()
+            if after == before:
+                return b""
+            changed = doc.get_update(before)
         self.state_vectors[name] = after
         self._log_change(name)
-        return doc.get_update(before)
+        return changed
 
     def _log_change(self, name: str) -> None:
         self.position += 1
@@ -173,6 +175,8 @@ class Replica:
         self._changes.move_to_end(name)
 
     def _evict(self) -> None:
+        if len(self._live) <= self.docs_live_max:
+            return  # (not a copy of every live name per install)
         for name in list(self._live):
             if len(self._live) <= self.docs_live_max:
                 return

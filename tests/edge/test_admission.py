@@ -175,3 +175,47 @@ def test_counters_past_2_53_split_into_pairs_are_admitted_and_read_back_exactly(
         name="bonus/p1",
     )
     assert (verdict.admitted, verdict.reason) == (False, "invalid_value")
+
+
+def slot_values(doc: Doc) -> dict:
+    return doc.get("slots", type=Map).to_py()
+
+
+def test_an_update_whose_items_are_all_held_is_admitted_as_nothing_and_changes_nothing():
+    """The duplicate a live push and an anti-entropy answer make when they cross: no trial apply."""
+    doc = receiver()
+    apac = writer("apac", 3, held=doc)
+    update = edit(apac, lambda s: s.__setitem__("apac", jp(p=7)))
+    first = admit(doc, update)
+    assert first.update is not None and first.update != admission.NOTHING_NEW
+    doc.apply_update(first.update)
+    held = slot_values(doc)
+    again = admit(doc, apac.get_update(doc.get_state()))  # what apac's anti-entropy would send now
+    assert (again.admitted, again.update) == (True, admission.NOTHING_NEW)
+    assert admit(doc, update).update == admission.NOTHING_NEW
+    doc.apply_update(admission.NOTHING_NEW)
+    assert slot_values(doc) == held
+
+
+def test_a_lying_duplicate_can_neither_relabel_a_held_item_nor_blank_a_slot():
+    doc = receiver()
+    held = slot_values(doc)
+    # An item under an id held here (eu's first write), claiming other content in another slot.
+    forged = edit(writer("eu", 1), lambda s: s.__setitem__("apac", jp(p=99)))
+    # Deletions only, of every held item: the whole document blanked if applied unchecked.
+    blanking = edit(writer("apac", 3, held=doc), lambda s: [s.pop(k) for k in list(s.keys())])
+    for update in (forged, blanking):
+        verdict = admit(doc, update)
+        assert verdict.update == admission.NOTHING_NEW
+        doc.apply_update(verdict.update)
+    assert slot_values(doc) == held
+
+
+def test_held_items_do_not_carry_a_new_foreign_one_past_the_checks():
+    doc = receiver()
+    hostile = writer("apac", 3, held=doc)
+    edit(hostile, lambda s: s.__setitem__("eu", jp(p=66)))
+    everything = hostile.get_update()  # all that is held here, and one new item writing eu's slot
+    verdict = admit(doc, everything)
+    assert (verdict.admitted, verdict.reason) == (False, "foreign_author")
+    assert admit(doc, doc.get_update()).update == admission.NOTHING_NEW

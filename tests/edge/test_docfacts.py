@@ -274,3 +274,32 @@ def test_a_real_state_vector_reads_as_before():
         client = decoder.read_var_uint()
         expected[client] = decoder.read_var_uint()
     assert protocol.decode_state_vector(doc.get_state()) == expected == {fresh_client_id("eu", T0): 1}
+
+
+def test_an_admitted_update_s_facts_are_adopted_not_read_again(monkeypatch):
+    """Admission's scratch copy encodes the same state vector as the live document with its clients
+    in another order: compared as bytes, the facts it saw were never adopted, and every admitted
+    update was parsed and its document's values read a second time (`docfacts.changed`)."""
+    owners = Owners(EDGES)
+    reps = {e: Replica(e, fresh_client_id(e, T0 + k), docs_live_max=10) for k, e in enumerate(EDGES)}
+    for r in reps.values():
+        r.install(SESSION, [])
+    rules = admission.Rules(owners, Confirmed(), doc_bytes_max=1 << 16, session_state_bytes_max=4096, now=T0 + 100)
+    eu = reps["eu"]
+    reads_again = []
+    monkeypatch.setattr(docfacts, "changed", lambda *a: reads_again.append(a) or pytest.fail("read again"))
+    for i in range(12):
+        writer = reps[EDGES[i % 3]]
+        update = writer.write_local(
+            SESSION, lambda d, w=writer.edge_id, i=i: write_slot(d, w, value(SESSION, i, T0 + i))
+        )
+        for other in reps.values():
+            if other is writer:
+                continue
+            verdict = admission.admit(SESSION, other.live(SESSION), update, rules, other.facts(SESSION))
+            assert verdict.update is not None, verdict
+            other.apply_remote(SESSION, verdict.update, verdict.after)
+    assert not reads_again
+    doc = eu.live(SESSION)
+    assert doc is not None
+    same_facts(eu.facts(SESSION), docfacts.facts_of(doc))

@@ -1,0 +1,17 @@
+"""The sync protocol's entry reader: its shortcut for one-byte lengths reads what pycrdt's reader
+reads, and leaves every other shape to it."""
+
+from __future__ import annotations
+
+from pycrdt import read_message
+
+from edge.crdt import protocol
+
+
+def test_an_entry_s_message_reads_the_same_through_the_one_byte_length_shortcut():
+    for size in (0, 1, 127, 128, 300, 5000):
+        payload = bytes(range(256)) * (size // 256) + bytes(range(size % 256))
+        for message in (protocol.step1(payload), protocol.step2(payload), protocol.update_message(payload)):
+            assert protocol.parse(message) == (message[1], read_message(message[2:])) == (message[1], payload)
+    trailing = protocol.step1(b"abc") + b"zz"  # a length that does not span the rest: the full reader
+    assert protocol.parse(trailing)[1] == b"abc"
