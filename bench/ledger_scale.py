@@ -50,9 +50,10 @@ from pathlib import Path
 from typing import Any
 
 from common import load_average, process_cpu_s, run_wrk
-from core_ledger.journal_checks import REBUILD_CACHE_MIB, replay_journal
+from core_ledger.journal_checks import replay_journal
 from core_ledger.store import Store
 from core_ledger.store.sqlite import SqliteStore
+from core_ledger.store.sqlite_bulk import SqliteBulkStore
 from harness.cluster import JACKPOT_GAMES, JACKPOT_ID, Cluster, Service
 from harness.journal_seed import SeedPlan, seed_commands, seed_store
 from harness.launcher import ServiceConfig
@@ -60,7 +61,6 @@ from ledger_throughput import BET_MINOR, BETS_SCRIPT, CURRENCY, DEPOSIT_MINOR, G
 
 DEFAULT_SIZES = (0, 1_000_000, 10_000_000)
 EMPTY_PLAYERS = 1000  # players of the empty size: what the load needs
-SEED_CACHE_MIB = 1024  # the seeding connection's page cache: its inserts land all over big indexes
 PROGRESS_EVERY_S = 10.0
 TARGETS = {"throughput_ratio_min": 0.85, "p99_ratio_max": 1.25}
 TOOL_TIMEOUT_S = 3600.0
@@ -103,9 +103,19 @@ class ScaleCluster(Cluster):
         return ServiceConfig(config.kind, {**config.settings, **self.ledger_extra}, config.tokens)
 
 
-def new_store(opts: Options, db_path: Path, schema: str, *, cache_mib: int | None = None) -> Store:
+def seeding_store(opts: Options, db_path: Path, schema: str) -> Store:
+    """Where the seeder writes: on SQLite a new file bulk-loaded (core_ledger/store/sqlite_bulk.py)
+    in place of the empty database the ledger made at its first start (nothing in it yet)."""
+    if opts.postgres_dsn_file is not None:
+        return new_store(opts, db_path, schema)
+    for made in db_path.parent.glob(db_path.name + "*"):
+        made.unlink()
+    return SqliteBulkStore(db_path)
+
+
+def new_store(opts: Options, db_path: Path, schema: str) -> Store:
     if opts.postgres_dsn_file is None:
-        return SqliteStore(db_path) if cache_mib is None else SqliteStore(db_path, cache_mib=cache_mib)
+        return SqliteStore(db_path)
     from core_ledger.store.postgres import PostgresLimits, PostgresStore
 
     return PostgresStore(opts.postgres_dsn_file.read_text().strip(), PostgresLimits(), schema=schema)
@@ -113,11 +123,12 @@ def new_store(opts: Options, db_path: Path, schema: str, *, cache_mib: int | Non
 
 async def replay_time(source: Store, scratch: Path) -> dict[str, Any]:
     """The bounded-memory rebuild (what `croupier ledger rebuild` runs), timed, into a scratch file."""
-    target = SqliteStore(scratch, cache_mib=REBUILD_CACHE_MIB)
+    target = SqliteBulkStore(scratch)
     started = time.perf_counter()
     try:
         await target.open()
         head = await replay_journal(source, target)
+        await target.finish()
     finally:
         await target.close()
     for leftover in scratch.parent.glob(scratch.name + "*"):
@@ -171,6 +182,8 @@ async def seed(store: Store, db_path: Path, size: int, players: int, group: int)
     await store.open()
     try:
         head = await seed_store(store, seed_commands(seed_plan(size, players)), group_entries=group, progress=progress)
+        if isinstance(store, SqliteBulkStore):
+            await store.finish()  # indexes made, WAL and synchronous=FULL, fsynced
     finally:
         await store.close()
     seconds = time.perf_counter() - started
@@ -248,7 +261,7 @@ async def measure(size: int, opts: Options) -> dict[str, Any]:
         await cluster.start()  # lays out configs and tokens, creates the database
         await cluster.stop_service("ledger")
         db_path = cluster.root / "ledger-data" / "ledger.db"
-        store = new_store(opts, db_path, schema, cache_mib=SEED_CACHE_MIB)
+        store = seeding_store(opts, db_path, schema)
         seeded = await seed(store, db_path, max(size, 1 + 2 * players), players, opts.seed_group)
         print(
             f"  seeded {seeded['seeded_entries']:,} entries in {seeded['seed_s']} s "
