@@ -3,7 +3,9 @@
 For each size the ledger's database is seeded FAST straight into the store, not over HTTP and not
 through the writer: harness/journal_seed.py folds the commands with the writer's own domain code
 (decide, seal, evolve) and commits `--seed-group` entries per `Store.commit`, so every seeded
-entry is a real, sealed, chained entry and the chain verifies. A size of N entries holds
+entry is a real, sealed, chained entry and the chain verifies. On SQLite the seeder writes a new
+file in bulk (core_ledger/store/sqlite_bulk.py: no fsync while loading, indexes built after the
+rows, made WAL and fsynced before the ledger opens it). A size of N entries holds
 min(--players, N/2) players (each created and funded: two entries); the rest are bets, player
 after player, in rounds of four, each round closed by a win. The empty size holds only the
 players the load needs.
@@ -68,11 +70,12 @@ TOOL_TIMEOUT_S = 3600.0
 # its own memory, not `ru_maxrss`, which Linux carries over fork and exec from the parent (this
 # benchmark, holding its seeding cache: every tool then "peaked" at the benchmark's size).
 PEAK_RSS_WRAPPER = (
-    "import atexit, pathlib, runpy, sys\n"
+    "import atexit, os, pathlib, runpy, sys\n"
     "def peak():\n"
     "    status = pathlib.Path('/proc/self/status').read_text().splitlines()\n"
     "    return next(line.split()[1] for line in status if line.startswith('VmHWM:'))\n"
     "atexit.register(lambda: print('PEAK_RSS_KIB', peak(), file=sys.stderr))\n"
+    "atexit.register(lambda: print('CPU_S', sum(os.times()[:2]), file=sys.stderr))\n"
     "sys.argv = ['croupier', *sys.argv[1:]]\n"
     "runpy.run_module('croupier', run_name='__main__')\n"
 )
@@ -124,7 +127,7 @@ def new_store(opts: Options, db_path: Path, schema: str) -> Store:
 async def replay_time(source: Store, scratch: Path) -> dict[str, Any]:
     """The bounded-memory rebuild (what `croupier ledger rebuild` runs), timed, into a scratch file."""
     target = SqliteBulkStore(scratch)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     try:
         await target.open()
         head = await replay_journal(source, target)
@@ -137,6 +140,7 @@ async def replay_time(source: Store, scratch: Path) -> dict[str, Any]:
         "s": round(time.perf_counter() - started, 2),
         "exit": 0,
         "peak_rss_kib": None,
+        "cpu_s": round(time.process_time() - cpu_started, 1),  # this process (PostgreSQL's reads not counted)
         "report": {"head_sequence": head.sequence, "rebuilt": True},
     }
 
@@ -171,7 +175,7 @@ def seed_plan(size: int, players: int) -> SeedPlan:
 async def seed(store: Store, db_path: Path, size: int, players: int, group: int) -> dict[str, Any]:
     """Journal the seed plan straight into the store (harness/journal_seed.py), `group` entries
     per commit."""
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()  # process: the store's thread too
     last_print = [started]
 
     def progress(done: int, seconds: float) -> None:
@@ -186,9 +190,11 @@ async def seed(store: Store, db_path: Path, size: int, players: int, group: int)
             await store.finish()  # indexes made, WAL and synchronous=FULL, fsynced
     finally:
         await store.close()
-    seconds = time.perf_counter() - started
+    seconds, cpu_s = time.perf_counter() - started, time.process_time() - cpu_started
     return {
         "seed_s": round(seconds, 1),
+        # Steadier than entries/s on a shared machine (PostgreSQL: this process only, not the server's).
+        "seed_cpu_us_per_entry": round(1e6 * cpu_s / head.sequence, 1),
         "seeded_entries": head.sequence,
         "seed_entries_per_s": round(head.sequence / seconds),
         "seed_refused": {},
@@ -229,6 +235,7 @@ def offline_tool(args: list[str]) -> dict[str, Any]:
         stdout, stderr = proc.communicate()
     seconds = time.perf_counter() - started
     peaks = [line.split()[1] for line in stderr.splitlines() if line.startswith("PEAK_RSS_KIB ")]
+    cpu = [line.split()[1] for line in stderr.splitlines() if line.startswith("CPU_S ")]
     try:
         report = json.loads(stdout)
     except json.JSONDecodeError:
@@ -237,6 +244,7 @@ def offline_tool(args: list[str]) -> dict[str, Any]:
         "s": round(seconds, 2),
         "exit": proc.returncode,
         "peak_rss_kib": int(peaks[-1]) if peaks else None,
+        "cpu_s": round(float(cpu[-1]), 1) if cpu else None,  # steadier than its wall time on a shared machine
         "report": {
             k: v
             for k, v in report.items()

@@ -294,7 +294,8 @@ def rebuild(
 ) -> None:
     """Recompute every derived table from the journal (after verifying the chain). On SQLite with
     bounded memory: the journal is replayed page by page into a scratch file beside it
-    (`<path>.rebuild`, removed after), whose tables then replace the derived ones in one transaction."""
+    (`<path>.rebuild`, loaded in bulk and fsynced before use, removed after), whose tables then
+    replace the derived ones in one transaction: a rebuild cut short leaves the database as it was."""
     from core_ledger.journal_checks import rebuild_state, replay_journal, verify_store
     from core_ledger.store.sqlite_bulk import SqliteBulkStore
 

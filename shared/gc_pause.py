@@ -32,5 +32,7 @@ class CollectionsPaused:
             gc.enable()
 
     def collect(self) -> None:
-        """One full collection now (the caller just dropped what it held)."""
-        gc.collect()
+        """A collection of the young generations now (the caller just dropped what it held): what
+        survives it (rows still held) moves to the oldest generation and is not scanned again.
+        A full collection each time rescanned everything held: a rebuild took 6% more CPU."""
+        gc.collect(1)
