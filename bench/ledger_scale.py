@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from common import load_average, process_cpu_s, run_wrk
-from core_ledger.journal_checks import replay_journal
+from core_ledger.journal_checks import REBUILD_CACHE_MIB, replay_journal
 from core_ledger.store import Store
 from core_ledger.store.sqlite import SqliteStore
 from core_ledger.store.sqlite_bulk import SqliteBulkStore
@@ -127,7 +127,7 @@ def new_store(opts: Options, db_path: Path, schema: str) -> Store:
 
 async def replay_time(source: Store, scratch: Path) -> dict[str, Any]:
     """The bounded-memory rebuild (what `croupier ledger rebuild` runs), timed, into a scratch file."""
-    target = SqliteBulkStore(scratch)
+    target = SqliteBulkStore(scratch, cache_mib=REBUILD_CACHE_MIB)
     started, cpu_started = time.perf_counter(), time.process_time()
     try:
         await target.open()

@@ -296,7 +296,7 @@ def rebuild(
     bounded memory: the journal is replayed page by page into a scratch file beside it
     (`<path>.rebuild`, loaded in bulk and fsynced before use, removed after), whose tables then
     replace the derived ones in one transaction: a rebuild cut short leaves the database as it was."""
-    from core_ledger.journal_checks import rebuild_state, replay_journal, verify_store
+    from core_ledger.journal_checks import REBUILD_CACHE_MIB, rebuild_state, replay_journal, verify_store
     from core_ledger.store.sqlite_bulk import SqliteBulkStore
 
     async def in_memory(store: Store) -> dict[str, int]:
@@ -315,7 +315,7 @@ def rebuild(
         remove_scratch()  # a rebuild cut short before
         # Loaded without fsyncs, indexes made at the end (core_ledger/store/sqlite_bulk.py): the
         # scratch file is nobody's database until `finish` made it durable; only then is it copied.
-        target = SqliteBulkStore(scratch)
+        target = SqliteBulkStore(scratch, cache_mib=REBUILD_CACHE_MIB)
         try:
             try:
                 await target.open()

@@ -32,6 +32,9 @@ REBUILD_ROWS_CACHED = 200_000  # rows a replay keeps in memory between commits (
 # Entries per commit of a replay: a commit per page of 1,000 paid an fsync and rewrote the hot index
 # pages (the system accounts' history, the summaries' indexes) a thousand times per million entries.
 REPLAY_COMMIT_ENTRIES = 20_000
+# Page cache of each connection to the scratch file a rebuild replays into (see `croupier ledger
+# rebuild`): with the bulk store's default of 1 GiB a rebuild of 1M entries peaked at 1.5 GB RSS.
+REBUILD_CACHE_MIB = 256
 
 
 @dataclass(frozen=True)
