@@ -294,8 +294,10 @@ def rebuild(
 ) -> None:
     """Recompute every derived table from the journal (after verifying the chain). On SQLite with
     bounded memory: the journal is replayed page by page into a scratch file beside it
-    (`<path>.rebuild`, removed after), whose tables then replace the derived ones in one transaction."""
+    (`<path>.rebuild`, loaded in bulk and fsynced before use, removed after), whose tables then
+    replace the derived ones in one transaction: a rebuild cut short leaves the database as it was."""
     from core_ledger.journal_checks import REBUILD_CACHE_MIB, rebuild_state, replay_journal, verify_store
+    from core_ledger.store.sqlite_bulk import SqliteBulkStore
 
     async def in_memory(store: Store) -> dict[str, int]:
         state = await rebuild_state(store)
@@ -311,13 +313,16 @@ def rebuild(
                 leftover.unlink(missing_ok=True)
 
         remove_scratch()  # a rebuild cut short before
-        target = SqliteStore(scratch, cache_mib=REBUILD_CACHE_MIB)  # its inserts land all over big indexes
+        # Loaded without fsyncs, indexes made at the end (core_ledger/store/sqlite_bulk.py): the
+        # scratch file is nobody's database until `finish` made it durable; only then is it copied.
+        target = SqliteBulkStore(scratch, cache_mib=REBUILD_CACHE_MIB)
         try:
-            await target.open()
-            await replay_journal(store, target)
-        finally:
-            await target.close()
-        try:
+            try:
+                await target.open()
+                await replay_journal(store, target)
+                await target.finish()
+            finally:
+                await target.close()
             return await store.replace_derived_from(scratch)
         finally:
             remove_scratch()

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from shared.gc_pause import CollectionsPaused
+
 from core_ledger.domain import ADMIN_SCOPE, Command, Context, Replay, State, decide, evolve, sealed
 from core_ledger.domain.accounts import is_player_account
 from core_ledger.domain.outcomes import Outcome
@@ -182,21 +184,23 @@ async def seed_store(
     started = time.perf_counter()
     committing: asyncio.Task[None] | None = None
     ctx, last_player = Context(clock()), -1
-    for player, command in commands:
-        if player != last_player and len(folder.journal) >= group_entries:
-            if committing is not None:
-                await committing
-            committing = asyncio.create_task(store.commit(*folder.take()))
-            await asyncio.sleep(0)  # the commit starts (in the store's thread or server) before the next fold
-            ctx = Context(clock())
-            if progress is not None:
-                progress(folder.head.sequence, time.perf_counter() - started)
-        last_player = player
-        folder.fold(command, ctx)
-        if len(folder.journal) % YIELD_EVERY == 0:
-            await asyncio.sleep(0)  # let a PostgreSQL commit in flight talk to its server
-    if committing is not None:
-        await committing
-    if folder.journal:
-        await store.commit(*folder.take())
+    with CollectionsPaused() as gc_points:  # a collection per group, not one per 700 allocations
+        for player, command in commands:
+            if player != last_player and len(folder.journal) >= group_entries:
+                if committing is not None:
+                    await committing
+                committing = asyncio.create_task(store.commit(*folder.take()))
+                await asyncio.sleep(0)  # the commit starts (in the store's thread or server) before the next fold
+                gc_points.collect()
+                ctx = Context(clock())
+                if progress is not None:
+                    progress(folder.head.sequence, time.perf_counter() - started)
+            last_player = player
+            folder.fold(command, ctx)
+            if len(folder.journal) % YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # let a PostgreSQL commit in flight talk to its server
+        if committing is not None:
+            await committing
+        if folder.journal:
+            await store.commit(*folder.take())
     return folder.head
