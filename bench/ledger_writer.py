@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import json
 import os
 import random
@@ -39,9 +38,9 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from shared import gc_tuning
 from shared.auth import Principal
 
-from core_ledger.cli import GC_THRESHOLDS
 from core_ledger.domain import ADMIN_SCOPE, Command
 from core_ledger.http import money_command
 from core_ledger.journal_checks import rebuild_differences, verify_store
@@ -247,7 +246,7 @@ def main() -> None:
     args = parser.parse_args()
     if not (1000 <= args.bets <= 1_000_000 and 1 <= args.players <= 100_000):
         parser.error("--bets or --players out of range")
-    gc.set_threshold(*GC_THRESHOLDS)  # as `croupier ledger serve` runs
+    gc_tuning.tune_for_serving()  # as `croupier ledger serve` runs
     if args.keep is not None and args.keep.exists():
         parser.error(f"--keep {args.keep}: already exists")
     with tempfile.TemporaryDirectory(prefix="ledger-writer-") as tmp:

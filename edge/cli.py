@@ -23,7 +23,7 @@ def serve(
     """Run the edge (money forwarded to the ledger, CRDT state synced with peers)."""
     from aiohttp import web
 
-    from shared import event_loop, logs
+    from shared import event_loop, gc_tuning, logs
     from shared.config import ConfigError, exit_on_config_error
 
     from edge import config as edge_config
@@ -35,6 +35,7 @@ def serve(
         raise exit_on_config_error(config, e.problems) from None
     cfg = dataclasses.replace(cfg, host=host or cfg.host, port=port or cfg.port)
     logs.configure(cfg.log_level, service="edge", edge_id=cfg.id, file=cfg.log_file)
+    gc_tuning.tune_for_serving()  # the CRDT documents and their facts are not rescanned per update
     try:
         web.run_app(
             create_app(cfg),
