@@ -1,6 +1,6 @@
 """Whole-journal checks over a store, for the auditor, `croupier ledger verify`/`compare`/`rebuild`
 and the tests: walk the chain and check it (`verify_store`), recompute every derived table from
-the journal alone with the live `evolve`, and name the tables whose stored rows differ from that
+the journal alone with the live fold (`fold`), and name the tables whose stored rows differ from that
 rebuild (`rebuild_differences`). Each reads the journal page by page.
 
 Two rebuilds: `replay_journal` applies the journal to an empty store page by page, as a standby
@@ -21,7 +21,7 @@ import orjson
 
 from shared.gc_pause import CollectionsPaused
 
-from core_ledger.domain import ChainCheck, State, evolve
+from core_ledger.domain import ChainCheck, State, fold
 from core_ledger.domain.state import TABLES
 from core_ledger.overlay import Overlay
 from core_ledger.replica_apply import command_of
@@ -82,7 +82,7 @@ async def verify_store(
 async def replay_journal(
     source: Store, target: Store, *, rows_cached: int = REBUILD_ROWS_CACHED, commit_entries: int = REPLAY_COMMIT_ENTRIES
 ) -> Head:
-    """Apply `source`'s journal to the empty `target`, page by page, with the live `evolve`, one
+    """Apply `source`'s journal to the empty `target`, page by page, with the live fold (`fold`), one
     commit per `commit_entries` entries or so: `target`'s derived tables are then the rebuild.
     Memory: `commit_entries` entries and at most about `rows_cached` rows, however long the
     journal. The head replayed."""
@@ -106,7 +106,7 @@ async def _replay(
                 # then claimed): loaded now, from what this replay already holds. No query when all
                 # are known.
                 await overlay.load([command])
-                evolve(overlay.rows, entry)
+                fold(overlay.rows, entry)
             last = entries[-1]
             head = Head(last["sequence"], last["hash"], last["epoch"])
             journal += [
@@ -127,14 +127,14 @@ async def _replay(
 
 
 async def rebuild_state(store: Store) -> State:
-    """Every derived table, recomputed from the journal alone with the live `evolve`."""
+    """Every derived table, recomputed from the journal alone with the live fold (`fold`)."""
     state, after = State(complete=True), 0
     while True:
         rows = await store.journal(after, JOURNAL_PAGE)
         if not rows:
             return state
         for _, text in rows:
-            evolve(state, orjson.loads(text))
+            fold(state, orjson.loads(text))
         after = rows[-1][0]
 
 

@@ -3,7 +3,7 @@
 Journaling a million entries through the writer (one group of commands at a time, each group's
 rows loaded from the store before it is judged) runs at the writer's speed and slows as the
 database grows. This seeder folds the commands with the same pure domain code the writer runs
-(`decide`, `sealed`, `evolve` on a `State`), so every entry is what the writer would have journaled
+(`decide`, `sealed`, `fold` on a `State`), so every entry is what the writer would have journaled
 and the chain verifies, and hands the store one `Store.commit` per group of `group_entries`
 entries: no HTTP, no per-group load queries, one big transaction each. Folding the next group
 overlaps the commit of the previous one (the commit runs in the store's own thread or server).
@@ -29,7 +29,7 @@ from typing import Any
 
 from shared.gc_pause import CollectionsPaused
 
-from core_ledger.domain import ADMIN_SCOPE, Command, Context, Replay, State, decide, evolve, sealed
+from core_ledger.domain import ADMIN_SCOPE, Command, Context, Replay, State, decide, fold, sealed
 from core_ledger.domain.accounts import is_player_account
 from core_ledger.domain.outcomes import Outcome
 from core_ledger.store import Head, JournalRow, Store
@@ -150,7 +150,7 @@ class JournalFolder:
         entry, text = sealed(
             tx, outcome.postings, sequence=self.head.sequence + 1, epoch=self.head.epoch, prev_hash=self.head.hash
         )
-        evolve(self.state, entry)
+        fold(self.state, entry)
         self.journal.append(JournalRow(entry["sequence"], tx["id"], text))
         self.head = Head(entry["sequence"], entry["hash"], self.head.epoch)
 
