@@ -16,6 +16,7 @@ from edge.crdt.slots import (
     jackpot_slots,
     jackpot_view,
     session_latest,
+    slot_items,
     slots,
     write_slot,
 )
@@ -52,6 +53,20 @@ def test_replica_slots_round_trip_through_pycrdt():
     r.write_local("bonus/p1", lambda d: write_slot(d, "eu", BonusSlot({"w1": (9, 1)}, 2.0).encode()))
     assert jackpot_slots(r.live(JP)) == {"eu": JackpotSlot(3, 10**15, 2, 5, "EUR", 1.5)}
     assert bonus_progress(bonus_slots(r.live("bonus/p1"))) == {"w1": {"eu": 8}}
+
+
+def test_slot_items_reads_what_the_public_map_api_reads():
+    # slot_items reads through pycrdt internals in one transaction (pinned pycrdt < 0.15): it must
+    # give exactly what Map.items() gives, for every kind of slot value an edge writes or a peer sends.
+    r = Replica("eu", 1, 8)
+    r.install(JP, [])
+    r.write_local(JP, lambda d: write_slot(d, "eu", JackpotSlot(3, 10**15, 2, 5, "EUR", 1.5).encode()))
+    r.write_local(JP, lambda d: write_slot(d, "us", BonusSlot({"w1": (9, 1)}, 2.0).encode()))
+    r.write_local(JP, lambda d: slots(d).__setitem__("odd", "text"))
+    r.write_local(JP, lambda d: slots(d).__setitem__("n", 7))
+    doc = r.live(JP)
+    assert slot_items(doc) == dict(slots(doc).items())
+    assert set(slot_items(doc)) == {"eu", "us", "odd", "n"}
 
 
 def test_session_last_writer_wins_by_origin_time_then_edge():
