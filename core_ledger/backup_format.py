@@ -43,7 +43,7 @@ from core_ledger.domain.journal import GENESIS_HASH
 from core_ledger.domain.state import LATER_TABLES, TABLES
 from core_ledger.store import SqliteStore, Store
 from core_ledger.store.base import Head, JournalRow
-from core_ledger.store.sqlite import MIGRATIONS, doc_sql, mkdir_durable
+from core_ledger.store.sqlite import MIGRATIONS, doc_sql, fsync_path, mkdir_durable
 
 FORMAT = "croupier-ledger-backup"
 FORMAT_VERSION = 1
@@ -76,14 +76,6 @@ class RestoreTargetNotEmpty(Exception):
 
 def table_file(table: str) -> str:
     return f"tables/{table}.ndjson"
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class _HashedWriter:
@@ -179,11 +171,11 @@ async def write_backup(store: Store, directory: Path, *, backend: str, clock: Ca
         manifest_path.write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
         with manifest_path.open("rb") as f:
             os.fsync(f.fileno())
-        _fsync_dir(work / "tables")
-        _fsync_dir(work)
+        fsync_path(work / "tables")
+        fsync_path(work)
         await asyncio.to_thread(verify_backup, work)  # what restore will check, before it is final
         os.replace(work, final)
-        _fsync_dir(directory)
+        fsync_path(directory)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
@@ -386,7 +378,7 @@ async def restore_into_sqlite(backup: Path, data_dir: Path, *, until_sequence: i
         raise
     await store.close()  # the last connection checkpoints the WAL into the file
     os.replace(work, final)
-    _fsync_dir(data_dir)
+    fsync_path(data_dir)
     return {**report, "path": str(final)}
 
 

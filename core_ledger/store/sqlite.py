@@ -468,11 +468,16 @@ def mkdir_durable(directory: Path) -> None:
         directory = directory.parent
     for d in reversed(missing):
         d.mkdir(exist_ok=True)
-        fd = os.open(d.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_path(d.parent)
+
+
+def fsync_path(path: Path) -> None:
+    """fsync a file or a directory by its path (a directory: the names it holds are durable)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class SqliteStore(Store):

@@ -21,7 +21,6 @@ live database changed: the bulk store only ever opens a file that does not exist
 from __future__ import annotations
 
 import asyncio
-import os
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -31,7 +30,7 @@ import structlog
 from shared.sqlite_thread import SqliteThread
 
 from core_ledger.store.base import StorageError
-from core_ledger.store.sqlite import BUSY_TIMEOUT_MS, PAGE_SIZE_NEW, SqliteStore
+from core_ledger.store.sqlite import BUSY_TIMEOUT_MS, PAGE_SIZE_NEW, SqliteStore, fsync_path
 
 log = structlog.get_logger("croupier.store")
 
@@ -81,14 +80,6 @@ def _finish_file(path: Path, cache_mib: int, indexes: list[tuple[str, str]]) -> 
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
     fsync_path(path)
     fsync_path(path.parent)
-
-
-def fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class SqliteBulkStore(SqliteStore):
