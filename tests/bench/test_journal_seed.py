@@ -15,23 +15,14 @@ from core_ledger.metrics import LedgerMetrics
 from core_ledger.service import LedgerService
 from core_ledger.store import SqliteStore, Store
 from core_ledger.writer import WriterLimits
-from harness.journal_seed import SEED_PRINCIPAL, SeedPlan, SeedRefused, seed_commands, seed_store
+from harness.journal_seed import SEED_PRINCIPAL, SeedRefused, seed_commands, seed_store
 from tests.support.local_postgres import PgServer, postgres_store
+from tests.support.seeding import small_plan
 
 MOMENT = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
-def plan(size: int, players: int) -> SeedPlan:
-    return SeedPlan(
-        size=size,
-        players=players,
-        currency="EUR",
-        deposit_minor=10**9,
-        bet_minor=100,
-        game_ids=("slots-1", "slots-2", "roulette-1"),
-        jackpot_id="mega",
-        jackpot_games=("slots-1", "slots-2"),
-    )
+plan = small_plan
 
 
 def service_on(store: Store) -> LedgerService:

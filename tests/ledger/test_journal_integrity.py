@@ -27,6 +27,7 @@ from core_ledger.writer import WriterLimits
 from tests.support.clock import FakeClock
 from tests.support.journal_commands import cmd, traffic
 from tests.support.ledger_cli import ledger_cli
+from tests.support.seeding import assert_rebuilt_cleanly
 
 
 async def run_service(store, commands: list[Command], *, batch: int = 4) -> list:
@@ -170,13 +171,7 @@ async def test_cli_rebuild_never_folds_the_whole_state_in_memory(tmp_path: Path)
     conn = sqlite3.connect(db)
     assert conn.execute("SELECT * FROM accounts WHERE account = 'player:p1:EUR'").fetchone() == before
     conn.close()
-    assert not [p.name for p in await asyncio.to_thread(lambda: list(tmp_path.iterdir())) if "rebuild" in p.name]
-    store = SqliteStore(db)
-    await store.open()
-    try:
-        assert await rebuild_differences(store) == []
-    finally:
-        await store.close()
+    await assert_rebuilt_cleanly(tmp_path, db)
 
 
 class FlakyStore(MemoryStore):

@@ -21,20 +21,12 @@ from core_ledger.domain import TABLES
 from core_ledger.journal_checks import rebuild_differences, replay_journal
 from core_ledger.store import SqliteStore, StorageError
 from core_ledger.store.sqlite_bulk import SqliteBulkStore
-from harness.journal_seed import SeedPlan, seed_commands, seed_store
+from harness.journal_seed import seed_commands, seed_store
 from tests.support.ledger_cli import CLI_TIMEOUT_S
+from tests.support.seeding import assert_rebuilt_cleanly, small_plan
 
 MOMENT = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
-PLAN = SeedPlan(
-    size=301,
-    players=13,
-    currency="EUR",
-    deposit_minor=10**9,
-    bet_minor=100,
-    game_ids=("slots-1", "slots-2", "roulette-1"),
-    jackpot_id="mega",
-    jackpot_games=("slots-1", "slots-2"),
-)
+PLAN = small_plan(301, 13)
 
 
 def schema_of(db: Path) -> dict[str, object]:
@@ -157,10 +149,4 @@ async def test_a_rebuild_that_dies_while_loading_leaves_the_live_database_untouc
     )
     assert done.returncode == 0, done.stderr
     assert orjson.loads(done.stdout)["rows"]["history"] > 0
-    assert not [p.name for p in await asyncio.to_thread(lambda: list(tmp_path.iterdir())) if "rebuild" in p.name]
-    store = SqliteStore(db)
-    await store.open()
-    try:
-        assert await rebuild_differences(store) == []
-    finally:
-        await store.close()
+    await assert_rebuilt_cleanly(tmp_path, db)
