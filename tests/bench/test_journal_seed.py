@@ -22,9 +22,6 @@ from tests.support.seeding import small_plan
 MOMENT = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
-plan = small_plan
-
-
 def service_on(store: Store) -> LedgerService:
     return LedgerService(store, WriterLimits(), clock=lambda: MOMENT, metrics=LedgerMetrics(CollectorRegistry()))
 
@@ -33,7 +30,9 @@ async def seeded_and_checked(store: Store, size: int, players: int, group: int) 
     """Seed `store`, check its chain and derived rows, then let the writer journal one more bet."""
     await store.open()
     try:
-        head = await seed_store(store, seed_commands(plan(size, players)), group_entries=group, clock=lambda: MOMENT)
+        head = await seed_store(
+            store, seed_commands(small_plan(size, players)), group_entries=group, clock=lambda: MOMENT
+        )
         assert head.sequence == size
         assert (await store.head()) == head
         report = await verify_store(store)
@@ -66,7 +65,7 @@ async def test_seeded_entries_and_rows_are_byte_identical_to_what_the_writer_jou
     through_writer = service_on(writer_store)
     await through_writer.start()
     try:
-        for _, command in seed_commands(plan(size, players)):
+        for _, command in seed_commands(small_plan(size, players)):
             [(status, _)] = await through_writer.submit([command])  # type: ignore[misc]  # an answer tuple; the status says so
             assert status in (200, 201)
     finally:
@@ -74,7 +73,7 @@ async def test_seeded_entries_and_rows_are_byte_identical_to_what_the_writer_jou
     await writer_store.open()
     await seeded.open()
     try:
-        await seed_store(seeded, seed_commands(plan(size, players)), group_entries=10, clock=lambda: MOMENT)
+        await seed_store(seeded, seed_commands(small_plan(size, players)), group_entries=10, clock=lambda: MOMENT)
         written = await writer_store.journal(0, size + 1)
         assert len(written) == size and await seeded.journal(0, size + 1) == written
         for table in TABLES:
@@ -93,14 +92,14 @@ async def test_seeding_refuses_a_store_that_holds_entries_and_a_plan_that_cannot
     store = SqliteStore(tmp_path / "ledger.db")
     await store.open()
     try:
-        await seed_store(store, seed_commands(plan(5, 2)), clock=lambda: MOMENT)
+        await seed_store(store, seed_commands(small_plan(5, 2)), clock=lambda: MOMENT)
         with pytest.raises(SeedRefused, match="already holds 5 entries"):
-            await seed_store(store, seed_commands(plan(5, 2)), clock=lambda: MOMENT)
+            await seed_store(store, seed_commands(small_plan(5, 2)), clock=lambda: MOMENT)
         assert (await store.head()).sequence == 5
     finally:
         await store.close()
     with pytest.raises(ValueError, match="cannot hold"):
-        plan(4, 2)
+        small_plan(4, 2)
 
 
 async def test_seeding_on_postgres_verifies_and_rebuilds_equal(pg_server: PgServer, tmp_path: Path) -> None:
