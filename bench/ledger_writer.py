@@ -11,7 +11,10 @@ where the rows went: the bytes each table and index of the SQLite file holds, pe
 After the run it verifies what it measured (`verify`): the chain, the derived rows against a rebuild
 from the journal (balances equal the journal), and exactly one entry per bet (no duplicate, none lost).
 
-    .venv/bin/python bench/ledger_writer.py [--bets 20000] [--players 1000] [--postgres] [--keep DIR]
+    .venv/bin/python bench/ledger_writer.py [--bets 20000] [--players 1000] [--concurrency 64] [--postgres] [--keep DIR]
+
+`--players 50 --concurrency 16` is the shape of ledger_throughput.py's hot mode (the peer ledger's:
+few players, few clients): small groups, where what a group costs, not what a bet costs, dominates.
 
 With `--postgres` the same bets then run on a throwaway PostgreSQL (`pg_local.py`: fsync on) in the
 same run: `pg_bets_per_s` and `ratio_pg_vs_sqlite` (that server's own CPU and writes are not counted).
@@ -51,7 +54,7 @@ from core_ledger.store.postgres import PostgresStore
 from core_ledger.writer import WriterLimits
 from pg_local import local_postgres
 
-CONCURRENCY = 64  # bets in flight, as wrk's connections in ledger_throughput.py
+CONCURRENCY = 64  # bets in flight by default, as wrk's connections in ledger_throughput.py
 GAME_IDS = ("slots-1", "slots-2", "roulette-1")
 JACKPOT_GAMES = ["slots-1", "slots-2"]
 BETS_PER_ROUND = 5
@@ -158,8 +161,8 @@ async def seed(service: LedgerService, players: int) -> None:
         )
 
 
-async def drive(service: LedgerService, bets: Bets, total: int) -> None:
-    """`total` bets, CONCURRENCY at a time, each submitted alone (as one HTTP request would be)."""
+async def drive(service: LedgerService, bets: Bets, total: int, concurrency: int = CONCURRENCY) -> None:
+    """`total` bets, `concurrency` at a time, each submitted alone (as one HTTP request would be)."""
     left = [total]
 
     async def submitter() -> None:
@@ -168,7 +171,7 @@ async def drive(service: LedgerService, bets: Bets, total: int) -> None:
             [result] = await service.submit([bets.next()])
             assert isinstance(result, tuple) and result[0] == 201, result
 
-    await asyncio.gather(*(submitter() for _ in range(CONCURRENCY)))
+    await asyncio.gather(*(submitter() for _ in range(concurrency)))
 
 
 async def verify(service: LedgerService, players: int, bets: int) -> dict[str, Any]:
@@ -195,16 +198,22 @@ async def verify(service: LedgerService, players: int, bets: int) -> dict[str, A
 
 
 async def run(
-    total: int, players: int, root: Path, warmup: int = WARMUP_BETS, *, store: Store | None = None
+    total: int,
+    players: int,
+    root: Path,
+    warmup: int = WARMUP_BETS,
+    *,
+    store: Store | None = None,
+    concurrency: int = CONCURRENCY,
 ) -> dict[str, Any]:
     """The bets on `store` (default: SQLite in `root`)."""
     service = writer_service(store or SqliteStore(root / "ledger.db"))
     await service.start()
     try:
         await seed(service, players)
-        await drive(service, Bets(players, "warm", 1), warmup)
+        await drive(service, Bets(players, "warm", 1), warmup, concurrency)
         cpu_before, written_before, started = thread_cpu_s(), written_bytes(), time.perf_counter()
-        await drive(service, Bets(players, "run", 2), total)
+        await drive(service, Bets(players, "run", 2), total, concurrency)
         wall = time.perf_counter() - started
         written, cpu_after = written_bytes() - written_before, thread_cpu_s()
         verified = await verify(service, players, warmup + total)
@@ -224,6 +233,7 @@ async def run(
         "benchmark": "ledger_writer",
         "bets": total,
         "players": players,
+        "concurrency": concurrency,
         "bets_per_s": round(total / wall, 1),
         "cpu_ms_per_bet": round(cpu, 4),
         "written_kib_per_bet": round(written / 1024 / total, 2),
@@ -239,18 +249,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bets", type=int, default=20_000, help="measured bets (1000..1000000)")
     parser.add_argument("--players", type=int, default=1000, help="funded players (1..100000)")
+    parser.add_argument("--concurrency", type=int, default=CONCURRENCY, help="bets in flight (1..1024)")
     parser.add_argument("--postgres", action="store_true", help="also run on a throwaway PostgreSQL (fsync on)")
     parser.add_argument(
         "--keep", type=Path, help="a new directory to keep the SQLite database in (to look at its rows)"
     )
     args = parser.parse_args()
-    if not (1000 <= args.bets <= 1_000_000 and 1 <= args.players <= 100_000):
-        parser.error("--bets or --players out of range")
+    if not (1000 <= args.bets <= 1_000_000 and 1 <= args.players <= 100_000 and 1 <= args.concurrency <= 1024):
+        parser.error("--bets, --players or --concurrency out of range")
     gc_tuning.tune_for_serving()  # as `croupier ledger serve` runs
     if args.keep is not None and args.keep.exists():
         parser.error(f"--keep {args.keep}: already exists")
     with tempfile.TemporaryDirectory(prefix="ledger-writer-") as tmp:
-        figures = asyncio.run(run(args.bets, args.players, Path(tmp)))
+        figures = asyncio.run(run(args.bets, args.players, Path(tmp), concurrency=args.concurrency))
         if args.keep is not None:
             shutil.copytree(tmp, args.keep)
             figures["kept"] = str(args.keep / "ledger.db")
@@ -258,7 +269,15 @@ def main() -> None:
             pg_root = Path(tempfile.mkdtemp(prefix="ledger-writer-pg-"))  # its own: the server's user enters it
             try:
                 with local_postgres(pg_root) as dsn:
-                    pg = asyncio.run(run(args.bets, args.players, Path(tmp), store=PostgresStore(dsn, schema="bench")))
+                    pg = asyncio.run(
+                        run(
+                            args.bets,
+                            args.players,
+                            Path(tmp),
+                            store=PostgresStore(dsn, schema="bench"),
+                            concurrency=args.concurrency,
+                        )
+                    )
             finally:
                 shutil.rmtree(pg_root, ignore_errors=True)
             figures["pg_bets_per_s"] = pg["bets_per_s"]

@@ -3,9 +3,12 @@
 The writer drains up to `commit_batch_max` queued commands (a group), loads the rows they need
 into the overlay (core_ledger/overlay.py: a cache only it mutates, so load-then-write is
 serializable), runs decide+evolve for each in order, and writes the journal rows and derived rows
-in ONE transaction. Groups are pipelined: the next group is judged (against the overlay, which
-already holds the previous group's effects) while the previous one commits; each group commits only
-after its predecessor did, and is answered only after its own commit. A failed commit (or a failed
+in ONE transaction. A group is taken only once fewer than `pipeline_depth` groups are in flight,
+so whatever arrived meanwhile joins it. At depth 2 groups are pipelined: the next group is judged
+(against the overlay, which already holds the previous group's effects) while the previous one
+commits; the default, 1, takes it once the previous one committed (on CPython the cheaper: see
+docs/decisions/writer-pipeline-depth-one.md). Each group commits only after its predecessor did,
+and is answered only after its own commit. A failed commit (or a failed
 load) fails that group and every group judged on top of it with 503, and the overlay restarts from
 storage.
 
@@ -67,6 +70,9 @@ class _JudgeFailed(Exception):
         self.error = error
 
 
+PIPELINE_DEPTH = 1  # the default of `WriterLimits.pipeline_depth`
+
+
 @dataclass(frozen=True)
 class WriterLimits:
     group_commit: bool = True
@@ -75,9 +81,10 @@ class WriterLimits:
     cache_rows_max: int = 200_000  # the overlay is dropped (and reloaded lazily) beyond this
     synchronous_standby: bool = False  # answer a commit only once a standby has applied it
     standby_ack_timeout_s: float = 2.0  # then 503 standby_unavailable (retry with the same id)
-
-
-PIPELINE_DEPTH = 2  # groups judged but not yet committed: one committing, one waiting behind it
+    # Groups in flight (judged, not yet answered). 1: the next group is taken once the previous one
+    # committed. 2: it is judged while the previous one commits. On CPython 1 costs less CPU per
+    # bet and commits faster (see docs/decisions/writer-pipeline-depth-one.md).
+    pipeline_depth: int = PIPELINE_DEPTH
 
 
 @dataclass
@@ -174,6 +181,7 @@ class LedgerWriter:
         jobs: list[_Job] | None = []
         try:
             while True:
+                await self._slot(inflight)
                 jobs = await self._take()
                 if jobs is None:
                     return
@@ -200,6 +208,12 @@ class LedgerWriter:
             for task in inflight:
                 await task
 
+    async def _slot(self, inflight: deque[asyncio.Task[bool]]) -> None:
+        """Wait until a group may be judged (fewer than `pipeline_depth` in flight) BEFORE taking
+        one: jobs taken earlier would wait in a small group while later arrivals queue for the next."""
+        while inflight and (len(inflight) >= self.limits.pipeline_depth or inflight[0].done()):
+            await inflight.popleft()
+
     async def _take(self) -> list[_Job] | None:
         """The next group of queued jobs (up to commit_batch_max commands); None once stopped."""
         job = await self._queue.get()
@@ -218,8 +232,7 @@ class LedgerWriter:
     async def _pipeline(self, jobs: list[_Job], inflight: deque[asyncio.Task[bool]]) -> asyncio.Task[bool]:
         """Judge a group against the overlay while the previous group may still be committing;
         the returned task commits it after its predecessor and then answers it."""
-        while inflight and (len(inflight) >= PIPELINE_DEPTH or inflight[0].done()):
-            await inflight.popleft()
+        await self._slot(inflight)
         if self._broken or self._overlay.rows.size() > self.limits.cache_rows_max:
             await self._settle(inflight)
         self._overlay.rows.forget_entries(self._overlay.committed.sequence)

@@ -30,6 +30,13 @@ async def test_writer_bench_commits_every_bet_and_reports_cpu_and_bytes_per_bet(
     assert list(stored.values()) == sorted(stored.values(), reverse=True)
 
 
+async def test_writer_bench_takes_the_hot_shape_few_players_few_submitters(tmp_path: Path) -> None:
+    figures = await run(1000, 5, tmp_path, warmup=50, concurrency=4)
+    assert figures["concurrency"] == 4 and figures["players"] == 5
+    assert figures["head_sequence"] == 1 + 5 + 5 + 50 + 1000
+    assert figures["verify"]["ok"] and figures["verify"]["bet_rows"] == 1050
+
+
 async def test_writer_bench_verification_catches_a_derived_row_that_differs_from_the_journal(tmp_path: Path) -> None:
     service = writer_service(SqliteStore(tmp_path / "ledger.db"))
     await service.start()

@@ -42,7 +42,8 @@ class LateReadingStore(MemoryStore):
 
 async def test_a_failed_commit_after_a_pipelined_one_leaves_storage_equal_to_its_journal() -> None:
     store = LateReadingStore()
-    service = LedgerService(store, WriterLimits(), clock=FakeClock(), metrics=LedgerMetrics(CollectorRegistry()))
+    limits = WriterLimits(pipeline_depth=2)  # judged while the previous group commits
+    service = LedgerService(store, limits, clock=FakeClock(), metrics=LedgerMetrics(CollectorRegistry()))
     await service.start()
     try:
         # A player with an active bonus, a jackpot on the game: a bet changes a round, the
