@@ -219,6 +219,37 @@ async def test_full_queue_is_refused_with_503_ledger_unavailable() -> None:
 
 
 async def test_a_failed_commit_also_fails_the_group_judged_on_top_of_it() -> None:
+    # Two groups in flight (pipeline_depth 2): the second is judged on top of the first's commit.
+    store = FlakyStore()
+    await run_service(store, traffic()[:3])
+    limits = WriterLimits(commit_batch_max=2, pipeline_depth=2)
+    service = LedgerService(store, limits, clock=FakeClock(), metrics=LedgerMetrics(CollectorRegistry()))
+    await service.start()
+    try:
+        first, second = _two_groups_replaying_x1()
+        store.fail_next = True
+        a, b = await asyncio.gather(service.submit(first), service.submit(second))
+        assert all(isinstance(r, Unavailable) for r in a + b), (a, b)
+        [again] = await service.submit([cmd("bet", "x1", id="x1", **BET_X)])
+        assert again[0] == 201 and again[1]["transaction"]["sequence"] == 4
+    finally:
+        await service.stop()
+    assert (await store.head()).sequence == 4
+    assert await rebuild_differences(store) == []
+
+
+BET_X = {"player_id": "p1", "currency": "EUR", "game_id": "slots", "round_id": "rx", "amount_minor": 10}
+
+
+def _two_groups_replaying_x1() -> tuple[list[Command], list[Command]]:
+    first = [cmd("bet", "x1", id="x1", **BET_X), cmd("bet", "x2", id="x2", **BET_X)]
+    second = [cmd("bet", "x3", id="x3", **BET_X), cmd("bet", "x1", id="x1", **BET_X)]  # x1: a replay of `first`
+    return first, second
+
+
+async def test_with_one_group_in_flight_the_group_after_a_failed_commit_is_judged_on_what_is_stored() -> None:
+    # The default (pipeline_depth 1): nothing is judged on top of a commit, so the failed group's x1
+    # was never stored and is a new bet in the group taken after it.
     store = FlakyStore()
     await run_service(store, traffic()[:3])
     service = LedgerService(
@@ -226,17 +257,17 @@ async def test_a_failed_commit_also_fails_the_group_judged_on_top_of_it() -> Non
     )
     await service.start()
     try:
-        bet = {"player_id": "p1", "currency": "EUR", "game_id": "slots", "round_id": "rx", "amount_minor": 10}
-        first = [cmd("bet", "x1", id="x1", **bet), cmd("bet", "x2", id="x2", **bet)]
-        second = [cmd("bet", "x3", id="x3", **bet), cmd("bet", "x1", id="x1", **bet)]  # x1: a replay of `first`
+        first, second = _two_groups_replaying_x1()
         store.fail_next = True
         a, b = await asyncio.gather(service.submit(first), service.submit(second))
-        assert all(isinstance(r, Unavailable) for r in a + b), (a, b)
-        [again] = await service.submit([cmd("bet", "x1", id="x1", **bet)])
-        assert again[0] == 201 and again[1]["transaction"]["sequence"] == 4
+        assert all(isinstance(r, Unavailable) for r in a), a
+        assert [(r[0], r[1]["transaction"]["sequence"], r[1]["replayed"]) for r in b] == [
+            (201, 4, False),
+            (201, 5, False),
+        ]
     finally:
         await service.stop()
-    assert (await store.head()).sequence == 4
+    assert (await store.head()).sequence == 5
     assert await rebuild_differences(store) == []
 
 
