@@ -65,7 +65,11 @@ async def test_concurrent_bets_share_ledger_batches_and_each_gets_its_own_answer
     e = await edges("eu")
     results = await asyncio.gather(*(post(http, e.url("eu") + "/v1/bets", bet(i)) for i in range(60)))
     assert sorted(b["transaction"]["id"] for _, b in results) == sorted(f"b-{i}" for i in range(60))
-    assert all(s == 201 for s, _ in results) and max(ledger.batches) > 1
+    assert max(ledger.batches) > 1
+    # On a loaded machine a batch may outlive the edge's attempt deadline and be sent again: its bets
+    # are then answered as replays (200) of what was journaled once, never journaled twice.
+    assert all((s, b["replayed"]) in {(201, False), (200, True)} for s, b in results), results
+    assert ledger.sequence == 60
     assert (await get(http, e.url("eu") + "/v1/jackpots/mega"))[1]["display_minor"] == 1000 + 60 * 5
 
 
