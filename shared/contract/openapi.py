@@ -101,7 +101,8 @@ def _answer_headers(service_headers: dict[str, str], status: int) -> dict[str, A
     return out
 
 
-def _example(model: type[BaseModel]) -> Any | None:
+def example_of(model: type[BaseModel]) -> Any | None:
+    """The first documented example of `model` (its `json_schema_extra` examples), or None."""
     extra = model.model_config.get("json_schema_extra")
     examples = extra.get("examples") if isinstance(extra, dict) else None
     return examples[0] if isinstance(examples, list) and examples else None
@@ -167,7 +168,7 @@ def _success(route: Route, schemas: dict[str, Any], service_headers: dict[str, s
         return out
     if route.answer is not None:
         content: dict[str, Any] = {"schema": _schema_of(route.answer, schemas)}
-        example = _example(route.answer)
+        example = example_of(route.answer)
         if example is not None:
             content["example"] = example
         media = {JSON: content}
@@ -216,7 +217,7 @@ def operation(route: Route, schemas: dict[str, Any], service_headers: dict[str, 
         name = route.body.__name__ + ("Forwarded" if route.hidden_fields else "")
         ref = _schema_of(route.body, schemas, hidden=route.hidden_fields, name=name)
         body: dict[str, Any] = {"schema": ref}
-        example = _example(route.body)
+        example = example_of(route.body)
         if isinstance(example, dict):
             body["example"] = {k: v for k, v in example.items() if k not in route.hidden_fields}
         op["requestBody"] = {"required": True, "content": {JSON: body}}

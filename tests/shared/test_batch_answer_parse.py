@@ -9,28 +9,9 @@ import pytest
 from pydantic import ValidationError
 
 from shared.contract.answers import BatchAnswer, BatchResult, Problem, TransactionAnswer
+from shared.contract.openapi import example_of
 
-TX = {
-    "transaction": {
-        "id": "b-1",
-        "type": "bet",
-        "sequence": 5,
-        "epoch": 1,
-        "ledger_epoch": 1,
-        "committed_at": "2026-11-23T10:00:00.000000Z",
-        "via": "eu",
-        "client_id": "gs",
-        "outcome": "committed",
-        "player_id": "p1",
-        "currency": "EUR",
-        "amount_minor": 100,
-        "round_id": "r1",
-        "game_id": "slots-1",
-        "jackpot_contributions": [],
-    },
-    "balance": {"player_id": "p1", "currency": "EUR", "balance_minor": 900, "version": 3},
-    "replayed": False,
-}
+TX = example_of(TransactionAnswer)  # the documented answer
 PROBLEM = {
     "type": "about:blank",
     "title": "Conflict",
