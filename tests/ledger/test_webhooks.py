@@ -102,10 +102,13 @@ async def test_every_event_arrives_once_per_sequence_despite_failures(hook_api: 
                 "cashier", "/v1/deposits", {"id": f"more-{i}", "player_id": "p1", "currency": "EUR", "amount_minor": 1}
             )
 
-        async def all_in() -> bool:
-            return sorted(receiver.accepted) == list(range(1, 8))
+        async def all_in_and_acked() -> bool:
+            # The receiver has the event before the ledger records its ack: wait for both.
+            _, listing = await api.get("admin_read", "/admin/v1/consumers")
+            acked = [c["acked_sequence"] for c in listing["consumers"]]
+            return sorted(receiver.accepted) == list(range(1, 8)) and acked == [7]
 
-        await until(all_in)
+        await until(all_in_and_acked)
         assert len(receiver.accepted) == len(set(receiver.accepted))  # once per sequence
         assert receiver.calls >= 3 and receiver.bad_signatures == 0  # two refused, then delivered
         _, listing = await api.get("admin_read", "/admin/v1/consumers")
@@ -131,8 +134,10 @@ async def test_a_page_that_keeps_failing_is_dead_lettered_and_replayed(hook_api:
         )
 
         async def dead_lettered() -> bool:
+            # The letter is kept before the stream's ack moves past it: wait for both.
             _, listing = await api.get("admin_read", "/admin/v1/consumers")
-            return bool(listing["consumers"][0].get("dead_letters"))
+            consumer = listing["consumers"][0]
+            return bool(consumer.get("dead_letters")) and consumer["acked_sequence"] >= 1
 
         await until(dead_lettered)
         _, listing = await api.get("admin_read", "/admin/v1/consumers")
