@@ -12,8 +12,9 @@ Derived tables are (key columns..., doc JSON), but for those in `COLUMNAR` (the 
 balances, history, rounds, round openings, report sums): one column per member of their documents,
 rebuilt into a document by `json_object` when read. The
 journal is protected by triggers against UPDATE and DELETE; its rows hold the canonical entry text
-that the chain hashes. The schema version is `PRAGMA user_version`, moved forward by `MIGRATIONS`
-at open (see `shared.migrations`).
+that the chain hashes, deflated at rest (`sqlite_entries`: every reader gets the exact text back).
+The schema version is `PRAGMA user_version`, moved forward by `MIGRATIONS` at open (see
+`shared.migrations`).
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ from core_ledger.store.base import (
     report_filter,
     summary_filter,
 )
+from core_ledger.store.sqlite_entries import entry_text, stored_entry
 
 BUSY_TIMEOUT_MS = 5000
 # The page size of a NEW database (SQLite fixes it when the file is created; an existing database
@@ -313,8 +315,12 @@ def _load_sync(db: sqlite3.Connection, wanted: dict[str, Sequence[Key]]) -> dict
             )
             # Closed here, even on an error: no statement of a load outlives it (see `load`).
             with closing(db.execute(sql, [part for key in chunk for part in key])) as rows:
-                for row in rows:
-                    found[tuple(row[:-1])] = orjson.loads(row[-1])
+                if table == ENTRIES:
+                    for sequence, stored in rows:
+                        found[(sequence,)] = orjson.loads(entry_text(stored))
+                else:
+                    for row in rows:
+                        found[tuple(row[:-1])] = orjson.loads(row[-1])
     return out
 
 
@@ -359,7 +365,7 @@ def _commit_sync(db: sqlite3.Connection, journal: Sequence[JournalRow], rows: Ro
             )
         db.executemany(
             "INSERT INTO journal (sequence, tx_id, entry) VALUES (?, ?, ?)",
-            [(j.sequence, j.tx_id, j.text) for j in journal],
+            [(j.sequence, j.tx_id, stored_entry(j.text)) for j in journal],
         )
         for table, items in rows.items():
             db.executemany(_UPSERT[table], _stored_rows(table, items))
@@ -617,11 +623,11 @@ class SqliteStore(Store):
 
     async def journal(self, after_sequence: int, limit: int) -> list[tuple[int, str]]:
         sql = "SELECT sequence, entry FROM journal WHERE sequence > ? ORDER BY sequence LIMIT ?"
-        return [(int(s), str(e)) for s, e in await self._read(sql, [after_sequence, limit])]
+        return [(int(s), entry_text(e)) for s, e in await self._read(sql, [after_sequence, limit])]
 
     async def journal_of(self, tx_id: str, limit: int) -> list[str]:
         sql = "SELECT entry FROM journal WHERE tx_id = ? ORDER BY sequence LIMIT ?"
-        return [str(row[0]) for row in await self._read(sql, [tx_id, limit])]
+        return [entry_text(row[0]) for row in await self._read(sql, [tx_id, limit])]
 
     async def dump(self, table: str) -> dict[Key, Doc]:
         columns = TABLES[table]
