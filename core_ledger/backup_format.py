@@ -5,7 +5,7 @@ A backup is a directory, the same for SQLite and PostgreSQL sources::
     ledger-20261129T041500123456Z/
         manifest.json          format and schema versions, epoch, head (sequence, hash), created_at,
                                source backend, and the sha256, size and line count of every file
-        journal.ndjson         every journal entry up to the head, one per line, exactly as stored
+        journal.ndjson         every journal entry up to the head, one per line, its canonical text
         tables/<table>.ndjson  every derived row, {"key": [...], "doc": {...}} one per line, by key
 
 Consistency: the source store first writes its own online copy (`Store.backup`: SQLite's backup
@@ -44,6 +44,7 @@ from core_ledger.domain.state import LATER_TABLES, TABLES
 from core_ledger.store import SqliteStore, Store
 from core_ledger.store.base import Head, JournalRow
 from core_ledger.store.sqlite import MIGRATIONS, doc_sql, fsync_path, mkdir_durable
+from core_ledger.store.sqlite_entries import entry_text
 
 FORMAT = "croupier-ledger-backup"
 FORMAT_VERSION = 1
@@ -112,7 +113,7 @@ def _export_snapshot(snapshot: Path, work: Path, head: Head) -> dict[str, dict[s
             for _, text in db.execute(
                 "SELECT sequence, entry FROM journal WHERE sequence <= ? ORDER BY sequence", (head.sequence,)
             ):
-                journal.line(str(text).encode())
+                journal.line(entry_text(text).encode())  # deflated at rest: the canonical text
         finally:
             files[JOURNAL] = journal.close()
         for table, columns in TABLES.items():

@@ -182,3 +182,5 @@ ROUND_OPENING_MEMBERS = _all_members(RoundOpeningRow)
 # Rounds (`rounds`, `client_rounds`): `opened_at` is absent from rows folded before it was kept (and
 # never null when present); `transactions` holds a list.
 ROUND_MEMBERS, ROUND_OPTIONAL, ROUND_NESTED = _member_kinds(RoundRow)
+# Bets: members a row may lack (a rollback's marker holds four), two of them nullable when present.
+BET_MEMBERS, BET_OPTIONAL, BET_NESTED = _member_kinds(BetRow)

@@ -176,6 +176,7 @@ MIGRATIONS = (
     # rows here stay documents (see docs/decisions/sqlite-derived-rows-as-columns.md): the version
     # moves so both backends number the same schema steps.
     Migration(7, "no change here: SQLite's balances, history, rounds, round openings and report sums as columns", ()),
+    Migration(8, "no change here: SQLite's bets as columns", ()),
 )
 MIGRATE_COMMAND = "croupier ledger migrate --config <ledger.toml>"
 VERSION_TABLE = (

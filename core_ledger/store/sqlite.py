@@ -9,11 +9,12 @@ A commit extends the stored head or changes nothing: its rows must run without a
 new head, and the stored head must be the one they start from (as on PostgreSQL).
 
 Derived tables are (key columns..., doc JSON), but for those in `COLUMNAR` (the transaction index,
-balances, history, rounds, round openings, report sums): one column per member of their documents,
+balances, history, rounds, round openings, report sums, bets): one column per member of their documents,
 rebuilt into a document by `json_object` when read. The
 journal is protected by triggers against UPDATE and DELETE; its rows hold the canonical entry text
-that the chain hashes. The schema version is `PRAGMA user_version`, moved forward by `MIGRATIONS`
-at open (see `shared.migrations`).
+that the chain hashes, deflated at rest (`sqlite_entries`: every reader gets the exact text back).
+The schema version is `PRAGMA user_version`, moved forward by `MIGRATIONS` at open (see
+`shared.migrations`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import sqlite3
 from collections.abc import Sequence
 from contextlib import closing
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_type_hints
 
 import aiosqlite
 import orjson
@@ -35,11 +36,15 @@ from shared.sqlite_thread import SqliteThread, write_transaction
 from core_ledger.domain.commands import InvariantBroken, require
 from core_ledger.domain.records import (
     ACCOUNT_MEMBERS,
+    BET_MEMBERS,
+    BET_NESTED,
+    BET_OPTIONAL,
     HISTORY_MEMBERS,
     ROUND_MEMBERS,
     ROUND_NESTED,
     ROUND_OPENING_MEMBERS,
     ROUND_OPTIONAL,
+    BetRow,
 )
 from core_ledger.domain.reports import SUMS_OF
 from core_ledger.domain.state import ADDITIVE, ENTRIES, LATER_TABLES, TABLES, Doc, Key
@@ -57,6 +62,7 @@ from core_ledger.store.base import (
     report_filter,
     summary_filter,
 )
+from core_ledger.store.sqlite_entries import entry_text, stored_entry
 
 BUSY_TIMEOUT_MS = 5000
 # The page size of a NEW database (SQLite fixes it when the file is created; an existing database
@@ -101,7 +107,9 @@ SCHEMA = [
 # in every row, and its indexes were json_extract expressions evaluated at each insert. Balances,
 # balance history, rounds, round openings and report sums (schema migration 7): rows written by
 # every bet, smaller as columns; the round openings' status index is a column, and report sums are
-# added column by column (see docs/decisions/sqlite-derived-rows-as-columns.md).
+# added column by column (see docs/decisions/sqlite-derived-rows-as-columns.md). Bets (schema
+# migration 8): one row per bet, the largest derived row when it was a document
+# (docs/decisions/sqlite-bets-as-columns.md).
 COLUMNAR: dict[str, tuple[str, ...]] = {
     "tx_summaries": SUMMARY_MEMBERS,
     "accounts": ACCOUNT_MEMBERS,
@@ -109,13 +117,31 @@ COLUMNAR: dict[str, tuple[str, ...]] = {
     "round_openings": ROUND_OPENING_MEMBERS,
     "rounds": ROUND_MEMBERS,
     "client_rounds": ROUND_MEMBERS,
+    "bets": BET_MEMBERS,
     **{table: SUMS_OF[table] for table in ADDITIVE},
 }
 _MEMBER_SETS = {table: frozenset(members) for table, members in COLUMNAR.items()}
-# Members of a columnar table that a row may lack (absent when its column is NULL: such a member is
-# never null when present), and members holding a list or an object (stored as JSON text).
-OPTIONAL: dict[str, frozenset[str]] = {"rounds": ROUND_OPTIONAL, "client_rounds": ROUND_OPTIONAL}
-NESTED: dict[str, frozenset[str]] = {"rounds": ROUND_NESTED, "client_rounds": ROUND_NESTED}
+
+
+def _nullable(row: type, members: frozenset[str]) -> frozenset[str]:
+    """Those of a row type's optional `members` whose value may be null when present."""
+    hints = get_type_hints(row, include_extras=True)
+    return frozenset(m for m in members if type(None) in get_args(get_args(hints[m])[0]))
+
+
+# Members of a columnar table that a row may lack (absent when its column is NULL), and members
+# stored as JSON text: those holding a list or an object, and optional members that may be null
+# when present (a null is the text 'null', an absent member SQL NULL).
+OPTIONAL: dict[str, frozenset[str]] = {
+    "rounds": ROUND_OPTIONAL,
+    "client_rounds": ROUND_OPTIONAL,
+    "bets": BET_OPTIONAL,
+}
+NESTED: dict[str, frozenset[str]] = {
+    "rounds": ROUND_NESTED,
+    "client_rounds": ROUND_NESTED,
+    "bets": BET_NESTED | _nullable(BetRow, BET_OPTIONAL),
+}
 _SUMMARY_COLUMNS = ", ".join(SUMMARY_MEMBERS)  # untyped: each value is stored as it came (text or NULL)
 
 
@@ -144,6 +170,21 @@ def _to_columns_v7(table: str) -> tuple[str, ...]:
         + f" FROM {table} ORDER BY rowid",
         f"DROP TABLE {table}",  # and its indexes
         f"ALTER TABLE {table}_v7 RENAME TO {table}",
+    )
+
+
+def _to_columns_v8(table: str) -> tuple[str, ...]:
+    """Migration 8 of one table: a columnar copy of it (its rows in rowid order), then swapped in.
+    A member stored as JSON text is copied as the member's JSON (`->`: 'null' for a null member,
+    NULL for an absent one)."""
+    keys, members, nested = TABLES[table], COLUMNAR[table], NESTED.get(table, frozenset())
+    return (
+        f"CREATE TABLE {table}_v8 ({_columns_v7(table)})",
+        f"INSERT INTO {table}_v8 ({', '.join([*keys, *members])}) SELECT {', '.join(keys)}, "
+        + ", ".join(f"doc -> '$.{m}'" if m in nested else f"json_extract(doc, '$.{m}')" for m in members)
+        + f" FROM {table} ORDER BY rowid",
+        f"DROP TABLE {table}",  # and its primary-key index
+        f"ALTER TABLE {table}_v8 RENAME TO {table}",
     )
 
 
@@ -224,6 +265,7 @@ MIGRATIONS = (
             "CREATE INDEX client_rounds_by_round ON client_rounds (round_id)",
         ),
     ),
+    Migration(8, "bets as columns", _to_columns_v8("bets")),
 )
 MIGRATE_COMMAND = "croupier ledger migrate --config <ledger.toml>"
 # Each connection's own page cache, MiB (SQLite's default: 2). A bulk seeder takes a bigger one:
@@ -242,11 +284,13 @@ def doc_sql(table: str, alias: str = "") -> str:
     def pairs(names: Sequence[str]) -> str:
         return ", ".join(f"'{m}', json({alias}{m})" if m in nested else f"'{m}', {alias}{m}" for m in names)
 
-    doc = f"json_object({pairs([m for m in members if m not in optional])})"
+    doc = f"json_object({pairs(members)})"
     if not optional:
         return doc
-    # A merge patch drops the members whose value is null: an optional member's NULL is its absence.
-    return f"json_patch({doc}, json_object({pairs([m for m in members if m in optional])}))"
+    # An optional member's NULL column is its absence: removed from the object (a path to a member
+    # that is not there, `$."~"`, removes nothing).
+    absent = ", ".join(f"iif({alias}{m} IS NULL, '$.{m}', '$.\"~\"')" for m in members if m in optional)
+    return f"json_remove({doc}, {absent})"
 
 
 def _member_sql(table: str, name: str) -> str:
@@ -255,12 +299,18 @@ def _member_sql(table: str, name: str) -> str:
     members = COLUMNAR.get(table)
     if members is None:
         return f"json_extract(doc, '$.{name}')"
-    return name if name in members else "NULL"
+    if name not in members:
+        return "NULL"
+    return f"({name} ->> '$')" if name in NESTED.get(table, frozenset()) else name  # JSON text: its value
 
 
 def _stored_columns(table: str) -> tuple[str, ...]:
     """The columns of `table` in order: its key columns, then `doc` or its members."""
     return (*TABLES[table], *COLUMNAR.get(table, ("doc",)))
+
+
+# (position, name) of each member stored as JSON text, by columnar table.
+_NESTED_AT = {t: tuple((i, m) for i, m in enumerate(COLUMNAR[t]) if m in nested) for t, nested in NESTED.items()}
 
 
 def _stored_rows(table: str, items: Sequence[tuple[Key, Doc]]) -> list[tuple[Any, ...]]:
@@ -275,13 +325,17 @@ def _stored_rows(table: str, items: Sequence[tuple[Key, Doc]]) -> list[tuple[Any
         raise InvariantBroken(f"{table} has no column for the members {unknown} (see COLUMNAR)")
     if table in ADDITIVE:  # sums: a member not given adds nothing
         return [(*key, *[doc.get(m, 0) for m in members]) for key, doc in items]
-    nested = NESTED.get(table)
-    if nested:
-        return [
-            (*key, *[orjson.dumps(doc[m]).decode() if m in nested and m in doc else doc.get(m) for m in members])
-            for key, doc in items
-        ]
-    return [(*key, *[doc.get(m) for m in members]) for key, doc in items]
+    nested_at = _NESTED_AT.get(table)
+    if nested_at:
+        rows = []
+        for key, doc in items:
+            row = [*map(doc.get, members)]
+            for i, m in nested_at:  # JSON text; a member absent stays NULL (a null one is 'null')
+                if row[i] is not None or m in doc:
+                    row[i] = orjson.dumps(row[i]).decode()
+            rows.append((*key, *row))
+        return rows
+    return [(*key, *map(doc.get, members)) for key, doc in items]
 
 
 def _select_keys(table: str, count: int) -> str:
@@ -313,8 +367,12 @@ def _load_sync(db: sqlite3.Connection, wanted: dict[str, Sequence[Key]]) -> dict
             )
             # Closed here, even on an error: no statement of a load outlives it (see `load`).
             with closing(db.execute(sql, [part for key in chunk for part in key])) as rows:
-                for row in rows:
-                    found[tuple(row[:-1])] = orjson.loads(row[-1])
+                if table == ENTRIES:
+                    for sequence, stored in rows:
+                        found[(sequence,)] = orjson.loads(entry_text(stored))
+                else:
+                    for row in rows:
+                        found[tuple(row[:-1])] = orjson.loads(row[-1])
     return out
 
 
@@ -359,7 +417,7 @@ def _commit_sync(db: sqlite3.Connection, journal: Sequence[JournalRow], rows: Ro
             )
         db.executemany(
             "INSERT INTO journal (sequence, tx_id, entry) VALUES (?, ?, ?)",
-            [(j.sequence, j.tx_id, j.text) for j in journal],
+            [(j.sequence, j.tx_id, stored_entry(j.text)) for j in journal],
         )
         for table, items in rows.items():
             db.executemany(_UPSERT[table], _stored_rows(table, items))
@@ -617,11 +675,11 @@ class SqliteStore(Store):
 
     async def journal(self, after_sequence: int, limit: int) -> list[tuple[int, str]]:
         sql = "SELECT sequence, entry FROM journal WHERE sequence > ? ORDER BY sequence LIMIT ?"
-        return [(int(s), str(e)) for s, e in await self._read(sql, [after_sequence, limit])]
+        return [(int(s), entry_text(e)) for s, e in await self._read(sql, [after_sequence, limit])]
 
     async def journal_of(self, tx_id: str, limit: int) -> list[str]:
         sql = "SELECT entry FROM journal WHERE tx_id = ? ORDER BY sequence LIMIT ?"
-        return [str(row[0]) for row in await self._read(sql, [tx_id, limit])]
+        return [entry_text(row[0]) for row in await self._read(sql, [tx_id, limit])]
 
     async def dump(self, table: str) -> dict[Key, Doc]:
         columns = TABLES[table]

@@ -16,7 +16,7 @@ async def test_writer_bench_commits_every_bet_and_reports_cpu_and_bytes_per_bet(
     # 1 jackpot + 20 players + 20 deposits + 100 warm-up bets + 1000 measured bets, all journaled
     assert figures["head_sequence"] == 1 + 20 + 20 + 100 + 1000
     assert figures["bets"] == 1000 and figures["bets_per_s"] > 0
-    assert figures["written_kib_per_bet"] > 1  # a journal entry alone is about 1 KiB
+    assert figures["written_kib_per_bet"] > 1  # whole pages: a bet's journal entry, history, round...
     assert "loop" in figures["threads"] and figures["cpu_ms_per_bet"] >= 0
     assert figures["verify"] == {
         "ok": True,
@@ -26,7 +26,8 @@ async def test_writer_bench_commits_every_bet_and_reports_cpu_and_bytes_per_bet(
         "bet_rows": 1100,
     }
     stored = figures["stored_bytes_per_entry"]  # where the rows went, largest first
-    assert stored["journal"] > 500 and stored["bets"] > 100, stored
+    # A journal entry is stored deflated (about 0.26 KiB of its 1 KiB: core_ledger/store/sqlite_entries.py).
+    assert 100 < stored["journal"] < 500 and stored["bets"] > 100, stored
     assert list(stored.values()) == sorted(stored.values(), reverse=True)
 
 

@@ -18,6 +18,7 @@ from core_ledger.reads import ON_DEMAND, LedgerReads
 from core_ledger.standby_tailer import StandbySettings
 from core_ledger.store import Head, JournalRow, SqliteStore, StorageError
 from core_ledger.store.base import Rows
+from core_ledger.store.sqlite_entries import entry_text
 from core_ledger.task_health import FAILING_AFTER
 from harness.journal_seed import SeedPlan, seed_commands, seed_store
 from tests.support.clock import FakeClock
@@ -127,7 +128,8 @@ async def test_periodic_audits_walk_what_was_journaled_since_and_the_whole_journ
     store = app[SERVICE].store
     db = sqlite3.connect(store.path)
     db.execute("DROP TRIGGER journal_no_update")
-    db.execute("UPDATE journal SET entry = replace(entry, 'p0', 'px') WHERE sequence = 2")
+    [(stored,)] = db.execute("SELECT entry FROM journal WHERE sequence = 2").fetchall()
+    db.execute("UPDATE journal SET entry = ? WHERE sequence = 2", (entry_text(stored).replace("p0", "px"),))
     db_changes = db.total_changes
     db.commit()
     db.close()

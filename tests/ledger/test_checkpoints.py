@@ -29,6 +29,7 @@ from core_ledger.checkpoint_jobs import Checkpoints
 from core_ledger.domain.journal import chain_hash
 from core_ledger.metrics import LedgerMetrics
 from core_ledger.store import MemoryStore
+from core_ledger.store.sqlite_entries import entry_text
 from tests.support.clock import FakeClock
 from tests.support.ledger import Api, ledger_config
 
@@ -157,6 +158,7 @@ def rewrite_and_rehash(db: Path, sequence: int, new_amount: int) -> None:
         rows = conn.execute(
             "SELECT sequence, entry FROM journal WHERE sequence >= ? ORDER BY sequence", (sequence - 1,)
         ).fetchall()
+        rows = [(seq, entry_text(stored)) for seq, stored in rows]  # deflated at rest
         prev_hash = orjson.loads(rows[0][1])["hash"] if rows[0][0] == sequence - 1 else "0" * 64
         for seq, text in rows:
             if seq < sequence:

@@ -431,9 +431,25 @@ V7_COLUMNAR = (
 )
 
 
+def back_to_version_7(db: sqlite3.Connection) -> None:
+    """Turn a ledger file of the latest layout back into version 7's: `bets` as (client_id, bet_id,
+    doc) with its rows as documents (what migration 8 made columns)."""
+    db.executescript(
+        "BEGIN;"
+        f"CREATE TABLE bets_v7 AS SELECT client_id, bet_id, {sqlite_module.doc_sql('bets')} AS doc FROM bets;"
+        "DROP TABLE bets;"
+        "CREATE TABLE bets (client_id, bet_id, doc TEXT NOT NULL, PRIMARY KEY (client_id, bet_id));"
+        "INSERT INTO bets (client_id, bet_id, doc) SELECT client_id, bet_id, doc FROM bets_v7;"
+        "DROP TABLE bets_v7;"
+        "PRAGMA user_version = 7;"
+        "COMMIT;"
+    )
+
+
 def back_to_version_6(db: sqlite3.Connection) -> None:
     """Turn a ledger file of the latest layout back into version 6's: the tables of migration 7 as
     (key columns, doc) with their rows as documents, the round openings' expression index."""
+    back_to_version_7(db)
     creates = {
         statement.split()[5]: statement
         for migration in sqlite_module.MIGRATIONS[:6]
@@ -771,3 +787,88 @@ class TestColumnarRowsMigration:
         assert all("doc" not in names for names in columns.values()), columns
         assert columns["history"] == ["account", "sequence", "amount_minor", "balance_minor", "type", "id"]
         assert "round_openings_open" in str(plan_) and "TEMP B-TREE" not in str(plan_), plan_
+
+
+class TestBetsAsColumns:
+    """Migration 8: bets as one column per member; a member that may be absent or null (`via`,
+    `round_client_id`) keeps the difference (JSON text 'null' against SQL NULL)."""
+
+    async def test_a_version_7_ledger_migrates_to_rows_equal_to_a_rebuild_and_keeps_writing(
+        self, tmp_path: Path
+    ) -> None:
+        path = tmp_path / "ledger.db"
+        edge, cashier = Principal("edge-1", "edge"), Principal("cashier", "cashier")
+
+        def service_on(store: SqliteStore) -> LedgerService:
+            return LedgerService(
+                store, WriterLimits(), clock=lambda: datetime.now(UTC), metrics=LedgerMetrics(CollectorRegistry())
+            )
+
+        def bet(n: int, *, by: Principal = edge, **more: Any) -> Command:
+            fields = {"id": f"b{n}", "player_id": "p1", "currency": "EUR", "amount_minor": 100, "round_id": "r1"}
+            return money_command("bet", {**fields, "game_id": "g", **more}, by)
+
+        rollback_first = {"id": "rb1", "player_id": "p1", "bet_id": "b9", "round_id": "r9"}  # a marker row
+        service = service_on(SqliteStore(path))
+        await service.start()
+        try:
+            await service.submit(
+                [Command("player_create", {"player_id": "p1", "currencies": ["EUR"]}, "admin", (ADMIN_SCOPE, "p1"))]
+            )
+            await service.submit(
+                [
+                    money_command(
+                        "deposit", {"id": "d1", "player_id": "p1", "currency": "EUR", "amount_minor": 500}, cashier
+                    )
+                ]
+            )
+            await service.submit(
+                [
+                    bet(1),
+                    bet(2, via="edge-eu"),
+                    money_command("rollback", rollback_first, edge),
+                    bet(3, by=Principal("gs-1", "game_server")),  # no edge: `via` null
+                ]
+            )
+            expected = await service.store.dump("bets")
+        finally:
+            await service.stop()
+        kinds = {member for doc in expected.values() for member in doc}
+        assert {"via", "round_client_id", "jackpot_contributions"} <= kinds
+        assert any(doc.get("via", "") is None for doc in expected.values()), expected  # null, not absent
+        assert any(doc["state"] == "marker" and "currency" not in doc for doc in expected.values()), expected
+        db = sqlite3.connect(path)
+        try:
+            back_to_version_7(db)
+            # rows as version 7 held them, among them members absent and members null
+            docs = [orjson.loads(doc) for (doc,) in db.execute("SELECT doc FROM bets")]
+        finally:
+            db.close()
+        assert any("via" not in d for d in docs) and any(d.get("via") == "edge-eu" for d in docs)
+        service = service_on(SqliteStore(path))
+        await service.start()
+        try:
+            store = service.store
+            assert isinstance(store, SqliteStore) and store.schema_plan is not None
+            assert (store.schema_plan.stored, store.schema_plan.target) == (7, LATEST)
+            assert await store.dump("bets") == expected
+            assert await rebuild_differences(store) == []
+            [replayed] = await service.submit([bet(2, via="edge-eu")])  # read back from the columns
+            assert isinstance(replayed, tuple) and replayed[0] == 200  # a replay of the stored bet
+            await service.submit(
+                [bet(4), money_command("rollback", {**rollback_first, "id": "rb2", "bet_id": "b1"}, edge)]
+            )
+            assert await rebuild_differences(store) == []
+        finally:
+            await service.stop()
+        db = sqlite3.connect(path)
+        try:
+            columns = [row[1] for row in db.execute("PRAGMA table_info(bets)")]
+            via = dict(db.execute("SELECT bet_id, via FROM bets").fetchall())
+            plan_ = db.execute(
+                "EXPLAIN QUERY PLAN SELECT * FROM bets WHERE client_id = 'x' AND bet_id = 'y'"
+            ).fetchall()
+        finally:
+            db.close()
+        assert "doc" not in columns and columns[:2] == ["client_id", "bet_id"]
+        assert via["b2"] == '"edge-eu"' and "sqlite_autoindex_bets_1" in str(plan_), (via, plan_)
