@@ -318,12 +318,14 @@ async def measure(size: int, opts: Options) -> dict[str, Any]:
         after = await settled_head(cluster)
         cpu_s, run_s = process_cpu_s(proc.pid) - cpu_before, time.perf_counter() - run_started
         rss_after_run = rss_kib(proc.pid)
+        load_figures = {k: v for k, v in result.figures().items() if k in ("ok_per_s", "p50_ms", "p99_ms")}
+        # Printed before the long verifications: a run cut short still has its load figures.
+        load_figures["cpu_ms_per_bet"] = round(1000 * cpu_s / (after - before), 3) if after > before else None
+        load_figures["idle_cpu_ms_per_s"] = round(1000 * idle_cpu_per_s, 1)
+        print(f"  measured {json.dumps({'size': size, **load_figures})}", flush=True)
         started = time.perf_counter()
         audit = await admin_call(cluster, "POST", "/admin/v1/audit/verify")
         verify_http_s = time.perf_counter() - started
-        load_figures = {k: v for k, v in result.figures().items() if k in ("ok_per_s", "p50_ms", "p99_ms")}
-        # Printed before the long verifications: a run cut short still has its load figures.
-        print(f"  measured {json.dumps({'size': size, **load_figures, 'idle_cpu_per_s': idle_cpu_per_s})}", flush=True)
         await cluster.stop_service("ledger")
         rebuilt = opts.rebuild_max_size is None or size <= opts.rebuild_max_size
         if opts.postgres_dsn_file is None:
