@@ -65,37 +65,18 @@ async def verify_store(
     after it, the first of them linked to its hash. With `pace`, in its pages and with its pauses
     (a serving ledger); without, in pages of JOURNAL_PAGE at full speed (offline tools)."""
     start = since or Head()
-    check = ChainCheck(head_sequence=start.sequence, head_hash=start.hash)
+    check, after = ChainCheck(head_sequence=start.sequence, head_hash=start.hash), start.sequence
     page = JOURNAL_PAGE if pace is None else pace.page
-
-    def read_after(after: int) -> asyncio.Future[list[tuple[int, str]]] | None:
-        if up_to_sequence is not None and after >= up_to_sequence:
-            return None
+    while up_to_sequence is None or after < up_to_sequence:
         limit = page if up_to_sequence is None else min(page, up_to_sequence - after)
-        return asyncio.ensure_future(store.journal(after, limit))
-
-    reading = read_after(start.sequence)
-    try:
-        while reading is not None:
-            rows = await reading
-            # The next page is read (in the store's thread or server) while this one is checked.
-            reading = read_after(rows[-1][0]) if rows else None
-            started = time.perf_counter()
-            if not rows or not check.feed(rows):
-                break
-            if pace is not None:
-                await pace.after_page(time.perf_counter() - started)
-    finally:
-        await _abandon(reading)
+        rows = await store.journal(after, limit)
+        started = time.perf_counter()
+        if not rows or not check.feed(rows):
+            break
+        after = rows[-1][0]
+        if pace is not None:
+            await pace.after_page(time.perf_counter() - started)
     return check.report()
-
-
-async def _abandon(reading: asyncio.Future[Any] | None) -> None:
-    """A read ahead that is no longer wanted (the walk stopped, or failed): cancelled and waited
-    for, so that it neither outlives the walk nor leaves an exception nobody retrieves."""
-    if reading is not None:
-        reading.cancel()
-        await asyncio.gather(reading, return_exceptions=True)
 
 
 async def replay_journal(
@@ -112,57 +93,37 @@ async def replay_journal(
 async def _replay(
     source: Store, target: Store, rows_cached: int, commit_entries: int, gc_points: CollectionsPaused
 ) -> Head:
-    overlay, head, stored = Overlay(target), Head(), Head()
+    overlay, head, after = Overlay(target), Head(), 0
     journal: list[JournalRow] = []
-    reading: asyncio.Future[list[tuple[int, str]]] | None = asyncio.ensure_future(source.journal(0, JOURNAL_PAGE))
-    # At most one commit in flight, folded past while it runs (in the target's thread or server).
-    committing: asyncio.Future[None] | None = None
-    try:
-        while True:
-            assert reading is not None  # set again below until the journal ends
-            rows = await reading
-            # The next page is read while this one is folded.
-            reading = asyncio.ensure_future(source.journal(rows[-1][0], JOURNAL_PAGE)) if rows else None
-            if rows:
-                head = await _fold_page(overlay, rows, journal)
-            if journal and (len(journal) >= commit_entries or not rows):
-                if committing is not None:
-                    await committing  # commits in order, one in flight
-                    overlay.rows.forget_entries(stored.sequence)  # entries the target now holds
-                committing = asyncio.ensure_future(target.commit(journal, overlay.rows.take_dirty(), head))
-                stored, journal = head, []
-                if overlay.rows.size() > rows_cached:
-                    # Dropped only once the target holds every row: a row loaded again must be
-                    # the last one written, never one still in flight.
-                    await committing
-                    overlay.restart()
-                gc_points.collect()
-            if not rows:
-                if committing is not None:
-                    await committing
-                return head
-    finally:
-        await _abandon(reading)
-        if committing is not None and not committing.done():
-            # The replay failed while a commit ran: waited for, never left running; the
-            # failure that stopped the replay is the one raised.
-            await asyncio.gather(committing, return_exceptions=True)
-
-
-async def _fold_page(overlay: Overlay, rows: list[tuple[int, str]], journal: list[JournalRow]) -> Head:
-    """Apply one page of the source's journal to the overlay, appended to `journal`; its last head."""
-    entries = [orjson.loads(text) for _, text in rows]
-    commands = [command_of(e) for e in entries]
-    await overlay.load(commands)  # most rows of the page, a few queries
-    for entry, command in zip(entries, commands, strict=True):
-        # Rows named only once an earlier entry of the page is applied (a bonus granted,
-        # then claimed): loaded now, from what this replay already holds. No query when all
-        # are known.
-        await overlay.load([command])
-        fold(overlay.rows, entry)
-    journal += [JournalRow(seq, e["transaction"]["id"], text) for (seq, text), e in zip(rows, entries, strict=True)]
-    last = entries[-1]
-    return Head(last["sequence"], last["hash"], last["epoch"])
+    while True:
+        rows = await source.journal(after, JOURNAL_PAGE)
+        if rows:
+            entries = [orjson.loads(text) for _, text in rows]
+            commands = [command_of(e) for e in entries]
+            await overlay.load(commands)  # most rows of the page, a few queries
+            for entry, command in zip(entries, commands, strict=True):
+                # Rows named only once an earlier entry of the page is applied (a bonus granted,
+                # then claimed): loaded now, from what this replay already holds. No query when all
+                # are known.
+                await overlay.load([command])
+                fold(overlay.rows, entry)
+            last = entries[-1]
+            head = Head(last["sequence"], last["hash"], last["epoch"])
+            journal += [
+                JournalRow(seq, e["transaction"]["id"], text) for (seq, text), e in zip(rows, entries, strict=True)
+            ]
+            after = rows[-1][0]
+        if journal and (len(journal) >= commit_entries or not rows):
+            # Rows changed since the last commit stay in the overlay until this one: what a load
+            # above found there was ahead of the target, never behind it.
+            await target.commit(journal, overlay.rows.take_dirty(), head)
+            journal = []
+            overlay.rows.forget_entries(head.sequence)
+            if overlay.rows.size() > rows_cached:
+                overlay.restart()
+            gc_points.collect()
+        if not rows:
+            return head
 
 
 async def rebuild_state(store: Store) -> State:
