@@ -57,6 +57,14 @@ def test_postings_must_balance_per_currency() -> None:
         ]
     )
     assert not postings_balanced([{"account": "a", "amount_minor": 0.0, "currency": "EUR"}])
+    # A bool is an int to Python, never an amount (True - True balances, and is still refused).
+    assert not postings_balanced(
+        [
+            {"account": "a", "amount_minor": True, "currency": "EUR"},
+            {"account": "b", "amount_minor": -1, "currency": "EUR"},
+        ]
+    )
+    assert postings_balanced([])
     with pytest.raises(InvariantBroken):
         seal(
             {"type": "x"},
