@@ -87,15 +87,14 @@ class WriterLimits:
     pipeline_depth: int = PIPELINE_DEPTH
 
 
-@dataclass
+@dataclass(slots=True)
 class _Job:
     commands: list[Command]
     future: asyncio.Future[list[Result]]
-    partial: list[Result] = field(default_factory=list)  # results so far, one commit per command
     lifting_fence: bool = False  # the journaled unfence: the one write a fenced primary takes
 
 
-@dataclass
+@dataclass(slots=True)
 class _Judged:
     """A group decided against the overlay, waiting for its commit."""
 
@@ -199,14 +198,15 @@ class LedgerWriter:
                     inflight.append(await self._pipeline(jobs, inflight))
                 else:  # the benchmark baseline: every command its own commit, nothing overlapped
                     for job in jobs:
+                        partial: list[Result] = []  # results so far, one commit per command
                         for command in job.commands:
                             sub = _Job(
                                 [command], asyncio.get_running_loop().create_future(), lifting_fence=job.lifting_fence
                             )
                             await (await self._pipeline([sub], inflight))
-                            job.partial.append(sub.future.result()[0])
+                            partial.append(sub.future.result()[0])
                         if not job.future.done():
-                            job.future.set_result(job.partial)
+                            job.future.set_result(partial)
         except Exception as e:  # noqa: BLE001 (a bug in the writer loop itself: fail-stop, never a silent death)
             self._halt(e, None)
             self._answer(jobs or [], self._halted_error())

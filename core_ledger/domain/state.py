@@ -125,9 +125,6 @@ Row = (
 )
 
 
-_NOT_LOADED: Final = object()  # `get`'s marker of a key absent from a table (None: a row that does not exist)
-
-
 class State:
     def __init__(self, *, complete: bool) -> None:
         self.complete = complete
@@ -189,12 +186,13 @@ class State:
     def get(self, table: str, key: Key) -> Mapping[str, Any] | None: ...
 
     def get(self, table: str, key: Key) -> Any:
-        row = self.tables[table].get(key, _NOT_LOADED)
-        if row is not _NOT_LOADED:
-            return row
-        if not self.complete:
-            raise InvariantBroken(f"{table}{key} was not loaded before use")
-        return None
+        rows = self.tables[table]  # an unknown table raises KeyError, as ever
+        if self.complete:  # a rebuild or the in-memory store: a row that is not there does not exist
+            return rows.get(key)
+        try:  # the overlay: a subscript, no method call (~17 gets a bet), and it must be loaded
+            return rows[key]
+        except KeyError:
+            raise InvariantBroken(f"{table}{key} was not loaded before use") from None
 
     def fill(self, table: str, key: Key, doc: Doc | None) -> None:
         """Record what storage holds for a key (None: absent); not a change."""
