@@ -65,16 +65,25 @@ class Overlay:
                     needed = rows_needed(cache, cmd)
                 except Exception as e:  # pure: a bug, which every retry would hit again
                     raise PlanningFailed(cmd, e) from e
-                unknown = [(t, k) for t, k in needed if k not in cached[t]]
-                if unknown:
-                    for table, key in unknown:
-                        missing.setdefault(table, {})[key] = None
-                    watched.append((cmd, [(t, k) for t, k in unknown if t in PLANNED_FROM]))
+                # One pass over the rows: most are cached (a group's players, games, house
+                # accounts), so what is collected per command is only what is not.
+                watch: list[tuple[str, tuple]] | None = None
+                for table, key in needed:
+                    if key not in cached[table]:
+                        keys = missing.get(table)
+                        if keys is None:
+                            keys = missing[table] = {}
+                        keys[key] = None
+                        if table in PLANNED_FROM:
+                            if watch is None:
+                                watch = []
+                                watched.append((cmd, watch))
+                            watch.append((table, key))
             if not missing:
                 return
             found = await self.store.load({table: list(keys) for table, keys in missing.items()})
             for table, keys in missing.items():
-                rows = found.get(table, {})
-                for key in keys:
-                    cache.fill(table, key, rows.get(key))
+                rows, loaded = found.get(table, {}), cached[table]
+                for key in keys:  # `fill` inlined: what storage holds, None for a row it does not
+                    loaded[key] = rows.get(key)
             pending = [cmd for cmd, keys in watched if any(cache.peek(t, k) is not None for t, k in keys)]

@@ -11,7 +11,7 @@ call. It builds a ledger copy's parts and delegates to them; it decides nothing 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from datetime import datetime
 from typing import Any
 
@@ -121,8 +121,9 @@ class LedgerService:
         await self.writer.stop()
         await self.store.close()
 
-    async def submit(self, commands: list[Command], *, lifting_fence: bool = False) -> list[Result]:
-        return await self.writer.submit(commands, lifting_fence=lifting_fence)
+    def submit(self, commands: list[Command], *, lifting_fence: bool = False) -> Coroutine[Any, Any, list[Result]]:
+        """The writer's own `submit` (awaited by the caller: no second coroutine per request)."""
+        return self.writer.submit(commands, lifting_fence=lifting_fence)
 
     async def fence(self, epoch: int, evidence: dict[str, Any]) -> bool:
         return await self.failover.fence(epoch, evidence)

@@ -87,24 +87,33 @@ class WriterLimits:
     pipeline_depth: int = PIPELINE_DEPTH
 
 
-@dataclass
+@dataclass(slots=True)
 class _Job:
     commands: list[Command]
     future: asyncio.Future[list[Result]]
-    partial: list[Result] = field(default_factory=list)  # results so far, one commit per command
     lifting_fence: bool = False  # the journaled unfence: the one write a fenced primary takes
 
 
-@dataclass
+@dataclass(slots=True)
 class _Judged:
     """A group decided against the overlay, waiting for its commit."""
 
-    head: Head
+    head: Head  # the head the group stands on until it is judged, then its last entry's
     results: list[Result] = field(default_factory=list)
     journal: list[JournalRow] = field(default_factory=list)
     rows: dict = field(default_factory=dict)
     counts: list[tuple[str, str]] = field(default_factory=list)
     replays: int = 0
+
+
+@dataclass(slots=True)
+class _Chain:
+    """Where the group being judged has taken the chain: its last entry's sequence and hash (a
+    `Head` is built once per group from it, not once per entry)."""
+
+    sequence: int
+    hash: str
+    epoch: int
 
 
 class LedgerWriter:
@@ -189,14 +198,15 @@ class LedgerWriter:
                     inflight.append(await self._pipeline(jobs, inflight))
                 else:  # the benchmark baseline: every command its own commit, nothing overlapped
                     for job in jobs:
+                        partial: list[Result] = []  # results so far, one commit per command
                         for command in job.commands:
                             sub = _Job(
                                 [command], asyncio.get_running_loop().create_future(), lifting_fence=job.lifting_fence
                             )
                             await (await self._pipeline([sub], inflight))
-                            job.partial.append(sub.future.result()[0])
+                            partial.append(sub.future.result()[0])
                         if not job.future.done():
-                            job.future.set_result(job.partial)
+                            job.future.set_result(partial)
         except Exception as e:  # noqa: BLE001 (a bug in the writer loop itself: fail-stop, never a silent death)
             self._halt(e, None)
             self._answer(jobs or [], self._halted_error())
@@ -269,21 +279,23 @@ class LedgerWriter:
             raise _JudgeFailed(e.command, e.error) from e
         ctx = Context(self._clock())
         judged = _Judged(head=self._overlay.head)
+        chain = _Chain(judged.head.sequence, judged.head.hash, judged.head.epoch)
         for cmd in commands:
             try:
-                self._judge_one(cmd, ctx, judged)
+                self._judge_one(cmd, ctx, judged, chain)
             except Exception as e:  # judging is pure: this is a bug, not an outage
                 raise _JudgeFailed(cmd, e) from e
         try:
             judged.rows = self._overlay.rows.take_dirty() if judged.journal else {}
         except Exception as e:
             raise _JudgeFailed(commands[-1], e) from e
-        self._overlay.head = judged.head
+        judged.head = self._overlay.head = Head(chain.sequence, chain.hash, chain.epoch)  # one per group
         return judged
 
-    def _judge_one(self, cmd: Command, ctx: Context, judged: _Judged) -> None:
+    def _judge_one(self, cmd: Command, ctx: Context, judged: _Judged, chain: _Chain) -> None:
+        state = self._overlay.rows
         try:
-            outcome = decide(self._overlay.rows, cmd, ctx)
+            outcome = decide(state, cmd, ctx)
         except Rejection as refusal:  # non-binding: not journaled
             e = as_error(refusal)
             judged.results.append(e)
@@ -294,14 +306,11 @@ class LedgerWriter:
             judged.replays += 1
             judged.results.append(status_and_body(outcome.answer, replayed=True))
             return
-        head = judged.head
-        entry, text = sealed(
-            outcome.transaction, outcome.postings, sequence=head.sequence + 1, epoch=head.epoch, prev_hash=head.hash
-        )
-        judged.results.append(status_and_body(evolve(self._overlay.rows, entry), replayed=False))
-        judged.journal.append(JournalRow(entry["sequence"], entry["transaction"]["id"], text))
-        judged.head = Head(entry["sequence"], entry["hash"], head.epoch)
-        tx = entry["transaction"]
+        tx, sequence = outcome.transaction, chain.sequence + 1
+        entry, text = sealed(tx, outcome.postings, sequence=sequence, epoch=chain.epoch, prev_hash=chain.hash)
+        judged.results.append(status_and_body(evolve(state, entry), replayed=False))
+        judged.journal.append(JournalRow(sequence, tx["id"], text))
+        chain.sequence, chain.hash = sequence, entry["hash"]
         judged.counts.append((tx["type"], tx["outcome"]))
         if tx["outcome"] == "rejected":
             judged.counts.append(("conflict", tx["code"]))

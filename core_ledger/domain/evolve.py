@@ -7,8 +7,6 @@ the postings; what else a type changes is its spec's `apply` (see `folds`).
 
 from __future__ import annotations
 
-from typing import Any, cast
-
 from core_ledger.domain.accounts import is_player_account, player_account
 from core_ledger.domain.commands import InvariantBroken
 from core_ledger.domain.folds import DIRECT_SLOT, edge_slot
@@ -26,7 +24,7 @@ __all__ = ["DIRECT_SLOT", "Entry", "edge_slot", "evolve", "fold"]
 def evolve(state: State, entry: Entry) -> Answer:
     """Apply the entry; returns its answer (which replays of its id give again)."""
     fold(state, entry)
-    return render(cast(dict[str, Any], entry))  # render reads entries as JSON documents
+    return render(entry)  # type: ignore[arg-type]  # render reads entries as JSON documents
 
 
 def fold(state: State, entry: Entry) -> None:

@@ -53,14 +53,14 @@ def chain_hash(prev_hash: str, body: Mapping[str, Any]) -> str:
 
 def postings_balanced(postings: Iterable[Mapping[str, object]]) -> bool:
     """True when the postings sum to zero in every currency (the double-entry rule)."""
-    sums: dict[str, int] = {}
+    sums: dict[object, int] = {}
     for p in postings:
         amount = p["amount_minor"]
-        if not isinstance(amount, int) or isinstance(amount, bool):
+        if type(amount) is not int:  # an integer, not a bool (nor a float): one test per posting
             return False
-        currency = str(p["currency"])
+        currency = p["currency"]
         sums[currency] = sums.get(currency, 0) + amount
-    return all(v == 0 for v in sums.values())
+    return not any(sums.values())  # every currency sums to zero
 
 
 def entry_format(entry: dict[str, Any]) -> int:

@@ -45,12 +45,14 @@ Answer = CommittedAnswer | RejectedAnswer
 
 
 def public_transaction(entry: dict[str, Any]) -> dict[str, Any]:
-    return _public_transaction(entry, sorted_keys(entry["transaction"]["result"]))
+    tx = entry["transaction"]
+    return _public_transaction(entry, *sorted_keys((tx["request"], tx["result"])))
 
 
-def _public_transaction(entry: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
-    """The transaction as answers show it; `result` is its result with every mapping in sorted-key
-    order (`sorted_keys`), so a caller that also shows members of the result sorts them once."""
+def _public_transaction(entry: dict[str, Any], request: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+    """The transaction as answers show it; `request` and `result` are its own with every mapping
+    in sorted-key order (`sorted_keys`, both in one call), so a caller that also shows members of
+    the result sorts them once."""
     tx = entry["transaction"]
     out: dict[str, Any] = {
         "id": tx["id"],
@@ -62,7 +64,7 @@ def _public_transaction(entry: dict[str, Any], result: dict[str, Any]) -> dict[s
         "client_id": tx["client_id"],
         "outcome": tx["outcome"],
     }
-    out.update(sorted_keys(tx["request"]))
+    out.update(request)
     if tx["outcome"] == "rejected":
         out["code"] = tx["code"]
     for name, value in result.items():  # sorted by name
@@ -81,7 +83,7 @@ def sorted_keys(value: Any) -> Any:
     runs for every answer, and orjson does it several times faster than a recursive copy in Python.
     Journal values are JSON values (integers, text, null, booleans, lists and mappings), so what
     comes back equals what went in."""
-    if isinstance(value, dict | list):
+    if isinstance(value, dict | list | tuple):  # a tuple comes back as a list (a JSON array)
         return orjson.loads(orjson.dumps(value, option=orjson.OPT_SORT_KEYS))
     return value
 
@@ -91,8 +93,8 @@ def render(entry: dict[str, Any]) -> Answer:
     tx = entry["transaction"]
     if tx["outcome"] == "rejected":
         return RejectedAnswer(tx["code"], tx["detail"], entry["sequence"], tx["id"])
-    result = sorted_keys(tx["result"])
-    body: dict[str, Any] = {"transaction": _public_transaction(entry, result)}
+    request, result = sorted_keys((tx["request"], tx["result"]))  # one encoding and decoding, not two
+    body: dict[str, Any] = {"transaction": _public_transaction(entry, request, result)}
     for name in BODY_KEYS:
         if name in result:
             body[name] = result[name]

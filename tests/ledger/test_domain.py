@@ -57,6 +57,14 @@ def test_postings_must_balance_per_currency() -> None:
         ]
     )
     assert not postings_balanced([{"account": "a", "amount_minor": 0.0, "currency": "EUR"}])
+    # A bool is an int to Python, never an amount (True - True balances, and is still refused).
+    assert not postings_balanced(
+        [
+            {"account": "a", "amount_minor": True, "currency": "EUR"},
+            {"account": "b", "amount_minor": -1, "currency": "EUR"},
+        ]
+    )
+    assert postings_balanced([])
     with pytest.raises(InvariantBroken):
         seal(
             {"type": "x"},
@@ -184,3 +192,21 @@ def test_entries_from_before_round_scoping_fold_as_they_did_and_their_rounds_sta
     _apply(state, Command("bet", {**bet, "id": "b9", "round_id": "9"}, "e", ("gs-b", "b9"), "e"), 7)
     assert state.get("client_rounds", ("p", "9", "gs-b"))["bets_minor"] == 100
     assert state.get("bets", ("gs-b", "b9"))["round_client_id"] == "gs-b"
+
+
+def test_state_get_tells_a_missing_row_from_one_never_loaded() -> None:
+    """The overlay (incomplete) answers a loaded row, None for a row storage does not hold, and
+    refuses a row never loaded (a planning bug); a complete state answers None for a missing row.
+    An unknown table is a KeyError in both (a typo, not a missing row)."""
+    overlay = State(complete=False)
+    overlay.fill("accounts", ("player:p1:EUR",), {"balance_minor": 5, "version": 1})
+    overlay.fill("accounts", ("player:p2:EUR",), None)
+    assert overlay.get("accounts", ("player:p1:EUR",)) == {"balance_minor": 5, "version": 1}
+    assert overlay.get("accounts", ("player:p2:EUR",)) is None
+    with pytest.raises(InvariantBroken, match="was not loaded before use"):
+        overlay.get("accounts", ("player:p3:EUR",))
+    complete = State(complete=True)
+    assert complete.get("accounts", ("player:p3:EUR",)) is None
+    for state in (overlay, complete):
+        with pytest.raises(KeyError):
+            state.get("no_such_table", ("x",))
