@@ -23,7 +23,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel, ValidationError
 
-from shared import auth, request_ids
+from shared import auth, logs, request_ids
 from shared.contract import headers
 from shared.errors import (
     BadRequest,
@@ -48,6 +48,7 @@ TOKENS_KEY = web.AppKey("tokens", auth.TokenStore)
 HTTP_METRICS_KEY = web.AppKey("http_metrics", HttpMetrics)
 REQUEST_ID = web.RequestKey("request_id", str)
 LOG_FIELDS = web.RequestKey("log_fields", dict)
+LOG_LINES = web.RequestKey("log_lines", logs.RequestLines)  # written together when the request ends
 ERROR_CODE = web.RequestKey("error_code", str)  # the problem `code` of the answer (set when it has one)
 PROBLEM_TYPE = "application/problem+json"
 # Polled by probes and scrapers every few seconds: their lines are debug, not info.
@@ -146,6 +147,14 @@ def request_id(request: web.Request) -> str:
     return request.get(REQUEST_ID) or request_ids.new()
 
 
+def request_lines(request: web.Request) -> logs.RequestLines:
+    """This request's log lines: what is logged there is written with its `http_request` line."""
+    lines = request.get(LOG_LINES)
+    if lines is None:
+        lines = request[LOG_LINES] = logs.RequestLines()
+    return lines
+
+
 def annotate(request: web.Request, **fields: Any) -> None:
     """Fields for this request's log line (e.g. client_id, via)."""
     request.setdefault(LOG_FIELDS, {}).update(fields)
@@ -173,15 +182,19 @@ def stamp_problem(resp: web.StreamResponse, rid: str) -> str | None:
 def log_request(
     request: web.Request, status: int, code: str | None, duration_s: float, route: str | None = None
 ) -> None:
+    """The request's `http_request` line, written with the lines it logged before (`request_lines`)."""
     route = route or route_name(request)
     who = request.get(PRINCIPAL)
     if route in PROBE_ROUTES:
-        emit = log.debug
+        method = "debug"
     elif status >= 500:
-        emit = log.error if status == 500 else log.warning
+        method = "error" if status == 500 else "warning"
     else:
-        emit = log.info
-    emit(
+        method = "info"
+    lines = request_lines(request)
+    lines.log(
+        log,
+        method,
         "http_request",
         method=request.method,
         route=route,
@@ -192,6 +205,7 @@ def log_request(
         request_id=request.get(REQUEST_ID),
         **request.get(LOG_FIELDS, {}),
     )
+    lines.flush()
 
 
 def framework_problem(exc: web.HTTPException) -> web.Response:
