@@ -228,8 +228,8 @@ class RequestLines:
             return
         fields["event"] = event
         # The processors `configure` installed, in order (format_exc_info has nothing to do here).
-        fields = structlog.contextvars.merge_contextvars(None, method_name, fields)
-        self._pending.append(configured.shaper(None, method_name, fields))
+        event_dict = structlog.contextvars.merge_contextvars(None, method_name, fields)
+        self._pending.append(configured.shaper(None, method_name, event_dict))
         self._writer = configured.writer
 
     def flush(self) -> None:
