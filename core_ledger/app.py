@@ -1,9 +1,9 @@
 """The ledger's composition root: builds the store, the service, the standby tailer, the background
 tasks (auditor, backups, liabilities sampler, peer fencing, credential reloads) and the aiohttp app
 that serves the handlers of core_ledger/http.py and core_ledger/admin_http.py; starts and stops them
-with the app, in order. The epoch middleware (a caller's `X-Ledger-Epoch` is judged by
-core_ledger/fencing.py before the request is served) and the epoch every answer carries are wired
-here too."""
+with the app, in order. The epoch claim check (a caller's `X-Ledger-Epoch` is judged by
+core_ledger/fencing.py before the request is served; run by the shared middleware) and the epoch
+every answer carries are wired here too."""
 
 from __future__ import annotations
 

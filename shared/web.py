@@ -157,12 +157,19 @@ def request_id(request: web.Request) -> str:
 def request_lines(request: web.Request) -> logs.RequestLines:
     """This request's log lines: what is logged there is written with its `http_request` line."""
     # (A request's `get` of a missing key raises and catches a KeyError: the middleware sets the key.)
-    return request[LOG_LINES]
+    try:
+        return request[LOG_LINES]
+    except KeyError:  # a handler run without the middleware (a unit test)
+        lines = request[LOG_LINES] = logs.RequestLines()
+        return lines
 
 
 def annotate(request: web.Request, **fields: Any) -> None:
     """Fields for this request's log line (e.g. client_id, via)."""
-    request[LOG_FIELDS].update(fields)
+    try:
+        request[LOG_FIELDS].update(fields)
+    except KeyError:  # a handler run without the middleware (a unit test)
+        request[LOG_FIELDS] = dict(fields)
 
 
 def stamp_problem(resp: web.StreamResponse, rid: str) -> str | None:
