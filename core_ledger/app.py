@@ -1,14 +1,14 @@
 """The ledger's composition root: builds the store, the service, the standby tailer, the background
 tasks (auditor, backups, liabilities sampler, peer fencing, credential reloads) and the aiohttp app
 that serves the handlers of core_ledger/http.py and core_ledger/admin_http.py; starts and stops them
-with the app, in order. The epoch middleware (a caller's `X-Ledger-Epoch` is judged by
-core_ledger/fencing.py before the request is served) and the epoch every answer carries are wired
-here too."""
+with the app, in order. The epoch claim check (a caller's `X-Ledger-Epoch` is judged by
+core_ledger/fencing.py before the request is served; run by the shared middleware) and the epoch
+every answer carries are wired here too."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -25,7 +25,7 @@ from shared.routes import serve_routes
 from shared.runtime_metrics import file_bytes, free_bytes, register_runtime_collectors, sqlite_files
 from shared.tracing import TraceMetrics, Tracing
 from shared.tracing import setup as setup_tracing
-from shared.web import PRINCIPAL, Handler, make_app
+from shared.web import ANSWER_HEADERS_KEY, make_app
 
 from core_ledger import admin_http, audit_http, events_http, queries_http, reports_http
 from core_ledger.app_keys import (
@@ -104,7 +104,11 @@ def create_app(
             metrics=trace_metrics,
         )
     app = make_app(
-        tokens=tokens, registry=registry, body_bytes_max=config.body_bytes_max, outer_middlewares=tracing.middlewares()
+        tokens=tokens,
+        registry=registry,
+        body_bytes_max=config.body_bytes_max,
+        outer_middlewares=tracing.middlewares(),
+        caller_check=_epoch_claim,
     )
     credentials = credential_reloader(config, tokens, CredentialMetrics(registry), standby)
     limits = WriterLimits(
@@ -170,8 +174,7 @@ def create_app(
         answer_headers=LEDGER_HEADERS,
         description="Serializable double-entry money ledger with a hash-chained journal.",
     )
-    app.middlewares.append(_fencing)
-    app.on_response_prepare.append(_announce_epoch)
+    app[ANSWER_HEADERS_KEY].append(_announce_epoch)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await app[SERVICE].start()
@@ -280,19 +283,18 @@ def _fault_delay(path: Path) -> float:
         return 0.0
 
 
-@web.middleware
-async def _fencing(request: web.Request, handler: Handler) -> web.StreamResponse:
+def _epoch_claim(request: web.Request, who: auth.Principal) -> Awaitable[None] | None:
     """An authenticated caller's `X-Ledger-Epoch` (the highest epoch it saw) is a claim, judged by
     core_ledger/fencing.py before the request is served: only a peer's proof fences this primary,
-    and only edge and replica credentials are heard. Anonymous callers' headers are ignored."""
+    and only edge and replica credentials are heard. Anonymous callers' headers are ignored (the
+    shared middleware runs this for authenticated requests only). Without the header: no work."""
     raw = request.headers.get(EPOCH_HEADER)
-    who = request.get(PRINCIPAL)
-    if raw is not None and who is not None:
-        if not raw.isdigit() or len(raw) > 18:
-            raise BadRequest(f"{EPOCH_HEADER}: a non-negative integer is required", field=EPOCH_HEADER)
-        await request.app[FENCING].claim(int(raw), who)
-    return await handler(request)
+    if raw is None:
+        return None
+    if not raw.isdigit() or len(raw) > 18:
+        raise BadRequest(f"{EPOCH_HEADER}: a non-negative integer is required", field=EPOCH_HEADER)
+    return request.app[FENCING].claim(int(raw), who)
 
 
-async def _announce_epoch(request: web.Request, response: web.StreamResponse) -> None:
+def _announce_epoch(request: web.Request, response: web.StreamResponse) -> None:
     response.headers[EPOCH_HEADER] = str(request.app[SERVICE].epoch)

@@ -14,7 +14,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from shared import auth
+from shared import auth, logs
 from shared.contract.answers import (
     BalancesAnswer,
     BatchAnswer,
@@ -37,6 +37,7 @@ from shared.web import (
     principal,
     read_json,
     request_id,
+    request_lines,
     validate,
 )
 
@@ -77,8 +78,11 @@ def money_command(op: str, raw: Any, who: auth.Principal) -> Command:
 Result = tuple[int, dict[str, Any]] | CroupierError
 
 
-def log_action(op: str, command: Command | None, result: Result, rid: str, **fields: Any) -> None:
-    """One `ledger_action` line per money action (alone or in a batch), under its request id."""
+def log_action(
+    lines: logs.RequestLines, op: str, command: Command | None, result: Result, rid: str, **fields: Any
+) -> None:
+    """One `ledger_action` line per money action (alone or in a batch), under its request id, among
+    the request's `lines` (written with its `http_request` line)."""
     body: dict[str, Any] = {}
     code: str | None = None
     if isinstance(result, CroupierError):
@@ -96,7 +100,9 @@ def log_action(op: str, command: Command | None, result: Result, rid: str, **fie
             via=command.via,
             principal=command.principal,
         )
-    log.info(
+    lines.log(
+        log,
+        "info",
         "ledger_action",
         op=op,
         status=status,
@@ -118,9 +124,9 @@ def _money_route(op: str) -> Route:
         try:
             [result] = await request.app[SERVICE].submit([command])
         except CroupierError as e:
-            log_action(op, command, e, request_id(request))
+            log_action(request_lines(request), op, command, e, request_id(request))
             raise
-        log_action(op, command, result, request_id(request))
+        log_action(request_lines(request), op, command, result, request_id(request))
         return answer(result)
 
     return Route(
@@ -161,11 +167,13 @@ async def batch(request: web.Request) -> web.Response:
     batch_rid = request_id(request)
     rids = [action.request_id or batch_rid for action in parsed.actions]
     annotate(request, actions=len(slots))
+    lines = request_lines(request)
     try:
         results = iter(await request.app[SERVICE].submit(commands) if commands else [])
     except CroupierError as e:  # the whole batch refused (not primary, queue full...): each action says so
         for action, slot, rid in zip(parsed.actions, slots, rids, strict=True):
             log_action(
+                lines,
                 action.op,
                 slot if isinstance(slot, Command) else None,
                 e if isinstance(slot, Command) else slot,
@@ -176,7 +184,9 @@ async def batch(request: web.Request) -> web.Response:
     out = []
     for action, slot, rid in zip(parsed.actions, slots, rids, strict=True):
         result = next(results) if isinstance(slot, Command) else slot
-        log_action(action.op, slot if isinstance(slot, Command) else None, result, rid, batch_request_id=batch_rid)
+        log_action(
+            lines, action.op, slot if isinstance(slot, Command) else None, result, rid, batch_request_id=batch_rid
+        )
         out.append(_batch_item(result, rid))
     return json_response({"results": out})
 

@@ -6,9 +6,12 @@ or "edge") and, on an edge, its `edge_id`; lines written while a request is serv
 renderer, so the whole log is JSON. aiohttp's access log stays off: `shared.web` writes one
 `http_request` line per request instead (without headers, so no token can leak into it).
 
-A request writes one or two lines, so our own lines take a short path (`LineShaper`, then
-`LineWriter`): the fields are stamped and ordered in one dict, rendered once by orjson, and written
-as bytes in one `write` call. Redaction costs a single search of the rendered line: only a line
+A request writes one or two lines (a batch one per action), so our own lines take a short path
+(`LineShaper`, then `LineWriter`): the fields are stamped and ordered in one dict, rendered once by
+orjson, and written as bytes in one `write` call. The lines of one request (`RequestLines`: its
+`ledger_action` lines and its `http_request` line) skip structlog's bound-logger machinery too: each
+is rendered as it is logged, by the same processors, and all are written together in one `write`
+when the request ends. Redaction costs a single search of the rendered line: only a line
 that mentions `bearer` or has a secret-named key is redacted field by field (`redact`) and rendered
 again. Lines of other libraries keep structlog's processor chain (rare, so cost does not matter).
 """
@@ -168,6 +171,74 @@ class LineWriter:
     error = critical = exception = failure = fatal = msg
 
 
+LEVEL_NUMBERS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+    "exception": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Configured:
+    """What `configure` installed: while structlog still runs exactly this, a request's lines may be
+    rendered by its processors directly (`RequestLines`)."""
+
+    processors: list[Any]
+    wrapper_class: Any
+    shaper: LineShaper
+    writer: LineWriter
+    level: int
+
+    def in_force(self) -> bool:
+        """False once structlog was configured otherwise (a test capturing lines, another setup)."""
+        config = structlog.get_config()
+        return (
+            config["processors"] is self.processors
+            and self.processors[-1] is self.shaper
+            and config["wrapper_class"] is self.wrapper_class
+        )
+
+
+_configured: _Configured | None = None
+
+
+class RequestLines:
+    """The log lines of one request, each rendered when it is logged (timestamp, fields, order and
+    redaction exactly as `logger.<method>(event, **fields)` renders it under `configure`) and all
+    written together, in one `write` call, by `flush` at the request's end: a bet's `ledger_action`
+    and `http_request` lines cost one system call, a batch's hundred lines too. When structlog is not
+    configured by `configure` (a test capturing lines), a line goes to `logger` at once, as any line."""
+
+    __slots__ = ("_pending", "_writer")
+
+    def __init__(self) -> None:
+        self._pending: list[bytes] = []
+        self._writer: LineWriter | None = None
+
+    def log(self, logger: Any, method_name: str, event: str, **fields: Any) -> None:
+        configured = _configured
+        if configured is None or "exc_info" in fields or not configured.in_force():
+            getattr(logger, method_name)(event, **fields)
+            return
+        if LEVEL_NUMBERS[method_name] < configured.level:
+            return
+        fields["event"] = event
+        # The processors `configure` installed, in order (format_exc_info has nothing to do here).
+        event_dict = structlog.contextvars.merge_contextvars(None, method_name, fields)
+        self._pending.append(configured.shaper(None, method_name, event_dict))
+        self._writer = configured.writer
+
+    def flush(self) -> None:
+        """Write the lines logged so far (one `write`)."""
+        if self._pending and self._writer is not None:
+            self._writer.msg(b"\n".join(self._pending))
+        self._pending.clear()
+
+
 def render_json(event: dict[str, Any], **_: Any) -> str:
     """orjson (several times faster than json): a line per request must stay cheap. Values it
     cannot encode are written as their repr."""
@@ -186,6 +257,7 @@ def configure(
 ) -> None:
     """Set up logging for this process: lines of `level` and above, to `file` (appended, one line
     at a time) or to stderr."""
+    global _configured  # noqa: PLW0603 -- the one setup of this process, read by RequestLines
     level = check_level(level)
     stream: TextIO = file.open("a", buffering=1, encoding="utf-8") if file is not None else sys.stderr
     static = AddStatic({k: v for k, v in (("service", service), ("edge_id", edge_id)) if v is not None})
@@ -215,16 +287,21 @@ def configure(
     # aiohttp's access log would print request lines; ours are structured and carry no headers.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     writer = LineWriter(stream)
+    shaper = LineShaper(static.fields)
+    level_number = logging.getLevelName(level.upper())
+    wrapper_class = structlog.make_filtering_bound_logger(level_number)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.format_exc_info,
-            LineShaper(static.fields),
+            shaper,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        wrapper_class=wrapper_class,
         logger_factory=lambda *_: writer,
         cache_logger_on_first_use=True,
     )
+    processors = structlog.get_config()["processors"]
+    _configured = _Configured(processors, wrapper_class, shaper, writer, level_number)
 
 
 def version() -> str:

@@ -23,7 +23,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel, ValidationError
 
-from shared import auth, request_ids
+from shared import auth, logs, request_ids
 from shared.contract import headers
 from shared.errors import (
     BadRequest,
@@ -48,6 +48,14 @@ TOKENS_KEY = web.AppKey("tokens", auth.TokenStore)
 HTTP_METRICS_KEY = web.AppKey("http_metrics", HttpMetrics)
 REQUEST_ID = web.RequestKey("request_id", str)
 LOG_FIELDS = web.RequestKey("log_fields", dict)
+LOG_LINES = web.RequestKey("log_lines", logs.RequestLines)  # written together when the request ends
+# A service's own check of an authenticated caller's request, run before its handler (the ledger
+# judges a caller's `X-Ledger-Epoch` claim): it returns an awaitable only when it has work to do.
+CallerCheck = Callable[[web.Request, auth.Principal], Awaitable[None] | None]
+CALLER_CHECKS_KEY = web.AppKey("caller_checks", tuple[CallerCheck, ...])
+# Headers a service adds to every answer (the ledger's epoch), set in the one prepare hook.
+AnswerHeaders = Callable[[web.Request, web.StreamResponse], None]
+ANSWER_HEADERS_KEY = web.AppKey("answer_headers", list[AnswerHeaders])
 ERROR_CODE = web.RequestKey("error_code", str)  # the problem `code` of the answer (set when it has one)
 PROBLEM_TYPE = "application/problem+json"
 # Polled by probes and scrapers every few seconds: their lines are debug, not info.
@@ -146,9 +154,22 @@ def request_id(request: web.Request) -> str:
     return request.get(REQUEST_ID) or request_ids.new()
 
 
+def request_lines(request: web.Request) -> logs.RequestLines:
+    """This request's log lines: what is logged there is written with its `http_request` line."""
+    # (A request's `get` of a missing key raises and catches a KeyError: the middleware sets the key.)
+    try:
+        return request[LOG_LINES]
+    except KeyError:  # a handler run without the middleware (a unit test)
+        lines = request[LOG_LINES] = logs.RequestLines()
+        return lines
+
+
 def annotate(request: web.Request, **fields: Any) -> None:
     """Fields for this request's log line (e.g. client_id, via)."""
-    request.setdefault(LOG_FIELDS, {}).update(fields)
+    try:
+        request[LOG_FIELDS].update(fields)
+    except KeyError:  # a handler run without the middleware (a unit test)
+        request[LOG_FIELDS] = dict(fields)
 
 
 def stamp_problem(resp: web.StreamResponse, rid: str) -> str | None:
@@ -171,17 +192,26 @@ def stamp_problem(resp: web.StreamResponse, rid: str) -> str | None:
 
 
 def log_request(
-    request: web.Request, status: int, code: str | None, duration_s: float, route: str | None = None
+    request: web.Request,
+    status: int,
+    code: str | None,
+    duration_s: float,
+    route: str | None = None,
+    who: auth.Principal | None = None,
 ) -> None:
+    """The request's `http_request` line (`who`: its authenticated caller, if any), written with the
+    lines it logged before (`request_lines`)."""
     route = route or route_name(request)
-    who = request.get(PRINCIPAL)
     if route in PROBE_ROUTES:
-        emit = log.debug
+        method = "debug"
     elif status >= 500:
-        emit = log.error if status == 500 else log.warning
+        method = "error" if status == 500 else "warning"
     else:
-        emit = log.info
-    emit(
+        method = "info"
+    lines = request.get(LOG_LINES) or logs.RequestLines()
+    lines.log(
+        log,
+        method,
         "http_request",
         method=request.method,
         route=route,
@@ -190,8 +220,9 @@ def log_request(
         duration_ms=round(duration_s * 1000, 3),
         principal=who.name if who is not None else None,
         request_id=request.get(REQUEST_ID),
-        **request.get(LOG_FIELDS, {}),
+        **(request.get(LOG_FIELDS) or {}),
     )
+    lines.flush()
 
 
 def framework_problem(exc: web.HTTPException) -> web.Response:
@@ -214,6 +245,13 @@ async def echo_request_id(request: web.Request, response: web.StreamResponse) ->
     response.headers[request_ids.HEADER] = request_id(request)
 
 
+async def answer_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Every answer's `X-Request-Id`, then the service's own headers (ANSWER_HEADERS_KEY): one hook."""
+    response.headers[request_ids.HEADER] = request_id(request)
+    for add in request.app[ANSWER_HEADERS_KEY]:
+        add(request, response)
+
+
 @web.middleware
 async def edge_of_app(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Outermost middleware: request id, metrics, the request's log line, errors → problem+json, auth."""
@@ -221,6 +259,9 @@ async def edge_of_app(request: web.Request, handler: Handler) -> web.StreamRespo
     status, code = 500, None
     rid = request_ids.accept(request.headers.get(request_ids.HEADER))
     request[REQUEST_ID] = rid
+    request[LOG_FIELDS] = {}
+    request[LOG_LINES] = logs.RequestLines()
+    who: auth.Principal | None = None
     bound = request_ids.bind(rid)
     try:
         try:
@@ -229,8 +270,13 @@ async def edge_of_app(request: web.Request, handler: Handler) -> web.StreamRespo
             if request.match_info.http_exception is None:
                 header = request.headers.get(headers.AUTHORIZATION)
                 if not getattr(match_handler, "croupier_public", False):
-                    request[PRINCIPAL] = request.app[TOKENS_KEY].authenticate(header)
-                auth.check(match_handler, request.get(PRINCIPAL))
+                    who = request[PRINCIPAL] = request.app[TOKENS_KEY].authenticate(header)
+                auth.check(match_handler, who)
+                if who is not None:
+                    for check in request.app[CALLER_CHECKS_KEY]:
+                        pending = check(request, who)
+                        if pending is not None:
+                            await pending
             resp = await handler(request)
         except CroupierError as exc:
             resp = problem_response(exc, request.headers)
@@ -254,7 +300,7 @@ async def edge_of_app(request: web.Request, handler: Handler) -> web.StreamRespo
             request[ERROR_CODE] = code
         route = route_name(request)
         request.app[HTTP_METRICS_KEY].request_duration(route, request.method, status).observe(elapsed)
-        log_request(request, 499 if code == "client_disconnected" else status, code, elapsed, route)
+        log_request(request, 499 if code == "client_disconnected" else status, code, elapsed, route, who)
         request_ids.unbind(bound)
 
 
@@ -275,14 +321,18 @@ def make_app(
     registry: CollectorRegistry,
     body_bytes_max: int,
     outer_middlewares: Sequence[Any] = (),
+    caller_check: CallerCheck | None = None,
 ) -> web.Application:
     """An application with the shared middleware, `/healthz` and `/metrics` wired in; `outer_middlewares`
-    (tracing) run around it."""
+    (tracing) run around it; `caller_check` sees every authenticated request before its handler (its
+    errors are answered as the handler's); `app[ANSWER_HEADERS_KEY]` takes the service's own headers."""
     app = web.Application(middlewares=[*outer_middlewares, edge_of_app], client_max_size=body_bytes_max)
     app[TOKENS_KEY] = tokens
     app[REGISTRY_KEY] = registry
     app[HTTP_METRICS_KEY] = HttpMetrics(registry)
-    app.on_response_prepare.append(echo_request_id)
+    app[CALLER_CHECKS_KEY] = (caller_check,) if caller_check is not None else ()
+    app[ANSWER_HEADERS_KEY] = []
+    app.on_response_prepare.append(answer_headers)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_handler)
     return app

@@ -110,3 +110,58 @@ def test_every_code_the_services_raise_by_name_is_in_the_error_table():
     }
     assert "standby_unavailable" in raised  # the scan sees what it should
     assert sorted(raised - framework_codes - set(CLASS_BY_CODE)) == []
+
+
+async def test_a_caller_check_sees_authenticated_requests_only_and_its_refusal_is_a_problem(aiohttp_client):
+    """`make_app(caller_check=...)` (the ledger's epoch claims): run after authentication and the
+    role check, before the handler; a refusal it raises is answered as problem+json; anonymous and
+    refused callers never reach it; it may answer with an awaitable to wait for."""
+    from prometheus_client import CollectorRegistry
+
+    from shared.web import ANSWER_HEADERS_KEY, make_app
+
+    token = auth.new_token()
+    seen: list[tuple[str, str]] = []
+
+    async def waited() -> None:
+        seen.append(("waited", ""))
+
+    def check(request, who):
+        seen.append((request.path, who.name))
+        if request.headers.get("X-Claim") == "bad":
+            raise BadRequest("X-Claim: bad", field="X-Claim")
+        return waited() if request.headers.get("X-Claim") == "wait" else None
+
+    @auth.roles("edge")
+    async def edge_only(_request):
+        from shared.web import json_response
+
+        return json_response({"ok": True})
+
+    @auth.public
+    async def public(_request):
+        from shared.web import json_response
+
+        return json_response({"ok": True})
+
+    app = make_app(
+        tokens=auth.TokenStore([auth.TokenEntry("e-1", "edge", auth.hash_token(token))]),
+        registry=CollectorRegistry(),
+        body_bytes_max=1024,
+        caller_check=check,
+    )
+    app[ANSWER_HEADERS_KEY].append(lambda _request, response: response.headers.__setitem__("X-Extra", "1"))
+    app.router.add_get("/edge", edge_only)
+    app.router.add_get("/public", public)
+    client = await aiohttp_client(app)
+    bearer = {"Authorization": f"Bearer {token}"}
+    assert (await client.get("/public", headers={"X-Claim": "bad"})).status == 200  # anonymous: not checked
+    assert (await client.get("/edge", headers={"X-Claim": "bad"})).status == 401  # refused first: not checked
+    assert seen == []
+    resp = await client.get("/edge", headers={**bearer, "X-Claim": "bad"})
+    body = await resp.json(content_type=None)
+    assert resp.status == 400 and body["code"] == "validation_error" and body["field"] == "X-Claim"
+    assert resp.headers["X-Extra"] == "1" and body["request_id"] == resp.headers["X-Request-Id"]
+    resp = await client.get("/edge", headers={**bearer, "X-Claim": "wait"})
+    assert resp.status == 200 and resp.headers["X-Extra"] == "1"
+    assert seen == [("/edge", "e-1"), ("/edge", "e-1"), ("waited", "")]

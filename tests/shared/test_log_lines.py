@@ -122,3 +122,58 @@ def test_the_clock_moves_to_the_next_second_with_its_date(monkeypatch):
         "1970-01-02T00:00:00.000001Z",
         "1970-01-02T00:00:01.250000Z",
     ]
+
+
+@pytest.fixture
+def configured(tmp_path: Path):
+    """`logs.configure` to a file in this process, undone afterwards (structlog, the root logger)."""
+    import logging
+
+    saved, handlers, level = structlog.get_config(), logging.getLogger().handlers[:], logging.getLogger().level
+    saved_processors = list(saved["processors"])
+    path = tmp_path / "service.log"
+    logs.configure("info", service="ledger", file=path)
+    try:
+        yield path
+    finally:
+        structlog.configure(**{**saved, "processors": saved_processors})
+        logging.getLogger().handlers, logging.getLogger().level = handlers, level
+        logs._configured = None
+
+
+def test_a_request_s_lines_are_those_structlog_writes_all_in_one_write(configured: Path, monkeypatch):
+    log = structlog.get_logger("t")
+    fields = {"op": "bet", "status": 201, "code": None, "id": "b1", "token": "s3cret", "why": "Bearer abc"}
+    bound = request_ids.bind("rid-9")
+    try:
+        log.info("ledger_action", **fields)  # structlog's way
+        writes: list[bytes] = []
+        real_write = logs.os.write
+        monkeypatch.setattr(logs.os, "write", lambda fd, data: writes.append(data) or real_write(fd, data))
+        lines = logs.RequestLines()
+        lines.log(log, "info", "ledger_action", **fields)
+        lines.log(log, "debug", "hidden", x=1)  # below the level: not written
+        lines.log(log, "warning", "http_request", status=503)
+        assert writes == []  # nothing written before the request ends
+        lines.flush()
+    finally:
+        request_ids.unbind(bound)
+    assert len(writes) == 1  # both lines, one system call
+    expected, *written = [json.loads(line) for line in configured.read_text().splitlines()]
+    assert [line["event"] for line in written] == ["ledger_action", "http_request"]
+    for line in (expected, written[0]):
+        assert ISO_UTC.fullmatch(line.pop("timestamp"))
+    assert list(written[0].items()) == list(expected.items())  # same fields, values and order
+    assert expected["token"] == "[redacted]" and expected["request_id"] == "rid-9"
+    assert written[1]["level"] == "warning" and written[1]["service"] == "ledger"
+
+
+def test_while_a_test_captures_lines_a_request_s_lines_go_through_structlog_at_once(configured: Path):
+    from structlog.testing import capture_logs
+
+    lines = logs.RequestLines()
+    with capture_logs() as captured:
+        lines.log(structlog.get_logger("t"), "info", "ledger_action", op="bet")
+    assert captured == [{"event": "ledger_action", "op": "bet", "log_level": "info"}]
+    lines.flush()
+    assert configured.read_text() == ""
