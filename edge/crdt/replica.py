@@ -88,8 +88,8 @@ class Replica:
 
     def write_local(self, name: str, write: Callable[[SlotDoc], None]) -> bytes:
         doc = self._live[name]
-        before = doc.get_state()
-        with doc.transaction(origin=self.edge_id):
+        with doc.transaction(origin=self.edge_id):  # the state before, read in the write's transaction
+            before = doc.get_state()
             write(doc)
         changed = self._changed(name, doc, before)
         facts = self._facts.get(name)

@@ -142,7 +142,7 @@ def counter_pairs(values: Any) -> tuple[int, int]:
 def decoded(doc: SlotDoc, decode: Callable[[Any], T]) -> tuple[dict[str, T], list[str]]:
     """(owner edge -> value) of the slots that decode, and the owners of those that do not."""
     good, bad = {}, []
-    for edge, value in slots(doc).items():
+    for edge, value in slot_items(doc).items():
         try:
             good[edge] = decode(value)
         except BadSlot:
@@ -150,8 +150,17 @@ def decoded(doc: SlotDoc, decode: Callable[[Any], T]) -> tuple[dict[str, T], lis
     return good, bad
 
 
+ROOT_ATTRIBUTE = "_croupier_slots_root"
+
+
 def slots(doc: SlotDoc) -> Map[Any]:
-    root: Map[Any] = doc.get(SLOTS, type=Map)
+    """The document's root map. Made once per document and kept on it: `Doc.get` builds a new
+    wrapper and integrates it as a root in a transaction of its own at every call (the largest
+    single cost of a local write). A root's integrated object lives as long as its document."""
+    root: Map[Any] | None = doc.__dict__.get(ROOT_ATTRIBUTE)
+    if root is None:
+        root = doc.get(SLOTS, type=Map)
+        doc.__dict__[ROOT_ATTRIBUTE] = root
     return root
 
 

@@ -10,6 +10,7 @@ from edge.crdt.slots import (
     BonusSlot,
     JackpotSlot,
     SessionRecord,
+    SlotDoc,
     as_int,
     bonus_progress,
     bonus_slots,
@@ -204,3 +205,14 @@ def test_counters_past_2_53_are_split_into_exact_pairs_and_small_ones_stay_one_p
     assert BonusSlot.decode(slots(copy)["eu"]).wagered == {"w": (big, 1)}
     assert JackpotSlot.decode(slots(copy)["us"]) == JackpotSlot(1, big + 5, 2, 100, "EUR", 1.0)
     assert "high" not in JackpotSlot(1, 5, 2, 100, "EUR", 1.0).encode()
+
+
+def test_a_documents_root_map_is_made_once_and_stays_valid_across_updates():
+    doc: SlotDoc = Doc(client_id=1)
+    root = slots(doc)
+    assert slots(doc) is root  # not a new wrapper integrated in a transaction of its own per call
+    peer: SlotDoc = Doc(client_id=2)
+    write_slot(peer, "us", {"ts": 1.0})
+    doc.apply_update(peer.get_update())
+    write_slot(doc, "eu", {"ts": 2.0})
+    assert slots(doc) is root and dict(root.items()) == {"us": {"ts": 1.0}, "eu": {"ts": 2.0}}
