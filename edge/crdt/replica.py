@@ -16,7 +16,10 @@ one they describe. Slot write times for the sync-lag metric come from the same k
 
 Every state-vector change is also numbered in a change log (`position`, `changed_since`), so
 anti-entropy can advertise only the documents that changed since a peer's last round: its cost
-follows what changed, not how many documents the edge holds (edge/crdt/anti_entropy.py).
+follows what changed, not how many documents the edge holds (edge/crdt/anti_entropy.py). The log
+also keeps, per document, where its latest run of changes came from (`streak`: this edge's own
+writes, or one peer's updates) and where that run started, so a round can leave out a document
+whose every change since the peer's last round the peer holds already.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from edge.crdt.slots import SlotDoc, slot_times, times_of
 
 EMPTY_UPDATE = b"\x00\x00"
 EMPTY_STATE_VECTOR = b"\x00"
+LOCAL = ""  # the source of this edge's own writes in the change log (a peer's is its edge id)
+UNKNOWN = None  # a change of unknown origin (a document installed from the store)
 
 
 def new_doc(client_id: int, updates: Iterable[bytes] = ()) -> SlotDoc:
@@ -60,6 +65,8 @@ class Replica:
         self.state_vectors: dict[str, bytes] = {}  # every known doc, live or on disk
         self.position = 0  # of the last state-vector change in the change log
         self._changes: OrderedDict[str, int] = OrderedDict()  # doc -> position of its last change, in order
+        # doc -> (source of its latest run of changes, position of the run's first change)
+        self._streaks: dict[str, tuple[str | None, int]] = {}
 
     def known(self, name: str) -> bool:
         return name in self.state_vectors
@@ -78,7 +85,7 @@ class Replica:
         state = doc.get_state()
         if state != EMPTY_STATE_VECTOR and self.state_vectors.get(name) != state:
             self.state_vectors[name] = state  # an empty document is not "known": nothing to advertise
-            self._log_change(name)
+            self._log_change(name, UNKNOWN)
         self._evict()
         return doc
 
@@ -91,7 +98,7 @@ class Replica:
         with doc.transaction(origin=self.edge_id):  # the state before, read in the write's transaction
             before = doc.get_state()
             write(doc)
-        changed = self._changed(name, doc, before)
+        changed = self._changed(name, doc, before, LOCAL)
         facts = self._facts.get(name)
         if facts is not None:
             if changed:
@@ -117,11 +124,12 @@ class Replica:
         return self._facts.get(name)
 
     def apply_remote(
-        self, name: str, update: bytes, after: After | None = None
+        self, name: str, update: bytes, after: After | None = None, source: str | None = UNKNOWN
     ) -> tuple[bytes, list[tuple[str, float]]]:
         """Apply a peer's update; the bytes that changed us, and (origin edge, write time) per
         remote-owned slot that changed. `after` is what admission found the document will be once
-        `update` is applied: it is folded into the document's facts when it matches."""
+        `update` is applied: it is folded into the document's facts when it matches. `source` is
+        the peer that sent it (it holds what it sent), for the change log."""
         doc = self._live[name]
         if update == EMPTY_UPDATE:
             return b"", []
@@ -129,7 +137,7 @@ class Replica:
         before_sv = doc.get_state()
         before_ts = times_of(facts.values) if facts is not None else slot_times(doc)
         doc.apply_update(update)
-        changed = self._changed(name, doc, before_sv)
+        changed = self._changed(name, doc, before_sv, source)
         if not changed:
             if facts is not None:  # deletions only: the same items, perhaps other values
                 facts.values_stale = True
@@ -156,23 +164,34 @@ class Replica:
         out.reverse()
         return out
 
+    def streak(self, name: str) -> tuple[str | None, int]:
+        """(source, first position) of the latest run of changes of `name` that all came from one
+        source: `LOCAL`, a peer's edge id, or `UNKNOWN`; (UNKNOWN, 0) if it never changed here."""
+        return self._streaks.get(name, (UNKNOWN, 0))
+
     def diff_for(self, name: str, remote_state_vector: bytes) -> bytes:
         return self._live[name].get_update(remote_state_vector)
 
-    def _changed(self, name: str, doc: SlotDoc, before: bytes) -> bytes:
+    def _changed(self, name: str, doc: SlotDoc, before: bytes, source: str | None) -> bytes:
         with doc.transaction():  # one transaction for both reads
             after = doc.get_state()
             if after == before:
                 return b""
             changed = doc.get_update(before)
         self.state_vectors[name] = after
-        self._log_change(name)
+        self._log_change(name, source)
         return changed
 
-    def _log_change(self, name: str) -> None:
+    def _log_change(self, name: str, source: str | None) -> None:
         self.position += 1
         self._changes[name] = self.position
         self._changes.move_to_end(name)
+        if source is UNKNOWN:
+            self._streaks.pop(name, None)  # the default: nothing is known of its source
+            return
+        streak = self._streaks.get(name)
+        if streak is None or streak[0] != source:
+            self._streaks[name] = (source, self.position)
 
     def _evict(self) -> None:
         if len(self._live) <= self.docs_live_max:
