@@ -416,8 +416,11 @@ class SyncHub:
         """Entries for documents of a known kind (others are refused before anything is loaded or
         created), and not for jackpots the ledger said do not exist."""
         kept = []
+        known = self.state.replica.state_vectors  # a known document's name was checked already
         for name, message in entries:
-            verdict = admission.check_name(name) or admission.check_jackpot_missing(name, self.catalog)
+            verdict = (None if name in known else admission.check_name(name)) or admission.check_jackpot_missing(
+                name, self.catalog
+            )
             if verdict is None:
                 kept.append((name, message))
             elif protocol.parse(message)[0] != YSyncMessageType.SYNC_STEP1:

@@ -133,7 +133,10 @@ class Replica:
         doc = self._live[name]
         if update == EMPTY_UPDATE:
             return b"", []
-        facts = self.facts(name) if name in self._facts else None
+        if after is not None:  # admission just read them through `facts`, with no change since
+            facts = self._facts.get(name)
+        else:
+            facts = self.facts(name) if name in self._facts else None
         before_sv = doc.get_state()
         before_ts = times_of(facts.values) if facts is not None else slot_times(doc)
         doc.apply_update(update)
