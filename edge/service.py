@@ -33,6 +33,7 @@ from edge.crdt.slots import (
     decoded,
     jackpot_slots,
     jackpot_view,
+    latest_session,
     session_latest,
     write_slot,
 )
@@ -272,8 +273,8 @@ class EdgeService:
         if len(text) > self.cfg.session_state_bytes_max:
             raise PayloadTooLarge(f"session state exceeds {self.cfg.session_state_bytes_max} bytes")
         name = doc_name(SESSION, player_id, game_id)
-        doc = await self.state.doc(name)
-        latest = session_latest(doc)
+        await self.state.doc(name)
+        latest = latest_session(self.state.replica.slot_values(name))
         # Last writer wins by origin time: this write must sort after the one it replaces.
         ts = max(self.state.clock(), latest[1].ts + 1e-6 if latest else 0.0)
         record = SessionRecord(text, rfc3339(ts), ts)

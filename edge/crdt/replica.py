@@ -26,12 +26,13 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from pycrdt import Doc
 
 from edge.crdt import docfacts
 from edge.crdt.docfacts import After, DocFacts
-from edge.crdt.slots import SlotDoc, slot_times, times_of
+from edge.crdt.slots import SlotDoc, slot_items, slot_times, times_of
 
 EMPTY_UPDATE = b"\x00\x00"
 EMPTY_STATE_VECTOR = b"\x00"
@@ -98,14 +99,32 @@ class Replica:
         with doc.transaction(origin=self.edge_id):  # the state before, read in the write's transaction
             before = doc.get_state()
             write(doc)
-        changed = self._changed(name, doc, before, LOCAL)
         facts = self._facts.get(name)
+        values: dict[str, Any] | None = None
+        with doc.transaction():  # one transaction for every read after the write
+            after = doc.get_state()
+            if after == before:
+                changed = b""
+            else:
+                changed = doc.get_update(before)
+                if facts is not None:  # kept fresh: admission and the next write read them
+                    values = slot_items(doc)
+        if changed:
+            self._record(name, after, LOCAL)
         if facts is not None:
             if changed:
-                docfacts.written(facts, doc, changed)
+                docfacts.written(facts, after, changed, values)
             else:  # deletions only: the same items, perhaps other values
                 facts.values_stale = True
         return changed
+
+    def slot_values(self, name: str) -> dict[str, Any]:
+        """Every slot's value of the live document `name` (owner edge -> raw value): the kept
+        facts' when they are fresh, else read (one transaction)."""
+        facts = self._facts.get(name)
+        if facts is not None and not facts.values_stale and facts.state == self.state_vectors.get(name):
+            return facts.values
+        return slot_items(self._live[name])
 
     def facts(self, name: str) -> DocFacts:
         """What admission needs to know of the live document `name` (`edge.crdt.docfacts`): kept
@@ -133,10 +152,8 @@ class Replica:
         doc = self._live[name]
         if update == EMPTY_UPDATE:
             return b"", []
-        if after is not None:  # admission just read them through `facts`, with no change since
-            facts = self._facts.get(name)
-        else:
-            facts = self.facts(name) if name in self._facts else None
+        # With `after`, admission just read the facts through `facts`, and nothing changed since.
+        facts = self._facts.get(name) if after is not None or name not in self._facts else self.facts(name)
         before_sv = doc.get_state()
         before_ts = times_of(facts.values) if facts is not None else slot_times(doc)
         doc.apply_update(update)
@@ -181,9 +198,12 @@ class Replica:
             if after == before:
                 return b""
             changed = doc.get_update(before)
-        self.state_vectors[name] = after
-        self._log_change(name, source)
+        self._record(name, after, source)
         return changed
+
+    def _record(self, name: str, state_vector: bytes, source: str | None) -> None:
+        self.state_vectors[name] = state_vector
+        self._log_change(name, source)
 
     def _log_change(self, name: str, source: str | None) -> None:
         self.position += 1

@@ -141,8 +141,13 @@ def counter_pairs(values: Any) -> tuple[int, int]:
 
 def decoded(doc: SlotDoc, decode: Callable[[Any], T]) -> tuple[dict[str, T], list[str]]:
     """(owner edge -> value) of the slots that decode, and the owners of those that do not."""
+    return decoded_values(slot_items(doc), decode)
+
+
+def decoded_values(values: dict[str, Any], decode: Callable[[Any], T]) -> tuple[dict[str, T], list[str]]:
+    """`decoded` of slot values read already (owner edge -> raw value)."""
     good, bad = {}, []
-    for edge, value in slot_items(doc).items():
+    for edge, value in values.items():
         try:
             good[edge] = decode(value)
         except BadSlot:
@@ -362,7 +367,12 @@ class SessionRecord:
 
 def session_latest(doc: SlotDoc) -> tuple[str, SessionRecord] | None:
     """The last writer's record and its edge: highest origin time, ties broken by edge id."""
-    records = decoded(doc, SessionRecord.decode)[0]
+    return latest_session(slot_items(doc))
+
+
+def latest_session(values: dict[str, Any]) -> tuple[str, SessionRecord] | None:
+    """`session_latest` of slot values read already (owner edge -> raw value)."""
+    records = decoded_values(values, SessionRecord.decode)[0]
     if not records:
         return None
     edge = max(records, key=lambda e: (records[e].ts, e))
