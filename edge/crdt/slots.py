@@ -169,14 +169,25 @@ def slots(doc: SlotDoc) -> Map[Any]:
     return root
 
 
+PLAIN_VALUES = (dict, list, str, float, int, bool, type(None))  # what a slot's value reads as
+
+
 def slot_items(doc: SlotDoc) -> dict[str, Any]:
     """Every slot's value, read in one transaction through the map's integrated (Rust) object:
     `Map.items()` opens and commits a transaction per key, twice the time for a three-slot
-    document, on every peer update admitted. Values are what `Map.__getitem__` returns."""
-    root = slots(doc)
+    document, on every peer update admitted. Values are what `Map.__getitem__` returns.
+    A document read once (admission's scratch copy) gets no root wrapper: building one costs
+    more than the read."""
+    root: Map[Any] | None = doc.__dict__.get(ROOT_ATTRIBUTE)
     with doc.transaction() as txn:
-        raw, read = root.integrated, txn._txn
-        return {key: root._maybe_as_type_or_doc(raw.get(read, key)) for key in raw.keys(read)}
+        read = txn._txn
+        assert read is not None
+        raw: Any = root.integrated if root is not None else doc._doc.get_or_insert_map(read, SLOTS)
+        values = {key: raw.get(read, key) for key in raw.keys(read)}
+    if all(isinstance(v, PLAIN_VALUES) for v in values.values()):
+        return values
+    wrapper = slots(doc)  # a nested shared type (never admitted): as `Map.__getitem__` wraps it
+    return {key: v if isinstance(v, PLAIN_VALUES) else wrapper._maybe_as_type_or_doc(v) for key, v in values.items()}
 
 
 def raw_slots(doc: SlotDoc) -> dict[str, dict[str, Any]]:
