@@ -244,6 +244,19 @@ async def lag_buckets(cluster: Cluster, http: aiohttp.ClientSession) -> dict[flo
     return total
 
 
+async def advertised_docs(cluster: Cluster, http: aiohttp.ClientSession) -> float:
+    """Documents advertised by anti-entropy rounds so far (edge_sync_anti_entropy_docs_sum), every
+    edge and peer together: what a round costs, beyond the live pushes."""
+    total = 0.0
+    for edge in cluster.edge_ids:
+        async with http.get(cluster.url(edge) + "/metrics", headers=cluster.headers("metrics")) as r:
+            text = await r.text()
+        for family in text_string_to_metric_families(text):
+            if family.name == "edge_sync_anti_entropy_docs":
+                total += sum(s.value for s in family.samples if s.name.endswith("_sum"))
+    return total
+
+
 def quantile(q: float, before: dict[float, float], after: dict[float, float]) -> float | None:
     """histogram_quantile over the increase of cumulative buckets between two scrapes."""
     return histogram_quantile(sorted((b, after[b] - before.get(b, 0.0)) for b in after), q)
@@ -375,11 +388,13 @@ async def run(a: argparse.Namespace, root: Path) -> dict[str, Any]:
             await run_load(cluster, a, 2.0, "warm")
             await time_to_converge(Endpoints.of(cluster), http, time.monotonic())
             before = await lag_buckets(cluster, http)
+            advertised_before = await advertised_docs(cluster, http)
             cpu_before = edges_cpu_s(cluster)
             steady = await run_load(cluster, a, a.seconds, "steady")
             await time_to_converge(Endpoints.of(cluster), http, time.monotonic())
             cpu_s = edges_cpu_s(cluster) - cpu_before
             after = await lag_buckets(cluster, http)
+            advertised = await advertised_docs(cluster, http) - advertised_before
             cluster.partition("apac")
             cut = await run_load(cluster, a, a.partition_seconds, "cut")
             _, during = await displays(Endpoints.of(cluster), http)
@@ -404,6 +419,7 @@ async def run(a: argparse.Namespace, root: Path) -> dict[str, Any]:
         "lag_samples": int(samples),
         "edges_cpu_s": round(cpu_s, 2),
         "edge_cpu_ms_per_update_handled": round(1000 * cpu_s / handled, 3) if handled else None,
+        "advertised_docs_per_update": round(advertised / steady["ok"], 3) if steady.get("ok") else None,
         "converge_after_heal_s": round(converge_s, 3),
         "converge_poll_s": round(poll_s, 3),
         "targets": targets,

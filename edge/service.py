@@ -8,6 +8,9 @@ a failure to apply one never fails the money answer (reconciliation repairs the 
 from __future__ import annotations
 
 import contextlib
+import functools
+import math
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -30,6 +33,7 @@ from edge.crdt.slots import (
     decoded,
     jackpot_slots,
     jackpot_view,
+    latest_session,
     session_latest,
     write_slot,
 )
@@ -44,8 +48,24 @@ log = structlog.get_logger("croupier.edge.service")
 Hint = Callable[[str, list[str]], None]  # (peer edge id, document names): ask it to reconcile
 
 
+RFC3339_SECONDS_MAX = 253402300799  # 9999-12-31T23:59:59Z
+
+
 def rfc3339(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """`ts` as RFC 3339 UTC text to the millisecond (truncated), as `datetime.isoformat` writes it;
+    the text up to the second is made once per second (every session save writes one)."""
+    seconds = math.floor(ts)
+    micros = round((ts - seconds) * 1e6)  # as datetime.fromtimestamp rounds (half to even)
+    if micros >= 1_000_000:
+        seconds, micros = seconds + 1, micros - 1_000_000
+    if not 0 <= seconds <= RFC3339_SECONDS_MAX:
+        return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return f"{_rfc3339_second(seconds)}.{micros // 1000:03d}Z"
+
+
+@functools.lru_cache(maxsize=16)
+def _rfc3339_second(seconds: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
 
 
 def _jackpot_body(jackpot_id: str, view: JackpotView) -> dict[str, Any]:
@@ -253,8 +273,8 @@ class EdgeService:
         if len(text) > self.cfg.session_state_bytes_max:
             raise PayloadTooLarge(f"session state exceeds {self.cfg.session_state_bytes_max} bytes")
         name = doc_name(SESSION, player_id, game_id)
-        doc = await self.state.doc(name)
-        latest = session_latest(doc)
+        await self.state.doc(name)
+        latest = latest_session(self.state.replica.slot_values(name))
         # Last writer wins by origin time: this write must sort after the one it replaces.
         ts = max(self.state.clock(), latest[1].ts + 1e-6 if latest else 0.0)
         record = SessionRecord(text, rfc3339(ts), ts)

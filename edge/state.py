@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from pycrdt import Doc
 
@@ -44,6 +45,8 @@ class EdgeState:
         # games; a one-element set costs four times as much, and a million players have one each),
         # a set once it grows past CHILDREN_LIST_MAX. Child names are interned (game ids repeat).
         self._children: dict[str, list[str] | set[str]] = {}
+        self._counters: dict[tuple[str, str], Any] = {}  # (kind, origin) -> edge_crdt_updates_total child
+        self._lag: dict[str, Any] = {}  # origin edge -> edge_sync_lag_seconds child
 
     async def open(self) -> None:
         loaded = await self.store.open()
@@ -104,17 +107,28 @@ class EdgeState:
             self.book.record(effect)
         if update or effect is not None:
             self._stored(name, update or b"\x00\x00", effect, local=True)
-            self.metrics.crdt_updates_total.labels(doc_kind(name), "local").inc()
+            self._updates_counter(doc_kind(name), "local").inc()
 
     def remote_changed(self, name: str, update: bytes) -> None:
         """Bytes a peer's update changed here (already applied to the live document)."""
         self._stored(name, update, None, local=False)
-        self.metrics.crdt_updates_total.labels(doc_kind(name), "remote").inc()
+        self._updates_counter(doc_kind(name), "remote").inc()
 
     def observe_arrivals(self, arrived: list[tuple[str, float]]) -> None:
         now = self.clock()
         for origin, ts in arrived:
-            self.metrics.sync_lag_seconds.labels(origin).observe(max(0.0, now - ts))
+            lag = self._lag.get(origin)
+            if lag is None:
+                lag = self._lag[origin] = self.metrics.sync_lag_seconds.labels(origin)
+            lag.observe(max(0.0, now - ts))
+
+    def _updates_counter(self, kind: str, origin: str) -> Any:
+        """The labelled child, looked up once (`labels` takes a lock and checks the labels at every
+        call, on every update)."""
+        counter = self._counters.get((kind, origin))
+        if counter is None:
+            counter = self._counters[kind, origin] = self.metrics.crdt_updates_total.labels(kind, origin)
+        return counter
 
     def _stored(self, name: str, update: bytes, effect: Effect | None, local: bool) -> None:
         self._index(name)

@@ -8,6 +8,9 @@ every `anti_entropy_interval_s` (which repairs drops, reordering and partitions)
 of peer frames through the pure `edge.crdt.exchange`. A round advertises only the documents that
 changed since the peer's previous round, plus a page of a sweep over all of them
 (`edge.crdt.anti_entropy`): its cost follows what changed, not how many documents the edge holds.
+It leaves out what the peer holds already: changes that came from that peer, and (for a peer whose
+hello says `"sync": 2` or more, which asks for what it refused for now) this edge's own writes
+pushed live on the link; a push that may not have arrived is advertised in the next round.
 Text messages carry reconcile hints.
 The dialer reconnects with doubling backoff; heartbeats detect a silent (blackholed) link.
 
@@ -24,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -57,16 +61,30 @@ BARRIER_TIMEOUT_S = 5.0
 CHUNK_DOCS_MAX = 256  # documents made live per step of one frame (<< docs_live_max)
 HINT_NAMES_MAX = 1000
 REFUSED_LINK_REASONS = ("claimed_other_edge", "unknown_peer", "malformed_hello")
+# The sync level this edge speaks, in its hello. 2: it asks a peer, in its next anti-entropy round,
+# for a document whose update it refused for now (deferred, or over the peer's byte quota), so the
+# peer need not advertise its own pushed writes. A hello without it is level 1.
+SYNC_LEVEL = 2
+ASK_AGAIN_REASONS = frozenset({admission.PEER_QUOTA})  # refusals, besides deferred ones, asked again
 
 
 class _Link:
-    def __init__(self, peer: str, ws: Any, queue_max: int, authorization: str | None = None) -> None:
+    def __init__(self, peer: str, ws: Any, queue_max: int, authorization: str | None = None, level: int = 1) -> None:
         self.peer = peer
         self.ws = ws
         self.authorization = authorization  # what an accepted peer presented (None: this edge dialed)
+        self.level = level  # the peer's sync level (its hello)
         self.queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(maxsize=queue_max)
         self.dropped = 0
         self.last_heard = time.monotonic()  # when the peer last sent anything (the link's start at first)
+        self.sent: deque[tuple[float, list[str]]] = deque()  # (when, documents) of recent live pushes
+
+    def recently_sent(self, since: float) -> list[str]:
+        """Documents pushed at or after `since` (monotonic), and those still queued."""
+        names = [name for at, sent in self.sent if at >= since for name in sent]
+        while not self.queue.empty():
+            names.append(self.queue.get_nowait()[0])
+        return names
 
 
 class SyncHub:
@@ -137,13 +155,20 @@ class SyncHub:
     # --- outbound -----------------------------------------------------------------------------
 
     def push(self, updates: list[tuple[str, bytes]]) -> None:
-        """This edge's own updates, now stored: queue them for every connected peer."""
-        for link in self.links.values():
-            for name, update in updates:
+        """This edge's own updates, now stored: queue them for every connected peer (a peer that
+        is not connected, or whose queue is full, gets them in its next anti-entropy round)."""
+        messages = [(name, protocol.update_message(update)) for name, update in updates]
+        for peer, rounds in self.rounds.items():
+            link = self.links.get(peer)
+            if link is None:
+                rounds.must_advertise(name for name, _ in updates)
+                continue
+            for entry in messages:
                 try:
-                    link.queue.put_nowait((name, protocol.update_message(update)))
+                    link.queue.put_nowait(entry)
                 except asyncio.QueueFull:
                     link.dropped += 1  # anti-entropy delivers it instead
+                    rounds.must_advertise((entry[0],))
 
     def hint(self, peer: str, names: list[str]) -> None:
         link = self.links.get(peer)
@@ -167,12 +192,13 @@ class SyncHub:
                     CONNECT_TIMEOUT_S,
                 )
                 try:
-                    await ws.send_str(orjson.dumps({"edge": self.edge_id}).decode())
-                    if await self._read_hello(ws) != peer.id:
+                    await ws.send_str(self._hello())
+                    edge, level = await self._read_hello(ws)
+                    if edge != peer.id:
                         raise ProtocolError("the peer answered with another edge id")
                     backoff = self.limits.reconnect_backoff_s
                     self.health.ok(f"sync-dial-{peer.id}")
-                    await self._run(peer.id, ws)
+                    await self._run(peer.id, ws, level=level)
                 finally:
                     await ws.close()
             except (TimeoutError, aiohttp.ClientError, ProtocolError, OSError) as e:
@@ -192,7 +218,7 @@ class SyncHub:
             return ws
         try:
             try:
-                peer = await self._read_hello(ws)
+                peer, level = await self._read_hello(ws)
             except (ProtocolError, TimeoutError):
                 self._refuse_link("malformed_hello", credential, None)
                 raise
@@ -202,9 +228,9 @@ class SyncHub:
             if peer not in self.peers or peer >= self.edge_id:  # the smaller id dials
                 self._refuse_link("unknown_peer", credential, peer)
                 raise ProtocolError(f"unexpected peer {peer!r}")
-            await ws.send_str(orjson.dumps({"edge": self.edge_id}).decode())
+            await ws.send_str(self._hello())
             self.health.ok("sync-accept")
-            await self._run(peer, ws, request.headers.get("Authorization"))
+            await self._run(peer, ws, request.headers.get("Authorization"), level)
         except (TimeoutError, ProtocolError) as e:
             log.warning("sync peer refused", credential=credential, error=str(e))
         except (aiohttp.ClientError, OSError) as e:  # the peer or the network dropped the link: it redials
@@ -238,23 +264,28 @@ class SyncHub:
             "sync link refused", reason=reason, credential=credential, claimed=None if claimed is None else claimed[:40]
         )
 
-    async def _read_hello(self, ws: Any) -> str:
+    def _hello(self) -> str:
+        return orjson.dumps({"edge": self.edge_id, "sync": SYNC_LEVEL}).decode()
+
+    async def _read_hello(self, ws: Any) -> tuple[str, int]:
+        """The peer's edge id and sync level (1 when its hello names none: an older edge)."""
         msg = await asyncio.wait_for(ws.receive(), HELLO_TIMEOUT_S)
         if msg.type != aiohttp.WSMsgType.TEXT:
             raise ProtocolError("expected a hello")
         try:
-            edge = orjson.loads(msg.data).get("edge")
+            hello = orjson.loads(msg.data)
+            edge, level = hello.get("edge"), hello.get("sync", 1)
         except (orjson.JSONDecodeError, AttributeError):
             raise ProtocolError("malformed hello") from None
-        if not isinstance(edge, str):
+        if not isinstance(edge, str) or isinstance(level, bool) or not isinstance(level, int):
             raise ProtocolError("malformed hello")
-        return edge
+        return edge, level
 
-    async def _run(self, peer: str, ws: Any, authorization: str | None = None) -> None:
+    async def _run(self, peer: str, ws: Any, authorization: str | None = None, level: int = 1) -> None:
         old = self.links.get(peer)
         if old is not None:
             await old.ws.close()
-        link = self.links[peer] = _Link(peer, ws, self.limits.sync_queue_max, authorization)
+        link = self.links[peer] = _Link(peer, ws, self.limits.sync_queue_max, authorization, level)
         self.metrics.sync_peer_up.labels(peer).set(1)
         tasks = [
             asyncio.create_task(self._send_loop(link), name=f"sync-push-{peer}"),
@@ -281,6 +312,7 @@ class SyncHub:
             await asyncio.gather(*tasks, return_exceptions=True)
             # What went out in the link's last moments may be lost: advertise it again next link.
             self.rounds[peer].link_ended(link.last_heard, self._rewind_margin_s)
+            self.rounds[peer].must_advertise(link.recently_sent(link.last_heard - self._rewind_margin_s))
 
     def _link_task_done(self, task: asyncio.Task[Any], ws: Any) -> None:
         if task.cancelled():
@@ -304,12 +336,23 @@ class SyncHub:
             await asyncio.sleep(self.limits.sync_push_interval_s)
             builder = FrameBuilder(self.proto)
             builder.add(*first)
+            names = [first[0]]
             for _ in range(min(link.queue.qsize(), self.proto.entries_per_frame_max * 4)):
-                builder.add(*link.queue.get_nowait())
+                name, message = link.queue.get_nowait()
+                builder.add(name, message)
+                names.append(name)
             builder.flush()
+            link.sent.append((time.monotonic(), names))
             for frame in builder.frames:
                 await link.ws.send_bytes(frame)
+            self._forget_sent(link)
             self.health.ok("sync-push")
+
+    def _forget_sent(self, link: _Link) -> None:
+        """Pushes older than the rewind margin before the peer was last heard from are not kept."""
+        horizon = link.last_heard - self._rewind_margin_s
+        while link.sent and link.sent[0][0] < horizon:
+            link.sent.popleft()
 
     @property
     def _rewind_margin_s(self) -> float:
@@ -319,7 +362,9 @@ class SyncHub:
     async def _anti_entropy_loop(self, link: _Link) -> None:
         rounds = self.rounds[link.peer]
         while True:
-            names = rounds.next_round(self.state.replica, time.monotonic())
+            names = rounds.next_round(
+                self.state.replica, time.monotonic(), peer=link.peer, trusts_pushes=link.level >= 2
+            )
             builder = FrameBuilder(self.proto)
             for name, message in state_entries(self.state.replica, names):
                 builder.add(name, message)
@@ -340,7 +385,12 @@ class SyncHub:
             for name in docs_to_load(self.state.replica, chunk):
                 await self.state.doc(name)
             # No await from here on: documents stay live, and admission sees what is applied.
-            handled = handle(self.state.replica, chunk, lambda name, doc, update: self._admit(link, name, doc, update))
+            handled = handle(
+                self.state.replica,
+                chunk,
+                lambda name, doc, update: self._admit(link, name, doc, update),
+                source=link.peer,
+            )
             self._refused(link, handled.refused)
             try:
                 for name, update in handled.changes:
@@ -366,8 +416,11 @@ class SyncHub:
         """Entries for documents of a known kind (others are refused before anything is loaded or
         created), and not for jackpots the ledger said do not exist."""
         kept = []
+        known = self.state.replica.state_vectors  # a known document's name was checked already
         for name, message in entries:
-            verdict = admission.check_name(name) or admission.check_jackpot_missing(name, self.catalog)
+            verdict = (None if name in known else admission.check_name(name)) or admission.check_jackpot_missing(
+                name, self.catalog
+            )
             if verdict is None:
                 kept.append((name, message))
             elif protocol.parse(message)[0] != YSyncMessageType.SYNC_STEP1:
@@ -407,6 +460,8 @@ class SyncHub:
     def _refused(self, link: _Link, refused: list[tuple[str, admission.Verdict]]) -> None:
         for name, verdict in refused:
             self.metrics.sync_rejected_updates_total.labels(link.peer, verdict.reason).inc()
+            if verdict.deferred or verdict.reason in ASK_AGAIN_REASONS:
+                self.rounds[link.peer].ask(name)  # the peer sends it again when this edge can take it
             (log.debug if verdict.deferred else log.warning)(
                 "peer update refused", peer=link.peer, doc=name[:120], reason=verdict.reason, detail=verdict.detail
             )

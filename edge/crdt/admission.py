@@ -163,7 +163,8 @@ def check_jackpot(name: str, facts: JackpotFacts) -> Verdict | None:
 
 def admit(name: str, doc: SlotDoc, update: bytes, rules: Rules, facts: docfacts.DocFacts | None = None) -> Verdict:
     """Check `update` for the live document `name` (`doc` is not changed). `facts` are what the
-    replica knows of `doc` (`edge.crdt.docfacts`); without them they are read from `doc`."""
+    replica knows of `doc` (`edge.crdt.docfacts`), as `Replica.facts` hands them out just before
+    (it checks them against the document); without them they are read from `doc`."""
     refused = check_name(name) or check_jackpot(name, rules.jackpots)
     if refused is not None:
         return refused
@@ -173,7 +174,7 @@ def admit(name: str, doc: SlotDoc, update: bytes, rules: Rules, facts: docfacts.
         return refuse(MALFORMED, str(e))
     except yupdate.UnsupportedUpdate as e:
         return refuse(UNSUPPORTED, str(e))
-    if facts is None or facts.state != doc.get_state():
+    if facts is None:  # (given ones are the replica's, checked against `doc` by `Replica.facts`)
         facts = docfacts.facts_of(doc)
     if all(i.clock + i.length <= facts.clocks.get(i.client, 0) for i in parsed.items):
         # Nothing new (a live push and an anti-entropy answer crossed): applying it could only

@@ -17,16 +17,28 @@ peer's change-log position to where it stood `margin_s` before the peer was last
 next link advertises those documents again. Rounds remember where they started in a bounded history;
 a rewind older than that history starts a full sweep again.
 
+A round also leaves out what the peer holds already (docs/decisions/anti-entropy-skips-what-the-peer-holds.md):
+a document whose every change since the peer's last round came from that peer (it holds what it
+sent), and, when the peer asks for what it refused (`trusts_pushes`: a peer of sync level 2 or
+more), a document whose every change since then is this edge's own write, pushed live on the link.
+A write whose push may not have arrived (dropped on a full queue, made while no link was up, left
+in the queue or sent shortly before a link ended) is handed back with `must_advertise`, and a
+document the peer refused for now (or whose update it could not take) is asked for with `ask`:
+both go into the next round. Without these, most advertisements at a high write rate were of
+updates the live push had just delivered, and most answers to them were duplicates.
+
 The wire format is unchanged (STEP1 entries as before), so an edge of an older version still
-converges with this one: it keeps sending all of its state vectors, this edge answers them.
+converges with this one: it keeps sending all of its state vectors, this edge answers them, and
+this edge keeps advertising its own writes to it.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from edge.crdt.replica import Replica
+from edge.crdt.replica import LOCAL, Replica
 
 HISTORY_ROUNDS_MAX = 4096  # rounds remembered per peer (about an hour at one round a second)
 
@@ -52,16 +64,38 @@ class PeerRounds:
         self._cursor = 0
         self._history: deque[_Round] = deque(maxlen=HISTORY_ROUNDS_MAX)
         self._history_truncated = False
+        self._must: dict[str, None] = {}  # own writes whose live push may not have arrived
+        self._asked: dict[str, None] = {}  # documents to ask the peer for (known here or not)
 
-    def next_round(self, replica: Replica, now: float) -> list[str]:
-        """The documents to advertise this round (each once; changed ones first)."""
+    def must_advertise(self, names: Iterable[str]) -> None:
+        """Documents whose live push to the peer may be lost: advertised next round."""
+        self._must.update(dict.fromkeys(names))
+
+    def ask(self, name: str) -> None:
+        """A document the peer sent an update of that was refused for now: next round advertises
+        this edge's state of it (empty if it holds none), and the peer answers with what it lacks."""
+        self._asked[name] = None
+
+    def next_round(
+        self, replica: Replica, now: float, peer: str | None = None, trusts_pushes: bool = False
+    ) -> list[str]:
+        """The documents to advertise this round (each once; changed ones first). `peer`: the
+        documents whose every change since its last round came from it are left out; with
+        `trusts_pushes`, so are those whose every change since then is this edge's own write."""
         if self.position is None:
             self._restart_sweep(replica, catching_up=True)
             self.position = replica.position
         if len(self._history) == self._history.maxlen:
             self._history_truncated = True
         self._history.append(_Round(now, self.position, self.catching_up, self._sweep_id, self._cursor))
-        names = dict.fromkeys(replica.changed_since(self.position))
+        names: dict[str, None] = {}
+        for name in replica.changed_since(self.position):
+            source = replica.streak(name)[0]
+            if source is not None and ((source == peer) or (trusts_pushes and source == LOCAL)):
+                continue  # the peer holds every change since its last round
+            names[name] = None
+        names.update(self._must)
+        self._must = {}
         self.position = replica.position
         if self._cursor >= len(self._sweep):
             self._restart_sweep(replica, catching_up=False)
@@ -69,7 +103,8 @@ class PeerRounds:
         for name in self._sweep[self._cursor : self._cursor + page]:
             names.setdefault(name)
         self._cursor += page
-        return [n for n in names if replica.known(n)]
+        asked, self._asked = self._asked, {}
+        return [n for n in names if replica.known(n) and n not in asked] + list(asked)
 
     def link_ended(self, last_heard: float, margin_s: float) -> None:
         """Rewind to the round that started `margin_s` before the peer was last heard from (the

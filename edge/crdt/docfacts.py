@@ -202,13 +202,17 @@ def facts_of(doc: SlotDoc) -> DocFacts:
     return out
 
 
-def written(facts: DocFacts, doc: SlotDoc, diff: bytes) -> None:
-    """`facts` (updated in place) after a local write changed `doc` by `diff`: its items' keys
-    are read when needed, and so are the values."""
+def written(facts: DocFacts, state: bytes, diff: bytes, values: dict[str, Any] | None = None) -> None:
+    """`facts` (updated in place) after a local write changed the document by `diff` to `state`:
+    its items' keys are read when needed; the values are `values` (read in the write's wake), or
+    read when next needed."""
     facts.local.append(diff)
-    facts.state = doc.get_state()
-    facts.clocks = yupdate.state_vector(facts.state)
-    facts.values_stale = True
+    facts.state = state
+    facts.clocks = yupdate.state_vector(state)
+    if values is None:
+        facts.values_stale = True
+    else:
+        facts.values, facts.values_stale = values, False
 
 
 def changed(facts: DocFacts, doc: SlotDoc, diff: bytes) -> DocFacts:

@@ -40,8 +40,11 @@ def docs_to_load(replica: Replica, entries: list[tuple[str, bytes]]) -> list[str
     return list(dict.fromkeys(names))
 
 
-def handle(replica: Replica, entries: list[tuple[str, bytes]], admit: Admit | None = None) -> Handled:
-    """With `admit`, every update is checked before it is applied (a refused one changes nothing)."""
+def handle(
+    replica: Replica, entries: list[tuple[str, bytes]], admit: Admit | None = None, source: str | None = None
+) -> Handled:
+    """With `admit`, every update is checked before it is applied (a refused one changes nothing).
+    `source`: the peer the entries came from (recorded in the replica's change log)."""
     out = Handled()
     for name, message in entries:
         kind, payload = protocol.parse(message)
@@ -64,7 +67,7 @@ def handle(replica: Replica, entries: list[tuple[str, bytes]], admit: Admit | No
                 out.refused.append((name, verdict))
                 continue
             payload, after = verdict.update, verdict.after
-        changed, arrived = replica.apply_remote(name, payload, after)
+        changed, arrived = replica.apply_remote(name, payload, after, source)
         if changed:
             out.changes.append((name, changed))
             out.arrived.extend(arrived)
@@ -72,5 +75,7 @@ def handle(replica: Replica, entries: list[tuple[str, bytes]], admit: Admit | No
 
 
 def state_entries(replica: Replica, names: list[str]) -> list[tuple[str, bytes]]:
-    """STEP1 entries advertising our state of `names` (anti-entropy)."""
-    return [(n, protocol.step1(replica.state_vectors[n])) for n in names if replica.known(n)]
+    """STEP1 entries advertising our state of `names` (anti-entropy); an unknown one's is the
+    empty state vector (asking the peer for all of it)."""
+    empty = protocol.EMPTY_STATE_VECTOR
+    return [(n, protocol.step1(replica.state_vectors.get(n, empty))) for n in names]

@@ -12,6 +12,7 @@ numerically, so the answer needs no document in memory when nothing differs.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from pycrdt import Decoder, Encoder, YMessageType, YSyncMessageType, read_message, write_message
@@ -79,6 +80,13 @@ IN_SYNC = Step1Answer(send_diff=False, ask=False)
 def answer_step1(local_sv: bytes, remote_sv: bytes) -> Step1Answer:
     if local_sv == remote_sv:  # the same bytes, the same vector (the common case): nothing to decode
         return IN_SYNC
+    return _compare(local_sv, remote_sv)
+
+
+@functools.lru_cache(maxsize=1024)
+def _compare(local_sv: bytes, remote_sv: bytes) -> Step1Answer:
+    """Remembered: the receive path asks once to know which documents to load and again to
+    answer, and a malformed vector raises (not cached) both times."""
     mine, theirs = decode_state_vector(local_sv), decode_state_vector(remote_sv)
     return Step1Answer(items_ahead(mine, theirs) > 0, items_ahead(theirs, mine) > 0)
 

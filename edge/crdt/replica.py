@@ -16,22 +16,28 @@ one they describe. Slot write times for the sync-lag metric come from the same k
 
 Every state-vector change is also numbered in a change log (`position`, `changed_since`), so
 anti-entropy can advertise only the documents that changed since a peer's last round: its cost
-follows what changed, not how many documents the edge holds (edge/crdt/anti_entropy.py).
+follows what changed, not how many documents the edge holds (edge/crdt/anti_entropy.py). The log
+also keeps, per document, where its latest run of changes came from (`streak`: this edge's own
+writes, or one peer's updates) and where that run started, so a round can leave out a document
+whose every change since the peer's last round the peer holds already.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from pycrdt import Doc
 
 from edge.crdt import docfacts
 from edge.crdt.docfacts import After, DocFacts
-from edge.crdt.slots import SlotDoc, slot_times, times_of
+from edge.crdt.slots import SlotDoc, slot_items, slot_times, times_of
 
 EMPTY_UPDATE = b"\x00\x00"
 EMPTY_STATE_VECTOR = b"\x00"
+LOCAL = ""  # the source of this edge's own writes in the change log (a peer's is its edge id)
+UNKNOWN = None  # a change of unknown origin (a document installed from the store)
 
 
 def new_doc(client_id: int, updates: Iterable[bytes] = ()) -> SlotDoc:
@@ -60,6 +66,8 @@ class Replica:
         self.state_vectors: dict[str, bytes] = {}  # every known doc, live or on disk
         self.position = 0  # of the last state-vector change in the change log
         self._changes: OrderedDict[str, int] = OrderedDict()  # doc -> position of its last change, in order
+        # doc -> (source of its latest run of changes, position of the run's first change)
+        self._streaks: dict[str, tuple[str | None, int]] = {}
 
     def known(self, name: str) -> bool:
         return name in self.state_vectors
@@ -78,7 +86,7 @@ class Replica:
         state = doc.get_state()
         if state != EMPTY_STATE_VECTOR and self.state_vectors.get(name) != state:
             self.state_vectors[name] = state  # an empty document is not "known": nothing to advertise
-            self._log_change(name)
+            self._log_change(name, UNKNOWN)
         self._evict()
         return doc
 
@@ -88,17 +96,35 @@ class Replica:
 
     def write_local(self, name: str, write: Callable[[SlotDoc], None]) -> bytes:
         doc = self._live[name]
-        before = doc.get_state()
-        with doc.transaction(origin=self.edge_id):
+        with doc.transaction(origin=self.edge_id):  # the state before, read in the write's transaction
+            before = doc.get_state()
             write(doc)
-        changed = self._changed(name, doc, before)
         facts = self._facts.get(name)
+        values: dict[str, Any] | None = None
+        with doc.transaction():  # one transaction for every read after the write
+            after = doc.get_state()
+            if after == before:
+                changed = b""
+            else:
+                changed = doc.get_update(before)
+                if facts is not None:  # kept fresh: admission and the next write read them
+                    values = slot_items(doc)
+        if changed:
+            self._record(name, after, LOCAL)
         if facts is not None:
             if changed:
-                docfacts.written(facts, doc, changed)
+                docfacts.written(facts, after, changed, values)
             else:  # deletions only: the same items, perhaps other values
                 facts.values_stale = True
         return changed
+
+    def slot_values(self, name: str) -> dict[str, Any]:
+        """Every slot's value of the live document `name` (owner edge -> raw value): the kept
+        facts' when they are fresh, else read (one transaction)."""
+        facts = self._facts.get(name)
+        if facts is not None and not facts.values_stale and facts.state == self.state_vectors.get(name):
+            return facts.values
+        return slot_items(self._live[name])
 
     def facts(self, name: str) -> DocFacts:
         """What admission needs to know of the live document `name` (`edge.crdt.docfacts`): kept
@@ -117,19 +143,21 @@ class Replica:
         return self._facts.get(name)
 
     def apply_remote(
-        self, name: str, update: bytes, after: After | None = None
+        self, name: str, update: bytes, after: After | None = None, source: str | None = UNKNOWN
     ) -> tuple[bytes, list[tuple[str, float]]]:
         """Apply a peer's update; the bytes that changed us, and (origin edge, write time) per
         remote-owned slot that changed. `after` is what admission found the document will be once
-        `update` is applied: it is folded into the document's facts when it matches."""
+        `update` is applied: it is folded into the document's facts when it matches. `source` is
+        the peer that sent it (it holds what it sent), for the change log."""
         doc = self._live[name]
         if update == EMPTY_UPDATE:
             return b"", []
-        facts = self.facts(name) if name in self._facts else None
+        # With `after`, admission just read the facts through `facts`, and nothing changed since.
+        facts = self._facts.get(name) if after is not None or name not in self._facts else self.facts(name)
         before_sv = doc.get_state()
         before_ts = times_of(facts.values) if facts is not None else slot_times(doc)
         doc.apply_update(update)
-        changed = self._changed(name, doc, before_sv)
+        changed = self._changed(name, doc, before_sv, source)
         if not changed:
             if facts is not None:  # deletions only: the same items, perhaps other values
                 facts.values_stale = True
@@ -156,23 +184,37 @@ class Replica:
         out.reverse()
         return out
 
+    def streak(self, name: str) -> tuple[str | None, int]:
+        """(source, first position) of the latest run of changes of `name` that all came from one
+        source: `LOCAL`, a peer's edge id, or `UNKNOWN`; (UNKNOWN, 0) if it never changed here."""
+        return self._streaks.get(name, (UNKNOWN, 0))
+
     def diff_for(self, name: str, remote_state_vector: bytes) -> bytes:
         return self._live[name].get_update(remote_state_vector)
 
-    def _changed(self, name: str, doc: SlotDoc, before: bytes) -> bytes:
+    def _changed(self, name: str, doc: SlotDoc, before: bytes, source: str | None) -> bytes:
         with doc.transaction():  # one transaction for both reads
             after = doc.get_state()
             if after == before:
                 return b""
             changed = doc.get_update(before)
-        self.state_vectors[name] = after
-        self._log_change(name)
+        self._record(name, after, source)
         return changed
 
-    def _log_change(self, name: str) -> None:
+    def _record(self, name: str, state_vector: bytes, source: str | None) -> None:
+        self.state_vectors[name] = state_vector
+        self._log_change(name, source)
+
+    def _log_change(self, name: str, source: str | None) -> None:
         self.position += 1
         self._changes[name] = self.position
         self._changes.move_to_end(name)
+        if source is UNKNOWN:
+            self._streaks.pop(name, None)  # the default: nothing is known of its source
+            return
+        streak = self._streaks.get(name)
+        if streak is None or streak[0] != source:
+            self._streaks[name] = (source, self.position)
 
     def _evict(self) -> None:
         if len(self._live) <= self.docs_live_max:

@@ -141,8 +141,13 @@ def counter_pairs(values: Any) -> tuple[int, int]:
 
 def decoded(doc: SlotDoc, decode: Callable[[Any], T]) -> tuple[dict[str, T], list[str]]:
     """(owner edge -> value) of the slots that decode, and the owners of those that do not."""
+    return decoded_values(slot_items(doc), decode)
+
+
+def decoded_values(values: dict[str, Any], decode: Callable[[Any], T]) -> tuple[dict[str, T], list[str]]:
+    """`decoded` of slot values read already (owner edge -> raw value)."""
     good, bad = {}, []
-    for edge, value in slots(doc).items():
+    for edge, value in values.items():
         try:
             good[edge] = decode(value)
         except BadSlot:
@@ -150,19 +155,39 @@ def decoded(doc: SlotDoc, decode: Callable[[Any], T]) -> tuple[dict[str, T], lis
     return good, bad
 
 
+ROOT_ATTRIBUTE = "_croupier_slots_root"
+
+
 def slots(doc: SlotDoc) -> Map[Any]:
-    root: Map[Any] = doc.get(SLOTS, type=Map)
+    """The document's root map. Made once per document and kept on it: `Doc.get` builds a new
+    wrapper and integrates it as a root in a transaction of its own at every call (the largest
+    single cost of a local write). A root's integrated object lives as long as its document."""
+    root: Map[Any] | None = doc.__dict__.get(ROOT_ATTRIBUTE)
+    if root is None:
+        root = doc.get(SLOTS, type=Map)
+        doc.__dict__[ROOT_ATTRIBUTE] = root
     return root
+
+
+PLAIN_VALUES = (dict, list, str, float, int, bool, type(None))  # what a slot's value reads as
 
 
 def slot_items(doc: SlotDoc) -> dict[str, Any]:
     """Every slot's value, read in one transaction through the map's integrated (Rust) object:
     `Map.items()` opens and commits a transaction per key, twice the time for a three-slot
-    document, on every peer update admitted. Values are what `Map.__getitem__` returns."""
-    root = slots(doc)
+    document, on every peer update admitted. Values are what `Map.__getitem__` returns.
+    A document read once (admission's scratch copy) gets no root wrapper: building one costs
+    more than the read."""
+    root: Map[Any] | None = doc.__dict__.get(ROOT_ATTRIBUTE)
     with doc.transaction() as txn:
-        raw, read = root.integrated, txn._txn
-        return {key: root._maybe_as_type_or_doc(raw.get(read, key)) for key in raw.keys(read)}
+        read = txn._txn
+        assert read is not None
+        raw: Any = root.integrated if root is not None else doc._doc.get_or_insert_map(read, SLOTS)
+        values = {key: raw.get(read, key) for key in raw.keys(read)}
+    if all(isinstance(v, PLAIN_VALUES) for v in values.values()):
+        return values
+    wrapper = slots(doc)  # a nested shared type (never admitted): as `Map.__getitem__` wraps it
+    return {key: v if isinstance(v, PLAIN_VALUES) else wrapper._maybe_as_type_or_doc(v) for key, v in values.items()}
 
 
 def raw_slots(doc: SlotDoc) -> dict[str, dict[str, Any]]:
@@ -353,7 +378,12 @@ class SessionRecord:
 
 def session_latest(doc: SlotDoc) -> tuple[str, SessionRecord] | None:
     """The last writer's record and its edge: highest origin time, ties broken by edge id."""
-    records = decoded(doc, SessionRecord.decode)[0]
+    return latest_session(slot_items(doc))
+
+
+def latest_session(values: dict[str, Any]) -> tuple[str, SessionRecord] | None:
+    """`session_latest` of slot values read already (owner edge -> raw value)."""
+    records = decoded_values(values, SessionRecord.decode)[0]
     if not records:
         return None
     edge = max(records, key=lambda e: (records[e].ts, e))

@@ -9,7 +9,9 @@ import dataclasses
 import time
 
 import aiohttp
-from pycrdt import Map, YSyncMessageType
+from pycrdt import Doc, Map, YSyncMessageType
+
+from shared.web import REGISTRY_KEY
 
 from edge.crdt import protocol
 from edge.crdt.anti_entropy import HISTORY_ROUNDS_MAX, PeerRounds
@@ -137,5 +139,119 @@ async def test_an_edge_with_many_documents_advertises_only_changes_after_its_fir
         later = per_round[4:]
         assert later and all(len(r) <= 16 + 1 for r in later)  # not 1500 per round
         assert any("session/p42/g1" in r for r in later)
+    finally:
+        await apac.close()
+
+
+def _from_peer(replica: Replica, name: str, peer: str, value: int, client_id: int) -> None:
+    """`peer`'s write of its own slot in `name`, applied to `replica` as sent by `peer`."""
+    source = Replica(peer, client_id, docs_live_max=10)
+    source.install(name, [replica.diff_for(name, b"\x00")] if replica.live(name) is not None else [])
+    update = source.write_local(name, lambda d: d.get("slots", type=Map).__setitem__(peer, value))
+    if replica.live(name) is None:
+        replica.install(name, [])
+    assert replica.apply_remote(name, update, source=peer)[0]
+
+
+def test_a_round_leaves_out_what_the_peer_holds_and_keeps_what_it_may_lack():
+    r = _replica(10)
+    rounds = PeerRounds(sweep_docs=1, catch_up_docs=10)
+    rounds.next_round(r, 0.0)  # the first sweep
+    sweep = rounds.next_round(r, 1.0)  # (one page of the slow sweep from now on)
+    _from_peer(r, "bonus/p1", "us", 1, 21)  # only from us: us holds it
+    _write(r, "bonus/p2", 2)  # only this edge's own write: pushed to us live
+    _from_peer(r, "bonus/p3", "apac", 3, 31)  # from apac: us may lack it
+    _from_peer(r, "bonus/p4", "us", 4, 22)
+    _write(r, "bonus/p4", 4)  # us's update, then an own write: us holds both
+    _write(r, "bonus/p5", 5)
+    _from_peer(r, "bonus/p5", "apac", 5, 32)  # an own write, then apac's: us may lack apac's
+    trusting = PeerRounds(sweep_docs=1, catch_up_docs=10)
+    trusting.position, trusting.catching_up = rounds.position, False
+    names = trusting.next_round(r, 2.0, peer="us", trusts_pushes=True)
+    assert [n for n in names if n not in sweep][:2] == ["bonus/p3", "bonus/p5"]
+    assert {"bonus/p1", "bonus/p2", "bonus/p4"}.isdisjoint(names[:-1])
+    # An older peer is not trusted to ask again for what it refused: own writes are advertised.
+    names = rounds.next_round(r, 2.0, peer="us", trusts_pushes=False)
+    assert names[:4] == ["bonus/p2", "bonus/p3", "bonus/p4", "bonus/p5"] and "bonus/p1" not in names[:-1]
+
+
+def test_a_push_that_may_be_lost_and_a_document_asked_for_go_into_the_next_round():
+    r = _replica(10)
+    rounds = PeerRounds(sweep_docs=1, catch_up_docs=10)
+    rounds.next_round(r, 0.0, peer="us", trusts_pushes=True)
+    _write(r, "bonus/p2", 2)
+    _write(r, "bonus/p3", 3)
+    rounds.must_advertise(["bonus/p3"])  # its push was dropped (a full queue, no link)
+    rounds.ask("jackpot/mega")  # refused for now, and unknown here: asked for whole
+    names = rounds.next_round(r, 1.0, peer="us", trusts_pushes=True)
+    assert names[0] == "bonus/p3" and names[-1] == "jackpot/mega" and "bonus/p2" not in names
+    assert "jackpot/mega" not in rounds.next_round(r, 2.0, peer="us", trusts_pushes=True)  # asked once
+
+
+async def _step1_rounds(peer: Hostile, rounds: int, on_round=None) -> list[set[str]]:
+    """The documents each anti-entropy round advertised to `peer` (frames with STEP1 entries)."""
+    per_round: list[set[str]] = []
+    deadline = time.monotonic() + 8
+    while time.monotonic() < deadline and len(per_round) < rounds:
+        assert peer.ws is not None
+        msg = await asyncio.wait_for(peer.ws.receive(), 3)
+        assert msg.type == aiohttp.WSMsgType.BINARY
+        entries = protocol.decode_frame(msg.data, protocol.Limits())
+        step1 = {n for n, m in entries if protocol.parse(m)[0] == YSyncMessageType.SYNC_STEP1}
+        if step1:
+            per_round.append(step1)
+            if on_round is not None:
+                on_round(len(per_round))
+    return per_round
+
+
+async def test_a_peer_of_sync_level_2_gets_own_writes_pushed_and_not_advertised_again(edges):
+    e = await edges("apac", "eu")
+    await e.stop("apac")
+    await e.stop("eu")
+    limits = dataclasses.replace(FAST, anti_entropy_sweep_docs=1, anti_entropy_catch_up_docs=20)
+    state = (await e.start("eu", limits=limits)).app[SERVICE].state
+    for i in range(20):
+        name = f"session/p{i}/g1"
+        await state.doc(name)
+        state.write(name, lambda d, i=i: d.get("slots", type=Map).__setitem__("eu", session(i)))
+    apac = Hostile("apac")
+    assert await apac.connect(e.url("eu"), level=2) == "eu"
+
+    def write_after_sweep(n: int) -> None:
+        if n == 2:  # the first sweep is done: an own write of a new document, pushed live
+            asyncio.get_running_loop().create_task(write_new())
+
+    async def write_new() -> None:
+        await state.doc("session/p99/g1")
+        state.write("session/p99/g1", lambda d: d.get("slots", type=Map).__setitem__("eu", session(-1)))
+
+    try:
+        per_round = await _step1_rounds(apac, 6, write_after_sweep)
+        assert len(per_round) == 6 and all(len(r) <= 2 for r in per_round[2:])  # the slow sweep from then on
+        assert not any("session/p99/g1" in r for r in per_round[2:]), per_round  # pushed, not advertised
+    finally:
+        await apac.close()
+
+
+async def test_an_update_refused_for_now_is_asked_for_in_the_next_round(edges):
+    e = await edges("apac", "eu")
+    await e.stop("apac")
+    apac = Hostile("apac")
+    assert await apac.connect(e.url("eu"), level=2) == "eu"
+    try:
+        doc = Doc(client_id=apac.client_id)
+        doc.get("slots", type=Map)["apac"] = session(1)
+        first = doc.get_state()
+        doc.get("slots", type=Map)["apac"] = session(2)
+        await apac.send([("session/p1/g1", protocol.update_message(doc.get_update(first)))])  # a gap: deferred
+        per_round = await _step1_rounds(apac, 1)
+        assert any("session/p1/g1" in r for r in per_round), per_round  # eu asks apac for it
+        rejected = (
+            e.servers["eu"]
+            .app[REGISTRY_KEY]
+            .get_sample_value("edge_sync_rejected_updates_total", {"peer": "apac", "reason": "unverified_gap"})
+        )
+        assert rejected == 1
     finally:
         await apac.close()

@@ -1,15 +1,17 @@
 """Owned-slot values, exactly-once effects and reconciliation (pure, in memory)."""
 
 import pytest
-from pycrdt import Doc
+from pycrdt import Array, Doc, Map
 
 from edge.crdt import protocol
 from edge.crdt.effects import Effect, EffectBook, JackpotTruth, reconcile_bonus, reconcile_jackpot
 from edge.crdt.replica import Replica, compact
 from edge.crdt.slots import (
+    ROOT_ATTRIBUTE,
     BonusSlot,
     JackpotSlot,
     SessionRecord,
+    SlotDoc,
     as_int,
     bonus_progress,
     bonus_slots,
@@ -204,3 +206,29 @@ def test_counters_past_2_53_are_split_into_exact_pairs_and_small_ones_stay_one_p
     assert BonusSlot.decode(slots(copy)["eu"]).wagered == {"w": (big, 1)}
     assert JackpotSlot.decode(slots(copy)["us"]) == JackpotSlot(1, big + 5, 2, 100, "EUR", 1.0)
     assert "high" not in JackpotSlot(1, 5, 2, 100, "EUR", 1.0).encode()
+
+
+def test_a_documents_root_map_is_made_once_and_stays_valid_across_updates():
+    doc: SlotDoc = Doc(client_id=1)
+    root = slots(doc)
+    assert slots(doc) is root  # not a new wrapper integrated in a transaction of its own per call
+    peer: SlotDoc = Doc(client_id=2)
+    write_slot(peer, "us", {"ts": 1.0})
+    doc.apply_update(peer.get_update())
+    write_slot(doc, "eu", {"ts": 2.0})
+    assert slots(doc) is root and dict(root.items()) == {"us": {"ts": 1.0}, "eu": {"ts": 2.0}}
+
+
+def test_a_document_read_once_gets_no_root_wrapper_and_reads_what_map_items_reads():
+    source: SlotDoc = Doc(client_id=3)
+    write_slot(source, "eu", {"ts": 1.0, "n": 2})
+    scratch: SlotDoc = Doc()
+    scratch.apply_update(source.get_update())
+    assert slot_items(scratch) == {"eu": {"ts": 1.0, "n": 2.0}}
+    assert ROOT_ATTRIBUTE not in scratch.__dict__  # read through the integrated map only
+    assert slot_items(scratch) == dict(scratch.get("slots", type=Map).items())
+    slots(source)["us"] = Array([1, 2])  # a nested shared type (admission refuses it; reads still wrap it)
+    nested: SlotDoc = Doc()
+    nested.apply_update(source.get_update())
+    values = slot_items(nested)
+    assert isinstance(values["us"], Array) and list(values["us"]) == [1.0, 2.0]

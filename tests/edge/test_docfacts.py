@@ -10,10 +10,11 @@ from hypothesis import strategies as st
 from pycrdt import Decoder, Doc, Encoder, Map
 
 from edge.crdt import admission, docfacts, protocol, yupdate
+from edge.crdt import replica as replica_module
 from edge.crdt.exchange import handle
 from edge.crdt.identity import Owners, fresh_client_id
 from edge.crdt.replica import Replica, compact
-from edge.crdt.slots import BonusSlot, SessionRecord, write_slot
+from edge.crdt.slots import BonusSlot, SessionRecord, slot_items, write_slot
 
 EDGES = ("apac", "eu", "us")
 BONUS, SESSION = "bonus/p", "session/p/g"
@@ -303,3 +304,18 @@ def test_an_admitted_update_s_facts_are_adopted_not_read_again(monkeypatch):
     doc = eu.live(SESSION)
     assert doc is not None
     same_facts(eu.facts(SESSION), docfacts.facts_of(doc))
+
+
+def test_a_local_write_keeps_the_values_fresh_and_the_next_read_of_them_reads_nothing(monkeypatch):
+    """After a local write the kept values are the document's: a session save reads the latest
+    record from them, and admission does not read them again."""
+    r = Replica("eu", fresh_client_id("eu", T0), 4)
+    r.install(SESSION, [])
+    facts = r.facts(SESSION)
+    r.write_local(SESSION, lambda d: write_slot(d, "eu", value(SESSION, 1, T0)))
+    assert not facts.values_stale and facts.values == slot_items(r.live(SESSION))
+    reads: list[int] = []
+    real = replica_module.slot_items
+    monkeypatch.setattr(replica_module, "slot_items", lambda doc: reads.append(1) or real(doc))
+    assert r.slot_values(SESSION) == {"eu": value(SESSION, 1, T0)} and reads == []
+    same_facts(r.facts(SESSION), docfacts.facts_of(r.live(SESSION)))

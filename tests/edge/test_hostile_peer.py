@@ -168,11 +168,11 @@ async def test_a_dialer_survives_a_bug_in_its_link(edges, http):
     hub = e.servers["eu"].app[HUB]  # eu dials us
     real, calls = hub._run, {"n": 0}
 
-    async def buggy(peer, ws):
+    async def buggy(peer, ws, *args, **kwargs):
         calls["n"] += 1
         if calls["n"] <= 2:
             raise KeyError("a bug")
-        await real(peer, ws)
+        await real(peer, ws, *args, **kwargs)
 
     await e.stop("us")
     hub._run = buggy
@@ -273,10 +273,10 @@ async def test_a_peer_that_drops_its_link_is_no_background_failure_but_a_bug_in_
     hub = server.app[HUB]
     real, failure = hub._run, {"error": ConnectionResetError("Cannot write to closing transport")}
 
-    async def dropped(peer, ws, authorization=None):
+    async def dropped(peer, ws, authorization=None, level=1):
         if failure["error"] is not None:
             raise failure["error"]
-        await real(peer, ws, authorization)
+        await real(peer, ws, authorization, level)
 
     hub._run = dropped
     unready_after = server.app[HEALTH]._unready_after

@@ -31,10 +31,15 @@ class Hostile:
         self.http: aiohttp.ClientSession | None = None
         self.ws: aiohttp.ClientWebSocketResponse | None = None
 
-    async def connect(self, url: str, *, claim: str | None = None) -> str | None:
+    async def connect(self, url: str, *, claim: str | None = None, level: int | None = None) -> str | None:
+        """With `level`, the hello names that sync level (an edge of this version says 2; without
+        it the peer speaks as an edge from before levels)."""
         self.http = aiohttp.ClientSession()
         self.ws = await self.http.ws_connect(url + "/v1/sync", headers=peer_headers(self.edge_id), max_msg_size=8 << 20)
-        await self.ws.send_str(orjson.dumps({"edge": claim or self.edge_id}).decode())
+        hello: dict[str, Any] = {"edge": claim or self.edge_id}
+        if level is not None:
+            hello["sync"] = level
+        await self.ws.send_str(orjson.dumps(hello).decode())
         msg = await asyncio.wait_for(self.ws.receive(), 5)
         return orjson.loads(msg.data)["edge"] if msg.type == aiohttp.WSMsgType.TEXT else None
 
