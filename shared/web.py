@@ -241,10 +241,6 @@ def framework_problem(exc: web.HTTPException) -> web.Response:
     )
 
 
-async def echo_request_id(request: web.Request, response: web.StreamResponse) -> None:
-    response.headers[request_ids.HEADER] = request_id(request)
-
-
 async def answer_headers(request: web.Request, response: web.StreamResponse) -> None:
     """Every answer's `X-Request-Id`, then the service's own headers (ANSWER_HEADERS_KEY): one hook."""
     response.headers[request_ids.HEADER] = request_id(request)
