@@ -90,9 +90,13 @@ class PeerRounds:
         self._history.append(_Round(now, self.position, self.catching_up, self._sweep_id, self._cursor))
         names: dict[str, None] = {}
         for name in replica.changed_since(self.position):
-            source = replica.streak(name)[0]
-            if source is not None and ((source == peer) or (trusts_pushes and source == LOCAL)):
-                continue  # the peer holds every change since its last round
+            source, before = replica.streak(name)
+            if (
+                before <= self.position
+                and source is not None
+                and (source == peer or (trusts_pushes and source == LOCAL))
+            ):
+                continue  # every change since the peer's last round came from it, or was pushed to it
             names[name] = None
         names.update(self._must)
         self._must = {}

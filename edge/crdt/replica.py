@@ -18,8 +18,8 @@ Every state-vector change is also numbered in a change log (`position`, `changed
 anti-entropy can advertise only the documents that changed since a peer's last round: its cost
 follows what changed, not how many documents the edge holds (edge/crdt/anti_entropy.py). The log
 also keeps, per document, where its latest run of changes came from (`streak`: this edge's own
-writes, or one peer's updates) and where that run started, so a round can leave out a document
-whose every change since the peer's last round the peer holds already.
+writes, or one peer's updates) and the document's last change before that run, so a round can
+leave out a document whose every change since the peer's last round the peer holds already.
 """
 
 from __future__ import annotations
@@ -185,8 +185,10 @@ class Replica:
         return out
 
     def streak(self, name: str) -> tuple[str | None, int]:
-        """(source, first position) of the latest run of changes of `name` that all came from one
-        source: `LOCAL`, a peer's edge id, or `UNKNOWN`; (UNKNOWN, 0) if it never changed here."""
+        """(source, before) of the latest run of changes of `name` that all came from one source
+        (`LOCAL`, a peer's edge id, or `UNKNOWN`), where `before` is the change-log position of the
+        document's last change before that run (0: none). Every change after a position p came from
+        `source` exactly when `before <= p`. (UNKNOWN, 0) if it never changed here."""
         return self._streaks.get(name, (UNKNOWN, 0))
 
     def diff_for(self, name: str, remote_state_vector: bytes) -> bytes:
@@ -206,6 +208,7 @@ class Replica:
         self._log_change(name, source)
 
     def _log_change(self, name: str, source: str | None) -> None:
+        previous = self._changes.get(name, 0)
         self.position += 1
         self._changes[name] = self.position
         self._changes.move_to_end(name)
@@ -214,7 +217,7 @@ class Replica:
             return
         streak = self._streaks.get(name)
         if streak is None or streak[0] != source:
-            self._streaks[name] = (source, self.position)
+            self._streaks[name] = (source, previous)
 
     def _evict(self) -> None:
         if len(self._live) <= self.docs_live_max:

@@ -162,14 +162,15 @@ def test_a_round_leaves_out_what_the_peer_holds_and_keeps_what_it_may_lack():
     _write(r, "bonus/p2", 2)  # only this edge's own write: pushed to us live
     _from_peer(r, "bonus/p3", "apac", 3, 31)  # from apac: us may lack it
     _from_peer(r, "bonus/p4", "us", 4, 22)
-    _write(r, "bonus/p4", 4)  # us's update, then an own write: us holds both
+    _write(r, "bonus/p4", 4)  # us's update, then an own write: us holds both, but a run of own
+    # writes that began after the round does not say what came before it: advertised (rare, harmless)
     _write(r, "bonus/p5", 5)
     _from_peer(r, "bonus/p5", "apac", 5, 32)  # an own write, then apac's: us may lack apac's
     trusting = PeerRounds(sweep_docs=1, catch_up_docs=10)
     trusting.position, trusting.catching_up = rounds.position, False
     names = trusting.next_round(r, 2.0, peer="us", trusts_pushes=True)
-    assert [n for n in names if n not in sweep][:2] == ["bonus/p3", "bonus/p5"]
-    assert {"bonus/p1", "bonus/p2", "bonus/p4"}.isdisjoint(names[:-1])
+    assert [n for n in names if n not in sweep][:3] == ["bonus/p3", "bonus/p4", "bonus/p5"]
+    assert {"bonus/p1", "bonus/p2"}.isdisjoint(names[:-1])
     # An older peer is not trusted to ask again for what it refused: own writes are advertised.
     names = rounds.next_round(r, 2.0, peer="us", trusts_pushes=False)
     assert names[:4] == ["bonus/p2", "bonus/p3", "bonus/p4", "bonus/p5"] and "bonus/p1" not in names[:-1]
@@ -255,3 +256,22 @@ async def test_an_update_refused_for_now_is_asked_for_in_the_next_round(edges):
         assert rejected == 1
     finally:
         await apac.close()
+
+
+def test_a_run_from_the_peer_after_another_source_does_not_hide_that_other_change():
+    """The peer's own update (or a pushed own write) on top of a third edge's change since the last
+    round: the peer holds its own change but may lack the third edge's, so the document is advertised."""
+    r = _replica(10)
+    rounds = PeerRounds(sweep_docs=1, catch_up_docs=10)
+    rounds.next_round(r, 0.0)  # the first sweep
+    sweep = rounds.next_round(r, 1.0)
+    _from_peer(r, "bonus/p6", "apac", 6, 31)
+    _from_peer(r, "bonus/p6", "us", 6, 21)  # apac's change, then us's: us may lack apac's
+    _from_peer(r, "bonus/p7", "apac", 7, 32)
+    _write(r, "bonus/p7", 7)  # apac's change, then an own write pushed to us: us may lack apac's
+    names = rounds.next_round(r, 2.0, peer="us", trusts_pushes=True)
+    assert [n for n in names if n not in sweep][:2] == ["bonus/p6", "bonus/p7"], names
+    # The round after: nothing changed since, and the runs now start before it: left out.
+    _from_peer(r, "bonus/p6", "us", 8, 22)
+    _write(r, "bonus/p7", 9)
+    assert {"bonus/p6", "bonus/p7"}.isdisjoint(rounds.next_round(r, 3.0, peer="us", trusts_pushes=True)[:-1])
