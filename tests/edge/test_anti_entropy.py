@@ -122,19 +122,13 @@ async def test_an_edge_with_many_documents_advertises_only_changes_after_its_fir
         state.write(name, lambda d, i=i: d.get("slots", type=Map).__setitem__("eu", session(i)))
     apac = Hostile("apac")
     assert await apac.connect(e.url("eu")) == "eu"
+
+    def change_after_sweep(n: int) -> None:
+        if n == 4:  # the first sweep is done: change one document
+            state.write("session/p42/g1", lambda d: d.get("slots", type=Map).__setitem__("eu", session(-1)))
+
     try:
-        per_round: list[set[str]] = []
-        deadline = time.monotonic() + 8
-        while time.monotonic() < deadline and len(per_round) < 7:
-            assert apac.ws is not None
-            msg = await asyncio.wait_for(apac.ws.receive(), 3)
-            assert msg.type == aiohttp.WSMsgType.BINARY
-            entries = protocol.decode_frame(msg.data, protocol.Limits())
-            step1 = {n for n, m in entries if protocol.parse(m)[0] == YSyncMessageType.SYNC_STEP1}
-            if step1:
-                per_round.append(step1)
-            if len(per_round) == 4:  # the first sweep is done: change one document
-                state.write("session/p42/g1", lambda d: d.get("slots", type=Map).__setitem__("eu", session(-1)))
+        per_round = await _step1_rounds(apac, 7, change_after_sweep)
         assert set().union(*per_round[:3]) == set(state.replica.state_vectors)  # 3 x 512 >= 1500
         later = per_round[4:]
         assert later and all(len(r) <= 16 + 1 for r in later)  # not 1500 per round
