@@ -103,7 +103,10 @@ async def leader_change_under_load(
                     await asyncio.wait_for(bettor.enough_after.wait(), TRAFFIC_AFTER_MAX_S)
             finally:
                 bettor.stop.set()
-                await asyncio.wait_for(asyncio.gather(*workers), 30)
+                try:
+                    await asyncio.wait_for(asyncio.gather(*workers), 30)
+                except AssertionError as e:  # a bet answered out of contract: show what the ledger said
+                    raise AssertionError(f"{e}\n{cluster.log_tail('ledger')}") from e
             assert acked_before > 0, "nothing was acknowledged before the leader change"
             assert bettor.first_ack_after is not None and bettor.acks_after >= ACKS_AFTER, (
                 f"the ledger did not carry on after the leader change: {bettor.refusals}\n{cluster.log_tail('ledger')}"
