@@ -64,7 +64,9 @@ async def test_kill_9_of_the_postgres_leader_under_load_loses_and_doubles_nothin
 
     bettor, took = await leader_change_under_load(patroni, short_dir / "c", kill_and_wait)
     assert promoted and promoted[0] != killed
-    assert bettor.refusals, "the leader died under load, yet no write was ever refused"
+    # No refusal is required: a group whose commit starts after the kill waits up to the store's
+    # connect window for the new leader and may then commit there. That the ledger saw the leader
+    # change is checked from its metrics (`wait_for_metrics`).
     print(
         f"kill -9 {killed}, {promoted[0]} promoted: first ack after {took:.2f}s; {len(bettor.acked)} acked; "
         f"refusals {dict(bettor.refusals)}"

@@ -35,7 +35,11 @@ TRAFFIC_BEFORE_S = 1.5  # bets flow this long before the leader changes
 ACKS_AFTER = 20  # then until this many bets were acknowledged after the change
 TRAFFIC_AFTER_MAX_S = 40.0  # ... or this long at most
 METRICS_WAIT_S = 20.0
-REQUEST_TIMEOUT_S = 15.0  # a bet unanswered this long fails the test
+# A bet unanswered this long fails the test. While no server takes writes, the store keeps trying
+# the DSN's hosts for its connect window (`connect_timeout_s`, 10 s) before a 503: a bet that arrives
+# during one window may then wait out its own group's window too (seen in CI: 503s after 9.98 s,
+# and a bet unanswered after 15 s). Two windows and a failing commit: 25 s.
+REQUEST_TIMEOUT_S = 25.0
 
 
 async def fresh_ledger_schema(patroni: PatroniCluster) -> None:
