@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 from prometheus_client import CollectorRegistry
 
 from core_ledger.domain import Command
@@ -20,9 +21,11 @@ from core_ledger.domain.accounts import player_account
 from core_ledger.journal_checks import rebuild_differences
 from core_ledger.metrics import LedgerMetrics
 from core_ledger.service import LedgerService
-from core_ledger.store import SqliteStore, Store, sqlite_summaries
+from core_ledger.store import SqliteStore, Store, pg_summaries, sqlite_summaries
+from core_ledger.store import postgres as pg_module
 from core_ledger.store import sqlite as sqlite_module
 from core_ledger.store.base import SUMMARY_NOTED_TYPES, SUMMARY_POSTING_TYPES
+from core_ledger.store.postgres import PostgresStore
 from core_ledger.writer import WriterLimits
 from tests.support.domain_world import (
     adjust,
@@ -39,6 +42,7 @@ from tests.support.domain_world import (
     win,
     withdrawal,
 )
+from tests.support.local_postgres import TEST_LIMITS, PgServer, fresh_schema
 
 V8 = sqlite_module.MIGRATIONS[:8]
 LATEST = len(sqlite_module.MIGRATIONS)
@@ -279,3 +283,78 @@ async def test_each_page_query_searches_an_index_without_sorting(tmp_path: Path)
             assert "TEMP B-TREE" not in plan and "SCAN t" not in plan, (name, plan)
     finally:
         db.close()
+
+
+class TestPostgres:
+    """The same sources on PostgreSQL (its migration 9): the same pages, the partial indexes used."""
+
+    async def test_a_version_8_schema_migrates_and_every_player_and_round_page_answers_the_same(
+        self, pg_server: PgServer
+    ) -> None:
+        schema = fresh_schema()
+        service = LedgerService(
+            PostgresStore(pg_server.dsn, TEST_LIMITS, schema=schema, migrations=pg_module.MIGRATIONS[:8]),
+            WriterLimits(),
+            clock=lambda: datetime.now(UTC),
+            metrics=LedgerMetrics(CollectorRegistry()),
+        )
+        await service.start()
+        try:
+            await run_script(service, rich_script())
+        finally:
+            await service.stop()
+        store = PostgresStore(pg_server.dsn, TEST_LIMITS, schema=schema)
+        await store.open()
+        try:
+            assert store.schema_plan is not None and (store.schema_plan.stored, store.schema_plan.target) == (8, LATEST)
+            assert await assert_every_page_as_the_rows_say(store) > 100
+        finally:
+            await store.close()
+        conn = await asyncpg.connect(pg_server.dsn)
+        try:
+            await conn.execute(f'SET search_path TO "{schema}"')
+            indexes = {
+                str(r[0])
+                for r in await conn.fetch(
+                    "SELECT indexname FROM pg_indexes WHERE schemaname = $1 AND tablename = 'tx_summaries'", schema
+                )
+            }
+            # rows of other players: a player's few rows are then worth an index (as in a real ledger)
+            await conn.execute(
+                "INSERT INTO tx_summaries (sequence, doc) SELECT 100000 + g, json_build_object('type', 'bet', "
+                "'outcome', 'committed', 'player_id', 'other' || g % 500, 'round_id', 'x' || g)::text "
+                "FROM generate_series(1, 20000) AS g"
+            )
+            await conn.execute("ANALYZE")
+            await conn.execute("SET enable_seqscan = off")
+            checks, _ = pg_summaries.filters({"player_id": "p1", "type": "bet"}, 0, None, None)
+            plans = {}
+            for name, sql, key, index in (
+                (
+                    "unposted",
+                    pg_summaries.unposted_arm_sql(checks, "$4", "$5"),
+                    "p1",
+                    "tx_summaries_unposted_by_player_id",
+                ),
+                ("history", pg_summaries.history_arm_sql(checks, "$4", "$5"), "player:p1:EUR", "history_pkey"),
+            ):
+                plans[name] = (
+                    "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + sql, 0, "p1", "bet", key, 10)),
+                    index,
+                )
+            checks, _ = pg_summaries.filters({"round_id": "r1"}, 0, None, None)
+            plans["round"] = (
+                "\n".join(
+                    r[0]
+                    for r in await conn.fetch(
+                        "EXPLAIN " + pg_summaries.round_sql(checks, "$3", "$4"), 0, "r1", "r1", 10
+                    )
+                ),
+                "tx_summaries_unnoted_by_round_id",
+            )
+        finally:
+            await conn.close()
+        assert "tx_summaries_by_player_id" not in indexes and "tx_summaries_by_round_id" not in indexes
+        assert {"tx_summaries_unposted_by_player_id", "tx_summaries_unnoted_by_round_id"} <= indexes
+        for name, (plan, index) in plans.items():
+            assert index in plan, (name, plan)
