@@ -66,12 +66,11 @@ from core_ledger.store.sqlite_summaries import UNNOTED, UNPOSTED, summaries_sync
 
 BUSY_TIMEOUT_MS = 5000
 # The page size of a NEW database (SQLite fixes it when the file is created; an existing database
-# keeps its own: 4096, then 1024 before this). A WAL commit writes every page it touched whole, and
-# a bet touches a few pages at random (its player's account, round and history index entry): with
-# 1 KiB pages each such touch writes a quarter of the bytes of 4 KiB (bench/ledger_writer.py: 12.2
-# -> 6.9 KiB written per bet), with 512 bytes (SQLite's smallest) about half again (6.11 -> 4.67).
-# See docs/decisions/sqlite-page-size.md and docs/decisions/sqlite-512-byte-pages.md.
-PAGE_SIZE_NEW = 512
+# keeps its own, 4096 before this). A WAL commit writes every page it touched whole, and a bet
+# touches a few pages at random (its player's account, round and history index entry): with 1 KiB
+# pages each such touch writes a quarter of the bytes (bench/ledger_writer.py: 12.2 -> 6.9 KiB
+# written per bet). See docs/decisions/sqlite-page-size.md.
+PAGE_SIZE_NEW = 1024
 # WAL bytes before a commit also checkpoints them into the database (as pages: SQLite counts
 # frames). The hot pages (balances, index roots) are rewritten by every commit but copied once per
 # checkpoint: at 16 MiB a bet cost 16% fewer bytes written and 14% less CPU in the writer alone (no
@@ -511,7 +510,7 @@ def _unfence_sync(db: sqlite3.Connection, epoch: int) -> int:
 
 
 def wal_autocheckpoint_pages(conn: sqlite3.Connection) -> int:
-    """WAL_AUTOCHECKPOINT_BYTES in pages of this database (new ones: 512 bytes; older ones: 1 or 4 KiB)."""
+    """WAL_AUTOCHECKPOINT_BYTES in pages of this database (new ones: 1 KiB; older ones: 4 KiB)."""
     [(page_size,)] = _fetch_all(conn, "PRAGMA page_size", ())
     return max(1, WAL_AUTOCHECKPOINT_BYTES // int(page_size))
 

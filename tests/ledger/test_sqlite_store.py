@@ -87,52 +87,6 @@ async def test_a_database_made_with_4_kib_pages_keeps_them_and_checkpoints_by_by
         await s.close()
 
 
-async def test_a_new_database_has_512_byte_pages_and_rows_larger_than_a_page_come_back_whole(tmp_path: Path) -> None:
-    """SQLite's smallest page (docs/decisions/sqlite-512-byte-pages.md): a journal entry, a round
-    with many notes and a document bigger than a page are stored on overflow pages and read back
-    exactly; a database made with 1 KiB pages keeps them."""
-    s = SqliteStore(tmp_path / "ledger.db")
-    await s.open()
-    try:
-        notes = [{"id": f"b{n}", "type": "bet", "sequence": n, "amount_minor": 100} for n in range(1, 60)]
-        round_ = {
-            "game_id": "g",
-            "currency": "EUR",
-            "status": "open",
-            "bets_minor": 5900,
-            "wins_minor": 0,
-            "win_count": 0,
-            "opened_sequence": 1,
-            "transactions": notes,
-            "opened_at": "2026-01-01T00:00:00.000000Z",
-        }
-        entry = '{"sequence":1,"pad":"' + "x7" * 2000 + '"}'
-        player = {"currencies": [f"C{n:02d}" for n in range(300)]}
-        await s.commit(
-            [JournalRow(1, "tx1", entry)],
-            {"client_rounds": [(("p1", "r1", "gs"), round_)], "players": [(("p1",), player)]},
-            Head(1, GENESIS_HASH, 1),
-        )
-        assert await s.journal(0, 5) == [(1, entry)]
-        assert await s.dump("client_rounds") == {("p1", "r1", "gs"): round_}
-        assert await s.dump("players") == {("p1",): player}
-        assert await s._w.run(lambda db: db.execute("PRAGMA page_size").fetchone()[0]) == PAGE_SIZE_NEW == 512
-    finally:
-        await s.close()
-    path = tmp_path / "kib.db"
-    with sqlite3.connect(path) as old:
-        old.execute("PRAGMA page_size=1024")
-        old.execute("PRAGMA journal_mode=WAL")
-        old.execute("CREATE TABLE t (x)")
-    old.close()
-    s = SqliteStore(path)
-    await s.open()
-    try:
-        assert await s._w.run(lambda db: db.execute("PRAGMA page_size").fetchone()[0]) == 1024
-    finally:
-        await s.close()
-
-
 async def test_a_group_commit_and_a_batch_of_loads_are_one_hop_each(
     store: SqliteStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
