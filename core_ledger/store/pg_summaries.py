@@ -80,10 +80,11 @@ async def of_player_or_round(
     time_from: str | None,
     time_until: str | None,
 ) -> list[tuple[int, str]]:
-    """A page filtered on a player (or, without one, a round): (sequence, document text) rows."""
+    """A page filtered on a round (or, without one, a player): (sequence, document text) rows. A
+    round first when both are given: a round's notes are few, a player's history may be long."""
     checks, params = filters(equals, after_sequence, time_from, time_until)
     key, limit_mark = f"${len(params) + 1}", f"${len(params) + 2}"
-    if "player_id" not in equals:
+    if "round_id" in equals:
         rows = await conn.fetch(round_sql(checks, key, limit_mark), *params, equals["round_id"], limit)
         return [(int(r[0]), str(r[1])) for r in rows]
     player_id = equals["player_id"]

@@ -52,10 +52,11 @@ def summaries_sync(
     checks, check_params = clauses[1:], params[1:]
     db.execute("BEGIN")
     try:
-        if "player_id" in equals:
-            found = _of_player(db, doc, equals["player_id"], after_sequence, limit, checks, check_params)
-        elif "round_id" in equals:
+        # A round first when both are given: a round's notes are few, a player's history may be long.
+        if "round_id" in equals:
             found = _of_round(db, doc, equals["round_id"], after_sequence, limit, checks, check_params)
+        elif "player_id" in equals:
+            found = _of_player(db, doc, equals["player_id"], after_sequence, limit, checks, check_params)
         else:
             found = _fetch(
                 db,
