@@ -20,6 +20,7 @@ from core_ledger.domain import Command
 from core_ledger.domain.accounts import player_account
 from core_ledger.journal_checks import rebuild_differences
 from core_ledger.metrics import LedgerMetrics
+from core_ledger.queries import LedgerQueries, Page
 from core_ledger.service import LedgerService
 from core_ledger.store import SqliteStore, Store, pg_summaries, sqlite_summaries
 from core_ledger.store import postgres as pg_module
@@ -150,6 +151,27 @@ async def assert_every_page_as_the_rows_say(store: Store) -> int:
     return compared
 
 
+async def operator_answers(store: Store) -> list[Any]:
+    """What every operator query (core_ledger/queries.py) answers on the rich journal."""
+    queries = LedgerQueries(store, clock=lambda: datetime(2026, 11, 1, tzinfo=UTC))
+    head = (await store.head()).sequence
+    out: list[Any] = [
+        await queries.players(status=None, created_from=None, created_until=None, cursor=None, limit=50),
+        await queries.players(
+            status="active", created_from="2000-01-01T00:00:00Z", created_until=None, cursor=None, limit=50
+        ),
+        await queries.accounts(kind=None, currency=None, cursor=None, limit=50),
+        await queries.rounds(status=None, min_age_s=None, cursor=None, limit=50),
+        await queries.jackpots(currency=None, cursor=None, limit=50),
+        await queries.bonuses(player_id=None, status=None, cursor=None, limit=50),
+    ]
+    for filters in ({}, *({"player_id": p} for p in PLAYERS), *({"round_id": r} for r in ROUNDS)):
+        out.append(await queries.transactions(filters, time_from=None, time_until=None, cursor=None, limit=50))
+    for player in ("p1", "p2", "p1:x"):
+        out += [await queries.balances_as_of(player, sequence=s, moment=None) for s in range(1, head + 1, 3)]
+    return out
+
+
 async def test_a_version_8_ledger_migrates_and_every_player_and_round_page_answers_the_same(tmp_path: Path) -> None:
     path = tmp_path / "ledger.db"
     service = service_on(SqliteStore(path, migrations=V8))
@@ -157,8 +179,10 @@ async def test_a_version_8_ledger_migrates_and_every_player_and_round_page_answe
     try:
         await run_script(service, rich_script())
         summaries = await service.store.dump("tx_summaries")
+        answers = await operator_answers(service.store)
     finally:
         await service.stop()
+    assert sum(len(a.items) for a in answers if isinstance(a, Page)) > 100  # pages with rows to compare
     kinds = {(d["type"], d["outcome"]) for d in summaries.values()}
     for kind in (
         ("bet", "rejected"),
@@ -187,6 +211,7 @@ async def test_a_version_8_ledger_migrates_and_every_player_and_round_page_answe
         assert isinstance(store, SqliteStore) and store.schema_plan is not None
         assert (store.schema_plan.stored, store.schema_plan.target) == (8, LATEST)
         assert await store.dump("tx_summaries") == summaries
+        assert await operator_answers(store) == answers
         assert await assert_every_page_as_the_rows_say(store) > 100
         assert await rebuild_differences(store) == []
         # entries written after the migration are found the same way
