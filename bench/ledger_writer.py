@@ -240,8 +240,10 @@ async def run(
     """The bets on `store` (default: SQLite in `root`). With `wal_frames` (SQLite only) the measured
     bets run without checkpoints and what they appended to the WAL is counted by B-tree
     (`wal_frames_per_bet`); bytes written then leave out the checkpoints' copies."""
-    sqlite_store = SqliteStore(root / "ledger.db") if store is None else None
-    service = writer_service(store or sqlite_store)
+    sqlite_store: SqliteStore | None = None
+    if store is None:
+        store = sqlite_store = SqliteStore(root / "ledger.db")
+    service = writer_service(store)
     await service.start()
     frames: dict[str, float] = {}
     try:
@@ -253,7 +255,7 @@ async def run(
         await drive(service, Bets(players, "run", 2), total, concurrency)
         wall = time.perf_counter() - started
         written, cpu_after = written_bytes() - written_before, thread_cpu_s()
-        if wal_frames:
+        if wal_frames and sqlite_store is not None:
             frames = wal_frames_by_btree(root / "ledger.db", total)
         verified = await verify(service, players, warmup + total)
     finally:
@@ -267,7 +269,7 @@ async def run(
         for tid, (u, s) in cpu_after.items()
     }
     cpu = sum(t["user_ms_per_bet"] + t["system_ms_per_bet"] for t in threads.values())
-    stored = {} if store is not None else stored_bytes_per_entry(root / "ledger.db", service.head.sequence)
+    stored = {} if sqlite_store is None else stored_bytes_per_entry(root / "ledger.db", service.head.sequence)
     return {
         "benchmark": "ledger_writer",
         "bets": total,
