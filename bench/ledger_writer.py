@@ -12,6 +12,7 @@ After the run it verifies what it measured (`verify`): the chain, the derived ro
 from the journal (balances equal the journal), and exactly one entry per bet (no duplicate, none lost).
 
     .venv/bin/python bench/ledger_writer.py [--bets 20000] [--players 1000] [--concurrency 64] [--postgres] [--keep DIR]
+        [--wal-frames]
 
 `--players 50 --concurrency 16` is the shape of ledger_throughput.py's hot mode (the peer ledger's:
 few players, few clients): small groups, where what a group costs, not what a bet costs, dominates.
@@ -19,6 +20,9 @@ few players, few clients): small groups, where what a group costs, not what a be
 With `--postgres` the same bets then run on a throwaway PostgreSQL (`pg_local.py`: fsync on) in the
 same run: `pg_bets_per_s` and `ratio_pg_vs_sqlite` (that server's own CPU and writes are not counted).
 With `--keep DIR` the SQLite database is copied to the new directory DIR after the run (to look at real rows).
+With `--wal-frames` the measured bets run without checkpoints and the frames they append to the WAL
+are counted per table and index (`wal_frames_per_bet`: where the pages a commit writes come from;
+`written_kib_per_bet` then leaves out the checkpoints' copies, so compare it only with such runs).
 
 The last line printed is one JSON object with every figure. Linux only (reads /proc).
 """
@@ -85,6 +89,32 @@ def stored_bytes_per_entry(path: Path, entries: int) -> dict[str, float]:
         except sqlite3.OperationalError:  # built without SQLITE_ENABLE_DBSTAT_VTAB
             return {}
     return {str(name): round(size / entries, 1) for name, size in sizes if size / entries >= 1}
+
+
+WAL_HEADER_BYTES, WAL_FRAME_HEADER_BYTES = 32, 24
+
+
+def wal_frames_by_btree(path: Path, bets: int) -> dict[str, float]:
+    """WAL frames per bet by the table or index whose page each frame holds, largest first: every
+    frame of the WAL file `path`-wal (what a commit writes is one frame per page it touched; a
+    checkpoint later copies each page once more). Pages are mapped to their B-tree through
+    `dbstat` ({} when this SQLite lacks it)."""
+    with open(f"{path}-wal", "rb") as f:
+        header = f.read(WAL_HEADER_BYTES)
+        page_size = int.from_bytes(header[8:12], "big")
+        pages = []
+        while len(frame := f.read(WAL_FRAME_HEADER_BYTES + page_size)) == WAL_FRAME_HEADER_BYTES + page_size:
+            pages.append(int.from_bytes(frame[:4], "big"))
+    with closing(sqlite3.connect(path)) as db:
+        try:
+            owner = dict(db.execute("SELECT pageno, name FROM dbstat").fetchall())
+        except sqlite3.OperationalError:  # built without SQLITE_ENABLE_DBSTAT_VTAB
+            return {}
+    counts: dict[str, int] = {}
+    for page in pages:
+        name = str(owner.get(page, "(freed)"))
+        counts[name] = counts.get(name, 0) + 1
+    return {name: round(n / bets, 3) for name, n in sorted(counts.items(), key=lambda kv: -kv[1]) if n / bets >= 0.005}
 
 
 def written_bytes() -> int:
@@ -205,17 +235,28 @@ async def run(
     *,
     store: Store | None = None,
     concurrency: int = CONCURRENCY,
+    wal_frames: bool = False,
 ) -> dict[str, Any]:
-    """The bets on `store` (default: SQLite in `root`)."""
-    service = writer_service(store or SqliteStore(root / "ledger.db"))
+    """The bets on `store` (default: SQLite in `root`). With `wal_frames` (SQLite only) the measured
+    bets run without checkpoints and what they appended to the WAL is counted by B-tree
+    (`wal_frames_per_bet`); bytes written then leave out the checkpoints' copies."""
+    sqlite_store: SqliteStore | None = None
+    if store is None:
+        store = sqlite_store = SqliteStore(root / "ledger.db")
+    service = writer_service(store)
     await service.start()
+    frames: dict[str, float] = {}
     try:
         await seed(service, players)
         await drive(service, Bets(players, "warm", 1), warmup, concurrency)
+        if wal_frames and sqlite_store is not None:
+            await sqlite_store._w.run(_no_checkpoints)  # the writer's connection: a bench-only reach inside
         cpu_before, written_before, started = thread_cpu_s(), written_bytes(), time.perf_counter()
         await drive(service, Bets(players, "run", 2), total, concurrency)
         wall = time.perf_counter() - started
         written, cpu_after = written_bytes() - written_before, thread_cpu_s()
+        if wal_frames and sqlite_store is not None:
+            frames = wal_frames_by_btree(root / "ledger.db", total)
         verified = await verify(service, players, warmup + total)
     finally:
         await service.stop()
@@ -228,7 +269,7 @@ async def run(
         for tid, (u, s) in cpu_after.items()
     }
     cpu = sum(t["user_ms_per_bet"] + t["system_ms_per_bet"] for t in threads.values())
-    stored = {} if store is not None else stored_bytes_per_entry(root / "ledger.db", service.head.sequence)
+    stored = {} if sqlite_store is None else stored_bytes_per_entry(root / "ledger.db", service.head.sequence)
     return {
         "benchmark": "ledger_writer",
         "bets": total,
@@ -242,7 +283,16 @@ async def run(
         "verify": verified,
         "stored_bytes_per_entry": stored,
         "load_average_1m": os.getloadavg()[0],
+        **(
+            {"wal_frames_per_bet": frames, "wal_frames_total_per_bet": round(sum(frames.values()), 2)} if frames else {}
+        ),
     }
+
+
+def _no_checkpoints(db: sqlite3.Connection) -> None:
+    """Checkpoint the WAL now (it restarts from its start), then never during the measured bets."""
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.execute("PRAGMA wal_autocheckpoint=0")
 
 
 def main() -> None:
@@ -254,6 +304,11 @@ def main() -> None:
     parser.add_argument(
         "--keep", type=Path, help="a new directory to keep the SQLite database in (to look at its rows)"
     )
+    parser.add_argument(
+        "--wal-frames",
+        action="store_true",
+        help="no checkpoint during the measured bets; count the WAL frames they wrote per table and index",
+    )
     args = parser.parse_args()
     if not (1000 <= args.bets <= 1_000_000 and 1 <= args.players <= 100_000 and 1 <= args.concurrency <= 1024):
         parser.error("--bets, --players or --concurrency out of range")
@@ -261,7 +316,9 @@ def main() -> None:
     if args.keep is not None and args.keep.exists():
         parser.error(f"--keep {args.keep}: already exists")
     with tempfile.TemporaryDirectory(prefix="ledger-writer-") as tmp:
-        figures = asyncio.run(run(args.bets, args.players, Path(tmp), concurrency=args.concurrency))
+        figures = asyncio.run(
+            run(args.bets, args.players, Path(tmp), concurrency=args.concurrency, wal_frames=args.wal_frames)
+        )
         if args.keep is not None:
             shutil.copytree(tmp, args.keep)
             figures["kept"] = str(args.keep / "ledger.db")
@@ -293,6 +350,11 @@ def main() -> None:
     )
     stored = list(figures["stored_bytes_per_entry"].items())[:12]
     print("stored bytes per journal entry: " + ", ".join(f"{name} {size:.0f}" for name, size in stored))
+    if "wal_frames_per_bet" in figures:
+        print(
+            f"WAL frames per bet {figures['wal_frames_total_per_bet']} (no checkpoint while measuring): "
+            + ", ".join(f"{name} {n}" for name, n in list(figures["wal_frames_per_bet"].items())[:12])
+        )
     for name, t in figures["threads"].items():
         print(f"  {name:14s} user {t['user_ms_per_bet']:.4f} ms/bet  system {t['system_ms_per_bet']:.4f} ms/bet")
     print(json.dumps(figures, sort_keys=True))

@@ -46,6 +46,26 @@ SUMMARY_MEMBERS = (
 # indexed member costs each entry an index entry, most of them a page written at random: see
 # docs/decisions/operator-index-columns.md.
 SUMMARY_INDEXED = ("player_id", "round_id", "type")
+# Since SQLite's schema migration 9 a page filtered on a player or a round is answered from B-trees
+# every bet writes anyway, plus a small partial index of the entries those cannot find (see
+# docs/decisions/operator-index-from-history-and-rounds.md):
+# - a committed entry of these types always posts to its player's own account, so `history`
+#   (account, sequence) finds it: `domain/money.py` transfers their amount to or from
+#   `player_account(player_id, currency)`, and the contract makes that amount positive
+#   (`PositiveMinor` in shared/contract/requests.py). Not a win: its amount may be 0, and a zero
+#   posting is dropped (`domain/decide.py`), leaving no history row;
+SUMMARY_POSTING_TYPES = ("bet", "deposit", "withdrawal")
+# - a committed entry of these types is always noted (with its sequence) in the `transactions` of
+#   the round row it played in, whose `round_id` is the entry's (`domain/folds.py`: `bet`, `win`).
+SUMMARY_NOTED_TYPES = ("bet", "win")
+
+
+def summary_unless(types: Sequence[str], member: Callable[[str], str]) -> str:
+    """The SQL condition of the transaction index rows that are NOT committed entries of `types`
+    (`member(name)`: the SQL of a member): the rows a partial index keeps (a query that is to use
+    that index repeats the condition word for word)."""
+    listed = ", ".join(f"'{t}'" for t in types)
+    return f"({member('outcome')} <> 'committed' OR {member('type')} NOT IN ({listed}))"
 
 
 def report_filter(
@@ -250,7 +270,9 @@ class Store(ABC):
     ) -> SummaryPage:
         """Rows of the transaction index (`tx_summaries`) whose members equal `equals` (names from
         `SUMMARY_FILTERS`), committed at or after `time_from` and before `time_until` (RFC 3339 UTC
-        text as the journal writes it), after a sequence, in sequence order; and the head sequence."""
+        text as the journal writes it), after a sequence, in sequence order; and the head sequence.
+        The derived rows must be as the folds write them: a backend may find a player's or a round's
+        rows through `history` and the rounds' notes (see `SUMMARY_POSTING_TYPES`)."""
 
     # Finance reports (core_ledger/reports.py): rows of the report sums and the balances of the
     # system accounts, each read in one snapshot with the journal head.

@@ -46,6 +46,7 @@ from shared.migrations import Migration, Plan, SchemaVersionError, plan
 from core_ledger.domain.commands import require
 from core_ledger.domain.journal import GENESIS_HASH
 from core_ledger.domain.state import ADDITIVE, ENTRIES, LATER_TABLES, TABLES, Doc, Key
+from core_ledger.store import pg_summaries
 from core_ledger.store.base import (
     KEYS_PER_QUERY_MAX,
     SUMMARY_FILTERS,
@@ -177,6 +178,19 @@ MIGRATIONS = (
     # moves so both backends number the same schema steps.
     Migration(7, "no change here: SQLite's balances, history, rounds, round openings and report sums as columns", ()),
     Migration(8, "no change here: SQLite's bets as columns", ()),
+    Migration(
+        9,
+        "the transaction index by player and by round from the balance history and the rounds, "
+        "and partial indexes of the entries those do not find",
+        (
+            "DROP INDEX IF EXISTS tx_summaries_by_player_id",
+            "DROP INDEX IF EXISTS tx_summaries_by_round_id",
+            "CREATE INDEX IF NOT EXISTS tx_summaries_unposted_by_player_id ON tx_summaries "
+            f"({_summary_member('player_id')}, sequence) WHERE {pg_summaries.UNPOSTED}",
+            "CREATE INDEX IF NOT EXISTS tx_summaries_unnoted_by_round_id ON tx_summaries "
+            f"({_summary_member('round_id')}, sequence) WHERE {pg_summaries.UNNOTED}",
+        ),
+    ),
 )
 MIGRATE_COMMAND = "croupier ledger migrate --config <ledger.toml>"
 VERSION_TABLE = (
@@ -866,6 +880,11 @@ class PostgresStore(Store):
         time_from: str | None = None,
         time_until: str | None = None,
     ) -> SummaryPage:
+        if "player_id" in equals or "round_id" in equals:  # no index of their own (migration 9)
+            async with self._snapshot("summaries") as conn:
+                rows = await pg_summaries.of_player_or_round(conn, equals, after_sequence, limit, time_from, time_until)
+                head = await conn.fetchval("SELECT sequence FROM head")
+            return [(sequence, orjson.loads(doc)) for sequence, doc in rows], int(head)
         clauses, params = summary_filter(
             equals, after_sequence, time_from, time_until, _summary_member, lambda i: f"${i}"
         )

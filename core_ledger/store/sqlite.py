@@ -60,9 +60,9 @@ from core_ledger.store.base import (
     Store,
     SummaryPage,
     report_filter,
-    summary_filter,
 )
 from core_ledger.store.sqlite_entries import entry_text, stored_entry
+from core_ledger.store.sqlite_summaries import UNNOTED, UNPOSTED, summaries_sync
 
 BUSY_TIMEOUT_MS = 5000
 # The page size of a NEW database (SQLite fixes it when the file is created; an existing database
@@ -266,6 +266,17 @@ MIGRATIONS = (
         ),
     ),
     Migration(8, "bets as columns", _to_columns_v8("bets")),
+    Migration(
+        9,
+        "the transaction index by player and by round from the balance history and the rounds, "
+        "and partial indexes of the entries those do not find",
+        (
+            "DROP INDEX IF EXISTS tx_summaries_by_player_id",
+            "DROP INDEX IF EXISTS tx_summaries_by_round_id",
+            f"CREATE INDEX tx_summaries_unposted_by_player_id ON tx_summaries (player_id) WHERE {UNPOSTED}",
+            f"CREATE INDEX tx_summaries_unnoted_by_round_id ON tx_summaries (round_id) WHERE {UNNOTED}",
+        ),
+    ),
 )
 MIGRATE_COMMAND = "croupier ledger migrate --config <ledger.toml>"
 # Each connection's own page cache, MiB (SQLite's default: 2). A bulk seeder takes a bigger one:
@@ -817,15 +828,17 @@ class SqliteStore(Store):
         time_from: str | None = None,
         time_until: str | None = None,
     ) -> SummaryPage:
-        clauses, params = summary_filter(equals, after_sequence, time_from, time_until, str, lambda _: "?")
-        sql = (
-            f"SELECT sequence, {doc_sql('tx_summaries')}, {HEAD_SQL} FROM tx_summaries WHERE {' AND '.join(clauses)} "
-            "ORDER BY sequence LIMIT ?"
+        found, head = await self._r.run(
+            summaries_sync,
+            doc_sql("tx_summaries", "t."),
+            HEAD_SQL,
+            equals,
+            after_sequence,
+            limit,
+            time_from,
+            time_until,
         )
-        found = await self._read(sql, [*params, limit])
-        if not found:
-            return [], await self._read_head()
-        return [(int(row[0]), orjson.loads(row[1])) for row in found], int(found[0][-1] or 0)
+        return [(sequence, orjson.loads(doc)) for sequence, doc in found], head
 
     async def report_sums(
         self,

@@ -150,10 +150,10 @@ class TestSqlite:
     async def test_a_newer_store_is_refused_naming_both_versions(self, tmp_path: Path) -> None:
         path = tmp_path / "ledger.db"
         sqlite_v1_fixture(path)
-        set_user_version(path, 9)
-        with pytest.raises(StorageError, match=f"schema version 9, newer than this code's {LATEST}"):
+        set_user_version(path, 99)
+        with pytest.raises(StorageError, match=f"schema version 99, newer than this code's {LATEST}"):
             await SqliteStore(path).open()
-        assert user_version(path) == 9
+        assert user_version(path) == 99
 
     async def test_a_v1_store_migrates_to_v2_keeping_its_data(self, tmp_path: Path) -> None:
         path = tmp_path / "ledger.db"
@@ -341,11 +341,11 @@ class TestCommands:
         config = write_config(tmp_path, migrate_on_start=True)
         (tmp_path / "data").mkdir()
         sqlite_v1_fixture(tmp_path / "data" / "ledger.db")
-        set_user_version(tmp_path / "data" / "ledger.db", 9)
+        set_user_version(tmp_path / "data" / "ledger.db", 99)
         done = croupier("ledger", "serve", "--config", str(config), "--port", "1", cwd=tmp_path)
         assert done.returncode == 1
-        assert f"schema version 9, newer than this code's {LATEST}" in done.stderr and "Traceback" not in done.stderr
-        assert user_version(tmp_path / "data" / "ledger.db") == 9
+        assert f"schema version 99, newer than this code's {LATEST}" in done.stderr and "Traceback" not in done.stderr
+        assert user_version(tmp_path / "data" / "ledger.db") == 99
 
     def test_verify_never_migrates_an_older_backup_and_refuses_a_newer_one(self, tmp_path: Path) -> None:
         path = tmp_path / "backup.db"
@@ -354,10 +354,10 @@ class TestCommands:
         assert done.returncode == 2 and "Traceback" not in done.stderr
         assert f"behind this code's {LATEST}" in done.stderr and "croupier ledger migrate" in done.stderr
         assert user_version(path) == 0
-        set_user_version(path, 9)
+        set_user_version(path, 99)
         refused = croupier("ledger", "verify", str(path), cwd=tmp_path)
         assert refused.returncode == 2 and "Traceback" not in refused.stderr
-        assert f"schema version 9, newer than this code's {LATEST}" in refused.stderr and user_version(path) == 9
+        assert f"schema version 99, newer than this code's {LATEST}" in refused.stderr and user_version(path) == 99
 
 
 async def test_the_running_ledger_exports_its_store_schema_version(api: Api) -> None:
@@ -431,9 +431,24 @@ V7_COLUMNAR = (
 )
 
 
+def back_to_version_8(db: sqlite3.Connection) -> None:
+    """Turn a ledger file of the latest layout back into version 8's: the transaction index's own
+    indexes by player and by round instead of migration 9's partial ones."""
+    db.executescript(
+        "BEGIN;"
+        "DROP INDEX tx_summaries_unposted_by_player_id;"
+        "DROP INDEX tx_summaries_unnoted_by_round_id;"
+        "CREATE INDEX tx_summaries_by_player_id ON tx_summaries (player_id);"
+        "CREATE INDEX tx_summaries_by_round_id ON tx_summaries (round_id);"
+        "PRAGMA user_version = 8;"
+        "COMMIT;"
+    )
+
+
 def back_to_version_7(db: sqlite3.Connection) -> None:
     """Turn a ledger file of the latest layout back into version 7's: `bets` as (client_id, bet_id,
     doc) with its rows as documents (what migration 8 made columns)."""
+    back_to_version_8(db)
     db.executescript(
         "BEGIN;"
         f"CREATE TABLE bets_v7 AS SELECT client_id, bet_id, {sqlite_module.doc_sql('bets')} AS doc FROM bets;"
@@ -492,6 +507,40 @@ def summary_doc(n: int) -> dict[str, Any]:
     }
 
 
+def folded_beside(docs: list[tuple[tuple[Any, ...], dict[str, Any]]]) -> dict[str, list[tuple[Any, ...]]]:
+    """The rows the folds write beside these transaction index rows, as far as a page by player or
+    by round reads them (schema migration 9): a committed bet's history row on its player's
+    account, and a committed bet's or win's note in its round."""
+    history, accounts, rounds = [], {}, {}
+    for (sequence,), doc in docs:
+        if doc["outcome"] != "committed" or doc["type"] not in ("bet", "win"):
+            continue
+        if doc["type"] == "bet":
+            account = f"player:{doc['player_id']}:{doc['currency']}"
+            history.append(
+                ((account, sequence), {"amount_minor": -1, "balance_minor": 0, "type": "bet", "id": doc["id"]})
+            )
+            accounts[(account,)] = {"balance_minor": 0, "version": sequence}
+        key = (doc["player_id"], doc["round_id"], doc["client_id"])
+        round_ = rounds.setdefault(
+            key,
+            {
+                "game_id": doc["game_id"],
+                "currency": doc["currency"],
+                "status": "open",
+                "bets_minor": 0,
+                "wins_minor": 0,
+                "win_count": 0,
+                "opened_sequence": sequence,
+                "transactions": [],
+            },
+        )
+        round_["transactions"].append(
+            {"id": doc["id"] or "x", "type": doc["type"], "sequence": sequence, "amount_minor": 1}
+        )
+    return {"history": history, "accounts": list(accounts.items()), "client_rounds": list(rounds.items())}
+
+
 SUMMARY_QUERIES: list[tuple[dict[str, str], dict[str, Any]]] = [
     ({}, {}),
     ({"player_id": "p1"}, {}),
@@ -527,6 +576,7 @@ class TestTransactionIndexColumns:
         path = tmp_path / "ledger.db"
         journal = [JournalRow(n, f"t{n}", f'{{"sequence":{n}}}') for n in range(1, 41)]
         docs = [((n,), summary_doc(n)) for n in range(1, 41)]
+        beside = folded_beside(docs)
         reference = MemoryStore()  # the contract's reference answers
         await reference.commit(journal, {"tx_summaries": docs}, Head(40, "ab" * 32, 1))
         expected = await summary_answers(reference)
@@ -540,6 +590,11 @@ class TestTransactionIndexColumns:
                 "INSERT INTO tx_summaries (sequence, doc) VALUES (?, ?)",
                 [(key[0], orjson.dumps(doc).decode()) for key, doc in docs],
             )
+            for table, rows in beside.items():
+                marks = ", ".join("?" * (len(TABLES[table]) + 1))
+                db.executemany(
+                    f"INSERT INTO {table} VALUES ({marks})", [(*key, orjson.dumps(doc).decode()) for key, doc in rows]
+                )
             db.commit()
         finally:
             db.close()
@@ -573,7 +628,7 @@ class TestTransactionIndexColumns:
                     f"EXPLAIN QUERY PLAN SELECT sequence FROM tx_summaries WHERE {name} = 'x' AND sequence > 5 "
                     "ORDER BY sequence LIMIT 10"
                 ).fetchall()
-                for name in ("player_id", "round_id", "type")
+                for name in ("type",)
             }
             at = db.execute(
                 "EXPLAIN QUERY PLAN SELECT sequence FROM tx_summaries WHERE committed_at <= 'x' "
@@ -582,7 +637,14 @@ class TestTransactionIndexColumns:
         finally:
             db.close()
         assert columns == ["sequence", *sqlite_module.SUMMARY_MEMBERS] and "doc" not in columns
-        assert indexes == [f"tx_summaries_by_{n}" for n in ("committed_at", "player_id", "round_id", "type")]
+        # by player and by round since migration 9: history, the rounds and two partial indexes
+        # (tests/ledger/test_summary_sources.py)
+        assert indexes == [
+            "tx_summaries_by_committed_at",
+            "tx_summaries_by_type",
+            "tx_summaries_unnoted_by_round_id",
+            "tx_summaries_unposted_by_player_id",
+        ]
         for name, plan_rows in (*plans.items(), ("committed_at", at)):
             assert any(f"tx_summaries_by_{name}" in str(r[-1]) for r in plan_rows), plan_rows
             assert not any("TEMP B-TREE" in str(r[-1]) for r in plan_rows), plan_rows  # no sort: index order
@@ -601,7 +663,9 @@ class TestTransactionIndexColumns:
                 )
             finally:
                 await conn.close()
-            return sorted(str(r[0]) for r in rows if str(r[0]).startswith("tx_summaries_by_"))
+            return sorted(
+                str(r[0]) for r in rows if str(r[0]).startswith("tx_summaries_") and r[0] != "tx_summaries_pkey"
+            )
 
         assert len(await indexes()) == 9
         store = PostgresStore(pg_server.dsn, TEST_LIMITS, schema=schema)
@@ -609,14 +673,19 @@ class TestTransactionIndexColumns:
         try:
             journal = [JournalRow(n, f"t{n}", f'{{"sequence":{n}}}') for n in range(1, 41)]
             docs = [((n,), summary_doc(n)) for n in range(1, 41)]
-            await store.commit(journal, {"tx_summaries": docs}, Head(40, "ab" * 32, 1))
+            await store.commit(journal, {"tx_summaries": docs, **folded_beside(docs)}, Head(40, "ab" * 32, 1))
             reference = MemoryStore()
             await reference.commit(journal, {"tx_summaries": docs}, Head(40, "ab" * 32, 1))
             assert await summary_answers(store) == await summary_answers(reference)
         finally:
             await store.close()
         assert await pg_version(pg_server, schema) == LATEST
-        assert await indexes() == [f"tx_summaries_by_{n}" for n in ("committed_at", "player_id", "round_id", "type")]
+        assert await indexes() == [  # by player and by round: partial indexes since migration 9
+            "tx_summaries_by_committed_at",
+            "tx_summaries_by_type",
+            "tx_summaries_unnoted_by_round_id",
+            "tx_summaries_unposted_by_player_id",
+        ]
 
     async def test_a_ledger_moved_back_to_version_4_migrates_to_rows_equal_to_a_rebuild(self, tmp_path: Path) -> None:
         """Real entries (bets, a win, refusals, null members): after the version-4 layout is migrated,

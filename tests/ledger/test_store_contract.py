@@ -230,6 +230,9 @@ class TestOperatorQueryReads:
         assert [k[0] for k, _ in got] == ["player:p1:EUR"]
 
     async def test_summaries_filter_by_members_and_time_in_sequence_order(self, store: Store) -> None:
+        def posting(kind: str) -> dict[str, object]:
+            return {"amount_minor": 0, "balance_minor": 0, "type": kind, "id": None}
+
         def summary(player: str, kind: str, at: str) -> dict[str, object]:
             return {
                 "id": None,
@@ -250,7 +253,18 @@ class TestOperatorQueryReads:
             ((3,), summary("p1", "win", "2026-01-01T00:00:02.000000Z")),
             ((4,), summary("p1", "bet", "2026-01-01T00:00:04.000000Z")),
         ]
-        await store.commit(rows(4), {"tx_summaries": docs}, Head(4, "00" * 32, 1))
+        # As the folds write them: each committed bet and win posts to its player's account.
+        history = [
+            (("player:p1:EUR" if doc["player_id"] == "p1" else "player:p2:EUR", key[0]), posting(doc["type"]))
+            for key, doc in docs
+        ]
+        accounts = [
+            (("player:p1:EUR",), {"balance_minor": 0, "version": 3}),
+            (("player:p2:EUR",), {"balance_minor": 0, "version": 1}),
+        ]
+        await store.commit(
+            rows(4), {"accounts": accounts, "history": history, "tx_summaries": docs}, Head(4, "00" * 32, 1)
+        )
         got, head = await store.summaries({"player_id": "p1"}, after_sequence=0, limit=10)
         assert head == 4 and [s for s, _ in got] == [1, 3, 4] and got[0][1]["type"] == "bet"
         got, _ = await store.summaries({"player_id": "p1", "type": "bet"}, after_sequence=1, limit=10)
