@@ -10,13 +10,47 @@ the store; `reload` restarts everything from what the store holds.
 Planning which rows a command needs (`rows_needed`) is pure: when it raises, that is a bug, not an
 outage, so `load` raises `PlanningFailed` (naming the command) rather than the error a failing
 store read raises, and the writer halts on it as it does on a judging bug.
+
+`absent` (core_ledger/key_filter.py), once `learn_keys` filled it, tells which keys of the tables
+rows are created in (`FILTERED`) storage certainly does not hold: `load` records those as absent
+without asking the store, so a group of fresh bets on cached players needs no store read at all.
+It stays a superset of the stored keys because every row a group writes goes through `take_dirty`
+(which adds its key) before its commit; a commit that fails or whose outcome is unknown leaves
+extra keys in it, which only cost a lookup. A copy whose store another copy writes (`passive`)
+never fills it.
 """
 
 from __future__ import annotations
 
+import time
+
+import structlog
+
 from core_ledger.domain import PASSES_MAX, PLANNED_FROM, Command, State, rows_needed
+from core_ledger.domain.state import Doc, Key
+from core_ledger.key_filter import KeyFilter
 from core_ledger.store import Head, Store
 from core_ledger.watermark import Watermark
+
+log = structlog.get_logger("croupier.ledger")
+
+# The tables a fresh command looks up keys in that are almost always absent: its idempotency rows
+# and the rounds it may open (scoped and unscoped). `rounds` gets no new key now, but a bet asks
+# for the unscoped round of its id, which is absent but on stores journaled before scoping.
+FILTERED = ("idem", "bets", "client_rounds", "rounds")
+
+
+class _Learning:
+    """Where `Store.scan_keys` hands one table's keys: into the filter being filled."""
+
+    def __init__(self, keys: KeyFilter, table: str) -> None:
+        self.keys, self.table = keys, table
+
+    def expect(self, count: int) -> None:
+        self.keys.expect(self.table, count)
+
+    def add(self, keys: list[Key]) -> None:
+        self.keys.add_all(self.table, keys)
 
 
 class PlanningFailed(Exception):
@@ -35,6 +69,38 @@ class Overlay:
         self.head = Head()  # of the last judged entry (the overlay's view)
         self.committed = Head()  # of the last durably committed entry (what readers see)
         self.commits = Watermark()  # the committed head sequence (journal long polls wait on it)
+        self.absent: KeyFilter | None = None  # None: every key not cached is looked up in the store
+        self.skipped_lookups = 0  # keys `load` did not ask the store for (the filter said absent)
+
+    async def learn_keys(self) -> bool:
+        """Fill `absent` with every key the store holds in `FILTERED` tables (at start, before any
+        write); False, and no filter, when the backend cannot list its keys."""
+        self.absent = None
+        started = time.perf_counter()
+        learned = KeyFilter(FILTERED)
+        for table in FILTERED:
+            if not await self.store.scan_keys(table, _Learning(learned, table)):
+                log.info("ledger_key_filter_unsupported", store=type(self.store).__name__)
+                return False
+        self.absent = learned
+        log.info(
+            "ledger_key_filter_filled",
+            keys=learned.keys_added(),
+            bytes=learned.size_bytes(),
+            seconds=round(time.perf_counter() - started, 3),
+        )
+        return True
+
+    def take_dirty(self) -> dict[str, list[tuple[Key, Doc]]]:
+        """The rows changed since the last call (`State.take_dirty`), their keys added to `absent`
+        first: storage may hold them from the moment their commit starts."""
+        dirty = self.rows.take_dirty()
+        if self.absent is not None:
+            for table in FILTERED:
+                written = dirty.get(table)
+                if written:
+                    self.absent.add_all(table, [key for key, _ in written])
+        return dirty
 
     def restart(self) -> None:
         """Drop every cached row (they are loaded again lazily); the heads stay."""
@@ -57,6 +123,7 @@ class Overlay:
         if cache.complete:  # every row is known: nothing to load
             return
         cached = cache.tables  # `known` inlined: this runs for every row of every command
+        absent = self.absent
         for _ in range(PASSES_MAX):
             missing: dict[str, dict[tuple, None]] = {}
             watched: list[tuple[Command, list[tuple[str, tuple]]]] = []
@@ -70,6 +137,10 @@ class Overlay:
                 watch: list[tuple[str, tuple]] | None = None
                 for table, key in needed:
                     if key not in cached[table]:
+                        if absent is not None and not absent.may_hold(table, key):
+                            cached[table][key] = None  # what the store would have answered
+                            self.skipped_lookups += 1
+                            continue
                         keys = missing.get(table)
                         if keys is None:
                             keys = missing[table] = {}

@@ -113,6 +113,8 @@ class LedgerService:
         plan = self.store.schema_plan
         self.metrics.store_schema_version.set(plan.target if plan is not None else 0)
         await self._overlay.reload()
+        if self.limits.key_filter and self.failover.role != "passive":  # another copy writes its store
+            await self._overlay.learn_keys()
         await self.failover.start()
         self.writer.start()
 

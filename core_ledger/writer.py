@@ -85,6 +85,9 @@ class WriterLimits:
     # committed. 2: it is judged while the previous one commits. On CPython 1 costs less CPU per
     # bet and commits faster (see docs/decisions/writer-pipeline-depth-one.md).
     pipeline_depth: int = PIPELINE_DEPTH
+    # Skip the store lookup of keys certainly absent (core_ledger/key_filter.py); off only to
+    # measure what it earns (see docs/decisions/writer-key-filter.md).
+    key_filter: bool = True
 
 
 @dataclass(slots=True)
@@ -286,7 +289,7 @@ class LedgerWriter:
             except Exception as e:  # judging is pure: this is a bug, not an outage
                 raise _JudgeFailed(cmd, e) from e
         try:
-            judged.rows = self._overlay.rows.take_dirty() if judged.journal else {}
+            judged.rows = self._overlay.take_dirty() if judged.journal else {}
         except Exception as e:
             raise _JudgeFailed(commands[-1], e) from e
         judged.head = self._overlay.head = Head(chain.sequence, chain.hash, chain.epoch)  # one per group

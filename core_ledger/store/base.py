@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from shared.migrations import Plan
 
@@ -97,6 +97,15 @@ def summary_filter(
     return clauses, params
 
 
+class KeySink(Protocol):
+    """What `Store.scan_keys` hands a table's keys to."""
+
+    def expect(self, count: int) -> None:
+        """About `count` keys follow (called once, before any `add`)."""
+
+    def add(self, keys: list[Key]) -> None: ...
+
+
 class StorageError(Exception):
     """The backend failed; nothing of the failed commit is visible."""
 
@@ -131,6 +140,13 @@ class Store(ABC):
     async def load(self, wanted: dict[str, Sequence[Key]]) -> dict[str, dict[Key, Doc]]:
         """Existing rows among the wanted keys of each table (writer side; absent keys are missing).
         The pseudo-table `ENTRIES` ("entries") returns parsed journal entries keyed by (sequence,)."""
+
+    async def scan_keys(self, table: str, sink: KeySink) -> bool:
+        """Tell `sink` how many keys a derived table holds, then hand it every one, a chunk at a time
+        (on SQLite in the loader's thread: `sink` must not touch the event loop); False when this
+        backend cannot (then nothing was handed). The writer's key filter is filled with it
+        (core_ledger/key_filter.py)."""
+        return False
 
     @abstractmethod
     async def commit(self, journal: Sequence[JournalRow], rows: Rows, head: Head) -> None:

@@ -55,6 +55,7 @@ from core_ledger.store.base import (
     SUMMARY_MEMBERS,
     Head,
     JournalRow,
+    KeySink,
     Rows,
     StorageError,
     Store,
@@ -376,6 +377,24 @@ def _load_sync(db: sqlite3.Connection, wanted: dict[str, Sequence[Key]]) -> dict
     return out
 
 
+SCAN_CHUNK_ROWS = 10_000  # keys handed to a `scan_keys` sink at a time
+
+
+def _scan_keys_sync(db: sqlite3.Connection, table: str, sink: KeySink) -> None:
+    """How many rows `table` holds, then every key of it (read from its key index, in one read
+    transaction), SCAN_CHUNK_ROWS at a time, to `sink`."""
+    columns = ", ".join(TABLES[table])
+    db.execute("BEGIN")
+    try:
+        [(count,)] = _fetch_all(db, f"SELECT count(*) FROM {table}", ())
+        sink.expect(int(count))
+        with closing(db.execute(f"SELECT {columns} FROM {table} ORDER BY {columns}")) as rows:
+            while chunk := rows.fetchmany(SCAN_CHUNK_ROWS):
+                sink.add([tuple(row) for row in chunk])
+    finally:
+        db.execute("COMMIT")
+
+
 # An upsert, not INSERT OR REPLACE: a replace deletes the row and inserts it again under a new
 # rowid, rewriting the primary-key and secondary index pages too; an upsert rewrites only the row
 # (a round updated by each of its bets: 22% fewer WAL bytes per bet). A row written again unchanged
@@ -622,6 +641,11 @@ class SqliteStore(Store):
         # between loads (each is one unit, its statements closed within it), so every query of a
         # load sees every commit that returned before it started.
         return await self._l.run(_load_sync, wanted)
+
+    async def scan_keys(self, table: str, sink: KeySink) -> bool:
+        # On the loader's connection, as loads: it holds no statement open between units of work.
+        await self._l.run(_scan_keys_sync, table, sink)
+        return True
 
     async def commit(self, journal: Sequence[JournalRow], rows: Rows, head: Head) -> None:
         try:
