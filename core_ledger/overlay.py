@@ -70,7 +70,6 @@ class Overlay:
         self.committed = Head()  # of the last durably committed entry (what readers see)
         self.commits = Watermark()  # the committed head sequence (journal long polls wait on it)
         self.absent: KeyFilter | None = None  # None: every key not cached is looked up in the store
-        self.skipped_lookups = 0  # keys `load` did not ask the store for (the filter said absent)
 
     async def learn_keys(self) -> bool:
         """Fill `absent` with every key the store holds in `FILTERED` tables (at start, before any
@@ -139,7 +138,6 @@ class Overlay:
                     if key not in cached[table]:
                         if absent is not None and not absent.may_hold(table, key):
                             cached[table][key] = None  # what the store would have answered
-                            self.skipped_lookups += 1
                             continue
                         keys = missing.get(table)
                         if keys is None:
