@@ -390,7 +390,7 @@ def _scan_keys_sync(db: sqlite3.Connection, table: str, sink: KeySink) -> None:
         sink.expect(int(count))
         with closing(db.execute(f"SELECT {columns} FROM {table} ORDER BY {columns}")) as rows:
             while chunk := rows.fetchmany(SCAN_CHUNK_ROWS):
-                sink.add([tuple(row) for row in chunk])
+                sink.add(chunk)  # rows are tuples (no row factory): the keys as `load` returns them
     finally:
         db.execute("COMMIT")
 
