@@ -14,10 +14,12 @@ store read raises, and the writer halts on it as it does on a judging bug.
 `absent` (core_ledger/key_filter.py), once `learn_keys` filled it, tells which keys of the tables
 rows are created in (`FILTERED`) storage certainly does not hold: `load` records those as absent
 without asking the store, so a group of fresh bets on cached players needs no store read at all.
-It stays a superset of the stored keys because every row a group writes goes through `take_dirty`
-(which adds its key) before its commit; a commit that fails or whose outcome is unknown leaves
-extra keys in it, which only cost a lookup. A copy whose store another copy writes (`passive`)
-never fills it.
+The filter is made (`begin_learning`) before the first write and filled in the background while
+the ledger serves: until then every key is looked up. It stays a superset of the stored keys
+because every row a group writes goes through `take_dirty` (which adds its key) before its commit,
+from the moment the filter is made; a commit that fails or whose outcome is unknown leaves extra
+keys in it, which only cost a lookup. A copy whose store another copy writes (`passive`) never
+makes one.
 """
 
 from __future__ import annotations
@@ -38,19 +40,7 @@ log = structlog.get_logger("croupier.ledger")
 # and the rounds it may open (scoped and unscoped). `rounds` gets no new key now, but a bet asks
 # for the unscoped round of its id, which is absent but on stores journaled before scoping.
 FILTERED = ("idem", "bets", "client_rounds", "rounds")
-
-
-class _Learning:
-    """Where `Store.scan_keys` hands one table's keys: into the filter being filled."""
-
-    def __init__(self, keys: KeyFilter, table: str) -> None:
-        self.keys, self.table = keys, table
-
-    def expect(self, count: int) -> None:
-        self.keys.expect(self.table, count)
-
-    def add(self, keys: list[Key]) -> None:
-        self.keys.add_all(self.table, keys)
+KEY_PAGE_ROWS = 4_000  # keys read per unit of work while the filter is filled (a few ms of the loop each)
 
 
 class PlanningFailed(Exception):
@@ -69,36 +59,55 @@ class Overlay:
         self.head = Head()  # of the last judged entry (the overlay's view)
         self.committed = Head()  # of the last durably committed entry (what readers see)
         self.commits = Watermark()  # the committed head sequence (journal long polls wait on it)
-        self.absent: KeyFilter | None = None  # None: every key not cached is looked up in the store
+        self.keys: KeyFilter | None = None  # fed every key written since `begin_learning`
+        self.absent: KeyFilter | None = None  # `keys` once filled: None, every key not cached is looked up
 
-    async def learn_keys(self) -> bool:
-        """Fill `absent` with every key the store holds in `FILTERED` tables (at start, before any
-        write); False, and no filter, when the backend cannot list its keys."""
-        self.absent = None
-        started = time.perf_counter()
-        learned = KeyFilter(FILTERED)
+    async def begin_learning(self) -> bool:
+        """Start feeding a new key filter with every key written from now on (`take_dirty`), sized
+        for the keys the store holds; `learn_keys` then fills it with those. Call it before any
+        write. False, and no filter, when the backend cannot list its keys."""
+        self.absent = self.keys = None
+        counts = {table: await self.store.count_keys(table) for table in FILTERED}
+        if any(count is None for count in counts.values()):
+            log.info("ledger_key_filter_unsupported", store=type(self.store).__name__)
+            return False
+        self.keys = KeyFilter(FILTERED)
+        for table, count in counts.items():
+            self.keys.expect(table, count or 0)
+        return True
+
+    async def learn_keys(self) -> None:
+        """Add every key the store holds in `FILTERED` tables to the filter `begin_learning` made,
+        a page at a time (writes go on meanwhile: their keys are added by `take_dirty`), then
+        trust it (`absent`). Raises what the store raises; calling it again is harmless."""
+        keys = self.keys
+        if keys is None:
+            return
+        started, added = time.perf_counter(), 0
         for table in FILTERED:
-            if not await self.store.scan_keys(table, _Learning(learned, table)):
-                log.info("ledger_key_filter_unsupported", store=type(self.store).__name__)
-                return False
-        self.absent = learned
+            after: Key | None = None
+            while page := await self.store.key_page(table, after, KEY_PAGE_ROWS):
+                keys.add_all(table, page)  # on the event loop, as `take_dirty`: one thread sets bits
+                added += len(page)
+                after = page[-1]
+        if self.keys is keys:
+            self.absent = keys
         log.info(
             "ledger_key_filter_filled",
-            keys=learned.keys_added(),
-            bytes=learned.size_bytes(),
+            keys=added,
+            bytes=keys.size_bytes(),
             seconds=round(time.perf_counter() - started, 3),
         )
-        return True
 
     def take_dirty(self) -> dict[str, list[tuple[Key, Doc]]]:
         """The rows changed since the last call (`State.take_dirty`), their keys added to `absent`
         first: storage may hold them from the moment their commit starts."""
         dirty = self.rows.take_dirty()
-        if self.absent is not None:
+        if self.keys is not None:
             for table in FILTERED:
                 written = dirty.get(table)
                 if written:
-                    self.absent.add_all(table, [key for key, _ in written])
+                    self.keys.add_all(table, [key for key, _ in written])
         return dirty
 
     def restart(self) -> None:

@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from shared.migrations import Plan
 
@@ -97,15 +97,6 @@ def summary_filter(
     return clauses, params
 
 
-class KeySink(Protocol):
-    """What `Store.scan_keys` hands a table's keys to."""
-
-    def expect(self, count: int) -> None:
-        """About `count` keys follow (called once, before any `add`)."""
-
-    def add(self, keys: list[Key]) -> None: ...
-
-
 class StorageError(Exception):
     """The backend failed; nothing of the failed commit is visible."""
 
@@ -141,12 +132,16 @@ class Store(ABC):
         """Existing rows among the wanted keys of each table (writer side; absent keys are missing).
         The pseudo-table `ENTRIES` ("entries") returns parsed journal entries keyed by (sequence,)."""
 
-    async def scan_keys(self, table: str, sink: KeySink) -> bool:
-        """Tell `sink` how many keys a derived table holds, then hand it every one, a chunk at a time
-        (on SQLite in the loader's thread: `sink` must not touch the event loop); False when this
-        backend cannot (then nothing was handed). The writer's key filter is filled with it
+    async def count_keys(self, table: str) -> int | None:
+        """How many rows a derived table holds; None when this backend cannot list its keys
+        (`key_page`). The writer's key filter is sized and filled with these two
         (core_ledger/key_filter.py)."""
-        return False
+        return None
+
+    async def key_page(self, table: str, after: Key | None, limit: int) -> list[Key]:
+        """At most `limit` keys of a derived table in key order, after the key `after` (None: from
+        the first), each page read on its own (pages are not one snapshot)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot list the keys of {table}")
 
     @abstractmethod
     async def commit(self, journal: Sequence[JournalRow], rows: Rows, head: Head) -> None:

@@ -14,7 +14,7 @@ import orjson
 
 from core_ledger.domain.commands import require
 from core_ledger.domain.state import ADDITIVE, ENTRIES, TABLES, Doc, Key
-from core_ledger.store.base import Head, JournalRow, KeySink, Rows, Store, SummaryPage
+from core_ledger.store.base import Head, JournalRow, Rows, Store, SummaryPage
 
 
 def _copy(doc: Doc) -> Doc:
@@ -50,10 +50,12 @@ class MemoryStore(Store):
                 out[table] = {k: _copy(self._tables[table][k]) for k in keys if k in self._tables[table]}
         return out
 
-    async def scan_keys(self, table: str, sink: KeySink) -> bool:
-        sink.expect(len(self._tables[table]))
-        sink.add(list(self._tables[table]))
-        return True
+    async def count_keys(self, table: str) -> int | None:
+        return len(self._tables[table])
+
+    async def key_page(self, table: str, after: Key | None, limit: int) -> list[Key]:
+        keys = sorted(self._tables[table])
+        return [k for k in keys if after is None or k > after][:limit]
 
     async def commit(self, journal: Sequence[JournalRow], rows: Rows, head: Head) -> None:
         require(

@@ -55,7 +55,6 @@ from core_ledger.store.base import (
     SUMMARY_MEMBERS,
     Head,
     JournalRow,
-    KeySink,
     Rows,
     StorageError,
     Store,
@@ -377,22 +376,13 @@ def _load_sync(db: sqlite3.Connection, wanted: dict[str, Sequence[Key]]) -> dict
     return out
 
 
-SCAN_CHUNK_ROWS = 10_000  # keys handed to a `scan_keys` sink at a time
-
-
-def _scan_keys_sync(db: sqlite3.Connection, table: str, sink: KeySink) -> None:
-    """How many rows `table` holds, then every key of it (read from its key index, in one read
-    transaction), SCAN_CHUNK_ROWS at a time, to `sink`."""
-    columns = ", ".join(TABLES[table])
-    db.execute("BEGIN")
-    try:
-        [(count,)] = _fetch_all(db, f"SELECT count(*) FROM {table}", ())
-        sink.expect(int(count))
-        with closing(db.execute(f"SELECT {columns} FROM {table} ORDER BY {columns}")) as rows:
-            while chunk := rows.fetchmany(SCAN_CHUNK_ROWS):
-                sink.add(chunk)  # rows are tuples (no row factory): the keys as `load` returns them
-    finally:
-        db.execute("COMMIT")
+def _key_page_sync(db: sqlite3.Connection, table: str, after: Key | None, limit: int) -> list[Key]:
+    """Keys of `table` after `after` in key order, read from its key index (a row-value range)."""
+    columns = TABLES[table]
+    names = ", ".join(columns)
+    where = "" if after is None else f"WHERE ({names}) > ({', '.join('?' * len(columns))}) "
+    # Rows are tuples (no row factory): the keys as `load` returns them.
+    return _fetch_all(db, f"SELECT {names} FROM {table} {where}ORDER BY {names} LIMIT ?", (*(after or ()), limit))
 
 
 # An upsert, not INSERT OR REPLACE: a replace deletes the row and inserts it again under a new
@@ -642,10 +632,14 @@ class SqliteStore(Store):
         # load sees every commit that returned before it started.
         return await self._l.run(_load_sync, wanted)
 
-    async def scan_keys(self, table: str, sink: KeySink) -> bool:
-        # On the loader's connection, as loads: it holds no statement open between units of work.
-        await self._l.run(_scan_keys_sync, table, sink)
-        return True
+    async def count_keys(self, table: str) -> int | None:
+        require(table in TABLES, f"{table} is a derived table")  # only such a name reaches the SQL
+        [(count,)] = await self._l.run(_fetch_all, f"SELECT count(*) FROM {table}", ())
+        return int(count)
+
+    async def key_page(self, table: str, after: Key | None, limit: int) -> list[Key]:
+        # On the loader's connection, one unit of work a page: the writer's loads interleave.
+        return await self._l.run(_key_page_sync, table, after, limit)
 
     async def commit(self, journal: Sequence[JournalRow], rows: Rows, head: Head) -> None:
         try:

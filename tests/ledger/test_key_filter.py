@@ -4,11 +4,13 @@ outcome was unknown, not on a standby promoted."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
+from structlog.testing import capture_logs
 
 from core_ledger import key_filter
 from core_ledger.domain import Command
@@ -93,6 +95,7 @@ async def test_fresh_bets_on_cached_rows_read_nothing_from_the_store() -> None:
     service = service_on(store)
     await service.start()
     try:
+        assert await service.keys_learned()
         for command in traffic()[:4]:  # the player, the game and a deposit: their rows are cached
             await service.submit([command])
         await service.submit([bet(0)])  # opens round r-key: its row is cached from now on
@@ -133,6 +136,7 @@ async def test_a_bet_stored_before_a_restart_is_replayed_not_booked_again(tmp_pa
     service = service_on(SqliteStore(path))  # a new process: its filter is filled from the file
     await service.start()
     try:
+        assert await service.keys_learned()
         [again] = await service.submit([bet(1)])
         assert replayed_at(again) == sequence, again
         assert service.head.sequence == sequence
@@ -145,6 +149,7 @@ async def test_a_commit_of_unknown_outcome_leaves_its_keys_looked_up() -> None:
     service = service_on(store)
     await service.start()
     try:
+        assert await service.keys_learned()
         for command in traffic()[:4]:
             await service.submit([command])
         store.land_then_fail = True
@@ -172,9 +177,67 @@ async def test_a_promoted_standby_replays_what_it_applied() -> None:
     standby = service_on(MemoryStore(), standby=True)
     await standby.start()  # its filter is filled while its store is empty
     try:
+        assert await standby.keys_learned()
         await standby.apply_replicated(journal)  # the applied rows' keys join the filter
         await standby.promote()
         [again] = await standby.submit([bet(1)])
         assert replayed_at(again) == sequence, again
     finally:
         await standby.stop()
+
+
+class PagesFromBeforeTheWrites(MemoryStore):
+    """Its key pages list what it held when the filter was sized (as a scan that had already passed
+    those keys), and only once `release` is set: writes land while the filter is being filled.
+    `page_failures`: how many page reads fail first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+        self.page_failures = 0
+        self._listed: dict[str, list[Key]] = {}
+
+    async def count_keys(self, table: str) -> int | None:
+        self._listed[table] = sorted(await self.dump(table))
+        return len(self._listed[table])
+
+    async def key_page(self, table: str, after: Key | None, limit: int) -> list[Key]:
+        await self.release.wait()
+        if self.page_failures:
+            self.page_failures -= 1
+            raise OSError("disk I/O error")
+        return [k for k in self._listed[table] if after is None or k > after][:limit]
+
+
+async def test_keys_written_while_the_filter_fills_are_never_called_absent() -> None:
+    store = PagesFromBeforeTheWrites()
+    service = service_on(store)
+    await service.start()
+    try:
+        for command in traffic()[:4]:
+            await service.submit([command])
+        sequence = booked_at((await service.submit([bet(1)]))[0])  # while the filter fills
+        store.release.set()
+        assert await asyncio.wait_for(service.keys_learned(), 5)
+        service.writer._overlay.restart()  # bet 1's rows are then known from the filter and the store only
+        [again] = await service.submit([bet(1)])
+        assert replayed_at(again) == sequence, again
+    finally:
+        await service.stop()
+
+
+async def test_a_failed_fill_is_counted_and_tried_again() -> None:
+    store = PagesFromBeforeTheWrites()
+    store.page_failures = 1
+    registry = CollectorRegistry()
+    service = LedgerService(store, WriterLimits(), clock=FakeClock(), metrics=LedgerMetrics(registry))
+    with capture_logs() as logs:
+        await service.start()
+        try:
+            store.release.set()
+            assert await asyncio.wait_for(service.keys_learned(), 5)  # retried after 1 s
+        finally:
+            await service.stop()
+    assert [e["error"] for e in logs if e["event"] == "ledger_key_filter_fill_failed"] == ["OSError('disk I/O error')"]
+    assert registry.get_sample_value("ledger_task_failures_total", {"task": "key_filter"}) == 1
+    assert registry.get_sample_value("ledger_task_failing", {"task": "key_filter"}) == 0
