@@ -7,12 +7,13 @@ without asking: `may_hold(table, key)` is False only for a key that was never `a
 storage holds is never skipped; a false positive (about 1 in 600 at full capacity) only costs the
 lookup the writer would have made anyway.
 
-It stays exact for "absent" as long as every key written to storage is added: the overlay fills it
-from the store when the ledger starts, and adds the keys of every group's rows before they are
-committed (see core_ledger/overlay.py). Per table a list of layers: the first holds what the
-store held at start and a quarter more (at least 64 Ki keys), and when the last is full a new one
-twice the size of all before it is added, so the layers stay few; a key that is absent is usually
-told so by the first bit looked at in each.
+It stays exact for "absent" as long as every key written to storage is added: the overlay makes it
+before the first write, adds the keys of every group's rows before they are committed, and fills
+it with what the store held in the background (see core_ledger/overlay.py).
+
+Per table a list of layers: the first holds what the store held at start and a quarter more (at
+least 64 Ki keys), and when the last is full a new one twice the size of all before it is added,
+so the layers stay few; a key that is absent is usually told so by the first bit looked at in each.
 
 Python's `hash` of a tuple of strings is stable within one process (which is all this needs: the
 filter is never stored). A key with a part that is not a string is never called absent (a number

@@ -100,8 +100,8 @@ class Overlay:
         )
 
     def take_dirty(self) -> dict[str, list[tuple[Key, Doc]]]:
-        """The rows changed since the last call (`State.take_dirty`), their keys added to `absent`
-        first: storage may hold them from the moment their commit starts."""
+        """The rows changed since the last call (`State.take_dirty`), their keys added to the key
+        filter first: storage may hold them from the moment their commit starts."""
         dirty = self.rows.take_dirty()
         if self.keys is not None:
             for table in FILTERED:
