@@ -10,13 +10,37 @@ the store; `reload` restarts everything from what the store holds.
 Planning which rows a command needs (`rows_needed`) is pure: when it raises, that is a bug, not an
 outage, so `load` raises `PlanningFailed` (naming the command) rather than the error a failing
 store read raises, and the writer halts on it as it does on a judging bug.
+
+`absent` (core_ledger/key_filter.py), once `learn_keys` filled it, tells which keys of the tables
+rows are created in (`FILTERED`) storage certainly does not hold: `load` records those as absent
+without asking the store, so a group of fresh bets on cached players needs no store read at all.
+The filter is made (`begin_learning`) before the first write and filled in the background while
+the ledger serves: until then every key is looked up. It stays a superset of the stored keys
+because every row a group writes goes through `take_dirty` (which adds its key) before its commit,
+from the moment the filter is made; a commit that fails or whose outcome is unknown leaves extra
+keys in it, which only cost a lookup. A copy whose store another copy writes (`passive`) never
+makes one.
 """
 
 from __future__ import annotations
 
+import time
+
+import structlog
+
 from core_ledger.domain import PASSES_MAX, PLANNED_FROM, Command, State, rows_needed
+from core_ledger.domain.state import Doc, Key
+from core_ledger.key_filter import KeyFilter
 from core_ledger.store import Head, Store
 from core_ledger.watermark import Watermark
+
+log = structlog.get_logger("croupier.ledger")
+
+# The tables a fresh command looks up keys in that are almost always absent: its idempotency rows
+# and the rounds it may open (scoped and unscoped). `rounds` gets no new key now, but a bet asks
+# for the unscoped round of its id, which is absent but on stores journaled before scoping.
+FILTERED = ("idem", "bets", "client_rounds", "rounds")
+KEY_PAGE_ROWS = 4_000  # keys read per unit of work while the filter is filled (a few ms of the loop each)
 
 
 class PlanningFailed(Exception):
@@ -35,6 +59,56 @@ class Overlay:
         self.head = Head()  # of the last judged entry (the overlay's view)
         self.committed = Head()  # of the last durably committed entry (what readers see)
         self.commits = Watermark()  # the committed head sequence (journal long polls wait on it)
+        self.keys: KeyFilter | None = None  # fed every key written since `begin_learning`
+        self.absent: KeyFilter | None = None  # `keys` once filled: None, every key not cached is looked up
+
+    async def begin_learning(self) -> bool:
+        """Start feeding a new key filter with every key written from now on (`take_dirty`), sized
+        for the keys the store holds; `learn_keys` then fills it with those. Call it before any
+        write. False, and no filter, when the backend cannot list its keys."""
+        self.absent = self.keys = None
+        counts = {table: await self.store.count_keys(table) for table in FILTERED}
+        if any(count is None for count in counts.values()):
+            log.info("ledger_key_filter_unsupported", store=type(self.store).__name__)
+            return False
+        self.keys = KeyFilter(FILTERED)
+        for table, count in counts.items():
+            self.keys.expect(table, count or 0)
+        return True
+
+    async def learn_keys(self) -> None:
+        """Add every key the store holds in `FILTERED` tables to the filter `begin_learning` made,
+        a page at a time (writes go on meanwhile: their keys are added by `take_dirty`), then
+        trust it (`absent`). Raises what the store raises; calling it again is harmless."""
+        keys = self.keys
+        if keys is None:
+            return
+        started, added = time.perf_counter(), 0
+        for table in FILTERED:
+            after: Key | None = None
+            while page := await self.store.key_page(table, after, KEY_PAGE_ROWS):
+                keys.add_all(table, page)  # on the event loop, as `take_dirty`: one thread sets bits
+                added += len(page)
+                after = page[-1]
+        if self.keys is keys:
+            self.absent = keys
+        log.info(
+            "ledger_key_filter_filled",
+            keys=added,
+            bytes=keys.size_bytes(),
+            seconds=round(time.perf_counter() - started, 3),
+        )
+
+    def take_dirty(self) -> dict[str, list[tuple[Key, Doc]]]:
+        """The rows changed since the last call (`State.take_dirty`), their keys added to the key
+        filter first: storage may hold them from the moment their commit starts."""
+        dirty = self.rows.take_dirty()
+        if self.keys is not None:
+            for table in FILTERED:
+                written = dirty.get(table)
+                if written:
+                    self.keys.add_all(table, [key for key, _ in written])
+        return dirty
 
     def restart(self) -> None:
         """Drop every cached row (they are loaded again lazily); the heads stay."""
@@ -57,6 +131,7 @@ class Overlay:
         if cache.complete:  # every row is known: nothing to load
             return
         cached = cache.tables  # `known` inlined: this runs for every row of every command
+        absent = self.absent
         for _ in range(PASSES_MAX):
             missing: dict[str, dict[tuple, None]] = {}
             watched: list[tuple[Command, list[tuple[str, tuple]]]] = []
@@ -70,6 +145,9 @@ class Overlay:
                 watch: list[tuple[str, tuple]] | None = None
                 for table, key in needed:
                     if key not in cached[table]:
+                        if absent is not None and not absent.may_hold(table, key):
+                            cached[table][key] = None  # what the store would have answered
+                            continue
                         keys = missing.get(table)
                         if keys is None:
                             keys = missing[table] = {}

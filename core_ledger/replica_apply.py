@@ -68,7 +68,7 @@ class ReplicaApply:
             head = Head(entries[-1]["sequence"], entries[-1]["hash"], entries[-1]["epoch"])
             if (delay := self.apply_fault_delay()) > 0:  # test-only fault point: off unless configured
                 await asyncio.sleep(delay)
-            await self.store.commit(journal, overlay.rows.take_dirty(), head)
+            await self.store.commit(journal, overlay.take_dirty(), head)
         except BaseException:  # cancelled too: the commit may still land (or have landed)
             self._head_stale = True
             overlay.restart()  # the overlay may hold half-applied rows

@@ -11,9 +11,13 @@ call. It builds a ledger copy's parts and delegates to them; it decides nothing 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable, Coroutine
 from datetime import datetime
 from typing import Any
+
+import structlog
 
 from shared.errors import CroupierError
 
@@ -23,8 +27,11 @@ from core_ledger.metrics import LedgerMetrics
 from core_ledger.overlay import Overlay
 from core_ledger.replica_apply import ReplicaApply
 from core_ledger.store import Head, Store
+from core_ledger.task_health import TaskHealth
 from core_ledger.watermark import Watermark
 from core_ledger.writer import LedgerWriter, Result, WriterLimits
+
+log = structlog.get_logger("croupier.ledger")
 
 
 class LedgerService:
@@ -52,6 +59,8 @@ class LedgerService:
         )
         self.writer = LedgerWriter(store, limits, self._overlay, self.failover, clock=clock, metrics=metrics)
         self.replica = ReplicaApply(store, self._overlay, self.failover, metrics)
+        self._learning: asyncio.Task[None] | None = None  # fills the writer's key filter after start
+        self._learning_health = TaskHealth("key_filter", metrics, base_delay_s=1.0, max_delay_s=60.0)
 
     @property
     def head(self) -> Head:
@@ -113,11 +122,46 @@ class LedgerService:
         plan = self.store.schema_plan
         self.metrics.store_schema_version.set(plan.target if plan is not None else 0)
         await self._overlay.reload()
+        learning = self.limits.key_filter and self.failover.role != "passive"  # another copy writes its store
+        if learning and await self._overlay.begin_learning():  # before the first write
+            self._learning = asyncio.create_task(self._learn_keys(), name="ledger-key-filter")
         await self.failover.start()
         self.writer.start()
 
+    async def keys_learned(self) -> bool:
+        """Wait until the writer's key filter is filled; False when there is none (a backend that
+        cannot list its keys, a passive copy, the filter turned off)."""
+        if self._learning is not None:
+            await asyncio.shield(self._learning)
+        return self._overlay.absent is not None
+
+    async def _learn_keys(self) -> None:
+        """Fill the writer's key filter while the ledger serves (until then every key is looked up
+        in the store); a failure is logged, counted (`ledger_task_failing{task="key_filter"}`) and
+        tried again with backoff."""
+        while True:
+            try:
+                await self._overlay.learn_keys()
+            except Exception as e:  # noqa: BLE001  logged and counted; the writer keeps asking the store meanwhile
+                delay = self._learning_health.failed()
+                log.error(
+                    "ledger_key_filter_fill_failed",
+                    error=repr(e),
+                    failures=self._learning_health.consecutive_failures,
+                    retry_in_s=delay,
+                )
+                await asyncio.sleep(delay)
+            else:
+                self._learning_health.succeeded()
+                return
+
     async def stop(self) -> None:
         """Refuse new work, let the writer finish everything queued, close the store."""
+        if self._learning is not None:
+            self._learning.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._learning
+            self._learning = None
         await self.writer.stop()
         await self.store.close()
 

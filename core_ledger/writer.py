@@ -30,12 +30,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
 import structlog
+from prometheus_client import Counter as PromCounter
 
 from shared.errors import CroupierError, Halted, Unavailable
 
@@ -85,6 +86,9 @@ class WriterLimits:
     # committed. 2: it is judged while the previous one commits. On CPython 1 costs less CPU per
     # bet and commits faster (see docs/decisions/writer-pipeline-depth-one.md).
     pipeline_depth: int = PIPELINE_DEPTH
+    # Skip the store lookup of keys certainly absent (core_ledger/key_filter.py); off only to
+    # measure what it earns (see docs/decisions/writer-key-filter.md).
+    key_filter: bool = True
 
 
 @dataclass(slots=True)
@@ -139,6 +143,7 @@ class LedgerWriter:
         self._accepting = False
         self.halted: str | None = None  # why the writer stopped taking writes (fail-stop); None: it did not
         self._held: set[asyncio.Task[None]] = set()  # committed answers waiting for a standby
+        self._counters: dict[tuple[str, str], PromCounter] = {}  # labelled children of the counters `_count` adds to
 
     @property
     def queue_depth(self) -> int:
@@ -194,7 +199,11 @@ class LedgerWriter:
                 jobs = await self._take()
                 if jobs is None:
                     return
-                if self.limits.group_commit:
+                if self.limits.group_commit and self.limits.pipeline_depth == 1:
+                    # Nothing overlaps a commit at depth 1: commit and answer here, without a task
+                    # (and its scheduling) per group.
+                    await self._finish(*await self._prepare(jobs, inflight))
+                elif self.limits.group_commit:
                     inflight.append(await self._pipeline(jobs, inflight))
                 else:  # the benchmark baseline: every command its own commit, nothing overlapped
                     for job in jobs:
@@ -242,6 +251,13 @@ class LedgerWriter:
     async def _pipeline(self, jobs: list[_Job], inflight: deque[asyncio.Task[bool]]) -> asyncio.Task[bool]:
         """Judge a group against the overlay while the previous group may still be committing;
         the returned task commits it after its predecessor and then answers it."""
+        return asyncio.create_task(self._finish(*await self._prepare(jobs, inflight)))
+
+    async def _prepare(
+        self, jobs: list[_Job], inflight: deque[asyncio.Task[bool]]
+    ) -> tuple[asyncio.Task[bool] | None, list[_Job], _Judged | None]:
+        """Judge a group (once a slot is free): the commit it must follow, its jobs, and what was
+        judged (None: loading or judging failed, the group is answered with an error)."""
         await self._slot(inflight)
         if self._broken or self._overlay.rows.size() > self.limits.cache_rows_max:
             await self._settle(inflight)
@@ -257,7 +273,7 @@ class LedgerWriter:
             except Exception as e:  # noqa: BLE001  loading rows failed: the overlay may be half-filled
                 log.error("ledger_judge_failed", error=repr(e), batch_size=len(commands))
                 self._broken = True
-        return asyncio.create_task(self._finish(previous, jobs, judged))
+        return previous, jobs, judged
 
     async def _settle(self, inflight: deque[asyncio.Task[bool]]) -> None:
         """Wait for every commit in flight, then restart the overlay from what storage holds."""
@@ -286,7 +302,7 @@ class LedgerWriter:
             except Exception as e:  # judging is pure: this is a bug, not an outage
                 raise _JudgeFailed(cmd, e) from e
         try:
-            judged.rows = self._overlay.rows.take_dirty() if judged.journal else {}
+            judged.rows = self._overlay.take_dirty() if judged.journal else {}
         except Exception as e:
             raise _JudgeFailed(commands[-1], e) from e
         judged.head = self._overlay.head = Head(chain.sequence, chain.hash, chain.epoch)  # one per group
@@ -437,11 +453,18 @@ class LedgerWriter:
 
     def _count(self, counts: list[tuple[str, str]], replays: int) -> None:
         m = self.metrics
-        for (kind, label), n in Counter(counts).items():
-            if kind == "conflict":
-                m.conflicts_total.labels(label).inc(n)
-            else:
-                m.transactions_total.labels(kind, label).inc(n)
+        tally: dict[tuple[str, str], int] = {}
+        for pair in counts:
+            tally[pair] = tally.get(pair, 0) + 1
+        for pair, n in tally.items():
+            child = self._counters.get(pair)
+            if child is None:  # a labelled child is looked up once, not once per group
+                kind, label = pair
+                child = (
+                    m.conflicts_total.labels(label) if kind == "conflict" else m.transactions_total.labels(kind, label)
+                )
+                self._counters[pair] = child
+            child.inc(n)
         if replays:
             m.idempotent_replays_total.inc(replays)
         m.journal_head_sequence.set(self._overlay.committed.sequence)

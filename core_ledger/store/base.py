@@ -152,6 +152,17 @@ class Store(ABC):
         """Existing rows among the wanted keys of each table (writer side; absent keys are missing).
         The pseudo-table `ENTRIES` ("entries") returns parsed journal entries keyed by (sequence,)."""
 
+    async def count_keys(self, table: str) -> int | None:
+        """How many rows a derived table holds; None when this backend cannot list its keys
+        (`key_page`). The writer's key filter is sized and filled with these two
+        (core_ledger/key_filter.py)."""
+        return None
+
+    async def key_page(self, table: str, after: Key | None, limit: int) -> list[Key]:
+        """At most `limit` keys of a derived table in key order, after the key `after` (None: from
+        the first), each page read on its own (pages are not one snapshot)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot list the keys of {table}")
+
     @abstractmethod
     async def commit(self, journal: Sequence[JournalRow], rows: Rows, head: Head) -> None:
         """Append journal rows, upsert derived rows and store the head, in one durable transaction."""

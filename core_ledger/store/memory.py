@@ -50,6 +50,13 @@ class MemoryStore(Store):
                 out[table] = {k: _copy(self._tables[table][k]) for k in keys if k in self._tables[table]}
         return out
 
+    async def count_keys(self, table: str) -> int | None:
+        return len(self._tables[table])
+
+    async def key_page(self, table: str, after: Key | None, limit: int) -> list[Key]:
+        keys = sorted(self._tables[table])
+        return [k for k in keys if after is None or k > after][:limit]
+
     async def commit(self, journal: Sequence[JournalRow], rows: Rows, head: Head) -> None:
         require(
             [j.sequence for j in journal] == list(range(self._head.sequence + 1, head.sequence + 1)),
