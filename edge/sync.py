@@ -25,6 +25,7 @@ silently: failures are counted in `edge.health`, and a link that fails is closed
 from __future__ import annotations
 
 import asyncio
+import math
 import ssl
 import time
 from collections import deque
@@ -121,8 +122,15 @@ class SyncHub:
         self._quota = {p: ByteBucket(limits.sync_peer_bytes_per_s, limits.sync_peer_bytes_burst) for p in self.peers}
         self.links: dict[str, _Link] = {}
         # Per peer, across its links: what anti-entropy still has to advertise to it.
+        sweep_rounds_min = max(1, math.ceil(limits.anti_entropy_sweep_period_s / limits.anti_entropy_interval_s))
         self.rounds = {
-            p: PeerRounds(limits.anti_entropy_sweep_docs, limits.anti_entropy_catch_up_docs) for p in self.peers
+            p: PeerRounds(
+                limits.anti_entropy_sweep_docs,
+                limits.anti_entropy_catch_up_docs,
+                sweep_rounds_min,
+                wait_until_quiet=limits.anti_entropy_wait_until_quiet,
+            )
+            for p in self.peers
         }
         self._tasks = TaskSet(self._failed)
         self._http: aiohttp.ClientSession | None = None
