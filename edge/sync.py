@@ -25,6 +25,7 @@ silently: failures are counted in `edge.health`, and a link that fails is closed
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import ssl
 import time
@@ -393,10 +394,11 @@ class SyncHub:
             for name in docs_to_load(self.state.replica, chunk):
                 await self.state.doc(name)
             # No await from here on: documents stay live, and admission sees what is applied.
+            rules = self._rules()  # one clock reading per chunk: nothing awaits in between
             handled = handle(
                 self.state.replica,
                 chunk,
-                lambda name, doc, update: self._admit(link, name, doc, update),
+                functools.partial(self._admit, link, rules),
                 source=link.peer,
             )
             self._refused(link, handled.refused)
@@ -449,15 +451,18 @@ class SyncHub:
                 out.append(jackpot_id)
         return out
 
-    def _admit(self, link: _Link, name: str, doc: Any, update: bytes) -> admission.Verdict:
-        rules = admission.Rules(
+    def _rules(self) -> admission.Rules:
+        return admission.Rules(
             self.owners,
             self.catalog,
             doc_bytes_max=self.limits.sync_doc_bytes_max,
             session_state_bytes_max=self._session_state_bytes_max,
             now=self.state.clock(),
         )
-        verdict = admission.admit(name, doc, update, rules, self.state.replica.facts(name))
+
+    def _admit(self, link: _Link, rules: admission.Rules, name: str, doc: Any, update: bytes) -> admission.Verdict:
+        replica = self.state.replica
+        verdict = admission.admit(name, doc, update, rules, replica.facts(name), lambda: replica.scratch(name))
         if verdict.update is not None and not self._quota[link.peer].take(len(verdict.update)):
             return admission.refuse(
                 admission.PEER_QUOTA,
