@@ -37,7 +37,9 @@ change for a whole round: the peer most likely got the change from its author di
 and an advertisement of a document still changing crosses live pushes and draws duplicate answers
 (docs/decisions/anti-entropy-waits-for-quiet-documents.md). Own pushes that may be lost and
 documents asked for are not held back, and neither is anything in the first round after a link
-ended (what it may have lost, and what waited, goes out at once: a partition heals fast).
+ended (what it may have lost, and what waited, goes out at once: a partition heals fast), nor
+anything for a peer that does not ask again for what it refused (`trusts_pushes` false: an older
+edge relies on the rounds to bring it again).
 
 The wire format is unchanged (STEP1 entries as before), so an edge of an older version still
 converges with this one: it keeps sending all of its state vectors, this edge answers them, and
@@ -109,7 +111,9 @@ class PeerRounds:
         self._history.append(_Round(now, self.position, self.catching_up, self._sweep_id, self._cursor))
         names: dict[str, None] = {}
         changed = replica.changed_since(self.position)
-        hold_back = self.wait_until_quiet and not self._rewound
+        # A peer that does not ask again for what it refused (level 1) relies on these rounds for
+        # it: nothing is held back from it.
+        hold_back = self.wait_until_quiet and trusts_pushes and not self._rewound
         if self._waiting:  # those that did not change since the last round are quiet now
             still = set(changed) if hold_back else set()
             quiet = [name for name in self._waiting if name not in still]

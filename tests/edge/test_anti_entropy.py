@@ -331,3 +331,12 @@ def test_after_a_link_ended_nothing_waits():
     rounds.link_ended(last_heard=2.5, margin_s=0.0)
     names = rounds.next_round(r, 9.0, peer="us", trusts_pushes=True)
     assert {"bonus/x1", "bonus/x2"} <= set(names)
+
+
+def test_nothing_waits_for_a_peer_that_does_not_ask_again_for_what_it_refused():
+    """A level-1 peer relies on the rounds to bring again an update it refused for now."""
+    r, rounds = _quiet_rounds()
+    _from_peer(r, "bonus/x1", "apac", 1, 31)
+    _write(r, "bonus/x2", 2)
+    names = rounds.next_round(r, 1.0, peer="us", trusts_pushes=False)
+    assert {"bonus/x1", "bonus/x2"} <= set(names)
