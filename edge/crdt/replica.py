@@ -30,7 +30,7 @@ from typing import Any
 
 from pycrdt import Doc
 
-from edge.crdt import docfacts
+from edge.crdt import docfacts, yupdate
 from edge.crdt.docfacts import After, DocFacts
 from edge.crdt.slots import SlotDoc, slot_items, slot_times, times_of
 
@@ -151,12 +151,18 @@ class Replica:
 
     def scratch(self, name: str) -> SlotDoc:
         """A copy of the live document `name` for admission's trial to change: the twin kept equal
-        to it (handed out once), else one rebuilt from its encoding."""
+        to it (handed out once), else one rebuilt from its encoding. A twin whose state vector is
+        not the document's (it changed behind the replica's back) is not used, as stale facts are
+        not."""
+        doc = self._live[name]
         twin = self._twins.pop(name, None)
         if twin is not None:
-            return twin
+            facts = self._facts.get(name)
+            held = facts.clocks if facts is not None and facts.state == doc.get_state() else None
+            if held is not None and yupdate.state_vector(twin.get_state()) == held:
+                return twin
         scratch: SlotDoc = Doc()
-        scratch.apply_update(self._live[name].get_update())
+        scratch.apply_update(doc.get_update())
         return scratch
 
     def apply_remote(

@@ -226,6 +226,24 @@ def test_stale_facts_are_read_again():
     assert r.facts(SESSION).values == {"apac": value(SESSION, 1, T0)}
 
 
+def test_a_twin_of_a_document_changed_behind_the_replicas_back_is_not_used():
+    """Admission's trial copy is the kept twin only while it matches the document, as facts are."""
+    r = Replica("eu", fresh_client_id("eu", T0), 4)
+    doc = r.install(SESSION, [])
+    r.write_local(SESSION, lambda d: write_slot(d, "eu", value(SESSION, 1, T0)))
+    r.facts(SESSION)
+    kept = r.scratch(SESSION)  # none kept yet: a copy
+    r._twins[SESSION] = kept  # as `apply_remote` keeps an admitted trial
+    assert r.scratch(SESSION) is kept  # handed out once
+    r._twins[SESSION] = kept
+    other = Doc(client_id=fresh_client_id("apac", T0))
+    other.get("slots", type=Map)["apac"] = value(SESSION, 2, T0)
+    doc.apply_update(other.get_update())  # behind the replica's back
+    r.facts(SESSION)
+    fresh = r.scratch(SESSION)
+    assert fresh is not kept and slot_items(fresh) == slot_items(doc)
+
+
 @pytest.mark.parametrize(
     ("adds", "ranges"),
     [
