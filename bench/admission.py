@@ -119,7 +119,7 @@ def run(kind: str, updates: int, docs: int, history: int) -> dict[str, float]:
         t2 = time.process_time()
         admit_s += t2 - t1
         assert verdict.update is not None, verdict
-        here.apply_remote(name, verdict.update, verdict.after)
+        here.apply_remote(name, verdict.update, verdict.after, trial=verdict.trial)
         loop_s += time.process_time() - t0
     for name, update, i in steps:
         t0 = time.process_time()
@@ -147,8 +147,9 @@ def run(kind: str, updates: int, docs: int, history: int) -> dict[str, float]:
 
 
 def admit_facts(replica: Replica, name: str) -> dict[str, Any]:
-    """The keyword arguments the sync receive path gives `admission.admit` for this document."""
-    return {"facts": replica.facts(name)}
+    """The keyword arguments the sync receive path gives `admission.admit` for this document: the
+    facts the replica keeps, and its twin of the document as the trial copy."""
+    return {"facts": replica.facts(name), "scratch_of": lambda: replica.scratch(name)}
 
 
 def slots_of(doc: SlotDoc) -> dict[str, Any]:

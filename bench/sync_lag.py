@@ -294,22 +294,21 @@ async def displays(at: Endpoints, http: aiohttp.ClientSession) -> tuple[int, dic
 
 async def sessions_shown(at: Endpoints, http: aiohttp.ClientSession, players: int) -> dict[str, list[Any]]:
     """Per edge, every player's game states (state and writer), as the edge serves them. The
-    requests run concurrently (POLL_CONCURRENCY): one poll reads players x edges sessions, and a
-    slow poll would add its own length to the convergence it measures."""
-    slots = asyncio.Semaphore(POLL_CONCURRENCY)
+    requests run concurrently (POLL_CONCURRENCY per edge, every edge at once: the edges are
+    separate processes): one poll reads players x edges sessions, and a slow poll would add its
+    own length to the convergence it measures."""
+    slots = {edge: asyncio.Semaphore(POLL_CONCURRENCY) for edge in at.edge_ids}
 
     async def games(edge: str, p: int) -> dict[str, Any]:
         async with (
-            slots,
+            slots[edge],
             http.get(f"{at.urls[edge]}/v1/players/bench-p{p}/session", headers=at.headers["game_server"]) as r,
         ):
             body = await r.json()
         return {g: (v["state"], v["edge"]) for g, v in body.get("games", {}).items()}
 
-    shown: dict[str, list[Any]] = {}
-    for edge in at.edge_ids:
-        shown[edge] = list(await asyncio.gather(*(games(edge, p) for p in range(players))))
-    return shown
+    every = await asyncio.gather(*(games(edge, p) for edge in at.edge_ids for p in range(players)))
+    return {edge: list(every[i * players : (i + 1) * players]) for i, edge in enumerate(at.edge_ids)}
 
 
 async def time_to_converge(

@@ -79,6 +79,8 @@ class Limits:
     anti_entropy_interval_s: float = 1.0
     anti_entropy_sweep_docs: int = 1024  # documents a round re-advertises beyond the changed ones (backstop)
     anti_entropy_catch_up_docs: int = 65_536  # per round in the first sweep after start (peer may lack them)
+    anti_entropy_sweep_period_s: float = 60.0  # a backstop sweep over every document takes at least this long
+    anti_entropy_wait_until_quiet: bool = True  # advertise a change the peer may lack once its document is quiet
     reconnect_backoff_s: float = 0.1
     reconnect_backoff_max_s: float = 0.5  # bounds the time to resync after a peer comes back
     sync_heartbeat_s: float = 5.0

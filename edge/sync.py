@@ -25,6 +25,8 @@ silently: failures are counted in `edge.health`, and a link that fails is closed
 from __future__ import annotations
 
 import asyncio
+import functools
+import math
 import ssl
 import time
 from collections import deque
@@ -121,8 +123,15 @@ class SyncHub:
         self._quota = {p: ByteBucket(limits.sync_peer_bytes_per_s, limits.sync_peer_bytes_burst) for p in self.peers}
         self.links: dict[str, _Link] = {}
         # Per peer, across its links: what anti-entropy still has to advertise to it.
+        sweep_rounds_min = max(1, math.ceil(limits.anti_entropy_sweep_period_s / limits.anti_entropy_interval_s))
         self.rounds = {
-            p: PeerRounds(limits.anti_entropy_sweep_docs, limits.anti_entropy_catch_up_docs) for p in self.peers
+            p: PeerRounds(
+                limits.anti_entropy_sweep_docs,
+                limits.anti_entropy_catch_up_docs,
+                sweep_rounds_min,
+                wait_until_quiet=limits.anti_entropy_wait_until_quiet,
+            )
+            for p in self.peers
         }
         self._tasks = TaskSet(self._failed)
         self._http: aiohttp.ClientSession | None = None
@@ -385,10 +394,11 @@ class SyncHub:
             for name in docs_to_load(self.state.replica, chunk):
                 await self.state.doc(name)
             # No await from here on: documents stay live, and admission sees what is applied.
+            rules = self._rules()  # one clock reading per chunk: nothing awaits in between
             handled = handle(
                 self.state.replica,
                 chunk,
-                lambda name, doc, update: self._admit(link, name, doc, update),
+                functools.partial(self._admit, link, rules),
                 source=link.peer,
             )
             self._refused(link, handled.refused)
@@ -441,15 +451,18 @@ class SyncHub:
                 out.append(jackpot_id)
         return out
 
-    def _admit(self, link: _Link, name: str, doc: Any, update: bytes) -> admission.Verdict:
-        rules = admission.Rules(
+    def _rules(self) -> admission.Rules:
+        return admission.Rules(
             self.owners,
             self.catalog,
             doc_bytes_max=self.limits.sync_doc_bytes_max,
             session_state_bytes_max=self._session_state_bytes_max,
             now=self.state.clock(),
         )
-        verdict = admission.admit(name, doc, update, rules, self.state.replica.facts(name))
+
+    def _admit(self, link: _Link, rules: admission.Rules, name: str, doc: Any, update: bytes) -> admission.Verdict:
+        replica = self.state.replica
+        verdict = admission.admit(name, doc, update, rules, replica.facts(name), lambda: replica.scratch(name))
         if verdict.update is not None and not self._quota[link.peer].take(len(verdict.update)):
             return admission.refuse(
                 admission.PEER_QUOTA,

@@ -40,7 +40,9 @@ one it knows); the caller asks the ledger and anti-entropy brings the update aga
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -123,6 +125,7 @@ class Verdict:
     detail: str = ""
     deferred: bool = False
     after: docfacts.After | None = None  # of an admitted update: the document once it is applied
+    trial: SlotDoc | None = None  # of an admitted update: the trial copy, equal to the document once applied
 
     @property
     def admitted(self) -> bool:
@@ -133,8 +136,10 @@ def refuse(reason: str, detail: str, deferred: bool = False) -> Verdict:
     return Verdict(None, reason, detail, deferred)
 
 
+@functools.lru_cache(maxsize=65536)
 def check_name(name: str) -> Verdict | None:
-    """A refusal for a document name of no known kind, else None."""
+    """A refusal for a document name of no known kind, else None (remembered: every update of a
+    document asks again, and the verdicts are immutable)."""
     kind, _, rest = name.partition("/")
     parts = rest.split("/")
     if kind not in PARTS or len(parts) != PARTS[kind] or not all(is_id(p) for p in parts):
@@ -161,10 +166,21 @@ def check_jackpot(name: str, facts: JackpotFacts) -> Verdict | None:
     return None
 
 
-def admit(name: str, doc: SlotDoc, update: bytes, rules: Rules, facts: docfacts.DocFacts | None = None) -> Verdict:
+def admit(
+    name: str,
+    doc: SlotDoc,
+    update: bytes,
+    rules: Rules,
+    facts: docfacts.DocFacts | None = None,
+    scratch_of: Callable[[], SlotDoc] | None = None,
+) -> Verdict:
     """Check `update` for the live document `name` (`doc` is not changed). `facts` are what the
     replica knows of `doc` (`edge.crdt.docfacts`), as `Replica.facts` hands them out just before
-    (it checks them against the document); without them they are read from `doc`."""
+    (it checks them against the document); without them they are read from `doc`. `scratch_of`
+    hands out a copy of `doc` that the trial may change (`Replica.scratch`: a twin kept equal to
+    it, so the trial does not rebuild the document from its encoding); without it the copy is
+    rebuilt. An admitted verdict hands back the trial copy (`Verdict.trial`): it equals `doc`
+    once `Verdict.update` is applied."""
     refused = check_name(name) or check_jackpot(name, rules.jackpots)
     if refused is not None:
         return refused
@@ -192,12 +208,12 @@ def admit(name: str, doc: SlotDoc, update: bytes, rules: Rules, facts: docfacts.
     deletes = _reachable_deletes(parsed, facts.clocks)
     before = docfacts.slot_values(doc) if facts.values_stale else facts.values
     try:
-        held_bytes = doc.get_update()
         trimmed = update if deletes == parsed.deletes else yupdate.with_deletes(update, parsed, deletes)
-        scratch = _trial(held_bytes, trimmed)
+        scratch = _trial(scratch_of() if scratch_of is not None else _copy(doc), trimmed)
         after = docfacts.slot_values(scratch)
         blanked = set(before) - set(after)
         if blanked:
+            held_bytes = doc.get_update()
             held = _held(held_bytes)
             current = {
                 (i.client, i.clock)
@@ -208,7 +224,7 @@ def admit(name: str, doc: SlotDoc, update: bytes, rules: Rules, facts: docfacts.
         if deletes != parsed.deletes:
             update = yupdate.with_deletes(update, parsed, deletes)
             if blanked:
-                scratch = _trial(held_bytes, update)
+                scratch = _trial(_copy(doc), update)
                 after = docfacts.slot_values(scratch)
     except yupdate.MalformedUpdate as e:
         return refuse(MALFORMED, str(e))
@@ -224,7 +240,7 @@ def admit(name: str, doc: SlotDoc, update: bytes, rules: Rules, facts: docfacts.
         return refused
     if size > rules.doc_bytes_max:
         return refuse(DOC_QUOTA, f"{name} would hold {size} bytes (quota {rules.doc_bytes_max})")
-    return Verdict(update, after=docfacts.After(state, integrated, after, new_keys))
+    return Verdict(update, after=docfacts.After(state, integrated, after, new_keys), trial=scratch)
 
 
 # --- authors ----------------------------------------------------------------------------------
@@ -293,9 +309,15 @@ def _sparing(deletes: list[tuple[int, int, int]], spared: set[tuple[int, int]]) 
     return out
 
 
-def _trial(held_bytes: bytes, update: bytes) -> SlotDoc:
+def _copy(doc: SlotDoc) -> SlotDoc:
+    """A scratch copy of `doc` (rebuilt from its encoding)."""
     scratch: SlotDoc = Doc()
-    scratch.apply_update(held_bytes)
+    scratch.apply_update(doc.get_update())
+    return scratch
+
+
+def _trial(scratch: SlotDoc, update: bytes) -> SlotDoc:
+    """`scratch` (a copy of the held document) with `update` applied."""
     try:
         scratch.apply_update(update)
     except BaseException as e:  # pycrdt raises a BaseException (a Rust panic) on some bad input

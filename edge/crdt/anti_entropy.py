@@ -8,8 +8,12 @@ peer's links, what it still has to advertise:
   `Replica.changed_since`): a round costs what changed;
 - a sweep over every known document, in pages: the first sweep after this edge starts (or after it
   lost track of the peer) goes fast (`catch_up_docs` per round), since the peer may lack anything
-  this edge stored before it restarted; later sweeps go slowly (`sweep_docs` per round) and are a
-  backstop only (a peer restored from an old backup, a bug).
+  this edge stored before it restarted; later sweeps go slowly (`sweep_docs` per round at most, and
+  spread over at least `sweep_rounds_min` rounds) and are a backstop only (a peer restored from an
+  old backup, a bug). Spreading matters for an edge with few documents: a page of 1,024 per round
+  re-advertised all of 1,400 documents every round and a half, and each advertisement of a document
+  whose live push was still in flight drew an answer that duplicated the push
+  (docs/decisions/anti-entropy-sweep-paced-by-period.md).
 
 When a link ends, what was sent in its last moments may be lost (a blackholed link is noticed only
 by its heartbeat; a peer may crash before storing what it received). `link_ended` rewinds the
@@ -26,6 +30,16 @@ in the queue or sent shortly before a link ended) is handed back with `must_adve
 document the peer refused for now (or whose update it could not take) is asked for with `ask`:
 both go into the next round. Without these, most advertisements at a high write rate were of
 updates the live push had just delivered, and most answers to them were duplicates.
+
+With `wait_until_quiet` (what the sync hub uses), a document with such a change (from a third
+edge, or of unknown origin, or mixed with this edge's writes) is advertised only once it did not
+change for a whole round: the peer most likely got the change from its author directly meanwhile,
+and an advertisement of a document still changing crosses live pushes and draws duplicate answers
+(docs/decisions/anti-entropy-waits-for-quiet-documents.md). Own pushes that may be lost and
+documents asked for are not held back, and neither is anything in the first round after a link
+ended (what it may have lost, and what waited, goes out at once: a partition heals fast), nor
+anything for a peer that does not ask again for what it refused (`trusts_pushes` false: an older
+edge relies on the rounds to bring it again).
 
 The wire format is unchanged (STEP1 entries as before), so an edge of an older version still
 converges with this one: it keeps sending all of its state vectors, this edge answers them, and
@@ -53,10 +67,17 @@ class _Round:
 
 
 class PeerRounds:
-    def __init__(self, sweep_docs: int, catch_up_docs: int) -> None:
-        assert sweep_docs >= 1 and catch_up_docs >= sweep_docs
+    def __init__(
+        self, sweep_docs: int, catch_up_docs: int, sweep_rounds_min: int = 1, *, wait_until_quiet: bool = False
+    ) -> None:
+        assert sweep_docs >= 1 and catch_up_docs >= sweep_docs and sweep_rounds_min >= 1
         self.sweep_docs = sweep_docs
         self.catch_up_docs = catch_up_docs
+        self.sweep_rounds_min = sweep_rounds_min  # a slow sweep takes at least this many rounds
+        # Changes the peer may lack wait until their document was quiet for a whole round.
+        self.wait_until_quiet = wait_until_quiet
+        self._waiting: dict[str, None] = {}  # documents with such changes, not advertised yet
+        self._rewound = False  # a link ended: the next round holds nothing back
         self.position: int | None = None  # None: nothing known of the peer yet (full sweep first)
         self.catching_up = True
         self._sweep: list[str] = []
@@ -89,7 +110,19 @@ class PeerRounds:
             self._history_truncated = True
         self._history.append(_Round(now, self.position, self.catching_up, self._sweep_id, self._cursor))
         names: dict[str, None] = {}
-        for name in replica.changed_since(self.position):
+        changed = replica.changed_since(self.position)
+        # A peer that does not ask again for what it refused (level 1) relies on these rounds for
+        # it: nothing is held back from it.
+        hold_back = self.wait_until_quiet and trusts_pushes and not self._rewound
+        if self._waiting:  # those that did not change since the last round are quiet now
+            still = set(changed) if hold_back else set()
+            quiet = [name for name in self._waiting if name not in still]
+            for name in quiet:
+                del self._waiting[name]
+            names.update(dict.fromkeys(quiet))
+        self._rewound = False
+        uncertain = self._waiting if hold_back else names
+        for name in changed:
             source, before = replica.streak(name)
             if (
                 before <= self.position
@@ -97,13 +130,13 @@ class PeerRounds:
                 and (source == peer or (trusts_pushes and source == LOCAL))
             ):
                 continue  # every change since the peer's last round came from it, or was pushed to it
-            names[name] = None
+            uncertain[name] = None
         names.update(self._must)
         self._must = {}
         self.position = replica.position
         if self._cursor >= len(self._sweep):
             self._restart_sweep(replica, catching_up=False)
-        page = self.catch_up_docs if self.catching_up else self.sweep_docs
+        page = self.catch_up_docs if self.catching_up else self._slow_page()
         for name in self._sweep[self._cursor : self._cursor + page]:
             names.setdefault(name)
         self._cursor += page
@@ -113,6 +146,7 @@ class PeerRounds:
     def link_ended(self, last_heard: float, margin_s: float) -> None:
         """Rewind to the round that started `margin_s` before the peer was last heard from (the
         caller passes the link's start when it never was)."""
+        self._rewound = True  # what the link may have lost goes out at once on the next one
         if not self._history:
             return
         target = last_heard - margin_s
@@ -131,6 +165,12 @@ class PeerRounds:
                 self._cursor = min(self._cursor, found.cursor)
             else:
                 self.position = None  # the catch-up it was part of ended meanwhile: do it again
+
+    def _slow_page(self) -> int:
+        """Documents per round of a slow sweep: `sweep_docs` at most, fewer when the documents
+        known are few enough to be swept in `sweep_rounds_min` rounds (at least one)."""
+        spread = -(-len(self._sweep) // self.sweep_rounds_min)  # ceiling
+        return max(1, min(self.sweep_docs, spread))
 
     @property
     def swept(self) -> bool:

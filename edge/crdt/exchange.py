@@ -60,14 +60,14 @@ def handle(
         doc = replica.live(name)
         if doc is None:
             continue  # evicted between load and handle (all others pinned): anti-entropy resends
-        after = None
+        after, trial = None, None
         if admit is not None and payload != EMPTY_UPDATE:
             verdict = admit(name, doc, payload)
             if verdict.update is None:
                 out.refused.append((name, verdict))
                 continue
-            payload, after = verdict.update, verdict.after
-        changed, arrived = replica.apply_remote(name, payload, after, source)
+            payload, after, trial = verdict.update, verdict.after, verdict.trial
+        changed, arrived = replica.apply_remote(name, payload, after, source, trial)
         if changed:
             out.changes.append((name, changed))
             out.arrived.extend(arrived)

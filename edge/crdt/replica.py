@@ -30,7 +30,7 @@ from typing import Any
 
 from pycrdt import Doc
 
-from edge.crdt import docfacts
+from edge.crdt import docfacts, yupdate
 from edge.crdt.docfacts import After, DocFacts
 from edge.crdt.slots import SlotDoc, slot_items, slot_times, times_of
 
@@ -63,6 +63,8 @@ class Replica:
         self._pinned = pinned
         self._live: OrderedDict[str, SlotDoc] = OrderedDict()
         self._facts: dict[str, DocFacts] = {}  # of live documents that admission asked about
+        # Per live document admission checked an update of: a copy kept equal to it, for the next trial.
+        self._twins: dict[str, SlotDoc] = {}
         self.state_vectors: dict[str, bytes] = {}  # every known doc, live or on disk
         self.position = 0  # of the last state-vector change in the change log
         self._changes: OrderedDict[str, int] = OrderedDict()  # doc -> position of its last change, in order
@@ -111,6 +113,7 @@ class Replica:
                     values = slot_items(doc)
         if changed:
             self._record(name, after, LOCAL)
+        self._follow(name, changed)
         if facts is not None:
             if changed:
                 docfacts.written(facts, after, changed, values)
@@ -138,25 +141,57 @@ class Replica:
             facts.values, facts.values_stale = docfacts.slot_values(doc), False
         return facts
 
+    def twin(self, name: str) -> SlotDoc | None:
+        """The twin kept of `name`, if any (for tests)."""
+        return self._twins.get(name)
+
     def kept_facts(self, name: str) -> DocFacts | None:
         """The facts kept of `name` as they are, unchecked (for tests)."""
         return self._facts.get(name)
 
+    def scratch(self, name: str) -> SlotDoc:
+        """A copy of the live document `name` for admission's trial to change: the twin kept equal
+        to it (handed out once), else one rebuilt from its encoding. A twin whose state vector is
+        not the document's (it changed behind the replica's back) is not used, as stale facts are
+        not."""
+        doc = self._live[name]
+        twin = self._twins.pop(name, None)
+        if twin is not None:
+            facts = self._facts.get(name)
+            held = facts.clocks if facts is not None and facts.state == doc.get_state() else None
+            if held is not None and yupdate.state_vector(twin.get_state()) == held:
+                return twin
+        scratch: SlotDoc = Doc()
+        scratch.apply_update(doc.get_update())
+        return scratch
+
     def apply_remote(
-        self, name: str, update: bytes, after: After | None = None, source: str | None = UNKNOWN
+        self,
+        name: str,
+        update: bytes,
+        after: After | None = None,
+        source: str | None = UNKNOWN,
+        trial: SlotDoc | None = None,
     ) -> tuple[bytes, list[tuple[str, float]]]:
         """Apply a peer's update; the bytes that changed us, and (origin edge, write time) per
         remote-owned slot that changed. `after` is what admission found the document will be once
         `update` is applied: it is folded into the document's facts when it matches. `source` is
-        the peer that sent it (it holds what it sent), for the change log."""
+        the peer that sent it (it holds what it sent), for the change log. `trial` is admission's
+        trial copy, the document with `update` applied already: kept as its twin; with it (and
+        `after`), the bytes returned are the update itself (it brings items not held here)."""
         doc = self._live[name]
         if update == EMPTY_UPDATE:
             return b"", []
+        self._twins.pop(name, None)  # kept again below only if `trial` is the document once applied
         # With `after`, admission just read the facts through `facts`, and nothing changed since.
         facts = self._facts.get(name) if after is not None or name not in self._facts else self.facts(name)
+        if trial is not None and after is not None and facts is not None:
+            return self._apply_admitted(name, doc, update, after, facts, source, trial)
         before_sv = doc.get_state()
         before_ts = times_of(facts.values) if facts is not None else slot_times(doc)
         doc.apply_update(update)
+        if trial is not None:
+            self._twins[name] = trial
         changed = self._changed(name, doc, before_sv, source)
         if not changed:
             if facts is not None:  # deletions only: the same items, perhaps other values
@@ -170,6 +205,31 @@ class Replica:
         else:
             facts = self._facts[name] = docfacts.changed(facts, doc, changed)
             after_ts = times_of(facts.values)
+        arrived = [(edge, ts) for edge, ts in after_ts.items() if edge != self.edge_id and before_ts.get(edge) != ts]
+        return changed, arrived
+
+    def _apply_admitted(
+        self, name: str, doc: SlotDoc, update: bytes, after: After, facts: DocFacts, source: str | None, trial: SlotDoc
+    ) -> tuple[bytes, list[tuple[str, float]]]:
+        """`apply_remote` of an update admission tried on `trial` (it brings items not held here:
+        admission answers "nothing new" otherwise): what changed is the update itself, and the
+        facts after it are the trial's, so no diff is encoded and nothing is read again. Should the
+        document not end where the trial did (never expected), what changed is read from it."""
+        before_sv, before_ts = facts.state, times_of(facts.values)
+        doc.apply_update(update)
+        state = doc.get_state()
+        if state == before_sv:
+            facts.values_stale = True
+            return b"", []
+        self._record(name, state, source)
+        if docfacts.same_vector(after, state):
+            self._twins[name] = trial
+            docfacts.adopt(facts, after, state)
+            changed = update
+        else:
+            changed = doc.get_update(before_sv)
+            facts = self._facts[name] = docfacts.changed(facts, doc, changed)
+        after_ts = times_of(facts.values)
         arrived = [(edge, ts) for edge, ts in after_ts.items() if edge != self.edge_id and before_ts.get(edge) != ts]
         return changed, arrived
 
@@ -190,6 +250,17 @@ class Replica:
         document's last change before that run (0: none). Every change after a position p came from
         `source` exactly when `before <= p`. (UNKNOWN, 0) if it never changed here."""
         return self._streaks.get(name, (UNKNOWN, 0))
+
+    def _follow(self, name: str, changed: bytes) -> None:
+        """Keep the twin of `name` equal to it after a local write that changed it by `changed`
+        (b"": nothing the bytes would carry, perhaps deletions only: the twin is dropped)."""
+        twin = self._twins.get(name)
+        if twin is None:
+            return
+        if changed:
+            twin.apply_update(changed)
+        else:
+            del self._twins[name]
 
     def diff_for(self, name: str, remote_state_vector: bytes) -> bytes:
         return self._live[name].get_update(remote_state_vector)
@@ -228,3 +299,4 @@ class Replica:
             if not self._pinned(name):
                 del self._live[name]
                 self._facts.pop(name, None)
+                self._twins.pop(name, None)

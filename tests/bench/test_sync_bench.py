@@ -9,6 +9,7 @@ import json
 import sys
 import time
 
+import aiohttp
 import pytest
 from aiohttp import web
 
@@ -82,3 +83,25 @@ async def test_the_convergence_poller_runs_in_its_own_process_and_times_from_go(
         await runner.cleanup()
     assert 0.5 <= result["converge_s"] < 5.0
     assert 0 < result["poll_s"] <= result["converge_s"]
+
+
+async def test_a_poll_reads_every_edge_at_once_and_keeps_each_edges_players_in_order():
+    async def session(request: web.Request) -> web.Response:
+        edge, player = request.match_info["edge"], request.match_info["player"]
+        await asyncio.sleep(0.001 * (hash(player) % 5))  # answers arrive out of order
+        return web.json_response({"games": {"g1": {"state": f"{edge}-{player}", "edge": edge}}})
+
+    app = web.Application()
+    app.router.add_get("/{edge}/v1/players/{player}/session", session)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    base = f"http://127.0.0.1:{port}"
+    at = sync_lag.Endpoints({e: f"{base}/{e}" for e in "abc"}, {"game_server": {}}, list("abc"))
+    try:
+        async with aiohttp.ClientSession() as http:
+            shown = await sync_lag.sessions_shown(at, http, 40)
+    finally:
+        await runner.cleanup()
+    assert shown == {e: [{"g1": (f"{e}-bench-p{p}", e)} for p in range(40)] for e in "abc"}

@@ -13,10 +13,12 @@ from pycrdt import Doc, Map, YSyncMessageType
 
 from shared.web import REGISTRY_KEY
 
+from edge.config import Peer
 from edge.crdt import protocol
 from edge.crdt.anti_entropy import HISTORY_ROUNDS_MAX, PeerRounds
 from edge.crdt.replica import Replica
 from edge.http import SERVICE
+from edge.sync import SyncHub
 from tests.support.crdt_network import anti_entropy
 from tests.support.edges import FAST
 from tests.support.hostile_peer import Hostile
@@ -269,3 +271,72 @@ def test_a_run_from_the_peer_after_another_source_does_not_hide_that_other_chang
     _from_peer(r, "bonus/p6", "us", 8, 22)
     _write(r, "bonus/p7", 9)
     assert {"bonus/p6", "bonus/p7"}.isdisjoint(rounds.next_round(r, 3.0, peer="us", trusts_pushes=True)[:-1])
+
+
+def test_a_slow_sweep_is_spread_over_at_least_its_rounds():
+    """With few documents, a backstop page of `sweep_docs` re-advertised them all every round or
+    two; spread over `sweep_rounds_min` rounds, a round carries a small page and the sweep still
+    covers every document."""
+    r = _replica(1400)
+    rounds = PeerRounds(sweep_docs=1024, catch_up_docs=2048, sweep_rounds_min=60)
+    assert len(rounds.next_round(r, 0.0)) == 1400  # the first sweep goes fast, as before
+    seen: set[str] = set()
+    for i in range(60):
+        page = rounds.next_round(r, 1.0 + i)
+        assert 1 <= len(page) <= 24  # ceil(1400 / 60), not 1024
+        seen.update(page)
+    assert seen == set(r.state_vectors)
+
+
+def test_the_hub_spreads_a_slow_sweep_over_its_period():
+    limits = dataclasses.replace(FAST, anti_entropy_interval_s=0.5, anti_entropy_sweep_period_s=30.0)
+    hub = SyncHub("eu", (Peer("us", "http://127.0.0.1:9"),), "t", None, limits, None, None)  # type: ignore[arg-type]  # nothing started: no state, metrics or hint handler needed
+    assert hub.rounds["us"].sweep_rounds_min == 60 and hub.rounds["us"].wait_until_quiet
+
+
+def _quiet_rounds() -> tuple[Replica, PeerRounds]:
+    r = _replica(10)
+    rounds = PeerRounds(sweep_docs=1, catch_up_docs=10, wait_until_quiet=True)
+    rounds.next_round(r, 0.0, peer="us", trusts_pushes=True)  # the first sweep
+    return r, rounds
+
+
+def test_a_change_the_peer_may_lack_waits_until_its_document_was_quiet_for_a_round():
+    r, rounds = _quiet_rounds()
+    _from_peer(r, "bonus/x1", "apac", 1, 31)  # from a third edge: us may lack it
+    assert "bonus/x1" not in rounds.next_round(r, 1.0, peer="us", trusts_pushes=True)  # still changing
+    _from_peer(r, "bonus/x1", "apac", 2, 31)
+    assert "bonus/x1" not in rounds.next_round(r, 2.0, peer="us", trusts_pushes=True)
+    assert "bonus/x1" in rounds.next_round(r, 3.0, peer="us", trusts_pushes=True)  # quiet for a round
+    assert "bonus/x1" not in rounds.next_round(r, 4.0, peer="us", trusts_pushes=True)  # once
+    # What the peer holds is still left out, and what it may have lost or was asked for is not held back.
+    _from_peer(r, "bonus/x2", "us", 3, 21)
+    _write(r, "bonus/x3", 3)
+    rounds.must_advertise(["bonus/x3"])
+    rounds.ask("bonus/x4")
+    names = rounds.next_round(r, 5.0, peer="us", trusts_pushes=True)
+    assert "bonus/x3" in names and "bonus/x4" in names and "bonus/x2" not in names
+    assert "bonus/x2" not in rounds.next_round(r, 6.0, peer="us", trusts_pushes=True)
+
+
+def test_after_a_link_ended_nothing_waits():
+    """What waited, and what changed shortly before the link ended, go out in the next link's first
+    round even if still changing: a partition heals without waiting for quiet documents."""
+    r, rounds = _quiet_rounds()
+    rounds.next_round(r, 1.0, peer="us", trusts_pushes=True)  # the slow sweep from here on
+    _from_peer(r, "bonus/x1", "apac", 1, 31)
+    assert "bonus/x1" not in rounds.next_round(r, 2.0, peer="us", trusts_pushes=True)
+    _from_peer(r, "bonus/x1", "apac", 2, 31)
+    _from_peer(r, "bonus/x2", "apac", 2, 32)
+    rounds.link_ended(last_heard=2.5, margin_s=0.0)
+    names = rounds.next_round(r, 9.0, peer="us", trusts_pushes=True)
+    assert {"bonus/x1", "bonus/x2"} <= set(names)
+
+
+def test_nothing_waits_for_a_peer_that_does_not_ask_again_for_what_it_refused():
+    """A level-1 peer relies on the rounds to bring again an update it refused for now."""
+    r, rounds = _quiet_rounds()
+    _from_peer(r, "bonus/x1", "apac", 1, 31)
+    _write(r, "bonus/x2", 2)
+    names = rounds.next_round(r, 1.0, peer="us", trusts_pushes=False)
+    assert {"bonus/x1", "bonus/x2"} <= set(names)

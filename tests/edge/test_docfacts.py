@@ -50,6 +50,17 @@ def same_facts(kept: docfacts.DocFacts, fresh: docfacts.DocFacts) -> None:
             assert kept.key_of((client, c)) == key
 
 
+def same_doc(a: Doc, b: Doc) -> None:
+    """The same items, deletions and values (the encodings may order clients differently)."""
+    assert yupdate.state_vector(a.get_state()) == yupdate.state_vector(b.get_state())
+    assert slot_items(a) == slot_items(b)
+    parsed_a, parsed_b = yupdate.parse(a.get_update()), yupdate.parse(b.get_update())
+    assert sorted(parsed_a.deletes) == sorted(parsed_b.deletes)
+    assert sorted((i.client, i.clock, i.length, i.deleted) for i in parsed_a.items) == sorted(
+        (i.client, i.clock, i.length, i.deleted) for i in parsed_b.items
+    )
+
+
 class Net:
     def __init__(self) -> None:
         self.owners = Owners(EDGES)
@@ -74,7 +85,9 @@ class Net:
 
     def admit_with(self, r: Replica):
         def admit(name: str, doc: Doc, update: bytes) -> admission.Verdict:
-            with_facts = admission.admit(name, doc, update, self.rules(), r.facts(name))
+            # With the kept facts and the replica's twin of the document as the trial copy ...
+            with_facts = admission.admit(name, doc, update, self.rules(), r.facts(name), lambda: r.scratch(name))
+            # ... it decides as admission reading (and copying) the whole document does.
             from_scratch = admission.admit(name, doc, update, self.rules())
             assert (with_facts.update, with_facts.reason, with_facts.deferred) == (
                 from_scratch.update,
@@ -123,6 +136,9 @@ class Net:
                 assert kept.state == doc.get_state()  # else `facts` would read them again
                 assert r.facts(name) is kept
                 same_facts(kept, docfacts.facts_of(doc))
+                twin = r.twin(name)
+                if twin is not None:  # kept equal to the document for admission's next trial
+                    same_doc(twin, doc)
 
 
 ops = st.one_of(
@@ -208,6 +224,24 @@ def test_stale_facts_are_read_again():
     doc.apply_update(other.get_update())  # behind the replica's back
     assert r.facts(SESSION) is not facts
     assert r.facts(SESSION).values == {"apac": value(SESSION, 1, T0)}
+
+
+def test_a_twin_of_a_document_changed_behind_the_replicas_back_is_not_used():
+    """Admission's trial copy is the kept twin only while it matches the document, as facts are."""
+    r = Replica("eu", fresh_client_id("eu", T0), 4)
+    doc = r.install(SESSION, [])
+    r.write_local(SESSION, lambda d: write_slot(d, "eu", value(SESSION, 1, T0)))
+    r.facts(SESSION)
+    kept = r.scratch(SESSION)  # none kept yet: a copy
+    r._twins[SESSION] = kept  # as `apply_remote` keeps an admitted trial
+    assert r.scratch(SESSION) is kept  # handed out once
+    r._twins[SESSION] = kept
+    other = Doc(client_id=fresh_client_id("apac", T0))
+    other.get("slots", type=Map)["apac"] = value(SESSION, 2, T0)
+    doc.apply_update(other.get_update())  # behind the replica's back
+    r.facts(SESSION)
+    fresh = r.scratch(SESSION)
+    assert fresh is not kept and slot_items(fresh) == slot_items(doc)
 
 
 @pytest.mark.parametrize(
