@@ -23,6 +23,7 @@ from shared.auth import Principal
 from shared.migrations import Migration, SchemaBehind, SchemaTooNew, plan
 
 from core_ledger.domain import ADMIN_SCOPE, Command
+from core_ledger.domain.accounts import player_account
 from core_ledger.domain.state import TABLES
 from core_ledger.http import money_command
 from core_ledger.journal_checks import rebuild_differences
@@ -516,7 +517,7 @@ def folded_beside(docs: list[tuple[tuple[Any, ...], dict[str, Any]]]) -> dict[st
         if doc["outcome"] != "committed" or doc["type"] not in ("bet", "win"):
             continue
         if doc["type"] == "bet":
-            account = f"player:{doc['player_id']}:{doc['currency']}"
+            account = player_account(doc["player_id"], doc["currency"])
             history.append(
                 ((account, sequence), {"amount_minor": -1, "balance_minor": 0, "type": "bet", "id": doc["id"]})
             )
