@@ -33,7 +33,8 @@ updates the live push had just delivered, and most answers to them were duplicat
 
 With `wait_until_quiet` (what the sync hub uses), a document with such a change (from a third
 edge, or of unknown origin, or mixed with this edge's writes) is advertised only once it did not
-change for a whole round: the peer most likely got the change from its author directly meanwhile,
+change for a whole round, or once it waited `QUIET_WAIT_ROUNDS_MAX` rounds (a document written every
+round is not left to the slow sweep): the peer most likely got the change from its author directly meanwhile,
 and an advertisement of a document still changing crosses live pushes and draws duplicate answers
 (docs/decisions/anti-entropy-waits-for-quiet-documents.md). Own pushes that may be lost and
 documents asked for are not held back, and neither is anything in the first round after a link
@@ -55,6 +56,9 @@ from dataclasses import dataclass
 from edge.crdt.replica import LOCAL, Replica
 
 HISTORY_ROUNDS_MAX = 4096  # rounds remembered per peer (about an hour at one round a second)
+# A change the peer may lack waits for its document to be quiet at most this many rounds: a document
+# written every round is advertised anyway, not left to the slow sweep.
+QUIET_WAIT_ROUNDS_MAX = 3
 
 
 @dataclass(frozen=True)
@@ -76,7 +80,9 @@ class PeerRounds:
         self.sweep_rounds_min = sweep_rounds_min  # a slow sweep takes at least this many rounds
         # Changes the peer may lack wait until their document was quiet for a whole round.
         self.wait_until_quiet = wait_until_quiet
-        self._waiting: dict[str, None] = {}  # documents with such changes, not advertised yet
+        # Documents with such changes, not advertised yet: the round each started waiting.
+        self._waiting: dict[str, int] = {}
+        self._rounds = 0  # rounds taken so far
         self._rewound = False  # a link ended: the next round holds nothing back
         self.position: int | None = None  # None: nothing known of the peer yet (full sweep first)
         self.catching_up = True
@@ -114,14 +120,15 @@ class PeerRounds:
         # A peer that does not ask again for what it refused (level 1) relies on these rounds for
         # it: nothing is held back from it.
         hold_back = self.wait_until_quiet and trusts_pushes and not self._rewound
+        self._rounds += 1
         if self._waiting:  # those that did not change since the last round are quiet now
             still = set(changed) if hold_back else set()
-            quiet = [name for name in self._waiting if name not in still]
+            overdue = self._rounds - QUIET_WAIT_ROUNDS_MAX
+            quiet = [name for name, since in self._waiting.items() if name not in still or since <= overdue]
             for name in quiet:
                 del self._waiting[name]
             names.update(dict.fromkeys(quiet))
         self._rewound = False
-        uncertain = self._waiting if hold_back else names
         for name in changed:
             source, before = replica.streak(name)
             if (
@@ -130,7 +137,10 @@ class PeerRounds:
                 and (source == peer or (trusts_pushes and source == LOCAL))
             ):
                 continue  # every change since the peer's last round came from it, or was pushed to it
-            uncertain[name] = None
+            if not hold_back:
+                names[name] = None
+            elif name not in names:  # advertised this round already: no wait
+                self._waiting.setdefault(name, self._rounds)
         names.update(self._must)
         self._must = {}
         self.position = replica.position

@@ -15,7 +15,7 @@ from shared.web import REGISTRY_KEY
 
 from edge.config import Peer
 from edge.crdt import protocol
-from edge.crdt.anti_entropy import HISTORY_ROUNDS_MAX, PeerRounds
+from edge.crdt.anti_entropy import HISTORY_ROUNDS_MAX, QUIET_WAIT_ROUNDS_MAX, PeerRounds
 from edge.crdt.replica import Replica
 from edge.http import SERVICE
 from edge.sync import SyncHub
@@ -317,6 +317,21 @@ def test_a_change_the_peer_may_lack_waits_until_its_document_was_quiet_for_a_rou
     names = rounds.next_round(r, 5.0, peer="us", trusts_pushes=True)
     assert "bonus/x3" in names and "bonus/x4" in names and "bonus/x2" not in names
     assert "bonus/x2" not in rounds.next_round(r, 6.0, peer="us", trusts_pushes=True)
+
+
+def test_a_change_the_peer_may_lack_waits_a_few_rounds_at_most_on_a_document_never_quiet():
+    """A third edge's change to a document this edge then writes every round: it never goes quiet,
+    and is advertised once it was held back QUIET_WAIT_ROUNDS_MAX rounds, not left to the slow sweep."""
+    r, rounds = _quiet_rounds()
+    rounds.next_round(r, 1.0, peer="us", trusts_pushes=True)  # the slow sweep from here on
+    _from_peer(r, "bonus/x1", "apac", 1, 31)  # us may lack it
+    advertised_at = None
+    for i in range(1, 10):
+        _write(r, "bonus/x1", 1 + i)  # an own write every round, pushed to us
+        if "bonus/x1" in rounds.next_round(r, 1.0 + i, peer="us", trusts_pushes=True):
+            advertised_at = i
+            break
+    assert advertised_at == QUIET_WAIT_ROUNDS_MAX + 1, advertised_at  # held back that many rounds, no more
 
 
 def test_after_a_link_ended_nothing_waits():
