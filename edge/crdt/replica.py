@@ -190,7 +190,7 @@ class Replica:
         before_sv = doc.get_state()
         before_ts = times_of(facts.values) if facts is not None else slot_times(doc)
         doc.apply_update(update)
-        if trial is not None:
+        if trial is not None and trial.get_state() == doc.get_state():  # it ended where the document did
             self._twins[name] = trial
         changed = self._changed(name, doc, before_sv, source)
         if not changed:
