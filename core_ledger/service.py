@@ -17,8 +17,6 @@ from collections.abc import Callable, Coroutine
 from datetime import datetime
 from typing import Any
 
-import structlog
-
 from shared.errors import CroupierError
 
 from core_ledger.domain import Command
@@ -30,8 +28,6 @@ from core_ledger.store import Head, Store
 from core_ledger.task_health import TaskHealth
 from core_ledger.watermark import Watermark
 from core_ledger.writer import LedgerWriter, Result, WriterLimits
-
-log = structlog.get_logger("croupier.ledger")
 
 
 class LedgerService:
@@ -139,21 +135,7 @@ class LedgerService:
         """Fill the writer's key filter while the ledger serves (until then every key is looked up
         in the store); a failure is logged, counted (`ledger_task_failing{task="key_filter"}`) and
         tried again with backoff."""
-        while True:
-            try:
-                await self._overlay.learn_keys()
-            except Exception as e:  # noqa: BLE001  logged and counted; the writer keeps asking the store meanwhile
-                delay = self._learning_health.failed()
-                log.error(
-                    "ledger_key_filter_fill_failed",
-                    error=repr(e),
-                    failures=self._learning_health.consecutive_failures,
-                    retry_in_s=delay,
-                )
-                await asyncio.sleep(delay)
-            else:
-                self._learning_health.succeeded()
-                return
+        await self._learning_health.until_done(self._overlay.learn_keys, event="ledger_key_filter_fill_failed")
 
     async def stop(self) -> None:
         """Refuse new work, let the writer finish everything queued, close the store."""

@@ -55,6 +55,21 @@ class TaskHealth:
             self.consecutive_failures = 0
             self._failing.set(0)
 
+    async def until_done(self, step: Callable[[], Awaitable[object]], *, event: str) -> None:
+        """Run `step` until it succeeds once. A failure of any kind is logged as `event`, counted
+        here and tried again after the backoff delay (a one-off background job, such as filling the
+        writer's key filter, that the ledger can serve without meanwhile)."""
+        while True:
+            try:
+                await step()
+            except Exception as e:  # noqa: BLE001  logged and counted just below; retried with backoff
+                delay = self.failed()
+                log.error(event, task=self.task, error=repr(e), failures=self.consecutive_failures, retry_in_s=delay)
+                await asyncio.sleep(delay)
+            else:
+                self.succeeded()
+                return
+
     async def repeat(
         self, step: Callable[[], Awaitable[object]], interval_s: float, *, event: str, wait_first: bool = False
     ) -> None:

@@ -160,7 +160,8 @@ class Store(ABC):
 
     async def key_page(self, table: str, after: Key | None, limit: int) -> list[Key]:
         """At most `limit` keys of a derived table in key order, after the key `after` (None: from
-        the first), each page read on its own (pages are not one snapshot)."""
+        the first), each page read on its own (pages are not one snapshot). Called only on a
+        backend whose `count_keys` gives a count: one that cannot list its keys never gets here."""
         raise NotImplementedError(f"{type(self).__name__} cannot list the keys of {table}")
 
     @abstractmethod
