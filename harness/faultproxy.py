@@ -5,7 +5,10 @@ can be switched at any time; established connections obey the new mode on their 
 
 - `pass`       forward as is
 - `latency`    delay every chunk by `latency_s` ± `jitter_s` (seeded RNG, order kept per direction)
-- `blackhole`  accept and read, forward nothing (both directions): the peer sees a hang
+- `blackhole`  accept and read, forward nothing (both directions): the peer sees a hang. When the
+               mode changes again, every connection that had bytes dropped is reset (RST): a TCP
+               stream never resumes with a hole in it (a real network either delivers the bytes
+               late or the connection dies), and an application talking over one may rely on that
 - `reset`      drop every connection at once (RST) and refuse new ones the same way
 - `slow_close` forward, but close by stalling the close for `latency_s`
 
@@ -46,6 +49,8 @@ class FaultProxy:
         self._rng = random.Random(self.seed)
         self._server: asyncio.base_events.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        # Connections (both ends) that dropped bytes in a blackhole: reset when it ends.
+        self._holed: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self, port: int = 0) -> int:
@@ -68,11 +73,18 @@ class FaultProxy:
         self.state = FaultState(mode, latency_s, jitter_s)
         if mode == "reset":
             self._reset_all()
+        elif mode != "blackhole":
+            holed, self._holed = self._holed, set()
+            for pair in holed:
+                for w in pair:
+                    self._writers.discard(w)
+                    _abort(w)
 
     def _reset_all(self) -> None:
         for w in list(self._writers):
             _abort(w)
         self._writers.clear()
+        self._holed.clear()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.state.mode == "reset" or len(self._writers) >= self.connections_max:
@@ -84,21 +96,28 @@ class FaultProxy:
             _abort(writer)
             return
         self._writers.update((writer, up_writer))
+        pair = (writer, up_writer)
         pipes = [
-            asyncio.create_task(self._pipe(reader, up_writer)),
-            asyncio.create_task(self._pipe(up_reader, writer)),
+            asyncio.create_task(self._pipe(reader, up_writer, pair)),
+            asyncio.create_task(self._pipe(up_reader, writer, pair)),
         ]
         for t in pipes:
             self._tasks.add(t)
             t.add_done_callback(self._tasks.discard)
         await asyncio.gather(*pipes, return_exceptions=True)
+        self._holed.discard(pair)
         for w in (writer, up_writer):
             self._writers.discard(w)
             if self.state.mode == "slow_close":
                 await asyncio.sleep(self.state.latency_s)
             w.close()
 
-    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self,
+        src: asyncio.StreamReader,
+        dst: asyncio.StreamWriter,
+        pair: tuple[asyncio.StreamWriter, asyncio.StreamWriter],
+    ) -> None:
         try:
             while True:
                 data = await src.read(self.chunk_bytes)
@@ -106,6 +125,7 @@ class FaultProxy:
                     break
                 st = self.state
                 if st.mode == "blackhole":
+                    self._holed.add(pair)  # this stream has a hole now: it must not carry on
                     continue
                 if st.mode == "reset":
                     break

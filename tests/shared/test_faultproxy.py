@@ -58,6 +58,41 @@ async def test_blackhole_stalls_without_closing(echo_and_proxy):
     assert await roundtrip(echo_and_proxy.port, b"back") == b"back"
 
 
+async def test_a_connection_that_lost_bytes_in_a_blackhole_is_reset_when_it_ends(echo_and_proxy):
+    # TCP never resumes a stream with a hole in it: bytes are delivered late or the connection dies.
+    reader, writer = await asyncio.open_connection("127.0.0.1", echo_and_proxy.port)
+    try:
+        echo_and_proxy.set_mode("blackhole")
+        writer.write(b"dropped")
+        await writer.drain()
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(reader.readexactly(1), 0.3)
+        echo_and_proxy.set_mode("pass")
+        with pytest.raises((ConnectionError, asyncio.IncompleteReadError)):
+            writer.write(b"after")
+            await writer.drain()
+            await asyncio.wait_for(reader.readexactly(len(b"after")), 2)
+    finally:
+        writer.close()
+    assert await roundtrip(echo_and_proxy.port, b"new") == b"new"
+
+
+async def test_a_connection_idle_through_a_blackhole_survives_it(echo_and_proxy):
+    reader, writer = await asyncio.open_connection("127.0.0.1", echo_and_proxy.port)
+    try:
+        writer.write(b"a")
+        await writer.drain()
+        assert await asyncio.wait_for(reader.readexactly(1), 2) == b"a"
+        echo_and_proxy.set_mode("blackhole")
+        await asyncio.sleep(0.1)
+        echo_and_proxy.set_mode("pass")
+        writer.write(b"b")
+        await writer.drain()
+        assert await asyncio.wait_for(reader.readexactly(1), 2) == b"b"
+    finally:
+        writer.close()
+
+
 async def test_reset_drops_open_connections_and_refuses_new_ones(echo_and_proxy):
     reader, writer = await asyncio.open_connection("127.0.0.1", echo_and_proxy.port)
     writer.write(b"x")
