@@ -311,6 +311,10 @@ async def sessions_shown(at: Endpoints, http: aiohttp.ClientSession, players: in
     return {edge: list(every[i * players : (i + 1) * players]) for i, edge in enumerate(at.edge_ids)}
 
 
+class NotConverged(RuntimeError):
+    """The edges did not show the same state within CONVERGE_TIMEOUT_S."""
+
+
 async def time_to_converge(
     at: Endpoints, http: aiohttp.ClientSession, since: float, sessions_of: int = 0
 ) -> tuple[float, float]:
@@ -320,15 +324,18 @@ async def time_to_converge(
     while True:
         polled_at = time.monotonic()
         pool, shown = await displays(at, http)
-        same_sessions = True
+        differing = 0  # players whose game states differ between edges
         if sessions_of:
             states = list((await sessions_shown(at, http, sessions_of)).values())
-            same_sessions = all(s == states[0] for s in states)
-        if all(v == pool for v in shown.values()) and same_sessions:
+            differing = sum(1 for p in range(sessions_of) if any(s[p] != states[0][p] for s in states))
+        if all(v == pool for v in shown.values()) and not differing:
             now = time.monotonic()
             return now - since, now - polled_at
         if time.monotonic() - since > CONVERGE_TIMEOUT_S:
-            raise TimeoutError(f"not converged: pool {pool}, displays {shown}")
+            raise NotConverged(
+                f"not converged in {CONVERGE_TIMEOUT_S:g} s: pool {pool}, displays {shown}, "
+                f"game states differing for {differing} of {sessions_of} players"
+            )
         await asyncio.sleep(POLL_S)
 
 
@@ -346,13 +353,18 @@ async def poll_in_child() -> None:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
         print("ready", flush=True)
         await reader.readline()
-        converge_s, poll_s = await time_to_converge(at, http, time.monotonic(), job["sessions_of"])
+        try:
+            converge_s, poll_s = await time_to_converge(at, http, time.monotonic(), job["sessions_of"])
+        except NotConverged as e:
+            print(json.dumps({"converge_s": None, "poll_s": None, "not_converged": str(e)}), flush=True)
+            return
     print(json.dumps({"converge_s": converge_s, "poll_s": poll_s}), flush=True)
 
 
-async def heal_and_converge(cluster: Cluster, sessions_of: int) -> tuple[float, float]:
-    """Heal the partition; (seconds until converged, the last poll's length), timed by a poller
-    in its own process (see `poll_in_child`)."""
+async def heal_and_converge(cluster: Cluster, sessions_of: int) -> dict[str, Any]:
+    """Heal the partition; {"converge_s": seconds until converged, "poll_s": the last poll's
+    length} (both None and "not_converged" saying what differed if they did not), timed by a
+    poller in its own process (see `poll_in_child`)."""
     at = Endpoints.of(cluster)
     job = {"urls": at.urls, "headers": at.headers, "edge_ids": at.edge_ids, "sessions_of": sessions_of}
     proc = await asyncio.create_subprocess_exec(
@@ -368,8 +380,11 @@ async def heal_and_converge(cluster: Cluster, sessions_of: int) -> tuple[float, 
         proc.stdin.write(b"go\n")
         await proc.stdin.drain()
         line = await asyncio.wait_for(proc.stdout.readline(), CONVERGE_TIMEOUT_S + 30)
-        result = json.loads(line)
-        return float(result["converge_s"]), float(result["poll_s"])
+        try:
+            result: dict[str, Any] = json.loads(line)
+        except ValueError:
+            raise RuntimeError(f"the convergence poller failed: {line[-300:]!r}") from None
+        return result
     finally:
         if proc.returncode is None:
             proc.kill()
@@ -397,7 +412,7 @@ async def run(a: argparse.Namespace, root: Path) -> dict[str, Any]:
             cluster.partition("apac")
             cut = await run_load(cluster, a, a.partition_seconds, "cut")
             _, during = await displays(Endpoints.of(cluster), http)
-            converge_s, poll_s = await heal_and_converge(cluster, sessions_of)
+            converged = await heal_and_converge(cluster, sessions_of)
     finally:
         await cluster.stop()
     p50, p99 = quantile(0.5, before, after), quantile(0.99, before, after)
@@ -406,7 +421,7 @@ async def run(a: argparse.Namespace, root: Path) -> dict[str, Any]:
     handled = steady.get("ok", 0) * len(cluster.edge_ids)
     met = {
         "p99": p99 is not None and p99 * 1000 <= targets["p99_ms_max"],
-        "converge": converge_s <= targets["converge_s_max"],
+        "converge": converged["converge_s"] is not None and converged["converge_s"] <= targets["converge_s_max"],
     }
     return {
         "benchmark": "sync_lag",
@@ -419,8 +434,9 @@ async def run(a: argparse.Namespace, root: Path) -> dict[str, Any]:
         "edges_cpu_s": round(cpu_s, 2),
         "edge_cpu_ms_per_update_handled": round(1000 * cpu_s / handled, 3) if handled else None,
         "advertised_docs_per_update": round(advertised / steady["ok"], 3) if steady.get("ok") else None,
-        "converge_after_heal_s": round(converge_s, 3),
-        "converge_poll_s": round(poll_s, 3),
+        "converge_after_heal_s": None if converged["converge_s"] is None else round(converged["converge_s"], 3),
+        "converge_poll_s": None if converged["poll_s"] is None else round(converged["poll_s"], 3),
+        "not_converged": converged.get("not_converged"),
         "targets": targets,
         "targets_met": met,
         "all_targets_met": all(met.values()),
@@ -501,6 +517,8 @@ def main() -> None:
         f"(target {targets['converge_s_max']} s: {'met' if summary['targets_met']['converge'] else 'MISSED'})",
         flush=True,
     )
+    if summary["not_converged"]:
+        print(summary["not_converged"], flush=True)
     shutil.rmtree(root)
     print(json.dumps(summary, sort_keys=True), flush=True)
 
