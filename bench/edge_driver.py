@@ -18,12 +18,18 @@ Control: the benchmark writes `<cluster root>/load.json` ({"phase", "start_at" (
 updates i = its index in "edges", plus multiples of len(edges), of that schedule (update i due at
 start_at + i / rate), and when done writes `<cluster root>/load-<phase>-<edge id>.json` with its
 counts (ok, failed, late: more than 100 ms behind schedule).
+
+The phase "watch" writes nothing: each edge notes when its replica last changed until the control
+file names another phase, then reports that time and a digest of its documents' state vectors
+(`watch_changes`): the benchmark times convergence after a partition heals from the edges' own
+changes, to a few milliseconds, instead of to the length of a poll over HTTP.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import json
 import sys
 import time
@@ -43,6 +49,10 @@ from edge.app_keys import SERVICE
 CONTROL_POLL_S = 0.02
 SESSION_GAMES = 7  # games per player, as in sync_lag.py's HTTP mode
 LATE_S = 0.1
+WATCH = "watch"  # the phase that watches the replica instead of writing (see watch_changes)
+WATCH_POLL_S = 0.005
+CONTROL_EVERY = 4  # watch polls per read of the control file
+WATCH_MAX_S = 120.0
 
 log = structlog.get_logger("croupier.bench.edge_driver")
 
@@ -52,18 +62,53 @@ async def drive(app: web.Application, root: Path, edge_id: str) -> None:
     control = root / "load.json"
     while True:
         await asyncio.sleep(CONTROL_POLL_S)
-        try:
-            plan = json.loads(control.read_text())
-        except (OSError, ValueError):
-            continue
-        if plan["phase"] in done or edge_id not in plan["edges"]:
+        plan = read_plan(control)
+        if not plan or plan["phase"] in done or edge_id not in plan["edges"]:
             continue
         done.add(plan["phase"])
-        counts = await run_phase(app, plan, plan["edges"].index(edge_id), len(plan["edges"]))
-        out = root / f"load-{plan['phase']}-{edge_id}.json"
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(json.dumps(counts))
-        tmp.replace(out)
+        if plan["phase"] == WATCH:
+            result = await watch_changes(app, root, edge_id, control)
+        else:
+            result = await run_phase(app, plan, plan["edges"].index(edge_id), len(plan["edges"]))
+        write_json(root / f"load-{plan['phase']}-{edge_id}.json", result)
+
+
+def read_plan(control: Path) -> dict[str, Any]:
+    """The benchmark's current plan ({} while there is none, or while it is being replaced)."""
+    try:
+        plan: dict[str, Any] = json.loads(control.read_text())
+    except (OSError, ValueError):
+        return {}
+    return plan
+
+
+def write_json(path: Path, value: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value))
+    tmp.replace(path)
+
+
+async def watch_changes(app: web.Application, root: Path, edge_id: str, control: Path) -> dict[str, Any]:
+    """Phase `watch`: note when this edge's replica last changed (its change-log position, read
+    every WATCH_POLL_S: a number, nothing to compute) until the control file names another phase
+    (at most WATCH_MAX_S); then the time of the last change (Unix time: comparable across the
+    edges, one machine) and a digest of every document's state vector, for the benchmark to
+    check that the edges ended in the same state. `load-watching-<edge>.json` says it started."""
+    replica = app[SERVICE].state.replica
+    position, changed_at = replica.position, None
+    write_json(root / f"load-watching-{edge_id}.json", {"position": position})
+    started, polls = time.monotonic(), 0
+    while time.monotonic() - started < WATCH_MAX_S:
+        await asyncio.sleep(WATCH_POLL_S)
+        if replica.position != position:
+            position, changed_at = replica.position, time.time()
+        polls += 1
+        if polls % CONTROL_EVERY == 0 and read_plan(control).get("phase", WATCH) != WATCH:
+            break
+    digest = hashlib.sha256()
+    for name, state_vector in sorted(replica.state_vectors.items()):
+        digest.update(name.encode() + b"\0" + state_vector + b"\0")
+    return {"last_change_at": changed_at, "position": position, "state_digest": digest.hexdigest()}
 
 
 async def run_phase(app: web.Application, plan: dict[str, Any], part: int, parts: int) -> dict[str, int]:
