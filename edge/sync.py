@@ -414,7 +414,8 @@ class SyncHub:
         if exchange:
             self.metrics.sync_last_success.labels(link.peer).set(self.state.clock())
             self.metrics.sync_pending_updates.labels(link.peer).set(differing + link.queue.qsize())
-        if replies and await self.state.store.barrier(BARRIER_TIMEOUT_S):  # send only what is stored
+        # Send nothing of this edge's own before it is stored (peers' updates need not wait).
+        if replies and await self.state.store.barrier(BARRIER_TIMEOUT_S, own_only=True):
             builder = FrameBuilder(self.proto)
             for name, message in replies:
                 builder.add(name, message)
