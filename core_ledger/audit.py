@@ -7,7 +7,7 @@ the last audit verified (linked to that head's hash), so its cost follows what w
 not the journal's length; every `AUDIT_FULL_EVERY`-th periodic audit walks the whole journal again
 (an old entry changed on disk is found within that many intervals).
 
-Both walk in small pages (`journal_checks.Pace`), so checking never holds the event loop for long;
+Both walk in small pages (`core_ledger.pace.Pace`), so checking never holds the event loop for long;
 a periodic walk also pauses between its pages (AUDIT_PACE): the first one after start-up walks the
 whole journal while the ledger serves bets, and must not take most of the loop from them."""
 
@@ -21,8 +21,8 @@ import structlog
 
 from shared.tasks import OwnedTask
 
-from core_ledger.journal_checks import Pace
 from core_ledger.metrics import LedgerMetrics
+from core_ledger.pace import Pace
 from core_ledger.reads import ON_DEMAND, LedgerReads
 from core_ledger.service import LedgerService
 from core_ledger.store import Head

@@ -11,10 +11,7 @@ with the derived tables: a million players' rows, every history row), for tests 
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -24,6 +21,7 @@ from shared.gc_pause import CollectionsPaused
 from core_ledger.domain import ChainCheck, State, fold
 from core_ledger.domain.state import TABLES
 from core_ledger.overlay import Overlay
+from core_ledger.pace import Pace
 from core_ledger.replica_apply import command_of
 from core_ledger.store import Head, JournalRow, Store
 
@@ -35,26 +33,6 @@ REPLAY_COMMIT_ENTRIES = 20_000
 # Page cache of each connection to the scratch file a rebuild replays into (see `croupier ledger
 # rebuild`): with the bulk store's default of 1 GiB a rebuild of 1M entries peaked at 1.5 GB RSS.
 REBUILD_CACHE_MIB = 256
-
-
-@dataclass(frozen=True)
-class Pace:
-    """How a walk shares the event loop of a serving ledger: pages of `page` entries (checking
-    one holds the loop: ~5 ms for 100 entries here, against ~50 ms for 1000), and after each page a
-    pause so that checking takes at most `loop_share` of the walk's time. A walk of a million
-    entries takes about a minute of CPU: run flat out on the loop at start-up, it halved the
-    bets a loaded ledger took while it ran (see docs/decisions/paced-chain-audits.md)."""
-
-    page: int = 100
-    loop_share: float = 1.0  # 1: no pause (yield between pages only)
-    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
-
-    def __post_init__(self) -> None:
-        if self.page < 1 or not 0 < self.loop_share <= 1:
-            raise ValueError("a pace needs page >= 1 and 0 < loop_share <= 1")
-
-    async def after_page(self, checking_s: float) -> None:
-        await self.sleep(checking_s * (1 - self.loop_share) / self.loop_share)
 
 
 async def verify_store(

@@ -31,6 +31,7 @@ import structlog
 from core_ledger.domain import PASSES_MAX, PLANNED_FROM, Command, State, rows_needed
 from core_ledger.domain.state import Doc, Key
 from core_ledger.key_filter import KeyFilter
+from core_ledger.pace import Pace
 from core_ledger.store import Head, Store
 from core_ledger.watermark import Watermark
 
@@ -40,7 +41,10 @@ log = structlog.get_logger("croupier.ledger")
 # and the rounds it may open (scoped and unscoped). `rounds` gets no new key now, but a bet asks
 # for the unscoped round of its id, which is absent but on stores journaled before scoping.
 FILTERED = ("idem", "bets", "client_rounds", "rounds")
-KEY_PAGE_ROWS = 4_000  # keys read per unit of work while the filter is filled (a few ms of the loop each)
+# The key filter is filled in pages of keys (a page: ~12 ms of the loop), taking at most a quarter of
+# the loop meanwhile: flat out, filling 10M keys held the loop for a minute and the serving ledger's
+# bets went through at a fraction of their rate (docs/decisions/writer-key-filter.md).
+KEY_FILL_PACE = Pace(page=4_000, loop_share=0.25)
 
 
 class PlanningFailed(Exception):
@@ -76,20 +80,27 @@ class Overlay:
             self.keys.expect(table, count or 0)
         return True
 
-    async def learn_keys(self) -> None:
+    async def learn_keys(self, pace: Pace | None = None) -> None:
         """Add every key the store holds in `FILTERED` tables to the filter `begin_learning` made,
-        a page at a time (writes go on meanwhile: their keys are added by `take_dirty`), then
-        trust it (`absent`). Raises what the store raises; calling it again is harmless."""
+        a page at a time at `pace` (`KEY_FILL_PACE` by default; writes go on meanwhile: their keys
+        are added by `take_dirty`), then trust it (`absent`). Raises what the store raises;
+        calling it again is harmless."""
         keys = self.keys
         if keys is None:
             return
+        pace = pace or KEY_FILL_PACE
         started, added = time.perf_counter(), 0
         for table in FILTERED:
             after: Key | None = None
-            while page := await self.store.key_page(table, after, KEY_PAGE_ROWS):
+            while True:
+                page_started = time.perf_counter()
+                page = await self.store.key_page(table, after, pace.page)
+                if not page:
+                    break
                 keys.add_all(table, page)  # on the event loop, as `take_dirty`: one thread sets bits
                 added += len(page)
                 after = page[-1]
+                await pace.after_page(time.perf_counter() - page_started)
         if self.keys is keys:
             self.absent = keys
         log.info(

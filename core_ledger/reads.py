@@ -15,7 +15,8 @@ from shared.errors import NotFound
 from core_ledger.domain import public_transaction
 from core_ledger.domain.commands import present
 from core_ledger.domain.state import jackpot_account, player_account
-from core_ledger.journal_checks import JOURNAL_PAGE, Pace, verify_store
+from core_ledger.journal_checks import JOURNAL_PAGE, verify_store
+from core_ledger.pace import Pace
 from core_ledger.store import Head, Store
 
 STALE_SCAN_PAGE = 256

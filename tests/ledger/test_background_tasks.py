@@ -13,7 +13,8 @@ import pytest
 from core_ledger.app import create_app
 from core_ledger.app_keys import AUDITOR, SERVICE, STANDBY
 from core_ledger.audit import AUDIT_PACE, Auditor
-from core_ledger.journal_checks import JOURNAL_PAGE, Pace
+from core_ledger.journal_checks import JOURNAL_PAGE
+from core_ledger.pace import Pace
 from core_ledger.reads import ON_DEMAND, LedgerReads
 from core_ledger.standby_tailer import StandbySettings
 from core_ledger.store import Head, JournalRow, SqliteStore, StorageError

@@ -12,11 +12,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
-from core_ledger import key_filter
+from core_ledger import key_filter, overlay
 from core_ledger.domain import Command
 from core_ledger.domain.state import Doc, Key
 from core_ledger.key_filter import KeyFilter
 from core_ledger.metrics import LedgerMetrics
+from core_ledger.pace import Pace
 from core_ledger.service import LedgerService
 from core_ledger.store import MemoryStore, SqliteStore, Store
 from core_ledger.store.base import Head, JournalRow, Rows
@@ -32,8 +33,10 @@ def test_every_key_added_may_be_held_across_layers(monkeypatch: pytest.MonkeyPat
     keys.add_all("bets", added)
     assert keys.keys_added() == {"bets": 3000}
     assert all(keys.may_hold("bets", key) for key in added)
-    others = [("c", f"other-{i}") for i in range(3000)]
-    assert sum(keys.may_hold("bets", key) for key in others) < 30  # false positives: rare, not none asked
+    # False positives: rare, not none asked. About 0.65% here (six layers, each up to 1 in 600), and
+    # Python's hash differs per process: 30,000 keys asked keep 1.5% many deviations away.
+    others = [("c", f"other-{i}") for i in range(30_000)]
+    assert sum(keys.may_hold("bets", key) for key in others) < 450
 
 
 def test_a_key_is_called_absent_only_in_a_filtered_table_and_when_made_of_text() -> None:
@@ -241,3 +244,29 @@ async def test_a_failed_fill_is_counted_and_tried_again() -> None:
     assert [e["error"] for e in logs if e["event"] == "ledger_key_filter_fill_failed"] == ["OSError('disk I/O error')"]
     assert registry.get_sample_value("ledger_task_failures_total", {"task": "key_filter"}) == 1
     assert registry.get_sample_value("ledger_task_failing", {"task": "key_filter"}) == 0
+
+
+async def test_the_fill_pauses_after_every_page_to_keep_its_share_of_the_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    store = MemoryStore()
+    service = service_on(store)
+    await service.start()
+    try:
+        for command in traffic():
+            await service.submit([command])
+    finally:
+        await service.stop()
+    pauses: list[float] = []
+
+    async def pause(seconds: float) -> None:
+        pauses.append(seconds)
+
+    monkeypatch.setattr(overlay, "KEY_FILL_PACE", Pace(page=3, loop_share=0.25, sleep=pause))
+    counts = [await store.count_keys(table) or 0 for table in overlay.FILTERED]
+    service = service_on(store)
+    await service.start()
+    try:
+        assert await asyncio.wait_for(service.keys_learned(), 5)
+    finally:
+        await service.stop()
+    assert sum(counts) > 6 and len(pauses) == sum(-(-n // 3) for n in counts), (counts, pauses)
+    assert all(p > 0 for p in pauses)  # three times each page's own time: a quarter of the loop
