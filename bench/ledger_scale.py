@@ -17,6 +17,12 @@ The bets go to `--active-players` players at random (1,000 by default, as in
 database and nothing else; `--active-players 0` spreads them over every seeded player instead
 (then a bigger size also means a bigger working set, which no cache keeps warm).
 
+Before the load, the ledger is left to settle after its start-up (its CPU below a fifth of a core
+for two seconds running, `settle_s`: the key filter's fill runs in the background for minutes at
+10M entries), so the sizes compare steady states. `--seeded DIR` (SQLite) takes each non-empty
+size's database from an earlier run's `--dir DIR` instead of seeding it again (most of an hour at
+10M); it then also holds the bets that run measured.
+
 Reported per size: throughput, p50, p99, the ledger's start-up time and RSS (after start-up, and
 its peak over the run), the chain verification (`POST /admin/v1/audit/verify`, timed, must verify
 the whole journal) and, with the ledger stopped, `croupier ledger verify` and `croupier ledger
@@ -71,6 +77,11 @@ TOOL_TIMEOUT_S = 3600.0
 # A size above --rebuild-max-size: no rebuild timed (a rebuild of 10M entries takes most of an hour here).
 NOT_REBUILT = {"s": None, "exit": 0, "peak_rss_kib": None, "cpu_s": None, "report": {"rebuilt": "skipped"}}
 IDLE_SECONDS = 3.0  # the ledger's CPU with no load is measured over this long after start-up
+# The ledger has settled after start-up once it uses less than this much CPU per second, two seconds
+# running (the paced chain audit alone takes about a tenth of a core): at most 15 minutes.
+SETTLED_CPU_S_PER_S = 0.2
+SETTLED_WINDOWS = 2
+SETTLE_MAX_S = 900.0
 # `python -m croupier ...` that also prints its own peak RSS (KiB) on stderr when it exits: VmHWM of
 # its own memory, not `ru_maxrss`, which Linux carries over fork and exec from the parent (this
 # benchmark, holding its seeding cache: every tool then "peaked" at the benchmark's size).
@@ -100,6 +111,7 @@ class Options:
     root: Path
     keep_dir: bool
     rebuild_max_size: int | None = None  # no rebuild timed above this size (None: at every size)
+    seeded: Path | None = None  # an earlier run's --dir: its seeded databases are used again
 
 
 class ScaleCluster(Cluster):
@@ -208,6 +220,44 @@ async def seed(store: Store, db_path: Path, size: int, players: int, group: int)
     }
 
 
+async def reuse_seeded(earlier: Path, db_path: Path, size: int) -> dict[str, Any]:
+    """Move a database an earlier run seeded (`--seeded`) in place of the new one: seeding 10M
+    entries takes most of an hour. It holds what that run journaled on top of its seed as well."""
+    for made in db_path.parent.glob(db_path.name + "*"):
+        made.unlink()
+    for part in earlier.parent.glob(earlier.name + "*"):
+        part.rename(db_path.parent / part.name)
+    store = SqliteStore(db_path)
+    await store.open()
+    try:
+        head = await store.head()
+    finally:
+        await store.close()
+    if head.sequence < size:
+        raise RuntimeError(f"{earlier} holds {head.sequence:,} entries, fewer than {size:,}")
+    print(f"  reused the database seeded earlier: {head.sequence:,} entries", flush=True)
+    return {
+        "seed_reused_from": str(earlier),
+        "seeded_entries": head.sequence,
+        "seed_refused": {},
+        "db_bytes": db_bytes(db_path),
+    }
+
+
+async def settled(pid: int) -> float | None:
+    """Seconds until the process's CPU stays below SETTLED_CPU_S_PER_S for SETTLED_WINDOWS windows
+    of a second (None if it did not within SETTLE_MAX_S: then it is measured anyway)."""
+    started, quiet = time.perf_counter(), 0
+    while time.perf_counter() - started < SETTLE_MAX_S:
+        cpu_before, window_started = process_cpu_s(pid), time.perf_counter()
+        await asyncio.sleep(1.0)
+        busy = (process_cpu_s(pid) - cpu_before) / (time.perf_counter() - window_started)
+        quiet = quiet + 1 if busy < SETTLED_CPU_S_PER_S else 0
+        if quiet >= SETTLED_WINDOWS:
+            return round(time.perf_counter() - started, 1)
+    return None
+
+
 def db_bytes(db_path: Path) -> int:
     return sum(p.stat().st_size for p in db_path.parent.glob(db_path.name + "*"))
 
@@ -275,20 +325,27 @@ async def measure(size: int, opts: Options) -> dict[str, Any]:
         await cluster.start()  # lays out configs and tokens, creates the database
         await cluster.stop_service("ledger")
         db_path = cluster.root / "ledger-data" / "ledger.db"
-        store = seeding_store(opts, db_path, schema)
-        seeded = await seed(store, db_path, max(size, 1 + 2 * players), players, opts.seed_group)
-        print(
-            f"  seeded {seeded['seeded_entries']:,} entries in {seeded['seed_s']} s "
-            f"({seeded['seed_entries_per_s']:,}/s)"
-            + (f", {seeded['db_bytes'] / 2**20:,.0f} MiB" if seeded["db_bytes"] else ""),
-            flush=True,
-        )
+        earlier = None if opts.seeded is None else opts.seeded.resolve() / label / "ledger-data" / "ledger.db"
+        if size and earlier is not None and earlier.exists() and opts.postgres_dsn_file is None:
+            seeded = await reuse_seeded(earlier, db_path, size)
+        else:
+            store = seeding_store(opts, db_path, schema)
+            seeded = await seed(store, db_path, max(size, 1 + 2 * players), players, opts.seed_group)
+            print(
+                f"  seeded {seeded['seeded_entries']:,} entries in {seeded['seed_s']} s "
+                f"({seeded['seed_entries_per_s']:,}/s)"
+                + (f", {seeded['db_bytes'] / 2**20:,.0f} MiB" if seeded["db_bytes"] else ""),
+                flush=True,
+            )
         started = time.perf_counter()
         await cluster.start_service("ledger")
         startup_s = time.perf_counter() - started
         proc = cluster.services["ledger"].proc
         assert proc is not None
         rss_after_start = rss_kib(proc.pid)
+        # Start-up work in the background (the key filter's fill, paced to a quarter of the loop,
+        # takes minutes at 10M entries) is over before the load: the sizes compare steady states.
+        settle_s = await settled(proc.pid)
         # What the ledger spends with no bets (its start-up chain audit, paced to a tenth of the
         # loop, walks a long journal for minutes; timers): measured before the load, so CPU per bet
         # can be told apart from it.
@@ -324,7 +381,7 @@ async def measure(size: int, opts: Options) -> dict[str, Any]:
         load_figures["idle_cpu_ms_per_s"] = round(1000 * idle_cpu_per_s, 1)
         print(f"  measured {json.dumps({'size': size, **load_figures})}", flush=True)
         started = time.perf_counter()
-        audit = await admin_call(cluster, "POST", "/admin/v1/audit/verify")
+        audit = await admin_call(cluster, "POST", "/admin/v1/audit/verify", timeout_s=TOOL_TIMEOUT_S)
         verify_http_s = time.perf_counter() - started
         await cluster.stop_service("ledger")
         rebuilt = opts.rebuild_max_size is None or size <= opts.rebuild_max_size
@@ -357,6 +414,7 @@ async def measure(size: int, opts: Options) -> dict[str, Any]:
         "active_players": active,
         **seeded,
         "startup_s": round(startup_s, 2),
+        "settle_s": settle_s,
         "rss_after_start_kib": rss_after_start.get("rss_kib"),
         "rss_after_run_kib": rss_after_run.get("rss_kib"),
         "rss_peak_kib": rss_after_run.get("rss_peak_kib"),
@@ -387,7 +445,8 @@ async def measure(size: int, opts: Options) -> dict[str, Any]:
     print(
         f"  {figures['ok_per_s']:,.1f} bets/s  p50 {figures['p50_ms']} ms  p99 {figures['p99_ms']} ms  "
         f"CPU {figures['cpu_ms_per_bet']} ms/bet  "
-        f"start-up {figures['startup_s']} s  RSS {figures['rss_after_start_kib']:,} -> "
+        f"start-up {figures['startup_s']} s, settled {figures['settle_s']} s later  "
+        f"RSS {figures['rss_after_start_kib']:,} -> "
         f"{figures['rss_after_run_kib']:,} KiB  verify {figures['verify_http_s']} s (http), "
         f"{verify['s']} s (offline)  rebuild {rebuild['s']} s  chain {'ok' if chain_ok else 'BROKEN'}  "
         f"errors {figures['errors']}",
@@ -471,6 +530,12 @@ def parse_args(argv: list[str] | None = None) -> Options:
         help="time `croupier ledger rebuild` only at sizes up to this (default: every size)",
     )
     parser.add_argument("--dir", type=Path, default=None, help="where configs, data and logs go (default: temp)")
+    parser.add_argument(
+        "--seeded",
+        type=Path,
+        default=None,
+        help="the --dir of an earlier SQLite run: a size whose database it holds is moved here, not seeded again",
+    )
     a = parser.parse_args(argv)
     try:
         sizes = tuple(sorted({int(float(s)) for s in a.sizes.split(",") if s.strip()}))
@@ -501,6 +566,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         root,
         keep_dir=a.dir is not None,
         rebuild_max_size=None if a.rebuild_max_size is None else int(a.rebuild_max_size),
+        seeded=a.seeded,
     )
 
 

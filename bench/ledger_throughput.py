@@ -234,8 +234,8 @@ async def seed_players(cluster: Cluster, players: int) -> None:
         await asyncio.gather(*(one(i) for i in range(players)))
 
 
-async def admin_call(cluster: Cluster, method: str, path: str) -> dict[str, Any]:
-    timeout = aiohttp.ClientTimeout(total=HTTP_TIMEOUT_S)
+async def admin_call(cluster: Cluster, method: str, path: str, *, timeout_s: float = HTTP_TIMEOUT_S) -> dict[str, Any]:
+    timeout = aiohttp.ClientTimeout(total=timeout_s)
     async with (
         aiohttp.ClientSession(raise_for_status=True, timeout=timeout) as http,
         http.request(method, cluster.url("ledger") + path, headers=cluster.headers("admin_read")) as answer,

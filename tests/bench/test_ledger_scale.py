@@ -8,10 +8,12 @@ import sqlite3
 from contextlib import closing
 from pathlib import Path
 
+import pytest
+
 from core_ledger.journal_checks import rebuild_differences, verify_store
 from core_ledger.store import SqliteStore
 from core_ledger.store.sqlite_bulk import SqliteBulkStore
-from ledger_scale import parse_args, seed, seeding_store
+from ledger_scale import parse_args, reuse_seeded, seed, seeding_store
 
 
 async def test_seeding_replaces_the_empty_database_with_a_durable_bulk_loaded_one(tmp_path: Path) -> None:
@@ -32,5 +34,30 @@ async def test_seeding_replaces_the_empty_database_with_a_durable_bulk_loaded_on
         report = await verify_store(live)
         assert report["ok"] and report["entries_checked"] == 400
         assert await rebuild_differences(live) == []
+    finally:
+        await live.close()
+
+
+async def test_a_database_seeded_by_an_earlier_run_is_moved_in_not_seeded_again(tmp_path: Path) -> None:
+    earlier = tmp_path / "earlier" / "400" / "ledger-data" / "ledger.db"
+    earlier.parent.mkdir(parents=True)
+    opts = parse_args(["--sizes", "0,400", "--players", "20", "--dir", str(tmp_path / "earlier")])
+    await seed(seeding_store(opts, earlier, "unused"), earlier, 400, 20, 100)
+    db = tmp_path / "now" / "ledger.db"
+    db.parent.mkdir()
+    made = SqliteStore(db)  # the new run's empty database: replaced
+    await made.open()
+    await made.close()
+    with pytest.raises(RuntimeError, match="fewer than"):
+        await reuse_seeded(earlier, db, 401)  # moved in, then found too small: refused
+    earlier.parent.mkdir(parents=True, exist_ok=True)
+    for part in db.parent.glob("ledger.db*"):
+        part.rename(earlier.parent / part.name)
+    reused = await reuse_seeded(earlier, db, 400)
+    assert reused["seeded_entries"] == 400 and not earlier.exists()
+    live = SqliteStore(db)
+    await live.open()
+    try:
+        assert (await verify_store(live))["entries_checked"] == 400
     finally:
         await live.close()
