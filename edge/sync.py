@@ -371,6 +371,7 @@ class SyncHub:
     async def _anti_entropy_loop(self, link: _Link) -> None:
         rounds = self.rounds[link.peer]
         while True:
+            rounds.received(link.last_heard - self._rewind_margin_s)  # (what went out before then arrived)
             names = rounds.next_round(
                 self.state.replica, time.monotonic(), peer=link.peer, trusts_pushes=link.level >= 2
             )

@@ -355,3 +355,43 @@ def test_nothing_waits_for_a_peer_that_does_not_ask_again_for_what_it_refused():
     _write(r, "bonus/x2", 2)
     names = rounds.next_round(r, 1.0, peer="us", trusts_pushes=False)
     assert {"bonus/x1", "bonus/x2"} <= set(names)
+
+
+def _owed_rounds() -> tuple[Replica, PeerRounds]:
+    """A peer past its first sweep (slow pages of one document from now on)."""
+    r = _replica(10)
+    rounds = PeerRounds(sweep_docs=1, catch_up_docs=10, sweep_rounds_min=60, wait_until_quiet=True)
+    rounds.next_round(r, 0.0, peer="us", trusts_pushes=True)
+    rounds.next_round(r, 1.0, peer="us", trusts_pushes=True)
+    rounds.next_round(r, 1.5, peer="us", trusts_pushes=True)  # (a rewind to here does not start a sweep again)
+    return r, rounds
+
+
+def test_an_own_write_advertised_instead_of_pushed_is_advertised_again_if_its_round_may_be_lost():
+    """A write made while no link was up (or dropped from a full queue) goes out in a round, not a
+    push: if that round went out shortly before the link ended, the peer may lack it, and its own
+    write's streak (pushed-to-the-peer) no longer brings it back: the next link advertises it again."""
+    r, rounds = _owed_rounds()
+    _write(r, "bonus/p8", 33)
+    rounds.must_advertise(["bonus/p8"])  # no link: not pushed
+    assert "bonus/p8" in rounds.next_round(r, 2.0, peer="us", trusts_pushes=True)  # the next link's first round
+    rounds.link_ended(last_heard=2.5, margin_s=1.0)  # that link ended soon after: the round may be lost
+    assert "bonus/p8" in rounds.next_round(r, 3.0, peer="us", trusts_pushes=True)
+    # Once advertised on a link that lasted, it is not advertised again.
+    rounds.received(before=10.0)
+    rounds.next_round(r, 11.0, peer="us", trusts_pushes=True)
+    rounds.link_ended(last_heard=20.0, margin_s=1.0)
+    assert "bonus/p8" not in rounds.next_round(r, 21.0, peer="us", trusts_pushes=True)
+
+
+def test_a_document_asked_for_is_asked_again_if_its_round_may_be_lost():
+    """An ask (an update refused for now) is not a change here: a rewind of the change log does not
+    bring it back, and the peer pushed that update live (it does not advertise it again)."""
+    r, rounds = _owed_rounds()
+    rounds.ask("session/p1/g1")
+    assert "session/p1/g1" in rounds.next_round(r, 2.0, peer="us", trusts_pushes=True)
+    rounds.link_ended(last_heard=2.5, margin_s=1.0)
+    assert "session/p1/g1" in rounds.next_round(r, 3.0, peer="us", trusts_pushes=True)
+    # An ask whose round went out well before the peer was last heard from is not repeated.
+    rounds.link_ended(last_heard=9.0, margin_s=1.0)
+    assert "session/p1/g1" not in rounds.next_round(r, 10.0, peer="us", trusts_pushes=True)
