@@ -80,10 +80,13 @@ class _Link:
         self.dropped = 0
         self.last_heard = time.monotonic()  # when the peer last sent anything (the link's start at first)
         self.sent: deque[tuple[float, list[str]]] = deque()  # (when, documents) of recent live pushes
+        self.in_hand: list[str] = []  # documents the push loop took off the queue and has not sent yet
 
     def recently_sent(self, since: float) -> list[str]:
-        """Documents pushed at or after `since` (monotonic), and those still queued."""
+        """Documents pushed at or after `since` (monotonic), those taken to be pushed, and those
+        still queued."""
         names = [name for at, sent in self.sent if at >= since for name in sent]
+        names += self.in_hand
         while not self.queue.empty():
             names.append(self.queue.get_nowait()[0])
         return names
@@ -340,18 +343,20 @@ class SyncHub:
     async def _send_loop(self, link: _Link) -> None:
         while True:
             first = await link.queue.get()
+            # Neither queued nor sent: handed back by `recently_sent` if the link ends in the wait.
+            link.in_hand = names = [first[0]]
             # What queued while the previous frame was being sent goes out together: batching
             # grows with load, an idle link sends at once.
             await asyncio.sleep(self.limits.sync_push_interval_s)
             builder = FrameBuilder(self.proto)
             builder.add(*first)
-            names = [first[0]]
             for _ in range(min(link.queue.qsize(), self.proto.entries_per_frame_max * 4)):
                 name, message = link.queue.get_nowait()
                 builder.add(name, message)
                 names.append(name)
             builder.flush()
             link.sent.append((time.monotonic(), names))
+            link.in_hand = []
             for frame in builder.frames:
                 await link.ws.send_bytes(frame)
             self._forget_sent(link)
