@@ -408,6 +408,8 @@ class SyncHub:
                 source=link.peer,
             )
             self._refused(link, handled.refused)
+            for name in handled.evicted:  # not handled: this edge's next round asks the peer again
+                self.rounds[link.peer].ask(name)
             try:
                 for name, update in handled.changes:
                     self.state.remote_changed(name, update)
