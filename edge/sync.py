@@ -10,7 +10,8 @@ changed since the peer's previous round, plus a page of a sweep over all of them
 (`edge.crdt.anti_entropy`): its cost follows what changed, not how many documents the edge holds.
 It leaves out what the peer holds already: changes that came from that peer, and (for a peer whose
 hello says `"sync": 2` or more, which asks for what it refused for now) this edge's own writes
-pushed live on the link; a push that may not have arrived is advertised in the next round.
+pushed live on the link; a push (or an answer) that may not have arrived is advertised in the next
+round, and so are answers a slow store held back.
 Text messages carry reconcile hints.
 The dialer reconnects with doubling backoff; heartbeats detect a silent (blackholed) link.
 
@@ -79,12 +80,12 @@ class _Link:
         self.queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(maxsize=queue_max)
         self.dropped = 0
         self.last_heard = time.monotonic()  # when the peer last sent anything (the link's start at first)
-        self.sent: deque[tuple[float, list[str]]] = deque()  # (when, documents) of recent live pushes
+        self.sent: deque[tuple[float, list[str]]] = deque()  # (when, documents) of recent pushes and answers
         self.in_hand: list[str] = []  # documents the push loop took off the queue and has not sent yet
 
     def recently_sent(self, since: float) -> list[str]:
-        """Documents pushed at or after `since` (monotonic), those taken to be pushed, and those
-        still queued."""
+        """Documents pushed or answered at or after `since` (monotonic), those taken to be pushed,
+        and those still queued."""
         names = [name for at, sent in self.sent if at >= since for name in sent]
         names += self.in_hand
         while not self.queue.empty():
@@ -363,7 +364,7 @@ class SyncHub:
             self.health.ok("sync-push")
 
     def _forget_sent(self, link: _Link) -> None:
-        """Pushes older than the rewind margin before the peer was last heard from are not kept."""
+        """Pushes and answers older than the rewind margin before the peer was last heard from are not kept."""
         horizon = link.last_heard - self._rewind_margin_s
         while link.sent and link.sent[0][0] < horizon:
             link.sent.popleft()
@@ -422,13 +423,24 @@ class SyncHub:
         if exchange:
             self.metrics.sync_last_success.labels(link.peer).set(self.state.clock())
             self.metrics.sync_pending_updates.labels(link.peer).set(differing + link.queue.qsize())
-        if replies and await self.state.store.barrier(BARRIER_TIMEOUT_S):  # send only what is stored
-            builder = FrameBuilder(self.proto)
-            for name, message in replies:
-                builder.add(name, message)
-            builder.flush()
-            for out in builder.frames:
-                await link.ws.send_bytes(out)
+        if not replies:
+            return
+        answered = list(dict.fromkeys(name for name, _ in replies))
+        if not await self.state.store.barrier(BARRIER_TIMEOUT_S):  # send only what is stored
+            # Not sent, and neither side's round names these documents again: ask the peer next round.
+            for name in answered:
+                self.rounds[link.peer].ask(name)
+            log.warning("sync answers held back: the store is slow", peer=link.peer, docs=len(answered))
+            return
+        builder = FrameBuilder(self.proto)
+        for name, message in replies:
+            builder.add(name, message)
+        builder.flush()
+        # Like a push, an answer sent shortly before the link ends may be lost: advertised again then.
+        link.sent.append((time.monotonic(), answered))
+        for out in builder.frames:
+            await link.ws.send_bytes(out)
+        self._forget_sent(link)
 
     def _known_docs(self, link: _Link, entries: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
         """Entries for documents of a known kind (others are refused before anything is loaded or

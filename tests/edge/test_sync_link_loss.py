@@ -6,8 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+from pycrdt import Map
 
 from edge.config import Peer
+from edge.crdt import protocol
+from edge.metrics import EdgeMetrics
+from edge.persist import DocumentStore
+from edge.state import EdgeState
 from edge.sync import SyncHub, _Link
 from tests.support.edges import FAST
 
@@ -46,3 +57,56 @@ async def test_an_update_taken_off_the_queue_and_not_sent_when_the_link_ends_is_
     sender.cancel()
     await asyncio.gather(sender, return_exceptions=True)
     assert link.recently_sent(0.0) == ["session/p1/g1"]
+
+
+@pytest.fixture
+async def eu(tmp_path: Path) -> AsyncIterator[SyncHub]:
+    """A hub of edge eu over a real store, with one document (eu's own write), never started."""
+    metrics = EdgeMetrics(CollectorRegistry())
+    state = EdgeState("eu", 11, 100, DocumentStore(tmp_path / "eu.db", client_id=11), metrics, time.time)
+    await state.open()
+    await state.doc("session/p1/g1")
+    state.write("session/p1/g1", lambda d: d.get("slots", type=Map).__setitem__("eu", {"state": "{}", "ts": 1.0}))
+    hub = SyncHub("eu", (Peer("us", "http://127.0.0.1:9"),), "t", state, FAST, metrics, lambda names: None)
+    try:
+        yield hub
+    finally:
+        await state.store.close()
+
+
+def _advertised_by_us(name: str) -> bytes:
+    """A frame of peer us's round: its (empty) state of `name`."""
+    return protocol.encode_frame([(name, protocol.step1(protocol.EMPTY_STATE_VECTOR))])
+
+
+async def test_an_answer_sent_shortly_before_a_link_ended_is_advertised_again(eu: SyncHub):
+    """eu answered us's STEP1 with what us lacked; the link ended (us killed before it stored it,
+    or the frame lost with the link). us's round does not bring it again (a restarted us knows
+    nothing of a document it never stored), and eu's document did not change: eu's next round must
+    advertise it, as it does a live push sent then."""
+    ws = _SilentWs()
+    link = _Link("us", ws, queue_max=10, level=2)
+    await eu._receive(link, _advertised_by_us("session/p1/g1"))
+    assert ws.frames, "eu answered"
+    assert "session/p1/g1" in link.recently_sent(link.last_heard - eu._rewind_margin_s)
+
+
+async def test_answers_a_slow_store_held_back_are_asked_for_in_the_next_round(eu: SyncHub, monkeypatch):
+    """Answers wait for the store (an edge sends only what it stored); when that wait times out,
+    they were dropped, and neither side's round named the document again."""
+
+    async def slow(timeout_s: float) -> bool:
+        return False
+
+    replica, rounds = eu.state.replica, eu.rounds["us"]
+    for i in range(2, 40):  # other documents, so that a slow sweep page is not this one
+        replica.note_state(f"session/p{i}/g1", replica.state_vectors["session/p1/g1"])
+    for _ in range(3):  # the first sweep, and the slow sweep's first pages (this document's among them)
+        rounds.next_round(replica, time.monotonic(), peer="us", trusts_pushes=True)
+    monkeypatch.setattr(eu.state.store, "barrier", slow)
+    ws = _SilentWs()
+    link = _Link("us", ws, queue_max=10, level=2)
+    await eu._receive(link, _advertised_by_us("session/p1/g1"))
+    assert not ws.frames  # held back: nothing unstored leaves the edge
+    assert "session/p1/g1" in rounds.next_round(replica, time.monotonic(), peer="us", trusts_pushes=True)
+    assert "session/p1/g1" not in rounds.next_round(replica, time.monotonic(), peer="us", trusts_pushes=True)
