@@ -99,8 +99,9 @@ class PeerRounds:
         self._asked: dict[str, None] = {}  # documents to ask the peer for (known here or not)
         # (round start, its own writes to advertise, its asks) of recent rounds that had any, until
         # the peer is known to have received them: a rewind of the change log does not bring these
-        # back (an own write's streak says "pushed", an ask is no change here).
-        self._owed: deque[tuple[float, dict[str, None], dict[str, None]]] = deque()
+        # back (an own write's streak says "pushed", an ask is no change here). Bounded like the
+        # history: a peer silent for longer than that is swept again whole by a rewind anyway.
+        self._owed: deque[tuple[float, dict[str, None], dict[str, None]]] = deque(maxlen=HISTORY_ROUNDS_MAX)
 
     def must_advertise(self, names: Iterable[str]) -> None:
         """Documents whose live push to the peer may be lost: advertised next round."""
