@@ -152,6 +152,7 @@ class SyncHub:
             self.metrics.sync_peer_up.labels(peer.id).set(0)
             for reason in admission.REASONS:
                 self.metrics.sync_rejected_updates_total.labels(peer.id, reason)
+            self.metrics.sync_answers_held_back_total.labels(peer.id)
             if self.edge_id < peer.id:
                 self._spawn(self._dial_forever(peer), f"sync-dial-{peer.id}")
 
@@ -430,7 +431,10 @@ class SyncHub:
             # Not sent, and neither side's round names these documents again: ask the peer next round.
             for name in answered:
                 self.rounds[link.peer].ask(name)
-            log.warning("sync answers held back: the store is slow", peer=link.peer, docs=len(answered))
+            self.metrics.sync_answers_held_back_total.labels(link.peer).inc()
+            log.warning(
+                "sync answers held back", peer=link.peer, docs=len(answered), reason="store_not_committed_in_time"
+            )
             return
         builder = FrameBuilder(self.proto)
         for name, message in replies:

@@ -108,5 +108,6 @@ async def test_answers_a_slow_store_held_back_are_asked_for_in_the_next_round(eu
     link = _Link("us", ws, queue_max=10, level=2)
     await eu._receive(link, _advertised_by_us("session/p1/g1"))
     assert not ws.frames  # held back: nothing unstored leaves the edge
+    assert eu.metrics.sync_answers_held_back_total.labels("us")._value.get() == 1
     assert "session/p1/g1" in rounds.next_round(replica, time.monotonic(), peer="us", trusts_pushes=True)
     assert "session/p1/g1" not in rounds.next_round(replica, time.monotonic(), peer="us", trusts_pushes=True)
