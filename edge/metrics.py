@@ -121,6 +121,13 @@ class EdgeMetrics:
             ["peer", "reason"],
             registry=registry,
         )
+        self.sync_answers_held_back_total = Counter(
+            "edge_sync_answers_held_back_total",
+            "Answers to a peer's anti-entropy not sent because the local store did not commit what they "
+            "carry in time (asked for again in the next round), by peer link.",
+            ["peer"],
+            registry=registry,
+        )
         self.sync_refused_links_total = Counter(
             "edge_sync_refused_links_total",
             "Sync websockets refused at the hello, by reason (claimed_other_edge, unknown_peer, malformed_hello).",

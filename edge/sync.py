@@ -10,7 +10,8 @@ changed since the peer's previous round, plus a page of a sweep over all of them
 (`edge.crdt.anti_entropy`): its cost follows what changed, not how many documents the edge holds.
 It leaves out what the peer holds already: changes that came from that peer, and (for a peer whose
 hello says `"sync": 2` or more, which asks for what it refused for now) this edge's own writes
-pushed live on the link; a push that may not have arrived is advertised in the next round.
+pushed live on the link; a push (or an answer) that may not have arrived is advertised in the next
+round, and so are answers a slow store held back.
 Text messages carry reconcile hints.
 The dialer reconnects with doubling backoff; heartbeats detect a silent (blackholed) link.
 
@@ -79,11 +80,14 @@ class _Link:
         self.queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(maxsize=queue_max)
         self.dropped = 0
         self.last_heard = time.monotonic()  # when the peer last sent anything (the link's start at first)
-        self.sent: deque[tuple[float, list[str]]] = deque()  # (when, documents) of recent live pushes
+        self.sent: deque[tuple[float, list[str]]] = deque()  # (when, documents) of recent pushes and answers
+        self.in_hand: list[str] = []  # documents the push loop took off the queue and has not sent yet
 
     def recently_sent(self, since: float) -> list[str]:
-        """Documents pushed at or after `since` (monotonic), and those still queued."""
+        """Documents pushed or answered at or after `since` (monotonic), those taken to be pushed,
+        and those still queued."""
         names = [name for at, sent in self.sent if at >= since for name in sent]
+        names += self.in_hand
         while not self.queue.empty():
             names.append(self.queue.get_nowait()[0])
         return names
@@ -148,6 +152,7 @@ class SyncHub:
             self.metrics.sync_peer_up.labels(peer.id).set(0)
             for reason in admission.REASONS:
                 self.metrics.sync_rejected_updates_total.labels(peer.id, reason)
+            self.metrics.sync_answers_held_back_total.labels(peer.id)
             if self.edge_id < peer.id:
                 self._spawn(self._dial_forever(peer), f"sync-dial-{peer.id}")
 
@@ -340,25 +345,27 @@ class SyncHub:
     async def _send_loop(self, link: _Link) -> None:
         while True:
             first = await link.queue.get()
+            # Neither queued nor sent: handed back by `recently_sent` if the link ends in the wait.
+            link.in_hand = names = [first[0]]
             # What queued while the previous frame was being sent goes out together: batching
             # grows with load, an idle link sends at once.
             await asyncio.sleep(self.limits.sync_push_interval_s)
             builder = FrameBuilder(self.proto)
             builder.add(*first)
-            names = [first[0]]
             for _ in range(min(link.queue.qsize(), self.proto.entries_per_frame_max * 4)):
                 name, message = link.queue.get_nowait()
                 builder.add(name, message)
                 names.append(name)
             builder.flush()
             link.sent.append((time.monotonic(), names))
+            link.in_hand = []
             for frame in builder.frames:
                 await link.ws.send_bytes(frame)
             self._forget_sent(link)
             self.health.ok("sync-push")
 
     def _forget_sent(self, link: _Link) -> None:
-        """Pushes older than the rewind margin before the peer was last heard from are not kept."""
+        """Pushes and answers older than the rewind margin before the peer was last heard from are not kept."""
         horizon = link.last_heard - self._rewind_margin_s
         while link.sent and link.sent[0][0] < horizon:
             link.sent.popleft()
@@ -371,6 +378,7 @@ class SyncHub:
     async def _anti_entropy_loop(self, link: _Link) -> None:
         rounds = self.rounds[link.peer]
         while True:
+            rounds.received(link.last_heard - self._rewind_margin_s)  # (what went out before then arrived)
             names = rounds.next_round(
                 self.state.replica, time.monotonic(), peer=link.peer, trusts_pushes=link.level >= 2
             )
@@ -402,6 +410,8 @@ class SyncHub:
                 source=link.peer,
             )
             self._refused(link, handled.refused)
+            for name in handled.evicted:  # not handled: this edge's next round asks the peer again
+                self.rounds[link.peer].ask(name)
             try:
                 for name, update in handled.changes:
                     self.state.remote_changed(name, update)
@@ -414,14 +424,28 @@ class SyncHub:
         if exchange:
             self.metrics.sync_last_success.labels(link.peer).set(self.state.clock())
             self.metrics.sync_pending_updates.labels(link.peer).set(differing + link.queue.qsize())
+        if not replies:
+            return
+        answered = list(dict.fromkeys(name for name, _ in replies))
         # Send nothing of this edge's own before it is stored (peers' updates need not wait).
-        if replies and await self.state.store.barrier(BARRIER_TIMEOUT_S, own_only=True):
-            builder = FrameBuilder(self.proto)
-            for name, message in replies:
-                builder.add(name, message)
-            builder.flush()
-            for out in builder.frames:
-                await link.ws.send_bytes(out)
+        if not await self.state.store.barrier(BARRIER_TIMEOUT_S, own_only=True):
+            # Not sent, and neither side's round names these documents again: ask the peer next round.
+            for name in answered:
+                self.rounds[link.peer].ask(name)
+            self.metrics.sync_answers_held_back_total.labels(link.peer).inc()
+            log.warning(
+                "sync answers held back", peer=link.peer, docs=len(answered), reason="store_not_committed_in_time"
+            )
+            return
+        builder = FrameBuilder(self.proto)
+        for name, message in replies:
+            builder.add(name, message)
+        builder.flush()
+        # Like a push, an answer sent shortly before the link ends may be lost: advertised again then.
+        link.sent.append((time.monotonic(), answered))
+        for out in builder.frames:
+            await link.ws.send_bytes(out)
+        self._forget_sent(link)
 
     def _known_docs(self, link: _Link, entries: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
         """Entries for documents of a known kind (others are refused before anything is loaded or

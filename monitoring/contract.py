@@ -38,6 +38,8 @@ EDGE_METRICS = (
     # Hostile or broken peers, and background tasks that keep failing.
     MetricSpec("edge_sync_rejected_updates_total", "counter", ("peer", "reason")),
     MetricSpec("edge_sync_refused_links_total", "counter", ("reason",)),
+    # Anti-entropy answers a slow local store held back (asked for again next round).
+    MetricSpec("edge_sync_answers_held_back_total", "counter", ("peer",)),
     MetricSpec("edge_crdt_invalid_slots_total", "counter", ("doc",)),
     MetricSpec("edge_background_failures_total", "counter", ("task",)),
     MetricSpec("edge_background_task_failing", "gauge", ("task",)),

@@ -19,7 +19,11 @@ When a link ends, what was sent in its last moments may be lost (a blackholed li
 by its heartbeat; a peer may crash before storing what it received). `link_ended` rewinds the
 peer's change-log position to where it stood `margin_s` before the peer was last heard from, so the
 next link advertises those documents again. Rounds remember where they started in a bounded history;
-a rewind older than that history starts a full sweep again.
+a rewind older than that history starts a full sweep again. The own writes (`must_advertise`) and
+asks (`ask`) a round carried are remembered with it until the peer is heard from well after it
+(`received`), and a link that ends hands back those of the rounds it may have lost: a rewind of the
+change log alone would not bring them back, since an own write's streak says it was pushed and an
+ask is no change here (docs/decisions/anti-entropy-repeats-owed-rounds-a-link-may-have-lost.md).
 
 A round also leaves out what the peer holds already (docs/decisions/anti-entropy-skips-what-the-peer-holds.md):
 a document whose every change since the peer's last round came from that peer (it holds what it
@@ -93,6 +97,11 @@ class PeerRounds:
         self._history_truncated = False
         self._must: dict[str, None] = {}  # own writes whose live push may not have arrived
         self._asked: dict[str, None] = {}  # documents to ask the peer for (known here or not)
+        # (round start, its own writes to advertise, its asks) of recent rounds that had any, until
+        # the peer is known to have received them: a rewind of the change log does not bring these
+        # back (an own write's streak says "pushed", an ask is no change here). Bounded like the
+        # history: a peer silent for longer than that is swept again whole by a rewind anyway.
+        self._owed: deque[tuple[float, dict[str, None], dict[str, None]]] = deque(maxlen=HISTORY_ROUNDS_MAX)
 
     def must_advertise(self, names: Iterable[str]) -> None:
         """Documents whose live push to the peer may be lost: advertised next round."""
@@ -141,8 +150,8 @@ class PeerRounds:
                 names[name] = None
             elif name not in names:  # advertised this round already: no wait
                 self._waiting.setdefault(name, self._rounds)
-        names.update(self._must)
-        self._must = {}
+        must, self._must = self._must, {}
+        names.update(must)
         self.position = replica.position
         if self._cursor >= len(self._sweep):
             self._restart_sweep(replica, catching_up=False)
@@ -151,15 +160,28 @@ class PeerRounds:
             names.setdefault(name)
         self._cursor += page
         asked, self._asked = self._asked, {}
+        if must or asked:
+            self._owed.append((now, must, asked))
         return [n for n in names if replica.known(n) and n not in asked] + list(asked)
+
+    def received(self, before: float) -> None:
+        """The peer received what rounds that started before `before` sent (it was heard from well
+        after them): their own writes and asks need not go out again if the link ends."""
+        while self._owed and self._owed[0][0] < before:
+            self._owed.popleft()
 
     def link_ended(self, last_heard: float, margin_s: float) -> None:
         """Rewind to the round that started `margin_s` before the peer was last heard from (the
         caller passes the link's start when it never was)."""
         self._rewound = True  # what the link may have lost goes out at once on the next one
+        target = last_heard - margin_s
+        for at, must, asked in self._owed:  # own writes and asks of rounds that may be lost: again
+            if at > target:
+                self._must.update(must)
+                self._asked.update(asked)
+        self._owed.clear()
         if not self._history:
             return
-        target = last_heard - margin_s
         found = self._history[0]
         for record in reversed(self._history):
             if record.at <= target:

@@ -27,6 +27,9 @@ class Handled:
     arrived: list[tuple[str, float]] = field(default_factory=list)  # (origin edge, origin write time)
     differing: int = 0  # documents whose state vectors differed from the peer's
     refused: list[tuple[str, Verdict]] = field(default_factory=list)  # (doc, why), nothing applied
+    # Documents evicted between load and handle (every other live one pinned): their entries were
+    # not handled, and the transport asks the peer for them in its next round.
+    evicted: list[str] = field(default_factory=list)
 
 
 def docs_to_load(replica: Replica, entries: list[tuple[str, bytes]]) -> list[str]:
@@ -51,15 +54,19 @@ def handle(
         if kind == YSyncMessageType.SYNC_STEP1:
             local_sv = replica.state_vectors.get(name, protocol.EMPTY_STATE_VECTOR)
             answer = protocol.answer_step1(local_sv, payload)
-            if answer.send_diff and replica.live(name) is not None:  # evicted meanwhile: next round
-                out.replies.append((name, protocol.step2(replica.diff_for(name, payload))))
+            if answer.send_diff:
+                if replica.live(name) is not None:
+                    out.replies.append((name, protocol.step2(replica.diff_for(name, payload))))
+                else:  # evicted meanwhile: the next round advertises this state, the peer asks back
+                    out.evicted.append(name)
             if answer.ask:
                 out.replies.append((name, protocol.step1(local_sv)))
             out.differing += answer.send_diff or answer.ask
             continue
         doc = replica.live(name)
-        if doc is None:
-            continue  # evicted between load and handle (all others pinned): anti-entropy resends
+        if doc is None:  # evicted between load and handle (all others pinned): asked for next round
+            out.evicted.append(name)
+            continue
         after, trial = None, None
         if admit is not None and payload != EMPTY_UPDATE:
             verdict = admit(name, doc, payload)

@@ -16,6 +16,7 @@ from shared.web import REGISTRY_KEY
 from edge.config import Peer
 from edge.crdt import protocol
 from edge.crdt.anti_entropy import HISTORY_ROUNDS_MAX, QUIET_WAIT_ROUNDS_MAX, PeerRounds
+from edge.crdt.exchange import handle
 from edge.crdt.replica import Replica
 from edge.http import SERVICE
 from edge.sync import SyncHub
@@ -355,3 +356,69 @@ def test_nothing_waits_for_a_peer_that_does_not_ask_again_for_what_it_refused():
     _write(r, "bonus/x2", 2)
     names = rounds.next_round(r, 1.0, peer="us", trusts_pushes=False)
     assert {"bonus/x1", "bonus/x2"} <= set(names)
+
+
+def _owed_rounds() -> tuple[Replica, PeerRounds]:
+    """A peer past its first sweep (slow pages of one document from now on)."""
+    r = _replica(10)
+    rounds = PeerRounds(sweep_docs=1, catch_up_docs=10, sweep_rounds_min=60, wait_until_quiet=True)
+    rounds.next_round(r, 0.0, peer="us", trusts_pushes=True)
+    rounds.next_round(r, 1.0, peer="us", trusts_pushes=True)
+    rounds.next_round(r, 1.5, peer="us", trusts_pushes=True)  # (a rewind to here does not start a sweep again)
+    return r, rounds
+
+
+def test_an_own_write_advertised_instead_of_pushed_is_advertised_again_if_its_round_may_be_lost():
+    """A write made while no link was up (or dropped from a full queue) goes out in a round, not a
+    push: if that round went out shortly before the link ended, the peer may lack it, and its own
+    write's streak (pushed-to-the-peer) no longer brings it back: the next link advertises it again."""
+    r, rounds = _owed_rounds()
+    _write(r, "bonus/p8", 33)
+    rounds.must_advertise(["bonus/p8"])  # no link: not pushed
+    assert "bonus/p8" in rounds.next_round(r, 2.0, peer="us", trusts_pushes=True)  # the next link's first round
+    rounds.link_ended(last_heard=2.5, margin_s=1.0)  # that link ended soon after: the round may be lost
+    assert "bonus/p8" in rounds.next_round(r, 3.0, peer="us", trusts_pushes=True)
+    # Once advertised on a link that lasted, it is not advertised again.
+    rounds.received(before=10.0)
+    rounds.next_round(r, 11.0, peer="us", trusts_pushes=True)
+    rounds.link_ended(last_heard=20.0, margin_s=1.0)
+    assert "bonus/p8" not in rounds.next_round(r, 21.0, peer="us", trusts_pushes=True)
+
+
+def test_a_document_asked_for_is_asked_again_if_its_round_may_be_lost():
+    """An ask (an update refused for now) is not a change here: a rewind of the change log does not
+    bring it back, and the peer pushed that update live (it does not advertise it again)."""
+    r, rounds = _owed_rounds()
+    rounds.ask("session/p1/g1")
+    assert "session/p1/g1" in rounds.next_round(r, 2.0, peer="us", trusts_pushes=True)
+    rounds.link_ended(last_heard=2.5, margin_s=1.0)
+    assert "session/p1/g1" in rounds.next_round(r, 3.0, peer="us", trusts_pushes=True)
+    # An ask whose round went out well before the peer was last heard from is not repeated.
+    rounds.link_ended(last_heard=9.0, margin_s=1.0)
+    assert "session/p1/g1" not in rounds.next_round(r, 10.0, peer="us", trusts_pushes=True)
+
+
+def test_an_entry_for_a_document_evicted_between_load_and_handle_is_asked_for_in_the_next_round():
+    """Loading the documents of a frame can evict one loaded before it (every other live document
+    pinned by unstored writes). Its entry was skipped with nothing to bring it again: the peer had
+    pushed the update live (it does not advertise it), and this edge's document did not change.
+    Now `handle` reports it, and the hub has the next round ask the peer for it."""
+    eu = Replica("eu", 11, docs_live_max=1, pinned=lambda name: name == "bonus/pinned")
+    us = Replica("us", 21, docs_live_max=10)
+    _write(us, "bonus/p1", 1)
+    _write(us, "bonus/p2", 2)
+    update = us.diff_for("bonus/p1", b"\x00")
+    _write(eu, "bonus/p2", 0)  # eu holds what us lacks of p2
+    eu.install("bonus/p1", [])
+    eu.install("bonus/pinned", [])  # loading this one evicts p1 (p2 went when p1 was loaded)
+    assert eu.live("bonus/p1") is None and eu.live("bonus/p2") is None
+    handled = handle(eu, [("bonus/p1", protocol.update_message(update))], source="us")
+    assert handled.evicted == ["bonus/p1"] and not handled.changes
+    # A STEP1 the peer advertised, for a document this edge holds more of: not answered, reported.
+    handled = handle(eu, [("bonus/p2", protocol.step1(b"\x00"))], source="us")
+    assert handled.evicted == ["bonus/p2"] and not handled.replies
+    rounds = PeerRounds(sweep_docs=1, catch_up_docs=10)
+    for name in ("bonus/p1", "bonus/p2"):
+        rounds.ask(name)
+    asked = rounds.next_round(eu, 0.0, peer="us", trusts_pushes=True)
+    assert {"bonus/p1", "bonus/p2"} <= set(asked)

@@ -1,0 +1,113 @@
+"""What a link that ends takes with it is handed back to anti-entropy: an update the push loop took
+off the queue but had not sent yet, a document evicted between load and handle, answers a slow store
+held back. Each of these, before, reached the peer only when the slow backstop sweep came round."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+from pycrdt import Map
+
+from edge.config import Peer
+from edge.crdt import protocol
+from edge.metrics import EdgeMetrics
+from edge.persist import DocumentStore
+from edge.state import EdgeState
+from edge.sync import SyncHub, _Link
+from tests.support.edges import FAST
+
+
+class _SilentWs:
+    """A websocket that sends nothing anywhere (the link's transport is not under test)."""
+
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+
+    async def send_bytes(self, data: bytes) -> None:
+        self.frames.append(data)
+
+    async def close(self) -> None:
+        pass
+
+
+def _hub(**limits: float) -> SyncHub:
+    return SyncHub(
+        "eu", (Peer("us", "http://127.0.0.1:9"),), "t", None, dataclasses.replace(FAST, **limits), None, None
+    )  # type: ignore[arg-type]  # nothing started: no state, metrics or hint handler needed
+
+
+async def test_an_update_taken_off_the_queue_and_not_sent_when_the_link_ends_is_handed_back():
+    """The push loop takes the first update, then waits `sync_push_interval_s` to batch more: a link
+    that ends meanwhile cancels it with the update neither queued nor recorded as sent."""
+    hub = _hub(sync_push_interval_s=5.0)
+    link = _Link("us", _SilentWs(), queue_max=10, level=2)
+    sender = asyncio.create_task(hub._send_loop(link))
+    link.queue.put_nowait(("session/p1/g1", b"update"))
+    for _ in range(100):  # bounded: the loop takes it at its next turn
+        await asyncio.sleep(0)
+        if link.queue.empty():
+            break
+    assert link.queue.empty()
+    sender.cancel()
+    await asyncio.gather(sender, return_exceptions=True)
+    assert link.recently_sent(0.0) == ["session/p1/g1"]
+
+
+@pytest.fixture
+async def eu(tmp_path: Path) -> AsyncIterator[SyncHub]:
+    """A hub of edge eu over a real store, with one document (eu's own write), never started."""
+    metrics = EdgeMetrics(CollectorRegistry())
+    state = EdgeState("eu", 11, 100, DocumentStore(tmp_path / "eu.db", client_id=11), metrics, time.time)
+    await state.open()
+    await state.doc("session/p1/g1")
+    state.write("session/p1/g1", lambda d: d.get("slots", type=Map).__setitem__("eu", {"state": "{}", "ts": 1.0}))
+    hub = SyncHub("eu", (Peer("us", "http://127.0.0.1:9"),), "t", state, FAST, metrics, lambda names: None)
+    try:
+        yield hub
+    finally:
+        await state.store.close()
+
+
+def _advertised_by_us(name: str) -> bytes:
+    """A frame of peer us's round: its (empty) state of `name`."""
+    return protocol.encode_frame([(name, protocol.step1(protocol.EMPTY_STATE_VECTOR))])
+
+
+async def test_an_answer_sent_shortly_before_a_link_ended_is_advertised_again(eu: SyncHub):
+    """eu answered us's STEP1 with what us lacked; the link ended (us killed before it stored it,
+    or the frame lost with the link). us's round does not bring it again (a restarted us knows
+    nothing of a document it never stored), and eu's document did not change: eu's next round must
+    advertise it, as it does a live push sent then."""
+    ws = _SilentWs()
+    link = _Link("us", ws, queue_max=10, level=2)
+    await eu._receive(link, _advertised_by_us("session/p1/g1"))
+    assert ws.frames, "eu answered"
+    assert "session/p1/g1" in link.recently_sent(link.last_heard - eu._rewind_margin_s)
+
+
+async def test_answers_a_slow_store_held_back_are_asked_for_in_the_next_round(eu: SyncHub, monkeypatch):
+    """Answers wait for the store (an edge sends only what it stored); when that wait times out,
+    they were dropped, and neither side's round named the document again."""
+
+    async def slow(timeout_s: float, *, own_only: bool = False) -> bool:
+        return False
+
+    replica, rounds = eu.state.replica, eu.rounds["us"]
+    for i in range(2, 40):  # other documents, so that a slow sweep page is not this one
+        replica.note_state(f"session/p{i}/g1", replica.state_vectors["session/p1/g1"])
+    for _ in range(3):  # the first sweep, and the slow sweep's first pages (this document's among them)
+        rounds.next_round(replica, time.monotonic(), peer="us", trusts_pushes=True)
+    monkeypatch.setattr(eu.state.store, "barrier", slow)
+    ws = _SilentWs()
+    link = _Link("us", ws, queue_max=10, level=2)
+    await eu._receive(link, _advertised_by_us("session/p1/g1"))
+    assert not ws.frames  # held back: nothing unstored leaves the edge
+    assert eu.metrics.sync_answers_held_back_total.labels("us")._value.get() == 1
+    assert "session/p1/g1" in rounds.next_round(replica, time.monotonic(), peer="us", trusts_pushes=True)
+    assert "session/p1/g1" not in rounds.next_round(replica, time.monotonic(), peer="us", trusts_pushes=True)
