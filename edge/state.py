@@ -14,6 +14,8 @@ from typing import Any
 
 from pycrdt import Doc
 
+from shared.errors import Unavailable
+
 from edge.crdt import Effect, EffectBook, Replica
 from edge.crdt.identity import after_stored
 from edge.crdt.protocol import decode_state_vector
@@ -38,7 +40,11 @@ class EdgeState:
         self.store = store
         self.metrics = metrics
         self.clock = clock  # wall time in seconds: origin write times must compare across edges
-        self.replica = Replica(edge_id, client_id, docs_live_max, pinned=store.pending)
+        # Documents whose live state holds changes the store refused (its queue was full): kept
+        # live (evicted, they would be reloaded without them while the replica's state vector
+        # still claims them), and stored whole at the next write that gets through (`_stored`).
+        self.unstored: set[str] = set()
+        self.replica = Replica(edge_id, client_id, docs_live_max, pinned=self._pinned)
         self.book = EffectBook()
         self._loading: dict[str, asyncio.Future[Doc]] = {}
         # "session/p1" -> ["g1"], "jackpot" -> {"mega"}: a short list (most players play a few
@@ -130,7 +136,30 @@ class EdgeState:
             counter = self._counters[kind, origin] = self.metrics.crdt_updates_total.labels(kind, origin)
         return counter
 
+    def _pinned(self, name: str) -> bool:
+        return self.store.pending(name) or name in self.unstored
+
     def _stored(self, name: str, update: bytes, effect: Effect | None, local: bool) -> None:
+        """Queue a change for the store; Unavailable when its queue is full (the change stays in
+        the live document, which is kept live and stored whole once the store takes writes again)."""
         self._index(name)
-        sv = self.replica.state_vectors.get(name, b"\x00")
-        self.store.append(Append(name, update, sv, effect, local=local))
+        try:
+            if self.unstored:
+                self._store_unstored()
+            sv = self.replica.state_vectors.get(name, b"\x00")
+            self.store.append(Append(name, update, sv, effect, local=local))
+        except Unavailable:
+            self.unstored.add(name)
+            raise
+
+    def _store_unstored(self) -> None:
+        """Queue each document holding refused changes whole (its full update: every change,
+        the refused ones included), while the store takes them. As a local write: own writes
+        among them were never pushed (pushes follow the commit), so it goes to the peers once
+        stored, and answers wait for it."""
+        for name in list(self.unstored):
+            doc = self.replica.live(name)
+            if doc is not None:  # (pinned: always live)
+                sv = self.replica.state_vectors.get(name, b"\x00")
+                self.store.append(Append(name, doc.get_update(), sv, local=True))  # Unavailable: later
+            self.unstored.discard(name)

@@ -412,11 +412,14 @@ class SyncHub:
             self._refused(link, handled.refused)
             for name in handled.evicted:  # not handled: this edge's next round asks the peer again
                 self.rounds[link.peer].ask(name)
-            try:
-                for name, update in handled.changes:
+            overloaded = 0
+            for name, update in handled.changes:
+                try:
                     self.state.remote_changed(name, update)
-            except Unavailable:
-                log.warning("store overloaded: remote updates kept in memory only", peer=link.peer)
+                except Unavailable:  # kept live, stored whole once the store takes writes (EdgeState)
+                    overloaded += 1
+            if overloaded:
+                log.warning("store overloaded: remote updates kept live until stored", peer=link.peer, docs=overloaded)
             self.state.observe_arrivals(handled.arrived)
             replies += handled.replies
             differing += handled.differing

@@ -1,0 +1,76 @@
+"""A change the edge's store refuses (its queue full) is not lost: the document holding it stays
+live, and it is stored whole with the next change the store takes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from shared.errors import Unavailable
+
+from edge.crdt.replica import Replica
+from edge.crdt.slots import SessionRecord, slots, write_slot
+from edge.metrics import EdgeMetrics
+from edge.persist import DocumentStore, StoreLimits
+from edge.state import EdgeState
+
+DOCS = [f"session/p{i}/g1" for i in range(6)]
+
+
+def record(i: int) -> dict:
+    return SessionRecord(json.dumps({"i": i}), "2027-01-15T10:00:00Z", 1.8e9 + i).encode()
+
+
+async def test_a_change_the_store_refused_keeps_its_document_live_and_is_stored_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = DocumentStore(tmp_path / "edge.db", 7, limits=StoreLimits(queue_max=2))
+    state = EdgeState("eu", 7, 4, store, EdgeMetrics(CollectorRegistry()), time.time)  # 4 live documents
+    await state.open()
+    held = asyncio.Event()
+    commit = store._commit
+
+    async def held_commit(ops: list) -> None:
+        await held.wait()
+        await commit(ops)
+
+    monkeypatch.setattr(store, "_commit", held_commit)
+    peer = Replica("us", 2, 8)
+    refused = DOCS[3]
+    try:
+        for i, name in enumerate(DOCS[:4]):  # the writer holds the first, the queue the next two
+            peer.install(name, [])
+            update = peer.write_local(name, lambda d, i=i: write_slot(d, "us", record(i)))
+            await state.doc(name)
+            changed, _ = state.replica.apply_remote(name, update, source="us")
+            if name != refused:
+                state.remote_changed(name, changed)
+                await asyncio.sleep(0)  # the writer takes it off the queue (and holds it)
+            else:
+                with pytest.raises(Unavailable):
+                    state.remote_changed(name, changed)
+        assert state.unstored == {refused}
+        for name in DOCS[4:]:  # more documents than may be live: the refused one is not evicted
+            await state.doc(name)
+        assert state.replica.live(refused) is not None
+        held.set()
+        assert await store.barrier(5)
+        await state.doc(DOCS[0])
+        state.write(DOCS[0], lambda d: write_slot(d, "eu", record(9)))  # the next change the store takes
+        assert state.unstored == set()
+        assert await store.barrier(5)
+    finally:
+        held.set()
+        await store.close()
+    reopened = DocumentStore(tmp_path / "edge.db", 7)
+    await reopened.open()
+    try:
+        rows = await reopened.load_doc(refused)
+    finally:
+        await reopened.close()
+    assert slots(Replica("eu", 9, 4).install(refused, rows)).get("us") == record(3)
