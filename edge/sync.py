@@ -456,14 +456,21 @@ class SyncHub:
         kept = []
         known = self.state.replica.state_vectors  # a known document's name was checked already
         for name, message in entries:
-            verdict = (None if name in known else admission.check_name(name)) or admission.check_jackpot_missing(
-                name, self.catalog
-            )
+            verdict = (None if name in known else admission.check_name(name)) or self._jackpot_gone(name)
             if verdict is None:
                 kept.append((name, message))
             elif protocol.parse(message)[0] != YSyncMessageType.SYNC_STEP1:
                 self._refused(link, [(name, verdict)])
         return kept
+
+    def _jackpot_gone(self, name: str) -> admission.Verdict | None:
+        """A refusal for a jackpot the ledger said does not exist, unless it is due to be asked
+        again: a jackpot created since is then learned (`_jackpots_to_confirm`) and admitted, not
+        refused until something else at this edge happens to ask the ledger."""
+        kind, _, jackpot_id = name.partition("/")
+        if kind == JACKPOT and self.catalog.due(jackpot_id):
+            return None
+        return admission.check_jackpot_missing(name, self.catalog)
 
     def _jackpots_to_confirm(self, entries: list[tuple[str, bytes]]) -> list[str]:
         """Jackpots the ledger has not confirmed, or that an update shows at a newer epoch than the

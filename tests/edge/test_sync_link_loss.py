@@ -9,13 +9,18 @@ import dataclasses
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 from pycrdt import Map
 
+from shared.errors import NotFound
+
 from edge.config import Peer
 from edge.crdt import protocol
+from edge.jackpots import JackpotCatalog
 from edge.metrics import EdgeMetrics
 from edge.persist import DocumentStore
 from edge.state import EdgeState
@@ -111,3 +116,37 @@ async def test_answers_a_slow_store_held_back_are_asked_for_in_the_next_round(eu
     assert eu.metrics.sync_answers_held_back_total.labels("us")._value.get() == 1
     assert "session/p1/g1" in rounds.next_round(replica, time.monotonic(), peer="us", trusts_pushes=True)
     assert "session/p1/g1" not in rounds.next_round(replica, time.monotonic(), peer="us", trusts_pushes=True)
+
+
+class _Ledger:
+    """The ledger as the jackpot catalog sees it: `jackpot/mega` exists once `created`."""
+
+    deadline_s = 1.0
+
+    def __init__(self) -> None:
+        self.created, self.asked = False, 0
+
+    async def read(self, path: str, what: str, model: Any, deadline_s: float) -> Any:
+        self.asked += 1
+        if not self.created:
+            raise NotFound(f"{path} not found")
+        return SimpleNamespace(epoch=1)
+
+
+async def test_a_jackpot_the_ledger_once_said_was_missing_is_asked_again_when_due(eu: SyncHub):
+    """A 404 marked the id missing; the jackpot was created at the ledger since. A peer's entries for
+    it were dropped before anything asked the ledger again, so this edge refused them for as long as
+    nothing else here looked the jackpot up."""
+    now = [0.0]
+    ledger = _Ledger()
+    catalog = JackpotCatalog(ledger, lookup_interval_s=5.0, clock=lambda: now[0])  # type: ignore[arg-type]  # a stand-in ledger
+    hub = SyncHub("eu", (Peer("us", "http://127.0.0.1:9"),), "t", eu.state, FAST, eu.metrics, None, catalog=catalog)
+    await catalog.learn(["mega"])
+    assert catalog.missing("mega") and ledger.asked == 1
+    ledger.created = True
+    entry = [("jackpot/mega", protocol.step1(protocol.EMPTY_STATE_VECTOR))]
+    assert hub._known_docs(_Link("us", _SilentWs(), queue_max=10), entry) == [], "asked recently: still missing"
+    now[0] = 6.0  # the lookup is due again
+    assert hub._known_docs(_Link("us", _SilentWs(), queue_max=10), entry) == entry
+    await catalog.learn(hub._jackpots_to_confirm(entry))
+    assert catalog.epoch("mega") == 1 and not catalog.missing("mega") and ledger.asked == 2
