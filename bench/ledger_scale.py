@@ -357,8 +357,12 @@ async def measure(size: int, opts: Options) -> dict[str, Any]:
         args = [str(token_file), "", str(active), ",".join(GAME_IDS), str(BET_MINOR)]
         url = cluster.url("ledger")
 
+        # Ids of this run only: a reused database (`--seeded`) holds an earlier run's bets, whose ids
+        # would come back as replays or as reused keys (422).
+        run_tag = f"{os.getpid()}x{time.time_ns() // 1_000_000 % 10**9}"
+
         def wrk(prefix: str, seconds: float) -> Any:
-            args[1] = prefix
+            args[1] = f"{prefix}-{run_tag}"
             return run_wrk(
                 url,
                 script=BETS_SCRIPT,
