@@ -45,6 +45,7 @@ from shared import event_loop, logs
 from edge import config as edge_config
 from edge.app import create_app
 from edge.app_keys import SERVICE
+from edge.crdt import yupdate
 
 CONTROL_POLL_S = 0.02
 SESSION_GAMES = 7  # games per player, as in sync_lag.py's HTTP mode
@@ -107,7 +108,10 @@ async def watch_changes(app: web.Application, root: Path, edge_id: str, control:
             break
     digest = hashlib.sha256()
     for name, state_vector in sorted(replica.state_vectors.items()):
-        digest.update(name.encode() + b"\0" + state_vector + b"\0")
+        # Decoded: two edges holding the same items may encode their (client, clock) pairs in
+        # another order.
+        clocks = sorted(yupdate.state_vector(state_vector).items())
+        digest.update(f"{name}\0{clocks}\0".encode())
     return {"last_change_at": changed_at, "position": position, "state_digest": digest.hexdigest()}
 
 
