@@ -8,7 +8,7 @@ CRDT update that carries it are durable together or not at all). A document with
 and the replica must not evict them: their rows on disk are incomplete.
 
 Nothing this edge wrote leaves it before it is committed here: live pushes happen in `on_durable`
-after the commit, and sync answers wait for `barrier(own_only=True)`. So a restart after kill -9 never reuses a
+after the commit, and sync answers wait for `barrier()`. So a restart after kill -9 never reuses a
 (client id, clock) pair that peers already hold, and an effect seen by peers is in the local book.
 A commit in WAL mode survives the death of the process, so `synchronous=NORMAL` is enough here
 (CRDT state can be rebuilt from the ledger and the peers after a power loss).
@@ -193,7 +193,6 @@ class DocumentStore:
         self._pending: Counter[str] = Counter()
         self._rows: Counter[str] = Counter()  # rows per document on disk (mirrors docs.n)
         self._enqueued = 0  # operations queued so far; the queue keeps their order
-        self._own_enqueued = 0  # of those, how many up to the last one of this edge's own (not a peer's update)
         self._committed = 0
         self._committed_cond = asyncio.Condition()
         self._writer: asyncio.Task[None] | None = None
@@ -243,13 +242,9 @@ class DocumentStore:
     def raise_watermark(self, key: str, sequence: int) -> None:
         self._put(ReconciliationWatermark(key, sequence))
 
-    async def barrier(self, timeout_s: float, *, own_only: bool = False) -> bool:
-        """Wait until everything queued so far is committed (False on timeout). With `own_only`,
-        only up to the last operation of this edge's own (its writes, effects and watermarks):
-        peers' updates queued after it are not waited for. That is what may leave this edge
-        (a restart must never reuse a clock peers hold); a peer's update it passes on unstored
-        is still held by that peer, and comes back by anti-entropy if this edge loses it."""
-        target = self._own_enqueued if own_only else self._enqueued
+    async def barrier(self, timeout_s: float) -> bool:
+        """Wait until everything queued so far is committed (False on timeout)."""
+        target = self._enqueued
         async with self._committed_cond:
             try:
                 await asyncio.wait_for(self._committed_cond.wait_for(lambda: self._committed >= target), timeout_s)
@@ -266,8 +261,6 @@ class DocumentStore:
         except asyncio.QueueFull:
             raise Unavailable("the edge's local store is overloaded", code="storage_unavailable") from None
         self._enqueued += 1
-        if not (isinstance(op, Append) and not op.local and op.effect is None):
-            self._own_enqueued = self._enqueued
 
     async def load_doc(self, name: str) -> list[bytes]:
         if self._db is None:

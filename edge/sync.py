@@ -430,8 +430,7 @@ class SyncHub:
         if not replies:
             return
         answered = list(dict.fromkeys(name for name, _ in replies))
-        # Send nothing of this edge's own before it is stored (peers' updates need not wait).
-        if not await self.state.store.barrier(BARRIER_TIMEOUT_S, own_only=True):
+        if not await self.state.store.barrier(BARRIER_TIMEOUT_S):  # send only what is stored
             # Not sent, and neither side's round names these documents again: ask the peer next round.
             for name in answered:
                 self.rounds[link.peer].ask(name)

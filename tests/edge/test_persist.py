@@ -1,7 +1,5 @@
 """The edge store: updates, effects and watermarks survive a reopen; compaction keeps the state."""
 
-import asyncio
-
 from edge.crdt import Effect
 from edge.crdt.replica import Replica
 from edge.crdt.slots import JackpotSlot, jackpot_slots, write_slot
@@ -70,35 +68,4 @@ async def test_a_batch_is_one_hop_and_the_connection_runs_in_wal(tmp_path, monke
         assert await store.barrier(timeout_s=10)
         assert hops == ["_commit_batch"], "updates, documents, effects and watermarks: one unit of work"
     finally:
-        await store.close()
-
-
-async def test_a_barrier_on_own_writes_does_not_wait_for_peer_updates_queued_after_them(tmp_path, monkeypatch):
-    store = DocumentStore(tmp_path / "edge.db", client_id=1, limits=StoreLimits(batch_max=1))
-    await store.open()
-    held = asyncio.Event()
-    commit = store._commit
-
-    async def peer_updates_held(ops):
-        if any(isinstance(op, Append) and not op.local for op in ops):
-            await held.wait()
-        await commit(ops)
-
-    monkeypatch.setattr(store, "_commit", peer_updates_held)
-    try:
-        own, peer = Replica("eu", 1, 4), Replica("us", 2, 4)
-        own.install(JP, [])
-        peer.install(JP, [])
-        mine = own.write_local(JP, lambda d: write_slot(d, "eu", JackpotSlot(1, 1, 0, 5, "EUR", 0.0).encode()))
-        theirs = peer.write_local(JP, lambda d: write_slot(d, "us", JackpotSlot(1, 1, 0, 5, "EUR", 0.0).encode()))
-        store.append(Append(JP, mine, own.state_vectors[JP], local=True))
-        store.append(Append(JP, theirs, peer.state_vectors[JP], local=False))
-        assert await store.barrier(timeout_s=5, own_only=True), "this edge's own write is stored"
-        assert not await store.barrier(timeout_s=0.2), "the peer's update is not stored yet"
-        store.append(Append(JP, theirs, peer.state_vectors[JP], Effect(JP, 101, {"amount_minor": 1})))
-        assert not await store.barrier(timeout_s=0.2, own_only=True), "an effect is this edge's own: waited for"
-        held.set()
-        assert await store.barrier(timeout_s=5, own_only=True) and await store.barrier(timeout_s=5)
-    finally:
-        held.set()
         await store.close()

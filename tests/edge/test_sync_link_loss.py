@@ -100,7 +100,7 @@ async def test_answers_a_slow_store_held_back_are_asked_for_in_the_next_round(eu
     """Answers wait for the store (an edge sends only what it stored); when that wait times out,
     they were dropped, and neither side's round named the document again."""
 
-    async def slow(timeout_s: float, *, own_only: bool = False) -> bool:
+    async def slow(timeout_s: float) -> bool:
         return False
 
     replica, rounds = eu.state.replica, eu.rounds["us"]
