@@ -55,37 +55,36 @@ class TaskHealth:
             self.consecutive_failures = 0
             self._failing.set(0)
 
+    async def _attempt(self, step: Callable[[], Awaitable[object]], event: str) -> float | None:
+        """Run `step` once: None when it succeeded, else the backoff delay before the next try.
+        A failure of any kind is logged as `event` and counted here: a background task must never
+        stop the ledger, and a bug in it shows as a failing task (metric, alert, /readyz), never as
+        an outage of money writes."""
+        try:
+            await step()
+        except Exception as e:  # noqa: BLE001  logged and counted just below; retried with backoff
+            delay = self.failed()
+            log.error(event, task=self.task, error=repr(e), failures=self.consecutive_failures, retry_in_s=delay)
+            return delay
+        self.succeeded()
+        return None
+
     async def until_done(self, step: Callable[[], Awaitable[object]], *, event: str) -> None:
-        """Run `step` until it succeeds once. A failure of any kind is logged as `event`, counted
-        here and tried again after the backoff delay (a one-off background job, such as filling the
-        writer's key filter, that the ledger can serve without meanwhile)."""
+        """Run `step` until it succeeds once, retried after the backoff delay (a one-off background
+        job, such as filling the writer's key filter, that the ledger can serve without meanwhile)."""
         while True:
-            try:
-                await step()
-            except Exception as e:  # noqa: BLE001  logged and counted just below; retried with backoff
-                delay = self.failed()
-                log.error(event, task=self.task, error=repr(e), failures=self.consecutive_failures, retry_in_s=delay)
-                await asyncio.sleep(delay)
-            else:
-                self.succeeded()
+            delay = await self._attempt(step, event)
+            if delay is None:
                 return
+            await asyncio.sleep(delay)
 
     async def repeat(
         self, step: Callable[[], Awaitable[object]], interval_s: float, *, event: str, wait_first: bool = False
     ) -> None:
-        """Run `step` every `interval_s`, forever. A failure of any kind is logged as `event`,
-        counted here and tried again after the backoff delay: a periodic task (audit, liabilities,
-        scheduled backups) must never stop the ledger, and a bug in it shows as a failing task
-        (metric, alert, /readyz), never as an outage of money writes."""
+        """Run `step` every `interval_s`, forever; after a failure, after the backoff delay instead
+        (periodic tasks: audit, liabilities, scheduled backups)."""
         if wait_first:
             await asyncio.sleep(interval_s)
         while True:
-            try:
-                await step()
-            except Exception as e:  # noqa: BLE001  logged and counted just below; retried with backoff
-                delay = self.failed()
-                log.error(event, task=self.task, error=repr(e), failures=self.consecutive_failures, retry_in_s=delay)
-            else:
-                self.succeeded()
-                delay = interval_s
-            await asyncio.sleep(delay)
+            delay = await self._attempt(step, event)
+            await asyncio.sleep(interval_s if delay is None else delay)
