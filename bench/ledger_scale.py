@@ -129,9 +129,14 @@ def seeding_store(opts: Options, db_path: Path, schema: str) -> Store:
     in place of the empty database the ledger made at its first start (nothing in it yet)."""
     if opts.postgres_dsn_file is not None:
         return new_store(opts, db_path, schema)
-    for made in db_path.parent.glob(db_path.name + "*"):
+    for made in database_files(db_path):
         made.unlink()
     return SqliteBulkStore(db_path)
+
+
+def database_files(db_path: Path) -> list[Path]:
+    """A SQLite database's files: the file itself, its WAL and shared-memory index."""
+    return list(db_path.parent.glob(db_path.name + "*"))
 
 
 def new_store(opts: Options, db_path: Path, schema: str) -> Store:
@@ -152,7 +157,7 @@ async def replay_time(source: Store, scratch: Path) -> dict[str, Any]:
         await target.finish()
     finally:
         await target.close()
-    for leftover in scratch.parent.glob(scratch.name + "*"):
+    for leftover in database_files(scratch):
         leftover.unlink()
     return {
         "s": round(time.perf_counter() - started, 2),
@@ -223,9 +228,9 @@ async def seed(store: Store, db_path: Path, size: int, players: int, group: int)
 async def reuse_seeded(earlier: Path, db_path: Path, size: int) -> dict[str, Any]:
     """Move a database an earlier run seeded (`--seeded`) in place of the new one: seeding 10M
     entries takes most of an hour. It holds what that run journaled on top of its seed as well."""
-    for made in db_path.parent.glob(db_path.name + "*"):
+    for made in database_files(db_path):
         made.unlink()
-    for part in earlier.parent.glob(earlier.name + "*"):
+    for part in database_files(earlier):
         part.rename(db_path.parent / part.name)
     store = SqliteStore(db_path)
     await store.open()
@@ -259,7 +264,7 @@ async def settled(pid: int) -> float | None:
 
 
 def db_bytes(db_path: Path) -> int:
-    return sum(p.stat().st_size for p in db_path.parent.glob(db_path.name + "*"))
+    return sum(p.stat().st_size for p in database_files(db_path))
 
 
 # --- measuring ------------------------------------------------------------------------------

@@ -201,41 +201,45 @@ async def drive_in_process(cluster: Cluster, a: argparse.Namespace, seconds: flo
         "players": a.players,
         "edges": edges,
     }
+    write_plan(cluster, plan)
+    reports = await edge_reports(
+        [cluster.root / f"load-{phase}-{edge}.json" for edge in edges],
+        DRIVE_LEAD_S + seconds + DRIVE_GRACE_S,
+        f"finish phase {phase}",
+    )
+    total: dict[str, int] = {}
+    for report in reports:
+        for key, n in report.items():
+            total[key] = total.get(key, 0) + n
+    return total
+
+
+def write_plan(cluster: Cluster, plan: dict[str, Any]) -> None:
+    """Hand the driven edges `plan` (load.json, replaced whole: an edge never reads half of it)."""
     control = cluster.root / "load.json"
     tmp = control.with_name("load.json.tmp")
     tmp.write_text(json.dumps(plan))
     tmp.replace(control)
-    results = [cluster.root / f"load-{phase}-{edge}.json" for edge in edges]
-    deadline = time.monotonic() + DRIVE_LEAD_S + seconds + DRIVE_GRACE_S
-    while not all(r.exists() for r in results):
+
+
+async def edge_reports(paths: list[Path], within_s: float, what: str) -> list[dict[str, Any]]:
+    """The JSON every edge writes at `paths`, once all are there (TimeoutError after `within_s`)."""
+    deadline = time.monotonic() + within_s
+    while not all(p.exists() for p in paths):
         if time.monotonic() > deadline:
-            raise TimeoutError(f"the edges did not finish phase {phase}")
-        await asyncio.sleep(POLL_S)
-    total: dict[str, int] = {}
-    for r in results:
-        for key, n in json.loads(r.read_text()).items():
-            total[key] = total.get(key, 0) + n
-    return total
+            raise TimeoutError(f"the edges did not {what}")
+        await asyncio.sleep(POLL_S / 10)
+    return [json.loads(p.read_text()) for p in paths]
 
 
 async def watch_edges(cluster: Cluster, step: str) -> list[dict[str, Any]]:
     """`start`: have every driven edge watch its replica (phase "watch" of bench/edge_driver.py)
     and wait until each does; `stop`: end the watch and collect what each edge saw."""
     edges = list(cluster.edge_ids)
-    control = cluster.root / "load.json"
     # A phase with no edges is one that no driver runs: it ends the watch.
-    plan = {"phase": "watch", "edges": edges} if step == "start" else {"phase": "watched", "edges": []}
-    tmp = control.with_name("load.json.tmp")
-    tmp.write_text(json.dumps(plan))
-    tmp.replace(control)
+    write_plan(cluster, {"phase": "watch", "edges": edges} if step == "start" else {"phase": "watched", "edges": []})
     prefix = "load-watching" if step == "start" else "load-watch"
-    results = [cluster.root / f"{prefix}-{edge}.json" for edge in edges]
-    deadline = time.monotonic() + DRIVE_GRACE_S
-    while not all(r.exists() for r in results):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"the edges did not {step} watching")
-        await asyncio.sleep(POLL_S / 10)
-    return [json.loads(r.read_text()) for r in results]
+    return await edge_reports([cluster.root / f"{prefix}-{e}.json" for e in edges], DRIVE_GRACE_S, f"{step} watching")
 
 
 def edges_converged(watched: list[dict[str, Any]], healed_at: float) -> dict[str, Any]:
