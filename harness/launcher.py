@@ -24,7 +24,6 @@ import asyncio
 import os
 import re
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -38,6 +37,8 @@ import aiohttp
 import structlog
 import tomli_w
 
+from harness.ports import free_port as free_port  # re-exported: the harness and tests take ports here
+
 READY_TIMEOUT_S = 40.0
 STOP_TIMEOUT_S = 10.0
 READY_POLL_S = 0.1
@@ -49,14 +50,6 @@ DEPLOYMENT_OVERRIDES = ("CROUPIER_LEDGER__", "CROUPIER_EDGE__")
 BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")  # a TOML key that needs no quoting
 
 log = structlog.get_logger("croupier.harness.launcher")
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 # --- environment ----------------------------------------------------------------------------------

@@ -19,13 +19,14 @@ import asyncio
 import os
 import pwd
 import secrets
-import socket
 import stat
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from harness.ports import free_port
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 OS_USER = "postgres"  # runs the server when we run as root (initdb and postgres refuse root)
@@ -49,12 +50,6 @@ DURABLE_SETTINGS: Mapping[str, str] = {
 class PostgresFailed(RuntimeError):
     """The local PostgreSQL could not be set up, started or stopped; the message says why (with
     the tail of its log)."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def running_as_root() -> bool:
