@@ -58,6 +58,7 @@ from core_ledger.rounds_job import StaleRounds
 from core_ledger.service import LedgerService
 from core_ledger.standby_tailer import StandbyMetrics, StandbySettings, StandbyTailer
 from core_ledger.store import SqliteStore, Store
+from core_ledger.wal_checkpoints import WalCheckpointer
 from core_ledger.writer import WriterLimits
 
 log = structlog.get_logger("croupier.ledger.app")
@@ -146,6 +147,7 @@ def create_app(
         clock=clock,
     )
     postgres_watch = PostgresWatch.for_store(store, metrics)  # None unless the store is PostgreSQL
+    wal_checkpoints = WalCheckpointer.for_store(store, metrics, config.wal_checkpoint_interval_s)  # SQLite only
     app[CONFIG] = config
     app[CREDENTIALS] = credentials
     app[BACKUPS] = Backups(store, config, metrics, clock)
@@ -191,6 +193,7 @@ def create_app(
                 app[events_http.CONSUMERS],
                 app[events_http.WEBHOOKS],
                 postgres_watch,
+                wal_checkpoints,
                 app.get(LEASE),
             )
             if t is not None

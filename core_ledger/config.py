@@ -76,6 +76,7 @@ class LedgerConfig:
     backup_interval_s: float = 0.0  # 0: not scheduled
     backup_keep: int = 7
     liabilities_interval_s: float = 30.0  # sampling period of ledger_liabilities_minor (core_ledger/liabilities.py)
+    wal_checkpoint_interval_s: float = 0.5  # SQLite: WAL copied off the commit path (core_ledger/wal_checkpoints.py)
     fault_apply_delay_file: Path | None = None  # test-only fault point (see the module docstring)
     migrate_on_start: bool = True  # migrate an older store at start (false: refuse, run `ledger migrate`)
     tokens: tuple[TokenEntry, ...] = field(default_factory=tuple)
@@ -256,6 +257,16 @@ LEDGER = Table(
             "How often `ledger_liabilities_minor` is sampled from the system accounts and jackpot pools.",
             above=0,
             maximum=600,
+        ),
+        Key(
+            "wal_checkpoint_interval_s",
+            float,
+            0.5,
+            "SQLite: seconds between checkpoints of the write-ahead log into the database file, run "
+            "beside the writer instead of inside its commits; 0: the writer checkpoints inside its commits "
+            "(SQLite's own way).",
+            minimum=0,
+            maximum=60,
         ),
         Key(
             "migrate_on_start",

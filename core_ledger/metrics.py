@@ -64,6 +64,13 @@ class LedgerMetrics:
             buckets=LATENCY_BUCKETS_S,
             registry=registry,
         )
+        self.wal_checkpoint_duration_seconds = Histogram(
+            "ledger_wal_checkpoint_duration_seconds",
+            "Time to copy the SQLite WAL into the database file, per background checkpoint "
+            "(core_ledger/wal_checkpoints.py).",
+            buckets=LATENCY_BUCKETS_S,
+            registry=registry,
+        )
         self.commit_batch_size = Histogram(
             "ledger_commit_batch_size",
             "Requests judged per commit (group commit).",

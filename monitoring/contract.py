@@ -55,6 +55,7 @@ EDGE_METRICS = (
 LEDGER_METRICS = (
     MetricSpec("ledger_transactions_total", "counter", ("type", "outcome")),
     MetricSpec("ledger_commit_duration_seconds", "histogram"),
+    MetricSpec("ledger_wal_checkpoint_duration_seconds", "histogram"),
     MetricSpec("ledger_commit_batch_size", "histogram"),
     MetricSpec("ledger_idempotent_replays_total", "counter"),
     MetricSpec("ledger_conflicts_total", "counter", ("reason",)),

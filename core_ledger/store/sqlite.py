@@ -24,7 +24,7 @@ import sqlite3
 from collections.abc import Sequence
 from contextlib import closing
 from pathlib import Path
-from typing import Any, get_args, get_type_hints
+from typing import Any, NamedTuple, get_args, get_type_hints
 
 import aiosqlite
 import orjson
@@ -76,6 +76,11 @@ PAGE_SIZE_NEW = 1024
 # checkpoint: at 16 MiB a bet cost 16% fewer bytes written and 14% less CPU in the writer alone (no
 # HTTP) than at SQLite's default of 1000 pages.
 WAL_AUTOCHECKPOINT_BYTES = 16 * 1024 * 1024
+# While a background checkpointer copies the WAL into the database (`background_checkpoints`), the
+# writer's own autocheckpoint waits for this much: only a backstop, should the checkpointer fall
+# behind. Inside a commit, a checkpoint of random pages on a large database held every bet for a
+# third of a second (docs/decisions/sqlite-checkpoints-off-the-commit-path.md).
+WAL_BACKSTOP_BYTES = 4 * WAL_AUTOCHECKPOINT_BYTES
 # Before the journal mode: setting WAL writes the header of a new file, which fixes its page size.
 PRAGMAS = (
     f"PRAGMA page_size={PAGE_SIZE_NEW}",
@@ -518,10 +523,29 @@ def _unfence_sync(db: sqlite3.Connection, epoch: int) -> int:
     return _fenced_by_sync(db)
 
 
-def wal_autocheckpoint_pages(conn: sqlite3.Connection) -> int:
-    """WAL_AUTOCHECKPOINT_BYTES in pages of this database (new ones: 1 KiB; older ones: 4 KiB)."""
+def wal_autocheckpoint_pages(conn: sqlite3.Connection, wal_bytes: int = WAL_AUTOCHECKPOINT_BYTES) -> int:
+    """`wal_bytes` in pages of this database (new ones: 1 KiB; older ones: 4 KiB)."""
     [(page_size,)] = _fetch_all(conn, "PRAGMA page_size", ())
-    return max(1, WAL_AUTOCHECKPOINT_BYTES // int(page_size))
+    return max(1, wal_bytes // int(page_size))
+
+
+def _set_autocheckpoint(conn: sqlite3.Connection, wal_bytes: int) -> None:
+    conn.execute(f"PRAGMA wal_autocheckpoint={wal_autocheckpoint_pages(conn, wal_bytes)}")
+
+
+class WalCheckpoint(NamedTuple):
+    """What one `PRAGMA wal_checkpoint(PASSIVE)` reported: whether it could not run (another
+    checkpoint held the lock), the frames in the WAL and how many of them are in the database now."""
+
+    busy: bool
+    wal_frames: int
+    checkpointed_frames: int
+
+
+def _checkpoint_sync(conn: sqlite3.Connection) -> WalCheckpoint:
+    # PASSIVE: copies what it can without waiting for the writer or any reader, and blocks neither.
+    [(busy, wal_frames, checkpointed)] = _fetch_all(conn, "PRAGMA wal_checkpoint(PASSIVE)", ())
+    return WalCheckpoint(bool(busy), max(0, int(wal_frames)), max(0, int(checkpointed)))
 
 
 def _connect(path: Path, cache_mib: int = CACHE_MIB_DEFAULT) -> sqlite3.Connection:
@@ -529,7 +553,7 @@ def _connect(path: Path, cache_mib: int = CACHE_MIB_DEFAULT) -> sqlite3.Connecti
     try:
         for pragma in PRAGMAS:
             conn.execute(pragma)
-        conn.execute(f"PRAGMA wal_autocheckpoint={wal_autocheckpoint_pages(conn)}")
+        _set_autocheckpoint(conn, WAL_AUTOCHECKPOINT_BYTES)
         conn.execute(f"PRAGMA cache_size={-1024 * cache_mib}")  # negative: KiB, not pages
     except BaseException:
         conn.close()
@@ -579,6 +603,7 @@ class SqliteStore(Store):
         self._writer: SqliteThread | None = None
         self._loader: SqliteThread | None = None  # the writer's loads only (see `load`)
         self._reader: SqliteThread | None = None
+        self._checkpointer: SqliteThread | None = None  # only while `background_checkpoints` is on
 
     async def open(self) -> None:
         mkdir_durable(self.path.parent)
@@ -604,10 +629,32 @@ class SqliteStore(Store):
         return await SqliteThread.open(lambda: _connect(self.path, self.cache_mib), name=name)
 
     async def close(self) -> None:
-        for conn in (self._reader, self._loader, self._writer):
+        for conn in (self._checkpointer, self._reader, self._loader, self._writer):
             if conn is not None:
                 await conn.close()
-        self._reader = self._loader = self._writer = None
+        self._checkpointer = self._reader = self._loader = self._writer = None
+
+    async def background_checkpoints(self, on: bool) -> None:
+        """On: WAL checkpoints are `checkpoint_wal`'s job, on a connection of its own, and the
+        writer's autocheckpoint is only a backstop (WAL_BACKSTOP_BYTES). Off: the writer
+        checkpoints inside its commits again (WAL_AUTOCHECKPOINT_BYTES), as it does by default."""
+        if on and self._checkpointer is None:
+            self._checkpointer = await self._connect("ledger-sqlite-checkpointer")
+            await self._w.run(_set_autocheckpoint, WAL_BACKSTOP_BYTES)
+        elif not on and self._checkpointer is not None:
+            await self._w.run(_set_autocheckpoint, WAL_AUTOCHECKPOINT_BYTES)
+            checkpointer, self._checkpointer = self._checkpointer, None
+            await checkpointer.close()
+
+    async def checkpoint_wal(self) -> WalCheckpoint:
+        """Copy the WAL's committed frames into the database file (and fsync it), without blocking
+        the writer or readers. Only while `background_checkpoints` is on."""
+        if self._checkpointer is None:
+            raise StorageError("background checkpoints are off")
+        try:
+            return await self._checkpointer.run(_checkpoint_sync)
+        except sqlite3.Error as e:
+            raise StorageError(f"WAL checkpoint failed: {e}") from e
 
     @property
     def _w(self) -> SqliteThread:
