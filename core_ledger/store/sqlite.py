@@ -639,8 +639,10 @@ class SqliteStore(Store):
         writer's autocheckpoint is only a backstop (WAL_BACKSTOP_BYTES). Off: the writer
         checkpoints inside its commits again (WAL_AUTOCHECKPOINT_BYTES), as it does by default."""
         if on and self._checkpointer is None:
-            self._checkpointer = await self._connect("ledger-sqlite-checkpointer")
+            # The backstop first: should the connection then fail, the WAL is still bounded, and
+            # a retry does both again.
             await self._w.run(_set_autocheckpoint, WAL_BACKSTOP_BYTES)
+            self._checkpointer = await self._connect("ledger-sqlite-checkpointer")
         elif not on and self._checkpointer is not None:
             await self._w.run(_set_autocheckpoint, WAL_AUTOCHECKPOINT_BYTES)
             checkpointer, self._checkpointer = self._checkpointer, None

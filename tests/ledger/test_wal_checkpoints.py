@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
+from shared.sqlite_thread import SqliteThread
+
 from core_ledger.metrics import LedgerMetrics
 from core_ledger.service import LedgerService
 from core_ledger.store import MemoryStore, SqliteStore, StorageError
@@ -80,6 +82,24 @@ async def test_background_checkpoints_make_the_writers_autocheckpoint_a_backstop
     assert await store._w.run(autocheckpoint_pages) == WAL_AUTOCHECKPOINT_BYTES // PAGE_SIZE_NEW
     with pytest.raises(StorageError):
         await store.checkpoint_wal()
+
+
+async def test_a_checkpointer_connection_that_fails_leaves_the_backstop_and_a_retry_takes_over(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    connect = store._connect
+
+    async def refused(name: str) -> SqliteThread:
+        raise sqlite3.OperationalError("unable to open database file")
+
+    monkeypatch.setattr(store, "_connect", refused)
+    with pytest.raises(sqlite3.OperationalError):
+        await store.background_checkpoints(True)
+    assert store._checkpointer is None
+    assert await store._w.run(autocheckpoint_pages) == WAL_BACKSTOP_BYTES // PAGE_SIZE_NEW  # the WAL stays bounded
+    monkeypatch.setattr(store, "_connect", connect)
+    await store.background_checkpoints(True)
+    assert not (await store.checkpoint_wal()).busy
 
 
 async def test_a_checkpoint_puts_every_committed_entry_into_the_database_file(tmp_path: Path) -> None:
