@@ -267,6 +267,22 @@ def db_bytes(db_path: Path) -> int:
     return sum(p.stat().st_size for p in database_files(db_path))
 
 
+def page_cached_share(db_path: Path) -> float | None:
+    """The share of the database's files in the OS page cache now (util-linux `fincore`; None
+    without it or on PostgreSQL). A large database measured right after start reads what is not
+    cached from disk, and runs of one size differ by how much of it an earlier run left cached."""
+    files = [str(p) for p in database_files(db_path)]
+    if not files or shutil.which("fincore") is None:
+        return None
+    done = subprocess.run(
+        ["fincore", "--bytes", "--noheadings", "--output", "RES", *files], capture_output=True, text=True, check=False
+    )
+    total = db_bytes(db_path)
+    if done.returncode != 0 or not total:
+        return None
+    return round(sum(int(line) for line in done.stdout.split()) / total, 3)
+
+
 # --- measuring ------------------------------------------------------------------------------
 
 
@@ -377,6 +393,7 @@ async def measure(size: int, opts: Options) -> dict[str, Any]:
                 duration_s=seconds,
             )
 
+        cached_share = page_cached_share(db_path) if opts.postgres_dsn_file is None else None
         warm = await asyncio.to_thread(wrk, "warm", opts.warmup_seconds)
         before = await settled_head(cluster)
         cpu_before, run_started = process_cpu_s(proc.pid), time.perf_counter()
@@ -388,6 +405,7 @@ async def measure(size: int, opts: Options) -> dict[str, Any]:
         # Printed before the long verifications: a run cut short still has its load figures.
         load_figures["cpu_ms_per_bet"] = round(1000 * cpu_s / (after - before), 3) if after > before else None
         load_figures["idle_cpu_ms_per_s"] = round(1000 * idle_cpu_per_s, 1)
+        load_figures["db_page_cached_share"] = cached_share
         print(f"  measured {json.dumps({'size': size, **load_figures})}", flush=True)
         started = time.perf_counter()
         audit = await admin_call(cluster, "POST", "/admin/v1/audit/verify", timeout_s=TOOL_TIMEOUT_S)
@@ -424,6 +442,7 @@ async def measure(size: int, opts: Options) -> dict[str, Any]:
         **seeded,
         "startup_s": round(startup_s, 2),
         "settle_s": settle_s,
+        "db_page_cached_share": cached_share,  # of the database files, when the load began
         "rss_after_start_kib": rss_after_start.get("rss_kib"),
         "rss_after_run_kib": rss_after_run.get("rss_kib"),
         "rss_peak_kib": rss_after_run.get("rss_peak_kib"),

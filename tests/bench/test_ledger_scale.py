@@ -13,7 +13,7 @@ import pytest
 from core_ledger.journal_checks import rebuild_differences, verify_store
 from core_ledger.store import SqliteStore
 from core_ledger.store.sqlite_bulk import SqliteBulkStore
-from ledger_scale import parse_args, reuse_seeded, seed, seeding_store
+from ledger_scale import page_cached_share, parse_args, reuse_seeded, seed, seeding_store
 
 
 async def test_seeding_replaces_the_empty_database_with_a_durable_bulk_loaded_one(tmp_path: Path) -> None:
@@ -61,3 +61,16 @@ async def test_a_database_seeded_by_an_earlier_run_is_moved_in_not_seeded_again(
         assert (await verify_store(live))["entries_checked"] == 400
     finally:
         await live.close()
+
+
+def test_the_share_of_the_database_in_the_page_cache_is_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "ledger.db"
+    db.write_bytes(b"\1" * 2**20)  # just written: in the page cache
+    (tmp_path / "ledger.db-wal").write_bytes(b"\2" * 2**18)
+    share = page_cached_share(db)
+    assert share is not None and 0.9 <= share <= 1.0
+    assert page_cached_share(tmp_path / "absent.db") is None
+    monkeypatch.setattr("shutil.which", lambda name: None)  # no fincore: nothing is claimed
+    assert page_cached_share(db) is None
