@@ -43,6 +43,7 @@ from shared.tls import TLS_KEYS, TlsSettings, parse_tls
 from shared.tracing import tracing_keys
 
 from core_ledger.checkpoints import CheckpointKeyError, load_private_key
+from core_ledger.wal_checkpoints import WAL_CHECKPOINT_INTERVAL_S
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ class LedgerConfig:
     backup_interval_s: float = 0.0  # 0: not scheduled
     backup_keep: int = 7
     liabilities_interval_s: float = 30.0  # sampling period of ledger_liabilities_minor (core_ledger/liabilities.py)
-    wal_checkpoint_interval_s: float = 0.5  # SQLite: WAL copied off the commit path (core_ledger/wal_checkpoints.py)
+    wal_checkpoint_interval_s: float = WAL_CHECKPOINT_INTERVAL_S  # SQLite (core_ledger/wal_checkpoints.py)
     fault_apply_delay_file: Path | None = None  # test-only fault point (see the module docstring)
     migrate_on_start: bool = True  # migrate an older store at start (false: refuse, run `ledger migrate`)
     tokens: tuple[TokenEntry, ...] = field(default_factory=tuple)
@@ -261,7 +262,7 @@ LEDGER = Table(
         Key(
             "wal_checkpoint_interval_s",
             float,
-            0.5,
+            WAL_CHECKPOINT_INTERVAL_S,
             "SQLite: seconds between checkpoints of the write-ahead log into the database file, run "
             "beside the writer instead of inside its commits; 0: the writer checkpoints inside its commits "
             "(SQLite's own way).",

@@ -31,6 +31,7 @@ from core_ledger.task_health import TaskHealth
 log = structlog.get_logger("croupier.ledger.wal")
 
 TASK = "wal_checkpoint"
+WAL_CHECKPOINT_INTERVAL_S = 0.5  # the default of `wal_checkpoint_interval_s` (the decision above says why)
 
 
 class CheckpointingStore(Protocol):
