@@ -271,13 +271,16 @@ def page_cached_share(db_path: Path) -> float | None:
     """The share of the database's files in the OS page cache now (util-linux `fincore`; None
     without it or on PostgreSQL). A large database measured right after start reads what is not
     cached from disk, and runs of one size differ by how much of it an earlier run left cached."""
-    files = [str(p) for p in database_files(db_path)]
+    files = database_files(db_path)
     if not files or shutil.which("fincore") is None:
         return None
     done = subprocess.run(
-        ["fincore", "--bytes", "--noheadings", "--output", "RES", *files], capture_output=True, text=True, check=False
+        ["fincore", "--bytes", "--noheadings", "--output", "RES", *map(str, files)],
+        capture_output=True,
+        text=True,
+        check=False,
     )
-    total = db_bytes(db_path)
+    total = sum(p.stat().st_size for p in files)
     if done.returncode != 0 or not total:
         return None
     return round(sum(int(line) for line in done.stdout.split()) / total, 3)
@@ -393,7 +396,7 @@ async def measure(size: int, opts: Options) -> dict[str, Any]:
                 duration_s=seconds,
             )
 
-        cached_share = page_cached_share(db_path) if opts.postgres_dsn_file is None else None
+        cached_share = page_cached_share(db_path)  # None on PostgreSQL: no database files here
         warm = await asyncio.to_thread(wrk, "warm", opts.warmup_seconds)
         before = await settled_head(cluster)
         cpu_before, run_started = process_cpu_s(proc.pid), time.perf_counter()

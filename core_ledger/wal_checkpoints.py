@@ -16,15 +16,17 @@ with backoff, and the backstop keeps the WAL bounded meanwhile (`ledger_db_bytes
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from typing import Protocol
 
 import structlog
 
+from shared.sqlite_thread import SqliteThreadClosed
 from shared.tasks import OwnedTask
 
 from core_ledger.metrics import LedgerMetrics
-from core_ledger.store.base import Store
+from core_ledger.store.base import StorageError, Store
 from core_ledger.store.sqlite import SqliteStore, WalCheckpoint
 from core_ledger.task_health import TaskHealth
 
@@ -68,8 +70,11 @@ class WalCheckpointer:
         await self._task.stop()
         try:
             await self.store.background_checkpoints(False)
-        except Exception as e:  # noqa: BLE001  at shutdown the store may be closing: its own error says why
-            log.warning("wal_checkpoints_hand_back_failed", error=repr(e))
+        except (StorageError, sqlite3.Error, SqliteThreadClosed) as e:
+            # The store failing or closing: nothing to hand back to, and shutdown goes on (a bug
+            # of any other kind is raised). Logged and counted as the task's failure.
+            self.health.failed()
+            log.error("wal_checkpoint_failed", task=TASK, error=repr(e), during="hand_back")
 
     async def _run(self) -> None:
         await self.health.until_done(self._take_over, event="wal_checkpoint_failed")

@@ -69,3 +69,14 @@ async def store(storage: Callable[[], Store]) -> AsyncIterator[Store]:
         yield s
     finally:
         await s.close()
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    """An open SQLite store in the test's own directory."""
+    s = SqliteStore(tmp_path / "ledger.db")
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.close()

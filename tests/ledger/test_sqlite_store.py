@@ -4,7 +4,6 @@ connection runs with the durability pragmas (WAL, synchronous=FULL)."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -35,28 +34,18 @@ from tests.support.journal_commands import traffic
 SYNCHRONOUS_FULL = 2
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    s = SqliteStore(tmp_path / "ledger.db")
-    await s.open()
-    try:
-        yield s
-    finally:
-        await s.close()
-
-
 def connections(store: SqliteStore) -> dict[str, SqliteThread]:
     return {"writer": store._w, "loader": store._l, "reader": store._r}
 
 
-async def test_every_connection_runs_with_the_durability_pragmas(store: SqliteStore) -> None:
+async def test_every_connection_runs_with_the_durability_pragmas(sqlite_store: SqliteStore) -> None:
     def pragmas(db: sqlite3.Connection) -> tuple[Any, ...]:
         return tuple(
             db.execute(f"PRAGMA {name}").fetchone()[0]
             for name in ("journal_mode", "synchronous", "busy_timeout", "wal_autocheckpoint", "page_size")
         )
 
-    for name, conn in connections(store).items():
+    for name, conn in connections(sqlite_store).items():
         assert await conn.run(pragmas) == (
             "wal",
             SYNCHRONOUS_FULL,
@@ -88,10 +77,10 @@ async def test_a_database_made_with_4_kib_pages_keeps_them_and_checkpoints_by_by
 
 
 async def test_a_group_commit_and_a_batch_of_loads_are_one_hop_each(
-    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+    sqlite_store: SqliteStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     hops: list[str] = []
-    for name, conn in connections(store).items():
+    for name, conn in connections(sqlite_store).items():
         original = conn.run
 
         async def counted(fn: Any, *args: Any, _name: str = name, _run: Any = original, **kw: Any) -> Any:
@@ -100,18 +89,18 @@ async def test_a_group_commit_and_a_batch_of_loads_are_one_hop_each(
 
         monkeypatch.setattr(conn, "run", counted)
     journal = [JournalRow(i, f"tx{i}", f'{{"sequence":{i}}}') for i in (1, 2, 3)]
-    await store.commit(
+    await sqlite_store.commit(
         journal,
         {"players": [(("p1",), {"a": 1}), (("p2",), {"a": 2})], "idem": [(("c", "k"), {"x": 1})]},
         Head(3, GENESIS_HASH, 1),
     )
     assert hops == ["writer"], "journal, derived rows and head: one unit of work"
     hops.clear()
-    found = await store.load({"players": [("p1",), ("p2",)], "idem": [("c", "k")], "entries": [(2,)]})
+    found = await sqlite_store.load({"players": [("p1",), ("p2",)], "idem": [("c", "k")], "entries": [(2,)]})
     assert found["players"] == {("p1",): {"a": 1}, ("p2",): {"a": 2}} and found["entries"] == {(2,): {"sequence": 2}}
     assert hops == ["loader"], "every table of a batch's loads: one unit of work"
     hops.clear()
-    assert (await store.get("idem", ("c", "k"))) == ({"x": 1}, 3)
+    assert (await sqlite_store.get("idem", ("c", "k"))) == ({"x": 1}, 3)
     assert hops == ["reader"]
 
 
@@ -155,7 +144,7 @@ def test_a_row_written_again_unchanged_is_left_alone(tmp_path: Path) -> None:
         db.close()
 
 
-async def test_a_round_row_keeps_an_absent_member_absent_and_its_list_a_list(store: SqliteStore) -> None:
+async def test_a_round_row_keeps_an_absent_member_absent_and_its_list_a_list(sqlite_store: SqliteStore) -> None:
     """Rounds are stored as columns (schema migration 7): a row folded before `opened_at` was kept
     comes back without it (not with null), one with it comes back with it, notes as a list."""
     note = {"id": "b1", "type": "bet", "sequence": 1, "amount_minor": 100}
@@ -170,14 +159,16 @@ async def test_a_round_row_keeps_an_absent_member_absent_and_its_list_a_list(sto
         "transactions": [note],
     }
     new = {**old, "transactions": [note, {**note, "id": "b2", "sequence": 2}], "opened_at": "2026-01-01T00:00:00Z"}
-    await store.commit([], {"rounds": [(("p1", "r0"), old)], "client_rounds": [(("p1", "r1", "gs"), new)]}, Head())
-    assert await store.dump("rounds") == {("p1", "r0"): old}
-    assert await store.dump("client_rounds") == {("p1", "r1", "gs"): new}
-    assert await store.load({"rounds": [("p1", "r0")], "client_rounds": [("p1", "r1", "gs")]}) == {
+    await sqlite_store.commit(
+        [], {"rounds": [(("p1", "r0"), old)], "client_rounds": [(("p1", "r1", "gs"), new)]}, Head()
+    )
+    assert await sqlite_store.dump("rounds") == {("p1", "r0"): old}
+    assert await sqlite_store.dump("client_rounds") == {("p1", "r1", "gs"): new}
+    assert await sqlite_store.load({"rounds": [("p1", "r0")], "client_rounds": [("p1", "r1", "gs")]}) == {
         "rounds": {("p1", "r0"): old},
         "client_rounds": {("p1", "r1", "gs"): new},
     }
-    rows, _ = await store.select("client_rounds", {"round_id": "r1"}, limit=5, doc_equals={"status": "open"})
+    rows, _ = await sqlite_store.select("client_rounds", {"round_id": "r1"}, limit=5, doc_equals={"status": "open"})
     assert rows == [(("p1", "r1", "gs"), new)]
 
 
@@ -201,10 +192,10 @@ async def test_the_columns_keep_every_member_the_domain_writes(tmp_path: Path) -
         assert sqlite_rows[table] == memory_rows[table], table
 
 
-async def test_a_member_a_columnar_table_has_no_column_for_is_refused_not_lost(store: SqliteStore) -> None:
-    head = await store.head()
+async def test_a_member_a_columnar_table_has_no_column_for_is_refused_not_lost(sqlite_store: SqliteStore) -> None:
+    head = await sqlite_store.head()
     with pytest.raises(InvariantBroken, match=r"history has no column for the members \['via'\]"):
-        await store.commit(
+        await sqlite_store.commit(
             [],
             {
                 "history": [
@@ -213,4 +204,4 @@ async def test_a_member_a_columnar_table_has_no_column_for_is_refused_not_lost(s
             },
             head,
         )
-    assert await store.dump("history") == {}
+    assert await sqlite_store.dump("history") == {}

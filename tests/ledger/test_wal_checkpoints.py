@@ -8,7 +8,7 @@ import asyncio
 import shutil
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -27,16 +27,6 @@ from tests.support.journal_commands import traffic
 
 BOUND_S = 10.0  # every wait below is far shorter; a failure shows within this
 FAST_S = 0.02  # the task's interval in these tests
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    s = SqliteStore(tmp_path / "ledger.db")
-    await s.open()
-    try:
-        yield s
-    finally:
-        await s.close()
 
 
 def autocheckpoint_pages(db: sqlite3.Connection) -> int:
@@ -69,37 +59,39 @@ def samples(metrics_registry: CollectorRegistry, name: str, **labels: str) -> fl
 
 
 async def test_background_checkpoints_make_the_writers_autocheckpoint_a_backstop_and_hand_it_back(
-    store: SqliteStore,
+    sqlite_store: SqliteStore,
 ) -> None:
-    assert await store._w.run(autocheckpoint_pages) == WAL_AUTOCHECKPOINT_BYTES // PAGE_SIZE_NEW
+    assert await sqlite_store._w.run(autocheckpoint_pages) == WAL_AUTOCHECKPOINT_BYTES // PAGE_SIZE_NEW
     with pytest.raises(StorageError, match="background checkpoints are off"):
-        await store.checkpoint_wal()
-    await store.background_checkpoints(True)
-    await store.background_checkpoints(True)  # idempotent: still one connection
-    assert await store._w.run(autocheckpoint_pages) == WAL_BACKSTOP_BYTES // PAGE_SIZE_NEW
-    assert isinstance(await store.checkpoint_wal(), WalCheckpoint)
-    await store.background_checkpoints(False)
-    assert await store._w.run(autocheckpoint_pages) == WAL_AUTOCHECKPOINT_BYTES // PAGE_SIZE_NEW
+        await sqlite_store.checkpoint_wal()
+    await sqlite_store.background_checkpoints(True)
+    await sqlite_store.background_checkpoints(True)  # idempotent: still one connection
+    assert await sqlite_store._w.run(autocheckpoint_pages) == WAL_BACKSTOP_BYTES // PAGE_SIZE_NEW
+    assert isinstance(await sqlite_store.checkpoint_wal(), WalCheckpoint)
+    await sqlite_store.background_checkpoints(False)
+    assert await sqlite_store._w.run(autocheckpoint_pages) == WAL_AUTOCHECKPOINT_BYTES // PAGE_SIZE_NEW
     with pytest.raises(StorageError):
-        await store.checkpoint_wal()
+        await sqlite_store.checkpoint_wal()
 
 
 async def test_a_checkpointer_connection_that_fails_leaves_the_backstop_and_a_retry_takes_over(
-    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+    sqlite_store: SqliteStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    connect = store._connect
+    connect = sqlite_store._connect
 
     async def refused(name: str) -> SqliteThread:
         raise sqlite3.OperationalError("unable to open database file")
 
-    monkeypatch.setattr(store, "_connect", refused)
+    monkeypatch.setattr(sqlite_store, "_connect", refused)
     with pytest.raises(sqlite3.OperationalError):
-        await store.background_checkpoints(True)
-    assert store._checkpointer is None
-    assert await store._w.run(autocheckpoint_pages) == WAL_BACKSTOP_BYTES // PAGE_SIZE_NEW  # the WAL stays bounded
-    monkeypatch.setattr(store, "_connect", connect)
-    await store.background_checkpoints(True)
-    assert not (await store.checkpoint_wal()).busy
+        await sqlite_store.background_checkpoints(True)
+    assert sqlite_store._checkpointer is None
+    assert (
+        await sqlite_store._w.run(autocheckpoint_pages) == WAL_BACKSTOP_BYTES // PAGE_SIZE_NEW
+    )  # the WAL stays bounded
+    monkeypatch.setattr(sqlite_store, "_connect", connect)
+    await sqlite_store.background_checkpoints(True)
+    assert not (await sqlite_store.checkpoint_wal()).busy
 
 
 async def test_a_checkpoint_puts_every_committed_entry_into_the_database_file(tmp_path: Path) -> None:
@@ -124,9 +116,11 @@ async def test_a_checkpoint_puts_every_committed_entry_into_the_database_file(tm
         await service.stop()
 
 
-async def test_the_task_checkpoints_on_its_timer_and_hands_checkpoints_back_when_stopped(store: SqliteStore) -> None:
+async def test_the_task_checkpoints_on_its_timer_and_hands_checkpoints_back_when_stopped(
+    sqlite_store: SqliteStore,
+) -> None:
     registry = CollectorRegistry()
-    checkpointer = WalCheckpointer.for_store(store, LedgerMetrics(registry), FAST_S)
+    checkpointer = WalCheckpointer.for_store(sqlite_store, LedgerMetrics(registry), FAST_S)
     assert checkpointer is not None
     checkpointer.start()
     try:
@@ -134,12 +128,12 @@ async def test_the_task_checkpoints_on_its_timer_and_hands_checkpoints_back_when
             lambda: samples(registry, "ledger_wal_checkpoint_duration_seconds_count") >= 3,
             "three timed checkpoints",
         )
-        assert await store._w.run(autocheckpoint_pages) == WAL_BACKSTOP_BYTES // PAGE_SIZE_NEW
+        assert await sqlite_store._w.run(autocheckpoint_pages) == WAL_BACKSTOP_BYTES // PAGE_SIZE_NEW
         assert checkpointer.last is not None and not checkpointer.last.busy
     finally:
         await checkpointer.stop()
-    assert store._checkpointer is None
-    assert await store._w.run(autocheckpoint_pages) == WAL_AUTOCHECKPOINT_BYTES // PAGE_SIZE_NEW
+    assert sqlite_store._checkpointer is None
+    assert await sqlite_store._w.run(autocheckpoint_pages) == WAL_AUTOCHECKPOINT_BYTES // PAGE_SIZE_NEW
     assert samples(registry, "ledger_task_failures_total", task=TASK) == 0
 
 
@@ -174,8 +168,32 @@ async def test_a_failing_checkpoint_is_counted_and_retried_never_the_end_of_the_
     assert samples(registry, "ledger_wal_checkpoint_duration_seconds_count") == 0
 
 
-async def test_only_a_sqlite_store_with_a_positive_interval_gets_a_checkpointer(store: SqliteStore) -> None:
+async def test_only_a_sqlite_store_with_a_positive_interval_gets_a_checkpointer(sqlite_store: SqliteStore) -> None:
     metrics = LedgerMetrics(CollectorRegistry())
     assert WalCheckpointer.for_store(MemoryStore(), metrics, 0.5) is None
-    assert WalCheckpointer.for_store(store, metrics, 0) is None  # 0: the writer checkpoints in its commits
-    assert WalCheckpointer.for_store(store, metrics, 0.5) is not None
+    assert WalCheckpointer.for_store(sqlite_store, metrics, 0) is None  # 0: the writer checkpoints in its commits
+    assert WalCheckpointer.for_store(sqlite_store, metrics, 0.5) is not None
+
+
+class ClosingStore(FailingStore):
+    """Checkpoints well, then closes under the task: handing the checkpoints back fails."""
+
+    async def checkpoint_wal(self) -> WalCheckpoint:
+        return WalCheckpoint(busy=False, wal_frames=0, checkpointed_frames=0)
+
+    async def background_checkpoints(self, on: bool) -> None:
+        self.on.append(on)
+        if not on:
+            raise StorageError("the store is not open")
+
+
+async def test_a_store_closing_under_the_task_does_not_stop_the_shutdown_and_is_counted() -> None:
+    registry = CollectorRegistry()
+    closing = ClosingStore()
+    checkpointer = WalCheckpointer(closing, LedgerMetrics(registry), FAST_S)
+    checkpointer.start()
+    await wait_for(lambda: closing.on == [True], "the take-over")
+    assert samples(registry, "ledger_task_failures_total", task=TASK) == 0
+    await checkpointer.stop()  # does not raise
+    assert closing.on == [True, False]
+    assert samples(registry, "ledger_task_failures_total", task=TASK) == 1
