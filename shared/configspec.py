@@ -10,6 +10,7 @@ service's own config module; they add their problems to the same list.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -98,6 +99,8 @@ def check_value(key: Key, value: Any, where: str) -> tuple[Any, str | None]:
         value = value.lower() if key.any_case else value
         if value not in key.choices:
             return None, f"{where} must be one of {', '.join(key.choices)}"
+    if key.type is float and not math.isfinite(value):  # NaN passes every bound: refused by name
+        return None, f"{where} must be a finite number"
     if key.type in (int, float):
         if key.above is not None and not value > key.above:
             return None, f"{where} must be > {_num(key.above)} ({key.range_text()})"

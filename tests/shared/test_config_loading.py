@@ -161,3 +161,12 @@ def test_the_local_cluster_harness_ignores_config_overrides_meant_for_a_deployme
         {"CROUPIER_LEDGER__PORT": "1", "CROUPIER_EDGE__ID": "x", "PATH": "/bin", "CROUPIER_OTHER": "kept"}
     )
     assert env == {"PATH": "/bin", "CROUPIER_OTHER": "kept"}
+
+
+@pytest.mark.parametrize("value", ["-0.5", "61", '"soon"', "nan"])
+def test_a_wal_checkpoint_interval_out_of_bounds_is_refused_naming_the_key(tmp_path: Path, value: str) -> None:
+    """A config value that would stop checkpoints or hold them for hours is refused, not clamped."""
+    path = ledger_file(tmp_path, f"[ledger]\nwal_checkpoint_interval_s = {value}\n")
+    with pytest.raises(ConfigError) as caught:
+        ledger_config.load(path, environ={})
+    assert any("ledger.wal_checkpoint_interval_s" in p for p in caught.value.problems)
