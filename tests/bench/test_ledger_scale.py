@@ -8,12 +8,14 @@ import sqlite3
 from contextlib import closing
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from core_ledger.journal_checks import rebuild_differences, verify_store
 from core_ledger.store import SqliteStore
 from core_ledger.store.sqlite_bulk import SqliteBulkStore
-from ledger_scale import page_cached_share, parse_args, reuse_seeded, seed, seeding_store
+from ledger_scale import page_cached_share, parse_args, reuse_seeded, seed, seeding_store, settle_postgres
+from tests.support.local_postgres import PgServer, fresh_schema
 
 
 async def test_seeding_replaces_the_empty_database_with_a_durable_bulk_loaded_one(tmp_path: Path) -> None:
@@ -74,3 +76,27 @@ def test_the_share_of_the_database_in_the_page_cache_is_reported(
     assert page_cached_share(tmp_path / "absent.db") is None
     monkeypatch.setattr("shutil.which", lambda name: None)  # no fincore: nothing is claimed
     assert page_cached_share(db) is None
+
+
+async def test_a_seeded_postgres_schema_is_vacuumed_analyzed_and_checkpointed(
+    pg_server: PgServer, tmp_path: Path
+) -> None:
+    schema = fresh_schema()
+    (tmp_path / "dsn").write_text(pg_server.dsn)
+    opts = parse_args(["--sizes", "0,400", "--players", "20", "--postgres-dsn-file", str(tmp_path / "dsn")])
+    await seed(seeding_store(opts, tmp_path / "unused.db", schema), tmp_path / "unused.db", 400, 20, 100)
+    conn = await asyncpg.connect(pg_server.dsn)
+    try:
+        stats = "SELECT relname, last_vacuum, last_analyze FROM pg_stat_user_tables WHERE schemaname = $1"
+        before = await conn.fetch(stats, schema)
+        assert before and all(row["last_vacuum"] is None for row in before)  # nothing vacuumed them yet
+        checkpoints = "SELECT checkpoints_req FROM pg_stat_bgwriter"
+        requested_before = await conn.fetchval(checkpoints)
+        settled = await settle_postgres(pg_server.dsn)
+        assert settled["checkpointed"] is True and settled["vacuum_analyze_s"] >= 0
+        after = {row["relname"]: row for row in await conn.fetch(stats, schema)}
+        for table in ("journal", "bets", "accounts", "tx_summaries"):
+            assert after[table]["last_vacuum"] is not None and after[table]["last_analyze"] is not None, table
+        assert await conn.fetchval(checkpoints) > requested_before
+    finally:
+        await conn.close()
