@@ -19,9 +19,10 @@ database and nothing else; `--active-players 0` spreads them over every seeded p
 
 Before the load, the ledger is left to settle after its start-up (its CPU below a fifth of a core
 for two seconds running, `settle_s`: the key filter's fill runs in the background for minutes at
-10M entries), so the sizes compare steady states. `--seeded DIR` (SQLite) takes each non-empty
-size's database from an earlier run's `--dir DIR` instead of seeding it again (most of an hour at
-10M); it then also holds the bets that run measured.
+10M entries), so the sizes compare steady states. `--seeded DIR` takes each non-empty size's
+database from an earlier run's `--dir DIR` instead of seeding it again (most of an hour at 10M on
+SQLite): the file, moved here, or on PostgreSQL the schema that run's ledger config names; it then
+also holds the bets that run measured.
 
 Reported per size: throughput, p50, p99, the ledger's start-up time and RSS (after start-up, and
 its peak over the run), the chain verification (`POST /admin/v1/audit/verify`, timed, must verify
@@ -57,6 +58,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -248,6 +250,32 @@ async def settle_postgres(dsn: str) -> dict[str, Any]:
     return {"vacuum_analyze_s": round(time.perf_counter() - started, 1), "checkpointed": checkpointed}
 
 
+def earlier_schema(opts: Options, label: str) -> str | None:
+    """On PostgreSQL, the schema an earlier run (`--seeded DIR`) seeded for this size, as its
+    ledger config names it; None without one."""
+    if opts.seeded is None or opts.postgres_dsn_file is None:
+        return None
+    config = opts.seeded.resolve() / label / "ledger.toml"
+    if not config.exists():
+        return None
+    schema = tomllib.loads(config.read_text()).get("postgres_schema")
+    return schema if isinstance(schema, str) and schema else None
+
+
+async def reuse_seeded_schema(opts: Options, schema: str, size: int) -> dict[str, Any]:
+    """Measure the schema an earlier run seeded (`--seeded`) again: it holds that run's bets too."""
+    store = new_store(opts, Path("unused"), schema)
+    await store.open()
+    try:
+        head = await store.head()
+    finally:
+        await store.close()
+    if head.sequence < size:
+        raise RuntimeError(f"schema {schema} holds {head.sequence:,} entries, fewer than {size:,}")
+    print(f"  reused the schema {schema} seeded earlier: {head.sequence:,} entries", flush=True)
+    return {"seed_reused_from": schema, "seeded_entries": head.sequence, "seed_refused": {}, "db_bytes": None}
+
+
 async def reuse_seeded(earlier: Path, db_path: Path, size: int) -> dict[str, Any]:
     """Move a database an earlier run seeded (`--seeded`) in place of the new one: seeding 10M
     entries takes most of an hour. It holds what that run journaled on top of its seed as well."""
@@ -360,7 +388,8 @@ async def measure(size: int, opts: Options) -> dict[str, Any]:
     label = size_label(size)
     players = players_for(size, opts.players)
     cluster = ScaleCluster(opts.root / label, edge_ids=(), log_level="warning")
-    schema = f"scale_{label}_{os.getpid()}"
+    reused_schema = earlier_schema(opts, label) if size else None
+    schema = reused_schema or f"scale_{label}_{os.getpid()}"
     if opts.postgres_dsn_file is not None:
         cluster.ledger_extra = {
             "backend": "postgres",
@@ -373,7 +402,9 @@ async def measure(size: int, opts: Options) -> dict[str, Any]:
         await cluster.stop_service("ledger")
         db_path = cluster.root / "ledger-data" / "ledger.db"
         earlier = None if opts.seeded is None else opts.seeded.resolve() / label / "ledger-data" / "ledger.db"
-        if size and earlier is not None and earlier.exists() and opts.postgres_dsn_file is None:
+        if reused_schema is not None:
+            seeded = await reuse_seeded_schema(opts, reused_schema, size)
+        elif size and earlier is not None and earlier.exists() and opts.postgres_dsn_file is None:
             seeded = await reuse_seeded(earlier, db_path, size)
         else:
             store = seeding_store(opts, db_path, schema)
@@ -591,7 +622,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
         "--seeded",
         type=Path,
         default=None,
-        help="the --dir of an earlier SQLite run: a size whose database it holds is moved here, not seeded again",
+        help="the --dir of an earlier run: a size whose database it holds (SQLite: moved here; PostgreSQL: the "
+        "schema its config names) is measured again, not seeded again",
     )
     a = parser.parse_args(argv)
     try:

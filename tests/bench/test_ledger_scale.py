@@ -14,7 +14,16 @@ import pytest
 from core_ledger.journal_checks import rebuild_differences, verify_store
 from core_ledger.store import SqliteStore
 from core_ledger.store.sqlite_bulk import SqliteBulkStore
-from ledger_scale import page_cached_share, parse_args, reuse_seeded, seed, seeding_store, settle_postgres
+from ledger_scale import (
+    earlier_schema,
+    page_cached_share,
+    parse_args,
+    reuse_seeded,
+    reuse_seeded_schema,
+    seed,
+    seeding_store,
+    settle_postgres,
+)
 from tests.support.local_postgres import PgServer, fresh_schema
 
 
@@ -100,3 +109,24 @@ async def test_a_seeded_postgres_schema_is_vacuumed_analyzed_and_checkpointed(
         assert await conn.fetchval(checkpoints) > requested_before
     finally:
         await conn.close()
+
+
+async def test_a_postgres_schema_seeded_by_an_earlier_run_is_measured_again(
+    pg_server: PgServer, tmp_path: Path
+) -> None:
+    schema = fresh_schema()
+    (tmp_path / "dsn").write_text(pg_server.dsn)
+    earlier = tmp_path / "earlier"
+    (earlier / "400").mkdir(parents=True)
+    (earlier / "400" / "ledger.toml").write_text(f'backend = "postgres"\npostgres_schema = "{schema}"\n')
+    args = ["--sizes", "0,400", "--players", "20", "--postgres-dsn-file", str(tmp_path / "dsn")]
+    opts = parse_args([*args, "--seeded", str(earlier)])
+    await seed(seeding_store(opts, tmp_path / "unused.db", schema), tmp_path / "unused.db", 400, 20, 100)
+    assert earlier_schema(opts, "400") == schema
+    assert earlier_schema(opts, "1m") is None  # that run held no such size
+    assert earlier_schema(parse_args(args), "400") is None  # no --seeded: seeded afresh
+    assert earlier_schema(parse_args(["--sizes", "0,400", "--seeded", str(earlier)]), "400") is None  # SQLite
+    reused = await reuse_seeded_schema(opts, schema, 400)
+    assert reused["seeded_entries"] == 400 and reused["seed_reused_from"] == schema
+    with pytest.raises(RuntimeError, match="fewer than"):
+        await reuse_seeded_schema(opts, schema, 401)
