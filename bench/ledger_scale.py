@@ -258,7 +258,7 @@ def earlier_schema(opts: Options, label: str) -> str | None:
     config = opts.seeded.resolve() / label / "ledger.toml"
     if not config.exists():
         return None
-    schema = tomllib.loads(config.read_text()).get("postgres_schema")
+    schema = tomllib.loads(config.read_text()).get("ledger", {}).get("postgres_schema")
     return schema if isinstance(schema, str) and schema else None
 
 

@@ -14,6 +14,7 @@ import pytest
 from core_ledger.journal_checks import rebuild_differences, verify_store
 from core_ledger.store import SqliteStore
 from core_ledger.store.sqlite_bulk import SqliteBulkStore
+from harness.launcher import ServiceConfig
 from ledger_scale import (
     earlier_schema,
     page_cached_share,
@@ -118,7 +119,7 @@ async def test_a_postgres_schema_seeded_by_an_earlier_run_is_measured_again(
     (tmp_path / "dsn").write_text(pg_server.dsn)
     earlier = tmp_path / "earlier"
     (earlier / "400").mkdir(parents=True)
-    (earlier / "400" / "ledger.toml").write_text(f'backend = "postgres"\npostgres_schema = "{schema}"\n')
+    ServiceConfig("ledger", {"backend": "postgres", "postgres_schema": schema}).write(earlier / "400" / "ledger.toml")
     args = ["--sizes", "0,400", "--players", "20", "--postgres-dsn-file", str(tmp_path / "dsn")]
     opts = parse_args([*args, "--seeded", str(earlier)])
     await seed(seeding_store(opts, tmp_path / "unused.db", schema), tmp_path / "unused.db", 400, 20, 100)
