@@ -262,18 +262,23 @@ def earlier_schema(opts: Options, label: str) -> str | None:
     return schema if isinstance(schema, str) and schema else None
 
 
-async def reuse_seeded_schema(opts: Options, schema: str, size: int) -> dict[str, Any]:
-    """Measure the schema an earlier run seeded (`--seeded`) again: it holds that run's bets too."""
-    store = new_store(opts, Path("unused"), schema)
+async def reused_head(store: Store, what: str, size: int) -> int:
+    """The head sequence of `what` an earlier run seeded (`--seeded`), which must hold `size` entries."""
     await store.open()
     try:
         head = await store.head()
     finally:
         await store.close()
     if head.sequence < size:
-        raise RuntimeError(f"schema {schema} holds {head.sequence:,} entries, fewer than {size:,}")
-    print(f"  reused the schema {schema} seeded earlier: {head.sequence:,} entries", flush=True)
-    return {"seed_reused_from": schema, "seeded_entries": head.sequence, "seed_refused": {}, "db_bytes": None}
+        raise RuntimeError(f"{what} holds {head.sequence:,} entries, fewer than {size:,}")
+    print(f"  reused {what}, seeded earlier: {head.sequence:,} entries", flush=True)
+    return head.sequence
+
+
+async def reuse_seeded_schema(opts: Options, schema: str, size: int) -> dict[str, Any]:
+    """Measure the schema an earlier run seeded (`--seeded`) again: it holds that run's bets too."""
+    entries = await reused_head(new_store(opts, Path("unused"), schema), f"the schema {schema}", size)
+    return {"seed_reused_from": schema, "seeded_entries": entries, "seed_refused": {}, "db_bytes": None}
 
 
 async def reuse_seeded(earlier: Path, db_path: Path, size: int) -> dict[str, Any]:
@@ -283,18 +288,10 @@ async def reuse_seeded(earlier: Path, db_path: Path, size: int) -> dict[str, Any
         made.unlink()
     for part in database_files(earlier):
         part.rename(db_path.parent / part.name)
-    store = SqliteStore(db_path)
-    await store.open()
-    try:
-        head = await store.head()
-    finally:
-        await store.close()
-    if head.sequence < size:
-        raise RuntimeError(f"{earlier} holds {head.sequence:,} entries, fewer than {size:,}")
-    print(f"  reused the database seeded earlier: {head.sequence:,} entries", flush=True)
+    entries = await reused_head(SqliteStore(db_path), str(earlier), size)
     return {
         "seed_reused_from": str(earlier),
-        "seeded_entries": head.sequence,
+        "seeded_entries": entries,
         "seed_refused": {},
         "db_bytes": db_bytes(db_path),
     }
