@@ -102,12 +102,16 @@ async def test_a_seeded_postgres_schema_is_vacuumed_analyzed_and_checkpointed(
         assert before and all(row["last_vacuum"] is None for row in before)  # nothing vacuumed them yet
         checkpoints = "SELECT checkpoints_req FROM pg_stat_bgwriter"
         requested_before = await conn.fetchval(checkpoints)
-        settled = await settle_postgres(pg_server.dsn)
+        other = fresh_schema()  # another run's schema on the same server: left alone
+        await seed(seeding_store(opts, tmp_path / "unused.db", other), tmp_path / "unused.db", 400, 20, 100)
+        settled = await settle_postgres(pg_server.dsn, schema)
         assert settled["checkpointed"] is True and settled["vacuum_analyze_s"] >= 0
         after = {row["relname"]: row for row in await conn.fetch(stats, schema)}
         for table in ("journal", "bets", "accounts", "tx_summaries"):
             assert after[table]["last_vacuum"] is not None and after[table]["last_analyze"] is not None, table
         assert await conn.fetchval(checkpoints) > requested_before
+        left_alone = await conn.fetch(stats, other)
+        assert left_alone and all(row["last_vacuum"] is None for row in left_alone)
     finally:
         await conn.close()
 
