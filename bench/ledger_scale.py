@@ -143,12 +143,17 @@ def database_files(db_path: Path) -> list[Path]:
     return list(db_path.parent.glob(db_path.name + "*"))
 
 
+def postgres_dsn(opts: Options) -> str:
+    assert opts.postgres_dsn_file is not None, "a PostgreSQL run"
+    return opts.postgres_dsn_file.read_text().strip()
+
+
 def new_store(opts: Options, db_path: Path, schema: str) -> Store:
     if opts.postgres_dsn_file is None:
         return SqliteStore(db_path)
     from core_ledger.store.postgres import PostgresLimits, PostgresStore
 
-    return PostgresStore(opts.postgres_dsn_file.read_text().strip(), PostgresLimits(), schema=schema)
+    return PostgresStore(postgres_dsn(opts), PostgresLimits(), schema=schema)
 
 
 async def replay_time(source: Store, scratch: Path) -> dict[str, Any]:
@@ -240,8 +245,15 @@ async def settle_postgres(dsn: str, schema: str) -> dict[str, Any]:
     started = time.perf_counter()
     conn = await asyncpg.connect(dsn)
     try:
-        tables = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = $1 ORDER BY tablename", schema)
-        names = ", ".join(f'"{schema}"."{row["tablename"]}"' for row in tables)
+        # Names quoted by the server (format %I), not by string pasting.
+        names = ", ".join(
+            row["name"]
+            for row in await conn.fetch(
+                "SELECT format('%I.%I', schemaname, tablename) AS name FROM pg_tables WHERE schemaname = $1 "
+                "ORDER BY tablename",
+                schema,
+            )
+        )
         if names:
             await conn.execute(f"VACUUM (ANALYZE) {names}")
         try:
@@ -262,8 +274,14 @@ def earlier_schema(opts: Options, label: str) -> str | None:
     config = opts.seeded.resolve() / label / "ledger.toml"
     if not config.exists():
         return None
+    from core_ledger.store.postgres import SCHEMA_NAME
+
     schema = tomllib.loads(config.read_text()).get("ledger", {}).get("postgres_schema")
-    return schema if isinstance(schema, str) and schema else None
+    if schema is None:
+        return None
+    if not isinstance(schema, str) or not SCHEMA_NAME.fullmatch(schema):  # the store's own rule, checked first
+        raise ValueError(f"{config}: postgres_schema {schema!r} is not a plain lower-case SQL name")
+    return schema
 
 
 async def reused_head(store: Store, what: str, size: int) -> int:
@@ -417,8 +435,7 @@ async def measure(size: int, opts: Options) -> dict[str, Any]:
                 flush=True,
             )
             if opts.postgres_dsn_file is not None:
-                dsn = opts.postgres_dsn_file.read_text().strip()
-                seeded["postgres_settled"] = await settle_postgres(dsn, schema)
+                seeded["postgres_settled"] = await settle_postgres(postgres_dsn(opts), schema)
                 print(f"  PostgreSQL settled: {json.dumps(seeded['postgres_settled'])}", flush=True)
         started = time.perf_counter()
         await cluster.start_service("ledger")

@@ -592,7 +592,7 @@ def summarize(
         "targets": TARGETS,
         "targets_met": met,
         "all_targets_met": all(met.values()),
-        "errors": sum(m["errors"] + m["warmup_errors"] for m in (*modes.values(), *pg_modes.values())),
+        "errors": run_errors(modes, pg_modes),
         "modes": modes,
         "postgres_modes": pg_modes,
         "setup": {
@@ -667,9 +667,7 @@ async def run(opts: Options) -> dict[str, Any]:
         rounds.append(await run_round(replace(opts, root=opts.root / f"round-{number}") if opts.rounds > 1 else opts))
     summary = summarize(median_round([m for m, _ in rounds]), opts, load_before, median_round([p for _, p in rounds]))
     if opts.rounds > 1:
-        summary["errors"] = sum(
-            m["errors"] + m["warmup_errors"] for sqlite, pg in rounds for m in (*sqlite.values(), *pg.values())
-        )
+        summary["errors"] = sum(run_errors(sqlite, pg) for sqlite, pg in rounds)
         summary["rounds"] = [
             {
                 label: {"ok_per_s": m["ok_per_s"], "p99_ms": m["p99_ms"]}
@@ -703,6 +701,11 @@ async def run_round(opts: Options) -> tuple[dict[str, dict[str, Any]], dict[str,
                 pg_modes[name] = await runner(name, backend)
                 print_mode(f"pg {name}", pg_modes[name])
     return modes, pg_modes
+
+
+def run_errors(*runs: dict[str, dict[str, Any]]) -> int:
+    """Errors of every mode of these runs, in warm-up and measured alike."""
+    return sum(m["errors"] + m["warmup_errors"] for modes in runs for m in modes.values())
 
 
 def median_round(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:

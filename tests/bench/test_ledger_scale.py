@@ -131,6 +131,13 @@ async def test_a_postgres_schema_seeded_by_an_earlier_run_is_measured_again(
     assert earlier_schema(opts, "1m") is None  # that run held no such size
     assert earlier_schema(parse_args(args), "400") is None  # no --seeded: seeded afresh
     assert earlier_schema(parse_args(["--sizes", "0,400", "--seeded", str(earlier)]), "400") is None  # SQLite
+    # A config that lies about its schema (an SQL fragment, not a name) is refused by the store's own rule.
+    liar = tmp_path / "liar"
+    (liar / "400").mkdir(parents=True)
+    hostile = 'x"; DROP SCHEMA public CASCADE; --'
+    ServiceConfig("ledger", {"backend": "postgres", "postgres_schema": hostile}).write(liar / "400" / "ledger.toml")
+    with pytest.raises(ValueError, match="not a plain lower-case SQL name"):
+        earlier_schema(parse_args([*args, "--seeded", str(liar)]), "400")
     reused = await reuse_seeded_schema(opts, schema, 400)
     assert reused["seeded_entries"] == 400 and reused["seed_reused_from"] == schema
     with pytest.raises(RuntimeError, match="fewer than"):
