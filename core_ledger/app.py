@@ -210,6 +210,7 @@ def create_app(
             epoch=service.epoch,
             fenced=service.fenced,
             head_sequence=service.head.sequence,
+            pipeline_depth=service.writer.pipeline_depth,
             standby_of=standby.primary_url if standby is not None else None,
             config=logs.config_summary(config),
         )

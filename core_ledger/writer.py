@@ -3,11 +3,13 @@
 The writer drains up to `commit_batch_max` queued commands (a group), loads the rows they need
 into the overlay (core_ledger/overlay.py: a cache only it mutates, so load-then-write is
 serializable), runs decide+evolve for each in order, and writes the journal rows and derived rows
-in ONE transaction. A group is taken only once fewer than `pipeline_depth` groups are in flight,
-so whatever arrived meanwhile joins it. At depth 2 groups are pipelined: the next group is judged
-(against the overlay, which already holds the previous group's effects) while the previous one
-commits; the default, 1, takes it once the previous one committed (on CPython the cheaper: see
-docs/decisions/writer-pipeline-depth-one.md). Each group commits only after its predecessor did,
+in ONE transaction. A group is taken only once fewer than the pipeline depth's groups are in
+flight, so whatever arrived meanwhile joins it. At depth 2 groups are pipelined: the next group is
+judged (against the overlay, which already holds the previous group's effects) while the previous
+one commits; at depth 1 it is taken once the previous one committed. The store sets the depth
+(`Store.pipeline_depth`): 1 on SQLite, whose commit needs this interpreter (see
+docs/decisions/writer-pipeline-depth-one.md), 2 on PostgreSQL, whose commit runs in the server
+(docs/decisions/pipeline-depth-by-backend.md). Each group commits only after its predecessor did,
 and is answered only after its own commit. A failed commit (or a failed
 load) fails that group and every group judged on top of it with 503, and the overlay restarts from
 storage.
@@ -71,9 +73,6 @@ class _JudgeFailed(Exception):
         self.error = error
 
 
-PIPELINE_DEPTH = 1  # the default of `WriterLimits.pipeline_depth`
-
-
 @dataclass(frozen=True)
 class WriterLimits:
     group_commit: bool = True
@@ -83,9 +82,9 @@ class WriterLimits:
     synchronous_standby: bool = False  # answer a commit only once a standby has applied it
     standby_ack_timeout_s: float = 2.0  # then 503 standby_unavailable (retry with the same id)
     # Groups in flight (judged, not yet answered). 1: the next group is taken once the previous one
-    # committed. 2: it is judged while the previous one commits. On CPython 1 costs less CPU per
-    # bet and commits faster (see docs/decisions/writer-pipeline-depth-one.md).
-    pipeline_depth: int = PIPELINE_DEPTH
+    # committed. 2: it is judged while the previous one commits. None: the store's own
+    # (`Store.pipeline_depth`: 1 on SQLite, 2 on PostgreSQL); tests set it to exercise either.
+    pipeline_depth: int | None = None
     # Skip the store lookup of keys certainly absent (core_ledger/key_filter.py); off only to
     # measure what it earns (see docs/decisions/writer-key-filter.md).
     key_filter: bool = True
@@ -144,6 +143,7 @@ class LedgerWriter:
         self.halted: str | None = None  # why the writer stopped taking writes (fail-stop); None: it did not
         self._held: set[asyncio.Task[None]] = set()  # committed answers waiting for a standby
         self._counters: dict[tuple[str, str], PromCounter] = {}  # labelled children of the counters `_count` adds to
+        self.pipeline_depth = limits.pipeline_depth or store.pipeline_depth  # groups in flight at most
 
     @property
     def queue_depth(self) -> int:
@@ -199,7 +199,7 @@ class LedgerWriter:
                 jobs = await self._take()
                 if jobs is None:
                     return
-                if self.limits.group_commit and self.limits.pipeline_depth == 1:
+                if self.limits.group_commit and self.pipeline_depth == 1:
                     # Nothing overlaps a commit at depth 1: commit and answer here, without a task
                     # (and its scheduling) per group.
                     await self._finish(*await self._prepare(jobs, inflight))
@@ -230,7 +230,7 @@ class LedgerWriter:
     async def _slot(self, inflight: deque[asyncio.Task[bool]]) -> None:
         """Wait until a group may be judged (fewer than `pipeline_depth` in flight) BEFORE taking
         one: jobs taken earlier would wait in a small group while later arrivals queue for the next."""
-        while inflight and (len(inflight) >= self.limits.pipeline_depth or inflight[0].done()):
+        while inflight and (len(inflight) >= self.pipeline_depth or inflight[0].done()):
             await inflight.popleft()
 
     async def _take(self) -> list[_Job] | None:

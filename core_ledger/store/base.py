@@ -137,6 +137,10 @@ class JournalRow:
 
 class Store(ABC):
     schema_plan: Plan | None = None  # the schema version `open` found and what it ran (None: unversioned)
+    # Groups the writer keeps in flight on this store (judged, not yet answered): at 2 the next
+    # group is judged while the previous one commits. That pays only where a commit leaves the
+    # interpreter free: see docs/decisions/pipeline-depth-by-backend.md.
+    pipeline_depth: int = 1
 
     @abstractmethod
     async def open(self) -> None: ...

@@ -531,6 +531,10 @@ def _pairs(found: Sequence[asyncpg.Record]) -> list[tuple[Key, Doc]]:
 class PostgresStore(Store):
     """`dsn` holds a password: it is never logged nor put in an error message."""
 
+    # The server commits in its own process while the event loop waits on the socket: judging the
+    # next group meanwhile overlaps them (docs/decisions/pipeline-depth-by-backend.md).
+    pipeline_depth = 2
+
     def __init__(
         self,
         dsn: str,

@@ -1,19 +1,21 @@
 """How the writer forms groups: it takes a group only once a pipeline slot is free, so the jobs
 that arrive while a commit runs all join the next group (not a first one taken alone while the
-rest queue behind it); with `pipeline_depth = 2` the next group is judged while one commits."""
+rest queue behind it); with `pipeline_depth = 2` the next group is judged while one commits. The
+store sets the depth: 1 where its commit runs in this interpreter, 2 on PostgreSQL."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from prometheus_client import CollectorRegistry
 
 from core_ledger.domain import Command
 from core_ledger.metrics import LedgerMetrics
 from core_ledger.service import LedgerService
-from core_ledger.store import MemoryStore
+from core_ledger.store import MemoryStore, Store
 from core_ledger.store.base import Head, JournalRow, Rows
+from core_ledger.store.postgres import PostgresStore
 from core_ledger.writer import Result, WriterLimits
 from tests.support.clock import FakeClock
 from tests.support.journal_commands import cmd, traffic
@@ -29,35 +31,40 @@ def status(result: Result) -> int | str:
     return result[0] if isinstance(result, tuple) else repr(result)
 
 
-class SlowCommitStore(MemoryStore):
-    """Each commit takes `pause_s`; the number of journal rows of every commit, in order."""
+class SlowCommits:
+    """Wraps a store's commits: each takes `pause_s` more; the number of journal rows of every
+    commit, in order."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, store: Store) -> None:
         self.pause_s = 0.0
         self.group_sizes: list[int] = []
         self.committing = asyncio.Event()
+        self._commit = store.commit
+        setattr(store, "commit", self.commit)  # noqa: B010 (this store's commits, whatever its backend)
 
     async def commit(self, journal: Sequence[JournalRow], rows: Rows, head: Head) -> None:
         self.committing.set()
         await asyncio.sleep(self.pause_s)
         self.group_sizes.append(len(journal))
-        await super().commit(journal, rows, head)
+        await self._commit(journal, rows, head)
 
 
-async def groups_of_bets_arriving_during_a_commit(limits: WriterLimits) -> tuple[list[int], list[Result]]:
+async def groups_of_bets_arriving_during_a_commit(
+    limits: WriterLimits, store: Store | None = None
+) -> tuple[list[int], list[Result]]:
     """One bet commits slowly; five more arrive one by one while it does. The group sizes, and
-    each bet's result."""
-    store = SlowCommitStore()
+    each bet's result (on a memory store unless one is given)."""
+    store = store or MemoryStore()
+    commits = SlowCommits(store)
     service = LedgerService(store, limits, clock=FakeClock(), metrics=LedgerMetrics(CollectorRegistry()))
     await service.start()
     try:
         for command in traffic()[:4]:
             await service.submit([command])
-        store.pause_s, store.group_sizes = 0.3, []
-        store.committing.clear()
+        commits.pause_s, commits.group_sizes = 0.3, []
+        commits.committing.clear()
         first = asyncio.create_task(service.submit([bet(0)]))
-        await asyncio.wait_for(store.committing.wait(), 5)
+        await asyncio.wait_for(commits.committing.wait(), 5)
         later = []
         for i in range(1, 6):
             later.append(asyncio.create_task(service.submit([bet(i)])))
@@ -65,7 +72,7 @@ async def groups_of_bets_arriving_during_a_commit(limits: WriterLimits) -> tuple
         results = await asyncio.wait_for(asyncio.gather(first, *later), 10)
     finally:
         await service.stop()
-    return store.group_sizes, [result for [result] in results]
+    return commits.group_sizes, [result for [result] in results]
 
 
 async def test_bets_arriving_during_a_commit_form_one_group() -> None:
@@ -78,3 +85,22 @@ async def test_a_second_pipeline_slot_judges_the_next_group_during_a_commit() ->
     sizes, results = await groups_of_bets_arriving_during_a_commit(WriterLimits(pipeline_depth=2))
     assert [status(r) for r in results] == [201] * 6
     assert sizes[0] == 1 and sum(sizes) == 6 and len(sizes) >= 3  # judged while the first committed
+
+
+async def test_the_store_sets_how_many_groups_are_in_flight(storage: Callable[[], Store]) -> None:
+    """PostgreSQL commits in the server, so the writer judges the next group meanwhile; SQLite's
+    commit needs this interpreter (and the memory store is the reference), so the next group waits."""
+    store = storage()
+    sizes, results = await groups_of_bets_arriving_during_a_commit(WriterLimits(), store)
+    assert [status(r) for r in results] == [201] * 6
+    if isinstance(store, PostgresStore):
+        assert sizes[0] == 1 and sum(sizes) == 6 and len(sizes) >= 3, sizes  # judged during the commit
+    else:
+        assert sizes == [1, 5]
+
+
+async def test_limits_that_set_a_depth_override_the_stores(storage: Callable[[], Store]) -> None:
+    store = storage()
+    sizes, results = await groups_of_bets_arriving_during_a_commit(WriterLimits(pipeline_depth=1), store)
+    assert [status(r) for r in results] == [201] * 6
+    assert sizes == [1, 5]
