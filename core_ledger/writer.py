@@ -263,6 +263,11 @@ class LedgerWriter:
             await self._settle(inflight)
         self._overlay.rows.forget_entries(self._overlay.committed.sequence)
         previous = inflight[-1] if inflight else None
+        if previous is not None:
+            # Judging is CPU-bound and may not need to await anything (every row cached or known
+            # absent): yield once first, so the previous group's commit, ready to start, is sent
+            # before this group is judged rather than after (docs/decisions/pipeline-depth-by-backend.md).
+            await asyncio.sleep(0)
         commands = [c for j in jobs for c in j.commands]
         judged: _Judged | None = None
         if self.halted is None:

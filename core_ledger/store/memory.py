@@ -51,6 +51,7 @@ class MemoryStore(Store):
         return out
 
     async def count_keys(self, table: str) -> int | None:
+        require(table in TABLES, f"{table} is a derived table")
         return len(self._tables[table])
 
     async def key_page(self, table: str, after: Key | None, limit: int) -> list[Key]:

@@ -5,8 +5,7 @@ outcome was unknown, not on a standby promoted."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -19,7 +18,7 @@ from core_ledger.key_filter import KeyFilter
 from core_ledger.metrics import LedgerMetrics
 from core_ledger.pace import Pace
 from core_ledger.service import LedgerService
-from core_ledger.store import MemoryStore, SqliteStore, Store
+from core_ledger.store import MemoryStore, Store
 from core_ledger.store.base import Head, JournalRow, Rows
 from core_ledger.writer import Result, WriterLimits
 from tests.support.clock import FakeClock
@@ -125,9 +124,8 @@ async def test_without_the_filter_the_same_bets_ask_the_store() -> None:
         await service.stop()
 
 
-async def test_a_bet_stored_before_a_restart_is_replayed_not_booked_again(tmp_path: Path) -> None:
-    path = tmp_path / "ledger.db"
-    service = service_on(SqliteStore(path))
+async def test_a_bet_stored_before_a_restart_is_replayed_not_booked_again(storage: Callable[[], Store]) -> None:
+    service = service_on(storage())
     await service.start()
     try:
         for command in traffic()[:4]:
@@ -136,10 +134,10 @@ async def test_a_bet_stored_before_a_restart_is_replayed_not_booked_again(tmp_pa
         sequence = booked_at(first)
     finally:
         await service.stop()
-    service = service_on(SqliteStore(path))  # a new process: its filter is filled from the file
+    service = service_on(storage())  # a new process: its filter is filled from the file or schema
     await service.start()
     try:
-        assert await service.keys_learned()
+        assert await service.keys_learned()  # on every backend: each lists its keys
         [again] = await service.submit([bet(1)])
         assert replayed_at(again) == sequence, again
         assert service.head.sequence == sequence
@@ -270,3 +268,32 @@ async def test_the_fill_pauses_after_every_page_to_keep_its_share_of_the_loop(mo
         await service.stop()
     assert sum(counts) > 6 and len(pauses) == sum(-(-n // 3) for n in counts), (counts, pauses)
     assert all(p > 0 for p in pauses)  # three times each page's own time: a quarter of the loop
+
+
+async def test_copies_sharing_one_store_make_no_filter_and_replay_each_others_bets(
+    storage: Callable[[], Store],
+) -> None:
+    """A writer-lease pair: two copies over one store, each writing only while it holds the lease.
+    A filter made at one copy's start would miss what the other wrote later: neither makes one."""
+    copies = [
+        LedgerService(
+            storage(), WriterLimits(), clock=FakeClock(), metrics=LedgerMetrics(CollectorRegistry()), passive=True
+        )
+        for _ in range(2)
+    ]
+    first, second = copies
+    for copy in copies:
+        await copy.start()
+    try:
+        assert not await second.keys_learned()
+        await first.failover.take_over()
+        for command in traffic()[:4]:
+            await first.submit([command])
+        sequence = booked_at((await first.submit([bet(1)]))[0])
+        first.failover.step_down("the lease was lost")
+        await second.failover.take_over()
+        [again] = await second.submit([bet(1)])
+        assert replayed_at(again) == sequence, again
+    finally:
+        for copy in copies:
+            await copy.stop()

@@ -57,6 +57,28 @@ class TestStoreContract:
         assert [s for s, _ in await store.journal(1, 10)] == [2]
         assert await store.journal_of("tx2", 5) == ['{"sequence":2}']
 
+    async def test_key_pages_list_every_key_once_in_the_order_their_ranges_use(self, store: Store) -> None:
+        """What the writer's key filter is filled from: pages after the last key of the previous
+        page, together every key of the table once (keys that sort apart by byte and by locale)."""
+        clients = ["B", "a", "a b", "a-b", "Z", "é", "e", "ab"]
+        keys = [(c, f"bet-{i}") for c in clients for i in (1, 2, 10)]
+        await store.commit(rows(1), {"idem": [(k, {"x": 1}) for k in keys]}, Head(1, "ab" * 32, 1))
+        assert await store.count_keys("idem") == len(keys)
+        assert await store.count_keys("bets") == 0
+        listed: list[tuple[object, ...]] = []
+        after = None
+        for _ in range(len(keys)):  # bounded: at least one key a page
+            page = await store.key_page("idem", after, 5)
+            if not page:
+                break
+            assert len(page) <= 5
+            listed += page
+            after = page[-1]
+        assert sorted(listed) == sorted(keys) and len(listed) == len(keys)
+        assert listed == sorted(keys)  # byte order, as the ranges compare (not the locale's)
+        with pytest.raises(InvariantBroken):
+            await store.count_keys("idem; DROP TABLE idem")
+
     async def test_upsert_replaces_and_select_filters_orders_and_pages(self, store: Store) -> None:
         docs = [(("p1", f"r{i}"), round_doc("open" if i % 2 else "closed", i)) for i in range(5)]
         await store.commit(rows(1), {"rounds": docs}, Head(1, "00" * 32, 1))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 
 from prometheus_client import CollectorRegistry
 
@@ -104,3 +105,37 @@ async def test_limits_that_set_a_depth_override_the_stores(storage: Callable[[],
     sizes, results = await groups_of_bets_arriving_during_a_commit(WriterLimits(pipeline_depth=1), store)
     assert [status(r) for r in results] == [201] * 6
     assert sizes == [1, 5]
+
+
+async def test_at_depth_two_a_commit_is_sent_before_the_next_group_is_judged() -> None:
+    """Judging may await nothing (every row cached, or known absent from the key filter); the
+    previous group's commit must still go out first, or the two would run one after the other."""
+    events: list[str] = []
+
+    def clock() -> datetime:  # the writer reads the clock once per group it judges
+        events.append("judge")
+        return datetime(2026, 1, 1, tzinfo=UTC)
+
+    store = MemoryStore()
+    commits = SlowCommits(store)
+    limits = WriterLimits(commit_batch_max=1, pipeline_depth=2)
+    service = LedgerService(store, limits, clock=clock, metrics=LedgerMetrics(CollectorRegistry()))
+    await service.start()
+    try:
+        assert await service.keys_learned()
+        for command in [*traffic()[:4], bet(0)]:  # the player, the game, a deposit, the round: cached
+            await service.submit([command])
+        commits.pause_s = 0.05
+        committing = commits.commit
+
+        async def commit(journal: Sequence[JournalRow], rows: Rows, head: Head) -> None:
+            events.append("commit")
+            await committing(journal, rows, head)
+
+        setattr(store, "commit", commit)  # noqa: B010
+        events.clear()
+        results = await asyncio.wait_for(asyncio.gather(*(service.submit([bet(i)]) for i in (1, 2, 3))), 10)
+    finally:
+        await service.stop()
+    assert [status(r) for [r] in results] == [201] * 3
+    assert events == ["judge", "commit"] * 3
