@@ -3,7 +3,7 @@
 The writer drains up to `commit_batch_max` queued commands (a group), loads the rows they need
 into the overlay (core_ledger/overlay.py: a cache only it mutates, so load-then-write is
 serializable), runs decide+evolve for each in order, and writes the journal rows and derived rows
-in ONE transaction. A group is taken only once fewer than the pipeline depth's groups are in
+in ONE transaction. A group is taken only once fewer groups than the pipeline depth are in
 flight, so whatever arrived meanwhile joins it. At depth 2 groups are pipelined: the next group is
 judged (against the overlay, which already holds the previous group's effects) while the previous
 one commits; at depth 1 it is taken once the previous one committed. The store sets the depth
