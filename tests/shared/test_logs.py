@@ -118,5 +118,6 @@ async def test_one_request_id_finds_a_bet_in_the_edge_log_and_the_ledger_log(tmp
     assert {"ledger_started", "ledger_stopped", "edge_started", "edge_stopped", "admin_action"} <= events
     [started] = [e for e in ledger if e["event"] == "ledger_started"]
     assert started["version"] and started["config"]["port"] == cluster.services["ledger"].port
+    assert started["pipeline_depth"] == 1  # the cluster's ledger runs on SQLite
     everything = (tmp_path / "ledger.log").read_text() + (tmp_path / "edge-eu.log").read_text()
     assert all(token not in everything for token in cluster.tokens.values())
