@@ -149,8 +149,11 @@ def postgres_dsn(opts: Options) -> str:
 
 
 def new_store(opts: Options, db_path: Path, schema: str) -> Store:
-    if opts.postgres_dsn_file is None:
-        return SqliteStore(db_path)
+    """The store of a size: its SQLite file, or on PostgreSQL its schema."""
+    return SqliteStore(db_path) if opts.postgres_dsn_file is None else postgres_store(opts, schema)
+
+
+def postgres_store(opts: Options, schema: str) -> Store:
     from core_ledger.store.postgres import PostgresLimits, PostgresStore
 
     return PostgresStore(postgres_dsn(opts), PostgresLimits(), schema=schema)
@@ -299,7 +302,7 @@ async def reused_head(store: Store, what: str, size: int) -> int:
 
 async def reuse_seeded_schema(opts: Options, schema: str, size: int) -> dict[str, Any]:
     """Measure the schema an earlier run seeded (`--seeded`) again: it holds that run's bets too."""
-    entries = await reused_head(new_store(opts, Path("unused"), schema), f"the schema {schema}", size)
+    entries = await reused_head(postgres_store(opts, schema), f"the schema {schema}", size)
     return {"seed_reused_from": schema, "seeded_entries": entries, "seed_refused": {}, "db_bytes": None}
 
 

@@ -68,6 +68,25 @@ def summary_unless(types: Sequence[str], member: Callable[[str], str]) -> str:
     return f"({member('outcome')} <> 'committed' OR {member('type')} NOT IN ({listed}))"
 
 
+def count_keys_query(table: str) -> str:
+    """The query of `Store.count_keys`: how many rows a derived table holds."""
+    require(table in TABLES, f"{table} is a derived table")  # only such a name reaches the SQL
+    return f"SELECT count(*) FROM {table}"
+
+
+def key_page_query(table: str, after: Key | None, limit: int, mark: Callable[[int], str]) -> tuple[str, list[Any]]:
+    """The query of `Store.key_page` and its parameters (`mark(i)`: the placeholder of the i-th): at
+    most `limit` keys of a derived table after the key `after`, in key order. A row-value range on
+    the primary key, so the range and the `ORDER BY` compare alike (byte by byte: SQLite's BINARY,
+    PostgreSQL's `COLLATE "C"` key columns)."""
+    require(table in TABLES, f"{table} is a derived table")  # only such a name reaches the SQL
+    names = ", ".join(TABLES[table])
+    params: list[Any] = [*(after or ())]
+    where = f"WHERE ({names}) > ({', '.join(mark(i) for i in range(1, len(params) + 1))}) " if after else ""
+    params.append(limit)
+    return f"SELECT {names} FROM {table} {where}ORDER BY {names} LIMIT {mark(len(params))}", params
+
+
 def report_filter(
     table: str,
     day_from: str,

@@ -57,6 +57,8 @@ from core_ledger.store.base import (
     StorageError,
     Store,
     SummaryPage,
+    count_keys_query,
+    key_page_query,
     report_filter,
     summary_filter,
 )
@@ -707,18 +709,11 @@ class PostgresStore(Store):
         return out
 
     async def count_keys(self, table: str) -> int | None:
-        require(table in TABLES, f"{table} is a derived table")  # only such a name reaches the SQL
         async with self._conn("count_keys") as conn:
-            return int(await conn.fetchval(f"SELECT count(*) FROM {table}"))
+            return int(await conn.fetchval(count_keys_query(table)))
 
     async def key_page(self, table: str, after: Key | None, limit: int) -> list[Key]:
-        """Keys of `table` after `after` in key order (a row-value range on its primary key; text
-        keys compare byte by byte, `COLLATE "C"`, in the order and the range alike)."""
-        require(table in TABLES, f"{table} is a derived table")
-        names = ", ".join(TABLES[table])
-        params = (*(after or ()), limit)
-        where = "" if after is None else f"WHERE ({names}) > ({', '.join(f'${i}' for i in range(1, len(after) + 1))}) "
-        sql = f"SELECT {names} FROM {table} {where}ORDER BY {names} LIMIT ${len(params)}"
+        sql, params = key_page_query(table, after, limit, lambda i: f"${i}")
         async with self._conn("key_page") as conn:
             return [tuple(row) for row in await conn.fetch(sql, *params)]
 

@@ -59,6 +59,8 @@ from core_ledger.store.base import (
     StorageError,
     Store,
     SummaryPage,
+    count_keys_query,
+    key_page_query,
     report_filter,
 )
 from core_ledger.store.sqlite_entries import entry_text, stored_entry
@@ -394,11 +396,8 @@ def _load_sync(db: sqlite3.Connection, wanted: dict[str, Sequence[Key]]) -> dict
 
 def _key_page_sync(db: sqlite3.Connection, table: str, after: Key | None, limit: int) -> list[Key]:
     """Keys of `table` after `after` in key order, read from its key index (a row-value range)."""
-    columns = TABLES[table]
-    names = ", ".join(columns)
-    where = "" if after is None else f"WHERE ({names}) > ({', '.join('?' * len(columns))}) "
-    # Rows are tuples (no row factory): the keys as `load` returns them.
-    return _fetch_all(db, f"SELECT {names} FROM {table} {where}ORDER BY {names} LIMIT ?", (*(after or ()), limit))
+    sql, params = key_page_query(table, after, limit, lambda _: "?")
+    return _fetch_all(db, sql, params)  # rows are tuples (no row factory): the keys as `load` returns them
 
 
 # An upsert, not INSERT OR REPLACE: a replace deletes the row and inserts it again under a new
@@ -693,8 +692,7 @@ class SqliteStore(Store):
         return await self._l.run(_load_sync, wanted)
 
     async def count_keys(self, table: str) -> int | None:
-        require(table in TABLES, f"{table} is a derived table")  # only such a name reaches the SQL
-        [(count,)] = await self._l.run(_fetch_all, f"SELECT count(*) FROM {table}", ())
+        [(count,)] = await self._l.run(_fetch_all, count_keys_query(table), ())
         return int(count)
 
     async def key_page(self, table: str, after: Key | None, limit: int) -> list[Key]:

@@ -70,9 +70,16 @@ class CountingStore(MemoryStore):
             raise OSError("the connection died after COMMIT was sent")
 
 
-def service_on(store: Store, limits: WriterLimits | None = None, *, standby: bool = False) -> LedgerService:
+def service_on(
+    store: Store, limits: WriterLimits | None = None, *, standby: bool = False, passive: bool = False
+) -> LedgerService:
     return LedgerService(
-        store, limits or WriterLimits(), clock=FakeClock(), metrics=LedgerMetrics(CollectorRegistry()), standby=standby
+        store,
+        limits or WriterLimits(),
+        clock=FakeClock(),
+        metrics=LedgerMetrics(CollectorRegistry()),
+        standby=standby,
+        passive=passive,
     )
 
 
@@ -275,12 +282,7 @@ async def test_copies_sharing_one_store_make_no_filter_and_replay_each_others_be
 ) -> None:
     """A writer-lease pair: two copies over one store, each writing only while it holds the lease.
     A filter made at one copy's start would miss what the other wrote later: neither makes one."""
-    copies = [
-        LedgerService(
-            storage(), WriterLimits(), clock=FakeClock(), metrics=LedgerMetrics(CollectorRegistry()), passive=True
-        )
-        for _ in range(2)
-    ]
+    copies = [service_on(storage(), passive=True) for _ in range(2)]
     first, second = copies
     for copy in copies:
         await copy.start()

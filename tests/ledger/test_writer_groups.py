@@ -34,9 +34,10 @@ def status(result: Result) -> int | str:
 
 class SlowCommits:
     """Wraps a store's commits: each takes `pause_s` more; the number of journal rows of every
-    commit, in order."""
+    commit, in order; "commit" appended to `events` as each starts."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, events: list[str] | None = None) -> None:
+        self.events = [] if events is None else events
         self.pause_s = 0.0
         self.group_sizes: list[int] = []
         self.committing = asyncio.Event()
@@ -44,6 +45,7 @@ class SlowCommits:
         setattr(store, "commit", self.commit)  # noqa: B010 (this store's commits, whatever its backend)
 
     async def commit(self, journal: Sequence[JournalRow], rows: Rows, head: Head) -> None:
+        self.events.append("commit")
         self.committing.set()
         await asyncio.sleep(self.pause_s)
         self.group_sizes.append(len(journal))
@@ -117,7 +119,7 @@ async def test_at_depth_two_a_commit_is_sent_before_the_next_group_is_judged() -
         return datetime(2026, 1, 1, tzinfo=UTC)
 
     store = MemoryStore()
-    commits = SlowCommits(store)
+    commits = SlowCommits(store, events)
     limits = WriterLimits(commit_batch_max=1, pipeline_depth=2)
     service = LedgerService(store, limits, clock=clock, metrics=LedgerMetrics(CollectorRegistry()))
     await service.start()
@@ -126,13 +128,6 @@ async def test_at_depth_two_a_commit_is_sent_before_the_next_group_is_judged() -
         for command in [*traffic()[:4], bet(0)]:  # the player, the game, a deposit, the round: cached
             await service.submit([command])
         commits.pause_s = 0.05
-        committing = commits.commit
-
-        async def commit(journal: Sequence[JournalRow], rows: Rows, head: Head) -> None:
-            events.append("commit")
-            await committing(journal, rows, head)
-
-        setattr(store, "commit", commit)  # noqa: B010
         events.clear()
         results = await asyncio.wait_for(asyncio.gather(*(service.submit([bet(i)]) for i in (1, 2, 3))), 10)
     finally:
