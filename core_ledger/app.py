@@ -42,6 +42,7 @@ from core_ledger.app_keys import (
     STANDBY,
 )
 from core_ledger.audit import Auditor
+from core_ledger.audit_walk import ChildWalk
 from core_ledger.backup_jobs import Backups
 from core_ledger.config import LedgerConfig, reload_tokens
 from core_ledger.failover import EPOCH_HEADER
@@ -135,7 +136,7 @@ def create_app(
     app[READS] = LedgerReads(store, clock=clock)
     app[queries_http.QUERIES] = LedgerQueries(store, clock=clock)
     app[reports_http.REPORTS] = LedgerReports(store)
-    app[AUDITOR] = Auditor(app[SERVICE], app[READS], metrics, clock)
+    app[AUDITOR] = Auditor(app[SERVICE], app[READS], metrics, clock, child_walk=ChildWalk.of(store))
     app[LIABILITIES] = LiabilitiesSampler(store, metrics, config.liabilities_interval_s)
     app[STALE_ROUNDS] = StaleRounds(
         app[SERVICE],

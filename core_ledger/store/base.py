@@ -161,6 +161,11 @@ class Store(ABC):
     # interpreter free: see docs/decisions/pipeline-depth-by-backend.md.
     pipeline_depth: int = 1
 
+    def child_location(self) -> dict[str, str] | None:
+        """Where another process opens this same store (the audit's whole walks run in one:
+        core_ledger/audit_walk.py); None when no other process can (a store in memory)."""
+        return None
+
     @abstractmethod
     async def open(self) -> None: ...
 

@@ -566,6 +566,9 @@ class PostgresStore(Store):
     def __repr__(self) -> str:
         return f"PostgresStore(schema={self.schema!r})"
 
+    def child_location(self) -> dict[str, str]:
+        return {"backend": "postgres", "location": self._dsn, "postgres_schema": self.schema}
+
     async def _create_pool(self, size: int, settings: dict[str, str]) -> asyncpg.Pool:
         lim = self.limits
         return await asyncpg.create_pool(

@@ -604,6 +604,9 @@ class SqliteStore(Store):
         self._reader: SqliteThread | None = None
         self._checkpointer: SqliteThread | None = None  # only while `background_checkpoints` is on
 
+    def child_location(self) -> dict[str, str]:
+        return {"backend": "sqlite", "location": str(self.path)}
+
     async def open(self) -> None:
         mkdir_durable(self.path.parent)
         try:

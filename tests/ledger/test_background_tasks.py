@@ -114,11 +114,12 @@ async def test_periodic_audits_walk_what_was_journaled_since_and_the_whole_journ
     app = create_app(ledger_config(tmp_path / "l"), clock=clock)
     api = Api(await aiohttp_client(app))
     auditor = app[AUDITOR]
+    await wait_for(lambda: auditor.verified is not None, 20)  # the start-up audit: done
     auditor.full_every = 3
     for i in range(3):
         await api.player(f"p{i}", deposit=100)
     head = app[SERVICE].head.sequence
-    first = await auditor.audit()  # nothing verified yet: the whole journal
+    first = await auditor.audit()  # from the empty head the start-up audit verified: every entry
     assert first["ok"] and first["entries_checked"] == head == first["head_sequence"]
     await api.player("p9", deposit=100)
     second = await auditor.audit()
@@ -185,8 +186,11 @@ async def test_a_periodic_audit_walks_in_small_pages_and_pauses_between_them(tmp
 
 
 async def test_the_auditor_walks_at_its_pace(aiohttp_client: Any, tmp_path: Path, clock: FakeClock) -> None:
+    """A periodic audit walks at AUDIT_PACE (a whole walk of a long journal goes to a child
+    process instead: tests/ledger/test_audit_walk.py); an operator's audit at full speed."""
     app = create_app(ledger_config(tmp_path / "l"), clock=clock)
     api = Api(await aiohttp_client(app))
+    await wait_for(lambda: app[AUDITOR].verified is not None, 20)  # the start-up audit: done
     for i in range(3):
         await api.player(f"p{i}", deposit=100)
     walks: list[Pace] = []

@@ -1,0 +1,223 @@
+"""Whole-journal audits in a low-priority child process (core_ledger/audit_walk.py): the child's
+report is the walk's, on both backends other processes can open; it runs at nice 19; a child that
+crashes, lies about its shape or talks too much is a failed walk (retried), never a verdict on the
+chain; a cancelled walk kills its child, and a child whose parent is gone exits."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core_ledger.app import create_app
+from core_ledger.app_keys import AUDITOR, SERVICE
+from core_ledger.audit_walk import (
+    CHILD_NICENESS,
+    EXIT_ORPHANED,
+    OUTPUT_MAX_BYTES,
+    AuditWalkFailed,
+    ChildWalk,
+    WalkRequest,
+)
+from core_ledger.journal_checks import verify_store
+from core_ledger.store import MemoryStore, Store
+from core_ledger.store.sqlite_entries import entry_text
+from harness.journal_seed import SeedPlan, seed_commands, seed_store
+from tests.support.clock import FakeClock
+from tests.support.ledger import Api, ledger_config
+from tests.support.polling import wait_for
+
+PLAN = SeedPlan(120, 6, "EUR", 10_000, 100, ("slots-1",), "mega", ("slots-1",))
+
+
+async def test_a_child_walk_reports_what_the_walk_in_this_process_reports(storage: Callable[[], Store]) -> None:
+    store = storage()
+    await store.open()
+    try:
+        await seed_store(store, seed_commands(PLAN))
+        walk = ChildWalk.of(store)
+        if isinstance(store, MemoryStore):
+            assert walk is None  # no other process can read it: its whole walks stay in this one
+            return
+        assert walk is not None
+        assert not any(walk.location["location"] in arg for arg in walk.command)  # a DSN is no argument
+        in_process = await verify_store(store, 100)
+        report = await walk.walk(100)
+    finally:
+        await store.close()
+    assert report.pop("niceness") == CHILD_NICENESS
+    assert report == in_process and report["ok"] and report["entries_checked"] == 100 == report["head_sequence"]
+
+
+def _rewrite_entry(path: Path, sequence: int) -> None:
+    db = sqlite3.connect(path)
+    db.execute("DROP TRIGGER journal_no_update")
+    [(stored,)] = db.execute("SELECT entry FROM journal WHERE sequence = ?", (sequence,)).fetchall()
+    changed = entry_text(stored).replace('"amount_minor":', '"amount_minor":1', 1)
+    assert db.execute("UPDATE journal SET entry = ? WHERE sequence = ?", (changed, sequence)).rowcount == 1
+    db.commit()
+    db.close()
+
+
+async def _started(app: Any) -> Any:
+    """The app's auditor once its start-up audit is done (the audits a test then runs by hand are
+    the only ones), sending every whole walk to its child."""
+    auditor = app[AUDITOR]
+    await wait_for(lambda: auditor.verified is not None, 20)
+    auditor.child_walk.min_entries = 0  # whole walks of this short journal go to the child too
+    return auditor
+
+
+async def test_the_auditor_walks_the_whole_journal_in_the_child_and_what_is_new_in_process(
+    aiohttp_client: Any, tmp_path: Path, clock: FakeClock
+) -> None:
+    app = create_app(ledger_config(tmp_path / "l"), clock=clock)
+    api = Api(await aiohttp_client(app))
+    auditor = await _started(app)
+    auditor.full_every = 2
+    assert auditor.child_walk is not None
+    child_walks: list[int] = []
+    real = auditor.child_walk.walk
+
+    async def recording(up_to: int) -> dict[str, Any]:
+        child_walks.append(up_to)
+        return await real(up_to)
+
+    auditor.child_walk.walk = recording  # type: ignore[method-assign]  # a recording stand-in
+    for i in range(3):
+        await api.player(f"p{i}", deposit=100)
+    head = app[SERVICE].head.sequence
+    new = await auditor.audit()  # incremental: in this process, from the head the start-up walk verified
+    assert child_walks == [] and new["ok"] and new["entries_checked"] == head
+    whole = await auditor.audit()  # the second since a whole walk: the whole journal, in the child
+    assert child_walks == [head] and whole["ok"] and whole["entries_checked"] == head
+
+    await api.player("p9", deposit=100)
+    assert (await auditor.audit())["entries_checked"] == 2  # from the head the child verified
+    _rewrite_entry(Path(auditor.child_walk.location["location"]), 2)
+    broken = await auditor.audit()  # the whole walk again, in the child: it finds the old entry
+    assert child_walks == [head, head + 2] and broken["ok"] is False and broken["first_bad_sequence"] == 2
+    _, metrics = await api.get("admin_read", "/metrics")
+    assert "ledger_audit_chain_ok 0.0" in metrics and auditor.verified is None
+
+
+def _python(code: str, *args: str) -> list[str]:
+    return [sys.executable, "-c", code, *args]
+
+
+GOOD = '{"ok":true,"entries_checked":1,"head_sequence":1,"head_hash":"' + "a" * 64 + '","niceness":19}'
+COUNT_AS_STRING = GOOD.replace('"entries_checked":1', '"entries_checked":"1"')
+NOT_A_HASH = GOOD.replace("a" * 64, "z" * 64)
+EXTRA_FIELD = GOOD[:-1] + ',"trust_me":true}'
+LIARS = {
+    "crashes": _python("import sys; sys.exit(70)"),
+    "killed": _python("import os, signal; os.kill(os.getpid(), signal.SIGKILL)"),
+    "says nothing": _python("pass"),
+    "not JSON": _python("print('all fine')"),
+    "a report and a failure": _python(f"print({GOOD!r}); raise SystemExit(1)"),
+    "a count that is a string": _python(f"print({COUNT_AS_STRING!r})"),
+    "a hash that is no hash": _python(f"print({NOT_A_HASH!r})"),
+    "a field no report has": _python(f"print({EXTRA_FIELD!r})"),
+    "two reports": _python(f"print({GOOD!r}); print({GOOD!r})"),
+    "too much": _python(f"import sys; sys.stdout.write('x' * {OUTPUT_MAX_BYTES * 4})"),
+    "too much on stderr": _python(f"import sys; sys.stderr.write('x' * {OUTPUT_MAX_BYTES * 4}); print({GOOD!r})"),
+}
+
+
+@pytest.mark.parametrize("liar", sorted(LIARS))
+async def test_a_child_without_a_valid_report_is_a_failed_walk_not_a_broken_chain(liar: str) -> None:
+    walk = ChildWalk({"backend": "sqlite", "location": "/nowhere/ledger.db"}, command=LIARS[liar])
+    with pytest.raises(AuditWalkFailed):
+        await asyncio.wait_for(walk.walk(1), 30)
+
+
+async def test_the_good_report_the_liars_are_made_from_is_believed() -> None:
+    """The liars above fail for what they change, not because the stand-in is wrong."""
+    report = await ChildWalk({"backend": "sqlite", "location": "x"}, command=_python(f"print({GOOD!r})")).walk(1)
+    assert report["ok"] and report["head_sequence"] == 1
+
+
+async def test_the_auditor_counts_a_failed_child_walk_and_keeps_its_verdict(
+    aiohttp_client: Any, tmp_path: Path, clock: FakeClock
+) -> None:
+    app = create_app(ledger_config(tmp_path / "l"), clock=clock)
+    api = Api(await aiohttp_client(app))
+    auditor = await _started(app)
+    verified = auditor.verified
+    auditor.full_every = 1  # every periodic audit is a whole walk
+    auditor.child_walk = ChildWalk({"backend": "sqlite", "location": "x"}, command=LIARS["crashes"], min_entries=0)
+    with pytest.raises(AuditWalkFailed, match="status 70"):
+        await auditor.audit()
+    assert auditor.verified == verified  # nothing was walked, nothing changes
+    _, metrics = await api.get("admin_read", "/metrics")
+    assert "ledger_audit_chain_ok 1.0" in metrics
+
+
+async def test_a_child_that_cannot_open_its_store_fails_and_creates_nothing(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such" / "ledger.db"
+    with pytest.raises(AuditWalkFailed, match="no ledger database"):
+        await ChildWalk({"backend": "sqlite", "location": str(missing)}).walk(5)
+    assert not missing.exists()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def test_a_cancelled_walk_kills_its_child(tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    sleeper = _python(
+        "import os, sys, time; open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(60)", str(pid_file)
+    )
+    walking = asyncio.create_task(ChildWalk({"backend": "sqlite", "location": "x"}, command=sleeper).walk(1))
+    await wait_for(lambda: pid_file.exists() and pid_file.read_text() != "", 20)
+    pid = int(pid_file.read_text())
+    assert _alive(pid)
+    walking.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await walking
+    assert not _alive(pid)  # killed and reaped
+
+
+def test_a_child_whose_parent_is_gone_exits() -> None:
+    """The child's standard input stays open while its parent waits: its end means the parent
+    died. Here the child waits on a PostgreSQL that accepts connections and never answers."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        request = WalkRequest(backend="postgres", location=f"postgresql://u@127.0.0.1:{port}/db", up_to_sequence=5)
+        child = subprocess.Popen(
+            [sys.executable, "-m", "core_ledger.audit_walk"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            assert child.stdin is not None
+            child.stdin.write(request.model_dump_json().encode() + b"\n")
+            child.stdin.flush()
+            time.sleep(1.0)
+            assert child.poll() is None  # still waiting on the database
+            child.stdin.close()  # what the parent's death does
+            assert child.wait(timeout=8) == EXIT_ORPHANED  # well before the 10 s connect timeout
+        finally:
+            if child.poll() is None:
+                child.kill()
+            child.wait()
+            for pipe in (child.stdin, child.stdout, child.stderr):
+                if pipe is not None:
+                    pipe.close()
