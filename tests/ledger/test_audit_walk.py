@@ -20,6 +20,7 @@ import pytest
 
 from core_ledger.app import create_app
 from core_ledger.app_keys import AUDITOR, SERVICE
+from core_ledger.audit import Auditor
 from core_ledger.audit_walk import (
     CHILD_NICENESS,
     EXIT_ORPHANED,
@@ -68,21 +69,22 @@ def _rewrite_entry(path: Path, sequence: int) -> None:
     db.close()
 
 
-async def _started(app: Any) -> Any:
-    """The app's auditor once its start-up audit is done (the audits a test then runs by hand are
-    the only ones), sending every whole walk to its child."""
+async def _started(aiohttp_client: Any, tmp_path: Path, clock: FakeClock) -> tuple[Any, Api, Auditor]:
+    """A SQLite ledger, a client of it, and its auditor once the start-up audit is done (the audits
+    a test then runs by hand are the only ones), sending every whole walk to its child."""
+    app = create_app(ledger_config(tmp_path / "l"), clock=clock)
+    api = Api(await aiohttp_client(app))
     auditor = app[AUDITOR]
     await wait_for(lambda: auditor.verified is not None, 20)
+    assert auditor.child_walk is not None
     auditor.child_walk.min_entries = 0  # whole walks of this short journal go to the child too
-    return auditor
+    return app, api, auditor
 
 
 async def test_the_auditor_walks_the_whole_journal_in_the_child_and_what_is_new_in_process(
     aiohttp_client: Any, tmp_path: Path, clock: FakeClock
 ) -> None:
-    app = create_app(ledger_config(tmp_path / "l"), clock=clock)
-    api = Api(await aiohttp_client(app))
-    auditor = await _started(app)
+    app, api, auditor = await _started(aiohttp_client, tmp_path, clock)
     auditor.full_every = 2
     assert auditor.child_walk is not None
     child_walks: list[int] = []
@@ -149,9 +151,7 @@ async def test_the_good_report_the_liars_are_made_from_is_believed() -> None:
 async def test_the_auditor_counts_a_failed_child_walk_and_keeps_its_verdict(
     aiohttp_client: Any, tmp_path: Path, clock: FakeClock
 ) -> None:
-    app = create_app(ledger_config(tmp_path / "l"), clock=clock)
-    api = Api(await aiohttp_client(app))
-    auditor = await _started(app)
+    _, api, auditor = await _started(aiohttp_client, tmp_path, clock)
     verified = auditor.verified
     auditor.full_every = 1  # every periodic audit is a whole walk
     auditor.child_walk = ChildWalk({"backend": "sqlite", "location": "x"}, command=LIARS["crashes"], min_entries=0)
@@ -160,6 +160,21 @@ async def test_the_auditor_counts_a_failed_child_walk_and_keeps_its_verdict(
     assert auditor.verified == verified  # nothing was walked, nothing changes
     _, metrics = await api.get("admin_read", "/metrics")
     assert "ledger_audit_chain_ok 1.0" in metrics
+
+
+async def test_a_child_that_keeps_failing_turns_the_audit_task_failing(
+    aiohttp_client: Any, tmp_path: Path, clock: FakeClock
+) -> None:
+    """The failure has the audit task's metric, which `CroupierLedgerTaskFailing` matches."""
+    app = create_app(ledger_config(tmp_path / "l"), clock=clock)
+    service = app[SERVICE]
+    crashing = ChildWalk({"backend": "sqlite", "location": "x"}, command=LIARS["crashes"], min_entries=0)
+    app[AUDITOR] = Auditor(service, app[AUDITOR].reads, service.metrics, clock, interval_s=0.02, child_walk=crashing)
+    api = Api(await aiohttp_client(app))
+    await wait_for(lambda: app[AUDITOR].health.failing, 30)
+    _, metrics = await api.get("admin_read", "/metrics")
+    assert 'ledger_task_failing{task="audit"} 1.0' in metrics
+    assert "ledger_audit_chain_ok 0.0" not in metrics  # no walk happened: no verdict on the chain
 
 
 async def test_a_child_that_cannot_open_its_store_fails_and_creates_nothing(tmp_path: Path) -> None:
