@@ -20,6 +20,7 @@ the auditor counts it and tries again), never a verdict on the chain. A walk tha
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 import threading
@@ -107,7 +108,8 @@ class ChildWalk:
         try:
             assert child.stdin is not None and child.stdout is not None and child.stderr is not None
             child.stdin.write(request.model_dump_json().encode() + b"\n")
-            await child.stdin.drain()
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # it died: its status says why
+                await child.stdin.drain()
             out, err = await asyncio.gather(_read_bounded(child.stdout), _read_bounded(child.stderr))
             returncode = await child.wait()
         finally:
