@@ -17,12 +17,15 @@ The bets go to `--active-players` players at random (1,000 by default, as in
 database and nothing else; `--active-players 0` spreads them over every seeded player instead
 (then a bigger size also means a bigger working set, which no cache keeps warm).
 
-Before the load, the ledger is left to settle after its start-up (its CPU below a fifth of a core
-for two seconds running, `settle_s`: the key filter's fill runs in the background for minutes at
-10M entries), so the sizes compare steady states. `--seeded DIR` takes each non-empty size's
-database from an earlier run's `--dir DIR` instead of seeding it again (most of an hour at 10M on
-SQLite): the file, moved here, or on PostgreSQL the schema that run's ledger config names; it then
-also holds the bets that run measured.
+Before the load, the ledger is left to settle after its start-up (`settle_s`: its key filter
+filled, `ledger_key_filter_filled`, which takes minutes at 10M entries, and its CPU below a fifth
+of a core for two seconds running), so the sizes compare steady states. The start-up chain audit is
+not waited for: on a long journal it walks in a low-priority child process for minutes, and
+`audit_walk_during_load` says whether it was still walking when the load ended.
+
+`--seeded DIR` takes each non-empty size's database from an earlier run's `--dir DIR` instead of
+seeding it again (most of an hour at 10M on SQLite): the file, moved here, or on PostgreSQL the
+schema that run's ledger config names; it then also holds the bets that run measured.
 
 Reported per size: throughput, p50, p99, the ledger's start-up time and RSS (after start-up, and
 its peak over the run), the chain verification (`POST /admin/v1/audit/verify`, timed, must verify
@@ -52,6 +55,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -62,6 +66,9 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
 
 from common import load_average, process_cpu_s, run_wrk
 from core_ledger.journal_checks import REBUILD_CACHE_MIB, replay_journal
@@ -322,15 +329,33 @@ async def reuse_seeded(earlier: Path, db_path: Path, size: int) -> dict[str, Any
     }
 
 
-async def settled(pid: int) -> float | None:
-    """Seconds until the process's CPU stays below SETTLED_CPU_S_PER_S for SETTLED_WINDOWS windows
-    of a second (None if it did not within SETTLE_MAX_S: then it is measured anyway)."""
+async def ledger_gauge(cluster: Cluster, name: str) -> float:
+    """A gauge without labels from the ledger's /metrics (NaN when it is not there)."""
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with (
+        aiohttp.ClientSession(raise_for_status=True, timeout=timeout) as http,
+        http.get(cluster.url("ledger") + "/metrics", headers=cluster.headers("admin_read")) as answer,
+    ):
+        text = await answer.text()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and not sample.labels:
+                return float(sample.value)
+    return math.nan
+
+
+async def settled(cluster: Cluster, pid: int) -> float | None:
+    """Seconds until the key filter is filled (or there is none) and the process's CPU stays below
+    SETTLED_CPU_S_PER_S for SETTLED_WINDOWS windows of a second (None if not within SETTLE_MAX_S:
+    then it is measured anyway). CPU alone said "settled" while the fill went on at 10M on
+    PostgreSQL: a page of it waits for the database longer than it holds the loop."""
     started, quiet = time.perf_counter(), 0
     while time.perf_counter() - started < SETTLE_MAX_S:
         cpu_before, window_started = process_cpu_s(pid), time.perf_counter()
         await asyncio.sleep(1.0)
         busy = (process_cpu_s(pid) - cpu_before) / (time.perf_counter() - window_started)
-        quiet = quiet + 1 if busy < SETTLED_CPU_S_PER_S else 0
+        filling = await ledger_gauge(cluster, "ledger_key_filter_filled") == 0
+        quiet = quiet + 1 if busy < SETTLED_CPU_S_PER_S and not filling else 0
         if quiet >= SETTLED_WINDOWS:
             return round(time.perf_counter() - started, 1)
     return None
@@ -448,7 +473,7 @@ async def measure(size: int, opts: Options) -> dict[str, Any]:
         rss_after_start = rss_kib(proc.pid)
         # Start-up work in the background (the key filter's fill, paced to a quarter of the loop,
         # takes minutes at 10M entries) is over before the load: the sizes compare steady states.
-        settle_s = await settled(proc.pid)
+        settle_s = await settled(cluster, proc.pid)
         # What the ledger spends with no bets (its start-up chain audit, paced to a tenth of the
         # loop, walks a long journal for minutes; timers): measured before the load, so CPU per bet
         # can be told apart from it.
@@ -482,6 +507,7 @@ async def measure(size: int, opts: Options) -> dict[str, Any]:
         result = await asyncio.to_thread(wrk, "run", opts.seconds)
         after = await settled_head(cluster)
         cpu_s, run_s = process_cpu_s(proc.pid) - cpu_before, time.perf_counter() - run_started
+        audit_walking = math.isnan(await ledger_gauge(cluster, "ledger_audit_last_verified_timestamp_seconds"))
         rss_after_run = rss_kib(proc.pid)
         load_figures = {k: v for k, v in result.figures().items() if k in ("ok_per_s", "p50_ms", "p99_ms")}
         # Printed before the long verifications: a run cut short still has its load figures.
@@ -524,6 +550,7 @@ async def measure(size: int, opts: Options) -> dict[str, Any]:
         **seeded,
         "startup_s": round(startup_s, 2),
         "settle_s": settle_s,
+        "audit_walk_during_load": audit_walking,  # the start-up chain audit had not finished by the load's end
         "db_page_cached_share": cached_share,  # of the database files, when the load began
         "rss_after_start_kib": rss_after_start.get("rss_kib"),
         "rss_after_run_kib": rss_after_run.get("rss_kib"),

@@ -103,6 +103,13 @@ class LedgerMetrics:
         # Unknown until the first verification finishes (NaN does not fire `== 0` alerts).
         self.audit_chain_ok.set(float("nan"))
         self.audit_last_verified_timestamp_seconds.set(float("nan"))
+        self.key_filter_filled = Gauge(
+            "ledger_key_filter_filled",
+            "1 once the writer's key filter is filled (fresh keys skip the store lookup), 0 while it fills "
+            "after a start; NaN: no filter (turned off, a writer-lease copy, a store that cannot list its keys).",
+            registry=registry,
+        )
+        self.key_filter_filled.set(float("nan"))
         self.epoch = Gauge("ledger_epoch", "This ledger's epoch (promotion raises it).", registry=registry)
         self.fenced = Gauge(
             "ledger_fenced", "1 once a higher epoch fenced this primary: it refuses every write.", registry=registry

@@ -120,6 +120,7 @@ class LedgerService:
         await self._overlay.reload()
         learning = self.limits.key_filter and self.failover.role != "passive"  # another copy writes its store
         if learning and await self._overlay.begin_learning():  # before the first write
+            self.metrics.key_filter_filled.set(0)
             self._learning = asyncio.create_task(self._learn_keys(), name="ledger-key-filter")
         await self.failover.start()
         self.writer.start()
@@ -136,6 +137,7 @@ class LedgerService:
         in the store); a failure is logged, counted (`ledger_task_failing{task="key_filter"}`) and
         tried again with backoff."""
         await self._learning_health.until_done(self._overlay.learn_keys, event="ledger_key_filter_fill_failed")
+        self.metrics.key_filter_filled.set(1)
 
     async def stop(self) -> None:
         """Refuse new work, let the writer finish everything queued, close the store."""

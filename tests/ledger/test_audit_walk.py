@@ -56,6 +56,7 @@ async def test_a_child_walk_reports_what_the_walk_in_this_process_reports(storag
     finally:
         await store.close()
     assert report.pop("niceness") == CHILD_NICENESS
+    assert report.pop("sched_idle") is sys.platform.startswith("linux")
     assert report == in_process and report["ok"] and report["entries_checked"] == 100 == report["head_sequence"]
 
 
@@ -116,7 +117,9 @@ def _python(code: str, *args: str) -> list[str]:
     return [sys.executable, "-c", code, *args]
 
 
-GOOD = '{"ok":true,"entries_checked":1,"head_sequence":1,"head_hash":"' + "a" * 64 + '","niceness":19}'
+GOOD = (
+    '{"ok":true,"entries_checked":1,"head_sequence":1,"head_hash":"' + "a" * 64 + '","niceness":19,"sched_idle":true}'
+)
 COUNT_AS_STRING = GOOD.replace('"entries_checked":1', '"entries_checked":"1"')
 NOT_A_HASH = GOOD.replace("a" * 64, "z" * 64)
 EXTRA_FIELD = GOOD[:-1] + ',"trust_me":true}'

@@ -5,6 +5,7 @@ outcome was unknown, not on a standby promoted."""
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Callable, Sequence
 
 import pytest
@@ -94,6 +95,11 @@ def replayed_at(result: Result) -> int | None:
     return None
 
 
+def filter_filled(service: LedgerService) -> float:
+    """`ledger_key_filter_filled` as the service exports it."""
+    return service.metrics.key_filter_filled.collect()[0].samples[0].value
+
+
 def booked_at(result: Result) -> int:
     assert isinstance(result, tuple) and result[0] == 201, result
     return int(result[1]["transaction"]["sequence"])
@@ -104,7 +110,7 @@ async def test_fresh_bets_on_cached_rows_read_nothing_from_the_store() -> None:
     service = service_on(store)
     await service.start()
     try:
-        assert await service.keys_learned()
+        assert await service.keys_learned() and filter_filled(service) == 1
         for command in traffic()[:4]:  # the player, the game and a deposit: their rows are cached
             await service.submit([command])
         await service.submit([bet(0)])  # opens round r-key: its row is cached from now on
@@ -121,6 +127,7 @@ async def test_without_the_filter_the_same_bets_ask_the_store() -> None:
     service = service_on(store, WriterLimits(key_filter=False))
     await service.start()
     try:
+        assert math.isnan(filter_filled(service))  # no filter: neither filling nor filled
         for command in traffic()[:4]:
             await service.submit([command])
         await service.submit([bet(0)])
@@ -242,8 +249,10 @@ async def test_a_failed_fill_is_counted_and_tried_again() -> None:
     with capture_logs() as logs:
         await service.start()
         try:
+            assert registry.get_sample_value("ledger_key_filter_filled") == 0  # filling
             store.release.set()
             assert await asyncio.wait_for(service.keys_learned(), 5)  # retried after 1 s
+            assert registry.get_sample_value("ledger_key_filter_filled") == 1
         finally:
             await service.stop()
     assert [e["error"] for e in logs if e["event"] == "ledger_key_filter_fill_failed"] == ["OSError('disk I/O error')"]
@@ -287,7 +296,7 @@ async def test_copies_sharing_one_store_make_no_filter_and_replay_each_others_be
     for copy in copies:
         await copy.start()
     try:
-        assert not await second.keys_learned()
+        assert not await second.keys_learned() and math.isnan(filter_filled(second))
         await first.failover.take_over()
         for command in traffic()[:4]:
             await first.submit([command])
