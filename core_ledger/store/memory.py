@@ -55,6 +55,7 @@ class MemoryStore(Store):
         return len(self._tables[table])
 
     async def key_page(self, table: str, after: Key | None, limit: int) -> list[Key]:
+        require(table in TABLES, f"{table} is a derived table")
         keys = sorted(self._tables[table])
         return [k for k in keys if after is None or k > after][:limit]
 

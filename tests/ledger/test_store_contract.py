@@ -78,6 +78,9 @@ class TestStoreContract:
         assert listed == sorted(keys)  # byte order, as the ranges compare (not the locale's)
         with pytest.raises(InvariantBroken):
             await store.count_keys("idem; DROP TABLE idem")
+        with pytest.raises(InvariantBroken):
+            await store.key_page("idem; DROP TABLE idem", None, 5)
+        assert await store.count_keys("idem") == len(keys)  # the table is still there, whole
 
     async def test_upsert_replaces_and_select_filters_orders_and_pages(self, store: Store) -> None:
         docs = [(("p1", f"r{i}"), round_doc("open" if i % 2 else "closed", i)) for i in range(5)]
