@@ -605,7 +605,7 @@ class SqliteStore(Store):
         self._checkpointer: SqliteThread | None = None  # only while `background_checkpoints` is on
 
     def child_location(self) -> dict[str, str]:
-        return {"backend": "sqlite", "location": str(self.path)}
+        return {"backend": "sqlite", "location": str(self.path.absolute())}  # whatever the working directory
 
     async def open(self) -> None:
         mkdir_durable(self.path.parent)
