@@ -27,7 +27,7 @@ import structlog
 
 from shared.tasks import OwnedTask
 
-from core_ledger.audit_walk import ChildWalk
+from core_ledger.audit_walk import ChildWalk, PriorityRefused
 from core_ledger.metrics import LedgerMetrics
 from core_ledger.pace import Pace
 from core_ledger.reads import ON_DEMAND, LedgerReads
@@ -77,9 +77,14 @@ class Auditor:
         failure, and every `full_every`-th time) the whole journal."""
         since = self.verified if self._since_full + 1 < self.full_every else None
         up_to = self.service.head.sequence
+        report: dict[str, Any] | None = None
         if since is None and self.child_walk is not None and up_to >= self.child_walk.min_entries:
-            report = self._publish(await self.child_walk.walk(up_to), since)
-        else:
+            try:
+                report = self._publish(await self.child_walk.walk(up_to), since)
+            except PriorityRefused as e:  # a sandbox refuses it: walk here, as before there were children
+                log.warning("audit_walk_in_process", reason=str(e))
+                self.child_walk = None
+        if report is None:
             report = await self._verify(since, AUDIT_PACE)
         self._since_full = 0 if since is None else self._since_full + 1
         return report

@@ -45,11 +45,17 @@ OUTPUT_MAX_BYTES = 64 * 1024  # a report is a few hundred bytes; standard error 
 WALK_CACHE_MIB = 16  # the child's SQLite page cache: a walk reads each journal page once
 EXIT_CANNOT_OPEN = 2  # the store could not be opened (the message is on standard error)
 EXIT_ORPHANED = 3  # standard input closed before the walk ended: the parent is gone
+EXIT_PRIORITY_REFUSED = 4  # the system refused to lower its priority (a syscall filter): it walked nothing
 
 
 class AuditWalkFailed(Exception):
     """The child gave no valid report (it crashed, could not open the store, or printed something
     else): the walk did not happen, which says nothing about the chain."""
+
+
+class PriorityRefused(AuditWalkFailed):
+    """The child could not lower its priority (a sandbox's syscall filter refused `setpriority`) and
+    walked nothing: a walk at normal priority would compete with serving for a whole core."""
 
 
 class WalkRequest(BaseModel):
@@ -146,6 +152,8 @@ async def _read_bounded(stream: asyncio.StreamReader) -> bytes:
 
 def _report_of(out: bytes, returncode: int, err: bytes) -> dict[str, Any]:
     said = err.decode(errors="replace").strip()[-1000:]
+    if returncode == EXIT_PRIORITY_REFUSED:
+        raise PriorityRefused(f"the audit walk's child could not lower its priority: {said}")
     if returncode != 0:
         raise AuditWalkFailed(f"the audit walk's child exited with status {returncode}: {said}")
     try:
@@ -189,13 +197,15 @@ async def _walk(store: Store, up_to_sequence: int) -> dict[str, Any]:
 
 
 def lowest_priority() -> None:
-    """Nice 19 and, where there is one (Linux), the SCHED_IDLE policy. Nice 19
-    alone still competes: the scheduler gave it most of a core during a benchmark's load, and
-    placed the server's waking tasks behind it. A CPU that runs only SCHED_IDLE tasks counts as idle
-    when the scheduler places a waking task, which then preempts the walk at once."""
+    """Nice 19 and, where there is one (Linux), the SCHED_IDLE policy; PermissionError when nice 19
+    is refused. Nice 19 alone still competes with serving (a nice-19 task holds its CPU against a
+    waking task for a while); a CPU that runs only SCHED_IDLE tasks counts as idle when the
+    scheduler places a waking task, which then preempts the walk at once. Where only SCHED_IDLE is
+    refused the walk goes on at nice 19 (its report says `sched_idle: false`)."""
     os.nice(CHILD_NICENESS - os.nice(0))
     if hasattr(os, "sched_setscheduler"):
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        with contextlib.suppress(PermissionError):
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
 
 
 def _priority() -> dict[str, Any]:
@@ -205,7 +215,11 @@ def _priority() -> dict[str, Any]:
 
 
 def main() -> None:
-    lowest_priority()
+    try:
+        lowest_priority()
+    except PermissionError as e:
+        sys.stderr.write(f"audit walk: {e}\n")
+        sys.exit(EXIT_PRIORITY_REFUSED)
     from shared import logs
 
     from core_ledger.store import StorageError

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from core_ledger.app import create_app
 from core_ledger.app_keys import AUDITOR, SERVICE
@@ -27,10 +28,11 @@ from core_ledger.audit_walk import (
     OUTPUT_MAX_BYTES,
     AuditWalkFailed,
     ChildWalk,
+    PriorityRefused,
     WalkRequest,
 )
 from core_ledger.journal_checks import verify_store
-from core_ledger.store import MemoryStore, Store
+from core_ledger.store import MemoryStore, SqliteStore, Store
 from core_ledger.store.sqlite_entries import entry_text
 from harness.journal_seed import SeedPlan, seed_commands, seed_store
 from tests.support.clock import FakeClock
@@ -178,6 +180,47 @@ async def test_a_child_that_keeps_failing_turns_the_audit_task_failing(
     _, metrics = await api.get("admin_read", "/metrics")
     assert 'ledger_task_failing{task="audit"} 1.0' in metrics
     assert "ledger_audit_chain_ok 0.0" not in metrics  # no walk happened: no verdict on the chain
+
+
+def _refusing(call: str) -> list[str]:
+    """The real child, in a sandbox whose syscall filter refuses `os.<call>` (as systemd's
+    `SystemCallFilter=~@resources` refuses `setpriority` and `sched_setscheduler`)."""
+    return _python(
+        f"import os\ndef refused(*_): raise PermissionError(1, 'Operation not permitted')\nos.{call} = refused\n"
+        "from core_ledger.audit_walk import main\nmain()"
+    )
+
+
+NICE_REFUSED, IDLE_REFUSED = _refusing("nice"), _refusing("sched_setscheduler")
+
+
+async def test_a_child_refused_its_priority_walks_nothing_and_the_auditor_walks_in_process(
+    aiohttp_client: Any, tmp_path: Path, clock: FakeClock
+) -> None:
+    app, api, auditor = await _started(aiohttp_client, tmp_path, clock)
+    assert auditor.child_walk is not None
+    location = auditor.child_walk.location
+    with pytest.raises(PriorityRefused, match="Operation not permitted"):
+        await ChildWalk(location, command=NICE_REFUSED).walk(0)
+    for i in range(3):
+        await api.player(f"p{i}", deposit=100)
+    auditor.child_walk = ChildWalk(location, command=NICE_REFUSED, min_entries=0)
+    auditor.verified = None  # as after a failed audit: the next one is a whole walk
+    with capture_logs() as logs:
+        report = await auditor.audit()
+    assert report["ok"] and report["entries_checked"] == app[SERVICE].head.sequence and "niceness" not in report
+    assert [e["event"] for e in logs if e["event"].startswith("audit_walk")] == [
+        "audit_walk_started",
+        "audit_walk_in_process",
+    ]
+    assert auditor.child_walk is None  # from now on, as before there were children
+
+
+async def test_a_child_refused_only_sched_idle_walks_at_nice_19_and_says_so(sqlite_store: SqliteStore) -> None:
+    await seed_store(sqlite_store, seed_commands(PLAN))
+    report = await ChildWalk(sqlite_store.child_location(), command=IDLE_REFUSED).walk(100)
+    assert report["ok"] and report["entries_checked"] == 100
+    assert report["niceness"] == CHILD_NICENESS and report["sched_idle"] is False
 
 
 async def test_a_child_that_cannot_open_its_store_fails_and_creates_nothing(tmp_path: Path) -> None:
