@@ -28,6 +28,7 @@ from core_ledger.store import sqlite as sqlite_module
 from core_ledger.store.base import SUMMARY_NOTED_TYPES, SUMMARY_POSTING_TYPES
 from core_ledger.store.postgres import PostgresStore
 from core_ledger.writer import WriterLimits
+from tests.support.clock import FakeClock
 from tests.support.domain_world import (
     adjust,
     bet,
@@ -103,9 +104,9 @@ def rich_script() -> list[Command]:
 
 
 def service_on(store: SqliteStore) -> LedgerService:
-    return LedgerService(
-        store, WriterLimits(), clock=lambda: datetime.now(UTC), metrics=LedgerMetrics(CollectorRegistry())
-    )
+    """At the scripts' own time (FakeClock): on the real clock the bonus they grant, which expires a
+    week after it, expired on 2026-11-30 and the claim was refused."""
+    return LedgerService(store, WriterLimits(), clock=FakeClock(), metrics=LedgerMetrics(CollectorRegistry()))
 
 
 async def run_script(service: LedgerService, commands: list[Command]) -> None:
@@ -320,7 +321,7 @@ class TestPostgres:
         service = LedgerService(
             PostgresStore(pg_server.dsn, TEST_LIMITS, schema=schema, migrations=pg_module.MIGRATIONS[:8]),
             WriterLimits(),
-            clock=lambda: datetime.now(UTC),
+            clock=FakeClock(),
             metrics=LedgerMetrics(CollectorRegistry()),
         )
         await service.start()
