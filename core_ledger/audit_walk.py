@@ -80,6 +80,14 @@ class WalkReport(BaseModel):
     niceness: int
     sched_idle: bool  # Linux's SCHED_IDLE policy: it runs only where no other task wants the CPU
 
+    def is_whole_walk_to(self, up_to_sequence: int) -> bool:
+        """Whether this says what a walk from the first entry says: every entry up to its head
+        checked, and when broken, the entry after that head named. A head beyond the walk's end
+        would start the next incremental audit after entries nobody checked."""
+        if self.head_sequence > up_to_sequence or self.entries_checked != self.head_sequence:
+            return False
+        return self.first_bad_sequence == (None if self.ok else self.head_sequence + 1)
+
 
 class ChildWalk:
     """Whole walks of one store in a child process, for journals of at least `min_entries`;
@@ -125,7 +133,7 @@ class ChildWalk:
                 await child.wait()
             if child.stdin is not None:
                 child.stdin.close()
-        report = _report_of(out, returncode, err)
+        report = _report_of(out, returncode, err, up_to_sequence)
         log.info(
             "audit_walk_finished",
             pid=child.pid,
@@ -150,16 +158,19 @@ async def _read_bounded(stream: asyncio.StreamReader) -> bytes:
     return b"".join(chunks)
 
 
-def _report_of(out: bytes, returncode: int, err: bytes) -> dict[str, Any]:
+def _report_of(out: bytes, returncode: int, err: bytes, up_to_sequence: int) -> dict[str, Any]:
     said = err.decode(errors="replace").strip()[-1000:]
     if returncode == EXIT_PRIORITY_REFUSED:
         raise PriorityRefused(f"the audit walk's child could not lower its priority: {said}")
     if returncode != 0:
         raise AuditWalkFailed(f"the audit walk's child exited with status {returncode}: {said}")
     try:
-        return WalkReport.model_validate(orjson.loads(out)).model_dump()
+        report = WalkReport.model_validate(orjson.loads(out))
     except (orjson.JSONDecodeError, ValidationError) as e:
         raise AuditWalkFailed(f"the audit walk's child printed no valid report: {e}") from None
+    if not report.is_whole_walk_to(up_to_sequence):
+        raise AuditWalkFailed(f"the audit walk's child printed a report no walk to {up_to_sequence} gives: {out!r}")
+    return report.model_dump()
 
 
 def _exit_when_orphaned() -> None:

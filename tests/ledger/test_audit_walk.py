@@ -125,6 +125,10 @@ GOOD = (
 COUNT_AS_STRING = GOOD.replace('"entries_checked":1', '"entries_checked":"1"')
 NOT_A_HASH = GOOD.replace("a" * 64, "z" * 64)
 EXTRA_FIELD = GOOD[:-1] + ',"trust_me":true}'
+BEYOND_THE_WALK = GOOD.replace('"entries_checked":1,"head_sequence":1', '"entries_checked":9,"head_sequence":9')
+FEWER_CHECKED = GOOD.replace('"entries_checked":1', '"entries_checked":0')
+OK_AND_BROKEN = GOOD[:-1] + ',"first_bad_sequence":2}'
+BROKEN_ELSEWHERE = GOOD.replace('"ok":true', '"ok":false')[:-1] + ',"first_bad_sequence":7}'
 LIARS = {
     "crashes": _python("import sys; sys.exit(70)"),
     "killed": _python("import os, signal; os.kill(os.getpid(), signal.SIGKILL)"),
@@ -135,6 +139,10 @@ LIARS = {
     "a hash that is no hash": _python(f"print({NOT_A_HASH!r})"),
     "a field no report has": _python(f"print({EXTRA_FIELD!r})"),
     "two reports": _python(f"print({GOOD!r}); print({GOOD!r})"),
+    "a head beyond the walk": _python(f"print({BEYOND_THE_WALK!r})"),
+    "fewer entries checked than its head": _python(f"print({FEWER_CHECKED!r})"),
+    "ok and a bad entry": _python(f"print({OK_AND_BROKEN!r})"),
+    "broken, not after its head": _python(f"print({BROKEN_ELSEWHERE!r})"),
     "too much": _python(f"import sys; sys.stdout.write('x' * {OUTPUT_MAX_BYTES * 4})"),
     "too much on stderr": _python(f"import sys; sys.stderr.write('x' * {OUTPUT_MAX_BYTES * 4}); print({GOOD!r})"),
 }
