@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -33,11 +32,11 @@ from core_ledger.audit_walk import (
 )
 from core_ledger.journal_checks import verify_store
 from core_ledger.store import MemoryStore, SqliteStore, Store
-from core_ledger.store.sqlite_entries import entry_text
 from harness.journal_seed import SeedPlan, seed_commands, seed_store
 from tests.support.clock import FakeClock
 from tests.support.ledger import Api, ledger_config
 from tests.support.polling import wait_for
+from tests.support.tamper import rewrite_entry
 
 PLAN = SeedPlan(120, 6, "EUR", 10_000, 100, ("slots-1",), "mega", ("slots-1",))
 
@@ -60,16 +59,6 @@ async def test_a_child_walk_reports_what_the_walk_in_this_process_reports(storag
     assert report.pop("niceness") == CHILD_NICENESS
     assert report.pop("sched_idle") is sys.platform.startswith("linux")
     assert report == in_process and report["ok"] and report["entries_checked"] == 100 == report["head_sequence"]
-
-
-def _rewrite_entry(path: Path, sequence: int) -> None:
-    db = sqlite3.connect(path)
-    db.execute("DROP TRIGGER journal_no_update")
-    [(stored,)] = db.execute("SELECT entry FROM journal WHERE sequence = ?", (sequence,)).fetchall()
-    changed = entry_text(stored).replace('"amount_minor":', '"amount_minor":1', 1)
-    assert db.execute("UPDATE journal SET entry = ? WHERE sequence = ?", (changed, sequence)).rowcount == 1
-    db.commit()
-    db.close()
 
 
 async def _started(aiohttp_client: Any, tmp_path: Path, clock: FakeClock) -> tuple[Any, Api, Auditor]:
@@ -108,7 +97,9 @@ async def test_the_auditor_walks_the_whole_journal_in_the_child_and_what_is_new_
 
     await api.player("p9", deposit=100)
     assert (await auditor.audit())["entries_checked"] == 2  # from the head the child verified
-    _rewrite_entry(Path(auditor.child_walk.location["location"]), 2)
+    rewrite_entry(
+        Path(auditor.child_walk.location["location"]), 2, lambda t: t.replace('"amount_minor":', '"amount_minor":1', 1)
+    )
     broken = await auditor.audit()  # the whole walk again, in the child: it finds the old entry
     assert child_walks == [head, head + 2] and broken["ok"] is False and broken["first_bad_sequence"] == 2
     _, metrics = await api.get("admin_read", "/metrics")

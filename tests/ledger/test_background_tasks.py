@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,12 +18,12 @@ from core_ledger.reads import ON_DEMAND, LedgerReads
 from core_ledger.standby_tailer import StandbySettings
 from core_ledger.store import Head, JournalRow, SqliteStore, StorageError
 from core_ledger.store.base import Rows
-from core_ledger.store.sqlite_entries import entry_text
 from core_ledger.task_health import FAILING_AFTER
 from harness.journal_seed import SeedPlan, seed_commands, seed_store
 from tests.support.clock import FakeClock
 from tests.support.ledger import TOKENS, Api, ledger_config
 from tests.support.polling import wait_for
+from tests.support.tamper import rewrite_entry
 
 
 class FlakySqlite(SqliteStore):
@@ -127,15 +126,7 @@ async def test_periodic_audits_walk_what_was_journaled_since_and_the_whole_journ
     quiet = await auditor.audit()  # the third since the whole walk: the whole journal again
     assert quiet["ok"] and quiet["entries_checked"] == head + 2
 
-    store = app[SERVICE].store
-    db = sqlite3.connect(store.path)
-    db.execute("DROP TRIGGER journal_no_update")
-    [(stored,)] = db.execute("SELECT entry FROM journal WHERE sequence = 2").fetchall()
-    db.execute("UPDATE journal SET entry = ? WHERE sequence = 2", (entry_text(stored).replace("p0", "px"),))
-    db_changes = db.total_changes
-    db.commit()
-    db.close()
-    assert db_changes == 1
+    rewrite_entry(app[SERVICE].store.path, 2, lambda text: text.replace("p0", "px"))
     for _ in range(auditor.full_every - 1):
         assert (await auditor.audit())["ok"]  # incremental: the old entry is not read
     whole = await auditor.audit()
