@@ -30,7 +30,7 @@ from shared.tasks import OwnedTask
 from core_ledger.audit_walk import ChildWalk, PriorityRefused
 from core_ledger.metrics import LedgerMetrics
 from core_ledger.pace import Pace
-from core_ledger.reads import ON_DEMAND, LedgerReads
+from core_ledger.reads import LedgerReads
 from core_ledger.service import LedgerService
 from core_ledger.store import Head
 from core_ledger.task_health import TaskHealth
@@ -70,27 +70,29 @@ class Auditor:
 
     async def verify(self) -> dict[str, Any]:
         """Verify the whole journal up to the current head and publish the outcome."""
-        return await self._verify(None)
+        return self._publish(await self.reads.verify(self.service.head.sequence), None)
 
     async def audit(self) -> dict[str, Any]:
         """The periodic audit: what was journaled since the last verified head, or (first, after a
         failure, and every `full_every`-th time) the whole journal."""
         since = self.verified if self._since_full + 1 < self.full_every else None
         up_to = self.service.head.sequence
-        report: dict[str, Any] | None = None
-        if since is None and self.child_walk is not None and up_to >= self.child_walk.min_entries:
-            try:
-                report = self._publish(await self.child_walk.walk(up_to), since)
-            except PriorityRefused as e:  # a sandbox refuses it: walk here, as before there were children
-                log.warning("audit_walk_in_process", reason=str(e))
-                self.child_walk = None
-        if report is None:
-            report = await self._verify(since, AUDIT_PACE)
+        walked = await self._whole_walk_in_child(up_to) if since is None else None
+        report = self._publish(walked or await self.reads.verify(up_to, since, pace=AUDIT_PACE), since)
         self._since_full = 0 if since is None else self._since_full + 1
         return report
 
-    async def _verify(self, since: Head | None, pace: Pace = ON_DEMAND) -> dict[str, Any]:
-        return self._publish(await self.reads.verify(self.service.head.sequence, since, pace=pace), since)
+    async def _whole_walk_in_child(self, up_to: int) -> dict[str, Any] | None:
+        """The child's report of a whole walk; None when this journal is walked here instead (no
+        child for this store, a short journal, or a sandbox that refused the child its priority)."""
+        if self.child_walk is None or up_to < self.child_walk.min_entries:
+            return None
+        try:
+            return await self.child_walk.walk(up_to)
+        except PriorityRefused as e:  # walk here from now on, as before there were children
+            log.warning("audit_walk_in_process", reason=str(e))
+            self.child_walk = None
+            return None
 
     def _publish(self, report: dict[str, Any], since: Head | None) -> dict[str, Any]:
         # Only a head this walk reached, linked all the way, may start the next incremental walk.

@@ -120,8 +120,8 @@ class ChildWalk:
             stderr=asyncio.subprocess.PIPE,
         )
         log.info("audit_walk_started", pid=child.pid, up_to_sequence=up_to_sequence)
+        assert child.stdin is not None and child.stdout is not None and child.stderr is not None  # all PIPE
         try:
-            assert child.stdin is not None and child.stdout is not None and child.stderr is not None
             child.stdin.write(request.model_dump_json().encode() + b"\n")
             with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # it died: its status says why
                 await child.stdin.drain()
@@ -131,8 +131,7 @@ class ChildWalk:
             if child.returncode is None:
                 child.kill()
                 await child.wait()
-            if child.stdin is not None:
-                child.stdin.close()
+            child.stdin.close()
         report = _report_of(out, returncode, err, up_to_sequence)
         log.info(
             "audit_walk_finished",
