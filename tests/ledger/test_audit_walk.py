@@ -252,6 +252,30 @@ async def test_a_cancelled_walk_kills_its_child(tmp_path: Path) -> None:
     assert not _alive(pid)  # killed and reaped
 
 
+@pytest.mark.parametrize(
+    "request_line",
+    [
+        b"not json\n",
+        b'{"backend": "sqlite", "location": "LEDGER", "up_to_sequence": 5, "migrate": true}\n',
+        b'{"backend": "oracle", "location": "LEDGER", "up_to_sequence": 5}\n',
+        b'{"backend": "sqlite", "location": "LEDGER", "up_to_sequence": "5"}\n',
+        b'{"backend": "sqlite", "location": "MISSING", "up_to_sequence": 5}\n',
+    ],
+)
+def test_the_child_refuses_a_request_it_was_not_built_for_and_prints_no_report(
+    sqlite_store: SqliteStore, tmp_path: Path, request_line: bytes
+) -> None:
+    """Anyone on the host may run `python -m core_ledger.audit_walk`: an extra member (a wish to
+    migrate), an unknown backend, a sequence as text or a missing file get an error exit, no
+    report, and nothing created."""
+    missing = tmp_path / "no-such" / "ledger.db"
+    line = request_line.replace(b"LEDGER", str(sqlite_store.path).encode()).replace(b"MISSING", str(missing).encode())
+    ran = subprocess.run(
+        [sys.executable, "-m", "core_ledger.audit_walk"], input=line, capture_output=True, timeout=60, check=False
+    )
+    assert ran.returncode != 0 and ran.stdout == b"" and not missing.exists()
+
+
 def test_a_child_whose_parent_is_gone_exits() -> None:
     """The child's standard input stays open while its parent waits: its end means the parent
     died. Here the child waits on a PostgreSQL that accepts connections and never answers."""
