@@ -7,11 +7,13 @@ the last audit verified (linked to that head's hash), so its cost follows what w
 not the journal's length; every `AUDIT_FULL_EVERY`-th periodic audit walks the whole journal again
 (an old entry changed on disk is found within that many intervals).
 
-A periodic whole walk (the first after start-up, then every `AUDIT_FULL_EVERY`-th) of a long
-journal runs in a child process at the lowest CPU priority (`core_ledger.audit_walk.ChildWalk`)
-wherever another process can open the store: it takes nothing from the event loop, and as much of
-the machine as serving leaves (a 10M journal: minutes on an idle ledger). A short journal, or a
-store only this process can read (in memory), is walked here instead.
+A whole walk of a long journal (periodic: the first after start-up, then every
+`AUDIT_FULL_EVERY`-th; and on demand) runs in a child process at the lowest CPU priority
+(`core_ledger.audit_walk.ChildWalk`) wherever another process can open the store: it takes nothing
+from the event loop, and as much of the machine as serving leaves (a 10M journal: minutes on an
+idle ledger). One child walks at a time. A short journal, or a store only this process can read (in
+memory), is walked here instead; so is an on-demand audit whose child failed (the operator gets
+an answer; the periodic audit counts the child's failures).
 
 Walks in this process go in small pages (`core_ledger.pace.Pace`), so checking never holds the event
 loop for long; a periodic one also pauses between its pages (AUDIT_PACE) so that it takes little of
@@ -19,6 +21,7 @@ the loop from the bets the ledger serves meanwhile."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -27,7 +30,7 @@ import structlog
 
 from shared.tasks import OwnedTask
 
-from core_ledger.audit_walk import ChildWalk, PriorityRefused
+from core_ledger.audit_walk import AuditWalkFailed, ChildWalk, PriorityRefused
 from core_ledger.metrics import LedgerMetrics
 from core_ledger.pace import Pace
 from core_ledger.reads import LedgerReads
@@ -44,6 +47,7 @@ AUDIT_FULL_EVERY = 24  # periodic audits: one in this many walks the whole journ
 # pages (a whole walk here: 10M entries take ~3 min of CPU, ~30 min at this share). An on-demand
 # audit runs at full speed, in small pages too.
 AUDIT_PACE = Pace(loop_share=0.1)
+PRIORITY_FIELDS = ("niceness", "sched_idle")  # the child's report says how it ran (logged), not what it found
 
 
 class Auditor:
@@ -67,10 +71,17 @@ class Auditor:
         self.full_every = AUDIT_FULL_EVERY
         self.verified: Head | None = None  # the head the last audit that passed verified up to
         self._since_full = 0  # periodic audits since the last whole walk
+        self._one_child = asyncio.Lock()  # a walk waits for the child before it: one walks at a time
 
     async def verify(self) -> dict[str, Any]:
         """Verify the whole journal up to the current head and publish the outcome."""
-        return self._publish(await self.reads.verify(self.service.head.sequence), None)
+        up_to = self.service.head.sequence
+        try:
+            walked = await self._whole_walk_in_child(up_to)
+        except AuditWalkFailed as e:  # the periodic audit counts these; someone waits for this answer
+            log.warning("audit_walk_failed", reason=str(e), on_demand=True)
+            walked = None
+        return self._publish(walked or await self.reads.verify(up_to), None)
 
     async def audit(self) -> dict[str, Any]:
         """The periodic audit: what was journaled since the last verified head, or (first, after a
@@ -87,12 +98,16 @@ class Auditor:
         child for this store, a short journal, or a sandbox that refused the child its priority)."""
         if self.child_walk is None or up_to < self.child_walk.min_entries:
             return None
-        try:
-            return await self.child_walk.walk(up_to)
-        except PriorityRefused as e:  # walk here from now on, as before there were children
-            log.warning("audit_walk_in_process", reason=str(e))
-            self.child_walk = None
-            return None
+        async with self._one_child:
+            if self.child_walk is None:  # the walk before this one found the child refused its priority
+                return None
+            try:
+                report = await self.child_walk.walk(up_to)
+            except PriorityRefused as e:  # walk here from now on, as before there were children
+                log.warning("audit_walk_in_process", reason=str(e))
+                self.child_walk = None
+                return None
+        return {name: value for name, value in report.items() if name not in PRIORITY_FIELDS}
 
     def _publish(self, report: dict[str, Any], since: Head | None) -> dict[str, Any]:
         # Only a head this walk reached, linked all the way, may start the next incremental walk.

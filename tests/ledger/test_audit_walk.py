@@ -106,6 +106,74 @@ async def test_the_auditor_walks_the_whole_journal_in_the_child_and_what_is_new_
     assert "ledger_audit_chain_ok 0.0" in metrics and auditor.verified is None
 
 
+async def test_an_on_demand_audit_walks_a_long_journal_in_the_child_and_answers_as_before(
+    aiohttp_client: Any, tmp_path: Path, clock: FakeClock
+) -> None:
+    app, api, auditor = await _started(aiohttp_client, tmp_path, clock)
+    assert auditor.child_walk is not None
+    for i in range(3):
+        await api.player(f"p{i}", deposit=100)
+    head = app[SERVICE].head.sequence
+    in_process = await auditor.reads.verify(head)
+    with capture_logs() as logs:
+        status, answer = await api.post("admin_read", "/admin/v1/audit/verify")
+    assert [e["event"] for e in logs if e["event"].startswith("audit_walk")] == [
+        "audit_walk_started",
+        "audit_walk_finished",
+    ]
+    assert status == 200 and answer == in_process and answer["ok"]  # the answer's shape does not say who walked
+
+    rewrite_entry(
+        Path(auditor.child_walk.location["location"]), 2, lambda t: t.replace('"amount_minor":', '"amount_minor":1', 1)
+    )
+    _, broken = await api.post("admin_read", "/admin/v1/audit/verify")
+    assert broken["ok"] is False and broken["first_bad_sequence"] == 2 and auditor.verified is None
+
+
+async def test_an_on_demand_audit_whose_child_fails_is_walked_here_and_still_finds_a_bad_entry(
+    aiohttp_client: Any, tmp_path: Path, clock: FakeClock
+) -> None:
+    """The operator gets the chain's verdict, not the child's failure (the periodic audit counts those)."""
+    app, api, auditor = await _started(aiohttp_client, tmp_path, clock)
+    assert auditor.child_walk is not None
+    location = Path(auditor.child_walk.location["location"])
+    auditor.child_walk = ChildWalk({"backend": "sqlite", "location": "x"}, command=LIARS["crashes"], min_entries=0)
+    await api.player("p1", deposit=100)
+    with capture_logs() as logs:
+        status, answer = await api.post("admin_read", "/admin/v1/audit/verify")
+    assert status == 200 and answer["ok"] and answer["entries_checked"] == app[SERVICE].head.sequence
+    assert next(e for e in logs if e["event"] == "audit_walk_failed")["on_demand"] is True
+    rewrite_entry(location, 2, lambda t: t.replace('"amount_minor":', '"amount_minor":1', 1))
+    _, broken = await api.post("admin_read", "/admin/v1/audit/verify")
+    assert broken["ok"] is False and broken["first_bad_sequence"] == 2
+
+
+async def test_one_child_walks_at_a_time(aiohttp_client: Any, tmp_path: Path, clock: FakeClock) -> None:
+    """Operators asking at once, and the periodic whole walk, queue for the child: each walk still
+    happens (up to the head when it was asked), one process at a time."""
+    _, api, auditor = await _started(aiohttp_client, tmp_path, clock)
+    assert auditor.child_walk is not None
+    auditor.full_every = 1
+    walking, most, walks = 0, 0, 0
+    real = auditor.child_walk.walk
+
+    async def counting(up_to: int) -> dict[str, Any]:
+        nonlocal walking, most, walks
+        walking, walks = walking + 1, walks + 1
+        most = max(most, walking)
+        try:
+            return await real(up_to)
+        finally:
+            walking -= 1
+
+    auditor.child_walk.walk = counting  # type: ignore[method-assign]  # a counting stand-in
+    asked = [api.post("admin_read", "/admin/v1/audit/verify") for _ in range(3)]
+    answers = await asyncio.wait_for(asyncio.gather(auditor.audit(), *asked), 60)
+    assert walks == 4 and most == 1
+    assert all(answer["ok"] for answer in [answers[0], *(body for status, body in answers[1:] if status == 200)])
+    assert [status for status, _ in answers[1:]] == [200, 200, 200]
+
+
 def _python(code: str, *args: str) -> list[str]:
     return [sys.executable, "-c", code, *args]
 
