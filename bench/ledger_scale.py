@@ -28,7 +28,9 @@ seeding it again (most of an hour at 10M on SQLite): the file, moved here, or on
 schema that run's ledger config names; it then also holds the bets that run measured.
 
 Reported per size: throughput, p50, p99, the ledger's start-up time and RSS (after start-up, and
-its peak over the run), the chain verification (`POST /admin/v1/audit/verify`, timed, must verify
+its peak over the run), the writer's side of the load from the ledger's own histograms (`store`:
+commits, how long and how many bets each, and on SQLite the WAL checkpoints beside them, with how
+many took over 10, 25, 50 and 100 ms), the chain verification (`POST /admin/v1/audit/verify`, timed, must verify
 the whole journal) and, with the ledger stopped, `croupier ledger verify` and `croupier ledger
 rebuild` (timed, with their peak RSS: they read the journal page by page, so their memory must
 not grow with it). `--rebuild-max-size 1e6` times the rebuild only up to that size (at 10M it
@@ -69,6 +71,7 @@ from typing import Any
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 from common import load_average, process_cpu_s, run_wrk
 from core_ledger.journal_checks import REBUILD_CACHE_MIB, replay_journal
@@ -329,19 +332,55 @@ async def reuse_seeded(earlier: Path, db_path: Path, size: int) -> dict[str, Any
     }
 
 
-async def ledger_gauge(cluster: Cluster, name: str) -> float:
-    """A gauge without labels from the ledger's /metrics (NaN when it is not there)."""
+async def ledger_samples(cluster: Cluster) -> list[Sample]:
+    """Every sample of the ledger's /metrics."""
     timeout = aiohttp.ClientTimeout(total=30)
     async with (
         aiohttp.ClientSession(raise_for_status=True, timeout=timeout) as http,
         http.get(cluster.url("ledger") + "/metrics", headers=cluster.headers("admin_read")) as answer,
     ):
         text = await answer.text()
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and not sample.labels:
-                return float(sample.value)
+    return [sample for family in text_string_to_metric_families(text) for sample in family.samples]
+
+
+async def ledger_gauge(cluster: Cluster, name: str) -> float:
+    """A gauge without labels from the ledger's /metrics (NaN when it is not there)."""
+    for sample in await ledger_samples(cluster):
+        if sample.name == name and not sample.labels:
+            return float(sample.value)
     return math.nan
+
+
+def histogram_between(before: list[Sample], after: list[Sample], name: str, over_s: tuple[float, ...]) -> dict:
+    """What a histogram without labels counted between two scrapes: how many, their mean, and how
+    many took longer than each bound of `over_s` (bucket bounds, in seconds)."""
+
+    def value(samples: list[Sample], suffix: str, le: float | None = None) -> float:
+        for sample in samples:
+            if sample.name == name + suffix and (le is None or float(sample.labels["le"]) == le):
+                return float(sample.value)
+        return 0.0
+
+    count = value(after, "_count") - value(before, "_count")
+    total = value(after, "_sum") - value(before, "_sum")
+    over = {
+        f"over_{round(bound * 1000)}ms": round(
+            count - (value(after, "_bucket", bound) - value(before, "_bucket", bound))
+        )
+        for bound in over_s
+    }
+    return {"count": round(count), "mean": round(total / count, 4) if count else None, **over}
+
+
+def store_figures(before: list[Sample], after: list[Sample]) -> dict[str, Any]:
+    """The writer's side of a load, from the ledger's own histograms: commits (how long, how many
+    bets each) and, on SQLite, the background WAL checkpoints beside them (`mean` in seconds)."""
+    slow = (0.01, 0.025, 0.05, 0.1)
+    return {
+        "commits": histogram_between(before, after, "ledger_commit_duration_seconds", slow),
+        "commit_group": histogram_between(before, after, "ledger_commit_batch_size", ()),
+        "wal_checkpoints": histogram_between(before, after, "ledger_wal_checkpoint_duration_seconds", slow),
+    }
 
 
 async def settled(cluster: Cluster, pid: int) -> float | None:
@@ -504,7 +543,9 @@ async def measure(size: int, opts: Options) -> dict[str, Any]:
         warm = await asyncio.to_thread(wrk, "warm", opts.warmup_seconds)
         before = await settled_head(cluster)
         cpu_before, run_started = process_cpu_s(proc.pid), time.perf_counter()
+        samples_before = await ledger_samples(cluster)
         result = await asyncio.to_thread(wrk, "run", opts.seconds)
+        store_load = store_figures(samples_before, await ledger_samples(cluster))
         after = await settled_head(cluster)
         cpu_s, run_s = process_cpu_s(proc.pid) - cpu_before, time.perf_counter() - run_started
         audit_walking = math.isnan(await ledger_gauge(cluster, "ledger_audit_last_verified_timestamp_seconds"))
@@ -514,6 +555,7 @@ async def measure(size: int, opts: Options) -> dict[str, Any]:
         load_figures["cpu_ms_per_bet"] = round(1000 * cpu_s / (after - before), 3) if after > before else None
         load_figures["idle_cpu_ms_per_s"] = round(1000 * idle_cpu_per_s, 1)
         load_figures["db_page_cached_share"] = cached_share
+        load_figures["store"] = store_load
         print(f"  measured {json.dumps({'size': size, **load_figures})}", flush=True)
         started = time.perf_counter()
         audit = await admin_call(cluster, "POST", "/admin/v1/audit/verify", timeout_s=TOOL_TIMEOUT_S)
@@ -562,6 +604,7 @@ async def measure(size: int, opts: Options) -> dict[str, Any]:
         },
         # Steadier than bets/s on a shared machine: others' work slows the ledger, not its CPU per bet.
         "cpu_ms_per_bet": round(1000 * cpu_s / committed, 3) if committed else None,
+        "store": store_load,  # commits and WAL checkpoints during the load: where a p99 comes from
         "idle_cpu_ms_per_s": round(1000 * idle_cpu_per_s, 1),
         # Less what it spent idle over as long (the start-up audit above all): the bets' own cost.
         "cpu_ms_per_bet_less_idle": round(1000 * (cpu_s - idle_cpu_per_s * run_s) / committed, 3)

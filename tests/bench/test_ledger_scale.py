@@ -10,8 +10,12 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 from core_ledger.journal_checks import rebuild_differences, verify_store
+from core_ledger.metrics import LedgerMetrics
 from core_ledger.store import SqliteStore
 from core_ledger.store.sqlite_bulk import SqliteBulkStore
 from harness.launcher import ServiceConfig
@@ -24,6 +28,7 @@ from ledger_scale import (
     seed,
     seeding_store,
     settle_postgres,
+    store_figures,
 )
 from tests.support.local_postgres import PgServer, fresh_schema
 
@@ -142,3 +147,31 @@ async def test_a_postgres_schema_seeded_by_an_earlier_run_is_measured_again(
     assert reused["seeded_entries"] == 400 and reused["seed_reused_from"] == schema
     with pytest.raises(RuntimeError, match="fewer than"):
         await reuse_seeded_schema(opts, schema, 401)
+
+
+def test_the_writers_side_of_a_load_counts_only_what_happened_between_the_two_scrapes() -> None:
+    registry = CollectorRegistry()
+    metrics = LedgerMetrics(registry)
+
+    def scrape() -> list[Sample]:
+        return [
+            s for family in text_string_to_metric_families(generate_latest(registry).decode()) for s in family.samples
+        ]
+
+    metrics.commit_duration_seconds.observe(0.3)  # before the load: not counted
+    before = scrape()
+    for seconds in (0.004, 0.03, 0.06, 0.2):
+        metrics.commit_duration_seconds.observe(seconds)
+    metrics.commit_batch_size.observe(10)
+    metrics.commit_batch_size.observe(30)
+    figures = store_figures(before, scrape())
+    assert figures["commits"] == {
+        "count": 4,
+        "mean": 0.0735,
+        "over_10ms": 3,
+        "over_25ms": 3,
+        "over_50ms": 2,
+        "over_100ms": 1,
+    }
+    assert figures["commit_group"] == {"count": 2, "mean": 20.0}
+    assert figures["wal_checkpoints"]["count"] == 0 and figures["wal_checkpoints"]["mean"] is None
