@@ -29,13 +29,13 @@ schema that run's ledger config names; it then also holds the bets that run meas
 
 Reported per size: throughput, p50, p99, the ledger's start-up time and RSS (after start-up, and
 its peak over the run), the writer's side of the load from the ledger's own histograms (`store`:
-commits, how long and how many bets each, and on SQLite the WAL checkpoints beside them, with how
-many took over 10, 25, 50 and 100 ms), the chain verification (`POST /admin/v1/audit/verify`, timed, must verify
-the whole journal) and, with the ledger stopped, `croupier ledger verify` and `croupier ledger
-rebuild` (timed, with their peak RSS: they read the journal page by page, so their memory must
-not grow with it). `--rebuild-max-size 1e6` times the rebuild only up to that size (at 10M it
-takes most of an hour on a 2-core machine); the chain is still verified at every size, over HTTP
-and offline.
+commits, how long and how many bets each, and on SQLite the WAL checkpoints beside them and the
+writer's part of them, with how many took over 10, 25, 50 and 100 ms), the chain verification
+(`POST /admin/v1/audit/verify`, timed, must verify the whole journal) and, with the ledger
+stopped, `croupier ledger verify` and `croupier ledger rebuild` (timed, with their peak RSS: they
+read the journal page by page, so their memory must not grow with it). `--rebuild-max-size 1e6`
+times the rebuild only up to that size (at 10M it takes most of an hour on a 2-core machine); the
+chain is still verified at every size, over HTTP and offline.
 
     .venv/bin/python bench/ledger_scale.py [--sizes 0,1e6,1e7] [--players 1e6] [--seconds 10]
 
@@ -374,12 +374,14 @@ def histogram_between(before: list[Sample], after: list[Sample], name: str, over
 
 def store_figures(before: list[Sample], after: list[Sample]) -> dict[str, Any]:
     """The writer's side of a load, from the ledger's own histograms: commits (how long, how many
-    bets each) and, on SQLite, the background WAL checkpoints beside them (`mean` in seconds)."""
+    bets each) and, on SQLite, the background WAL checkpoints beside them and the writer's part of
+    them, which commits wait for (`mean` in seconds)."""
     slow = (0.01, 0.025, 0.05, 0.1)
     return {
         "commits": histogram_between(before, after, "ledger_commit_duration_seconds", slow),
         "commit_group": histogram_between(before, after, "ledger_commit_batch_size", ()),
         "wal_checkpoints": histogram_between(before, after, "ledger_wal_checkpoint_duration_seconds", slow),
+        "wal_checkpoint_writer": histogram_between(before, after, "ledger_wal_checkpoint_writer_seconds", slow),
     }
 
 

@@ -71,6 +71,13 @@ class LedgerMetrics:
             buckets=LATENCY_BUCKETS_S,
             registry=registry,
         )
+        self.wal_checkpoint_writer_seconds = Histogram(
+            "ledger_wal_checkpoint_writer_seconds",
+            "Time the writer spends between two commits copying the last WAL frames of a background "
+            "checkpoint, so that the WAL starts over (SQLite; commits wait for it).",
+            buckets=LATENCY_BUCKETS_S,
+            registry=registry,
+        )
         self.commit_batch_size = Histogram(
             "ledger_commit_batch_size",
             "Requests judged per commit (group commit).",

@@ -660,6 +660,15 @@ class SqliteStore(Store):
         except sqlite3.Error as e:
             raise StorageError(f"WAL checkpoint failed: {e}") from e
 
+    async def checkpoint_wal_between_commits(self) -> WalCheckpoint:
+        """The same on the writer's own connection, between two of its commits: nothing is
+        committed while it copies, so it copies every frame (unless a reader still reads an older
+        snapshot) and the next commit starts the WAL over (see core_ledger/wal_checkpoints.py)."""
+        try:
+            return await self._w.run(_checkpoint_sync)
+        except sqlite3.Error as e:
+            raise StorageError(f"WAL checkpoint failed: {e}") from e
+
     @property
     def _w(self) -> SqliteThread:
         if self._writer is None:

@@ -175,3 +175,4 @@ def test_the_writers_side_of_a_load_counts_only_what_happened_between_the_two_sc
     }
     assert figures["commit_group"] == {"count": 2, "mean": 20.0}
     assert figures["wal_checkpoints"]["count"] == 0 and figures["wal_checkpoints"]["mean"] is None
+    assert figures["wal_checkpoint_writer"]["count"] == 0

@@ -116,6 +116,47 @@ async def test_a_checkpoint_puts_every_committed_entry_into_the_database_file(tm
         await service.stop()
 
 
+async def test_a_round_lets_the_wal_start_over_though_commits_land_while_it_copies(tmp_path: Path) -> None:
+    """SQLite starts the WAL over only when all of it is in the database. Passes beside the writer
+    that each leave a commit behind (as under load) never get there; the writer's own pass, between
+    two commits, copies what they left, and the next commit writes the WAL from its start again."""
+    store = SqliteStore(tmp_path / "ledger.db")
+    await store.open()
+    registry = CollectorRegistry()
+    service = LedgerService(store, WriterLimits(), clock=FakeClock(), metrics=LedgerMetrics(registry))
+    await service.start()
+    commands = iter(traffic())
+    try:
+        await store.background_checkpoints(True)
+        for command in [next(commands) for _ in range(5)]:
+            await service.submit([command])
+        beside = store.checkpoint_wal
+
+        async def a_commit_lands_meanwhile() -> WalCheckpoint:
+            """A pass that cannot copy the last commit: a reader still reads the snapshot before it
+            (the pass stops at the oldest snapshot read), as a commit landing while it copies."""
+            reader = sqlite3.connect(store.path, isolation_level=None)
+            try:
+                reader.execute("BEGIN")
+                reader.execute("SELECT count(*) FROM journal").fetchall()
+                await service.submit([next(commands)])
+                return await beside()
+            finally:
+                reader.close()
+
+        store.checkpoint_wal = a_commit_lands_meanwhile  # type: ignore[method-assign]  # as under load
+        checkpointer = WalCheckpointer(store, service.metrics, FAST_S)  # rounds by hand, not on its timer
+        await checkpointer.checkpoint()
+        last = checkpointer.last
+        assert last is not None and not last.busy
+        assert last.checkpointed_frames == last.wal_frames > 0  # the writer's pass left nothing behind
+        assert samples(registry, "ledger_wal_checkpoint_writer_seconds_count") == 1
+        await service.submit([next(commands)])
+        assert 0 < (await beside()).wal_frames < last.wal_frames  # this commit's frames only: started over
+    finally:
+        await service.stop()
+
+
 async def test_the_task_checkpoints_on_its_timer_and_hands_checkpoints_back_when_stopped(
     sqlite_store: SqliteStore,
 ) -> None:
@@ -150,6 +191,9 @@ class FailingStore:
     async def checkpoint_wal(self) -> WalCheckpoint:
         self.attempts += 1
         raise StorageError("disk I/O error")
+
+    async def checkpoint_wal_between_commits(self) -> WalCheckpoint:
+        raise AssertionError("no pass beside the writer succeeded: the writer's pass is not reached")
 
 
 async def test_a_failing_checkpoint_is_counted_and_retried_never_the_end_of_the_task() -> None:
