@@ -75,7 +75,7 @@ from core_ledger.store.postgres import PostgresStore
 from harness.cluster import JACKPOT_GAMES, JACKPOT_ID, Cluster
 from harness.launcher import ServiceProcess, free_port
 from harness.postgres import SOCKET_PATH_MAX, LocalPostgres
-from pg_local import BENCH_SETTINGS
+from pg_local import BENCH_SETTINGS, start_with_warm_wal
 
 NOOP_SERVER = Path(__file__).resolve().parent / "noop_server.py"
 BETS_SCRIPT = WRK_DIR / "bets.lua"
@@ -446,7 +446,7 @@ async def run_ledger(
     )
     try:
         if database is not None:
-            await asyncio.to_thread(database.start)
+            await asyncio.to_thread(start_with_warm_wal, database)  # as a server in service: see pg_local.py
         try:
             await cluster.start()
             await seed_players(cluster, opts.players)
