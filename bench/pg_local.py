@@ -13,7 +13,7 @@ SQLite store does.
 none to recycle: each time its WAL moves past the last segment, the backend writing it creates the
 next one, zero-fills all 16 MiB and fsyncs it, and every commit waits meanwhile. Under the ledger
 mode that was every 1.5 s or so, and it was the PostgreSQL p99: two pairs of runs gave 38.5 and
-30.4 ms on new servers (9 and 10 segments made during the run) against 27.3 and 23.4 ms with the
+30.4 ms on new servers (8 and 9 segments made during the run) against 27.3 and 23.4 ms with the
 segments made and recycled beforehand (none made during the run), at 3,292 and 3,723 bets/s
 against 3,751 and 4,017. A server in service recycles the segments each checkpoint frees.
 """
