@@ -56,6 +56,7 @@ LEDGER_METRICS = (
     MetricSpec("ledger_transactions_total", "counter", ("type", "outcome")),
     MetricSpec("ledger_commit_duration_seconds", "histogram"),
     MetricSpec("ledger_wal_checkpoint_duration_seconds", "histogram"),
+    MetricSpec("ledger_wal_checkpoint_writer_seconds", "histogram"),
     MetricSpec("ledger_commit_batch_size", "histogram"),
     MetricSpec("ledger_idempotent_replays_total", "counter"),
     MetricSpec("ledger_conflicts_total", "counter", ("reason",)),

@@ -219,6 +219,16 @@ def money_dashboard() -> dashboard.Dashboard:
                 quantiles("ledger_commit_duration_seconds", "", ""),
             ),
             graph(
+                "Ledger WAL checkpoints (SQLite)",
+                "A background checkpoint round every 0.5 s, and the writer's pass that ends it (commits wait for "
+                "that pass; docs/decisions/sqlite-wal-starts-over.md).",
+                "s",
+                [
+                    *quantiles("ledger_wal_checkpoint_duration_seconds", "", "round"),
+                    *quantiles("ledger_wal_checkpoint_writer_seconds", "", "writer's pass"),
+                ],
+            ),
+            graph(
                 "Ledger commit batch size",
                 "Requests committed per storage transaction.",
                 "none",
