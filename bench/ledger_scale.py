@@ -339,7 +339,11 @@ async def ledger_samples(cluster: Cluster) -> list[Sample]:
         aiohttp.ClientSession(raise_for_status=True, timeout=timeout) as http,
         http.get(cluster.url("ledger") + "/metrics", headers=cluster.headers("admin_read")) as answer,
     ):
-        text = await answer.text()
+        return samples_of(await answer.text())
+
+
+def samples_of(text: str) -> list[Sample]:
+    """Every sample of a Prometheus text exposition."""
     return [sample for family in text_string_to_metric_families(text) for sample in family.samples]
 
 

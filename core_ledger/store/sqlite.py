@@ -547,6 +547,13 @@ def _checkpoint_sync(conn: sqlite3.Connection) -> WalCheckpoint:
     return WalCheckpoint(bool(busy), max(0, int(wal_frames)), max(0, int(checkpointed)))
 
 
+async def _checkpoint_on(connection: SqliteThread) -> WalCheckpoint:
+    try:
+        return await connection.run(_checkpoint_sync)
+    except sqlite3.Error as e:
+        raise StorageError(f"WAL checkpoint failed: {e}") from e
+
+
 def _connect(path: Path, cache_mib: int = CACHE_MIB_DEFAULT) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None)
     try:
@@ -655,19 +662,13 @@ class SqliteStore(Store):
         the writer or readers. Only while `background_checkpoints` is on."""
         if self._checkpointer is None:
             raise StorageError("background checkpoints are off")
-        try:
-            return await self._checkpointer.run(_checkpoint_sync)
-        except sqlite3.Error as e:
-            raise StorageError(f"WAL checkpoint failed: {e}") from e
+        return await _checkpoint_on(self._checkpointer)
 
     async def checkpoint_wal_between_commits(self) -> WalCheckpoint:
         """The same on the writer's own connection, between two of its commits: nothing is
         committed while it copies, so it copies every frame (unless a reader still reads an older
         snapshot) and the next commit starts the WAL over (see core_ledger/wal_checkpoints.py)."""
-        try:
-            return await self._w.run(_checkpoint_sync)
-        except sqlite3.Error as e:
-            raise StorageError(f"WAL checkpoint failed: {e}") from e
+        return await _checkpoint_on(self._w)
 
     @property
     def _w(self) -> SqliteThread:

@@ -11,7 +11,6 @@ from pathlib import Path
 import asyncpg
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from core_ledger.journal_checks import rebuild_differences, verify_store
@@ -25,6 +24,7 @@ from ledger_scale import (
     parse_args,
     reuse_seeded,
     reuse_seeded_schema,
+    samples_of,
     seed,
     seeding_store,
     settle_postgres,
@@ -154,9 +154,7 @@ def test_the_writers_side_of_a_load_counts_only_what_happened_between_the_two_sc
     metrics = LedgerMetrics(registry)
 
     def scrape() -> list[Sample]:
-        return [
-            s for family in text_string_to_metric_families(generate_latest(registry).decode()) for s in family.samples
-        ]
+        return samples_of(generate_latest(registry).decode())
 
     metrics.commit_duration_seconds.observe(0.3)  # before the load: not counted
     before = scrape()
