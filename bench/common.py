@@ -17,10 +17,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 WRK_DIR = Path(__file__).resolve().parent / "wrk"
 WRK_MARKER = "WRK_JSON "
@@ -141,6 +143,12 @@ def process_tree_cpu_s(pid: int) -> float:
         if int(fields[1]) == pid:  # ppid
             ticks += int(fields[11]) + int(fields[12])
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def median_by(items: Sequence[T], key: Callable[[T], float]) -> T:
+    """The item of median `key` (the lower of the middle two of an even count): one real run with
+    its own latencies and checks, not a blend of several, so one stall does not decide a ratio."""
+    return sorted(items, key=key)[(len(items) - 1) // 2]
 
 
 def load_average() -> float:

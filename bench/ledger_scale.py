@@ -19,9 +19,16 @@ database and nothing else; `--active-players 0` spreads them over every seeded p
 
 Before the load, the ledger is left to settle after its start-up (`settle_s`: its key filter
 filled, `ledger_key_filter_filled`, which takes minutes at 10M entries, and its CPU below a fifth
-of a core for two seconds running), so the sizes compare steady states. The start-up chain audit is
-not waited for: on a long journal it walks in a low-priority child process for minutes, and
-`audit_walk_during_load` says whether it was still walking when the load ended.
+of a core for two seconds running), so the sizes compare steady states. On a long journal the
+start-up chain audit then still walks the whole journal in a low-priority child process for
+minutes (as it does once a day); that child takes the CPU serving leaves and shares the machine's
+caches with it. So one load runs while it walks (`during_startup_audit`: what serving gets then),
+and the measured loads only after it ended (`startup_audit_wait_s`, at most AUDIT_WAIT_MAX_S;
+`audit_walk_during_load` says whether it still walked during them).
+
+`--rounds N` measures N loads of `--seconds` back to back, after one warm-up, and reports the load
+of median throughput with its latencies (each load's figures in `loads`; the checks and CPU per bet
+cover all of them), so one stall on a shared machine does not decide a ratio.
 
 `--seeded DIR` takes each non-empty size's database from an earlier run's `--dir DIR` instead of
 seeding it again (most of an hour at 10M on SQLite): the file, moved here, or on PostgreSQL the
@@ -37,7 +44,7 @@ read the journal page by page, so their memory must not grow with it). `--rebuil
 times the rebuild only up to that size (at 10M it takes most of an hour on a 2-core machine); the
 chain is still verified at every size, over HTTP and offline.
 
-    .venv/bin/python bench/ledger_scale.py [--sizes 0,1e6,1e7] [--players 1e6] [--seconds 10]
+    .venv/bin/python bench/ledger_scale.py [--sizes 0,1e6,1e7] [--players 1e6] [--seconds 10] [--rounds 1]
 
 PostgreSQL: `--postgres-dsn-file FILE` (a DSN of a running server, run with `fsync=on` for figures
 that count; each size gets a fresh schema, left in place: use a throwaway server). The offline tools are
@@ -73,7 +80,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from common import load_average, process_cpu_s, run_wrk
+from common import load_average, median_by, process_cpu_s, run_wrk
 from core_ledger.journal_checks import REBUILD_CACHE_MIB, replay_journal
 from core_ledger.store import Store
 from core_ledger.store.sqlite import SqliteStore
@@ -96,6 +103,11 @@ IDLE_SECONDS = 3.0  # the ledger's CPU with no load is measured over this long a
 SETTLED_CPU_S_PER_S = 0.2
 SETTLED_WINDOWS = 2
 SETTLE_MAX_S = 900.0
+# The start-up chain audit's whole walk, waited for before the measured loads: a 10M journal takes
+# about 4 minutes on an idle ledger here; the walk must end within 6 hours in service (the stale alert).
+AUDIT_WAIT_MAX_S = 1800.0
+AUDIT_POLL_S = 2.0
+LOAD_KEYS = ("ok_per_s", "p50_ms", "p99_ms", "max_ms")
 # `python -m croupier ...` that also prints its own peak RSS (KiB) on stderr when it exits: VmHWM of
 # its own memory, not `ru_maxrss`, which Linux carries over fork and exec from the parent (this
 # benchmark, holding its seeding cache: every tool then "peaked" at the benchmark's size).
@@ -126,6 +138,7 @@ class Options:
     keep_dir: bool
     rebuild_max_size: int | None = None  # no rebuild timed above this size (None: at every size)
     seeded: Path | None = None  # an earlier run's --dir: its seeded databases are used again
+    rounds: int = 1  # measured loads per size, back to back; the median one is reported
 
 
 class ScaleCluster(Cluster):
@@ -406,6 +419,22 @@ async def settled(cluster: Cluster, pid: int) -> float | None:
     return None
 
 
+async def audit_walking(cluster: Cluster) -> bool:
+    """Is the ledger's first chain audit since its start still walking? (It publishes its last
+    verified time when it ends.)"""
+    return math.isnan(await ledger_gauge(cluster, "ledger_audit_last_verified_timestamp_seconds"))
+
+
+async def startup_audit_ended(cluster: Cluster) -> float | None:
+    """Seconds until the start-up chain audit ended (None if not within AUDIT_WAIT_MAX_S)."""
+    started = time.perf_counter()
+    while await audit_walking(cluster):
+        if time.perf_counter() - started > AUDIT_WAIT_MAX_S:
+            return None
+        await asyncio.sleep(AUDIT_POLL_S)
+    return round(time.perf_counter() - started, 1)
+
+
 def db_bytes(db_path: Path) -> int:
     return sum(p.stat().st_size for p in database_files(db_path))
 
@@ -545,16 +574,26 @@ async def measure(size: int, opts: Options) -> dict[str, Any]:
                 duration_s=seconds,
             )
 
+        during_walk: dict[str, Any] | None = None
+        walk_errors = 0
+        if await audit_walking(cluster):
+            walked_beside = await asyncio.to_thread(wrk, "walk", opts.seconds)
+            during_walk = {k: v for k, v in walked_beside.figures().items() if k in LOAD_KEYS}
+            walk_errors = walked_beside.errors
+            during_walk["walking_at_end"] = await audit_walking(cluster)
+            print(f"  while the start-up chain audit walks {json.dumps(during_walk)}", flush=True)
+        audit_wait_s = await startup_audit_ended(cluster)
         cached_share = page_cached_share(db_path)  # None on PostgreSQL: no database files here
         warm = await asyncio.to_thread(wrk, "warm", opts.warmup_seconds)
         before = await settled_head(cluster)
         cpu_before, run_started = process_cpu_s(proc.pid), time.perf_counter()
         samples_before = await ledger_samples(cluster)
-        result = await asyncio.to_thread(wrk, "run", opts.seconds)
+        loads = [await asyncio.to_thread(wrk, f"run{n}", opts.seconds) for n in range(opts.rounds)]
+        result = median_by(loads, lambda load: load.ok_per_s)
         store_load = store_figures(samples_before, await ledger_samples(cluster))
         after = await settled_head(cluster)
         cpu_s, run_s = process_cpu_s(proc.pid) - cpu_before, time.perf_counter() - run_started
-        audit_walking = math.isnan(await ledger_gauge(cluster, "ledger_audit_last_verified_timestamp_seconds"))
+        walked_during_load = await audit_walking(cluster)
         rss_after_run = rss_kib(proc.pid)
         load_figures = {k: v for k, v in result.figures().items() if k in ("ok_per_s", "p50_ms", "p99_ms")}
         # Printed before the long verifications: a run cut short still has its load figures.
@@ -584,12 +623,12 @@ async def measure(size: int, opts: Options) -> dict[str, Any]:
                 await source.close()
     finally:
         await cluster.stop()
-    committed, seen = after - before, result.statuses.get(201, 0)
+    committed, seen = after - before, sum(load.statuses.get(201, 0) for load in loads)
     chain_ok = bool(audit["ok"]) and audit["head_sequence"] == after and audit["entries_checked"] == after
-    # wrk abandons what is in flight when it stops (at most one bet per connection), at the end of the
-    # warm-up too: those may commit after the head looked settled (a slow commit), so up to two per
-    # connection may be journaled unseen.
-    commits_match = seen <= committed <= seen + 2 * opts.connections
+    # wrk abandons what is in flight when it stops (at most one bet per connection), at the end of each
+    # load and of the warm-up: those may commit unseen, the warm-up's after the head looked settled (a
+    # slow commit), so up to one per connection per wrk run may be journaled unseen.
+    commits_match = seen <= committed <= seen + (len(loads) + 1) * opts.connections
     tools_ok = verify["exit"] == 0 and rebuild["exit"] == 0
     figures = {
         "size": size,
@@ -598,16 +637,17 @@ async def measure(size: int, opts: Options) -> dict[str, Any]:
         **seeded,
         "startup_s": round(startup_s, 2),
         "settle_s": settle_s,
-        "audit_walk_during_load": audit_walking,  # the start-up chain audit had not finished by the load's end
+        "during_startup_audit": during_walk,  # one load while the start-up chain audit walked (None: it had ended)
+        "startup_audit_wait_s": audit_wait_s,  # then waited for it to end (None: not within AUDIT_WAIT_MAX_S)
+        "audit_walk_during_load": walked_during_load,  # it still walked when the measured loads ended
         "db_page_cached_share": cached_share,  # of the database files, when the load began
         "rss_after_start_kib": rss_after_start.get("rss_kib"),
         "rss_after_run_kib": rss_after_run.get("rss_kib"),
         "rss_peak_kib": rss_after_run.get("rss_peak_kib"),
-        **{
-            k: v
-            for k, v in result.figures().items()
-            if k in ("ok_per_s", "p50_ms", "p99_ms", "max_ms", "requests", "non_2xx", "first_error")
-        },
+        **{k: v for k, v in result.figures().items() if k in ("ok_per_s", "p50_ms", "p99_ms", "max_ms", "first_error")},
+        "loads": [{k: v for k, v in load.figures().items() if k in LOAD_KEYS} for load in loads],
+        "requests": sum(load.requests for load in loads),
+        "non_2xx": sum(load.non_2xx for load in loads),
         # Steadier than bets/s on a shared machine: others' work slows the ledger, not its CPU per bet.
         "cpu_ms_per_bet": round(1000 * cpu_s / committed, 3) if committed else None,
         "store": store_load,  # commits and WAL checkpoints during the load: where a p99 comes from
@@ -623,8 +663,9 @@ async def measure(size: int, opts: Options) -> dict[str, Any]:
         "commits_match": commits_match,
         "journal_growth": committed,
         "committed_201_seen": seen,
-        "errors": result.errors
+        "errors": sum(load.errors for load in loads)
         + warm.errors
+        + walk_errors
         + (0 if chain_ok and commits_match and tools_ok else 1)
         + sum(seeded["seed_refused"].values()),
     }
@@ -669,6 +710,7 @@ def summarize(by_size: dict[int, dict[str, Any]], opts: Options, load_before: fl
             "setup": {
                 "seconds": opts.seconds,
                 "warmup_seconds": opts.warmup_seconds,
+                "rounds": opts.rounds,
                 "connections": opts.connections,
                 "threads": opts.threads,
                 "seed_group": opts.seed_group,
@@ -694,6 +736,9 @@ def parse_args(argv: list[str] | None = None) -> Options:
     parser.add_argument("--players", type=float, default=1e6, help="players at most (each size holds up to size/2)")
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per size (1..600)")
     parser.add_argument("--warmup-seconds", type=float, default=3.0, help="warm-up seconds per size (1..60)")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="measured loads per size, back to back; the median is reported (1..9)"
+    )
     parser.add_argument("--connections", type=int, default=64, help="wrk connections (1..1024)")
     parser.add_argument("--threads", type=int, default=1, choices=(1, 2), help="wrk threads")
     parser.add_argument(
@@ -737,6 +782,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         or not 100 <= a.seed_group <= 100_000
         or not 1 <= a.connections <= 1024
         or a.active_players < 0
+        or not 1 <= a.rounds <= 9
     ):
         parser.error("out of range: see --help")
     root = (a.dir or Path(tempfile.mkdtemp(prefix="croupier-scale-"))).resolve()
@@ -754,6 +800,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         keep_dir=a.dir is not None,
         rebuild_max_size=None if a.rebuild_max_size is None else int(a.rebuild_max_size),
         seeded=a.seeded,
+        rounds=a.rounds,
     )
 
 

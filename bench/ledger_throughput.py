@@ -68,7 +68,7 @@ import aiohttp
 from shared.auth import new_token
 from shared.config import LOG_LEVELS
 
-from common import WRK_DIR, WrkResult, load_average, process_cpu_s, process_tree_cpu_s, run_wrk
+from common import WRK_DIR, WrkResult, load_average, median_by, process_cpu_s, process_tree_cpu_s, run_wrk
 from core_ledger.journal_checks import rebuild_differences, verify_store
 from core_ledger.store import SqliteStore, Store
 from core_ledger.store.postgres import PostgresStore
@@ -709,14 +709,9 @@ def run_errors(*runs: dict[str, dict[str, Any]]) -> int:
 
 
 def median_round(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
-    """Of each mode, the round of median throughput (the lower of the middle two of an even count):
-    one real run, its latencies, CPU and checks with it, so one slow round does not decide a ratio."""
+    """Of each mode, the round of median throughput, its latencies, CPU and checks with it."""
     names = list(rounds[0]) if rounds else []
-    median = {}
-    for name in names:
-        runs = sorted((r[name] for r in rounds if name in r), key=lambda mode: mode["ok_per_s"])
-        median[name] = runs[(len(runs) - 1) // 2]
-    return median
+    return {name: median_by([r[name] for r in rounds if name in r], lambda mode: mode["ok_per_s"]) for name in names}
 
 
 def parse_args(argv: list[str] | None = None) -> Options:

@@ -4,6 +4,7 @@ the whole plan journaled, the chain verified, and CPU per entry reported."""
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -13,6 +14,8 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.samples import Sample
 
+import ledger_scale
+from common import WrkResult, median_by
 from core_ledger.journal_checks import rebuild_differences, verify_store
 from core_ledger.metrics import LedgerMetrics
 from core_ledger.store import SqliteStore
@@ -28,6 +31,7 @@ from ledger_scale import (
     seed,
     seeding_store,
     settle_postgres,
+    startup_audit_ended,
     store_figures,
 )
 from tests.support.local_postgres import PgServer, fresh_schema
@@ -174,3 +178,44 @@ def test_the_writers_side_of_a_load_counts_only_what_happened_between_the_two_sc
     assert figures["commit_group"] == {"count": 2, "mean": 20.0}
     assert figures["wal_checkpoints"]["count"] == 0 and figures["wal_checkpoints"]["mean"] is None
     assert figures["wal_checkpoint_writer"]["count"] == 0
+
+
+def _load(ok: int, p99_ms: float) -> WrkResult:
+    latency = {"mean": 1.0, "max": p99_ms, "p50": 1.0, "p90": 1.0, "p99": p99_ms, "p999": p99_ms}
+    return WrkResult(10.0, ok, {201: ok}, {}, latency, None)
+
+
+def test_of_several_loads_the_one_of_median_throughput_is_reported_with_its_own_latencies() -> None:
+    slow_stall, fast, middle = _load(20_000, 90.0), _load(32_000, 30.0), _load(30_000, 40.0)
+
+    def throughput(load: WrkResult) -> float:  # what bench/ledger_scale.py picks its load by
+        return load.ok_per_s
+
+    assert median_by([slow_stall, fast, middle], throughput) is middle
+    assert median_by([fast, slow_stall], throughput) is slow_stall  # of an even count, the lower of the middle two
+    assert median_by([fast], throughput) is fast
+    assert parse_args(["--rounds", "3"]).rounds == 3
+    for rounds in ("0", "10"):
+        with pytest.raises(SystemExit):
+            parse_args(["--rounds", rounds])
+
+
+async def test_the_measured_loads_wait_for_the_start_up_chain_audit_to_end(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ledger publishes its last verified time when its first audit ends: NaN until then."""
+    published = iter([math.nan, math.nan, 1.7e9])
+
+    async def gauge(cluster: object, name: str) -> float:
+        assert name == "ledger_audit_last_verified_timestamp_seconds"
+        return next(published)
+
+    monkeypatch.setattr(ledger_scale, "ledger_gauge", gauge)
+    monkeypatch.setattr(ledger_scale, "AUDIT_POLL_S", 0.0)
+    assert await startup_audit_ended(object()) is not None  # type: ignore[arg-type]
+    assert next(published, None) is None  # polled until the audit ended, not past it
+
+    async def never(cluster: object, name: str) -> float:
+        return math.nan
+
+    monkeypatch.setattr(ledger_scale, "ledger_gauge", never)
+    monkeypatch.setattr(ledger_scale, "AUDIT_WAIT_MAX_S", 0.05)
+    assert await startup_audit_ended(object()) is None  # type: ignore[arg-type]
