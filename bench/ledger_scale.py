@@ -76,10 +76,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-from prometheus_client.parser import text_string_to_metric_families
-from prometheus_client.samples import Sample
-
 from common import load_average, median_by, process_cpu_s, run_wrk
 from core_ledger.journal_checks import REBUILD_CACHE_MIB, replay_journal
 from core_ledger.store import Store
@@ -88,6 +84,7 @@ from core_ledger.store.sqlite_bulk import SqliteBulkStore
 from harness.cluster import JACKPOT_GAMES, JACKPOT_ID, Cluster, Service
 from harness.journal_seed import SeedPlan, seed_commands, seed_store
 from harness.launcher import ServiceConfig
+from ledger_metrics import ledger_gauge, ledger_samples, store_figures
 from ledger_throughput import BET_MINOR, BETS_SCRIPT, CURRENCY, DEPOSIT_MINOR, GAME_IDS, admin_call, settled_head
 
 DEFAULT_SIZES = (0, 1_000_000, 10_000_000)
@@ -342,63 +339,6 @@ async def reuse_seeded(earlier: Path, db_path: Path, size: int) -> dict[str, Any
         "seeded_entries": entries,
         "seed_refused": {},
         "db_bytes": db_bytes(db_path),
-    }
-
-
-async def ledger_samples(cluster: Cluster) -> list[Sample]:
-    """Every sample of the ledger's /metrics."""
-    timeout = aiohttp.ClientTimeout(total=30)
-    async with (
-        aiohttp.ClientSession(raise_for_status=True, timeout=timeout) as http,
-        http.get(cluster.url("ledger") + "/metrics", headers=cluster.headers("admin_read")) as answer,
-    ):
-        return samples_of(await answer.text())
-
-
-def samples_of(text: str) -> list[Sample]:
-    """Every sample of a Prometheus text exposition."""
-    return [sample for family in text_string_to_metric_families(text) for sample in family.samples]
-
-
-async def ledger_gauge(cluster: Cluster, name: str) -> float:
-    """A gauge without labels from the ledger's /metrics (NaN when it is not there)."""
-    for sample in await ledger_samples(cluster):
-        if sample.name == name and not sample.labels:
-            return float(sample.value)
-    return math.nan
-
-
-def histogram_between(before: list[Sample], after: list[Sample], name: str, over_s: tuple[float, ...]) -> dict:
-    """What a histogram without labels counted between two scrapes: how many, their mean, and how
-    many took longer than each bound of `over_s` (bucket bounds, in seconds)."""
-
-    def value(samples: list[Sample], suffix: str, le: float | None = None) -> float:
-        for sample in samples:
-            if sample.name == name + suffix and (le is None or float(sample.labels["le"]) == le):
-                return float(sample.value)
-        return 0.0
-
-    count = value(after, "_count") - value(before, "_count")
-    total = value(after, "_sum") - value(before, "_sum")
-    over = {
-        f"over_{round(bound * 1000)}ms": round(
-            count - (value(after, "_bucket", bound) - value(before, "_bucket", bound))
-        )
-        for bound in over_s
-    }
-    return {"count": round(count), "mean": round(total / count, 4) if count else None, **over}
-
-
-def store_figures(before: list[Sample], after: list[Sample]) -> dict[str, Any]:
-    """The writer's side of a load, from the ledger's own histograms: commits (how long, how many
-    bets each) and, on SQLite, the background WAL checkpoints beside them and the writer's part of
-    them, which commits wait for (`mean` in seconds)."""
-    slow = (0.01, 0.025, 0.05, 0.1)
-    return {
-        "commits": histogram_between(before, after, "ledger_commit_duration_seconds", slow),
-        "commit_group": histogram_between(before, after, "ledger_commit_batch_size", ()),
-        "wal_checkpoints": histogram_between(before, after, "ledger_wal_checkpoint_duration_seconds", slow),
-        "wal_checkpoint_writer": histogram_between(before, after, "ledger_wal_checkpoint_writer_seconds", slow),
     }
 
 

@@ -19,7 +19,10 @@ default shared_buffers), the ledger using its schema `ledger`. The PostgreSQL fi
 `pg_batch_bets_per_s`, ...). CPU per bet is the ledger process's CPU time over the bets committed,
 on both backends; on PostgreSQL the database server's own CPU (the postmaster and its backends) is
 reported beside it (`pg_database_cpu_ms_per_bet`, and the sum `pg_total_cpu_ms_per_bet`), since
-SQLite does that work inside the ledger process.
+SQLite does that work inside the ledger process. Each ledger mode also reports the writer's side of
+its measured run from the ledger's own histograms (`store`, `bench/ledger_metrics.py`): how many
+commits, how many bets each and how long (on SQLite also the WAL checkpoints beside them). With few
+connections a commit's fsync bounds the mode: a group holds at most the bets in flight.
 
 Every server logs at `--log-level` (default `info`, the services' default): the no-op writes the
 `http_request` line of each request, the ledger that line and the `ledger_action` line of each bet,
@@ -75,6 +78,7 @@ from core_ledger.store.postgres import PostgresStore
 from harness.cluster import JACKPOT_GAMES, JACKPOT_ID, Cluster
 from harness.launcher import ServiceProcess, free_port
 from harness.postgres import SOCKET_PATH_MAX, LocalPostgres
+from ledger_metrics import ledger_samples, store_figures
 from pg_local import BENCH_SETTINGS, start_with_warm_wal
 
 NOOP_SERVER = Path(__file__).resolve().parent / "noop_server.py"
@@ -459,14 +463,17 @@ async def run_ledger(
                 token = token_file.read_text().strip()
                 warm = await drive_batches(url, token, "warm", opts.players, opts.warmup_seconds)
                 before = await settled_head(cluster)
+                samples_before = await ledger_samples(cluster)
                 meter = CpuMeter(ledger_proc.pid, database_pid)
                 result = await drive_batches(url, token, "run", opts.players, opts.seconds)
                 cpu = meter.figures(result.ok)
             else:
                 warm = await asyncio.to_thread(wrk_bets, url, token_file, "warm", opts, opts.warmup_seconds)
                 before = await settled_head(cluster)
+                samples_before = await ledger_samples(cluster)
                 result, cpu = await measured_run(ledger_proc.pid, url, token_file, opts, database_pid)
             after = await settled_head(cluster)
+            store = store_figures(samples_before, await ledger_samples(cluster))  # the window of `before`..`after`
             audit = await admin_call(cluster, "POST", "/admin/v1/audit/verify")
         finally:
             await cluster.stop()
@@ -491,7 +498,7 @@ async def run_ledger(
         and check["one_row_per_bet"]
     )
     bad = result.errors + (0 if good else 1)
-    return {"warmup_errors": warm.errors, **result.figures(), **cpu, "errors": bad, "verify": check}
+    return {"warmup_errors": warm.errors, **result.figures(), **cpu, "store": store, "errors": bad, "verify": check}
 
 
 def ratio(a: float, b: float) -> float | None:
@@ -629,6 +636,9 @@ def print_mode(name: str, figures: dict[str, Any]) -> None:
     if "database_cpu_ms_per_ok" in figures:
         line += f" (+ database {figures['database_cpu_ms_per_ok']} ms)"
     line += f"   requests {figures['requests']}   non-2xx {figures['non_2xx']}"
+    commits, group = figures.get("store", {}).get("commits"), figures.get("store", {}).get("commit_group")
+    if commits and commits["mean"] is not None and group and group["mean"] is not None:
+        line += f"   commits {commits['count']} of {group['mean']:.1f} bets, {commits['mean'] * 1000:.2f} ms each"
     if "verify" in figures:
         v = figures["verify"]
         line += (

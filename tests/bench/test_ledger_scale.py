@@ -21,18 +21,17 @@ from core_ledger.metrics import LedgerMetrics
 from core_ledger.store import SqliteStore
 from core_ledger.store.sqlite_bulk import SqliteBulkStore
 from harness.launcher import ServiceConfig
+from ledger_metrics import samples_of, store_figures
 from ledger_scale import (
     earlier_schema,
     page_cached_share,
     parse_args,
     reuse_seeded,
     reuse_seeded_schema,
-    samples_of,
     seed,
     seeding_store,
     settle_postgres,
     startup_audit_ended,
-    store_figures,
 )
 from tests.support.local_postgres import PgServer, fresh_schema
 

@@ -145,6 +145,11 @@ async def test_a_short_run_measures_and_verifies_the_ledger_on_sqlite_and_postgr
         assert verify["chain_ok"] and verify["commits_match"] and verify["offline_chain_ok"]
         assert verify["tables_equal_rebuild"] and verify["one_row_per_bet"]
         assert verify["committed_201_seen"] > 0 and figures["server_cpu_ms_per_ok"] > 0
+        # the writer's side of the same window, from the ledger's own histograms: every bet journaled
+        # in it was in one of the commits counted
+        commits, groups = figures["store"]["commits"], figures["store"]["commit_group"]
+        assert commits["count"] == groups["count"] > 0 and commits["mean"] > 0
+        assert abs(groups["count"] * groups["mean"] - verify["journal_growth"]) < 1
     assert "database_cpu_ms_per_ok" not in sqlite and pg["database_cpu_ms_per_ok"] > 0
     assert summary["pg_bets_per_s"] == pg["ok_per_s"] > 0 and summary["bets_per_s"] == sqlite["ok_per_s"] > 0
     assert summary["ratio_pg_vs_sqlite"] == round(pg["ok_per_s"] / sqlite["ok_per_s"], 3)
