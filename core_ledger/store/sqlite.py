@@ -404,26 +404,49 @@ def _key_page_sync(db: sqlite3.Connection, table: str, after: Key | None, limit:
 # rowid, rewriting the primary-key and secondary index pages too; an upsert rewrites only the row
 # (a round updated by each of its bets: 22% fewer WAL bytes per bet). A row written again unchanged
 # (a round's opening, rewritten by each of its bets with the same status) is left alone: an update
-# would dirty its page and rewrite its index entries for nothing.
-_UPSERT = {
-    t: f"INSERT INTO {t} ({', '.join(_stored_columns(t))}) VALUES ({', '.join('?' * len(_stored_columns(t)))}) "
-    f"ON CONFLICT ({', '.join(cols)}) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in _stored_columns(t)[len(cols) :])
-    + f" WHERE ({', '.join(_stored_columns(t)[len(cols) :])}) IS NOT "
-    + f"({', '.join('excluded.' + c for c in _stored_columns(t)[len(cols) :])})"
-    for t, cols in TABLES.items()
-    if t not in ADDITIVE
+# would dirty its page and rewrite its index entries for nothing. Tables of sums (`ADDITIVE`,
+# integer columns): a commit's doc holds deltas, added column by column to the stored row.
+def _upsert_clause(table: str) -> str:
+    columns, key = _stored_columns(table), TABLES[table]
+    if table in ADDITIVE:
+        return f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET " + ", ".join(
+            f"{m} = {m} + excluded.{m}" for m in COLUMNAR[table]
+        )
+    values = columns[len(key) :]
+    return (
+        f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET "
+        + ", ".join(f"{c} = excluded.{c}" for c in values)
+        + f" WHERE ({', '.join(values)}) IS NOT ({', '.join('excluded.' + c for c in values)})"
+    )
+
+
+# A commit's rows go in multi-row statements of these sizes (greedily, largest first), not one
+# step per row: the sqlite3 module lets go of the GIL around every step, and the SQLite thread then
+# waits for the event loop to hand it back. A few fixed sizes keep the statements few and in the
+# connection's statement cache (docs/decisions/sqlite-rows-in-multi-row-statements.md).
+ROWS_PER_STATEMENT = (64, 16, 4, 1)
+_INSERTS: dict[str, tuple[str, str, str]] = {
+    t: (
+        f"INSERT INTO {t} ({', '.join(_stored_columns(t))}) VALUES ",
+        "(" + ", ".join("?" * len(_stored_columns(t))) + ")",
+        _upsert_clause(t),
+    )
+    for t in TABLES
 }
-# Tables of sums (`ADDITIVE`, integer columns): a commit's doc holds deltas, added column by column
-# to the stored row.
-_UPSERT.update(
-    {
-        t: f"INSERT INTO {t} ({', '.join(_stored_columns(t))}) VALUES ({', '.join('?' * len(_stored_columns(t)))}) "
-        f"ON CONFLICT ({', '.join(cols)}) DO UPDATE SET " + ", ".join(f"{m} = {m} + excluded.{m}" for m in COLUMNAR[t])
-        for t, cols in TABLES.items()
-        if t in ADDITIVE
-    }
-)
+_INSERTS["journal"] = ("INSERT INTO journal (sequence, tx_id, entry) VALUES ", "(?, ?, ?)", "")
+_STATEMENTS = {
+    (t, n): head + ", ".join([row] * n) + tail for t, (head, row, tail) in _INSERTS.items() for n in ROWS_PER_STATEMENT
+}
+
+
+def _insert_rows(db: sqlite3.Connection, table: str, rows: Sequence[tuple[Any, ...]]) -> None:
+    """`rows` into `table` (its upsert), in order, in as few statements of ROWS_PER_STATEMENT as fit."""
+    at = 0
+    for size in ROWS_PER_STATEMENT:
+        sql = _STATEMENTS[(table, size)]
+        while len(rows) - at >= size:
+            db.execute(sql, [value for row in rows[at : at + size] for value in row])
+            at += size
 
 
 def _commit_sync(db: sqlite3.Connection, journal: Sequence[JournalRow], rows: Rows, head: Head) -> None:
@@ -439,12 +462,9 @@ def _commit_sync(db: sqlite3.Connection, journal: Sequence[JournalRow], rows: Ro
                 f"the stored journal head ({stored}) is not the one this commit extends "
                 f"({head.sequence - len(journal)}): another writer?"
             )
-        db.executemany(
-            "INSERT INTO journal (sequence, tx_id, entry) VALUES (?, ?, ?)",
-            [(j.sequence, j.tx_id, stored_entry(j.text)) for j in journal],
-        )
+        _insert_rows(db, "journal", [(j.sequence, j.tx_id, stored_entry(j.text)) for j in journal])
         for table, items in rows.items():
-            db.executemany(_UPSERT[table], _stored_rows(table, items))
+            _insert_rows(db, table, _stored_rows(table, items))
         db.executemany(
             "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
             [("head_sequence", head.sequence), ("head_hash", head.hash), ("epoch", head.epoch)],

@@ -23,6 +23,7 @@ from core_ledger.store.sqlite import (
     COLUMNAR,
     MIGRATIONS,
     PAGE_SIZE_NEW,
+    ROWS_PER_STATEMENT,
     WAL_AUTOCHECKPOINT_BYTES,
     _commit_sync,
     _connect,
@@ -140,6 +141,40 @@ def test_a_row_written_again_unchanged_is_left_alone(tmp_path: Path) -> None:
         assert db.total_changes - before == 4
         [(status,)] = db.execute("SELECT status FROM round_openings WHERE sequence = 1").fetchall()
         assert status == "closed"
+    finally:
+        db.close()
+
+
+def test_a_commit_writes_its_rows_in_a_few_multi_row_statements_each_row_as_an_upsert(tmp_path: Path) -> None:
+    """Rows go in statements of ROWS_PER_STATEMENT rows (the sqlite3 module lets go of the GIL at
+    every step): 149 rows in 5 statements, not 149. Each row still lands as its own upsert would:
+    stored, replaced, or (a table of sums) added to the stored row."""
+    assert ROWS_PER_STATEMENT == (64, 16, 4, 1)
+    db = _connect(tmp_path / "ledger.db")
+    try:
+        for statement in (s for migration in MIGRATIONS for s in migration.statements):
+            db.execute(statement)
+        accounts = [((f"player:p{i}:EUR",), {"balance_minor": i, "version": 1}) for i in range(149)]
+        days = [
+            ((f"2026-11-{1 + i % 30:02d}", f"C{i // 30}"), {"deposits_minor": i, "deposit_count": 1}) for i in range(85)
+        ]
+        inserts: list[str] = []
+        db.set_trace_callback(lambda sql: inserts.append(sql) if sql.startswith("INSERT INTO") else None)
+        _commit_sync(db, [], {"accounts": accounts, "report_cash_days": days}, Head())
+        by_table = {
+            t: sum(sql.startswith(f"INSERT INTO {t} ") for sql in inserts) for t in ("accounts", "report_cash_days")
+        }
+        assert by_table == {"accounts": 5, "report_cash_days": 4}  # 64+64+16+4+1 and 64+16+4+1
+        changed = [(key, {"balance_minor": 1000 + i, "version": 2}) for i, (key, _) in enumerate(accounts[::2])]
+        _commit_sync(db, [], {"accounts": changed, "report_cash_days": days}, Head())
+        stored = dict(db.execute("SELECT account, balance_minor FROM accounts").fetchall())
+        assert len(stored) == 149
+        assert all(stored[f"player:p{i}:EUR"] == (1000 + i // 2 if i % 2 == 0 else i) for i in range(149))
+        sums = {
+            (d, c): (m, n)
+            for d, c, m, n in db.execute("SELECT day, currency, deposits_minor, deposit_count FROM report_cash_days")
+        }
+        assert sums == {key: (2 * doc["deposits_minor"], 2) for key, doc in days}  # the deltas added twice
     finally:
         db.close()
 
