@@ -8,6 +8,7 @@ import math
 import sqlite3
 from contextlib import closing
 from pathlib import Path
+from typing import cast
 
 import asyncpg
 import pytest
@@ -20,6 +21,7 @@ from core_ledger.journal_checks import rebuild_differences, verify_store
 from core_ledger.metrics import LedgerMetrics
 from core_ledger.store import SqliteStore
 from core_ledger.store.sqlite_bulk import SqliteBulkStore
+from harness.cluster import Cluster
 from harness.launcher import ServiceConfig
 from ledger_metrics import samples_of, store_figures
 from ledger_scale import (
@@ -199,6 +201,9 @@ def test_of_several_loads_the_one_of_median_throughput_is_reported_with_its_own_
             parse_args(["--rounds", rounds])
 
 
+NO_CLUSTER = cast(Cluster, object())  # never used: the gauge it would be read from is replaced
+
+
 async def test_the_measured_loads_wait_for_the_start_up_chain_audit_to_end(monkeypatch: pytest.MonkeyPatch) -> None:
     """The ledger publishes its last verified time when its first audit ends: NaN until then."""
     published = iter([math.nan, math.nan, 1.7e9])
@@ -209,7 +214,7 @@ async def test_the_measured_loads_wait_for_the_start_up_chain_audit_to_end(monke
 
     monkeypatch.setattr(ledger_scale, "ledger_gauge", gauge)
     monkeypatch.setattr(ledger_scale, "AUDIT_POLL_S", 0.0)
-    assert await startup_audit_ended(object()) is not None  # type: ignore[arg-type]
+    assert await startup_audit_ended(NO_CLUSTER) is not None
     assert next(published, None) is None  # polled until the audit ended, not past it
 
     async def never(cluster: object, name: str) -> float:
@@ -217,4 +222,4 @@ async def test_the_measured_loads_wait_for_the_start_up_chain_audit_to_end(monke
 
     monkeypatch.setattr(ledger_scale, "ledger_gauge", never)
     monkeypatch.setattr(ledger_scale, "AUDIT_WAIT_MAX_S", 0.05)
-    assert await startup_audit_ended(object()) is None  # type: ignore[arg-type]
+    assert await startup_audit_ended(NO_CLUSTER) is None
