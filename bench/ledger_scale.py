@@ -530,8 +530,8 @@ async def measure(size: int, opts: Options) -> dict[str, Any]:
         samples_before = await ledger_samples(cluster)
         loads = [await asyncio.to_thread(wrk, f"run{n}", opts.seconds) for n in range(opts.rounds)]
         result = median_by(loads, lambda load: load.ok_per_s)
-        store_load = store_figures(samples_before, await ledger_samples(cluster))
         after = await settled_head(cluster)
+        store_load = store_figures(samples_before, await ledger_samples(cluster))  # the window of `before`..`after`
         cpu_s, run_s = process_cpu_s(proc.pid) - cpu_before, time.perf_counter() - run_started
         walked_during_load = await audit_walking(cluster)
         rss_after_run = rss_kib(proc.pid)

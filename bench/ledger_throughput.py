@@ -636,7 +636,8 @@ def print_mode(name: str, figures: dict[str, Any]) -> None:
     if "database_cpu_ms_per_ok" in figures:
         line += f" (+ database {figures['database_cpu_ms_per_ok']} ms)"
     line += f"   requests {figures['requests']}   non-2xx {figures['non_2xx']}"
-    commits, group = figures.get("store", {}).get("commits"), figures.get("store", {}).get("commit_group")
+    store = figures.get("store", {})  # ledger modes only
+    commits, group = store.get("commits"), store.get("commit_group")
     if commits and commits["mean"] is not None and group and group["mean"] is not None:
         line += f"   commits {commits['count']} of {group['mean']:.1f} bets, {commits['mean'] * 1000:.2f} ms each"
     if "verify" in figures:
