@@ -8,6 +8,7 @@ every answer carries are wired here too."""
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from functools import partial
@@ -20,12 +21,11 @@ from prometheus_client import CollectorRegistry
 from shared import auth, event_loop, logs
 from shared.config import ConfigError
 from shared.credentials import CredentialMetrics, CredentialReloader
-from shared.errors import BadRequest
 from shared.routes import serve_routes
 from shared.runtime_metrics import file_bytes, free_bytes, register_runtime_collectors, sqlite_files
 from shared.tracing import TraceMetrics, Tracing
 from shared.tracing import setup as setup_tracing
-from shared.web import ANSWER_HEADERS_KEY, make_app
+from shared.web import ANSWER_HEADERS_KEY, HTTP_METRICS_KEY, make_app
 
 from core_ledger import admin_http, audit_http, events_http, queries_http, reports_http
 from core_ledger.app_keys import (
@@ -40,13 +40,16 @@ from core_ledger.app_keys import (
     SERVICE,
     STALE_ROUNDS,
     STANDBY,
+    SUBMIT,
 )
 from core_ledger.audit import Auditor
 from core_ledger.audit_walk import ChildWalk
 from core_ledger.backup_jobs import Backups
 from core_ledger.config import LedgerConfig, reload_tokens
+from core_ledger.domain import Command
 from core_ledger.failover import EPOCH_HEADER
-from core_ledger.fencing import Fencing
+from core_ledger.fencing import Fencing, claimed_epoch
+from core_ledger.fronts import Fronts
 from core_ledger.http import LEDGER_HEADERS, ROUTES
 from core_ledger.lease_keeper import LeaseKeeper
 from core_ledger.liabilities import LiabilitiesSampler
@@ -60,7 +63,7 @@ from core_ledger.service import LedgerService
 from core_ledger.standby_tailer import StandbyMetrics, StandbySettings, StandbyTailer
 from core_ledger.store import SqliteStore, Store
 from core_ledger.wal_checkpoints import WalCheckpointer
-from core_ledger.writer import WriterLimits
+from core_ledger.writer import Result, WriterLimits
 
 log = structlog.get_logger("croupier.ledger.app")
 
@@ -124,12 +127,14 @@ def create_app(
     app[SERVICE] = LedgerService(
         store, limits, clock=clock, metrics=metrics, standby=standby is not None, passive=config.writer_lease
     )
+    app[SUBMIT] = _submitter(app[SERVICE])
     if config.writer_lease:
         app[LEASE] = writer_lease_keeper(config, store, app[SERVICE], metrics, standby)
     if config.fault_apply_delay_file is not None:
         log.warning("ledger_fault_point_enabled", fault="apply_delay", file=str(config.fault_apply_delay_file))
         app[SERVICE].apply_fault_delay = partial(_fault_delay, config.fault_apply_delay_file)
     metrics.fault_point_enabled.set(1 if config.fault_apply_delay_file is not None else 0)
+    metrics.fronts_configured.set(config.fronts)
     _export_capacity(registry, metrics, config, app[SERVICE])
     if standby is not None:
         app[STANDBY] = StandbyTailer(app[SERVICE], standby, StandbyMetrics(registry), clock)
@@ -161,6 +166,17 @@ def create_app(
         recheck_s=config.epoch_claim_recheck_s,
         tls=config.tls.client_context(),
     )
+    fronts = None
+    if config.fronts:
+        fronts = Fronts(
+            config.fronts,
+            front_argv(config),
+            app[SERVICE],
+            app[FENCING],
+            tokens,
+            app[HTTP_METRICS_KEY],
+            metrics,
+        )
     audit_http.install(app, app[SERVICE], config, metrics, registry, clock)
     events_http.install(app, app[SERVICE], config, metrics, registry)
     serve_routes(
@@ -196,6 +212,7 @@ def create_app(
                 postgres_watch,
                 wal_checkpoints,
                 app.get(LEASE),
+                fronts,
             )
             if t is not None
         ]
@@ -229,6 +246,36 @@ def create_app(
 
     app.cleanup_ctx.append(lifecycle)
     return app
+
+
+def _submitter(service: LedgerService) -> Callable[[web.Request, list[Command]], Awaitable[list[Result]]]:
+    """This process's money routes submit to its own service (a front's, over its channel)."""
+
+    def submit(request: web.Request, commands: list[Command]) -> Awaitable[list[Result]]:
+        return service.submit(commands)
+
+    return submit
+
+
+def front_argv(config: LedgerConfig) -> list[str]:
+    """The command of one front process (`--channel-fd` follows): the same file and overrides."""
+    if config.config_path is None:
+        raise ConfigError("ledger.fronts needs a ledger started from a config file (the fronts read it too)")
+    return [
+        sys.executable,
+        "-m",
+        "croupier",
+        "ledger",
+        "front",
+        "--config",
+        str(config.config_path),
+        "--host",
+        config.host,
+        "--port",
+        str(config.port),
+        "--data-dir",
+        str(config.data_dir),
+    ]
 
 
 def writer_lease_keeper(
@@ -293,12 +340,8 @@ def _epoch_claim(request: web.Request, who: auth.Principal) -> Awaitable[None] |
     core_ledger/fencing.py before the request is served: only a peer's proof fences this primary,
     and only edge and replica credentials are heard. Anonymous callers' headers are ignored (the
     shared middleware runs this for authenticated requests only). Without the header: no work."""
-    raw = request.headers.get(EPOCH_HEADER)
-    if raw is None:
-        return None
-    if not raw.isdigit() or len(raw) > 18:
-        raise BadRequest(f"{EPOCH_HEADER}: a non-negative integer is required", field=EPOCH_HEADER)
-    return request.app[FENCING].claim(int(raw), who)
+    epoch = claimed_epoch(request.headers.get(EPOCH_HEADER))
+    return None if epoch is None else request.app[FENCING].claim(epoch, who)
 
 
 def _announce_epoch(request: web.Request, response: web.StreamResponse) -> None:

@@ -170,15 +170,19 @@ def serve(
         )
     logs.configure(cfg.log_level, service="ledger", file=cfg.log_file)
     gc_tuning.tune_for_serving()  # the overlay's long-lived rows are not rescanned per request
+    # With fronts, they own host:port and this process listens on its private socket only.
+    where = (
+        {"path": str(private_socket(cfg.front_socket))}
+        if cfg.fronts
+        else {"host": cfg.host, "port": cfg.port, "ssl_context": cfg.tls.server_context()}
+    )
     try:
         web.run_app(
             create_app(cfg, standby=standby),
-            host=cfg.host,
-            port=cfg.port,
             print=None,
             access_log=None,
-            ssl_context=cfg.tls.server_context(),
             loop=event_loop.new_loop(),
+            **where,
         )
     except StorageError as e:  # the store cannot be opened (e.g. its schema version): a message, not a traceback
         import structlog
@@ -186,6 +190,48 @@ def serve(
         structlog.get_logger("croupier.ledger").error("ledger_start_refused", error=str(e))
         sys.stderr.write(f"croupier ledger: cannot start: {e}\n")
         raise typer.Exit(1) from None
+
+
+def private_socket(path: Path) -> Path:
+    """The private listener's path, in a directory only this user may enter; a socket left by a
+    ledger that is gone is removed (one still answering is not: a second ledger on this data_dir)."""
+    import socket
+
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.parent.chmod(0o700)
+    if path.exists():
+        with socket.socket(socket.AF_UNIX) as probe:
+            try:
+                probe.connect(str(path))
+            except OSError:
+                path.unlink()
+            else:
+                sys.stderr.write(f"croupier ledger: cannot start: {path} is served by a running ledger\n")
+                raise typer.Exit(1)
+    return path
+
+
+def front(
+    config: Path = typer.Option(..., "--config", exists=True, dir_okay=False, help="TOML config file."),
+    host: str = typer.Option(..., "--host"),
+    port: int = typer.Option(..., "--port", min=1, max=65535),
+    data_dir: Path = typer.Option(..., "--data-dir"),
+    channel_fd: int = typer.Option(..., "--channel-fd", help="The channel's end, inherited from the ledger."),
+) -> None:
+    """One front process of a ledger with `fronts` (started by `ledger serve`, not by hand)."""
+    from shared import gc_tuning, logs
+    from shared.config import ConfigError, exit_on_config_error
+
+    from core_ledger import config as ledger_config
+    from core_ledger.front_app import run_front
+
+    try:
+        cfg = ledger_config.load(config, host=host, port=port, data_dir=data_dir)
+    except ConfigError as e:
+        raise exit_on_config_error(config, e.problems) from None
+    logs.configure(cfg.log_level, service="ledger-front", file=cfg.log_file)
+    gc_tuning.tune_for_serving()
+    run_front(cfg, cfg.front_socket, channel_fd)
 
 
 def migrate(
@@ -534,6 +580,7 @@ def verify_backup(
 
 def register(app: typer.Typer) -> None:
     app.command("serve")(serve)
+    app.command("front", hidden=True)(front)
     app.command("verify")(verify)
     app.command("rebuild")(rebuild)
     app.command("compare")(compare)

@@ -57,6 +57,7 @@ class LedgerConfig:
     body_bytes_max: int = 65_536
     page_limit_max: int = 1000
     batch_actions_max: int = 256
+    fronts: int = 0  # processes serving the money routes' HTTP beside this one (core_ledger/fronts.py)
     log_level: str = "info"
     log_file: Path | None = None  # None: stderr
     backend: str = "sqlite"
@@ -107,8 +108,14 @@ class LedgerConfig:
     def db_path(self) -> Path:
         return self.data_dir / "ledger.db"
 
+    @property
+    def front_socket(self) -> Path:
+        """The private listener a ledger with fronts serves on (its directory is the owner's only)."""
+        return self.data_dir / "run" / "ledger.sock"
+
 
 LIMIT_MAX = 1_000_000  # sanity bound on every configured count
+FRONTS_MAX = 16
 SECONDS_MAX = 600.0
 BACKENDS = ("sqlite", "postgres")
 BACKUP_INTERVAL_MAX_S = 7 * 86_400.0
@@ -170,6 +177,16 @@ LEDGER = Table(
         _count("body_bytes_max", 65_536, "Largest request body accepted, in bytes (413 beyond)."),
         _count("page_limit_max", 1000, "Largest `limit` of a paged read (journal, history)."),
         _count("batch_actions_max", 256, "Money actions in one `POST /v1/batch` at most."),
+        Key(
+            "fronts",
+            int,
+            0,
+            "Front processes that serve the money routes' HTTP on other cores and hand the commands to "
+            "this process, which alone judges and commits them; the ledger then listens on a private socket "
+            "in `data_dir` and the fronts on `host`:`port` (other routes are relayed). 0: one process serves all.",
+            minimum=0,
+            maximum=FRONTS_MAX,
+        ),
         Key("log_level", str, "info", "Least severe log level written (any case).", choices=LOG_LEVELS, any_case=True),
         Key("log_file", str, "", "File the JSON log lines are appended to; unset: stderr.", path=True),
         Key(
@@ -545,4 +562,17 @@ def load(
         overrides["peers"] = (*config.peers, *_peers(list(peers)))
     config = replace(config, **overrides)
     check_backup_dir(config.data_dir, config.backup_dir, config.backup_interval_s)
+    check_front_socket(config)
     return config
+
+
+UNIX_PATH_BYTES_MAX = 107  # sun_path holds 108 bytes with its terminating NUL
+
+
+def check_front_socket(config: LedgerConfig) -> None:
+    """With fronts, the private socket's path must fit a Unix socket address."""
+    if config.fronts and len(os.fsencode(config.front_socket)) > UNIX_PATH_BYTES_MAX:
+        raise ConfigError(
+            f"ledger.fronts: the private socket {config.front_socket} is longer than {UNIX_PATH_BYTES_MAX} bytes: "
+            "use a shorter data_dir"
+        )

@@ -33,7 +33,7 @@ import orjson
 import structlog
 
 from shared.auth import Principal
-from shared.errors import Conflict
+from shared.errors import BadRequest, Conflict
 
 from core_ledger.domain import Command
 from core_ledger.failover import EPOCH_HEADER
@@ -44,6 +44,18 @@ from core_ledger.writer import Result
 log = structlog.get_logger("croupier.ledger.fencing")
 
 EPOCH_CLAIM_ROLES = frozenset({"edge", "replica"})  # the only credentials whose X-Ledger-Epoch is heard
+EPOCH_CLAIM_DIGITS_MAX = 18
+
+
+def claimed_epoch(raw: str | None) -> int | None:
+    """A caller's `X-Ledger-Epoch` header as the epoch it claims (None without the header)."""
+    if raw is None:
+        return None
+    if not raw.isdigit() or len(raw) > EPOCH_CLAIM_DIGITS_MAX:
+        raise BadRequest(f"{EPOCH_HEADER}: a non-negative integer is required", field=EPOCH_HEADER)
+    return int(raw)
+
+
 PEER_ANSWER_BYTES_MAX = 4096  # a /readyz body is ~150 bytes
 CLAIM_LOG_INTERVAL_S = 60.0  # an ignored or unverified claim is logged at most once a minute per credential
 CLAIM_LOG_KEYS_MAX = 1024  # credentials remembered for that throttle

@@ -42,7 +42,7 @@ from shared.web import (
 )
 
 from core_ledger.answers import answer
-from core_ledger.app_keys import AUDITOR, CONFIG, LEASE, READS, SERVICE, STANDBY
+from core_ledger.app_keys import AUDITOR, CONFIG, LEASE, READS, SERVICE, STANDBY, SUBMIT
 from core_ledger.config import LedgerConfig
 from core_ledger.domain import Command
 from core_ledger.query import page_limit, query_choice, query_int
@@ -122,7 +122,7 @@ def _money_route(op: str) -> Route:
         command = money_command(op, await read_json(request), principal(request))
         annotate(request, client_id=command.key[0] if command.key else None, via=command.via)
         try:
-            [result] = await request.app[SERVICE].submit([command])
+            [result] = await request.app[SUBMIT](request, [command])
         except CroupierError as e:
             log_action(request_lines(request), op, command, e, request_id(request))
             raise
@@ -169,7 +169,7 @@ async def batch(request: web.Request) -> web.Response:
     annotate(request, actions=len(slots))
     lines = request_lines(request)
     try:
-        results = iter(await request.app[SERVICE].submit(commands) if commands else [])
+        results = iter(await request.app[SUBMIT](request, commands) if commands else [])
     except CroupierError as e:  # the whole batch refused (not primary, queue full...): each action says so
         for action, slot, rid in zip(parsed.actions, slots, rids, strict=True):
             log_action(

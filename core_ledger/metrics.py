@@ -155,6 +155,16 @@ class LedgerMetrics:
             ["task"],
             registry=registry,
         )
+        self.fronts_up = Gauge(
+            "ledger_fronts_up",
+            "Front processes serving this ledger's address now (core_ledger/fronts.py).",
+            registry=registry,
+        )
+        self.fronts_configured = Gauge(
+            "ledger_fronts_configured",
+            "Front processes this ledger is configured to run (`fronts`; 0: it serves its address itself).",
+            registry=registry,
+        )
         self.standby_divergences_total = Counter(
             "ledger_standby_divergences_total",
             "Standby polls refused (409 replica_diverged): the standby's claimed position is not on this chain.",

@@ -140,6 +140,7 @@ class Cluster:
     pair: bool = False  # with backend="postgres": two ledger copies, one writer lease (see above)
     writer_lease_ttl_s: float = 2.0  # of a pair: how soon a copy cut off from the database loses the lease
     database_proxied: bool = False  # of a pair: each copy reaches PostgreSQL through a FaultProxy of its own
+    ledger_fronts: int = 0  # each ledger copy's `fronts` (processes serving its money routes' HTTP)
     tokens: dict[str, str] = field(default_factory=dict)
     services: dict[str, Service] = field(default_factory=dict)
     proxies: dict[tuple[str, str], FaultProxy] = field(default_factory=dict)
@@ -282,6 +283,7 @@ class Cluster:
             "peers": others,
             "fault_apply_delay_file": self._apply_delay_path(svc.name) if self.fault_hooks else None,
             "liabilities_interval_s": LIABILITIES_INTERVAL_S,
+            "fronts": self.ledger_fronts,
             **self._backend_settings(svc.name),
             **({"writer_lease": True, "writer_lease_ttl_s": self.writer_lease_ttl_s} if self.pair else {}),
             **self._tls_settings(svc.name, require_client_certificates=True),

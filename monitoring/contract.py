@@ -79,6 +79,9 @@ LEDGER_METRICS = (
     MetricSpec("ledger_replica_halted", "gauge", ("reason",)),
     MetricSpec("ledger_task_failures_total", "counter", ("task",)),
     MetricSpec("ledger_task_failing", "gauge", ("task",)),
+    # Front processes serving the ledger's address (`fronts`), against how many are configured.
+    MetricSpec("ledger_fronts_up", "gauge"),
+    MetricSpec("ledger_fronts_configured", "gauge"),
     # Fencing at the trust boundary: epoch claims by outcome, failed peer checks, fences lifted by an operator.
     MetricSpec("ledger_epoch_claims_total", "counter", ("outcome",)),
     MetricSpec("ledger_peer_check_failures_total", "counter"),

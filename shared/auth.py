@@ -55,12 +55,14 @@ class TokenStore:
 
     def replace(self, entries: Iterable[TokenEntry]) -> None:
         """Accept exactly `entries` from now on (a credential reload): a removed token stops working."""
+        entries = tuple(entries)
         by_hash: dict[str, tuple[str, Principal]] = {}
         for e in entries:
             assert e.role in ROLES, e.role
             # The principal is made once per entry (it is frozen), not once per request.
             by_hash[e.sha256.lower()] = (e.sha256.lower(), Principal(e.name, e.role))
         self._by_hash = by_hash  # one assignment: a request sees the old set or the new one
+        self.entries = entries  # a new tuple per reload: what the ledger pushes to its fronts
 
     def __len__(self) -> int:
         return len(self._by_hash)

@@ -57,6 +57,9 @@ CALLER_CHECKS_KEY = web.AppKey("caller_checks", tuple[CallerCheck, ...])
 AnswerHeaders = Callable[[web.Request, web.StreamResponse], None]
 ANSWER_HEADERS_KEY = web.AppKey("answer_headers", list[AnswerHeaders])
 ERROR_CODE = web.RequestKey("error_code", str)  # the problem `code` of the answer (set when it has one)
+# Set by a relay whose answer came from the process it relays to: that process measured and logged
+# the request, so this one does neither (the ledger's fronts: core_ledger/front_app.py).
+RELAYED = web.RequestKey("relayed", bool)
 PROBLEM_TYPE = "application/problem+json"
 # Polled by probes and scrapers every few seconds: their lines are debug, not info.
 PROBE_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -291,12 +294,13 @@ async def edge_of_app(request: web.Request, handler: Handler) -> web.StreamRespo
         code = stamp_problem(resp, rid)
         return resp
     finally:
-        elapsed = time.perf_counter() - started
-        if code is not None:
-            request[ERROR_CODE] = code
-        route = route_name(request)
-        request.app[HTTP_METRICS_KEY].request_duration(route, request.method, status).observe(elapsed)
-        log_request(request, 499 if code == "client_disconnected" else status, code, elapsed, route, who)
+        if not request.get(RELAYED):  # else the process it was relayed to measured and logged it
+            elapsed = time.perf_counter() - started
+            if code is not None:
+                request[ERROR_CODE] = code
+            route = route_name(request)
+            request.app[HTTP_METRICS_KEY].request_duration(route, request.method, status).observe(elapsed)
+            log_request(request, 499 if code == "client_disconnected" else status, code, elapsed, route, who)
         request_ids.unbind(bound)
 
 
@@ -318,10 +322,12 @@ def make_app(
     body_bytes_max: int,
     outer_middlewares: Sequence[Any] = (),
     caller_check: CallerCheck | None = None,
+    probes: bool = True,
 ) -> web.Application:
     """An application with the shared middleware, `/healthz` and `/metrics` wired in; `outer_middlewares`
     (tracing) run around it; `caller_check` sees every authenticated request before its handler (its
-    errors are answered as the handler's); `app[ANSWER_HEADERS_KEY]` takes the service's own headers."""
+    errors are answered as the handler's); `app[ANSWER_HEADERS_KEY]` takes the service's own headers.
+    `probes=False` leaves `/healthz` and `/metrics` out (a relay serves another process's)."""
     app = web.Application(middlewares=[*outer_middlewares, edge_of_app], client_max_size=body_bytes_max)
     app[TOKENS_KEY] = tokens
     app[REGISTRY_KEY] = registry
@@ -329,6 +335,7 @@ def make_app(
     app[CALLER_CHECKS_KEY] = (caller_check,) if caller_check is not None else ()
     app[ANSWER_HEADERS_KEY] = []
     app.on_response_prepare.append(answer_headers)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", metrics_handler)
+    if probes:
+        app.router.add_get("/healthz", healthz)
+        app.router.add_get("/metrics", metrics_handler)
     return app

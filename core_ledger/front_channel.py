@@ -1,0 +1,208 @@
+"""The wire between the ledger process and its front processes (core_ledger/fronts.py starts them,
+core_ledger/front_app.py is one): length-prefixed orjson frames over a private socket pair.
+
+A front serves the money routes' HTTP (parsing, validation, rendering, logging) on a second core
+and sends the commands here; the ledger process judges and commits them, as it would its own.
+
+From a front:
+- `["submit", n, authorization, epoch_claim, [[type, request, principal, client_id, id, via], ...]]`
+- `["observed", [[route, method, status, seconds], ...]]`: requests it answered (for the HTTP metrics)
+
+From the ledger:
+- `["results", n, epoch, [[status, body] | ["error", code, detail, extra, retry_after_s], ...]]`
+- `["refused", n, epoch, ["error", code, detail, extra, retry_after_s]]`: the whole submit refused
+- `["tokens", [[name, role, sha256], ...]]`: the credentials accepted now (hashes, never tokens)
+
+Each side checks every frame's shape (`ChannelError` otherwise): a front is this ledger's own code
+on a channel no other process holds, yet the ledger takes nothing from it on trust that the front
+could not prove. It authenticates the forwarded `Authorization` itself, and authorizes each
+command against that principal (core_ledger/fronts.py): a front can act only as a caller who
+presented a valid token to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from typing import Any
+
+import orjson
+
+from shared.auth import TokenEntry
+from shared.errors import CroupierError, Unavailable, error_from_code
+
+from core_ledger.domain import Command
+
+LENGTH = struct.Struct("!I")
+FRAME_BYTES_MAX = 16 * 1024 * 1024  # a submit holds one request's commands: far above body_bytes_max
+
+Result = tuple[int, dict[str, Any]] | CroupierError
+
+
+class ChannelError(Exception):
+    """A frame that breaks the protocol: the channel is closed (and its front restarted)."""
+
+
+def frame(message: list[Any]) -> bytes:
+    body = orjson.dumps(message)
+    if len(body) > FRAME_BYTES_MAX:
+        raise ChannelError(f"a frame of {len(body)} bytes is over {FRAME_BYTES_MAX}")
+    return LENGTH.pack(len(body)) + body
+
+
+async def read_frame(reader: asyncio.StreamReader) -> list[Any]:
+    """The next message (IncompleteReadError at the channel's end)."""
+    (size,) = LENGTH.unpack(await reader.readexactly(LENGTH.size))
+    if size > FRAME_BYTES_MAX:
+        raise ChannelError(f"a frame of {size} bytes is over {FRAME_BYTES_MAX}")
+    try:
+        message = orjson.loads(await reader.readexactly(size))
+    except orjson.JSONDecodeError as e:
+        raise ChannelError(f"a frame is not JSON: {e}") from None
+    if not isinstance(message, list) or not message or not isinstance(message[0], str):
+        raise ChannelError("a frame is not a list starting with its kind")
+    return message
+
+
+def _str(value: Any, what: str) -> str:
+    if not isinstance(value, str):
+        raise ChannelError(f"{what} is not a string")
+    return value
+
+
+def _int(value: Any, what: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ChannelError(f"{what} is not an integer")
+    return value
+
+
+def _optional_str(value: Any, what: str) -> str | None:
+    return None if value is None else _str(value, what)
+
+
+# --- commands, front -> ledger ---
+
+
+def command_fields(command: Command) -> list[Any]:
+    client_id, id_ = command.key if command.key is not None else (None, None)
+    return [command.type, command.request, command.principal, client_id, id_, command.via]
+
+
+def command_of(fields: Any) -> Command:
+    if not isinstance(fields, list) or len(fields) != 6:
+        raise ChannelError("a command is not a list of 6 fields")
+    tx_type, request, principal, client_id, id_, via = fields
+    if not isinstance(request, dict):
+        raise ChannelError("a command's request is not an object")
+    return Command(
+        _str(tx_type, "a command's type"),
+        request,
+        _str(principal, "a command's principal"),
+        (_str(client_id, "a command's client_id"), _str(id_, "a command's id")),
+        _optional_str(via, "a command's via"),
+    )
+
+
+def submit_message(n: int, authorization: str, epoch_claim: int | None, commands: list[Command]) -> list[Any]:
+    return ["submit", n, authorization, epoch_claim, [command_fields(c) for c in commands]]
+
+
+def submit_of(message: list[Any]) -> tuple[int, str, int | None, list[Command]]:
+    """(n, the forwarded Authorization, the caller's epoch claim or None, the commands)."""
+    if len(message) != 5 or not isinstance(message[4], list) or not message[4]:
+        raise ChannelError("a submit is not [submit, n, authorization, epoch claim, commands]")
+    claim = None if message[3] is None else _int(message[3], "an epoch claim")
+    return (
+        _int(message[1], "a submit's n"),
+        _str(message[2], "an authorization"),
+        claim,
+        [command_of(c) for c in message[4]],
+    )
+
+
+# --- results, ledger -> front ---
+
+
+def error_fields(error: CroupierError) -> list[Any]:
+    retry_after_s = error.retry_after_s if isinstance(error, Unavailable) else None
+    return ["error", error.code, error.detail, error.extra, retry_after_s]
+
+
+def error_of(fields: Any) -> CroupierError:
+    if not isinstance(fields, list) or len(fields) != 5 or fields[0] != "error" or not isinstance(fields[3], dict):
+        raise ChannelError("an error is not [error, code, detail, extra, retry_after_s]")
+    extra = dict(fields[3])
+    if fields[4] is not None:
+        extra["retry_after_s"] = _int(fields[4], "a retry_after_s")
+    return error_from_code(_str(fields[1], "an error's code"), _str(fields[2], "an error's detail"), **extra)
+
+
+def result_fields(result: Result) -> list[Any]:
+    if isinstance(result, CroupierError):
+        return error_fields(result)
+    status, body = result
+    return [status, body]
+
+
+def result_of(fields: Any) -> Result:
+    if isinstance(fields, list) and fields and fields[0] == "error":
+        return error_of(fields)
+    if not isinstance(fields, list) or len(fields) != 2 or not isinstance(fields[1], dict):
+        raise ChannelError("a result is not [status, body]")
+    return _int(fields[0], "a result's status"), fields[1]
+
+
+def results_message(n: int, epoch: int, results: list[Result]) -> list[Any]:
+    return ["results", n, epoch, [result_fields(r) for r in results]]
+
+
+def refused_message(n: int, epoch: int, error: CroupierError) -> list[Any]:
+    return ["refused", n, epoch, error_fields(error)]
+
+
+def answer_of(message: list[Any]) -> tuple[int, int, list[Result] | CroupierError]:
+    """(n, the ledger's epoch, the results or the whole submit's refusal) of a results/refused frame."""
+    if len(message) != 4:
+        raise ChannelError(f"a {message[0]} frame is not [kind, n, epoch, body]")
+    n, epoch = _int(message[1], "an answer's n"), _int(message[2], "an answer's epoch")
+    if message[0] == "refused":
+        return n, epoch, error_of(message[3])
+    if not isinstance(message[3], list):
+        raise ChannelError("results are not a list")
+    return n, epoch, [result_of(r) for r in message[3]]
+
+
+# --- credentials and observed requests ---
+
+
+def tokens_message(entries: tuple[TokenEntry, ...]) -> list[Any]:
+    return ["tokens", [[e.name, e.role, e.sha256] for e in entries]]
+
+
+def tokens_of(message: list[Any]) -> list[TokenEntry]:
+    if len(message) != 2 or not isinstance(message[1], list):
+        raise ChannelError("tokens are not [tokens, entries]")
+    out = []
+    for e in message[1]:
+        if not isinstance(e, list) or len(e) != 3:
+            raise ChannelError("a token entry is not [name, role, sha256]")
+        out.append(TokenEntry(_str(e[0], "a token's name"), _str(e[1], "a token's role"), _str(e[2], "a sha256")))
+    return out
+
+
+Observation = tuple[str, str, int, float]  # route template, method, status, seconds
+
+
+def observed_message(observations: list[Observation]) -> list[Any]:
+    return ["observed", [list(o) for o in observations]]
+
+
+def observed_of(message: list[Any]) -> list[Observation]:
+    if len(message) != 2 or not isinstance(message[1], list):
+        raise ChannelError("observations are not [observed, list]")
+    out = []
+    for o in message[1]:
+        if not isinstance(o, list) or len(o) != 4 or not isinstance(o[3], int | float) or isinstance(o[3], bool):
+            raise ChannelError("an observation is not [route, method, status, seconds]")
+        out.append((_str(o[0], "a route"), _str(o[1], "a method"), _int(o[2], "a status"), float(o[3])))
+    return out

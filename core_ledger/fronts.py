@@ -1,0 +1,240 @@
+"""The ledger process's side of its front processes (`ledger.fronts`): starts each front, serves
+its channel (core_ledger/front_channel.py), restarts it when it ends.
+
+One interpreter runs the ledger's writer; its HTTP work (parsing, validating, rendering and logging
+requests) takes more of that interpreter's one core than judging and committing do. A front
+process serves the money routes' HTTP on another core and sends the commands here over a socket
+pair that only this process and that child hold. Here each submit is checked as the ledger's own
+handlers would: the forwarded `Authorization` is authenticated, each command's type, principal,
+client id and via are authorized against it, the caller's epoch claim is judged, and only then are
+the commands submitted. Every other route a front relays to this process's private listener,
+where it is served as before.
+
+A front that ends (crash, kill, broken frame) is a failure of the `fronts` task (TaskHealth:
+`ledger_task_failures_total{task="fronts"}`, failing after five in a row) and lowers
+`ledger_fronts_up`; it is started again after the backoff. A client whose request was in flight
+there gets no answer or a 503, and retries with the same id (exactly once, as every retry).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Sequence
+
+import structlog
+
+from shared import auth
+from shared.contract.operations import MONEY_OPS
+from shared.errors import BadRequest, CroupierError, Forbidden
+from shared.metrics import HttpMetrics
+
+from core_ledger.domain import Command
+from core_ledger.fencing import EPOCH_CLAIM_DIGITS_MAX, Fencing
+from core_ledger.front_channel import (
+    FRAME_BYTES_MAX,
+    ChannelError,
+    frame,
+    observed_of,
+    read_frame,
+    refused_message,
+    results_message,
+    submit_of,
+    tokens_message,
+)
+from core_ledger.metrics import LedgerMetrics
+from core_ledger.service import LedgerService
+from core_ledger.task_health import TaskHealth
+
+log = structlog.get_logger("croupier.ledger.fronts")
+
+EPOCH_CLAIM_MAX = 10**EPOCH_CLAIM_DIGITS_MAX  # as the ledger's own handlers take
+HEALTHY_AFTER_S = 10.0  # a front that served this long resets the failure streak when it ends
+TOKENS_CHECK_S = 1.0  # credential reloads reach the fronts within this
+STOP_WAIT_S = 10.0  # a front's graceful stop, then it is killed
+WRITE_BUFFER_MAX = 4 * FRAME_BYTES_MAX  # answers a front does not read: it is stuck, and restarted
+FRONT_ROUTES = frozenset({*(op.path for op in MONEY_OPS.values()), "/v1/batch"})
+
+
+def authorize(who: auth.Principal, commands: Sequence[Command]) -> None:
+    """The checks `money_command` made in the front, made again: a command of another type, or in
+    another caller's name, is refused (Forbidden) whatever the front says."""
+    for command in commands:
+        spec = MONEY_OPS.get(command.type)
+        if spec is None or who.role not in spec.roles:
+            raise Forbidden(f"{who.role} may not send {command.type!r}")
+        if command.principal != who.name:
+            raise Forbidden("a forwarded command names another principal than its credential")
+        if who.role != "edge" and (command.via is not None or command.key is None or command.key[0] != who.name):
+            raise Forbidden("via and client_id are accepted only from an edge credential")
+
+
+class Fronts:
+    def __init__(
+        self,
+        count: int,
+        argv: Sequence[str],
+        service: LedgerService,
+        fencing: Fencing,
+        tokens: auth.TokenStore,
+        http_metrics: HttpMetrics,
+        metrics: LedgerMetrics,
+    ) -> None:
+        self.count = count
+        self._argv = list(argv)  # the front command; `--channel-fd N` is appended
+        self._service = service
+        self._fencing = fencing
+        self._tokens = tokens
+        self._http_metrics = http_metrics
+        self._health = TaskHealth("fronts", metrics, base_delay_s=0.5, max_delay_s=30.0)
+        self._up = metrics.fronts_up
+        self._writers: dict[int, asyncio.StreamWriter] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._keep(i), name=f"front-{i}") for i in range(self.count)]
+        self._tasks.append(asyncio.create_task(self._push_tokens(), name="front-tokens"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _keep(self, index: int) -> None:
+        """Front `index`, started again whenever it ends (whatever ended it: logged and counted)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            try:
+                reason = await self._run(index)
+            except Exception as e:  # noqa: BLE001  a front's end of any kind is logged and counted just below
+                reason = repr(e)
+            if loop.time() - started >= HEALTHY_AFTER_S:
+                self._health.succeeded()
+            delay = self._health.failed()
+            log.error(
+                "ledger_front_ended",
+                front=index,
+                reason=reason,
+                failures=self._health.consecutive_failures,
+                retry_in_s=delay,
+            )
+            await asyncio.sleep(delay)
+
+    async def _run(self, index: int) -> str:
+        """Start front `index` and serve its channel until either ends; why it ended."""
+        parent, child = socket.socketpair()
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *self._argv,
+                "--channel-fd",
+                str(child.fileno()),
+                pass_fds=(child.fileno(),),
+                start_new_session=True,  # a terminal's Ctrl-C stops the ledger, which stops its fronts in order
+            )
+        except BaseException:
+            parent.close()
+            raise
+        finally:
+            child.close()
+        reader, writer = await asyncio.open_connection(sock=parent, limit=FRAME_BYTES_MAX)
+        serving = asyncio.create_task(self._serve(reader, writer))
+        exited = asyncio.create_task(process.wait())
+        self._writers[index] = writer
+        self._up.inc()
+        log.info("ledger_front_started", front=index, pid=process.pid)
+        try:
+            writer.write(frame(tokens_message(self._tokens.entries)))
+            done, _ = await asyncio.wait((serving, exited), return_when=asyncio.FIRST_COMPLETED)
+            if exited in done:
+                return f"exited with status {exited.result()}"
+            error = serving.exception()
+            return "channel ended" if error is None else f"channel broken: {error!r}"
+        finally:
+            self._up.dec()
+            self._writers.pop(index, None)
+            # SIGTERM first: the front drains its requests, whose answers still come over the channel.
+            await _end(process)
+            serving.cancel()
+            exited.cancel()
+            writer.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        pending: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                message = await read_frame(reader)
+                if message[0] == "submit":
+                    task = asyncio.create_task(self._submit(*submit_of(message), writer))
+                    pending.add(task)
+                    task.add_done_callback(pending.discard)
+                elif message[0] == "observed":
+                    self._observe(observed_of(message))
+                else:
+                    raise ChannelError(f"unknown frame kind {message[0]!r}")
+        except asyncio.IncompleteReadError:
+            return
+        finally:
+            for task in pending:  # the front is gone: nobody awaits these answers (their commits stand)
+                task.cancel()
+
+    async def _submit(
+        self, n: int, authorization: str, claim: int | None, commands: list[Command], writer: asyncio.StreamWriter
+    ) -> None:
+        service = self._service
+        try:
+            who = self._tokens.authenticate(authorization)
+            authorize(who, commands)
+            if claim is not None:
+                if not 0 <= claim < EPOCH_CLAIM_MAX:
+                    raise BadRequest("X-Ledger-Epoch: a non-negative integer is required", field="X-Ledger-Epoch")
+                await self._fencing.claim(claim, who)
+            reply = results_message(n, service.epoch, await service.submit(commands))
+        except CroupierError as e:
+            reply = refused_message(n, service.epoch, e)
+        except Exception:  # a bug: logged with its traceback, answered as the ledger's own handlers would
+            log.exception("unhandled error", route="front submit")
+            reply = refused_message(n, service.epoch, CroupierError("an internal error occurred; it has been logged"))
+        if writer.is_closing():
+            return
+        if writer.transport.get_write_buffer_size() > WRITE_BUFFER_MAX:
+            log.error("ledger_front_stuck", buffered_bytes=writer.transport.get_write_buffer_size())
+            writer.transport.abort()
+            return
+        writer.write(frame(reply))
+
+    def _observe(self, observations: list[tuple[str, str, int, float]]) -> None:
+        """A front's answered requests into this process's `http_request_duration_seconds`: only
+        the routes a front serves, so a broken front cannot grow the metric's label sets."""
+        for route, method, status, seconds in observations:
+            if route in FRONT_ROUTES and method == "POST" and 100 <= status <= 599 and 0 <= seconds < 3600:
+                self._http_metrics.request_duration(route, method, status).observe(seconds)
+
+    async def _push_tokens(self) -> None:
+        """Every front accepts the credentials this process accepts (pushed after each reload)."""
+        sent = self._tokens.entries
+        while True:
+            await asyncio.sleep(TOKENS_CHECK_S)
+            entries = self._tokens.entries
+            if entries is not sent:
+                sent = entries
+                for writer in list(self._writers.values()):
+                    if not writer.is_closing():
+                        writer.write(frame(tokens_message(entries)))
+
+
+async def _end(process: asyncio.subprocess.Process) -> None:
+    """Stop a front gracefully (SIGTERM: it drains its requests), then kill it."""
+    if process.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        process.terminate()
+    try:
+        await asyncio.wait_for(process.wait(), STOP_WAIT_S)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()

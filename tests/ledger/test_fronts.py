@@ -1,0 +1,294 @@
+"""The ledger process's side of its fronts (core_ledger/fronts.py, core_ledger/front_channel.py),
+in one process: the test plays a front on one end of a socket pair, `Fronts` serves the other.
+
+What a lying or broken front can and cannot do: it can submit only what a caller it was shown a
+valid token for may submit (the ledger authenticates the forwarded credential and authorizes each
+command again); a frame that breaks the protocol ends its channel; its timings reach the HTTP
+metric only for the routes a front serves."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import struct
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from shared.errors import CroupierError
+from shared.web import HTTP_METRICS_KEY, TOKENS_KEY
+
+from core_ledger.app_keys import FENCING, SERVICE
+from core_ledger.domain import Command
+from core_ledger.front_channel import (
+    FRAME_BYTES_MAX,
+    ChannelError,
+    answer_of,
+    command_of,
+    frame,
+    observed_message,
+    read_frame,
+    submit_message,
+    tokens_of,
+)
+from core_ledger.fronts import Fronts
+from core_ledger.metrics import LedgerMetrics
+from tests.support.ledger import NAMES, TOKENS, Api, bet
+
+READ_TIMEOUT_S = 5.0
+
+
+@dataclass
+class Front:
+    """The test's end of the channel: what a front sends and reads."""
+
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    serving: asyncio.Task[None]
+    their_writer: asyncio.StreamWriter  # the ledger's end
+    n: int = 0
+
+    async def read(self) -> list[Any]:
+        return await asyncio.wait_for(read_frame(self.reader), READ_TIMEOUT_S)
+
+    async def submit(
+        self, commands: list[Command], *, role: str = "edge", authorization: str | None = None, claim: int | None = None
+    ) -> tuple[int, list[Any] | CroupierError]:
+        self.n += 1
+        header = authorization if authorization is not None else f"Bearer {TOKENS[role]}"
+        self.writer.write(frame(submit_message(self.n, header, claim, commands)))
+        n, epoch, outcome = answer_of(await self.read())
+        assert n == self.n
+        return epoch, outcome
+
+
+def money(tx_type: str, body: dict[str, Any], role: str = "edge", **key: Any) -> Command:
+    name = NAMES[role]
+    client_id = key.get("client_id", name)
+    return Command(tx_type, body, key.get("principal", name), (client_id, body["id"]), key.get("via"))
+
+
+@pytest.fixture
+async def front(api: Api) -> AsyncIterator[tuple[Front, Fronts, CollectorRegistry]]:
+    app = api.client.app
+    await api.player("p1", deposit=10_000)
+    registry = CollectorRegistry()
+    fronts = Fronts(
+        1, ["unused"], app[SERVICE], app[FENCING], app[TOKENS_KEY], app[HTTP_METRICS_KEY], LedgerMetrics(registry)
+    )
+    ours, theirs = socket.socketpair()
+    reader, writer = await asyncio.open_connection(sock=ours, limit=FRAME_BYTES_MAX)
+    their_reader, their_writer = await asyncio.open_connection(sock=theirs, limit=FRAME_BYTES_MAX)
+    serving = asyncio.create_task(fronts._serve(their_reader, their_writer))
+    try:
+        yield Front(reader, writer, serving, their_writer), fronts, registry
+    finally:
+        writer.close()
+        their_writer.close()
+        serving.cancel()
+        with contextlib.suppress(asyncio.CancelledError, ChannelError):
+            await serving
+
+
+async def balance(api: Api) -> int:
+    status, body = await api.get("edge", "/v1/players/p1/balances")
+    assert status == 200, body
+    [eur] = body["balances"]
+    return int(eur["balance_minor"])
+
+
+async def test_a_forwarded_bet_is_judged_and_committed_as_the_ledgers_own(front: Any, api: Api) -> None:
+    channel, _, _ = front
+    epoch, results = await channel.submit([money("bet", bet("b1", 300))])
+    assert isinstance(results, list)
+    [(status, body)] = results
+    assert status == 201, body
+    assert epoch == api.client.app[SERVICE].epoch
+    assert await balance(api) == 10_000 - 300
+    # The same id again: the stored answer, replayed (a front's retry never charges twice).
+    _, again = await channel.submit([money("bet", bet("b1", 300))])
+    assert isinstance(again, list) and again[0][1]["transaction"]["sequence"] == body["transaction"]["sequence"]
+    assert await balance(api) == 10_000 - 300
+
+
+async def test_a_decision_error_comes_back_as_the_commands_own_result(front: Any) -> None:
+    channel, _, _ = front
+    _, results = await channel.submit([money("bet", bet("too-much", 10**9))])
+    assert isinstance(results, list)
+    [(status, problem)] = results  # a stored rejection: replayed as such on a retry
+    assert status == 422 and problem["code"] == "insufficient_funds"
+
+
+@pytest.mark.parametrize(
+    ("what", "commands", "role", "authorization", "code"),
+    [
+        ("no credential", [money("bet", bet("x1"))], "edge", "", "unauthenticated"),
+        ("an unknown token", [money("bet", bet("x2"))], "edge", "Bearer not-a-token", "unauthenticated"),
+        ("another principal's name", [money("bet", bet("x3"), principal="someone-else")], "edge", None, "forbidden"),
+        ("a type its role may not send", [money("deposit", bet("x4"), role="edge")], "edge", None, "forbidden"),
+        (
+            "an admin command, with the admin's own credential",
+            [
+                Command(
+                    "player_create", {"id": "a1", "player_id": "p9"}, NAMES["admin_write"], (NAMES["admin_write"], "a1")
+                )
+            ],
+            "admin_write",
+            None,
+            "forbidden",
+        ),
+        (
+            "a command without an idempotency key",
+            [Command("player_create", {"player_id": "p9", "currencies": ["EUR"]}, NAMES["edge"], None)],
+            "edge",
+            None,
+            None,
+        ),
+        (
+            "a cashier writing for another client",
+            [
+                money(
+                    "deposit",
+                    {"id": "d1", "player_id": "p1", "currency": "EUR", "amount_minor": 5},
+                    role="cashier",
+                    client_id="other",
+                )
+            ],
+            "cashier",
+            None,
+            "forbidden",
+        ),
+        (
+            "a cashier naming a via",
+            [
+                money(
+                    "deposit",
+                    {"id": "d2", "player_id": "p1", "currency": "EUR", "amount_minor": 5},
+                    role="cashier",
+                    via="edge-x",
+                )
+            ],
+            "cashier",
+            None,
+            "forbidden",
+        ),
+    ],
+)
+async def test_a_lying_front_can_submit_only_what_the_presented_credential_may(
+    front: Any, api: Api, what: str, commands: list[Command], role: str, authorization: str | None, code: str | None
+) -> None:
+    channel, _, _ = front
+    head = api.client.app[SERVICE].head.sequence
+    if code is None:  # a command without an idempotency key is not even a well-formed forwarded command
+        channel.writer.write(
+            frame(
+                [
+                    "submit",
+                    1,
+                    f"Bearer {TOKENS[role]}",
+                    None,
+                    [[commands[0].type, commands[0].request, commands[0].principal, None, None, None]],
+                ]
+            )
+        )
+        with pytest.raises(ChannelError):
+            await asyncio.wait_for(channel.serving, READ_TIMEOUT_S)
+    else:
+        _, outcome = await channel.submit(commands, role=role, authorization=authorization)
+        assert isinstance(outcome, CroupierError) and outcome.code == code, (what, outcome)
+    assert api.client.app[SERVICE].head.sequence == head, f"{what}: nothing journaled"
+
+
+async def test_a_malformed_epoch_claim_is_refused_and_changes_nothing(front: Any, api: Api) -> None:
+    channel, _, _ = front
+    _, outcome = await channel.submit([money("bet", bet("c1"))], claim=10**19)
+    assert isinstance(outcome, CroupierError) and outcome.code == "validation_error"
+    assert not api.client.app[SERVICE].fenced
+    # A claim at or below this copy's epoch is heard and changes nothing either.
+    _, results = await channel.submit([money("bet", bet("c2"))], claim=api.client.app[SERVICE].epoch)
+    assert isinstance(results, list) and results[0][0] == 201
+
+
+@pytest.mark.parametrize(
+    ("what", "raw"),
+    [
+        ("not JSON", b"{nope"),
+        ("not a list", b'{"kind": "submit"}'),
+        ("an unknown kind", b'["delete_everything", 1]'),
+        ("a submit without commands", b'["submit", 1, "Bearer x", null, []]'),
+        (
+            "a command of the wrong shape",
+            b'["submit", 1, "Bearer x", null, [["bet", "not an object", "a", "b", "c", null]]]',
+        ),
+        ("a non-integer n", b'["submit", "1", "Bearer x", null, [["bet", {}, "a", "b", "c", null]]]'),
+        ("a boolean claim", b'["submit", 1, "Bearer x", true, [["bet", {}, "a", "b", "c", null]]]'),
+    ],
+)
+async def test_a_frame_that_breaks_the_protocol_ends_the_channel(front: Any, api: Api, what: str, raw: bytes) -> None:
+    channel, _, _ = front
+    head = api.client.app[SERVICE].head.sequence
+    channel.writer.write(struct.pack("!I", len(raw)) + raw)
+    with pytest.raises(ChannelError):
+        await asyncio.wait_for(channel.serving, READ_TIMEOUT_S)
+    assert api.client.app[SERVICE].head.sequence == head, what
+
+
+async def test_a_frame_over_the_size_bound_ends_the_channel_before_it_is_read(front: Any) -> None:
+    channel, _, _ = front
+    channel.writer.write(struct.pack("!I", FRAME_BYTES_MAX + 1))
+    with pytest.raises(ChannelError, match="over"):
+        await asyncio.wait_for(channel.serving, READ_TIMEOUT_S)
+
+
+def _count(registry_text: str, route: str) -> float:
+    total = 0.0
+    for line in registry_text.splitlines():
+        if line.startswith("http_request_duration_seconds_count{") and f'route="{route}"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+async def test_observed_requests_reach_the_http_metric_for_front_routes_only(front: Any, api: Api) -> None:
+    channel, _, _ = front
+    observations = [
+        ("/v1/bets", "POST", 201, 0.004),
+        ("/v1/bets", "POST", 201, 0.006),
+        ("/v1/invented/{x}", "POST", 201, 0.001),  # not a front's route: would grow the label sets
+        ("/v1/bets", "GET", 200, 0.001),
+        ("/v1/bets", "POST", 999, 0.001),
+        ("/v1/bets", "POST", 201, -5.0),
+    ]
+    channel.writer.write(frame(observed_message(observations)))
+    channel.writer.write(frame(submit_message(1, f"Bearer {TOKENS['edge']}", None, [money("bet", bet("o1"))])))
+    await channel.read()  # the observations were applied before this submit was read
+    status, text = await api.get("admin_read", "/metrics")
+    assert status == 200
+    assert _count(text, "/v1/bets") >= 2
+    assert 'route="/v1/invented/{x}"' not in text
+    assert 'status="999"' not in text
+
+
+async def test_a_credential_reload_reaches_the_front_as_hashes_only(front: Any, api: Api) -> None:
+    channel, fronts, _ = front
+    fronts._writers[0] = channel.their_writer  # as `_run` registers a started front's channel
+    pushing = asyncio.create_task(fronts._push_tokens())
+    await asyncio.sleep(0)  # it notes the credentials accepted now
+    try:
+        tokens = api.client.app[TOKENS_KEY]
+        kept = [e for e in tokens.entries if e.role != "cashier"]  # the cashier's token revoked
+        tokens.replace(kept)
+        message = await channel.read()
+        assert message[0] == "tokens"
+        assert tokens_of(message) == kept
+        assert not any(token in str(message) for token in TOKENS.values()), "a token itself never crosses"
+    finally:
+        pushing.cancel()
+
+
+def test_a_command_keeps_its_fields_across_the_channel() -> None:
+    command = Command("win", {"id": "w1", "amount_minor": 5}, "edge-1", ("client-a", "w1"), "edge-1")
+    assert command_of(submit_message(1, "", None, [command])[4][0]) == command
