@@ -71,7 +71,7 @@ import aiohttp
 from shared.auth import new_token
 from shared.config import LOG_LEVELS
 
-from common import WRK_DIR, WrkResult, load_average, median_by, process_cpu_s, process_tree_cpu_s, run_wrk
+from common import WRK_DIR, WrkResult, load_average, median_by, process_tree_cpu_s, run_wrk
 from core_ledger.journal_checks import rebuild_differences, verify_store
 from core_ledger.store import SqliteStore, Store
 from core_ledger.store.postgres import PostgresStore
@@ -128,6 +128,7 @@ class Options:
     backends: tuple[str, ...] = BACKENDS
     log_level: str = "info"  # of every server the run starts: the no-op and the ledger alike
     rounds: int = 1  # the modes run this many times over, alternated; each mode's median round is reported
+    fronts: int = 0  # the ledger's `fronts` (processes serving the money routes' HTTP beside the writer's)
 
 
 def wrk_bets(url: str, token_file: Path, prefix: str, opts: Options, seconds: float) -> WrkResult:
@@ -143,16 +144,17 @@ def wrk_bets(url: str, token_file: Path, prefix: str, opts: Options, seconds: fl
 
 
 class CpuMeter:
-    """CPU time of the server process (and of its database server, if any) from now on."""
+    """CPU time of the server process and its children (a ledger's fronts; the no-op server has
+    none), and of its database server if any, from now on."""
 
     def __init__(self, pid: int, database_pid: int | None = None) -> None:
         self.pid, self.database_pid = pid, database_pid
-        self.server_before = process_cpu_s(pid)
+        self.server_before = process_tree_cpu_s(pid)
         self.database_before = None if database_pid is None else process_tree_cpu_s(database_pid)
 
     def figures(self, ok: int) -> dict[str, float | None]:
         """CPU seconds used since, and per 2xx answer (`ok` of them) in milliseconds."""
-        cpu_s = process_cpu_s(self.pid) - self.server_before
+        cpu_s = process_tree_cpu_s(self.pid) - self.server_before
         out: dict[str, float | None] = {
             "server_cpu_s": round(cpu_s, 2),
             "server_cpu_ms_per_ok": round(1000 * cpu_s / ok, 4) if ok else None,
@@ -446,7 +448,13 @@ async def run_ledger(
     root = opts.root / (name if backend == "sqlite" else f"{name}-{backend}")
     database = LocalPostgres(database_dir(root), settings=PG_SETTINGS) if backend == "postgres" else None
     cluster = Cluster(
-        root, edge_ids=(), group_commit=group_commit, log_level=opts.log_level, backend=backend, database=database
+        root,
+        edge_ids=(),
+        group_commit=group_commit,
+        log_level=opts.log_level,
+        backend=backend,
+        database=database,
+        ledger_fronts=opts.fronts,
     )
     try:
         if database is not None:
@@ -754,6 +762,12 @@ def parse_args(argv: list[str] | None = None) -> Options:
         help="run the modes this many times over (1..9), alternated; each mode's median round is reported",
     )
     parser.add_argument(
+        "--fronts",
+        type=int,
+        default=0,
+        help="the ledger's front processes (0..4; default 0: one process serves all), in every ledger mode",
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
         help="a smoke run: " + ", ".join(f"{k} {v}" for k, v in QUICK.items()) + " (explicit options win)",
@@ -770,6 +784,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         parser.error(f"--backends: distinct names among {','.join(BACKENDS)}")
     bounds = {"seconds": (1, 600), "warmup_seconds": (1, 60), "connections": (1, 1024), "players": (1, 100_000)}
     bounds["rounds"] = (1, 9)
+    bounds["fronts"] = (0, 4)
     for field, (low, high) in bounds.items():
         if not low <= getattr(a, field) <= high:
             parser.error(f"--{field.replace('_', '-')} must be within {low}..{high}")
@@ -786,6 +801,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         backends=backends,
         log_level=a.log_level,
         rounds=a.rounds,
+        fronts=a.fronts,
     )
 
 
