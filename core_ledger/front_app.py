@@ -26,6 +26,7 @@ import aiohttp
 import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
+from yarl import URL
 
 from shared import auth, event_loop, request_ids
 from shared.contract import headers
@@ -66,6 +67,8 @@ NOT_RELAYED = frozenset(
     {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "host"}
     | {"content-length"}
 )
+# aiohttp hands a handler the request body already decoded: it goes on without its old encoding.
+NOT_RELAYED_REQUEST = NOT_RELAYED | {"content-encoding"}
 
 
 class RemoteLedger:
@@ -73,7 +76,7 @@ class RemoteLedger:
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, tokens: auth.TokenStore) -> None:
         self._reader = reader
-        self._writer = writer
+        self._writer = writer  # a submit leaves at once (held for the loop's turn, bets waited longer)
         self._tokens = tokens
         self._pending: dict[int, asyncio.Future[list[Result]]] = {}
         self._next = 0
@@ -159,11 +162,15 @@ def _claim_check(request: web.Request, who: auth.Principal) -> None:
 async def relay(request: web.Request) -> web.StreamResponse:
     """Any route a front does not serve, to the ledger process's private listener, streamed back."""
     body = await request.read()
-    sent = {k: v for k, v in request.headers.items() if k.lower() not in NOT_RELAYED}
+    sent = {k: v for k, v in request.headers.items() if k.lower() not in NOT_RELAYED_REQUEST}
     sent[request_ids.HEADER] = request_id(request)  # one request id in both processes' lines
     try:
         async with request.app[RELAY].request(
-            request.method, f"http://ledger{request.rel_url}", headers=sent, data=body, allow_redirects=False
+            request.method,
+            URL("http://ledger" + request.raw_path, encoded=True),  # the path as sent, not re-encoded
+            headers=sent,
+            data=body,
+            allow_redirects=False,
         ) as upstream:
             answer = web.StreamResponse(
                 status=upstream.status,

@@ -35,7 +35,7 @@ from core_ledger.fencing import EPOCH_CLAIM_DIGITS_MAX, Fencing
 from core_ledger.front_channel import (
     FRAME_BYTES_MAX,
     ChannelError,
-    frame,
+    Outbox,
     observed_of,
     read_frame,
     refused_message,
@@ -89,7 +89,7 @@ class Fronts:
         self._http_metrics = http_metrics
         self._health = TaskHealth("fronts", metrics, base_delay_s=0.5, max_delay_s=30.0)
         self._up = metrics.fronts_up
-        self._writers: dict[int, asyncio.StreamWriter] = {}
+        self._outboxes: dict[int, Outbox] = {}  # of the fronts serving now
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
@@ -141,13 +141,14 @@ class Fronts:
         finally:
             child.close()
         reader, writer = await asyncio.open_connection(sock=parent, limit=FRAME_BYTES_MAX)
-        serving = asyncio.create_task(self._serve(reader, writer))
+        outbox = Outbox(writer)
+        serving = asyncio.create_task(self._serve(reader, outbox))
         exited = asyncio.create_task(process.wait())
-        self._writers[index] = writer
+        self._outboxes[index] = outbox
         self._up.inc()
         log.info("ledger_front_started", front=index, pid=process.pid)
         try:
-            writer.write(frame(tokens_message(self._tokens.entries)))
+            outbox.send(tokens_message(self._tokens.entries))
             done, _ = await asyncio.wait((serving, exited), return_when=asyncio.FIRST_COMPLETED)
             if exited in done:
                 return f"exited with status {exited.result()}"
@@ -155,20 +156,20 @@ class Fronts:
             return "channel ended" if error is None else f"channel broken: {error!r}"
         finally:
             self._up.dec()
-            self._writers.pop(index, None)
+            self._outboxes.pop(index, None)
             # SIGTERM first: the front drains its requests, whose answers still come over the channel.
             await _end(process)
             serving.cancel()
             exited.cancel()
             writer.close()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve(self, reader: asyncio.StreamReader, outbox: Outbox) -> None:
         pending: set[asyncio.Task[None]] = set()
         try:
             while True:
                 message = await read_frame(reader)
                 if message[0] == "submit":
-                    task = asyncio.create_task(self._submit(*submit_of(message), writer))
+                    task = asyncio.create_task(self._submit(*submit_of(message), outbox))
                     pending.add(task)
                     task.add_done_callback(pending.discard)
                 elif message[0] == "observed":
@@ -182,7 +183,7 @@ class Fronts:
                 task.cancel()
 
     async def _submit(
-        self, n: int, authorization: str, claim: int | None, commands: list[Command], writer: asyncio.StreamWriter
+        self, n: int, authorization: str, claim: int | None, commands: list[Command], outbox: Outbox
     ) -> None:
         service = self._service
         try:
@@ -198,13 +199,13 @@ class Fronts:
         except Exception:  # a bug: logged with its traceback, answered as the ledger's own handlers would
             log.exception("unhandled error", route="front submit")
             reply = refused_message(n, service.epoch, CroupierError("an internal error occurred; it has been logged"))
-        if writer.is_closing():
+        if outbox.writer.is_closing():
             return
-        if writer.transport.get_write_buffer_size() > WRITE_BUFFER_MAX:
-            log.error("ledger_front_stuck", buffered_bytes=writer.transport.get_write_buffer_size())
-            writer.transport.abort()
+        if outbox.buffered_bytes > WRITE_BUFFER_MAX:
+            log.error("ledger_front_stuck", buffered_bytes=outbox.buffered_bytes)
+            outbox.writer.transport.abort()
             return
-        writer.write(frame(reply))
+        outbox.send(reply)
 
     def _observe(self, observations: list[tuple[str, str, int, float]]) -> None:
         """A front's answered requests into this process's `http_request_duration_seconds`: only
@@ -221,9 +222,8 @@ class Fronts:
             entries = self._tokens.entries
             if entries is not sent:
                 sent = entries
-                for writer in list(self._writers.values()):
-                    if not writer.is_closing():
-                        writer.write(frame(tokens_message(entries)))
+                for outbox in list(self._outboxes.values()):
+                    outbox.send(tokens_message(entries))
 
 
 async def _end(process: asyncio.subprocess.Process) -> None:

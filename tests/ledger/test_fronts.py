@@ -27,6 +27,7 @@ from core_ledger.domain import Command
 from core_ledger.front_channel import (
     FRAME_BYTES_MAX,
     ChannelError,
+    Outbox,
     answer_of,
     command_of,
     frame,
@@ -83,7 +84,7 @@ async def front(api: Api) -> AsyncIterator[tuple[Front, Fronts, CollectorRegistr
     ours, theirs = socket.socketpair()
     reader, writer = await asyncio.open_connection(sock=ours, limit=FRAME_BYTES_MAX)
     their_reader, their_writer = await asyncio.open_connection(sock=theirs, limit=FRAME_BYTES_MAX)
-    serving = asyncio.create_task(fronts._serve(their_reader, their_writer))
+    serving = asyncio.create_task(fronts._serve(their_reader, Outbox(their_writer)))
     try:
         yield Front(reader, writer, serving, their_writer), fronts, registry
     finally:
@@ -274,7 +275,7 @@ async def test_observed_requests_reach_the_http_metric_for_front_routes_only(fro
 
 async def test_a_credential_reload_reaches_the_front_as_hashes_only(front: Any, api: Api) -> None:
     channel, fronts, _ = front
-    fronts._writers[0] = channel.their_writer  # as `_run` registers a started front's channel
+    fronts._outboxes[0] = Outbox(channel.their_writer)  # as `_run` registers a started front's channel
     pushing = asyncio.create_task(fronts._push_tokens())
     await asyncio.sleep(0)  # it notes the credentials accepted now
     try:

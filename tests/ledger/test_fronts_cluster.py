@@ -113,6 +113,9 @@ async def test_money_routes_are_served_by_the_front_and_other_routes_relayed(clu
             assert r.status == 200, await r.text()
             assert (await r.json())["sequence"] == sequence
             assert "X-Ledger-Epoch" in r.headers
+        # The query string reaches the ledger process as sent.
+        async with http.get(ledger + "/v1/players/p001/rounds?status=bogus", headers=cluster.headers("edge")) as r:
+            assert r.status == 400 and (await r.json())["field"] == "status"
         async with http.get(ledger + "/readyz") as r:
             assert r.status == 200 and (await r.json())["status"] == "ready"
         async with http.get(ledger + "/v1/nothing-here", headers=cluster.headers("edge")) as r:
@@ -171,3 +174,22 @@ async def test_a_killed_front_is_started_again_and_a_retry_by_id_is_answered_onc
             [eur] = (await r.json())["balances"]
     assert eur["balance_minor"] == 1_000_000 - 100, "charged once"
     assert '"ledger_front_ended"' in (cluster.root / "ledger.log").read_text()
+
+
+async def test_fronts_of_a_killed_ledger_stop_and_free_its_address_for_the_next_start(cluster: Cluster) -> None:
+    proc = cluster.services["ledger"].proc
+    assert proc is not None
+    fronts = fronts_of(proc.pid)
+    assert fronts
+    await cluster.kill("ledger")  # kill -9: no graceful stop of its fronts
+    await eventually(lambda: none_alive(fronts), "the orphaned fronts stopped at their channel's end", timeout_s=10)
+    await cluster.start_service("ledger")  # binds the address again, and the private socket left behind
+    async with (
+        cluster.http_session(timeout=aiohttp.ClientTimeout(total=10)) as http,
+        http.post(
+            cluster.url("ledger") + "/v1/bets", json=bet("after-kill", "p003"), headers=cluster.headers("edge")
+        ) as r,
+    ):
+        assert r.status == 201, await r.text()
+    new_proc = cluster.services["ledger"].proc
+    assert new_proc is not None and len(fronts_of(new_proc.pid)) == 1
