@@ -175,6 +175,7 @@ def create_app(
             app[FENCING],
             tokens,
             app[HTTP_METRICS_KEY],
+            trace_metrics,
             metrics,
         )
     audit_http.install(app, app[SERVICE], config, metrics, registry, clock)

@@ -33,7 +33,7 @@ from shared.contract import headers
 from shared.errors import CroupierError, Unavailable
 from shared.metrics import HttpMetrics
 from shared.routes import Route
-from shared.tracing import TraceMetrics
+from shared.tracing import EXPORT_RESULTS, TraceMetrics
 from shared.tracing import setup as setup_tracing
 from shared.web import ANSWER_HEADERS_KEY, HTTP_METRICS_KEY, RELAYED, make_app, request_id
 
@@ -51,6 +51,7 @@ from core_ledger.front_channel import (
     frame,
     observed_message,
     read_frame,
+    spans_message,
     submit_message,
     tokens_of,
 )
@@ -123,13 +124,25 @@ class RemoteLedger:
                 if not future.done():
                     future.set_exception(gone)
 
-    async def flush_observed(self) -> None:
-        """The requests this front answered, to the ledger's `http_request_duration_seconds`."""
+    async def flush_observed(self, trace_registry: CollectorRegistry) -> None:
+        """The requests this front answered, to the ledger's `http_request_duration_seconds`, and
+        the spans its tracer exported or lost, to the ledger's `trace_spans_exported_total`."""
+        reported = dict.fromkeys(EXPORT_RESULTS, 0)
         while True:
             await asyncio.sleep(OBSERVED_FLUSH_S)
-            if self.observed and not self._writer.is_closing():
+            if self._writer.is_closing():
+                continue
+            if self.observed:
                 batch, self.observed = self.observed, []
                 self._writer.write(frame(observed_message(batch)))
+            counted = {
+                r: int(trace_registry.get_sample_value("trace_spans_exported_total", {"result": r}) or 0)
+                for r in EXPORT_RESULTS
+            }
+            new = {r: counted[r] - reported[r] for r in EXPORT_RESULTS if counted[r] > reported[r]}
+            if new:
+                reported = counted
+                self._writer.write(frame(spans_message(new)))
 
 
 class _Observed:
@@ -197,11 +210,12 @@ def front_routes() -> list[Route]:
 def create_front_app(
     config: LedgerConfig, remote: RemoteLedger, tokens: auth.TokenStore, ledger_socket: Path
 ) -> web.Application:
+    trace_registry = CollectorRegistry()  # read and relayed to the ledger process, never scraped here
     tracing = setup_tracing(
         config.tracing_otlp_endpoint,
         config.tracing_service_name,
         config.tracing_sample_ratio,
-        metrics=TraceMetrics(CollectorRegistry()),
+        metrics=TraceMetrics(trace_registry),
     )
     app = make_app(
         tokens=tokens,
@@ -230,7 +244,8 @@ def create_front_app(
             connector=connector, timeout=aiohttp.ClientTimeout(total=None, sock_connect=5), auto_decompress=False
         )
         serving = asyncio.create_task(_serve_until_ledger_ends(remote))
-        flushing = asyncio.create_task(remote.flush_observed())
+        flushing = asyncio.create_task(remote.flush_observed(trace_registry))
+        flushing.add_done_callback(_stop_if_failed)
         log.info("ledger_front_started", pid=os.getpid(), host=config.host, port=config.port)
         try:
             yield
@@ -245,6 +260,13 @@ def create_front_app(
 
     app.cleanup_ctx.append(lifecycle)
     return app
+
+
+def _stop_if_failed(task: asyncio.Task[None]) -> None:
+    """A front whose metrics relay failed stops (logged): the ledger starts a new one and counts it."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("ledger_front_relay_of_metrics_failed", error=repr(task.exception()))
+        signal.raise_signal(signal.SIGTERM)
 
 
 async def _serve_until_ledger_ends(remote: RemoteLedger) -> None:

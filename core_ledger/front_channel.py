@@ -7,6 +7,7 @@ and sends the commands here; the ledger process judges and commits them, as it w
 From a front:
 - `["submit", n, authorization, epoch_claim, [[type, request, principal, client_id, id, via], ...]]`
 - `["observed", [[route, method, status, seconds], ...]]`: requests it answered (for the HTTP metrics)
+- `["spans", {result: count}]`: spans its tracer handed to the exporter since the last (ok, failed)
 
 From the ledger:
 - `["results", n, epoch, [[status, body] | ["error", code, detail, extra, retry_after_s], ...]]`
@@ -30,6 +31,7 @@ import orjson
 
 from shared.auth import TokenEntry
 from shared.errors import CroupierError, Unavailable, error_from_code
+from shared.tracing import EXPORT_RESULTS
 
 from core_ledger.domain import Command
 
@@ -231,3 +233,23 @@ def observed_of(message: list[Any]) -> list[Observation]:
             raise ChannelError("an observation is not [route, method, status, seconds]")
         out.append((_str(o[0], "a route"), _str(o[1], "a method"), _int(o[2], "a status"), float(o[3])))
     return out
+
+
+SPAN_COUNT_MAX = 10**9  # spans of one report at most: far above what 0.25 s can export
+
+
+def spans_message(counts: dict[str, int]) -> list[Any]:
+    return ["spans", counts]
+
+
+def spans_of(message: list[Any]) -> dict[str, int]:
+    """Counts by export result; only the results `shared/tracing.py` counts."""
+    if len(message) != 2 or not isinstance(message[1], dict):
+        raise ChannelError("span counts are not [spans, {result: count}]")
+    counts = message[1]
+    for result, count in counts.items():
+        if result not in EXPORT_RESULTS:
+            raise ChannelError(f"unknown span export result {result!r}")
+        if not 0 <= _int(count, "a span count") <= SPAN_COUNT_MAX:
+            raise ChannelError("a span count is out of bounds")
+    return counts

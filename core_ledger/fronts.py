@@ -29,6 +29,7 @@ from shared import auth
 from shared.contract.operations import MONEY_OPS
 from shared.errors import BadRequest, CroupierError, Forbidden
 from shared.metrics import HttpMetrics
+from shared.tracing import TraceMetrics
 
 from core_ledger.domain import Command
 from core_ledger.fencing import EPOCH_CLAIM_DIGITS_MAX, Fencing
@@ -40,6 +41,7 @@ from core_ledger.front_channel import (
     read_frame,
     refused_message,
     results_message,
+    spans_of,
     submit_of,
     tokens_message,
 )
@@ -79,6 +81,7 @@ class Fronts:
         fencing: Fencing,
         tokens: auth.TokenStore,
         http_metrics: HttpMetrics,
+        trace_metrics: TraceMetrics,
         metrics: LedgerMetrics,
     ) -> None:
         self.count = count
@@ -87,6 +90,7 @@ class Fronts:
         self._fencing = fencing
         self._tokens = tokens
         self._http_metrics = http_metrics
+        self._trace_metrics = trace_metrics
         self._health = TaskHealth("fronts", metrics, base_delay_s=0.5, max_delay_s=30.0)
         self._up = metrics.fronts_up
         self._outboxes: dict[int, Outbox] = {}  # of the fronts serving now
@@ -174,6 +178,9 @@ class Fronts:
                     task.add_done_callback(pending.discard)
                 elif message[0] == "observed":
                     self._observe(observed_of(message))
+                elif message[0] == "spans":
+                    for result, count in spans_of(message).items():
+                        self._trace_metrics.spans_exported_total.labels(result).inc(count)
                 else:
                     raise ChannelError(f"unknown frame kind {message[0]!r}")
         except asyncio.IncompleteReadError:

@@ -20,6 +20,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from shared.errors import CroupierError
+from shared.tracing import TraceMetrics
 from shared.web import HTTP_METRICS_KEY, TOKENS_KEY
 
 from core_ledger.app_keys import FENCING, SERVICE
@@ -33,6 +34,7 @@ from core_ledger.front_channel import (
     frame,
     observed_message,
     read_frame,
+    spans_message,
     submit_message,
     tokens_of,
 )
@@ -79,7 +81,14 @@ async def front(api: Api) -> AsyncIterator[tuple[Front, Fronts, CollectorRegistr
     await api.player("p1", deposit=10_000)
     registry = CollectorRegistry()
     fronts = Fronts(
-        1, ["unused"], app[SERVICE], app[FENCING], app[TOKENS_KEY], app[HTTP_METRICS_KEY], LedgerMetrics(registry)
+        1,
+        ["unused"],
+        app[SERVICE],
+        app[FENCING],
+        app[TOKENS_KEY],
+        app[HTTP_METRICS_KEY],
+        TraceMetrics(registry),
+        LedgerMetrics(registry),
     )
     ours, theirs = socket.socketpair()
     reader, writer = await asyncio.open_connection(sock=ours, limit=FRAME_BYTES_MAX)
@@ -271,6 +280,31 @@ async def test_observed_requests_reach_the_http_metric_for_front_routes_only(fro
     assert _count(text, "/v1/bets") >= 2
     assert 'route="/v1/invented/{x}"' not in text
     assert 'status="999"' not in text
+
+
+async def test_a_fronts_span_counts_add_to_the_ledgers_and_a_lie_about_them_ends_the_channel(front: Any) -> None:
+    channel, _, registry = front
+
+    def exported(result: str) -> float:
+        return registry.get_sample_value("trace_spans_exported_total", {"result": result}) or 0.0
+
+    channel.writer.write(frame(spans_message({"ok": 7, "failed": 2})))
+    channel.writer.write(frame(spans_message({"ok": 1})))
+    channel.writer.write(frame(submit_message(1, f"Bearer {TOKENS['edge']}", None, [money("bet", bet("s1"))])))
+    await channel.read()  # read after the counts
+    assert (exported("ok"), exported("failed")) == (8, 2)
+    channel.writer.write(frame(spans_message({"ok": -3})))  # would lower a counter
+    with pytest.raises(ChannelError):
+        await asyncio.wait_for(channel.serving, READ_TIMEOUT_S)
+    assert (exported("ok"), exported("failed")) == (8, 2)
+
+
+async def test_span_counts_of_an_unknown_result_end_the_channel(front: Any) -> None:
+    channel, _, registry = front
+    channel.writer.write(frame(spans_message({"made_up": 1})))
+    with pytest.raises(ChannelError):
+        await asyncio.wait_for(channel.serving, READ_TIMEOUT_S)
+    assert registry.get_sample_value("trace_spans_exported_total", {"result": "made_up"}) is None
 
 
 async def test_a_credential_reload_reaches_the_front_as_hashes_only(front: Any, api: Api) -> None:

@@ -1,0 +1,120 @@
+"""A front's side of the channel (core_ledger/front_app.py), in one process: the test plays the
+ledger process. A front forwards the request's credential and epoch claim with its commands; when
+the channel ends, every request waiting on it gets a retryable 503 at once, and so does any later
+one (never a request left hanging)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import make_mocked_request
+
+from shared.auth import TokenStore
+from shared.errors import Unavailable
+
+from core_ledger.domain import Command
+from core_ledger.front_app import EPOCH_CLAIM, RemoteLedger
+from core_ledger.front_channel import (
+    FRAME_BYTES_MAX,
+    ChannelError,
+    frame,
+    read_frame,
+    results_message,
+    submit_of,
+    tokens_message,
+)
+from tests.support.ledger import NAMES, TOKENS, ledger_config
+
+WAIT_S = 5.0
+
+
+@pytest.fixture
+async def channel() -> AsyncIterator[tuple[RemoteLedger, asyncio.StreamReader, asyncio.StreamWriter, TokenStore]]:
+    ours, theirs = socket.socketpair()
+    reader, writer = await asyncio.open_connection(sock=ours, limit=FRAME_BYTES_MAX)
+    front_reader, front_writer = await asyncio.open_connection(sock=theirs, limit=FRAME_BYTES_MAX)
+    tokens = TokenStore(())
+    remote = RemoteLedger(front_reader, front_writer, tokens)
+    try:
+        yield remote, reader, writer, tokens
+    finally:
+        writer.close()
+        front_writer.close()
+
+
+def bet_command(id_: str) -> Command:
+    return Command("bet", {"id": id_, "amount_minor": 5}, NAMES["edge"], (NAMES["edge"], id_), NAMES["edge"])
+
+
+def request(claim: int | None = None) -> Any:
+    req = make_mocked_request("POST", "/v1/bets", headers={"Authorization": f"Bearer {TOKENS['edge']}"})
+    if claim is not None:
+        req[EPOCH_CLAIM] = claim
+    return req
+
+
+async def test_a_submit_carries_the_credential_and_claim_and_gets_its_answer(channel: Any) -> None:
+    remote, reader, writer, _ = channel
+    serving = asyncio.create_task(remote.serve())
+    try:
+        pending = asyncio.create_task(remote.submit(request(claim=7), [bet_command("a1")]))
+        n, authorization, claim, commands = submit_of(await asyncio.wait_for(read_frame(reader), WAIT_S))
+        assert (authorization, claim, commands) == (f"Bearer {TOKENS['edge']}", 7, [bet_command("a1")])
+        writer.write(frame(results_message(n, 3, [(201, {"transaction": {"sequence": 9}})])))
+        assert await asyncio.wait_for(pending, WAIT_S) == [(201, {"transaction": {"sequence": 9}})]
+        assert remote.epoch == 3, "the epoch of the ledger's last answer, for the front's answer header"
+    finally:
+        serving.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await serving
+
+
+async def test_pushed_credentials_replace_the_fronts(channel: Any) -> None:
+    remote, reader, writer, tokens = channel
+    serving = asyncio.create_task(remote.serve())
+    try:
+        pending = asyncio.create_task(remote.submit(request(), [bet_command("t1")]))
+        n, *_ = submit_of(await asyncio.wait_for(read_frame(reader), WAIT_S))
+        entries = ledger_config(Path("/nonexistent")).tokens
+        writer.write(frame(tokens_message(entries)))
+        writer.write(frame(results_message(n, 1, [(201, {})])))
+        await asyncio.wait_for(pending, WAIT_S)  # frames are handled in order: the tokens first
+        assert len(tokens) == len(entries)
+        assert tokens.authenticate(f"Bearer {TOKENS['edge']}").name == NAMES["edge"]
+    finally:
+        serving.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await serving
+
+
+async def test_when_the_ledger_goes_away_waiting_and_later_requests_get_a_retryable_503(channel: Any) -> None:
+    remote, reader, writer, _ = channel
+    serving = asyncio.create_task(remote.serve())
+    waiting = asyncio.create_task(remote.submit(request(), [bet_command("b1")]))
+    await asyncio.wait_for(read_frame(reader), WAIT_S)  # it was sent; its commit is in doubt
+    writer.close()  # the ledger process is gone
+    with pytest.raises(asyncio.IncompleteReadError):
+        await asyncio.wait_for(serving, WAIT_S)
+    with pytest.raises(Unavailable) as refused:
+        await asyncio.wait_for(waiting, WAIT_S)
+    assert refused.value.code == "ledger_unavailable"
+    with pytest.raises(Unavailable):
+        await asyncio.wait_for(remote.submit(request(), [bet_command("b2")]), WAIT_S)
+
+
+async def test_a_frame_the_front_cannot_read_ends_its_channel_and_fails_what_waits(channel: Any) -> None:
+    remote, reader, writer, _ = channel
+    serving = asyncio.create_task(remote.serve())
+    waiting = asyncio.create_task(remote.submit(request(), [bet_command("c1")]))
+    await asyncio.wait_for(read_frame(reader), WAIT_S)
+    writer.write(frame(["results", 1, 3, [[201, "not an object"]]]))
+    with pytest.raises(ChannelError):
+        await asyncio.wait_for(serving, WAIT_S)
+    with pytest.raises(Unavailable):
+        await asyncio.wait_for(waiting, WAIT_S)
