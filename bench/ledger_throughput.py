@@ -24,6 +24,11 @@ its measured run from the ledger's own histograms (`store`, `bench/ledger_metric
 commits, how many bets each and how long (on SQLite also the WAL checkpoints beside them). With few
 connections a commit's fsync bounds the mode: a group holds at most the bets in flight.
 
+The ledger runs with `--fronts` front processes (default: one on a machine of two cores or more,
+as it is deployed there; `--fronts 0` serves everything from the ledger process). The no-op
+baseline is one process: the ratio says what a ledger deployment on this machine serves against
+what one aiohttp process serves. The ledger's CPU per bet counts its fronts too.
+
 Every server logs at `--log-level` (default `info`, the services' default): the no-op writes the
 `http_request` line of each request, the ledger that line and the `ledger_action` line of each bet,
 as in production. (The ledger once ran its benchmark at `warning`, writing no line per request while
@@ -37,7 +42,7 @@ The last line printed is one JSON object with every figure, ratio and target.
 
     .venv/bin/python bench/ledger_throughput.py [--seconds 10] [--connections 64] [--players 1000]
         [--modes noop,ledger,single,batch,hot] [--backends sqlite,postgres] [--log-level info] [--quick]
-        [--rounds 1]
+        [--rounds 1] [--fronts 1]
 
 `--rounds N` runs every mode N times over, in turn, so that a burst of other work on the machine
 falls on one round of each mode rather than on one mode: each mode's round of median throughput
@@ -109,6 +114,9 @@ PG_SCHEMA = "ledger"  # the schema a Cluster gives its ledger copy "ledger"
 FULL = {"seconds": 10.0, "warmup_seconds": 3.0, "connections": 64, "players": 1000, "modes": ",".join(MODES)}
 QUICK = {"seconds": 2.0, "warmup_seconds": 1.0, "connections": 16, "players": 100, "modes": "ledger,batch"}
 BATCH_SIZE = 100  # bets per POST /v1/batch
+# The ledger as deployed on a machine of several cores: one front process serving the money routes'
+# HTTP beside the ledger process (docs/decisions/front-processes-serve-the-money-routes.md).
+DEFAULT_FRONTS = min(1, (os.cpu_count() or 1) - 1)
 BATCH_CONNECTIONS = 8  # batches in flight
 BETS_PER_ROUND = 5  # as bets.lua
 HOT_PLAYERS = 50  # the peer ledger's benchmark: 50 funded accounts...
@@ -622,6 +630,7 @@ def summarize(
             "batch_connections": BATCH_CONNECTIONS,
             "hot_players": HOT_PLAYERS,
             "hot_connections": HOT_CONNECTIONS,
+            "ledger_fronts": opts.fronts,
             "postgres_settings": PG_SETTINGS if pg_modes else None,
             "log_level": opts.log_level,
             "load_average_1m_before": load_before,
@@ -764,8 +773,9 @@ def parse_args(argv: list[str] | None = None) -> Options:
     parser.add_argument(
         "--fronts",
         type=int,
-        default=0,
-        help="the ledger's front processes (0..4; default 0: one process serves all), in every ledger mode",
+        default=DEFAULT_FRONTS,
+        help="the ledger's front processes in every ledger mode (0..4; default "
+        f"{DEFAULT_FRONTS}: the machine's cores minus one, at most one; 0: one process serves all)",
     )
     parser.add_argument(
         "--quick",

@@ -91,6 +91,10 @@ def test_backends_and_quick_options(tmp_path: Path) -> None:
     for wrong in ("mysql", "sqlite,sqlite", ""):
         with pytest.raises(SystemExit):
             parse_args(["--backends", wrong, "--dir", str(tmp_path)])
+    assert both.fronts == min(1, (os.cpu_count() or 1) - 1)  # as deployed on this machine
+    assert parse_args(["--fronts", "0", "--dir", str(tmp_path)]).fronts == 0
+    with pytest.raises(SystemExit):
+        parse_args(["--fronts", "5", "--dir", str(tmp_path)])
 
 
 def test_the_ledger_and_the_noop_log_alike_at_info_by_default(tmp_path: Path) -> None:
@@ -157,6 +161,17 @@ async def test_a_short_run_measures_and_verifies_the_ledger_on_sqlite_and_postgr
     # the ledger ran on a PostgreSQL of its own (its DSN file), stopped after the checks
     assert (tmp_path / "run" / "ledger-postgres" / "secrets" / "postgres.dsn").is_file()
     assert not (tmp_path / "run" / "ledger" / "secrets" / "postgres.dsn").exists()
+
+
+async def test_a_short_run_with_a_front_process_measures_and_verifies_alike(tmp_path: Path) -> None:
+    summary = await run(options(tmp_path / "run", modes=("ledger", "batch"), backends=("sqlite",), fronts=1))
+    assert summary["errors"] == 0 and summary["setup"]["ledger_fronts"] == 1, summary
+    for name in ("ledger", "batch"):
+        verify = summary["modes"][name]["verify"]
+        assert verify["chain_ok"] and verify["commits_match"] and verify["tables_equal_rebuild"], verify
+    # The front served the bets (its own log lines) and handed them to the ledger process.
+    log = (tmp_path / "run" / "ledger" / "ledger.log").read_text()
+    assert '"service":"ledger-front"' in log and '"event":"ledger_front_started"' in log
 
 
 def test_each_mode_reports_its_round_of_median_throughput() -> None:
