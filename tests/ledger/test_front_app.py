@@ -59,38 +59,38 @@ def request(claim: int | None = None) -> Any:
     return req
 
 
-async def test_a_submit_carries_the_credential_and_claim_and_gets_its_answer(channel: Any) -> None:
-    remote, reader, writer, _ = channel
-    serving = asyncio.create_task(remote.serve())
+@pytest.fixture
+async def served(channel: Any) -> AsyncIterator[Any]:
+    """The channel, with the front reading the ledger's frames until the test ends."""
+    serving = asyncio.create_task(channel[0].serve())
     try:
-        pending = asyncio.create_task(remote.submit(request(claim=7), [bet_command("a1")]))
-        n, authorization, claim, commands = submit_of(await asyncio.wait_for(read_frame(reader), WAIT_S))
-        assert (authorization, claim, commands) == (f"Bearer {TOKENS['edge']}", 7, [bet_command("a1")])
-        writer.write(frame(results_message(n, 3, [(201, {"transaction": {"sequence": 9}})])))
-        assert await asyncio.wait_for(pending, WAIT_S) == [(201, {"transaction": {"sequence": 9}})]
-        assert remote.epoch == 3, "the epoch of the ledger's last answer, for the front's answer header"
+        yield channel
     finally:
         serving.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await serving
 
 
-async def test_pushed_credentials_replace_the_fronts(channel: Any) -> None:
-    remote, reader, writer, tokens = channel
-    serving = asyncio.create_task(remote.serve())
-    try:
-        pending = asyncio.create_task(remote.submit(request(), [bet_command("t1")]))
-        n, *_ = submit_of(await asyncio.wait_for(read_frame(reader), WAIT_S))
-        entries = ledger_config(Path("/nonexistent")).tokens
-        writer.write(frame(tokens_message(entries)))
-        writer.write(frame(results_message(n, 1, [(201, {})])))
-        await asyncio.wait_for(pending, WAIT_S)  # frames are handled in order: the tokens first
-        assert len(tokens) == len(entries)
-        assert tokens.authenticate(f"Bearer {TOKENS['edge']}").name == NAMES["edge"]
-    finally:
-        serving.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await serving
+async def test_a_submit_carries_the_credential_and_claim_and_gets_its_answer(served: Any) -> None:
+    remote, reader, writer, _ = served
+    pending = asyncio.create_task(remote.submit(request(claim=7), [bet_command("a1")]))
+    n, authorization, claim, commands = submit_of(await asyncio.wait_for(read_frame(reader), WAIT_S))
+    assert (authorization, claim, commands) == (f"Bearer {TOKENS['edge']}", 7, [bet_command("a1")])
+    writer.write(frame(results_message(n, 3, [(201, {"transaction": {"sequence": 9}})])))
+    assert await asyncio.wait_for(pending, WAIT_S) == [(201, {"transaction": {"sequence": 9}})]
+    assert remote.epoch == 3, "the epoch of the ledger's last answer, for the front's answer header"
+
+
+async def test_pushed_credentials_replace_the_fronts(served: Any) -> None:
+    remote, reader, writer, tokens = served
+    pending = asyncio.create_task(remote.submit(request(), [bet_command("t1")]))
+    n, *_ = submit_of(await asyncio.wait_for(read_frame(reader), WAIT_S))
+    entries = ledger_config(Path("/nonexistent")).tokens
+    writer.write(frame(tokens_message(entries)))
+    writer.write(frame(results_message(n, 1, [(201, {})])))
+    await asyncio.wait_for(pending, WAIT_S)  # frames are handled in order: the tokens first
+    assert len(tokens) == len(entries)
+    assert tokens.authenticate(f"Bearer {TOKENS['edge']}").name == NAMES["edge"]
 
 
 async def test_when_the_ledger_goes_away_waiting_and_later_requests_get_a_retryable_503(channel: Any) -> None:

@@ -75,6 +75,11 @@ def money(tx_type: str, body: dict[str, Any], role: str = "edge", **key: Any) ->
     return Command(tx_type, body, key.get("principal", name), (client_id, body["id"]), key.get("via"))
 
 
+def cashier_deposit(id_: str, **key: Any) -> Command:
+    body = {"id": id_, "player_id": "p1", "currency": "EUR", "amount_minor": 5}
+    return money("deposit", body, role="cashier", **key)
+
+
 @pytest.fixture
 async def front(api: Api) -> AsyncIterator[tuple[Front, Fronts, CollectorRegistry]]:
     app = api.client.app
@@ -160,28 +165,14 @@ async def test_a_decision_error_comes_back_as_the_commands_own_result(front: Any
         ),
         (
             "a cashier writing for another client",
-            [
-                money(
-                    "deposit",
-                    {"id": "d1", "player_id": "p1", "currency": "EUR", "amount_minor": 5},
-                    role="cashier",
-                    client_id="other",
-                )
-            ],
+            [cashier_deposit("d1", client_id="other")],
             "cashier",
             None,
             "forbidden",
         ),
         (
             "a cashier naming a via",
-            [
-                money(
-                    "deposit",
-                    {"id": "d2", "player_id": "p1", "currency": "EUR", "amount_minor": 5},
-                    role="cashier",
-                    via="edge-x",
-                )
-            ],
+            [cashier_deposit("d2", via="edge-x")],
             "cashier",
             None,
             "forbidden",

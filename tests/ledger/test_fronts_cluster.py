@@ -4,11 +4,9 @@ every other route to the ledger process; it is restarted when it dies; stopping 
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ import pytest
 import pytest_asyncio
 
 from harness.cluster import Cluster, seed
+from tests.support.polling import eventually
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
@@ -60,20 +59,11 @@ async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Clu
         await c.stop()
     # The ledger stopped its fronts (none left behind), the first one and any started since.
     assert fronts
-    await eventually(lambda: none_alive(fronts), f"fronts {fronts} stopped with the ledger", timeout_s=5)
+    await eventually(lambda: none_alive(fronts), 5, what=f"fronts {fronts} stopped with the ledger")
 
 
 async def none_alive(pids: list[int]) -> bool:
     return not any(alive(p) for p in pids)
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], what: str, timeout_s: float = WAIT_S) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"not within {timeout_s}s: {what}")
 
 
 def bet(n: str, player: str = "p001", amount: int = 100) -> dict[str, Any]:
@@ -138,7 +128,7 @@ async def test_money_routes_are_served_by_the_front_and_other_routes_relayed(clu
                 await metric(http, cluster, 'http_request_duration_seconds_count{method="POST",route="/v1/bets"') >= 2
             )
 
-        await eventually(counted, "the front's bets counted in the ledger's http_request_duration_seconds")
+        await eventually(counted, WAIT_S, what="the front's bets counted in the ledger's http_request_duration_seconds")
         assert await metric(http, cluster, "ledger_fronts_up") == 1
     # The request's lines, one request id across both processes.
     log = (cluster.root / "ledger.log").read_text()
@@ -166,7 +156,7 @@ async def test_a_killed_front_is_started_again_and_a_retry_by_id_is_answered_onc
             except aiohttp.ClientError:
                 return False
 
-        await eventually(serving_again, "a new front answers the retried bet with its first answer")
+        await eventually(serving_again, WAIT_S, what="a new front answers the retried bet with its first answer")
         assert fronts_of(proc.pid) and front not in fronts_of(proc.pid)
         assert await metric(http, cluster, 'ledger_task_failures_total{task="fronts"}') == failures_before + 1
         assert await metric(http, cluster, "ledger_fronts_up") == 1
@@ -182,7 +172,7 @@ async def test_fronts_of_a_killed_ledger_stop_and_free_its_address_for_the_next_
     fronts = fronts_of(proc.pid)
     assert fronts
     await cluster.kill("ledger")  # kill -9: no graceful stop of its fronts
-    await eventually(lambda: none_alive(fronts), "the orphaned fronts stopped at their channel's end", timeout_s=10)
+    await eventually(lambda: none_alive(fronts), 10, what="the orphaned fronts stopped at their channel's end")
     await cluster.start_service("ledger")  # binds the address again, and the private socket left behind
     async with (
         cluster.http_session(timeout=aiohttp.ClientTimeout(total=10)) as http,

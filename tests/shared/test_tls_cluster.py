@@ -3,11 +3,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import ssl
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -17,6 +15,7 @@ import pytest_asyncio
 from shared.auth import hash_token, new_token
 
 from harness.cluster import STANDBY, Cluster, seed
+from tests.support.polling import eventually
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
@@ -32,15 +31,6 @@ async def cluster(tmp_path_factory) -> AsyncIterator[Cluster]:
         yield c
     finally:
         await c.stop()
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], what: str, timeout_s: float = WAIT_S) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"not within {timeout_s}s: {what}")
 
 
 def bet(n: str, player: str = "p001") -> dict[str, Any]:
@@ -76,7 +66,7 @@ async def test_every_link_runs_over_tls_bet_sync_and_standby(cluster: Cluster) -
             ) as r:
                 return r.status == 200 and "reels" in str(await r.json())
 
-        await eventually(synced, "eu's game state synced to us over TLS")
+        await eventually(synced, WAIT_S, what="eu's game state synced to us over TLS")
 
         # The standby tails the primary over https with its client certificate.
         async def tailing() -> bool:
@@ -84,7 +74,7 @@ async def test_every_link_runs_over_tls_bet_sync_and_standby(cluster: Cluster) -
                 body = await r.json()
             return body.get("tailer") == "tailing" and body["head_sequence"] >= sequence
 
-        await eventually(tailing, "the standby applied the bet")
+        await eventually(tailing, WAIT_S, what="the standby applied the bet")
     # Peer ledger checks over TLS: the standby, started after the primary, read it at start-up
     # (verifying its certificate, presenting its own) and every check since.
     standby_log = (cluster.root / f"{STANDBY}.log").read_text()
@@ -144,7 +134,7 @@ async def test_a_game_server_token_is_rotated_on_sighup_and_a_bad_file_keeps_the
         async def rotated() -> bool:
             return (await status(old_headers), await status(new_headers)) == (401, 200)
 
-        await eventually(rotated, "the new game_server token accepted and the old one refused")
+        await eventually(rotated, WAIT_S, what="the new game_server token accepted and the old one refused")
         assert cluster.services["eu"].running  # no restart
 
         # A broken file: the reload fails, the tokens in use stay, the failure is visible.
@@ -155,7 +145,7 @@ async def test_a_game_server_token_is_rotated_on_sighup_and_a_bad_file_keeps_the
         async def failing() -> bool:
             return await metric(http, cluster, "eu", "credential_reload_failing") == 1.0
 
-        await eventually(failing, "credential_reload_failing set after a bad file")
+        await eventually(failing, WAIT_S, what="credential_reload_failing set after a bad file")
         assert await status(new_headers) == 200
         assert await metric(http, cluster, "eu", 'credential_reloads_total{result="error"}') == 1.0
         config.write_text(good)
@@ -164,7 +154,7 @@ async def test_a_game_server_token_is_rotated_on_sighup_and_a_bad_file_keeps_the
         async def healed() -> bool:
             return await metric(http, cluster, "eu", "credential_reload_failing") == 0.0
 
-        await eventually(healed, "credential_reload_failing cleared by a good reload")
+        await eventually(healed, WAIT_S, what="credential_reload_failing cleared by a good reload")
         assert "credentials_reload_failed" in cluster.log_tail("eu", 200)
         assert new not in (cluster.root / "edge-eu.log").read_text()  # never logged
 
@@ -190,7 +180,7 @@ async def test_an_edges_ledger_token_is_rotated_without_a_restart(cluster: Clust
         async def overlap() -> bool:
             return (await ledger_status(old), await ledger_status(new)) == (200, 200)
 
-        await eventually(overlap, "the ledger accepts the old and the new edge-us token")
+        await eventually(overlap, WAIT_S, what="the ledger accepts the old and the new edge-us token")
         # 2. The edge presents the new token from its next request on (the file watch re-reads it).
         token_file.write_text(new)
         cluster.signal("us", signal.SIGHUP)
@@ -201,7 +191,7 @@ async def test_an_edges_ledger_token_is_rotated_without_a_restart(cluster: Clust
         async def retired() -> bool:
             return await ledger_status(old) == 401
 
-        await eventually(retired, "the ledger refuses the old edge-us token")
+        await eventually(retired, WAIT_S, what="the ledger refuses the old edge-us token")
         # A bet through us now reaches the ledger with the new token only.
         async with http.post(
             cluster.url("us") + "/v1/bets", json=bet("3", "p002"), headers=cluster.headers("game_server")

@@ -10,11 +10,13 @@ from typing import Any
 CATCH_UP_TIMEOUT_S = 20.0  # how long a standby may take to catch up with its primary in a test
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 10.0, every_s: float = 0.05) -> None:
-    """Poll the coroutine `check` until it is true."""
+async def eventually(
+    check: Callable[[], Awaitable[bool]], timeout_s: float = 10.0, every_s: float = 0.05, *, what: str = "condition"
+) -> None:
+    """Poll the coroutine `check` until it is true; `what` names it in the failure."""
     deadline = time.monotonic() + timeout_s
     while not await check():
-        assert time.monotonic() < deadline, "condition not reached in time"
+        assert time.monotonic() < deadline, f"not within {timeout_s}s: {what}"
         await asyncio.sleep(every_s)
 
 
