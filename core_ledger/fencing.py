@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -188,9 +189,10 @@ class Fencing:
 
     # --- claims -----------------------------------------------------------------------------
 
-    async def claim(self, epoch: int, who: Principal) -> None:
-        """`who` presented `X-Ledger-Epoch: epoch`. Returns once the claim is judged: at most one
-        survey (bounded by the peer timeout) later. Fences only on a peer's proof."""
+    def claim(self, epoch: int, who: Principal) -> Awaitable[None] | None:
+        """`who` presented `X-Ledger-Epoch: epoch`: None when there is nothing to judge (the usual
+        case, decided here and now), else the judging to await, done at most one survey (bounded by
+        the peer timeout) later. Fences only on a peer's proof."""
         service = self.service
         if who.role not in EPOCH_CLAIM_ROLES:
             self.metrics.epoch_claims_total.labels("role_not_allowed").inc()
@@ -202,9 +204,13 @@ class Fencing:
                     claimed_epoch=epoch,
                     reason="role_not_allowed",
                 )
-            return
+            return None
         if service.role != "primary" or epoch <= max(service.epoch, service.fenced_by):
-            return  # nothing to learn: the usual case (an edge echoes our own epoch)
+            return None  # nothing to learn: the usual case (an edge echoes our own epoch)
+        return self._judge(epoch, who)
+
+    async def _judge(self, epoch: int, who: Principal) -> None:
+        """A claim above this primary's epoch: proven (and fenced) only by a peer's survey."""
         if not self.peers:
             self._judged(epoch, who, "unverifiable", None)
             return

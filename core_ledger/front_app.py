@@ -45,12 +45,12 @@ from core_ledger.fencing import claimed_epoch
 from core_ledger.front_channel import (
     FRAME_BYTES_MAX,
     ChannelError,
+    FrameReader,
     Observation,
     Result,
     answer_of,
     frame,
     observed_message,
-    read_frame,
     spans_message,
     submit_message,
     tokens_of,
@@ -76,7 +76,7 @@ class RemoteLedger:
     """The ledger process, seen through the channel: submits, and the epoch of its last answer."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, tokens: auth.TokenStore) -> None:
-        self._reader = reader
+        self._frames = FrameReader(reader)
         self._writer = writer  # a submit leaves at once (held for the loop's turn, bets waited longer)
         self._tokens = tokens
         self._pending: dict[int, asyncio.Future[list[Result]]] = {}
@@ -104,25 +104,28 @@ class RemoteLedger:
         with a retryable 503 (their commands may or may not have committed: a retry by id tells)."""
         try:
             while True:
-                message = await read_frame(self._reader)
-                if message[0] in ("results", "refused"):
-                    n, self.epoch, outcome = answer_of(message)
-                    future = self._pending.get(n)
-                    if future is not None and not future.done():
-                        if isinstance(outcome, CroupierError):
-                            future.set_exception(outcome)
-                        else:
-                            future.set_result(outcome)
-                elif message[0] == "tokens":
-                    self._tokens.replace(tokens_of(message))
-                else:
-                    raise ChannelError(f"unknown frame kind {message[0]!r}")
+                for message in await self._frames.next_frames():
+                    self._take(message)
         finally:
             self._ended = True
             gone = Unavailable("the ledger process is not answering: retry by id", code="ledger_unavailable")
             for future in self._pending.values():
                 if not future.done():
                     future.set_exception(gone)
+
+    def _take(self, message: list[Any]) -> None:
+        if message[0] in ("results", "refused"):
+            n, self.epoch, outcome = answer_of(message)
+            future = self._pending.get(n)
+            if future is not None and not future.done():
+                if isinstance(outcome, CroupierError):
+                    future.set_exception(outcome)
+                else:
+                    future.set_result(outcome)
+        elif message[0] == "tokens":
+            self._tokens.replace(tokens_of(message))
+        else:
+            raise ChannelError(f"unknown frame kind {message[0]!r}")
 
     async def flush_observed(self, trace_registry: CollectorRegistry) -> None:
         """The requests this front answered, to the ledger's `http_request_duration_seconds`, and

@@ -21,13 +21,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
+from functools import partial
+from typing import Any
 
 import structlog
 
 from shared import auth
 from shared.contract.operations import MONEY_OPS
-from shared.errors import BadRequest, CroupierError, Forbidden
+from shared.errors import BadRequest, CroupierError, Forbidden, Unavailable
 from shared.metrics import HttpMetrics
 from shared.tracing import TraceMetrics
 
@@ -36,9 +38,9 @@ from core_ledger.fencing import EPOCH_CLAIM_DIGITS_MAX, Fencing
 from core_ledger.front_channel import (
     FRAME_BYTES_MAX,
     ChannelError,
+    FrameReader,
     Outbox,
     observed_of,
-    read_frame,
     refused_message,
     results_message,
     spans_of,
@@ -48,6 +50,7 @@ from core_ledger.front_channel import (
 from core_ledger.metrics import LedgerMetrics
 from core_ledger.service import LedgerService
 from core_ledger.task_health import TaskHealth
+from core_ledger.writer import Result
 
 log = structlog.get_logger("croupier.ledger.fronts")
 
@@ -168,44 +171,78 @@ class Fronts:
             writer.close()
 
     async def _serve(self, reader: asyncio.StreamReader, outbox: Outbox) -> None:
-        pending: set[asyncio.Task[None]] = set()
+        """The front's frames, in order, until its channel ends. A submit is answered from its
+        future's callback (no task per request); only one whose epoch claim must be judged first
+        runs as a task, cancelled if the front goes away (what was committed stays committed)."""
+        frames = FrameReader(reader)
+        judging: set[asyncio.Task[None]] = set()
         try:
             while True:
-                message = await read_frame(reader)
-                if message[0] == "submit":
-                    task = asyncio.create_task(self._submit(*submit_of(message), outbox))
-                    pending.add(task)
-                    task.add_done_callback(pending.discard)
-                elif message[0] == "observed":
-                    self._observe(observed_of(message))
-                elif message[0] == "spans":
-                    for result, count in spans_of(message).items():
-                        self._trace_metrics.spans_exported_total.labels(result).inc(count)
-                else:
-                    raise ChannelError(f"unknown frame kind {message[0]!r}")
+                for message in await frames.next_frames():
+                    if message[0] == "submit":
+                        task = self._submit(*submit_of(message), outbox)
+                        if task is not None:
+                            judging.add(task)
+                            task.add_done_callback(judging.discard)
+                    elif message[0] == "observed":
+                        self._observe(observed_of(message))
+                    elif message[0] == "spans":
+                        for result, count in spans_of(message).items():
+                            self._trace_metrics.spans_exported_total.labels(result).inc(count)
+                    else:
+                        raise ChannelError(f"unknown frame kind {message[0]!r}")
         except asyncio.IncompleteReadError:
             return
         finally:
-            for task in pending:  # the front is gone: nobody awaits these answers (their commits stand)
+            for task in judging:
                 task.cancel()
 
-    async def _submit(
+    def _submit(
         self, n: int, authorization: str, claim: int | None, commands: list[Command], outbox: Outbox
-    ) -> None:
-        service = self._service
+    ) -> asyncio.Task[None] | None:
+        """Check a forwarded submit as the ledger's own handlers would, then queue its commands; a
+        refusal is answered at once. Returns the task of a claim that must be judged first."""
         try:
             who = self._tokens.authenticate(authorization)
             authorize(who, commands)
             if claim is not None:
                 if not 0 <= claim < EPOCH_CLAIM_MAX:
                     raise BadRequest("X-Ledger-Epoch: a non-negative integer is required", field="X-Ledger-Epoch")
-                await self._fencing.claim(claim, who)
-            reply = results_message(n, service.epoch, await service.submit(commands))
-        except CroupierError as e:
-            reply = refused_message(n, service.epoch, e)
-        except Exception:  # a bug: logged with its traceback, answered as the ledger's own handlers would
-            log.exception("unhandled error", route="front submit")
-            reply = refused_message(n, service.epoch, CroupierError("an internal error occurred; it has been logged"))
+                judging = self._fencing.claim(claim, who)
+                if judging is not None:
+                    return asyncio.create_task(self._submit_once_judged(judging, n, commands, outbox))
+            self._service.enqueue(commands).add_done_callback(partial(self._answered, n, outbox))
+        except Exception as e:  # noqa: BLE001  every error is answered, a bug's logged with its traceback
+            self._refuse(n, outbox, e)
+        return None
+
+    async def _submit_once_judged(
+        self, judging: Awaitable[None], n: int, commands: list[Command], outbox: Outbox
+    ) -> None:
+        try:
+            await judging
+            self._service.enqueue(commands).add_done_callback(partial(self._answered, n, outbox))
+        except Exception as e:  # noqa: BLE001  as in `_submit`
+            self._refuse(n, outbox, e)
+
+    def _answered(self, n: int, outbox: Outbox, future: asyncio.Future[list[Result]]) -> None:
+        if future.cancelled():  # the writer stopped before committing them
+            self._refuse(n, outbox, Unavailable("the ledger is stopping", code="ledger_unavailable"))
+        elif (error := future.exception()) is not None:
+            self._refuse(n, outbox, error)
+        else:
+            self._send(outbox, results_message(n, self._service.epoch, future.result()))
+
+    def _refuse(self, n: int, outbox: Outbox, error: BaseException) -> None:
+        """A whole submit refused: an operating error as it is, a bug as the ledger's own handlers
+        answer one (logged with its traceback, answered without details)."""
+        if not isinstance(error, CroupierError):
+            log.error("unhandled error", route="front submit", exc_info=error)
+            error = CroupierError("an internal error occurred; it has been logged")
+        self._send(outbox, refused_message(n, self._service.epoch, error))
+
+    @staticmethod
+    def _send(outbox: Outbox, reply: list[Any]) -> None:
         if outbox.writer.is_closing():
             return
         if outbox.buffered_bytes > WRITE_BUFFER_MAX:

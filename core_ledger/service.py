@@ -153,6 +153,10 @@ class LedgerService:
         """The writer's own `submit` (awaited by the caller: no second coroutine per request)."""
         return self.writer.submit(commands, lifting_fence=lifting_fence)
 
+    def enqueue(self, commands: list[Command]) -> asyncio.Future[list[Result]]:
+        """The writer's own `enqueue`: refusals raised now, else the future of the results."""
+        return self.writer.enqueue(commands)
+
     async def fence(self, epoch: int, evidence: dict[str, Any]) -> bool:
         return await self.failover.fence(epoch, evidence)
 

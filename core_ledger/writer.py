@@ -173,22 +173,28 @@ class LedgerWriter:
     async def submit(self, commands: list[Command], *, lifting_fence: bool = False) -> list[Result]:
         """Queue commands as one group; their results in order, once committed. Only `unfence`
         passes `lifting_fence` (a fenced primary takes that group, and only when it is alone)."""
+        return await self.enqueue(commands, lifting_fence=lifting_fence)
+
+    def enqueue(self, commands: list[Command], *, lifting_fence: bool = False) -> asyncio.Future[list[Result]]:
+        """`submit` without a coroutine: the refusals raised now, else the future of the results
+        (a front's channel answers from its callback: no task per request)."""
         if self._failover.role != "primary":
             raise Unavailable(
                 f"this ledger copy is {self._failover.role}, not the primary: write to the primary", code="not_primary"
             )
         if self._failover.fenced and not lifting_fence:
             raise self._failover.refusal()
+        future: asyncio.Future[list[Result]] = asyncio.get_running_loop().create_future()
         if self.halted is not None:  # per command, so a batch answers each action (edges do not retry it)
-            return [self._halted_error()] * len(commands)
+            future.set_result([self._halted_error()] * len(commands))
+            return future
         if not self.ready:
             raise Unavailable("the ledger is not accepting writes", code="ledger_unavailable")
-        future: asyncio.Future[list[Result]] = asyncio.get_running_loop().create_future()
         try:
             self._queue.put_nowait(_Job(commands, future, lifting_fence=lifting_fence))
         except asyncio.QueueFull:
             raise Unavailable("the ledger's write queue is full", code="ledger_unavailable") from None
-        return await future
+        return future
 
     async def _run(self) -> None:
         inflight: deque[asyncio.Task[bool]] = deque()

@@ -23,8 +23,8 @@ from core_ledger.front_app import EPOCH_CLAIM, RemoteLedger
 from core_ledger.front_channel import (
     FRAME_BYTES_MAX,
     ChannelError,
+    FrameReader,
     frame,
-    read_frame,
     results_message,
     submit_of,
     tokens_message,
@@ -35,9 +35,10 @@ WAIT_S = 5.0
 
 
 @pytest.fixture
-async def channel() -> AsyncIterator[tuple[RemoteLedger, asyncio.StreamReader, asyncio.StreamWriter, TokenStore]]:
+async def channel() -> AsyncIterator[tuple[RemoteLedger, FrameReader, asyncio.StreamWriter, TokenStore]]:
     ours, theirs = socket.socketpair()
-    reader, writer = await asyncio.open_connection(sock=ours, limit=FRAME_BYTES_MAX)
+    raw_reader, writer = await asyncio.open_connection(sock=ours, limit=FRAME_BYTES_MAX)
+    reader = FrameReader(raw_reader)  # the ledger's end, as core_ledger/fronts.py reads it
     front_reader, front_writer = await asyncio.open_connection(sock=theirs, limit=FRAME_BYTES_MAX)
     tokens = TokenStore(())
     remote = RemoteLedger(front_reader, front_writer, tokens)
@@ -74,7 +75,7 @@ async def served(channel: Any) -> AsyncIterator[Any]:
 async def test_a_submit_carries_the_credential_and_claim_and_gets_its_answer(served: Any) -> None:
     remote, reader, writer, _ = served
     pending = asyncio.create_task(remote.submit(request(claim=7), [bet_command("a1")]))
-    n, authorization, claim, commands = submit_of(await asyncio.wait_for(read_frame(reader), WAIT_S))
+    n, authorization, claim, commands = submit_of(await asyncio.wait_for(reader.next(), WAIT_S))
     assert (authorization, claim, commands) == (f"Bearer {TOKENS['edge']}", 7, [bet_command("a1")])
     writer.write(frame(results_message(n, 3, [(201, {"transaction": {"sequence": 9}})])))
     assert await asyncio.wait_for(pending, WAIT_S) == [(201, {"transaction": {"sequence": 9}})]
@@ -84,7 +85,7 @@ async def test_a_submit_carries_the_credential_and_claim_and_gets_its_answer(ser
 async def test_pushed_credentials_replace_the_fronts(served: Any) -> None:
     remote, reader, writer, tokens = served
     pending = asyncio.create_task(remote.submit(request(), [bet_command("t1")]))
-    n, *_ = submit_of(await asyncio.wait_for(read_frame(reader), WAIT_S))
+    n, *_ = submit_of(await asyncio.wait_for(reader.next(), WAIT_S))
     entries = ledger_config(Path("/nonexistent")).tokens
     writer.write(frame(tokens_message(entries)))
     writer.write(frame(results_message(n, 1, [(201, {})])))
@@ -97,7 +98,7 @@ async def test_when_the_ledger_goes_away_waiting_and_later_requests_get_a_retrya
     remote, reader, writer, _ = channel
     serving = asyncio.create_task(remote.serve())
     waiting = asyncio.create_task(remote.submit(request(), [bet_command("b1")]))
-    await asyncio.wait_for(read_frame(reader), WAIT_S)  # it was sent; its commit is in doubt
+    await asyncio.wait_for(reader.next(), WAIT_S)  # it was sent; its commit is in doubt
     writer.close()  # the ledger process is gone
     with pytest.raises(asyncio.IncompleteReadError):
         await asyncio.wait_for(serving, WAIT_S)
@@ -112,9 +113,32 @@ async def test_a_frame_the_front_cannot_read_ends_its_channel_and_fails_what_wai
     remote, reader, writer, _ = channel
     serving = asyncio.create_task(remote.serve())
     waiting = asyncio.create_task(remote.submit(request(), [bet_command("c1")]))
-    await asyncio.wait_for(read_frame(reader), WAIT_S)
+    await asyncio.wait_for(reader.next(), WAIT_S)
     writer.write(frame(["results", 1, 3, [[201, "not an object"]]]))
     with pytest.raises(ChannelError):
         await asyncio.wait_for(serving, WAIT_S)
     with pytest.raises(Unavailable):
         await asyncio.wait_for(waiting, WAIT_S)
+
+
+async def test_frames_split_across_reads_or_sharing_one_are_read_whole_and_in_order() -> None:
+    ours, theirs = socket.socketpair()
+    reader, our_writer = await asyncio.open_connection(sock=ours)  # both ends kept open by the test
+    their_reader, writer = await asyncio.open_connection(sock=theirs)
+    frames = FrameReader(reader)
+    messages = [["observed", [["/v1/bets", "POST", 201, 0.001 * i]]] for i in range(50)]
+    data = b"".join(frame(m) for m in messages)
+    writer.write(data[:3])  # not even a whole length
+    await writer.drain()
+    writer.write(data[3:1000])
+    await writer.drain()
+    writer.write(data[1000:])
+    got: list[list[Any]] = []
+    while len(got) < len(messages):
+        got += await asyncio.wait_for(frames.next_frames(), WAIT_S)
+    assert got == messages
+    writer.close()
+    with pytest.raises(asyncio.IncompleteReadError):
+        await asyncio.wait_for(frames.next_frames(), WAIT_S)
+    our_writer.close()
+    del their_reader

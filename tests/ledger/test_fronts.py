@@ -28,12 +28,12 @@ from core_ledger.domain import Command
 from core_ledger.front_channel import (
     FRAME_BYTES_MAX,
     ChannelError,
+    FrameReader,
     Outbox,
     answer_of,
     command_of,
     frame,
     observed_message,
-    read_frame,
     spans_message,
     submit_message,
     tokens_of,
@@ -55,8 +55,11 @@ class Front:
     their_writer: asyncio.StreamWriter  # the ledger's end
     n: int = 0
 
+    def __post_init__(self) -> None:
+        self.frames = FrameReader(self.reader)
+
     async def read(self) -> list[Any]:
-        return await asyncio.wait_for(read_frame(self.reader), READ_TIMEOUT_S)
+        return await asyncio.wait_for(self.frames.next(), READ_TIMEOUT_S)
 
     async def submit(
         self, commands: list[Command], *, role: str = "edge", authorization: str | None = None, claim: int | None = None
@@ -212,6 +215,17 @@ async def test_a_malformed_epoch_claim_is_refused_and_changes_nothing(front: Any
     # A claim at or below this copy's epoch is heard and changes nothing either.
     _, results = await channel.submit([money("bet", bet("c2"))], claim=api.client.app[SERVICE].epoch)
     assert isinstance(results, list) and results[0][0] == 201
+
+
+async def test_a_claim_above_this_copys_epoch_is_judged_before_the_commands_are_queued(front: Any, api: Api) -> None:
+    channel, _, _ = front
+    epoch = api.client.app[SERVICE].epoch
+    _, results = await channel.submit([money("bet", bet("j1"))], claim=epoch + 5)
+    # No peer to prove it (this copy has none): unverifiable, counted, and no fence; the bet goes on.
+    assert isinstance(results, list) and results[0][0] == 201
+    assert not api.client.app[SERVICE].fenced
+    status, text = await api.get("admin_read", "/metrics")
+    assert status == 200 and 'ledger_epoch_claims_total{outcome="unverifiable"} 1.0' in text
 
 
 @pytest.mark.parametrize(
