@@ -273,13 +273,17 @@ def _stop_if_failed(task: asyncio.Task[None]) -> None:
 
 
 async def _serve_until_ledger_ends(remote: RemoteLedger) -> None:
+    """The channel served until it ends, however it ends; then this front stops serving (the
+    ledger process, if it lives, starts a new one and counts the end)."""
     try:
         await remote.serve()
     except asyncio.IncompleteReadError:
         log.info("ledger_front_channel_ended")
     except (ChannelError, OSError) as e:
         log.error("ledger_front_channel_broken", error=repr(e))
-    signal.raise_signal(signal.SIGTERM)  # stop serving: the ledger process starts a new front if it lives
+    except Exception:  # a bug: never a front that stays up answering 503 to everything
+        log.exception("ledger_front_channel_failed")
+    signal.raise_signal(signal.SIGTERM)  # (not when cancelled: the front is stopping already)
 
 
 def run_front(config: LedgerConfig, ledger_socket: Path, channel_fd: int) -> None:

@@ -29,7 +29,7 @@ from typing import Any
 
 import orjson
 
-from shared.auth import TokenEntry
+from shared.auth import ROLES, TokenEntry
 from shared.errors import CroupierError, Unavailable, error_from_code
 from shared.tracing import EXPORT_RESULTS
 
@@ -253,7 +253,10 @@ def tokens_of(message: list[Any]) -> list[TokenEntry]:
     for e in message[1]:
         if not isinstance(e, list) or len(e) != 3:
             raise ChannelError("a token entry is not [name, role, sha256]")
-        out.append(TokenEntry(_str(e[0], "a token's name"), _str(e[1], "a token's role"), _str(e[2], "a sha256")))
+        role = _str(e[1], "a token's role")
+        if role not in ROLES:
+            raise ChannelError(f"unknown role {role!r}")
+        out.append(TokenEntry(_str(e[0], "a token's name"), role, _str(e[2], "a sha256")))
     return out
 
 

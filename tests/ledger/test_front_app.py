@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from aiohttp.test_utils import make_mocked_request
 from shared.auth import TokenStore
 from shared.errors import Unavailable
 
+from core_ledger import front_app
 from core_ledger.domain import Command
 from core_ledger.front_app import EPOCH_CLAIM, RemoteLedger
 from core_ledger.front_channel import (
@@ -142,3 +144,30 @@ async def test_frames_split_across_reads_or_sharing_one_are_read_whole_and_in_or
         await asyncio.wait_for(frames.next_frames(), WAIT_S)
     our_writer.close()
     del their_reader
+
+
+async def test_a_credential_push_naming_an_unknown_role_ends_the_channel(channel: Any) -> None:
+    remote, _, writer, tokens = channel
+    serving = asyncio.create_task(remote.serve())
+    waiting = asyncio.create_task(remote.submit(request(), [bet_command("r1")]))
+    writer.write(frame(["tokens", [["someone", "root", "0" * 64]]]))
+    with pytest.raises(ChannelError, match="unknown role"):
+        await asyncio.wait_for(serving, WAIT_S)
+    with pytest.raises(Unavailable):
+        await asyncio.wait_for(waiting, WAIT_S)
+    assert len(tokens) == 0, "nothing of the push was taken"
+
+
+@pytest.mark.parametrize("failure", [ChannelError("a broken frame"), RuntimeError("a bug"), ConnectionResetError()])
+async def test_a_front_whose_channel_fails_in_any_way_stops_serving(
+    monkeypatch: pytest.MonkeyPatch, failure: Exception
+) -> None:
+    raised: list[int] = []
+    monkeypatch.setattr(front_app.signal, "raise_signal", raised.append)
+
+    class Failing:
+        async def serve(self) -> None:
+            raise failure
+
+    await front_app._serve_until_ledger_ends(Failing())  # type: ignore[arg-type]  # a stand-in with serve() only
+    assert raised == [signal.SIGTERM], "the front stops; the ledger starts a new one"
