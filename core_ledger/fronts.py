@@ -267,7 +267,10 @@ class Fronts:
             if entries is not sent:
                 sent = entries
                 for outbox in list(self._outboxes.values()):
-                    outbox.send(tokens_message(entries))
+                    try:
+                        outbox.send(tokens_message(entries))
+                    except Exception:  # a bug: logged; that front keeps the credentials it has
+                        log.exception("ledger_front_credentials_push_failed")
 
 
 async def _end(process: asyncio.subprocess.Process) -> None:
