@@ -49,6 +49,7 @@ from core_ledger.front_channel import (
     Observation,
     Result,
     answer_of,
+    epoch_of,
     frame,
     observed_message,
     spans_message,
@@ -124,6 +125,8 @@ class RemoteLedger:
                     future.set_result(outcome)
         elif message[0] == "tokens":
             self._tokens.replace(tokens_of(message))
+        elif message[0] == "epoch":
+            self.epoch = epoch_of(message)
         else:
             raise ChannelError(f"unknown frame kind {message[0]!r}")
 

@@ -13,6 +13,8 @@ From the ledger:
 - `["results", n, epoch, [[status, body] | ["error", code, detail, extra, retry_after_s], ...]]`
 - `["refused", n, epoch, ["error", code, detail, extra, retry_after_s]]`: the whole submit refused
 - `["tokens", [[name, role, sha256], ...]]`: the credentials accepted now (hashes, never tokens)
+- `["epoch", epoch]`: the ledger's epoch, at the start and whenever it changes (for the answers a
+  front gives without asking the ledger: a 401, a 400)
 
 Each side checks every frame's shape (`ChannelError` otherwise): a front is this ledger's own code
 on a channel no other process holds, yet the ledger takes nothing from it on trust that the front
@@ -296,3 +298,13 @@ def spans_of(message: list[Any]) -> dict[str, int]:
         if not 0 <= _int(count, "a span count") <= SPAN_COUNT_MAX:
             raise ChannelError("a span count is out of bounds")
     return counts
+
+
+def epoch_message(epoch: int) -> list[Any]:
+    return ["epoch", epoch]
+
+
+def epoch_of(message: list[Any]) -> int:
+    if len(message) != 2 or _int(message[1], "an epoch") < 0:
+        raise ChannelError("an epoch is not [epoch, a non-negative integer]")
+    return int(message[1])

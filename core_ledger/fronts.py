@@ -40,6 +40,7 @@ from core_ledger.front_channel import (
     ChannelError,
     FrameReader,
     Outbox,
+    epoch_message,
     observed_of,
     refused_message,
     results_message,
@@ -101,7 +102,7 @@ class Fronts:
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._keep(i), name=f"front-{i}") for i in range(self.count)]
-        self._tasks.append(asyncio.create_task(self._push_tokens(), name="front-tokens"))
+        self._tasks.append(asyncio.create_task(self._push_state(), name="front-state"))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -156,6 +157,7 @@ class Fronts:
         log.info("ledger_front_started", front=index, pid=process.pid)
         try:
             outbox.send(tokens_message(self._tokens.entries))
+            outbox.send(epoch_message(self._service.epoch))
             done, _ = await asyncio.wait((serving, exited), return_when=asyncio.FIRST_COMPLETED)
             if exited in done:
                 return f"exited with status {exited.result()}"
@@ -258,19 +260,26 @@ class Fronts:
             if route in FRONT_ROUTES and method == "POST" and 100 <= status <= 599 and 0 <= seconds < 3600:
                 self._http_metrics.request_duration(route, method, status).observe(seconds)
 
-    async def _push_tokens(self) -> None:
-        """Every front accepts the credentials this process accepts (pushed after each reload)."""
-        sent = self._tokens.entries
+    async def _push_state(self) -> None:
+        """Every front accepts the credentials this process accepts (pushed after each reload) and
+        knows its epoch (pushed after each change), within TOKENS_CHECK_S."""
+        sent_tokens, sent_epoch = self._tokens.entries, self._service.epoch
         while True:
             await asyncio.sleep(TOKENS_CHECK_S)
-            entries = self._tokens.entries
-            if entries is not sent:
-                sent = entries
-                for outbox in list(self._outboxes.values()):
+            entries, epoch = self._tokens.entries, self._service.epoch
+            messages = []
+            if entries is not sent_tokens:
+                sent_tokens = entries
+                messages.append(tokens_message(entries))
+            if epoch != sent_epoch:
+                sent_epoch = epoch
+                messages.append(epoch_message(epoch))
+            for outbox in list(self._outboxes.values()):
+                for message in messages:
                     try:
-                        outbox.send(tokens_message(entries))
-                    except Exception:  # a bug: logged; that front keeps the credentials it has
-                        log.exception("ledger_front_credentials_push_failed")
+                        outbox.send(message)
+                    except Exception:  # a bug: logged; the ledger checks every credential itself anyway
+                        log.exception("ledger_front_push_failed", kind=message[0])
 
 
 async def _end(process: asyncio.subprocess.Process) -> None:

@@ -26,6 +26,7 @@ from core_ledger.front_channel import (
     FRAME_BYTES_MAX,
     ChannelError,
     FrameReader,
+    epoch_message,
     frame,
     results_message,
     submit_of,
@@ -171,3 +172,13 @@ async def test_a_front_whose_channel_fails_in_any_way_stops_serving(
 
     await front_app._serve_until_ledger_ends(Failing())  # type: ignore[arg-type]  # a stand-in with serve() only
     assert raised == [signal.SIGTERM], "the front stops; the ledger starts a new one"
+
+
+async def test_the_ledgers_epoch_pushed_is_the_one_a_front_answers_with(channel: Any) -> None:
+    remote, _, writer, _ = channel
+    serving = asyncio.create_task(remote.serve())
+    writer.write(frame(epoch_message(4)))
+    writer.write(frame(["epoch", -1]))  # a lie the front does not take
+    with pytest.raises(ChannelError):
+        await asyncio.wait_for(serving, WAIT_S)
+    assert remote.epoch == 4

@@ -315,7 +315,7 @@ async def test_span_counts_of_an_unknown_result_end_the_channel(front: Any) -> N
 async def test_a_credential_reload_reaches_the_front_as_hashes_only(front: Any, api: Api) -> None:
     channel, fronts, _ = front
     fronts._outboxes[0] = Outbox(channel.their_writer)  # as `_run` registers a started front's channel
-    pushing = asyncio.create_task(fronts._push_tokens())
+    pushing = asyncio.create_task(fronts._push_state())
     await asyncio.sleep(0)  # it notes the credentials accepted now
     try:
         tokens = api.client.app[TOKENS_KEY]

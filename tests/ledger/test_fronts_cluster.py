@@ -112,8 +112,11 @@ async def test_money_routes_are_served_by_the_front_and_other_routes_relayed(clu
             assert r.status == 404 and (await r.json())["code"] == "not_found"
         # A bad credential: refused by the front on a money route, by the ledger on a relayed one.
         bad = {"Authorization": "Bearer not-a-token"}
+        async with http.get(ledger + "/readyz") as r:
+            epoch = (await r.json())["epoch"]
         async with http.post(ledger + "/v1/bets", json=bet("x1"), headers=bad) as r:
             assert r.status == 401 and (await r.json())["code"] == "unauthenticated"
+            assert r.headers["X-Ledger-Epoch"] == str(epoch), "the ledger's epoch, pushed to the front"
         async with http.get(ledger + "/v1/players/p001/balances", headers=bad) as r:
             assert r.status == 401 and (await r.json())["code"] == "unauthenticated"
         # Bad input: a clear error from the front, nothing journaled.
