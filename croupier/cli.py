@@ -68,6 +68,13 @@ def up(
         help="With --backend postgres: two ledger copies on one schema, an "
         "active/passive pair (writer_lease); the edges get both URLs.",
     ),
+    ledger_fronts: int = typer.Option(
+        0,
+        "--ledger-fronts",
+        min=0,
+        max=16,
+        help="Front processes serving each ledger's money routes beside it (its `fronts` setting).",
+    ),
 ) -> None:
     """Start a ledger and three edges (eu, us, apac) on embedded SQLite or PostgreSQL; run until interrupted."""
     from rich.console import Console
@@ -84,7 +91,14 @@ def up(
 
     async def run() -> None:
         cluster = Cluster(
-            root, standby=standby, tls=tls, backend=backend, ha=ha, pair=pair, writer_lease_ttl_s=PAIR_LEASE_TTL_S
+            root,
+            standby=standby,
+            tls=tls,
+            backend=backend,
+            ha=ha,
+            pair=pair,
+            writer_lease_ttl_s=PAIR_LEASE_TTL_S,
+            ledger_fronts=ledger_fronts,
         )
         try:
             await cluster.start()

@@ -575,6 +575,15 @@ def service_dashboard() -> dashboard.Dashboard:
                 [Query("ledger_write_queue_depth", "{{instance}}")],
             ),
             graph(
+                "Ledger front processes",
+                "Front processes serving the ledger's address, against its `fronts` setting (0: none configured).",
+                "none",
+                [
+                    Query("ledger_fronts_up", "up {{instance}}"),
+                    Query("ledger_fronts_configured", "configured {{instance}}"),
+                ],
+            ),
+            graph(
                 "Database files",
                 "SQLite database and WAL sizes.",
                 "bytes",

@@ -97,3 +97,49 @@ def test_short_chaos_run_keeps_every_guarantee(tmp_path, group):
     faults = next(line for line in run.stdout.splitlines() if line.startswith("faults by kind: "))
     assert all(kind in faults for kind in kinds), faults  # every kind of the group was carried out
     assert f"seed {seed}: " in run.stdout and not root.exists()
+
+
+def test_up_with_ledger_fronts_serves_bets_through_a_front_and_stops_it(tmp_path):
+    """`croupier up --ledger-fronts 1`: the ledger's address is served by a front process, which a
+    bet goes through; Ctrl-C stops the cluster and its front with it."""
+    import signal
+    import time
+    import urllib.request
+
+    root = tmp_path / "cluster"
+    up = subprocess.Popen(
+        [sys.executable, "-m", "croupier", "up", "--dir", str(root), "--players", "2", "--ledger-fronts", "1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=ENV,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (root / "cluster.json").exists():
+            assert up.poll() is None and time.monotonic() < deadline, "croupier up did not come up"
+            time.sleep(0.2)
+        info = json.loads((root / "cluster.json").read_text())
+        request = urllib.request.Request(
+            info["ledger"]["url"] + "/v1/bets",
+            data=json.dumps(
+                {
+                    "id": "up-front-1",
+                    "player_id": "p001",
+                    "currency": "EUR",
+                    "amount_minor": 100,
+                    "round_id": "up-round-1",
+                    "game_id": "slots-1",
+                }
+            ).encode(),
+            headers={"Authorization": f"Bearer {info['tokens']['edge']}", "Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            assert answer.status == 201
+        log = (root / "ledger.log").read_text()
+        assert '"service":"ledger-front"' in log and '"event":"ledger_front_started"' in log
+    finally:
+        up.send_signal(signal.SIGINT)
+        assert up.wait(timeout=60) == 0
+    fronts = subprocess.run(["pgrep", "-f", f"ledger front --config {root}"], capture_output=True, check=False)
+    assert fronts.stdout == b"", "no front left running"
