@@ -299,6 +299,8 @@ class SyncHub:
         old = self.links.get(peer)
         if old is not None:
             await old.ws.close()
+        if self._closing:  # `close` ran during the handshake: it closed the links it knew, not this one
+            return
         link = self.links[peer] = _Link(peer, ws, self.limits.sync_queue_max, authorization, level)
         self.metrics.sync_peer_up.labels(peer).set(1)
         tasks = [

@@ -187,3 +187,28 @@ async def test_an_edge_restarts_from_disk_and_catches_up(edges, http):
     async with http.get(e.url("us") + "/metrics", headers={"Authorization": "Bearer metrics-token"}) as r:
         text = await r.text()
     assert 'edge_sync_lag_seconds_count{peer="eu"}' in text and 'edge_sync_peer_up{peer="eu"} 1.0' in text
+
+
+async def test_a_link_whose_handshake_ends_after_the_edge_began_to_close_is_not_kept(edges):
+    """`close` closes the links it knows; one whose handshake was still running then must not be
+    registered afterwards, or the edge's shutdown would wait for it until the peer went away."""
+    from edge.app_keys import HUB
+
+    e = await edges("us")
+    hub = e.servers["us"].app[HUB]
+    await hub.close()  # as the app's shutdown does first
+
+    class Socket:  # a link's socket, as `accept` hands it over once the hellos were exchanged
+        closed = False
+
+        async def close(self) -> None:
+            self.closed = True
+
+        def __aiter__(self):
+            return self
+
+        async def __anext__(self):
+            await asyncio.sleep(3600)  # a peer that says nothing more: only a close would end it
+
+    await asyncio.wait_for(hub._run("eu", Socket()), 2)
+    assert "eu" not in hub.links
