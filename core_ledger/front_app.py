@@ -73,6 +73,11 @@ NOT_RELAYED = frozenset(
 NOT_RELAYED_REQUEST = NOT_RELAYED | {"content-encoding"}
 
 
+def ledger_gone() -> Unavailable:
+    """The answer to a submit the ledger process can no longer answer (its commit is in doubt)."""
+    return Unavailable("the ledger process is not answering: retry by id", code="ledger_unavailable")
+
+
 class RemoteLedger:
     """The ledger process, seen through the channel: submits, and the epoch of its last answer."""
 
@@ -88,7 +93,7 @@ class RemoteLedger:
 
     async def submit(self, request: web.Request, commands: list[Command]) -> list[Result]:
         if self._ended:
-            raise Unavailable("the ledger process is not answering: retry by id", code="ledger_unavailable")
+            raise ledger_gone()
         self._next += 1
         n = self._next
         future: asyncio.Future[list[Result]] = asyncio.get_running_loop().create_future()
@@ -109,7 +114,7 @@ class RemoteLedger:
                     self._take(message)
         finally:
             self._ended = True
-            gone = Unavailable("the ledger process is not answering: retry by id", code="ledger_unavailable")
+            gone = ledger_gone()
             for future in self._pending.values():
                 if not future.done():
                     future.set_exception(gone)
@@ -284,7 +289,9 @@ async def _serve_until_ledger_ends(remote: RemoteLedger) -> None:
         log.info("ledger_front_channel_ended")
     except (ChannelError, OSError) as e:
         log.error("ledger_front_channel_broken", error=repr(e))
-    except Exception:  # a bug: never a front that stays up answering 503 to everything
+    # A bug: logged with its traceback; the front stops (never stays up answering 503 to
+    # everything), and the ledger counts its end as the `fronts` task's failure and starts another.
+    except Exception:
         log.exception("ledger_front_channel_failed")
     signal.raise_signal(signal.SIGTERM)  # (not when cancelled: the front is stopping already)
 

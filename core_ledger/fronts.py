@@ -118,7 +118,9 @@ class Fronts:
             started = loop.time()
             try:
                 reason = await self._run(index)
-            except Exception as e:  # noqa: BLE001  a front's end of any kind is logged and counted just below
+            # A front's end of any kind, a bug too, is logged and counted just below (the `fronts`
+            # task's failures; alert CroupierLedgerFrontsDown while it is down) and it starts again.
+            except Exception as e:  # noqa: BLE001
                 reason = repr(e)
             if loop.time() - started >= HEALTHY_AFTER_S:
                 self._health.succeeded()
@@ -143,7 +145,7 @@ class Fronts:
                 pass_fds=(child.fileno(),),
                 start_new_session=True,  # a terminal's Ctrl-C stops the ledger, which stops its fronts in order
             )
-        except BaseException:
+        except BaseException:  # our end is closed and the error goes on: nothing is swallowed here
             parent.close()
             raise
         finally:
@@ -213,8 +215,11 @@ class Fronts:
                 judging = self._fencing.claim(claim, who)
                 if judging is not None:
                     return asyncio.create_task(self._submit_once_judged(judging, n, commands, outbox))
-            self._service.enqueue(commands).add_done_callback(partial(self._answered, n, outbox))
-        except Exception as e:  # noqa: BLE001  every error is answered, a bug's logged with its traceback
+            self._queue(n, commands, outbox)
+        # Every error is answered: an operating error as itself; a bug logged with its traceback by
+        # `_refuse` and answered 500 `internal_error`, which the front counts in the ledger's
+        # http_request_duration_seconds{status="500"} (this submit only: the next one is served).
+        except Exception as e:  # noqa: BLE001
             self._refuse(n, outbox, e)
         return None
 
@@ -223,9 +228,13 @@ class Fronts:
     ) -> None:
         try:
             await judging
-            self._service.enqueue(commands).add_done_callback(partial(self._answered, n, outbox))
-        except Exception as e:  # noqa: BLE001  as in `_submit`
+            self._queue(n, commands, outbox)
+        except Exception as e:  # noqa: BLE001  answered, logged and counted as in `_submit`
             self._refuse(n, outbox, e)
+
+    def _queue(self, n: int, commands: list[Command], outbox: Outbox) -> None:
+        """The writer takes the commands; their results go back to the front when committed."""
+        self._service.enqueue(commands).add_done_callback(partial(self._answered, n, outbox))
 
     def _answered(self, n: int, outbox: Outbox, future: asyncio.Future[list[Result]]) -> None:
         if future.cancelled():  # the writer stopped before committing them
@@ -275,11 +284,14 @@ class Fronts:
                 sent_epoch = epoch
                 messages.append(epoch_message(epoch))
             for outbox in list(self._outboxes.values()):
-                for message in messages:
-                    try:
+                try:
+                    for message in messages:
                         outbox.send(message)
-                    except Exception:  # a bug: logged; the ledger checks every credential itself anyway
-                        log.exception("ledger_front_push_failed", kind=message[0])
+                # A bug: logged, and that front's channel cut, so it ends, is counted as the
+                # `fronts` task's failure and starts again with the credentials and epoch of now.
+                except Exception:
+                    log.exception("ledger_front_push_failed")
+                    outbox.writer.transport.abort()
 
 
 async def _end(process: asyncio.subprocess.Process) -> None:
