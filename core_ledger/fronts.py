@@ -5,9 +5,10 @@ One interpreter runs the ledger's writer; its HTTP work (parsing, validating, re
 requests) takes more of that interpreter's one core than judging and committing do. A front
 process serves the money routes' HTTP on another core and sends the commands here over a socket
 pair that only this process and that child hold. Here each submit is checked as the ledger's own
-handlers would: the forwarded `Authorization` is authenticated, each command's type, principal,
-client id and via are authorized against it, the caller's epoch claim is judged, and only then are
-the commands submitted. Every other route a front relays to this process's private listener,
+handlers would: the forwarded `Authorization` is authenticated, each command is built again from
+its request by the handlers' own `money_command` (validated against its operation's model; type,
+principal, client id and via authorized against the credential), the caller's epoch claim is
+judged, and only then are the commands submitted. Every other route a front relays to this process's private listener,
 where it is served as before.
 
 A front that ends (crash, kill, broken frame) is a failure of the `fronts` task (TaskHealth:
@@ -48,6 +49,7 @@ from core_ledger.front_channel import (
     submit_of,
     tokens_message,
 )
+from core_ledger.http import money_command
 from core_ledger.metrics import LedgerMetrics
 from core_ledger.service import LedgerService
 from core_ledger.task_health import TaskHealth
@@ -63,17 +65,29 @@ WRITE_BUFFER_MAX = 4 * FRAME_BYTES_MAX  # answers a front does not read: it is s
 FRONT_ROUTES = frozenset({*(op.path for op in MONEY_OPS.values()), "/v1/batch"})
 
 
-def authorize(who: auth.Principal, commands: Sequence[Command]) -> None:
-    """The checks `money_command` made in the front, made again: a command of another type, or in
-    another caller's name, is refused (Forbidden) whatever the front says."""
+def rebuilt(who: auth.Principal, commands: Sequence[Command]) -> list[Command]:
+    """Each forwarded command as the ledger's own handler builds it from a caller's request
+    (`money_command`: the request validated against its operation's model, the idempotency key,
+    client id and via taken as that handler takes them), never the front's own: a command of another
+    type or in another caller's name is refused (Forbidden), a request its model refuses is refused
+    as over HTTP (422 validation_error), whatever the front says."""
+    checked = []
     for command in commands:
         spec = MONEY_OPS.get(command.type)
         if spec is None or who.role not in spec.roles:
             raise Forbidden(f"{who.role} may not send {command.type!r}")
-        if command.principal != who.name:
+        if command.principal != who.name or command.key is None:
             raise Forbidden("a forwarded command names another principal than its credential")
-        if who.role != "edge" and (command.via is not None or command.key is None or command.key[0] != who.name):
+        raw = dict(command.request)
+        if who.role == "edge":  # what an edge may name in its body, as it named it
+            raw["client_id"], raw["via"] = command.key[0], command.via
+        elif command.via is not None or command.key[0] != who.name:
             raise Forbidden("via and client_id are accepted only from an edge credential")
+        own = money_command(command.type, raw, who)
+        if own.key != command.key:
+            raise Forbidden("a forwarded command's idempotency key is not its request's")
+        checked.append(own)
+    return checked
 
 
 class Fronts:
@@ -208,7 +222,7 @@ class Fronts:
         refusal is answered at once. Returns the task of a claim that must be judged first."""
         try:
             who = self._tokens.authenticate(authorization)
-            authorize(who, commands)
+            commands = rebuilt(who, commands)
             if claim is not None:
                 if not 0 <= claim < EPOCH_CLAIM_MAX:
                     raise BadRequest("X-Ledger-Epoch: a non-negative integer is required", field="X-Ledger-Epoch")

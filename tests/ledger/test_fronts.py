@@ -207,6 +207,37 @@ async def test_a_lying_front_can_submit_only_what_the_presented_credential_may(
     assert api.client.app[SERVICE].head.sequence == head, f"{what}: nothing journaled"
 
 
+def _with(body: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    return {**body, **changes}
+
+
+@pytest.mark.parametrize(
+    ("what", "command", "code"),
+    [
+        ("a negative stake (credits the player)", money("bet", _with(bet("v1"), amount_minor=-5_000)), None),
+        ("a stake not a number (halts judging)", money("bet", _with(bet("v2"), amount_minor="lots")), None),
+        ("a member the model does not have", money("bet", _with(bet("v3"), bonus_cash=10**6)), None),
+        ("a client id that is not an id", money("bet", bet("v4"), client_id="edge 1/../x"), None),
+        ("a key whose id is not the request's", money("bet", _with(bet("v5"), id="v5-other")), "forbidden"),
+    ],
+)
+async def test_a_lying_fronts_request_is_validated_as_the_ledgers_own_handler_validates_it(
+    front: Any, api: Api, what: str, command: Command, code: str | None
+) -> None:
+    channel, _, _ = front
+    head = api.client.app[SERVICE].head.sequence
+    if code == "forbidden":  # `money` keys a command by its body's id: a front that lies about it
+        command = Command(command.type, command.request, command.principal, (NAMES["edge"], "v5"), command.via)
+    _, outcome = await channel.submit([command])
+    assert isinstance(outcome, CroupierError) and outcome.code == (code or "validation_error"), (what, outcome)
+    assert api.client.app[SERVICE].head.sequence == head, f"{what}: nothing journaled"
+    assert await balance(api) == 10_000
+    # Refused as a request is refused, not judged: the ledger is not halted and takes the next bet.
+    _, results = await channel.submit([money("bet", bet(f"after-{command.request['id']}", 100))])
+    assert isinstance(results, list) and results[0][0] == 201, (what, results)
+    assert api.client.app[SERVICE].halted is None
+
+
 async def test_a_malformed_epoch_claim_is_refused_and_changes_nothing(front: Any, api: Api) -> None:
     channel, _, _ = front
     _, outcome = await channel.submit([money("bet", bet("c1"))], claim=10**19)
