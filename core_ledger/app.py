@@ -177,6 +177,7 @@ def create_app(
             app[HTTP_METRICS_KEY],
             trace_metrics,
             metrics,
+            config.batch_actions_max,
         )
     audit_http.install(app, app[SERVICE], config, metrics, registry, clock)
     events_http.install(app, app[SERVICE], config, metrics, registry)

@@ -34,6 +34,7 @@ import orjson
 import structlog
 
 from shared.auth import Principal
+from shared.contract import headers
 from shared.errors import BadRequest, Conflict
 
 from core_ledger.domain import Command
@@ -45,16 +46,16 @@ from core_ledger.writer import Result
 log = structlog.get_logger("croupier.ledger.fencing")
 
 EPOCH_CLAIM_ROLES = frozenset({"edge", "replica"})  # the only credentials whose X-Ledger-Epoch is heard
-EPOCH_CLAIM_DIGITS_MAX = 18
 
 
 def claimed_epoch(raw: str | None) -> int | None:
     """A caller's `X-Ledger-Epoch` header as the epoch it claims (None without the header)."""
     if raw is None:
         return None
-    if not raw.isdigit() or len(raw) > EPOCH_CLAIM_DIGITS_MAX:
+    epoch = headers.epoch_of(raw)
+    if epoch is None:
         raise BadRequest(f"{EPOCH_HEADER}: a non-negative integer is required", field=EPOCH_HEADER)
-    return int(raw)
+    return epoch
 
 
 PEER_ANSWER_BYTES_MAX = 4096  # a /readyz body is ~150 bytes

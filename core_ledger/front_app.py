@@ -56,7 +56,7 @@ from core_ledger.front_channel import (
     submit_message,
     tokens_of,
 )
-from core_ledger.fronts import FRONT_ROUTES
+from core_ledger.fronts import FRONT_ROUTES, RELAY_ROUTE
 from core_ledger.http import ROUTES
 
 log = structlog.get_logger("croupier.ledger.front")
@@ -191,7 +191,7 @@ async def relay(request: web.Request) -> web.StreamResponse:
     try:
         async with request.app[RELAY].request(
             request.method,
-            URL("http://ledger" + request.raw_path, encoded=True),  # the path as sent, not re-encoded
+            URL("http://ledger" + relay_target(request), encoded=True),
             headers=sent,
             data=body,
             allow_redirects=False,
@@ -212,6 +212,13 @@ async def relay(request: web.Request) -> web.StreamResponse:
             raise  # the answer had begun: the connection is cut, as the ledger's own would be
         log.warning("ledger_front_relay_failed", route=request.path, error=repr(e))
         raise Unavailable("the ledger process is not answering", code="ledger_unavailable") from None
+
+
+def relay_target(request: web.Request) -> str:
+    """The path and query as sent, not re-encoded; of an absolute-form target
+    (`GET http://host/v1/limits`), its path and query only."""
+    raw = request.raw_path
+    return raw if raw.startswith("/") else request.rel_url.raw_path_qs
 
 
 def front_routes() -> list[Route]:
@@ -241,7 +248,7 @@ def create_front_app(
     app[SUBMIT] = remote.submit
     for route in front_routes():
         app.router.add_route(route.method, route.path, route.handler)
-    app.router.add_route("*", "/{tail:.*}", relay)
+    app.router.add_route("*", RELAY_ROUTE, relay)
 
     def announce_epoch(request: web.Request, response: web.StreamResponse) -> None:
         if not request.get(RELAYED):  # a relayed answer carries the ledger's own

@@ -29,13 +29,14 @@ from typing import Any
 import structlog
 
 from shared import auth
-from shared.contract.operations import MONEY_OPS
+from shared.contract import headers
+from shared.contract.operations import BATCH_OPS, MONEY_OPS
 from shared.errors import BadRequest, CroupierError, Forbidden, Unavailable
 from shared.metrics import HttpMetrics
 from shared.tracing import TraceMetrics
 
 from core_ledger.domain import Command
-from core_ledger.fencing import EPOCH_CLAIM_DIGITS_MAX, Fencing
+from core_ledger.fencing import Fencing
 from core_ledger.front_channel import (
     FRAME_BYTES_MAX,
     ChannelError,
@@ -57,12 +58,14 @@ from core_ledger.writer import Result
 
 log = structlog.get_logger("croupier.ledger.fronts")
 
-EPOCH_CLAIM_MAX = 10**EPOCH_CLAIM_DIGITS_MAX  # as the ledger's own handlers take
+EPOCH_CLAIM_MAX = 10**headers.EPOCH_DIGITS_MAX  # as the ledger's own handlers take
 HEALTHY_AFTER_S = 10.0  # a front that served this long resets the failure streak when it ends
 TOKENS_CHECK_S = 1.0  # credential reloads reach the fronts within this
 STOP_WAIT_S = 10.0  # a front's graceful stop, then it is killed
 WRITE_BUFFER_MAX = 4 * FRAME_BYTES_MAX  # answers a front does not read: it is stuck, and restarted
 FRONT_ROUTES = frozenset({*(op.path for op in MONEY_OPS.values()), "/v1/batch"})
+RELAY_ROUTE = "/{tail:.*}"  # a front's route for every other path, relayed to this process
+RELAY_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 def rebuilt(who: auth.Principal, commands: Sequence[Command]) -> list[Command]:
@@ -79,8 +82,11 @@ def rebuilt(who: auth.Principal, commands: Sequence[Command]) -> list[Command]:
         if command.principal != who.name or command.key is None:
             raise Forbidden("a forwarded command names another principal than its credential")
         raw = dict(command.request)
-        if who.role == "edge":  # what an edge may name in its body, as it named it
-            raw["client_id"], raw["via"] = command.key[0], command.via
+        if who.role == "edge":  # what an edge named in its body; its own name is the default
+            if command.key[0] != who.name:
+                raw["client_id"] = command.key[0]
+            if command.via is not None and command.via != who.name:
+                raw["via"] = command.via
         elif command.via is not None or command.key[0] != who.name:
             raise Forbidden("via and client_id are accepted only from an edge credential")
         own = money_command(command.type, raw, who)
@@ -101,8 +107,10 @@ class Fronts:
         http_metrics: HttpMetrics,
         trace_metrics: TraceMetrics,
         metrics: LedgerMetrics,
+        batch_actions_max: int,
     ) -> None:
         self.count = count
+        self._batch_actions_max = batch_actions_max
         self._argv = list(argv)  # the front command; `--channel-fd N` is appended
         self._service = service
         self._fencing = fencing
@@ -119,11 +127,13 @@ class Fronts:
         self._tasks.append(asyncio.create_task(self._push_state(), name="front-state"))
 
     async def stop(self) -> None:
+        """Cancel the fronts' tasks (each stops its front) and wait for all of them; a task that
+        had failed is logged, and the ledger's stop goes on."""
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for outcome in await asyncio.gather(*self._tasks, return_exceptions=True):
+            if isinstance(outcome, Exception):
+                log.error("ledger_fronts_task_failed", error=repr(outcome))
 
     async def _keep(self, index: int) -> None:
         """Front `index`, started again whenever it ends (whatever ended it: logged and counted)."""
@@ -222,6 +232,8 @@ class Fronts:
         refusal is answered at once. Returns the task of a claim that must be judged first."""
         try:
             who = self._tokens.authenticate(authorization)
+            if len(commands) > 1:  # only an edge's batch carries more than one
+                self._check_batch(who, commands)
             commands = rebuilt(who, commands)
             if claim is not None:
                 if not 0 <= claim < EPOCH_CLAIM_MAX:
@@ -237,6 +249,14 @@ class Fronts:
             self._refuse(n, outbox, e)
         return None
 
+    def _check_batch(self, who: auth.Principal, commands: list[Command]) -> None:
+        """Many commands in one submit: what `POST /v1/batch` admits, and no more (the writer takes
+        a submit as one job, never split: a front must not make one group of any size)."""
+        if who.role != "edge" or any(c.type not in BATCH_OPS for c in commands):
+            raise Forbidden("only an edge's batch of batchable actions forwards more than one command")
+        if len(commands) > self._batch_actions_max:
+            raise BadRequest(f"actions: at most {self._batch_actions_max} per batch", field="actions")
+
     async def _submit_once_judged(
         self, judging: Awaitable[None], n: int, commands: list[Command], outbox: Outbox
     ) -> None:
@@ -251,12 +271,17 @@ class Fronts:
         self._service.enqueue(commands).add_done_callback(partial(self._answered, n, outbox))
 
     def _answered(self, n: int, outbox: Outbox, future: asyncio.Future[list[Result]]) -> None:
+        """Every submit gets one answer (a callback's exception would only reach the loop's log
+        and leave the front's request waiting)."""
         if future.cancelled():  # the writer stopped before committing them
             self._refuse(n, outbox, Unavailable("the ledger is stopping", code="ledger_unavailable"))
-        elif (error := future.exception()) is not None:
-            self._refuse(n, outbox, error)
-        else:
+            return
+        try:
             self._send(outbox, results_message(n, self._service.epoch, future.result()))
+        # An operating error is answered as itself; anything else (answers over the frame bound
+        # too) is a bug, logged with its traceback by `_refuse` and answered 500 `internal_error`.
+        except Exception as e:  # noqa: BLE001
+            self._refuse(n, outbox, e)
 
     def _refuse(self, n: int, outbox: Outbox, error: BaseException) -> None:
         """A whole submit refused: an operating error as it is, a bug as the ledger's own handlers
@@ -264,7 +289,13 @@ class Fronts:
         if not isinstance(error, CroupierError):
             log.error("unhandled error", route="front submit", exc_info=error)
             error = CroupierError("an internal error occurred; it has been logged")
-        self._send(outbox, refused_message(n, self._service.epoch, error))
+        try:
+            self._send(outbox, refused_message(n, self._service.epoch, error))
+        # Not even a refusal leaves: logged, and the channel cut, so the front answers what waits
+        # 503 and ends, which the ledger counts (the `fronts` task) before it starts it again.
+        except Exception:
+            log.exception("ledger_front_answer_failed")
+            outbox.writer.transport.abort()
 
     @staticmethod
     def _send(outbox: Outbox, reply: list[Any]) -> None:
@@ -274,13 +305,15 @@ class Fronts:
             log.error("ledger_front_stuck", buffered_bytes=outbox.buffered_bytes)
             outbox.writer.transport.abort()
             return
-        outbox.send(reply)
+        outbox.send(reply)  # raises ChannelError for a frame over the bound: nothing is queued then
 
     def _observe(self, observations: list[tuple[str, str, int, float]]) -> None:
         """A front's answered requests into this process's `http_request_duration_seconds`: only
         the routes a front serves, so a broken front cannot grow the metric's label sets."""
         for route, method, status, seconds in observations:
-            if route in FRONT_ROUTES and method == "POST" and 100 <= status <= 599 and 0 <= seconds < 3600:
+            served = route in FRONT_ROUTES and method == "POST"
+            relayed = route == RELAY_ROUTE and method in RELAY_METHODS  # the front's own answer: 503, 413
+            if (served or relayed) and 100 <= status <= 599 and 0 <= seconds < 3600:
                 self._http_metrics.request_duration(route, method, status).observe(seconds)
 
     async def _push_state(self) -> None:
@@ -290,22 +323,20 @@ class Fronts:
         while True:
             await asyncio.sleep(TOKENS_CHECK_S)
             entries, epoch = self._tokens.entries, self._service.epoch
-            messages = []
-            if entries is not sent_tokens:
-                sent_tokens = entries
-                messages.append(tokens_message(entries))
-            if epoch != sent_epoch:
-                sent_epoch = epoch
-                messages.append(epoch_message(epoch))
+            if entries is sent_tokens and epoch == sent_epoch:
+                continue
             for outbox in list(self._outboxes.values()):
                 try:
-                    for message in messages:
-                        outbox.send(message)
+                    if entries is not sent_tokens:
+                        outbox.send(tokens_message(entries))
+                    if epoch != sent_epoch:
+                        outbox.send(epoch_message(epoch))
                 # A bug: logged, and that front's channel cut, so it ends, is counted as the
                 # `fronts` task's failure and starts again with the credentials and epoch of now.
                 except Exception:
                     log.exception("ledger_front_push_failed")
                     outbox.writer.transport.abort()
+            sent_tokens, sent_epoch = entries, epoch
 
 
 async def _end(process: asyncio.subprocess.Process) -> None:

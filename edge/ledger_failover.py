@@ -27,7 +27,6 @@ from edge.ledger_problems import AttemptFailed
 log = structlog.get_logger("croupier.edge.ledger")
 
 EPOCH_HEADER = headers.LEDGER_EPOCH
-EPOCH_DIGITS_MAX = 18  # a longer announced epoch is ignored (it would not fit the ledger's integers)
 
 
 class LedgerFailover:
@@ -107,6 +106,6 @@ class LedgerFailover:
 
     def learn_epoch(self, answer_headers: Mapping[str, str]) -> None:
         """Follow the epoch a ledger announced in its answer (epochs only grow)."""
-        raw = answer_headers.get(EPOCH_HEADER, "")
-        if raw.isdigit() and len(raw) <= EPOCH_DIGITS_MAX:
-            self.epoch_seen = max(self.epoch_seen, int(raw))
+        epoch = headers.epoch_of(answer_headers.get(EPOCH_HEADER, ""))  # anything else is ignored
+        if epoch is not None:
+            self.epoch_seen = max(self.epoch_seen, epoch)

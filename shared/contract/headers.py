@@ -12,3 +12,14 @@ JOURNAL_HEAD = "X-Journal-Head"  # answer of GET /v1/journal: the primary's head
 JOURNAL_ACKNOWLEDGED = "X-Journal-Acknowledged"  # answer of GET /v1/journal: what may have been answered
 
 BEARER_REALM = "croupier"
+
+EPOCH_DIGITS_MAX = 18  # an epoch of more digits would not fit the ledger's integers
+
+
+def epoch_of(raw: str) -> int | None:
+    """The epoch an `X-Ledger-Epoch` value names: ASCII digits, at most EPOCH_DIGITS_MAX of them;
+    None for anything else. (`str.isdigit` alone also takes "²", which `int` refuses, and "١٢",
+    which `int` reads as 12.)"""
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > EPOCH_DIGITS_MAX:
+        return None
+    return int(raw)

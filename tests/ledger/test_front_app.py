@@ -21,7 +21,7 @@ from shared.errors import Unavailable
 
 from core_ledger import front_app
 from core_ledger.domain import Command
-from core_ledger.front_app import EPOCH_CLAIM, RemoteLedger
+from core_ledger.front_app import EPOCH_CLAIM, RemoteLedger, relay_target
 from core_ledger.front_channel import (
     FRAME_BYTES_MAX,
     ChannelError,
@@ -182,3 +182,14 @@ async def test_the_ledgers_epoch_pushed_is_the_one_a_front_answers_with(channel:
     with pytest.raises(ChannelError):
         await asyncio.wait_for(serving, WAIT_S)
     assert remote.epoch == 4
+
+
+@pytest.mark.parametrize(
+    ("sent", "relayed"),
+    [
+        ("/v1/a%2Fb?q=%20x", "/v1/a%2Fb?q=%20x"),  # as sent, not re-encoded
+        ("http://ledger.example/v1/limits?x=1", "/v1/limits?x=1"),  # absolute form: its path and query only
+    ],
+)
+def test_a_relayed_target_is_the_path_and_query_as_sent(sent: str, relayed: str) -> None:
+    assert relay_target(make_mocked_request("GET", sent)) == relayed

@@ -19,10 +19,12 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+from shared.auth import Principal
 from shared.errors import CroupierError
 from shared.tracing import TraceMetrics
 from shared.web import HTTP_METRICS_KEY, TOKENS_KEY
 
+from core_ledger import fronts as fronts_module
 from core_ledger.app_keys import FENCING, SERVICE
 from core_ledger.domain import Command
 from core_ledger.front_channel import (
@@ -34,15 +36,17 @@ from core_ledger.front_channel import (
     command_of,
     frame,
     observed_message,
+    results_message,
     spans_message,
     submit_message,
     tokens_of,
 )
-from core_ledger.fronts import Fronts
+from core_ledger.fronts import Fronts, rebuilt
 from core_ledger.metrics import LedgerMetrics
 from tests.support.ledger import NAMES, TOKENS, Api, bet
 
 READ_TIMEOUT_S = 5.0
+BATCH_ACTIONS_MAX = 8
 
 
 @dataclass
@@ -97,6 +101,7 @@ async def front(api: Api) -> AsyncIterator[tuple[Front, Fronts, CollectorRegistr
         app[HTTP_METRICS_KEY],
         TraceMetrics(registry),
         LedgerMetrics(registry),
+        BATCH_ACTIONS_MAX,
     )
     ours, theirs = socket.socketpair()
     reader, writer = await asyncio.open_connection(sock=ours, limit=FRAME_BYTES_MAX)
@@ -238,6 +243,88 @@ async def test_a_lying_fronts_request_is_validated_as_the_ledgers_own_handler_va
     assert api.client.app[SERVICE].halted is None
 
 
+def test_an_edges_own_name_is_not_put_into_its_request_as_client_id_or_via() -> None:
+    # Token names need not be ids: the ledger's own handler takes the credential's name as the
+    # default client id and via without validating it as a body member, and so must `rebuilt`.
+    who = Principal("edge eu#1", "edge")
+    forwarded = Command("bet", bet("n1"), who.name, (who.name, "n1"), who.name)
+    [own] = rebuilt(who, [forwarded])
+    assert (own.key, own.via) == ((who.name, "n1"), who.name)
+    named = Command("bet", bet("n2"), who.name, ("game-7", "n2"), "edge-eu")  # named in the body: validated
+    [own] = rebuilt(who, [named])
+    assert (own.key, own.via) == (("game-7", "n2"), "edge-eu")
+
+
+@pytest.mark.parametrize(
+    ("what", "role", "commands", "code"),
+    [
+        ("a cashier's two deposits", "cashier", [cashier_deposit("m1"), cashier_deposit("m2")], "forbidden"),
+        (
+            "an edge's batch over batch_actions_max",
+            "edge",
+            [money("bet", bet(f"m{i}", 1)) for i in range(BATCH_ACTIONS_MAX + 1)],
+            "validation_error",
+        ),
+    ],
+)
+async def test_a_submit_of_many_commands_is_only_what_a_batch_admits(
+    front: Any, api: Api, what: str, role: str, commands: list[Command], code: str
+) -> None:
+    channel, _, _ = front
+    head = api.client.app[SERVICE].head.sequence
+    _, outcome = await channel.submit(commands, role=role)
+    assert isinstance(outcome, CroupierError) and outcome.code == code, (what, outcome)
+    assert api.client.app[SERVICE].head.sequence == head, f"{what}: nothing journaled"
+    # A batch within the bound goes through.
+    _, results = await channel.submit([money("bet", bet(f"ok{i}", 1)) for i in range(BATCH_ACTIONS_MAX)])
+    assert isinstance(results, list) and [status for status, _ in results] == [201] * BATCH_ACTIONS_MAX
+
+
+async def test_answers_over_the_frame_bound_are_refused_as_a_bug_and_the_retry_replays_them(
+    front: Any, api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    channel, _, _ = front
+
+    def oversized(n: int, epoch: int, results: list[Any]) -> list[Any]:
+        return [*results_message(n, epoch, results), "x" * FRAME_BYTES_MAX]
+
+    monkeypatch.setattr(fronts_module, "results_message", oversized)
+    _, outcome = await channel.submit([money("bet", bet("big1", 300))])
+    assert isinstance(outcome, CroupierError) and outcome.code == "internal_error", outcome
+    assert await balance(api) == 10_000 - 300  # committed: the answer, not the bet, was lost
+    monkeypatch.undo()
+    _, again = await channel.submit([money("bet", bet("big1", 300))])
+    assert isinstance(again, list) and again[0][0] == 200 and again[0][1]["replayed"] is True  # a replay
+    assert await balance(api) == 10_000 - 300
+
+
+async def test_when_not_even_a_refusal_can_be_sent_the_channel_is_cut(
+    front: Any, api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    channel, _, _ = front
+
+    def broken(*args: Any) -> list[Any]:
+        raise RuntimeError("a bug building answers")
+
+    monkeypatch.setattr(fronts_module, "results_message", broken)
+    monkeypatch.setattr(fronts_module, "refused_message", broken)
+    channel.writer.write(frame(submit_message(1, f"Bearer {TOKENS['edge']}", None, [money("bet", bet("cut1"))])))
+    with pytest.raises(asyncio.IncompleteReadError):  # the front reads the end of its channel: it stops
+        await channel.read()
+
+
+async def test_a_failed_task_does_not_stop_the_fronts_stop(front: Any) -> None:
+    _, fronts, _ = front
+
+    async def failing() -> None:
+        raise RuntimeError("a bug in a front's task")
+
+    fronts._tasks = [asyncio.create_task(failing()), asyncio.create_task(asyncio.sleep(60))]
+    await asyncio.sleep(0)
+    await asyncio.wait_for(fronts.stop(), READ_TIMEOUT_S)  # logged, not raised: the ledger's stop goes on
+    assert all(task.done() for task in fronts._tasks)
+
+
 async def test_a_malformed_epoch_claim_is_refused_and_changes_nothing(front: Any, api: Api) -> None:
     channel, _, _ = front
     _, outcome = await channel.submit([money("bet", bet("c1"))], claim=10**19)
@@ -307,6 +394,8 @@ async def test_observed_requests_reach_the_http_metric_for_front_routes_only(fro
         ("/v1/bets", "GET", 200, 0.001),
         ("/v1/bets", "POST", 999, 0.001),
         ("/v1/bets", "POST", 201, -5.0),
+        ("/{tail:.*}", "GET", 503, 0.002),  # a relayed route the front answered itself
+        ("/{tail:.*}", "BREW", 503, 0.002),  # a method no route has: would grow the label sets
     ]
     channel.writer.write(frame(observed_message(observations)))
     channel.writer.write(frame(submit_message(1, f"Bearer {TOKENS['edge']}", None, [money("bet", bet("o1"))])))
@@ -315,6 +404,7 @@ async def test_observed_requests_reach_the_http_metric_for_front_routes_only(fro
     assert status == 200
     assert _count(text, "/v1/bets") >= 2
     assert 'route="/v1/invented/{x}"' not in text
+    assert _count(text, "/{tail:.*}") == 1 and 'method="BREW"' not in text
     assert 'status="999"' not in text
 
 
