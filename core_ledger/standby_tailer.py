@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -207,13 +207,19 @@ class StandbyTailer:
                     raise StandbyDiverged(after, str(problem.get("detail", "")))
             if resp.status != 200:
                 raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status)
-            self.primary_head = int(resp.headers.get(HEAD_HEADER, "0"))
-            self.primary_acked = max(self.primary_acked, int(resp.headers.get(ACKED_HEADER, "0")))
-            self.primary_epoch = int(resp.headers.get(EPOCH_HEADER, "0")) or None
+            primary_head = _sequence_header(resp.headers, HEAD_HEADER)
+            acked = _sequence_header(resp.headers, ACKED_HEADER)
+            if acked > primary_head:
+                raise ValueError(f"{ACKED_HEADER} {acked} is beyond {HEAD_HEADER} {primary_head}")
+            self.primary_head = primary_head
+            self.primary_acked = max(self.primary_acked, acked)
+            self.primary_epoch = _sequence_header(resp.headers, EPOCH_HEADER) or None
             text = await resp.text()
         if self.primary_epoch is not None:
             await self.service.heard_of_epoch(self.primary_epoch)
-        rows = [(after + i + 1, line) for i, line in enumerate(text.splitlines()) if line]
+        rows = [(after + i + 1, line) for i, line in enumerate(journal_lines(text))]
+        if len(rows) > s.page_limit:
+            raise ValueError(f"a journal page of {len(rows)} entries, over the {s.page_limit} asked for")
         if rows:
             # Shielded: cancelling the tailer (stop) does not cut the apply; stop waits for it.
             self._applying = applying = asyncio.ensure_future(self.service.apply_replicated(rows))
@@ -235,3 +241,25 @@ class StandbyTailer:
             at = orjson.loads(rows[-1][1])["transaction"]["committed_at"]
             age = self._clock().timestamp() - datetime.fromisoformat(at).timestamp()
             self.metrics.lag_seconds.set(max(0.0, age))
+
+
+def journal_lines(page: str) -> list[str]:
+    """The entries of a journal page: one per line, each line ended by "\n". Only "\n" ends one:
+    `str.splitlines` also splits at U+2028, U+2029 and U+0085, which the JSON of an entry may hold
+    unescaped inside a string (a bet's metadata), and cut that entry in pieces."""
+    lines = page.split("\n")
+    if lines[-1] != "":
+        raise ValueError("a journal page does not end with a whole line")
+    return lines[:-1]
+
+
+def _sequence_header(answer_headers: Mapping[str, str], name: str) -> int:
+    """A sequence or epoch header of the primary's answer (0 when absent): ASCII digits, at most
+    18 of them (a larger one would overflow the store's integers once kept), else ValueError."""
+    raw = answer_headers.get(name)
+    if raw is None:
+        return 0
+    value = headers.epoch_of(raw)
+    if value is None:
+        raise ValueError(f"{name}: {raw[:40]!r} is not a non-negative integer of at most 18 digits")
+    return value

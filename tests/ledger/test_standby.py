@@ -5,13 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
+import pytest
+from aiohttp import web
 
 from core_ledger.app import create_app
 from core_ledger.app_keys import SERVICE, STANDBY
 from core_ledger.domain.state import TABLES
 from core_ledger.replica_apply import ReplicationError
-from core_ledger.standby_tailer import StandbySettings
+from core_ledger.standby_tailer import StandbySettings, journal_lines
 from tests.support.clock import FakeClock
 from tests.support.ledger import TOKENS, Api, bet, ledger_config, standby_of
 from tests.support.polling import wait_for
@@ -97,3 +100,63 @@ async def test_promoted_standby_takes_writes_in_a_higher_epoch(
     assert report["ok"] and report["head_sequence"] == head.sequence + 1
     assert (await standby.get("", "/readyz"))[0] == 200
     assert (await standby.post("admin_write", "/admin/v1/promote"))[1]["epoch"] == head.epoch + 1  # no-op now
+
+
+async def test_an_entry_holding_unicode_line_separators_replicates_whole(
+    aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path, clock: FakeClock
+) -> None:
+    # orjson leaves U+2028, U+2029 and U+0085 unescaped in a string; `str.splitlines` splits at them.
+    primary_app = create_app(ledger_config(tmp_path / "primary"), clock=clock)
+    primary_server = await aiohttp_server(primary_app)
+    primary = Api(await aiohttp_client(primary_server))
+    standby_app = standby_of(primary_server, tmp_path / "standby", clock)
+    standby = Api(await aiohttp_client(standby_app))
+    await primary.player(deposit=1000)
+    note = {"note": "a\u2028b\u2029c\u0085d"}
+    assert (await primary.post("edge", "/v1/bets", bet("sep1", 10, metadata=note)))[0] == 201
+    assert (await primary.post("edge", "/v1/bets", bet("sep2", 10)))[0] == 201
+    head = primary_app[SERVICE].head
+    await wait_for(lambda: standby_app[SERVICE].head == head)
+    assert standby_app[STANDBY].broken_at is None
+    status, tx = await standby.get("edge", "/v1/transactions/sep1")
+    assert status == 200 and tx["metadata"] == note
+
+
+@pytest.mark.parametrize(
+    ("what", "answer_headers"),
+    [
+        ("an epoch past the store's integers", {"X-Ledger-Epoch": str(2**63 - 1)}),
+        ("an epoch in other digits", {"X-Ledger-Epoch": "²"}),
+        ("acknowledged beyond the head", {"X-Journal-Head": "1", "X-Journal-Acknowledged": str(10**17)}),
+        ("a head that is not a number", {"X-Journal-Head": "-1"}),
+    ],
+)
+async def test_a_primarys_lying_headers_fail_the_poll_and_change_nothing(
+    aiohttp_server: Any,
+    aiohttp_client: Any,
+    tmp_path: Path,
+    clock: FakeClock,
+    what: str,
+    answer_headers: dict[str, str],
+) -> None:
+    async def journal(request: web.Request) -> web.Response:
+        return web.Response(text="", headers=answer_headers)
+
+    liar = web.Application()
+    liar.router.add_get("/v1/journal", journal)
+    server = await aiohttp_server(liar)
+    app = standby_of(server, tmp_path / "s", clock)
+    await aiohttp_client(app)
+    await app[STANDBY].stop()  # drive it by hand
+    epoch = app[SERVICE].epoch
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(ValueError):  # counted and retried with backoff, as an unreachable primary
+            await app[STANDBY].poll_once(session)
+    assert (app[SERVICE].epoch, app[SERVICE].head.sequence, app[STANDBY].primary_acked) == (epoch, 0, 0), what
+
+
+def test_a_journal_page_is_split_at_newlines_only() -> None:
+    assert journal_lines("") == []
+    assert journal_lines('{"a":"x\u2028y"}\n{"b":1}\n') == ['{"a":"x\u2028y"}', '{"b":1}']
+    with pytest.raises(ValueError):  # a page cut short: its last entry is not whole
+        journal_lines('{"b":1}\n{"c"')
