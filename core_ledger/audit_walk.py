@@ -86,6 +86,8 @@ class WalkReport(BaseModel):
         would start the next incremental audit after entries nobody checked."""
         if self.head_sequence > up_to_sequence or self.entries_checked != self.head_sequence:
             return False
+        if self.ok and self.head_sequence != up_to_sequence:  # a whole walk that passed reached it
+            return False
         return self.first_bad_sequence == (None if self.ok else self.head_sequence + 1)
 
 

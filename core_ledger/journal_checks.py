@@ -38,10 +38,12 @@ REBUILD_CACHE_MIB = 256
 async def verify_store(
     store: Store, up_to_sequence: int | None = None, *, since: Head | None = None, pace: Pace | None = None
 ) -> dict[str, Any]:
-    """Walk the journal (up to a sequence: a live journal keeps growing), page by page, checking
-    sequence, links, balance and hashes. With `since` (a head verified before), only the entries
-    after it, the first of them linked to its hash. With `pace`, in its pages and with its pauses
-    (a serving ledger); without, in pages of JOURNAL_PAGE at full speed (offline tools)."""
+    """Walk the journal (up to a sequence: a live journal keeps growing; else up to the stored
+    head), page by page, checking sequence, links, balance and hashes, and that the walk reaches
+    that sequence: a journal whose last entries are gone is not ok (`first_bad_sequence`: the first
+    one missing). With `since` (a head verified before), only the entries after it, the first of
+    them linked to its hash. With `pace`, in its pages and with its pauses (a serving ledger);
+    without, in pages of JOURNAL_PAGE at full speed (offline tools)."""
     start = since or Head()
     check, after = ChainCheck(head_sequence=start.sequence, head_hash=start.hash), start.sequence
     page = JOURNAL_PAGE if pace is None else pace.page
@@ -54,6 +56,10 @@ async def verify_store(
         after = rows[-1][0]
         if pace is not None:
             await pace.after_page(time.perf_counter() - started)
+    if check.ok:  # every entry there chained: the journal must also reach the head it should have
+        end = up_to_sequence if up_to_sequence is not None else (await store.head()).sequence
+        if check.head_sequence != end:  # cut short (rows deleted), or rows beyond the stored head
+            check.first_bad_sequence = check.head_sequence + 1
     return check.report()
 
 

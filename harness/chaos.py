@@ -526,7 +526,7 @@ async def _tailing(cluster: Cluster, name: str) -> bool:
                 async with http.get(
                     cluster.url(copy) + "/v1/journal", headers=h, params={"after_sequence": head - 1, "limit": 1}
                 ) as r:
-                    lines = (await r.text()).splitlines()
+                    lines = (await r.read()).splitlines()  # bytes: split at newlines only
                 hashes.append(json.loads(lines[0])["hash"] if lines else None)
     except (aiohttp.ClientError, TimeoutError, ValueError, KeyError):
         return False

@@ -36,7 +36,7 @@ from harness.journal_seed import SeedPlan, seed_commands, seed_store
 from tests.support.clock import FakeClock
 from tests.support.ledger import Api, ledger_config
 from tests.support.polling import wait_for
-from tests.support.tamper import rewrite_entry
+from tests.support.tamper import delete_last_entries, rewrite_entry
 
 PLAN = SeedPlan(120, 6, "EUR", 10_000, 100, ("slots-1",), "mega", ("slots-1",))
 
@@ -373,3 +373,28 @@ def test_a_child_whose_parent_is_gone_exits() -> None:
             for pipe in (child.stdin, child.stdout, child.stderr):
                 if pipe is not None:
                     pipe.close()
+
+
+@pytest.mark.parametrize("in_child", [True, False])
+async def test_a_journal_whose_last_entries_are_gone_does_not_verify(
+    aiohttp_client: Any, tmp_path: Path, clock: FakeClock, in_child: bool
+) -> None:
+    app, api, auditor = await _started(aiohttp_client, tmp_path, clock)
+    assert auditor.child_walk is not None
+    if not in_child:
+        auditor.child_walk.min_entries = 10**9  # this journal is walked in this process
+    for i in range(3):
+        await api.player(f"p{i}", deposit=100)
+    head = app[SERVICE].head.sequence
+    db = Path(auditor.child_walk.location["location"])
+    delete_last_entries(db, 2)  # every entry left still chains
+    status, report = await api.post("admin_read", "/admin/v1/audit/verify")
+    assert status == 200 and report["ok"] is False and report["first_bad_sequence"] == head - 1, report
+    _, metrics = await api.get("admin_read", "/metrics")
+    assert "ledger_audit_chain_ok 0.0" in metrics
+    offline = SqliteStore(db)  # as `croupier ledger verify` walks it: up to the stored head
+    await offline.open()
+    try:
+        assert (await verify_store(offline))["first_bad_sequence"] == head - 1
+    finally:
+        await offline.close()

@@ -24,3 +24,17 @@ def rewrite_entry(db: Path, sequence: int, change: Callable[[str], str]) -> None
         conn.commit()
     finally:
         conn.close()
+
+
+def delete_last_entries(db: Path, count: int) -> None:
+    """Delete the journal's last `count` entries (past the trigger that forbids it), leaving the
+    stored head and every derived row as they were: a journal cut short."""
+    conn = sqlite3.connect(db)
+    try:
+        conn.execute("DROP TRIGGER journal_no_delete")
+        [(last,)] = conn.execute("SELECT max(sequence) FROM journal").fetchall()
+        deleted = conn.execute("DELETE FROM journal WHERE sequence > ?", (last - count,))
+        assert deleted.rowcount == count
+        conn.commit()
+    finally:
+        conn.close()
