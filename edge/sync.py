@@ -32,6 +32,7 @@ import ssl
 import time
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import aiohttp
@@ -137,7 +138,7 @@ class SyncHub:
             )
             for p in self.peers
         }
-        self._tasks = TaskSet(self._failed)
+        self._tasks = TaskSet(self._failed, self._succeeded)
         self._http: aiohttp.ClientSession | None = None
         self._closing = False
 
@@ -303,12 +304,12 @@ class SyncHub:
             return
         link = self.links[peer] = _Link(peer, ws, self.limits.sync_queue_max, authorization, level)
         self.metrics.sync_peer_up.labels(peer).set(1)
-        tasks = [
-            asyncio.create_task(self._send_loop(link), name=f"sync-push-{peer}"),
-            asyncio.create_task(self._anti_entropy_loop(link), name=f"sync-anti-entropy-{peer}"),
-        ]
-        for task in tasks:  # a failed sender ends the link (counted unless the socket broke); the dialer reconnects
-            task.add_done_callback(lambda t: self._link_task_done(t, ws))
+        # A failed sender ends the link (counted under its label unless the socket broke); the dialer
+        # reconnects. The label is the task's kind: a peer id may hold "-" too.
+        tasks = []
+        for label, loop in (("sync-push", self._send_loop(link)), ("sync-anti-entropy", self._anti_entropy_loop(link))):
+            tasks.append(task := asyncio.create_task(loop, name=f"{label}-{peer}"))
+            task.add_done_callback(partial(self._link_task_done, ws=ws, label=label))
         try:
             async for msg in ws:
                 link.last_heard = time.monotonic()
@@ -330,16 +331,16 @@ class SyncHub:
             self.rounds[peer].link_ended(link.last_heard, self._rewind_margin_s)
             self.rounds[peer].must_advertise(link.recently_sent(link.last_heard - self._rewind_margin_s))
 
-    def _link_task_done(self, task: asyncio.Task[Any], ws: Any) -> None:
+    def _link_task_done(self, task: asyncio.Task[Any], ws: Any, label: str) -> None:
         if task.cancelled():
             return
         error = task.exception()
         if error is None:
             return
-        if isinstance(error, (aiohttp.ClientError, ConnectionError, TimeoutError)):
+        if _peer_went_away(error):
             log.debug("sync link task ended", task=task.get_name(), error=repr(error))
         else:
-            self.health.failed(task.get_name().rsplit("-", 1)[0], error)
+            self.health.failed(label, error)
         self._spawn(ws.close(), "close")
 
     # --- per link -----------------------------------------------------------------------------
@@ -527,7 +528,21 @@ class SyncHub:
         self._tasks.spawn(coro, name)
 
     def _failed(self, task: asyncio.Task[Any], error: BaseException) -> None:
-        self.health.failed("sync", error)
+        """A one-shot task (a hint sent, a link closed) that failed: a bug is counted against
+        "sync"; a peer that went away while we wrote to it is none (it was counted for life, and
+        five of them turned /readyz red until a restart)."""
+        if _peer_went_away(error):
+            log.debug("sync task ended", task=task.get_name(), error=repr(error))
+        else:
+            self.health.failed("sync", error)
+
+    def _succeeded(self, task: asyncio.Task[Any]) -> None:
+        self.health.ok("sync")
+
+
+def _peer_went_away(error: BaseException) -> bool:
+    """The socket broke or timed out under us: the peer's doing or the network's, never a bug."""
+    return isinstance(error, (aiohttp.ClientError, ConnectionError, TimeoutError))
 
 
 def _max_epoch(update: bytes) -> int:

@@ -31,12 +31,18 @@ class OwnedTask:
 
 
 class TaskSet:
-    """Many short-lived owned tasks: a failure is reported to `on_failure`, and `cancel_all`
-    cancels and awaits whatever is still running (on shutdown)."""
+    """Many short-lived owned tasks: a failure is reported to `on_failure` (a success to
+    `on_success`, when given), and `cancel_all` cancels and awaits whatever is still running (on
+    shutdown)."""
 
-    def __init__(self, on_failure: Callable[[asyncio.Task[Any], BaseException], None]) -> None:
+    def __init__(
+        self,
+        on_failure: Callable[[asyncio.Task[Any], BaseException], None],
+        on_success: Callable[[asyncio.Task[Any]], None] | None = None,
+    ) -> None:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._on_failure = on_failure
+        self._on_success = on_success
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str | None = None) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro, name=name)
@@ -46,9 +52,13 @@ class TaskSet:
 
     def _done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
-        failure = None if task.cancelled() else task.exception()
+        if task.cancelled():
+            return
+        failure = task.exception()
         if failure is not None:
             self._on_failure(task, failure)
+        elif self._on_success is not None:  # a streak of failures ends with a success
+            self._on_success(task)
 
     async def cancel_all(self) -> None:
         for task in list(self._tasks):

@@ -301,3 +301,40 @@ async def test_a_peer_that_drops_its_link_is_no_background_failure_but_a_bug_in_
         return metric(server, "edge_background_failures_total", task="sync-accept") == unready_after
 
     await eventually(counted, timeout_s=5)
+
+
+async def test_one_shot_sync_tasks_a_peer_breaks_are_no_failure_and_a_success_ends_a_streak(edges, http):
+    """A hint or close written to a link that is closing fails with a connection error: routine.
+    Those were counted against "sync" for the process's whole life (nothing cleared it), so five
+    of them over days turned /readyz red until a restart."""
+    e = await edges("eu", "us")
+    us, server = e.url("us"), e.servers["us"]
+    hub, health = server.app[HUB], server.app[HEALTH]
+
+    async def closing_transport() -> None:
+        raise ConnectionResetError("Cannot write to closing transport")
+
+    async def bug() -> None:
+        raise KeyError("a bug")
+
+    async def fine() -> None:
+        return None
+
+    for _ in range(health._unready_after + 1):
+        hub._spawn(closing_transport(), "sync-hint")
+    await eventually(lambda: _settled(hub), timeout_s=5)
+    assert metric(server, "edge_background_failures_total", task="sync") == 0
+    assert (await get(http, us + "/readyz"))[0] == 200
+
+    for _ in range(health._unready_after):  # a bug in a one-shot task, again and again: counted, red
+        hub._spawn(bug(), "sync-hint")
+    await eventually(lambda: _settled(hub), timeout_s=5)
+    assert metric(server, "edge_background_failures_total", task="sync") == health._unready_after
+    assert (await get(http, us + "/readyz"))[0] == 503
+    hub._spawn(fine(), "sync-hint")  # and one that succeeds ends the streak
+    await eventually(lambda: _settled(hub), timeout_s=5)
+    assert (await get(http, us + "/readyz"))[0] == 200
+
+
+async def _settled(hub: Any) -> bool:
+    return not hub._tasks._tasks or all(t.get_name().startswith("sync-dial") for t in hub._tasks._tasks)
