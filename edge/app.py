@@ -149,7 +149,7 @@ def create_app(
         state,
         cfg.limits,
         metrics,
-        on_hint=reconciler.mark_dirty,
+        on_hint=reconciler.note_hints,
         catalog=catalog,
         health=health,
         session_state_bytes_max=cfg.session_state_bytes_max,

@@ -12,6 +12,7 @@ a peer's hint, start-up) and by a slow sweep over every known key, a bounded num
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import deque
 
 import structlog
@@ -31,7 +32,9 @@ from edge.state import EdgeState
 
 log = structlog.get_logger("croupier.edge.reconcile")
 
-SWEEP_KEYS_PER_ROUND = 20
+SWEEP_KEYS_PER_ROUND = 20  # of every round's budget, kept for the sweep
+HINTS_MAX = 1024  # peers' hints waiting at most; beyond, a hint is dropped (the sweep still comes by)
+HINT_KEYS_PER_ROUND = 40  # peers' hints reconciled in a round at most
 
 
 class Reconciler:
@@ -50,13 +53,24 @@ class Reconciler:
         self.catalog = catalog or JackpotCatalog(None, limits.jackpot_lookup_interval_s)
         self.health = health or TaskHealth(state.metrics, limits.background_failures_unready)
         self._dirty: dict[str, None] = {}  # insertion-ordered set of document names
+        self._hinted: dict[str, None] = {}  # the same, for what peers asked: never in `_dirty`'s place
         self._sweep: deque[str] = deque()
 
     def mark_dirty(self, names: list[str]) -> None:
+        """This edge's own reasons to reconcile (a payout, an effect that failed, start-up)."""
         for name in names:
-            kind, _, key = name.partition("/")
-            if kind in (JACKPOT, BONUS) and is_id(key) and len(self._dirty) < self.limits.ledger_queue_max:
+            if _reconcilable(name) and len(self._dirty) < self.limits.ledger_queue_max:
                 self._dirty[name] = None
+
+    def note_hints(self, names: list[str]) -> None:
+        """A peer's hint: reconcile these known documents soon. Peers are not trusted: their hints
+        wait apart, bounded (HINTS_MAX), and take at most HINT_KEYS_PER_ROUND of a round, so a
+        flood of them neither displaces this edge's own marks nor stops the sweep."""
+        for name in names:
+            if len(self._hinted) >= HINTS_MAX:
+                return
+            if _reconcilable(name) and self.state.replica.known(name):
+                self._hinted[name] = None
 
     async def reconcile(self, name: str) -> None:
         kind, _, key = name.partition("/")
@@ -168,16 +182,31 @@ class Reconciler:
             await asyncio.sleep(self.limits.reconcile_interval_s)
 
     def _next_round(self) -> list[str]:
+        """This edge's own marks first, then peers' hints, then the sweep, whose share of the
+        budget (SWEEP_KEYS_PER_ROUND) nothing else takes."""
         budget = self.limits.reconcile_keys_per_round_max
-        names = list(self._dirty)[:budget]
-        for name in names:
-            del self._dirty[name]
+        sweep_share = min(SWEEP_KEYS_PER_ROUND, budget // 2)
+        names = _take(self._dirty, budget - sweep_share)
+        names += _take(self._hinted, min(HINT_KEYS_PER_ROUND, budget - sweep_share - len(names)))
         if not self._sweep:
             self._sweep.extend(f"{JACKPOT}/{j}" for j in self.state.children(JACKPOT))
             self._sweep.extend(f"{BONUS}/{p}" for p in self.state.children(BONUS))
-        for _ in range(min(SWEEP_KEYS_PER_ROUND, budget - len(names), len(self._sweep))):
+        for _ in range(min(budget - len(names), len(self._sweep))):
             names.append(self._sweep.popleft())
         return list(dict.fromkeys(names))
+
+
+def _reconcilable(name: str) -> bool:
+    kind, _, key = name.partition("/")
+    return kind in (JACKPOT, BONUS) and is_id(key)
+
+
+def _take(names: dict[str, None], count: int) -> list[str]:
+    """The first `count` of an insertion-ordered set, removed from it."""
+    taken = list(itertools.islice(names, max(0, count)))
+    for name in taken:
+        del names[name]
+    return taken
 
 
 def _net(slot: BonusSlot) -> dict[str, int]:

@@ -338,3 +338,39 @@ async def test_one_shot_sync_tasks_a_peer_breaks_are_no_failure_and_a_success_en
 
 async def _settled(hub: Any) -> bool:
     return not hub._tasks._tasks or all(t.get_name().startswith("sync-dial") for t in hub._tasks._tasks)
+
+
+async def test_a_flood_of_reconcile_hints_displaces_neither_own_marks_nor_the_sweep(edges, http):
+    """Hints from a peer once shared the bounded set of this edge's own marks: ten frames of a
+    thousand made-up names filled it, and this edge's own marks (an effect that failed after the
+    ledger committed) were dropped, and every round went to the peer's names, none to the sweep."""
+    e = await edges("eu", "us")
+    us, server = e.url("us"), e.servers["us"]
+    await e.stop("eu")  # the hostile peer holds eu's credential
+    reconciler = server.app[SERVICE].reconciler
+    reconciler.limits = dataclasses.replace(reconciler.limits, reconcile_interval_s=3600.0)  # rounds by hand
+    peer = Hostile("eu")
+    try:
+        await peer.connect(us)
+        for i in range(10):
+            names = [f"bonus/fake-{i}-{n}" for n in range(1000)]
+            await peer.send_text({"reconcile": names})
+        await peer.write("jackpot/mega", "eu", jackpot_slot(1, 5))  # a document us knows from now on
+
+        async def heard() -> bool:
+            return server.app[SERVICE].state.replica.known("jackpot/mega")
+
+        await eventually(heard, timeout_s=5)
+        await peer.send_text({"reconcile": ["jackpot/mega"]})
+        await eventually(lambda: _hinted(reconciler), timeout_s=5)
+    finally:
+        await peer.close()
+    assert len(reconciler._hinted) == 1, "hints for documents this edge does not know are dropped"
+    reconciler.mark_dirty(["bonus/p-own"])  # this edge's own reason to reconcile
+    names = reconciler._next_round()
+    assert names[0] == "bonus/p-own" and "jackpot/mega" in names
+    assert not any(name.startswith("bonus/fake-") for name in names)
+
+
+async def _hinted(reconciler: Any) -> bool:
+    return "jackpot/mega" in reconciler._hinted

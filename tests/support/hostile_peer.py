@@ -61,3 +61,8 @@ class Hostile:
     async def send(self, entries: list[tuple[str, bytes]]) -> None:
         assert self.ws is not None
         await self.ws.send_bytes(protocol.encode_frame(entries))
+
+    async def send_text(self, message: dict[str, Any]) -> None:
+        """A text frame (a hint, a hello) of any content."""
+        assert self.ws is not None
+        await self.ws.send_str(orjson.dumps(message).decode())
