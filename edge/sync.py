@@ -495,6 +495,7 @@ class SyncHub:
             doc_bytes_max=self.limits.sync_doc_bytes_max,
             session_state_bytes_max=self._session_state_bytes_max,
             now=self.state.clock(),
+            own_client=self.state.replica.client_id,
         )
 
     def _admit(self, link: _Link, rules: admission.Rules, name: str, doc: Any, update: bytes) -> admission.Verdict:

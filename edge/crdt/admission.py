@@ -116,6 +116,9 @@ class Rules:
     session_state_bytes_max: int
     now: float
     ts_skew_s: float = 300.0  # write times further in the future are refused (session last-writer-wins)
+    # This edge's own client id, with which only it writes (a fresh one each start): a peer's new
+    # item under it is forged. None: no such check (a replica that never writes).
+    own_client: int | None = None
 
 
 @dataclass(frozen=True)
@@ -196,6 +199,10 @@ def admit(
         # Nothing new (a live push and an anti-entropy answer crossed): applying it could only
         # delete, and no deletion is let to blank a slot, so it would change nothing.
         return Verdict(NOTHING_NEW)
+    if rules.own_client is not None and any(
+        i.client == rules.own_client and i.clock + i.length > facts.clocks.get(i.client, 0) for i in parsed.items
+    ):  # an honest peer only ever hands back what this edge wrote, which it holds
+        return refuse(FOREIGN_AUTHOR, "an item under this edge's own client id that it never wrote")
     new_keys, refused = _check_authors(parsed, facts, rules.owners)
     if refused is not None:
         return refused

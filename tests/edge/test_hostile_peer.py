@@ -8,11 +8,12 @@ import dataclasses
 import sqlite3
 from typing import Any
 
-from pycrdt import Map
+from pycrdt import Doc, Map
 
 from shared.web import REGISTRY_KEY
 
 from edge.app_keys import HEALTH, HUB, SERVICE
+from edge.crdt import protocol
 from tests.support.hostile_peer import Hostile
 from tests.support.polling import eventually
 
@@ -374,3 +375,31 @@ async def test_a_flood_of_reconcile_hints_displaces_neither_own_marks_nor_the_sw
 
 async def _hinted(reconciler: Any) -> bool:
     return "jackpot/mega" in reconciler._hinted
+
+
+async def test_a_peer_cannot_write_under_this_edges_own_client_id(edges, http):
+    """A pycrdt client id names its edge, so an item under this edge's own id passed the author
+    check when it wrote this edge's own slot: a forged display value or session, which peers
+    would keep and this edge's next real write at that clock would lose to."""
+    e = await edges("eu", "us")
+    us, server = e.url("us"), e.servers["us"]
+    await e.stop("eu")
+    replica = server.app[SERVICE].state.replica
+    before = metric(server, "edge_sync_rejected_updates_total", peer="eu", reason="foreign_author")
+    peer = Hostile("eu")
+    try:
+        await peer.connect(us)
+        forged = Doc(client_id=replica.client_id)  # us's own client id, at a clock us never reached
+        state = forged.get_state()
+        forged.get("slots", type=Map)["us"] = jackpot_slot(1, 10**9)
+        await peer.send([("jackpot/mega", protocol.update_message(forged.get_update(state)))])
+
+        async def refused() -> bool:
+            after = metric(server, "edge_sync_rejected_updates_total", peer="eu", reason="foreign_author")
+            return after == before + 1
+
+        await eventually(refused, timeout_s=5)
+    finally:
+        await peer.close()
+    doc = replica.live("jackpot/mega")
+    assert doc is None or "us" not in doc.get("slots", type=Map) or doc.get("slots", type=Map)["us"]["p"] != 10**9
