@@ -81,6 +81,7 @@ def _jackpot_body(jackpot_id: str, view: JackpotView) -> dict[str, Any]:
 
 
 EDGE_MONEY_OPS = MONEY_OPERATIONS  # what game servers send here
+SESSION_STORED_WAIT_S = 5.0  # a game state save waits this long for its local commit, then 503
 
 
 class EdgeService:
@@ -279,6 +280,10 @@ class EdgeService:
         ts = max(self.state.clock(), latest[1].ts + 1e-6 if latest else 0.0)
         record = SessionRecord(text, rfc3339(ts), ts)
         self.state.write(name, lambda d: write_slot(d, self.edge_id, record.encode()))
+        # Answered once stored here: a save acknowledged and lost to a crash of this process would
+        # give a player who comes back an older state (no ledger copy repairs a session).
+        if not await self.state.store.barrier(SESSION_STORED_WAIT_S):
+            raise Unavailable("the game state was not stored in time; save it again", code="storage_unavailable")
         return {
             "player_id": player_id,
             "game_id": game_id,

@@ -8,6 +8,7 @@ import time
 import aiohttp
 from openapi_spec_validator import validate as validate_openapi
 
+from edge.app_keys import SERVICE
 from tests.support.edges import peer_token
 from tests.support.polling import eventually
 
@@ -212,3 +213,28 @@ async def test_a_link_whose_handshake_ends_after_the_edge_began_to_close_is_not_
 
     await asyncio.wait_for(hub._run("eu", Socket()), 2)
     assert "eu" not in hub.links
+
+
+async def test_a_saved_game_state_is_answered_only_once_stored(edges, http):
+    """A save answered before its local commit is lost to a crash of the edge in between: the
+    player who comes back gets an older state, and no ledger copy repairs a session."""
+    e = await edges("eu")
+    eu, app = e.url("eu"), e.servers["eu"].app
+    store = app[SERVICE].state.store
+    real_commit, release = store._commit, asyncio.Event()
+
+    async def held_commit(ops):
+        await release.wait()
+        await real_commit(ops)
+
+    store._commit = held_commit
+    saving = asyncio.create_task(http.put(eu + "/v1/players/p1/session/slots", json={"state": {"step": 7}}))
+    try:
+        await asyncio.sleep(0.3)
+        answered_early = saving.done()
+    finally:
+        release.set()  # the edge's store goes on, whatever the assertions say
+    async with await asyncio.wait_for(saving, 5) as r:
+        assert r.status == 200
+    assert not answered_early, "answered before the state was stored"
+    assert store._committed >= store._enqueued
