@@ -39,7 +39,7 @@ import orjson
 from shared.migrations import latest
 
 from core_ledger.domain import ENTRY_FORMAT, ChainCheck, State, fold
-from core_ledger.domain.journal import GENESIS_HASH
+from core_ledger.domain.journal import EPOCH_MAX, GENESIS_HASH
 from core_ledger.domain.state import LATER_TABLES, TABLES
 from core_ledger.store import SqliteStore, Store
 from core_ledger.store.base import Head, JournalRow
@@ -246,6 +246,11 @@ def _check_chain(backup: Path, head: Head) -> dict[str, Any]:
             f"the manifest's head {head.sequence} ({head.hash})",
             first_bad_sequence=bad,
             file=JOURNAL,
+        )
+    if not (check.head_epoch or 0) <= head.epoch <= EPOCH_MAX:  # a promotion raises it, nothing lowers it
+        raise BackupInvalid(
+            f"the manifest's epoch {head.epoch} is below its journal's last ({check.head_epoch}) or out of range",
+            file=MANIFEST,
         )
     return check.report()
 

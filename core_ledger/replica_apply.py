@@ -44,6 +44,8 @@ class ReplicaApply:
         # Test-only fault point: seconds a standby apply pauses before its commit (chaos runs).
         self.apply_fault_delay: Callable[[], float] = lambda: 0.0
         self._head_stale = False  # an apply failed or was cut, reload the head before the next
+        # The epoch of the last entry applied here (None until one is): the next page's may not be lower.
+        self._last_epoch: int | None = None
 
     async def apply(self, rows: list[tuple[int, str]]) -> None:
         """Verify (sequence, text) journal rows against the local head and apply them with the
@@ -53,7 +55,9 @@ class ReplicaApply:
         overlay = self._overlay
         if self._head_stale:  # a previous apply failed or was cut: start from what is stored
             await self._reload_head()
-        check = ChainCheck(head_sequence=overlay.head.sequence, head_hash=overlay.head.hash)
+        check = ChainCheck(
+            head_sequence=overlay.head.sequence, head_hash=overlay.head.hash, head_epoch=self._last_epoch
+        )
         if not check.feed(rows):
             raise ReplicationError(
                 f"the primary's journal does not verify at {check.first_bad_sequence}", check.first_bad_sequence
@@ -75,6 +79,7 @@ class ReplicaApply:
             with contextlib.suppress(Exception):
                 await self._reload_head()
             raise
+        self._last_epoch = check.head_epoch
         overlay.rows.forget_entries(head.sequence)
         overlay.head = overlay.committed = head
         overlay.commits.advance(head.sequence)

@@ -106,6 +106,7 @@ def sealed(
 
 
 _HASHED_PREFIX = b'{"epoch":%d,"format":%d,'
+EPOCH_MAX = 10**18 - 1  # an epoch fits the stores' integers with room to add one (X-Ledger-Epoch: 18 digits)
 
 
 def entry_text(entry: Entry | dict[str, Any]) -> str:
@@ -121,6 +122,9 @@ class ChainCheck:
     head_sequence: int = 0
     head_hash: str = GENESIS_HASH
     first_bad_sequence: int | None = None
+    # The epoch of the last entry checked (None: not known yet). Epochs never go down along the
+    # chain (a promotion raises them); one that does, or is no integer of the epochs' range, is bad.
+    head_epoch: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -146,16 +150,19 @@ class ChainCheck:
             refuse_floats(entry)
             stored_hash = entry.pop("hash")
             entry_format(entry)
+            epoch = entry["epoch"]
             good = (
                 entry["sequence"] == sequence
                 and entry["prev_hash"] == self.head_hash
+                and type(epoch) is int
+                and (self.head_epoch or 0) <= epoch <= EPOCH_MAX
                 and postings_balanced(entry["postings"])
                 and chain_hash(self.head_hash, entry) == stored_hash
             )
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AssertionError, AttributeError):
             return False
         if good:
-            self.head_sequence, self.head_hash = sequence, stored_hash
+            self.head_sequence, self.head_hash, self.head_epoch = sequence, stored_hash, epoch
         return good
 
     def report(self) -> dict[str, Any]:

@@ -213,6 +213,10 @@ async def test_a_tampered_table_file_or_manifest_is_refused(loaded: Api, tmp_pat
     (backup / "manifest.json").write_bytes(orjson.dumps({**manifest, "head_sequence": manifest["head_sequence"] - 1}))
     with pytest.raises(BackupInvalid, match="manifest's head"):
         verify_backup(backup)
+    for epoch in (0, 2**63):  # below its journal's last entry (a restored copy a lower epoch), or past the integers
+        (backup / "manifest.json").write_bytes(orjson.dumps({**manifest, "epoch": epoch}))
+        with pytest.raises(BackupInvalid, match="manifest's epoch"):
+            verify_backup(backup)
     (backup / "manifest.json").unlink()
     with pytest.raises(BackupInvalid, match=r"manifest\.json"):
         verify_backup(backup)

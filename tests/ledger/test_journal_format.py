@@ -129,3 +129,41 @@ async def test_an_entry_of_an_unknown_format_does_not_verify_nor_replicate(
         assert standby.head.sequence == 0
     finally:
         await standby.stop()
+
+
+@pytest.mark.parametrize(
+    ("what", "epoch_of_3", "epoch_of_4"),
+    [
+        ("an epoch that goes down", 3, 2),
+        ("an epoch that is text", "x", "x"),
+        ("an epoch that is a boolean", True, True),
+        ("an epoch past the stores' integers", 2**63, 2**63),
+    ],
+)
+async def test_an_entry_whose_epoch_is_not_the_chains_does_not_verify_nor_replicate(
+    aiohttp_client: Any, tmp_path: Path, clock: FakeClock, what: str, epoch_of_3: Any, epoch_of_4: Any
+) -> None:
+    """A lying primary re-hashes what it likes: a standby's head epoch that went down (its promotion
+    then picked an epoch the old primary fences), or one that broke the store's integers."""
+    rows, _ = await play(aiohttp_client, tmp_path, clock)
+
+    def epochs(body: dict[str, Any]) -> None:
+        body["epoch"] = {3: epoch_of_3, 4: epoch_of_4}.get(body["sequence"], body["epoch"])
+
+    first_bad = 4 if what == "an epoch that goes down" else 3
+    bad = rechained(rows[:5], epochs)
+    check = ChainCheck()
+    assert not check.feed(bad) and check.first_bad_sequence == first_bad, what
+    standby = LedgerService(
+        MemoryStore(), WriterLimits(), clock=clock, metrics=LedgerMetrics(CollectorRegistry()), standby=True
+    )
+    await standby.start()
+    try:
+        await standby.apply_replicated(bad[: first_bad - 1])  # what chains is applied, page by page
+        with pytest.raises(ReplicationError):
+            await standby.apply_replicated(bad[first_bad - 1 :])  # the regression is seen across pages
+        assert standby.head.sequence == first_bad - 1
+    finally:
+        await standby.stop()
+    higher = rechained(rows[:5], lambda body: body.update(epoch=body["sequence"]))  # rising: good
+    assert ChainCheck().feed(higher)
