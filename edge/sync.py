@@ -64,6 +64,7 @@ CONNECT_TIMEOUT_S = 0.5  # a loopback/LAN handshake; a blackholed dial is abando
 BARRIER_TIMEOUT_S = 5.0
 CHUNK_DOCS_MAX = 256  # documents made live per step of one frame (<< docs_live_max)
 HINT_NAMES_MAX = 1000
+SENT_KEPT_MAX = 1024  # pushes and answers a link remembers in case it is lost (older: advertised again)
 REFUSED_LINK_REASONS = ("claimed_other_edge", "unknown_peer", "malformed_hello")
 # The sync level this edge speaks, in its hello. 2: it asks a peer, in its next anti-entropy round,
 # for a document whose update it refused for now (deferred, or over the peer's byte quota), so the
@@ -368,10 +369,14 @@ class SyncHub:
             self.health.ok("sync-push")
 
     def _forget_sent(self, link: _Link) -> None:
-        """Pushes and answers older than the rewind margin before the peer was last heard from are not kept."""
+        """Pushes and answers older than the rewind margin before the peer was last heard from are
+        not kept, nor more than SENT_KEPT_MAX of them: a peer that answers pings but sends no frame
+        never moves `last_heard`, and what it may have lost is then advertised again instead."""
         horizon = link.last_heard - self._rewind_margin_s
         while link.sent and link.sent[0][0] < horizon:
             link.sent.popleft()
+        while len(link.sent) > SENT_KEPT_MAX:
+            self.rounds[link.peer].must_advertise(link.sent.popleft()[1])
 
     @property
     def _rewind_margin_s(self) -> float:

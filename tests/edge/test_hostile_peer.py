@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
+import time
 from typing import Any
 
 from pycrdt import Doc, Map
@@ -14,6 +15,7 @@ from shared.web import REGISTRY_KEY
 
 from edge.app_keys import HEALTH, HUB, SERVICE
 from edge.crdt import protocol
+from edge.sync import SENT_KEPT_MAX, _Link
 from tests.support.hostile_peer import Hostile
 from tests.support.polling import eventually
 
@@ -403,3 +405,16 @@ async def test_a_peer_cannot_write_under_this_edges_own_client_id(edges, http):
         await peer.close()
     doc = replica.live("jackpot/mega")
     assert doc is None or "us" not in doc.get("slots", type=Map) or doc.get("slots", type=Map)["us"]["p"] != 10**9
+
+
+async def test_a_link_remembers_a_bounded_number_of_pushes_for_a_peer_that_sends_no_frame(edges):
+    """A peer that answers pings (aiohttp does that itself) but sends no frame never moves the
+    link's `last_heard`, so nothing it was sent was ever forgotten: memory grew with every push."""
+    e = await edges("eu", "us")
+    hub = e.servers["us"].app[HUB]
+    link = _Link("eu", None, 16)
+    for i in range(SENT_KEPT_MAX + 10):
+        link.sent.append((time.monotonic(), [f"session/p{i}/slots"]))
+        hub._forget_sent(link)
+    assert len(link.sent) == SENT_KEPT_MAX
+    assert {f"session/p{i}/slots" for i in range(10)} <= set(hub.rounds["eu"]._must)  # advertised again
