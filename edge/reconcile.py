@@ -120,7 +120,7 @@ class Reconciler:
                 own_minor_after=slot.p - slot.n,
             )
         self.state.store.raise_watermark(name, truth.as_of)
-        view = jackpot_view(jackpot_slots(doc))
+        view = jackpot_view(jackpot_slots(doc), own=me)
         if view is not None:  # at another epoch too: a display ahead of the ledger is drift
             self.state.metrics.display_drift_minor.labels("jackpot").set(view.display_minor - truth.pool_minor)
 

@@ -220,7 +220,7 @@ class EdgeService:
         known = self.catalog.epoch(jackpot_id)
         ahead = [e for e, s in good.items() if known is not None and s.epoch > known]
         self._count_invalid(JACKPOT, len(bad) + len(ahead))
-        return jackpot_view({e: s for e, s in good.items() if e not in ahead})
+        return jackpot_view({e: s for e, s in good.items() if e not in ahead}, own=self.edge_id)
 
     def _count_invalid(self, kind: str, n: int) -> None:
         if n:

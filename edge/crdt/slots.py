@@ -278,12 +278,16 @@ def jackpot_slots(doc: SlotDoc) -> dict[str, JackpotSlot]:
     return decoded(doc, JackpotSlot.decode)[0]
 
 
-def jackpot_view(all_slots: dict[str, JackpotSlot]) -> JackpotView | None:
+def jackpot_view(all_slots: dict[str, JackpotSlot], own: str | None = None) -> JackpotView | None:
+    """The display: the current epoch's seed and every edge's contribution to it. Seed and
+    currency are those of `own`'s slot when it is at that epoch (this edge's own slot, written
+    from the ledger's answer): a peer's slot, which any peer holding a credential can fill with
+    another seed or currency, is the best guess only until this edge holds one."""
     if not all_slots:
         return None
     epoch = max(s.epoch for s in all_slots.values())
     current = {e: s for e, s in all_slots.items() if s.epoch == epoch}
-    first = current[min(current)]
+    first = current[own if own in current else min(current)]
     by_edge = {e: s.p - s.n for e, s in sorted(current.items())}
     return JackpotView(
         first.seed_minor + sum(by_edge.values()),

@@ -47,6 +47,18 @@ def test_jackpot_display_is_seed_plus_current_epoch_contributions():
     assert s.add(0, 99, 4.0) == s  # a late contribution to an older epoch is ignored
 
 
+def test_the_displayed_seed_and_currency_are_this_edges_own_once_it_holds_a_slot():
+    """They came from the lowest edge id's slot: a peer named "a..." holding a credential could
+    show every player its own seed and currency."""
+    own = JackpotSlot(1, 5, 0, 1000, "EUR", 1.0)
+    liar = JackpotSlot(1, 0, 0, 999_999_999, "XXX", 1.0)
+    view = jackpot_view({"aa-liar": liar, "eu": own}, own="eu")
+    assert (view.seed_minor, view.currency, view.display_minor) == (1000, "EUR", 1005)
+    # Until this edge holds a slot of the current epoch, a peer's is the best guess.
+    view = jackpot_view({"aa-liar": liar, "eu": JackpotSlot(0, 5, 0, 1000, "EUR", 1.0)}, own="eu")
+    assert view.seed_minor == 999_999_999
+
+
 def test_replica_slots_round_trip_through_pycrdt():
     r = Replica("eu", 1, 8)
     r.install(JP, [])
