@@ -17,10 +17,19 @@ class ByteBucket:
 
     def take(self, n: int) -> bool:
         """Spend `n` bytes if the bucket holds them; False (nothing spent) if not."""
-        now = self._clock()
-        self._level = min(self._burst, self._level + (now - self._at) * self._rate)
-        self._at = now
-        if n > self._level:
+        if not self.holds(n):
             return False
         self._level -= n
         return True
+
+    def holds(self, n: int) -> bool:
+        """Whether `n` bytes could be spent now (nothing is spent)."""
+        now = self._clock()
+        self._level = min(self._burst, self._level + (now - self._at) * self._rate)
+        self._at = now
+        return n <= self._level
+
+    def spend(self, n: int) -> None:
+        """Spend `n` bytes, or all the bucket holds if fewer: work done for nothing is paid too."""
+        self.holds(0)
+        self._level = max(0.0, self._level - n)

@@ -504,14 +504,23 @@ class SyncHub:
         )
 
     def _admit(self, link: _Link, rules: admission.Rules, name: str, doc: Any, update: bytes) -> admission.Verdict:
-        replica = self.state.replica
+        """Admission within the peer's byte quota. Refused updates are paid for too (their trial
+        cost this edge's CPU), and a peer whose bucket cannot hold an update gets no trial: a
+        flood of updates admission refuses drains the peer's own quota, not this edge's loop."""
+        replica, quota = self.state.replica, self._quota[link.peer]
+        if not quota.holds(len(update)):
+            return self._over_quota(link)
         verdict = admission.admit(name, doc, update, rules, replica.facts(name), lambda: replica.scratch(name))
-        if verdict.update is not None and not self._quota[link.peer].take(len(verdict.update)):
-            return admission.refuse(
-                admission.PEER_QUOTA,
-                f"{link.peer} is over its byte quota ({self.limits.sync_peer_bytes_per_s} bytes/s)",
-            )
-        return verdict
+        if verdict.update is None:
+            if not verdict.deferred:  # deferred ones are honest: asked for again, checked then
+                quota.spend(len(update))
+            return verdict
+        return verdict if quota.take(len(verdict.update)) else self._over_quota(link)
+
+    def _over_quota(self, link: _Link) -> admission.Verdict:
+        return admission.refuse(
+            admission.PEER_QUOTA, f"{link.peer} is over its byte quota ({self.limits.sync_peer_bytes_per_s} bytes/s)"
+        )
 
     def _refused(self, link: _Link, refused: list[tuple[str, admission.Verdict]]) -> None:
         for name, verdict in refused:
