@@ -12,8 +12,6 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -34,7 +32,7 @@ from core_ledger.events import ndjson, read_events, sse
 from core_ledger.metrics import LedgerMetrics
 from core_ledger.query import page_limit, query_bool, query_int
 from core_ledger.service import LedgerService
-from core_ledger.webhooks import Webhooks, WebhookSettings
+from core_ledger.webhooks import Webhooks, WebhookSettings, webhook_host
 
 log = structlog.get_logger("croupier.ledger.admin")
 
@@ -121,10 +119,9 @@ async def ack(request: web.Request) -> web.Response:
 async def put_consumer(request: web.Request) -> web.Response:
     body = await read_model(request, ConsumerIn)
     if body.webhook_url:
-        try:
-            host = (urlsplit(body.webhook_url).hostname or "").lower()
-        except ValueError:
-            raise BadRequest("webhook_url: not a URL", field="webhook_url") from None
+        host = webhook_host(body.webhook_url)
+        if host is None:
+            raise BadRequest("webhook_url: not a URL", field="webhook_url")
         if host not in request.app[CONFIG].webhook_hosts:
             raise BadRequest(f"webhook_url: host {host!r} is not one of ledger.webhook_hosts", field="webhook_url")
     fields = body.model_dump(exclude_none=True, exclude={"start_after"})
@@ -249,6 +246,7 @@ def install(
     """Create the consumers (`CONSUMERS`) and their webhook delivery (`WEBHOOKS`)."""
     app[CONSUMERS] = Consumers(service, config.event_consumers_max, metrics, registry)
     settings = WebhookSettings(
+        hosts=config.webhook_hosts,
         timeout_s=config.webhook_timeout_s,
         attempts_max=config.webhook_attempts_max,
         backoff_base_s=config.webhook_backoff_base_s,

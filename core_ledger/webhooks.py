@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
@@ -63,10 +64,22 @@ def backoff_s(attempts: int, base_s: float, max_s: float, rand: Callable[[], flo
 
 @dataclass(frozen=True)
 class WebhookSettings:
+    hosts: tuple[str, ...] = ()  # `ledger.webhook_hosts`: checked again at every delivery
     timeout_s: float = 5.0
     attempts_max: int = 8
     backoff_base_s: float = 1.0
     backoff_max_s: float = 300.0
+
+
+RECEIVER_ANSWER_BYTES_MAX = 4096  # of a receiver's answer body, read at most
+
+
+def webhook_host(url: str) -> str | None:
+    """The host a webhook URL names, lowercased; None if it is no URL."""
+    try:
+        return (urlsplit(url).hostname or "").lower()
+    except ValueError:
+        return None
 
 
 @dataclass
@@ -126,12 +139,22 @@ class Webhooks:
             CONSUMER_HEADER: name,
             SIGNATURE_HEADER: signature(doc["webhook_secret"], stamp, body),
         }
+        if not self.allowed(doc["webhook_url"]):  # de-listed since it was set: nothing goes there
+            return "its host is no longer one of ledger.webhook_hosts"
         try:
-            async with self._session().post(doc["webhook_url"], data=body, headers=headers) as resp:
-                await resp.read()
+            # No redirect is followed: its target is a host nobody listed (a signed page to an
+            # internal address, whose 2xx would acknowledge it). A 3xx is a failed delivery.
+            async with self._session().post(
+                doc["webhook_url"], data=body, headers=headers, allow_redirects=False
+            ) as resp:
+                await resp.content.read(RECEIVER_ANSWER_BYTES_MAX)  # the rest is never read: the status decides
                 return None if 200 <= resp.status < 300 else f"status {resp.status}"
         except (aiohttp.ClientError, TimeoutError, OSError) as e:
             return f"{type(e).__name__}: {e}"
+
+    def allowed(self, url: str) -> bool:
+        """Whether `url`'s host is one of `ledger.webhook_hosts` now."""
+        return webhook_host(url) in self.settings.hosts
 
     async def deliver_due(self) -> None:
         """One pass: one page for each webhook consumer that is due and has events waiting."""

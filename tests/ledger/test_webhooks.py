@@ -4,6 +4,7 @@ with backoff after failures, every event accepted once per sequence, dead letter
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import time
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from core_ledger.app import create_app
+from core_ledger.events_http import WEBHOOKS
 from core_ledger.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, backoff_s, signature
 from tests.support.clock import FakeClock
 from tests.support.ledger import Api, ledger_config
@@ -189,3 +191,51 @@ def test_webhook_hosts_are_an_allowlist_of_bare_host_names(tmp_path: Path) -> No
         path.write_text(f'[ledger]\ndata_dir = "d"\nwebhook_hosts = [{bad}]\n')
         with pytest.raises(ConfigError, match="webhook_hosts"):
             config.load(path)
+
+
+async def test_a_redirect_is_never_followed_and_a_delisted_host_gets_nothing(hook_api: Api) -> None:
+    """aiohttp follows redirects by default: a listed receiver answering 307 had the signed page
+    POSTed to an address nobody listed, whose 2xx acknowledged it. And a host removed from
+    `webhook_hosts` went on receiving pages set before."""
+    api, internal_calls = hook_api, []
+
+    async def internal(request: web.Request) -> web.Response:
+        internal_calls.append(await request.read())
+        return web.Response(status=204)
+
+    inside = web.Application()
+    inside.router.add_post("/internal", internal)
+    internal_server = TestServer(inside, host="127.0.0.2", port=0)  # loopback, not on the list
+    await internal_server.start_server()
+
+    async def redirecting(request: web.Request) -> web.Response:
+        raise web.HTTPTemporaryRedirect(str(internal_server.make_url("/internal")))
+
+    outside = web.Application()
+    outside.router.add_post("/hook", redirecting)
+    receiver = TestServer(outside, host="127.0.0.1", port=0)
+    await receiver.start_server()
+    try:
+        url = str(receiver.make_url("/hook"))
+        status, _ = await api.call(
+            "admin_write", "PUT", "/admin/v1/consumers/crm", {"webhook_url": url, "webhook_secret": SECRET}
+        )
+        assert status == 201
+        await api.player("p1", deposit=10)
+
+        async def dead_lettered() -> bool:
+            _, listing = await api.get("admin_read", "/admin/v1/consumers")
+            return bool(listing["consumers"][0].get("dead_letters"))
+
+        await until(dead_lettered)
+        _, listing = await api.get("admin_read", "/admin/v1/consumers")
+        assert listing["consumers"][0]["dead_letters"][0]["last_error"] == "status 307"
+        assert internal_calls == []
+
+        webhooks = api.client.app[WEBHOOKS]
+        webhooks.settings = dataclasses.replace(webhooks.settings, hosts=())  # the operator de-listed it
+        assert await webhooks.post("crm", {"webhook_url": url, "webhook_secret": SECRET}, []) is not None
+    finally:
+        await receiver.close()
+        await internal_server.close()
+    assert internal_calls == []
