@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from shared.errors import BadRequest, Conflict, NotFound
+from shared.errors import BadRequest, Conflict, Forbidden, NotFound
 from shared.tasks import OwnedTask
 
 from core_ledger.metrics import LedgerMetrics
@@ -73,6 +73,8 @@ class Consumers:
         doc = {"description": "", **(self.known[name][0] if not created else {}), **fields}
         if doc.get("webhook_url") == "":
             doc = {k: v for k, v in doc.items() if k not in ("webhook_url", "webhook_secret")}
+        if doc.get("owner") == "":
+            del doc["owner"]
         if doc.get("webhook_url") and not doc.get("webhook_secret"):
             raise BadRequest(
                 "webhook_secret: required with a webhook_url (it signs every delivery)", field="webhook_secret"
@@ -96,6 +98,18 @@ class Consumers:
             webhook_url=stored.get("webhook_url"),
         )
         return created, self.view(name, stored, cursor)
+
+    async def caller_ack(self, name: str, sequence: int, *, who: str) -> dict[str, Any]:
+        """A consumer's own acknowledgement (`PUT /v1/consumers/{name}/cursor`). Refused (403) for a
+        webhook consumer, whose cursor moves as its pages are delivered (an ack would skip them),
+        and for any credential but the consumer's `owner` when it has one."""
+        await self.refresh()
+        doc = self.known.get(name, ({}, 0))[0]
+        if doc.get("webhook_url"):
+            raise Forbidden(f"{name!r} is a webhook consumer: its cursor moves as its pages are delivered")
+        if doc.get("owner") and doc["owner"] != who:
+            raise Forbidden(f"only the credential {doc['owner']!r} acknowledges for {name!r}")
+        return await self.ack(name, sequence, who=who)
 
     async def ack(self, name: str, sequence: int, *, who: str) -> dict[str, Any]:
         acknowledged = self.service.acknowledged_sequence

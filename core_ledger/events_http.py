@@ -64,6 +64,12 @@ class ConsumerIn(BaseModel):
         pattern=r"^\S+$",
         description="HMAC-SHA256 key of the signatures (never shown again)",
     )
+    owner: str | None = Field(
+        None,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9._:-]*$",
+        description='The `events` credential that alone may acknowledge it; "" lets any (the default)',
+    )
 
 
 class CursorIn(BaseModel):
@@ -111,7 +117,7 @@ def _consumer_name(value: str, field: str) -> str:
 async def ack(request: web.Request) -> web.Response:
     body = await read_model(request, CursorIn)
     return json_response(
-        await request.app[CONSUMERS].ack(path_id(request, "name"), body.sequence, who=principal(request).name)
+        await request.app[CONSUMERS].caller_ack(path_id(request, "name"), body.sequence, who=principal(request).name)
     )
 
 

@@ -31,7 +31,9 @@ EVENTS = {"Authorization": f"Bearer {EVENTS_TOKEN}"}
 
 @pytest.fixture
 async def events_api(aiohttp_client: Any, tmp_path: Path) -> Api:
-    config = ledger_config(tmp_path / "data", page_limit_max=50, event_wait_s_max=5, event_consumers_max=2)
+    config = ledger_config(
+        tmp_path / "data", page_limit_max=50, event_wait_s_max=5, event_consumers_max=2, webhook_hosts=("127.0.0.1",)
+    )
     config = replace(config, tokens=(*config.tokens, TokenEntry("warehouse", "events", hash_token(EVENTS_TOKEN))))
     return Api(await aiohttp_client(create_app(config, clock=FakeClock())))
 
@@ -214,6 +216,28 @@ class TestConsumers:
         assert status == 200 and updated["acked_sequence"] == 2  # an update keeps the cursor
         status, reset = await api.call("admin_write", "PUT", "/admin/v1/consumers/bi", {"start_after": 0})
         assert status == 200 and reset["acked_sequence"] == 0 and reset["lag_entries"] == 3
+
+    async def test_only_a_consumers_owner_acknowledges_it_and_nobody_a_webhook_consumer(self, events_api: Api) -> None:
+        """Any `events` credential could move any consumer's cursor: the CRM's token could ack the
+        AML consumer's events it never read, or push a webhook consumer's cursor past undelivered
+        pages."""
+        api = events_api
+        await api.player("p1", deposit=10)
+        owned = {"owner": "compliance"}  # another credential than this test's `warehouse`
+        assert (await api.call("admin_write", "PUT", "/admin/v1/consumers/aml", owned))[0] == 201
+        status, body = await call_events(api, "PUT", "/v1/consumers/aml/cursor", {"sequence": 2})
+        assert status == 403 and body["code"] == "forbidden"
+        assert (await api.call("admin_write", "PUT", "/admin/v1/consumers/aml", {"owner": "warehouse"}))[0] == 200
+        status, body = await call_events(api, "PUT", "/v1/consumers/aml/cursor", {"sequence": 2})
+        assert status == 200 and body["acked_sequence"] == 2
+        assert (await api.call("admin_write", "PUT", "/admin/v1/consumers/aml", {"owner": ""}))[0] == 200
+        status, listing = await api.get("admin_read", "/admin/v1/consumers")
+        assert "owner" not in listing["consumers"][0]  # "" removes it: any events credential again
+
+        hook = {"webhook_url": "http://127.0.0.1:9/hook", "webhook_secret": "s" * 16, "start_after": 0}
+        assert (await api.call("admin_write", "PUT", "/admin/v1/consumers/crm", hook))[0] == 201
+        status, body = await call_events(api, "PUT", "/v1/consumers/crm/cursor", {"sequence": 2})
+        assert status == 403 and body["code"] == "forbidden"
 
     async def test_bad_acks_unknown_consumers_the_limit_and_deletion(self, events_api: Api) -> None:
         api = events_api
