@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
 from opentelemetry import context as otel_context
@@ -37,6 +37,27 @@ from edge.metrics import EdgeMetrics
 log = structlog.get_logger("croupier.edge.ledger")
 
 
+class Asked(NamedTuple):
+    """What a money action asks, which its result in the ledger's batch answer must name: results
+    are in the actions' order, and a result that names another action (a ledger or proxy that
+    reordered them) would hand one caller another's answer and effects."""
+
+    op: str  # the transaction type
+    id: str
+    client_id: str | None  # None: the ledger takes the credential's name
+    request_id: str | None
+
+    def answered_by(self, status: int, body: TransactionAnswer | Problem) -> bool:
+        if isinstance(body, TransactionAnswer):
+            tx = body.transaction
+            return (
+                (tx.id, tx.type) == (self.id, self.op)
+                and self.client_id in (None, tx.client_id)
+                and (tx.outcome == "committed" or status >= 400)
+            )
+        return self.request_id is None or body.request_id in (None, self.request_id)
+
+
 @dataclass
 class Action:
     """One queued money action."""
@@ -46,6 +67,7 @@ class Action:
     future: asyncio.Future[tuple[int, TransactionAnswer]]
     attempts: int = 0
     trace: otel_context.Context | None = None  # the trace context it was queued in (None: tracing off)
+    asked: Asked | None = None  # what it asks: its result must answer exactly that
 
 
 # Sends one batch: (index of the ledger URL that answered, one result per action), or AttemptFailed.
@@ -74,10 +96,11 @@ class Batcher:
         self.bounds: BatchBounds = configured_bounds(limits)  # lowered to the ledger's own limits once read
 
     async def submit(
-        self, encoded: bytes, deadline_s: float, trace: otel_context.Context | None
+        self, encoded: bytes, deadline_s: float, trace: otel_context.Context | None, asked: Asked | None = None
     ) -> tuple[int, TransactionAnswer]:
         """Queue one encoded action and wait for its own result, at most `deadline_s`."""
-        action = Action(encoded, self._clock() + deadline_s, asyncio.get_running_loop().create_future(), trace=trace)
+        loop = asyncio.get_running_loop()
+        action = Action(encoded, self._clock() + deadline_s, loop.create_future(), trace=trace, asked=asked)
         try:
             self._queue.put_nowait(action)
         except asyncio.QueueFull:
@@ -120,6 +143,15 @@ class Batcher:
             return
         finally:
             self._slots.release()
+        if any(
+            a.asked is not None and not a.asked.answered_by(r.status, r.body)
+            for a, r in zip(batch, results, strict=True)
+        ):  # not this batch's answer: none of it is used, and every action is tried again (by its id)
+            self._metrics.ledger_answers_malformed_total.labels("batch").inc()
+            log.error("ledger_answer_malformed", operation="batch", reason="a result answers another action")
+            for action in batch:
+                self._retry_or_fail(action, "a batch answer that does not match its actions")
+            return
         for action, result in zip(batch, results, strict=True):  # same length: checked by `post`
             status, body = result.status, result.body
             if status < 400 and isinstance(body, TransactionAnswer):

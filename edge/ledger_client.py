@@ -42,7 +42,7 @@ from shared.tasks import TaskSet, supervise
 from shared.tracing import OFF as tracing_off
 from shared.tracing import Tracing
 
-from edge.batcher import Action, Batcher
+from edge.batcher import Action, Asked, Batcher
 from edge.breaker import Breaker
 from edge.config import Limits
 from edge.ledger_failover import LedgerFailover
@@ -185,7 +185,8 @@ class LedgerClient:
         entry: dict[str, Any] = {"op": op, "body": body}
         if request_id is not None:
             entry["request_id"] = request_id
-        return await self.batcher.submit(orjson.dumps(entry), self.deadline_s, self._tracing.capture())
+        asked = Asked(op, str(body["id"]), body.get("client_id"), request_id)
+        return await self.batcher.submit(orjson.dumps(entry), self.deadline_s, self._tracing.capture(), asked)
 
     async def _post_batch(self, batch: list[Action]) -> tuple[int, list[BatchResult]]:
         """(index of the URL that answered, one result per action)."""

@@ -60,6 +60,19 @@ async def test_a_lost_answer_is_retried_with_the_same_id_and_counted_once(edges,
     assert (await get(http, e.url("eu") + "/v1/jackpots/mega"))[1]["display_minor"] == 1005
 
 
+async def test_a_batch_answer_whose_results_name_other_actions_is_not_used(edges, fake_ledger, http):
+    """Results were matched to actions by their place alone: a ledger (or a proxy) that reordered
+    them handed each caller another's answer, balance and effects."""
+    ledger, _ = fake_ledger
+    ledger.delay_s, ledger.reorder_results = 0.05, 3
+    e = await edges("eu")
+    results = await asyncio.gather(*(post(http, e.url("eu") + "/v1/bets", bet(f"r{i}")) for i in range(12)))
+    assert ledger.reorder_results == 0 and max(ledger.batches) > 1  # reordered answers were seen
+    assert [b["transaction"]["id"] for _, b in results] == [f"b-r{i}" for i in range(12)]  # each its own
+    assert ledger.sequence == 12  # the retries were replays, journaled once
+    assert (await get(http, e.url("eu") + "/v1/jackpots/mega"))[1]["display_minor"] == 1000 + 12 * 5
+
+
 async def test_concurrent_bets_share_ledger_batches_and_each_gets_its_own_answer(edges, fake_ledger, http):
     ledger, _ = fake_ledger
     ledger.delay_s = 0.05

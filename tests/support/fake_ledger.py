@@ -46,6 +46,7 @@ class FakeLedger:
     answers: dict[tuple[str, str], TransactionAnswer] = field(default_factory=dict)
     bets: dict[tuple[str, str], Transaction] = field(default_factory=dict)
     fail_after_commit: int = 0  # batches that commit and then answer 500 (a lost answer)
+    reorder_results: int = 0  # batches answered with their results in reverse order (a broken proxy)
     delay_s: float = 0.0
     batches: list[int] = field(default_factory=list)
     limits: Limits | None = None  # what GET /v1/limits answers (None: an older ledger without the route)
@@ -81,6 +82,9 @@ class FakeLedger:
         if self.fail_after_commit > 0:
             self.fail_after_commit -= 1
             return _problem(500, "internal_error", "lost answer")
+        if self.reorder_results > 0 and len(results) > 1:
+            self.reorder_results -= 1
+            results.reverse()
         return _json(BatchAnswer(results=results))
 
     def _one(self, op: str, body: dict[str, Any]) -> BatchResult:
