@@ -5,9 +5,11 @@ failed attempt, retried with the same ids; both are logged and counted."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 from types import SimpleNamespace
 from typing import cast
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -20,7 +22,7 @@ from shared.errors import CroupierError, Unavailable, status_for
 from edge.config import Limits
 from edge.health import TaskHealth
 from edge.jackpots import JackpotCatalog
-from edge.ledger_client import LedgerClient
+from edge.ledger_client import LedgerClient, read_capped
 from edge.metrics import EdgeMetrics
 from edge.reconcile import Reconciler
 from edge.state import EdgeState
@@ -137,3 +139,31 @@ async def test_ledger_truths_outside_the_contract_are_counted_never_half_read_an
     assert registry.get_sample_value("edge_ledger_answers_malformed_total", {"operation": "jackpot"}) >= 3.0
     assert registry.get_sample_value("edge_ledger_answers_malformed_total", {"operation": "bonuses"}) == 1.0
     assert registry.get_sample_value("edge_background_failures_total", {"task": "reconcile"}) >= 1.0
+
+
+async def test_a_ledger_answer_is_read_within_a_bound_even_when_it_inflates() -> None:
+    """aiohttp reads and decompresses a whole answer into memory: 200 KB of gzip made 200 MB."""
+    inflated = b"0" * 2_000_000
+    squeezed = gzip.compress(inflated)
+
+    async def bomb(request: web.Request) -> web.Response:
+        return web.Response(body=squeezed, headers={"Content-Encoding": "gzip", "Content-Type": "application/json"})
+
+    async def plain(request: web.Request) -> web.Response:
+        return web.Response(body=b'{"ok": true}', content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/bomb", bomb)
+    app.router.add_get("/plain", plain)
+    server = TestServer(app, host="127.0.0.1", port=0)
+    await server.start_server()
+    try:
+        async with aiohttp.ClientSession() as http:
+            assert len(squeezed) < 10_000
+            async with http.get(server.make_url("/bomb")) as resp:
+                with pytest.raises(aiohttp.ClientPayloadError):  # a failed attempt: retried, then 503
+                    await read_capped(resp, limit=100_000)
+            async with http.get(server.make_url("/plain")) as resp:
+                assert await read_capped(resp, limit=100_000) == b'{"ok": true}'
+    finally:
+        await server.close()
