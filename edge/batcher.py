@@ -94,6 +94,9 @@ class Batcher:
         self._queue: asyncio.Queue[Action] = asyncio.Queue(maxsize=limits.ledger_queue_max)
         self._slots = asyncio.Semaphore(limits.ledger_batches_in_flight_max)
         self.bounds: BatchBounds = configured_bounds(limits)  # lowered to the ledger's own limits once read
+        # Told of an answer that came after its caller's deadline (op, answer): the action may have
+        # committed, and nobody applies its effects otherwise.
+        self.on_late: Callable[[str, TransactionAnswer], None] | None = None
 
     async def submit(
         self, encoded: bytes, deadline_s: float, trace: otel_context.Context | None, asked: Asked | None = None
@@ -155,6 +158,8 @@ class Batcher:
         for action, result in zip(batch, results, strict=True):  # same length: checked by `post`
             status, body = result.status, result.body
             if status < 400 and isinstance(body, TransactionAnswer):
+                if action.future.done() and action.asked is not None and self.on_late is not None:
+                    self.on_late(action.asked.op, body)  # its caller gave up at its deadline
                 _resolve(action, (status, body))
             elif status < 400 or not isinstance(body, Problem):
                 self._metrics.ledger_answers_malformed_total.labels("batch").inc()

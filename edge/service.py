@@ -19,7 +19,7 @@ import orjson
 import structlog
 from pycrdt import Doc
 
-from shared.contract.answers import BalancesAnswer, RoundsAnswer, Transaction
+from shared.contract.answers import BalancesAnswer, RoundsAnswer, Transaction, TransactionAnswer
 from shared.contract.requests import MoneyWrite
 from shared.errors import BadRequest, CroupierError, NotFound, PayloadTooLarge, Unavailable, status_for
 
@@ -104,6 +104,16 @@ class EdgeService:
         self.reconciler = reconciler
         self.metrics = metrics
         self.hint = hint
+        ledger.batcher.on_late = self._answered_late
+
+    def _answered_late(self, op: str, answer: TransactionAnswer) -> None:
+        """A committed action whose answer came after its caller's deadline: its effects were not
+        applied here (the caller got a 503 and may roll it back), so the documents they touch are
+        reconciled from the ledger, whose truth holds it."""
+        tx = answer.transaction
+        if tx.via == self.edge_id and tx.outcome == "committed":
+            self.reconciler.mark_dirty(effect_documents(op, tx))
+            log.warning("ledger_answer_after_deadline", op=op, id=tx.id, sequence=tx.sequence)
 
     @property
     def edge_id(self) -> str:

@@ -251,3 +251,31 @@ async def test_a_saved_game_state_is_answered_only_once_stored(edges, http):
         assert r.status == 200
     assert not answered_early, "answered before the state was stored"
     assert store._committed >= store._enqueued
+
+
+async def test_a_committed_answer_after_the_callers_deadline_has_its_documents_reconciled(edges, fake_ledger, http):
+    """It was dropped: the bet committed, its effects were never applied here, and the caller,
+    answered 503, would roll it back: the display under-reported until the sweep came round."""
+    ledger, _ = fake_ledger
+    e = await edges("eu")
+    service = e.servers["eu"].app[SERVICE]
+    batcher, marked = service.ledger.batcher, []
+    real_post, real_mark = batcher._post, service.reconciler.mark_dirty
+
+    async def after_the_deadline(batch):  # an attempt that started in time and was answered late
+        await asyncio.sleep(service.ledger.deadline_s + 0.2)
+        return await real_post(batch)
+
+    def recording(names):
+        marked.extend(names)
+        real_mark(names)
+
+    batcher._post, service.reconciler.mark_dirty = after_the_deadline, recording
+    status, body = await post(http, e.url("eu") + "/v1/bets", bet("late"))
+    assert status == 503 and body["code"] == "ledger_unavailable"
+
+    async def reconciling() -> bool:
+        return "jackpot/mega" in marked
+
+    await eventually(reconciling, timeout_s=5)
+    assert ledger.sequence == 1
