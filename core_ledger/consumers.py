@@ -15,7 +15,8 @@ Its cardinality is bounded by `event_consumers_max`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import structlog
@@ -48,6 +49,11 @@ class Consumers:
         self.known: dict[str, tuple[dict[str, Any], int]] = {}  # settings and cursor, by name
         self.health = TaskHealth("event_consumers", metrics, base_delay_s=1.0, max_delay_s=REFRESH_S)
         self._task = OwnedTask("ledger-event-consumers")
+        # Every change of a consumer's settings (admin PUT and DELETE, dead letters added and
+        # replayed) reads what is stored and writes it back under this lock: a replay that waited
+        # on its receiver wrote back a copy read before, undoing a secret rotated meanwhile,
+        # dropping dead letters added meanwhile, or bringing back a consumer deleted meanwhile.
+        self._changing = asyncio.Lock()
         registry.register(_LagCollector(self))
 
     def lag(self, cursor: int) -> int:
@@ -68,6 +74,12 @@ class Consumers:
     ) -> tuple[bool, dict[str, Any]]:
         """Create or update a consumer (`fields` laid over its settings; a webhook_url of "" removes
         the webhook); `start_after` sets (or resets) its cursor. True: created."""
+        async with self._changing:
+            return await self._put(name, fields, start_after=start_after, who=who)
+
+    async def _put(
+        self, name: str, fields: dict[str, Any], *, start_after: int | None, who: str
+    ) -> tuple[bool, dict[str, Any]]:
         await self.refresh()
         created = name not in self.known
         doc = {"description": "", **(self.known[name][0] if not created else {}), **fields}
@@ -127,10 +139,16 @@ class Consumers:
         log.debug("event_consumer_acked", consumer=name, sequence=sequence, acked_sequence=cursor, principal=who)
         return {"name": name, "acked_sequence": cursor, "lag_entries": self.lag(cursor)}
 
-    async def update_doc(self, name: str, doc: dict[str, Any]) -> None:
-        """Replace a consumer's settings, keeping its cursor (webhook dead letters)."""
-        stored, cursor = await self.service.store.put_consumer(name, doc, cursor=None)
-        self.known[name] = (stored, cursor)
+    async def change(self, name: str, change: Callable[[dict[str, Any]], dict[str, Any]]) -> bool:
+        """Change a consumer's settings as stored now (webhook dead letters), keeping its cursor;
+        False when it no longer exists (nothing is written: it is not brought back)."""
+        async with self._changing:
+            await self.refresh()
+            if name not in self.known:
+                return False
+            stored, cursor = await self.service.store.put_consumer(name, change(self.known[name][0]), cursor=None)
+            self.known[name] = (stored, cursor)
+            return True
 
     async def cursor_of(self, name: str) -> int:
         await self.refresh()
@@ -143,9 +161,10 @@ class Consumers:
         return [self.view(name, doc, cursor) for name, (doc, cursor) in self.known.items()]
 
     async def delete(self, name: str, *, who: str) -> None:
-        if not await self.service.store.delete_consumer(name):
-            raise NotFound(f"no event consumer {name!r}", field="name")
-        self.known.pop(name, None)
+        async with self._changing:
+            if not await self.service.store.delete_consumer(name):
+                raise NotFound(f"no event consumer {name!r}", field="name")
+            self.known.pop(name, None)
         log.info("event_consumer_deleted", consumer=name, principal=who)
 
     def start(self) -> None:

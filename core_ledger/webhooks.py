@@ -195,21 +195,24 @@ class Webhooks:
             self.retries.pop(name, None)
 
     async def _dead_letter(self, name: str, first: int, last: int, retry: _Retry) -> None:
-        doc, _ = self.consumers.known[name]
-        letters = list(doc.get("dead_letters", []))
         letter_id = f"{first}-{last}"
-        letters.append(
-            {
-                "letter_id": letter_id,
-                "after": first - 1,
-                "through": last,
-                "attempts": retry.attempts,
-                "last_error": retry.last_error[:500],
-                "at": int(time.time()),
-            }
-        )
-        dropped = letters[:-DEAD_LETTERS_MAX]
-        await self.consumers.update_doc(name, {**doc, "dead_letters": letters[-DEAD_LETTERS_MAX:]})
+        letter = {
+            "letter_id": letter_id,
+            "after": first - 1,
+            "through": last,
+            "attempts": retry.attempts,
+            "last_error": retry.last_error[:500],
+            "at": int(time.time()),
+        }
+        dropped: list[dict[str, Any]] = []
+
+        def add(doc: dict[str, Any]) -> dict[str, Any]:
+            letters = [*doc.get("dead_letters", []), letter]
+            dropped[:] = letters[:-DEAD_LETTERS_MAX]
+            return {**doc, "dead_letters": letters[-DEAD_LETTERS_MAX:]}
+
+        if not await self.consumers.change(name, add):
+            return  # deleted meanwhile: nothing to keep, nothing to acknowledge
         await self.consumers.ack(name, last, who="webhook")
         self.deliveries_total.labels("dead_lettered").inc()
         log.error(
@@ -248,8 +251,12 @@ class Webhooks:
         if error is not None:
             log.warning("webhook_replay_failed", consumer=name, letter_id=letter_id, error=error)
             return {"name": name, "letter_id": letter_id, "delivered": False, "error": error}
-        remaining = [d for d in doc.get("dead_letters", []) if d["letter_id"] != letter_id]
-        await self.consumers.update_doc(name, {**doc, "dead_letters": remaining})
+
+        def without(current: dict[str, Any]) -> dict[str, Any]:  # as stored now, not the copy read before the post
+            letters = [d for d in current.get("dead_letters", []) if d["letter_id"] != letter_id]
+            return {**current, "dead_letters": letters}
+
+        await self.consumers.change(name, without)
         self.deliveries_total.labels("replayed").inc()
         log.info("webhook_replayed", consumer=name, letter_id=letter_id, events=len(events))
         return {"name": name, "letter_id": letter_id, "delivered": True, "events": len(events)}

@@ -17,7 +17,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from core_ledger.app import create_app
-from core_ledger.events_http import WEBHOOKS
+from core_ledger.events_http import CONSUMERS, WEBHOOKS
 from core_ledger.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, backoff_s, signature
 from tests.support.clock import FakeClock
 from tests.support.ledger import Api, ledger_config
@@ -36,8 +36,11 @@ class Receiver:
     calls: int = 0
     accepted: list[int] = field(default_factory=list)
     bad_signatures: int = 0
+    hold: asyncio.Event | None = None  # when set, each delivery waits for it (a slow receiver)
 
     async def handle(self, request: web.Request) -> web.Response:
+        if self.hold is not None:
+            await self.hold.wait()
         body = await request.read()
         stamp = request.headers[TIMESTAMP_HEADER]
         if (
@@ -239,3 +242,34 @@ async def test_a_redirect_is_never_followed_and_a_delisted_host_gets_nothing(hoo
         await receiver.close()
         await internal_server.close()
     assert internal_calls == []
+
+
+async def test_a_replay_waiting_on_its_receiver_does_not_undo_what_changed_meanwhile(hook_api: Api) -> None:
+    """The replay wrote back the whole record it had read before its POST: a secret rotated, or a
+    consumer deleted, while the receiver took its time was undone (the old secret signed again;
+    the deleted consumer came back with its cursor at 0 and the whole history went out again)."""
+    api, receiver = hook_api, Receiver(failing=True)
+    server = await serve(receiver)
+    try:
+        await api.player("p1")
+        url = str(server.make_url("/hook"))
+        await api.call("admin_write", "PUT", "/admin/v1/consumers/aml", {"webhook_url": url, "webhook_secret": SECRET})
+
+        async def dead_lettered() -> bool:
+            _, listing = await api.get("admin_read", "/admin/v1/consumers")
+            consumer = listing["consumers"][0]
+            return bool(consumer.get("dead_letters")) and consumer["acked_sequence"] >= 1
+
+        await until(dead_lettered)
+        receiver.failing, receiver.hold = False, asyncio.Event()  # it takes the page, slowly
+        replaying = asyncio.create_task(api.post("admin_write", "/admin/v1/consumers/aml/dead-letters/1-1/replay"))
+        await asyncio.sleep(0.2)
+        rotated = "rotated-secret-0123456789abcdef"
+        assert (await api.call("admin_write", "PUT", "/admin/v1/consumers/aml", {"webhook_secret": rotated}))[0] == 200
+        receiver.hold.set()
+        status, replay = await asyncio.wait_for(replaying, WAIT_S)
+        assert status == 200 and replay["delivered"], replay
+        stored = api.client.app[CONSUMERS].known["aml"][0]
+        assert stored["webhook_secret"] == rotated and stored["dead_letters"] == []
+    finally:
+        await server.close()
