@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable
 from typing import Any
+from urllib.parse import urlsplit
 
 import structlog
 from prometheus_client import CollectorRegistry
@@ -38,6 +39,15 @@ REFRESH_S = 15.0
 
 class ConsumerLimitReached(Conflict):
     code = "consumer_limit_reached"
+
+
+def webhook_host(url: str) -> str | None:
+    """The host a webhook URL names, lowercased; None if it is no URL. Logs name this, never the
+    URL: receivers often carry a token in its path, query or user part."""
+    try:
+        return (urlsplit(url).hostname or "").lower()
+    except ValueError:
+        return None
 
 
 class Consumers:
@@ -107,7 +117,7 @@ class Consumers:
             created=created,
             acked_sequence=cursor,
             principal=who,
-            webhook_url=stored.get("webhook_url"),
+            webhook_host=webhook_host(stored["webhook_url"]) if stored.get("webhook_url") else None,
         )
         return created, self.view(name, stored, cursor)
 

@@ -27,12 +27,12 @@ from shared.web import json_response, principal, read_model
 
 from core_ledger.app_keys import CONFIG, SERVICE
 from core_ledger.config import LedgerConfig
-from core_ledger.consumers import Consumers
+from core_ledger.consumers import Consumers, webhook_host
 from core_ledger.events import ndjson, read_events, sse
 from core_ledger.metrics import LedgerMetrics
 from core_ledger.query import page_limit, query_bool, query_int
 from core_ledger.service import LedgerService
-from core_ledger.webhooks import Webhooks, WebhookSettings, webhook_host
+from core_ledger.webhooks import Webhooks, WebhookSettings
 
 log = structlog.get_logger("croupier.ledger.admin")
 

@@ -23,7 +23,6 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
@@ -35,7 +34,7 @@ from prometheus_client.registry import Collector
 from shared.errors import NotFound
 from shared.tasks import OwnedTask
 
-from core_ledger.consumers import Consumers
+from core_ledger.consumers import Consumers, webhook_host
 from core_ledger.events import read_events
 from core_ledger.metrics import LedgerMetrics
 from core_ledger.task_health import TaskHealth
@@ -72,14 +71,6 @@ class WebhookSettings:
 
 
 RECEIVER_ANSWER_BYTES_MAX = 4096  # of a receiver's answer body, read at most
-
-
-def webhook_host(url: str) -> str | None:
-    """The host a webhook URL names, lowercased; None if it is no URL."""
-    try:
-        return (urlsplit(url).hostname or "").lower()
-    except ValueError:
-        return None
 
 
 @dataclass

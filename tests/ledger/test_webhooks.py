@@ -15,6 +15,7 @@ import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from structlog.testing import capture_logs
 
 from core_ledger.app import create_app
 from core_ledger.events_http import CONSUMERS, WEBHOOKS
@@ -273,3 +274,15 @@ async def test_a_replay_waiting_on_its_receiver_does_not_undo_what_changed_meanw
         assert stored["webhook_secret"] == rotated and stored["dead_letters"] == []
     finally:
         await server.close()
+
+
+async def test_a_webhook_urls_token_never_reaches_the_logs(hook_api: Api) -> None:
+    url = "http://hook-user:pa55@127.0.0.1:9/hook/t0ken-in-path?key=t0ken-in-query"
+    with capture_logs() as logs:
+        status, _ = await hook_api.call(
+            "admin_write", "PUT", "/admin/v1/consumers/crm", {"webhook_url": url, "webhook_secret": SECRET}
+        )
+    assert status == 201
+    [saved] = [e for e in logs if e["event"] == "event_consumer_saved"]
+    assert saved["webhook_host"] == "127.0.0.1"
+    assert not any("t0ken" in str(e) or "pa55" in str(e) for e in logs)
