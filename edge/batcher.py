@@ -18,6 +18,7 @@ their actions.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -97,6 +98,12 @@ class Batcher:
         # Told of an answer that came after its caller's deadline (op, answer): the action may have
         # committed, and nobody applies its effects otherwise.
         self.on_late: Callable[[str, TransactionAnswer], None] | None = None
+        self._waiting: Counter[str] = Counter()  # unsettled actions, by client id
+
+    def _settled(self, client: str) -> None:
+        self._waiting[client] -= 1
+        if self._waiting[client] <= 0:
+            del self._waiting[client]
 
     async def submit(
         self, encoded: bytes, deadline_s: float, trace: otel_context.Context | None, asked: Asked | None = None
@@ -104,10 +111,16 @@ class Batcher:
         """Queue one encoded action and wait for its own result, at most `deadline_s`."""
         loop = asyncio.get_running_loop()
         action = Action(encoded, self._clock() + deadline_s, loop.create_future(), trace=trace, asked=asked)
+        client = (asked.client_id or "") if asked is not None else ""
+        if self._waiting[client] >= self._limits.ledger_queue_per_client_max:
+            # One caller cannot fill the queue that every caller shares (the others would get 503s).
+            raise Unavailable("too many of this client's money actions are waiting for the ledger")
         try:
             self._queue.put_nowait(action)
         except asyncio.QueueFull:
             raise Unavailable("too many money actions waiting for the ledger") from None
+        self._waiting[client] += 1
+        action.future.add_done_callback(lambda _: self._settled(client))
         try:
             return await asyncio.wait_for(asyncio.shield(action.future), deadline_s)
         except TimeoutError:

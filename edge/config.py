@@ -69,6 +69,7 @@ class Limits:
     ledger_batch_bytes_max: int = 60_000  # under the ledger's body_bytes_max (65536)
     ledger_batches_in_flight_max: int = 2  # few, large batches: fewer ledger requests per bet
     ledger_queue_max: int = 10_000  # money actions waiting for a batch
+    ledger_queue_per_client_max: int = 2_500  # of them, one client's at most (one cannot starve the others)
     ledger_retry_backoff_s: float = 0.05  # first retry delay, doubled per attempt, within the deadline
     breaker_failures: int = 5  # consecutive failed attempts that open the circuit
     breaker_open_s: float = 2.0
