@@ -64,7 +64,8 @@ CONNECT_TIMEOUT_S = 0.5  # a loopback/LAN handshake; a blackholed dial is abando
 BARRIER_TIMEOUT_S = 5.0
 CHUNK_DOCS_MAX = 256  # documents made live per step of one frame (<< docs_live_max)
 HINT_NAMES_MAX = 1000
-SENT_KEPT_MAX = 1024  # pushes and answers a link remembers in case it is lost (older: advertised again)
+SENT_KEPT_MAX = 32_768  # pushes and answers a link remembers in case it is lost (older: advertised again);
+# far above what an honest peer leaves (2,000 updates/s over the 4 s rewind margin: at most 8,000)
 REFUSED_LINK_REASONS = ("claimed_other_edge", "unknown_peer", "malformed_hello")
 # The sync level this edge speaks, in its hello. 2: it asks a peer, in its next anti-entropy round,
 # for a document whose update it refused for now (deferred, or over the peer's byte quota), so the
