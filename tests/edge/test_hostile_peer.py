@@ -190,16 +190,7 @@ async def test_a_dialer_survives_a_bug_in_its_link(edges, http):
 
 
 async def test_oversized_updates_are_refused_by_document_and_peer_quotas(edges, http, tmp_path):
-    e = await edges("apac", "eu")
-    await e.stop("apac")
-    await e.stop("eu")
-    limits = dataclasses.replace(
-        e.config("eu").limits, sync_doc_bytes_max=1024, sync_peer_bytes_per_s=1024, sync_peer_bytes_burst=4096
-    )
-    await e.start("eu", limits=limits)
-    eu, server = e.url("eu"), e.servers["eu"]
-    apac = Hostile("apac")
-    assert await apac.connect(eu) == "eu"
+    eu, server, apac = await _small_quotas_and_a_hostile_apac(edges)
     state = '{"x": "' + "y" * 1500 + '"}'
     small = '{"x": "' + "y" * 700 + '"}'
     try:
@@ -425,16 +416,7 @@ async def test_a_link_remembers_a_bounded_number_of_pushes_for_a_peer_that_sends
 async def test_updates_admission_refuses_drain_the_peers_own_quota_and_then_get_no_trial(edges):
     """Only admitted bytes were charged: a flood of updates admission refuses (here, writes into
     another edge's slot) cost this edge a trial each, about 0.1 ms of its loop, without limit."""
-    e = await edges("apac", "eu")
-    await e.stop("apac")
-    await e.stop("eu")
-    limits = dataclasses.replace(
-        e.config("eu").limits, sync_doc_bytes_max=1024, sync_peer_bytes_per_s=1024, sync_peer_bytes_burst=4096
-    )
-    await e.start("eu", limits=limits)
-    eu, server = e.url("eu"), e.servers["eu"]
-    apac = Hostile("apac")
-    assert await apac.connect(eu) == "eu"
+    _, server, apac = await _small_quotas_and_a_hostile_apac(edges)
     trials = {"n": 0}
     real_admit = admission.admit
 
@@ -455,3 +437,19 @@ async def test_updates_admission_refuses_drain_the_peers_own_quota_and_then_get_
         assert await rejected(server, "apac", "foreign_author") < 30 and trials["n"] < 30
     finally:
         await apac.close()
+
+
+async def _small_quotas_and_a_hostile_apac(edges: Any) -> tuple[str, Any, Hostile]:
+    """eu with small sync quotas (1 KiB per document, 1 KiB/s and a 4 KiB burst per peer), and a
+    hostile peer holding apac's credential, connected to it: eu's URL, its server and the peer."""
+    e = await edges("apac", "eu")
+    await e.stop("apac")
+    await e.stop("eu")
+    limits = dataclasses.replace(
+        e.config("eu").limits, sync_doc_bytes_max=1024, sync_peer_bytes_per_s=1024, sync_peer_bytes_burst=4096
+    )
+    await e.start("eu", limits=limits)
+    eu, server = e.url("eu"), e.servers["eu"]
+    apac = Hostile("apac")
+    assert await apac.connect(eu) == "eu"
+    return eu, server, apac

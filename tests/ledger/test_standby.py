@@ -83,11 +83,9 @@ async def test_standby_refuses_a_journal_that_does_not_chain(
 async def test_promoted_standby_takes_writes_in_a_higher_epoch(
     aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path, clock: FakeClock
 ) -> None:
-    primary_app = create_app(ledger_config(tmp_path / "primary"), clock=clock)
-    primary_server = await aiohttp_server(primary_app)
-    primary = Api(await aiohttp_client(primary_server))
-    standby_app = standby_of(primary_server, tmp_path / "standby", clock)
-    standby = Api(await aiohttp_client(standby_app))
+    primary_app, primary, standby_app, standby = await primary_and_standby(
+        aiohttp_server, aiohttp_client, tmp_path, clock
+    )
     await primary.player(deposit=500)
     head = primary_app[SERVICE].head
     await wait_for(lambda: standby_app[SERVICE].head == head)
@@ -106,11 +104,9 @@ async def test_an_entry_holding_unicode_line_separators_replicates_whole(
     aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path, clock: FakeClock
 ) -> None:
     # orjson leaves U+2028, U+2029 and U+0085 unescaped in a string; `str.splitlines` splits at them.
-    primary_app = create_app(ledger_config(tmp_path / "primary"), clock=clock)
-    primary_server = await aiohttp_server(primary_app)
-    primary = Api(await aiohttp_client(primary_server))
-    standby_app = standby_of(primary_server, tmp_path / "standby", clock)
-    standby = Api(await aiohttp_client(standby_app))
+    primary_app, primary, standby_app, standby = await primary_and_standby(
+        aiohttp_server, aiohttp_client, tmp_path, clock
+    )
     await primary.player(deposit=1000)
     note = {"note": "a\u2028b\u2029c\u0085d"}
     assert (await primary.post("edge", "/v1/bets", bet("sep1", 10, metadata=note)))[0] == 201
@@ -160,3 +156,13 @@ def test_a_journal_page_is_split_at_newlines_only() -> None:
     assert journal_lines('{"a":"x\u2028y"}\n{"b":1}\n') == ['{"a":"x\u2028y"}', '{"b":1}']
     with pytest.raises(ValueError):  # a page cut short: its last entry is not whole
         journal_lines('{"b":1}\n{"c"')
+
+
+async def primary_and_standby(
+    aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path, clock: FakeClock
+) -> tuple[web.Application, Api, web.Application, Api]:
+    """A primary on loopback and a standby tailing it: each app and a client of it."""
+    primary_app = create_app(ledger_config(tmp_path / "primary"), clock=clock)
+    primary_server = await aiohttp_server(primary_app)
+    standby_app = standby_of(primary_server, tmp_path / "standby", clock)
+    return primary_app, Api(await aiohttp_client(primary_server)), standby_app, Api(await aiohttp_client(standby_app))
