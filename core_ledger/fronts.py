@@ -8,8 +8,8 @@ pair that only this process and that child hold. Here each submit is checked as 
 handlers would: the forwarded `Authorization` is authenticated, each command is built again from
 its request by the handlers' own `money_command` (validated against its operation's model; type,
 principal, client id and via authorized against the credential), the caller's epoch claim is
-judged, and only then are the commands submitted. Every other route a front relays to this process's private listener,
-where it is served as before.
+judged, and only then are the commands submitted. Every other route a front relays to this
+process's private listener, where it is served as before.
 
 A front that ends (crash, kill, broken frame) is a failure of the `fronts` task (TaskHealth:
 `ledger_task_failures_total{task="fronts"}`, failing after five in a row) and lowers
