@@ -80,6 +80,13 @@ class LedgerClient:
         self._metrics = metrics
         self._clock = clock
         self._tasks = TaskSet(self._failed)
+        # Reads may hold every connection of the pool but one per batch in flight, and wait here,
+        # never in the pool: a flood of slow reads (400 balance reads) had taken every connection,
+        # so money batches waited behind them, and their waits timed out as ledger failures that
+        # opened the breaker for every caller.
+        self._read_slots = asyncio.Semaphore(
+            max(1, limits.ledger_connections_max - limits.ledger_batches_in_flight_max)
+        )
         self.batcher = Batcher(self._post_batch, self.failover, limits, metrics, clock, self._spawn)
         self._http: aiohttp.ClientSession | None = None
         self._last_ok = -math.inf
@@ -258,10 +265,24 @@ class LedgerClient:
             raise CroupierError(f"the ledger's answer to {operation} does not match the contract") from None
 
     async def _get_once(self, path: str, operation: str, deadline: float) -> dict[str, Any]:
+        try:  # waiting for a slot is this edge's own queue, not the ledger's doing: no attempt made
+            await asyncio.wait_for(self._read_slots.acquire(), max(0.0, deadline - self._clock()))
+        except TimeoutError:
+            raise Unavailable("too many reads are waiting for the ledger") from None
+        try:
+            return await self._read_attempt(path, operation, deadline)
+        finally:
+            self._read_slots.release()
+
+    async def _read_attempt(self, path: str, operation: str, deadline: float) -> dict[str, Any]:
         assert self._http is not None
         index = self.failover.pick()
         started, outcome = self._clock(), "error"
-        timeout = aiohttp.ClientTimeout(total=max(0.001, min(self._attempt_timeout_s, deadline - started)))
+        allowed_s = min(self._attempt_timeout_s, deadline - started)
+        # An attempt the deadline cut short proves nothing of the ledger when it times out: its
+        # timeout is counted in the metric, not against the breaker.
+        cut_short = allowed_s < self._attempt_timeout_s
+        timeout = aiohttp.ClientTimeout(total=max(0.001, allowed_s))
         url = self.failover.urls[index] + path
         # Only within a trace: the idle readiness probes of `watch` start none.
         with self._tracing.client_call("GET", url, f"GET {operation}", root=False) as call:
@@ -281,15 +302,20 @@ class LedgerClient:
                 outcome = "timeout" if isinstance(e, asyncio.TimeoutError) else "error"
                 raise AttemptFailed(type(e).__name__) from None
             finally:
-                self._observe(operation, outcome, started, index)
+                self._observe(operation, outcome, started, index, judged=not (cut_short and outcome == "timeout"))
 
     # --- plumbing -------------------------------------------------------------------------------
 
-    def _observe(self, operation: str, outcome: str, started: float, index: int) -> None:
+    def _observe(self, operation: str, outcome: str, started: float, index: int, *, judged: bool = True) -> None:
+        """An attempt's outcome, in the metric, and (when `judged`: it says something of the link)
+        in the breaker of its URL."""
         self._metrics.ledger_request_duration_seconds.labels(operation, outcome).observe(self._clock() - started)
         if outcome in ("ok", "rejected"):
             self._last_ok = self._clock()
-        self.failover.record(index, outcome, operation)
+        if judged:
+            self.failover.record(index, outcome, operation)
+        else:
+            self.failover.unjudged(index)
 
     def _spawn(self, coro: Any) -> None:
         self._tasks.spawn(coro)

@@ -77,6 +77,11 @@ class LedgerFailover:
             log.warning("ledger_url_switched", from_url=self.urls[self.current], to_url=self.urls[index], reason=reason)
             self.current = index
 
+    def unjudged(self, index: int) -> None:
+        """An attempt that says nothing of the link (cut short by its caller's deadline): a probe ends
+        undecided, no failure is counted."""
+        self._breakers[index].release()
+
     def record(self, index: int, outcome: str, operation: str) -> None:
         """The outcome of an attempt at the `index`-th URL (`ok`, `rejected`: it answered; `not_primary`:
         a healthy ledger, not the one to use; anything else: a failure of the link)."""

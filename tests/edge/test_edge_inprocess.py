@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 
 import aiohttp
 from openapi_spec_validator import validate as validate_openapi
 
 from edge.app_keys import SERVICE
-from tests.support.edges import peer_token
+from tests.support.edges import GS, peer_token
 from tests.support.polling import eventually
 
 BET = {"player_id": "p1", "currency": "EUR", "amount_minor": 500, "round_id": "r1", "game_id": "slots"}
@@ -279,3 +280,29 @@ async def test_a_committed_answer_after_the_callers_deadline_has_its_documents_r
 
     await eventually(reconciling, timeout_s=5)
     assert ledger.sequence == 1
+
+
+async def test_a_flood_of_slow_reads_neither_starves_money_nor_opens_the_breaker(edges, fake_ledger):
+    """400 balance reads against a ledger taking 250 ms each held every pooled connection: the
+    money batches waited behind them, and the waits, timed out, opened the breaker for everyone."""
+    ledger, _ = fake_ledger
+    e = await edges("eu")
+    await e.stop("eu")
+    await e.start("eu", limits=dataclasses.replace(e.config("eu").limits, ledger_connections_max=8))
+    eu, service = e.url("eu"), e.servers["eu"].app[SERVICE]
+    ledger.read_delay_s = 0.25
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0), headers={"Authorization": f"Bearer {GS}"}
+    ) as flood:
+
+        async def read(i: int) -> int:
+            async with flood.get(f"{eu}/v1/players/p{i}/balances") as r:
+                return r.status
+
+        reads = [asyncio.create_task(read(i)) for i in range(400)]
+        await asyncio.sleep(0.3)  # the reads hold what they can
+        status, body = await post(flood, eu + "/v1/bets", bet("amid-reads"))
+        statuses = await asyncio.gather(*reads)
+    assert status == 201, body
+    assert set(statuses) <= {200, 503} and 200 in statuses  # the rest refused: the edge's queue, not the ledger
+    assert service.ledger.failover.any_closed()

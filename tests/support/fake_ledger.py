@@ -48,6 +48,7 @@ class FakeLedger:
     fail_after_commit: int = 0  # batches that commit and then answer 500 (a lost answer)
     reorder_results: int = 0  # batches answered with their results in reverse order (a broken proxy)
     delay_s: float = 0.0
+    read_delay_s: float = 0.0  # each balance read takes this long (a slow ledger under reads)
     batches: list[int] = field(default_factory=list)
     limits: Limits | None = None  # what GET /v1/limits answers (None: an older ledger without the route)
     limits_asked: int = 0
@@ -178,6 +179,8 @@ class FakeLedger:
         return _json(LedgerBonuses(player_id=pid, bonuses=out, as_of_sequence=self.sequence, as_of_epoch=1))
 
     async def balances(self, request: web.Request) -> web.Response:
+        if self.read_delay_s:
+            await asyncio.sleep(self.read_delay_s)
         return _json(BalancesAnswer(player_id=request.match_info["pid"], balances=[]))
 
     async def rounds(self, request: web.Request) -> web.Response:
