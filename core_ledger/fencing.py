@@ -34,6 +34,7 @@ import orjson
 import structlog
 
 from shared.auth import Principal
+from shared.client_reads import read_capped
 from shared.contract import headers
 from shared.errors import BadRequest, Conflict
 
@@ -120,12 +121,7 @@ async def read_peer(http: aiohttp.ClientSession, url: str) -> PeerView:
     ready, with the same body): role, epoch, fenced, head. The header must agree with the body."""
     try:
         async with http.get(url + "/readyz") as resp:
-            raw = b""
-            while chunk := await resp.content.read(PEER_ANSWER_BYTES_MAX + 1 - len(raw)):
-                raw += chunk
-                if len(raw) > PEER_ANSWER_BYTES_MAX:
-                    raise ValueError("answer too large")
-            body = orjson.loads(raw)
+            body = orjson.loads(await read_capped(resp, PEER_ANSWER_BYTES_MAX))
             header = int(resp.headers[EPOCH_HEADER])
         epoch, role, fenced = body["epoch"], body["role"], body["fenced"]
         if not (isinstance(epoch, int) and isinstance(role, str) and isinstance(fenced, bool)) or epoch != header:

@@ -35,6 +35,7 @@ import structlog
 from pydantic import ValidationError
 
 from shared import request_ids
+from shared.client_reads import read_capped
 from shared.contract.answers import Answer, BatchAnswer, BatchResult, TransactionAnswer
 from shared.contract.answers import Limits as LedgerLimits
 from shared.errors import CroupierError, Unavailable
@@ -49,6 +50,8 @@ from edge.ledger_failover import LedgerFailover
 from edge.ledger_limits import LIMITS_RETRY_S, bounds_within, learn_limits
 from edge.ledger_problems import AttemptFailed, error_from_problem, json_or_none, refused_outcome
 from edge.metrics import EdgeMetrics
+
+ANSWER_BYTES_MAX = 16 * 1024 * 1024  # of a ledger's answer, decompressed (a batch's is well under 1 MiB)
 
 log = structlog.get_logger("croupier.edge.ledger")
 A = TypeVar("A", bound=Answer)
@@ -213,7 +216,7 @@ class LedgerClient:
                 ) as resp:
                     self.failover.learn_epoch(resp.headers)
                     call.answered(resp.status)
-                    raw = await read_capped(resp)
+                    raw = await read_capped(resp, ANSWER_BYTES_MAX)
                     if resp.status != 200:
                         outcome = refused_outcome(resp.status, raw)
                         raise AttemptFailed(f"ledger batch answered {resp.status}")
@@ -290,7 +293,7 @@ class LedgerClient:
                 async with self._http.get(url, timeout=timeout, headers={**self._headers(), **call.headers}) as resp:
                     self.failover.learn_epoch(resp.headers)
                     call.answered(resp.status)
-                    raw = await read_capped(resp)
+                    raw = await read_capped(resp, ANSWER_BYTES_MAX)
                     if resp.status >= 500:
                         outcome = refused_outcome(resp.status, raw)
                         raise AttemptFailed(f"ledger answered {resp.status}")
@@ -327,20 +330,3 @@ class LedgerClient:
     def _dispatch_failed(self, name: str, error: BaseException) -> None:
         self._metrics.background_failures_total.labels("ledger_client").inc()
         log.error("ledger client task failed", task=name, error=repr(error), exc_info=error)
-
-
-ANSWER_BYTES_MAX = 16 * 1024 * 1024  # of a ledger's answer, decompressed (a batch's is well under 1 MiB)
-
-
-async def read_capped(resp: aiohttp.ClientResponse, limit: int = ANSWER_BYTES_MAX) -> bytes:
-    """The answer's body, or ClientPayloadError (a failed attempt) once it passes `limit` bytes:
-    aiohttp reads and decompresses a whole body into memory (200 KB of gzip made 200 MB)."""
-    if resp.content_length is not None and resp.content_length > limit:
-        raise aiohttp.ClientPayloadError(f"an answer of {resp.content_length} bytes, over {limit}")
-    chunks, size = [], 0
-    async for chunk in resp.content.iter_chunked(64 * 1024):
-        size += len(chunk)
-        if size > limit:
-            raise aiohttp.ClientPayloadError(f"an answer over {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)

@@ -16,13 +16,14 @@ from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
+from shared.client_reads import read_capped
 from shared.contract.answers import RoundsAnswer
 from shared.errors import CroupierError, Unavailable, status_for
 
 from edge.config import Limits
 from edge.health import TaskHealth
 from edge.jackpots import JackpotCatalog
-from edge.ledger_client import LedgerClient, read_capped
+from edge.ledger_client import LedgerClient
 from edge.metrics import EdgeMetrics
 from edge.reconcile import Reconciler
 from edge.state import EdgeState
