@@ -24,12 +24,15 @@ class ByteBucket:
 
     def holds(self, n: int) -> bool:
         """Whether `n` bytes could be spent now (nothing is spent)."""
-        now = self._clock()
-        self._level = min(self._burst, self._level + (now - self._at) * self._rate)
-        self._at = now
+        self._refill()
         return n <= self._level
 
     def spend(self, n: int) -> None:
         """Spend `n` bytes, or all the bucket holds if fewer: work done for nothing is paid too."""
-        self.holds(0)
+        self._refill()
         self._level = max(0.0, self._level - n)
+
+    def _refill(self) -> None:
+        now = self._clock()
+        self._level = min(self._burst, self._level + (now - self._at) * self._rate)
+        self._at = now

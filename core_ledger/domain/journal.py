@@ -19,6 +19,8 @@ from typing import Any
 
 import orjson
 
+from shared.contract.headers import EPOCH_DIGITS_MAX
+
 from core_ledger.domain.commands import InvariantBroken
 from core_ledger.domain.records import Entry, Posting, Transaction
 
@@ -106,7 +108,7 @@ def sealed(
 
 
 _HASHED_PREFIX = b'{"epoch":%d,"format":%d,'
-EPOCH_MAX = 10**18 - 1  # an epoch fits the stores' integers with room to add one (X-Ledger-Epoch: 18 digits)
+EPOCH_MAX = 10**EPOCH_DIGITS_MAX - 1  # as X-Ledger-Epoch carries it; fits the stores' integers, plus one
 
 
 def entry_text(entry: Entry | dict[str, Any]) -> str:

@@ -51,7 +51,7 @@ def test_the_displayed_seed_and_currency_are_this_edges_own_once_it_holds_a_slot
     """They came from the lowest edge id's slot: a peer named "a..." holding a credential could
     show every player its own seed and currency."""
     own = JackpotSlot(1, 5, 0, 1000, "EUR", 1.0)
-    liar = JackpotSlot(1, 0, 0, 999_999_999, "XXX", 1.0)
+    liar = JackpotSlot(1, 0, 0, 999_999_999, "USD", 1.0)
     view = jackpot_view({"aa-liar": liar, "eu": own}, own="eu")
     assert (view.seed_minor, view.currency, view.display_minor) == (1000, "EUR", 1005)
     # Until this edge holds a slot of the current epoch, a peer's is the best guess.
