@@ -72,7 +72,7 @@ class Append:
     doc: str
     data: bytes
     state_vector: bytes
-    effect: Effect | None = None
+    effects: tuple[Effect, ...] = ()  # the effects this update carries (a document stored whole: several)
     local: bool = False  # written by this edge: pushed to peers once durable
 
 
@@ -140,7 +140,7 @@ def _commit_batch(
         )
         db.executemany(
             "INSERT OR IGNORE INTO effects (key, seq, delta) VALUES (?, ?, ?)",
-            [(op.effect.key, op.effect.sequence, orjson.dumps(op.effect.delta)) for op in appends if op.effect],
+            [(e.key, e.sequence, orjson.dumps(e.delta)) for op in appends for e in op.effects],
         )
         for mark in watermarks:
             db.execute("DELETE FROM effects WHERE key = ? AND seq <= ?", (mark.key, mark.sequence))

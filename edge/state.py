@@ -44,6 +44,9 @@ class EdgeState:
         # live (evicted, they would be reloaded without them while the replica's state vector
         # still claims them), and stored whole at the next write that gets through (`_stored`).
         self.unstored: set[str] = set()
+        # The effects booked in those documents, stored with them: an effect in a stored document
+        # but not in the stored book would be applied again after a restart.
+        self._unstored_effects: dict[str, list[Effect]] = {}
         self.replica = Replica(edge_id, client_id, docs_live_max, pinned=self._pinned)
         self.book = EffectBook()
         self._loading: dict[str, asyncio.Future[Doc]] = {}
@@ -147,9 +150,11 @@ class EdgeState:
             if self.unstored:
                 self._store_unstored()
             sv = self.replica.state_vectors.get(name, b"\x00")
-            self.store.append(Append(name, update, sv, effect, local=local))
+            self.store.append(Append(name, update, sv, (effect,) if effect else (), local=local))
         except Unavailable:
             self.unstored.add(name)
+            if effect is not None:
+                self._unstored_effects.setdefault(name, []).append(effect)
             raise
 
     def _store_unstored(self) -> None:
@@ -161,5 +166,7 @@ class EdgeState:
             doc = self.replica.live(name)
             if doc is not None:  # (pinned: always live)
                 sv = self.replica.state_vectors.get(name, b"\x00")
-                self.store.append(Append(name, doc.get_update(), sv, local=True))  # Unavailable: later
+                effects = tuple(self._unstored_effects.get(name, ()))
+                self.store.append(Append(name, doc.get_update(), sv, effects, local=True))  # Unavailable: later
             self.unstored.discard(name)
+            self._unstored_effects.pop(name, None)

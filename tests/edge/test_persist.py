@@ -19,7 +19,7 @@ async def test_store_reopens_with_documents_effects_and_watermarks_and_compacts(
     for i in range(1, 26):
         update = r.write_local(JP, lambda d, i=i: write_slot(d, "eu", JackpotSlot(1, i, 0, 5, "EUR", 0.0).encode()))
         effect = Effect(JP, 100 + i, {"epoch": 1, "amount_minor": 1}) if i % 5 == 0 else None
-        store.append(Append(JP, update, r.state_vectors[JP], effect, local=i % 2 == 0))
+        store.append(Append(JP, update, r.state_vectors[JP], (effect,) if effect else (), local=i % 2 == 0))
     store.raise_watermark(JP, 110)
     assert await store.barrier(timeout_s=10)
     assert len(durable) == 12 and not store.pending(JP), "local updates are handed over only once committed"
@@ -63,7 +63,7 @@ async def test_a_batch_is_one_hop_and_the_connection_runs_in_wal(tmp_path, monke
         r.install(JP, [])
         for i in range(1, 6):
             update = r.write_local(JP, lambda d, i=i: write_slot(d, "eu", JackpotSlot(1, i, 0, 5, "EUR", 0.0).encode()))
-            store.append(Append(JP, update, r.state_vectors[JP], Effect(JP, 100 + i, {"amount_minor": 1})))
+            store.append(Append(JP, update, r.state_vectors[JP], (Effect(JP, 100 + i, {"amount_minor": 1}),)))
         store.raise_watermark(JP, 102)
         assert await store.barrier(timeout_s=10)
         assert hops == ["_commit_batch"], "updates, documents, effects and watermarks: one unit of work"

@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from shared.errors import Unavailable
 
+from edge.crdt import Effect
 from edge.crdt.replica import Replica
 from edge.crdt.slots import SessionRecord, slots, write_slot
 from edge.metrics import EdgeMetrics
@@ -74,3 +75,47 @@ async def test_a_change_the_store_refused_keeps_its_document_live_and_is_stored_
     finally:
         await reopened.close()
     assert slots(Replica("eu", 9, 4).install(refused, rows)).get("us") == record(3)
+
+
+async def test_an_effect_the_store_refused_is_stored_with_its_document_so_a_restart_does_not_apply_it_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The effect is booked in memory when its write is refused; the stored book must hold it once
+    the document holding its delta is stored whole, or a restart would apply it a second time."""
+    store = DocumentStore(tmp_path / "edge.db", 7, limits=StoreLimits(queue_max=2))
+    state = EdgeState("eu", 7, 8, store, EdgeMetrics(CollectorRegistry()), time.time)
+    await state.open()
+    held = asyncio.Event()
+    commit = store._commit
+
+    async def held_commit(ops: list) -> None:
+        await held.wait()
+        await commit(ops)
+
+    monkeypatch.setattr(store, "_commit", held_commit)
+    refused, effect = DOCS[3], Effect(DOCS[3], 42, {"amount_minor": 500})
+    try:
+        for i, name in enumerate(DOCS[:3]):  # the writer holds the first, the queue the next two
+            await state.doc(name)
+            state.write(name, lambda d, i=i: write_slot(d, "eu", record(i)))
+            await asyncio.sleep(0)
+        await state.doc(refused)
+        with pytest.raises(Unavailable):
+            state.write(refused, lambda d: write_slot(d, "eu", record(3)), effect)
+        assert not state.book.should_apply(refused, 42), "booked in memory: this process does not apply it again"
+        held.set()
+        assert await store.barrier(5)
+        state.write(DOCS[0], lambda d: write_slot(d, "eu", record(9)))  # the next change the store takes
+        assert state.unstored == set()
+        assert await store.barrier(5)
+    finally:
+        held.set()
+        await store.close()
+    reopened = DocumentStore(tmp_path / "edge.db", 7)
+    loaded = await reopened.open()
+    try:
+        rows = await reopened.load_doc(refused)
+    finally:
+        await reopened.close()
+    assert slots(Replica("eu", 9, 4).install(refused, rows)).get("eu") == record(3)
+    assert effect in loaded.effects, "the document carries the effect's delta, so its book must too"
