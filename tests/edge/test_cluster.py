@@ -229,6 +229,9 @@ async def test_a_player_reconnecting_on_another_edge_sees_the_open_round_and_gam
 
 async def test_with_the_ledger_stopped_money_answers_503_in_time_and_state_reads_answer(cluster, http):
     t = Traffic(cluster, http, "down")
+    for edge in cluster.edge_ids:  # each edge holds a jackpot display and p001's state of its own
+        status, _ = await t.post(edge, "/v1/bets", {**t.bet(), "player_id": "p001"})
+        assert status == 201
     await cluster.stop_service("ledger")
     try:
         for edge in cluster.edge_ids:
