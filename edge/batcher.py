@@ -11,6 +11,12 @@ the same body, hence the same idempotency `id`, after a doubling backoff, while 
 allows; past it the caller gets `Unavailable` (`ledger_unavailable`, 503 with Retry-After). A
 per-action 503 (fenced, or its standby went away) also moves the client to the next ledger URL.
 
+A batch the ledger refuses as a whole as a bad request (400, 413, 422: versions apart, a bound
+lowered, a bug) is not a failure of the link and would be refused again as it is: it is split in
+halves, sent again, until the action at fault is alone, and that one gets the ledger's problem.
+One bad action then fails itself only, instead of every action batched with it (retried until
+their deadline) and, through the breaker, every caller.
+
 The HTTP request itself is the client's (`post`): this module only forms batches and settles
 their actions.
 """
@@ -32,7 +38,7 @@ from shared.errors import RETRYABLE_CODES, CroupierError, Unavailable
 from edge.config import Limits
 from edge.ledger_failover import LedgerFailover
 from edge.ledger_limits import BatchBounds, configured_bounds
-from edge.ledger_problems import AttemptFailed, error_from_problem
+from edge.ledger_problems import AttemptFailed, BatchRefused, error_from_problem
 from edge.metrics import EdgeMetrics
 
 log = structlog.get_logger("croupier.edge.ledger")
@@ -71,7 +77,8 @@ class Action:
     asked: Asked | None = None  # what it asks: its result must answer exactly that
 
 
-# Sends one batch: (index of the ledger URL that answered, one result per action), or AttemptFailed.
+# Sends one batch: (index of the ledger URL that answered, one result per action), or raises
+# AttemptFailed (retry) or BatchRefused (split).
 PostBatch = Callable[[list[Action]], Awaitable[tuple[int, list[BatchResult]]]]
 Spawn = Callable[[Coroutine[Any, Any, None]], None]
 
@@ -157,6 +164,9 @@ class Batcher:
             for action in batch:
                 self._retry_or_fail(action, str(e))
             return
+        except BatchRefused as e:
+            self._split(batch, e)
+            return
         finally:
             self._slots.release()
         if any(
@@ -184,6 +194,30 @@ class Batcher:
                 self._retry_or_fail(action, body.code)
             else:
                 _fail(action, error_from_problem(status, body.dump()))
+
+    def _split(self, batch: list[Action], refusal: BatchRefused) -> None:
+        """A batch refused whole: its halves are sent again; an action refused alone gets the problem."""
+        self._metrics.ledger_batches_refused_total.labels(str(refusal.status)).inc()
+        body = refusal.body if isinstance(refusal.body, dict) else {}
+        log.error(
+            "ledger_batch_refused",
+            status=refusal.status,
+            code=body.get("code"),
+            detail=str(body.get("detail", ""))[:500],
+            actions=len(batch),
+        )
+        waiting = [a for a in batch if not a.future.done()]
+        if len(waiting) == 1:
+            _fail(waiting[0], error_from_problem(refusal.status, refusal.body))
+        elif waiting:
+            half = len(waiting) // 2
+            self._spawn(self._send_alone(waiting[:half]))
+            self._spawn(self._send_alone(waiting[half:]))
+
+    async def _send_alone(self, part: list[Action]) -> None:
+        """`part` in a batch of its own, when a slot is free (it is not merged with queued actions)."""
+        await self._slots.acquire()
+        await self._send(part)
 
     def _retry_or_fail(self, action: Action, reason: str) -> None:
         action.attempts += 1

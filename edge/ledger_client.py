@@ -48,7 +48,14 @@ from edge.breaker import Breaker
 from edge.config import Limits
 from edge.ledger_failover import LedgerFailover
 from edge.ledger_limits import LIMITS_RETRY_S, bounds_within, learn_limits
-from edge.ledger_problems import AttemptFailed, error_from_problem, json_or_none, refused_outcome
+from edge.ledger_problems import (
+    BATCH_REFUSALS,
+    AttemptFailed,
+    BatchRefused,
+    error_from_problem,
+    json_or_none,
+    refused_outcome,
+)
 from edge.metrics import EdgeMetrics
 
 ANSWER_BYTES_MAX = 16 * 1024 * 1024  # of a ledger's answer, decompressed (a batch's is well under 1 MiB)
@@ -217,6 +224,9 @@ class LedgerClient:
                     self.failover.learn_epoch(resp.headers)
                     call.answered(resp.status)
                     raw = await read_capped(resp, ANSWER_BYTES_MAX)
+                    if resp.status in BATCH_REFUSALS:  # it answered: the link is fine, the batch is not
+                        outcome = "rejected"
+                        raise BatchRefused(resp.status, json_or_none(raw))
                     if resp.status != 200:
                         outcome = refused_outcome(resp.status, raw)
                         raise AttemptFailed(f"ledger batch answered {resp.status}")

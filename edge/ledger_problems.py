@@ -25,6 +25,22 @@ class NotPrimary(AttemptFailed):
     """The ledger answered, but it is not (or no longer) the primary: try the next URL."""
 
 
+# Whole-batch answers that judge the request itself, not the link: the same batch would get the
+# same answer again (edge and ledger versions apart, a bound the ledger lowered, or a bug).
+BATCH_REFUSALS = frozenset({400, 413, 422})
+
+
+class BatchRefused(Exception):
+    """The ledger refused a money batch as a whole as a bad request (a status of `BATCH_REFUSALS`).
+    Not a failure of the link, and not retryable as it is: the batch is split until the action at
+    fault is alone, and that one gets the ledger's problem."""
+
+    def __init__(self, status: int, body: Any) -> None:
+        super().__init__(f"ledger batch refused with {status}")
+        self.status = status
+        self.body = body  # the problem+json answer, or None
+
+
 def problem_code(raw: bytes) -> str | None:
     try:
         body = orjson.loads(raw)

@@ -7,6 +7,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from shared.errors import CLASS_BY_CODE, CroupierError
 from shared.metrics import LATENCY_BUCKETS_S
 
+from edge.ledger_problems import BATCH_REFUSALS
+
 # Sync lag spans loopback milliseconds up to minutes of partition catch-up.
 # Label values of the failure counters, created at 0 when the edge starts: an alert on
 # `increase(...)` sees the first failure only if the series existed before it.
@@ -88,6 +90,13 @@ class EdgeMetrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
             registry=registry,
         )
+        self.ledger_batches_refused_total = Counter(
+            "edge_ledger_batches_refused_total",
+            "Money batches the ledger refused as a whole as a bad request, by status (400, 413, 422: "
+            "versions apart or a bug); each is split until the action at fault is alone.",
+            ["status"],
+            registry=registry,
+        )
         self.effect_failures_total = Counter(
             "edge_effect_failures_total",
             "CRDT effects of committed money answers that could not be applied "
@@ -164,3 +173,5 @@ class EdgeMetrics:
             self.money_errors_total.labels(operation, "other")
         for task in BACKGROUND_TASKS:
             self.background_failures_total.labels(task)
+        for status in sorted(BATCH_REFUSALS):  # a first refusal is an increase
+            self.ledger_batches_refused_total.labels(str(status))

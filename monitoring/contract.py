@@ -35,6 +35,8 @@ EDGE_METRICS = (
     MetricSpec("edge_effect_failures_total", "counter", ("operation",)),
     # A ledger answer that does not match the wire contract (versions apart, or a bug on one side).
     MetricSpec("edge_ledger_answers_malformed_total", "counter", ("operation",)),
+    # A money batch the ledger refused whole as a bad request (split until the action at fault is alone).
+    MetricSpec("edge_ledger_batches_refused_total", "counter", ("status",)),
     # Hostile or broken peers, and background tasks that keep failing.
     MetricSpec("edge_sync_rejected_updates_total", "counter", ("peer", "reason")),
     MetricSpec("edge_sync_refused_links_total", "counter", ("reason",)),

@@ -74,6 +74,26 @@ async def test_a_batch_answer_whose_results_name_other_actions_is_not_used(edges
     assert (await get(http, e.url("eu") + "/v1/jackpots/mega"))[1]["display_minor"] == 1000 + 12 * 5
 
 
+async def test_a_batch_refused_whole_is_split_so_only_the_action_at_fault_fails(edges, fake_ledger, http):
+    """A ledger that refuses a batch as a bad request (400: say it is older and cannot read one
+    action) would refuse it again as it is. It was retried until every caller's deadline and
+    counted against the breaker: one bad action gave 503s to every caller of the edge."""
+    ledger, _ = fake_ledger
+    ledger.delay_s, ledger.refuse_ids = 0.05, {"b-r5"}
+    e = await edges("eu")
+    results = await asyncio.gather(*(post(http, e.url("eu") + "/v1/bets", bet(f"r{i}")) for i in range(12)))
+    assert max(ledger.batches) > 1, "the refused action was batched with others"
+    assert results[5][0] == 400 and results[5][1]["code"] == "validation_error"
+    assert [s for i, (s, _) in enumerate(results) if i != 5] == [201] * 11
+    assert ledger.sequence == 11
+    assert (await post(http, e.url("eu") + "/v1/bets", bet("after")))[0] == 201  # the link was never judged down
+    async with http.get(e.url("eu") + "/metrics", headers={"Authorization": "Bearer metrics-token"}) as r:
+        text = await r.text()
+    series = 'edge_ledger_batches_refused_total{status="400"}'
+    assert float(next(line for line in text.splitlines() if line.startswith(series)).split()[-1]) >= 1
+    assert 'edge_ledger_breaker_open{url_index="0"} 0.0' in text
+
+
 async def test_concurrent_bets_share_ledger_batches_and_each_gets_its_own_answer(edges, fake_ledger, http):
     ledger, _ = fake_ledger
     ledger.delay_s = 0.05

@@ -47,6 +47,7 @@ class FakeLedger:
     bets: dict[tuple[str, str], Transaction] = field(default_factory=dict)
     fail_after_commit: int = 0  # batches that commit and then answer 500 (a lost answer)
     reorder_results: int = 0  # batches answered with their results in reverse order (a broken proxy)
+    refuse_ids: set[str] = field(default_factory=set)  # a batch holding one of these is refused whole (400)
     delay_s: float = 0.0
     read_delay_s: float = 0.0  # each balance read takes this long (a slow ledger under reads)
     batches: list[int] = field(default_factory=list)
@@ -77,6 +78,8 @@ class FakeLedger:
         assert request.headers["Authorization"].startswith("Bearer ")
         actions = (await request.json())["actions"]
         self.batches.append(len(actions))
+        if any(a["body"]["id"] in self.refuse_ids for a in actions):  # as a ledger that cannot read one action
+            return _problem(400, "validation_error", "actions: an action this ledger cannot read")
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         results = [self._one(a["op"], a["body"]) for a in actions]
