@@ -32,12 +32,14 @@ import sqlite3
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 import orjson
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from shared.migrations import latest
 
+from core_ledger import checkpoints
 from core_ledger.domain import ENTRY_FORMAT, ChainCheck, State, fold
 from core_ledger.domain.journal import EPOCH_MAX, GENESIS_HASH
 from core_ledger.domain.state import LATER_TABLES, TABLES
@@ -73,6 +75,23 @@ class BackupInvalid(Exception):
 
 class RestoreTargetNotEmpty(Exception):
     """The restore target already holds a journal: restore only ever fills an empty store."""
+
+
+class Anchors(NamedTuple):
+    """Signed checkpoints kept off the ledger host (`GET /admin/v1/audit/checkpoints/export`) and
+    the public key they verify with. The chain and the checksums of a backup have no key: whoever
+    can write the backup can rewrite an entry and re-hash everything after it. Checkpoints cannot
+    be forged without the ledger's private key."""
+
+    public_key: Ed25519PublicKey
+    checkpoints: list[dict[str, Any]]
+
+    def at_or_below(self, sequence: int) -> list[dict[str, Any]]:
+        """The checkpoints a journal ending at `sequence` must match (a malformed one included,
+        to be refused); later ones sign history after it, which it cannot hold."""
+        return [
+            cp for cp in self.checkpoints if not (isinstance(cp.get("sequence"), int) and cp["sequence"] > sequence)
+        ]
 
 
 def table_file(table: str) -> str:
@@ -228,11 +247,15 @@ def _journal_rows(backup: Path) -> Iterator[tuple[int, str]]:
             expected = sequence + 1
 
 
-def _check_chain(backup: Path, head: Head) -> dict[str, Any]:
+def _check_chain(backup: Path, head: Head, hash_at: dict[int, str] | None = None) -> dict[str, Any]:
+    """The chain check of the journal up to the manifest's `head`; fills `hash_at` (sequences
+    asked for: the hash the journal holds at each)."""
     check = ChainCheck()
     for row in _journal_rows(backup):
         if not check.feed([row]):
             break
+        if hash_at is not None and row[0] in hash_at:
+            hash_at[row[0]] = orjson.loads(row[1])["hash"]  # the chain check read it as an entry
     if not check.ok:
         raise BackupInvalid(
             f"the journal of {backup} breaks at sequence {check.first_bad_sequence}",
@@ -264,13 +287,19 @@ def _sha256(path: Path) -> tuple[str, int]:
     return sha.hexdigest(), size
 
 
-def verify_backup(backup: Path) -> dict[str, Any]:
+def verify_backup(backup: Path, anchors: Anchors | None = None) -> dict[str, Any]:
     """Check a backup completely: manifest, the journal's chain up to the manifest's head (naming
-    the first bad sequence), then every file's sha256 and size. Raises `BackupInvalid`."""
+    the first bad sequence), then every file's sha256 and size; with `anchors`, that every signed
+    checkpoint up to the head is the ledger's and names the hash the journal holds at its
+    sequence. Raises `BackupInvalid`."""
     manifest = read_manifest(backup)
     if not (backup / JOURNAL).is_file():
         raise BackupInvalid(f"{backup} has no {JOURNAL}", file=JOURNAL)
-    chain = _check_chain(backup, manifest["head"])
+    head: Head = manifest["head"]
+    applicable = anchors.at_or_below(head.sequence) if anchors is not None else []
+    # "" (matches no checkpoint) until the journal names a hash at the sequence.
+    hash_at = {cp["sequence"]: "" for cp in applicable if isinstance(cp.get("sequence"), int)}
+    chain = _check_chain(backup, head, hash_at)
     for name, expected in sorted(manifest["files"].items()):
         path = backup / name  # one of the expected names (read_manifest): never outside the backup
         if not path.is_file():
@@ -278,7 +307,7 @@ def verify_backup(backup: Path) -> dict[str, Any]:
         digest, size = _sha256(path)
         if digest != expected["sha256"] or size != expected.get("bytes", size):
             raise BackupInvalid(f"{name} of {backup} does not match its checksum in the manifest", file=name)
-    return {
+    report = {
         "ok": True,
         "path": str(backup),
         "head_sequence": chain["head_sequence"],
@@ -287,6 +316,30 @@ def verify_backup(backup: Path) -> dict[str, Any]:
         "epoch": manifest["epoch"],
         "files_checked": len(manifest["files"]),
     }
+    if anchors is not None:
+        report.update(_anchored(backup, anchors, applicable, {**hash_at, 0: GENESIS_HASH}))
+    return report
+
+
+def _anchored(
+    backup: Path, anchors: Anchors, applicable: list[dict[str, Any]], hash_at: dict[int, str]
+) -> dict[str, Any]:
+    """The backup's journal judged by the signed checkpoints up to its head; `BackupInvalid` unless
+    at least one applies and every one that does is signed and matches."""
+    judged = checkpoints.check(applicable, anchors.public_key, hash_at)
+    report = judged.report()
+    if not applicable:
+        raise BackupInvalid(
+            f"no signed checkpoint is at or below the head of {backup}: nothing anchors its journal", file=JOURNAL
+        )
+    if not judged.ok:
+        raise BackupInvalid(
+            f"the journal of {backup} does not match the signed checkpoints "
+            f"(bad signature: {report['bad_signature']}, other hash: {report['hash_mismatch']})",
+            first_bad_sequence=report["first_bad_checkpoint_sequence"],
+            file=JOURNAL,
+        )
+    return {"checkpoints": report, "anchored_sequence": max(cp["sequence"] for cp in applicable)}
 
 
 def _backup_tables(backup: Path) -> dict[str, dict[Any, Any]]:
@@ -296,17 +349,24 @@ def _backup_tables(backup: Path) -> dict[str, dict[Any, Any]]:
             continue  # a backup from before the table existed: nothing to compare
         rows = out.setdefault(table, {})
         with (backup / table_file(table)).open("rb") as f:
-            for raw in f:
-                row = orjson.loads(raw)
-                rows[tuple(row["key"])] = row["doc"]
+            for number, raw in enumerate(f, 1):
+                try:
+                    row = orjson.loads(raw)
+                    rows[tuple(row["key"])] = row["doc"]
+                except (orjson.JSONDecodeError, KeyError, TypeError):
+                    raise BackupInvalid(
+                        f"line {number} of {table_file(table)} in {backup} is not a row", file=table_file(table)
+                    ) from None
     return out
 
 
-async def restore_backup(backup: Path, target: Store, *, until_sequence: int | None = None) -> dict[str, Any]:
-    """Verify `backup`, then replay its journal (up to `until_sequence`) into the empty, open
-    `target` with `fold`. Raises `BackupInvalid` or `RestoreTargetNotEmpty`; nothing is written
-    to the target unless the whole backup verifies."""
-    verified = await asyncio.to_thread(verify_backup, backup)
+async def restore_backup(
+    backup: Path, target: Store, *, until_sequence: int | None = None, anchors: Anchors | None = None
+) -> dict[str, Any]:
+    """Verify `backup` (with `anchors`: against signed checkpoints too), then replay its journal
+    (up to `until_sequence`) into the empty, open `target` with `fold`. Raises `BackupInvalid` or
+    `RestoreTargetNotEmpty`; nothing is written to the target unless the whole backup verifies."""
+    verified = await asyncio.to_thread(verify_backup, backup, anchors)
     manifest = read_manifest(backup)
     full: Head = manifest["head"]
     if until_sequence is not None and not 0 <= until_sequence <= full.sequence:
@@ -316,6 +376,9 @@ async def restore_backup(backup: Path, target: Store, *, until_sequence: int | N
     last = full.sequence if until_sequence is None else until_sequence
     if (await target.head()).sequence != 0 or await target.journal(0, 1):
         raise RestoreTargetNotEmpty("the restore target already holds a journal: restore into an empty store")
+    # Read before anything is written: a table file that does not parse refuses the backup, not
+    # a restore that already wrote the journal (only compared with the replay, never used).
+    theirs = await asyncio.to_thread(_backup_tables, backup) if until_sequence is None else {}
     state, head, page = State(complete=True), Head(0, GENESIS_HASH, 1), []
     check = ChainCheck()
     for sequence, text in _journal_rows(backup):
@@ -354,8 +417,9 @@ async def restore_backup(backup: Path, target: Store, *, until_sequence: int | N
         "entries_replayed": check.entries_checked,
         "verified": verified["ok"],
     }
+    if anchors is not None:
+        report["anchored_sequence"] = verified["anchored_sequence"]
     if until_sequence is None:
-        theirs = await asyncio.to_thread(_backup_tables, backup)
         report["derived_tables_differ"] = [t for t in TABLES if t in theirs and theirs[t] != state.rows(t)]
     return report
 
@@ -365,7 +429,9 @@ def _remove_db(path: Path) -> None:
         Path(str(path) + suffix).unlink(missing_ok=True)
 
 
-async def restore_into_sqlite(backup: Path, data_dir: Path, *, until_sequence: int | None = None) -> dict[str, Any]:
+async def restore_into_sqlite(
+    backup: Path, data_dir: Path, *, until_sequence: int | None = None, anchors: Anchors | None = None
+) -> dict[str, Any]:
     """Restore into `data_dir/ledger.db`, which must not exist: built under a temporary name and
     renamed into place only once complete."""
     final = data_dir / "ledger.db"
@@ -377,7 +443,7 @@ async def restore_into_sqlite(backup: Path, data_dir: Path, *, until_sequence: i
     store = SqliteStore(work)
     await store.open()
     try:
-        report = await restore_backup(backup, store, until_sequence=until_sequence)
+        report = await restore_backup(backup, store, until_sequence=until_sequence, anchors=anchors)
     except BaseException:
         await store.close()
         _remove_db(work)

@@ -6,13 +6,16 @@ import asyncio
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import structlog
 import typer
 
 from core_ledger.store import SqliteStore, StorageError, Store
+
+if TYPE_CHECKING:
+    from core_ledger.backup_format import Anchors
 
 
 def _print(value: Any) -> None:
@@ -26,6 +29,20 @@ POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 LOCATION_HELP = (
     "A SQLite ledger.db, the ledger's TOML config (its backend, SQLite or PostgreSQL), or a "
     "postgresql:// DSN (keep the password out of it: PGPASSWORD or ~/.pgpass; see --postgres-schema)"
+)
+CHECKPOINTS_OPTION = typer.Option(
+    None,
+    "--checkpoints",
+    exists=True,
+    dir_okay=False,
+    help="NDJSON of signed checkpoints (GET /admin/v1/audit/checkpoints/export), kept off the ledger host",
+)
+PUBLIC_KEY_OPTION = typer.Option(
+    None,
+    "--public-key",
+    exists=True,
+    dir_okay=False,
+    help="The checkpoint key's public half (PEM); required with --checkpoints",
 )
 POSTGRES_SCHEMA_OPTION = typer.Option(
     "public",
@@ -276,20 +293,8 @@ def migrate(
 def verify(
     path: str = typer.Argument(..., metavar="LEDGER", help=LOCATION_HELP),
     postgres_schema: str = POSTGRES_SCHEMA_OPTION,
-    checkpoints: Path | None = typer.Option(
-        None,
-        "--checkpoints",
-        exists=True,
-        dir_okay=False,
-        help="NDJSON of signed checkpoints (GET /admin/v1/audit/checkpoints/export), kept off the ledger host",
-    ),
-    public_key: Path | None = typer.Option(
-        None,
-        "--public-key",
-        exists=True,
-        dir_okay=False,
-        help="The checkpoint key's public half (PEM); required with --checkpoints",
-    ),
+    checkpoints: Path | None = CHECKPOINTS_OPTION,
+    public_key: Path | None = PUBLIC_KEY_OPTION,
 ) -> None:
     """Verify the journal's hash chain offline; with --checkpoints also that every checkpoint is
     signed by the key and names the hash the journal holds at its sequence (a journal rewritten
@@ -298,19 +303,32 @@ def verify(
     may not read: see docs/runbooks/upgrade.md)."""
     from core_ledger.journal_checks import verify_store
 
-    if checkpoints is None:
+    anchors = _anchors(checkpoints, public_key)
+    if anchors is None:
         report = _offline([path], verify_store, postgres_schema=postgres_schema)
     else:
-        from core_ledger.checkpoint_verify import read_checkpoints_or_exit, verify_with_checkpoints
+        from core_ledger.checkpoint_verify import verify_with_checkpoints
 
-        if public_key is None:
-            raise typer.BadParameter("--public-key is required with --checkpoints", param_hint="--public-key")
-        key, listed = read_checkpoints_or_exit(checkpoints, public_key)
+        key, listed = anchors
         report = _offline(
             [path], lambda store: verify_with_checkpoints(store, listed, key), postgres_schema=postgres_schema
         )
     _print(report)
     raise typer.Exit(0 if report["ok"] else 1)
+
+
+def _anchors(checkpoints: Path | None, public_key: Path | None) -> Anchors | None:
+    """The signed checkpoints and their public key, when given (exit 2 when unreadable)."""
+    if checkpoints is None:
+        if public_key is not None:
+            raise typer.BadParameter("--public-key is used with --checkpoints", param_hint="--public-key")
+        return None
+    if public_key is None:
+        raise typer.BadParameter("--public-key is required with --checkpoints", param_hint="--public-key")
+    from core_ledger.backup_format import Anchors
+    from core_ledger.checkpoint_verify import read_checkpoints_or_exit
+
+    return Anchors(*read_checkpoints_or_exit(checkpoints, public_key))
 
 
 def keygen(
@@ -484,6 +502,8 @@ def restore(
     until_sequence: int | None = typer.Option(
         None, "--until-sequence", min=0, help="Point-in-time: restore the journal up to this sequence."
     ),
+    checkpoints: Path | None = CHECKPOINTS_OPTION,
+    public_key: Path | None = PUBLIC_KEY_OPTION,
     metrics_textfile: Path | None = typer.Option(
         None,
         "--metrics-textfile",
@@ -492,7 +512,9 @@ def restore(
     ),
 ) -> None:
     """Verify a backup, then replay its journal into an empty ledger with the live fold (the
-    backup's derived tables are never trusted). Prints JSON; exit 1 when refused or failed."""
+    backup's derived tables are never trusted). With --checkpoints, a backup whose journal does not
+    match the signed checkpoints up to its head is refused (a re-hashed forgery passes the chain
+    check, not this one). Prints JSON; exit 1 when refused or failed."""
     from prometheus_client import CollectorRegistry, write_to_textfile
 
     from shared import logs
@@ -507,17 +529,18 @@ def restore(
     log = structlog.get_logger("croupier.restore")
 
     dsn = to_postgres_dsn_file.read_text().strip() if to_postgres_dsn_file is not None else ""
+    anchors = _anchors(checkpoints, public_key)
 
     async def run() -> dict[str, Any]:
         if to is not None:
-            return await restore_into_sqlite(backup_path, to, until_sequence=until_sequence)
+            return await restore_into_sqlite(backup_path, to, until_sequence=until_sequence, anchors=anchors)
         assert to_postgres_dsn_file is not None
         from core_ledger.store.postgres import PostgresStore
 
         store = PostgresStore(dsn, schema=postgres_schema)
         await store.open()
         try:
-            return await restore_backup(backup_path, store, until_sequence=until_sequence)
+            return await restore_backup(backup_path, store, until_sequence=until_sequence, anchors=anchors)
         finally:
             await store.close()
 
@@ -564,14 +587,18 @@ def verify_backup(
     backup_path: Path = typer.Argument(
         ..., metavar="BACKUP", exists=True, file_okay=False, help="A backup directory (holds manifest.json)."
     ),
+    checkpoints: Path | None = CHECKPOINTS_OPTION,
+    public_key: Path | None = PUBLIC_KEY_OPTION,
 ) -> None:
     """Check a backup without restoring it: the journal's hash chain up to the manifest's head, then
-    every file's checksum. Prints JSON (`first_bad_sequence`, `file` when refused); exit 1 when bad."""
+    every file's checksum; with --checkpoints, that the journal matches every signed checkpoint up
+    to its head. Prints JSON (`first_bad_sequence`, `file` when refused); exit 1 when bad."""
     from core_ledger.backup_format import BackupInvalid
     from core_ledger.backup_format import verify_backup as check
 
+    anchors = _anchors(checkpoints, public_key)
     try:
-        report = check(backup_path)
+        report = check(backup_path, anchors)
     except BackupInvalid as e:
         report = e.report()
     _print(report)

@@ -5,6 +5,7 @@ and pruned, counted in metrics, SQLite and PostgreSQL on both sides."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import sys
 from dataclasses import replace
@@ -220,6 +221,31 @@ async def test_a_tampered_table_file_or_manifest_is_refused(loaded: Api, tmp_pat
     (backup / "manifest.json").unlink()
     with pytest.raises(BackupInvalid, match=r"manifest\.json"):
         verify_backup(backup)
+
+
+async def test_a_table_file_that_does_not_parse_refuses_the_restore_before_anything_is_written(
+    loaded: Api, tmp_path: Path
+) -> None:
+    """The tables are only compared with the replay, but they were parsed after it: a backup whose
+    table file did not parse (with a checksum to match) failed after the whole journal was
+    written, which leaves a PostgreSQL target half-restored."""
+    await _load(loaded)
+    _, taken = await loaded.post("admin_write", "/admin/v1/backups")
+    backup = Path(taken["path"])
+    accounts = backup / table_file("accounts")
+    data = b"not a row\n" + accounts.read_bytes()
+    accounts.write_bytes(data)
+    manifest = orjson.loads((backup / "manifest.json").read_bytes())
+    manifest["files"][table_file("accounts")].update(sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
+    (backup / "manifest.json").write_bytes(orjson.dumps(manifest))
+    target = await _opened(tmp_path / "target.db")
+    try:
+        with pytest.raises(BackupInvalid) as refused:
+            await restore_backup(backup, target)
+        assert refused.value.file == table_file("accounts")
+        assert (await target.head()).sequence == 0 and await target.journal(0, 1) == []
+    finally:
+        await target.close()
 
 
 async def test_restore_only_fills_an_empty_target(loaded: Api, tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ verify --checkpoints` catching a journal rewritten and re-hashed by someone with
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 import os
 import sqlite3
@@ -219,6 +220,73 @@ async def test_verify_with_checkpoints_catches_a_rewritten_and_rehashed_journal(
     assert refused.returncode == 1 and orjson.loads(refused.stdout)["checkpoints"]["bad_signature"] == [4]
     missing_key = croupier("ledger", "verify", str(db), "--checkpoints", str(anchors), cwd=tmp_path)
     assert missing_key.returncode == 2 and "--public-key" in missing_key.stderr
+
+
+def forge_backup(backup: Path, sequence: int, new_amount: int) -> None:
+    """What an attacker with write access to the backups does: rewrite one entry of the journal
+    file, re-hash every entry after it, and put the new head and checksum in the manifest."""
+    journal, manifest_path = backup / "journal.ndjson", backup / "manifest.json"
+    entries = [orjson.loads(line) for line in journal.read_bytes().splitlines()]
+    prev_hash = entries[sequence - 2]["hash"] if sequence > 1 else "0" * 64
+    for entry in entries[sequence - 1 :]:
+        if entry["sequence"] == sequence:
+            for posting in entry["postings"]:
+                posting["amount_minor"] = new_amount if posting["amount_minor"] > 0 else -new_amount
+        entry.pop("hash")
+        entry["prev_hash"] = prev_hash
+        entry["hash"] = prev_hash = chain_hash(prev_hash, entry)
+    data = b"".join(orjson.dumps(e, option=orjson.OPT_SORT_KEYS) + b"\n" for e in entries)
+    journal.write_bytes(data)
+    manifest = orjson.loads(manifest_path.read_bytes())
+    manifest["head_hash"] = prev_hash
+    manifest["files"]["journal.ndjson"].update(sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
+    manifest_path.write_bytes(orjson.dumps(manifest))
+
+
+async def test_a_backup_is_judged_by_the_signed_checkpoints_and_a_rehashed_forgery_is_not_restored(
+    aiohttp_client: Any, tmp_path: Path, key_file: Path
+) -> None:
+    """A backup's chain and checksums have no key: a forger who re-hashes the journal and fixes the
+    manifest passes `verify-backup`, and `restore` restored the forgery. With the signed
+    checkpoints kept off the ledger host, both refuse it."""
+    config = ledger_config(
+        tmp_path / "data", checkpoint_key_file=key_file, checkpoint_interval_s=3600, backup_dir=tmp_path / "backups"
+    )
+    client = await aiohttp_client(create_app(config, clock=FakeClock()))
+    api = Api(client)
+    await api.player("p1", deposit=100)
+    await api.player("p2", deposit=50)
+    assert (await api.post("admin_write", "/admin/v1/audit/checkpoints"))[0] == 201  # signs sequence 4
+    await api.player("p3", deposit=7)  # sequences 5 and 6: in the backup, after the last checkpoint
+    _, exported = await api.get("admin_read", "/admin/v1/audit/checkpoints/export")
+    status, taken = await api.post("admin_write", "/admin/v1/backups")
+    assert status == 201, taken
+    await client.close()
+    anchors = tmp_path / "checkpoints.ndjson"  # kept off the ledger host in production
+    anchors.write_text(exported)
+    signed = ("--checkpoints", str(anchors), "--public-key", str(key_file.with_name(key_file.name + ".pub")))
+    backup = Path(taken["path"])
+
+    honest = croupier("ledger", "verify-backup", str(backup), *signed, cwd=tmp_path)
+    assert honest.returncode == 0, honest.stdout + honest.stderr
+    report = orjson.loads(honest.stdout)
+    assert (report["head_sequence"], report["anchored_sequence"]) == (6, 4)
+    assert report["checkpoints"]["checkpoints_checked"] == 1
+    restored = croupier("ledger", "restore", str(backup), "--to", str(tmp_path / "honest"), *signed, cwd=tmp_path)
+    assert restored.returncode == 0 and orjson.loads(restored.stdout)["anchored_sequence"] == 4, restored.stdout
+
+    forge_backup(backup, 2, 1_000_000)  # p1's deposit of 100 becomes a million
+    plain = croupier("ledger", "verify-backup", str(backup), cwd=tmp_path)
+    assert plain.returncode == 0 and orjson.loads(plain.stdout)["ok"], plain.stdout  # the chain alone is fooled
+    caught = croupier("ledger", "verify-backup", str(backup), *signed, cwd=tmp_path)
+    assert caught.returncode == 1 and orjson.loads(caught.stdout)["first_bad_sequence"] == 4, caught.stdout
+    refused = croupier("ledger", "restore", str(backup), "--to", str(tmp_path / "forged"), *signed, cwd=tmp_path)
+    assert refused.returncode == 1 and orjson.loads(refused.stdout)["restored"] is False
+    assert not (tmp_path / "forged" / "ledger.db").exists()
+
+    anchors.write_text("")  # no checkpoint at or below the head: nothing anchors the backup
+    unanchored = croupier("ledger", "verify-backup", str(backup), *signed, cwd=tmp_path)
+    assert unanchored.returncode == 1 and "nothing anchors" in orjson.loads(unanchored.stdout)["error"]
 
 
 class TestJob:
