@@ -15,6 +15,7 @@ import pytest
 import pytest_asyncio
 
 from harness.cluster import BONUS_ID, JACKPOT_ID, Cluster, seed
+from tests.support.polling import eventually
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
@@ -244,3 +245,9 @@ async def test_with_the_ledger_stopped_money_answers_503_in_time_and_state_reads
                     assert r.status == 200, path
     finally:
         await cluster.start_service("ledger")
+    for edge in cluster.edge_ids:  # the cluster is shared: leave every edge taking money again
+
+        async def takes_money(edge: str = edge) -> bool:
+            return (await t.post(edge, "/v1/bets", t.bet()))[0] == 201
+
+        await eventually(takes_money, 30.0, 0.2, what=f"{edge} taking bets once the ledger is back")

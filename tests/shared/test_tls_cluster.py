@@ -158,6 +158,15 @@ async def test_a_game_server_token_is_rotated_on_sighup_and_a_bad_file_keeps_the
         assert "credentials_reload_failed" in cluster.log_tail("eu", 200)
         assert new not in (cluster.root / "edge-eu.log").read_text()  # never logged
 
+        # The cluster is shared: the token every other test presents works on eu again.
+        replace_in(config, hash_token(new), hash_token(old))
+        cluster.signal("eu", signal.SIGHUP)
+
+        async def restored() -> bool:
+            return await status(old_headers) == 200
+
+        await eventually(restored, WAIT_S, what="the original game_server token accepted again")
+
 
 async def test_an_edges_ledger_token_is_rotated_without_a_restart(cluster: Cluster) -> None:
     ledger_configs = [cluster.services[n].config_path for n in ("ledger", STANDBY)]
