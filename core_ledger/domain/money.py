@@ -217,18 +217,23 @@ def refuse_refunded(round_: RoundRow, round_id: str) -> None:
         raise Reject(RejectCode.ROUND_REFUNDED, f"every bet of round {round_id!r} was rolled back")
 
 
-def refuse_claimed_wagering(view: State, player_id: str, bet_id: str, bet: BetRow) -> None:
+def refuse_claimed_wagering(
+    view: State, player_id: str, bet_id: str, bet: BetRow, taken: dict[str, int] | None = None
+) -> None:
     """A bet's wagering that a claimed bonus needs cannot be rolled back: the bonus was paid for
-    it. (The rollback is allowed while the claimed bonus keeps its requirement without the bet.)"""
+    it. (The rollback is allowed while the claimed bonus keeps its requirement without the bet.)
+    `taken`: wagering the same transaction already takes back, by bonus (a round refund gives
+    several bets back at once), added to here."""
+    taken = {} if taken is None else taken
     for w in bet["bonus_wagering"]:
-        bonus = present(view.get("bonuses", (player_id, w["bonus_id"])), f"bonus {w['bonus_id']!r} of bet {bet_id!r}")
-        if (
-            bonus["status"] == "claimed"
-            and bonus["wagered_minor"] - w["amount_minor"] < bonus["wagering_requirement_minor"]
-        ):
+        bonus_id = w["bonus_id"]
+        bonus = present(view.get("bonuses", (player_id, bonus_id)), f"bonus {bonus_id!r} of bet {bet_id!r}")
+        left = bonus["wagered_minor"] - taken.get(bonus_id, 0) - w["amount_minor"]
+        if bonus["status"] == "claimed" and left < bonus["wagering_requirement_minor"]:
             raise Reject(
-                RejectCode.WAGERING_ALREADY_CLAIMED, f"bonus {w['bonus_id']!r} was claimed with this bet's wagering"
+                RejectCode.WAGERING_ALREADY_CLAIMED, f"bonus {bonus_id!r} was claimed with this bet's wagering"
             )
+        taken[bonus_id] = taken.get(bonus_id, 0) + w["amount_minor"]
 
 
 def rollback(view: State, cmd: Command, ctx: Context) -> Decided:
@@ -295,8 +300,10 @@ def jackpot_payout(view: State, cmd: Command, ctx: Context) -> Decided:
     if round_ is None:
         raise Refusal(RefusalCode.NOT_FOUND, f"round {r['round_id']!r} has no bet of player {pid!r}", field="round_id")
     refuse_refunded(round_, r["round_id"])
-    pool = present(view.get("accounts", (jackpot_account(r["jackpot_id"]),)), f"pool of {r['jackpot_id']!r}")
-    amount, seed = pool["balance_minor"], jackpot["seed_minor"]
+    # A system account exists from its first posting: a pool seeded with 0 that no bet contributed
+    # to yet has none, and pays out 0.
+    pool = view.get("accounts", (jackpot_account(r["jackpot_id"]),))
+    amount, seed = (pool["balance_minor"] if pool is not None else 0), jackpot["seed_minor"]
     postings = transfer(jackpot_account(r["jackpot_id"]), player_account(pid, cur), amount, cur)
     postings += transfer(system_account("house", cur), jackpot_account(r["jackpot_id"]), seed, cur)
     return postings, {

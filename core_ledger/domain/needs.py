@@ -98,12 +98,17 @@ def rollback(view: State, cmd: Command, need: Need) -> None:
 
 def jackpot_payout(view: State, cmd: Command, need: Need) -> None:
     r = cmd.request
-    need.append(("jackpots", (r["jackpot_id"],)))
+    _jackpots(view, [r["jackpot_id"]], need)
     jackpot = view.peek("jackpots", (r["jackpot_id"],))
     _round(view, cmd, need)
     if jackpot is not None:
         _wallet_of(r["player_id"], jackpot["currency"], "house", need)
-        _jackpots(view, [r["jackpot_id"]], need)
+        return
+    # A jackpot created earlier in the same group is not there when the group is planned: its
+    # currency is one of the player's (a payout in another is refused), so all of them are named.
+    player = view.peek("players", (r["player_id"],))
+    for currency in player["currencies"] if player else []:
+        _wallet_of(r["player_id"], currency, "house", need)
 
 
 def bonus_claim(view: State, cmd: Command, need: Need) -> None:

@@ -62,8 +62,9 @@ def round_refund(view: State, cmd: Command, ctx: Context) -> Decided:
     cur = round_["currency"]
     account = present(view.get("accounts", (player_account(pid, cur),)), f"account of {pid!r}")
     postings, refunded, total = [], [], 0
+    taken: dict[str, int] = {}  # wagering given back by the bets before, by bonus
     for bet_id, bet in committed_bets(view, scope, round_):
-        refuse_claimed_wagering(view, pid, bet_id, bet)
+        refuse_claimed_wagering(view, pid, bet_id, bet, taken)
         amount = bet["amount_minor"]
         total += amount
         postings += transfer(system_account("house", cur), player_account(pid, cur), amount, cur)
@@ -109,10 +110,20 @@ def settlement(
     type and the round, whoever sends it: the job and an operator settling the same round the same
     way get one entry; a refund refused (a round with a win) leaves the round free to be closed."""
     tx_type = POLICY_TYPES[policy]
-    scope = "-" if round_client_id is None else round_client_id
     return Command(
         tx_type,
         {"player_id": player_id, "round_id": round_id, "round_client_id": round_client_id, "reason": reason},
         principal,
-        (ADMIN_SCOPE, f"{tx_type}:{scope}:{player_id}:{round_id}"),
+        (ADMIN_SCOPE, settlement_key(tx_type, player_id, round_id, round_client_id)),
     )
+
+
+def settlement_key(tx_type: str, player_id: str, round_id: str, round_client_id: str | None) -> str:
+    """The idempotency id of settling one round. Ids may hold ":", so parts joined by ":" alone
+    could name two rounds ("gs:x" + "p" and "gs" + "x:p"): then each part is prefixed by its
+    length. Keys of ids without ":" keep the form they always had."""
+    scope = "-" if round_client_id is None else round_client_id
+    parts = (scope, player_id, round_id)
+    if not any(":" in part for part in parts):
+        return ":".join((tx_type, *parts))
+    return ":".join((tx_type, *(f"{len(part)}.{part}" for part in parts)))

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from core_ledger.domain import Command, Draft, Refusal, RefusalCode, RejectCode, decide
+from core_ledger.domain import ADMIN_SCOPE, Command, Draft, Refusal, RefusalCode, RejectCode, decide
 from core_ledger.domain.accounts import jackpot_account, player_account, system_account
 from core_ledger.domain.journal import postings_balanced
 from tests.support import domain_world as w
@@ -178,6 +178,17 @@ BONUS_CASES: list[Case] = [
         RejectCode.WAGERING_ALREADY_CLAIMED,
     ),
     (
+        "a round refund cannot take back, bet after bet, wagering a claim was paid for",
+        [
+            w.bet("t0", "p1", 200, game_id="g2"),
+            w.bet("t00", "p1", 200, game_id="g2"),
+            w.bet("t000", "p1", 100, game_id="g2", round_id="r2"),
+            w.claim("t0c", "p1"),  # wagered 500 of 300: r1's two bets hold 400 of it
+        ],
+        w.settle("refund", "p1"),
+        RejectCode.WAGERING_ALREADY_CLAIMED,
+    ),
+    (
         "a rollback may take back wagering a claim did not need",
         [
             w.bet("t0", "p1", 300, game_id="g2"),
@@ -195,6 +206,12 @@ JACKPOTS: list[Case] = [
         [w.bet("t0", "p1", 200)],
         w.payout("t1", "p1"),
         [(J1, -1002), (P1, 1002), (HOUSE, -1000), (J1, 1000)],
+    ),
+    (
+        "a pool seeded with 0 that no bet reached pays out 0 (it has no account yet)",
+        [w.create_jackpot("j0", ["g3"], seed=0, ppm=0), w.bet("t0", "p1", 200, game_id="g3")],
+        w.payout("t1", "p1", "j0"),
+        [],
     ),
     ("a round without a bet of the player", [], w.payout("t1", "p1"), RefusalCode.NOT_FOUND),
     ("an unknown jackpot", [w.bet("t0", "p1", 200)], w.payout("t1", "p1", "j9"), RefusalCode.NOT_FOUND),
@@ -278,3 +295,13 @@ def test_setups_themselves_are_accepted_where_they_should_be() -> None:
     for step in [w.bet("t0", "p1", 300, game_id="g2"), w.claim("t0c", "p1")]:
         entry = world.run(step)
         assert entry["transaction"]["outcome"] == "committed"
+
+
+def test_two_rounds_never_share_a_settlement_key() -> None:
+    """Ids may hold ":": joined by ":" alone, client "gs:x" with player "p" and client "gs" with
+    player "x:p" named one key, and the second round's refund was refused as a reused id for good."""
+    first, second = w.settle("refund", "p", "r", client="gs:x"), w.settle("refund", "x:p", "r", client="gs")
+    assert first.key != second.key
+    # Ids without ":" keep the key they always had: a settlement journaled before is still found.
+    assert w.settle("refund", "p1", "r1").key == (ADMIN_SCOPE, "round_refund:gs:p1:r1")
+    assert w.settle("close", "p1", "r1", client=None).key == (ADMIN_SCOPE, "round_close:-:p1:r1")

@@ -134,3 +134,38 @@ async def test_at_depth_two_a_commit_is_sent_before_the_next_group_is_judged() -
         await service.stop()
     assert [status(r) for [r] in results] == [201] * 3
     assert events == ["judge", "commit"] * 3
+
+
+async def test_a_jackpot_created_and_paid_out_in_one_group_commits_as_one_by_one() -> None:
+    """A group is planned before any of it applies: the payout found no jackpot to learn its
+    currency from, named no wallet, and the writer halted on a row it had not loaded. Sent one by
+    one, both commit; in one group (on a cold cache, as after a restart) they must too."""
+    store = MemoryStore()
+    warm = LedgerService(store, WriterLimits(), clock=FakeClock(), metrics=LedgerMetrics(CollectorRegistry()))
+    await warm.start()
+    try:
+        for command in [*traffic()[:3], bet(0)]:  # p1 funded, and a bet of p1 in round "rg"
+            assert status((await warm.submit([command]))[0]) in (200, 201)
+    finally:
+        await warm.stop()
+    service = LedgerService(store, WriterLimits(), clock=FakeClock(), metrics=LedgerMetrics(CollectorRegistry()))
+    await service.start()
+    try:
+        results = await service.submit(
+            [
+                cmd(
+                    "jackpot_create",
+                    "jackpot:j2",
+                    jackpot_id="j2",
+                    currency="EUR",
+                    seed_minor=500,
+                    contribution_ppm=0,
+                    game_ids=["other"],
+                ),
+                cmd("jackpot_payout", "jp2", id="jp2", jackpot_id="j2", player_id="p1", round_id="rg"),
+            ]
+        )
+        assert [status(r) for r in results] == [201, 201]
+        assert service.halted is None
+    finally:
+        await service.stop()
