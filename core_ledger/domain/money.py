@@ -259,9 +259,14 @@ def rollback(view: State, cmd: Command, ctx: Context) -> Decided:
     if bet["state"] == "marker":
         return [], {"bet_found": False, "reversed": False, "balance": None}
     cur = bet["currency"]
-    account = wallet(view, pid, cur)
     if bet["state"] != "committed":  # already rolled back, or never charged: nothing to reverse
-        return [], {"bet_found": True, "reversed": False, "balance": balance_after(pid, cur, account, 0)}
+        # Nothing moves, so neither a freeze nor a currency refuses it (a bet refused for a
+        # currency the player has no account in has no balance to show).
+        player(view, pid)
+        held = view.get("accounts", (player_account(pid, cur),))
+        balance = balance_after(pid, cur, held, 0) if held is not None else None
+        return [], {"bet_found": True, "reversed": False, "balance": balance}
+    account = wallet(view, pid, cur)
     round_id = present(bet["round_id"], f"the round of bet {r['bet_id']!r}")
     round_ = present(view.get(*round_address(bet.get(ROUND_CLIENT), pid, round_id)), f"round {round_id!r}")
     if round_["status"] == "closed" or round_["win_count"] > 0:

@@ -115,6 +115,18 @@ WINS: list[Case] = [
 
 ROLLBACKS: list[Case] = [
     (
+        "a bet refused on arrival for its currency is rolled back without moving anything",
+        [w.bet("t0", "p2", 100, currency="GBP")],  # p2 has no GBP account
+        w.rollback("t1", "p2", "t0"),
+        [],
+    ),
+    (
+        "a frozen player's bet rolled back already is rolled back again without moving anything",
+        [w.bet("t0", "p1", 200), w.rollback("t0r", "p1", "t0"), w.freeze("p1")],
+        w.rollback("t1", "p1", "t0"),
+        [],
+    ),
+    (
         "the stake comes back, the contribution leaves the pool",
         [w.bet("t0", "p1", 200)],
         w.rollback("t1", "p1", "t0"),
