@@ -27,11 +27,13 @@ def record(i: int) -> dict:
     return SessionRecord(json.dumps({"i": i}), "2027-01-15T10:00:00Z", 1.8e9 + i).encode()
 
 
-async def test_a_change_the_store_refused_keeps_its_document_live_and_is_stored_later(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def held_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, docs_live_max: int
+) -> tuple[DocumentStore, EdgeState, asyncio.Event]:
+    """An edge state on a store whose queue holds two writes and whose writer holds each commit
+    until the event is set: the store refuses a fourth write."""
     store = DocumentStore(tmp_path / "edge.db", 7, limits=StoreLimits(queue_max=2))
-    state = EdgeState("eu", 7, 4, store, EdgeMetrics(CollectorRegistry()), time.time)  # 4 live documents
+    state = EdgeState("eu", 7, docs_live_max, store, EdgeMetrics(CollectorRegistry()), time.time)
     await state.open()
     held = asyncio.Event()
     commit = store._commit
@@ -41,6 +43,13 @@ async def test_a_change_the_store_refused_keeps_its_document_live_and_is_stored_
         await commit(ops)
 
     monkeypatch.setattr(store, "_commit", held_commit)
+    return store, state, held
+
+
+async def test_a_change_the_store_refused_keeps_its_document_live_and_is_stored_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, state, held = await held_store(tmp_path, monkeypatch, docs_live_max=4)
     peer = Replica("us", 2, 8)
     refused = DOCS[3]
     try:
@@ -82,17 +91,7 @@ async def test_an_effect_the_store_refused_is_stored_with_its_document_so_a_rest
 ) -> None:
     """The effect is booked in memory when its write is refused; the stored book must hold it once
     the document holding its delta is stored whole, or a restart would apply it a second time."""
-    store = DocumentStore(tmp_path / "edge.db", 7, limits=StoreLimits(queue_max=2))
-    state = EdgeState("eu", 7, 8, store, EdgeMetrics(CollectorRegistry()), time.time)
-    await state.open()
-    held = asyncio.Event()
-    commit = store._commit
-
-    async def held_commit(ops: list) -> None:
-        await held.wait()
-        await commit(ops)
-
-    monkeypatch.setattr(store, "_commit", held_commit)
+    store, state, held = await held_store(tmp_path, monkeypatch, docs_live_max=8)
     refused, effect = DOCS[3], Effect(DOCS[3], 42, {"amount_minor": 500})
     try:
         for i, name in enumerate(DOCS[:3]):  # the writer holds the first, the queue the next two
