@@ -215,10 +215,18 @@ class LedgerQueries:
         )
         return Page([_summary_view(s, d) for s, d in rows], _next("transactions", rows, limit, lambda r: r[0]), head)
 
-    async def rounds(self, *, status: str | None, min_age_s: int | None, cursor: str | None, limit: int) -> Page:
+    async def rounds(
+        self,
+        *,
+        status: str | None,
+        min_age_s: int | None,
+        cursor: str | None,
+        limit: int,
+        holding_bets: bool = False,
+    ) -> Page:
         """Scoped rounds (`client_rounds`) by key, then the rounds journaled before scoping. With
-        `min_age_s`, only rounds opened at or before the last entry committed that long ago
-        (filtered per page)."""
+        `min_age_s`, only rounds opened at or before the last entry committed that long ago; with
+        `holding_bets`, only rounds whose bets were not all rolled back (both filtered per page)."""
         position = decode_cursor("rounds", cursor)
         tables = list(ROUND_TABLES[::-1])  # client_rounds first: the live ones
         start, after = 0, None
@@ -241,6 +249,8 @@ class LedgerQueries:
                 doc_equals=None if status is None else {"status": status},
             )
             for key, doc in rows:
+                if holding_bets and doc["bets_minor"] <= 0:
+                    continue  # every bet rolled back: refunded, though its status stays open
                 if opened_by is None or doc.get("opened_sequence", 0) <= opened_by:
                     items.append({**_round_view(key, doc), "opened_sequence": doc.get("opened_sequence")})
             if len(rows) >= limit:

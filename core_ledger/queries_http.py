@@ -134,7 +134,8 @@ async def rounds(request: web.Request) -> web.Response:
     """`status=stale`: open rounds older than the configured `stale_round_after_s` (interrupted rounds)."""
     age = query_int(request, "min_age_s", -1, low=0, high=AGE_S_MAX)
     status = query_choice(request, "status", (*ROUND_STATUSES, "stale"))
-    if status == "stale":
+    stale = status == "stale"
+    if stale:  # as the stale-round job sees them: open, holding bets, old enough
         stale_after_s = request.app[CONFIG].stale_round_after_s
         if stale_after_s <= 0:
             raise BadRequest("status: stale rounds are off (stale_round_after_s is 0); use min_age_s", field="status")
@@ -144,6 +145,7 @@ async def rounds(request: web.Request) -> web.Response:
         min_age_s=None if age < 0 else age,
         cursor=request.query.get("cursor"),
         limit=page_limit(request),
+        holding_bets=stale,
     )
     return _paged(request, page, "rounds")
 

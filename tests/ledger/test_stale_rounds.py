@@ -44,6 +44,9 @@ async def test_old_open_rounds_are_listed_oldest_first_and_paged(
     for i in range(3):
         await api.post("edge", "/v1/bets", bet(f"b{i}", 10, round_id=f"r{i}"))
     await api.post("edge", "/v1/wins", win("w2", 0, round_id="r2", close_round=True))  # closed: not stale
+    await api.post("edge", "/v1/bets", bet("b-rolled", 10, round_id="r-rolled"))
+    rolled_back = await api.post("edge", "/v1/rollbacks", {"id": "rb", "bet_id": "b-rolled", "player_id": "p1"})
+    assert rolled_back[1]["transaction"]["reversed"]  # holds no bet: not stale, though its status is open
     status, page = await api.get("admin_read", "/admin/v1/stale-rounds")
     assert status == 200 and page["rounds"] == [] and not page["has_more"]  # too young yet
     clock.advance(61)
