@@ -52,6 +52,8 @@ def summarize(state: State, entry: Entry) -> None:
             "player_id": request.get("player_id"),
             "game_id": game_id,
             "round_id": round_id,
-            "currency": request.get("currency"),
+            # The currency it moved: a rollback, a payout, a claim or a refund names none in its
+            # request, only in its result (a refusal's result is empty).
+            "currency": request.get("currency") or tx["result"].get("currency"),
         },
     )

@@ -71,6 +71,20 @@ async def test_transactions_filter_and_page_in_journal_order(api: Api) -> None:
     assert len(everything["transactions"]) == 11 and everything["as_of_sequence"] == 11
 
 
+async def test_the_currency_filter_finds_what_moved_money_in_it_though_its_request_names_none(api: Api) -> None:
+    """A rollback, a jackpot payout, a bonus claim or a round refund names no currency in its
+    request, only in its result: the index took the request's, so a list of EUR transactions left
+    out every EUR rollback."""
+    await api.player("p1", deposit=1000)
+    await api.post("edge", "/v1/bets", bet("b0", 10))
+    status, rolled = await api.post("edge", "/v1/rollbacks", {"id": "rb0", "bet_id": "b0", "player_id": "p1"})
+    assert status == 201 and rolled["transaction"]["reversed"]
+    await api.post("edge", "/v1/rollbacks", {"id": "rb-unknown", "bet_id": "ghost", "player_id": "p1"})
+    listed = await _all_pages(api, "/admin/v1/transactions?currency=EUR", "transactions", 50)
+    assert [t["id"] for t in listed if t["type"] == "rollback"] == ["rb0"]  # the unknown bet's moved nothing
+    assert next(t for t in listed if t["id"] == "rb0")["currency"] == "EUR"
+
+
 async def test_transactions_by_time_range(api: Api, clock: FakeClock) -> None:
     await api.player("p1", deposit=1000)
     clock.advance(60)
