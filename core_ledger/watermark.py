@@ -37,7 +37,8 @@ class Watermark:
             if self._changed is None:
                 self._changed = loop.create_future()
             try:
-                await asyncio.wait_for(asyncio.shield(self._changed), remaining)
+                async with asyncio.timeout(remaining):
+                    await asyncio.shield(self._changed)
             except TimeoutError:
                 return self.value >= target
         return True

@@ -129,7 +129,8 @@ class Batcher:
         self._waiting[client] += 1
         action.future.add_done_callback(lambda _: self._settled(client))
         try:
-            return await asyncio.wait_for(asyncio.shield(action.future), deadline_s)
+            async with asyncio.timeout(deadline_s):
+                return await asyncio.shield(action.future)
         except TimeoutError:
             action.future.cancel()  # nobody waits any more; an answer arriving later is dropped
             raise Unavailable(

@@ -279,7 +279,8 @@ class LedgerClient:
 
     async def _get_once(self, path: str, operation: str, deadline: float) -> dict[str, Any]:
         try:  # waiting for a slot is this edge's own queue, not the ledger's doing: no attempt made
-            await asyncio.wait_for(self._read_slots.acquire(), max(0.0, deadline - self._clock()))
+            async with asyncio.timeout(max(0.0, deadline - self._clock())):
+                await self._read_slots.acquire()
         except TimeoutError:
             raise Unavailable("too many reads are waiting for the ledger") from None
         try:

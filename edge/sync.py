@@ -199,15 +199,13 @@ class SyncHub:
         backoff = self.limits.reconnect_backoff_s
         while True:
             try:
-                ws = await asyncio.wait_for(
-                    self._http.ws_connect(
+                async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                    ws = await self._http.ws_connect(
                         peer.url + "/v1/sync",
                         headers={"Authorization": f"Bearer {self._token()}"},
                         heartbeat=self.limits.sync_heartbeat_s,
                         max_msg_size=self.proto.frame_bytes_max,
-                    ),
-                    CONNECT_TIMEOUT_S,
-                )
+                    )
                 try:
                     await ws.send_str(self._hello())
                     edge, level = await self._read_hello(ws)
@@ -286,7 +284,8 @@ class SyncHub:
 
     async def _read_hello(self, ws: Any) -> tuple[str, int]:
         """The peer's edge id and sync level (1 when its hello names none: an older edge)."""
-        msg = await asyncio.wait_for(ws.receive(), HELLO_TIMEOUT_S)
+        async with asyncio.timeout(HELLO_TIMEOUT_S):
+            msg = await ws.receive()
         if msg.type != aiohttp.WSMsgType.TEXT:
             raise ProtocolError("expected a hello")
         try:

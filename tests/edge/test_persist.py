@@ -1,5 +1,10 @@
 """The edge store: updates, effects and watermarks survive a reopen; compaction keeps the state."""
 
+import asyncio
+from pathlib import Path
+
+import pytest
+
 from edge.crdt import Effect
 from edge.crdt.replica import Replica
 from edge.crdt.slots import JackpotSlot, jackpot_slots, write_slot
@@ -68,4 +73,25 @@ async def test_a_batch_is_one_hop_and_the_connection_runs_in_wal(tmp_path, monke
         assert await store.barrier(timeout_s=10)
         assert hops == ["_commit_batch"], "updates, documents, effects and watermarks: one unit of work"
     finally:
+        await store.close()
+
+
+async def test_a_barrier_cancelled_as_its_commit_lands_is_cancelled(tmp_path: Path) -> None:
+    """`asyncio.wait_for` on Python 3.11 returns the inner result when the cancellation of its
+    caller meets the inner wait's completion: a sync task stopped at that moment went on, and
+    the edge's stop waited for it for ever."""
+    store = DocumentStore(tmp_path / "edge.db", 1)
+    await store.open()
+    try:
+        store._enqueued += 1  # one write queued (the writer is not needed: the commit is played below)
+        waiting = asyncio.create_task(store.barrier(5))
+        await asyncio.sleep(0)  # it waits for that write's commit
+        async with store._committed_cond:  # the commit lands, as `_commit` reports it
+            store._committed += 1
+            store._committed_cond.notify_all()
+        waiting.cancel()  # and the task is stopped at that very moment
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+    finally:
+        store._committed = store._enqueued
         await store.close()
