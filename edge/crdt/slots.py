@@ -329,10 +329,17 @@ class BonusSlot:
         return BonusSlot(wagered, origin_time(v["ts"]))
 
     def add(self, deltas: dict[str, int], ts: float) -> BonusSlot:
+        """With `deltas` added: at most BONUSES_PER_SLOT_MAX entries, as `decode` reads no more (an
+        own slot it could not read back was rebuilt and rewritten at every reconciliation, and
+        refused by every peer). Over the bound, entries with wagering are kept first, then by id:
+        a player with more offers than that sees some without this edge's count."""
         wagered = dict(self.wagered)
         for bonus_id, amount in deltas.items():
             p, n = wagered.get(bonus_id, (0, 0))
             wagered[bonus_id] = (p + amount, n) if amount >= 0 else (p, n - amount)
+        if len(wagered) > BONUSES_PER_SLOT_MAX:
+            kept = sorted(wagered.items(), key=lambda item: (item[1][0] == item[1][1], item[0]))
+            wagered = dict(kept[:BONUSES_PER_SLOT_MAX])
         return BonusSlot(wagered, ts)
 
 

@@ -7,6 +7,7 @@ from edge.crdt import protocol
 from edge.crdt.effects import Effect, EffectBook, JackpotTruth, reconcile_bonus, reconcile_jackpot
 from edge.crdt.replica import Replica, compact
 from edge.crdt.slots import (
+    BONUSES_PER_SLOT_MAX,
     ROOT_ATTRIBUTE,
     BonusSlot,
     JackpotSlot,
@@ -136,6 +137,18 @@ def test_reconciliation_follows_a_payout_newer_than_the_read():
 def test_bonus_reconciliation_adds_pending_effects_per_bonus():
     slot = reconcile_bonus({"w1": 100, "w2": 0}, [(7, {"w1": 5}), (8, {"w1": -2, "w2": 3})], ts=1.0)
     assert {b: p - n for b, (p, n) in slot.wagered.items()} == {"w1": 103, "w2": 3}
+
+
+def test_an_own_bonus_slot_holds_no_more_offers_than_a_slot_may_so_it_reads_back_and_stays_put():
+    """A player with 257 offers: reconciliation wrote an entry for each, `decode` refuses more than
+    256, so the edge saw no own slot, rebuilt and rewrote it every round, and peers refused it."""
+    mine = {f"w{i:03d}": 0 for i in range(257)} | {"w256": 500}  # one offer wagered on, 256 not
+    slot = reconcile_bonus(mine, [], ts=1.0)
+    assert len(slot.wagered) == BONUSES_PER_SLOT_MAX and slot.wagered["w256"] == (500, 0)  # wagering kept first
+    assert BonusSlot.decode(slot.encode()).wagered == slot.wagered
+    assert reconcile_bonus(mine, [], ts=2.0).wagered == slot.wagered  # the next round writes nothing new
+    grown = slot.add({"w999": 7}, ts=3.0)
+    assert len(grown.wagered) == BONUSES_PER_SLOT_MAX and grown.wagered["w999"] == (7, 0)
 
 
 def test_out_of_order_delivery_can_drop_keys_and_a_state_vector_exchange_repairs_it():
