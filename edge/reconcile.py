@@ -55,6 +55,8 @@ class Reconciler:
         self._dirty: dict[str, None] = {}  # insertion-ordered set of document names
         self._hinted: dict[str, None] = {}  # the same, for what peers asked: never in `_dirty`'s place
         self._sweep: deque[str] = deque()
+        self._hint_names: set[str] = set()  # of the round being run: taken from `_hinted`
+        self._swept_names: set[str] = set()  # and from the sweep (the others are own marks)
 
     def mark_dirty(self, names: list[str]) -> None:
         """This edge's own reasons to reconcile (a payout, an effect that failed, start-up)."""
@@ -158,42 +160,63 @@ class Reconciler:
         after a crash) and then every interval. A key that fails for another reason than the
         ledger is logged and counted (`edge.health`) and the round goes on: nothing ends the loop."""
         while True:
-            failure: Exception | None = None
-            for name in self._next_round():
-                try:
-                    await self.reconcile(name)
-                except NotFound:
-                    pass  # the ledger does not know it (yet): nothing to repair
-                except CroupierError as e:
-                    if e.code == CroupierError.code:  # the ledger's answer is off the contract: a bug, as below
-                        failure = e
-                        log.error("reconciliation failed", doc=name, error=repr(e))
-                        continue
-                    self._dirty[name] = None  # ledger unavailable: try again next round
-                    log.info("reconciliation_postponed", doc=name, code=e.code)
-                    break
-                except Exception as e:  # noqa: BLE001 - a bug in one key must not end the loop
-                    failure = e
-                    log.error("reconciliation failed", doc=name, error=repr(e))
+            failure = await self.round()
             if failure is None:
                 self.health.ok("reconcile")
             else:
                 self.health.failed("reconcile", failure)
             await asyncio.sleep(self.limits.reconcile_interval_s)
 
+    async def round(self) -> Exception | None:
+        """One round (`_next_round`); the last failure that was not the ledger's unavailability.
+        When the ledger is unavailable the round stops, and its names not done yet go back where
+        they came from, for the next round."""
+        failure: Exception | None = None
+        names = self._next_round()
+        for done, name in enumerate(names):
+            try:
+                await self.reconcile(name)
+            except NotFound:
+                pass  # the ledger does not know it (yet): nothing to repair
+            except CroupierError as e:
+                if e.code == CroupierError.code:  # the ledger's answer is off the contract: a bug, as below
+                    failure = e
+                    log.error("reconciliation failed", doc=name, error=repr(e))
+                    continue
+                self._put_back(names[done:])
+                log.info("reconciliation_postponed", doc=name, code=e.code, postponed=len(names) - done)
+                break
+            except Exception as e:  # noqa: BLE001 - a bug in one key must not end the loop
+                failure = e
+                log.error("reconciliation failed", doc=name, error=repr(e))
+        return failure
+
+    def _put_back(self, names: list[str]) -> None:
+        """Names of a round not done, back where they came from: own marks and hints (within
+        HINTS_MAX) first in their sets, swept names at the head of the sweep."""
+        swept = [name for name in names if name in self._swept_names]
+        self._sweep.extendleft(reversed(swept))
+        for name in names:
+            if name in self._hint_names:
+                if len(self._hinted) < HINTS_MAX:
+                    self._hinted[name] = None
+            elif name not in self._swept_names:
+                self._dirty[name] = None
+
     def _next_round(self) -> list[str]:
         """This edge's own marks first, then peers' hints, then the sweep, whose share of the
         budget (SWEEP_KEYS_PER_ROUND) nothing else takes."""
         budget = self.limits.reconcile_keys_per_round_max
         sweep_share = min(SWEEP_KEYS_PER_ROUND, budget // 2)
-        names = _take(self._dirty, budget - sweep_share)
-        names += _take(self._hinted, min(HINT_KEYS_PER_ROUND, budget - sweep_share - len(names)))
+        own = _take(self._dirty, budget - sweep_share)
+        hinted = _take(self._hinted, min(HINT_KEYS_PER_ROUND, budget - sweep_share - len(own)))
         if not self._sweep:
             self._sweep.extend(f"{JACKPOT}/{j}" for j in self.state.children(JACKPOT))
             self._sweep.extend(f"{BONUS}/{p}" for p in self.state.children(BONUS))
-        for _ in range(min(budget - len(names), len(self._sweep))):
-            names.append(self._sweep.popleft())
-        return list(dict.fromkeys(names))
+        swept = [self._sweep.popleft() for _ in range(min(budget - len(own) - len(hinted), len(self._sweep)))]
+        self._hint_names = set(hinted) - set(own)
+        self._swept_names = set(swept) - set(own) - set(hinted)
+        return list(dict.fromkeys(own + hinted + swept))
 
 
 def _reconcilable(name: str) -> bool:

@@ -168,3 +168,22 @@ async def test_a_ledger_answer_is_read_within_a_bound_even_when_it_inflates() ->
                 assert await read_capped(resp, limit=100_000) == b'{"ok": true}'
     finally:
         await server.close()
+
+
+async def test_a_round_the_unavailable_ledger_stops_keeps_every_name_it_had_not_done() -> None:
+    """A round stopped at the first `ledger_unavailable` and put back only that document: this
+    edge's other marks (a payout, an effect that failed) were dropped and waited for the sweep."""
+    unavailable = Unavailable("the ledger is unavailable")
+
+    class DownLedger:
+        async def read(self, *args: object, **kwargs: object) -> object:
+            raise unavailable
+
+    limits = Limits()
+    state = cast(EdgeState, SimpleNamespace(children=lambda kind: ["p9"] if kind == "bonus" else []))
+    health = cast(TaskHealth, SimpleNamespace(ok=lambda task: None, failed=lambda task, error: None))
+    reconciler = Reconciler(state, cast(LedgerClient, DownLedger()), limits, health=health)
+    reconciler.mark_dirty(["bonus/p1", "bonus/p2", "jackpot/mega"])
+    assert await reconciler.round() is None  # the ledger being down is no failure of the task
+    assert list(reconciler._dirty) == ["bonus/p1", "bonus/p2", "jackpot/mega"]
+    assert reconciler._next_round() == ["bonus/p1", "bonus/p2", "jackpot/mega", "bonus/p9"]  # the sweep kept too
