@@ -27,7 +27,7 @@ from shared.web import json_response
 
 from core_ledger.admin_http import ADMIN_READ_CODES, SEQUENCE_MAX
 from core_ledger.app_keys import CONFIG
-from core_ledger.domain.commands import rfc3339
+from core_ledger.domain.commands import ADMIN_SCOPE, rfc3339
 from core_ledger.queries import (
     ACCOUNT_KINDS,
     BONUS_STATUSES,
@@ -45,8 +45,11 @@ PAGE_QUERY = {"cursor": "string", "limit": "integer"}
 
 
 def _text(request: web.Request, name: str) -> str | None:
-    """A filter value: an id (shared/ids.py) or a name (type, outcome, currency) of that alphabet."""
+    """A filter value: an id (shared/ids.py) or a name (type, outcome, currency) of that alphabet;
+    for `client_id` also the admin scope, which the lists show as the client of admin entries."""
     value = request.query.get(name)
+    if name == "client_id" and value == ADMIN_SCOPE:
+        return value
     if value is not None and not is_id(value):
         raise BadRequest(f"{name}: not a valid id (1 to 128 of A-Z a-z 0-9 . _ : -)", field=name)
     return value

@@ -85,6 +85,12 @@ async def test_the_currency_filter_finds_what_moved_money_in_it_though_its_reque
     assert next(t for t in listed if t["id"] == "rb0")["currency"] == "EUR"
 
 
+async def test_admin_entries_are_listed_by_the_client_the_list_shows_them_under(api: Api) -> None:
+    await api.player("p1", deposit=1000)  # the player's creation is an admin entry
+    admin = await _all_pages(api, "/admin/v1/transactions?client_id=%40admin", "transactions", 50)
+    assert [t["type"] for t in admin] == ["player_create"] and admin[0]["client_id"] == "@admin"
+
+
 async def test_transactions_by_time_range(api: Api, clock: FakeClock) -> None:
     await api.player("p1", deposit=1000)
     clock.advance(60)
