@@ -17,7 +17,7 @@ from edge.crdt import Effect
 from edge.crdt.replica import Replica
 from edge.crdt.slots import SessionRecord, slots, write_slot
 from edge.metrics import EdgeMetrics
-from edge.persist import DocumentStore, StoreLimits
+from edge.persist import DocumentStore, Loaded, StoreLimits
 from edge.state import EdgeState
 
 DOCS = [f"session/p{i}/g1" for i in range(6)]
@@ -46,6 +46,28 @@ async def held_store(
     return store, state, held
 
 
+async def released_and_reopened(
+    tmp_path: Path, store: DocumentStore, state: EdgeState, held: asyncio.Event, refused: str
+) -> tuple[Loaded, list[bytes]]:
+    """The held commits let go, then the next change the store takes (which stores the refused
+    document whole); then the store reopened: what it loads, and the refused document's rows."""
+    try:
+        held.set()
+        assert await store.barrier(5)
+        state.write(DOCS[0], lambda d: write_slot(d, "eu", record(9)))
+        assert state.unstored == set()
+        assert await store.barrier(5)
+    finally:
+        held.set()
+        await store.close()
+    reopened = DocumentStore(tmp_path / "edge.db", 7)
+    loaded = await reopened.open()
+    try:
+        return loaded, await reopened.load_doc(refused)
+    finally:
+        await reopened.close()
+
+
 async def test_a_change_the_store_refused_keeps_its_document_live_and_is_stored_later(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -68,21 +90,9 @@ async def test_a_change_the_store_refused_keeps_its_document_live_and_is_stored_
         for name in DOCS[4:]:  # more documents than may be live: the refused one is not evicted
             await state.doc(name)
         assert state.replica.live(refused) is not None
-        held.set()
-        assert await store.barrier(5)
         await state.doc(DOCS[0])
-        state.write(DOCS[0], lambda d: write_slot(d, "eu", record(9)))  # the next change the store takes
-        assert state.unstored == set()
-        assert await store.barrier(5)
     finally:
-        held.set()
-        await store.close()
-    reopened = DocumentStore(tmp_path / "edge.db", 7)
-    await reopened.open()
-    try:
-        rows = await reopened.load_doc(refused)
-    finally:
-        await reopened.close()
+        _, rows = await released_and_reopened(tmp_path, store, state, held, refused)
     assert slots(Replica("eu", 9, 4).install(refused, rows)).get("us") == record(3)
 
 
@@ -102,19 +112,7 @@ async def test_an_effect_the_store_refused_is_stored_with_its_document_so_a_rest
         with pytest.raises(Unavailable):
             state.write(refused, lambda d: write_slot(d, "eu", record(3)), effect)
         assert not state.book.should_apply(refused, 42), "booked in memory: this process does not apply it again"
-        held.set()
-        assert await store.barrier(5)
-        state.write(DOCS[0], lambda d: write_slot(d, "eu", record(9)))  # the next change the store takes
-        assert state.unstored == set()
-        assert await store.barrier(5)
     finally:
-        held.set()
-        await store.close()
-    reopened = DocumentStore(tmp_path / "edge.db", 7)
-    loaded = await reopened.open()
-    try:
-        rows = await reopened.load_doc(refused)
-    finally:
-        await reopened.close()
+        loaded, rows = await released_and_reopened(tmp_path, store, state, held, refused)
     assert slots(Replica("eu", 9, 4).install(refused, rows)).get("eu") == record(3)
     assert effect in loaded.effects, "the document carries the effect's delta, so its book must too"
