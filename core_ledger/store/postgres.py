@@ -467,12 +467,11 @@ class WriterLease:
                     self._conn = await asyncpg.connect(
                         self._dsn, timeout=self.limits.connect_timeout_s, server_settings=self._session_settings()
                     )
-                if await asyncio.wait_for(self._try_lock(self._conn), self.limits.connect_timeout_s):
-                    self.pid = int(
-                        await asyncio.wait_for(
-                            self._conn.fetchval("SELECT pg_backend_pid()"), self.limits.connect_timeout_s
-                        )
-                    )
+                async with asyncio.timeout(self.limits.connect_timeout_s):
+                    locked = await self._try_lock(self._conn)
+                if locked:
+                    async with asyncio.timeout(self.limits.connect_timeout_s):
+                        self.pid = int(await self._conn.fetchval("SELECT pg_backend_pid()"))
                     log.info("postgres_writer_lease_acquired", schema=self.schema, pid=self.pid)
                     return True
             except DRIVER_ERRORS as e:
@@ -501,9 +500,8 @@ class WriterLease:
         if conn is None or conn.is_closed() or self.pid is None:
             raise StorageError("the writer lease's session is gone")
         try:
-            held = await asyncio.wait_for(
-                conn.fetchval(LEASE_CHECK_SQL, WRITER_LOCK_CLASS, self.object, self.pid), timeout_s
-            )
+            async with asyncio.timeout(timeout_s):
+                held = await conn.fetchval(LEASE_CHECK_SQL, WRITER_LOCK_CLASS, self.object, self.pid)
         except DRIVER_ERRORS as e:
             raise StorageError(f"the writer lease's session did not answer: {type(e).__name__}: {e}") from e
         if held is None:
@@ -516,7 +514,8 @@ class WriterLease:
         conn, self._conn, self.pid = self._conn, None, None
         if conn is not None and not conn.is_closed():
             try:
-                await asyncio.wait_for(conn.close(), self.limits.connect_timeout_s)
+                async with asyncio.timeout(self.limits.connect_timeout_s):
+                    await conn.close()
             except DRIVER_ERRORS:
                 conn.terminate()
 

@@ -32,3 +32,17 @@ def test_ruff_finds_nothing() -> None:
 def test_mypy_finds_nothing() -> None:
     done = run_tool("mypy")
     assert done.returncode == 0, f"mypy failed:\n{done.stdout}{done.stderr}"
+
+
+def test_no_task_of_the_services_waits_with_asyncio_wait_for() -> None:
+    """On Python 3.11 `asyncio.wait_for` returns the inner result when a cancellation meets the
+    inner wait's completion: a task stopped at that moment goes on (an edge whose sync task was
+    stopped so never finished stopping). The services wait with `asyncio.timeout`."""
+    found = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for package in ("core_ledger", "edge", "shared", "croupier")
+        for path in sorted((ROOT / package).rglob("*.py"))
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if "asyncio.wait_for(" in line
+    ]
+    assert found == []
