@@ -35,6 +35,7 @@ log = structlog.get_logger("croupier.edge.reconcile")
 SWEEP_KEYS_PER_ROUND = 20  # of every round's budget, kept for the sweep
 HINTS_MAX = 1024  # peers' hints waiting at most; beyond, a hint is dropped (the sweep still comes by)
 HINT_KEYS_PER_ROUND = 40  # peers' hints reconciled in a round at most
+OWN, HINTED, SWEPT = "own", "hinted", "swept"  # where a round's name came from
 
 
 class Reconciler:
@@ -55,8 +56,6 @@ class Reconciler:
         self._dirty: dict[str, None] = {}  # insertion-ordered set of document names
         self._hinted: dict[str, None] = {}  # the same, for what peers asked: never in `_dirty`'s place
         self._sweep: deque[str] = deque()
-        self._hint_names: set[str] = set()  # of the round being run: taken from `_hinted`
-        self._swept_names: set[str] = set()  # and from the sweep (the others are own marks)
 
     def mark_dirty(self, names: list[str]) -> None:
         """This edge's own reasons to reconcile (a payout, an effect that failed, start-up)."""
@@ -172,7 +171,8 @@ class Reconciler:
         When the ledger is unavailable the round stops, and its names not done yet go back where
         they came from, for the next round."""
         failure: Exception | None = None
-        names = self._next_round()
+        sources = self._round_sources()
+        names = list(sources)
         for done, name in enumerate(names):
             try:
                 await self.reconcile(name)
@@ -183,29 +183,31 @@ class Reconciler:
                     failure = e
                     log.error("reconciliation failed", doc=name, error=repr(e))
                     continue
-                self._put_back(names[done:])
+                self._put_back({later: sources[later] for later in names[done:]})
                 log.info("reconciliation_postponed", doc=name, code=e.code, postponed=len(names) - done)
                 break
             except Exception as e:  # noqa: BLE001 - a bug in one key must not end the loop
-                failure = e
+                failure = e  # counted by the caller (`health.failed`: edge_background_failures_total)
                 log.error("reconciliation failed", doc=name, error=repr(e))
         return failure
 
-    def _put_back(self, names: list[str]) -> None:
-        """Names of a round not done, back where they came from: own marks and hints (within
-        HINTS_MAX) first in their sets, swept names at the head of the sweep."""
-        swept = [name for name in names if name in self._swept_names]
-        self._sweep.extendleft(reversed(swept))
-        for name in names:
-            if name in self._hint_names:
-                if len(self._hinted) < HINTS_MAX:
-                    self._hinted[name] = None
-            elif name not in self._swept_names:
+    def _put_back(self, sources: dict[str, str]) -> None:
+        """Names of a round not done (name -> where it came from), back there: own marks and hints
+        (within HINTS_MAX) in their sets, swept names at the head of the sweep."""
+        self._sweep.extendleft(reversed([name for name, source in sources.items() if source == SWEPT]))
+        for name, source in sources.items():
+            if source == OWN:
                 self._dirty[name] = None
+            elif source == HINTED and len(self._hinted) < HINTS_MAX:
+                self._hinted[name] = None
 
     def _next_round(self) -> list[str]:
-        """This edge's own marks first, then peers' hints, then the sweep, whose share of the
-        budget (SWEEP_KEYS_PER_ROUND) nothing else takes."""
+        """The names of the next round, in order (see `_round_sources`)."""
+        return list(self._round_sources())
+
+    def _round_sources(self) -> dict[str, str]:
+        """The next round, name -> where it came from: this edge's own marks first, then peers'
+        hints, then the sweep, whose share of the budget (SWEEP_KEYS_PER_ROUND) nothing else takes."""
         budget = self.limits.reconcile_keys_per_round_max
         sweep_share = min(SWEEP_KEYS_PER_ROUND, budget // 2)
         own = _take(self._dirty, budget - sweep_share)
@@ -214,9 +216,11 @@ class Reconciler:
             self._sweep.extend(f"{JACKPOT}/{j}" for j in self.state.children(JACKPOT))
             self._sweep.extend(f"{BONUS}/{p}" for p in self.state.children(BONUS))
         swept = [self._sweep.popleft() for _ in range(min(budget - len(own) - len(hinted), len(self._sweep)))]
-        self._hint_names = set(hinted) - set(own)
-        self._swept_names = set(swept) - set(own) - set(hinted)
-        return list(dict.fromkeys(own + hinted + swept))
+        sources: dict[str, str] = {}
+        for names, source in ((own, OWN), (hinted, HINTED), (swept, SWEPT)):
+            for name in names:
+                sources.setdefault(name, source)  # a name in two places is done once, as the first
+        return sources
 
 
 def _reconcilable(name: str) -> bool:

@@ -48,15 +48,15 @@ async def test_a_reconciler_that_fails_is_logged_counted_and_started_again(tmp_p
     )
     reconciler = app[SERVICE].reconciler
     rounds = []
-    original = reconciler._next_round
+    original = reconciler._round_sources
 
-    def flaky() -> list[str]:
+    def flaky() -> dict[str, str]:
         rounds.append(time.monotonic())
         if len(rounds) == 1:
             raise RuntimeError("a bug in the reconciler")
         return original()
 
-    reconciler._next_round = flaky  # type: ignore[method-assign]  # a fault injected for this test
+    reconciler._round_sources = flaky  # type: ignore[method-assign]  # a fault injected for this test
     server = TestServer(app, host="127.0.0.1", port=port)
     with capture_logs() as logs:
         await server.start_server()
