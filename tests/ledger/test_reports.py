@@ -167,7 +167,7 @@ class History:
             "/v1/deposits",
             {"id": self._id("dep"), "player_id": rng.choice(PLAYERS), "currency": "USD", "amount_minor": 777},
         )
-        for amount in (25, -10):
+        for amount in (25, -10, 0):  # an adjustment of 0 moves nothing but is counted
             status, body = await self.api.post(
                 "admin_write",
                 "/admin/v1/adjustments",
