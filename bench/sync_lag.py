@@ -415,7 +415,8 @@ async def heal_and_converge(cluster: Cluster, sessions_of: int) -> dict[str, Any
         cluster.heal()
         proc.stdin.write(b"go\n")
         await proc.stdin.drain()
-        line = await asyncio.wait_for(proc.stdout.readline(), CONVERGE_TIMEOUT_S + 30)
+        async with asyncio.timeout(CONVERGE_TIMEOUT_S + 30):
+            line = await proc.stdout.readline()
         try:
             result: dict[str, Any] = json.loads(line)
         except ValueError:

@@ -107,7 +107,8 @@ class ByzantinePeer:
             ) as ws,
         ):
             await ws.send_str(json.dumps({"edge": posing_as}))
-            hello = await asyncio.wait_for(ws.receive(), PULL_TIMEOUT_S)
+            async with asyncio.timeout(PULL_TIMEOUT_S):
+                hello = await ws.receive()
             if hello.type != aiohttp.WSMsgType.TEXT:
                 raise ConnectionError(f"{target} refused a hello as {posing_as}")
             if holder != posing_as:
@@ -186,7 +187,8 @@ class ByzantinePeer:
             if remaining <= 0:
                 break
             try:
-                msg = await asyncio.wait_for(ws.receive(), remaining)
+                async with asyncio.timeout(remaining):
+                    msg = await ws.receive()
             except TimeoutError:
                 break
             if msg.type != aiohttp.WSMsgType.BINARY:
@@ -210,7 +212,8 @@ class ByzantinePeer:
             if remaining <= 0:
                 return
             try:
-                msg = await asyncio.wait_for(ws.receive(), remaining)
+                async with asyncio.timeout(remaining):
+                    msg = await ws.receive()
             except TimeoutError:
                 return
             if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
