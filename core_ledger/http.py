@@ -249,13 +249,15 @@ async def journal(request: web.Request) -> web.Response:
         await service.acknowledge(principal(request).name, after, after_hash, asyncio.get_running_loop().time())
     if wait_ms:  # long poll: a new commit is pushed to the standby at once
         await service.commits.reach(after + 1, wait_ms / 1000)
-    head = service.head.sequence  # read first: the page never runs past it
+    # Both read first, at one instant: the page never runs past the head, and what is acknowledged
+    # never runs past it either (read after the page, a commit meanwhile put it beyond the head).
+    head, acked = service.head.sequence, service.acknowledged_sequence
     lines = await request.app[READS].journal_page(after, page_limit(request))
     body = "".join(line + "\n" for line in lines)
     return web.Response(
         text=body,
         content_type="application/x-ndjson",
-        headers={HEAD_HEADER: str(head), ACKED_HEADER: str(service.acknowledged_sequence)},
+        headers={HEAD_HEADER: str(head), ACKED_HEADER: str(acked)},
     )
 
 

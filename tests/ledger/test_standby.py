@@ -11,12 +11,12 @@ import pytest
 from aiohttp import web
 
 from core_ledger.app import create_app
-from core_ledger.app_keys import SERVICE, STANDBY
+from core_ledger.app_keys import READS, SERVICE, STANDBY
 from core_ledger.domain.state import TABLES
 from core_ledger.replica_apply import ReplicationError
-from core_ledger.standby_tailer import StandbySettings, journal_lines
+from core_ledger.standby_tailer import ACKED_HEADER, HEAD_HEADER, StandbySettings, journal_lines
 from tests.support.clock import FakeClock
-from tests.support.ledger import TOKENS, Api, bet, ledger_config, standby_of
+from tests.support.ledger import TOKENS, Api, auth_headers, bet, ledger_config, standby_of
 from tests.support.polling import wait_for
 
 
@@ -166,3 +166,27 @@ async def primary_and_standby(
     primary_server = await aiohttp_server(primary_app)
     standby_app = standby_of(primary_server, tmp_path / "standby", clock)
     return primary_app, Api(await aiohttp_client(primary_server)), standby_app, Api(await aiohttp_client(standby_app))
+
+
+async def test_a_journal_page_never_says_more_is_acknowledged_than_its_head(
+    aiohttp_client: Any, tmp_path: Path, clock: FakeClock
+) -> None:
+    """The head and what is acknowledged are read at one instant, before the page: a commit while
+    the page was read put the acknowledged sequence beyond the head, and the standby dropped the
+    page as a lying answer (under load, page after page)."""
+    app = create_app(ledger_config(tmp_path / "p"), clock=clock)
+    primary = Api(await aiohttp_client(app))
+    await primary.player(deposit=1000)
+    reads, read_page = app[READS], app[READS].journal_page
+
+    async def page_while_a_bet_commits(after: int, limit: int) -> list[str]:
+        lines = await read_page(after, limit)
+        status, body = await primary.post("edge", "/v1/bets", bet(f"b{after}", 1))
+        assert status == 201, body
+        return lines
+
+    reads.journal_page = page_while_a_bet_commits  # type: ignore[method-assign]
+    resp = await primary.client.get("/v1/journal?after_sequence=0", headers=auth_headers("replica"))
+    assert resp.status == 200
+    head, acked = int(resp.headers[HEAD_HEADER]), int(resp.headers[ACKED_HEADER])
+    assert acked <= head < app[SERVICE].head.sequence
