@@ -47,6 +47,7 @@ from core_ledger.app_keys import AUDITOR, BACKUPS, CONFIG, FENCING, READS, SERVI
 from core_ledger.domain import ADMIN_SCOPE, Command
 from core_ledger.domain.rounds import settlement
 from core_ledger.query import page_limit, query_bool, query_choice, query_int
+from core_ledger.standby_tailer import StandbyTailer
 
 log = structlog.get_logger("croupier.ledger.admin")
 
@@ -280,31 +281,43 @@ async def replication(request: web.Request) -> web.Response:
 async def promote(request: web.Request) -> web.Response:
     standby = request.app.get(STANDBY)
     force = query_bool(request, "force")
-    if standby is not None:
+    if standby is None:
+        return await _promote(request, force, None)
+    async with standby.promotion:
+        return await _promote(request, force, standby)
+
+
+async def _promote(request: web.Request, force: bool, standby: StandbyTailer | None) -> web.Response:
+    """Promote this copy (a primary answers its head: a no-op). The caller holds the tailer's
+    promotion lock, so the tailer is never restarted while another request promotes."""
+    service = request.app[SERVICE]
+    if standby is not None and service.role == "standby":
         await standby.stop()  # cooperatively: an apply under way ends first, so the head below is final
-    held, acked = request.app[SERVICE].head.sequence, standby.primary_acked if standby is not None else 0
-    if acked > held and not force:
-        if standby is not None and request.app[SERVICE].role == "standby":
+        held, acked = service.head.sequence, standby.primary_acked
+        if acked > held and not force:
             standby.start()  # it goes on tailing (and may catch up)
-        log.warning(
-            "admin_action",
-            action="promote",
-            principal=principal(request).name,
-            refused="standby_behind",
-            head_sequence=held,
-            primary_acknowledged=acked,
-        )
-        raise Conflict(
-            f"this copy holds entries up to {held} but its primary acknowledged up to {acked}: promoting "
-            "it would lose acknowledged money; let it catch up, restart the old primary, or "
-            "promote with force=true knowingly",
-            code="standby_behind",
-        )
-    if force and acked > held:
-        log.critical(
-            "promotion_forced_behind", principal=principal(request).name, head_sequence=held, primary_acknowledged=acked
-        )
-    head = await request.app[SERVICE].promote()
+            log.warning(
+                "admin_action",
+                action="promote",
+                principal=principal(request).name,
+                refused="standby_behind",
+                head_sequence=held,
+                primary_acknowledged=acked,
+            )
+            raise Conflict(
+                f"this copy holds entries up to {held} but its primary acknowledged up to {acked}: promoting "
+                "it would lose acknowledged money; let it catch up, restart the old primary, or "
+                "promote with force=true knowingly",
+                code="standby_behind",
+            )
+        if acked > held:
+            log.critical(
+                "promotion_forced_behind",
+                principal=principal(request).name,
+                head_sequence=held,
+                primary_acknowledged=acked,
+            )
+    head = await service.promote()
     log.warning(
         "admin_action",
         action="promote",

@@ -21,6 +21,8 @@ Acknowledgements: the journal endpoint advances nothing itself. Each standby's p
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +32,7 @@ import structlog
 from shared.contract import headers
 from shared.errors import Conflict, Unavailable
 
-from core_ledger.domain import GENESIS_HASH
+from core_ledger.domain import GENESIS_HASH, InvariantBroken
 from core_ledger.metrics import LedgerMetrics
 from core_ledger.overlay import Overlay
 from core_ledger.store import Head, Store
@@ -207,6 +209,16 @@ class Failover:
         if not rows or rows[0][0] != sequence:
             return None
         return str(orjson.loads(rows[0][1])["hash"])
+
+    @contextlib.asynccontextmanager
+    async def as_standby(self) -> AsyncIterator[None]:
+        """Held while a standby stores another ledger's journal: a promotion waits for it to end,
+        and once promoted the copy stores no other ledger's page (its head would fall back to the
+        old epoch)."""
+        async with self._promoting:
+            if self.role != "standby":
+                raise InvariantBroken("only a standby applies another ledger's journal")
+            yield
 
     async def promote(self) -> Head:
         """Standby → primary: raise the epoch (stored durably) so every later entry carries it.

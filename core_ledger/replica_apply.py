@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import orjson
 
-from core_ledger.domain import ChainCheck, Command, InvariantBroken, entry_text, fold
+from core_ledger.domain import ChainCheck, Command, entry_text, fold
 from core_ledger.failover import Failover
 from core_ledger.metrics import LedgerMetrics
 from core_ledger.overlay import Overlay
@@ -49,9 +49,13 @@ class ReplicaApply:
 
     async def apply(self, rows: list[tuple[int, str]]) -> None:
         """Verify (sequence, text) journal rows against the local head and apply them with the
-        same fold as the writer (`fold`), in one commit. Raises `ReplicationError` on a broken chain."""
-        if self._failover.role != "standby":
-            raise InvariantBroken("only a standby applies another ledger's journal")
+        same fold as the writer (`fold`), in one commit. Raises `ReplicationError` on a broken chain.
+        A promotion waits for the whole apply; once promoted, this copy applies nothing (raises
+        `InvariantBroken` before touching its overlay, which is then the writer's)."""
+        async with self._failover.as_standby():
+            await self._apply(rows)
+
+    async def _apply(self, rows: list[tuple[int, str]]) -> None:
         overlay = self._overlay
         if self._head_stale:  # a previous apply failed or was cut: start from what is stored
             await self._reload_head()

@@ -110,6 +110,9 @@ class StandbyTailer:
         self.diverged_at: int | None = None  # the position the primary refused as not on its chain
         self._task = OwnedTask("ledger-standby")
         self._applying: asyncio.Future[None] | None = None  # the apply under way, never cut in half
+        # Held by a promote request from stopping the tailer to its answer: a second request waits,
+        # so none restarts the tailer while another promotes (it applied pages after the promotion).
+        self.promotion = asyncio.Lock()
         self.health = TaskHealth(
             "standby", service.metrics, base_delay_s=settings.poll_interval_s, max_delay_s=settings.backoff_max_s
         )

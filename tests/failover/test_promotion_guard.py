@@ -4,6 +4,7 @@ primary announces what it acknowledged on every journal page; `force=true` overr
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -95,3 +96,49 @@ async def test_a_promoted_primary_counts_what_it_inherited_as_acknowledged(
     await new_server.close()
     status, problem = await rebuilt.post("admin_write", "/admin/v1/promote", None)
     assert status == 409 and problem["code"] == "standby_behind", problem
+
+
+async def test_a_promote_refused_while_another_promotes_never_restarts_the_tailer(
+    aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path
+) -> None:
+    """A forced promotion and an unforced one at the same moment, on a standby behind its primary:
+    the refused one used to restart the tailer while the forced one promoted, and the tailer then
+    applied the old primary's next page over the promotion, so the new primary wrote at the old
+    epoch. Now a promote request waits for the one under way and answers the promoted head."""
+    clock = FakeClock()
+    primary_app = create_app(ledger_config(tmp_path / "p"), clock=clock)
+    primary_server = await aiohttp_server(primary_app)
+    primary = Api(await aiohttp_client(primary_server))
+    await primary.player(deposit=10_000)
+    for i in range(6):
+        await primary.post("edge", "/v1/bets", bet(f"b{i}", 10, round_id=f"r{i}"))
+    settings = StandbySettings(
+        str(primary_server.make_url("")).rstrip("/"), TOKENS["replica"], page_limit=1, poll_interval_s=0.02
+    )
+    standby_app = create_app(ledger_config(tmp_path / "s"), clock=clock, standby=settings)
+    standby = Api(await aiohttp_client(standby_app))
+    service, tailer = standby_app[SERVICE], standby_app[STANDBY]
+    service.apply_fault_delay = lambda: 0.1  # a slow copy: behind for the whole test
+    await wait_for(lambda: tailer.primary_acked > service.head.sequence > 0)
+
+    promoting, release = asyncio.Event(), asyncio.Event()
+    promote = service.promote
+
+    async def slow_promote() -> Any:
+        promoting.set()
+        await release.wait()
+        return await promote()
+
+    service.promote = slow_promote  # type: ignore[method-assign]  # holds the forced promotion open
+    forced = asyncio.ensure_future(standby.post("admin_write", "/admin/v1/promote?force=true", None))
+    await asyncio.wait_for(promoting.wait(), 5)
+    unforced = asyncio.ensure_future(standby.post("admin_write", "/admin/v1/promote", None))
+    await asyncio.sleep(0.3)  # long enough for the unforced request to have restarted the tailer
+    assert not tailer.running, "the tailer was restarted while a promotion was under way"
+    release.set()
+    (status, body), (again, same) = await asyncio.gather(forced, unforced)
+    assert status == 200 and body["epoch"] == 2, body
+    assert again == 200 and same == body, same  # promoting a primary is a no-op: the same head
+    status, written = await standby.post("edge", "/v1/bets", bet("after", 1, round_id="rn"))
+    assert status == 201 and written["transaction"]["epoch"] == 2, written
+    await tailer.stop()

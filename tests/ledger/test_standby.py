@@ -185,7 +185,7 @@ async def test_a_journal_page_never_says_more_is_acknowledged_than_its_head(
         assert status == 201, body
         return lines
 
-    reads.journal_page = page_while_a_bet_commits  # type: ignore[method-assign]
+    reads.journal_page = page_while_a_bet_commits  # type: ignore[method-assign]  # a commit lands while the page is read
     resp = await primary.client.get("/v1/journal?after_sequence=0", headers=auth_headers("replica"))
     assert resp.status == 200
     head, acked = int(resp.headers[HEAD_HEADER]), int(resp.headers[ACKED_HEADER])
