@@ -55,9 +55,10 @@ class Rejection(Exception):
 
 
 class Refusal(Rejection):
-    """Non-binding: the command is answered with the code and nothing is journaled."""
+    """Non-binding: the command is answered with the code and nothing is journaled. A `RejectCode`
+    here is a state-dependent refusal that binds nothing (a settlement's, see `rounds`)."""
 
-    def __init__(self, code: RefusalCode, detail: str, *, field: str | None = None) -> None:
+    def __init__(self, code: RefusalCode | RejectCode, detail: str, *, field: str | None = None) -> None:
         super().__init__(code, detail, field=field)
 
 

@@ -165,10 +165,12 @@ def report_deltas(state: State, entry: Entry) -> list[Delta]:
         )
     if kind in CASH_TYPES:
         # What the player's account received (a withdrawal: gave), from the postings themselves.
-        # An adjustment of 0 moves nothing, but is an operator's act all the same: it is counted.
-        moved = sum(p["amount_minor"] for p in entry["postings"] if is_player_account(p["account"]))
+        # What the player's account received (a withdrawal: gave), from the postings themselves. An
+        # adjustment of 0 moves nothing, but is an operator's act all the same: it is counted.
+        moved = [(p["currency"], p["amount_minor"]) for p in entry["postings"] if is_player_account(p["account"])]
+        currency = moved[0][0] if moved else r["currency"]
         amount, count = CASH_TYPES[kind]
-        return cash(r["currency"], {amount: moved * (-1 if kind == "withdrawal" else 1), count: 1})
+        return cash(currency, {amount: sum(m for _, m in moved) * (-1 if kind == "withdrawal" else 1), count: 1})
     if kind == "jackpot_create":
         return cash(r["currency"], {"jackpot_seeds_minor": r["seed_minor"]})
     return []

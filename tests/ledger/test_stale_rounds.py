@@ -207,3 +207,29 @@ def test_the_policy_is_one_of_three_and_the_threshold_not_negative(tmp_path: Pat
 async def test_listing_stale_rounds_while_they_are_off_is_refused_clearly(api: Api) -> None:
     status, problem = await api.get("admin_read", "/admin/v1/rounds?status=stale")
     assert status == 400 and problem["code"] == "validation_error" and problem["field"] == "status"
+
+
+async def test_a_refund_refused_while_the_round_held_no_stake_binds_nothing(
+    aiohttp_client: Any, tmp_path: Path, clock: FakeClock
+) -> None:
+    """The job listed a round, the game server rolled its bet back before the job's refund, so the
+    refund was refused; the resumed game server then bet again in the still-open round. The
+    refusal used to be journaled under the round's settlement id, which refused every later refund
+    of it: the second stake could never be given back."""
+    api, app = await ledger(aiohttp_client, tmp_path, clock, stale_round_policy="refund")
+    await api.player(deposit=1000)
+    await api.post("edge", "/v1/bets", bet("b1", 300))
+    clock.advance(120)
+    job = app[STALE_ROUNDS]
+    [listed] = (await job.reads.stale_rounds(job.after_s, after_sequence=0, limit=10))["rounds"]
+    status, _ = await api.post("edge", "/v1/rollbacks", {"id": "rb1", "bet_id": "b1", "player_id": "p1"})
+    assert status == 201
+    await job.settle(listed)  # refused: the round holds no stake any more
+    status, refunds = await api.get("admin_read", "/admin/v1/transactions?type=round_refund")
+    assert status == 200 and refunds["transactions"] == []  # nothing journaled, the id stays free
+    status, _ = await api.post("edge", "/v1/bets", bet("b2", 500))  # the round is still open
+    assert status == 201 and await balance(api) == 500
+    clock.advance(120)
+    assert await job.check() == 1
+    assert await balance(api) == 1000  # the second stake given back
+    assert await job.check() == 0
