@@ -30,6 +30,7 @@ from shared.contract.headers import LEDGER_EPOCH, RETRY_AFTER
 from shared.contract.operations import MONEY_OPS, READ_CODES, REQUEST_CODES, WRITER_CODES
 from shared.contract.requests import CURRENCIES_MAX, GAME_IDS_MAX, OPTIONAL_FIELDS, REASON_CHARS_MAX, BatchIn
 from shared.errors import BadRequest, CroupierError, Forbidden, problem, status_for
+from shared.ids import is_id
 from shared.routes import Route, path_id
 from shared.web import (
     annotate,
@@ -199,7 +200,12 @@ async def balances(request: web.Request) -> web.Response:
 @auth.roles(*READ_ROLES)
 async def rounds(request: web.Request) -> web.Response:
     status = query_choice(request, "status", ("open", "closed", "refunded"))
-    return json_response(await request.app[READS].rounds(path_id(request, "player_id"), status, page_limit(request)))
+    client_id = request.query.get("client_id")
+    if client_id is not None and not is_id(client_id):
+        raise BadRequest("client_id: not a valid id (1 to 128 of A-Z a-z 0-9 . _ : -)", field="client_id")
+    return json_response(
+        await request.app[READS].rounds(path_id(request, "player_id"), status, page_limit(request), client_id)
+    )
 
 
 @auth.roles(*READ_ROLES)
@@ -337,8 +343,8 @@ ROUTES: list[Route] = [
         "GET",
         "/v1/players/{player_id}/rounds",
         rounds,
-        "A player's rounds",
-        query={"status": "string", "limit": "integer"},
+        "A player's rounds (one game-server client's with client_id; open: those holding a stake)",
+        query={"status": "string", "limit": "integer", "client_id": "string"},
         answer=RoundsAnswer,
         codes=LEDGER_READ_CODES,
     ),

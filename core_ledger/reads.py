@@ -22,6 +22,9 @@ from core_ledger.store import Head, Store
 STALE_SCAN_PAGE = 256
 STALE_SCAN_ROWS_MAX = 10_000  # index rows one listing of stale rounds reads at most (then `has_more`)
 ROUND_TABLES = ("rounds", "client_rounds")  # before scoping by client, and scoped (see domain.state)
+# Rows read per table to find a player's open rounds that hold a stake (those whose every bet was
+# rolled back are open too, but hold nothing to resume).
+ROUNDS_SCANNED_MAX = 5000
 
 ON_DEMAND = Pace()  # an operator's walk: small pages, no pause
 
@@ -43,13 +46,23 @@ def _round_view(key: tuple, doc: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _rounds_where(
-    store: Store, equals: dict[str, Any], limit: int, doc_equals: dict[str, Any] | None = None
+    store: Store,
+    equals: dict[str, Any],
+    limit: int,
+    doc_equals: dict[str, Any] | None = None,
+    *,
+    holding_stake: bool = False,
 ) -> list[dict[str, Any]]:
-    """Rounds of both tables, by (round id, client), at most `limit`."""
+    """Rounds of both tables (only the scoped one when `equals` names a client), by (round id,
+    client), at most `limit`; with `holding_stake`, only rounds some bet still holds money in
+    (among the first ROUNDS_SCANNED_MAX of each table)."""
     found = []
     for table in ROUND_TABLES:
-        rows, _ = await store.select(table, equals, limit=limit, doc_equals=doc_equals)
-        found += rows
+        if table == "rounds" and "client_id" in equals:
+            continue  # journaled before rounds were scoped by client: no client to match
+        scanned = ROUNDS_SCANNED_MAX if holding_stake else limit
+        rows, _ = await store.select(table, equals, limit=scanned, doc_equals=doc_equals)
+        found += [row for row in rows if row[1]["bets_minor"] > 0] if holding_stake else rows
     found.sort(key=lambda row: (row[0][1], row[0][2] if len(row[0]) > 2 else ""))
     return [_round_view(k, d) for k, d in found[:limit]]
 
@@ -74,12 +87,16 @@ class LedgerReads:
         player = await self.player(player_id)
         return {"player_id": player_id, "balances": player["balances"]}
 
-    async def rounds(self, player_id: str, status: str | None, limit: int) -> dict[str, Any]:
-        return {
-            "rounds": await _rounds_where(
-                self.store, {"player_id": player_id}, limit, {"status": status} if status else None
-            )
-        }
+    async def rounds(
+        self, player_id: str, status: str | None, limit: int, client_id: str | None = None
+    ) -> dict[str, Any]:
+        """A player's rounds (of one game-server client's, with `client_id`). `open`: the rounds a
+        resuming game server has to finish, so those still holding a stake."""
+        equals = {"player_id": player_id} if client_id is None else {"player_id": player_id, "client_id": client_id}
+        rounds = await _rounds_where(
+            self.store, equals, limit, {"status": status} if status else None, holding_stake=status == "open"
+        )
+        return {"rounds": rounds}
 
     async def rounds_by_id(self, round_id: str, limit: int) -> dict[str, Any]:
         rounds = await _rounds_where(self.store, {"round_id": round_id}, limit)

@@ -65,7 +65,7 @@ async def balances(request: web.Request) -> web.Response:
 
 @auth.roles("game_server")
 async def session(request: web.Request) -> web.Response:
-    return json_response(await request.app[SERVICE].session(path_id(request, "player_id")))
+    return json_response(await request.app[SERVICE].session(path_id(request, "player_id"), principal(request).name))
 
 
 @auth.roles("game_server")

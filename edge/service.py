@@ -252,7 +252,9 @@ class EdgeService:
             ],
         }
 
-    async def session(self, player_id: str) -> dict[str, Any]:
+    async def session(self, player_id: str, client_id: str) -> dict[str, Any]:
+        """What a game server (`client_id`) resuming a player is shown: its saved game states, and
+        its own open rounds that still hold a stake, from the ledger."""
         games = {}
         for game_id in self.state.children(doc_name(SESSION, player_id))[: self.cfg.limits.session_games_max]:
             doc = await self.state.doc(doc_name(SESSION, player_id, game_id))
@@ -264,7 +266,7 @@ class EdgeService:
         out: dict[str, Any] = {"player_id": player_id, "open_rounds": [], "open_rounds_available": True, "games": games}
         try:
             rounds = await self.ledger.read(
-                f"/v1/players/{player_id}/rounds?status=open",
+                f"/v1/players/{player_id}/rounds?status=open&client_id={client_id}",
                 "rounds",
                 RoundsAnswer,
                 deadline_s=self.ledger.deadline_s / 2,

@@ -192,9 +192,12 @@ async def test_requests_are_authenticated_validated_and_bounded(edges, http):
     assert {"/v1/bets", "/v1/sync", "/v1/players/{player_id}/session"} <= set(doc["paths"])
 
 
-async def test_sessions_follow_the_player_to_another_edge_with_open_rounds(edges, http):
+async def test_sessions_follow_the_player_to_another_edge_with_open_rounds(edges, fake_ledger, http):
     e = await edges("eu", "us")
     await post(http, e.url("eu") + "/v1/bets", bet(1))
+    ledger = fake_ledger[0]
+    [mine] = ledger.bets.values()  # another game server's round of the player: not this one's to resume
+    ledger.bets[("gs2", "b-x")] = mine.model_copy(update={"client_id": "gs2", "round_id": "r-x"})
     async with http.put(e.url("eu") + "/v1/players/p1/session/slots", json={"state": {"step": 3, "x": 1.5}}) as r:
         assert r.status == 200
 

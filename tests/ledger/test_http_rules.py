@@ -339,3 +339,26 @@ async def test_rounds_are_scoped_by_client_like_ids(api: Api) -> None:
     )
     status, body = await api.post("edge", "/v1/jackpot-payouts", payout)
     assert status == 404 and body["field"] == "round_id"  # a jackpot too is paid in the client's own round
+
+
+async def test_a_game_servers_open_rounds_are_its_own_that_still_hold_a_stake(api: Api) -> None:
+    """What an edge shows a game server resuming a player: another client's round is not its to
+    finish, and a round whose every bet was rolled back holds nothing to resume (a hundred of
+    those once filled the page and hid the live round)."""
+    await api.player(deposit=10_000)
+    await api.post("edge", "/v1/bets", bet("other", 10, round_id="r-other", client_id="gs2"))
+    for i in range(3):
+        await api.post("edge", "/v1/bets", bet(f"dead{i}", 10, round_id=f"a-dead{i}", client_id="gs"))
+        status, _ = await api.post(
+            "edge", "/v1/rollbacks", {"id": f"rb{i}", "bet_id": f"dead{i}", "player_id": "p1", "client_id": "gs"}
+        )
+        assert status == 201
+    await api.post("edge", "/v1/bets", bet("live", 10, round_id="z-live", client_id="gs"))
+    status, body = await api.get("edge", "/v1/players/p1/rounds?status=open&client_id=gs&limit=1")
+    assert status == 200 and [(r["round_id"], r["client_id"]) for r in body["rounds"]] == [("z-live", "gs")]
+    status, body = await api.get("edge", "/v1/players/p1/rounds?status=open")
+    assert sorted(r["round_id"] for r in body["rounds"]) == ["r-other", "z-live"]
+    status, body = await api.get("edge", "/v1/players/p1/rounds?client_id=gs")  # every status: all four
+    assert len(body["rounds"]) == 4
+    status, body = await api.get("edge", "/v1/players/p1/rounds?client_id=not%20an%20id")
+    assert status == 400 and body["field"] == "client_id"

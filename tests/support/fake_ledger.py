@@ -187,7 +187,7 @@ class FakeLedger:
         return _json(BalancesAnswer(player_id=request.match_info["pid"], balances=[]))
 
     async def rounds(self, request: web.Request) -> web.Response:
-        pid = request.match_info["pid"]
+        pid, client_id = request.match_info["pid"], request.query.get("client_id")
         return _json(
             RoundsAnswer(
                 rounds=[
@@ -202,7 +202,7 @@ class FakeLedger:
                         wins_minor=0,
                     )
                     for b in self.bets.values()
-                    if b.player_id == pid
+                    if b.player_id == pid and client_id in (None, b.client_id)
                 ]
             )
         )
