@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry
 
 from shared import auth, event_loop, logs
 from shared.config import ConfigError
+from shared.contract import headers
 from shared.credentials import CredentialMetrics, CredentialReloader
 from shared.routes import serve_routes
 from shared.runtime_metrics import file_bytes, free_bytes, register_runtime_collectors, sqlite_files
@@ -347,4 +348,6 @@ def _epoch_claim(request: web.Request, who: auth.Principal) -> Awaitable[None] |
 
 
 def _announce_epoch(request: web.Request, response: web.StreamResponse) -> None:
-    response.headers[EPOCH_HEADER] = str(request.app[SERVICE].epoch)
+    service = request.app[SERVICE]
+    response.headers[EPOCH_HEADER] = str(service.epoch)
+    response.headers[headers.LEDGER_ROLE] = "fenced" if service.fenced else service.role

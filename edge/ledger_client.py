@@ -36,6 +36,7 @@ from pydantic import ValidationError
 
 from shared import request_ids
 from shared.client_reads import read_capped
+from shared.contract import headers
 from shared.contract.answers import Answer, BatchAnswer, BatchResult, TransactionAnswer
 from shared.contract.answers import Limits as LedgerLimits
 from shared.errors import CroupierError, Unavailable
@@ -172,11 +173,11 @@ class LedgerClient:
         return self.failover.urls[self.failover.current]
 
     def _headers(self) -> dict[str, str]:
-        headers = {"Authorization": f"Bearer {self._token()}", **self.failover.epoch_headers()}
+        sent = {"Authorization": f"Bearer {self._token()}", **self.failover.epoch_headers()}
         request_id = request_ids.current()
         if request_id is not None:
-            headers[request_ids.HEADER] = request_id
-        return headers
+            sent[request_ids.HEADER] = request_id
+        return sent
 
     def reachable(self) -> bool:
         return self._clock() - self._last_ok <= self._limits.reachable_window_s
@@ -304,6 +305,11 @@ class LedgerClient:
                 async with self._http.get(url, timeout=timeout, headers={**self._headers(), **call.headers}) as resp:
                     self.failover.learn_epoch(resp.headers)
                     call.answered(resp.status)
+                    if resp.headers.get(headers.LEDGER_ROLE, "primary") != "primary":
+                        # A standby (maybe behind) or a fenced copy: money is read from the primary
+                        # only; the next attempt goes to the next URL. (An older ledger sends no role.)
+                        outcome = "not_primary"
+                        raise AttemptFailed(f"ledger answered as {resp.headers[headers.LEDGER_ROLE]}")
                     raw = await read_capped(resp, ANSWER_BYTES_MAX)
                     if resp.status >= 500:
                         outcome = refused_outcome(resp.status, raw)

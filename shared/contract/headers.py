@@ -8,6 +8,9 @@ ALLOW = "Allow"  # answer of a 405: the methods the path takes
 RETRY_AFTER = "Retry-After"  # answer of a 503: seconds to wait (at least 1)
 REQUEST_ID = "X-Request-Id"  # request and answer: the request's id (shared/request_ids.py)
 LEDGER_EPOCH = "X-Ledger-Epoch"  # answer: the ledger's epoch; request: the highest epoch the caller saw
+# answer: "primary", or why this copy takes no write: "standby", "passive" (waits for the writer
+# lease), "fenced" (a primary that lost a failover). Edges read money only from a "primary".
+LEDGER_ROLE = "X-Ledger-Role"
 JOURNAL_HEAD = "X-Journal-Head"  # answer of GET /v1/journal: the primary's head sequence
 JOURNAL_ACKNOWLEDGED = "X-Journal-Acknowledged"  # answer of GET /v1/journal: what may have been answered
 

@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 from shared.errors import Unavailable
 
 from core_ledger.app import create_app
-from core_ledger.app_keys import SERVICE
+from core_ledger.app_keys import SERVICE, STANDBY
 from core_ledger.standby_tailer import StandbySettings
 from edge.config import Limits
 from edge.ledger_client import LedgerClient
@@ -109,5 +109,30 @@ async def test_client_follows_a_promotion_and_its_epoch_fences_the_old_primary(
         await standby.close()  # the new primary goes away too: the fenced old one acknowledges nothing
         with pytest.raises(Unavailable):
             await client.money("bet", bet("b4", 10, via="eu"))
+    finally:
+        await client.close()
+
+
+async def test_money_is_read_from_the_primary_never_from_a_standby_behind_it(
+    aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path
+) -> None:
+    """After one failed read at the primary the client used the standby for every later read,
+    and a standby behind its primary answered an old balance for as long as no write moved the
+    client back. A standby's answer now says what it is, and the read goes on to the primary."""
+    primary, standby, primary_app, api = await pair(aiohttp_server, aiohttp_client, tmp_path)
+    standby_app = standby.app
+    await standby_app[STANDBY].stop()  # behind from here on
+    await api.post("edge", "/v1/bets", bet("b1", 500))
+    client = client_of([url_of(primary), url_of(standby)])
+    await client.start()
+    try:
+        for _ in range(3):
+            client.failover.current = 1  # as after a blip on the link to the primary
+            body = await client.get("/v1/players/p1/balances", "balances")
+            assert body["balances"][0]["balance_minor"] == 9_500, "read from the standby behind"
+        assert not client.breaker_open(1)  # a standby's answer is not a link failure
+        primary_app[SERVICE].failover.fenced_by = 99  # the primary lost a failover: nobody to read from
+        with pytest.raises(Unavailable):
+            await client.get("/v1/players/p1/balances", "balances")
     finally:
         await client.close()
