@@ -87,7 +87,7 @@ class Reconciler:
             self.catalog.note_missing(jackpot_id)  # e.g. an id a peer made up before admission existed
             raise
         name = doc_name(JACKPOT, jackpot_id)
-        await self.state.doc(name)
+        doc = await self.state.doc(name)  # live from here: no await until the write
         truth = JackpotTruth(
             epoch=answer.epoch,
             seed_minor=answer.seed_minor,
@@ -102,8 +102,6 @@ class Reconciler:
             return  # an older read than the last reconciliation: nothing to learn
         slot = reconcile_jackpot(truth, book.after(name, truth.as_of), self.state.clock())
         book.raise_watermark(name, truth.as_of)
-        doc = self.state.replica.live(name)
-        assert doc is not None
         own = jackpot_slots(doc).get(me)
         if own is None or (own.epoch, own.p - own.n, own.seed_minor, own.currency) != (
             slot.epoch,
@@ -128,7 +126,7 @@ class Reconciler:
     async def bonuses(self, player_id: str) -> None:
         answer = await self.ledger.read(f"/v1/players/{player_id}/bonuses", "bonuses", LedgerBonuses)
         name = doc_name(BONUS, player_id)
-        await self.state.doc(name)
+        doc = await self.state.doc(name)  # live from here: no await until the write
         me, book = self.state.edge_id, self.state.book
         as_of = position(answer.as_of_epoch or 0, answer.as_of_sequence)
         bonuses = answer.bonuses
@@ -137,8 +135,6 @@ class Reconciler:
         mine = {b.bonus_id: b.wagered_by_edge.get(me, 0) for b in bonuses}
         slot = reconcile_bonus(mine, book.after(name, as_of), self.state.clock())
         book.raise_watermark(name, as_of)
-        doc = self.state.replica.live(name)
-        assert doc is not None
         own = bonus_slots(doc).get(me)
         if own is None or _net(own) != _net(slot):  # written once even if zero: the key is then known
             self.state.write(name, lambda d: write_slot(d, me, slot.encode()))

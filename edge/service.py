@@ -167,24 +167,20 @@ class EdgeService:
                 await self.reconciler.reconcile(name)
             except CroupierError:
                 self.reconciler.mark_dirty([name])
-        await self.state.doc(name)
+        doc = await self.state.doc(name)
         # No await from here on: the check, the booking and the write see one state.
         if not self.state.book.should_apply(name, seq):
             return
         effect = Effect(name, seq, delta)
         if name.startswith(JACKPOT + "/"):
-            slot = self._jackpot_after(name, delta, currency)
+            slot = self._jackpot_after(name, doc, delta, currency)
             self.state.write(name, lambda d: write_slot(d, self.edge_id, slot.encode()), effect)
         else:
-            doc = self.state.replica.live(name)
-            assert doc is not None  # loaded by `state.doc` above, with no await since
             own = bonus_slots(doc).get(self.edge_id)
             bonus = (own or BonusSlot({}, 0.0)).add(delta, self.state.clock())
             self.state.write(name, lambda d: write_slot(d, self.edge_id, bonus.encode()), effect)
 
-    def _jackpot_after(self, name: str, delta: dict[str, int], currency: str | None) -> JackpotSlot:
-        doc = self.state.replica.live(name)
-        assert doc is not None
+    def _jackpot_after(self, name: str, doc: Doc, delta: dict[str, int], currency: str | None) -> JackpotSlot:
         slots = jackpot_slots(doc)
         own = slots.get(self.edge_id)
         epoch = int(delta["epoch"])

@@ -24,6 +24,7 @@ from edge.metrics import EdgeMetrics
 from edge.persist import Append, DocumentStore
 
 CHILDREN_LIST_MAX = 16  # children kept in a list (membership by scan) before a set
+DOC_LOOKS_MAX = 8  # a caller that waited on another's load looks this often before giving up (503)
 
 
 class EdgeState:
@@ -71,12 +72,20 @@ class EdgeState:
     # --- documents ----------------------------------------------------------------------------
 
     async def doc(self, name: str) -> Doc:
-        doc = self.replica.live(name)
-        if doc is not None:
-            return doc
-        pending = self._loading.get(name)
-        if pending is not None:
-            return await asyncio.shield(pending)
+        """The live document `name`, loaded if it is not: live when this returns, so a caller's
+        synchronous use right after (no await between) finds it. A caller that waited on another
+        one's load resumes later: the document may have been evicted meanwhile, so it looks again."""
+        for _ in range(DOC_LOOKS_MAX):
+            doc = self.replica.live(name)
+            if doc is not None:
+                return doc
+            pending = self._loading.get(name)
+            if pending is None:
+                return await self._load(name)
+            await asyncio.shield(pending)
+        raise Unavailable(f"document {name} is evicted as fast as it is loaded", code="storage_unavailable")
+
+    async def _load(self, name: str) -> Doc:
         future: asyncio.Future[Doc] = asyncio.get_running_loop().create_future()
         self._loading[name] = future
         try:

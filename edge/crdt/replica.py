@@ -89,7 +89,7 @@ class Replica:
         if state != EMPTY_STATE_VECTOR and self.state_vectors.get(name) != state:
             self.state_vectors[name] = state  # an empty document is not "known": nothing to advertise
             self._log_change(name, UNKNOWN)
-        self._evict()
+        self._evict(keep=name)
         return doc
 
     def note_state(self, name: str, state_vector: bytes) -> None:
@@ -290,13 +290,16 @@ class Replica:
         if streak is None or streak[0] != source:
             self._streaks[name] = (source, previous)
 
-    def _evict(self) -> None:
+    def _evict(self, keep: str) -> None:
+        """Down to `docs_live_max` live documents, least recently used first, never a pinned one
+        nor `keep` (the one just installed, which its caller is about to use): while every other
+        one is pinned, the limit is overshot until they are not."""
         if len(self._live) <= self.docs_live_max:
             return  # (not a copy of every live name per install)
         for name in list(self._live):
             if len(self._live) <= self.docs_live_max:
                 return
-            if not self._pinned(name):
+            if name != keep and not self._pinned(name):
                 del self._live[name]
                 self._facts.pop(name, None)
                 self._twins.pop(name, None)

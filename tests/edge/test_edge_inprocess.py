@@ -329,3 +329,24 @@ async def test_a_flood_of_slow_reads_neither_starves_money_nor_opens_the_breaker
     assert status == 201, body
     assert set(statuses) <= {200, 503} and 200 in statuses  # the rest refused: the edge's queue, not the ledger
     assert service.ledger.failover.any_closed()
+
+
+async def test_saves_of_more_players_at_once_than_documents_live_all_land(edges, http):
+    """Each save pins its document until the store has it. With every live document pinned, the
+    one just loaded for the next save was the only one eviction could take: it was evicted before
+    the save used it (500), and the effects of bets were lost the same way. The limit is now
+    overshot until the pinned ones are stored."""
+    e = await edges("eu")
+    await e.stop("eu")
+    await e.start("eu", limits=dataclasses.replace(e.config("eu").limits, docs_live_max=4))
+    url = e.url("eu")
+
+    async def save(player: int, step: int) -> int:
+        async with http.put(f"{url}/v1/players/p{player}/session/g1", json={"state": {"step": step}}) as r:
+            return r.status
+
+    statuses = await asyncio.gather(*(save(p, s) for p in range(12) for s in range(3)))
+    assert set(statuses) == {200}, statuses
+    for p in range(12):
+        status, s = await get(http, f"{url}/v1/players/p{p}/session")
+        assert status == 200 and s["games"]["g1"]["state"]["step"] in (0, 1, 2), s
