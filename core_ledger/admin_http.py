@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -46,6 +47,7 @@ from core_ledger.answers import answer
 from core_ledger.app_keys import AUDITOR, BACKUPS, CONFIG, FENCING, READS, SERVICE, STANDBY
 from core_ledger.domain import ADMIN_SCOPE, Command
 from core_ledger.domain.rounds import settlement
+from core_ledger.fencing import Survey
 from core_ledger.query import page_limit, query_bool, query_choice, query_int
 from core_ledger.standby_tailer import StandbyTailer
 
@@ -290,44 +292,51 @@ async def promote(request: web.Request) -> web.Response:
 async def _promote(request: web.Request, force: bool, standby: StandbyTailer | None) -> web.Response:
     """Promote this copy (a primary answers its head: a no-op). The caller holds the tailer's
     promotion lock, so the tailer is never restarted while another request promotes."""
-    service = request.app[SERVICE]
+    service, above = request.app[SERVICE], 0
     if standby is not None and service.role == "standby":
         await standby.stop()  # cooperatively: an apply under way ends first, so the head below is final
-        held, acked = service.head.sequence, standby.primary_acked
-        if acked > held and not force:
-            standby.start()  # it goes on tailing (and may catch up)
-            log.warning(
-                "admin_action",
-                action="promote",
+        survey = await request.app[FENCING].survey()
+        objection = _objection_to_promotion(service.head.sequence, standby.primary_acked, service.epoch, survey)
+        if objection is not None:
+            log.log(
+                logging.CRITICAL if force else logging.WARNING,
+                "promotion_objected",
                 principal=principal(request).name,
-                refused="standby_behind",
-                head_sequence=held,
-                primary_acknowledged=acked,
+                code=objection.code,
+                detail=str(objection),
+                forced=force,
+                peers=objection.extra.get("peers"),
             )
-            raise Conflict(
-                f"this copy holds entries up to {held} but its primary acknowledged up to {acked}: promoting "
-                "it would lose acknowledged money; let it catch up, restart the old primary, or "
-                "promote with force=true knowingly",
-                code="standby_behind",
-            )
-        if acked > held:
-            log.critical(
-                "promotion_forced_behind",
-                principal=principal(request).name,
-                head_sequence=held,
-                primary_acknowledged=acked,
-            )
-    head = await service.promote()
+            if not force:
+                standby.start()  # it goes on tailing (and may catch up)
+                raise objection
+        # Above every epoch a peer announced: two copies promoted one after the other never share one.
+        above = survey.highest_epoch()
+    head = await service.promote(above)
     log.warning(
         "admin_action",
         action="promote",
         principal=principal(request).name,
         epoch=head.epoch,
         head_sequence=head.sequence,
+        forced=force,
     )
     return json_response(
         {"role": "primary", "epoch": head.epoch, "head": {"sequence": head.sequence, "hash": head.hash}}
     )
+
+
+def _objection_to_promotion(held: int, acked: int, epoch: int, survey: Survey) -> Conflict | None:
+    """Why this standby (holding entries up to `held`, of `epoch`) must not be promoted: it holds
+    less than its primary said it acknowledged, or a peer objects (see `Survey.objection_to_promotion`)."""
+    if acked > held:
+        return Conflict(
+            f"this copy holds entries up to {held} but its primary acknowledged up to {acked}: promoting "
+            "it would lose acknowledged money; let it catch up, restart the old primary, or "
+            "promote with force=true knowingly",
+            code="standby_behind",
+        )
+    return survey.objection_to_promotion(epoch, held)
 
 
 @auth.roles("admin_write")
@@ -474,11 +483,19 @@ ROUTES: list[Route] = [
         "POST",
         "/admin/v1/promote",
         promote,
-        "Make this standby the primary (epoch + 1); no-op on a primary; "
-        "409 standby_behind while it holds less than its primary acknowledged (unless force=true)",
+        "Make this standby the primary (above every epoch its peers announce); no-op on a primary; "
+        "409 standby_behind while it holds less than its primary acknowledged or a peer standby holds more, "
+        "409 peer_is_primary while a peer is primary at its epoch or above (unless force=true)",
         query={"force": "boolean"},
         answer=Promoted,
-        codes=("validation_error", "unauthenticated", "forbidden", "standby_behind", "storage_unavailable"),
+        codes=(
+            "validation_error",
+            "unauthenticated",
+            "forbidden",
+            "standby_behind",
+            "peer_is_primary",
+            "storage_unavailable",
+        ),
     ),
     Route(
         "POST",
@@ -489,6 +506,6 @@ ROUTES: list[Route] = [
         body=UnfenceIn,
         answer=TransactionAnswer,
         replays=True,
-        codes=(*REQUEST_CODES, *WRITER_CODES, "not_fenced", "peer_is_primary"),
+        codes=(*REQUEST_CODES, *WRITER_CODES, "not_fenced", "peer_is_primary", "peer_unreadable"),
     ),
 ]

@@ -220,17 +220,19 @@ class Failover:
                 raise InvariantBroken("only a standby applies another ledger's journal")
             yield
 
-    async def promote(self) -> Head:
-        """Standby → primary: raise the epoch (stored durably) so every later entry carries it.
-        The caller has stopped the tailer, so nothing else mutates the store. The head is read
-        back from the store first: the new primary extends exactly what is stored."""
+    async def promote(self, above: int = 0) -> Head:
+        """Standby → primary: raise the epoch (stored durably) so every later entry carries it,
+        above `above` too (the highest epoch the peers announced). The caller has stopped the
+        tailer, so nothing else mutates the store. The head is read back from the store first:
+        the new primary extends exactly what is stored."""
         overlay = self._overlay
         async with self._promoting:  # two promote calls at once raise the epoch once
             if self.role == "standby":
                 stored = await overlay.reload()
                 self.metrics.journal_head_sequence.set(stored.sequence)
                 # Above every epoch this copy has heard of, so no two primaries ever share one.
-                head = Head(overlay.head.sequence, overlay.head.hash, max(overlay.head.epoch, self.fenced_by) + 1)
+                epoch = max(overlay.head.epoch, self.fenced_by, above) + 1
+                head = Head(overlay.head.sequence, overlay.head.hash, epoch)
                 await self.store.commit([], {}, head)
                 overlay.head = overlay.committed = head
                 self._acked_floor = head.sequence  # the old primary may have acknowledged all it gave us

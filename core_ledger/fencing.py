@@ -115,6 +115,37 @@ class Survey:
     def any_readable(self) -> bool:
         return any(v.readable for v in self.views)
 
+    def highest_epoch(self) -> int:
+        """The highest epoch any readable peer announced, whatever its role (0: none)."""
+        return max((v.epoch or 0 for v in self.views if v.readable), default=0)
+
+    def objection_to_promotion(self, epoch: int, held: int) -> Conflict | None:
+        """Why a standby of `epoch` holding entries up to `held` must not be promoted, from what its
+        peers announce (None: no peer objects; a peer it cannot read objects to nothing):
+        `peer_is_primary` while a primary still takes writes (two primaries), `standby_behind`
+        while another standby holds more (it may hold entries only it confirmed)."""
+        alive = [v.record() for v in self.views if v.proves_primary_above(epoch - 1)]
+        if alive:
+            return Conflict(
+                "a peer ledger is primary, unfenced, at this copy's epoch or above: stop it (or cut it "
+                "off) first, or promote with force=true knowingly",
+                code="peer_is_primary",
+                peers=alive,
+            )
+        longer = [
+            v.record()
+            for v in self.views
+            if v.readable and v.role == "standby" and (v.epoch or 0) >= epoch and (v.head_sequence or 0) > held
+        ]
+        if longer:
+            return Conflict(
+                f"a peer standby holds more than this copy's {held} entries (maybe entries only it "
+                "confirmed): promote that one, or promote this one with force=true knowingly",
+                code="standby_behind",
+                peers=longer,
+            )
+        return None
+
 
 async def read_peer(http: aiohttp.ClientSession, url: str) -> PeerView:
     """A peer's own announcement, from its public `/readyz` (which answers 503 when fenced or not
@@ -304,7 +335,8 @@ class Fencing:
     async def unfence(self, reason: str, force: bool, who: Principal) -> Result:
         """Lift this primary's fence: journaled with the operator's reason, the fence it lifts and what
         the peers announce right now. Refused (409 `peer_is_primary`) while a peer proves a higher
-        epoch as primary, unless `force`; 409 `not_fenced` when there is nothing to lift."""
+        epoch as primary, and (409 `peer_unreadable`) while a peer cannot be read, unless `force`;
+        409 `not_fenced` when there is nothing to lift."""
         service = self.service
         if service.role != "primary" or not service.fenced:
             raise Conflict("this ledger is not fenced", code="not_fenced")
@@ -317,6 +349,14 @@ class Fencing:
                 "stop this copy, or force the unfence if that peer is known to be wrong",
                 code="peer_is_primary",
                 peers=newer,
+            )
+        unread = [v.record() for v in survey.views if not v.readable]
+        if unread and not force:  # the primary that fenced this copy may be one of them, cut off from it
+            raise Conflict(
+                "a peer ledger could not be read: it may be the primary whose promotion fenced this copy; "
+                "check it by hand, then force the unfence if it is not",
+                code="peer_unreadable",
+                peers=unread,
             )
         request = {
             "reason": reason,

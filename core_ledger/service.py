@@ -178,5 +178,5 @@ class LedgerService:
     async def apply_replicated(self, rows: list[tuple[int, str]]) -> None:
         await self.replica.apply(rows)
 
-    async def promote(self) -> Head:
-        return await self.failover.promote()
+    async def promote(self, above: int = 0) -> Head:
+        return await self.failover.promote(above)

@@ -10,8 +10,8 @@ Error tree (status in brackets)::
     ├── MethodNotAllowed [405]      method_not_allowed
     ├── Conflict [409]              round_closed, bet_rolled_back, version_conflict,
     │                               already_claimed, replica_diverged,
-    │                               not_fenced, peer_is_primary, standby_behind, round_refunded,
-    │                               backup_not_configured, wagering_already_claimed
+    │                               not_fenced, peer_is_primary, peer_unreadable, standby_behind,
+    │                               round_refunded, backup_not_configured, wagering_already_claimed
     ├── PayloadTooLarge [413]       payload_too_large
     ├── Unprocessable [422]         insufficient_funds, idempotency_key_reused, wagering_not_met,
     │                               bonus_expired, currency_mismatch, balance_limit_exceeded
@@ -157,6 +157,7 @@ CODES: dict[str, Code] = {
     "replica_diverged": Code(Conflict, "a standby's journal is not a prefix of the primary's"),
     "not_fenced": Code(Conflict, "unfence asked of a copy that is not fenced"),
     "peer_is_primary": Code(Conflict, "a peer ledger proves a higher epoch as primary"),
+    "peer_unreadable": Code(Conflict, "a peer ledger could not be read, so a fence cannot be judged wrong"),
     "standby_behind": Code(Conflict, "the standby holds less than the primary acknowledged"),
     "backup_not_configured": Code(Conflict, "no backup_dir is configured"),
     "backup_failed": Code(CroupierError, "the backup could not be written or did not verify"),

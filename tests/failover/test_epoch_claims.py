@@ -233,6 +233,10 @@ async def test_a_fence_nobody_proves_is_lifted_by_a_journaled_unfence_that_stand
     status, problem = await primary.post("admin_write", "/admin/v1/unfence", {"reason": ""})
     assert status == 400 and problem["code"] == "validation_error"
     assert (await primary.post("admin_read", "/admin/v1/unfence", {"reason": "x"}))[0] == 403
+    # Its peer cannot be read yet: it may be the primary that fenced this copy, cut off from it.
+    status, problem = await primary.post("admin_write", "/admin/v1/unfence", {"reason": "the peer is down"})
+    assert status == 409 and problem["code"] == "peer_unreadable", problem
+    assert [p["readable"] for p in problem["peers"]] == [False] and primary_app[SERVICE].fenced
 
     settings = StandbySettings(url_of(primary_server), TOKENS["replica"], poll_interval_s=0.05)
     standby_app = create_app(ledger_config(tmp_path / "b"), clock=FakeClock(), standby=settings)

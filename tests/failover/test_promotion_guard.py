@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from core_ledger.app import create_app
-from core_ledger.app_keys import SERVICE, STANDBY
+from core_ledger.app_keys import FENCING, SERVICE, STANDBY
 from core_ledger.standby_tailer import StandbySettings
+from harness.cluster import free_port
 from tests.support.clock import FakeClock
 from tests.support.ledger import TOKENS, Api, bet, ledger_config, standby_of
 from tests.support.polling import wait_for
@@ -124,10 +125,10 @@ async def test_a_promote_refused_while_another_promotes_never_restarts_the_taile
     promoting, release = asyncio.Event(), asyncio.Event()
     promote = service.promote
 
-    async def slow_promote() -> Any:
+    async def slow_promote(above: int = 0) -> Any:
         promoting.set()
         await release.wait()
-        return await promote()
+        return await promote(above)
 
     service.promote = slow_promote  # type: ignore[method-assign]  # holds the forced promotion open
     forced = asyncio.ensure_future(standby.post("admin_write", "/admin/v1/promote?force=true", None))
@@ -142,3 +143,79 @@ async def test_a_promote_refused_while_another_promotes_never_restarts_the_taile
     status, written = await standby.post("edge", "/v1/bets", bet("after", 1, round_id="rn"))
     assert status == 201 and written["transaction"]["epoch"] == 2, written
     await tailer.stop()
+
+
+async def _standbys(
+    aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path, clock: FakeClock, **primary: Any
+) -> tuple[Any, Api, dict[str, Any]]:
+    """A primary (its server and an Api) and the servers of two standbys of it, "a" and "b", each
+    naming the primary and the other in `peers`, both caught up with a funded player."""
+    primary_server = await aiohttp_server(create_app(ledger_config(tmp_path / "p", **primary), clock=clock))
+    primary_url = str(primary_server.make_url("")).rstrip("/")
+    ports = {name: free_port() for name in ("a", "b")}
+    apps: dict[str, Any] = {}
+    for name, other in (("a", "b"), ("b", "a")):
+        settings = StandbySettings(primary_url, TOKENS["replica"], poll_interval_s=0.02)
+        peers = (primary_url, f"http://127.0.0.1:{ports[other]}")
+        app = create_app(ledger_config(tmp_path / name, peers=peers), clock=clock, standby=settings)
+        apps[name] = await aiohttp_server(app, port=ports[name])
+    primary = Api(await aiohttp_client(primary_server))
+    await primary.player(deposit=10_000)
+    head = primary_server.app[SERVICE].head
+    await wait_for(lambda: apps["a"].app[SERVICE].head == head and apps["b"].app[SERVICE].head == head)
+    return primary_server, primary, apps
+
+
+async def test_a_promotion_is_refused_while_the_old_primary_still_takes_writes(
+    aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path
+) -> None:
+    primary_server, _, apps = await _standbys(aiohttp_server, aiohttp_client, tmp_path, FakeClock())
+    a = Api(await aiohttp_client(apps["a"]))
+    status, problem = await a.post("admin_write", "/admin/v1/promote", None)
+    assert status == 409 and problem["code"] == "peer_is_primary", problem
+    assert apps["a"].app[SERVICE].role == "standby" and apps["a"].app[STANDBY].running  # it goes on tailing
+    status, body = await a.post("admin_write", "/admin/v1/promote?force=true", None)
+    assert status == 200 and body["epoch"] == 2, body
+    await primary_server.close()
+
+
+async def test_two_standbys_promoted_one_after_the_other_never_share_an_epoch(
+    aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path
+) -> None:
+    """Both used to take epoch 2, and neither fenced the other: a peer proves only an epoch above
+    its own. The second promotion is refused while the first is primary; forced, it takes an
+    epoch above the first's, which the first learns at its next peer check."""
+    primary_server, _, apps = await _standbys(aiohttp_server, aiohttp_client, tmp_path, FakeClock())
+    await primary_server.close()  # the old primary is gone
+    a, b = Api(await aiohttp_client(apps["a"])), Api(await aiohttp_client(apps["b"]))
+    status, body = await a.post("admin_write", "/admin/v1/promote", None)
+    assert status == 200 and body["epoch"] == 2, body
+    status, problem = await b.post("admin_write", "/admin/v1/promote", None)
+    assert status == 409 and problem["code"] == "peer_is_primary", problem
+    status, body = await b.post("admin_write", "/admin/v1/promote?force=true", None)
+    assert status == 200 and body["epoch"] == 3, body
+    await apps["a"].app[FENCING].survey()  # the periodic peer check
+    assert apps["a"].app[SERVICE].fenced
+
+
+async def test_a_standby_that_holds_less_than_the_other_is_not_promoted(
+    aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path
+) -> None:
+    """A synchronous primary counts the confirmation of either standby. B fell behind, A confirmed
+    a bet that was answered, then the primary died: B only knew the acknowledged position of its
+    last page, so promoting it lost the bet. Its peer A announces the longer chain."""
+    primary_server, primary, apps = await _standbys(
+        aiohttp_server, aiohttp_client, tmp_path, FakeClock(), synchronous_standby=True
+    )
+    await apps["b"].app[STANDBY].stop()  # a slow link: behind from here on
+    status, _ = await primary.post("edge", "/v1/bets", bet("acked", 500))
+    assert status == 201  # confirmed by A
+    await primary_server.close()
+    b = Api(await aiohttp_client(apps["b"]))
+    status, problem = await b.post("admin_write", "/admin/v1/promote", None)
+    assert status == 409 and problem["code"] == "standby_behind", problem
+    assert [p["head_sequence"] for p in problem["peers"]] == [apps["a"].app[SERVICE].head.sequence]
+    a = Api(await aiohttp_client(apps["a"]))
+    status, body = await a.post("admin_write", "/admin/v1/promote", None)
+    assert status == 200 and body["head"]["sequence"] == apps["a"].app[SERVICE].head.sequence, body
+    await apps["b"].app[STANDBY].stop()
