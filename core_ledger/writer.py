@@ -56,7 +56,7 @@ from core_ledger.failover import Failover
 from core_ledger.metrics import LedgerMetrics
 from core_ledger.overlay import Overlay, PlanningFailed
 from core_ledger.rejections import as_error, status_and_body
-from core_ledger.store import Head, JournalRow, Store
+from core_ledger.store import Head, JournalRow, StorageError, Store
 
 log = structlog.get_logger("croupier.ledger")
 
@@ -404,11 +404,13 @@ class LedgerWriter:
         started = time.perf_counter()
         try:
             await self.store.commit(judged.journal, judged.rows, judged.head)
-        except InvariantBroken as e:  # the store refused a gap in the journal: a writer bug
-            self._halt(e, None)
-            return False
-        except Exception as e:  # noqa: BLE001  storage failure: nothing of this group is acknowledged
+        except (StorageError, OSError) as e:  # the backend failed: nothing of this group is acknowledged, retried
             log.error("ledger_commit_failed", error=repr(e), batch_size=len(judged.results))
+            await self._observe_stored_head()
+            return False
+        except Exception as e:  # noqa: BLE001  a bug (a gap in the journal, rows that do not encode):
+            # every retry of the group would hit it again, so it is not answered as retryable.
+            self._halt(e, None)
             await self._observe_stored_head()
             return False
         self.metrics.commit_duration_seconds.observe(time.perf_counter() - started)

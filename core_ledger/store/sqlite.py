@@ -31,7 +31,7 @@ import orjson
 
 from shared import sqlite_migrate
 from shared.migrations import Migration, Plan, SchemaVersionError
-from shared.sqlite_thread import SqliteThread, write_transaction
+from shared.sqlite_thread import SqliteThread, SqliteThreadClosed, write_transaction
 
 from core_ledger.domain.commands import InvariantBroken, require
 from core_ledger.domain.records import (
@@ -735,7 +735,7 @@ class SqliteStore(Store):
     async def commit(self, journal: Sequence[JournalRow], rows: Rows, head: Head) -> None:
         try:
             await self._w.run(_commit_sync, journal, rows, head)
-        except sqlite3.Error as e:
+        except (sqlite3.Error, SqliteThreadClosed) as e:
             raise StorageError(f"commit failed: {e}") from e
 
     async def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:

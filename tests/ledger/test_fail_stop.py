@@ -165,3 +165,31 @@ async def test_a_store_that_fails_to_load_rows_stays_a_retryable_503(api: Api, m
     assert status == 201 and body["balance"]["balance_minor"] == 110, body
     status, ready = await api.get("", "/readyz")
     assert status == 200 and ready["status"] == "ready"
+
+
+async def test_a_bug_in_a_commit_halts_instead_of_a_retryable_503_for_its_whole_group(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A commit that fails on what it was given (rows that do not encode, say), not on the backend,
+    fails again on every retry: answered as `storage_unavailable`, the retries of the same ids took
+    every other command grouped with them down too, for good."""
+    await api.player(deposit=100)
+    store = api.client.server.app[SERVICE].writer.store
+    commit = store.commit
+
+    async def commit_that_cannot_encode(journal: Any, rows: Any, head: Any) -> None:
+        if any(row.tx_id == "poison" for row in journal):
+            raise TypeError("Type is not JSON serializable: Decimal")
+        await commit(journal, rows, head)
+
+    monkeypatch.setattr(store, "commit", commit_that_cannot_encode)
+    with capture_logs() as logs:
+        status, body = await api.post("cashier", "/v1/deposits", deposit("poison"))
+    assert status == 500 and body["code"] == "ledger_halted", body
+    assert [e["error"] for e in logs if e["event"] == "ledger_halted"] == [
+        "TypeError('Type is not JSON serializable: Decimal')"
+    ]
+    status, ready = await api.get("", "/readyz")
+    assert status == 503 and ready["status"] == "halted"
+    _, metrics = await api.get("admin_read", "/metrics")
+    assert "ledger_commit_failures_total 0.0" in metrics
