@@ -45,7 +45,6 @@ from shared.errors import CroupierError, Halted, Unavailable
 from core_ledger.domain import (
     Command,
     Context,
-    InvariantBroken,
     Rejection,
     Replay,
     decide,
