@@ -17,8 +17,10 @@ storage.
 Fail-stop: planning the rows a group needs and judging it are pure, so an exception there (an
 `InvariantBroken`, or any other bug) would repeat on every retry. The writer halts instead: the
 failing command is logged, that group and every later write are answered 500 `ledger_halted` (not
-retryable), /readyz turns red and `ledger_halted` is 1 until an operator restarts the ledger. A
-failed store read while loading rows stays a retryable 503.
+retryable), /readyz turns red and `ledger_halted` is 1 until an operator restarts the ledger. So
+does a commit that fails on what it was given rather than on the backend (anything but a
+`StorageError` or an `OSError`). A failed store read while loading rows, or a failed commit, stays
+a retryable 503.
 
 Failover (core_ledger/failover.py) decides whether it may write: a standby takes none, a fenced
 primary answers every write 503 `not_primary`, even one whose commit was under way, except the one
