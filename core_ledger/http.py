@@ -164,6 +164,9 @@ async def batch(request: web.Request) -> web.Response:
             slots.append(money_command(action.op, action.body, who))
         except CroupierError as e:  # judged alone: a bad action fails only itself
             slots.append(e)
+        except Exception as e:
+            log.exception("batch_action_failed", op=action.op, error=repr(e))
+            slots.append(CroupierError("an internal error occurred with this action; it has been logged"))
     commands = [s for s in slots if isinstance(s, Command)]
     batch_rid = request_id(request)
     rids = [action.request_id or batch_rid for action in parsed.actions]

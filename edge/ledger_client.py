@@ -50,12 +50,12 @@ from edge.config import Limits
 from edge.ledger_failover import LedgerFailover
 from edge.ledger_limits import LIMITS_RETRY_S, bounds_within, learn_limits
 from edge.ledger_problems import (
-    BATCH_REFUSALS,
     AttemptFailed,
     BatchRefused,
     error_from_problem,
     json_or_none,
     refused_outcome,
+    refuses_batch,
 )
 from edge.metrics import EdgeMetrics
 
@@ -225,7 +225,7 @@ class LedgerClient:
                     self.failover.learn_epoch(resp.headers)
                     call.answered(resp.status)
                     raw = await read_capped(resp, ANSWER_BYTES_MAX)
-                    if resp.status in BATCH_REFUSALS:  # it answered: the link is fine, the batch is not
+                    if refuses_batch(resp.status, raw):  # it answered: the link is fine, the batch is not
                         outcome = "rejected"
                         raise BatchRefused(resp.status, json_or_none(raw))
                     if resp.status != 200:

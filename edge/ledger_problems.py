@@ -27,13 +27,15 @@ class NotPrimary(AttemptFailed):
 
 # Whole-batch answers that judge the request itself, not the link: the same batch would get the
 # same answer again (edge and ledger versions apart, a bound the ledger lowered, or a bug).
-BATCH_REFUSALS = frozenset({400, 413, 422})
+# A ledger's own 500 `internal_error` to a whole batch is a bug with some action in it, not a failure
+# of the link: retried as it is, it fails again (and opened the breaker for every caller).
+BATCH_REFUSALS = frozenset({400, 413, 422, 500})
 
 
 class BatchRefused(Exception):
-    """The ledger refused a money batch as a whole as a bad request (a status of `BATCH_REFUSALS`).
-    Not a failure of the link, and not retryable as it is: the batch is split until the action at
-    fault is alone, and that one gets the ledger's problem."""
+    """The ledger refused a money batch as a whole (as a bad request, or with its own 500: see
+    `refuses_batch`). Not a failure of the link, and not retryable as it is: the batch is split
+    until the action at fault is alone, and that one gets the ledger's problem."""
 
     def __init__(self, status: int, body: Any) -> None:
         super().__init__(f"ledger batch refused with {status}")
@@ -65,6 +67,14 @@ def error_from_problem(status: int, body: Any) -> CroupierError:
         return Unavailable(f"the ledger answered {status} without a problem body")
     extra = {k: v for k, v in body.items() if k not in PROBLEM_FIELDS}
     return error_from_code(body["code"], str(body.get("detail", "")), **extra)
+
+
+def refuses_batch(status: int, raw: bytes) -> bool:
+    """Whether a batch answer refuses the batch itself: a bad request, or the ledger's own 500
+    `internal_error` (a proxy's 500 without it is a failure of the link)."""
+    if status == 500:
+        return problem_code(raw) == "internal_error"
+    return status in BATCH_REFUSALS
 
 
 def refused_outcome(status: int, raw: bytes) -> str:

@@ -94,6 +94,26 @@ async def test_a_batch_refused_whole_is_split_so_only_the_action_at_fault_fails(
     assert 'edge_ledger_breaker_open{url_index="0"} 0.0' in text
 
 
+async def test_a_batch_the_ledger_answers_with_its_own_500_is_split_and_only_the_action_at_fault_fails(
+    edges, fake_ledger, http
+):
+    """A bug in the ledger with one action answered the whole batch 500 `internal_error`: retried
+    as it was, it failed again, opened the breaker and gave every caller of the edge a 503 (a bug
+    turned into a retryable outage that looked like the network)."""
+    ledger, _ = fake_ledger
+    ledger.delay_s, ledger.bug_ids = 0.05, {"b-r3"}
+    e = await edges("eu")
+    results = await asyncio.gather(*(post(http, e.url("eu") + "/v1/bets", bet(f"r{i}")) for i in range(8)))
+    assert max(ledger.batches) > 1, "the action at fault was batched with others"
+    assert results[3][0] == 500 and results[3][1]["code"] == "internal_error", results[3]
+    assert [s for i, (s, _) in enumerate(results) if i != 3] == [201] * 7
+    assert (await post(http, e.url("eu") + "/v1/bets", bet("after")))[0] == 201
+    async with http.get(e.url("eu") + "/metrics", headers={"Authorization": "Bearer metrics-token"}) as r:
+        text = await r.text()
+    assert 'edge_ledger_batches_refused_total{status="500"}' in text
+    assert 'edge_ledger_breaker_open{url_index="0"} 0.0' in text
+
+
 async def test_concurrent_bets_share_ledger_batches_and_each_gets_its_own_answer(edges, fake_ledger, http):
     ledger, _ = fake_ledger
     ledger.delay_s = 0.05

@@ -92,7 +92,7 @@ async def test_breakers_opening_and_urls_switching_are_logged(tmp_path):
 
 
 async def test_a_breaker_that_closes_again_is_logged_and_each_action_carries_its_request_id():
-    ledger = FakeLedger(fail_after_commit=1)  # the first batch commits, then answers 500
+    ledger = FakeLedger(fail_after_commit=1)  # the first batch commits, then its answer is lost (502)
     seen: list[list[str | None]] = []
     original = ledger.batch
 

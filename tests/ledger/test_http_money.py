@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
+
+from core_ledger import http
 from tests.support.ledger import NAMES, Api, bet
 
 
@@ -99,3 +104,23 @@ async def test_batch_judges_each_action_alone_in_order(api: Api) -> None:
     too_many = {"actions": [{"op": "bet", "body": bet(f"x{i}")} for i in range(9)]}
     status, body = await api.post("edge", "/v1/batch", too_many)
     assert status == 400 and body["field"] == "actions"
+
+
+async def test_a_bug_with_one_action_of_a_batch_answers_that_action_500_and_the_others_commit(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It failed the whole batch with 500, which an edge could only retry as it was."""
+    await api.player(deposit=1000)
+    build = http.money_command
+
+    def money_command(op: str, body: Any, who: Any) -> Any:
+        if body.get("id") == "poison":
+            raise KeyError("a bug building this command")
+        return build(op, body, who)
+
+    monkeypatch.setattr(http, "money_command", money_command)
+    actions = [{"op": "bet", "body": bet(i, 10, round_id=f"r-{i}")} for i in ("b1", "poison", "b2")]
+    status, body = await api.post("edge", "/v1/batch", {"actions": actions})
+    assert status == 200, body
+    assert [r["status"] for r in body["results"]] == [201, 500, 201]
+    assert body["results"][1]["body"]["code"] == "internal_error"

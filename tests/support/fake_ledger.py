@@ -45,9 +45,10 @@ class FakeLedger:
     wagered: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)  # (player, bonus) -> by edge
     answers: dict[tuple[str, str], TransactionAnswer] = field(default_factory=dict)
     bets: dict[tuple[str, str], Transaction] = field(default_factory=dict)
-    fail_after_commit: int = 0  # batches that commit and then answer 500 (a lost answer)
+    fail_after_commit: int = 0  # batches that commit and whose answer is lost (a proxy's 502)
     reorder_results: int = 0  # batches answered with their results in reverse order (a broken proxy)
     refuse_ids: set[str] = field(default_factory=set)  # a batch holding one of these is refused whole (400)
+    bug_ids: set[str] = field(default_factory=set)  # a batch holding one of these answers 500 internal_error
     delay_s: float = 0.0
     read_delay_s: float = 0.0  # each balance read takes this long (a slow ledger under reads)
     batches: list[int] = field(default_factory=list)
@@ -80,12 +81,14 @@ class FakeLedger:
         self.batches.append(len(actions))
         if any(a["body"]["id"] in self.refuse_ids for a in actions):  # as a ledger that cannot read one action
             return _problem(400, "validation_error", "actions: an action this ledger cannot read")
+        if any(a["body"]["id"] in self.bug_ids for a in actions):  # as a ledger with a bug for one action
+            return _problem(500, "internal_error", "an internal error occurred; it has been logged")
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         results = [self._one(a["op"], a["body"]) for a in actions]
         if self.fail_after_commit > 0:
             self.fail_after_commit -= 1
-            return _problem(500, "internal_error", "lost answer")
+            return web.Response(status=502, text="bad gateway: the ledger's answer was lost")
         if self.reorder_results > 0 and len(results) > 1:
             self.reorder_results -= 1
             results.reverse()
