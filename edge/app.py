@@ -102,6 +102,7 @@ def create_app(
         cfg.limits.background_failures_unready,
         tasks=(
             "reconcile",
+            "store-writer",
             "store-compaction",
             "sync",
             "sync-push",

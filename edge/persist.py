@@ -56,6 +56,9 @@ SCHEMA = (
 # Numbered schema migrations, 1..N; never edit or drop one that was released, append a new one.
 MIGRATIONS = (Migration(1, "CRDT updates, documents, effects and watermarks", SCHEMA),)
 MIGRATE_COMMAND = "croupier edge migrate --config <edge.toml>"
+STORE_WRITER = "store-writer"  # its task name in edge_background_failures_total
+STORE_RETRY_FIRST_S, STORE_RETRY_MAX_S = 0.1, 5.0  # a commit the disk failed is tried again after these
+STORE_CLOSING_ATTEMPTS = 3  # tries of a batch once the store is closing
 PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL")
 
 
@@ -196,6 +199,7 @@ class DocumentStore:
         self._committed = 0
         self._committed_cond = asyncio.Condition()
         self._writer: asyncio.Task[None] | None = None
+        self._closing = False  # a failing commit is retried for good only while it is not
         self.failed: BaseException | None = None
 
     @property
@@ -225,6 +229,7 @@ class DocumentStore:
 
     async def close(self) -> None:
         """Flush everything queued, then close."""
+        self._closing = True
         if self._writer is not None and not self._writer.done():
             await self._queue.put(None)
             await self._writer
@@ -277,13 +282,37 @@ class DocumentStore:
                 stop = batch[-1] is None
                 ops = [op for op in batch if op is not None]
                 if ops:
-                    await self._commit(ops)
+                    await self._commit_until_stored(ops)
                 if stop:
                     return
         except Exception as e:  # a broken store is reported by /readyz; the edge keeps serving reads
             self.failed = e
-            log.exception("edge store writer failed")
+            if self._health is not None:
+                self._health.failed(STORE_WRITER, e)
+            log.exception("edge_store_writer_failed")
             raise
+
+    async def _commit_until_stored(self, ops: list[Append | ReconciliationWatermark]) -> None:
+        """Commit `ops`, again and again while the disk fails (full, I/O error, locked): nothing
+        queued is dropped, and what comes meanwhile waits in the queue (full: 503 to new writes).
+        Each failure is logged and counted; any other error is a bug, which stops the writer. Once
+        the store is closing, a batch is given up after a few tries (what it held is then lost from
+        this disk only: the peers and the ledger still hold it)."""
+        delay, attempts = STORE_RETRY_FIRST_S, 0
+        while True:
+            try:
+                await self._commit(ops)
+            except sqlite3.OperationalError as e:
+                attempts += 1
+                if self._health is None or (self._closing and attempts >= STORE_CLOSING_ATTEMPTS):
+                    raise
+                self._health.failed(STORE_WRITER, e)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, STORE_RETRY_MAX_S)
+                continue
+            if attempts and self._health is not None:
+                self._health.ok(STORE_WRITER)
+            return
 
     async def _commit(self, ops: list[Append | ReconciliationWatermark]) -> None:
         db = self._db

@@ -1,6 +1,7 @@
 """The edge store: updates, effects and watermarks survive a reopen; compaction keeps the state."""
 
 import asyncio
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -95,3 +96,47 @@ async def test_a_barrier_cancelled_as_its_commit_lands_is_cancelled(tmp_path: Pa
     finally:
         store._committed = store._enqueued
         await store.close()
+
+
+async def test_a_full_disk_holds_the_writes_until_it_has_room_again_and_is_counted(tmp_path, monkeypatch):
+    """The writer died at the first failed commit and was never restarted: every later save was
+    refused 503 for good, even once the disk had room, and no metric said why."""
+    from prometheus_client import CollectorRegistry
+
+    import edge.persist
+    from edge.health import TaskHealth
+    from edge.metrics import EdgeMetrics
+
+    metrics = EdgeMetrics(CollectorRegistry())
+    health = TaskHealth(metrics, unready_after=2, tasks=(edge.persist.STORE_WRITER,))
+    store = DocumentStore(tmp_path / "edge.db", client_id=1, health=health)
+    await store.open()
+    failures = 3
+    commit_batch = edge.persist._commit_batch
+
+    def commit_on_a_full_disk(*args):  # type: ignore[no-untyped-def]  # the SQLite thread's unit
+        nonlocal failures
+        if failures:
+            failures -= 1
+            raise sqlite3.OperationalError("database or disk is full")
+        return commit_batch(*args)
+
+    monkeypatch.setattr(edge.persist, "_commit_batch", commit_on_a_full_disk)
+    monkeypatch.setattr(edge.persist, "STORE_RETRY_FIRST_S", 0.01)
+    r = Replica("eu", 1, 4, pinned=store.pending)
+    r.install(JP, [])
+    update = r.write_local(JP, lambda d: write_slot(d, "eu", JackpotSlot(1, 5, 0, 5, "EUR", 0.0).encode()))
+    store.append(Append(JP, update, r.state_vectors[JP], (), local=True))
+    try:
+        assert await store.barrier(timeout_s=10), "stored once the disk has room"
+        assert store.failed is None and health.failing() == []
+        failed = metrics.background_failures_total.labels(edge.persist.STORE_WRITER)._value.get()
+        assert failed == 3
+    finally:
+        await store.close()
+    reopened = DocumentStore(tmp_path / "edge.db", client_id=1)
+    await reopened.open()
+    try:
+        assert jackpot_slots(Replica("eu", 1, 4).install(JP, await reopened.load_doc(JP)))["eu"].p == 5
+    finally:
+        await reopened.close()
