@@ -24,6 +24,7 @@ import orjson
 from core_ledger.service import LedgerService
 
 EVENT_FIELDS = ("id", "client_id", "via", "principal", "outcome")
+EVENTS_SKIPPED_MAX = 10_000  # entries filtered out that one read goes past before it answers
 
 
 def event_of(entry: dict[str, Any]) -> dict[str, Any]:
@@ -48,12 +49,17 @@ def ndjson(events: list[dict[str, Any]]) -> bytes:
     return b"".join(orjson.dumps(e) + b"\n" for e in events)
 
 
-def sse(events: list[dict[str, Any]]) -> bytes:
+def sse(events: list[dict[str, Any]], after: int, next_after: int) -> bytes:
     """Server-Sent Events frames: `id` is the sequence (a reconnecting EventSource sends it back as
-    `Last-Event-ID`), `event` the transaction type, `data` the event's JSON."""
-    return b"".join(
+    `Last-Event-ID`), `event` the transaction type, `data` the event's JSON. Entries read past
+    after the last event (filtered out) end in an `id` frame alone: an EventSource takes the id
+    without dispatching anything, so it resumes past them."""
+    frames = b"".join(
         b"id: %d\nevent: %s\ndata: %s\n\n" % (e["sequence"], e["type"].encode(), orjson.dumps(e)) for e in events
     )
+    if next_after > (events[-1]["sequence"] if events else after):
+        frames += b"id: %d\n\n" % next_after
+    return frames
 
 
 @dataclass(frozen=True)
@@ -81,18 +87,28 @@ async def wait_acknowledged(service: LedgerService, after: int, timeout_s: float
 async def read_events(
     service: LedgerService, after: int, limit: int, *, wait_s: float, include_rejected: bool
 ) -> EventPage:
-    """Up to `limit` entries after `after`, never past the acknowledged head; with `wait_s`, wait
-    that long at most for one to be acknowledged when there is none yet."""
-    if wait_s > 0:
-        await wait_acknowledged(service, after, wait_s)
-    acknowledged = service.acknowledged_sequence
-    count = min(limit, acknowledged - after)
-    if count <= 0:
-        return EventPage([], after, acknowledged)
-    rows = await service.store.journal(after, count)
-    events = []
-    for _, text in rows:
-        entry = orjson.loads(text)
-        if include_rejected or entry["transaction"].get("outcome") == "committed":
-            events.append(event_of(entry))
-    return EventPage(events, rows[-1][0] if rows else after, acknowledged)
+    """Up to `limit` events after `after`, never past the acknowledged head; with `wait_s`, wait
+    that long at most for one to be acknowledged when there is none yet. Entries filtered out (the
+    rejected ones, unless asked for) are read past: a page of them only is never served while more
+    are acknowledged (a reader holding its place would get it again and again), up to
+    EVENTS_SKIPPED_MAX of them per call, which `next_after` then points past."""
+    loop = asyncio.get_running_loop()
+    deadline, skipped = loop.time() + wait_s, 0
+    while True:
+        remaining = deadline - loop.time()
+        if remaining > 0:
+            await wait_acknowledged(service, after, remaining)
+        acknowledged = service.acknowledged_sequence
+        events: list[dict[str, Any]] = []
+        while not events and after < acknowledged and skipped < EVENTS_SKIPPED_MAX:
+            rows = await service.store.journal(after, min(limit, acknowledged - after))
+            if not rows:
+                break
+            for _, text in rows:
+                entry = orjson.loads(text)
+                if include_rejected or entry["transaction"].get("outcome") == "committed":
+                    events.append(event_of(entry))
+            skipped += len(rows) - len(events)
+            after = rows[-1][0]
+        if events or skipped >= EVENTS_SKIPPED_MAX or deadline - loop.time() <= 0:
+            return EventPage(events, after, acknowledged)

@@ -102,7 +102,7 @@ async def events(request: web.Request) -> web.Response:
     page = await read_events(request.app[SERVICE], after, limit, wait_s=wait_s, include_rejected=include_rejected)
     headers = {NEXT_AFTER_HEADER: str(page.next_after), ACKNOWLEDGED_HEADER: str(page.acknowledged)}
     if SSE_TYPE in request.headers.get("Accept", ""):
-        body = b"retry: %d\n\n" % SSE_RETRY_MS + (sse(page.events) or b": no new events\n\n")
+        body = b"retry: %d\n\n" % SSE_RETRY_MS + (sse(page.events, after, page.next_after) or b": no new events\n\n")
         return web.Response(body=body, content_type=SSE_TYPE, headers={**headers, "Cache-Control": "no-cache"})
     return web.Response(body=ndjson(page.events), content_type="application/x-ndjson", headers=headers)
 

@@ -108,6 +108,34 @@ class TestStream:
             status, body, _ = await get_events(api, headers={"Accept": "text/event-stream", "Last-Event-ID": bad})
             assert status == 400 and body["field"] == "Last-Event-ID", bad
 
+    async def test_a_page_of_refusals_only_is_read_past_by_pull_and_by_server_sent_events(
+        self, events_api: Api
+    ) -> None:
+        """Five refusals in a row, then a deposit: a page of refusals only was served empty, and
+        forever to a reader holding its place (a named consumer's cursor, an EventSource whose
+        Last-Event-ID got no `id` from it), which then never saw the deposit."""
+        api = events_api
+        await api.player("p1", deposit=10)  # sequences 1 and 2
+        for i in range(5):  # 3 to 7
+            withdrawal = {"id": f"w{i}", "player_id": "p1", "currency": "EUR", "amount_minor": 999}
+            assert (await api.post("cashier", "/v1/withdrawals", withdrawal))[0] == 422
+        await api.post(
+            "cashier", "/v1/deposits", {"id": "late", "player_id": "p1", "currency": "EUR", "amount_minor": 5}
+        )
+        _, events, headers = await get_events(api, "?after=2&limit=5")
+        assert [e["id"] for e in events] == ["late"] and headers["X-Events-Next-After"] == "8"
+        status, text, headers = await get_events(api, "?limit=2", {"Accept": "text/event-stream"})
+        assert [line for line in text.splitlines() if line.startswith("id:")] == ["id: 1", "id: 2"]
+        _, text, _ = await get_events(api, "?limit=5", {"Accept": "text/event-stream", "Last-Event-ID": "2"})
+        assert [line for line in text.splitlines() if line.startswith("id:")] == ["id: 8"]
+        assert "event: deposit" in text
+        # Refusals after the last event: an `id` frame alone moves Last-Event-ID past them.
+        await api.post(
+            "cashier", "/v1/withdrawals", {"id": "w9", "player_id": "p1", "currency": "EUR", "amount_minor": 999}
+        )
+        _, text, _ = await get_events(api, "", {"Accept": "text/event-stream", "Last-Event-ID": "8"})
+        assert text.endswith("id: 9\n\n") and "data:" not in text
+
     async def test_bad_queries_are_refused_and_change_nothing(self, events_api: Api) -> None:
         for query, field in (
             ("?after=-1", "after"),
