@@ -114,7 +114,7 @@ class Checkpoints:
     async def _checkpoint(self, trigger: str) -> dict[str, Any] | None:
         assert self.key is not None
         store = self.service.store
-        sequence, epoch = self.service.acknowledged_sequence, self.service.epoch
+        sequence, epoch = self.service.confirmed_sequence, self.service.epoch
         latest = await store.latest_checkpoint()
         if latest is not None:
             self.metrics.last_sequence.set(latest["sequence"])

@@ -67,7 +67,7 @@ class Consumers:
         registry.register(_LagCollector(self))
 
     def lag(self, cursor: int) -> int:
-        return max(0, self.service.acknowledged_sequence - cursor)
+        return max(0, self.service.confirmed_sequence - cursor)
 
     def view(self, name: str, doc: dict[str, Any], cursor: int) -> dict[str, Any]:
         """What clients see of a consumer: never its webhook secret."""
@@ -105,9 +105,9 @@ class Consumers:
             raise ConsumerLimitReached(
                 f"at most {self.consumers_max} event consumers (event_consumers_max); delete one nobody runs first"
             )
-        if start_after is not None and start_after > self.service.acknowledged_sequence:
+        if start_after is not None and start_after > self.service.confirmed_sequence:
             raise BadRequest(
-                f"start_after: beyond the acknowledged head {self.service.acknowledged_sequence}", field="start_after"
+                f"start_after: beyond the acknowledged head {self.service.confirmed_sequence}", field="start_after"
             )
         stored, cursor = await self.service.store.put_consumer(name, doc, cursor=start_after)
         self.known[name] = (stored, cursor)
@@ -134,7 +134,7 @@ class Consumers:
         return await self.ack(name, sequence, who=who)
 
     async def ack(self, name: str, sequence: int, *, who: str) -> dict[str, Any]:
-        acknowledged = self.service.acknowledged_sequence
+        acknowledged = self.service.confirmed_sequence
         if sequence > acknowledged:
             raise BadRequest(
                 f"sequence: {sequence} is beyond the acknowledged head {acknowledged}: acknowledge "

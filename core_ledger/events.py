@@ -73,7 +73,7 @@ async def wait_acknowledged(service: LedgerService, after: int, timeout_s: float
     """True once an entry after `after` is acknowledged; False when `timeout_s` passed first."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
-    while service.acknowledged_sequence <= after:
+    while service.confirmed_sequence <= after:
         remaining = deadline - loop.time()
         if remaining <= 0:
             return False
@@ -98,7 +98,7 @@ async def read_events(
         remaining = deadline - loop.time()
         if remaining > 0:
             await wait_acknowledged(service, after, remaining)
-        acknowledged = service.acknowledged_sequence
+        acknowledged = service.confirmed_sequence
         events: list[dict[str, Any]] = []
         while not events and after < acknowledged and skipped < EVENTS_SKIPPED_MAX:
             rows = await service.store.journal(after, min(limit, acknowledged - after))

@@ -157,7 +157,7 @@ async def list_consumers(request: web.Request) -> web.Response:
     return json_response(
         {
             "consumers": await request.app[CONSUMERS].listing(),
-            "acknowledged_sequence": request.app[SERVICE].acknowledged_sequence,
+            "acknowledged_sequence": request.app[SERVICE].confirmed_sequence,
         }
     )
 

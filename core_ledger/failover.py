@@ -112,11 +112,22 @@ class Failover:
 
     @property
     def acknowledged_sequence(self) -> int:
-        """The highest sequence whose answer may have gone out as a success: with a synchronous
-        standby, what some standby confirmed (never more than committed); else every commit."""
+        """The highest sequence whose answer may have gone out as a success (what a standby must
+        hold to be promoted): with a synchronous standby, what some standby confirmed, and all this
+        copy held when it started or was promoted (answered before, maybe); else every commit."""
+        if self._synchronous_standby:
+            return max(self._acked_floor, self.confirmed_sequence)
+        return self._overlay.committed.sequence
+
+    @property
+    def confirmed_sequence(self) -> int:
+        """What events and checkpoints may serve: with a synchronous standby, what some standby
+        confirmed since this copy started (never more than committed), so no failover that drops
+        an unconfirmed tail contradicts them; else every commit. Unlike `acknowledged_sequence`,
+        never the floor of what this copy held at start: that tail may be one a standby never got."""
         committed = self._overlay.committed
         if self._synchronous_standby:
-            return max(self._acked_floor, min(self.acks.best.value, committed.sequence))
+            return min(self.acks.best.value, committed.sequence)
         return committed.sequence
 
     @property

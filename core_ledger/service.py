@@ -97,6 +97,10 @@ class LedgerService:
         return self.failover.acknowledged_sequence
 
     @property
+    def confirmed_sequence(self) -> int:
+        return self.failover.confirmed_sequence
+
+    @property
     def halted(self) -> str | None:
         return self.writer.halted
 

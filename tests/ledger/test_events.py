@@ -197,7 +197,7 @@ async def test_only_acknowledged_entries_are_served() -> None:
         rows.append(JournalRow(sequence, f"d{sequence}", orjson.dumps(entry, option=orjson.OPT_SORT_KEYS).decode()))
     await store.commit(rows, {}, Head(3, prev, 1))
     service = SimpleNamespace(
-        store=store, acknowledged_sequence=1, head=Head(3, prev, 1), commits=Watermark(3), acks=Acks()
+        store=store, confirmed_sequence=1, head=Head(3, prev, 1), commits=Watermark(3), acks=Acks()
     )
     page = await read_events(service, 0, 10, wait_s=0, include_rejected=False)  # type: ignore[arg-type]  # a stub service
     assert [e["sequence"] for e in page.events] == [1] and page.next_after == 1
@@ -205,7 +205,7 @@ async def test_only_acknowledged_entries_are_served() -> None:
     waiting = asyncio.ensure_future(reading)
     await asyncio.sleep(0.1)
     assert not waiting.done()  # committed but unconfirmed: the long poll waits for the standby
-    service.acknowledged_sequence = 3
+    service.confirmed_sequence = 3
     service.acks.record("standby-1", 3, 0.0)
     page = await asyncio.wait_for(waiting, 2)
     assert [e["sequence"] for e in page.events] == [2, 3]
