@@ -124,7 +124,7 @@ class TestStream:
         )
         _, events, headers = await get_events(api, "?after=2&limit=5")
         assert [e["id"] for e in events] == ["late"] and headers["X-Events-Next-After"] == "8"
-        status, text, headers = await get_events(api, "?limit=2", {"Accept": "text/event-stream"})
+        _, text, _ = await get_events(api, "?limit=2", {"Accept": "text/event-stream"})
         assert [line for line in text.splitlines() if line.startswith("id:")] == ["id: 1", "id: 2"]
         _, text, _ = await get_events(api, "?limit=5", {"Accept": "text/event-stream", "Last-Event-ID": "2"})
         assert [line for line in text.splitlines() if line.startswith("id:")] == ["id: 8"]
