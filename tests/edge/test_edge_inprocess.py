@@ -370,3 +370,21 @@ async def test_saves_of_more_players_at_once_than_documents_live_all_land(edges,
     for p in range(12):
         status, s = await get(http, f"{url}/v1/players/p{p}/session")
         assert status == 200 and s["games"]["g1"]["state"]["step"] in (0, 1, 2), s
+
+
+async def test_a_bug_on_the_money_path_is_counted_where_the_money_slo_sees_it(edges, http):
+    """It was answered 500 and counted only as an HTTP status: the money error-budget alerts,
+    which read the edge's money counters, did not see it."""
+    e = await edges("eu")
+    service = e.servers["eu"].app[SERVICE]
+
+    async def broken(op, payload):  # type: ignore[no-untyped-def]  # the ledger client's money call
+        raise RuntimeError("a bug on the edge's money path")
+
+    service.ledger.money = broken
+    status, body = await post(http, e.url("eu") + "/v1/bets", bet("bug"))
+    assert status == 500 and body["code"] == "internal_error"
+    async with http.get(e.url("eu") + "/metrics", headers={"Authorization": "Bearer metrics-token"}) as r:
+        text = await r.text()
+    assert 'edge_money_errors_total{code="internal_error",operation="bet"} 1.0' in text, text[:0]
+    assert 'edge_money_requests_total{operation="bet",status="500"} 1.0' in text
