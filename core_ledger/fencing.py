@@ -297,6 +297,7 @@ class Fencing:
             connector = aiohttp.TCPConnector(ssl=self.tls if self.tls is not None else True)
             async with aiohttp.ClientSession(timeout=timeout, connector=connector) as http:
                 views = tuple(await asyncio.gather(*(read_peer(http, url) for url in self.peers)))
+            self.metrics.peers_unreadable.set(sum(not v.readable for v in views))
             proven = Survey(0.0, views).highest_primary_epoch()
             if proven:
                 evidence = {"peers": [v.record() for v in views if v.proves_primary_above(self.service.epoch)]}

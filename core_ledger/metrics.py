@@ -184,6 +184,11 @@ class LedgerMetrics:
         )
         for outcome in EPOCH_CLAIM_OUTCOMES:
             self.epoch_claims_total.labels(outcome)
+        self.peers_unreadable = Gauge(
+            "ledger_peers_unreadable",
+            "Configured peer ledgers the last peer check could not read (a promotion there goes unseen).",
+            registry=registry,
+        )
         self.peer_check_failures_total = Counter(
             "ledger_peer_check_failures_total",
             "Peer epoch checks that failed unexpectedly (e.g. the fence could not be stored).",

@@ -87,6 +87,7 @@ LEDGER_METRICS = (
     # Fencing at the trust boundary: epoch claims by outcome, failed peer checks, fences lifted by an operator.
     MetricSpec("ledger_epoch_claims_total", "counter", ("outcome",)),
     MetricSpec("ledger_peer_check_failures_total", "counter"),
+    MetricSpec("ledger_peers_unreadable", "gauge"),
     MetricSpec("ledger_unfences_total", "counter", ("forced",)),
     # Fail-stop: a broken money invariant halts the writer (500 ledger_halted) until a restart.
     MetricSpec("ledger_halted", "gauge"),

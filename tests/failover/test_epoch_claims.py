@@ -237,6 +237,7 @@ async def test_a_fence_nobody_proves_is_lifted_by_a_journaled_unfence_that_stand
     status, problem = await primary.post("admin_write", "/admin/v1/unfence", {"reason": "the peer is down"})
     assert status == 409 and problem["code"] == "peer_unreadable", problem
     assert [p["readable"] for p in problem["peers"]] == [False] and primary_app[SERVICE].fenced
+    assert primary_app[SERVICE].metrics.peers_unreadable._value.get() == 1
 
     settings = StandbySettings(url_of(primary_server), TOKENS["replica"], poll_interval_s=0.05)
     standby_app = create_app(ledger_config(tmp_path / "b"), clock=FakeClock(), standby=settings)
@@ -250,6 +251,7 @@ async def test_a_fence_nobody_proves_is_lifted_by_a_journaled_unfence_that_stand
     assert tx["type"] == "unfence" and tx["force"] is False and tx["fenced_by_epoch"] == int(HUGE)
     assert tx["reason"] == "fenced by a forged X-Ledger-Epoch (issue 8)"
     assert [(p["role"], p["epoch"], p["fenced"]) for p in tx["peers"]] == [("standby", 1, False)]
+    assert primary_app[SERVICE].metrics.peers_unreadable._value.get() == 0
     status, problem = await primary.post("admin_write", "/admin/v1/unfence", {"reason": "again"})
     assert status == 409 and problem["code"] == "not_fenced"
 
