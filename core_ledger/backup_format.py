@@ -44,7 +44,7 @@ from core_ledger.domain import ENTRY_FORMAT, ChainCheck, State, fold
 from core_ledger.domain.journal import EPOCH_MAX, GENESIS_HASH
 from core_ledger.domain.state import LATER_TABLES, TABLES
 from core_ledger.store import SqliteStore, Store
-from core_ledger.store.base import Head, JournalRow
+from core_ledger.store.base import UNFINISHED_RESTORE_FENCE, Head, JournalRow
 from core_ledger.store.sqlite import MIGRATIONS, doc_sql, fsync_path, mkdir_durable
 from core_ledger.store.sqlite_entries import entry_text
 
@@ -375,10 +375,16 @@ async def restore_backup(
         )
     last = full.sequence if until_sequence is None else until_sequence
     if (await target.head()).sequence != 0 or await target.journal(0, 1):
-        raise RestoreTargetNotEmpty("the restore target already holds a journal: restore into an empty store")
+        unfinished = await target.fenced_by() == UNFINISHED_RESTORE_FENCE
+        raise RestoreTargetNotEmpty(
+            "the restore target already holds a journal"
+            + (" (a restore into it stopped midway: drop it)" if unfinished else "")
+            + ": restore into an empty store"
+        )
     # Read before anything is written: a table file that does not parse refuses the backup, not
     # a restore that already wrote the journal (only compared with the replay, never used).
     theirs = await asyncio.to_thread(_backup_tables, backup) if until_sequence is None else {}
+    await target.fence(UNFINISHED_RESTORE_FENCE)  # lifted once all of it is written
     state, head, page = State(complete=True), Head(0, GENESIS_HASH, 1), []
     check = ChainCheck()
     for sequence, text in _journal_rows(backup):
@@ -407,6 +413,7 @@ async def restore_backup(
     if until_sequence is None:
         head = full  # the epoch too: a promotion raises it without a journal entry
         await target.commit([], {}, head)
+    await target.unfence(UNFINISHED_RESTORE_FENCE)
     report: dict[str, Any] = {
         "restored": True,
         "backup": str(backup),

@@ -35,7 +35,8 @@ from shared.errors import Conflict, Unavailable
 from core_ledger.domain import GENESIS_HASH, InvariantBroken
 from core_ledger.metrics import LedgerMetrics
 from core_ledger.overlay import Overlay
-from core_ledger.store import Head, Store
+from core_ledger.store import Head, StorageError, Store
+from core_ledger.store.base import UNFINISHED_RESTORE_FENCE
 from core_ledger.watermark import Watermark
 
 log = structlog.get_logger("croupier.ledger")
@@ -104,6 +105,11 @@ class Failover:
         # it counts as acknowledged, so no standby that holds less is ever promoted over it.
         self._acked_floor = self._overlay.head.sequence
         self.fenced_by = await self.store.fenced_by()
+        if self.fenced_by == UNFINISHED_RESTORE_FENCE:
+            raise StorageError(
+                "this store is a restore that stopped midway (its journal ends early): "
+                "drop it and restore again into an empty store"
+            )
         self.observe_role()
 
     @property

@@ -140,6 +140,13 @@ class StorageError(Exception):
     """The backend failed; nothing of the failed commit is visible."""
 
 
+# The fence a restore holds on its target until it has written all of it: above every epoch (they
+# have at most 18 digits, so no claim or proof sets it). A ledger refuses to start on a store that
+# still holds it: a restore that stopped midway leaves a valid but shorter journal that must never
+# serve as the whole.
+UNFINISHED_RESTORE_FENCE = 2**62
+
+
 @dataclass(frozen=True)
 class Head:
     sequence: int = 0

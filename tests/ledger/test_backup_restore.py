@@ -9,16 +9,19 @@ import hashlib
 import json
 import sys
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 import typer
+from prometheus_client import CollectorRegistry
 from typer.testing import CliRunner
 
 from shared.config import ConfigError
 
+from core_ledger import backup_format
 from core_ledger import cli as ledger_cli
 from core_ledger import config as ledger_config_module
 from core_ledger.app import create_app
@@ -36,8 +39,11 @@ from core_ledger.backup_format import (
 )
 from core_ledger.domain import State, evolve
 from core_ledger.domain.state import TABLES
-from core_ledger.store import SqliteStore, Store
+from core_ledger.metrics import LedgerMetrics
+from core_ledger.service import LedgerService
+from core_ledger.store import SqliteStore, StorageError, Store
 from core_ledger.store.postgres import PostgresStore
+from core_ledger.writer import WriterLimits
 from tests.support.clock import FakeClock
 from tests.support.ledger import Api, bet, ledger_config
 from tests.support.local_postgres import TEST_LIMITS, PgServer, fresh_schema
@@ -437,3 +443,46 @@ async def test_a_backup_older_than_the_transaction_index_restores_and_rebuilds_i
         assert [s for s, _ in summaries] == list(range(1, head + 1)) and head == taken["head_sequence"]
     finally:
         await copy.close()
+
+
+async def test_a_restore_that_stops_midway_leaves_a_store_no_ledger_serves(
+    loaded: Api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A restore into a store it cannot rename into place (PostgreSQL) commits page by page: one
+    that failed midway left a shorter journal that looked whole, and a ledger started on it took
+    a retried id as new (an acknowledged write applied twice, the rest of the journal lost)."""
+    await _load(loaded)
+    _, taken = await loaded.post("admin_write", "/admin/v1/backups")
+    monkeypatch.setattr(backup_format, "REPLAY_PAGE", 5)
+    target = await _opened(tmp_path / "target.db")
+    commit, commits = target.commit, 0
+
+    async def commit_until_the_link_is_lost(journal: Any, rows: Any, head: Any) -> None:
+        nonlocal commits
+        commits += 1
+        if commits == 2:
+            raise StorageError("commit failed: the connection was lost")
+        await commit(journal, rows, head)
+
+    monkeypatch.setattr(target, "commit", commit_until_the_link_is_lost)
+    try:
+        with pytest.raises(StorageError):
+            await restore_backup(Path(taken["path"]), target)
+        assert (await target.head()).sequence == 5  # the first page, and nothing says it is all
+    finally:
+        await target.close()
+    service = LedgerService(
+        await _opened(tmp_path / "target.db"),
+        WriterLimits(),
+        clock=lambda: datetime(2026, 12, 1, tzinfo=UTC),
+        metrics=LedgerMetrics(CollectorRegistry()),
+    )
+    with pytest.raises(StorageError, match="restore that stopped midway"):
+        await service.start()
+    await service.store.close()
+    again = await _opened(tmp_path / "target.db")
+    try:
+        with pytest.raises(RestoreTargetNotEmpty, match="stopped midway"):
+            await restore_backup(Path(taken["path"]), again)
+    finally:
+        await again.close()
