@@ -64,6 +64,9 @@ class Consumers:
         # on its receiver wrote back a copy read before, undoing a secret rotated meanwhile,
         # dropping dead letters added meanwhile, or bringing back a consumer deleted meanwhile.
         self._changing = asyncio.Lock()
+        # Cursor resets (`put` with `start_after`) by name: a webhook delivery read before a reset
+        # acknowledges nothing after it (its ack would undo the reset, skipping the replay asked for).
+        self.resets: dict[str, int] = {}
         registry.register(_LagCollector(self))
 
     def lag(self, cursor: int) -> int:
@@ -111,6 +114,8 @@ class Consumers:
             )
         stored, cursor = await self.service.store.put_consumer(name, doc, cursor=start_after)
         self.known[name] = (stored, cursor)
+        if start_after is not None:
+            self.resets[name] = self.resets.get(name, 0) + 1
         log.info(
             "event_consumer_saved",
             consumer=name,
@@ -132,6 +137,16 @@ class Consumers:
         if doc.get("owner") and doc["owner"] != who:
             raise Forbidden(f"only the credential {doc['owner']!r} acknowledges for {name!r}")
         return await self.ack(name, sequence, who=who)
+
+    async def delivered(self, name: str, sequence: int, resets_seen: int) -> bool:
+        """A webhook page read when the consumer's cursor had been reset `resets_seen` times was
+        delivered through `sequence`: acknowledged unless the cursor was reset since (False)."""
+        async with self._changing:
+            if self.resets.get(name, 0) != resets_seen:
+                log.info("webhook_ack_dropped_after_reset", consumer=name, sequence=sequence)
+                return False
+            await self.ack(name, sequence, who="webhook")
+            return True
 
     async def ack(self, name: str, sequence: int, *, who: str) -> dict[str, Any]:
         acknowledged = self.service.confirmed_sequence

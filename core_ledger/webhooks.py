@@ -156,13 +156,14 @@ class Webhooks:
             retry = self.retries.setdefault(name, _Retry())
             if now < retry.next_at:
                 continue
+            resets = self.consumers.resets.get(name, 0)  # read with the cursor, before the page
             page = await read_events(self.consumers.service, cursor, PAGE_EVENTS, wait_s=0, include_rejected=False)
             if page.next_after <= cursor:
                 continue
             error = await self.post(name, doc, page.events) if page.events else None
             if error is None:
                 self.retries.pop(name, None)
-                await self.consumers.ack(name, page.next_after, who="webhook")
+                await self.consumers.delivered(name, page.next_after, resets)
                 if page.events:
                     self.deliveries_total.labels("delivered").inc()
                 continue
@@ -182,10 +183,10 @@ class Webhooks:
                     retry_in_s=round(delay, 3),
                 )
                 continue
-            await self._dead_letter(name, page.events[0]["sequence"], page.next_after, retry)
+            await self._dead_letter(name, page.events[0]["sequence"], page.next_after, retry, resets)
             self.retries.pop(name, None)
 
-    async def _dead_letter(self, name: str, first: int, last: int, retry: _Retry) -> None:
+    async def _dead_letter(self, name: str, first: int, last: int, retry: _Retry, resets: int) -> None:
         letter_id = f"{first}-{last}"
         letter = {
             "letter_id": letter_id,
@@ -204,7 +205,7 @@ class Webhooks:
 
         if not await self.consumers.change(name, add):
             return  # deleted meanwhile: nothing to keep, nothing to acknowledge
-        await self.consumers.ack(name, last, who="webhook")
+        await self.consumers.delivered(name, last, resets)  # kept as a letter: the cursor moves past it
         self.deliveries_total.labels("dead_lettered").inc()
         log.error(
             "webhook_dead_lettered",

@@ -286,3 +286,34 @@ async def test_a_webhook_urls_token_never_reaches_the_logs(hook_api: Api) -> Non
     [saved] = [e for e in logs if e["event"] == "event_consumer_saved"]
     assert saved["webhook_host"] == "127.0.0.1"
     assert not any("t0ken" in str(e) or "pa55" in str(e) for e in logs)
+
+
+async def test_a_cursor_reset_while_a_page_is_delivered_replays_from_the_reset(hook_api: Api) -> None:
+    """An operator reset the cursor to replay everything while the receiver held a page: the
+    delivery's ack moved the cursor past the reset, and the replay never came."""
+    api, receiver = hook_api, Receiver()
+    server = await serve(receiver)
+    try:
+        await api.player("p1", deposit=10)  # 1 and 2
+        url = str(server.make_url("/hook"))
+        await api.call("admin_write", "PUT", "/admin/v1/consumers/crm", {"webhook_url": url, "webhook_secret": SECRET})
+
+        async def first_page_acked() -> bool:
+            return api.client.app[CONSUMERS].known["crm"][1] == 2
+
+        await until(first_page_acked)
+        receiver.hold = asyncio.Event()  # the next page waits at the receiver
+        await api.post("cashier", "/v1/deposits", {"id": "d3", "player_id": "p1", "currency": "EUR", "amount_minor": 1})
+
+        await asyncio.sleep(0.3)  # the delivery of 3 is at the receiver, held
+        status, reset = await api.call("admin_write", "PUT", "/admin/v1/consumers/crm", {"start_after": 0})
+        assert status == 200 and reset["acked_sequence"] == 0
+        receiver.hold.set()
+
+        async def replayed() -> bool:
+            return receiver.accepted.count(1) == 2 and api.client.app[CONSUMERS].known["crm"][1] == 3
+
+        await until(replayed)
+        assert receiver.accepted == [1, 2, 3, 1, 2, 3]
+    finally:
+        await server.close()
