@@ -137,10 +137,10 @@ ROUTES = [
         "PUT",
         "/v1/players/{player_id}/session/{game_id}",
         put_session,
-        "Save a game state (last writer wins)",
+        "Save a game state (last writer wins; 409 session_games_full for a new game past session_games_max)",
         SessionStateIn,
         answer=SessionSaved,
-        codes=(*REQUEST_CODES, "storage_unavailable"),
+        codes=(*REQUEST_CODES, "storage_unavailable", "session_games_full"),
         tag="edge-state",
     ),
     Route(

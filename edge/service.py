@@ -21,7 +21,7 @@ from pycrdt import Doc
 
 from shared.contract.answers import BalancesAnswer, RoundsAnswer, Transaction, TransactionAnswer
 from shared.contract.requests import MoneyWrite
-from shared.errors import BadRequest, CroupierError, NotFound, PayloadTooLarge, Unavailable, status_for
+from shared.errors import BadRequest, Conflict, CroupierError, NotFound, PayloadTooLarge, Unavailable, status_for
 
 from edge.config import EdgeConfig
 from edge.crdt import BONUS, JACKPOT, SESSION, BonusSlot, Effect, JackpotSlot, SessionRecord, doc_name
@@ -82,6 +82,7 @@ def _jackpot_body(jackpot_id: str, view: JackpotView) -> dict[str, Any]:
 
 EDGE_MONEY_OPS = MONEY_OPERATIONS  # what game servers send here
 SESSION_STORED_WAIT_S = 5.0  # a game state save waits this long for its local commit, then 503
+SESSION_GAMES_READ_FACTOR = 2  # a session reads up to this many times session_games_max games
 
 
 class EdgeService:
@@ -255,14 +256,19 @@ class EdgeService:
     async def session(self, player_id: str, client_id: str) -> dict[str, Any]:
         """What a game server (`client_id`) resuming a player is shown: its saved game states, and
         its own open rounds that still hold a stake, from the ledger."""
-        games = {}
-        for game_id in self.state.children(doc_name(SESSION, player_id))[: self.cfg.limits.session_games_max]:
+        # A save beyond `session_games_max` games is refused, but two edges may each take a new
+        # game at once: the newest states are shown, among a bounded number read.
+        cap = self.cfg.limits.session_games_max
+        saved = []
+        for game_id in self.state.children(doc_name(SESSION, player_id))[: cap * SESSION_GAMES_READ_FACTOR]:
             doc = await self.state.doc(doc_name(SESSION, player_id, game_id))
             self._count_invalid(SESSION, len(decoded(doc, SessionRecord.decode)[1]))
             latest = session_latest(doc)
             if latest is not None:
-                edge, rec = latest
-                games[game_id] = {"state": orjson.loads(rec.state_json), "updated_at": rec.updated_at, "edge": edge}
+                saved.append((latest[1].ts, game_id, latest))
+        games = {}
+        for _, game_id, (edge, rec) in sorted(saved, reverse=True)[:cap]:
+            games[game_id] = {"state": orjson.loads(rec.state_json), "updated_at": rec.updated_at, "edge": edge}
         out: dict[str, Any] = {"player_id": player_id, "open_rounds": [], "open_rounds_available": True, "games": games}
         try:
             rounds = await self.ledger.read(
@@ -286,6 +292,14 @@ class EdgeService:
         if len(text) > self.cfg.session_state_bytes_max:
             raise PayloadTooLarge(f"session state exceeds {self.cfg.session_state_bytes_max} bytes")
         name = doc_name(SESSION, player_id, game_id)
+        known = self.state.children(doc_name(SESSION, player_id))
+        if game_id not in known and len(known) >= self.cfg.limits.session_games_max:
+            # Taken, it could never be read back (a session shows at most that many games).
+            raise Conflict(
+                f"player {player_id!r} has {len(known)} saved games, the most a session holds "
+                f"(session_games_max): save into one of them",
+                code="session_games_full",
+            )
         await self.state.doc(name)
         latest = latest_session(self.state.replica.slot_values(name))
         # Last writer wins by origin time: this write must sort after the one it replaces.

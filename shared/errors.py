@@ -11,7 +11,8 @@ Error tree (status in brackets)::
     ├── Conflict [409]              round_closed, bet_rolled_back, version_conflict,
     │                               already_claimed, replica_diverged,
     │                               not_fenced, peer_is_primary, peer_unreadable, standby_behind,
-    │                               round_refunded, backup_not_configured, wagering_already_claimed
+    │                               round_refunded, backup_not_configured, wagering_already_claimed,
+    │                               session_games_full
     ├── PayloadTooLarge [413]       payload_too_large
     ├── Unprocessable [422]         insufficient_funds, idempotency_key_reused, wagering_not_met,
     │                               bonus_expired, currency_mismatch, balance_limit_exceeded
@@ -158,6 +159,7 @@ CODES: dict[str, Code] = {
     "not_fenced": Code(Conflict, "unfence asked of a copy that is not fenced"),
     "peer_is_primary": Code(Conflict, "a peer ledger proves a higher epoch as primary"),
     "peer_unreadable": Code(Conflict, "a peer ledger could not be read, so a fence cannot be judged wrong"),
+    "session_games_full": Code(Conflict, "the player has session_games_max saved games: save into one of them"),
     "standby_behind": Code(Conflict, "the standby holds less than the primary acknowledged"),
     "backup_not_configured": Code(Conflict, "no backup_dir is configured"),
     "backup_failed": Code(CroupierError, "the backup could not be written or did not verify"),

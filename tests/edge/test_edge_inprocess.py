@@ -388,3 +388,22 @@ async def test_a_bug_on_the_money_path_is_counted_where_the_money_slo_sees_it(ed
         text = await r.text()
     assert 'edge_money_errors_total{code="internal_error",operation="bet"} 1.0' in text, text[:0]
     assert 'edge_money_requests_total{operation="bet",status="500"} 1.0' in text
+
+
+async def test_a_save_past_the_games_a_session_shows_is_refused_not_lost(edges, http):
+    """The 65th game's save answered 200, but a session lists 64 games sorted by id: a state saved
+    under a later id could never be read back."""
+    e = await edges("eu")
+    await e.stop("eu")
+    await e.start("eu", limits=dataclasses.replace(e.config("eu").limits, session_games_max=3))
+    url = e.url("eu") + "/v1/players/p1/session/"
+    for game in ("b", "c", "d"):
+        async with http.put(url + game, json={"state": {"game": game}}) as r:
+            assert r.status == 200
+    async with http.put(url + "a", json={"state": {"game": "a"}}) as r:
+        assert r.status == 409 and (await r.json())["code"] == "session_games_full"
+    async with http.put(url + "b", json={"state": {"game": "b", "step": 2}}) as r:
+        assert r.status == 200  # a game it has already is saved again
+    status, session = await get(http, e.url("eu") + "/v1/players/p1/session")
+    assert status == 200 and sorted(session["games"]) == ["b", "c", "d"]
+    assert session["games"]["b"]["state"] == {"game": "b", "step": 2}
