@@ -73,6 +73,7 @@ MALFORMED = "malformed"
 UNSUPPORTED = "unsupported"
 FOREIGN_AUTHOR = "foreign_author"
 INVALID_VALUE = "invalid_value"
+TS_AHEAD = "ts_ahead"  # a write time further ahead than the skew allowed: the peer's clock, most often
 EPOCH_AHEAD = "epoch_ahead"
 DOC_QUOTA = "doc_quota"
 PEER_QUOTA = "peer_quota"
@@ -86,6 +87,7 @@ REASONS = (
     UNSUPPORTED,
     FOREIGN_AUTHOR,
     INVALID_VALUE,
+    TS_AHEAD,
     EPOCH_AHEAD,
     DOC_QUOTA,
     PEER_QUOTA,
@@ -349,8 +351,12 @@ def _check_values(name: str, before: dict[str, Any], after: dict[str, Any], rule
         except BadSlot as e:
             return refuse(INVALID_VALUE, f"slot {edge!r}: {e}")
         ts = slot.ts
-        if not math.isfinite(ts) or ts > rules.now + rules.ts_skew_s:
-            return refuse(INVALID_VALUE, f"slot {edge!r}: write time {ts} is in the future")
+        if not math.isfinite(ts):
+            return refuse(INVALID_VALUE, f"slot {edge!r}: write time {ts} is not a time")
+        if ts > rules.now + rules.ts_skew_s:  # its own reason: a skewed clock is no attack
+            return refuse(
+                TS_AHEAD, f"slot {edge!r}: write time {ts} is {ts - rules.now:.0f} s ahead of this edge's clock"
+            )
         if isinstance(slot, JackpotSlot):
             epoch = slot.epoch
             known = rules.jackpots.epoch(key)
