@@ -24,6 +24,7 @@ The schema version is `PRAGMA user_version`, moved forward by `MIGRATIONS` at op
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -228,11 +229,16 @@ class DocumentStore:
         return loaded
 
     async def close(self) -> None:
-        """Flush everything queued, then close."""
+        """Flush everything queued, then close. Bounded while the disk refuses commits: the writer
+        then gives up after a few tries (`_commit_until_stored`), and its failure stays in `failed`."""
         self._closing = True
-        if self._writer is not None and not self._writer.done():
-            await self._queue.put(None)
-            await self._writer
+        writer = self._writer
+        if writer is not None and not writer.done():
+            ending = asyncio.ensure_future(self._queue.put(None))  # waits for room in a full queue
+            await asyncio.wait({ending, writer}, return_when=asyncio.FIRST_COMPLETED)
+            ending.cancel()
+            with contextlib.suppress(Exception):  # logged and kept in `failed` by the writer itself
+                await writer
         if self._db is not None:
             await self._db.close()
             self._db = None
@@ -289,15 +295,15 @@ class DocumentStore:
             self.failed = e
             if self._health is not None:
                 self._health.failed(STORE_WRITER, e)
-            log.exception("edge_store_writer_failed")
+            log.exception("edge store writer failed")
             raise
 
     async def _commit_until_stored(self, ops: list[Append | ReconciliationWatermark]) -> None:
         """Commit `ops`, again and again while the disk fails (full, I/O error, locked): nothing
         queued is dropped, and what comes meanwhile waits in the queue (full: 503 to new writes).
         Each failure is logged and counted; any other error is a bug, which stops the writer. Once
-        the store is closing, a batch is given up after a few tries (what it held is then lost from
-        this disk only: the peers and the ledger still hold it)."""
+        the store is closing, the writer stops after a few tries: what it held and what is still
+        queued is then lost from this disk only (the peers and the ledger still hold it)."""
         delay, attempts = STORE_RETRY_FIRST_S, 0
         while True:
             try:

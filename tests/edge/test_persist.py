@@ -140,3 +140,31 @@ async def test_a_full_disk_holds_the_writes_until_it_has_room_again_and_is_count
         assert jackpot_slots(Replica("eu", 1, 4).install(JP, await reopened.load_doc(JP)))["eu"].p == 5
     finally:
         await reopened.close()
+
+
+async def test_closing_while_the_disk_refuses_every_commit_ends(tmp_path, monkeypatch):
+    """A writer retrying a refused commit behind a full queue: close waited for room to queue its
+    end, which the writer never made, so the edge never stopped."""
+    from prometheus_client import CollectorRegistry
+
+    import edge.persist
+    from edge.health import TaskHealth
+    from edge.metrics import EdgeMetrics
+
+    health = TaskHealth(EdgeMetrics(CollectorRegistry()), unready_after=2, tasks=(edge.persist.STORE_WRITER,))
+    store = DocumentStore(tmp_path / "edge.db", client_id=1, limits=StoreLimits(queue_max=2), health=health)
+    await store.open()
+
+    def full_disk(*args):  # type: ignore[no-untyped-def]  # the SQLite thread's unit
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(edge.persist, "_commit_batch", full_disk)
+    monkeypatch.setattr(edge.persist, "STORE_RETRY_FIRST_S", 0.01)
+    r = Replica("eu", 1, 4, pinned=store.pending)
+    r.install(JP, [])
+    for i in range(3):  # one in the writer's hands, two filling the queue
+        update = r.write_local(JP, lambda d, i=i: write_slot(d, "eu", JackpotSlot(1, i, 0, 5, "EUR", 0.0).encode()))
+        store.append(Append(JP, update, r.state_vectors[JP], (), local=True))
+        await asyncio.sleep(0.05)
+    await asyncio.wait_for(store.close(), 5)
+    assert isinstance(store.failed, sqlite3.OperationalError)
