@@ -190,6 +190,7 @@ class Consumers:
             if not await self.service.store.delete_consumer(name):
                 raise NotFound(f"no event consumer {name!r}", field="name")
             self.known.pop(name, None)
+            self.resets[name] = self.resets.get(name, 0) + 1  # one made again under this name starts anew
         log.info("event_consumer_deleted", consumer=name, principal=who)
 
     def start(self) -> None:

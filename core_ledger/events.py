@@ -25,6 +25,7 @@ from core_ledger.service import LedgerService
 
 EVENT_FIELDS = ("id", "client_id", "via", "principal", "outcome")
 EVENTS_SKIPPED_MAX = 10_000  # entries filtered out that one read goes past before it answers
+EVENTS_READ_PAGE = 500  # journal rows read at a time while looking for events (a small `limit` too)
 
 
 def event_of(entry: dict[str, Any]) -> dict[str, Any]:
@@ -85,13 +86,19 @@ async def wait_acknowledged(service: LedgerService, after: int, timeout_s: float
 
 
 async def read_events(
-    service: LedgerService, after: int, limit: int, *, wait_s: float, include_rejected: bool
+    service: LedgerService,
+    after: int,
+    limit: int,
+    *,
+    wait_s: float,
+    include_rejected: bool,
+    through: int | None = None,
 ) -> EventPage:
-    """Up to `limit` events after `after`, never past the acknowledged head; with `wait_s`, wait
-    that long at most for one to be acknowledged when there is none yet. Entries filtered out (the
-    rejected ones, unless asked for) are read past: a page of them only is never served while more
-    are acknowledged (a reader holding its place would get it again and again), up to
-    EVENTS_SKIPPED_MAX of them per call, which `next_after` then points past."""
+    """Up to `limit` events after `after`, never past the acknowledged head (nor past `through`);
+    with `wait_s`, wait that long at most for one to be acknowledged when there is none yet.
+    Entries filtered out (the rejected ones, unless asked for) are read past: a page of them only
+    is never served while more are acknowledged (a reader holding its place would get it again
+    and again), up to EVENTS_SKIPPED_MAX of them per call, which `next_after` then points past."""
     loop = asyncio.get_running_loop()
     deadline, skipped = loop.time() + wait_s, 0
     while True:
@@ -99,16 +106,20 @@ async def read_events(
         if remaining > 0:
             await wait_acknowledged(service, after, remaining)
         acknowledged = service.confirmed_sequence
+        end = acknowledged if through is None else min(acknowledged, through)
         events: list[dict[str, Any]] = []
-        while not events and after < acknowledged and skipped < EVENTS_SKIPPED_MAX:
-            rows = await service.store.journal(after, min(limit, acknowledged - after))
+        while not events and after < end and skipped < EVENTS_SKIPPED_MAX:
+            rows = await service.store.journal(after, min(max(limit, EVENTS_READ_PAGE), end - after))
             if not rows:
                 break
-            for _, text in rows:
+            for sequence, text in rows:
                 entry = orjson.loads(text)
+                after = sequence
                 if include_rejected or entry["transaction"].get("outcome") == "committed":
                     events.append(event_of(entry))
-            skipped += len(rows) - len(events)
-            after = rows[-1][0]
+                    if len(events) == limit:
+                        break
+                else:
+                    skipped += 1
         if events or skipped >= EVENTS_SKIPPED_MAX or deadline - loop.time() <= 0:
             return EventPage(events, after, acknowledged)

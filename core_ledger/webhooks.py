@@ -150,13 +150,18 @@ class Webhooks:
     async def deliver_due(self) -> None:
         """One pass: one page for each webhook consumer that is due and has events waiting."""
         now = time.monotonic()
-        for name, (doc, cursor) in list(self.consumers.known.items()):
+        for name in list(self.consumers.known):
+            # The cursor and the count of its resets, read together now (earlier consumers' posts
+            # took time): a page read from a cursor reset since would undo that reset.
+            known, resets = self.consumers.known.get(name), self.consumers.resets.get(name, 0)
+            if known is None:
+                continue  # deleted meanwhile
+            doc, cursor = known
             if not doc.get("webhook_url") or not doc.get("webhook_secret"):
                 continue
             retry = self.retries.setdefault(name, _Retry())
             if now < retry.next_at:
                 continue
-            resets = self.consumers.resets.get(name, 0)  # read with the cursor, before the page
             page = await read_events(self.consumers.service, cursor, PAGE_EVENTS, wait_s=0, include_rejected=False)
             if page.next_after <= cursor:
                 continue
@@ -231,9 +236,10 @@ class Webhooks:
             page = await read_events(
                 self.consumers.service,
                 after,
-                min(PAGE_EVENTS, letter["through"] - after),
+                PAGE_EVENTS,
                 wait_s=0,
                 include_rejected=False,
+                through=letter["through"],
             )
             events += page.events
             if page.next_after <= after:

@@ -38,8 +38,10 @@ class Receiver:
     accepted: list[int] = field(default_factory=list)
     bad_signatures: int = 0
     hold: asyncio.Event | None = None  # when set, each delivery waits for it (a slow receiver)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)  # set by each delivery on arrival
 
     async def handle(self, request: web.Request) -> web.Response:
+        self.arrived.set()
         if self.hold is not None:
             await self.hold.wait()
         body = await request.read()
@@ -302,10 +304,9 @@ async def test_a_cursor_reset_while_a_page_is_delivered_replays_from_the_reset(h
             return api.client.app[CONSUMERS].known["crm"][1] == 2
 
         await until(first_page_acked)
-        receiver.hold = asyncio.Event()  # the next page waits at the receiver
+        receiver.hold, receiver.arrived = asyncio.Event(), asyncio.Event()  # the next page waits at the receiver
         await api.post("cashier", "/v1/deposits", {"id": "d3", "player_id": "p1", "currency": "EUR", "amount_minor": 1})
-
-        await asyncio.sleep(0.3)  # the delivery of 3 is at the receiver, held
+        await asyncio.wait_for(receiver.arrived.wait(), WAIT_S)  # the delivery of 3 is at the receiver, held
         status, reset = await api.call("admin_write", "PUT", "/admin/v1/consumers/crm", {"start_after": 0})
         assert status == 200 and reset["acked_sequence"] == 0
         receiver.hold.set()
@@ -315,5 +316,32 @@ async def test_a_cursor_reset_while_a_page_is_delivered_replays_from_the_reset(h
 
         await until(replayed)
         assert receiver.accepted == [1, 2, 3, 1, 2, 3]
+    finally:
+        await server.close()
+
+
+async def test_a_dead_letter_replay_sends_its_own_events_only(hook_api: Api) -> None:
+    """A letter whose page ended in refusals was replayed with the events after it too: the read
+    goes past refusals until it finds an event, and found one beyond the letter."""
+    api, receiver = hook_api, Receiver(failing=True)
+    server = await serve(receiver)
+    try:
+        await api.player("p1")  # 1
+        withdrawal = {"id": "w", "player_id": "p1", "currency": "EUR", "amount_minor": 5}
+        assert (await api.post("cashier", "/v1/withdrawals", withdrawal))[0] == 422  # 2, a refusal
+        url = str(server.make_url("/hook"))
+        await api.call("admin_write", "PUT", "/admin/v1/consumers/aml", {"webhook_url": url, "webhook_secret": SECRET})
+
+        async def dead_lettered() -> bool:
+            _, listing = await api.get("admin_read", "/admin/v1/consumers")
+            consumer = listing["consumers"][0]
+            return [d["letter_id"] for d in consumer.get("dead_letters", [])] == ["1-2"]
+
+        await until(dead_lettered)
+        deposit = {"id": "d3", "player_id": "p1", "currency": "EUR", "amount_minor": 1}
+        assert (await api.post("cashier", "/v1/deposits", deposit))[0] == 201  # 3, after the letter
+        receiver.failing = False
+        status, replay = await api.post("admin_write", "/admin/v1/consumers/aml/dead-letters/1-2/replay")
+        assert status == 200 and replay["delivered"] and replay["events"] == 1, replay
     finally:
         await server.close()
