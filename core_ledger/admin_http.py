@@ -292,10 +292,13 @@ async def promote(request: web.Request) -> web.Response:
 async def _promote(request: web.Request, force: bool, standby: StandbyTailer | None) -> web.Response:
     """Promote this copy (a primary answers its head: a no-op). The caller holds the tailer's
     promotion lock, so the tailer is never restarted while another request promotes."""
-    service, above = request.app[SERVICE], 0
+    service = request.app[SERVICE]
+    above = 0  # the highest epoch a peer announced
     if standby is not None and service.role == "standby":
-        await standby.stop()  # cooperatively: an apply under way ends first, so the head below is final
+        # Read the peers while still tailing: a promotion refused then never held up the
+        # confirmations a synchronous primary waits for.
         survey = await request.app[FENCING].survey()
+        await standby.stop()  # cooperatively: an apply under way ends first, so the head below is final
         objection = _objection_to_promotion(service.head.sequence, standby.primary_acked, service.epoch, survey)
         if objection is not None:
             log.log(

@@ -96,6 +96,7 @@ class Failover:
         self._synchronous_standby = synchronous_standby
         self.fenced_by = 0  # the higher epoch that fenced this primary (0: not fenced)
         self._acked_floor = 0  # entries acknowledged before this process (or this copy) was primary
+        self._confirmed_floor = 0  # entries this copy held when promoted: they survived a failover
         self.acks = Acks()  # what standbys have applied (synchronous answers wait on it)
         self._promoting = asyncio.Lock()
 
@@ -128,12 +129,13 @@ class Failover:
     @property
     def confirmed_sequence(self) -> int:
         """What events and checkpoints may serve: with a synchronous standby, what some standby
-        confirmed since this copy started (never more than committed), so no failover that drops
-        an unconfirmed tail contradicts them; else every commit. Unlike `acknowledged_sequence`,
-        never the floor of what this copy held at start: that tail may be one a standby never got."""
+        confirmed since this copy started (never more than committed), and what it held when it was
+        promoted (that survived a failover), so no failover that drops an unconfirmed tail
+        contradicts them; else every commit. Unlike `acknowledged_sequence`, never what a primary
+        held when it started: that tail may be one a standby never got."""
         committed = self._overlay.committed
         if self._synchronous_standby:
-            return min(self.acks.best.value, committed.sequence)
+            return max(self._confirmed_floor, min(self.acks.best.value, committed.sequence))
         return committed.sequence
 
     @property
@@ -253,6 +255,7 @@ class Failover:
                 await self.store.commit([], {}, head)
                 overlay.head = overlay.committed = head
                 self._acked_floor = head.sequence  # the old primary may have acknowledged all it gave us
+                self._confirmed_floor = head.sequence  # and this copy, now the primary, holds it
                 self.role = "primary"
                 self.observe_role()
                 log.warning("ledger_promoted", epoch=head.epoch, head_sequence=head.sequence)
@@ -274,6 +277,7 @@ class Failover:
             overlay.commits.advance(head.sequence)
             self.metrics.journal_head_sequence.set(head.sequence)
             self._acked_floor = head.sequence  # the other copy may have acknowledged all of it
+            self._confirmed_floor = head.sequence  # in the store both copies share
             self.role = "primary"
             self.observe_role()
             log.warning("ledger_took_over", epoch=head.epoch, head_sequence=head.sequence)

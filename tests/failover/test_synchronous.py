@@ -7,11 +7,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from core_ledger import checkpoints
 from core_ledger.app import create_app
 from core_ledger.app_keys import SERVICE, STANDBY
+from core_ledger.standby_tailer import StandbySettings
 from tests.support.clock import FakeClock
-from tests.support.ledger import Api, bet, ledger_config, standby_of
+from tests.support.ledger import TOKENS, Api, bet, ledger_config, standby_of
+from tests.support.polling import wait_for
 
 
 async def test_answers_wait_for_the_standby_and_time_out_without_one(
@@ -76,3 +80,23 @@ async def test_a_tail_no_standby_confirmed_is_no_event_even_after_a_restart(
     assert status == 200 and events == "", events  # never served: a failover may drop it
     status, signed = await restarted.post("admin_write", "/admin/v1/audit/checkpoints")
     assert status == 201 and signed["checkpoint"] is None, signed  # no signature over it either
+
+
+async def test_a_promoted_copy_serves_the_events_it_inherited_before_any_standby_confirms(
+    aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path
+) -> None:
+    """What a standby held when it was promoted survived a failover: it is served at once, not
+    held back until a new standby confirms it (events and webhooks stalled after every failover)."""
+    clock = FakeClock()
+    primary_server = await aiohttp_server(create_app(ledger_config(tmp_path / "p"), clock=clock))
+    primary = Api(await aiohttp_client(primary_server))
+    settings = StandbySettings(str(primary_server.make_url("")).rstrip("/"), TOKENS["replica"], poll_interval_s=0.05)
+    config = ledger_config(tmp_path / "s", synchronous_standby=True, standby_ack_timeout_s=0.3)
+    standby_app = create_app(config, clock=clock, standby=settings)
+    standby = Api(await aiohttp_client(standby_app))
+    await primary.player(deposit=100)
+    await wait_for(lambda: standby_app[SERVICE].head.sequence == 2)
+    await primary_server.close()
+    assert (await standby.post("admin_write", "/admin/v1/promote"))[0] == 200
+    status, events = await standby.get("admin_read", "/v1/events")
+    assert status == 200 and [orjson.loads(line)["sequence"] for line in events.splitlines()] == [1, 2]
