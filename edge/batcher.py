@@ -208,7 +208,11 @@ class Batcher:
             actions=len(batch),
         )
         waiting = [a for a in batch if not a.future.done()]
-        if len(waiting) == 1:
+        if len(waiting) == 1 and refusal.status == 500:
+            # The ledger's bug may have struck after the commit: the outcome is unknown, so it is
+            # tried again by its id within its deadline (a replay if it committed), then 503.
+            self._retry_or_fail(waiting[0], "internal_error")
+        elif len(waiting) == 1:
             _fail(waiting[0], error_from_problem(refusal.status, refusal.body))
         elif waiting:
             half = len(waiting) // 2

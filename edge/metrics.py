@@ -92,8 +92,8 @@ class EdgeMetrics:
         )
         self.ledger_batches_refused_total = Counter(
             "edge_ledger_batches_refused_total",
-            "Money batches the ledger refused as a whole as a bad request, by status (400, 413, 422: "
-            "versions apart or a bug); each is split until the action at fault is alone.",
+            "Money batches the ledger refused as a whole, by status (400, 413, 422: versions apart or a "
+            "bug; 500: the ledger's own bug); each is split until the action at fault is alone.",
             ["status"],
             registry=registry,
         )

@@ -164,7 +164,6 @@ def report_deltas(state: State, entry: Entry) -> list[Delta]:
             result["currency"], None, client, {"bonus_cost_minor": result["amount_minor"], "bonus_claim_count": 1}
         )
     if kind in CASH_TYPES:
-        # What the player's account received (a withdrawal: gave), from the postings themselves.
         # What the player's account received (a withdrawal: gave), from the postings themselves. An
         # adjustment of 0 moves nothing, but is an operator's act all the same: it is counted.
         moved = [(p["currency"], p["amount_minor"]) for p in entry["postings"] if is_player_account(p["account"])]

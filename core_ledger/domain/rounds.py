@@ -13,6 +13,7 @@ back meanwhile) can be refunded with the same id once a later bet is placed in i
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -57,6 +58,7 @@ def binding_nothing(
 ) -> Callable[[State, Command, Context], Decided]:
     """A settlement's rules, with every refusal made non-binding (see the module's docstring)."""
 
+    @functools.wraps(decide)
     def settle(view: State, cmd: Command, ctx: Context) -> Decided:
         try:
             return decide(view, cmd, ctx)

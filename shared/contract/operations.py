@@ -30,7 +30,7 @@ READ_CODES = ("validation_error", "unauthenticated", "forbidden", "not_found")
 # Any write that reaches the ledger's writer: it may be refused as a whole.
 WRITER_CODES = ("ledger_unavailable", "not_primary", "storage_unavailable", "standby_unavailable", "ledger_halted")
 # A money action forwarded by an edge: the edge's own refusals (queue full, deadline, breaker), and
-# the ledger's 500 to that action alone (a bug: not retryable as it is).
+# its 500 on a bug of its own (or the ledger's, with that action alone, before anything was stored).
 EDGE_FORWARD_CODES = ("ledger_unavailable", "internal_error")
 # Refusals a journaled money decision can give whatever its type.
 DECISION_CODES = ("idempotency_key_reused", "not_found", "account_frozen", "balance_limit_exceeded", "validation_error")

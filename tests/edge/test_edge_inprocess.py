@@ -105,7 +105,8 @@ async def test_a_batch_the_ledger_answers_with_its_own_500_is_split_and_only_the
     e = await edges("eu")
     results = await asyncio.gather(*(post(http, e.url("eu") + "/v1/bets", bet(f"r{i}")) for i in range(8)))
     assert max(ledger.batches) > 1, "the action at fault was batched with others"
-    assert results[3][0] == 500 and results[3][1]["code"] == "internal_error", results[3]
+    # Its outcome is unknown (the bug may strike after the commit): tried again by its id, then 503.
+    assert results[3][0] == 503 and results[3][1]["code"] == "ledger_unavailable", results[3]
     assert [s for i, (s, _) in enumerate(results) if i != 3] == [201] * 7
     assert (await post(http, e.url("eu") + "/v1/bets", bet("after")))[0] == 201
     async with http.get(e.url("eu") + "/metrics", headers={"Authorization": "Bearer metrics-token"}) as r:
