@@ -284,6 +284,17 @@ class EdgeService:
             out["open_rounds_available"] = False  # the game state is still served while the ledger is away
         return out
 
+    def _refuse_a_game_past_the_cap(self, player_id: str, game_id: str) -> None:
+        """A new game for a player who has `session_games_max` saved games is refused: taken, it
+        could never be read back (a session shows at most that many games)."""
+        known = self.state.children(doc_name(SESSION, player_id))
+        if game_id not in known and len(known) >= self.cfg.limits.session_games_max:
+            raise Conflict(
+                f"player {player_id!r} has {len(known)} saved games, the most a session holds "
+                f"(session_games_max): save into one of them",
+                code="session_games_full",
+            )
+
     async def put_session(self, player_id: str, game_id: str, state: dict[str, Any]) -> dict[str, Any]:
         try:
             text = orjson.dumps(state).decode()
@@ -292,15 +303,9 @@ class EdgeService:
         if len(text) > self.cfg.session_state_bytes_max:
             raise PayloadTooLarge(f"session state exceeds {self.cfg.session_state_bytes_max} bytes")
         name = doc_name(SESSION, player_id, game_id)
-        known = self.state.children(doc_name(SESSION, player_id))
-        if game_id not in known and len(known) >= self.cfg.limits.session_games_max:
-            # Taken, it could never be read back (a session shows at most that many games).
-            raise Conflict(
-                f"player {player_id!r} has {len(known)} saved games, the most a session holds "
-                f"(session_games_max): save into one of them",
-                code="session_games_full",
-            )
+        self._refuse_a_game_past_the_cap(player_id, game_id)
         await self.state.doc(name)
+        self._refuse_a_game_past_the_cap(player_id, game_id)  # again: another save may have come meanwhile
         latest = latest_session(self.state.replica.slot_values(name))
         # Last writer wins by origin time: this write must sort after the one it replaces.
         ts = max(self.state.clock(), latest[1].ts + 1e-6 if latest else 0.0)
