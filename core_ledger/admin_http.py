@@ -39,7 +39,7 @@ from shared.contract.requests import (
     RoundSettleIn,
     UnfenceIn,
 )
-from shared.errors import BadRequest, Conflict
+from shared.errors import BadRequest, Conflict, CroupierError
 from shared.routes import Route, path_id
 from shared.web import json_response, principal, read_model
 
@@ -49,11 +49,13 @@ from core_ledger.domain import ADMIN_SCOPE, Command
 from core_ledger.domain.rounds import settlement
 from core_ledger.fencing import Survey
 from core_ledger.query import page_limit, query_bool, query_choice, query_int
+from core_ledger.service import LedgerService
 from core_ledger.standby_tailer import StandbyTailer
 
 log = structlog.get_logger("croupier.ledger.admin")
 
 SEQUENCE_MAX = 2**62
+PROMOTION_RECORD_WAIT_S = 2.0  # a promote answer waits this long at most for its journal entry
 # What an admin write's decision can refuse with (beyond the request's own problems).
 ADMIN_DECISION_CODES = (
     "validation_error",
@@ -293,7 +295,7 @@ async def _promote(request: web.Request, force: bool, standby: StandbyTailer | N
     """Promote this copy (a primary answers its head: a no-op). The caller holds the tailer's
     promotion lock, so the tailer is never restarted while another request promotes."""
     service = request.app[SERVICE]
-    above = 0  # the highest epoch a peer announced
+    above, record = 0, None  # the highest epoch a peer announced; what the promote entry records
     if standby is not None and service.role == "standby":
         # Read the peers while still tailing: a promotion refused then never held up the
         # confirmations a synchronous primary waits for.
@@ -315,7 +317,15 @@ async def _promote(request: web.Request, force: bool, standby: StandbyTailer | N
                 raise objection
         # Above every epoch a peer announced: two copies promoted one after the other never share one.
         above = survey.highest_epoch()
+        record = {
+            "force": force,
+            "head_sequence": service.head.sequence,
+            "primary_acknowledged": standby.primary_acked,
+            "peers": [v.record() for v in survey.views],
+        }
     head = await service.promote(above)
+    if record is not None:
+        await _journal_promotion(service, {**record, "epoch": head.epoch}, principal(request).name)
     log.warning(
         "admin_action",
         action="promote",
@@ -327,6 +337,23 @@ async def _promote(request: web.Request, force: bool, standby: StandbyTailer | N
     return json_response(
         {"role": "primary", "epoch": head.epoch, "head": {"sequence": head.sequence, "hash": head.hash}}
     )
+
+
+async def _journal_promotion(service: LedgerService, request: dict[str, Any], who: str) -> None:
+    """The promotion's record as the first entry of the new epoch (who, whether forced, what the
+    copy held and the peers announced). It is not waited for past PROMOTION_RECORD_WAIT_S (a
+    synchronous primary without a standby yet holds its answer): it is journaled all the same."""
+    try:
+        pending = service.enqueue([Command("promote", request, who, None)])
+        async with asyncio.timeout(PROMOTION_RECORD_WAIT_S):
+            [result] = await asyncio.shield(pending)
+    except TimeoutError:
+        log.warning("promotion_record_unconfirmed", epoch=request["epoch"])
+        return
+    except CroupierError as refused:  # the writer took nothing (its queue full, say): logged, not retried
+        result = refused
+    if isinstance(result, CroupierError):
+        log.error("promotion_record_failed", epoch=request["epoch"], code=result.code)
 
 
 def _objection_to_promotion(held: int, acked: int, epoch: int, survey: Survey) -> Conflict | None:

@@ -85,6 +85,13 @@ def bonus_grant(view: State, cmd: Command, ctx: Context) -> Decided:
     }
 
 
+def promote(view: State, cmd: Command, ctx: Context) -> Decided:
+    """An operator promoted this copy: the first entry of its new epoch records who did, whether it
+    was forced, what the copy held and knew was acknowledged, and what its peers announced (all in
+    the request, checked by the promotion itself); no postings, nothing derived from it."""
+    return [], {"epoch": cmd.request["epoch"]}
+
+
 def unfence(view: State, cmd: Command, ctx: Context) -> Decided:
     """An operator lifts this copy's fence. The service checked that the copy is fenced and what its
     peers announce (both in the request: `fenced_by_epoch`, `peers`, `force`, `reason`); the entry

@@ -290,5 +290,5 @@ def bonus_grant(state: State, entry: Entry) -> None:
 
 def nothing(state: State, entry: Entry) -> None:
     """Deposits, withdrawals and adjustments change only balances (done from the postings); an
-    unfence changes no derived row (the fence is the store's, not the state's: the entry records
-    that it was lifted, and why)."""
+    unfence or a promotion changes no derived row (the fence and the epoch are the store's, not the
+    state's: the entry records who changed them, and why)."""

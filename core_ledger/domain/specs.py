@@ -50,6 +50,7 @@ SPEC_LIST: tuple[TransactionSpec, ...] = (
     TransactionSpec("jackpot_create", "admin", needs.jackpot_create, admin.jackpot_create, folds.jackpot_create),
     TransactionSpec("bonus_grant", "admin", needs.bonus_grant, admin.bonus_grant, folds.bonus_grant),
     TransactionSpec("unfence", "admin", needs.nothing, admin.unfence, folds.nothing),
+    TransactionSpec("promote", "admin", needs.nothing, admin.promote, folds.nothing),
     TransactionSpec("round_refund", "admin", needs.round_settle, rounds.round_refund, folds.round_refund),
     TransactionSpec("round_close", "admin", needs.round_settle, rounds.round_close, folds.round_close),
 )

@@ -8,6 +8,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from core_ledger.app import create_app
 from core_ledger.app_keys import FENCING, SERVICE, STANDBY
 from core_ledger.standby_tailer import StandbySettings
@@ -139,7 +141,7 @@ async def test_a_promote_refused_while_another_promotes_never_restarts_the_taile
     release.set()
     (status, body), (again, same) = await asyncio.gather(forced, unforced)
     assert status == 200 and body["epoch"] == 2, body
-    assert again == 200 and same == body, same  # promoting a primary is a no-op: the same head
+    assert again == 200 and same["epoch"] == body["epoch"], same  # promoting a primary is a no-op
     status, written = await standby.post("edge", "/v1/bets", bet("after", 1, round_id="rn"))
     assert status == 201 and written["transaction"]["epoch"] == 2, written
     await tailer.stop()
@@ -215,7 +217,26 @@ async def test_a_standby_that_holds_less_than_the_other_is_not_promoted(
     status, problem = await b.post("admin_write", "/admin/v1/promote", None)
     assert status == 409 and problem["code"] == "standby_behind", problem
     assert [p["head_sequence"] for p in problem["peers"]] == [apps["a"].app[SERVICE].head.sequence]
-    a = Api(await aiohttp_client(apps["a"]))
+    a, held = Api(await aiohttp_client(apps["a"])), apps["a"].app[SERVICE].head.sequence
     status, body = await a.post("admin_write", "/admin/v1/promote", None)
-    assert status == 200 and body["head"]["sequence"] == apps["a"].app[SERVICE].head.sequence, body
+    assert status == 200 and body["head"]["sequence"] == held, body
     await apps["b"].app[STANDBY].stop()
+
+
+async def test_a_promotion_is_journaled_with_who_forced_it_and_what_the_peers_announced(
+    aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path
+) -> None:
+    """A promotion changed which copy is right and left only a log line: a dispute about money
+    lost in a forced failover could not be traced to who forced it."""
+    primary_server, _, apps = await _standbys(aiohttp_server, aiohttp_client, tmp_path, FakeClock())
+    a = Api(await aiohttp_client(apps["a"]))
+    status, body = await a.post("admin_write", "/admin/v1/promote?force=true", None)  # the old primary is alive
+    assert status == 200, body
+    status, text = await a.get("admin_read", f"/admin/v1/journal/export?from_sequence={body['head']['sequence'] + 1}")
+    assert status == 200, text
+    [entry] = [orjson.loads(line) for line in text.splitlines()]
+    tx = entry["transaction"]
+    assert (tx["type"], tx["principal"], entry["epoch"], entry["postings"]) == ("promote", "admin-write-1", 2, [])
+    assert tx["request"]["force"] is True and tx["request"]["epoch"] == 2
+    assert {(p["role"], p["epoch"]) for p in tx["request"]["peers"]} == {("primary", 1), ("standby", 1)}
+    await primary_server.close()

@@ -37,6 +37,7 @@ ADMIN_TYPES = {
     "jackpot_create",
     "bonus_grant",
     "unfence",
+    "promote",
     "round_refund",
     "round_close",
 }
@@ -127,6 +128,7 @@ SCENARIO: list[Command] = [
     w.grant_bonus("t27", "p2", "b2"),
     w.grant_bonus("t28", "p2", "b2"),
     w.unfence(),
+    w.promote(),
     w.bet("t29", "p1", 20, round_id="r4", client="other"),
     w.win("t30", "p1", 20, round_id="r4"),
     w.bet("t31", "p1", 30, round_id="r5"),
@@ -192,6 +194,7 @@ commands = st.one_of(
         st.sampled_from([w.LATER, w.EARLIER]),
     ),
     st.just(w.unfence()),
+    st.just(w.promote()),
     st.builds(w.settle, st.sampled_from(["refund", "close"]), players, rounds, clients),
 )
 

@@ -92,16 +92,17 @@ async def _promote_during_apply(
     status, promoted = await standby.post("admin_write", "/admin/v1/promote")  # while entry 2 is being applied
     assert status == 200 and promoted["head"]["sequence"] == 2, promoted
     assert not standby_app[STANDBY].running
-    assert (await standby_store.head()).sequence == standby_app[SERVICE].head.sequence == 2
+    # 3 is the promotion's own record, the first entry of the new epoch.
+    assert (await standby_store.head()).sequence == standby_app[SERVICE].head.sequence == 3
     status, body = await standby.post("edge", "/v1/bets", bet("b1", 100))
-    assert status == 201 and body["transaction"]["sequence"] == 3 and body["balance"]["balance_minor"] == 400, body
+    assert status == 201 and body["transaction"]["sequence"] == 4 and body["balance"]["balance_minor"] == 400, body
     await standby.client.close()
 
     again = Api(await aiohttp_client(create_app(ledger_config(tmp_path / "s"), clock=clock, store=reopen())))
     status, body = await again.post("edge", "/v1/bets", bet("b2", 100))  # after a restart too
-    assert status == 201 and body["transaction"]["sequence"] == 4, body
+    assert status == 201 and body["transaction"]["sequence"] == 5, body
     status, report = await again.post("admin_read", "/admin/v1/audit/verify")
-    assert report["ok"] and report["head_sequence"] == 4
+    assert report["ok"] and report["head_sequence"] == 5
 
 
 async def test_promotion_while_applying_extends_what_sqlite_stored(

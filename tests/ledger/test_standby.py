@@ -95,7 +95,7 @@ async def test_promoted_standby_takes_writes_in_a_higher_epoch(
     assert status == 201 and body["transaction"]["epoch"] == head.epoch + 1
     assert body["balance"]["balance_minor"] == 400
     _, report = await standby.post("admin_read", "/admin/v1/audit/verify")
-    assert report["ok"] and report["head_sequence"] == head.sequence + 1
+    assert report["ok"] and report["head_sequence"] == head.sequence + 2  # the promotion's record, the bet
     assert (await standby.get("", "/readyz"))[0] == 200
     assert (await standby.post("admin_write", "/admin/v1/promote"))[1]["epoch"] == head.epoch + 1  # no-op now
 

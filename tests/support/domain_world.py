@@ -213,6 +213,11 @@ def unfence() -> Command:
     return admin("unfence", {"reason": "test", "force": False, "fenced_by_epoch": 2, "peers": []})
 
 
+def promote() -> Command:
+    record = {"force": False, "head_sequence": 7, "primary_acknowledged": 7, "peers": [], "epoch": 2}
+    return admin("promote", record)
+
+
 def base_world() -> World:
     """p1 (EUR, GBP) with 1000 EUR and bonus b1 (needs 300 wagered); p2 (EUR) with 200; jackpot j1
     on game g1 (1% of EUR bets, seeded 1000)."""
