@@ -30,7 +30,6 @@ from shared.contract.headers import LEDGER_EPOCH, RETRY_AFTER
 from shared.contract.operations import MONEY_OPS, READ_CODES, REQUEST_CODES, WRITER_CODES
 from shared.contract.requests import CURRENCIES_MAX, GAME_IDS_MAX, OPTIONAL_FIELDS, REASON_CHARS_MAX, BatchIn
 from shared.errors import BadRequest, CroupierError, Forbidden, problem, status_for
-from shared.ids import is_id
 from shared.routes import Route, path_id
 from shared.web import (
     annotate,
@@ -46,7 +45,7 @@ from core_ledger.answers import answer
 from core_ledger.app_keys import AUDITOR, CONFIG, LEASE, READS, SERVICE, STANDBY, SUBMIT
 from core_ledger.config import LedgerConfig
 from core_ledger.domain import Command
-from core_ledger.query import page_limit, query_choice, query_int
+from core_ledger.query import page_limit, query_choice, query_id, query_int
 from core_ledger.standby_tailer import ACKED_HEADER, HEAD_HEADER
 
 log = structlog.get_logger("croupier.ledger.http")
@@ -203,9 +202,7 @@ async def balances(request: web.Request) -> web.Response:
 @auth.roles(*READ_ROLES)
 async def rounds(request: web.Request) -> web.Response:
     status = query_choice(request, "status", ("open", "closed", "refunded"))
-    client_id = request.query.get("client_id")
-    if client_id is not None and not is_id(client_id):
-        raise BadRequest("client_id: not a valid id (1 to 128 of A-Z a-z 0-9 . _ : -)", field="client_id")
+    client_id = query_id(request, "client_id")
     return json_response(
         await request.app[READS].rounds(path_id(request, "player_id"), status, page_limit(request), client_id)
     )

@@ -21,7 +21,6 @@ from shared.contract.answers import (
     TransactionsPage,
 )
 from shared.errors import BadRequest
-from shared.ids import is_id
 from shared.routes import Route, path_id
 from shared.web import json_response
 
@@ -36,7 +35,7 @@ from core_ledger.queries import (
     LedgerQueries,
     Page,
 )
-from core_ledger.query import page_limit, query_choice, query_int
+from core_ledger.query import page_limit, query_choice, query_id, query_int
 from core_ledger.store.base import SUMMARY_FILTERS
 
 QUERIES = web.AppKey("queries", LedgerQueries)
@@ -47,12 +46,9 @@ PAGE_QUERY = {"cursor": "string", "limit": "integer"}
 def _text(request: web.Request, name: str) -> str | None:
     """A filter value: an id (shared/ids.py) or a name (type, outcome, currency) of that alphabet;
     for `client_id` also the admin scope, which the lists show as the client of admin entries."""
-    value = request.query.get(name)
-    if name == "client_id" and value == ADMIN_SCOPE:
-        return value
-    if value is not None and not is_id(value):
-        raise BadRequest(f"{name}: not a valid id (1 to 128 of A-Z a-z 0-9 . _ : -)", field=name)
-    return value
+    if name == "client_id" and request.query.get(name) == ADMIN_SCOPE:
+        return ADMIN_SCOPE
+    return query_id(request, name)
 
 
 def _moment(request: web.Request, name: str) -> datetime | None:

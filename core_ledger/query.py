@@ -1,5 +1,5 @@
 """Bounded query-string values for the ledger's handlers: integers in a range, booleans, one of a
-few choices, and the page limit (at most the configured `page_limit_max`). A bad value is a 400
+few choices, ids, and the page limit (at most the configured `page_limit_max`). A bad value is a 400
 `validation_error` naming the parameter."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from shared.errors import BadRequest
+from shared.ids import is_id
 
 from core_ledger.app_keys import CONFIG
 
@@ -36,6 +37,14 @@ def query_choice(request: web.Request, name: str, choices: tuple[str, ...]) -> s
     value = request.query.get(name)
     if value is not None and value not in choices:
         raise BadRequest(f"{name}: must be one of {', '.join(choices)}", field=name)
+    return value
+
+
+def query_id(request: web.Request, name: str) -> str | None:
+    """An id (shared/ids.py), or None when absent."""
+    value = request.query.get(name)
+    if value is not None and not is_id(value):
+        raise BadRequest(f"{name}: not a valid id (1 to 128 of A-Z a-z 0-9 . _ : -)", field=name)
     return value
 
 

@@ -22,11 +22,11 @@ from aiohttp import web
 from shared import auth
 from shared.contract.answers import CashReport, GgrReport, LiabilitiesReport
 from shared.errors import BadRequest
-from shared.ids import is_id
 from shared.routes import Route
 from shared.web import json_response
 
 from core_ledger.admin_http import ADMIN_READ_CODES
+from core_ledger.query import query_id
 from core_ledger.reports import CASH_DIMENSIONS, PLAY_DIMENSIONS, LedgerReports, Report
 
 REPORTS = web.AppKey("reports", LedgerReports)
@@ -53,13 +53,6 @@ def _currency(request: web.Request) -> str | None:
     value = request.query.get("currency")
     if value is not None and not (len(value) == 3 and value.isascii() and value.isupper()):
         raise BadRequest("currency: a 3-letter currency code is required", field="currency")
-    return value
-
-
-def _id(request: web.Request, name: str) -> str | None:
-    value = request.query.get(name)
-    if value is not None and not is_id(value):
-        raise BadRequest(f"{name}: not a valid id (1 to 128 of A-Z a-z 0-9 . _ : -)", field=name)
     return value
 
 
@@ -132,8 +125,8 @@ async def ggr(request: web.Request) -> web.Response:
         name: value
         for name, value in (
             ("currency", _currency(request)),
-            ("game_id", _id(request, "game_id")),
-            ("client_id", _id(request, "client_id")),
+            ("game_id", query_id(request, "game_id")),
+            ("client_id", query_id(request, "client_id")),
         )
         if value is not None
     }
