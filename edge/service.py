@@ -130,7 +130,8 @@ class EdgeService:
             self.metrics.money_requests_total.labels(op, str(status_for(e))).inc()
             self.metrics.money_errors_total.labels(op, error_code_label(e.code)).inc()
             raise
-        except Exception:  # a bug here: answered 500 internal_error, and counted as the money SLO's error
+        except Exception:  # a bug here: counted as the money SLO's error, then re-raised: the web layer
+            # logs it with its traceback and answers 500 internal_error (never a retryable 503)
             self.metrics.money_requests_total.labels(op, "500").inc()
             self.metrics.money_errors_total.labels(op, error_code_label("internal_error")).inc()
             raise
