@@ -157,10 +157,10 @@ async def _standbys(
     ports = {name: free_port() for name in ("a", "b")}
     apps: dict[str, Any] = {}
     for name, other in (("a", "b"), ("b", "a")):
-        settings = StandbySettings(primary_url, TOKENS["replica"], poll_interval_s=0.02)
         peers = (primary_url, f"http://127.0.0.1:{ports[other]}")
-        app = create_app(ledger_config(tmp_path / name, peers=peers), clock=clock, standby=settings)
-        apps[name] = await aiohttp_server(app, port=ports[name])
+        apps[name] = await aiohttp_server(
+            standby_of(primary_server, tmp_path / name, clock, peers=peers), port=ports[name]
+        )
     primary = Api(await aiohttp_client(primary_server))
     await primary.player(deposit=10_000)
     head = primary_server.app[SERVICE].head

@@ -12,9 +12,8 @@ import orjson
 from core_ledger import checkpoints
 from core_ledger.app import create_app
 from core_ledger.app_keys import SERVICE, STANDBY
-from core_ledger.standby_tailer import StandbySettings
 from tests.support.clock import FakeClock
-from tests.support.ledger import TOKENS, Api, bet, ledger_config, standby_of
+from tests.support.ledger import Api, bet, ledger_config, standby_of
 from tests.support.polling import wait_for
 
 
@@ -90,9 +89,7 @@ async def test_a_promoted_copy_serves_the_events_it_inherited_before_any_standby
     clock = FakeClock()
     primary_server = await aiohttp_server(create_app(ledger_config(tmp_path / "p"), clock=clock))
     primary = Api(await aiohttp_client(primary_server))
-    settings = StandbySettings(str(primary_server.make_url("")).rstrip("/"), TOKENS["replica"], poll_interval_s=0.05)
-    config = ledger_config(tmp_path / "s", synchronous_standby=True, standby_ack_timeout_s=0.3)
-    standby_app = create_app(config, clock=clock, standby=settings)
+    standby_app = standby_of(primary_server, tmp_path / "s", clock, synchronous_standby=True, standby_ack_timeout_s=0.3)
     standby = Api(await aiohttp_client(standby_app))
     await primary.player(deposit=100)
     await wait_for(lambda: standby_app[SERVICE].head.sequence == 2)

@@ -64,10 +64,11 @@ class Api:
             assert status == 201, body
 
 
-def standby_of(primary_server: Any, data_dir: Path, clock: FakeClock) -> web.Application:
-    """A standby ledger app tailing `primary_server` with the replica credential, polling fast."""
+def standby_of(primary_server: Any, data_dir: Path, clock: FakeClock, **config: Any) -> web.Application:
+    """A standby ledger app (with `config` overrides) tailing `primary_server` with the replica
+    credential, polling fast."""
     settings = StandbySettings(str(primary_server.make_url("")).rstrip("/"), TOKENS["replica"], poll_interval_s=0.05)
-    return create_app(ledger_config(data_dir), clock=clock, standby=settings)
+    return create_app(ledger_config(data_dir, **config), clock=clock, standby=settings)
 
 
 def bet(
