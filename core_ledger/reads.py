@@ -22,9 +22,6 @@ from core_ledger.store import Head, Store
 STALE_SCAN_PAGE = 256
 STALE_SCAN_ROWS_MAX = 10_000  # index rows one listing of stale rounds reads at most (then `has_more`)
 ROUND_TABLES = ("rounds", "client_rounds")  # before scoping by client, and scoped (see domain.state)
-# Rows read per table to find a player's open rounds that hold a stake (those whose every bet was
-# rolled back are open too, but hold nothing to resume).
-ROUNDS_SCANNED_MAX = 5000
 
 ON_DEMAND = Pace()  # an operator's walk: small pages, no pause
 
@@ -54,15 +51,14 @@ async def _rounds_where(
     holding_stake: bool = False,
 ) -> list[dict[str, Any]]:
     """Rounds of both tables (only the scoped one when `equals` names a client), by (round id,
-    client), at most `limit`; with `holding_stake`, only rounds some bet still holds money in
-    (among the first ROUNDS_SCANNED_MAX of each table)."""
+    client), at most `limit`; with `holding_stake`, only rounds some bet still holds money in."""
     found = []
     for table in ROUND_TABLES:
         if table == "rounds" and "client_id" in equals:
             continue  # journaled before rounds were scoped by client: no client to match
-        scanned = ROUNDS_SCANNED_MAX if holding_stake else limit
-        rows, _ = await store.select(table, equals, limit=scanned, doc_equals=doc_equals)
-        found += [row for row in rows if row[1]["bets_minor"] > 0] if holding_stake else rows
+        positive = ("bets_minor",) if holding_stake else ()
+        rows, _ = await store.select(table, equals, limit=limit, doc_equals=doc_equals, doc_positive=positive)
+        found += rows
     found.sort(key=lambda row: (row[0][1], row[0][2] if len(row[0]) > 2 else ""))
     return [_round_view(k, d) for k, d in found[:limit]]
 

@@ -215,11 +215,12 @@ class Store(ABC):
         *,
         limit: int,
         doc_equals: dict[str, Any] | None = None,
+        doc_positive: tuple[str, ...] = (),
         after: Any = None,
     ) -> tuple[list[tuple[Key, Doc]], int]:
-        """Committed rows whose key columns equal `equals` (and whose docs match `doc_equals`),
-        ordered by key, with the last key column greater than `after` when given; and the journal
-        head sequence, read in the same snapshot."""
+        """Committed rows whose key columns equal `equals` (whose docs match `doc_equals`, and whose
+        integer members `doc_positive` are above 0), ordered by key, with the last key column
+        greater than `after` when given; and the journal head sequence, read in the same snapshot."""
 
     @abstractmethod
     async def journal(self, after_sequence: int, limit: int) -> list[tuple[int, str]]:

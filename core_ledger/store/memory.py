@@ -85,6 +85,7 @@ class MemoryStore(Store):
         *,
         limit: int,
         doc_equals: dict[str, Any] | None = None,
+        doc_positive: tuple[str, ...] = (),
         after: Any = None,
     ) -> tuple[list[tuple[Key, Doc]], int]:
         columns = TABLES[table]
@@ -95,6 +96,8 @@ class MemoryStore(Store):
             if any(named[c] != v for c, v in equals.items()):
                 continue
             if doc_equals and any(doc.get(c) != v for c, v in doc_equals.items()):
+                continue
+            if any(doc.get(c, 0) <= 0 for c in doc_positive):
                 continue
             if after is not None and not key[-1] > after:
                 continue

@@ -740,6 +740,7 @@ class PostgresStore(Store):
         *,
         limit: int,
         doc_equals: dict[str, Any] | None = None,
+        doc_positive: tuple[str, ...] = (),
         after: Any = None,
     ) -> tuple[list[tuple[Key, Doc]], int]:
         columns = TABLES[table]
@@ -750,6 +751,9 @@ class PostgresStore(Store):
         for name, value in (doc_equals or {}).items():
             params.extend([name, orjson.dumps(value).decode()])
             clauses.append(f"(doc::jsonb) -> ${len(params) - 1}::text = ${len(params)}::jsonb")
+        for name in doc_positive:
+            params.append(name)
+            clauses.append(f"((doc::jsonb) ->> ${len(params)}::text)::numeric > 0")
         if after is not None:
             params.append(after)
             clauses.append(f"{columns[-1]} > ${len(params)}")

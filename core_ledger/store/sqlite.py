@@ -758,6 +758,7 @@ class SqliteStore(Store):
         *,
         limit: int,
         doc_equals: dict[str, Any] | None = None,
+        doc_positive: tuple[str, ...] = (),
         after: Any = None,
     ) -> tuple[list[tuple[Key, Doc]], int]:
         columns = TABLES[table]
@@ -765,6 +766,7 @@ class SqliteStore(Store):
         for name, value in (doc_equals or {}).items():
             clauses.append(f"{_member_sql(table, name)} = ?")
             params.append(value)
+        clauses += [f"{_member_sql(table, name)} > 0" for name in doc_positive]
         if after is not None:
             clauses.append(f"{columns[-1]} > ?")
             params.append(after)
