@@ -112,14 +112,25 @@ async def read_events(
             rows = await service.store.journal(after, min(max(limit, EVENTS_READ_PAGE), end - after))
             if not rows:
                 break
-            for sequence, text in rows:
-                entry = orjson.loads(text)
-                after = sequence
-                if include_rejected or entry["transaction"].get("outcome") == "committed":
-                    events.append(event_of(entry))
-                    if len(events) == limit:
-                        break
-                else:
-                    skipped += 1
+            events, after, passed = _events_of(rows, limit, include_rejected)
+            skipped += passed
         if events or skipped >= EVENTS_SKIPPED_MAX or deadline - loop.time() <= 0:
             return EventPage(events, after, acknowledged)
+
+
+def _events_of(
+    rows: list[tuple[int, str]], limit: int, include_rejected: bool
+) -> tuple[list[dict[str, Any]], int, int]:
+    """The events of journal `rows`, at most `limit`; the sequence read up to (the last row, or the
+    `limit`-th event's) and how many entries were filtered out before it."""
+    events: list[dict[str, Any]] = []
+    skipped = 0
+    for sequence, text in rows:
+        entry = orjson.loads(text)
+        if include_rejected or entry["transaction"].get("outcome") == "committed":
+            events.append(event_of(entry))
+            if len(events) == limit:
+                return events, sequence, skipped
+        else:
+            skipped += 1
+    return events, rows[-1][0], skipped
