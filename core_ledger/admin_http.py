@@ -39,7 +39,7 @@ from shared.contract.requests import (
     RoundSettleIn,
     UnfenceIn,
 )
-from shared.errors import BadRequest, Conflict, CroupierError
+from shared.errors import BadRequest, CroupierError
 from shared.routes import Route, path_id
 from shared.web import json_response, principal, read_model
 
@@ -47,7 +47,6 @@ from core_ledger.answers import answer
 from core_ledger.app_keys import AUDITOR, BACKUPS, CONFIG, FENCING, READS, SERVICE, STANDBY
 from core_ledger.domain import ADMIN_SCOPE, Command
 from core_ledger.domain.rounds import settlement
-from core_ledger.fencing import Survey
 from core_ledger.query import page_limit, query_bool, query_choice, query_int
 from core_ledger.service import LedgerService
 from core_ledger.standby_tailer import StandbyTailer
@@ -301,7 +300,7 @@ async def _promote(request: web.Request, force: bool, standby: StandbyTailer | N
         # confirmations a synchronous primary waits for.
         survey = await request.app[FENCING].survey()
         await standby.stop()  # cooperatively: an apply under way ends first, so the head below is final
-        objection = _objection_to_promotion(service.head.sequence, standby.primary_acked, service.epoch, survey)
+        objection = survey.objection_to_promotion(service.epoch, service.head.sequence, standby.primary_acked)
         if objection is not None:
             log.log(
                 logging.CRITICAL if force else logging.WARNING,
@@ -354,19 +353,6 @@ async def _journal_promotion(service: LedgerService, request: dict[str, Any], wh
         result = refused
     if isinstance(result, CroupierError):
         log.error("promotion_record_failed", epoch=request["epoch"], code=result.code)
-
-
-def _objection_to_promotion(held: int, acked: int, epoch: int, survey: Survey) -> Conflict | None:
-    """Why this standby (holding entries up to `held`, of `epoch`) must not be promoted: it holds
-    less than its primary said it acknowledged, or a peer objects (see `Survey.objection_to_promotion`)."""
-    if acked > held:
-        return Conflict(
-            f"this copy holds entries up to {held} but its primary acknowledged up to {acked}: promoting "
-            "it would lose acknowledged money; let it catch up, restart the old primary, or "
-            "promote with force=true knowingly",
-            code="standby_behind",
-        )
-    return survey.objection_to_promotion(epoch, held)
 
 
 @auth.roles("admin_write")

@@ -138,15 +138,14 @@ class Consumers:
             raise Forbidden(f"only the credential {doc['owner']!r} acknowledges for {name!r}")
         return await self.ack(name, sequence, who=who)
 
-    async def delivered(self, name: str, sequence: int, resets_seen: int) -> bool:
+    async def delivered(self, name: str, sequence: int, resets_seen: int) -> None:
         """A webhook page read when the consumer's cursor had been reset `resets_seen` times was
-        delivered through `sequence`: acknowledged unless the cursor was reset since (False)."""
+        delivered through `sequence`: acknowledged unless the cursor was reset since."""
         async with self._changing:
             if self.resets.get(name, 0) != resets_seen:
                 log.info("webhook_ack_dropped_after_reset", consumer=name, sequence=sequence)
-                return False
+                return
             await self.ack(name, sequence, who="webhook")
-            return True
 
     async def ack(self, name: str, sequence: int, *, who: str) -> dict[str, Any]:
         acknowledged = self.service.confirmed_sequence

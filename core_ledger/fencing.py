@@ -119,11 +119,19 @@ class Survey:
         """The highest epoch any readable peer announced, whatever its role (0: none)."""
         return max((v.epoch or 0 for v in self.views if v.readable), default=0)
 
-    def objection_to_promotion(self, epoch: int, held: int) -> Conflict | None:
-        """Why a standby of `epoch` holding entries up to `held` must not be promoted, from what its
-        peers announce (None: no peer objects; a peer it cannot read objects to nothing):
-        `peer_is_primary` while a primary still takes writes (two primaries), `standby_behind`
-        while another standby holds more (it may hold entries only it confirmed)."""
+    def objection_to_promotion(self, epoch: int, held: int, acked: int) -> Conflict | None:
+        """Why a standby of `epoch` holding entries up to `held`, whose primary said it acknowledged
+        up to `acked`, must not be promoted (None: nothing objects; a peer it cannot read objects
+        to nothing): `standby_behind` while it holds less than was acknowledged, or another standby
+        holds more (it may hold entries only it confirmed); `peer_is_primary` while a primary still
+        takes writes (two primaries)."""
+        if acked > held:
+            return Conflict(
+                f"this copy holds entries up to {held} but its primary acknowledged up to {acked}: promoting "
+                "it would lose acknowledged money; let it catch up, restart the old primary, or "
+                "promote with force=true knowingly",
+                code="standby_behind",
+            )
         alive = [v.record() for v in self.views if v.proves_primary_above(epoch - 1)]
         if alive:
             return Conflict(
