@@ -161,10 +161,10 @@ async def read_peer(http: aiohttp.ClientSession, url: str) -> PeerView:
     try:
         async with http.get(url + "/readyz") as resp:
             body = orjson.loads(await read_capped(resp, PEER_ANSWER_BYTES_MAX))
-            header = int(resp.headers[EPOCH_HEADER])
+            header = headers.epoch_of(resp.headers[EPOCH_HEADER])  # at most 18 digits, as every epoch
         epoch, role, fenced = body["epoch"], body["role"], body["fenced"]
         if not (isinstance(epoch, int) and isinstance(role, str) and isinstance(fenced, bool)) or epoch != header:
-            raise ValueError("the announcement is inconsistent")
+            raise ValueError("the announcement is inconsistent, or its epoch is not one")
         sequence, head_hash = body.get("head_sequence"), body.get("head_hash")
         return PeerView(
             url,

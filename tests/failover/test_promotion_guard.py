@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from aiohttp import web
 
 from core_ledger.app import create_app
 from core_ledger.app_keys import FENCING, SERVICE, STANDBY
@@ -240,3 +241,28 @@ async def test_a_promotion_is_journaled_with_who_forced_it_and_what_the_peers_an
     assert tx["request"]["force"] is True and tx["request"]["epoch"] == 2
     assert {(p["role"], p["epoch"]) for p in tx["request"]["peers"]} == {("primary", 1), ("standby", 1)}
     await primary_server.close()
+
+
+async def test_a_peer_announcing_an_epoch_no_ledger_can_hold_is_unreadable_and_moves_no_epoch(
+    aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path
+) -> None:
+    """A promotion takes an epoch above every one its peers announce: a lying peer announcing 19
+    digits would have pushed the new epoch past what edges send back and stores hold."""
+    huge = 10**18
+
+    async def readyz(request: web.Request) -> web.Response:
+        body = {"role": "standby", "epoch": huge, "fenced": False, "head_sequence": 0, "head_hash": "ab" * 32}
+        return web.json_response(body, headers={"X-Ledger-Epoch": str(huge)})
+
+    liar = web.Application()
+    liar.router.add_get("/readyz", readyz)
+    liar_server = await aiohttp_server(liar)
+    primary_server = await aiohttp_server(create_app(ledger_config(tmp_path / "p"), clock=FakeClock()))
+    standby_app = standby_of(
+        primary_server, tmp_path / "s", FakeClock(), peers=(str(liar_server.make_url("")).rstrip("/"),)
+    )
+    standby = Api(await aiohttp_client(standby_app))
+    await primary_server.close()
+    status, body = await standby.post("admin_write", "/admin/v1/promote", None)
+    assert status == 200 and body["epoch"] == 2, body
+    assert standby_app[SERVICE].metrics.peers_unreadable._value.get() == 1
