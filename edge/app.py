@@ -203,6 +203,7 @@ def create_app(
             await asyncio.gather(*tasks, return_exceptions=True)
             await hub.close()
             await ledger.close()
+            app[SERVICE].write_waiting_effects()  # (none should wait: each answer waited for its own)
             await store.close()
             await asyncio.to_thread(tracing.shutdown)  # a last export may wait on the collector
             log.info("edge_stopped")

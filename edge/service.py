@@ -7,6 +7,7 @@ a failure to apply one never fails the money answer (reconciliation repairs the 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import math
@@ -153,7 +154,7 @@ class EdgeService:
         seq = position(tx.ledger_epoch, tx.sequence)
         effects = effects_of(op, tx, self.edge_id)  # op: the transaction type the edge forwarded
         for slot in effects.slots:
-            await self._effect(slot.doc, seq, slot.delta, slot.currency)
+            await self._effect(op, Effect(slot.doc, seq, slot.delta), slot.currency)
         names = list(effects.reconcile)
         if effects.reconcile_everywhere:
             self.reconciler.mark_dirty(names)
@@ -161,44 +162,90 @@ class EdgeService:
                 self.hint(peer.id, names)
         elif effects.reconcile_at is not None:
             self.hint(effects.reconcile_at, names)
+        if effects.slots:
+            # The effects queued are written at the next turn of the loop, before this resumes:
+            # the answer leaves after them, as after a write of its own.
+            await asyncio.sleep(0)
 
     def _note_epochs(self, op: str, tx: Transaction) -> None:
         """The ledger's answer says which jackpots exist and at which epoch (admission uses it)."""
         for jackpot_id, epoch in reported_epochs(op, tx):
             self.catalog.note(jackpot_id, epoch)
 
-    async def _effect(self, name: str, seq: int, delta: dict[str, int], currency: str | None) -> None:
+    async def _effect(self, op: str, effect: Effect, currency: str | None) -> None:
+        """Queue an effect for its document's next write: every money answer of a ledger batch
+        resumes at one turn of the loop, and one write then takes all their effects on a document
+        (a jackpot: every bet's contribution), instead of one write, one stored update and one
+        push to the peers per bet."""
+        name = effect.key
         if not self.state.replica.known(name):
             try:  # first sight: start from the ledger's truth (seed, epoch, our share so far)
                 await self.reconciler.reconcile(name)
             except CroupierError:
                 self.reconciler.mark_dirty([name])
-        doc = await self.state.doc(name)
-        # No await from here on: the check, the booking and the write see one state.
-        if not self.state.book.should_apply(name, seq):
-            return
-        effect = Effect(name, seq, delta)
-        if name.startswith(JACKPOT + "/"):
-            slot = self._jackpot_after(name, doc, delta, currency)
-            self.state.write(name, lambda d: write_slot(d, self.edge_id, slot.encode()), effect)
-        else:
-            own = bonus_slots(doc).get(self.edge_id)
-            bonus = (own or BonusSlot({}, 0.0)).add(delta, self.state.clock())
-            self.state.write(name, lambda d: write_slot(d, self.edge_id, bonus.encode()), effect)
+        await self.state.doc(name)  # live from here, and pinned while its effects wait (no await until queued)
+        waiting = self.state.effects_waiting
+        if not waiting:
+            asyncio.get_running_loop().call_soon(self.write_waiting_effects)
+        waiting.setdefault(name, []).append((op, effect, currency))
 
-    def _jackpot_after(self, name: str, doc: Doc, delta: dict[str, int], currency: str | None) -> JackpotSlot:
+    def write_waiting_effects(self) -> None:
+        """Write every effect queued since the last turn of the loop: one write per document. The
+        book decides here, at the write, which still apply (a reconciliation in between may
+        hold some already). A failure is counted per effect and its document reconciled; the
+        ledger committed, so the answers stand."""
+        waiting, self.state.effects_waiting = self.state.effects_waiting, {}
+        for name, queued in waiting.items():
+            try:
+                self._write_effects(name, queued)
+            except Exception as e:  # noqa: BLE001 (any bug included: reconciliation repairs the slot)
+                for op, _, _ in queued:
+                    self.metrics.effect_failures_total.labels(op).inc()
+                self.reconciler.mark_dirty([name])
+                sequences = [effect.sequence for _, effect, _ in queued]
+                log.error("effect_failed", doc=name, positions=sequences, error=repr(e))
+
+    def _write_effects(self, name: str, queued: list[tuple[str, Effect, str | None]]) -> None:
+        doc = self.state.replica.live(name)
+        if doc is None:
+            raise RuntimeError(f"document {name} was evicted while effects waited for it")
+        book, fresh, seen = self.state.book, [], set()
+        for _, effect, currency in queued:  # an id retried while in flight: one effect, twice
+            if effect.sequence not in seen and book.should_apply(name, effect.sequence):
+                seen.add(effect.sequence)
+                fresh.append((effect, currency))
+        if not fresh:
+            return
+        now = self.state.clock()
+        if name.startswith(JACKPOT + "/"):
+            slot = self._own_jackpot(name, doc, fresh[0][0].delta, fresh[0][1])
+            for effect, _ in fresh:
+                slot = self._jackpot_after(name, slot, effect.delta, now)
+            encoded = slot.encode()
+        else:
+            bonus = bonus_slots(doc).get(self.edge_id) or BonusSlot({}, 0.0)
+            for effect, _ in fresh:
+                bonus = bonus.add(effect.delta, now)
+            encoded = bonus.encode()
+        self.state.write(name, lambda d: write_slot(d, self.edge_id, encoded), tuple(e for e, _ in fresh))
+
+    def _own_jackpot(self, name: str, doc: Doc, delta: dict[str, int], currency: str | None) -> JackpotSlot:
+        """This edge's slot of a jackpot, before a contribution `delta`; a new one if it has none."""
         slots = jackpot_slots(doc)
         own = slots.get(self.edge_id)
-        epoch = int(delta["epoch"])
         if own is None:
             view = jackpot_view(slots)
             # Seed and currency come from the ledger; until reconciled, a peer's view is the best guess.
             seed_minor = view.seed_minor if view else 0
-            own = JackpotSlot(epoch, 0, 0, seed_minor, currency or (view.currency if view else ""), 0.0)
+            own = JackpotSlot(int(delta["epoch"]), 0, 0, seed_minor, currency or (view.currency if view else ""), 0.0)
             self.reconciler.mark_dirty([name])
+        return own
+
+    def _jackpot_after(self, name: str, own: JackpotSlot, delta: dict[str, int], now: float) -> JackpotSlot:
+        epoch = int(delta["epoch"])
         if epoch > own.epoch and "seed_minor" not in delta:
             self.reconciler.mark_dirty([name])  # a payout elsewhere: confirm the new epoch's seed
-        return own.add(epoch, int(delta["amount_minor"]), self.state.clock(), delta.get("seed_minor"))
+        return own.add(epoch, int(delta["amount_minor"]), now, delta.get("seed_minor"))
 
     # --- reads --------------------------------------------------------------------------------
 

@@ -48,6 +48,9 @@ class EdgeState:
         # The effects booked in those documents, stored with them: an effect in a stored document
         # but not in the stored book would be applied again after a restart.
         self._unstored_effects: dict[str, list[Effect]] = {}
+        # Effects of money answers waiting for their document's next write, which takes all of
+        # them at once (the service's, at the next turn of the loop): pinned live until then.
+        self.effects_waiting: dict[str, list[tuple[str, Effect, str | None]]] = {}  # (op, effect, currency)
         self.replica = Replica(edge_id, client_id, docs_live_max, pinned=self._pinned)
         self.book = EffectBook()
         self._loading: dict[str, asyncio.Future[Doc]] = {}
@@ -118,18 +121,18 @@ class EdgeState:
 
     # --- changes ------------------------------------------------------------------------------
 
-    def write(self, name: str, write: Callable[[Doc], None], effect: Effect | None = None) -> None:
-        """A local write (the document is live); with `effect`, booked and stored with it."""
+    def write(self, name: str, write: Callable[[Doc], None], effects: tuple[Effect, ...] = ()) -> None:
+        """A local write (the document is live); with `effects`, booked and stored with it."""
         update = self.replica.write_local(name, write)
-        if effect is not None:
+        for effect in effects:
             self.book.record(effect)
-        if update or effect is not None:
-            self._stored(name, update or b"\x00\x00", effect, local=True)
+        if update or effects:
+            self._stored(name, update or b"\x00\x00", effects, local=True)
             self._updates_counter(doc_kind(name), "local").inc()
 
     def remote_changed(self, name: str, update: bytes) -> None:
         """Bytes a peer's update changed here (already applied to the live document)."""
-        self._stored(name, update, None, local=False)
+        self._stored(name, update, (), local=False)
         self._updates_counter(doc_kind(name), "remote").inc()
 
     def observe_arrivals(self, arrived: list[tuple[str, float]]) -> None:
@@ -149,9 +152,9 @@ class EdgeState:
         return counter
 
     def _pinned(self, name: str) -> bool:
-        return self.store.pending(name) or name in self.unstored
+        return self.store.pending(name) or name in self.unstored or name in self.effects_waiting
 
-    def _stored(self, name: str, update: bytes, effect: Effect | None, local: bool) -> None:
+    def _stored(self, name: str, update: bytes, effects: tuple[Effect, ...], local: bool) -> None:
         """Queue a change for the store; Unavailable when its queue is full (the change stays in
         the live document, which is kept live and stored whole once the store takes writes again)."""
         self._index(name)
@@ -159,11 +162,11 @@ class EdgeState:
             if self.unstored:
                 self._store_unstored()
             sv = self.replica.state_vectors.get(name, b"\x00")
-            self.store.append(Append(name, update, sv, (effect,) if effect else (), local=local))
+            self.store.append(Append(name, update, sv, effects, local=local))
         except Unavailable:
             self.unstored.add(name)
-            if effect is not None:
-                self._unstored_effects.setdefault(name, []).append(effect)
+            if effects:
+                self._unstored_effects.setdefault(name, []).extend(effects)
             raise
 
     def _store_unstored(self) -> None:

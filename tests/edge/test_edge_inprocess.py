@@ -408,3 +408,76 @@ async def test_a_save_past_the_games_a_session_shows_is_refused_not_lost(edges, 
     status, session = await get(http, e.url("eu") + "/v1/players/p1/session")
     assert status == 200 and sorted(session["games"]) == ["b", "c", "d"]
     assert session["games"]["b"]["state"] == {"game": "b", "step": 2}
+
+
+async def _local_jackpot_writes(http, url: str) -> float:
+    async with http.get(url + "/metrics", headers={"Authorization": "Bearer metrics-token"}) as r:
+        text = await r.text()
+    series = 'edge_crdt_updates_total{doc="jackpot",origin="local"}'
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(series))
+
+
+async def test_the_effects_of_one_ledger_batch_are_one_write_and_each_answer_leaves_after_its_own(
+    edges, fake_ledger, http
+):
+    """Each bet's jackpot contribution was a write of its own: a CRDT transaction, a stored row
+    and a push to every peer per bet, most of the edge's work per bet beyond HTTP. The answers of
+    one ledger batch resume together; their effects are now one write per document, and each
+    answer still leaves only once its effect shows."""
+    ledger, _ = fake_ledger
+    ledger.delay_s = 0.05
+    e = await edges("eu")
+    await post(http, e.url("eu") + "/v1/bets", bet("first"))  # the jackpot is known: no first-sight reconciliation
+    writes_before = await _local_jackpot_writes(http, e.url("eu"))
+    service = e.servers["eu"].app[SERVICE]
+
+    async def bet_and_look(i: int) -> int:
+        status, _ = await post(http, e.url("eu") + "/v1/bets", bet(i))
+        assert status == 201
+        doc = service.state.replica.live("jackpot/mega")  # read as soon as the answer is in
+        return service._jackpot_view("mega", doc).display_minor
+
+    shown = await asyncio.gather(*(bet_and_look(i) for i in range(24)))
+    batches = ledger.batches[1:]
+    assert max(batches) > 1, batches
+    assert ledger.sequence == 25
+    # Each answer came after its own contribution was written (not one shows less than its own).
+    assert min(shown) >= 1000 + 2 * 5, shown
+    assert (await get(http, e.url("eu") + "/v1/jackpots/mega"))[1]["display_minor"] == 1000 + 25 * 5
+    writes = await _local_jackpot_writes(http, e.url("eu")) - writes_before
+    assert 0 < writes <= len(batches) < 24, (writes, batches)
+
+
+async def test_one_bet_answered_twice_in_one_batch_contributes_once(edges, fake_ledger, http):
+    """A caller retrying while its first try is in flight: both answers carry the same entry, and
+    one write takes both effects; the entry is applied once."""
+    ledger, _ = fake_ledger
+    ledger.delay_s = 0.05
+    e = await edges("eu")
+    results = await asyncio.gather(*(post(http, e.url("eu") + "/v1/bets", bet("twice")) for _ in range(3)))
+    assert {b["transaction"]["sequence"] for _, b in results} == {1}
+    assert ledger.sequence == 1
+    assert (await get(http, e.url("eu") + "/v1/jackpots/mega"))[1]["display_minor"] == 1005
+
+
+async def test_an_effect_a_reconciliation_took_in_before_its_write_is_not_applied_again(edges, fake_ledger, http):
+    """The book decides at the write, not when the effect is queued: a reconciliation that ran in
+    between (its truth holds the entry) already counts it."""
+    e = await edges("eu")
+    await post(http, e.url("eu") + "/v1/bets", bet("known"))
+    service = e.servers["eu"].app[SERVICE]
+    reconcile = service.reconciler.jackpot
+    queued = asyncio.Event()
+    original_write = service.write_waiting_effects
+
+    def write_after_a_reconciliation() -> None:
+        queued.set()  # the bet's effect waits; the ledger's truth (which holds it) is read first
+
+    service.write_waiting_effects = write_after_a_reconciliation
+    task = asyncio.create_task(post(http, e.url("eu") + "/v1/bets", bet("raced")))
+    await asyncio.wait_for(queued.wait(), 5)
+    await reconcile("mega")
+    original_write()
+    service.write_waiting_effects = original_write
+    assert (await task)[0] == 201
+    assert (await get(http, e.url("eu") + "/v1/jackpots/mega"))[1]["display_minor"] == 1010

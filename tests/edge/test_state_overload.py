@@ -110,7 +110,7 @@ async def test_an_effect_the_store_refused_is_stored_with_its_document_so_a_rest
             await asyncio.sleep(0)
         await state.doc(refused)
         with pytest.raises(Unavailable):
-            state.write(refused, lambda d: write_slot(d, "eu", record(3)), effect)
+            state.write(refused, lambda d: write_slot(d, "eu", record(3)), (effect,))
         assert not state.book.should_apply(refused, 42), "booked in memory: this process does not apply it again"
     finally:
         loaded, rows = await released_and_reopened(tmp_path, store, state, held, refused)
