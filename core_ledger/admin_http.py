@@ -501,7 +501,8 @@ ROUTES: list[Route] = [
         promote,
         "Make this standby the primary (above every epoch its peers announce); no-op on a primary; "
         "409 standby_behind while it holds less than its primary acknowledged or a peer standby holds more, "
-        "409 peer_is_primary while a peer is primary at its epoch or above (unless force=true)",
+        "409 peer_is_primary while a peer is primary at its epoch or above, "
+        "409 peer_promoting while a peer standby is being promoted (unless force=true)",
         query={"force": "boolean"},
         answer=Promoted,
         codes=(
@@ -510,6 +511,7 @@ ROUTES: list[Route] = [
             "forbidden",
             "standby_behind",
             "peer_is_primary",
+            "peer_promoting",
             "storage_unavailable",
         ),
     ),

@@ -76,6 +76,7 @@ class PeerView:
     head_sequence: int | None = None
     head_hash: str | None = None
     error: str | None = None
+    promoting: bool = False  # a standby being promoted right now (its own promote request is under way)
 
     def proves_primary_above(self, epoch: int) -> bool:
         """Evidence that a primary of an epoch above `epoch` exists: the peer says so of itself."""
@@ -99,6 +100,7 @@ class PeerView:
             "fenced": self.fenced,
             "head_sequence": self.head_sequence,
             "head_hash": self.head_hash,
+            "promoting": self.promoting,
         }
 
 
@@ -124,7 +126,9 @@ class Survey:
         up to `acked`, must not be promoted (None: nothing objects; a peer it cannot read objects
         to nothing): `standby_behind` while it holds less than was acknowledged, or another standby
         holds more (it may hold entries only it confirmed); `peer_is_primary` while a primary still
-        takes writes (two primaries)."""
+        takes writes (two primaries); `peer_promoting` while another standby is being promoted
+        (two promotions whose surveys cross would both take the same epoch: two primaries that
+        never fence each other)."""
         if acked > held:
             return Conflict(
                 f"this copy holds entries up to {held} but its primary acknowledged up to {acked}: promoting "
@@ -139,6 +143,14 @@ class Survey:
                 "off) first, or promote with force=true knowingly",
                 code="peer_is_primary",
                 peers=alive,
+            )
+        promoting = [v.record() for v in self.views if v.readable and v.promoting]
+        if promoting:
+            return Conflict(
+                "a peer standby is being promoted right now: let that promotion end, then promote one "
+                "of them knowingly (or promote with force=true)",
+                code="peer_promoting",
+                peers=promoting,
             )
         longer = [
             v.record()
@@ -174,6 +186,7 @@ async def read_peer(http: aiohttp.ClientSession, url: str) -> PeerView:
             fenced,
             sequence if isinstance(sequence, int) else None,
             head_hash if isinstance(head_hash, str) else None,
+            promoting=body.get("promoting") is True,
         )
     except (aiohttp.ClientError, TimeoutError, KeyError, ValueError, TypeError) as e:
         log.warning("peer_ledger_unreadable", peer=url, error=type(e).__name__)

@@ -280,6 +280,9 @@ async def readyz(request: web.Request) -> web.Response:
         "fenced": service.fenced,
         "head_sequence": service.head.sequence,
         "head_hash": service.head.hash,
+        # A promote request under way (it reads the peers first): a peer standby promoted at the
+        # same time sees it and refuses, so two promotions never both take one epoch.
+        "promoting": standby is not None and standby.promotion.locked(),
     }
     if service.fenced:  # it still serves reads, never writes again
         return json_response({**body, "status": "fenced"}, status=503, headers={RETRY_AFTER: "1"})

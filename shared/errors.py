@@ -10,7 +10,8 @@ Error tree (status in brackets)::
     ├── MethodNotAllowed [405]      method_not_allowed
     ├── Conflict [409]              round_closed, bet_rolled_back, version_conflict,
     │                               already_claimed, replica_diverged,
-    │                               not_fenced, peer_is_primary, peer_unreadable, standby_behind,
+    │                               not_fenced, peer_is_primary, peer_unreadable, peer_promoting,
+    │                               standby_behind,
     │                               round_refunded, backup_not_configured, wagering_already_claimed,
     │                               session_games_full
     ├── PayloadTooLarge [413]       payload_too_large
@@ -159,6 +160,7 @@ CODES: dict[str, Code] = {
     "not_fenced": Code(Conflict, "unfence asked of a copy that is not fenced"),
     "peer_is_primary": Code(Conflict, "a peer ledger proves a higher epoch as primary"),
     "peer_unreadable": Code(Conflict, "a peer ledger could not be read, so a fence cannot be judged wrong"),
+    "peer_promoting": Code(Conflict, "a peer standby is being promoted at this moment"),
     "session_games_full": Code(Conflict, "the player has session_games_max saved games: save into one of them"),
     "standby_behind": Code(Conflict, "the standby holds less than the primary acknowledged"),
     "backup_not_configured": Code(Conflict, "no backup_dir is configured"),

@@ -298,6 +298,9 @@ class LedgerReady(Answer):
     fenced: bool
     head_sequence: int
     head_hash: str
+    promoting: bool | None = Field(
+        default=None, description="A promote request is under way on this copy (absent from older ledgers)"
+    )
 
 
 # --- admin ------------------------------------------------------------------------------------

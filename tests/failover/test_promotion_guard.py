@@ -266,3 +266,49 @@ async def test_a_peer_announcing_an_epoch_no_ledger_can_hold_is_unreadable_and_m
     status, body = await standby.post("admin_write", "/admin/v1/promote", None)
     assert status == 200 and body["epoch"] == 2, body
     assert standby_app[SERVICE].metrics.peers_unreadable._value.get() == 1
+
+
+async def test_two_standbys_promoted_at_the_same_moment_never_both_become_primary(
+    aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path
+) -> None:
+    """Each promotion read its peers, saw the other still a standby, and took epoch 2: two
+    primaries at one epoch, neither of which a peer check ever fences (a peer proves only an
+    epoch above its own). A promotion now announces itself before it reads its peers, so of two
+    at once at most one goes through."""
+    primary_server, _, apps = await _standbys(aiohttp_server, aiohttp_client, tmp_path, FakeClock())
+    await primary_server.close()  # the old primary is gone; two operators (or tools) promote at once
+    a, b = Api(await aiohttp_client(apps["a"])), Api(await aiohttp_client(apps["b"]))
+    answers = await asyncio.gather(
+        a.post("admin_write", "/admin/v1/promote", None), b.post("admin_write", "/admin/v1/promote", None)
+    )
+    promoted = [name for name, (status, _) in zip("ab", answers, strict=True) if status == 200]
+    assert len(promoted) <= 1, answers
+    refused = {problem["code"] for status, problem in answers if status != 200}
+    assert refused <= {"peer_promoting", "peer_is_primary"}, answers
+    assert [apps[n].app[SERVICE].role for n in "ab"].count("primary") == len(promoted)
+    if not promoted:  # both saw the other under way: either is promoted once alone
+        status, body = await a.post("admin_write", "/admin/v1/promote", None)
+        assert status == 200 and body["epoch"] == 2, body
+        promoted = ["a"]
+    other = Api(await aiohttp_client(apps["b" if promoted == ["a"] else "a"]))
+    status, problem = await other.post("admin_write", "/admin/v1/promote", None)
+    assert status == 409 and problem["code"] == "peer_is_primary", problem
+
+
+async def test_a_standby_announces_a_promotion_under_way_to_its_peers(
+    aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path
+) -> None:
+    primary_server, _, apps = await _standbys(aiohttp_server, aiohttp_client, tmp_path, FakeClock())
+    await primary_server.close()
+    a, b = Api(await aiohttp_client(apps["a"])), Api(await aiohttp_client(apps["b"]))
+    status, body = await a.get("", "/readyz")
+    assert body["promoting"] is False, body
+    async with apps["a"].app[STANDBY].promotion:  # what a promote request holds while it reads its peers
+        status, body = await a.get("", "/readyz")
+        assert body["promoting"] is True, body
+        status, problem = await b.post("admin_write", "/admin/v1/promote", None)
+        assert status == 409 and problem["code"] == "peer_promoting", problem
+        assert [p["promoting"] for p in problem["peers"]] == [True]
+        assert apps["b"].app[SERVICE].role == "standby" and apps["b"].app[STANDBY].running  # it goes on tailing
+    status, body = await b.post("admin_write", "/admin/v1/promote", None)
+    assert status == 200 and body["epoch"] == 2, body
