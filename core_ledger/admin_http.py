@@ -39,7 +39,7 @@ from shared.contract.requests import (
     RoundSettleIn,
     UnfenceIn,
 )
-from shared.errors import BadRequest, CroupierError
+from shared.errors import BadRequest, Conflict, CroupierError
 from shared.routes import Route, path_id
 from shared.web import json_response, principal, read_model
 
@@ -322,7 +322,12 @@ async def _promote(request: web.Request, force: bool, standby: StandbyTailer | N
             "primary_acknowledged": standby.primary_acked,
             "peers": [v.record() for v in survey.views],
         }
-    head = await service.promote(above)
+    try:
+        head = await service.promote(above)
+    except Conflict:  # no epoch left above what was announced: nothing changed
+        if standby is not None:
+            standby.start()
+        raise
     if record is not None:
         await _journal_promotion(service, {**record, "epoch": head.epoch}, principal(request).name)
     log.warning(
@@ -512,6 +517,7 @@ ROUTES: list[Route] = [
             "standby_behind",
             "peer_is_primary",
             "peer_promoting",
+            "epoch_exhausted",
             "storage_unavailable",
         ),
     ),

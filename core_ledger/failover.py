@@ -33,6 +33,7 @@ from shared.contract import headers
 from shared.errors import Conflict, Unavailable
 
 from core_ledger.domain import GENESIS_HASH, InvariantBroken
+from core_ledger.domain.journal import EPOCH_MAX
 from core_ledger.metrics import LedgerMetrics
 from core_ledger.overlay import Overlay
 from core_ledger.store import Head, StorageError, Store
@@ -251,6 +252,12 @@ class Failover:
                 self.metrics.journal_head_sequence.set(stored.sequence)
                 # Above every epoch this copy has heard of, so no two primaries ever share one.
                 epoch = max(overlay.head.epoch, self.fenced_by, above) + 1
+                if epoch > EPOCH_MAX:  # no entry of it would verify, no edge would read it
+                    raise Conflict(
+                        f"no epoch is left above {epoch - 1}, the highest this copy or a peer announced: "
+                        "a peer announcing it is lying or broken; take it out of `peers` and promote again",
+                        code="epoch_exhausted",
+                    )
                 head = Head(overlay.head.sequence, overlay.head.hash, epoch)
                 await self.store.commit([], {}, head)
                 overlay.head = overlay.committed = head

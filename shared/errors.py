@@ -11,7 +11,7 @@ Error tree (status in brackets)::
     ├── Conflict [409]              round_closed, bet_rolled_back, version_conflict,
     │                               already_claimed, replica_diverged,
     │                               not_fenced, peer_is_primary, peer_unreadable, peer_promoting,
-    │                               standby_behind,
+    │                               standby_behind, epoch_exhausted,
     │                               round_refunded, backup_not_configured, wagering_already_claimed,
     │                               session_games_full
     ├── PayloadTooLarge [413]       payload_too_large
@@ -161,6 +161,7 @@ CODES: dict[str, Code] = {
     "peer_is_primary": Code(Conflict, "a peer ledger proves a higher epoch as primary"),
     "peer_unreadable": Code(Conflict, "a peer ledger could not be read, so a fence cannot be judged wrong"),
     "peer_promoting": Code(Conflict, "a peer standby is being promoted at this moment"),
+    "epoch_exhausted": Code(Conflict, "no epoch fits above the highest one announced (at most 18 digits)"),
     "session_games_full": Code(Conflict, "the player has session_games_max saved games: save into one of them"),
     "standby_behind": Code(Conflict, "the standby holds less than the primary acknowledged"),
     "backup_not_configured": Code(Conflict, "no backup_dir is configured"),

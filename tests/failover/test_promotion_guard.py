@@ -312,3 +312,31 @@ async def test_a_standby_announces_a_promotion_under_way_to_its_peers(
         assert apps["b"].app[SERVICE].role == "standby" and apps["b"].app[STANDBY].running  # it goes on tailing
     status, body = await b.post("admin_write", "/admin/v1/promote", None)
     assert status == 200 and body["epoch"] == 2, body
+
+
+async def test_a_peer_announcing_the_largest_epoch_cannot_push_a_promotion_past_it(
+    aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path
+) -> None:
+    """A lying peer announcing the largest epoch there is (18 nines) made the promotion take one
+    more: 19 digits, which no edge reads back and no entry of which verifies. It is refused, even
+    forced, and the standby goes on tailing."""
+    largest = 10**18 - 1
+
+    async def readyz(request: web.Request) -> web.Response:
+        body = {"role": "standby", "epoch": largest, "fenced": False, "head_sequence": 0, "head_hash": "ab" * 32}
+        return web.json_response(body, headers={"X-Ledger-Epoch": str(largest)})
+
+    liar = web.Application()
+    liar.router.add_get("/readyz", readyz)
+    liar_server = await aiohttp_server(liar)
+    primary_server = await aiohttp_server(create_app(ledger_config(tmp_path / "p"), clock=FakeClock()))
+    standby_app = standby_of(
+        primary_server, tmp_path / "s", FakeClock(), peers=(str(liar_server.make_url("")).rstrip("/"),)
+    )
+    standby = Api(await aiohttp_client(standby_app))
+    await primary_server.close()
+    for query in ("", "?force=true"):
+        status, problem = await standby.post("admin_write", f"/admin/v1/promote{query}", None)
+        assert status == 409 and problem["code"] == "epoch_exhausted", problem
+        assert standby_app[SERVICE].role == "standby" and standby_app[STANDBY].running
+    assert standby_app[SERVICE].epoch == 1
