@@ -319,6 +319,7 @@ class Fencing:
             async with aiohttp.ClientSession(timeout=timeout, connector=connector) as http:
                 views = tuple(await asyncio.gather(*(read_peer(http, url) for url in self.peers)))
             self.metrics.peers_unreadable.set(sum(not v.readable for v in views))
+            self._note_twins(views)
             proven = Survey(0.0, views).highest_primary_epoch()
             if proven:
                 evidence = {"peers": [v.record() for v in views if v.proves_primary_above(self.service.epoch)]}
@@ -329,6 +330,26 @@ class Fencing:
             self.metrics.peer_check_failures_total.inc()
         self.last = Survey(asyncio.get_running_loop().time(), views)
         return self.last
+
+    def _note_twins(self, views: tuple[PeerView, ...]) -> None:
+        """Peers primary, unfenced, at this primary's own epoch: a fence proves only an epoch above
+        one's own, so neither copy stops. Counted and logged for an operator to choose one."""
+        service = self.service
+        own = service.epoch
+        twins = (
+            [v for v in views if v.proves_primary_above(own - 1) and v.epoch == own]
+            if service.role == "primary" and not service.fenced
+            else []
+        )
+        self.metrics.peers_primary_at_own_epoch.set(len(twins))
+        if twins:
+            log.critical(
+                "ledger_peer_primary_at_own_epoch",
+                own_epoch=own,
+                head_sequence=service.head.sequence,
+                head_hash=service.head.hash,
+                peers=[v.record() for v in twins],
+            )
 
     # --- the periodic peer check ------------------------------------------------------------
 

@@ -189,6 +189,12 @@ class LedgerMetrics:
             "Configured peer ledgers the last peer check could not read (a promotion there goes unseen).",
             registry=registry,
         )
+        self.peers_primary_at_own_epoch = Gauge(
+            "ledger_peers_primary_at_own_epoch",
+            "Peer ledgers the last peer check read as primary, unfenced, at this primary's own epoch "
+            "(two primaries no fence can tell apart: a forced promotion, or standbys that could not read each other).",
+            registry=registry,
+        )
         self.peer_check_failures_total = Counter(
             "ledger_peer_check_failures_total",
             "Peer epoch checks that failed unexpectedly (e.g. the fence could not be stored).",

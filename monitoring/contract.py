@@ -88,6 +88,7 @@ LEDGER_METRICS = (
     MetricSpec("ledger_epoch_claims_total", "counter", ("outcome",)),
     MetricSpec("ledger_peer_check_failures_total", "counter"),
     MetricSpec("ledger_peers_unreadable", "gauge"),
+    MetricSpec("ledger_peers_primary_at_own_epoch", "gauge"),
     MetricSpec("ledger_unfences_total", "counter", ("forced",)),
     # Fail-stop: a broken money invariant halts the writer (500 ledger_halted) until a restart.
     MetricSpec("ledger_halted", "gauge"),

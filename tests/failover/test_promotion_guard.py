@@ -13,6 +13,7 @@ from aiohttp import web
 
 from core_ledger.app import create_app
 from core_ledger.app_keys import FENCING, SERVICE, STANDBY
+from core_ledger.fencing import PeerView, Survey
 from core_ledger.standby_tailer import StandbySettings
 from harness.cluster import free_port
 from tests.support.clock import FakeClock
@@ -340,3 +341,35 @@ async def test_a_peer_announcing_the_largest_epoch_cannot_push_a_promotion_past_
         assert status == 409 and problem["code"] == "epoch_exhausted", problem
         assert standby_app[SERVICE].role == "standby" and standby_app[STANDBY].running
     assert standby_app[SERVICE].epoch == 1
+
+
+async def test_two_primaries_at_one_epoch_are_counted_by_both_peer_checks(
+    aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path
+) -> None:
+    """Standbys that cannot read each other are both promoted to the same epoch; neither is fenced
+    (a peer proves only an epoch above one's own). Once they read each other again, both count
+    the other (`ledger_peers_primary_at_own_epoch`, alert CroupierLedgerTwinPrimaries)."""
+    primary_server, _, apps = await _standbys(aiohttp_server, aiohttp_client, tmp_path, FakeClock())
+    await primary_server.close()
+    a, b = Api(await aiohttp_client(apps["a"])), Api(await aiohttp_client(apps["b"]))
+    status, body = await a.post("admin_write", "/admin/v1/promote", None)
+    assert status == 200 and body["epoch"] == 2, body
+    fencing_b = apps["b"].app[FENCING]
+    real_survey = fencing_b.survey
+
+    async def cut_off() -> Survey:  # b reads neither the old primary nor a
+        return Survey(0.0, tuple(PeerView(url, False, error="ClientConnectorError") for url in fencing_b.peers))
+
+    fencing_b.survey = cut_off
+    status, body = await b.post("admin_write", "/admin/v1/promote", None)
+    assert status == 200 and body["epoch"] == 2, body
+    fencing_b.survey = real_survey
+    for name in "ab":
+        await apps[name].app[FENCING].survey()  # the periodic peer check, the link back
+        service = apps[name].app[SERVICE]
+        assert service.role == "primary" and not service.fenced  # nothing proves either wrong
+        assert service.metrics.peers_primary_at_own_epoch._value.get() == 1, name
+    # A fenced or a standby copy counts nothing: only a primary has a twin.
+    await apps["a"].app[SERVICE].fence(3, {"test": "a later primary"})
+    await apps["a"].app[FENCING].survey()
+    assert apps["a"].app[SERVICE].metrics.peers_primary_at_own_epoch._value.get() == 0
