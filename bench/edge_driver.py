@@ -132,7 +132,9 @@ async def run_phase(app: web.Application, plan: dict[str, Any], part: int, parts
             if delay < -LATE_S:
                 counts["late"] += 1
         try:
-            await service.put_session(f"bench-p{i % players}", f"g{i % SESSION_GAMES}", {"run": phase, "i": i})
+            await service.put_session(
+                f"bench-p{i % players}", f"g{i % SESSION_GAMES}", {"run": phase, "i": i}, client_id="bench"
+            )
             counts["ok"] += 1
         except Exception as e:  # noqa: BLE001  counted and reported; the first is logged (a bug shows there)
             if not counts["failed"]:

@@ -87,7 +87,7 @@ class Limits:
     sync_heartbeat_s: float = 5.0
     reconcile_interval_s: float = 1.0  # repairs a crash's lost effects within about this
     reconcile_keys_per_round_max: int = 200
-    session_games_max: int = 64  # games listed per player
+    session_games_max: int = 64  # games listed per player and game server
     jackpots_list_max: int = 1000
     # Quotas on what peers may make this edge store (over quota: refused, counted, alerted).
     sync_doc_bytes_max: int = 256 * 1024  # encoded size of one CRDT document after a peer's update

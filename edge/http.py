@@ -72,7 +72,9 @@ async def session(request: web.Request) -> web.Response:
 async def put_session(request: web.Request) -> web.Response:
     body = await read_model(request, SessionStateIn)
     return json_response(
-        await request.app[SERVICE].put_session(path_id(request, "player_id"), path_id(request, "game_id"), body.state)
+        await request.app[SERVICE].put_session(
+            path_id(request, "player_id"), path_id(request, "game_id"), body.state, client_id=principal(request).name
+        )
     )
 
 

@@ -302,21 +302,30 @@ class EdgeService:
         }
 
     async def session(self, player_id: str, client_id: str) -> dict[str, Any]:
-        """What a game server (`client_id`) resuming a player is shown: its saved game states, and
-        its own open rounds that still hold a stake, from the ledger."""
+        """What a game server (`client_id`) resuming a player is shown: its own saved game states
+        (and those saved before states were kept apart by game server, for games it has not saved
+        since), and its own open rounds that still hold a stake, from the ledger."""
         # A save beyond `session_games_max` games is refused, but two edges may each take a new
         # game at once: the newest states are shown, among a bounded number read.
         cap = self.cfg.limits.session_games_max
-        saved = []
-        for game_id in self.state.children(doc_name(SESSION, player_id))[: cap * SESSION_GAMES_READ_FACTOR]:
-            doc = await self.state.doc(doc_name(SESSION, player_id, game_id))
+        read_max = cap * SESSION_GAMES_READ_FACTOR
+        saved: dict[str, tuple[float, str, SessionRecord]] = {}
+        own = self.state.children(doc_name(SESSION, player_id, client_id))[:read_max]
+        shared = [g for g in self.state.children(doc_name(SESSION, player_id)) if g not in own][:read_max]
+        for game_id, name in [
+            *((g, doc_name(SESSION, player_id, client_id, g)) for g in own),
+            *((g, doc_name(SESSION, player_id, g)) for g in shared),
+        ]:
+            doc = await self.state.doc(name)
             self._count_invalid(SESSION, len(decoded(doc, SessionRecord.decode)[1]))
             latest = session_latest(doc)
-            if latest is not None:
-                saved.append((latest[1].ts, game_id, latest))
-        games = {}
-        for _, game_id, (edge, rec) in sorted(saved, reverse=True)[:cap]:
-            games[game_id] = {"state": orjson.loads(rec.state_json), "updated_at": rec.updated_at, "edge": edge}
+            if latest is not None and game_id not in saved:
+                saved[game_id] = (latest[1].ts, latest[0], latest[1])
+        newest = sorted(saved.items(), key=lambda item: (item[1][0], item[0]), reverse=True)[:cap]
+        games = {
+            game_id: {"state": orjson.loads(rec.state_json), "updated_at": rec.updated_at, "edge": edge}
+            for game_id, (_, edge, rec) in newest
+        }
         out: dict[str, Any] = {"player_id": player_id, "open_rounds": [], "open_rounds_available": True, "games": games}
         try:
             rounds = await self.ledger.read(
@@ -332,28 +341,30 @@ class EdgeService:
             out["open_rounds_available"] = False  # the game state is still served while the ledger is away
         return out
 
-    def _refuse_a_game_past_the_cap(self, player_id: str, game_id: str) -> None:
-        """A new game for a player who has `session_games_max` saved games is refused: taken, it
-        could never be read back (a session shows at most that many games)."""
-        known = self.state.children(doc_name(SESSION, player_id))
+    def _refuse_a_game_past_the_cap(self, player_id: str, client_id: str, game_id: str) -> None:
+        """A new game for a player who has `session_games_max` games saved by this game server is
+        refused: taken, it could never be read back (a session shows at most that many games)."""
+        known = self.state.children(doc_name(SESSION, player_id, client_id))
         if game_id not in known and len(known) >= self.cfg.limits.session_games_max:
             raise Conflict(
-                f"player {player_id!r} has {len(known)} saved games, the most a session holds "
-                f"(session_games_max): save into one of them",
+                f"player {player_id!r} has {len(known)} games saved by this game server, the most a "
+                f"session holds (session_games_max): save into one of them",
                 code="session_games_full",
             )
 
-    async def put_session(self, player_id: str, game_id: str, state: dict[str, Any]) -> dict[str, Any]:
+    async def put_session(self, player_id: str, game_id: str, state: dict[str, Any], client_id: str) -> dict[str, Any]:
+        """Save a game server's (`client_id`) state of a player's game: in a document of that game
+        server's own, which no other game server reads or overwrites."""
         try:
             text = orjson.dumps(state).decode()
         except orjson.JSONEncodeError as e:  # e.g. nested deeper than orjson writes (255 levels)
             raise BadRequest(f"state: cannot be stored: {e}", field="state") from None
         if len(text) > self.cfg.session_state_bytes_max:
             raise PayloadTooLarge(f"session state exceeds {self.cfg.session_state_bytes_max} bytes")
-        name = doc_name(SESSION, player_id, game_id)
-        self._refuse_a_game_past_the_cap(player_id, game_id)
+        name = doc_name(SESSION, player_id, client_id, game_id)
+        self._refuse_a_game_past_the_cap(player_id, client_id, game_id)
         await self.state.doc(name)
-        self._refuse_a_game_past_the_cap(player_id, game_id)  # again: another save may have come meanwhile
+        self._refuse_a_game_past_the_cap(player_id, client_id, game_id)  # again: another save may have come meanwhile
         latest = latest_session(self.state.replica.slot_values(name))
         # Last writer wins by origin time: this write must sort after the one it replaces.
         ts = max(self.state.clock(), latest[1].ts + 1e-6 if latest else 0.0)

@@ -3,7 +3,8 @@
 Peers are hostile until checked. An update is admitted only if all of these hold:
 
 - the document is of a known kind with well-formed ids (`jackpot/<id>`, `bonus/<player>`,
-  `session/<player>/<game>`), and a jackpot document names a jackpot the ledger confirmed;
+  `session/<player>/<game server>/<game>`, or `session/<player>/<game>` as saved by earlier
+  releases), and a jackpot document names a jackpot the ledger confirmed;
 - it parses as a Yjs v1 update holding only slot values (`edge.crdt.yupdate`);
 - every item sits under the root map `slots` at the key of the edge that authored it, the owner
   of its client id (`edge.crdt.identity`); an item that continues another (a map overwrite names
@@ -63,7 +64,9 @@ from edge.crdt.slots import (
     SlotDoc,
 )
 
-PARTS = {JACKPOT: 1, BONUS: 1, SESSION: 2}
+# Parts of a name after its kind: a session is `session/<player>/<game server>/<game>` (its game
+# server's own), or `session/<player>/<game>` as saved before states were kept apart by game server.
+PARTS = {JACKPOT: (1,), BONUS: (1,), SESSION: (2, 3)}
 NOTHING_NEW = b"\x00\x00"  # the empty update: what an update whose every item is held here comes to
 
 # Stable reasons (metric label values).
@@ -147,7 +150,7 @@ def check_name(name: str) -> Verdict | None:
     document asks again, and the verdicts are immutable)."""
     kind, _, rest = name.partition("/")
     parts = rest.split("/")
-    if kind not in PARTS or len(parts) != PARTS[kind] or not all(is_id(p) for p in parts):
+    if kind not in PARTS or len(parts) not in PARTS[kind] or not all(is_id(p) for p in parts):
         return refuse(UNKNOWN_DOC, f"no such document kind or malformed name: {name[:80]!r}")
     return None
 

@@ -11,8 +11,10 @@ Document kinds (one document per key, so that no document grows without bound):
 - `jackpot/<jackpot_id>`: {"epoch", "p", "n", "seed", "currency", "ts"[, "high"]}; display = seed
   of the highest epoch + sum over slots of that epoch of (p - n).
 - `bonus/<player_id>`: {"w": {bonus_id: [p, n, ...]}, "ts"}; progress = sum over slots of (p - n).
-- `session/<player_id>/<game_id>`: {"state" (JSON text), "updated_at", "ts"}; last writer wins by
-  (ts, edge id).
+- `session/<player_id>/<client_id>/<game_id>`: {"state" (JSON text), "updated_at", "ts"}; last
+  writer wins by (ts, edge id). `client_id` names the game server that saved it: no other one
+  reads or overwrites it. `session/<player_id>/<game_id>`: the same, saved by an earlier release
+  (shared by every game server), still read.
 
 pycrdt returns integers as floats and panics far above 2**53: `as_int` converts on read and
 `check_int` bounds every value on write. A counter (p or n) may still grow past 2**53 (ten bets of

@@ -145,7 +145,7 @@ def test_unconfirmed_jackpots_and_epochs_are_deferred_and_missing_ones_refused()
 
 def test_documents_of_unknown_kinds_and_oversized_documents_are_refused():
     update = edit(writer("apac", 3), lambda s: s.__setitem__("apac", jp()))
-    for name in ("nonsense/x", "jackpot/a/b", "jackpot/", "session/p1"):
+    for name in ("nonsense/x", "jackpot/a/b", "jackpot/", "session/p1", "session/p1/gs/g1/x", "session/p1//g1"):
         assert admit(receiver(), update, name=name).reason == "unknown_doc"
     assert admit(receiver(), update, doc_bytes_max=100).reason == "doc_quota"
 

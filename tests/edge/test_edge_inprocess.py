@@ -10,7 +10,7 @@ import aiohttp
 from openapi_spec_validator import validate as validate_openapi
 
 from edge.app_keys import SERVICE
-from tests.support.edges import GS, peer_token
+from tests.support.edges import GS, GS2, peer_token
 from tests.support.polling import eventually
 
 BET = {"player_id": "p1", "currency": "EUR", "amount_minor": 500, "round_id": "r1", "game_id": "slots"}
@@ -481,3 +481,59 @@ async def test_an_effect_a_reconciliation_took_in_before_its_write_is_not_applie
     service.write_waiting_effects = original_write
     assert (await task)[0] == 201
     assert (await get(http, e.url("eu") + "/v1/jackpots/mega"))[1]["display_minor"] == 1010
+
+
+async def _as(http, method: str, url: str, token: str, body: dict | None = None) -> tuple[int, dict]:
+    async with http.request(method, url, json=body, headers={"Authorization": f"Bearer {token}"}) as r:
+        return r.status, await r.json()
+
+
+async def test_a_game_servers_saved_states_are_its_own(edges, http):
+    """Every game server read every saved state of a player, and overwrote another's with the
+    same game id: one provider's `blackjack` came back to another provider's game, and any game
+    server could read what the others saved. States are now kept by game server, on every edge."""
+    e = await edges("eu", "us")
+    eu, us = e.url("eu") + "/v1/players/p1/session", e.url("us") + "/v1/players/p1/session"
+    assert (await _as(http, "PUT", eu + "/blackjack", GS, {"state": {"hand": "gs"}}))[0] == 200
+    assert (await _as(http, "PUT", eu + "/blackjack", GS2, {"state": {"hand": "gs2"}}))[0] == 200
+    assert (await _as(http, "PUT", eu + "/poker", GS2, {"state": {"table": 7}}))[0] == 200
+
+    async def each_sees_its_own():
+        mine = (await _as(http, "GET", us, GS))[1]["games"]
+        theirs = (await _as(http, "GET", us, GS2))[1]["games"]
+        return {g: v["state"] for g, v in mine.items()} == {"blackjack": {"hand": "gs"}} and {
+            g: v["state"] for g, v in theirs.items()
+        } == {"blackjack": {"hand": "gs2"}, "poker": {"table": 7}}
+
+    await eventually(each_sees_its_own)  # synced to the other edge under the game server's own names
+
+
+async def test_one_game_server_cannot_fill_the_games_of_another(edges, http):
+    e = await edges("eu")
+    await e.stop("eu")
+    await e.start("eu", limits=dataclasses.replace(e.config("eu").limits, session_games_max=2))
+    url = e.url("eu") + "/v1/players/p1/session/"
+    for game in ("a", "b"):
+        assert (await _as(http, "PUT", url + game, GS2, {"state": {"game": game}}))[0] == 200
+    status, problem = await _as(http, "PUT", url + "c", GS2, {"state": {}})
+    assert status == 409 and problem["code"] == "session_games_full"
+    assert (await _as(http, "PUT", url + "c", GS, {"state": {"mine": True}}))[0] == 200
+
+
+async def test_a_state_saved_before_states_were_kept_by_game_server_is_still_read(edges, http):
+    """Saved by an earlier release under `session/<player>/<game>`: a game server that has not
+    saved that game since is shown it (acknowledged saves are never lost to an upgrade); once it
+    saves, it is shown its own."""
+    from edge.crdt import SessionRecord
+    from edge.crdt.slots import write_slot
+
+    e = await edges("eu")
+    state = e.servers["eu"].app[SERVICE].state
+    await state.doc("session/p1/roulette")
+    record = SessionRecord('{"spin": 4}', "2026-11-30T10:00:00.000Z", time.time() - 60)
+    state.write("session/p1/roulette", lambda d: write_slot(d, "eu", record.encode()))
+    url = e.url("eu") + "/v1/players/p1/session"
+    assert (await _as(http, "GET", url, GS))[1]["games"]["roulette"]["state"] == {"spin": 4}
+    assert (await _as(http, "PUT", url + "/roulette", GS, {"state": {"spin": 5}}))[0] == 200
+    assert (await _as(http, "GET", url, GS))[1]["games"]["roulette"]["state"] == {"spin": 5}
+    assert (await _as(http, "GET", url, GS2))[1]["games"]["roulette"]["state"] == {"spin": 4}

@@ -15,6 +15,7 @@ from edge.app import create_app
 from edge.config import EdgeConfig, Limits, Peer
 
 GS, LEDGER_TOKEN = "gs-token", "edge-token"
+GS2 = "gs2-token"  # another game server (another provider) of the same region
 
 
 def peer_token(edge_id: str) -> str:
@@ -42,6 +43,7 @@ def edge_config(
 ) -> EdgeConfig:
     tokens = (
         TokenEntry("gs", "game_server", hash_token(GS)),
+        TokenEntry("gs2", "game_server", hash_token(GS2)),
         TokenEntry("metrics", "metrics", hash_token("metrics-token")),
         *(TokenEntry(p, "peer", hash_token(peer_token(p))) for p in peers),
     )
