@@ -305,6 +305,8 @@ class SyncHub:
             return
         link = self.links[peer] = _Link(peer, ws, self.limits.sync_queue_max, authorization, level)
         self.metrics.sync_peer_up.labels(peer).set(1)
+        started = time.monotonic()
+        log.info("sync_link_up", peer=peer, sync_level=level, dialed=authorization is None)
         # A failed sender ends the link (counted under its label unless the socket broke); the dialer
         # reconnects. The label is the task's kind: a peer id may hold "-" too.
         tasks = []
@@ -325,6 +327,10 @@ class SyncHub:
             if self.links.get(peer) is link:
                 del self.links[peer]
                 self.metrics.sync_peer_up.labels(peer).set(0)
+            # Once per link (redials that fail meanwhile log at debug): what changed is here.
+            (log.info if self._closing else log.warning)(
+                "sync_link_lost", peer=peer, up_s=round(time.monotonic() - started, 3), closing=self._closing
+            )
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

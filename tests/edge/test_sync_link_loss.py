@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 from pycrdt import Map
+from structlog.testing import capture_logs
 
 from shared.errors import NotFound
 
@@ -26,6 +27,7 @@ from edge.persist import DocumentStore
 from edge.state import EdgeState
 from edge.sync import SyncHub, _Link
 from tests.support.edges import FAST
+from tests.support.polling import eventually
 
 
 class _SilentWs:
@@ -150,3 +152,23 @@ async def test_a_jackpot_the_ledger_once_said_was_missing_is_asked_again_when_du
     assert hub._known_docs(_Link("us", _SilentWs(), queue_max=10), entry) == entry
     await catalog.learn(hub._jackpots_to_confirm(entry))
     assert catalog.epoch("mega") == 1 and not catalog.missing("mega") and ledger.asked == 2
+
+
+async def test_a_link_that_comes_up_and_is_lost_is_logged_once_each(edges):
+    """A lost link was logged at debug only: an operator reading the log at info saw nothing of a
+    region cut off (only the gauge `edge_sync_peer_up` moved)."""
+    with capture_logs() as lines:
+        e = await edges("eu", "us")
+
+        async def up() -> bool:
+            return {line.get("peer") for line in lines if line["event"] == "sync_link_up"} == {"eu", "us"}
+
+        await eventually(up)
+        await e.stop("us")
+
+        async def lost() -> bool:
+            return any(line["event"] == "sync_link_lost" and line["peer"] == "us" for line in lines)
+
+        await eventually(lost)
+    [lost_line] = [line for line in lines if line["event"] == "sync_link_lost" and line["peer"] == "us"]
+    assert lost_line["log_level"] == "warning" and lost_line["up_s"] > 0
