@@ -121,11 +121,13 @@ class Batcher:
         client = (asked.client_id or "") if asked is not None else ""
         if self._waiting[client] >= self._limits.ledger_queue_per_client_max:
             # One caller cannot fill the queue that every caller shares (the others would get 503s).
-            raise Unavailable("too many of this client's money actions are waiting for the ledger")
+            raise Unavailable(
+                "too many of this client's money actions are waiting for the ledger", code="edge_overloaded"
+            )
         try:
             self._queue.put_nowait(action)
         except asyncio.QueueFull:
-            raise Unavailable("too many money actions waiting for the ledger") from None
+            raise Unavailable("too many money actions waiting for the ledger", code="edge_overloaded") from None
         self._waiting[client] += 1
         action.future.add_done_callback(lambda _: self._settled(client))
         try:

@@ -29,7 +29,7 @@ from edge.service import EDGE_MONEY_OPS
 
 EDGE_SET_FIELDS = frozenset({"via", "client_id"})  # set here from the edge's id and the caller's credential
 # A read through to the ledger can also fail as the ledger does (unavailable here).
-THROUGH_CODES = (*READ_CODES, "ledger_unavailable", "not_primary", "storage_unavailable")
+THROUGH_CODES = (*READ_CODES, "ledger_unavailable", "edge_overloaded", "not_primary", "storage_unavailable")
 LOCAL_CODES = (*READ_CODES, "storage_unavailable", "ledger_unavailable")
 
 

@@ -283,7 +283,7 @@ class LedgerClient:
             async with asyncio.timeout(max(0.0, deadline - self._clock())):
                 await self._read_slots.acquire()
         except TimeoutError:
-            raise Unavailable("too many reads are waiting for the ledger") from None
+            raise Unavailable("too many reads are waiting for the ledger", code="edge_overloaded") from None
         try:
             return await self._read_attempt(path, operation, deadline)
         finally:

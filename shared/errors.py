@@ -19,7 +19,7 @@ Error tree (status in brackets)::
     │                               bonus_expired, currency_mismatch, balance_limit_exceeded
     ├── Locked [423]                account_frozen
     ├── Unavailable [503]           ledger_unavailable, not_primary, storage_unavailable,
-    │                               standby_unavailable
+    │                               standby_unavailable, edge_overloaded
     └── Halted [500]                ledger_halted: NOT retryable. A money invariant broke inside
                                     the writer (a bug or corrupt state): it takes no write until an
                                     operator investigated and restarted it; retrying cannot help.
@@ -183,6 +183,7 @@ CODES: dict[str, Code] = {
     "not_primary": Code(Unavailable, "this ledger copy is a standby or fenced: try the primary", True),
     "storage_unavailable": Code(Unavailable, "the store failed transiently", True),
     "standby_unavailable": Code(Unavailable, "no synchronous standby confirmed the commit in time", True),
+    "edge_overloaded": Code(Unavailable, "the edge's own queue to the ledger is full: nothing was sent", True),
     "ledger_halted": Code(Halted, "a money invariant broke: no write until an operator restarts it"),
     "internal_error": Code(CroupierError, "a bug; it has been logged"),
 }

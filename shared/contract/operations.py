@@ -31,7 +31,7 @@ READ_CODES = ("validation_error", "unauthenticated", "forbidden", "not_found")
 WRITER_CODES = ("ledger_unavailable", "not_primary", "storage_unavailable", "standby_unavailable", "ledger_halted")
 # A money action forwarded by an edge: the edge's own refusals (queue full, deadline, breaker), and
 # its 500 on a bug of its own (or the ledger's, with that action alone, before anything was stored).
-EDGE_FORWARD_CODES = ("ledger_unavailable", "internal_error")
+EDGE_FORWARD_CODES = ("ledger_unavailable", "edge_overloaded", "internal_error")
 # Refusals a journaled money decision can give whatever its type.
 DECISION_CODES = ("idempotency_key_reused", "not_found", "account_frozen", "balance_limit_exceeded", "validation_error")
 

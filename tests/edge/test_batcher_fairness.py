@@ -49,6 +49,8 @@ async def test_one_client_cannot_fill_the_queue_the_others_share() -> None:
         await asyncio.sleep(0.05)
         refused = [t for t in flood if t.done() and isinstance(t.exception(), Unavailable)]
         assert len(refused) == 3  # beyond its 5
+        # The edge's own queue, not the ledger: a code of its own (the ledger was never asked).
+        assert {t.exception().code for t in refused} == {"edge_overloaded"}  # type: ignore[union-attr]  # refused: done with an Unavailable
         other = asyncio.create_task(bet("modest", 0))  # another client still gets in
         await asyncio.sleep(0.05)
         assert not other.done()
