@@ -61,6 +61,11 @@ def money_command(op: str, raw: Any, who: auth.Principal) -> Command:
     body = validate(spec.request, raw)
     if who.role == "edge":
         client_id, via = body.client_id or who.name, body.via or who.name
+        if client_id in who.reserved_client_ids:
+            raise Forbidden(
+                f"client_id {client_id!r} names another credential of this ledger: an edge acts only for game servers",
+                field="client_id",
+            )
     elif body.via is not None or body.client_id is not None:
         raise Forbidden("via and client_id are accepted only from an edge credential")
     else:

@@ -25,10 +25,17 @@ ROLES = frozenset(
 F = TypeVar("F", bound=Callable[..., object])
 
 
+CLIENT_ROLES = frozenset({"edge", "game_server"})  # whose names an edge may act for as `client_id`
+
+
 @dataclass(frozen=True)
 class Principal:
     name: str
     role: str
+    # An edge's: the names of the credentials of other roles than edges and game servers this
+    # service accepts. An edge may not name one as the client it acts for: it would share that
+    # credential's idempotency keys, rounds and report rows (squat a cashier's deposit ids, say).
+    reserved_client_ids: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -57,10 +64,12 @@ class TokenStore:
         """Accept exactly `entries` from now on (a credential reload): a removed token stops working."""
         entries = tuple(entries)
         by_hash: dict[str, tuple[str, Principal]] = {}
+        others = frozenset(e.name for e in entries if e.role not in CLIENT_ROLES)
         for e in entries:
             assert e.role in ROLES, e.role
             # The principal is made once per entry (it is frozen), not once per request.
-            by_hash[e.sha256.lower()] = (e.sha256.lower(), Principal(e.name, e.role))
+            reserved = others if e.role == "edge" else frozenset()
+            by_hash[e.sha256.lower()] = (e.sha256.lower(), Principal(e.name, e.role, reserved))
         self._by_hash = by_hash  # one assignment: a request sees the old set or the new one
         self.entries = entries  # a new tuple per reload: what the ledger pushes to its fronts
 

@@ -124,3 +124,25 @@ async def test_a_bug_with_one_action_of_a_batch_answers_that_action_500_and_the_
     assert status == 200, body
     assert [r["status"] for r in body["results"]] == [201, 500, 201]
     assert body["results"][1]["body"]["code"] == "internal_error"
+
+
+async def test_an_edge_cannot_act_for_a_client_named_as_another_role_of_this_ledger(api: Api) -> None:
+    """An edge sets `client_id` to the game server it acts for, and ids are scoped by it: naming a
+    cashier's credential, an edge shared the cashier's idempotency keys and squatted its deposit
+    ids (the cashier's deposit `d-x` was refused as a reused key after a bet `d-x`)."""
+    await api.player(deposit=1000)
+    status, problem = await api.post("edge", "/v1/bets", bet("d-x", 100, client_id=NAMES["cashier"]))
+    assert status == 403 and problem["code"] == "forbidden" and problem["field"] == "client_id", problem
+    status, body = await api.post(
+        "edge",
+        "/v1/batch",
+        {
+            "actions": [
+                {"op": "bet", "body": bet("d-y", 100, client_id=NAMES["admin_write"])},
+                {"op": "bet", "body": bet("d-y", 100, client_id=NAMES["game_server"])},  # a game server's own name
+            ]
+        },
+    )
+    assert status == 200 and [r["status"] for r in body["results"]] == [403, 201], body
+    deposit = {"id": "d-x", "player_id": "p1", "currency": "EUR", "amount_minor": 50}
+    assert (await api.post("cashier", "/v1/deposits", deposit))[0] == 201  # its id was never squatted
