@@ -138,7 +138,9 @@ async def test_a_promote_refused_while_another_promotes_never_restarts_the_taile
     forced = asyncio.ensure_future(standby.post("admin_write", "/admin/v1/promote?force=true", None))
     await asyncio.wait_for(promoting.wait(), 5)
     unforced = asyncio.ensure_future(standby.post("admin_write", "/admin/v1/promote", None))
-    await asyncio.sleep(0.3)  # long enough for the unforced request to have restarted the tailer
+    # Until the unforced request either restarted the tailer (the race) or waits for the promotion
+    # under way (the lock's queue of waiters, private to asyncio.Lock: nothing public tells it).
+    await wait_for(lambda: tailer.running or bool(tailer.promotion._waiters))
     assert not tailer.running, "the tailer was restarted while a promotion was under way"
     release.set()
     (status, body), (again, same) = await asyncio.gather(forced, unforced)
