@@ -172,6 +172,28 @@ async def _standbys(
     return primary_server, primary, apps
 
 
+async def _standby_beside_a_liar(
+    aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path, epoch: int
+) -> tuple[web.Application, Api]:
+    """A standby whose one peer is a liar announcing itself a standby of `epoch`, and whose
+    primary is gone (nothing else objects to a promotion)."""
+
+    async def readyz(request: web.Request) -> web.Response:
+        body = {"role": "standby", "epoch": epoch, "fenced": False, "head_sequence": 0, "head_hash": "ab" * 32}
+        return web.json_response(body, headers={"X-Ledger-Epoch": str(epoch)})
+
+    liar = web.Application()
+    liar.router.add_get("/readyz", readyz)
+    liar_server = await aiohttp_server(liar)
+    primary_server = await aiohttp_server(create_app(ledger_config(tmp_path / "p"), clock=FakeClock()))
+    standby_app = standby_of(
+        primary_server, tmp_path / "s", FakeClock(), peers=(str(liar_server.make_url("")).rstrip("/"),)
+    )
+    standby = Api(await aiohttp_client(standby_app))
+    await primary_server.close()
+    return standby_app, standby
+
+
 async def test_a_promotion_is_refused_while_the_old_primary_still_takes_writes(
     aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path
 ) -> None:
@@ -251,21 +273,7 @@ async def test_a_peer_announcing_an_epoch_no_ledger_can_hold_is_unreadable_and_m
 ) -> None:
     """A promotion takes an epoch above every one its peers announce: a lying peer announcing 19
     digits would have pushed the new epoch past what edges send back and stores hold."""
-    huge = 10**18
-
-    async def readyz(request: web.Request) -> web.Response:
-        body = {"role": "standby", "epoch": huge, "fenced": False, "head_sequence": 0, "head_hash": "ab" * 32}
-        return web.json_response(body, headers={"X-Ledger-Epoch": str(huge)})
-
-    liar = web.Application()
-    liar.router.add_get("/readyz", readyz)
-    liar_server = await aiohttp_server(liar)
-    primary_server = await aiohttp_server(create_app(ledger_config(tmp_path / "p"), clock=FakeClock()))
-    standby_app = standby_of(
-        primary_server, tmp_path / "s", FakeClock(), peers=(str(liar_server.make_url("")).rstrip("/"),)
-    )
-    standby = Api(await aiohttp_client(standby_app))
-    await primary_server.close()
+    standby_app, standby = await _standby_beside_a_liar(aiohttp_server, aiohttp_client, tmp_path, 10**18)
     status, body = await standby.post("admin_write", "/admin/v1/promote", None)
     assert status == 200 and body["epoch"] == 2, body
     assert standby_app[SERVICE].metrics.peers_unreadable._value.get() == 1
@@ -323,21 +331,7 @@ async def test_a_peer_announcing_the_largest_epoch_cannot_push_a_promotion_past_
     """A lying peer announcing the largest epoch there is (18 nines) made the promotion take one
     more: 19 digits, which no edge reads back and no entry of which verifies. It is refused, even
     forced, and the standby goes on tailing."""
-    largest = 10**18 - 1
-
-    async def readyz(request: web.Request) -> web.Response:
-        body = {"role": "standby", "epoch": largest, "fenced": False, "head_sequence": 0, "head_hash": "ab" * 32}
-        return web.json_response(body, headers={"X-Ledger-Epoch": str(largest)})
-
-    liar = web.Application()
-    liar.router.add_get("/readyz", readyz)
-    liar_server = await aiohttp_server(liar)
-    primary_server = await aiohttp_server(create_app(ledger_config(tmp_path / "p"), clock=FakeClock()))
-    standby_app = standby_of(
-        primary_server, tmp_path / "s", FakeClock(), peers=(str(liar_server.make_url("")).rstrip("/"),)
-    )
-    standby = Api(await aiohttp_client(standby_app))
-    await primary_server.close()
+    standby_app, standby = await _standby_beside_a_liar(aiohttp_server, aiohttp_client, tmp_path, 10**18 - 1)
     for query in ("", "?force=true"):
         status, problem = await standby.post("admin_write", f"/admin/v1/promote{query}", None)
         assert status == 409 and problem["code"] == "epoch_exhausted", problem
