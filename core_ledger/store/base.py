@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from shared.errors import Unavailable
 from shared.migrations import Plan
 
 from core_ledger.domain.commands import require
@@ -136,8 +137,12 @@ def summary_filter(
     return clauses, params
 
 
-class StorageError(Exception):
-    """The backend failed; nothing of the failed commit is visible."""
+class StorageError(Unavailable):
+    """The backend failed; nothing of the failed commit is visible. An operating error, not a bug:
+    wherever one reaches a caller (a read, a promotion) it is answered 503 `storage_unavailable`,
+    never 500 `internal_error`."""
+
+    code = "storage_unavailable"
 
 
 # The fence a restore holds on its target until it has written all of it: above every epoch (they

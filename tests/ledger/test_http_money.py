@@ -146,3 +146,25 @@ async def test_an_edge_cannot_act_for_a_client_named_as_another_role_of_this_led
     assert status == 200 and [r["status"] for r in body["results"]] == [403, 201], body
     deposit = {"id": "d-x", "player_id": "p1", "currency": "EUR", "amount_minor": 50}
     assert (await api.post("cashier", "/v1/deposits", deposit))[0] == 201  # its id was never squatted
+
+
+async def test_a_read_the_store_fails_is_503_storage_unavailable_not_a_bug(aiohttp_client: Any, tmp_path: Any) -> None:
+    """A store that failed under a read (or a promotion) was answered 500 `internal_error` and
+    logged as a bug, though the route documents `storage_unavailable`: an edge reading a balance
+    took a passing disk error for a bug of the ledger."""
+    from core_ledger.app import create_app
+    from core_ledger.app_keys import READS
+    from core_ledger.store import StorageError
+    from tests.support.clock import FakeClock
+    from tests.support.ledger import ledger_config
+
+    app = create_app(ledger_config(tmp_path / "data"), clock=FakeClock())
+    api = Api(await aiohttp_client(app))
+    await api.player(deposit=100)
+
+    async def failing_get(table: str, key: Any) -> Any:
+        raise StorageError("the disk did not answer")
+
+    app[READS].store.get = failing_get  # type: ignore[method-assign]  # a store failing under reads only
+    status, problem = await api.get("edge", "/v1/players/p1/balances")
+    assert status == 503 and problem["code"] == "storage_unavailable", problem
