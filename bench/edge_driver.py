@@ -46,6 +46,7 @@ from edge import config as edge_config
 from edge.app import create_app
 from edge.app_keys import SERVICE
 from edge.crdt import yupdate
+from harness.cluster import GAME_SERVER  # the game server the benchmark's polls read as
 
 CONTROL_POLL_S = 0.02
 SESSION_GAMES = 7  # games per player, as in sync_lag.py's HTTP mode
@@ -133,7 +134,7 @@ async def run_phase(app: web.Application, plan: dict[str, Any], part: int, parts
                 counts["late"] += 1
         try:
             await service.put_session(
-                f"bench-p{i % players}", f"g{i % SESSION_GAMES}", {"run": phase, "i": i}, client_id="bench"
+                f"bench-p{i % players}", f"g{i % SESSION_GAMES}", {"run": phase, "i": i}, client_id=GAME_SERVER
             )
             counts["ok"] += 1
         except Exception as e:  # noqa: BLE001  counted and reported; the first is logged (a bug shows there)

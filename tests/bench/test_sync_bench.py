@@ -105,3 +105,24 @@ async def test_a_poll_reads_every_edge_at_once_and_keeps_each_edges_players_in_o
     finally:
         await runner.cleanup()
     assert shown == {e: [{"g1": (f"{e}-bench-p{p}", e)} for p in range(40)] for e in "abc"}
+
+
+async def test_the_in_process_driver_saves_states_the_convergence_poll_reads(aiohttp_server, tmp_path):
+    """The driver saved as game server "bench" while the poll reads sessions as the cluster's
+    game server: once saved states were kept by game server, the poll saw no game on any edge,
+    and convergence was "reached" at once whatever the edges held."""
+    import edge_driver
+    from edge.app import create_app
+    from tests.support.edges import GS, edge_config
+
+    port = free_port()
+    app = create_app(edge_config(tmp_path, "eu", 1, "http://127.0.0.1:9", port, {}))
+    server = await aiohttp_server(app, port=port)
+    plan = {"rate": 200.0, "players": 2, "phase": "run", "start_at": time.time(), "seconds": 0.05}
+    assert (await edge_driver.run_phase(app, plan, 0, 1))["ok"] == 10
+    async with (
+        aiohttp.ClientSession(headers={"Authorization": f"Bearer {GS}"}) as http,
+        http.get(str(server.make_url("/v1/players/bench-p0/session"))) as r,
+    ):
+        games = (await r.json())["games"]
+    assert games and all(g["state"]["run"] == "run" for g in games.values()), games
