@@ -39,7 +39,7 @@ from shared.contract.requests import (
     RoundSettleIn,
     UnfenceIn,
 )
-from shared.errors import BadRequest, Conflict, CroupierError
+from shared.errors import BadRequest, CroupierError
 from shared.routes import Route, path_id
 from shared.web import json_response, principal, read_model
 
@@ -298,7 +298,9 @@ async def _promote(request: web.Request, force: bool, standby: StandbyTailer | N
     if standby is not None and service.role == "standby":
         # Read the peers while still tailing: a promotion refused then never held up the
         # confirmations a synchronous primary waits for.
-        survey = await request.app[FENCING].survey()
+        # Read after this request announced itself (`promoting`): a survey already under way (the
+        # periodic check) may have read a peer before that peer's own promotion began.
+        survey = await request.app[FENCING].survey(fresh=True)
         await standby.stop()  # cooperatively: an apply under way ends first, so the head below is final
         objection = survey.objection_to_promotion(service.epoch, service.head.sequence, standby.primary_acked)
         if objection is not None:
@@ -324,9 +326,9 @@ async def _promote(request: web.Request, force: bool, standby: StandbyTailer | N
         }
     try:
         head = await service.promote(above)
-    except Conflict:  # no epoch left above what was announced: nothing changed
-        if standby is not None:
-            standby.start()
+    except Exception:  # no epoch left above what was announced, or the store failed: still a standby
+        if standby is not None and service.role == "standby":
+            standby.start()  # it goes on tailing
         raise
     if record is not None:
         await _journal_promotion(service, {**record, "epoch": head.epoch}, principal(request).name)

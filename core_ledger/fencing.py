@@ -23,6 +23,7 @@ it lifts, what every peer announced) before the store's fence is cleared.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import ssl
 import time
 from collections.abc import Awaitable
@@ -77,6 +78,7 @@ class PeerView:
     head_hash: str | None = None
     error: str | None = None
     promoting: bool = False  # a standby being promoted right now (its own promote request is under way)
+    instance: str | None = None  # the announcing process's own random id (this copy, listed as its own peer)
 
     def proves_primary_above(self, epoch: int) -> bool:
         """Evidence that a primary of an epoch above `epoch` exists: the peer says so of itself."""
@@ -187,6 +189,7 @@ async def read_peer(http: aiohttp.ClientSession, url: str) -> PeerView:
             sequence if isinstance(sequence, int) else None,
             head_hash if isinstance(head_hash, str) else None,
             promoting=body.get("promoting") is True,
+            instance=body.get("instance") if isinstance(body.get("instance"), str) else None,
         )
     except (aiohttp.ClientError, TimeoutError, KeyError, ValueError, TypeError) as e:
         log.warning("peer_ledger_unreadable", peer=url, error=type(e).__name__)
@@ -231,6 +234,9 @@ class Fencing:
         self.recheck_s = recheck_s
         self.tls = tls  # verifies https:// peers (None: aiohttp's default verification)
         self.last: Survey | None = None
+        # Announced in /readyz: a peer answering with it is this very process (a peers list shared
+        # by every copy names each copy too), which is not a peer of itself.
+        self.instance = secrets.token_hex(8)
         self._inflight: asyncio.Task[Survey] | None = None
         self._watch: asyncio.Task[None] | None = None
         self._ignored_log = _Throttle(CLAIM_LOG_INTERVAL_S)
@@ -299,9 +305,16 @@ class Fencing:
 
     # --- surveys ----------------------------------------------------------------------------
 
-    async def survey(self) -> Survey:
+    async def survey(self, *, fresh: bool = False) -> Survey:
         """Ask every peer (one survey at a time: a caller arriving meanwhile shares it) and fence on
-        proof. Never raises: an unexpected failure is logged, counted, and reads as no proof."""
+        proof. Never raises: an unexpected failure is logged, counted, and reads as no proof.
+        `fresh`: every peer read starts after this call (a survey already under way is waited for,
+        then another is made): a promotion must see what peers announced once it announced itself."""
+        stale = self._inflight if fresh else None
+        if stale is not None:
+            await asyncio.shield(stale)  # a survey started after this call is fresh enough to share
+            if self._inflight is stale:
+                self._inflight = None
         if self._inflight is None:
             self._inflight = asyncio.create_task(self._survey(), name="ledger-peer-survey")
             self._inflight.add_done_callback(self._survey_done)
@@ -317,13 +330,14 @@ class Fencing:
             timeout = aiohttp.ClientTimeout(total=self.timeout_s)
             connector = aiohttp.TCPConnector(ssl=self.tls if self.tls is not None else True)
             async with aiohttp.ClientSession(timeout=timeout, connector=connector) as http:
-                views = tuple(await asyncio.gather(*(read_peer(http, url) for url in self.peers)))
+                read = await asyncio.gather(*(read_peer(http, url) for url in self.peers))
+            views = tuple(v for v in read if v.instance is None or v.instance != self.instance)
             self.metrics.peers_unreadable.set(sum(not v.readable for v in views))
-            self._note_twins(views)
             proven = Survey(0.0, views).highest_primary_epoch()
             if proven:
                 evidence = {"peers": [v.record() for v in views if v.proves_primary_above(self.service.epoch)]}
                 await self.service.fence(proven, evidence)
+            self._note_twins(views)  # after the fence: a copy this survey fenced has no twin
         except Exception as e:  # noqa: BLE001 -- the periodic check must outlive any failure (logged, counted)
             # e.g. the store could not record the fence: it holds in memory, the next check stores it
             log.error("peer_check_failed", error=repr(e))

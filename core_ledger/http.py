@@ -42,7 +42,7 @@ from shared.web import (
 )
 
 from core_ledger.answers import answer
-from core_ledger.app_keys import AUDITOR, CONFIG, LEASE, READS, SERVICE, STANDBY, SUBMIT
+from core_ledger.app_keys import AUDITOR, CONFIG, FENCING, LEASE, READS, SERVICE, STANDBY, SUBMIT
 from core_ledger.config import LedgerConfig
 from core_ledger.domain import Command
 from core_ledger.query import page_limit, query_choice, query_id, query_int
@@ -288,6 +288,7 @@ async def readyz(request: web.Request) -> web.Response:
         # A promote request under way (it reads the peers first): a peer standby promoted at the
         # same time sees it and refuses, so two promotions never both take one epoch.
         "promoting": standby is not None and standby.promotion.locked(),
+        "instance": request.app[FENCING].instance,  # this process: a peer that reads it is reading itself
     }
     if service.fenced:  # it still serves reads, never writes again
         return json_response({**body, "status": "fenced"}, status=503, headers={RETRY_AFTER: "1"})

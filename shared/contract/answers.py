@@ -301,6 +301,9 @@ class LedgerReady(Answer):
     promoting: bool | None = Field(
         default=None, description="A promote request is under way on this copy (absent from older ledgers)"
     )
+    instance: str | None = Field(
+        default=None, description="This process's random id: a ledger reading it among its peers is reading itself"
+    )
 
 
 # --- admin ------------------------------------------------------------------------------------

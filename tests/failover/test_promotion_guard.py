@@ -15,6 +15,7 @@ from core_ledger.app import create_app
 from core_ledger.app_keys import FENCING, SERVICE, STANDBY
 from core_ledger.fencing import PeerView, Survey
 from core_ledger.standby_tailer import StandbySettings
+from core_ledger.store import StorageError
 from harness.cluster import free_port
 from tests.support.clock import FakeClock
 from tests.support.ledger import TOKENS, Api, bet, ledger_config, standby_of
@@ -353,7 +354,7 @@ async def test_two_primaries_at_one_epoch_are_counted_by_both_peer_checks(
     fencing_b = apps["b"].app[FENCING]
     real_survey = fencing_b.survey
 
-    async def cut_off() -> Survey:  # b reads neither the old primary nor a
+    async def cut_off(*, fresh: bool = False) -> Survey:  # b reads neither the old primary nor a
         return Survey(0.0, tuple(PeerView(url, False, error="ClientConnectorError") for url in fencing_b.peers))
 
     fencing_b.survey = cut_off
@@ -369,3 +370,83 @@ async def test_two_primaries_at_one_epoch_are_counted_by_both_peer_checks(
     await apps["a"].app[SERVICE].fence(3, {"test": "a later primary"})
     await apps["a"].app[FENCING].survey()
     assert apps["a"].app[SERVICE].metrics.peers_primary_at_own_epoch._value.get() == 0
+
+
+async def test_two_promotions_during_a_peer_check_under_way_never_both_become_primary(
+    aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path
+) -> None:
+    """A promotion shared the survey already under way (the periodic check, slow while the dead
+    primary's reads time out), whose reads of the other standby predate that one's promotion: both
+    took epoch 2 again. A promotion now reads its peers afresh once it announced itself."""
+    primary_server, _, apps = await _standbys(aiohttp_server, aiohttp_client, tmp_path, FakeClock())
+    await primary_server.close()
+
+    async def hang(request: web.Request) -> web.Response:  # the old primary's host: reads time out
+        await asyncio.sleep(1.0)
+        return web.Response(status=503)
+
+    dead = web.Application()
+    dead.router.add_get("/readyz", hang)
+    dead_url = str((await aiohttp_server(dead)).make_url("")).rstrip("/")
+    for name in "ab":
+        fencing = apps[name].app[FENCING]
+        fencing.peers = (dead_url, *fencing.peers[1:])  # old primary now hangs instead of refusing
+    # The periodic peer check of each standby is under way (it read the other standby at once,
+    # and waits on the dead primary) when two operators promote each standby.
+    periodic = [asyncio.create_task(apps[n].app[FENCING].survey()) for n in "ab"]
+    await asyncio.sleep(0.3)
+    a, b = Api(await aiohttp_client(apps["a"])), Api(await aiohttp_client(apps["b"]))
+    answers = await asyncio.gather(
+        a.post("admin_write", "/admin/v1/promote", None), b.post("admin_write", "/admin/v1/promote", None)
+    )
+    await asyncio.gather(*periodic)
+    roles = [apps[n].app[SERVICE].role for n in "ab"]
+    epochs = [apps[n].app[SERVICE].epoch for n in "ab"]
+    assert roles.count("primary") <= 1, (answers, roles, epochs)
+
+
+async def test_a_standby_listing_itself_among_its_peers_can_still_be_promoted(
+    aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path
+) -> None:
+    """A peers list shared by every copy names each copy too: a copy reading itself (its own
+    `instance` in /readyz) is not its own peer, neither promoting nor a twin primary."""
+    primary_server, _, apps = await _standbys(aiohttp_server, aiohttp_client, tmp_path, FakeClock())
+    await primary_server.close()
+    fencing = apps["a"].app[FENCING]
+    fencing.peers = (*fencing.peers, str(apps["a"].make_url("")).rstrip("/"))  # every copy, itself included
+    a = Api(await aiohttp_client(apps["a"]))
+    status, body = await a.post("admin_write", "/admin/v1/promote", None)
+    assert status == 200, body
+
+
+async def test_a_primary_listing_itself_among_its_peers_is_not_its_own_twin(
+    aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path
+) -> None:
+    primary_server, _, apps = await _standbys(aiohttp_server, aiohttp_client, tmp_path, FakeClock())
+    await primary_server.close()
+    a = Api(await aiohttp_client(apps["a"]))
+    status, body = await a.post("admin_write", "/admin/v1/promote", None)
+    assert status == 200, body
+    fencing = apps["a"].app[FENCING]
+    fencing.peers = (*fencing.peers, str(apps["a"].make_url("")).rstrip("/"))
+    await fencing.survey()
+    assert apps["a"].app[SERVICE].metrics.peers_primary_at_own_epoch._value.get() == 0
+
+
+async def test_a_promotion_the_store_failed_leaves_the_standby_tailing(
+    aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path
+) -> None:
+    """Only a refusal restarted the tailer: a store that failed to record the new epoch left the
+    standby stopped, neither promoted nor tailing, until a restart."""
+    primary_server, _, apps = await _standbys(aiohttp_server, aiohttp_client, tmp_path, FakeClock())
+    await primary_server.close()
+    service = apps["a"].app[SERVICE]
+
+    async def failing_promote(above: int = 0) -> Any:
+        raise StorageError("the disk refused the new epoch")
+
+    service.promote = failing_promote  # type: ignore[method-assign]  # a store that fails at the promotion
+    a = Api(await aiohttp_client(apps["a"]))
+    status, problem = await a.post("admin_write", "/admin/v1/promote", None)
+    assert status == 503 and problem["code"] == "storage_unavailable", problem
+    assert service.role == "standby" and apps["a"].app[STANDBY].running
