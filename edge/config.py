@@ -337,6 +337,13 @@ def _check_peer_tokens(tokens: list[TokenEntry], peers: tuple[Peer, ...], proble
                 f"tokens: the peer credential {t.name!r} must be named after a configured peer "
                 f"(one of {sorted(peer_ids)}): one credential per edge"
             )
+        if t.role == "game_server" and not is_id(t.name):
+            # Its name is the `client_id` of its money (which the ledger takes only as an id) and a
+            # part of its saved games' document names (which peers take only as an id).
+            problems.append(
+                f"tokens: the game-server credential {t.name[:40]!r} must be named as an id "
+                "(1 to 128 of A-Z a-z 0-9 . _ : -)"
+            )
 
 
 def _limits(values: dict[str, Any], problems: list[str]) -> Limits:

@@ -198,12 +198,15 @@ class EdgeService:
         for name, queued in waiting.items():
             try:
                 self._write_effects(name, queued)
-            except Exception as e:  # noqa: BLE001 (any bug included: reconciliation repairs the slot)
-                for op, _, _ in queued:
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as e:  # noqa: BLE001 (any bug, and pycrdt's Rust panics, which are not
+                # Exceptions: the other documents' effects are still written; reconciliation repairs this one)
+                by_position = {effect.sequence: op for op, effect, _ in queued}  # a retry answered twice: once
+                for op in by_position.values():
                     self.metrics.effect_failures_total.labels(op).inc()
                 self.reconciler.mark_dirty([name])
-                sequences = [effect.sequence for _, effect, _ in queued]
-                log.error("effect_failed", doc=name, positions=sequences, error=repr(e))
+                log.error("effect_failed", doc=name, positions=sorted(by_position), error=repr(e))
 
     def _write_effects(self, name: str, queued: list[tuple[str, Effect, str | None]]) -> None:
         doc = self.state.replica.live(name)
@@ -303,15 +306,16 @@ class EdgeService:
 
     async def session(self, player_id: str, client_id: str) -> dict[str, Any]:
         """What a game server (`client_id`) resuming a player is shown: its own saved game states
-        (and those saved before states were kept apart by game server, for games it has not saved
-        since), and its own open rounds that still hold a stake, from the ledger."""
+        (or, per game, one saved before states were kept apart by game server when that is newer:
+        an edge of the earlier release acknowledged it during an upgrade), and its own open rounds
+        that still hold a stake, from the ledger."""
         # A save beyond `session_games_max` games is refused, but two edges may each take a new
         # game at once: the newest states are shown, among a bounded number read.
         cap = self.cfg.limits.session_games_max
         read_max = cap * SESSION_GAMES_READ_FACTOR
         saved: dict[str, tuple[float, str, SessionRecord]] = {}
         own = self.state.children(doc_name(SESSION, player_id, client_id))[:read_max]
-        shared = [g for g in self.state.children(doc_name(SESSION, player_id)) if g not in own][:read_max]
+        shared = self.state.children(doc_name(SESSION, player_id))[:read_max]
         for game_id, name in [
             *((g, doc_name(SESSION, player_id, client_id, g)) for g in own),
             *((g, doc_name(SESSION, player_id, g)) for g in shared),
@@ -319,8 +323,8 @@ class EdgeService:
             doc = await self.state.doc(name)
             self._count_invalid(SESSION, len(decoded(doc, SessionRecord.decode)[1]))
             latest = session_latest(doc)
-            if latest is not None and game_id not in saved:
-                saved[game_id] = (latest[1].ts, latest[0], latest[1])
+            if latest is not None and (game_id not in saved or latest[1].ts > saved[game_id][0]):
+                saved[game_id] = (latest[1].ts, latest[0], latest[1])  # own first: it wins a tie
         newest = sorted(saved.items(), key=lambda item: (item[1][0], item[0]), reverse=True)[:cap]
         games = {
             game_id: {"state": orjson.loads(rec.state_json), "updated_at": rec.updated_at, "edge": edge}
@@ -352,6 +356,23 @@ class EdgeService:
                 code="session_games_full",
             )
 
+    async def _shared_session_ts(self, player_id: str, game_id: str) -> float:
+        """The write time of a game's state saved by the earlier release, shared by every game
+        server (0.0: none)."""
+        shared = doc_name(SESSION, player_id, game_id)
+        if not self.state.replica.known(shared):
+            return 0.0
+        await self.state.doc(shared)
+        return self._shared_session_ts_now(player_id, game_id)
+
+    def _shared_session_ts_now(self, player_id: str, game_id: str) -> float:
+        """`_shared_session_ts` as the live document holds it now (0.0: none, or not live)."""
+        shared = doc_name(SESSION, player_id, game_id)
+        if self.state.replica.live(shared) is None:
+            return 0.0
+        latest = latest_session(self.state.replica.slot_values(shared))
+        return latest[1].ts if latest else 0.0
+
     async def put_session(self, player_id: str, game_id: str, state: dict[str, Any], client_id: str) -> dict[str, Any]:
         """Save a game server's (`client_id`) state of a player's game: in a document of that game
         server's own, which no other game server reads or overwrites."""
@@ -363,11 +384,14 @@ class EdgeService:
             raise PayloadTooLarge(f"session state exceeds {self.cfg.session_state_bytes_max} bytes")
         name = doc_name(SESSION, player_id, client_id, game_id)
         self._refuse_a_game_past_the_cap(player_id, client_id, game_id)
+        shared_ts = await self._shared_session_ts(player_id, game_id)
         await self.state.doc(name)
         self._refuse_a_game_past_the_cap(player_id, client_id, game_id)  # again: another save may have come meanwhile
         latest = latest_session(self.state.replica.slot_values(name))
-        # Last writer wins by origin time: this write must sort after the one it replaces.
-        ts = max(self.state.clock(), latest[1].ts + 1e-6 if latest else 0.0)
+        # Last writer wins by origin time: this write must sort after the one it replaces, which may
+        # be a state saved by the earlier release (a session shows the newer of the two).
+        shared_ts = max(shared_ts, self._shared_session_ts_now(player_id, game_id))
+        ts = max(self.state.clock(), (latest[1].ts if latest else 0.0) + 1e-6, shared_ts + 1e-6)
         record = SessionRecord(text, rfc3339(ts), ts)
         self.state.write(name, lambda d: write_slot(d, self.edge_id, record.encode()))
         # Answered once stored here: a save acknowledged and lost to a crash of this process would

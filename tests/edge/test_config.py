@@ -27,6 +27,7 @@ def test_the_documented_config_loads_with_paths_relative_to_the_file(tmp_path):
         (("ledger_deadline_s = 3", "ledger_deadline_s = 0.5"), "ledger_attempt_timeout_s"),
         (('role = "game_server"', 'role = "edge"'), "roles"),
         (("secrets/peer.token", "secrets/missing.token"), "peer_token_file"),
+        (('name = "gs-eu"', 'name = "gs eu/1"'), "must be named as an id"),  # a client_id, a document name part
     ],
 )
 def test_config_mistakes_are_refused_by_name(tmp_path, change, message):

@@ -537,3 +537,56 @@ async def test_a_state_saved_before_states_were_kept_by_game_server_is_still_rea
     assert (await _as(http, "PUT", url + "/roulette", GS, {"state": {"spin": 5}}))[0] == 200
     assert (await _as(http, "GET", url, GS))[1]["games"]["roulette"]["state"] == {"spin": 5}
     assert (await _as(http, "GET", url, GS2))[1]["games"]["roulette"]["state"] == {"spin": 4}
+
+
+async def test_a_newer_save_acknowledged_by_an_edge_of_the_earlier_release_is_shown(edges, http):
+    """During an upgrade a game server saved on an upgraded edge (its own document), then its next
+    save was acknowledged by an edge still on the earlier release (the shared document, newer):
+    the older own state was shown and the acknowledged save hidden. The newer of the two is shown."""
+    from edge.crdt import SessionRecord
+    from edge.crdt.slots import write_slot
+
+    e = await edges("eu")
+    url = e.url("eu") + "/v1/players/p1/session"
+    assert (await _as(http, "PUT", url + "/roulette", GS, {"state": {"spin": 1}}))[0] == 200
+    state = e.servers["eu"].app[SERVICE].state
+    await state.doc("session/p1/roulette")  # what an edge of the earlier release (us) saved after, synced here
+    record = SessionRecord('{"spin": 2}', "2026-11-30T10:00:00.000Z", time.time() + 1)
+    state.write("session/p1/roulette", lambda d: write_slot(d, "us", record.encode()))
+    assert (await _as(http, "GET", url, GS))[1]["games"]["roulette"]["state"] == {"spin": 2}
+    assert (await _as(http, "PUT", url + "/roulette", GS, {"state": {"spin": 3}}))[0] == 200
+    assert (await _as(http, "GET", url, GS))[1]["games"]["roulette"]["state"] == {"spin": 3}
+
+
+async def test_a_panic_writing_one_documents_effects_spares_the_others_and_is_counted(edges, fake_ledger, http):
+    """pycrdt raises Rust panics as BaseExceptions, which `except Exception` let through: one
+    panic in the turn's write dropped every other document's effects, uncounted and never
+    reconciled."""
+    ledger, _ = fake_ledger
+    ledger.grant("p1", "w")
+    e = await edges("eu")
+    await post(http, e.url("eu") + "/v1/bets", bet("first"))  # both documents known
+    service = e.servers["eu"].app[SERVICE]
+    write = service._write_effects
+
+    class Panic(BaseException):  # as pyo3_runtime.PanicException
+        pass
+
+    def panicking(name, queued):  # type: ignore[no-untyped-def]  # the service's own signature
+        if name.startswith("jackpot/"):
+            raise Panic("a Rust panic")
+        write(name, queued)
+
+    service._write_effects = panicking
+    assert (await post(http, e.url("eu") + "/v1/bets", bet("panic")))[0] == 201
+    service._write_effects = write
+    bp = (await get(http, e.url("eu") + "/v1/players/p1/bonus-progress"))[1]
+    assert [b["wagered_minor"] for b in bp["bonuses"]] == [1000]  # the bonus document's write went on
+    async with http.get(e.url("eu") + "/metrics", headers={"Authorization": "Bearer metrics-token"}) as r:
+        text = await r.text()
+    assert 'edge_effect_failures_total{operation="bet"} 1.0' in text
+
+    async def repaired():  # the jackpot document is reconciled from the ledger
+        return (await get(http, e.url("eu") + "/v1/jackpots/mega"))[1].get("display_minor") == 1010
+
+    await eventually(repaired)
