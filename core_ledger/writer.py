@@ -137,7 +137,10 @@ class LedgerWriter:
         self._failover = failover
         self._clock = clock
         self.metrics = metrics
-        self._queue: asyncio.Queue[_Job | None] = asyncio.Queue(maxsize=limits.queue_depth_max)
+        # Bounded in commands, not jobs (`queued_commands`): a batch is one job of up to
+        # batch_actions_max commands, and a bound in jobs let 256 times the limit wait.
+        self._queue: asyncio.Queue[_Job | None] = asyncio.Queue()
+        self._queued_commands = 0
         self._broken = False  # a judge or commit failed: restart the overlay from storage
         self._task: asyncio.Task[None] | None = None
         self._accepting = False
@@ -148,8 +151,8 @@ class LedgerWriter:
 
     @property
     def queue_depth(self) -> int:
-        """Jobs queued for the writer and not yet taken into a group."""
-        return self._queue.qsize()
+        """Commands queued for the writer and not yet taken into a group."""
+        return self._queued_commands
 
     @property
     def ready(self) -> bool:
@@ -191,10 +194,11 @@ class LedgerWriter:
             return future
         if not self.ready:
             raise Unavailable("the ledger is not accepting writes", code="ledger_unavailable")
-        try:
-            self._queue.put_nowait(_Job(commands, future, lifting_fence=lifting_fence))
-        except asyncio.QueueFull:
-            raise Unavailable("the ledger's write queue is full", code="ledger_unavailable") from None
+        queued = self._queued_commands
+        if queued and queued + len(commands) > self.limits.queue_depth_max:  # alone, any job fits
+            raise Unavailable("the ledger's write queue is full", code="ledger_unavailable")
+        self._queue.put_nowait(_Job(commands, future, lifting_fence=lifting_fence))
+        self._queued_commands = queued + len(commands)
         return future
 
     async def _run(self) -> None:
@@ -229,6 +233,7 @@ class LedgerWriter:
             while not self._queue.empty():  # whoever waits is answered, not left hanging
                 queued = self._queue.get_nowait()
                 if queued is not None:
+                    self._queued_commands -= len(queued.commands)
                     self._answer([queued], self._halted_error())
         finally:
             for task in inflight:
@@ -253,6 +258,7 @@ class LedgerWriter:
                 break
             jobs.append(nxt)
             size += len(nxt.commands)
+        self._queued_commands -= size
         return jobs
 
     async def _pipeline(self, jobs: list[_Job], inflight: deque[asyncio.Task[bool]]) -> asyncio.Task[bool]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 
@@ -169,3 +170,48 @@ async def test_a_jackpot_created_and_paid_out_in_one_group_commits_as_one_by_one
         assert service.halted is None
     finally:
         await service.stop()
+
+
+async def test_the_write_queue_is_bounded_in_commands_not_in_requests() -> None:
+    """`queue_depth_max` bounded jobs, and a batch is one job of up to 256 actions: with a bound of
+    4, 1,024 actions waited for a slow disk before the first 503, and the queue gauge said 4."""
+    from shared.errors import Unavailable
+
+    from tests.support.clock import FakeClock
+    from tests.support.journal_commands import cmd
+
+    store = MemoryStore()
+    service = LedgerService(
+        store, WriterLimits(queue_depth_max=300), clock=FakeClock(), metrics=LedgerMetrics(CollectorRegistry())
+    )
+    await service.start()
+    gate, taken = asyncio.Event(), asyncio.Event()
+    real_commit = store.commit
+
+    async def slow_commit(*args: Any, **kwargs: Any) -> Any:  # a slow disk: the writer stays busy
+        taken.set()
+        await gate.wait()
+        return await real_commit(*args, **kwargs)
+
+    store.commit = slow_commit  # type: ignore[method-assign]  # the disk, slowed for this test
+    first = asyncio.ensure_future(
+        service.submit([cmd("player_create", "player:p1", player_id="p1", currencies=["EUR"])])
+    )
+    await asyncio.wait_for(taken.wait(), 5)  # the writer took it and waits on the commit
+    batches: list[asyncio.Future[Any]] = []
+    try:
+        for b in range(4):
+            batch = [
+                cmd("deposit", f"d{b}-{i}", id=f"d{b}-{i}", amount_minor=1, player_id="p1", currency="EUR")
+                for i in range(100)
+            ]
+            batches.append(asyncio.ensure_future(service.submit(batch)))
+            await asyncio.sleep(0)  # it queues, or is refused
+        refused = [f for f in batches if f.done() and isinstance(f.exception(), Unavailable)]
+        assert len(refused) == 1 and service.queue_depth == 300, (len(refused), service.queue_depth)
+    finally:
+        gate.set()
+        store.commit = real_commit  # type: ignore[method-assign]  # restored
+        await asyncio.gather(first, *batches, return_exceptions=True)
+        await service.stop()
+    assert service.queue_depth == 0
