@@ -75,6 +75,15 @@ class Action:
     attempts: int = 0
     trace: otel_context.Context | None = None  # the trace context it was queued in (None: tracing off)
     asked: Asked | None = None  # what it asks: its result must answer exactly that
+    # Its client's place in the queue is held until it left the queue AND was settled: a caller
+    # that gave up at its deadline leaves its action queued until dispatch drops it, and a place
+    # given back then let one client fill the queue every client shares with dead actions.
+    in_queue: bool = False
+    released: bool = False
+
+    @property
+    def client(self) -> str:
+        return (self.asked.client_id or "") if self.asked is not None else ""
 
 
 # Sends one batch: (index of the ledger URL that answered, one result per action), or raises
@@ -107,7 +116,12 @@ class Batcher:
         self.on_late: Callable[[str, TransactionAnswer], None] | None = None
         self._waiting: Counter[str] = Counter()  # unsettled actions, by client id
 
-    def _settled(self, client: str) -> None:
+    def _release(self, action: Action) -> None:
+        """Give the action's client its place back, once it is out of the queue and settled."""
+        if action.in_queue or action.released or not action.future.done():
+            return
+        action.released = True
+        client = action.client
         self._waiting[client] -= 1
         if self._waiting[client] <= 0:
             del self._waiting[client]
@@ -118,7 +132,7 @@ class Batcher:
         """Queue one encoded action and wait for its own result, at most `deadline_s`."""
         loop = asyncio.get_running_loop()
         action = Action(encoded, self._clock() + deadline_s, loop.create_future(), trace=trace, asked=asked)
-        client = (asked.client_id or "") if asked is not None else ""
+        client = action.client
         if self._waiting[client] >= self._limits.ledger_queue_per_client_max:
             # One caller cannot fill the queue that every caller shares (the others would get 503s).
             raise Unavailable(
@@ -128,8 +142,9 @@ class Batcher:
             self._queue.put_nowait(action)
         except asyncio.QueueFull:
             raise Unavailable("too many money actions waiting for the ledger", code="edge_overloaded") from None
+        action.in_queue = True
         self._waiting[client] += 1
-        action.future.add_done_callback(lambda _: self._settled(client))
+        action.future.add_done_callback(lambda _: self._release(action))
         try:
             async with asyncio.timeout(deadline_s):
                 return await asyncio.shield(action.future)
@@ -154,6 +169,9 @@ class Batcher:
                     break
                 batch.append(action)
                 size += len(action.encoded) + 1
+            for action in batch:  # out of the queue: a settled one (its caller gave up) is dropped here
+                action.in_queue = False
+                self._release(action)
             batch = [a for a in batch if not a.future.done()]
             if batch:
                 self._spawn(self._send(batch))
@@ -244,6 +262,7 @@ class Batcher:
         if not action.future.done():
             try:
                 self._queue.put_nowait(action)
+                action.in_queue = True
             except asyncio.QueueFull:
                 _fail(action, Unavailable("too many money actions waiting for the ledger"))
 
