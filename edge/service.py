@@ -106,6 +106,7 @@ class EdgeService:
         self.reconciler = reconciler
         self.metrics = metrics
         self.hint = hint
+        self._peer_ids = frozenset(peer.id for peer in cfg.peers)
         ledger.batcher.on_late = self._answered_late
 
     def _answered_late(self, op: str, answer: TransactionAnswer) -> None:
@@ -139,7 +140,7 @@ class EdgeService:
         self.metrics.money_requests_total.labels(op, str(status)).inc()
         tx = answer.transaction
         try:
-            await self._apply_effects(op, tx)
+            await self._apply_effects(op, tx, replayed=status == 200)
         except Exception as e:  # noqa: BLE001 (any bug included: the ledger committed, so the answer stands)
             self.metrics.effect_failures_total.labels(op).inc()
             names = effect_documents(op, tx)
@@ -147,9 +148,14 @@ class EdgeService:
             log.error("effect_failed", op=op, sequence=tx.sequence, id=tx.id, docs=names, error=repr(e))
         return status, answer.dump()
 
-    async def _apply_effects(self, op: str, tx: Transaction) -> None:
+    async def _apply_effects(self, op: str, tx: Transaction, *, replayed: bool = False) -> None:
         self._note_epochs(op, tx)
         if tx.via != self.edge_id or tx.outcome != "committed":
+            if replayed and tx.outcome == "committed" and tx.via in self._peer_ids:
+                # A retry of an action that first went through that edge, whose caller gave up: its
+                # answer may never have reached that edge, which then never applied the effects.
+                # Its reconciliation checks (a hint, as for a rollback of a bet taken there).
+                self.hint(tx.via, effect_documents(op, tx))
             return  # another edge owns these effects (or nothing was committed)
         seq = position(tx.ledger_epoch, tx.sequence)
         effects = effects_of(op, tx, self.edge_id)  # op: the transaction type the edge forwarded

@@ -590,3 +590,44 @@ async def test_a_panic_writing_one_documents_effects_spares_the_others_and_is_co
         return (await get(http, e.url("eu") + "/v1/jackpots/mega"))[1].get("display_minor") == 1010
 
     await eventually(repaired)
+
+
+async def test_a_retry_answered_as_a_replay_elsewhere_hints_the_edge_the_first_try_went_through(
+    edges, fake_ledger, http
+):
+    """A bet committed, its answer lost at the first edge's deadline (no late answer to act on),
+    then retried through another edge, which is answered with the replay (`via` the first): the
+    first edge never applied the contribution and nothing told it to look until the slow sweep.
+    The replaying edge now hints it to reconcile those documents."""
+    from edge.app_keys import HUB
+    from edge.ledger_problems import AttemptFailed
+
+    e = await edges("eu", "us")
+    await post(http, e.url("eu") + "/v1/bets", bet("known"))
+    eu = e.servers["eu"].app[SERVICE]
+    hinted: list[str] = []
+    hub = e.servers["eu"].app[HUB]
+    note_hints = hub._on_hint
+    hub._on_hint = lambda names: (hinted.extend(names), note_hints(names))[1]
+    batcher = eu.ledger.batcher
+    real_post = batcher._post
+
+    async def committed_answer_lost(batch):  # type: ignore[no-untyped-def]  # the batcher's post
+        await real_post(batch)  # the ledger commits, and the answer never arrives
+        raise AttemptFailed("ledger batch failed: TimeoutError")
+
+    batcher._post = committed_answer_lost
+    assert (await post(http, e.url("eu") + "/v1/bets", bet("lost")))[1]["code"] == "ledger_unavailable"
+    batcher._post = real_post
+    status, replayed = await post(http, e.url("us") + "/v1/bets", bet("lost"))
+    assert status == 200 and replayed["transaction"]["via"] == "eu"
+
+    async def told() -> bool:
+        return "jackpot/mega" in hinted
+
+    await eventually(told)
+
+    async def repaired() -> bool:
+        return (await get(http, e.url("eu") + "/v1/jackpots/mega"))[1]["display_minor"] == 1010
+
+    await eventually(repaired)
