@@ -78,13 +78,14 @@ def test_an_edge_config_with_peer_tables_round_trips_through_the_edges_loader(tm
         "tracing_service_name": STRANGE,
         "peers": [{"id": "us", "url": "ws://127.0.0.1:8802"}, {"id": "apac", "url": "ws://127.0.0.1:8803"}],
     }
-    tokens = [TokenRow("us", "peer", hash_token("u")), TokenRow(STRANGE, "game_server", hash_token("g"))]
+    # (A game-server credential must be named as an id: the strange name goes to another role.)
+    tokens = [TokenRow("us", "peer", hash_token("u")), TokenRow(STRANGE, "metrics", hash_token("g"))]
     path = ServiceConfig("edge", settings, tokens).write(tmp_path / "edge.toml")
     loaded = edge_config.load(path, environ={})
     assert loaded.data_dir == tmp_path / f"{STRANGE}-data" and loaded.ledger_token == "ledger-secret"
     assert loaded.trace_service_name == STRANGE
     assert [(p.id, p.url) for p in loaded.peers] == [("us", "ws://127.0.0.1:8802"), ("apac", "ws://127.0.0.1:8803")]
-    assert [(t.name, t.role) for t in loaded.tokens] == [("us", "peer"), (STRANGE, "game_server")]
+    assert [(t.name, t.role) for t in loaded.tokens] == [("us", "peer"), (STRANGE, "metrics")]
     # Written as [[...]] sections, tokens last: more can be appended to the file (as the TLS tests do).
     text = path.read_text()
     assert text.count("[[edge.peers]]") == 2 and text.rstrip().endswith(f'sha256 = "{hash_token("g")}"')
