@@ -52,6 +52,12 @@ class EdgeMetrics:
             ["peer"],
             registry=registry,
         )
+        self.sync_stalled_links_total = Counter(
+            "edge_sync_stalled_links_total",
+            "Sync links cut because the peer stopped reading (a send did not leave within two heartbeats).",
+            ["peer"],
+            registry=registry,
+        )
         self.sync_pending_updates = Gauge(
             "edge_sync_pending_updates",
             "Documents whose state differed from the peer's at the last state-vector exchange, plus live "

@@ -156,6 +156,7 @@ class SyncHub:
             for reason in admission.REASONS:
                 self.metrics.sync_rejected_updates_total.labels(peer.id, reason)
             self.metrics.sync_answers_held_back_total.labels(peer.id)
+            self.metrics.sync_stalled_links_total.labels(peer.id)
             if self.edge_id < peer.id:
                 self._spawn(self._dial_forever(peer), f"sync-dial-{peer.id}")
 
@@ -369,8 +370,7 @@ class SyncHub:
             builder.flush()
             link.sent.append((time.monotonic(), names))
             link.in_hand = []
-            for frame in builder.frames:
-                await link.ws.send_bytes(frame)
+            await self._send_frames(link, builder.frames)
             self._forget_sent(link)
             self.health.ok("sync-push")
 
@@ -400,8 +400,7 @@ class SyncHub:
             for name, message in state_entries(self.state.replica, names):
                 builder.add(name, message)
             builder.flush()
-            for frame in builder.frames:
-                await link.ws.send_bytes(frame)
+            await self._send_frames(link, builder.frames)
             self.metrics.sync_anti_entropy_docs.labels(link.peer).observe(len(names))
             self.health.ok("sync-anti-entropy")
             await asyncio.sleep(self.limits.anti_entropy_interval_s)
@@ -459,9 +458,23 @@ class SyncHub:
         builder.flush()
         # Like a push, an answer sent shortly before the link ends may be lost: advertised again then.
         link.sent.append((time.monotonic(), answered))
-        for out in builder.frames:
-            await link.ws.send_bytes(out)
+        await self._send_frames(link, builder.frames)
         self._forget_sent(link)
+
+    async def _send_frames(self, link: _Link, frames: list[bytes]) -> None:
+        """Send frames to the peer; one that does not leave within two heartbeats means the peer
+        stopped reading (its socket buffers are full): the link is cut (TimeoutError ends it, as a
+        peer gone away does), counted and logged, and the dialer connects again. Otherwise a peer
+        that keeps sending but never reads held the link up for good, silently, and every update
+        for it was dropped once its queue was full."""
+        try:
+            async with asyncio.timeout(2 * self.limits.sync_heartbeat_s):
+                for frame in frames:
+                    await link.ws.send_bytes(frame)
+        except TimeoutError:
+            self.metrics.sync_stalled_links_total.labels(link.peer).inc()
+            log.warning("sync_peer_stalled", peer=link.peer, queued=link.queue.qsize(), dropped=link.dropped)
+            raise
 
     def _known_docs(self, link: _Link, entries: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
         """Entries for documents of a known kind (others are refused before anything is loaded or

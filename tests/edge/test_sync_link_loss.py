@@ -172,3 +172,39 @@ async def test_a_link_that_comes_up_and_is_lost_is_logged_once_each(edges):
         await eventually(lost)
     [lost_line] = [line for line in lines if line["event"] == "sync_link_lost" and line["peer"] == "us"]
     assert lost_line["log_level"] == "warning" and lost_line["up_s"] > 0
+
+
+async def test_a_peer_that_stops_reading_has_its_link_cut_counted_and_logged(edges):
+    """A peer that sends now and then (so no heartbeat ever probes it) but never reads kept its
+    link up for good: sends blocked on full socket buffers, every update for it was dropped once
+    its queue was full, and no metric or log said so."""
+    from edge.app_keys import HUB
+    from tests.support.hostile_peer import Hostile
+
+    e = await edges("apac", "eu")
+    await e.stop("apac")
+    await e.stop("eu")
+    await e.start("eu", limits=dataclasses.replace(e.config("eu").limits, sync_heartbeat_s=0.5))
+    hub = e.servers["eu"].app[HUB]
+    apac = Hostile("apac")
+    assert await apac.connect(e.url("eu"), level=2) == "eu"
+    await eventually(lambda: asyncio.sleep(0, result="apac" in hub.links), timeout_s=5)
+    link = hub.links["apac"]
+    stop = asyncio.Event()
+
+    async def keep_sending() -> None:  # data in: aiohttp's heartbeat never pings such a peer
+        while not stop.is_set():
+            await apac.send_text({"reconcile": []})
+            await asyncio.sleep(0.2)
+
+    sending = asyncio.create_task(keep_sending())
+    try:
+        # Far more than the socket buffers hold, never read:
+        with capture_logs() as lines, pytest.raises(TimeoutError):
+            await asyncio.wait_for(hub._send_frames(link, [b"\x00" * 1_000_000] * 200), 30)
+        assert hub.metrics.sync_stalled_links_total.labels("apac")._value.get() == 1
+        assert [line["peer"] for line in lines if line["event"] == "sync_peer_stalled"] == ["apac"]
+    finally:
+        stop.set()
+        await sending
+        await apac.close()

@@ -143,10 +143,10 @@ async def test_a_failing_effect_never_fails_the_committed_answer_and_reconciliat
     real = EdgeService._apply_effects
     failures = [AssertionError("a bug in an effect")]
 
-    async def flaky(self: EdgeService, op: str, tx: Json) -> None:
+    async def flaky(self: EdgeService, op: str, tx: Json, **kwargs: Any) -> None:
         if failures:
             raise failures.pop()
-        await real(self, op, tx)
+        await real(self, op, tx, **kwargs)
 
     monkeypatch.setattr(EdgeService, "_apply_effects", flaky)
     e = Edges(tmp_path, str(ledger.make_url("")).rstrip("/"), {"eu": free_port()})
