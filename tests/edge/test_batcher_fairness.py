@@ -31,14 +31,7 @@ async def test_one_client_cannot_fill_the_queue_the_others_share() -> None:
         return 0, [ledger._one(a.asked.op, _body(a.asked)) for a in batch]
 
     tasks: set[asyncio.Task[Any]] = set()
-    batcher = Batcher(
-        post,
-        LedgerFailover(["http://127.0.0.1:1"], limits, time.monotonic),
-        limits,
-        EdgeMetrics(CollectorRegistry()),
-        time.monotonic,
-        lambda coro: tasks.add(asyncio.ensure_future(coro)),
-    )
+    batcher = _batcher(post, limits, tasks)
     dispatching = asyncio.create_task(batcher.dispatch())
 
     def bet(client: str, n: int) -> Any:
@@ -81,14 +74,7 @@ async def test_actions_whose_callers_gave_up_keep_their_clients_place_until_they
         raise AssertionError("never answered in this test")
 
     tasks: set[asyncio.Task[Any]] = set()
-    batcher = Batcher(
-        post,
-        LedgerFailover(["http://127.0.0.1:1"], limits, time.monotonic),
-        limits,
-        EdgeMetrics(CollectorRegistry()),
-        time.monotonic,
-        lambda coro: tasks.add(asyncio.ensure_future(coro)),
-    )
+    batcher = _batcher(post, limits, tasks)
     dispatching = asyncio.create_task(batcher.dispatch())
 
     def bet(client: str, n: int) -> Any:
@@ -111,6 +97,18 @@ async def test_actions_whose_callers_gave_up_keep_their_clients_place_until_they
         for task in (*tasks, dispatching):
             task.cancel()
         await asyncio.gather(dispatching, *tasks, return_exceptions=True)
+
+
+def _batcher(post: Any, limits: Limits, tasks: set[asyncio.Task[Any]]) -> Batcher:
+    """A batcher over `post` (the ledger), its spawned sends kept in `tasks` (to cancel at the end)."""
+    return Batcher(
+        post,
+        LedgerFailover(["http://127.0.0.1:1"], limits, time.monotonic),
+        limits,
+        EdgeMetrics(CollectorRegistry()),
+        time.monotonic,
+        lambda coro: tasks.add(asyncio.ensure_future(coro)),
+    )
 
 
 def _body(asked: Asked) -> dict[str, Any]:
