@@ -326,9 +326,11 @@ async def _promote(request: web.Request, force: bool, standby: StandbyTailer | N
         }
     try:
         head = await service.promote(above)
-    except Exception:  # no epoch left above what was announced, or the store failed: still a standby
+    except Exception:  # not handled here, only undone: re-raised, a refusal (epoch_exhausted) and a
+        # store failure (storage_unavailable) are answered as such, a bug is logged and counted by
+        # the web layer as a 500. Still a standby either way, so it goes on tailing.
         if standby is not None and service.role == "standby":
-            standby.start()  # it goes on tailing
+            standby.start()
         raise
     if record is not None:
         await _journal_promotion(service, {**record, "epoch": head.epoch}, principal(request).name)

@@ -189,7 +189,7 @@ async def read_peer(http: aiohttp.ClientSession, url: str) -> PeerView:
             sequence if isinstance(sequence, int) else None,
             head_hash if isinstance(head_hash, str) else None,
             promoting=body.get("promoting") is True,
-            instance=body.get("instance") if isinstance(body.get("instance"), str) else None,
+            instance=instance if isinstance(instance := body.get("instance"), str) else None,
         )
     except (aiohttp.ClientError, TimeoutError, KeyError, ValueError, TypeError) as e:
         log.warning("peer_ledger_unreadable", peer=url, error=type(e).__name__)
@@ -331,7 +331,7 @@ class Fencing:
             connector = aiohttp.TCPConnector(ssl=self.tls if self.tls is not None else True)
             async with aiohttp.ClientSession(timeout=timeout, connector=connector) as http:
                 read = await asyncio.gather(*(read_peer(http, url) for url in self.peers))
-            views = tuple(v for v in read if v.instance is None or v.instance != self.instance)
+            views = tuple(v for v in read if v.instance != self.instance)  # not this very process
             self.metrics.peers_unreadable.set(sum(not v.readable for v in views))
             proven = Survey(0.0, views).highest_primary_epoch()
             if proven:

@@ -319,7 +319,7 @@ class EdgeService:
         # game at once: the newest states are shown, among a bounded number read.
         cap = self.cfg.limits.session_games_max
         read_max = cap * SESSION_GAMES_READ_FACTOR
-        saved: dict[str, tuple[float, str, SessionRecord]] = {}
+        saved: dict[str, tuple[str, SessionRecord]] = {}  # game -> (edge that saved it, its record)
         own = self.state.children(doc_name(SESSION, player_id, client_id))[:read_max]
         shared = self.state.children(doc_name(SESSION, player_id))[:read_max]
         for game_id, name in [
@@ -329,12 +329,12 @@ class EdgeService:
             doc = await self.state.doc(name)
             self._count_invalid(SESSION, len(decoded(doc, SessionRecord.decode)[1]))
             latest = session_latest(doc)
-            if latest is not None and (game_id not in saved or latest[1].ts > saved[game_id][0]):
-                saved[game_id] = (latest[1].ts, latest[0], latest[1])  # own first: it wins a tie
-        newest = sorted(saved.items(), key=lambda item: (item[1][0], item[0]), reverse=True)[:cap]
+            if latest is not None and (game_id not in saved or latest[1].ts > saved[game_id][1].ts):
+                saved[game_id] = latest  # own first: it wins a tie
+        newest = sorted(saved.items(), key=lambda item: (item[1][1].ts, item[0]), reverse=True)[:cap]
         games = {
             game_id: {"state": orjson.loads(rec.state_json), "updated_at": rec.updated_at, "edge": edge}
-            for game_id, (_, edge, rec) in newest
+            for game_id, (edge, rec) in newest
         }
         out: dict[str, Any] = {"player_id": player_id, "open_rounds": [], "open_rounds_available": True, "games": games}
         try:
