@@ -450,3 +450,26 @@ async def test_a_promotion_the_store_failed_leaves_the_standby_tailing(
     status, problem = await a.post("admin_write", "/admin/v1/promote", None)
     assert status == 503 and problem["code"] == "storage_unavailable", problem
     assert service.role == "standby" and apps["a"].app[STANDBY].running
+
+
+async def test_a_liar_echoing_this_copys_instance_is_ignored_and_proves_nothing(
+    aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path
+) -> None:
+    """`instance` is public (any peer reads it in /readyz): a liar that copies it is taken for this
+    copy and left out. It can hide itself, as an unreadable peer does; it cannot fence a primary
+    nor make itself count as a twin."""
+    primary_server = await aiohttp_server(create_app(ledger_config(tmp_path / "p"), clock=FakeClock()))
+    primary_app = primary_server.app
+    fencing = primary_app[FENCING]
+
+    async def readyz(request: web.Request) -> web.Response:
+        body = {"role": "primary", "epoch": 7, "fenced": False, "head_sequence": 0, "head_hash": "ab" * 32}
+        return web.json_response({**body, "instance": fencing.instance}, headers={"X-Ledger-Epoch": "7"})
+
+    liar = web.Application()
+    liar.router.add_get("/readyz", readyz)
+    liar_url = str((await aiohttp_server(liar)).make_url("")).rstrip("/")
+    fencing.peers = (liar_url,)
+    survey = await fencing.survey()
+    assert survey.views == () and not primary_app[SERVICE].fenced
+    assert primary_app[SERVICE].metrics.peers_primary_at_own_epoch._value.get() == 0
