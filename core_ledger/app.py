@@ -113,6 +113,7 @@ def create_app(
         tokens=tokens,
         registry=registry,
         body_bytes_max=config.body_bytes_max,
+        body_timeout_s=config.http_body_timeout_s,
         outer_middlewares=tracing.middlewares(),
         caller_check=_epoch_claim,
     )

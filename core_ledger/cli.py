@@ -148,9 +148,7 @@ def serve(
     ),
 ) -> None:
     """Run the ledger until SIGINT/SIGTERM, then drain the queue and close the database."""
-    from aiohttp import web
-
-    from shared import event_loop, gc_tuning, logs
+    from shared import event_loop, gc_tuning, http_serving, logs
     from shared.config import ConfigError, exit_on_config_error
     from shared.credentials import FileSecret
 
@@ -194,13 +192,7 @@ def serve(
         else {"host": cfg.host, "port": cfg.port, "ssl_context": cfg.tls.server_context()}
     )
     try:
-        web.run_app(
-            create_app(cfg, standby=standby),
-            print=None,
-            access_log=None,
-            loop=event_loop.new_loop(),
-            **where,
-        )
+        http_serving.serve(create_app(cfg, standby=standby), cfg.connection_limits, loop=event_loop.new_loop(), **where)
     except StorageError as e:  # the store cannot be opened (e.g. its schema version): a message, not a traceback
         import structlog
 

@@ -39,6 +39,7 @@ from shared.config import (
     tokens_file_path,
 )
 from shared.configspec import Key, Table, apply_env, check_table
+from shared.http_serving import BODY_TIMEOUT_S, CONNECTIONS_MAX, HTTP_KEYS, IDLE_TIMEOUT_S, ConnectionLimits
 from shared.tls import TLS_KEYS, TlsSettings, parse_tls
 from shared.tracing import tracing_keys
 
@@ -55,6 +56,9 @@ class LedgerConfig:
     commit_batch_max: int = 256
     queue_depth_max: int = 10_000
     body_bytes_max: int = 65_536
+    http_connections_max: int = CONNECTIONS_MAX
+    http_idle_timeout_s: float = IDLE_TIMEOUT_S
+    http_body_timeout_s: float = BODY_TIMEOUT_S
     page_limit_max: int = 1000
     batch_actions_max: int = 256
     fronts: int = 0  # processes serving the money routes' HTTP beside this one (core_ledger/fronts.py)
@@ -107,6 +111,10 @@ class LedgerConfig:
     @property
     def db_path(self) -> Path:
         return self.data_dir / "ledger.db"
+
+    @property
+    def connection_limits(self) -> ConnectionLimits:
+        return ConnectionLimits(self.http_connections_max, self.http_idle_timeout_s, self.http_body_timeout_s)
 
     @property
     def front_socket(self) -> Path:
@@ -175,6 +183,7 @@ LEDGER = Table(
             "queue_depth_max", 10_000, "Money actions waiting for the writer at most; beyond, 503 `ledger_unavailable`."
         ),
         _count("body_bytes_max", 65_536, "Largest request body accepted, in bytes (413 beyond)."),
+        *HTTP_KEYS,
         _count("page_limit_max", 1000, "Largest `limit` of a paged read (journal, history)."),
         _count("batch_actions_max", 256, "Money actions in one `POST /v1/batch` at most."),
         Key(

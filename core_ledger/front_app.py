@@ -28,14 +28,14 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from yarl import URL
 
-from shared import auth, event_loop, request_ids
+from shared import auth, event_loop, http_serving, request_ids
 from shared.contract import headers
 from shared.errors import CroupierError, Unavailable
 from shared.metrics import HttpMetrics
 from shared.routes import Route
 from shared.tracing import EXPORT_RESULTS, TraceMetrics
 from shared.tracing import setup as setup_tracing
-from shared.web import ANSWER_HEADERS_KEY, HTTP_METRICS_KEY, RELAYED, make_app, request_id
+from shared.web import ANSWER_HEADERS_KEY, HTTP_METRICS_KEY, RELAYED, make_app, read_body, request_id
 
 from core_ledger.app_keys import CONFIG, SUBMIT
 from core_ledger.config import LedgerConfig
@@ -49,6 +49,7 @@ from core_ledger.front_channel import (
     Observation,
     Result,
     answer_of,
+    connections_message,
     epoch_of,
     frame,
     observed_message,
@@ -135,10 +136,12 @@ class RemoteLedger:
         else:
             raise ChannelError(f"unknown frame kind {message[0]!r}")
 
-    async def flush_observed(self, trace_registry: CollectorRegistry) -> None:
-        """The requests this front answered, to the ledger's `http_request_duration_seconds`, and
-        the spans its tracer exported or lost, to the ledger's `trace_spans_exported_total`."""
+    async def flush_observed(self, trace_registry: CollectorRegistry, http_registry: CollectorRegistry) -> None:
+        """The requests this front answered, to the ledger's `http_request_duration_seconds`; the
+        spans its tracer exported or lost, to the ledger's `trace_spans_exported_total`; its client
+        connections, to the ledger's `http_connections_open` and `http_connections_refused_total`."""
         reported = dict.fromkeys(EXPORT_RESULTS, 0)
+        connections_reported = (0, 0)
         while True:
             await asyncio.sleep(OBSERVED_FLUSH_S)
             if self._writer.is_closing():
@@ -154,6 +157,14 @@ class RemoteLedger:
             if new:
                 reported = counted
                 self._writer.write(frame(spans_message(new)))
+            connections = (
+                int(http_registry.get_sample_value("http_connections_open") or 0),
+                int(http_registry.get_sample_value("http_connections_refused_total") or 0),
+            )
+            if connections != connections_reported:
+                refused_new = connections[1] - connections_reported[1]
+                connections_reported = connections
+                self._writer.write(frame(connections_message(connections[0], refused_new)))
 
 
 class _Observed:
@@ -168,7 +179,8 @@ class RelayedHttpMetrics(HttpMetrics):
     """This front's request timings, kept for the ledger process to count (one `/metrics`)."""
 
     def __init__(self, remote: RemoteLedger) -> None:
-        super().__init__(CollectorRegistry())  # unexported: the series live in the ledger process
+        self.registry = CollectorRegistry()  # unexported: the series live in the ledger process
+        super().__init__(self.registry)
         self._remote = remote
 
     def request_duration(self, route: str, method: str, status: int) -> Any:
@@ -185,7 +197,7 @@ def _claim_check(request: web.Request, who: auth.Principal) -> None:
 @auth.public  # the ledger process authenticates what it is relayed
 async def relay(request: web.Request) -> web.StreamResponse:
     """Any route a front does not serve, to the ledger process's private listener, streamed back."""
-    body = await request.read()
+    body = await read_body(request)  # within the body deadline: this route reads before any credential is checked
     sent = {k: v for k, v in request.headers.items() if k.lower() not in NOT_RELAYED_REQUEST}
     sent[request_ids.HEADER] = request_id(request)  # one request id in both processes' lines
     try:
@@ -239,11 +251,12 @@ def create_front_app(
         tokens=tokens,
         registry=CollectorRegistry(),
         body_bytes_max=config.body_bytes_max,
+        body_timeout_s=config.http_body_timeout_s,
         outer_middlewares=tracing.middlewares(),
         caller_check=_claim_check,
         probes=False,
     )
-    app[HTTP_METRICS_KEY] = RelayedHttpMetrics(remote)
+    app[HTTP_METRICS_KEY] = relayed_metrics = RelayedHttpMetrics(remote)
     app[CONFIG] = config
     app[SUBMIT] = remote.submit
     for route in front_routes():
@@ -262,7 +275,7 @@ def create_front_app(
             connector=connector, timeout=aiohttp.ClientTimeout(total=None, sock_connect=5), auto_decompress=False
         )
         serving = asyncio.create_task(_serve_until_ledger_ends(remote))
-        flushing = asyncio.create_task(remote.flush_observed(trace_registry))
+        flushing = asyncio.create_task(remote.flush_observed(trace_registry, relayed_metrics.registry))
         flushing.add_done_callback(_stop_if_failed)
         log.info("ledger_front_started", pid=os.getpid(), host=config.host, port=config.port)
         try:
@@ -311,13 +324,12 @@ def run_front(config: LedgerConfig, ledger_socket: Path, channel_fd: int) -> Non
     reader, writer = loop.run_until_complete(_open(channel))
     tokens = auth.TokenStore(())  # none until the ledger process pushes its own
     remote = RemoteLedger(reader, writer, tokens)
-    web.run_app(
+    http_serving.serve(
         create_front_app(config, remote, tokens, ledger_socket),
+        config.connection_limits,
         host=config.host,
         port=config.port,
         reuse_port=True,  # the fronts share the ledger's address; the kernel spreads connections
-        print=None,
-        access_log=None,
         ssl_context=config.tls.server_context(),
         loop=loop,
     )

@@ -8,6 +8,7 @@ From a front:
 - `["submit", n, authorization, epoch_claim, [[type, request, principal, client_id, id, via], ...]]`
 - `["observed", [[route, method, status, seconds], ...]]`: requests it answered (for the HTTP metrics)
 - `["spans", {result: count}]`: spans its tracer handed to the exporter since the last (ok, failed)
+- `["connections", [open, refused]]`: client connections it holds, and refused since the last
 
 From the ledger:
 - `["results", n, epoch, [[status, body] | ["error", code, detail, extra, retry_after_s], ...]]`
@@ -298,6 +299,23 @@ def spans_of(message: list[Any]) -> dict[str, int]:
         if not 0 <= _int(count, "a span count") <= SPAN_COUNT_MAX:
             raise ChannelError("a span count is out of bounds")
     return counts
+
+
+CONNECTION_COUNT_MAX = 10**9  # far above any http_connections_max
+
+
+def connections_message(open_now: int, refused: int) -> list[Any]:
+    """A front's client connections open now, and those it refused since its last report."""
+    return ["connections", [open_now, refused]]
+
+
+def connections_of(message: list[Any]) -> tuple[int, int]:
+    if len(message) != 2 or not isinstance(message[1], list) or len(message[1]) != 2:
+        raise ChannelError("connection counts are not [connections, [open, refused]]")
+    open_now, refused = (_int(n, "a connection count") for n in message[1])
+    if not (0 <= open_now <= CONNECTION_COUNT_MAX and 0 <= refused <= CONNECTION_COUNT_MAX):
+        raise ChannelError("a connection count is out of bounds")
+    return open_now, refused
 
 
 def epoch_message(epoch: int) -> list[Any]:

@@ -42,6 +42,7 @@ from core_ledger.front_channel import (
     ChannelError,
     FrameReader,
     Outbox,
+    connections_of,
     epoch_message,
     observed_of,
     refused_message,
@@ -116,6 +117,8 @@ class Fronts:
         self._fencing = fencing
         self._tokens = tokens
         self._http_metrics = http_metrics
+        self._front_connections: dict[int, int] = {}  # client connections each running front holds
+        http_metrics.connection_sources.append(lambda: sum(self._front_connections.values()))
         self._trace_metrics = trace_metrics
         self._health = TaskHealth("fronts", metrics, base_delay_s=0.5, max_delay_s=30.0)
         self._up = metrics.fronts_up
@@ -176,7 +179,7 @@ class Fronts:
             child.close()
         reader, writer = await asyncio.open_connection(sock=parent, limit=FRAME_BYTES_MAX)
         outbox = Outbox(writer)
-        serving = asyncio.create_task(self._serve(reader, outbox))
+        serving = asyncio.create_task(self._serve(reader, outbox, index))
         exited = asyncio.create_task(process.wait())
         self._outboxes[index] = outbox
         self._up.inc()
@@ -192,13 +195,14 @@ class Fronts:
         finally:
             self._up.dec()
             self._outboxes.pop(index, None)
+            self._front_connections.pop(index, None)
             # SIGTERM first: the front drains its requests, whose answers still come over the channel.
             await _end(process)
             serving.cancel()
             exited.cancel()
             writer.close()
 
-    async def _serve(self, reader: asyncio.StreamReader, outbox: Outbox) -> None:
+    async def _serve(self, reader: asyncio.StreamReader, outbox: Outbox, front: int) -> None:
         """The front's frames, in order, until its channel ends. A submit is answered from its
         future's callback (no task per request); only one whose epoch claim must be judged first
         runs as a task, cancelled if the front goes away (what was committed stays committed)."""
@@ -214,6 +218,8 @@ class Fronts:
                             task.add_done_callback(judging.discard)
                     elif message[0] == "observed":
                         self._observe(observed_of(message))
+                    elif message[0] == "connections":
+                        self._count_connections(front, *connections_of(message))
                     elif message[0] == "spans":
                         for result, count in spans_of(message).items():
                             self._trace_metrics.spans_exported_total.labels(result).inc(count)
@@ -307,6 +313,13 @@ class Fronts:
             outbox.writer.transport.abort()
             return
         outbox.send(reply)  # raises ChannelError for a frame over the bound: nothing is queued then
+
+    def _count_connections(self, front: int, open_now: int, refused: int) -> None:
+        """A front's client connections into this process's `http_connections_open` (summed over
+        the fronts while they run) and `http_connections_refused_total`."""
+        self._front_connections[front] = open_now
+        if refused:
+            self._http_metrics.connections_refused_total.inc(refused)
 
     def _observe(self, observations: list[tuple[str, str, int, float]]) -> None:
         """A front's answered requests into this process's `http_request_duration_seconds`: only

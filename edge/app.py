@@ -94,7 +94,11 @@ def create_app(
             cfg.tracing_otlp_endpoint, cfg.trace_service_name, cfg.tracing_sample_ratio, metrics=trace_metrics
         )
     app = make_app(
-        tokens=tokens, registry=registry, body_bytes_max=cfg.body_bytes_max, outer_middlewares=tracing.middlewares()
+        tokens=tokens,
+        registry=registry,
+        body_bytes_max=cfg.body_bytes_max,
+        body_timeout_s=cfg.http_body_timeout_s,
+        outer_middlewares=tracing.middlewares(),
     )
     metrics = EdgeMetrics(registry)
     health = TaskHealth(

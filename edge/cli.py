@@ -21,9 +21,7 @@ def serve(
     port: int | None = typer.Option(None, "--port", min=1, max=65535),
 ) -> None:
     """Run the edge (money forwarded to the ledger, CRDT state synced with peers)."""
-    from aiohttp import web
-
-    from shared import event_loop, gc_tuning, logs
+    from shared import event_loop, gc_tuning, http_serving, logs
     from shared.config import ConfigError, exit_on_config_error
 
     from edge import config as edge_config
@@ -37,12 +35,11 @@ def serve(
     logs.configure(cfg.log_level, service="edge", edge_id=cfg.id, file=cfg.log_file)
     gc_tuning.tune_for_serving()  # the CRDT documents and their facts are not rescanned per update
     try:
-        web.run_app(
+        http_serving.serve(
             create_app(cfg),
+            cfg.connection_limits,
             host=cfg.host,
             port=cfg.port,
-            print=None,
-            access_log=None,
             shutdown_timeout=5.0,
             ssl_context=cfg.tls.server_context(),
             loop=event_loop.new_loop(),

@@ -45,6 +45,7 @@ from shared.config import (
     tokens_file_path,
 )
 from shared.configspec import Key, Table, apply_env, check_table
+from shared.http_serving import BODY_TIMEOUT_S, CONNECTIONS_MAX, HTTP_KEYS, IDLE_TIMEOUT_S, ConnectionLimits
 from shared.ids import is_id
 from shared.tls import TLS_KEYS, TlsSettings, parse_tls
 from shared.tracing import tracing_keys
@@ -127,6 +128,13 @@ class EdgeConfig:
     tracing_otlp_endpoint: str = ""  # OTLP/HTTP traces URL; empty: tracing off (shared/tracing.py)
     tracing_service_name: str = ""  # empty: croupier-edge-<id> (see `trace_service_name`)
     tracing_sample_ratio: float = 1.0
+    http_connections_max: int = CONNECTIONS_MAX
+    http_idle_timeout_s: float = IDLE_TIMEOUT_S
+    http_body_timeout_s: float = BODY_TIMEOUT_S
+
+    @property
+    def connection_limits(self) -> ConnectionLimits:
+        return ConnectionLimits(self.http_connections_max, self.http_idle_timeout_s, self.http_body_timeout_s)
 
     @property
     def trace_service_name(self) -> str:
@@ -213,6 +221,7 @@ EDGE = Table(
             minimum=1024,
             maximum=BYTES_MAX,
         ),
+        *HTTP_KEYS,
         Key(
             "session_state_bytes_max",
             int,
@@ -462,4 +471,7 @@ def parse(raw: dict[str, Any], base: Path, environ: Mapping[str, str] | None = N
         tracing_otlp_endpoint=values["tracing_otlp_endpoint"],
         tracing_service_name=values["tracing_service_name"],
         tracing_sample_ratio=values["tracing_sample_ratio"],
+        http_connections_max=values["http_connections_max"],
+        http_idle_timeout_s=values["http_idle_timeout_s"],
+        http_body_timeout_s=values["http_body_timeout_s"],
     )

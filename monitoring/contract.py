@@ -140,6 +140,9 @@ LEDGER_METRICS = (
 
 COMMON_METRICS = (
     MetricSpec("http_request_duration_seconds", "histogram", ("route", "method", "status")),
+    # Client connections (shared/http_serving.py): open now, and refused at http_connections_max.
+    MetricSpec("http_connections_open", "gauge"),
+    MetricSpec("http_connections_refused_total", "counter"),
     # Every process (shared/runtime_metrics.py): its build, and prometheus_client's process, platform
     # and GC collectors (the USE panels: CPU, memory, file descriptors).
     MetricSpec("croupier_build_info", "gauge", ("version", "service")),

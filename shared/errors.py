@@ -14,12 +14,13 @@ Error tree (status in brackets)::
     │                               standby_behind, epoch_exhausted,
     │                               round_refunded, backup_not_configured, wagering_already_claimed,
     │                               session_games_full
+    ├── RequestTimeout [408]        request_timeout
     ├── PayloadTooLarge [413]       payload_too_large
     ├── Unprocessable [422]         insufficient_funds, idempotency_key_reused, wagering_not_met,
     │                               bonus_expired, currency_mismatch, balance_limit_exceeded
     ├── Locked [423]                account_frozen
     ├── Unavailable [503]           ledger_unavailable, not_primary, storage_unavailable,
-    │                               standby_unavailable, edge_overloaded
+    │                               standby_unavailable, edge_overloaded, too_many_connections
     └── Halted [500]                ledger_halted: NOT retryable. A money invariant broke inside
                                     the writer (a bug or corrupt state): it takes no write until an
                                     operator investigated and restarted it; retrying cannot help.
@@ -77,6 +78,11 @@ class Conflict(CroupierError):
     title = "Conflict"
 
 
+class RequestTimeout(CroupierError):
+    code = "request_timeout"
+    title = "Request timeout"
+
+
 class PayloadTooLarge(CroupierError):
     code = "payload_too_large"
     title = "Payload too large"
@@ -111,6 +117,7 @@ STATUS_BY_CLASS: dict[type[CroupierError], int] = {
     Forbidden: 403,
     NotFound: 404,
     Conflict: 409,
+    RequestTimeout: 408,
     PayloadTooLarge: 413,
     Unprocessable: 422,
     Locked: 423,
@@ -170,6 +177,7 @@ CODES: dict[str, Code] = {
     "consumer_limit_reached": Code(Conflict, "event_consumers_max named consumers exist already"),
     "round_refunded": Code(Conflict, "the round was refunded"),
     "wagering_already_claimed": Code(Conflict, "the bet wagered towards a bonus already claimed"),
+    "request_timeout": Code(RequestTimeout, "the body did not arrive within http_body_timeout_s: nothing done", True),
     "payload_too_large": Code(PayloadTooLarge, "the body exceeds the size limit (`GET /v1/limits`)"),
     "insufficient_funds": Code(Unprocessable, "the balance does not cover the amount"),
     "idempotency_key_reused": Code(Unprocessable, "the id was used before with another request"),
@@ -184,6 +192,9 @@ CODES: dict[str, Code] = {
     "storage_unavailable": Code(Unavailable, "the store failed transiently", True),
     "standby_unavailable": Code(Unavailable, "no synchronous standby confirmed the commit in time", True),
     "edge_overloaded": Code(Unavailable, "the edge's own queue to the ledger is full: nothing was sent", True),
+    "too_many_connections": Code(
+        Unavailable, "the server holds http_connections_max client connections: the connection was closed", True
+    ),
     "ledger_halted": Code(Halted, "a money invariant broke: no write until an operator restarts it"),
     "internal_error": Code(CroupierError, "a bug; it has been logged"),
 }

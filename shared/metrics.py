@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 # Buckets in seconds, tuned for sub-millisecond loopback calls up to multi-second outages.
 LATENCY_BUCKETS_S = (
@@ -32,6 +33,18 @@ class HttpMetrics:
             "HTTP request handling time by route template, method and status.",
             ["route", "method", "status"],
             buckets=LATENCY_BUCKETS_S,
+            registry=registry,
+        )
+        # Client connections (shared/http_serving.py): open now, and refused for being one too many.
+        self.connections_open = Gauge(
+            "http_connections_open", "Client connections this process (and its fronts) hold open.", registry=registry
+        )
+        # What holds connections: this process's listener, and the ledger's fronts as they report.
+        self.connection_sources: list[Callable[[], int]] = []
+        self.connections_open.set_function(lambda: sum(source() for source in self.connection_sources))
+        self.connections_refused_total = Counter(
+            "http_connections_refused_total",
+            "Client connections answered 503 too_many_connections and closed: http_connections_max were open.",
             registry=registry,
         )
         # The series of each (route, method, status), bound once: `.labels()` per request costs as

@@ -30,6 +30,7 @@ from shared.errors import (
     CroupierError,
     MalformedJson,
     PayloadTooLarge,
+    RequestTimeout,
     Unauthenticated,
     Unavailable,
     problem,
@@ -46,6 +47,8 @@ PRINCIPAL = web.RequestKey("principal", auth.Principal)  # the authenticated cal
 REGISTRY_KEY = web.AppKey("registry", CollectorRegistry)
 TOKENS_KEY = web.AppKey("tokens", auth.TokenStore)
 HTTP_METRICS_KEY = web.AppKey("http_metrics", HttpMetrics)
+BODY_TIMEOUT_KEY = web.AppKey("body_timeout_s", float)  # `read_body`'s deadline (http_body_timeout_s)
+BODY_TIMEOUT_S = 15.0  # its default
 REQUEST_ID = web.RequestKey("request_id", str)
 LOG_FIELDS = web.RequestKey("log_fields", dict)
 LOG_LINES = web.RequestKey("log_lines", logs.RequestLines)  # written together when the request ends
@@ -128,14 +131,23 @@ def validate(model: type[M], value: Any) -> M:
         raise validation_error(e) from None
 
 
-async def read_json(request: web.Request) -> Any:
+async def read_body(request: web.Request) -> bytes:
+    """The request's body, read within the application's body deadline (`408 request_timeout`
+    beyond: a client sending it a byte at a time holds a handler no longer than that)."""
+    deadline_s = request.config_dict.get(BODY_TIMEOUT_KEY, BODY_TIMEOUT_S)
     try:
-        raw = await request.read()
+        async with asyncio.timeout(deadline_s):
+            return await request.read()
+    except TimeoutError:
+        raise RequestTimeout(f"the request body did not arrive within {deadline_s:g} s") from None
     except web.HTTPRequestEntityTooLarge:
         raise PayloadTooLarge("request body exceeds the size limit") from None
     except web.RequestPayloadError:  # e.g. a Content-Encoding the body does not decode with
         raise MalformedJson("request body could not be decoded") from None
-    return parse_json(raw)
+
+
+async def read_json(request: web.Request) -> Any:
+    return parse_json(await read_body(request))
 
 
 async def read_model(request: web.Request, model: type[M]) -> M:
@@ -320,6 +332,7 @@ def make_app(
     tokens: auth.TokenStore,
     registry: CollectorRegistry,
     body_bytes_max: int,
+    body_timeout_s: float = BODY_TIMEOUT_S,
     outer_middlewares: Sequence[Any] = (),
     caller_check: CallerCheck | None = None,
     probes: bool = True,
@@ -332,6 +345,7 @@ def make_app(
     app[TOKENS_KEY] = tokens
     app[REGISTRY_KEY] = registry
     app[HTTP_METRICS_KEY] = HttpMetrics(registry)
+    app[BODY_TIMEOUT_KEY] = body_timeout_s
     app[CALLER_CHECKS_KEY] = (caller_check,) if caller_check is not None else ()
     app[ANSWER_HEADERS_KEY] = []
     app.on_response_prepare.append(answer_headers)

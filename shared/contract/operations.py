@@ -24,7 +24,14 @@ from shared.contract.requests import (
 )
 
 # Any request with a body to an authenticated route.
-REQUEST_CODES = ("validation_error", "malformed_json", "unauthenticated", "forbidden", "payload_too_large")
+REQUEST_CODES = (
+    "validation_error",
+    "malformed_json",
+    "unauthenticated",
+    "forbidden",
+    "payload_too_large",
+    "request_timeout",
+)
 # Any authenticated route without a body.
 READ_CODES = ("validation_error", "unauthenticated", "forbidden", "not_found")
 # Any write that reaches the ledger's writer: it may be refused as a whole.

@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry
 from shared.auth import Principal
 from shared.errors import CroupierError
 from shared.tracing import TraceMetrics
-from shared.web import HTTP_METRICS_KEY, TOKENS_KEY
+from shared.web import HTTP_METRICS_KEY, REGISTRY_KEY, TOKENS_KEY
 
 from core_ledger import fronts as fronts_module
 from core_ledger.app_keys import FENCING, SERVICE
@@ -34,6 +34,7 @@ from core_ledger.front_channel import (
     Outbox,
     answer_of,
     command_of,
+    connections_message,
     frame,
     observed_message,
     results_message,
@@ -106,7 +107,7 @@ async def front(api: Api) -> AsyncIterator[tuple[Front, Fronts, CollectorRegistr
     ours, theirs = socket.socketpair()
     reader, writer = await asyncio.open_connection(sock=ours, limit=FRAME_BYTES_MAX)
     their_reader, their_writer = await asyncio.open_connection(sock=theirs, limit=FRAME_BYTES_MAX)
-    serving = asyncio.create_task(fronts._serve(their_reader, Outbox(their_writer)))
+    serving = asyncio.create_task(fronts._serve(their_reader, Outbox(their_writer), 0))
     try:
         yield Front(reader, writer, serving, their_writer), fronts, registry
     finally:
@@ -423,6 +424,29 @@ async def test_a_fronts_span_counts_add_to_the_ledgers_and_a_lie_about_them_ends
     with pytest.raises(ChannelError):
         await asyncio.wait_for(channel.serving, READ_TIMEOUT_S)
     assert (exported("ok"), exported("failed")) == (8, 2)
+
+
+async def test_a_fronts_connection_counts_reach_the_ledgers_metrics_and_a_lie_ends_the_channel(
+    front: Any, api: Api
+) -> None:
+    channel, _, _ = front
+    http_registry = api.client.app[REGISTRY_KEY]
+
+    def sample(name: str) -> float:
+        return http_registry.get_sample_value(name) or 0.0
+
+    open_before, refused_before = sample("http_connections_open"), sample("http_connections_refused_total")
+    channel.writer.write(frame(connections_message(40, 3)))
+    channel.writer.write(frame(connections_message(25, 2)))  # open now replaces; refused adds up
+    channel.writer.write(frame(submit_message(1, f"Bearer {TOKENS['edge']}", None, [money("bet", bet("c1"))])))
+    await channel.read()  # read after the counts
+    assert sample("http_connections_open") == open_before + 25
+    assert sample("http_connections_refused_total") == refused_before + 5
+    # A front cannot lower the counter nor claim an absurd count: its channel ends, the figures stay.
+    channel.writer.write(frame(connections_message(25, -4)))
+    with pytest.raises(ChannelError):
+        await asyncio.wait_for(channel.serving, READ_TIMEOUT_S)
+    assert sample("http_connections_refused_total") == refused_before + 5
 
 
 async def test_span_counts_of_an_unknown_result_end_the_channel(front: Any) -> None:

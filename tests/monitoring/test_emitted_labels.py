@@ -164,7 +164,9 @@ async def drive_ledger_and_standby(run: Running, root: Path, http: aiohttp.Clien
     """A primary with traffic (commits, a refusal, a replay, epoch claims, an audit) and a standby
     tailing it; the primary's URL."""
     registry = CollectorRegistry()
-    ledger = await start(run, create_ledger(ledger_config(root / "primary"), registry=registry), registry)
+    ledger = await start(
+        run, create_ledger(ledger_config(root / "primary", http_body_timeout_s=0.3), registry=registry), registry
+    )
     standby_registry = CollectorRegistry()
     settings = StandbySettings(ledger, TOKENS["replica"], poll_interval_s=0.05)
     await start(
@@ -199,7 +201,23 @@ async def drive_ledger_and_standby(run: Running, root: Path, http: aiohttp.Clien
     await call(http, "GET", ledger + "/v1/players/p1/balances", TOKENS["cashier"], **{"X-Ledger-Epoch": "7"})
     await call(http, "GET", ledger + "/v1/players/p1/balances", TOKENS["edge"], **{"X-Ledger-Epoch": "7"})
     assert await call(http, "POST", ledger + "/admin/v1/audit/verify", TOKENS["admin_write"]) == 200
+    assert await slow_body_status(ledger, "/v1/bets", TOKENS["edge"]) == 408
     return ledger
+
+
+async def slow_body_status(base: str, path: str, token: str) -> int:
+    """The status answered to a request whose body stops half-way (the body deadline's 408)."""
+    host, port = base.removeprefix("http://").split(":")
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), 5)
+    try:
+        writer.write(
+            f"POST {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 50\r\n\r\n{".encode()
+        )
+        status_line = await asyncio.wait_for(reader.readline(), 5)
+        return int(status_line.split()[1])
+    finally:
+        writer.close()
 
 
 async def test_every_name_and_label_value_the_monitoring_selects_is_emitted_by_the_real_code(running, tmp_path):

@@ -1,0 +1,276 @@
+"""Serving an aiohttp application with bounds on what clients may hold: its open connections, the
+time a connection may sit without a whole request, and the time a request's body may take.
+
+aiohttp bounds none of the first and last by itself. A client that opens connections and never
+finishes a request, or that sends a body a byte at a time, holds a file descriptor (and, for a body,
+a handler) each. Enough of them exhaust the process's descriptors, and then every file the service
+opens fails with them: its SQLite files, its connections to the ledger and to its peers
+(docs/decisions/http-connection-limits.md).
+
+- `ConnectionLimits.connections_max`: open client connections of this process at most. One more is
+  answered `503 too_many_connections` at once (written by `ConnectionGate`, before any handler, with
+  `Connection: close` and `Retry-After`) and closed; `http_connections_refused_total` counts them,
+  `http_connections_open` is how many are open.
+- `ConnectionLimits.idle_timeout_s`: aiohttp's keep-alive timeout. It runs from the moment a
+  connection opens and from the end of each answer, and it closes a connection that has no whole
+  request (line and headers) by then: an idle connection, or one whose headers trickle.
+- `ConnectionLimits.body_timeout_s`: `shared.web.read_body` reads a body within this, else `408
+  request_timeout` (nothing was done).
+
+`serve` runs an application on the given address until SIGINT or SIGTERM, as `aiohttp.web.run_app`
+does (graceful shutdown, every task cancelled, the loop closed), but through `GatedSite`, a site
+whose listener hands each new connection to the gate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+import time
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+from aiohttp import web
+
+from shared.configspec import Key
+from shared.errors import Unavailable, problem
+from shared.metrics import HttpMetrics
+from shared.web import BODY_TIMEOUT_S, HTTP_METRICS_KEY
+
+log = structlog.get_logger("croupier.http")
+
+CONNECTIONS_MAX = 4096  # the default of `http_connections_max`
+IDLE_TIMEOUT_S = 75.0  # the default of `http_idle_timeout_s` (aiohttp's own keep-alive default)
+REFUSAL_LOG_EVERY_S = 10.0  # one log line per this many seconds of refusals (each is counted)
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    connections_max: int = CONNECTIONS_MAX
+    idle_timeout_s: float = IDLE_TIMEOUT_S
+    body_timeout_s: float = BODY_TIMEOUT_S
+
+
+# The config keys of both services that set them (their config dataclasses hold them flat).
+HTTP_KEYS = (
+    Key(
+        "http_connections_max",
+        int,
+        CONNECTIONS_MAX,
+        "Client connections this process holds open at most; one more is answered `503 too_many_connections` "
+        "and closed (leaves file descriptors for its own files and links).",
+        minimum=1,
+        maximum=1_000_000,
+    ),
+    Key(
+        "http_idle_timeout_s",
+        float,
+        IDLE_TIMEOUT_S,
+        "A client connection without a whole request (line and headers) this long after it opened or after "
+        "its last answer is closed: idle keep-alive, or headers that trickle.",
+        above=0,
+        maximum=3600,
+    ),
+    Key(
+        "http_body_timeout_s",
+        float,
+        BODY_TIMEOUT_S,
+        "A request body must arrive within this once its handler reads it; else `408 request_timeout`, nothing done.",
+        above=0,
+        maximum=3600,
+    ),
+)
+
+
+def _refusal_bytes() -> bytes:
+    """The whole answer to a connection over the limit: a 503 problem that closes the connection."""
+    error = Unavailable(
+        "this server holds as many client connections as it may (http_connections_max): try again",
+        code="too_many_connections",
+    )
+    body = json.dumps(problem(error), sort_keys=True).encode()
+    head = (
+        "HTTP/1.1 503 Service Unavailable\r\n"
+        "Content-Type: application/problem+json\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        f"Retry-After: {error.retry_after_s}\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+REFUSAL = _refusal_bytes()
+
+
+class _Refused(asyncio.Protocol):
+    """A connection over the limit: answered and closed, nothing read."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.WriteTransport)
+        transport.write(REFUSAL)
+        transport.close()
+
+
+class ConnectionGate:
+    """The listener's protocol factory: the application's handler for a new connection while fewer
+    than `connections_max` are open, else a refusal (counted, and logged once per
+    REFUSAL_LOG_EVERY_S with how many were refused since)."""
+
+    def __init__(self, server: web.Server, connections_max: int, metrics: HttpMetrics) -> None:
+        self.server = server
+        self.connections_max = connections_max
+        self._refused = metrics.connections_refused_total
+        metrics.connection_sources.append(self.open_connections)
+        self._unlogged = 0
+        self._logged_at = float("-inf")
+
+    def open_connections(self) -> int:
+        return len(self.server.connections)
+
+    def __call__(self) -> asyncio.Protocol:
+        if self.open_connections() < self.connections_max:
+            return self.server()
+        self._refused.inc()
+        self._unlogged += 1
+        now = time.monotonic()
+        if now - self._logged_at >= REFUSAL_LOG_EVERY_S:
+            log.warning("http_connections_full", refused=self._unlogged, connections_max=self.connections_max)
+            self._unlogged, self._logged_at = 0, now
+        return _Refused()
+
+
+class GatedSite(web.BaseSite):
+    """A TCP (host, port) or Unix socket (path) site whose new connections pass `gate` first."""
+
+    def __init__(
+        self,
+        runner: web.AppRunner,
+        gate: ConnectionGate,
+        *,
+        host: str | None = None,
+        port: int = 0,
+        path: Path | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        reuse_port: bool = False,
+    ) -> None:
+        super().__init__(runner, ssl_context=ssl_context)
+        self.gate = gate
+        self.host, self.port, self.path, self.reuse_port = host, port, path, reuse_port
+
+    @property
+    def name(self) -> str:
+        scheme = "https" if self._ssl_context else "http"
+        return f"{scheme}://unix:{self.path}:" if self.path is not None else f"{scheme}://{self.host}:{self.port}"
+
+    async def start(self) -> None:
+        await super().start()
+        loop = asyncio.get_running_loop()
+        if self.path is not None:
+            self._server = await loop.create_unix_server(self.gate, str(self.path), ssl=self._ssl_context)
+        else:
+            self._server = await loop.create_server(
+                self.gate, self.host, self.port, ssl=self._ssl_context, reuse_address=True, reuse_port=self.reuse_port
+            )
+
+
+async def start_site(
+    app: web.Application,
+    limits: ConnectionLimits,
+    *,
+    handle_signals: bool = False,
+    shutdown_timeout: float = 60.0,
+    host: str | None = None,
+    port: int = 0,
+    path: Path | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    reuse_port: bool = False,
+) -> tuple[web.AppRunner, GatedSite]:
+    """Set up `app` and listen; the caller ends it with `runner.cleanup()`."""
+    runner = web.AppRunner(
+        app,
+        handle_signals=handle_signals,
+        access_log=None,
+        keepalive_timeout=limits.idle_timeout_s,
+        shutdown_timeout=shutdown_timeout,
+    )
+    await runner.setup()
+    try:
+        assert runner.server is not None  # set up above
+        site = GatedSite(
+            runner,
+            ConnectionGate(runner.server, limits.connections_max, app[HTTP_METRICS_KEY]),
+            host=host,
+            port=port,
+            path=path,
+            ssl_context=ssl_context,
+            reuse_port=reuse_port,
+        )
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner, site
+
+
+def serve(
+    app: web.Application,
+    limits: ConnectionLimits,
+    *,
+    loop: asyncio.AbstractEventLoop,
+    shutdown_timeout: float = 60.0,
+    host: str | None = None,
+    port: int = 0,
+    path: Path | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    reuse_port: bool = False,
+) -> None:
+    """Serve `app` until SIGINT or SIGTERM, then shut down gracefully and close `loop`. An error
+    while starting (the application's startup) is raised once everything is closed."""
+
+    async def run() -> None:
+        runner, _ = await start_site(
+            app,
+            limits,
+            handle_signals=True,
+            shutdown_timeout=shutdown_timeout,
+            host=host,
+            port=port,
+            path=path,
+            ssl_context=ssl_context,
+            reuse_port=reuse_port,
+        )
+        try:
+            await asyncio.Event().wait()  # until cancelled: a signal's GracefulExit ends the loop
+        finally:
+            await runner.cleanup()
+
+    asyncio.set_event_loop(loop)
+    main = loop.create_task(run())
+    try:
+        loop.run_until_complete(main)
+    except (web.GracefulExit, KeyboardInterrupt):
+        pass
+    finally:
+        try:
+            if not main.done():
+                main.cancel()
+                with suppress(asyncio.CancelledError):
+                    loop.run_until_complete(main)
+        finally:
+            _cancel_all(loop)
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+
+def _cancel_all(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel every task still on `loop` and wait for them; an error one ends with is logged."""
+    tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    for task in tasks:
+        task.cancel()
+    results = loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+    for task, result in zip(tasks, results, strict=True):
+        if isinstance(result, Exception):
+            log.error("task_failed_at_shutdown", task=task.get_name(), error=repr(result))

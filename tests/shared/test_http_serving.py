@@ -1,0 +1,155 @@
+"""What a client may hold of a service's HTTP server (shared/http_serving.py): a liar that opens
+connections and never finishes a request, trickles its headers, or sends a body a byte at a time.
+
+Each test serves a small application made with the services' `make_app` through `start_site`, as
+`serve` does for the edge, the ledger and its fronts, on 127.0.0.1 with a free port."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from shared import auth
+from shared.http_serving import ConnectionLimits, start_site
+from shared.web import json_response, make_app, read_json
+
+EXCHANGE_TIMEOUT_S = 5.0  # every read from the server is bounded
+SEEN = web.AppKey("seen", list)  # the bodies the handler read
+
+
+@auth.public
+async def echo(request: web.Request) -> web.Response:
+    request.app[SEEN].append(await read_json(request))
+    return json_response({"ok": True})
+
+
+@asynccontextmanager
+async def serving(limits: ConnectionLimits) -> AsyncIterator[tuple[int, web.Application, CollectorRegistry]]:
+    registry = CollectorRegistry()
+    app = make_app(
+        tokens=auth.TokenStore([]), registry=registry, body_bytes_max=4096, body_timeout_s=limits.body_timeout_s
+    )
+    app[SEEN] = []
+    app.router.add_post("/echo", echo)
+    runner, site = await start_site(app, limits, host="127.0.0.1", port=0)
+    try:
+        assert site._server is not None
+        port = site._server.sockets[0].getsockname()[1]
+        yield port, app, registry
+    finally:
+        await runner.cleanup()
+
+
+async def connect(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), EXCHANGE_TIMEOUT_S)
+
+
+async def answer(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 answer: status, headers (lower-case names) and body (by Content-Length)."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), EXCHANGE_TIMEOUT_S)
+    lines = head.decode().split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:] if line)}
+    body = await asyncio.wait_for(reader.readexactly(int(headers.get("content-length", "0"))), EXCHANGE_TIMEOUT_S)
+    return status, headers, body
+
+
+async def closed_within(reader: asyncio.StreamReader, seconds: float) -> float:
+    """Seconds until the server closed the connection (EOF); fails past `seconds`."""
+    started = time.monotonic()
+    rest = await asyncio.wait_for(reader.read(), seconds)
+    assert rest == b"", rest
+    return time.monotonic() - started
+
+
+def post(body: bytes, *, length: int | None = None) -> bytes:
+    size = len(body) if length is None else length
+    return (
+        b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {size}\r\n\r\n".encode()
+        + body
+    )
+
+
+def sample(registry: CollectorRegistry, name: str) -> float:
+    value = registry.get_sample_value(name)
+    assert value is not None, name
+    return value
+
+
+async def test_a_connection_over_the_limit_is_answered_503_and_closed_and_counted() -> None:
+    async with serving(ConnectionLimits(connections_max=2)) as (port, app, registry):
+        held = [await connect(port) for _ in range(2)]  # a liar's two connections, no request on either
+        await asyncio.sleep(0.05)
+        assert sample(registry, "http_connections_open") == 2
+        reader, writer = await connect(port)
+        status, headers, body = await answer(reader)
+        assert status == 503 and headers["connection"] == "close" and headers["retry-after"] == "1"
+        assert headers["content-type"] == "application/problem+json"
+        assert json.loads(body)["code"] == "too_many_connections"
+        await closed_within(reader, EXCHANGE_TIMEOUT_S)
+        writer.close()
+        assert sample(registry, "http_connections_refused_total") == 1
+        # What the liar cannot do: keep the service from anyone once it lets a connection go.
+        _, first = held.pop()
+        first.close()
+        await first.wait_closed()
+        for _ in range(100):  # the server sees the close within a few turns of its loop
+            if sample(registry, "http_connections_open") < 2:
+                break
+            await asyncio.sleep(0.01)
+        reader, writer = await connect(port)
+        writer.write(post(b'{"a": 1}'))
+        status, _, body = await answer(reader)
+        assert status == 200 and json.loads(body) == {"ok": True} and app[SEEN] == [{"a": 1}]
+        writer.close()
+        for _, w in held:
+            w.close()
+
+
+async def test_headers_that_trickle_are_cut_at_the_idle_timeout() -> None:
+    async with serving(ConnectionLimits(idle_timeout_s=0.5)) as (port, app, _):
+        reader, writer = await connect(port)
+        writer.write(b"POST /echo HTTP/1.1\r\nHost: t\r\n")  # and never the end of the headers
+        for _ in range(3):
+            await asyncio.sleep(0.2)
+            if reader.at_eof():
+                break
+            writer.write(b"X-Slow: 1\r\n")  # a byte now and then does not keep it open
+        assert await closed_within(reader, 3.0) < 3.0
+        writer.close()
+        # A connection that sends its request at once is served, and one that then idles is closed too.
+        reader, writer = await connect(port)
+        writer.write(post(b'{"b": 2}'))
+        status, _, _ = await answer(reader)
+        assert status == 200 and app[SEEN] == [{"b": 2}]
+        assert await closed_within(reader, 3.0) < 3.0
+        writer.close()
+
+
+async def test_a_body_that_trickles_is_answered_408_within_the_body_timeout_and_does_nothing() -> None:
+    async with serving(ConnectionLimits(body_timeout_s=0.4)) as (port, app, registry):
+        reader, writer = await connect(port)
+        started = time.monotonic()
+        writer.write(post(b'{"c": ', length=8))  # 6 of the 8 bytes announced, then nothing
+        status, _, body = await answer(reader)
+        assert status == 408 and json.loads(body)["code"] == "request_timeout"
+        assert time.monotonic() - started < 3.0
+        assert app[SEEN] == []  # the handler never got a body
+        seen_408 = registry.get_sample_value(
+            "http_request_duration_seconds_count", {"route": "/echo", "method": "POST", "status": "408"}
+        )
+        assert seen_408 == 1
+        writer.close()
+        # A body that arrives in time is read as before.
+        reader, writer = await connect(port)
+        writer.write(post(b'{"c": 3}'))
+        status, _, _ = await answer(reader)
+        assert status == 200 and app[SEEN] == [{"c": 3}]
+        writer.close()
