@@ -45,6 +45,7 @@ log = structlog.get_logger("croupier.http")
 CONNECTIONS_MAX = 4096  # the default of `http_connections_max`
 IDLE_TIMEOUT_S = 75.0  # the default of `http_idle_timeout_s` (aiohttp's own keep-alive default)
 REFUSAL_LOG_EVERY_S = 10.0  # one log line per this many seconds of refusals (each is counted)
+REFUSAL_LINGER_S = 0.5  # a refused connection's request is drained this long before it is closed
 
 
 @dataclass(frozen=True)
@@ -106,12 +107,29 @@ REFUSAL = _refusal_bytes()
 
 
 class _Refused(asyncio.Protocol):
-    """A connection over the limit: answered and closed, nothing read."""
+    """A connection over the limit: answered, its sending side shut, what it sends dropped, and closed
+    REFUSAL_LINGER_S later (closing a socket whose request is unread would reset the connection, and
+    the client might lose the answer)."""
+
+    def __init__(self) -> None:
+        self._closing: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.WriteTransport)
         transport.write(REFUSAL)
-        transport.close()
+        if transport.can_write_eof():
+            transport.write_eof()
+        self._closing = asyncio.get_running_loop().call_later(REFUSAL_LINGER_S, transport.close)
+
+    def data_received(self, data: bytes) -> None:
+        pass  # the request is never read
+
+    def eof_received(self) -> bool:
+        return False  # the client is done: close now
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._closing is not None:
+            self._closing.cancel()
 
 
 class ConnectionGate:

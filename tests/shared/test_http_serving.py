@@ -95,7 +95,15 @@ async def test_a_connection_over_the_limit_is_answered_503_and_closed_and_counte
         assert json.loads(body)["code"] == "too_many_connections"
         await closed_within(reader, EXCHANGE_TIMEOUT_S)
         writer.close()
-        assert sample(registry, "http_connections_refused_total") == 1
+        # A client that sends its request at once reads the same answer, not a reset connection.
+        reader, writer = await connect(port)
+        writer.write(post(b'{"x": 0}'))
+        status, _, body = await answer(reader)
+        assert status == 503 and json.loads(body)["code"] == "too_many_connections"
+        await closed_within(reader, EXCHANGE_TIMEOUT_S)
+        writer.close()
+        assert app[SEEN] == []  # no handler ran
+        assert sample(registry, "http_connections_refused_total") == 2
         # What the liar cannot do: keep the service from anyone once it lets a connection go.
         _, first = held.pop()
         first.close()
