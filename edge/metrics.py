@@ -58,6 +58,13 @@ class EdgeMetrics:
             ["peer"],
             registry=registry,
         )
+        self.sync_live_updates_dropped_total = Counter(
+            "edge_sync_live_updates_dropped_total",
+            "This edge's own updates not pushed live to the peer because its send queue was full "
+            "(sync_queue_max); its next anti-entropy round delivers them.",
+            ["peer"],
+            registry=registry,
+        )
         self.sync_pending_updates = Gauge(
             "edge_sync_pending_updates",
             "Documents whose state differed from the peer's at the last state-vector exchange, plus live "

@@ -157,6 +157,7 @@ class SyncHub:
                 self.metrics.sync_rejected_updates_total.labels(peer.id, reason)
             self.metrics.sync_answers_held_back_total.labels(peer.id)
             self.metrics.sync_stalled_links_total.labels(peer.id)
+            self.metrics.sync_live_updates_dropped_total.labels(peer.id)
             if self.edge_id < peer.id:
                 self._spawn(self._dial_forever(peer), f"sync-dial-{peer.id}")
 
@@ -186,6 +187,7 @@ class SyncHub:
                     link.queue.put_nowait(entry)
                 except asyncio.QueueFull:
                     link.dropped += 1  # anti-entropy delivers it instead
+                    self.metrics.sync_live_updates_dropped_total.labels(peer).inc()
                     rounds.must_advertise((entry[0],))
 
     def hint(self, peer: str, names: list[str]) -> None:

@@ -28,6 +28,7 @@ EDGE_METRICS = (
     MetricSpec("edge_sync_last_success_timestamp_seconds", "gauge", ("peer",)),
     MetricSpec("edge_sync_pending_updates", "gauge", ("peer",)),
     MetricSpec("edge_sync_stalled_links_total", "counter", ("peer",)),
+    MetricSpec("edge_sync_live_updates_dropped_total", "counter", ("peer",)),
     MetricSpec("edge_ledger_request_duration_seconds", "histogram", ("operation", "outcome")),
     MetricSpec("edge_money_requests_total", "counter", ("operation", "status")),
     MetricSpec("edge_crdt_updates_total", "counter", ("doc", "origin")),

@@ -208,3 +208,30 @@ async def test_a_peer_that_stops_reading_has_its_link_cut_counted_and_logged(edg
         stop.set()
         await sending
         await apac.close()
+
+
+async def test_own_updates_past_a_full_send_queue_are_counted_and_left_to_anti_entropy(edges):
+    """An update that does not fit the peer's send queue is not pushed live: it used to be counted
+    only on the link (and logged if the link stalled), so a link that stays up but cannot keep up
+    showed nothing. Each one is counted per peer, and its document is advertised next round."""
+    from edge.app_keys import HUB
+    from tests.support.hostile_peer import Hostile
+
+    e = await edges("apac", "eu")
+    await e.stop("apac")
+    await e.stop("eu")
+    await e.start("eu", limits=dataclasses.replace(e.config("eu").limits, sync_queue_max=2))
+    hub = e.servers["eu"].app[HUB]
+    dropped = hub.metrics.sync_live_updates_dropped_total.labels("apac")
+    assert dropped._value.get() == 0  # the series exists before the first drop: an alert sees it rise
+    apac = Hostile("apac")
+    try:
+        assert await apac.connect(e.url("eu"), level=2) == "eu"
+        await eventually(lambda: asyncio.sleep(0, result="apac" in hub.links), timeout_s=5)
+        names = [f"bonus/p{i}" for i in range(10)]
+        hub.push([(name, b"\x00\x00") for name in names])  # no await: the push loop takes none off meanwhile
+        assert hub.links["apac"].queue.qsize() == 2
+        assert dropped._value.get() == 8 == hub.links["apac"].dropped
+        assert set(names[2:]) <= set(hub.rounds["apac"]._must)  # advertised next round
+    finally:
+        await apac.close()
