@@ -117,6 +117,17 @@ class LedgerConfig:
         return ConnectionLimits(self.http_connections_max, self.http_idle_timeout_s, self.http_body_timeout_s)
 
     @property
+    def listener_limits(self) -> ConnectionLimits:
+        """The limits of this process's own listener. With fronts that is the private socket, which
+        takes as many connections as all fronts may relay: a front relays at most one request per
+        client connection it holds, so the socket never refuses a relay (the clients are counted,
+        and refused, at the fronts)."""
+        limits = self.connection_limits
+        if not self.fronts:
+            return limits
+        return replace(limits, connections_max=limits.connections_max * self.fronts)
+
+    @property
     def front_socket(self) -> Path:
         """The private listener a ledger with fronts serves on (its directory is the owner's only)."""
         return self.data_dir / "run" / "ledger.sock"

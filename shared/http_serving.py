@@ -7,13 +7,15 @@ a handler) each. Enough of them exhaust the process's descriptors, and then ever
 opens fails with them: its SQLite files, its connections to the ledger and to its peers
 (docs/decisions/http-connection-limits.md).
 
-- `ConnectionLimits.connections_max`: open client connections of this process at most. One more is
-  answered `503 too_many_connections` at once (written by `ConnectionGate`, before any handler, with
-  `Connection: close` and `Retry-After`) and closed; `http_connections_refused_total` counts them,
-  `http_connections_open` is how many are open.
+- `ConnectionLimits.connections_max`: open client connections of this process at most, counted by
+  `ConnectionGate` from the accept on (a TLS handshake in progress counts). One more is answered
+  `503 too_many_connections` at once (before any handler, with `Connection: close` and
+  `Retry-After`; over TLS once its handshake ended) and closed. `http_connections_refused_total`
+  counts them, `http_connections_open` is how many are open.
 - `ConnectionLimits.idle_timeout_s`: aiohttp's keep-alive timeout. It runs from the moment a
   connection opens and from the end of each answer, and it closes a connection that has no whole
-  request (line and headers) by then: an idle connection, or one whose headers trickle.
+  request (line and headers) by then: an idle connection, or one whose headers trickle. A TLS
+  handshake must end within it too (the listener's handshake timeout).
 - `ConnectionLimits.body_timeout_s`: `shared.web.read_body` reads a body within this, else `408
   request_timeout` (nothing was done).
 
@@ -31,6 +33,7 @@ import time
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import structlog
 from aiohttp import web
@@ -46,6 +49,7 @@ CONNECTIONS_MAX = 4096  # the default of `http_connections_max`
 IDLE_TIMEOUT_S = 75.0  # the default of `http_idle_timeout_s` (aiohttp's own keep-alive default)
 REFUSAL_LOG_EVERY_S = 10.0  # one log line per this many seconds of refusals (each is counted)
 REFUSAL_LINGER_S = 0.5  # a refused connection's request is drained this long before it is closed
+UNMADE_GRACE_S = 1.0  # past a TLS handshake's timeout, before its slot is given back regardless
 
 
 @dataclass(frozen=True)
@@ -71,7 +75,7 @@ HTTP_KEYS = (
         float,
         IDLE_TIMEOUT_S,
         "A client connection without a whole request (line and headers) this long after it opened or after "
-        "its last answer is closed: idle keep-alive, or headers that trickle.",
+        "its last answer is closed: idle keep-alive, or headers that trickle. A TLS handshake must end within it too.",
         above=0,
         maximum=3600,
     ),
@@ -115,7 +119,7 @@ class _Refused(asyncio.Protocol):
         self._closing: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.WriteTransport)
+        transport = cast(asyncio.WriteTransport, transport)  # uvloop's are not asyncio's subclasses
         transport.write(REFUSAL)
         if transport.can_write_eof():
             transport.write_eof()
@@ -132,25 +136,110 @@ class _Refused(asyncio.Protocol):
             self._closing.cancel()
 
 
-class ConnectionGate:
-    """The listener's protocol factory: the application's handler for a new connection while fewer
-    than `connections_max` are open, else a refusal (counted, and logged once per
-    REFUSAL_LOG_EVERY_S with how many were refused since)."""
+class _Slot:
+    """One connection's place under its gate's limit, from the moment it was accepted (before any
+    TLS handshake) until it is given back, once."""
 
-    def __init__(self, server: web.Server, connections_max: int, metrics: HttpMetrics) -> None:
+    __slots__ = ("_gate", "_held")
+
+    def __init__(self, gate: ConnectionGate) -> None:
+        self._gate = gate
+        self._held = True
+        gate.held += 1
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._gate.held -= 1
+
+    def __del__(self) -> None:
+        # A backstop: a connection nothing refers to any more holds no descriptor, whatever the
+        # loop did or did not tell its protocol.
+        self.release()
+
+
+class _Held(asyncio.Protocol):
+    """An accepted connection under the limit, in front of the application's handler (made when
+    the connection is made: after its TLS handshake, if any). Its slot is released when the
+    connection is lost, or, for a TLS connection whose handshake never ended (the loop closes it
+    then without a word to this protocol), `unmade_after_s` after the accept."""
+
+    __slots__ = ("_gate", "_inner", "_slot", "_unmade")
+
+    def __init__(self, gate: ConnectionGate, slot: _Slot, unmade_after_s: float | None) -> None:
+        self._gate = gate
+        self._slot = slot
+        self._inner: asyncio.Protocol | None = None
+        self._unmade = (
+            None if unmade_after_s is None else asyncio.get_running_loop().call_later(unmade_after_s, slot.release)
+        )
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._unmade is not None:
+            self._unmade.cancel()
+        inner: asyncio.Protocol = self._gate.server()
+        self._inner = inner
+        inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        assert self._inner is not None  # the loop calls connection_made first
+        self._inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        assert self._inner is not None
+        return self._inner.eof_received()
+
+    def pause_writing(self) -> None:
+        assert self._inner is not None
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        assert self._inner is not None
+        self._inner.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._slot.release()
+        if self._inner is not None:
+            self._inner.connection_lost(exc)
+
+
+class ConnectionGate:
+    """The listener's protocol factory. It counts every accepted connection itself (`held`), from
+    the accept until the connection is lost, TLS handshakes in progress included (aiohttp's server
+    knows a connection only once its handshake ended). Below `connections_max` the application's
+    handler takes it, else a refusal (counted, and logged once per REFUSAL_LOG_EVERY_S with how
+    many were refused since). A TLS handshake must end within `handshake_timeout_s` (the idle
+    timeout): a connection over the limit is answered once its handshake ended (no HTTP answer
+    can be written before), so a refused one holds its descriptor that long at most."""
+
+    def __init__(
+        self,
+        server: web.Server,
+        limits: ConnectionLimits,
+        metrics: HttpMetrics,
+        *,
+        tls: bool = False,
+        exported: bool = True,
+    ) -> None:
         self.server = server
-        self.connections_max = connections_max
+        self.connections_max = limits.connections_max
+        self.handshake_timeout_s = limits.idle_timeout_s
+        # A slot held by a TLS connection whose handshake never ended is given back this long after
+        # the accept: the loop has closed it by then.
+        self._unmade_after_s = limits.idle_timeout_s + UNMADE_GRACE_S if tls else None
+        self.held = 0  # accepted and not yet lost, TLS handshakes in progress included
         self._refused = metrics.connections_refused_total
-        metrics.connection_sources.append(self.open_connections)
+        if exported:
+            metrics.connection_sources.append(self.open_connections)
         self._unlogged = 0
         self._logged_at = float("-inf")
 
     def open_connections(self) -> int:
-        return len(self.server.connections)
+        return self.held
 
     def __call__(self) -> asyncio.Protocol:
-        if self.open_connections() < self.connections_max:
-            return self.server()
+        if self.held < self.connections_max:
+            return _Held(self, _Slot(self), self._unmade_after_s)
         self._refused.inc()
         self._unlogged += 1
         now = time.monotonic()
@@ -186,11 +275,16 @@ class GatedSite(web.BaseSite):
     async def start(self) -> None:
         await super().start()
         loop = asyncio.get_running_loop()
+        tls: dict[str, Any] = (
+            {}
+            if self._ssl_context is None
+            else {"ssl": self._ssl_context, "ssl_handshake_timeout": self.gate.handshake_timeout_s}
+        )
         if self.path is not None:
-            self._server = await loop.create_unix_server(self.gate, str(self.path), ssl=self._ssl_context)
+            self._server = await loop.create_unix_server(self.gate, str(self.path), **tls)
         else:
             self._server = await loop.create_server(
-                self.gate, self.host, self.port, ssl=self._ssl_context, reuse_address=True, reuse_port=self.reuse_port
+                self.gate, self.host, self.port, reuse_address=True, reuse_port=self.reuse_port, **tls
             )
 
 
@@ -205,8 +299,11 @@ async def start_site(
     path: Path | None = None,
     ssl_context: ssl.SSLContext | None = None,
     reuse_port: bool = False,
+    export_connections: bool = True,
 ) -> tuple[web.AppRunner, GatedSite]:
-    """Set up `app` and listen; the caller ends it with `runner.cleanup()`."""
+    """Set up `app` and listen; the caller ends it with `runner.cleanup()`. Without
+    `export_connections` the site's open connections are left out of `http_connections_open` (a
+    private listener whose connections are counted where they came from)."""
     runner = web.AppRunner(
         app,
         handle_signals=handle_signals,
@@ -219,7 +316,9 @@ async def start_site(
         assert runner.server is not None  # set up above
         site = GatedSite(
             runner,
-            ConnectionGate(runner.server, limits.connections_max, app[HTTP_METRICS_KEY]),
+            ConnectionGate(
+                runner.server, limits, app[HTTP_METRICS_KEY], tls=ssl_context is not None, exported=export_connections
+            ),
             host=host,
             port=port,
             path=path,
@@ -244,6 +343,7 @@ def serve(
     path: Path | None = None,
     ssl_context: ssl.SSLContext | None = None,
     reuse_port: bool = False,
+    export_connections: bool = True,
 ) -> None:
     """Serve `app` until SIGINT or SIGTERM, then shut down gracefully and close `loop`. An error
     while starting (the application's startup) is raised once everything is closed."""
@@ -259,6 +359,7 @@ def serve(
             path=path,
             ssl_context=ssl_context,
             reuse_port=reuse_port,
+            export_connections=export_connections,
         )
         try:
             await asyncio.Event().wait()  # until cancelled: a signal's GracefulExit ends the loop

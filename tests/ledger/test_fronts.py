@@ -44,7 +44,7 @@ from core_ledger.front_channel import (
 )
 from core_ledger.fronts import Fronts, rebuilt
 from core_ledger.metrics import LedgerMetrics
-from tests.support.ledger import NAMES, TOKENS, Api, bet
+from tests.support.ledger import NAMES, TOKENS, Api, bet, ledger_config
 
 READ_TIMEOUT_S = 5.0
 BATCH_ACTIONS_MAX = 8
@@ -477,3 +477,14 @@ async def test_a_credential_reload_reaches_the_front_as_hashes_only(front: Any, 
 def test_a_command_keeps_its_fields_across_the_channel() -> None:
     command = Command("win", {"id": "w1", "amount_minor": 5}, "edge-1", ("client-a", "w1"), "edge-1")
     assert command_of(submit_message(1, "", None, [command])[4][0]) == command
+
+
+def test_the_private_socket_takes_every_relay_the_fronts_may_make(tmp_path: Any) -> None:
+    """Each front holds `http_connections_max` client connections and relays at most one request
+    per connection: the ledger process's private socket takes that many per front, so a full front
+    never makes another front's relays (`/readyz`, `/metrics`, journal tails) answer 503."""
+    alone = ledger_config(tmp_path, http_connections_max=100)
+    assert alone.listener_limits == alone.connection_limits
+    three = ledger_config(tmp_path, http_connections_max=100, fronts=3)
+    assert three.listener_limits.connections_max == 300
+    assert three.listener_limits.idle_timeout_s == three.connection_limits.idle_timeout_s
