@@ -84,11 +84,15 @@ class LedgerFailover:
 
     def record(self, index: int, outcome: str, operation: str) -> None:
         """The outcome of an attempt at the `index`-th URL (`ok`, `rejected`: it answered; `not_primary`:
-        a healthy ledger, not the one to use; anything else: a failure of the link)."""
+        a healthy ledger, not the one to use; `busy`: a healthy ledger that refused one more
+        connection, still the one to use; anything else: a failure of the link)."""
         breaker = self._breakers[index]
         if outcome in ("ok", "rejected"):
             if breaker.success():
                 log.info("ledger_breaker_closed", url=self.urls[index])
+            return
+        if outcome == "busy":  # it answered, and its open connections still serve: neither a
+            breaker.release()  # failure that would open the circuit for every call, nor a reason to leave it
             return
         if outcome == "not_primary":  # it answered: not a failure of the link, just the wrong ledger
             breaker.release()

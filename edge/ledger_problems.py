@@ -78,5 +78,13 @@ def refuses_batch(status: int, raw: bytes) -> bool:
 
 
 def refused_outcome(status: int, raw: bytes) -> str:
-    """The outcome label of a non-success answer: `not_primary` (try elsewhere) or an error."""
-    return "not_primary" if status == 503 and problem_code(raw) == "not_primary" else "error"
+    """The outcome label of a non-success answer: `not_primary` (a healthy ledger, not the one to
+    use: try elsewhere), `busy` (a healthy ledger holding as many client connections as it may
+    refused a new one: try it again, the connections already open still serve) or an error."""
+    if status == 503:
+        code = problem_code(raw)
+        if code == "not_primary":
+            return "not_primary"
+        if code == "too_many_connections":
+            return "busy"
+    return "error"

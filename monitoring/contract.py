@@ -171,9 +171,10 @@ PROMETHEUS_SERIES = frozenset({"up", "scrape_duration_seconds", "scrape_samples_
 # Label values the rules match on; the services must use exactly these (tests/monitoring/
 # test_emitted_labels.py drives the real code and checks every matcher of the rules and dashboards).
 # `outcome` of edge_ledger_request_duration_seconds, as edge/ledger_client.py emits it:
-EDGE_LEDGER_OUTCOMES = ("ok", "rejected", "not_primary", "error", "timeout")
-# ...and those that mean the edge got no usable answer (connect error, 5xx, malformed answer, timeout):
-EDGE_LEDGER_OUTCOMES_UNANSWERED = ("error", "timeout")
+EDGE_LEDGER_OUTCOMES = ("ok", "rejected", "not_primary", "busy", "error", "timeout")
+# ...and those that mean the edge got no usable answer (connect error, 5xx, malformed answer, timeout,
+# a new connection refused by a ledger at its connection limit):
+EDGE_LEDGER_OUTCOMES_UNANSWERED = ("busy", "error", "timeout")
 
 
 def exported_sample_names() -> frozenset[str]:

@@ -1,7 +1,10 @@
 """The ledger client's circuit breaker: opens after consecutive failures, lets one probe through
-after the open period, closes on success."""
+after the open period, closes on success; what counts as a failure."""
 
 from edge.breaker import Breaker
+from edge.config import Limits
+from edge.ledger_failover import LedgerFailover
+from edge.ledger_problems import refused_outcome
 
 
 def test_breaker_opens_probes_once_and_closes_on_success():
@@ -21,3 +24,24 @@ def test_breaker_opens_probes_once_and_closes_on_success():
     assert b.allow()
     b.success()
     assert b.allow() and b.allow(), "closed after a successful probe"
+
+
+def test_a_ledger_at_its_connection_limit_neither_opens_the_circuit_nor_is_left():
+    """A ledger holding `http_connections_max` connections answers a new one 503
+    `too_many_connections` at once: it is healthy, and the connections the edge already holds to it
+    still serve. Counted as failures, such answers opened the circuit for every call (and moved the
+    edge to a standby that refuses money); they are `busy`, and change neither."""
+    full = b'{"code": "too_many_connections", "status": 503}'
+    assert refused_outcome(503, full) == "busy"
+    assert refused_outcome(503, b'{"code": "not_primary"}') == "not_primary"
+    assert refused_outcome(503, b'{"code": "ledger_unavailable"}') == "error"
+    assert refused_outcome(502, full) == "error"  # a proxy's 502 says nothing of the ledger
+
+    failover = LedgerFailover(["http://primary", "http://standby"], Limits(breaker_failures=3), clock=lambda: 0.0)
+    for _ in range(10):
+        assert failover.pick() == 0
+        failover.record(0, "busy", "batch")
+    assert failover.current == 0 and not failover.breaker_open(0)
+    for _ in range(3):  # real failures still open it and move on
+        failover.record(0, "error", "batch")
+    assert failover.breaker_open(0) and failover.current == 1

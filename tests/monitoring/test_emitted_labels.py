@@ -225,9 +225,10 @@ async def test_every_name_and_label_value_the_monitoring_selects_is_emitted_by_t
         ledger = await drive_ledger_and_standby(running, tmp_path, http)
         unavailable = await stub_ledger(503, "ledger_unavailable")
         not_primary = await stub_ledger(503, "not_primary")
+        full = await stub_ledger(503, "too_many_connections")
         slow = FakeLedger(delay_s=2.0)
         slow_url = await start(running, slow.app())
-        running.servers += [unavailable, not_primary]
+        running.servers += [unavailable, not_primary, full]
         edges = {
             # A peer (never started): the per-peer sync series exist as soon as a peer is configured.
             "real": await start_edge(
@@ -236,6 +237,7 @@ async def test_every_name_and_label_value_the_monitoring_selects_is_emitted_by_t
             "closed": await start_edge(running, tmp_path, "closed", f"http://127.0.0.1:{free_port()}"),
             "503": await start_edge(running, tmp_path, "e503", str(unavailable.make_url("")).rstrip("/")),
             "not_primary": await start_edge(running, tmp_path, "np", str(not_primary.make_url("")).rstrip("/")),
+            "full": await start_edge(running, tmp_path, "full", str(full.make_url("")).rstrip("/")),
             "slow": await start_edge(running, tmp_path, "slow", slow_url),
         }
         statuses = await asyncio.gather(
@@ -248,6 +250,7 @@ async def test_every_name_and_label_value_the_monitoring_selects_is_emitted_by_t
         "closed": 503,
         "503": 503,
         "not_primary": 503,
+        "full": 503,
         "slow": 503,
     }
 
