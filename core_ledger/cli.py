@@ -186,15 +186,15 @@ def serve(
     logs.configure(cfg.log_level, service="ledger", file=cfg.log_file)
     gc_tuning.tune_for_serving()  # the overlay's long-lived rows are not rescanned per request
     try:
-        app, loop, limits = create_app(cfg, standby=standby), event_loop.new_loop(), cfg.listener_limits
-        if cfg.fronts:
-            # The fronts own host:port; this process listens on its private socket only, whose
-            # connections are the fronts' relays (their clients are counted at the fronts).
-            path = private_socket(cfg.front_socket)
-            http_serving.serve(app, limits, loop=loop, path=path, export_connections=False)
-        else:
-            tls = cfg.tls.server_context()
-            http_serving.serve(app, limits, loop=loop, host=cfg.host, port=cfg.port, ssl_context=tls)
+        # With fronts, they own host:port and this process listens on its private socket only,
+        # whose connections are the fronts' relays (their clients are counted at the fronts).
+        listener = (
+            http_serving.Listener(path=private_socket(cfg.front_socket), export_connections=False)
+            if cfg.fronts
+            else http_serving.Listener(host=cfg.host, port=cfg.port, ssl_context=cfg.tls.server_context())
+        )
+        app = create_app(cfg, standby=standby)
+        http_serving.serve(app, cfg.listener_limits, listener, loop=event_loop.new_loop())
     except StorageError as e:  # the store cannot be opened (e.g. its schema version): a message, not a traceback
         import structlog
 

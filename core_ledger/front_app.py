@@ -324,15 +324,12 @@ def run_front(config: LedgerConfig, ledger_socket: Path, channel_fd: int) -> Non
     reader, writer = loop.run_until_complete(_open(channel))
     tokens = auth.TokenStore(())  # none until the ledger process pushes its own
     remote = RemoteLedger(reader, writer, tokens)
-    http_serving.serve(
-        create_front_app(config, remote, tokens, ledger_socket),
-        config.connection_limits,
-        host=config.host,
-        port=config.port,
-        reuse_port=True,  # the fronts share the ledger's address; the kernel spreads connections
-        ssl_context=config.tls.server_context(),
-        loop=loop,
+    # The fronts share the ledger's address (`reuse_port`): the kernel spreads connections over them.
+    listener = http_serving.Listener(
+        host=config.host, port=config.port, ssl_context=config.tls.server_context(), reuse_port=True
     )
+    app = create_front_app(config, remote, tokens, ledger_socket)
+    http_serving.serve(app, config.connection_limits, listener, loop=loop)
 
 
 async def _open(channel: socket.socket) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:

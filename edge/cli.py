@@ -38,10 +38,8 @@ def serve(
         http_serving.serve(
             create_app(cfg),
             cfg.connection_limits,
-            host=cfg.host,
-            port=cfg.port,
+            http_serving.Listener(host=cfg.host, port=cfg.port, ssl_context=cfg.tls.server_context()),
             shutdown_timeout=5.0,
-            ssl_context=cfg.tls.server_context(),
             loop=event_loop.new_loop(),
         )
     except SchemaVersionError as e:  # a message, not a traceback

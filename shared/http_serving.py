@@ -59,6 +59,21 @@ class ConnectionLimits:
     body_timeout_s: float = BODY_TIMEOUT_S
 
 
+@dataclass(frozen=True)
+class Listener:
+    """Where a site listens: a TCP `host` and `port` (`reuse_port`: shared with other processes,
+    the kernel spreads connections over them) or a Unix socket `path`; TLS when `ssl_context` is
+    given. Without `export_connections` its open connections are left out of
+    `http_connections_open` (a private listener whose connections are counted where they came from)."""
+
+    host: str | None = None
+    port: int = 0
+    path: Path | None = None
+    ssl_context: ssl.SSLContext | None = None
+    reuse_port: bool = False
+    export_connections: bool = True
+
+
 # The config keys of both services that set them (their config dataclasses hold them flat).
 HTTP_KEYS = (
     Key(
@@ -250,60 +265,44 @@ class ConnectionGate:
 
 
 class GatedSite(web.BaseSite):
-    """A TCP (host, port) or Unix socket (path) site whose new connections pass `gate` first."""
+    """A site listening where its `Listener` says, whose new connections pass `gate` first."""
 
-    def __init__(
-        self,
-        runner: web.AppRunner,
-        gate: ConnectionGate,
-        *,
-        host: str | None = None,
-        port: int = 0,
-        path: Path | None = None,
-        ssl_context: ssl.SSLContext | None = None,
-        reuse_port: bool = False,
-    ) -> None:
-        super().__init__(runner, ssl_context=ssl_context)
+    def __init__(self, runner: web.AppRunner, gate: ConnectionGate, listener: Listener) -> None:
+        super().__init__(runner, ssl_context=listener.ssl_context)
         self.gate = gate
-        self.host, self.port, self.path, self.reuse_port = host, port, path, reuse_port
+        self.listener = listener
 
     @property
     def name(self) -> str:
-        scheme = "https" if self._ssl_context else "http"
-        return f"{scheme}://unix:{self.path}:" if self.path is not None else f"{scheme}://{self.host}:{self.port}"
+        at = self.listener
+        scheme = "https" if at.ssl_context else "http"
+        return f"{scheme}://unix:{at.path}:" if at.path is not None else f"{scheme}://{at.host}:{at.port}"
 
     async def start(self) -> None:
         await super().start()
-        loop = asyncio.get_running_loop()
+        loop, at = asyncio.get_running_loop(), self.listener
         tls: dict[str, Any] = (
             {}
-            if self._ssl_context is None
-            else {"ssl": self._ssl_context, "ssl_handshake_timeout": self.gate.handshake_timeout_s}
+            if at.ssl_context is None
+            else {"ssl": at.ssl_context, "ssl_handshake_timeout": self.gate.handshake_timeout_s}
         )
-        if self.path is not None:
-            self._server = await loop.create_unix_server(self.gate, str(self.path), **tls)
+        if at.path is not None:
+            self._server = await loop.create_unix_server(self.gate, str(at.path), **tls)
         else:
             self._server = await loop.create_server(
-                self.gate, self.host, self.port, reuse_address=True, reuse_port=self.reuse_port, **tls
+                self.gate, at.host, at.port, reuse_address=True, reuse_port=at.reuse_port, **tls
             )
 
 
 async def start_site(
     app: web.Application,
     limits: ConnectionLimits,
+    listener: Listener,
     *,
     handle_signals: bool = False,
     shutdown_timeout: float = 60.0,
-    host: str | None = None,
-    port: int = 0,
-    path: Path | None = None,
-    ssl_context: ssl.SSLContext | None = None,
-    reuse_port: bool = False,
-    export_connections: bool = True,
 ) -> tuple[web.AppRunner, GatedSite]:
-    """Set up `app` and listen; the caller ends it with `runner.cleanup()`. Without
-    `export_connections` the site's open connections are left out of `http_connections_open` (a
-    private listener whose connections are counted where they came from)."""
+    """Set up `app` and listen; the caller ends it with `runner.cleanup()`."""
     runner = web.AppRunner(
         app,
         handle_signals=handle_signals,
@@ -314,17 +313,10 @@ async def start_site(
     await runner.setup()
     try:
         assert runner.server is not None  # set up above
-        site = GatedSite(
-            runner,
-            ConnectionGate(
-                runner.server, limits, app[HTTP_METRICS_KEY], tls=ssl_context is not None, exported=export_connections
-            ),
-            host=host,
-            port=port,
-            path=path,
-            ssl_context=ssl_context,
-            reuse_port=reuse_port,
-        )
+        metrics = app[HTTP_METRICS_KEY]
+        tls, exported = listener.ssl_context is not None, listener.export_connections
+        gate = ConnectionGate(runner.server, limits, metrics, tls=tls, exported=exported)
+        site = GatedSite(runner, gate, listener)
         await site.start()
     except BaseException:
         await runner.cleanup()
@@ -335,32 +327,16 @@ async def start_site(
 def serve(
     app: web.Application,
     limits: ConnectionLimits,
+    listener: Listener,
     *,
     loop: asyncio.AbstractEventLoop,
     shutdown_timeout: float = 60.0,
-    host: str | None = None,
-    port: int = 0,
-    path: Path | None = None,
-    ssl_context: ssl.SSLContext | None = None,
-    reuse_port: bool = False,
-    export_connections: bool = True,
 ) -> None:
     """Serve `app` until SIGINT or SIGTERM, then shut down gracefully and close `loop`. An error
     while starting (the application's startup) is raised once everything is closed."""
 
     async def run() -> None:
-        runner, _ = await start_site(
-            app,
-            limits,
-            handle_signals=True,
-            shutdown_timeout=shutdown_timeout,
-            host=host,
-            port=port,
-            path=path,
-            ssl_context=ssl_context,
-            reuse_port=reuse_port,
-            export_connections=export_connections,
-        )
+        runner, _ = await start_site(app, limits, listener, handle_signals=True, shutdown_timeout=shutdown_timeout)
         try:
             await asyncio.Event().wait()  # until cancelled: a signal's GracefulExit ends the loop
         finally:

@@ -24,7 +24,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from shared import auth
-from shared.http_serving import ConnectionLimits, start_site
+from shared.http_serving import ConnectionLimits, Listener, start_site
 from shared.web import json_response, make_app, read_json
 
 LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
@@ -65,7 +65,7 @@ async def serving(
     )
     app[SEEN] = []
     app.router.add_post("/echo", echo)
-    runner, site = await start_site(app, limits, host="127.0.0.1", port=0, ssl_context=ssl_context)
+    runner, site = await start_site(app, limits, Listener(host="127.0.0.1", ssl_context=ssl_context))
     try:
         assert site._server is not None
         port = site._server.sockets[0].getsockname()[1]
@@ -244,7 +244,7 @@ async def test_a_listener_not_exported_is_left_out_of_the_open_connections() -> 
     registry = CollectorRegistry()
     app = make_app(tokens=auth.TokenStore([]), registry=registry, body_bytes_max=4096)
     limits = ConnectionLimits(connections_max=1)
-    runner, site = await start_site(app, limits, host="127.0.0.1", export_connections=False)
+    runner, site = await start_site(app, limits, Listener(host="127.0.0.1", export_connections=False))
     try:
         assert site._server is not None
         port = site._server.sockets[0].getsockname()[1]
