@@ -15,7 +15,7 @@ opens fails with them: its SQLite files, its connections to the ledger and to it
 - `ConnectionLimits.idle_timeout_s`: aiohttp's keep-alive timeout. It runs from the moment a
   connection opens and from the end of each answer, and it closes a connection that has no whole
   request (line and headers) by then: an idle connection, or one whose headers trickle. A TLS
-  handshake must end within it too (the listener's handshake timeout).
+  handshake must end within it too, and within TLS_HANDSHAKE_TIMEOUT_S (10 s).
 - `ConnectionLimits.body_timeout_s`: `shared.web.read_body` reads a body within this, else `408
   request_timeout` (nothing was done).
 
@@ -50,6 +50,9 @@ IDLE_TIMEOUT_S = 75.0  # the default of `http_idle_timeout_s` (aiohttp's own kee
 REFUSAL_LOG_EVERY_S = 10.0  # one log line per this many seconds of refusals (each is counted)
 REFUSAL_LINGER_S = 0.5  # a refused connection's request is drained this long before it is closed
 UNMADE_GRACE_S = 1.0  # past a TLS handshake's timeout, before its slot is given back regardless
+# A TLS handshake ends within this (or the idle timeout, if shorter): a few round trips take an honest
+# client milliseconds, and a connection over the limit holds its descriptor until its handshake ended.
+TLS_HANDSHAKE_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -90,7 +93,8 @@ HTTP_KEYS = (
         float,
         IDLE_TIMEOUT_S,
         "A client connection without a whole request (line and headers) this long after it opened or after "
-        "its last answer is closed: idle keep-alive, or headers that trickle. A TLS handshake must end within it too.",
+        "its last answer is closed: idle keep-alive, or headers that trickle. A TLS handshake must end within it "
+        "too (and within 10 s).",
         above=0,
         maximum=3600,
     ),
@@ -223,9 +227,9 @@ class ConnectionGate:
     the accept until the connection is lost, TLS handshakes in progress included (aiohttp's server
     knows a connection only once its handshake ended). Below `connections_max` the application's
     handler takes it, else a refusal (counted, and logged once per REFUSAL_LOG_EVERY_S with how
-    many were refused since). A TLS handshake must end within `handshake_timeout_s` (the idle
-    timeout): a connection over the limit is answered once its handshake ended (no HTTP answer
-    can be written before), so a refused one holds its descriptor that long at most."""
+    many were refused since). A TLS handshake must end within `handshake_timeout_s`: a connection
+    over the limit is answered once its handshake ended (no HTTP answer can be written before), so
+    a refused one holds its descriptor that long at most."""
 
     def __init__(
         self,
@@ -238,10 +242,10 @@ class ConnectionGate:
     ) -> None:
         self.server = server
         self.connections_max = limits.connections_max
-        self.handshake_timeout_s = limits.idle_timeout_s
+        self.handshake_timeout_s = min(limits.idle_timeout_s, TLS_HANDSHAKE_TIMEOUT_S)
         # A slot held by a TLS connection whose handshake never ended is given back this long after
         # the accept: the loop has closed it by then.
-        self._unmade_after_s = limits.idle_timeout_s + UNMADE_GRACE_S if tls else None
+        self._unmade_after_s = self.handshake_timeout_s + UNMADE_GRACE_S if tls else None
         self.held = 0  # accepted and not yet lost, TLS handshakes in progress included
         self._refused = metrics.connections_refused_total
         if exported:

@@ -23,7 +23,7 @@ import uvloop
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from shared import auth
+from shared import auth, http_serving
 from shared.http_serving import ConnectionLimits, Listener, start_site
 from shared.web import json_response, make_app, read_json
 
@@ -235,6 +235,25 @@ async def test_tls_connections_are_counted_before_their_handshake_and_closed_whe
         assert app[SEEN] == [{"a": 1}]
         for _, w in silent:
             w.close()
+
+
+@on_both_loops
+async def test_a_tls_handshake_is_bounded_apart_from_a_long_idle_timeout() -> None:
+    """A refused TLS connection holds its descriptor until its handshake ends: that is bounded by
+    TLS_HANDSHAKE_TIMEOUT_S (10 s; shortened here) even where the idle timeout is long."""
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    trustme.CA().issue_cert("127.0.0.1").configure_cert(server_tls)
+    bound = http_serving.TLS_HANDSHAKE_TIMEOUT_S
+    http_serving.TLS_HANDSHAKE_TIMEOUT_S = 0.5
+    try:
+        async with serving(ConnectionLimits(idle_timeout_s=60.0), server_tls) as (port, _, registry):
+            reader, writer = await connect(port)  # never a ClientHello
+            await settled(registry, "http_connections_open", 1)
+            assert await closed_within(reader, 3.0) < 3.0
+            await settled(registry, "http_connections_open", 0)
+            writer.close()
+    finally:
+        http_serving.TLS_HANDSHAKE_TIMEOUT_S = bound
 
 
 @on_both_loops
