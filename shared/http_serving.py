@@ -155,43 +155,31 @@ class _Refused(asyncio.Protocol):
             self._closing.cancel()
 
 
-class _Slot:
-    """One connection's place under its gate's limit, from the moment it was accepted (before any
-    TLS handshake) until it is given back, once."""
+class _Held(asyncio.Protocol):
+    """An accepted connection under the limit, in front of the application's handler (made when
+    the connection is made: after its TLS handshake, if any). It holds one place under its gate's
+    limit from the accept until the connection is lost, or, for a TLS connection whose handshake
+    never ended (the loop closes it then without a word to this protocol), `unmade_after_s` after
+    the accept; as a backstop, until nothing refers to it any more."""
 
-    __slots__ = ("_gate", "_held")
+    __slots__ = ("_gate", "_held", "_inner", "_unmade")
 
-    def __init__(self, gate: ConnectionGate) -> None:
+    def __init__(self, gate: ConnectionGate, unmade_after_s: float | None) -> None:
         self._gate = gate
         self._held = True
         gate.held += 1
+        self._inner: asyncio.Protocol | None = None
+        self._unmade = (
+            None if unmade_after_s is None else asyncio.get_running_loop().call_later(unmade_after_s, self._release)
+        )
 
-    def release(self) -> None:
+    def _release(self) -> None:
         if self._held:
             self._held = False
             self._gate.held -= 1
 
     def __del__(self) -> None:
-        # A backstop: a connection nothing refers to any more holds no descriptor, whatever the
-        # loop did or did not tell its protocol.
-        self.release()
-
-
-class _Held(asyncio.Protocol):
-    """An accepted connection under the limit, in front of the application's handler (made when
-    the connection is made: after its TLS handshake, if any). Its slot is released when the
-    connection is lost, or, for a TLS connection whose handshake never ended (the loop closes it
-    then without a word to this protocol), `unmade_after_s` after the accept."""
-
-    __slots__ = ("_gate", "_inner", "_slot", "_unmade")
-
-    def __init__(self, gate: ConnectionGate, slot: _Slot, unmade_after_s: float | None) -> None:
-        self._gate = gate
-        self._slot = slot
-        self._inner: asyncio.Protocol | None = None
-        self._unmade = (
-            None if unmade_after_s is None else asyncio.get_running_loop().call_later(unmade_after_s, slot.release)
-        )
+        self._release()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self._unmade is not None:
@@ -217,7 +205,7 @@ class _Held(asyncio.Protocol):
         self._inner.resume_writing()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._slot.release()
+        self._release()
         if self._inner is not None:
             self._inner.connection_lost(exc)
 
@@ -258,7 +246,7 @@ class ConnectionGate:
 
     def __call__(self) -> asyncio.Protocol:
         if self.held < self.connections_max:
-            return _Held(self, _Slot(self), self._unmade_after_s)
+            return _Held(self, self._unmade_after_s)
         self._refused.inc()
         self._unlogged += 1
         now = time.monotonic()
