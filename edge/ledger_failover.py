@@ -84,18 +84,18 @@ class LedgerFailover:
 
     def record(self, index: int, outcome: str, operation: str) -> None:
         """The outcome of an attempt at the `index`-th URL (`ok`, `rejected`: it answered; `not_primary`:
-        a healthy ledger, not the one to use; `busy`: a healthy ledger that refused one more
-        connection, still the one to use; anything else: a failure of the link)."""
+        a healthy ledger, not the one to use; `busy`: a ledger that refused one more connection;
+        anything else: a failure of the link). Neither `not_primary` nor `busy` counts against the
+        breaker; each moves the next attempt on to the next URL (a busy primary is back after one
+        `not_primary` of its standby, and a copy that only ever says busy cannot keep the edge from
+        a promoted one)."""
         breaker = self._breakers[index]
         if outcome in ("ok", "rejected"):
             if breaker.success():
                 log.info("ledger_breaker_closed", url=self.urls[index])
             return
-        if outcome == "busy":  # it answered, and its open connections still serve: neither a
-            breaker.release()  # failure that would open the circuit for every call, nor a reason to leave it
-            return
-        if outcome == "not_primary":  # it answered: not a failure of the link, just the wrong ledger
-            breaker.release()
+        if outcome in ("not_primary", "busy"):  # it answered: not a failure of the link (a busy
+            breaker.release()  # ledger's open connections still serve; the circuit stays closed)
         elif breaker.failure():
             log.warning(
                 "ledger_breaker_open",

@@ -26,22 +26,31 @@ def test_breaker_opens_probes_once_and_closes_on_success():
     assert b.allow() and b.allow(), "closed after a successful probe"
 
 
-def test_a_ledger_at_its_connection_limit_neither_opens_the_circuit_nor_is_left():
+def test_a_ledger_at_its_connection_limit_does_not_open_the_circuit_nor_pin_the_edge():
     """A ledger holding `http_connections_max` connections answers a new one 503
-    `too_many_connections` at once: it is healthy, and the connections the edge already holds to it
-    still serve. Counted as failures, such answers opened the circuit for every call (and moved the
-    edge to a standby that refuses money); they are `busy`, and change neither."""
+    `too_many_connections` at once: the connections the edge already holds to it still serve.
+    Counted as failures, such answers opened the circuit for every call; they are `busy`, which
+    never counts against the breaker. What a copy that lies with `busy` cannot do: keep the edge
+    from the next URL (a promoted standby), nor open its circuit."""
     full = b'{"code": "too_many_connections", "status": 503}'
     assert refused_outcome(503, full) == "busy"
     assert refused_outcome(503, b'{"code": "not_primary"}') == "not_primary"
     assert refused_outcome(503, b'{"code": "ledger_unavailable"}') == "error"
     assert refused_outcome(502, full) == "error"  # a proxy's 502 says nothing of the ledger
 
+    failover = LedgerFailover(["http://old", "http://promoted"], Limits(breaker_failures=3), clock=lambda: 0.0)
+    for _ in range(10):  # the old copy says busy every time: the next attempt goes to the other URL
+        index = failover.pick()
+        failover.record(index, "busy" if index == 0 else "ok", "batch")
+        assert failover.pick() == 1
+    assert not failover.breaker_open(0) and not failover.breaker_open(1)
+    # A busy primary is back after one not_primary of its standby, its circuit still closed.
     failover = LedgerFailover(["http://primary", "http://standby"], Limits(breaker_failures=3), clock=lambda: 0.0)
     for _ in range(10):
-        assert failover.pick() == 0
-        failover.record(0, "busy", "batch")
-    assert failover.current == 0 and not failover.breaker_open(0)
+        failover.record(failover.pick(), "busy", "batch")
+        failover.record(failover.pick(), "not_primary", "batch")
+        assert failover.current == 0
+    assert not failover.breaker_open(0) and not failover.breaker_open(1)
     for _ in range(3):  # real failures still open it and move on
         failover.record(0, "error", "batch")
     assert failover.breaker_open(0) and failover.current == 1
