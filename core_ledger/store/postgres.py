@@ -74,7 +74,13 @@ KEY_TYPES = {"sequence": "bigint"}  # key columns that are not text (history's j
 LOAD_KEYS = {**TABLES, ENTRIES: ("sequence",)}  # what `load` accepts: the tables and the journal
 # Ends of a transaction that may be retried as is: nothing of it was committed.
 RETRYABLE = (asyncpg.SerializationError, asyncpg.DeadlockDetectedError)
-DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+# What the driver raises when the server or the network failed. `InternalClientError` is among
+# them: asyncpg raises it ("cannot switch to state 12; another operation (2) is in progress") when
+# the server ended a session in the middle of a statement, as a dying leader does during a
+# failover; it says the connection is unusable, not that the ledger is wrong.
+DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError, TimeoutError)
+# After these the connection's protocol state is unknown: it is closed, never given out again.
+CONNECTION_BROKEN = (asyncpg.InterfaceError, asyncpg.InternalClientError)
 T = TypeVar("T")
 
 
@@ -624,7 +630,11 @@ class PostgresStore(Store):
         """A connection of the readers' pool (or of `pool`); driver errors become StorageError."""
         try:
             async with (pool or self._p).acquire(timeout=self.limits.acquire_timeout_s) as conn:
-                yield conn
+                try:
+                    yield conn
+                except CONNECTION_BROKEN:
+                    conn.terminate()  # back in the pool it would fail every later checkout
+                    raise
         except DRIVER_ERRORS as e:
             raise StorageError(f"{what} failed: {type(e).__name__}: {e}") from e
 

@@ -137,3 +137,31 @@ async def test_a_load_of_several_tables_is_one_statement_and_keeps_key_types(sto
     many = await store.load({"players": players, "accounts": [("a",)]})
     assert len(queries) == 2  # KEYS_PER_QUERY_MAX keys per statement at most
     assert many == {"players": {key: {"n": i} for i, key in enumerate(players)}, "accounts": {}}
+
+
+async def test_a_connection_the_driver_lost_track_of_fails_the_commit_retryably_and_is_never_reused(
+    store: PostgresStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """asyncpg raises InternalClientError ("cannot switch to state 12; another operation (2) is in
+    progress") when the server ended the session mid-statement, as a dying leader does. That is an
+    outage of one connection, not a ledger bug: the commit fails as a StorageError (503, retried by
+    the client, never a halt), the connection is closed rather than given to the next commit, and
+    the next commit goes through on a fresh one."""
+    import asyncpg
+
+    assert store._commit_pool is not None
+    async with store._commit_pool.acquire() as conn:
+        broken = conn._con  # the pool's one commit connection (the pool hands out a proxy of it)
+    real_fetchval = asyncpg.Connection.fetchval
+
+    async def lost_track(self: asyncpg.Connection, query: str, *args: Any, **kwargs: Any) -> Any:
+        if self is broken:
+            raise asyncpg.InternalClientError("cannot switch to state 12; another operation (2) is in progress")
+        return await real_fetchval(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(asyncpg.Connection, "fetchval", lost_track)
+    with pytest.raises(StorageError, match="InternalClientError"):
+        await store.commit([JournalRow(1, "tx1", '{"sequence":1}')], {}, Head(1, "aa" * 32, 1))
+    assert broken.is_closed()  # terminated, not back in the pool
+    await store.commit([JournalRow(1, "tx1", '{"sequence":1}')], {}, Head(1, "aa" * 32, 1))  # the retry
+    assert (await store.head()).sequence == 1
