@@ -38,6 +38,7 @@ ATTEMPTS_MAX = 4
 ATTEMPT_TIMEOUT_S = 2.0
 CONVERGE_S = 30.0  # after healing: displays must match the ledger within this
 LIVENESS_S = 20.0  # after healing: a write through every edge must succeed within this
+FAULT_END_S = 120.0  # once the load ended, the fault under way gets this long to end (a Patroni leader wait is 40 s)
 CATCH_UP_S = 180.0  # healing waits this long at most for the standby to hold the primary's head
 HISTORY_MAX = 200_000  # operations a run records at most: the workload stops issuing there
 RETRYABLE = {502, 503, 504, 599}
@@ -469,8 +470,10 @@ async def _load_under_faults(
         faults = asyncio.create_task(nemesis.run(deadline))
         try:
             await load  # the clients stop at the deadline or at the history bound, whichever is first
-            if not faults.done():  # no load left to judge: the faults end too (healed below)
-                faults.cancel()
+            if not faults.done():  # no load left to judge: no new fault, the one under way ends (healed below)
+                nemesis.stop()
+                await asyncio.wait({faults}, timeout=FAULT_END_S)
+                faults.cancel()  # a fault that outlived its bound (nothing if it ended)
             await asyncio.gather(faults, return_exceptions=True)
             failure = None if faults.cancelled() else faults.exception()
             if failure is not None:
@@ -492,6 +495,8 @@ async def heal(cluster: Cluster) -> None:
             cluster.signal(name, signal.SIGCONT)
         if cluster.fault_hooks:
             cluster.set_apply_delay(name, 0)
+    if cluster.standby:
+        await _follow_the_primary_in_fact(cluster)
     if not cluster.services[cluster.primary].running:
         await cluster.start_service(cluster.primary, ready=False)
     if cluster.standby and not await _tailing(cluster, cluster.standby_name):
@@ -504,6 +509,33 @@ async def heal(cluster: Cluster) -> None:
     for edge in cluster.edge_ids:
         if not cluster.services[edge].running:
             await cluster.start_service(edge)
+
+
+async def _follow_the_primary_in_fact(cluster: Cluster) -> None:
+    """A promotion carried out whose answer the harness never read (its request timed out, or a
+    fault ended half-way) left the other copy primary at a higher epoch than the one the harness
+    calls primary: healing around the latter would fence the real primary and rebuild it as a
+    standby of a fenced copy. The copies say who is primary; the harness follows them."""
+    seen: dict[str, dict[str, Any]] = {}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
+        for name in (cluster.primary, cluster.standby_name):
+            if not cluster.services[name].running:
+                continue
+            try:
+                async with http.get(cluster.url(name) + "/readyz") as r:
+                    body = await r.json(content_type=None)
+            except (aiohttp.ClientError, TimeoutError, ValueError):
+                continue
+            if isinstance(body, dict) and isinstance(body.get("epoch"), int):
+                seen[name] = body
+    other = seen.get(cluster.standby_name)
+    if other is None or other.get("role") != "primary" or other.get("fenced"):
+        return
+    nominal = seen.get(cluster.primary)
+    if nominal is not None and nominal["epoch"] >= other["epoch"]:
+        return
+    log.warning("chaos_heal_primary_moved", was=cluster.primary, primary=cluster.standby_name, epoch=other["epoch"])
+    cluster.adopt_primary(cluster.standby_name)
 
 
 async def _tailing(cluster: Cluster, name: str) -> bool:

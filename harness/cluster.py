@@ -442,9 +442,13 @@ class Cluster:
                     raise PromotionRefused(name, problem)
             r.raise_for_status()
             answer: dict[str, Any] = await r.json()
+        self.adopt_primary(name)
+        return answer
+
+    def adopt_primary(self, name: str) -> None:
+        """From now on the copy `name` is the primary (and restarts as one)."""
         self.primary = name
         self.services[name].args = ()
-        return answer
 
     async def rejoin_as_standby(self, name: str, *, keep_data: bool) -> None:
         """Restart the ledger copy `name` as the standby of the current primary: with its own data

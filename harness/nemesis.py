@@ -35,6 +35,7 @@ Kinds:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import signal
 import time
@@ -104,6 +105,7 @@ class Nemesis:
         self.errors: list[str] = []  # faults that could not be carried out (e.g. a promotion refused)
         self.heal: Callable[[], Awaitable[None]] | None = None  # run after a fault failed half-way
         self._deck: list[str] = []
+        self._stopping = asyncio.Event()
 
     def next_kind(self) -> str:
         """Kinds come in seeded shuffled rounds: every enabled kind once before any twice, so a
@@ -113,10 +115,19 @@ class Nemesis:
             self.rng.shuffle(self._deck)
         return self._deck.pop()
 
+    def stop(self) -> None:
+        """Deal no further fault; the one under way runs to its end. Cancelled half-way, a failover
+        leaves the cluster's copies ahead of what the harness knows of them (a promotion sent and
+        carried out, its answer never read: the harness would heal around the wrong primary)."""
+        self._stopping.set()
+
     async def run(self, deadline: float) -> None:
         started = time.monotonic()
         while self.kinds and time.monotonic() < deadline:
-            await asyncio.sleep(self.rng.uniform(*FAULT_GAP_S))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.rng.uniform(*FAULT_GAP_S))
+            if self._stopping.is_set():
+                return
             kind = self.next_kind()
             hold = self.rng.uniform(*FAULT_HOLD_S)
             self.log.append(f"+{time.monotonic() - started:.1f}s {kind} {hold:.1f}s")

@@ -165,3 +165,85 @@ async def test_an_edge_that_cannot_read_a_poisoned_display_fails_the_display_che
     async with aiohttp.ClientSession() as http:
         check = await _check_displays(http, info, ["mega"], [], {}, {})
     assert not check.ok and check.detail == "e1 mega: answered 500 internal"
+
+
+async def test_a_stopped_nemesis_lets_the_fault_under_way_end_and_deals_no_other(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Cancelled half-way, a failover left the harness healing around a primary the copies had
+    left behind: once the load ends, the fault under way runs to its end and no new one starts."""
+    import asyncio
+    import random
+    import time
+
+    from harness import nemesis as nemesis_module
+    from harness.nemesis import Nemesis
+
+    monkeypatch.setattr(nemesis_module, "FAULT_GAP_S", (0.01, 0.02))
+    nemesis = Nemesis(None, random.Random(3), ("failover_kill",))  # type: ignore[arg-type]  # inject is replaced
+    started, ended = asyncio.Event(), []
+
+    async def inject(kind: str, hold: float) -> str:
+        started.set()
+        await asyncio.sleep(0.3)
+        ended.append(kind)
+        return "done"
+
+    monkeypatch.setattr(nemesis, "inject", inject)
+    run = asyncio.create_task(nemesis.run(time.monotonic() + 60))
+    await asyncio.wait_for(started.wait(), 5)
+    nemesis.stop()
+    await asyncio.wait_for(run, 5)
+    assert ended == ["failover_kill"] and len(nemesis.log) == 1 and nemesis.log[0].endswith("(done)")
+
+
+class _Copies:
+    """The two ledger copies as the heal sees them: fake /readyz answers on 127.0.0.1."""
+
+    def __init__(self, urls: dict[str, str | None]) -> None:
+        self.primary = "ledger"
+        self.urls = urls
+        self.services = {
+            name: type("S", (), {"running": url is not None, "args": ("--standby-of",)})() for name, url in urls.items()
+        }
+
+    @property
+    def standby_name(self) -> str:
+        return "ledger-standby" if self.primary == "ledger" else "ledger"
+
+    def url(self, name: str) -> str:
+        return str(self.urls[name])
+
+    def adopt_primary(self, name: str) -> None:
+        self.primary = name
+
+
+async def _readyz_of(aiohttp_server: Any, body: dict[str, Any]) -> str:
+    async def readyz(request: web.Request) -> web.Response:
+        return web.json_response(body)
+
+    app = web.Application()
+    app.router.add_get("/readyz", readyz)
+    return str((await aiohttp_server(app)).make_url("")).rstrip("/")
+
+
+@pytest.mark.parametrize(
+    ("nominal", "other", "moved"),
+    [
+        (None, {"role": "primary", "epoch": 7, "fenced": False}, True),  # the nominal primary is down
+        ({"role": "primary", "epoch": 6, "fenced": True}, {"role": "primary", "epoch": 7, "fenced": False}, True),
+        ({"role": "primary", "epoch": 7, "fenced": False}, {"role": "primary", "epoch": 6, "fenced": False}, False),
+        (None, {"role": "standby", "epoch": 6, "fenced": False}, False),
+        (None, {"role": "primary", "epoch": 7, "fenced": True}, False),
+    ],
+)
+async def test_the_heal_follows_the_copy_that_is_primary_in_fact(
+    aiohttp_server: Any, nominal: dict[str, Any] | None, other: dict[str, Any], moved: bool
+) -> None:
+    urls = {
+        "ledger": None if nominal is None else await _readyz_of(aiohttp_server, nominal),
+        "ledger-standby": await _readyz_of(aiohttp_server, other),
+    }
+    copies = _Copies(urls)
+    await chaos._follow_the_primary_in_fact(copies)  # type: ignore[arg-type]  # a stand-in with only the members read
+    assert copies.primary == ("ledger-standby" if moved else "ledger")
