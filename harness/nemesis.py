@@ -125,7 +125,8 @@ class Nemesis:
         started = time.monotonic()
         while self.kinds and time.monotonic() < deadline:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self.rng.uniform(*FAULT_GAP_S))
+                async with asyncio.timeout(self.rng.uniform(*FAULT_GAP_S)):
+                    await self._stopping.wait()
             if self._stopping.is_set():
                 return
             kind = self.next_kind()
