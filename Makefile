@@ -25,8 +25,10 @@ tools:
 demo: $(STAMP) $(if $(filter postgres,$(BACKEND)),tools)
 	$(VENV)/bin/croupier demo $(if $(BACKEND),--backend $(BACKEND))
 
+# Two workers, one test file each at a time (docs/decisions/test-suite-on-two-workers.md); TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
 test: $(STAMP) tools
-	$(PY) -m pytest -q --durations=15
+	$(PY) -m pytest -q --durations=15 -n $(TEST_WORKERS) --dist loadfile
 
 bench: $(STAMP) tools
 	$(PY) bench/ledger_throughput.py
