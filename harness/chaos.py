@@ -532,6 +532,8 @@ async def _follow_the_primary_in_fact(cluster: Cluster) -> None:
     if other is None or other.get("role") != "primary" or other.get("fenced"):
         return
     nominal = seen.get(cluster.primary)
+    if nominal is None and cluster.services[cluster.primary].running:
+        return  # running but unreadable: no evidence against it, and a wrong move would lose its writes
     if nominal is not None and nominal["epoch"] >= other["epoch"]:
         return
     log.warning("chaos_heal_primary_moved", was=cluster.primary, primary=cluster.standby_name, epoch=other["epoch"])

@@ -234,16 +234,18 @@ async def _readyz_of(aiohttp_server: Any, body: dict[str, Any]) -> str:
         ({"role": "primary", "epoch": 6, "fenced": True}, {"role": "primary", "epoch": 7, "fenced": False}, True),
         ({"role": "primary", "epoch": 7, "fenced": False}, {"role": "primary", "epoch": 6, "fenced": False}, False),
         (None, {"role": "standby", "epoch": 6, "fenced": False}, False),
+        ("unreadable", {"role": "primary", "epoch": 7, "fenced": False}, False),  # running, no answer
         (None, {"role": "primary", "epoch": 7, "fenced": True}, False),
     ],
 )
 async def test_the_heal_follows_the_copy_that_is_primary_in_fact(
-    aiohttp_server: Any, nominal: dict[str, Any] | None, other: dict[str, Any], moved: bool
+    aiohttp_server: Any, nominal: dict[str, Any] | str | None, other: dict[str, Any], moved: bool
 ) -> None:
-    urls = {
-        "ledger": None if nominal is None else await _readyz_of(aiohttp_server, nominal),
-        "ledger-standby": await _readyz_of(aiohttp_server, other),
-    }
+    if isinstance(nominal, dict):
+        nominal_url: str | None = await _readyz_of(aiohttp_server, nominal)
+    else:  # down (None), or running with nothing answering: the discard port, where nothing listens
+        nominal_url = None if nominal is None else "http://127.0.0.1:9"
+    urls = {"ledger": nominal_url, "ledger-standby": await _readyz_of(aiohttp_server, other)}
     copies = _Copies(urls)
     await chaos._follow_the_primary_in_fact(copies)  # type: ignore[arg-type]  # a stand-in with only the members read
     assert copies.primary == ("ledger-standby" if moved else "ledger")
