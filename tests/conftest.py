@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -93,3 +95,15 @@ def pg_server() -> Iterator[PgServer]:
     removed at its end."""
     with running_postgres() as server:
         yield server
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    """A temp dir of a short path, removed after the test: for what puts a unix socket under it
+    (PostgreSQL's, a ledger's private socket to its fronts), whose path is limited to 107 bytes.
+    `tmp_path` is longer under pytest-xdist (a `popen-gwN` level more)."""
+    path = Path(tempfile.mkdtemp(prefix="cr-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

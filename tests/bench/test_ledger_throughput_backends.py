@@ -163,14 +163,15 @@ async def test_a_short_run_measures_and_verifies_the_ledger_on_sqlite_and_postgr
     assert not (tmp_path / "run" / "ledger" / "secrets" / "postgres.dsn").exists()
 
 
-async def test_a_short_run_with_a_front_process_measures_and_verifies_alike(tmp_path: Path) -> None:
-    summary = await run(options(tmp_path / "run", modes=("ledger", "batch"), backends=("sqlite",), fronts=1))
+async def test_a_short_run_with_a_front_process_measures_and_verifies_alike(short_dir: Path) -> None:
+    # short_dir: the ledger's private socket to its front lives in its data dir (107 bytes at most)
+    summary = await run(options(short_dir / "run", modes=("ledger", "batch"), backends=("sqlite",), fronts=1))
     assert summary["errors"] == 0 and summary["setup"]["ledger_fronts"] == 1, summary
     for name in ("ledger", "batch"):
         verify = summary["modes"][name]["verify"]
         assert verify["chain_ok"] and verify["commits_match"] and verify["tables_equal_rebuild"], verify
     # The front served the bets (its own log lines) and handed them to the ledger process.
-    log = (tmp_path / "run" / "ledger" / "ledger.log").read_text()
+    log = (short_dir / "run" / "ledger" / "ledger.log").read_text()
     assert '"service":"ledger-front"' in log and '"event":"ledger_front_started"' in log
 
 

@@ -100,14 +100,15 @@ def test_short_chaos_run_keeps_every_guarantee(tmp_path, group):
     assert f"seed {seed}: " in run.stdout and not root.exists()
 
 
-def test_up_with_ledger_fronts_serves_bets_through_a_front_and_stops_it(tmp_path):
+def test_up_with_ledger_fronts_serves_bets_through_a_front_and_stops_it(short_dir):
     """`croupier up --ledger-fronts 1`: the ledger's address is served by a front process, which a
-    bet goes through; Ctrl-C stops the cluster and its front with it."""
+    bet goes through; Ctrl-C stops the cluster and its front with it. (`short_dir`: the ledger's
+    private socket to its front lives under the cluster's directory, 107 bytes at most.)"""
     import signal
     import time
     import urllib.request
 
-    root = tmp_path / "cluster"
+    root = short_dir / "cluster"
     up = subprocess.Popen(
         [sys.executable, "-m", "croupier", "up", "--dir", str(root), "--players", "2", "--ledger-fronts", "1"],
         stdout=subprocess.DEVNULL,
