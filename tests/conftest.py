@@ -1,4 +1,5 @@
-"""Suite-wide settings only (fixtures live in the conftest.py of the directory that uses them).
+"""Suite-wide settings, and the fixtures several directories use (`pg_server`, `short_dir`); every
+other fixture lives in the conftest.py of the directory that uses it.
 
 Every answer of an in-process ledger or edge is checked against its OpenAPI document
 (tests/support/answer_check.py, loaded as a plugin).
