@@ -30,7 +30,7 @@ import aiohttp
 import structlog
 
 from harness.account_names import wallet_of
-from harness.cluster import STANDBY, Cluster
+from harness.cluster import STANDBY, Cluster, read_readyz
 from harness.nemesis import DEFAULT_FAULTS, EPOCH_HEADER, Nemesis
 from harness.verify import Check, check_cluster, fold_journal, read_journal
 
@@ -519,15 +519,9 @@ async def _follow_the_primary_in_fact(cluster: Cluster) -> None:
     seen: dict[str, dict[str, Any]] = {}
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
         for name in (cluster.primary, cluster.standby_name):
-            if not cluster.services[name].running:
-                continue
-            try:
-                async with http.get(cluster.url(name) + "/readyz") as r:
-                    body = await r.json(content_type=None)
-            except (aiohttp.ClientError, TimeoutError, ValueError):
-                continue
-            if isinstance(body, dict) and isinstance(body.get("epoch"), int):
-                seen[name] = body
+            ready = await read_readyz(http, cluster.url(name)) if cluster.services[name].running else None
+            if ready is not None and isinstance(ready[1].get("epoch"), int):
+                seen[name] = ready[1]
     other = seen.get(cluster.standby_name)
     if other is None or other.get("role") != "primary" or other.get("fenced"):
         return

@@ -84,6 +84,17 @@ GAME_SERVER = "gs"  # one game-server identity across regions: idempotency is sc
 LIABILITIES_INTERVAL_S = 1.0  # a local cluster shows its liabilities a second after its first money
 
 
+async def read_readyz(http: aiohttp.ClientSession, url: str) -> tuple[int, dict[str, Any]] | None:
+    """A service's /readyz at `url`: its status and body, or None when it does not answer or its
+    body is no JSON object (a ledger copy announces its role, epoch and head there, 503 or not)."""
+    try:
+        async with http.get(url + "/readyz") as r:
+            body = await r.json(content_type=None)
+    except (TimeoutError, aiohttp.ClientError, ValueError):
+        return None
+    return (r.status, body) if isinstance(body, dict) else None
+
+
 class PromotionRefused(Exception):
     """The ledger copy refused promotion (409 `standby_behind`: it holds less than its primary
     acknowledged); the problem it answered is in `problem`."""
@@ -368,12 +379,8 @@ class Cluster:
                 for name in self.ledger_names:
                     if not self.services[name].running:
                         continue
-                    try:
-                        async with http.get(self.url(name) + "/readyz") as r:
-                            body = await r.json(content_type=None)
-                    except (TimeoutError, aiohttp.ClientError, ValueError):
-                        continue
-                    if r.status == 200 and body.get("role") == "primary":
+                    ready = await read_readyz(http, self.url(name))
+                    if ready is not None and ready[0] == 200 and ready[1].get("role") == "primary":
                         self.primary = name
                         return name
                 await asyncio.sleep(0.05)
