@@ -63,6 +63,7 @@ ADMIN_DECISION_CODES = (
     "version_conflict",
     "account_frozen",
     "balance_limit_exceeded",
+    "report_limit_exceeded",
     "currency_mismatch",
     "insufficient_funds",
 )

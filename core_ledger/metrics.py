@@ -6,9 +6,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from shared.metrics import LATENCY_BUCKETS_S
 
+from core_ledger.domain.outcomes import RejectCode
+
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 # How an X-Ledger-Epoch above this primary's was judged (core_ledger/fencing.py); alerts match these.
 EPOCH_CLAIM_OUTCOMES = ("proven", "refuted", "unverifiable", "role_not_allowed")
+# Refusals by a limit no real play reaches (`ledger_conflicts_total`); CroupierLedgerLimitRefusals matches these.
+LIMIT_REASONS = (RejectCode.BALANCE_LIMIT_EXCEEDED.value, RejectCode.REPORT_LIMIT_EXCEEDED.value)
 
 
 BACKUP_OUTCOMES = ("ok", "failed")  # of ledger_backups_total and ledger_restores_total
@@ -93,6 +97,8 @@ class LedgerMetrics:
             ["reason"],
             registry=registry,
         )
+        for reason in LIMIT_REASONS:  # an alert watches them: each series exists before its first refusal
+            self.conflicts_total.labels(reason)
         self.journal_head_sequence = Gauge(
             "ledger_journal_head_sequence", "Sequence of the last committed journal entry.", registry=registry
         )

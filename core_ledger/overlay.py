@@ -25,11 +25,13 @@ makes one.
 from __future__ import annotations
 
 import time
+from datetime import date, timedelta
 
 import structlog
 
 from core_ledger.domain import PASSES_MAX, PLANNED_FROM, Command, State, rows_needed
-from core_ledger.domain.state import Doc, Key
+from core_ledger.domain.reports import SUMS_OF
+from core_ledger.domain.state import ADDITIVE, TABLES, Doc, Key
 from core_ledger.key_filter import KeyFilter
 from core_ledger.pace import Pace
 from core_ledger.store import Head, Store
@@ -45,6 +47,14 @@ FILTERED = ("idem", "bets", "client_rounds", "rounds")
 # the loop meanwhile: flat out, filling 10M keys held the loop for a minute and the serving ledger's
 # bets went through at a fraction of their rate (docs/decisions/writer-key-filter.md).
 KEY_FILL_PACE = Pace(page=4_000, loop_share=0.25)
+# The report rows of one day the writer holds at most: one per (currency, game, client) played that
+# day, and one per currency; more than an operator's catalogue gives, and a quarter of the rows the
+# writer caches at most (`WriterLimits.cache_rows_max`).
+REPORT_DAY_ROWS_MAX = 50_000
+
+
+class ReportDayTooLarge(Exception):
+    """A day has more report rows than the writer holds (`REPORT_DAY_ROWS_MAX`)."""
 
 
 class PlanningFailed(Exception):
@@ -134,6 +144,33 @@ class Overlay:
         self.head = self.committed = stored
         self.commits.advance(stored.sequence)
         return stored
+
+    async def hold_report_day(self, day: str) -> None:
+        """Hold every stored report row of `day`, the day of the group about to be judged, unless
+        held already (the report limits are checked against them: `domain.check_report_limits`),
+        and stop holding those of days before the day before it. A day is read once, with no group
+        of that day in flight (at most one group is, judged before this one: its day is held)."""
+        rows = self.rows
+        if rows.complete or day in rows.report_days:
+            return
+        found: dict[str, dict[Key, dict[str, int]]] = {}
+        for table in ADDITIVE:
+            sums, _ = await self.store.report_sums(
+                table,
+                day_from=day,
+                day_to=day,
+                equals={},
+                group_by=TABLES[table],
+                members=SUMS_OF[table],
+                limit=REPORT_DAY_ROWS_MAX + 1,
+            )
+            if len(sums) > REPORT_DAY_ROWS_MAX:  # the group fails (503, a write failure), the cause logged
+                raise ReportDayTooLarge(f"{table} holds more than {REPORT_DAY_ROWS_MAX} rows of day {day}")
+            found[table] = dict(sums)
+        before = (date.fromisoformat(day) - timedelta(days=1)).isoformat()
+        rows.release_report_days({held for held in rows.report_days if held >= before})
+        rows.hold_report_day(day, found)
+        log.info("ledger_report_day_held", day=day, rows=sum(len(t) for t in found.values()))
 
     async def load(self, commands: list[Command]) -> None:
         """Bring every row the commands need into the overlay, a few IN-queries per pass. A command

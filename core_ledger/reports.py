@@ -9,8 +9,8 @@
 Every report is read in ONE snapshot with the journal head, and names that head (`up_to_sequence`):
 its figures include every entry up to it and none after. The report tables are maintained by the
 writer (core_ledger/domain/reports.py), so a report reads the day rows of its range (summed by the
-store), never the journal; an answer of more than `REPORT_ROWS_MAX` rows is refused
-(`report_too_large`): narrow the range, filter, or group by less.
+store), never the journal; an answer of more than `REPORT_ROWS_MAX` rows, or with a figure past
+64 bits (`FIGURE_ABS_MAX`), is refused (`report_too_large`): narrow the range, filter, or regroup.
 See docs/decisions/reports-maintained-by-the-writer.md.
 """
 
@@ -28,6 +28,10 @@ from core_ledger.liabilities import SYSTEM_KINDS, liabilities
 from core_ledger.store import Store
 
 REPORT_ROWS_MAX: Final = 100_000  # rows one report may answer (then `report_too_large`)
+# A figure an answer may hold: a 64-bit integer, as every JSON encoder and client reads one. Each
+# stored sum is within ±2^61 (`domain.reports.REPORT_SUM_ABS_MAX`), but a sum of many such rows is
+# not: such an answer is refused (`report_too_large`) rather than failing or rounding.
+FIGURE_ABS_MAX: Final = 2**63 - 1
 ACCOUNTS_MAX: Final = 100_000  # system accounts and pools of one kind (they are few)
 PLAY_DIMENSIONS: Final = TABLES[PLAY_TABLE]  # day, currency, game_id, client_id
 CASH_DIMENSIONS: Final = TABLES[CASH_TABLE]  # day, currency
@@ -94,14 +98,14 @@ class LedgerReports:
         for row in rows:
             row["ggr_minor"] = ggr(row)
             row["ngr_minor"] = ngr(row)
-        return Report("ggr", (*group_by, *PLAY_SUMS, "ggr_minor", "ngr_minor"), rows, head)
+        return _checked(Report("ggr", (*group_by, *PLAY_SUMS, "ggr_minor", "ngr_minor"), rows, head))
 
     async def cash(self, *, day_from: str, day_to: str, equals: dict[str, str], group_by: tuple[str, ...]) -> Report:
         """Deposits and withdrawals (net: cash in minus cash out), adjustments and jackpot seeds."""
         rows, head = await self._sums(CASH_TABLE, day_from, day_to, equals, group_by, CASH_SUMS)
         for row in rows:
             row["net_cash_minor"] = row["deposits_minor"] - row["withdrawals_minor"]
-        return Report("cash", (*group_by, *CASH_SUMS, "net_cash_minor"), rows, head)
+        return _checked(Report("cash", (*group_by, *CASH_SUMS, "net_cash_minor"), rows, head))
 
     async def liabilities(self, *, currency: str | None) -> Report:
         """Per currency, as of now: what players hold, the jackpot pools (owed to future winners),
@@ -134,3 +138,15 @@ class LedgerReports:
                 }
             )
         return Report("liabilities", ("currency", *LIABILITY_MEMBERS), rows, head)
+
+
+def _checked(report: Report) -> Report:
+    """The report, unless a figure of it leaves ±FIGURE_ABS_MAX (then `report_too_large`)."""
+    for row in report.rows:
+        for name, value in row.items():
+            if isinstance(value, int) and abs(value) > FIGURE_ABS_MAX:
+                raise Unprocessable(
+                    f"{name} of a row would pass {FIGURE_ABS_MAX} minor units: narrow the range, or group by more",
+                    code="report_too_large",
+                )
+    return report

@@ -53,6 +53,7 @@ from core_ledger.domain import (
     evolve,
     sealed,
 )
+from core_ledger.domain.reports import day_of
 from core_ledger.failover import Failover
 from core_ledger.metrics import LedgerMetrics
 from core_ledger.overlay import Overlay, PlanningFailed
@@ -307,11 +308,12 @@ class LedgerWriter:
         self._broken = False
 
     async def _judge(self, commands: list[Command]) -> _Judged:
+        ctx = Context(self._clock())  # first: the group's day names the report rows it is judged on
         try:
             await self._overlay.load(commands)  # a store error raises as is: 503, retryable
+            await self._overlay.hold_report_day(day_of(ctx.now_text))
         except PlanningFailed as e:  # planning is pure: a bug, not an outage
             raise _JudgeFailed(e.command, e.error) from e
-        ctx = Context(self._clock())
         judged = _Judged(head=self._overlay.head)
         chain = _Chain(judged.head.sequence, judged.head.hash, judged.head.epoch)
         for cmd in commands:

@@ -17,7 +17,8 @@ Error tree (status in brackets)::
     ├── RequestTimeout [408]        request_timeout
     ├── PayloadTooLarge [413]       payload_too_large
     ├── Unprocessable [422]         insufficient_funds, idempotency_key_reused, wagering_not_met,
-    │                               bonus_expired, currency_mismatch, balance_limit_exceeded
+    │                               bonus_expired, currency_mismatch, balance_limit_exceeded,
+    │                               report_limit_exceeded
     ├── Locked [423]                account_frozen
     ├── Unavailable [503]           ledger_unavailable, not_primary, storage_unavailable,
     │                               standby_unavailable, edge_overloaded, too_many_connections
@@ -185,6 +186,7 @@ CODES: dict[str, Code] = {
     "bonus_expired": Code(Unprocessable, "the bonus expired"),
     "currency_mismatch": Code(Unprocessable, "the currency is not the account's, round's or jackpot's"),
     "balance_limit_exceeded": Code(Unprocessable, "the balance would exceed its limit"),
+    "report_limit_exceeded": Code(Unprocessable, "a sum of the day's finance report would exceed its limit"),
     "report_too_large": Code(Unprocessable, "a report would read more day rows than its bound: narrow it"),
     "account_frozen": Code(Locked, "the player is frozen"),
     "ledger_unavailable": Code(Unavailable, "the ledger cannot take it now (queue full, unreachable)", True),

@@ -14,6 +14,7 @@ from core_ledger.domain.commands import Command, Context, Draft, Replay, present
 from core_ledger.domain.outcomes import Outcome, Refusal, RefusalCode, Reject, RejectCode
 from core_ledger.domain.records import IdemRow, Posting, Transaction
 from core_ledger.domain.render import render
+from core_ledger.domain.reports import check_report_limits
 from core_ledger.domain.specs import spec_of
 from core_ledger.domain.state import ENTRIES, State, idempotency_record
 
@@ -38,11 +39,15 @@ def decide(view: State, cmd: Command, ctx: Context) -> Draft | Replay:
     try:
         postings, result = spec.decide(view, cmd, ctx)
         check_balance_limits(view, postings)
+        tx["outcome"], tx["result"] = Outcome.COMMITTED.value, result
+        postings = [p for p in postings if p["amount_minor"] != 0]
+        check_report_limits(view, tx, postings)
     except Reject as r:
+        if not spec.sticky:  # binds nothing: not journaled (see `rounds`)
+            raise Refusal(r.code, r.detail) from None
         tx["outcome"], tx["code"], tx["detail"], tx["result"] = Outcome.REJECTED.value, r.code.value, r.detail, {}
         return Draft(tx)
-    tx["outcome"], tx["result"] = Outcome.COMMITTED.value, result
-    return Draft(tx, [p for p in postings if p["amount_minor"] != 0])
+    return Draft(tx, postings)
 
 
 def check_balance_limits(view: State, postings: list[Posting]) -> None:

@@ -32,6 +32,7 @@ class RejectCode(StrEnum):
     INSUFFICIENT_FUNDS = "insufficient_funds"
     CURRENCY_MISMATCH = "currency_mismatch"
     BALANCE_LIMIT_EXCEEDED = "balance_limit_exceeded"
+    REPORT_LIMIT_EXCEEDED = "report_limit_exceeded"
     ACCOUNT_FROZEN = "account_frozen"
 
 

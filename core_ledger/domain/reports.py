@@ -28,7 +28,8 @@ left with the house (a jackpot's share leaves the house when contributed: from t
 a future winner, so its payout is not counted again). NGR = GGR - bonus cost. The house account's
 balance is, to the unit, the sum of GGR minus jackpot seeds minus adjustments.
 
-Rejected entries change no money and add nothing.
+Rejected entries change no money and add nothing. Every sum stays within ±REPORT_SUM_ABS_MAX: a
+transaction that would take one beyond is refused (`report_limit_exceeded`, `check_report_limits`).
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ from __future__ import annotations
 from typing import Final
 
 from core_ledger.domain.accounts import is_player_account
-from core_ledger.domain.outcomes import Outcome
-from core_ledger.domain.records import Contribution, Entry
+from core_ledger.domain.outcomes import Outcome, Reject, RejectCode
+from core_ledger.domain.records import Contribution, Entry, Posting, Transaction
 from core_ledger.domain.state import ROUND_CLIENT, Key, State, round_address
 
 PLAY_TABLE: Final = "report_play_days"
@@ -76,6 +77,10 @@ CASH_TYPES: Final = {
     "adjustment": ("adjustments_minor", "adjustment_count"),
 }
 Delta = tuple[str, Key, dict[str, int]]  # (table, key, the sums it adds)
+# The bound of every report sum, as balances have theirs (`decide.BALANCE_ABS_MAX`, 2^62): half of
+# it, so that a commit group's net change of a sum (at most twice the bound) is itself a 64-bit
+# integer, and so are sums of a few rows read together (docs/decisions/report-sums-bounded.md).
+REPORT_SUM_ABS_MAX: Final = 2**61
 
 
 def day_of(committed_at: str) -> str:
@@ -110,11 +115,11 @@ def _contributed(items: list[Contribution]) -> int:
     return total
 
 
-def report_deltas(state: State, entry: Entry) -> list[Delta]:
-    """The report sums one entry adds (none for a rejected entry or a type without money).
+def report_deltas(state: State, tx: Transaction, postings: list[Posting]) -> list[Delta]:
+    """The report sums one transaction adds (none for a rejected one or a type without money).
 
-    Reads only rows the entry's own fold read (its round, its bet), after that fold ran."""
-    tx = entry["transaction"]
+    Reads only rows its own fold reads (its round, its bet), which are there before that fold
+    runs as after: `decide` checks a draft's sums as `evolve` adds the sealed entry's."""
     if tx["outcome"] != Outcome.COMMITTED:
         return []
     r, result, kind = tx["request"], tx["result"], tx["type"]
@@ -166,7 +171,7 @@ def report_deltas(state: State, entry: Entry) -> list[Delta]:
     if kind in CASH_TYPES:
         # What the player's account received (a withdrawal: gave), from the postings themselves. An
         # adjustment of 0 moves nothing, but is an operator's act all the same: it is counted.
-        moved = [(p["currency"], p["amount_minor"]) for p in entry["postings"] if is_player_account(p["account"])]
+        moved = [(p["currency"], p["amount_minor"]) for p in postings if is_player_account(p["account"])]
         currency = moved[0][0] if moved else r["currency"]
         amount, count = CASH_TYPES[kind]
         return cash(currency, {amount: sum(m for _, m in moved) * (-1 if kind == "withdrawal" else 1), count: 1})
@@ -177,5 +182,20 @@ def report_deltas(state: State, entry: Entry) -> list[Delta]:
 
 def add_report_sums(state: State, entry: Entry) -> None:
     """Fold one entry into the report tables (called by `evolve` for every entry)."""
-    for table, key, sums in report_deltas(state, entry):
+    for table, key, sums in report_deltas(state, entry["transaction"], entry["postings"]):
         state.add(table, key, sums, SUMS_OF[table])
+
+
+def check_report_limits(view: State, tx: Transaction, postings: list[Posting]) -> None:
+    """Refuse (sticky) a committed draft that would take any report sum beyond REPORT_SUM_ABS_MAX.
+    Each amount is bounded, but nothing else bounds a day's sums: bets and wins of the largest
+    amount repeated on one (day, currency, game, client) pass 2^63 in under ten thousand actions,
+    where the stores' integers end. Reads the day's rows, which the writer holds (`hold_report_day`)."""
+    for table, key, sums in report_deltas(view, tx, postings):
+        total = view.report_total(table, key)
+        for name, delta in sums.items():
+            if abs((total.get(name, 0) if total else 0) + delta) > REPORT_SUM_ABS_MAX:
+                raise Reject(
+                    RejectCode.REPORT_LIMIT_EXCEEDED,
+                    f"{name} of {table} {list(key)} would leave ±{REPORT_SUM_ABS_MAX}",
+                )

@@ -7,14 +7,13 @@ cannot be settled again. A round journaled before rounds were scoped by client i
 (its bets cannot be told apart by client): it can only be closed.
 
 A settlement's id names the round, not a moment of it, so its refusals bind nothing (not
-journaled, the id stays free): a round refused a refund while it held no stake (its bets rolled
-back meanwhile) can be refunded with the same id once a later bet is placed in it.
+journaled, the id stays free: their specs are not `sticky`, and `decide` raises every `Reject` of
+theirs as a `Refusal`): a round refused a refund while it held no stake (its bets rolled back
+meanwhile) can be refunded with the same id once a later bet is placed in it.
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
 from typing import Any
 
 from core_ledger.domain.accounts import jackpot_account, player_account, system_account
@@ -53,22 +52,6 @@ def committed_bets(view: State, client_id: str, round_: RoundRow) -> list[tuple[
     return out
 
 
-def binding_nothing(
-    decide: Callable[[State, Command, Context], Decided],
-) -> Callable[[State, Command, Context], Decided]:
-    """A settlement's rules, with every refusal made non-binding (see the module's docstring)."""
-
-    @functools.wraps(decide)
-    def settle(view: State, cmd: Command, ctx: Context) -> Decided:
-        try:
-            return decide(view, cmd, ctx)
-        except Reject as sticky:
-            raise Refusal(sticky.code, sticky.detail) from None
-
-    return settle
-
-
-@binding_nothing
 def round_refund(view: State, cmd: Command, ctx: Context) -> Decided:
     r = cmd.request
     pid, scope = r["player_id"], r["round_client_id"]
@@ -117,7 +100,6 @@ def round_refund(view: State, cmd: Command, ctx: Context) -> Decided:
     return postings, result
 
 
-@binding_nothing
 def round_close(view: State, cmd: Command, ctx: Context) -> Decided:
     round_ = the_round(view, cmd)
     return [], {"currency": round_["currency"], "amount_minor": 0, ROUND_CLIENT: cmd.request["round_client_id"]}

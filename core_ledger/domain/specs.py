@@ -33,6 +33,9 @@ class TransactionSpec:
     plan: Planner  # appends the rows `decide` and `apply` read beyond the common ones (`plan.rows_needed`)
     decide: Decider  # (postings, result), or raises `Reject` (journaled) / `Refusal` (not journaled)
     apply: Applier  # folds a committed entry into the derived rows (balances are folded by `evolve`)
+    # Whether a `Reject` (its own, or a limit `decide` checks) is journaled and binds the id; if
+    # not, `decide` raises it as a `Refusal` (a settlement's id names the round: see `rounds`).
+    sticky: bool = True
 
 
 SPEC_LIST: tuple[TransactionSpec, ...] = (
@@ -51,8 +54,8 @@ SPEC_LIST: tuple[TransactionSpec, ...] = (
     TransactionSpec("bonus_grant", "admin", needs.bonus_grant, admin.bonus_grant, folds.bonus_grant),
     TransactionSpec("unfence", "admin", needs.nothing, admin.unfence, folds.nothing),
     TransactionSpec("promote", "admin", needs.nothing, admin.promote, folds.nothing),
-    TransactionSpec("round_refund", "admin", needs.round_settle, rounds.round_refund, folds.round_refund),
-    TransactionSpec("round_close", "admin", needs.round_settle, rounds.round_close, folds.round_close),
+    TransactionSpec("round_refund", "admin", needs.round_settle, rounds.round_refund, folds.round_refund, sticky=False),
+    TransactionSpec("round_close", "admin", needs.round_settle, rounds.round_close, folds.round_close, sticky=False),
 )
 
 

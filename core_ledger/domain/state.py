@@ -134,6 +134,10 @@ class State:
         self.dirty: dict[str, dict[Key, Doc]] = {}
         # Sums of `ADDITIVE` tables added since the last `take_dirty` (what a commit adds).
         self.added: dict[tuple[str, Key], dict[str, int]] = {}
+        # Days (the first key column of every `ADDITIVE` table) whose report rows are all held, and
+        # kept current by `add`: what the writer checks the report limits against. A complete
+        # state holds every day.
+        self.report_days: set[str] = set()
 
     def known(self, table: str, key: Key) -> bool:
         return self.complete or key in self.tables[table]
@@ -221,12 +225,36 @@ class State:
             pending = self.added[(table, key)] = dict.fromkeys(names, 0)
         for name, value in sums.items():
             pending[name] += value
-        if self.complete:
+        if self.complete or key[0] in self.report_days:
             total = self.tables[table].get(key)
             if total is None:
                 total = self.tables[table][key] = dict.fromkeys(names, 0)
             for name, value in sums.items():
-                total[name] += value
+                total[name] = total.get(name, 0) + value
+
+    def hold_report_day(self, day: str, rows: Mapping[str, Mapping[Key, Mapping[str, int]]]) -> None:
+        """Hold every stored report row of `day` (by `ADDITIVE` table: what storage holds, deltas
+        not yet committed excluded): `add` keeps their totals from now on."""
+        for table in ADDITIVE:
+            held = self.tables[table]
+            for key, sums in rows.get(table, {}).items():
+                held[key] = dict(sums)
+        self.report_days.add(day)
+
+    def release_report_days(self, keep: set[str]) -> None:
+        """Stop holding the report rows of every day but those in `keep`."""
+        for day in self.report_days - keep:
+            for table in ADDITIVE:
+                held = self.tables[table]
+                for key in [k for k in held if k[0] == day]:
+                    del held[key]
+        self.report_days &= keep
+
+    def report_total(self, table: str, key: Key) -> Mapping[str, int] | None:
+        """The sums of a report row, pending additions included (None: nothing added yet)."""
+        if not (self.complete or key[0] in self.report_days):
+            raise InvariantBroken(f"the report rows of day {key[0]} were not held before use")
+        return self.tables[table].get(key)
 
     def remember(self, entry: Entry) -> None:
         """Keep a just-written entry for replays later in the same batch (not in a rebuild)."""

@@ -345,7 +345,8 @@ class Store(ABC):
         """Sums of `members` over the rows of a report table (`state.ADDITIVE`) whose `day` is
         within [day_from, day_to] (inclusive, YYYY-MM-DD) and whose key columns equal `equals`:
         one per distinct value of the `group_by` key columns, in their order, at most `limit`;
-        and the journal head sequence of the same snapshot."""
+        and the journal head sequence of the same snapshot. Sums are exact integers, past 64 bits
+        too (each row is within ±2^61, many of them are not)."""
 
     @abstractmethod
     async def accounts_by_prefix(self, prefixes: Sequence[str], limit: int) -> tuple[dict[str, Doc], int]:

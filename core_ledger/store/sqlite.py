@@ -311,6 +311,15 @@ def doc_sql(table: str, alias: str = "") -> str:
     return f"json_remove({doc}, {absent})"
 
 
+LOW_32 = 2**32 - 1
+
+
+def _joined_halves(members: Sequence[str], halves: Sequence[int]) -> dict[str, int]:
+    """Sums of `members` from the sums of their high and low 32 bits, in pairs (`x >> 32` is
+    arithmetic: x == (x >> 32) * 2^32 + (x & LOW_32), negative x too)."""
+    return {m: (int(halves[2 * i]) << 32) + int(halves[2 * i + 1]) for i, m in enumerate(members)}
+
+
 def _member_sql(table: str, name: str) -> str:
     """The SQL expression of one member of a row's document in `table` (NULL: a member that a
     columnar table does not have)."""
@@ -956,12 +965,17 @@ class SqliteStore(Store):
         if tuple(group_by) == TABLES[table]:  # one row per stored row
             values = ", ".join(f"coalesce({_member_sql(table, m)}, 0)" for m in members)
             sql = f"SELECT {groups}, {values} FROM {table} WHERE {' AND '.join(clauses)} ORDER BY {groups} LIMIT ?"
-        else:
-            sums = ", ".join(f"coalesce(sum({_member_sql(table, m)}), 0)" for m in members)
+        else:  # SQLite's sum() fails past 2^63: each member summed as its high and low 32 bits
+            sums = ", ".join(
+                f"coalesce(sum({value} >> 32), 0), coalesce(sum({value} & {LOW_32}), 0)"
+                for value in (_member_sql(table, m) for m in members)
+            )
             sql = (
                 f"SELECT {groups}, {sums} FROM {table} WHERE {' AND '.join(clauses)} "
                 f"GROUP BY {groups} ORDER BY {groups} LIMIT ?"
             )
+            found, [head] = await self._r.run(_snapshot_sync, [(sql, [*params, limit])])
+            return [(tuple(row[:width]), _joined_halves(members, row[width:])) for row in found], head
         found, [head] = await self._r.run(_snapshot_sync, [(sql, [*params, limit])])
         return [(tuple(row[:width]), dict(zip(members, map(int, row[width:]), strict=True))) for row in found], head
 

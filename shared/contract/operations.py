@@ -40,7 +40,14 @@ WRITER_CODES = ("ledger_unavailable", "not_primary", "storage_unavailable", "sta
 # its 500 on a bug of its own (or the ledger's, with that action alone, before anything was stored).
 EDGE_FORWARD_CODES = ("ledger_unavailable", "edge_overloaded", "internal_error")
 # Refusals a journaled money decision can give whatever its type.
-DECISION_CODES = ("idempotency_key_reused", "not_found", "account_frozen", "balance_limit_exceeded", "validation_error")
+DECISION_CODES = (
+    "idempotency_key_reused",
+    "not_found",
+    "account_frozen",
+    "balance_limit_exceeded",
+    "report_limit_exceeded",
+    "validation_error",
+)
 
 
 @dataclass(frozen=True)

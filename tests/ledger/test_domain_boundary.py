@@ -30,6 +30,7 @@ STATUS_BY_CODE = {
     "insufficient_funds": 422,
     "currency_mismatch": 422,
     "balance_limit_exceeded": 422,
+    "report_limit_exceeded": 422,
     "account_frozen": 423,
     "validation_error": 400,
     "not_found": 404,

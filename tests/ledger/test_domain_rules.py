@@ -15,6 +15,7 @@ import pytest
 from core_ledger.domain import ADMIN_SCOPE, Command, Draft, Refusal, RefusalCode, RejectCode, decide
 from core_ledger.domain.accounts import jackpot_account, player_account, system_account
 from core_ledger.domain.journal import postings_balanced
+from core_ledger.domain.reports import REPORT_SUM_ABS_MAX as REPORT_MAX
 from tests.support import domain_world as w
 
 P1, P2 = player_account("p1", "EUR"), player_account("p2", "EUR")
@@ -262,6 +263,18 @@ ADMIN_CASES: list[Case] = [
         [],
         w.adjust("t1", "p1", 2**62),
         RejectCode.BALANCE_LIMIT_EXCEEDED,
+    ),
+    (
+        "a day's adjustments beyond what a report sum may hold",
+        [w.adjust("t0", "p1", REPORT_MAX - 10)],
+        w.adjust("t1", "p1", 11),
+        RejectCode.REPORT_LIMIT_EXCEEDED,
+    ),
+    (
+        "a day's adjustments up to that bound",
+        [w.adjust("t0", "p1", REPORT_MAX - 10)],
+        w.adjust("t1", "p1", 10),
+        [(HOUSE, -10), (P1, 10)],
     ),
     ("a new player", [], w.create_player("p3", "EUR", "USD"), []),
     ("a new jackpot is seeded by the house", [], w.create_jackpot("j2", ["g2"]), [(HOUSE, -1000), (J2, 1000)]),

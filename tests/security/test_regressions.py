@@ -35,67 +35,58 @@ async def lone_ledger(tmp_path_factory) -> AsyncIterator[Cluster]:
         await c.stop()
 
 
-async def test_wins_that_would_push_the_house_past_64_bits_are_refused_alone_not_failing_their_batch(lone_ledger):
-    """Each win is at most AMOUNT_MINOR_MAX, but nothing bounds their sum: after ~9200 of them the
-    house account leaves the 64-bit range that the store can encode."""
-    c, edge = lone_ledger, lone_ledger.headers("edge")
-    url = c.url("ledger")
-    async with aiohttp.ClientSession(headers=edge) as http:
-        async with http.post(
-            f"{url}/v1/bets",
-            json={
-                "id": "ovf-bet",
-                "player_id": "p001",
-                "currency": "EUR",
-                "amount_minor": 1,
-                "round_id": "ovf",
-                "game_id": "g",
-            },
-        ) as r:
-            assert r.status == 201
+async def flood_of_wins(ledger: Cluster, games: tuple[str, ...]) -> str:
+    """40 batches of 239 wins of 10**15 minor units (past 2**63 in total), each batch with an
+    unrelated bet of another player last, over one round per game in `games` in turn: every win is
+    answered on its own (201 or 422) and never fails its batch. The code a retry of a refused win
+    replays."""
+    url = ledger.url("ledger")
+    async with aiohttp.ClientSession(headers=ledger.headers("edge")) as http:
+        for game in games:
+            bet = {"id": f"ovf-bet-{game}", "player_id": "p001", "currency": "EUR", "amount_minor": 1}
+            async with http.post(f"{url}/v1/bets", json={**bet, "round_id": f"ovf-{game}", "game_id": game}) as r:
+                assert r.status == 201
         statuses: list[int] = []
-        for b in range(40):  # 40 x 240 wins of 10**15 minor units: past 2**63 in total
-            actions = [
-                {
-                    "op": "win",
-                    "body": {
-                        "id": f"ovf-win-{b}-{i}",
-                        "player_id": "p001",
-                        "currency": "EUR",
-                        "amount_minor": AMOUNT_MINOR_MAX,
-                        "round_id": "ovf",
-                    },
-                }
-                for i in range(239)
-            ]
-            actions.append(
-                {
-                    "op": "bet",
-                    "body": {
-                        "id": f"ovf-other-{b}",
-                        "player_id": "p002",
-                        "currency": "EUR",
-                        "amount_minor": 1,
-                        "round_id": f"ovf-o-{b}",
-                        "game_id": "g",
-                    },
-                }
-            )
+        wins = 0
+        for b in range(40):
+            actions = []
+            for i in range(239):
+                game = games[wins % len(games)]
+                wins += 1
+                win = {"id": f"ovf-win-{b}-{i}", "player_id": "p001", "currency": "EUR", "round_id": f"ovf-{game}"}
+                actions.append({"op": "win", "body": {**win, "amount_minor": AMOUNT_MINOR_MAX}})
+            other = {"id": f"ovf-other-{b}", "player_id": "p002", "currency": "EUR", "amount_minor": 1}
+            actions.append({"op": "bet", "body": {**other, "round_id": f"ovf-o-{b}", "game_id": games[0]}})
             async with http.post(f"{url}/v1/batch", json={"actions": actions}) as r:
                 assert r.status == 200
                 results = (await r.json())["results"]
             statuses += [x["status"] for x in results[:-1]]
             assert results[-1]["status"] == 201, ("an unrelated bet failed with its batch", results[-1])
         assert set(statuses) == {201, 422}, sorted(set(statuses))
-        async with http.post(
-            f"{url}/v1/wins",
-            json={
-                "id": "ovf-win-39-0",
-                "player_id": "p001",
-                "currency": "EUR",
-                "amount_minor": AMOUNT_MINOR_MAX,
-                "round_id": "ovf",
-            },
-        ) as r:
+        last = {"id": "ovf-win-39-0", "player_id": "p001", "currency": "EUR", "amount_minor": AMOUNT_MINOR_MAX}
+        async with http.post(f"{url}/v1/wins", json={**last, "round_id": f"ovf-{games[0]}"}) as r:
             body = await r.json()
-        assert body.get("code") == "balance_limit_exceeded" and body.get("replayed") is True, body
+        assert body.get("replayed") is True, body
+        return str(body.get("code"))
+
+
+async def test_wins_that_would_push_the_house_past_64_bits_are_refused_alone_not_failing_their_batch(lone_ledger):
+    """Each win is at most AMOUNT_MINOR_MAX, but nothing bounds their sum: after ~4600 of them the
+    house account would leave ±2^62 (the 64-bit range the stores encode, halved). Spread over three
+    games, no game's report sums reach their own bound (2^61) first."""
+    assert await flood_of_wins(lone_ledger, ("g", "h", "k")) == "balance_limit_exceeded"
+
+
+async def test_wins_that_would_push_a_game_s_report_past_64_bits_are_refused_alone_not_failing_their_batch(
+    tmp_path_factory,
+):
+    """On one game the day's report sum of wins reaches its bound (2^61) after ~2300 such wins,
+    before the house's balance does: before that bound the sum passed 2^63 in the store (a float on
+    SQLite; on PostgreSQL a failed commit for every group holding it, a retryable outage)."""
+    c = Cluster(tmp_path_factory.mktemp("overflow-report"), edge_ids=())
+    try:
+        await c.start()
+        await seed(c, players=2)
+        assert await flood_of_wins(c, ("g",)) == "report_limit_exceeded"
+    finally:
+        await c.stop()

@@ -21,8 +21,9 @@ from core_ledger.domain import (
     seal,
 )
 from core_ledger.domain.records import Entry
+from core_ledger.domain.reports import day_of
 from core_ledger.domain.rounds import settlement
-from core_ledger.domain.state import ENTRIES
+from core_ledger.domain.state import ADDITIVE, ENTRIES
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 CTX = Context(NOW)
@@ -55,8 +56,13 @@ class World:
         return entry
 
     def restricted(self, cmd: Command) -> State:
-        """What the writer's overlay holds for `cmd`: exactly the planned rows, loaded pass by pass."""
+        """What the writer's overlay holds for `cmd`: exactly the planned rows, loaded pass by pass,
+        and the report rows of the day it is judged on."""
         view = State(complete=False)
+        day = day_of(CTX.now_text)
+        view.hold_report_day(
+            day, {t: {k: v for k, v in self.state.tables[t].items() if k[0] == day and v is not None} for t in ADDITIVE}
+        )
         for _ in range(PASSES_MAX):
             unknown = [(t, k) for t, k in rows_needed(view, cmd) if not view.known(t, k)]
             if not unknown:
