@@ -327,14 +327,17 @@ async def test_a_committed_answer_after_the_callers_deadline_has_its_documents_r
 
 
 async def test_a_flood_of_slow_reads_neither_starves_money_nor_opens_the_breaker(edges, fake_ledger):
-    """400 balance reads against a ledger taking 250 ms each held every pooled connection: the
+    """400 balance reads against a slow ledger (250 ms each, 100 ms here) held every pooled connection: the
     money batches waited behind them, and the waits, timed out, opened the breaker for everyone."""
     ledger, _ = fake_ledger
     e = await edges("eu")
     await e.stop("eu")
     await e.start("eu", limits=dataclasses.replace(e.config("eu").limits, ledger_connections_max=8))
     eu, service = e.url("eu"), e.servers["eu"].app[SERVICE]
-    ledger.read_delay_s = 0.25
+    # Each read well inside the attempt timeout (0.5 s): the fake ledger shares this event loop
+    # with 400 requests, and on a loaded machine 0.25 s reads took longer than that, which rightly
+    # counts against the breaker. 400 of them on 7 connections still outlast every deadline.
+    ledger.read_delay_s = 0.1
     async with aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=0), headers={"Authorization": f"Bearer {GS}"}
     ) as flood:
