@@ -30,8 +30,8 @@ from datetime import date, timedelta
 import structlog
 
 from core_ledger.domain import PASSES_MAX, PLANNED_FROM, Command, State, rows_needed
-from core_ledger.domain.reports import SUMS_OF
-from core_ledger.domain.state import ADDITIVE, TABLES, Doc, Key
+from core_ledger.domain.reports import SUMS_OF, report_units
+from core_ledger.domain.state import TABLES, Doc, Key
 from core_ledger.key_filter import KeyFilter
 from core_ledger.pace import Pace
 from core_ledger.store import Head, Store
@@ -47,14 +47,13 @@ FILTERED = ("idem", "bets", "client_rounds", "rounds")
 # the loop meanwhile: flat out, filling 10M keys held the loop for a minute and the serving ledger's
 # bets went through at a fraction of their rate (docs/decisions/writer-key-filter.md).
 KEY_FILL_PACE = Pace(page=4_000, loop_share=0.25)
-# The report rows of one day the writer holds at most: one per (currency, game, client) played that
-# day, and one per currency; more than an operator's catalogue gives, and a quarter of the rows the
-# writer caches at most (`WriterLimits.cache_rows_max`).
-REPORT_DAY_ROWS_MAX = 50_000
+# The rows of one report unit the writer reads at most. A unit takes no new row once it holds
+# `REPORT_UNIT_ROWS_MAX` (10,000), so only rows written before that bound was kept can pass this.
+REPORT_UNIT_READ_MAX = 100_000
 
 
-class ReportDayTooLarge(Exception):
-    """A day has more report rows than the writer holds (`REPORT_DAY_ROWS_MAX`)."""
+class ReportUnitTooLarge(Exception):
+    """A report unit holds more rows than the writer reads (`REPORT_UNIT_READ_MAX`)."""
 
 
 class PlanningFailed(Exception):
@@ -145,32 +144,33 @@ class Overlay:
         self.commits.advance(stored.sequence)
         return stored
 
-    async def hold_report_day(self, day: str) -> None:
-        """Hold every stored report row of `day`, the day of the group about to be judged, unless
-        held already (the report limits are checked against them: `domain.check_report_limits`),
-        and stop holding those of days before the day before it. A day is read once, with no group
-        of that day in flight (at most one group is, judged before this one: its day is held)."""
+    async def hold_report_units(self, commands: list[Command], day: str) -> None:
+        """Hold the report units the commands' transactions may add to on `day`, the day of the
+        group about to be judged (`domain.report_units`: the report limits are checked against
+        them), each read whole once; let units of days before the day before go. A unit is read
+        with no group that added to it in flight: at most one group is, judged before this one,
+        and the units it added to are held."""
         rows = self.rows
-        if rows.complete or day in rows.report_days:
+        if rows.complete:
             return
-        found: dict[str, dict[Key, dict[str, int]]] = {}
-        for table in ADDITIVE:
-            sums, _ = await self.store.report_sums(
+        wanted = {unit for cmd in commands for unit in report_units(cmd, day)} - rows.report_units.keys()
+        if not wanted:
+            return
+        rows.release_report_units((date.fromisoformat(day) - timedelta(days=1)).isoformat())
+        for unit in sorted(wanted):
+            table, unit_day, client = unit
+            found, _ = await self.store.report_sums(
                 table,
-                day_from=day,
-                day_to=day,
-                equals={},
+                day_from=unit_day,
+                day_to=unit_day,
+                equals={"client_id": client} if "client_id" in TABLES[table] else {},
                 group_by=TABLES[table],
                 members=SUMS_OF[table],
-                limit=REPORT_DAY_ROWS_MAX + 1,
+                limit=REPORT_UNIT_READ_MAX + 1,
             )
-            if len(sums) > REPORT_DAY_ROWS_MAX:  # the group fails (503, a write failure), the cause logged
-                raise ReportDayTooLarge(f"{table} holds more than {REPORT_DAY_ROWS_MAX} rows of day {day}")
-            found[table] = dict(sums)
-        before = (date.fromisoformat(day) - timedelta(days=1)).isoformat()
-        rows.release_report_days({held for held in rows.report_days if held >= before})
-        rows.hold_report_day(day, found)
-        log.info("ledger_report_day_held", day=day, rows=sum(len(t) for t in found.values()))
+            if len(found) > REPORT_UNIT_READ_MAX:  # the group fails (503, a write failure), the cause logged
+                raise ReportUnitTooLarge(f"{unit} holds more than {REPORT_UNIT_READ_MAX} rows")
+            rows.hold_report_unit(unit, dict(found))
 
     async def load(self, commands: list[Command]) -> None:
         """Bring every row the commands need into the overlay, a few IN-queries per pass. A command

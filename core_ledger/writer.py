@@ -55,7 +55,7 @@ from core_ledger.domain import (
 )
 from core_ledger.domain.reports import day_of
 from core_ledger.failover import Failover
-from core_ledger.metrics import LedgerMetrics
+from core_ledger.metrics import LIMIT_REASONS, LedgerMetrics
 from core_ledger.overlay import Overlay, PlanningFailed
 from core_ledger.rejections import as_error, status_and_body
 from core_ledger.store import Head, JournalRow, StorageError, Store
@@ -311,7 +311,7 @@ class LedgerWriter:
         ctx = Context(self._clock())  # first: the group's day names the report rows it is judged on
         try:
             await self._overlay.load(commands)  # a store error raises as is: 503, retryable
-            await self._overlay.hold_report_day(day_of(ctx.now_text))
+            await self._overlay.hold_report_units(commands, day_of(ctx.now_text))
         except PlanningFailed as e:  # planning is pure: a bug, not an outage
             raise _JudgeFailed(e.command, e.error) from e
         judged = _Judged(head=self._overlay.head)
@@ -335,7 +335,7 @@ class LedgerWriter:
         except Rejection as refusal:  # non-binding: not journaled
             e = as_error(refusal)
             judged.results.append(e)
-            if e.code == "idempotency_key_reused":
+            if e.code == "idempotency_key_reused" or e.code in LIMIT_REASONS:  # a settlement's limit refusal
                 judged.counts.append(("conflict", e.code))
             return
         if isinstance(outcome, Replay):

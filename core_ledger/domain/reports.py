@@ -37,9 +37,10 @@ from __future__ import annotations
 from typing import Final
 
 from core_ledger.domain.accounts import is_player_account
+from core_ledger.domain.commands import Command
 from core_ledger.domain.outcomes import Outcome, Reject, RejectCode
 from core_ledger.domain.records import Contribution, Entry, Posting, Transaction
-from core_ledger.domain.state import ROUND_CLIENT, Key, State, round_address
+from core_ledger.domain.state import ROUND_CLIENT, Key, ReportUnit, State, report_unit, round_address
 
 PLAY_TABLE: Final = "report_play_days"
 CASH_TABLE: Final = "report_cash_days"
@@ -81,6 +82,11 @@ Delta = tuple[str, Key, dict[str, int]]  # (table, key, the sums it adds)
 # it, so that a commit group's net change of a sum (at most twice the bound) is itself a 64-bit
 # integer, and so are sums of a few rows read together (docs/decisions/report-sums-bounded.md).
 REPORT_SUM_ABS_MAX: Final = 2**61
+# The rows one report unit (a day's play through one client, or a day's cash) may hold: a new row
+# beyond is refused like a sum beyond its bound. Game ids are the game servers' own, so without it
+# one client could open rows without end, and the writer, which holds the units it judges,
+# with them. An operator's catalogue (games x currencies) is far below it.
+REPORT_UNIT_ROWS_MAX: Final = 10_000
 
 
 def day_of(committed_at: str) -> str:
@@ -186,13 +192,29 @@ def add_report_sums(state: State, entry: Entry) -> None:
         state.add(table, key, sums, SUMS_OF[table])
 
 
+def report_units(cmd: Command, day: str) -> list[ReportUnit]:
+    """The report units whose rows a command's transaction may add to on `day` (`report_deltas`):
+    its client's play (a round refund: the round's client's) and the day's cash. Named by the
+    command alone, whatever rows it finds."""
+    units = [(PLAY_TABLE, day, (cmd.key[0] if cmd.key else None) or NONE), (CASH_TABLE, day, NONE)]
+    if "round_client_id" in cmd.request:  # a settlement's rows are its round's client's
+        units.append((PLAY_TABLE, day, cmd.request["round_client_id"] or NONE))
+    return units
+
+
 def check_report_limits(view: State, tx: Transaction, postings: list[Posting]) -> None:
-    """Refuse (sticky) a committed draft that would take any report sum beyond REPORT_SUM_ABS_MAX.
-    Each amount is bounded, but nothing else bounds a day's sums: bets and wins of the largest
-    amount repeated on one (day, currency, game, client) pass 2^63 in under ten thousand actions,
-    where the stores' integers end. Reads the day's rows, which the writer holds (`hold_report_day`)."""
+    """Refuse (sticky) a committed draft that would take any report sum beyond REPORT_SUM_ABS_MAX,
+    or open a row in a unit that holds REPORT_UNIT_ROWS_MAX. Each amount is bounded, but nothing
+    else bounds a day's sums: bets and wins of the largest amount repeated on one (day, currency,
+    game, client) pass 2^63 in under ten thousand actions, where the stores' integers end. Reads
+    the rows of the units the writer holds (`report_units`)."""
     for table, key, sums in report_deltas(view, tx, postings):
         total = view.report_total(table, key)
+        if total is None and view.report_rows(unit := report_unit(table, key)) >= REPORT_UNIT_ROWS_MAX:
+            raise Reject(
+                RejectCode.REPORT_LIMIT_EXCEEDED,
+                f"{table} holds {REPORT_UNIT_ROWS_MAX} rows of day {unit[1]} (client {unit[2]!r}): no new one",
+            )
         for name, delta in sums.items():
             if abs((total.get(name, 0) if total else 0) + delta) > REPORT_SUM_ABS_MAX:
                 raise Reject(

@@ -75,8 +75,21 @@ TABLES: dict[str, tuple[str, ...]] = {
 # Tables added after the first schema: created by a later migration, absent from older backups.
 LATER_TABLES = frozenset({"external_refs", "round_openings", "tx_summaries", "report_play_days", "report_cash_days"})
 # Tables of integer sums: what a commit writes for them are DELTAS that the store adds to the stored
-# row (one upsert per touched key per commit), not the row itself; the writer never reads them.
+# row (one upsert per touched key per commit), not the row itself; the writer reads only the units
+# it checks the report limits against (`ReportUnit`).
 ADDITIVE = frozenset({"report_play_days", "report_cash_days"})
+# The rows of report tables a writer holds come in units: one (table, day, client) each (client ""
+# for a table without one, `report_cash_days`): the rows the report limits of a command's
+# transactions are checked against, read whole, named by the command alone (`reports.report_units`).
+ReportUnit = tuple[str, str, str]
+
+
+def report_unit(table: str, key: Key) -> ReportUnit:
+    """The unit of a row of an `ADDITIVE` table (its day is the first key column)."""
+    columns = TABLES[table]
+    return (table, key[0], key[columns.index("client_id")] if "client_id" in columns else "")
+
+
 # Append-only tables the writer never reads back: not kept in its cache after a flush.
 WRITE_ONLY = frozenset({"history", "external_refs", "round_openings", "tx_summaries"})
 # Journal entries by (sequence,): read by the writer to replay or compare a stored answer; not a
@@ -134,10 +147,10 @@ class State:
         self.dirty: dict[str, dict[Key, Doc]] = {}
         # Sums of `ADDITIVE` tables added since the last `take_dirty` (what a commit adds).
         self.added: dict[tuple[str, Key], dict[str, int]] = {}
-        # Days (the first key column of every `ADDITIVE` table) whose report rows are all held, and
-        # kept current by `add`: what the writer checks the report limits against. A complete
-        # state holds every day.
-        self.report_days: set[str] = set()
+        # Report units (`report_unit`) whose rows are all held, kept current by `add`, each with its
+        # number of rows: what the writer checks the report limits against. A complete state holds
+        # every unit.
+        self.report_units: dict[ReportUnit, int] = {}
 
     def known(self, table: str, key: Key) -> bool:
         return self.complete or key in self.tables[table]
@@ -219,42 +232,49 @@ class State:
     def add(self, table: str, key: Key, sums: Mapping[str, int], names: tuple[str, ...]) -> None:
         """Add integer sums to a row of an `ADDITIVE` table (every member of `names`, 0 if not
         given). Only the deltas are kept for the next commit; a complete state (rebuild) also
-        keeps the totals, which are then the table."""
+        keeps the totals, which are then the table, and so does a writer for the units it holds."""
         pending = self.added.get((table, key))
         if pending is None:
             pending = self.added[(table, key)] = dict.fromkeys(names, 0)
         for name, value in sums.items():
             pending[name] += value
-        if self.complete or key[0] in self.report_days:
+        unit = None if self.complete else report_unit(table, key)
+        if unit is None or unit in self.report_units:
             total = self.tables[table].get(key)
             if total is None:
                 total = self.tables[table][key] = dict.fromkeys(names, 0)
+                if unit is not None:
+                    self.report_units[unit] += 1
             for name, value in sums.items():
                 total[name] = total.get(name, 0) + value
 
-    def hold_report_day(self, day: str, rows: Mapping[str, Mapping[Key, Mapping[str, int]]]) -> None:
-        """Hold every stored report row of `day` (by `ADDITIVE` table: what storage holds, deltas
-        not yet committed excluded): `add` keeps their totals from now on."""
-        for table in ADDITIVE:
-            held = self.tables[table]
-            for key, sums in rows.get(table, {}).items():
-                held[key] = dict(sums)
-        self.report_days.add(day)
+    def hold_report_unit(self, unit: ReportUnit, rows: Mapping[Key, Mapping[str, int]]) -> None:
+        """Hold every stored row of a report unit (what storage holds: deltas not yet committed
+        excluded): `add` keeps their totals, and counts the rows it opens, from now on."""
+        held = self.tables[unit[0]]
+        for key, sums in rows.items():
+            held[key] = dict(sums)
+        self.report_units[unit] = len(rows)
 
-    def release_report_days(self, keep: set[str]) -> None:
-        """Stop holding the report rows of every day but those in `keep`."""
-        for day in self.report_days - keep:
-            for table in ADDITIVE:
-                held = self.tables[table]
-                for key in [k for k in held if k[0] == day]:
-                    del held[key]
-        self.report_days &= keep
+    def release_report_units(self, before_day: str) -> None:
+        """Stop holding the report units of days before `before_day`."""
+        gone = {unit for unit in self.report_units if unit[1] < before_day}
+        for table in {unit[0] for unit in gone}:
+            held = self.tables[table]
+            for key in [k for k in held if report_unit(table, k) in gone]:
+                del held[key]
+        for unit in gone:
+            del self.report_units[unit]
 
     def report_total(self, table: str, key: Key) -> Mapping[str, int] | None:
-        """The sums of a report row, pending additions included (None: nothing added yet)."""
-        if not (self.complete or key[0] in self.report_days):
-            raise InvariantBroken(f"the report rows of day {key[0]} were not held before use")
+        """The sums of a report row, pending additions included (None: no such row yet)."""
+        if not self.complete and report_unit(table, key) not in self.report_units:
+            raise InvariantBroken(f"the report rows of {report_unit(table, key)} were not held before use")
         return self.tables[table].get(key)
+
+    def report_rows(self, unit: ReportUnit) -> int:
+        """How many rows a held report unit has (a complete state: not counted, 0)."""
+        return self.report_units.get(unit, 0)
 
     def remember(self, entry: Entry) -> None:
         """Keep a just-written entry for replays later in the same batch (not in a rebuild)."""
@@ -277,7 +297,8 @@ class State:
         return out
 
     def size(self) -> int:
-        return sum(len(rows) for rows in self.tables.values())
+        """Rows cached, report rows held aside (bounded per unit: `reports.REPORT_UNIT_ROWS_MAX`)."""
+        return sum(len(rows) for table, rows in self.tables.items() if table not in ADDITIVE)
 
     def rows(self, table: str) -> dict[Key, Doc]:
         return {k: v for k, v in self.tables[table].items() if v is not None}

@@ -11,6 +11,7 @@ rows (after a restart too), adds what each group judged, and starts afresh on th
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -21,7 +22,15 @@ from shared.errors import Unprocessable
 
 from core_ledger import overlay as overlay_module
 from core_ledger.domain import Command, Draft, Refusal, RejectCode, decide
-from core_ledger.domain.reports import PLAY_TABLE, REPORT_SUM_ABS_MAX, SUMS_OF, report_deltas
+from core_ledger.domain import reports as domain_reports
+from core_ledger.domain.reports import (
+    CASH_TABLE,
+    PLAY_TABLE,
+    REPORT_SUM_ABS_MAX,
+    REPORT_UNIT_ROWS_MAX,
+    SUMS_OF,
+    report_deltas,
+)
 from core_ledger.domain.specs import spec_of
 from core_ledger.domain.state import State
 from core_ledger.metrics import LedgerMetrics
@@ -107,14 +116,35 @@ def test_a_row_of_another_day_another_game_or_another_client_is_not_the_one_boun
         committed(state, w.bet("t1", "p1", 200))
 
 
-def test_a_writer_view_that_does_not_hold_the_day_is_a_bug_not_a_pass() -> None:
-    """The writer holds the group's day before judging it: a view without it raises (fail-stop),
-    rather than judging against sums it does not know."""
+def test_a_writer_view_that_does_not_hold_the_unit_is_a_bug_not_a_pass() -> None:
+    """The writer holds the units a group may add to before judging it: a view without one raises
+    (fail-stop), rather than judging against sums it does not know."""
     world = world_after([])
     view = world.restricted(w.bet("t1", "p1", 200))
-    view.release_report_days(set())
-    with pytest.raises(Exception, match="report rows of day"):
+    view.release_report_units("9999-12-31")
+    with pytest.raises(Exception, match=r"report rows of .* were not held"):
         decide(view, w.bet("t1", "p1", 200), w.CTX)
+
+
+def test_a_unit_takes_no_new_row_past_its_bound_and_its_rows_go_on() -> None:
+    """Game ids are the game servers' own: a client opening rows without end is refused a new one
+    once its day holds REPORT_UNIT_ROWS_MAX; its existing rows, and other clients, go on."""
+    setup = [w.bet("t0", "p1", 10)]  # the row of game g1 through client gs exists
+    full = (PLAY_TABLE, w.CTX.now_text[:10], "gs")
+
+    def judged_beside_a_full_unit(command: Command) -> Draft:
+        view = world_after(setup).restricted(command)
+        view.report_units[full] = REPORT_UNIT_ROWS_MAX  # as if it held that many rows
+        outcome = decide(view, command, w.CTX)
+        assert isinstance(outcome, Draft)
+        return outcome
+
+    refused = judged_beside_a_full_unit(w.bet("t1", "p1", 10, round_id="r2", game_id="g-new"))
+    assert refused.transaction.get("code") == RejectCode.REPORT_LIMIT_EXCEEDED and refused.postings == []
+    assert "no new one" in refused.transaction["detail"]
+    assert judged_beside_a_full_unit(w.bet("t1", "p1", 10)).postings  # g1's round: its row is there
+    other_client = w.bet("t1", "p1", 10, round_id="r3", game_id="g-new", client="gs2")
+    assert judged_beside_a_full_unit(other_client).postings
 
 
 # --- the writer, on every backend ---------------------------------------------------------------
@@ -142,8 +172,9 @@ def code_of(result: Result) -> int | str:
     return status if status < 400 else str(body["code"])
 
 
-async def started(store: Store, clock: FakeClock) -> LedgerService:
-    service = LedgerService(store, WriterLimits(), clock=clock, metrics=LedgerMetrics(CollectorRegistry()))
+async def started(store: Store, clock: FakeClock, registry: CollectorRegistry | None = None) -> LedgerService:
+    metrics = LedgerMetrics(registry or CollectorRegistry())
+    service = LedgerService(store, WriterLimits(), clock=clock, metrics=metrics)
     await service.start()
     return service
 
@@ -168,7 +199,8 @@ async def test_the_writer_bounds_a_day_s_sums_from_storage_through_a_restart_and
 
     store = storage()
     await store.open()
-    service = await started(store, clock)  # a fresh writer reads the day's rows from storage
+    registry = CollectorRegistry()
+    service = await started(store, clock, registry)  # a fresh writer reads the day's rows from storage
     try:
         # One group: the first bet reaches MAX - 50, the second would pass the bound and is
         # refused, the third reaches it exactly; the refusal binds its id like any other.
@@ -178,6 +210,8 @@ async def test_the_writer_bounds_a_day_s_sums_from_storage_through_a_restart_and
         assert [code_of(r) for r in await service.submit([bet(4, 1)])] == ["report_limit_exceeded"]
         rows = await store.dump(PLAY_TABLE)
         assert rows[SLOTS_EUR]["bets_minor"] == REPORT_SUM_ABS_MAX
+        refusals = registry.get_sample_value("ledger_conflicts_total", {"reason": "report_limit_exceeded"})
+        assert refusals == 2  # counted once each, the replay not (CroupierLedgerLimitRefusals)
         clock.advance(timedelta(days=1).total_seconds())  # the next day has a row of its own
         assert [code_of(r) for r in await service.submit([bet(5, 100, round_id="rl2")])] == [201]
         next_day = ((clock.now.date()).isoformat(), "EUR", "slots", "gs")
@@ -221,26 +255,78 @@ async def test_sums_of_rows_at_the_bound_are_exact_on_every_store_and_a_figure_p
     assert {row["ggr_minor"] for row in by_day.rows} == {2 * REPORT_SUM_ABS_MAX}  # less negative contributions
 
 
-async def test_the_overlay_holds_the_days_it_judges_and_lets_older_ones_go(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_the_overlay_holds_the_units_a_group_names_and_lets_older_days_go(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     store = MemoryStore()
     await store.open()
-    rows = {
-        PLAY_TABLE: [
-            ((day, "EUR", game, "gs"), {"bets_minor": 7}) for day in ("2026-11-23", "2026-11-24") for game in "ab"
-        ]
-    }
+    days, clients = ("2026-11-23", "2026-11-24"), ("gs", "gs2")
+    rows = {PLAY_TABLE: [((d, "EUR", g, c), {"bets_minor": 7}) for d in days for g in "ab" for c in clients]}
     await store.commit([], rows, await store.head())
     overlay = Overlay(store)
-    await overlay.hold_report_day("2026-11-23")
-    await overlay.hold_report_day("2026-11-24")  # the day before stays held (a group of it may be in flight)
-    assert overlay.rows.report_days == {"2026-11-23", "2026-11-24"}
-    assert overlay.rows.report_total(PLAY_TABLE, ("2026-11-24", "EUR", "b", "gs")) == dict.fromkeys(
-        SUMS_OF[PLAY_TABLE], 0
-    ) | {"bets_minor": 7}
-    await overlay.hold_report_day("2026-11-26")
-    assert overlay.rows.report_days == {"2026-11-26"}
+    await overlay.hold_report_units([bet(1, 1)], "2026-11-23")  # client "gs": its play, and the cash
+    await overlay.hold_report_units([bet(2, 1)], "2026-11-24")  # the day before stays held (in flight?)
+    held = overlay.rows.report_units
+    assert held == {
+        (PLAY_TABLE, "2026-11-23", "gs"): 2,
+        (CASH_TABLE, "2026-11-23", ""): 0,
+        (PLAY_TABLE, "2026-11-24", "gs"): 2,
+        (CASH_TABLE, "2026-11-24", ""): 0,
+    }
+    total = overlay.rows.report_total(PLAY_TABLE, ("2026-11-24", "EUR", "b", "gs"))
+    assert total == dict.fromkeys(SUMS_OF[PLAY_TABLE], 0) | {"bets_minor": 7}
+    assert ("2026-11-24", "EUR", "b", "gs2") not in overlay.rows.tables[PLAY_TABLE]  # another client's unit
+    await overlay.hold_report_units([bet(3, 1)], "2026-11-26")
+    assert {unit[1] for unit in held} == {"2026-11-26"}
     assert not [key for key in overlay.rows.tables[PLAY_TABLE] if key[0] != "2026-11-26"]
-    monkeypatch.setattr(overlay_module, "REPORT_DAY_ROWS_MAX", 1)  # a day of more rows is not held
-    with pytest.raises(overlay_module.ReportDayTooLarge, match="more than 1 rows of day 2026-11-23"):
-        await overlay.hold_report_day("2026-11-23")
-    assert overlay.rows.report_days == {"2026-11-26"}
+    monkeypatch.setattr(overlay_module, "REPORT_UNIT_READ_MAX", 1)  # a unit of more rows is not held
+    with pytest.raises(overlay_module.ReportUnitTooLarge, match="more than 1 rows"):
+        await overlay.hold_report_units([bet(4, 1)], "2026-11-23")
+    assert (PLAY_TABLE, "2026-11-23", "gs") not in held
+
+
+async def test_the_writer_bounds_the_rows_a_client_opens_in_a_day_through_a_restart(
+    storage: Callable[[], Store], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(domain_reports, "REPORT_UNIT_ROWS_MAX", 3)
+    clock = FakeClock()
+    store = storage()
+    await store.open()
+    service = await started(store, clock)
+    try:
+        for command in traffic()[:4]:
+            await service.submit([command])
+
+        def on_game(i: int, game: str) -> Command:
+            return cmd(
+                "bet",
+                f"gb{i}",
+                id=f"gb{i}",
+                player_id="p1",
+                currency="EUR",
+                game_id=game,
+                amount_minor=1,
+                round_id=f"rg{i}",
+            )
+
+        # Client "gs" opens rows for games a and b (slots has none yet); a third game is refused.
+        results = await service.submit([on_game(1, "a"), on_game(2, "b"), on_game(3, "c"), on_game(4, "d")])
+        assert [code_of(r) for r in results] == [201, 201, 201, "report_limit_exceeded"]
+    finally:
+        await service.stop()
+    await store.close()
+
+    store = storage()
+    await store.open()
+    service = await started(store, clock)  # the unit's rows counted again from storage
+    try:
+        results = await service.submit([on_game(5, "e"), on_game(6, "a")])
+        assert [code_of(r) for r in results] == ["report_limit_exceeded", 201]
+        other_client = cmd(
+            "bet", "gb7", id="gb7", player_id="p1", currency="EUR", game_id="e", amount_minor=1, round_id="rg7"
+        )
+        other_client = dataclasses.replace(other_client, key=("gs2", "gb7"))
+        assert [code_of(r) for r in await service.submit([other_client])] == [201]
+    finally:
+        await service.stop()
+        await store.close()

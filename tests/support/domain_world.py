@@ -21,9 +21,9 @@ from core_ledger.domain import (
     seal,
 )
 from core_ledger.domain.records import Entry
-from core_ledger.domain.reports import day_of
+from core_ledger.domain.reports import day_of, report_units
 from core_ledger.domain.rounds import settlement
-from core_ledger.domain.state import ADDITIVE, ENTRIES
+from core_ledger.domain.state import ENTRIES, report_unit
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 CTX = Context(NOW)
@@ -57,12 +57,11 @@ class World:
 
     def restricted(self, cmd: Command) -> State:
         """What the writer's overlay holds for `cmd`: exactly the planned rows, loaded pass by pass,
-        and the report rows of the day it is judged on."""
+        and the report units it may add to on the day it is judged."""
         view = State(complete=False)
-        day = day_of(CTX.now_text)
-        view.hold_report_day(
-            day, {t: {k: v for k, v in self.state.tables[t].items() if k[0] == day and v is not None} for t in ADDITIVE}
-        )
+        for unit in report_units(cmd, day_of(CTX.now_text)):
+            stored = {k: v for k, v in self.state.tables[unit[0]].items() if report_unit(unit[0], k) == unit}
+            view.hold_report_unit(unit, {k: v for k, v in stored.items() if v is not None})
         for _ in range(PASSES_MAX):
             unknown = [(t, k) for t, k in rows_needed(view, cmd) if not view.known(t, k)]
             if not unknown:
