@@ -47,13 +47,10 @@ FILTERED = ("idem", "bets", "client_rounds", "rounds")
 # the loop meanwhile: flat out, filling 10M keys held the loop for a minute and the serving ledger's
 # bets went through at a fraction of their rate (docs/decisions/writer-key-filter.md).
 KEY_FILL_PACE = Pace(page=4_000, loop_share=0.25)
-# The rows of one report unit the writer reads at most. A unit takes no new row once it holds
-# `REPORT_UNIT_ROWS_MAX` (10,000), so only rows written before that bound was kept can pass this.
+# The rows of one report unit the writer reads at most. Only a bet opens a row in a unit that holds
+# `REPORT_UNIT_ROWS_MAX` (10,000) no more, so only wins on many rounds of earlier days, or rows
+# written before that bound was kept, pass this: every draft adding to such a unit is refused.
 REPORT_UNIT_READ_MAX = 100_000
-
-
-class ReportUnitTooLarge(Exception):
-    """A report unit holds more rows than the writer reads (`REPORT_UNIT_READ_MAX`)."""
 
 
 class PlanningFailed(Exception):
@@ -153,7 +150,8 @@ class Overlay:
         rows = self.rows
         if rows.complete:
             return
-        wanted = {unit for cmd in commands for unit in report_units(cmd, day)} - rows.report_units.keys()
+        wanted = {unit for cmd in commands for unit in report_units(cmd, day)}
+        wanted -= rows.report_units.keys() | rows.unread_report_units
         if not wanted:
             return
         rows.release_report_units((date.fromisoformat(day) - timedelta(days=1)).isoformat())
@@ -168,9 +166,11 @@ class Overlay:
                 members=SUMS_OF[table],
                 limit=REPORT_UNIT_READ_MAX + 1,
             )
-            if len(found) > REPORT_UNIT_READ_MAX:  # the group fails (503, a write failure), the cause logged
-                raise ReportUnitTooLarge(f"{unit} holds more than {REPORT_UNIT_READ_MAX} rows")
-            rows.hold_report_unit(unit, dict(found))
+            if len(found) > REPORT_UNIT_READ_MAX:  # what adds to it is refused (`check_report_limits`)
+                log.warning("ledger_report_unit_unread", table=table, day=unit_day, client=client)
+                rows.hold_unread_report_unit(unit)
+            else:
+                rows.hold_report_unit(unit, dict(found))
 
     async def load(self, commands: list[Command]) -> None:
         """Bring every row the commands need into the overlay, a few IN-queries per pass. A command

@@ -82,10 +82,11 @@ Delta = tuple[str, Key, dict[str, int]]  # (table, key, the sums it adds)
 # it, so that a commit group's net change of a sum (at most twice the bound) is itself a 64-bit
 # integer, and so are sums of a few rows read together (docs/decisions/report-sums-bounded.md).
 REPORT_SUM_ABS_MAX: Final = 2**61
-# The rows one report unit (a day's play through one client, or a day's cash) may hold: a new row
-# beyond is refused like a sum beyond its bound. Game ids are the game servers' own, so without it
-# one client could open rows without end, and the writer, which holds the units it judges,
-# with them. An operator's catalogue (games x currencies) is far below it.
+# The rows one report unit (a day's play through one client, or a day's cash) may hold before a bet
+# that would open another is refused, like a sum beyond its bound. Game ids are the game servers'
+# own, so without it one client could open rows without end, and the writer, which holds the units
+# it judges, with them. An operator's catalogue played through one client in a day (games x
+# currencies) is far below it.
 REPORT_UNIT_ROWS_MAX: Final = 10_000
 
 
@@ -204,16 +205,24 @@ def report_units(cmd: Command, day: str) -> list[ReportUnit]:
 
 def check_report_limits(view: State, tx: Transaction, postings: list[Posting]) -> None:
     """Refuse (sticky) a committed draft that would take any report sum beyond REPORT_SUM_ABS_MAX,
-    or open a row in a unit that holds REPORT_UNIT_ROWS_MAX. Each amount is bounded, but nothing
-    else bounds a day's sums: bets and wins of the largest amount repeated on one (day, currency,
-    game, client) pass 2^63 in under ten thousand actions, where the stores' integers end. Reads
-    the rows of the units the writer holds (`report_units`)."""
+    or a bet that would open a row in a unit that holds REPORT_UNIT_ROWS_MAX (only a bet brings a
+    game in: a win, rollback or refund settles a stake already there, and is never refused for the
+    rows), or any draft adding to a unit too large to read. Each amount is bounded, but nothing else
+    bounds a day's sums: bets and wins of the largest amount repeated on one (day, currency, game,
+    client) pass 2^63 in under ten thousand actions, where the stores' integers end. Reads the rows
+    of the units the writer holds (`report_units`)."""
     for table, key, sums in report_deltas(view, tx, postings):
-        total = view.report_total(table, key)
-        if total is None and view.report_rows(unit := report_unit(table, key)) >= REPORT_UNIT_ROWS_MAX:
+        unit = report_unit(table, key)
+        if view.report_unit_unread(unit):
             raise Reject(
                 RejectCode.REPORT_LIMIT_EXCEEDED,
-                f"{table} holds {REPORT_UNIT_ROWS_MAX} rows of day {unit[1]} (client {unit[2]!r}): no new one",
+                f"{table} holds more rows of day {unit[1]} (client {unit[2]!r}) than the ledger reads",
+            )
+        total = view.report_total(table, key)
+        if total is None and tx["type"] == "bet" and view.report_rows(unit) >= REPORT_UNIT_ROWS_MAX:
+            raise Reject(
+                RejectCode.REPORT_LIMIT_EXCEEDED,
+                f"{table} holds {REPORT_UNIT_ROWS_MAX} rows of day {unit[1]} (client {unit[2]!r}): no new game today",
             )
         for name, delta in sums.items():
             if abs((total.get(name, 0) if total else 0) + delta) > REPORT_SUM_ABS_MAX:

@@ -151,6 +151,7 @@ class State:
         # number of rows: what the writer checks the report limits against. A complete state holds
         # every unit.
         self.report_units: dict[ReportUnit, int] = {}
+        self.unread_report_units: set[ReportUnit] = set()  # too large to hold: nothing adds to them
 
     def known(self, table: str, key: Key) -> bool:
         return self.complete or key in self.tables[table]
@@ -256,8 +257,16 @@ class State:
             held[key] = dict(sums)
         self.report_units[unit] = len(rows)
 
+    def hold_unread_report_unit(self, unit: ReportUnit) -> None:
+        """Hold a report unit too large to read: every draft adding to it is refused."""
+        self.unread_report_units.add(unit)
+
+    def report_unit_unread(self, unit: ReportUnit) -> bool:
+        return unit in self.unread_report_units
+
     def release_report_units(self, before_day: str) -> None:
         """Stop holding the report units of days before `before_day`."""
+        self.unread_report_units = {unit for unit in self.unread_report_units if unit[1] >= before_day}
         gone = {unit for unit in self.report_units if unit[1] < before_day}
         for table in {unit[0] for unit in gone}:
             held = self.tables[table]
@@ -268,7 +277,7 @@ class State:
 
     def report_total(self, table: str, key: Key) -> Mapping[str, int] | None:
         """The sums of a report row, pending additions included (None: no such row yet)."""
-        if not self.complete and report_unit(table, key) not in self.report_units:
+        if not self.complete and report_unit(table, key) not in self.report_units:  # nor unread
             raise InvariantBroken(f"the report rows of {report_unit(table, key)} were not held before use")
         return self.tables[table].get(key)
 

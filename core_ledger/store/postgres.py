@@ -132,6 +132,9 @@ SCHEMA = [
 ]
 SCHEMA_LOCK = 0x43524F55  # advisory lock: ledgers starting together create the schema once
 # Numbered schema migrations, 1..N; never edit or drop one that was released, append a new one.
+# Migration 10: the writer holds one client's report rows of a day at a time (`Overlay.hold_report_units`);
+# the primary key leads with the day, then currency and game, so that read scanned the whole day.
+REPORT_BY_CLIENT = "CREATE INDEX IF NOT EXISTS report_play_days_by_client ON report_play_days (client_id, day)"
 MIGRATIONS = (
     Migration(1, "head, the append-only journal, the derived tables and their indexes", tuple(SCHEMA)),
     Migration(
@@ -198,6 +201,11 @@ MIGRATIONS = (
             "CREATE INDEX IF NOT EXISTS tx_summaries_unnoted_by_round_id ON tx_summaries "
             f"({_summary_member('round_id')}, sequence) WHERE {pg_summaries.UNNOTED}",
         ),
+    ),
+    Migration(
+        10,
+        "finance report rows by client and day (the writer reads one client's rows of a day)",
+        (REPORT_BY_CLIENT,),
     ),
 )
 MIGRATE_COMMAND = "croupier ledger migrate --config <ledger.toml>"

@@ -196,6 +196,9 @@ def _to_columns_v8(table: str) -> tuple[str, ...]:
 
 
 # Numbered schema migrations, 1..N; never edit or drop one that was released, append a new one.
+# Migration 10: the writer holds one client's report rows of a day at a time (`Overlay.hold_report_units`);
+# the primary key leads with the day, then currency and game, so that read scanned the whole day.
+REPORT_BY_CLIENT = "CREATE INDEX IF NOT EXISTS report_play_days_by_client ON report_play_days (client_id, day)"
 MIGRATIONS = (
     Migration(1, "meta, the append-only journal, the derived tables and their indexes", tuple(SCHEMA)),
     Migration(
@@ -283,6 +286,11 @@ MIGRATIONS = (
             f"CREATE INDEX tx_summaries_unposted_by_player_id ON tx_summaries (player_id) WHERE {UNPOSTED}",
             f"CREATE INDEX tx_summaries_unnoted_by_round_id ON tx_summaries (round_id) WHERE {UNNOTED}",
         ),
+    ),
+    Migration(
+        10,
+        "finance report rows by client and day (the writer reads one client's rows of a day)",
+        (REPORT_BY_CLIENT,),
     ),
 )
 MIGRATE_COMMAND = "croupier ledger migrate --config <ledger.toml>"

@@ -141,10 +141,32 @@ def test_a_unit_takes_no_new_row_past_its_bound_and_its_rows_go_on() -> None:
 
     refused = judged_beside_a_full_unit(w.bet("t1", "p1", 10, round_id="r2", game_id="g-new"))
     assert refused.transaction.get("code") == RejectCode.REPORT_LIMIT_EXCEEDED and refused.postings == []
-    assert "no new one" in refused.transaction["detail"]
+    assert "no new game today" in refused.transaction["detail"]
     assert judged_beside_a_full_unit(w.bet("t1", "p1", 10)).postings  # g1's round: its row is there
     other_client = w.bet("t1", "p1", 10, round_id="r3", game_id="g-new", client="gs2")
     assert judged_beside_a_full_unit(other_client).postings
+
+
+def test_a_full_unit_still_settles_stakes_and_an_unread_one_takes_nothing() -> None:
+    """Only a bet brings a game in: a win on a round of a game not played today (its row new) is
+    paid beside a full unit. A unit too large to read takes nothing: its sums are unknown."""
+    setup = [w.bet("t0", "p1", 10, game_id="g2")]
+    win = w.win("t1", "p1", 5)
+    yesterday = (w.CTX.now - timedelta(days=1)).isoformat()[:10]
+    world = world_after(setup)
+    for table in (PLAY_TABLE,):  # as if the round were opened yesterday: today's row of g2 is new
+        world.state.tables[table] = {(yesterday, *k[1:]): v for k, v in world.state.tables[table].items()}
+    unit = (PLAY_TABLE, w.CTX.now_text[:10], "gs")
+    view = world.restricted(win)
+    assert view.report_total(PLAY_TABLE, (unit[1], "EUR", "g2", "gs")) is None
+    view.report_units[unit] = REPORT_UNIT_ROWS_MAX
+    assert committed(view, win).postings
+    unread = world_after(setup).restricted(win)
+    del unread.report_units[unit]
+    unread.hold_unread_report_unit(unit)
+    refused = decide(unread, win, w.CTX)
+    assert isinstance(refused, Draft) and refused.transaction.get("code") == RejectCode.REPORT_LIMIT_EXCEEDED
+    assert "than the ledger reads" in refused.transaction["detail"]
 
 
 # --- the writer, on every backend ---------------------------------------------------------------
@@ -279,10 +301,10 @@ async def test_the_overlay_holds_the_units_a_group_names_and_lets_older_days_go(
     await overlay.hold_report_units([bet(3, 1)], "2026-11-26")
     assert {unit[1] for unit in held} == {"2026-11-26"}
     assert not [key for key in overlay.rows.tables[PLAY_TABLE] if key[0] != "2026-11-26"]
-    monkeypatch.setattr(overlay_module, "REPORT_UNIT_READ_MAX", 1)  # a unit of more rows is not held
-    with pytest.raises(overlay_module.ReportUnitTooLarge, match="more than 1 rows"):
-        await overlay.hold_report_units([bet(4, 1)], "2026-11-23")
+    monkeypatch.setattr(overlay_module, "REPORT_UNIT_READ_MAX", 1)  # a unit of more rows is not read
+    await overlay.hold_report_units([bet(4, 1)], "2026-11-23")
     assert (PLAY_TABLE, "2026-11-23", "gs") not in held
+    assert overlay.rows.report_unit_unread((PLAY_TABLE, "2026-11-23", "gs"))
 
 
 async def test_the_writer_bounds_the_rows_a_client_opens_in_a_day_through_a_restart(
