@@ -88,6 +88,12 @@ def key_page_query(table: str, after: Key | None, limit: int, mark: Callable[[in
     return f"SELECT {names} FROM {table} {where}ORDER BY {names} LIMIT {mark(len(params))}", params
 
 
+# Schema migration 10 on every backend: the writer holds one client's report rows of a day at a time
+# (`Overlay.hold_report_units`); the primary key leads with the day, then currency and game, so that
+# read scanned the whole day.
+REPORT_BY_CLIENT = "CREATE INDEX IF NOT EXISTS report_play_days_by_client ON report_play_days (client_id, day)"
+
+
 def report_filter(
     table: str,
     day_from: str,

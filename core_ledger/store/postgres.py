@@ -49,6 +49,7 @@ from core_ledger.domain.state import ADDITIVE, ENTRIES, LATER_TABLES, TABLES, Do
 from core_ledger.store import pg_summaries
 from core_ledger.store.base import (
     KEYS_PER_QUERY_MAX,
+    REPORT_BY_CLIENT,
     SUMMARY_FILTERS,
     SUMMARY_INDEXED,
     Head,
@@ -132,9 +133,6 @@ SCHEMA = [
 ]
 SCHEMA_LOCK = 0x43524F55  # advisory lock: ledgers starting together create the schema once
 # Numbered schema migrations, 1..N; never edit or drop one that was released, append a new one.
-# Migration 10: the writer holds one client's report rows of a day at a time (`Overlay.hold_report_units`);
-# the primary key leads with the day, then currency and game, so that read scanned the whole day.
-REPORT_BY_CLIENT = "CREATE INDEX IF NOT EXISTS report_play_days_by_client ON report_play_days (client_id, day)"
 MIGRATIONS = (
     Migration(1, "head, the append-only journal, the derived tables and their indexes", tuple(SCHEMA)),
     Migration(

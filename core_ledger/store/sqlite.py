@@ -23,6 +23,7 @@ import os
 import sqlite3
 from collections.abc import Sequence
 from contextlib import closing
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple, get_args, get_type_hints
 
@@ -50,6 +51,7 @@ from core_ledger.domain.reports import SUMS_OF
 from core_ledger.domain.state import ADDITIVE, ENTRIES, LATER_TABLES, TABLES, Doc, Key
 from core_ledger.store.base import (
     KEYS_PER_QUERY_MAX,
+    REPORT_BY_CLIENT,
     SUMMARY_FILTERS,
     SUMMARY_INDEXED,
     SUMMARY_MEMBERS,
@@ -196,9 +198,6 @@ def _to_columns_v8(table: str) -> tuple[str, ...]:
 
 
 # Numbered schema migrations, 1..N; never edit or drop one that was released, append a new one.
-# Migration 10: the writer holds one client's report rows of a day at a time (`Overlay.hold_report_units`);
-# the primary key leads with the day, then currency and game, so that read scanned the whole day.
-REPORT_BY_CLIENT = "CREATE INDEX IF NOT EXISTS report_play_days_by_client ON report_play_days (client_id, day)"
 MIGRATIONS = (
     Migration(1, "meta, the append-only journal, the derived tables and their indexes", tuple(SCHEMA)),
     Migration(
@@ -320,6 +319,10 @@ def doc_sql(table: str, alias: str = "") -> str:
 
 
 LOW_32 = 2**32 - 1
+
+
+def _ints(members: Sequence[str], values: Sequence[int]) -> dict[str, int]:
+    return dict(zip(members, map(int, values), strict=True))
 
 
 def _joined_halves(members: Sequence[str], halves: Sequence[int]) -> dict[str, int]:
@@ -970,9 +973,10 @@ class SqliteStore(Store):
     ) -> tuple[list[tuple[Key, dict[str, int]]], int]:
         clauses, params = report_filter(table, day_from, day_to, equals, group_by, members, lambda _: "?")
         groups, width = ", ".join(group_by), len(group_by)
-        if tuple(group_by) == TABLES[table]:  # one row per stored row
+        if tuple(group_by) == TABLES[table]:  # one row per stored row: each sum within 64 bits
             values = ", ".join(f"coalesce({_member_sql(table, m)}, 0)" for m in members)
             sql = f"SELECT {groups}, {values} FROM {table} WHERE {' AND '.join(clauses)} ORDER BY {groups} LIMIT ?"
+            decoded = partial(_ints, members)
         else:  # SQLite's sum() fails past 2^63: each member summed as its high and low 32 bits
             sums = ", ".join(
                 f"coalesce(sum({value} >> 32), 0), coalesce(sum({value} & {LOW_32}), 0)"
@@ -982,10 +986,9 @@ class SqliteStore(Store):
                 f"SELECT {groups}, {sums} FROM {table} WHERE {' AND '.join(clauses)} "
                 f"GROUP BY {groups} ORDER BY {groups} LIMIT ?"
             )
-            found, [head] = await self._r.run(_snapshot_sync, [(sql, [*params, limit])])
-            return [(tuple(row[:width]), _joined_halves(members, row[width:])) for row in found], head
+            decoded = partial(_joined_halves, members)
         found, [head] = await self._r.run(_snapshot_sync, [(sql, [*params, limit])])
-        return [(tuple(row[:width]), dict(zip(members, map(int, row[width:]), strict=True))) for row in found], head
+        return [(tuple(row[:width]), decoded(row[width:])) for row in found], head
 
     async def accounts_by_prefix(self, prefixes: Sequence[str], limit: int) -> tuple[dict[str, Doc], int]:
         queries = []
