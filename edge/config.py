@@ -76,7 +76,9 @@ class Limits:
     breaker_open_s: float = 2.0
     reachable_window_s: float = 10.0  # /readyz: the ledger answered within this window
     docs_live_max: int = 4096
-    sync_push_interval_s: float = 0.0  # extra wait to batch live updates (0: one loop turn)
+    # At most one live-push frame per peer this often: what queues in between shares a frame
+    # (docs/decisions/live-pushes-paced-per-link.md). 0: a frame per loop turn.
+    sync_push_interval_s: float = 0.005
     sync_queue_max: int = 20_000  # live updates waiting for one peer
     anti_entropy_interval_s: float = 1.0
     anti_entropy_sweep_docs: int = 1024  # documents a round re-advertises beyond the changed ones (backstop)

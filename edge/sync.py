@@ -2,7 +2,7 @@
 
 One websocket per peer pair: the edge with the smaller id dials, the other accepts (so both must
 list each other in `[[edge.peers]]`, as the cluster launcher writes them); after a
-hello each way both sides run the same link: live push of this edge's own updates (batched for
+hello each way both sides run the same link: live push of this edge's own updates (at most one frame per
 `sync_push_interval_s`, and only once they are stored), a state-vector exchange at connect and
 every `anti_entropy_interval_s` (which repairs drops, reordering and partitions), and receipt
 of peer frames through the pure `edge.crdt.exchange`. A round advertises only the documents that
@@ -85,6 +85,7 @@ class _Link:
         self.last_heard = time.monotonic()  # when the peer last sent anything (the link's start at first)
         self.sent: deque[tuple[float, list[str]]] = deque()  # (when, documents) of recent pushes and answers
         self.in_hand: list[str] = []  # documents the push loop took off the queue and has not sent yet
+        self.last_push = -math.inf  # when the push loop last took a frame's updates (monotonic)
 
     def recently_sent(self, since: float) -> list[str]:
         """Documents pushed or answered at or after `since` (monotonic), those taken to be pushed,
@@ -360,9 +361,11 @@ class SyncHub:
             first = await link.queue.get()
             # Neither queued nor sent: handed back by `recently_sent` if the link ends in the wait.
             link.in_hand = names = [first[0]]
-            # What queued while the previous frame was being sent goes out together: batching
-            # grows with load, an idle link sends at once.
-            await asyncio.sleep(self.limits.sync_push_interval_s)
+            # At most one push frame per `sync_push_interval_s`: an idle link sends at once (after
+            # one loop turn), a busy one sends what queued in the meantime together. Fewer, larger
+            # frames are less work for both edges than one per update.
+            await asyncio.sleep(max(0.0, link.last_push + self.limits.sync_push_interval_s - time.monotonic()))
+            link.last_push = time.monotonic()
             builder = FrameBuilder(self.proto)
             builder.add(*first)
             for _ in range(min(link.queue.qsize(), self.proto.entries_per_frame_max * 4)):

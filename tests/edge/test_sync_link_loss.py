@@ -50,10 +50,13 @@ def _hub(**limits: float) -> SyncHub:
 
 
 async def test_an_update_taken_off_the_queue_and_not_sent_when_the_link_ends_is_handed_back():
-    """The push loop takes the first update, then waits `sync_push_interval_s` to batch more: a link
-    that ends meanwhile cancels it with the update neither queued nor recorded as sent."""
+    """The push loop takes the first update, then waits out `sync_push_interval_s` after its last
+    frame to batch more: a link that ends meanwhile cancels it with the update neither queued nor
+    recorded as sent."""
     hub = _hub(sync_push_interval_s=5.0)
-    link = _Link("us", _SilentWs(), queue_max=10, level=2)
+    ws = _SilentWs()
+    link = _Link("us", ws, queue_max=10, level=2)
+    link.last_push = time.monotonic()  # a frame just went out: the next waits
     sender = asyncio.create_task(hub._send_loop(link))
     link.queue.put_nowait(("session/p1/g1", b"update"))
     for _ in range(100):  # bounded: the loop takes it at its next turn
@@ -63,6 +66,7 @@ async def test_an_update_taken_off_the_queue_and_not_sent_when_the_link_ends_is_
     assert link.queue.empty()
     sender.cancel()
     await asyncio.gather(sender, return_exceptions=True)
+    assert not ws.frames, "cancelled in the wait, before sending"
     assert link.recently_sent(0.0) == ["session/p1/g1"]
 
 
