@@ -32,7 +32,7 @@ class _Ws:
 
 def _hub() -> SyncHub:
     limits = dataclasses.replace(FAST, sync_push_interval_s=WINDOW_S)
-    return SyncHub("eu", (Peer("us", "http://127.0.0.1:9"),), "t", None, limits, None, None)  # type: ignore[arg-type]
+    return SyncHub("eu", (Peer("us", "http://127.0.0.1:9"),), "t", None, limits, None, None)  # type: ignore[arg-type]  # nothing started: the push loop needs no state, metrics or hints
 
 
 async def _until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
