@@ -145,6 +145,24 @@ def process_tree_cpu_s(pid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def machine_cpu_s(stat: str | None = None) -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, summed over its CPUs, from the text
+    of Linux's /proc/stat (read now when not given). Busy is everything but idle and I/O wait: time
+    stolen by the hypervisor counts as busy, since this machine's work could not run then either."""
+    text = Path("/proc/stat").read_text() if stat is None else stat
+    user, nice, system, idle, iowait, irq, softirq, steal = (int(v) for v in text.split("\n", 1)[0].split()[1:9])
+    tick = os.sysconf("SC_CLK_TCK")
+    total = user + nice + system + idle + iowait + irq + softirq + steal  # (guest time is inside user)
+    return (total - idle - iowait) / tick, total / tick
+
+
+def busy_share(before: tuple[float, float], after: tuple[float, float]) -> float:
+    """The share of the machine's CPU time that was busy between two `machine_cpu_s` readings:
+    near 1, every process measured was also queueing for a CPU."""
+    total = after[1] - before[1]
+    return round((after[0] - before[0]) / total, 3) if total > 0 else 0.0
+
+
 def median_by(items: Sequence[T], key: Callable[[T], float]) -> T:
     """The item of median `key` (the lower of the middle two of an even count): one real run with
     its own latencies and checks, not a blend of several, so one stall does not decide a ratio."""

@@ -49,7 +49,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from shared import event_loop
 from shared.metrics import histogram_quantile
 
-from common import process_cpu_s
+from common import busy_share, machine_cpu_s, process_cpu_s
 from harness.cluster import JACKPOT_GAMES, JACKPOT_ID, Cluster
 from harness.launcher import ServiceProcess, serve_command
 from ledger_throughput import seed_players
@@ -441,8 +441,9 @@ async def run(a: argparse.Namespace, root: Path) -> dict[str, Any]:
             await time_to_converge(Endpoints.of(cluster), http, time.monotonic())
             before = await lag_buckets(cluster, http)
             advertised_before = await advertised_docs(cluster, http)
-            cpu_before = edges_cpu_s(cluster)
+            cpu_before, machine_before = edges_cpu_s(cluster), machine_cpu_s()
             steady = await run_load(cluster, a, a.seconds, "steady")
+            machine_busy = busy_share(machine_before, machine_cpu_s())
             await time_to_converge(Endpoints.of(cluster), http, time.monotonic())
             cpu_s = edges_cpu_s(cluster) - cpu_before
             after = await lag_buckets(cluster, http)
@@ -481,6 +482,8 @@ async def run(a: argparse.Namespace, root: Path) -> dict[str, Any]:
         "p99_ms": round(p99 * 1000, 2) if p99 is not None else None,
         "lag_samples": int(samples),
         "edges_cpu_s": round(cpu_s, 2),
+        # Near 1: the machine had no CPU to spare in the steady phase, and the lag measured queueing.
+        "machine_cpu_busy_share": machine_busy,
         "edge_cpu_ms_per_update_handled": round(1000 * cpu_s / handled, 3) if handled else None,
         "advertised_docs_per_update": round(advertised / steady["ok"], 3) if steady.get("ok") else None,
         "converge_after_heal_s": None if converge_s is None else round(converge_s, 3),
@@ -568,7 +571,8 @@ def main() -> None:
         f"sync lag p50 {summary['p50_ms']} ms, p99 {summary['p99_ms']} ms at {a.rate:g} {a.updates}/s "
         f"(target {targets['p99_ms_max']} ms: {'met' if summary['targets_met']['p99'] else 'MISSED'}); "
         f"converged {summary['converge_after_heal_s']} s after healing a {a.partition_seconds:g} s partition "
-        f"(target {targets['converge_s_max']} s: {'met' if summary['targets_met']['converge'] else 'MISSED'})",
+        f"(target {targets['converge_s_max']} s: {'met' if summary['targets_met']['converge'] else 'MISSED'}); "
+        f"machine CPU {summary['machine_cpu_busy_share']:.0%} busy in the steady phase",
         flush=True,
     )
     if summary["not_converged"]:

@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import aiohttp
@@ -16,7 +17,7 @@ from aiohttp import web
 from shared.auth import new_token
 from shared.models import BetIn
 
-from common import WRK_DIR, parse_wrk_output, process_cpu_s, run_wrk
+from common import WRK_DIR, busy_share, machine_cpu_s, parse_wrk_output, process_cpu_s, run_wrk
 from core_ledger.store import SqliteStore
 from harness.launcher import ServiceProcess, free_port
 from ledger_throughput import (
@@ -243,3 +244,25 @@ async def test_offline_check_finds_one_bet_row_per_journaled_bet_and_a_clean_reb
         "journaled_bets": 12,
         "one_row_per_bet": True,
     }
+
+
+def test_the_machine_busy_share_counts_work_done_between_two_readings():
+    """One CPU spinning for 0.3 s between two readings: the machine's busy seconds grow by at least
+    that (other work only adds), never beyond the total, and the share lies between 0 and 1."""
+    before = machine_cpu_s()
+    deadline = time.monotonic() + 0.3
+    while time.monotonic() < deadline:  # bounded: 0.3 s of wall time
+        pass
+    after = machine_cpu_s()
+    busy, total = after[0] - before[0], after[1] - before[1]
+    assert 0.25 <= busy <= total
+    assert 0.0 < busy_share(before, after) <= 1.0
+    assert busy_share(before, before) == 0.0  # no time passed: nothing to share
+
+
+def test_the_machine_cpu_reading_counts_all_but_idle_and_io_wait_as_busy():
+    tick = os.sysconf("SC_CLK_TCK")
+    # user nice system idle iowait irq softirq steal guest guest_nice
+    line = "cpu  100 10 40 800 30 5 5 10 7 0\ncpu0 50 5 20 400 15 2 3 5 7 0\n"
+    assert machine_cpu_s(line) == (pytest.approx(170 / tick), pytest.approx(1000 / tick))
+    assert busy_share(machine_cpu_s(line), machine_cpu_s("cpu  200 10 40 1100 30 5 5 10 0 0\n")) == 0.25
