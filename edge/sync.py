@@ -2,9 +2,9 @@
 
 One websocket per peer pair: the edge with the smaller id dials, the other accepts (so both must
 list each other in `[[edge.peers]]`, as the cluster launcher writes them); after a
-hello each way both sides run the same link: live push of this edge's own updates (at most one frame per
-`sync_push_interval_s`, and only once they are stored), a state-vector exchange at connect and
-every `anti_entropy_interval_s` (which repairs drops, reordering and partitions), and receipt
+hello each way both sides run the same link: live push of this edge's own updates (at most one
+frame per `sync_push_interval_s`, and only once they are stored), a state-vector exchange at
+connect and every `anti_entropy_interval_s` (which repairs drops, reordering and partitions), and receipt
 of peer frames through the pure `edge.crdt.exchange`. A round advertises only the documents that
 changed since the peer's previous round, plus a page of a sweep over all of them
 (`edge.crdt.anti_entropy`): its cost follows what changed, not how many documents the edge holds.

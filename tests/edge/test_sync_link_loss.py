@@ -26,35 +26,16 @@ from edge.metrics import EdgeMetrics
 from edge.persist import DocumentStore
 from edge.state import EdgeState
 from edge.sync import SyncHub, _Link
-from tests.support.edges import FAST
+from tests.support.edges import FAST, SilentWs, bare_hub
 from tests.support.polling import eventually
-
-
-class _SilentWs:
-    """A websocket that sends nothing anywhere (the link's transport is not under test)."""
-
-    def __init__(self) -> None:
-        self.frames: list[bytes] = []
-
-    async def send_bytes(self, data: bytes) -> None:
-        self.frames.append(data)
-
-    async def close(self) -> None:
-        pass
-
-
-def _hub(**limits: float) -> SyncHub:
-    return SyncHub(
-        "eu", (Peer("us", "http://127.0.0.1:9"),), "t", None, dataclasses.replace(FAST, **limits), None, None
-    )  # type: ignore[arg-type]  # nothing started: no state, metrics or hint handler needed
 
 
 async def test_an_update_taken_off_the_queue_and_not_sent_when_the_link_ends_is_handed_back():
     """The push loop takes the first update, then waits out `sync_push_interval_s` after its last
     frame to batch more: a link that ends meanwhile cancels it with the update neither queued nor
     recorded as sent."""
-    hub = _hub(sync_push_interval_s=5.0)
-    ws = _SilentWs()
+    hub = bare_hub(sync_push_interval_s=5.0)
+    ws = SilentWs()
     link = _Link("us", ws, queue_max=10, level=2)
     link.last_push = time.monotonic()  # a frame just went out: the next waits
     sender = asyncio.create_task(hub._send_loop(link))
@@ -95,7 +76,7 @@ async def test_an_answer_sent_shortly_before_a_link_ended_is_advertised_again(eu
     or the frame lost with the link). us's round does not bring it again (a restarted us knows
     nothing of a document it never stored), and eu's document did not change: eu's next round must
     advertise it, as it does a live push sent then."""
-    ws = _SilentWs()
+    ws = SilentWs()
     link = _Link("us", ws, queue_max=10, level=2)
     await eu._receive(link, _advertised_by_us("session/p1/g1"))
     assert ws.frames, "eu answered"
@@ -115,7 +96,7 @@ async def test_answers_a_slow_store_held_back_are_asked_for_in_the_next_round(eu
     for _ in range(3):  # the first sweep, and the slow sweep's first pages (this document's among them)
         rounds.next_round(replica, time.monotonic(), peer="us", trusts_pushes=True)
     monkeypatch.setattr(eu.state.store, "barrier", slow)
-    ws = _SilentWs()
+    ws = SilentWs()
     link = _Link("us", ws, queue_max=10, level=2)
     await eu._receive(link, _advertised_by_us("session/p1/g1"))
     assert not ws.frames  # held back: nothing unstored leaves the edge
@@ -151,9 +132,9 @@ async def test_a_jackpot_the_ledger_once_said_was_missing_is_asked_again_when_du
     assert catalog.missing("mega") and ledger.asked == 1
     ledger.created = True
     entry = [("jackpot/mega", protocol.step1(protocol.EMPTY_STATE_VECTOR))]
-    assert hub._known_docs(_Link("us", _SilentWs(), queue_max=10), entry) == [], "asked recently: still missing"
+    assert hub._known_docs(_Link("us", SilentWs(), queue_max=10), entry) == [], "asked recently: still missing"
     now[0] = 6.0  # the lookup is due again
-    assert hub._known_docs(_Link("us", _SilentWs(), queue_max=10), entry) == entry
+    assert hub._known_docs(_Link("us", SilentWs(), queue_max=10), entry) == entry
     await catalog.learn(hub._jackpots_to_confirm(entry))
     assert catalog.epoch("mega") == 1 and not catalog.missing("mega") and ledger.asked == 2
 

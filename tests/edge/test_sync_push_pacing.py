@@ -5,41 +5,14 @@ next one (docs/decisions/live-pushes-paced-per-link.md)."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
-from collections.abc import Callable
 
-from edge.config import Peer
 from edge.crdt import protocol
-from edge.sync import SyncHub, _Link
-from tests.support.edges import FAST
+from edge.sync import _Link
+from tests.support.edges import SilentWs, bare_hub
+from tests.support.polling import wait_for
 
 WINDOW_S = 0.2
-
-
-class _Ws:
-    """Records each frame sent, with its time (monotonic)."""
-
-    def __init__(self) -> None:
-        self.frames: list[tuple[float, bytes]] = []
-
-    async def send_bytes(self, data: bytes) -> None:
-        self.frames.append((time.monotonic(), data))
-
-    async def close(self) -> None:
-        pass
-
-
-def _hub() -> SyncHub:
-    limits = dataclasses.replace(FAST, sync_push_interval_s=WINDOW_S)
-    return SyncHub("eu", (Peer("us", "http://127.0.0.1:9"),), "t", None, limits, None, None)  # type: ignore[arg-type]  # nothing started: the push loop needs no state, metrics or hints
-
-
-async def _until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.005)
 
 
 def _docs(frame: bytes) -> list[str]:
@@ -47,19 +20,19 @@ def _docs(frame: bytes) -> list[str]:
 
 
 async def test_an_idle_link_pushes_at_once_and_a_busy_one_gathers_the_window_into_one_frame():
-    hub = _hub()
-    ws = _Ws()
+    hub = bare_hub(sync_push_interval_s=WINDOW_S)
+    ws = SilentWs()
     link = _Link("us", ws, queue_max=100, level=2)
     sender = asyncio.create_task(hub._send_loop(link))
     try:
         queued = time.monotonic()
         link.queue.put_nowait(("session/p1/g1", protocol.update_message(b"\x00\x00")))
-        await _until(lambda: len(ws.frames) >= 1)
+        await wait_for(lambda: len(ws.frames) >= 1)
         assert ws.frames[0][0] - queued < WINDOW_S / 2, "an idle link does not wait for the window"
         for game in ("g2", "g3", "g4"):  # within the window after that frame
             link.queue.put_nowait((f"session/p1/{game}", protocol.update_message(b"\x00\x00")))
             await asyncio.sleep(0.01)
-        await _until(lambda: len(ws.frames) >= 2)
+        await wait_for(lambda: len(ws.frames) >= 2)
         await asyncio.sleep(WINDOW_S / 2)
         assert len(ws.frames) == 2, "one frame for the three updates"
         sent_at, frame = ws.frames[1]

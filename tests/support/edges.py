@@ -4,6 +4,7 @@ with fast timers, and `Edges`, a set of edge servers the test starts and stops b
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from shared.auth import TokenEntry, hash_token
 
 from edge.app import create_app
 from edge.config import EdgeConfig, Limits, Peer
+from edge.sync import SyncHub
 
 GS, LEDGER_TOKEN = "gs-token", "edge-token"
 GS2 = "gs2-token"  # another game server (another provider) of the same region
@@ -36,6 +38,27 @@ FAST = Limits(
     reconnect_backoff_max_s=0.3,
     sync_heartbeat_s=2.0,
 )
+
+
+class SilentWs:
+    """A websocket that sends nothing anywhere (a link's transport not under test): each frame is
+    kept with the time it was handed over (monotonic)."""
+
+    def __init__(self) -> None:
+        self.frames: list[tuple[float, bytes]] = []
+
+    async def send_bytes(self, data: bytes) -> None:
+        self.frames.append((time.monotonic(), data))
+
+    async def close(self) -> None:
+        pass
+
+
+def bare_hub(**limits: Any) -> SyncHub:
+    """Edge eu's sync hub with one peer (us), never started: for the link loops alone."""
+    nothing: Any = None  # nothing started: no state, metrics or hint handler needed
+    limited = dataclasses.replace(FAST, **limits)
+    return SyncHub("eu", (Peer("us", "http://127.0.0.1:9"),), "t", nothing, limited, nothing, nothing)
 
 
 def edge_config(
