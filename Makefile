@@ -21,6 +21,7 @@ tools:
 	@command -v patroni >/dev/null && command -v patronictl >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq patroni >/dev/null)
 	@command -v etcd >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null)
 	@command -v nft >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nftables >/dev/null)
+	@command -v valgrind >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null)
 
 demo: $(STAMP) $(if $(filter postgres,$(BACKEND)),tools)
 	$(VENV)/bin/croupier demo $(if $(BACKEND),--backend $(BACKEND))
