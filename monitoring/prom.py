@@ -16,7 +16,12 @@ from pathlib import Path
 
 import aiohttp
 
-from monitoring.promql import Expression, exposition_sample_names, substitute_grafana_variables
+from monitoring.promql import (
+    Expression,
+    exposition_sample_names,
+    longest_group_interval_s,
+    substitute_grafana_variables,
+)
 from monitoring.scrape import write_prometheus_dir
 
 READY_TIMEOUT_S = 30.0
@@ -91,12 +96,20 @@ async def query(http: aiohttp.ClientSession, url: str, expr: str) -> list[dict]:
     return body["data"]["result"]
 
 
+def rule_data_wait_s() -> float:
+    """How long a recorded series may take to appear once its inputs have data: a rule group with an
+    interval of its own (the SLO group: 30 s) evaluates once per interval, and its first evaluation
+    may come before a rate has its two scrapes; the next one is a whole interval later."""
+    return 2 * longest_group_interval_s() + 5.0
+
+
 async def expressions_without_data(
     url: str, expressions: list[Expression], timeout_s: float = READY_TIMEOUT_S
 ) -> list[str]:
-    """Sources of the expressions that still return no series after timeout_s (rates need 2 scrapes)."""
+    """Sources of the expressions that still return no series after timeout_s, or after
+    `rule_data_wait_s` if that is longer (rates need 2 scrapes, recordings their group's turn)."""
     pending = list(expressions)
-    deadline = time.monotonic() + timeout_s
+    deadline = time.monotonic() + max(timeout_s, rule_data_wait_s())
     async with aiohttp.ClientSession(timeout=HTTP_TIMEOUT) as http:
         while pending and time.monotonic() < deadline:
             pending = [e for e in pending if not await query(http, url, e.expr)]

@@ -89,6 +89,24 @@ def rule_groups(rules_dir: Path = RULES_DIR) -> list[tuple[Path, dict]]:
     return out
 
 
+_DURATION = re.compile(r"(\d+)(ms|s|m|h)")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def duration_s(text: str) -> float:
+    """Seconds of a Prometheus duration of one or more parts ("30s", "1m30s", "500ms")."""
+    parts = _DURATION.findall(text)
+    if not parts or "".join(n + unit for n, unit in parts) != text:
+        raise ValueError(f"not a Prometheus duration: {text!r}")
+    return sum(int(n) * _UNIT_S[unit] for n, unit in parts)
+
+
+def longest_group_interval_s(rules_dir: Path = RULES_DIR) -> float:
+    """The longest evaluation interval a rule group sets for itself (0: none sets one, every group
+    follows the global `evaluation_interval`)."""
+    return max((duration_s(g["interval"]) for _, g in rule_groups(rules_dir) if "interval" in g), default=0.0)
+
+
 def rule_expressions(rules_dir: Path = RULES_DIR) -> list[Expression]:
     out = []
     for path, group in rule_groups(rules_dir):

@@ -7,10 +7,12 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 import yaml
 
 from monitoring import scrape
-from monitoring.promql import MONITORING_DIR, RULES_DIR, rule_groups
+from monitoring.prom import rule_data_wait_s
+from monitoring.promql import MONITORING_DIR, RULES_DIR, duration_s, longest_group_interval_s, rule_groups
 from tests.support.promtool import promtool
 
 TESTS_DIR = MONITORING_DIR / "prometheus" / "tests"
@@ -134,3 +136,28 @@ def test_scrape_dir_for_a_cluster_labels_edges_by_region_and_is_valid(tmp_path):
     assert "not-a-real-token" not in config_path.read_text()  # the secret stays in its own file
     result = promtool("check", "config", str(config_path))
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_prometheus_durations_are_read_in_seconds():
+    assert [duration_s(d) for d in ("30s", "1m30s", "500ms", "2h")] == [30, 90, 0.5, 7200]
+    for bad in ("30", "s", "1m x", "", "-5s"):
+        with pytest.raises(ValueError, match="not a Prometheus duration"):
+            duration_s(bad)
+
+
+def test_the_longest_group_interval_is_read_from_the_rule_files(tmp_path):
+    (tmp_path / "a.yml").write_text(yaml.safe_dump({"groups": [{"name": "a", "interval": "15s", "rules": []}]}))
+    (tmp_path / "b.yml").write_text(yaml.safe_dump({"groups": [{"name": "b", "interval": "1m", "rules": []}]}))
+    assert longest_group_interval_s(tmp_path) == 60
+    (tmp_path / "b.yml").write_text(yaml.safe_dump({"groups": [{"name": "b", "rules": []}]}))
+    assert longest_group_interval_s(tmp_path) == 15
+    (tmp_path / "a.yml").unlink()
+    assert longest_group_interval_s(tmp_path) == 0
+
+
+def test_the_end_to_end_checks_wait_two_turns_of_the_slowest_rule_group():
+    """A group with its own interval (the SLO group: 30 s) may evaluate first before its rates have
+    two scrapes; its series then appear one interval later. A wait of one interval failed CI."""
+    slowest = max(duration_s(g["interval"]) for _, g in rule_groups() if "interval" in g)
+    assert slowest >= 30
+    assert rule_data_wait_s() > 2 * slowest
