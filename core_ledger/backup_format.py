@@ -43,9 +43,10 @@ from core_ledger import checkpoints
 from core_ledger.domain import ENTRY_FORMAT, ChainCheck, State, fold
 from core_ledger.domain.journal import EPOCH_MAX, GENESIS_HASH
 from core_ledger.domain.state import LATER_TABLES, TABLES
+from core_ledger.overlay import Overlay
 from core_ledger.store import SqliteStore, Store
 from core_ledger.store.base import UNFINISHED_RESTORE_FENCE, Head, JournalRow
-from core_ledger.store.sqlite import MIGRATIONS, doc_sql, fsync_path, mkdir_durable
+from core_ledger.store.sqlite import MIGRATIONS, derived_behind, doc_sql, fsync_path, mkdir_durable
 from core_ledger.store.sqlite_entries import entry_text
 
 FORMAT = "croupier-ledger-backup"
@@ -162,6 +163,20 @@ def _new_name(directory: Path, name: str) -> tuple[Path, Path]:
     raise OSError(f"no free backup name for {name} in {directory}")
 
 
+async def _fold_held_rows(snapshot: Path) -> None:
+    """A SQLite copy of a serving ledger may stop its derived rows at a watermark below its head
+    (rows the ledger still held in memory, store/held_rows.py): fold its journal's tail into them,
+    so the tables exported are those of its head."""
+    if not await asyncio.to_thread(derived_behind, snapshot):
+        return
+    copy = SqliteStore(snapshot, allow_migration=False)
+    await copy.open()
+    try:
+        await Overlay(copy).catch_up()
+    finally:
+        await copy.close()
+
+
 async def write_backup(store: Store, directory: Path, *, backend: str, clock: Callable[[], datetime]) -> dict[str, Any]:
     """Write a verified backup of `store` into a new directory under `directory`; its manifest."""
     now = clock()
@@ -172,6 +187,7 @@ async def write_backup(store: Store, directory: Path, *, backend: str, clock: Ca
     work.mkdir()
     try:
         head = await store.backup(work / SNAPSHOT)
+        await _fold_held_rows(work / SNAPSHOT)
         files = await asyncio.to_thread(_export_snapshot, work / SNAPSHOT, work, head)
         _remove_snapshot(work)
         plan = getattr(store, "schema_plan", None)  # what the source store was opened at (memory: none)

@@ -20,12 +20,10 @@ from shared.gc_pause import CollectionsPaused
 
 from core_ledger.domain import ChainCheck, State, fold
 from core_ledger.domain.state import TABLES
-from core_ledger.overlay import Overlay
+from core_ledger.overlay import JOURNAL_PAGE, Overlay
 from core_ledger.pace import Pace
-from core_ledger.replica_apply import command_of
 from core_ledger.store import Head, JournalRow, Store
 
-JOURNAL_PAGE = 1000  # rows per query when streaming, verifying or rebuilding
 REBUILD_ROWS_CACHED = 200_000  # rows a replay keeps in memory between commits (dropped beyond)
 # Entries per commit of a replay: a commit per page of 1,000 paid an fsync and rewrote the hot index
 # pages (the system accounts' history, the summaries' indexes) a thousand times per million entries.
@@ -82,15 +80,7 @@ async def _replay(
     while True:
         rows = await source.journal(after, JOURNAL_PAGE)
         if rows:
-            entries = [orjson.loads(text) for _, text in rows]
-            commands = [command_of(e) for e in entries]
-            await overlay.load(commands)  # most rows of the page, a few queries
-            for entry, command in zip(entries, commands, strict=True):
-                # Rows named only once an earlier entry of the page is applied (a bonus granted,
-                # then claimed): loaded now, from what this replay already holds. No query when all
-                # are known.
-                await overlay.load([command])
-                fold(overlay.rows, entry)
+            entries = await overlay.fold_page(rows)
             last = entries[-1]
             head = Head(last["sequence"], last["hash"], last["epoch"])
             journal += [

@@ -27,9 +27,19 @@ from __future__ import annotations
 import time
 from datetime import date, timedelta
 
+import orjson
 import structlog
 
-from core_ledger.domain import PASSES_MAX, PLANNED_FROM, Command, State, rows_needed
+from core_ledger.domain import (
+    PASSES_MAX,
+    PLANNED_FROM,
+    Command,
+    InvariantBroken,
+    State,
+    entry_command,
+    fold,
+    rows_needed,
+)
 from core_ledger.domain.reports import SUMS_OF, report_units
 from core_ledger.domain.state import TABLES, Doc, Key
 from core_ledger.key_filter import KeyFilter
@@ -51,6 +61,7 @@ KEY_FILL_PACE = Pace(page=4_000, loop_share=0.25)
 # `REPORT_UNIT_ROWS_MAX` (10,000) no more, so only wins on many rounds of earlier days, or rows
 # written before that bound was kept, pass this: every draft adding to such a unit is refused.
 REPORT_UNIT_READ_MAX = 100_000
+JOURNAL_PAGE = 1000  # journal rows per query when folding the journal's tail (and in journal_checks)
 
 
 class PlanningFailed(Exception):
@@ -134,12 +145,51 @@ class Overlay:
     async def reload(self) -> Head:
         """An empty overlay and both heads from what the store holds. On SQLite a read queues
         behind a commit still running on the writer connection, so it sees its outcome. The
-        rows are dropped first: if reading the head fails, the heads stay as they were."""
+        rows are dropped first: if reading the head fails, the heads stay as they were. Derived
+        rows the store lost behind its journal (a crash, a failed write) are folded again first."""
         self.restart()
+        await self.catch_up()
         stored = await self.store.head()
         self.head = self.committed = stored
         self.commits.advance(stored.sequence)
         return stored
+
+    async def catch_up(self) -> int:
+        """Fold the journal entries the store's derived rows are behind (`Store.derived_sequence`)
+        into them, up to the stored head, in one write; how many. Their rows pass through this
+        overlay, which is empty again after."""
+        after, head = await self.store.derived_sequence(), await self.store.head()
+        if after >= head.sequence:
+            return 0
+        started, first = time.perf_counter(), after
+        while after < head.sequence:
+            rows = await self.store.journal(after, min(JOURNAL_PAGE, head.sequence - after))
+            if not rows:
+                raise InvariantBroken(f"the journal ends at {after}, before its stored head {head.sequence}")
+            await self.fold_page(rows)
+            after = rows[-1][0]
+        await self.store.write_derived(self.rows.take_dirty(), head.sequence)
+        self.restart()
+        log.warning(
+            "ledger_derived_caught_up",
+            from_sequence=first,
+            head_sequence=head.sequence,
+            duration_s=round(time.perf_counter() - started, 3),
+        )
+        return head.sequence - first
+
+    async def fold_page(self, rows: list[tuple[int, str]]) -> list[dict]:
+        """Fold a page of journal rows (sequence, text) into the cached rows, in order, loading what
+        each entry needs first; the entries."""
+        entries = [orjson.loads(text) for _, text in rows]
+        commands = [entry_command(e) for e in entries]
+        await self.load(commands)  # most rows of the page, a few queries
+        for entry, command in zip(entries, commands, strict=True):
+            # Rows named only once an earlier entry of the page is folded (a bonus granted, then
+            # claimed): loaded now, from what was folded already. No query when all are known.
+            await self.load([command])
+            fold(self.rows, entry)
+        return entries
 
     async def hold_report_units(self, commands: list[Command], day: str) -> None:
         """Hold the report units the commands' transactions may add to on `day`, the day of the

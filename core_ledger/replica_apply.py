@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import orjson
 
-from core_ledger.domain import ChainCheck, Command, entry_text, fold
+from core_ledger.domain import ChainCheck, entry_command, entry_text, fold
 from core_ledger.failover import Failover
 from core_ledger.metrics import LedgerMetrics
 from core_ledger.overlay import Overlay
@@ -26,13 +26,6 @@ class ReplicationError(Exception):
     def __init__(self, detail: str, first_bad_sequence: int | None) -> None:
         super().__init__(detail)
         self.first_bad_sequence = first_bad_sequence
-
-
-def command_of(entry: dict) -> Command:
-    """The command an entry was decided from: names the rows its `evolve` touches."""
-    tx = entry["transaction"]
-    key = (tx["client_id"], tx["id"]) if tx["id"] is not None else None
-    return Command(tx["type"], tx["request"], tx["principal"], key, tx["via"])
 
 
 class ReplicaApply:
@@ -68,7 +61,7 @@ class ReplicaApply:
             )
         entries = [orjson.loads(text) for _, text in rows]
         try:
-            await overlay.load([command_of(e) for e in entries])
+            await overlay.load([entry_command(e) for e in entries])
             journal = []
             for entry in entries:
                 fold(overlay.rows, entry)

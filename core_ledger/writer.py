@@ -62,6 +62,8 @@ from core_ledger.store import Head, JournalRow, StorageError, Store
 
 log = structlog.get_logger("croupier.ledger")
 
+DERIVED_IDLE_FLUSH_S = 0.2  # an idle writer writes the derived rows its store holds after this
+
 Answer = tuple[int, dict]
 Result = Answer | CroupierError
 
@@ -247,8 +249,17 @@ class LedgerWriter:
             await inflight.popleft()
 
     async def _take(self) -> list[_Job] | None:
-        """The next group of queued jobs (up to commit_batch_max commands); None once stopped."""
-        job = await self._queue.get()
+        """The next group of queued jobs (up to commit_batch_max commands); None once stopped.
+        Derived rows the store holds behind the journal are written once nothing came for
+        `DERIVED_IDLE_FLUSH_S` (under load, every so many commits write them: store/held_rows.py)."""
+        if self._queue.empty() and self.store.holds_derived():
+            try:
+                job = await asyncio.wait_for(self._queue.get(), DERIVED_IDLE_FLUSH_S)
+            except TimeoutError:
+                await self._flush_derived()
+                job = await self._queue.get()
+        else:
+            job = await self._queue.get()
         if job is None:
             return None
         jobs, size = [job], len(job.commands)
@@ -425,6 +436,16 @@ class LedgerWriter:
         self.metrics.commit_duration_seconds.observe(time.perf_counter() - started)
         self.metrics.commit_batch_size.observe(len(judged.results))
         return True
+
+    async def _flush_derived(self) -> None:
+        """Write the derived rows the store holds. A failure is a failed commit: counted, logged,
+        and the store gives up what it held, which the next group's `_settle` folds again."""
+        try:
+            await self.store.flush_derived()
+        except (StorageError, OSError) as e:
+            log.error("ledger_commit_failed", error=repr(e), batch_size=0)
+            self.metrics.commit_failures_total.inc()
+            self._broken = True
 
     async def _observe_stored_head(self) -> None:
         """After a failed commit, whose outcome may be unknown (the connection died after COMMIT was

@@ -21,7 +21,7 @@ import orjson
 
 from shared.contract.headers import EPOCH_DIGITS_MAX
 
-from core_ledger.domain.commands import InvariantBroken
+from core_ledger.domain.commands import Command, InvariantBroken
 from core_ledger.domain.records import Entry, Posting, Transaction
 
 GENESIS_HASH = "0" * 64
@@ -175,3 +175,10 @@ class ChainCheck:
             "head_hash": self.head_hash,
             "first_bad_sequence": self.first_bad_sequence,
         }
+
+
+def entry_command(entry: dict[str, Any]) -> Command:
+    """The command an entry was decided from: names the rows its fold touches."""
+    tx = entry["transaction"]
+    key = (tx["client_id"], tx["id"]) if tx["id"] is not None else None
+    return Command(tx["type"], tx["request"], tx["principal"], key, tx["via"])

@@ -212,7 +212,31 @@ class Store(ABC):
 
     @abstractmethod
     async def commit(self, journal: Sequence[JournalRow], rows: Rows, head: Head) -> None:
-        """Append journal rows, upsert derived rows and store the head, in one durable transaction."""
+        """Append journal rows, upsert derived rows and store the head, in one durable transaction.
+        A backend may hold the derived rows and write them with a later commit (SQLite:
+        store/held_rows.py); every read of derived tables shows them all the same."""
+
+    # Derived rows behind the journal. Only the journal must be durable when a commit returns; a
+    # backend that holds derived rows in memory says so here. The defaults are a backend that
+    # writes them with every commit.
+
+    def holds_derived(self) -> bool:
+        """Whether derived rows of committed groups are held in memory, waiting for a flush."""
+        return False
+
+    async def flush_derived(self) -> None:
+        """Write the derived rows held in memory, if any."""
+        return None
+
+    async def derived_sequence(self) -> int:
+        """The journal sequence the derived rows reflect (stored, or held in memory). Below the
+        head only after a crash or a failed write lost what was held: then the entries after it
+        must be folded into them (`write_derived`) before they are read or committed to again."""
+        return (await self.head()).sequence
+
+    async def write_derived(self, rows: Rows, sequence: int) -> None:
+        """Store derived rows folded from the journal up to `sequence`, the stored head."""
+        raise NotImplementedError(f"{type(self).__name__} never holds derived rows behind its journal")
 
     @abstractmethod
     async def get(self, table: str, key: Key) -> tuple[Doc | None, int]:

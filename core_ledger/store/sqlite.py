@@ -29,6 +29,7 @@ from typing import Any, NamedTuple, get_args, get_type_hints
 
 import aiosqlite
 import orjson
+import structlog
 
 from shared import sqlite_migrate
 from shared.migrations import Migration, Plan, SchemaVersionError
@@ -65,8 +66,11 @@ from core_ledger.store.base import (
     key_page_query,
     report_filter,
 )
+from core_ledger.store.held_rows import GROUPS_MAX, HeldRows
 from core_ledger.store.sqlite_entries import entry_text, stored_entry
 from core_ledger.store.sqlite_summaries import UNNOTED, UNPOSTED, summaries_sync
+
+log = structlog.get_logger("croupier.store")
 
 BUSY_TIMEOUT_MS = 5000
 # The page size of a NEW database (SQLite fixes it when the file is created; an existing database
@@ -297,6 +301,13 @@ MIGRATE_COMMAND = "croupier ledger migrate --config <ledger.toml>"
 # its inserts land all over indexes far bigger than 2 MiB.
 CACHE_MIB_DEFAULT = 2
 HEAD_SQL = "(SELECT value FROM meta WHERE key = 'head_sequence')"
+# The sequence the stored derived rows reflect: `derived_sequence` (the watermark, see
+# store/held_rows.py), or the head on a file no commit ever held rows behind. Every read of derived
+# tables reports it as the head of its snapshot: the rows read reflect exactly that much journal.
+DERIVED_SQL = (
+    "(SELECT coalesce((SELECT value FROM meta WHERE key = 'derived_sequence'), "
+    "(SELECT value FROM meta WHERE key = 'head_sequence')))"
+)
 
 
 def doc_sql(table: str, alias: str = "") -> str:
@@ -351,16 +362,21 @@ def _stored_columns(table: str) -> tuple[str, ...]:
 _NESTED_AT = {t: tuple((i, m) for i, m in enumerate(COLUMNAR[t]) if m in nested) for t, nested in NESTED.items()}
 
 
+def _check_members(table: str, items: Sequence[tuple[Key, Doc]]) -> None:
+    """Refuse a document with a member its columnar table has no column for (a bug: it would be lost)."""
+    known = _MEMBER_SETS.get(table)
+    if known is not None and not all(known.issuperset(doc) for _, doc in items):
+        unknown = sorted({m for _, doc in items for m in doc} - known)
+        raise InvariantBroken(f"{table} has no column for the members {unknown} (see COLUMNAR)")
+
+
 def _stored_rows(table: str, items: Sequence[tuple[Key, Doc]]) -> list[tuple[Any, ...]]:
     """The parameters that store `items` (key, document) in `table`, in `_stored_columns` order. A
     document with a member its columnar table has no column for is refused (a bug: it would be lost)."""
     members = COLUMNAR.get(table)
     if members is None:
         return [(*key, orjson.dumps(doc).decode()) for key, doc in items]
-    known = _MEMBER_SETS[table]
-    if not all(known.issuperset(doc) for _, doc in items):
-        unknown = sorted({m for _, doc in items for m in doc} - known)
-        raise InvariantBroken(f"{table} has no column for the members {unknown} (see COLUMNAR)")
+    _check_members(table, items)
     if table in ADDITIVE:  # sums: a member not given adds nothing
         return [(*key, *[doc.get(m, 0) for m in members]) for key, doc in items]
     nested_at = _NESTED_AT.get(table)
@@ -469,26 +485,104 @@ def _insert_rows(db: sqlite3.Connection, table: str, rows: Sequence[tuple[Any, .
             at += size
 
 
-def _commit_sync(db: sqlite3.Connection, journal: Sequence[JournalRow], rows: Rows, head: Head) -> None:
+def _commit_sync(db: sqlite3.Connection, journal: Sequence[JournalRow], rows: Rows, head: Head, held: HeldRows) -> None:
+    """One group's commit: its journal rows and head; its derived rows are held (`held`) or, when a
+    flush is due, written with everything held and the watermark moved to `head`."""
     require(
         [j.sequence for j in journal] == list(range(head.sequence - len(journal) + 1, head.sequence + 1)),
         "a commit's journal rows end at its head without a gap",
     )
+    flush = held.due(rows)
+    if not flush:  # refused now, not by the flush: this group is not acknowledged
+        for table, items in rows.items():
+            _check_members(table, items)
     with write_transaction(db):
         # The stored head must be where this commit starts (fencing, as on PostgreSQL).
-        [(stored,)] = _fetch_all(db, f"SELECT coalesce({HEAD_SQL}, 0)", ())
+        stored, watermark = _heads_sync(db)
         if stored != head.sequence - len(journal):
-            raise StorageError(
+            refused = HeldRowsLost if held.groups and stored != held.head else StorageError
+            raise refused(
                 f"the stored journal head ({stored}) is not the one this commit extends "
                 f"({head.sequence - len(journal)}): another writer?"
             )
+        _check_watermark(held, stored, watermark)
         _insert_rows(db, "journal", [(j.sequence, j.tx_id, stored_entry(j.text)) for j in journal])
-        for table, items in rows.items():
-            _insert_rows(db, table, _stored_rows(table, items))
-        db.executemany(
-            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-            [("head_sequence", head.sequence), ("head_hash", head.hash), ("epoch", head.epoch)],
+        meta: list[tuple[str, Any]] = [
+            ("head_sequence", head.sequence),
+            ("head_hash", head.hash),
+            ("epoch", head.epoch),
+        ]
+        if flush:
+            _write_derived(db, held.with_rows(rows))
+            meta.append(("derived_sequence", head.sequence))
+        elif held.groups == 0:  # the first group held since a flush: the watermark stays where it was
+            db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('derived_sequence', ?)", (stored,))
+        db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", meta)
+    if flush:
+        held.clear()
+    else:
+        held.hold(rows, stored, head.sequence)
+
+
+def _heads_sync(db: sqlite3.Connection) -> tuple[int, int]:
+    """(the stored head's sequence, the watermark of the stored derived rows)."""
+    [(stored, watermark)] = _fetch_all(db, f"SELECT coalesce({HEAD_SQL}, 0), coalesce({DERIVED_SQL}, 0)", ())
+    return int(stored), int(watermark)
+
+
+class HeldRowsLost(StorageError):
+    """Another writer or copy wrote this store since it last committed: the derived rows it holds
+    (if any) are not its to write, and those stored are behind the head."""
+
+
+def derived_behind(path: Path) -> bool:
+    """Whether the derived rows of the SQLite ledger file at `path` stop below its head (rows a
+    ledger held in memory when the file was copied, or when it crashed)."""
+    with closing(sqlite3.connect(path)) as db:
+        stored, watermark = _heads_sync(db)
+    return watermark < stored
+
+
+def _check_watermark(held: HeldRows, stored: int, watermark: int) -> None:
+    """The stored derived rows must be where this store left them: at the head when it holds
+    none, at the watermark its held rows start from when it holds some. Anything else is
+    another copy's doing (rows it held and lost, or a fold of the journal's tail it wrote), and
+    what this store would write on top could count the same entries twice."""
+    expected = held.base if held.groups else stored
+    if watermark != expected:
+        raise HeldRowsLost(
+            f"the stored derived rows reflect the journal up to {watermark}, not {expected}: "
+            "another copy wrote or held them; the journal's tail is folded into them again"
         )
+
+
+def _write_derived(db: sqlite3.Connection, rows: Rows) -> None:
+    for table, items in rows.items():
+        _insert_rows(db, table, _stored_rows(table, items))
+
+
+def _flush_sync(db: sqlite3.Connection, held: HeldRows) -> None:
+    """Write everything held and move the watermark to the stored head."""
+    if not held.groups:
+        return
+    with write_transaction(db):
+        stored, watermark = _heads_sync(db)
+        if stored != held.head:
+            raise HeldRowsLost(f"the stored head ({stored}) moved past this store's last commit ({held.head})")
+        _check_watermark(held, stored, watermark)
+        _write_derived(db, held.with_rows({}))
+        db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('derived_sequence', ?)", (stored,))
+    held.clear()
+
+
+def _write_derived_sync(db: sqlite3.Connection, rows: Rows, sequence: int) -> None:
+    """Rows folded from the journal up to `sequence` (the stored head), and the watermark there."""
+    with write_transaction(db):
+        [(stored,)] = _fetch_all(db, f"SELECT coalesce({HEAD_SQL}, 0)", ())
+        if stored != sequence:
+            raise StorageError(f"derived rows folded up to {sequence}, but the stored head is {stored}")
+        _write_derived(db, rows)
+        db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('derived_sequence', ?)", (sequence,))
 
 
 def _execute_count(db: sqlite3.Connection, sql: str, params: Sequence[Any]) -> int:
@@ -514,6 +608,7 @@ def _fetch_all(db: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[
 
 def _replace_derived_sync(db: sqlite3.Connection, tables: dict[str, dict[Key, Doc]]) -> None:
     with write_transaction(db):
+        db.execute(f"INSERT OR REPLACE INTO meta (key, value) SELECT 'derived_sequence', {HEAD_SQL} WHERE {HEAD_SQL}")
         for table in TABLES:
             columns = _stored_columns(table)
             db.execute(f"DELETE FROM {table}")
@@ -530,6 +625,9 @@ def _replace_derived_from_sync(db: sqlite3.Connection, other: str) -> dict[str, 
     try:
         counts = {}
         with write_transaction(db):
+            db.execute(
+                f"INSERT OR REPLACE INTO meta (key, value) SELECT 'derived_sequence', {HEAD_SQL} WHERE {HEAD_SQL}"
+            )
             for table in TABLES:
                 names = ", ".join(_stored_columns(table))
                 db.execute(f"DELETE FROM main.{table}")
@@ -541,12 +639,12 @@ def _replace_derived_from_sync(db: sqlite3.Connection, other: str) -> dict[str, 
 
 
 def _snapshot_sync(db: sqlite3.Connection, queries: Sequence[tuple[str, Sequence[Any]]]) -> list[list[Any]]:
-    """Several queries and the head in ONE read transaction (one snapshot); the head is the last
-    result. Nothing stays open after it."""
+    """Several queries of derived tables and their head (the watermark, `DERIVED_SQL`) in ONE read
+    transaction (one snapshot); the head is the last result. Nothing stays open after it."""
     db.execute("BEGIN")
     try:
         found = [_fetch_all(db, sql, params) for sql, params in queries]
-        [(head,)] = _fetch_all(db, f"SELECT {HEAD_SQL}", ())
+        [(head,)] = _fetch_all(db, f"SELECT {DERIVED_SQL}", ())
     finally:
         db.execute("ROLLBACK")
     return [*found, [int(head or 0)]]
@@ -631,7 +729,16 @@ def fsync_path(path: Path) -> None:
 class SqliteStore(Store):
     """`allow_migration`: whether `open` may migrate a store that is behind (an empty one is always
     created at the latest version); `migrations` is replaced by tests only; `cache_mib`: the page
-    cache of each of its connections (see CACHE_MIB_DEFAULT)."""
+    cache of each of its connections (see CACHE_MIB_DEFAULT); `held_groups_max`: commits whose
+    derived rows are held in memory and written by one flush (store/held_rows.py; 1: every commit
+    writes its own).
+
+    Derived rows held behind the journal never show: a read of derived tables (or of their keys)
+    first writes what is held (`_derived_read`), and reports the watermark as its snapshot's head;
+    the writer's loads read the held versions over storage. After a crash, or a failed write that
+    gave up what was held, the stored derived rows stand at the watermark, below the head: they are
+    `stale`, every read of them is refused until `write_derived` brings them up to the head
+    (`Overlay.reload` folds the journal's tail into them)."""
 
     def __init__(
         self,
@@ -640,8 +747,11 @@ class SqliteStore(Store):
         allow_migration: bool = True,
         migrations: Sequence[Migration] = MIGRATIONS,
         cache_mib: int = CACHE_MIB_DEFAULT,
+        held_groups_max: int = GROUPS_MAX,
     ) -> None:
         self.path = path
+        self._held = HeldRows(groups_max=held_groups_max)
+        self.stale = False  # the stored derived rows are behind the head, nothing holds the rest
         self.cache_mib = cache_mib
         self.allow_migration = allow_migration
         self.migrations = tuple(migrations)
@@ -667,6 +777,9 @@ class SqliteStore(Store):
             )
             self._loader = await self._connect("ledger-sqlite-loader")
             self._reader = await self._connect("ledger-sqlite-reader")
+            self._held = HeldRows(groups_max=self._held.groups_max)
+            stored, watermark = await self._writer.run(_heads_sync)
+            self.stale = watermark < stored
         except SchemaVersionError as e:
             await self.close()
             raise StorageError(str(e)) from e
@@ -678,6 +791,11 @@ class SqliteStore(Store):
         return await SqliteThread.open(lambda: _connect(self.path, self.cache_mib), name=name)
 
     async def close(self) -> None:
+        if self._writer is not None and self._held.groups and not self.stale:
+            try:
+                await self.flush_derived()
+            except StorageError as e:  # the watermark stays behind: the next open folds the journal's tail
+                log.warning("ledger_derived_flush_at_close_failed", error=str(e))
         for conn in (self._checkpointer, self._reader, self._loader, self._writer):
             if conn is not None:
                 await conn.close()
@@ -732,6 +850,48 @@ class SqliteStore(Store):
         # On the writer's connection: a head read queues behind a commit still running there.
         return await self._w.run(_head_sync)
 
+    def holds_derived(self) -> bool:
+        return self._held.groups > 0
+
+    async def flush_derived(self) -> None:
+        """Write the derived rows held in memory (and move the watermark to the head)."""
+        if not self._held.groups:
+            return
+        try:
+            await self._w.run(_flush_sync, self._held)
+        except (HeldRowsLost, sqlite3.Error, SqliteThreadClosed) as e:
+            self._give_up_held()
+            raise StorageError(f"writing the held derived rows failed: {e}") from e
+
+    def _give_up_held(self) -> None:
+        """A write of held rows failed, and may or may not have landed: what storage holds is
+        behind the head, until `write_derived`."""
+        self._held.clear()
+        self.stale = True
+
+    async def derived_sequence(self) -> int:
+        stored, watermark = await self._w.run(_heads_sync)
+        return stored if self._held.groups else watermark
+
+    async def write_derived(self, rows: Rows, sequence: int) -> None:
+        try:
+            await self._w.run(_write_derived_sync, rows, sequence)
+        except (sqlite3.Error, SqliteThreadClosed) as e:
+            raise StorageError(f"writing the folded derived rows failed: {e}") from e
+        self.stale = False
+
+    async def _derived_read(self) -> None:
+        """Before any read of derived tables: they must show every commit that returned before it."""
+        if self.stale:
+            stored, watermark = await self._w.run(_heads_sync)
+            self.stale = watermark < stored  # folded meanwhile (by whichever copy writes this store)
+        if self.stale:
+            raise StorageError(
+                "the derived tables are behind the journal (a crash, or a failed write): the ledger "
+                "folds the journal's tail into them when it (re)loads"
+            )
+        await self.flush_derived()
+
     async def load(self, wanted: dict[str, Sequence[Key]]) -> dict[str, dict[Key, Doc]]:
         # Not on the writer connection: a load runs while the writer commits the previous group
         # (rows that group changed are in the writer's overlay, so committed state is right for the
@@ -742,20 +902,47 @@ class SqliteStore(Store):
         # row older than storage holds. On its own connection, nothing holds a statement open
         # between loads (each is one unit, its statements closed within it), so every query of a
         # load sees every commit that returned before it started.
-        return await self._l.run(_load_sync, wanted)
+        #
+        # Rows held behind the journal (store/held_rows.py) are newer than storage: a load reads
+        # storage, then the held versions over it; a flush that ran in between moved `flushes`
+        # before it let go of them, and the load reads again.
+        held = self._held
+        while True:
+            flushes = held.flushes
+            found = await self._l.run(_load_sync, wanted)
+            if held.groups:
+                for table, keys in wanted.items():
+                    if table == ENTRIES:
+                        continue
+                    require(table not in ADDITIVE, "the writer loads no rows of sums")
+                    rows = found.setdefault(table, {})
+                    for key in keys:
+                        is_held, doc = held.lookup(table, key)
+                        if is_held:
+                            rows[key] = doc  # type: ignore[assignment]  # a held row is never None
+            if held.flushes == flushes:
+                return found
 
     async def count_keys(self, table: str) -> int | None:
+        await self._derived_read()
         [(count,)] = await self._l.run(_fetch_all, count_keys_query(table), ())
         return int(count)
 
     async def key_page(self, table: str, after: Key | None, limit: int) -> list[Key]:
         # On the loader's connection, one unit of work a page: the writer's loads interleave.
+        await self._derived_read()
         return await self._l.run(_key_page_sync, table, after, limit)
 
     async def commit(self, journal: Sequence[JournalRow], rows: Rows, head: Head) -> None:
+        if self.stale:
+            raise StorageError("the derived tables are behind the journal: fold its tail into them first")
         try:
-            await self._w.run(_commit_sync, journal, rows, head)
+            await self._w.run(_commit_sync, journal, rows, head, self._held)
+        except HeldRowsLost:
+            self._give_up_held()  # another writer or another copy's rows: none of this store's to write
+            raise
         except (sqlite3.Error, SqliteThreadClosed) as e:
+            self._give_up_held()  # and this group's rows: the commit may have landed
             raise StorageError(f"commit failed: {e}") from e
 
     async def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
@@ -767,7 +954,8 @@ class SqliteStore(Store):
     async def get(self, table: str, key: Key) -> tuple[Doc | None, int]:
         columns = TABLES[table]
         where = " AND ".join(f"{c} = ?" for c in columns)
-        sql = f"SELECT (SELECT {doc_sql(table)} FROM {table} WHERE {where}), {HEAD_SQL}"
+        sql = f"SELECT (SELECT {doc_sql(table)} FROM {table} WHERE {where}), {DERIVED_SQL}"
+        await self._derived_read()
         [(doc, head)] = await self._read(sql, list(key))  # a SELECT without FROM returns exactly one row
         return (None if doc is None else orjson.loads(doc)), int(head or 0)
 
@@ -792,16 +980,18 @@ class SqliteStore(Store):
             params.append(after)
         where = " AND ".join(clauses) or "1"
         sql = (
-            f"SELECT {', '.join(columns)}, {doc_sql(table)}, {HEAD_SQL} FROM {table} WHERE {where} "
+            f"SELECT {', '.join(columns)}, {doc_sql(table)}, {DERIVED_SQL} FROM {table} WHERE {where} "
             f"ORDER BY {', '.join(columns)} LIMIT ?"
         )
+        await self._derived_read()
         found = await self._read(sql, [*params, limit])
         if not found:
             return [], (await self._read_head())
         return [(tuple(row[:-2]), orjson.loads(row[-2])) for row in found], int(found[0][-1] or 0)
 
     async def _read_head(self) -> int:
-        [(head,)] = await self._read(f"SELECT {HEAD_SQL}")
+        """The head of a read of derived tables that found no row: their watermark."""
+        [(head,)] = await self._read(f"SELECT {DERIVED_SQL}")
         return int(head or 0)
 
     async def journal(self, after_sequence: int, limit: int) -> list[tuple[int, str]]:
@@ -813,17 +1003,23 @@ class SqliteStore(Store):
         return [entry_text(row[0]) for row in await self._read(sql, [tx_id, limit])]
 
     async def dump(self, table: str) -> dict[Key, Doc]:
+        await self._derived_read()
         columns = TABLES[table]
         rows = await self._read(f"SELECT {', '.join(columns)}, {doc_sql(table)} FROM {table}")
         return {tuple(row[:-1]): orjson.loads(row[-1]) for row in rows}
 
     async def replace_derived(self, tables: dict[str, dict[Key, Doc]]) -> None:
+        self._held.clear()  # replaced: whatever was held is in `tables` (folded from the journal)
         await self._w.run(_replace_derived_sync, tables)
+        self.stale = False
 
     async def replace_derived_from(self, other: Path) -> dict[str, int]:
         """Every derived table replaced by those of the ledger file `other` (a rebuild replayed
         there: `journal_checks.replay_journal`), in one transaction; rows per table."""
-        return await self._w.run(_replace_derived_from_sync, str(other))
+        self._held.clear()
+        counts = await self._w.run(_replace_derived_from_sync, str(other))
+        self.stale = False
+        return counts
 
     async def fence(self, epoch: int) -> None:
         # Its own meta key: commits rewrite only the head keys, so a fence outlives them.
@@ -850,6 +1046,9 @@ class SqliteStore(Store):
         a connection of its own for as long as the copy takes, so API reads and the writer's loads
         are not held up behind it (see docs/decisions/one-sqlite-executor.md)."""
         mkdir_durable(path.parent)
+        # The copy carries the watermark: rows still held when it is taken are folded from its
+        # journal by whoever serves it. Written first, there are only the latest groups' left.
+        await self.flush_derived()
         async with aiosqlite.connect(self.path) as source, aiosqlite.connect(path, isolation_level=None) as target:
             await source.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             await source.backup(target)
@@ -930,10 +1129,11 @@ class SqliteStore(Store):
             clauses.append(f"({', '.join(columns)}) > ({', '.join('?' * len(columns))})")
             params.extend(after)
         sql = (
-            f"SELECT {', '.join(columns)}, {doc_sql(table)}, {HEAD_SQL} FROM {table} "
+            f"SELECT {', '.join(columns)}, {doc_sql(table)}, {DERIVED_SQL} FROM {table} "
             f"WHERE {' AND '.join(clauses) or '1'} "
             f"ORDER BY {', '.join(columns)} LIMIT ?"
         )
+        await self._derived_read()
         found = await self._read(sql, [*params, limit])
         if not found:
             return [], await self._read_head()
@@ -948,10 +1148,11 @@ class SqliteStore(Store):
         time_from: str | None = None,
         time_until: str | None = None,
     ) -> SummaryPage:
+        await self._derived_read()
         found, head = await self._r.run(
             summaries_sync,
             doc_sql("tx_summaries", "t."),
-            HEAD_SQL,
+            DERIVED_SQL,
             equals,
             after_sequence,
             limit,
@@ -987,6 +1188,7 @@ class SqliteStore(Store):
                 f"GROUP BY {groups} ORDER BY {groups} LIMIT ?"
             )
             decoded = partial(_joined_halves, members)
+        await self._derived_read()
         found, [head] = await self._r.run(_snapshot_sync, [(sql, [*params, limit])])
         return [(tuple(row[:width]), decoded(row[width:])) for row in found], head
 
@@ -1000,6 +1202,7 @@ class SqliteStore(Store):
                     [*params, limit],
                 )
             )
+        await self._derived_read()
         *found, [head] = await self._r.run(_snapshot_sync, queries)
         return {str(account): orjson.loads(doc) for rows in found for account, doc in rows}, head
 
@@ -1008,6 +1211,7 @@ class SqliteStore(Store):
             f"SELECT sequence, {doc_sql('history')} FROM history WHERE account = ? AND sequence <= ? "
             "ORDER BY sequence DESC LIMIT 1"
         )
+        await self._derived_read()
         rows = await self._read(sql, [account, sequence])
         return {**orjson.loads(rows[0][1]), "sequence": int(rows[0][0])} if rows else None
 
@@ -1016,6 +1220,7 @@ class SqliteStore(Store):
             "SELECT sequence FROM tx_summaries WHERE committed_at <= ? "
             "ORDER BY committed_at DESC, sequence DESC LIMIT 1"
         )
+        await self._derived_read()
         rows = await self._read(sql, [moment])
         return int(rows[0][0]) if rows else 0
 

@@ -86,7 +86,8 @@ class SqliteBulkStore(SqliteStore):
     """A `SqliteStore` on a new file, loaded fast and made durable by `finish` (see the module)."""
 
     def __init__(self, path: Path, *, cache_mib: int = BULK_CACHE_MIB) -> None:
-        super().__init__(path, cache_mib=cache_mib)
+        # Every commit writes its derived rows: without fsyncs there is nothing to save by holding them.
+        super().__init__(path, cache_mib=cache_mib, held_groups_max=1)
         self._indexes: list[tuple[str, str]] | None = None
 
     async def _connect(self, name: str) -> SqliteThread:

@@ -17,6 +17,7 @@ from core_ledger.journal_checks import verify_store
 from core_ledger.standby_tailer import StandbySettings
 from core_ledger.store import Head, JournalRow, SqliteStore, StorageError
 from core_ledger.store.base import Rows
+from core_ledger.store.held_rows import HeldRows
 from core_ledger.store.postgres import PostgresStore
 from core_ledger.store.sqlite import _commit_sync
 from tests.support.clock import FakeClock
@@ -27,9 +28,11 @@ from tests.support.polling import wait_for
 COMMIT_DELAY_S = 0.5
 
 
-def _slow_commit(db: sqlite3.Connection, journal: Sequence[JournalRow], rows: Rows, head: Head, delay_s: float) -> None:
+def _slow_commit(
+    db: sqlite3.Connection, journal: Sequence[JournalRow], rows: Rows, head: Head, held: HeldRows, delay_s: float
+) -> None:
     time.sleep(delay_s)  # in the database thread: cancelling the caller does not stop this commit
-    _commit_sync(db, journal, rows, head)
+    _commit_sync(db, journal, rows, head, held)
 
 
 class SlowSqlite(SqliteStore):
@@ -45,7 +48,7 @@ class SlowSqlite(SqliteStore):
         if not (journal and self.delay_s):
             return await super().commit(journal, rows, head)
         self.committing.set()
-        await self._w.run(_slow_commit, journal, rows, head, self.delay_s)
+        await self._w.run(_slow_commit, journal, rows, head, self._held, self.delay_s)
 
 
 class SlowPostgres(PostgresStore):

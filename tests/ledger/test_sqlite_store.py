@@ -18,6 +18,7 @@ from core_ledger.domain.state import TABLES
 from core_ledger.metrics import LedgerMetrics
 from core_ledger.service import LedgerService
 from core_ledger.store import Head, JournalRow, MemoryStore, SqliteStore, StorageError
+from core_ledger.store.held_rows import HeldRows
 from core_ledger.store.sqlite import (
     BUSY_TIMEOUT_MS,
     COLUMNAR,
@@ -102,6 +103,9 @@ async def test_a_group_commit_and_a_batch_of_loads_are_one_hop_each(
     assert hops == ["loader"], "every table of a batch's loads: one unit of work"
     hops.clear()
     assert (await sqlite_store.get("idem", ("c", "k"))) == ({"x": 1}, 3)
+    assert hops == ["writer", "reader"], "the derived rows held behind the journal are written first"
+    hops.clear()
+    assert (await sqlite_store.get("idem", ("c", "k"))) == ({"x": 1}, 3)
     assert hops == ["reader"]
 
 
@@ -132,13 +136,16 @@ def test_a_row_written_again_unchanged_is_left_alone(tmp_path: Path) -> None:
         }
         player = {"currencies": ["EUR"], "frozen": False, "bonus_ids": []}
         rows = {"round_openings": [((1,), opening)], "players": [(("p1",), player)]}
-        _commit_sync(db, [], rows, Head())
+        _commit_sync(db, [], rows, Head(), HeldRows(groups_max=1))
         before = db.total_changes
-        _commit_sync(db, [], rows, Head())
-        assert db.total_changes - before == 3  # the three head rows of `meta`, nothing else
-        before = db.total_changes
-        _commit_sync(db, [], {"round_openings": [((1,), {**opening, "status": "closed"})]}, Head())
+        _commit_sync(db, [], rows, Head(), HeldRows(groups_max=1))
+        # The three head rows of `meta` and the watermark (every commit writes its rows here), nothing else.
         assert db.total_changes - before == 4
+        before = db.total_changes
+        _commit_sync(
+            db, [], {"round_openings": [((1,), {**opening, "status": "closed"})]}, Head(), HeldRows(groups_max=1)
+        )
+        assert db.total_changes - before == 5
         [(status,)] = db.execute("SELECT status FROM round_openings WHERE sequence = 1").fetchall()
         assert status == "closed"
     finally:
@@ -160,13 +167,13 @@ def test_a_commit_writes_its_rows_in_a_few_multi_row_statements_each_row_as_an_u
         ]
         inserts: list[str] = []
         db.set_trace_callback(lambda sql: inserts.append(sql) if sql.startswith("INSERT INTO") else None)
-        _commit_sync(db, [], {"accounts": accounts, "report_cash_days": days}, Head())
+        _commit_sync(db, [], {"accounts": accounts, "report_cash_days": days}, Head(), HeldRows(groups_max=1))
         by_table = {
             t: sum(sql.startswith(f"INSERT INTO {t} ") for sql in inserts) for t in ("accounts", "report_cash_days")
         }
         assert by_table == {"accounts": 5, "report_cash_days": 4}  # 64+64+16+4+1 and 64+16+4+1
         changed = [(key, {"balance_minor": 1000 + i, "version": 2}) for i, (key, _) in enumerate(accounts[::2])]
-        _commit_sync(db, [], {"accounts": changed, "report_cash_days": days}, Head())
+        _commit_sync(db, [], {"accounts": changed, "report_cash_days": days}, Head(), HeldRows(groups_max=1))
         stored = dict(db.execute("SELECT account, balance_minor FROM accounts").fetchall())
         assert len(stored) == 149
         assert all(stored[f"player:p{i}:EUR"] == (1000 + i // 2 if i % 2 == 0 else i) for i in range(149))
