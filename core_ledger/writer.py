@@ -62,8 +62,6 @@ from core_ledger.store import Head, JournalRow, StorageError, Store
 
 log = structlog.get_logger("croupier.ledger")
 
-DERIVED_IDLE_FLUSH_S = 0.2  # an idle writer writes the derived rows its store holds after this
-
 Answer = tuple[int, dict]
 Result = Answer | CroupierError
 
@@ -92,6 +90,9 @@ class WriterLimits:
     # Skip the store lookup of keys certainly absent (core_ledger/key_filter.py); off only to
     # measure what it earns (see docs/decisions/writer-key-filter.md).
     key_filter: bool = True
+    # An idle writer writes the derived rows its store holds behind the journal after this long
+    # without a command (store/held_rows.py); under load every so many commits write them.
+    derived_idle_flush_s: float = 0.2
 
 
 @dataclass(slots=True)
@@ -251,10 +252,10 @@ class LedgerWriter:
     async def _take(self) -> list[_Job] | None:
         """The next group of queued jobs (up to commit_batch_max commands); None once stopped.
         Derived rows the store holds behind the journal are written once nothing came for
-        `DERIVED_IDLE_FLUSH_S` (under load, every so many commits write them: store/held_rows.py)."""
+        `derived_idle_flush_s`."""
         if self._queue.empty() and self.store.holds_derived():
             try:
-                job = await asyncio.wait_for(self._queue.get(), DERIVED_IDLE_FLUSH_S)
+                job = await asyncio.wait_for(self._queue.get(), self.limits.derived_idle_flush_s)
             except TimeoutError:
                 await self._flush_derived()
                 job = await self._queue.get()

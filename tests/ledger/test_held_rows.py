@@ -1,0 +1,239 @@
+"""Derived rows held behind the journal (core_ledger/store/held_rows.py): a SQLite commit makes its
+journal durable and keeps its derived rows in memory, written by every 32nd commit, an idle writer,
+a read, a backup or a close. Nothing acknowledged may be lost or counted twice by that: a crash
+image, a failed write and another copy's fold all end with derived tables equal to a rebuild from
+the journal, and every read sees every commit answered before it."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from core_ledger.journal_checks import rebuild_differences
+from core_ledger.metrics import LedgerMetrics
+from core_ledger.overlay import Overlay
+from core_ledger.service import LedgerService
+from core_ledger.store import Head, JournalRow, SqliteStore, StorageError
+from core_ledger.store import sqlite as sqlite_module
+from core_ledger.store.held_rows import HeldRows
+from core_ledger.writer import WriterLimits
+from tests.support.clock import FakeClock
+from tests.support.journal_commands import traffic
+from tests.support.polling import wait_for
+
+NEVER_IDLE_S = 3600.0  # the writer's idle flush kept out of the way, so rows stay held
+
+
+def service_on(store: SqliteStore, idle_flush_s: float = NEVER_IDLE_S) -> LedgerService:
+    return LedgerService(
+        store,
+        WriterLimits(derived_idle_flush_s=idle_flush_s),
+        clock=FakeClock(),
+        metrics=LedgerMetrics(CollectorRegistry()),
+    )
+
+
+def stored_meta(path: Path) -> dict[str, int]:
+    """What the file itself says, read past the store: its head and its derived rows' watermark."""
+    with sqlite3.connect(path) as db:
+        rows = db.execute("SELECT key, value FROM meta WHERE key IN ('head_sequence', 'derived_sequence')").fetchall()
+    return {str(k): int(v) for k, v in rows}
+
+
+def crash_image(source: Path, target: Path) -> None:
+    """The files a power cut would leave: the database and its WAL as they are, nothing in memory."""
+    target.mkdir(parents=True)
+    for suffix in ("", "-wal"):
+        if Path(f"{source}{suffix}").exists():
+            shutil.copyfile(f"{source}{suffix}", f"{target / source.name}{suffix}")
+
+
+async def test_a_crash_while_rows_are_held_is_folded_from_the_journal_when_the_ledger_starts(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "ledger.db"
+    service = service_on(SqliteStore(path))
+    await service.start()
+    try:
+        for command in traffic():
+            await service.submit([command])
+        assert service.store.holds_derived()
+        meta = stored_meta(path)
+        assert meta["derived_sequence"] < meta["head_sequence"] == service.head.sequence  # held, not written
+        crash_image(path, tmp_path / "b")
+    finally:
+        await service.stop()
+
+    copy = tmp_path / "b" / "ledger.db"
+    stale = SqliteStore(copy)
+    await stale.open()
+    try:
+        assert stale.stale
+        with pytest.raises(StorageError, match="behind the journal"):  # never a read of rows behind the head
+            await stale.get("accounts", ("player:p1:EUR",))
+        with pytest.raises(StorageError, match="behind the journal"):  # nor a commit on top of them
+            await stale.commit([], {}, await stale.head())
+    finally:
+        await stale.close()
+
+    restarted = service_on(SqliteStore(copy))
+    await restarted.start()  # folds the entries after the watermark into the derived tables
+    try:
+        assert stored_meta(copy)["derived_sequence"] == restarted.head.sequence == meta["head_sequence"]
+        assert await rebuild_differences(restarted.store) == []
+        [again] = await restarted.submit([traffic()[6]])  # a bet answered before the crash: replayed
+        assert isinstance(again, tuple) and again[0] == 200, again
+    finally:
+        await restarted.stop()
+
+
+async def test_every_read_sees_what_was_answered_before_it_and_names_the_watermark_as_its_head(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "ledger.db")
+    service = service_on(store)
+    await service.start()
+    try:
+        for command in traffic()[:6]:
+            await service.submit([command])
+        assert store.holds_derived()
+        balance, head = await store.get("accounts", ("player:p1:EUR",))
+        assert balance is not None and balance["balance_minor"] == 5000 - 100 - 101
+        assert head == service.head.sequence and not store.holds_derived()
+        await service.submit([traffic()[6]])  # held again: a page of history reads it too
+        rows, head = await store.select("history", {"account": "player:p1:EUR"}, limit=10)
+        assert [doc["balance_minor"] for _, doc in rows][-1] == 5000 - 100 - 101 - 102
+        assert head == service.head.sequence
+    finally:
+        await service.stop()
+
+
+async def test_the_writers_loads_read_held_rows_over_what_storage_holds(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        await store.commit([JournalRow(1, "t1", '{"sequence":1}')], {"players": [(("p1",), {"v": 1})]}, Head(1))
+        await store.flush_derived()
+        await store.commit([JournalRow(2, "t2", '{"sequence":2}')], {"players": [(("p1",), {"v": 2})]}, Head(2))
+        with sqlite3.connect(path) as db:  # storage still has the first version
+            assert db.execute("SELECT doc FROM players").fetchall() == [('{"v":1}',)]
+        found = await store.load({"players": [("p1",), ("p2",)]})
+        assert found["players"] == {("p1",): {"v": 2}}
+    finally:
+        await store.close()  # writes what it holds
+    assert stored_meta(path) == {"head_sequence": 2, "derived_sequence": 2}
+
+
+async def test_a_load_that_a_flush_overtook_reads_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A load reads storage, then the held rows: a flush that ran between the two had emptied the
+    held rows after storage was read, and the load would have missed the rows it wrote."""
+    store = SqliteStore(tmp_path / "ledger.db")
+    await store.open()
+    try:
+        await store.commit([JournalRow(1, "t1", '{"sequence":1}')], {"players": [(("p1",), {"v": 1})]}, Head(1))
+        original, reads = sqlite_module._load_sync, 0
+
+        def load_then_flush(db: sqlite3.Connection, wanted: Any) -> Any:
+            nonlocal reads
+            found = original(db, wanted)
+            reads += 1
+            if reads == 1:  # a flush lands right after this read of storage
+                with sqlite3.connect(store.path) as other:
+                    other.execute("INSERT INTO players (player_id, doc) VALUES ('p1', '{\"v\":1}')")
+                store._held.clear()  # what the flush does once it wrote them
+            return found
+
+        monkeypatch.setattr(sqlite_module, "_load_sync", load_then_flush)
+        found = await store.load({"players": [("p1",)]})
+        assert reads == 2 and found["players"] == {("p1",): {"v": 1}}
+    finally:
+        store._held.clear()
+        await store.close()
+
+
+async def test_a_failed_commit_gives_up_held_rows_and_the_writer_folds_them_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SqliteStore(tmp_path / "ledger.db")
+    service = service_on(store)
+    await service.start()
+    try:
+        for command in traffic()[:8]:
+            await service.submit([command])
+        assert store.holds_derived()
+        original = sqlite_module.stored_entry
+
+        def failing(text: str) -> Any:
+            raise sqlite3.OperationalError("disk I/O error")
+
+        monkeypatch.setattr(sqlite_module, "stored_entry", failing)
+        [refused] = await service.submit([traffic()[8]])
+        assert getattr(refused, "code", None) == "storage_unavailable"
+        assert store.stale and not store.holds_derived()  # what it held is given up, not trusted
+        monkeypatch.setattr(sqlite_module, "stored_entry", original)
+        for command in traffic()[8:]:  # the next group settles first: the journal's tail is folded again
+            await service.submit([command])
+        assert not store.stale
+        assert await rebuild_differences(store) == []
+    finally:
+        await service.stop()
+
+
+async def test_rows_another_copy_folded_are_never_written_again_by_the_copy_that_held_them(tmp_path: Path) -> None:
+    """Two stores on one file (a copy that took over): the second folds the journal's tail itself.
+    The first one's held rows must not land on top: its sums (report rows) would count twice."""
+    path = tmp_path / "ledger.db"
+    first = SqliteStore(path)
+    service = service_on(first)
+    await service.start()
+    try:
+        for command in traffic():
+            await service.submit([command])
+        assert first.holds_derived()
+        second = SqliteStore(path)
+        await second.open()
+        try:
+            assert second.stale
+            assert await Overlay(second).catch_up() > 0
+            assert not second.stale and await rebuild_differences(second) == []
+        finally:
+            await second.close()
+        with pytest.raises(StorageError, match="another copy"):
+            await first.flush_derived()
+        assert not first.holds_derived()
+        assert await rebuild_differences(first) == []  # the fold of the other copy, nothing added twice
+    finally:
+        await service.stop()
+
+
+async def test_an_idle_writer_writes_the_rows_its_store_holds(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    store = SqliteStore(path)
+    service = service_on(store, idle_flush_s=0.05)
+    await service.start()
+    try:
+        for command in traffic()[:5]:
+            await service.submit([command])
+        await wait_for(lambda: not store.holds_derived(), timeout_s=5)
+        assert stored_meta(path)["derived_sequence"] == service.head.sequence == 5
+    finally:
+        await service.stop()
+
+
+def test_held_rows_keep_the_latest_version_and_add_up_sums() -> None:
+    held = HeldRows(groups_max=3)
+    sums = {"deposits_minor": 5, "deposit_count": 1}
+    group = {"players": [(("p1",), {"v": 1})], "report_cash_days": [(("2026-12-02", "EUR"), sums)]}
+    assert not held.due(group)
+    held.hold(group, base=0, head=1)
+    held.hold({"players": [(("p1",), {"v": 2})], "report_cash_days": [(("2026-12-02", "EUR"), sums)]}, base=1, head=2)
+    assert held.base == 0 and held.head == 2 and held.count == 2 and held.groups == 2
+    assert held.lookup("players", ("p1",)) == (True, {"v": 2}) and held.lookup("players", ("p2",)) == (False, None)
+    assert held.due({})  # the third commit writes them
+    assert held.with_rows({"report_cash_days": [(("2026-12-02", "EUR"), {"deposits_minor": 1})]}) == {
+        "players": [(("p1",), {"v": 2})],
+        "report_cash_days": [(("2026-12-02", "EUR"), {"deposits_minor": 11, "deposit_count": 2})],
+    }
+    assert HeldRows(rows_max=3).due({"history": [((str(i), i), {}) for i in range(3)]})
