@@ -255,7 +255,8 @@ class LedgerWriter:
         `derived_idle_flush_s`."""
         if self._queue.empty() and self.store.holds_derived():
             try:
-                job = await asyncio.wait_for(self._queue.get(), self.limits.derived_idle_flush_s)
+                async with asyncio.timeout(self.limits.derived_idle_flush_s):
+                    job = await self._queue.get()
             except TimeoutError:
                 await self._flush_derived()
                 job = await self._queue.get()

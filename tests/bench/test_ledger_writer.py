@@ -16,7 +16,9 @@ async def test_writer_bench_commits_every_bet_and_reports_cpu_and_bytes_per_bet(
     # 1 jackpot + 20 players + 20 deposits + 100 warm-up bets + 1000 measured bets, all journaled
     assert figures["head_sequence"] == 1 + 20 + 20 + 100 + 1000
     assert figures["bets"] == 1000 and figures["bets_per_s"] > 0
-    assert figures["written_kib_per_bet"] > 1  # whole pages: a bet's journal entry, history, round...
+    # Real writes: at least each bet's journal entry as stored (its derived rows, held behind the
+    # journal and written many groups at a time, add less than a page per bet in this small shape).
+    assert figures["written_kib_per_bet"] * 1024 > figures["stored_bytes_per_entry"]["journal"]
     assert "loop" in figures["threads"] and figures["cpu_ms_per_bet"] >= 0
     assert figures["verify"] == {
         "ok": True,
