@@ -84,7 +84,9 @@ def store_for(config: LedgerConfig) -> Store:
         return PostgresStore(
             config.postgres_dsn, limits, schema=config.postgres_schema, allow_migration=config.migrate_on_start
         )
-    return SqliteStore(config.db_path, allow_migration=config.migrate_on_start)
+    return SqliteStore(
+        config.db_path, allow_migration=config.migrate_on_start, held_groups_max=config.derived_flush_groups
+    )
 
 
 def create_app(

@@ -54,6 +54,7 @@ class LedgerConfig:
     port: int = 8700
     group_commit: bool = True
     commit_batch_max: int = 256
+    derived_flush_groups: int = 32
     queue_depth_max: int = 10_000
     body_bytes_max: int = 65_536
     http_connections_max: int = CONNECTIONS_MAX
@@ -190,6 +191,16 @@ LEDGER = Table(
             "Commit queued money actions together, one fsync per batch (`--no-group-commit` turns it off).",
         ),
         _count("commit_batch_max", 256, "Money actions committed together at most."),
+        Key(
+            "derived_flush_groups",
+            int,
+            32,
+            "SQLite: commits whose derived rows (balances, rounds, history) are held in memory behind the "
+            "durable journal and written together by the last of them; 1: every commit writes its own. "
+            "More: fewer bytes written per bet, a longer commit every so often.",
+            minimum=1,
+            maximum=1000,
+        ),
         _count(
             "queue_depth_max", 10_000, "Money actions waiting for the writer at most; beyond, 503 `ledger_unavailable`."
         ),
