@@ -85,7 +85,10 @@ def store_for(config: LedgerConfig) -> Store:
             config.postgres_dsn, limits, schema=config.postgres_schema, allow_migration=config.migrate_on_start
         )
     return SqliteStore(
-        config.db_path, allow_migration=config.migrate_on_start, held_groups_max=config.derived_flush_groups
+        config.db_path,
+        allow_migration=config.migrate_on_start,
+        held_groups_max=config.derived_flush_groups,
+        held_rows_max=config.derived_flush_rows,
     )
 
 

@@ -66,7 +66,7 @@ from core_ledger.store.base import (
     key_page_query,
     report_filter,
 )
-from core_ledger.store.held_rows import GROUPS_MAX, HeldRows
+from core_ledger.store.held_rows import GROUPS_MAX, ROWS_MAX, HeldRows
 from core_ledger.store.sqlite_entries import entry_text, stored_entry
 from core_ledger.store.sqlite_summaries import UNNOTED, UNPOSTED, summaries_sync
 
@@ -729,9 +729,9 @@ def fsync_path(path: Path) -> None:
 class SqliteStore(Store):
     """`allow_migration`: whether `open` may migrate a store that is behind (an empty one is always
     created at the latest version); `migrations` is replaced by tests only; `cache_mib`: the page
-    cache of each of its connections (see CACHE_MIB_DEFAULT); `held_groups_max`: commits whose
-    derived rows are held in memory and written by one flush (store/held_rows.py; 1: every commit
-    writes its own).
+    cache of each of its connections (see CACHE_MIB_DEFAULT); `held_groups_max`, `held_rows_max`:
+    commits whose derived rows are held in memory and written by one flush, and rows held at most
+    (store/held_rows.py; 1 group: every commit writes its own).
 
     Derived rows held behind the journal never show: a read of derived tables (or of their keys)
     first writes what is held (`_derived_read`), and reports the watermark as its snapshot's head;
@@ -748,9 +748,10 @@ class SqliteStore(Store):
         migrations: Sequence[Migration] = MIGRATIONS,
         cache_mib: int = CACHE_MIB_DEFAULT,
         held_groups_max: int = GROUPS_MAX,
+        held_rows_max: int = ROWS_MAX,
     ) -> None:
         self.path = path
-        self._held = HeldRows(groups_max=held_groups_max)
+        self._held = HeldRows(groups_max=held_groups_max, rows_max=held_rows_max)
         self.stale = False  # the stored derived rows are behind the head, nothing holds the rest
         self.cache_mib = cache_mib
         self.allow_migration = allow_migration
@@ -777,7 +778,7 @@ class SqliteStore(Store):
             )
             self._loader = await self._connect("ledger-sqlite-loader")
             self._reader = await self._connect("ledger-sqlite-reader")
-            self._held = HeldRows(groups_max=self._held.groups_max)
+            self._held = HeldRows(groups_max=self._held.groups_max, rows_max=self._held.rows_max)
             stored, watermark = await self._writer.run(_heads_sync)
             self.stale = watermark < stored
         except SchemaVersionError as e:

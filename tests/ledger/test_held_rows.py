@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 
+from core_ledger.app import store_for
 from core_ledger.journal_checks import rebuild_differences
 from core_ledger.metrics import LedgerMetrics
 from core_ledger.overlay import Overlay
@@ -24,6 +26,7 @@ from core_ledger.store.held_rows import HeldRows
 from core_ledger.writer import WriterLimits
 from tests.support.clock import FakeClock
 from tests.support.journal_commands import traffic
+from tests.support.ledger import ledger_config
 from tests.support.polling import wait_for
 
 NEVER_IDLE_S = 3600.0  # the writer's idle flush kept out of the way, so rows stay held
@@ -237,3 +240,11 @@ def test_held_rows_keep_the_latest_version_and_add_up_sums() -> None:
         "report_cash_days": [(("2026-12-02", "EUR"), {"deposits_minor": 11, "deposit_count": 2})],
     }
     assert HeldRows(rows_max=3).due({"history": [((str(i), i), {}) for i in range(3)]})
+
+
+def test_the_configured_bounds_reach_the_sqlite_store(tmp_path: Path) -> None:
+    config = replace(ledger_config(tmp_path), derived_flush_groups=1, derived_flush_rows=500)
+    store = store_for(config)
+    assert isinstance(store, SqliteStore)
+    assert (store._held.groups_max, store._held.rows_max) == (1, 500)
+    assert store._held.due({})  # 1 group: every commit writes its own rows
