@@ -123,6 +123,12 @@ class LedgerMetrics:
             registry=registry,
         )
         self.key_filter_filled.set(float("nan"))
+        self.derived_rows_held = Gauge(
+            "ledger_derived_rows_held",
+            "Derived rows (balances, rounds, history) of committed groups held in memory behind the durable "
+            "journal, to be written by a later commit (SQLite; 0 on other backends).",
+            registry=registry,
+        )
         self.epoch = Gauge("ledger_epoch", "This ledger's epoch (promotion raises it).", registry=registry)
         self.fenced = Gauge(
             "ledger_fenced", "1 once a higher epoch fenced this primary: it refuses every write.", registry=registry

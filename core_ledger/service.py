@@ -45,6 +45,7 @@ class LedgerService:
         self.limits = limits
         self.metrics = metrics
         self._overlay = Overlay(store)
+        metrics.derived_rows_held.set_function(store.derived_rows_held)
         self.failover = Failover(
             store,
             self._overlay,

@@ -224,6 +224,10 @@ class Store(ABC):
         """Whether derived rows of committed groups are held in memory, waiting for a flush."""
         return False
 
+    def derived_rows_held(self) -> int:
+        """How many derived rows are held in memory (a metric)."""
+        return 0
+
     async def flush_derived(self) -> None:
         """Write the derived rows held in memory, if any."""
         return None

@@ -854,6 +854,9 @@ class SqliteStore(Store):
     def holds_derived(self) -> bool:
         return self._held.groups > 0
 
+    def derived_rows_held(self) -> int:
+        return self._held.count
+
     async def flush_derived(self) -> None:
         """Write the derived rows held in memory (and move the watermark to the head)."""
         if not self._held.groups:

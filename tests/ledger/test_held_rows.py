@@ -101,9 +101,12 @@ async def test_every_read_sees_what_was_answered_before_it_and_names_the_waterma
         for command in traffic()[:6]:
             await service.submit([command])
         assert store.holds_derived()
+        held = service.metrics.derived_rows_held.collect()[0].samples[0].value
+        assert held == store.derived_rows_held() > 0
         balance, head = await store.get("accounts", ("player:p1:EUR",))
         assert balance is not None and balance["balance_minor"] == 5000 - 100 - 101
         assert head == service.head.sequence and not store.holds_derived()
+        assert service.metrics.derived_rows_held.collect()[0].samples[0].value == 0
         await service.submit([traffic()[6]])  # held again: a page of history reads it too
         rows, head = await store.select("history", {"account": "player:p1:EUR"}, limit=10)
         assert [doc["balance_minor"] for _, doc in rows][-1] == 5000 - 100 - 101 - 102
