@@ -7,6 +7,16 @@ coroutine through an asyncio future completed with `loop.call_soon_threadsafe`. 
 one thread hop, however many statements it runs: a ledger group commit or an edge batch is one
 callable, not one hop per statement.
 
+`run_here(fn, *args)` runs a unit on the calling thread instead, when the connection's thread is
+idle (nothing queued, nothing running) and the connection was opened with `here=True` (made with
+`check_same_thread=False`): for short units that the caller waits for anyway, where the hop costs
+more than the unit. The thread hop is a queue put, a wake-up of the thread, and a wake-up of the
+event loop to hand the result back; and between its statements the committing thread waits for the
+GIL while the event loop runs, which doubled a ledger commit's time as the event loop saw it
+(docs/decisions/sqlite-commits-on-the-event-loop.md). A lock taken around every unit, in the thread
+and in `run_here`, keeps the two from ever using the connection at once; otherwise busy, `run_here`
+queues the unit like `run`.
+
 `write_transaction(connection)` is the one way units write: `BEGIN IMMEDIATE`, then `COMMIT`, or
 `ROLLBACK` on any exception (which is raised on), for connections in autocommit mode.
 
@@ -89,18 +99,22 @@ def _hand_back(future: asyncio.Future[Any], result: Any = None, error: BaseExcep
 class SqliteThread:
     """A SQLite connection and the one thread that uses it (see the module docstring)."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, here: bool = False) -> None:
         self.name = name
         self._inbox: queue.SimpleQueue[_Work | _Stop] = queue.SimpleQueue()
         self._closing = False
         self._closed: asyncio.Future[None] | None = None
         self._thread: threading.Thread | None = None
+        self._here = here  # `run_here` may use the connection on the caller's thread
+        self._conn: sqlite3.Connection | None = None  # set while the thread serves
+        self._busy = threading.Lock()  # held while a unit runs, in the thread or in `run_here`
 
     @classmethod
-    async def open(cls, connect: Callable[[], sqlite3.Connection], *, name: str) -> SqliteThread:
+    async def open(cls, connect: Callable[[], sqlite3.Connection], *, name: str, here: bool = False) -> SqliteThread:
         """Start the thread, create the connection in it with `connect()` and return once it is
-        ready; an error of `connect` is raised here (and the thread is gone)."""
-        self = cls(name)
+        ready; an error of `connect` is raised here (and the thread is gone). `here`: `run_here`
+        may run units on its caller's thread (`connect` must then pass `check_same_thread=False`)."""
+        self = cls(name, here=here)
         opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._thread = threading.Thread(target=self._serve, args=(connect, opened), name=name, daemon=True)
         self._thread.start()
@@ -120,6 +134,27 @@ class SqliteThread:
         self._inbox.put(_Work(fn, args, kwargs, future))
         return await future
 
+    async def run_here(
+        self, fn: Callable[Concatenate[sqlite3.Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """`fn(connection, *args, **kwargs)` on the calling thread if the connection's thread is idle
+        (and the connection was opened with `here`), else in its thread like `run`; its result, or
+        its exception."""
+        conn = self._conn
+        # The lock, not only an empty queue: the thread may have taken a unit and be running it.
+        if (
+            self._here
+            and conn is not None
+            and not self._closing
+            and self._inbox.empty()
+            and self._busy.acquire(blocking=False)
+        ):
+            try:
+                return fn(conn, *args, **kwargs)
+            finally:
+                self._busy.release()
+        return await self.run(fn, *args, **kwargs)
+
     async def close(self) -> None:
         """Run everything queued so far, then close the connection in its thread. Idempotent."""
         if self._thread is None:
@@ -138,8 +173,10 @@ class SqliteThread:
         except BaseException as e:  # noqa: BLE001  raised by `open`, in the loop
             _hand_back(opened, error=e)
             return
+        self._conn = conn
         _hand_back(opened)
         stop = self._work_until_stopped(conn)
+        self._conn = None
         self._refuse_the_rest()
         try:
             conn.close()
@@ -155,7 +192,8 @@ class SqliteThread:
             if isinstance(item, _Stop):
                 return item
             try:
-                result = item.fn(conn, *item.args, **item.kwargs)
+                with self._busy:
+                    result = item.fn(conn, *item.args, **item.kwargs)
             except BaseException as e:  # noqa: BLE001  raised to its waiter, with its type; the thread serves on
                 _hand_back(item.future, error=e)
             else:

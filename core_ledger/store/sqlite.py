@@ -5,6 +5,8 @@ a backup copies through a connection of its own (aiosqlite's `Connection.backup`
 Every operation is ONE unit of work in its connection's thread: a group commit (journal rows,
 derived rows, head) or a batch's loads cost one thread hop, not one per statement, and no
 statement stays open between operations (each read sees every commit that returned before it).
+A commit whose derived rows are held runs on the event loop's thread instead, while the writer's
+thread is idle (`SqliteThread.run_here`; docs/decisions/sqlite-commits-on-the-event-loop.md).
 A commit extends the stored head or changes nothing: its rows must run without a gap up to the
 new head, and the stored head must be the one they start from (as on PostgreSQL).
 
@@ -692,8 +694,8 @@ async def _checkpoint_on(connection: SqliteThread) -> WalCheckpoint:
         raise StorageError(f"WAL checkpoint failed: {e}") from e
 
 
-def _connect(path: Path, cache_mib: int = CACHE_MIB_DEFAULT) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None)
+def _connect(path: Path, cache_mib: int = CACHE_MIB_DEFAULT, *, check_same_thread: bool = True) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=check_same_thread)
     try:
         for pragma in PRAGMAS:
             conn.execute(pragma)
@@ -724,6 +726,12 @@ def fsync_path(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+# Journal rows a commit may have and still run on the event loop's thread (with its derived rows
+# held): the small groups of single requests (about 4 to 20 under load), not the batches of edges,
+# whose commits overlap the reading of the next requests (see `SqliteStore.commit`).
+HERE_JOURNAL_ROWS_MAX = 64
 
 
 class SqliteStore(Store):
@@ -768,7 +776,7 @@ class SqliteStore(Store):
     async def open(self) -> None:
         mkdir_durable(self.path.parent)
         try:
-            self._writer = await self._connect("ledger-sqlite-writer")
+            self._writer = await self._connect("ledger-sqlite-writer", here=True)
             self.schema_plan = await self._writer.run(
                 sqlite_migrate.migrate,
                 self.migrations,
@@ -788,8 +796,12 @@ class SqliteStore(Store):
             await self.close()
             raise StorageError(f"cannot open {self.path}: {e}") from e
 
-    async def _connect(self, name: str) -> SqliteThread:
-        return await SqliteThread.open(lambda: _connect(self.path, self.cache_mib), name=name)
+    async def _connect(self, name: str, *, here: bool = False) -> SqliteThread:
+        """A connection on a thread of its own; `here`: also usable on the event loop's thread
+        (`SqliteThread.run_here`), which only the writer's connection is."""
+        return await SqliteThread.open(
+            lambda: _connect(self.path, self.cache_mib, check_same_thread=not here), name=name, here=here
+        )
 
     async def close(self) -> None:
         if self._writer is not None and self._held.groups and not self.stale:
@@ -940,8 +952,15 @@ class SqliteStore(Store):
     async def commit(self, journal: Sequence[JournalRow], rows: Rows, head: Head) -> None:
         if self.stale:
             raise StorageError("the derived tables are behind the journal: fold its tail into them first")
+        # A small commit that only adds journal rows (its derived rows held) runs on the event
+        # loop's thread: the writer waits for it anyway, and the thread hop cost more than the
+        # commit. A larger one, or one that writes everything held (up to `held_rows_max` rows:
+        # tens of milliseconds), runs in the writer's thread, so that the event loop reads and
+        # checks the next requests meanwhile (docs/decisions/sqlite-commits-on-the-event-loop.md).
+        here = len(journal) <= HERE_JOURNAL_ROWS_MAX and not self._held.due(rows)
+        run = self._w.run_here if here else self._w.run
         try:
-            await self._w.run(_commit_sync, journal, rows, head, self._held)
+            await run(_commit_sync, journal, rows, head, self._held)
         except HeldRowsLost:
             self._give_up_held()  # another writer or another copy's rows: none of this store's to write
             raise

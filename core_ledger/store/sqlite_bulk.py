@@ -90,7 +90,9 @@ class SqliteBulkStore(SqliteStore):
         super().__init__(path, cache_mib=cache_mib, held_groups_max=1)
         self._indexes: list[tuple[str, str]] | None = None
 
-    async def _connect(self, name: str) -> SqliteThread:
+    async def _connect(self, name: str, *, here: bool = False) -> SqliteThread:
+        # Every unit on the connection's thread (`here` is not taken): a bulk commit writes every
+        # row of its 20,000 entries, and the loop serves meanwhile.
         return await SqliteThread.open(lambda: _bulk_connect(self.path, self.cache_mib), name=name)
 
     async def open(self) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from core_ledger.service import LedgerService
 from core_ledger.store import Head, JournalRow, SqliteStore, StorageError
 from core_ledger.store import sqlite as sqlite_module
 from core_ledger.store.held_rows import HeldRows
+from core_ledger.store.sqlite import HERE_JOURNAL_ROWS_MAX
 from core_ledger.writer import WriterLimits
 from tests.support.clock import FakeClock
 from tests.support.journal_commands import traffic
@@ -226,6 +228,35 @@ async def test_an_idle_writer_writes_the_rows_its_store_holds(tmp_path: Path) ->
         assert stored_meta(path)["derived_sequence"] == service.head.sequence == 5
     finally:
         await service.stop()
+
+
+async def test_commits_that_hold_their_rows_run_on_the_event_loop_and_flushes_in_the_writers_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A commit that only adds journal rows is run by the event loop's thread itself (no hop); one
+    that writes everything held goes to the writer's thread, so the loop serves meanwhile."""
+    ran: list[tuple[str, bool]] = []  # (thread, whether the commit flushed)
+    original = sqlite_module._commit_sync
+
+    def recording(db: sqlite3.Connection, journal: Any, rows: Any, head: Head, held: HeldRows) -> None:
+        ran.append((threading.current_thread().name, held.due(rows)))
+        original(db, journal, rows, head, held)
+
+    monkeypatch.setattr(sqlite_module, "_commit_sync", recording)
+    store = SqliteStore(tmp_path / "ledger.db", held_groups_max=4)
+    await store.open()
+    try:
+        for sequence in range(1, 10):
+            row = JournalRow(sequence, f"tx{sequence}", f'{{"sequence":{sequence}}}')
+            await store.commit([row], {"players": [((f"p{sequence}",), {"n": sequence})]}, Head(sequence, "00" * 32, 1))
+        big = [JournalRow(s, f"tx{s}", f'{{"sequence":{s}}}') for s in range(10, 10 + HERE_JOURNAL_ROWS_MAX + 1)]
+        await store.commit(big, {}, Head(big[-1].sequence, "00" * 32, 1))  # a batch's group: the thread's
+        assert (await store.dump("players"))[("p9",)] == {"n": 9}
+    finally:
+        await store.close()
+    loop_thread, writer_thread = threading.current_thread().name, "ledger-sqlite-writer"
+    held, flushed = (loop_thread, False), (writer_thread, True)
+    assert ran == [held] * 3 + [flushed] + [held] * 3 + [flushed, held, (writer_thread, False)]
 
 
 def test_held_rows_keep_the_latest_version_and_add_up_sums() -> None:

@@ -143,3 +143,66 @@ def test_a_write_transaction_commits_or_rolls_back_whole(tmp_path: Path) -> None
         assert conn.execute("SELECT x FROM t").fetchall() == [(1,)]
     finally:
         conn.close()
+
+
+def _shared_connect(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+
+
+def _thread_name(conn: sqlite3.Connection) -> str:
+    conn.execute("SELECT 1").fetchall()
+    return threading.current_thread().name
+
+
+async def test_run_here_runs_on_the_calling_thread_while_the_connection_thread_is_idle(tmp_path: Path) -> None:
+    db = await SqliteThread.open(lambda: _shared_connect(tmp_path / "t.db"), name="test-sqlite", here=True)
+    try:
+        assert await db.run_here(_thread_name) == threading.current_thread().name
+        with pytest.raises(sqlite3.OperationalError, match="no such table"):  # raised as is, with its type
+            await db.run_here(lambda conn: conn.execute("SELECT * FROM missing"))
+        assert await asyncio.wait_for(db.run(_thread_name), WAIT_S) == "test-sqlite", "run still hops"
+    finally:
+        await db.close()
+    with pytest.raises(SqliteThreadClosed, match="test-sqlite is closed"):
+        await db.run_here(_thread_name)
+
+
+async def test_run_here_queues_behind_a_unit_the_thread_is_running(tmp_path: Path) -> None:
+    """Never two users of one connection at once: while the thread runs a unit (its queue already
+    empty), `run_here` waits its turn in the thread instead."""
+    db = await SqliteThread.open(lambda: _shared_connect(tmp_path / "t.db"), name="test-sqlite", here=True)
+    try:
+        await db.run(lambda conn: conn.execute("CREATE TABLE t (x INTEGER)"))
+        started, release = threading.Event(), threading.Event()
+
+        def held_open(conn: sqlite3.Connection) -> None:
+            with write_transaction(conn):
+                conn.execute("INSERT INTO t VALUES (1)")
+                started.set()
+                assert release.wait(WAIT_S)
+
+        first = asyncio.ensure_future(db.run(held_open))
+        assert await asyncio.to_thread(started.wait, WAIT_S)
+
+        def count_in_a_transaction(conn: sqlite3.Connection) -> tuple[str, int]:
+            with write_transaction(conn):  # would fail ("within a transaction") beside the open one
+                return threading.current_thread().name, conn.execute("SELECT count(*) FROM t").fetchone()[0]
+
+        second = asyncio.ensure_future(db.run_here(count_in_a_transaction))
+        await asyncio.sleep(0.05)
+        assert not second.done(), "it waits for the unit the thread runs"
+        release.set()
+        await asyncio.wait_for(first, WAIT_S)
+        assert await asyncio.wait_for(second, WAIT_S) == ("test-sqlite", 1)
+    finally:
+        await db.close()
+
+
+async def test_run_here_without_here_always_hops(tmp_path: Path) -> None:
+    """A connection not opened with `here` (made with `check_same_thread` on) is only ever used by
+    its own thread."""
+    db = await SqliteThread.open(lambda: _connect(tmp_path / "t.db"), name="test-sqlite")
+    try:
+        assert await asyncio.wait_for(db.run_here(_thread_name), WAIT_S) == "test-sqlite"
+    finally:
+        await db.close()
