@@ -10,16 +10,18 @@ before the next one.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 
 import orjson
+import structlog
 
 from core_ledger.domain import ChainCheck, entry_command, entry_text, fold
 from core_ledger.failover import Failover
 from core_ledger.metrics import LedgerMetrics
 from core_ledger.overlay import Overlay
 from core_ledger.store import Head, JournalRow, Store
+
+log = structlog.get_logger("croupier.ledger")
 
 
 class ReplicationError(Exception):
@@ -73,8 +75,10 @@ class ReplicaApply:
         except BaseException:  # cancelled too: the commit may still land (or have landed)
             self._head_stale = True
             overlay.restart()  # the overlay may hold half-applied rows
-            with contextlib.suppress(Exception):
+            try:
                 await self._reload_head()
+            except Exception as e:  # noqa: BLE001  the next apply reloads it again (`_head_stale`)
+                log.error("ledger_head_reload_failed", error=repr(e), during="standby_apply")
             raise
         self._last_epoch = check.head_epoch
         overlay.rows.forget_entries(head.sequence)

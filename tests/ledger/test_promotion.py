@@ -11,6 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
+from structlog.testing import capture_logs
+
 from core_ledger.app import create_app
 from core_ledger.app_keys import SERVICE, STANDBY
 from core_ledger.journal_checks import verify_store
@@ -214,6 +217,51 @@ async def test_a_standby_apply_that_failed_or_was_cancelled_leaves_memory_equal_
     assert service.head == await store.head() and service.head.sequence == 4  # the cut commit landed too
     store.delay_s = 0
     await service.apply_replicated(rows[4:])  # and tailing goes on from there
+    assert service.head == primary_app[SERVICE].head == await store.head()
+
+
+class FailsThenBlindSqlite(SqliteStore):
+    """The next journal commit after `fail_next` fails before storing anything, and the head reads
+    fail while `blind` is set."""
+
+    fail_next = False
+    blind = False
+
+    async def commit(self, journal: Sequence[JournalRow], rows: Rows, head: Head) -> None:
+        if journal and self.fail_next:
+            self.fail_next = False
+            raise StorageError("commit failed: disk I/O error")
+        await super().commit(journal, rows, head)
+
+    async def head(self) -> Head:
+        if self.blind:
+            raise StorageError("reading the head failed: disk I/O error")
+        return await super().head()
+
+
+async def test_a_head_that_cannot_be_read_back_after_a_failed_apply_is_logged_and_read_at_the_next(
+    aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path
+) -> None:
+    clock = FakeClock()
+    primary_app = create_app(ledger_config(tmp_path / "p"), clock=clock)
+    primary = Api(await aiohttp_client(await aiohttp_server(primary_app)))
+    await primary.player(deposit=500)
+    rows = await primary_app[SERVICE].store.journal(0, 10)
+
+    store = FailsThenBlindSqlite(tmp_path / "s" / "ledger.db")
+    settings = StandbySettings("http://127.0.0.1:9", TOKENS["replica"], poll_interval_s=10)
+    standby_app = create_app(ledger_config(tmp_path / "s"), clock=clock, store=store, standby=settings)
+    await aiohttp_client(standby_app)
+    await standby_app[STANDBY].stop()  # driven by hand
+    service = standby_app[SERVICE]
+
+    store.fail_next = store.blind = True
+    with capture_logs() as logs, pytest.raises(StorageError, match="commit failed"):
+        await service.apply_replicated(rows)  # the commit's error is the one raised
+    [reload_failed] = [e for e in logs if e["event"] == "ledger_head_reload_failed"]
+    assert reload_failed["log_level"] == "error" and "reading the head failed" in reload_failed["error"]
+    store.blind = False
+    await service.apply_replicated(rows)  # reads the head first, then applies from it
     assert service.head == primary_app[SERVICE].head == await store.head()
 
 
