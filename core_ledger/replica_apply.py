@@ -77,7 +77,10 @@ class ReplicaApply:
             overlay.restart()  # the overlay may hold half-applied rows
             try:
                 await self._reload_head()
-            except Exception as e:  # noqa: BLE001  the next apply reloads it again (`_head_stale`)
+            except Exception as e:  # noqa: BLE001  any failure: the next apply reloads first (`_head_stale`)
+                # Logged here; counted with the apply's own error, raised on below, by the tailer
+                # (ledger_replica_errors_total{reason="apply"}); a standby that stays stuck falls
+                # behind, which CroupierReplicaLagging matches.
                 log.error("ledger_head_reload_failed", error=repr(e), during="standby_apply")
             raise
         self._last_epoch = check.head_epoch

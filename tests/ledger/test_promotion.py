@@ -182,23 +182,36 @@ class LandsThenFailsSqlite(SlowSqlite):
             raise StorageError("commit failed: disk I/O error")
 
 
+async def primary_with_a_player(
+    aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path, clock: FakeClock
+) -> tuple[Any, Api]:
+    """A primary ledger app (in `tmp_path / "p"`) serving one funded player, and its client."""
+    primary_app = create_app(ledger_config(tmp_path / "p"), clock=clock)
+    primary = Api(await aiohttp_client(await aiohttp_server(primary_app)))
+    await primary.player(deposit=500)
+    return primary_app, primary
+
+
+async def hand_driven_standby(aiohttp_client: Any, tmp_path: Path, clock: FakeClock, store: SqliteStore) -> Any:
+    """The service of a standby ledger on `store` whose tailer is stopped: the test applies pages itself."""
+    settings = StandbySettings("http://127.0.0.1:9", TOKENS["replica"], poll_interval_s=10)
+    standby_app = create_app(ledger_config(tmp_path / "s"), clock=clock, store=store, standby=settings)
+    await aiohttp_client(standby_app)
+    await standby_app[STANDBY].stop()
+    return standby_app[SERVICE]
+
+
 async def test_a_standby_apply_that_failed_or_was_cancelled_leaves_memory_equal_to_disk(
     aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path
 ) -> None:
     clock = FakeClock()
-    primary_app = create_app(ledger_config(tmp_path / "p"), clock=clock)
-    primary = Api(await aiohttp_client(await aiohttp_server(primary_app)))
-    await primary.player(deposit=500)
+    primary_app, primary = await primary_with_a_player(aiohttp_server, aiohttp_client, tmp_path, clock)
     for i in range(3):
         assert (await primary.post("edge", "/v1/bets", bet(f"b{i}", 10)))[0] == 201
     rows = await primary_app[SERVICE].store.journal(0, 10)
 
     store = LandsThenFailsSqlite(tmp_path / "s" / "ledger.db")
-    settings = StandbySettings("http://127.0.0.1:9", TOKENS["replica"], poll_interval_s=10)
-    standby_app = create_app(ledger_config(tmp_path / "s"), clock=clock, store=store, standby=settings)
-    await aiohttp_client(standby_app)
-    await standby_app[STANDBY].stop()  # driven by hand
-    service = standby_app[SERVICE]
+    service = await hand_driven_standby(aiohttp_client, tmp_path, clock, store)
 
     store.lose_next = True
     try:
@@ -243,17 +256,11 @@ async def test_a_head_that_cannot_be_read_back_after_a_failed_apply_is_logged_an
     aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path
 ) -> None:
     clock = FakeClock()
-    primary_app = create_app(ledger_config(tmp_path / "p"), clock=clock)
-    primary = Api(await aiohttp_client(await aiohttp_server(primary_app)))
-    await primary.player(deposit=500)
+    primary_app, _ = await primary_with_a_player(aiohttp_server, aiohttp_client, tmp_path, clock)
     rows = await primary_app[SERVICE].store.journal(0, 10)
 
     store = FailsThenBlindSqlite(tmp_path / "s" / "ledger.db")
-    settings = StandbySettings("http://127.0.0.1:9", TOKENS["replica"], poll_interval_s=10)
-    standby_app = create_app(ledger_config(tmp_path / "s"), clock=clock, store=store, standby=settings)
-    await aiohttp_client(standby_app)
-    await standby_app[STANDBY].stop()  # driven by hand
-    service = standby_app[SERVICE]
+    service = await hand_driven_standby(aiohttp_client, tmp_path, clock, store)
 
     store.fail_next = store.blind = True
     with capture_logs() as logs, pytest.raises(StorageError, match="commit failed"):
