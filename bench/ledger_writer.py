@@ -12,7 +12,7 @@ After the run it verifies what it measured (`verify`): the chain, the derived ro
 from the journal (balances equal the journal), and exactly one entry per bet (no duplicate, none lost).
 
     .venv/bin/python bench/ledger_writer.py [--bets 20000] [--players 1000] [--concurrency 64] [--postgres] [--keep DIR]
-        [--wal-frames]
+        [--wal-frames] [--steps]
 
 `--players 50 --concurrency 16` is the shape of ledger_throughput.py's hot mode (the peer ledger's:
 few players, few clients): small groups, where what a group costs, not what a bet costs, dominates.
@@ -23,6 +23,12 @@ With `--keep DIR` the SQLite database is copied to the new directory DIR after t
 With `--wal-frames` the measured bets run without checkpoints and the frames they append to the WAL
 are counted per table and index (`wal_frames_per_bet`: where the pages a commit writes come from;
 `written_kib_per_bet` then leaves out the checkpoints' copies, so compare it only with such runs).
+
+With `--steps` the writer's steps (decide, evolve and its answer, sealing, the commit and its
+parts) are timed in place around each call over the measured bets (`steps_per_bet`, microseconds of
+wall time per bet, `bench/step_times.py`): where the time goes, exactly, for a few chosen calls,
+where a profiler samples. The wrappers cost a little, so compare throughput only between runs
+without it.
 
 The last line printed is one JSON object with every figure. Linux only (reads /proc).
 """
@@ -38,7 +44,7 @@ import shutil
 import sqlite3
 import tempfile
 import time
-from contextlib import closing
+from contextlib import ExitStack, closing
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -58,6 +64,7 @@ from core_ledger.store.postgres import PostgresStore
 from core_ledger.wal_checkpoints import WAL_CHECKPOINT_INTERVAL_S, WalCheckpointer
 from core_ledger.writer import WriterLimits
 from pg_local import local_postgres
+from step_times import timed_steps
 
 CONCURRENCY = 64  # bets in flight by default, as wrk's connections in ledger_throughput.py
 GAME_IDS = ("slots-1", "slots-2", "roulette-1")
@@ -237,10 +244,12 @@ async def run(
     store: Store | None = None,
     concurrency: int = CONCURRENCY,
     wal_frames: bool = False,
+    steps: bool = False,
 ) -> dict[str, Any]:
     """The bets on `store` (default: SQLite in `root`). With `wal_frames` (SQLite only) the measured
     bets run without checkpoints and what they appended to the WAL is counted by B-tree
-    (`wal_frames_per_bet`); bytes written then leave out the checkpoints' copies."""
+    (`wal_frames_per_bet`); bytes written then leave out the checkpoints' copies. With `steps`
+    (SQLite) the writer's steps are timed in place over the measured bets (`steps_per_bet`)."""
     sqlite_store: SqliteStore | None = None
     if store is None:
         store = sqlite_store = SqliteStore(root / "ledger.db")
@@ -251,7 +260,9 @@ async def run(
     if checkpoints is not None:
         checkpoints.start()
     frames: dict[str, float] = {}
+    timing, steps_per_bet = ExitStack(), {}
     try:
+        step_times = timing.enter_context(timed_steps()) if steps else None
         await seed(service, players)
         await drive(service, Bets(players, "warm", 1), warmup, concurrency)
         if wal_frames and sqlite_store is not None:
@@ -259,15 +270,21 @@ async def run(
         # Derived rows the store holds behind the journal (core_ledger/store/held_rows.py): the warm-up's
         # written before measuring, the measured bets' written inside the measurement.
         await store.flush_derived()
+        if step_times is not None:
+            step_times.reset()
         cpu_before, written_before, started = thread_cpu_s(), written_bytes(), time.perf_counter()
         await drive(service, Bets(players, "run", 2), total, concurrency)
         await store.flush_derived()
         wall = time.perf_counter() - started
         written, cpu_after = written_bytes() - written_before, thread_cpu_s()
+        if step_times is not None:
+            steps_per_bet = step_times.per_bet(total)
+            timing.close()  # the verification's calls are not the bets
         if wal_frames and sqlite_store is not None:
             frames = wal_frames_by_btree(root / "ledger.db", total)
         verified = await verify(service, players, warmup + total)
     finally:
+        timing.close()
         if checkpoints is not None:
             await checkpoints.stop()
         await service.stop()
@@ -294,6 +311,7 @@ async def run(
         "verify": verified,
         "stored_bytes_per_entry": stored,
         "load_average_1m": os.getloadavg()[0],
+        **({"steps_per_bet": steps_per_bet} if steps_per_bet else {}),
         **(
             {"wal_frames_per_bet": frames, "wal_frames_total_per_bet": round(sum(frames.values()), 2)} if frames else {}
         ),
@@ -320,6 +338,11 @@ def main() -> None:
         action="store_true",
         help="no checkpoint during the measured bets; count the WAL frames they wrote per table and index",
     )
+    parser.add_argument(
+        "--steps",
+        action="store_true",
+        help="time the writer's steps in place (decide, evolve, seal, the commit's parts) per bet",
+    )
     args = parser.parse_args()
     if not (1000 <= args.bets <= 1_000_000 and 1 <= args.players <= 100_000 and 1 <= args.concurrency <= 1024):
         parser.error("--bets, --players or --concurrency out of range")
@@ -328,7 +351,14 @@ def main() -> None:
         parser.error(f"--keep {args.keep}: already exists")
     with tempfile.TemporaryDirectory(prefix="ledger-writer-") as tmp:
         figures = asyncio.run(
-            run(args.bets, args.players, Path(tmp), concurrency=args.concurrency, wal_frames=args.wal_frames)
+            run(
+                args.bets,
+                args.players,
+                Path(tmp),
+                concurrency=args.concurrency,
+                wal_frames=args.wal_frames,
+                steps=args.steps,
+            )
         )
         if args.keep is not None:
             shutil.copytree(tmp, args.keep)
@@ -366,6 +396,11 @@ def main() -> None:
             f"WAL frames per bet {figures['wal_frames_total_per_bet']} (no checkpoint while measuring): "
             + ", ".join(f"{name} {n}" for name, n in list(figures["wal_frames_per_bet"].items())[:12])
         )
+    if "steps_per_bet" in figures:
+        print("steps, wall time per bet (each includes those indented under it):")
+        for label, step in figures["steps_per_bet"].items():
+            indent = "  " * (1 + step["depth"])
+            print(f"{indent}{label:{44 - len(indent)}s} {step['us_per_bet']:7.2f} us  ({step['calls']:,} calls)")
     for name, t in figures["threads"].items():
         print(f"  {name:14s} user {t['user_ms_per_bet']:.4f} ms/bet  system {t['system_ms_per_bet']:.4f} ms/bet")
     print(json.dumps(figures, sort_keys=True))

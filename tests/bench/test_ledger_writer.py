@@ -59,3 +59,22 @@ async def test_writer_bench_runs_and_verifies_on_postgres(pg_server: PgServer, t
     figures = await run(200, 5, tmp_path, warmup=20, store=postgres_store(pg_server))
     assert figures["head_sequence"] == 1 + 5 + 5 + 20 + 200
     assert figures["verify"]["ok"] and figures["verify"]["bet_rows"] == 220
+
+
+async def test_writer_bench_times_the_writers_steps_in_place_and_puts_them_back(tmp_path: Path) -> None:
+    import core_ledger.writer
+    from step_times import WRITER_STEPS
+
+    decide = core_ledger.writer.decide
+    figures = await run(1000, 20, tmp_path, warmup=100, steps=True)
+    steps = figures["steps_per_bet"]
+    assert list(steps) == [s.label for s in WRITER_STEPS]
+    # Counted over the measured bets only: one decision and one seal each, none of the warm-up's.
+    assert steps["decide"]["calls"] == steps["sealed"]["calls"] == steps["journal entry deflated"]["calls"] == 1000
+    assert steps["commit (_commit_sync)"]["calls"] >= 1000 // 64  # groups of at most the bets in flight
+    assert all(step["us_per_bet"] > 0 for label, step in steps.items() if step["calls"])
+    # A step includes the steps under it.
+    assert steps["evolve"]["us_per_bet"] >= steps["render (the answer)"]["us_per_bet"]
+    assert steps["commit (_commit_sync)"]["us_per_bet"] >= steps["journal entry deflated"]["us_per_bet"]
+    assert core_ledger.writer.decide is decide  # the wrappers are gone after the run
+    assert "steps_per_bet" not in await run(1000, 20, tmp_path / "plain", warmup=100)
