@@ -207,7 +207,8 @@ LEDGER = Table(
             int,
             8_000,
             "SQLite: derived rows held at most; a commit that would hold more writes them all. It bounds "
-            "the longest commit (8,000 rows: about 85 ms on 2 cores), which every request in flight waits for.",
+            "the longest commit, which every request in flight waits for; fewer are held when the last "
+            "writes of held rows say that many would take over 25 ms (never fewer than 500).",
             minimum=1,
             maximum=1_000_000,
         ),

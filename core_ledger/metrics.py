@@ -129,6 +129,12 @@ class LedgerMetrics:
             "journal, to be written by a later commit (SQLite; 0 on other backends).",
             registry=registry,
         )
+        self.derived_rows_bound = Gauge(
+            "ledger_derived_rows_bound",
+            "Derived rows held at most before a commit writes them: `derived_flush_rows`, or fewer when the last "
+            "writes of held rows were slow (as many as fit in 25 ms; SQLite; 0 on other backends).",
+            registry=registry,
+        )
         self.epoch = Gauge("ledger_epoch", "This ledger's epoch (promotion raises it).", registry=registry)
         self.fenced = Gauge(
             "ledger_fenced", "1 once a higher epoch fenced this primary: it refuses every write.", registry=registry

@@ -46,6 +46,7 @@ class LedgerService:
         self.metrics = metrics
         self._overlay = Overlay(store)
         metrics.derived_rows_held.set_function(store.derived_rows_held)
+        metrics.derived_rows_bound.set_function(store.derived_rows_bound)
         self.failover = Failover(
             store,
             self._overlay,

@@ -228,6 +228,10 @@ class Store(ABC):
         """How many derived rows are held in memory (a metric)."""
         return 0
 
+    def derived_rows_bound(self) -> int:
+        """How many derived rows may be held before a commit writes them (a metric; 0: none held)."""
+        return 0
+
     async def flush_derived(self) -> None:
         """Write the derived rows held in memory, if any."""
         return None

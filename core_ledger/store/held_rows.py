@@ -26,6 +26,14 @@ GROUPS_MAX = 32  # commits whose derived rows one flush writes at most (2,000 be
 # waits for it (batch mode's p99 at 50,000 rows: 507 to 549 ms; at 8,000: 319 to 331, the commit
 # before holding any: 286 to 295).
 ROWS_MAX = 8_000
+# ...and fewer when writing them is slow: a flush is bounded by the time it holds the writer, as
+# measured on the last flushes. Under HTTP load a row costs two to three times what it costs alone
+# (the event loop holds the GIL between the flush's statements), and at ten million entries more
+# again (pages read from disk): 32 groups of rows then took 55 to 100 ms, and p99 doubled
+# (docs/decisions/derived-rows-flushed-behind-the-journal.md).
+FLUSH_SECONDS_TARGET = 0.025
+ROWS_FLOOR = 500  # the time bound never asks for smaller flushes than this (unless `rows_max` does)
+MEASURED_ROWS_MIN = 100  # a flush this small says little about the next one's cost per row
 
 
 @dataclass(slots=True)
@@ -38,10 +46,27 @@ class HeldRows:
     head: int = 0  # the head of the last commit whose rows are held
     count: int = 0  # rows held
     flushes: int = 0  # moved forward before `tables` is emptied by a flush (see `SqliteStore.load`)
+    seconds_per_row: float = 0.0  # what writing a held row took in the last flushes (0: not measured yet)
 
     def due(self, rows: Rows) -> bool:
         """Whether the commit of `rows` must write everything held (and its own rows)."""
-        return self.groups + 1 >= self.groups_max or self.count + sum(map(len, rows.values())) >= self.rows_max
+        return self.groups + 1 >= self.groups_max or self.count + sum(map(len, rows.values())) >= self.rows_bound()
+
+    def rows_bound(self) -> int:
+        """Rows held at most now: `rows_max`, or fewer if at the measured cost per row a flush of
+        that many would take longer than FLUSH_SECONDS_TARGET (never fewer than ROWS_FLOOR)."""
+        if self.seconds_per_row <= 0:
+            return self.rows_max
+        return min(self.rows_max, max(ROWS_FLOOR, int(FLUSH_SECONDS_TARGET / self.seconds_per_row)))
+
+    def measured(self, rows: int, seconds: float) -> None:
+        """A flush wrote `rows` rows in `seconds`: the cost per row the next bound is taken from
+        (the mean of this flush and those before, halved each time: one slow flush moves it, one
+        fast one does not undo a slow disk)."""
+        if rows < MEASURED_ROWS_MIN:
+            return
+        per_row = seconds / rows
+        self.seconds_per_row = per_row if self.seconds_per_row <= 0 else (self.seconds_per_row + per_row) / 2
 
     def with_rows(self, rows: Rows) -> Rows:
         """What a flushing commit writes: everything held, merged with its own `rows`."""

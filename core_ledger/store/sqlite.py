@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from collections.abc import Sequence
 from contextlib import closing
 from functools import partial
@@ -515,7 +516,7 @@ def _commit_sync(db: sqlite3.Connection, journal: Sequence[JournalRow], rows: Ro
             ("epoch", head.epoch),
         ]
         if flush:
-            _write_derived(db, held.with_rows(rows))
+            _write_held(db, held, rows)
             meta.append(("derived_sequence", head.sequence))
         elif held.groups == 0:  # the first group held since a flush: the watermark stays where it was
             db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('derived_sequence', ?)", (stored,))
@@ -558,6 +559,13 @@ def _check_watermark(held: HeldRows, stored: int, watermark: int) -> None:
         )
 
 
+def _write_held(db: sqlite3.Connection, held: HeldRows, rows: Rows) -> None:
+    """Everything `held` holds, merged with a commit's own `rows`; timed for the next flush's bound."""
+    started, merged = time.perf_counter(), held.with_rows(rows)
+    _write_derived(db, merged)
+    held.measured(sum(map(len, merged.values())), time.perf_counter() - started)
+
+
 def _write_derived(db: sqlite3.Connection, rows: Rows) -> None:
     for table, items in rows.items():
         _insert_rows(db, table, _stored_rows(table, items))
@@ -572,7 +580,7 @@ def _flush_sync(db: sqlite3.Connection, held: HeldRows) -> None:
         if stored != held.head:
             raise HeldRowsLost(f"the stored head ({stored}) moved past this store's last commit ({held.head})")
         _check_watermark(held, stored, watermark)
-        _write_derived(db, held.with_rows({}))
+        _write_held(db, held, {})
         db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('derived_sequence', ?)", (stored,))
     held.clear()
 
@@ -868,6 +876,9 @@ class SqliteStore(Store):
 
     def derived_rows_held(self) -> int:
         return self._held.count
+
+    def derived_rows_bound(self) -> int:
+        return self._held.rows_bound()
 
     async def flush_derived(self) -> None:
         """Write the derived rows held in memory (and move the watermark to the head)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import sqlite3
 import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from core_ledger.overlay import Overlay
 from core_ledger.service import LedgerService
 from core_ledger.store import Head, JournalRow, SqliteStore, StorageError
 from core_ledger.store import sqlite as sqlite_module
-from core_ledger.store.held_rows import HeldRows
+from core_ledger.store.held_rows import FLUSH_SECONDS_TARGET, MEASURED_ROWS_MIN, ROWS_FLOOR, ROWS_MAX, HeldRows
 from core_ledger.store.sqlite import HERE_JOURNAL_ROWS_MAX
 from core_ledger.writer import WriterLimits
 from tests.support.clock import FakeClock
@@ -105,6 +106,8 @@ async def test_every_read_sees_what_was_answered_before_it_and_names_the_waterma
         assert store.holds_derived()
         held = service.metrics.derived_rows_held.collect()[0].samples[0].value
         assert held == store.derived_rows_held() > 0
+        bound = service.metrics.derived_rows_bound.collect()[0].samples[0].value
+        assert bound == store.derived_rows_bound() == ROWS_MAX  # no flush timed yet: the configured bound
         balance, head = await store.get("accounts", ("player:p1:EUR",))
         assert balance is not None and balance["balance_minor"] == 5000 - 100 - 101
         assert head == service.head.sequence and not store.holds_derived()
@@ -282,3 +285,57 @@ def test_the_configured_bounds_reach_the_sqlite_store(tmp_path: Path) -> None:
     assert isinstance(store, SqliteStore)
     assert (store._held.groups_max, store._held.rows_max) == (1, 500)
     assert store._held.due({})  # 1 group: every commit writes its own rows
+
+
+def test_a_flush_is_bounded_by_the_time_the_last_flushes_took_per_row() -> None:
+    held = HeldRows(rows_max=8_000)
+    assert held.rows_bound() == 8_000  # nothing measured: the configured bound
+    held.measured(MEASURED_ROWS_MIN - 1, 10.0)  # too few rows to say anything
+    assert held.rows_bound() == 8_000
+    held.measured(1_000, 1_000 * 10e-6)  # 10 us a row: 2,500 rows fit in the 25 ms target
+    assert held.rows_bound() == int(FLUSH_SECONDS_TARGET / 10e-6) == 2_500
+    assert held.due({"history": [((str(i), i), {}) for i in range(2_500)]})
+    assert not held.due({"history": [((str(i), i), {}) for i in range(2_499)]})
+    held.measured(1_000, 1_000 * 2e-6)  # a fast flush moves it half way back, no more
+    assert held.seconds_per_row == pytest.approx(6e-6) and held.rows_bound() == 4_166
+    held.measured(100, 100 * 1.0)  # a stalled disk: never below the floor, whatever it measured
+    assert held.rows_bound() == ROWS_FLOOR
+    assert HeldRows(rows_max=300, seconds_per_row=1.0).rows_bound() == 300  # the configured bound wins below it
+    held.clear()  # what is measured outlives the rows written
+    assert held.rows_bound() == ROWS_FLOOR
+
+
+async def test_a_slow_flush_makes_the_next_one_come_sooner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store times each flush and holds fewer rows after a slow one: the commit that writes
+    them is what every waiting bet waits for."""
+    original = sqlite_module._write_derived
+    slow_s = [0.0]
+
+    def timed(db: sqlite3.Connection, rows: Any) -> None:
+        original(db, rows)
+        time.sleep(slow_s[0])  # as a loaded machine or a disk that reads pages would take
+
+    monkeypatch.setattr(sqlite_module, "_write_derived", timed)
+    store = SqliteStore(tmp_path / "ledger.db", held_groups_max=1000, held_rows_max=4 * ROWS_FLOOR)
+    await store.open()
+    flushes_at: list[int] = []
+    per_commit = ROWS_FLOOR // 2
+    try:
+        sequence = 0
+        for slow in (0.0, 0.3):
+            slow_s[0] = slow
+            for _ in range(12):
+                sequence += 1
+                rows = {"players": [((f"p{sequence}-{i}",), {"n": i}) for i in range(per_commit)]}
+                flushes = store._held.flushes
+                await store.commit([JournalRow(sequence, f"tx{sequence}", "{}")], rows, Head(sequence, "00" * 32, 1))
+                if store._held.flushes != flushes:
+                    flushes_at.append(sequence)
+        assert store.derived_rows_bound() == ROWS_FLOOR  # what `ledger_derived_rows_bound` shows
+        assert len(await store.dump("players")) == per_commit * sequence  # held or flushed, every row is there
+    finally:
+        await store.close()
+    # Nothing measured yet: the configured 4 * ROWS_FLOOR rows, the 8th commit. Once a flush took
+    # 0.3 s for 2,000 rows, the floor: every 2nd commit.
+    assert flushes_at[0] == 8, flushes_at
+    assert [b - a for a, b in zip(flushes_at[-4:-1], flushes_at[-3:], strict=True)] == [2, 2, 2], flushes_at
