@@ -20,7 +20,7 @@ def test_a_timed_step_counts_its_calls_and_the_original_comes_back() -> None:
         held.hold({"accounts": [(("a",), {"balance_minor": 1, "version": 1})]}, 0, 1)  # through the wrapper
         assert held.count == 1 and held.head == 1  # the method ran, on its instance
         with pytest.raises(AttributeError):  # the wrapped function's own error passes through
-            core_ledger.writer.decide(None, None, None)  # type: ignore[arg-type]
+            core_ledger.writer.decide(None, None, None)  # type: ignore[arg-type]  # no state: it raises
     assert times.calls == {"decide": 1, "hold": 1}
     assert times.nanoseconds["decide"] > 0 and times.nanoseconds["hold"] > 0
     assert core_ledger.writer.decide is decide and core_ledger.store.held_rows.HeldRows.hold is hold
