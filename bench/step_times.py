@@ -59,8 +59,11 @@ class StepTimes:
     def per_bet(self, bets: int) -> dict[str, dict[str, float]]:
         """Each step's microseconds per bet over `bets`, and its calls, in the steps' order."""
         return {
-            s.label: {"us_per_bet": round(self.nanoseconds[s.label] / 1000 / bets, 2), "calls": self.calls[s.label]}
-            | {"depth": s.depth}
+            s.label: {
+                "us_per_bet": round(self.nanoseconds[s.label] / 1000 / bets, 2),
+                "calls": self.calls[s.label],
+                "depth": s.depth,
+            }
             for s in self.steps
         }
 

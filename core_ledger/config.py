@@ -44,6 +44,7 @@ from shared.tls import TLS_KEYS, TlsSettings, parse_tls
 from shared.tracing import tracing_keys
 
 from core_ledger.checkpoints import CheckpointKeyError, load_private_key
+from core_ledger.store.held_rows import FLUSH_SECONDS_TARGET, ROWS_FLOOR
 from core_ledger.wal_checkpoints import WAL_CHECKPOINT_INTERVAL_S
 
 
@@ -208,7 +209,8 @@ LEDGER = Table(
             8_000,
             "SQLite: derived rows held at most; a commit that would hold more writes them all. It bounds "
             "the longest commit, which every request in flight waits for; fewer are held when the last "
-            "writes of held rows say that many would take over 25 ms (never fewer than 500).",
+            f"writes of held rows say that many would take over {FLUSH_SECONDS_TARGET * 1000:g} ms "
+            f"(never fewer than {ROWS_FLOOR}).",
             minimum=1,
             maximum=1_000_000,
         ),

@@ -132,7 +132,7 @@ class LedgerMetrics:
         self.derived_rows_bound = Gauge(
             "ledger_derived_rows_bound",
             "Derived rows held at most before a commit writes them: `derived_flush_rows`, or fewer when the last "
-            "writes of held rows were slow (as many as fit in 25 ms; SQLite; 0 on other backends).",
+            "writes of held rows were slow (SQLite; 0 on other backends).",
             registry=registry,
         )
         self.epoch = Gauge("ledger_epoch", "This ledger's epoch (promotion raises it).", registry=registry)
