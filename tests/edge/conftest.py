@@ -4,6 +4,7 @@ The helpers they use live in tests/support/edges.py."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import aiohttp
 import pytest
@@ -29,11 +30,11 @@ async def fake_ledger() -> AsyncIterator[tuple[FakeLedger, TestServer]]:
 async def edges(tmp_path, fake_ledger) -> AsyncIterator[Callable[..., Awaitable[Edges]]]:
     made: list[Edges] = []
 
-    async def make(*ids: str) -> Edges:
+    async def make(*ids: str, **overrides: Any) -> Edges:
         e = Edges(tmp_path, str(fake_ledger[1].make_url("")).rstrip("/"), {i: free_port() for i in ids})
         made.append(e)
         for i in ids:
-            await e.start(i)
+            await e.start(i, **overrides)
         return e
 
     try:

@@ -45,7 +45,6 @@ pytestmark = pytest.mark.slow
 PLAYERS = 4
 WORKERS = 6
 EDGES = ("eu", "us")
-TRAFFIC_BEFORE_S = 1.5  # bets flow this long before the fault
 ACKS_AFTER = 20  # then until this many bets were acknowledged after it
 TRAFFIC_AFTER_MAX_S = 25.0  # ... or this long at most
 TAKEOVER_MAX_S = 10.0  # kill -9 → the other copy is the ready primary
@@ -96,8 +95,7 @@ async def _bets_across(cluster: Cluster, fault: Any) -> tuple[Bettor, int, float
         bettor = Bettor(http, cluster.url, cluster.edge_ids, players=PLAYERS, acks_wanted_after=ACKS_AFTER)
         workers = [asyncio.create_task(bettor.worker(w)) for w in range(WORKERS)]
         try:
-            await asyncio.sleep(TRAFFIC_BEFORE_S)
-            acked_before = len(bettor.acked)
+            acked_before = await bettor.traffic_before()
             started = time.monotonic()
             bettor.marked_at = started
             await fault()

@@ -11,6 +11,7 @@ count are recorded too, which gives the failover time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -19,6 +20,9 @@ from typing import Any
 import aiohttp
 
 RETRY_PAUSE_S = 0.1  # a game server's pause before retrying a 503 with the same id
+TRAFFIC_BEFORE_S = 1.5  # bets flow at least this long before the fault
+ACKS_BEFORE = 5  # ... and until this many were acknowledged (a stalled machine can take longer)
+TRAFFIC_BEFORE_MAX_S = 30.0  # ... at most this long in all
 BETS_PER_WORKER_MAX = 100_000  # bounded; the stop event ends a worker long before
 
 
@@ -46,8 +50,18 @@ class Bettor:
         self.first_ack_after: float | None = None
         self.first_ack_after_by_target: dict[str, float] = {}
         self.acks_after = 0
+        self.enough_before = asyncio.Event()  # ACKS_BEFORE were acknowledged
         self.enough_after = asyncio.Event()
         self.stop = asyncio.Event()
+
+    async def traffic_before(self) -> int:
+        """Let bets flow TRAFFIC_BEFORE_S, then until ACKS_BEFORE were acknowledged (at most
+        TRAFFIC_BEFORE_MAX_S in all): the count acknowledged before the fault. A fixed pause alone
+        saw no acknowledgement at all when the disk stalled beside the test (seen in CI)."""
+        await asyncio.sleep(TRAFFIC_BEFORE_S)
+        with contextlib.suppress(TimeoutError):  # the caller asserts something was acknowledged
+            await asyncio.wait_for(self.enough_before.wait(), TRAFFIC_BEFORE_MAX_S - TRAFFIC_BEFORE_S)
+        return len(self.acked)
 
     def mark(self) -> float:
         """The fault happens now: acknowledgements from here on count as after it."""
@@ -83,6 +97,8 @@ class Bettor:
 
     def _acknowledged(self, target: str, bet_id: str) -> None:
         self.acked.append(bet_id)
+        if len(self.acked) >= ACKS_BEFORE:
+            self.enough_before.set()
         if self.marked_at is None:
             return
         now = time.monotonic()

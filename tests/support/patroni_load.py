@@ -31,7 +31,6 @@ from tests.support.bettor import Bettor
 
 PLAYERS = 4
 WORKERS = 6
-TRAFFIC_BEFORE_S = 1.5  # bets flow this long before the leader changes
 ACKS_AFTER = 20  # then until this many bets were acknowledged after the change
 TRAFFIC_AFTER_MAX_S = 40.0  # ... or this long at most
 METRICS_WAIT_S = 20.0
@@ -98,8 +97,7 @@ async def leader_change_under_load(
             )
             workers = [asyncio.create_task(bettor.worker(w)) for w in range(WORKERS)]
             try:
-                await asyncio.sleep(TRAFFIC_BEFORE_S)
-                acked_before = len(bettor.acked)
+                acked_before = await bettor.traffic_before()
                 started = time.monotonic()
                 await asyncio.to_thread(change)
                 bettor.marked_at = time.monotonic()  # acks from here on were written on the new leader
