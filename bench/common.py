@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -172,3 +173,27 @@ def median_by(items: Sequence[T], key: Callable[[T], float]) -> T:
 def load_average() -> float:
     """The 1-minute load average: other work on a shared machine skews every figure."""
     return round(os.getloadavg()[0], 2)
+
+
+# Where the harness finds a ledger (its address, files, peers): not for a benchmark to move.
+LEDGER_KEYS_HARNESS_OWNS = frozenset({"host", "port", "data_dir", "backup_dir", "peers"})
+
+
+def ledger_settings(pairs: Sequence[str]) -> dict[str, Any]:
+    """`--ledger-set KEY=VALUE` options as `[ledger]` settings, each VALUE read as a TOML value
+    (`derived_flush_groups=8`, `group_commit=false`, `backend="postgres"`), else as text. The
+    ledger checks them at start as it checks any config file; ValueError for a malformed pair or
+    a key the harness itself sets."""
+    settings: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise ValueError(f"{pair!r} is not KEY=VALUE")
+        if key in LEDGER_KEYS_HARNESS_OWNS:
+            raise ValueError(f"{key} is set by the harness")
+        try:
+            settings[key] = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            settings[key] = text
+    return settings

@@ -45,6 +45,12 @@ times the rebuild only up to that size (at 10M it takes most of an hour on a 2-c
 chain is still verified at every size, over HTTP and offline.
 
     .venv/bin/python bench/ledger_scale.py [--sizes 0,1e6,1e7] [--players 1e6] [--seconds 10] [--rounds 1]
+        [--ledger-set KEY=VALUE ...]
+
+The ledger runs with the config's defaults, as deployed by default: one process, no fronts (so
+its p99 is not `ledger_throughput.py`'s, which runs one front on two cores or more).
+`--ledger-set fronts=1`, or any other `[ledger]` setting, tries another (repeatable; the value
+is read as TOML).
 
 PostgreSQL: `--postgres-dsn-file FILE` (a DSN of a running server, run with `fsync=on` for figures
 that count; each size gets a fresh schema, left in place: use a throwaway server). The offline tools are
@@ -72,18 +78,17 @@ import sys
 import tempfile
 import time
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common import load_average, median_by, process_cpu_s, run_wrk
+from common import ledger_settings, load_average, median_by, process_cpu_s, run_wrk
 from core_ledger.journal_checks import REBUILD_CACHE_MIB, replay_journal
 from core_ledger.store import Store
 from core_ledger.store.sqlite import SqliteStore
 from core_ledger.store.sqlite_bulk import SqliteBulkStore
-from harness.cluster import JACKPOT_GAMES, JACKPOT_ID, Cluster, Service
+from harness.cluster import JACKPOT_GAMES, JACKPOT_ID, Cluster
 from harness.journal_seed import SeedPlan, seed_commands, seed_store
-from harness.launcher import ServiceConfig
 from ledger_metrics import ledger_gauge, ledger_samples, store_figures
 from ledger_throughput import BET_MINOR, BETS_SCRIPT, CURRENCY, DEPOSIT_MINOR, GAME_IDS, admin_call, settled_head
 
@@ -136,16 +141,7 @@ class Options:
     rebuild_max_size: int | None = None  # no rebuild timed above this size (None: at every size)
     seeded: Path | None = None  # an earlier run's --dir: its seeded databases are used again
     rounds: int = 1  # measured loads per size, back to back; the median one is reported
-
-
-class ScaleCluster(Cluster):
-    """A cluster whose ledger may use PostgreSQL (`ledger_extra`: more `[ledger]` settings)."""
-
-    ledger_extra: dict[str, Any] = {}  # noqa: RUF012  (set per instance before `start`)
-
-    def ledger_config(self, svc: Service) -> ServiceConfig:
-        config = super().ledger_config(svc)
-        return ServiceConfig(config.kind, {**config.settings, **self.ledger_extra}, config.tokens)
+    ledger_settings: dict[str, Any] = field(default_factory=dict)  # --ledger-set: more [ledger] settings
 
 
 def seeding_store(opts: Options, db_path: Path, schema: str) -> Store:
@@ -448,15 +444,16 @@ def offline_tool(args: list[str]) -> dict[str, Any]:
 async def measure(size: int, opts: Options) -> dict[str, Any]:
     label = size_label(size)
     players = players_for(size, opts.players)
-    cluster = ScaleCluster(opts.root / label, edge_ids=(), log_level="warning")
     reused_schema = earlier_schema(opts, label) if size else None
     schema = reused_schema or f"scale_{label}_{os.getpid()}"
-    if opts.postgres_dsn_file is not None:
-        cluster.ledger_extra = {
-            "backend": "postgres",
-            "postgres_dsn_file": opts.postgres_dsn_file,
-            "postgres_schema": schema,
-        }
+    backend = (
+        {"backend": "postgres", "postgres_dsn_file": opts.postgres_dsn_file, "postgres_schema": schema}
+        if opts.postgres_dsn_file is not None
+        else {}
+    )
+    cluster = Cluster(
+        opts.root / label, edge_ids=(), log_level="warning", ledger_settings={**backend, **opts.ledger_settings}
+    )
     print(f"{label}: {size:,} entries, {players:,} players", flush=True)
     try:
         await cluster.start()  # lays out configs and tokens, creates the database
@@ -657,6 +654,7 @@ def summarize(by_size: dict[int, dict[str, Any]], opts: Options, load_before: fl
                 "players_max": opts.players,
                 "active_players": opts.active_players,
                 "rebuild_max_size": opts.rebuild_max_size,
+                "ledger_settings": {k: str(v) if isinstance(v, Path) else v for k, v in opts.ledger_settings.items()},
                 "load_average_1m_before": load_before,
                 "load_average_1m_after": load_average(),
                 "cpus": os.cpu_count(),
@@ -708,7 +706,19 @@ def parse_args(argv: list[str] | None = None) -> Options:
         help="the --dir of an earlier run: a size whose database it holds (SQLite: moved here; PostgreSQL: the "
         "schema its config names) is measured again, not seeded again",
     )
+    parser.add_argument(
+        "--ledger-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a [ledger] setting for the ledger of every size (repeatable; VALUE as TOML, e.g. "
+        "derived_flush_groups=8): to try a setting without editing code",
+    )
     a = parser.parse_args(argv)
+    try:
+        settings = ledger_settings(a.ledger_set)
+    except ValueError as e:
+        parser.error(f"--ledger-set: {e}")
     try:
         sizes = tuple(sorted({int(float(s)) for s in a.sizes.split(",") if s.strip()}))
     except ValueError:
@@ -741,6 +751,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         rebuild_max_size=None if a.rebuild_max_size is None else int(a.rebuild_max_size),
         seeded=a.seeded,
         rounds=a.rounds,
+        ledger_settings=settings,
     )
 
 

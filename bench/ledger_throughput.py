@@ -42,7 +42,10 @@ The last line printed is one JSON object with every figure, ratio and target.
 
     .venv/bin/python bench/ledger_throughput.py [--seconds 10] [--connections 64] [--players 1000]
         [--modes noop,ledger,single,batch,hot] [--backends sqlite,postgres] [--log-level info] [--quick]
-        [--rounds 1] [--fronts 1]
+        [--rounds 1] [--fronts 1] [--ledger-set KEY=VALUE ...]
+
+`--ledger-set` gives every ledger the run starts one more `[ledger]` setting (repeatable; the
+value is read as TOML, e.g. `derived_flush_groups=8`), to try a setting without editing code.
 
 `--rounds N` runs every mode N times over, in turn, so that a burst of other work on the machine
 falls on one round of each mode rather than on one mode: each mode's round of median throughput
@@ -67,7 +70,7 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +79,7 @@ import aiohttp
 from shared.auth import new_token
 from shared.config import LOG_LEVELS
 
-from common import WRK_DIR, WrkResult, load_average, median_by, process_tree_cpu_s, run_wrk
+from common import WRK_DIR, WrkResult, ledger_settings, load_average, median_by, process_tree_cpu_s, run_wrk
 from core_ledger.journal_checks import rebuild_differences, verify_store
 from core_ledger.store import SqliteStore, Store
 from core_ledger.store.postgres import PostgresStore
@@ -137,6 +140,7 @@ class Options:
     log_level: str = "info"  # of every server the run starts: the no-op and the ledger alike
     rounds: int = 1  # the modes run this many times over, alternated; each mode's median round is reported
     fronts: int = 0  # the ledger's `fronts` (processes serving the money routes' HTTP beside the writer's)
+    ledger_settings: dict[str, Any] = field(default_factory=dict)  # --ledger-set: more [ledger] settings
 
 
 def wrk_bets(url: str, token_file: Path, prefix: str, opts: Options, seconds: float) -> WrkResult:
@@ -463,6 +467,7 @@ async def run_ledger(
         backend=backend,
         database=database,
         ledger_fronts=opts.fronts,
+        ledger_settings=opts.ledger_settings,
     )
     try:
         if database is not None:
@@ -631,6 +636,7 @@ def summarize(
             "hot_players": HOT_PLAYERS,
             "hot_connections": HOT_CONNECTIONS,
             "ledger_fronts": opts.fronts,
+            "ledger_settings": opts.ledger_settings,
             "postgres_settings": PG_SETTINGS if pg_modes else None,
             "log_level": opts.log_level,
             "load_average_1m_before": load_before,
@@ -778,6 +784,14 @@ def parse_args(argv: list[str] | None = None) -> Options:
         f"{DEFAULT_FRONTS}: the machine's cores minus one, at most one; 0: one process serves all)",
     )
     parser.add_argument(
+        "--ledger-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a [ledger] setting for every ledger the run starts (repeatable; VALUE as TOML, e.g. "
+        "derived_flush_groups=8): to try a setting without editing code",
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
         help="a smoke run: " + ", ".join(f"{k} {v}" for k, v in QUICK.items()) + " (explicit options win)",
@@ -795,9 +809,13 @@ def parse_args(argv: list[str] | None = None) -> Options:
     bounds = {"seconds": (1, 600), "warmup_seconds": (1, 60), "connections": (1, 1024), "players": (1, 100_000)}
     bounds["rounds"] = (1, 9)
     bounds["fronts"] = (0, 4)
-    for field, (low, high) in bounds.items():
-        if not low <= getattr(a, field) <= high:
-            parser.error(f"--{field.replace('_', '-')} must be within {low}..{high}")
+    for name, (low, high) in bounds.items():
+        if not low <= getattr(a, name) <= high:
+            parser.error(f"--{name.replace('_', '-')} must be within {low}..{high}")
+    try:
+        settings = ledger_settings(a.ledger_set)
+    except ValueError as e:
+        parser.error(f"--ledger-set: {e}")
     root = (a.dir or Path(tempfile.mkdtemp(prefix="croupier-bench-"))).resolve()
     return Options(
         a.seconds,
@@ -812,6 +830,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         log_level=a.log_level,
         rounds=a.rounds,
         fronts=a.fronts,
+        ledger_settings=settings,
     )
 
 

@@ -152,6 +152,9 @@ class Cluster:
     writer_lease_ttl_s: float = 2.0  # of a pair: how soon a copy cut off from the database loses the lease
     database_proxied: bool = False  # of a pair: each copy reaches PostgreSQL through a FaultProxy of its own
     ledger_fronts: int = 0  # each ledger copy's `fronts` (processes serving its money routes' HTTP)
+    # More `[ledger]` settings for every copy, written last (a benchmark trying a setting): the
+    # ledger checks them at start as it checks any config file.
+    ledger_settings: dict[str, Any] = field(default_factory=dict)
     tokens: dict[str, str] = field(default_factory=dict)
     services: dict[str, Service] = field(default_factory=dict)
     proxies: dict[tuple[str, str], FaultProxy] = field(default_factory=dict)
@@ -299,6 +302,7 @@ class Cluster:
             **({"writer_lease": True, "writer_lease_ttl_s": self.writer_lease_ttl_s} if self.pair else {}),
             **self._tls_settings(svc.name, require_client_certificates=True),
             "log_level": self.log_level,
+            **self.ledger_settings,
         }
         return ServiceConfig("ledger", settings, self._token_rows(entries))
 

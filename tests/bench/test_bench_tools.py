@@ -17,8 +17,9 @@ from aiohttp import web
 from shared.auth import new_token
 from shared.models import BetIn
 
-from common import WRK_DIR, busy_share, machine_cpu_s, parse_wrk_output, process_cpu_s, run_wrk
+from common import WRK_DIR, busy_share, ledger_settings, machine_cpu_s, parse_wrk_output, process_cpu_s, run_wrk
 from core_ledger.store import SqliteStore
+from harness.cluster import Cluster
 from harness.launcher import ServiceProcess, free_port
 from ledger_throughput import (
     NOOP_SERVER,
@@ -28,6 +29,7 @@ from ledger_throughput import (
     drive_batches,
     offline_check,
 )
+from ledger_throughput import parse_args as parse_throughput_args
 from ledger_writer import Bets, drive, seed, writer_service
 
 PLAYERS = 50
@@ -266,3 +268,39 @@ def test_the_machine_cpu_reading_counts_all_but_idle_and_io_wait_as_busy():
     line = "cpu  100 10 40 800 30 5 5 10 7 0\ncpu0 50 5 20 400 15 2 3 5 7 0\n"
     assert machine_cpu_s(line) == (pytest.approx(170 / tick), pytest.approx(1000 / tick))
     assert busy_share(machine_cpu_s(line), machine_cpu_s("cpu  200 10 40 1100 30 5 5 10 0 0\n")) == 0.25
+
+
+def test_ledger_set_reads_each_value_as_toml_and_refuses_what_is_not_a_setting():
+    assert ledger_settings(["derived_flush_groups=8", "group_commit=false", "backend=postgres", "x = 0.5"]) == {
+        "derived_flush_groups": 8,
+        "group_commit": False,
+        "backend": "postgres",  # not TOML: taken as text
+        "x": 0.5,
+    }
+    for bad in ("novalue", "=3", "a b=1", "port=1", "data_dir=/tmp/elsewhere"):  # the harness finds a ledger by these
+        with pytest.raises(ValueError):
+            ledger_settings([bad])
+    opts = parse_throughput_args(["--ledger-set", "fronts=0", "--ledger-set", "derived_flush_rows=900"])
+    assert opts.ledger_settings == {"fronts": 0, "derived_flush_rows": 900}
+    with pytest.raises(SystemExit):
+        parse_throughput_args(["--ledger-set", "host=0.0.0.0"])
+
+
+async def test_a_setting_given_to_the_cluster_reaches_its_ledger_which_checks_it(tmp_path: Path):
+    cluster = Cluster(tmp_path / "ok", edge_ids=(), log_level="warning", ledger_settings={"derived_flush_rows": 900})
+    try:
+        await cluster.start()
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(cluster.url("ledger") + "/metrics", headers=cluster.headers("metrics")) as r,
+        ):
+            text = await r.text()
+    finally:
+        await cluster.stop()
+    assert "ledger_derived_rows_bound 900.0" in text.splitlines()  # the bound starts at the configured rows
+    refused = Cluster(tmp_path / "bad", edge_ids=(), log_level="warning", ledger_settings={"derived_flush_rows": 0})
+    try:
+        with pytest.raises(RuntimeError, match="before ready"):  # the ledger's own config check refuses it
+            await refused.start()
+    finally:
+        await refused.stop()
