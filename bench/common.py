@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from harness.cluster import LEDGER_KEYS_THE_HARNESS_LOCATES_BY
+
 T = TypeVar("T")
 
 WRK_DIR = Path(__file__).resolve().parent / "wrk"
@@ -175,10 +177,6 @@ def load_average() -> float:
     return round(os.getloadavg()[0], 2)
 
 
-# Where the harness finds a ledger (its address, files, peers): not for a benchmark to move.
-LEDGER_KEYS_HARNESS_OWNS = frozenset({"host", "port", "data_dir", "backup_dir", "peers"})
-
-
 def ledger_settings(pairs: Sequence[str]) -> dict[str, Any]:
     """`--ledger-set KEY=VALUE` options as `[ledger]` settings, each VALUE read as a TOML value
     (`derived_flush_groups=8`, `group_commit=false`, `backend="postgres"`), else as text. The
@@ -190,7 +188,7 @@ def ledger_settings(pairs: Sequence[str]) -> dict[str, Any]:
         key = key.strip()
         if not sep or not key.isidentifier():
             raise ValueError(f"{pair!r} is not KEY=VALUE")
-        if key in LEDGER_KEYS_HARNESS_OWNS:
+        if key in LEDGER_KEYS_THE_HARNESS_LOCATES_BY:
             raise ValueError(f"{key} is set by the harness")
         try:
             settings[key] = tomllib.loads(f"v = {text}")["v"]

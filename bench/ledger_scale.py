@@ -654,7 +654,7 @@ def summarize(by_size: dict[int, dict[str, Any]], opts: Options, load_before: fl
                 "players_max": opts.players,
                 "active_players": opts.active_players,
                 "rebuild_max_size": opts.rebuild_max_size,
-                "ledger_settings": {k: str(v) if isinstance(v, Path) else v for k, v in opts.ledger_settings.items()},
+                "ledger_settings": opts.ledger_settings,
                 "load_average_1m_before": load_before,
                 "load_average_1m_after": load_average(),
                 "cpus": os.cpu_count(),

@@ -82,6 +82,8 @@ LEDGER_ROLES = ("edge", "cashier", "admin_read", "admin_write", "replica", "metr
 EDGE_ROLES = ("game_server", "peer", "metrics")
 GAME_SERVER = "gs"  # one game-server identity across regions: idempotency is scoped by it
 LIABILITIES_INTERVAL_S = 1.0  # a local cluster shows its liabilities a second after its first money
+# Where the harness finds a ledger copy (its address, files, peers): `ledger_settings` may not move them.
+LEDGER_KEYS_THE_HARNESS_LOCATES_BY = frozenset({"host", "port", "data_dir", "backup_dir", "peers"})
 
 
 async def read_readyz(http: aiohttp.ClientSession, url: str) -> tuple[int, dict[str, Any]] | None:
@@ -153,7 +155,7 @@ class Cluster:
     database_proxied: bool = False  # of a pair: each copy reaches PostgreSQL through a FaultProxy of its own
     ledger_fronts: int = 0  # each ledger copy's `fronts` (processes serving its money routes' HTTP)
     # More `[ledger]` settings for every copy, written last (a benchmark trying a setting): the
-    # ledger checks them at start as it checks any config file.
+    # ledger checks them at start as it checks any config file. Not LEDGER_KEYS_THE_HARNESS_LOCATES_BY.
     ledger_settings: dict[str, Any] = field(default_factory=dict)
     tokens: dict[str, str] = field(default_factory=dict)
     services: dict[str, Service] = field(default_factory=dict)
